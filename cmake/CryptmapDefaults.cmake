@@ -1,0 +1,22 @@
+# cryptmap_target_defaults(<target>): the one place for warnings, language level and sanitizers.
+function(cryptmap_target_defaults tgt)
+  target_compile_features(${tgt} PRIVATE cxx_std_20)
+  target_compile_options(${tgt} PRIVATE
+    -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wpedantic
+    $<$<COMPILE_LANGUAGE:CXX>:-Wold-style-cast>)
+  if(CRYPTMAP_WERROR)
+    target_compile_options(${tgt} PRIVATE -Werror)
+  endif()
+  target_compile_definitions(${tgt} PRIVATE _FILE_OFFSET_BITS=64 _GNU_SOURCE)
+  target_include_directories(${tgt} PRIVATE ${PROJECT_SOURCE_DIR})
+endfunction()
+
+if(CRYPTMAP_SANITIZE STREQUAL "address")
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+elseif(CRYPTMAP_SANITIZE STREQUAL "thread")
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+elseif(NOT CRYPTMAP_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "CRYPTMAP_SANITIZE must be '', 'address' or 'thread'")
+endif()

@@ -1,0 +1,46 @@
+// BackingStore — positional I/O on the image that holds a volume's ciphertext (a regular file,
+// a block device, an emulated zoned image). Follows LevelDB's RandomAccessFile contract:
+// safe for concurrent use by multiple threads; buffers are borrowed only for the call.
+// Offsets are absolute image byte offsets; the volume owns the sector -> offset mapping.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "base/result.h"
+#include "base/units.h"
+
+namespace cryptmap::volume {
+
+class ZoneMap;  // zoned media (later); nullptr means every zone is conventional
+
+class BackingStore {
+ public:
+  virtual ~BackingStore() = default;
+  // Reads exactly out.size() bytes; a read past the end of the image is kIo with object = offset.
+  virtual Result<void> read_at(ByteOffset off, std::span<std::byte> out) const = 0;
+  // Writes exactly in.size() bytes (retrying short writes); kReadOnly on a read-only store.
+  virtual Result<void> write_at(ByteOffset off, std::span<const std::byte> in) = 0;
+  // Makes every completed write durable (fdatasync).
+  virtual Result<void> sync() = 0;
+  // Deallocates the range (punch hole / BLKDISCARD); kUnsupported where impossible.
+  virtual Result<void> discard(ByteOffset off, std::uint64_t len_bytes) = 0;
+  virtual std::uint64_t size_bytes() const noexcept = 0;
+  virtual bool read_only() const noexcept = 0;
+  virtual const ZoneMap* zones() const noexcept { return nullptr; }
+  // Human name for messages (the image path).
+  virtual const std::string& name() const noexcept = 0;
+};
+
+struct PosixStoreOptions {
+  bool read_only = false;
+  bool direct_io = false;  // O_DIRECT: buffers and offsets must be 4096-aligned
+};
+// Opens a regular file or block device. Errors name the path and say what to do.
+Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,
+                                                       const PosixStoreOptions& opts);
+
+}  // namespace cryptmap::volume
