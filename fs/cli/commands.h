@@ -1,0 +1,43 @@
+// The cryptmap command line: cryptsetup's verbs and flags where they make sense.
+//
+// fs/main.cpp builds one CLI::App; each group of verbs registers itself through one of the
+// add_*_commands() functions below (each in its own .cpp in this folder). A verb's callback
+// stores its exit code in `ctx.exit_code`. Exit codes follow cryptsetup (man cryptsetup,
+// "RETURN CODES"): 0 ok, 1 wrong parameters, 2 no permission (bad passphrase), 3 out of memory,
+// 4 wrong device specified, 5 device already exists or is busy.
+//
+// Messages to the user say what failed, on which object, and what to do, on stderr, prefixed
+// with nothing (cryptsetup style: "No key available with this passphrase.").
+#pragma once
+
+#include <string>
+
+namespace CLI {
+class App;
+}
+
+namespace cryptmap::fs {
+
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitUsage = 1,
+  kExitPermission = 2,
+  kExitNoMemory = 3,
+  kExitBadDevice = 4,
+  kExitBusy = 5,
+};
+
+struct CommandContext {
+  int exit_code = kExitOk;
+  bool batch_mode = false;   // -q/--batch-mode: no confirmations
+  int verbosity = 0;         // -v count
+  std::string log_level;     // --log-level
+};
+
+// open, close, status (the daemon; fs/cli/daemon_commands.cpp).
+void add_daemon_commands(CLI::App& app, CommandContext& ctx);
+// luksFormat, luksDump, isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot,
+// luksChangeKey, luksHeaderBackup, luksHeaderRestore, repair (fs/cli/luks_commands.cpp).
+void add_luks_commands(CLI::App& app, CommandContext& ctx);
+
+}  // namespace cryptmap::fs

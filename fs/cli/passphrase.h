@@ -1,0 +1,31 @@
+// Reading passphrases and key files the way cryptsetup does (src/utils_password.c):
+//  - interactive: prompt on the terminal without echo ("Enter passphrase for IMAGE: "), stop at
+//    the first newline; with `verify`, ask twice and fail when they differ;
+//  - stdin not a terminal (no --key-file): read up to the first newline;
+//  - --key-file F: every byte of F (no newline processing), from --keyfile-offset,
+//    at most --keyfile-size bytes; F = "-" reads all of stdin.
+// Everything lands in SecretBytes; nothing is logged.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "base/result.h"
+#include "base/secret.h"
+
+namespace cryptmap::fs {
+
+struct KeySource {
+  std::optional<std::string> key_file;  // --key-file ("-" = stdin)
+  std::uint64_t keyfile_offset = 0;     // --keyfile-offset
+  std::uint64_t keyfile_size = 0;       // --keyfile-size, 0 = whole file
+  std::uint32_t tries = 3;              // --tries for interactive prompts
+};
+
+// `prompt` is the text shown on the terminal; `verify` asks twice (luksFormat, luksAddKey).
+Result<SecretBytes> read_passphrase(const KeySource& src, const std::string& prompt, bool verify);
+// True when the passphrase would be typed at a terminal (so a wrong one may be retried).
+bool passphrase_is_interactive(const KeySource& src);
+
+}  // namespace cryptmap::fs
