@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package cryptmap needs to build, test and benchmark. Idempotent.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(
+  # build
+  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
+  libfuse3-dev fuse3 libcrypto++-dev libssl-dev libtbb-dev libspdlog-dev libfmt-dev
+  nlohmann-json3-dev libargon2-dev libcli11-dev libgtest-dev libgmock-dev
+  # tests: real components
+  cryptsetup-bin e2fsprogs fio python3 python3-cryptography util-linux kmod qemu-utils fuse2fs
+  curl xz-utils openssl procps psmisc
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

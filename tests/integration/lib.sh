@@ -1,0 +1,57 @@
+# Shared helpers for cryptmap's end-to-end tests. Source it; needs CRYPTMAP (path of the binary).
+# Every test gets its own scratch dir and mount dir, and a cleanup trap that closes volumes,
+# unmounts, detaches loop devices and kills leaked daemons (only those of this test).
+set -euo pipefail
+: "${CRYPTMAP:?CRYPTMAP must name the cryptmap binary}"
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+T=$(mktemp -d /tmp/cryptmap-test.XXXXXX)
+MNT=$T/mapper
+LOOPS=()
+FSMNTS=()
+
+cleanup() {
+  set +e
+  for m in "${FSMNTS[@]}"; do umount "$m" 2>/dev/null; done
+  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  if mountpoint -q "$MNT" 2>/dev/null; then
+    for f in "$MNT"/*; do [[ -e "$f" ]] && "$CRYPTMAP" close "$(basename "$f")" --mount-dir "$MNT" --force 2>/dev/null; done
+    sleep 0.2
+    mountpoint -q "$MNT" && fusermount3 -u -z "$MNT" 2>/dev/null
+  fi
+  pkill -f -- "$T" 2>/dev/null
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+note() { echo "-- $*"; }
+
+cm() { "$CRYPTMAP" "$@"; }
+cm_open() { "$CRYPTMAP" open --mount-dir "$MNT" "$@"; }
+cm_close() { "$CRYPTMAP" close --mount-dir "$MNT" "$@"; }
+
+# Fast cryptsetup costs so tests stay quick (never use these for real volumes).
+CS_FAST_PBKDF2=(--pbkdf pbkdf2 --pbkdf-force-iterations 1000)
+CS_FAST_ARGON=(--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4)
+
+keyfile() {  # keyfile NAME CONTENT
+  printf '%s' "$2" > "$T/$1"
+  echo "$T/$1"
+}
+
+# pattern.py wrappers: deterministic data by seed; check compares a region.
+pattern_write() { python3 "$HERE/pattern.py" write "$@"; }
+pattern_check() { python3 "$HERE/pattern.py" check "$@"; }
+
+losetup_attach() {  # losetup_attach FILE -> prints the loop device
+  local dev
+  dev=$(losetup -f --show "$@")
+  LOOPS+=("$dev")
+  echo "$dev"
+}
+losetup_detach() {
+  losetup -d "$1"
+  local keep=()
+  for l in "${LOOPS[@]}"; do [[ "$l" != "$1" ]] && keep+=("$l"); done
+  LOOPS=("${keep[@]}")
+}
