@@ -1,0 +1,36 @@
+// Internal: the one place where SectorIndex becomes dm-crypt's cc_sector and IvSector
+// (formats.md §3.1/§3.5; dm-crypt crypt_convert_block_skcipher).
+//   cc_sector = iv_offset + index * (sector_size / 512)      (512-byte units; picks the multi-key)
+//   iv_sector = cc_sector, or cc_sector >> log2(sector_size / 512) with iv_large_sectors
+#pragma once
+
+#include <cstdint>
+
+#include "base/result.h"
+#include "base/units.h"
+
+namespace cryptmap::crypto::internal {
+
+struct SectorNumbering {
+  std::uint32_t sector_size = 512;
+  std::uint32_t shift = 0;  // log2(sector_size / 512)
+  bool iv_large_sectors = false;
+  std::uint64_t iv_offset = 0;
+
+  std::uint64_t cc_sector(std::uint64_t index) const noexcept {
+    return iv_offset + (index << shift);
+  }
+  IvSector iv_sector(std::uint64_t cc) const noexcept {
+    return IvSector{iv_large_sectors ? cc >> shift : cc};
+  }
+  // Rejects runs whose cc_sector would overflow 64 bits (a corrupt offset, never real data).
+  Result<void> check_run(std::uint64_t first, std::size_t count) const {
+    const std::uint64_t max_index = (~std::uint64_t{0} - iv_offset) >> shift;
+    if (count == 0) return ok();
+    if (first > max_index || count - 1 > max_index - first)
+      return make_error(Errc::kInvalid, "sector cipher: sector number out of range", first);
+    return ok();
+  }
+};
+
+}  // namespace cryptmap::crypto::internal
