@@ -1,0 +1,235 @@
+#include "volume/engine/crypto_driver.h"
+
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
+#include <oneapi/tbb/task_scheduler_observer.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "base/check.h"
+#include "volume/engine/io_thread.h"
+
+namespace cryptmap::volume {
+namespace {
+
+using crypto::CryptoDir;
+using crypto::CryptoRequest;
+using crypto::SubmitStatus;
+
+// The per-call state of one conversion (dm-crypt's convert_context). Lives on the stack of the
+// thread in convert(), which does not return before `pending` reached 0.
+class Conversion {
+ public:
+  void add_pending() {
+    std::lock_guard lock(mu_);
+    ++pending_;
+  }
+  void record(const Error& e) {
+    std::lock_guard lock(mu_);
+    if (!error_) error_ = e;
+    failed_.store(true, std::memory_order_relaxed);
+  }
+  bool failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
+  // The last access to *this by a completer: after the unlock the waiter may destroy it.
+  void finish_one() {
+    std::lock_guard lock(mu_);
+    CRYPTMAP_CHECK(pending_ > 0);
+    if (--pending_ == 0) cv_.notify_all();
+  }
+  Result<void> wait() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return pending_ == 0; });
+    if (error_) return *error_;
+    return ok();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::uint32_t pending_ = 1;  // the submitter's guard; guarded by mu_
+  std::optional<Error> error_;  // first error wins; guarded by mu_
+  std::atomic<bool> failed_{false};
+};
+
+class IoFlusherObserver final : public tbb::task_scheduler_observer {
+ public:
+  explicit IoFlusherObserver(tbb::task_arena& arena) : tbb::task_scheduler_observer(arena) {
+    observe(true);
+  }
+  ~IoFlusherObserver() override { observe(false); }
+  void on_scheduler_entry(bool /*is_worker*/) override { (void)mark_io_thread(); }
+};
+
+class InlineEngine final : public crypto::CryptoEngine {
+ public:
+  explicit InlineEngine(const crypto::SectorCipher& cipher) : cipher_(cipher) {}
+  SubmitStatus submit(CryptoRequest* req) override {
+    req->status = req->dir == CryptoDir::kEncrypt ? cipher_.encrypt(req->run)
+                                                  : cipher_.decrypt(req->run);
+    return SubmitStatus::kDone;
+  }
+  void wait_for_drain() override {}
+  const char* name() const noexcept override { return "inline"; }
+
+ private:
+  const crypto::SectorCipher& cipher_;
+};
+
+}  // namespace
+
+struct CryptoDriver::Impl {
+  Impl(crypto::CryptoEngine& e, const CryptoDriverOptions& o)
+      : engine(e), opts(o), requests(o.max_inflight == 0 ? 1 : o.max_inflight) {
+    batch_sectors = std::max<std::size_t>(1, opts.batch_bytes / opts.sector_size);
+    free.reserve(requests.size());
+    for (auto& r : requests) {
+      r.on_done = [this](CryptoRequest* q) { complete(q); };
+      free.push_back(&r);
+    }
+  }
+
+  CryptoRequest* acquire() {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return !free.empty(); });
+    CryptoRequest* r = free.back();
+    free.pop_back();
+    return r;
+  }
+  void release(CryptoRequest* r) {
+    {
+      std::lock_guard lock(mu);
+      free.push_back(r);
+    }
+    cv.notify_one();
+  }
+
+  // Called exactly once per accepted batch (inline for kDone, by the engine otherwise).
+  void complete(CryptoRequest* r) {
+    auto* conv = static_cast<Conversion*>(r->user);
+    if (!r->status) conv->record(r->status.error());
+    release(r);
+    conv->finish_one();
+  }
+
+  // dm-crypt crypt_convert(): issue the batches of [first, first + count) one by one.
+  void issue(Conversion& conv, CryptoDir dir, std::span<std::byte> data, std::uint64_t first) {
+    const std::size_t ss = opts.sector_size;
+    const std::size_t count = data.size() / ss;
+    for (std::size_t pos = 0; pos < count; pos += batch_sectors) {
+      if (conv.failed()) return;  // the request already failed: stop converting it
+      const std::size_t n = std::min(batch_sectors, count - pos);
+      CryptoRequest* r = acquire();
+      r->dir = dir;
+      r->run = crypto::SectorRun{data.subspan(pos * ss, n * ss), {}, SectorIndex{first + pos}};
+      r->status = ok();
+      r->user = &conv;
+      conv.add_pending();
+      switch (engine.submit(r)) {
+        case SubmitStatus::kDone:
+          complete(r);
+          break;
+        case SubmitStatus::kInProgress:
+          break;
+        case SubmitStatus::kBackloggedBusy:
+          // Accepted, but the engine is full: wait for its backlog to start draining (once
+          // for this busy episode), then continue issuing.
+          engine.wait_for_drain();
+          break;
+        case SubmitStatus::kBusyRejected: {
+          // Not accepted and no backlog: fail the request rather than spin.
+          Error e = make_error_fmt(Errc::kBusy, "crypto engine rejected request", first + pos,
+                                   "%s is busy and has no backlog", engine.name());
+          r->status = e;
+          complete(r);
+          return;
+        }
+      }
+    }
+  }
+
+  crypto::CryptoEngine& engine;
+  const CryptoDriverOptions opts;
+  std::size_t batch_sectors = 1;
+  std::vector<CryptoRequest> requests;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<CryptoRequest*> free;  // guarded by mu
+  unsigned threads = 1;
+  std::unique_ptr<tbb::task_arena> arena;
+  std::unique_ptr<IoFlusherObserver> observer;
+};
+
+Result<std::unique_ptr<CryptoDriver>> CryptoDriver::create(crypto::CryptoEngine& engine,
+                                                           const CryptoDriverOptions& options) {
+  if (options.sector_size < 512 || options.sector_size > 4096 ||
+      (options.sector_size & (options.sector_size - 1)) != 0) {
+    return make_error_fmt(Errc::kInvalid, "crypto driver: sector size", options.sector_size,
+                          "must be a power of two from 512 to 4096");
+  }
+  try {
+    auto impl = std::make_unique<Impl>(engine, options);
+    unsigned t = options.threads != 0 ? options.threads : std::thread::hardware_concurrency();
+    impl->threads = std::max(1u, t);
+    if (!options.force_inline && impl->threads > 1) {
+      impl->arena = std::make_unique<tbb::task_arena>(static_cast<int>(impl->threads));
+      impl->arena->initialize();
+      impl->observer = std::make_unique<IoFlusherObserver>(*impl->arena);
+    }
+    return std::unique_ptr<CryptoDriver>(new CryptoDriver(std::move(impl)));
+  } catch (const std::exception&) {
+    return make_error(Errc::kNoSpace, "crypto driver: allocate pools and task arena");
+  }
+}
+
+CryptoDriver::CryptoDriver(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CryptoDriver::~CryptoDriver() {
+  if (impl_ && impl_->observer) impl_->observer.reset();
+}
+
+unsigned CryptoDriver::threads() const noexcept { return impl_->threads; }
+
+Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> data,
+                                   SectorIndex first) {
+  Impl& im = *impl_;
+  const std::size_t ss = im.opts.sector_size;
+  CRYPTMAP_CHECK(data.size() % ss == 0);
+  if (data.empty()) return ok();
+  Conversion conv;
+  const std::size_t count = data.size() / ss;
+  const std::size_t batches = (count + im.batch_sectors - 1) / im.batch_sectors;
+  const bool parallel = im.arena && data.size() >= im.opts.parallel_threshold_bytes &&
+                        batches > 1;
+  if (!parallel) {
+    im.issue(conv, dir, data, first.value);
+  } else {
+    // Per-core slices of whole batches; the calling thread joins the arena and works too.
+    const std::size_t slices = std::min<std::size_t>(im.threads, batches);
+    const std::size_t per = (batches + slices - 1) / slices * im.batch_sectors;
+    try {
+      im.arena->execute([&] {
+        tbb::parallel_for(std::size_t{0}, slices, [&](std::size_t i) {
+          const std::size_t begin = i * per;
+          if (begin >= count) return;
+          const std::size_t n = std::min(per, count - begin);
+          im.issue(conv, dir, data.subspan(begin * ss, n * ss), first.value + begin);
+        });
+      });
+    } catch (const std::exception&) {
+      conv.record(make_error(Errc::kNoSpace, "crypto driver: schedule parallel batches"));
+    }
+  }
+  conv.finish_one();  // drop the submitter's guard
+  return conv.wait();
+}
+
+std::unique_ptr<crypto::CryptoEngine> make_inline_engine(const crypto::SectorCipher& cipher) {
+  return std::make_unique<InlineEngine>(cipher);
+}
+
+}  // namespace cryptmap::volume

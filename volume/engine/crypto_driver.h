@@ -1,0 +1,69 @@
+// CryptoDriver — converts (encrypts or decrypts) a buffer of whole sectors through a
+// crypto::CryptoEngine, with dm-crypt's conversion loop (crypt_convert(); formats.md §4.1):
+//
+//  * The buffer is cut into batches of at most `batch_bytes`. Each batch is one CryptoRequest
+//    taken from a pool of `max_inflight` requests, allocated once: at most that many crypto
+//    requests are in flight per volume, and a submitter waits for a free one (backpressure:
+//    admission waits, never fails).
+//  * A conversion counts its outstanding batches like dm-crypt's cc_pending: it starts at 1 (the
+//    submitter's guard), +1 per submitted batch, -1 per completion; the first error wins and is
+//    what convert() returns; convert() returns only when the count reached 0, so every batch
+//    completes exactly once and the caller's buffer is never borrowed after return.
+//  * submit() results: kDone -> completed inline; kInProgress -> the engine calls on_done;
+//    kBackloggedBusy -> accepted; the submitter calls wait_for_drain() once, then keeps
+//    issuing (one wait per busy episode, never one per request); kBusyRejected -> the batch
+//    is not accepted: the conversion fails with kBusy and stops issuing (no spinning).
+//  * Parallelism: conversions of at least `parallel_threshold_bytes` are split into one slice
+//    per worker of the volume's tbb::task_arena (per-core batches); smaller ones run inline on
+//    the calling thread (gocryptfs's 32-block rule). `force_inline` keeps everything on the
+//    calling thread (dm-crypt no_read_workqueue/no_write_workqueue).
+//  * Every arena worker is marked with mark_io_thread() by a task_scheduler_observer.
+//
+// Thread-safety: convert() may be called from any number of threads at once.
+// Ownership: borrows the engine, which must outlive the driver.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "base/result.h"
+#include "base/units.h"
+#include "crypto/crypto_engine.h"
+
+namespace cryptmap::volume {
+
+struct CryptoDriverOptions {
+  std::uint32_t sector_size = 512;
+  std::size_t batch_bytes = 32 * 1024;
+  std::size_t parallel_threshold_bytes = 128 * 1024;
+  std::uint32_t max_inflight = 64;
+  unsigned threads = 0;  // arena concurrency; 0 = hardware concurrency
+  bool force_inline = false;
+};
+
+class CryptoDriver {
+ public:
+  static Result<std::unique_ptr<CryptoDriver>> create(crypto::CryptoEngine& engine,
+                                                      const CryptoDriverOptions& options);
+  ~CryptoDriver();
+  CryptoDriver(const CryptoDriver&) = delete;
+  CryptoDriver& operator=(const CryptoDriver&) = delete;
+
+  // REQUIRES: data.size() is a multiple of sector_size; `first` is data[0]'s SectorIndex.
+  Result<void> convert(crypto::CryptoDir dir, std::span<std::byte> data, SectorIndex first);
+
+  unsigned threads() const noexcept;
+
+ private:
+  struct Impl;
+  explicit CryptoDriver(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The synchronous engine over a SectorCipher (every submit() is kDone), used when no other
+// engine is configured. Same contract as crypto::make_sync_engine. Borrows `cipher`.
+std::unique_ptr<crypto::CryptoEngine> make_inline_engine(const crypto::SectorCipher& cipher);
+
+}  // namespace cryptmap::volume

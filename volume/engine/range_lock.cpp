@@ -1,0 +1,64 @@
+#include "volume/engine/range_lock.h"
+
+#include "base/check.h"
+
+namespace cryptmap::volume {
+
+RangeLock::RangeLock(std::size_t slots) : slots_(slots == 0 ? 1 : slots) {
+  free_.reserve(slots_.size());
+  for (std::size_t i = slots_.size(); i > 0; --i) free_.push_back(i - 1);
+}
+
+bool RangeLock::blocked(std::size_t self) const {
+  const Slot& me = slots_[self];
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    const Slot& s = slots_[i];
+    if (i == self || !s.used || s.ticket > me.ticket) continue;
+    if (!(me.exclusive || s.exclusive)) continue;
+    if (s.begin < me.end && me.begin < s.end) return true;
+  }
+  return false;
+}
+
+RangeLock::Guard RangeLock::acquire(std::uint64_t begin, std::uint64_t end, bool exclusive) {
+  CRYPTMAP_CHECK(begin < end);
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return !free_.empty(); });
+  const std::size_t idx = free_.back();
+  free_.pop_back();
+  slots_[idx] = Slot{begin, end, next_ticket_++, exclusive, true};
+  cv_.wait(lock, [&] { return !blocked(idx); });
+  return Guard(this, idx);
+}
+
+RangeLock::Guard RangeLock::try_acquire(std::uint64_t begin, std::uint64_t end, bool exclusive) {
+  CRYPTMAP_CHECK(begin < end);
+  std::lock_guard lock(mu_);
+  if (free_.empty()) return {};
+  const std::size_t idx = free_.back();
+  slots_[idx] = Slot{begin, end, next_ticket_++, exclusive, true};
+  if (blocked(idx)) {
+    slots_[idx].used = false;
+    return {};
+  }
+  free_.pop_back();
+  return Guard(this, idx);
+}
+
+void RangeLock::release(std::size_t slot) noexcept {
+  {
+    std::lock_guard lock(mu_);
+    slots_[slot].used = false;
+    free_.push_back(slot);
+  }
+  cv_.notify_all();
+}
+
+void RangeLock::Guard::release() noexcept {
+  if (lock_ != nullptr) {
+    lock_->release(slot_);
+    lock_ = nullptr;
+  }
+}
+
+}  // namespace cryptmap::volume

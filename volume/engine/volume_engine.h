@@ -1,0 +1,49 @@
+// The I/O engine's assembly point: open_volume() with every engine knob exposed, and with the
+// CryptoEngine chosen by the caller (tests pass hostile fakes; a future hardware engine plugs
+// in here). open_volume() in volume/volume.h is this with the defaults below and the inline
+// (synchronous, per-core parallel) engine.
+//
+// Request flow (see volume/engine/README.md):
+//   read : admission (range lock slot, shared) -> cache hits copied -> misses in runs of
+//          adjacent sectors, one pooled buffer per piece: store.read_at -> decrypt (parallel
+//          above the threshold) -> insert clean into the cache -> copy out -> done.
+//   write: dirty throttle -> admission (exclusive) -> whole sectors into the cache as dirty
+//          blocks (partial head/tail read-modify-written) -> done. Without a cache, or when
+//          the cache has no room, sectors are written through (encrypt into a pooled buffer,
+//          never the caller's) before done.
+//   flush: write back every dirty block (adjacent blocks coalesced into large writes), then
+//          store.sync(), then done.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "base/result.h"
+#include "crypto/crypto_engine.h"
+#include "volume/volume.h"
+
+namespace cryptmap::volume {
+
+struct EngineOptions {
+  std::size_t buffer_bytes = 256 * 1024;         // one piece of a request; 0 = default
+  std::uint32_t buffer_count = 0;                // 0 = clamp(max_inflight_requests / 4, 4, 64)
+  std::size_t batch_bytes = 32 * 1024;           // sectors per CryptoRequest
+  std::size_t parallel_threshold_bytes = 128 * 1024;  // smaller conversions run inline
+  unsigned threads = 0;                          // TBB arena size; 0 = hardware concurrency
+  std::uint32_t cache_shards = 16;
+  std::uint32_t dirty_percent = 50;              // writers wait above this share of the cache
+};
+
+// Builds the CryptoEngine that drives `cipher` (which outlives the engine).
+using EngineFactory =
+    std::function<std::unique_ptr<crypto::CryptoEngine>(const crypto::SectorCipher&)>;
+
+Result<std::unique_ptr<Volume>> open_volume_with_engine(
+    VolumeLayout layout, std::unique_ptr<crypto::SectorCipher> cipher,
+    const EngineFactory& make_engine, std::unique_ptr<BackingStore> store,
+    const VolumeOptions& options, const EngineOptions& engine_options,
+    std::shared_ptr<spdlog::logger> logger);
+
+}  // namespace cryptmap::volume
