@@ -1,0 +1,380 @@
+// EmulatedZonedStore — a host-managed zoned drive emulated on a regular image file plus a zone
+// state sidecar (IMAGE.zones). See zoned_store.h for the rules and README.md for the format.
+//
+// Durability (the decision, see README.md "Crash consistency"):
+//   The live wp (in ZoneMap) advances as soon as a write's pwrite has returned. The sidecar is
+//   rewritten only by sync(), reset_zone(), finish_zone() and the destructor, always as
+//   "snapshot live states -> fdatasync(image) -> write sidecar atomically". Because a wp is published
+//   only after its data's pwrite returned, every byte below a snapshotted wp was handed to the
+//   kernel before the fdatasync started, so the persisted wp never runs ahead of durable data.
+//   Writes after the last sync may be lost in a crash: the zone comes back with the older wp and
+//   the bytes past it read as zeros, exactly like a drive that lost its volatile write cache.
+//   reset_zone persists "empty" BEFORE punching the data (a crash in between leaves old bytes past
+//   wp, which read as zeros); finish_zone zeroes [wp, end) and makes that durable BEFORE it
+//   persists "full" (a crash in between leaves the old wp over zeros).
+//
+// Locking: one mutex per zone stripe (kStripes, zone % kStripes) serialises check+write+publish
+// for a zone; `meta_mu_` serialises sidecar writers. Lock order: stripe -> meta_mu_. Reads take no
+// lock (atomic zone snapshot, then pread).
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <bit>
+#include <cerrno>
+#include <limits>
+#include <mutex>
+
+#include "base/unique_fd.h"
+#include "volume/zone/internal/zone_io.h"
+#include "volume/zone/internal/zone_rules.h"
+#include "volume/zone/zoned_store.h"
+
+namespace cryptmap::volume {
+namespace {
+
+using zone_internal::path_error;
+using zone_internal::Sidecar;
+using zone_internal::SidecarZone;
+
+unsigned long long ull(std::uint64_t v) { return static_cast<unsigned long long>(v); }
+
+constexpr std::size_t kStripes = 64;
+
+class EmulatedZonedStore final : public ZonedStore {
+ public:
+  EmulatedZonedStore(UniqueFd fd, std::string path, bool read_only, std::unique_ptr<ZoneMap> map,
+                     std::uint32_t block, std::uint64_t capacity, Sidecar persisted)
+      : fd_(std::move(fd)),
+        path_(std::move(path)),
+        sidecar_path_(zone_sidecar_path(path_)),
+        read_only_(read_only),
+        map_(std::move(map)),
+        block_(block),
+        capacity_(capacity),
+        persisted_(std::move(persisted)) {}
+
+  ~EmulatedZonedStore() override {
+    if (read_only_) return;
+    std::lock_guard meta(meta_mu_);
+    (void)persist_locked();  // best effort; on failure the last persisted state stays consistent
+  }
+
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return zone_internal::zoned_read(*map_, off, out, path_,
+                                     [&](ByteOffset pos, std::span<std::byte> part) {
+                                       return zone_internal::pread_all(fd_.get(), pos, part, path_);
+                                     });
+  }
+
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    if (read_only_) {
+      return make_error_fmt(Errc::kReadOnly, "write zoned image", off.value, "%s is open read-only",
+                            path_.c_str());
+    }
+    CRYPTMAP_TRY(target, zone_internal::classify_write(*map_, off, in.size(), path_));
+    if (in.empty()) return ok();
+    if (!target.sequential) return zone_internal::pwrite_all(fd_.get(), off, in, path_);
+    // The drive's contract: check and apply under the zone's lock, so concurrent writers see a
+    // linear history of the write pointer.
+    std::lock_guard lock(stripe(target.zone));
+    const ZoneInfo z = map_->zone(target.zone);
+    CRYPTMAP_TRY_VOID(zone_internal::check_sequential_write(z, off, in.size(), block_));
+    CRYPTMAP_TRY_VOID(zone_internal::pwrite_all(fd_.get(), off, in, path_));
+    const auto st = zone_internal::state_after_write(z, off, in.size());
+    map_->set_state(target.zone, st.wp, st.cond);
+    return ok();
+  }
+
+  Result<void> sync() override {
+    if (read_only_) return ok();
+    std::lock_guard meta(meta_mu_);
+    return persist_locked();
+  }
+
+  Result<void> discard(ByteOffset off, std::uint64_t len_bytes) override {
+    if (read_only_) {
+      return make_error_fmt(Errc::kReadOnly, "discard zoned image range", off.value,
+                            "%s is open read-only", path_.c_str());
+    }
+    if (len_bytes == 0) return ok();
+    if (off.value >= map_->size_bytes() || len_bytes > map_->size_bytes() - off.value) {
+      return make_error_fmt(Errc::kInvalid, "discard past the end of the zoned image", off.value,
+                            "%s", path_.c_str());
+    }
+    if (map_->touches_sequential(off, len_bytes)) {
+      return make_error_fmt(Errc::kUnsupported, "discard in a sequential zone", off.value,
+                            "%s: reset the zone instead", path_.c_str());
+    }
+    return zone_internal::zero_file_range(fd_.get(), off, len_bytes, /*must=*/false, path_);
+  }
+
+  std::uint64_t size_bytes() const noexcept override { return map_->size_bytes(); }
+  bool read_only() const noexcept override { return read_only_; }
+  const std::string& name() const noexcept override { return path_; }
+  const ZoneMap* zones() const noexcept override { return map_.get(); }
+  std::uint32_t logical_block_bytes() const noexcept override { return block_; }
+
+  Result<std::vector<ZoneInfo>> report_zones(std::uint64_t first, std::uint64_t count) override {
+    if (first >= map_->zone_count()) {
+      return make_error_fmt(Errc::kInvalid, "report zones past the last zone", first,
+                            "%s has %llu zones", path_.c_str(), ull(map_->zone_count()));
+    }
+    std::vector<ZoneInfo> out(static_cast<std::size_t>(std::min(count, map_->zone_count() - first)));
+    CRYPTMAP_TRY(n, map_->report(first, out));
+    out.resize(n);
+    return out;
+  }
+
+  Result<void> reset_zone(std::uint64_t index) override {
+    CRYPTMAP_TRY_VOID(management_target(index, "reset zone"));
+    std::lock_guard lock(stripe(index));
+    const ZoneInfo z = map_->zone(index);
+    CRYPTMAP_TRY_VOID(management_allowed(z, "reset zone"));
+    if (z.cond == ZoneCond::kEmpty) return ok();
+    // 1. Persist "empty" first: a crash after this leaves old bytes past wp = start (zeros to
+    //    readers), never a wp over punched data.
+    map_->set_state(index, z.start, ZoneCond::kEmpty);
+    {
+      std::lock_guard meta(meta_mu_);
+      if (auto r = persist_locked(); !r) {
+        map_->set_state(index, z.wp, z.cond);
+        return r;
+      }
+    }
+    // 2. Give the space back; not needed for correctness (reads past wp are zeros, finish zeroes
+    //    what it exposes), so an unsupported punch is not an error.
+    return zone_internal::zero_file_range(fd_.get(), z.start, z.len_bytes, /*must=*/false, path_);
+  }
+
+  Result<void> finish_zone(std::uint64_t index) override {
+    CRYPTMAP_TRY_VOID(management_target(index, "finish zone"));
+    std::lock_guard lock(stripe(index));
+    const ZoneInfo z = map_->zone(index);
+    CRYPTMAP_TRY_VOID(management_allowed(z, "finish zone"));
+    if (z.cond == ZoneCond::kFull) return ok();
+    // 1. Zero what finishing exposes: bytes past wp may hold data of writes a crash dropped.
+    CRYPTMAP_TRY_VOID(zone_internal::zero_file_range(fd_.get(), z.wp, z.end() - z.wp,
+                                                     /*must=*/true, path_));
+    // 2. Publish and persist "full" (persist_locked fdatasyncs the zeroing first).
+    map_->set_state(index, z.end(), ZoneCond::kFull);
+    std::lock_guard meta(meta_mu_);
+    if (auto r = persist_locked(); !r) {
+      map_->set_state(index, z.wp, z.cond);
+      return r;
+    }
+    return ok();
+  }
+
+  Result<void> open_zone(std::uint64_t index) override {
+    CRYPTMAP_TRY_VOID(management_target(index, "open zone"));
+    std::lock_guard lock(stripe(index));
+    const ZoneInfo z = map_->zone(index);
+    CRYPTMAP_TRY_VOID(management_allowed(z, "open zone"));
+    if (z.cond == ZoneCond::kFull) return ok();  // ZBC: no effect on a full zone
+    map_->set_state(index, z.wp, ZoneCond::kExplicitOpen);
+    return ok();
+  }
+
+  Result<void> close_zone(std::uint64_t index) override {
+    CRYPTMAP_TRY_VOID(management_target(index, "close zone"));
+    std::lock_guard lock(stripe(index));
+    const ZoneInfo z = map_->zone(index);
+    CRYPTMAP_TRY_VOID(management_allowed(z, "close zone"));
+    if (z.cond != ZoneCond::kImplicitOpen && z.cond != ZoneCond::kExplicitOpen) return ok();
+    map_->set_state(index, z.wp, z.wp == z.start ? ZoneCond::kEmpty : ZoneCond::kClosed);
+    return ok();
+  }
+
+ private:
+  std::mutex& stripe(std::uint64_t zone) const { return stripes_[zone % kStripes]; }
+
+  Result<void> management_target(std::uint64_t index, const char* what) const {
+    return zone_internal::check_management_target(*map_, index, read_only_, what, path_);
+  }
+  static Result<void> management_allowed(const ZoneInfo& z, const char* what) {
+    return zone_internal::check_management_cond(z, what);
+  }
+
+  // Snapshot -> fdatasync(image) -> sidecar. Caller must hold meta_mu_.
+  Result<void> persist_locked() {
+    Sidecar snap;
+    snap.zone_size_bytes = map_->zone_size_bytes();
+    snap.zone_capacity_bytes = capacity_;
+    snap.logical_block_bytes = block_;
+    snap.zones.resize(static_cast<std::size_t>(map_->zone_count()));
+    for (std::size_t i = 0; i < snap.zones.size(); ++i) {
+      const ZoneInfo z = map_->zone(i);  // acquire: data below wp was pwritten before this load
+      snap.zones[i] = SidecarZone{z.wp - z.start, z.type, z.cond};
+    }
+    while (::fdatasync(fd_.get()) != 0) {
+      if (errno == EINTR) continue;
+      return path_error(errno, "sync zoned image (fdatasync)", kNoObject, path_);
+    }
+    if (snap.zones == persisted_.zones) return ok();
+    snap.generation = persisted_.generation + 1;
+    const std::vector<std::byte> bytes = zone_internal::encode_sidecar(snap);
+    CRYPTMAP_TRY_VOID(zone_internal::write_file_atomic(sidecar_path_, bytes));
+    persisted_ = std::move(snap);
+    return ok();
+  }
+
+  UniqueFd fd_;  // holds flock(LOCK_EX) (LOCK_SH when read-only) for the store's lifetime
+  const std::string path_;
+  const std::string sidecar_path_;
+  const bool read_only_;
+  const std::unique_ptr<ZoneMap> map_;
+  const std::uint32_t block_;
+  const std::uint64_t capacity_;
+  mutable std::array<std::mutex, kStripes> stripes_;
+  std::mutex meta_mu_;
+  Sidecar persisted_;  // guarded by meta_mu_: what the sidecar on disk says
+};
+
+Result<UniqueFd> open_and_lock_image(const std::string& path, bool read_only, bool create) {
+  int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+  if (create) flags |= O_CREAT;
+  int raw = -1;
+  do {
+    raw = ::open(path.c_str(), flags, 0600);
+  } while (raw < 0 && errno == EINTR);
+  if (raw < 0) return path_error(errno, "open zoned image", kNoObject, path);
+  UniqueFd fd(raw);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return path_error(errno, "stat zoned image", kNoObject, path);
+  if (!S_ISREG(st.st_mode)) {
+    return make_error_fmt(Errc::kInvalid, "emulated zoned image must be a regular file", kNoObject,
+                          "%s", path.c_str());
+  }
+  // One process per image: two writers would each keep their own write pointers.
+  while (::flock(fd.get(), (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) {
+      return make_error_fmt(Errc::kBusy, "zoned image is in use by another process", kNoObject,
+                            "%s", path.c_str());
+    }
+    return path_error(errno, "lock zoned image (flock)", kNoObject, path);
+  }
+  return fd;
+}
+
+Result<std::unique_ptr<ZoneMap>> map_from_sidecar(const Sidecar& s, const std::string& sidecar) {
+  std::vector<ZoneInfo> infos = zone_internal::sidecar_zone_infos(s);
+  for (ZoneInfo& z : infos) {
+    // A power cycle closes open zones (ZBC): explicit opens do not survive a restart.
+    if (z.cond == ZoneCond::kImplicitOpen || z.cond == ZoneCond::kExplicitOpen) {
+      z.cond = z.wp == z.start ? ZoneCond::kEmpty : ZoneCond::kClosed;
+    }
+  }
+  auto map = ZoneMap::create(s.zone_size_bytes, infos);
+  if (!map) {
+    const Error& e = map.error();
+    return make_error_fmt(Errc::kCorrupt, "zone sidecar: inconsistent zone state", e.object,
+                          "%s: %s", sidecar.c_str(), e.detail.data());
+  }
+  return std::move(*map);
+}
+
+Result<std::unique_ptr<ZonedStore>> create_emulated(const std::string& path,
+                                                    const ZonedStoreOptions& o) {
+  const std::string sidecar = zone_sidecar_path(path);
+  auto invalid = [&](const char* what, std::uint64_t v) {
+    return make_error_fmt(Errc::kInvalid, what, v, "creating %s", path.c_str());
+  };
+  if (o.read_only) return invalid("create zoned image: cannot create read-only", kNoObject);
+  const std::uint32_t block = o.logical_block_bytes;
+  if (block < kSector512 || block > 65536 || !std::has_single_bit(block)) {
+    return invalid("create zoned image: logical block must be a power of two, 512..65536", block);
+  }
+  if (!std::has_single_bit(o.zone_size_bytes) || o.zone_size_bytes < block ||
+      o.zone_size_bytes > (std::uint64_t{1} << 55)) {
+    return invalid("create zoned image: zone size must be a power of two >= the logical block",
+                   o.zone_size_bytes);
+  }
+  if (o.zone_count == 0 || o.zone_count > zone_internal::kSidecarMaxZones ||
+      o.zone_count > std::numeric_limits<std::int64_t>::max() / o.zone_size_bytes) {
+    return invalid("create zoned image: zone count out of range", o.zone_count);
+  }
+  if (o.conventional_zones > o.zone_count) {
+    return invalid("create zoned image: more conventional zones than zones", o.conventional_zones);
+  }
+  const std::uint64_t capacity = o.zone_capacity_bytes == 0 ? o.zone_size_bytes : o.zone_capacity_bytes;
+  if (capacity > o.zone_size_bytes || capacity % block != 0) {
+    return invalid("create zoned image: zone capacity must be <= zone size, in whole blocks",
+                   capacity);
+  }
+  if (o.sequential_type == ZoneType::kConventional) {
+    return invalid("create zoned image: sequential_type must be a sequential type", kNoObject);
+  }
+  struct stat st {};
+  if (::stat(sidecar.c_str(), &st) == 0) {
+    return make_error_fmt(Errc::kBusy, "create zoned image: zone sidecar already exists",
+                          kNoObject, "%s: open it, or delete it to reformat", sidecar.c_str());
+  }
+  CRYPTMAP_TRY(fd, open_and_lock_image(path, false, true));
+  const std::uint64_t size = o.zone_count * o.zone_size_bytes;
+  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
+    return path_error(errno, "size zoned image (ftruncate)", size, path);
+  }
+  Sidecar s;
+  s.zone_size_bytes = o.zone_size_bytes;
+  s.zone_capacity_bytes = capacity;
+  s.logical_block_bytes = block;
+  s.generation = 1;
+  s.zones.resize(static_cast<std::size_t>(o.zone_count));
+  for (std::uint64_t i = 0; i < o.zone_count; ++i) {
+    if (i < o.conventional_zones) {
+      s.zones[i] = SidecarZone{o.zone_size_bytes, ZoneType::kConventional, ZoneCond::kNotWp};
+    } else {
+      s.zones[i] = SidecarZone{0, o.sequential_type, ZoneCond::kEmpty};
+      // Reused file: give back old data (reads past wp are zeros regardless).
+      CRYPTMAP_TRY_VOID(zone_internal::zero_file_range(fd.get(), ByteOffset{i * o.zone_size_bytes},
+                                                       o.zone_size_bytes, false, path));
+    }
+  }
+  if (::fsync(fd.get()) != 0) return path_error(errno, "fsync zoned image", kNoObject, path);
+  CRYPTMAP_TRY_VOID(zone_internal::write_file_atomic(sidecar, zone_internal::encode_sidecar(s)));
+  CRYPTMAP_TRY(map, map_from_sidecar(s, sidecar));
+  return std::unique_ptr<ZonedStore>(std::make_unique<EmulatedZonedStore>(
+      std::move(fd), path, false, std::move(map), block, capacity, std::move(s)));
+}
+
+}  // namespace
+
+std::string zone_sidecar_path(const std::string& image_path) { return image_path + ".zones"; }
+
+Result<std::unique_ptr<ZonedStore>> open_emulated_zoned_store(const std::string& image_path,
+                                                              const ZonedStoreOptions& options) {
+  if (options.create) return create_emulated(image_path, options);
+  const std::string sidecar = zone_sidecar_path(image_path);
+  CRYPTMAP_TRY(fd, open_and_lock_image(image_path, options.read_only, false));
+  const std::size_t max_bytes = zone_internal::kSidecarHeaderBytes +
+                                zone_internal::kSidecarMaxZones * zone_internal::kSidecarEntryBytes +
+                                zone_internal::kSidecarTrailerBytes;
+  auto bytes = zone_internal::read_small_file(sidecar, max_bytes);
+  if (!bytes) {
+    if (bytes.error().code == Errc::kNotFound) {
+      return make_error_fmt(Errc::kNotFound, "zone sidecar missing", kNoObject,
+                            "%s: create the zoned image first", sidecar.c_str());
+    }
+    return bytes.error();
+  }
+  CRYPTMAP_TRY(s, zone_internal::decode_sidecar(*bytes, sidecar));
+  CRYPTMAP_TRY(map, map_from_sidecar(s, sidecar));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return path_error(errno, "stat zoned image", kNoObject, image_path);
+  if (static_cast<std::uint64_t>(st.st_size) < map->size_bytes()) {
+    return make_error_fmt(Errc::kCorrupt, "zoned image shorter than its zones",
+                          static_cast<std::uint64_t>(st.st_size), "%s needs %llu bytes",
+                          image_path.c_str(), ull(map->size_bytes()));
+  }
+  const std::uint32_t block = s.logical_block_bytes;
+  const std::uint64_t capacity = s.zone_capacity_bytes;
+  return std::unique_ptr<ZonedStore>(std::make_unique<EmulatedZonedStore>(
+      std::move(fd), image_path, options.read_only, std::move(map), block, capacity,
+      std::move(s)));
+}
+
+}  // namespace cryptmap::volume
