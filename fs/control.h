@@ -1,0 +1,81 @@
+// The daemon's control channel: where it lives, and the messages the CLI and the daemon
+// exchange over it.
+//
+// Transport: a Unix stream socket next to the mount directory (<mount-dir>.sock, mode 0600;
+// the daemon also checks SO_PEERCRED: same uid or root). One request and one reply per
+// connection. Framing: u32 little-endian body length (at most kMaxFrameBytes), then the body.
+// Every frame buffer is a SecretBytes (an add request carries the volume key), so it is locked,
+// kept out of core dumps and wiped when freed. Bodies are a version byte, a verb, then fields in
+// a fixed order: integers little-endian, strings and byte strings as u32 length + bytes.
+// Decoding checks every length against the frame and fails with kCorrupt naming the field.
+//
+// Thread-safety: free functions, no shared state.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "base/secret.h"
+#include "base/unique_fd.h"
+#include "fs/volume_server.h"
+#include "volume/volume_layout.h"
+
+namespace cryptmap::fs {
+
+inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
+inline constexpr std::uint8_t kProtocolVersion = 1;
+
+struct ControlPaths {
+  std::string mount_dir;  // absolute
+  std::string socket;     // <mount-dir>.sock
+  std::string lock;       // <mount-dir>.lock: serialises "is a daemon running? else start one"
+};
+// /run/cryptmap as root, $XDG_RUNTIME_DIR/cryptmap otherwise (/tmp/cryptmap-<uid> without it).
+std::string default_mount_dir();
+// Makes `mount_dir` absolute (relative to the cwd) and derives the other two paths.
+Result<ControlPaths> control_paths(const std::string& mount_dir);
+
+enum class Verb : std::uint8_t { kAdd = 1, kRemove = 2, kStatus = 3 };
+
+struct Request {
+  Verb verb = Verb::kStatus;
+  std::string name;            // kAdd, kRemove; kStatus: empty = every volume
+  bool force = false;          // kRemove
+  VolumeSource source;         // kAdd
+  volume::VolumeLayout layout; // kAdd
+  bool read_only = false;      // kAdd
+  SecretBytes volume_key;      // kAdd
+};
+
+struct Reply {
+  int exit_code = 0;           // fs/cli/commands.h ExitCode
+  std::string message;         // for the user when exit_code != 0
+  std::int64_t daemon_pid = 0;
+  std::vector<VolumeStatus> volumes;  // kStatus
+};
+
+Result<SecretBytes> encode_request(const Request& r);
+Result<Request> decode_request(std::span<const std::byte> body);
+Result<SecretBytes> encode_reply(const Reply& r);
+Result<Reply> decode_reply(std::span<const std::byte> body);
+
+// One frame on a connected stream socket. recv_frame fails with kCorrupt past kMaxFrameBytes,
+// kIo on a short read or a timeout (SO_RCVTIMEO).
+Result<void> send_frame(int fd, std::span<const std::byte> body);
+Result<SecretBytes> recv_frame(int fd);
+
+// Client: connects to a running daemon. kNotFound when no daemon listens there (no socket, or
+// a stale one left by a killed daemon).
+Result<UniqueFd> connect_control(const std::string& socket_path);
+// Sends `req` and waits for the reply.
+Result<Reply> call_daemon(int fd, const Request& req);
+
+// Server: binds and listens (mode 0600), replacing a stale socket file.
+Result<UniqueFd> listen_control(const std::string& socket_path);
+// SO_PEERCRED: the peer runs as our uid, or as root.
+Result<void> check_peer(int fd);
+
+}  // namespace cryptmap::fs

@@ -1,0 +1,100 @@
+// VolumeServer — the FUSE front end: one mount directory holding one regular file per opened
+// volume (the /dev/mapper of cryptmap), served with the libfuse3 low-level API.
+//
+// Each file is named after its volume, is owned by the user running the server, has mode 0600
+// and the volume's plaintext size. Reads and writes go straight to volume::Volume; the reply is
+// sent from the volume's completion, on whatever thread runs it. Files are opened with
+// FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES: the kernel page cache does not double-cache
+// what the volume already caches, and concurrent writers are not serialised on the inode lock
+// (fs/README.md explains the choice and `losetup --direct-io`).
+// Block-device semantics at the end: a read past the end is short (0 at EOF), a write starting
+// at or past the end fails with ENOSPC, a write crossing the end is short. fsync/fdatasync run
+// Volume::flush, so every acknowledged write is durable when fsync returns. Errors map through
+// cryptmap::to_errno.
+//
+// Ownership: the server owns the FUSE session, the serving threads, the read-buffer pool and
+// every added Volume. Destruction = stop(): stop the loop, wait for in-flight requests, flush
+// every volume, unmount, destroy the session, then the volumes (reverse of open).
+// Thread-safety: every public method may be called from any thread, concurrently with serving.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "volume/volume.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace cryptmap::fs {
+
+struct ServerOptions {
+  std::string mount_dir;                      // created if missing; a stale mount is detached
+  std::uint32_t max_threads = 16;             // FUSE worker threads (libfuse max_threads)
+  std::uint32_t read_buffers = 32;            // preallocated read buffers (the in-flight cap)
+  std::size_t read_buffer_bytes = 1u << 20;   // the kernel's largest FUSE read (256 pages)
+  bool fuse_debug = false;                    // libfuse protocol trace (-d)
+  bool clone_fd = false;                      // one /dev/fuse fd per worker
+  std::shared_ptr<spdlog::logger> logger;     // null: spdlog's default logger
+};
+
+// What `status` shows besides the layout: where the volume came from.
+struct VolumeSource {
+  std::string image;
+  std::string header;  // detached header path, empty when the header is in the image
+};
+
+struct VolumeStatus {
+  std::string name;
+  VolumeSource source;
+  volume::VolumeLayout layout;
+  std::uint64_t size_bytes = 0;
+  bool read_only = false;
+  std::uint32_t open_count = 0;  // open file handles on the mapped file
+};
+
+class VolumeServer {
+ public:
+  // Mounts `options.mount_dir` and starts serving (an empty directory until add_volume).
+  static Result<std::unique_ptr<VolumeServer>> mount(const ServerOptions& options);
+  ~VolumeServer();
+  VolumeServer(const VolumeServer&) = delete;
+  VolumeServer& operator=(const VolumeServer&) = delete;
+
+  // Publishes `vol` as mount_dir/name. kBusy "already exists" for a duplicate name, kInvalid
+  // for a name that cannot be a file name ("", ".", "..", containing '/', longer than 255).
+  Result<void> add_volume(const std::string& name, std::unique_ptr<volume::Volume> vol,
+                          VolumeSource source);
+  // Flushes and removes one volume. kNotFound when absent; kBusy while the file is open, unless
+  // `force` (then handles still open get EIO from now on). The flush error, if any, is returned
+  // after the volume is removed (it is gone either way).
+  Result<void> remove_volume(const std::string& name, bool force);
+  // Flushes every volume (SIGTERM path, before unmounting).
+  Result<void> flush_all();
+
+  std::vector<VolumeStatus> status() const;
+  std::size_t volume_count() const;
+  const std::string& mount_dir() const noexcept;
+
+  // Stops serving: ends the FUSE loop, waits for in-flight requests, flushes every volume,
+  // unmounts. Idempotent; the destructor calls it.
+  void stop();
+  // True once the loop has ended (stop(), or the mount was removed from outside).
+  bool stopped() const noexcept;
+
+  class Impl;
+
+ private:
+  explicit VolumeServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Valid volume names: what cryptsetup would accept as a dm name and we can use as a file name.
+Result<void> check_volume_name(const std::string& name);
+
+}  // namespace cryptmap::fs

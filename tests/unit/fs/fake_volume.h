@@ -1,0 +1,219 @@
+// FakeVolume — an in-memory volume::Volume built to the real contract, and hostile:
+//  - completions run on its own worker threads (never inline) unless `inline_completions`,
+//    after the call has returned, so the FUSE layer must keep buffers and requests alive;
+//  - write data is copied only on the worker, right before completing (a layer that frees
+//    the buffer when the call returns reads garbage);
+//  - errors can be injected per operation; delays can be added;
+//  - it records contract violations (a range past the end reaching the volume, overlapping
+//    buffer reuse) instead of silently accepting them.
+// "durable" is the content as of the last completed flush(): what a crash would keep.
+#pragma once
+
+#include <sys/prctl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "base/inline_function.h"
+#include "volume/volume.h"
+
+namespace cryptmap::fs::testing {
+
+class FakeVolume : public volume::Volume {
+ public:
+  enum class Op { kRead, kWrite, kFlush };
+  struct Options {
+    std::uint64_t size_bytes = 8u << 20;
+    bool read_only = false;
+    bool inline_completions = false;
+    unsigned workers = 3;
+    std::chrono::microseconds delay{0};
+  };
+
+  explicit FakeVolume(Options o) : opts_(o), data_(o.size_bytes), durable_(o.size_bytes) {
+    layout_.type = volume::VolumeType::kLuks2;
+    layout_.cipher.cipher = "aes";
+    layout_.cipher.chain_mode = "xts";
+    layout_.cipher.iv_mode = "plain64";
+    layout_.key_bytes = 64;
+    layout_.sector_size = 512;
+    layout_.data_offset_bytes = 16u << 20;
+    layout_.size_bytes = o.size_bytes;
+    for (unsigned i = 0; i < o.workers; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~FakeVolume() override {
+    {
+      std::lock_guard l(qmu_);
+      quit_ = true;
+    }
+    qcv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  void read(ByteOffset off, std::span<std::byte> out, volume::Completion done) override {
+    note_call();
+    submit([this, off, out, d = std::move(done)]() mutable {
+      if (auto e = take_failure(Op::kRead)) return finish(std::move(d), *e);
+      if (off.value > data_.size()) return finish(std::move(d), violation("read past end"));
+      const std::size_t n = std::min<std::uint64_t>(out.size(), data_.size() - off.value);
+      {
+        std::lock_guard l(dmu_);
+        std::memcpy(out.data(), data_.data() + off.value, n);
+      }
+      reads_.fetch_add(1);
+      finish(std::move(d), n);
+    });
+  }
+
+  void write(ByteOffset off, std::span<const std::byte> in, volume::Completion done) override {
+    note_call();
+    const int now = in_flight_writes_.fetch_add(1) + 1;
+    int seen = max_parallel_writes_.load();
+    while (now > seen && !max_parallel_writes_.compare_exchange_weak(seen, now)) {
+    }
+    submit([this, off, in, d = std::move(done)]() mutable {
+      if (write_gate_) write_gate_();
+      in_flight_writes_.fetch_sub(1);
+      if (auto e = take_failure(Op::kWrite)) return finish(std::move(d), *e);
+      if (opts_.read_only) return finish(std::move(d), make_error(Errc::kReadOnly, "fake write"));
+      if (off.value + in.size() > data_.size()) {
+        return finish(std::move(d), off.value >= data_.size()
+                                        ? make_error(Errc::kNoSpace, "fake write")
+                                        : violation("write crossing the end"));
+      }
+      {
+        std::lock_guard l(dmu_);
+        std::memcpy(data_.data() + off.value, in.data(), in.size());
+      }
+      writes_.fetch_add(1);
+      finish(std::move(d), in.size());
+    });
+  }
+
+  void flush(volume::Completion done) override {
+    note_call();
+    submit([this, d = std::move(done)]() mutable {
+      if (auto e = take_failure(Op::kFlush)) return finish(std::move(d), *e);
+      {
+        std::lock_guard l(dmu_);
+        durable_ = data_;
+      }
+      flushes_.fetch_add(1);
+      finish(std::move(d), std::size_t{0});
+    });
+  }
+
+  std::uint64_t size_bytes() const noexcept override { return opts_.size_bytes; }
+  const volume::VolumeLayout& layout() const noexcept override { return layout_; }
+  bool read_only() const noexcept override { return opts_.read_only; }
+
+  // ---- test hooks ----
+  void fail_next(Op op, Errc code, int times = 1) {
+    std::lock_guard l(fmu_);
+    for (int i = 0; i < times; ++i) failures_.push_back({op, code});
+  }
+  void fill(std::uint32_t seed) {
+    std::lock_guard l(dmu_);
+    std::uint32_t x = seed * 2654435761u + 1;
+    for (auto& b : data_) {
+      x ^= x << 13;
+      x ^= x >> 17;
+      x ^= x << 5;
+      b = static_cast<std::byte>(x);
+    }
+    durable_ = data_;
+  }
+  std::vector<std::byte> data() const {
+    std::lock_guard l(dmu_);
+    return data_;
+  }
+  std::vector<std::byte> durable() const {
+    std::lock_guard l(dmu_);
+    return durable_;
+  }
+  // Runs on the worker before each write is applied (e.g. to hold writes until N are in flight).
+  void set_write_gate(std::function<void()> g) { write_gate_ = std::move(g); }
+  int in_flight_writes() const { return in_flight_writes_.load(); }
+  int max_parallel_writes() const { return max_parallel_writes_.load(); }
+  int flushes() const { return flushes_.load(); }
+  int reads() const { return reads_.load(); }
+  int writes() const { return writes_.load(); }
+  int violations() const { return violations_.load(); }
+  // PR_GET_IO_FLUSHER of the last thread that called into the volume (a FUSE worker).
+  int caller_io_flusher() const { return caller_io_flusher_.load(); }
+
+ private:
+  void note_call() {
+    caller_io_flusher_.store(prctl(58 /*PR_GET_IO_FLUSHER*/, 0, 0, 0, 0));
+  }
+  Error violation(const char* what) {
+    violations_.fetch_add(1);
+    return make_error(Errc::kInvalid, what);
+  }
+  std::optional<Errc> take_failure(Op op) {
+    std::lock_guard l(fmu_);
+    auto it = std::find_if(failures_.begin(), failures_.end(),
+                           [&](const auto& f) { return f.first == op; });
+    if (it == failures_.end()) return std::nullopt;
+    Errc c = it->second;
+    failures_.erase(it);
+    return c;
+  }
+  static void finish(volume::Completion d, Result<std::size_t> r) { d(std::move(r)); }
+  static void finish(volume::Completion d, Errc c) { d(make_error(c, "injected failure")); }
+  using Job = InlineFunction<void(), 192>;
+  void submit(Job job) {
+    if (opts_.inline_completions) {
+      if (opts_.delay.count() != 0) std::this_thread::sleep_for(opts_.delay);
+      job();
+      return;
+    }
+    {
+      std::lock_guard l(qmu_);
+      q_.push_back(std::move(job));
+    }
+    qcv_.notify_one();
+  }
+  void work() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock l(qmu_);
+        qcv_.wait(l, [this] { return quit_ || !q_.empty(); });
+        if (q_.empty()) return;
+        job = std::move(q_.front());
+        q_.pop_front();
+      }
+      if (opts_.delay.count() != 0) std::this_thread::sleep_for(opts_.delay);
+      job();
+    }
+  }
+
+  Options opts_;
+  volume::VolumeLayout layout_;
+  mutable std::mutex dmu_;
+  std::vector<std::byte> data_;
+  std::vector<std::byte> durable_;
+  std::mutex fmu_;
+  std::deque<std::pair<Op, Errc>> failures_;
+  std::function<void()> write_gate_;
+  std::atomic<int> in_flight_writes_{0}, max_parallel_writes_{0};
+  std::atomic<int> flushes_{0}, reads_{0}, writes_{0}, violations_{0};
+  std::atomic<int> caller_io_flusher_{-1};
+  std::mutex qmu_;
+  std::condition_variable qcv_;
+  std::deque<Job> q_;
+  bool quit_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace cryptmap::fs::testing

@@ -1,0 +1,521 @@
+// The FUSE front end through a real mount: the kernel, libfuse and VolumeServer, with a hostile
+// in-memory FakeVolume behind it (CryFS test/fspp/fuse style). Skips when /dev/fuse is unusable.
+#include "fs/volume_server.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "base/unique_fd.h"
+#include "tests/unit/fs/fake_volume.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+namespace cryptmap::fs {
+namespace {
+
+using testing::FakeVolume;
+using Op = FakeVolume::Op;
+
+std::string fuse_unusable_reason() {
+  const int fd = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return std::string("/dev/fuse: ") + std::strerror(errno);
+  ::close(fd);
+  if (geteuid() != 0 && access("/usr/bin/fusermount3", X_OK) != 0)
+    return "not root and no fusermount3";
+  return {};
+}
+
+std::vector<std::byte> pattern(std::size_t n, std::uint32_t seed) {
+  std::vector<std::byte> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<std::byte>(rng());
+  return v;
+}
+
+class VolumeServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string why = fuse_unusable_reason();
+    if (!why.empty()) GTEST_SKIP() << "FUSE unavailable: " << why;
+    char tmpl[] = "/tmp/cryptmap-fs-test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    mnt_ = dir_ + "/mnt";
+  }
+  void TearDown() override {
+    server_.reset();
+    if (!mnt_.empty()) rmdir(mnt_.c_str());
+    if (!dir_.empty()) rmdir(dir_.c_str());
+  }
+  void mount(ServerOptions o = {}) {
+    o.mount_dir = mnt_;
+    auto s = VolumeServer::mount(o);
+    ASSERT_TRUE(s.has_value()) << s.error().message();
+    server_ = std::move(*s);
+  }
+  FakeVolume* add(const std::string& name, FakeVolume::Options o = {}) {
+    auto v = std::make_unique<FakeVolume>(o);
+    FakeVolume* raw = v.get();
+    auto r = server_->add_volume(name, std::move(v), {"/images/" + name + ".img", ""});
+    EXPECT_TRUE(r.has_value()) << r.error().message();
+    return r ? raw : nullptr;
+  }
+  std::string path(const std::string& name) const { return mnt_ + "/" + name; }
+  UniqueFd open_file(const std::string& name, int flags) {
+    UniqueFd fd(::open(path(name).c_str(), flags | O_CLOEXEC));
+    EXPECT_TRUE(fd.valid()) << path(name) << ": " << std::strerror(errno);
+    return fd;
+  }
+
+  std::string dir_, mnt_;
+  std::unique_ptr<VolumeServer> server_;
+};
+
+TEST_F(VolumeServerTest, FileHasVolumeSizeMode0600AndOwner) {
+  mount();
+  add("vol", {.size_bytes = 3u << 20});
+  struct stat st {};
+  ASSERT_EQ(stat(path("vol").c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_size, 3 << 20);
+  EXPECT_EQ(st.st_uid, getuid());
+  EXPECT_EQ(st.st_gid, getgid());
+  ASSERT_EQ(stat(mnt_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+}
+
+TEST_F(VolumeServerTest, DirectoryListsEveryVolumeAndLookupOfOthersFails) {
+  mount();
+  for (const char* n : {"alpha", "beta", "gamma"}) add(n, {.size_bytes = 1u << 20});
+  std::set<std::string> names;
+  DIR* d = opendir(mnt_.c_str());
+  ASSERT_NE(d, nullptr);
+  while (dirent* de = readdir(d)) names.insert(de->d_name);
+  closedir(d);
+  EXPECT_EQ(names, (std::set<std::string>{".", "..", "alpha", "beta", "gamma"}));
+  struct stat st {};
+  EXPECT_EQ(stat(path("delta").c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
+}
+
+TEST_F(VolumeServerTest, ReadsReturnVolumeBytesAtAnyOffsetAndLength) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 8u << 20});
+  v->fill(7);
+  const auto data = v->data();
+  UniqueFd fd = open_file("vol", O_RDONLY);
+  const std::pair<std::uint64_t, std::size_t> cases[] = {
+      {0, 1},          {0, 512},         {1, 511},        {511, 2},
+      {4095, 4097},    {12345, 100000},  {1u << 20, 1u << 20},
+      {3, 3u << 20},   {(8u << 20) - 4096, 4096}};
+  for (auto [off, len] : cases) {
+    std::vector<std::byte> buf(len);
+    ASSERT_EQ(pread(fd.get(), buf.data(), len, static_cast<off_t>(off)),
+              static_cast<ssize_t>(len))
+        << "off " << off << " len " << len << ": " << std::strerror(errno);
+    EXPECT_EQ(0, std::memcmp(buf.data(), data.data() + off, len)) << "off " << off;
+  }
+  EXPECT_EQ(v->violations(), 0);
+}
+
+struct EdgeCase {
+  std::int64_t from_end;  // offset relative to the end of the volume
+  std::size_t len;
+  ssize_t expect;
+};
+class ReadEdgeTest : public VolumeServerTest, public ::testing::WithParamInterface<EdgeCase> {};
+
+TEST_P(ReadEdgeTest, ShortReadAtTheEndZeroAtAndPastIt) {
+  mount();
+  const std::uint64_t size = 1u << 20;
+  FakeVolume* v = add("vol", {.size_bytes = size});
+  v->fill(3);
+  const auto data = v->data();
+  UniqueFd fd = open_file("vol", O_RDONLY);
+  const EdgeCase c = GetParam();
+  const auto off = static_cast<off_t>(static_cast<std::int64_t>(size) + c.from_end);
+  std::vector<std::byte> buf(c.len);
+  ASSERT_EQ(pread(fd.get(), buf.data(), c.len, off), c.expect) << std::strerror(errno);
+  if (c.expect > 0) {
+    EXPECT_EQ(0, std::memcmp(buf.data(), data.data() + off, static_cast<std::size_t>(c.expect)));
+  }
+  EXPECT_EQ(v->violations(), 0);
+}
+INSTANTIATE_TEST_SUITE_P(Edges, ReadEdgeTest,
+                         ::testing::Values(EdgeCase{-4096, 4096, 4096}, EdgeCase{-4096, 16384, 4096},
+                                           EdgeCase{-1, 512, 1}, EdgeCase{-513, 4096, 513},
+                                           EdgeCase{0, 4096, 0}, EdgeCase{1, 1, 0},
+                                           EdgeCase{1 << 20, 4096, 0}));
+
+TEST_F(VolumeServerTest, WritesLandInTheVolumeAndReadBack) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 8u << 20});
+  UniqueFd fd = open_file("vol", O_RDWR);
+  const auto a = pattern(3u << 20, 1);
+  const off_t off = 777;
+  ASSERT_EQ(pwrite(fd.get(), a.data(), a.size(), off), static_cast<ssize_t>(a.size()));
+  const auto now = v->data();
+  EXPECT_EQ(0, std::memcmp(now.data() + off, a.data(), a.size()));
+  std::vector<std::byte> back(a.size());
+  ASSERT_EQ(pread(fd.get(), back.data(), back.size(), off), static_cast<ssize_t>(back.size()));
+  EXPECT_EQ(back, a);
+  EXPECT_EQ(v->violations(), 0);
+}
+
+TEST_F(VolumeServerTest, WriteAtOrPastTheEndIsEnospcAndCrossingTheEndIsShort) {
+  mount();
+  const std::uint64_t size = 1u << 20;
+  FakeVolume* v = add("vol", {.size_bytes = size});
+  UniqueFd fd = open_file("vol", O_WRONLY);
+  const auto buf = pattern(8192, 2);
+  errno = 0;
+  EXPECT_EQ(pwrite(fd.get(), buf.data(), 4096, static_cast<off_t>(size)), -1);
+  EXPECT_EQ(errno, ENOSPC);
+  errno = 0;
+  EXPECT_EQ(pwrite(fd.get(), buf.data(), 1, static_cast<off_t>(size + 4096)), -1);
+  EXPECT_EQ(errno, ENOSPC);
+  EXPECT_EQ(pwrite(fd.get(), buf.data(), 8192, static_cast<off_t>(size - 100)), 100);
+  const auto now = v->data();
+  EXPECT_EQ(0, std::memcmp(now.data() + size - 100, buf.data(), 100));
+  EXPECT_EQ(v->violations(), 0);
+}
+
+struct ErrnoCase {
+  Op op;
+  Errc code;
+};
+class ErrnoTest : public VolumeServerTest, public ::testing::WithParamInterface<ErrnoCase> {};
+
+TEST_P(ErrnoTest, VolumeErrorReachesTheCallerAsToErrno) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 1u << 20});
+  UniqueFd fd = open_file("vol", O_RDWR);
+  const ErrnoCase c = GetParam();
+  const int want = to_errno(make_error(c.code, "x"));
+  v->fail_next(c.op, c.code);
+  std::vector<std::byte> buf(4096);
+  errno = 0;
+  switch (c.op) {
+    case Op::kRead: EXPECT_EQ(pread(fd.get(), buf.data(), buf.size(), 8192), -1); break;
+    case Op::kWrite: EXPECT_EQ(pwrite(fd.get(), buf.data(), buf.size(), 8192), -1); break;
+    case Op::kFlush: EXPECT_EQ(fsync(fd.get()), -1); break;
+  }
+  EXPECT_EQ(errno, want) << "got " << std::strerror(errno) << ", want " << std::strerror(want);
+  // The next operation of the same kind succeeds again: errors are per request.
+  switch (c.op) {
+    case Op::kRead: EXPECT_EQ(pread(fd.get(), buf.data(), buf.size(), 8192), 4096); break;
+    case Op::kWrite: EXPECT_EQ(pwrite(fd.get(), buf.data(), buf.size(), 8192), 4096); break;
+    case Op::kFlush: EXPECT_EQ(fsync(fd.get()), 0); break;
+  }
+}
+std::vector<ErrnoCase> errno_cases() {
+  std::vector<ErrnoCase> out;
+  for (Op op : {Op::kRead, Op::kWrite, Op::kFlush})
+    for (Errc c : {Errc::kIo, Errc::kNoSpace, Errc::kReadOnly, Errc::kAuth, Errc::kCorrupt,
+                   Errc::kUnsupported, Errc::kInvalid, Errc::kBusy, Errc::kZoneOrder})
+      out.push_back({op, c});
+  return out;
+}
+std::string errno_case_name(const ::testing::TestParamInfo<ErrnoCase>& p) {
+  static const char* const kOps[] = {"Read", "Write", "Fsync"};
+  std::string n = kOps[static_cast<int>(p.param.op)];
+  for (char ch : std::string(errc_name(p.param.code)))
+    if (std::isalnum(static_cast<unsigned char>(ch))) n += ch;
+  return n;
+}
+INSTANTIATE_TEST_SUITE_P(AllOps, ErrnoTest, ::testing::ValuesIn(errno_cases()), errno_case_name);
+
+TEST_F(VolumeServerTest, FsyncAndFdatasyncFlushTheVolume) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 1u << 20});
+  UniqueFd fd = open_file("vol", O_RDWR);
+  const auto a = pattern(65536, 9);
+  ASSERT_EQ(pwrite(fd.get(), a.data(), a.size(), 4096), 65536);
+  EXPECT_NE(0, std::memcmp(v->durable().data() + 4096, a.data(), a.size()));
+  const int before = v->flushes();
+  ASSERT_EQ(fsync(fd.get()), 0);
+  EXPECT_EQ(v->flushes(), before + 1);
+  EXPECT_EQ(0, std::memcmp(v->durable().data() + 4096, a.data(), a.size()));
+  ASSERT_EQ(pwrite(fd.get(), a.data(), 512, 0), 512);
+  ASSERT_EQ(fdatasync(fd.get()), 0);
+  EXPECT_EQ(v->flushes(), before + 2);
+  EXPECT_EQ(0, std::memcmp(v->durable().data(), a.data(), 512));
+}
+
+TEST_F(VolumeServerTest, ReadOnlyVolumeRefusesWriteOpensButReads) {
+  mount();
+  FakeVolume* v = add("ro", {.size_bytes = 1u << 20, .read_only = true});
+  v->fill(4);
+  errno = 0;
+  EXPECT_EQ(::open(path("ro").c_str(), O_RDWR), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::open(path("ro").c_str(), O_WRONLY), -1);
+  UniqueFd fd = open_file("ro", O_RDONLY);
+  std::vector<std::byte> buf(4096);
+  EXPECT_EQ(pread(fd.get(), buf.data(), buf.size(), 0), 4096);
+}
+
+TEST_F(VolumeServerTest, TruncateToAnotherSizeIsRefusedSameSizeAccepted) {
+  mount();
+  add("vol", {.size_bytes = 1u << 20});
+  EXPECT_EQ(truncate(path("vol").c_str(), 4096), -1);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(truncate(path("vol").c_str(), 1 << 20), 0) << std::strerror(errno);
+  UniqueFd fd(::open(path("vol").c_str(), O_RDWR | O_TRUNC));  // ignored, like a block device
+  EXPECT_TRUE(fd.valid());
+  struct stat st {};
+  ASSERT_EQ(stat(path("vol").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 1 << 20);
+}
+
+TEST_F(VolumeServerTest, FallocateIsNotSupported) {
+  mount();
+  add("vol", {.size_bytes = 1u << 20});
+  UniqueFd fd = open_file("vol", O_RDWR);
+  EXPECT_EQ(fallocate(fd.get(), FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, 4096), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+}
+
+TEST_F(VolumeServerTest, StatfsCountsVolumes) {
+  mount();
+  add("a", {.size_bytes = 4u << 20});
+  add("b", {.size_bytes = 2u << 20});
+  struct statvfs st {};
+  ASSERT_EQ(statvfs(mnt_.c_str(), &st), 0);
+  EXPECT_EQ(st.f_blocks * st.f_frsize, 6u << 20);
+  EXPECT_EQ(st.f_files, 3u);
+}
+
+// Without FOPEN_PARALLEL_DIRECT_WRITES the kernel holds the inode lock exclusively per direct
+// write, so two writers can never be inside the volume at once. The gate holds each write until
+// a second one arrives (or 5 s pass).
+TEST_F(VolumeServerTest, ConcurrentWritersReachTheVolumeInParallel) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 4u << 20, .workers = 4});
+  v->set_write_gate([v] {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (v->max_parallel_writes() < 2 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 2; ++t) {
+    ts.emplace_back([&, t] {
+      UniqueFd fd(::open(path("vol").c_str(), O_WRONLY | O_CLOEXEC));
+      const auto a = pattern(4096, 100 + t);
+      EXPECT_EQ(pwrite(fd.get(), a.data(), a.size(), t * 65536), 4096);
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_GE(v->max_parallel_writes(), 2);
+}
+
+TEST_F(VolumeServerTest, ConcurrentReadersAndWritersSeeConsistentData) {
+  mount();
+  constexpr std::size_t kRegion = 256u << 10;
+  constexpr int kWriters = 4, kReaders = 4, kRounds = 20;
+  FakeVolume* v = add("vol", {.size_bytes = kRegion * kWriters});
+  v->fill(11);
+  const auto initial = v->data();
+  std::atomic<int> read_errors{0}, write_errors{0};
+  std::vector<std::thread> ts;
+  for (int w = 0; w < kWriters; ++w) {
+    ts.emplace_back([&, w] {
+      UniqueFd fd(::open(path("vol").c_str(), O_RDWR | O_CLOEXEC));
+      std::mt19937 rng(w);
+      for (int r = 0; r < kRounds; ++r) {
+        const std::size_t len = 1 + rng() % 70000;
+        const std::size_t off = rng() % (kRegion - len);
+        const auto a = pattern(len, w * 1000 + r);
+        if (pwrite(fd.get(), a.data(), len, static_cast<off_t>(w * kRegion + off)) !=
+            static_cast<ssize_t>(len)) {
+          ++write_errors;
+          continue;
+        }
+        std::vector<std::byte> b(len);  // own region: must read back exactly
+        if (pread(fd.get(), b.data(), len, static_cast<off_t>(w * kRegion + off)) !=
+                static_cast<ssize_t>(len) ||
+            b != a)
+          ++read_errors;
+      }
+    });
+  }
+  for (int r = 0; r < kReaders; ++r) {
+    ts.emplace_back([&, r] {
+      UniqueFd fd(::open(path("vol").c_str(), O_RDONLY | O_CLOEXEC));
+      std::mt19937 rng(100 + r);
+      std::vector<std::byte> b(128u << 10);
+      for (int i = 0; i < kRounds * 2; ++i) {
+        const std::size_t off = rng() % (kRegion * kWriters - b.size());
+        if (pread(fd.get(), b.data(), b.size(), static_cast<off_t>(off)) !=
+            static_cast<ssize_t>(b.size()))
+          ++read_errors;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(read_errors.load(), 0);
+  EXPECT_EQ(write_errors.load(), 0);
+  EXPECT_EQ(v->violations(), 0);
+  EXPECT_NE(v->data(), initial);
+}
+
+TEST_F(VolumeServerTest, ReadPoolExhaustionWaitsInsteadOfFailing) {
+  ServerOptions o;
+  o.read_buffers = 2;
+  o.read_buffer_bytes = 1u << 20;
+  mount(o);
+  FakeVolume* v = add("vol", {.size_bytes = 4u << 20, .delay = std::chrono::milliseconds(5)});
+  v->fill(21);
+  const auto data = v->data();
+  std::atomic<int> bad{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t) {
+    ts.emplace_back([&, t] {
+      UniqueFd fd(::open(path("vol").c_str(), O_RDONLY | O_CLOEXEC));
+      std::vector<std::byte> b(65536);
+      for (int i = 0; i < 10; ++i) {
+        const off_t off = (t * 10 + i) * 40000;
+        if (pread(fd.get(), b.data(), b.size(), off) != 65536 ||
+            std::memcmp(b.data(), data.data() + off, b.size()) != 0)
+          ++bad;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
+TEST_F(VolumeServerTest, WorkerThreadsAreIoFlushers) {
+  int probe = -1;
+  std::thread([&] { probe = prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0); }).join();
+  if (probe != 0) GTEST_SKIP() << "PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE, which this process lacks";
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 1u << 20});
+  UniqueFd fd = open_file("vol", O_RDONLY);
+  std::vector<std::byte> b(4096);
+  ASSERT_EQ(pread(fd.get(), b.data(), b.size(), 0), 4096);
+  EXPECT_EQ(v->caller_io_flusher(), 1);
+}
+
+TEST_F(VolumeServerTest, AddRejectsDuplicateAndInvalidNames) {
+  mount();
+  add("vol");
+  auto dup = server_->add_volume("vol", std::make_unique<FakeVolume>(FakeVolume::Options{}), {});
+  ASSERT_FALSE(dup.has_value());
+  EXPECT_EQ(dup.error().code, Errc::kBusy);
+  EXPECT_NE(dup.error().message().find("Device vol already exists."), std::string::npos)
+      << dup.error().message();
+  for (const char* bad : {"", ".", "..", "a/b"}) {
+    auto r = server_->add_volume(bad, std::make_unique<FakeVolume>(FakeVolume::Options{}), {});
+    EXPECT_FALSE(r.has_value()) << bad;
+    if (!r) {
+      EXPECT_EQ(r.error().code, Errc::kInvalid);
+    }
+  }
+  EXPECT_EQ(server_->volume_count(), 1u);
+}
+
+TEST_F(VolumeServerTest, RemoveRefusesWhileOpenThenFlushesAndTheFileDisappears) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 1u << 20});
+  add("other", {.size_bytes = 1u << 20});
+  {
+    UniqueFd fd = open_file("vol", O_RDWR);
+    const auto a = pattern(4096, 5);
+    ASSERT_EQ(pwrite(fd.get(), a.data(), a.size(), 0), 4096);
+    auto busy = server_->remove_volume("vol", false);
+    ASSERT_FALSE(busy.has_value());
+    EXPECT_EQ(busy.error().code, Errc::kBusy);
+    EXPECT_NE(busy.error().message().find("still in use"), std::string::npos);
+    EXPECT_EQ(v->flushes(), 0);
+  }
+  auto r = server_->remove_volume("vol", false);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  struct stat st {};
+  EXPECT_EQ(stat(path("vol").c_str(), &st), -1);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_EQ(stat(path("other").c_str(), &st), 0);
+  auto again = server_->remove_volume("vol", false);
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code, Errc::kNotFound);
+}
+
+TEST_F(VolumeServerTest, ForcedRemoveWhileOpenFailsLaterIoWithEio) {
+  mount();
+  add("vol", {.size_bytes = 1u << 20});
+  UniqueFd fd = open_file("vol", O_RDWR);
+  ASSERT_TRUE(server_->remove_volume("vol", true).has_value());
+  std::vector<std::byte> b(4096);
+  errno = 0;
+  EXPECT_EQ(pread(fd.get(), b.data(), b.size(), 0), -1);
+  EXPECT_EQ(errno, EIO);
+  EXPECT_EQ(pwrite(fd.get(), b.data(), b.size(), 0), -1);
+  EXPECT_EQ(errno, EIO);
+}
+
+TEST_F(VolumeServerTest, StatusReportsEachVolume) {
+  mount();
+  add("a", {.size_bytes = 2u << 20});
+  add("b", {.size_bytes = 1u << 20, .read_only = true});
+  UniqueFd fd = open_file("a", O_RDONLY);
+  auto st = server_->status();
+  ASSERT_EQ(st.size(), 2u);
+  EXPECT_EQ(st[0].name, "a");
+  EXPECT_EQ(st[0].size_bytes, 2u << 20);
+  EXPECT_EQ(st[0].open_count, 1u);
+  EXPECT_EQ(st[0].source.image, "/images/a.img");
+  EXPECT_FALSE(st[0].read_only);
+  EXPECT_EQ(st[1].name, "b");
+  EXPECT_TRUE(st[1].read_only);
+  EXPECT_EQ(st[1].open_count, 0u);
+  EXPECT_EQ(st[1].layout.cipher.chain_mode, "xts");
+}
+
+TEST_F(VolumeServerTest, StopWhileBusyFlushesUnmountsAndFailsLateIo) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 4u << 20, .delay = std::chrono::microseconds(200)});
+  std::atomic<bool> quit{false};
+  std::atomic<int> ok_ops{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&, t] {
+      UniqueFd fd(::open(path("vol").c_str(), O_RDWR | O_CLOEXEC));
+      if (!fd.valid()) return;
+      std::vector<std::byte> b(65536);
+      while (!quit.load()) {
+        const ssize_t n = (t % 2 == 0) ? pread(fd.get(), b.data(), b.size(), t * 65536)
+                                       : pwrite(fd.get(), b.data(), b.size(), t * 65536);
+        if (n < 0) break;  // ENOTCONN once the connection is gone
+        ++ok_ops;
+      }
+    });
+  }
+  while (ok_ops.load() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  server_->stop();
+  EXPECT_TRUE(server_->stopped());
+  quit.store(true);
+  for (auto& t : ts) t.join();
+  EXPECT_GE(v->flushes(), 1);  // `v` is destroyed by now only if stop() destroyed volumes
+  struct stat st {};
+  EXPECT_NE(stat(path("vol").c_str(), &st), 0);
+}
+
+}  // namespace
+}  // namespace cryptmap::fs
