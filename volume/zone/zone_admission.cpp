@@ -172,10 +172,12 @@ Result<void> ZoneAdmission::wait_turn(const ZoneTicket& t) {
   st.cv.wait(lock, [&] {
     return s.turn == t.seq || s.poison_seq < t.seq || im.cancelled.load(std::memory_order_acquire);
   });
-  if (s.poison_seq < t.seq) return im.poison_error(s, t.zone);
-  if (s.turn == t.seq) return ok();
-  return make_error(Errc::kCancelled, "zone admission: shutting down while waiting for turn",
-                    t.offset.value);
+  if (s.turn == t.seq && t.seq < s.poison_seq) return ok();  // its turn came: let it write
+  if (im.cancelled.load(std::memory_order_acquire)) {
+    return make_error(Errc::kCancelled, "zone admission: shutting down while waiting for turn",
+                      t.offset.value);
+  }
+  return im.poison_error(s, t.zone);
 }
 
 void ZoneAdmission::complete(const ZoneTicket& t, const Result<void>& result) {
