@@ -3,13 +3,20 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include "base/check.h"
+#include "cache/sector_cache.h"
 #include "crypto/sector_cipher.h"
 #include "volume/engine/buffer_pool.h"
 #include "volume/engine/crypto_driver.h"
+#include "volume/engine/io_thread.h"
 #include "volume/engine/range_lock.h"
 #include "volume/engine/volume_engine.h"
 #include "volume/store/backing_store.h"
@@ -37,8 +44,22 @@ class VolumeImpl final : public Volume {
         logger_(std::move(logger)) {}
 
   ~VolumeImpl() override {
-    // Members are destroyed in reverse order: the driver (arena) before the engine before the
-    // cipher; nothing is in flight once the last request returned.
+    // Shutdown order (architecture 4.7): stop the flusher, write back every dirty block,
+    // store.sync(); then the driver (arena) before the engine before the cipher. No request
+    // may be running (the owner stops the FUSE loop first).
+    if (flusher_.joinable()) {
+      {
+        std::lock_guard lock(flusher_mu_);
+        stop_ = true;
+      }
+      flusher_cv_.notify_all();
+      flusher_.join();
+    }
+    if (cache_ && !read_only_) {
+      if (Result<void> r = writeback_all(); !r) log_error("write-back at close", r.error());
+      if (Result<void> r = store_->sync(); !r) log_error("sync at close", r.error());
+    }
+    cache_.reset();
     driver_.reset();
     buffers_.reset();
     engine_.reset();
@@ -61,6 +82,36 @@ class VolumeImpl final : public Volume {
     CRYPTMAP_TRY(pool, BufferPool::create(count, buf_bytes));
     buffers_ = std::move(pool);
     buf_sectors_ = buf_bytes / ss_;
+    if (!buffers_->locked()) {
+      logger_->warn("I/O buffers of {} are not mlocked: plaintext may reach swap",
+                    store_->name());
+    }
+    if (options.cache_bytes >= ss_) {
+      cache::CacheOptions co;
+      co.capacity_bytes = options.cache_bytes;
+      co.block_size = ss_;
+      co.shards = eo.cache_shards;
+      CRYPTMAP_TRY(c, cache::make_sharded_lru_cache(co));
+      cache_ = std::move(c);
+      if (!cache_->memory_locked()) {
+        logger_->warn("sector cache of {} is not mlocked: plaintext may reach swap",
+                      store_->name());
+      }
+      const std::uint64_t cap = cache_->capacity_blocks() * ss_;
+      dirty_limit_ = std::max<std::uint64_t>(ss_, cap * std::clamp<std::uint32_t>(
+                                                        eo.dirty_percent, 1, 100) / 100);
+      dirty_background_ = dirty_limit_ / 2;
+      flush_age_ = std::chrono::milliseconds(options.flush_age_ms);
+      period_ = std::chrono::milliseconds(
+          std::clamp<std::uint32_t>(options.flush_age_ms / 4, 10, 1000));
+      try {
+        dirty_scratch_.resize(cache_->capacity_blocks());
+        versions_.resize(buf_sectors_);
+        if (!read_only_) flusher_ = std::thread([this] { flusher_main(); });
+      } catch (const std::exception&) {
+        return make_error(Errc::kNoSpace, "open volume: start the write-back flusher");
+      }
+    }
     return ok();
   }
 
@@ -74,8 +125,13 @@ class VolumeImpl final : public Volume {
     done(std::move(r));
   }
 
+  // Every write acknowledged before this call is in the cache (dirty) or already in the store:
+  // one write-back pass covers the former, then the store is synced.
   void flush(Completion done) override {
-    Result<void> r = store_->sync();
+    Result<void> r = ok();
+    if (cache_ && !read_only_) r = writeback_all();
+    Result<void> s = store_->sync();
+    if (r && !s) r = s;
     if (!r) {
       log_error("flush", r.error());
       done(r.error());
@@ -115,9 +171,22 @@ class VolumeImpl final : public Volume {
     RangeLock::Guard guard = ranges_.acquire(s0, s1, /*exclusive=*/false);
     std::uint64_t pos = s0;
     while (pos < s1) {
-      const std::uint64_t n = std::min<std::uint64_t>(s1 - pos, buf_sectors_);
+      if (cache_) {
+        std::uint64_t lo = 0, hi = 0;
+        overlap(off, len, pos * ss_, ss_, &lo, &hi);
+        if (cache_->read(pos, lo - pos * ss_, out.subspan(lo - off, hi - lo))) {
+          ++pos;
+          continue;
+        }
+      }
+      // A run of adjacent misses, at most one buffer long. The store holds the latest data
+      // of every block that is not resident (dirty blocks are never evicted), and writers
+      // are excluded by the shared range.
+      const std::uint64_t limit = std::min<std::uint64_t>(s1, pos + buf_sectors_);
+      std::uint64_t end = pos + 1;
+      while (end < limit && !(cache_ && cache_->contains(end))) ++end;
       BufferPool::Buffer buf = buffers_->acquire();
-      std::span<std::byte> b = buf.span().first(n * ss_);
+      std::span<std::byte> b = buf.span().first((end - pos) * ss_);
       if (Result<void> r = fetch(pos, b); !r) {
         log_error("read", r.error());
         return r.error();
@@ -125,7 +194,12 @@ class VolumeImpl final : public Volume {
       std::uint64_t lo = 0, hi = 0;
       overlap(off, len, pos * ss_, b.size(), &lo, &hi);
       std::memcpy(out.data() + (lo - off), b.data() + (lo - pos * ss_), hi - lo);
-      pos += n;
+      if (cache_) {
+        for (std::uint64_t k = 0; k < end - pos; ++k) {
+          (void)cache_->put(pos + k, b.subspan(k * ss_, ss_), /*dirty=*/false);
+        }
+      }
+      pos = end;
     }
     return len;
   }
@@ -143,7 +217,20 @@ class VolumeImpl final : public Volume {
     if (len == 0) return std::size_t{0};
     const std::uint64_t s0 = off / ss_;
     const std::uint64_t s1 = (off + len - 1) / ss_ + 1;
+    if (cache_) {
+      if (Result<void> t = throttle(); !t) {
+        log_error("write", t.error());
+        return t.error();
+      }
+    }
     RangeLock::Guard guard = ranges_.acquire(s0, s1, /*exclusive=*/true);
+    if (cache_) {
+      if (Result<void> r = write_back(off, in, s0, s1); !r) {
+        log_error("write", r.error());
+        return r.error();
+      }
+      return len;
+    }
     std::uint64_t pos = s0;
     while (pos < s1) {
       const std::uint64_t n = std::min<std::uint64_t>(s1 - pos, buf_sectors_);
@@ -178,6 +265,159 @@ class VolumeImpl final : public Volume {
     return store_->write_at(ByteOffset{image_offset(pos)}, b);
   }
 
+  // Write-back mode: whole sectors go into the cache as dirty blocks; partial ones are merged
+  // into the cached block, or read-modify-written from the store when not resident. Sectors the
+  // cache has no room for (everything dirty or pinned) are written through instead, so a full
+  // cache slows writers down but never blocks them. Caller must hold the exclusive range.
+  Result<void> write_back(std::uint64_t off, std::span<const std::byte> in, std::uint64_t s0,
+                          std::uint64_t s1) {
+    BufferPool::Buffer buf;  // at most one buffer per request at a time
+    std::uint64_t run_begin = 0, run_end = 0;  // pending write-through run [begin, end)
+    auto flush_run = [&]() -> Result<void> {
+      if (run_end == run_begin) return ok();
+      if (!buf) buf = buffers_->acquire();
+      Result<void> r =
+          write_through(off, in, run_begin, buf.span().first((run_end - run_begin) * ss_));
+      run_begin = run_end = 0;
+      return r;
+    };
+    for (std::uint64_t pos = s0; pos < s1; ++pos) {
+      std::uint64_t lo = 0, hi = 0;
+      overlap(off, in.size(), pos * ss_, ss_, &lo, &hi);
+      const std::span<const std::byte> part = in.subspan(lo - off, hi - lo);
+      const std::size_t skip = lo - pos * ss_;
+      bool cached = false;
+      if (part.size() == ss_) {
+        cached = cache_->put(pos, part, /*dirty=*/true) != cache::PutResult::kNoRoom;
+      } else if (cache_->write_if_present(pos, skip, part)) {
+        cached = true;
+      } else {
+        if (!buf) buf = buffers_->acquire();
+        std::span<std::byte> sec = buf.span().first(ss_);
+        CRYPTMAP_TRY_VOID(fetch(pos, sec));
+        std::memcpy(sec.data() + skip, part.data(), part.size());
+        cached = cache_->put(pos, sec, /*dirty=*/true) != cache::PutResult::kNoRoom;
+      }
+      if (!cached) {
+        if (run_end == run_begin) run_begin = run_end = pos;
+        ++run_end;
+        if (run_end - run_begin == buf_sectors_) CRYPTMAP_TRY_VOID(flush_run());
+      } else {
+        CRYPTMAP_TRY_VOID(flush_run());
+      }
+    }
+    return flush_run();
+  }
+
+  // Dirty throttling (the only place a writer waits for write-back), before the range lock is
+  // taken, so the flusher can always make progress: above `dirty_background_` the flusher is
+  // kicked; at `dirty_limit_` the writer waits for write-back passes to bring it down.
+  Result<void> throttle() {
+    if (cache_->dirty_bytes() < dirty_background_) return ok();
+    kick_flusher();
+    std::unique_lock lock(throttle_mu_);
+    while (cache_->dirty_bytes() >= dirty_limit_) {
+      const std::uint64_t passes = writeback_passes_;
+      kick_flusher();
+      throttle_cv_.wait(lock, [&] { return writeback_passes_ != passes; });
+      if (last_pass_error_ && cache_->dirty_bytes() >= dirty_limit_) return *last_pass_error_;
+    }
+    return ok();
+  }
+
+  void kick_flusher() {
+    {
+      std::lock_guard lock(flusher_mu_);
+      kick_ = true;
+    }
+    flusher_cv_.notify_one();
+  }
+
+  void flusher_main() {
+    (void)mark_io_thread();
+    std::unique_lock lock(flusher_mu_);
+    while (!stop_) {
+      flusher_cv_.wait_for(lock, period_, [&] { return stop_ || kick_; });
+      if (stop_) break;
+      bool due = kick_;
+      kick_ = false;
+      lock.unlock();
+      if (!due) {
+        const auto oldest = cache_->oldest_dirty();
+        due = oldest && std::chrono::steady_clock::now() - *oldest >= flush_age_;
+      }
+      if (due) {
+        Result<void> r = writeback_all();
+        if (!r) log_error("background write-back", r.error());
+        {
+          std::lock_guard tl(throttle_mu_);
+          ++writeback_passes_;
+          if (r) {
+            last_pass_error_.reset();
+          } else {
+            last_pass_error_ = r.error();
+          }
+        }
+        throttle_cv_.notify_all();
+      }
+      lock.lock();
+    }
+  }
+
+  // One write-back pass over every block dirty at its start: sorted, adjacent blocks coalesced
+  // into runs of up to one buffer, each encrypted and written with one store write. Blocks that
+  // fail stay dirty (retried by the next pass); the first error is returned.
+  Result<void> writeback_all() {
+    std::lock_guard wb(writeback_mu_);
+    const std::size_t n = cache_->collect_dirty(dirty_scratch_);
+    std::sort(dirty_scratch_.begin(), dirty_scratch_.begin() + static_cast<std::ptrdiff_t>(n));
+    Result<void> first = ok();
+    std::size_t i = 0;
+    while (i < n) {
+      std::size_t j = i + 1;
+      while (j < n && dirty_scratch_[j] == dirty_scratch_[j - 1] + 1 && j - i < buf_sectors_) ++j;
+      Result<void> r = writeback_run(dirty_scratch_[i], j - i);
+      if (!r && first) first = r;
+      i = j;
+    }
+    return first;
+  }
+
+  // Caller must hold writeback_mu_ (versions_ is its scratch).
+  Result<void> writeback_run(std::uint64_t first, std::uint64_t count) {
+    // Shared range: no writer is half-way through a read-modify-write of these blocks.
+    RangeLock::Guard guard = ranges_.acquire(first, first + count, /*exclusive=*/false);
+    BufferPool::Buffer buf = buffers_->acquire();
+    const std::span<std::byte> b = buf.span();
+    std::uint64_t start = first;
+    std::size_t have = 0;
+    Result<void> result = ok();
+    auto emit = [&]() {
+      if (have == 0) return;
+      const std::span<std::byte> data = b.first(have * ss_);
+      Result<void> r = driver_->convert(CryptoDir::kEncrypt, data, SectorIndex{start});
+      if (r) r = store_->write_at(ByteOffset{image_offset(start)}, data);
+      if (r) {
+        for (std::size_t k = 0; k < have; ++k) (void)cache_->mark_clean(start + k, versions_[k]);
+      } else if (result) {
+        result = r;
+      }
+    };
+    for (std::uint64_t k = 0; k < count; ++k) {
+      const std::uint64_t idx = first + k;
+      const auto v = cache_->snapshot_dirty(idx, b.subspan(have * ss_, ss_));
+      if (!v) {  // no longer dirty (erased): split the run
+        emit();
+        start = idx + 1;
+        have = 0;
+        continue;
+      }
+      versions_[have++] = *v;
+    }
+    emit();
+    return result;
+  }
+
   void log_error(const char* op, const Error& e) {
     // Rate-limited (dm-crypt DMERR_LIMIT): the first 16, then one in 1024.
     const std::uint64_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
@@ -200,6 +440,26 @@ class VolumeImpl final : public Volume {
   std::uint64_t buf_sectors_ = 1;
   std::shared_ptr<spdlog::logger> logger_;
   std::atomic<std::uint64_t> errors_logged_{0};
+
+  // Write-back cache (null when cache_bytes < sector size: write-through).
+  std::unique_ptr<cache::SectorCache> cache_;
+  std::uint64_t dirty_limit_ = 0;
+  std::uint64_t dirty_background_ = 0;
+  std::chrono::milliseconds flush_age_{5000};
+  std::chrono::milliseconds period_{1000};
+  // Lock order: throttle_mu_ -> flusher_mu_; writeback_mu_ -> RangeLock -> cache shards.
+  std::mutex writeback_mu_;               // one write-back pass at a time
+  std::vector<std::uint64_t> dirty_scratch_;  // guarded by writeback_mu_
+  std::vector<std::uint64_t> versions_;       // guarded by writeback_mu_
+  std::mutex flusher_mu_;
+  std::condition_variable flusher_cv_;
+  bool kick_ = false;  // guarded by flusher_mu_
+  bool stop_ = false;  // guarded by flusher_mu_
+  std::mutex throttle_mu_;
+  std::condition_variable throttle_cv_;
+  std::uint64_t writeback_passes_ = 0;     // guarded by throttle_mu_
+  std::optional<Error> last_pass_error_;   // guarded by throttle_mu_
+  std::thread flusher_;
 };
 
 }  // namespace

@@ -25,6 +25,26 @@ struct TestVolume {
   std::uint64_t data_off = 0;
 };
 
+// Forwards to a store the test owns, so it outlives the volume (close-time write-back).
+class BorrowedStore final : public volume::BackingStore {
+ public:
+  explicit BorrowedStore(volume::MemBackingStore& s) : s_(s) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return s_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    return s_.write_at(off, in);
+  }
+  Result<void> sync() override { return s_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
+  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
+  bool read_only() const noexcept override { return s_.read_only(); }
+  const std::string& name() const noexcept override { return s_.name(); }
+
+ private:
+  volume::MemBackingStore& s_;
+};
+
 inline volume::VolumeLayout test_layout(std::uint32_t ss, std::uint64_t data_off,
                                         std::uint64_t size = 0) {
   volume::VolumeLayout l;
@@ -40,14 +60,22 @@ inline TestVolume make_test_volume(std::uint32_t ss, std::uint64_t data_off,
                                    volume::VolumeOptions opts = {},
                                    volume::EngineOptions eo = {},
                                    volume::EngineFactory factory = {},
-                                   std::uint64_t size = 0) {
+                                   std::uint64_t size = 0,
+                                   volume::MemBackingStore* borrowed = nullptr) {
   TestVolume t;
   t.ss = ss;
   t.data_off = data_off;
   t.key = 0xC0FFEE ^ ss;
-  auto store = std::make_unique<volume::MemBackingStore>(image_bytes, "mem:test");
+  std::unique_ptr<volume::BackingStore> store;
+  if (borrowed != nullptr) {
+    store = std::make_unique<BorrowedStore>(*borrowed);
+    t.store = borrowed;
+  } else {
+    auto mem = std::make_unique<volume::MemBackingStore>(image_bytes, "mem:test");
+    t.store = mem.get();
+    store = std::move(mem);
+  }
   auto cipher = std::make_unique<FakeSectorCipher>(ss, t.key);
-  t.store = store.get();
   t.cipher = cipher.get();
   auto v = volume::open_volume_with_engine(test_layout(ss, data_off, size), std::move(cipher),
                                            factory, std::move(store), opts, eo, nullptr);

@@ -1,0 +1,150 @@
+// The volume's write-back cache: coalescing, age-based and close-time write-back, write-through
+// fallback when the cache is full of dirty data, failures that keep data dirty, read hits.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "tests/unit/volume/engine/volume_test_util.h"
+
+namespace cryptmap::testing {
+namespace {
+
+using volume::EngineOptions;
+using volume::VolumeOptions;
+
+TEST(WriteBack, AdjacentDirtyBlocksAreCoalescedIntoOneStoreWrite) {
+  VolumeOptions opts;
+  opts.cache_bytes = 1 << 20;
+  opts.flush_age_ms = 3600 * 1000;
+  TestVolume t = make_test_volume(512, 4096, 4096 + 256 * 512, opts);
+  ASSERT_TRUE(t.vol);
+  std::vector<std::byte> model = image_plaintext(t, 0, 256 * 512);
+  // 64 single-sector writes in a scrambled order into sectors 10..73.
+  for (std::uint64_t i = 0; i < 64; ++i) {
+    const std::uint64_t s = 10 + (i * 37) % 64;
+    const auto d = pattern(512, s);
+    ASSERT_TRUE(t.vol->write_sync(ByteOffset{s * 512}, d));
+    std::memcpy(model.data() + s * 512, d.data(), 512);
+  }
+  EXPECT_EQ(t.store->write_calls(), 0u) << "write-back: nothing reaches the store before flush";
+  ASSERT_TRUE(t.vol->flush_sync());
+  EXPECT_EQ(t.store->write_calls(), 1u);
+  EXPECT_EQ(t.store->bytes_written(), 64u * 512);
+  EXPECT_EQ(image_plaintext(t, 0, model.size()), model);
+  // Flushing again writes nothing.
+  ASSERT_TRUE(t.vol->flush_sync());
+  EXPECT_EQ(t.store->write_calls(), 1u);
+}
+
+TEST(WriteBack, DirtyDataReachesTheImageAfterTheFlushAgeWithoutFsync) {
+  VolumeOptions opts;
+  opts.flush_age_ms = 40;
+  TestVolume t = make_test_volume(4096, 0, 64 * 4096, opts);
+  ASSERT_TRUE(t.vol);
+  const auto d = pattern(3 * 4096 + 5, 77);
+  ASSERT_TRUE(t.vol->write_sync(ByteOffset{4096 - 2}, d));
+  // Poll (bounded): the flusher must get there on its own.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (image_plaintext(t, 4096 - 2, d.size()) != d) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "dirty data never written back";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+TEST(WriteBack, ClosingTheVolumeWritesBackAndSyncs) {
+  volume::MemBackingStore store(64 * 512, "mem:close");
+  VolumeOptions opts;
+  opts.flush_age_ms = 3600 * 1000;
+  std::vector<std::byte> d = pattern(1000, 5);
+  {
+    TestVolume t = make_test_volume(512, 0, 0, opts, {}, {}, 0, &store);
+    ASSERT_TRUE(t.vol);
+    ASSERT_TRUE(t.vol->write_sync(ByteOffset{700}, d));
+    EXPECT_EQ(store.write_calls(), 0u);
+  }
+  EXPECT_GE(store.sync_calls(), 1u);
+  TestVolume check;
+  check.store = &store;
+  check.ss = 512;
+  check.key = 0xC0FFEE ^ 512;
+  EXPECT_EQ(image_plaintext(check, 700, d.size()), d);
+}
+
+TEST(WriteBack, AFullCacheFallsBackToWriteThroughAndLosesNothing) {
+  VolumeOptions opts;
+  opts.cache_bytes = 4 * 512;  // four blocks
+  opts.flush_age_ms = 3600 * 1000;
+  EngineOptions eo;
+  eo.dirty_percent = 100;
+  TestVolume t = make_test_volume(512, 0, 256 * 512, opts, eo);
+  ASSERT_TRUE(t.vol);
+  std::vector<std::byte> model = image_plaintext(t, 0, 256 * 512);
+  for (int i = 0; i < 50; ++i) {
+    const std::uint64_t off = (static_cast<std::uint64_t>(i) * 1237) % (200 * 512);
+    const auto d = pattern(3000, 1000 + i);
+    ASSERT_TRUE(t.vol->write_sync(ByteOffset{off}, d)) << i;
+    std::memcpy(model.data() + off, d.data(), d.size());
+    std::vector<std::byte> all(model.size());
+    ASSERT_EQ(*t.vol->read_sync(ByteOffset{0}, all), all.size());
+    ASSERT_EQ(all, model) << i;
+  }
+  ASSERT_TRUE(t.vol->flush_sync());
+  EXPECT_EQ(image_plaintext(t, 0, model.size()), model);
+}
+
+TEST(WriteBack, FailedWriteBackKeepsDataDirtyAndReadableUntilItSucceeds) {
+  VolumeOptions opts;
+  opts.flush_age_ms = 3600 * 1000;
+  TestVolume t = make_test_volume(512, 0, 64 * 512, opts);
+  ASSERT_TRUE(t.vol);
+  const auto d = pattern(4 * 512, 3);
+  ASSERT_TRUE(t.vol->write_sync(ByteOffset{8 * 512}, d));
+  t.store->fail_writes(9 * 512, 1);
+  auto f = t.vol->flush_sync();
+  ASSERT_FALSE(f);
+  EXPECT_EQ(to_errno(f.error()), EIO);
+  std::vector<std::byte> back(d.size());
+  ASSERT_TRUE(t.vol->read_sync(ByteOffset{8 * 512}, back));
+  EXPECT_EQ(back, d) << "data must stay readable from the cache";
+  t.store->fail_writes(0, 0);
+  ASSERT_TRUE(t.vol->flush_sync());
+  EXPECT_EQ(image_plaintext(t, 8 * 512, d.size()), d);
+}
+
+TEST(WriteBack, ThrottledWritersGetTheWriteBackErrorInsteadOfHanging) {
+  VolumeOptions opts;
+  opts.cache_bytes = 16 * 512;
+  opts.flush_age_ms = 3600 * 1000;
+  EngineOptions eo;
+  eo.dirty_percent = 25;  // throttle at 4 dirty blocks
+  TestVolume t = make_test_volume(512, 0, 64 * 512, opts, eo);
+  ASSERT_TRUE(t.vol);
+  t.store->fail_writes(0, 64 * 512);
+  bool saw_error = false;
+  for (int i = 0; i < 32 && !saw_error; ++i) {
+    const auto d = pattern(512, i);
+    auto w = t.vol->write_sync(ByteOffset{static_cast<std::uint64_t>(i) * 512}, d);
+    if (!w) {
+      saw_error = true;
+      EXPECT_EQ(to_errno(w.error()), EIO);
+    }
+  }
+  EXPECT_TRUE(saw_error);
+  t.store->fail_writes(0, 0);
+  EXPECT_TRUE(t.vol->flush_sync());
+}
+
+TEST(WriteBack, RepeatedReadsAreServedFromTheCache) {
+  TestVolume t = make_test_volume(4096, 0, 64 * 4096);
+  ASSERT_TRUE(t.vol);
+  std::vector<std::byte> a(10 * 4096), b(10 * 4096);
+  ASSERT_TRUE(t.vol->read_sync(ByteOffset{100}, a));
+  const auto reads = t.store->read_calls();
+  ASSERT_TRUE(t.vol->read_sync(ByteOffset{100}, b));
+  EXPECT_EQ(t.store->read_calls(), reads);
+  EXPECT_EQ(a, b);
+}
+
+}  // namespace
+}  // namespace cryptmap::testing
