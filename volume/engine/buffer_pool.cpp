@@ -23,7 +23,7 @@ Result<std::byte*> alloc_locked_memory(std::size_t bytes, bool* locked) {
                           "mmap of %zu bytes failed; lower --cache-size", len);
   }
   (void)::madvise(p, len, MADV_DONTDUMP);
-  const bool ok_lock = ::mlock(p, len) == 0;
+  const bool ok_lock = ::mlock2(p, len, MLOCK_ONFAULT) == 0;  // locked as touched
   if (!ok_lock) {
     const int err = errno;
     static std::atomic<bool> logged{false};
