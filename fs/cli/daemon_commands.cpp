@@ -1,0 +1,507 @@
+// open, close, status: the verbs that talk to the daemon (fs/daemon.h), plus the hidden
+// `daemon` verb a spawned daemon runs as.
+//
+// `open` does everything that can fail because of the user's input in the foreground, in
+// cryptsetup's order (image, header, name, passphrase/unlock), so a wrong passphrase exits 2
+// with nothing mounted. Only then is the volume key handed to a daemon: a running one over the
+// control socket, or a new one (fork + exec of this binary) over a socketpair; the CLI exits
+// once the daemon has replied that the file is being served.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "fs/cli/commands.h"
+#include "fs/cli/passphrase.h"
+#include "fs/control.h"
+#include "fs/daemon.h"
+#include "volume/format/luks.h"
+#include "volume/format/plain.h"
+#include "volume/store/backing_store.h"
+
+namespace cryptmap::fs {
+namespace {
+
+struct OpenArgs {
+  std::string image;
+  std::string name;
+  std::string type = "luks";
+  std::string key_file;
+  std::uint64_t keyfile_offset = 0;
+  std::uint64_t keyfile_size = 0;
+  int key_slot = -1;
+  std::uint32_t tries = 3;
+  std::string header;
+  bool read_only = false;
+  std::string mount_dir;
+  bool foreground = false;
+  bool fuse_debug = false;
+  volume::PlainOptions plain;
+};
+
+struct CloseArgs {
+  std::string name;
+  bool force = false;
+  std::string mount_dir;
+};
+
+struct StatusArgs {
+  std::string name;
+  std::string mount_dir;
+};
+
+struct DaemonArgs {
+  std::string mount_dir;
+  int handoff_fd = -1;
+  bool fuse_debug = false;
+};
+
+spdlog::level::level_enum level_for(const CommandContext& ctx) {
+  if (!ctx.log_level.empty()) return spdlog::level::from_str(ctx.log_level);
+  if (ctx.verbosity >= 2) return spdlog::level::trace;
+  if (ctx.verbosity == 1) return spdlog::level::debug;
+  return spdlog::level::warn;
+}
+
+// CLI processes log to stderr, warnings and up unless -v/--debug.
+void configure_cli_logging(const CommandContext& ctx) {
+  auto log = spdlog::stderr_color_mt("cryptmap");
+  log->set_level(level_for(ctx));
+  log->set_pattern("%^%l%$: %v");
+  spdlog::set_default_logger(log);
+}
+
+void say(const std::string& msg) { std::fprintf(stderr, "%s\n", msg.c_str()); }
+
+ControlPaths paths_or_exit(const std::string& mount_dir, CommandContext& ctx, bool& ok_out) {
+  auto p = control_paths(mount_dir.empty() ? default_mount_dir() : mount_dir);
+  ok_out = p.has_value();
+  if (!p) {
+    say(p.error().message());
+    ctx.exit_code = kExitUsage;
+    return {};
+  }
+  return *p;
+}
+
+// Holds <mount-dir>.lock (flock) while deciding whether a daemon runs and starting one.
+class DirLock {
+ public:
+  explicit DirLock(const std::string& path)
+      : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
+    if (fd_.valid()) ::flock(fd_.get(), LOCK_EX);
+  }
+  void release() { fd_.reset(); }
+
+ private:
+  UniqueFd fd_;
+};
+
+std::string absolute(const std::string& path) {
+  char* r = ::realpath(path.c_str(), nullptr);
+  if (r == nullptr) return path;
+  std::string out(r);
+  std::free(r);
+  return out;
+}
+
+Result<SecretBytes> ask(const OpenArgs& a, const KeySource& src) {
+  return read_passphrase(src, "Enter passphrase for " + a.image + ": ", false);
+}
+
+// Builds the add request: header, passphrase, unlock. Returns the exit code on failure.
+std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
+  Request req;
+  req.verb = Verb::kAdd;
+  req.name = a.name;
+  req.read_only = a.read_only;
+  struct stat st {};
+  if (::stat(a.image.c_str(), &st) != 0) {
+    say("Device " + a.image + " does not exist or access denied.");
+    ctx.exit_code = kExitBadDevice;
+    return std::nullopt;
+  }
+  req.source.image = absolute(a.image);
+  KeySource src;
+  if (!a.key_file.empty()) src.key_file = a.key_file;
+  src.keyfile_offset = a.keyfile_offset;
+  src.keyfile_size = a.keyfile_size;
+  src.tries = a.tries;
+
+  if (a.type == "plain") {
+    auto store = volume::open_posix_store(a.image, {.read_only = true, .direct_io = false});
+    if (!store) {
+      say(user_message(store.error(), a.image));
+      ctx.exit_code = exit_code_for(store.error());
+      return std::nullopt;
+    }
+    auto layout = volume::plain_layout(a.plain, (*store)->size_bytes());
+    if (!layout) {
+      say(layout.error().message());
+      ctx.exit_code = kExitUsage;
+      return std::nullopt;
+    }
+    auto pass = ask(a, src);
+    if (!pass) {
+      say(pass.error().message());
+      ctx.exit_code = exit_code_for(pass.error());
+      return std::nullopt;
+    }
+    const bool from_key_file = !a.key_file.empty() && a.key_file != "-";
+    auto key = volume::plain_volume_key(a.plain, pass->span(), from_key_file);
+    if (!key) {
+      say(key.error().message());
+      ctx.exit_code = exit_code_for(key.error());
+      return std::nullopt;
+    }
+    req.layout = std::move(*layout);
+    req.volume_key = std::move(*key);
+    return req;
+  }
+
+  std::optional<volume::VolumeType> expect;
+  if (a.type == "luks1") expect = volume::VolumeType::kLuks1;
+  else if (a.type == "luks2") expect = volume::VolumeType::kLuks2;
+  else if (a.type != "luks") {
+    say("Unknown device type " + a.type + " (use luks, luks1, luks2 or plain).");
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  const std::string header_path = a.header.empty() ? a.image : a.header;
+  if (!a.header.empty()) req.source.header = absolute(a.header);
+  auto store = volume::open_posix_store(header_path, {.read_only = true, .direct_io = false});
+  if (!store) {
+    say(user_message(store.error(), header_path));
+    ctx.exit_code = exit_code_for(store.error());
+    return std::nullopt;
+  }
+  auto header = volume::load_luks_header(**store, expect);
+  if (!header) {
+    if (header.error().code == Errc::kInvalid)
+      say("Device " + header_path + " is not a valid LUKS device. (" + header.error().message() +
+          ")");
+    else
+      say("Cannot use the LUKS header of " + header_path + ": " + header.error().message());
+    ctx.exit_code = exit_code_for(header.error());
+    return std::nullopt;
+  }
+  const std::uint32_t attempts = passphrase_is_interactive(src) ? std::max(1u, a.tries) : 1;
+  for (std::uint32_t i = 0; i < attempts; ++i) {
+    auto pass = ask(a, src);
+    if (!pass) {
+      say(pass.error().message());
+      ctx.exit_code = exit_code_for(pass.error());
+      return std::nullopt;
+    }
+    std::optional<int> slot;
+    if (a.key_slot >= 0) slot = a.key_slot;
+    auto key = (*header)->unlock(pass->span(), slot);
+    if (key) {
+      spdlog::debug("key slot {} unlocked", key->keyslot);
+      req.layout = (*header)->layout();
+      req.volume_key = std::move(key->volume_key);
+      return req;
+    }
+    if (key.error().code != Errc::kBadKey) {
+      say("Cannot unlock " + header_path + ": " + key.error().message());
+      ctx.exit_code = exit_code_for(key.error());
+      return std::nullopt;
+    }
+    say("No key available with this passphrase.");
+    ctx.exit_code = kExitPermission;
+  }
+  return std::nullopt;
+}
+
+int report_reply(const Result<Reply>& reply, const std::string& what) {
+  if (!reply) {
+    say("The cryptmap daemon did not answer (" + what + "): " + reply.error().message());
+    return kExitUsage;
+  }
+  if (reply->exit_code != kExitOk) say(reply->message);
+  return reply->exit_code;
+}
+
+// Starts a daemon (fresh exec of this binary) and hands it the first request over a socketpair.
+int spawn_daemon(const ControlPaths& paths, const Request& req, const OpenArgs& a,
+                 const CommandContext& ctx) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    say(std::string("Cannot start the daemon: socketpair: ") + std::strerror(errno));
+    return kExitUsage;
+  }
+  UniqueFd mine(sv[0]), theirs(sv[1]);
+  // Everything exec needs is built before fork: the child only calls async-signal-safe code.
+  std::vector<std::string> args = {"cryptmap", "daemon", "--mount-dir", paths.mount_dir,
+                                   "--handoff-fd", std::to_string(theirs.get())};
+  for (int i = 0; i < ctx.verbosity; ++i) args.emplace_back("-v");
+  if (a.fuse_debug) args.emplace_back("--fuse-debug");
+  std::vector<char*> argv;
+  for (auto& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    say(std::string("Cannot start the daemon: fork: ") + std::strerror(errno));
+    return kExitNoMemory;
+  }
+  if (pid == 0) {
+    ::setsid();
+    ::fcntl(theirs.get(), F_SETFD, 0);  // the handoff end survives exec
+    ::execv("/proc/self/exe", argv.data());
+    ::_exit(127);
+  }
+  theirs.reset();
+  auto reply = call_daemon(mine.get(), req);
+  if (!reply) {
+    say("The cryptmap daemon failed to start for " + paths.mount_dir + " (see " +
+        paths.mount_dir + ".log, or run open with --foreground): " + reply.error().message());
+    return kExitUsage;
+  }
+  return report_reply(reply, "open");
+}
+
+Result<Reply> ask_running_daemon(const ControlPaths& paths, const Request& req) {
+  CRYPTMAP_TRY(fd, connect_control(paths.socket));
+  return call_daemon(fd.get(), req);
+}
+
+void run_open(OpenArgs& a, CommandContext& ctx) {
+  configure_cli_logging(ctx);
+  bool ok_paths = false;
+  const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
+  if (!ok_paths) return;
+  if (auto r = check_volume_name(a.name); !r) {
+    say("Invalid volume name " + a.name + ": " + r.error().message());
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  // cryptsetup refuses an existing name before asking for the passphrase.
+  Request probe;
+  probe.verb = Verb::kStatus;
+  probe.name = a.name;
+  if (auto st = ask_running_daemon(paths, probe); st && st->exit_code == kExitOk) {
+    say("Device " + a.name + " already exists.");
+    ctx.exit_code = kExitBusy;
+    return;
+  }
+  std::optional<Request> req = unlock(a, ctx);
+  if (!req) return;
+
+  DirLock lock(paths.lock);
+  auto running = connect_control(paths.socket);
+  if (running) {
+    ctx.exit_code = report_reply(call_daemon(running->get(), *req), "open");
+    return;
+  }
+  if (running.error().code != Errc::kNotFound) {
+    say(running.error().message());
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  if (!a.foreground) {
+    ctx.exit_code = spawn_daemon(paths, *req, a, ctx);
+    return;
+  }
+  // Foreground: this process becomes the daemon; logs go to stderr.
+  spdlog::default_logger()->set_level(std::min(level_for(ctx), spdlog::level::info));
+  DaemonOptions opts;
+  opts.paths = paths;
+  opts.fuse_debug = a.fuse_debug;
+  ctx.exit_code = serve(opts, std::move(*req), [&](const Reply& r) {
+    lock.release();
+    if (r.exit_code != kExitOk) say(r.message);
+  });
+}
+
+void run_close(const CloseArgs& a, CommandContext& ctx) {
+  configure_cli_logging(ctx);
+  bool ok_paths = false;
+  const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
+  if (!ok_paths) return;
+  Request req;
+  req.verb = Verb::kRemove;
+  req.name = a.name;
+  req.force = a.force;
+  auto reply = ask_running_daemon(paths, req);
+  if (!reply && reply.error().code == Errc::kNotFound) {
+    say("Device " + a.name + " is not active.");
+    ctx.exit_code = kExitBadDevice;
+    return;
+  }
+  ctx.exit_code = report_reply(reply, "close");
+}
+
+void print_status(const ControlPaths& paths, const Reply& r) {
+  for (const VolumeStatus& v : r.volumes) {
+    const auto& l = v.layout;
+    std::printf("%s/%s is active%s\n", paths.mount_dir.c_str(), v.name.c_str(),
+                v.open_count > 0 ? " and is in use." : ".");
+    std::printf("  type:    %s\n", volume::volume_type_name(l.type));
+    std::printf("  cipher:  %s\n", l.cipher.to_string().c_str());
+    std::printf("  keysize: %u bits\n", l.key_bytes * 8);
+    std::printf("  key location: cryptmap daemon (pid %lld)\n",
+                static_cast<long long>(r.daemon_pid));
+    std::printf("  device:  %s\n", v.source.image.c_str());
+    if (!v.source.header.empty()) std::printf("  header:  %s\n", v.source.header.c_str());
+    std::printf("  sector size:  %u\n", l.sector_size);
+    std::printf("  offset:  %llu sectors\n",
+                static_cast<unsigned long long>(l.data_offset_bytes / 512));
+    std::printf("  size:    %llu sectors\n", static_cast<unsigned long long>(v.size_bytes / 512));
+    std::printf("  mode:    %s\n", v.read_only ? "read-only" : "read/write");
+  }
+}
+
+void run_status(const StatusArgs& a, CommandContext& ctx) {
+  configure_cli_logging(ctx);
+  bool ok_paths = false;
+  const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
+  if (!ok_paths) return;
+  Request req;
+  req.verb = Verb::kStatus;
+  req.name = a.name;
+  auto reply = ask_running_daemon(paths, req);
+  if (!reply && reply.error().code == Errc::kNotFound) {
+    if (!a.name.empty()) {
+      std::printf("%s/%s is inactive.\n", paths.mount_dir.c_str(), a.name.c_str());
+      ctx.exit_code = kExitBadDevice;
+    }
+    return;
+  }
+  if (!reply) {
+    ctx.exit_code = report_reply(reply, "status");
+    return;
+  }
+  if (reply->exit_code != kExitOk) {
+    std::printf("%s/%s is inactive.\n", paths.mount_dir.c_str(), a.name.c_str());
+    ctx.exit_code = reply->exit_code;
+    return;
+  }
+  print_status(paths, *reply);
+}
+
+// The spawned daemon: detach from the terminal, log to <mount-dir>.log, take the first request
+// from the handoff socket, serve.
+void run_daemon(const DaemonArgs& a, CommandContext& ctx) {
+  auto paths = control_paths(a.mount_dir);
+  UniqueFd handoff(a.handoff_fd);
+  if (!paths || a.handoff_fd < 0) {
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  std::shared_ptr<spdlog::logger> log;
+  try {
+    log = spdlog::basic_logger_mt("cryptmap", paths->mount_dir + ".log");
+  } catch (const spdlog::spdlog_ex&) {
+    log = spdlog::stderr_color_mt("cryptmap");  // stderr is /dev/null below: logs are lost
+  }
+  log->set_level(std::min(level_for(ctx), spdlog::level::info));
+  log->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(log);
+  ::chmod((paths->mount_dir + ".log").c_str(), 0600);
+  ::chdir("/");
+  if (int null = ::open("/dev/null", O_RDWR | O_CLOEXEC); null >= 0) {
+    ::dup2(null, 0);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    if (null > 2) ::close(null);
+  }
+  auto frame = recv_frame(handoff.get());
+  if (!frame) {
+    log->error("no request from the CLI: {}", frame.error().message());
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  auto req = decode_request(frame->span());
+  frame = SecretBytes();  // wipe the raw frame (it held the key)
+  if (!req) {
+    log->error("bad request from the CLI: {}", req.error().message());
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  DaemonOptions opts;
+  opts.paths = *paths;
+  opts.fuse_debug = a.fuse_debug;
+  opts.logger = log;
+  ctx.exit_code = serve(opts, std::move(*req), [&](const Reply& r) {
+    auto body = encode_reply(r);
+    if (body) (void)send_frame(handoff.get(), body->span());
+    handoff.reset();
+  });
+}
+
+}  // namespace
+
+void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
+  // The argument structs must outlive parsing and the callbacks, which CLI11 runs from
+  // app.parse(); the app owns them through these shared_ptrs captured by the callbacks.
+  auto oa = std::make_shared<OpenArgs>();
+  CLI::App* open = app.add_subcommand(
+      "open", "Unlock IMAGE and serve its plaintext as the file NAME in the mount directory");
+  open->add_option("image", oa->image, "Encrypted image (file or block device)")->required();
+  open->add_option("name", oa->name, "Name of the mapped file")->required();
+  open->add_option("--type,-M", oa->type, "luks (auto-detect), luks1, luks2 or plain")
+      ->capture_default_str();
+  open->add_option("--key-file,-d", oa->key_file, "Read the passphrase from this file (- = stdin)");
+  open->add_option("--keyfile-offset", oa->keyfile_offset, "Skip this many bytes of the key file");
+  open->add_option("--keyfile-size,-l", oa->keyfile_size, "Read at most this many key-file bytes");
+  open->add_option("--key-slot,-S", oa->key_slot, "Try only this key slot");
+  open->add_option("--tries,-T", oa->tries, "Passphrase attempts at a terminal")
+      ->capture_default_str();
+  open->add_option("--header", oa->header, "Detached LUKS header file");
+  open->add_flag("--readonly,-r", oa->read_only, "Serve the volume read-only");
+  open->add_option("--mount-dir", oa->mount_dir,
+                   "Mount directory (default /run/cryptmap as root, $XDG_RUNTIME_DIR/cryptmap)");
+  open->add_flag("--foreground,-f", oa->foreground,
+                 "If no daemon serves the mount directory, serve it from this process "
+                 "(logs on stderr; Ctrl-C flushes, unmounts and exits)");
+  open->add_flag("--fuse-debug", oa->fuse_debug, "Trace the FUSE protocol (libfuse -d)");
+  open->add_option("--cipher,-c", oa->plain.cipher, "plain: cipher spec")->capture_default_str();
+  open->add_option("--key-size,-s", oa->plain.key_bits, "plain: key size in bits")
+      ->capture_default_str();
+  open->add_option("--hash", oa->plain.hash, "plain: passphrase hash")->capture_default_str();
+  open->add_option("--offset,-o", oa->plain.offset_sectors,
+                   "plain: start of the data in 512-byte sectors");
+  open->add_option("--skip,-p", oa->plain.skip_sectors, "plain: IV offset in 512-byte sectors");
+  open->add_option("--size,-b", oa->plain.size_sectors, "plain: size in 512-byte sectors");
+  open->add_option("--sector-size", oa->plain.sector_size, "plain: encryption sector size");
+  open->add_flag("--iv-large-sectors", oa->plain.iv_large_sectors,
+                 "plain: IV in sector-size units");
+  open->callback([oa, &ctx] { run_open(*oa, ctx); });
+
+  auto ca = std::make_shared<CloseArgs>();
+  CLI::App* close = app.add_subcommand("close", "Flush and remove the mapped file NAME");
+  close->alias("remove");
+  close->add_option("name", ca->name, "Name of the mapped file")->required();
+  close->add_flag("--force", ca->force, "Remove it even while it is open (I/O then fails)");
+  close->add_option("--mount-dir", ca->mount_dir, "Mount directory");
+  close->callback([ca, &ctx] { run_close(*ca, ctx); });
+
+  auto sa = std::make_shared<StatusArgs>();
+  CLI::App* status = app.add_subcommand("status", "Show the open volumes (or NAME)");
+  status->add_option("name", sa->name, "Name of the mapped file");
+  status->add_option("--mount-dir", sa->mount_dir, "Mount directory");
+  status->callback([sa, &ctx] { run_status(*sa, ctx); });
+
+  auto da = std::make_shared<DaemonArgs>();
+  CLI::App* daemon = app.add_subcommand("daemon", "Internal: the daemon process `open` starts");
+  daemon->group("");  // hidden from --help
+  daemon->add_option("--mount-dir", da->mount_dir)->required();
+  daemon->add_option("--handoff-fd", da->handoff_fd)->required();
+  daemon->add_flag("--fuse-debug", da->fuse_debug);
+  daemon->callback([da, &ctx] { run_daemon(*da, ctx); });
+}
+
+}  // namespace cryptmap::fs

@@ -1,0 +1,323 @@
+#include "fs/daemon.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "base/secret.h"
+#include "crypto/sector_cipher.h"
+#include "fs/cli/commands.h"
+#include "fs/volume_server.h"
+#include "volume/store/backing_store.h"
+
+namespace cryptmap::fs {
+namespace {
+
+// A signal handler can reach nothing but a global: this is the write end of the self-pipe
+// the daemon's poll loop watches (-1 when no daemon runs in this process).
+std::atomic<int> g_signal_pipe{-1};
+
+void on_stop_signal(int sig) {
+  const int fd = g_signal_pipe.load();
+  if (fd >= 0) {
+    const auto b = static_cast<unsigned char>(sig);
+    [[maybe_unused]] ssize_t n = ::write(fd, &b, 1);
+  }
+}
+
+// Installs SIGINT/SIGTERM/SIGHUP -> self-pipe for the daemon's lifetime, restores on exit.
+// A handler (not signalfd) because threads created before the daemon started (a KDF's, TBB's)
+// may not block the signals; a handler works whichever thread receives them.
+class StopSignals {
+ public:
+  StopSignals() {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0) {
+      read_.reset(p[0]);
+      write_.reset(p[1]);
+      g_signal_pipe.store(p[1]);
+    }
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &sa, &old_[i]);
+    signal(SIGPIPE, SIG_IGN);
+  }
+  ~StopSignals() {
+    for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &old_[i], nullptr);
+    g_signal_pipe.store(-1);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  int fd() const { return read_.get(); }
+  int take() {
+    unsigned char b = 0;
+    return ::read(read_.get(), &b, 1) == 1 ? b : 0;
+  }
+
+ private:
+  static constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
+  UniqueFd read_, write_;
+  struct sigaction old_[3] {};
+};
+
+Reply error_reply(const Error& e, const std::string& object) {
+  Reply r;
+  r.exit_code = exit_code_for(e);
+  r.message = user_message(e, object);
+  r.daemon_pid = getpid();
+  return r;
+}
+
+Reply ok_reply() {
+  Reply r;
+  r.daemon_pid = getpid();
+  return r;
+}
+
+class Daemon {
+ public:
+  Daemon(const DaemonOptions& opts, std::shared_ptr<spdlog::logger> log)
+      : opts_(opts), log_(std::move(log)) {}
+
+  Reply add(const Request& req) {
+    if (auto r = check_volume_name(req.name); !r) return error_reply(r.error(), req.name);
+    for (const VolumeStatus& v : server_->status()) {
+      if (v.name == req.name) {
+        Reply r;
+        r.exit_code = kExitBusy;
+        r.message = "Device " + req.name + " already exists.";
+        return r;
+      }
+    }
+    auto vol = open_requested_volume(req, log_);
+    if (!vol) {
+      log_->error("open {} from {}: {}", req.name, req.source.image, vol.error().message());
+      return error_reply(vol.error(), req.source.image);
+    }
+    auto added = server_->add_volume(req.name, std::move(*vol), req.source);
+    if (!added) return error_reply(added.error(), req.name);
+    log_->info("opened {} ({} {}, {} bytes{}) as {}/{}", req.source.image,
+               volume::volume_type_name(req.layout.type), req.layout.cipher.to_string(),
+               server_->status().back().size_bytes, req.read_only ? ", read-only" : "",
+               opts_.paths.mount_dir, req.name);
+    return ok_reply();
+  }
+
+  Reply remove(const Request& req) {
+    auto r = server_->remove_volume(req.name, req.force);
+    if (r) return ok_reply();
+    Reply out = ok_reply();
+    switch (r.error().code) {
+      case Errc::kNotFound:
+        out.exit_code = kExitBadDevice;
+        out.message = "Device " + req.name + " is not active.";
+        break;
+      case Errc::kBusy:
+        out.exit_code = kExitBusy;
+        out.message = "Device " + req.name + " is still in use (close it, detach its loop " +
+                      "device, or use --force).";
+        break;
+      default:  // the volume is gone, but its last flush failed
+        out.exit_code = kExitUsage;
+        out.message = "Device " + req.name + " was closed, but flushing it failed: " +
+                      r.error().message() + ". Writes since the last fsync may be lost.";
+    }
+    return out;
+  }
+
+  Reply status(const Request& req) {
+    Reply out = ok_reply();
+    for (VolumeStatus& v : server_->status())
+      if (req.name.empty() || v.name == req.name) out.volumes.push_back(std::move(v));
+    if (!req.name.empty() && out.volumes.empty()) {
+      out.exit_code = kExitBadDevice;
+      out.message = req.name + " is inactive.";
+    }
+    return out;
+  }
+
+  // Serves one connection: one request, one reply. Returns true when the last volume is gone
+  // and the daemon should exit (the reply is then sent by the caller after unmounting).
+  void handle_connection(int fd, bool& last_closed, Reply& deferred) {
+    timeval tv{10, 0};  // a client that stalls cannot stall the daemon for long
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (auto peer = check_peer(fd); !peer) {
+      log_->warn("control connection refused: {}", peer.error().message());
+      send(fd, error_reply(peer.error(), "control socket"));
+      return;
+    }
+    auto frame = recv_frame(fd);
+    if (!frame) {
+      log_->warn("control request: {}", frame.error().message());
+      return;
+    }
+    auto req = decode_request(frame->span());
+    if (!req) {
+      log_->warn("control request: {}", req.error().message());
+      send(fd, error_reply(req.error(), "control request"));
+      return;
+    }
+    Reply reply;
+    switch (req->verb) {
+      case Verb::kAdd: reply = add(*req); break;
+      case Verb::kRemove: reply = remove(*req); break;
+      case Verb::kStatus: reply = status(*req); break;
+    }
+    if (req->verb == Verb::kRemove && reply.exit_code == kExitOk && server_->volume_count() == 0) {
+      last_closed = true;
+      deferred = std::move(reply);
+      return;
+    }
+    send(fd, reply);
+  }
+
+  void send(int fd, const Reply& r) {
+    auto body = encode_reply(r);
+    if (!body) return;
+    if (auto s = send_frame(fd, body->span()); !s)
+      log_->warn("control reply: {}", s.error().message());
+  }
+
+  int run(Request first, const std::function<void(const Reply&)>& report) {
+    if (auto h = harden_process(); !h)
+      log_->warn("process hardening failed: {}", h.error().message());
+    StopSignals signals;
+    ServerOptions so;
+    so.mount_dir = opts_.paths.mount_dir;
+    so.fuse_debug = opts_.fuse_debug;
+    so.logger = log_;
+    auto server = VolumeServer::mount(so);
+    if (!server) {
+      Reply r = error_reply(server.error(), opts_.paths.mount_dir);
+      r.message = "Cannot mount " + opts_.paths.mount_dir + ": " + server.error().message() +
+                  ". Is /dev/fuse usable and the directory free?";
+      report(r);
+      return r.exit_code;
+    }
+    server_ = std::move(*server);
+    Reply first_reply = add(first);
+    first.volume_key = SecretBytes();  // wipe our copy now: the cipher holds its own
+    if (first_reply.exit_code != kExitOk) {
+      server_.reset();  // unmount: nothing was served
+      report(first_reply);
+      return first_reply.exit_code;
+    }
+    auto listener = listen_control(opts_.paths.socket);
+    if (!listener) {
+      server_.reset();
+      Reply r = error_reply(listener.error(), opts_.paths.socket);
+      report(r);
+      return r.exit_code;
+    }
+    report(first_reply);
+    log_->info("daemon {} serving {} (control socket {})", getpid(), opts_.paths.mount_dir,
+               opts_.paths.socket);
+
+    for (;;) {
+      pollfd fds[2] = {{listener->get(), POLLIN, 0}, {signals.fd(), POLLIN, 0}};
+      const int n = ::poll(fds, 2, 500);
+      if (n < 0 && errno != EINTR) {
+        log_->error("poll: {}", std::strerror(errno));
+        break;
+      }
+      if (fds[1].revents & POLLIN) {
+        log_->info("signal {}: flushing, unmounting, exiting", signals.take());
+        break;
+      }
+      if (server_->stopped()) {
+        log_->warn("{} was unmounted from outside; exiting", opts_.paths.mount_dir);
+        break;
+      }
+      if (n > 0 && (fds[0].revents & POLLIN)) {
+        UniqueFd conn(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (!conn.valid()) continue;
+        bool last_closed = false;
+        Reply deferred;
+        handle_connection(conn.get(), last_closed, deferred);
+        if (last_closed) {
+          log_->info("last volume closed: unmounting {}", opts_.paths.mount_dir);
+          server_.reset();
+          ::unlink(opts_.paths.socket.c_str());
+          send(conn.get(), deferred);
+          return kExitOk;
+        }
+      }
+    }
+    server_.reset();  // stop(): flush, unmount, destroy volumes (keys wiped)
+    ::unlink(opts_.paths.socket.c_str());
+    return kExitOk;
+  }
+
+ private:
+  DaemonOptions opts_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<VolumeServer> server_;
+};
+
+}  // namespace
+
+int exit_code_for(const Error& e) {
+  switch (e.code) {
+    case Errc::kBadKey: return kExitPermission;
+    case Errc::kBusy: return kExitBusy;
+    case Errc::kNotFound: return kExitBadDevice;
+    case Errc::kIo:
+      if (e.sys_errno == ENOENT || e.sys_errno == EACCES || e.sys_errno == ENOTDIR ||
+          e.sys_errno == ENXIO || e.sys_errno == EPERM)
+        return kExitBadDevice;
+      return kExitUsage;
+    case Errc::kNoSpace:
+      return e.sys_errno == ENOMEM || e.sys_errno == EAGAIN ? kExitNoMemory : kExitUsage;
+    default: return kExitUsage;
+  }
+}
+
+std::string user_message(const Error& e, const std::string& object) {
+  switch (exit_code_for(e)) {
+    case kExitPermission: return "No key available with this passphrase.";
+    case kExitBadDevice:
+      if (e.code == Errc::kIo || e.code == Errc::kNotFound)
+        return "Device " + object + " does not exist or access denied. (" + e.message() + ")";
+      break;
+    default: break;
+  }
+  return e.message();
+}
+
+Result<std::unique_ptr<volume::Volume>> open_requested_volume(
+    const Request& add, std::shared_ptr<spdlog::logger> logger) {
+  volume::PosixStoreOptions so;
+  so.read_only = add.read_only;
+  CRYPTMAP_TRY(store, volume::open_posix_store(add.source.image, so));
+  crypto::SectorCipherConfig cc;
+  cc.spec = add.layout.cipher;
+  cc.sector_size = add.layout.sector_size;
+  cc.iv_large_sectors = add.layout.iv_large_sectors;
+  cc.iv_offset = add.layout.iv_offset;
+  CRYPTMAP_TRY(cipher, crypto::make_sector_cipher(cc, add.volume_key.span()));
+  volume::VolumeOptions vo;
+  vo.read_only = add.read_only;
+  return volume::open_volume(add.layout, std::move(cipher), std::move(store), vo,
+                             std::move(logger));
+}
+
+int serve(const DaemonOptions& opts, Request first,
+          const std::function<void(const Reply&)>& report) {
+  auto log = opts.logger ? opts.logger : spdlog::default_logger();
+  Daemon d(opts, log);
+  return d.run(std::move(first), report);
+}
+
+}  // namespace cryptmap::fs

@@ -1,0 +1,26 @@
+// cryptmap: dm-crypt and cryptsetup in userspace. Verbs register themselves through
+// fs/cli/commands.h; this file only builds the app and sets the process-wide defaults.
+#include <CLI/CLI.hpp>
+
+#include "fs/cli/commands.h"
+
+int main(int argc, char** argv) {
+  using namespace cryptmap::fs;  // NOLINT(google-build-using-namespace): main only
+  CLI::App app{"cryptmap - dm-crypt/cryptsetup in userspace: open LUKS1/LUKS2/plain images and "
+               "serve their plaintext as files through FUSE"};
+  app.require_subcommand(1);
+  app.fallthrough();  // global flags (-v, --debug) may follow the verb
+  CommandContext ctx;
+  app.add_flag("-v,--verbose", ctx.verbosity, "More log output (repeat for more)");
+  app.add_flag_callback("--debug", [&ctx] { ctx.verbosity = 2; }, "Debug log output");
+  app.add_flag("-q,--batch-mode", ctx.batch_mode, "Do not ask for confirmation");
+  app.add_option("--log-level", ctx.log_level, "trace, debug, info, warn, error, off");
+  add_daemon_commands(app, ctx);
+  add_luks_commands(app, ctx);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  return ctx.exit_code;
+}
