@@ -1,32 +1,135 @@
 #!/usr/bin/env python3
-"""Independent dm-crypt sector cipher for cross-checks (python3-cryptography, not cryptmap code).
+"""Independent dm-crypt sector cipher for cross-checks (not cryptmap code).
 
 Usage: reference_cipher.py SPEC KEYHEX SECTOR_SIZE IV_LARGE(0|1) IV_OFFSET FIRST_INDEX enc|dec IN OUT
+       reference_cipher.py --batch JOBS   (one job per line, the same nine fields)
 
-Implements the dm-crypt rules from formats.md §3.1-3.5 on its own:
+Block ciphers and chain modes come from libraries that share no code with cryptmap's engines:
+python3-cryptography (OpenSSL) for aes/camellia/cast5/blowfish, and libgcrypt (via ctypes) for
+serpent/twofish and for XTS over non-AES ciphers. The dm-crypt rules (formats.md §3.1-3.5) are
+restated here independently:
   cc_sector = iv_offset + (first + k) * (sector_size / 512)
   iv_sector = cc_sector (or cc_sector >> log2(sector_size/512) with iv_large_sectors)
   multi-key: transform index = cc_sector & (keycount - 1)
-Supported: cipher aes/camellia/cast5/blowfish, modes xts/cbc/ecb/ctr,
-IV modes plain, plain64, plain64be, essiv:<hash>, benbi, null, eboiv.
+IV modes: plain, plain64, plain64be, essiv:<hash>, benbi, null, eboiv, lmk (v2/v3), tcw.
 """
+import ctypes
 import hashlib
+import struct
 import sys
+import warnings
+import zlib
 
-from cryptography.hazmat.backends import default_backend
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+warnings.filterwarnings("ignore")
+from cryptography.hazmat.backends import default_backend  # noqa: E402
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: E402
+
+_gcrypt = None
 
 
-def algorithm(name, key):
-    if name == "aes":
-        return algorithms.AES(key)
-    if name == "camellia":
-        return algorithms.Camellia(key)
-    if name == "cast5":
-        return algorithms.CAST5(key)
-    if name == "blowfish":
-        return algorithms.Blowfish(key)
-    raise SystemExit("reference: unsupported cipher " + name)
+def gcrypt():
+    global _gcrypt
+    if _gcrypt is None:
+        _gcrypt = ctypes.CDLL("libgcrypt.so.20")
+        _gcrypt.gcry_check_version.restype = ctypes.c_char_p
+        _gcrypt.gcry_check_version(None)
+    return _gcrypt
+
+
+GCRY_ALGO = {("serpent", 16): 304, ("serpent", 24): 305, ("serpent", 32): 306,
+             ("twofish", 16): 303, ("twofish", 32): 10,
+             ("camellia", 16): 310, ("camellia", 24): 311, ("camellia", 32): 312,
+             ("aes", 16): 7, ("aes", 24): 8, ("aes", 32): 9}
+GCRY_MODE = {"ecb": 1, "cbc": 3, "ctr": 6, "xts": 13}
+
+
+def gcry_crypt(cipher, chain, key, iv, data, encrypt):
+    g = gcrypt()
+    klen = len(key) // 2 if chain == "xts" else len(key)
+    h = ctypes.c_void_p()
+    assert g.gcry_cipher_open(ctypes.byref(h), GCRY_ALGO[(cipher, klen)], GCRY_MODE[chain], 0) == 0
+    try:
+        assert g.gcry_cipher_setkey(h, key, len(key)) == 0, "gcrypt setkey"
+        if chain == "ctr":
+            assert g.gcry_cipher_setctr(h, iv, len(iv)) == 0
+        elif chain != "ecb":
+            assert g.gcry_cipher_setiv(h, iv, len(iv)) == 0
+        out = ctypes.create_string_buffer(len(data))
+        fn = g.gcry_cipher_encrypt if encrypt else g.gcry_cipher_decrypt
+        assert fn(h, out, len(data), data, len(data)) == 0, "gcrypt crypt"
+        return out.raw
+    finally:
+        g.gcry_cipher_close(h)
+
+
+def pyca_algorithm(name, key):
+    if name in ("cast5", "blowfish"):
+        try:  # newer python3-cryptography moved the 64-bit block ciphers here
+            from cryptography.hazmat.decrepit.ciphers import algorithms as old
+        except ImportError:
+            old = algorithms
+        return {"cast5": old.CAST5, "blowfish": old.Blowfish}[name](key)
+    return {"aes": algorithms.AES}[name](key)
+
+
+def crypt(cipher, chain, key, iv, data, encrypt):
+    if cipher in ("serpent", "twofish", "camellia"):
+        return gcry_crypt(cipher, chain, key, iv, data, encrypt)
+    mode = {"xts": lambda: modes.XTS(iv), "cbc": lambda: modes.CBC(iv),
+            "ctr": lambda: modes.CTR(iv), "ecb": lambda: modes.ECB()}[chain]()
+    c = Cipher(pyca_algorithm(cipher, key), mode, backend=default_backend())
+    ctx = c.encryptor() if encrypt else c.decryptor()
+    return ctx.update(data) + ctx.finalize()
+
+
+def block_size(cipher):
+    return 8 if cipher in ("cast5", "blowfish") else 16
+
+
+# --- MD5 compression (lmk needs the raw state after whole blocks, which hashlib hides) ---
+_S = [7, 12, 17, 22] * 4 + [5, 9, 14, 20] * 4 + [4, 11, 16, 23] * 4 + [6, 10, 15, 21] * 4
+_K = [int(abs(__import__("math").sin(i + 1)) * 2**32) & 0xFFFFFFFF for i in range(64)]
+
+
+def md5_raw_state(data):
+    assert len(data) % 64 == 0
+    a0, b0, c0, d0 = 0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476
+    for off in range(0, len(data), 64):
+        m = struct.unpack("<16I", data[off:off + 64])
+        a, b, c, d = a0, b0, c0, d0
+        for i in range(64):
+            if i < 16:
+                f, g = (b & c) | (~b & d), i
+            elif i < 32:
+                f, g = (d & b) | (~d & c), (5 * i + 1) % 16
+            elif i < 48:
+                f, g = b ^ c ^ d, (3 * i + 5) % 16
+            else:
+                f, g = c ^ (b | ~d), (7 * i) % 16
+            f = (f + a + _K[i] + m[g]) & 0xFFFFFFFF
+            a, d, c = d, c, b
+            b = (b + ((f << _S[i]) | (f >> (32 - _S[i])))) & 0xFFFFFFFF
+        a0, b0, c0, d0 = [(x + y) & 0xFFFFFFFF for x, y in zip((a0, b0, c0, d0), (a, b, c, d))]
+    return struct.pack("<4I", a0, b0, c0, d0)
+
+
+def lmk_iv(seed, plaintext, s):
+    buf = struct.pack("<4I", s & 0xFFFFFFFF, ((s >> 32) & 0x00FFFFFF) | 0x80000000, 4024, 0)
+    return md5_raw_state((seed if seed is not None else b"") + plaintext[16:512] + buf)
+
+
+def tcw_whitening(whitening_key, s):
+    sec = struct.pack("<Q", s & (2**64 - 1))
+    buf = bytes(a ^ b for a, b in zip(whitening_key, sec + sec))
+    crcs = b"".join(struct.pack("<I", zlib.crc32(buf[i:i + 4], 0xFFFFFFFF) ^ 0xFFFFFFFF)
+                    for i in range(0, 16, 4))
+    w = bytes(crcs[i] ^ crcs[12 + i] for i in range(4)) + bytes(crcs[4 + i] ^ crcs[8 + i]
+                                                               for i in range(4))
+    return w * 64
+
+
+def xor(a, b):
+    return bytes(x ^ y for x, y in zip(a, b))
 
 
 def parse(spec):
@@ -39,68 +142,85 @@ def parse(spec):
     return head, keycount, chain, ivmode, ivopts
 
 
-def block_size(cipher):
-    return 8 if cipher in ("cast5", "blowfish") else 16
-
-
-def ecb_encrypt(cipher, key, block):
-    e = Cipher(algorithm(cipher, key), modes.ECB(), backend=default_backend()).encryptor()
-    return e.update(block) + e.finalize()
-
-
-def make_iv(cipher, ivmode, ivopts, key, iv_sector, sector_size):
+def simple_iv(cipher, chain, ivmode, ivopts, cipher_key, s, sector_size):
     bs = block_size(cipher)
     ivs = max(bs, 8)
     if ivmode == "plain":
-        return (iv_sector & 0xFFFFFFFF).to_bytes(4, "little") + bytes(ivs - 4)
+        return (s & 0xFFFFFFFF).to_bytes(4, "little") + bytes(ivs - 4)
     if ivmode == "plain64":
-        return (iv_sector & (2**64 - 1)).to_bytes(8, "little") + bytes(ivs - 8)
+        return (s & (2**64 - 1)).to_bytes(8, "little") + bytes(ivs - 8)
     if ivmode == "plain64be":
-        return bytes(ivs - 8) + (iv_sector & (2**64 - 1)).to_bytes(8, "big")
+        return bytes(ivs - 8) + (s & (2**64 - 1)).to_bytes(8, "big")
     if ivmode == "null":
         return bytes(ivs)
     if ivmode == "benbi":
-        shift = 9 - (bs.bit_length() - 1)
-        v = ((iv_sector << shift) + 1) & (2**64 - 1)
+        v = ((s << (9 - (bs.bit_length() - 1))) + 1) & (2**64 - 1)
         return bytes(ivs - 8) + v.to_bytes(8, "big")
     if ivmode == "essiv":
-        salt = hashlib.new(ivopts, key).digest()
-        base = (iv_sector & (2**64 - 1)).to_bytes(8, "little") + bytes(ivs - 8)
-        return ecb_encrypt(cipher, salt, base)
+        salt = hashlib.new(ivopts, cipher_key).digest()
+        base = (s & (2**64 - 1)).to_bytes(8, "little") + bytes(ivs - 8)
+        return crypt(cipher, "ecb", salt, None, base, True)
     if ivmode == "eboiv":
-        base = ((iv_sector * sector_size) & (2**64 - 1)).to_bytes(8, "little") + bytes(ivs - 8)
-        return ecb_encrypt(cipher, key, base)
+        base = ((s * sector_size) & (2**64 - 1)).to_bytes(8, "little") + bytes(ivs - 8)
+        return crypt(cipher, "ecb", cipher_key, None, base, True)
     raise SystemExit("reference: unsupported IV mode " + ivmode)
 
 
 def main():
-    spec, keyhex, ss, large, iv_offset, first, direction, src, dst = sys.argv[1:10]
+    if sys.argv[1] == "--batch":
+        for line in open(sys.argv[2]):
+            if line.strip():
+                run_job(line.split())
+    else:
+        run_job(sys.argv[1:10])
+
+
+def run_job(args):
+    spec, keyhex, ss, large, iv_offset, first, direction, src, dst = args
     ss, large, iv_offset, first = int(ss), int(large), int(iv_offset), int(first)
+    enc = direction == "enc"
     key = bytes.fromhex(keyhex)
     cipher, keycount, chain, ivmode, ivopts = parse(spec)
-    sub = len(key) // keycount
+    bs = block_size(cipher)
+    extra = 0
+    seed = None
+    if ivmode == "tcw":
+        extra = max(bs, 8) + 16
+    elif ivmode == "lmk" and len(key) % keycount:
+        extra = len(key) // (keycount + 1)
+    sub = (len(key) - extra) // keycount
+    if ivmode == "lmk" and extra:
+        seed = key[keycount * sub:keycount * sub + 16] + bytes(48)
+    tail = key[len(key) - extra:] if ivmode == "tcw" else b""
     data = open(src, "rb").read()
     out = bytearray()
     shift = (ss // 512).bit_length() - 1
     for k in range(len(data) // ss):
         unit = data[k * ss:(k + 1) * ss]
         cc = iv_offset + ((first + k) << shift)
-        iv_sector = cc >> shift if large else cc
+        s = cc >> shift if large else cc
         tk = key[(cc & (keycount - 1)) * sub:][:sub]
-        if chain == "xts":
-            iv = make_iv(cipher, ivmode, ivopts, tk, iv_sector, ss)
-            mode = modes.XTS(iv)
-        elif chain == "cbc":
-            mode = modes.CBC(make_iv(cipher, ivmode, ivopts, tk, iv_sector, ss))
-        elif chain == "ctr":
-            mode = modes.CTR(make_iv(cipher, ivmode, ivopts, tk, iv_sector, ss))
-        elif chain == "ecb":
-            mode = modes.ECB()
+        if chain == "ecb":
+            out += crypt(cipher, "ecb", tk, None, unit, enc)
+        elif ivmode == "lmk":
+            if enc:
+                out += crypt(cipher, chain, tk, lmk_iv(seed, unit, s), unit, True)
+            else:
+                p = crypt(cipher, chain, tk, bytes(16), unit, False)
+                out += xor(p[:16], lmk_iv(seed, p, s)) + p[16:]
+        elif ivmode == "tcw":
+            ivs = max(bs, 8)
+            sec = struct.pack("<Q", s & (2**64 - 1))
+            iv = xor(tail[:ivs], (sec * 2)[:ivs])
+            white = tcw_whitening(tail[ivs:ivs + 16], s)
+            if enc:
+                out += xor(crypt(cipher, chain, tk, iv, unit, True), white)
+            else:
+                out += crypt(cipher, chain, tk, iv, xor(unit, white), False)
         else:
-            raise SystemExit("reference: unsupported chain mode " + chain)
-        c = Cipher(algorithm(cipher, tk), mode, backend=default_backend())
-        ctx = c.encryptor() if direction == "enc" else c.decryptor()
-        out += ctx.update(unit) + ctx.finalize()
+            ck = tk[:len(tk) // 2] if chain == "xts" else tk
+            iv = simple_iv(cipher, chain, ivmode, ivopts, ck, s, ss)
+            out += crypt(cipher, chain, tk, iv, unit, enc)
     open(dst, "wb").write(bytes(out))
 
 

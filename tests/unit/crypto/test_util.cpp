@@ -99,4 +99,26 @@ std::vector<std::byte> reference_crypt(const SectorCipherConfig& config,
   return read_file(dir.path("out"));
 }
 
+void reference_batch(std::vector<ReferenceJob>& jobs) {
+  TempDir dir;
+  std::string lines;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    const auto& j = jobs[i];
+    const std::string in = dir.path("in" + std::to_string(i));
+    write_file(in, j.input);
+    lines += j.config.spec.to_string() + " " + to_hex(j.key) + " " + std::to_string(j.config.sector_size) + " " +
+             (j.config.iv_large_sectors ? "1 " : "0 ") + std::to_string(j.config.iv_offset) +
+             " " + std::to_string(j.first) + (j.encrypt ? " enc " : " dec ") + in + " " +
+             dir.path("out" + std::to_string(i)) + "\n";
+  }
+  const std::string jobs_file = dir.path("jobs");
+  write_file(jobs_file, as_bytes(lines));
+  std::string output;
+  const std::string cmd = std::string("python3 ") + CRYPTMAP_CRYPTO_TEST_DIR +
+                          "/reference_cipher.py --batch " + jobs_file;
+  ASSERT_EQ(run(cmd, &output), 0) << cmd << "\n" << output;
+  for (std::size_t i = 0; i < jobs.size(); ++i)
+    jobs[i].output = read_file(dir.path("out" + std::to_string(i)));
+}
+
 }  // namespace cryptmap::crypto::test

@@ -38,6 +38,16 @@ std::vector<std::byte> read_file(const std::string& path);
 int run(const std::string& cmd, std::string* out = nullptr);
 
 // Encrypts/decrypts `data` with the independent Python implementation.
+struct ReferenceJob {
+  SectorCipherConfig config;
+  std::vector<std::byte> key;
+  std::uint64_t first = 0;
+  std::vector<std::byte> input;
+  bool encrypt = true;
+  std::vector<std::byte> output;  // filled by reference_batch
+};
+// Runs every job in one Python process (start-up dominates otherwise).
+void reference_batch(std::vector<ReferenceJob>& jobs);
 std::vector<std::byte> reference_crypt(const SectorCipherConfig& config,
                                        std::span<const std::byte> key, std::uint64_t first,
                                        std::span<const std::byte> data, bool encrypt);
