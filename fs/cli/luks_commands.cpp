@@ -1,10 +1,516 @@
-// PLACEHOLDER so that `cryptmap` links before the LUKS verbs exist. Owned by the formats
-// engineer: their fs/cli/luks_commands.cpp replaces this file entirely (luksFormat, luksDump,
-// isLuks, luksUUID, luksAddKey, ... per fs/cli/commands.h).
+// The LUKS header verbs of the cryptmap CLI (cryptsetup names and flags): luksFormat, luksDump,
+// isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot, luksChangeKey, luksHeaderBackup,
+// luksHeaderRestore, repair. The work is done by volume/format/luks_admin.h; this file only
+// turns flags into options, reads passphrases (fs/cli/passphrase.h) and prints results.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/bytes.h"
+#include "base/unique_fd.h"
 #include "fs/cli/commands.h"
+#include "fs/cli/passphrase.h"
+#include "volume/format/luks.h"
+#include "volume/format/luks_admin.h"
+#include "volume/store/backing_store.h"
 
 namespace cryptmap::fs {
+namespace {
 
-void add_luks_commands(CLI::App& /*app*/, CommandContext& /*ctx*/) {}
+using volume::BackingStore;
+using volume::VolumeType;
+
+// Flags shared by the verbs; one instance per subcommand, alive as long as the app.
+struct LuksArgs {
+  std::string device;
+  std::string positional_key_file;  // luksFormat/AddKey/ChangeKey: <new key file>; RemoveKey: <key file>
+  int kill_slot = -1;               // luksKillSlot <slot>
+  std::string type;
+  std::string cipher = "aes-xts-plain64";
+  std::uint32_t key_size_bits = 0;
+  std::string hash = "sha256";
+  std::string pbkdf;
+  std::uint32_t iter_time_ms = 0;
+  std::uint32_t pbkdf_force_iterations = 0;
+  std::uint32_t pbkdf_memory = 0;
+  std::uint32_t pbkdf_parallel = 0;
+  std::uint32_t sector_size = 0;
+  std::string label, subsystem, uuid;
+  std::string header;
+  std::uint64_t offset = 0;
+  bool offset_set = false;
+  std::string key_file;
+  std::uint64_t keyfile_offset = 0, keyfile_size = 0;
+  std::uint64_t new_keyfile_offset = 0, new_keyfile_size = 0;
+  int key_slot = -1;
+  bool dump_volume_key = false;
+  bool json = false;
+  std::string header_backup_file;
+  std::string volume_key_file;
+};
+
+int exit_code_for(const Error& e) {
+  switch (e.code) {
+    case Errc::kBadKey: return kExitPermission;
+    case Errc::kNoSpace: return e.sys_errno == ENOMEM ? kExitNoMemory : kExitUsage;
+    case Errc::kNotFound: return kExitBadDevice;
+    case Errc::kBusy: return kExitBusy;
+    default: return kExitUsage;
+  }
+}
+
+int report(const Error& e) {
+  if (e.code == Errc::kBadKey || e.code == Errc::kNotFound) {
+    // cryptsetup's own wording first ("No key available with this passphrase.").
+    std::cerr << e.what;
+    if (e.detail[0]) std::cerr << " " << e.detail.data();
+    std::cerr << "\n";
+  } else if (e.detail[0] && e.detail_view().back() == '.' && e.sys_errno == 0) {
+    std::cerr << e.detail.data() << "\n";  // already a full cryptsetup-style sentence
+  } else {
+    std::cerr << e.message() << "\n";
+  }
+  return exit_code_for(e);
+}
+
+std::optional<VolumeType> parse_type(const std::string& t, bool* bad) {
+  *bad = false;
+  if (t.empty() || t == "luks") return std::nullopt;
+  if (t == "luks1") return VolumeType::kLuks1;
+  if (t == "luks2") return VolumeType::kLuks2;
+  *bad = true;
+  return std::nullopt;
+}
+
+Result<std::unique_ptr<BackingStore>> open_store(const std::string& path, bool read_only) {
+  volume::PosixStoreOptions o;
+  o.read_only = read_only;
+  return volume::open_posix_store(path, o);
+}
+
+// The header store: --header if given, else the device.
+Result<std::unique_ptr<BackingStore>> header_store(const LuksArgs& a, bool read_only) {
+  return open_store(a.header.empty() ? a.device : a.header, read_only);
+}
+
+volume::PbkdfOptions pbkdf_of(const LuksArgs& a) {
+  volume::PbkdfOptions p;
+  p.type = a.pbkdf;
+  p.hash = a.hash;
+  if (a.iter_time_ms) p.iter_time_ms = a.iter_time_ms;
+  if (a.pbkdf_force_iterations) p.force_iterations = a.pbkdf_force_iterations;
+  if (a.pbkdf_memory) p.memory_kib = a.pbkdf_memory;
+  if (a.pbkdf_parallel) p.parallel = a.pbkdf_parallel;
+  return p;
+}
+
+KeySource existing_key(const LuksArgs& a) {
+  KeySource s;
+  if (!a.key_file.empty()) s.key_file = a.key_file;
+  s.keyfile_offset = a.keyfile_offset;
+  s.keyfile_size = a.keyfile_size;
+  return s;
+}
+
+KeySource new_key(const LuksArgs& a) {
+  KeySource s;
+  if (!a.positional_key_file.empty()) s.key_file = a.positional_key_file;
+  s.keyfile_offset = a.new_keyfile_offset;
+  s.keyfile_size = a.new_keyfile_size;
+  return s;
+}
+
+std::optional<int> slot_of(const LuksArgs& a) {
+  if (a.key_slot < 0) return std::nullopt;
+  return a.key_slot;
+}
+
+// cryptsetup's yesDialog: asks only when stdin is a terminal and not in batch mode.
+bool confirm(const CommandContext& ctx, const std::string& question) {
+  if (ctx.batch_mode || ::isatty(STDIN_FILENO) != 1) return true;
+  std::cerr << "\nWARNING!\n========\n" << question << "\n\nAre you sure? (Type 'yes' in capital letters): ";
+  std::string answer;
+  std::getline(std::cin, answer);
+  return answer == "YES";
+}
+
+Result<std::uint64_t> file_size(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return fail(make_sys_error(errno, "Cannot stat device"));
+  if (S_ISBLK(st.st_mode)) {
+    auto s = open_store(path, true);
+    if (!s) return fail(s.error());
+    return (*s)->size_bytes();
+  }
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+// A detached header file is created if missing and grown to `bytes` (cryptsetup fallocates it).
+Result<void> prepare_header_file(const std::string& path, std::uint64_t bytes) {
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd.valid()) return fail(make_sys_error(errno, "Cannot create header file"));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return fail(make_sys_error(errno, "Cannot stat header file"));
+  if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) < bytes &&
+      ::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0)
+    return fail(make_sys_error(errno, "Cannot extend header file"));
+  return ok();
+}
+
+std::string hex_block(std::span<const std::byte> b) {
+  std::string out;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    if (i && i % 16 == 0) out += "\n\t\t";
+    out += to_hex(b.subspan(i, 1)) + " ";
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int do_format(const LuksArgs& a, const CommandContext& ctx) {
+  bool bad = false;
+  auto t = parse_type(a.type, &bad);
+  if (bad) return report(make_error_fmt(Errc::kInvalid, "Unknown --type", kNoObject, "'%s'", a.type.c_str()));
+  volume::LuksFormatOptions o;
+  o.type = t.value_or(VolumeType::kLuks2);
+  o.cipher = a.cipher;
+  o.key_bits = a.key_size_bits ? a.key_size_bits : 512;
+  o.pbkdf = pbkdf_of(a);
+  o.sector_size = a.sector_size;
+  o.label = a.label;
+  o.subsystem = a.subsystem;
+  o.uuid = a.uuid;
+  if (a.offset_set) o.offset_sectors = a.offset;
+  o.detached_header = !a.header.empty();
+  o.keyslot = slot_of(a);
+  auto dsize = file_size(a.device);
+  if (!dsize) return report(make_error_fmt(Errc::kNotFound, "Device does not exist or access denied.", kNoObject,
+                                           "%s", a.device.c_str()));
+  o.data_device_bytes = *dsize;
+  if (!confirm(ctx, "This will overwrite data on " + (a.header.empty() ? a.device : a.header) + " irrevocably."))
+    return report(make_error(Errc::kInvalid, "Operation aborted."));
+  if (o.detached_header) {
+    auto need = volume::luks_header_bytes(o);
+    if (!need) return report(need.error());
+    if (auto r = prepare_header_file(a.header, *need); !r) return report(r.error());
+  }
+  KeySource ks = !a.positional_key_file.empty() ? new_key(a) : existing_key(a);
+  auto pass = read_passphrase(ks, "Enter passphrase for " + a.device + ": ", true);
+  if (!pass) return report(pass.error());
+  std::optional<SecretBytes> vk_file;
+  if (!a.volume_key_file.empty()) {
+    KeySource vs;
+    vs.key_file = a.volume_key_file;
+    vs.keyfile_size = o.key_bits / 8;
+    auto vk = read_passphrase(vs, "", false);
+    if (!vk) return report(vk.error());
+    vk_file = std::move(*vk);
+  }
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  auto r = volume::luks_format(**store, o, pass->span(),
+                               vk_file ? vk_file->span() : std::span<const std::byte>{});
+  if (!r) return report(r.error());
+  if (ctx.verbosity) std::cerr << "Key slot " << r->keyslot << " created.\n";
+  return kExitOk;
+}
+
+int do_dump(const LuksArgs& a, const CommandContext& ctx) {
+  auto store = header_store(a, true);
+  if (!store) return report(store.error());
+  if (!a.dump_volume_key) {
+    auto d = volume::luks_dump(**store, a.json);
+    if (!d) return report(d.error());
+    std::cout << *d;
+    return kExitOk;
+  }
+  bool bad = false;
+  auto t = parse_type(a.type, &bad);
+  auto h = volume::load_luks_header(**store, t);
+  if (!h) return report(h.error());
+  if (!confirm(ctx, "Header dump with volume key is sensitive information\nthat allows access to encrypted partition without a passphrase.\nThis dump should be stored encrypted in a safe place."))
+    return report(make_error(Errc::kInvalid, "Operation aborted."));
+  auto pass = read_passphrase(existing_key(a), "Enter passphrase for " + a.device + ": ", false);
+  if (!pass) return report(pass.error());
+  auto k = (*h)->unlock(pass->span(), slot_of(a));
+  if (!k) return report(k.error());
+  const volume::VolumeLayout l = (*h)->layout();
+  const std::string spec = l.cipher.to_string();
+  const auto dash = spec.find('-');
+  std::cout << "LUKS header information for " << a.device << "\n";
+  std::cout << "Cipher name:   \t" << spec.substr(0, dash) << "\n";
+  std::cout << "Cipher mode:   \t" << (dash == std::string::npos ? "" : spec.substr(dash + 1)) << "\n";
+  std::cout << "Payload offset:\t" << l.data_offset_bytes / 512 << "\n";
+  std::cout << "UUID:          \t" << l.uuid << "\n";
+  std::cout << "MK bits:       \t" << k->volume_key.size() * 8 << "\n";
+  std::cout << "MK dump:\t" << hex_block(k->volume_key.span()) << "\n";
+  return kExitOk;
+}
+
+int do_add_key(const LuksArgs& a, const CommandContext&) {
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  SecretBytes old;
+  std::optional<SecretBytes> vk;
+  if (!a.volume_key_file.empty()) {
+    KeySource vs;
+    vs.key_file = a.volume_key_file;
+    auto v = read_passphrase(vs, "", false);
+    if (!v) return report(v.error());
+    vk = std::move(*v);
+  } else {
+    auto p = read_passphrase(existing_key(a), "Enter any existing passphrase: ", false);
+    if (!p) return report(p.error());
+    old = std::move(*p);
+  }
+  auto nw = read_passphrase(new_key(a), "Enter new passphrase for key slot: ", true);
+  if (!nw) return report(nw.error());
+  auto r = volume::luks_add_key(**store, old.span(), std::nullopt, nw->span(), slot_of(a), pbkdf_of(a),
+                                vk ? vk->span() : std::span<const std::byte>{});
+  if (!r) return report(r.error());
+  return kExitOk;
+}
+
+int do_remove_key(const LuksArgs& a, const CommandContext& ctx) {
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  KeySource ks = !a.positional_key_file.empty() ? new_key(a) : existing_key(a);
+  if (!a.positional_key_file.empty()) {
+    ks.keyfile_offset = a.keyfile_offset;
+    ks.keyfile_size = a.keyfile_size;
+  }
+  auto p = read_passphrase(ks, "Enter passphrase to be deleted: ", false);
+  if (!p) return report(p.error());
+  (void)ctx;
+  auto r = volume::luks_remove_key(**store, p->span());
+  if (!r) return report(r.error());
+  return kExitOk;
+}
+
+int do_kill_slot(const LuksArgs& a, const CommandContext& ctx) {
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  if (!confirm(ctx, "This will erase key slot " + std::to_string(a.kill_slot) + " of " + a.device + "."))
+    return report(make_error(Errc::kInvalid, "Operation aborted."));
+  auto r = volume::luks_kill_slot(**store, a.kill_slot);
+  if (!r) return report(r.error());
+  return kExitOk;
+}
+
+int do_change_key(const LuksArgs& a, const CommandContext&) {
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  auto old = read_passphrase(existing_key(a), "Enter passphrase to be changed: ", false);
+  if (!old) return report(old.error());
+  auto nw = read_passphrase(new_key(a), "Enter new passphrase: ", true);
+  if (!nw) return report(nw.error());
+  auto r = volume::luks_change_key(**store, old->span(), slot_of(a), nw->span(), pbkdf_of(a));
+  if (!r) return report(r.error());
+  return kExitOk;
+}
+
+int do_is_luks(const LuksArgs& a, const CommandContext& ctx) {
+  bool bad = false;
+  auto t = parse_type(a.type, &bad);
+  auto store = header_store(a, true);
+  if (!store) return report(store.error());
+  if (volume::is_luks(**store, t)) return kExitOk;
+  if (ctx.verbosity) std::cerr << "Device " << a.device << " is not a valid LUKS device.\n";
+  return kExitUsage;
+}
+
+int do_uuid(const LuksArgs& a, const CommandContext& ctx) {
+  if (a.uuid.empty()) {
+    auto store = header_store(a, true);
+    if (!store) return report(store.error());
+    auto u = volume::luks_uuid(**store);
+    if (!u) return report(u.error());
+    std::cout << *u << "\n";
+    return kExitOk;
+  }
+  if (!confirm(ctx, "Do you really want to change UUID of device?"))
+    return report(make_error(Errc::kInvalid, "Operation aborted."));
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  auto r = volume::luks_set_uuid(**store, a.uuid);
+  if (!r) return report(r.error());
+  return kExitOk;
+}
+
+int do_backup(const LuksArgs& a, const CommandContext&) {
+  if (a.header_backup_file.empty())
+    return report(make_error(Errc::kInvalid, "Option --header-backup-file is required."));
+  auto store = header_store(a, true);
+  if (!store) return report(store.error());
+  auto r = volume::luks_header_backup(**store, a.header_backup_file);
+  if (!r) return report(r.error());
+  return kExitOk;
+}
+
+int do_restore(const LuksArgs& a, const CommandContext& ctx) {
+  if (a.header_backup_file.empty())
+    return report(make_error(Errc::kInvalid, "Option --header-backup-file is required."));
+  if (!confirm(ctx, "Device " + a.device + " header will be replaced by the backup. This destroys the existing keyslots."))
+    return report(make_error(Errc::kInvalid, "Operation aborted."));
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  auto r = volume::luks_header_restore(**store, a.header_backup_file);
+  if (!r) return report(r.error());
+  return kExitOk;
+}
+
+int do_repair(const LuksArgs& a, const CommandContext& ctx) {
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  auto r = volume::luks_repair(**store);
+  if (!r) return report(r.error());
+  if (ctx.verbosity || r->find("repaired") != std::string::npos) std::cerr << *r << "\n";
+  return kExitOk;
+}
+
+// --- flag registration ------------------------------------------------------------------------
+
+void add_common(CLI::App* c, LuksArgs& a) {
+  c->add_option("--header", a.header, "Device or file with a separated LUKS header");
+  c->add_option("--type", a.type, "Type of device metadata: luks, luks1, luks2");
+  c->add_option("-d,--key-file", a.key_file, "Read the key from a file (- = stdin)");
+  c->add_option("--keyfile-offset", a.keyfile_offset, "Number of bytes to skip in keyfile");
+  c->add_option("-l,--keyfile-size", a.keyfile_size, "Limits the read from keyfile");
+  c->add_option("-S,--key-slot", a.key_slot, "Slot number for new key (default is first free)")
+      ->check(CLI::Range(0, 31));
+}
+
+void add_pbkdf(CLI::App* c, LuksArgs& a) {
+  c->add_option("--hash", a.hash, "The hash used to create the encryption key from the passphrase");
+  c->add_option("--pbkdf", a.pbkdf, "PBKDF algorithm (for LUKS2): argon2i, argon2id, pbkdf2")
+      ->check(CLI::IsMember({"pbkdf2", "argon2i", "argon2id"}));
+  c->add_option("-i,--iter-time", a.iter_time_ms, "PBKDF iteration time (in ms)");
+  c->add_option("--pbkdf-force-iterations", a.pbkdf_force_iterations,
+                "PBKDF iterations cost (forced, disables benchmark)");
+  c->add_option("--pbkdf-memory", a.pbkdf_memory, "PBKDF memory cost limit (KiB)");
+  c->add_option("--pbkdf-parallel", a.pbkdf_parallel, "PBKDF parallel cost");
+}
+
+template <class F>
+void on_run(CLI::App* c, CommandContext& ctx, std::shared_ptr<LuksArgs> a, F f) {
+  c->callback([&ctx, a, f] { ctx.exit_code = f(*a, ctx); });
+}
+
+}  // namespace
+
+void add_luks_commands(CLI::App& app, CommandContext& ctx) {
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("luksFormat", "Formats a LUKS device");
+    c->add_option("device", a->device, "Image or block device")->required();
+    c->add_option("new_key_file", a->positional_key_file, "Key file with the new passphrase");
+    add_common(c, *a);
+    add_pbkdf(c, *a);
+    c->add_option("-c,--cipher", a->cipher, "The cipher used to encrypt the disk");
+    c->add_option("-s,--key-size", a->key_size_bits, "The size of the encryption key (bits)");
+    c->add_option("--sector-size", a->sector_size, "Encryption sector size (LUKS2)");
+    c->add_option("--label", a->label, "Set label for the LUKS2 device");
+    c->add_option("--subsystem", a->subsystem, "Set subsystem label for the LUKS2 device");
+    c->add_option("--uuid", a->uuid, "UUID for device to use");
+    c->add_option("-o,--offset", a->offset, "The start offset in the backend device (512-byte sectors)")
+        ->each([a](const std::string&) { a->offset_set = true; });
+    c->add_option("--volume-key-file", a->volume_key_file, "Use the volume key from file");
+    on_run(c, ctx, a, do_format);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("luksDump", "Dump LUKS partition information");
+    c->add_option("device", a->device, "Image or block device")->required();
+    add_common(c, *a);
+    c->add_flag("--dump-volume-key,--dump-master-key", a->dump_volume_key, "Dump volume key instead of keyslots info");
+    c->add_flag("--dump-json-metadata,--json", a->json, "Dump LUKS2 metadata as JSON");
+    on_run(c, ctx, a, do_dump);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("luksAddKey", "Add key to LUKS device");
+    c->add_option("device", a->device, "Image or block device")->required();
+    c->add_option("new_key_file", a->positional_key_file, "Key file with the new passphrase");
+    add_common(c, *a);
+    add_pbkdf(c, *a);
+    c->add_option("--new-keyfile-offset", a->new_keyfile_offset, "Number of bytes to skip in newly added keyfile");
+    c->add_option("--new-keyfile-size", a->new_keyfile_size, "Limits the read from newly added keyfile");
+    c->add_option("--volume-key-file", a->volume_key_file, "Use the volume key from file");
+    on_run(c, ctx, a, do_add_key);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("luksRemoveKey", "Removes supplied key or key file from LUKS device");
+    c->add_option("device", a->device, "Image or block device")->required();
+    c->add_option("key_file", a->positional_key_file, "Key file with the passphrase to remove");
+    add_common(c, *a);
+    on_run(c, ctx, a, do_remove_key);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("luksKillSlot", "Wipes key with number <key slot> from LUKS device");
+    c->add_option("device", a->device, "Image or block device")->required();
+    c->add_option("key_slot", a->kill_slot, "Keyslot to wipe")->required()->check(CLI::Range(0, 31));
+    add_common(c, *a);
+    on_run(c, ctx, a, do_kill_slot);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("luksChangeKey", "Changes supplied key or key file of LUKS device");
+    c->add_option("device", a->device, "Image or block device")->required();
+    c->add_option("new_key_file", a->positional_key_file, "Key file with the new passphrase");
+    add_common(c, *a);
+    add_pbkdf(c, *a);
+    c->add_option("--new-keyfile-offset", a->new_keyfile_offset, "Number of bytes to skip in newly added keyfile");
+    c->add_option("--new-keyfile-size", a->new_keyfile_size, "Limits the read from newly added keyfile");
+    on_run(c, ctx, a, do_change_key);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("isLuks", "Tests <device> for LUKS partition header");
+    c->add_option("device", a->device, "Image or block device")->required();
+    add_common(c, *a);
+    on_run(c, ctx, a, do_is_luks);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("luksUUID", "Print (or set with --uuid) the UUID of a LUKS device");
+    c->add_option("device", a->device, "Image or block device")->required();
+    add_common(c, *a);
+    c->add_option("--uuid", a->uuid, "UUID for device to use");
+    on_run(c, ctx, a, do_uuid);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("luksHeaderBackup", "Backup LUKS device header and keyslots");
+    c->add_option("device", a->device, "Image or block device")->required();
+    add_common(c, *a);
+    c->add_option("--header-backup-file", a->header_backup_file, "File with LUKS header and keyslots backup");
+    on_run(c, ctx, a, do_backup);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("luksHeaderRestore", "Restore LUKS device header and keyslots");
+    c->add_option("device", a->device, "Image or block device")->required();
+    add_common(c, *a);
+    c->add_option("--header-backup-file", a->header_backup_file, "File with LUKS header and keyslots backup");
+    on_run(c, ctx, a, do_restore);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("repair", "Try to repair on-disk metadata");
+    c->add_option("device", a->device, "Image or block device")->required();
+    add_common(c, *a);
+    on_run(c, ctx, a, do_repair);
+  }
+}
 
 }  // namespace cryptmap::fs
