@@ -126,6 +126,7 @@ class HostileEngine final : public crypto::CryptoEngine {
     if (ts.must_wait) violations_.fetch_add(1);
     submitted_.fetch_add(1);
     if (!live_.emplace(req, 0).second) violations_.fetch_add(1);  // resubmitted while live
+    max_live_ = std::max<std::uint64_t>(max_live_, live_.size());
     const double roll = uni_(rng_);
     if (roll < cfg_.sync_rate) {
       live_.erase(req);
@@ -171,6 +172,10 @@ class HostileEngine final : public crypto::CryptoEngine {
   std::uint64_t submitted() const { return submitted_.load(); }
   std::uint64_t completed() const { return completed_.load(); }
   std::uint64_t failed() const { return failed_.load(); }
+  std::uint64_t max_live() {
+    std::lock_guard lock(mu_);
+    return max_live_;
+  }
 
  private:
   struct ThreadState {
@@ -239,6 +244,7 @@ class HostileEngine final : public crypto::CryptoEngine {
   std::unordered_map<crypto::CryptoRequest*, int> live_;
   std::unordered_map<std::thread::id, ThreadState> threads_;
   std::uint64_t drained_ = 0;
+  std::uint64_t max_live_ = 0;
   bool stop_ = false;
   std::mt19937_64 rng_;
   std::mutex rng_mu_;
