@@ -1,0 +1,283 @@
+// Replays the fuzz targets under GoogleTest (label "fuzz"): a seed corpus generated here from
+// real writers (our luksFormat, cryptsetup-shaped JSON, cipher specs) plus a bounded number of
+// mutations with a fixed seed. Checks that nothing crashes (ASan/UBSan builds catch memory
+// errors) and that no single allocation exceeds 64 MiB whatever the input claims.
+// With CRYPTMAP_FUZZ_SEED_DIR=dir, WriteSeeds stores the corpus for the libFuzzer binaries.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <new>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tests/fuzz/fuzz_targets.h"
+#include "volume/format/internal/luks2_disk.h"
+#include "volume/format/luks_admin.h"
+#include "volume/store/mem_backing_store.h"
+
+// Largest single allocation seen while `g_track` is set.
+static std::atomic<bool> g_track{false};
+static std::atomic<std::size_t> g_max_alloc{0};
+
+// Replaceable global allocation functions (malloc-backed) so every `new` is measured.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void* operator new(std::size_t n) {
+  if (g_track.load(std::memory_order_relaxed)) {
+    std::size_t cur = g_max_alloc.load(std::memory_order_relaxed);
+    while (n > cur && !g_max_alloc.compare_exchange_weak(cur, n)) {
+    }
+  }
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
+
+namespace cryptmap::fuzz {
+namespace {
+
+using Bytes = std::vector<std::uint8_t>;
+constexpr std::size_t kMaxAllocation = 64u << 20;
+
+struct Tracker {
+  Tracker() {
+    g_max_alloc = 0;
+    g_track = true;
+  }
+  ~Tracker() { g_track = false; }
+};
+
+Bytes from_store(const volume::BackingStore& s, std::size_t n) {
+  std::vector<std::byte> b(n);
+  EXPECT_TRUE(s.read_at(ByteOffset{0}, b));
+  Bytes out(n);
+  std::memcpy(out.data(), b.data(), n);
+  return out;
+}
+
+volume::PbkdfOptions fast() {
+  volume::PbkdfOptions p;
+  p.type = "pbkdf2";
+  p.force_iterations = 1000;
+  return p;
+}
+
+// A LUKS2 header image with a small keyslots area (data at 288 KiB): headers + one keyslot.
+Bytes luks2_seed() {
+  volume::MemBackingStore s(320u << 10, "mem:seed2");
+  volume::LuksFormatOptions o;
+  o.type = volume::VolumeType::kLuks2;
+  o.pbkdf = fast();
+  o.offset_sectors = 576;
+  o.data_device_bytes = 320u << 10;
+  o.label = "seed";
+  auto r = volume::luks_format(s, o, std::as_bytes(std::span("seed passphrase", 15)));
+  EXPECT_TRUE(r) << r.error().message();
+  return from_store(s, 576 * 512);
+}
+
+Bytes luks1_seed() {
+  volume::MemBackingStore s(2u << 20, "mem:seed1");
+  volume::LuksFormatOptions o;
+  o.type = volume::VolumeType::kLuks1;
+  o.key_bits = 256;
+  o.pbkdf = fast();
+  o.data_device_bytes = 2u << 20;
+  o.offset_sectors = 2056;  // right after the eight keyslot areas
+  auto r = volume::luks_format(s, o, std::as_bytes(std::span("seed passphrase", 15)));
+  EXPECT_TRUE(r) << r.error().message();
+  return from_store(s, 2056 * 512);
+}
+
+const char* kCipherSeeds[] = {"aes-xts-plain64", "aes-cbc-essiv:sha256", "capi:xts(aes)-plain64",
+                              "twofish-cbc-plain", "aes:64-cbc-lmk", "aes-ecb", "serpent-xts-plain64",
+                              "aes:4-cbc-tcw", "capi:gcm(aes)-random", "sha256:16", "ripemd160",
+                              "plain:32", "aes", "cipher_null-ecb", "camellia-xts-benbi"};
+const char* kJsonTokens[] = {"\"", "{", "}", "[", "]", ",", ":", "\"0\"", "\"offset\"", "\"size\"",
+                             "\"99999999999999999999\"", "-1", "4294967296", "18446744073709551616",
+                             "\"dynamic\"", "\"luks2\"", "0", "1e999", "null", "true", "\"\\u0000\"",
+                             "\"keyslots\"", "\"segments\"", "\"digests\"", "\"config\"", "\"area\"",
+                             "\"kdf\"", "\"argon2id\"", "\"pbkdf2\"", "\"requirements\"", "\"mandatory\"",
+                             "\"crypt\"", "\"reencrypt\"", "\"online-reencrypt-v2\"", "[[[[[[[[[[[[", "\"9\""};
+
+class Mutator {
+ public:
+  explicit Mutator(std::uint32_t seed) : rng_(seed) {}
+  std::size_t below(std::size_t n) { return n ? std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_) : 0; }
+  // Byte-level: flips, interesting values, big-endian integer overwrites, truncation.
+  void bytes(Bytes& b, std::size_t window) {
+    if (b.empty()) return;
+    const std::size_t w = std::min(window, b.size());
+    switch (below(6)) {
+      case 0: b[below(w)] ^= static_cast<std::uint8_t>(1u << below(8)); break;
+      case 1: b[below(w)] = static_cast<std::uint8_t>(std::array<int, 5>{0, 0xff, 0x7f, 0x80, '0'}[below(5)]); break;
+      case 2: {  // overwrite a BE32/BE64 field with an extreme value
+        const std::size_t at = below(w);
+        const std::uint64_t v = std::array<std::uint64_t, 5>{0, 1, 0xffffffffu, ~0ull, 0x80000000u}[below(5)];
+        for (std::size_t i = 0; i < 8 && at + i < b.size(); ++i) b[at + i] = static_cast<std::uint8_t>(v >> (56 - 8 * i));
+        break;
+      }
+      case 3: b.resize(below(b.size() + 1)); break;
+      case 4: std::memset(b.data() + below(w), 0, std::min<std::size_t>(16, b.size() - below(w))); break;
+      default: for (int i = 0; i < 8; ++i) b[below(w)] = static_cast<std::uint8_t>(below(256)); break;
+    }
+  }
+  // Token-level mutation of JSON text.
+  void json(std::string& t) {
+    const std::size_t at = below(t.size() + 1);
+    switch (below(4)) {
+      case 0: t.insert(at, kJsonTokens[below(std::size(kJsonTokens))]); break;
+      case 1: t.erase(at, below(12)); break;
+      case 2: {  // replace a quoted number
+        auto q = t.find("\"", at);
+        if (q != std::string::npos && q + 1 < t.size() && std::isdigit(static_cast<unsigned char>(t[q + 1]))) {
+          auto e = t.find('"', q + 1);
+          if (e != std::string::npos) t.replace(q + 1, e - q - 1, std::to_string(rng_()) + std::to_string(rng_()));
+        }
+        break;
+      }
+      default: if (!t.empty()) t[below(t.size())] = static_cast<char>(below(128)); break;
+    }
+  }
+  std::mt19937 rng_;
+};
+
+std::string json_text_of(const Bytes& img) {
+  const char* p = reinterpret_cast<const char*>(img.data()) + 4096;
+  return std::string(p, strnlen(p, 12288));
+}
+
+// Writes `text` into the primary JSON area of `img` and fixes the primary checksum, so the
+// mutation reaches the JSON validation instead of stopping at the checksum.
+void put_json_with_checksum(Bytes& img, const std::string& text) {
+  std::memset(img.data() + 4096, 0, 12288);
+  std::memcpy(img.data() + 4096, text.data(), std::min<std::size_t>(text.size(), 12288));
+  std::array<std::byte, 4096> bin{};
+  std::memcpy(bin.data(), img.data(), 4096);
+  std::memset(bin.data() + 448, 0, 64);
+  std::array<std::byte, 64> csum{};
+  auto area = std::span(reinterpret_cast<const std::byte*>(img.data()) + 4096, 12288);
+  ASSERT_TRUE(volume::luks2::compute_checksum("sha256", bin, area, csum));
+  std::memcpy(img.data() + 448, csum.data(), 64);
+  // Damage the secondary so the mutated primary is the one validated.
+  img[16384] ^= 0xff;
+}
+
+TEST(FuzzReplay, SeedsAreAccepted) {
+  const Bytes l2 = luks2_seed();
+  const Bytes l1 = luks1_seed();
+  EXPECT_EQ(luks2_image(l2.data(), l2.size()), 0);
+  EXPECT_EQ(luks1_header(l1.data(), l1.size()), 0);
+  // The seeds really parse (so mutations start from a valid header).
+  std::vector<std::byte> a(l2.size());
+  std::memcpy(a.data(), l2.data(), l2.size());
+  volume::MemBackingStore s(l2.size());
+  ASSERT_TRUE(s.write_at(ByteOffset{0}, a));
+  EXPECT_TRUE(volume::is_luks(s, volume::VolumeType::kLuks2));
+}
+
+TEST(FuzzReplay, Luks1Header) {
+  const Bytes seed = luks1_seed();
+  Mutator m(1);
+  Tracker t;
+  for (int i = 0; i < 3000; ++i) {
+    Bytes b = seed;
+    for (std::size_t k = 0, n = 1 + m.below(4); k < n; ++k) m.bytes(b, 1024);
+    luks1_header(b.data(), b.size());
+    if (i % 4 == 0) luks1_header(b.data(), std::min<std::size_t>(b.size(), 1024));
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
+TEST(FuzzReplay, Luks2ImageBinaryHeaders) {
+  const Bytes seed = luks2_seed();
+  Mutator m(2);
+  Tracker t;
+  for (int i = 0; i < 800; ++i) {
+    Bytes b = seed;
+    // Mutate either copy's binary header (offsets 0 and 16384).
+    const std::size_t base = m.below(2) ? 16384 : 0;
+    Bytes head(b.begin() + static_cast<std::ptrdiff_t>(base), b.begin() + static_cast<std::ptrdiff_t>(base + 4096));
+    for (std::size_t k = 0, n = 1 + m.below(3); k < n; ++k) m.bytes(head, 512);
+    if (head.size() == 4096) std::memcpy(b.data() + base, head.data(), 4096);
+    else b.resize(base + head.size());
+    luks2_image(b.data(), b.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
+TEST(FuzzReplay, Luks2ImageJsonWithValidChecksum) {
+  const Bytes seed = luks2_seed();
+  const std::string text = json_text_of(seed);
+  ASSERT_FALSE(text.empty());
+  Mutator m(3);
+  Tracker t;
+  for (int i = 0; i < 1500; ++i) {
+    std::string j = text;
+    for (std::size_t k = 0, n = 1 + m.below(3); k < n; ++k) m.json(j);
+    Bytes b = seed;
+    put_json_with_checksum(b, j);
+    luks2_image(b.data(), b.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
+TEST(FuzzReplay, Luks2JsonArea) {
+  const std::string text = json_text_of(luks2_seed());
+  Mutator m(4);
+  Tracker t;
+  for (int i = 0; i < 4000; ++i) {
+    std::string j = text;
+    for (std::size_t k = 0, n = 1 + m.below(4); k < n; ++k) m.json(j);
+    Bytes area(12288, 0);
+    std::memcpy(area.data(), j.data(), std::min(j.size(), area.size()));
+    luks2_json(area.data(), area.size());
+    luks2_json(reinterpret_cast<const std::uint8_t*>(j.data()), j.size());  // no NUL at all
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
+TEST(FuzzReplay, CipherSpecs) {
+  Mutator m(5);
+  Tracker t;
+  for (int i = 0; i < 20000; ++i) {
+    std::string s = kCipherSeeds[m.below(std::size(kCipherSeeds))];
+    for (std::size_t k = 0, n = m.below(4); k < n; ++k) {
+      const std::size_t at = m.below(s.size() + 1);
+      switch (m.below(3)) {
+        case 0: s.insert(at, 1, "-:()0123456789abcxyz\xff"[m.below(22)]); break;
+        case 1: s.erase(at, 1 + m.below(3)); break;
+        default: if (!s.empty()) s[m.below(s.size())] = static_cast<char>(m.below(256)); break;
+      }
+    }
+    cipher_spec(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
+TEST(FuzzReplay, WriteSeeds) {
+  const char* dir = std::getenv("CRYPTMAP_FUZZ_SEED_DIR");
+  if (!dir) GTEST_SKIP() << "set CRYPTMAP_FUZZ_SEED_DIR to write the seed corpus";
+  auto put = [&](const std::string& sub, const std::string& name, const void* p, std::size_t n) {
+    std::filesystem::create_directories(std::string(dir) + "/" + sub);
+    std::ofstream(std::string(dir) + "/" + sub + "/" + name, std::ios::binary)
+        .write(static_cast<const char*>(p), static_cast<std::streamsize>(n));
+  };
+  const Bytes l1 = luks1_seed(), l2 = luks2_seed();
+  put("luks1_header", "seed", l1.data(), 1024);
+  put("luks2_image", "seed", l2.data(), l2.size());
+  Bytes area(l2.begin() + 4096, l2.begin() + 16384);
+  put("luks2_json", "seed", area.data(), area.size());
+  int i = 0;
+  for (const char* c : kCipherSeeds) put("cipher_spec", "seed" + std::to_string(i++), c, std::strlen(c));
+}
+
+}  // namespace
+}  // namespace cryptmap::fuzz
