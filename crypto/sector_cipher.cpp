@@ -30,8 +30,9 @@ Result<void> check_run_shape(const SectorRun& run, std::uint32_t sector_size) {
 namespace {
 
 // Priority order, highest first (see engines.h).
-constexpr std::array<EngineEntry, 2> kEngines{{
+constexpr std::array<EngineEntry, 3> kEngines{{
     {"openssl-xts", 300, &openssl_xts_supports, &make_openssl_xts_cipher},
+    {"openssl", 200, &openssl_modes_supports, &make_openssl_modes_cipher},
     {"cryptopp", 100, &generic_supports, &make_generic_cipher},
 }};
 

@@ -31,6 +31,13 @@ Result<std::unique_ptr<SectorCipher>> make_openssl_xts_cipher(const SectorCipher
                                                               const KeyLayout& layout,
                                                               std::span<const std::byte> key);
 
+// OpenSSL EVP AES chain modes (cbc/ecb/ctr/xts) under the generic IV generators, multi-key,
+// lmk and tcw: every AES spec the dedicated XTS engine does not take.
+bool openssl_modes_supports(const SectorCipherConfig& config, const KeyLayout& layout);
+Result<std::unique_ptr<SectorCipher>> make_openssl_modes_cipher(const SectorCipherConfig& config,
+                                                                const KeyLayout& layout,
+                                                                std::span<const std::byte> key);
+
 // Generic engine: any catalogued block cipher (Crypto++), any chain mode, any IV generator.
 bool generic_supports(const SectorCipherConfig& config, const KeyLayout& layout);
 Result<std::unique_ptr<SectorCipher>> make_generic_cipher(const SectorCipherConfig& config,

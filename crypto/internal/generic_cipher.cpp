@@ -1,14 +1,21 @@
 // Generic sector cipher: any catalogued block cipher (Crypto++), chain modes implemented here
 // over its ECB primitive (xts, cbc, ecb, ctr, lrw), any IvGenerator, keycount multi-key, lmk/tcw
 // extra keys. Per-thread state (keyed ciphers, IV generators) lives in a ContextPool.
+// The same machinery with OpenSSL EVP chain modes is the "openssl" engine for AES
+// (cbc/ecb/ctr/xts with any IV mode): CBC encryption is latency-bound, and OpenSSL's AES-NI CBC
+// runs one EVP call per sector instead of one Crypto++ call per 16-byte block.
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <memory>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "base/bytes.h"
+#include "base/check.h"
 #include "base/secret.h"
 #include "crypto/internal/cipher_catalog.h"
 #include "crypto/internal/context_pool.h"
@@ -206,6 +213,63 @@ class LrwMode final : public TweakedMode {
   std::array<Gf128, 128> inc_{};
 };
 
+// OpenSSL EVP chain mode (AES only): one context per direction keyed once; per unit only the IV
+// is re-initialised. Linux ctr() and OpenSSL CTR both count with a 128-bit big-endian counter.
+class EvpMode final : public ChainMode {
+ public:
+  static Result<std::unique_ptr<ChainMode>> create(const std::string& chain,
+                                                   std::span<const std::byte> key) {
+    const EVP_CIPHER* c = pick(chain, key.size());
+    if (c == nullptr)
+      return make_error_fmt(Errc::kUnsupported, "OpenSSL AES mode", kNoObject,
+                            "no %s with a %zu-byte key", chain.c_str(), key.size());
+    auto m = std::unique_ptr<EvpMode>(new EvpMode);
+    m->enc_ = EVP_CIPHER_CTX_new();
+    m->dec_ = EVP_CIPHER_CTX_new();
+    if (m->enc_ == nullptr || m->dec_ == nullptr)
+      return make_error(Errc::kNoSpace, "OpenSSL AES mode: allocate cipher context");
+    const auto* k = reinterpret_cast<const unsigned char*>(key.data());
+    if (EVP_CipherInit_ex(m->enc_, c, nullptr, k, nullptr, 1) != 1 ||
+        EVP_CipherInit_ex(m->dec_, c, nullptr, k, nullptr, 0) != 1)
+      return make_error(Errc::kInvalid, "OpenSSL AES mode: key rejected (XTS halves equal?)");
+    EVP_CIPHER_CTX_set_padding(m->enc_, 0);
+    EVP_CIPHER_CTX_set_padding(m->dec_, 0);
+    return std::unique_ptr<ChainMode>(std::move(m));
+  }
+  ~EvpMode() override {
+    EVP_CIPHER_CTX_free(enc_);  // cleanses the key schedule
+    EVP_CIPHER_CTX_free(dec_);
+  }
+  void encrypt(std::span<std::byte> u, std::span<const std::byte> iv) override {
+    run(enc_, u, iv);
+  }
+  void decrypt(std::span<std::byte> u, std::span<const std::byte> iv) override {
+    run(dec_, u, iv);
+  }
+
+ private:
+  EvpMode() = default;
+  static const EVP_CIPHER* pick(const std::string& chain, std::size_t k) {
+    if (chain == "cbc") return k == 16 ? EVP_aes_128_cbc() : k == 24 ? EVP_aes_192_cbc() : k == 32 ? EVP_aes_256_cbc() : nullptr;
+    if (chain == "ecb") return k == 16 ? EVP_aes_128_ecb() : k == 24 ? EVP_aes_192_ecb() : k == 32 ? EVP_aes_256_ecb() : nullptr;
+    if (chain == "ctr") return k == 16 ? EVP_aes_128_ctr() : k == 24 ? EVP_aes_192_ctr() : k == 32 ? EVP_aes_256_ctr() : nullptr;
+    if (chain == "xts") return k == 32 ? EVP_aes_128_xts() : k == 64 ? EVP_aes_256_xts() : nullptr;
+    return nullptr;
+  }
+  static void run(EVP_CIPHER_CTX* ctx, std::span<std::byte> u, std::span<const std::byte> iv) {
+    auto* p = reinterpret_cast<unsigned char*>(u.data());
+    const auto* v = iv.empty() ? nullptr : reinterpret_cast<const unsigned char*>(iv.data());
+    int outl = 0;
+    // Both calls only fail on a broken context or a length OpenSSL cannot take (a unit is at
+    // most 4096 bytes of whole blocks): an invariant, not input.
+    CRYPTMAP_CHECK(EVP_CipherInit_ex(ctx, nullptr, nullptr, nullptr, v, -1) == 1);
+    CRYPTMAP_CHECK(EVP_CipherUpdate(ctx, p, &outl, p, static_cast<int>(u.size())) == 1);
+    CRYPTMAP_CHECK(static_cast<std::size_t>(outl) == u.size());
+  }
+  EVP_CIPHER_CTX* enc_ = nullptr;
+  EVP_CIPHER_CTX* dec_ = nullptr;
+};
+
 struct Transform {
   std::unique_ptr<ChainMode> mode;
   std::unique_ptr<IvGenerator> iv;
@@ -217,8 +281,10 @@ struct GenericContext {
 
 class GenericCipher final : public SectorCipher {
  public:
-  GenericCipher(const SectorCipherConfig& config, const KeyLayout& layout, SecretBytes key)
-      : spec_(config.spec),
+  GenericCipher(const SectorCipherConfig& config, const KeyLayout& layout, SecretBytes key,
+                bool openssl_modes)
+      : openssl_modes_(openssl_modes),
+        spec_(config.spec),
         layout_(layout),
         key_(std::move(key)),
         numbering_{config.sector_size,
@@ -235,12 +301,15 @@ class GenericCipher final : public SectorCipher {
   Result<void> encrypt(const SectorRun& run) const override { return crypt(run, true); }
   Result<void> decrypt(const SectorRun& run) const override { return crypt(run, false); }
   std::uint32_t sector_size() const noexcept override { return numbering_.sector_size; }
-  const char* engine_name() const noexcept override { return "cryptopp"; }
+  const char* engine_name() const noexcept override {
+    return openssl_modes_ ? "openssl" : "cryptopp";
+  }
 
  private:
   Result<std::unique_ptr<ChainMode>> make_mode(std::span<const std::byte> subkey) const {
     const std::string& m = spec_.chain_mode;
     const std::size_t ck = layout_.cipher_key_bytes;
+    if (openssl_modes_) return EvpMode::create(m, subkey);
     if (m == "xts") {
       CRYPTMAP_TRY(k1, make_block_cipher(spec_.cipher, subkey.first(ck)));
       CRYPTMAP_TRY(k2, make_block_cipher(spec_.cipher, subkey.subspan(ck, ck)));
@@ -271,8 +340,8 @@ class GenericCipher final : public SectorCipher {
       Transform t;
       CRYPTMAP_TRY(mode, make_mode(subkey));
       t.mode = std::move(mode);
-      IvGeneratorArgs args{&spec_, &layout_, key_.span(), subkey.first(layout_.cipher_key_bytes),
-                           numbering_.sector_size};
+      IvGeneratorArgs args{&spec_, &layout_, key_.span(), subkey,
+                           subkey.first(layout_.cipher_key_bytes), numbering_.sector_size};
       CRYPTMAP_TRY(iv, make_iv_generator(args));
       t.iv = std::move(iv);
       ctx->tfms.push_back(std::move(t));
@@ -306,6 +375,7 @@ class GenericCipher final : public SectorCipher {
     return ok();
   }
 
+  bool openssl_modes_;
   CipherSpec spec_;
   KeyLayout layout_;
   SecretBytes key_;
@@ -315,19 +385,41 @@ class GenericCipher final : public SectorCipher {
 
 }  // namespace
 
-bool generic_supports(const SectorCipherConfig&, const KeyLayout&) { return true; }
+namespace {
 
-Result<std::unique_ptr<SectorCipher>> make_generic_cipher(const SectorCipherConfig& config,
-                                                          const KeyLayout& layout,
-                                                          std::span<const std::byte> key) {
+Result<std::unique_ptr<SectorCipher>> make_mode_cipher(const SectorCipherConfig& config,
+                                                       const KeyLayout& layout,
+                                                       std::span<const std::byte> key,
+                                                       bool openssl_modes) {
   CRYPTMAP_TRY(secret, SecretBytes::copy_of(key));
   try {
-    auto c = std::make_unique<GenericCipher>(config, layout, std::move(secret));
+    auto c = std::make_unique<GenericCipher>(config, layout, std::move(secret), openssl_modes);
     CRYPTMAP_TRY_VOID(c->init());
     return std::unique_ptr<SectorCipher>(std::move(c));
   } catch (const std::bad_alloc&) {
     return make_error(Errc::kNoSpace, "sector cipher: out of memory");
   }
+}
+
+}  // namespace
+
+bool generic_supports(const SectorCipherConfig&, const KeyLayout&) { return true; }
+
+Result<std::unique_ptr<SectorCipher>> make_generic_cipher(const SectorCipherConfig& config,
+                                                          const KeyLayout& layout,
+                                                          std::span<const std::byte> key) {
+  return make_mode_cipher(config, layout, key, false);
+}
+
+bool openssl_modes_supports(const SectorCipherConfig& config, const KeyLayout&) {
+  const std::string& m = config.spec.chain_mode;
+  return config.spec.cipher == "aes" && (m == "cbc" || m == "ecb" || m == "ctr" || m == "xts");
+}
+
+Result<std::unique_ptr<SectorCipher>> make_openssl_modes_cipher(const SectorCipherConfig& config,
+                                                                const KeyLayout& layout,
+                                                                std::span<const std::byte> key) {
+  return make_mode_cipher(config, layout, key, true);
 }
 
 }  // namespace cryptmap::crypto::internal

@@ -33,7 +33,9 @@ struct IvGeneratorArgs {
   const CipherSpec* spec;
   const KeyLayout* layout;
   std::span<const std::byte> whole_key;  // the full key blob (lmk seed, tcw seed/whitening)
-  std::span<const std::byte> cipher_key; // this transform's block-cipher key (eboiv, essiv salt)
+  std::span<const std::byte> subkey;      // this transform's whole key (essiv hashes all of it,
+                                          // XTS halves / LRW tweak key included, as Linux does)
+  std::span<const std::byte> cipher_key;  // its block-cipher key (eboiv)
   std::uint32_t sector_size;
 };
 

@@ -197,7 +197,7 @@ Result<std::unique_ptr<IvGenerator>> make_iv_generator(const IvGeneratorArgs& a)
   if (m == "essiv") {
     CRYPTMAP_TRY(h, Hasher::create(spec.iv_opts));
     CRYPTMAP_TRY(salt, SecretBytes::allocate(h.digest_size()));
-    CRYPTMAP_TRY_VOID(h.digest({a.cipher_key}, salt.span()));
+    CRYPTMAP_TRY_VOID(h.digest({a.subkey}, salt.span()));
     if (!valid_cipher_key(*l.cipher, salt.size()))
       return make_error_fmt(Errc::kUnsupported, "cipher spec: ESSIV hash", kNoObject,
                             "%s gives %zu bytes, not a valid %s key", spec.iv_opts.c_str(),
@@ -206,6 +206,12 @@ Result<std::unique_ptr<IvGenerator>> make_iv_generator(const IvGeneratorArgs& a)
     return Ptr(new EssivIv(std::move(c)));
   }
   if (m == "eboiv") {
+    // Linux encrypts one zero block with the data transform and the IV; that is E_K(IV) for
+    // cbc and ctr only (BitLocker uses cbc).
+    if (spec.chain_mode != "cbc" && spec.chain_mode != "ctr")
+      return make_error_fmt(Errc::kUnsupported, "cipher spec: IV mode", kNoObject,
+                            "eboiv with %s is not supported (only cbc, ctr)",
+                            spec.chain_mode.c_str());
     if (l.cipher->block_size != l.iv_size)
       return make_error(Errc::kUnsupported, "cipher spec: eboiv needs IV size == block size");
     CRYPTMAP_TRY(c, make_block_cipher(spec.cipher, a.cipher_key));

@@ -74,7 +74,9 @@ const Geometry kGeometries[] = {
     {2048, 0, true, 77},
 };
 
-void cross_check_all(const std::vector<SpecCase>& specs) {
+// force_generic: bypass the registry (Crypto++ chain modes); otherwise use make_sector_cipher()
+// (OpenSSL engines for AES) and check which engine was picked.
+void cross_check_all(const std::vector<SpecCase>& specs, bool force_generic = true) {
   std::vector<test::ReferenceJob> jobs;
   std::vector<std::vector<std::byte>> ours;
   std::vector<std::string> labels;
@@ -86,9 +88,19 @@ void cross_check_all(const std::vector<SpecCase>& specs) {
       j.key = test::random_vec(sc.key_bytes);
       j.input = test::random_vec(std::size_t{g.ss} * 4);
       j.first = g.first;
-      auto c = make_generic(j.config, j.key);
-      ASSERT_TRUE(c) << sc.spec;
-      EXPECT_STREQ(c->engine_name(), "cryptopp");
+      std::unique_ptr<SectorCipher> c;
+      if (force_generic) {
+        c = make_generic(j.config, j.key);
+        ASSERT_TRUE(c) << sc.spec;
+        EXPECT_STREQ(c->engine_name(), "cryptopp");
+      } else {
+        auto made = make_sector_cipher(j.config, j.key);
+        ASSERT_TRUE(made) << sc.spec << ": " << made.error().message();
+        c = std::move(*made);
+        if (j.config.spec.cipher == "aes") {
+          EXPECT_STRNE(c->engine_name(), "cryptopp") << sc.spec;
+        }
+      }
       ours.push_back(run_copy(*c, j.input, g.first, true));
       EXPECT_EQ(run_copy(*c, ours.back(), g.first, false), j.input) << sc.spec << " round trip";
       labels.push_back(std::string(sc.spec) + " ss=" + std::to_string(g.ss) +
@@ -130,6 +142,27 @@ TEST(GenericCipherCrossCheckTest, aesModesAndIvs) {
   });
 }
 
+// The same AES specs through the registry: OpenSSL chain modes under the shared IV generators.
+TEST(OpensslModesCrossCheckTest, aesSpecsThroughRegistry) {
+  cross_check_all({{"aes-xts-plain64", 64, false},
+                   {"aes-xts-benbi", 64, false},
+                   {"aes-xts-essiv:sha256", 32, false},
+                   {"aes-cbc-essiv:sha256", 32, false},
+                   {"aes-cbc-plain", 32, false},
+                   {"aes-cbc-plain64", 24, false},
+                   {"aes-cbc-plain64be", 16, false},
+                   {"aes-cbc-null", 16, false},
+                   {"aes-cbc-benbi", 32, false},
+                   {"aes-cbc-eboiv", 32, false},
+                   {"aes-ecb", 32, false},
+                   {"aes-ctr-plain64", 32, false},
+                   {"aes:4-cbc-plain64", 4 * 32, false},
+                   {"aes:2-xts-plain64", 2 * 64, false},
+                   {"aes:64-cbc-lmk", 65 * 32, true},
+                   {"aes-cbc-tcw", 32 + 16 + 16, true}},
+                  false);
+}
+
 TEST(GenericCipherCrossCheckTest, otherCiphers) {
   cross_check_all({
       {"serpent-xts-plain64", 64, false},
@@ -168,8 +201,9 @@ TEST(GenericCipherCrossCheckTest, multiKeyLmkTcw) {
   });
 }
 
-// The registry: AES-XTS goes to OpenSSL, everything else to Crypto++, and an XTS key with equal
-// halves (which OpenSSL refuses) falls back to Crypto++ and still matches IEEE 1619 Vector 1.
+// The registry: AES-XTS-plain64 goes to the dedicated OpenSSL XTS engine, other AES specs to the
+// OpenSSL chain modes, everything else to Crypto++; an XTS key with equal halves (which OpenSSL
+// refuses) falls back to Crypto++ and still matches IEEE 1619 Vector 1.
 TEST(EngineSelectionTest, prioritiesAndFallback) {
   auto key = test::random_vec(64);
   auto x = make_sector_cipher(config("aes-xts-plain64"), key);
@@ -180,7 +214,10 @@ TEST(EngineSelectionTest, prioritiesAndFallback) {
   EXPECT_STREQ((*s)->engine_name(), "cryptopp");
   auto c = make_sector_cipher(config("aes-cbc-essiv:sha256"), std::span(key).first(32));
   ASSERT_TRUE(c);
-  EXPECT_STREQ((*c)->engine_name(), "cryptopp");
+  EXPECT_STREQ((*c)->engine_name(), "openssl");
+  auto x192 = make_sector_cipher(config("aes-xts-plain64"), std::span(key).first(48));
+  ASSERT_TRUE(x192);  // OpenSSL has no AES-192-XTS: both OpenSSL engines pass
+  EXPECT_STREQ((*x192)->engine_name(), "cryptopp");
 
   std::vector<std::byte> zero_key(32);
   auto v1 = make_sector_cipher(config("aes-xts-plain64"), zero_key);
@@ -313,7 +350,8 @@ std::string iv_hex(const char* spec, std::span<const std::byte> key, std::uint64
   EXPECT_TRUE(sp);
   auto layout = internal::key_layout(*sp, key.size());
   EXPECT_TRUE(layout);
-  internal::IvGeneratorArgs args{&*sp, &*layout, key, key.first(layout->cipher_key_bytes), 512};
+  internal::IvGeneratorArgs args{&*sp, &*layout, key, key.first(layout->subkey_bytes),
+                                 key.first(layout->cipher_key_bytes), 512};
   auto g = internal::make_iv_generator(args);
   EXPECT_TRUE(g && *g);
   std::vector<std::byte> iv(layout->iv_size), unit(512);
@@ -356,6 +394,7 @@ TEST(GenericCipherErrorsTest, specAndKeyMismatches) {
       {"aes-lrw-benbi", 32 + 4, 512, Errc::kInvalid, "LRW"},
       {"cast5-cbc-plain64", 17, 512, Errc::kInvalid, "cast5"},
       {"capi:cbc(aes)-random", 32, 512, Errc::kUnsupported, "random"},
+      {"aes-xts-eboiv", 64, 512, Errc::kUnsupported, "eboiv"},
   };
   for (const auto& b : cases) {
     auto key = test::random_vec(b.key);

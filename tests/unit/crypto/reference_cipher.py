@@ -156,7 +156,7 @@ def simple_iv(cipher, chain, ivmode, ivopts, cipher_key, s, sector_size):
     if ivmode == "benbi":
         v = ((s << (9 - (bs.bit_length() - 1))) + 1) & (2**64 - 1)
         return bytes(ivs - 8) + v.to_bytes(8, "big")
-    if ivmode == "essiv":
+    if ivmode == "essiv":  # Linux essiv(): salt = H(the whole key of the transform)
         salt = hashlib.new(ivopts, cipher_key).digest()
         base = (s & (2**64 - 1)).to_bytes(8, "little") + bytes(ivs - 8)
         return crypt(cipher, "ecb", salt, None, base, True)
@@ -218,8 +218,7 @@ def run_job(args):
             else:
                 out += crypt(cipher, chain, tk, iv, xor(unit, white), False)
         else:
-            ck = tk[:len(tk) // 2] if chain == "xts" else tk
-            iv = simple_iv(cipher, chain, ivmode, ivopts, ck, s, ss)
+            iv = simple_iv(cipher, chain, ivmode, ivopts, tk, s, ss)
             out += crypt(cipher, chain, tk, iv, unit, enc)
     open(dst, "wb").write(bytes(out))
 
