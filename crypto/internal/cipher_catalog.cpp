@@ -6,11 +6,16 @@
 #include <crypto++/cast.h>
 #include <crypto++/serpent.h>
 #include <crypto++/twofish.h>
+#include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <exception>
 #include <string>
+
+#include "base/check.h"
+#include "base/secret.h"
 
 namespace cryptmap::crypto::internal {
 namespace {
@@ -54,6 +59,62 @@ class CryptoppBlockCipher final : public BlockCipher {
   static CryptoPP::byte* b(std::byte* p) { return reinterpret_cast<CryptoPP::byte*>(p); }
   typename Cipher::Encryption enc_;
   typename Cipher::Decryption dec_;
+};
+
+// OpenSSL EVP ECB as a block primitive: used for Camellia, where OpenSSL's x86-64 assembly is
+// several times faster than Crypto++'s C++ (the chain modes stay ours).
+class EvpBlockCipher final : public BlockCipher {
+ public:
+  static std::unique_ptr<BlockCipher> create(const EVP_CIPHER* c, std::size_t block,
+                                             std::span<const std::byte> key) {
+    auto b = std::unique_ptr<EvpBlockCipher>(new EvpBlockCipher(block));
+    b->enc_ = EVP_CIPHER_CTX_new();
+    b->dec_ = EVP_CIPHER_CTX_new();
+    const auto* k = reinterpret_cast<const unsigned char*>(key.data());
+    if (b->enc_ == nullptr || b->dec_ == nullptr ||
+        EVP_CipherInit_ex(b->enc_, c, nullptr, k, nullptr, 1) != 1 ||
+        EVP_CipherInit_ex(b->dec_, c, nullptr, k, nullptr, 0) != 1)
+      return nullptr;
+    EVP_CIPHER_CTX_set_padding(b->enc_, 0);
+    EVP_CIPHER_CTX_set_padding(b->dec_, 0);
+    return b;
+  }
+  ~EvpBlockCipher() override {
+    secure_zero(tmp_.data(), tmp_.size());  // may hold CTR keystream
+    EVP_CIPHER_CTX_free(enc_);  // cleanses
+    EVP_CIPHER_CTX_free(dec_);
+  }
+  std::size_t block_size() const noexcept override { return block_; }
+  void encrypt(const std::byte* in, const std::byte* x, std::byte* out, std::size_t len) override {
+    run(enc_, in, x, out, len);
+  }
+  void decrypt(const std::byte* in, const std::byte* x, std::byte* out, std::size_t len) override {
+    run(dec_, in, x, out, len);
+  }
+
+ private:
+  explicit EvpBlockCipher(std::size_t block) : block_(block) {}
+  // out = E(in) XOR x; `x` may alias `out` (CTR passes the data as both), so the cipher output
+  // goes through a scratch buffer when there is an XOR operand.
+  void run(EVP_CIPHER_CTX* c, const std::byte* in, const std::byte* x, std::byte* out,
+           std::size_t len) {
+    for (std::size_t off = 0; off < len; off += tmp_.size()) {
+      const std::size_t n = std::min(tmp_.size(), len - off);
+      std::byte* dst = x != nullptr ? tmp_.data() : out + off;
+      int outl = 0;
+      // ECB on whole blocks cannot fail once keyed: an invariant.
+      CRYPTMAP_CHECK(EVP_CipherUpdate(c, reinterpret_cast<unsigned char*>(dst), &outl,
+                                      reinterpret_cast<const unsigned char*>(in + off),
+                                      static_cast<int>(n)) == 1);
+      CRYPTMAP_CHECK(static_cast<std::size_t>(outl) == n);
+      if (x != nullptr)
+        for (std::size_t i = 0; i < n; ++i) out[off + i] = tmp_[i] ^ x[off + i];
+    }
+  }
+  std::array<std::byte, 4096> tmp_{};
+  std::size_t block_;
+  EVP_CIPHER_CTX* enc_ = nullptr;
+  EVP_CIPHER_CTX* dec_ = nullptr;
 };
 
 class NullBlockCipher final : public BlockCipher {
@@ -159,8 +220,13 @@ Result<std::unique_ptr<BlockCipher>> make_block_cipher(std::string_view name,
       return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::Serpent>(key));
     if (name == "twofish")
       return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::Twofish>(key));
-    if (name == "camellia")
+    if (name == "camellia") {
+      const EVP_CIPHER* c = key.size() == 16   ? EVP_camellia_128_ecb()
+                            : key.size() == 24 ? EVP_camellia_192_ecb()
+                                               : EVP_camellia_256_ecb();
+      if (auto b = EvpBlockCipher::create(c, 16, key)) return b;
       return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::Camellia>(key));
+    }
     if (name == "cast5")
       return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::CAST128>(key));
     if (name == "cast6")

@@ -302,7 +302,9 @@ class GenericCipher final : public SectorCipher {
   Result<void> decrypt(const SectorRun& run) const override { return crypt(run, false); }
   std::uint32_t sector_size() const noexcept override { return numbering_.sector_size; }
   const char* engine_name() const noexcept override {
-    return openssl_modes_ ? "openssl" : "cryptopp";
+    if (openssl_modes_) return "openssl";
+    // Camellia's block primitive comes from OpenSSL (see cipher_catalog.cpp).
+    return spec_.cipher == "camellia" ? "generic+openssl-ecb" : "cryptopp";
   }
 
  private:
