@@ -34,6 +34,10 @@ struct EngineOptions {
   unsigned threads = 0;                          // TBB arena size; 0 = hardware concurrency
   std::uint32_t cache_shards = 16;
   std::uint32_t dirty_percent = 50;              // writers wait above this share of the cache
+  // Requests at least this large stream past the cache: reads do not fill it, writes update
+  // only blocks already resident and write the rest through (0 = every request is cached).
+  // Per-sector cache bookkeeping costs more than it saves on large sequential I/O.
+  std::size_t cache_bypass_bytes = 128 * 1024;
 };
 
 // Builds the CryptoEngine that drives `cipher` (which outlives the engine).

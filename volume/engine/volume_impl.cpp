@@ -82,6 +82,7 @@ class VolumeImpl final : public Volume {
     CRYPTMAP_TRY(pool, BufferPool::create(count, buf_bytes));
     buffers_ = std::move(pool);
     buf_sectors_ = buf_bytes / ss_;
+    bypass_bytes_ = eo.cache_bypass_bytes == 0 ? ~std::uint64_t{0} : eo.cache_bypass_bytes;
     if (!buffers_->locked()) {
       logger_->warn("I/O buffers of {} are not mlocked: plaintext may reach swap",
                     store_->name());
@@ -194,7 +195,7 @@ class VolumeImpl final : public Volume {
       std::uint64_t lo = 0, hi = 0;
       overlap(off, len, pos * ss_, b.size(), &lo, &hi);
       std::memcpy(out.data() + (lo - off), b.data() + (lo - pos * ss_), hi - lo);
-      if (cache_) {
+      if (cache_ && len < bypass_bytes_) {
         for (std::uint64_t k = 0; k < end - pos; ++k) {
           (void)cache_->put(pos + k, b.subspan(k * ss_, ss_), /*dirty=*/false);
         }
@@ -287,7 +288,10 @@ class VolumeImpl final : public Volume {
       const std::span<const std::byte> part = in.subspan(lo - off, hi - lo);
       const std::size_t skip = lo - pos * ss_;
       bool cached = false;
-      if (part.size() == ss_) {
+      if (in.size() >= bypass_bytes_) {
+        // Large write: keep resident blocks current, write the others through.
+        cached = cache_->write_if_present(pos, skip, part);
+      } else if (part.size() == ss_) {
         cached = cache_->put(pos, part, /*dirty=*/true) != cache::PutResult::kNoRoom;
       } else if (cache_->write_if_present(pos, skip, part)) {
         cached = true;
@@ -438,6 +442,7 @@ class VolumeImpl final : public Volume {
   std::unique_ptr<CryptoDriver> driver_;
   std::unique_ptr<BufferPool> buffers_;
   std::uint64_t buf_sectors_ = 1;
+  std::uint64_t bypass_bytes_ = ~std::uint64_t{0};
   std::shared_ptr<spdlog::logger> logger_;
   std::atomic<std::uint64_t> errors_logged_{0};
 
