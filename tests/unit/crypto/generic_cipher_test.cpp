@@ -346,6 +346,16 @@ TEST(BlockCipherKatTest, cast6AndSerpent) {
   }
 }
 
+// cipher_null-ecb (cryptsetup's unencrypted keyslot/segment cipher): identity, empty key.
+TEST(BlockCipherKatTest, cipherNullIsIdentity) {
+  auto c = make_sector_cipher(config("cipher_null-ecb", 4096), std::span<const std::byte>{});
+  ASSERT_TRUE(c) << c.error().message();
+  auto pt = test::random_vec(4096 * 3);
+  EXPECT_EQ(run_copy(**c, pt, 5, true), pt);
+  EXPECT_EQ(run_copy(**c, pt, 5, false), pt);
+  EXPECT_FALSE(make_sector_cipher(config("cipher_null-ecb"), test::random_vec(16)));
+}
+
 std::string iv_hex(const char* spec, std::span<const std::byte> key, std::uint64_t s) {
   auto sp = CipherSpec::parse(spec);
   EXPECT_TRUE(sp);
