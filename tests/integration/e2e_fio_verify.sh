@@ -10,6 +10,7 @@ truncate -s $((16 * MiB + 128 * MiB)) "$img"
 cryptsetup luksFormat --batch-mode --type luks2 "${CS_FAST_PBKDF2[@]}" --key-file "$K" "$img"
 cm_open "$img" f --key-file "$K"
 
+cd "$T"  # fio writes verify state files into the working directory
 common=(--filename="$MNT/f" --direct=1 --ioengine=psync --numjobs=4 --size=32M
         --offset_increment=32M --verify=crc32c --verify_fatal=1 --group_reporting --output-format=terse)
 note "random writes, then verify (4 jobs)"
