@@ -108,7 +108,12 @@ class EmulatedZonedStore final : public ZonedStore {
       return make_error_fmt(Errc::kUnsupported, "discard in a sequential zone", off.value,
                             "%s: reset the zone instead", path_.c_str());
     }
-    return zone_internal::zero_file_range(fd_.get(), off, len_bytes, /*must=*/false, path_);
+    CRYPTMAP_TRY(zeroed, zone_internal::zero_file_range(fd_.get(), off, len_bytes, false, path_));
+    if (!zeroed) {
+      return make_error_fmt(Errc::kUnsupported, "discard zoned image range", off.value,
+                            "file system of %s cannot punch holes", path_.c_str());
+    }
+    return ok();
   }
 
   std::uint64_t size_bytes() const noexcept override { return map_->size_bytes(); }
@@ -146,7 +151,9 @@ class EmulatedZonedStore final : public ZonedStore {
     }
     // 2. Give the space back; not needed for correctness (reads past wp are zeros, finish zeroes
     //    what it exposes), so an unsupported punch is not an error.
-    return zone_internal::zero_file_range(fd_.get(), z.start, z.len_bytes, /*must=*/false, path_);
+    CRYPTMAP_TRY_VOID(
+        zone_internal::zero_file_range(fd_.get(), z.start, z.len_bytes, /*must=*/false, path_));
+    return ok();
   }
 
   Result<void> finish_zone(std::uint64_t index) override {
@@ -158,10 +165,11 @@ class EmulatedZonedStore final : public ZonedStore {
     // 1. Zero what finishing exposes: bytes past wp may hold data of writes a crash dropped.
     CRYPTMAP_TRY_VOID(zone_internal::zero_file_range(fd_.get(), z.wp, z.end() - z.wp,
                                                      /*must=*/true, path_));
-    // 2. Publish and persist "full" (persist_locked fdatasyncs the zeroing first).
+    // 2. Publish and persist "full". A punched hole is an extent-map change, so this persist uses
+    //    a full fsync (fdatasync need not commit it) before the sidecar says "full".
     map_->set_state(index, z.end(), ZoneCond::kFull);
     std::lock_guard meta(meta_mu_);
-    if (auto r = persist_locked(); !r) {
+    if (auto r = persist_locked(/*full_fsync=*/true); !r) {
       map_->set_state(index, z.wp, z.cond);
       return r;
     }
@@ -198,8 +206,8 @@ class EmulatedZonedStore final : public ZonedStore {
     return zone_internal::check_management_cond(z, what);
   }
 
-  // Snapshot -> fdatasync(image) -> sidecar. Caller must hold meta_mu_.
-  Result<void> persist_locked() {
+  // Snapshot -> fdatasync(image) (fsync when full_fsync) -> sidecar. Caller must hold meta_mu_.
+  Result<void> persist_locked(bool full_fsync = false) {
     Sidecar snap;
     snap.zone_size_bytes = map_->zone_size_bytes();
     snap.zone_capacity_bytes = capacity_;
@@ -209,7 +217,7 @@ class EmulatedZonedStore final : public ZonedStore {
       const ZoneInfo z = map_->zone(i);  // acquire: data below wp was pwritten before this load
       snap.zones[i] = SidecarZone{z.wp - z.start, z.type, z.cond};
     }
-    while (::fdatasync(fd_.get()) != 0) {
+    while ((full_fsync ? ::fsync(fd_.get()) : ::fdatasync(fd_.get())) != 0) {
       if (errno == EINTR) continue;
       return path_error(errno, "sync zoned image (fdatasync)", kNoObject, path_);
     }
@@ -330,8 +338,8 @@ Result<std::unique_ptr<ZonedStore>> create_emulated(const std::string& path,
     } else {
       s.zones[i] = SidecarZone{0, o.sequential_type, ZoneCond::kEmpty};
       // Reused file: give back old data (reads past wp are zeros regardless).
-      CRYPTMAP_TRY_VOID(zone_internal::zero_file_range(fd.get(), ByteOffset{i * o.zone_size_bytes},
-                                                       o.zone_size_bytes, false, path));
+      CRYPTMAP_TRY_VOID(zone_internal::zero_file_range(
+          fd.get(), ByteOffset{i * o.zone_size_bytes}, o.zone_size_bytes, false, path));
     }
   }
   if (::fsync(fd.get()) != 0) return path_error(errno, "fsync zoned image", kNoObject, path);

@@ -54,23 +54,23 @@ Result<void> pwrite_all(int fd, ByteOffset off, std::span<const std::byte> in,
   return ok();
 }
 
-Result<void> zero_file_range(int fd, ByteOffset off, std::uint64_t len_bytes, bool must,
+Result<bool> zero_file_range(int fd, ByteOffset off, std::uint64_t len_bytes, bool must,
                              const std::string& path) {
-  if (len_bytes == 0) return ok();
+  if (len_bytes == 0) return true;
   const auto o = static_cast<off_t>(off.value);
   const auto l = static_cast<off_t>(len_bytes);
-  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return ok();
+  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return true;
   if (errno != EOPNOTSUPP) return path_error(errno, "zero zone data (punch hole)", off.value, path);
-  if (::fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return ok();
+  if (::fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return true;
   if (errno != EOPNOTSUPP) return path_error(errno, "zero zone data (zero range)", off.value, path);
-  if (!must) return ok();
+  if (!must) return false;
   std::vector<std::byte> zeros(std::min<std::uint64_t>(len_bytes, 1u << 20));
   for (std::uint64_t done = 0; done < len_bytes;) {
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), len_bytes - done));
     CRYPTMAP_TRY_VOID(pwrite_all(fd, off + done, {zeros.data(), n}, path));
     done += n;
   }
-  return ok();
+  return true;
 }
 
 Result<std::vector<std::byte>> read_small_file(const std::string& path, std::size_t max_bytes) {

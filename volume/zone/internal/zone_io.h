@@ -20,8 +20,9 @@ Result<void> pread_all(int fd, ByteOffset off, std::span<std::byte> out, const s
 Result<void> pwrite_all(int fd, ByteOffset off, std::span<const std::byte> in,
                         const std::string& path);
 // Makes [off, off + len) read as zeros: punch a hole, else FALLOC_FL_ZERO_RANGE, else (only when
-// `must`) write zeros. With must == false an unsupported file system is not an error.
-Result<void> zero_file_range(int fd, ByteOffset off, std::uint64_t len_bytes, bool must,
+// `must`) write zeros. Returns whether the range now reads as zeros: false only when must == false
+// and the file system supports neither fallocate mode (not an error for the caller to report).
+Result<bool> zero_file_range(int fd, ByteOffset off, std::uint64_t len_bytes, bool must,
                              const std::string& path);
 // Whole small file into memory; kNotFound when absent, kCorrupt naming the file when larger than
 // max_bytes.

@@ -338,6 +338,7 @@ PipelineStats run_pipeline(ZonedStore& store, bool use_turnstile) {
     adm = std::move(*ZoneAdmission::create(map, o));
   }
   std::atomic<std::size_t> next{0};
+  std::atomic<bool> abandoned{false};
   std::atomic<int> rank{0};
   std::atomic<int> rejected{0}, written{0}, turn_errors{0};
   std::vector<std::thread> workers;
@@ -346,12 +347,17 @@ PipelineStats run_pipeline(ZonedStore& store, bool use_turnstile) {
       std::mt19937 rng(static_cast<unsigned>(w) + (use_turnstile ? 100u : 200u));
       for (std::size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) {
         Job& job = jobs[i];
-        while (!job.admitted.load(std::memory_order_acquire)) std::this_thread::yield();
+        while (!job.admitted.load(std::memory_order_acquire)) {
+          if (abandoned.load()) return;  // admission failed: the test already reported it
+          std::this_thread::yield();
+        }
         // "Encrypt": the ciphertext is a function of the offset; jitter shuffles finishing order.
         const auto data = pattern(job.off.value, kBlock, 7);
         for (unsigned k = rng() % 64; k > 0; --k) std::this_thread::yield();
         if (i % kGroup != kGroup - 1) {
-          while (!jobs[i + 1].at_issue.load(std::memory_order_acquire)) std::this_thread::yield();
+          while (!jobs[i + 1].at_issue.load(std::memory_order_acquire) && !abandoned.load()) {
+            std::this_thread::yield();
+          }
         }
         job.crypto_rank = rank.fetch_add(1);
         if (use_turnstile) {
@@ -379,6 +385,7 @@ PipelineStats run_pipeline(ZonedStore& store, bool use_turnstile) {
       auto t = adm->admit(jobs[i].off, kBlock);
       if (!t) {
         ADD_FAILURE() << "admit " << i << ": " << t.error().message();
+        abandoned.store(true);
         adm->cancel();
         break;
       }
