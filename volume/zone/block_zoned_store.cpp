@@ -31,12 +31,14 @@
 #include "base/unique_fd.h"
 #include "volume/zone/internal/zone_io.h"
 #include "volume/zone/internal/zone_rules.h"
+#include "volume/zone/internal/zoned_device_io.h"
 #include "volume/zone/zoned_store.h"
 
 namespace cryptmap::volume {
 namespace {
 
 using zone_internal::path_error;
+using zone_internal::ZonedDeviceIo;
 
 unsigned long long ull(std::uint64_t v) { return static_cast<unsigned long long>(v); }
 
@@ -65,30 +67,97 @@ Result<std::string> sysfs_queue_dir(const struct stat& st) {
                         "%s", base.c_str());
 }
 
+// The real device: an fd and the zone ioctls.
+class FdDeviceIo final : public ZonedDeviceIo {
+ public:
+  explicit FdDeviceIo(UniqueFd fd) : fd_(std::move(fd)) {}
+  ssize_t pread(void* buf, std::size_t len, std::uint64_t off) override {
+    const ssize_t n = ::pread(fd_.get(), buf, len, static_cast<off_t>(off));
+    return n < 0 ? -errno : n;
+  }
+  ssize_t pwrite(const void* buf, std::size_t len, std::uint64_t off) override {
+    const ssize_t n = ::pwrite(fd_.get(), buf, len, static_cast<off_t>(off));
+    return n < 0 ? -errno : n;
+  }
+  int fdatasync() override { return ::fdatasync(fd_.get()) == 0 ? 0 : -errno; }
+  int report_zones(struct blk_zone_report* rep) override {
+    return ::ioctl(fd_.get(), BLKREPORTZONE, rep) == 0 ? 0 : -errno;
+  }
+  int zone_mgmt(unsigned long request, const struct blk_zone_range& range) override {
+    struct blk_zone_range r = range;
+    return ::ioctl(fd_.get(), request, &r) == 0 ? 0 : -errno;
+  }
+  int discard(std::uint64_t off, std::uint64_t len) override {
+    std::uint64_t range[2] = {off, len};
+    return ::ioctl(fd_.get(), BLKDISCARD, range) == 0 ? 0 : -errno;
+  }
+
+ private:
+  UniqueFd fd_;
+};
+
+Result<void> io_pread_all(ZonedDeviceIo& io, ByteOffset off, std::span<std::byte> out,
+                          const std::string& path) {
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = io.pread(out.data() + done, out.size() - done, off.value + done);
+    if (n == -EINTR) continue;
+    if (n < 0) return path_error(static_cast<int>(-n), "read zoned device", off.value + done, path);
+    if (n == 0) {
+      return make_error_fmt(Errc::kIo, "read zoned device past its end", off.value + done, "%s",
+                            path.c_str());
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return ok();
+}
+
+Result<void> io_pwrite_all(ZonedDeviceIo& io, ByteOffset off, std::span<const std::byte> in,
+                           const std::string& path) {
+  std::size_t done = 0;
+  while (done < in.size()) {
+    const ssize_t n = io.pwrite(in.data() + done, in.size() - done, off.value + done);
+    if (n == -EINTR) continue;
+    if (n < 0) return path_error(static_cast<int>(-n), "write zoned device", off.value + done, path);
+    if (n == 0) return path_error(ENOSPC, "write zoned device", off.value + done, path);
+    done += static_cast<std::size_t>(n);
+  }
+  return ok();
+}
+
 // Asks the device for zones [first, first + count). Returns fewer at the end of the device.
-Result<std::vector<ZoneInfo>> device_report(int fd, std::uint64_t first, std::uint64_t count,
-                                            std::uint64_t zone_size_bytes,
+Result<std::vector<ZoneInfo>> device_report(ZonedDeviceIo& io, std::uint64_t first,
+                                            std::uint64_t count, std::uint64_t zone_size_bytes,
                                             const std::string& path) {
   std::vector<ZoneInfo> out;
   const std::uint64_t zone_sectors = zone_size_bytes >> kSectorShift512;
   const std::uint32_t batch = static_cast<std::uint32_t>(std::min<std::uint64_t>(count, kReportBatch));
   if (batch == 0) return out;
   const std::size_t bytes = sizeof(struct blk_zone_report) + batch * sizeof(struct blk_zone);
-  std::unique_ptr<std::byte[]> buf(new (std::nothrow) std::byte[bytes]);
+  // Backing store for the report: blk_zone_report is 16 bytes and blk_zone 64, both 8-aligned.
+  std::unique_ptr<std::uint64_t[]> buf(new (std::nothrow) std::uint64_t[bytes / 8 + 1]);
   if (!buf) return make_error(Errc::kNoSpace, "report zones: out of memory", count);
   std::uint64_t next = first;
   while (next < first + count) {
     std::memset(buf.get(), 0, bytes);
     auto* rep = reinterpret_cast<struct blk_zone_report*>(buf.get());
     rep->sector = next * zone_sectors;
-    rep->nr_zones = static_cast<std::uint32_t>(std::min<std::uint64_t>(batch, first + count - next));
-    while (::ioctl(fd, BLKREPORTZONE, rep) != 0) {
-      if (errno == EINTR) continue;
-      return path_error(errno, "report zones (BLKREPORTZONE)", next, path);
+    const std::uint32_t asked =
+        static_cast<std::uint32_t>(std::min<std::uint64_t>(batch, first + count - next));
+    rep->nr_zones = asked;
+    int rc = 0;
+    while ((rc = io.report_zones(rep)) == -EINTR) {
     }
+    if (rc < 0) return path_error(-rc, "report zones (BLKREPORTZONE)", next, path);
     if (rep->nr_zones == 0) break;  // end of the device
-    CRYPTMAP_TRY(infos, zone_internal::zone_infos_from_blk_zones(
-                            {rep->zones, rep->nr_zones}, rep->flags, next, zone_size_bytes));
+    if (rep->nr_zones > asked) {
+      return make_error_fmt(Errc::kCorrupt, "BLKREPORTZONE returned more zones than asked", next,
+                            "%s", path.c_str());
+    }
+    const auto* zones = reinterpret_cast<const struct blk_zone*>(rep + 1);
+    CRYPTMAP_TRY(infos, zone_internal::zone_infos_from_blk_zones({zones, rep->nr_zones},
+                                                                 rep->flags, next,
+                                                                 zone_size_bytes));
     out.insert(out.end(), infos.begin(), infos.end());
     next += rep->nr_zones;
   }
@@ -97,9 +166,9 @@ Result<std::vector<ZoneInfo>> device_report(int fd, std::uint64_t first, std::ui
 
 class BlockZonedStore final : public ZonedStore {
  public:
-  BlockZonedStore(UniqueFd fd, std::string path, bool read_only, std::unique_ptr<ZoneMap> map,
-                  std::uint32_t block)
-      : fd_(std::move(fd)),
+  BlockZonedStore(std::unique_ptr<ZonedDeviceIo> io, std::string path, bool read_only,
+                  std::unique_ptr<ZoneMap> map, std::uint32_t block)
+      : io_(std::move(io)),
         path_(std::move(path)),
         read_only_(read_only),
         map_(std::move(map)),
@@ -108,7 +177,7 @@ class BlockZonedStore final : public ZonedStore {
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
     return zone_internal::zoned_read(*map_, off, out, path_,
                                      [&](ByteOffset pos, std::span<std::byte> part) {
-                                       return zone_internal::pread_all(fd_.get(), pos, part, path_);
+                                       return io_pread_all(*io_, pos, part, path_);
                                      });
   }
 
@@ -119,11 +188,11 @@ class BlockZonedStore final : public ZonedStore {
     }
     CRYPTMAP_TRY(target, zone_internal::classify_write(*map_, off, in.size(), path_));
     if (in.empty()) return ok();
-    if (!target.sequential) return zone_internal::pwrite_all(fd_.get(), off, in, path_);
+    if (!target.sequential) return io_pwrite_all(*io_, off, in, path_);
     std::lock_guard lock(stripe(target.zone));
     const ZoneInfo z = map_->zone(target.zone);
     CRYPTMAP_TRY_VOID(zone_internal::check_sequential_write(z, off, in.size(), block_));
-    if (auto w = zone_internal::pwrite_all(fd_.get(), off, in, path_); !w) {
+    if (auto w = io_pwrite_all(*io_, off, in, path_); !w) {
       (void)refresh_locked(target.zone);  // the device's wp is the truth; keep the cache honest
       return w;
     }
@@ -133,10 +202,10 @@ class BlockZonedStore final : public ZonedStore {
   }
 
   Result<void> sync() override {
-    while (::fdatasync(fd_.get()) != 0) {
-      if (errno == EINTR) continue;
-      return path_error(errno, "sync zoned device (fdatasync)", kNoObject, path_);
+    int rc = 0;
+    while ((rc = io_->fdatasync()) == -EINTR) {
     }
+    if (rc < 0) return path_error(-rc, "sync zoned device (fdatasync)", kNoObject, path_);
     return ok();
   }
 
@@ -154,13 +223,12 @@ class BlockZonedStore final : public ZonedStore {
       return make_error_fmt(Errc::kUnsupported, "discard in a sequential zone", off.value,
                             "%s: reset the zone instead", path_.c_str());
     }
-    std::uint64_t range[2] = {off.value, len_bytes};
-    if (::ioctl(fd_.get(), BLKDISCARD, range) != 0) {
-      if (errno == EOPNOTSUPP || errno == ENOTTY) {
+    if (const int rc = io_->discard(off.value, len_bytes); rc < 0) {
+      if (rc == -EOPNOTSUPP || rc == -ENOTTY) {
         return make_error_fmt(Errc::kUnsupported, "discard zoned device range", off.value,
                               "%s does not support BLKDISCARD", path_.c_str());
       }
-      return path_error(errno, "discard zoned device range (BLKDISCARD)", off.value, path_);
+      return path_error(-rc, "discard zoned device range (BLKDISCARD)", off.value, path_);
     }
     return ok();
   }
@@ -177,7 +245,7 @@ class BlockZonedStore final : public ZonedStore {
                             "%s has %llu zones", path_.c_str(), ull(map_->zone_count()));
     }
     count = std::min(count, map_->zone_count() - first);
-    CRYPTMAP_TRY(infos, device_report(fd_.get(), first, count, map_->zone_size_bytes(), path_));
+    CRYPTMAP_TRY(infos, device_report(*io_, first, count, map_->zone_size_bytes(), path_));
     for (const ZoneInfo& z : infos) publish(z);
     return infos;
   }
@@ -206,7 +274,7 @@ class BlockZonedStore final : public ZonedStore {
 
   // Re-reads one zone from the device into the cache. Caller must hold the zone's stripe lock.
   Result<void> refresh_locked(std::uint64_t index) {
-    CRYPTMAP_TRY(infos, device_report(fd_.get(), index, 1, map_->zone_size_bytes(), path_));
+    CRYPTMAP_TRY(infos, device_report(*io_, index, 1, map_->zone_size_bytes(), path_));
     if (infos.size() != 1 || infos[0].type != map_->type(index) ||
         infos[0].len_bytes != map_->zone(index).len_bytes) {
       return make_error_fmt(Errc::kCorrupt, "zoned device changed its zone layout", index, "%s",
@@ -224,16 +292,17 @@ class BlockZonedStore final : public ZonedStore {
     struct blk_zone_range range {};
     range.sector = z.start.value >> kSectorShift512;
     range.nr_sectors = z.len_bytes >> kSectorShift512;
-    while (::ioctl(fd_.get(), request, &range) != 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
+    int rc = 0;
+    while ((rc = io_->zone_mgmt(request, range)) == -EINTR) {
+    }
+    if (rc < 0) {
       (void)refresh_locked(index);
-      return path_error(err, what, index, path_);
+      return path_error(-rc, what, index, path_);
     }
     return refresh_locked(index);  // the device decides the resulting condition
   }
 
-  UniqueFd fd_;
+  const std::unique_ptr<ZonedDeviceIo> io_;
   const std::string path_;
   const bool read_only_;
   const std::unique_ptr<ZoneMap> map_;
@@ -242,6 +311,39 @@ class BlockZonedStore final : public ZonedStore {
 };
 
 }  // namespace
+
+namespace zone_internal {
+
+std::unique_ptr<ZonedDeviceIo> make_fd_device_io(UniqueFd fd) {
+  return std::make_unique<FdDeviceIo>(std::move(fd));
+}
+
+Result<std::unique_ptr<ZonedStore>> make_block_zoned_store(std::unique_ptr<ZonedDeviceIo> io,
+                                                           const std::string& path, bool read_only,
+                                                           std::uint64_t zone_size_bytes,
+                                                           std::uint64_t nr_zones,
+                                                           std::uint32_t logical_block_bytes) {
+  if (nr_zones == 0 || zone_size_bytes == 0 || zone_size_bytes % logical_block_bytes != 0) {
+    return make_error_fmt(Errc::kUnsupported, "zoned device geometry unusable", nr_zones,
+                          "%s: zone size %llu, block %u", path.c_str(), ull(zone_size_bytes),
+                          logical_block_bytes);
+  }
+  CRYPTMAP_TRY(infos, device_report(*io, 0, nr_zones, zone_size_bytes, path));
+  if (infos.size() != nr_zones) {
+    return make_error_fmt(Errc::kCorrupt, "zoned device reported fewer zones than it has",
+                          infos.size(), "%s: BLKGETNRZONES says %llu", path.c_str(),
+                          ull(nr_zones));
+  }
+  auto map = ZoneMap::create(zone_size_bytes, infos);
+  if (!map) {
+    const Error& e = map.error();
+    return make_error_fmt(e.code, e.what, e.object, "%s: %s", path.c_str(), e.detail.data());
+  }
+  return std::unique_ptr<ZonedStore>(std::make_unique<BlockZonedStore>(
+      std::move(io), path, read_only, std::move(*map), logical_block_bytes));
+}
+
+}  // namespace zone_internal
 
 Result<std::string> block_device_zoned_model(const std::string& device_path) {
   struct stat st {};
@@ -304,19 +406,9 @@ Result<std::unique_ptr<ZonedStore>> open_block_zoned_store(const std::string& de
     return path_error(errno, "get logical block size (BLKSSZGET)", kNoObject, device_path);
   }
   const std::uint64_t zone_size = std::uint64_t{zone_sectors} << kSectorShift512;
-  CRYPTMAP_TRY(infos, device_report(fd.get(), 0, nr_zones, zone_size, device_path));
-  if (infos.size() != nr_zones) {
-    return make_error_fmt(Errc::kCorrupt, "zoned device reported fewer zones than it has",
-                          infos.size(), "%s: BLKGETNRZONES says %u", device_path.c_str(), nr_zones);
-  }
-  auto map = ZoneMap::create(zone_size, infos);
-  if (!map) {
-    Error e = map.error();
-    return make_error_fmt(e.code, e.what, e.object, "%s: %s", device_path.c_str(), e.detail.data());
-  }
-  return std::unique_ptr<ZonedStore>(std::make_unique<BlockZonedStore>(
-      std::move(fd), device_path, options.read_only, std::move(*map),
-      static_cast<std::uint32_t>(lbs)));
+  return zone_internal::make_block_zoned_store(zone_internal::make_fd_device_io(std::move(fd)),
+                                               device_path, options.read_only, zone_size,
+                                               nr_zones, static_cast<std::uint32_t>(lbs));
 }
 
 }  // namespace cryptmap::volume
