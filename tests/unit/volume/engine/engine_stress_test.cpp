@@ -59,7 +59,7 @@ TEST(CryptoDriver, WaitsOncePerBusyEpisodeAndNeverSpins) {
   ASSERT_TRUE(d);
   std::vector<std::byte> buf = pattern(64 * 512, 1), want = buf;
   for (std::size_t k = 0; k < 64; ++k) {
-    FakeSectorCipher::xor_sector(cipher.key(), 1000 + k, std::span(want).subspan(k * 512, 512));
+    FakeSectorCipher::encrypt_sector(cipher.key(), 1000 + k, std::span(want).subspan(k * 512, 512));
   }
   Watchdog w("busy-episode conversion", std::chrono::seconds(120));
   ASSERT_TRUE((*d)->convert(crypto::CryptoDir::kEncrypt, buf, SectorIndex{1000}));

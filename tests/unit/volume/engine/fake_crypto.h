@@ -1,4 +1,4 @@
-// Test doubles for the I/O engine: a FakeSectorCipher (a keyed, position-dependent XOR, so a
+// Test doubles for the I/O engine: a FakeSectorCipher (a keyed, position-dependent byte-wise addition, so a
 // sector decrypted under the wrong index or read from the wrong place is garbage) and hostile
 // FakeCryptoEngines built to crypto/crypto_engine.h's contract (slow, out-of-order completion,
 // busy with backlog, busy without backlog, failing), which also police the submitter's side of
@@ -48,15 +48,24 @@ class FakeSectorCipher final : public crypto::SectorCipher {
   std::uint32_t sector_size() const noexcept override { return ss_; }
   const char* engine_name() const noexcept override { return "fake-xor"; }
 
-  // The transformation, usable without an object (to check images independently).
-  static void xor_sector(std::uint64_t key, std::uint64_t sector, std::span<std::byte> data) {
+  // The transformation, usable without an object (to check images independently). Byte-wise
+  // addition of a keystream: asymmetric, so swapping encrypt and decrypt is caught too.
+  static void transform_sector(std::uint64_t key, std::uint64_t sector, std::span<std::byte> data,
+                               bool encrypt) {
     for (std::size_t j = 0; j < data.size(); j += 8) {
-      std::uint64_t k = splitmix64(key ^ splitmix64(sector) ^ (j * 0x2545F4914F6CDD1Dull));
-      std::uint64_t v;
-      std::memcpy(&v, data.data() + j, 8);
-      v ^= k;
-      std::memcpy(data.data() + j, &v, 8);
+      const std::uint64_t k = splitmix64(key ^ splitmix64(sector) ^ (j * 0x2545F4914F6CDD1Dull));
+      for (std::size_t b = 0; b < 8 && j + b < data.size(); ++b) {
+        const auto kb = static_cast<std::uint8_t>(k >> (8 * b));
+        const auto v = static_cast<std::uint8_t>(data[j + b]);
+        data[j + b] = static_cast<std::byte>(encrypt ? v + kb : v - kb);
+      }
     }
+  }
+  static void encrypt_sector(std::uint64_t key, std::uint64_t sector, std::span<std::byte> d) {
+    transform_sector(key, sector, d, true);
+  }
+  static void decrypt_sector(std::uint64_t key, std::uint64_t sector, std::span<std::byte> d) {
+    transform_sector(key, sector, d, false);
   }
   std::uint64_t key() const noexcept { return key_; }
   // Sectors in [lo, hi) fail decryption with kAuth (an integrity failure stand-in).
@@ -80,7 +89,7 @@ class FakeSectorCipher final : public crypto::SectorCipher {
       }
     }
     for (std::size_t k = 0; k < n; ++k) {
-      xor_sector(key_, run.first.value + k, run.data.subspan(k * ss_, ss_));
+      transform_sector(key_, run.first.value + k, run.data.subspan(k * ss_, ss_), enc);
     }
     return ok();
   }

@@ -96,7 +96,7 @@ inline std::vector<std::byte> image_plaintext(const TestVolume& t, std::uint64_t
   std::vector<std::byte> sec(t.ss);
   for (std::uint64_t s = s0; s < s1; ++s) {
     t.store->peek(t.data_off + s * t.ss, sec);
-    FakeSectorCipher::xor_sector(t.key, s, sec);
+    FakeSectorCipher::decrypt_sector(t.key, s, sec);
     const std::uint64_t lo = std::max(off, s * t.ss);
     const std::uint64_t hi = std::min<std::uint64_t>(off + len, (s + 1) * t.ss);
     std::memcpy(out.data() + (lo - off), sec.data() + (lo - s * t.ss), hi - lo);
@@ -109,7 +109,7 @@ inline void image_write_plaintext(const TestVolume& t, std::uint64_t sector,
                                   std::span<const std::byte> whole_sectors) {
   std::vector<std::byte> buf(whole_sectors.begin(), whole_sectors.end());
   for (std::size_t k = 0; k < buf.size() / t.ss; ++k) {
-    FakeSectorCipher::xor_sector(t.key, sector + k,
+    FakeSectorCipher::encrypt_sector(t.key, sector + k,
                                  std::span<std::byte>(buf).subspan(k * t.ss, t.ss));
   }
   t.store->poke(t.data_off + sector * t.ss, buf);
