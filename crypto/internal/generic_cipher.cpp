@@ -107,6 +107,7 @@ class CtrMode final : public ChainMode {
 class TweakedMode : public ChainMode {
  public:
   explicit TweakedMode(std::unique_ptr<BlockCipher> c) : c_(std::move(c)) {}
+  ~TweakedMode() override { secure_zero(t_.data(), t_.size()); }  // tweaks are key-derived
   void encrypt(std::span<std::byte> u, std::span<const std::byte> iv) override {
     tweaks(iv, u.size());
     xor_bytes(u.data(), t_.data(), u.size());

@@ -92,9 +92,14 @@ class EboivIv final : public IvGenerator {
 
 // loop-AES lmk (v2 without seed, v3 with a 64-byte seed area holding the first 16 bytes of the
 // 65th key): IV = raw MD5 state after [seed] || plaintext[16..512) || sector words, no padding.
+// The seeds below live inside the per-thread context like the key schedules do (one per key
+// transform: 64 for lmk), wiped on destruction; mlocking each would exhaust RLIMIT_MEMLOCK.
 class LmkIv final : public IvGenerator {
  public:
-  explicit LmkIv(SecretBytes seed) : seed_(std::move(seed)) {}
+  explicit LmkIv(std::span<const std::byte> seed) : has_seed_(!seed.empty()) {
+    std::copy(seed.begin(), seed.end(), seed_.begin());
+  }
+  ~LmkIv() override { secure_zero(seed_.data(), seed_.size()); }
   void generate(std::uint64_t s, std::span<std::byte> iv, std::span<std::byte> unit,
                 bool encrypt) override {
     if (encrypt)
@@ -113,7 +118,7 @@ class LmkIv final : public IvGenerator {
   void compute(std::uint64_t s, std::span<std::byte> iv, std::span<const std::byte> unit) {
     MD5_CTX ctx;
     MD5_Init(&ctx);
-    if (!seed_.empty()) MD5_Update(&ctx, seed_.data(), seed_.size());
+    if (has_seed_) MD5_Update(&ctx, seed_.data(), seed_.size());
     MD5_Update(&ctx, unit.data() + 16, 16 * 31);
     std::array<std::byte, 16> buf{};
     store_le32(buf.data(), static_cast<std::uint32_t>(s));
@@ -127,7 +132,8 @@ class LmkIv final : public IvGenerator {
     store_le32(iv.data() + 12, ctx.D);
     secure_zero(&ctx, sizeof ctx);
   }
-  SecretBytes seed_;  // empty (v2) or 64 bytes (v3)
+  bool has_seed_;                          // v3 only
+  std::array<std::byte, 64> seed_{};       // LMK_SEED_SIZE: 16 key bytes, zero padded
 };
 
 // Linux crypto "crc32": reflected CRC-32 (0xEDB88320), seed 0, no final inversion.
@@ -144,8 +150,14 @@ std::uint32_t crc32_le_raw(const std::byte* p, std::size_t n) {
 // an 8-byte whitening value derived by CRC32 from whitening-key XOR sector.
 class TcwIv final : public IvGenerator {
  public:
-  TcwIv(SecretBytes iv_seed, SecretBytes whitening)
-      : iv_seed_(std::move(iv_seed)), whitening_(std::move(whitening)) {}
+  TcwIv(std::span<const std::byte> iv_seed, std::span<const std::byte> whitening) {
+    std::copy(iv_seed.begin(), iv_seed.end(), iv_seed_.begin());
+    std::copy(whitening.begin(), whitening.end(), whitening_.begin());
+  }
+  ~TcwIv() override {
+    secure_zero(iv_seed_.data(), iv_seed_.size());
+    secure_zero(whitening_.data(), whitening_.size());
+  }
   void generate(std::uint64_t s, std::span<std::byte> iv, std::span<std::byte> unit,
                 bool encrypt) override {
     if (!encrypt) whiten(s, unit);  // strip whitening from the ciphertext first
@@ -174,8 +186,8 @@ class TcwIv final : public IvGenerator {
       for (std::size_t i = 0; i < 8; ++i) unit[off + i] ^= buf[i];
     secure_zero(buf.data(), buf.size());
   }
-  SecretBytes iv_seed_;
-  SecretBytes whitening_;
+  std::array<std::byte, 16> iv_seed_{};  // iv_size bytes used (8 or 16)
+  std::array<std::byte, 16> whitening_{};
 };
 
 }  // namespace
@@ -218,21 +230,15 @@ Result<std::unique_ptr<IvGenerator>> make_iv_generator(const IvGeneratorArgs& a)
     return Ptr(new EboivIv(std::move(c), a.sector_size));
   }
   if (m == "lmk") {
-    SecretBytes seed;
-    if (l.extra_bytes != 0) {  // v3: seed = first 16 bytes (MD5 size) of the 65th key, in 64
-      CRYPTMAP_TRY(s, SecretBytes::allocate(64));
-      const std::size_t n = std::min<std::size_t>(16, l.extra_bytes);
-      std::copy_n(a.whole_key.begin() + static_cast<std::ptrdiff_t>(l.tfm_count * l.subkey_bytes),
-                  n, s.data());
-      seed = std::move(s);
-    }
-    return Ptr(new LmkIv(std::move(seed)));
+    // v3: the seed is the first 16 bytes (MD5 size) of the 65th key; v2 has none.
+    std::span<const std::byte> seed;
+    if (l.extra_bytes != 0)
+      seed = a.whole_key.subspan(l.tfm_count * l.subkey_bytes, std::min<std::size_t>(16, l.extra_bytes));
+    return Ptr(new LmkIv(seed));
   }
   if (m == "tcw") {
     const std::size_t off = a.whole_key.size() - l.iv_size - 16;
-    CRYPTMAP_TRY(seed, SecretBytes::copy_of(a.whole_key.subspan(off, l.iv_size)));
-    CRYPTMAP_TRY(white, SecretBytes::copy_of(a.whole_key.subspan(off + l.iv_size, 16)));
-    return Ptr(new TcwIv(std::move(seed), std::move(white)));
+    return Ptr(new TcwIv(a.whole_key.subspan(off, l.iv_size), a.whole_key.subspan(off + l.iv_size, 16)));
   }
   return make_error_fmt(Errc::kUnsupported, "cipher spec: IV mode", kNoObject,
                         "'%s' is not supported", m.c_str());

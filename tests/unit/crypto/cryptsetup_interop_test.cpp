@@ -9,6 +9,7 @@
 // against libgcrypt in crypto_test instead.
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -25,6 +26,10 @@ struct Case {
   unsigned key_bits;
   std::uint32_t sector_size;
 };
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.spec << " " << c.key_bits << "-bit key, " << c.sector_size << "-byte sectors";
+}
 
 std::string name_of(const testing::TestParamInfo<Case>& info) {
   std::string n = std::string(info.param.spec) + "_" + std::to_string(info.param.key_bits) + "_" +
