@@ -24,7 +24,10 @@
 static std::atomic<bool> g_track{false};
 static std::atomic<std::size_t> g_max_alloc{0};
 
-// Replaceable global allocation functions (malloc-backed) so every `new` is measured.
+// Replaceable global allocation functions (malloc-backed) so every `new` is measured. Not under
+// ASan: it owns new/delete there (and reports oversized allocations itself).
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define CRYPTMAP_COUNT_ALLOCATIONS 1
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t n) {
@@ -39,6 +42,7 @@ void* operator new(std::size_t n) {
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 #pragma GCC diagnostic pop
+#endif
 
 namespace cryptmap::fuzz {
 namespace {

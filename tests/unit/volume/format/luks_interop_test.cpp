@@ -9,6 +9,7 @@
 #include "base/bytes.h"
 #include "tests/unit/volume/format/test_util.h"
 #include "volume/format/luks.h"
+#include "volume/format/unlock.h"
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::volume {
@@ -217,6 +218,45 @@ TEST_F(LuksInterop, ExpectedTypeMismatchIsNotLuks) {
   auto h = load_luks_header(*store, VolumeType::kLuks1);
   ASSERT_FALSE(h);
   EXPECT_EQ(h.error().code, Errc::kInvalid);
+}
+
+TEST_F(LuksInterop, UnlockVolumeApi) {
+  const std::string img = dir_.file("uv-data");
+  const std::string hdr = dir_.file("uv-hdr");
+  run("truncate -s 8M " + img);
+  ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks2 " + std::string(kFastPbkdf2) + " --header " + hdr +
+                " --key-file " + key_ + " " + img).first, 0);
+  auto hs = open(hdr);
+  auto ds = open(img);
+  UnlockOptions o;
+  auto v = unlock_volume(*hs, *ds, o, test::read_file(key_));
+  ASSERT_TRUE(v) << v.error().message();
+  EXPECT_EQ(v->keyslot, 0);
+  EXPECT_EQ(v->layout.key_bytes, 64u);
+  EXPECT_EQ(to_hex(v->volume_key.span()), test::dumped_volume_key(img, key_, "--header " + hdr));
+  o.type = VolumeType::kLuks1;
+  auto wrong_type = unlock_volume(*hs, *ds, o, test::read_file(key_));
+  ASSERT_FALSE(wrong_type);
+  EXPECT_EQ(wrong_type.error().code, Errc::kInvalid);
+  // Data offset beyond a too-small data image (in-image header, image cut after the header).
+  auto full = format("uv-small", std::string("--type luks2 ") + kFastPbkdf2);
+  run("truncate -s 16M " + full);
+  auto fs = open(full);
+  auto small = unlock_volume(*fs, *fs, UnlockOptions{}, test::read_file(key_));
+  ASSERT_FALSE(small);
+  EXPECT_EQ(small.error().code, Errc::kNoSpace);
+  // Plain mode: the key is the hashed passphrase, the layout the options.
+  UnlockOptions p;
+  p.type = VolumeType::kPlain;
+  p.plain.cipher = "aes-xts-plain64";
+  p.plain.key_bits = 256;
+  p.plain.hash = "sha256";
+  p.plain.offset_sectors = 8;
+  auto pv = unlock_volume(*ds, *ds, p, as_bytes(std::string("testpass")));
+  ASSERT_TRUE(pv) << pv.error().message();
+  EXPECT_EQ(to_hex(pv->volume_key.span()), "13d249f2cb4127b40cfa757866850278793f814ded3c587fe5889e889a7a9f6c");
+  EXPECT_EQ(pv->layout.data_offset_bytes, 4096u);
+  EXPECT_EQ(pv->layout.type, VolumeType::kPlain);
 }
 
 // --- damaged copies of real images ---------------------------------------------------------
