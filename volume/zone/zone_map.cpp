@@ -1,6 +1,7 @@
 #include "volume/zone/zone_map.h"
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <limits>
 #include <new>

@@ -27,12 +27,10 @@
 //     together. A wp read with `zone(i)` covers data that is already readable from the store.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string_view>
-#include <vector>
 
 #include "base/result.h"
 #include "base/units.h"
