@@ -26,7 +26,14 @@ for round in 1 2 3 4 5; do
   cm_open "$img" d --key-file "$K"
   python3 "$HERE/fsync_writer.py" run "$MNT/d" $blocks "$T/log" $round 2>/dev/null &
   wpid=$!
-  sleep "0.$((RANDOM % 9 + 1))"; sleep 1
+  # Crash at a random moment once this round has committed at least 20 more writes.
+  want=$(( $( (cat "$T/log" 2>/dev/null || true) | wc -l) + 20 ))
+  for _ in $(seq 1 600); do
+    (( $( (cat "$T/log" 2>/dev/null || true) | wc -l) >= want )) && break
+    kill -0 "$wpid" 2>/dev/null || fail "the writer died before the crash in round $round"
+    sleep 0.1
+  done
+  sleep "0.$((RANDOM % 9 + 1))"
   crash
   wait "$wpid" 2>/dev/null || true
   cm_open "$img" d --key-file "$K"
@@ -45,13 +52,13 @@ for round in 1 2 3; do
   cm_open "$img" d --key-file "$K"
   dev=$(losetup_attach "$MNT/d")
   mount "$dev" "$T/fs"; FSMNTS=("$T/fs")
-  ( i=0; while :; do i=$((i + 1)); echo "entry $round $i" >> "$T/fs/journal.txt"; sync "$T/fs/journal.txt"
+  ( set +e; i=0; while :; do i=$((i + 1)); echo "entry $round $i" >> "$T/fs/journal.txt"; sync "$T/fs/journal.txt"
       head -c 8192 /dev/urandom > "$T/fs/f$((i % 50))"; done ) 2>/dev/null &
   wpid=$!
   sleep 2
   crash
-  kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null || true
-  umount -l "$T/fs" 2>/dev/null || true; FSMNTS=()
+  kill "$wpid" 2>/dev/null || true; wait "$wpid" 2>/dev/null || true
+  umount "$T/fs" 2>/dev/null || umount -l "$T/fs" 2>/dev/null || true; FSMNTS=()
   losetup_detach "$dev" 2>/dev/null || true
   cm_open "$img" d --key-file "$K"
   dev=$(losetup_attach "$MNT/d")

@@ -22,6 +22,7 @@ dev=$(losetup_attach "$MNT/m")
 mkfs.ext4 -q -F "$dev"
 mkdir -p "$T/fs"
 mount "$dev" "$T/fs"; FSMNTS+=("$T/fs")
+watchdog 240  # a deadlock fails the test instead of hanging the machine
 note "writing 512 MiB through ext4 under a 96 MiB limit"
 timeout 300 dd if=/dev/urandom of="$T/fs/big" bs=1M count=512 status=none || fail "write under memory pressure failed or hung"
 timeout 120 sync || fail "sync hung under memory pressure"

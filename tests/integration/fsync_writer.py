@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Durability workload: rewrites random 4 KiB blocks of FILE with (generation, block) stamps,
 fsyncs after each write, and appends "block generation" to LOG only after fsync returned.
-Runs until killed.  `check` verifies that every logged (block, generation) is on disk with a
+Runs until killed; run SEED numbers increase from run to run so generations stay monotonic
+across runs sharing one LOG.  `check` verifies that every logged (block, generation) is on disk with a
 generation >= the logged one (a later, unsynced write may legitimately be newer).
 
   fsync_writer.py run FILE BLOCKS LOG SEED
@@ -25,7 +26,7 @@ def run(path: str, blocks: int, log: str, seed: int) -> None:
     rng = random.Random(seed)
     fd = os.open(path, os.O_RDWR)
     with open(log, "a", buffering=1) as lf:
-        gen = 0
+        gen = seed * 1_000_000_000  # generations grow across runs (seeds 1, 2, ...)
         while True:
             gen += 1
             b = rng.randrange(blocks)

@@ -9,8 +9,31 @@ MNT=$T/mapper
 LOOPS=()
 FSMNTS=()
 
+# FUSE connections this test created (ids under /sys/fs/fuse/connections). A daemon that dies
+# or deadlocks would leave requests waiting forever; aborting its connection at cleanup (or
+# from a watchdog) fails those requests with ENOTCONN so a broken test cannot wedge the machine.
+FUSE_CONNS=()
+record_fuse_conn() {
+  local c
+  c=$(mountpoint -d "$MNT" 2>/dev/null | cut -d: -f2) || return 0
+  [[ -n "$c" ]] && FUSE_CONNS+=("$c")
+  return 0
+}
+abort_fuse_conns() {
+  for c in "${FUSE_CONNS[@]}"; do
+    [[ -e /sys/fs/fuse/connections/$c/abort ]] && echo 1 > "/sys/fs/fuse/connections/$c/abort"
+  done
+  return 0
+}
+# watchdog SECONDS: aborts this test's FUSE connections if the test is still running then.
+watchdog() {
+  ( sleep "$1"; echo "WATCHDOG: aborting FUSE connections after $1 s" >&2; abort_fuse_conns ) &
+  WATCHDOG_PID=$!
+}
+
 cleanup() {
   set +e
+  [[ -n "${WATCHDOG_PID:-}" ]] && kill "$WATCHDOG_PID" 2>/dev/null
   for m in "${FSMNTS[@]}"; do umount "$m" 2>/dev/null; done
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
   if mountpoint -q "$MNT" 2>/dev/null; then
@@ -19,6 +42,10 @@ cleanup() {
     mountpoint -q "$MNT" && fusermount3 -u -z "$MNT" 2>/dev/null
   fi
   pkill -f -- "$T" 2>/dev/null
+  sleep 0.2
+  abort_fuse_conns
+  for m in "${FSMNTS[@]}"; do umount -l "$m" 2>/dev/null; done
+  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -27,7 +54,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 note() { echo "-- $*"; }
 
 cm() { "$CRYPTMAP" "$@"; }
-cm_open() { "$CRYPTMAP" open --mount-dir "$MNT" "$@"; }
+cm_open() { "$CRYPTMAP" open --mount-dir "$MNT" "$@" && record_fuse_conn; }
 cm_close() { "$CRYPTMAP" close --mount-dir "$MNT" "$@"; }
 
 # Fast cryptsetup costs so tests stay quick (never use these for real volumes).
