@@ -3,7 +3,9 @@
 // luksHeaderRestore, repair. The work is done by volume/format/luks_admin.h; this file only
 // turns flags into options, reads passphrases (fs/cli/passphrase.h) and prints results.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -95,10 +97,39 @@ Result<std::unique_ptr<BackingStore>> open_store(const std::string& path, bool r
   return volume::open_posix_store(path, o);
 }
 
+// cryptsetup's metadata lock (lib/utils_device_locking.c): flock on the image file itself, or on
+// /run/cryptsetup/L_<major>:<minor> for a block device; shared to read, exclusive to write. Taking
+// the same lock keeps cryptmap and cryptsetup from rewriting one header at the same time.
+class MetadataLock {
+ public:
+  static MetadataLock take(const std::string& path, bool exclusive) {
+    MetadataLock l;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return l;
+    if (S_ISBLK(st.st_mode)) {
+      ::mkdir("/run/cryptsetup", 0700);
+      const std::string res = "/run/cryptsetup/L_" + std::to_string(major(st.st_rdev)) + ":" +
+                              std::to_string(minor(st.st_rdev));
+      l.fd_ = UniqueFd(::open(res.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    } else {
+      l.fd_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    }
+    if (l.fd_.valid()) {
+      while (::flock(l.fd_.get(), exclusive ? LOCK_EX : LOCK_SH) != 0 && errno == EINTR) {
+      }
+    }
+    return l;
+  }
+
+ private:
+  UniqueFd fd_;  // closing the fd releases the lock
+};
+
 // The header store: --header if given, else the device.
 Result<std::unique_ptr<BackingStore>> header_store(const LuksArgs& a, bool read_only) {
   return open_store(a.header.empty() ? a.device : a.header, read_only);
 }
+std::string header_path(const LuksArgs& a) { return a.header.empty() ? a.device : a.header; }
 
 volume::PbkdfOptions pbkdf_of(const LuksArgs& a) {
   volume::PbkdfOptions p;
@@ -214,6 +245,7 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
     if (!vk) return report(vk.error());
     vk_file = std::move(*vk);
   }
+  auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
   auto r = volume::luks_format(**store, o, pass->span(),
@@ -224,6 +256,7 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
 }
 
 int do_dump(const LuksArgs& a, const CommandContext& ctx) {
+  auto lock = MetadataLock::take(header_path(a), false);
   auto store = header_store(a, true);
   if (!store) return report(store.error());
   if (!a.dump_volume_key) {
@@ -256,6 +289,7 @@ int do_dump(const LuksArgs& a, const CommandContext& ctx) {
 }
 
 int do_add_key(const LuksArgs& a, const CommandContext&) {
+  auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
   SecretBytes old;
@@ -280,6 +314,7 @@ int do_add_key(const LuksArgs& a, const CommandContext&) {
 }
 
 int do_remove_key(const LuksArgs& a, const CommandContext& ctx) {
+  auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
   KeySource ks = !a.positional_key_file.empty() ? new_key(a) : existing_key(a);
@@ -296,6 +331,7 @@ int do_remove_key(const LuksArgs& a, const CommandContext& ctx) {
 }
 
 int do_kill_slot(const LuksArgs& a, const CommandContext& ctx) {
+  auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
   if (!confirm(ctx, "This will erase key slot " + std::to_string(a.kill_slot) + " of " + a.device + "."))
@@ -306,6 +342,7 @@ int do_kill_slot(const LuksArgs& a, const CommandContext& ctx) {
 }
 
 int do_change_key(const LuksArgs& a, const CommandContext&) {
+  auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
   auto old = read_passphrase(existing_key(a), "Enter passphrase to be changed: ", false);
@@ -320,6 +357,7 @@ int do_change_key(const LuksArgs& a, const CommandContext&) {
 int do_is_luks(const LuksArgs& a, const CommandContext& ctx) {
   bool bad = false;
   auto t = parse_type(a.type, &bad);
+  auto lock = MetadataLock::take(header_path(a), false);
   auto store = header_store(a, true);
   if (!store) return report(store.error());
   if (volume::is_luks(**store, t)) return kExitOk;
@@ -338,6 +376,7 @@ int do_uuid(const LuksArgs& a, const CommandContext& ctx) {
   }
   if (!confirm(ctx, "Do you really want to change UUID of device?"))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
+  auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
   auto r = volume::luks_set_uuid(**store, a.uuid);
@@ -348,6 +387,7 @@ int do_uuid(const LuksArgs& a, const CommandContext& ctx) {
 int do_backup(const LuksArgs& a, const CommandContext&) {
   if (a.header_backup_file.empty())
     return report(make_error(Errc::kInvalid, "Option --header-backup-file is required."));
+  auto lock = MetadataLock::take(header_path(a), false);
   auto store = header_store(a, true);
   if (!store) return report(store.error());
   auto r = volume::luks_header_backup(**store, a.header_backup_file);
@@ -360,6 +400,7 @@ int do_restore(const LuksArgs& a, const CommandContext& ctx) {
     return report(make_error(Errc::kInvalid, "Option --header-backup-file is required."));
   if (!confirm(ctx, "Device " + a.device + " header will be replaced by the backup. This destroys the existing keyslots."))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
+  auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
   auto r = volume::luks_header_restore(**store, a.header_backup_file);
@@ -368,6 +409,7 @@ int do_restore(const LuksArgs& a, const CommandContext& ctx) {
 }
 
 int do_repair(const LuksArgs& a, const CommandContext& ctx) {
+  auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
   auto r = volume::luks_repair(**store);
