@@ -30,7 +30,8 @@ Result<void> check_run_shape(const SectorRun& run, std::uint32_t sector_size) {
 namespace {
 
 // Priority order, highest first (see engines.h).
-constexpr std::array<EngineEntry, 3> kEngines{{
+constexpr std::array<EngineEntry, 4> kEngines{{
+    {"aesni-xts", 350, &aesni_xts_supports, &make_aesni_xts_cipher},
     {"openssl-xts", 300, &openssl_xts_supports, &make_openssl_xts_cipher},
     {"openssl", 200, &openssl_modes_supports, &make_openssl_modes_cipher},
     {"cryptopp", 100, &generic_supports, &make_generic_cipher},

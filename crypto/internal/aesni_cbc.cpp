@@ -26,11 +26,11 @@ bool aesni_available() noexcept {
 
 // FIPS-197 §5.2 key expansion. Words are the key bytes read little-endian, so RotWord is a right
 // rotation by 8 and Rcon goes into the low byte; the byte layout is what AESENC expects.
-AesniCbcEncryptor::AesniCbcEncryptor(std::span<const std::byte> key) {
+int aesni_expand_key(std::span<const std::byte> key, std::uint8_t* round_keys) {
   const std::size_t nk = key.size() / 4;
   CRYPTMAP_CHECK(key.size() == 16 || key.size() == 24 || key.size() == 32);
-  rounds_ = static_cast<int>(nk) + 6;
-  const std::size_t total = 4 * static_cast<std::size_t>(rounds_ + 1);
+  const int rounds = static_cast<int>(nk) + 6;
+  const std::size_t total = 4 * static_cast<std::size_t>(rounds + 1);
   std::uint32_t w[60];
   std::memcpy(w, key.data(), key.size());
   std::uint32_t rcon = 1;
@@ -44,9 +44,13 @@ AesniCbcEncryptor::AesniCbcEncryptor(std::span<const std::byte> key) {
     }
     w[i] = w[i - nk] ^ t;
   }
-  std::memcpy(round_keys_, w, total * 4);
+  std::memcpy(round_keys, w, total * 4);
   secure_zero(w, sizeof w);
+  return rounds;
 }
+
+AesniCbcEncryptor::AesniCbcEncryptor(std::span<const std::byte> key)
+    : rounds_(aesni_expand_key(key, round_keys_)) {}
 
 AesniCbcEncryptor::~AesniCbcEncryptor() { secure_zero(round_keys_, sizeof round_keys_); }
 
@@ -83,6 +87,103 @@ __attribute__((target("aes,sse2"))) void AesniCbcEncryptor::encrypt(
       _mm_storeu_si128(dst, x[l]);
     }
   }
+}
+
+namespace {
+
+// Multiplication by alpha in GF(2^128), XTS little-endian convention, on one register:
+// (lo, hi) << 1 with the carry out of bit 127 folded back as 0x87.
+__attribute__((target("aes,sse2"))) inline __m128i mul_alpha(__m128i t) {
+  const __m128i carries = _mm_shuffle_epi32(_mm_srli_epi64(t, 63), 0x4E);  // (hi>>63, lo>>63)
+  const __m128i mask = _mm_sub_epi64(_mm_setzero_si128(), carries);       // all-ones where set
+  return _mm_xor_si128(_mm_slli_epi64(t, 1), _mm_and_si128(mask, _mm_set_epi64x(1, 0x87)));
+}
+
+template <bool kEncrypt>
+__attribute__((target("aes,sse2"))) void xts_unit(const std::uint8_t* keys, const std::uint8_t* tweak_keys,
+                                                  int rounds, std::byte* unit, std::size_t len,
+                                                  const std::byte* iv) {
+  // T_0 = E_K2(iv)
+  __m128i t = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(iv)),
+                            _mm_load_si128(reinterpret_cast<const __m128i*>(tweak_keys)));
+  for (int r = 1; r < rounds; ++r)
+    t = _mm_aesenc_si128(t, _mm_load_si128(reinterpret_cast<const __m128i*>(tweak_keys + 16 * r)));
+  t = _mm_aesenclast_si128(t, _mm_load_si128(reinterpret_cast<const __m128i*>(tweak_keys + 16 * rounds)));
+  constexpr std::size_t kLanes = 8;
+  // Units are whole multiples of 16 bytes and at least 512: groups of 8 blocks, then the rest.
+  std::size_t off = 0;
+  for (; off + 16 * kLanes <= len; off += 16 * kLanes) {
+    __m128i tw[kLanes], x[kLanes];
+    const __m128i k0 = _mm_load_si128(reinterpret_cast<const __m128i*>(keys));
+#pragma GCC unroll 8
+    for (std::size_t l = 0; l < kLanes; ++l) {
+      tw[l] = t;
+      t = mul_alpha(t);
+      x[l] = _mm_xor_si128(
+          _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + off + 16 * l)), tw[l]),
+          k0);
+    }
+    for (int r = 1; r < rounds; ++r) {
+      const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(keys + 16 * r));
+#pragma GCC unroll 8
+      for (std::size_t l = 0; l < kLanes; ++l)
+        x[l] = kEncrypt ? _mm_aesenc_si128(x[l], k) : _mm_aesdec_si128(x[l], k);
+    }
+    const __m128i kl = _mm_load_si128(reinterpret_cast<const __m128i*>(keys + 16 * rounds));
+#pragma GCC unroll 8
+    for (std::size_t l = 0; l < kLanes; ++l) {
+      x[l] = kEncrypt ? _mm_aesenclast_si128(x[l], kl) : _mm_aesdeclast_si128(x[l], kl);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(unit + off + 16 * l), _mm_xor_si128(x[l], tw[l]));
+    }
+  }
+  for (; off < len; off += 16) {  // tail (never hit for 512..4096-byte units)
+    __m128i x = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + off)), t);
+    x = _mm_xor_si128(x, _mm_load_si128(reinterpret_cast<const __m128i*>(keys)));
+    for (int r = 1; r < rounds; ++r) {
+      const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(keys + 16 * r));
+      x = kEncrypt ? _mm_aesenc_si128(x, k) : _mm_aesdec_si128(x, k);
+    }
+    const __m128i kl = _mm_load_si128(reinterpret_cast<const __m128i*>(keys + 16 * rounds));
+    x = kEncrypt ? _mm_aesenclast_si128(x, kl) : _mm_aesdeclast_si128(x, kl);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(unit + off), _mm_xor_si128(x, t));
+    t = mul_alpha(t);
+  }
+}
+
+// Equivalent inverse cipher (FIPS-197 §5.3.5): reversed round keys, InvMixColumns on the middle
+// ones.
+__attribute__((target("aes,sse2"))) void inverse_round_keys(const std::uint8_t* enc, int rounds,
+                                                           std::uint8_t* dec) {
+  std::memcpy(dec, enc + 16 * rounds, 16);
+  for (int r = 1; r < rounds; ++r) {
+    const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(enc + 16 * (rounds - r)));
+    _mm_store_si128(reinterpret_cast<__m128i*>(dec + 16 * r), _mm_aesimc_si128(k));
+  }
+  std::memcpy(dec + 16 * rounds, enc, 16);
+}
+
+}  // namespace
+
+AesniXts::AesniXts(std::span<const std::byte> key) {
+  CRYPTMAP_CHECK(key.size() == 32 || key.size() == 64);
+  const std::size_t half = key.size() / 2;
+  rounds_ = aesni_expand_key(key.first(half), enc_);
+  aesni_expand_key(key.subspan(half), tweak_);
+  inverse_round_keys(enc_, rounds_, dec_);
+}
+
+AesniXts::~AesniXts() {
+  secure_zero(enc_, sizeof enc_);
+  secure_zero(dec_, sizeof dec_);
+  secure_zero(tweak_, sizeof tweak_);
+}
+
+void AesniXts::encrypt(std::byte* unit, std::size_t len, const std::byte* iv) const {
+  xts_unit<true>(enc_, tweak_, rounds_, unit, len, iv);
+}
+
+void AesniXts::decrypt(std::byte* unit, std::size_t len, const std::byte* iv) const {
+  xts_unit<false>(dec_, tweak_, rounds_, unit, len, iv);
 }
 
 }  // namespace cryptmap::crypto::internal

@@ -13,6 +13,33 @@ namespace cryptmap::crypto::internal {
 
 bool aesni_available() noexcept;
 
+// FIPS-197 key expansion into the byte layout AESENC expects: (rounds + 1) * 16 bytes written
+// to `round_keys` (room for 15 * 16). Returns the round count (10, 12, 14).
+// REQUIRES: aesni_available(); key is 16, 24 or 32 bytes.
+int aesni_expand_key(std::span<const std::byte> key, std::uint8_t* round_keys);
+
+// AES-XTS over whole units with AES-NI, eight blocks in flight, no per-unit library call: the
+// 512-byte-sector case is dominated by per-call overhead in OpenSSL's EVP interface.
+// Not thread-safe (one per thread context). Round keys are wiped on destruction.
+class AesniXts {
+ public:
+  // REQUIRES: aesni_available(); key is 32 or 64 bytes (two equal-size AES keys: data, tweak).
+  explicit AesniXts(std::span<const std::byte> key);
+  ~AesniXts();
+  AesniXts(const AesniXts&) = delete;
+  AesniXts& operator=(const AesniXts&) = delete;
+
+  // Encrypts/decrypts one unit in place; `iv` is the 16-byte tweak input (before E_K2).
+  void encrypt(std::byte* unit, std::size_t len, const std::byte* iv) const;
+  void decrypt(std::byte* unit, std::size_t len, const std::byte* iv) const;
+
+ private:
+  alignas(16) std::uint8_t enc_[15 * 16];
+  alignas(16) std::uint8_t dec_[15 * 16];
+  alignas(16) std::uint8_t tweak_[15 * 16];
+  int rounds_;
+};
+
 class AesniCbcEncryptor {
  public:
   static constexpr std::size_t kLanes = 8;

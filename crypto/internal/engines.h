@@ -24,6 +24,13 @@ struct EngineEntry {
                                                   std::span<const std::byte> key);
 };
 
+// AES-NI AES-XTS (cryptmap's own, eight blocks in flight, no per-sector library call), same
+// configurations as the OpenSSL one below; only on CPUs with AES-NI.
+bool aesni_xts_supports(const SectorCipherConfig& config, const KeyLayout& layout);
+Result<std::unique_ptr<SectorCipher>> make_aesni_xts_cipher(const SectorCipherConfig& config,
+                                                            const KeyLayout& layout,
+                                                            std::span<const std::byte> key);
+
 // OpenSSL EVP AES-XTS with IVs that are a pure function of the sector (plain64, plain,
 // plain64be, null), one key: the hot path of every modern LUKS volume.
 bool openssl_xts_supports(const SectorCipherConfig& config, const KeyLayout& layout);

@@ -209,7 +209,7 @@ TEST(EngineSelectionTest, prioritiesAndFallback) {
   auto key = test::random_vec(64);
   auto x = make_sector_cipher(config("aes-xts-plain64"), key);
   ASSERT_TRUE(x);
-  EXPECT_STREQ((*x)->engine_name(), "openssl-xts");
+  EXPECT_STREQ((*x)->engine_name(), "aesni-xts");  // this machine has AES-NI
   auto s = make_sector_cipher(config("serpent-xts-plain64"), key);
   ASSERT_TRUE(s);
   EXPECT_STREQ((*s)->engine_name(), "cryptopp");
@@ -223,13 +223,53 @@ TEST(EngineSelectionTest, prioritiesAndFallback) {
   ASSERT_TRUE(x192);  // OpenSSL has no AES-192-XTS: both OpenSSL engines pass
   EXPECT_STREQ((*x192)->engine_name(), "cryptopp");
 
+  // Equal XTS halves: OpenSSL refuses them (FIPS rule), Linux and the AES-NI engine do not; on a
+  // CPU without AES-NI the registry falls back from openssl-xts to the generic engine.
   std::vector<std::byte> zero_key(32);
+  auto layout = internal::key_layout(config("aes-xts-plain64").spec, 32);
+  ASSERT_TRUE(layout);
+  auto refused = internal::make_openssl_xts_cipher(config("aes-xts-plain64"), *layout, zero_key);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::kInvalid);
   auto v1 = make_sector_cipher(config("aes-xts-plain64"), zero_key);
   ASSERT_TRUE(v1) << v1.error().message();
-  EXPECT_STREQ((*v1)->engine_name(), "cryptopp");
+  EXPECT_STRNE((*v1)->engine_name(), "openssl-xts");
+  auto generic_v1 = make_generic(config("aes-xts-plain64"), zero_key);
+  ASSERT_TRUE(generic_v1);
+  const auto generic_ct = run_copy(*generic_v1, std::vector<std::byte>(512), 0, true);
+  EXPECT_EQ(hex_of(std::span(generic_ct).first(32)),
+            "917cf69ebd68b2ec9b9fe9a3eadda692cd43d2f59598ed858c02c2652fbf922e");
   auto ct = run_copy(**v1, std::vector<std::byte>(512), 0, true);
   EXPECT_EQ(hex_of(std::span(ct).first(32)),
             "917cf69ebd68b2ec9b9fe9a3eadda692cd43d2f59598ed858c02c2652fbf922e");
+}
+
+// The three AES-XTS implementations (AES-NI, OpenSSL EVP, Crypto++ generic) agree on every key
+// size, sector size, IV mode, iv_offset/iv_large_sectors and sector numbers above 2^32.
+TEST(EngineSelectionTest, allXtsEnginesAgree) {
+  for (std::size_t key_bytes : {32u, 64u}) {
+    for (const char* spec : {"aes-xts-plain64", "aes-xts-plain", "aes-xts-plain64be",
+                             "aes-xts-null"}) {
+      for (std::uint32_t ss : {512u, 1024u, 2048u, 4096u}) {
+        for (bool large : {false, true}) {
+          auto key = test::random_vec(key_bytes);
+          auto cfg = config(spec, ss, 16 * 8, large);
+          auto layout = internal::key_layout(cfg.spec, key.size());
+          ASSERT_TRUE(layout);
+          auto a = internal::make_aesni_xts_cipher(cfg, *layout, key);
+          auto o = internal::make_openssl_xts_cipher(cfg, *layout, key);
+          auto g = make_generic(cfg, key);
+          ASSERT_TRUE(a && o && g);
+          auto pt = test::random_vec(std::size_t{ss} * 5);
+          const std::uint64_t first = (1ULL << 32) + 12345;
+          auto ca = run_copy(**a, pt, first, true);
+          EXPECT_TRUE(ca == run_copy(**o, pt, first, true)) << spec << " " << key_bytes << " " << ss;
+          EXPECT_TRUE(ca == run_copy(*g, pt, first, true)) << spec << " " << key_bytes << " " << ss;
+          EXPECT_TRUE(run_copy(**a, ca, first, false) == pt) << spec;
+        }
+      }
+    }
+  }
 }
 
 // Both engines agree on AES-XTS everywhere (the fast one is what users get).
