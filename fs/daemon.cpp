@@ -300,6 +300,7 @@ Result<std::unique_ptr<volume::Volume>> open_requested_volume(
     const Request& add, std::shared_ptr<spdlog::logger> logger) {
   volume::PosixStoreOptions so;
   so.read_only = add.read_only;
+  so.direct_io = true;  // no page cache under a loop device: see volume/store/posix_backing_store.cpp
   CRYPTMAP_TRY(store, volume::open_posix_store(add.source.image, so));
   crypto::SectorCipherConfig cc;
   cc.spec = add.layout.cipher;

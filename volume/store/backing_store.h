@@ -37,7 +37,10 @@ class BackingStore {
 
 struct PosixStoreOptions {
   bool read_only = false;
-  bool direct_io = false;  // O_DIRECT: buffers and offsets must be 4096-aligned
+  // Use O_DIRECT for every request aligned to the file's direct-I/O alignment (a second,
+  // buffered fd serves unaligned ones); no page cache means no memory-cgroup reclaim waiting on
+  // our own writeback. Falls back to buffered I/O where the file system has no O_DIRECT.
+  bool direct_io = false;
 };
 // Opens a regular file or block device. Errors name the path and say what to do.
 Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,

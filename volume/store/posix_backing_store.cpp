@@ -1,13 +1,26 @@
 // PosixBackingStore — BackingStore over a regular file or a block device (pread/pwrite).
 //
-// Thread-safety: positional I/O on one shared fd is safe from any number of threads; the only
+// Thread-safety: positional I/O on shared fds is safe from any number of threads; the only
 // mutable state is the size of a growing regular file (atomic).
+//
+// Direct I/O (why): the daemon sits under a loop device's writeback. A buffered pwrite() to the
+// image allocates page-cache folios charged to the caller's memory cgroup; at the limit, reclaim
+// in *our* thread waits for writeback of dirty pages that only we can complete (loop -> FUSE ->
+// us) — the dm-crypt mempool deadlock, in userspace. PR_SET_IO_FLUSHER prevents that but needs
+// CAP_SYS_RESOURCE, which containers often drop. With O_DIRECT the image I/O allocates no page
+// cache at all, so with `direct_io` every request that meets the file's direct-I/O alignment
+// (statx STATX_DIOALIGN, or the logical block size of a block device) goes through an O_DIRECT
+// fd; an unaligned request (rare: a 512-byte RMW on a 4 KiB-aligned file system) uses a second,
+// buffered fd. The kernel keeps the two coherent (direct I/O writes back and invalidates the
+// page-cache range first). The sector cache above is the only cache, so nothing is lost.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <linux/stat.h>
 
 #include <atomic>
 #include <cerrno>
@@ -31,19 +44,25 @@ Error path_error(int err, const char* what, std::uint64_t object, const std::str
 
 class PosixBackingStore final : public BackingStore {
  public:
-  PosixBackingStore(UniqueFd fd, std::string path, std::uint64_t size, bool read_only,
-                    bool block_device, bool direct)
+  // `direct` is an O_DIRECT fd on the same file (invalid when direct I/O is off or
+  // unsupported); requests aligned to dio_offset_align/dio_mem_align use it.
+  PosixBackingStore(UniqueFd fd, UniqueFd direct, std::uint32_t dio_offset_align,
+                    std::uint32_t dio_mem_align, std::string path, std::uint64_t size,
+                    bool read_only, bool block_device)
       : fd_(std::move(fd)),
+        direct_fd_(std::move(direct)),
+        dio_offset_align_(dio_offset_align),
+        dio_mem_align_(dio_mem_align),
         path_(std::move(path)),
         size_(size),
         read_only_(read_only),
-        block_device_(block_device),
-        direct_(direct) {}
+        block_device_(block_device) {}
 
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
     std::size_t done = 0;
     while (done < out.size()) {
-      const ssize_t n = ::pread(fd_.get(), out.data() + done, out.size() - done,
+      const ssize_t n = ::pread(fd_for(off.value + done, out.data() + done, out.size() - done),
+                                out.data() + done, out.size() - done,
                                 static_cast<off_t>(off.value + done));
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -66,7 +85,8 @@ class PosixBackingStore final : public BackingStore {
     }
     std::size_t done = 0;
     while (done < in.size()) {
-      const ssize_t n = ::pwrite(fd_.get(), in.data() + done, in.size() - done,
+      const ssize_t n = ::pwrite(fd_for(off.value + done, in.data() + done, in.size() - done),
+                                 in.data() + done, in.size() - done,
                                  static_cast<off_t>(off.value + done));
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -130,33 +150,53 @@ class PosixBackingStore final : public BackingStore {
   const std::string& name() const noexcept override { return path_; }
 
  private:
-  UniqueFd fd_;
+  int fd_for(std::uint64_t off, const void* buf, std::size_t len) const noexcept {
+    if (!direct_fd_.valid()) return fd_.get();
+    const bool aligned = off % dio_offset_align_ == 0 && len % dio_offset_align_ == 0 &&
+                         reinterpret_cast<std::uintptr_t>(buf) % dio_mem_align_ == 0;
+    return aligned ? direct_fd_.get() : fd_.get();
+  }
+
+  UniqueFd fd_;         // buffered
+  UniqueFd direct_fd_;  // O_DIRECT, or invalid
+  const std::uint32_t dio_offset_align_;
+  const std::uint32_t dio_mem_align_;
   const std::string path_;
   std::atomic<std::uint64_t> size_;
   const bool read_only_;
   const bool block_device_;
-  [[maybe_unused]] const bool direct_;
 };
 
 }  // namespace
 
+// The file's direct-I/O alignment: statx(STATX_DIOALIGN) where the kernel and file system
+// report it, the logical block size for a block device, else a conservative 4096.
+void dio_alignment(int fd, bool block_device, std::uint32_t* offset_align,
+                   std::uint32_t* mem_align) {
+  *offset_align = 4096;
+  *mem_align = 4096;
+  struct statx stx {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+      (stx.stx_mask & STATX_DIOALIGN) != 0 && stx.stx_dio_offset_align != 0) {
+    *offset_align = stx.stx_dio_offset_align;
+    *mem_align = stx.stx_dio_mem_align != 0 ? stx.stx_dio_mem_align : 1;
+    return;
+  }
+  int lbs = 0;
+  if (block_device && ::ioctl(fd, BLKSSZGET, &lbs) == 0 && lbs > 0) {
+    *offset_align = static_cast<std::uint32_t>(lbs);
+    *mem_align = static_cast<std::uint32_t>(lbs);
+  }
+}
+
 Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,
                                                        const PosixStoreOptions& opts) {
-  int flags = (opts.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-  if (opts.direct_io) flags |= O_DIRECT;
+  const int flags = (opts.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
   int raw = -1;
   do {
     raw = ::open(path.c_str(), flags);
   } while (raw < 0 && errno == EINTR);
-  if (raw < 0) {
-    const int err = errno;
-    if (err == EINVAL && opts.direct_io) {
-      return make_error_fmt(Errc::kUnsupported, "open image with O_DIRECT", kNoObject,
-                            "%s: file system refuses O_DIRECT; open without direct I/O",
-                            path.c_str());
-    }
-    return path_error(err, "open image", kNoObject, path);
-  }
+  if (raw < 0) return path_error(errno, "open image", kNoObject, path);
   UniqueFd fd(raw);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return path_error(errno, "stat image", kNoObject, path);
@@ -173,8 +213,24 @@ Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,
     return make_error_fmt(Errc::kInvalid, "open image", kNoObject,
                           "%s is neither a regular file nor a block device", path.c_str());
   }
+  UniqueFd direct;
+  std::uint32_t offset_align = 4096, mem_align = 4096;
+  if (opts.direct_io) {
+    // Reopen by the same inode (not the path, which may have been replaced meanwhile).
+    const std::string self = "/proc/self/fd/" + std::to_string(fd.get());
+    do {
+      raw = ::open(self.c_str(), flags | O_DIRECT);
+    } while (raw < 0 && errno == EINTR);
+    if (raw >= 0) {
+      direct.reset(raw);
+      dio_alignment(direct.get(), block_device, &offset_align, &mem_align);
+    }
+    // else: the file system has no O_DIRECT (tmpfs before 6.6, some FUSE file systems);
+    // buffered I/O it is.
+  }
   return std::unique_ptr<BackingStore>(std::make_unique<PosixBackingStore>(
-      std::move(fd), path, size, opts.read_only, block_device, opts.direct_io));
+      std::move(fd), std::move(direct), offset_align, mem_align, path, size, opts.read_only,
+      block_device));
 }
 
 }  // namespace cryptmap::volume
