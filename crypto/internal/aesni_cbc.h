@@ -24,11 +24,13 @@ int aesni_expand_key(std::span<const std::byte> key, std::uint8_t* round_keys);
 class AesniXts {
  public:
   // REQUIRES: aesni_available(); key is 32 or 64 bytes (two equal-size AES keys: data, tweak).
-  explicit AesniXts(std::span<const std::byte> key);
+  // Uses VAES (256-bit, 16 blocks per step) when the CPU has it and allow_vaes.
+  explicit AesniXts(std::span<const std::byte> key, bool allow_vaes = true);
   ~AesniXts();
   AesniXts(const AesniXts&) = delete;
   AesniXts& operator=(const AesniXts&) = delete;
 
+  bool uses_vaes() const noexcept { return vaes_; }
   // Encrypts/decrypts one unit in place; `iv` is the 16-byte tweak input (before E_K2).
   void encrypt(std::byte* unit, std::size_t len, const std::byte* iv) const;
   void decrypt(std::byte* unit, std::size_t len, const std::byte* iv) const;
@@ -38,7 +40,10 @@ class AesniXts {
   alignas(16) std::uint8_t dec_[15 * 16];
   alignas(16) std::uint8_t tweak_[15 * 16];
   int rounds_;
+  bool vaes_;
 };
+
+bool vaes_available() noexcept;
 
 class AesniCbcEncryptor {
  public:
