@@ -363,7 +363,9 @@ Result<int> luks2_store_keyslot(BackingStore& s, Luks2State& st, std::optional<i
   if (gap) area_off = *gap;
   else if (old && old->area_size >= area_len) area_off = old->area_offset;  // overwrite in place
   else return fail(gap.error());
-  auto [enc, enc_key] = keyslot_cipher(m, static_cast<std::uint32_t>(vk.size()));
+  const auto cipher_choice = keyslot_cipher(m, static_cast<std::uint32_t>(vk.size()));
+  const std::string enc = cipher_choice.first;  // (not a structured binding: lambdas capture it)
+  const std::uint32_t enc_key = cipher_choice.second;
   CRYPTMAP_TRY(kdf, new_kdf(o, VolumeType::kLuks2, enc_key));
   CRYPTMAP_TRY(dk, format::derive_key(kdf, pass, enc_key));
   const std::string af_hash = o.hash;
