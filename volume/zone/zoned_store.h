@@ -16,7 +16,9 @@
 //   - A write crossing a zone boundary fails with kZoneOrder if either side is sequential (a
 //     write spanning only conventional zones is allowed, as ZBC allows it).
 //   - read_at returns stored data below each zone's wp and zeros at or past it; reads may span
-//     zones. Reads past the image end are kIo (BackingStore contract).
+//     zones. Reads past the image end are kIo (BackingStore contract); writes past it kNoSpace.
+//   - Sequential-write-preferred (host-aware) zones accept writes anywhere below capacity; their
+//     wp is the highest byte written. Admission still keeps the engine's writes sequential.
 //   - discard on a sequential zone is kUnsupported: use reset_zone.
 //
 // Thread-safety: every method is safe from any number of threads. Writes into one zone are

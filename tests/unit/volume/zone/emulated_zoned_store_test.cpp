@@ -386,6 +386,34 @@ TEST_F(EmulatedZonedStoreTest, CrashKeepsTheLastSyncedWritePointer) {
   EXPECT_EQ(read(s + 2 * kBlock, kBlock), pattern(s + 2 * kBlock, kBlock, 3));
 }
 
+// A reset is durable when it returns: a crash right after it (with new, unsynced writes in the
+// zone) comes back empty, never with the old wp over punched data.
+TEST_F(EmulatedZonedStoreTest, CrashAfterResetComesBackEmpty) {
+  store_.reset();
+  const std::uint64_t s = zone_start(5).value;
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto st = open_zoned_store(image_, ZonedStoreOptions{});
+    if (!st) ::_exit(10);
+    if (!(*st)->write_at(ByteOffset{s}, pattern(s, 4 * kBlock, 1))) ::_exit(11);
+    if (!(*st)->sync()) ::_exit(12);
+    if (!(*st)->reset_zone(5)) ::_exit(13);
+    if (!(*st)->write_at(ByteOffset{s}, pattern(s, kBlock, 2))) ::_exit(14);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  auto r = reopen();
+  ASSERT_TRUE(r) << describe(r);
+  store_ = std::move(*r);
+  EXPECT_EQ(zone(5).cond, ZoneCond::kEmpty);
+  EXPECT_EQ(zone(5).wp, ByteOffset{s});
+  EXPECT_TRUE(all_zero(read(s, kZone)));
+}
+
 TEST_F(EmulatedZonedStoreTest, CorruptTruncatedOrMissingSidecarIsAClearError) {
   ASSERT_TRUE(write(zone_start(2).value, kBlock));
   store_.reset();
