@@ -210,13 +210,14 @@ TEST(EngineSelectionTest, prioritiesAndFallback) {
   auto key = test::random_vec(64);
   auto x = make_sector_cipher(config("aes-xts-plain64"), key);
   ASSERT_TRUE(x);
-  EXPECT_STREQ((*x)->engine_name(), "aesni-xts");  // this machine has AES-NI
+  const bool ni = internal::aesni_available();
+  EXPECT_STREQ((*x)->engine_name(), ni ? "aesni-xts" : "openssl-xts");
   auto s = make_sector_cipher(config("serpent-xts-plain64"), key);
   ASSERT_TRUE(s);
   EXPECT_STREQ((*s)->engine_name(), "cryptopp");
   auto c = make_sector_cipher(config("aes-cbc-essiv:sha256"), std::span(key).first(32));
   ASSERT_TRUE(c);
-  EXPECT_STREQ((*c)->engine_name(), "openssl+aesni-cbc");  // this machine has AES-NI
+  EXPECT_STREQ((*c)->engine_name(), ni ? "openssl+aesni-cbc" : "openssl");
   auto cbc2 = make_sector_cipher(config("aes:2-cbc-plain64"), key);
   ASSERT_TRUE(cbc2);
   EXPECT_STREQ((*cbc2)->engine_name(), "openssl");  // multi-key: one unit at a time
@@ -257,16 +258,19 @@ TEST(EngineSelectionTest, allXtsEnginesAgree) {
           auto cfg = config(spec, ss, 16 * 8, large);
           auto layout = internal::key_layout(cfg.spec, key.size());
           ASSERT_TRUE(layout);
-          auto a = internal::make_aesni_xts_cipher(cfg, *layout, key);
           auto o = internal::make_openssl_xts_cipher(cfg, *layout, key);
           auto g = make_generic(cfg, key);
-          ASSERT_TRUE(a && o && g);
+          ASSERT_TRUE(o && g);
           auto pt = test::random_vec(std::size_t{ss} * 5);
           const std::uint64_t first = (1ULL << 32) + 12345;
-          auto ca = run_copy(**a, pt, first, true);
-          EXPECT_TRUE(ca == run_copy(**o, pt, first, true)) << spec << " " << key_bytes << " " << ss;
-          EXPECT_TRUE(ca == run_copy(*g, pt, first, true)) << spec << " " << key_bytes << " " << ss;
-          EXPECT_TRUE(run_copy(**a, ca, first, false) == pt) << spec;
+          auto co = run_copy(**o, pt, first, true);
+          EXPECT_TRUE(co == run_copy(*g, pt, first, true)) << spec << " " << key_bytes << " " << ss;
+          EXPECT_TRUE(run_copy(**o, co, first, false) == pt) << spec;
+          if (!internal::aesni_available()) continue;
+          auto a = internal::make_aesni_xts_cipher(cfg, *layout, key);
+          ASSERT_TRUE(a);
+          EXPECT_TRUE(run_copy(**a, pt, first, true) == co) << spec << " " << key_bytes << " " << ss;
+          EXPECT_TRUE(run_copy(**a, co, first, false) == pt) << spec;
         }
       }
     }

@@ -120,7 +120,7 @@ TEST(XtsVectorsTest, formatsKats) {
   {
     auto c = make(config("aes-xts-plain64"), key);
     ASSERT_TRUE(c);
-    EXPECT_STREQ(c->engine_name(), "aesni-xts");  // this machine has AES-NI
+    EXPECT_NE(std::string(c->engine_name()).find("xts"), std::string::npos);  // aesni/openssl
     EXPECT_EQ(c->sector_size(), 512u);
     auto ct = encrypt_copy(*c, std::vector<std::byte>(9 * 512), 0);
     EXPECT_EQ(hex_of(std::span(ct).subspan(0, 16)), k0);
