@@ -9,6 +9,7 @@
 #include "base/bytes.h"
 #include "tests/unit/volume/format/test_util.h"
 #include "volume/format/luks.h"
+#include "volume/format/luks_admin.h"
 #include "volume/format/unlock.h"
 #include "volume/store/backing_store.h"
 
@@ -257,6 +258,45 @@ TEST_F(LuksInterop, UnlockVolumeApi) {
   EXPECT_EQ(to_hex(pv->volume_key.span()), "13d249f2cb4127b40cfa757866850278793f814ded3c587fe5889e889a7a9f6c");
   EXPECT_EQ(pv->layout.data_offset_bytes, 4096u);
   EXPECT_EQ(pv->layout.type, VolumeType::kPlain);
+}
+
+TEST_F(LuksInterop, ReencryptionInProgressIsRefusedButDumpable) {
+  const std::string img = dir_.file("reenc.img");
+  run("truncate -s 40M " + img);
+  ASSERT_EQ(run("cryptsetup reencrypt --encrypt --init-only --type luks2 --reduce-device-size 32M " +
+                std::string(kFastPbkdf2) + " --batch-mode --key-file " + key_ + " " + img).first, 0);
+  auto store = open(img);
+  auto h = load_luks_header(*store, std::nullopt);
+  ASSERT_FALSE(h);
+  EXPECT_EQ(h.error().code, Errc::kUnsupported);
+  EXPECT_NE(h.error().message().find("reencryption"), std::string::npos) << h.error().message();
+  auto dump = luks_dump(*store);  // inspection still works
+  ASSERT_TRUE(dump) << dump.error().message();
+  EXPECT_NE(dump->find("Requirements:\tonline-reencrypt-v2"), std::string::npos) << *dump;
+  EXPECT_TRUE(is_luks(*store));
+}
+
+TEST_F(LuksInterop, ConvertedLuks2ToLuks1AndBack) {
+  auto img = format("conv.img", std::string("--type luks2 --sector-size 512 ") + kFastPbkdf2);
+  const std::string before = test::dumped_volume_key(img, key_);
+  ASSERT_EQ(run("cryptsetup convert --batch-mode --type luks1 " + img).first, 0);
+  {
+    auto store = open(img);
+    auto h = load_luks_header(*store, std::nullopt);
+    ASSERT_TRUE(h) << h.error().message();
+    EXPECT_EQ((*h)->type(), VolumeType::kLuks1);
+    EXPECT_EQ((*h)->layout().data_offset_bytes, 16u << 20);
+    auto k = (*h)->unlock(test::read_file(key_), std::nullopt);
+    ASSERT_TRUE(k) << k.error().message();
+    EXPECT_EQ(to_hex(k->volume_key.span()), before);
+  }
+  ASSERT_EQ(run("cryptsetup convert --batch-mode --type luks2 " + img).first, 0);
+  auto store = open(img);
+  auto h = load_luks_header(*store, VolumeType::kLuks2);
+  ASSERT_TRUE(h) << h.error().message();
+  auto k = (*h)->unlock(test::read_file(key_), std::nullopt);
+  ASSERT_TRUE(k) << k.error().message();
+  EXPECT_EQ(to_hex(k->volume_key.span()), before);
 }
 
 // --- damaged copies of real images ---------------------------------------------------------
