@@ -558,9 +558,52 @@ Result<Metadata> JsonDoc::validate(std::uint64_t json_area_size) const {
   }
 }
 
+namespace {
+// LUKS2_hdr_repair / luks2_keyslot_repair: cryptsetup < 2.0.3 could leave the previous KDF's
+// parameters behind; on a failed validation cryptsetup drops every kdf member its type does not
+// use, then validates again. Returns true when something was removed.
+bool repair_kdf_params(Json& root) {
+  bool changed = false;
+  auto it = root.find("keyslots");
+  if (it == root.end() || !it->is_object()) return false;
+  for (auto& [id, ks] : it->items()) {
+    (void)id;
+    if (!ks.is_object()) continue;
+    auto t = ks.find("type");
+    if (t == ks.end() || !t->is_string() || t->get<std::string>() != "luks2") continue;
+    auto kdf = ks.find("kdf");
+    if (kdf == ks.end() || !kdf->is_object()) continue;
+    auto kt = kdf->find("type");
+    if (kt == kdf->end() || !kt->is_string()) continue;
+    const std::string type = kt->get<std::string>();
+    std::vector<std::string> keep;
+    if (type == "pbkdf2") keep = {"type", "salt", "hash", "iterations"};
+    else if (type == "argon2i" || type == "argon2id") keep = {"type", "salt", "time", "memory", "cpus"};
+    else continue;
+    std::vector<std::string> drop;
+    for (const auto& [k, v] : kdf->items()) {
+      (void)v;
+      if (std::find(keep.begin(), keep.end(), k) == keep.end()) drop.push_back(k);
+    }
+    for (const auto& k : drop) kdf->erase(k);
+    changed = changed || !drop.empty();
+  }
+  return changed;
+}
+}  // namespace
+
 Result<Metadata> parse_luks2_json_text(std::string_view text, std::uint64_t json_area_size) {
   CRYPTMAP_TRY(doc, JsonDoc::parse(text));
-  return doc.validate(json_area_size);
+  auto first = doc.validate(json_area_size);
+  if (first) return first;
+  try {
+    if (!repair_kdf_params(doc.root())) return first;
+  } catch (const std::exception&) {
+    return first;
+  }
+  auto second = doc.validate(json_area_size);
+  if (second) return second;
+  return first;
 }
 
 Result<Metadata> parse_luks2_json(std::span<const std::byte> area) {
