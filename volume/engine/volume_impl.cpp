@@ -170,6 +170,7 @@ class VolumeImpl final : public Volume {
     const std::uint64_t s0 = off / ss_;
     const std::uint64_t s1 = (off + len - 1) / ss_ + 1;
     RangeLock::Guard guard = ranges_.acquire(s0, s1, /*exclusive=*/false);
+    if (cache_ && len >= bypass_bytes_) return stream_read(off, out.first(len), s0, s1);
     std::uint64_t pos = s0;
     while (pos < s1) {
       if (cache_) {
@@ -203,6 +204,33 @@ class VolumeImpl final : public Volume {
       pos = end;
     }
     return len;
+  }
+
+  // Large reads stream from the store in buffer-sized pieces and only overlay blocks that are
+  // dirty in the cache: a clean resident block equals the store, and with the shared range
+  // held no block in the range can become dirty meanwhile. When nothing at all is dirty the
+  // cache is not even consulted. Caller must hold the shared range.
+  Result<std::size_t> stream_read(std::uint64_t off, std::span<std::byte> out, std::uint64_t s0,
+                                  std::uint64_t s1) {
+    BufferPool::Buffer buf = buffers_->acquire();
+    for (std::uint64_t pos = s0; pos < s1;) {
+      const std::uint64_t n = std::min<std::uint64_t>(s1 - pos, buf_sectors_);
+      std::span<std::byte> b = buf.span().first(n * ss_);
+      if (Result<void> r = fetch(pos, b); !r) {
+        log_error("read", r.error());
+        return r.error();
+      }
+      if (cache_->dirty_bytes() != 0) {
+        for (std::uint64_t k = 0; k < n; ++k) {
+          (void)cache_->snapshot_dirty(pos + k, b.subspan(k * ss_, ss_));
+        }
+      }
+      std::uint64_t lo = 0, hi = 0;
+      overlap(off, out.size(), pos * ss_, b.size(), &lo, &hi);
+      std::memcpy(out.data() + (lo - off), b.data() + (lo - pos * ss_), hi - lo);
+      pos += n;
+    }
+    return out.size();
   }
 
   Result<std::size_t> do_write(std::uint64_t off, std::span<const std::byte> in) {

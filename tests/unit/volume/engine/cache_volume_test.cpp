@@ -135,6 +135,34 @@ TEST(WriteBack, ThrottledWritersGetTheWriteBackErrorInsteadOfHanging) {
   EXPECT_TRUE(t.vol->flush_sync());
 }
 
+TEST(WriteBack, LargeStreamingReadsSeeDirtyBlocksNotYetInTheImage) {
+  VolumeOptions opts;
+  opts.flush_age_ms = 3600 * 1000;
+  EngineOptions eo;
+  eo.cache_bypass_bytes = 64 * 1024;
+  eo.buffer_bytes = 32 * 1024;  // several pieces per streaming read
+  constexpr std::uint64_t kSize = 1 << 20;
+  TestVolume t = make_test_volume(512, 4096, 4096 + kSize, opts, eo);
+  ASSERT_TRUE(t.vol);
+  std::vector<std::byte> model = image_plaintext(t, 0, kSize);
+  const std::vector<std::byte> before = model;
+  // Clean resident blocks too: read some ranges first (small reads fill the cache).
+  std::vector<std::byte> small(3000);
+  ASSERT_TRUE(t.vol->read_sync(ByteOffset{5000}, small));
+  for (int i = 0; i < 100; ++i) {
+    const std::uint64_t off = (static_cast<std::uint64_t>(i) * 104729) % (kSize - 2000);
+    const auto d = pattern(1 + i * 13, 500 + i);
+    ASSERT_TRUE(t.vol->write_sync(ByteOffset{off}, d));
+    std::memcpy(model.data() + off, d.data(), d.size());
+  }
+  ASSERT_EQ(image_plaintext(t, 0, kSize), before) << "the writes must still be only in the cache";
+  std::vector<std::byte> all(kSize - 777);
+  ASSERT_EQ(*t.vol->read_sync(ByteOffset{777}, all), all.size());
+  EXPECT_TRUE(std::equal(all.begin(), all.end(), model.begin() + 777));
+  ASSERT_TRUE(t.vol->flush_sync());
+  EXPECT_EQ(image_plaintext(t, 0, kSize), model);
+}
+
 TEST(WriteBack, RepeatedReadsAreServedFromTheCache) {
   TestVolume t = make_test_volume(4096, 0, 64 * 4096);
   ASSERT_TRUE(t.vol);
