@@ -78,7 +78,7 @@ Result<std::unique_ptr<Luks1Header>> Luks1Header::load(const BackingStore& store
 
 Result<void> Luks1Header::verify_volume_key(std::span<const std::byte> vk) const {
   std::array<std::byte, luks1::kDigestSize> check{};
-  CRYPTMAP_TRY_VOID(crypto::pbkdf2(phdr_.hash_spec, vk, phdr_.mk_digest_salt,
+  CRYPTMAP_TRY_VOID(crypto::pbkdf2(phdr_.hash(), vk, phdr_.mk_digest_salt,
                                    phdr_.mk_digest_iterations, check));
   if (!constant_time_equal(check, phdr_.mk_digest)) return fail(no_key());
   return ok();
@@ -93,14 +93,14 @@ Result<SecretBytes> Luks1Header::open_slot(int slot, std::span<const std::byte> 
     return fail(make_error(Errc::kNotFound, "keyslot is not active", static_cast<std::uint64_t>(slot)));
   KdfParams kdf;
   kdf.type = "pbkdf2";
-  kdf.hash = phdr_.hash_spec;
+  kdf.hash = phdr_.hash();
   kdf.iterations = kb.password_iterations;
   kdf.salt.assign(kb.password_salt.begin(), kb.password_salt.end());
   if (kdf.iterations == 0)
     return fail(make_error(Errc::kCorrupt, "LUKS1 keyslot passwordIterations is zero", static_cast<std::uint64_t>(slot)));
   CRYPTMAP_TRY(dk, derive_key(kdf, passphrase, phdr_.key_bytes));
   CRYPTMAP_TRY(vk, open_keyslot_material(areas_[static_cast<std::size_t>(slot)], phdr_.cipher_spec(),
-                                         dk.span(), phdr_.key_bytes, kb.stripes, phdr_.hash_spec));
+                                         dk.span(), phdr_.key_bytes, kb.stripes, phdr_.hash()));
   CRYPTMAP_TRY_VOID(verify_volume_key(vk.span()));
   // Allow only an empty passphrase with the null cipher (LUKS_open_key).
   if (phdr_.cipher_name == "cipher_null" && !passphrase.empty()) return fail(no_key());

@@ -1,6 +1,7 @@
 #include "volume/format/internal/luks1_disk.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <numeric>
 
@@ -40,6 +41,12 @@ Error slot_invalid(std::uint32_t slot, const char* why) {
 std::string Phdr::cipher_spec() const {
   if (cipher_mode.empty()) return cipher_name;
   return cipher_name + "-" + cipher_mode;
+}
+
+std::string Phdr::hash() const {
+  std::string h = hash_spec;
+  for (char& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return h;
 }
 
 std::uint64_t af_split_sectors(std::uint64_t key_bytes, std::uint64_t stripes) {
@@ -96,7 +103,7 @@ Result<Phdr> parse_phdr(std::span<const std::byte> raw, std::uint64_t device_byt
   }
 
   // Hash: must exist and have an HMAC size of at least 20 bytes.
-  auto dsize = crypto::hash_digest_size(h.hash_spec);
+  auto dsize = crypto::hash_digest_size(h.hash());
   if (!dsize || *dsize < kDigestSize)
     return fail(make_error_fmt(Errc::kUnsupported, "LUKS1 hashSpec", kNoObject,
                                "Requested LUKS hash %s is not supported.", h.hash_spec.c_str()));

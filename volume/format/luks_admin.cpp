@@ -209,11 +209,11 @@ Result<int> luks1_set_key(BackingStore& s, luks1::Phdr& h, std::optional<int> sl
   }
   auto& kb = h.key_block[static_cast<std::size_t>(idx)];
   PbkdfOptions lo = o;
-  lo.hash = h.hash_spec;
+  lo.hash = h.hash();
   CRYPTMAP_TRY(kdf, new_kdf(lo, VolumeType::kLuks1, h.key_bytes));
   CRYPTMAP_TRY(dk, format::derive_key(kdf, pass, h.key_bytes));
   CRYPTMAP_TRY_VOID(format::store_keyslot_area(s, std::uint64_t{kb.key_material_offset} * 512, h.cipher_spec(),
-                                               dk.span(), vk, luks1::kStripes, h.hash_spec));
+                                               dk.span(), vk, luks1::kStripes, h.hash()));
   kb.password_iterations = kdf.iterations;
   std::copy(kdf.salt.begin(), kdf.salt.end(), kb.password_salt.begin());
   kb.active = luks1::kKeyEnabled;
@@ -271,7 +271,7 @@ Result<luks1::Phdr> luks1_generate(const LuksFormatOptions& o, std::span<const s
   std::copy(salt.begin(), salt.end(), h.mk_digest_salt.begin());
   CRYPTMAP_TRY(iters, digest_iterations(o.pbkdf, vk.size()));
   h.mk_digest_iterations = iters;
-  CRYPTMAP_TRY_VOID(crypto::pbkdf2(h.hash_spec, vk, h.mk_digest_salt, h.mk_digest_iterations, h.mk_digest));
+  CRYPTMAP_TRY_VOID(crypto::pbkdf2(h.hash(), vk, h.mk_digest_salt, h.mk_digest_iterations, h.mk_digest));
   h.uuid = uuid;
   return h;
 }

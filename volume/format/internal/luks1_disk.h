@@ -48,6 +48,9 @@ struct Phdr {
   std::array<KeyBlock, kNumKeys> key_block{};
 
   std::string cipher_spec() const;  // "aes-xts-plain64"
+  // hashSpec in lower case, as the crypto backends look it up (cryptsetup's are case-blind, so
+  // "SHA256" works there; hashSpec itself is kept verbatim for dumps and rewrites).
+  std::string hash() const;
 };
 
 // ceil(key_bytes * stripes / 512): the keyslot area size in sectors (AF_split_sectors).

@@ -104,3 +104,54 @@ TEST(LuksDifferential, HostileJsonAcceptedExactlyWhenCryptsetupAcceptsIt) {
 
 }  // namespace
 }  // namespace cryptmap::volume
+
+namespace cryptmap::volume {
+namespace {
+
+void put_be32(std::vector<std::byte>& b, std::size_t off, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) b[off + static_cast<std::size_t>(i)] = std::byte(v >> (24 - 8 * i));
+}
+
+TEST(LuksDifferential, HostileLuks1PhdrAcceptedExactlyWhenCryptsetupAcceptsIt) {
+  if (!test::have_cryptsetup()) GTEST_SKIP() << "cryptsetup not installed";
+  test::TempDir dir;
+  const std::string key = dir.write("key", "pw");
+  const std::string base = dir.file("base1.img");
+  run("truncate -s 4M " + base);
+  ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks1 --pbkdf-force-iterations 1000 --key-file " + key +
+                " " + base).first, 0);
+  const auto orig = test::read_file(base);
+  std::vector<std::pair<const char*, std::function<void(std::vector<std::byte>&)>>> edits = {
+      {"unchanged", [](auto&) {}},
+      {"version 2", [](auto& b) { b[7] = std::byte{2}; }},
+      {"stripes 3999 on disabled slot", [](auto& b) { put_be32(b, 208 + 48 * 5 + 44, 3999); }},
+      {"slot offset into header", [](auto& b) { put_be32(b, 208 + 48 * 3 + 40, 1); }},
+      {"slots overlap", [](auto& b) { put_be32(b, 208 + 48 * 1 + 40, 100); }},
+      {"payload before keyslots", [](auto& b) { put_be32(b, 104, 1000); }},
+      {"payload zero (detached)", [](auto& b) { put_be32(b, 104, 0); }},
+      {"hash md5", [](auto& b) { std::memcpy(b.data() + 72, "md5\0\0\0", 6); }},
+      {"hash upper case", [](auto& b) { std::memcpy(b.data() + 72, "SHA256", 6); }},
+      {"hash unterminated", [](auto& b) { std::memset(b.data() + 72, 'a', 32); }},
+      {"keyBytes huge", [](auto& b) { put_be32(b, 108, 0x01000000); }},
+      {"keyBytes zero", [](auto& b) { put_be32(b, 108, 0); }},
+      {"bad active value", [](auto& b) { put_be32(b, 208 + 48 * 2, 0x1234); }},
+      {"cipher mode ecb-plain", [](auto& b) { std::memcpy(b.data() + 40, "ecb-plain\0\0\0", 12); }},
+  };
+  int i = 0;
+  for (const auto& [name, edit] : edits) {
+    SCOPED_TRACE(name);
+    const std::string img = dir.file("p" + std::to_string(i++));
+    auto b = orig;
+    edit(b);
+    test::write_file(img, b);
+    const bool theirs = run("cryptsetup luksDump " + img).first == 0;
+    auto s = open_posix_store(img, PosixStoreOptions{.read_only = true});
+    ASSERT_TRUE(s);
+    const bool ours = luks_dump(**s).has_value();
+    EXPECT_EQ(ours, theirs) << "cryptsetup " << (theirs ? "accepts" : "rejects") << " but cryptmap "
+                            << (ours ? "accepts" : "rejects");
+  }
+}
+
+}  // namespace
+}  // namespace cryptmap::volume
