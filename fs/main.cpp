@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", ctx.log_level, "trace, debug, info, warn, error, off");
   add_daemon_commands(app, ctx);
   add_luks_commands(app, ctx);
+  add_vault_commands(app, ctx);
+  add_docker_commands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -39,5 +39,9 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx);
 // luksFormat, luksDump, isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot,
 // luksChangeKey, luksHeaderBackup, luksHeaderRestore, repair (fs/cli/luks_commands.cpp).
 void add_luks_commands(CLI::App& app, CommandContext& ctx);
+// vault create|open|close: a user's encrypted folder (fs/cli/vault_commands.cpp).
+void add_vault_commands(CLI::App& app, CommandContext& ctx);
+// docker-plugin: Docker volume plugin serving encrypted volumes (fs/cli/docker_commands.cpp).
+void add_docker_commands(CLI::App& app, CommandContext& ctx);
 
 }  // namespace cryptmap::fs
