@@ -252,6 +252,55 @@ void AesniXts::decrypt(std::byte* unit, std::size_t len, const std::byte* iv) co
     xts_unit<false>(dec_, tweak_, rounds_, unit, len, iv);
 }
 
+AesniCbcDecryptor::AesniCbcDecryptor(std::span<const std::byte> key) {
+  alignas(16) std::uint8_t enc[15 * 16];
+  rounds_ = aesni_expand_key(key, enc);
+  inverse_round_keys(enc, rounds_, dec_);
+  secure_zero(enc, sizeof enc);
+}
+
+AesniCbcDecryptor::~AesniCbcDecryptor() { secure_zero(dec_, sizeof dec_); }
+
+__attribute__((target("aes,sse2"))) void AesniCbcDecryptor::decrypt(std::byte* unit,
+                                                                   std::size_t len,
+                                                                   const std::byte* iv) const {
+  constexpr std::size_t kLanes = 8;
+  CRYPTMAP_CHECK(len % 16 == 0);
+  __m128i prev = _mm_loadu_si128(reinterpret_cast<const __m128i*>(iv));
+  std::size_t off = 0;
+  for (; off + 16 * kLanes <= len; off += 16 * kLanes) {
+    // Load the whole group of ciphertext first: the plaintext overwrites it in place.
+    __m128i c[kLanes], x[kLanes];
+    const __m128i k0 = _mm_load_si128(reinterpret_cast<const __m128i*>(dec_));
+#pragma GCC unroll 8
+    for (std::size_t l = 0; l < kLanes; ++l) {
+      c[l] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + off + 16 * l));
+      x[l] = _mm_xor_si128(c[l], k0);
+    }
+    for (int r = 1; r < rounds_; ++r) {
+      const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(dec_ + 16 * r));
+#pragma GCC unroll 8
+      for (std::size_t l = 0; l < kLanes; ++l) x[l] = _mm_aesdec_si128(x[l], k);
+    }
+    const __m128i kl = _mm_load_si128(reinterpret_cast<const __m128i*>(dec_ + 16 * rounds_));
+#pragma GCC unroll 8
+    for (std::size_t l = 0; l < kLanes; ++l) {
+      x[l] = _mm_xor_si128(_mm_aesdeclast_si128(x[l], kl), l == 0 ? prev : c[l - 1]);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(unit + off + 16 * l), x[l]);
+    }
+    prev = c[kLanes - 1];
+  }
+  for (; off < len; off += 16) {
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + off));
+    __m128i x = _mm_xor_si128(c, _mm_load_si128(reinterpret_cast<const __m128i*>(dec_)));
+    for (int r = 1; r < rounds_; ++r)
+      x = _mm_aesdec_si128(x, _mm_load_si128(reinterpret_cast<const __m128i*>(dec_ + 16 * r)));
+    x = _mm_aesdeclast_si128(x, _mm_load_si128(reinterpret_cast<const __m128i*>(dec_ + 16 * rounds_)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(unit + off), _mm_xor_si128(x, prev));
+    prev = c;
+  }
+}
+
 bool vaes_available() noexcept {
   __builtin_cpu_init();
   return __builtin_cpu_supports("vaes") && __builtin_cpu_supports("avx2");

@@ -280,6 +280,7 @@ struct Transform {
 struct GenericContext {
   std::vector<Transform> tfms;
   std::unique_ptr<AesniCbcEncryptor> cbc_lanes;  // AES-CBC encryption across units, or null
+  std::unique_ptr<AesniCbcDecryptor> cbc_dec;    // AES-CBC decryption, 8 blocks in flight
 };
 
 class GenericCipher final : public SectorCipher {
@@ -311,7 +312,7 @@ class GenericCipher final : public SectorCipher {
   Result<void> decrypt(const SectorRun& run) const override { return crypt(run, false); }
   std::uint32_t sector_size() const noexcept override { return numbering_.sector_size; }
   const char* engine_name() const noexcept override {
-    if (cbc_lanes_) return "openssl+aesni-cbc";
+    if (cbc_lanes_) return "aesni-cbc";
     if (openssl_modes_) return "openssl";
     // Camellia's block primitive comes from OpenSSL (see cipher_catalog.cpp).
     return spec_.cipher == "camellia" ? "generic+openssl-ecb" : "cryptopp";
@@ -358,9 +359,12 @@ class GenericCipher final : public SectorCipher {
       t.iv = std::move(iv);
       ctx->tfms.push_back(std::move(t));
     }
-    if (cbc_lanes_)
+    if (cbc_lanes_) {
       ctx->cbc_lanes = std::make_unique<AesniCbcEncryptor>(
           key_.span().first(layout_.cipher_key_bytes));
+      ctx->cbc_dec = std::make_unique<AesniCbcDecryptor>(
+          key_.span().first(layout_.cipher_key_bytes));
+    }
     return ctx;
   }
 
@@ -372,6 +376,7 @@ class GenericCipher final : public SectorCipher {
     CRYPTMAP_TRY_VOID(numbering_.check_run(run.first.value, count));
     CRYPTMAP_TRY(lease, pool_.acquire());
     if (enc && lease->cbc_lanes) return encrypt_cbc_lanes(*lease, run, count);
+    if (!enc && lease->cbc_dec) return decrypt_cbc_aesni(*lease, run, count);
     const std::uint64_t mask = layout_.tfm_count - 1;
     alignas(16) std::array<std::byte, 16> iv{};
     auto ivs = std::span(iv).first(layout_.iv_size);
@@ -413,6 +418,21 @@ class GenericCipher final : public SectorCipher {
       ctx.cbc_lanes->encrypt(units.data(), iv_ptrs.data(), n, ss);
     }
     secure_zero(ivs.data(), sizeof ivs);
+    return ok();
+  }
+
+  Result<void> decrypt_cbc_aesni(GenericContext& ctx, const SectorRun& run,
+                                 std::size_t count) const {
+    const std::size_t ss = numbering_.sector_size;
+    Transform& t = ctx.tfms[0];
+    alignas(16) std::array<std::byte, 16> iv{};
+    for (std::size_t k = 0; k < count; ++k) {
+      auto unit = run.data.subspan(k * ss, ss);
+      const std::uint64_t s = numbering_.iv_sector(numbering_.cc_sector(run.first.value + k)).value;
+      t.iv->generate(s, iv, unit, false);
+      ctx.cbc_dec->decrypt(unit.data(), ss, iv.data());
+    }
+    secure_zero(iv.data(), iv.size());
     return ok();
   }
 
