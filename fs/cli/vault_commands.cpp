@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "fs/apps/process.h"
+#include "fs/apps/tab_commands.h"
 #include "fs/cli/commands.h"
 #include "fs/control.h"
 
@@ -362,6 +363,7 @@ int vault_watch(const VaultArgs& a) {
 }  // namespace
 
 void add_vault_commands(CLI::App& app, CommandContext& ctx) {
+  apps::add_tab_commands(app, ctx);  // tab-open, tab-close (fs/apps/tab_commands.h)
   CLI::App* vault = app.add_subcommand("vault", "Encrypted folder for a plain user (LUKS2 + ext4 + fuse2fs)");
   vault->require_subcommand(1);
   auto a = std::make_shared<VaultArgs>();

@@ -1,0 +1,32 @@
+// /etc/cryptmaptab: crypttab(5) syntax for volumes cryptmap opens at boot or on demand.
+// One volume per line: `name image [keyfile [options]]`; '#' starts a comment; keyfile `-` or
+// `none` (or missing) means "ask for the passphrase". Options (comma-separated): luks, plain,
+// readonly|read-only, header=PATH, keyfile-offset=N, keyfile-size=N, key-slot=N, tries=N,
+// noauto (skipped by `tab-open` without names), nofail (a failure does not fail the run),
+// plain mode: cipher=, size= (key bits), hash=, offset=, skip=, sector-size=; discard and
+// x-systemd.* are accepted and ignored. Anything else is an error naming the line.
+//
+// Pure parsing: no I/O besides reading the text given. Thread-safety: free functions.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace cryptmap::fs::apps {
+
+struct TabEntry {
+  int line = 0;
+  std::string name;
+  std::string image;
+  std::string key_file;  // empty: ask
+  bool noauto = false;
+  bool nofail = false;
+  // `cryptmap open` arguments after IMAGE NAME (type, key file, flags), in order.
+  std::vector<std::string> open_args;
+};
+
+// Parses the text of a cryptmaptab. On error returns false and sets `error` to
+// "line N: what is wrong".
+bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std::string& error);
+
+}  // namespace cryptmap::fs::apps

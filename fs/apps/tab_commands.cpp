@@ -1,0 +1,116 @@
+// tab-open / tab-close (see tab_commands.h).
+#include "fs/apps/tab_commands.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "fs/apps/cryptmaptab.h"
+#include "fs/apps/process.h"
+#include "fs/control.h"
+
+namespace cryptmap::fs::apps {
+namespace {
+
+struct TabArgs {
+  std::string tab = "/etc/cryptmaptab";
+  std::string mount_dir;
+  std::vector<std::string> names;
+};
+
+// Loads the tab and selects the entries to act on; returns an exit code (0 = ok).
+int select(const TabArgs& a, bool opening, std::vector<TabEntry>& chosen) {
+  std::ifstream in(a.tab);
+  if (!in) {
+    std::fprintf(stderr, "Cannot read %s: create it (crypttab syntax) or pass --tab FILE.\n", a.tab.c_str());
+    return kExitBadDevice;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::vector<TabEntry> all;
+  std::string err;
+  if (!parse_cryptmaptab(ss.str(), all, err)) {
+    std::fprintf(stderr, "%s: %s. Nothing was %s.\n", a.tab.c_str(), err.c_str(), opening ? "opened" : "closed");
+    return kExitUsage;
+  }
+  std::set<std::string> want(a.names.begin(), a.names.end());
+  for (const auto& n : a.names) {
+    bool found = false;
+    for (const auto& e : all) found = found || e.name == n;
+    if (!found) {
+      std::fprintf(stderr, "%s has no volume named '%s'.\n", a.tab.c_str(), n.c_str());
+      return kExitBadDevice;
+    }
+  }
+  for (auto& e : all) {
+    if (want.empty() ? (!opening || !e.noauto) : want.count(e.name) != 0) chosen.push_back(std::move(e));
+  }
+  return kExitOk;
+}
+
+std::string mount_dir_of(const TabArgs& a) { return a.mount_dir.empty() ? default_mount_dir() : a.mount_dir; }
+
+bool is_open(const std::string& name, const std::string& mount_dir) {
+  return run({self_exe(), "status", name, "--mount-dir", mount_dir}, RunOptions{true, true, {}}) == 0;
+}
+
+int tab_open(const TabArgs& a) {
+  std::vector<TabEntry> chosen;
+  if (int rc = select(a, true, chosen); rc != 0) return rc;
+  std::string md = mount_dir_of(a);
+  int result = kExitOk;
+  for (const auto& e : chosen) {
+    if (is_open(e.name, md)) {
+      std::printf("%s: already open\n", e.name.c_str());
+      continue;
+    }
+    std::vector<std::string> argv{self_exe(), "open", e.image, e.name, "--mount-dir", md};
+    argv.insert(argv.end(), e.open_args.begin(), e.open_args.end());
+    int rc = run(argv);
+    if (rc == 0) {
+      std::printf("%s: opened %s\n", e.name.c_str(), e.image.c_str());
+    } else if (e.nofail) {
+      std::fprintf(stderr, "%s: opening %s failed (exit %d); nofail, continuing.\n", e.name.c_str(), e.image.c_str(), rc);
+    } else {
+      std::fprintf(stderr, "%s: opening %s failed (exit %d).\n", e.name.c_str(), e.image.c_str(), rc);
+      if (result == kExitOk) result = rc;
+    }
+  }
+  return result;
+}
+
+int tab_close(const TabArgs& a) {
+  std::vector<TabEntry> chosen;
+  if (int rc = select(a, false, chosen); rc != 0) return rc;
+  std::string md = mount_dir_of(a);
+  int result = kExitOk;
+  for (const auto& e : chosen) {
+    if (!is_open(e.name, md)) continue;
+    int rc = run({self_exe(), "close", e.name, "--mount-dir", md});
+    if (rc != 0 && result == kExitOk) result = rc;
+  }
+  return result;
+}
+
+}  // namespace
+
+void add_tab_commands(CLI::App& app, CommandContext& ctx) {
+  auto a = std::make_shared<TabArgs>();
+  CLI::App* o = app.add_subcommand("tab-open", "Open the volumes of a cryptmaptab (crypttab syntax)");
+  o->add_option("names", a->names, "Only these volumes (default: all without noauto)");
+  o->add_option("--tab", a->tab, "The table")->capture_default_str();
+  o->add_option("--mount-dir", a->mount_dir, "Mount directory");
+  o->callback([&ctx, a] { ctx.exit_code = tab_open(*a); });
+  CLI::App* c = app.add_subcommand("tab-close", "Close the open volumes of a cryptmaptab");
+  c->add_option("names", a->names, "Only these volumes (default: all open ones listed)");
+  c->add_option("--tab", a->tab, "The table")->capture_default_str();
+  c->add_option("--mount-dir", a->mount_dir, "Mount directory");
+  c->callback([&ctx, a] { ctx.exit_code = tab_close(*a); });
+}
+
+}  // namespace cryptmap::fs::apps

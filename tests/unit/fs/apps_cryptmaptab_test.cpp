@@ -1,0 +1,70 @@
+// crypttab-syntax parsing for `cryptmap tab-open` (fs/apps/cryptmaptab.h).
+#include "fs/apps/cryptmaptab.h"
+
+#include <gtest/gtest.h>
+
+namespace cryptmap::fs::apps {
+namespace {
+
+using Args = std::vector<std::string>;
+
+TEST(Cryptmaptab, ParsesEntriesCommentsAndOptions) {
+  const std::string text =
+      "# name image keyfile options\n"
+      "\n"
+      "home   /srv/home.img   /etc/keys/home   luks,readonly,header=/srv/home.hdr  # trailing\n"
+      "swap\t/srv/swap.img\tnone\tplain,cipher=aes-xts-plain64,size=512,hash=sha256,offset=8,noauto\n"
+      "data /srv/data.img\n"
+      "opt /srv/opt.img - nofail,discard,x-systemd.device-timeout=10,key-slot=3,keyfile-size=32\n";
+  std::vector<TabEntry> e;
+  std::string err;
+  ASSERT_TRUE(parse_cryptmaptab(text, e, err)) << err;
+  ASSERT_EQ(e.size(), 4u);
+  EXPECT_EQ(e[0].name, "home");
+  EXPECT_EQ(e[0].line, 3);
+  EXPECT_EQ(e[0].image, "/srv/home.img");
+  EXPECT_EQ(e[0].key_file, "/etc/keys/home");
+  EXPECT_EQ(e[0].open_args, (Args{"--type", "luks", "--key-file", "/etc/keys/home", "--readonly",
+                                  "--header", "/srv/home.hdr"}));
+  EXPECT_TRUE(e[1].noauto);
+  EXPECT_EQ(e[1].key_file, "");
+  EXPECT_EQ(e[1].open_args, (Args{"--type", "plain", "--cipher", "aes-xts-plain64", "--key-size",
+                                  "512", "--hash", "sha256", "--offset", "8"}));
+  EXPECT_EQ(e[2].open_args, (Args{"--type", "luks"}));
+  EXPECT_FALSE(e[2].noauto);
+  EXPECT_TRUE(e[3].nofail);
+  EXPECT_EQ(e[3].open_args, (Args{"--type", "luks", "--key-slot", "3", "--keyfile-size", "32"}));
+}
+
+TEST(Cryptmaptab, RefusesBadLinesNamingThem) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"a\n", "line 1: expected"},
+      {"# c\na /x.img k luks extra\n", "line 2: too many fields"},
+      {"a UUID=1234 k\n", "line 1: 'UUID=1234'"},
+      {"a rel.img k\n", "must be an absolute path"},
+      {"a /x k\na /y k\n", "line 2: volume name 'a' appears twice"},
+      {"a/b /x k\n", "invalid volume name"},
+      {"a /x k luks,bogus\n", "unsupported option 'bogus'"},
+      {"a /x k key-slot=x\n", "needs a number"},
+      {"a /x k cipher=aes-cbc-essiv:sha256\n", "is for plain mode"},
+      {"a /x k luks,,readonly\n", "empty option"},
+      {"a /x k header=\n", "needs a value"},
+  };
+  for (const auto& [text, want] : cases) {
+    std::vector<TabEntry> e{TabEntry{}};
+    std::string err;
+    EXPECT_FALSE(parse_cryptmaptab(text, e, err)) << text;
+    EXPECT_NE(err.find(want), std::string::npos) << text << " -> " << err;
+    EXPECT_EQ(e.size(), 1u) << "output must be untouched on error";
+  }
+}
+
+TEST(Cryptmaptab, EmptyTableIsFine) {
+  std::vector<TabEntry> e;
+  std::string err;
+  EXPECT_TRUE(parse_cryptmaptab("# nothing\n\n   \n", e, err));
+  EXPECT_TRUE(e.empty());
+}
+
+}  // namespace
+}  // namespace cryptmap::fs::apps
