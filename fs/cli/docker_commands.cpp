@@ -113,7 +113,10 @@ class Plugin {
       return err(400, "invalid volume name '" + name + "': use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit");
     std::string id;
     if (body.contains("ID") && body["ID"].is_string()) id = body["ID"].get<std::string>();
-    if (target == "/VolumeDriver.Create") return create(name, body.value("Opts", json::object()));
+    if (target == "/VolumeDriver.Create") {
+      json opts = body.value("Opts", json::object());
+      return create(name, opts.is_null() ? json::object() : opts);  // Go sends a nil map as null
+    }
     if (!exists(name)) return err(404, "no such volume: " + name);
     if (target == "/VolumeDriver.Remove") return remove(name);
     if (target == "/VolumeDriver.Mount") return mount(name, id);

@@ -19,7 +19,7 @@ apps_cleanup() {
 trap apps_cleanup EXIT
 
 "$CRYPTMAP" docker-plugin --socket "$SOCK" --root "$ROOT" --key-file "$K" \
-  --pbkdf pbkdf2 --pbkdf-force-iterations 1000 2> "$T/plugin.log" &
+  --default-size 40M --pbkdf pbkdf2 --pbkdf-force-iterations 1000 2> "$T/plugin.log" &
 PLUGIN_PID=$!
 for _ in $(seq 1 100); do [[ -S "$SOCK" ]] && break; sleep 0.1; done
 [[ -S "$SOCK" ]] || { cat "$T/plugin.log"; fail "plugin socket did not appear"; }
@@ -51,8 +51,11 @@ note "create"
 expect_ok VolumeDriver.Create '{"Name":"v1","Opts":{"size":"64M"}}' > /dev/null
 cryptsetup isLuks --type luks2 "$ROOT/volumes/v1.img" || fail "v1.img is not LUKS2"
 [[ $(stat -c %s "$ROOT/volumes/v1.img") == $((64 << 20)) ]] || fail "v1.img size"
+expect_ok VolumeDriver.Create '{"Name":"v0","Opts":null}' > /dev/null   # Go's nil map: defaults
+[[ $(stat -c %s "$ROOT/volumes/v0.img") == $((40 << 20)) ]] || fail "v0.img does not have --default-size"
 b=$(expect_ok VolumeDriver.List '{}')
-[[ "$(jq_ "$b" '[v["Name"] for v in d["Volumes"]]')" == "['v1']" ]] || fail "List: $b"
+[[ "$(jq_ "$b" 'sorted(v["Name"] for v in d["Volumes"])')" == "['v0', 'v1']" ]] || fail "List: $b"
+expect_ok VolumeDriver.Remove '{"Name":"v0"}' > /dev/null
 
 note "errors are {\"Err\": ...}"
 r=$(call VolumeDriver.Create '{"Name":"../x"}'); [[ "${r%% *}" == 400 && "$r" == *'"Err":"invalid volume name'* ]] || fail "bad name: $r"
