@@ -14,7 +14,13 @@ apps_cleanup() {
   sleep 0.3
   for m in "$T"/u/run/cryptmap; do is_mnt "$m" 2>/dev/null && umount -l "$m"; done
   chmod "$FUSE_MODE" /dev/fuse
-  [[ $CREATED_USER == 1 ]] && userdel -r "$U" 2>/dev/null
+  if [[ $CREATED_USER == 1 ]]; then   # the user is ours: end whatever it still runs, then remove it
+    for _ in $(seq 1 20); do
+      pkill -KILL -u "$U" 2>/dev/null
+      userdel -r "$U" 2>/dev/null; id "$U" >/dev/null 2>&1 || break
+      sleep 0.2
+    done
+  fi
   cleanup
 }
 trap apps_cleanup EXIT
