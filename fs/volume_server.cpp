@@ -94,7 +94,7 @@ void install_wake_handler() {
 }
 
 constexpr double kTimeout = 3600.0;  // names and sizes change only through us (+ notify)
-constexpr std::chrono::milliseconds kReleaseGrace{2000};
+constexpr std::chrono::milliseconds kReleaseGrace{5000};
 
 }  // namespace
 
@@ -110,7 +110,6 @@ struct Entry {
   struct timespec added {};
   std::atomic<std::uint32_t> open_count{0};
   std::atomic<std::uint64_t> inflight{0};  // admitted requests not yet completed
-  std::atomic<bool> draining{false};       // someone waits for inflight == 0
 };
 
 class VolumeServer::Impl {
@@ -162,8 +161,9 @@ class VolumeServer::Impl {
    private:
     void release() noexcept {
       if (e_ == nullptr) return;
-      // seq_cst pairs with wait_drained(): either we see `draining` or it sees our decrement.
-      if (e_->inflight.fetch_sub(1) == 1 && e_->draining.load()) {
+      // After the decrement the entry may already be destroyed (a waiter saw 0): touch only
+      // the server from here on. Waking on every 1 -> 0 costs one uncontended lock.
+      if (e_->inflight.fetch_sub(1) == 1) {
         std::lock_guard lock(s_->drain_mu);
         s_->drain_cv.notify_all();
       }
@@ -184,7 +184,6 @@ class VolumeServer::Impl {
   }
 
   void wait_drained(Entry& e) {
-    e.draining.store(true);
     std::unique_lock lock(drain_mu);
     drain_cv.wait(lock, [&] { return e.inflight.load() == 0; });
   }

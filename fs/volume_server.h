@@ -36,7 +36,7 @@ namespace cryptmap::fs {
 struct ServerOptions {
   std::string mount_dir;                      // created if missing; a stale mount is detached
   std::uint32_t max_threads = 16;             // FUSE worker threads (libfuse max_threads)
-  std::uint32_t read_buffers = 32;            // preallocated read buffers (the in-flight cap)
+  std::uint32_t read_buffers = 16;            // preallocated read buffers (the in-flight cap)
   std::size_t read_buffer_bytes = 1u << 20;   // the kernel's largest FUSE read (256 pages)
   bool fuse_debug = false;                    // libfuse protocol trace (-d)
   bool clone_fd = false;                      // one /dev/fuse fd per worker

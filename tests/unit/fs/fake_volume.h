@@ -37,6 +37,7 @@ class FakeVolume : public volume::Volume {
     bool inline_completions = false;
     unsigned workers = 3;
     std::chrono::microseconds delay{0};
+    std::atomic<int>* flush_counter = nullptr;  // outlives the volume (counts after its death)
   };
 
   explicit FakeVolume(Options o) : opts_(o), data_(o.size_bytes), durable_(o.size_bytes) {
@@ -108,6 +109,7 @@ class FakeVolume : public volume::Volume {
         durable_ = data_;
       }
       flushes_.fetch_add(1);
+      if (opts_.flush_counter != nullptr) opts_.flush_counter->fetch_add(1);
       finish(std::move(d), std::size_t{0});
     });
   }
