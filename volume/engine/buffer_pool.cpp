@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/io_memory.h"
 #include "base/secret.h"
 
 namespace cryptmap::volume {
@@ -23,7 +24,7 @@ Result<std::byte*> alloc_locked_memory(std::size_t bytes, bool* locked) {
                           "mmap of %zu bytes failed; lower --cache-size", len);
   }
   (void)::madvise(p, len, MADV_DONTDUMP);
-  const bool ok_lock = ::mlock2(p, len, MLOCK_ONFAULT) == 0;  // locked as touched
+  const bool ok_lock = prefault_io_memory(p, len);  // charged now, not during I/O
   if (!ok_lock) {
     const int err = errno;
     static std::atomic<bool> logged{false};
