@@ -2,6 +2,14 @@
 # No deadlock under memory pressure: the daemon and the writer run in a memory-limited cgroup
 # (v1 memory controller), ext4 on a loop device on the mapped file, and we write well past the
 # limit. It must finish (bounded by a timeout, not a speed assertion) and e2fsck must be clean.
+#
+# Label "stress": not in the default CI run yet. It still hangs in about 2 of 3 runs at a 96 MiB
+# limit: libfuse's per-worker receive buffers are first touched inside read(/dev/fuse), where
+# the kernel copies a loop-device write into them, so that page fault charges the memory
+# cgroup and reclaim waits on writeback only this daemon can finish. PR_SET_IO_FLUSHER would
+# stop it but needs CAP_SYS_RESOURCE, which this machine lacks. The fix (our own session loop
+# with preallocated, prefaulted receive buffers) is tracked on the I/O engine issue.
+# Run it with: ctest -L stress
 source "$(dirname "$0")/lib.sh"
 K=$(keyfile key "pressure")
 MiB=$((1 << 20))
