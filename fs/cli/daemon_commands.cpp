@@ -49,6 +49,7 @@ struct OpenArgs {
   std::string mount_dir;
   bool foreground = false;
   bool fuse_debug = false;
+  bool test_passphrase = false;  // --test-passphrase: unlock only, map nothing (cryptsetup)
   volume::PlainOptions plain;
 };
 
@@ -211,6 +212,8 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
     auto key = (*header)->unlock(pass->span(), slot);
     if (key) {
       spdlog::debug("key slot {} unlocked", key->keyslot);
+      if (a.test_passphrase && ctx.verbosity > 0)
+        say("Key slot " + std::to_string(key->keyslot) + " unlocked.");
       req.layout = (*header)->layout();
       req.volume_key = std::move(key->volume_key);
       return req;
@@ -283,6 +286,22 @@ void run_open(OpenArgs& a, CommandContext& ctx) {
   bool ok_paths = false;
   const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
   if (!ok_paths) return;
+  if (a.test_passphrase) {
+    // cryptsetup open --test-passphrase: check the passphrase against the keyslots, map
+    // nothing; exit 0 when a keyslot opens, 2 when none does. NAME is optional.
+    if (a.type == "plain") {
+      say("Option --test-passphrase is allowed only for open of LUKS devices.");
+      ctx.exit_code = kExitUsage;
+      return;
+    }
+    if (unlock(a, ctx)) ctx.exit_code = kExitOk;
+    return;
+  }
+  if (a.name.empty()) {
+    say("Command requires device and mapped name as arguments.");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
   if (auto r = check_volume_name(a.name); !r) {
     say("Invalid volume name " + a.name + ": " + r.error().message());
     ctx.exit_code = kExitUsage;
@@ -451,7 +470,9 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   CLI::App* open = app.add_subcommand(
       "open", "Unlock IMAGE and serve its plaintext as the file NAME in the mount directory");
   open->add_option("image", oa->image, "Encrypted image (file or block device)")->required();
-  open->add_option("name", oa->name, "Name of the mapped file")->required();
+  open->add_option("name", oa->name, "Name of the mapped file (not with --test-passphrase)");
+  open->add_flag("--test-passphrase", oa->test_passphrase,
+                 "Only check that the passphrase opens a keyslot; map nothing");
   open->add_option("--type,-M", oa->type, "luks (auto-detect), luks1, luks2 or plain")
       ->capture_default_str();
   open->add_option("--key-file,-d", oa->key_file, "Read the passphrase from this file (- = stdin)");
