@@ -536,7 +536,7 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int /*datasync*/, struct fuse_file
 void op_fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int /*mode*/, off_t /*off*/,
                   off_t /*len*/, struct fuse_file_info* /*fi*/) {
   impl_of(req).enter_worker();
-  fuse_reply_err(req, EOPNOTSUPP);  // TODO(#discard): punch-hole -> Volume discard
+  fuse_reply_err(req, EOPNOTSUPP);  // TODO(#7): punch-hole -> Volume discard (--allow-discards)
 }
 
 void op_statfs(fuse_req_t req, fuse_ino_t /*ino*/) {
