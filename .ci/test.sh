@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install-deps.sh
-bash .ci/build.sh build
+bash .ci/build.sh build -DCRYPTMAP_BUILD_TESTS=ON
 ctest --test-dir build --output-on-failure -j2 --timeout 900 -LE stress
 if [[ "${CRYPTMAP_SKIP_SANITIZERS:-0}" != 1 ]]; then
   echo "== ASan+UBSan: unit, fuse and fuzz-replay suites"
