@@ -211,6 +211,19 @@ class VolumeServer::Impl {
       log->error("{} {} at byte {}: {}", e.name, op, off, err.message());
   }
 
+  // Fills `st` for the root or a mapped file; false when `ino` names no file (any more).
+  bool attr_of(fuse_ino_t ino, struct stat& st) {
+    if (ino == FUSE_ROOT_ID) {
+      fill_dir_attr(st);
+      return true;
+    }
+    std::shared_lock lock(mu);
+    auto it = by_ino.find(ino);
+    if (it == by_ino.end()) return false;
+    fill_file_attr(*it->second, st);
+    return true;
+  }
+
   void fill_dir_attr(struct stat& st) const {
     st = {};
     st.st_ino = FUSE_ROOT_ID;
@@ -295,17 +308,9 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* /*fi*/) {
   Impl& s = impl_of(req);
   s.enter_worker();
   struct stat st {};
-  if (ino == FUSE_ROOT_ID) {
-    s.fill_dir_attr(st);
-  } else {
-    std::shared_lock lock(s.mu);
-    auto it = s.by_ino.find(ino);
-    if (it == s.by_ino.end()) {
-      lock.unlock();
-      fuse_reply_err(req, ENOENT);
-      return;
-    }
-    s.fill_file_attr(*it->second, st);
+  if (!s.attr_of(ino, st)) {
+    fuse_reply_err(req, ENOENT);
+    return;
   }
   fuse_reply_attr(req, &st, kTimeout);
 }
@@ -317,17 +322,9 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
   Impl& s = impl_of(req);
   s.enter_worker();
   struct stat st {};
-  if (ino == FUSE_ROOT_ID) {
-    s.fill_dir_attr(st);
-  } else {
-    std::shared_lock lock(s.mu);
-    auto it = s.by_ino.find(ino);
-    if (it == s.by_ino.end()) {
-      lock.unlock();
-      fuse_reply_err(req, ENOENT);
-      return;
-    }
-    s.fill_file_attr(*it->second, st);
+  if (!s.attr_of(ino, st)) {
+    fuse_reply_err(req, ENOENT);
+    return;
   }
   const bool size_change = (to_set & FUSE_SET_ATTR_SIZE) != 0 &&
                            (ino == FUSE_ROOT_ID || attr->st_size != st.st_size);
