@@ -446,15 +446,26 @@ void on_run(CLI::App* c, CommandContext& ctx, std::shared_ptr<LuksArgs> a, F f) 
   c->callback([&ctx, a, f] { ctx.exit_code = f(*a, ctx); });
 }
 
+struct DeviceVerb {
+  CLI::App* cmd;
+  std::shared_ptr<LuksArgs> args;
+};
+// A verb on one LUKS device: the subcommand, its DEVICE positional and the options every LUKS
+// verb takes. Further positionals added by the caller follow DEVICE.
+DeviceVerb device_verb(CLI::App& app, const char* name, const char* description) {
+  auto a = std::make_shared<LuksArgs>();
+  auto* c = app.add_subcommand(name, description);
+  c->add_option("device", a->device, "Image or block device")->required();
+  add_common(c, *a);
+  return {c, std::move(a)};
+}
+
 }  // namespace
 
 void add_luks_commands(CLI::App& app, CommandContext& ctx) {
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("luksFormat", "Formats a LUKS device");
-    c->add_option("device", a->device, "Image or block device")->required();
+    auto [c, a] = device_verb(app, "luksFormat", "Formats a LUKS device");
     c->add_option("new_key_file", a->positional_key_file, "Key file with the new passphrase");
-    add_common(c, *a);
     add_pbkdf(c, *a);
     c->add_option("-c,--cipher", a->cipher, "The cipher used to encrypt the disk");
     c->add_option("-s,--key-size", a->key_size_bits, "The size of the encryption key (bits)");
@@ -463,25 +474,19 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     c->add_option("--subsystem", a->subsystem, "Set subsystem label for the LUKS2 device");
     c->add_option("--uuid", a->uuid, "UUID for device to use");
     c->add_option("-o,--offset", a->offset, "The start offset in the backend device (512-byte sectors)")
-        ->each([a](const std::string&) { a->offset_set = true; });
+        ->each([args = a](const std::string&) { args->offset_set = true; });
     c->add_option("--volume-key-file", a->volume_key_file, "Use the volume key from file");
     on_run(c, ctx, a, do_format);
   }
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("luksDump", "Dump LUKS partition information");
-    c->add_option("device", a->device, "Image or block device")->required();
-    add_common(c, *a);
+    auto [c, a] = device_verb(app, "luksDump", "Dump LUKS partition information");
     c->add_flag("--dump-volume-key,--dump-master-key", a->dump_volume_key, "Dump volume key instead of keyslots info");
     c->add_flag("--dump-json-metadata,--json", a->json, "Dump LUKS2 metadata as JSON");
     on_run(c, ctx, a, do_dump);
   }
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("luksAddKey", "Add key to LUKS device");
-    c->add_option("device", a->device, "Image or block device")->required();
+    auto [c, a] = device_verb(app, "luksAddKey", "Add key to LUKS device");
     c->add_option("new_key_file", a->positional_key_file, "Key file with the new passphrase");
-    add_common(c, *a);
     add_pbkdf(c, *a);
     c->add_option("--new-keyfile-offset", a->new_keyfile_offset, "Number of bytes to skip in newly added keyfile");
     c->add_option("--new-keyfile-size", a->new_keyfile_size, "Limits the read from newly added keyfile");
@@ -489,68 +494,44 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     on_run(c, ctx, a, do_add_key);
   }
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("luksRemoveKey", "Removes supplied key or key file from LUKS device");
-    c->add_option("device", a->device, "Image or block device")->required();
+    auto [c, a] = device_verb(app, "luksRemoveKey", "Removes supplied key or key file from LUKS device");
     c->add_option("key_file", a->positional_key_file, "Key file with the passphrase to remove");
-    add_common(c, *a);
     on_run(c, ctx, a, do_remove_key);
   }
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("luksKillSlot", "Wipes key with number <key slot> from LUKS device");
-    c->add_option("device", a->device, "Image or block device")->required();
+    auto [c, a] = device_verb(app, "luksKillSlot", "Wipes key with number <key slot> from LUKS device");
     c->add_option("key_slot", a->kill_slot, "Keyslot to wipe")->required()->check(CLI::Range(0, 31));
-    add_common(c, *a);
     on_run(c, ctx, a, do_kill_slot);
   }
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("luksChangeKey", "Changes supplied key or key file of LUKS device");
-    c->add_option("device", a->device, "Image or block device")->required();
+    auto [c, a] = device_verb(app, "luksChangeKey", "Changes supplied key or key file of LUKS device");
     c->add_option("new_key_file", a->positional_key_file, "Key file with the new passphrase");
-    add_common(c, *a);
     add_pbkdf(c, *a);
     c->add_option("--new-keyfile-offset", a->new_keyfile_offset, "Number of bytes to skip in newly added keyfile");
     c->add_option("--new-keyfile-size", a->new_keyfile_size, "Limits the read from newly added keyfile");
     on_run(c, ctx, a, do_change_key);
   }
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("isLuks", "Tests <device> for LUKS partition header");
-    c->add_option("device", a->device, "Image or block device")->required();
-    add_common(c, *a);
+    auto [c, a] = device_verb(app, "isLuks", "Tests <device> for LUKS partition header");
     on_run(c, ctx, a, do_is_luks);
   }
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("luksUUID", "Print (or set with --uuid) the UUID of a LUKS device");
-    c->add_option("device", a->device, "Image or block device")->required();
-    add_common(c, *a);
+    auto [c, a] = device_verb(app, "luksUUID", "Print (or set with --uuid) the UUID of a LUKS device");
     c->add_option("--uuid", a->uuid, "UUID for device to use");
     on_run(c, ctx, a, do_uuid);
   }
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("luksHeaderBackup", "Backup LUKS device header and keyslots");
-    c->add_option("device", a->device, "Image or block device")->required();
-    add_common(c, *a);
+    auto [c, a] = device_verb(app, "luksHeaderBackup", "Backup LUKS device header and keyslots");
     c->add_option("--header-backup-file", a->header_backup_file, "File with LUKS header and keyslots backup");
     on_run(c, ctx, a, do_backup);
   }
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("luksHeaderRestore", "Restore LUKS device header and keyslots");
-    c->add_option("device", a->device, "Image or block device")->required();
-    add_common(c, *a);
+    auto [c, a] = device_verb(app, "luksHeaderRestore", "Restore LUKS device header and keyslots");
     c->add_option("--header-backup-file", a->header_backup_file, "File with LUKS header and keyslots backup");
     on_run(c, ctx, a, do_restore);
   }
   {
-    auto a = std::make_shared<LuksArgs>();
-    auto* c = app.add_subcommand("repair", "Try to repair on-disk metadata");
-    c->add_option("device", a->device, "Image or block device")->required();
-    add_common(c, *a);
+    auto [c, a] = device_verb(app, "repair", "Try to repair on-disk metadata");
     on_run(c, ctx, a, do_repair);
   }
 }
