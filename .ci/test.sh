@@ -10,5 +10,5 @@ ctest --test-dir build --output-on-failure -j2 --timeout 900 -LE stress
 if [[ "${CRYPTMAP_SKIP_SANITIZERS:-0}" != 1 ]]; then
   echo "== ASan+UBSan: unit, fuse and fuzz-replay suites"
   bash .ci/build.sh build-asan -DCRYPTMAP_SANITIZE=address
-  ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j2 -L 'unit|fuse|fuzz' --timeout 900
+  ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp ctest --test-dir build-asan --output-on-failure -j2 -L 'unit|fuse|fuzz' --timeout 900
 fi
