@@ -421,19 +421,28 @@ void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* /*fi*/) {
   fuse_reply_err(req, 0);
 }
 
-void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-             struct fuse_file_info* /*fi*/) {
-  Impl& s = impl_of(req);
+// The shared prologue of read and write: marks the worker, pins the volume and checks the
+// offset. Returns an empty ref after replying with the error (EISDIR, EIO for a closed volume,
+// EINVAL for a negative offset).
+Impl::EntryRef acquire_for_io(Impl& s, fuse_req_t req, fuse_ino_t ino, off_t off) {
   s.enter_worker();
   Impl::EntryRef ref = s.acquire(ino);
   if (!ref) {
     fuse_reply_err(req, ino == FUSE_ROOT_ID ? EISDIR : EIO);
-    return;
+    return ref;
   }
   if (off < 0) {
     fuse_reply_err(req, EINVAL);
-    return;
+    return Impl::EntryRef{};
   }
+  return ref;
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+             struct fuse_file_info* /*fi*/) {
+  Impl& s = impl_of(req);
+  Impl::EntryRef ref = acquire_for_io(s, req, ino, off);
+  if (!ref) return;  // already answered
   const auto pos = static_cast<std::uint64_t>(off);
   if (pos >= ref->size_bytes || size == 0) {
     fuse_reply_buf(req, nullptr, 0);  // EOF: a block device returns 0 at its end
@@ -459,16 +468,8 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
               struct fuse_file_info* /*fi*/) {
   Impl& s = impl_of(req);
-  s.enter_worker();
-  Impl::EntryRef ref = s.acquire(ino);
-  if (!ref) {
-    fuse_reply_err(req, ino == FUSE_ROOT_ID ? EISDIR : EIO);
-    return;
-  }
-  if (off < 0) {
-    fuse_reply_err(req, EINVAL);
-    return;
-  }
+  Impl::EntryRef ref = acquire_for_io(s, req, ino, off);
+  if (!ref) return;  // already answered
   if (ref->read_only) {
     fuse_reply_err(req, EROFS);
     return;
