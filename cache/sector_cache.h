@@ -92,6 +92,8 @@ class SectorCache {
   // When the longest-dirty block became dirty; nullopt when nothing is dirty.
   virtual std::optional<std::chrono::steady_clock::time_point> oldest_dirty() = 0;
 
+  // Bytes in dirty blocks. A reader that sees 0 (acquire) also sees every store write done
+  // before the mark_clean() calls that brought it there.
   virtual std::uint64_t dirty_bytes() const noexcept = 0;
   virtual std::uint64_t capacity_blocks() const noexcept = 0;
   virtual std::uint32_t block_size() const noexcept = 0;

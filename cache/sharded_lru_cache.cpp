@@ -157,7 +157,9 @@ class Shard {
     e.dprev = e.dnext = kNil;
     e.dirty = false;
     --dirty_.size;
-    dirty_blocks.fetch_sub(1, std::memory_order_relaxed);
+    // Release: a reader that sees the count reach 0 (acquire) also sees the write-back's store
+    // write that preceded mark_clean().
+    dirty_blocks.fetch_sub(1, std::memory_order_release);
     relink(i);
   }
 
@@ -416,7 +418,7 @@ class ShardedLruCache final : public SectorCache {
   }
 
   std::uint64_t dirty_bytes() const noexcept override {
-    return dirty_blocks_.load(std::memory_order_relaxed) * bs_;
+    return dirty_blocks_.load(std::memory_order_acquire) * bs_;
   }
   std::uint64_t capacity_blocks() const noexcept override { return capacity_; }
   std::uint32_t block_size() const noexcept override { return bs_; }

@@ -37,7 +37,7 @@ struct EngineOptions {
   // Requests at least this large stream past the cache: reads do not fill it, writes update
   // only blocks already resident and write the rest through (0 = every request is cached).
   // Per-sector cache bookkeeping costs more than it saves on large sequential I/O.
-  std::size_t cache_bypass_bytes = SIZE_MAX;  // streaming past the cache is off: see #5 note (fio verify race)
+  std::size_t cache_bypass_bytes = 128 * 1024;
 };
 
 // Builds the CryptoEngine that drives `cipher` (which outlives the engine).

@@ -170,9 +170,23 @@ class VolumeImpl final : public Volume {
     const std::uint64_t s0 = off / ss_;
     const std::uint64_t s1 = (off + len - 1) / ss_ + 1;
     RangeLock::Guard guard = ranges_.acquire(s0, s1, /*exclusive=*/false);
-    if (cache_ && len >= bypass_bytes_) return stream_read(off, out.first(len), s0, s1);
-    std::uint64_t pos = s0;
-    while (pos < s1) {
+    const std::span<std::byte> dst = out.first(len);
+    BufferPool::Buffer buf;  // at most one buffer per request at a time
+    if (cache_ && len >= bypass_bytes_) return stream_read(off, dst, s0, s1, buf);
+    CRYPTMAP_TRY_VOID(read_blocks(off, dst, s0, s1, /*fill_cache=*/static_cast<bool>(cache_), buf));
+    return len;
+  }
+
+  // Sectors [p0, p1) of the request [off, off + out.size()): cache hits are copied; runs of
+  // adjacent misses (at most one buffer long) are fetched and decrypted, and inserted clean when
+  // `fill_cache`. Safe against write-back: a block that is not resident has its latest data in
+  // the store (dirty blocks are never evicted; writers are excluded by the shared range), and
+  // the write-back never writes a block that is not resident and dirty. Caller holds the range.
+  Result<void> read_blocks(std::uint64_t off, std::span<std::byte> out, std::uint64_t p0,
+                           std::uint64_t p1, bool fill_cache, BufferPool::Buffer& buf) {
+    const std::size_t len = out.size();
+    std::uint64_t pos = p0;
+    while (pos < p1) {
       if (cache_) {
         std::uint64_t lo = 0, hi = 0;
         overlap(off, len, pos * ss_, ss_, &lo, &hi);
@@ -181,13 +195,10 @@ class VolumeImpl final : public Volume {
           continue;
         }
       }
-      // A run of adjacent misses, at most one buffer long. The store holds the latest data
-      // of every block that is not resident (dirty blocks are never evicted), and writers
-      // are excluded by the shared range.
-      const std::uint64_t limit = std::min<std::uint64_t>(s1, pos + buf_sectors_);
+      const std::uint64_t limit = std::min<std::uint64_t>(p1, pos + buf_sectors_);
       std::uint64_t end = pos + 1;
       while (end < limit && !(cache_ && cache_->contains(end))) ++end;
-      BufferPool::Buffer buf = buffers_->acquire();
+      if (!buf) buf = buffers_->acquire();
       std::span<std::byte> b = buf.span().first((end - pos) * ss_);
       if (Result<void> r = fetch(pos, b); !r) {
         log_error("read", r.error());
@@ -196,34 +207,37 @@ class VolumeImpl final : public Volume {
       std::uint64_t lo = 0, hi = 0;
       overlap(off, len, pos * ss_, b.size(), &lo, &hi);
       std::memcpy(out.data() + (lo - off), b.data() + (lo - pos * ss_), hi - lo);
-      if (cache_ && len < bypass_bytes_) {
+      if (fill_cache) {
         for (std::uint64_t k = 0; k < end - pos; ++k) {
           (void)cache_->put(pos + k, b.subspan(k * ss_, ss_), /*dirty=*/false);
         }
       }
       pos = end;
     }
-    return len;
+    return ok();
   }
 
-  // Large reads stream from the store in buffer-sized pieces and only overlay blocks that are
-  // dirty in the cache: a clean resident block equals the store, and with the shared range
-  // held no block in the range can become dirty meanwhile. When nothing at all is dirty the
-  // cache is not even consulted. Caller must hold the shared range.
+  // Large reads stream from the store in buffer-sized pieces without filling the cache. A piece
+  // is fetched whole only while nothing at all is dirty: then no block of the shared range can
+  // be dirty (writers are excluded) and no write-back can be writing it, so the store is
+  // current. Otherwise the piece takes the per-block path (cache hits, fetched misses). An
+  // overlay of dirty blocks after the fetch is NOT enough: a write-back pass (it holds the
+  // range shared too) can write a block and mark it clean between our fetch and the overlay,
+  // and the stale store copy would be returned (#5, fio verify). Caller holds the range.
   Result<std::size_t> stream_read(std::uint64_t off, std::span<std::byte> out, std::uint64_t s0,
-                                  std::uint64_t s1) {
-    BufferPool::Buffer buf = buffers_->acquire();
+                                  std::uint64_t s1, BufferPool::Buffer& buf) {
     for (std::uint64_t pos = s0; pos < s1;) {
       const std::uint64_t n = std::min<std::uint64_t>(s1 - pos, buf_sectors_);
+      if (cache_->dirty_bytes() != 0) {
+        CRYPTMAP_TRY_VOID(read_blocks(off, out, pos, pos + n, /*fill_cache=*/false, buf));
+        pos += n;
+        continue;
+      }
+      if (!buf) buf = buffers_->acquire();
       std::span<std::byte> b = buf.span().first(n * ss_);
       if (Result<void> r = fetch(pos, b); !r) {
         log_error("read", r.error());
         return r.error();
-      }
-      if (cache_->dirty_bytes() != 0) {
-        for (std::uint64_t k = 0; k < n; ++k) {
-          (void)cache_->snapshot_dirty(pos + k, b.subspan(k * ss_, ss_));
-        }
       }
       std::uint64_t lo = 0, hi = 0;
       overlap(off, out.size(), pos * ss_, b.size(), &lo, &hi);

@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <atomic>
+#include <functional>
+#include <random>
+#include <utility>
 #include <thread>
 
 #include "tests/unit/volume/engine/volume_test_util.h"
@@ -161,6 +165,127 @@ TEST(WriteBack, LargeStreamingReadsSeeDirtyBlocksNotYetInTheImage) {
   EXPECT_TRUE(std::equal(all.begin(), all.end(), model.begin() + 777));
   ASSERT_TRUE(t.vol->flush_sync());
   EXPECT_EQ(image_plaintext(t, 0, kSize), model);
+}
+
+// Forwards to a MemBackingStore and runs `after_read` (once, when armed) right after a store
+// read returned: it injects an interleaving at the exact point where a streaming read holds
+// store data that the cache has not been consulted about yet.
+class InterleavingStore final : public volume::BackingStore {
+ public:
+  explicit InterleavingStore(volume::MemBackingStore& s) : s_(s) {}
+  mutable std::function<void()> after_read;  // run once, then cleared
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    Result<void> r = s_.read_at(off, out);
+    if (after_read) std::exchange(after_read, nullptr)();
+    return r;
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    return s_.write_at(off, in);
+  }
+  Result<void> sync() override { return s_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
+  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
+  bool read_only() const noexcept override { return s_.read_only(); }
+  const std::string& name() const noexcept override { return s_.name(); }
+
+ private:
+  volume::MemBackingStore& s_;
+};
+
+// The race found by fio verify (#5): a streaming read fetched the store, then a write-back pass
+// (it only takes the shared range, like the reader) wrote a dirty block and marked it clean
+// before the reader looked for dirty blocks to overlay; the reader returned the stale store copy.
+TEST(WriteBack, StreamingReadRacingAWriteBackPassReturnsTheNewData) {
+  for (const std::uint32_t ss : {512u, 4096u}) {
+    SCOPED_TRACE(ss);
+    constexpr std::uint64_t kSize = 1 << 20;
+    volume::MemBackingStore mem(kSize, "mem:interleave");
+    auto owned = std::make_unique<InterleavingStore>(mem);
+    InterleavingStore* store = owned.get();
+    VolumeOptions opts;
+    opts.flush_age_ms = 3600 * 1000;  // only the injected pass writes back
+    EngineOptions eo;
+    eo.cache_bypass_bytes = 64 * 1024;
+    const std::uint64_t key = 0xC0FFEE ^ ss;
+    auto v = volume::open_volume_with_engine(test_layout(ss, 0), std::make_unique<FakeSectorCipher>(ss, key),
+                                             {}, std::move(owned), opts, eo, nullptr);
+    ASSERT_TRUE(v) << v.error().message();
+    std::unique_ptr<volume::Volume> vol = std::move(*v);
+    std::vector<std::byte> model(256 * 1024);
+    ASSERT_EQ(*vol->read_sync(ByteOffset{0}, model), model.size());
+    // Dirty a few blocks (one whole, one partial) that the streaming read will cover.
+    const auto a = pattern(ss, 1), b = pattern(100, 2);
+    ASSERT_TRUE(vol->write_sync(ByteOffset{10ull * ss}, a));
+    ASSERT_TRUE(vol->write_sync(ByteOffset{20ull * ss + 7}, b));
+    std::memcpy(model.data() + 10 * ss, a.data(), a.size());
+    std::memcpy(model.data() + 20 * ss + 7, b.data(), b.size());
+    bool ran = false;
+    store->after_read = [&] {
+      ran = true;
+      EXPECT_TRUE(vol->flush_sync());  // the flusher's pass, interleaved right here
+    };
+    std::vector<std::byte> got(model.size());
+    ASSERT_EQ(*vol->read_sync(ByteOffset{0}, got), got.size());
+    ASSERT_TRUE(ran);
+    EXPECT_TRUE(got == model) << "a streaming read returned data older than an acknowledged write";
+  }
+}
+
+// The same race, found by chance: threads mix small writes (they leave dirty blocks) with
+// streaming reads and writes (>= cache_bypass_bytes) in regions they own, while a flusher with a
+// 1 ms age writes back all the time and the cache is small enough to evict. Every read is
+// checked against the thread's model; at the end the volume and the image match it.
+TEST(WriteBack, StreamingAndSmallIoWithABusyFlusherLoseNothing) {
+  constexpr unsigned kThreads = 4;
+  constexpr std::uint64_t kRegion = 96 * 1024;  // per thread, not a buffer multiple
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr int kOps = 300;
+#else
+  constexpr int kOps = 3000;
+#endif
+  for (const std::uint32_t ss : {512u, 4096u}) {
+    SCOPED_TRACE(ss);
+    const std::uint64_t size = kThreads * kRegion;
+    VolumeOptions opts;
+    opts.cache_bytes = 128 * 1024;  // less than the volume: clean blocks get evicted
+    opts.flush_age_ms = 1;
+    EngineOptions eo;
+    eo.cache_bypass_bytes = 16 * 1024;
+    eo.buffer_bytes = 16 * 1024;  // streaming requests span several pieces
+    TestVolume t = make_test_volume(ss, 4096, 4096 + size, opts, eo);
+    ASSERT_TRUE(t.vol);
+    std::vector<std::byte> model = image_plaintext(t, 0, size);
+    std::atomic<std::uint64_t> bad{0};
+    std::vector<std::thread> threads;
+    for (unsigned th = 0; th < kThreads; ++th) {
+      threads.emplace_back([&, th] {
+        std::mt19937_64 rng(th * 131 + ss);
+        const std::uint64_t base = th * kRegion;
+        std::vector<std::byte> buf(kRegion), data(kRegion);
+        for (int i = 0; i < kOps && bad == 0; ++i) {
+          const bool big = rng() % 3 == 0;
+          const std::uint64_t len = big ? 16 * 1024 + rng() % (kRegion - 16 * 1024)
+                                        : 1 + rng() % (2 * ss);
+          const std::uint64_t off = base + rng() % (kRegion - len + 1);
+          if (rng() % 2 == 0) {
+            fill_pattern(std::span(data).first(len), (std::uint64_t{th} << 40) | i);
+            if (!t.vol->write_sync(ByteOffset{off}, std::span(data).first(len))) ++bad;
+            std::memcpy(model.data() + off, data.data(), len);
+          } else {
+            auto r = t.vol->read_sync(ByteOffset{off}, std::span(buf).first(len));
+            if (!r || *r != len || std::memcmp(buf.data(), model.data() + off, len) != 0) ++bad;
+          }
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    ASSERT_EQ(bad.load(), 0u) << "a request failed or a read returned stale data";
+    std::vector<std::byte> all(size);
+    ASSERT_TRUE(t.vol->read_sync(ByteOffset{0}, all));
+    EXPECT_TRUE(all == model);
+    ASSERT_TRUE(t.vol->flush_sync());
+    EXPECT_TRUE(image_plaintext(t, 0, size) == model);
+  }
 }
 
 TEST(WriteBack, RepeatedReadsAreServedFromTheCache) {
