@@ -73,6 +73,14 @@ BufferPool::Buffer BufferPool::acquire() {
   return Buffer(this, i);
 }
 
+BufferPool::Buffer BufferPool::try_acquire() {
+  std::lock_guard lock(mu_);
+  if (free_.empty()) return {};
+  const std::size_t i = free_.back();
+  free_.pop_back();
+  return Buffer(this, i);
+}
+
 void BufferPool::release(std::size_t index) noexcept {
   {
     std::lock_guard lock(mu_);

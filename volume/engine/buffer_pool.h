@@ -7,8 +7,10 @@
 // aligned, so they can be used with O_DIRECT stores.
 //
 // acquire() waits while every buffer is out: exhaustion is backpressure, never an error.
-// A caller must hold at most one buffer at a time (so waiting cannot deadlock); the engine
-// splits larger requests into buffer-sized pieces.
+// A caller may wait for at most one buffer at a time (so waiting cannot deadlock): a second
+// buffer (the engine's two-stage pipeline) is only taken with try_acquire(), which never waits,
+// and the caller works on with one buffer when it gets none. The engine splits larger
+// requests into buffer-sized pieces.
 //
 // Thread-safety: fully thread-safe. Buffer is a move-only RAII handle; the pool must outlive it.
 #pragma once
@@ -57,7 +59,8 @@ class BufferPool {
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;
 
-  Buffer acquire();  // waits while the pool is empty
+  Buffer acquire();      // waits while the pool is empty
+  Buffer try_acquire();  // never waits: an empty Buffer when the pool is empty
   std::size_t buffer_bytes() const noexcept { return buffer_bytes_; }
   std::size_t count() const noexcept { return count_; }
   bool locked() const noexcept { return locked_; }

@@ -3,6 +3,7 @@
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/partitioner.h>
+#include <oneapi/tbb/task_group.h>
 #include <oneapi/tbb/task_arena.h>
 #include <oneapi/tbb/task_scheduler_observer.h>
 
@@ -38,6 +39,14 @@ class Conversion {
   }
   bool failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
   // The last access to *this by a completer: after the unlock the waiter may destroy it.
+  // Makes a finished conversion reusable (pending back to the submitter's guard).
+  void reset() {
+    std::lock_guard lock(mu_);
+    CRYPTMAP_CHECK(pending_ == 0);
+    pending_ = 1;
+    error_.reset();
+    failed_.store(false, std::memory_order_relaxed);
+  }
   void finish_one() {
     std::lock_guard lock(mu_);
     CRYPTMAP_CHECK(pending_ > 0);
@@ -95,15 +104,73 @@ constexpr bool kUseArena = true;
 
 }  // namespace
 
+// One started conversion: its counter and the task group of its arena task. Pooled; reused.
+class CryptoDriver::Job {
+ public:
+  Conversion conv;
+  tbb::task_group group;
+  crypto::CryptoDir dir = crypto::CryptoDir::kDecrypt;
+  std::span<std::byte> data;
+  std::uint64_t first = 0;
+  bool spawned = false;
+  bool fresh = true;  // conv is in its initial state (never started)
+};
+
 struct CryptoDriver::Impl {
   Impl(crypto::CryptoEngine& e, const CryptoDriverOptions& o)
-      : engine(e), opts(o), requests(o.max_inflight == 0 ? 1 : o.max_inflight) {
+      : engine(e), opts(o), requests(o.max_inflight == 0 ? 1 : o.max_inflight),
+        jobs(std::make_unique<Job[]>(requests.size())) {
     batch_sectors = std::max<std::size_t>(1, opts.batch_bytes / opts.sector_size);
     free.reserve(requests.size());
     for (auto& r : requests) {
       r.on_done = [this](CryptoRequest* q) { complete(q); };
       free.push_back(&r);
     }
+    free_jobs.reserve(requests.size());
+    for (std::size_t i = 0; i < requests.size(); ++i) free_jobs.push_back(&jobs[i]);
+  }
+
+  Job* acquire_job() {
+    std::unique_lock lock(mu);
+    job_cv.wait(lock, [&] { return !free_jobs.empty(); });
+    Job* j = free_jobs.back();
+    free_jobs.pop_back();
+    return j;
+  }
+  void release_job(Job* j) {
+    {
+      std::lock_guard lock(mu);
+      free_jobs.push_back(j);
+    }
+    job_cv.notify_one();
+  }
+
+  bool parallel(std::size_t bytes) const {
+    const std::size_t count = bytes / opts.sector_size;
+    const std::size_t batches = (count + batch_sectors - 1) / batch_sectors;
+    return arena && bytes >= opts.parallel_threshold_bytes && batches > 1;
+  }
+
+  // Per-core slices of whole batches, one TBB task each; runs inside the arena.
+  void issue_slices(Conversion& conv, CryptoDir dir, std::span<std::byte> data,
+                    std::uint64_t first) {
+    const std::size_t ss = opts.sector_size;
+    const std::size_t count = data.size() / ss;
+    const std::size_t batches = (count + batch_sectors - 1) / batch_sectors;
+    const std::size_t slices = std::min<std::size_t>(threads, batches);
+    const std::size_t per = (batches + slices - 1) / slices * batch_sectors;
+    // simple_partitioner with grain 1: exactly one task per slice.
+    tbb::parallel_for(
+        tbb::blocked_range<std::size_t>(0, slices, 1),
+        [&](const tbb::blocked_range<std::size_t>& r) {
+          for (std::size_t i = r.begin(); i != r.end(); ++i) {
+            const std::size_t begin = i * per;
+            if (begin >= count) continue;
+            const std::size_t n = std::min(per, count - begin);
+            issue(conv, dir, data.subspan(begin * ss, n * ss), first + begin);
+          }
+        },
+        tbb::simple_partitioner());
   }
 
   CryptoRequest* acquire() {
@@ -172,6 +239,9 @@ struct CryptoDriver::Impl {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<CryptoRequest*> free;  // guarded by mu
+  std::unique_ptr<Job[]> jobs;
+  std::condition_variable job_cv;
+  std::vector<Job*> free_jobs;  // guarded by mu
   unsigned threads = 1;
   std::unique_ptr<tbb::task_arena> arena;
   std::unique_ptr<IoFlusherObserver> observer;
@@ -210,41 +280,64 @@ unsigned CryptoDriver::threads() const noexcept { return impl_->threads; }
 Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> data,
                                    SectorIndex first) {
   Impl& im = *impl_;
-  const std::size_t ss = im.opts.sector_size;
-  CRYPTMAP_CHECK(data.size() % ss == 0);
+  CRYPTMAP_CHECK(data.size() % im.opts.sector_size == 0);
   if (data.empty()) return ok();
   Conversion conv;
-  const std::size_t count = data.size() / ss;
-  const std::size_t batches = (count + im.batch_sectors - 1) / im.batch_sectors;
-  const bool parallel = im.arena && data.size() >= im.opts.parallel_threshold_bytes &&
-                        batches > 1;
-  if (!parallel) {
+  if (!im.parallel(data.size())) {
     im.issue(conv, dir, data, first.value);
   } else {
-    // Per-core slices of whole batches; the calling thread joins the arena and works too.
-    const std::size_t slices = std::min<std::size_t>(im.threads, batches);
-    const std::size_t per = (batches + slices - 1) / slices * im.batch_sectors;
+    // The calling thread joins the arena and works on the slices too.
     try {
-      im.arena->execute([&] {
-        // simple_partitioner with grain 1: exactly one task per slice.
-        tbb::parallel_for(
-            tbb::blocked_range<std::size_t>(0, slices, 1),
-            [&](const tbb::blocked_range<std::size_t>& r) {
-              for (std::size_t i = r.begin(); i != r.end(); ++i) {
-                const std::size_t begin = i * per;
-                if (begin >= count) continue;
-                const std::size_t n = std::min(per, count - begin);
-                im.issue(conv, dir, data.subspan(begin * ss, n * ss), first.value + begin);
-              }
-            },
-            tbb::simple_partitioner());
-      });
+      im.arena->execute([&] { im.issue_slices(conv, dir, data, first.value); });
     } catch (const std::exception&) {
       conv.record(make_error(Errc::kNoSpace, "crypto driver: schedule parallel batches"));
     }
   }
   conv.finish_one();  // drop the submitter's guard
   return conv.wait();
+}
+
+CryptoDriver::Job* CryptoDriver::start(crypto::CryptoDir dir, std::span<std::byte> data,
+                                       SectorIndex first) {
+  Impl& im = *impl_;
+  CRYPTMAP_CHECK(data.size() % im.opts.sector_size == 0);
+  Job* j = im.acquire_job();
+  if (!j->fresh) j->conv.reset();
+  j->fresh = false;
+  j->dir = dir;
+  j->data = data;
+  j->first = first.value;
+  j->spawned = false;
+  if (data.empty()) return j;
+  if (!im.parallel(data.size())) {
+    im.issue(j->conv, dir, data, first.value);
+    return j;
+  }
+  try {
+    im.arena->execute([&] {
+      j->group.run([&im, j] { im.issue_slices(j->conv, j->dir, j->data, j->first); });
+    });
+    j->spawned = true;
+  } catch (const std::exception&) {
+    j->conv.record(make_error(Errc::kNoSpace, "crypto driver: schedule parallel batches"));
+  }
+  return j;
+}
+
+Result<void> CryptoDriver::finish(Job* j) {
+  Impl& im = *impl_;
+  if (j->spawned) {
+    try {
+      // Join the arena until the task is done: the caller helps instead of sleeping.
+      im.arena->execute([&] { j->group.wait(); });
+    } catch (const std::exception&) {
+      j->conv.record(make_error(Errc::kNoSpace, "crypto driver: run parallel batches"));
+    }
+  }
+  j->conv.finish_one();  // drop the submitter's guard
+  Result<void> r = j->conv.wait();
+  im.release_job(j);
+  return r;
 }
 
 std::unique_ptr<crypto::CryptoEngine> make_inline_engine(const crypto::SectorCipher& cipher) {

@@ -171,9 +171,12 @@ class VolumeImpl final : public Volume {
     const std::uint64_t s1 = (off + len - 1) / ss_ + 1;
     RangeLock::Guard guard = ranges_.acquire(s0, s1, /*exclusive=*/false);
     const std::span<std::byte> dst = out.first(len);
-    BufferPool::Buffer buf;  // at most one buffer per request at a time
-    if (cache_ && len >= bypass_bytes_) return stream_read(off, dst, s0, s1, buf);
-    CRYPTMAP_TRY_VOID(read_blocks(off, dst, s0, s1, /*fill_cache=*/static_cast<bool>(cache_), buf));
+    BufferPool::Buffer buf;  // waited for: at most one per request (see BufferPool)
+    if (!cache_ || len >= bypass_bytes_) return stream_read(off, dst, s0, s1, buf);
+    if (Result<void> r = read_blocks(off, dst, s0, s1, /*fill_cache=*/true, buf); !r) {
+      log_error("read", r.error());
+      return r.error();
+    }
     return len;
   }
 
@@ -200,10 +203,7 @@ class VolumeImpl final : public Volume {
       while (end < limit && !(cache_ && cache_->contains(end))) ++end;
       if (!buf) buf = buffers_->acquire();
       std::span<std::byte> b = buf.span().first((end - pos) * ss_);
-      if (Result<void> r = fetch(pos, b); !r) {
-        log_error("read", r.error());
-        return r.error();
-      }
+      CRYPTMAP_TRY_VOID(fetch(pos, b));
       std::uint64_t lo = 0, hi = 0;
       overlap(off, len, pos * ss_, b.size(), &lo, &hi);
       std::memcpy(out.data() + (lo - off), b.data() + (lo - pos * ss_), hi - lo);
@@ -217,32 +217,69 @@ class VolumeImpl final : public Volume {
     return ok();
   }
 
-  // Large reads stream from the store in buffer-sized pieces without filling the cache. A piece
-  // is fetched whole only while nothing at all is dirty: then no block of the shared range can
-  // be dirty (writers are excluded) and no write-back can be writing it, so the store is
-  // current. Otherwise the piece takes the per-block path (cache hits, fetched misses). An
-  // overlay of dirty blocks after the fetch is NOT enough: a write-back pass (it holds the
-  // range shared too) can write a block and mark it clean between our fetch and the overlay,
-  // and the stale store copy would be returned (#5, fio verify). Caller holds the range.
+  // Large reads (and every read without a cache) stream from the store in buffer-sized pieces
+  // without filling the cache, as a two-stage pipeline: the store read of piece k+1 runs while
+  // the arena decrypts piece k (when a second buffer is free; otherwise one piece at a time).
+  // A piece is fetched whole only while nothing in the cache is dirty: then no block of the
+  // shared range can be dirty (writers are excluded) and no write-back can be writing it, so
+  // the store is current. Otherwise the piece takes the per-block path (cache hits, fetched
+  // misses). An overlay of dirty blocks after the fetch is NOT enough: a write-back pass (it
+  // holds the range shared too) can write a block and mark it clean in between, and the stale
+  // store copy would be returned (#5, fio verify). Caller holds the range.
   Result<std::size_t> stream_read(std::uint64_t off, std::span<std::byte> out, std::uint64_t s0,
                                   std::uint64_t s1, BufferPool::Buffer& buf) {
-    for (std::uint64_t pos = s0; pos < s1;) {
+    BufferPool::Buffer spare;  // the pipeline's second buffer, never waited for
+    struct InFlight {
+      CryptoDriver::Job* job = nullptr;
+      std::uint64_t pos = 0;
+      std::span<std::byte> b;
+    } inflight;
+    Result<void> result = ok();
+    // Waits for the piece being decrypted and copies its part of the request out.
+    auto drain = [&]() {
+      if (inflight.job == nullptr) return;
+      Result<void> r = driver_->finish(std::exchange(inflight.job, nullptr));
+      if (!r) {
+        if (result) result = r;
+        return;
+      }
+      std::uint64_t lo = 0, hi = 0;
+      overlap(off, out.size(), inflight.pos * ss_, inflight.b.size(), &lo, &hi);
+      std::memcpy(out.data() + (lo - off), inflight.b.data() + (lo - inflight.pos * ss_), hi - lo);
+    };
+    for (std::uint64_t pos = s0; pos < s1 && result;) {
       const std::uint64_t n = std::min<std::uint64_t>(s1 - pos, buf_sectors_);
-      if (cache_->dirty_bytes() != 0) {
-        CRYPTMAP_TRY_VOID(read_blocks(off, out, pos, pos + n, /*fill_cache=*/false, buf));
+      if (cache_ && cache_->dirty_bytes() != 0) {
+        drain();
+        if (!result) break;
+        if (!buf) buf = buffers_->acquire();
+        result = read_blocks(off, out, pos, pos + n, /*fill_cache=*/false, buf);
         pos += n;
         continue;
       }
       if (!buf) buf = buffers_->acquire();
-      std::span<std::byte> b = buf.span().first(n * ss_);
-      if (Result<void> r = fetch(pos, b); !r) {
-        log_error("read", r.error());
-        return r.error();
+      if (inflight.job != nullptr && !spare) spare = buffers_->try_acquire();
+      if (inflight.job != nullptr && !spare) drain();  // no second buffer: no overlap
+      // The buffer not being decrypted right now.
+      BufferPool::Buffer& use =
+          inflight.job != nullptr && inflight.b.data() == buf.span().data() ? spare : buf;
+      const std::span<std::byte> b = use.span().first(n * ss_);
+      Result<void> r = store_->read_at(ByteOffset{image_offset(pos)}, b);
+      drain();  // piece k's decryption overlapped the store read of piece k+1
+      if (!r) {
+        if (result) result = r;
+        break;
       }
-      std::uint64_t lo = 0, hi = 0;
-      overlap(off, out.size(), pos * ss_, b.size(), &lo, &hi);
-      std::memcpy(out.data() + (lo - off), b.data() + (lo - pos * ss_), hi - lo);
+      if (!result) break;
+      inflight.job = driver_->start(CryptoDir::kDecrypt, b, SectorIndex{pos});
+      inflight.pos = pos;
+      inflight.b = b;
       pos += n;
+    }
+    drain();
+    if (!result) {
+      log_error("read", result.error());
+      return result.error();
     }
     return out.size();
   }
@@ -274,25 +311,85 @@ class VolumeImpl final : public Volume {
       }
       return len;
     }
-    std::uint64_t pos = s0;
-    while (pos < s1) {
+    BufferPool::Buffer buf;
+    WritePipe pipe(*this, off, in, buf);
+    Result<void> r = ok();
+    for (std::uint64_t pos = s0; pos < s1 && r;) {
       const std::uint64_t n = std::min<std::uint64_t>(s1 - pos, buf_sectors_);
-      BufferPool::Buffer buf = buffers_->acquire();
-      std::span<std::byte> b = buf.span().first(n * ss_);
-      if (Result<void> r = write_through(off, in, pos, b); !r) {
-        log_error("write", r.error());
-        return r.error();
-      }
+      r = pipe.add(pos, n);
       pos += n;
+    }
+    if (Result<void> d = pipe.drain(); r && !d) r = d;
+    if (!r) {
+      log_error("write", r.error());
+      return r.error();
     }
     return len;
   }
 
-  // Encrypts sectors [pos, pos + b.size()/ss) with the request's bytes merged in (partial head
-  // and tail sectors read-modify-written) into the private buffer `b`, and writes them.
-  // Caller must hold the exclusive range.
-  Result<void> write_through(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
-                             std::span<std::byte> b) {
+  // Write-through of a request's pieces as a two-stage pipeline: piece k+1 is merged and
+  // encrypted (in the arena) while piece k is written to the store, when a second buffer is
+  // free (try_acquire; otherwise one piece at a time). Pieces reach the store in the order they
+  // were added. Every started piece is finished and written even after an error; the first
+  // error is returned. Caller holds the exclusive range.
+  class WritePipe {
+   public:
+    WritePipe(VolumeImpl& v, std::uint64_t off, std::span<const std::byte> in,
+              BufferPool::Buffer& buf)
+        : v_(v), off_(off), in_(in), buf_(buf) {}
+    ~WritePipe() { (void)drain(); }
+    WritePipe(const WritePipe&) = delete;
+    WritePipe& operator=(const WritePipe&) = delete;
+
+    // Sectors [pos, pos + n) of the request, n <= one buffer. Order: merge piece k+1 (while
+    // piece k is encrypted), finish piece k, start piece k+1, write piece k (while k+1 is
+    // encrypted). Piece k is finished before k+1 is spawned, so the caller, helping in the
+    // arena while it waits, works on piece k and never on k+1 ahead of its own store write.
+    Result<void> add(std::uint64_t pos, std::uint64_t n) {
+      if (!buf_) buf_ = v_.buffers_->acquire();
+      if (job_ != nullptr && !spare_) spare_ = v_.buffers_->try_acquire();
+      Result<void> first = ok();
+      if (job_ != nullptr && !spare_) first = drain();  // no second buffer: no overlap
+      BufferPool::Buffer& use = job_ != nullptr && b_.data() == buf_.span().data() ? spare_ : buf_;
+      const std::span<std::byte> b = use.span().first(n * v_.ss_);
+      Result<void> r = v_.merge(off_, in_, pos, b);
+      Result<void> prev = ok();
+      const bool have_prev = job_ != nullptr;
+      if (have_prev) prev = v_.driver_->finish(std::exchange(job_, nullptr));
+      if (r) {
+        job_ = v_.driver_->start(CryptoDir::kEncrypt, b, SectorIndex{pos});
+      }
+      if (have_prev && prev) prev = v_.store_->write_at(ByteOffset{v_.image_offset(pos_)}, b_);
+      if (first && !prev) first = prev;
+      if (first && !r) first = r;
+      pos_ = pos;
+      b_ = b;
+      return first;
+    }
+
+    // Finishes and writes the piece in flight, if any.
+    Result<void> drain() {
+      if (job_ == nullptr) return ok();
+      Result<void> r = v_.driver_->finish(std::exchange(job_, nullptr));
+      if (r) r = v_.store_->write_at(ByteOffset{v_.image_offset(pos_)}, b_);
+      return r;
+    }
+
+   private:
+    VolumeImpl& v_;
+    const std::uint64_t off_;
+    const std::span<const std::byte> in_;
+    BufferPool::Buffer& buf_;
+    BufferPool::Buffer spare_;
+    CryptoDriver::Job* job_ = nullptr;
+    std::uint64_t pos_ = 0;
+    std::span<std::byte> b_;
+  };
+
+  // Fills `b` with the plaintext of sectors [pos, pos + b.size()/ss) with the request's bytes
+  // merged in (partial head and tail sectors are read from the store first).
+  Result<void> merge(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
+                     std::span<std::byte> b) {
     const std::size_t n = b.size() / ss_;
     const std::uint64_t start = pos * ss_;
     const bool head_partial = start < off;
@@ -304,8 +401,7 @@ class VolumeImpl final : public Volume {
     std::uint64_t lo = 0, hi = 0;
     overlap(off, in.size(), start, b.size(), &lo, &hi);
     std::memcpy(b.data() + (lo - start), in.data() + (lo - off), hi - lo);
-    CRYPTMAP_TRY_VOID(driver_->convert(CryptoDir::kEncrypt, b, SectorIndex{pos}));
-    return store_->write_at(ByteOffset{image_offset(pos)}, b);
+    return ok();
   }
 
   // Write-back mode: whole sectors go into the cache as dirty blocks; partial ones are merged
@@ -314,13 +410,12 @@ class VolumeImpl final : public Volume {
   // cache slows writers down but never blocks them. Caller must hold the exclusive range.
   Result<void> write_back(std::uint64_t off, std::span<const std::byte> in, std::uint64_t s0,
                           std::uint64_t s1) {
-    BufferPool::Buffer buf;  // at most one buffer per request at a time
+    BufferPool::Buffer buf;  // waited for: at most one per request (see BufferPool)
+    WritePipe pipe(*this, off, in, buf);
     std::uint64_t run_begin = 0, run_end = 0;  // pending write-through run [begin, end)
     auto flush_run = [&]() -> Result<void> {
       if (run_end == run_begin) return ok();
-      if (!buf) buf = buffers_->acquire();
-      Result<void> r =
-          write_through(off, in, run_begin, buf.span().first((run_end - run_begin) * ss_));
+      Result<void> r = pipe.add(run_begin, run_end - run_begin);
       run_begin = run_end = 0;
       return r;
     };
@@ -338,11 +433,18 @@ class VolumeImpl final : public Volume {
       } else if (cache_->write_if_present(pos, skip, part)) {
         cached = true;
       } else {
+        CRYPTMAP_TRY_VOID(flush_run());
+        CRYPTMAP_TRY_VOID(pipe.drain());  // the buffer is free again
         if (!buf) buf = buffers_->acquire();
         std::span<std::byte> sec = buf.span().first(ss_);
         CRYPTMAP_TRY_VOID(fetch(pos, sec));
         std::memcpy(sec.data() + skip, part.data(), part.size());
         cached = cache_->put(pos, sec, /*dirty=*/true) != cache::PutResult::kNoRoom;
+        if (!cached) {  // written through right here
+          CRYPTMAP_TRY_VOID(driver_->convert(CryptoDir::kEncrypt, sec, SectorIndex{pos}));
+          CRYPTMAP_TRY_VOID(store_->write_at(ByteOffset{image_offset(pos)}, sec));
+          continue;
+        }
       }
       if (!cached) {
         if (run_end == run_begin) run_begin = run_end = pos;
@@ -352,7 +454,8 @@ class VolumeImpl final : public Volume {
         CRYPTMAP_TRY_VOID(flush_run());
       }
     }
-    return flush_run();
+    CRYPTMAP_TRY_VOID(flush_run());
+    return pipe.drain();
   }
 
   // Dirty throttling (the only place a writer waits for write-back), before the range lock is

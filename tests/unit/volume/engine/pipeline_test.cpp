@@ -1,0 +1,172 @@
+// The engine's two-stage pipeline: a streaming request's store I/O of one piece overlaps the
+// crypto of its neighbour. Shown with gates that only open when the overlap happens (reads: the
+// decryption of piece 0 waits until the store is asked for piece 1; writes: the store write of
+// piece 0 waits until piece 1's encryption has begun); without the pipeline a gate times out.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
+#include "tests/unit/volume/engine/volume_test_util.h"
+
+namespace cryptmap::testing {
+namespace {
+
+using volume::EngineOptions;
+using volume::VolumeOptions;
+
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kArena = false;  // TSan builds run crypto inline (see crypto_driver.cpp)
+#else
+constexpr bool kArena = true;
+#endif
+
+// A one-shot gate with a bounded wait (a missing overlap is a failure, not a hang).
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  void release() {
+    std::lock_guard lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+  bool wait() {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(5), [&] { return open; });
+  }
+};
+
+// On the conversion of the run starting at `gated_sector` (direction `dir`): holds it until the
+// gate opens (kWait; records whether it opened in time) or opens the gate (kOpen); then
+// converts synchronously.
+enum class GateMode { kWait, kOpen };
+class GatedEngine final : public crypto::CryptoEngine {
+ public:
+  GatedEngine(const crypto::SectorCipher& c, crypto::CryptoDir dir, std::uint64_t gated_sector,
+              Gate& gate, GateMode mode)
+      : c_(c), dir_(dir), sector_(gated_sector), gate_(gate), mode_(mode) {}
+  crypto::SubmitStatus submit(crypto::CryptoRequest* r) override {
+    if (r->dir == dir_ && r->run.first.value == sector_) {
+      if (mode_ == GateMode::kWait) {
+        opened_in_time = gate_.wait();
+      } else {
+        gate_.release();
+      }
+    }
+    r->status = r->dir == crypto::CryptoDir::kEncrypt ? c_.encrypt(r->run) : c_.decrypt(r->run);
+    return crypto::SubmitStatus::kDone;
+  }
+  void wait_for_drain() override {}
+  const char* name() const noexcept override { return "gated"; }
+  bool opened_in_time = false;
+
+ private:
+  const crypto::SectorCipher& c_;
+  const crypto::CryptoDir dir_;
+  const std::uint64_t sector_;
+  Gate& gate_;
+  const GateMode mode_;
+};
+
+// Calls `hook(offset, is_write)` on every store access, then forwards.
+class WatchedStore final : public volume::BackingStore {
+ public:
+  WatchedStore(volume::MemBackingStore& s, std::function<void(std::uint64_t, bool)> hook)
+      : s_(s), hook_(std::move(hook)) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    hook_(off.value, false);
+    return s_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    hook_(off.value, true);
+    return s_.write_at(off, in);
+  }
+  Result<void> sync() override { return s_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
+  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
+  bool read_only() const noexcept override { return s_.read_only(); }
+  const std::string& name() const noexcept override { return s_.name(); }
+
+ private:
+  volume::MemBackingStore& s_;
+  std::function<void(std::uint64_t, bool)> hook_;
+};
+
+constexpr std::uint32_t kSs = 4096;
+constexpr std::uint64_t kPiece = 16 * 1024;  // buffer_bytes: 4 sectors per piece
+
+std::unique_ptr<volume::Volume> open_gated(volume::MemBackingStore& mem, crypto::CryptoDir dir,
+                                           std::uint64_t gated_sector, Gate& gate,
+                                           GateMode mode, GatedEngine** engine,
+                                           std::function<void(std::uint64_t, bool)> hook) {
+  VolumeOptions opts;
+  opts.cache_bytes = 0;  // every request streams
+  EngineOptions eo;
+  eo.buffer_bytes = kPiece;
+  eo.batch_bytes = kPiece / 2;  // two batches per piece: the piece is converted in the arena
+  eo.parallel_threshold_bytes = kSs;
+  eo.threads = 2;
+  auto factory = [&](const crypto::SectorCipher& c) {
+    auto e = std::make_unique<GatedEngine>(c, dir, gated_sector, gate, mode);
+    *engine = e.get();
+    return e;
+  };
+  auto v = volume::open_volume_with_engine(
+      test_layout(kSs, 0), std::make_unique<FakeSectorCipher>(kSs, 0xC0FFEE ^ kSs), factory,
+      std::make_unique<WatchedStore>(mem, std::move(hook)), opts, eo, nullptr);
+  if (!v) {
+    ADD_FAILURE() << v.error().message();
+    return nullptr;
+  }
+  return std::move(*v);
+}
+
+TEST(Pipeline, AStreamingReadFetchesTheNextPieceWhileThePreviousIsDecrypted) {
+  if (!kArena) GTEST_SKIP() << "crypto runs inline under TSan";
+  volume::MemBackingStore mem(8 * kPiece, "mem:pipeline");
+  Gate gate;
+  GatedEngine* engine = nullptr;
+  // Decryption of piece 0 waits until the store is asked for piece 1.
+  auto vol = open_gated(mem, crypto::CryptoDir::kDecrypt, 0, gate, GateMode::kWait, &engine,
+                        [&](std::uint64_t off, bool write) {
+                          if (!write && off == kPiece) gate.release();
+                        });
+  ASSERT_TRUE(vol);
+  std::vector<std::byte> model(4 * kPiece);
+  TestVolume check;
+  check.store = &mem;
+  check.ss = kSs;
+  check.key = 0xC0FFEE ^ kSs;
+  model = image_plaintext(check, 0, model.size());
+  std::vector<std::byte> got(model.size());
+  ASSERT_EQ(*vol->read_sync(ByteOffset{0}, got), got.size());
+  EXPECT_TRUE(engine->opened_in_time) << "piece 1 was not read while piece 0 was decrypted";
+  EXPECT_TRUE(got == model);
+}
+
+TEST(Pipeline, AStreamingWriteEncryptsTheNextPieceWhileThePreviousIsWritten) {
+  if (!kArena) GTEST_SKIP() << "crypto runs inline under TSan";
+  volume::MemBackingStore mem(8 * kPiece, "mem:pipeline");
+  Gate gate;
+  GatedEngine* engine = nullptr;
+  // The store write of piece 0 waits until the encryption of piece 1 (sector 4) has begun.
+  bool began_in_time = false;
+  auto vol = open_gated(mem, crypto::CryptoDir::kEncrypt, kPiece / kSs, gate, GateMode::kOpen,
+                        &engine, [&](std::uint64_t off, bool write) {
+                          if (write && off == 0) began_in_time = gate.wait();
+                        });
+  ASSERT_TRUE(vol);
+  const auto d = pattern(4 * kPiece - 100, 9);
+  ASSERT_TRUE(vol->write_sync(ByteOffset{50}, d));
+  EXPECT_TRUE(began_in_time) << "piece 1 was not being encrypted while piece 0 was written";
+  TestVolume check;
+  check.store = &mem;
+  check.ss = kSs;
+  check.key = 0xC0FFEE ^ kSs;
+  EXPECT_TRUE(image_plaintext(check, 50, d.size()) == d);
+}
+
+}  // namespace
+}  // namespace cryptmap::testing
