@@ -38,6 +38,12 @@ struct EngineOptions {
   // only blocks already resident and write the rest through (0 = every request is cached).
   // Per-sector cache bookkeeping costs more than it saves on large sequential I/O.
   std::size_t cache_bypass_bytes = 128 * 1024;
+  // Read-ahead for sequential streams (read_ahead.h): windows of up to read_ahead_bytes,
+  // read_ahead_depth requests ahead, loaded by read_ahead_threads (0 windows = off).
+  std::uint32_t read_ahead_windows = 8;
+  std::size_t read_ahead_bytes = 1 << 20;
+  std::uint32_t read_ahead_depth = 2;
+  unsigned read_ahead_threads = 2;
 };
 
 // Builds the CryptoEngine that drives `cipher` (which outlives the engine).

@@ -18,6 +18,7 @@
 #include "volume/engine/crypto_driver.h"
 #include "volume/engine/io_thread.h"
 #include "volume/engine/range_lock.h"
+#include "volume/engine/read_ahead.h"
 #include "volume/engine/volume_engine.h"
 #include "volume/store/backing_store.h"
 
@@ -46,7 +47,9 @@ class VolumeImpl final : public Volume {
   ~VolumeImpl() override {
     // Shutdown order (architecture 4.7): stop the flusher, write back every dirty block,
     // store.sync(); then the driver (arena) before the engine before the cipher. No request
-    // may be running (the owner stops the FUSE loop first).
+    // may be running (the owner stops the FUSE loop first). Read-ahead goes first: its threads
+    // use the store, the driver and the range lock.
+    read_ahead_.reset();
     if (flusher_.joinable()) {
       {
         std::lock_guard lock(flusher_mu_);
@@ -113,6 +116,20 @@ class VolumeImpl final : public Volume {
         return make_error(Errc::kNoSpace, "open volume: start the write-back flusher");
       }
     }
+    if (eo.read_ahead_windows != 0 && eo.read_ahead_bytes >= ss_) {
+      ReadAhead::Options ro;
+      ro.sector_size = ss_;
+      ro.volume_sectors = size_ / ss_;
+      ro.windows = eo.read_ahead_windows;
+      ro.window_bytes = eo.read_ahead_bytes;
+      ro.depth = std::max<std::uint32_t>(1, eo.read_ahead_depth);
+      ro.threads = std::max<unsigned>(1, eo.read_ahead_threads);
+      CRYPTMAP_TRY(ra, ReadAhead::create(ro, [this](std::uint64_t first, std::span<std::byte> dst,
+                                                    const ReadAhead::LoadTicket& t) {
+        return load_ahead(first, dst, t);
+      }));
+      read_ahead_ = std::move(ra);
+    }
     return ok();
   }
 
@@ -169,8 +186,21 @@ class VolumeImpl final : public Volume {
     const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size_ - off));
     const std::uint64_t s0 = off / ss_;
     const std::uint64_t s1 = (off + len - 1) / ss_ + 1;
+    // Pin a read-ahead window before the range lock (pin() may wait for a load, which takes
+    // a range lock itself: see read_ahead.h).
+    ReadAhead::Pin pin;
+    if (read_ahead_) pin = read_ahead_->pin(s0, s1);
+    Result<std::size_t> r = read_range(off, out.first(len), s0, s1, pin);
+    pin = ReadAhead::Pin();
+    if (r && read_ahead_) read_ahead_->note(off, len);
+    return r;
+  }
+
+  Result<std::size_t> read_range(std::uint64_t off, std::span<std::byte> dst, std::uint64_t s0,
+                                 std::uint64_t s1, const ReadAhead::Pin& pin) {
+    const std::size_t len = dst.size();
     RangeLock::Guard guard = ranges_.acquire(s0, s1, /*exclusive=*/false);
-    const std::span<std::byte> dst = out.first(len);
+    if (pin && read_ahead_->copy(pin, off, dst)) return len;
     BufferPool::Buffer buf;  // waited for: at most one per request (see BufferPool)
     if (!cache_ || len >= bypass_bytes_) return stream_read(off, dst, s0, s1, buf);
     if (Result<void> r = read_blocks(off, dst, s0, s1, /*fill_cache=*/true, buf); !r) {
@@ -215,6 +245,16 @@ class VolumeImpl final : public Volume {
       pos = end;
     }
     return ok();
+  }
+
+  // Read-ahead loads (on a prefetch thread): the same rule as a streaming piece: fetch only
+  // while nothing in the cache is dirty, under the shared range. False drops the load (the
+  // foreground read then does the work and reports any error).
+  bool load_ahead(std::uint64_t first, std::span<std::byte> dst, const ReadAhead::LoadTicket& t) {
+    RangeLock::Guard guard = ranges_.acquire(first, first + dst.size() / ss_, /*exclusive=*/false);
+    if (!t.still_wanted()) return false;
+    if (cache_ && cache_->dirty_bytes() != 0) return false;
+    return static_cast<bool>(fetch(first, dst));
   }
 
   // Large reads (and every read without a cache) stream from the store in buffer-sized pieces
@@ -304,6 +344,7 @@ class VolumeImpl final : public Volume {
       }
     }
     RangeLock::Guard guard = ranges_.acquire(s0, s1, /*exclusive=*/true);
+    if (read_ahead_) read_ahead_->invalidate(s0, s1);
     if (cache_) {
       if (Result<void> r = write_back(off, in, s0, s1); !r) {
         log_error("write", r.error());
@@ -590,6 +631,7 @@ class VolumeImpl final : public Volume {
   std::uint64_t bypass_bytes_ = ~std::uint64_t{0};
   std::shared_ptr<spdlog::logger> logger_;
   std::atomic<std::uint64_t> errors_logged_{0};
+  std::unique_ptr<ReadAhead> read_ahead_;  // null when disabled
 
   // Write-back cache (null when cache_bytes < sector size: write-through).
   std::unique_ptr<cache::SectorCache> cache_;

@@ -1,0 +1,196 @@
+// Read-ahead: sequential streams are served from windows loaded by the prefetch threads, writes
+// invalidate them, and under concurrent writers every read returns, for each sector, a version
+// that was current at some moment during the read (never an older one).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "tests/unit/volume/engine/volume_test_util.h"
+
+namespace cryptmap::testing {
+namespace {
+
+using volume::EngineOptions;
+using volume::VolumeOptions;
+
+// Counts store reads issued by one thread (the test's), forwarding everything.
+class CountingStore final : public volume::BackingStore {
+ public:
+  explicit CountingStore(std::uint64_t bytes) : s_(bytes, "mem:ra") {}
+  volume::MemBackingStore& mem() { return s_; }
+  std::thread::id watched;
+  mutable std::atomic<std::uint64_t> watched_reads{0};
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    if (std::this_thread::get_id() == watched) watched_reads.fetch_add(1);
+    return s_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    return s_.write_at(off, in);
+  }
+  Result<void> sync() override { return s_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
+  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
+  bool read_only() const noexcept override { return s_.read_only(); }
+  const std::string& name() const noexcept override { return s_.name(); }
+
+ private:
+  volume::MemBackingStore s_;
+};
+
+struct RaVolume {
+  CountingStore* store = nullptr;
+  std::unique_ptr<volume::Volume> vol;
+  TestVolume check;  // for image_plaintext
+};
+
+RaVolume open_ra(std::uint32_t ss, std::uint64_t bytes, VolumeOptions opts, EngineOptions eo) {
+  RaVolume r;
+  auto store = std::make_unique<CountingStore>(bytes);
+  r.store = store.get();
+  const std::uint64_t key = 0xC0FFEE ^ ss;
+  auto v = volume::open_volume_with_engine(test_layout(ss, 0),
+                                           std::make_unique<FakeSectorCipher>(ss, key), {},
+                                           std::move(store), opts, eo, nullptr);
+  if (!v) {
+    ADD_FAILURE() << v.error().message();
+    return r;
+  }
+  r.vol = std::move(*v);
+  r.check.store = &r.store->mem();
+  r.check.ss = ss;
+  r.check.key = key;
+  return r;
+}
+
+TEST(ReadAhead, SequentialReadsAreServedFromPrefetchedWindows) {
+  for (const std::uint64_t chunk : {std::uint64_t{64} << 10, std::uint64_t{1} << 20}) {
+    SCOPED_TRACE(chunk);
+    constexpr std::uint64_t kBytes = 32ull << 20;
+    RaVolume r = open_ra(4096, kBytes, {}, {});
+    ASSERT_TRUE(r.vol);
+    const std::vector<std::byte> model = image_plaintext(r.check, 0, kBytes);
+    r.store->watched = std::this_thread::get_id();
+    std::vector<std::byte> buf(chunk);
+    std::uint64_t late_reads = 0;
+    for (std::uint64_t off = 0, i = 0; off + chunk <= kBytes; off += chunk, ++i) {
+      const std::uint64_t before = r.store->watched_reads.load();
+      ASSERT_EQ(*r.vol->read_sync(ByteOffset{off}, buf), chunk);
+      ASSERT_EQ(std::memcmp(buf.data(), model.data() + off, chunk), 0) << off;
+      if (i >= 2) late_reads += r.store->watched_reads.load() - before;
+    }
+    EXPECT_EQ(late_reads, 0u) << "from the third sequential read on, the reader itself should "
+                                 "never have to go to the store";
+  }
+}
+
+TEST(ReadAhead, WritesIntoAPrefetchedWindowAreSeenByTheNextRead) {
+  for (const std::uint64_t cache : {std::uint64_t{0}, std::uint64_t{4} << 20}) {
+    SCOPED_TRACE(cache);
+    constexpr std::uint64_t kBytes = 8ull << 20, kChunk = 256 << 10;
+    VolumeOptions opts;
+    opts.cache_bytes = cache;
+    RaVolume r = open_ra(512, kBytes, opts, {});
+    ASSERT_TRUE(r.vol);
+    std::vector<std::byte> model = image_plaintext(r.check, 0, kBytes);
+    std::vector<std::byte> buf(kChunk);
+    for (std::uint64_t off = 0, i = 0; off + kChunk <= kBytes; off += kChunk, ++i) {
+      // The next two chunks are being (or have been) prefetched: change bytes in both.
+      const std::uint64_t w = off + kChunk + (i * 7919) % (2 * kChunk - 600);
+      if (w + 600 <= kBytes) {
+        const auto d = pattern(600, 100 + i);
+        ASSERT_TRUE(r.vol->write_sync(ByteOffset{w}, d));
+        std::memcpy(model.data() + w, d.data(), d.size());
+      }
+      ASSERT_EQ(*r.vol->read_sync(ByteOffset{off}, buf), kChunk);
+      ASSERT_EQ(std::memcmp(buf.data(), model.data() + off, kChunk), 0) << "stale data at " << off;
+    }
+    ASSERT_TRUE(r.vol->flush_sync());
+    EXPECT_TRUE(image_plaintext(r.check, 0, kBytes) == model);
+  }
+}
+
+// Sector s holds (s, version) stamps. A writer bumps versions of random sectors; sequential
+// readers check that each sector they read is at least the version completed before their read
+// started and at most the version started before it ended.
+TEST(ReadAhead, ConcurrentSequentialReadersNeverSeeAVersionOlderThanTheirStart) {
+  constexpr std::uint32_t kSs = 4096;
+  constexpr std::uint64_t kSectors = 512;  // 2 MiB
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr int kRounds = 3;
+#else
+  constexpr int kRounds = 30;
+#endif
+  for (const std::uint64_t cache : {std::uint64_t{0}, std::uint64_t{512} << 10}) {
+    SCOPED_TRACE(cache);
+    VolumeOptions opts;
+    opts.cache_bytes = cache;
+    opts.flush_age_ms = 2;
+    EngineOptions eo;
+    eo.read_ahead_bytes = 64 << 10;
+    eo.read_ahead_windows = 6;
+    RaVolume r = open_ra(kSs, kSectors * kSs, opts, eo);
+    ASSERT_TRUE(r.vol);
+    std::vector<std::atomic<std::uint64_t>> started(kSectors), completed(kSectors);
+    auto stamp = [&](std::uint64_t s, std::uint64_t v) {
+      std::vector<std::byte> b(kSs);
+      for (std::size_t k = 0; k + 16 <= kSs; k += 16) {
+        std::memcpy(b.data() + k, &s, 8);
+        std::memcpy(b.data() + k + 8, &v, 8);
+      }
+      return b;
+    };
+    for (std::uint64_t s = 0; s < kSectors; ++s) {
+      ASSERT_TRUE(r.vol->write_sync(ByteOffset{s * kSs}, stamp(s, 0)));
+    }
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> bad{0}, reads{0};
+    std::thread writer([&] {
+      std::mt19937_64 rng(7);
+      std::vector<std::uint64_t> version(kSectors, 0);
+      while (!stop) {
+        const std::uint64_t s = rng() % kSectors;
+        const std::uint64_t v = ++version[s];
+        started[s].store(v);
+        if (!r.vol->write_sync(ByteOffset{s * kSs}, stamp(s, v))) ++bad;
+        completed[s].store(v);
+      }
+    });
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 3; ++t) {
+      readers.emplace_back([&, t] {
+        const std::uint64_t chunk = (16 + 16 * t) * 1024;  // 16, 32, 48 KiB: windows misalign
+        std::vector<std::byte> buf(chunk);
+        std::vector<std::uint64_t> lo(chunk / kSs);
+        for (int round = 0; round < kRounds; ++round) {
+          for (std::uint64_t off = 0; off + chunk <= kSectors * kSs; off += chunk) {
+            const std::uint64_t s0 = off / kSs;
+            for (std::size_t k = 0; k < lo.size(); ++k) lo[k] = completed[s0 + k].load();
+            auto res = r.vol->read_sync(ByteOffset{off}, buf);
+            ++reads;
+            if (!res || *res != chunk) {
+              ++bad;
+              continue;
+            }
+            for (std::size_t k = 0; k < lo.size(); ++k) {
+              std::uint64_t s = 0, v = 0;
+              std::memcpy(&s, buf.data() + k * kSs, 8);
+              std::memcpy(&v, buf.data() + k * kSs + 8, 8);
+              const std::uint64_t hi = started[s0 + k].load();
+              if (s != s0 + k || v < lo[k] || v > hi) ++bad;
+            }
+          }
+        }
+      });
+    }
+    for (auto& th : readers) th.join();
+    stop = true;
+    writer.join();
+    EXPECT_EQ(bad.load(), 0u) << "stale or torn sectors out of " << reads.load() << " reads";
+  }
+}
+
+}  // namespace
+}  // namespace cryptmap::testing

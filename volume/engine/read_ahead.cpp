@@ -1,0 +1,288 @@
+#include "volume/engine/read_ahead.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "base/check.h"
+#include "volume/engine/buffer_pool.h"
+#include "volume/engine/io_thread.h"
+
+namespace cryptmap::volume {
+namespace {
+
+enum class State : std::uint8_t { kEmpty, kLoading, kReady };
+
+struct Window {
+  std::byte* mem = nullptr;
+  std::uint64_t first = 0;  // sectors [first, first + count)
+  std::uint64_t count = 0;
+  State state = State::kEmpty;
+  std::uint64_t generation = 0;  // bumped whenever the window is (re)assigned or invalidated
+  std::uint32_t readers = 0;     // pins
+  std::uint64_t last_use = 0;
+};
+
+struct Stream {
+  std::uint64_t next = ~std::uint64_t{0};  // byte offset where the last read of it ended
+  std::uint32_t hits = 0;
+  std::uint64_t last_use = 0;
+};
+
+constexpr std::size_t kStreams = 8;
+
+}  // namespace
+
+struct ReadAhead::Impl {
+  const ReadAhead* owner = nullptr;
+  Options opts;
+  Loader loader;
+  std::uint64_t window_sectors = 0;
+  std::byte* mem = nullptr;
+  std::size_t mem_bytes = 0;
+
+  mutable std::mutex mu;
+  std::condition_variable loaded_cv;  // a window left kLoading, or a pin was dropped
+  std::condition_variable work_cv;    // queue or stop
+  std::vector<Window> windows;
+  Stream streams[kStreams];
+  std::vector<std::uint32_t> queue;   // ring of windows to load (each at most once)
+  std::size_t q_head = 0, q_size = 0;
+  std::uint64_t clock = 0;
+  bool stop = false;
+  Stats stats;
+  std::vector<std::thread> threads;
+
+  bool overlaps(const Window& w, std::uint64_t s0, std::uint64_t s1) const {
+    return w.state != State::kEmpty && w.first < s1 && s0 < w.first + w.count;
+  }
+
+  // An idle window to reuse: not loading, not pinned; empty ones first, then the LRU one.
+  // Caller holds mu.
+  Window* victim() {
+    Window* best = nullptr;
+    for (Window& w : windows) {
+      if (w.state == State::kLoading || w.readers != 0) continue;
+      if (w.state == State::kEmpty) return &w;
+      if (best == nullptr || w.last_use < best->last_use) best = &w;
+    }
+    return best;
+  }
+
+  // Makes sure a window starting at sector `first` exists; false when none could be taken.
+  // Caller holds mu.
+  bool want(std::uint64_t first, std::uint64_t count) {
+    for (Window& w : windows) {
+      if (w.state != State::kEmpty && w.first == first && w.count >= count) {
+        w.last_use = ++clock;
+        return true;
+      }
+    }
+    Window* w = victim();
+    if (w == nullptr) return false;
+    w->first = first;
+    w->count = count;
+    w->state = State::kLoading;
+    ++w->generation;
+    w->last_use = ++clock;
+    queue[(q_head + q_size++) % queue.size()] = static_cast<std::uint32_t>(w - windows.data());
+    work_cv.notify_one();
+    return true;
+  }
+
+  void worker() {
+    (void)mark_io_thread();
+    std::unique_lock lock(mu);
+    while (true) {
+      work_cv.wait(lock, [&] { return stop || q_size != 0; });
+      if (stop) return;
+      const std::uint32_t i = queue[q_head];
+      q_head = (q_head + 1) % queue.size();
+      --q_size;
+      Window& w = windows[i];
+      const std::uint64_t gen = w.generation;
+      const std::uint64_t first = w.first;
+      const std::span<std::byte> dst(w.mem, w.count * opts.sector_size);
+      lock.unlock();
+      const bool loaded = loader(first, dst, LoadTicket(owner, i, gen));
+      lock.lock();
+      if (loaded && w.generation == gen) {
+        w.state = State::kReady;
+        ++stats.loads;
+      } else {
+        if (w.generation == gen) ++w.generation;  // a failed load: readers must not use it
+        w.state = State::kEmpty;
+        ++stats.dropped;
+      }
+      loaded_cv.notify_all();
+    }
+  }
+};
+
+Result<std::unique_ptr<ReadAhead>> ReadAhead::create(const Options& options, Loader loader) {
+  if (options.windows == 0 || options.window_bytes < options.sector_size || !loader) {
+    return make_error(Errc::kInvalid, "read-ahead: needs windows of at least one sector");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->opts = options;
+  impl->loader = std::move(loader);
+  impl->window_sectors = options.window_bytes / options.sector_size;
+  impl->mem_bytes = impl->window_sectors * options.sector_size * options.windows;
+  bool locked = false;
+  CRYPTMAP_TRY(mem, alloc_locked_memory(impl->mem_bytes, &locked));
+  impl->mem = mem;
+  try {
+    impl->windows.resize(options.windows);
+    impl->queue.resize(options.windows);
+    for (std::uint32_t i = 0; i < options.windows; ++i) {
+      impl->windows[i].mem = mem + i * impl->window_sectors * options.sector_size;
+    }
+    auto ra = std::unique_ptr<ReadAhead>(new ReadAhead(std::move(impl)));
+    ra->impl_->owner = ra.get();
+    for (unsigned t = 0; t < std::max(1u, options.threads); ++t) {
+      Impl* im = ra->impl_.get();
+      ra->impl_->threads.emplace_back([im] { im->worker(); });
+    }
+    return ra;
+  } catch (const std::exception&) {
+    return make_error(Errc::kNoSpace, "read-ahead: allocate windows and start threads");
+  }
+}
+
+ReadAhead::ReadAhead(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+bool ReadAhead::LoadTicket::still_wanted() const {
+  const Impl& im = *ra_->impl_;
+  std::lock_guard lock(im.mu);
+  return im.windows[window_].generation == generation_ && !im.stop;
+}
+
+ReadAhead::~ReadAhead() {
+  if (!impl_) return;
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->work_cv.notify_all();
+  for (std::thread& t : impl_->threads) t.join();
+  if (impl_->mem != nullptr) free_locked_memory(impl_->mem, impl_->mem_bytes);
+}
+
+ReadAhead::Pin::Pin(Pin&& o) noexcept
+    : ra_(std::exchange(o.ra_, nullptr)), window_(o.window_), generation_(o.generation_) {}
+
+ReadAhead::Pin& ReadAhead::Pin::operator=(Pin&& o) noexcept {
+  if (this != &o) {
+    if (ra_ != nullptr) ra_->unpin(window_);
+    ra_ = std::exchange(o.ra_, nullptr);
+    window_ = o.window_;
+    generation_ = o.generation_;
+  }
+  return *this;
+}
+
+ReadAhead::Pin::~Pin() {
+  if (ra_ != nullptr) ra_->unpin(window_);
+}
+
+void ReadAhead::unpin(std::uint32_t window) noexcept {
+  std::lock_guard lock(impl_->mu);
+  CRYPTMAP_CHECK(impl_->windows[window].readers > 0);
+  --impl_->windows[window].readers;
+}
+
+ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
+  Impl& im = *impl_;
+  std::unique_lock lock(im.mu);
+  for (std::uint32_t i = 0; i < im.windows.size(); ++i) {
+    Window& w = im.windows[i];
+    if (w.state == State::kEmpty || w.first > s0 || s1 > w.first + w.count) continue;
+    const std::uint64_t gen = w.generation;
+    // Loading: wait until it is loaded, dropped, or reassigned (never while holding a range).
+    im.loaded_cv.wait(lock, [&] { return w.state != State::kLoading || w.generation != gen; });
+    if (w.state != State::kReady || w.generation != gen) return {};
+    ++w.readers;
+    w.last_use = ++im.clock;
+    Pin p;
+    p.ra_ = this;
+    p.window_ = i;
+    p.generation_ = gen;
+    return p;
+  }
+  return {};
+}
+
+bool ReadAhead::copy(const Pin& pin, std::uint64_t off, std::span<std::byte> out) {
+  Impl& im = *impl_;
+  const Window& w = im.windows[pin.window_];
+  {
+    std::lock_guard lock(im.mu);
+    if (w.generation != pin.generation_ || w.state != State::kReady) return false;
+    ++im.stats.hits;
+  }
+  // The caller's shared range keeps writers (the only invalidators) out, and the pin keeps the
+  // window from being reused: its memory is stable without the mutex.
+  const std::uint64_t base = w.first * im.opts.sector_size;
+  CRYPTMAP_CHECK(off >= base && off + out.size() <= base + w.count * im.opts.sector_size);
+  std::memcpy(out.data(), w.mem + (off - base), out.size());
+  return true;
+}
+
+void ReadAhead::invalidate(std::uint64_t s0, std::uint64_t s1) {
+  Impl& im = *impl_;
+  std::lock_guard lock(im.mu);
+  bool any = false;
+  for (Window& w : im.windows) {
+    if (!im.overlaps(w, s0, s1)) continue;
+    ++w.generation;  // a loader in flight drops its result; pins fail their copy
+    if (w.state == State::kReady) w.state = State::kEmpty;
+    any = true;
+  }
+  if (any) im.loaded_cv.notify_all();
+}
+
+void ReadAhead::note(std::uint64_t off, std::uint64_t len) {
+  Impl& im = *impl_;
+  if (len == 0) return;
+  const std::uint32_t ss = im.opts.sector_size;
+  std::lock_guard lock(im.mu);
+  Stream* s = nullptr;
+  for (Stream& c : im.streams) {
+    if (c.next == off) {
+      s = &c;
+      break;
+    }
+  }
+  if (s == nullptr) {
+    s = &im.streams[0];
+    for (Stream& c : im.streams) {
+      if (c.last_use < s->last_use) s = &c;
+    }
+    s->hits = 0;
+  }
+  ++s->hits;
+  s->next = off + len;
+  s->last_use = ++im.clock;
+  if (s->hits < 2) return;
+  // Cover the next `depth` requests of the same length, one window each (capped).
+  std::uint64_t at = off + len;
+  for (std::uint32_t d = 0; d < im.opts.depth; ++d) {
+    const std::uint64_t first = at / ss;
+    if (first >= im.opts.volume_sectors) break;
+    const std::uint64_t end = std::min<std::uint64_t>((at + len + ss - 1) / ss,
+                                                      im.opts.volume_sectors);
+    const std::uint64_t count = std::min<std::uint64_t>(end - first, im.window_sectors);
+    if (count == 0 || !im.want(first, count)) break;
+    at = (first + count) * ss;
+  }
+}
+
+ReadAhead::Stats ReadAhead::stats() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->stats;
+}
+
+}  // namespace cryptmap::volume
