@@ -31,6 +31,9 @@
 #               the CLI has no option to change it)
 #   OUT         results directory (default /tmp/cryptmap-bench): results.csv (one row per fio
 #               run), summary.csv, results.md, chart.svg, host.txt, logs/
+#   PROFILE     systems to profile with perf (e.g. "cryptmap passthrough"): `perf record -e
+#               cpu-clock -g` on their daemons during each measured window, reports in
+#               OUT/profile/WORKLOAD-SYSTEM.txt. Sampling perturbs the numbers: use a separate run.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -72,6 +75,8 @@ declare -A PKG=([qemu-storage-daemon]=qemu-system-common [nbdkit]=nbdkit [nbdfus
 for c in fio jq cryptsetup fusermount3 openssl python3; do
   command -v "$c" >/dev/null || die "missing '$c': apt-get install ${PKG[$c]}"
 done
+PROFILE=${PROFILE:-}
+[[ -z $PROFILE ]] || command -v perf >/dev/null || die "PROFILE needs perf: apt-get install linux-perf"
 for wl in $WORKLOADS; do [[ -n ${WL[$wl]:-} ]] || die "unknown workload '$wl' (known: ${!WL[*]})"; done
 RUN=()
 for s in $SYSTEMS; do
@@ -265,6 +270,16 @@ cpu_ticks() {   # utime+stime of PIDS (all threads)
 }
 busy_total() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 HZ=$(getconf CLK_TCK)
+profile_report() {  # profile_report BASE: BASE.data -> BASE.txt (by DSO, by symbol, kernel call chains)
+  local d=$1.data
+  {
+    echo "# samples of the daemon's threads (cpu-clock); self time"
+    perf report -i "$d" --stdio --no-children --sort dso -g none --percent-limit 0.5 2>/dev/null | grep -v '^$'
+    perf report -i "$d" --stdio --no-children --sort dso,sym -g none --percent-limit 0.4 2>/dev/null | grep -v '^$'
+    echo "# call chains of the top symbols"
+    perf report -i "$d" --stdio --no-children --sort sym -g caller,0.5,callee,function,percent --percent-limit 3 2>/dev/null | grep -v '^$' | head -400
+  } >"$1.txt"
+}
 
 RESULTS=$OUT/results.csv
 echo "workload,rep,system,rw,bs,numjobs,mb_s,iops,lat_mean_us,clat_p99_us,rss_peak_kib,daemon_cpu_pct,machine_busy_pct,status" >"$RESULTS"
@@ -283,12 +298,23 @@ measure() {     # measure SYSTEM WORKLOAD REP -> one row of results.csv
     --norandommap --randrepeat=0 --fallocate=none --allow_file_create=0 \
     --output-format=json --output="$json" >/dev/null 2>"$OUT/logs/fio-$wl-$rep-$s.err" &
   FIO_PID=$!
+  local perf_pid=
+  if [[ " $PROFILE " == *" $s "* ]]; then
+    mkdir -p "$OUT/profile"
+    perf record -q -e cpu-clock -g -p "$(IFS=,; echo "${pids[*]}")" -o "$OUT/profile/$wl-$s.data" \
+      -D $((RAMP * 1000)) -- sleep $((RAMP + RUNTIME)) >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   while alive "$FIO_PID"; do
     r=$(rss_kib VmRSS "${pids[@]}"); ((r > peak)) && peak=$r
     sleep 0.2
   done
   wait "$FIO_PID" || status=fio-failed
   FIO_PID=
+  if [[ -n $perf_pid ]]; then
+    wait "$perf_pid" || log "perf record failed for $s $wl"
+    profile_report "$OUT/profile/$wl-$s"
+  fi
   w1=$(date +%s.%N); read -r b1 t1 < <(busy_total); c1=$(cpu_ticks "${pids[@]}")
   if [[ $status == ok ]]; then
     row=$(jq -r --arg d "$dir" '.jobs[0][$d] | [ (.bw_bytes / 1e6 * 10 | round / 10), (.iops | round),

@@ -140,6 +140,18 @@ def main() -> int:
                     cells.append(f(v))
             md.append(f"| {label} | " + " | ".join(cells) + " |")
 
+    md += ["", "Work per daemon CPU-second (median figure / median daemon CPU; MB or IO per second of one core): "
+           "less sensitive to a loaded machine than the wall-clock figures; kernel work done in fio's "
+           "context (the FUSE copy, O_DIRECT submission) is not counted:", ""]
+    md.append("| system | " + " | ".join(f"{w} ({'MB' if w.startswith('seq') else 'IO'}/CPU-s)" for w in workloads) + " |")
+    md.append("|---|" + "---:|" * len(workloads))
+    for s in systems:
+        cells = []
+        for w in workloads:
+            c = statistics.median(cpu[(s, w)]) if cpu.get((s, w)) else 0
+            cells.append(fmt(m(s, w) / (c / 100)) if c >= 1 and m(s, w) is not None else "-")
+        md.append(f"| {s} | " + " | ".join(cells) + " |")
+
     md += ["", "All systems: peak RSS MiB (max over workloads) and daemon CPU % of one core (median per workload):", ""]
     md.append("| system | peak RSS MiB | " + " | ".join(f"CPU {w}" for w in workloads) + " |")
     md.append("|---|---:|" + "---:|" * len(workloads))
