@@ -270,15 +270,17 @@ cpu_ticks() {   # utime+stime of PIDS (all threads)
 }
 busy_total() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 HZ=$(getconf CLK_TCK)
-profile_report() {  # profile_report BASE: BASE.data -> BASE.txt (by DSO, by symbol, kernel call chains)
-  local d=$1.data
+profile_report() {  # profile_report BASE: BASE.data -> BASE.txt (self time by DSO, by symbol; kernel chains)
+  local d=$1.data r=(perf report -i "$1.data" --stdio --no-children)
   {
-    echo "# samples of the daemon's threads (cpu-clock); self time"
-    perf report -i "$d" --stdio --no-children --sort dso -g none --percent-limit 0.5 2>/dev/null | grep -v '^$'
-    perf report -i "$d" --stdio --no-children --sort dso,sym -g none --percent-limit 0.4 2>/dev/null | grep -v '^$'
-    echo "# call chains of the top symbols"
-    perf report -i "$d" --stdio --no-children --sort sym -g caller,0.5,callee,function,percent --percent-limit 3 2>/dev/null | grep -v '^$' | head -400
+    echo "== $(basename "$1"): samples of the daemon's threads (cpu-clock), self time"
+    "${r[@]}" --sort dso -g none --percent-limit 0.5 2>/dev/null | grep -v -e '^#' -e '^$'
+    echo "== by symbol"
+    "${r[@]}" --sort dso,sym -g none --percent-limit 0.4 2>/dev/null | grep -v -e '^#' -e '^$' | cut -c1-160
+    echo "== call chains (user-space frames are unreliable: no frame pointers in the build)"
+    "${r[@]}" --sort sym -G --percent-limit 3 2>/dev/null | grep -v -e '^#' -e '^$' | cut -c1-160 | head -300
   } >"$1.txt"
+  [[ -s $d ]] || log "no samples in $d"
 }
 
 RESULTS=$OUT/results.csv

@@ -186,7 +186,7 @@ def main() -> int:
 
 def write_svg(path, systems, workloads, med, reps):
     """Grouped bars: each system's median / the passthrough median, per workload."""
-    bw, gap, h, top, left = 16, 26, 260, 48, 52
+    bw, gap, h, top, left = 20, 30, 260, 48, 52
     rel = {(s, w): med[(s, w)] / med[("passthrough", w)]
            for s in systems for w in workloads if (s, w) in med and med.get(("passthrough", w))}
     cap = 2.0  # taller bars (the null ceiling) are clipped and labelled
@@ -227,8 +227,8 @@ def write_svg(path, systems, workloads, med, reps):
             o.append(f'<text x="{bx + (bw - 2) / 2:.1f}" y="{y(v) - 3:.1f}" font-size="8" text-anchor="middle">'
                      f'{v:.2f}</text>')
         o.append(f'<text x="{x + len(systems) * bw / 2:.1f}" y="{base + 16}" text-anchor="middle">{w}</text>')
-        o.append(f'<text x="{x + len(systems) * bw / 2:.1f}" y="{base + 30}" text-anchor="middle" fill="#555">'
-                 f'passthrough {med[("passthrough", w)]:.0f} {unit(w)}</text>' if ("passthrough", w) in med else "")
+        o.append(f'<text x="{x + len(systems) * bw / 2:.1f}" y="{base + 30}" text-anchor="middle" font-size="9" '
+                 f'fill="#555">1.0 = {med[("passthrough", w)]:.0f} {unit(w)}</text>' if ("passthrough", w) in med else "")
         x += group
     o.append(f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" stroke="#000"/>')
     for i, s in enumerate(systems):
