@@ -139,6 +139,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   if (size > kMaxRequest) size = kMaxRequest;
   // Like cryptmap: read into a private buffer (where decryption would happen), then reply.
   char* buf = thread_buffer();
+  if (buf == nullptr) return (void)fuse_reply_err(req, ENOMEM);
   const std::uint64_t pos = c.offset + static_cast<std::uint64_t>(off);
   const int fd = c.direct_fd >= 0 && aligned(pos, size) ? c.direct_fd : c.fd;
   size_t done = 0;
@@ -161,6 +162,7 @@ void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t of
     // Like cryptmap: the data goes to the store from a private buffer (where encryption would
     // write the ciphertext), never from libfuse's receive buffer.
     char* priv = thread_buffer();
+    if (priv == nullptr) return (void)fuse_reply_err(req, ENOMEM);
     std::memcpy(priv, buf, size);
     const std::uint64_t pos = c.offset + static_cast<std::uint64_t>(off);
     const int fd = c.direct_fd >= 0 && aligned(pos, size) ? c.direct_fd : c.fd;
