@@ -2,9 +2,14 @@
 //
 //   fuse_ceiling null SIZE MOUNTDIR                 "vol" served from RAM: no crypto, no I/O —
 //                                                   the ceiling of any FUSE design here.
-//   fuse_ceiling passthrough IMAGE OFFSET MOUNTDIR  "vol" = IMAGE[OFFSET..] by pread/pwrite, no
+//   fuse_ceiling passthrough [--buffered] IMAGE OFFSET MOUNTDIR
+//                                                   "vol" = IMAGE[OFFSET..] by pread/pwrite, no
 //                                                   crypto — the ceiling of cryptmap's design
 //                                                   on this storage.
+// The passthrough does the store I/O cryptmap's daemon does: an O_DIRECT fd on the image (a
+// buffered fd only for requests that miss the alignment), reads into a private aligned buffer
+// (where decryption would happen) and writes from a private aligned buffer (where encryption
+// would put the ciphertext). `--buffered` uses the host page cache instead, as the peers do.
 // Both use what cryptmap's own front end uses: the low-level API, a multithreaded loop, and
 // open replies with FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES (the latter patched into the
 // reply because libfuse 3.14.0 has no field for it). Runs in the foreground until unmounted.
@@ -16,6 +21,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -40,9 +46,21 @@ struct Ceiling {
   bool null_mode = true;
   std::uint64_t size = 0;
   char* ram = nullptr;
-  int fd = -1;
+  int fd = -1;         // buffered
+  int direct_fd = -1;  // O_DIRECT, or -1 (--buffered)
   std::uint64_t offset = 0;
 };
+
+constexpr std::size_t kAlign = 4096;
+constexpr std::size_t kMaxRequest = 1u << 20;  // the kernel's largest FUSE request (256 pages)
+
+// One aligned 1 MiB buffer per worker thread, allocated at its first request.
+char* thread_buffer() {
+  thread_local char* buf = static_cast<char*>(std::aligned_alloc(kAlign, kMaxRequest));
+  return buf;
+}
+
+bool aligned(std::uint64_t pos, std::size_t size) { return pos % kAlign == 0 && size % kAlign == 0; }
 
 Ceiling g_state;  // one per process; the FUSE callbacks reach it through fuse_req_userdata
 thread_local bool t_open_reply = false;
@@ -118,17 +136,20 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   if (static_cast<std::uint64_t>(off) >= c.size) return (void)fuse_reply_buf(req, nullptr, 0);
   size = std::min<std::uint64_t>(size, c.size - off);
   if (c.null_mode) return (void)fuse_reply_buf(req, c.ram + off, size);
+  if (size > kMaxRequest) size = kMaxRequest;
   // Like cryptmap: read into a private buffer (where decryption would happen), then reply.
-  thread_local std::vector<char> buf(1 << 20);
-  if (buf.size() < size) buf.resize(size);
+  char* buf = thread_buffer();
+  if (buf == nullptr) return (void)fuse_reply_err(req, ENOMEM);
+  const std::uint64_t pos = c.offset + static_cast<std::uint64_t>(off);
+  const int fd = c.direct_fd >= 0 && aligned(pos, size) ? c.direct_fd : c.fd;
   size_t done = 0;
   while (done < size) {
-    ssize_t n = pread(c.fd, buf.data() + done, size - done, static_cast<off_t>(c.offset + off + done));
+    ssize_t n = pread(fd, buf + done, size - done, static_cast<off_t>(pos + done));
     if (n < 0) return (void)fuse_reply_err(req, errno);
     if (n == 0) break;
     done += static_cast<size_t>(n);
   }
-  fuse_reply_buf(req, buf.data(), done);
+  fuse_reply_buf(req, buf, done);
 }
 
 void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info*) {
@@ -137,9 +158,17 @@ void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t of
   if (c.null_mode) {
     std::memcpy(c.ram + off, buf, size);
   } else {
+    if (size > kMaxRequest) size = kMaxRequest;
+    // Like cryptmap: the data goes to the store from a private buffer (where encryption would
+    // write the ciphertext), never from libfuse's receive buffer.
+    char* priv = thread_buffer();
+    if (priv == nullptr) return (void)fuse_reply_err(req, ENOMEM);
+    std::memcpy(priv, buf, size);
+    const std::uint64_t pos = c.offset + static_cast<std::uint64_t>(off);
+    const int fd = c.direct_fd >= 0 && aligned(pos, size) ? c.direct_fd : c.fd;
     size_t done = 0;
     while (done < size) {
-      ssize_t n = pwrite(c.fd, buf + done, size - done, static_cast<off_t>(c.offset + off + done));
+      ssize_t n = pwrite(fd, priv + done, size - done, static_cast<off_t>(pos + done));
       if (n < 0) return (void)fuse_reply_err(req, errno);
       done += static_cast<size_t>(n);
     }
@@ -155,7 +184,7 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
 int usage() {
   std::fprintf(stderr,
                "usage: fuse_ceiling null SIZE_MIB MOUNTDIR\n"
-               "       fuse_ceiling passthrough IMAGE OFFSET_BYTES MOUNTDIR\n");
+               "       fuse_ceiling passthrough [--buffered] IMAGE OFFSET_BYTES MOUNTDIR\n");
   return 2;
 }
 
@@ -173,15 +202,24 @@ int main(int argc, char** argv) {
     c.ram = static_cast<char*>(p);
     std::memset(c.ram, 0xa5, c.size);  // real pages, not the shared zero page
     mountdir = argv[3];
-  } else if (mode == "passthrough" && argc == 5) {
+  } else if (mode == "passthrough" && (argc == 5 || (argc == 6 && std::strcmp(argv[2], "--buffered") == 0))) {
+    const bool buffered = argc == 6;
+    char** a = argv + (buffered ? 3 : 2);
     c.null_mode = false;
-    c.fd = open(argv[2], O_RDWR);
-    if (c.fd < 0) return std::perror(argv[2]), 1;
-    c.offset = std::strtoull(argv[3], nullptr, 10);
+    c.fd = open(a[0], O_RDWR | O_CLOEXEC);
+    if (c.fd < 0) return std::perror(a[0]), 1;
+    if (!buffered) {
+      c.direct_fd = open(a[0], O_RDWR | O_CLOEXEC | O_DIRECT);
+      if (c.direct_fd < 0) return std::perror("O_DIRECT open"), 1;
+    }
+    c.offset = std::strtoull(a[1], nullptr, 10);
     struct stat st;
-    fstat(c.fd, &st);
+    if (fstat(c.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) <= c.offset) {
+      std::fprintf(stderr, "%s: smaller than the offset %s\n", a[0], a[1]);
+      return 1;
+    }
     c.size = static_cast<std::uint64_t>(st.st_size) - c.offset;
-    mountdir = argv[4];
+    mountdir = a[2];
   } else {
     return usage();
   }
