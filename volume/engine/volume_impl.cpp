@@ -509,10 +509,26 @@ class VolumeImpl final : public Volume {
     while (cache_->dirty_bytes() >= dirty_limit_) {
       const std::uint64_t passes = writeback_passes_;
       kick_flusher();
-      throttle_cv_.wait(lock, [&] { return writeback_passes_ != passes; });
+      ++throttled_;
+      // Woken by the end of a pass, or as soon as a run of it brought dirty data under the
+      // limit (writeback_run), not only after the whole pass.
+      throttle_cv_.wait(lock, [&] {
+        return writeback_passes_ != passes || cache_->dirty_bytes() < dirty_limit_;
+      });
+      --throttled_;
       if (last_pass_error_ && cache_->dirty_bytes() >= dirty_limit_) return *last_pass_error_;
     }
     return ok();
+  }
+
+  // After a write-back run: lets throttled writers go once dirty data is under the limit.
+  void release_throttled() {
+    if (cache_->dirty_bytes() >= dirty_limit_) return;
+    {
+      std::lock_guard lock(throttle_mu_);
+      if (throttled_ == 0) return;
+    }
+    throttle_cv_.notify_all();
   }
 
   void kick_flusher() {
@@ -589,6 +605,7 @@ class VolumeImpl final : public Volume {
       if (r) r = store_->write_at(ByteOffset{image_offset(start)}, data);
       if (r) {
         for (std::size_t k = 0; k < have; ++k) (void)cache_->mark_clean(start + k, versions_[k]);
+        release_throttled();
       } else if (result) {
         result = r;
       }
@@ -650,6 +667,7 @@ class VolumeImpl final : public Volume {
   std::mutex throttle_mu_;
   std::condition_variable throttle_cv_;
   std::uint64_t writeback_passes_ = 0;     // guarded by throttle_mu_
+  std::uint32_t throttled_ = 0;            // writers waiting in throttle(); guarded by throttle_mu_
   std::optional<Error> last_pass_error_;   // guarded by throttle_mu_
   std::thread flusher_;
 };
