@@ -61,4 +61,9 @@ void RangeLock::Guard::release() noexcept {
   }
 }
 
+std::size_t RangeLock::tickets() {
+  std::lock_guard lock(mu_);
+  return slots_.size() - free_.size();
+}
+
 }  // namespace cryptmap::volume

@@ -58,6 +58,8 @@ class RangeLock {
   Guard try_acquire(std::uint64_t begin, std::uint64_t end, bool exclusive);
 
   std::size_t slots() const noexcept { return slots_.size(); }
+  // Tickets taken and not released (holders and waiters): for tests and diagnostics.
+  std::size_t tickets();
 
  private:
   struct Slot {

@@ -39,10 +39,8 @@ TEST(RangeLock, OverlappingExclusiveRequestsRunInArrivalOrder) {
       order.push_back(i);
     });
     // Make arrival order deterministic: wait until thread i is queued (holds a ticket).
-    for (;;) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      auto probe = l.try_acquire(100 + static_cast<std::uint64_t>(i), 101 + static_cast<std::uint64_t>(i), false);
-      if (probe) break;
+    while (l.tickets() < 2 + static_cast<std::size_t>(i)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
