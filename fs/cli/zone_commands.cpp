@@ -5,11 +5,14 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
 #include "fs/cli/commands.h"
+#include "volume/format/luks.h"
+#include "volume/store/backing_store.h"
 #include "volume/zone/zoned_store.h"
 
 namespace cryptmap::fs {
@@ -40,6 +43,20 @@ void run_zone_create(const ZoneCreateArgs& a, CommandContext& ctx) {
       return;
     }
     o.zone_count = (static_cast<std::uint64_t>(st.st_size) + a.zone_size - 1) / a.zone_size;
+  }
+  // Sequential zones start empty (their bytes read as zeros): a LUKS header there would be lost,
+  // which is why cryptsetup wants the header in conventional zones of a zoned device.
+  if (auto probe = volume::open_posix_store(a.image, {.read_only = true, .direct_io = false})) {
+    if (auto hdr = volume::load_luks_header(**probe, std::nullopt)) {
+      const std::uint64_t data_off = (*hdr)->layout().data_offset_bytes;
+      if (a.conventional * a.zone_size < data_off) {
+        say("The LUKS header of " + a.image + " ends at byte " + std::to_string(data_off) +
+            ": give at least " + std::to_string((data_off + a.zone_size - 1) / a.zone_size) +
+            " --conventional-zones so it stays in conventional zones.");
+        ctx.exit_code = kExitUsage;
+        return;
+      }
+    }
   }
   o.conventional_zones = a.conventional;
   o.zone_capacity_bytes = a.capacity;

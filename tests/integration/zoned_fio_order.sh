@@ -21,6 +21,10 @@ zone_cond() { zones_of "$1" | awk -v z="$2" '$1 == z { print $7 }'; }
 make_zoned_image() {  # make_zoned_image PATH
   truncate -s $((16 * MiB + 64 * MiB)) "$1"
   cryptsetup luksFormat --batch-mode --type luks2 "${CS_FAST_PBKDF2[@]}" --key-file "$K" "$1"
+  cm zone-create "$1" --zone-size $MiB --conventional-zones 8 2> "$T/err" &&
+    fail "zone-create put the LUKS header into sequential zones"
+  grep -q 'at least 16 --conventional-zones' "$T/err" || fail "zone-create: $(cat "$T/err")"
+  [[ ! -e "$1.zones" ]] || fail "a refused zone-create left a sidecar"
   # 1 MiB zones; zones 0..15 hold the 16 MiB LUKS2 header, 16..19 are conventional data.
   cm zone-create "$1" --zone-size $MiB --conventional-zones 20 > /dev/null
   [[ -f "$1.zones" ]] || fail "zone-create left no sidecar"
