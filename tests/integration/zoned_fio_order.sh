@@ -45,10 +45,11 @@ img=$T/zoned.img
 make_zoned_image "$img"
 cm_open "$img" z --key-file "$K"
 zones_of "$MNT/z" > "$T/zones0.txt"
-head -1 "$T/zones0.txt" | grep -q '^zone_size 1048576 zones 64$' || fail "zone table header: $(head -1 "$T/zones0.txt")"
+[[ "$(head -1 "$T/zones0.txt")" == 'zone_size 1048576 zones 64' ]] || fail "zone table header: $(head -1 "$T/zones0.txt")"
 grep -q '^16 0 1048576 1048576 1048576 conventional ' "$T/zones0.txt" || fail "zone 16 should be conventional: $(sed -n 2p "$T/zones0.txt")"
 grep -q '^20 4194304 1048576 1048576 4194304 ' "$T/zones0.txt" || fail "zone 20 should start empty at 4 MiB: $(sed -n 6p "$T/zones0.txt")"
-cm status z --zones --mount-dir "$MNT" | grep -q '^20 4194304 ' || fail "status --zones shows no zone table"
+cm status z --zones --mount-dir "$MNT" > "$T/status.txt"
+grep -q '^20 4194304 ' "$T/status.txt" || fail "status --zones shows no zone table: $(cat "$T/status.txt")"
 
 note "1. fio: 4 sequential streams, queue depth 16, each on its own 8 sequential zones, verify"
 fio_zones > "$T/fio1.txt" 2>&1 || fail "fio on the zoned volume failed: $(tail -3 "$T/fio1.txt"; tail -5 "$MNT.log")"
