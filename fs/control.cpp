@@ -164,6 +164,7 @@ void put_request(Sink& s, const Request& r) {
   put_layout(s, r.layout);
   s.boolean(r.read_only);
   s.bytes(r.volume_key.span());
+  s.u32(r.open_flags);
 }
 
 void put_reply(Sink& s, const Reply& r) {
@@ -282,6 +283,8 @@ Result<Request> decode_request(std::span<const std::byte> body) {
   CRYPTMAP_TRY(layout, get_layout(s));
   CRYPTMAP_TRY(ro, s.boolean("read_only"));
   CRYPTMAP_TRY(key, s.secret("volume_key"));
+  CRYPTMAP_TRY(open_flags, s.u32("open_flags"));
+  r.open_flags = open_flags;
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");
   r.name = std::move(name);
   r.force = force;

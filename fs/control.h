@@ -48,6 +48,14 @@ struct Request {
   volume::VolumeLayout layout; // kAdd
   bool read_only = false;      // kAdd
   SecretBytes volume_key;      // kAdd
+  std::uint32_t open_flags = 0;  // kAdd: OpenFlag bits (appended last on the wire)
+};
+
+// kAdd options beyond the layout (cryptsetup --perf-* flags, debug switches).
+enum OpenFlag : std::uint32_t {
+  kOpenNoReadWorkqueue = 1u << 0,   // --perf-no_read_workqueue
+  kOpenNoWriteWorkqueue = 1u << 1,  // --perf-no_write_workqueue
+  kOpenUnorderedZoneWrites = 1u << 2,  // hidden debug: sequential-zone writes not ordered
 };
 
 struct Reply {

@@ -18,6 +18,7 @@
 #include "fs/cli/commands.h"
 #include "fs/volume_server.h"
 #include "volume/store/backing_store.h"
+#include "volume/zone/zoned_store.h"
 
 namespace cryptmap::fs {
 namespace {
@@ -198,6 +199,9 @@ class Daemon {
     so.mount_dir = opts_.paths.mount_dir;
     so.fuse_debug = opts_.fuse_debug;
     so.logger = log_;
+    // A zoned first volume needs arrival order kept from receipt to admission (4.6).
+    so.ordered_receive = is_emulated_zoned_image(first.source.image) &&
+                         (first.open_flags & kOpenUnorderedZoneWrites) == 0;
     auto server = VolumeServer::mount(so);
     if (!server) {
       Reply r = error_reply(server.error(), opts_.paths.mount_dir);
@@ -296,12 +300,26 @@ std::string user_message(const Error& e, const std::string& object) {
   return e.message();
 }
 
+bool is_emulated_zoned_image(const std::string& image) {
+  return ::access(volume::zone_sidecar_path(image).c_str(), F_OK) == 0;
+}
+
 Result<std::unique_ptr<volume::Volume>> open_requested_volume(
     const Request& add, std::shared_ptr<spdlog::logger> logger) {
-  volume::PosixStoreOptions so;
-  so.read_only = add.read_only;
-  so.direct_io = true;  // no page cache under a loop device: see volume/store/posix_backing_store.cpp
-  CRYPTMAP_TRY(store, volume::open_posix_store(add.source.image, so));
+  std::unique_ptr<volume::BackingStore> store;
+  if (is_emulated_zoned_image(add.source.image)) {
+    // An emulated zoned drive: IMAGE + its IMAGE.zones sidecar (volume/zone/README.md).
+    volume::ZonedStoreOptions zo;
+    zo.read_only = add.read_only;
+    CRYPTMAP_TRY(zs, volume::open_zoned_store(add.source.image, zo));
+    store = std::move(zs);
+  } else {
+    volume::PosixStoreOptions so;
+    so.read_only = add.read_only;
+    so.direct_io = true;  // no page cache under a loop device: see volume/store/posix_backing_store.cpp
+    CRYPTMAP_TRY(ps, volume::open_posix_store(add.source.image, so));
+    store = std::move(ps);
+  }
   crypto::SectorCipherConfig cc;
   cc.spec = add.layout.cipher;
   cc.sector_size = add.layout.sector_size;
@@ -310,6 +328,10 @@ Result<std::unique_ptr<volume::Volume>> open_requested_volume(
   CRYPTMAP_TRY(cipher, crypto::make_sector_cipher(cc, add.volume_key.span()));
   volume::VolumeOptions vo;
   vo.read_only = add.read_only;
+  vo.allow_discards = add.layout.allow_discards;
+  vo.no_read_workqueue = (add.open_flags & kOpenNoReadWorkqueue) != 0;
+  vo.no_write_workqueue = (add.open_flags & kOpenNoWriteWorkqueue) != 0;
+  vo.unordered_zone_writes = (add.open_flags & kOpenUnorderedZoneWrites) != 0;
   return volume::open_volume(add.layout, std::move(cipher), std::move(store), vo,
                              std::move(logger));
 }

@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "base/result.h"
 #include "fs/control.h"
@@ -41,6 +42,9 @@ Result<std::unique_ptr<volume::Volume>> open_requested_volume(
 // with exit_code 0 once the mount is live, the volume added and the socket listening, or with
 // the failure (then serve() returns that exit code without serving). Returns the exit code.
 int serve(const DaemonOptions& opts, Request first, const std::function<void(const Reply&)>& report);
+
+// True when `image` is an emulated zoned drive (its IMAGE.zones sidecar exists).
+bool is_emulated_zoned_image(const std::string& image);
 
 // cryptsetup-style exit code for an error (fs/cli/commands.h ExitCode).
 int exit_code_for(const Error& e);

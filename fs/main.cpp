@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   add_luks_commands(app, ctx);
   add_vault_commands(app, ctx);
   add_docker_commands(app, ctx);
+  add_zone_commands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,6 +1,8 @@
 #include "fs/volume_server.h"
 
+#include <linux/falloc.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -29,6 +31,7 @@
 #include "fs/buffer_pool.h"
 #include "fs/internal/fuse_session.h"
 #include "fs/sync_wait.h"
+#include "volume/zone/zone_map.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57  // include/uapi/linux/prctl.h, Linux 5.6
@@ -63,7 +66,57 @@ struct PatchOpenReply {
   PatchOpenReply& operator=(const PatchOpenReply&) = delete;
 };
 
-ssize_t io_read(int fd, void* buf, size_t len, void* /*userdata*/) { return ::read(fd, buf, len); }
+// ---- receive order (zoned volumes, architecture 4.6) ---------------------------------------
+// libfuse's workers all read /dev/fuse; the kernel hands requests out in queue order, but a
+// worker can be descheduled between its read() and the handler, so handlers do not run in
+// arrival order. With ServerOptions::ordered_receive a worker takes the receive order (a
+// binary semaphore) before it reads and keeps it until its request has taken its place: a
+// write when the volume has admitted it (Volume::write_ordered), anything else as soon as the
+// handler starts. A request libfuse answers itself (FORGET, INTERRUPT) leaves the order held
+// until the same worker reads again, which it does next. Waiting (sem_wait) and read() are
+// cancellation points: libfuse cancels idle workers at exit, so a cancelled read gives the
+// order back through a cleanup handler.
+struct ReceiveOrder {
+  ReceiveOrder() { sem_init(&sem, 0, 1); }
+  ~ReceiveOrder() { sem_destroy(&sem); }
+  ReceiveOrder(const ReceiveOrder&) = delete;
+  ReceiveOrder& operator=(const ReceiveOrder&) = delete;
+  sem_t sem;
+};
+thread_local ReceiveOrder* tls_order_held = nullptr;  // the order this worker holds
+thread_local bool tls_keep_order = false;             // op_write: keep it until admitted
+
+void release_receive_order() noexcept {
+  if (ReceiveOrder* o = std::exchange(tls_order_held, nullptr)) sem_post(&o->sem);
+}
+void release_order_on_cancel(void* /*arg*/) { release_receive_order(); }
+
+// Defined after VolumeServer::Impl: the order of the server `userdata` belongs to, or null.
+ReceiveOrder* receive_order_of(void* userdata) noexcept;
+
+ssize_t io_read(int fd, void* buf, size_t len, void* userdata) {
+  ReceiveOrder* order = receive_order_of(userdata);
+  if (order == nullptr) return ::read(fd, buf, len);
+  if (tls_order_held == nullptr) {
+    while (sem_wait(&order->sem) != 0) {
+      if (errno != EINTR) return -1;
+    }
+    tls_order_held = order;
+  }
+  ssize_t n = -1;
+  pthread_cleanup_push(release_order_on_cancel, nullptr);
+  n = ::read(fd, buf, len);
+  pthread_cleanup_pop(0);
+  return n;
+}
+
+// Releases the receive order at scope exit unless already released (op_write's early replies).
+struct ReleaseOrderAtExit {
+  ReleaseOrderAtExit() = default;
+  ~ReleaseOrderAtExit() { release_receive_order(); }
+  ReleaseOrderAtExit(const ReleaseOrderAtExit&) = delete;
+  ReleaseOrderAtExit& operator=(const ReleaseOrderAtExit&) = delete;
+};
 
 ssize_t io_writev(int fd, struct iovec* iov, int count, void* /*userdata*/) {
   if (tls_patch_open_reply && count == 2 && iov[1].iov_len == sizeof(FuseOpenOutWire)) {
@@ -125,6 +178,7 @@ class VolumeServer::Impl {
   std::atomic<bool> loop_done{false};
   std::atomic<bool> io_flusher_warned{false};
   std::atomic<std::uint32_t> errors_logged{0};
+  ReceiveOrder receive_order;  // used only with opts.ordered_receive
 
   // Lock order: admin_mu before mu; drain_mu is a leaf. No lock is held across volume I/O.
   std::mutex admin_mu;  // serialises add/remove/stop (the control plane)
@@ -193,6 +247,7 @@ class VolumeServer::Impl {
   // memory reclaim from waiting on our own writeback (loop device over this file -> page
   // cache -> FUSE -> us): the deadlock the flag exists for.
   void enter_worker() {
+    if (!tls_keep_order) release_receive_order();
     static thread_local bool marked = false;
     if (marked) return;
     marked = true;
@@ -266,6 +321,11 @@ class VolumeServer::Impl {
 namespace {
 
 using Impl = VolumeServer::Impl;
+
+ReceiveOrder* receive_order_of(void* userdata) noexcept {
+  auto* s = static_cast<Impl*>(userdata);
+  return s != nullptr && s->opts.ordered_receive ? &s->receive_order : nullptr;
+}
 
 Impl& impl_of(fuse_req_t req) { return *static_cast<Impl*>(fuse_req_userdata(req)); }
 
@@ -468,7 +528,10 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
               struct fuse_file_info* /*fi*/) {
   Impl& s = impl_of(req);
+  ReleaseOrderAtExit release_order;  // held since receipt (ordered_receive) until admitted
+  tls_keep_order = true;
   Impl::EntryRef ref = acquire_for_io(s, req, ino, off);
+  tls_keep_order = false;
   if (!ref) return;  // already answered
   if (ref->read_only) {
     fuse_reply_err(req, EROFS);
@@ -492,7 +555,7 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off
   // waits for it: that keeps the write zero-copy, and parallelism comes from the worker pool.
   SyncWaiter waiter;
   volume::Volume& vol = *ref->volume;
-  vol.write(ByteOffset{pos}, in,
+  vol.write_ordered(ByteOffset{pos}, in, [] { release_receive_order(); },
             [req, pos, &waiter, ref = std::move(ref)](Result<std::size_t> r) mutable {
               if (r) {
                 fuse_reply_write(req, *r);
@@ -531,10 +594,115 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int /*datasync*/, struct fuse_file
   });
 }
 
-void op_fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int /*mode*/, off_t /*off*/,
-                  off_t /*len*/, struct fuse_file_info* /*fi*/) {
-  impl_of(req).enter_worker();
-  fuse_reply_err(req, EOPNOTSUPP);  // TODO(#7): punch-hole -> Volume discard (--allow-discards)
+// fallocate(PUNCH_HOLE | KEEP_SIZE) = discard (a block device's BLKDISCARD through
+// fallocate(2)): whole sequential zones are reset, conventional storage is punched only with
+// --allow-discards (else EOPNOTSUPP), a partial sequential zone is EINVAL. Allocation modes
+// make no sense for a fixed-size device: EOPNOTSUPP.
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                  struct fuse_file_info* /*fi*/) {
+  Impl& s = impl_of(req);
+  Impl::EntryRef ref = acquire_for_io(s, req, ino, off);
+  if (!ref) return;  // already answered
+  if (mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
+  if (len <= 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  if (ref->read_only) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  const auto pos = static_cast<std::uint64_t>(off);
+  volume::Volume& vol = *ref->volume;
+  vol.discard(ByteOffset{pos}, static_cast<std::uint64_t>(len),
+              [req, pos, ref = std::move(ref)](Result<std::size_t> r) {
+                if (!r) {
+                  static_cast<Impl*>(fuse_req_userdata(req))
+                      ->log_io_error("discard", ref.entry(), pos, r.error());
+                }
+                fuse_reply_err(req, r ? 0 : to_errno(r.error()));
+              });
+}
+
+// ---- zone layout as an extended attribute ---------------------------------------------------
+// user.cryptmap.zones on the mapped file of a zoned volume: a text table, offsets relative to
+// the mapped file (zones before the data offset are left out, a zone cut by it starts at 0):
+//   zone_size <bytes> zones <count>
+//   <index> <start> <len> <capacity> <wp> <type> <cond>
+// `cryptmap status --zones` prints it. Volumes on conventional storage have no such attribute.
+constexpr char kZonesXattr[] = "user.cryptmap.zones";
+
+std::string zones_text(const volume::Volume& vol) {
+  const volume::ZoneMap* map = vol.zones();
+  if (map == nullptr) return {};
+  const std::uint64_t base = vol.layout().data_offset_bytes;
+  const std::uint64_t end = base + vol.size_bytes();
+  std::string rows;
+  std::uint64_t count = 0;
+  for (std::uint64_t i = 0; i < map->zone_count(); ++i) {
+    const volume::ZoneInfo z = map->zone(i);
+    if (z.end().value <= base || z.start.value >= end) continue;
+    const std::uint64_t lo = std::max(z.start.value, base);
+    const std::uint64_t hi = std::min(z.end().value, end);
+    const std::uint64_t cap_end = std::min(z.capacity_end().value, hi);
+    const std::uint64_t wp = std::clamp(z.wp.value, lo, hi);
+    char line[192];
+    std::snprintf(line, sizeof(line), "%llu %llu %llu %llu %llu %s %s\n",
+                  static_cast<unsigned long long>(i), static_cast<unsigned long long>(lo - base),
+                  static_cast<unsigned long long>(hi - lo),
+                  static_cast<unsigned long long>(cap_end > lo ? cap_end - lo : 0),
+                  static_cast<unsigned long long>(wp - base),
+                  std::string(volume::zone_type_name(z.type)).c_str(),
+                  std::string(volume::zone_cond_name(z.cond)).c_str());
+    rows += line;
+    ++count;
+  }
+  return "zone_size " + std::to_string(map->zone_size_bytes()) + " zones " +
+         std::to_string(count) + "\n" + rows;
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  Impl& s = impl_of(req);
+  s.enter_worker();
+  Impl::EntryRef ref = s.acquire(ino);
+  if (!ref || std::strcmp(name, kZonesXattr) != 0 || ref->volume->zones() == nullptr) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
+  std::string text;
+  try {
+    text = zones_text(*ref->volume);
+  } catch (const std::bad_alloc&) {
+    fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  if (text.size() > 65536) {
+    fuse_reply_err(req, E2BIG);  // XATTR_SIZE_MAX
+  } else if (size == 0) {
+    fuse_reply_xattr(req, text.size());
+  } else if (size < text.size()) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, text.data(), text.size());
+  }
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Impl& s = impl_of(req);
+  s.enter_worker();
+  Impl::EntryRef ref = s.acquire(ino);
+  const bool zoned = ref && ref->volume->zones() != nullptr;
+  const std::size_t need = zoned ? sizeof(kZonesXattr) : 0;  // names are NUL-terminated
+  if (size == 0) {
+    fuse_reply_xattr(req, need);
+  } else if (size < need) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, kZonesXattr, need);
+  }
 }
 
 void op_statfs(fuse_req_t req, fuse_ino_t /*ino*/) {
@@ -570,6 +738,8 @@ fuse_lowlevel_ops make_ops() {
   ops.flush = op_flush;
   ops.fsync = op_fsync;
   ops.fallocate = op_fallocate;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
   ops.statfs = op_statfs;
   return ops;
 }
@@ -666,6 +836,10 @@ Result<void> VolumeServer::add_volume(const std::string& name,
   CRYPTMAP_TRY_VOID(check_volume_name(name));
   CRYPTMAP_CHECK(vol != nullptr);
   Impl& s = *impl_;
+  if (vol->orders_writes() && !s.opts.ordered_receive)
+    return make_error_fmt(Errc::kUnsupported, "add volume", kNoObject,
+                          "%s is zoned: it needs a mount directory whose daemon keeps arrival "
+                          "order; use another --mount-dir", name.c_str());
   std::lock_guard admin(s.admin_mu);
   if (s.stopping) return make_error(Errc::kCancelled, "add volume: the server is stopping");
   auto e = std::make_unique<Entry>();

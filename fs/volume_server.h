@@ -40,6 +40,10 @@ struct ServerOptions {
   std::size_t read_buffer_bytes = 1u << 20;   // the kernel's largest FUSE read (256 pages)
   bool fuse_debug = false;                    // libfuse protocol trace (-d)
   bool clone_fd = false;                      // one /dev/fuse fd per worker
+  // Keep arrival order for zoned volumes (architecture 4.6): one worker at a time receives a
+  // request and holds the order until its write is admitted. Required by add_volume for a
+  // volume whose orders_writes() is true; costs a hand-off between workers per request.
+  bool ordered_receive = false;
   std::shared_ptr<spdlog::logger> logger;     // null: spdlog's default logger
 };
 

@@ -42,6 +42,22 @@ Result<std::size_t> Volume::write_sync(ByteOffset off, std::span<const std::byte
   return w.wait();
 }
 
+void Volume::discard(ByteOffset off, std::uint64_t /*len*/, Completion done) {
+  done(make_error(Errc::kUnsupported, "discard: not supported by this volume", off.value));
+}
+
+void Volume::write_ordered(ByteOffset off, std::span<const std::byte> in, Admitted admitted,
+                           Completion done) {
+  admitted();
+  write(off, in, std::move(done));
+}
+
+Result<std::size_t> Volume::discard_sync(ByteOffset off, std::uint64_t len) {
+  Waiter w;
+  discard(off, len, w.completion());
+  return w.wait();
+}
+
 Result<void> Volume::flush_sync() {
   Waiter w;
   flush(w.completion());

@@ -33,6 +33,7 @@ class SectorCipher;
 namespace cryptmap::volume {
 
 class BackingStore;
+class ZoneMap;
 
 // Bytes transferred, or the error for the request.
 using Completion = InlineFunction<void(Result<std::size_t>), 64>;
@@ -42,7 +43,19 @@ struct VolumeOptions {
   std::uint64_t cache_bytes = 64ull << 20;     // --cache-size
   std::uint32_t max_inflight_requests = 64;    // bound on crypto requests in flight
   std::uint32_t flush_age_ms = 5000;           // dirty data older than this is written back
-  bool force_inline = false;                   // no_read_workqueue/no_write_workqueue equivalent
+  bool force_inline = false;                   // no parallel crypto fan-out within a request
+  // --allow-discards (cryptsetup semantics, off by default): discard() on conventional storage
+  // punches holes in the image. Discards reveal which blocks are unused (formats.md).
+  bool allow_discards = false;
+  // --perf-no_write_workqueue (dm-crypt no_write_workqueue): every write is encrypted and issued
+  // to the store before `done` (write-through, no write-back caching), as sequential zones are.
+  bool no_write_workqueue = false;
+  // --perf-no_read_workqueue: accepted for cryptsetup compatibility; reads are always decrypted
+  // in the submitter's context by this engine.
+  bool no_read_workqueue = false;
+  // DEBUG ONLY (tests prove with it that ordering matters): writes into sequential zones skip
+  // admission and the turnstile and reach the zoned store in whatever order threads run.
+  bool unordered_zone_writes = false;
 };
 
 class Volume {
@@ -53,6 +66,29 @@ class Volume {
   virtual void write(ByteOffset off, std::span<const std::byte> in, Completion done) = 0;
   // Every write acknowledged before flush() was called is durable in the image when `done` runs.
   virtual void flush(Completion done) = 0;
+  // Deallocates plaintext [off, off + len) (fallocate PUNCH_HOLE on the mapped file, dm-crypt's
+  // discard): cached blocks in the range are dropped (wiped), then the store discards the
+  // matching image range. Only whole sectors are discarded (a partial head/tail sector is left
+  // as it is, as dm-crypt does). On sequential zones a discard must cover whole zones and
+  // resets them (their data then reads as zeros); a partial zone is kInvalid. Conventional
+  // storage: kUnsupported unless VolumeOptions::allow_discards. Reads of a discarded range
+  // return whatever the store returns (zeros for holes: ciphertext zeros decrypt to garbage on
+  // conventional storage, as with dm-crypt). `done` gets the bytes discarded.
+  virtual void discard(ByteOffset off, std::uint64_t len, Completion done);
+  // A write that tells the caller when it has taken its place in the volume's write order
+  // (zoned volumes: admitted into its sequential zone; anything else: at once), before it
+  // waits for anything else. A caller receiving requests on several threads serialises
+  // receipt up to `admitted` to keep arrival order (architecture 4.6). `admitted` runs exactly
+  // once, on the calling thread, before or together with `done`.
+  using Admitted = InlineFunction<void(), 32>;
+  virtual void write_ordered(ByteOffset off, std::span<const std::byte> in, Admitted admitted,
+                             Completion done);
+  // True when writes to this volume must be admitted in arrival order (zoned store with
+  // sequential zones, unless unordered_zone_writes).
+  virtual bool orders_writes() const noexcept { return false; }
+  // The backing store's zones, in IMAGE byte offsets (the volume starts at
+  // layout().data_offset_bytes); nullptr when the store is not zoned.
+  virtual const ZoneMap* zones() const noexcept { return nullptr; }
   // Plaintext size in bytes (a multiple of the sector size).
   virtual std::uint64_t size_bytes() const noexcept = 0;
   virtual const VolumeLayout& layout() const noexcept = 0;
@@ -62,6 +98,7 @@ class Volume {
   Result<std::size_t> read_sync(ByteOffset off, std::span<std::byte> out);
   Result<std::size_t> write_sync(ByteOffset off, std::span<const std::byte> in);
   Result<void> flush_sync();
+  Result<std::size_t> discard_sync(ByteOffset off, std::uint64_t len);
 };
 
 // Assembles a volume: takes ownership of the cipher and the store. `logger` may be null

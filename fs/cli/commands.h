@@ -43,5 +43,7 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx);
 void add_vault_commands(CLI::App& app, CommandContext& ctx);
 // docker-plugin: Docker volume plugin serving encrypted volumes (fs/cli/docker_commands.cpp).
 void add_docker_commands(CLI::App& app, CommandContext& ctx);
+// zone-create: emulated zoned drives (fs/cli/zone_commands.cpp).
+void add_zone_commands(CLI::App& app, CommandContext& ctx);
 
 }  // namespace cryptmap::fs

@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -51,6 +52,10 @@ struct OpenArgs {
   bool fuse_debug = false;
   bool test_passphrase = false;  // --test-passphrase: unlock only, map nothing (cryptsetup)
   volume::PlainOptions plain;
+  bool allow_discards = false;       // --allow-discards
+  bool perf_no_read_workqueue = false;
+  bool perf_no_write_workqueue = false;
+  bool debug_unordered_zone_writes = false;  // hidden: tests show ordering matters
 };
 
 struct CloseArgs {
@@ -62,6 +67,7 @@ struct CloseArgs {
 struct StatusArgs {
   std::string name;
   std::string mount_dir;
+  bool zones = false;  // --zones: the zone table of zoned volumes
 };
 
 struct DaemonArgs {
@@ -316,8 +322,18 @@ void run_open(OpenArgs& a, CommandContext& ctx) {
     ctx.exit_code = kExitBusy;
     return;
   }
+  if (a.allow_discards) a.plain.allow_discards = true;
   std::optional<Request> req = unlock(a, ctx);
   if (!req) return;
+  if (a.allow_discards) {
+    req->layout.allow_discards = true;
+    say("WARNING: --allow-discards: discarded (punched) ranges become visible in the image, "
+        "which reveals which blocks are unused and can leak the file system type. See "
+        "cryptsetup(8), --allow-discards.");
+  }
+  if (a.perf_no_read_workqueue) req->open_flags |= kOpenNoReadWorkqueue;
+  if (a.perf_no_write_workqueue) req->open_flags |= kOpenNoWriteWorkqueue;
+  if (a.debug_unordered_zone_writes) req->open_flags |= kOpenUnorderedZoneWrites;
 
   DirLock lock(paths.lock);
   auto running = connect_control(paths.socket);
@@ -383,6 +399,22 @@ void print_status(const ControlPaths& paths, const Reply& r) {
   }
 }
 
+// status --zones: the zone table the daemon publishes as user.cryptmap.zones on the file.
+void print_zones(const ControlPaths& paths, const Reply& r) {
+  for (const VolumeStatus& v : r.volumes) {
+    const std::string file = paths.mount_dir + "/" + v.name;
+    std::string buf(1 << 16, '\0');
+    const ssize_t n = ::getxattr(file.c_str(), "user.cryptmap.zones", buf.data(), buf.size());
+    if (n < 0) {
+      std::printf("%s: not zoned\n", file.c_str());
+      continue;
+    }
+    buf.resize(static_cast<std::size_t>(n));
+    std::printf("%s zones (offsets in bytes of the mapped file):\n", file.c_str());
+    std::printf("# index start len capacity wp type cond\n%s", buf.c_str());
+  }
+}
+
 void run_status(const StatusArgs& a, CommandContext& ctx) {
   configure_cli_logging(ctx);
   bool ok_paths = false;
@@ -409,6 +441,7 @@ void run_status(const StatusArgs& a, CommandContext& ctx) {
     return;
   }
   print_status(paths, *reply);
+  if (a.zones) print_zones(paths, *reply);
 }
 
 // The spawned daemon: detach from the terminal, log to <mount-dir>.log, take the first request
@@ -500,6 +533,14 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   open->add_option("--sector-size", oa->plain.sector_size, "plain: encryption sector size");
   open->add_flag("--iv-large-sectors", oa->plain.iv_large_sectors,
                  "plain: IV in sector-size units");
+  open->add_flag("--allow-discards", oa->allow_discards,
+                 "Allow discards (fallocate punch-hole on the mapped file) to reach the image");
+  open->add_flag("--perf-no_read_workqueue", oa->perf_no_read_workqueue,
+                 "Decrypt reads in the submitter's context (always the case here)");
+  open->add_flag("--perf-no_write_workqueue", oa->perf_no_write_workqueue,
+                 "Encrypt and issue writes before completing them (write-through)");
+  open->add_flag("--debug-unordered-zone-writes", oa->debug_unordered_zone_writes)
+      ->group("");  // hidden: tests prove the zoned ordering matters
   open->callback([oa, &ctx] { run_open(*oa, ctx); });
 
   auto ca = std::make_shared<CloseArgs>();
@@ -514,6 +555,7 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   CLI::App* status = app.add_subcommand("status", "Show the open volumes (or NAME)");
   status->add_option("name", sa->name, "Name of the mapped file");
   status->add_option("--mount-dir", sa->mount_dir, "Mount directory");
+  status->add_flag("--zones", sa->zones, "Also print the zone table of zoned volumes");
   status->callback([sa, &ctx] { run_status(*sa, ctx); });
 
   auto da = std::make_shared<DaemonArgs>();

@@ -27,7 +27,9 @@ abort_fuse_conns() {
 }
 # watchdog SECONDS: aborts this test's FUSE connections if the test is still running then.
 watchdog() {
-  ( sleep "$1"; echo "WATCHDOG: aborting FUSE connections after $1 s" >&2; abort_fuse_conns ) &
+  # The sleep gets no stdout/stderr: an orphaned sleep holding CTest's output pipe would make
+  # CTest wait the full period after the test has ended (cleanup kills only the subshell).
+  ( sleep "$1" </dev/null >/dev/null 2>&1; echo "WATCHDOG: aborting FUSE connections after $1 s" >&2; abort_fuse_conns ) &
   WATCHDOG_PID=$!
 }
 

@@ -20,7 +20,9 @@
 #include "volume/engine/range_lock.h"
 #include "volume/engine/read_ahead.h"
 #include "volume/engine/volume_engine.h"
+#include "volume/engine/zoned_path.h"
 #include "volume/store/backing_store.h"
+#include "volume/zone/zoned_store.h"
 
 namespace cryptmap::volume {
 namespace {
@@ -47,8 +49,9 @@ class VolumeImpl final : public Volume {
   ~VolumeImpl() override {
     // Shutdown order (architecture 4.7): stop the flusher, write back every dirty block,
     // store.sync(); then the driver (arena) before the engine before the cipher. No request
-    // may be running (the owner stops the FUSE loop first). Read-ahead goes first: its threads
-    // use the store, the driver and the range lock.
+    // may be running (the owner stops the FUSE loop first). Pending zone admissions are
+    // cancelled; read-ahead stops next (its threads use the store, the driver and the ranges).
+    if (zoned_) zoned_->shutdown();
     read_ahead_.reset();
     if (flusher_.joinable()) {
       {
@@ -86,6 +89,7 @@ class VolumeImpl final : public Volume {
     buffers_ = std::move(pool);
     buf_sectors_ = buf_bytes / ss_;
     bypass_bytes_ = eo.cache_bypass_bytes == 0 ? ~std::uint64_t{0} : eo.cache_bypass_bytes;
+    CRYPTMAP_TRY_VOID(init_zoned(options));
     if (!buffers_->locked()) {
       logger_->warn("I/O buffers of {} are not mlocked: plaintext may reach swap",
                     store_->name());
@@ -139,6 +143,10 @@ class VolumeImpl final : public Volume {
   }
 
   void write(ByteOffset off, std::span<const std::byte> in, Completion done) override {
+    if (zoned_) {  // a caller without an ordering point: admission order = call order
+      write_ordered(off, in, [] {}, std::move(done));
+      return;
+    }
     Result<std::size_t> r = do_write(off.value, in);
     done(std::move(r));
   }
@@ -158,6 +166,35 @@ class VolumeImpl final : public Volume {
     done(std::size_t{0});
   }
 
+  void write_ordered(ByteOffset off, std::span<const std::byte> in, Admitted admitted,
+                     Completion done) override {
+    if (!zoned_ || in.empty() || read_only_ || off.value > size_ ||
+        in.size() > size_ - off.value ||
+        !zoned_->needs_admission(image_offset(0) + off.value, in.size())) {
+      admitted();
+      done(do_write(off.value, in));
+      return;
+    }
+    Result<ZoneTicket> t = zoned_->admit(image_offset(0) + off.value, in.size());
+    admitted();
+    if (!t) {
+      log_error("write", t.error());
+      done(t.error());
+      return;
+    }
+    Result<std::size_t> r = zoned_write(*t, off.value, in);
+    if (!r) log_error("write", r.error());
+    done(std::move(r));
+  }
+
+  void discard(ByteOffset off, std::uint64_t len, Completion done) override {
+    Result<std::size_t> r = do_discard(off.value, len);
+    if (!r) log_error("discard", r.error());
+    done(std::move(r));
+  }
+
+  bool orders_writes() const noexcept override { return zoned_ != nullptr; }
+  const ZoneMap* zones() const noexcept override { return store_->zones(); }
   std::uint64_t size_bytes() const noexcept override { return size_; }
   const VolumeLayout& layout() const noexcept override { return layout_; }
   bool read_only() const noexcept override { return read_only_; }
@@ -337,7 +374,7 @@ class VolumeImpl final : public Volume {
     if (len == 0) return std::size_t{0};
     const std::uint64_t s0 = off / ss_;
     const std::uint64_t s1 = (off + len - 1) / ss_ + 1;
-    if (cache_) {
+    if (cache_ && !write_through_) {
       if (Result<void> t = throttle(); !t) {
         log_error("write", t.error());
         return t.error();
@@ -345,7 +382,10 @@ class VolumeImpl final : public Volume {
     }
     RangeLock::Guard guard = ranges_.acquire(s0, s1, /*exclusive=*/true);
     if (read_ahead_) read_ahead_->invalidate(s0, s1);
-    if (cache_) {
+    if (cache_ && write_through_) {
+      // Only clean blocks exist in this mode: drop (wipe) the ones this write makes stale.
+      for (std::uint64_t k = s0; k < s1; ++k) cache_->erase(k);
+    } else if (cache_) {
       if (Result<void> r = write_back(off, in, s0, s1); !r) {
         log_error("write", r.error());
         return r.error();
@@ -625,6 +665,85 @@ class VolumeImpl final : public Volume {
     return result;
   }
 
+  // ---- zoned volumes and discard (zoned_path.h) ----
+
+  Result<void> init_zoned(const VolumeOptions& options) {
+    allow_discards_ = options.allow_discards;
+    write_through_ = options.no_write_workqueue;
+    if (store_->zones() == nullptr || read_only_) return ok();
+    auto* zs = dynamic_cast<ZonedStore*>(store_.get());
+    if (zs == nullptr) return ok();
+    if (options.unordered_zone_writes) {
+      // Debug mode: no admission, and no write-back cache that would sort writes either.
+      logger_->warn("{}: writes into sequential zones are NOT ordered (debug option)",
+                    store_->name());
+      write_through_ = true;
+      return ok();
+    }
+    CRYPTMAP_TRY(z, ZonedWritePath::create(*zs, ss_, options.max_inflight_requests));
+    zoned_ = std::move(z);
+    return ok();
+  }
+
+  // A write admitted into a sequential zone (whole sectors, by admission): in its turn,
+  // encrypt each buffer-sized piece (parallel inside the piece) and write it. Never cached:
+  // resident clean blocks are dropped under the exclusive range first.
+  Result<std::size_t> zoned_write(const ZoneTicket& t, std::uint64_t off,
+                                  std::span<const std::byte> in) {
+    const std::uint64_t s0 = off / ss_;
+    const std::uint64_t s1 = s0 + in.size() / ss_;
+    Result<void> r = zoned_->issue_in_turn(t, [&]() -> Result<void> {
+      RangeLock::Guard guard = ranges_.acquire(s0, s1, /*exclusive=*/true);
+      if (read_ahead_) read_ahead_->invalidate(s0, s1);
+      if (cache_) {
+        for (std::uint64_t k = s0; k < s1; ++k) cache_->erase(k);
+      }
+      BufferPool::Buffer buf = buffers_->acquire();
+      for (std::uint64_t pos = s0; pos < s1;) {
+        const std::uint64_t n = std::min<std::uint64_t>(s1 - pos, buf_sectors_);
+        std::span<std::byte> b = buf.span().first(n * ss_);
+        std::memcpy(b.data(), in.data() + (pos - s0) * ss_, b.size());
+        CRYPTMAP_TRY_VOID(driver_->convert(CryptoDir::kEncrypt, b, SectorIndex{pos}));
+        CRYPTMAP_TRY_VOID(store_->write_at(ByteOffset{image_offset(pos)}, b));
+        pos += n;
+      }
+      return ok();
+    });
+    if (!r) return r.error();
+    return in.size();
+  }
+
+  // Whole sectors inside [off, off + len) only (dm-crypt discards whole sectors).
+  Result<std::size_t> do_discard(std::uint64_t off, std::uint64_t len) {
+    if (read_only_) {
+      return make_error_fmt(Errc::kReadOnly, "discard on volume", off, "%s is opened read-only",
+                            store_->name().c_str());
+    }
+    if (off >= size_ || len == 0) return std::size_t{0};
+    len = std::min<std::uint64_t>(len, size_ - off);
+    const std::uint64_t s0 = (off + ss_ - 1) / ss_;
+    const std::uint64_t s1 = (off + len) / ss_;
+    if (s1 <= s0) return std::size_t{0};
+    if (!zoned_ && !allow_discards_) {
+      return make_error_fmt(Errc::kUnsupported, "discard on volume", off,
+                            "discards are not allowed on %s (open with --allow-discards)",
+                            store_->name().c_str());
+    }
+    RangeLock::Guard guard = ranges_.acquire(s0, s1, /*exclusive=*/true);
+    if (read_ahead_) read_ahead_->invalidate(s0, s1);
+    if (cache_) {
+      for (std::uint64_t k = s0; k < s1; ++k) cache_->erase(k);
+    }
+    const std::uint64_t img = image_offset(s0);
+    const std::uint64_t img_len = (s1 - s0) * ss_;
+    if (zoned_) {
+      CRYPTMAP_TRY_VOID(zoned_->discard(img, img_len, allow_discards_));
+    } else {
+      CRYPTMAP_TRY_VOID(store_->discard(ByteOffset{img}, img_len));
+    }
+    return static_cast<std::size_t>(img_len);
+  }
+
   void log_error(const char* op, const Error& e) {
     // Rate-limited (dm-crypt DMERR_LIMIT): the first 16, then one in 1024.
     const std::uint64_t n = errors_logged_.fetch_add(1, std::memory_order_relaxed);
@@ -649,6 +768,9 @@ class VolumeImpl final : public Volume {
   std::shared_ptr<spdlog::logger> logger_;
   std::atomic<std::uint64_t> errors_logged_{0};
   std::unique_ptr<ReadAhead> read_ahead_;  // null when disabled
+  std::unique_ptr<ZonedWritePath> zoned_;  // sequential zones present (and ordering on)
+  bool allow_discards_ = false;
+  bool write_through_ = false;  // no_write_workqueue / unordered debug mode
 
   // Write-back cache (null when cache_bytes < sector size: write-through).
   std::unique_ptr<cache::SectorCache> cache_;

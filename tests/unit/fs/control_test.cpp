@@ -37,6 +37,7 @@ Request sample_add() {
   r.layout.allow_discards = true;
   r.read_only = true;
   r.volume_key = *SecretBytes::copy_of(std::string_view("0123456789abcdef0123456789abcdef"));
+  r.open_flags = kOpenNoWriteWorkqueue | kOpenUnorderedZoneWrites;
   return r;
 }
 
@@ -65,6 +66,7 @@ TEST(ControlProtocol, AddRequestRoundTripsEveryField) {
   EXPECT_TRUE(out->layout.allow_discards);
   EXPECT_TRUE(out->read_only);
   EXPECT_EQ(out->volume_key.as_chars(), in.volume_key.as_chars());
+  EXPECT_EQ(out->open_flags, kOpenNoWriteWorkqueue | kOpenUnorderedZoneWrites);
 }
 
 TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
