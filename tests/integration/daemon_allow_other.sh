@@ -18,14 +18,16 @@ ao_cleanup() {
   set +e
   pkill -u "$OWN" -f -- "$T" 2>/dev/null
   sleep 0.3
-  is_mnt "$T/o/run/cryptmap" && umount -l "$T/o/run/cryptmap"
+  is_mnt "$T/o/shared/cryptmap" && umount -l "$T/o/shared/cryptmap"
   chmod "$FUSE_MODE" /dev/fuse
-  for u in "${CREATED[@]}"; do
+  for ((i = ${#CREATED[@]} - 1; i >= 0; i--)); do   # the member first: it is in the owner's group
+    u=${CREATED[i]}
     for _ in $(seq 1 20); do
       pkill -KILL -u "$u" 2>/dev/null
       userdel -r "$u" 2>/dev/null; id "$u" >/dev/null 2>&1 || break
       sleep 0.2
     done
+    getent group "$u" >/dev/null && groupdel "$u" 2>/dev/null
   done
   cleanup
 }
@@ -36,19 +38,21 @@ done
 usermod -a -G "$(id -gn "$OWN")" "$MEM"
 chmod 0666 /dev/fuse   # what a stock Debian ships (the container here has 0600)
 chmod 0755 "$T"
-mkdir -p "$T/o/run" "$T/o/bin"
+mkdir -p "$T/o/run" "$T/o/bin" "$T/o/shared"
 cp "$CRYPTMAP" "$T/o/bin/cryptmap"
 printf 'ao passphrase' > "$T/o/key"
-truncate -s $((16 << 20)) "$T/o/a.img" "$T/o/b.img"
+truncate -s $((24 << 20)) "$T/o/a.img" "$T/o/b.img"
 for n in a b; do
   cryptsetup luksFormat --batch-mode --type luks2 "${CS_FAST_PBKDF2[@]}" --key-file "$T/o/key" "$T/o/$n.img"
 done
 chown -R "$OWN:" "$T/o"
 chmod 0700 "$T/o/run" "$T/o/key"
 chmod 0755 "$T/o"
-M=$T/o/run/cryptmap
+# Other users must be able to reach the mount directory: $XDG_RUNTIME_DIR is 0700, so sharing
+# needs a --mount-dir under a directory they can traverse (README says so).
+M=$T/o/shared/cryptmap
 as() { local u=$1; shift; runuser -u "$u" -- env XDG_RUNTIME_DIR="$T/o/run" HOME=/ "$@"; }
-own() { as "$OWN" "$T/o/bin/cryptmap" "$@"; }
+own() { as "$OWN" "$T/o/bin/cryptmap" "$@" --mount-dir "$M"; }
 can_read() { as "$1" dd if="$2" of=/dev/null bs=4096 count=1 status=none 2>/dev/null; }
 can_write() { as "$1" dd if=/dev/zero of="$2" bs=4096 count=1 conv=notrunc status=none 2>/dev/null; }
 
