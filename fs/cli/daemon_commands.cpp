@@ -30,6 +30,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "fs/apps/process.h"
 #include "fs/apps/tab_commands.h"
 #include "fs/cli/commands.h"
 #include "fs/cli/passphrase.h"
@@ -432,9 +433,19 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
   Request probe;
   probe.verb = Verb::kStatus;
   probe.name = a.name;
-  if (auto st = ask_running_daemon(paths, probe); st && st->exit_code == kExitOk) {
+  auto st = ask_running_daemon(paths, probe);
+  if (st && st->exit_code == kExitOk) {
     say("Device " + a.name + " already exists.");
     ctx.exit_code = kExitBusy;
+    return;
+  }
+  // The running daemon's mount cannot gain allow_other: say so before asking for the
+  // passphrase (the daemon checks again, for a daemon started in between).
+  if (st && a.allow_other && !apps::mount_has_option(paths.mount_dir, "allow_other")) {
+    say("The cryptmap daemon serving " + paths.mount_dir + " was started without " +
+        "--allow-other, so other users cannot reach " + a.name + ". Close its volumes first, " +
+        "or open with another --mount-dir.");
+    ctx.exit_code = kExitUsage;
     return;
   }
   std::optional<Request> req = unlock(a, ctx);
