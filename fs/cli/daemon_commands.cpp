@@ -126,8 +126,16 @@ std::shared_ptr<spdlog::logger> make_daemon_logger(const std::string& target,
       log->set_pattern("%v");
     }
   } catch (const spdlog::spdlog_ex& e) {
-    std::fprintf(stderr, "Cannot log to %s (%s); logging to stderr.\n", target.c_str(), e.what());
+    // A file that cannot be written: syslog still reaches someone (a spawned daemon's stderr
+    // is /dev/null).
+    std::fprintf(stderr, "Cannot log to %s (%s); logging to %s.\n", target.c_str(), e.what(),
+                 target == "file" ? "syslog" : "stderr");
+    spdlog::drop("cryptmap");
     log.reset();
+    if (target == "file") {
+      log = spdlog::syslog_logger_mt("cryptmap", "cryptmap", LOG_PID, LOG_DAEMON, false);
+      log->set_pattern("%v");
+    }
   }
   if (!log) {
     spdlog::drop("cryptmap");
@@ -623,8 +631,8 @@ void run_status(const StatusArgs& a, CommandContext& ctx) {
   if (!no_daemon) print_status(paths, *reply);
 }
 
-// The spawned daemon: detach from the terminal, log to <mount-dir>.log, take the first request
-// from the handoff socket, serve.
+// The spawned daemon: log where the CLI resolved (--log-target), detach from the terminal,
+// take the first request from the handoff socket, serve.
 void run_daemon(const DaemonArgs& a, CommandContext& ctx) {
   auto paths = control_paths(a.mount_dir);
   UniqueFd handoff(a.handoff_fd);
