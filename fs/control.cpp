@@ -163,6 +163,7 @@ void put_request(Sink& s, const Request& r) {
   s.str(r.source.header);
   put_layout(s, r.layout);
   s.boolean(r.read_only);
+  s.boolean(r.allow_other);
   s.bytes(r.volume_key.span());
   s.u32(r.open_flags);
 }
@@ -181,6 +182,7 @@ void put_reply(Sink& s, const Reply& r) {
     s.u64(v.size_bytes);
     s.boolean(v.read_only);
     s.u32(v.open_count);
+    s.u32(v.file_mode);
   }
 }
 
@@ -282,6 +284,7 @@ Result<Request> decode_request(std::span<const std::byte> body) {
   CRYPTMAP_TRY(header, s.str("header"));
   CRYPTMAP_TRY(layout, get_layout(s));
   CRYPTMAP_TRY(ro, s.boolean("read_only"));
+  CRYPTMAP_TRY(allow_other, s.boolean("allow_other"));
   CRYPTMAP_TRY(key, s.secret("volume_key"));
   CRYPTMAP_TRY(open_flags, s.u32("open_flags"));
   r.open_flags = open_flags;
@@ -291,6 +294,7 @@ Result<Request> decode_request(std::span<const std::byte> body) {
   r.source = {std::move(image), std::move(header)};
   r.layout = std::move(layout);
   r.read_only = ro;
+  r.allow_other = allow_other;
   r.volume_key = std::move(key);
   return r;
 }
@@ -315,12 +319,14 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     CRYPTMAP_TRY(size, s.u64("volume.size_bytes"));
     CRYPTMAP_TRY(ro, s.boolean("volume.read_only"));
     CRYPTMAP_TRY(opens, s.u32("volume.open_count"));
+    CRYPTMAP_TRY(mode, s.u32("volume.file_mode"));
     v.name = std::move(name);
     v.source = {std::move(image), std::move(header)};
     v.layout = std::move(layout);
     v.size_bytes = size;
     v.read_only = ro;
     v.open_count = opens;
+    v.file_mode = mode;
     r.volumes.push_back(std::move(v));
   }
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");

@@ -26,7 +26,7 @@
 namespace cryptmap::fs {
 
 inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
-inline constexpr std::uint8_t kProtocolVersion = 1;
+inline constexpr std::uint8_t kProtocolVersion = 2;  // 2: allow_other, file_mode
 
 struct ControlPaths {
   std::string mount_dir;  // absolute
@@ -47,6 +47,7 @@ struct Request {
   VolumeSource source;         // kAdd
   volume::VolumeLayout layout; // kAdd
   bool read_only = false;      // kAdd
+  bool allow_other = false;    // kAdd: mount with allow_other (first volume), file mode 0660
   SecretBytes volume_key;      // kAdd
   std::uint32_t open_flags = 0;  // kAdd: OpenFlag bits (appended last on the wire)
 };

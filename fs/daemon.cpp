@@ -101,17 +101,26 @@ class Daemon {
         return r;
       }
     }
+    if (req.allow_other && !allow_other_) {
+      Reply r = ok_reply();
+      r.exit_code = kExitUsage;
+      r.message = "The cryptmap daemon serving " + opts_.paths.mount_dir +
+                  " was started without --allow-other, so other users cannot reach " + req.name +
+                  ". Close its volumes first, or open with another --mount-dir.";
+      return r;
+    }
     auto vol = open_requested_volume(req, log_);
     if (!vol) {
       log_->error("open {} from {}: {}", req.name, req.source.image, vol.error().message());
       return error_reply(vol.error(), req.source.image);
     }
-    auto added = server_->add_volume(req.name, std::move(*vol), req.source);
+    auto added = server_->add_volume(req.name, std::move(*vol), req.source,
+                                     req.allow_other ? 0660 : 0600);
     if (!added) return error_reply(added.error(), req.name);
-    log_->info("opened {} ({} {}, {} bytes{}) as {}/{}", req.source.image,
+    log_->info("opened {} ({} {}, {} bytes{}{}) as {}/{}", req.source.image,
                volume::volume_type_name(req.layout.type), req.layout.cipher.to_string(),
                server_->status().back().size_bytes, req.read_only ? ", read-only" : "",
-               opts_.paths.mount_dir, req.name);
+               req.allow_other ? ", allow-other" : "", opts_.paths.mount_dir, req.name);
     return ok_reply();
   }
 
@@ -198,6 +207,7 @@ class Daemon {
     ServerOptions so;
     so.mount_dir = opts_.paths.mount_dir;
     so.fuse_debug = opts_.fuse_debug;
+    so.allow_other = allow_other_ = first.allow_other;
     so.logger = log_;
     // A zoned first volume needs arrival order kept from receipt to admission (4.6).
     so.ordered_receive = is_emulated_zoned_image(first.source.image) &&
@@ -268,6 +278,7 @@ class Daemon {
   DaemonOptions opts_;
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<VolumeServer> server_;
+  bool allow_other_ = false;  // the mount's allow_other (chosen by the first volume)
 };
 
 }  // namespace

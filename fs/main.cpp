@@ -14,7 +14,14 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", ctx.verbosity, "More log output (repeat for more)");
   app.add_flag_callback("--debug", [&ctx] { ctx.verbosity = 2; }, "Debug log output");
   app.add_flag("-q,--batch-mode", ctx.batch_mode, "Do not ask for confirmation");
-  app.add_option("--log-level", ctx.log_level, "trace, debug, info, warn, error, off");
+  app.add_option("--log-level", ctx.log_level, "trace, debug, info, warn, error, off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical",
+                             "off"}));
+  app.add_option("--log-target", ctx.log_target,
+                 "Where a daemon started by this command logs: syslog (= journal), stderr or file "
+                 "(<mount-dir>.log). Default: stderr with -f; file when started from a terminal; "
+                 "syslog otherwise (services, scripts)")
+      ->check(CLI::IsMember({"syslog", "journal", "stderr", "file"}));
   add_daemon_commands(app, ctx);
   add_luks_commands(app, ctx);
   add_vault_commands(app, ctx);

@@ -160,6 +160,7 @@ struct Entry {
   VolumeSource source;
   std::uint64_t size_bytes = 0;
   bool read_only = false;
+  std::uint32_t file_mode = 0600;
   struct timespec added {};
   std::atomic<std::uint32_t> open_count{0};
   std::atomic<std::uint64_t> inflight{0};  // admitted requests not yet completed
@@ -292,7 +293,7 @@ class VolumeServer::Impl {
   void fill_file_attr(const Entry& e, struct stat& st) const {
     st = {};
     st.st_ino = e.ino;
-    st.st_mode = S_IFREG | 0600;
+    st.st_mode = S_IFREG | e.file_mode;
     st.st_nlink = 1;
     st.st_uid = uid;
     st.st_gid = gid;
@@ -808,6 +809,7 @@ Result<std::unique_ptr<VolumeServer>> VolumeServer::mount(const ServerOptions& o
 
   std::vector<std::string> argv = {"cryptmap", "-o",
                                    "fsname=cryptmap,subtype=cryptmap,default_permissions"};
+  if (options.allow_other) argv.back() += ",allow_other";
   if (options.fuse_debug) argv.emplace_back("-d");
   internal::FuseArgs args(argv);
   static const fuse_lowlevel_ops kOps = make_ops();
@@ -832,8 +834,12 @@ Result<std::unique_ptr<VolumeServer>> VolumeServer::mount(const ServerOptions& o
 }
 
 Result<void> VolumeServer::add_volume(const std::string& name,
-                                      std::unique_ptr<volume::Volume> vol, VolumeSource source) {
+                                      std::unique_ptr<volume::Volume> vol, VolumeSource source,
+                                      std::uint32_t file_mode) {
   CRYPTMAP_TRY_VOID(check_volume_name(name));
+  if (file_mode != 0600 && file_mode != 0660)
+    return make_error_fmt(Errc::kInvalid, "add volume", kNoObject, "file mode %o (0600 or 0660)",
+                          file_mode);
   CRYPTMAP_CHECK(vol != nullptr);
   Impl& s = *impl_;
   if (vol->orders_writes() && !s.opts.ordered_receive)
@@ -848,6 +854,7 @@ Result<void> VolumeServer::add_volume(const std::string& name,
   e->read_only = vol->read_only();
   e->volume = std::move(vol);
   e->source = std::move(source);
+  e->file_mode = file_mode;
   clock_gettime(CLOCK_REALTIME, &e->added);
   {
     std::unique_lock lock(s.mu);
@@ -930,6 +937,7 @@ std::vector<VolumeStatus> VolumeServer::status() const {
     st.size_bytes = e->size_bytes;
     st.read_only = e->read_only;
     st.open_count = e->open_count.load();
+    st.file_mode = e->file_mode;
     out.push_back(std::move(st));
   }
   return out;

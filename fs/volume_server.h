@@ -44,6 +44,8 @@ struct ServerOptions {
   // request and holds the order until its write is admitted. Required by add_volume for a
   // volume whose orders_writes() is true; costs a hand-off between workers per request.
   bool ordered_receive = false;
+  bool allow_other = false;                   // FUSE allow_other: users other than the
+                                              // server's may reach files (their mode decides)
   std::shared_ptr<spdlog::logger> logger;     // null: spdlog's default logger
 };
 
@@ -60,6 +62,7 @@ struct VolumeStatus {
   std::uint64_t size_bytes = 0;
   bool read_only = false;
   std::uint32_t open_count = 0;  // open file handles on the mapped file
+  std::uint32_t file_mode = 0600;  // permission bits of the mapped file
 };
 
 class VolumeServer {
@@ -72,8 +75,10 @@ class VolumeServer {
 
   // Publishes `vol` as mount_dir/name. kBusy "already exists" for a duplicate name, kInvalid
   // for a name that cannot be a file name ("", ".", "..", containing '/', longer than 255).
+  // `file_mode`: the file's permission bits (0600, or 0660 for a volume shared with the
+  // owner's group; only other bits than 0660 are kInvalid). The owner is the server's user.
   Result<void> add_volume(const std::string& name, std::unique_ptr<volume::Volume> vol,
-                          VolumeSource source);
+                          VolumeSource source, std::uint32_t file_mode = 0600);
   // Flushes and removes one volume. kNotFound when absent; kBusy while the file is open, unless
   // `force` (then handles still open get EIO from now on). The flush error, if any, is returned
   // after the volume is removed (it is gone either way).

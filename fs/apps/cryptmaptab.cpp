@@ -81,7 +81,9 @@ bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std:
           e.noauto = true;
         } else if (o == "nofail") {
           e.nofail = true;
-        } else if (o == "discard" || o.rfind("x-systemd.", 0) == 0) {
+        } else if (o == "discard") {
+          e.discard = true;
+        } else if (o.rfind("x-systemd.", 0) == 0) {
           // accepted for crypttab compatibility; nothing to do for a mapped file
         } else if (kNumeric.count(key) && eq != std::string::npos) {
           if (!all_digits(val)) return fail("option '" + key + "' needs a number, got '" + val + "'");

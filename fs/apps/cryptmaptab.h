@@ -3,8 +3,9 @@
 // `none` (or missing) means "ask for the passphrase". Options (comma-separated): luks, plain,
 // readonly|read-only, header=PATH, keyfile-offset=N, keyfile-size=N, key-slot=N, tries=N,
 // noauto (skipped by `tab-open` without names), nofail (a failure does not fail the run),
-// plain mode: cipher=, size= (key bits), hash=, offset=, skip=, sector-size=; discard and
-// x-systemd.* are accepted and ignored. Anything else is an error naming the line.
+// plain mode: cipher=, size= (key bits), hash=, offset=, skip=, sector-size=; discard (noted in
+// TabEntry::discard: the caller passes --allow-discards when `open` has it); x-systemd.* are
+// accepted and ignored. Anything else is an error naming the line.
 //
 // Pure parsing: no I/O besides reading the text given. Thread-safety: free functions.
 #pragma once
@@ -21,6 +22,7 @@ struct TabEntry {
   std::string key_file;  // empty: ask
   bool noauto = false;
   bool nofail = false;
+  bool discard = false;  // `discard`: allow discards (TRIM) to reach the image
   // `cryptmap open` arguments after IMAGE NAME (type, key file, flags), in order.
   std::vector<std::string> open_args;
 };

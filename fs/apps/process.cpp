@@ -172,6 +172,34 @@ bool is_mountpoint(const std::string& dir) {
   return false;
 }
 
+bool mountinfo_has_option(const std::string& mountinfo, const std::string& dir,
+                          const std::string& option) {
+  std::istringstream in(mountinfo);
+  std::string line;
+  bool found = false;  // the last matching line is the topmost mount
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, mnt;
+    if (!(fields >> id >> parent >> devno >> root >> mnt)) continue;
+    if (unescape_mountinfo(mnt) != dir) continue;
+    const auto sep = line.find(" - ");
+    std::istringstream tail(sep == std::string::npos ? std::string() : line.substr(sep + 3));
+    std::string fstype, source, super_opts;
+    tail >> fstype >> source >> super_opts;
+    found = false;
+    std::istringstream opts(super_opts);
+    for (std::string o; std::getline(opts, o, ',');) found = found || o == option;
+  }
+  return found;
+}
+
+bool mount_has_option(const std::string& dir, const std::string& option) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return mountinfo_has_option(ss.str(), dir, option);
+}
+
 std::string stable_hash(const std::string& s) {
   unsigned long long h = 14695981039346656037ULL;
   for (unsigned char c : s) {

@@ -46,6 +46,13 @@ bool wait_gone(pid_t pid, std::chrono::milliseconds timeout);
 // on a FUSE mount of another user).
 bool is_mountpoint(const std::string& dir);
 
+// The super-block options (after " - fstype source") of the topmost mount at `dir` in the
+// mountinfo text include `option` (e.g. FUSE's "allow_other"). False when `dir` is no mount.
+bool mountinfo_has_option(const std::string& mountinfo, const std::string& dir,
+                          const std::string& option);
+// The same for this process's /proc/self/mountinfo.
+bool mount_has_option(const std::string& dir, const std::string& option);
+
 // 64-bit FNV-1a of `s` as 16 hex digits (stable names for state files and volume names).
 std::string stable_hash(const std::string& s);
 

@@ -17,11 +17,7 @@
 namespace cryptmap::fs::apps {
 namespace {
 
-struct TabArgs {
-  std::string tab = "/etc/cryptmaptab";
-  std::string mount_dir;
-  std::vector<std::string> names;
-};
+using TabArgs = TabRun;
 
 // Loads the tab and selects the entries to act on; returns an exit code (0 = ok).
 int select(const TabArgs& a, bool opening, std::vector<TabEntry>& chosen) {
@@ -59,11 +55,21 @@ bool is_open(const std::string& name, const std::string& mount_dir) {
   return run({self_exe(), "status", name, "--mount-dir", mount_dir}, RunOptions{true, true, {}}) == 0;
 }
 
-int tab_open(const TabArgs& a) {
+void report_failed(const std::vector<std::string>& failed, const char* what) {
+  if (failed.empty()) return;
+  std::string names;
+  for (const auto& n : failed) names += (names.empty() ? "" : ", ") + n;
+  std::fprintf(stderr, "Could not %s: %s.\n", what, names.c_str());
+}
+
+}  // namespace
+
+int open_from_tab(const TabRun& a) {
   std::vector<TabEntry> chosen;
   if (int rc = select(a, true, chosen); rc != 0) return rc;
   std::string md = mount_dir_of(a);
   int result = kExitOk;
+  std::vector<std::string> failed;
   for (const auto& e : chosen) {
     if (is_open(e.name, md)) {
       std::printf("%s: already open\n", e.name.c_str());
@@ -71,6 +77,14 @@ int tab_open(const TabArgs& a) {
     }
     std::vector<std::string> argv{self_exe(), "open", e.image, e.name, "--mount-dir", md};
     argv.insert(argv.end(), e.open_args.begin(), e.open_args.end());
+    argv.insert(argv.end(), a.open_args.begin(), a.open_args.end());
+    if (e.discard && a.pass_discard) {
+      argv.emplace_back("--allow-discards");
+    } else if (e.discard) {
+      std::fprintf(stderr, "%s: option 'discard' ignored: this cryptmap cannot pass discards "
+                   "through yet (no open --allow-discards).\n", e.name.c_str());
+    }
+    std::fflush(stdout);  // our lines and the child's stay in order when both go to one file
     int rc = run(argv);
     if (rc == 0) {
       std::printf("%s: opened %s\n", e.name.c_str(), e.image.c_str());
@@ -78,26 +92,31 @@ int tab_open(const TabArgs& a) {
       std::fprintf(stderr, "%s: opening %s failed (exit %d); nofail, continuing.\n", e.name.c_str(), e.image.c_str(), rc);
     } else {
       std::fprintf(stderr, "%s: opening %s failed (exit %d).\n", e.name.c_str(), e.image.c_str(), rc);
+      failed.push_back(e.name);
       if (result == kExitOk) result = rc;
     }
   }
+  report_failed(failed, "open");
   return result;
 }
 
-int tab_close(const TabArgs& a) {
+int close_from_tab(const TabRun& a) {
   std::vector<TabEntry> chosen;
   if (int rc = select(a, false, chosen); rc != 0) return rc;
   std::string md = mount_dir_of(a);
   int result = kExitOk;
+  std::vector<std::string> failed;
   for (const auto& e : chosen) {
     if (!is_open(e.name, md)) continue;
     int rc = run({self_exe(), "close", e.name, "--mount-dir", md});
-    if (rc != 0 && result == kExitOk) result = rc;
+    if (rc != 0) {
+      failed.push_back(e.name);
+      if (result == kExitOk) result = rc;
+    }
   }
+  report_failed(failed, "close");
   return result;
 }
-
-}  // namespace
 
 void add_tab_commands(CLI::App& app, CommandContext& ctx) {
   auto a = std::make_shared<TabArgs>();
@@ -105,12 +124,21 @@ void add_tab_commands(CLI::App& app, CommandContext& ctx) {
   o->add_option("names", a->names, "Only these volumes (default: all without noauto)");
   o->add_option("--tab", a->tab, "The table")->capture_default_str();
   o->add_option("--mount-dir", a->mount_dir, "Mount directory");
-  o->callback([&ctx, a] { ctx.exit_code = tab_open(*a); });
+  CLI::App* open = nullptr;
+  try {
+    open = app.get_subcommand("open");  // registered first (fs/main.cpp)
+  } catch (const CLI::OptionNotFound&) {
+  }
+  o->callback([&ctx, a, open] {
+    a->open_args = logging_args(ctx);
+    a->pass_discard = open != nullptr && open->get_option_no_throw("--allow-discards") != nullptr;
+    ctx.exit_code = open_from_tab(*a);
+  });
   CLI::App* c = app.add_subcommand("tab-close", "Close the open volumes of a cryptmaptab");
   c->add_option("names", a->names, "Only these volumes (default: all open ones listed)");
   c->add_option("--tab", a->tab, "The table")->capture_default_str();
   c->add_option("--mount-dir", a->mount_dir, "Mount directory");
-  c->callback([&ctx, a] { ctx.exit_code = tab_close(*a); });
+  c->callback([&ctx, a] { ctx.exit_code = close_from_tab(*a); });
 }
 
 }  // namespace cryptmap::fs::apps

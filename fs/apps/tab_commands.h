@@ -2,11 +2,29 @@
 // open/close the volumes listed in a cryptmaptab (crypttab syntax, see cryptmaptab.h; default
 // /etc/cryptmaptab) by running `cryptmap open`/`close` for each. Registered by
 // add_vault_commands() (fs/cli/vault_commands.cpp), the CLI's entry point for the application verbs.
+// `cryptmap open --all` (fs/cli/daemon_commands.cpp) runs the same code as `tab-open`.
 #pragma once
+
+#include <string>
+#include <vector>
 
 #include "fs/cli/commands.h"
 
 namespace cryptmap::fs::apps {
+
+struct TabRun {
+  std::string tab = "/etc/cryptmaptab";
+  std::string mount_dir;                // empty: default_mount_dir()
+  std::vector<std::string> names;       // empty: every entry (opening: without noauto)
+  std::vector<std::string> open_args;   // appended to every `cryptmap open` (logging, ...)
+  bool pass_discard = false;            // `discard` -> --allow-discards (when open has it)
+};
+
+// Opens the selected entries, skipping open ones; continues past failures, names every entry
+// that failed (except nofail ones) and returns the first failure's exit code.
+int open_from_tab(const TabRun& run);
+// Closes the selected entries that are open; same error handling.
+int close_from_tab(const TabRun& run);
 
 void add_tab_commands(CLI::App& app, CommandContext& ctx);
 

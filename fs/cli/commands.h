@@ -11,6 +11,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -32,7 +33,12 @@ struct CommandContext {
   bool batch_mode = false;   // -q/--batch-mode: no confirmations
   int verbosity = 0;         // -v count
   std::string log_level;     // --log-level
+  std::string log_target;    // --log-target: syslog|journal|stderr|file (empty: the default)
 };
+
+// The global logging flags as command-line words, for verbs that run other cryptmap verbs
+// (open --all, vault) so the daemon those start logs the way the user asked.
+std::vector<std::string> logging_args(const CommandContext& ctx);
 
 // open, close, status (the daemon; fs/cli/daemon_commands.cpp).
 void add_daemon_commands(CLI::App& app, CommandContext& ctx);

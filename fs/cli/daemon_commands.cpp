@@ -17,14 +17,22 @@
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
+#include <syslog.h>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "fs/apps/process.h"
+#include "fs/apps/tab_commands.h"
 #include "fs/cli/commands.h"
 #include "fs/cli/passphrase.h"
 #include "fs/control.h"
@@ -51,6 +59,9 @@ struct OpenArgs {
   bool foreground = false;
   bool fuse_debug = false;
   bool test_passphrase = false;  // --test-passphrase: unlock only, map nothing (cryptsetup)
+  bool allow_other = false;      // --allow-other: FUSE allow_other, file mode 0660
+  bool all = false;              // --all: every entry of the cryptmaptab
+  std::string tab = "/etc/cryptmaptab";
   volume::PlainOptions plain;
   bool allow_discards = false;       // --allow-discards
   bool perf_no_read_workqueue = false;
@@ -61,6 +72,7 @@ struct OpenArgs {
 struct CloseArgs {
   std::string name;
   bool force = false;
+  bool all = false;
   std::string mount_dir;
 };
 
@@ -68,6 +80,7 @@ struct StatusArgs {
   std::string name;
   std::string mount_dir;
   bool zones = false;  // --zones: the zone table of zoned volumes
+  bool json = false;
 };
 
 struct DaemonArgs {
@@ -81,6 +94,82 @@ spdlog::level::level_enum level_for(const CommandContext& ctx) {
   if (ctx.verbosity >= 2) return spdlog::level::trace;
   if (ctx.verbosity == 1) return spdlog::level::debug;
   return spdlog::level::warn;
+}
+
+// A daemon logs info and up unless -v/--debug ask for more or --log-level says exactly.
+spdlog::level::level_enum daemon_level_for(const CommandContext& ctx) {
+  if (!ctx.log_level.empty()) return spdlog::level::from_str(ctx.log_level);
+  return std::min(level_for(ctx), spdlog::level::info);
+}
+
+// Where a daemon this command starts logs (fs/README.md "Logging"): what --log-target says
+// (journal = syslog: journald reads /dev/log); else stderr in the foreground; else a file next
+// to the mount directory when started from a terminal (someone is there to read it); else
+// syslog (a service, a script, a boot unit).
+std::string daemon_log_target(const CommandContext& ctx, bool foreground) {
+  if (ctx.log_target == "journal") return "syslog";
+  if (!ctx.log_target.empty()) return ctx.log_target;
+  if (foreground) return "stderr";
+  return ::isatty(STDERR_FILENO) == 1 ? "file" : "syslog";
+}
+
+// The daemon's logger for `target` ("stderr", "file", "syslog"), registered as "cryptmap".
+std::shared_ptr<spdlog::logger> make_daemon_logger(const std::string& target,
+                                                   const ControlPaths& paths,
+                                                   spdlog::level::level_enum level) {
+  spdlog::drop("cryptmap");
+  std::shared_ptr<spdlog::logger> log;
+  try {
+    if (target == "file") {
+      const std::string file = paths.mount_dir + ".log";
+      log = spdlog::basic_logger_mt("cryptmap", file);
+      ::chmod(file.c_str(), 0600);
+      log->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%P] [%l] %v");
+    } else if (target == "syslog") {
+      // ident "cryptmap", pid in every line, facility daemon; the sink maps spdlog levels to
+      // syslog priorities (debug/trace -> LOG_DEBUG, info -> LOG_INFO, warn -> LOG_WARNING ...).
+      log = spdlog::syslog_logger_mt("cryptmap", "cryptmap", LOG_PID, LOG_DAEMON, false);
+      log->set_pattern("%v");
+    }
+  } catch (const spdlog::spdlog_ex& e) {
+    // A file that cannot be written: syslog still reaches someone (a spawned daemon's stderr
+    // is /dev/null).
+    std::fprintf(stderr, "Cannot log to %s (%s); logging to %s.\n", target.c_str(), e.what(),
+                 target == "file" ? "syslog" : "stderr");
+    spdlog::drop("cryptmap");
+    log.reset();
+    if (target == "file") {
+      log = spdlog::syslog_logger_mt("cryptmap", "cryptmap", LOG_PID, LOG_DAEMON, false);
+      log->set_pattern("%v");
+    }
+  }
+  if (!log) {
+    spdlog::drop("cryptmap");
+    log = spdlog::stderr_color_mt("cryptmap");
+    log->set_pattern("%^%l%$: %v");
+  }
+  log->set_level(level);
+  log->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(log);
+  return log;
+}
+
+std::string log_place(const std::string& target, const ControlPaths& paths) {
+  if (target == "file") return paths.mount_dir + ".log";
+  if (target == "syslog") return "syslog/journal (journalctl -t cryptmap)";
+  return "stderr";
+}
+
+// True when /etc/fuse.conf has an uncommented `user_allow_other` line (fusermount3 reads it
+// and refuses allow_other to non-root users without it).
+bool fuse_conf_allows_other() {
+  std::ifstream in("/etc/fuse.conf");
+  for (std::string line; std::getline(in, line);) {
+    auto start = line.find_first_not_of(" \t");
+    if (start == std::string::npos || line[start] == '#') continue;
+    if (line.compare(start, 16, "user_allow_other") == 0) return true;
+  }
+  return false;
 }
 
 // CLI processes log to stderr, warnings and up unless -v/--debug.
@@ -135,6 +224,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   req.verb = Verb::kAdd;
   req.name = a.name;
   req.read_only = a.read_only;
+  req.allow_other = a.allow_other;
   struct stat st {};
   if (::stat(a.image.c_str(), &st) != 0) {
     say("Device " + a.image + " does not exist or access denied.");
@@ -254,9 +344,12 @@ int spawn_daemon(const ControlPaths& paths, const Request& req, const OpenArgs& 
   }
   UniqueFd mine(sv[0]), theirs(sv[1]);
   // Everything exec needs is built before fork: the child only calls async-signal-safe code.
+  const std::string target = daemon_log_target(ctx, false);
   std::vector<std::string> args = {"cryptmap", "daemon", "--mount-dir", paths.mount_dir,
                                    "--handoff-fd", std::to_string(theirs.get())};
-  for (int i = 0; i < ctx.verbosity; ++i) args.emplace_back("-v");
+  CommandContext for_daemon = ctx;
+  for_daemon.log_target = target;
+  for (auto& w : logging_args(for_daemon)) args.push_back(std::move(w));
   if (a.fuse_debug) args.emplace_back("--fuse-debug");
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
@@ -275,8 +368,9 @@ int spawn_daemon(const ControlPaths& paths, const Request& req, const OpenArgs& 
   theirs.reset();
   auto reply = call_daemon(mine.get(), req);
   if (!reply) {
-    say("The cryptmap daemon failed to start for " + paths.mount_dir + " (see " +
-        paths.mount_dir + ".log, or run open with --foreground): " + reply.error().message());
+    say("The cryptmap daemon failed to start for " + paths.mount_dir + " (see its log in " +
+        log_place(target, paths) + ", or run open with --foreground): " +
+        reply.error().message());
     return kExitUsage;
   }
   return report_reply(reply, "open");
@@ -287,8 +381,38 @@ Result<Reply> ask_running_daemon(const ControlPaths& paths, const Request& req) 
   return call_daemon(fd.get(), req);
 }
 
-void run_open(OpenArgs& a, CommandContext& ctx) {
+// open --all: every cryptmaptab entry without noauto, each through its own `cryptmap open`.
+// Options that make sense per entry come from the table; on the command line only the mount
+// directory, the table, --allow-other and the logging flags apply to all of them.
+void run_open_all(const OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
+  static const std::set<std::string> kAllowed{"--all", "--tab", "--mount-dir", "--allow-other"};
+  for (const CLI::Option* o : open.get_options()) {
+    if (o->count() == 0 || kAllowed.count(o->get_name()) != 0) continue;
+    say("open --all takes the volumes and their options from " + a.tab + "; " + o->get_name() +
+        " cannot be combined with it (put it in the table's options, or open the volume alone).");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  apps::TabRun run;
+  run.tab = a.tab;
+  run.mount_dir = a.mount_dir;
+  run.open_args = logging_args(ctx);
+  if (a.allow_other) run.open_args.emplace_back("--allow-other");
+  run.pass_discard = open.get_option_no_throw("--allow-discards") != nullptr;
+  ctx.exit_code = apps::open_from_tab(run);
+}
+
+void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
   configure_cli_logging(ctx);
+  if (a.all) {
+    run_open_all(a, open, ctx);
+    return;
+  }
+  if (a.image.empty()) {
+    say("Command requires device and mapped name as arguments (or --all).");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
   bool ok_paths = false;
   const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
   if (!ok_paths) return;
@@ -308,6 +432,12 @@ void run_open(OpenArgs& a, CommandContext& ctx) {
     ctx.exit_code = kExitUsage;
     return;
   }
+  if (a.allow_other && ::getuid() != 0 && !fuse_conf_allows_other()) {
+    say("Option --allow-other needs `user_allow_other` in /etc/fuse.conf for users other than "
+        "root (ask the administrator to add that line), or open without --allow-other.");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
   if (auto r = check_volume_name(a.name); !r) {
     say("Invalid volume name " + a.name + ": " + r.error().message());
     ctx.exit_code = kExitUsage;
@@ -317,12 +447,22 @@ void run_open(OpenArgs& a, CommandContext& ctx) {
   Request probe;
   probe.verb = Verb::kStatus;
   probe.name = a.name;
-  if (auto st = ask_running_daemon(paths, probe); st && st->exit_code == kExitOk) {
+  auto st = ask_running_daemon(paths, probe);
+  if (st && st->exit_code == kExitOk) {
     say("Device " + a.name + " already exists.");
     ctx.exit_code = kExitBusy;
     return;
   }
   if (a.allow_discards) a.plain.allow_discards = true;
+  // The running daemon's mount cannot gain allow_other: say so before asking for the
+  // passphrase (the daemon checks again, for a daemon started in between).
+  if (st && a.allow_other && !apps::mount_has_option(paths.mount_dir, "allow_other")) {
+    say("The cryptmap daemon serving " + paths.mount_dir + " was started without " +
+        "--allow-other, so other users cannot reach " + a.name + ". Close its volumes first, " +
+        "or open with another --mount-dir.");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
   std::optional<Request> req = unlock(a, ctx);
   if (!req) return;
   if (a.allow_discards) {
@@ -350,15 +490,48 @@ void run_open(OpenArgs& a, CommandContext& ctx) {
     ctx.exit_code = spawn_daemon(paths, *req, a, ctx);
     return;
   }
-  // Foreground: this process becomes the daemon; logs go to stderr.
-  spdlog::default_logger()->set_level(std::min(level_for(ctx), spdlog::level::info));
+  // Foreground: this process becomes the daemon; logs go to stderr unless --log-target.
+  auto log = make_daemon_logger(daemon_log_target(ctx, true), paths, daemon_level_for(ctx));
   DaemonOptions opts;
   opts.paths = paths;
   opts.fuse_debug = a.fuse_debug;
+  opts.logger = log;
   ctx.exit_code = serve(opts, std::move(*req), [&](const Reply& r) {
     lock.release();
     if (r.exit_code != kExitOk) say(r.message);
   });
+}
+
+// close --all: every volume the daemon of the mount directory serves; continues past a
+// volume that cannot be closed and exits with the first failure's code.
+void run_close_all(const ControlPaths& paths, bool force, CommandContext& ctx) {
+  Request list;
+  list.verb = Verb::kStatus;
+  auto reply = ask_running_daemon(paths, list);
+  if (!reply && reply.error().code == Errc::kNotFound) return;  // nothing open
+  if (!reply || reply->exit_code != kExitOk) {
+    ctx.exit_code = report_reply(reply, "close --all");
+    return;
+  }
+  std::vector<std::string> failed;
+  for (const VolumeStatus& v : reply->volumes) {
+    Request req;
+    req.verb = Verb::kRemove;
+    req.name = v.name;
+    req.force = force;
+    auto r = ask_running_daemon(paths, req);
+    if (!r && r.error().code == Errc::kNotFound) break;  // the daemon exited: all closed
+    const int rc = report_reply(r, "close " + v.name);
+    if (rc != kExitOk) {
+      failed.push_back(v.name);
+      if (ctx.exit_code == kExitOk) ctx.exit_code = rc;
+    }
+  }
+  if (!failed.empty()) {
+    std::string names;
+    for (const auto& n : failed) names += (names.empty() ? "" : ", ") + n;
+    say("close --all: could not close " + names + ".");
+  }
 }
 
 void run_close(const CloseArgs& a, CommandContext& ctx) {
@@ -366,6 +539,15 @@ void run_close(const CloseArgs& a, CommandContext& ctx) {
   bool ok_paths = false;
   const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
   if (!ok_paths) return;
+  if (a.all != a.name.empty()) {
+    say(a.all ? "close --all takes no NAME." : "Command requires the mapped name (or --all).");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  if (a.all) {
+    run_close_all(paths, a.force, ctx);
+    return;
+  }
   Request req;
   req.verb = Verb::kRemove;
   req.name = a.name;
@@ -415,6 +597,45 @@ void print_zones(const ControlPaths& paths, const Reply& r) {
   }
 }
 
+// status --json: one object, field names documented in README.md ("status --json").
+void print_status_json(const ControlPaths& paths, const Reply* r) {
+  nlohmann::ordered_json out;
+  out["mount_dir"] = paths.mount_dir;
+  out["daemon_pid"] = r != nullptr ? nlohmann::ordered_json(r->daemon_pid) : nullptr;
+  out["volumes"] = nlohmann::ordered_json::array();
+  if (r != nullptr) {
+    for (const VolumeStatus& v : r->volumes) {
+      const auto& l = v.layout;
+      nlohmann::ordered_json j;
+      j["name"] = v.name;
+      j["path"] = paths.mount_dir + "/" + v.name;
+      j["image"] = v.source.image;
+      j["header"] = v.source.header.empty() ? nullptr : nlohmann::ordered_json(v.source.header);
+      j["type"] = volume::volume_type_name(l.type);
+      j["cipher"] = l.cipher.to_string();
+      j["key_bits"] = l.key_bytes * 8;
+      j["sector_size"] = l.sector_size;
+      j["offset_sectors"] = l.data_offset_bytes / 512;
+      j["size_sectors"] = v.size_bytes / 512;
+      j["size_bytes"] = v.size_bytes;
+      j["readonly"] = v.read_only;
+      j["uuid"] = l.uuid.empty() ? nullptr : nlohmann::ordered_json(l.uuid);
+      char mode[8];
+      std::snprintf(mode, sizeof(mode), "%04o", v.file_mode);
+      j["file_mode"] = mode;
+      j["open_count"] = v.open_count;
+      j["daemon_pid"] = r->daemon_pid;
+      auto flags = nlohmann::ordered_json::array();
+      if (v.read_only) flags.push_back("readonly");
+      if (l.allow_discards) flags.push_back("allow-discards");
+      if (v.file_mode == 0660) flags.push_back("allow-other");
+      j["flags"] = std::move(flags);
+      out["volumes"].push_back(std::move(j));
+    }
+  }
+  std::printf("%s\n", out.dump(2).c_str());
+}
+
 void run_status(const StatusArgs& a, CommandContext& ctx) {
   configure_cli_logging(ctx);
   bool ok_paths = false;
@@ -424,28 +645,27 @@ void run_status(const StatusArgs& a, CommandContext& ctx) {
   req.verb = Verb::kStatus;
   req.name = a.name;
   auto reply = ask_running_daemon(paths, req);
-  if (!reply && reply.error().code == Errc::kNotFound) {
-    if (!a.name.empty()) {
-      std::printf("%s/%s is inactive.\n", paths.mount_dir.c_str(), a.name.c_str());
-      ctx.exit_code = kExitBadDevice;
-    }
-    return;
-  }
-  if (!reply) {
+  const bool no_daemon = !reply && reply.error().code == Errc::kNotFound;
+  if (!reply && !no_daemon) {
     ctx.exit_code = report_reply(reply, "status");
     return;
   }
-  if (reply->exit_code != kExitOk) {
-    std::printf("%s/%s is inactive.\n", paths.mount_dir.c_str(), a.name.c_str());
-    ctx.exit_code = reply->exit_code;
+  const bool inactive = !a.name.empty() && (no_daemon || reply->exit_code != kExitOk);
+  if (inactive) ctx.exit_code = no_daemon ? kExitBadDevice : reply->exit_code;
+  if (a.json) {
+    print_status_json(paths, no_daemon || inactive ? nullptr : &*reply);
     return;
   }
-  print_status(paths, *reply);
-  if (a.zones) print_zones(paths, *reply);
+  if (inactive) {
+    std::printf("%s/%s is inactive.\n", paths.mount_dir.c_str(), a.name.c_str());
+    return;
+  }
+  if (!no_daemon) print_status(paths, *reply);
+  if (a.zones && !no_daemon) print_zones(paths, *reply);
 }
 
-// The spawned daemon: detach from the terminal, log to <mount-dir>.log, take the first request
-// from the handoff socket, serve.
+// The spawned daemon: log where the CLI resolved (--log-target), detach from the terminal,
+// take the first request from the handoff socket, serve.
 void run_daemon(const DaemonArgs& a, CommandContext& ctx) {
   auto paths = control_paths(a.mount_dir);
   UniqueFd handoff(a.handoff_fd);
@@ -453,21 +673,14 @@ void run_daemon(const DaemonArgs& a, CommandContext& ctx) {
     ctx.exit_code = kExitUsage;
     return;
   }
-  std::shared_ptr<spdlog::logger> log;
-  try {
-    log = spdlog::basic_logger_mt("cryptmap", paths->mount_dir + ".log");
-  } catch (const spdlog::spdlog_ex&) {
-    log = spdlog::stderr_color_mt("cryptmap");  // stderr is /dev/null below: logs are lost
-  }
-  log->set_level(std::min(level_for(ctx), spdlog::level::info));
-  log->flush_on(spdlog::level::info);
-  spdlog::set_default_logger(log);
-  ::chmod((paths->mount_dir + ".log").c_str(), 0600);
+  // The CLI resolved the target (daemon_log_target); "file" when started by an older CLI.
+  const std::string target = ctx.log_target.empty() ? "file" : daemon_log_target(ctx, false);
+  auto log = make_daemon_logger(target, *paths, daemon_level_for(ctx));
   ::chdir("/");
   if (int null = ::open("/dev/null", O_RDWR | O_CLOEXEC); null >= 0) {
     ::dup2(null, 0);
     ::dup2(null, 1);
-    ::dup2(null, 2);
+    if (target != "stderr") ::dup2(null, 2);  // --log-target stderr: keep the caller's stderr
     if (null > 2) ::close(null);
   }
   auto frame = recv_frame(handoff.get());
@@ -502,7 +715,7 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   auto oa = std::make_shared<OpenArgs>();
   CLI::App* open = app.add_subcommand(
       "open", "Unlock IMAGE and serve its plaintext as the file NAME in the mount directory");
-  open->add_option("image", oa->image, "Encrypted image (file or block device)")->required();
+  open->add_option("image", oa->image, "Encrypted image (file or block device); not with --all");
   open->add_option("name", oa->name, "Name of the mapped file (not with --test-passphrase)");
   open->add_flag("--test-passphrase", oa->test_passphrase,
                  "Only check that the passphrase opens a keyslot; map nothing");
@@ -522,6 +735,13 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
                  "If no daemon serves the mount directory, serve it from this process "
                  "(logs on stderr; Ctrl-C flushes, unmounts and exits)");
   open->add_flag("--fuse-debug", oa->fuse_debug, "Trace the FUSE protocol (libfuse -d)");
+  open->add_flag("--allow-other", oa->allow_other,
+                 "Let other users reach the mapped file: FUSE allow_other, file mode 0660 "
+                 "(owner and the owner's group). Non-root: needs user_allow_other in "
+                 "/etc/fuse.conf");
+  open->add_flag("--all", oa->all,
+                 "Open every entry of the cryptmaptab without noauto (crypttab syntax)");
+  open->add_option("--tab", oa->tab, "The table for --all")->capture_default_str();
   open->add_option("--cipher,-c", oa->plain.cipher, "plain: cipher spec")->capture_default_str();
   open->add_option("--key-size,-s", oa->plain.key_bits, "plain: key size in bits")
       ->capture_default_str();
@@ -541,12 +761,13 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
                  "Encrypt and issue writes before completing them (write-through)");
   open->add_flag("--debug-unordered-zone-writes", oa->debug_unordered_zone_writes)
       ->group("");  // hidden: tests prove the zoned ordering matters
-  open->callback([oa, &ctx] { run_open(*oa, ctx); });
+  open->callback([oa, open, &ctx] { run_open(*oa, *open, ctx); });
 
   auto ca = std::make_shared<CloseArgs>();
   CLI::App* close = app.add_subcommand("close", "Flush and remove the mapped file NAME");
   close->alias("remove");
-  close->add_option("name", ca->name, "Name of the mapped file")->required();
+  close->add_option("name", ca->name, "Name of the mapped file");
+  close->add_flag("--all", ca->all, "Close every volume served in the mount directory");
   close->add_flag("--force", ca->force, "Remove it even while it is open (I/O then fails)");
   close->add_option("--mount-dir", ca->mount_dir, "Mount directory");
   close->callback([ca, &ctx] { run_close(*ca, ctx); });
@@ -556,6 +777,7 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   status->add_option("name", sa->name, "Name of the mapped file");
   status->add_option("--mount-dir", sa->mount_dir, "Mount directory");
   status->add_flag("--zones", sa->zones, "Also print the zone table of zoned volumes");
+  status->add_flag("--json", sa->json, "Machine-readable output (fields: see README.md)");
   status->callback([sa, &ctx] { run_status(*sa, ctx); });
 
   auto da = std::make_shared<DaemonArgs>();
@@ -565,6 +787,18 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   daemon->add_option("--handoff-fd", da->handoff_fd)->required();
   daemon->add_flag("--fuse-debug", da->fuse_debug);
   daemon->callback([da, &ctx] { run_daemon(*da, ctx); });
+}
+
+}  // namespace cryptmap::fs
+
+namespace cryptmap::fs {
+
+std::vector<std::string> logging_args(const CommandContext& ctx) {
+  std::vector<std::string> out;
+  for (int i = 0; i < ctx.verbosity; ++i) out.emplace_back("-v");
+  if (!ctx.log_level.empty()) out.insert(out.end(), {"--log-level", ctx.log_level});
+  if (!ctx.log_target.empty()) out.insert(out.end(), {"--log-target", ctx.log_target});
+  return out;
 }
 
 }  // namespace cryptmap::fs

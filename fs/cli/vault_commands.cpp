@@ -35,6 +35,7 @@
 #include "fs/apps/process.h"
 #include "fs/apps/tab_commands.h"
 #include "fs/cli/commands.h"
+#include "fs/cli/progress.h"
 #include "fs/control.h"
 
 namespace cryptmap::fs {
@@ -131,7 +132,7 @@ int close_volume(const std::string& name, const std::string& mount_dir) {
   return apps::run({apps::self_exe(), "close", name, "--mount-dir", mount_dir});
 }
 
-int vault_create(const VaultArgs& a) {
+int vault_create(const VaultArgs& a, const CommandContext& ctx) {
   unsigned long long bytes = 0;
   if (!apps::parse_size(a.size, bytes)) {
     std::fprintf(stderr, "Invalid --size '%s': use a number with an optional K, M, G or T suffix.\n",
@@ -166,6 +167,8 @@ int vault_create(const VaultArgs& a) {
     discard();
     return kExitBadDevice;
   }
+  Progress progress(Progress::wanted(ctx));
+  progress.step(1, 3, "Formatting " + a.image + " as LUKS2 (the key derivation takes a few seconds)");
   std::vector<std::string> fmt{apps::self_exe(), "luksFormat", "--batch-mode", "--type", "luks2"};
   if (!a.key_file.empty()) fmt.insert(fmt.end(), {"--key-file", a.key_file});
   if (!a.pbkdf.empty()) fmt.insert(fmt.end(), {"--pbkdf", a.pbkdf});
@@ -182,13 +185,17 @@ int vault_create(const VaultArgs& a) {
   std::string image_abs = canonical_or_empty(a.image);
   std::string name = volume_name(image_abs);
   std::string mount_dir = mount_dir_or_default(a.mount_dir);
-  if (int rc = apps::run(open_argv(image_abs, name, mount_dir, a.key_file, false)); rc != 0) {
+  progress.step(2, 3, "Unlocking the new volume");
+  auto open_cmd = open_argv(image_abs, name, mount_dir, a.key_file, false);
+  for (auto& w : logging_args(ctx)) open_cmd.push_back(std::move(w));
+  if (int rc = apps::run(open_cmd); rc != 0) {
     std::fprintf(stderr, "Opening the new vault %s failed (exit %d); the file was removed.\n",
                  a.image.c_str(), rc);
     discard();
     return rc;
   }
   std::string owner = std::to_string(::getuid()) + ":" + std::to_string(::getgid());
+  progress.step(3, 3, "Making the ext4 file system (" + std::to_string(bytes >> 20) + " MiB)");
   int mk = apps::run({"mkfs.ext4", "-F", "-q", "-L", "cryptmap-vault", "-E", "root_owner=" + owner,
                       mount_dir + "/" + name});
   int cl = close_volume(name, mount_dir);
@@ -234,7 +241,7 @@ int close_vault(const std::string& dir, const State& st, bool from_watcher) {
   return kExitOk;
 }
 
-int vault_open(const VaultArgs& a) {
+int vault_open(const VaultArgs& a, const CommandContext& ctx) {
   std::string image_abs = canonical_or_empty(a.image);
   if (image_abs.empty()) {
     std::fprintf(stderr, "Vault image %s does not exist.\n", a.image.c_str());
@@ -259,8 +266,9 @@ int vault_open(const VaultArgs& a) {
   }
   std::string name = volume_name(image_abs);
   std::string mount_dir = mount_dir_or_default(a.mount_dir);
-  if (int rc = apps::run(open_argv(image_abs, name, mount_dir, a.key_file, a.read_only)); rc != 0)
-    return rc;
+  auto open_cmd = open_argv(image_abs, name, mount_dir, a.key_file, a.read_only);
+  for (auto& w : logging_args(ctx)) open_cmd.push_back(std::move(w));
+  if (int rc = apps::run(open_cmd); rc != 0) return rc;
   std::string mapped = mount_dir + "/" + name;
   std::error_code e2;
   stdfs::create_directories(state_dir(), e2);
@@ -377,7 +385,7 @@ void add_vault_commands(CLI::App& app, CommandContext& ctx) {
   create->add_option("--pbkdf-force-iterations", a->pbkdf_force_iterations, "PBKDF iterations");
   create->add_option("--pbkdf-memory", a->pbkdf_memory, "PBKDF memory cost (KiB)");
   create->add_option("--iter-time,-i", a->iter_time, "PBKDF iteration time (ms)");
-  create->callback([&ctx, a] { ctx.exit_code = vault_create(*a); });
+  create->callback([&ctx, a] { ctx.exit_code = vault_create(*a, ctx); });
 
   CLI::App* open = vault->add_subcommand("open", "Unlock a vault and mount its files at DIR");
   open->add_option("path", a->image, "Vault image")->required();
@@ -386,7 +394,7 @@ void add_vault_commands(CLI::App& app, CommandContext& ctx) {
   open->add_option("--idle", a->idle, "Close after this long without activity (e.g. 15m)");
   open->add_option("--mount-dir", a->mount_dir, "cryptmap mount dir (default: the user's)");
   open->add_flag("--readonly,-r", a->read_only, "Open read-only");
-  open->callback([&ctx, a] { ctx.exit_code = vault_open(*a); });
+  open->callback([&ctx, a] { ctx.exit_code = vault_open(*a, ctx); });
 
   CLI::App* close = vault->add_subcommand("close", "Unmount DIR and close its vault");
   close->add_option("dir", a->dir, "Where the vault is mounted")->required();

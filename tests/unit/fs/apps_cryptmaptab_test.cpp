@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
+
 namespace cryptmap::fs::apps {
 namespace {
 
@@ -33,7 +36,40 @@ TEST(Cryptmaptab, ParsesEntriesCommentsAndOptions) {
   EXPECT_EQ(e[2].open_args, (Args{"--type", "luks"}));
   EXPECT_FALSE(e[2].noauto);
   EXPECT_TRUE(e[3].nofail);
+  EXPECT_TRUE(e[3].discard);
+  EXPECT_FALSE(e[0].discard);
   EXPECT_EQ(e[3].open_args, (Args{"--type", "luks", "--key-slot", "3", "--keyfile-size", "32"}));
+}
+
+TEST(Cryptmaptab, ReadOnlySpellingsKeyFileWindowAndLastTypeWins) {
+  const std::string text =
+      "a /a.img /k read-only,keyfile-offset=16,keyfile-size=32\n"
+      "b /b.img /k plain,luks,readonly\n";
+  std::vector<TabEntry> e;
+  std::string err;
+  ASSERT_TRUE(parse_cryptmaptab(text, e, err)) << err;
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0].open_args, (Args{"--type", "luks", "--key-file", "/k", "--readonly",
+                                  "--keyfile-offset", "16", "--keyfile-size", "32"}));
+  EXPECT_EQ(e[1].open_args, (Args{"--type", "luks", "--key-file", "/k", "--readonly"}));
+}
+
+// The shipped example must stay a valid table that means what its comments say.
+TEST(Cryptmaptab, ExampleFileParses) {
+  std::ifstream in(CRYPTMAP_EXAMPLE_TAB);
+  ASSERT_TRUE(in) << CRYPTMAP_EXAMPLE_TAB;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::vector<TabEntry> e;
+  std::string err;
+  ASSERT_TRUE(parse_cryptmaptab(ss.str(), e, err)) << err;
+  ASSERT_EQ(e.size(), 4u);
+  EXPECT_EQ(e[1].name, "archive");
+  EXPECT_EQ(e[1].open_args, (Args{"--type", "luks", "--key-file", "/etc/cryptmap/keys.bin",
+                                  "--readonly", "--header", "/srv/images/archive.hdr",
+                                  "--keyfile-offset", "64", "--keyfile-size", "64"}));
+  EXPECT_TRUE(e[2].noauto);
+  EXPECT_TRUE(e[3].nofail && e[3].discard);
 }
 
 TEST(Cryptmaptab, RefusesBadLinesNamingThem) {

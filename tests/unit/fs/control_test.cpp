@@ -36,6 +36,7 @@ Request sample_add() {
   r.layout.label = "lbl";
   r.layout.allow_discards = true;
   r.read_only = true;
+  r.allow_other = true;
   r.volume_key = *SecretBytes::copy_of(std::string_view("0123456789abcdef0123456789abcdef"));
   r.open_flags = kOpenNoWriteWorkqueue | kOpenUnorderedZoneWrites;
   return r;
@@ -65,6 +66,7 @@ TEST(ControlProtocol, AddRequestRoundTripsEveryField) {
   EXPECT_EQ(out->layout.label, "lbl");
   EXPECT_TRUE(out->layout.allow_discards);
   EXPECT_TRUE(out->read_only);
+  EXPECT_TRUE(out->allow_other);
   EXPECT_EQ(out->volume_key.as_chars(), in.volume_key.as_chars());
   EXPECT_EQ(out->open_flags, kOpenNoWriteWorkqueue | kOpenUnorderedZoneWrites);
 }
@@ -82,6 +84,7 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
     v.size_bytes = 1000u * (i + 1);
     v.read_only = i == 1;
     v.open_count = static_cast<std::uint32_t>(i);
+    v.file_mode = i == 2 ? 0660 : 0600;
     in.volumes.push_back(v);
   }
   auto body = encode_reply(in);
@@ -96,6 +99,8 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
   EXPECT_EQ(out->volumes[2].size_bytes, 3000u);
   EXPECT_TRUE(out->volumes[1].read_only);
   EXPECT_EQ(out->volumes[2].open_count, 2u);
+  EXPECT_EQ(out->volumes[2].file_mode, 0660u);
+  EXPECT_EQ(out->volumes[1].file_mode, 0600u);
   EXPECT_EQ(out->volumes[0].layout.cipher.cipher, "serpent");
 }
 

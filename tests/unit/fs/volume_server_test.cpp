@@ -13,6 +13,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <set>
 #include <thread>
@@ -99,6 +100,35 @@ TEST_F(VolumeServerTest, FileHasVolumeSizeMode0600AndOwner) {
   EXPECT_EQ(st.st_gid, getgid());
   ASSERT_EQ(stat(mnt_.c_str(), &st), 0);
   EXPECT_TRUE(S_ISDIR(st.st_mode));
+}
+
+TEST_F(VolumeServerTest, AllowOtherMountsWithTheOptionAndSharedFilesAre0660) {
+  ServerOptions o;
+  o.allow_other = true;
+  mount(o);
+  ASSERT_TRUE(server_->add_volume("shared", std::make_unique<FakeVolume>(FakeVolume::Options{}),
+                                  {}, 0660));
+  add("private");
+  auto bad = server_->add_volume("odd", std::make_unique<FakeVolume>(FakeVolume::Options{}), {},
+                                 0644);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code, Errc::kInvalid);
+  struct stat st {};
+  ASSERT_EQ(stat(path("shared").c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  ASSERT_EQ(stat(path("private").c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_NE(::access(path("odd").c_str(), F_OK), 0);
+  std::uint32_t shared_mode = 0;
+  for (const VolumeStatus& v : server_->status())
+    if (v.name == "shared") shared_mode = v.file_mode;
+  EXPECT_EQ(shared_mode, 0660u);
+  std::ifstream mi("/proc/self/mountinfo");
+  bool has = false;
+  for (std::string line; std::getline(mi, line);)
+    if (line.find(" " + mnt_ + " ") != std::string::npos)
+      has = line.find("allow_other") != std::string::npos;
+  EXPECT_TRUE(has) << "mount of " << mnt_ << " lacks allow_other";
 }
 
 TEST_F(VolumeServerTest, DirectoryListsEveryVolumeAndLookupOfOthersFails) {

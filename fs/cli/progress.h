@@ -1,0 +1,32 @@
+// Progress lines for long CLI operations (vault create, ...): on a terminal the user sees what
+// step runs and how far it is; in scripts, services and with --batch-mode nothing is printed,
+// so captured output stays clean.
+//
+// Lines go to stderr (stdout stays for results), one whole line per step, so a passphrase
+// prompt from a step's subprocess never lands in the middle of one.
+//
+// Thread-safety: one object per operation, used from one thread.
+#pragma once
+
+#include <string>
+
+#include "fs/cli/commands.h"
+
+namespace cryptmap::fs {
+
+class Progress {
+ public:
+  // Shown when stderr is a terminal and the user did not ask for --batch-mode.
+  static bool wanted(const CommandContext& ctx);
+
+  explicit Progress(bool enabled) : enabled_(enabled) {}
+
+  // "[i/n] what" as one line.
+  void step(int i, int n, const std::string& what);
+  bool enabled() const noexcept { return enabled_; }
+
+ private:
+  bool enabled_;
+};
+
+}  // namespace cryptmap::fs
