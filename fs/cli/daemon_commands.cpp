@@ -105,12 +105,15 @@ spdlog::level::level_enum daemon_level_for(const CommandContext& ctx) {
 // Where a daemon this command starts logs (fs/README.md "Logging"): what --log-target says
 // (journal = syslog: journald reads /dev/log); else stderr in the foreground; else a file next
 // to the mount directory when started from a terminal (someone is there to read it); else
-// syslog (a service, a script, a boot unit).
+// syslog (a service, a script, a boot unit) when a syslog daemon or journald listens on
+// /dev/log, and the file when nothing does (its lines would be lost).
 std::string daemon_log_target(const CommandContext& ctx, bool foreground) {
   if (ctx.log_target == "journal") return "syslog";
   if (!ctx.log_target.empty()) return ctx.log_target;
   if (foreground) return "stderr";
-  return ::isatty(STDERR_FILENO) == 1 ? "file" : "syslog";
+  if (::isatty(STDERR_FILENO) == 1) return "file";
+  struct stat st {};
+  return ::stat("/dev/log", &st) == 0 && S_ISSOCK(st.st_mode) ? "syslog" : "file";
 }
 
 // The daemon's logger for `target` ("stderr", "file", "syslog"), registered as "cryptmap".

@@ -5,7 +5,8 @@
 #  - spawned without a terminal (a service, a script): syslog, facility daemon, ident
 #    cryptmap[PID], info and up; debug lines only with --debug; --log-level warn drops info;
 #  - --log-target file: <mount-dir>.log and nothing in syslog; -f: stderr;
-#  - spawned from a terminal (script -qc): <mount-dir>.log.
+#  - spawned from a terminal (script -qc): <mount-dir>.log;
+#  - spawned without a terminal when nothing listens on /dev/log: <mount-dir>.log.
 if [[ -z "${CRYPTMAP_LOG_NS:-}" ]]; then
   exec env CRYPTMAP_LOG_NS=1 unshare -m --propagation private bash "$0" "$@"
 fi
@@ -107,4 +108,11 @@ pid=$(daemon_pid)
 cm_close v
 grep -q "\[$pid\] \[info\] opened" "$MNT.log" || fail "terminal start: no $MNT.log lines"
 grep -q "cryptmap\[$pid\]" "$T/syslog" && fail "terminal start also logged to syslog"
+
+note "no terminal and nothing on /dev/log: <mount-dir>.log (no line is lost)"
+rm -f "$MNT.log" /dev/log
+cm_open "$T/v.img" v --key-file "$K"
+pid=$(daemon_pid)
+cm_close v
+grep -q "\[$pid\] \[info\] opened" "$MNT.log" || fail "no syslog: no $MNT.log lines"
 echo "PASS"
