@@ -166,6 +166,7 @@ void put_request(Sink& s, const Request& r) {
   s.boolean(r.allow_other);
   s.bytes(r.volume_key.span());
   s.u32(r.open_flags);
+  s.u64(r.cache_bytes);
 }
 
 void put_reply(Sink& s, const Reply& r) {
@@ -288,6 +289,8 @@ Result<Request> decode_request(std::span<const std::byte> body) {
   CRYPTMAP_TRY(key, s.secret("volume_key"));
   CRYPTMAP_TRY(open_flags, s.u32("open_flags"));
   r.open_flags = open_flags;
+  CRYPTMAP_TRY(cache_bytes, s.u64("cache_bytes"));
+  r.cache_bytes = cache_bytes;
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");
   r.name = std::move(name);
   r.force = force;

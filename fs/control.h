@@ -49,7 +49,8 @@ struct Request {
   bool read_only = false;      // kAdd
   bool allow_other = false;    // kAdd: mount with allow_other (first volume), file mode 0660
   SecretBytes volume_key;      // kAdd
-  std::uint32_t open_flags = 0;  // kAdd: OpenFlag bits (appended last on the wire)
+  std::uint32_t open_flags = 0;  // kAdd: OpenFlag bits
+  std::uint64_t cache_bytes = volume::VolumeOptions{}.cache_bytes;  // kAdd: --cache-size
 };
 
 // kAdd options beyond the layout (cryptsetup --perf-* flags, debug switches).

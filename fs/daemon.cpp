@@ -117,10 +117,11 @@ class Daemon {
     auto added = server_->add_volume(req.name, std::move(*vol), req.source,
                                      req.allow_other ? 0660 : 0600);
     if (!added) return error_reply(added.error(), req.name);
-    log_->info("opened {} ({} {}, {} bytes{}{}) as {}/{}", req.source.image,
+    log_->info("opened {} ({} {}, {} bytes, cache {} KiB{}{}) as {}/{}", req.source.image,
                volume::volume_type_name(req.layout.type), req.layout.cipher.to_string(),
-               server_->status().back().size_bytes, req.read_only ? ", read-only" : "",
-               req.allow_other ? ", allow-other" : "", opts_.paths.mount_dir, req.name);
+               server_->status().back().size_bytes, req.cache_bytes / 1024,
+               req.read_only ? ", read-only" : "", req.allow_other ? ", allow-other" : "",
+               opts_.paths.mount_dir, req.name);
     return ok_reply();
   }
 
@@ -343,6 +344,7 @@ Result<std::unique_ptr<volume::Volume>> open_requested_volume(
   vo.no_read_workqueue = (add.open_flags & kOpenNoReadWorkqueue) != 0;
   vo.no_write_workqueue = (add.open_flags & kOpenNoWriteWorkqueue) != 0;
   vo.unordered_zone_writes = (add.open_flags & kOpenUnorderedZoneWrites) != 0;
+  vo.cache_bytes = add.cache_bytes;
   return volume::open_volume(add.layout, std::move(cipher), std::move(store), vo,
                              std::move(logger));
 }

@@ -64,6 +64,7 @@ struct OpenArgs {
   std::string tab = "/etc/cryptmaptab";
   volume::PlainOptions plain;
   bool allow_discards = false;       // --allow-discards
+  std::string cache_size;            // --cache-size: bytes with a K/M/G suffix; 0 = no cache
   bool perf_no_read_workqueue = false;
   bool perf_no_write_workqueue = false;
   bool debug_unordered_zone_writes = false;  // hidden: tests show ordering matters
@@ -457,6 +458,14 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
     return;
   }
   if (a.allow_discards) a.plain.allow_discards = true;
+  unsigned long long cache_bytes = volume::VolumeOptions{}.cache_bytes;
+  if (!a.cache_size.empty() && !apps::parse_size(a.cache_size, cache_bytes)) {
+    say("Invalid --cache-size '" + a.cache_size + "': give bytes with an optional K, M or G " +
+        "suffix (e.g. 256M); 0 turns the sector cache off (every write goes straight to the " +
+        "image).");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
   // The running daemon's mount cannot gain allow_other: say so before asking for the
   // passphrase (the daemon checks again, for a daemon started in between).
   if (st && a.allow_other && !apps::mount_has_option(paths.mount_dir, "allow_other")) {
@@ -477,6 +486,7 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
   if (a.perf_no_read_workqueue) req->open_flags |= kOpenNoReadWorkqueue;
   if (a.perf_no_write_workqueue) req->open_flags |= kOpenNoWriteWorkqueue;
   if (a.debug_unordered_zone_writes) req->open_flags |= kOpenUnorderedZoneWrites;
+  req->cache_bytes = cache_bytes;
 
   DirLock lock(paths.lock);
   auto running = connect_control(paths.socket);
@@ -756,6 +766,9 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   open->add_option("--sector-size", oa->plain.sector_size, "plain: encryption sector size");
   open->add_flag("--iv-large-sectors", oa->plain.iv_large_sectors,
                  "plain: IV in sector-size units");
+  open->add_option("--cache-size", oa->cache_size,
+                   "Sector cache size (plaintext, locked in memory), e.g. 256M; default 64M; "
+                   "0 = no cache: writes reach the image before they complete");
   open->add_flag("--allow-discards", oa->allow_discards,
                  "Allow discards (fallocate punch-hole on the mapped file) to reach the image");
   open->add_flag("--perf-no_read_workqueue", oa->perf_no_read_workqueue,

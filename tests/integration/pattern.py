@@ -2,7 +2,8 @@
 """Deterministic test data: each 512-byte sector carries its index and the seed, the rest is
 pseudo-random from (seed, index), so misplaced, stale or mis-decrypted sectors are detected.
 
-  pattern.py write FILE OFFSET LENGTH SEED     write into FILE (not truncated) at OFFSET
+  pattern.py write FILE OFFSET LENGTH SEED [--no-fsync]   write into FILE (not truncated) at
+                                              OFFSET, then fsync (unless --no-fsync)
   pattern.py check FILE OFFSET LENGTH SEED [FILE_OFFSET]   FILE at FILE_OFFSET (default OFFSET)
                                               must hold the pattern of [OFFSET, OFFSET+LENGTH)
 """
@@ -36,7 +37,8 @@ def main() -> int:
             n = min(chunk, length - pos)
             os.pwrite(fd, region(seed, offset + pos, n), offset + pos)
             pos += n
-        os.fsync(fd)
+        if "--no-fsync" not in sys.argv[6:]:
+            os.fsync(fd)
         os.close(fd)
         return 0
     if cmd == "check":

@@ -39,6 +39,7 @@ Request sample_add() {
   r.allow_other = true;
   r.volume_key = *SecretBytes::copy_of(std::string_view("0123456789abcdef0123456789abcdef"));
   r.open_flags = kOpenNoWriteWorkqueue | kOpenUnorderedZoneWrites;
+  r.cache_bytes = (5ull << 30) + 4096;  // above 32 bits
   return r;
 }
 
@@ -69,6 +70,7 @@ TEST(ControlProtocol, AddRequestRoundTripsEveryField) {
   EXPECT_TRUE(out->allow_other);
   EXPECT_EQ(out->volume_key.as_chars(), in.volume_key.as_chars());
   EXPECT_EQ(out->open_flags, kOpenNoWriteWorkqueue | kOpenUnorderedZoneWrites);
+  EXPECT_EQ(out->cache_bytes, (5ull << 30) + 4096);
 }
 
 TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
