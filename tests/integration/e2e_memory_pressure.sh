@@ -31,12 +31,15 @@ trap 'set +e; leave_group; cleanup; rmdir "$group" 2>/dev/null' EXIT
 img=$T/disk.img
 truncate -s $((16 * MiB + (write_mib + 256) * MiB)) "$img"
 cryptsetup luksFormat --batch-mode --type luks2 "${CS_FAST_PBKDF2[@]}" --key-file "$K" "$img"
-# Started before we join the cgroup: the watchdog must never wait on the cgroup's reclaim. A
-# deadlock then fails the test (connections aborted -> I/O errors) instead of hanging CI.
-watchdog 150
 # Everything below runs inside the cgroup: the daemon inherits it from the CLI.
 echo $$ > "$group/cgroup.procs"
 cm_open "$img" m --key-file "$K"
+# lib.sh's watchdog, but it leaves the cgroup first: it must never wait on the cgroup's reclaim.
+# Started after cm_open so that it knows the FUSE connection. A deadlock then fails the test
+# (connection aborted -> I/O errors) instead of hanging CI.
+( echo "$BASHPID" > "$cg/cgroup.procs"; sleep 150
+  echo "WATCHDOG: aborting FUSE connections after 150 s" >&2; abort_fuse_conns ) &
+WATCHDOG_PID=$!
 daemon_bytes=$(cat "$group/memory.usage_in_bytes")
 limit=$((daemon_bytes + headroom * MiB))
 echo "$limit" > "$group/memory.limit_in_bytes"
@@ -47,7 +50,8 @@ mkdir -p "$T/fs"
 mount "$dev" "$T/fs"; FSMNTS+=("$T/fs")
 note "writing $write_mib MiB through ext4 (loop --direct-io=$dio)"
 dd if=/dev/urandom of="$T/fs/big" bs=1M count="$write_mib" status=none || fail "write under memory pressure failed"
-sync || fail "sync under memory pressure failed"
+# syncfs of this file system only: a global sync would also wait on other tests' writeback.
+sync -f "$T/fs/big" || fail "sync under memory pressure failed"
 failcnt=$(cat "$group/memory.failcnt")
 echo "memory.failcnt=$failcnt max_usage=$(($(cat "$group/memory.max_usage_in_bytes") / MiB)) MiB"
 (( failcnt > 0 )) || fail "the cgroup never reached its limit: this run proved nothing"
