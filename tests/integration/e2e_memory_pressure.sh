@@ -26,7 +26,18 @@ cg=/sys/fs/cgroup/memory
 group=$cg/cryptmap-test-$$
 mkdir "$group"
 leave_group() { for p in $(cat "$group/cgroup.procs" 2>/dev/null); do echo "$p" > "$cg/cgroup.procs" 2>/dev/null || true; done; }
-trap 'set +e; leave_group; cleanup; rmdir "$group" 2>/dev/null' EXIT
+# On failure, say what the daemon saw (its log goes away with the scratch dir).
+on_exit() {
+  local rc=$?
+  set +e
+  leave_group
+  if (( rc != 0 )) && [[ -f "$MNT.log" ]]; then
+    echo "---- daemon log (last 30 lines)" >&2; tail -n 30 "$MNT.log" >&2
+  fi
+  cleanup
+  rmdir "$group" 2>/dev/null
+}
+trap on_exit EXIT
 
 img=$T/disk.img
 truncate -s $((16 * MiB + (write_mib + 256) * MiB)) "$img"
