@@ -1,7 +1,5 @@
 #include "fs/volume_server.h"
 
-#include <pthread.h>
-#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -641,7 +639,10 @@ Result<std::unique_ptr<VolumeServer>> VolumeServer::mount(const ServerOptions& o
   Impl* s = impl.get();
   s->loop_thread = std::thread([s] {
     const int rc = s->workers->wait();
-    if (rc != 0) s->log->error("FUSE session for {} ended: {}", s->opts.mount_dir, std::strerror(-rc));
+    if (rc != 0)
+      s->log->error("FUSE session for {} ended on a device error: {}; its volumes are no longer "
+                    "served (close and reopen them)",
+                    s->opts.mount_dir, std::strerror(-rc));
     s->loop_done.store(true);
   });
   impl->log->info("serving {}", options.mount_dir);
