@@ -13,6 +13,10 @@
 #include "base/secret.h"
 #include "base/io_memory.h"
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+
 namespace cryptmap::fs::internal {
 
 FuseArgs::FuseArgs(const std::vector<std::string>& argv) {
@@ -171,6 +175,8 @@ Result<std::unique_ptr<SessionWorkers>> SessionWorkers::start(FuseSession& sessi
   (void)::madvise(p, total, MADV_DONTDUMP);  // written plaintext passes through them
   // Charged now, at mount, not by the kernel's copy of the first write request into them.
   w->locked_ = prefault_io_memory(p, total);
+  // And populated for sure: sanitizer runtimes turn mlock() into a no-op that reports success.
+  (void)::madvise(p, total, MADV_POPULATE_WRITE);
 
   install_wake_handler();
   w->workers_.reserve(w->opts_.workers);
