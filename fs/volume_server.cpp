@@ -5,7 +5,6 @@
 #include <semaphore.h>
 #include <signal.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
@@ -18,6 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -32,10 +32,7 @@
 #include "fs/internal/fuse_session.h"
 #include "fs/sync_wait.h"
 #include "volume/zone/zone_map.h"
-
-#ifndef PR_SET_IO_FLUSHER
-#define PR_SET_IO_FLUSHER 57  // include/uapi/linux/prctl.h, Linux 5.6
-#endif
+#include "volume/engine/io_thread.h"
 
 extern char** environ;
 
@@ -73,9 +70,8 @@ struct PatchOpenReply {
 // binary semaphore) before it reads and keeps it until its request has taken its place: a
 // write when the volume has admitted it (Volume::write_ordered), anything else as soon as the
 // handler starts. A request libfuse answers itself (FORGET, INTERRUPT) leaves the order held
-// until the same worker reads again, which it does next. Waiting (sem_wait) and read() are
-// cancellation points: libfuse cancels idle workers at exit, so a cancelled read gives the
-// order back through a cleanup handler.
+// until the same worker reads again, which it does next. (The cleanup handler gives the order
+// back should a worker ever be cancelled in read(); our SessionWorkers stop by signal + EINTR.)
 struct ReceiveOrder {
   ReceiveOrder() { sem_init(&sem, 0, 1); }
   ~ReceiveOrder() { sem_destroy(&sem); }
@@ -94,18 +90,19 @@ void release_order_on_cancel(void* /*arg*/) { release_receive_order(); }
 // Defined after VolumeServer::Impl: the order of the server `userdata` belongs to, or null.
 ReceiveOrder* receive_order_of(void* userdata) noexcept;
 
+// Reads go through receive_read(): it keeps each read inside the worker's preallocated buffer.
+// A wait for the order interrupted by the workers' wake-up signal returns EINTR like the read
+// itself, so a stopping worker sees the exit flag (SessionWorkers::serve).
 ssize_t io_read(int fd, void* buf, size_t len, void* userdata) {
   ReceiveOrder* order = receive_order_of(userdata);
-  if (order == nullptr) return ::read(fd, buf, len);
+  if (order == nullptr) return internal::receive_read(fd, buf, len);
   if (tls_order_held == nullptr) {
-    while (sem_wait(&order->sem) != 0) {
-      if (errno != EINTR) return -1;
-    }
+    if (sem_wait(&order->sem) != 0) return -1;  // errno: EINTR
     tls_order_held = order;
   }
   ssize_t n = -1;
   pthread_cleanup_push(release_order_on_cancel, nullptr);
-  n = ::read(fd, buf, len);
+  n = internal::receive_read(fd, buf, len);
   pthread_cleanup_pop(0);
   return n;
 }
@@ -128,26 +125,9 @@ ssize_t io_writev(int fd, struct iovec* iov, int count, void* /*userdata*/) {
 const fuse_custom_io kCustomIo = {
     .writev = io_writev, .read = io_read, .splice_receive = nullptr, .splice_send = nullptr};
 
-// ---- stopping the loop ---------------------------------------------------------------------
-// fuse_session_exit() only sets a flag; libfuse's mt loop notices it when its main thread's
-// sem_wait() returns. A signal with a handler installed without SA_RESTART interrupts that
-// sem_wait (signal(7)); the loop then cancels the idle workers blocked in read(/dev/fuse) and
-// joins the busy ones. SIGUSR1 is used only as that wake-up, directed at the loop thread.
-constexpr int kWakeSignal = SIGUSR1;
-void wake_handler(int /*sig*/) {}
-void install_wake_handler() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa {};
-    sa.sa_handler = wake_handler;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;  // no SA_RESTART: sem_wait must return EINTR
-    sigaction(kWakeSignal, &sa, nullptr);
-  });
-}
-
 constexpr double kTimeout = 3600.0;  // names and sizes change only through us (+ notify)
 constexpr std::chrono::milliseconds kReleaseGrace{5000};
+constexpr std::size_t kArenaWarmBytes = 64 * 1024;  // below malloc's mmap threshold
 
 }  // namespace
 
@@ -175,9 +155,9 @@ class VolumeServer::Impl {
   struct timespec started {};
   std::unique_ptr<BufferPool> pool;
   std::unique_ptr<internal::FuseSession> session;
-  std::thread loop_thread;
+  std::unique_ptr<internal::SessionWorkers> workers;  // destroyed before the session
+  std::thread loop_thread;  // waits for the workers to end (SessionWorkers::wait)
   std::atomic<bool> loop_done{false};
-  std::atomic<bool> io_flusher_warned{false};
   std::atomic<std::uint32_t> errors_logged{0};
   ReceiveOrder receive_order;  // used only with opts.ordered_receive
 
@@ -243,21 +223,12 @@ class VolumeServer::Impl {
     drain_cv.wait(lock, [&] { return e.inflight.load() == 0; });
   }
 
-  // Called at the top of every operation: FUSE worker threads are created inside libfuse with
-  // no start hook, so the first request a thread serves marks it. PR_SET_IO_FLUSHER keeps
-  // memory reclaim from waiting on our own writeback (loop device over this file -> page
-  // cache -> FUSE -> us): the deadlock the flag exists for.
-  void enter_worker() {
+  // Called at the top of every operation. Our workers mark themselves PR_SET_IO_FLUSHER when
+  // they start (SessionWorkers on_start); this covers any other thread libfuse might run an
+  // operation on. Idempotent and one thread-local test after the first call per thread.
+  static void enter_worker() noexcept {
     if (!tls_keep_order) release_receive_order();
-    static thread_local bool marked = false;
-    if (marked) return;
-    marked = true;
-    if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0 && !io_flusher_warned.exchange(true)) {
-      log->warn("cannot mark FUSE threads PR_SET_IO_FLUSHER ({}); memory pressure with a loop "
-                "device on a mapped file may deadlock. Run the daemon as root or with "
-                "CAP_SYS_RESOURCE.",
-                std::strerror(errno));
-    }
+    (void)volume::mark_io_thread();
   }
 
   void log_io_error(const char* op, const Entry& e, std::uint64_t off, const Error& err) {
@@ -817,16 +788,34 @@ Result<std::unique_ptr<VolumeServer>> VolumeServer::mount(const ServerOptions& o
   CRYPTMAP_TRY_VOID(session->mount(options.mount_dir, &kCustomIo));
   impl->session = std::move(session);
 
-  install_wake_handler();
+  // Our own session loop (fs/internal/fuse_session.h says why not fuse_session_loop_mt): a
+  // fixed set of workers, each with a receive buffer faulted in here, before any request.
+  internal::SessionWorkers::Options wopts;
+  wopts.workers = options.fuse_workers;
+  wopts.on_start = [] {
+    (void)volume::mark_io_thread();
+    // The thread's first malloc creates or attaches its malloc arena; do it now so the first
+    // request's allocations (libfuse's struct fuse_req) find pages already faulted in.
+    void* warm = std::malloc(kArenaWarmBytes);
+    if (warm != nullptr) {
+      std::memset(warm, 0, kArenaWarmBytes);
+      std::free(warm);
+    }
+  };
+  CRYPTMAP_TRY(workers, internal::SessionWorkers::start(*impl->session, std::move(wopts)));
+  impl->workers = std::move(workers);
+  const internal::SessionWorkers::Stats ws = impl->workers->stats();
+  if (!ws.buffers_locked)
+    impl->log->warn("cannot mlock the FUSE receive buffers ({} x {} bytes); they are faulted in "
+                    "but may be swapped. Raise RLIMIT_MEMLOCK (ulimit -l).",
+                    ws.workers, ws.buffer_bytes);
   Impl* s = impl.get();
   s->loop_thread = std::thread([s] {
-    sigset_t wake;
-    sigemptyset(&wake);
-    sigaddset(&wake, kWakeSignal);
-    pthread_sigmask(SIG_UNBLOCK, &wake, nullptr);
-    internal::LoopConfig cfg(s->opts.max_threads, s->opts.clone_fd);
-    const int rc = s->session->loop_mt(cfg);
-    if (rc != 0) s->log->debug("FUSE loop for {} ended: {}", s->opts.mount_dir, rc);
+    const int rc = s->workers->wait();
+    if (rc != 0)
+      s->log->error("FUSE session for {} ended on a device error: {}; its volumes are no longer "
+                    "served (close and reopen them)",
+                    s->opts.mount_dir, std::strerror(-rc));
     s->loop_done.store(true);
   });
   impl->log->info("serving {}", options.mount_dir);
@@ -952,6 +941,20 @@ const std::string& VolumeServer::mount_dir() const noexcept { return impl_->opts
 
 bool VolumeServer::stopped() const noexcept { return impl_->loop_done.load(); }
 
+ServingStats VolumeServer::serving_stats() const {
+  ServingStats out;
+  std::lock_guard admin(impl_->admin_mu);  // stop() resets the workers under it
+  if (impl_->workers == nullptr) return out;
+  const internal::SessionWorkers::Stats s = impl_->workers->stats();
+  out.workers = s.workers;
+  out.receive_buffer_bytes = s.buffer_bytes;
+  out.receive_buffers_locked = s.buffers_locked;
+  out.receive_buffers_resident = s.buffers_resident;
+  out.requests = s.requests;
+  out.foreign_receives = s.foreign_receives;
+  return out;
+}
+
 void VolumeServer::stop() {
   Impl& s = *impl_;
   std::lock_guard admin(s.admin_mu);
@@ -959,12 +962,8 @@ void VolumeServer::stop() {
   s.stopping = true;
   // 1. Flush while still serving, so writers blocked on us are not cut off mid-way.
   (void)flush_all();
-  // 2. End the loop: exit flag, then wake the loop thread until it notices.
-  s.session->exit();
-  while (!s.loop_done.load()) {
-    pthread_kill(s.loop_thread.native_handle(), kWakeSignal);
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  // 2. End the loop: the workers finish the request they are serving and return.
+  s.workers->request_stop();
   s.loop_thread.join();
   // 3. Requests already handed to volumes complete (their replies go nowhere harmful).
   for (Entry* e : s.snapshot()) s.wait_drained(*e);
@@ -972,6 +971,7 @@ void VolumeServer::stop() {
   Result<void> flushed = flush_all();
   if (!flushed) s.log->error("flush on shutdown failed: {}", flushed.error().message());
   // 5. Unmount, then close /dev/fuse (the kernel fails whatever is still queued: ENOTCONN).
+  s.workers.reset();
   s.session.reset();
   // 6. Volumes last (reverse of open): engines drain and wipe keys.
   std::map<fuse_ino_t, std::unique_ptr<Entry>> entries;

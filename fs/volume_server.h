@@ -35,11 +35,10 @@ namespace cryptmap::fs {
 
 struct ServerOptions {
   std::string mount_dir;                      // created if missing; a stale mount is detached
-  std::uint32_t max_threads = 16;             // FUSE worker threads (libfuse max_threads)
+  std::uint32_t fuse_workers = 16;            // FUSE worker threads, all started at mount
   std::uint32_t read_buffers = 16;            // preallocated read buffers (the in-flight cap)
   std::size_t read_buffer_bytes = 1u << 20;   // the kernel's largest FUSE read (256 pages)
   bool fuse_debug = false;                    // libfuse protocol trace (-d)
-  bool clone_fd = false;                      // one /dev/fuse fd per worker
   // Keep arrival order for zoned volumes (architecture 4.6): one worker at a time receives a
   // request and holds the order until its write is admitted. Required by add_volume for a
   // volume whose orders_writes() is true; costs a hand-off between workers per request.
@@ -47,6 +46,16 @@ struct ServerOptions {
   bool allow_other = false;                   // FUSE allow_other: users other than the
                                               // server's may reach files (their mode decides)
   std::shared_ptr<spdlog::logger> logger;     // null: spdlog's default logger
+};
+
+// The FUSE session loop (fs/README.md "Requests, replies and threads"): for tests and status.
+struct ServingStats {
+  std::uint32_t workers = 0;                // fixed at mount
+  std::size_t receive_buffer_bytes = 0;     // per worker, preallocated at mount
+  bool receive_buffers_locked = false;      // mlocked (else faulted in but swappable)
+  bool receive_buffers_resident = false;    // every page resident right now (mincore)
+  std::uint64_t requests = 0;               // FUSE requests processed
+  std::uint64_t foreign_receives = 0;       // requests read into a buffer not preallocated (0)
 };
 
 // What `status` shows besides the layout: where the volume came from.
@@ -95,6 +104,8 @@ class VolumeServer {
   void stop();
   // True once the loop has ended (stop(), or the mount was removed from outside).
   bool stopped() const noexcept;
+  // Zeroes once stopped.
+  ServingStats serving_stats() const;
 
   class Impl;
 

@@ -1,19 +1,38 @@
-// RAII wrappers for the libfuse3 low-level C resources (fs-internal: libfuse types appear here
-// and nowhere outside fs/). Each type owns exactly one resource and undoes it in its
-// destructor, so a failure at any step of mount unwinds without a goto ladder:
-//   FuseArgs    — struct fuse_args (fuse_opt_free_args)
-//   LoopConfig  — struct fuse_loop_config (fuse_loop_cfg_destroy)
-//   FuseSession — struct fuse_session: new -> mount -> custom io; ~ = unmount (if mounted) +
-//                 destroy (which closes /dev/fuse and so aborts whatever the kernel still queues).
-// Thread-safety: FuseSession::exit() and unmount() may be called from any thread; the rest is
-// owned by one thread (the server's). Non-copyable, non-movable (libfuse keeps pointers).
+// RAII wrappers for the libfuse3 low-level C resources, and our own session loop (fs-internal:
+// libfuse types appear here and nowhere outside fs/). Each type owns exactly one resource and
+// undoes it in its destructor, so a failure at any step of mount unwinds without a goto ladder:
+//   FuseArgs       — struct fuse_args (fuse_opt_free_args)
+//   FuseSession    — struct fuse_session: new -> mount -> custom io; ~ = unmount (if mounted) +
+//                    destroy (which closes /dev/fuse and so aborts whatever the kernel queues).
+//   SessionWorkers — a fixed set of threads serving one FuseSession, each receiving into a
+//                    buffer that was allocated, faulted in and (where allowed) locked before the
+//                    first request (fs/README.md "Requests, replies and threads").
+//
+// Why not fuse_session_loop_mt: libfuse starts workers on demand and each one mallocs its 1 MiB
+// receive buffer lazily, so the buffer's pages are first touched by the kernel inside
+// read(/dev/fuse) while it copies a write request into them. Under a memory cgroup limit that
+// fault charges the cgroup, and reclaim then waits on the writeback of pages whose write
+// request is the very one being copied (loop device -> mapped file -> this daemon): a
+// deadlock, observed with stack traces (fuse_dev_do_read -> fuse_copy_fill -> GUP ->
+// do_anonymous_page -> try_charge_memcg -> shrink_folio_list -> folio_wait_writeback).
+//
+// Thread-safety: FuseSession::exit() and unmount() and SessionWorkers::request_stop() may be
+// called from any thread; the rest is owned by one thread (the server's). Non-copyable,
+// non-movable (libfuse and the workers keep pointers).
 #pragma once
 
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <pthread.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,32 +55,19 @@ class FuseArgs {
   bool ok_ = true;
 };
 
-class LoopConfig {
- public:
-  LoopConfig(std::uint32_t max_threads, bool clone_fd);
-  ~LoopConfig();
-  LoopConfig(const LoopConfig&) = delete;
-  LoopConfig& operator=(const LoopConfig&) = delete;
-  fuse_loop_config* get() noexcept { return cfg_; }
-
- private:
-  fuse_loop_config* cfg_;
-};
-
 class FuseSession {
  public:
-  // `io` may be null (libfuse's default read/writev); it is copied by libfuse.
   static Result<std::unique_ptr<FuseSession>> create(FuseArgs& args, const fuse_lowlevel_ops& ops,
                                                      void* userdata);
   ~FuseSession();
   FuseSession(const FuseSession&) = delete;
   FuseSession& operator=(const FuseSession&) = delete;
 
-  // Mounts at `mountpoint` and then routes the device I/O through `io` (same fd).
+  // Mounts at `mountpoint` and then routes the device I/O through `io` (same fd). `io->read`
+  // must call receive_read() (it keeps reads inside the worker's preallocated buffer).
   Result<void> mount(const std::string& mountpoint, const fuse_custom_io* io);
-  // Blocks serving requests until exit() (plus a wake-up of the calling thread) or unmount.
-  int loop_mt(LoopConfig& cfg);
   void exit() noexcept;
+  bool exited() noexcept;
   // Detaches the mount (lazy: MNT_DETACH / fusermount3 -u -z). Idempotent.
   void unmount() noexcept;
   fuse_session* get() noexcept { return se_; }
@@ -70,6 +76,72 @@ class FuseSession {
   explicit FuseSession(fuse_session* se) : se_(se) {}
   fuse_session* se_;
   bool mounted_ = false;
+};
+
+// The size libfuse 3.14 reads from /dev/fuse in one go (se->bufsize before INIT:
+// FUSE_MAX_MAX_PAGES pages + FUSE_BUFFER_HEADER_SIZE; INIT only lowers it). A receive buffer of
+// this size holds any request the kernel can send.
+std::size_t receive_buffer_bytes() noexcept;
+
+// The body of a custom io `read`: reads one request from `fd`. On a SessionWorkers thread whose
+// buffer is `buf`, the length is clamped to that buffer (never past it, whatever libfuse asks);
+// a read into any other buffer is counted (SessionWorkers::Stats::foreign_receives).
+ssize_t receive_read(int fd, void* buf, std::size_t len) noexcept;
+
+class SessionWorkers {
+ public:
+  struct Options {
+    std::uint32_t workers = 16;
+    // Bytes at the top of each worker's stack that are faulted in (and locked where allowed)
+    // at start, so that serving a request does not grow the stack into fresh pages.
+    std::size_t stack_prefault_bytes = 256 * 1024;
+    // Runs first on every worker (marks it PR_SET_IO_FLUSHER, warms its malloc arena).
+    std::function<void()> on_start;
+  };
+  struct Stats {
+    std::uint32_t workers = 0;          // started at start(), fixed
+    std::size_t buffer_bytes = 0;       // per worker
+    bool buffers_locked = false;        // mlocked (else populated but swappable)
+    bool buffers_resident = false;      // every page of every buffer is resident now (mincore)
+    std::uint64_t requests = 0;         // requests processed
+    std::uint64_t foreign_receives = 0; // reads from /dev/fuse into a buffer not ours (want 0)
+  };
+
+  // Allocates and faults in one receive buffer per worker, then starts the workers, which
+  // serve `session` until request_stop(), an unmount from outside (ENODEV) or a device error.
+  static Result<std::unique_ptr<SessionWorkers>> start(FuseSession& session, Options opts);
+  ~SessionWorkers();  // request_stop() + wait()
+  SessionWorkers(const SessionWorkers&) = delete;
+  SessionWorkers& operator=(const SessionWorkers&) = delete;
+
+  // Blocks until the session ends (see start), then ends every worker (exit flag + a wake-up
+  // signal until each has returned) and joins them. Returns 0 or a negative errno (the first
+  // device error). Call from one thread; later calls return the same value at once.
+  int wait();
+  // Makes wait() end the session. Any thread, idempotent.
+  void request_stop() noexcept;
+  Stats stats() const;
+
+  struct Worker;  // fuse_session.cpp
+
+ private:
+  SessionWorkers(FuseSession& session, Options opts);
+  void serve(Worker& w);
+  void worker_ended();
+
+  FuseSession& session_;
+  Options opts_;
+  std::byte* buffers_ = nullptr;
+  std::size_t stride_ = 0;
+  bool locked_ = false;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<std::uint64_t> requests_{0};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_requested_ = false;  // guarded by mu_
+  std::uint32_t ended_ = 0;      // guarded by mu_: workers whose loop has returned
+  int error_ = 0;                // guarded by mu_: first device error (negative errno)
+  bool joined_ = false;          // owned by the wait()ing thread
 };
 
 }  // namespace cryptmap::fs::internal

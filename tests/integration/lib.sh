@@ -19,9 +19,16 @@ record_fuse_conn() {
   [[ -n "$c" ]] && FUSE_CONNS+=("$c")
   return 0
 }
+# A connection id is the FUSE superblock's device minor: once our daemon is gone it can be
+# reused by any other FUSE mount on the machine (a unit test's, another test run's). Abort an id
+# only while it is mounted on our MNT or mounted nowhere (our lazily detached, hung mount).
 abort_fuse_conns() {
+  local c where
   for c in "${FUSE_CONNS[@]}"; do
-    [[ -e /sys/fs/fuse/connections/$c/abort ]] && echo 1 > "/sys/fs/fuse/connections/$c/abort"
+    [[ -e /sys/fs/fuse/connections/$c/abort ]] || continue
+    where=$(awk -v d="0:$c" '$3 == d {print $5}' /proc/self/mountinfo)
+    [[ -z "$where" || "$where" == "$MNT" ]] || continue
+    echo 1 > "/sys/fs/fuse/connections/$c/abort"
   done
   return 0
 }

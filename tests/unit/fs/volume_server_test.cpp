@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -492,6 +493,66 @@ TEST_F(VolumeServerTest, WorkerThreadsAreIoFlushers) {
   std::vector<std::byte> b(4096);
   ASSERT_EQ(pread(fd.get(), b.data(), b.size(), 0), 4096);
   EXPECT_EQ(v->caller_io_flusher(), 1);
+}
+
+std::size_t thread_count() {
+  std::size_t n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) n += std::isdigit(static_cast<unsigned char>(e->d_name[0])) ? 1 : 0;
+    closedir(d);
+  }
+  return n;
+}
+
+// The memory-pressure deadlock (fs/internal/fuse_session.h): a receive buffer first touched by
+// the kernel inside read(/dev/fuse). Every worker must exist from mount on, its buffer must be
+// resident before the first request, and every request must be read into such a buffer (a
+// loop that lets libfuse malloc its own buffers shows up as foreign receives).
+TEST_F(VolumeServerTest, ReceiveBuffersArePreallocatedAtMountAndUsedForEveryRequest) {
+  const std::size_t threads_before = thread_count();
+  ServerOptions o;
+  o.fuse_workers = 5;
+  mount(o);
+  const ServingStats at_mount = server_->serving_stats();
+  EXPECT_EQ(at_mount.workers, 5u);
+  EXPECT_GE(thread_count(), threads_before + 5);  // all started, none on demand
+  EXPECT_GE(at_mount.receive_buffer_bytes, (1u << 20) + 4096);  // a 1 MiB write + header
+  EXPECT_TRUE(at_mount.receive_buffers_resident);
+  FakeVolume* v = add("vol", {.size_bytes = 8u << 20, .workers = 2});
+  // Large writes from several threads, so more than one worker receives a 1 MiB request.
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&, t] {
+      UniqueFd fd(::open(path("vol").c_str(), O_WRONLY | O_CLOEXEC));
+      const auto a = pattern(1u << 20, 200 + t);
+      EXPECT_EQ(pwrite(fd.get(), a.data(), a.size(), off_t{t} << 20), 1 << 20);
+    });
+  }
+  for (auto& t : ts) t.join();
+  UniqueFd fd = open_file("vol", O_RDONLY);
+  std::vector<std::byte> back(1u << 20);
+  ASSERT_EQ(pread(fd.get(), back.data(), back.size(), 3 << 20), 1 << 20);
+  EXPECT_EQ(back, pattern(1u << 20, 203));
+  const ServingStats after = server_->serving_stats();
+  EXPECT_GE(v->writes(), 4);
+  EXPECT_GT(after.requests, at_mount.requests);
+  EXPECT_EQ(after.foreign_receives, 0u);
+  EXPECT_TRUE(after.receive_buffers_resident);
+  EXPECT_EQ(after.workers, 5u);
+}
+
+// An unmount from outside (or an aborted connection) makes one worker's read fail with ENODEV;
+// the session must then end every worker, not leave the others blocked in read(/dev/fuse).
+TEST_F(VolumeServerTest, UnmountFromOutsideEndsEveryWorker) {
+  mount();
+  add("vol");
+  ASSERT_EQ(umount2(mnt_.c_str(), MNT_DETACH), 0) << std::strerror(errno);
+  // Bounded wait, not a speed assertion: the session ends in milliseconds or never.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!server_->stopped() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(server_->stopped());
+  server_.reset();  // joins the workers: would hang if one were still blocked
 }
 
 TEST_F(VolumeServerTest, AddRejectsDuplicateAndInvalidNames) {
