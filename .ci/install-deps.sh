@@ -9,7 +9,7 @@ pkgs=(
   nlohmann-json3-dev libargon2-dev libcli11-dev libgtest-dev libgmock-dev
   # tests: real components
   cryptsetup-bin e2fsprogs fio python3 python3-cryptography util-linux kmod qemu-utils fuse2fs
-  curl xz-utils openssl procps psmisc
+  curl xz-utils openssl procps psmisc xfsprogs
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -772,9 +772,10 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   open->add_flag("--allow-discards", oa->allow_discards,
                  "Allow discards (fallocate punch-hole on the mapped file) to reach the image");
   open->add_flag("--perf-no_read_workqueue", oa->perf_no_read_workqueue,
-                 "Decrypt reads in the submitter's context (always the case here)");
+                 "Decrypt reads on the requesting thread only; no read-ahead");
   open->add_flag("--perf-no_write_workqueue", oa->perf_no_write_workqueue,
-                 "Encrypt and issue writes before completing them (write-through)");
+                 "Encrypt writes on the requesting thread and issue them before completing "
+                 "(write-through)");
   open->add_flag("--debug-unordered-zone-writes", oa->debug_unordered_zone_writes)
       ->group("");  // hidden: tests prove the zoned ordering matters
   open->callback([oa, open, &ctx] { run_open(*oa, *open, ctx); });

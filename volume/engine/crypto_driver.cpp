@@ -145,7 +145,8 @@ struct CryptoDriver::Impl {
     job_cv.notify_one();
   }
 
-  bool parallel(std::size_t bytes) const {
+  bool parallel(CryptoDir dir, std::size_t bytes) const {
+    if (dir == CryptoDir::kDecrypt ? opts.inline_decrypt : opts.inline_encrypt) return false;
     const std::size_t count = bytes / opts.sector_size;
     const std::size_t batches = (count + batch_sectors - 1) / batch_sectors;
     return arena && bytes >= opts.parallel_threshold_bytes && batches > 1;
@@ -283,7 +284,7 @@ Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> d
   CRYPTMAP_CHECK(data.size() % im.opts.sector_size == 0);
   if (data.empty()) return ok();
   Conversion conv;
-  if (!im.parallel(data.size())) {
+  if (!im.parallel(dir, data.size())) {
     im.issue(conv, dir, data, first.value);
   } else {
     // The calling thread joins the arena and works on the slices too.
@@ -309,7 +310,7 @@ CryptoDriver::Job* CryptoDriver::start(crypto::CryptoDir dir, std::span<std::byt
   j->first = first.value;
   j->spawned = false;
   if (data.empty()) return j;
-  if (!im.parallel(data.size())) {
+  if (!im.parallel(dir, data.size())) {
     im.issue(j->conv, dir, data, first.value);
     return j;
   }

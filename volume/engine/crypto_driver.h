@@ -41,6 +41,8 @@ struct CryptoDriverOptions {
   std::uint32_t max_inflight = 64;
   unsigned threads = 0;  // arena concurrency; 0 = hardware concurrency
   bool force_inline = false;
+  bool inline_decrypt = false;  // decryption only on the calling thread (no_read_workqueue)
+  bool inline_encrypt = false;  // encryption only on the calling thread (no_write_workqueue)
 };
 
 class CryptoDriver {

@@ -79,6 +79,8 @@ class VolumeImpl final : public Volume {
     d.max_inflight = std::max<std::uint32_t>(1, options.max_inflight_requests);
     d.threads = eo.threads;
     d.force_inline = options.force_inline;
+    d.inline_decrypt = options.no_read_workqueue;
+    d.inline_encrypt = options.no_write_workqueue;
     CRYPTMAP_TRY(driver, CryptoDriver::create(*engine_, d));
     driver_ = std::move(driver);
     std::size_t buf_bytes = eo.buffer_bytes == 0 ? 256 * 1024 : eo.buffer_bytes;
@@ -120,7 +122,7 @@ class VolumeImpl final : public Volume {
         return make_error(Errc::kNoSpace, "open volume: start the write-back flusher");
       }
     }
-    if (eo.read_ahead_windows != 0 && eo.read_ahead_bytes >= ss_) {
+    if (eo.read_ahead_windows != 0 && eo.read_ahead_bytes >= ss_ && !options.no_read_workqueue) {
       ReadAhead::Options ro;
       ro.sector_size = ss_;
       ro.volume_sectors = size_ / ss_;

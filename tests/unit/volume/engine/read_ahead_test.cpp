@@ -194,3 +194,68 @@ TEST(ReadAhead, ConcurrentSequentialReadersNeverSeeAVersionOlderThanTheirStart) 
 
 }  // namespace
 }  // namespace cryptmap::testing
+
+namespace cryptmap::testing {
+namespace {
+
+// --perf-no_read_workqueue: no read-ahead threads, and decryption only on the reader's thread.
+class ThreadRecordingEngine final : public crypto::CryptoEngine {
+ public:
+  explicit ThreadRecordingEngine(const crypto::SectorCipher& c) : c_(c) {}
+  crypto::SubmitStatus submit(crypto::CryptoRequest* r) override {
+    if (r->dir == crypto::CryptoDir::kDecrypt && std::this_thread::get_id() != reader) {
+      foreign_decrypts.fetch_add(1);
+    }
+    r->status = r->dir == crypto::CryptoDir::kEncrypt ? c_.encrypt(r->run) : c_.decrypt(r->run);
+    return crypto::SubmitStatus::kDone;
+  }
+  void wait_for_drain() override {}
+  const char* name() const noexcept override { return "thread-recording"; }
+  std::thread::id reader;
+  std::atomic<std::uint64_t> foreign_decrypts{0};
+
+ private:
+  const crypto::SectorCipher& c_;
+};
+
+TEST(ReadAhead, NoReadWorkqueueReadsAndDecryptsOnlyOnTheReadersThread) {
+  for (const bool no_read_wq : {false, true}) {
+    SCOPED_TRACE(no_read_wq);
+    constexpr std::uint64_t kBytes = 16ull << 20, kChunk = 1 << 20;
+    auto store = std::make_unique<CountingStore>(kBytes);
+    CountingStore* counting = store.get();
+    ThreadRecordingEngine* engine = nullptr;
+    VolumeOptions opts;
+    opts.no_read_workqueue = no_read_wq;
+    EngineOptions eo;
+    eo.threads = 2;
+    eo.parallel_threshold_bytes = 8192;
+    auto v = volume::open_volume_with_engine(
+        test_layout(4096, 0), std::make_unique<FakeSectorCipher>(4096, 1),
+        [&](const crypto::SectorCipher& c) {
+          auto e = std::make_unique<ThreadRecordingEngine>(c);
+          engine = e.get();
+          return e;
+        },
+        std::move(store), opts, eo, nullptr);
+    ASSERT_TRUE(v) << v.error().message();
+    engine->reader = std::this_thread::get_id();
+    counting->watched = std::this_thread::get_id();
+    std::vector<std::byte> buf(kChunk);
+    std::uint64_t late_reads = 0;
+    for (std::uint64_t off = 0, i = 0; off + kChunk <= kBytes; off += kChunk, ++i) {
+      const std::uint64_t before = counting->watched_reads.load();
+      ASSERT_EQ(*(*v)->read_sync(ByteOffset{off}, buf), kChunk);
+      if (i >= 2) late_reads += counting->watched_reads.load() - before;
+    }
+    if (no_read_wq) {
+      EXPECT_EQ(engine->foreign_decrypts.load(), 0u) << "a decryption ran on another thread";
+      EXPECT_GT(late_reads, 0u) << "sequential reads were read ahead by another thread";
+    } else {
+      EXPECT_GT(engine->foreign_decrypts.load(), 0u) << "the default fans decryption out";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace cryptmap::testing
