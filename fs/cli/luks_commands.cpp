@@ -9,16 +9,22 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
 
 #include "base/bytes.h"
 #include "base/unique_fd.h"
 #include "fs/cli/commands.h"
 #include "fs/cli/passphrase.h"
+#include "fs/cli/progress.h"
+#include "fs/daemon.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
 #include "volume/store/backing_store.h"
@@ -53,6 +59,7 @@ struct LuksArgs {
   std::uint64_t new_keyfile_offset = 0, new_keyfile_size = 0;
   int key_slot = -1;
   bool dump_volume_key = false;
+  bool wipe = false;  // luksFormat --wipe
   bool json = false;
   std::string header_backup_file;
   std::string volume_key_file;
@@ -206,6 +213,38 @@ std::string hex_block(std::span<const std::byte> b) {
 
 // ---------------------------------------------------------------------------------------------
 
+// luksFormat --wipe: the whole data area is written with encrypted zeros through the engine
+// (cache off: every piece is in the image when written), so the image no longer shows which
+// blocks were ever used, and the volume reads back as zeros. Progress on a terminal.
+Result<void> wipe_data_area(const LuksArgs& a, const volume::BackingStore& header,
+                            const SecretBytes& volume_key, const CommandContext& ctx) {
+  CRYPTMAP_TRY(hdr, volume::load_luks_header(header, std::nullopt));
+  Request req;
+  req.source.image = a.device;
+  req.layout = hdr->layout();
+  CRYPTMAP_TRY(key, SecretBytes::copy_of(volume_key.span()));
+  req.volume_key = std::move(key);
+  req.cache_bytes = 0;
+  // The I/O-thread marking (PR_SET_IO_FLUSHER) matters for a daemon under a loop device, not
+  // for this one-off writer: its warning would only be noise here. Errors still show.
+  struct QuietWarnings {
+    spdlog::level::level_enum old = spdlog::default_logger()->level();
+    QuietWarnings() { spdlog::default_logger()->set_level(std::max(old, spdlog::level::err)); }
+    ~QuietWarnings() { spdlog::default_logger()->set_level(old); }
+  } quiet;
+  CRYPTMAP_TRY(vol, open_requested_volume(req, spdlog::default_logger()));
+  const std::uint64_t total = vol->size_bytes();
+  std::vector<std::byte> zeros(std::min<std::uint64_t>(total, 4 << 20));
+  Progress progress(Progress::wanted(ctx));
+  for (std::uint64_t off = 0; off < total;) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), total - off));
+    CRYPTMAP_TRY(w, vol->write_sync(ByteOffset{off}, std::span(zeros).first(n)));
+    off += w;
+    progress.percent("Wiping " + a.device, off, total);
+  }
+  return vol->flush_sync();
+}
+
 int do_format(const LuksArgs& a, const CommandContext& ctx) {
   bool bad = false;
   auto t = parse_type(a.type, &bad);
@@ -252,6 +291,9 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
                                vk_file ? vk_file->span() : std::span<const std::byte>{});
   if (!r) return report(r.error());
   if (ctx.verbosity) std::cerr << "Key slot " << r->keyslot << " created.\n";
+  if (a.wipe) {
+    if (auto w = wipe_data_area(a, **store, r->volume_key, ctx); !w) return report(w.error());
+  }
   return kExitOk;
 }
 
@@ -476,6 +518,9 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     c->add_option("-o,--offset", a->offset, "The start offset in the backend device (512-byte sectors)")
         ->each([args = a](const std::string&) { args->offset_set = true; });
     c->add_option("--volume-key-file", a->volume_key_file, "Use the volume key from file");
+    c->add_flag("--wipe", a->wipe,
+                "Then write encrypted zeros over the whole data area (hides which blocks are "
+                "used; takes as long as writing the image; progress on a terminal)");
     on_run(c, ctx, a, do_format);
   }
   {

@@ -8,6 +8,7 @@
 // Thread-safety: one object per operation, used from one thread.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "fs/cli/commands.h"
@@ -23,10 +24,14 @@ class Progress {
 
   // "[i/n] what" as one line.
   void step(int i, int n, const std::string& what);
+  // "\rwhat: P% (D of T MiB)", redrawn in place when the percentage changes; a newline at the
+  // end (done == total).
+  void percent(const std::string& what, std::uint64_t done, std::uint64_t total);
   bool enabled() const noexcept { return enabled_; }
 
  private:
   bool enabled_;
+  int last_percent_ = -1;
 };
 
 }  // namespace cryptmap::fs
