@@ -38,7 +38,6 @@ class Conversion {
     failed_.store(true, std::memory_order_relaxed);
   }
   bool failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
-  // The last access to *this by a completer: after the unlock the waiter may destroy it.
   // Makes a finished conversion reusable (pending back to the submitter's guard).
   void reset() {
     std::lock_guard lock(mu_);
@@ -47,6 +46,7 @@ class Conversion {
     error_.reset();
     failed_.store(false, std::memory_order_relaxed);
   }
+  // The last access to *this by a completer: after the unlock the waiter may destroy it.
   void finish_one() {
     std::lock_guard lock(mu_);
     CRYPTMAP_CHECK(pending_ > 0);
