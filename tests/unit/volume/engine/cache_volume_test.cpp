@@ -167,31 +167,6 @@ TEST(WriteBack, LargeStreamingReadsSeeDirtyBlocksNotYetInTheImage) {
   EXPECT_EQ(image_plaintext(t, 0, kSize), model);
 }
 
-// Forwards to a MemBackingStore and runs `after_read` (once, when armed) right after a store
-// read returned: it injects an interleaving at the exact point where a streaming read holds
-// store data that the cache has not been consulted about yet.
-class InterleavingStore final : public volume::BackingStore {
- public:
-  explicit InterleavingStore(volume::MemBackingStore& s) : s_(s) {}
-  mutable std::function<void()> after_read;  // run once, then cleared
-  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
-    Result<void> r = s_.read_at(off, out);
-    if (after_read) std::exchange(after_read, nullptr)();
-    return r;
-  }
-  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
-    return s_.write_at(off, in);
-  }
-  Result<void> sync() override { return s_.sync(); }
-  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
-  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
-  bool read_only() const noexcept override { return s_.read_only(); }
-  const std::string& name() const noexcept override { return s_.name(); }
-
- private:
-  volume::MemBackingStore& s_;
-};
-
 // The race found by fio verify (#5): a streaming read fetched the store, then a write-back pass
 // (it only takes the shared range, like the reader) wrote a dirty block and marked it clean
 // before the reader looked for dirty blocks to overlay; the reader returned the stale store copy.
@@ -200,8 +175,8 @@ TEST(WriteBack, StreamingReadRacingAWriteBackPassReturnsTheNewData) {
     SCOPED_TRACE(ss);
     constexpr std::uint64_t kSize = 1 << 20;
     volume::MemBackingStore mem(kSize, "mem:interleave");
-    auto owned = std::make_unique<InterleavingStore>(mem);
-    InterleavingStore* store = owned.get();
+    auto owned = std::make_unique<BorrowedStore>(mem);
+    BorrowedStore* store = owned.get();
     VolumeOptions opts;
     opts.flush_age_ms = 3600 * 1000;  // only the injected pass writes back
     EngineOptions eo;
@@ -220,7 +195,7 @@ TEST(WriteBack, StreamingReadRacingAWriteBackPassReturnsTheNewData) {
     std::memcpy(model.data() + 10 * ss, a.data(), a.size());
     std::memcpy(model.data() + 20 * ss + 7, b.data(), b.size());
     bool ran = false;
-    store->after_read = [&] {
+    store->after_read_once = [&] {
       ran = true;
       EXPECT_TRUE(vol->flush_sync());  // the flusher's pass, interleaved right here
     };

@@ -70,29 +70,12 @@ class GatedEngine final : public crypto::CryptoEngine {
   const GateMode mode_;
 };
 
-// Calls `hook(offset, is_write)` on every store access, then forwards.
-class WatchedStore final : public volume::BackingStore {
- public:
-  WatchedStore(volume::MemBackingStore& s, std::function<void(std::uint64_t, bool)> hook)
-      : s_(s), hook_(std::move(hook)) {}
-  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
-    hook_(off.value, false);
-    return s_.read_at(off, out);
-  }
-  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
-    hook_(off.value, true);
-    return s_.write_at(off, in);
-  }
-  Result<void> sync() override { return s_.sync(); }
-  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
-  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
-  bool read_only() const noexcept override { return s_.read_only(); }
-  const std::string& name() const noexcept override { return s_.name(); }
-
- private:
-  volume::MemBackingStore& s_;
-  std::function<void(std::uint64_t, bool)> hook_;
-};
+std::unique_ptr<BorrowedStore> watched_store(volume::MemBackingStore& mem,
+                                             std::function<void(std::uint64_t, bool)> hook) {
+  auto store = std::make_unique<BorrowedStore>(mem);
+  store->on_io = std::move(hook);
+  return store;
+}
 
 constexpr std::uint32_t kSs = 4096;
 constexpr std::uint64_t kPiece = 16 * 1024;  // buffer_bytes: 4 sectors per piece
@@ -115,7 +98,7 @@ std::unique_ptr<volume::Volume> open_gated(volume::MemBackingStore& mem, crypto:
   };
   auto v = volume::open_volume_with_engine(
       test_layout(kSs, 0), std::make_unique<FakeSectorCipher>(kSs, 0xC0FFEE ^ kSs), factory,
-      std::make_unique<WatchedStore>(mem, std::move(hook)), opts, eo, nullptr);
+      watched_store(mem, std::move(hook)), opts, eo, nullptr);
   if (!v) {
     ADD_FAILURE() << v.error().message();
     return nullptr;

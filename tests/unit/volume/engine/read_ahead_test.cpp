@@ -16,40 +16,29 @@ namespace {
 using volume::EngineOptions;
 using volume::VolumeOptions;
 
-// Counts store reads issued by one thread (the test's), forwarding everything.
-class CountingStore final : public volume::BackingStore {
- public:
-  explicit CountingStore(std::uint64_t bytes) : s_(bytes, "mem:ra") {}
-  volume::MemBackingStore& mem() { return s_; }
-  std::thread::id watched;
-  mutable std::atomic<std::uint64_t> watched_reads{0};
-  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
-    if (std::this_thread::get_id() == watched) watched_reads.fetch_add(1);
-    return s_.read_at(off, out);
+// Counts the store reads issued by one thread (the test's) through a BorrowedStore's hook.
+struct ReadCounter {
+  std::atomic<std::thread::id> watched{};
+  std::atomic<std::uint64_t> reads{0};
+  std::function<void(std::uint64_t, bool)> hook() {
+    return [this](std::uint64_t, bool write) {
+      if (!write && std::this_thread::get_id() == watched.load()) reads.fetch_add(1);
+    };
   }
-  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
-    return s_.write_at(off, in);
-  }
-  Result<void> sync() override { return s_.sync(); }
-  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
-  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
-  bool read_only() const noexcept override { return s_.read_only(); }
-  const std::string& name() const noexcept override { return s_.name(); }
-
- private:
-  volume::MemBackingStore s_;
 };
 
 struct RaVolume {
-  CountingStore* store = nullptr;
+  std::unique_ptr<volume::MemBackingStore> mem;  // outlives vol (declared first)
+  std::unique_ptr<ReadCounter> counter = std::make_unique<ReadCounter>();
   std::unique_ptr<volume::Volume> vol;
   TestVolume check;  // for image_plaintext
 };
 
 RaVolume open_ra(std::uint32_t ss, std::uint64_t bytes, VolumeOptions opts, EngineOptions eo) {
   RaVolume r;
-  auto store = std::make_unique<CountingStore>(bytes);
-  r.store = store.get();
+  r.mem = std::make_unique<volume::MemBackingStore>(bytes, "mem:ra");
+  auto store = std::make_unique<BorrowedStore>(*r.mem);
+  store->on_io = r.counter->hook();
   const std::uint64_t key = 0xC0FFEE ^ ss;
   auto v = volume::open_volume_with_engine(test_layout(ss, 0),
                                            std::make_unique<FakeSectorCipher>(ss, key), {},
@@ -59,7 +48,7 @@ RaVolume open_ra(std::uint32_t ss, std::uint64_t bytes, VolumeOptions opts, Engi
     return r;
   }
   r.vol = std::move(*v);
-  r.check.store = &r.store->mem();
+  r.check.store = r.mem.get();
   r.check.ss = ss;
   r.check.key = key;
   return r;
@@ -72,14 +61,14 @@ TEST(ReadAhead, SequentialReadsAreServedFromPrefetchedWindows) {
     RaVolume r = open_ra(4096, kBytes, {}, {});
     ASSERT_TRUE(r.vol);
     const std::vector<std::byte> model = image_plaintext(r.check, 0, kBytes);
-    r.store->watched = std::this_thread::get_id();
+    r.counter->watched = std::this_thread::get_id();
     std::vector<std::byte> buf(chunk);
     std::uint64_t late_reads = 0;
     for (std::uint64_t off = 0, i = 0; off + chunk <= kBytes; off += chunk, ++i) {
-      const std::uint64_t before = r.store->watched_reads.load();
+      const std::uint64_t before = r.counter->reads.load();
       ASSERT_EQ(*r.vol->read_sync(ByteOffset{off}, buf), chunk);
       ASSERT_EQ(std::memcmp(buf.data(), model.data() + off, chunk), 0) << off;
-      if (i >= 2) late_reads += r.store->watched_reads.load() - before;
+      if (i >= 2) late_reads += r.counter->reads.load() - before;
     }
     EXPECT_EQ(late_reads, 0u) << "from the third sequential read on, the reader itself should "
                                  "never have to go to the store";
@@ -222,8 +211,10 @@ TEST(ReadAhead, NoReadWorkqueueReadsAndDecryptsOnlyOnTheReadersThread) {
   for (const bool no_read_wq : {false, true}) {
     SCOPED_TRACE(no_read_wq);
     constexpr std::uint64_t kBytes = 16ull << 20, kChunk = 1 << 20;
-    auto store = std::make_unique<CountingStore>(kBytes);
-    CountingStore* counting = store.get();
+    volume::MemBackingStore mem(kBytes, "mem:ra");
+    ReadCounter counter;
+    auto store = std::make_unique<BorrowedStore>(mem);
+    store->on_io = counter.hook();
     ThreadRecordingEngine* engine = nullptr;
     VolumeOptions opts;
     opts.no_read_workqueue = no_read_wq;
@@ -240,13 +231,13 @@ TEST(ReadAhead, NoReadWorkqueueReadsAndDecryptsOnlyOnTheReadersThread) {
         std::move(store), opts, eo, nullptr);
     ASSERT_TRUE(v) << v.error().message();
     engine->reader = std::this_thread::get_id();
-    counting->watched = std::this_thread::get_id();
+    counter.watched = std::this_thread::get_id();
     std::vector<std::byte> buf(kChunk);
     std::uint64_t late_reads = 0;
     for (std::uint64_t off = 0, i = 0; off + kChunk <= kBytes; off += kChunk, ++i) {
-      const std::uint64_t before = counting->watched_reads.load();
+      const std::uint64_t before = counter.reads.load();
       ASSERT_EQ(*(*v)->read_sync(ByteOffset{off}, buf), kChunk);
-      if (i >= 2) late_reads += counting->watched_reads.load() - before;
+      if (i >= 2) late_reads += counter.reads.load() - before;
     }
     if (no_read_wq) {
       EXPECT_EQ(engine->foreign_decrypts.load(), 0u) << "a decryption ran on another thread";

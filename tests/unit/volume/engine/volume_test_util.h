@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "tests/unit/volume/engine/fake_crypto.h"
@@ -25,14 +27,26 @@ struct TestVolume {
   std::uint64_t data_off = 0;
 };
 
-// Forwards to a store the test owns, so it outlives the volume (close-time write-back).
+// Forwards to a store the test owns, so it outlives the volume (close-time write-back), and
+// lets a test watch store I/O or inject an interleaving:
+//  * `on_io(offset, is_write)` runs before every read and write, on the thread issuing it
+//    (set it before the volume is opened: the volume's threads call it);
+//  * `after_read_once` runs right after the next read returned, then is cleared (set it only
+//    while no other thread of the volume reads).
 class BorrowedStore final : public volume::BackingStore {
  public:
   explicit BorrowedStore(volume::MemBackingStore& s) : s_(s) {}
+  std::function<void(std::uint64_t offset, bool is_write)> on_io;
+  mutable std::function<void()> after_read_once;
+
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
-    return s_.read_at(off, out);
+    if (on_io) on_io(off.value, false);
+    Result<void> r = s_.read_at(off, out);
+    if (after_read_once) std::exchange(after_read_once, nullptr)();
+    return r;
   }
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    if (on_io) on_io(off.value, true);
     return s_.write_at(off, in);
   }
   Result<void> sync() override { return s_.sync(); }
