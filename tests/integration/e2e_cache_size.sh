@@ -27,11 +27,7 @@ note "--cache-size 0: a completed write is in the image without fsync (kill -9 a
 cm_open "$img" c --key-file "$K" --cache-size 0 --log-target file
 grep -q "cache 0 KiB" "$MNT.log" || fail "cache 0 not in the daemon log"
 pattern_write "$MNT/c" $((3 * MiB + 512)) $((5 * MiB)) 77 --no-fsync
-pid=$(pgrep -f -- "daemon --mount-dir $MNT" | head -n 1)
-[[ -n "$pid" ]] || fail "no daemon"
-kill -9 "$pid"
-for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+crash_daemon
 cm_open "$img" c --key-file "$K"
 pattern_check "$MNT/c" $((3 * MiB + 512)) $((5 * MiB)) 77 || fail "write-through data lost by kill -9"
 cm_close c

@@ -11,15 +11,6 @@ truncate -s $((64 * MiB)) "$img"
 cryptsetup luksFormat --batch-mode --type luks2 "${CS_FAST_PBKDF2[@]}" --key-file "$K" "$img"
 blocks=$((48 * MiB / 4096))
 
-daemon_pid() { pgrep -f -- "$MNT" | head -n 1; }
-crash() {
-  local pid
-  pid=$(daemon_pid)
-  [[ -n "$pid" ]] || fail "no daemon to kill"
-  kill -9 "$pid"
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
-}
 
 for round in 1 2 3 4 5; do
   note "raw fsync workload, crash $round"
@@ -34,7 +25,7 @@ for round in 1 2 3 4 5; do
     sleep 0.1
   done
   sleep "0.$((RANDOM % 9 + 1))"
-  crash
+  crash_daemon
   wait "$wpid" 2>/dev/null || true
   cm_open "$img" d --key-file "$K"
   python3 "$HERE/fsync_writer.py" check "$MNT/d" $blocks "$T/log" || fail "fsynced blocks lost in round $round"
@@ -56,7 +47,7 @@ for round in 1 2 3; do
       head -c 8192 /dev/urandom > "$T/fs/f$((i % 50))"; done ) 2>/dev/null &
   wpid=$!
   sleep 2
-  crash
+  crash_daemon
   kill "$wpid" 2>/dev/null || true; wait "$wpid" 2>/dev/null || true
   umount "$T/fs" 2>/dev/null || umount -l "$T/fs" 2>/dev/null || true; FSMNTS=()
   losetup_detach "$dev" 2>/dev/null || true

@@ -53,17 +53,13 @@ pattern_check "$MNT/a" 0 $((2 * MiB)) 5 || fail "a misbehaves after b was closed
 
 note "fsynced data survives kill -9 of the daemon"
 pattern_write "$MNT/a" $((2 * MiB)) $((4 * MiB)) 6   # pattern_write fsyncs
-pid=$(pgrep -f -- "$MNT" | head -n 1)
-[[ -n "$pid" ]] || fail "no daemon process found for $MNT"
-kill -9 "$pid"
-sleep 0.5
-fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+crash_daemon
 cm_open "$T/a.img" a --key-file "$K"
 pattern_check "$MNT/a" 0 $((2 * MiB)) 5 || fail "fsynced data lost after kill -9 (first region)"
 pattern_check "$MNT/a" $((2 * MiB)) $((4 * MiB)) 6 || fail "fsynced data lost after kill -9"
 
 note "SIGTERM: flush, unmount, exit 0"
-pid=$(pgrep -f -- "$MNT" | head -n 1)
+pid=$(daemon_pid)
 kill -TERM "$pid"
 for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$pid" 2>/dev/null && fail "daemon did not exit on SIGTERM"

@@ -65,6 +65,17 @@ note() { echo "-- $*"; }
 cm() { "$CRYPTMAP" "$@"; }
 cm_open() { "$CRYPTMAP" open --mount-dir "$MNT" "$@" && record_fuse_conn; }
 cm_close() { "$CRYPTMAP" close --mount-dir "$MNT" "$@"; }
+# The daemon serving $MNT (empty when none runs).
+daemon_pid() { pgrep -f -- "daemon --mount-dir $MNT" | head -n 1; }
+# A crash: kill -9 the daemon serving $MNT, wait until it is gone, drop its dead mount.
+crash_daemon() {
+  local pid
+  pid=$(daemon_pid)
+  [[ -n "$pid" ]] || fail "no daemon process found for $MNT"
+  kill -9 "$pid"
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fusermount3 -u -z "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+}
 
 # Fast cryptsetup costs so tests stay quick (never use these for real volumes).
 CS_FAST_PBKDF2=(--pbkdf pbkdf2 --pbkdf-force-iterations 1000)
