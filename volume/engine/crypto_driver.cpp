@@ -104,6 +104,36 @@ constexpr bool kUseArena = true;
 
 }  // namespace
 
+// A fixed set of objects handed out one at a time; take() waits while none is free (the
+// backpressure of both pools below). Filled once at construction; never allocates after.
+template <class T>
+class WaitingPool {
+ public:
+  void fill(std::span<T> objects) {
+    free_.reserve(objects.size());
+    for (T& o : objects) free_.push_back(&o);
+  }
+  T* take() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !free_.empty(); });
+    T* o = free_.back();
+    free_.pop_back();
+    return o;
+  }
+  void give(T* o) {
+    {
+      std::lock_guard lock(mu_);
+      free_.push_back(o);
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<T*> free_;  // guarded by mu_
+};
+
 // One started conversion: its counter and the task group of its arena task. Pooled; reused.
 class CryptoDriver::Job {
  public:
@@ -121,28 +151,9 @@ struct CryptoDriver::Impl {
       : engine(e), opts(o), requests(o.max_inflight == 0 ? 1 : o.max_inflight),
         jobs(std::make_unique<Job[]>(requests.size())) {
     batch_sectors = std::max<std::size_t>(1, opts.batch_bytes / opts.sector_size);
-    free.reserve(requests.size());
-    for (auto& r : requests) {
-      r.on_done = [this](CryptoRequest* q) { complete(q); };
-      free.push_back(&r);
-    }
-    free_jobs.reserve(requests.size());
-    for (std::size_t i = 0; i < requests.size(); ++i) free_jobs.push_back(&jobs[i]);
-  }
-
-  Job* acquire_job() {
-    std::unique_lock lock(mu);
-    job_cv.wait(lock, [&] { return !free_jobs.empty(); });
-    Job* j = free_jobs.back();
-    free_jobs.pop_back();
-    return j;
-  }
-  void release_job(Job* j) {
-    {
-      std::lock_guard lock(mu);
-      free_jobs.push_back(j);
-    }
-    job_cv.notify_one();
+    for (auto& r : requests) r.on_done = [this](CryptoRequest* q) { complete(q); };
+    free_requests.fill(std::span(requests));
+    free_jobs.fill(std::span(jobs.get(), requests.size()));
   }
 
   bool parallel(CryptoDir dir, std::size_t bytes) const {
@@ -174,26 +185,11 @@ struct CryptoDriver::Impl {
         tbb::simple_partitioner());
   }
 
-  CryptoRequest* acquire() {
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return !free.empty(); });
-    CryptoRequest* r = free.back();
-    free.pop_back();
-    return r;
-  }
-  void release(CryptoRequest* r) {
-    {
-      std::lock_guard lock(mu);
-      free.push_back(r);
-    }
-    cv.notify_one();
-  }
-
   // Called exactly once per accepted batch (inline for kDone, by the engine otherwise).
   void complete(CryptoRequest* r) {
     auto* conv = static_cast<Conversion*>(r->user);
     if (!r->status) conv->record(r->status.error());
-    release(r);
+    free_requests.give(r);
     conv->finish_one();
   }
 
@@ -204,7 +200,7 @@ struct CryptoDriver::Impl {
     for (std::size_t pos = 0; pos < count; pos += batch_sectors) {
       if (conv.failed()) return;  // the request already failed: stop converting it
       const std::size_t n = std::min(batch_sectors, count - pos);
-      CryptoRequest* r = acquire();
+      CryptoRequest* r = free_requests.take();
       r->dir = dir;
       r->run = crypto::SectorRun{data.subspan(pos * ss, n * ss), {}, SectorIndex{first + pos}};
       r->status = ok();
@@ -237,12 +233,9 @@ struct CryptoDriver::Impl {
   const CryptoDriverOptions opts;
   std::size_t batch_sectors = 1;
   std::vector<CryptoRequest> requests;
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<CryptoRequest*> free;  // guarded by mu
   std::unique_ptr<Job[]> jobs;
-  std::condition_variable job_cv;
-  std::vector<Job*> free_jobs;  // guarded by mu
+  WaitingPool<CryptoRequest> free_requests;  // max_inflight crypto requests
+  WaitingPool<Job> free_jobs;                // as many conversion jobs
   unsigned threads = 1;
   std::unique_ptr<tbb::task_arena> arena;
   std::unique_ptr<IoFlusherObserver> observer;
@@ -302,7 +295,7 @@ CryptoDriver::Job* CryptoDriver::start(crypto::CryptoDir dir, std::span<std::byt
                                        SectorIndex first) {
   Impl& im = *impl_;
   CRYPTMAP_CHECK(data.size() % im.opts.sector_size == 0);
-  Job* j = im.acquire_job();
+  Job* j = im.free_jobs.take();
   if (!j->fresh) j->conv.reset();
   j->fresh = false;
   j->dir = dir;
@@ -337,7 +330,7 @@ Result<void> CryptoDriver::finish(Job* j) {
   }
   j->conv.finish_one();  // drop the submitter's guard
   Result<void> r = j->conv.wait();
-  im.release_job(j);
+  im.free_jobs.give(j);
   return r;
 }
 

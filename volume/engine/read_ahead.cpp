@@ -53,7 +53,6 @@ struct ReadAhead::Impl {
   std::size_t q_head = 0, q_size = 0;
   std::uint64_t clock = 0;
   bool stop = false;
-  Stats stats;
   std::vector<std::thread> threads;
 
   bool overlaps(const Window& w, std::uint64_t s0, std::uint64_t s1) const {
@@ -111,11 +110,9 @@ struct ReadAhead::Impl {
       lock.lock();
       if (loaded && w.generation == gen) {
         w.state = State::kReady;
-        ++stats.loads;
       } else {
         if (w.generation == gen) ++w.generation;  // a failed load: readers must not use it
         w.state = State::kEmpty;
-        ++stats.dropped;
       }
       loaded_cv.notify_all();
     }
@@ -221,7 +218,6 @@ bool ReadAhead::copy(const Pin& pin, std::uint64_t off, std::span<std::byte> out
   {
     std::lock_guard lock(im.mu);
     if (w.generation != pin.generation_ || w.state != State::kReady) return false;
-    ++im.stats.hits;
   }
   // The caller's shared range keeps writers (the only invalidators) out, and the pin keeps the
   // window from being reused: its memory is stable without the mutex.
@@ -278,11 +274,6 @@ void ReadAhead::note(std::uint64_t off, std::uint64_t len) {
     if (count == 0 || !im.want(first, count)) break;
     at = (first + count) * ss;
   }
-}
-
-ReadAhead::Stats ReadAhead::stats() const {
-  std::lock_guard lock(impl_->mu);
-  return impl_->stats;
 }
 
 }  // namespace cryptmap::volume

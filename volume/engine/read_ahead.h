@@ -97,13 +97,6 @@ class ReadAhead {
   // Records a completed read [off, off + len) and schedules prefetches for its stream.
   void note(std::uint64_t off, std::uint64_t len);
 
-  struct Stats {
-    std::uint64_t hits = 0;      // reads served from a window
-    std::uint64_t loads = 0;     // windows loaded
-    std::uint64_t dropped = 0;   // loads given up (invalidated, dirty cache, errors)
-  };
-  Stats stats() const;
-
  private:
   struct Impl;
   explicit ReadAhead(std::unique_ptr<Impl> impl);

@@ -286,13 +286,19 @@ class VolumeImpl final : public Volume {
     return ok();
   }
 
-  // Read-ahead loads (on a prefetch thread): the same rule as a streaming piece: fetch only
-  // while nothing in the cache is dirty, under the shared range. False drops the load (the
-  // foreground read then does the work and reports any error).
+  // Whether the store holds the latest data of every sector of a range the caller holds
+  // shared, so a piece may be fetched whole without asking the cache: true while nothing in the
+  // cache is dirty (no block of the range can become dirty under the shared range, and no
+  // write-back can be writing one). Checked before each fetch; see stream_read for why an
+  // overlay after the fetch is not enough.
+  bool store_is_current() const noexcept { return !cache_ || cache_->dirty_bytes() == 0; }
+
+  // Read-ahead loads (on a prefetch thread): the same rule as a streaming piece, under the
+  // shared range. False drops the load (the foreground read then does the work and reports any
+  // error).
   bool load_ahead(std::uint64_t first, std::span<std::byte> dst, const ReadAhead::LoadTicket& t) {
     RangeLock::Guard guard = ranges_.acquire(first, first + dst.size() / ss_, /*exclusive=*/false);
-    if (!t.still_wanted()) return false;
-    if (cache_ && cache_->dirty_bytes() != 0) return false;
+    if (!t.still_wanted() || !store_is_current()) return false;
     return static_cast<bool>(fetch(first, dst));
   }
 
@@ -328,7 +334,7 @@ class VolumeImpl final : public Volume {
     };
     for (std::uint64_t pos = s0; pos < s1 && result;) {
       const std::uint64_t n = std::min<std::uint64_t>(s1 - pos, buf_sectors_);
-      if (cache_ && cache_->dirty_bytes() != 0) {
+      if (!store_is_current()) {
         drain();
         if (!result) break;
         if (!buf) buf = buffers_->acquire();
