@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-target", ctx.log_target,
                  "Where a daemon started by this command logs: syslog (= journal), stderr or file "
                  "(<mount-dir>.log). Default: stderr with -f; file when started from a terminal; "
-                 "syslog otherwise (services, scripts)")
+                 "otherwise (services, scripts) syslog when something listens on /dev/log, "
+                 "else file")
       ->check(CLI::IsMember({"syslog", "journal", "stderr", "file"}));
   add_daemon_commands(app, ctx);
   add_luks_commands(app, ctx);

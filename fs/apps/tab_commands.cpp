@@ -78,12 +78,7 @@ int open_from_tab(const TabRun& a) {
     std::vector<std::string> argv{self_exe(), "open", e.image, e.name, "--mount-dir", md};
     argv.insert(argv.end(), e.open_args.begin(), e.open_args.end());
     argv.insert(argv.end(), a.open_args.begin(), a.open_args.end());
-    if (e.discard && a.pass_discard) {
-      argv.emplace_back("--allow-discards");
-    } else if (e.discard) {
-      std::fprintf(stderr, "%s: option 'discard' ignored: this cryptmap cannot pass discards "
-                   "through yet (no open --allow-discards).\n", e.name.c_str());
-    }
+    if (e.discard) argv.emplace_back("--allow-discards");
     std::fflush(stdout);  // our lines and the child's stay in order when both go to one file
     int rc = run(argv);
     if (rc == 0) {
@@ -124,14 +119,8 @@ void add_tab_commands(CLI::App& app, CommandContext& ctx) {
   o->add_option("names", a->names, "Only these volumes (default: all without noauto)");
   o->add_option("--tab", a->tab, "The table")->capture_default_str();
   o->add_option("--mount-dir", a->mount_dir, "Mount directory");
-  CLI::App* open = nullptr;
-  try {
-    open = app.get_subcommand("open");  // registered first (fs/main.cpp)
-  } catch (const CLI::OptionNotFound&) {
-  }
-  o->callback([&ctx, a, open] {
+  o->callback([&ctx, a] {
     a->open_args = logging_args(ctx);
-    a->pass_discard = open != nullptr && open->get_option_no_throw("--allow-discards") != nullptr;
     ctx.exit_code = open_from_tab(*a);
   });
   CLI::App* c = app.add_subcommand("tab-close", "Close the open volumes of a cryptmaptab");

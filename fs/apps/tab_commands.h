@@ -17,7 +17,6 @@ struct TabRun {
   std::string mount_dir;                // empty: default_mount_dir()
   std::vector<std::string> names;       // empty: every entry (opening: without noauto)
   std::vector<std::string> open_args;   // appended to every `cryptmap open` (logging, ...)
-  bool pass_discard = false;            // `discard` -> --allow-discards (when open has it)
 };
 
 // Opens the selected entries, skipping open ones; continues past failures, names every entry

@@ -402,7 +402,6 @@ void run_open_all(const OpenArgs& a, const CLI::App& open, CommandContext& ctx) 
   run.mount_dir = a.mount_dir;
   run.open_args = logging_args(ctx);
   if (a.allow_other) run.open_args.emplace_back("--allow-other");
-  run.pass_discard = open.get_option_no_throw("--allow-discards") != nullptr;
   ctx.exit_code = apps::open_from_tab(run);
 }
 
