@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install-deps.sh
 bash .ci/build.sh build-demo -DCRYPTMAP_BUILD_TESTS=OFF >/dev/null
-cm=$PWD/build-demo/fs/cryptmap
+cm=$PWD/build-demo/cli/cryptmap
 work=$(mktemp -d /tmp/cryptmap-demo.XXXXXX)
 mnt=$work/mapper
 trap '"$cm" close demo --mount-dir "$mnt" 2>/dev/null || true; rm -rf "$work"' EXIT

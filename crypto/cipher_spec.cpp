@@ -161,9 +161,14 @@ Result<CipherSpec> CipherSpec::parse(std::string_view spec) {
 }
 
 std::string CipherSpec::to_string() const {
+  // Appended piece by piece: `":" + std::to_string(n)` makes GCC 12 -O3 report a false
+  // -Wrestrict inside std::string (a temporary prepended to itself).
   std::string out = cipher;
-  if (keycount != 1) out += ":" + std::to_string(keycount);
-  out += "-";
+  if (keycount != 1) {
+    out += ':';
+    out += std::to_string(keycount);
+  }
+  out += '-';
   out += luks_cipher_mode();
   return out;
 }

@@ -61,7 +61,7 @@ enum OpenFlag : std::uint32_t {
 };
 
 struct Reply {
-  int exit_code = 0;           // fs/cli/commands.h ExitCode
+  int exit_code = 0;           // base/exit_code.h ExitCode
   std::string message;         // for the user when exit_code != 0
   std::int64_t daemon_pid = 0;
   std::vector<VolumeStatus> volumes;  // kStatus

@@ -13,9 +13,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/exit_code.h"
 #include "base/secret.h"
 #include "crypto/sector_cipher.h"
-#include "fs/cli/commands.h"
 #include "fs/volume_server.h"
 #include "volume/store/backing_store.h"
 #include "volume/zone/zoned_store.h"
@@ -283,22 +283,6 @@ class Daemon {
 };
 
 }  // namespace
-
-int exit_code_for(const Error& e) {
-  switch (e.code) {
-    case Errc::kBadKey: return kExitPermission;
-    case Errc::kBusy: return kExitBusy;
-    case Errc::kNotFound: return kExitBadDevice;
-    case Errc::kIo:
-      if (e.sys_errno == ENOENT || e.sys_errno == EACCES || e.sys_errno == ENOTDIR ||
-          e.sys_errno == ENXIO || e.sys_errno == EPERM)
-        return kExitBadDevice;
-      return kExitUsage;
-    case Errc::kNoSpace:
-      return e.sys_errno == ENOMEM || e.sys_errno == EAGAIN ? kExitNoMemory : kExitUsage;
-    default: return kExitUsage;
-  }
-}
 
 std::string user_message(const Error& e, const std::string& object) {
   switch (exit_code_for(e)) {

@@ -46,8 +46,6 @@ int serve(const DaemonOptions& opts, Request first, const std::function<void(con
 // True when `image` is an emulated zoned drive (its IMAGE.zones sidecar exists).
 bool is_emulated_zoned_image(const std::string& image);
 
-// cryptsetup-style exit code for an error (fs/cli/commands.h ExitCode).
-int exit_code_for(const Error& e);
 // The message a user sees for an error from the open path ("Device X does not exist or access
 // denied.", "No key available with this passphrase.", or the error's own text).
 std::string user_message(const Error& e, const std::string& object);

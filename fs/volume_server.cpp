@@ -31,8 +31,7 @@
 #include "fs/buffer_pool.h"
 #include "fs/internal/fuse_session.h"
 #include "fs/sync_wait.h"
-#include "volume/zone/zone_map.h"
-#include "volume/engine/io_thread.h"
+#include "base/io_thread.h"
 
 extern char** environ;
 
@@ -228,7 +227,7 @@ class VolumeServer::Impl {
   // operation on. Idempotent and one thread-local test after the first call per thread.
   static void enter_worker() noexcept {
     if (!tls_keep_order) release_receive_order();
-    (void)volume::mark_io_thread();
+    (void)mark_io_thread();
   }
 
   void log_io_error(const char* op, const Entry& e, std::uint64_t off, const Error& err) {
@@ -607,35 +606,6 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
 // `cryptmap status --zones` prints it. Volumes on conventional storage have no such attribute.
 constexpr char kZonesXattr[] = "user.cryptmap.zones";
 
-std::string zones_text(const volume::Volume& vol) {
-  const volume::ZoneMap* map = vol.zones();
-  if (map == nullptr) return {};
-  const std::uint64_t base = vol.layout().data_offset_bytes;
-  const std::uint64_t end = base + vol.size_bytes();
-  std::string rows;
-  std::uint64_t count = 0;
-  for (std::uint64_t i = 0; i < map->zone_count(); ++i) {
-    const volume::ZoneInfo z = map->zone(i);
-    if (z.end().value <= base || z.start.value >= end) continue;
-    const std::uint64_t lo = std::max(z.start.value, base);
-    const std::uint64_t hi = std::min(z.end().value, end);
-    const std::uint64_t cap_end = std::min(z.capacity_end().value, hi);
-    const std::uint64_t wp = std::clamp(z.wp.value, lo, hi);
-    char line[192];
-    std::snprintf(line, sizeof(line), "%llu %llu %llu %llu %llu %s %s\n",
-                  static_cast<unsigned long long>(i), static_cast<unsigned long long>(lo - base),
-                  static_cast<unsigned long long>(hi - lo),
-                  static_cast<unsigned long long>(cap_end > lo ? cap_end - lo : 0),
-                  static_cast<unsigned long long>(wp - base),
-                  std::string(volume::zone_type_name(z.type)).c_str(),
-                  std::string(volume::zone_cond_name(z.cond)).c_str());
-    rows += line;
-    ++count;
-  }
-  return "zone_size " + std::to_string(map->zone_size_bytes()) + " zones " +
-         std::to_string(count) + "\n" + rows;
-}
-
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Impl& s = impl_of(req);
   s.enter_worker();
@@ -646,7 +616,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
   }
   std::string text;
   try {
-    text = zones_text(*ref->volume);
+    text = volume::zone_table_text(*ref->volume);
   } catch (const std::bad_alloc&) {
     fuse_reply_err(req, ENOMEM);
     return;
@@ -793,7 +763,7 @@ Result<std::unique_ptr<VolumeServer>> VolumeServer::mount(const ServerOptions& o
   internal::SessionWorkers::Options wopts;
   wopts.workers = options.fuse_workers;
   wopts.on_start = [] {
-    (void)volume::mark_io_thread();
+    (void)mark_io_thread();
     // The thread's first malloc creates or attaches its malloc arena; do it now so the first
     // request's allocations (libfuse's struct fuse_req) find pages already faulted in.
     void* warm = std::malloc(kArenaWarmBytes);

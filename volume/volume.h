@@ -102,6 +102,12 @@ class Volume {
   Result<std::size_t> discard_sync(ByteOffset off, std::uint64_t len);
 };
 
+// The zones of a zoned volume as text, offsets relative to the volume (zones before the data
+// offset are left out, a zone cut by it starts at 0); empty when the volume is not zoned:
+//   zone_size <bytes> zones <count>
+//   <index> <start> <len> <capacity> <wp> <type> <cond>       (one line per zone)
+std::string zone_table_text(const Volume& vol);
+
 // Assembles a volume: takes ownership of the cipher and the store. `logger` may be null
 // (then the default logger is used); it must outlive the volume.
 Result<std::unique_ptr<Volume>> open_volume(VolumeLayout layout,

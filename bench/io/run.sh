@@ -94,7 +94,7 @@ if [[ ! -d $BUILD ]]; then
 fi
 log "building cryptmap and fuse_ceiling in $BUILD"
 cmake --build "$BUILD" --target cryptmap fuse_ceiling >/dev/null || die "build failed (cmake --build $BUILD --target cryptmap fuse_ceiling)"
-CM=$BUILD/fs/cryptmap
+CM=$BUILD/cli/cryptmap
 CEIL=$BUILD/bench/io/fuse_ceiling
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt")
 sanitize=$(sed -n 's/^CRYPTMAP_SANITIZE:[A-Z]*=//p' "$BUILD/CMakeCache.txt")

@@ -13,7 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:-$here/../../build}" && pwd)
-CM=$build/fs/cryptmap
+CM=$build/cli/cryptmap
 [[ -x $CM ]] || { echo "build first: cmake --build $build --target cryptmap"; exit 2; }
 for tool in fio cryptsetup python3; do command -v $tool >/dev/null || { echo "missing $tool"; exit 2; }; done
 REGION_MIB=${REGION_MIB:-256}

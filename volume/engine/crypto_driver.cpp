@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "base/check.h"
-#include "volume/engine/io_thread.h"
+#include "base/io_thread.h"
 
 namespace cryptmap::volume {
 namespace {

@@ -9,7 +9,7 @@
 
 #include "base/check.h"
 #include "volume/engine/buffer_pool.h"
-#include "volume/engine/io_thread.h"
+#include "base/io_thread.h"
 
 namespace cryptmap::volume {
 namespace {

@@ -16,7 +16,7 @@
 #include "crypto/sector_cipher.h"
 #include "volume/engine/buffer_pool.h"
 #include "volume/engine/crypto_driver.h"
-#include "volume/engine/io_thread.h"
+#include "base/io_thread.h"
 #include "volume/engine/range_lock.h"
 #include "volume/engine/read_ahead.h"
 #include "volume/engine/volume_engine.h"

@@ -1,4 +1,4 @@
-#include "volume/engine/io_thread.h"
+#include "base/io_thread.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
@@ -11,7 +11,7 @@
 #define PR_SET_IO_FLUSHER 57
 #endif
 
-namespace cryptmap::volume {
+namespace cryptmap {
 
 bool mark_io_thread() noexcept {
   // 0 = not tried on this thread, 1 = marked, 2 = failed.
@@ -34,4 +34,4 @@ bool mark_io_thread() noexcept {
   return false;
 }
 
-}  // namespace cryptmap::volume
+}  // namespace cryptmap

@@ -11,9 +11,9 @@
 #include <cstdint>
 #include <string>
 
-#include "fs/cli/commands.h"
+#include "cli/commands.h"
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
 
 class Progress {
  public:
@@ -34,4 +34,4 @@ class Progress {
   int last_percent_ = -1;
 };
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

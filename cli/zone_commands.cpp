@@ -10,12 +10,12 @@
 
 #include <CLI/CLI.hpp>
 
-#include "fs/cli/commands.h"
+#include "cli/commands.h"
 #include "volume/format/luks.h"
 #include "volume/store/backing_store.h"
 #include "volume/zone/zoned_store.h"
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
 namespace {
 
 struct ZoneCreateArgs {
@@ -102,4 +102,4 @@ void add_zone_commands(CLI::App& app, CommandContext& ctx) {
   c->callback([za, &ctx] { run_zone_create(*za, ctx); });
 }
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

@@ -1,16 +1,16 @@
 // `cryptmap tab-open [NAME...] [--tab FILE] [--mount-dir DIR]` and `cryptmap tab-close [NAME...]`:
 // open/close the volumes listed in a cryptmaptab (crypttab syntax, see cryptmaptab.h; default
 // /etc/cryptmaptab) by running `cryptmap open`/`close` for each. Registered by
-// add_vault_commands() (fs/cli/vault_commands.cpp), the CLI's entry point for the application verbs.
-// `cryptmap open --all` (fs/cli/daemon_commands.cpp) runs the same code as `tab-open`.
+// add_vault_commands() (cli/apps/vault_commands.cpp), the CLI's entry point for the application verbs.
+// `cryptmap open --all` (cli/daemon_commands.cpp) runs the same code as `tab-open`.
 #pragma once
 
 #include <string>
 #include <vector>
 
-#include "fs/cli/commands.h"
+#include "cli/commands.h"
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
 
 struct TabRun {
   std::string tab = "/etc/cryptmaptab";
@@ -27,4 +27,4 @@ int close_from_tab(const TabRun& run);
 
 void add_tab_commands(CLI::App& app, CommandContext& ctx);
 
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps

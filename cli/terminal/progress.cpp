@@ -1,10 +1,10 @@
-#include "fs/cli/progress.h"
+#include "cli/terminal/progress.h"
 
 #include <unistd.h>
 
 #include <cstdio>
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
 
 bool Progress::wanted(const CommandContext& ctx) {
   return !ctx.batch_mode && ::isatty(STDERR_FILENO) == 1;
@@ -27,4 +27,4 @@ void Progress::percent(const std::string& what, std::uint64_t done, std::uint64_
   std::fflush(stderr);
 }
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

@@ -1,9 +1,9 @@
 // Strict HTTP/1.1 request parsing (see http.h).
-#include "fs/apps/http.h"
+#include "cli/apps/http.h"
 
 #include <cctype>
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
 namespace {
 
 bool is_tchar(char c) {
@@ -158,4 +158,4 @@ std::string http_response(int status, std::string_view content_type, std::string
   return out;
 }
 
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps

@@ -1,5 +1,5 @@
 // Process and mount helpers for the application verbs (see process.h).
-#include "fs/apps/process.h"
+#include "cli/apps/process.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -13,7 +13,7 @@
 #include <sstream>
 #include <thread>
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
 namespace {
 
 std::vector<char*> c_argv(const std::vector<std::string>& argv) {
@@ -253,4 +253,4 @@ bool parse_duration(const std::string& text, unsigned long long& seconds) {
   return seconds > 0;
 }
 
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps

@@ -1,6 +1,6 @@
 // Passphrase and key-file reading with cryptsetup's semantics (src/utils_password.c,
 // lib/utils_keyring/crypt_keyfile_device_read): see passphrase.h.
-#include "fs/cli/passphrase.h"
+#include "cli/terminal/passphrase.h"
 
 #include <fcntl.h>
 #include <termios.h>
@@ -11,7 +11,7 @@
 
 #include "base/unique_fd.h"
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
 namespace {
 
 // cryptsetup's DEFAULT_KEYFILE_SIZE_MAXKB: a key file larger than 8 MiB is refused unless
@@ -166,4 +166,4 @@ Result<SecretBytes> read_passphrase(const KeySource& src, const std::string& pro
   return first;
 }
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

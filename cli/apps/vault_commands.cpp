@@ -32,13 +32,14 @@
 #include <thread>
 #include <vector>
 
-#include "fs/apps/process.h"
-#include "fs/apps/tab_commands.h"
-#include "fs/cli/commands.h"
-#include "fs/cli/progress.h"
+#include "cli/apps/process.h"
+#include "cli/apps/tab_commands.h"
+#include "cli/commands.h"
+#include "cli/terminal/progress.h"
 #include "fs/control.h"
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
+using fs::default_mount_dir;
 namespace {
 
 namespace stdfs = std::filesystem;
@@ -371,7 +372,7 @@ int vault_watch(const VaultArgs& a) {
 }  // namespace
 
 void add_vault_commands(CLI::App& app, CommandContext& ctx) {
-  apps::add_tab_commands(app, ctx);  // tab-open, tab-close (fs/apps/tab_commands.h)
+  apps::add_tab_commands(app, ctx);  // tab-open, tab-close (cli/apps/tab_commands.h)
   CLI::App* vault = app.add_subcommand("vault", "Encrypted folder for a plain user (LUKS2 + ext4 + fuse2fs)");
   vault->require_subcommand(1);
   auto a = std::make_shared<VaultArgs>();
@@ -406,4 +407,4 @@ void add_vault_commands(CLI::App& app, CommandContext& ctx) {
   watch->callback([&ctx, a] { ctx.exit_code = vault_watch(*a); });
 }
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

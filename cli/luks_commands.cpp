@@ -1,7 +1,7 @@
 // The LUKS header verbs of the cryptmap CLI (cryptsetup names and flags): luksFormat, luksDump,
 // isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot, luksChangeKey, luksHeaderBackup,
 // luksHeaderRestore, repair. The work is done by volume/format/luks_admin.h; this file only
-// turns flags into options, reads passphrases (fs/cli/passphrase.h) and prints results.
+// turns flags into options, reads passphrases (cli/terminal/passphrase.h) and prints results.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -21,15 +21,17 @@
 
 #include "base/bytes.h"
 #include "base/unique_fd.h"
-#include "fs/cli/commands.h"
-#include "fs/cli/passphrase.h"
-#include "fs/cli/progress.h"
+#include "cli/commands.h"
+#include "cli/terminal/passphrase.h"
+#include "cli/terminal/progress.h"
 #include "fs/daemon.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
 #include "volume/store/backing_store.h"
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
+using fs::Request;
+using fs::open_requested_volume;
 namespace {
 
 using volume::BackingStore;
@@ -64,16 +66,6 @@ struct LuksArgs {
   std::string header_backup_file;
   std::string volume_key_file;
 };
-
-int exit_code_for(const Error& e) {
-  switch (e.code) {
-    case Errc::kBadKey: return kExitPermission;
-    case Errc::kNoSpace: return e.sys_errno == ENOMEM ? kExitNoMemory : kExitUsage;
-    case Errc::kNotFound: return kExitBadDevice;
-    case Errc::kBusy: return kExitBusy;
-    default: return kExitUsage;
-  }
-}
 
 int report(const Error& e) {
   if (e.code == Errc::kBadKey || e.code == Errc::kNotFound) {
@@ -581,4 +573,4 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
   }
 }
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

@@ -31,17 +31,37 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "fs/apps/process.h"
-#include "fs/apps/tab_commands.h"
-#include "fs/cli/commands.h"
-#include "fs/cli/passphrase.h"
+#include "cli/apps/process.h"
+#include "cli/apps/tab_commands.h"
+#include "cli/commands.h"
+#include "cli/terminal/passphrase.h"
 #include "fs/control.h"
 #include "fs/daemon.h"
 #include "volume/format/luks.h"
 #include "volume/format/plain.h"
 #include "volume/store/backing_store.h"
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
+using fs::ControlPaths;
+using fs::default_mount_dir;
+using fs::control_paths;
+using fs::Verb;
+using fs::Request;
+using fs::Reply;
+using fs::decode_request;
+using fs::encode_reply;
+using fs::send_frame;
+using fs::recv_frame;
+using fs::connect_control;
+using fs::call_daemon;
+using fs::DaemonOptions;
+using fs::serve;
+using fs::user_message;
+using fs::VolumeStatus;
+using fs::check_volume_name;
+using fs::kOpenNoReadWorkqueue;
+using fs::kOpenNoWriteWorkqueue;
+using fs::kOpenUnorderedZoneWrites;
 namespace {
 
 struct OpenArgs {
@@ -805,9 +825,9 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   daemon->callback([da, &ctx] { run_daemon(*da, ctx); });
 }
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
 
 std::vector<std::string> logging_args(const CommandContext& ctx) {
   std::vector<std::string> out;
@@ -817,4 +837,4 @@ std::vector<std::string> logging_args(const CommandContext& ctx) {
   return out;
 }
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
 
 struct TabEntry {
   int line = 0;
@@ -31,4 +31,4 @@ struct TabEntry {
 // "line N: what is wrong".
 bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std::string& error);
 
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps

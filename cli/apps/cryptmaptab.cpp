@@ -1,11 +1,11 @@
 // crypttab-syntax parsing (see cryptmaptab.h).
-#include "fs/apps/cryptmaptab.h"
+#include "cli/apps/cryptmaptab.h"
 
 #include <map>
 #include <set>
 #include <sstream>
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
 namespace {
 
 bool all_digits(const std::string& s) {
@@ -110,4 +110,4 @@ bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std:
   return true;
 }
 
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps

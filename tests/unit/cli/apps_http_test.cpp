@@ -1,12 +1,12 @@
-// The strict HTTP/1.1 parser behind the Docker volume plugin (fs/apps/http.h): whole requests,
+// The strict HTTP/1.1 parser behind the Docker volume plugin (cli/apps/http.h): whole requests,
 // requests split at every byte, and each kind of malformed input with its status code.
-#include "fs/apps/http.h"
+#include "cli/apps/http.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
 namespace {
 
 const std::string kCreate =
@@ -114,4 +114,4 @@ TEST(HttpParser, ResponseHasLengthAndClose) {
 }
 
 }  // namespace
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps

@@ -1,9 +1,9 @@
-// Mount-table parsing for the application verbs (fs/apps/process.h).
-#include "fs/apps/process.h"
+// Mount-table parsing for the application verbs (cli/apps/process.h).
+#include "cli/apps/process.h"
 
 #include <gtest/gtest.h>
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
 namespace {
 
 TEST(Mountinfo, FindsSuperOptionsOfTheTopmostMountAtDir) {
@@ -26,4 +26,4 @@ TEST(Mountinfo, FindsSuperOptionsOfTheTopmostMountAtDir) {
 }
 
 }  // namespace
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps

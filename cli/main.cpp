@@ -1,11 +1,11 @@
 // cryptmap: dm-crypt and cryptsetup in userspace. Verbs register themselves through
-// fs/cli/commands.h; this file only builds the app and sets the process-wide defaults.
+// cli/commands.h; this file only builds the app and sets the process-wide defaults.
 #include <CLI/CLI.hpp>
 
-#include "fs/cli/commands.h"
+#include "cli/commands.h"
 
 int main(int argc, char** argv) {
-  using namespace cryptmap::fs;  // NOLINT(google-build-using-namespace): main only
+  using namespace cryptmap::cli;  // NOLINT(google-build-using-namespace): main only
   CLI::App app{"cryptmap - dm-crypt/cryptsetup in userspace: open LUKS1/LUKS2/plain images and "
                "serve their plaintext as files through FUSE"};
   app.require_subcommand(1);
@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+    return app.exit(e) == 0 ? cryptmap::kExitOk : cryptmap::kExitUsage;
   }
   return ctx.exit_code;
 }

@@ -1,12 +1,12 @@
-// crypttab-syntax parsing for `cryptmap tab-open` (fs/apps/cryptmaptab.h).
-#include "fs/apps/cryptmaptab.h"
+// crypttab-syntax parsing for `cryptmap tab-open` (cli/apps/cryptmaptab.h).
+#include "cli/apps/cryptmaptab.h"
 
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <sstream>
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
 namespace {
 
 using Args = std::vector<std::string>;
@@ -103,4 +103,4 @@ TEST(Cryptmaptab, EmptyTableIsFine) {
 }
 
 }  // namespace
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
 
 // The absolute path of the running cryptmap binary (readlink /proc/self/exe).
 std::string self_exe();
@@ -62,4 +62,4 @@ bool parse_size(const std::string& text, unsigned long long& bytes);
 // Parses "90s", "15m", "2h", "30" (seconds) into seconds; false on garbage or zero.
 bool parse_duration(const std::string& text, unsigned long long& seconds);
 
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps

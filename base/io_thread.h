@@ -12,9 +12,9 @@
 // Thread-safety: call from the thread to be marked; idempotent and cheap after the first call.
 #pragma once
 
-namespace cryptmap::volume {
+namespace cryptmap {
 
 // Returns true when the calling thread is (now) marked as an I/O flusher.
 bool mark_io_thread() noexcept;
 
-}  // namespace cryptmap::volume
+}  // namespace cryptmap

@@ -35,11 +35,11 @@
 #include <string>
 #include <vector>
 
-#include "fs/apps/http.h"
-#include "fs/apps/process.h"
-#include "fs/cli/commands.h"
+#include "cli/apps/http.h"
+#include "cli/apps/process.h"
+#include "cli/commands.h"
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
 namespace {
 
 namespace stdfs = std::filesystem;
@@ -428,4 +428,4 @@ void add_docker_commands(CLI::App& app, CommandContext& ctx) {
   c->callback([&ctx, a] { ctx.exit_code = run_plugin(*a); });
 }
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

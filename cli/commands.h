@@ -1,6 +1,6 @@
 // The cryptmap command line: cryptsetup's verbs and flags where they make sense.
 //
-// fs/main.cpp builds one CLI::App; each group of verbs registers itself through one of the
+// cli/main.cpp builds one CLI::App; each group of verbs registers itself through one of the
 // add_*_commands() functions below (each in its own .cpp in this folder). A verb's callback
 // stores its exit code in `ctx.exit_code`. Exit codes follow cryptsetup (man cryptsetup,
 // "RETURN CODES"): 0 ok, 1 wrong parameters, 2 no permission (bad passphrase), 3 out of memory,
@@ -13,20 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "base/exit_code.h"
+
 namespace CLI {
 class App;
 }
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
 
-enum ExitCode : int {
-  kExitOk = 0,
-  kExitUsage = 1,
-  kExitPermission = 2,
-  kExitNoMemory = 3,
-  kExitBadDevice = 4,
-  kExitBusy = 5,
-};
 
 struct CommandContext {
   int exit_code = kExitOk;
@@ -40,16 +34,16 @@ struct CommandContext {
 // (open --all, vault) so the daemon those start logs the way the user asked.
 std::vector<std::string> logging_args(const CommandContext& ctx);
 
-// open, close, status (the daemon; fs/cli/daemon_commands.cpp).
+// open, close, status (the daemon; cli/daemon_commands.cpp).
 void add_daemon_commands(CLI::App& app, CommandContext& ctx);
 // luksFormat, luksDump, isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot,
-// luksChangeKey, luksHeaderBackup, luksHeaderRestore, repair (fs/cli/luks_commands.cpp).
+// luksChangeKey, luksHeaderBackup, luksHeaderRestore, repair (cli/luks_commands.cpp).
 void add_luks_commands(CLI::App& app, CommandContext& ctx);
-// vault create|open|close: a user's encrypted folder (fs/cli/vault_commands.cpp).
+// vault create|open|close: a user's encrypted folder (cli/apps/vault_commands.cpp).
 void add_vault_commands(CLI::App& app, CommandContext& ctx);
-// docker-plugin: Docker volume plugin serving encrypted volumes (fs/cli/docker_commands.cpp).
+// docker-plugin: Docker volume plugin serving encrypted volumes (cli/apps/docker_commands.cpp).
 void add_docker_commands(CLI::App& app, CommandContext& ctx);
-// zone-create: emulated zoned drives (fs/cli/zone_commands.cpp).
+// zone-create: emulated zoned drives (cli/zone_commands.cpp).
 void add_zone_commands(CLI::App& app, CommandContext& ctx);
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

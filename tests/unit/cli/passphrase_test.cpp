@@ -1,14 +1,14 @@
-// fs/cli/passphrase.cpp (compiled into this binary directly): key files with --keyfile-offset /
+// cli/terminal/passphrase.cpp (compiled into this binary directly): key files with --keyfile-offset /
 // --keyfile-size, "-" for stdin, piped stdin stopping at the first newline, size limits.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "fs/cli/passphrase.h"
+#include "cli/terminal/passphrase.h"
 #include "tests/unit/volume/format/test_util.h"
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
 namespace {
 
 std::string str(const SecretBytes& s) { return std::string(s.as_chars()); }
@@ -83,4 +83,4 @@ TEST(Passphrase, PipedStdinStopsAtFirstNewline) {
 }
 
 }  // namespace
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

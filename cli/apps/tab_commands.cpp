@@ -1,5 +1,5 @@
 // tab-open / tab-close (see tab_commands.h).
-#include "fs/apps/tab_commands.h"
+#include "cli/apps/tab_commands.h"
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -10,11 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "fs/apps/cryptmaptab.h"
-#include "fs/apps/process.h"
+#include "cli/apps/cryptmaptab.h"
+#include "cli/apps/process.h"
 #include "fs/control.h"
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
+using fs::default_mount_dir;
 namespace {
 
 using TabArgs = TabRun;
@@ -130,4 +131,4 @@ void add_tab_commands(CLI::App& app, CommandContext& ctx) {
   c->callback([&ctx, a] { ctx.exit_code = close_from_tab(*a); });
 }
 
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps

@@ -14,7 +14,7 @@
 #include "base/result.h"
 #include "base/secret.h"
 
-namespace cryptmap::fs {
+namespace cryptmap::cli {
 
 struct KeySource {
   std::optional<std::string> key_file;  // --key-file ("-" = stdin)
@@ -28,4 +28,4 @@ Result<SecretBytes> read_passphrase(const KeySource& src, const std::string& pro
 // True when the passphrase would be typed at a terminal (so a wrong one may be retried).
 bool passphrase_is_interactive(const KeySource& src);
 
-}  // namespace cryptmap::fs
+}  // namespace cryptmap::cli

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-namespace cryptmap::fs::apps {
+namespace cryptmap::cli::apps {
 
 struct HttpRequest {
   std::string method;
@@ -67,4 +67,4 @@ class HttpRequestParser {
 // A complete HTTP/1.1 response with Content-Length and `Connection: close`.
 std::string http_response(int status, std::string_view content_type, std::string_view body);
 
-}  // namespace cryptmap::fs::apps
+}  // namespace cryptmap::cli::apps
