@@ -1,4 +1,4 @@
-// cryptmap::Error — the one error value of the code base (see docs: "Error policy").
+// cryptmap::Error — the one error value of the code base (docs/architecture.md §5).
 //
 // An Error says what failed (`what`, a static string naming the operation or field), on which
 // object (`object`: a sector, a keyslot, a byte offset; kNoObject when none applies), the class of

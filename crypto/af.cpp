@@ -16,7 +16,7 @@ void xor_into(std::span<std::byte> dst, std::span<const std::byte> src) {
 }
 
 // diffuse(B): chunk j of B (digest-size chunks, last one short) becomes H(BE32(j) || chunk)
-// truncated to the chunk's length (cryptsetup lib/luks1/af.c, formats.md §1.4).
+// truncated to the chunk's length (cryptsetup lib/luks1/af.c, docs/formats.md §1.4).
 Result<void> diffuse(internal::Hasher& h, std::span<std::byte> block) {
   const std::size_t ds = h.digest_size();
   std::array<std::byte, 4> iv{};

@@ -1,5 +1,5 @@
 // The LUKS anti-forensic splitter (AF), shared by LUKS1 and LUKS2 keyslots.
-// Stateless; thread-safe. See ../shared/docs/formats.md §1.4.
+// Stateless; thread-safe. See docs/formats.md §1.4.
 #pragma once
 
 #include <cstddef>

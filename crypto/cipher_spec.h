@@ -1,6 +1,6 @@
 // CipherSpec — a parsed dm-crypt cipher specification.
 //
-// Grammar (dm-crypt, see volume/FORMATS.md and ../shared/docs/formats.md §3.2):
+// Grammar (dm-crypt, see volume/FORMATS.md and docs/formats.md §3.2):
 //   legacy:  cipher[:keycount]-chainmode-ivmode[:ivopts]      e.g. aes-xts-plain64, aes-cbc-essiv:sha256
 //            cipher                       == cipher-cbc-plain
 //            cipher-ecb                   (no IV)

@@ -1,6 +1,6 @@
 // CryptoEngine — an asynchronous sector-crypto engine (a hardware accelerator, a worker pool,
 // or the synchronous CPU path), driven by the I/O engine with dm-crypt's backlog protocol
-// (crypt_convert(); ../shared/docs/formats.md §4.1):
+// (crypt_convert(); docs/formats.md §4.1):
 //
 //   submit(req) returns
 //     kDone            the request finished synchronously; req->status holds the result and

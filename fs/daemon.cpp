@@ -210,7 +210,7 @@ class Daemon {
     so.fuse_debug = opts_.fuse_debug;
     so.allow_other = allow_other_ = first.allow_other;
     so.logger = log_;
-    // A zoned first volume needs arrival order kept from receipt to admission (4.6).
+    // Zoned first volume: keep arrival order from receipt to admission (docs/architecture.md §4.6).
     so.ordered_receive = is_emulated_zoned_image(first.source.image) &&
                          (first.open_flags & kOpenUnorderedZoneWrites) == 0;
     auto server = VolumeServer::mount(so);

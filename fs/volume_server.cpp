@@ -41,7 +41,7 @@ namespace {
 // ---- FOPEN_PARALLEL_DIRECT_WRITES on libfuse 3.14.0 ---------------------------------------
 // Without this flag the kernel takes the inode lock exclusively for every direct write, so
 // concurrent writers to one mapped file are serialised before they reach us (measured on this
-// machine: 18.8k vs 113k IOPS, bench/BASELINE.md). libfuse 3.14.0 (Debian 12) has no
+// machine: 18.8k vs 113k IOPS, docs/benchmarks.md §2). libfuse 3.14.0 (Debian 12) has no
 // fuse_file_info bit for it (3.14.1 added fi->parallel_direct_writes), so the session writes
 // replies through a custom io whose writev ORs the flag into the open reply that the current
 // thread is sending. A thread-local marker, set only around fuse_reply_open(), says which reply
@@ -62,7 +62,7 @@ struct PatchOpenReply {
   PatchOpenReply& operator=(const PatchOpenReply&) = delete;
 };
 
-// ---- receive order (zoned volumes, architecture 4.6) ---------------------------------------
+// ---- receive order (zoned volumes, docs/architecture.md §4.6) ------------------------------
 // libfuse's workers all read /dev/fuse; the kernel hands requests out in queue order, but a
 // worker can be descheduled between its read() and the handler, so handlers do not run in
 // arrival order. With ServerOptions::ordered_receive a worker takes the receive order (a

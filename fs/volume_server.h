@@ -39,7 +39,7 @@ struct ServerOptions {
   std::uint32_t read_buffers = 16;            // preallocated read buffers (the in-flight cap)
   std::size_t read_buffer_bytes = 1u << 20;   // the kernel's largest FUSE read (256 pages)
   bool fuse_debug = false;                    // libfuse protocol trace (-d)
-  // Keep arrival order for zoned volumes (architecture 4.6): one worker at a time receives a
+  // Arrival order for zoned volumes (docs/architecture.md §4.6): one worker at a time receives a
   // request and holds the order until its write is admitted. Required by add_volume for a
   // volume whose orders_writes() is true; costs a hand-off between workers per request.
   bool ordered_receive = false;

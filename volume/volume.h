@@ -45,7 +45,7 @@ struct VolumeOptions {
   std::uint32_t flush_age_ms = 5000;           // dirty data older than this is written back
   bool force_inline = false;                   // no parallel crypto fan-out within a request
   // --allow-discards (cryptsetup semantics, off by default): discard() on conventional storage
-  // punches holes in the image. Discards reveal which blocks are unused (formats.md).
+  // punches holes in the image. Discards reveal which blocks are unused (docs/formats.md §3.6).
   bool allow_discards = false;
   // --perf-no_write_workqueue (dm-crypt no_write_workqueue): every write is encrypted on the
   // submitting thread (no fan-out to the TBB arena) and issued to the store before `done`
@@ -79,8 +79,8 @@ class Volume {
   // A write that tells the caller when it has taken its place in the volume's write order
   // (zoned volumes: admitted into its sequential zone; anything else: at once), before it
   // waits for anything else. A caller receiving requests on several threads serialises
-  // receipt up to `admitted` to keep arrival order (architecture 4.6). `admitted` runs exactly
-  // once, on the calling thread, before or together with `done`.
+  // receipt up to `admitted` to keep arrival order (docs/architecture.md §4.6). `admitted` runs
+  // exactly once, on the calling thread, before or together with `done`.
   using Admitted = InlineFunction<void(), 32>;
   virtual void write_ordered(ByteOffset off, std::span<const std::byte> in, Admitted admitted,
                              Completion done);

@@ -1,4 +1,4 @@
-// IV generators, restating dm-crypt's crypt_iv_*_gen/post (formats.md §3.4).
+// IV generators, restating dm-crypt's crypt_iv_*_gen/post (docs/formats.md §3.4).
 #define OPENSSL_SUPPRESS_DEPRECATED  // MD5_CTX: lmk needs the raw MD5 state, not a digest
 #include <openssl/md5.h>
 

@@ -1,5 +1,5 @@
 // Internal: the one place where SectorIndex becomes dm-crypt's cc_sector and IvSector
-// (formats.md §3.1/§3.5; dm-crypt crypt_convert_block_skcipher).
+// (docs/formats.md §3.1/§3.5; dm-crypt crypt_convert_block_skcipher).
 //   cc_sector = iv_offset + index * (sector_size / 512)      (512-byte units; picks the multi-key)
 //   iv_sector = cc_sector, or cc_sector >> log2(sector_size / 512) with iv_large_sectors
 #pragma once

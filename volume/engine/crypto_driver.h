@@ -1,5 +1,5 @@
 // CryptoDriver — converts (encrypts or decrypts) a buffer of whole sectors through a
-// crypto::CryptoEngine, with dm-crypt's conversion loop (crypt_convert(); formats.md §4.1):
+// crypto::CryptoEngine, with dm-crypt's conversion loop (crypt_convert(); docs/formats.md §4.1):
 //
 //  * The buffer is cut into batches of at most `batch_bytes`. Each batch is one CryptoRequest
 //    taken from a pool of `max_inflight` requests, allocated once: at most that many crypto

@@ -47,7 +47,7 @@ class VolumeImpl final : public Volume {
         logger_(std::move(logger)) {}
 
   ~VolumeImpl() override {
-    // Shutdown order (architecture 4.7): stop the flusher, write back every dirty block,
+    // Shutdown order (docs/architecture.md §4.7): stop the flusher, write back every dirty block,
     // store.sync(); then the driver (arena) before the engine before the cipher. No request
     // may be running (the owner stops the FUSE loop first). Pending zone admissions are
     // cancelled; read-ahead stops next (its threads use the store, the driver and the ranges).

@@ -1,4 +1,4 @@
-// ZonedWritePath — the engine's side of sequential zones (architecture 4.6, dm-crypt's zoned
+// ZonedWritePath — the engine side of sequential zones (docs/architecture.md §4.6, dm-crypt's zoned
 // inline path): writes into sequential zones are admitted on the caller's thread in arrival
 // order, then each waits at its zone's turnstile and is encrypted (parallel within the request)
 // and written while it holds the turn; never cached, never read-modify-written. Also the zoned

@@ -1,6 +1,6 @@
-// ZoneAdmission — the ordering point for writes into sequential zones (architecture §4.6), and the
-// per-zone ticket turnstile that issues them in that order even when their crypto finishes out of
-// order.
+// ZoneAdmission — the ordering point for writes into sequential zones (docs/architecture.md §4.6),
+// and the per-zone ticket turnstile that issues them in that order even when their crypto
+// finishes out of order.
 //
 // A host-managed drive accepts a write into a sequential zone only at the zone's write pointer.
 // dm-crypt keeps the issuer's order by encrypting and submitting such writes inline (the 2020 zoned

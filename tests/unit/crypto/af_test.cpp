@@ -12,7 +12,7 @@ namespace {
 
 using test::hex_of;
 
-// formats.md §7.3: diffuse(00..27) with sha256. With 2 stripes, a zero key and the "random"
+// docs/formats.md §7.3: diffuse(00..27) with sha256. With 2 stripes, a zero key and the "random"
 // stripe S0 = 00..27, the last stripe is diffuse(S0) XOR 0 = diffuse(S0).
 TEST(AfTest, diffuseKat) {
   std::vector<std::byte> key(40);
@@ -23,7 +23,7 @@ TEST(AfTest, diffuseKat) {
             "bff51a6d513395979e3a870c8483769a5a70002e6e32c146c53e1d2edc4670029168dfa0b824fbae");
 }
 
-// formats.md §7.3: key 00..1f, 4000 stripes, sha256, all random stripes zero.
+// docs/formats.md §7.3: key 00..1f, 4000 stripes, sha256, all random stripes zero.
 TEST(AfTest, splitKat) {
   auto key = test::iota_bytes(32);
   std::vector<std::byte> zeros(32 * 3999);

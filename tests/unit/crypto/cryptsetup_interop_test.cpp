@@ -1,5 +1,5 @@
-// Interop with real cryptsetup (formats.md §7.1): cryptsetup's offline reencryption runs its own
-// userspace crypto, so it can encrypt and decrypt real data without device-mapper.
+// Interop with real cryptsetup (docs/formats.md §7.1): cryptsetup's offline reencryption runs its
+// own userspace crypto, so it can encrypt and decrypt real data without device-mapper.
 //   cryptsetup -> cryptmap: `reencrypt --encrypt` a known pattern with a detached LUKS2 header,
 //     read the volume key with `luksDump --dump-volume-key`, decrypt with make_sector_cipher().
 //   cryptmap -> cryptsetup: encrypt another pattern with make_sector_cipher(), then

@@ -499,7 +499,7 @@ std::string iv_hex(const char* spec, std::span<const std::byte> key, std::uint64
   return hex_of(iv);
 }
 
-// formats.md §3.4 / §7.3 IV KATs.
+// docs/formats.md §3.4 / §7.3 IV KATs.
 TEST(IvGeneratorTest, formatsKats) {
   auto key = test::iota_bytes(32);
   EXPECT_EQ(iv_hex("aes-cbc-essiv:sha256", key, 0), "a73d5fb0e4041090ca6dc1b820cdaf51");

@@ -51,7 +51,7 @@ TEST(HashTest, concatenatesParts) {
   EXPECT_EQ(hex_of(out), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
-// formats.md §7.3: ESSIV salt = sha256(key 00..1f).
+// docs/formats.md §7.3: ESSIV salt = sha256(key 00..1f).
 TEST(HashTest, essivSaltKat) {
   auto key = test::iota_bytes(32);
   std::vector<std::byte> out(32);
@@ -59,7 +59,7 @@ TEST(HashTest, essivSaltKat) {
   EXPECT_EQ(hex_of(out), "630dcd2966c4336691125448bbb25b4ff412a49c732db2c8abc1b8581bd710dd");
 }
 
-// formats.md §3.7: cryptsetup plain mode key = H(p) || H("A"||p) || ... truncated.
+// docs/formats.md §3.7: cryptsetup plain mode key = H(p) || H("A"||p) || ... truncated.
 std::string plain_key(std::string_view hash, std::string_view pass, std::size_t len) {
   std::vector<std::byte> key;
   std::string prefix;

@@ -6,7 +6,7 @@ Usage: reference_cipher.py SPEC KEYHEX SECTOR_SIZE IV_LARGE(0|1) IV_OFFSET FIRST
 
 Block ciphers and chain modes come from libraries that share no code with cryptmap's engines:
 python3-cryptography (OpenSSL) for aes/camellia/cast5/blowfish, and libgcrypt (via ctypes) for
-serpent/twofish and for XTS over non-AES ciphers. The dm-crypt rules (formats.md §3.1-3.5) are
+serpent/twofish and for XTS over non-AES ciphers. The dm-crypt rules (docs/formats.md §3.1-3.5) are
 restated here independently:
   cc_sector = iv_offset + (first + k) * (sector_size / 512)
   iv_sector = cc_sector (or cc_sector >> log2(sector_size/512) with iv_large_sectors)

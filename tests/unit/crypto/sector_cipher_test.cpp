@@ -111,7 +111,7 @@ TEST(XtsVectorsTest, ieee1619Vectors2And3FirstBlocks) {
             "b01f86f8edc1863706fa8a4253e34f28af319de38334870f4dd1f94cbe9832f1");
 }
 
-// formats.md §7.3 KATs: key 00..3f, zero units; IV sectors 0, 1, 8.
+// docs/formats.md §7.3 KATs: key 00..3f, zero units; IV sectors 0, 1, 8.
 TEST(XtsVectorsTest, formatsKats) {
   auto key = test::iota_bytes(64);
   const char* k0 = "cd6b103236fbd87dba93e9001e29bc3d";
@@ -152,7 +152,7 @@ TEST(XtsVectorsTest, formatsKats) {
   }
 }
 
-// plain vs plain64 above 2^32 (formats.md §3.4): plain wraps, plain64 does not.
+// plain vs plain64 above 2^32 (docs/formats.md §3.4): plain wraps, plain64 does not.
 TEST(XtsVectorsTest, plainWrapsAt32Bits) {
   auto key = test::random_vec(64);
   auto p64 = make(config("aes-xts-plain64"), key);

@@ -1,6 +1,6 @@
 // Keyslot crypto shared by LUKS1 and LUKS2: passphrase -> KDF -> keyslot-area key, and the
 // keyslot area itself (AF material encrypted like dm-crypt with 512-byte sectors, IV from 0 at
-// the area start; formats.md §1.3/§2.3). Stateless; thread-safe. Every key lives in SecretBytes.
+// the area start; docs/formats.md §1.3/§2.3). Stateless; thread-safe. Keys live in SecretBytes.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// LUKS2 JSON metadata: a typed, validated view of the JSON area (volume/FORMATS.md §2.3).
+// LUKS2 JSON metadata: a typed, validated view of the JSON area (volume/FORMATS.md §2.4).
 //
 // parse_luks2_json() checks the JSON area the way cryptsetup 2.6.1 does before trusting it
 // (validate_json_area + LUKS2_hdr_validate + LUKS2_keyslots_validate): '{' first, NUL padding

@@ -1,4 +1,4 @@
-// Plain mode: key derivation KATs from formats.md §3.7 (checked against libcryptsetup) and the
+// Plain mode: key derivation KATs from docs/formats.md §3.7 (checked against libcryptsetup) and the
 // layout rules of `cryptsetup open --type plain`.
 #include <gtest/gtest.h>
 
