@@ -230,11 +230,11 @@ Result<void> wipe_data_area(const LuksArgs& a, const volume::BackingStore& heade
   Progress progress(Progress::wanted(ctx));
   for (std::uint64_t off = 0; off < total;) {
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), total - off));
-    CRYPTMAP_TRY(w, vol->write_sync(ByteOffset{off}, std::span(zeros).first(n)));
+    CRYPTMAP_TRY(w, vol->write(ByteOffset{off}, std::span(zeros).first(n)));
     off += w;
     progress.percent("Wiping " + a.device, off, total);
   }
-  return vol->flush_sync();
+  return vol->flush();
 }
 
 int do_format(const LuksArgs& a, const CommandContext& ctx) {

@@ -30,7 +30,6 @@
 #include "base/check.h"
 #include "fs/buffer_pool.h"
 #include "fs/internal/fuse_session.h"
-#include "fs/sync_wait.h"
 #include "base/io_thread.h"
 
 extern char** environ;
@@ -274,10 +273,7 @@ class VolumeServer::Impl {
   }
 
   Result<void> flush_entry(Entry& e) {
-    Result<std::size_t> r = wait_for_completion(
-        [&](volume::Completion done) { e.volume->flush(std::move(done)); });
-    if (!r) return r.error();
-    return ok();
+    return e.volume->flush();
   }
 
   std::vector<Entry*> snapshot() const {
@@ -484,16 +480,13 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   PooledBuffer buf = s.pool->acquire();  // waits when all are in flight: backpressure
   const std::span<std::byte> out = buf.span().first(len);
   volume::Volume& vol = *ref->volume;
-  vol.read(ByteOffset{pos}, out,
-           [req, len, pos, buf = std::move(buf), ref = std::move(ref)](Result<std::size_t> r) {
-             if (r) {
-               fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), std::min(*r, len));
-             } else {
-               static_cast<Impl*>(fuse_req_userdata(req))->log_io_error("read", ref.entry(),
-                                                                        pos, r.error());
-               fuse_reply_err(req, to_errno(r.error()));
-             }
-           });
+  Result<std::size_t> r = vol.read(ByteOffset{pos}, out);
+  if (r) {
+    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), std::min(*r, len));
+  } else {
+    s.log_io_error("read", ref.entry(), pos, r.error());
+    fuse_reply_err(req, to_errno(r.error()));
+  }
 }
 
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
@@ -521,24 +514,17 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off
   const std::size_t len =
       static_cast<std::size_t>(std::min<std::uint64_t>(size, ref->size_bytes - pos));
   const std::span<const std::byte> in(reinterpret_cast<const std::byte*>(data), len);
-  // `data` is libfuse's per-worker receive buffer, reused for the worker's next request as soon
-  // as this handler returns. So the reply is still sent from the completion, but the handler
-  // waits for it: that keeps the write zero-copy, and parallelism comes from the worker pool.
-  SyncWaiter waiter;
+  // `data` is the worker's receive buffer, reused for its next request once this handler
+  // returns; the volume is done with it when write_ordered() returns (zero-copy). Parallelism
+  // comes from the workers.
   volume::Volume& vol = *ref->volume;
-  vol.write_ordered(ByteOffset{pos}, in, [] { release_receive_order(); },
-            [req, pos, &waiter, ref = std::move(ref)](Result<std::size_t> r) mutable {
-              if (r) {
-                fuse_reply_write(req, *r);
-              } else {
-                static_cast<Impl*>(fuse_req_userdata(req))
-                    ->log_io_error("write", ref.entry(), pos, r.error());
-                fuse_reply_err(req, to_errno(r.error()));
-              }
-              ref = Impl::EntryRef();
-              waiter.signal();  // last touch of `waiter`
-            });
-  waiter.wait();
+  Result<std::size_t> r = vol.write_ordered(ByteOffset{pos}, in, [] { release_receive_order(); });
+  if (r) {
+    fuse_reply_write(req, *r);
+  } else {
+    s.log_io_error("write", ref.entry(), pos, r.error());
+    fuse_reply_err(req, to_errno(r.error()));
+  }
 }
 
 // close(2) on a block device does not make data durable either; fsync does.
@@ -555,14 +541,9 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int /*datasync*/, struct fuse_file
     fuse_reply_err(req, ino == FUSE_ROOT_ID ? 0 : EIO);
     return;
   }
-  volume::Volume& vol = *ref->volume;
-  vol.flush([req, ref = std::move(ref)](Result<std::size_t> r) {
-    if (!r) {
-      static_cast<Impl*>(fuse_req_userdata(req))->log_io_error("fsync", ref.entry(), 0,
-                                                               r.error());
-    }
-    fuse_reply_err(req, r ? 0 : to_errno(r.error()));
-  });
+  Result<void> r = ref->volume->flush();
+  if (!r) s.log_io_error("fsync", ref.entry(), 0, r.error());
+  fuse_reply_err(req, r ? 0 : to_errno(r.error()));
 }
 
 // fallocate(PUNCH_HOLE | KEEP_SIZE) = discard (a block device's BLKDISCARD through
@@ -588,14 +569,9 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
   }
   const auto pos = static_cast<std::uint64_t>(off);
   volume::Volume& vol = *ref->volume;
-  vol.discard(ByteOffset{pos}, static_cast<std::uint64_t>(len),
-              [req, pos, ref = std::move(ref)](Result<std::size_t> r) {
-                if (!r) {
-                  static_cast<Impl*>(fuse_req_userdata(req))
-                      ->log_io_error("discard", ref.entry(), pos, r.error());
-                }
-                fuse_reply_err(req, r ? 0 : to_errno(r.error()));
-              });
+  Result<std::size_t> r = vol.discard(ByteOffset{pos}, static_cast<std::uint64_t>(len));
+  if (!r) s.log_io_error("discard", ref.entry(), pos, r.error());
+  fuse_reply_err(req, r ? 0 : to_errno(r.error()));
 }
 
 // ---- zone layout as an extended attribute ---------------------------------------------------

@@ -3,9 +3,10 @@
 // Data path: request -> sector cache -> TBB task graph issuing crypto requests in parallel
 // (through a crypto::CryptoEngine with the backlog protocol) -> BackingStore.
 //
-// Thread-safety: every method may be called from any number of threads. Completions (`done`)
-// run exactly once, on any thread (a FUSE worker, a TBB worker), and must not block for long.
-// Buffers passed to read/write are borrowed until `done` runs.
+// The contract is synchronous: a call returns when its request is complete (volume/engine/
+// README.md, "Why Volume is synchronous"). Concurrency comes from callers: every method may be
+// called from any number of threads at once, and the engine fans the crypto of one request out
+// over the cores and overlaps its store I/O with that crypto. Buffers are borrowed for the call.
 // Offsets and lengths are bytes of plaintext relative to the volume start; any offset/length
 // is accepted (partial sectors are read-modify-written); a range past the end is truncated for
 // reads (short read, 0 at EOF) and fails with kNoSpace for writes (a block device's ENOSPC).
@@ -35,9 +36,6 @@ namespace cryptmap::volume {
 class BackingStore;
 class ZoneMap;
 
-// Bytes transferred, or the error for the request.
-using Completion = InlineFunction<void(Result<std::size_t>), 64>;
-
 struct VolumeOptions {
   bool read_only = false;
   std::uint64_t cache_bytes = 64ull << 20;     // --cache-size
@@ -63,10 +61,12 @@ class Volume {
  public:
   virtual ~Volume() = default;
 
-  virtual void read(ByteOffset off, std::span<std::byte> out, Completion done) = 0;
-  virtual void write(ByteOffset off, std::span<const std::byte> in, Completion done) = 0;
-  // Every write acknowledged before flush() was called is durable in the image when `done` runs.
-  virtual void flush(Completion done) = 0;
+  // Bytes read (short at the end of the volume, 0 at or past it), or the error.
+  virtual Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) = 0;
+  // Bytes written (all of `in`), or the error.
+  virtual Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) = 0;
+  // Every write that completed before flush() was called is durable in the image on return.
+  virtual Result<void> flush() = 0;
   // Deallocates plaintext [off, off + len) (fallocate PUNCH_HOLE on the mapped file, dm-crypt's
   // discard): cached blocks in the range are dropped (wiped), then the store discards the
   // matching image range. Only whole sectors are discarded (a partial head/tail sector is left
@@ -74,16 +74,16 @@ class Volume {
   // resets them (their data then reads as zeros); a partial zone is kInvalid. Conventional
   // storage: kUnsupported unless VolumeOptions::allow_discards. Reads of a discarded range
   // return whatever the store returns (zeros for holes: ciphertext zeros decrypt to garbage on
-  // conventional storage, as with dm-crypt). `done` gets the bytes discarded.
-  virtual void discard(ByteOffset off, std::uint64_t len, Completion done);
+  // conventional storage, as with dm-crypt). Returns the bytes discarded.
+  virtual Result<std::size_t> discard(ByteOffset off, std::uint64_t len);
   // A write that tells the caller when it has taken its place in the volume's write order
   // (zoned volumes: admitted into its sequential zone; anything else: at once), before it
   // waits for anything else. A caller receiving requests on several threads serialises
   // receipt up to `admitted` to keep arrival order (docs/architecture.md §4.6). `admitted` runs
-  // exactly once, on the calling thread, before or together with `done`.
+  // exactly once, on the calling thread, before the call returns.
   using Admitted = InlineFunction<void(), 32>;
-  virtual void write_ordered(ByteOffset off, std::span<const std::byte> in, Admitted admitted,
-                             Completion done);
+  virtual Result<std::size_t> write_ordered(ByteOffset off, std::span<const std::byte> in,
+                                            Admitted admitted);
   // True when writes to this volume must be admitted in arrival order (zoned store with
   // sequential zones, unless unordered_zone_writes).
   virtual bool orders_writes() const noexcept { return false; }
@@ -94,12 +94,6 @@ class Volume {
   virtual std::uint64_t size_bytes() const noexcept = 0;
   virtual const VolumeLayout& layout() const noexcept = 0;
   virtual bool read_only() const noexcept = 0;
-
-  // Blocking conveniences for the CLI and tests (never used by the FUSE hot path).
-  Result<std::size_t> read_sync(ByteOffset off, std::span<std::byte> out);
-  Result<std::size_t> write_sync(ByteOffset off, std::span<const std::byte> in);
-  Result<void> flush_sync();
-  Result<std::size_t> discard_sync(ByteOffset off, std::uint64_t len);
 };
 
 // The zones of a zoned volume as text, offsets relative to the volume (zones before the data

@@ -139,60 +139,49 @@ class VolumeImpl final : public Volume {
     return ok();
   }
 
-  void read(ByteOffset off, std::span<std::byte> out, Completion done) override {
-    Result<std::size_t> r = do_read(off.value, out);
-    done(std::move(r));
+  Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
+    return do_read(off.value, out);
   }
 
-  void write(ByteOffset off, std::span<const std::byte> in, Completion done) override {
-    if (zoned_) {  // a caller without an ordering point: admission order = call order
-      write_ordered(off, in, [] {}, std::move(done));
-      return;
-    }
-    Result<std::size_t> r = do_write(off.value, in);
-    done(std::move(r));
+  Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) override {
+    if (zoned_) return write_ordered(off, in, [] {});  // no ordering point: call order
+    return do_write(off.value, in);
   }
 
   // Every write acknowledged before this call is in the cache (dirty) or already in the store:
   // one write-back pass covers the former, then the store is synced.
-  void flush(Completion done) override {
+  Result<void> flush() override {
     Result<void> r = ok();
     if (cache_ && !read_only_) r = writeback_all();
     Result<void> s = store_->sync();
     if (r && !s) r = s;
-    if (!r) {
-      log_error("flush", r.error());
-      done(r.error());
-      return;
-    }
-    done(std::size_t{0});
+    if (!r) log_error("flush", r.error());
+    return r;
   }
 
-  void write_ordered(ByteOffset off, std::span<const std::byte> in, Admitted admitted,
-                     Completion done) override {
+  Result<std::size_t> write_ordered(ByteOffset off, std::span<const std::byte> in,
+                                    Admitted admitted) override {
     if (!zoned_ || in.empty() || read_only_ || off.value > size_ ||
         in.size() > size_ - off.value ||
         !zoned_->needs_admission(image_offset(0) + off.value, in.size())) {
       admitted();
-      done(do_write(off.value, in));
-      return;
+      return do_write(off.value, in);
     }
     Result<ZoneTicket> t = zoned_->admit(image_offset(0) + off.value, in.size());
     admitted();
     if (!t) {
       log_error("write", t.error());
-      done(t.error());
-      return;
+      return t.error();
     }
     Result<std::size_t> r = zoned_write(*t, off.value, in);
     if (!r) log_error("write", r.error());
-    done(std::move(r));
+    return r;
   }
 
-  void discard(ByteOffset off, std::uint64_t len, Completion done) override {
+  Result<std::size_t> discard(ByteOffset off, std::uint64_t len) override {
     Result<std::size_t> r = do_discard(off.value, len);
     if (!r) log_error("discard", r.error());
-    done(std::move(r));
+    return r;
   }
 
   bool orders_writes() const noexcept override { return zoned_ != nullptr; }

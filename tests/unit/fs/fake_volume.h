@@ -1,8 +1,7 @@
 // FakeVolume — an in-memory volume::Volume built to the real contract, and hostile:
-//  - completions run on its own worker threads (never inline) unless `inline_completions`,
-//    after the call has returned, so the FUSE layer must keep buffers and requests alive;
-//  - write data is copied only on the worker, right before completing (a layer that frees
-//    the buffer when the call returns reads garbage);
+//  - the work of each call runs on its own worker threads (never on the caller's) unless
+//    `inline_completions`, while the calling thread waits, as the engine's crypto fan-out does;
+//  - write data is copied only on the worker, right before the call returns;
 //  - errors can be injected per operation; delays can be added;
 //  - it records contract violations (a range past the end reaching the volume, overlapping
 //    buffer reuse) instead of silently accepting them.
@@ -60,34 +59,34 @@ class FakeVolume : public volume::Volume {
     for (auto& t : threads_) t.join();
   }
 
-  void read(ByteOffset off, std::span<std::byte> out, volume::Completion done) override {
+  Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
     note_call();
-    submit([this, off, out, d = std::move(done)]() mutable {
-      if (auto e = take_failure(Op::kRead)) return finish(std::move(d), *e);
-      if (off.value > data_.size()) return finish(std::move(d), violation("read past end"));
+    return run([this, off, out](Slot* d) {
+      if (auto e = take_failure(Op::kRead)) return finish(d, *e);
+      if (off.value > data_.size()) return finish(d, violation("read past end"));
       const std::size_t n = std::min<std::uint64_t>(out.size(), data_.size() - off.value);
       {
         std::lock_guard l(dmu_);
         std::memcpy(out.data(), data_.data() + off.value, n);
       }
       reads_.fetch_add(1);
-      finish(std::move(d), n);
+      finish(d, n);
     });
   }
 
-  void write(ByteOffset off, std::span<const std::byte> in, volume::Completion done) override {
+  Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) override {
     note_call();
     const int now = in_flight_writes_.fetch_add(1) + 1;
     int seen = max_parallel_writes_.load();
     while (now > seen && !max_parallel_writes_.compare_exchange_weak(seen, now)) {
     }
-    submit([this, off, in, d = std::move(done)]() mutable {
+    return run([this, off, in](Slot* d) {
       if (write_gate_) write_gate_();
       in_flight_writes_.fetch_sub(1);
-      if (auto e = take_failure(Op::kWrite)) return finish(std::move(d), *e);
-      if (opts_.read_only) return finish(std::move(d), make_error(Errc::kReadOnly, "fake write"));
+      if (auto e = take_failure(Op::kWrite)) return finish(d, *e);
+      if (opts_.read_only) return finish(d, make_error(Errc::kReadOnly, "fake write"));
       if (off.value + in.size() > data_.size()) {
-        return finish(std::move(d), off.value >= data_.size()
+        return finish(d, off.value >= data_.size()
                                         ? make_error(Errc::kNoSpace, "fake write")
                                         : violation("write crossing the end"));
       }
@@ -96,22 +95,24 @@ class FakeVolume : public volume::Volume {
         std::memcpy(data_.data() + off.value, in.data(), in.size());
       }
       writes_.fetch_add(1);
-      finish(std::move(d), in.size());
+      finish(d, in.size());
     });
   }
 
-  void flush(volume::Completion done) override {
+  Result<void> flush() override {
     note_call();
-    submit([this, d = std::move(done)]() mutable {
-      if (auto e = take_failure(Op::kFlush)) return finish(std::move(d), *e);
+    Result<std::size_t> r = run([this](Slot* d) {
+      if (auto e = take_failure(Op::kFlush)) return finish(d, *e);
       {
         std::lock_guard l(dmu_);
         durable_ = data_;
       }
       flushes_.fetch_add(1);
       if (opts_.flush_counter != nullptr) opts_.flush_counter->fetch_add(1);
-      finish(std::move(d), std::size_t{0});
+      finish(d, std::size_t{0});
     });
+    if (!r) return r.error();
+    return ok();
   }
 
   std::uint64_t size_bytes() const noexcept override { return opts_.size_bytes; }
@@ -170,9 +171,28 @@ class FakeVolume : public volume::Volume {
     failures_.erase(it);
     return c;
   }
-  static void finish(volume::Completion d, Result<std::size_t> r) { d(std::move(r)); }
-  static void finish(volume::Completion d, Errc c) { d(make_error(c, "injected failure")); }
+  // Where a worker leaves a call's result; lives on the calling thread's stack.
+  struct Slot {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Result<std::size_t>> result;
+  };
+  static void finish(Slot* d, Result<std::size_t> r) {
+    std::lock_guard l(d->mu);
+    d->result.emplace(std::move(r));
+    d->cv.notify_all();  // under the lock: the caller cannot return (and destroy d) before this
+  }
+  static void finish(Slot* d, Errc c) { finish(d, make_error(c, "injected failure")); }
   using Job = InlineFunction<void(), 192>;
+  // Runs `body(slot)` on a worker (or inline) and waits for its result.
+  template <class Body>
+  Result<std::size_t> run(Body body) {
+    Slot slot;
+    submit([body = std::move(body), d = &slot]() mutable { body(d); });
+    std::unique_lock l(slot.mu);
+    slot.cv.wait(l, [&] { return slot.result.has_value(); });
+    return std::move(*slot.result);
+  }
   void submit(Job job) {
     if (opts_.inline_completions) {
       if (opts_.delay.count() != 0) std::this_thread::sleep_for(opts_.delay);

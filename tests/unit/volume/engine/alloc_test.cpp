@@ -86,12 +86,12 @@ TEST(Allocations, SteadyStateIoAllocatesNothing) {
   std::vector<std::byte> big = pattern(256 * 1024, 1), small = pattern(4096, 2);
   std::vector<std::byte> rbuf(256 * 1024);
   // Warm-up: touch every store chunk and every path once.
-  ASSERT_TRUE(t.vol->write_sync(ByteOffset{0}, std::span(big)));
+  ASSERT_TRUE(t.vol->write(ByteOffset{0}, std::span(big)));
   for (std::uint64_t off = 0; off < kSize; off += big.size()) {
-    ASSERT_TRUE(t.vol->write_sync(ByteOffset{off}, big));
+    ASSERT_TRUE(t.vol->write(ByteOffset{off}, big));
   }
-  ASSERT_TRUE(t.vol->flush_sync());
-  ASSERT_TRUE(t.vol->read_sync(ByteOffset{0}, rbuf));
+  ASSERT_TRUE(t.vol->flush());
+  ASSERT_TRUE(t.vol->read(ByteOffset{0}, rbuf));
 
   constexpr int kOps = 3000;
   std::vector<int> failures(kOps, 0);  // preallocated: no gtest macro inside the window
@@ -102,12 +102,12 @@ TEST(Allocations, SteadyStateIoAllocatesNothing) {
     const std::uint64_t off = rng() % (kSize - big.size());
     bool ok_op = true;
     switch (i % 6) {
-      case 0: ok_op = static_cast<bool>(t.vol->write_sync(ByteOffset{off & ~4095ull}, small)); break;
-      case 1: ok_op = static_cast<bool>(t.vol->write_sync(ByteOffset{off}, std::span(small).first(700))); break;
-      case 2: ok_op = static_cast<bool>(t.vol->read_sync(ByteOffset{off}, std::span(rbuf).first(65536 + 3))); break;
-      case 3: ok_op = static_cast<bool>(t.vol->write_sync(ByteOffset{off}, big)); break;  // write-through when the cache is full
-      case 4: ok_op = static_cast<bool>(t.vol->read_sync(ByteOffset{off}, rbuf)); break;  // parallel decrypt
-      case 5: if (i % 60 == 5) ok_op = static_cast<bool>(t.vol->flush_sync()); break;
+      case 0: ok_op = static_cast<bool>(t.vol->write(ByteOffset{off & ~4095ull}, small)); break;
+      case 1: ok_op = static_cast<bool>(t.vol->write(ByteOffset{off}, std::span(small).first(700))); break;
+      case 2: ok_op = static_cast<bool>(t.vol->read(ByteOffset{off}, std::span(rbuf).first(65536 + 3))); break;
+      case 3: ok_op = static_cast<bool>(t.vol->write(ByteOffset{off}, big)); break;  // write-through when the cache is full
+      case 4: ok_op = static_cast<bool>(t.vol->read(ByteOffset{off}, rbuf)); break;  // parallel decrypt
+      case 5: if (i % 60 == 5) ok_op = static_cast<bool>(t.vol->flush()); break;
     }
     failures[static_cast<std::size_t>(i)] = ok_op ? 0 : 1;
   }

@@ -28,16 +28,16 @@ TEST(WriteBack, AdjacentDirtyBlocksAreCoalescedIntoOneStoreWrite) {
   for (std::uint64_t i = 0; i < 64; ++i) {
     const std::uint64_t s = 10 + (i * 37) % 64;
     const auto d = pattern(512, s);
-    ASSERT_TRUE(t.vol->write_sync(ByteOffset{s * 512}, d));
+    ASSERT_TRUE(t.vol->write(ByteOffset{s * 512}, d));
     std::memcpy(model.data() + s * 512, d.data(), 512);
   }
   EXPECT_EQ(t.store->write_calls(), 0u) << "write-back: nothing reaches the store before flush";
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->flush());
   EXPECT_EQ(t.store->write_calls(), 1u);
   EXPECT_EQ(t.store->bytes_written(), 64u * 512);
   EXPECT_EQ(image_plaintext(t, 0, model.size()), model);
   // Flushing again writes nothing.
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->flush());
   EXPECT_EQ(t.store->write_calls(), 1u);
 }
 
@@ -47,7 +47,7 @@ TEST(WriteBack, DirtyDataReachesTheImageAfterTheFlushAgeWithoutFsync) {
   TestVolume t = make_test_volume(4096, 0, 64 * 4096, opts);
   ASSERT_TRUE(t.vol);
   const auto d = pattern(3 * 4096 + 5, 77);
-  ASSERT_TRUE(t.vol->write_sync(ByteOffset{4096 - 2}, d));
+  ASSERT_TRUE(t.vol->write(ByteOffset{4096 - 2}, d));
   // Poll (bounded): the flusher must get there on its own.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (image_plaintext(t, 4096 - 2, d.size()) != d) {
@@ -64,7 +64,7 @@ TEST(WriteBack, ClosingTheVolumeWritesBackAndSyncs) {
   {
     TestVolume t = make_test_volume(512, 0, 0, opts, {}, {}, 0, &store);
     ASSERT_TRUE(t.vol);
-    ASSERT_TRUE(t.vol->write_sync(ByteOffset{700}, d));
+    ASSERT_TRUE(t.vol->write(ByteOffset{700}, d));
     EXPECT_EQ(store.write_calls(), 0u);
   }
   EXPECT_GE(store.sync_calls(), 1u);
@@ -87,13 +87,13 @@ TEST(WriteBack, AFullCacheFallsBackToWriteThroughAndLosesNothing) {
   for (int i = 0; i < 50; ++i) {
     const std::uint64_t off = (static_cast<std::uint64_t>(i) * 1237) % (200 * 512);
     const auto d = pattern(3000, 1000 + i);
-    ASSERT_TRUE(t.vol->write_sync(ByteOffset{off}, d)) << i;
+    ASSERT_TRUE(t.vol->write(ByteOffset{off}, d)) << i;
     std::memcpy(model.data() + off, d.data(), d.size());
     std::vector<std::byte> all(model.size());
-    ASSERT_EQ(*t.vol->read_sync(ByteOffset{0}, all), all.size());
+    ASSERT_EQ(*t.vol->read(ByteOffset{0}, all), all.size());
     ASSERT_EQ(all, model) << i;
   }
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->flush());
   EXPECT_EQ(image_plaintext(t, 0, model.size()), model);
 }
 
@@ -103,16 +103,16 @@ TEST(WriteBack, FailedWriteBackKeepsDataDirtyAndReadableUntilItSucceeds) {
   TestVolume t = make_test_volume(512, 0, 64 * 512, opts);
   ASSERT_TRUE(t.vol);
   const auto d = pattern(4 * 512, 3);
-  ASSERT_TRUE(t.vol->write_sync(ByteOffset{8 * 512}, d));
+  ASSERT_TRUE(t.vol->write(ByteOffset{8 * 512}, d));
   t.store->fail_writes(9 * 512, 1);
-  auto f = t.vol->flush_sync();
+  auto f = t.vol->flush();
   ASSERT_FALSE(f);
   EXPECT_EQ(to_errno(f.error()), EIO);
   std::vector<std::byte> back(d.size());
-  ASSERT_TRUE(t.vol->read_sync(ByteOffset{8 * 512}, back));
+  ASSERT_TRUE(t.vol->read(ByteOffset{8 * 512}, back));
   EXPECT_EQ(back, d) << "data must stay readable from the cache";
   t.store->fail_writes(0, 0);
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->flush());
   EXPECT_EQ(image_plaintext(t, 8 * 512, d.size()), d);
 }
 
@@ -128,7 +128,7 @@ TEST(WriteBack, ThrottledWritersGetTheWriteBackErrorInsteadOfHanging) {
   bool saw_error = false;
   for (int i = 0; i < 32 && !saw_error; ++i) {
     const auto d = pattern(512, i);
-    auto w = t.vol->write_sync(ByteOffset{static_cast<std::uint64_t>(i) * 512}, d);
+    auto w = t.vol->write(ByteOffset{static_cast<std::uint64_t>(i) * 512}, d);
     if (!w) {
       saw_error = true;
       EXPECT_EQ(to_errno(w.error()), EIO);
@@ -136,7 +136,7 @@ TEST(WriteBack, ThrottledWritersGetTheWriteBackErrorInsteadOfHanging) {
   }
   EXPECT_TRUE(saw_error);
   t.store->fail_writes(0, 0);
-  EXPECT_TRUE(t.vol->flush_sync());
+  EXPECT_TRUE(t.vol->flush());
 }
 
 TEST(WriteBack, LargeStreamingReadsSeeDirtyBlocksNotYetInTheImage) {
@@ -152,18 +152,18 @@ TEST(WriteBack, LargeStreamingReadsSeeDirtyBlocksNotYetInTheImage) {
   const std::vector<std::byte> before = model;
   // Clean resident blocks too: read some ranges first (small reads fill the cache).
   std::vector<std::byte> small(3000);
-  ASSERT_TRUE(t.vol->read_sync(ByteOffset{5000}, small));
+  ASSERT_TRUE(t.vol->read(ByteOffset{5000}, small));
   for (int i = 0; i < 100; ++i) {
     const std::uint64_t off = (static_cast<std::uint64_t>(i) * 104729) % (kSize - 2000);
     const auto d = pattern(1 + i * 13, 500 + i);
-    ASSERT_TRUE(t.vol->write_sync(ByteOffset{off}, d));
+    ASSERT_TRUE(t.vol->write(ByteOffset{off}, d));
     std::memcpy(model.data() + off, d.data(), d.size());
   }
   ASSERT_EQ(image_plaintext(t, 0, kSize), before) << "the writes must still be only in the cache";
   std::vector<std::byte> all(kSize - 777);
-  ASSERT_EQ(*t.vol->read_sync(ByteOffset{777}, all), all.size());
+  ASSERT_EQ(*t.vol->read(ByteOffset{777}, all), all.size());
   EXPECT_TRUE(std::equal(all.begin(), all.end(), model.begin() + 777));
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->flush());
   EXPECT_EQ(image_plaintext(t, 0, kSize), model);
 }
 
@@ -187,20 +187,20 @@ TEST(WriteBack, StreamingReadRacingAWriteBackPassReturnsTheNewData) {
     ASSERT_TRUE(v) << v.error().message();
     std::unique_ptr<volume::Volume> vol = std::move(*v);
     std::vector<std::byte> model(256 * 1024);
-    ASSERT_EQ(*vol->read_sync(ByteOffset{0}, model), model.size());
+    ASSERT_EQ(*vol->read(ByteOffset{0}, model), model.size());
     // Dirty a few blocks (one whole, one partial) that the streaming read will cover.
     const auto a = pattern(ss, 1), b = pattern(100, 2);
-    ASSERT_TRUE(vol->write_sync(ByteOffset{10ull * ss}, a));
-    ASSERT_TRUE(vol->write_sync(ByteOffset{20ull * ss + 7}, b));
+    ASSERT_TRUE(vol->write(ByteOffset{10ull * ss}, a));
+    ASSERT_TRUE(vol->write(ByteOffset{20ull * ss + 7}, b));
     std::memcpy(model.data() + 10 * ss, a.data(), a.size());
     std::memcpy(model.data() + 20 * ss + 7, b.data(), b.size());
     bool ran = false;
     store->after_read_once = [&] {
       ran = true;
-      EXPECT_TRUE(vol->flush_sync());  // the flusher's pass, interleaved right here
+      EXPECT_TRUE(vol->flush());  // the flusher's pass, interleaved right here
     };
     std::vector<std::byte> got(model.size());
-    ASSERT_EQ(*vol->read_sync(ByteOffset{0}, got), got.size());
+    ASSERT_EQ(*vol->read(ByteOffset{0}, got), got.size());
     ASSERT_TRUE(ran);
     EXPECT_TRUE(got == model) << "a streaming read returned data older than an acknowledged write";
   }
@@ -244,10 +244,10 @@ TEST(WriteBack, StreamingAndSmallIoWithABusyFlusherLoseNothing) {
           const std::uint64_t off = base + rng() % (kRegion - len + 1);
           if (rng() % 2 == 0) {
             fill_pattern(std::span(data).first(len), (std::uint64_t{th} << 40) | i);
-            if (!t.vol->write_sync(ByteOffset{off}, std::span(data).first(len))) ++bad;
+            if (!t.vol->write(ByteOffset{off}, std::span(data).first(len))) ++bad;
             std::memcpy(model.data() + off, data.data(), len);
           } else {
-            auto r = t.vol->read_sync(ByteOffset{off}, std::span(buf).first(len));
+            auto r = t.vol->read(ByteOffset{off}, std::span(buf).first(len));
             if (!r || *r != len || std::memcmp(buf.data(), model.data() + off, len) != 0) ++bad;
           }
         }
@@ -256,9 +256,9 @@ TEST(WriteBack, StreamingAndSmallIoWithABusyFlusherLoseNothing) {
     for (auto& th : threads) th.join();
     ASSERT_EQ(bad.load(), 0u) << "a request failed or a read returned stale data";
     std::vector<std::byte> all(size);
-    ASSERT_TRUE(t.vol->read_sync(ByteOffset{0}, all));
+    ASSERT_TRUE(t.vol->read(ByteOffset{0}, all));
     EXPECT_TRUE(all == model);
-    ASSERT_TRUE(t.vol->flush_sync());
+    ASSERT_TRUE(t.vol->flush());
     EXPECT_TRUE(image_plaintext(t, 0, size) == model);
   }
 }
@@ -267,9 +267,9 @@ TEST(WriteBack, RepeatedReadsAreServedFromTheCache) {
   TestVolume t = make_test_volume(4096, 0, 64 * 4096);
   ASSERT_TRUE(t.vol);
   std::vector<std::byte> a(10 * 4096), b(10 * 4096);
-  ASSERT_TRUE(t.vol->read_sync(ByteOffset{100}, a));
+  ASSERT_TRUE(t.vol->read(ByteOffset{100}, a));
   const auto reads = t.store->read_calls();
-  ASSERT_TRUE(t.vol->read_sync(ByteOffset{100}, b));
+  ASSERT_TRUE(t.vol->read(ByteOffset{100}, b));
   EXPECT_EQ(t.store->read_calls(), reads);
   EXPECT_EQ(a, b);
 }

@@ -124,7 +124,7 @@ TEST(Pipeline, AStreamingReadFetchesTheNextPieceWhileThePreviousIsDecrypted) {
   check.key = 0xC0FFEE ^ kSs;
   model = image_plaintext(check, 0, model.size());
   std::vector<std::byte> got(model.size());
-  ASSERT_EQ(*vol->read_sync(ByteOffset{0}, got), got.size());
+  ASSERT_EQ(*vol->read(ByteOffset{0}, got), got.size());
   EXPECT_TRUE(engine->opened_in_time) << "piece 1 was not read while piece 0 was decrypted";
   EXPECT_TRUE(got == model);
 }
@@ -142,7 +142,7 @@ TEST(Pipeline, AStreamingWriteEncryptsTheNextPieceWhileThePreviousIsWritten) {
                         });
   ASSERT_TRUE(vol);
   const auto d = pattern(4 * kPiece - 100, 9);
-  ASSERT_TRUE(vol->write_sync(ByteOffset{50}, d));
+  ASSERT_TRUE(vol->write(ByteOffset{50}, d));
   EXPECT_TRUE(began_in_time) << "piece 1 was not being encrypted while piece 0 was written";
   TestVolume check;
   check.store = &mem;

@@ -66,7 +66,7 @@ TEST(ReadAhead, SequentialReadsAreServedFromPrefetchedWindows) {
     std::uint64_t late_reads = 0;
     for (std::uint64_t off = 0, i = 0; off + chunk <= kBytes; off += chunk, ++i) {
       const std::uint64_t before = r.counter->reads.load();
-      ASSERT_EQ(*r.vol->read_sync(ByteOffset{off}, buf), chunk);
+      ASSERT_EQ(*r.vol->read(ByteOffset{off}, buf), chunk);
       ASSERT_EQ(std::memcmp(buf.data(), model.data() + off, chunk), 0) << off;
       if (i >= 2) late_reads += r.counter->reads.load() - before;
     }
@@ -90,13 +90,13 @@ TEST(ReadAhead, WritesIntoAPrefetchedWindowAreSeenByTheNextRead) {
       const std::uint64_t w = off + kChunk + (i * 7919) % (2 * kChunk - 600);
       if (w + 600 <= kBytes) {
         const auto d = pattern(600, 100 + i);
-        ASSERT_TRUE(r.vol->write_sync(ByteOffset{w}, d));
+        ASSERT_TRUE(r.vol->write(ByteOffset{w}, d));
         std::memcpy(model.data() + w, d.data(), d.size());
       }
-      ASSERT_EQ(*r.vol->read_sync(ByteOffset{off}, buf), kChunk);
+      ASSERT_EQ(*r.vol->read(ByteOffset{off}, buf), kChunk);
       ASSERT_EQ(std::memcmp(buf.data(), model.data() + off, kChunk), 0) << "stale data at " << off;
     }
-    ASSERT_TRUE(r.vol->flush_sync());
+    ASSERT_TRUE(r.vol->flush());
     EXPECT_TRUE(image_plaintext(r.check, 0, kBytes) == model);
   }
 }
@@ -132,7 +132,7 @@ TEST(ReadAhead, ConcurrentSequentialReadersNeverSeeAVersionOlderThanTheirStart) 
       return b;
     };
     for (std::uint64_t s = 0; s < kSectors; ++s) {
-      ASSERT_TRUE(r.vol->write_sync(ByteOffset{s * kSs}, stamp(s, 0)));
+      ASSERT_TRUE(r.vol->write(ByteOffset{s * kSs}, stamp(s, 0)));
     }
     std::atomic<bool> stop{false};
     std::atomic<std::uint64_t> bad{0}, reads{0};
@@ -143,7 +143,7 @@ TEST(ReadAhead, ConcurrentSequentialReadersNeverSeeAVersionOlderThanTheirStart) 
         const std::uint64_t s = rng() % kSectors;
         const std::uint64_t v = ++version[s];
         started[s].store(v);
-        if (!r.vol->write_sync(ByteOffset{s * kSs}, stamp(s, v))) ++bad;
+        if (!r.vol->write(ByteOffset{s * kSs}, stamp(s, v))) ++bad;
         completed[s].store(v);
       }
     });
@@ -157,7 +157,7 @@ TEST(ReadAhead, ConcurrentSequentialReadersNeverSeeAVersionOlderThanTheirStart) 
           for (std::uint64_t off = 0; off + chunk <= kSectors * kSs; off += chunk) {
             const std::uint64_t s0 = off / kSs;
             for (std::size_t k = 0; k < lo.size(); ++k) lo[k] = completed[s0 + k].load();
-            auto res = r.vol->read_sync(ByteOffset{off}, buf);
+            auto res = r.vol->read(ByteOffset{off}, buf);
             ++reads;
             if (!res || *res != chunk) {
               ++bad;
@@ -236,7 +236,7 @@ TEST(ReadAhead, NoReadWorkqueueReadsAndDecryptsOnlyOnTheReadersThread) {
     std::uint64_t late_reads = 0;
     for (std::uint64_t off = 0, i = 0; off + kChunk <= kBytes; off += kChunk, ++i) {
       const std::uint64_t before = counter.reads.load();
-      ASSERT_EQ(*(*v)->read_sync(ByteOffset{off}, buf), kChunk);
+      ASSERT_EQ(*(*v)->read(ByteOffset{off}, buf), kChunk);
       if (i >= 2) late_reads += counter.reads.load() - before;
     }
     if (no_read_wq) {

@@ -40,23 +40,23 @@ TEST_P(VolumeEdges, EveryHeadTailCombinationMatchesModelAndImage) {
       SCOPED_TRACE(::testing::Message() << "off=" << off << " len=" << len);
       const std::vector<std::byte> data = pattern(len, ++seed);
       const std::vector<std::byte> copy = data;
-      auto w = t.vol->write_sync(ByteOffset{off}, data);
+      auto w = t.vol->write(ByteOffset{off}, data);
       ASSERT_TRUE(w) << w.error().message();
       EXPECT_EQ(*w, len);
       EXPECT_EQ(data, copy) << "the caller's buffer was modified";
       std::memcpy(model.data() + off, data.data(), len);
       // Read the exact range back, then the whole volume.
       std::vector<std::byte> back(len);
-      auto r = t.vol->read_sync(ByteOffset{off}, back);
+      auto r = t.vol->read(ByteOffset{off}, back);
       ASSERT_TRUE(r) << r.error().message();
       ASSERT_EQ(*r, len);
       ASSERT_TRUE(std::equal(back.begin(), back.end(), model.begin() + off));
       std::vector<std::byte> all(size);
-      ASSERT_EQ(*t.vol->read_sync(ByteOffset{0}, all), size);
+      ASSERT_EQ(*t.vol->read(ByteOffset{0}, all), size);
       ASSERT_EQ(all, model);
     }
   }
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->flush());
   EXPECT_EQ(image_plaintext(t, 0, size), model) << "image differs from the model after flush";
   // Bytes before the data offset and after the volume were never touched.
   std::vector<std::byte> head(data_off), zeros(data_off);
@@ -77,13 +77,13 @@ TEST(Volume, ReadsAreClampedAtTheEnd) {
   std::vector<std::byte> model = pattern(8 * 512, 7);
   image_write_plaintext(t, 0, model);
   std::vector<std::byte> buf(200);
-  auto r = t.vol->read_sync(ByteOffset{8 * 512 - 10}, buf);
+  auto r = t.vol->read(ByteOffset{8 * 512 - 10}, buf);
   ASSERT_TRUE(r);
   EXPECT_EQ(*r, 10u);
   EXPECT_TRUE(std::equal(buf.begin(), buf.begin() + 10, model.end() - 10));
-  EXPECT_EQ(*t.vol->read_sync(ByteOffset{8 * 512}, buf), 0u);
-  EXPECT_EQ(*t.vol->read_sync(ByteOffset{1ull << 40}, buf), 0u);
-  EXPECT_EQ(*t.vol->read_sync(ByteOffset{0}, std::span<std::byte>()), 0u);
+  EXPECT_EQ(*t.vol->read(ByteOffset{8 * 512}, buf), 0u);
+  EXPECT_EQ(*t.vol->read(ByteOffset{1ull << 40}, buf), 0u);
+  EXPECT_EQ(*t.vol->read(ByteOffset{0}, std::span<std::byte>()), 0u);
 }
 
 TEST(Volume, WritesPastTheEndFailWithNoSpaceAndChangeNothing) {
@@ -92,15 +92,15 @@ TEST(Volume, WritesPastTheEndFailWithNoSpaceAndChangeNothing) {
   std::vector<std::byte> model = pattern(8 * 512, 9);
   image_write_plaintext(t, 0, model);
   const std::vector<std::byte> data = pattern(20, 10);
-  auto w = t.vol->write_sync(ByteOffset{8 * 512 - 10}, data);
+  auto w = t.vol->write(ByteOffset{8 * 512 - 10}, data);
   ASSERT_FALSE(w);
   EXPECT_EQ(w.error().code, Errc::kNoSpace);
   EXPECT_EQ(to_errno(w.error()), ENOSPC);
-  EXPECT_FALSE(t.vol->write_sync(ByteOffset{8 * 512 + 1}, std::span<const std::byte>()));
-  auto z = t.vol->write_sync(ByteOffset{8 * 512}, std::span<const std::byte>());
+  EXPECT_FALSE(t.vol->write(ByteOffset{8 * 512 + 1}, std::span<const std::byte>()));
+  auto z = t.vol->write(ByteOffset{8 * 512}, std::span<const std::byte>());
   ASSERT_TRUE(z);
   EXPECT_EQ(*z, 0u);
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->flush());
   EXPECT_EQ(image_plaintext(t, 0, 8 * 512), model);
 }
 
@@ -111,18 +111,18 @@ TEST(Volume, ReadOnlyOptionAndReadOnlyStoreRefuseWrites) {
   ASSERT_TRUE(t.vol);
   EXPECT_TRUE(t.vol->read_only());
   const std::vector<std::byte> data = pattern(512, 1);
-  auto w = t.vol->write_sync(ByteOffset{0}, data);
+  auto w = t.vol->write(ByteOffset{0}, data);
   ASSERT_FALSE(w);
   EXPECT_EQ(w.error().code, Errc::kReadOnly);
   std::vector<std::byte> buf(512);
-  EXPECT_TRUE(t.vol->read_sync(ByteOffset{0}, buf));
+  EXPECT_TRUE(t.vol->read(ByteOffset{0}, buf));
 
   auto store = std::make_unique<volume::MemBackingStore>(4096, "mem:ro", /*read_only=*/true);
   auto v = volume::open_volume(test_layout(512, 0), std::make_unique<FakeSectorCipher>(512),
                                std::move(store), VolumeOptions{}, nullptr);
   ASSERT_TRUE(v);
   EXPECT_TRUE((*v)->read_only());
-  auto w2 = (*v)->write_sync(ByteOffset{0}, data);
+  auto w2 = (*v)->write(ByteOffset{0}, data);
   ASSERT_FALSE(w2);
   EXPECT_EQ(w2.error().code, Errc::kReadOnly);
 }
@@ -156,10 +156,10 @@ TEST(Volume, SectorIndicesAboveTwoToTheThirtyTwo) {
   const std::uint64_t sector = (1ull << 32) + 5;
   const std::uint64_t off = sector * ss + 100;
   const std::vector<std::byte> data = pattern(2000, 42);
-  ASSERT_TRUE(t.vol->write_sync(ByteOffset{off}, data));
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->write(ByteOffset{off}, data));
+  ASSERT_TRUE(t.vol->flush());
   std::vector<std::byte> back(2000);
-  ASSERT_EQ(*t.vol->read_sync(ByteOffset{off}, back), 2000u);
+  ASSERT_EQ(*t.vol->read(ByteOffset{off}, back), 2000u);
   EXPECT_EQ(back, data);
   // Independently: the ciphertext sits at data_off + index * 512 and uses the 64-bit index.
   EXPECT_EQ(image_plaintext(t, off, 2000), data);
@@ -168,8 +168,8 @@ TEST(Volume, SectorIndicesAboveTwoToTheThirtyTwo) {
   t.store->peek(data_off + 5 * ss, low);
   EXPECT_EQ(low, zeros);
   // The last sector of the volume works, one past it does not.
-  ASSERT_TRUE(t.vol->write_sync(ByteOffset{sectors * ss - 3}, std::span(data).first(3)));
-  EXPECT_FALSE(t.vol->write_sync(ByteOffset{sectors * ss - 3}, std::span(data).first(4)));
+  ASSERT_TRUE(t.vol->write(ByteOffset{sectors * ss - 3}, std::span(data).first(3)));
+  EXPECT_FALSE(t.vol->write(ByteOffset{sectors * ss - 3}, std::span(data).first(4)));
 }
 
 TEST(Volume, LargeUnalignedRequestsSpanManyPiecesAndThreads) {
@@ -183,12 +183,12 @@ TEST(Volume, LargeUnalignedRequestsSpanManyPiecesAndThreads) {
   std::vector<std::byte> model = image_plaintext(t, 0, 8 << 20);
   const std::uint64_t off = 777;
   const std::vector<std::byte> data = pattern((3 << 20) + 123, 5);
-  ASSERT_TRUE(t.vol->write_sync(ByteOffset{off}, data));
+  ASSERT_TRUE(t.vol->write(ByteOffset{off}, data));
   std::memcpy(model.data() + off, data.data(), data.size());
   std::vector<std::byte> all(8 << 20);
-  ASSERT_EQ(*t.vol->read_sync(ByteOffset{0}, all), all.size());
+  ASSERT_EQ(*t.vol->read(ByteOffset{0}, all), all.size());
   EXPECT_EQ(all, model);
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->flush());
   EXPECT_EQ(image_plaintext(t, 0, model.size()), model);
 }
 
@@ -196,14 +196,14 @@ TEST(Volume, FlushSyncsTheStoreAndReportsItsFailure) {
   TestVolume t = make_test_volume(512, 0, 64 * 512);
   ASSERT_TRUE(t.vol);
   const auto before = t.store->sync_calls();
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->flush());
   EXPECT_GT(t.store->sync_calls(), before);
   t.store->fail_sync(true);
-  auto f = t.vol->flush_sync();
+  auto f = t.vol->flush();
   ASSERT_FALSE(f);
   EXPECT_EQ(f.error().code, Errc::kIo);
   t.store->fail_sync(false);
-  EXPECT_TRUE(t.vol->flush_sync());
+  EXPECT_TRUE(t.vol->flush());
 }
 
 TEST(Volume, StoreReadErrorsFailOnlyRequestsTouchingTheBadRange) {
@@ -215,18 +215,18 @@ TEST(Volume, StoreReadErrorsFailOnlyRequestsTouchingTheBadRange) {
   image_write_plaintext(t, 0, model);
   t.store->fail_reads(4096 + 5 * 512, 512);  // sector 5
   std::vector<std::byte> buf(512);
-  auto bad = t.vol->read_sync(ByteOffset{5 * 512 + 10}, std::span(buf).first(10));
+  auto bad = t.vol->read(ByteOffset{5 * 512 + 10}, std::span(buf).first(10));
   ASSERT_FALSE(bad);
   EXPECT_EQ(to_errno(bad.error()), EIO);
-  ASSERT_TRUE(t.vol->read_sync(ByteOffset{4 * 512}, buf));
+  ASSERT_TRUE(t.vol->read(ByteOffset{4 * 512}, buf));
   EXPECT_TRUE(std::equal(buf.begin(), buf.end(), model.begin() + 4 * 512));
-  ASSERT_TRUE(t.vol->read_sync(ByteOffset{6 * 512}, buf));
+  ASSERT_TRUE(t.vol->read(ByteOffset{6 * 512}, buf));
   EXPECT_TRUE(std::equal(buf.begin(), buf.end(), model.begin() + 6 * 512));
   // A partial write into sector 5 needs its old content: it fails and changes nothing.
   const std::vector<std::byte> small = pattern(10, 4);
-  EXPECT_FALSE(t.vol->write_sync(ByteOffset{5 * 512 + 3}, small));
+  EXPECT_FALSE(t.vol->write(ByteOffset{5 * 512 + 3}, small));
   t.store->fail_reads(0, 0);
-  ASSERT_TRUE(t.vol->flush_sync());
+  ASSERT_TRUE(t.vol->flush());
   EXPECT_EQ(image_plaintext(t, 0, model.size()), model);
 }
 
@@ -239,15 +239,15 @@ TEST(Volume, DecryptFailuresSurfaceAsEioForTheAffectedSectorsOnly) {
   image_write_plaintext(t, 0, model);
   t.cipher->fail_decrypt(7, 8);
   std::vector<std::byte> buf(3 * 4096);
-  auto bad = t.vol->read_sync(ByteOffset{6 * 4096}, buf);
+  auto bad = t.vol->read(ByteOffset{6 * 4096}, buf);
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, Errc::kAuth);
   EXPECT_EQ(bad.error().object, 7u);
   EXPECT_EQ(to_errno(bad.error()), EIO);
-  ASSERT_TRUE(t.vol->read_sync(ByteOffset{8 * 4096}, buf));
+  ASSERT_TRUE(t.vol->read(ByteOffset{8 * 4096}, buf));
   EXPECT_TRUE(std::equal(buf.begin(), buf.end(), model.begin() + 8 * 4096));
   std::vector<std::byte> before(7 * 4096);  // sectors 0..6, right up to the bad one
-  ASSERT_TRUE(t.vol->read_sync(ByteOffset{0}, before));
+  ASSERT_TRUE(t.vol->read(ByteOffset{0}, before));
   EXPECT_TRUE(std::equal(before.begin(), before.end(), model.begin()));
 }
 
@@ -276,20 +276,20 @@ TEST(Volume, ConcurrentUnalignedWritersSharingSectorsLoseNothing) {
           if (k >= stripes) continue;
           const std::uint64_t seed = (std::uint64_t{th} << 32) | static_cast<std::uint64_t>(i + 1);
           const auto data = pattern(kStripe, seed);
-          if (!t.vol->write_sync(ByteOffset{k * kStripe}, data)) failed = true;
+          if (!t.vol->write(ByteOffset{k * kStripe}, data)) failed = true;
           last_seed[k] = seed;
           if (i % 7 == 0) {
             std::vector<std::byte> back(kStripe);
-            if (!t.vol->read_sync(ByteOffset{k * kStripe}, back) || back != data) failed = true;
+            if (!t.vol->read(ByteOffset{k * kStripe}, back) || back != data) failed = true;
           }
         }
       });
     }
     for (auto& th : threads) th.join();
     ASSERT_FALSE(failed.load());
-    ASSERT_TRUE(t.vol->flush_sync());
+    ASSERT_TRUE(t.vol->flush());
     std::vector<std::byte> all(kSize);
-    ASSERT_EQ(*t.vol->read_sync(ByteOffset{0}, all), kSize);
+    ASSERT_EQ(*t.vol->read(ByteOffset{0}, all), kSize);
     const auto img = image_plaintext(t, 0, kSize);
     for (std::uint64_t k = 0; k < stripes; ++k) {
       const auto want = last_seed[k]

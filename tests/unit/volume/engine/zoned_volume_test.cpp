@@ -135,17 +135,12 @@ std::size_t run(volume::Volume& vol, const std::vector<Req>& reqs, unsigned thre
         const Req r = reqs[next++];
         const std::vector<std::byte> data = data_of(r.len, r.off);
         bool released = false;
-        std::optional<Result<std::size_t>> res;
-        vol.write_ordered(
-            ByteOffset{r.off}, data,
-            [&] {
-              released = true;
-              receive.unlock();
-            },
-            [&](Result<std::size_t> x) { res.emplace(std::move(x)); });
+        Result<std::size_t> res = vol.write_ordered(ByteOffset{r.off}, data, [&] {
+          released = true;
+          receive.unlock();
+        });
         EXPECT_TRUE(released);
-        EXPECT_TRUE(res.has_value());  // this engine completes before write_ordered returns
-        if (!res || !*res) failed.fetch_add(1);
+        if (!res) failed.fetch_add(1);
       }
     });
   }
@@ -160,7 +155,7 @@ TEST(ZonedVolume, OrderedReceiveWithOutOfOrderCryptoHasZeroRejectedWrites) {
   EXPECT_TRUE(f.vol->orders_writes());
   const std::vector<Req> reqs = workload();
   EXPECT_EQ(run(*f.vol, reqs, 8), 0u);
-  ASSERT_TRUE(f.vol->flush_sync());
+  ASSERT_TRUE(f.vol->flush());
   EXPECT_EQ(f.engine->violations(), 0u);
   // Every sequential zone is full, and every byte reads back (last writer wins in the
   // conventional zone, whose rewrites all use the same pattern per offset).
@@ -171,7 +166,7 @@ TEST(ZonedVolume, OrderedReceiveWithOutOfOrderCryptoHasZeroRejectedWrites) {
   }
   for (const Req& r : reqs) {
     std::vector<std::byte> got(r.len);
-    ASSERT_TRUE(f.vol->read_sync(ByteOffset{r.off}, got));
+    ASSERT_TRUE(f.vol->read(ByteOffset{r.off}, got));
     ASSERT_EQ(got, data_of(r.len, r.off)) << "at " << r.off;
   }
   // The ciphertext is the plain sector cipher's (independent decryption of the image file).
@@ -204,20 +199,20 @@ TEST(ZonedVolume, AdmissionRefusesWhatTheDriveWouldRefuse) {
   ASSERT_TRUE(f.vol);
   const std::vector<std::byte> d = data_of(2 * kSs, 1);
   // Not at the write pointer, and not whole sectors.
-  auto r = f.vol->write_sync(ByteOffset{kZone + kSs}, d);
+  auto r = f.vol->write(ByteOffset{kZone + kSs}, d);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kZoneOrder);
-  r = f.vol->write_sync(ByteOffset{kZone}, std::span(d).first(100));
+  r = f.vol->write(ByteOffset{kZone}, std::span(d).first(100));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kZoneOrder);
   // Crossing from a conventional into a sequential zone.
-  r = f.vol->write_sync(ByteOffset{kZone - kSs}, d);
+  r = f.vol->write(ByteOffset{kZone - kSs}, d);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kZoneOrder);
   // In order, plain write() works; partial writes in the conventional zone too.
-  ASSERT_TRUE(f.vol->write_sync(ByteOffset{kZone}, d));
-  ASSERT_TRUE(f.vol->write_sync(ByteOffset{kZone + 2 * kSs}, d));
-  ASSERT_TRUE(f.vol->write_sync(ByteOffset{100}, std::span(d).first(300)));
+  ASSERT_TRUE(f.vol->write(ByteOffset{kZone}, d));
+  ASSERT_TRUE(f.vol->write(ByteOffset{kZone + 2 * kSs}, d));
+  ASSERT_TRUE(f.vol->write(ByteOffset{100}, std::span(d).first(300)));
   EXPECT_EQ(f.vol->zones()->zone(kConventional).wp.value, kDataOff + kZone + 4 * kSs);
 }
 
@@ -226,30 +221,30 @@ TEST(ZonedVolume, DiscardResetsWholeSequentialZonesOnly) {
   f.open({}, /*hostile=*/false);
   ASSERT_TRUE(f.vol);
   const std::vector<std::byte> d = data_of(kZone, 3);
-  ASSERT_TRUE(f.vol->write_sync(ByteOffset{kZone}, d));
+  ASSERT_TRUE(f.vol->write(ByteOffset{kZone}, d));
   std::vector<std::byte> got(kZone);
-  ASSERT_TRUE(f.vol->read_sync(ByteOffset{kZone}, got));  // now cached clean
+  ASSERT_TRUE(f.vol->read(ByteOffset{kZone}, got));  // now cached clean
   // Part of a zone: EINVAL, nothing changes.
-  auto r = f.vol->discard_sync(ByteOffset{kZone}, kZone / 2);
+  auto r = f.vol->discard(ByteOffset{kZone}, kZone / 2);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kInvalid);
   EXPECT_EQ(f.vol->zones()->zone(kConventional).cond, volume::ZoneCond::kFull);
   // A conventional zone without --allow-discards: unsupported, even inside a larger range.
-  r = f.vol->discard_sync(ByteOffset{0}, 2 * kZone);
+  r = f.vol->discard(ByteOffset{0}, 2 * kZone);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kUnsupported);
   // The whole zone: reset; the cached plaintext is gone (the drive returns zeros now).
-  ASSERT_TRUE(f.vol->discard_sync(ByteOffset{kZone}, kZone));
+  ASSERT_TRUE(f.vol->discard(ByteOffset{kZone}, kZone));
   const volume::ZoneInfo z = f.vol->zones()->zone(kConventional);
   EXPECT_EQ(z.cond, volume::ZoneCond::kEmpty);
   EXPECT_EQ(z.wp, z.start);
-  ASSERT_TRUE(f.vol->read_sync(ByteOffset{kZone}, got));
+  ASSERT_TRUE(f.vol->read(ByteOffset{kZone}, got));
   std::vector<std::byte> zeros_decrypted(kSs);
   FakeSectorCipher::decrypt_sector(kKey, kZone / kSs, zeros_decrypted);
   EXPECT_TRUE(std::equal(zeros_decrypted.begin(), zeros_decrypted.end(), got.begin()));
   // Admission adopted the reset: the zone is written again from its start.
-  ASSERT_TRUE(f.vol->write_sync(ByteOffset{kZone}, std::span(d).first(8 * kSs)));
-  ASSERT_TRUE(f.vol->read_sync(ByteOffset{kZone}, std::span(got).first(8 * kSs)));
+  ASSERT_TRUE(f.vol->write(ByteOffset{kZone}, std::span(d).first(8 * kSs)));
+  ASSERT_TRUE(f.vol->read(ByteOffset{kZone}, std::span(got).first(8 * kSs)));
   EXPECT_TRUE(std::equal(got.begin(), got.begin() + 8 * kSs, d.begin()));
 }
 
@@ -259,9 +254,9 @@ TEST(ZonedVolume, AllowDiscardsPunchesConventionalZonesToo) {
   vo.allow_discards = true;
   f.open(vo, /*hostile=*/false);
   ASSERT_TRUE(f.vol);
-  ASSERT_TRUE(f.vol->write_sync(ByteOffset{0}, data_of(kZone, 4)));
-  ASSERT_TRUE(f.vol->write_sync(ByteOffset{kZone}, data_of(kZone, 5)));
-  auto r = f.vol->discard_sync(ByteOffset{0}, 2 * kZone);
+  ASSERT_TRUE(f.vol->write(ByteOffset{0}, data_of(kZone, 4)));
+  ASSERT_TRUE(f.vol->write(ByteOffset{kZone}, data_of(kZone, 5)));
+  auto r = f.vol->discard(ByteOffset{0}, 2 * kZone);
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ(*r, 2 * kZone);
   EXPECT_EQ(f.vol->zones()->zone(kConventional).cond, volume::ZoneCond::kEmpty);
@@ -292,15 +287,15 @@ TEST(VolumeDiscard, PunchesWholeSectorsOnlyAndOnlyWhenAllowed) {
     ASSERT_TRUE(v);
     volume::Volume& vol = **v;
     const std::vector<std::byte> d = data_of(kImage, 9);
-    ASSERT_TRUE(vol.write_sync(ByteOffset{0}, d));
-    ASSERT_TRUE(vol.flush_sync());
+    ASSERT_TRUE(vol.write(ByteOffset{0}, d));
+    ASSERT_TRUE(vol.flush());
     const std::uint64_t off = (1 << 20) + 100, len = (1 << 20) + 1000;
-    auto r = vol.discard_sync(ByteOffset{off}, len);
+    auto r = vol.discard(ByteOffset{off}, len);
     if (!allow) {
       ASSERT_FALSE(r);
       EXPECT_EQ(r.error().code, Errc::kUnsupported);
       std::vector<std::byte> got(kImage);
-      ASSERT_TRUE(vol.read_sync(ByteOffset{0}, got));
+      ASSERT_TRUE(vol.read(ByteOffset{0}, got));
       EXPECT_EQ(got, d);
       continue;
     }
@@ -308,7 +303,7 @@ TEST(VolumeDiscard, PunchesWholeSectorsOnlyAndOnlyWhenAllowed) {
     const std::uint64_t s0 = (off + 511) / 512 * 512, s1 = (off + len) / 512 * 512;
     EXPECT_EQ(*r, s1 - s0);
     std::vector<std::byte> got(kImage);
-    ASSERT_TRUE(vol.read_sync(ByteOffset{0}, got));
+    ASSERT_TRUE(vol.read(ByteOffset{0}, got));
     EXPECT_TRUE(std::equal(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(s0), d.begin()));
     EXPECT_TRUE(std::equal(got.begin() + static_cast<std::ptrdiff_t>(s1), got.end(),
                            d.begin() + static_cast<std::ptrdiff_t>(s1)));
