@@ -4,6 +4,11 @@ function(cryptmap_target_defaults tgt)
   target_compile_options(${tgt} PRIVATE
     -Wall -Wextra -Wshadow -Wnon-virtual-dtor -Wpedantic
     $<$<COMPILE_LANGUAGE:CXX>:-Wold-style-cast>)
+  # clang checks the GUARDED_BY/REQUIRES annotations (base/thread_annotations.h); g++ has no
+  # such analysis.
+  if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    target_compile_options(${tgt} PRIVATE -Wthread-safety)
+  endif()
   if(CRYPTMAP_WERROR)
     target_compile_options(${tgt} PRIVATE -Werror)
   endif()

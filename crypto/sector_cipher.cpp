@@ -6,6 +6,7 @@
 #include "crypto/internal/cipher_catalog.h"
 #include "crypto/internal/context_pool.h"
 #include "crypto/internal/engines.h"
+#include "crypto/internal/sector_numbering.h"
 
 namespace cryptmap::crypto {
 namespace internal {
@@ -25,6 +26,13 @@ Result<void> check_run_shape(const SectorRun& run, std::uint32_t sector_size) {
     return make_error(Errc::kInvalid, "sector cipher: metadata given to a cipher without any",
                       run.first.value);
   return ok();
+}
+
+Result<std::size_t> SectorNumbering::begin_run(const SectorRun& run) const {
+  CRYPTMAP_TRY_VOID(check_run_shape(run, sector_size));
+  const std::size_t count = run.data.size() / sector_size;
+  CRYPTMAP_TRY_VOID(check_run(run.first.value, count));
+  return count;
 }
 
 namespace {

@@ -1,5 +1,6 @@
 #include "crypto/internal/aesni_cbc.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstring>
@@ -301,9 +302,18 @@ __attribute__((target("aes,sse2"))) void AesniCbcDecryptor::decrypt(std::byte* u
   }
 }
 
+// CPUID leaf 7 directly: clang 14's __builtin_cpu_supports does not know "vaes". VAES needs the
+// OS to save the YMM state (OSXSAVE and XCR0 bits 1-2), as AVX2 does.
 bool vaes_available() noexcept {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("vaes") && __builtin_cpu_supports("avx2");
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & bit_OSXSAVE) == 0) return false;
+  std::uint32_t xcr0_lo = 0, xcr0_hi = 0;
+  __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  if ((xcr0_lo & 0x6u) != 0x6u) return false;  // XMM and YMM state enabled by the OS
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+  constexpr unsigned kAvx2 = 1u << 5;  // leaf 7 EBX
+  constexpr unsigned kVaes = 1u << 9;  // leaf 7 ECX
+  return (b & kAvx2) != 0 && (c & kVaes) != 0;
 }
 
 }  // namespace cryptmap::crypto::internal

@@ -297,9 +297,7 @@ class GenericCipher final : public SectorCipher {
         spec_(config.spec),
         layout_(layout),
         key_(std::move(key)),
-        numbering_{config.sector_size,
-                   static_cast<std::uint32_t>(__builtin_ctz(config.sector_size / 512)),
-                   config.iv_large_sectors, config.iv_offset},
+        numbering_(SectorNumbering::of(config)),
         pool_([this] { return make_context(); }) {}
 
   Result<void> init() {
@@ -369,11 +367,9 @@ class GenericCipher final : public SectorCipher {
   }
 
   Result<void> crypt(const SectorRun& run, bool enc) const {
-    CRYPTMAP_TRY_VOID(check_run_shape(run, numbering_.sector_size));
-    const std::size_t ss = numbering_.sector_size;
-    const std::size_t count = run.data.size() / ss;
+    CRYPTMAP_TRY(count, numbering_.begin_run(run));
     if (count == 0) return ok();
-    CRYPTMAP_TRY_VOID(numbering_.check_run(run.first.value, count));
+    const std::size_t ss = numbering_.sector_size;
     CRYPTMAP_TRY(lease, pool_.acquire());
     if (enc && lease->cbc_lanes) return encrypt_cbc_lanes(*lease, run, count);
     if (!enc && lease->cbc_dec) return decrypt_cbc_aesni(*lease, run, count);

@@ -14,11 +14,10 @@
 #include "crypto/internal/context_pool.h"
 #include "crypto/internal/engines.h"
 #include "crypto/internal/sector_numbering.h"
+#include "crypto/internal/simple_iv.h"
 
 namespace cryptmap::crypto::internal {
 namespace {
-
-enum class SimpleIv : std::uint8_t { kPlain, kPlain64, kPlain64Be, kNull };
 
 struct CtxFree {
   void operator()(EVP_CIPHER_CTX* c) const noexcept { EVP_CIPHER_CTX_free(c); }  // cleanses
@@ -39,9 +38,7 @@ class OpenSslXtsCipher final : public SectorCipher {
   OpenSslXtsCipher(const SectorCipherConfig& config, SecretBytes key, SimpleIv iv)
       : key_(std::move(key)),
         iv_(iv),
-        numbering_{config.sector_size,
-                   static_cast<std::uint32_t>(__builtin_ctz(config.sector_size / 512)),
-                   config.iv_large_sectors, config.iv_offset},
+        numbering_(SectorNumbering::of(config)),
         pool_([this] { return make_context(); }) {}
 
   Result<void> init() {
@@ -71,30 +68,18 @@ class OpenSslXtsCipher final : public SectorCipher {
     return ctx;
   }
 
-  void make_iv(IvSector s, unsigned char* iv) const noexcept {
-    std::memset(iv, 0, 16);
-    auto* b = reinterpret_cast<std::byte*>(iv);
-    switch (iv_) {
-      case SimpleIv::kPlain64: store_le64(b, s.value); break;
-      case SimpleIv::kPlain: store_le32(b, static_cast<std::uint32_t>(s.value)); break;
-      case SimpleIv::kPlain64Be: store_be64(b + 8, s.value); break;
-      case SimpleIv::kNull: break;
-    }
-  }
 
   Result<void> crypt(const SectorRun& run, int enc) const {
-    CRYPTMAP_TRY_VOID(check_run_shape(run, numbering_.sector_size));
-    const std::size_t ss = numbering_.sector_size;
-    const std::size_t count = run.data.size() / ss;
+    CRYPTMAP_TRY(count, numbering_.begin_run(run));
     if (count == 0) return ok();
-    CRYPTMAP_TRY_VOID(numbering_.check_run(run.first.value, count));
+    const std::size_t ss = numbering_.sector_size;
     CRYPTMAP_TRY(lease, pool_.acquire());
     EVP_CIPHER_CTX* ctx = enc ? lease->enc.get() : lease->dec.get();
     auto* p = reinterpret_cast<unsigned char*>(run.data.data());
     alignas(16) unsigned char iv[16];
     for (std::size_t k = 0; k < count; ++k, p += ss) {
       const std::uint64_t cc = numbering_.cc_sector(run.first.value + k);
-      make_iv(numbering_.iv_sector(cc), iv);
+      write_simple_iv(iv_, numbering_.iv_sector(cc).value, reinterpret_cast<std::byte*>(iv));
       int outl = 0;
       if (EVP_CipherInit_ex(ctx, nullptr, nullptr, nullptr, iv, -1) != 1 ||
           EVP_CipherUpdate(ctx, p, &outl, p, static_cast<int>(ss)) != 1 ||
@@ -112,33 +97,19 @@ class OpenSslXtsCipher final : public SectorCipher {
   ContextPool<XtsContext> pool_;
 };
 
-bool simple_iv(const std::string& mode, SimpleIv& out) {
-  if (mode == "plain64") out = SimpleIv::kPlain64;
-  else if (mode == "plain") out = SimpleIv::kPlain;
-  else if (mode == "plain64be") out = SimpleIv::kPlain64Be;
-  else if (mode == "null") out = SimpleIv::kNull;
-  else return false;
-  return true;
-}
-
 }  // namespace
 
 bool openssl_xts_supports(const SectorCipherConfig& config, const KeyLayout& layout) {
-  SimpleIv iv{};
-  return config.spec.cipher == "aes" && config.spec.chain_mode == "xts" &&
-         layout.tfm_count == 1 && layout.extra_bytes == 0 &&
-         (layout.subkey_bytes == 32 || layout.subkey_bytes == 64) &&
-         simple_iv(config.spec.iv_mode, iv);
+  return simple_aes_xts(config, layout).has_value();
 }
 
 Result<std::unique_ptr<SectorCipher>> make_openssl_xts_cipher(const SectorCipherConfig& config,
                                                               const KeyLayout& layout,
                                                               std::span<const std::byte> key) {
-  SimpleIv iv{};
-  if (!openssl_xts_supports(config, layout) || !simple_iv(config.spec.iv_mode, iv))
-    return make_error(Errc::kUnsupported, "AES-XTS (OpenSSL): configuration not supported");
+  const std::optional<SimpleIv> iv = simple_aes_xts(config, layout);
+  if (!iv) return make_error(Errc::kUnsupported, "AES-XTS (OpenSSL): configuration not supported");
   CRYPTMAP_TRY(secret, SecretBytes::copy_of(key));
-  auto cipher = std::make_unique<OpenSslXtsCipher>(config, std::move(secret), iv);
+  auto cipher = std::make_unique<OpenSslXtsCipher>(config, std::move(secret), *iv);
   CRYPTMAP_TRY_VOID(cipher->init());
   return std::unique_ptr<SectorCipher>(std::move(cipher));
 }

@@ -8,10 +8,18 @@
 
 #include "base/result.h"
 #include "base/units.h"
+#include "crypto/sector_cipher.h"
 
 namespace cryptmap::crypto::internal {
 
 struct SectorNumbering {
+  // The numbering a cipher configuration asks for (sector_size a power of two >= 512).
+  static SectorNumbering of(const SectorCipherConfig& config) noexcept {
+    return {config.sector_size,
+            static_cast<std::uint32_t>(__builtin_ctz(config.sector_size / 512)),
+            config.iv_large_sectors, config.iv_offset};
+  }
+
   std::uint32_t sector_size = 512;
   std::uint32_t shift = 0;  // log2(sector_size / 512)
   bool iv_large_sectors = false;
@@ -31,6 +39,9 @@ struct SectorNumbering {
       return make_error(Errc::kInvalid, "sector cipher: sector number out of range", first);
     return ok();
   }
+  // The prologue every engine's conversion starts with: the run must be whole sectors of this
+  // size (check_run_shape) whose numbers do not overflow (check_run). Returns the sector count.
+  Result<std::size_t> begin_run(const SectorRun& run) const;
 };
 
 }  // namespace cryptmap::crypto::internal
