@@ -2,7 +2,9 @@
 // (lib/setup.c _crypt_load_luks, lib/luks1/keymanage.c LUKS_open_key_with_hdr,
 // lib/luks2/luks2_keyslot.c LUKS2_keyslot_open, luks2_digest_pbkdf2.c PBKDF2_digest_verify).
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <vector>
 
 #include "base/bytes.h"
 #include "crypto/hash.h"
@@ -35,6 +37,35 @@ Result<crypto::CipherSpec> parse_cipher(const std::string& spec, const char* wha
   auto c = crypto::CipherSpec::parse(spec);
   if (!c) return fail(make_error_fmt(Errc::kUnsupported, what, kNoObject, "cipher '%s'", spec.c_str()));
   return c;
+}
+
+// cryptsetup's keyslot search (LUKS_open_key_with_hdr / LUKS2_keyslot_open), shared by both
+// versions: an explicit slot is tried alone; otherwise the slots of `order` are tried in turn,
+// skipping wrong passphrases (EPERM) and unusable slots (ENOENT) and stopping at anything else.
+// `open_slot(int)` returns the volume key or the slot's error.
+template <class OpenSlot, class Order>
+Result<UnlockedKey> search_keyslots(std::optional<int> keyslot, const Order& order,
+                                    OpenSlot&& open_slot) {
+  if (keyslot) {
+    auto r = open_slot(*keyslot);
+    if (!r) {
+      if (r.error().code == Errc::kNotFound) return fail(no_usable_keyslot());
+      return fail(r.error());
+    }
+    return UnlockedKey{std::move(*r), *keyslot};
+  }
+  bool tried = false;
+  for (int slot : order) {
+    auto r = open_slot(slot);
+    if (r) return UnlockedKey{std::move(*r), slot};
+    if (r.error().code == Errc::kBadKey) {
+      tried = true;
+      continue;
+    }
+    if (r.error().code == Errc::kNotFound) continue;
+    return fail(r.error());  // cryptsetup stops on anything but EPERM/ENOENT
+  }
+  return fail(tried ? no_key() : no_usable_keyslot());
 }
 
 }  // namespace
@@ -109,26 +140,9 @@ Result<SecretBytes> Luks1Header::open_slot(int slot, std::span<const std::byte> 
 
 Result<UnlockedKey> Luks1Header::unlock(std::span<const std::byte> passphrase,
                                         std::optional<int> keyslot) const {
-  if (keyslot) {
-    auto r = open_slot(*keyslot, passphrase);
-    if (!r) {
-      if (r.error().code == Errc::kNotFound) return fail(no_usable_keyslot());
-      return fail(r.error());
-    }
-    return UnlockedKey{std::move(*r), *keyslot};
-  }
-  bool tried = false;
-  for (int i = 0; i < static_cast<int>(luks1::kNumKeys); ++i) {
-    auto r = open_slot(i, passphrase);
-    if (r) return UnlockedKey{std::move(*r), i};
-    if (r.error().code == Errc::kBadKey) {
-      tried = true;
-      continue;
-    }
-    if (r.error().code == Errc::kNotFound) continue;
-    return fail(r.error());  // cryptsetup stops on anything but EPERM/ENOENT
-  }
-  return fail(tried ? no_key() : no_usable_keyslot());
+  std::array<int, luks1::kNumKeys> order{};
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+  return search_keyslots(keyslot, order, [&](int slot) { return open_slot(slot, passphrase); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,30 +289,12 @@ Result<SecretBytes> Luks2Header::open_slot(int slot, std::span<const std::byte> 
 
 Result<UnlockedKey> Luks2Header::unlock(std::span<const std::byte> passphrase,
                                         std::optional<int> keyslot) const {
-  if (keyslot) {
-    auto r = open_slot(*keyslot, passphrase);
-    if (!r) {
-      if (r.error().code == Errc::kNotFound) return fail(no_usable_keyslot());
-      return fail(r.error());
-    }
-    return UnlockedKey{std::move(*r), *keyslot};
-  }
   // Priority 2 ("prefer") first, then 1 ("normal"); 0 ("ignore") only by explicit request.
-  bool tried = false;
-  for (int priority : {2, 1}) {
-    for (const auto& k : meta().keyslots) {
-      if (k.priority != priority) continue;
-      auto r = open_slot(k.id, passphrase);
-      if (r) return UnlockedKey{std::move(*r), k.id};
-      if (r.error().code == Errc::kBadKey) {
-        tried = true;
-        continue;
-      }
-      if (r.error().code == Errc::kNotFound) continue;
-      return fail(r.error());
-    }
-  }
-  return fail(tried ? no_key() : no_usable_keyslot());
+  std::vector<int> order;
+  for (int priority : {2, 1})
+    for (const auto& k : meta().keyslots)
+      if (k.priority == priority) order.push_back(k.id);
+  return search_keyslots(keyslot, order, [&](int slot) { return open_slot(slot, passphrase); });
 }
 
 }  // namespace format
