@@ -4,7 +4,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(
   # build
-  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
+  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format clang-tidy
   libfuse3-dev fuse3 libcrypto++-dev libssl-dev libtbb-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libargon2-dev libcli11-dev libgtest-dev libgmock-dev
   # tests: real components
