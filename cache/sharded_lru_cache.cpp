@@ -6,11 +6,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <mutex>
 #include <vector>
 
 #include "base/check.h"
 #include "base/io_memory.h"
+#include "base/mutex.h"
 #include "base/secret.h"
 #include "cache/sector_cache.h"
 
@@ -60,6 +60,7 @@ class Shard {
  public:
   void init(std::byte* mem, std::uint32_t capacity, std::uint32_t block_size,
             std::uint32_t protected_percent) {
+    MutexLock lock(mu);  // before the shard is shared: uncontended, keeps the rule uniform
     mem_ = mem;
     bs_ = block_size;
     entries_.resize(capacity);
@@ -73,12 +74,12 @@ class Shard {
         1, static_cast<std::uint32_t>(std::uint64_t{capacity} * protected_percent / 100));
   }
 
-  std::mutex mu;
+  Mutex mu;
 
-  // All below: caller must hold mu.
-  std::byte* data(std::uint32_t i) { return mem_ + std::size_t{i} * bs_; }
+  // All below: the caller holds mu (checked by clang's -Wthread-safety).
+  std::byte* data(std::uint32_t i) REQUIRES(mu) { return mem_ + std::size_t{i} * bs_; }
 
-  std::uint32_t find(std::uint64_t key) const {
+  std::uint32_t find(std::uint64_t key) const REQUIRES(mu) {
     for (std::uint32_t i = buckets_[bucket(key)]; i != kNil; i = entries_[i].hnext) {
       if (entries_[i].key == key) return i;
     }
@@ -86,7 +87,7 @@ class Shard {
   }
 
   // A hit: promotes probationary blocks, refreshes protected ones.
-  void touch(std::uint32_t i) {
+  void touch(std::uint32_t i) REQUIRES(mu) {
     Entry& e = entries_[i];
     if (e.segment == Segment::kProbation) {
       const bool was_linked = e.in_lru;
@@ -107,7 +108,7 @@ class Shard {
   }
 
   // Allocates a slot for `key` (absent), evicting a clean unpinned block if needed.
-  std::uint32_t allocate(std::uint64_t key, std::uint64_t* evictions) {
+  std::uint32_t allocate(std::uint64_t key, std::uint64_t* evictions) REQUIRES(mu) {
     std::uint32_t i = free_;
     if (i != kNil) {
       free_ = entries_[i].hnext;
@@ -132,7 +133,7 @@ class Shard {
     return i;
   }
 
-  void set_dirty(std::uint32_t i, std::atomic<std::uint64_t>& dirty_blocks) {
+  void set_dirty(std::uint32_t i, std::atomic<std::uint64_t>& dirty_blocks) REQUIRES(mu) {
     Entry& e = entries_[i];
     ++e.version;
     if (e.dirty) return;
@@ -149,7 +150,7 @@ class Shard {
     dirty_blocks.fetch_add(1, std::memory_order_relaxed);
   }
 
-  void clear_dirty(std::uint32_t i, std::atomic<std::uint64_t>& dirty_blocks) {
+  void clear_dirty(std::uint32_t i, std::atomic<std::uint64_t>& dirty_blocks) REQUIRES(mu) {
     Entry& e = entries_[i];
     if (!e.dirty) return;
     if (e.dprev != kNil) entries_[e.dprev].dnext = e.dnext; else dirty_.head = e.dnext;
@@ -164,19 +165,19 @@ class Shard {
   }
 
   // Puts an evictable block (clean, unpinned, resident) back into its segment's LRU list.
-  void relink(std::uint32_t i) {
+  void relink(std::uint32_t i) REQUIRES(mu) {
     Entry& e = entries_[i];
     if (!e.in_lru && !e.dirty && e.pins == 0 && e.in_table) push_lru(i);
   }
 
-  void pin(std::uint32_t i) {
+  void pin(std::uint32_t i) REQUIRES(mu) {
     Entry& e = entries_[i];
     ++e.pins;
     if (e.in_lru) unlink_lru(i);
   }
 
   // Returns true when the slot was released.
-  bool unpin(std::uint32_t i) {
+  bool unpin(std::uint32_t i) REQUIRES(mu) {
     Entry& e = entries_[i];
     CRYPTMAP_CHECK(e.pins > 0);
     if (--e.pins == 0 && !e.in_table) {
@@ -187,7 +188,7 @@ class Shard {
     return false;
   }
 
-  void erase(std::uint32_t i, std::atomic<std::uint64_t>& dirty_blocks) {
+  void erase(std::uint32_t i, std::atomic<std::uint64_t>& dirty_blocks) REQUIRES(mu) {
     Entry& e = entries_[i];
     if (e.dirty) {
       // Drop from the dirty list without relinking.
@@ -200,32 +201,32 @@ class Shard {
     if (e.pins == 0) release(i);
   }
 
-  std::size_t collect_dirty(std::span<std::uint64_t> out) const {
+  std::size_t collect_dirty(std::span<std::uint64_t> out) const REQUIRES(mu) {
     std::size_t n = 0;
     for (std::uint32_t i = dirty_.head; i != kNil && n < out.size(); i = entries_[i].dnext) {
       out[n++] = entries_[i].key;
     }
     return n;
   }
-  std::optional<std::int64_t> oldest_dirty_ns() const {
+  std::optional<std::int64_t> oldest_dirty_ns() const REQUIRES(mu) {
     if (dirty_.head == kNil) return std::nullopt;
     return entries_[dirty_.head].dirty_since_ns;
   }
 
-  Entry& entry(std::uint32_t i) { return entries_[i]; }
+  Entry& entry(std::uint32_t i) REQUIRES(mu) { return entries_[i]; }
   // Wipes every block that ever held data (slots are handed out lowest first, so untouched
   // pages past the high-water mark are never faulted in just to be zeroed).
-  void wipe_all() { secure_zero(mem_, std::size_t{high_water_} * bs_); }
-  std::uint64_t resident() const { return resident_; }
+  void wipe_all() REQUIRES(mu) { secure_zero(mem_, std::size_t{high_water_} * bs_); }
+  std::uint64_t resident() const REQUIRES(mu) { return resident_; }
 
  private:
-  std::uint32_t bucket(std::uint64_t key) const {
+  std::uint32_t bucket(std::uint64_t key) const REQUIRES(mu) {
     return static_cast<std::uint32_t>(mix(key)) & mask_;
   }
-  List& list_of(const Entry& e) {
+  List& list_of(const Entry& e) REQUIRES(mu) {
     return e.segment == Segment::kProbation ? probation_ : protected_;
   }
-  void push_lru(std::uint32_t i) {
+  void push_lru(std::uint32_t i) REQUIRES(mu) {
     Entry& e = entries_[i];
     List& l = list_of(e);
     e.prev = kNil;
@@ -236,7 +237,7 @@ class Shard {
     ++l.size;
     e.in_lru = true;
   }
-  void unlink_lru(std::uint32_t i) {
+  void unlink_lru(std::uint32_t i) REQUIRES(mu) {
     Entry& e = entries_[i];
     List& l = list_of(e);
     if (e.prev != kNil) entries_[e.prev].next = e.next; else l.head = e.next;
@@ -245,7 +246,7 @@ class Shard {
     --l.size;
     e.in_lru = false;
   }
-  void remove_from_table(std::uint32_t i) {
+  void remove_from_table(std::uint32_t i) REQUIRES(mu) {
     Entry& e = entries_[i];
     if (!e.in_table) return;
     std::uint32_t* link = &buckets_[bucket(e.key)];
@@ -255,7 +256,7 @@ class Shard {
     e.in_table = false;
     --resident_;
   }
-  void release(std::uint32_t i) {
+  void release(std::uint32_t i) REQUIRES(mu) {
     secure_zero(data(i), bs_);
     Entry& e = entries_[i];
     e = Entry{};
@@ -265,14 +266,16 @@ class Shard {
 
   std::byte* mem_ = nullptr;
   std::uint32_t bs_ = 0;
-  std::vector<Entry> entries_;
-  std::vector<std::uint32_t> buckets_;
+  std::vector<Entry> entries_ GUARDED_BY(mu);
+  std::vector<std::uint32_t> buckets_ GUARDED_BY(mu);
   std::uint32_t mask_ = 0;
-  std::uint32_t free_ = kNil;
-  std::uint32_t protected_cap_ = 1;
-  List probation_, protected_, dirty_;
-  std::uint64_t resident_ = 0;
-  std::uint32_t high_water_ = 0;
+  std::uint32_t free_ GUARDED_BY(mu) = kNil;
+  std::uint32_t protected_cap_ GUARDED_BY(mu) = 1;
+  List probation_ GUARDED_BY(mu);
+  List protected_ GUARDED_BY(mu);
+  List dirty_ GUARDED_BY(mu);
+  std::uint64_t resident_ GUARDED_BY(mu) = 0;
+  std::uint32_t high_water_ GUARDED_BY(mu) = 0;
 };
 
 class ShardedLruCache final : public SectorCache {
@@ -292,7 +295,10 @@ class ShardedLruCache final : public SectorCache {
     }
   }
   ~ShardedLruCache() override {
-    for (Shard& sh : shards_) sh.wipe_all();
+    for (Shard& sh : shards_) {
+      MutexLock lock(sh.mu);
+      sh.wipe_all();
+    }
     (void)::munlock(mem_, mem_bytes_);
     (void)::munmap(mem_, mem_bytes_);
   }
@@ -300,7 +306,7 @@ class ShardedLruCache final : public SectorCache {
   bool read(std::uint64_t index, std::size_t skip, std::span<std::byte> dst) override {
     CRYPTMAP_CHECK(skip + dst.size() <= bs_);
     Shard& sh = shard(index);
-    std::lock_guard lock(sh.mu);
+    MutexLock lock(sh.mu);
     const std::uint32_t i = sh.find(index);
     if (i == kNil) {
       misses_.fetch_add(1, std::memory_order_relaxed);
@@ -314,7 +320,7 @@ class ShardedLruCache final : public SectorCache {
 
   bool contains(std::uint64_t index) override {
     Shard& sh = shard(index);
-    std::lock_guard lock(sh.mu);
+    MutexLock lock(sh.mu);
     return sh.find(index) != kNil;
   }
 
@@ -322,7 +328,7 @@ class ShardedLruCache final : public SectorCache {
                         std::span<const std::byte> src) override {
     CRYPTMAP_CHECK(skip + src.size() <= bs_);
     Shard& sh = shard(index);
-    std::lock_guard lock(sh.mu);
+    MutexLock lock(sh.mu);
     const std::uint32_t i = sh.find(index);
     if (i == kNil) return false;
     std::memcpy(sh.data(i) + skip, src.data(), src.size());
@@ -334,7 +340,7 @@ class ShardedLruCache final : public SectorCache {
   PutResult put(std::uint64_t index, std::span<const std::byte> block, bool dirty) override {
     CRYPTMAP_CHECK(block.size() == bs_);
     Shard& sh = shard(index);
-    std::lock_guard lock(sh.mu);
+    MutexLock lock(sh.mu);
     std::uint32_t i = sh.find(index);
     if (i != kNil) {
       if (!dirty) return PutResult::kKeptExisting;
@@ -362,7 +368,7 @@ class ShardedLruCache final : public SectorCache {
 
   void erase(std::uint64_t index) override {
     Shard& sh = shard(index);
-    std::lock_guard lock(sh.mu);
+    MutexLock lock(sh.mu);
     const std::uint32_t i = sh.find(index);
     if (i != kNil) sh.erase(i, dirty_blocks_);
   }
@@ -370,7 +376,7 @@ class ShardedLruCache final : public SectorCache {
   Pin pin(std::uint64_t index) override {
     const std::uint32_t s = shard_of(index);
     Shard& sh = shards_[s];
-    std::lock_guard lock(sh.mu);
+    MutexLock lock(sh.mu);
     const std::uint32_t i = sh.find(index);
     if (i == kNil) return {};
     sh.pin(i);
@@ -380,7 +386,7 @@ class ShardedLruCache final : public SectorCache {
   std::size_t collect_dirty(std::span<std::uint64_t> out) override {
     std::size_t n = 0;
     for (Shard& sh : shards_) {
-      std::lock_guard lock(sh.mu);
+      MutexLock lock(sh.mu);
       n += sh.collect_dirty(out.subspan(n));
     }
     return n;
@@ -390,7 +396,7 @@ class ShardedLruCache final : public SectorCache {
                                               std::span<std::byte> dst) override {
     CRYPTMAP_CHECK(dst.size() == bs_);
     Shard& sh = shard(index);
-    std::lock_guard lock(sh.mu);
+    MutexLock lock(sh.mu);
     const std::uint32_t i = sh.find(index);
     if (i == kNil || !sh.entry(i).dirty) return std::nullopt;
     std::memcpy(dst.data(), sh.data(i), bs_);
@@ -399,7 +405,7 @@ class ShardedLruCache final : public SectorCache {
 
   bool mark_clean(std::uint64_t index, std::uint64_t version) override {
     Shard& sh = shard(index);
-    std::lock_guard lock(sh.mu);
+    MutexLock lock(sh.mu);
     const std::uint32_t i = sh.find(index);
     if (i == kNil || !sh.entry(i).dirty || sh.entry(i).version != version) return false;
     sh.clear_dirty(i, dirty_blocks_);
@@ -409,7 +415,7 @@ class ShardedLruCache final : public SectorCache {
   std::optional<std::chrono::steady_clock::time_point> oldest_dirty() override {
     std::optional<std::int64_t> best;
     for (Shard& sh : shards_) {
-      std::lock_guard lock(sh.mu);
+      MutexLock lock(sh.mu);
       const auto t = sh.oldest_dirty_ns();
       if (t && (!best || *t < *best)) best = t;
     }
@@ -433,7 +439,7 @@ class ShardedLruCache final : public SectorCache {
     s.no_room = no_room_.load();
     s.dirty_blocks = dirty_blocks_.load();
     for (Shard& sh : shards_) {
-      std::lock_guard lock(sh.mu);
+      MutexLock lock(sh.mu);
       s.resident_blocks += sh.resident();
     }
     return s;
@@ -442,14 +448,14 @@ class ShardedLruCache final : public SectorCache {
  protected:
   void unpin(std::uint32_t s, std::uint32_t slot) noexcept override {
     Shard& sh = shards_[s];
-    std::lock_guard lock(sh.mu);
+    MutexLock lock(sh.mu);
     sh.unpin(slot);
   }
   void pinned_read(std::uint32_t s, std::uint32_t slot, std::size_t skip,
                    std::span<std::byte> dst) override {
     CRYPTMAP_CHECK(skip + dst.size() <= bs_);
     Shard& sh = shards_[s];
-    std::lock_guard lock(sh.mu);
+    MutexLock lock(sh.mu);
     std::memcpy(dst.data(), sh.data(slot) + skip, dst.size());
   }
 
