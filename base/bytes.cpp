@@ -1,6 +1,21 @@
 #include "base/bytes.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace cryptmap {
+
+std::string read_cstr_field(const std::byte* p, std::size_t len) {
+  std::size_t n = 0;
+  while (n + 1 < len && p[n] != std::byte{0}) ++n;
+  return std::string(reinterpret_cast<const char*>(p), n);
+}
+
+void write_cstr_field(std::byte* p, std::size_t len, std::string_view s) noexcept {
+  if (len == 0) return;
+  std::memset(p, 0, len);
+  std::memcpy(p, s.data(), std::min(s.size(), len - 1));
+}
 
 std::string to_hex(std::span<const std::byte> bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";

@@ -41,6 +41,12 @@ inline void store_le32(std::byte* p, std::uint32_t v) noexcept {
   for (int i = 0; i < 4; ++i) p[i] = std::byte(v >> (8 * i));
 }
 
+// A fixed-size, NUL-padded string field of `len` bytes (LUKS headers): read stops at the first
+// NUL or at len-1 characters (cryptsetup forces the last byte to NUL); write truncates to
+// len-1 characters and pads with NULs.
+std::string read_cstr_field(const std::byte* p, std::size_t len);
+void write_cstr_field(std::byte* p, std::size_t len, std::string_view s) noexcept;
+
 std::string to_hex(std::span<const std::byte> bytes);
 Result<std::vector<std::byte>> from_hex(std::string_view hex);
 

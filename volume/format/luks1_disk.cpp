@@ -20,18 +20,6 @@ constexpr std::size_t kOffVersion = 6, kOffCipherName = 8, kOffCipherMode = 40, 
                       kOffKeyBlock = 208, kKeyBlockSize = 48;
 constexpr std::size_t kNameLen = 32, kUuidLen = 40;
 
-// A NUL-terminated string of at most len-1 characters (cryptsetup forces the last byte to NUL).
-std::string read_cstr(const std::byte* p, std::size_t len) {
-  std::size_t n = 0;
-  while (n + 1 < len && p[n] != std::byte{0}) ++n;
-  return std::string(reinterpret_cast<const char*>(p), n);
-}
-
-void write_cstr(std::byte* p, std::size_t len, const std::string& s) {
-  std::memset(p, 0, len);
-  std::memcpy(p, s.data(), std::min(s.size(), len - 1));
-}
-
 Error slot_invalid(std::uint32_t slot, const char* why) {
   return make_error_fmt(Errc::kCorrupt, "LUKS keyslot is invalid", slot, "%s", why);
 }
@@ -83,15 +71,15 @@ Result<Phdr> parse_phdr(std::span<const std::byte> raw, std::uint64_t device_byt
   if (h.version != 1)
     return fail(make_error_fmt(Errc::kUnsupported, "unsupported LUKS version", h.version,
                                "Unsupported LUKS version %u on %s.", h.version, dev.c_str()));
-  h.cipher_name = read_cstr(p + kOffCipherName, kNameLen);
-  h.cipher_mode = read_cstr(p + kOffCipherMode, kNameLen);
-  h.hash_spec = read_cstr(p + kOffHashSpec, kNameLen);
+  h.cipher_name = read_cstr_field(p + kOffCipherName, kNameLen);
+  h.cipher_mode = read_cstr_field(p + kOffCipherMode, kNameLen);
+  h.hash_spec = read_cstr_field(p + kOffHashSpec, kNameLen);
   h.payload_offset = load_be32(p + kOffPayloadOffset);
   h.key_bytes = load_be32(p + kOffKeyBytes);
   std::memcpy(h.mk_digest.data(), p + kOffMkDigest, kDigestSize);
   std::memcpy(h.mk_digest_salt.data(), p + kOffMkDigestSalt, kSaltSize);
   h.mk_digest_iterations = load_be32(p + kOffMkDigestIter);
-  h.uuid = read_cstr(p + kOffUuid, kUuidLen);
+  h.uuid = read_cstr_field(p + kOffUuid, kUuidLen);
   for (std::uint32_t i = 0; i < kNumKeys; ++i) {
     const std::byte* k = p + kOffKeyBlock + i * kKeyBlockSize;
     KeyBlock& kb = h.key_block[i];
@@ -151,15 +139,15 @@ void serialize_phdr(const Phdr& h, std::span<std::byte, kPhdrSize> out) {
   std::memset(p, 0, kPhdrSize);
   for (std::size_t i = 0; i < kMagic.size(); ++i) p[i] = std::byte{kMagic[i]};
   store_be16(p + kOffVersion, h.version);
-  write_cstr(p + kOffCipherName, kNameLen, h.cipher_name);
-  write_cstr(p + kOffCipherMode, kNameLen, h.cipher_mode);
-  write_cstr(p + kOffHashSpec, kNameLen, h.hash_spec);
+  write_cstr_field(p + kOffCipherName, kNameLen, h.cipher_name);
+  write_cstr_field(p + kOffCipherMode, kNameLen, h.cipher_mode);
+  write_cstr_field(p + kOffHashSpec, kNameLen, h.hash_spec);
   store_be32(p + kOffPayloadOffset, h.payload_offset);
   store_be32(p + kOffKeyBytes, h.key_bytes);
   std::memcpy(p + kOffMkDigest, h.mk_digest.data(), kDigestSize);
   std::memcpy(p + kOffMkDigestSalt, h.mk_digest_salt.data(), kSaltSize);
   store_be32(p + kOffMkDigestIter, h.mk_digest_iterations);
-  write_cstr(p + kOffUuid, kUuidLen, h.uuid);
+  write_cstr_field(p + kOffUuid, kUuidLen, h.uuid);
   for (std::uint32_t i = 0; i < kNumKeys; ++i) {
     std::byte* k = p + kOffKeyBlock + i * kKeyBlockSize;
     const KeyBlock& kb = h.key_block[i];

@@ -22,15 +22,6 @@ constexpr std::size_t kLabelLen = 48, kCsumAlgLen = 32, kUuidLen = 40, kSaltLen 
 constexpr std::array<std::uint64_t, 9> kHdr2Offsets = {0x4000,  0x8000,   0x10000,  0x20000, 0x40000,
                                                        0x80000, 0x100000, 0x200000, 0x400000};
 
-std::string read_cstr(const std::byte* p, std::size_t len) {
-  std::size_t n = 0;
-  while (n + 1 < len && p[n] != std::byte{0}) ++n;
-  return std::string(reinterpret_cast<const char*>(p), n);
-}
-void write_cstr(std::byte* p, std::size_t len, const std::string& s) {
-  std::memset(p, 0, len);
-  std::memcpy(p, s.data(), std::min(s.size(), len - 1));
-}
 bool magic_is(const std::byte* p, const std::array<std::uint8_t, 6>& m) {
   for (std::size_t i = 0; i < m.size(); ++i)
     if (std::to_integer<std::uint8_t>(p[i]) != m[i]) return false;
@@ -142,11 +133,11 @@ Result<BinHeader> parse_bin_header(std::span<const std::byte, kHdrBinLen> raw, b
   if (secondary && offset != h.hdr_size)
     return fail(make_error(Errc::kCorrupt, "LUKS2 secondary header: hdr_size differs from its offset", offset));
   h.seqid = load_be64(p + kOffSeqid);
-  h.label = read_cstr(p + kOffLabel, kLabelLen);
-  h.checksum_alg = read_cstr(p + kOffCsumAlg, kCsumAlgLen);
+  h.label = read_cstr_field(p + kOffLabel, kLabelLen);
+  h.checksum_alg = read_cstr_field(p + kOffCsumAlg, kCsumAlgLen);
   std::memcpy(h.salt.data(), p + kOffSalt, kSaltLen);
-  h.uuid = read_cstr(p + kOffUuid, kUuidLen);
-  h.subsystem = read_cstr(p + kOffSubsystem, kLabelLen);
+  h.uuid = read_cstr_field(p + kOffUuid, kUuidLen);
+  h.subsystem = read_cstr_field(p + kOffSubsystem, kLabelLen);
   std::memcpy(h.csum.data(), p + kOffCsum, kCsumLen);
   return h;
 }
@@ -159,11 +150,11 @@ void serialize_bin_header(const BinHeader& h, std::span<std::byte, kHdrBinLen> o
   store_be16(p + kOffVersion, h.version);
   store_be64(p + kOffHdrSize, h.hdr_size);
   store_be64(p + kOffSeqid, h.seqid);
-  write_cstr(p + kOffLabel, kLabelLen, h.label);
-  write_cstr(p + kOffCsumAlg, kCsumAlgLen, h.checksum_alg);
+  write_cstr_field(p + kOffLabel, kLabelLen, h.label);
+  write_cstr_field(p + kOffCsumAlg, kCsumAlgLen, h.checksum_alg);
   std::memcpy(p + kOffSalt, h.salt.data(), kSaltLen);
-  write_cstr(p + kOffUuid, kUuidLen, h.uuid);
-  write_cstr(p + kOffSubsystem, kLabelLen, h.subsystem);
+  write_cstr_field(p + kOffUuid, kUuidLen, h.uuid);
+  write_cstr_field(p + kOffSubsystem, kLabelLen, h.subsystem);
   store_be64(p + kOffHdrOffset, h.hdr_offset);
   std::memcpy(p + kOffCsum, h.csum.data(), kCsumLen);
 }

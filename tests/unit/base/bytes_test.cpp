@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+
 namespace cryptmap {
 namespace {
 
@@ -21,6 +23,21 @@ TEST(BytesTest, hexRoundTripAndErrors) {
   EXPECT_EQ(to_hex(*v), "00ff10ab");
   EXPECT_EQ(from_hex("abc").error().code, Errc::kInvalid);
   EXPECT_EQ(from_hex("zz").error().object, 0u);
+}
+
+// LUKS string fields: at most len-1 characters, the last byte always NUL.
+TEST(CstrField, WritesPaddedAndTruncatedAndReadsBackUpToTheFirstNul) {
+  std::array<std::byte, 8> f{};
+  f.fill(std::byte{0x55});
+  write_cstr_field(f.data(), f.size(), "aes");
+  EXPECT_EQ(read_cstr_field(f.data(), f.size()), "aes");
+  EXPECT_EQ(f[3], std::byte{0});
+  EXPECT_EQ(f[7], std::byte{0});
+  write_cstr_field(f.data(), f.size(), "0123456789");
+  EXPECT_EQ(read_cstr_field(f.data(), f.size()), "0123456");
+  EXPECT_EQ(f[7], std::byte{0});
+  f.fill(std::byte{'x'});  // no NUL at all (hostile header): stops at len-1
+  EXPECT_EQ(read_cstr_field(f.data(), f.size()), "xxxxxxx");
 }
 
 }  // namespace
