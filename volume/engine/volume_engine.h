@@ -1,7 +1,7 @@
 // The I/O engine's assembly point: open_volume() with every engine knob exposed, and with the
 // CryptoEngine chosen by the caller (tests pass hostile fakes; a future hardware engine plugs
-// in here). open_volume() in volume/volume.h is this with the defaults below and the inline
-// (synchronous, per-core parallel) engine.
+// in here). open_volume() in volume/volume.h is this with the defaults below and
+// crypto::make_sync_engine() (synchronous; CryptoDriver fans it out per core).
 //
 // Request flow (see volume/engine/README.md):
 //   read : admission (range lock slot, shared) -> cache hits copied -> misses in runs of

@@ -833,7 +833,7 @@ Result<std::unique_ptr<Volume>> open_volume_with_engine(
   const bool read_only = options.read_only || store->read_only();
   if (!logger) logger = spdlog::default_logger();
   std::unique_ptr<crypto::CryptoEngine> engine =
-      make_engine ? make_engine(*cipher) : make_inline_engine(*cipher);
+      make_engine ? make_engine(*cipher) : crypto::make_sync_engine(*cipher);
   if (!engine) return make_error(Errc::kInvalid, "open volume: no crypto engine");
   const std::size_t slots = std::max<std::uint32_t>(4, options.max_inflight_requests);
   auto vol = std::make_unique<VolumeImpl>(std::move(layout), std::move(cipher), std::move(engine),
