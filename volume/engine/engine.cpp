@@ -80,12 +80,12 @@ class VolumeImpl final : public Volume {
     CRYPTMAP_TRY(driver, CryptoDriver::create(*engine_, d));
     ctx_.driver = std::move(driver);
     std::size_t buf_bytes = eo.buffer_bytes == 0 ? 256 * 1024 : eo.buffer_bytes;
-    buf_bytes = std::max<std::size_t>(buf_bytes / ss * ss, ss);
+    buf_bytes = std::max<std::size_t>(round_down_to_sector(buf_bytes, ss), ss);
     std::uint32_t count = eo.buffer_count;
     if (count == 0) count = std::clamp<std::uint32_t>(options.max_inflight_requests / 4, 4, 64);
     CRYPTMAP_TRY(pool, BufferPool::create(count, buf_bytes));
     ctx_.buffers = std::move(pool);
-    ctx_.buf_sectors = buf_bytes / ss;
+    ctx_.buf_sectors = ctx_.geo.sectors_in(buf_bytes);
     ctx_.bypass_bytes = eo.cache_bypass_bytes == 0 ? ~std::uint64_t{0} : eo.cache_bypass_bytes;
     CRYPTMAP_TRY_VOID(init_zoned(options));
     if (!ctx_.buffers->locked()) {
@@ -238,7 +238,7 @@ Result<std::unique_ptr<Volume>> open_volume_with_engine(
   }
   std::uint64_t size = layout.size_bytes;
   if (size == 0) {
-    size = (image - layout.data_offset_bytes) / ss * ss;
+    size = round_down_to_sector(image - layout.data_offset_bytes, ss);
   } else if (size % ss != 0) {
     return make_error_fmt(Errc::kInvalid, "open volume: size", size,
                           "is not a multiple of the %u-byte sector size", ss);

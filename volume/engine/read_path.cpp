@@ -65,7 +65,7 @@ Result<void> ReadPath::read_blocks(std::uint64_t off, std::span<std::byte> out, 
     std::memcpy(out.data() + (part.lo - off), b.data() + (part.lo - g.byte_of(pos)), part.size());
     if (fill_cache) {
       for (std::uint64_t k = 0; k < end - pos; ++k) {
-        (void)ctx_.cache->put(pos + k, b.subspan(k * ctx_.ss, ctx_.ss), /*dirty=*/false);
+        (void)ctx_.cache->put(pos + k, b.subspan(g.bytes(k), ctx_.ss), /*dirty=*/false);
       }
     }
     pos = end;
@@ -87,7 +87,7 @@ bool ReadPath::store_is_current() const noexcept {
 bool ReadPath::load_ahead(std::uint64_t first, std::span<std::byte> dst,
                           const ReadAhead::LoadTicket& t) {
   RangeLock::Guard guard =
-      ctx_.ranges.acquire(first, first + dst.size() / ctx_.ss, /*exclusive=*/false);
+      ctx_.ranges.acquire(first, first + ctx_.geo.sectors_in(dst.size()), /*exclusive=*/false);
   if (!t.still_wanted() || !store_is_current()) return false;
   return static_cast<bool>(ctx_.fetch(first, dst));
 }

@@ -59,6 +59,12 @@ constexpr ByteSpan overlap(std::uint64_t off, std::uint64_t len, std::uint64_t s
   return hi > lo ? ByteSpan{lo, hi} : ByteSpan{lo, lo};
 }
 
+// `bytes` rounded down to whole sectors of `sector_size` (a power of two).
+constexpr std::uint64_t round_down_to_sector(std::uint64_t bytes,
+                                             std::uint32_t sector_size) noexcept {
+  return bytes / sector_size * sector_size;
+}
+
 // The geometry of one open volume: sector size (a power of two, 512..4096), where the data
 // segment starts in the image, and the volume's size in bytes (a multiple of the sector size).
 struct SectorGeometry {
@@ -71,6 +77,8 @@ struct SectorGeometry {
   // The sector that holds volume byte `off`, and the first byte of sector `s`.
   constexpr std::uint64_t sector_of(std::uint64_t off) const noexcept { return off / sector_size; }
   constexpr std::uint64_t byte_of(std::uint64_t s) const noexcept { return s * sector_size; }
+  // Whole sectors in a buffer of `n` bytes.
+  constexpr std::uint64_t sectors_in(std::uint64_t n) const noexcept { return n / sector_size; }
   // Bytes in `n` sectors. REQUIRES: n <= sectors() (so it cannot overflow).
   constexpr std::uint64_t bytes(std::uint64_t n) const noexcept { return n * sector_size; }
   // Where sector `s` starts in the image. REQUIRES: s <= sectors() (the open check that the

@@ -120,7 +120,7 @@ Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byt
 Result<void> WritePath::merge(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
                               std::span<std::byte> b) {
   const SectorGeometry& g = ctx_.geo;
-  const std::uint64_t n = b.size() / ctx_.ss;
+  const std::uint64_t n = g.sectors_in(b.size());
   const std::uint64_t start = g.byte_of(pos);
   const bool head_partial = g.head_partial(off, pos);
   const bool tail_partial = g.tail_partial(off, in.size(), pos, n);
@@ -202,7 +202,7 @@ Result<std::size_t> WritePath::write_zoned(const ZoneTicket& t, std::uint64_t of
                                            std::span<const std::byte> in) {
   const SectorGeometry& g = ctx_.geo;
   const std::uint64_t s0 = g.sector_of(off);
-  const SectorSpan s{s0, s0 + in.size() / ctx_.ss};
+  const SectorSpan s{s0, s0 + g.sectors_in(in.size())};
   Result<void> r = ctx_.zoned->issue_in_turn(t, [&]() -> Result<void> {
     RangeLock::Guard guard = ctx_.ranges.acquire(s.first, s.end, /*exclusive=*/true);
     drop_cached(s);

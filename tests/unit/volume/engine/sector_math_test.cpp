@@ -103,6 +103,17 @@ TEST_P(SectorMath, ARangeOfExactlyWholeSectorsHasNoPartialEnds) {
   EXPECT_EQ(g.bytes(g.covering(off, len).count()), len);
 }
 
+TEST_P(SectorMath, RoundingDownToSectorsDropsOnlyTheTrailingPart) {
+  const SectorGeometry g = geo();
+  EXPECT_EQ(round_down_to_sector(3 * ss() + 1, ss()), 3u * ss());
+  EXPECT_EQ(round_down_to_sector(3 * ss() - 1, ss()), 2u * ss());
+  EXPECT_EQ(round_down_to_sector(3 * ss(), ss()), 3u * ss());
+  EXPECT_EQ(round_down_to_sector(ss() - 1, ss()), 0u);
+  EXPECT_EQ(round_down_to_sector(kMax, ss()), kMax - (ss() - 1));
+  EXPECT_EQ(g.sectors_in(3 * ss() + 1), 3u);
+  EXPECT_EQ(g.sectors_in(ss() - 1), 0u);
+}
+
 TEST_P(SectorMath, DiscardKeepsOnlyTheWholeSectorsInside) {
   const SectorGeometry g = geo();
   EXPECT_TRUE(g.inner(1, 2 * ss() - 2).empty());  // two partial sectors, nothing whole
