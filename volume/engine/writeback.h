@@ -67,6 +67,7 @@ class WriteBack {
   std::chrono::milliseconds flush_age_{5000};
   std::chrono::milliseconds period_{1000};
 
+  // Lock order: writeback_mu_ -> RangeLock -> throttle_mu_ -> flusher_mu_ (see the top).
   std::mutex writeback_mu_;                   // one write-back pass at a time
   std::vector<std::uint64_t> dirty_scratch_;  // guarded by writeback_mu_
   std::vector<std::uint64_t> versions_;       // guarded by writeback_mu_
