@@ -76,21 +76,6 @@ class IoFlusherObserver final : public tbb::task_scheduler_observer {
   void on_scheduler_entry(bool /*is_worker*/) override { (void)mark_io_thread(); }
 };
 
-class InlineEngine final : public crypto::CryptoEngine {
- public:
-  explicit InlineEngine(const crypto::SectorCipher& cipher) : cipher_(cipher) {}
-  SubmitStatus submit(CryptoRequest* req) override {
-    req->status = req->dir == CryptoDir::kEncrypt ? cipher_.encrypt(req->run)
-                                                  : cipher_.decrypt(req->run);
-    return SubmitStatus::kDone;
-  }
-  void wait_for_drain() override {}
-  const char* name() const noexcept override { return "inline"; }
-
- private:
-  const crypto::SectorCipher& cipher_;
-};
-
 // libtbb.so is not built with ThreadSanitizer, so TSan cannot see the happens-before edges of
 // task spawning and reports the spawning thread's writes (the task, its range, the captured
 // locals) as races with the thief. TSan builds therefore run every conversion inline on the
@@ -332,10 +317,6 @@ Result<void> CryptoDriver::finish(Job* j) {
   Result<void> r = j->conv.wait();
   im.free_jobs.give(j);
   return r;
-}
-
-std::unique_ptr<crypto::CryptoEngine> make_inline_engine(const crypto::SectorCipher& cipher) {
-  return std::make_unique<InlineEngine>(cipher);
 }
 
 }  // namespace cryptmap::volume

@@ -75,8 +75,4 @@ class CryptoDriver {
   std::unique_ptr<Impl> impl_;
 };
 
-// The synchronous engine over a SectorCipher (every submit() is kDone), used when no other
-// engine is configured. Same contract as crypto::make_sync_engine. Borrows `cipher`.
-std::unique_ptr<crypto::CryptoEngine> make_inline_engine(const crypto::SectorCipher& cipher);
-
 }  // namespace cryptmap::volume

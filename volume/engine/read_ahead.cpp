@@ -9,6 +9,7 @@
 
 #include "base/check.h"
 #include "volume/engine/buffer_pool.h"
+#include "volume/engine/sector_math.h"
 #include "base/io_thread.h"
 
 namespace cryptmap::volume {
@@ -221,8 +222,9 @@ bool ReadAhead::copy(const Pin& pin, std::uint64_t off, std::span<std::byte> out
   }
   // The caller's shared range keeps writers (the only invalidators) out, and the pin keeps the
   // window from being reused: its memory is stable without the mutex.
-  const std::uint64_t base = w.first * im.opts.sector_size;
-  CRYPTMAP_CHECK(off >= base && off + out.size() <= base + w.count * im.opts.sector_size);
+  const SectorGeometry g{im.opts.sector_size, 0, im.opts.volume_sectors * im.opts.sector_size};
+  const std::uint64_t base = g.byte_of(w.first);
+  CRYPTMAP_CHECK(off >= base && off + out.size() <= base + g.bytes(w.count));
   std::memcpy(out.data(), w.mem + (off - base), out.size());
   return true;
 }
@@ -243,7 +245,7 @@ void ReadAhead::invalidate(std::uint64_t s0, std::uint64_t s1) {
 void ReadAhead::note(std::uint64_t off, std::uint64_t len) {
   Impl& im = *impl_;
   if (len == 0) return;
-  const std::uint32_t ss = im.opts.sector_size;
+  const SectorGeometry g{im.opts.sector_size, 0, im.opts.volume_sectors * im.opts.sector_size};
   std::lock_guard lock(im.mu);
   Stream* s = nullptr;
   for (Stream& c : im.streams) {
@@ -266,13 +268,12 @@ void ReadAhead::note(std::uint64_t off, std::uint64_t len) {
   // Cover the next `depth` requests of the same length, one window each (capped).
   std::uint64_t at = off + len;
   for (std::uint32_t d = 0; d < im.opts.depth; ++d) {
-    const std::uint64_t first = at / ss;
+    const std::uint64_t first = g.sector_of(at);
     if (first >= im.opts.volume_sectors) break;
-    const std::uint64_t end = std::min<std::uint64_t>((at + len + ss - 1) / ss,
-                                                      im.opts.volume_sectors);
+    const std::uint64_t end = std::min(g.covering(at, len).end, im.opts.volume_sectors);
     const std::uint64_t count = std::min<std::uint64_t>(end - first, im.window_sectors);
     if (count == 0 || !im.want(first, count)) break;
-    at = (first + count) * ss;
+    at = g.byte_of(first + count);
   }
 }
 

@@ -1,18 +1,19 @@
 // The I/O engine's assembly point: open_volume() with every engine knob exposed, and with the
 // CryptoEngine chosen by the caller (tests pass hostile fakes; a future hardware engine plugs
-// in here). open_volume() in volume/volume.h is this with the defaults below and the inline
-// (synchronous, per-core parallel) engine.
+// in here). open_volume() in volume/volume.h is this with the defaults below and
+// crypto::make_sync_engine() (synchronous; CryptoDriver fans it out per core).
 //
 // Request flow (see volume/engine/README.md):
 //   read : admission (range lock slot, shared) -> cache hits copied -> misses in runs of
 //          adjacent sectors, one pooled buffer per piece: store.read_at -> decrypt (parallel
-//          above the threshold) -> insert clean into the cache -> copy out -> done.
+//          above the threshold) -> insert clean into the cache -> copy out -> return.
 //   write: dirty throttle -> admission (exclusive) -> whole sectors into the cache as dirty
-//          blocks (partial head/tail read-modify-written) -> done. Without a cache, or when
+//          blocks (partial head/tail read-modify-written) -> return. Without a cache, or when
 //          the cache has no room, sectors are written through (encrypt into a pooled buffer,
-//          never the caller's) before done.
+//          never the caller's) before the call returns.
 //   flush: write back every dirty block (adjacent blocks coalesced into large writes), then
-//          store.sync(), then done.
+//          store.sync(), then return. Every call is complete when it returns (README.md,
+//          "Why Volume is synchronous"); the parts of the engine: README.md "File map".
 #pragma once
 
 #include <cstddef>

@@ -1,0 +1,272 @@
+// VolumeImpl — the Volume facade over the I/O engine (see volume_engine.h for the flow and
+// README.md for the decisions): it opens the engine's parts, dispatches each Volume call to
+// the part that serves it, and closes them in order. The parts:
+//   EngineContext (engine_context.h)  what they share: geometry, store, range lock, driver,
+//                                     buffers, cache, read-ahead, zoned admission, logger
+//   ReadPath      (read_path.h)       read, read-ahead loads
+//   WritePath     (write_path.h)      write (cached, read-modify-write, write-through
+//                                     pipeline), zoned writes in their turn, discard
+//   WriteBack     (writeback.h)       flusher thread, dirty throttle, coalesced passes
+//   ZonedWritePath (zoned_path.h)     admission and turns of sequential-zone writes
+// Offsets and sectors are computed with sector_math.h only.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "base/check.h"
+#include "cache/sector_cache.h"
+#include "crypto/crypto_engine.h"
+#include "crypto/sector_cipher.h"
+#include "volume/engine/engine_context.h"
+#include "volume/engine/read_path.h"
+#include "volume/engine/volume_engine.h"
+#include "volume/engine/write_path.h"
+#include "volume/engine/writeback.h"
+#include "volume/engine/zoned_path.h"
+#include "volume/store/backing_store.h"
+#include "volume/zone/zoned_store.h"
+
+namespace cryptmap::volume {
+namespace {
+
+// Thread-safety: every Volume method may be called from any number of threads at once, between
+// open and destruction; the destructor runs when no request is (the owner stops the FUSE loop
+// first). Ownership: owns the cipher, the crypto engine, the context and the parts.
+class VolumeImpl final : public Volume {
+ public:
+  VolumeImpl(VolumeLayout layout, std::unique_ptr<crypto::SectorCipher> cipher,
+             std::unique_ptr<crypto::CryptoEngine> engine, std::unique_ptr<BackingStore> store,
+             std::uint64_t size, bool read_only, std::size_t range_slots,
+             std::shared_ptr<spdlog::logger> logger)
+      : cipher_(std::move(cipher)),
+        engine_(std::move(engine)),
+        ctx_(std::move(layout), std::move(store), size, read_only, range_slots, std::move(logger)),
+        read_path_(ctx_) {}
+
+  ~VolumeImpl() override {
+    // Shutdown order (docs/architecture.md §4.7): stop the flusher, write back every dirty block,
+    // store.sync(); then the driver (arena) before the engine before the cipher. No request
+    // may be running (the owner stops the FUSE loop first). Pending zone admissions are
+    // cancelled; read-ahead stops next (its threads use the store, the driver and the ranges).
+    if (ctx_.zoned) ctx_.zoned->shutdown();
+    ctx_.read_ahead.reset();
+    if (writeback_) writeback_->stop();
+    if (writeback_ && !ctx_.read_only) {
+      if (Result<void> r = writeback_->writeback_all(); !r) {
+        ctx_.log_error("write-back at close", r.error());
+      }
+      if (Result<void> r = ctx_.store->sync(); !r) ctx_.log_error("sync at close", r.error());
+    }
+    write_path_.reset();
+    writeback_.reset();
+    ctx_.cache.reset();
+    ctx_.driver.reset();
+    ctx_.buffers.reset();
+    engine_.reset();
+  }
+
+  Result<void> init(const VolumeOptions& options, const EngineOptions& eo) {
+    const std::uint32_t ss = ctx_.ss;
+    CryptoDriverOptions d;
+    d.sector_size = ss;
+    d.batch_bytes = std::max<std::size_t>(eo.batch_bytes, ss);
+    d.parallel_threshold_bytes = eo.parallel_threshold_bytes;
+    d.max_inflight = std::max<std::uint32_t>(1, options.max_inflight_requests);
+    d.threads = eo.threads;
+    d.force_inline = options.force_inline;
+    d.inline_decrypt = options.no_read_workqueue;
+    d.inline_encrypt = options.no_write_workqueue;
+    CRYPTMAP_TRY(driver, CryptoDriver::create(*engine_, d));
+    ctx_.driver = std::move(driver);
+    std::size_t buf_bytes = eo.buffer_bytes == 0 ? 256 * 1024 : eo.buffer_bytes;
+    buf_bytes = std::max<std::size_t>(round_down_to_sector(buf_bytes, ss), ss);
+    std::uint32_t count = eo.buffer_count;
+    if (count == 0) count = std::clamp<std::uint32_t>(options.max_inflight_requests / 4, 4, 64);
+    CRYPTMAP_TRY(pool, BufferPool::create(count, buf_bytes));
+    ctx_.buffers = std::move(pool);
+    ctx_.buf_sectors = ctx_.geo.sectors_in(buf_bytes);
+    ctx_.bypass_bytes = eo.cache_bypass_bytes == 0 ? ~std::uint64_t{0} : eo.cache_bypass_bytes;
+    CRYPTMAP_TRY_VOID(init_zoned(options));
+    if (!ctx_.buffers->locked()) {
+      ctx_.logger->warn("I/O buffers of {} are not mlocked: plaintext may reach swap",
+                        ctx_.store->name());
+    }
+    if (options.cache_bytes >= ss) {
+      cache::CacheOptions co;
+      co.capacity_bytes = options.cache_bytes;
+      co.block_size = ss;
+      co.shards = eo.cache_shards;
+      CRYPTMAP_TRY(c, cache::make_sharded_lru_cache(co));
+      ctx_.cache = std::move(c);
+      if (!ctx_.cache->memory_locked()) {
+        ctx_.logger->warn("sector cache of {} is not mlocked: plaintext may reach swap",
+                          ctx_.store->name());
+      }
+      CRYPTMAP_TRY(wb, WriteBack::start(ctx_, options, eo));
+      writeback_ = std::move(wb);
+    }
+    try {
+      write_path_ = std::make_unique<WritePath>(ctx_, writeback_.get());
+    } catch (const std::exception&) {
+      return make_error(Errc::kNoSpace, "open volume: allocate the write path");
+    }
+    if (eo.read_ahead_windows != 0 && eo.read_ahead_bytes >= ss && !options.no_read_workqueue) {
+      ReadAhead::Options ro;
+      ro.sector_size = ss;
+      ro.volume_sectors = ctx_.geo.sectors();
+      ro.windows = eo.read_ahead_windows;
+      ro.window_bytes = eo.read_ahead_bytes;
+      ro.depth = std::max<std::uint32_t>(1, eo.read_ahead_depth);
+      ro.threads = std::max<unsigned>(1, eo.read_ahead_threads);
+      CRYPTMAP_TRY(ra, ReadAhead::create(ro, [this](std::uint64_t first, std::span<std::byte> dst,
+                                                    const ReadAhead::LoadTicket& t) {
+                     return read_path_.load_ahead(first, dst, t);
+                   }));
+      ctx_.read_ahead = std::move(ra);
+    }
+    return ok();
+  }
+
+  Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
+    return read_path_.read(off.value, out);
+  }
+
+  Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) override {
+    if (ctx_.zoned) return write_ordered(off, in, [] {});  // no ordering point: call order
+    return write_path_->write(off.value, in);
+  }
+
+  // Every write acknowledged before this call is in the cache (dirty) or already in the store:
+  // one write-back pass covers the former, then the store is synced.
+  Result<void> flush() override {
+    Result<void> r = ok();
+    if (writeback_ && !ctx_.read_only) r = writeback_->writeback_all();
+    Result<void> s = ctx_.store->sync();
+    if (r && !s) r = s;
+    if (!r) ctx_.log_error("flush", r.error());
+    return r;
+  }
+
+  Result<std::size_t> write_ordered(ByteOffset off, std::span<const std::byte> in,
+                                    Admitted admitted) override {
+    if (!ctx_.zoned || in.empty() || ctx_.read_only || !ctx_.geo.fits(off.value, in.size()) ||
+        !ctx_.zoned->needs_admission(ctx_.geo.image_byte(off.value), in.size())) {
+      admitted();
+      return write_path_->write(off.value, in);
+    }
+    Result<ZoneTicket> t = ctx_.zoned->admit(ctx_.geo.image_byte(off.value), in.size());
+    admitted();
+    if (!t) {
+      ctx_.log_error("write", t.error());
+      return t.error();
+    }
+    Result<std::size_t> r = write_path_->write_zoned(*t, off.value, in);
+    if (!r) ctx_.log_error("write", r.error());
+    return r;
+  }
+
+  Result<std::size_t> discard(ByteOffset off, std::uint64_t len) override {
+    Result<std::size_t> r = write_path_->discard(off.value, len);
+    if (!r) ctx_.log_error("discard", r.error());
+    return r;
+  }
+
+  bool orders_writes() const noexcept override { return ctx_.zoned != nullptr; }
+  const ZoneMap* zones() const noexcept override { return ctx_.store->zones(); }
+  std::uint64_t size_bytes() const noexcept override { return ctx_.geo.size; }
+  const VolumeLayout& layout() const noexcept override { return ctx_.layout; }
+  bool read_only() const noexcept override { return ctx_.read_only; }
+
+ private:
+  Result<void> init_zoned(const VolumeOptions& options) {
+    ctx_.allow_discards = options.allow_discards;
+    ctx_.write_through = options.no_write_workqueue;
+    if (ctx_.store->zones() == nullptr || ctx_.read_only) return ok();
+    auto* zs = dynamic_cast<ZonedStore*>(ctx_.store.get());
+    if (zs == nullptr) return ok();
+    if (options.unordered_zone_writes) {
+      // Debug mode: no admission, and no write-back cache that would sort writes either.
+      ctx_.logger->warn("{}: writes into sequential zones are NOT ordered (debug option)",
+                        ctx_.store->name());
+      ctx_.write_through = true;
+      return ok();
+    }
+    CRYPTMAP_TRY(z, ZonedWritePath::create(*zs, ctx_.ss, options.max_inflight_requests));
+    ctx_.zoned = std::move(z);
+    return ok();
+  }
+
+  // Declaration order is destruction order reversed: the parts before the context they
+  // borrow, the context (store, driver) before the engine, the engine before the cipher.
+  std::unique_ptr<crypto::SectorCipher> cipher_;
+  std::unique_ptr<crypto::CryptoEngine> engine_;
+  EngineContext ctx_;
+  ReadPath read_path_;
+  std::unique_ptr<WriteBack> writeback_;   // null without a cache
+  std::unique_ptr<WritePath> write_path_;  // set by init
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Volume>> open_volume_with_engine(
+    VolumeLayout layout, std::unique_ptr<crypto::SectorCipher> cipher,
+    const EngineFactory& make_engine, std::unique_ptr<BackingStore> store,
+    const VolumeOptions& options, const EngineOptions& engine_options,
+    std::shared_ptr<spdlog::logger> logger) {
+  if (!cipher || !store)
+    return make_error(Errc::kInvalid, "open volume: cipher and store required");
+  const std::uint32_t ss = layout.sector_size;
+  if (ss < 512 || ss > 4096 || (ss & (ss - 1)) != 0) {
+    return make_error_fmt(Errc::kInvalid, "open volume: sector size", ss,
+                          "must be a power of two from 512 to 4096");
+  }
+  if (cipher->sector_size() != ss) {
+    return make_error_fmt(Errc::kInvalid, "open volume: cipher sector size", cipher->sector_size(),
+                          "does not match the layout's sector size %u", ss);
+  }
+  if (cipher->meta_bytes_per_sector() != 0) {
+    return make_error(Errc::kUnsupported,
+                      "open volume: authenticated (per-sector metadata) ciphers are not supported "
+                      "by the I/O engine yet");
+  }
+  const std::uint64_t image = store->size_bytes();
+  if (layout.data_offset_bytes > image) {
+    return make_error_fmt(Errc::kInvalid, "open volume: data offset past the end of the image",
+                          layout.data_offset_bytes, "%s is %llu bytes", store->name().c_str(),
+                          static_cast<unsigned long long>(image));
+  }
+  std::uint64_t size = layout.size_bytes;
+  if (size == 0) {
+    size = round_down_to_sector(image - layout.data_offset_bytes, ss);
+  } else if (size % ss != 0) {
+    return make_error_fmt(Errc::kInvalid, "open volume: size", size,
+                          "is not a multiple of the %u-byte sector size", ss);
+  } else if (size > image - layout.data_offset_bytes) {
+    return make_error_fmt(Errc::kInvalid, "open volume: volume extends past the end of the image",
+                          size, "%s has only %llu data bytes", store->name().c_str(),
+                          static_cast<unsigned long long>(image - layout.data_offset_bytes));
+  }
+  const bool read_only = options.read_only || store->read_only();
+  if (!logger) logger = spdlog::default_logger();
+  std::unique_ptr<crypto::CryptoEngine> engine =
+      make_engine ? make_engine(*cipher) : crypto::make_sync_engine(*cipher);
+  if (!engine) return make_error(Errc::kInvalid, "open volume: no crypto engine");
+  const std::size_t slots = std::max<std::uint32_t>(4, options.max_inflight_requests);
+  auto vol =
+      std::make_unique<VolumeImpl>(std::move(layout), std::move(cipher), std::move(engine),
+                                   std::move(store), size, read_only, slots, std::move(logger));
+  CRYPTMAP_TRY_VOID(vol->init(options, engine_options));
+  return std::unique_ptr<Volume>(std::move(vol));
+}
+
+Result<std::unique_ptr<Volume>> open_volume(VolumeLayout layout,
+                                            std::unique_ptr<crypto::SectorCipher> cipher,
+                                            std::unique_ptr<BackingStore> store,
+                                            const VolumeOptions& options,
+                                            std::shared_ptr<spdlog::logger> logger) {
+  return open_volume_with_engine(std::move(layout), std::move(cipher), EngineFactory{},
+                                 std::move(store), options, EngineOptions{}, std::move(logger));
+}
+
+}  // namespace cryptmap::volume

@@ -1,0 +1,163 @@
+#include "volume/engine/read_path.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace cryptmap::volume {
+
+using crypto::CryptoDir;
+
+Result<std::size_t> ReadPath::read(std::uint64_t off, std::span<std::byte> out) {
+  const std::size_t len = static_cast<std::size_t>(ctx_.geo.clamp(off, out.size()));
+  if (len == 0) return std::size_t{0};
+  const SectorSpan s = ctx_.geo.covering(off, len);
+  // Pin a read-ahead window before the range lock (pin() may wait for a load, which takes
+  // a range lock itself: see read_ahead.h).
+  ReadAhead::Pin pin;
+  if (ctx_.read_ahead) pin = ctx_.read_ahead->pin(s.first, s.end);
+  Result<std::size_t> r = read_range(off, out.first(len), s, pin);
+  pin = ReadAhead::Pin();
+  if (r && ctx_.read_ahead) ctx_.read_ahead->note(off, len);
+  return r;
+}
+
+Result<std::size_t> ReadPath::read_range(std::uint64_t off, std::span<std::byte> dst, SectorSpan s,
+                                         const ReadAhead::Pin& pin) {
+  const std::size_t len = dst.size();
+  RangeLock::Guard guard = ctx_.ranges.acquire(s.first, s.end, /*exclusive=*/false);
+  if (pin && ctx_.read_ahead->copy(pin, off, dst)) return len;
+  BufferPool::Buffer buf;  // waited for: at most one per request (see BufferPool)
+  if (!ctx_.cache || len >= ctx_.bypass_bytes) return stream_read(off, dst, s, buf);
+  if (Result<void> r = read_blocks(off, dst, s, /*fill_cache=*/true, buf); !r) {
+    ctx_.log_error("read", r.error());
+    return r.error();
+  }
+  return len;
+}
+
+// Sectors p of the request [off, off + out.size()): cache hits are copied; runs of adjacent
+// misses (at most one buffer long) are fetched and decrypted, and inserted clean when
+// `fill_cache`. Safe against write-back: a block that is not resident has its latest data in
+// the store (dirty blocks are never evicted; writers are excluded by the shared range), and
+// the write-back never writes a block that is not resident and dirty. Caller holds the range.
+Result<void> ReadPath::read_blocks(std::uint64_t off, std::span<std::byte> out, SectorSpan p,
+                                   bool fill_cache, BufferPool::Buffer& buf) {
+  const SectorGeometry& g = ctx_.geo;
+  const std::size_t len = out.size();
+  std::uint64_t pos = p.first;
+  while (pos < p.end) {
+    if (ctx_.cache) {
+      const ByteSpan part = g.in_sector(off, len, pos);
+      if (ctx_.cache->read(pos, part.lo - g.byte_of(pos),
+                           out.subspan(part.lo - off, part.size()))) {
+        ++pos;
+        continue;
+      }
+    }
+    const std::uint64_t limit = std::min<std::uint64_t>(p.end, pos + ctx_.buf_sectors);
+    std::uint64_t end = pos + 1;
+    while (end < limit && !(ctx_.cache && ctx_.cache->contains(end))) ++end;
+    if (!buf) buf = ctx_.buffers->acquire();
+    std::span<std::byte> b = buf.span().first(g.bytes(end - pos));
+    CRYPTMAP_TRY_VOID(ctx_.fetch(pos, b));
+    const ByteSpan part = overlap(off, len, g.byte_of(pos), b.size());
+    std::memcpy(out.data() + (part.lo - off), b.data() + (part.lo - g.byte_of(pos)), part.size());
+    if (fill_cache) {
+      for (std::uint64_t k = 0; k < end - pos; ++k) {
+        (void)ctx_.cache->put(pos + k, b.subspan(g.bytes(k), ctx_.ss), /*dirty=*/false);
+      }
+    }
+    pos = end;
+  }
+  return ok();
+}
+
+// Whether the store holds the latest data of every sector of a range the caller holds
+// shared, so a piece may be fetched whole without asking the cache: true while nothing in the
+// cache is dirty (no block of the range can become dirty under the shared range, and no
+// write-back can be writing one). Checked before each fetch; see stream_read for why an
+// overlay after the fetch is not enough.
+bool ReadPath::store_is_current() const noexcept {
+  return !ctx_.cache || ctx_.cache->dirty_bytes() == 0;
+}
+
+// Read-ahead loads (on a prefetch thread): the same rule as a streaming piece, under the
+// shared range.
+bool ReadPath::load_ahead(std::uint64_t first, std::span<std::byte> dst,
+                          const ReadAhead::LoadTicket& t) {
+  RangeLock::Guard guard =
+      ctx_.ranges.acquire(first, first + ctx_.geo.sectors_in(dst.size()), /*exclusive=*/false);
+  if (!t.still_wanted() || !store_is_current()) return false;
+  return static_cast<bool>(ctx_.fetch(first, dst));
+}
+
+// Large reads (and every read without a cache) stream from the store in buffer-sized pieces
+// without filling the cache, as a two-stage pipeline: the store read of piece k+1 runs while
+// the arena decrypts piece k (when a second buffer is free; otherwise one piece at a time).
+// A piece is fetched whole only while nothing in the cache is dirty: then no block of the
+// shared range can be dirty (writers are excluded) and no write-back can be writing it, so
+// the store is current. Otherwise the piece takes the per-block path (cache hits, fetched
+// misses). An overlay of dirty blocks after the fetch is NOT enough: a write-back pass (it
+// holds the range shared too) can write a block and mark it clean in between, and the stale
+// store copy would be returned (#5, fio verify). Caller holds the range.
+Result<std::size_t> ReadPath::stream_read(std::uint64_t off, std::span<std::byte> out, SectorSpan s,
+                                          BufferPool::Buffer& buf) {
+  const SectorGeometry& g = ctx_.geo;
+  BufferPool::Buffer spare;  // the pipeline's second buffer, never waited for
+  struct InFlight {
+    CryptoDriver::Job* job = nullptr;
+    std::uint64_t pos = 0;
+    std::span<std::byte> b;
+  } inflight;
+  Result<void> result = ok();
+  // Waits for the piece being decrypted and copies its part of the request out.
+  auto drain = [&]() {
+    if (inflight.job == nullptr) return;
+    Result<void> r = ctx_.driver->finish(std::exchange(inflight.job, nullptr));
+    if (!r) {
+      if (result) result = r;
+      return;
+    }
+    const ByteSpan part = overlap(off, out.size(), g.byte_of(inflight.pos), inflight.b.size());
+    std::memcpy(out.data() + (part.lo - off),
+                inflight.b.data() + (part.lo - g.byte_of(inflight.pos)), part.size());
+  };
+  for (std::uint64_t pos = s.first; pos < s.end && result;) {
+    const std::uint64_t n = std::min<std::uint64_t>(s.end - pos, ctx_.buf_sectors);
+    if (!store_is_current()) {
+      drain();
+      if (!result) break;
+      if (!buf) buf = ctx_.buffers->acquire();
+      result = read_blocks(off, out, SectorSpan{pos, pos + n}, /*fill_cache=*/false, buf);
+      pos += n;
+      continue;
+    }
+    if (!buf) buf = ctx_.buffers->acquire();
+    if (inflight.job != nullptr && !spare) spare = ctx_.buffers->try_acquire();
+    if (inflight.job != nullptr && !spare) drain();  // no second buffer: no overlap
+    // The buffer not being decrypted right now.
+    BufferPool::Buffer& use =
+        inflight.job != nullptr && inflight.b.data() == buf.span().data() ? spare : buf;
+    const std::span<std::byte> b = use.span().first(g.bytes(n));
+    Result<void> r = ctx_.store->read_at(ByteOffset{g.image_offset(pos)}, b);
+    drain();  // piece k's decryption overlapped the store read of piece k+1
+    if (!r) {
+      if (result) result = r;
+      break;
+    }
+    if (!result) break;
+    inflight.job = ctx_.driver->start(CryptoDir::kDecrypt, b, SectorIndex{pos});
+    inflight.pos = pos;
+    inflight.b = b;
+    pos += n;
+  }
+  drain();
+  if (!result) {
+    ctx_.log_error("read", result.error());
+    return result.error();
+  }
+  return out.size();
+}
+
+}  // namespace cryptmap::volume

@@ -1,0 +1,252 @@
+#include "volume/engine/write_path.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace cryptmap::volume {
+
+using crypto::CryptoDir;
+
+// Write-through of a request's pieces as a two-stage pipeline: piece k+1 is merged and
+// encrypted (in the arena) while piece k is written to the store, when a second buffer is
+// free (try_acquire; otherwise one piece at a time). Pieces reach the store in the order they
+// were added. Every started piece is finished and written even after an error; the first
+// error is returned. Caller holds the exclusive range.
+class WritePath::Pipe {
+ public:
+  Pipe(WritePath& w, std::uint64_t off, std::span<const std::byte> in, BufferPool::Buffer& buf)
+      : w_(w), ctx_(w.ctx_), off_(off), in_(in), buf_(buf) {}
+  ~Pipe() { (void)drain(); }
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+
+  // Sectors [pos, pos + n) of the request, n <= one buffer. Order: merge piece k+1 (while
+  // piece k is encrypted), finish piece k, start piece k+1, write piece k (while k+1 is
+  // encrypted). Piece k is finished before k+1 is spawned, so the caller, helping in the
+  // arena while it waits, works on piece k and never on k+1 ahead of its own store write.
+  Result<void> add(std::uint64_t pos, std::uint64_t n) {
+    if (!buf_) buf_ = ctx_.buffers->acquire();
+    if (job_ != nullptr && !spare_) spare_ = ctx_.buffers->try_acquire();
+    Result<void> first = ok();
+    if (job_ != nullptr && !spare_) first = drain();  // no second buffer: no overlap
+    BufferPool::Buffer& use = job_ != nullptr && b_.data() == buf_.span().data() ? spare_ : buf_;
+    const std::span<std::byte> b = use.span().first(ctx_.geo.bytes(n));
+    Result<void> r = w_.merge(off_, in_, pos, b);
+    Result<void> prev = ok();
+    const bool have_prev = job_ != nullptr;
+    if (have_prev) prev = ctx_.driver->finish(std::exchange(job_, nullptr));
+    if (r) {
+      job_ = ctx_.driver->start(CryptoDir::kEncrypt, b, SectorIndex{pos});
+    }
+    if (have_prev && prev) {
+      prev = ctx_.store->write_at(ByteOffset{ctx_.geo.image_offset(pos_)}, b_);
+    }
+    if (first && !prev) first = prev;
+    if (first && !r) first = r;
+    pos_ = pos;
+    b_ = b;
+    return first;
+  }
+
+  // Finishes and writes the piece in flight, if any.
+  Result<void> drain() {
+    if (job_ == nullptr) return ok();
+    Result<void> r = ctx_.driver->finish(std::exchange(job_, nullptr));
+    if (r) r = ctx_.store->write_at(ByteOffset{ctx_.geo.image_offset(pos_)}, b_);
+    return r;
+  }
+
+ private:
+  WritePath& w_;
+  EngineContext& ctx_;
+  const std::uint64_t off_;
+  const std::span<const std::byte> in_;
+  BufferPool::Buffer& buf_;
+  BufferPool::Buffer spare_;
+  CryptoDriver::Job* job_ = nullptr;
+  std::uint64_t pos_ = 0;
+  std::span<std::byte> b_;
+};
+
+Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byte> in) {
+  if (ctx_.read_only) {
+    return make_error_fmt(Errc::kReadOnly, "write to volume", off, "%s is opened read-only",
+                          ctx_.store->name().c_str());
+  }
+  const std::size_t len = in.size();
+  if (!ctx_.geo.fits(off, len)) {
+    return make_error_fmt(Errc::kNoSpace, "write past the end of the volume", off,
+                          "volume is %llu bytes", static_cast<unsigned long long>(ctx_.geo.size));
+  }
+  if (len == 0) return std::size_t{0};
+  const SectorSpan s = ctx_.geo.covering(off, len);
+  if (ctx_.cache && !ctx_.write_through) {
+    if (Result<void> t = writeback_->throttle(); !t) {
+      ctx_.log_error("write", t.error());
+      return t.error();
+    }
+  }
+  RangeLock::Guard guard = ctx_.ranges.acquire(s.first, s.end, /*exclusive=*/true);
+  if (ctx_.read_ahead) ctx_.read_ahead->invalidate(s.first, s.end);
+  if (ctx_.cache && ctx_.write_through) {
+    // Only clean blocks exist in this mode: drop (wipe) the ones this write makes stale.
+    for (std::uint64_t k = s.first; k < s.end; ++k) ctx_.cache->erase(k);
+  } else if (ctx_.cache) {
+    if (Result<void> r = write_cached(off, in, s); !r) {
+      ctx_.log_error("write", r.error());
+      return r.error();
+    }
+    return len;
+  }
+  BufferPool::Buffer buf;
+  Pipe pipe(*this, off, in, buf);
+  Result<void> r = ok();
+  for (std::uint64_t pos = s.first; pos < s.end && r;) {
+    const std::uint64_t n = std::min<std::uint64_t>(s.end - pos, ctx_.buf_sectors);
+    r = pipe.add(pos, n);
+    pos += n;
+  }
+  if (Result<void> d = pipe.drain(); r && !d) r = d;
+  if (!r) {
+    ctx_.log_error("write", r.error());
+    return r.error();
+  }
+  return len;
+}
+
+// Fills `b` with the plaintext of sectors [pos, pos + b.size()/ss) with the request's bytes
+// merged in (partial head and tail sectors are read from the store first).
+Result<void> WritePath::merge(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
+                              std::span<std::byte> b) {
+  const SectorGeometry& g = ctx_.geo;
+  const std::uint64_t n = g.sectors_in(b.size());
+  const std::uint64_t start = g.byte_of(pos);
+  const bool head_partial = g.head_partial(off, pos);
+  const bool tail_partial = g.tail_partial(off, in.size(), pos, n);
+  if (head_partial) CRYPTMAP_TRY_VOID(ctx_.fetch(pos, b.first(ctx_.ss)));
+  if (tail_partial && !(n == 1 && head_partial)) {
+    CRYPTMAP_TRY_VOID(ctx_.fetch(pos + n - 1, b.last(ctx_.ss)));
+  }
+  const ByteSpan part = overlap(off, in.size(), start, b.size());
+  std::memcpy(b.data() + (part.lo - start), in.data() + (part.lo - off), part.size());
+  return ok();
+}
+
+// Write-back mode: whole sectors go into the cache as dirty blocks; partial ones are merged
+// into the cached block, or read-modify-written from the store when not resident. Sectors the
+// cache has no room for (everything dirty or pinned) are written through instead, so a full
+// cache slows writers down but never blocks them. Caller must hold the exclusive range.
+Result<void> WritePath::write_cached(std::uint64_t off, std::span<const std::byte> in,
+                                     SectorSpan s) {
+  const SectorGeometry& g = ctx_.geo;
+  cache::SectorCache& cache = *ctx_.cache;
+  BufferPool::Buffer buf;  // waited for: at most one per request (see BufferPool)
+  Pipe pipe(*this, off, in, buf);
+  std::uint64_t run_begin = 0, run_end = 0;  // pending write-through run [begin, end)
+  auto flush_run = [&]() -> Result<void> {
+    if (run_end == run_begin) return ok();
+    Result<void> r = pipe.add(run_begin, run_end - run_begin);
+    run_begin = run_end = 0;
+    return r;
+  };
+  for (std::uint64_t pos = s.first; pos < s.end; ++pos) {
+    const ByteSpan in_sec = g.in_sector(off, in.size(), pos);
+    const std::span<const std::byte> part = in.subspan(in_sec.lo - off, in_sec.size());
+    const std::size_t skip = in_sec.lo - g.byte_of(pos);
+    bool cached = false;
+    if (in.size() >= ctx_.bypass_bytes) {
+      // Large write: keep resident blocks current, write the others through.
+      cached = cache.write_if_present(pos, skip, part);
+    } else if (part.size() == ctx_.ss) {
+      cached = cache.put(pos, part, /*dirty=*/true) != cache::PutResult::kNoRoom;
+    } else if (cache.write_if_present(pos, skip, part)) {
+      cached = true;
+    } else {
+      CRYPTMAP_TRY_VOID(flush_run());
+      CRYPTMAP_TRY_VOID(pipe.drain());  // the buffer is free again
+      if (!buf) buf = ctx_.buffers->acquire();
+      std::span<std::byte> sec = buf.span().first(ctx_.ss);
+      CRYPTMAP_TRY_VOID(ctx_.fetch(pos, sec));
+      std::memcpy(sec.data() + skip, part.data(), part.size());
+      cached = cache.put(pos, sec, /*dirty=*/true) != cache::PutResult::kNoRoom;
+      if (!cached) {  // written through right here
+        CRYPTMAP_TRY_VOID(ctx_.driver->convert(CryptoDir::kEncrypt, sec, SectorIndex{pos}));
+        CRYPTMAP_TRY_VOID(ctx_.store->write_at(ByteOffset{g.image_offset(pos)}, sec));
+        continue;
+      }
+    }
+    if (!cached) {
+      if (run_end == run_begin) run_begin = run_end = pos;
+      ++run_end;
+      if (run_end - run_begin == ctx_.buf_sectors) CRYPTMAP_TRY_VOID(flush_run());
+    } else {
+      CRYPTMAP_TRY_VOID(flush_run());
+    }
+  }
+  CRYPTMAP_TRY_VOID(flush_run());
+  return pipe.drain();
+}
+
+void WritePath::drop_cached(SectorSpan s) {
+  if (ctx_.read_ahead) ctx_.read_ahead->invalidate(s.first, s.end);
+  if (ctx_.cache) {
+    for (std::uint64_t k = s.first; k < s.end; ++k) ctx_.cache->erase(k);
+  }
+}
+
+// A write admitted into a sequential zone (whole sectors, by admission): in its turn,
+// encrypt each buffer-sized piece (parallel inside the piece) and write it. Never cached:
+// resident clean blocks are dropped under the exclusive range first.
+Result<std::size_t> WritePath::write_zoned(const ZoneTicket& t, std::uint64_t off,
+                                           std::span<const std::byte> in) {
+  const SectorGeometry& g = ctx_.geo;
+  const std::uint64_t s0 = g.sector_of(off);
+  const SectorSpan s{s0, s0 + g.sectors_in(in.size())};
+  Result<void> r = ctx_.zoned->issue_in_turn(t, [&]() -> Result<void> {
+    RangeLock::Guard guard = ctx_.ranges.acquire(s.first, s.end, /*exclusive=*/true);
+    drop_cached(s);
+    BufferPool::Buffer buf = ctx_.buffers->acquire();
+    for (std::uint64_t pos = s.first; pos < s.end;) {
+      const std::uint64_t n = std::min<std::uint64_t>(s.end - pos, ctx_.buf_sectors);
+      std::span<std::byte> b = buf.span().first(g.bytes(n));
+      std::memcpy(b.data(), in.data() + g.bytes(pos - s.first), b.size());
+      CRYPTMAP_TRY_VOID(ctx_.driver->convert(CryptoDir::kEncrypt, b, SectorIndex{pos}));
+      CRYPTMAP_TRY_VOID(ctx_.store->write_at(ByteOffset{g.image_offset(pos)}, b));
+      pos += n;
+    }
+    return ok();
+  });
+  if (!r) return r.error();
+  return in.size();
+}
+
+// Whole sectors inside [off, off + len) only (dm-crypt discards whole sectors).
+Result<std::size_t> WritePath::discard(std::uint64_t off, std::uint64_t len) {
+  const SectorGeometry& g = ctx_.geo;
+  if (ctx_.read_only) {
+    return make_error_fmt(Errc::kReadOnly, "discard on volume", off, "%s is opened read-only",
+                          ctx_.store->name().c_str());
+  }
+  len = g.clamp(off, len);
+  if (len == 0) return std::size_t{0};
+  const SectorSpan s = g.inner(off, len);
+  if (s.empty()) return std::size_t{0};
+  if (!ctx_.zoned && !ctx_.allow_discards) {
+    return make_error_fmt(Errc::kUnsupported, "discard on volume", off,
+                          "discards are not allowed on %s (open with --allow-discards)",
+                          ctx_.store->name().c_str());
+  }
+  RangeLock::Guard guard = ctx_.ranges.acquire(s.first, s.end, /*exclusive=*/true);
+  drop_cached(s);
+  const std::uint64_t img = g.image_offset(s.first);
+  const std::uint64_t img_len = g.bytes(s.count());
+  if (ctx_.zoned) {
+    CRYPTMAP_TRY_VOID(ctx_.zoned->discard(img, img_len, ctx_.allow_discards));
+  } else {
+    CRYPTMAP_TRY_VOID(ctx_.store->discard(ByteOffset{img}, img_len));
+  }
+  return static_cast<std::size_t>(img_len);
+}
+
+}  // namespace cryptmap::volume

@@ -1,0 +1,60 @@
+// WritePath — Volume::write, the engine half of write_ordered, and Volume::discard.
+//
+//  * write(): rejects read-only volumes and writes past the end, throttles (cached volumes,
+//    before any lock: WriteBack::throttle), then holds its sectors exclusive in the range lock
+//    and invalidates overlapping read-ahead windows before changing anything. With a cache,
+//    whole sectors become dirty blocks and partial ones are merged into the cached block or
+//    read-modify-written from the store; sectors the cache has no room for, and requests of at
+//    least `cache_bypass_bytes` that are not resident, are written through. Without a cache
+//    (or in write-through mode, which drops the stale clean blocks) every sector is written
+//    through.
+//  * Write-through runs as a two-stage pipeline (the Pipe in the .cpp): piece k+1 is merged
+//    and encrypted while piece k is written; store writes of a request stay in order. Writes
+//    are encrypted in pool buffers, never in the caller's memory. A request waits for at most
+//    one buffer; the second one is only tried.
+//  * write_zoned(): a write admitted into a sequential zone (ZonedWritePath), issued in its
+//    zone's turn, never cached: resident blocks are dropped under the exclusive range first.
+//  * discard(): whole sectors inside the range only; cached blocks are dropped (wiped) and
+//    read-ahead windows invalidated under the exclusive range, then the store discards them
+//    (zone reset or punch-hole, see zoned_path.h).
+//
+// Thread-safety: every method may be called from any number of threads at once.
+// Ownership: borrows the EngineContext and the WriteBack (null without a cache), which outlive it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "base/result.h"
+#include "volume/engine/engine_context.h"
+#include "volume/engine/writeback.h"
+
+namespace cryptmap::volume {
+
+class WritePath {
+ public:
+  WritePath(EngineContext& ctx, WriteBack* writeback) : ctx_(ctx), writeback_(writeback) {}
+  WritePath(const WritePath&) = delete;
+  WritePath& operator=(const WritePath&) = delete;
+
+  Result<std::size_t> write(std::uint64_t off, std::span<const std::byte> in);
+  // REQUIRES: `t` admitted [off, off + in.size()) (whole sectors inside the volume).
+  Result<std::size_t> write_zoned(const ZoneTicket& t, std::uint64_t off,
+                                  std::span<const std::byte> in);
+  Result<std::size_t> discard(std::uint64_t off, std::uint64_t len);
+
+ private:
+  class Pipe;
+  Result<void> merge(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
+                     std::span<std::byte> b);
+  Result<void> write_cached(std::uint64_t off, std::span<const std::byte> in, SectorSpan s);
+  // Under the exclusive range of `s`: read-ahead windows and resident (clean) blocks of `s`
+  // are dropped, so nothing stale is served once the store changes underneath.
+  void drop_cached(SectorSpan s);
+
+  EngineContext& ctx_;
+  WriteBack* const writeback_;
+};
+
+}  // namespace cryptmap::volume
