@@ -27,8 +27,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/buffer_pool.h"
 #include "base/check.h"
-#include "fs/buffer_pool.h"
 #include "fs/internal/fuse_session.h"
 #include "base/io_thread.h"
 
@@ -477,7 +477,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   }
   const std::size_t len = static_cast<std::size_t>(
       std::min<std::uint64_t>({size, ref->size_bytes - pos, s.pool->buffer_bytes()}));
-  PooledBuffer buf = s.pool->acquire();  // waits when all are in flight: backpressure
+  BufferPool::Buffer buf = s.pool->acquire();  // waits when all are in flight: backpressure
   const std::span<std::byte> out = buf.span().first(len);
   volume::Volume& vol = *ref->volume;
   Result<std::size_t> r = vol.read(ByteOffset{pos}, out);
@@ -721,7 +721,8 @@ Result<std::unique_ptr<VolumeServer>> VolumeServer::mount(const ServerOptions& o
 
   detach_stale_mount(options.mount_dir, *impl->log);
   CRYPTMAP_TRY_VOID(make_dirs(options.mount_dir));
-  CRYPTMAP_TRY(pool, BufferPool::create(options.read_buffers, options.read_buffer_bytes));
+  CRYPTMAP_TRY(pool, BufferPool::create(options.read_buffers, options.read_buffer_bytes,
+                                        "FUSE read buffers"));
   impl->pool = std::move(pool);
 
   std::vector<std::string> argv = {"cryptmap", "-o",

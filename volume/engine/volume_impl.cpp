@@ -14,7 +14,7 @@
 #include "base/check.h"
 #include "cache/sector_cache.h"
 #include "crypto/sector_cipher.h"
-#include "volume/engine/buffer_pool.h"
+#include "base/buffer_pool.h"
 #include "volume/engine/crypto_driver.h"
 #include "base/io_thread.h"
 #include "volume/engine/range_lock.h"
