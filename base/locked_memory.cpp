@@ -49,8 +49,13 @@ Result<LockedMemory> LockedMemory::allocate(std::size_t bytes, MemoryLock lock, 
   const std::size_t len = round_to_pages(bytes);
   void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
-    Error e = make_error_fmt(Errc::kNoSpace, what, kNoObject, "cannot map %zu bytes", len);
-    e.sys_errno = errno;
+    const int err = errno;
+    // The object is the byte count; the detail stays within Error's 95 characters.
+    Error e = make_error_fmt(Errc::kNoSpace, what, len, "cannot map that many bytes; %s",
+                             lock == MemoryLock::kBestEffort
+                                 ? "free memory, raise the memory limit or lower --cache-size"
+                                 : "free memory or raise the memory limit");
+    e.sys_errno = err;
     return e;
   }
   (void)::madvise(p, len, MADV_DONTDUMP);

@@ -90,6 +90,17 @@ TEST(LockedMemory, KernelSeesTheRegionLockedNeverDumpedAndWipedOnFork) {
   }
 }
 
+TEST(LockedMemory, MappingFailureIsNoSpaceAndSaysWhatFailedAndWhatToDo) {
+  // More than any process's address space: mmap refuses it with ENOMEM.
+  auto m = LockedMemory::allocate(std::size_t{1} << 62, MemoryLock::kBestEffort, "test cache");
+  ASSERT_FALSE(m.has_value());
+  EXPECT_EQ(m.error().code, Errc::kNoSpace);
+  EXPECT_EQ(m.error().sys_errno, ENOMEM);
+  const std::string msg = m.error().message();
+  EXPECT_NE(msg.find("test cache [4611686018427387904]: cannot map"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("lower --cache-size"), std::string::npos) << msg;
+}
+
 // Records whether every byte was zero when the region reached munmap.
 std::atomic<int> g_unmapped{0};
 std::atomic<int> g_unmapped_dirty{0};
