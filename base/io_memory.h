@@ -13,7 +13,9 @@
 namespace cryptmap {
 
 // Faults in [p, p+len) (len a multiple of the page size) and locks it when permitted.
-// Returns true when the range is mlocked (never swapped); false means populated but swappable.
+// Returns true when the range is mlocked (never swapped); false means populated but swappable,
+// with errno set by the refused mlock. Most callers want LockedMemory (base/locked_memory.h),
+// which calls this; it is public for memory we do not map ourselves (a thread's stack).
 bool prefault_io_memory(void* p, std::size_t len) noexcept;
 
 }  // namespace cryptmap

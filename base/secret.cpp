@@ -1,6 +1,5 @@
 #include "base/secret.h"
 
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -26,23 +25,10 @@ bool constant_time_equal(std::span<const std::byte> a, std::span<const std::byte
 Result<SecretBytes> SecretBytes::allocate(std::size_t size) {
   SecretBytes s;
   if (size == 0) return s;
-  const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  const std::size_t mapped = (size + page - 1) / page * page;
-  void* p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return make_sys_error(errno, "allocate locked memory for key material");
-  // Never dumped, never inherited by a forked child.
-  madvise(p, mapped, MADV_DONTDUMP);
-  madvise(p, mapped, MADV_WIPEONFORK);
-  if (mlock(p, mapped) != 0) {
-    int err = errno;
-    munmap(p, mapped);
-    Error e = make_sys_error(err, "lock key material in memory (raise RLIMIT_MEMLOCK)");
-    e.code = Errc::kNoSpace;
-    return e;
-  }
-  s.data_ = static_cast<std::byte*>(p);
+  CRYPTMAP_TRY(mem, LockedMemory::allocate(size, MemoryLock::kRequired,
+                                           "lock key material in memory"));
+  s.mem_ = std::move(mem);
   s.size_ = size;
-  s.mapped_ = mapped;
   return s;
 }
 
@@ -58,37 +44,21 @@ Result<SecretBytes> SecretBytes::copy_of(std::string_view bytes) {
 }
 
 SecretBytes::SecretBytes(SecretBytes&& o) noexcept
-    : data_(std::exchange(o.data_, nullptr)),
-      size_(std::exchange(o.size_, 0)),
-      mapped_(std::exchange(o.mapped_, 0)) {}
+    : mem_(std::move(o.mem_)), size_(std::exchange(o.size_, 0)) {}
 
 SecretBytes& SecretBytes::operator=(SecretBytes&& o) noexcept {
   if (this != &o) {
-    release();
-    data_ = std::exchange(o.data_, nullptr);
+    mem_ = std::move(o.mem_);
     size_ = std::exchange(o.size_, 0);
-    mapped_ = std::exchange(o.mapped_, 0);
   }
   return *this;
 }
 
-SecretBytes::~SecretBytes() { release(); }
-
 void SecretBytes::truncate(std::size_t new_size) noexcept {
   if (new_size < size_) {
-    secure_zero(data_ + new_size, size_ - new_size);
+    secure_zero(data() + new_size, size_ - new_size);
     size_ = new_size;
   }
-}
-
-void SecretBytes::release() noexcept {
-  if (data_ != nullptr) {
-    secure_zero(data_, mapped_);
-    munlock(data_, mapped_);
-    munmap(data_, mapped_);
-  }
-  data_ = nullptr;
-  size_ = mapped_ = 0;
 }
 
 Result<void> harden_process() {

@@ -1,14 +1,16 @@
 // SecretBytes — key material and passphrases.
 //
-// Move-only. The bytes live in their own anonymous mapping that is mlock()ed (never swapped),
-// MADV_DONTDUMP (never in a core dump) and explicitly zeroed before munmap. Formatting one
-// prints "<redacted>". Thread-compatible (like std::vector).
+// Move-only. The bytes live in a LockedMemory region with MemoryLock::kRequired
+// (base/locked_memory.h: mlock()ed or not at all, never dumped, not inherited by a forked
+// child, zeroed before munmap). Formatting one prints "<redacted>". Thread-compatible (like
+// std::vector).
 #pragma once
 
 #include <cstddef>
 #include <span>
 #include <string_view>
 
+#include "base/locked_memory.h"
 #include "base/result.h"
 
 namespace cryptmap {
@@ -26,25 +28,23 @@ class SecretBytes {
   SecretBytes& operator=(SecretBytes&& o) noexcept;
   SecretBytes(const SecretBytes&) = delete;
   SecretBytes& operator=(const SecretBytes&) = delete;
-  ~SecretBytes();
+  ~SecretBytes() = default;
 
-  std::byte* data() noexcept { return data_; }
-  const std::byte* data() const noexcept { return data_; }
+  std::byte* data() noexcept { return mem_.data(); }
+  const std::byte* data() const noexcept { return mem_.data(); }
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
-  std::span<std::byte> span() noexcept { return {data_, size_}; }
-  std::span<const std::byte> span() const noexcept { return {data_, size_}; }
+  std::span<std::byte> span() noexcept { return {data(), size_}; }
+  std::span<const std::byte> span() const noexcept { return {data(), size_}; }
   std::string_view as_chars() const noexcept {
-    return {reinterpret_cast<const char*>(data_), size_};
+    return {reinterpret_cast<const char*>(data()), size_};
   }
   // Shrinks the visible size (e.g. strip a trailing newline); the mapping stays.
   void truncate(std::size_t new_size) noexcept;
 
  private:
-  void release() noexcept;
-  std::byte* data_ = nullptr;
-  std::size_t size_ = 0;
-  std::size_t mapped_ = 0;
+  LockedMemory mem_;
+  std::size_t size_ = 0;  // visible bytes (<= mem_.size())
 };
 
 // Constant-time comparison (digest checks).

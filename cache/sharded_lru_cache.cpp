@@ -1,15 +1,13 @@
 // ShardedLruCache — see sector_cache.h. Each shard is an independent segmented LRU over a
 // fixed array of entries (intrusive lists and an intrusive hash chain, all indices into that
 // array), so the steady state allocates nothing.
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <vector>
 
 #include "base/check.h"
-#include "base/io_memory.h"
+#include "base/locked_memory.h"
 #include "base/mutex.h"
 #include "base/secret.h"
 #include "cache/sector_cache.h"
@@ -120,7 +118,6 @@ class Shard {
       secure_zero(data(i), bs_);  // plaintext never outlives its residency
       ++*evictions;
     }
-    high_water_ = std::max(high_water_, i + 1);
     Entry& e = entries_[i];
     e = Entry{};
     e.key = key;
@@ -214,9 +211,6 @@ class Shard {
   }
 
   Entry& entry(std::uint32_t i) REQUIRES(mu) { return entries_[i]; }
-  // Wipes every block that ever held data (slots are handed out lowest first, so untouched
-  // pages past the high-water mark are never faulted in just to be zeroed).
-  void wipe_all() REQUIRES(mu) { secure_zero(mem_, std::size_t{high_water_} * bs_); }
   std::uint64_t resident() const REQUIRES(mu) { return resident_; }
 
  private:
@@ -275,33 +269,24 @@ class Shard {
   List protected_ GUARDED_BY(mu);
   List dirty_ GUARDED_BY(mu);
   std::uint64_t resident_ GUARDED_BY(mu) = 0;
-  std::uint32_t high_water_ GUARDED_BY(mu) = 0;
 };
 
 class ShardedLruCache final : public SectorCache {
  public:
-  ShardedLruCache(std::byte* mem, std::size_t mem_bytes, bool locked, std::uint32_t shards,
-                  std::uint32_t per_shard, const CacheOptions& o)
-      : mem_(mem),
-        mem_bytes_(mem_bytes),
-        locked_(locked),
+  ShardedLruCache(LockedMemory mem, std::uint32_t shards, std::uint32_t per_shard,
+                  const CacheOptions& o)
+      : mem_(std::move(mem)),
         bs_(o.block_size),
         shard_bits_(static_cast<std::uint32_t>(__builtin_ctz(shards))),
         shards_(shards),
         capacity_(std::uint64_t{shards} * per_shard) {
     for (std::uint32_t s = 0; s < shards; ++s) {
-      shards_[s].init(mem + std::size_t{s} * per_shard * bs_, per_shard, bs_,
+      shards_[s].init(mem_.data() + std::size_t{s} * per_shard * bs_, per_shard, bs_,
                       std::clamp<std::uint32_t>(o.protected_percent, 1, 100));
     }
   }
-  ~ShardedLruCache() override {
-    for (Shard& sh : shards_) {
-      MutexLock lock(sh.mu);
-      sh.wipe_all();
-    }
-    (void)::munlock(mem_, mem_bytes_);
-    (void)::munmap(mem_, mem_bytes_);
-  }
+  // mem_ wipes the blocks (all of them) when it is unmapped.
+  ~ShardedLruCache() override = default;
 
   bool read(std::uint64_t index, std::size_t skip, std::span<std::byte> dst) override {
     CRYPTMAP_CHECK(skip + dst.size() <= bs_);
@@ -428,7 +413,7 @@ class ShardedLruCache final : public SectorCache {
   }
   std::uint64_t capacity_blocks() const noexcept override { return capacity_; }
   std::uint32_t block_size() const noexcept override { return bs_; }
-  bool memory_locked() const noexcept override { return locked_; }
+  bool memory_locked() const noexcept override { return mem_.locked(); }
 
   CacheStats stats() override {
     CacheStats s;
@@ -466,9 +451,7 @@ class ShardedLruCache final : public SectorCache {
   }
   Shard& shard(std::uint64_t index) { return shards_[shard_of(index)]; }
 
-  std::byte* const mem_;
-  const std::size_t mem_bytes_;
-  const bool locked_;
+  const LockedMemory mem_;  // the blocks: plaintext
   const std::uint32_t bs_;
   const std::uint32_t shard_bits_;
   std::vector<Shard> shards_;
@@ -494,21 +477,21 @@ Result<std::unique_ptr<SectorCache>> make_sharded_lru_cache(const CacheOptions& 
   while (shards * 2 <= std::max<std::uint32_t>(1, o.shards) && shards * 2 <= blocks) shards *= 2;
   const auto per_shard = static_cast<std::uint32_t>(blocks / shards);
   const std::size_t bytes = std::size_t{shards} * per_shard * bs;
-  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
-    return make_error_fmt(Errc::kNoSpace, "sector cache: allocate", bytes,
-                          "cannot map the cache memory; lower --cache-size");
-  }
-  (void)::madvise(p, bytes, MADV_DONTDUMP);
   // Faulted in (and locked where permitted) now, at open: a page first touched during I/O
   // could be charged while we serve a loop device's writeback (base/io_memory.h). Costs about
   // 230 ms for 64 MiB here, once.
-  const bool locked = prefault_io_memory(p, bytes);
+  Result<LockedMemory> mem =
+      LockedMemory::allocate(bytes, MemoryLock::kBestEffort, "the sector cache");
+  if (!mem) {
+    Error e = make_error_fmt(Errc::kNoSpace, "sector cache: allocate", bytes,
+                             "cannot map the cache memory; lower --cache-size");
+    e.sys_errno = mem.error().sys_errno;
+    return e;
+  }
   try {
-    return std::unique_ptr<SectorCache>(std::make_unique<ShardedLruCache>(
-        static_cast<std::byte*>(p), bytes, locked, shards, per_shard, o));
+    return std::unique_ptr<SectorCache>(
+        std::make_unique<ShardedLruCache>(std::move(*mem), shards, per_shard, o));
   } catch (const std::bad_alloc&) {
-    (void)::munmap(p, bytes);
     return make_error(Errc::kNoSpace, "sector cache: allocate the entry tables");
   }
 }

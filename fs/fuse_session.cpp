@@ -10,12 +10,7 @@
 #include <system_error>
 #include <thread>
 
-#include "base/secret.h"
 #include "base/io_memory.h"
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23  // Linux 5.14
-#endif
 
 namespace cryptmap::fs::internal {
 
@@ -164,25 +159,17 @@ Result<std::unique_ptr<SessionWorkers>> SessionWorkers::start(FuseSession& sessi
   std::unique_ptr<SessionWorkers> w(new SessionWorkers(session, std::move(opts)));
   const std::size_t page = page_size();
   w->stride_ = (receive_buffer_bytes() + page - 1) / page * page;
-  const std::size_t total = w->stride_ * w->opts_.workers;
-  void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
-    Error e = make_sys_error(errno, "FUSE workers: map the receive buffers");
-    e.code = Errc::kNoSpace;
-    return e;
-  }
-  w->buffers_ = static_cast<std::byte*>(p);
-  (void)::madvise(p, total, MADV_DONTDUMP);  // written plaintext passes through them
-  // Charged now, at mount, not by the kernel's copy of the first write request into them.
-  w->locked_ = prefault_io_memory(p, total);
-  // And populated for sure: sanitizer runtimes turn mlock() into a no-op that reports success.
-  (void)::madvise(p, total, MADV_POPULATE_WRITE);
+  // Written plaintext passes through them. Charged now, at mount, not by the kernel's copy of
+  // the first write request into them.
+  CRYPTMAP_TRY(buffers, LockedMemory::allocate(w->stride_ * w->opts_.workers,
+                                               MemoryLock::kBestEffort, "FUSE receive buffers"));
+  w->buffers_ = std::move(buffers);
 
   install_wake_handler();
   w->workers_.reserve(w->opts_.workers);
   for (std::uint32_t i = 0; i < w->opts_.workers; ++i) {
     auto worker = std::make_unique<Worker>();
-    worker->buf = w->buffers_ + i * w->stride_;
+    worker->buf = w->buffers_.data() + i * w->stride_;
     Worker& ref = *worker;
     try {
       worker->thread = std::thread([self = w.get(), &ref] { self->serve(ref); });
@@ -200,13 +187,7 @@ Result<std::unique_ptr<SessionWorkers>> SessionWorkers::start(FuseSession& sessi
 SessionWorkers::~SessionWorkers() {
   request_stop();
   (void)wait();
-  if (buffers_ != nullptr) {
-    const std::size_t total = stride_ * opts_.workers;
-    secure_zero(buffers_, total);
-    (void)::munlock(buffers_, total);
-    (void)::munmap(buffers_, total);
-  }
-}
+}  // then buffers_ is wiped and unmapped
 
 void SessionWorkers::serve(Worker& w) {
   set_worker_signal_mask();
@@ -291,8 +272,8 @@ SessionWorkers::Stats SessionWorkers::stats() const {
   Stats s;
   s.workers = opts_.workers;
   s.buffer_bytes = stride_;
-  s.buffers_locked = locked_;
-  s.buffers_resident = buffers_ != nullptr && all_resident(buffers_, stride_ * opts_.workers);
+  s.buffers_locked = buffers_.locked();
+  s.buffers_resident = !buffers_.empty() && all_resident(buffers_.data(), buffers_.size());
   s.requests = requests_.load(std::memory_order_relaxed);
   s.foreign_receives = g_foreign_receives.load(std::memory_order_relaxed);
   return s;

@@ -2,8 +2,8 @@
 // volume (the /dev/mapper of cryptmap), served with the libfuse3 low-level API.
 //
 // Each file is named after its volume, is owned by the user running the server, has mode 0600
-// and the volume's plaintext size. Reads and writes go straight to volume::Volume; the reply is
-// sent from the volume's completion, on whatever thread runs it. Files are opened with
+// and the volume's plaintext size. Reads and writes go straight to volume::Volume, on the FUSE
+// worker that received the request, which replies when the volume returns. Files are opened with
 // FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES: the kernel page cache does not double-cache
 // what the volume already caches, and concurrent writers are not serialised on the inode lock
 // (fs/README.md explains the choice and `losetup --direct-io`).
@@ -16,6 +16,7 @@
 // every added Volume. Destruction = stop(): stop the loop, wait for in-flight requests, flush
 // every volume, unmount, destroy the session, then the volumes (reverse of open).
 // Thread-safety: every public method may be called from any thread, concurrently with serving.
+// The parts of the implementation are listed in fs/internal/server_impl.h.
 #pragma once
 
 #include <cstddef>

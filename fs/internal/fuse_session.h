@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "base/locked_memory.h"
 #include "base/result.h"
 
 namespace cryptmap::fs::internal {
@@ -131,9 +132,8 @@ class SessionWorkers {
 
   FuseSession& session_;
   Options opts_;
-  std::byte* buffers_ = nullptr;
+  LockedMemory buffers_;  // one receive buffer per worker, stride_ apart
   std::size_t stride_ = 0;
-  bool locked_ = false;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<std::uint64_t> requests_{0};
   mutable std::mutex mu_;

@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "base/check.h"
-#include "volume/engine/buffer_pool.h"
+#include "base/buffer_pool.h"
+#include "base/locked_memory.h"
 #include "volume/engine/sector_math.h"
 #include "base/io_thread.h"
 
@@ -42,8 +43,7 @@ struct ReadAhead::Impl {
   Options opts;
   Loader loader;
   std::uint64_t window_sectors = 0;
-  std::byte* mem = nullptr;
-  std::size_t mem_bytes = 0;
+  LockedMemory mem;  // the windows' sectors: plaintext
 
   mutable std::mutex mu;
   std::condition_variable loaded_cv;  // a window left kLoading, or a pin was dropped
@@ -128,15 +128,15 @@ Result<std::unique_ptr<ReadAhead>> ReadAhead::create(const Options& options, Loa
   impl->opts = options;
   impl->loader = std::move(loader);
   impl->window_sectors = options.window_bytes / options.sector_size;
-  impl->mem_bytes = impl->window_sectors * options.sector_size * options.windows;
-  bool locked = false;
-  CRYPTMAP_TRY(mem, alloc_locked_memory(impl->mem_bytes, &locked));
-  impl->mem = mem;
+  CRYPTMAP_TRY(mem, LockedMemory::allocate(impl->window_sectors * options.sector_size *
+                                               options.windows,
+                                           MemoryLock::kBestEffort, "read-ahead windows"));
+  impl->mem = std::move(mem);
   try {
     impl->windows.resize(options.windows);
     impl->queue.resize(options.windows);
     for (std::uint32_t i = 0; i < options.windows; ++i) {
-      impl->windows[i].mem = mem + i * impl->window_sectors * options.sector_size;
+      impl->windows[i].mem = impl->mem.data() + i * impl->window_sectors * options.sector_size;
     }
     auto ra = std::unique_ptr<ReadAhead>(new ReadAhead(std::move(impl)));
     ra->impl_->owner = ra.get();
@@ -166,7 +166,6 @@ ReadAhead::~ReadAhead() {
   }
   impl_->work_cv.notify_all();
   for (std::thread& t : impl_->threads) t.join();
-  if (impl_->mem != nullptr) free_locked_memory(impl_->mem, impl_->mem_bytes);
 }
 
 ReadAhead::Pin::Pin(Pin&& o) noexcept

@@ -9,7 +9,7 @@
 #include <new>
 
 #include "tests/unit/volume/engine/volume_test_util.h"
-#include "volume/engine/buffer_pool.h"
+#include "base/buffer_pool.h"
 #include "volume/engine/range_lock.h"
 
 // LeakSanitizer: oneTBB frees a task_scheduler_observer's proxy lazily, when the last worker

@@ -1,23 +1,30 @@
-#include "fs/buffer_pool.h"
-
-#include <atomic>
-#include <chrono>
-#include <set>
-#include <thread>
+// BufferPool (base/buffer_pool.h): the engine's and the FUSE read path's one pool. Distinct
+// page-aligned buffers of the requested size, exhaustion waits (never fails), handles give
+// their buffer back exactly once, the memory is locked where allowed.
+#include "base/buffer_pool.h"
 
 #include <gtest/gtest.h>
 
-namespace cryptmap::fs {
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <set>
+#include <thread>
+#include <vector>
+
+namespace cryptmap {
 namespace {
 
-TEST(BufferPool, HandsOutDistinctBuffersOfTheRequestedSize) {
+TEST(BufferPool, HandsOutDistinctPageAlignedBuffersOfTheRequestedSize) {
   auto pool = BufferPool::create(4, 5000);
-  ASSERT_TRUE(pool.has_value());
-  std::vector<PooledBuffer> held;
+  ASSERT_TRUE(pool.has_value()) << pool.error().message();
+  EXPECT_EQ((*pool)->buffer_bytes(), 5000u);
+  std::vector<BufferPool::Buffer> held;
   std::set<std::byte*> seen;
   for (int i = 0; i < 4; ++i) {
     held.push_back((*pool)->acquire());
-    EXPECT_EQ(held.back().size(), 5000u);
+    EXPECT_EQ(held.back().span().size(), 5000u);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(held.back().data()) % 4096, 0u) << "O_DIRECT";
     seen.insert(held.back().data());
     held.back().span()[4999] = std::byte{1};  // writable to the last byte
   }
@@ -33,15 +40,15 @@ TEST(BufferPool, HandsOutDistinctBuffersOfTheRequestedSize) {
 TEST(BufferPool, AcquireWaitsUntilABufferComesBack) {
   auto pool = BufferPool::create(1, 4096);
   ASSERT_TRUE(pool.has_value());
-  PooledBuffer first = (*pool)->acquire();
+  BufferPool::Buffer first = (*pool)->acquire();
   std::atomic<bool> got{false};
   std::thread t([&] {
-    PooledBuffer b = (*pool)->acquire();
+    BufferPool::Buffer b = (*pool)->acquire();
     got.store(true);
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_FALSE(got.load());
-  first = PooledBuffer();  // give it back
+  first.reset();  // give it back
   t.join();
   EXPECT_TRUE(got.load());
   EXPECT_EQ((*pool)->available(), 1u);
@@ -51,11 +58,12 @@ TEST(BufferPool, MovedFromHandleReturnsNothingTwice) {
   auto pool = BufferPool::create(2, 4096);
   ASSERT_TRUE(pool.has_value());
   {
-    PooledBuffer a = (*pool)->acquire();
-    PooledBuffer b = std::move(a);
+    BufferPool::Buffer a = (*pool)->acquire();
+    BufferPool::Buffer b = std::move(a);
     EXPECT_FALSE(a);  // NOLINT(bugprone-use-after-move): checking the moved-from state
     EXPECT_TRUE(b);
-    PooledBuffer c = (*pool)->acquire();
+    EXPECT_TRUE(a.span().empty());  // NOLINT(bugprone-use-after-move)
+    BufferPool::Buffer c = (*pool)->acquire();
     c = std::move(b);  // c's old buffer goes back
     EXPECT_EQ((*pool)->available(), 1u);
   }
@@ -70,7 +78,7 @@ TEST(BufferPool, ManyThreadsNeverShareABuffer) {
   for (int t = 0; t < 6; ++t) {
     ts.emplace_back([&, t] {
       for (int i = 0; i < 2000; ++i) {
-        PooledBuffer b = (*pool)->acquire();
+        BufferPool::Buffer b = (*pool)->acquire();
         const auto mark = static_cast<std::byte>(t + 1);
         for (auto& x : b.span()) x = mark;
         std::this_thread::yield();
@@ -89,5 +97,13 @@ TEST(BufferPool, RejectsEmptyPools) {
   EXPECT_FALSE(BufferPool::create(4, 0).has_value());
 }
 
+// Plaintext passes through every buffer (the FUSE read path's too): locked where the limit
+// allows. This process may lock (root, or a test run with enough RLIMIT_MEMLOCK).
+TEST(BufferPool, BuffersAreLockedWhenTheLimitAllows) {
+  auto pool = BufferPool::create(2, 8192);
+  ASSERT_TRUE(pool.has_value());
+  EXPECT_TRUE((*pool)->locked());
+}
+
 }  // namespace
-}  // namespace cryptmap::fs
+}  // namespace cryptmap

@@ -1,0 +1,132 @@
+// VolumeRegistry — the volumes a VolumeServer serves, by name and by inode, and the
+// reference count that keeps an entry alive while a FUSE request uses it. fs-internal.
+//
+// Inodes are never reused, so a stale inode can never alias a newer volume. A request pins an
+// entry with a Ref (acquire); remove and stop take the entry out of the maps first (new requests
+// get ENOENT/EIO) and then wait_drained() until every Ref on it is gone, before flushing and
+// destroying the volume.
+//
+// Thread-safety: every method may be called from any thread. Lock order: the registry's own
+// lock (shared for lookups) is taken after the server's admin lock and never held across
+// volume I/O or a callback that could block; the drain lock is a leaf.
+// Ownership: the registry owns the entries; a Ref borrows one.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <time.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/result.h"
+#include "fs/volume_server.h"
+#include "volume/volume.h"
+
+namespace cryptmap::fs::internal {
+
+struct Entry {
+  std::string name;
+  fuse_ino_t ino = 0;
+  std::unique_ptr<volume::Volume> volume;
+  VolumeSource source;
+  std::uint64_t size_bytes = 0;
+  bool read_only = false;
+  std::uint32_t file_mode = 0600;
+  struct timespec added {};
+  std::atomic<std::uint32_t> open_count{0};
+  std::atomic<std::uint64_t> inflight{0};  // admitted requests not yet completed
+};
+
+class VolumeRegistry {
+ public:
+  // An admitted request on one entry. While any Ref exists the entry is not destroyed
+  // (remove and stop wait for inflight == 0). Move-only; released on destruction.
+  class Ref {
+   public:
+    Ref() = default;
+    Ref(VolumeRegistry* r, Entry* e) noexcept : r_(r), e_(e) {}
+    Ref(Ref&& o) noexcept : r_(o.r_), e_(std::exchange(o.e_, nullptr)) {}
+    Ref& operator=(Ref&& o) noexcept {
+      if (this != &o) {
+        release();
+        r_ = o.r_;
+        e_ = std::exchange(o.e_, nullptr);
+      }
+      return *this;
+    }
+    Ref(const Ref&) = delete;
+    Ref& operator=(const Ref&) = delete;
+    ~Ref() { release(); }
+    Entry* operator->() const noexcept { return e_; }
+    Entry& entry() const noexcept { return *e_; }
+    explicit operator bool() const noexcept { return e_ != nullptr; }
+
+   private:
+    void release() noexcept;
+    VolumeRegistry* r_ = nullptr;
+    Entry* e_ = nullptr;
+  };
+
+  // Pins the entry of `ino` (and counts an open file handle when `for_open`); empty when there
+  // is none (any more).
+  Ref acquire(fuse_ino_t ino, bool for_open = false);
+  // Waits until no Ref on `e` is left. `e` must already be out of the maps.
+  void wait_drained(Entry& e);
+
+  // Assigns the next inode and publishes `e`. kBusy "Device NAME already exists." on a
+  // duplicate name.
+  Result<void> insert(std::unique_ptr<Entry> e);
+  // Takes `name` out of the maps. kNotFound when absent; kBusy while open unless `force`.
+  Result<std::unique_ptr<Entry>> take(const std::string& name, bool force);
+  // Takes every entry out (stop).
+  std::map<fuse_ino_t, std::unique_ptr<Entry>> take_all();
+
+  // Every entry right now (for flushing; the pointers stay valid while the caller holds the
+  // server's admin lock, which every remove takes).
+  std::vector<Entry*> snapshot() const;
+  std::size_t size() const;
+
+  // Calls fn(Entry&) under the shared lock (fn must not block); false when there is no such
+  // entry.
+  template <class F>
+  bool with_ino(fuse_ino_t ino, F&& fn) const {
+    std::shared_lock lock(mu_);
+    auto it = by_ino_.find(ino);
+    if (it == by_ino_.end()) return false;
+    fn(*it->second);
+    return true;
+  }
+  template <class F>
+  bool with_name(const std::string& name, F&& fn) const {
+    std::shared_lock lock(mu_);
+    auto it = by_name_.find(name);
+    if (it == by_name_.end()) return false;
+    fn(*it->second);
+    return true;
+  }
+  // fn(Entry&) for every entry in inode order, under the shared lock.
+  template <class F>
+  void for_each(F&& fn) const {
+    std::shared_lock lock(mu_);
+    for (const auto& [ino, e] : by_ino_) fn(*e);
+  }
+
+ private:
+  mutable std::shared_mutex mu_;  // guards the maps and next_ino_
+  std::map<std::string, Entry*> by_name_;
+  std::map<fuse_ino_t, std::unique_ptr<Entry>> by_ino_;
+  fuse_ino_t next_ino_ = FUSE_ROOT_ID + 1;  // never reused: a stale inode can never alias
+  std::mutex drain_mu_;
+  std::condition_variable drain_cv_;
+};
+
+}  // namespace cryptmap::fs::internal
