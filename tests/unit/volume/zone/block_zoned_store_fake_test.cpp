@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "tests/unit/volume/store/backing_store_contract.h"
 #include "volume/store/backing_store.h"
 #include "volume/zone/internal/zoned_device_io.h"
 #include "zone_test_util.h"
@@ -377,6 +378,35 @@ TEST(BlockZonedStoreFakeTest, HostileReportsAreRefusedAtOpen) {
     EXPECT_EQ(s.error().code, Errc::kUnsupported);
   }
 }
+
+
+// The BackingStore contract over BlockZonedStore decorating the fake device: the suite's region is
+// the two conventional zones (zeroed first: the fake's junk is for the tests above).
+struct FakeBlockZonedTraits {
+  static constexpr bool kGrowsPastEnd = false;  // a device does not grow: kNoSpace
+  static constexpr std::uint64_t kIoUnit = kBlock;  // the fake takes whole blocks, like O_DIRECT
+  std::unique_ptr<BackingStore> make(std::uint64_t region, bool read_only) {
+    if (region > 2 * kZoneBytes) {
+      ADD_FAILURE() << "the fake has 2 MiB of conventional zones";
+      return nullptr;
+    }
+    auto st = make_state();
+    std::fill(st->data.begin(), st->data.begin() + static_cast<long>(2 * kZoneBytes),
+              std::byte{0});
+    auto s = zi::make_block_zoned_store(std::make_unique<FakeDeviceStore>(st),
+                                        std::make_unique<FakeZonedDevice>(st), "/dev/fakezbd0",
+                                        read_only, kZoneBytes, 8, kBlock);
+    if (!s) {
+      ADD_FAILURE() << describe(s);
+      return nullptr;
+    }
+    return std::move(*s);
+  }
+};
+
+using namespace contract;  // the suite and its gtest registration state
+INSTANTIATE_TYPED_TEST_SUITE_P(FakeBlockZoned, BackingStoreContract,
+                               ::testing::Types<FakeBlockZonedTraits>);
 
 }  // namespace
 }  // namespace cryptmap::volume
