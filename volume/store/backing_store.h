@@ -2,6 +2,9 @@
 // a block device, an emulated zoned image). Follows LevelDB's RandomAccessFile contract:
 // safe for concurrent use by multiple threads; buffers are borrowed only for the call.
 // Offsets are absolute image byte offsets; the volume owns the sector -> offset mapping.
+// Implementations: MemBackingStore, PosixBackingStore (posix_backing_store.h), and the zoned
+// stores (volume/zone/zoned_store.h), which are decorators adding zone rules over a
+// PosixBackingStore. Every one passes tests/unit/volume/store/backing_store_contract.h.
 #pragma once
 
 #include <cstddef>
