@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 
 namespace cryptmap {
@@ -29,8 +28,7 @@ auto pread_step(int fd) {
 
 }  // namespace
 
-Result<void> pread_full(int fd, std::uint64_t off, std::span<std::byte> out,
-                        const IoNames& names) {
+Result<void> pread_full(int fd, std::uint64_t off, std::span<std::byte> out, const IoNames& names) {
   CRYPTMAP_TRY_VOID(read_loop(pread_step(fd), off, out, names, AtEof::kFail));
   return ok();
 }

@@ -2,6 +2,9 @@
 // a block device, an emulated zoned image). Follows LevelDB's RandomAccessFile contract:
 // safe for concurrent use by multiple threads; buffers are borrowed only for the call.
 // Offsets are absolute image byte offsets; the volume owns the sector -> offset mapping.
+// Implementations: MemBackingStore, PosixBackingStore (posix_backing_store.h), and the zoned
+// stores (volume/zone/zoned_store.h), which are decorators adding zone rules over a
+// PosixBackingStore. Every one passes tests/unit/volume/store/backing_store_contract.h.
 #pragma once
 
 #include <cstddef>
@@ -41,6 +44,10 @@ struct PosixStoreOptions {
   // buffered fd serves unaligned ones); no page cache means no memory-cgroup reclaim waiting on
   // our own writeback. Falls back to buffered I/O where the file system has no O_DIRECT.
   bool direct_io = false;
+  // With direct_io: every request goes through O_DIRECT, never the buffered fd (an unaligned one
+  // fails with the kernel's EINVAL), and a file without O_DIRECT fails to open. Zoned block
+  // devices need this: page-cache writeback does not keep the issue order sequential zones need.
+  bool direct_only = false;
 };
 // Opens a regular file or block device. Errors name the path and say what to do.
 Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,

@@ -1,4 +1,5 @@
-// PosixBackingStore — BackingStore over a regular file or a block device (pread/pwrite).
+// PosixBackingStore — BackingStore over a regular file or a block device (pread/pwrite through
+// base/posix_io.h). The zoned stores in volume/zone/ decorate it (posix_backing_store.h).
 //
 // Thread-safety: positional I/O on shared fds is safe from any number of threads; the only
 // mutable state is the size of a growing regular file (atomic).
@@ -13,42 +14,39 @@
 // fd; an unaligned request (rare: a 512-byte RMW on a 4 KiB-aligned file system) uses a second,
 // buffered fd. The kernel keeps the two coherent (direct I/O writes back and invalidates the
 // page-cache range first). The sector cache above is the only cache, so nothing is lost.
+#include "volume/store/posix_backing_store.h"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/stat.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <linux/stat.h>
-
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "base/posix_io.h"
 #include "base/unique_fd.h"
-#include "volume/store/backing_store.h"
 
 namespace cryptmap::volume {
 namespace {
 
-// Errors name the image path in `detail` (truncated to fit) so a user sees which file failed.
-Error path_error(int err, const char* what, std::uint64_t object, const std::string& path) {
-  Error e = make_sys_error(err, what, object);
-  std::snprintf(e.detail.data(), e.detail.size(), "%s", path.c_str());
-  return e;
-}
-
-class PosixBackingStore final : public BackingStore {
+class PosixFileStore final : public PosixBackingStore {
  public:
   // `direct` is an O_DIRECT fd on the same file (invalid when direct I/O is off or
   // unsupported); requests aligned to dio_offset_align/dio_mem_align use it.
-  PosixBackingStore(UniqueFd fd, UniqueFd direct, std::uint32_t dio_offset_align,
-                    std::uint32_t dio_mem_align, std::string path, std::uint64_t size,
-                    bool read_only, bool block_device)
+  PosixFileStore(UniqueFd fd, UniqueFd direct, std::uint32_t dio_offset_align,
+                 std::uint32_t dio_mem_align, std::string path, std::uint64_t size, bool read_only,
+                 bool block_device, bool direct_only)
       : fd_(std::move(fd)),
         direct_fd_(std::move(direct)),
         dio_offset_align_(dio_offset_align),
@@ -56,45 +54,34 @@ class PosixBackingStore final : public BackingStore {
         path_(std::move(path)),
         size_(size),
         read_only_(read_only),
-        block_device_(block_device) {}
+        block_device_(block_device),
+        direct_only_(direct_only) {}
 
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
-    std::size_t done = 0;
-    while (done < out.size()) {
-      const ssize_t n = ::pread(fd_for(off.value + done, out.data() + done, out.size() - done),
-                                out.data() + done, out.size() - done,
-                                static_cast<off_t>(off.value + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return path_error(errno, "read image", off.value + done, path_);
-      }
-      if (n == 0) {
-        Error e = make_error_fmt(Errc::kIo, "read image past its end", off.value + done,
-                                 "%s is shorter than the volume needs", path_.c_str());
-        return e;
-      }
-      done += static_cast<std::size_t>(n);
-    }
+    const IoNames names{.op = "read image",
+                        .past_end = "read image past its end (image shorter than the volume needs)",
+                        .name = path_};
+    // The fd is chosen per step: the rest of a short transfer may no longer be aligned.
+    CRYPTMAP_TRY_VOID(read_loop(
+        [this](void* buf, std::size_t len, std::uint64_t at) -> ssize_t {
+          const ssize_t n = ::pread(fd_for(at, buf, len), buf, len, static_cast<off_t>(at));
+          return n < 0 ? -errno : n;
+        },
+        off.value, out, names, AtEof::kFail));
     return ok();
   }
 
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
     if (read_only_) {
-      return make_error_fmt(Errc::kReadOnly, "write image", off.value,
-                            "%s is open read-only", path_.c_str());
+      return make_error_fmt(Errc::kReadOnly, "write image", off.value, "%s is open read-only",
+                            path_.c_str());
     }
-    std::size_t done = 0;
-    while (done < in.size()) {
-      const ssize_t n = ::pwrite(fd_for(off.value + done, in.data() + done, in.size() - done),
-                                 in.data() + done, in.size() - done,
-                                 static_cast<off_t>(off.value + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return path_error(errno, "write image", off.value + done, path_);
-      }
-      if (n == 0) return path_error(ENOSPC, "write image", off.value + done, path_);
-      done += static_cast<std::size_t>(n);
-    }
+    CRYPTMAP_TRY_VOID(write_loop(
+        [this](const void* buf, std::size_t len, std::uint64_t at) -> ssize_t {
+          const ssize_t n = ::pwrite(fd_for(at, buf, len), buf, len, static_cast<off_t>(at));
+          return n < 0 ? -errno : n;
+        },
+        off.value, in, {.op = "write image", .name = path_}));
     if (!block_device_) {
       // A regular file grows when written past its end; keep size_bytes() truthful.
       const std::uint64_t end = off.value + in.size();
@@ -106,11 +93,11 @@ class PosixBackingStore final : public BackingStore {
   }
 
   Result<void> sync() override {
-    while (::fdatasync(fd_.get()) != 0) {
-      if (errno == EINTR) continue;
-      return path_error(errno, "sync image (fdatasync)", kNoObject, path_);
-    }
-    return ok();
+    return sync_fd(fd_.get(), /*data_only=*/true, {.op = "sync image (fdatasync)", .name = path_});
+  }
+
+  Result<void> sync_all() override {
+    return sync_fd(fd_.get(), /*data_only=*/false, {.op = "sync image (fsync)", .name = path_});
   }
 
   Result<void> discard(ByteOffset off, std::uint64_t len_bytes) override {
@@ -127,7 +114,7 @@ class PosixBackingStore final : public BackingStore {
           return make_error_fmt(Errc::kUnsupported, "discard image range", off.value,
                                 "%s does not support BLKDISCARD", path_.c_str());
         }
-        return path_error(err, "discard image range (BLKDISCARD)", off.value, path_);
+        return sys_error_on(err, "discard image range (BLKDISCARD)", off.value, path_);
       }
       return ok();
     }
@@ -138,8 +125,61 @@ class PosixBackingStore final : public BackingStore {
         return make_error_fmt(Errc::kUnsupported, "discard image range", off.value,
                               "file system of %s cannot punch holes", path_.c_str());
       }
-      return path_error(err, "discard image range (punch hole)", off.value, path_);
+      return sys_error_on(err, "discard image range (punch hole)", off.value, path_);
     }
+    return ok();
+  }
+
+  Result<bool> zero_range(ByteOffset off, std::uint64_t len_bytes, bool must) override {
+    if (read_only_) {
+      return make_error_fmt(Errc::kReadOnly, "zero image range", off.value, "%s is open read-only",
+                            path_.c_str());
+    }
+    if (block_device_) {
+      return make_error_fmt(Errc::kUnsupported, "zero image range", off.value,
+                            "%s is a block device", path_.c_str());
+    }
+    if (len_bytes == 0) return true;
+    const auto o = static_cast<off_t>(off.value);
+    const auto l = static_cast<off_t>(len_bytes);
+    if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return true;
+    if (errno != EOPNOTSUPP) {
+      return sys_error_on(errno, "zero image range (punch hole)", off.value, path_);
+    }
+    if (::fallocate(fd_.get(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return true;
+    if (errno != EOPNOTSUPP) {
+      return sys_error_on(errno, "zero image range (zero range)", off.value, path_);
+    }
+    if (!must) return false;
+    std::vector<std::byte> zeros(std::min<std::uint64_t>(len_bytes, 1u << 20));
+    for (std::uint64_t done = 0; done < len_bytes;) {
+      const auto n =
+          static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), len_bytes - done));
+      CRYPTMAP_TRY_VOID(pwrite_full(fd_.get(), off.value + done, {zeros.data(), n},
+                                    {.op = "zero image range (write zeros)", .name = path_}));
+      done += n;
+    }
+    return true;
+  }
+
+  Result<bool> try_lock(bool exclusive) override {
+    while (::flock(fd_.get(), (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+      if (errno == EINTR) continue;
+      if (errno == EWOULDBLOCK) return false;
+      return sys_error_on(errno, "lock image (flock)", kNoObject, path_);
+    }
+    return true;
+  }
+
+  Result<void> resize(std::uint64_t size_bytes) override {
+    if (block_device_ || read_only_) {
+      return make_error_fmt(Errc::kInvalid, "resize image", size_bytes,
+                            "%s is a block device or open read-only", path_.c_str());
+    }
+    if (::ftruncate(fd_.get(), static_cast<off_t>(size_bytes)) != 0) {
+      return sys_error_on(errno, "size image (ftruncate)", size_bytes, path_);
+    }
+    size_.store(size_bytes, std::memory_order_relaxed);
     return ok();
   }
 
@@ -148,10 +188,13 @@ class PosixBackingStore final : public BackingStore {
   }
   bool read_only() const noexcept override { return read_only_; }
   const std::string& name() const noexcept override { return path_; }
+  bool block_device() const noexcept override { return block_device_; }
+  int fd() const noexcept override { return fd_.get(); }
 
  private:
   int fd_for(std::uint64_t off, const void* buf, std::size_t len) const noexcept {
     if (!direct_fd_.valid()) return fd_.get();
+    if (direct_only_) return direct_fd_.get();
     const bool aligned = off % dio_offset_align_ == 0 && len % dio_offset_align_ == 0 &&
                          reinterpret_cast<std::uintptr_t>(buf) % dio_mem_align_ == 0;
     return aligned ? direct_fd_.get() : fd_.get();
@@ -165,6 +208,7 @@ class PosixBackingStore final : public BackingStore {
   std::atomic<std::uint64_t> size_;
   const bool read_only_;
   const bool block_device_;
+  const bool direct_only_;  // every request through direct_fd_, aligned or not
 };
 
 }  // namespace
@@ -189,23 +233,19 @@ void dio_alignment(int fd, bool block_device, std::uint32_t* offset_align,
   }
 }
 
-Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,
-                                                       const PosixStoreOptions& opts) {
+Result<std::unique_ptr<PosixBackingStore>> PosixBackingStore::open(const std::string& path,
+                                                                   const PosixStoreOptions& opts) {
   const int flags = (opts.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-  int raw = -1;
-  do {
-    raw = ::open(path.c_str(), flags);
-  } while (raw < 0 && errno == EINTR);
-  if (raw < 0) return path_error(errno, "open image", kNoObject, path);
+  CRYPTMAP_TRY(raw, open_retrying(path.c_str(), flags, 0, "open image"));
   UniqueFd fd(raw);
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return path_error(errno, "stat image", kNoObject, path);
+  if (::fstat(fd.get(), &st) != 0) return sys_error_on(errno, "stat image", kNoObject, path);
   std::uint64_t size = 0;
   bool block_device = false;
   if (S_ISBLK(st.st_mode)) {
     block_device = true;
     if (::ioctl(fd.get(), BLKGETSIZE64, &size) != 0) {
-      return path_error(errno, "get block device size (BLKGETSIZE64)", kNoObject, path);
+      return sys_error_on(errno, "get block device size (BLKGETSIZE64)", kNoObject, path);
     }
   } else if (S_ISREG(st.st_mode)) {
     size = static_cast<std::uint64_t>(st.st_size);
@@ -218,19 +258,27 @@ Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,
   if (opts.direct_io) {
     // Reopen by the same inode (not the path, which may have been replaced meanwhile).
     const std::string self = "/proc/self/fd/" + std::to_string(fd.get());
-    do {
-      raw = ::open(self.c_str(), flags | O_DIRECT);
-    } while (raw < 0 && errno == EINTR);
-    if (raw >= 0) {
-      direct.reset(raw);
+    auto d = open_retrying(self.c_str(), flags | O_DIRECT, 0, "open image (O_DIRECT)");
+    if (d) {
+      direct.reset(*d);
       dio_alignment(direct.get(), block_device, &offset_align, &mem_align);
+    } else if (opts.direct_only) {
+      Error e = d.error();
+      std::snprintf(e.detail.data(), e.detail.size(), "%s", path.c_str());
+      return e;
     }
     // else: the file system has no O_DIRECT (tmpfs before 6.6, some FUSE file systems);
     // buffered I/O it is.
   }
-  return std::unique_ptr<BackingStore>(std::make_unique<PosixBackingStore>(
+  return std::unique_ptr<PosixBackingStore>(std::make_unique<PosixFileStore>(
       std::move(fd), std::move(direct), offset_align, mem_align, path, size, opts.read_only,
-      block_device));
+      block_device, opts.direct_io && opts.direct_only));
+}
+
+Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,
+                                                       const PosixStoreOptions& opts) {
+  CRYPTMAP_TRY(store, PosixBackingStore::open(path, opts));
+  return std::unique_ptr<BackingStore>(std::move(store));
 }
 
 }  // namespace cryptmap::volume

@@ -9,8 +9,14 @@
 // the device fails a sequential write anyway, the zone is re-reported so the cache follows the
 // device. Locking as in the emulated store: a zone stripe lock around check+write+publish.
 //
-// Durability: the wp lives on the device; sync() is fdatasync (a cache flush), so what the drive
-// reports after a power loss is, by its contract, durable.
+// Structure: a decorator. The data I/O (reads, writes, fdatasync, BLKDISCARD) goes through the
+// BackingStore it wraps — the device's PosixBackingStore, opened direct-only (every request
+// through O_DIRECT: page-cache writeback would not keep the issue order sequential zones need);
+// the zone ioctls go through ZonedDeviceIo (internal/zoned_device_io.h), which holds the O_EXCL
+// fd. Tests put a hostile fake device under both.
+//
+// Durability: the wp lives on the device; sync() is the store's fdatasync (a cache flush), so what
+// the drive reports after a power loss is, by its contract, durable.
 #include <fcntl.h>
 #include <linux/blkzoned.h>
 #include <linux/fs.h>
@@ -28,8 +34,9 @@
 #include <mutex>
 #include <new>
 
+#include "base/posix_io.h"
 #include "base/unique_fd.h"
-#include "volume/zone/internal/zone_io.h"
+#include "volume/store/posix_backing_store.h"
 #include "volume/zone/internal/zone_rules.h"
 #include "volume/zone/internal/zoned_device_io.h"
 #include "volume/zone/zoned_store.h"
@@ -37,7 +44,6 @@
 namespace cryptmap::volume {
 namespace {
 
-using zone_internal::path_error;
 using zone_internal::ZonedDeviceIo;
 
 unsigned long long ull(std::uint64_t v) { return static_cast<unsigned long long>(v); }
@@ -67,19 +73,10 @@ Result<std::string> sysfs_queue_dir(const struct stat& st) {
                         "%s", base.c_str());
 }
 
-// The real device: an fd and the zone ioctls.
+// The real device's zone ioctls, on an fd of its own (O_EXCL when writable).
 class FdDeviceIo final : public ZonedDeviceIo {
  public:
   explicit FdDeviceIo(UniqueFd fd) : fd_(std::move(fd)) {}
-  ssize_t pread(void* buf, std::size_t len, std::uint64_t off) override {
-    const ssize_t n = ::pread(fd_.get(), buf, len, static_cast<off_t>(off));
-    return n < 0 ? -errno : n;
-  }
-  ssize_t pwrite(const void* buf, std::size_t len, std::uint64_t off) override {
-    const ssize_t n = ::pwrite(fd_.get(), buf, len, static_cast<off_t>(off));
-    return n < 0 ? -errno : n;
-  }
-  int fdatasync() override { return ::fdatasync(fd_.get()) == 0 ? 0 : -errno; }
   int report_zones(struct blk_zone_report* rep) override {
     return ::ioctl(fd_.get(), BLKREPORTZONE, rep) == 0 ? 0 : -errno;
   }
@@ -87,43 +84,10 @@ class FdDeviceIo final : public ZonedDeviceIo {
     struct blk_zone_range r = range;
     return ::ioctl(fd_.get(), request, &r) == 0 ? 0 : -errno;
   }
-  int discard(std::uint64_t off, std::uint64_t len) override {
-    std::uint64_t range[2] = {off, len};
-    return ::ioctl(fd_.get(), BLKDISCARD, range) == 0 ? 0 : -errno;
-  }
 
  private:
   UniqueFd fd_;
 };
-
-Result<void> io_pread_all(ZonedDeviceIo& io, ByteOffset off, std::span<std::byte> out,
-                          const std::string& path) {
-  std::size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = io.pread(out.data() + done, out.size() - done, off.value + done);
-    if (n == -EINTR) continue;
-    if (n < 0) return path_error(static_cast<int>(-n), "read zoned device", off.value + done, path);
-    if (n == 0) {
-      return make_error_fmt(Errc::kIo, "read zoned device past its end", off.value + done, "%s",
-                            path.c_str());
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  return ok();
-}
-
-Result<void> io_pwrite_all(ZonedDeviceIo& io, ByteOffset off, std::span<const std::byte> in,
-                           const std::string& path) {
-  std::size_t done = 0;
-  while (done < in.size()) {
-    const ssize_t n = io.pwrite(in.data() + done, in.size() - done, off.value + done);
-    if (n == -EINTR) continue;
-    if (n < 0) return path_error(static_cast<int>(-n), "write zoned device", off.value + done, path);
-    if (n == 0) return path_error(ENOSPC, "write zoned device", off.value + done, path);
-    done += static_cast<std::size_t>(n);
-  }
-  return ok();
-}
 
 // Asks the device for zones [first, first + count). Returns fewer at the end of the device.
 Result<std::vector<ZoneInfo>> device_report(ZonedDeviceIo& io, std::uint64_t first,
@@ -148,7 +112,7 @@ Result<std::vector<ZoneInfo>> device_report(ZonedDeviceIo& io, std::uint64_t fir
     int rc = 0;
     while ((rc = io.report_zones(rep)) == -EINTR) {
     }
-    if (rc < 0) return path_error(-rc, "report zones (BLKREPORTZONE)", next, path);
+    if (rc < 0) return sys_error_on(-rc, "report zones (BLKREPORTZONE)", next, path);
     if (rep->nr_zones == 0) break;  // end of the device
     if (rep->nr_zones > asked) {
       return make_error_fmt(Errc::kCorrupt, "BLKREPORTZONE returned more zones than asked", next,
@@ -166,9 +130,12 @@ Result<std::vector<ZoneInfo>> device_report(ZonedDeviceIo& io, std::uint64_t fir
 
 class BlockZonedStore final : public ZonedStore {
  public:
-  BlockZonedStore(std::unique_ptr<ZonedDeviceIo> io, std::string path, bool read_only,
-                  std::unique_ptr<ZoneMap> map, std::uint32_t block)
-      : io_(std::move(io)),
+  // `device` does the data I/O, `io` the zone commands; messages name `path`.
+  BlockZonedStore(std::unique_ptr<BackingStore> device, std::unique_ptr<ZonedDeviceIo> io,
+                  std::string path, bool read_only, std::unique_ptr<ZoneMap> map,
+                  std::uint32_t block)
+      : device_(std::move(device)),
+        io_(std::move(io)),
         path_(std::move(path)),
         read_only_(read_only),
         map_(std::move(map)),
@@ -177,7 +144,7 @@ class BlockZonedStore final : public ZonedStore {
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
     return zone_internal::zoned_read(*map_, off, out, path_,
                                      [&](ByteOffset pos, std::span<std::byte> part) {
-                                       return io_pread_all(*io_, pos, part, path_);
+                                       return device_->read_at(pos, part);
                                      });
   }
 
@@ -188,11 +155,11 @@ class BlockZonedStore final : public ZonedStore {
     }
     CRYPTMAP_TRY(target, zone_internal::classify_write(*map_, off, in.size(), path_));
     if (in.empty()) return ok();
-    if (!target.sequential) return io_pwrite_all(*io_, off, in, path_);
+    if (!target.sequential) return device_->write_at(off, in);
     std::lock_guard lock(stripe(target.zone));
     const ZoneInfo z = map_->zone(target.zone);
     CRYPTMAP_TRY_VOID(zone_internal::check_sequential_write(z, off, in.size(), block_));
-    if (auto w = io_pwrite_all(*io_, off, in, path_); !w) {
+    if (auto w = device_->write_at(off, in); !w) {
       (void)refresh_locked(target.zone);  // the device's wp is the truth; keep the cache honest
       return w;
     }
@@ -201,13 +168,7 @@ class BlockZonedStore final : public ZonedStore {
     return ok();
   }
 
-  Result<void> sync() override {
-    int rc = 0;
-    while ((rc = io_->fdatasync()) == -EINTR) {
-    }
-    if (rc < 0) return path_error(-rc, "sync zoned device (fdatasync)", kNoObject, path_);
-    return ok();
-  }
+  Result<void> sync() override { return device_->sync(); }
 
   Result<void> discard(ByteOffset off, std::uint64_t len_bytes) override {
     if (read_only_) {
@@ -223,14 +184,7 @@ class BlockZonedStore final : public ZonedStore {
       return make_error_fmt(Errc::kUnsupported, "discard in a sequential zone", off.value,
                             "%s: reset the zone instead", path_.c_str());
     }
-    if (const int rc = io_->discard(off.value, len_bytes); rc < 0) {
-      if (rc == -EOPNOTSUPP || rc == -ENOTTY) {
-        return make_error_fmt(Errc::kUnsupported, "discard zoned device range", off.value,
-                              "%s does not support BLKDISCARD", path_.c_str());
-      }
-      return path_error(-rc, "discard zoned device range (BLKDISCARD)", off.value, path_);
-    }
-    return ok();
+    return device_->discard(off, len_bytes);  // BLKDISCARD; kUnsupported where the device has none
   }
 
   std::uint64_t size_bytes() const noexcept override { return map_->size_bytes(); }
@@ -297,11 +251,12 @@ class BlockZonedStore final : public ZonedStore {
     }
     if (rc < 0) {
       (void)refresh_locked(index);
-      return path_error(-rc, what, index, path_);
+      return sys_error_on(-rc, what, index, path_);
     }
     return refresh_locked(index);  // the device decides the resulting condition
   }
 
+  const std::unique_ptr<BackingStore> device_;
   const std::unique_ptr<ZonedDeviceIo> io_;
   const std::string path_;
   const bool read_only_;
@@ -318,7 +273,8 @@ std::unique_ptr<ZonedDeviceIo> make_fd_device_io(UniqueFd fd) {
   return std::make_unique<FdDeviceIo>(std::move(fd));
 }
 
-Result<std::unique_ptr<ZonedStore>> make_block_zoned_store(std::unique_ptr<ZonedDeviceIo> io,
+Result<std::unique_ptr<ZonedStore>> make_block_zoned_store(std::unique_ptr<BackingStore> device,
+                                                           std::unique_ptr<ZonedDeviceIo> io,
                                                            const std::string& path, bool read_only,
                                                            std::uint64_t zone_size_bytes,
                                                            std::uint64_t nr_zones,
@@ -340,7 +296,7 @@ Result<std::unique_ptr<ZonedStore>> make_block_zoned_store(std::unique_ptr<Zoned
     return make_error_fmt(e.code, e.what, e.object, "%s: %s", path.c_str(), e.detail.data());
   }
   return std::unique_ptr<ZonedStore>(std::make_unique<BlockZonedStore>(
-      std::move(io), path, read_only, std::move(*map), logical_block_bytes));
+      std::move(device), std::move(io), path, read_only, std::move(*map), logical_block_bytes));
 }
 
 }  // namespace zone_internal
@@ -348,7 +304,7 @@ Result<std::unique_ptr<ZonedStore>> make_block_zoned_store(std::unique_ptr<Zoned
 Result<std::string> block_device_zoned_model(const std::string& device_path) {
   struct stat st {};
   if (::stat(device_path.c_str(), &st) != 0) {
-    return path_error(errno, "stat zoned device", kNoObject, device_path);
+    return sys_error_on(errno, "stat zoned device", kNoObject, device_path);
   }
   if (!S_ISBLK(st.st_mode)) {
     return make_error_fmt(Errc::kInvalid, "not a block device", kNoObject, "%s",
@@ -373,13 +329,9 @@ Result<std::unique_ptr<ZonedStore>> open_block_zoned_store(const std::string& de
                           "%s: queue/zoned is '%s'; use an emulated image", device_path.c_str(),
                           model.c_str());
   }
-  int flags = (options.read_only ? O_RDONLY : (O_RDWR | O_EXCL)) | O_CLOEXEC;
-  if (options.direct_io) flags |= O_DIRECT;
-  int raw = -1;
-  do {
-    raw = ::open(device_path.c_str(), flags);
-  } while (raw < 0 && errno == EINTR);
-  if (raw < 0) return path_error(errno, "open zoned device", kNoObject, device_path);
+  // The zone commands' fd: O_EXCL claims the device against mounts and other exclusive openers.
+  const int flags = (options.read_only ? O_RDONLY : (O_RDWR | O_EXCL)) | O_CLOEXEC;
+  CRYPTMAP_TRY(raw, open_retrying(device_path.c_str(), flags, 0, "open zoned device"));
   UniqueFd fd(raw);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0 || !S_ISBLK(st.st_mode)) {
@@ -399,14 +351,18 @@ Result<std::unique_ptr<ZonedStore>> open_block_zoned_store(const std::string& de
   }
   std::uint32_t nr_zones = 0;
   if (::ioctl(fd.get(), BLKGETNRZONES, &nr_zones) != 0) {
-    return path_error(errno, "get zone count (BLKGETNRZONES)", kNoObject, device_path);
+    return sys_error_on(errno, "get zone count (BLKGETNRZONES)", kNoObject, device_path);
   }
   int lbs = 0;
   if (::ioctl(fd.get(), BLKSSZGET, &lbs) != 0 || lbs < 512) {
-    return path_error(errno, "get logical block size (BLKSSZGET)", kNoObject, device_path);
+    return sys_error_on(errno, "get logical block size (BLKSSZGET)", kNoObject, device_path);
   }
   const std::uint64_t zone_size = std::uint64_t{zone_sectors} << kSectorShift512;
-  return zone_internal::make_block_zoned_store(zone_internal::make_fd_device_io(std::move(fd)),
+  CRYPTMAP_TRY(device, PosixBackingStore::open(device_path, {.read_only = options.read_only,
+                                                             .direct_io = options.direct_io,
+                                                             .direct_only = options.direct_io}));
+  return zone_internal::make_block_zoned_store(std::move(device),
+                                               zone_internal::make_fd_device_io(std::move(fd)),
                                                device_path, options.read_only, zone_size,
                                                nr_zones, static_cast<std::uint32_t>(lbs));
 }

@@ -1,12 +1,18 @@
 // EmulatedZonedStore — a host-managed zoned drive emulated on a regular image file plus a zone
 // state sidecar (IMAGE.zones). See zoned_store.h for the rules and README.md for the format.
 //
+// Structure: a decorator over the PosixBackingStore of the image file. That store does every
+// byte of I/O (O_DIRECT for aligned requests, like a plain image) and owns the fd with the image
+// lock; this class adds the drive's rules, the live write pointers and the sidecar.
+//
 // Durability (the decision, see README.md "Crash consistency"):
-//   The live wp (in ZoneMap) advances as soon as a write's pwrite has returned. The sidecar is
+//   The live wp (in ZoneMap) advances as soon as a write's write_at has returned. The sidecar is
 //   rewritten only by sync(), reset_zone(), finish_zone() and the destructor, always as
 //   "snapshot live states -> fdatasync(image) -> write sidecar atomically". Because a wp is published
-//   only after its data's pwrite returned, every byte below a snapshotted wp was handed to the
-//   kernel before the fdatasync started, so the persisted wp never runs ahead of durable data.
+//   only after its data's write_at returned, every byte below a snapshotted wp was handed to the
+//   kernel (page cache, or the device with O_DIRECT) before the fdatasync started, and fdatasync
+//   covers the whole inode whichever of the image store's fds wrote it, so the persisted wp never
+//   runs ahead of durable data.
 //   Writes after the last sync may be lost in a crash: the zone comes back with the older wp and
 //   the bytes past it read as zeros, exactly like a drive that lost its volatile write cache.
 //   reset_zone persists "empty" BEFORE punching the data (a crash in between leaves old bytes past
@@ -15,9 +21,8 @@
 //
 // Locking: one mutex per zone stripe (kStripes, zone % kStripes) serialises check+write+publish
 // for a zone; `meta_mu_` serialises sidecar writers. Lock order: stripe -> meta_mu_. Reads take no
-// lock (atomic zone snapshot, then pread).
+// lock (atomic zone snapshot, then the image store's read_at).
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,7 +32,9 @@
 #include <limits>
 #include <mutex>
 
+#include "base/posix_io.h"
 #include "base/unique_fd.h"
+#include "volume/store/posix_backing_store.h"
 #include "volume/zone/internal/zone_io.h"
 #include "volume/zone/internal/zone_rules.h"
 #include "volume/zone/zoned_store.h"
@@ -35,7 +42,6 @@
 namespace cryptmap::volume {
 namespace {
 
-using zone_internal::path_error;
 using zone_internal::Sidecar;
 using zone_internal::SidecarZone;
 
@@ -45,10 +51,12 @@ constexpr std::size_t kStripes = 64;
 
 class EmulatedZonedStore final : public ZonedStore {
  public:
-  EmulatedZonedStore(UniqueFd fd, std::string path, bool read_only, std::unique_ptr<ZoneMap> map,
-                     std::uint32_t block, std::uint64_t capacity, Sidecar persisted)
-      : fd_(std::move(fd)),
-        path_(std::move(path)),
+  // `image` does the I/O and holds the image lock; its name is the image path.
+  EmulatedZonedStore(std::unique_ptr<PosixBackingStore> image, bool read_only,
+                     std::unique_ptr<ZoneMap> map, std::uint32_t block, std::uint64_t capacity,
+                     Sidecar persisted)
+      : image_(std::move(image)),
+        path_(image_->name()),
         sidecar_path_(zone_sidecar_path(path_)),
         read_only_(read_only),
         map_(std::move(map)),
@@ -65,7 +73,7 @@ class EmulatedZonedStore final : public ZonedStore {
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
     return zone_internal::zoned_read(*map_, off, out, path_,
                                      [&](ByteOffset pos, std::span<std::byte> part) {
-                                       return zone_internal::pread_all(fd_.get(), pos, part, path_);
+                                       return image_->read_at(pos, part);
                                      });
   }
 
@@ -76,13 +84,13 @@ class EmulatedZonedStore final : public ZonedStore {
     }
     CRYPTMAP_TRY(target, zone_internal::classify_write(*map_, off, in.size(), path_));
     if (in.empty()) return ok();
-    if (!target.sequential) return zone_internal::pwrite_all(fd_.get(), off, in, path_);
+    if (!target.sequential) return image_->write_at(off, in);
     // The drive's contract: check and apply under the zone's lock, so concurrent writers see a
     // linear history of the write pointer.
     std::lock_guard lock(stripe(target.zone));
     const ZoneInfo z = map_->zone(target.zone);
     CRYPTMAP_TRY_VOID(zone_internal::check_sequential_write(z, off, in.size(), block_));
-    CRYPTMAP_TRY_VOID(zone_internal::pwrite_all(fd_.get(), off, in, path_));
+    CRYPTMAP_TRY_VOID(image_->write_at(off, in));
     const auto st = zone_internal::state_after_write(z, off, in.size());
     map_->set_state(target.zone, st.wp, st.cond);
     return ok();
@@ -108,7 +116,7 @@ class EmulatedZonedStore final : public ZonedStore {
       return make_error_fmt(Errc::kUnsupported, "discard in a sequential zone", off.value,
                             "%s: reset the zone instead", path_.c_str());
     }
-    CRYPTMAP_TRY(zeroed, zone_internal::zero_file_range(fd_.get(), off, len_bytes, false, path_));
+    CRYPTMAP_TRY(zeroed, image_->zero_range(off, len_bytes, /*must=*/false));
     if (!zeroed) {
       return make_error_fmt(Errc::kUnsupported, "discard zoned image range", off.value,
                             "file system of %s cannot punch holes", path_.c_str());
@@ -151,8 +159,7 @@ class EmulatedZonedStore final : public ZonedStore {
     }
     // 2. Give the space back; not needed for correctness (reads past wp are zeros, finish zeroes
     //    what it exposes), so an unsupported punch is not an error.
-    CRYPTMAP_TRY_VOID(
-        zone_internal::zero_file_range(fd_.get(), z.start, z.len_bytes, /*must=*/false, path_));
+    CRYPTMAP_TRY_VOID(image_->zero_range(z.start, z.len_bytes, /*must=*/false));
     return ok();
   }
 
@@ -163,8 +170,7 @@ class EmulatedZonedStore final : public ZonedStore {
     CRYPTMAP_TRY_VOID(management_allowed(z, "finish zone"));
     if (z.cond == ZoneCond::kFull) return ok();
     // 1. Zero what finishing exposes: bytes past wp may hold data of writes a crash dropped.
-    CRYPTMAP_TRY_VOID(zone_internal::zero_file_range(fd_.get(), z.wp, z.end() - z.wp,
-                                                     /*must=*/true, path_));
+    CRYPTMAP_TRY_VOID(image_->zero_range(z.wp, z.end() - z.wp, /*must=*/true));
     // 2. Publish and persist "full". A punched hole is an extent-map change, so this persist uses
     //    a full fsync (fdatasync need not commit it) before the sidecar says "full".
     map_->set_state(index, z.end(), ZoneCond::kFull);
@@ -217,10 +223,7 @@ class EmulatedZonedStore final : public ZonedStore {
       const ZoneInfo z = map_->zone(i);  // acquire: data below wp was pwritten before this load
       snap.zones[i] = SidecarZone{z.wp - z.start, z.type, z.cond};
     }
-    while ((full_fsync ? ::fsync(fd_.get()) : ::fdatasync(fd_.get())) != 0) {
-      if (errno == EINTR) continue;
-      return path_error(errno, "sync zoned image (fdatasync)", kNoObject, path_);
-    }
+    CRYPTMAP_TRY_VOID(full_fsync ? image_->sync_all() : image_->sync());
     if (snap.zones == persisted_.zones) return ok();
     snap.generation = persisted_.generation + 1;
     const std::vector<std::byte> bytes = zone_internal::encode_sidecar(snap);
@@ -229,7 +232,8 @@ class EmulatedZonedStore final : public ZonedStore {
     return ok();
   }
 
-  UniqueFd fd_;  // holds flock(LOCK_EX) (LOCK_SH when read-only) for the store's lifetime
+  // Does the I/O; holds flock(LOCK_EX) (LOCK_SH when read-only) for the store's lifetime.
+  const std::unique_ptr<PosixBackingStore> image_;
   const std::string path_;
   const std::string sidecar_path_;
   const bool read_only_;
@@ -241,31 +245,27 @@ class EmulatedZonedStore final : public ZonedStore {
   Sidecar persisted_;  // guarded by meta_mu_: what the sidecar on disk says
 };
 
-Result<UniqueFd> open_and_lock_image(const std::string& path, bool read_only, bool create) {
-  int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-  if (create) flags |= O_CREAT;
-  int raw = -1;
-  do {
-    raw = ::open(path.c_str(), flags, 0600);
-  } while (raw < 0 && errno == EINTR);
-  if (raw < 0) return path_error(errno, "open zoned image", kNoObject, path);
-  UniqueFd fd(raw);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return path_error(errno, "stat zoned image", kNoObject, path);
-  if (!S_ISREG(st.st_mode)) {
+// The image's store (O_DIRECT when asked), locked: one process per image, since two writers would
+// each keep their own write pointers.
+Result<std::unique_ptr<PosixBackingStore>> open_and_lock_image(const std::string& path,
+                                                               bool read_only, bool create,
+                                                               bool direct_io) {
+  if (create) {
+    CRYPTMAP_TRY(raw, open_retrying(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600,
+                                    "create zoned image"));
+    UniqueFd created(raw);  // the store below reopens it
+  }
+  CRYPTMAP_TRY(image, PosixBackingStore::open(path, {.read_only = read_only, .direct_io = direct_io}));
+  if (image->block_device()) {
     return make_error_fmt(Errc::kInvalid, "emulated zoned image must be a regular file", kNoObject,
                           "%s", path.c_str());
   }
-  // One process per image: two writers would each keep their own write pointers.
-  while (::flock(fd.get(), (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
-    if (errno == EINTR) continue;
-    if (errno == EWOULDBLOCK) {
-      return make_error_fmt(Errc::kBusy, "zoned image is in use by another process", kNoObject,
-                            "%s", path.c_str());
-    }
-    return path_error(errno, "lock zoned image (flock)", kNoObject, path);
+  CRYPTMAP_TRY(locked, image->try_lock(/*exclusive=*/!read_only));
+  if (!locked) {
+    return make_error_fmt(Errc::kBusy, "zoned image is in use by another process", kNoObject,
+                          "%s", path.c_str());
   }
-  return fd;
+  return image;
 }
 
 Result<std::unique_ptr<ZoneMap>> map_from_sidecar(const Sidecar& s, const std::string& sidecar) {
@@ -321,11 +321,8 @@ Result<std::unique_ptr<ZonedStore>> create_emulated(const std::string& path,
     return make_error_fmt(Errc::kBusy, "create zoned image: zone sidecar already exists",
                           kNoObject, "%s: open it, or delete it to reformat", sidecar.c_str());
   }
-  CRYPTMAP_TRY(fd, open_and_lock_image(path, false, true));
-  const std::uint64_t size = o.zone_count * o.zone_size_bytes;
-  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
-    return path_error(errno, "size zoned image (ftruncate)", size, path);
-  }
+  CRYPTMAP_TRY(image, open_and_lock_image(path, false, true, o.direct_io));
+  CRYPTMAP_TRY_VOID(image->resize(o.zone_count * o.zone_size_bytes));
   Sidecar s;
   s.zone_size_bytes = o.zone_size_bytes;
   s.zone_capacity_bytes = capacity;
@@ -338,15 +335,15 @@ Result<std::unique_ptr<ZonedStore>> create_emulated(const std::string& path,
     } else {
       s.zones[i] = SidecarZone{0, o.sequential_type, ZoneCond::kEmpty};
       // Reused file: give back old data (reads past wp are zeros regardless).
-      CRYPTMAP_TRY_VOID(zone_internal::zero_file_range(
-          fd.get(), ByteOffset{i * o.zone_size_bytes}, o.zone_size_bytes, false, path));
+      CRYPTMAP_TRY_VOID(
+          image->zero_range(ByteOffset{i * o.zone_size_bytes}, o.zone_size_bytes, false));
     }
   }
-  if (::fsync(fd.get()) != 0) return path_error(errno, "fsync zoned image", kNoObject, path);
+  CRYPTMAP_TRY_VOID(image->sync_all());
   CRYPTMAP_TRY_VOID(zone_internal::write_file_atomic(sidecar, zone_internal::encode_sidecar(s)));
   CRYPTMAP_TRY(map, map_from_sidecar(s, sidecar));
   return std::unique_ptr<ZonedStore>(std::make_unique<EmulatedZonedStore>(
-      std::move(fd), path, false, std::move(map), block, capacity, std::move(s)));
+      std::move(image), false, std::move(map), block, capacity, std::move(s)));
 }
 
 }  // namespace
@@ -357,7 +354,8 @@ Result<std::unique_ptr<ZonedStore>> open_emulated_zoned_store(const std::string&
                                                               const ZonedStoreOptions& options) {
   if (options.create) return create_emulated(image_path, options);
   const std::string sidecar = zone_sidecar_path(image_path);
-  CRYPTMAP_TRY(fd, open_and_lock_image(image_path, options.read_only, false));
+  CRYPTMAP_TRY(image,
+               open_and_lock_image(image_path, options.read_only, false, options.direct_io));
   const std::size_t max_bytes = zone_internal::kSidecarHeaderBytes +
                                 zone_internal::kSidecarMaxZones * zone_internal::kSidecarEntryBytes +
                                 zone_internal::kSidecarTrailerBytes;
@@ -371,18 +369,15 @@ Result<std::unique_ptr<ZonedStore>> open_emulated_zoned_store(const std::string&
   }
   CRYPTMAP_TRY(s, zone_internal::decode_sidecar(*bytes, sidecar));
   CRYPTMAP_TRY(map, map_from_sidecar(s, sidecar));
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return path_error(errno, "stat zoned image", kNoObject, image_path);
-  if (static_cast<std::uint64_t>(st.st_size) < map->size_bytes()) {
+  if (image->size_bytes() < map->size_bytes()) {
     return make_error_fmt(Errc::kCorrupt, "zoned image shorter than its zones",
-                          static_cast<std::uint64_t>(st.st_size), "%s needs %llu bytes",
+                          image->size_bytes(), "%s needs %llu bytes",
                           image_path.c_str(), ull(map->size_bytes()));
   }
   const std::uint32_t block = s.logical_block_bytes;
   const std::uint64_t capacity = s.zone_capacity_bytes;
   return std::unique_ptr<ZonedStore>(std::make_unique<EmulatedZonedStore>(
-      std::move(fd), image_path, options.read_only, std::move(map), block, capacity,
-      std::move(s)));
+      std::move(image), options.read_only, std::move(map), block, capacity, std::move(s)));
 }
 
 }  // namespace cryptmap::volume

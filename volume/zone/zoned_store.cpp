@@ -5,7 +5,7 @@
 
 #include <cerrno>
 
-#include "volume/zone/internal/zone_io.h"
+#include "base/posix_io.h"
 
 namespace cryptmap::volume {
 
@@ -26,7 +26,7 @@ Result<std::unique_ptr<ZonedStore>> open_zoned_store(const std::string& path,
   const int stat_errno = exists ? 0 : errno;
   if (exists && S_ISBLK(st.st_mode)) return open_block_zoned_store(path, options);
   if (options.create) return open_emulated_zoned_store(path, options);
-  if (!exists) return zone_internal::path_error(stat_errno, "open zoned store", kNoObject, path);
+  if (!exists) return sys_error_on(stat_errno, "open zoned store", kNoObject, path);
   if (!S_ISREG(st.st_mode)) {
     return make_error_fmt(Errc::kInvalid, "open zoned store", kNoObject,
                           "%s is neither a regular file nor a block device", path.c_str());

@@ -1,12 +1,14 @@
 // ZonedStore — a BackingStore whose image is cut into zones (see zone_map.h), with the zone
 // management commands of a zoned block device: report, reset, finish, open, close.
 //
-// Two implementations, chosen by `open_zoned_store`:
+// Two implementations, chosen by `open_zoned_store`. Both are decorators: the bytes move through
+// an ordinary PosixBackingStore (volume/store/posix_backing_store.h, so O_DIRECT like any image),
+// and the zoned store adds the zone rules on top:
 //   - EmulatedZonedStore: a regular image file plus a persistent zone-state sidecar (IMAGE.zones).
 //     It enforces a host-managed drive's rules exactly (README.md in this folder lists them) so
 //     the engine and tests can run on machines without zoned hardware.
-//   - BlockZonedStore: a real zoned block device (SMR host-managed/host-aware, ZNS) through the
-//     kernel's zone ioctls (linux/blkzoned.h).
+//   - BlockZonedStore: a real zoned block device (SMR host-managed/host-aware, ZNS); the zone
+//     commands go through the kernel's zone ioctls (linux/blkzoned.h).
 //
 // Rules for sequential zones, identical in both (the drive's contract):
 //   - write_at into a sequential zone must start exactly at the zone's write pointer, be a multiple
@@ -74,8 +76,9 @@ struct ZonedStoreOptions {
   std::uint64_t zone_capacity_bytes = 0;  // create: 0 = zone size (ZNS-like when smaller)
   std::uint32_t logical_block_bytes = 4096;  // create: 512 or 4096 (stored in the sidecar)
   ZoneType sequential_type = ZoneType::kSeqWriteRequired;  // create: or kSeqWritePreferred
-  // Block devices only: open with O_DIRECT (the default; sequential zones must not go through the
-  // page cache, whose writeback does not keep the issue order). Buffers must then be aligned.
+  // O_DIRECT (the default). Block devices: every request (sequential zones must not go through the
+  // page cache, whose writeback does not keep the issue order), so buffers must be aligned.
+  // Emulated images: aligned requests, like a plain image (PosixStoreOptions::direct_io).
   bool direct_io = true;
 };
 

@@ -1,5 +1,6 @@
-// BackingStore contract suite (CryFS-style typed tests) over PosixBackingStore and
-// MemBackingStore, plus implementation-specific tests.
+// The BackingStore contract (backing_store_contract.h) instantiated for MemBackingStore and
+// PosixBackingStore (buffered and O_DIRECT), plus each one's own tests. The zoned stores
+// instantiate the contract beside their tests in tests/unit/volume/zone/.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -13,11 +14,14 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/volume/store/backing_store_contract.h"
 #include "volume/store/backing_store.h"
 #include "volume/store/mem_backing_store.h"
 
 namespace cryptmap::volume {
 namespace {
+
+using namespace contract;  // the suite and its gtest registration state
 
 std::vector<std::byte> bytes(std::size_t n, unsigned seed) {
   std::vector<std::byte> v(n);
@@ -28,9 +32,9 @@ std::vector<std::byte> bytes(std::size_t n, unsigned seed) {
 
 class TempFile {
  public:
-  explicit TempFile(std::uint64_t size) {
-    char tmpl[] = "/tmp/cryptmap-store-XXXXXX";
-    const int fd = ::mkstemp(tmpl);
+  explicit TempFile(std::uint64_t size, const std::string& dir = "/tmp") {
+    std::string tmpl = dir + "/cryptmap-store-XXXXXX";
+    const int fd = ::mkstemp(tmpl.data());
     path_ = tmpl;
     if (fd >= 0) {
       if (::ftruncate(fd, static_cast<off_t>(size)) != 0) path_.clear();
@@ -46,109 +50,31 @@ class TempFile {
   std::string path_;
 };
 
-struct PosixFactory {
+// PosixBackingStore over a sparse temporary file; `Direct` opens it with O_DIRECT (on /var/tmp, a
+// disk file system: tmpfs may lack O_DIRECT, and then the store falls back to buffered I/O).
+template <bool Direct>
+struct PosixTraits {
+  static constexpr bool kGrowsPastEnd = true;  // a regular file grows
+  static constexpr std::uint64_t kIoUnit = 1;
   std::unique_ptr<TempFile> file;
   std::unique_ptr<BackingStore> make(std::uint64_t size, bool read_only) {
-    file = std::make_unique<TempFile>(size);
-    auto s = open_posix_store(file->path(), PosixStoreOptions{read_only, false});
+    file = std::make_unique<TempFile>(size, Direct ? "/var/tmp" : "/tmp");
+    auto s = open_posix_store(file->path(), {.read_only = read_only, .direct_io = Direct});
     EXPECT_TRUE(s) << s.error().message();
     return s ? std::move(*s) : nullptr;
   }
 };
-struct MemFactory {
+struct MemTraits {
+  static constexpr bool kGrowsPastEnd = false;
+  static constexpr std::uint64_t kIoUnit = 1;
   std::unique_ptr<BackingStore> make(std::uint64_t size, bool read_only) {
     return std::make_unique<MemBackingStore>(size, "mem:contract", read_only);
   }
 };
 
-template <class F>
-class BackingStoreContract : public ::testing::Test {
- protected:
-  F factory;
-};
-using Factories = ::testing::Types<PosixFactory, MemFactory>;
-TYPED_TEST_SUITE(BackingStoreContract, Factories);
-
-TYPED_TEST(BackingStoreContract, WritesReadBackAtTheirOffsets) {
-  auto s = this->factory.make(1 << 20, false);
-  ASSERT_TRUE(s);
-  EXPECT_EQ(s->size_bytes(), 1u << 20);
-  EXPECT_FALSE(s->read_only());
-  const auto a = bytes(5000, 1);
-  const auto b = bytes(300, 2);
-  ASSERT_TRUE(s->write_at(ByteOffset{123}, a));
-  ASSERT_TRUE(s->write_at(ByteOffset{(1 << 20) - 300}, b));
-  std::vector<std::byte> back(5000);
-  ASSERT_TRUE(s->read_at(ByteOffset{123}, back));
-  EXPECT_EQ(back, a);
-  std::vector<std::byte> back2(300);
-  ASSERT_TRUE(s->read_at(ByteOffset{(1 << 20) - 300}, back2));
-  EXPECT_EQ(back2, b);
-  std::vector<std::byte> zeros(100), z(100);
-  ASSERT_TRUE(s->read_at(ByteOffset{10000}, zeros));
-  EXPECT_EQ(zeros, z);
-  EXPECT_TRUE(s->sync());
-}
-
-TYPED_TEST(BackingStoreContract, ReadPastTheEndIsAnIoErrorNamingTheOffset) {
-  auto s = this->factory.make(4096, false);
-  ASSERT_TRUE(s);
-  std::vector<std::byte> buf(100);
-  auto r = s->read_at(ByteOffset{4000}, buf);
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, Errc::kIo);
-  EXPECT_NE(r.error().message().find(s->name().substr(0, 20)), std::string::npos)
-      << r.error().message();
-}
-
-TYPED_TEST(BackingStoreContract, ReadOnlyStoresRefuseWritesAndDiscards) {
-  auto s = this->factory.make(4096, true);
-  ASSERT_TRUE(s);
-  EXPECT_TRUE(s->read_only());
-  const auto a = bytes(10, 3);
-  auto w = s->write_at(ByteOffset{0}, a);
-  ASSERT_FALSE(w);
-  EXPECT_EQ(w.error().code, Errc::kReadOnly);
-  EXPECT_FALSE(s->discard(ByteOffset{0}, 4096));
-  std::vector<std::byte> buf(10);
-  EXPECT_TRUE(s->read_at(ByteOffset{0}, buf));
-}
-
-TYPED_TEST(BackingStoreContract, DiscardedRangesReadAsZeros) {
-  auto s = this->factory.make(1 << 20, false);
-  ASSERT_TRUE(s);
-  const auto a = bytes(64 * 1024, 4);
-  ASSERT_TRUE(s->write_at(ByteOffset{0}, a));
-  auto d = s->discard(ByteOffset{16384}, 16384);
-  if (!d && d.error().code == Errc::kUnsupported) GTEST_SKIP() << d.error().message();
-  ASSERT_TRUE(d) << d.error().message();
-  std::vector<std::byte> back(64 * 1024);
-  ASSERT_TRUE(s->read_at(ByteOffset{0}, back));
-  EXPECT_TRUE(std::equal(a.begin(), a.begin() + 16384, back.begin()));
-  EXPECT_TRUE(std::all_of(back.begin() + 16384, back.begin() + 32768,
-                          [](std::byte x) { return x == std::byte{0}; }));
-  EXPECT_TRUE(std::equal(a.begin() + 32768, a.end(), back.begin() + 32768));
-}
-
-TYPED_TEST(BackingStoreContract, ConcurrentDisjointWritersAndReaders) {
-  auto s = this->factory.make(4 << 20, false);
-  ASSERT_TRUE(s);
-  std::vector<std::thread> ts;
-  std::atomic<int> bad{0};
-  for (unsigned t = 0; t < 4; ++t) {
-    ts.emplace_back([&, t] {
-      for (unsigned i = 0; i < 200; ++i) {
-        const std::uint64_t off = (std::uint64_t{t} << 20) + (i % 16) * 65536;
-        const auto a = bytes(65536, t * 1000 + i);
-        if (!s->write_at(ByteOffset{off}, a)) ++bad;
-        std::vector<std::byte> back(65536);
-        if (!s->read_at(ByteOffset{off}, back) || back != a) ++bad;
-      }
-    });
-  }
-  for (auto& t : ts) t.join();
-  EXPECT_EQ(bad.load(), 0);
-}
+using PosixStores = ::testing::Types<PosixTraits<false>, PosixTraits<true>>;
+INSTANTIATE_TYPED_TEST_SUITE_P(Mem, BackingStoreContract, ::testing::Types<MemTraits>);
+INSTANTIATE_TYPED_TEST_SUITE_P(Posix, BackingStoreContract, PosixStores);
 
 TEST(PosixBackingStore, OpenErrorsNameThePath) {
   auto s = open_posix_store("/nonexistent/cryptmap/image.img", {});

@@ -3,6 +3,8 @@
 // zone-aligned sector ranges, EIO for writes a host-managed drive refuses), made hostile: junk past
 // the wp, garbage wp for full zones, short report batches, another host moving a wp behind the
 // store's back, failing commands, impossible descriptors. Real zoned hardware does not exist here.
+// The fake is two objects over one state, as the store sees a device: FakeDeviceStore, the
+// BackingStore the store decorates (data I/O), and FakeZonedDevice, its zone ioctls.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +14,8 @@
 #include <mutex>
 #include <vector>
 
+#include "tests/unit/volume/store/backing_store_contract.h"
+#include "volume/store/backing_store.h"
 #include "volume/zone/internal/zoned_device_io.h"
 #include "zone_test_util.h"
 
@@ -48,44 +52,77 @@ struct FakeState {
   int discards = 0;
 };
 
-class FakeZonedDevice final : public zi::ZonedDeviceIo {
- public:
-  explicit FakeZonedDevice(std::shared_ptr<FakeState> st) : st_(std::move(st)) {}
+FakeZone& zone_at(FakeState& st, std::uint64_t sector) { return st.zones[sector / kZoneSectors]; }
 
-  ssize_t pread(void* buf, std::size_t len, std::uint64_t off) override {
+// The device's data path, as the kernel's block layer presents it: errno failures for what a
+// host-managed drive refuses.
+class FakeDeviceStore final : public BackingStore {
+ public:
+  explicit FakeDeviceStore(std::shared_ptr<FakeState> st) : st_(std::move(st)) {}
+
+  Result<void> read_at(ByteOffset at, std::span<std::byte> out) const override {
     std::lock_guard lock(st_->mu);
-    if (off + len > st_->data.size()) return -EIO;
-    const FakeZone& z = zone_of(off / 512);
-    if (z.cond == BLK_ZONE_COND_OFFLINE) return -EIO;
-    std::memcpy(buf, st_->data.data() + off, len);  // junk past wp comes back as stored
-    return static_cast<ssize_t>(len);
+    const std::uint64_t off = at.value;
+    if (off + out.size() > st_->data.size()) return make_sys_error(EIO, "fake read", off);
+    const FakeZone& z = zone_at(*st_, off / 512);
+    if (z.cond == BLK_ZONE_COND_OFFLINE) return make_sys_error(EIO, "fake read", off);
+    std::memcpy(out.data(), st_->data.data() + off, out.size());  // junk past wp comes back
+    return ok();
   }
 
-  ssize_t pwrite(const void* buf, std::size_t len, std::uint64_t off) override {
+  Result<void> write_at(ByteOffset at, std::span<const std::byte> in) override {
     std::lock_guard lock(st_->mu);
     ++st_->device_writes;
-    if (off % kBlock != 0 || len % kBlock != 0) return reject(-EINVAL);
-    if (off + len > st_->data.size()) return reject(-ENOSPC);
+    const std::uint64_t off = at.value;
+    const std::size_t len = in.size();
+    if (off % kBlock != 0 || len % kBlock != 0) return reject(EINVAL);
+    if (off + len > st_->data.size()) return reject(ENOSPC);
     const std::uint64_t sector = off / 512;
     const std::uint64_t sectors = len / 512;
-    FakeZone& z = zone_of(sector);
-    if (sector + sectors > z.start + z.len) return reject(-EIO);  // boundary violation
+    FakeZone& z = zone_at(*st_, sector);
+    if (sector + sectors > z.start + z.len) return reject(EIO);  // boundary violation
     if (z.type != BLK_ZONE_TYPE_CONVENTIONAL) {
       if (z.cond == BLK_ZONE_COND_FULL || z.cond == BLK_ZONE_COND_READONLY ||
           z.cond == BLK_ZONE_COND_OFFLINE) {
-        return reject(-EIO);
+        return reject(EIO);
       }
-      if (sector != z.wp || sector + sectors > z.start + z.cap) return reject(-EIO);
+      if (sector != z.wp || sector + sectors > z.start + z.cap) return reject(EIO);
       z.wp += sectors;
       z.cond = z.wp == z.start + z.cap ? BLK_ZONE_COND_FULL
                                        : (z.cond == BLK_ZONE_COND_EXP_OPEN ? BLK_ZONE_COND_EXP_OPEN
                                                                            : BLK_ZONE_COND_IMP_OPEN);
     }
-    std::memcpy(st_->data.data() + off, buf, len);
-    return static_cast<ssize_t>(len);
+    std::memcpy(st_->data.data() + off, in.data(), len);
+    return ok();
   }
 
-  int fdatasync() override { return 0; }
+  Result<void> sync() override { return ok(); }
+
+  Result<void> discard(ByteOffset off, std::uint64_t len) override {
+    std::lock_guard lock(st_->mu);
+    ++st_->discards;
+    std::fill(st_->data.begin() + static_cast<long>(off.value),
+              st_->data.begin() + static_cast<long>(off.value + len), std::byte{0});
+    return ok();
+  }
+
+  std::uint64_t size_bytes() const noexcept override { return st_->data.size(); }
+  bool read_only() const noexcept override { return false; }
+  const std::string& name() const noexcept override { return name_; }
+
+ private:
+  Result<void> reject(int err) {
+    ++st_->device_rejects;
+    return make_sys_error(err, "fake write");
+  }
+  std::shared_ptr<FakeState> st_;
+  const std::string name_ = "/dev/fakezbd0";
+};
+
+// The device's zone ioctls.
+class FakeZonedDevice final : public zi::ZonedDeviceIo {
+ public:
+  explicit FakeZonedDevice(std::shared_ptr<FakeState> st) : st_(std::move(st)) {}
 
   int report_zones(struct blk_zone_report* rep) override {
     std::lock_guard lock(st_->mu);
@@ -149,20 +186,8 @@ class FakeZonedDevice final : public zi::ZonedDeviceIo {
     return 0;
   }
 
-  int discard(std::uint64_t off, std::uint64_t len) override {
-    std::lock_guard lock(st_->mu);
-    ++st_->discards;
-    std::fill(st_->data.begin() + static_cast<long>(off),
-              st_->data.begin() + static_cast<long>(off + len), std::byte{0});
-    return 0;
-  }
-
  private:
-  FakeZone& zone_of(std::uint64_t sector) { return st_->zones[sector / kZoneSectors]; }
-  ssize_t reject(int err) {
-    ++st_->device_rejects;
-    return err;
-  }
+  FakeZone& zone_of(std::uint64_t sector) { return zone_at(*st_, sector); }
   std::shared_ptr<FakeState> st_;
 };
 
@@ -192,7 +217,8 @@ std::shared_ptr<FakeState> make_state() {
 
 Result<std::unique_ptr<ZonedStore>> open_fake(const std::shared_ptr<FakeState>& st,
                                               std::uint64_t nr_zones = 8) {
-  return zi::make_block_zoned_store(std::make_unique<FakeZonedDevice>(st), "/dev/fakezbd0", false,
+  return zi::make_block_zoned_store(std::make_unique<FakeDeviceStore>(st),
+                                    std::make_unique<FakeZonedDevice>(st), "/dev/fakezbd0", false,
                                     kZoneBytes, nr_zones, kBlock);
 }
 
@@ -345,12 +371,42 @@ TEST(BlockZonedStoreFakeTest, HostileReportsAreRefusedAtOpen) {
   }
   {
     auto st = make_state();
-    auto s = zi::make_block_zoned_store(std::make_unique<FakeZonedDevice>(st), "/dev/fakezbd0",
+    auto s = zi::make_block_zoned_store(std::make_unique<FakeDeviceStore>(st),
+                                        std::make_unique<FakeZonedDevice>(st), "/dev/fakezbd0",
                                         false, kZoneBytes, 0, kBlock);
     ASSERT_FALSE(s);
     EXPECT_EQ(s.error().code, Errc::kUnsupported);
   }
 }
+
+
+// The BackingStore contract over BlockZonedStore decorating the fake device: the suite's region is
+// the two conventional zones (zeroed first: the fake's junk is for the tests above).
+struct FakeBlockZonedTraits {
+  static constexpr bool kGrowsPastEnd = false;  // a device does not grow: kNoSpace
+  static constexpr std::uint64_t kIoUnit = kBlock;  // the fake takes whole blocks, like O_DIRECT
+  std::unique_ptr<BackingStore> make(std::uint64_t region, bool read_only) {
+    if (region > 2 * kZoneBytes) {
+      ADD_FAILURE() << "the fake has 2 MiB of conventional zones";
+      return nullptr;
+    }
+    auto st = make_state();
+    std::fill(st->data.begin(), st->data.begin() + static_cast<long>(2 * kZoneBytes),
+              std::byte{0});
+    auto s = zi::make_block_zoned_store(std::make_unique<FakeDeviceStore>(st),
+                                        std::make_unique<FakeZonedDevice>(st), "/dev/fakezbd0",
+                                        read_only, kZoneBytes, 8, kBlock);
+    if (!s) {
+      ADD_FAILURE() << describe(s);
+      return nullptr;
+    }
+    return std::move(*s);
+  }
+};
+
+using namespace contract;  // the suite and its gtest registration state
+INSTANTIATE_TYPED_TEST_SUITE_P(FakeBlockZoned, BackingStoreContract,
+                               ::testing::Types<FakeBlockZonedTraits>);
 
 }  // namespace
 }  // namespace cryptmap::volume

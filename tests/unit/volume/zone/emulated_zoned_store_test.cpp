@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/unique_fd.h"
+#include "tests/unit/volume/store/backing_store_contract.h"
 #include "volume/zone/internal/zone_io.h"
 #include "volume/zone/internal/zone_rules.h"
 #include "volume/zone/zoned_store.h"
@@ -586,5 +587,44 @@ TEST_F(EmulatedZonedStoreTest, ConcurrentWritersToOneZoneSeeExactlyTheDriveBehav
   EXPECT_EQ(read(s, kZone), pattern(s, kZone, 1));
 }
 
+
+// The BackingStore contract over the emulated drive (a decorator over the image's
+// PosixBackingStore): the suite's region lies in conventional zones, two sequential zones follow
+// (the suite never writes there; their rules are the tests above).
+struct EmulatedZonedTraits {
+  static constexpr bool kGrowsPastEnd = false;  // past the last zone: kNoSpace
+  static constexpr std::uint64_t kIoUnit = 1;
+  ScratchDir dir;
+  std::unique_ptr<BackingStore> make(std::uint64_t region, bool read_only) {
+    const std::string image = dir.file("contract.img");
+    ZonedStoreOptions o;
+    o.create = true;
+    o.zone_size_bytes = kZone;
+    o.conventional_zones = (region + kZone - 1) / kZone;
+    o.zone_count = o.conventional_zones + 2;
+    o.logical_block_bytes = kBlock;
+    auto s = open_zoned_store(image, o);
+    if (!s) {
+      ADD_FAILURE() << describe(s);
+      return nullptr;
+    }
+    if (!read_only) return std::move(*s);
+    s->reset();  // the image lock: one open store per image
+    ZonedStoreOptions ro;
+    ro.read_only = true;
+    auto r = open_zoned_store(image, ro);
+    if (!r) {
+      ADD_FAILURE() << describe(r);
+      return nullptr;
+    }
+    return std::move(*r);
+  }
+};
+
+using namespace contract;  // the suite and its gtest registration state
+INSTANTIATE_TYPED_TEST_SUITE_P(EmulatedZoned, BackingStoreContract,
+                               ::testing::Types<EmulatedZonedTraits>);
+
 }  // namespace
 }  // namespace cryptmap::volume
+

@@ -1,0 +1,236 @@
+// The BackingStore contract (volume/store/backing_store.h) as a typed test suite that every store
+// instantiates: positional reads and writes, unwritten bytes reading as zeros, reads past the end
+// (kIo naming the store), writes past the end (the store grows, or kNoSpace), sync, discard,
+// size and name, read-only refusal, and concurrent use from several threads.
+//
+// A store's test file instantiates it with a traits type:
+//
+//   struct MyTraits {
+//     // true when a write past size_bytes() extends the store (a regular file); otherwise such a
+//     // write fails with kNoSpace and the size stays.
+//     static constexpr bool kGrowsPastEnd = false;
+//     // Offsets and lengths the store accepts are multiples of this: 1 for files and memory, the
+//     // logical block for a device that takes only direct I/O. The suite rounds its odd offsets
+//     // and lengths up to it.
+//     static constexpr std::uint64_t kIoUnit = 1;
+//     // A fresh store of at least `region` bytes whose first `region` bytes are random-access
+//     // writable and read as zeros until written (a zoned store puts conventional zones there;
+//     // the suite never writes elsewhere, so zone rules need no special casing). `read_only`: the
+//     // same store opened read-only. Called once per test; ADD_FAILURE and nullptr on error.
+//     std::unique_ptr<BackingStore> make(std::uint64_t region, bool read_only);
+//   };
+//   INSTANTIATE_TYPED_TEST_SUITE_P(My, BackingStoreContract, ::testing::Types<MyTraits>);
+//
+// Store-specific behaviour (O_DIRECT, zone rules, hostility hooks) stays in each store's own tests.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "volume/store/backing_store.h"
+
+namespace cryptmap::volume::contract {
+
+inline std::vector<std::byte> random_bytes(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<std::byte>(rng());
+  return v;
+}
+
+inline bool all_zero(std::span<const std::byte> v) {
+  return std::all_of(v.begin(), v.end(), [](std::byte b) { return b == std::byte{0}; });
+}
+
+template <class Traits>
+class BackingStoreContract : public ::testing::Test {
+ protected:
+  static constexpr std::uint64_t kRegion = 2 << 20;  // random-access bytes the suite may write
+
+  std::unique_ptr<BackingStore> make(bool read_only = false) {
+    return traits_.make(kRegion, read_only);
+  }
+  // `x` rounded up to the store's I/O unit.
+  static std::uint64_t up(std::uint64_t x) {
+    return (x + Traits::kIoUnit - 1) / Traits::kIoUnit * Traits::kIoUnit;
+  }
+
+  Traits traits_;
+};
+
+TYPED_TEST_SUITE_P(BackingStoreContract);
+
+TYPED_TEST_P(BackingStoreContract, WritesReadBackAtTheirOffsetsAndUnwrittenBytesReadAsZeros) {
+  const std::uint64_t region = TestFixture::kRegion;
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  EXPECT_GE(s->size_bytes(), region);
+  EXPECT_FALSE(s->read_only());
+  const std::uint64_t a_off = this->up(123);
+  const auto a = random_bytes(this->up(5000), 1);  // odd offset and length (where allowed)
+  const auto b = random_bytes(this->up(300), 2);   // ends exactly at the region's end
+  const auto c = random_bytes(65536, 3);           // aligned (O_DIRECT-able offset and length)
+  ASSERT_TRUE(s->write_at(ByteOffset{a_off}, a));
+  ASSERT_TRUE(s->write_at(ByteOffset{region - b.size()}, b));
+  ASSERT_TRUE(s->write_at(ByteOffset{65536}, c));
+  std::vector<std::byte> back(a.size());
+  ASSERT_TRUE(s->read_at(ByteOffset{a_off}, back));
+  EXPECT_EQ(back, a);
+  back.resize(b.size());
+  ASSERT_TRUE(s->read_at(ByteOffset{region - b.size()}, back));
+  EXPECT_EQ(back, b);
+  back.resize(c.size());
+  ASSERT_TRUE(s->read_at(ByteOffset{65536}, back));
+  EXPECT_EQ(back, c);
+  std::vector<std::byte> gap(4096, std::byte{0xEE});
+  ASSERT_TRUE(s->read_at(ByteOffset{this->up(20000)}, gap));
+  EXPECT_TRUE(all_zero(gap));
+}
+
+TYPED_TEST_P(BackingStoreContract, AReadSpanningWrittenAndUnwrittenBytesReturnsBoth) {
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  const std::size_t n = this->up(1000);
+  const std::uint64_t off = this->up(10000);
+  const auto a = random_bytes(n, 4);
+  ASSERT_TRUE(s->write_at(ByteOffset{off}, a));
+  std::vector<std::byte> back(3 * n, std::byte{0xEE});
+  ASSERT_TRUE(s->read_at(ByteOffset{off - n}, back));
+  EXPECT_TRUE(all_zero({back.data(), n}));
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), back.begin() + static_cast<long>(n)));
+  EXPECT_TRUE(all_zero({back.data() + 2 * n, n}));
+}
+
+TYPED_TEST_P(BackingStoreContract, ReadPastTheEndIsAnIoErrorNamingTheStore) {
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  std::vector<std::byte> buf(2 * this->up(64));  // its second half lies past the end
+  auto r = s->read_at(ByteOffset{s->size_bytes() - buf.size() / 2}, buf);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kIo);
+  EXPECT_NE(r.error().message().find(s->name().substr(0, 20)), std::string::npos)
+      << r.error().message();
+  auto beyond = s->read_at(ByteOffset{s->size_bytes() + 4096}, buf);
+  ASSERT_FALSE(beyond);
+  EXPECT_EQ(beyond.error().code, Errc::kIo);
+}
+
+TYPED_TEST_P(BackingStoreContract, AWritePastTheEndGrowsTheStoreOrIsNoSpace) {
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  const std::uint64_t size = s->size_bytes();
+  const auto a = random_bytes(8192, 5);
+  auto w = s->write_at(ByteOffset{size - 4096}, a);
+  if (TypeParam::kGrowsPastEnd) {
+    ASSERT_TRUE(w) << w.error().message();
+    EXPECT_EQ(s->size_bytes(), size + 4096);
+    std::vector<std::byte> back(a.size());
+    ASSERT_TRUE(s->read_at(ByteOffset{size - 4096}, back));
+    EXPECT_EQ(back, a);
+  } else {
+    ASSERT_FALSE(w);
+    EXPECT_EQ(w.error().code, Errc::kNoSpace) << w.error().message();
+    EXPECT_EQ(s->size_bytes(), size);
+  }
+}
+
+TYPED_TEST_P(BackingStoreContract, SyncSucceedsAndKeepsWhatWasWritten) {
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  const auto a = random_bytes(this->up(12345), 6);
+  ASSERT_TRUE(s->write_at(ByteOffset{this->up(777)}, a));
+  auto r = s->sync();
+  ASSERT_TRUE(r) << r.error().message();
+  std::vector<std::byte> back(a.size());
+  ASSERT_TRUE(s->read_at(ByteOffset{this->up(777)}, back));
+  EXPECT_EQ(back, a);
+  EXPECT_TRUE(s->sync());  // nothing new: still fine
+}
+
+TYPED_TEST_P(BackingStoreContract, SizeAndNameStayTheSameAcrossIo) {
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  const std::string name = s->name();
+  const std::uint64_t size = s->size_bytes();
+  EXPECT_FALSE(name.empty());
+  ASSERT_TRUE(s->write_at(ByteOffset{0}, random_bytes(4096, 7)));
+  ASSERT_TRUE(s->sync());
+  EXPECT_EQ(s->name(), name);
+  EXPECT_EQ(s->size_bytes(), size);
+}
+
+TYPED_TEST_P(BackingStoreContract, ReadOnlyStoresRefuseWritesAndDiscardsButRead) {
+  auto s = this->make(/*read_only=*/true);
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(s->read_only());
+  auto w = s->write_at(ByteOffset{0}, random_bytes(this->up(10), 8));
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().code, Errc::kReadOnly);
+  auto d = s->discard(ByteOffset{0}, 4096);
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.error().code, Errc::kReadOnly);
+  std::vector<std::byte> buf(this->up(10));
+  EXPECT_TRUE(s->read_at(ByteOffset{0}, buf));
+}
+
+TYPED_TEST_P(BackingStoreContract, DiscardedRangesReadAsZerosAndTheirNeighboursKeepTheirBytes) {
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  const auto a = random_bytes(64 * 1024, 9);
+  ASSERT_TRUE(s->write_at(ByteOffset{0}, a));
+  auto d = s->discard(ByteOffset{16384}, 16384);
+  if (!d && d.error().code == Errc::kUnsupported) GTEST_SKIP() << d.error().message();
+  ASSERT_TRUE(d) << d.error().message();
+  EXPECT_TRUE(s->discard(ByteOffset{0}, 0));  // empty: nothing to do
+  std::vector<std::byte> back(64 * 1024);
+  ASSERT_TRUE(s->read_at(ByteOffset{0}, back));
+  EXPECT_TRUE(std::equal(a.begin(), a.begin() + 16384, back.begin()));
+  EXPECT_TRUE(all_zero({back.data() + 16384, 16384}));
+  EXPECT_TRUE(std::equal(a.begin() + 32768, a.end(), back.begin() + 32768));
+}
+
+// LevelDB's RandomAccessFile promise: any number of threads at once. Each thread owns a slice and
+// checks every write it makes; the slices are adjacent, so neighbouring I/O runs concurrently.
+TYPED_TEST_P(BackingStoreContract, ConcurrentWritersAndReadersOfDisjointRangesSeeTheirOwnBytes) {
+  constexpr unsigned kThreads = 4;
+  constexpr std::size_t kBlock = 65536;
+  constexpr std::uint64_t kSlice = TestFixture::kRegion / kThreads;
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  std::vector<std::thread> ts;
+  std::atomic<int> bad{0};
+  for (unsigned t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      for (unsigned i = 0; i < 64; ++i) {
+        const std::uint64_t off = t * kSlice + (i % (kSlice / kBlock)) * kBlock;
+        const auto a = random_bytes(kBlock, t * 1000 + i);
+        if (!s->write_at(ByteOffset{off}, a)) ++bad;
+        std::vector<std::byte> back(kBlock);
+        if (!s->read_at(ByteOffset{off}, back) || back != a) ++bad;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
+REGISTER_TYPED_TEST_SUITE_P(BackingStoreContract,
+                            WritesReadBackAtTheirOffsetsAndUnwrittenBytesReadAsZeros,
+                            AReadSpanningWrittenAndUnwrittenBytesReturnsBoth,
+                            ReadPastTheEndIsAnIoErrorNamingTheStore,
+                            AWritePastTheEndGrowsTheStoreOrIsNoSpace,
+                            SyncSucceedsAndKeepsWhatWasWritten, SizeAndNameStayTheSameAcrossIo,
+                            ReadOnlyStoresRefuseWritesAndDiscardsButRead,
+                            DiscardedRangesReadAsZerosAndTheirNeighboursKeepTheirBytes,
+                            ConcurrentWritersAndReadersOfDisjointRangesSeeTheirOwnBytes);
+
+}  // namespace cryptmap::volume::contract
