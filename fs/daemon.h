@@ -33,18 +33,10 @@ struct DaemonOptions {
   std::shared_ptr<spdlog::logger> logger;  // null: spdlog's default logger
 };
 
-// The daemon side of `open`: opens the data image, keys the sector cipher and assembles the
-// volume described by an add request.
-Result<std::unique_ptr<volume::Volume>> open_requested_volume(
-    const Request& add, std::shared_ptr<spdlog::logger> logger);
-
 // Runs a daemon for `opts.paths` whose first volume is `first`. `report` is called exactly once:
 // with exit_code 0 once the mount is live, the volume added and the socket listening, or with
 // the failure (then serve() returns that exit code without serving). Returns the exit code.
 int serve(const DaemonOptions& opts, Request first, const std::function<void(const Reply&)>& report);
-
-// True when `image` is an emulated zoned drive (its IMAGE.zones sidecar exists).
-bool is_emulated_zoned_image(const std::string& image);
 
 // The message a user sees for an error from the open path ("Device X does not exist or access
 // denied.", "No key available with this passphrase.", or the error's own text).
