@@ -1,13 +1,14 @@
 // The cryptmap daemon: one process per mount directory, serving every volume opened into it.
 //
 // Life cycle: the CLI unlocks a volume in the foreground, then either hands the volume key to a
-// running daemon over the control socket (fs/control.h), or starts one: `serve()` mounts the
-// directory, adds that first volume, binds the control socket and reports success (only then
-// does the CLI exit 0), then serves until the last volume is closed or SIGINT/SIGTERM/SIGHUP
-// (flush every volume, unmount, exit 0). A spawned daemon is a fresh exec of this binary
-// (`cryptmap daemon --mount-dir DIR --handoff-fd N`, hidden verb) that receives the first
-// request over an inherited socketpair, so no state from the CLI process (threads, TBB) leaks
-// into it and the key never appears on a command line.
+// running daemon over the control socket (fs/control.h), or starts one: `serve()` opens that
+// first volume (volume/open.h), mounts the directory (keeping requests in arrival order when the
+// volume orders its writes: a zoned volume), adds the volume, binds the control socket and
+// reports success (only then does the CLI exit 0), then serves until the last volume is closed
+// or SIGINT/SIGTERM/SIGHUP (flush every volume, unmount, exit 0). A spawned daemon is a fresh
+// exec of this binary (`cryptmap daemon --mount-dir DIR --handoff-fd N`, hidden verb) that
+// receives the first request over an inherited socketpair, so no state from the CLI process
+// (threads, TBB) leaks into it and the key never appears on a command line.
 //
 // The daemon calls harden_process() (not dumpable, no core files), logs through the injected
 // spdlog logger (never keys), and handles control requests one at a time on its main thread.
