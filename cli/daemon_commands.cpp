@@ -39,6 +39,7 @@
 #include "fs/daemon.h"
 #include "volume/format/luks.h"
 #include "volume/format/plain.h"
+#include "volume/format/unlock.h"
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::cli {
@@ -262,64 +263,64 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   src.keyfile_size = a.keyfile_size;
   src.tries = a.tries;
 
-  if (a.type == "plain") {
-    auto store = volume::open_posix_store(a.image, {.read_only = true, .direct_io = false});
-    if (!store) {
-      say(user_message(store.error(), a.image));
-      ctx.exit_code = exit_code_for(store.error());
-      return std::nullopt;
-    }
-    auto layout = volume::plain_layout(a.plain, (*store)->size_bytes());
-    if (!layout) {
-      say(layout.error().message());
-      ctx.exit_code = kExitUsage;
-      return std::nullopt;
-    }
-    auto pass = ask(a, src);
-    if (!pass) {
-      say(pass.error().message());
-      ctx.exit_code = exit_code_for(pass.error());
-      return std::nullopt;
-    }
-    const bool from_key_file = !a.key_file.empty() && a.key_file != "-";
-    auto key = volume::plain_volume_key(a.plain, pass->span(), from_key_file);
-    if (!key) {
-      say(key.error().message());
-      ctx.exit_code = exit_code_for(key.error());
-      return std::nullopt;
-    }
-    req.layout = std::move(*layout);
-    req.volume_key = std::move(*key);
-    return req;
-  }
-
-  std::optional<volume::VolumeType> expect;
-  if (a.type == "luks1") expect = volume::VolumeType::kLuks1;
-  else if (a.type == "luks2") expect = volume::VolumeType::kLuks2;
+  // The one unlock path (volume/format/unlock.h), in its two steps: the header (and whether
+  // the image holds the data segment) before any passphrase is asked, then the keyslots for
+  // each passphrase tried.
+  volume::UnlockOptions uo;
+  if (a.type == "plain") uo.type = volume::VolumeType::kPlain;
+  else if (a.type == "luks1") uo.type = volume::VolumeType::kLuks1;
+  else if (a.type == "luks2") uo.type = volume::VolumeType::kLuks2;
   else if (a.type != "luks") {
     say("Unknown device type " + a.type + " (use luks, luks1, luks2 or plain).");
     ctx.exit_code = kExitUsage;
     return std::nullopt;
   }
-  const std::string header_path = a.header.empty() ? a.image : a.header;
-  if (!a.header.empty()) req.source.header = absolute(a.header);
-  auto store = volume::open_posix_store(header_path, {.read_only = true, .direct_io = false});
-  if (!store) {
-    say(user_message(store.error(), header_path));
-    ctx.exit_code = exit_code_for(store.error());
+  const bool plain = uo.type == volume::VolumeType::kPlain;
+  uo.plain = a.plain;
+  uo.plain_key_from_file = !a.key_file.empty() && a.key_file != "-";
+  if (a.key_slot >= 0) uo.keyslot = a.key_slot;
+  uo.key_only = a.test_passphrase;
+  const volume::PosixStoreOptions ro{.read_only = true, .direct_io = false};
+  const std::string header_path = a.header.empty() || plain ? a.image : a.header;
+  if (!a.header.empty() && !plain) req.source.header = absolute(a.header);
+  auto header_store = volume::open_posix_store(header_path, ro);
+  if (!header_store) {
+    say(user_message(header_store.error(), header_path));
+    ctx.exit_code = exit_code_for(header_store.error());
     return std::nullopt;
   }
-  auto header = volume::load_luks_header(**store, expect);
-  if (!header) {
-    if (header.error().code == Errc::kInvalid)
-      say("Device " + header_path + " is not a valid LUKS device. (" + header.error().message() +
-          ")");
-    else
-      say("Cannot use the LUKS header of " + header_path + ": " + header.error().message());
-    ctx.exit_code = exit_code_for(header.error());
+  std::unique_ptr<volume::BackingStore> data_store;  // the image, when the header is detached
+  if (header_path != a.image) {
+    auto d = volume::open_posix_store(a.image, ro);
+    if (!d) {
+      say(user_message(d.error(), a.image));
+      ctx.exit_code = exit_code_for(d.error());
+      return std::nullopt;
+    }
+    data_store = std::move(*d);
+  }
+  const volume::BackingStore& data = data_store ? *data_store : **header_store;
+  auto unlocker = volume::Unlocker::prepare(**header_store, data, uo);
+  if (!unlocker) {
+    const Error& e = unlocker.error();
+    if (plain) {
+      say(e.message());
+      ctx.exit_code = kExitUsage;
+    } else {
+      if (e.code == Errc::kInvalid)
+        say("Device " + header_path + " is not a valid LUKS device. (" + e.message() + ")");
+      else if (e.code == Errc::kNoSpace)
+        say("Device " + a.image + " is too small for the LUKS data segment of " + header_path +
+            " (" + std::string(e.detail_view()) +
+            "). Give the image this header belongs to, or restore the image's full size.");
+      else
+        say("Cannot use the LUKS header of " + header_path + ": " + e.message());
+      ctx.exit_code = exit_code_for(e);
+    }
     return std::nullopt;
   }
-  const std::uint32_t attempts = passphrase_is_interactive(src) ? std::max(1u, a.tries) : 1;
+  const std::uint32_t attempts =
+      !plain && passphrase_is_interactive(src) ? std::max(1u, a.tries) : 1;
   for (std::uint32_t i = 0; i < attempts; ++i) {
     auto pass = ask(a, src);
     if (!pass) {
@@ -327,16 +328,21 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
       ctx.exit_code = exit_code_for(pass.error());
       return std::nullopt;
     }
-    std::optional<int> slot;
-    if (a.key_slot >= 0) slot = a.key_slot;
-    auto key = (*header)->unlock(pass->span(), slot);
+    auto key = unlocker->unlock(pass->span());
     if (key) {
-      spdlog::debug("key slot {} unlocked", key->keyslot);
-      if (a.test_passphrase && ctx.verbosity > 0)
-        say("Key slot " + std::to_string(key->keyslot) + " unlocked.");
-      req.layout = (*header)->layout();
+      if (!plain) {
+        spdlog::debug("key slot {} unlocked", key->keyslot);
+        if (a.test_passphrase && ctx.verbosity > 0)
+          say("Key slot " + std::to_string(key->keyslot) + " unlocked.");
+      }
+      req.layout = std::move(key->layout);
       req.volume_key = std::move(key->volume_key);
       return req;
+    }
+    if (plain) {
+      say(key.error().message());
+      ctx.exit_code = exit_code_for(key.error());
+      return std::nullopt;
     }
     if (key.error().code != Errc::kBadKey) {
       say("Cannot unlock " + header_path + ": " + key.error().message());

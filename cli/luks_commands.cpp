@@ -24,14 +24,12 @@
 #include "cli/commands.h"
 #include "cli/terminal/passphrase.h"
 #include "cli/terminal/progress.h"
-#include "fs/daemon.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
+#include "volume/open.h"
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::cli {
-using fs::Request;
-using fs::open_requested_volume;
 namespace {
 
 using volume::BackingStore;
@@ -211,12 +209,8 @@ std::string hex_block(std::span<const std::byte> b) {
 Result<void> wipe_data_area(const LuksArgs& a, const volume::BackingStore& header,
                             const SecretBytes& volume_key, const CommandContext& ctx) {
   CRYPTMAP_TRY(hdr, volume::load_luks_header(header, std::nullopt));
-  Request req;
-  req.source.image = a.device;
-  req.layout = hdr->layout();
-  CRYPTMAP_TRY(key, SecretBytes::copy_of(volume_key.span()));
-  req.volume_key = std::move(key);
-  req.cache_bytes = 0;
+  volume::VolumeOptions vo;
+  vo.cache_bytes = 0;
   // The I/O-thread marking (PR_SET_IO_FLUSHER) matters for a daemon under a loop device, not
   // for this one-off writer: its warning would only be noise here. Errors still show.
   struct QuietWarnings {
@@ -224,7 +218,8 @@ Result<void> wipe_data_area(const LuksArgs& a, const volume::BackingStore& heade
     QuietWarnings() { spdlog::default_logger()->set_level(std::max(old, spdlog::level::err)); }
     ~QuietWarnings() { spdlog::default_logger()->set_level(old); }
   } quiet;
-  CRYPTMAP_TRY(vol, open_requested_volume(req, spdlog::default_logger()));
+  CRYPTMAP_TRY(vol, volume::open_unlocked(a.device, hdr->layout(), volume_key.span(), vo,
+                                          spdlog::default_logger()));
   const std::uint64_t total = vol->size_bytes();
   std::vector<std::byte> zeros(std::min<std::uint64_t>(total, 4 << 20));
   Progress progress(Progress::wanted(ctx));

@@ -15,10 +15,8 @@
 
 #include "base/exit_code.h"
 #include "base/secret.h"
-#include "crypto/sector_cipher.h"
 #include "fs/volume_server.h"
-#include "volume/store/backing_store.h"
-#include "volume/zone/zoned_store.h"
+#include "volume/open.h"
 
 namespace cryptmap::fs {
 namespace {
@@ -86,12 +84,29 @@ Reply ok_reply() {
   return r;
 }
 
+// The daemon side of `open`: opens the data image as the store its kind calls for, keys the
+// sector cipher and assembles the volume described by an add request (volume/open.h).
+Result<std::unique_ptr<volume::Volume>> open_requested_volume(
+    const Request& add, std::shared_ptr<spdlog::logger> logger) {
+  volume::VolumeOptions vo;
+  vo.read_only = add.read_only;
+  vo.allow_discards = add.layout.allow_discards;
+  vo.no_read_workqueue = (add.open_flags & kOpenNoReadWorkqueue) != 0;
+  vo.no_write_workqueue = (add.open_flags & kOpenNoWriteWorkqueue) != 0;
+  vo.unordered_zone_writes = (add.open_flags & kOpenUnorderedZoneWrites) != 0;
+  vo.cache_bytes = add.cache_bytes;
+  return volume::open_unlocked(add.source.image, add.layout, add.volume_key.span(), vo,
+                               std::move(logger));
+}
+
 class Daemon {
  public:
   Daemon(const DaemonOptions& opts, std::shared_ptr<spdlog::logger> log)
       : opts_(opts), log_(std::move(log)) {}
 
-  Reply add(const Request& req) {
+  // Adds the volume `req` describes; `opened` is that volume when the caller opened it already
+  // (the first one, opened before the mount to learn whether it orders writes).
+  Reply add(const Request& req, std::unique_ptr<volume::Volume> opened = nullptr) {
     if (auto r = check_volume_name(req.name); !r) return error_reply(r.error(), req.name);
     for (const VolumeStatus& v : server_->status()) {
       if (v.name == req.name) {
@@ -109,12 +124,12 @@ class Daemon {
                   ". Close its volumes first, or open with another --mount-dir.";
       return r;
     }
-    auto vol = open_requested_volume(req, log_);
-    if (!vol) {
-      log_->error("open {} from {}: {}", req.name, req.source.image, vol.error().message());
-      return error_reply(vol.error(), req.source.image);
+    if (opened == nullptr) {
+      auto vol = open_volume(req);
+      if (!vol) return error_reply(vol.error(), req.source.image);
+      opened = std::move(*vol);
     }
-    auto added = server_->add_volume(req.name, std::move(*vol), req.source,
+    auto added = server_->add_volume(req.name, std::move(opened), req.source,
                                      req.allow_other ? 0660 : 0600);
     if (!added) return error_reply(added.error(), req.name);
     log_->info("opened {} ({} {}, {} bytes, cache {} KiB{}{}) as {}/{}", req.source.image,
@@ -123,6 +138,12 @@ class Daemon {
                req.read_only ? ", read-only" : "", req.allow_other ? ", allow-other" : "",
                opts_.paths.mount_dir, req.name);
     return ok_reply();
+  }
+
+  Result<std::unique_ptr<volume::Volume>> open_volume(const Request& req) {
+    auto vol = open_requested_volume(req, log_);
+    if (!vol) log_->error("open {} from {}: {}", req.name, req.source.image, vol.error().message());
+    return vol;
   }
 
   Reply remove(const Request& req) {
@@ -205,14 +226,22 @@ class Daemon {
     if (auto h = harden_process(); !h)
       log_->warn("process hardening failed: {}", h.error().message());
     StopSignals signals;
+    // The first volume is opened before the mount: whether it orders its writes (a zoned volume)
+    // decides how the server receives requests.
+    auto first_volume = open_volume(first);
+    if (!first_volume) {
+      Reply r = error_reply(first_volume.error(), first.source.image);
+      first.volume_key = SecretBytes();
+      report(r);
+      return r.exit_code;
+    }
     ServerOptions so;
     so.mount_dir = opts_.paths.mount_dir;
     so.fuse_debug = opts_.fuse_debug;
     so.allow_other = allow_other_ = first.allow_other;
     so.logger = log_;
     // Zoned first volume: keep arrival order from receipt to admission (docs/architecture.md §4.6).
-    so.ordered_receive = is_emulated_zoned_image(first.source.image) &&
-                         (first.open_flags & kOpenUnorderedZoneWrites) == 0;
+    so.ordered_receive = (*first_volume)->orders_writes();
     auto server = VolumeServer::mount(so);
     if (!server) {
       Reply r = error_reply(server.error(), opts_.paths.mount_dir);
@@ -222,7 +251,7 @@ class Daemon {
       return r.exit_code;
     }
     server_ = std::move(*server);
-    Reply first_reply = add(first);
+    Reply first_reply = add(first, std::move(*first_volume));
     first.volume_key = SecretBytes();  // wipe our copy now: the cipher holds its own
     if (first_reply.exit_code != kExitOk) {
       server_.reset();  // unmount: nothing was served
@@ -294,43 +323,6 @@ std::string user_message(const Error& e, const std::string& object) {
     default: break;
   }
   return e.message();
-}
-
-bool is_emulated_zoned_image(const std::string& image) {
-  return ::access(volume::zone_sidecar_path(image).c_str(), F_OK) == 0;
-}
-
-Result<std::unique_ptr<volume::Volume>> open_requested_volume(
-    const Request& add, std::shared_ptr<spdlog::logger> logger) {
-  std::unique_ptr<volume::BackingStore> store;
-  if (is_emulated_zoned_image(add.source.image)) {
-    // An emulated zoned drive: IMAGE + its IMAGE.zones sidecar (volume/zone/README.md).
-    volume::ZonedStoreOptions zo;
-    zo.read_only = add.read_only;
-    CRYPTMAP_TRY(zs, volume::open_zoned_store(add.source.image, zo));
-    store = std::move(zs);
-  } else {
-    volume::PosixStoreOptions so;
-    so.read_only = add.read_only;
-    so.direct_io = true;  // no page cache under a loop device: see volume/store/posix_backing_store.cpp
-    CRYPTMAP_TRY(ps, volume::open_posix_store(add.source.image, so));
-    store = std::move(ps);
-  }
-  crypto::SectorCipherConfig cc;
-  cc.spec = add.layout.cipher;
-  cc.sector_size = add.layout.sector_size;
-  cc.iv_large_sectors = add.layout.iv_large_sectors;
-  cc.iv_offset = add.layout.iv_offset;
-  CRYPTMAP_TRY(cipher, crypto::make_sector_cipher(cc, add.volume_key.span()));
-  volume::VolumeOptions vo;
-  vo.read_only = add.read_only;
-  vo.allow_discards = add.layout.allow_discards;
-  vo.no_read_workqueue = (add.open_flags & kOpenNoReadWorkqueue) != 0;
-  vo.no_write_workqueue = (add.open_flags & kOpenNoWriteWorkqueue) != 0;
-  vo.unordered_zone_writes = (add.open_flags & kOpenUnorderedZoneWrites) != 0;
-  vo.cache_bytes = add.cache_bytes;
-  return volume::open_volume(add.layout, std::move(cipher), std::move(store), vo,
-                             std::move(logger));
 }
 
 int serve(const DaemonOptions& opts, Request first,

@@ -5,29 +5,56 @@
 
 namespace cryptmap::volume {
 
-Result<UnlockedVolume> unlock_volume(const BackingStore& header_store, const BackingStore& data_store,
-                                     const UnlockOptions& opts, std::span<const std::byte> passphrase) {
-  UnlockedVolume out;
+Unlocker::Unlocker(Unlocker&&) noexcept = default;
+Unlocker& Unlocker::operator=(Unlocker&&) noexcept = default;
+Unlocker::~Unlocker() = default;
+
+Result<Unlocker> Unlocker::prepare(const BackingStore& header_store,
+                                   const BackingStore& data_store, const UnlockOptions& opts) {
+  Unlocker u;
+  u.opts_ = opts;
   if (opts.type == VolumeType::kPlain) {
     CRYPTMAP_TRY(layout, plain_layout(opts.plain, data_store.size_bytes()));
-    CRYPTMAP_TRY(vk, plain_volume_key(opts.plain, passphrase, opts.plain_key_from_file));
-    out.layout = std::move(layout);
+    u.layout_ = std::move(layout);
+    return u;
+  }
+  CRYPTMAP_TRY(header, load_luks_header(header_store, opts.type));
+  u.layout_ = header->layout();
+  u.header_ = std::move(header);
+  const std::uint64_t have = data_store.size_bytes();
+  const std::uint64_t off = u.layout_.data_offset_bytes;
+  // A data segment past the end of the image (a truncated image, or a detached header given the
+  // wrong image) would otherwise open as an empty or short volume.
+  if (!opts.key_only &&
+      (off >= have || (u.layout_.size_bytes && u.layout_.size_bytes > have - off))) {
+    return make_error_fmt(Errc::kNoSpace, "Device is too small for its LUKS data segment", off,
+                          "%llu bytes, data starts at byte %llu%s (%s)",
+                          static_cast<unsigned long long>(have),
+                          static_cast<unsigned long long>(off),
+                          u.layout_.size_bytes ? ", fixed size" : "", data_store.name().c_str());
+  }
+  return u;
+}
+
+Result<UnlockedVolume> Unlocker::unlock(std::span<const std::byte> passphrase) const {
+  UnlockedVolume out;
+  out.layout = layout_;
+  if (header_ == nullptr) {
+    CRYPTMAP_TRY(vk, plain_volume_key(opts_.plain, passphrase, opts_.plain_key_from_file));
     out.volume_key = std::move(vk);
     return out;
   }
-  CRYPTMAP_TRY(header, load_luks_header(header_store, opts.type));
-  out.layout = header->layout();
-  if (out.layout.data_offset_bytes >= data_store.size_bytes() ||
-      (out.layout.size_bytes && out.layout.size_bytes > data_store.size_bytes() - out.layout.data_offset_bytes))
-    return fail(make_error_fmt(Errc::kNoSpace, "Device is too small for the LUKS data segment",
-                               data_store.size_bytes(), "%s: data starts at byte %llu",
-                               data_store.name().c_str(),
-                               static_cast<unsigned long long>(out.layout.data_offset_bytes)));
-  CRYPTMAP_TRY(key, header->unlock(passphrase, opts.keyslot));
+  CRYPTMAP_TRY(key, header_->unlock(passphrase, opts_.keyslot));
   out.layout.key_bytes = static_cast<std::uint32_t>(key.volume_key.size());
   out.volume_key = std::move(key.volume_key);
   out.keyslot = key.keyslot;
   return out;
+}
+
+Result<UnlockedVolume> unlock_volume(const BackingStore& header_store, const BackingStore& data_store,
+                                     const UnlockOptions& opts, std::span<const std::byte> passphrase) {
+  CRYPTMAP_TRY(u, Unlocker::prepare(header_store, data_store, opts));
+  return u.unlock(passphrase);
 }
 
 }  // namespace cryptmap::volume

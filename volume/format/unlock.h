@@ -1,11 +1,14 @@
-// unlock_volume — the one call the daemon makes to go from (header store, data store, type,
-// keyslot, passphrase) to (VolumeLayout, volume key), for LUKS1, LUKS2 and plain mode.
+// The one unlock path: from (header store, data store, type, keyslot, passphrase) to
+// (VolumeLayout, volume key), for LUKS1, LUKS2 and plain mode. volume/open.h builds on it; the
+// CLI's `open` uses its two steps so that it can check the header before asking for a
+// passphrase and ask again after a wrong one (--tries).
 //
 // For LUKS the header store is the image itself, or the detached header file (--header); the
 // data store is the image. For plain mode there is no header (pass the data store twice).
-// Stateless; thread-safe. Stores are borrowed for the call only.
+// Stateless apart from the prepared header; thread-safe. Stores are borrowed for the call only.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <span>
 
@@ -17,6 +20,7 @@
 namespace cryptmap::volume {
 
 class BackingStore;
+class LuksHeader;
 
 struct UnlockOptions {
   // nullopt = any LUKS version (cryptsetup --type luks); kPlain selects plain mode.
@@ -24,6 +28,9 @@ struct UnlockOptions {
   std::optional<int> keyslot;     // --key-slot
   PlainOptions plain;             // plain mode only
   bool plain_key_from_file = false;  // plain: --key-file other than stdin (key used raw)
+  // --test-passphrase: only the key is checked, not whether the data device holds the data
+  // segment (cryptsetup checks the device size only when it activates a mapping).
+  bool key_only = false;
 };
 
 struct UnlockedVolume {
@@ -32,10 +39,34 @@ struct UnlockedVolume {
   int keyslot = -1;  // -1 for plain mode
 };
 
-// Errors: kBadKey "No key available with this passphrase.", kNotFound "No usable keyslot is
-// available.", kInvalid "Device X is not a valid LUKS device.", kCorrupt naming the damaged
-// field, kUnsupported (unknown requirement, reencryption, integrity, cipher), kNoSpace when the
-// data image is smaller than the data offset.
+// Step 1 reads and checks everything that needs no passphrase; step 2 derives the key, as
+// often as the caller has passphrases to try.
+class Unlocker {
+ public:
+  // Errors: kInvalid "not a LUKS device" (Device X is not a valid LUKS device), kCorrupt naming
+  // the damaged field, kUnsupported (unknown requirement, reencryption, integrity, cipher), the
+  // plain options' errors (plain_layout), kNoSpace (object = the data offset, detail = the image's
+  // size and name) when the data image is smaller than the data segment (unless key_only).
+  static Result<Unlocker> prepare(const BackingStore& header_store, const BackingStore& data_store,
+                                  const UnlockOptions& opts);
+  Unlocker(Unlocker&&) noexcept;
+  Unlocker& operator=(Unlocker&&) noexcept;
+  ~Unlocker();
+
+  // The layout without the key length (LUKS: known only once a keyslot is open).
+  const VolumeLayout& layout() const noexcept { return layout_; }
+  // Errors: kBadKey "No key available with this passphrase.", kNotFound "No usable keyslot is
+  // available.", the plain key derivation's errors.
+  Result<UnlockedVolume> unlock(std::span<const std::byte> passphrase) const;
+
+ private:
+  Unlocker() = default;
+  UnlockOptions opts_;
+  VolumeLayout layout_;
+  std::unique_ptr<LuksHeader> header_;  // null in plain mode
+};
+
+// prepare() then unlock(): the errors of both.
 Result<UnlockedVolume> unlock_volume(const BackingStore& header_store, const BackingStore& data_store,
                                      const UnlockOptions& opts, std::span<const std::byte> passphrase);
 
