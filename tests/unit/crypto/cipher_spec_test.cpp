@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
+
+#include "tests/support/data.h"
 
 namespace cryptmap::crypto {
 namespace {
@@ -107,16 +110,14 @@ TEST(CipherSpecTest, randomInputsParseOrFailCleanly) {
   static const char* kTokens[] = {"aes", "serpent", "xts", "cbc", "ecb", "plain64", "essiv",
                                   "sha256", "lmk", "tcw", "capi", "(", ")", ":", "-", "64",
                                   "2", "0", "benbi", "cipher_null", "", "x", ",", "random"};
-  std::uint32_t seed = 12345;
-  auto next = [&seed] {
-    seed = seed * 1103515245U + 12345U;
-    return seed >> 16;
-  };
   int parsed = 0;
-  for (int i = 0; i < 20000; ++i) {
+  for (std::uint64_t i = 0; i < 20000; ++i) {
+    // Eight deterministic bytes per input: its token count, then its tokens.
+    const auto choice = test::deterministic_bytes(8, 12345, 8 * i);
     std::string s;
-    const unsigned parts = 1 + next() % 7;
-    for (unsigned p = 0; p < parts; ++p) s += kTokens[next() % std::size(kTokens)];
+    const unsigned parts = 1 + std::to_integer<unsigned>(choice[0]) % 7;
+    for (unsigned p = 0; p < parts; ++p)
+      s += kTokens[std::to_integer<unsigned>(choice[1 + p]) % std::size(kTokens)];
     auto r = CipherSpec::parse(s);
     if (r) {
       ++parsed;

@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "test_util.h"
+#include "tests/support/data.h"
 
 namespace cryptmap::crypto {
 namespace {

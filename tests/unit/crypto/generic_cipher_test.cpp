@@ -12,7 +12,8 @@
 #include "crypto/internal/engines.h"
 #include "crypto/internal/iv_generator.h"
 #include "crypto/sector_cipher.h"
-#include "test_util.h"
+#include "tests/support/data.h"
+#include "tests/unit/crypto/reference_cipher.h"
 
 namespace cryptmap::crypto {
 namespace {
@@ -86,8 +87,8 @@ void cross_check_all(const std::vector<SpecCase>& specs, bool force_generic = tr
       if (sc.only_512 && (g.ss != 512 || g.large)) continue;
       test::ReferenceJob j;
       j.config = config(sc.spec, g.ss, g.off, g.large);
-      j.key = test::random_vec(sc.key_bytes);
-      j.input = test::random_vec(std::size_t{g.ss} * 4);
+      j.key = test::deterministic_bytes(sc.key_bytes, 2 * jobs.size() + 1);
+      j.input = test::deterministic_bytes(std::size_t{g.ss} * 4, 2 * jobs.size() + 2);
       j.first = g.first;
       std::unique_ptr<SectorCipher> c;
       if (force_generic) {
@@ -207,7 +208,7 @@ TEST(GenericCipherCrossCheckTest, multiKeyLmkTcw) {
 // OpenSSL chain modes, everything else to Crypto++; an XTS key with equal halves (which OpenSSL
 // refuses) falls back to Crypto++ and still matches IEEE 1619 Vector 1.
 TEST(EngineSelectionTest, prioritiesAndFallback) {
-  auto key = test::random_vec(64);
+  auto key = test::deterministic_bytes(64, 210);
   auto x = make_sector_cipher(config("aes-xts-plain64"), key);
   ASSERT_TRUE(x);
   const bool ni = internal::aesni_available();
@@ -254,14 +255,14 @@ TEST(EngineSelectionTest, allXtsEnginesAgree) {
                              "aes-xts-null"}) {
       for (std::uint32_t ss : {512u, 1024u, 2048u, 4096u}) {
         for (bool large : {false, true}) {
-          auto key = test::random_vec(key_bytes);
+          auto key = test::deterministic_bytes(key_bytes, key_bytes * 1000 + ss + large);
           auto cfg = config(spec, ss, 16 * 8, large);
           auto layout = internal::key_layout(cfg.spec, key.size());
           ASSERT_TRUE(layout);
           auto o = internal::make_openssl_xts_cipher(cfg, *layout, key);
           auto g = make_generic(cfg, key);
           ASSERT_TRUE(o && g);
-          auto pt = test::random_vec(std::size_t{ss} * 5);
+          auto pt = test::deterministic_bytes(std::size_t{ss} * 5, key_bytes * 1000 + ss + large + 1);
           const std::uint64_t first = (1ULL << 32) + 12345;
           auto co = run_copy(**o, pt, first, true);
           EXPECT_TRUE(co == run_copy(*g, pt, first, true)) << spec << " " << key_bytes << " " << ss;
@@ -283,11 +284,11 @@ TEST(EngineSelectionTest, allXtsEnginesAgree) {
 TEST(EngineSelectionTest, aesniXtsPathsAgree) {
   if (!internal::aesni_available()) GTEST_SKIP() << "no AES-NI on this CPU";
   for (std::size_t key_bytes : {32u, 64u}) {
-    auto key = test::random_vec(key_bytes);
+    auto key = test::deterministic_bytes(key_bytes, key_bytes);
     internal::AesniXts vaes(key, true), sse(key, false);
     for (std::size_t len : {16u, 144u, 272u, 512u, 528u, 4096u}) {
-      auto pt = test::random_vec(len);
-      auto iv = test::random_vec(16);
+      auto pt = test::deterministic_bytes(len, len);
+      auto iv = test::deterministic_bytes(16, len + 1);
       auto a = pt, b = pt;
       vaes.encrypt(a.data(), a.size(), iv.data());
       sse.encrypt(b.data(), b.size(), iv.data());
@@ -314,12 +315,12 @@ TEST(EngineSelectionTest, aesniXtsPathsAgree) {
 TEST(EngineSelectionTest, aesniCbcDecryptTail) {
   if (!internal::aesni_available()) GTEST_SKIP() << "no AES-NI on this CPU";
   for (std::size_t key_bytes : {16u, 24u, 32u}) {
-    auto key = test::random_vec(key_bytes);
+    auto key = test::deterministic_bytes(key_bytes, key_bytes);
     internal::AesniCbcEncryptor enc(key);
     internal::AesniCbcDecryptor dec(key);
     for (std::size_t len : {16u, 48u, 144u, 512u, 4096u}) {
-      auto pt = test::random_vec(len);
-      auto iv = test::random_vec(16);
+      auto pt = test::deterministic_bytes(len, len);
+      auto iv = test::deterministic_bytes(16, len + 1);
       auto buf = pt;
       std::byte* units[1] = {buf.data()};
       const std::byte* ivs[1] = {iv.data()};
@@ -334,13 +335,13 @@ TEST(EngineSelectionTest, aesniCbcDecryptTail) {
 // Both engines agree on AES-XTS everywhere (the fast one is what users get).
 TEST(EngineSelectionTest, opensslAndGenericAgree) {
   for (std::uint32_t ss : {512u, 4096u}) {
-    auto key = test::random_vec(64);
+    auto key = test::deterministic_bytes(64, ss);
     auto cfg = config("aes-xts-plain64", ss, 8 * 7);
     auto fast = make_sector_cipher(cfg, key);
     ASSERT_TRUE(fast);
     auto slow = make_generic(cfg, key);
     ASSERT_TRUE(slow);
-    auto pt = test::random_vec(std::size_t{ss} * 16);
+    auto pt = test::deterministic_bytes(std::size_t{ss} * 16, ss + 1);
     EXPECT_EQ(run_copy(**fast, pt, 1ULL << 36, true), run_copy(*slow, pt, 1ULL << 36, true));
   }
 }
@@ -353,13 +354,13 @@ TEST(EngineSelectionTest, aesniCbcLanesMatchSingleUnitEngine) {
     for (const char* spec : {"aes-cbc-essiv:sha256", "aes-cbc-plain64", "aes-cbc-benbi"}) {
       for (std::uint32_t ss : {512u, 4096u}) {
         for (std::size_t units : {1u, 7u, 8u, 9u, 21u}) {
-          auto key = test::random_vec(key_bytes);
+          auto key = test::deterministic_bytes(key_bytes, key_bytes * 100000 + ss * 100 + units);
           auto cfg = config(spec, ss, 8);
           auto fast = make_sector_cipher(cfg, key);
           ASSERT_TRUE(fast);
           auto slow = make_generic(cfg, key);
           ASSERT_TRUE(slow);
-          auto pt = test::random_vec(ss * units);
+          auto pt = test::deterministic_bytes(ss * units, key_bytes * 100000 + ss * 100 + units + 1);
           const std::uint64_t first = (1ULL << 32) - 3;
           auto ct = run_copy(**fast, pt, first, true);
           EXPECT_TRUE(ct == run_copy(*slow, pt, first, true))
@@ -434,10 +435,10 @@ TEST(LrwTest, p1619Vectors) {
 // LRW tweaks across a unit follow T_j = K2 (x) (I + j); check block j against a one-block
 // encryption with IV I + j, including a carry across the 64-bit boundary of the index.
 TEST(LrwTest, tweakIncrementMatchesDirectComputation) {
-  auto key = test::random_vec(48);  // AES-256 + 16-byte tweak key
+  auto key = test::deterministic_bytes(48, 437);  // AES-256 + 16-byte tweak key
   auto c = make_sector_cipher(config("aes-lrw-plain64be"), key);
   ASSERT_TRUE(c);
-  auto pt = test::random_vec(512);
+  auto pt = test::deterministic_bytes(512, 440);
   const std::uint64_t start = 0xFFFFFFFFFFFFFFF0ULL;  // index crosses 2^64 at block 16
   auto full = run_copy(**c, pt, start, true);
   // plain64be puts s in the low 64 bits; block j has index s + j (a 128-bit counter). For
@@ -479,10 +480,10 @@ TEST(BlockCipherKatTest, cast6AndSerpent) {
 TEST(BlockCipherKatTest, cipherNullIsIdentity) {
   auto c = make_sector_cipher(config("cipher_null-ecb", 4096), std::span<const std::byte>{});
   ASSERT_TRUE(c) << c.error().message();
-  auto pt = test::random_vec(4096 * 3);
+  auto pt = test::deterministic_bytes(4096 * 3, 482);
   EXPECT_EQ(run_copy(**c, pt, 5, true), pt);
   EXPECT_EQ(run_copy(**c, pt, 5, false), pt);
-  EXPECT_FALSE(make_sector_cipher(config("cipher_null-ecb"), test::random_vec(16)));
+  EXPECT_FALSE(make_sector_cipher(config("cipher_null-ecb"), test::deterministic_bytes(16, 485)));
 }
 
 std::string iv_hex(const char* spec, std::span<const std::byte> key, std::uint64_t s) {
@@ -537,7 +538,7 @@ TEST(GenericCipherErrorsTest, specAndKeyMismatches) {
       {"aes-xts-eboiv", 64, 512, Errc::kUnsupported, "eboiv"},
   };
   for (const auto& b : cases) {
-    auto key = test::random_vec(b.key);
+    auto key = test::deterministic_bytes(b.key, b.key);
     auto r = make_sector_cipher(config(b.spec, b.ss), key);
     ASSERT_FALSE(r) << b.spec;
     EXPECT_EQ(r.error().code, b.code) << b.spec << ": " << r.error().message();
@@ -552,10 +553,10 @@ TEST(GenericCipherConcurrencyTest, oneCipherManyThreads) {
                             {"aes:64-cbc-lmk", 65 * 32, true},
                             {"aes-cbc-tcw", 64, true}};
   for (const auto& sc : specs) {
-    auto key = test::random_vec(sc.key_bytes);
+    auto key = test::deterministic_bytes(sc.key_bytes, sc.key_bytes);
     auto c = make_sector_cipher(config(sc.spec), key);
     ASSERT_TRUE(c);
-    auto pt = test::random_vec(512 * 8);
+    auto pt = test::deterministic_bytes(512 * 8, sc.key_bytes + 1);
     std::vector<std::vector<std::byte>> expected;
     for (std::uint64_t i = 0; i < 8; ++i) expected.push_back(run_copy(**c, pt, i * 100, true));
     constexpr int kThreads = 36;

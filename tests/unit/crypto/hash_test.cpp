@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "crypto/internal/hash_backend.h"
-#include "test_util.h"
+#include "tests/support/data.h"
 
 namespace cryptmap::crypto {
 namespace {

@@ -6,7 +6,8 @@
 #include <vector>
 
 #include "crypto/internal/argon2_full.h"
-#include "test_util.h"
+#include "tests/support/data.h"
+#include "tests/support/tools.h"
 
 namespace cryptmap::crypto {
 namespace {
@@ -53,11 +54,11 @@ TEST(Pbkdf2Test, rfc7914) {
 // Independent check for the other LUKS hashes: Python's hashlib.pbkdf2_hmac.
 TEST(Pbkdf2Test, matchesPythonForLuksHashes) {
   for (const char* h : {"sha512", "ripemd160", "sha224", "sha384", "sha1", "sha256"}) {
-    std::string out;
     const std::string cmd = std::string("python3 -c \"import hashlib;print(hashlib.pbkdf2_hmac('") +
                             h + "', b'pass phrase', b'0123456789abcdef', 1234, 77).hex())\"";
-    const int rc = test::run(cmd, &out);
-    ASSERT_EQ(rc, 0) << out;
+    const test::RunResult r = test::run(cmd);
+    ASSERT_EQ(r.status, 0) << r.out << r.err;
+    std::string out = r.out;
     while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
     EXPECT_EQ(pbkdf2_hex(h, "pass phrase", "0123456789abcdef", 1234, 77), out) << h;
   }
@@ -85,11 +86,10 @@ TEST(Pbkdf2Test, rejectsBadInput) {
 
 TEST(Pbkdf2Test, emptyPasswordWorks) {
   // Python: hashlib.pbkdf2_hmac('sha256', b'', b'salt', 1, 32)
-  std::string out;
-  ASSERT_EQ(test::run("python3 -c \"import hashlib;print(hashlib.pbkdf2_hmac('sha256', b'', "
-                      "b'salt', 1, 32).hex())\"",
-                      &out),
-            0);
+  const test::RunResult r = test::run(
+      "python3 -c \"import hashlib;print(hashlib.pbkdf2_hmac('sha256', b'', b'salt', 1, 32).hex())\"");
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  std::string out = r.out;
   out.pop_back();
   EXPECT_EQ(pbkdf2_hex("sha256", "", "salt", 1, 32), out);
 }

@@ -7,7 +7,10 @@
 #include <functional>
 
 #include "base/bytes.h"
-#include "tests/unit/volume/format/test_util.h"
+#include "tests/support/cryptsetup.h"
+#include "tests/support/data.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tools.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
 #include "volume/format/unlock.h"
@@ -24,14 +27,14 @@ const char* kFastArgon = "--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-it
 class LuksInterop : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!test::have_cryptsetup()) GTEST_SKIP() << "cryptsetup not installed";
+    if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs) GTEST_SKIP() << cs.missing;
     key_ = dir_.write("key", "correct horse battery staple");
     wrong_ = dir_.write("wrong", "correct horse battery stapler");
   }
   std::string format(const std::string& name, const std::string& args, std::uint64_t mib = 20) {
     const std::string img = dir_.file(name);
     run("truncate -s " + std::to_string(mib) + "M " + img);
-    auto [rc, out] = run("cryptsetup luksFormat --batch-mode --key-file " + key_ + " " + args + " " + img);
+    auto [rc, out, out_err] = run("cryptsetup luksFormat --batch-mode --key-file " + key_ + " " + args + " " + img);
     EXPECT_EQ(rc, 0) << "luksFormat " << args;
     return img;
   }
@@ -74,7 +77,7 @@ TEST_F(LuksInterop, Luks1DefaultLayoutAndKey) {
   EXPECT_EQ(l.sector_size, 512u);
   EXPECT_EQ(l.iv_offset, 0u);
   EXPECT_EQ(l.size_bytes, 0u);
-  auto [rc, uuid] = run("cryptsetup luksUUID " + img);
+  auto [rc, uuid, uuid_err] = run("cryptsetup luksUUID " + img);
   EXPECT_EQ(l.uuid + "\n", uuid);
   auto k = unlock_and_compare(img);
   EXPECT_EQ(k.keyslot, 0);
@@ -154,7 +157,7 @@ TEST_F(LuksInterop, KeySlotSelectionAndMultipleKeyslots) {
     SCOPED_TRACE(type);
     auto img = format(std::string("ks-") + type, std::string("--type ") + type + " --key-slot 5 " + kFastPbkdf2);
     const std::string second = dir_.write("second", "another secret");
-    auto [rc, o] = run("cryptsetup luksAddKey --batch-mode " + std::string(kFastPbkdf2) +
+    auto [rc, o, o_err] = run("cryptsetup luksAddKey --batch-mode " + std::string(kFastPbkdf2) +
                        " --key-slot 2 --key-file " + key_ + " " + img + " " + second);
     ASSERT_EQ(rc, 0);
     auto store = open(img);
@@ -184,7 +187,7 @@ TEST_F(LuksInterop, KeySlotSelectionAndMultipleKeyslots) {
 
 TEST_F(LuksInterop, Luks2PriorityIgnoreIsSkippedUnlessNamed) {
   auto img = format("prio.img", std::string("--type luks2 ") + kFastPbkdf2);
-  auto [rc, o] = run("cryptsetup config --priority ignore --key-slot 0 " + img);
+  auto [rc, o, o_err] = run("cryptsetup config --priority ignore --key-slot 0 " + img);
   ASSERT_EQ(rc, 0);
   auto store = open(img);
   auto h = load_luks_header(*store, std::nullopt);
@@ -202,7 +205,7 @@ TEST_F(LuksInterop, DetachedHeader) {
     const std::string img = dir_.file(std::string("data-") + type);
     const std::string hdr = dir_.file(std::string("hdr-") + type);
     run("truncate -s 8M " + img);
-    auto [rc, o] = run("cryptsetup luksFormat --batch-mode --type " + std::string(type) + " " + kFastPbkdf2 +
+    auto [rc, o, o_err] = run("cryptsetup luksFormat --batch-mode --type " + std::string(type) + " " + kFastPbkdf2 +
                        " --header " + hdr + " --key-file " + key_ + " " + img);
     ASSERT_EQ(rc, 0);
     auto store = open(hdr);
@@ -226,7 +229,7 @@ TEST_F(LuksInterop, UnlockVolumeApi) {
   const std::string hdr = dir_.file("uv-hdr");
   run("truncate -s 8M " + img);
   ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks2 " + std::string(kFastPbkdf2) + " --header " + hdr +
-                " --key-file " + key_ + " " + img).first, 0);
+                " --key-file " + key_ + " " + img).status, 0);
   auto hs = open(hdr);
   auto ds = open(img);
   UnlockOptions o;
@@ -264,7 +267,7 @@ TEST_F(LuksInterop, ReencryptionInProgressIsRefusedButDumpable) {
   const std::string img = dir_.file("reenc.img");
   run("truncate -s 40M " + img);
   ASSERT_EQ(run("cryptsetup reencrypt --encrypt --init-only --type luks2 --reduce-device-size 32M " +
-                std::string(kFastPbkdf2) + " --batch-mode --key-file " + key_ + " " + img).first, 0);
+                std::string(kFastPbkdf2) + " --batch-mode --key-file " + key_ + " " + img).status, 0);
   auto store = open(img);
   auto h = load_luks_header(*store, std::nullopt);
   ASSERT_FALSE(h);
@@ -279,7 +282,7 @@ TEST_F(LuksInterop, ReencryptionInProgressIsRefusedButDumpable) {
 TEST_F(LuksInterop, ConvertedLuks2ToLuks1AndBack) {
   auto img = format("conv.img", std::string("--type luks2 --sector-size 512 ") + kFastPbkdf2);
   const std::string before = test::dumped_volume_key(img, key_);
-  ASSERT_EQ(run("cryptsetup convert --batch-mode --type luks1 " + img).first, 0);
+  ASSERT_EQ(run("cryptsetup convert --batch-mode --type luks1 " + img).status, 0);
   {
     auto store = open(img);
     auto h = load_luks_header(*store, std::nullopt);
@@ -290,7 +293,7 @@ TEST_F(LuksInterop, ConvertedLuks2ToLuks1AndBack) {
     ASSERT_TRUE(k) << k.error().message();
     EXPECT_EQ(to_hex(k->volume_key.span()), before);
   }
-  ASSERT_EQ(run("cryptsetup convert --batch-mode --type luks2 " + img).first, 0);
+  ASSERT_EQ(run("cryptsetup convert --batch-mode --type luks2 " + img).status, 0);
   auto store = open(img);
   auto h = load_luks_header(*store, VolumeType::kLuks2);
   ASSERT_TRUE(h) << h.error().message();
@@ -326,7 +329,7 @@ TEST_F(LuksHostile, PrimaryDamagedUsesSecondary) {
   ASSERT_TRUE(k);
   EXPECT_EQ(to_hex(k->volume_key.span()), test::dumped_volume_key(img, key_));
   // cryptsetup agrees that the image is still usable.
-  EXPECT_EQ(run("cryptsetup isLuks " + bad).first, 0);
+  EXPECT_EQ(run("cryptsetup isLuks " + bad).status, 0);
 }
 
 TEST_F(LuksHostile, PrimaryMagicWipedUsesSecondary) {
@@ -394,7 +397,7 @@ TEST_F(LuksHostile, Luks1KeyslotOverlapAndStripes) {
   EXPECT_EQ(h4.error().code, Errc::kUnsupported);
   // cryptsetup rejects the same headers.
   for (const auto& p : {overlap, stripes, beyond})
-    EXPECT_NE(run("cryptsetup luksDump " + p).first, 0) << p;
+    EXPECT_NE(run("cryptsetup luksDump " + p).status, 0) << p;
 }
 
 }  // namespace
