@@ -247,37 +247,6 @@ TEST(EngineSelectionTest, prioritiesAndFallback) {
             "917cf69ebd68b2ec9b9fe9a3eadda692cd43d2f59598ed858c02c2652fbf922e");
 }
 
-// The three AES-XTS implementations (AES-NI, OpenSSL EVP, Crypto++ generic) agree on every key
-// size, sector size, IV mode, iv_offset/iv_large_sectors and sector numbers above 2^32.
-TEST(EngineSelectionTest, allXtsEnginesAgree) {
-  for (std::size_t key_bytes : {32u, 64u}) {
-    for (const char* spec : {"aes-xts-plain64", "aes-xts-plain", "aes-xts-plain64be",
-                             "aes-xts-null"}) {
-      for (std::uint32_t ss : {512u, 1024u, 2048u, 4096u}) {
-        for (bool large : {false, true}) {
-          auto key = test::deterministic_bytes(key_bytes, key_bytes * 1000 + ss + large);
-          auto cfg = config(spec, ss, 16 * 8, large);
-          auto layout = internal::key_layout(cfg.spec, key.size());
-          ASSERT_TRUE(layout);
-          auto o = internal::make_openssl_xts_cipher(cfg, *layout, key);
-          auto g = make_generic(cfg, key);
-          ASSERT_TRUE(o && g);
-          auto pt = test::deterministic_bytes(std::size_t{ss} * 5, key_bytes * 1000 + ss + large + 1);
-          const std::uint64_t first = (1ULL << 32) + 12345;
-          auto co = run_copy(**o, pt, first, true);
-          EXPECT_TRUE(co == run_copy(*g, pt, first, true)) << spec << " " << key_bytes << " " << ss;
-          EXPECT_TRUE(run_copy(**o, co, first, false) == pt) << spec;
-          if (!internal::aesni_available()) continue;
-          auto a = internal::make_aesni_xts_cipher(cfg, *layout, key);
-          ASSERT_TRUE(a);
-          EXPECT_TRUE(run_copy(**a, pt, first, true) == co) << spec << " " << key_bytes << " " << ss;
-          EXPECT_TRUE(run_copy(**a, co, first, false) == pt) << spec;
-        }
-      }
-    }
-  }
-}
-
 // The AES-NI XTS code has a VAES path (16 blocks per step) and an 8-block AES-NI path with a
 // single-block tail; compare both with each other and with the generic engine on unit lengths
 // that exercise every path (the tail only runs for lengths that are not multiples of 128).
@@ -329,20 +298,6 @@ TEST(EngineSelectionTest, aesniCbcDecryptTail) {
       dec.decrypt(buf.data(), len, iv.data());
       EXPECT_TRUE(buf == pt) << "key " << key_bytes << " len " << len;
     }
-  }
-}
-
-// Both engines agree on AES-XTS everywhere (the fast one is what users get).
-TEST(EngineSelectionTest, opensslAndGenericAgree) {
-  for (std::uint32_t ss : {512u, 4096u}) {
-    auto key = test::deterministic_bytes(64, ss);
-    auto cfg = config("aes-xts-plain64", ss, 8 * 7);
-    auto fast = make_sector_cipher(cfg, key);
-    ASSERT_TRUE(fast);
-    auto slow = make_generic(cfg, key);
-    ASSERT_TRUE(slow);
-    auto pt = test::deterministic_bytes(std::size_t{ss} * 16, ss + 1);
-    EXPECT_EQ(run_copy(**fast, pt, 1ULL << 36, true), run_copy(*slow, pt, 1ULL << 36, true));
   }
 }
 

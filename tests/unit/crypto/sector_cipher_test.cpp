@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "tests/support/data.h"
@@ -263,52 +262,6 @@ TEST(SectorCipherTest, rejectsBadConfigAndRuns) {
   EXPECT_FALSE(c->encrypt(SectorRun{data, meta, SectorIndex{0}}));
   EXPECT_FALSE(c->encrypt(SectorRun{data, {}, SectorIndex{~0ULL}}));  // cc_sector overflows
   EXPECT_TRUE(c->encrypt(SectorRun{{}, {}, SectorIndex{0}}));          // empty run is fine
-}
-
-TEST(SectorCipherTest, keyIsCopied) {
-  auto key = test::deterministic_bytes(64, 268);
-  auto c = make(config("aes-xts-plain64"), key);
-  ASSERT_TRUE(c);
-  auto before = encrypt_copy(*c, kPt512, 3);
-  auto key_copy = key;
-  std::fill(key.begin(), key.end(), std::byte{0});  // caller wipes its copy
-  EXPECT_EQ(encrypt_copy(*c, kPt512, 3), before);
-  auto again = make(config("aes-xts-plain64"), key_copy);
-  EXPECT_EQ(encrypt_copy(*again, kPt512, 3), before);
-}
-
-// One cipher shared by many threads (more threads than the context pool has slots, so the
-// temporary-context path runs too). Each thread checks its results against a precomputed
-// single-threaded answer. Run under TSan in CI.
-TEST(SectorCipherConcurrencyTest, oneCipherManyThreads) {
-  for (const char* spec : {"aes-xts-plain64"}) {
-    for (std::uint32_t ss : {512u, 4096u}) {
-      auto key = test::deterministic_bytes(64, ss);
-      auto c = make(config(spec, ss), key);
-      ASSERT_TRUE(c);
-      auto pt = test::deterministic_bytes(std::size_t{ss} * 8, ss + 1);
-      std::vector<std::vector<std::byte>> expected;
-      for (std::uint64_t first = 0; first < 16; ++first)
-        expected.push_back(encrypt_copy(*c, pt, first * 1000));
-      constexpr int kThreads = 40;
-      std::vector<int> failures(kThreads, 0);
-      std::vector<std::thread> threads;
-      for (int t = 0; t < kThreads; ++t) {
-        threads.emplace_back([&, t] {
-          for (int iter = 0; iter < 50; ++iter) {
-            const std::uint64_t idx = static_cast<std::uint64_t>((t + iter) % 16);
-            auto buf = pt;
-            if (!c->encrypt(SectorRun{buf, {}, SectorIndex{idx * 1000}}) || buf != expected[idx])
-              ++failures[t];
-            if (!c->decrypt(SectorRun{buf, {}, SectorIndex{idx * 1000}}) || buf != pt)
-              ++failures[t];
-          }
-        });
-      }
-      for (auto& th : threads) th.join();
-      for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], 0) << spec << " thread " << t;
-    }
-  }
 }
 
 }  // namespace
