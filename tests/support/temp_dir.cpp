@@ -40,6 +40,15 @@ std::string TempDir::write(std::string_view name, std::string_view content) cons
   return p;
 }
 
+std::string TempDir::sized_file(std::string_view name, std::uint64_t size) const {
+  const std::string p = file(name);
+  std::ofstream(p, std::ios::binary | std::ios::app).close();
+  std::error_code ec;
+  std::filesystem::resize_file(p, size, ec);
+  if (ec) ADD_FAILURE() << "cannot size " << p << " to " << size << " bytes: " << ec.message();
+  return p;
+}
+
 std::vector<std::byte> read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) {

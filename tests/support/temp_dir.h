@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
@@ -23,6 +24,8 @@ class TempDir {
   std::string file(std::string_view name) const;  // path() + "/" + name (not created)
   // Writes `content` to file(name), replacing it; returns file(name).
   std::string write(std::string_view name, std::string_view content) const;
+  // Creates (or resizes) file(name) as a sparse file of `size` bytes; returns file(name).
+  std::string sized_file(std::string_view name, std::uint64_t size) const;
 
  private:
   std::string path_;
