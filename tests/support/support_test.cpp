@@ -7,6 +7,7 @@
 
 #include "tests/support/cryptsetup.h"
 #include "tests/support/data.h"
+#include "tests/support/loop_device.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tools.h"
 
@@ -61,6 +62,20 @@ TEST(FindTool, FindsShAndExplainsAMissingTool) {
   EXPECT_NE(none.missing.find("cryptmap-no-such-tool not found in"), std::string::npos);
   EXPECT_NE(none.missing.find("/usr/sbin"), std::string::npos);
   EXPECT_NE(none.missing.find("install no-such-package"), std::string::npos);
+}
+
+TEST(LoopDevice, AttachesAFileAndIsDetachedOnDestruction) {
+  TempDir dir("cryptmap-support-test");
+  std::string dev;
+  {
+    LoopDevice loop(dir.sized_file("img", 1 << 20));
+    if (!loop) GTEST_SKIP() << loop.missing();
+    dev = loop.path();
+    const RunResult r = run("losetup " + dev);
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find(dir.file("img")), std::string::npos) << r.out;
+  }
+  EXPECT_NE(run("losetup " + dev).status, 0) << dev << " still attached";
 }
 
 TEST(CryptsetupDump, VolumeKeyIsReadFromTheMkDumpBlock) {
