@@ -20,7 +20,7 @@ struct Good {
   const char* canonical;
 };
 
-TEST(CipherSpecTest, parsesWhatUsersMeet) {
+TEST(CipherSpec, ParsesWhatUsersMeet) {
   const Good cases[] = {
       {"aes-xts-plain64", "aes", 1, "xts", "plain64", "", "aes-xts-plain64"},
       {"aes-cbc-essiv:sha256", "aes", 1, "cbc", "essiv", "sha256", "aes-cbc-essiv:sha256"},
@@ -56,7 +56,7 @@ TEST(CipherSpecTest, parsesWhatUsersMeet) {
   }
 }
 
-TEST(CipherSpecTest, luksHalves) {
+TEST(CipherSpec, LuksHalves) {
   auto r = CipherSpec::parse("aes-cbc-essiv:sha256");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->luks_cipher_name(), "aes");
@@ -72,7 +72,7 @@ struct Bad {
   const char* names;  // substring the message must contain
 };
 
-TEST(CipherSpecTest, rejectsWithErrorsNamingThePart) {
+TEST(CipherSpec, RejectsWithErrorsNamingThePart) {
   const Bad cases[] = {
       {"", Errc::kInvalid, "empty"},
       {"rot13-xts-plain64", Errc::kUnsupported, "rot13"},
@@ -106,7 +106,7 @@ TEST(CipherSpecTest, rejectsWithErrorsNamingThePart) {
 
 // Robustness: random strings over the grammar's alphabet either parse (and then round-trip
 // through the canonical form) or fail with a message; nothing crashes (run under ASan/UBSan).
-TEST(CipherSpecTest, randomInputsParseOrFailCleanly) {
+TEST(CipherSpec, RandomInputsParseOrFailCleanly) {
   static const char* kTokens[] = {"aes", "serpent", "xts", "cbc", "ecb", "plain64", "essiv",
                                   "sha256", "lmk", "tcw", "capi", "(", ")", ":", "-", "64",
                                   "2", "0", "benbi", "cipher_null", "", "x", ",", "random"};
@@ -131,7 +131,7 @@ TEST(CipherSpecTest, randomInputsParseOrFailCleanly) {
   EXPECT_GT(parsed, 0);
 }
 
-TEST(CipherSpecTest, longInputIsRejectedNotTruncated) {
+TEST(CipherSpec, LongInputIsRejectedNotTruncated) {
   std::string s = "aes-xts-plain64" + std::string(200, 'x');
   EXPECT_FALSE(CipherSpec::parse(s));
 }

@@ -9,7 +9,7 @@
 namespace cryptmap::crypto {
 namespace {
 
-TEST(SyncEngineTest, runsInlineAndReportsStatus) {
+TEST(SyncEngine, RunsInlineAndReportsStatus) {
   SectorCipherConfig cfg;
   cfg.spec = *CipherSpec::parse("aes-xts-plain64");
   auto key = test::iota_bytes(64);

@@ -58,7 +58,7 @@ std::vector<std::byte> parse_volume_key(const std::string& dump) {
   return test::hex(hex);
 }
 
-TEST_P(CryptsetupInteropTest, bothDirections) {
+TEST_P(CryptsetupInteropTest, BothDirections) {
   const Case c = GetParam();
   // Not a skip: label "interop" promises real cryptsetup.
   const test::Tool cryptsetup = test::find_tool("cryptsetup", "cryptsetup-bin");

@@ -125,7 +125,7 @@ void cross_check_all(const std::vector<SpecCase>& specs, bool force_generic = tr
   }
 }
 
-TEST(GenericCipherCrossCheckTest, aesModesAndIvs) {
+TEST(GenericCipherCrossCheck, AesModesAndIvs) {
   cross_check_all({
       {"aes-xts-plain64", 64, false},
       {"aes-xts-plain64", 32, false},
@@ -146,7 +146,7 @@ TEST(GenericCipherCrossCheckTest, aesModesAndIvs) {
 }
 
 // The same AES specs through the registry: OpenSSL chain modes under the shared IV generators.
-TEST(OpensslModesCrossCheckTest, aesSpecsThroughRegistry) {
+TEST(OpensslModesCrossCheck, AesSpecsThroughRegistry) {
   cross_check_all({{"aes-xts-plain64", 64, false},
                    {"aes-xts-benbi", 64, false},
                    {"aes-xts-essiv:sha256", 32, false},
@@ -166,7 +166,7 @@ TEST(OpensslModesCrossCheckTest, aesSpecsThroughRegistry) {
                   false);
 }
 
-TEST(GenericCipherCrossCheckTest, otherCiphers) {
+TEST(GenericCipherCrossCheck, OtherCiphers) {
   cross_check_all({
       {"serpent-xts-plain64", 64, false},
       {"serpent-xts-plain64", 32, false},
@@ -189,7 +189,7 @@ TEST(GenericCipherCrossCheckTest, otherCiphers) {
   });
 }
 
-TEST(GenericCipherCrossCheckTest, multiKeyLmkTcw) {
+TEST(GenericCipherCrossCheck, MultiKeyLmkTcw) {
   cross_check_all({
       {"aes:4-cbc-plain64", 4 * 32, false},
       {"aes:2-xts-plain64", 2 * 64, false},
@@ -207,7 +207,7 @@ TEST(GenericCipherCrossCheckTest, multiKeyLmkTcw) {
 // The registry: AES-XTS-plain64 goes to the dedicated OpenSSL XTS engine, other AES specs to the
 // OpenSSL chain modes, everything else to Crypto++; an XTS key with equal halves (which OpenSSL
 // refuses) falls back to Crypto++ and still matches IEEE 1619 Vector 1.
-TEST(EngineSelectionTest, prioritiesAndFallback) {
+TEST(EngineSelection, PrioritiesAndFallback) {
   auto key = test::deterministic_bytes(64, 210);
   auto x = make_sector_cipher(config("aes-xts-plain64"), key);
   ASSERT_TRUE(x);
@@ -250,7 +250,7 @@ TEST(EngineSelectionTest, prioritiesAndFallback) {
 // The AES-NI XTS code has a VAES path (16 blocks per step) and an 8-block AES-NI path with a
 // single-block tail; compare both with each other and with the generic engine on unit lengths
 // that exercise every path (the tail only runs for lengths that are not multiples of 128).
-TEST(EngineSelectionTest, aesniXtsPathsAgree) {
+TEST(EngineSelection, AesniXtsPathsAgree) {
   if (!internal::aesni_available()) GTEST_SKIP() << "no AES-NI on this CPU";
   for (std::size_t key_bytes : {32u, 64u}) {
     auto key = test::deterministic_bytes(key_bytes, key_bytes);
@@ -281,7 +281,7 @@ TEST(EngineSelectionTest, aesniXtsPathsAgree) {
 
 // AES-NI CBC decryption, including lengths that reach its single-block tail, against AES-NI
 // CBC encryption (itself checked against Crypto++, Python and cryptsetup elsewhere).
-TEST(EngineSelectionTest, aesniCbcDecryptTail) {
+TEST(EngineSelection, AesniCbcDecryptTail) {
   if (!internal::aesni_available()) GTEST_SKIP() << "no AES-NI on this CPU";
   for (std::size_t key_bytes : {16u, 24u, 32u}) {
     auto key = test::deterministic_bytes(key_bytes, key_bytes);
@@ -304,7 +304,7 @@ TEST(EngineSelectionTest, aesniCbcDecryptTail) {
 // Multi-lane AES-CBC encryption (8 units in lockstep) against the one-unit-at-a-time Crypto++
 // engine: every key size, run lengths that are not multiples of the lane count, both sector
 // sizes, a run starting above 2^32; decryption of the result.
-TEST(EngineSelectionTest, aesniCbcLanesMatchSingleUnitEngine) {
+TEST(EngineSelection, AesniCbcLanesMatchSingleUnitEngine) {
   for (std::size_t key_bytes : {16u, 24u, 32u}) {
     for (const char* spec : {"aes-cbc-essiv:sha256", "aes-cbc-plain64", "aes-cbc-benbi"}) {
       for (std::uint32_t ss : {512u, 4096u}) {
@@ -351,7 +351,7 @@ std::vector<std::byte> xor3(const std::vector<std::byte>& a, const std::vector<s
   return out;
 }
 
-TEST(LrwTest, p1619Vectors) {
+TEST(Lrw, P1619Vectors) {
   struct V {
     const char* key;
     const char* tweak_key;
@@ -389,7 +389,7 @@ TEST(LrwTest, p1619Vectors) {
 
 // LRW tweaks across a unit follow T_j = K2 (x) (I + j); check block j against a one-block
 // encryption with IV I + j, including a carry across the 64-bit boundary of the index.
-TEST(LrwTest, tweakIncrementMatchesDirectComputation) {
+TEST(Lrw, TweakIncrementMatchesDirectComputation) {
   auto key = test::deterministic_bytes(48, 437);  // AES-256 + 16-byte tweak key
   auto c = make_sector_cipher(config("aes-lrw-plain64be"), key);
   ASSERT_TRUE(c);
@@ -408,7 +408,7 @@ TEST(LrwTest, tweakIncrementMatchesDirectComputation) {
 }
 
 // CAST-256 (cast6): RFC 2612 Appendix B; Serpent: NESSIE all-zero key.
-TEST(BlockCipherKatTest, cast6AndSerpent) {
+TEST(BlockCipherKat, Cast6AndSerpent) {
   struct V {
     const char* spec;
     const char* key;
@@ -432,7 +432,7 @@ TEST(BlockCipherKatTest, cast6AndSerpent) {
 }
 
 // cipher_null-ecb (cryptsetup's unencrypted keyslot/segment cipher): identity, empty key.
-TEST(BlockCipherKatTest, cipherNullIsIdentity) {
+TEST(BlockCipherKat, CipherNullIsIdentity) {
   auto c = make_sector_cipher(config("cipher_null-ecb", 4096), std::span<const std::byte>{});
   ASSERT_TRUE(c) << c.error().message();
   auto pt = test::deterministic_bytes(4096 * 3, 482);
@@ -456,7 +456,7 @@ std::string iv_hex(const char* spec, std::span<const std::byte> key, std::uint64
 }
 
 // docs/formats.md §3.4 / §7.3 IV KATs.
-TEST(IvGeneratorTest, formatsKats) {
+TEST(IvGenerator, FormatsKats) {
   auto key = test::iota_bytes(32);
   EXPECT_EQ(iv_hex("aes-cbc-essiv:sha256", key, 0), "a73d5fb0e4041090ca6dc1b820cdaf51");
   EXPECT_EQ(iv_hex("aes-cbc-essiv:sha256", key, 1), "59a0803f448bdf6d3d3de63feaccd58a");
@@ -470,7 +470,7 @@ TEST(IvGeneratorTest, formatsKats) {
   EXPECT_EQ(iv_hex("cast5-cbc-benbi", std::span(key).first(16), 1), "0000000000000041");
 }
 
-TEST(GenericCipherErrorsTest, specAndKeyMismatches) {
+TEST(GenericCipherErrors, SpecAndKeyMismatches) {
   struct Bad {
     const char* spec;
     std::size_t key;
@@ -503,7 +503,7 @@ TEST(GenericCipherErrorsTest, specAndKeyMismatches) {
 }
 
 // Generic contexts are per thread too: one cipher from many threads (TSan in CI).
-TEST(GenericCipherConcurrencyTest, oneCipherManyThreads) {
+TEST(GenericCipherConcurrency, OneCipherManyThreads) {
   const SpecCase specs[] = {{"serpent-cbc-essiv:sha256", 32, false},
                             {"aes:64-cbc-lmk", 65 * 32, true},
                             {"aes-cbc-tcw", 64, true}};

@@ -51,7 +51,7 @@ const std::vector<std::byte> kPt512 = [] {
 }();
 
 // IEEE 1619-2007 Vector 4: AES-128-XTS, data unit 0, 512 bytes.
-TEST(XtsVectorsTest, ieee1619Vector4) {
+TEST(XtsVectors, Ieee1619Vector4) {
   auto key = hex("2718281828459045235360287471352631415926535897932384626433832795");
   auto c = make(config("aes-xts-plain64"), key);
   ASSERT_TRUE(c);
@@ -71,7 +71,7 @@ TEST(XtsVectorsTest, ieee1619Vector4) {
 }
 
 // IEEE 1619-2007 Vector 10: AES-256-XTS, data unit 0xff, 512 bytes.
-TEST(XtsVectorsTest, ieee1619Vector10) {
+TEST(XtsVectors, Ieee1619Vector10) {
   auto key = hex(
       "2718281828459045235360287471352662497757247093699959574966967627"
       "3141592653589793238462643383279502884197169399375105820974944592");
@@ -97,7 +97,7 @@ TEST(XtsVectorsTest, ieee1619Vector10) {
 
 // IEEE 1619-2007 Vectors 2 and 3 (32-byte data units): XTS is per block, so the first 32 bytes
 // of a 512-byte unit with the same tweak must match. Vector 3's tweak is above 2^32.
-TEST(XtsVectorsTest, ieee1619Vectors2And3FirstBlocks) {
+TEST(XtsVectors, Ieee1619Vectors2And3FirstBlocks) {
   std::vector<std::byte> pt(512, std::byte{0x44});
   auto c2 = make(config("aes-xts-plain64"),
                  hex("1111111111111111111111111111111122222222222222222222222222222222"));
@@ -112,7 +112,7 @@ TEST(XtsVectorsTest, ieee1619Vectors2And3FirstBlocks) {
 }
 
 // docs/formats.md §7.3 KATs: key 00..3f, zero units; IV sectors 0, 1, 8.
-TEST(XtsVectorsTest, formatsKats) {
+TEST(XtsVectors, FormatsKats) {
   auto key = test::iota_bytes(64);
   const char* k0 = "cd6b103236fbd87dba93e9001e29bc3d";
   const char* k1 = "0c22ed7e2168a8500b30154c2ec00d26";
@@ -153,7 +153,7 @@ TEST(XtsVectorsTest, formatsKats) {
 }
 
 // plain vs plain64 above 2^32 (docs/formats.md §3.4): plain wraps, plain64 does not.
-TEST(XtsVectorsTest, plainWrapsAt32Bits) {
+TEST(XtsVectors, PlainWrapsAt32Bits) {
   auto key = test::deterministic_bytes(64, 157);
   auto p64 = make(config("aes-xts-plain64"), key);
   auto p32 = make(config("aes-xts-plain"), key);
@@ -217,12 +217,12 @@ void cross_check(const char* spec, std::size_t key_bytes) {
   }
 }
 
-TEST(XtsCrossCheckTest, aes256XtsPlain64MatchesPython) { cross_check("aes-xts-plain64", 64); }
-TEST(XtsCrossCheckTest, aes128XtsPlain64MatchesPython) { cross_check("aes-xts-plain64", 32); }
-TEST(XtsCrossCheckTest, aesXtsPlainMatchesPython) { cross_check("aes-xts-plain", 64); }
-TEST(XtsCrossCheckTest, aesXtsPlain64beMatchesPython) { cross_check("aes-xts-plain64be", 64); }
+TEST(XtsCrossCheck, Aes256XtsPlain64MatchesPython) { cross_check("aes-xts-plain64", 64); }
+TEST(XtsCrossCheck, Aes128XtsPlain64MatchesPython) { cross_check("aes-xts-plain64", 32); }
+TEST(XtsCrossCheck, AesXtsPlainMatchesPython) { cross_check("aes-xts-plain", 64); }
+TEST(XtsCrossCheck, AesXtsPlain64beMatchesPython) { cross_check("aes-xts-plain64be", 64); }
 
-TEST(SectorCipherTest, keySizeChecks) {
+TEST(SectorCipher, KeySizeChecks) {
   auto spec = *CipherSpec::parse("aes-xts-plain64");
   EXPECT_TRUE(check_key_size(spec, 32));
   EXPECT_TRUE(check_key_size(spec, 48));
@@ -241,7 +241,7 @@ TEST(SectorCipherTest, keySizeChecks) {
   EXPECT_EQ(r.error().code, Errc::kInvalid);
 }
 
-TEST(SectorCipherTest, rejectsBadConfigAndRuns) {
+TEST(SectorCipher, RejectsBadConfigAndRuns) {
   auto key = test::iota_bytes(64);
   for (std::uint32_t ss : {0u, 256u, 768u, 8192u}) {
     auto r = make_sector_cipher(config("aes-xts-plain64", ss), key);

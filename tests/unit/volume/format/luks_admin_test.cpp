@@ -20,7 +20,7 @@ namespace {
 
 using test::run;
 
-class LuksAdmin : public ::testing::Test {
+class LuksAdminTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs) GTEST_SKIP() << cs.missing;
@@ -57,7 +57,7 @@ class LuksAdmin : public ::testing::Test {
   std::string key_, key2_, key3_;
 };
 
-TEST_F(LuksAdmin, FormattedImagesWorkWithCryptsetup) {
+TEST_F(LuksAdminTest, FormattedImagesWorkWithCryptsetup) {
   struct Case {
     VolumeType type;
     const char* pbkdf;
@@ -111,7 +111,7 @@ TEST_F(LuksAdmin, FormattedImagesWorkWithCryptsetup) {
   }
 }
 
-TEST_F(LuksAdmin, DetachedHeaderFormat) {
+TEST_F(LuksAdminTest, DetachedHeaderFormat) {
   for (VolumeType t : {VolumeType::kLuks1, VolumeType::kLuks2}) {
     SCOPED_TRACE(volume_type_name(t));
     auto data = blank(std::string("dd") + volume_type_name(t), 4);
@@ -133,7 +133,7 @@ TEST_F(LuksAdmin, DetachedHeaderFormat) {
   }
 }
 
-TEST_F(LuksAdmin, KeyslotEditsOnCryptsetupImages) {
+TEST_F(LuksAdminTest, KeyslotEditsOnCryptsetupImages) {
   for (const char* type : {"luks1", "luks2"}) {
     SCOPED_TRACE(type);
     auto img = cs_format(std::string("e-") + type, std::string("--type ") + type);
@@ -165,7 +165,7 @@ TEST_F(LuksAdmin, KeyslotEditsOnCryptsetupImages) {
   }
 }
 
-TEST_F(LuksAdmin, AddKeyWithWrongPassphraseChangesNothing) {
+TEST_F(LuksAdminTest, AddKeyWithWrongPassphraseChangesNothing) {
   auto img = cs_format("w", "--type luks2");
   const auto before = test::read_file(img);
   auto s = rw(img);
@@ -175,7 +175,7 @@ TEST_F(LuksAdmin, AddKeyWithWrongPassphraseChangesNothing) {
   EXPECT_TRUE(before == test::read_file(img));
 }
 
-TEST_F(LuksAdmin, DumpMatchesCryptsetup) {
+TEST_F(LuksAdminTest, DumpMatchesCryptsetup) {
   for (const char* type : {"luks1", "luks2"}) {
     SCOPED_TRACE(type);
     auto img = cs_format(std::string("d-") + type, std::string("--type ") + type + " --key-slot 3");
@@ -194,7 +194,7 @@ TEST_F(LuksAdmin, DumpMatchesCryptsetup) {
   }
 }
 
-TEST_F(LuksAdmin, UuidIsLuksBackupRestoreRepair) {
+TEST_F(LuksAdminTest, UuidIsLuksBackupRestoreRepair) {
   for (const char* type : {"luks1", "luks2"}) {
     SCOPED_TRACE(type);
     auto img = cs_format(std::string("u-") + type, std::string("--type ") + type);
@@ -229,7 +229,7 @@ TEST_F(LuksAdmin, UuidIsLuksBackupRestoreRepair) {
   }
 }
 
-TEST_F(LuksAdmin, RepairRewritesDamagedCopy) {
+TEST_F(LuksAdminTest, RepairRewritesDamagedCopy) {
   auto img = cs_format("r", "--type luks2");
   run("printf 'XXXX' | dd of=" + img + " bs=1 seek=300 conv=notrunc status=none");
   auto s = rw(img);
@@ -245,7 +245,7 @@ TEST_F(LuksAdmin, RepairRewritesDamagedCopy) {
   EXPECT_EQ(test_pass(img, key_), 0);
 }
 
-TEST_F(LuksAdmin, RewriteKeepsUnknownTokens) {
+TEST_F(LuksAdminTest, RewriteKeepsUnknownTokens) {
   auto img = cs_format("tok", "--type luks2");
   const std::string tok = dir_.write("tok.json",
       R"({"type":"cryptmap-test","keyslots":["0"],"opaque":{"a":[1,2,{"b":"c"}],"s":"x/y"}})");
