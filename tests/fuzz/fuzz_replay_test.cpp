@@ -9,13 +9,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <new>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "tests/fuzz/fuzz_targets.h"
+#include "tests/support/temp_dir.h"
 #include "volume/format/internal/luks2_disk.h"
 #include "volume/format/luks_admin.h"
 #include "volume/store/mem_backing_store.h"
@@ -271,8 +271,8 @@ TEST(FuzzReplay, WriteSeeds) {
   if (!dir) GTEST_SKIP() << "set CRYPTMAP_FUZZ_SEED_DIR to write the seed corpus";
   auto put = [&](const std::string& sub, const std::string& name, const void* p, std::size_t n) {
     std::filesystem::create_directories(std::string(dir) + "/" + sub);
-    std::ofstream(std::string(dir) + "/" + sub + "/" + name, std::ios::binary)
-        .write(static_cast<const char*>(p), static_cast<std::streamsize>(n));
+    test::write_file(std::string(dir) + "/" + sub + "/" + name,
+                     std::span(static_cast<const std::byte*>(p), n));
   };
   const Bytes l1 = luks1_seed(), l2 = luks2_seed();
   put("luks1_header", "seed", l1.data(), 1024);

@@ -7,7 +7,7 @@
 namespace cryptmap {
 namespace {
 
-TEST(BytesTest, bigEndianRoundTrip) {
+TEST(Bytes, BigEndianRoundTrip) {
   std::byte buf[8];
   store_be64(buf, 0x0102030405060708ull);
   EXPECT_EQ(std::to_integer<int>(buf[0]), 1);
@@ -17,7 +17,7 @@ TEST(BytesTest, bigEndianRoundTrip) {
   EXPECT_EQ(load_be16(buf), 0xAABBu);
 }
 
-TEST(BytesTest, hexRoundTripAndErrors) {
+TEST(Bytes, HexRoundTripAndErrors) {
   auto v = from_hex("00ff10Ab");
   ASSERT_TRUE(v);
   EXPECT_EQ(to_hex(*v), "00ff10ab");

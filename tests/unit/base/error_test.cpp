@@ -14,7 +14,7 @@ struct ErrnoRow {
 
 class ToErrnoTest : public ::testing::TestWithParam<ErrnoRow> {};
 
-TEST_P(ToErrnoTest, mapsEveryCodeToTheDocumentedErrno) {
+TEST_P(ToErrnoTest, MapsEveryCodeToTheDocumentedErrno) {
   EXPECT_EQ(to_errno(make_error(GetParam().code, "x")), GetParam().expected);
 }
 
@@ -27,7 +27,7 @@ INSTANTIATE_TEST_SUITE_P(
                       ErrnoRow{Errc::kZoneOrder, EIO}, ErrnoRow{Errc::kBusy, EBUSY},
                       ErrnoRow{Errc::kCancelled, ECANCELED}, ErrnoRow{Errc::kNotFound, ENOENT}));
 
-TEST(ErrorTest, messageNamesWhatObjectDetailAndErrno) {
+TEST(Error, MessageNamesWhatObjectDetailAndErrno) {
   Error e = make_sys_error(ENOENT, "open image", 7);
   EXPECT_EQ(e.code, Errc::kNotFound);
   EXPECT_EQ(e.message(), "open image [7] (No such file or directory)");
@@ -35,13 +35,13 @@ TEST(ErrorTest, messageNamesWhatObjectDetailAndErrno) {
   EXPECT_EQ(f.message(), "cipher spec: cipher 'blowfish'");
 }
 
-TEST(ErrorTest, detailIsTruncatedNotOverflowed) {
+TEST(Error, DetailIsTruncatedNotOverflowed) {
   std::string longs(500, 'a');
   Error e = make_error_fmt(Errc::kInvalid, "x", kNoObject, "%s", longs.c_str());
   EXPECT_EQ(e.detail_view().size(), e.detail.size() - 1);
 }
 
-TEST(ErrorTest, sysErrorClassifiesCommonErrnos) {
+TEST(Error, SysErrorClassifiesCommonErrnos) {
   EXPECT_EQ(make_sys_error(ENOSPC, "w").code, Errc::kNoSpace);
   EXPECT_EQ(make_sys_error(EROFS, "w").code, Errc::kReadOnly);
   EXPECT_EQ(make_sys_error(EIO, "w").code, Errc::kIo);

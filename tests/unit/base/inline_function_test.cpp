@@ -7,7 +7,7 @@
 namespace cryptmap {
 namespace {
 
-TEST(InlineFunctionTest, callsCapturedState) {
+TEST(InlineFunction, CallsCapturedState) {
   int hits = 0;
   InlineFunction<void(int), 32> f = [&hits](int n) { hits += n; };
   f(3);
@@ -15,7 +15,7 @@ TEST(InlineFunctionTest, callsCapturedState) {
   EXPECT_EQ(hits, 7);
 }
 
-TEST(InlineFunctionTest, movesOwnershipOfMoveOnlyCaptures) {
+TEST(InlineFunction, MovesOwnershipOfMoveOnlyCaptures) {
   auto p = std::make_unique<int>(5);
   InlineFunction<int(), 32> f = [q = std::move(p)] { return *q; };
   InlineFunction<int(), 32> g = std::move(f);
@@ -23,7 +23,7 @@ TEST(InlineFunctionTest, movesOwnershipOfMoveOnlyCaptures) {
   EXPECT_EQ(g(), 5);
 }
 
-TEST(InlineFunctionTest, destroysCaptureExactlyOnce) {
+TEST(InlineFunction, DestroysCaptureExactlyOnce) {
   auto counter = std::make_shared<int>(0);
   {
     InlineFunction<void(), 32> f = [c = counter] { ++*c; };

@@ -23,40 +23,40 @@ Result<void> check_only(int v) {
   return ok();
 }
 
-TEST(ResultTest, givenValue_thenHasValue) {
+TEST(Result, HoldsTheValueItWasGiven) {
   auto r = parse_positive(3);
   ASSERT_TRUE(r);
   EXPECT_EQ(*r, 3);
 }
 
-TEST(ResultTest, givenError_thenCarriesIt) {
+TEST(Result, CarriesTheErrorItWasGiven) {
   auto r = parse_positive(-4);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kInvalid);
   EXPECT_EQ(r.error().object, 4u);
 }
 
-TEST(ResultTest, tryPropagatesErrorsAndValues) {
+TEST(Result, TryPropagatesErrorsAndValues) {
   EXPECT_EQ(*doubled(5), 10);
   EXPECT_FALSE(doubled(0));
   EXPECT_TRUE(check_only(1));
   EXPECT_EQ(check_only(-1).error().code, Errc::kInvalid);
 }
 
-TEST(ResultTest, holdsMoveOnlyValues) {
+TEST(Result, HoldsMoveOnlyValues) {
   Result<std::unique_ptr<std::string>> r = std::make_unique<std::string>("k");
   auto p = std::move(r).value();
   EXPECT_EQ(*p, "k");
 }
 
-TEST(ResultTest, andThenChains) {
+TEST(Result, AndThenChains) {
   auto r = parse_positive(2).and_then([](int v) -> Result<std::string> { return std::to_string(v); });
   EXPECT_EQ(*r, "2");
   auto e = parse_positive(-2).and_then([](int v) -> Result<std::string> { return std::to_string(v); });
   EXPECT_FALSE(e);
 }
 
-TEST(ResultDeathTest, valueOnErrorAborts) {
+TEST(ResultDeathTest, ValueOnErrorAborts) {
   auto r = parse_positive(-1);
   EXPECT_DEATH((void)r.value(), "");
 }

@@ -11,7 +11,7 @@
 namespace cryptmap {
 namespace {
 
-TEST(SecretBytesTest, copiesAndCompares) {
+TEST(SecretBytes, CopiesAndCompares) {
   auto s = SecretBytes::copy_of(std::string_view("passphrase"));
   ASSERT_TRUE(s);
   EXPECT_EQ(s->as_chars(), "passphrase");
@@ -19,7 +19,7 @@ TEST(SecretBytesTest, copiesAndCompares) {
   EXPECT_EQ(s->as_chars(), "pass");
 }
 
-TEST(SecretBytesTest, memoryIsLocked) {
+TEST(SecretBytes, MemoryIsLocked) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "the sanitizer runtime intercepts mlock() as a no-op, so VmLck stays 0";
 #endif
@@ -34,7 +34,7 @@ TEST(SecretBytesTest, memoryIsLocked) {
   EXPECT_GE(locked_kb, 4);
 }
 
-TEST(SecretBytesTest, moveLeavesSourceEmpty) {
+TEST(SecretBytes, MoveLeavesSourceEmpty) {
   auto s = SecretBytes::copy_of(std::string_view("k"));
   ASSERT_TRUE(s);
   SecretBytes t = std::move(*s);
@@ -42,7 +42,7 @@ TEST(SecretBytesTest, moveLeavesSourceEmpty) {
   EXPECT_EQ(t.as_chars(), "k");
 }
 
-TEST(SecretBytesTest, constantTimeEqual) {
+TEST(SecretBytes, ConstantTimeEqual) {
   std::byte a[3] = {std::byte{1}, std::byte{2}, std::byte{3}};
   std::byte b[3] = {std::byte{1}, std::byte{2}, std::byte{4}};
   EXPECT_TRUE(constant_time_equal(a, a));

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "cli/terminal/passphrase.h"
-#include "tests/unit/volume/format/test_util.h"
+#include "tests/support/temp_dir.h"
 
 namespace cryptmap::cli {
 namespace {

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
+
+#include "tests/support/data.h"
 
 namespace cryptmap::crypto {
 namespace {
@@ -17,7 +20,7 @@ struct Good {
   const char* canonical;
 };
 
-TEST(CipherSpecTest, parsesWhatUsersMeet) {
+TEST(CipherSpec, ParsesWhatUsersMeet) {
   const Good cases[] = {
       {"aes-xts-plain64", "aes", 1, "xts", "plain64", "", "aes-xts-plain64"},
       {"aes-cbc-essiv:sha256", "aes", 1, "cbc", "essiv", "sha256", "aes-cbc-essiv:sha256"},
@@ -53,7 +56,7 @@ TEST(CipherSpecTest, parsesWhatUsersMeet) {
   }
 }
 
-TEST(CipherSpecTest, luksHalves) {
+TEST(CipherSpec, LuksHalves) {
   auto r = CipherSpec::parse("aes-cbc-essiv:sha256");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->luks_cipher_name(), "aes");
@@ -69,7 +72,7 @@ struct Bad {
   const char* names;  // substring the message must contain
 };
 
-TEST(CipherSpecTest, rejectsWithErrorsNamingThePart) {
+TEST(CipherSpec, RejectsWithErrorsNamingThePart) {
   const Bad cases[] = {
       {"", Errc::kInvalid, "empty"},
       {"rot13-xts-plain64", Errc::kUnsupported, "rot13"},
@@ -103,20 +106,18 @@ TEST(CipherSpecTest, rejectsWithErrorsNamingThePart) {
 
 // Robustness: random strings over the grammar's alphabet either parse (and then round-trip
 // through the canonical form) or fail with a message; nothing crashes (run under ASan/UBSan).
-TEST(CipherSpecTest, randomInputsParseOrFailCleanly) {
+TEST(CipherSpec, RandomInputsParseOrFailCleanly) {
   static const char* kTokens[] = {"aes", "serpent", "xts", "cbc", "ecb", "plain64", "essiv",
                                   "sha256", "lmk", "tcw", "capi", "(", ")", ":", "-", "64",
                                   "2", "0", "benbi", "cipher_null", "", "x", ",", "random"};
-  std::uint32_t seed = 12345;
-  auto next = [&seed] {
-    seed = seed * 1103515245U + 12345U;
-    return seed >> 16;
-  };
   int parsed = 0;
-  for (int i = 0; i < 20000; ++i) {
+  for (std::uint64_t i = 0; i < 20000; ++i) {
+    // Eight deterministic bytes per input: its token count, then its tokens.
+    const auto choice = test::deterministic_bytes(8, 12345, 8 * i);
     std::string s;
-    const unsigned parts = 1 + next() % 7;
-    for (unsigned p = 0; p < parts; ++p) s += kTokens[next() % std::size(kTokens)];
+    const unsigned parts = 1 + std::to_integer<unsigned>(choice[0]) % 7;
+    for (unsigned p = 0; p < parts; ++p)
+      s += kTokens[std::to_integer<unsigned>(choice[1 + p]) % std::size(kTokens)];
     auto r = CipherSpec::parse(s);
     if (r) {
       ++parsed;
@@ -130,7 +131,7 @@ TEST(CipherSpecTest, randomInputsParseOrFailCleanly) {
   EXPECT_GT(parsed, 0);
 }
 
-TEST(CipherSpecTest, longInputIsRejectedNotTruncated) {
+TEST(CipherSpec, LongInputIsRejectedNotTruncated) {
   std::string s = "aes-xts-plain64" + std::string(200, 'x');
   EXPECT_FALSE(CipherSpec::parse(s));
 }

@@ -4,12 +4,12 @@
 
 #include <vector>
 
-#include "test_util.h"
+#include "tests/support/data.h"
 
 namespace cryptmap::crypto {
 namespace {
 
-TEST(SyncEngineTest, runsInlineAndReportsStatus) {
+TEST(SyncEngine, RunsInlineAndReportsStatus) {
   SectorCipherConfig cfg;
   cfg.spec = *CipherSpec::parse("aes-xts-plain64");
   auto key = test::iota_bytes(64);

@@ -16,7 +16,9 @@
 
 #include "base/bytes.h"
 #include "crypto/sector_cipher.h"
-#include "test_util.h"
+#include "tests/support/data.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tools.h"
 
 namespace cryptmap::crypto {
 namespace {
@@ -41,16 +43,6 @@ std::string name_of(const testing::TestParamInfo<Case>& info) {
 
 class CryptsetupInteropTest : public testing::TestWithParam<Case> {};
 
-std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
-  std::vector<std::byte> v(n);
-  std::uint32_t x = seed * 2654435761U + 1;
-  for (auto& b : v) {
-    x = x * 1103515245U + 12345U;
-    b = std::byte(static_cast<unsigned char>(x >> 16));
-  }
-  return v;
-}
-
 std::vector<std::byte> parse_volume_key(const std::string& dump) {
   const auto pos = dump.find("MK dump:");
   if (pos == std::string::npos) return {};
@@ -66,16 +58,16 @@ std::vector<std::byte> parse_volume_key(const std::string& dump) {
   return test::hex(hex);
 }
 
-TEST_P(CryptsetupInteropTest, bothDirections) {
+TEST_P(CryptsetupInteropTest, BothDirections) {
   const Case c = GetParam();
-  std::string out;
-  ASSERT_EQ(test::run("cryptsetup --version", &out), 0)
-      << "cryptsetup is required for interop tests (Debian: cryptsetup-bin)\n" << out;
-  test::TempDir dir;
-  const std::string img = dir.path("img"), hdr = dir.path("hdr"), key = dir.path("key");
-  const auto plain = pattern(2 << 20, c.key_bits + c.sector_size);
+  // Not a skip: label "interop" promises real cryptsetup.
+  const test::Tool cryptsetup = test::find_tool("cryptsetup", "cryptsetup-bin");
+  ASSERT_TRUE(cryptsetup) << "cryptsetup is required for interop tests: " << cryptsetup.missing;
+  test::TempDir dir("cryptmap-crypto-interop");
+  const std::string img = dir.file("img"), hdr = dir.file("hdr"), key = dir.file("key");
+  const auto plain = test::deterministic_bytes(2 << 20, c.key_bits + c.sector_size);
   test::write_file(img, plain);
-  test::write_file(key, test::random_vec(32));
+  test::write_file(key, test::deterministic_bytes(32, c.key_bits + c.sector_size + 1));
   const std::string common = " --batch-mode --key-file '" + key + "' ";
   const std::string enc_cmd =
       "cryptsetup reencrypt --encrypt --type luks2 --header '" + hdr + "' --cipher " + c.spec +
@@ -83,11 +75,12 @@ TEST_P(CryptsetupInteropTest, bothDirections) {
       std::to_string(c.sector_size) +
       " --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --force-offline-reencrypt" + common + "'" +
       img + "'";
-  ASSERT_EQ(test::run(enc_cmd, &out), 0) << enc_cmd << "\n" << out;
-  ASSERT_EQ(test::run("cryptsetup luksDump --dump-volume-key" + common + "'" + hdr + "'", &out), 0)
-      << out;
-  const auto vk = parse_volume_key(out);
-  ASSERT_EQ(vk.size(), c.key_bits / 8) << out;
+  test::RunResult r = test::run(enc_cmd);
+  ASSERT_EQ(r.status, 0) << enc_cmd << "\n" << r.out << r.err;
+  r = test::run("cryptsetup luksDump --dump-volume-key" + common + "'" + hdr + "'");
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  const auto vk = parse_volume_key(r.out);
+  ASSERT_EQ(vk.size(), c.key_bits / 8) << r.out;
 
   SectorCipherConfig cfg;
   auto spec = CipherSpec::parse(c.spec);
@@ -112,13 +105,14 @@ TEST_P(CryptsetupInteropTest, bothDirections) {
                      << " (" << (*cipher)->engine_name() << ")";
 
   // cryptmap -> cryptsetup
-  const auto plain2 = pattern(2 << 20, 7 * c.key_bits + c.sector_size + 1);
+  const auto plain2 = test::deterministic_bytes(2 << 20, 7 * c.key_bits + c.sector_size + 1);
   auto ct = plain2;
   ASSERT_TRUE((*cipher)->encrypt(SectorRun{ct, {}, SectorIndex{0}}));
   test::write_file(img, ct);
   const std::string dec_cmd = "cryptsetup reencrypt --decrypt --header '" + hdr +
                               "' --force-offline-reencrypt" + common + "'" + img + "'";
-  ASSERT_EQ(test::run(dec_cmd, &out), 0) << dec_cmd << "\n" << out;
+  r = test::run(dec_cmd);
+  ASSERT_EQ(r.status, 0) << dec_cmd << "\n" << r.out << r.err;
   EXPECT_TRUE(test::read_file(img) == plain2)
       << "cryptsetup did not decrypt cryptmap's ciphertext back to the pattern";
 }

@@ -12,7 +12,8 @@
 #include "crypto/internal/engines.h"
 #include "crypto/internal/iv_generator.h"
 #include "crypto/sector_cipher.h"
-#include "test_util.h"
+#include "tests/support/data.h"
+#include "tests/unit/crypto/reference_cipher.h"
 
 namespace cryptmap::crypto {
 namespace {
@@ -86,8 +87,8 @@ void cross_check_all(const std::vector<SpecCase>& specs, bool force_generic = tr
       if (sc.only_512 && (g.ss != 512 || g.large)) continue;
       test::ReferenceJob j;
       j.config = config(sc.spec, g.ss, g.off, g.large);
-      j.key = test::random_vec(sc.key_bytes);
-      j.input = test::random_vec(std::size_t{g.ss} * 4);
+      j.key = test::deterministic_bytes(sc.key_bytes, 2 * jobs.size() + 1);
+      j.input = test::deterministic_bytes(std::size_t{g.ss} * 4, 2 * jobs.size() + 2);
       j.first = g.first;
       std::unique_ptr<SectorCipher> c;
       if (force_generic) {
@@ -124,7 +125,7 @@ void cross_check_all(const std::vector<SpecCase>& specs, bool force_generic = tr
   }
 }
 
-TEST(GenericCipherCrossCheckTest, aesModesAndIvs) {
+TEST(GenericCipherCrossCheck, AesModesAndIvs) {
   cross_check_all({
       {"aes-xts-plain64", 64, false},
       {"aes-xts-plain64", 32, false},
@@ -145,7 +146,7 @@ TEST(GenericCipherCrossCheckTest, aesModesAndIvs) {
 }
 
 // The same AES specs through the registry: OpenSSL chain modes under the shared IV generators.
-TEST(OpensslModesCrossCheckTest, aesSpecsThroughRegistry) {
+TEST(OpensslModesCrossCheck, AesSpecsThroughRegistry) {
   cross_check_all({{"aes-xts-plain64", 64, false},
                    {"aes-xts-benbi", 64, false},
                    {"aes-xts-essiv:sha256", 32, false},
@@ -165,7 +166,7 @@ TEST(OpensslModesCrossCheckTest, aesSpecsThroughRegistry) {
                   false);
 }
 
-TEST(GenericCipherCrossCheckTest, otherCiphers) {
+TEST(GenericCipherCrossCheck, OtherCiphers) {
   cross_check_all({
       {"serpent-xts-plain64", 64, false},
       {"serpent-xts-plain64", 32, false},
@@ -188,7 +189,7 @@ TEST(GenericCipherCrossCheckTest, otherCiphers) {
   });
 }
 
-TEST(GenericCipherCrossCheckTest, multiKeyLmkTcw) {
+TEST(GenericCipherCrossCheck, MultiKeyLmkTcw) {
   cross_check_all({
       {"aes:4-cbc-plain64", 4 * 32, false},
       {"aes:2-xts-plain64", 2 * 64, false},
@@ -206,8 +207,8 @@ TEST(GenericCipherCrossCheckTest, multiKeyLmkTcw) {
 // The registry: AES-XTS-plain64 goes to the dedicated OpenSSL XTS engine, other AES specs to the
 // OpenSSL chain modes, everything else to Crypto++; an XTS key with equal halves (which OpenSSL
 // refuses) falls back to Crypto++ and still matches IEEE 1619 Vector 1.
-TEST(EngineSelectionTest, prioritiesAndFallback) {
-  auto key = test::random_vec(64);
+TEST(EngineSelection, PrioritiesAndFallback) {
+  auto key = test::deterministic_bytes(64, 210);
   auto x = make_sector_cipher(config("aes-xts-plain64"), key);
   ASSERT_TRUE(x);
   const bool ni = internal::aesni_available();
@@ -246,48 +247,17 @@ TEST(EngineSelectionTest, prioritiesAndFallback) {
             "917cf69ebd68b2ec9b9fe9a3eadda692cd43d2f59598ed858c02c2652fbf922e");
 }
 
-// The three AES-XTS implementations (AES-NI, OpenSSL EVP, Crypto++ generic) agree on every key
-// size, sector size, IV mode, iv_offset/iv_large_sectors and sector numbers above 2^32.
-TEST(EngineSelectionTest, allXtsEnginesAgree) {
-  for (std::size_t key_bytes : {32u, 64u}) {
-    for (const char* spec : {"aes-xts-plain64", "aes-xts-plain", "aes-xts-plain64be",
-                             "aes-xts-null"}) {
-      for (std::uint32_t ss : {512u, 1024u, 2048u, 4096u}) {
-        for (bool large : {false, true}) {
-          auto key = test::random_vec(key_bytes);
-          auto cfg = config(spec, ss, 16 * 8, large);
-          auto layout = internal::key_layout(cfg.spec, key.size());
-          ASSERT_TRUE(layout);
-          auto o = internal::make_openssl_xts_cipher(cfg, *layout, key);
-          auto g = make_generic(cfg, key);
-          ASSERT_TRUE(o && g);
-          auto pt = test::random_vec(std::size_t{ss} * 5);
-          const std::uint64_t first = (1ULL << 32) + 12345;
-          auto co = run_copy(**o, pt, first, true);
-          EXPECT_TRUE(co == run_copy(*g, pt, first, true)) << spec << " " << key_bytes << " " << ss;
-          EXPECT_TRUE(run_copy(**o, co, first, false) == pt) << spec;
-          if (!internal::aesni_available()) continue;
-          auto a = internal::make_aesni_xts_cipher(cfg, *layout, key);
-          ASSERT_TRUE(a);
-          EXPECT_TRUE(run_copy(**a, pt, first, true) == co) << spec << " " << key_bytes << " " << ss;
-          EXPECT_TRUE(run_copy(**a, co, first, false) == pt) << spec;
-        }
-      }
-    }
-  }
-}
-
 // The AES-NI XTS code has a VAES path (16 blocks per step) and an 8-block AES-NI path with a
 // single-block tail; compare both with each other and with the generic engine on unit lengths
 // that exercise every path (the tail only runs for lengths that are not multiples of 128).
-TEST(EngineSelectionTest, aesniXtsPathsAgree) {
+TEST(EngineSelection, AesniXtsPathsAgree) {
   if (!internal::aesni_available()) GTEST_SKIP() << "no AES-NI on this CPU";
   for (std::size_t key_bytes : {32u, 64u}) {
-    auto key = test::random_vec(key_bytes);
+    auto key = test::deterministic_bytes(key_bytes, key_bytes);
     internal::AesniXts vaes(key, true), sse(key, false);
     for (std::size_t len : {16u, 144u, 272u, 512u, 528u, 4096u}) {
-      auto pt = test::random_vec(len);
-      auto iv = test::random_vec(16);
+      auto pt = test::deterministic_bytes(len, len);
+      auto iv = test::deterministic_bytes(16, len + 1);
       auto a = pt, b = pt;
       vaes.encrypt(a.data(), a.size(), iv.data());
       sse.encrypt(b.data(), b.size(), iv.data());
@@ -311,15 +281,15 @@ TEST(EngineSelectionTest, aesniXtsPathsAgree) {
 
 // AES-NI CBC decryption, including lengths that reach its single-block tail, against AES-NI
 // CBC encryption (itself checked against Crypto++, Python and cryptsetup elsewhere).
-TEST(EngineSelectionTest, aesniCbcDecryptTail) {
+TEST(EngineSelection, AesniCbcDecryptTail) {
   if (!internal::aesni_available()) GTEST_SKIP() << "no AES-NI on this CPU";
   for (std::size_t key_bytes : {16u, 24u, 32u}) {
-    auto key = test::random_vec(key_bytes);
+    auto key = test::deterministic_bytes(key_bytes, key_bytes);
     internal::AesniCbcEncryptor enc(key);
     internal::AesniCbcDecryptor dec(key);
     for (std::size_t len : {16u, 48u, 144u, 512u, 4096u}) {
-      auto pt = test::random_vec(len);
-      auto iv = test::random_vec(16);
+      auto pt = test::deterministic_bytes(len, len);
+      auto iv = test::deterministic_bytes(16, len + 1);
       auto buf = pt;
       std::byte* units[1] = {buf.data()};
       const std::byte* ivs[1] = {iv.data()};
@@ -331,35 +301,21 @@ TEST(EngineSelectionTest, aesniCbcDecryptTail) {
   }
 }
 
-// Both engines agree on AES-XTS everywhere (the fast one is what users get).
-TEST(EngineSelectionTest, opensslAndGenericAgree) {
-  for (std::uint32_t ss : {512u, 4096u}) {
-    auto key = test::random_vec(64);
-    auto cfg = config("aes-xts-plain64", ss, 8 * 7);
-    auto fast = make_sector_cipher(cfg, key);
-    ASSERT_TRUE(fast);
-    auto slow = make_generic(cfg, key);
-    ASSERT_TRUE(slow);
-    auto pt = test::random_vec(std::size_t{ss} * 16);
-    EXPECT_EQ(run_copy(**fast, pt, 1ULL << 36, true), run_copy(*slow, pt, 1ULL << 36, true));
-  }
-}
-
 // Multi-lane AES-CBC encryption (8 units in lockstep) against the one-unit-at-a-time Crypto++
 // engine: every key size, run lengths that are not multiples of the lane count, both sector
 // sizes, a run starting above 2^32; decryption of the result.
-TEST(EngineSelectionTest, aesniCbcLanesMatchSingleUnitEngine) {
+TEST(EngineSelection, AesniCbcLanesMatchSingleUnitEngine) {
   for (std::size_t key_bytes : {16u, 24u, 32u}) {
     for (const char* spec : {"aes-cbc-essiv:sha256", "aes-cbc-plain64", "aes-cbc-benbi"}) {
       for (std::uint32_t ss : {512u, 4096u}) {
         for (std::size_t units : {1u, 7u, 8u, 9u, 21u}) {
-          auto key = test::random_vec(key_bytes);
+          auto key = test::deterministic_bytes(key_bytes, key_bytes * 100000 + ss * 100 + units);
           auto cfg = config(spec, ss, 8);
           auto fast = make_sector_cipher(cfg, key);
           ASSERT_TRUE(fast);
           auto slow = make_generic(cfg, key);
           ASSERT_TRUE(slow);
-          auto pt = test::random_vec(ss * units);
+          auto pt = test::deterministic_bytes(ss * units, key_bytes * 100000 + ss * 100 + units + 1);
           const std::uint64_t first = (1ULL << 32) - 3;
           auto ct = run_copy(**fast, pt, first, true);
           EXPECT_TRUE(ct == run_copy(*slow, pt, first, true))
@@ -395,7 +351,7 @@ std::vector<std::byte> xor3(const std::vector<std::byte>& a, const std::vector<s
   return out;
 }
 
-TEST(LrwTest, p1619Vectors) {
+TEST(Lrw, P1619Vectors) {
   struct V {
     const char* key;
     const char* tweak_key;
@@ -433,11 +389,11 @@ TEST(LrwTest, p1619Vectors) {
 
 // LRW tweaks across a unit follow T_j = K2 (x) (I + j); check block j against a one-block
 // encryption with IV I + j, including a carry across the 64-bit boundary of the index.
-TEST(LrwTest, tweakIncrementMatchesDirectComputation) {
-  auto key = test::random_vec(48);  // AES-256 + 16-byte tweak key
+TEST(Lrw, TweakIncrementMatchesDirectComputation) {
+  auto key = test::deterministic_bytes(48, 437);  // AES-256 + 16-byte tweak key
   auto c = make_sector_cipher(config("aes-lrw-plain64be"), key);
   ASSERT_TRUE(c);
-  auto pt = test::random_vec(512);
+  auto pt = test::deterministic_bytes(512, 440);
   const std::uint64_t start = 0xFFFFFFFFFFFFFFF0ULL;  // index crosses 2^64 at block 16
   auto full = run_copy(**c, pt, start, true);
   // plain64be puts s in the low 64 bits; block j has index s + j (a 128-bit counter). For
@@ -452,7 +408,7 @@ TEST(LrwTest, tweakIncrementMatchesDirectComputation) {
 }
 
 // CAST-256 (cast6): RFC 2612 Appendix B; Serpent: NESSIE all-zero key.
-TEST(BlockCipherKatTest, cast6AndSerpent) {
+TEST(BlockCipherKat, Cast6AndSerpent) {
   struct V {
     const char* spec;
     const char* key;
@@ -476,13 +432,13 @@ TEST(BlockCipherKatTest, cast6AndSerpent) {
 }
 
 // cipher_null-ecb (cryptsetup's unencrypted keyslot/segment cipher): identity, empty key.
-TEST(BlockCipherKatTest, cipherNullIsIdentity) {
+TEST(BlockCipherKat, CipherNullIsIdentity) {
   auto c = make_sector_cipher(config("cipher_null-ecb", 4096), std::span<const std::byte>{});
   ASSERT_TRUE(c) << c.error().message();
-  auto pt = test::random_vec(4096 * 3);
+  auto pt = test::deterministic_bytes(4096 * 3, 482);
   EXPECT_EQ(run_copy(**c, pt, 5, true), pt);
   EXPECT_EQ(run_copy(**c, pt, 5, false), pt);
-  EXPECT_FALSE(make_sector_cipher(config("cipher_null-ecb"), test::random_vec(16)));
+  EXPECT_FALSE(make_sector_cipher(config("cipher_null-ecb"), test::deterministic_bytes(16, 485)));
 }
 
 std::string iv_hex(const char* spec, std::span<const std::byte> key, std::uint64_t s) {
@@ -500,7 +456,7 @@ std::string iv_hex(const char* spec, std::span<const std::byte> key, std::uint64
 }
 
 // docs/formats.md §3.4 / §7.3 IV KATs.
-TEST(IvGeneratorTest, formatsKats) {
+TEST(IvGenerator, FormatsKats) {
   auto key = test::iota_bytes(32);
   EXPECT_EQ(iv_hex("aes-cbc-essiv:sha256", key, 0), "a73d5fb0e4041090ca6dc1b820cdaf51");
   EXPECT_EQ(iv_hex("aes-cbc-essiv:sha256", key, 1), "59a0803f448bdf6d3d3de63feaccd58a");
@@ -514,7 +470,7 @@ TEST(IvGeneratorTest, formatsKats) {
   EXPECT_EQ(iv_hex("cast5-cbc-benbi", std::span(key).first(16), 1), "0000000000000041");
 }
 
-TEST(GenericCipherErrorsTest, specAndKeyMismatches) {
+TEST(GenericCipherErrors, SpecAndKeyMismatches) {
   struct Bad {
     const char* spec;
     std::size_t key;
@@ -537,7 +493,7 @@ TEST(GenericCipherErrorsTest, specAndKeyMismatches) {
       {"aes-xts-eboiv", 64, 512, Errc::kUnsupported, "eboiv"},
   };
   for (const auto& b : cases) {
-    auto key = test::random_vec(b.key);
+    auto key = test::deterministic_bytes(b.key, b.key);
     auto r = make_sector_cipher(config(b.spec, b.ss), key);
     ASSERT_FALSE(r) << b.spec;
     EXPECT_EQ(r.error().code, b.code) << b.spec << ": " << r.error().message();
@@ -547,15 +503,15 @@ TEST(GenericCipherErrorsTest, specAndKeyMismatches) {
 }
 
 // Generic contexts are per thread too: one cipher from many threads (TSan in CI).
-TEST(GenericCipherConcurrencyTest, oneCipherManyThreads) {
+TEST(GenericCipherConcurrency, OneCipherManyThreads) {
   const SpecCase specs[] = {{"serpent-cbc-essiv:sha256", 32, false},
                             {"aes:64-cbc-lmk", 65 * 32, true},
                             {"aes-cbc-tcw", 64, true}};
   for (const auto& sc : specs) {
-    auto key = test::random_vec(sc.key_bytes);
+    auto key = test::deterministic_bytes(sc.key_bytes, sc.key_bytes);
     auto c = make_sector_cipher(config(sc.spec), key);
     ASSERT_TRUE(c);
-    auto pt = test::random_vec(512 * 8);
+    auto pt = test::deterministic_bytes(512 * 8, sc.key_bytes + 1);
     std::vector<std::vector<std::byte>> expected;
     for (std::uint64_t i = 0; i < 8; ++i) expected.push_back(run_copy(**c, pt, i * 100, true));
     constexpr int kThreads = 36;

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "crypto/internal/hash_backend.h"
-#include "test_util.h"
+#include "tests/support/data.h"
 
 namespace cryptmap::crypto {
 namespace {
@@ -25,7 +25,7 @@ std::string digest_hex(std::string_view hash, std::string_view msg) {
   return hex_of(out);
 }
 
-TEST(HashTest, knownAnswersForAbc) {
+TEST(Hash, KnownAnswersForAbc) {
   EXPECT_EQ(digest_hex("sha1", "abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
   EXPECT_EQ(digest_hex("sha224", "abc"),
             "23097d223405d8228642a477bda255b32aadbce4bda0b3f7e36c9da7");
@@ -43,7 +43,7 @@ TEST(HashTest, knownAnswersForAbc) {
             "e34957114cbd6c797fc9d95d8b582d225292076d4eef5");
 }
 
-TEST(HashTest, concatenatesParts) {
+TEST(Hash, ConcatenatesParts) {
   auto a = bytes_of("ab");
   auto c = bytes_of("c");
   std::vector<std::byte> out(32);
@@ -52,7 +52,7 @@ TEST(HashTest, concatenatesParts) {
 }
 
 // docs/formats.md §7.3: ESSIV salt = sha256(key 00..1f).
-TEST(HashTest, essivSaltKat) {
+TEST(Hash, EssivSaltKat) {
   auto key = test::iota_bytes(32);
   std::vector<std::byte> out(32);
   ASSERT_TRUE(hash_digest("sha256", {key}, out));
@@ -77,7 +77,7 @@ std::string plain_key(std::string_view hash, std::string_view pass, std::size_t 
   return hex_of(key);
 }
 
-TEST(HashTest, plainModeKats) {
+TEST(Hash, PlainModeKats) {
   EXPECT_EQ(plain_key("sha256", "testpass", 32),
             "13d249f2cb4127b40cfa757866850278793f814ded3c587fe5889e889a7a9f6c");
   EXPECT_EQ(plain_key("sha256", "testpass", 64),
@@ -87,14 +87,14 @@ TEST(HashTest, plainModeKats) {
             "4cde7e0e408e4395607ae7bb74b9f4b6f92af5487fd9828f1955a92d5d6302a6");
 }
 
-TEST(HashTest, unknownHashIsNamed) {
+TEST(Hash, UnknownHashIsNamed) {
   auto r = hash_digest_size("md4x");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kUnsupported);
   EXPECT_NE(r.error().message().find("md4x"), std::string::npos) << r.error().message();
 }
 
-TEST(HashTest, wrongOutputSizeIsRejected) {
+TEST(Hash, WrongOutputSizeIsRejected) {
   std::vector<std::byte> out(31);
   auto m = bytes_of("abc");
   auto r = hash_digest("sha256", {m}, out);
@@ -102,7 +102,7 @@ TEST(HashTest, wrongOutputSizeIsRejected) {
   EXPECT_EQ(r.error().code, Errc::kInvalid);
 }
 
-TEST(HashTest, hasherTruncatesAndReuses) {
+TEST(Hash, HasherTruncatesAndReuses) {
   auto h = internal::Hasher::create("sha512");
   ASSERT_TRUE(h);
   auto m = bytes_of("abc");

@@ -6,7 +6,8 @@
 #include <vector>
 
 #include "crypto/internal/argon2_full.h"
-#include "test_util.h"
+#include "tests/support/data.h"
+#include "tests/support/tools.h"
 
 namespace cryptmap::crypto {
 namespace {
@@ -25,7 +26,7 @@ std::string pbkdf2_hex(std::string_view hash, std::string_view pw, std::string_v
 }
 
 // RFC 6070 (PBKDF2-HMAC-SHA1).
-TEST(Pbkdf2Test, rfc6070) {
+TEST(Pbkdf2, Rfc6070) {
   EXPECT_EQ(pbkdf2_hex("sha1", "password", "salt", 1, 20),
             "0c60c80f961f0e71f3a9b524af6012062fe037a6");
   EXPECT_EQ(pbkdf2_hex("sha1", "password", "salt", 2, 20),
@@ -41,7 +42,7 @@ TEST(Pbkdf2Test, rfc6070) {
 }
 
 // RFC 7914 §11 (PBKDF2-HMAC-SHA256).
-TEST(Pbkdf2Test, rfc7914) {
+TEST(Pbkdf2, Rfc7914) {
   EXPECT_EQ(pbkdf2_hex("sha256", "passwd", "salt", 1, 64),
             "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc49ca9cccf179b645991"
             "664b39d77ef317c71b845b1e30bd509112041d3a19783");
@@ -51,19 +52,19 @@ TEST(Pbkdf2Test, rfc7914) {
 }
 
 // Independent check for the other LUKS hashes: Python's hashlib.pbkdf2_hmac.
-TEST(Pbkdf2Test, matchesPythonForLuksHashes) {
+TEST(Pbkdf2, MatchesPythonForLuksHashes) {
   for (const char* h : {"sha512", "ripemd160", "sha224", "sha384", "sha1", "sha256"}) {
-    std::string out;
     const std::string cmd = std::string("python3 -c \"import hashlib;print(hashlib.pbkdf2_hmac('") +
                             h + "', b'pass phrase', b'0123456789abcdef', 1234, 77).hex())\"";
-    const int rc = test::run(cmd, &out);
-    ASSERT_EQ(rc, 0) << out;
+    const test::RunResult r = test::run(cmd);
+    ASSERT_EQ(r.status, 0) << r.out << r.err;
+    std::string out = r.out;
     while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
     EXPECT_EQ(pbkdf2_hex(h, "pass phrase", "0123456789abcdef", 1234, 77), out) << h;
   }
 }
 
-TEST(Pbkdf2Test, whirlpoolDerivesDeterministically) {
+TEST(Pbkdf2, WhirlpoolDerivesDeterministically) {
   // No independent whirlpool PBKDF2 on this machine; check determinism and sensitivity.
   auto a = pbkdf2_hex("whirlpool", "pw", "salt", 10, 80);
   EXPECT_EQ(a, pbkdf2_hex("whirlpool", "pw", "salt", 10, 80));
@@ -71,7 +72,7 @@ TEST(Pbkdf2Test, whirlpoolDerivesDeterministically) {
   EXPECT_EQ(a.size(), 160u);
 }
 
-TEST(Pbkdf2Test, rejectsBadInput) {
+TEST(Pbkdf2, RejectsBadInput) {
   std::vector<std::byte> out(32);
   auto p = bytes_of("x");
   auto r = pbkdf2("nosuchhash", p, p, 1000, out);
@@ -83,19 +84,18 @@ TEST(Pbkdf2Test, rejectsBadInput) {
   EXPECT_EQ(r.error().code, Errc::kInvalid);
 }
 
-TEST(Pbkdf2Test, emptyPasswordWorks) {
+TEST(Pbkdf2, EmptyPasswordWorks) {
   // Python: hashlib.pbkdf2_hmac('sha256', b'', b'salt', 1, 32)
-  std::string out;
-  ASSERT_EQ(test::run("python3 -c \"import hashlib;print(hashlib.pbkdf2_hmac('sha256', b'', "
-                      "b'salt', 1, 32).hex())\"",
-                      &out),
-            0);
+  const test::RunResult r = test::run(
+      "python3 -c \"import hashlib;print(hashlib.pbkdf2_hmac('sha256', b'', b'salt', 1, 32).hex())\"");
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  std::string out = r.out;
   out.pop_back();
   EXPECT_EQ(pbkdf2_hex("sha256", "", "salt", 1, 32), out);
 }
 
 // RFC 9106 §5 test vectors (t=3, m=32 KiB, p=4, with secret and associated data).
-TEST(Argon2Test, rfc9106) {
+TEST(Argon2, Rfc9106) {
   auto pw = std::vector<std::byte>(32, std::byte{1});
   auto salt = std::vector<std::byte>(16, std::byte{2});
   auto secret = std::vector<std::byte>(8, std::byte{3});
@@ -108,7 +108,7 @@ TEST(Argon2Test, rfc9106) {
 }
 
 // The reference implementation's own vectors (phc-winner-argon2 test.c, version 0x13).
-TEST(Argon2Test, referenceVectorsWithoutSecret) {
+TEST(Argon2, ReferenceVectorsWithoutSecret) {
   auto pw = bytes_of("password");
   auto salt = bytes_of("somesalt");
   std::vector<std::byte> tag(32);
@@ -118,7 +118,7 @@ TEST(Argon2Test, referenceVectorsWithoutSecret) {
   EXPECT_EQ(hex_of(tag), "09316115d5cf24ed5a15a31a3ba326e5cf32edc24702987c02b6566f61913cf7");
 }
 
-TEST(Argon2Test, rejectsBadParameters) {
+TEST(Argon2, RejectsBadParameters) {
   auto pw = bytes_of("password");
   auto salt = bytes_of("short");  // below libargon2's 8-byte minimum
   std::vector<std::byte> tag(32);
@@ -128,7 +128,7 @@ TEST(Argon2Test, rejectsBadParameters) {
   EXPECT_NE(r.error().message().find("Salt"), std::string::npos) << r.error().message();
 }
 
-TEST(KdfBenchmarkTest, pbkdf2IterationsAreSane) {
+TEST(KdfBenchmark, Pbkdf2IterationsAreSane) {
   auto it = pbkdf2_iterations_for("sha256", 32, 100);
   ASSERT_TRUE(it) << it.error().message();
   EXPECT_GE(*it, 1000u);
@@ -136,7 +136,7 @@ TEST(KdfBenchmarkTest, pbkdf2IterationsAreSane) {
   EXPECT_FALSE(bad);
 }
 
-TEST(KdfBenchmarkTest, argon2CostRespectsLimits) {
+TEST(KdfBenchmark, Argon2CostRespectsLimits) {
   auto c = argon2_cost_for(Argon2Type::kArgon2id, 100, 64 * 1024, 2);
   ASSERT_TRUE(c) << c.error().message();
   EXPECT_GE(c->time_cost, 4u);

@@ -6,7 +6,10 @@
 #include <cstring>
 
 #include "base/bytes.h"
-#include "tests/unit/volume/format/test_util.h"
+#include "tests/support/cryptsetup.h"
+#include "tests/support/data.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tools.h"
 #include "volume/format/internal/luks2_disk.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
@@ -17,10 +20,10 @@ namespace {
 
 using test::run;
 
-class LuksAdmin : public ::testing::Test {
+class LuksAdminTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!test::have_cryptsetup()) GTEST_SKIP() << "cryptsetup not installed";
+    if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs) GTEST_SKIP() << cs.missing;
     key_ = dir_.write("key", "first passphrase");
     key2_ = dir_.write("key2", "second passphrase");
     key3_ = dir_.write("key3", "third passphrase");
@@ -38,11 +41,11 @@ class LuksAdmin : public ::testing::Test {
   std::string cs_format(const std::string& name, const std::string& args) {
     auto p = blank(name, 20);
     EXPECT_EQ(run("cryptsetup luksFormat --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file " +
-                  key_ + " " + args + " " + p).first, 0);
+                  key_ + " " + args + " " + p).status, 0);
     return p;
   }
   int test_pass(const std::string& img, const std::string& key, const std::string& extra = "") {
-    return run("cryptsetup open --test-passphrase --key-file " + key + " " + extra + " " + img).first;
+    return run("cryptsetup open --test-passphrase --key-file " + key + " " + extra + " " + img).status;
   }
   static PbkdfOptions fast() {
     PbkdfOptions p;
@@ -54,7 +57,7 @@ class LuksAdmin : public ::testing::Test {
   std::string key_, key2_, key3_;
 };
 
-TEST_F(LuksAdmin, FormattedImagesWorkWithCryptsetup) {
+TEST_F(LuksAdminTest, FormattedImagesWorkWithCryptsetup) {
   struct Case {
     VolumeType type;
     const char* pbkdf;
@@ -86,15 +89,15 @@ TEST_F(LuksAdmin, FormattedImagesWorkWithCryptsetup) {
     auto r = luks_format(*store, o, test::bytes_of(std::string("first passphrase")));
     ASSERT_TRUE(r) << r.error().message();
     store.reset();
-    EXPECT_EQ(run("cryptsetup luksDump " + img).first, 0);
+    EXPECT_EQ(run("cryptsetup luksDump " + img).status, 0);
     EXPECT_EQ(test_pass(img, key_), 0);
     EXPECT_NE(test_pass(img, key2_), 0);
     EXPECT_EQ(test::dumped_volume_key(img, key_), to_hex(r->volume_key.span()));
-    auto [uuid_rc, uuid] = run("cryptsetup luksUUID " + img);
+    auto [uuid_rc, uuid, uuid_err] = run("cryptsetup luksUUID " + img);
     EXPECT_EQ(uuid, r->uuid + "\n");
     // cryptsetup can add a key to what we wrote, and we read its change.
     EXPECT_EQ(run("cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file " +
-                  key_ + " " + img + " " + key2_).first, 0);
+                  key_ + " " + img + " " + key2_).status, 0);
     auto ro = rw(img);
     auto h = load_luks_header(*ro, std::nullopt);
     ASSERT_TRUE(h) << h.error().message();
@@ -108,7 +111,7 @@ TEST_F(LuksAdmin, FormattedImagesWorkWithCryptsetup) {
   }
 }
 
-TEST_F(LuksAdmin, DetachedHeaderFormat) {
+TEST_F(LuksAdminTest, DetachedHeaderFormat) {
   for (VolumeType t : {VolumeType::kLuks1, VolumeType::kLuks2}) {
     SCOPED_TRACE(volume_type_name(t));
     auto data = blank(std::string("dd") + volume_type_name(t), 4);
@@ -130,7 +133,7 @@ TEST_F(LuksAdmin, DetachedHeaderFormat) {
   }
 }
 
-TEST_F(LuksAdmin, KeyslotEditsOnCryptsetupImages) {
+TEST_F(LuksAdminTest, KeyslotEditsOnCryptsetupImages) {
   for (const char* type : {"luks1", "luks2"}) {
     SCOPED_TRACE(type);
     auto img = cs_format(std::string("e-") + type, std::string("--type ") + type);
@@ -158,11 +161,11 @@ TEST_F(LuksAdmin, KeyslotEditsOnCryptsetupImages) {
     auto again = luks_kill_slot(*s, *changed);
     ASSERT_FALSE(again);
     EXPECT_EQ(again.error().code, Errc::kNotFound);
-    EXPECT_EQ(run("cryptsetup luksDump " + img).first, 0);
+    EXPECT_EQ(run("cryptsetup luksDump " + img).status, 0);
   }
 }
 
-TEST_F(LuksAdmin, AddKeyWithWrongPassphraseChangesNothing) {
+TEST_F(LuksAdminTest, AddKeyWithWrongPassphraseChangesNothing) {
   auto img = cs_format("w", "--type luks2");
   const auto before = test::read_file(img);
   auto s = rw(img);
@@ -172,26 +175,26 @@ TEST_F(LuksAdmin, AddKeyWithWrongPassphraseChangesNothing) {
   EXPECT_TRUE(before == test::read_file(img));
 }
 
-TEST_F(LuksAdmin, DumpMatchesCryptsetup) {
+TEST_F(LuksAdminTest, DumpMatchesCryptsetup) {
   for (const char* type : {"luks1", "luks2"}) {
     SCOPED_TRACE(type);
     auto img = cs_format(std::string("d-") + type, std::string("--type ") + type + " --key-slot 3");
     ASSERT_EQ(run("cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file " +
-                  key_ + " " + img + " " + key2_).first, 0);
+                  key_ + " " + img + " " + key2_).status, 0);
     auto s = rw(img);
     auto mine = luks_dump(*s);
     ASSERT_TRUE(mine) << mine.error().message();
-    auto [rc, theirs] = run("cryptsetup luksDump " + img);
+    auto [rc, theirs, theirs_err] = run("cryptsetup luksDump " + img);
     EXPECT_EQ(*mine, theirs);
     if (std::string(type) == "luks2") {
       auto mj = luks_dump(*s, true);
       ASSERT_TRUE(mj);
-      EXPECT_EQ(*mj, run("cryptsetup luksDump --dump-json-metadata " + img).second);
+      EXPECT_EQ(*mj, run("cryptsetup luksDump --dump-json-metadata " + img).out);
     }
   }
 }
 
-TEST_F(LuksAdmin, UuidIsLuksBackupRestoreRepair) {
+TEST_F(LuksAdminTest, UuidIsLuksBackupRestoreRepair) {
   for (const char* type : {"luks1", "luks2"}) {
     SCOPED_TRACE(type);
     auto img = cs_format(std::string("u-") + type, std::string("--type ") + type);
@@ -200,7 +203,7 @@ TEST_F(LuksAdmin, UuidIsLuksBackupRestoreRepair) {
     const std::string u = "01234567-89ab-4cde-8f01-23456789abcd";
     auto set = luks_set_uuid(*s, u);
     ASSERT_TRUE(set) << set.error().message();
-    EXPECT_EQ(run("cryptsetup luksUUID " + img).second, u + "\n");
+    EXPECT_EQ(run("cryptsetup luksUUID " + img).out, u + "\n");
     EXPECT_FALSE(luks_set_uuid(*s, "not-a-uuid"));
     // Backup with us, restore with cryptsetup onto a wiped copy.
     const std::string bk = dir_.file(std::string("bk-") + type);
@@ -211,11 +214,11 @@ TEST_F(LuksAdmin, UuidIsLuksBackupRestoreRepair) {
     if (std::string(type) == "luks2")
       run("dd if=/dev/zero of=" + img + ".2 bs=4096 seek=4 count=1 conv=notrunc status=none");
     EXPECT_NE(test_pass(img + ".2", key_), 0);
-    EXPECT_EQ(run("cryptsetup luksHeaderRestore --batch-mode --header-backup-file " + bk + " " + img + ".2").first, 0);
+    EXPECT_EQ(run("cryptsetup luksHeaderRestore --batch-mode --header-backup-file " + bk + " " + img + ".2").status, 0);
     EXPECT_EQ(test_pass(img + ".2", key_), 0);
     // Backup with cryptsetup, restore with us.
     const std::string bk2 = dir_.file(std::string("bk2-") + type);
-    ASSERT_EQ(run("cryptsetup luksHeaderBackup --header-backup-file " + bk2 + " " + img).first, 0);
+    ASSERT_EQ(run("cryptsetup luksHeaderBackup --header-backup-file " + bk2 + " " + img).status, 0);
     run("cp " + img + " " + img + ".3");
     run("dd if=/dev/zero of=" + img + ".3 bs=512 count=1 conv=notrunc status=none");
     auto s3 = rw(img + ".3");
@@ -226,7 +229,7 @@ TEST_F(LuksAdmin, UuidIsLuksBackupRestoreRepair) {
   }
 }
 
-TEST_F(LuksAdmin, RepairRewritesDamagedCopy) {
+TEST_F(LuksAdminTest, RepairRewritesDamagedCopy) {
   auto img = cs_format("r", "--type luks2");
   run("printf 'XXXX' | dd of=" + img + " bs=1 seek=300 conv=notrunc status=none");
   auto s = rw(img);
@@ -242,19 +245,19 @@ TEST_F(LuksAdmin, RepairRewritesDamagedCopy) {
   EXPECT_EQ(test_pass(img, key_), 0);
 }
 
-TEST_F(LuksAdmin, RewriteKeepsUnknownTokens) {
+TEST_F(LuksAdminTest, RewriteKeepsUnknownTokens) {
   auto img = cs_format("tok", "--type luks2");
   const std::string tok = dir_.write("tok.json",
       R"({"type":"cryptmap-test","keyslots":["0"],"opaque":{"a":[1,2,{"b":"c"}],"s":"x/y"}})");
-  ASSERT_EQ(run("cryptsetup token import --token-id 5 --json-file " + tok + " " + img).first, 0);
+  ASSERT_EQ(run("cryptsetup token import --token-id 5 --json-file " + tok + " " + img).status, 0);
   auto s = rw(img);
   ASSERT_TRUE(luks_add_key(*s, test::read_file(key_), std::nullopt, test::read_file(key2_), std::nullopt, fast()));
-  auto [rc, out] = run("cryptsetup token export --token-id 5 " + img);
+  auto [rc, out, out_err] = run("cryptsetup token export --token-id 5 " + img);
   EXPECT_EQ(rc, 0);
   EXPECT_EQ(out, R"({"type":"cryptmap-test","keyslots":["0"],"opaque":{"a":[1,2,{"b":"c"}],"s":"x/y"}})");
   // Killing slot 0 drops it from the token's keyslot list, as cryptsetup does.
   ASSERT_TRUE(luks_kill_slot(*s, 0));
-  EXPECT_EQ(run("cryptsetup token export --token-id 5 " + img).second,
+  EXPECT_EQ(run("cryptsetup token export --token-id 5 " + img).out,
             R"({"type":"cryptmap-test","keyslots":[],"opaque":{"a":[1,2,{"b":"c"}],"s":"x/y"}})");
   EXPECT_EQ(test_pass(img, key2_), 0);
 }

@@ -6,7 +6,10 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "tests/unit/volume/format/test_util.h"
+#include "tests/support/cryptsetup.h"
+#include "tests/support/data.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tools.h"
 #include "volume/format/internal/luks2_disk.h"
 #include "volume/format/luks_admin.h"
 #include "volume/store/backing_store.h"
@@ -39,14 +42,14 @@ void rewrite_json(const std::string& img, const Json& j) {
 }
 
 TEST(LuksDifferential, HostileJsonAcceptedExactlyWhenCryptsetupAcceptsIt) {
-  if (!test::have_cryptsetup()) GTEST_SKIP() << "cryptsetup not installed";
+  if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs) GTEST_SKIP() << cs.missing;
   test::TempDir dir;
   const std::string key = dir.write("key", "pw");
   const std::string base = dir.file("base.img");
   run("truncate -s 20M " + base);
   ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 "
-                "--key-file " + key + " " + base).first, 0);
-  auto [rc0, json0] = run("cryptsetup luksDump --dump-json-metadata " + base);
+                "--key-file " + key + " " + base).status, 0);
+  auto [rc0, json0, json0_err] = run("cryptsetup luksDump --dump-json-metadata " + base);
   ASSERT_EQ(rc0, 0);
   const Json orig = Json::parse(json0);
 
@@ -93,7 +96,7 @@ TEST(LuksDifferential, HostileJsonAcceptedExactlyWhenCryptsetupAcceptsIt) {
     Json j = orig;
     edit(j);
     rewrite_json(img, j);
-    const bool theirs = run("cryptsetup luksDump " + img).first == 0;
+    const bool theirs = run("cryptsetup luksDump " + img).status == 0;
     auto s = open_posix_store(img, PosixStoreOptions{.read_only = true});
     ASSERT_TRUE(s);
     const bool ours = luks_dump(**s).has_value();
@@ -113,13 +116,13 @@ void put_be32(std::vector<std::byte>& b, std::size_t off, std::uint32_t v) {
 }
 
 TEST(LuksDifferential, HostileLuks1PhdrAcceptedExactlyWhenCryptsetupAcceptsIt) {
-  if (!test::have_cryptsetup()) GTEST_SKIP() << "cryptsetup not installed";
+  if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs) GTEST_SKIP() << cs.missing;
   test::TempDir dir;
   const std::string key = dir.write("key", "pw");
   const std::string base = dir.file("base1.img");
   run("truncate -s 4M " + base);
   ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks1 --pbkdf-force-iterations 1000 --key-file " + key +
-                " " + base).first, 0);
+                " " + base).status, 0);
   const auto orig = test::read_file(base);
   std::vector<std::pair<const char*, std::function<void(std::vector<std::byte>&)>>> edits = {
       {"unchanged", [](auto&) {}},
@@ -144,7 +147,7 @@ TEST(LuksDifferential, HostileLuks1PhdrAcceptedExactlyWhenCryptsetupAcceptsIt) {
     auto b = orig;
     edit(b);
     test::write_file(img, b);
-    const bool theirs = run("cryptsetup luksDump " + img).first == 0;
+    const bool theirs = run("cryptsetup luksDump " + img).status == 0;
     auto s = open_posix_store(img, PosixStoreOptions{.read_only = true});
     ASSERT_TRUE(s);
     const bool ours = luks_dump(**s).has_value();

@@ -7,7 +7,10 @@
 #include <functional>
 
 #include "base/bytes.h"
-#include "tests/unit/volume/format/test_util.h"
+#include "tests/support/cryptsetup.h"
+#include "tests/support/data.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tools.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
 #include "volume/format/unlock.h"
@@ -21,17 +24,17 @@ using test::run;
 const char* kFastPbkdf2 = "--pbkdf pbkdf2 --pbkdf-force-iterations 1000";
 const char* kFastArgon = "--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4";
 
-class LuksInterop : public ::testing::Test {
+class LuksInteropTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!test::have_cryptsetup()) GTEST_SKIP() << "cryptsetup not installed";
+    if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs) GTEST_SKIP() << cs.missing;
     key_ = dir_.write("key", "correct horse battery staple");
     wrong_ = dir_.write("wrong", "correct horse battery stapler");
   }
   std::string format(const std::string& name, const std::string& args, std::uint64_t mib = 20) {
     const std::string img = dir_.file(name);
     run("truncate -s " + std::to_string(mib) + "M " + img);
-    auto [rc, out] = run("cryptsetup luksFormat --batch-mode --key-file " + key_ + " " + args + " " + img);
+    auto [rc, out, out_err] = run("cryptsetup luksFormat --batch-mode --key-file " + key_ + " " + args + " " + img);
     EXPECT_EQ(rc, 0) << "luksFormat " << args;
     return img;
   }
@@ -61,7 +64,7 @@ class LuksInterop : public ::testing::Test {
   std::string key_, wrong_;
 };
 
-TEST_F(LuksInterop, Luks1DefaultLayoutAndKey) {
+TEST_F(LuksInteropTest, Luks1DefaultLayoutAndKey) {
   auto img = format("l1.img", std::string("--type luks1 ") + kFastPbkdf2);
   auto store = open(img);
   auto h = load_luks_header(*store, std::nullopt);
@@ -74,19 +77,19 @@ TEST_F(LuksInterop, Luks1DefaultLayoutAndKey) {
   EXPECT_EQ(l.sector_size, 512u);
   EXPECT_EQ(l.iv_offset, 0u);
   EXPECT_EQ(l.size_bytes, 0u);
-  auto [rc, uuid] = run("cryptsetup luksUUID " + img);
+  auto [rc, uuid, uuid_err] = run("cryptsetup luksUUID " + img);
   EXPECT_EQ(l.uuid + "\n", uuid);
   auto k = unlock_and_compare(img);
   EXPECT_EQ(k.keyslot, 0);
 }
 
-TEST_F(LuksInterop, Luks1Aes128AndSha1) {
+TEST_F(LuksInteropTest, Luks1Aes128AndSha1) {
   auto img = format("l1b.img", std::string("--type luks1 --key-size 256 --hash sha1 ") + kFastPbkdf2);
   auto k = unlock_and_compare(img);
   EXPECT_EQ(k.volume_key.size(), 32u);
 }
 
-TEST_F(LuksInterop, Luks2ArgonDefaultLayout) {
+TEST_F(LuksInteropTest, Luks2ArgonDefaultLayout) {
   auto img = format("l2.img", kFastArgon);
   auto store = open(img);
   auto h = load_luks_header(*store, VolumeType::kLuks2);
@@ -101,7 +104,7 @@ TEST_F(LuksInterop, Luks2ArgonDefaultLayout) {
   unlock_and_compare(img);
 }
 
-TEST_F(LuksInterop, Luks2Sector512AndLabel) {
+TEST_F(LuksInteropTest, Luks2Sector512AndLabel) {
   auto img = format("l2s.img", std::string("--type luks2 --sector-size 512 --label mylabel ") + kFastPbkdf2);
   auto store = open(img);
   auto h = load_luks_header(*store, std::nullopt);
@@ -111,7 +114,7 @@ TEST_F(LuksInterop, Luks2Sector512AndLabel) {
   unlock_and_compare(img);
 }
 
-TEST_F(LuksInterop, EveryKdfAndHash) {
+TEST_F(LuksInteropTest, EveryKdfAndHash) {
   const char* variants[] = {
       "--pbkdf pbkdf2 --hash sha1 --pbkdf-force-iterations 1000",
       "--pbkdf pbkdf2 --hash sha256 --pbkdf-force-iterations 1000",
@@ -127,13 +130,13 @@ TEST_F(LuksInterop, EveryKdfAndHash) {
   }
 }
 
-TEST_F(LuksInterop, CbcEssivKeyslotCipher) {
+TEST_F(LuksInteropTest, CbcEssivKeyslotCipher) {
   // The keyslot area is encrypted with the data cipher, here aes-cbc-essiv:sha256.
   auto img = format("essiv.img", std::string("--type luks1 --cipher aes-cbc-essiv:sha256 --key-size 256 ") + kFastPbkdf2);
   unlock_and_compare(img);
 }
 
-TEST_F(LuksInterop, WrongPassphraseIsBadKey) {
+TEST_F(LuksInteropTest, WrongPassphraseIsBadKey) {
   for (const char* type : {"luks1", "luks2"}) {
     auto img = format(std::string("w-") + type, std::string("--type ") + type + " " + kFastPbkdf2);
     auto store = open(img);
@@ -149,12 +152,12 @@ TEST_F(LuksInterop, WrongPassphraseIsBadKey) {
   }
 }
 
-TEST_F(LuksInterop, KeySlotSelectionAndMultipleKeyslots) {
+TEST_F(LuksInteropTest, KeySlotSelectionAndMultipleKeyslots) {
   for (const char* type : {"luks1", "luks2"}) {
     SCOPED_TRACE(type);
     auto img = format(std::string("ks-") + type, std::string("--type ") + type + " --key-slot 5 " + kFastPbkdf2);
     const std::string second = dir_.write("second", "another secret");
-    auto [rc, o] = run("cryptsetup luksAddKey --batch-mode " + std::string(kFastPbkdf2) +
+    auto [rc, o, o_err] = run("cryptsetup luksAddKey --batch-mode " + std::string(kFastPbkdf2) +
                        " --key-slot 2 --key-file " + key_ + " " + img + " " + second);
     ASSERT_EQ(rc, 0);
     auto store = open(img);
@@ -182,9 +185,9 @@ TEST_F(LuksInterop, KeySlotSelectionAndMultipleKeyslots) {
   }
 }
 
-TEST_F(LuksInterop, Luks2PriorityIgnoreIsSkippedUnlessNamed) {
+TEST_F(LuksInteropTest, Luks2PriorityIgnoreIsSkippedUnlessNamed) {
   auto img = format("prio.img", std::string("--type luks2 ") + kFastPbkdf2);
-  auto [rc, o] = run("cryptsetup config --priority ignore --key-slot 0 " + img);
+  auto [rc, o, o_err] = run("cryptsetup config --priority ignore --key-slot 0 " + img);
   ASSERT_EQ(rc, 0);
   auto store = open(img);
   auto h = load_luks_header(*store, std::nullopt);
@@ -196,13 +199,13 @@ TEST_F(LuksInterop, Luks2PriorityIgnoreIsSkippedUnlessNamed) {
   ASSERT_TRUE(named) << named.error().message();
 }
 
-TEST_F(LuksInterop, DetachedHeader) {
+TEST_F(LuksInteropTest, DetachedHeader) {
   for (const char* type : {"luks1", "luks2"}) {
     SCOPED_TRACE(type);
     const std::string img = dir_.file(std::string("data-") + type);
     const std::string hdr = dir_.file(std::string("hdr-") + type);
     run("truncate -s 8M " + img);
-    auto [rc, o] = run("cryptsetup luksFormat --batch-mode --type " + std::string(type) + " " + kFastPbkdf2 +
+    auto [rc, o, o_err] = run("cryptsetup luksFormat --batch-mode --type " + std::string(type) + " " + kFastPbkdf2 +
                        " --header " + hdr + " --key-file " + key_ + " " + img);
     ASSERT_EQ(rc, 0);
     auto store = open(hdr);
@@ -213,7 +216,7 @@ TEST_F(LuksInterop, DetachedHeader) {
   }
 }
 
-TEST_F(LuksInterop, ExpectedTypeMismatchIsNotLuks) {
+TEST_F(LuksInteropTest, ExpectedTypeMismatchIsNotLuks) {
   auto img = format("t.img", std::string("--type luks2 ") + kFastPbkdf2);
   auto store = open(img);
   auto h = load_luks_header(*store, VolumeType::kLuks1);
@@ -221,12 +224,12 @@ TEST_F(LuksInterop, ExpectedTypeMismatchIsNotLuks) {
   EXPECT_EQ(h.error().code, Errc::kInvalid);
 }
 
-TEST_F(LuksInterop, UnlockVolumeApi) {
+TEST_F(LuksInteropTest, UnlockVolumeApi) {
   const std::string img = dir_.file("uv-data");
   const std::string hdr = dir_.file("uv-hdr");
   run("truncate -s 8M " + img);
   ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks2 " + std::string(kFastPbkdf2) + " --header " + hdr +
-                " --key-file " + key_ + " " + img).first, 0);
+                " --key-file " + key_ + " " + img).status, 0);
   auto hs = open(hdr);
   auto ds = open(img);
   UnlockOptions o;
@@ -260,11 +263,11 @@ TEST_F(LuksInterop, UnlockVolumeApi) {
   EXPECT_EQ(pv->layout.type, VolumeType::kPlain);
 }
 
-TEST_F(LuksInterop, ReencryptionInProgressIsRefusedButDumpable) {
+TEST_F(LuksInteropTest, ReencryptionInProgressIsRefusedButDumpable) {
   const std::string img = dir_.file("reenc.img");
   run("truncate -s 40M " + img);
   ASSERT_EQ(run("cryptsetup reencrypt --encrypt --init-only --type luks2 --reduce-device-size 32M " +
-                std::string(kFastPbkdf2) + " --batch-mode --key-file " + key_ + " " + img).first, 0);
+                std::string(kFastPbkdf2) + " --batch-mode --key-file " + key_ + " " + img).status, 0);
   auto store = open(img);
   auto h = load_luks_header(*store, std::nullopt);
   ASSERT_FALSE(h);
@@ -276,10 +279,10 @@ TEST_F(LuksInterop, ReencryptionInProgressIsRefusedButDumpable) {
   EXPECT_TRUE(is_luks(*store));
 }
 
-TEST_F(LuksInterop, ConvertedLuks2ToLuks1AndBack) {
+TEST_F(LuksInteropTest, ConvertedLuks2ToLuks1AndBack) {
   auto img = format("conv.img", std::string("--type luks2 --sector-size 512 ") + kFastPbkdf2);
   const std::string before = test::dumped_volume_key(img, key_);
-  ASSERT_EQ(run("cryptsetup convert --batch-mode --type luks1 " + img).first, 0);
+  ASSERT_EQ(run("cryptsetup convert --batch-mode --type luks1 " + img).status, 0);
   {
     auto store = open(img);
     auto h = load_luks_header(*store, std::nullopt);
@@ -290,7 +293,7 @@ TEST_F(LuksInterop, ConvertedLuks2ToLuks1AndBack) {
     ASSERT_TRUE(k) << k.error().message();
     EXPECT_EQ(to_hex(k->volume_key.span()), before);
   }
-  ASSERT_EQ(run("cryptsetup convert --batch-mode --type luks2 " + img).first, 0);
+  ASSERT_EQ(run("cryptsetup convert --batch-mode --type luks2 " + img).status, 0);
   auto store = open(img);
   auto h = load_luks_header(*store, VolumeType::kLuks2);
   ASSERT_TRUE(h) << h.error().message();
@@ -301,7 +304,7 @@ TEST_F(LuksInterop, ConvertedLuks2ToLuks1AndBack) {
 
 // --- damaged copies of real images ---------------------------------------------------------
 
-class LuksHostile : public LuksInterop {
+class LuksHostileTest : public LuksInteropTest {
  protected:
   std::string damaged(const std::string& img, const std::string& name,
                       std::function<void(std::vector<std::byte>&)> edit) {
@@ -317,7 +320,7 @@ class LuksHostile : public LuksInterop {
   }
 };
 
-TEST_F(LuksHostile, PrimaryDamagedUsesSecondary) {
+TEST_F(LuksHostileTest, PrimaryDamagedUsesSecondary) {
   auto img = format("p.img", std::string("--type luks2 ") + kFastPbkdf2);
   auto bad = damaged(img, "p-bad.img", [](auto& b) { b[4096 + 10] ^= std::byte{0x20}; });
   auto h = load(bad);
@@ -326,10 +329,10 @@ TEST_F(LuksHostile, PrimaryDamagedUsesSecondary) {
   ASSERT_TRUE(k);
   EXPECT_EQ(to_hex(k->volume_key.span()), test::dumped_volume_key(img, key_));
   // cryptsetup agrees that the image is still usable.
-  EXPECT_EQ(run("cryptsetup isLuks " + bad).first, 0);
+  EXPECT_EQ(run("cryptsetup isLuks " + bad).status, 0);
 }
 
-TEST_F(LuksHostile, PrimaryMagicWipedUsesSecondary) {
+TEST_F(LuksHostileTest, PrimaryMagicWipedUsesSecondary) {
   auto img = format("m.img", std::string("--type luks2 ") + kFastPbkdf2);
   auto bad = damaged(img, "m-bad.img", [](auto& b) { std::fill(b.begin(), b.begin() + 8, std::byte{0}); });
   auto h = load(bad);
@@ -337,7 +340,7 @@ TEST_F(LuksHostile, PrimaryMagicWipedUsesSecondary) {
   EXPECT_TRUE((*h)->unlock(test::read_file(key_), std::nullopt));
 }
 
-TEST_F(LuksHostile, BothCopiesDamagedIsCorrupt) {
+TEST_F(LuksHostileTest, BothCopiesDamagedIsCorrupt) {
   auto img = format("b.img", std::string("--type luks2 ") + kFastPbkdf2);
   auto bad = damaged(img, "b-bad.img", [](auto& b) {
     b[200] ^= std::byte{1};
@@ -349,7 +352,7 @@ TEST_F(LuksHostile, BothCopiesDamagedIsCorrupt) {
   EXPECT_NE(h.error().message().find("checksum"), std::string::npos) << h.error().message();
 }
 
-TEST_F(LuksHostile, BadMagicEverywhereIsNotLuks) {
+TEST_F(LuksHostileTest, BadMagicEverywhereIsNotLuks) {
   auto img = format("n.img", std::string("--type luks2 ") + kFastPbkdf2);
   auto bad = damaged(img, "n-bad.img", [](auto& b) {
     b[0] = std::byte{'X'};
@@ -361,7 +364,7 @@ TEST_F(LuksHostile, BadMagicEverywhereIsNotLuks) {
   EXPECT_NE(h.error().message().find("is not a valid LUKS device"), std::string::npos);
 }
 
-TEST_F(LuksHostile, TruncatedImages) {
+TEST_F(LuksHostileTest, TruncatedImages) {
   for (const char* type : {"luks1", "luks2"}) {
     auto img = format(std::string("tr-") + type, std::string("--type ") + type + " " + kFastPbkdf2);
     for (std::size_t len : {std::size_t{100}, std::size_t{1024}, std::size_t{8192}, std::size_t{40000}}) {
@@ -374,7 +377,7 @@ TEST_F(LuksHostile, TruncatedImages) {
   }
 }
 
-TEST_F(LuksHostile, Luks1KeyslotOverlapAndStripes) {
+TEST_F(LuksHostileTest, Luks1KeyslotOverlapAndStripes) {
   auto img = format("l1o.img", std::string("--type luks1 ") + kFastPbkdf2);
   auto overlap = damaged(img, "l1o-bad.img", [](auto& b) {
     store_be32(b.data() + 208 + 48 * 1 + 40, 9);  // slot 1 area inside slot 0's
@@ -394,7 +397,7 @@ TEST_F(LuksHostile, Luks1KeyslotOverlapAndStripes) {
   EXPECT_EQ(h4.error().code, Errc::kUnsupported);
   // cryptsetup rejects the same headers.
   for (const auto& p : {overlap, stripes, beyond})
-    EXPECT_NE(run("cryptsetup luksDump " + p).first, 0) << p;
+    EXPECT_NE(run("cryptsetup luksDump " + p).status, 0) << p;
 }
 
 }  // namespace
