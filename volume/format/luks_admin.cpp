@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/bytes.h"
+#include "base/posix_io.h"
 #include "base/unique_fd.h"
 #include "crypto/cipher_spec.h"
 #include "crypto/hash.h"
@@ -723,13 +724,9 @@ Result<void> luks_header_backup(const BackingStore& header, const std::string& b
                                  backup_file.c_str()));
     return fail(make_sys_error(errno, "Cannot create header backup file."));
   }
-  std::size_t done = 0;
-  while (done < buf.size()) {
-    const ssize_t w = ::write(fd.get(), buf.data() + done, buf.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return fail(make_sys_error(errno, "Cannot write header backup file."));
-    done += static_cast<std::size_t>(w);
-  }
+  CRYPTMAP_TRY_VOID(pwrite_full(fd.get(), 0, buf, {"Cannot write header backup file.",
+                                                     "Cannot write header backup file.",
+                                                     backup_file}));
   if (::fsync(fd.get()) != 0) return fail(make_sys_error(errno, "Cannot write header backup file."));
   return ok();
 }
@@ -742,13 +739,9 @@ Result<void> luks_header_restore(BackingStore& header, const std::string& backup
   if (st.st_size <= 0 || st.st_size > (130 << 20))
     return fail(make_error(Errc::kInvalid, "Backup file does not contain valid LUKS header."));
   std::vector<std::byte> buf(static_cast<std::size_t>(st.st_size));
-  std::size_t done = 0;
-  while (done < buf.size()) {
-    const ssize_t r = ::read(fd.get(), buf.data() + done, buf.size() - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return fail(make_sys_error(errno ? errno : EIO, "Cannot read header backup file."));
-    done += static_cast<std::size_t>(r);
-  }
+  CRYPTMAP_TRY_VOID(pread_full(fd.get(), 0, buf, {"Cannot read header backup file.",
+                                                   "Cannot read header backup file.",
+                                                   backup_file}));
   format::SpanStore backup(buf, backup_file);
   auto bh = load_any(backup, true);
   if (!bh) return fail(make_error_fmt(Errc::kInvalid, "Backup file does not contain valid LUKS header.", kNoObject,
