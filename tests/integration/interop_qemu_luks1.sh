@@ -16,8 +16,14 @@ qemu_read() {  # qemu_read IMG OUT
 }
 
 note "qemu-img formats and writes, cryptmap reads"
-qemu-img create -f luks "${qsecret[@]}" -o key-secret=sec0,cipher-alg=aes-256,cipher-mode=xts,ivgen-alg=plain64,hash-alg=sha256,iter-time=10 \
-  "$T/q.img" 16M > /dev/null
+# qemu-img times its PBKDF2 by the thread's CPU time and gives up ("Unable to get accurate CPU
+# usage") when a heavily loaded machine leaves it none in the window: try again, a few times.
+for try in 1 2 3 4 5; do
+  qemu-img create -f luks "${qsecret[@]}" -o key-secret=sec0,cipher-alg=aes-256,cipher-mode=xts,ivgen-alg=plain64,hash-alg=sha256,iter-time=10 \
+    "$T/q.img" 16M > /dev/null && break
+  ((try < 5)) || fail "qemu-img create failed 5 times"
+  sleep 1
+done
 pattern_write "$T/plain.raw" 0 $((16 * MiB)) 31
 qemu-img convert -n -f raw "${qsecret[@]}" --target-image-opts "$T/plain.raw" "driver=luks,key-secret=sec0,file.filename=$T/q.img"
 cm_open "$T/q.img" q --key-file "$K" --type luks1
