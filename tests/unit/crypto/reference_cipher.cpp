@@ -15,9 +15,20 @@ namespace {
 std::string job_args(const crypto::SectorCipherConfig& config, std::span<const std::byte> key,
                      std::uint64_t first, bool encrypt, const std::string& in,
                      const std::string& out) {
-  return " " + to_hex(key) + " " + std::to_string(config.sector_size) + " " +
-         (config.iv_large_sectors ? "1 " : "0 ") + std::to_string(config.iv_offset) + " " +
-         std::to_string(first) + (encrypt ? " enc " : " dec ") + in + " " + out;
+  // Appended piece by piece: `" " + std::string(...)` trips GCC 12's false -Wrestrict at -O3.
+  std::string a = " ";
+  a += to_hex(key);
+  a += ' ';
+  a += std::to_string(config.sector_size);
+  a += config.iv_large_sectors ? " 1 " : " 0 ";
+  a += std::to_string(config.iv_offset);
+  a += ' ';
+  a += std::to_string(first);
+  a += encrypt ? " enc " : " dec ";
+  a += in;
+  a += ' ';
+  a += out;
+  return a;
 }
 
 const std::string kScript =

@@ -91,7 +91,7 @@ TEST(LuksDifferential, HostileJsonAcceptedExactlyWhenCryptsetupAcceptsIt) {
   int i = 0;
   for (const auto& [name, edit] : edits) {
     SCOPED_TRACE(name);
-    const std::string img = dir.file("e" + std::to_string(i++));
+    const std::string img = dir.file(std::string("e").append(std::to_string(i++)));
     run("cp " + base + " " + img);
     Json j = orig;
     edit(j);
@@ -143,7 +143,7 @@ TEST(LuksDifferential, HostileLuks1PhdrAcceptedExactlyWhenCryptsetupAcceptsIt) {
   int i = 0;
   for (const auto& [name, edit] : edits) {
     SCOPED_TRACE(name);
-    const std::string img = dir.file("p" + std::to_string(i++));
+    const std::string img = dir.file(std::string("p").append(std::to_string(i++)));
     auto b = orig;
     edit(b);
     test::write_file(img, b);
