@@ -22,7 +22,8 @@ Result<std::unique_ptr<WriteBack>> WriteBack::start(EngineContext& ctx,
     wb->period_ =
         std::chrono::milliseconds(std::clamp<std::uint32_t>(options.flush_age_ms / 4, 10, 1000));
     {
-      MutexLock lock(wb->writeback_mu_);  // before the flusher exists: uncontended, keeps the rule uniform
+      // Before the flusher exists: uncontended, keeps the rule uniform.
+      MutexLock lock(wb->writeback_mu_);
       wb->dirty_scratch_.resize(ctx.cache->capacity_blocks());
       wb->versions_.resize(ctx.buf_sectors);
     }

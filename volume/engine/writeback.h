@@ -78,7 +78,8 @@ class WriteBack {
   bool kick_ GUARDED_BY(flusher_mu_) = false;
   bool stop_ GUARDED_BY(flusher_mu_) = false;
 
-  Mutex throttle_mu_ ACQUIRED_BEFORE(flusher_mu_);  // the pass counter and error throttled writers watch
+  // The pass counter and error throttled writers watch.
+  Mutex throttle_mu_ ACQUIRED_BEFORE(flusher_mu_);
   CondVar throttle_cv_;  // a pass ended, or a run brought dirty data under limit
   std::uint64_t writeback_passes_ GUARDED_BY(throttle_mu_) = 0;
   std::uint32_t throttled_ GUARDED_BY(throttle_mu_) = 0;  // writers waiting in throttle()
