@@ -28,20 +28,20 @@ BufferPool::BufferPool(LockedMemory mem, std::size_t count, std::size_t buffer_b
 }
 
 BufferPool::~BufferPool() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   CRYPTMAP_CHECK(free_.size() == count_);  // a Buffer outlived its pool
 }
 
 BufferPool::Buffer BufferPool::acquire() {
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return !free_.empty(); });
+  MutexLock lock(mu_);
+  while (free_.empty()) cv_.wait(lock);
   const std::size_t i = free_.back();
   free_.pop_back();
   return Buffer(this, i);
 }
 
 BufferPool::Buffer BufferPool::try_acquire() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (free_.empty()) return {};
   const std::size_t i = free_.back();
   free_.pop_back();
@@ -49,13 +49,13 @@ BufferPool::Buffer BufferPool::try_acquire() {
 }
 
 std::size_t BufferPool::available() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return free_.size();
 }
 
 void BufferPool::release(std::size_t index) noexcept {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     free_.push_back(index);  // never reallocates: capacity == count_
   }
   cv_.notify_one();

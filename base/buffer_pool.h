@@ -18,15 +18,14 @@
 // out (checked when the pool is destroyed).
 #pragma once
 
-#include <condition_variable>
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <utility>
 #include <vector>
 
 #include "base/locked_memory.h"
+#include "base/mutex.h"
 #include "base/result.h"
 
 namespace cryptmap {
@@ -71,24 +70,24 @@ class BufferPool {
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;
 
-  Buffer acquire();      // waits while the pool is empty
-  Buffer try_acquire();  // never waits: an empty Buffer when the pool is empty
+  Buffer acquire() EXCLUDES(mu_);      // waits while the pool is empty
+  Buffer try_acquire() EXCLUDES(mu_);  // never waits: an empty Buffer when the pool is empty
   std::size_t buffer_bytes() const noexcept { return buffer_bytes_; }
   std::size_t count() const noexcept { return count_; }
-  std::size_t available() const;  // buffers not handed out right now
+  std::size_t available() const EXCLUDES(mu_);  // buffers not handed out right now
   bool locked() const noexcept { return mem_.locked(); }
 
  private:
   BufferPool(LockedMemory mem, std::size_t count, std::size_t buffer_bytes, std::size_t stride);
-  void release(std::size_t index) noexcept;
+  void release(std::size_t index) noexcept EXCLUDES(mu_);
 
   const LockedMemory mem_;
   const std::size_t count_;
   const std::size_t buffer_bytes_;
   const std::size_t stride_;  // buffer_bytes_ rounded up to the page size
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::size_t> free_;  // guarded by mu_; capacity reserved at creation
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::vector<std::size_t> free_ GUARDED_BY(mu_);  // capacity reserved at creation
 };
 
 }  // namespace cryptmap

@@ -221,7 +221,7 @@ void SessionWorkers::serve(Worker& w) {
   tls_receive_buf = nullptr;
   tls_receive_len = 0;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (error != 0 && error_ == 0) error_ = error;
     ++ended_;
     w.done.store(true);
@@ -231,7 +231,7 @@ void SessionWorkers::serve(Worker& w) {
 
 void SessionWorkers::request_stop() noexcept {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stop_requested_ = true;
   }
   cv_.notify_all();
@@ -239,13 +239,12 @@ void SessionWorkers::request_stop() noexcept {
 
 int SessionWorkers::wait() {
   if (joined_) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return error_;
   }
-  const auto all_ended = [&] { return ended_ == workers_.size(); };
   {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return stop_requested_ || ended_ > 0; });
+    MutexLock lock(mu_);
+    while (!stop_requested_ && ended_ == 0) cv_.wait(lock);
   }
   // One worker ended (unmount, abort, device error) or a stop was asked: end them all. A wake-up
   // that lands between a worker's exit check and its read() is lost, so repeat it until every
@@ -253,18 +252,22 @@ int SessionWorkers::wait() {
   session_.exit();
   for (;;) {
     {
-      std::unique_lock lock(mu_);
-      if (all_ended()) break;
+      MutexLock lock(mu_);
+      if (ended_ == workers_.size()) break;
     }
     for (auto& w : workers_) {
       if (!w->done.load()) pthread_kill(w->thread.native_handle(), kWakeSignal);
     }
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, std::chrono::milliseconds(10), all_ended);
+    MutexLock lock(mu_);
+    // Until every worker has ended, or 10 ms have passed.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(10);
+    while (ended_ != workers_.size()) {
+      if (!cv_.wait_until(lock, deadline)) break;
+    }
   }
   for (auto& w : workers_) w->thread.join();
   joined_ = true;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return error_;
 }
 

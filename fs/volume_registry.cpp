@@ -7,14 +7,14 @@ void VolumeRegistry::Ref::release() noexcept {
   // After the decrement the entry may already be destroyed (a waiter saw 0): touch only the
   // registry from here on. Waking on every 1 -> 0 costs one uncontended lock.
   if (e_->inflight.fetch_sub(1) == 1) {
-    std::lock_guard lock(r_->drain_mu_);
+    MutexLock lock(r_->drain_mu_);
     r_->drain_cv_.notify_all();
   }
   e_ = nullptr;
 }
 
 VolumeRegistry::Ref VolumeRegistry::acquire(fuse_ino_t ino, bool for_open) {
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   auto it = by_ino_.find(ino);
   if (it == by_ino_.end()) return {};
   Entry* e = it->second.get();
@@ -24,12 +24,12 @@ VolumeRegistry::Ref VolumeRegistry::acquire(fuse_ino_t ino, bool for_open) {
 }
 
 void VolumeRegistry::wait_drained(Entry& e) {
-  std::unique_lock lock(drain_mu_);
-  drain_cv_.wait(lock, [&] { return e.inflight.load() == 0; });
+  MutexLock lock(drain_mu_);
+  while (e.inflight.load() != 0) drain_cv_.wait(lock);
 }
 
 Result<void> VolumeRegistry::insert(std::unique_ptr<Entry> e) {
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   if (by_name_.count(e->name) != 0)
     return make_error_fmt(Errc::kBusy, "add volume", kNoObject, "Device %s already exists.",
                           e->name.c_str());
@@ -40,7 +40,7 @@ Result<void> VolumeRegistry::insert(std::unique_ptr<Entry> e) {
 }
 
 Result<std::unique_ptr<Entry>> VolumeRegistry::take(const std::string& name, bool force) {
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   auto it = by_name_.find(name);
   if (it == by_name_.end())
     return make_error_fmt(Errc::kNotFound, "remove volume", kNoObject, "%s is not active",
@@ -57,14 +57,14 @@ Result<std::unique_ptr<Entry>> VolumeRegistry::take(const std::string& name, boo
 
 std::map<fuse_ino_t, std::unique_ptr<Entry>> VolumeRegistry::take_all() {
   std::map<fuse_ino_t, std::unique_ptr<Entry>> entries;
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   by_name_.clear();
   entries.swap(by_ino_);
   return entries;
 }
 
 std::vector<Entry*> VolumeRegistry::snapshot() const {
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   std::vector<Entry*> out;
   out.reserve(by_ino_.size());
   for (const auto& [ino, e] : by_ino_) out.push_back(e.get());
@@ -72,7 +72,7 @@ std::vector<Entry*> VolumeRegistry::snapshot() const {
 }
 
 std::size_t VolumeRegistry::size() const {
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   return by_ino_.size();
 }
 

@@ -196,7 +196,7 @@ Result<void> VolumeServer::add_volume(const std::string& name, std::unique_ptr<v
                           "%s is zoned: it needs a mount directory whose daemon keeps arrival "
                           "order; use another --mount-dir",
                           name.c_str());
-  std::lock_guard admin(s.admin_mu);
+  MutexLock admin(s.admin_mu);
   if (s.stopping) return make_error(Errc::kCancelled, "add volume: the server is stopping");
   auto e = std::make_unique<Entry>();
   e->name = name;
@@ -213,7 +213,7 @@ Result<void> VolumeServer::add_volume(const std::string& name, std::unique_ptr<v
 
 Result<void> VolumeServer::remove_volume(const std::string& name, bool force) {
   Impl& s = *impl_;
-  std::lock_guard admin(s.admin_mu);
+  MutexLock admin(s.admin_mu);
   if (s.stopping) return make_error(Errc::kCancelled, "remove volume: the server is stopping");
   // The kernel sends RELEASE asynchronously after the last close(2) returns, so a `losetup -d`
   // or `exec 3>&-` just before `cryptmap close` may not have reached us yet: give the releases
@@ -265,7 +265,7 @@ bool VolumeServer::stopped() const noexcept { return impl_->loop_done.load(); }
 
 ServingStats VolumeServer::serving_stats() const {
   ServingStats out;
-  std::lock_guard admin(impl_->admin_mu);  // stop() resets the workers under it
+  MutexLock admin(impl_->admin_mu);  // stop() resets the workers under it
   if (impl_->workers == nullptr) return out;
   const internal::SessionWorkers::Stats s = impl_->workers->stats();
   out.workers = s.workers;
@@ -279,7 +279,7 @@ ServingStats VolumeServer::serving_stats() const {
 
 void VolumeServer::stop() {
   Impl& s = *impl_;
-  std::lock_guard admin(s.admin_mu);
+  MutexLock admin(s.admin_mu);
   if (s.stopping) return;
   s.stopping = true;
   // 1. Flush while still serving, so writers blocked on us are not cut off mid-way.

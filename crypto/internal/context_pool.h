@@ -87,7 +87,10 @@ class ContextPool {
  private:
   struct alignas(64) Slot {
     std::atomic<bool> busy{false};
-    std::unique_ptr<Ctx> ctx;  // guarded by `busy`
+    // Owned by whoever claimed `busy` (false -> true, acquire; released by the Lease, release).
+    // Not GUARDED_BY: `busy` is a lock-free try-claim on an atomic, not a capability the
+    // thread-safety analysis can model (base/mutex.h), so this rule stays a comment.
+    std::unique_ptr<Ctx> ctx;
   };
   Factory factory_;
   mutable std::array<Slot, kSlots> slots_{};

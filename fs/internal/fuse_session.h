@@ -27,16 +27,15 @@
 #include <pthread.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "base/locked_memory.h"
+#include "base/mutex.h"
 #include "base/result.h"
 
 namespace cryptmap::fs::internal {
@@ -118,16 +117,16 @@ class SessionWorkers {
   // Blocks until the session ends (see start), then ends every worker (exit flag + a wake-up
   // signal until each has returned) and joins them. Returns 0 or a negative errno (the first
   // device error). Call from one thread; later calls return the same value at once.
-  int wait();
+  int wait() EXCLUDES(mu_);
   // Makes wait() end the session. Any thread, idempotent.
-  void request_stop() noexcept;
+  void request_stop() noexcept EXCLUDES(mu_);
   Stats stats() const;
 
   struct Worker;  // fuse_session.cpp
 
  private:
   SessionWorkers(FuseSession& session, Options opts);
-  void serve(Worker& w);
+  void serve(Worker& w) EXCLUDES(mu_);
   void worker_ended();
 
   FuseSession& session_;
@@ -136,11 +135,11 @@ class SessionWorkers {
   std::size_t stride_ = 0;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<std::uint64_t> requests_{0};
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_requested_ = false;  // guarded by mu_
-  std::uint32_t ended_ = 0;      // guarded by mu_: workers whose loop has returned
-  int error_ = 0;                // guarded by mu_: first device error (negative errno)
+  mutable Mutex mu_;
+  CondVar cv_;
+  bool stop_requested_ GUARDED_BY(mu_) = false;
+  std::uint32_t ended_ GUARDED_BY(mu_) = 0;  // workers whose loop has returned
+  int error_ GUARDED_BY(mu_) = 0;            // first device error (negative errno)
   bool joined_ = false;          // owned by the wait()ing thread
 };
 

@@ -19,11 +19,11 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <thread>
 
 #include "base/buffer_pool.h"
 #include "base/error.h"
+#include "base/mutex.h"
 #include "fs/internal/fuse_session.h"
 #include "fs/internal/ordered_receive.h"
 #include "fs/internal/volume_registry.h"
@@ -64,8 +64,11 @@ class VolumeServer::Impl {
   std::atomic<std::uint32_t> errors_logged{0};
   internal::ReceiveOrder receive_order;  // used only with opts.ordered_receive
 
-  std::mutex admin_mu;    // serialises add/remove/stop (the control plane)
-  bool stopping = false;  // guarded by admin_mu
+  // Serialises add/remove/stop (the control plane); taken before the registry's lock. `workers`
+  // is reset under it by stop() but read without it by the loop thread (which stop() joins
+  // first), so it is not GUARDED_BY.
+  Mutex admin_mu;
+  bool stopping GUARDED_BY(admin_mu) = false;
   internal::VolumeRegistry registry;
 
   static Impl& of(fuse_req_t req) { return *static_cast<Impl*>(fuse_req_userdata(req)); }

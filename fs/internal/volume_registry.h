@@ -17,16 +17,14 @@
 #include <time.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/result.h"
 #include "fs/volume_server.h"
 #include "volume/volume.h"
@@ -78,36 +76,36 @@ class VolumeRegistry {
 
   // Pins the entry of `ino` (and counts an open file handle when `for_open`); empty when there
   // is none (any more).
-  Ref acquire(fuse_ino_t ino, bool for_open = false);
+  Ref acquire(fuse_ino_t ino, bool for_open = false) EXCLUDES(mu_);
   // Waits until no Ref on `e` is left. `e` must already be out of the maps.
-  void wait_drained(Entry& e);
+  void wait_drained(Entry& e) EXCLUDES(drain_mu_);
 
   // Assigns the next inode and publishes `e`. kBusy "Device NAME already exists." on a
   // duplicate name.
-  Result<void> insert(std::unique_ptr<Entry> e);
+  Result<void> insert(std::unique_ptr<Entry> e) EXCLUDES(mu_);
   // Takes `name` out of the maps. kNotFound when absent; kBusy while open unless `force`.
-  Result<std::unique_ptr<Entry>> take(const std::string& name, bool force);
+  Result<std::unique_ptr<Entry>> take(const std::string& name, bool force) EXCLUDES(mu_);
   // Takes every entry out (stop).
-  std::map<fuse_ino_t, std::unique_ptr<Entry>> take_all();
+  std::map<fuse_ino_t, std::unique_ptr<Entry>> take_all() EXCLUDES(mu_);
 
   // Every entry right now (for flushing; the pointers stay valid while the caller holds the
   // server's admin lock, which every remove takes).
-  std::vector<Entry*> snapshot() const;
-  std::size_t size() const;
+  std::vector<Entry*> snapshot() const EXCLUDES(mu_);
+  std::size_t size() const EXCLUDES(mu_);
 
   // Calls fn(Entry&) under the shared lock (fn must not block); false when there is no such
   // entry.
   template <class F>
-  bool with_ino(fuse_ino_t ino, F&& fn) const {
-    std::shared_lock lock(mu_);
+  bool with_ino(fuse_ino_t ino, F&& fn) const EXCLUDES(mu_) {
+    ReaderLock lock(mu_);
     auto it = by_ino_.find(ino);
     if (it == by_ino_.end()) return false;
     fn(*it->second);
     return true;
   }
   template <class F>
-  bool with_name(const std::string& name, F&& fn) const {
-    std::shared_lock lock(mu_);
+  bool with_name(const std::string& name, F&& fn) const EXCLUDES(mu_) {
+    ReaderLock lock(mu_);
     auto it = by_name_.find(name);
     if (it == by_name_.end()) return false;
     fn(*it->second);
@@ -115,18 +113,19 @@ class VolumeRegistry {
   }
   // fn(Entry&) for every entry in inode order, under the shared lock.
   template <class F>
-  void for_each(F&& fn) const {
-    std::shared_lock lock(mu_);
+  void for_each(F&& fn) const EXCLUDES(mu_) {
+    ReaderLock lock(mu_);
     for (const auto& [ino, e] : by_ino_) fn(*e);
   }
 
  private:
-  mutable std::shared_mutex mu_;  // guards the maps and next_ino_
-  std::map<std::string, Entry*> by_name_;
-  std::map<fuse_ino_t, std::unique_ptr<Entry>> by_ino_;
-  fuse_ino_t next_ino_ = FUSE_ROOT_ID + 1;  // never reused: a stale inode can never alias
-  std::mutex drain_mu_;
-  std::condition_variable drain_cv_;
+  mutable SharedMutex mu_;  // the maps and next_ino_
+  std::map<std::string, Entry*> by_name_ GUARDED_BY(mu_);
+  std::map<fuse_ino_t, std::unique_ptr<Entry>> by_ino_ GUARDED_BY(mu_);
+  // Never reused: a stale inode can never alias.
+  fuse_ino_t next_ino_ GUARDED_BY(mu_) = FUSE_ROOT_ID + 1;
+  Mutex drain_mu_;  // guards nothing (inflight is atomic): taken so a drain wake-up is not missed
+  CondVar drain_cv_;
 };
 
 }  // namespace cryptmap::fs::internal

@@ -8,14 +8,13 @@
 #include <oneapi/tbb/task_scheduler_observer.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
 
 #include "base/check.h"
 #include "base/io_thread.h"
+#include "base/mutex.h"
 
 namespace cryptmap::volume {
 namespace {
@@ -28,42 +27,42 @@ using crypto::SubmitStatus;
 // thread in convert(), which does not return before `pending` reached 0.
 class Conversion {
  public:
-  void add_pending() {
-    std::lock_guard lock(mu_);
+  void add_pending() EXCLUDES(mu_) {
+    MutexLock lock(mu_);
     ++pending_;
   }
-  void record(const Error& e) {
-    std::lock_guard lock(mu_);
+  void record(const Error& e) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
     if (!error_) error_ = e;
     failed_.store(true, std::memory_order_relaxed);
   }
   bool failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
   // Makes a finished conversion reusable (pending back to the submitter's guard).
-  void reset() {
-    std::lock_guard lock(mu_);
+  void reset() EXCLUDES(mu_) {
+    MutexLock lock(mu_);
     CRYPTMAP_CHECK(pending_ == 0);
     pending_ = 1;
     error_.reset();
     failed_.store(false, std::memory_order_relaxed);
   }
   // The last access to *this by a completer: after the unlock the waiter may destroy it.
-  void finish_one() {
-    std::lock_guard lock(mu_);
+  void finish_one() EXCLUDES(mu_) {
+    MutexLock lock(mu_);
     CRYPTMAP_CHECK(pending_ > 0);
     if (--pending_ == 0) cv_.notify_all();
   }
-  Result<void> wait() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return pending_ == 0; });
+  Result<void> wait() EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    while (pending_ != 0) cv_.wait(lock);
     if (error_) return *error_;
     return ok();
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::uint32_t pending_ = 1;  // the submitter's guard; guarded by mu_
-  std::optional<Error> error_;  // first error wins; guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  std::uint32_t pending_ GUARDED_BY(mu_) = 1;  // the submitter's guard
+  std::optional<Error> error_ GUARDED_BY(mu_);  // first error wins
   std::atomic<bool> failed_{false};
 };
 
@@ -94,29 +93,30 @@ constexpr bool kUseArena = true;
 template <class T>
 class WaitingPool {
  public:
-  void fill(std::span<T> objects) {
+  void fill(std::span<T> objects) EXCLUDES(mu_) {
+    MutexLock lock(mu_);  // before the pool is shared: uncontended, keeps the rule uniform
     free_.reserve(objects.size());
     for (T& o : objects) free_.push_back(&o);
   }
-  T* take() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return !free_.empty(); });
+  T* take() EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    while (free_.empty()) cv_.wait(lock);
     T* o = free_.back();
     free_.pop_back();
     return o;
   }
-  void give(T* o) {
+  void give(T* o) EXCLUDES(mu_) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       free_.push_back(o);
     }
     cv_.notify_one();
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<T*> free_;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  std::vector<T*> free_ GUARDED_BY(mu_);
 };
 
 // One started conversion: its counter and the task group of its arena task. Pooled; reused.

@@ -4,7 +4,7 @@
 
 namespace cryptmap::volume {
 
-RangeLock::RangeLock(std::size_t slots) : slots_(slots == 0 ? 1 : slots) {
+RangeLock::RangeLock(std::size_t slots) : slot_count_(slots == 0 ? 1 : slots), slots_(slot_count_) {
   free_.reserve(slots_.size());
   for (std::size_t i = slots_.size(); i > 0; --i) free_.push_back(i - 1);
 }
@@ -22,18 +22,18 @@ bool RangeLock::blocked(std::size_t self) const {
 
 RangeLock::Guard RangeLock::acquire(std::uint64_t begin, std::uint64_t end, bool exclusive) {
   CRYPTMAP_CHECK(begin < end);
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return !free_.empty(); });
+  MutexLock lock(mu_);
+  while (free_.empty()) cv_.wait(lock);
   const std::size_t idx = free_.back();
   free_.pop_back();
   slots_[idx] = Slot{begin, end, next_ticket_++, exclusive, true};
-  cv_.wait(lock, [&] { return !blocked(idx); });
+  while (blocked(idx)) cv_.wait(lock);
   return Guard(this, idx);
 }
 
 RangeLock::Guard RangeLock::try_acquire(std::uint64_t begin, std::uint64_t end, bool exclusive) {
   CRYPTMAP_CHECK(begin < end);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (free_.empty()) return {};
   const std::size_t idx = free_.back();
   slots_[idx] = Slot{begin, end, next_ticket_++, exclusive, true};
@@ -47,7 +47,7 @@ RangeLock::Guard RangeLock::try_acquire(std::uint64_t begin, std::uint64_t end, 
 
 void RangeLock::release(std::size_t slot) noexcept {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     slots_[slot].used = false;
     free_.push_back(slot);
   }
@@ -62,7 +62,7 @@ void RangeLock::Guard::release() noexcept {
 }
 
 std::size_t RangeLock::tickets() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return slots_.size() - free_.size();
 }
 

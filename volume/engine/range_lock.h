@@ -15,11 +15,11 @@
 // never while holding them.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <utility>
 #include <vector>
+
+#include "base/mutex.h"
 
 namespace cryptmap::volume {
 
@@ -53,13 +53,13 @@ class RangeLock {
   };
 
   // Blocks until the range may be used. REQUIRES: begin < end.
-  Guard acquire(std::uint64_t begin, std::uint64_t end, bool exclusive);
+  Guard acquire(std::uint64_t begin, std::uint64_t end, bool exclusive) EXCLUDES(mu_);
   // Never blocks: an empty Guard when a slot or the range is not available right now.
-  Guard try_acquire(std::uint64_t begin, std::uint64_t end, bool exclusive);
+  Guard try_acquire(std::uint64_t begin, std::uint64_t end, bool exclusive) EXCLUDES(mu_);
 
-  std::size_t slots() const noexcept { return slots_.size(); }
+  std::size_t slots() const noexcept { return slot_count_; }
   // Tickets taken and not released (holders and waiters): for tests and diagnostics.
-  std::size_t tickets();
+  std::size_t tickets() EXCLUDES(mu_);
 
  private:
   struct Slot {
@@ -69,14 +69,15 @@ class RangeLock {
     bool exclusive = false;
     bool used = false;
   };
-  bool blocked(std::size_t self) const;  // Caller must hold mu_.
-  void release(std::size_t slot) noexcept;
+  bool blocked(std::size_t self) const REQUIRES(mu_);
+  void release(std::size_t slot) noexcept EXCLUDES(mu_);
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Slot> slots_;  // guarded by mu_
-  std::vector<std::size_t> free_;  // guarded by mu_
-  std::uint64_t next_ticket_ = 0;  // guarded by mu_
+  const std::size_t slot_count_;  // slots_.size(), fixed at construction: read without mu_
+  Mutex mu_;
+  CondVar cv_;
+  std::vector<Slot> slots_ GUARDED_BY(mu_);
+  std::vector<std::size_t> free_ GUARDED_BY(mu_);
+  std::uint64_t next_ticket_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace cryptmap::volume

@@ -1,15 +1,14 @@
 #include "volume/engine/read_ahead.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "base/check.h"
 #include "base/buffer_pool.h"
 #include "base/locked_memory.h"
+#include "base/mutex.h"
 #include "volume/engine/sector_math.h"
 #include "base/io_thread.h"
 
@@ -45,16 +44,19 @@ struct ReadAhead::Impl {
   std::uint64_t window_sectors = 0;
   LockedMemory mem;  // the windows' sectors: plaintext
 
-  mutable std::mutex mu;
-  std::condition_variable loaded_cv;  // a window left kLoading, or a pin was dropped
-  std::condition_variable work_cv;    // queue or stop
-  std::vector<Window> windows;
-  Stream streams[kStreams];
-  std::vector<std::uint32_t> queue;   // ring of windows to load (each at most once)
-  std::size_t q_head = 0, q_size = 0;
-  std::uint64_t clock = 0;
-  bool stop = false;
-  std::vector<std::thread> threads;
+  mutable Mutex mu;
+  CondVar loaded_cv;  // a window left kLoading, or a pin was dropped
+  CondVar work_cv;    // queue or stop
+  // The vector is sized at create; a pinned window's mem/first/count are read without mu (see
+  // copy()), everything else under it.
+  std::vector<Window> windows GUARDED_BY(mu);
+  Stream streams[kStreams] GUARDED_BY(mu);
+  std::vector<std::uint32_t> queue GUARDED_BY(mu);  // ring of windows to load (each at most once)
+  std::size_t q_head GUARDED_BY(mu) = 0;
+  std::size_t q_size GUARDED_BY(mu) = 0;
+  std::uint64_t clock GUARDED_BY(mu) = 0;
+  bool stop GUARDED_BY(mu) = false;
+  std::vector<std::thread> threads;  // create and the destructor only
 
   bool overlaps(const Window& w, std::uint64_t s0, std::uint64_t s1) const {
     return w.state != State::kEmpty && w.first < s1 && s0 < w.first + w.count;
@@ -62,7 +64,7 @@ struct ReadAhead::Impl {
 
   // An idle window to reuse: not loading, not pinned; empty ones first, then the LRU one.
   // Caller holds mu.
-  Window* victim() {
+  Window* victim() REQUIRES(mu) {
     Window* best = nullptr;
     for (Window& w : windows) {
       if (w.state == State::kLoading || w.readers != 0) continue;
@@ -74,7 +76,7 @@ struct ReadAhead::Impl {
 
   // Makes sure a window starting at sector `first` exists; false when none could be taken.
   // Caller holds mu.
-  bool want(std::uint64_t first, std::uint64_t count) {
+  bool want(std::uint64_t first, std::uint64_t count) REQUIRES(mu) {
     for (Window& w : windows) {
       if (w.state != State::kEmpty && w.first == first && w.count >= count) {
         w.last_use = ++clock;
@@ -93,11 +95,11 @@ struct ReadAhead::Impl {
     return true;
   }
 
-  void worker() {
+  void worker() EXCLUDES(mu) {
     (void)mark_io_thread();
-    std::unique_lock lock(mu);
+    MutexLock lock(mu);
     while (true) {
-      work_cv.wait(lock, [&] { return stop || q_size != 0; });
+      while (!stop && q_size == 0) work_cv.wait(lock);
       if (stop) return;
       const std::uint32_t i = queue[q_head];
       q_head = (q_head + 1) % queue.size();
@@ -133,10 +135,13 @@ Result<std::unique_ptr<ReadAhead>> ReadAhead::create(const Options& options, Loa
                                            MemoryLock::kBestEffort, "read-ahead windows"));
   impl->mem = std::move(mem);
   try {
-    impl->windows.resize(options.windows);
-    impl->queue.resize(options.windows);
-    for (std::uint32_t i = 0; i < options.windows; ++i) {
-      impl->windows[i].mem = impl->mem.data() + i * impl->window_sectors * options.sector_size;
+    {
+      MutexLock lock(impl->mu);  // before the workers exist: uncontended, keeps the rule uniform
+      impl->windows.resize(options.windows);
+      impl->queue.resize(options.windows);
+      for (std::uint32_t i = 0; i < options.windows; ++i) {
+        impl->windows[i].mem = impl->mem.data() + i * impl->window_sectors * options.sector_size;
+      }
     }
     auto ra = std::unique_ptr<ReadAhead>(new ReadAhead(std::move(impl)));
     ra->impl_->owner = ra.get();
@@ -154,14 +159,14 @@ ReadAhead::ReadAhead(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 bool ReadAhead::LoadTicket::still_wanted() const {
   const Impl& im = *ra_->impl_;
-  std::lock_guard lock(im.mu);
+  MutexLock lock(im.mu);
   return im.windows[window_].generation == generation_ && !im.stop;
 }
 
 ReadAhead::~ReadAhead() {
   if (!impl_) return;
   {
-    std::lock_guard lock(impl_->mu);
+    MutexLock lock(impl_->mu);
     impl_->stop = true;
   }
   impl_->work_cv.notify_all();
@@ -186,20 +191,20 @@ ReadAhead::Pin::~Pin() {
 }
 
 void ReadAhead::unpin(std::uint32_t window) noexcept {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   CRYPTMAP_CHECK(impl_->windows[window].readers > 0);
   --impl_->windows[window].readers;
 }
 
 ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
   Impl& im = *impl_;
-  std::unique_lock lock(im.mu);
+  MutexLock lock(im.mu);
   for (std::uint32_t i = 0; i < im.windows.size(); ++i) {
     Window& w = im.windows[i];
     if (w.state == State::kEmpty || w.first > s0 || s1 > w.first + w.count) continue;
     const std::uint64_t gen = w.generation;
     // Loading: wait until it is loaded, dropped, or reassigned (never while holding a range).
-    im.loaded_cv.wait(lock, [&] { return w.state != State::kLoading || w.generation != gen; });
+    while (w.state == State::kLoading && w.generation == gen) im.loaded_cv.wait(lock);
     if (w.state != State::kReady || w.generation != gen) return {};
     ++w.readers;
     w.last_use = ++im.clock;
@@ -214,13 +219,16 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
 
 bool ReadAhead::copy(const Pin& pin, std::uint64_t off, std::span<std::byte> out) {
   Impl& im = *impl_;
-  const Window& w = im.windows[pin.window_];
+  const Window* wp = nullptr;
   {
-    std::lock_guard lock(im.mu);
+    MutexLock lock(im.mu);
+    wp = &im.windows[pin.window_];
+    const Window& w = *wp;
     if (w.generation != pin.generation_ || w.state != State::kReady) return false;
   }
   // The caller's shared range keeps writers (the only invalidators) out, and the pin keeps the
   // window from being reused: its memory is stable without the mutex.
+  const Window& w = *wp;
   const SectorGeometry g{im.opts.sector_size, 0, im.opts.volume_sectors * im.opts.sector_size};
   const std::uint64_t base = g.byte_of(w.first);
   CRYPTMAP_CHECK(off >= base && off + out.size() <= base + g.bytes(w.count));
@@ -230,7 +238,7 @@ bool ReadAhead::copy(const Pin& pin, std::uint64_t off, std::span<std::byte> out
 
 void ReadAhead::invalidate(std::uint64_t s0, std::uint64_t s1) {
   Impl& im = *impl_;
-  std::lock_guard lock(im.mu);
+  MutexLock lock(im.mu);
   bool any = false;
   for (Window& w : im.windows) {
     if (!im.overlaps(w, s0, s1)) continue;
@@ -245,7 +253,7 @@ void ReadAhead::note(std::uint64_t off, std::uint64_t len) {
   Impl& im = *impl_;
   if (len == 0) return;
   const SectorGeometry g{im.opts.sector_size, 0, im.opts.volume_sectors * im.opts.sector_size};
-  std::lock_guard lock(im.mu);
+  MutexLock lock(im.mu);
   Stream* s = nullptr;
   for (Stream& c : im.streams) {
     if (c.next == off) {

@@ -21,8 +21,12 @@ Result<std::unique_ptr<WriteBack>> WriteBack::start(EngineContext& ctx,
     wb->flush_age_ = std::chrono::milliseconds(options.flush_age_ms);
     wb->period_ =
         std::chrono::milliseconds(std::clamp<std::uint32_t>(options.flush_age_ms / 4, 10, 1000));
-    wb->dirty_scratch_.resize(ctx.cache->capacity_blocks());
-    wb->versions_.resize(ctx.buf_sectors);
+    {
+      // Before the flusher exists: uncontended, keeps the rule uniform.
+      MutexLock lock(wb->writeback_mu_);
+      wb->dirty_scratch_.resize(ctx.cache->capacity_blocks());
+      wb->versions_.resize(ctx.buf_sectors);
+    }
     if (!ctx.read_only) wb->flusher_ = std::thread([p = wb.get()] { p->flusher_main(); });
     return wb;
   } catch (const std::exception&) {
@@ -35,7 +39,7 @@ WriteBack::~WriteBack() { stop(); }
 void WriteBack::stop() {
   if (!flusher_.joinable()) return;
   {
-    std::lock_guard lock(flusher_mu_);
+    MutexLock lock(flusher_mu_);
     stop_ = true;
   }
   flusher_cv_.notify_all();
@@ -49,15 +53,16 @@ Result<void> WriteBack::throttle() {
   cache::SectorCache& cache = *ctx_.cache;
   if (cache.dirty_bytes() < dirty_background_) return ok();
   kick_flusher();
-  std::unique_lock lock(throttle_mu_);
+  MutexLock lock(throttle_mu_);
   while (cache.dirty_bytes() >= dirty_limit_) {
     const std::uint64_t passes = writeback_passes_;
     kick_flusher();
     ++throttled_;
     // Woken by the end of a pass, or as soon as a run of it brought dirty data under the
     // limit (writeback_run), not only after the whole pass.
-    throttle_cv_.wait(
-        lock, [&] { return writeback_passes_ != passes || cache.dirty_bytes() < dirty_limit_; });
+    while (writeback_passes_ == passes && cache.dirty_bytes() >= dirty_limit_) {
+      throttle_cv_.wait(lock);
+    }
     --throttled_;
     if (last_pass_error_ && cache.dirty_bytes() >= dirty_limit_) return *last_pass_error_;
   }
@@ -68,7 +73,7 @@ Result<void> WriteBack::throttle() {
 void WriteBack::release_throttled() {
   if (ctx_.cache->dirty_bytes() >= dirty_limit_) return;
   {
-    std::lock_guard lock(throttle_mu_);
+    MutexLock lock(throttle_mu_);
     if (throttled_ == 0) return;
   }
   throttle_cv_.notify_all();
@@ -76,7 +81,7 @@ void WriteBack::release_throttled() {
 
 void WriteBack::kick_flusher() {
   {
-    std::lock_guard lock(flusher_mu_);
+    MutexLock lock(flusher_mu_);
     kick_ = true;
   }
   flusher_cv_.notify_one();
@@ -84,9 +89,13 @@ void WriteBack::kick_flusher() {
 
 void WriteBack::flusher_main() {
   (void)mark_io_thread();
-  std::unique_lock lock(flusher_mu_);
+  MutexLock lock(flusher_mu_);
   while (!stop_) {
-    flusher_cv_.wait_for(lock, period_, [&] { return stop_ || kick_; });
+    // Until stop_ or kick_ is set, or period_ has passed.
+    const auto deadline = std::chrono::steady_clock::now() + period_;
+    while (!stop_ && !kick_) {
+      if (!flusher_cv_.wait_until(lock, deadline)) break;
+    }
     if (stop_) break;
     bool due = kick_;
     kick_ = false;
@@ -99,7 +108,7 @@ void WriteBack::flusher_main() {
       Result<void> r = writeback_all();
       if (!r) ctx_.log_error("background write-back", r.error());
       {
-        std::lock_guard tl(throttle_mu_);
+        MutexLock tl(throttle_mu_);
         ++writeback_passes_;
         if (r) {
           last_pass_error_.reset();
@@ -114,7 +123,7 @@ void WriteBack::flusher_main() {
 }
 
 Result<void> WriteBack::writeback_all() {
-  std::lock_guard wb(writeback_mu_);
+  MutexLock wb(writeback_mu_);
   const std::size_t n = ctx_.cache->collect_dirty(dirty_scratch_);
   std::sort(dirty_scratch_.begin(), dirty_scratch_.begin() + static_cast<std::ptrdiff_t>(n));
   Result<void> first = ok();
@@ -134,6 +143,9 @@ Result<void> WriteBack::writeback_all() {
 // Caller must hold writeback_mu_ (versions_ is its scratch).
 Result<void> WriteBack::writeback_run(std::uint64_t first, std::uint64_t count) {
   const SectorGeometry& g = ctx_.geo;
+  // Taken here, where writeback_mu_ is known to be held: `emit` below is a lambda, a separate
+  // function to the analysis, which would not see the lock.
+  std::uint64_t* const versions = versions_.data();
   // Shared range: no writer is half-way through a read-modify-write of these blocks.
   RangeLock::Guard guard = ctx_.ranges.acquire(first, first + count, /*exclusive=*/false);
   BufferPool::Buffer buf = ctx_.buffers->acquire();
@@ -147,7 +159,7 @@ Result<void> WriteBack::writeback_run(std::uint64_t first, std::uint64_t count) 
     Result<void> r = ctx_.driver->convert(CryptoDir::kEncrypt, data, SectorIndex{start});
     if (r) r = ctx_.store->write_at(ByteOffset{g.image_offset(start)}, data);
     if (r) {
-      for (std::size_t k = 0; k < have; ++k) (void)ctx_.cache->mark_clean(start + k, versions_[k]);
+      for (std::size_t k = 0; k < have; ++k) (void)ctx_.cache->mark_clean(start + k, versions[k]);
       release_throttled();
     } else if (result) {
       result = r;
@@ -162,7 +174,7 @@ Result<void> WriteBack::writeback_run(std::uint64_t first, std::uint64_t count) 
       have = 0;
       continue;
     }
-    versions_[have++] = *v;
+    versions[have++] = *v;
   }
   emit();
   return result;

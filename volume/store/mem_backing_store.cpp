@@ -54,7 +54,7 @@ void MemBackingStore::copy_out(std::uint64_t off, std::span<std::byte> out) cons
     const std::uint64_t within = pos % kChunkBytes;
     const std::size_t n = static_cast<std::size_t>(
         std::min<std::uint64_t>(out.size() - done, kChunkBytes - within));
-    std::shared_lock lock(stripes_[ci % kStripes]);
+    ReaderLock lock(stripes_[ci % kStripes]);
     const std::byte* c = chunk(ci, false);
     if (c == nullptr) {
       std::memset(out.data() + done, 0, n);
@@ -74,7 +74,7 @@ void MemBackingStore::copy_in(std::uint64_t off, std::span<const std::byte> in) 
     const std::size_t n = static_cast<std::size_t>(
         std::min<std::uint64_t>(in.size() - done, kChunkBytes - within));
     std::byte* c = chunk(ci, true);
-    std::unique_lock lock(stripes_[ci % kStripes]);
+    WriterLock lock(stripes_[ci % kStripes]);
     std::memcpy(c + within, in.data() + done, n);
     done += n;
   }

@@ -15,12 +15,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "base/mutex.h"
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::volume {
@@ -72,7 +71,10 @@ class MemBackingStore final : public BackingStore {
   const std::string name_;
   const bool read_only_;
   mutable std::vector<std::atomic<std::byte*>> chunks_;
-  mutable std::shared_mutex stripes_[kStripes];
+  // Chunk ci's bytes are guarded by stripes_[ci % kStripes] (shared to copy out, exclusive to
+  // copy in). A lock chosen by index guarding heap bytes is beyond GUARDED_BY: this stays a
+  // comment, and the lock is taken in copy_out()/copy_in() only.
+  mutable SharedMutex stripes_[kStripes];
   Range fail_read_;
   Range fail_write_;
   std::atomic<bool> fail_sync_{false};

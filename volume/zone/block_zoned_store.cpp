@@ -31,9 +31,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
-#include <mutex>
 #include <new>
 
+#include "base/mutex.h"
 #include "base/posix_io.h"
 #include "base/unique_fd.h"
 #include "volume/store/posix_backing_store.h"
@@ -156,7 +156,7 @@ class BlockZonedStore final : public ZonedStore {
     CRYPTMAP_TRY(target, zone_internal::classify_write(*map_, off, in.size(), path_));
     if (in.empty()) return ok();
     if (!target.sequential) return device_->write_at(off, in);
-    std::lock_guard lock(stripe(target.zone));
+    MutexLock lock(stripe(target.zone));
     const ZoneInfo z = map_->zone(target.zone);
     CRYPTMAP_TRY_VOID(zone_internal::check_sequential_write(z, off, in.size(), block_));
     if (auto w = device_->write_at(off, in); !w) {
@@ -218,16 +218,16 @@ class BlockZonedStore final : public ZonedStore {
   }
 
  private:
-  std::mutex& stripe(std::uint64_t zone) const { return stripes_[zone % kStripes]; }
+  Mutex& stripe(std::uint64_t zone) const { return stripes_[zone % kStripes]; }
 
   void publish(const ZoneInfo& z) {
     if (!z.sequential()) return;
-    std::lock_guard lock(stripe(z.index));
+    MutexLock lock(stripe(z.index));
     map_->set_state(z.index, z.wp, z.cond);
   }
 
   // Re-reads one zone from the device into the cache. Caller must hold the zone's stripe lock.
-  Result<void> refresh_locked(std::uint64_t index) {
+  Result<void> refresh_locked(std::uint64_t index) REQUIRES(stripe(index)) {
     CRYPTMAP_TRY(infos, device_report(*io_, index, 1, map_->zone_size_bytes(), path_));
     if (infos.size() != 1 || infos[0].type != map_->type(index) ||
         infos[0].len_bytes != map_->zone(index).len_bytes) {
@@ -240,7 +240,7 @@ class BlockZonedStore final : public ZonedStore {
 
   Result<void> manage(std::uint64_t index, unsigned long request, const char* what) {
     CRYPTMAP_TRY_VOID(zone_internal::check_management_target(*map_, index, read_only_, what, path_));
-    std::lock_guard lock(stripe(index));
+    MutexLock lock(stripe(index));
     const ZoneInfo z = map_->zone(index);
     CRYPTMAP_TRY_VOID(zone_internal::check_management_cond(z, what));
     struct blk_zone_range range {};
@@ -262,7 +262,7 @@ class BlockZonedStore final : public ZonedStore {
   const bool read_only_;
   const std::unique_ptr<ZoneMap> map_;
   const std::uint32_t block_;
-  mutable std::array<std::mutex, kStripes> stripes_;
+  mutable std::array<Mutex, kStripes> stripes_;  // zone % kStripes: check+write+publish
 };
 
 }  // namespace

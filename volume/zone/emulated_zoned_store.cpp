@@ -30,8 +30,8 @@
 #include <bit>
 #include <cerrno>
 #include <limits>
-#include <mutex>
 
+#include "base/mutex.h"
 #include "base/posix_io.h"
 #include "base/unique_fd.h"
 #include "volume/store/posix_backing_store.h"
@@ -66,7 +66,7 @@ class EmulatedZonedStore final : public ZonedStore {
 
   ~EmulatedZonedStore() override {
     if (read_only_) return;
-    std::lock_guard meta(meta_mu_);
+    MutexLock meta(meta_mu_);
     (void)persist_locked();  // best effort; on failure the last persisted state stays consistent
   }
 
@@ -87,7 +87,7 @@ class EmulatedZonedStore final : public ZonedStore {
     if (!target.sequential) return image_->write_at(off, in);
     // The drive's contract: check and apply under the zone's lock, so concurrent writers see a
     // linear history of the write pointer.
-    std::lock_guard lock(stripe(target.zone));
+    MutexLock lock(stripe(target.zone));
     const ZoneInfo z = map_->zone(target.zone);
     CRYPTMAP_TRY_VOID(zone_internal::check_sequential_write(z, off, in.size(), block_));
     CRYPTMAP_TRY_VOID(image_->write_at(off, in));
@@ -98,7 +98,7 @@ class EmulatedZonedStore final : public ZonedStore {
 
   Result<void> sync() override {
     if (read_only_) return ok();
-    std::lock_guard meta(meta_mu_);
+    MutexLock meta(meta_mu_);
     return persist_locked();
   }
 
@@ -143,7 +143,7 @@ class EmulatedZonedStore final : public ZonedStore {
 
   Result<void> reset_zone(std::uint64_t index) override {
     CRYPTMAP_TRY_VOID(management_target(index, "reset zone"));
-    std::lock_guard lock(stripe(index));
+    MutexLock lock(stripe(index));
     const ZoneInfo z = map_->zone(index);
     CRYPTMAP_TRY_VOID(management_allowed(z, "reset zone"));
     if (z.cond == ZoneCond::kEmpty) return ok();
@@ -151,7 +151,7 @@ class EmulatedZonedStore final : public ZonedStore {
     //    readers), never a wp over punched data.
     map_->set_state(index, z.start, ZoneCond::kEmpty);
     {
-      std::lock_guard meta(meta_mu_);
+      MutexLock meta(meta_mu_);
       if (auto r = persist_locked(); !r) {
         map_->set_state(index, z.wp, z.cond);
         return r;
@@ -165,7 +165,7 @@ class EmulatedZonedStore final : public ZonedStore {
 
   Result<void> finish_zone(std::uint64_t index) override {
     CRYPTMAP_TRY_VOID(management_target(index, "finish zone"));
-    std::lock_guard lock(stripe(index));
+    MutexLock lock(stripe(index));
     const ZoneInfo z = map_->zone(index);
     CRYPTMAP_TRY_VOID(management_allowed(z, "finish zone"));
     if (z.cond == ZoneCond::kFull) return ok();
@@ -174,7 +174,7 @@ class EmulatedZonedStore final : public ZonedStore {
     // 2. Publish and persist "full". A punched hole is an extent-map change, so this persist uses
     //    a full fsync (fdatasync need not commit it) before the sidecar says "full".
     map_->set_state(index, z.end(), ZoneCond::kFull);
-    std::lock_guard meta(meta_mu_);
+    MutexLock meta(meta_mu_);
     if (auto r = persist_locked(/*full_fsync=*/true); !r) {
       map_->set_state(index, z.wp, z.cond);
       return r;
@@ -184,7 +184,7 @@ class EmulatedZonedStore final : public ZonedStore {
 
   Result<void> open_zone(std::uint64_t index) override {
     CRYPTMAP_TRY_VOID(management_target(index, "open zone"));
-    std::lock_guard lock(stripe(index));
+    MutexLock lock(stripe(index));
     const ZoneInfo z = map_->zone(index);
     CRYPTMAP_TRY_VOID(management_allowed(z, "open zone"));
     if (z.cond == ZoneCond::kFull) return ok();  // ZBC: no effect on a full zone
@@ -194,7 +194,7 @@ class EmulatedZonedStore final : public ZonedStore {
 
   Result<void> close_zone(std::uint64_t index) override {
     CRYPTMAP_TRY_VOID(management_target(index, "close zone"));
-    std::lock_guard lock(stripe(index));
+    MutexLock lock(stripe(index));
     const ZoneInfo z = map_->zone(index);
     CRYPTMAP_TRY_VOID(management_allowed(z, "close zone"));
     if (z.cond != ZoneCond::kImplicitOpen && z.cond != ZoneCond::kExplicitOpen) return ok();
@@ -203,7 +203,7 @@ class EmulatedZonedStore final : public ZonedStore {
   }
 
  private:
-  std::mutex& stripe(std::uint64_t zone) const { return stripes_[zone % kStripes]; }
+  Mutex& stripe(std::uint64_t zone) const { return stripes_[zone % kStripes]; }
 
   Result<void> management_target(std::uint64_t index, const char* what) const {
     return zone_internal::check_management_target(*map_, index, read_only_, what, path_);
@@ -213,7 +213,7 @@ class EmulatedZonedStore final : public ZonedStore {
   }
 
   // Snapshot -> fdatasync(image) (fsync when full_fsync) -> sidecar. Caller must hold meta_mu_.
-  Result<void> persist_locked(bool full_fsync = false) {
+  Result<void> persist_locked(bool full_fsync = false) REQUIRES(meta_mu_) {
     Sidecar snap;
     snap.zone_size_bytes = map_->zone_size_bytes();
     snap.zone_capacity_bytes = capacity_;
@@ -240,9 +240,10 @@ class EmulatedZonedStore final : public ZonedStore {
   const std::unique_ptr<ZoneMap> map_;
   const std::uint32_t block_;
   const std::uint64_t capacity_;
-  mutable std::array<std::mutex, kStripes> stripes_;
-  std::mutex meta_mu_;
-  Sidecar persisted_;  // guarded by meta_mu_: what the sidecar on disk says
+  // Stripe -> meta_mu_ (the order is not annotated: ACQUIRED_AFTER cannot name an array element).
+  mutable std::array<Mutex, kStripes> stripes_;
+  Mutex meta_mu_;
+  Sidecar persisted_ GUARDED_BY(meta_mu_);  // what the sidecar on disk says
 };
 
 // The image's store (O_DIRECT when asked), locked: one process per image, since two writers would

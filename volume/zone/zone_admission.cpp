@@ -11,12 +11,11 @@
 #include <array>
 #include <atomic>
 #include <bit>
-#include <condition_variable>
 #include <limits>
-#include <mutex>
 #include <new>
 
 #include "base/check.h"
+#include "base/mutex.h"
 
 namespace cryptmap::volume {
 namespace {
@@ -40,8 +39,8 @@ struct ZoneSlot {
 };
 
 struct Stripe {
-  std::mutex mu;
-  std::condition_variable cv;
+  Mutex mu;
+  CondVar cv;
 };
 
 }  // namespace
@@ -49,17 +48,25 @@ struct Stripe {
 struct ZoneAdmission::Impl {
   const ZoneMap& map;
   const ZoneAdmissionOptions opts;
-  std::unique_ptr<ZoneSlot[]> zones;  // guarded by stripes[zone % kStripes].mu
+  // Guarded by stripes[zone % kStripes].mu: a lock chosen by index, which GUARDED_BY cannot
+  // name, so touch it only through slot(), which REQUIRES the stripe's mutex.
+  std::unique_ptr<ZoneSlot[]> zones;
   std::array<Stripe, kStripes> stripes;
   std::atomic<bool> cancelled{false};
   std::atomic<std::uint64_t> inflight{0};
-  std::mutex drain_mu;
-  std::condition_variable drain_cv;
+  Mutex drain_mu;  // guards nothing (inflight is atomic): taken so a drain wake-up is not missed
+  CondVar drain_cv;
 
   Impl(const ZoneMap& m, const ZoneAdmissionOptions& o, std::unique_ptr<ZoneSlot[]> z)
       : map(m), opts(o), zones(std::move(z)) {}
 
   Stripe& stripe(std::uint64_t zone) { return stripes[zone % kStripes]; }
+
+  // Zone `zone`'s slot; `st` is stripe(zone), held by the caller.
+  ZoneSlot& slot(Stripe& st, std::uint64_t zone) REQUIRES(st.mu) {
+    CRYPTMAP_CHECK(&st == &stripe(zone));
+    return zones[zone];
+  }
 
   Error poison_error(const ZoneSlot& s, std::uint64_t zone) const {
     return make_error_fmt(Errc::kZoneOrder, "zone poisoned by an earlier failed write", zone,
@@ -115,13 +122,13 @@ Result<ZoneTicket> ZoneAdmission::admit(ByteOffset off, std::uint64_t len_bytes)
   }
   const ZoneInfo geo = map.zone(zone);  // start / capacity (immutable)
   Stripe& st = im.stripe(zone);
-  std::unique_lock lock(st.mu);
-  ZoneSlot& s = im.zones[zone];
+  MutexLock lock(st.mu);
+  ZoneSlot& s = im.slot(st, zone);
   // Backpressure first, so the checks below see the state this ticket will be issued against.
-  st.cv.wait(lock, [&] {
-    return im.cancelled.load(std::memory_order_acquire) ||
-           s.next_seq - s.completed < im.opts.max_inflight_per_zone;
-  });
+  while (!(im.cancelled.load(std::memory_order_acquire) ||
+           s.next_seq - s.completed < im.opts.max_inflight_per_zone)) {
+    st.cv.wait(lock);
+  }
   if (im.cancelled.load(std::memory_order_acquire)) {
     return make_error(Errc::kCancelled, "zone admission: shutting down", off.value);
   }
@@ -166,12 +173,13 @@ Result<void> ZoneAdmission::wait_turn(const ZoneTicket& t) {
   Impl& im = *impl_;
   CRYPTMAP_CHECK(t.zone < im.map.zone_count());
   Stripe& st = im.stripe(t.zone);
-  std::unique_lock lock(st.mu);
-  ZoneSlot& s = im.zones[t.zone];
+  MutexLock lock(st.mu);
+  ZoneSlot& s = im.slot(st, t.zone);
   CRYPTMAP_CHECK(t.seq < s.next_seq && t.seq >= s.turn);
-  st.cv.wait(lock, [&] {
-    return s.turn == t.seq || s.poison_seq < t.seq || im.cancelled.load(std::memory_order_acquire);
-  });
+  while (!(s.turn == t.seq || s.poison_seq < t.seq ||
+           im.cancelled.load(std::memory_order_acquire))) {
+    st.cv.wait(lock);
+  }
   if (s.turn == t.seq && t.seq < s.poison_seq) return ok();  // its turn came: let it write
   if (im.cancelled.load(std::memory_order_acquire)) {
     return make_error(Errc::kCancelled, "zone admission: shutting down while waiting for turn",
@@ -185,8 +193,8 @@ void ZoneAdmission::complete(const ZoneTicket& t, const Result<void>& result) {
   CRYPTMAP_CHECK(t.zone < im.map.zone_count());
   Stripe& st = im.stripe(t.zone);
   {
-    std::lock_guard lock(st.mu);
-    ZoneSlot& s = im.zones[t.zone];
+    MutexLock lock(st.mu);
+    ZoneSlot& s = im.slot(st, t.zone);
     CRYPTMAP_CHECK(t.seq < s.next_seq && s.completed < s.next_seq);
     if (result) {
       // Only the ticket whose turn it is may have written.
@@ -207,7 +215,7 @@ void ZoneAdmission::complete(const ZoneTicket& t, const Result<void>& result) {
   }
   st.cv.notify_all();
   if (im.inflight.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    std::lock_guard lock(im.drain_mu);
+    MutexLock lock(im.drain_mu);
     im.drain_cv.notify_all();
   }
 }
@@ -217,7 +225,7 @@ void ZoneAdmission::cancel() {
   im.cancelled.store(true, std::memory_order_release);
   for (Stripe& st : im.stripes) {
     // Lock so a waiter between its predicate check and its sleep cannot miss the wake-up.
-    { std::lock_guard lock(st.mu); }
+    { MutexLock lock(st.mu); }
     st.cv.notify_all();
   }
 }
@@ -228,8 +236,8 @@ bool ZoneAdmission::cancelled() const noexcept {
 
 void ZoneAdmission::wait_drained() {
   Impl& im = *impl_;
-  std::unique_lock lock(im.drain_mu);
-  im.drain_cv.wait(lock, [&] { return im.inflight.load(std::memory_order_acquire) == 0; });
+  MutexLock lock(im.drain_mu);
+  while (im.inflight.load(std::memory_order_acquire) != 0) im.drain_cv.wait(lock);
 }
 
 Result<void> ZoneAdmission::resync_zone(const ZoneInfo& z) {
@@ -240,8 +248,8 @@ Result<void> ZoneAdmission::resync_zone(const ZoneInfo& z) {
   }
   Stripe& st = im.stripe(z.index);
   {
-    std::lock_guard lock(st.mu);
-    ZoneSlot& s = im.zones[z.index];
+    MutexLock lock(st.mu);
+    ZoneSlot& s = im.slot(st, z.index);
     if (s.completed != s.next_seq) {
       return make_error_fmt(Errc::kBusy, "zone admission: tickets in flight", z.index,
                             "zone %llu has %llu writes in flight; drain them first",
@@ -259,8 +267,9 @@ Result<void> ZoneAdmission::resync_zone(const ZoneInfo& z) {
 ZoneAdmissionStatus ZoneAdmission::status(std::uint64_t zone) const {
   Impl& im = *impl_;
   CRYPTMAP_CHECK(zone < im.map.zone_count());
-  std::lock_guard lock(im.stripe(zone).mu);
-  const ZoneSlot& s = im.zones[zone];
+  Stripe& st = im.stripe(zone);
+  MutexLock lock(st.mu);
+  const ZoneSlot& s = im.slot(st, zone);
   ZoneAdmissionStatus out;
   out.projected_wp = s.projected;
   out.committed_wp = s.committed;
