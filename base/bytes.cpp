@@ -39,7 +39,8 @@ Result<std::vector<std::byte>> from_hex(std::string_view hex) {
   std::vector<std::byte> out(hex.size() / 2);
   for (std::size_t i = 0; i < out.size(); ++i) {
     int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return make_error(Errc::kInvalid, "hex string has a non-hex digit", 2 * i);
+    if (hi < 0 || lo < 0)
+      return make_error(Errc::kInvalid, "hex string has a non-hex digit", 2 * i);
     out[i] = std::byte(hi << 4 | lo);
   }
   return out;

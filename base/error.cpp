@@ -18,13 +18,35 @@ Error make_error(Errc code, const char* what, std::uint64_t object) {
 Error make_sys_error(int sys_errno, const char* what, std::uint64_t object) {
   Errc code = Errc::kIo;
   switch (sys_errno) {
-    case ENOSPC: case EDQUOT: code = Errc::kNoSpace; break;
-    case EROFS: case EACCES: case EPERM: code = Errc::kReadOnly; break;
-    case ENOENT: case ENXIO: case ENODEV: code = Errc::kNotFound; break;
-    case EBUSY: case EAGAIN: code = Errc::kBusy; break;
-    case EINVAL: case EFBIG: case ENAMETOOLONG: code = Errc::kInvalid; break;
-    case ENOTSUP: code = Errc::kUnsupported; break;
-    default: code = Errc::kIo; break;
+    case ENOSPC:
+    case EDQUOT:
+      code = Errc::kNoSpace;
+      break;
+    case EROFS:
+    case EACCES:
+    case EPERM:
+      code = Errc::kReadOnly;
+      break;
+    case ENOENT:
+    case ENXIO:
+    case ENODEV:
+      code = Errc::kNotFound;
+      break;
+    case EBUSY:
+    case EAGAIN:
+      code = Errc::kBusy;
+      break;
+    case EINVAL:
+    case EFBIG:
+    case ENAMETOOLONG:
+      code = Errc::kInvalid;
+      break;
+    case ENOTSUP:
+      code = Errc::kUnsupported;
+      break;
+    default:
+      code = Errc::kIo;
+      break;
   }
   Error e = make_error(code, what, object);
   e.sys_errno = sys_errno;
@@ -62,36 +84,60 @@ std::string Error::message() const {
 
 int to_errno(const Error& e) noexcept {
   switch (e.code) {
-    case Errc::kIo: return EIO;
-    case Errc::kNoSpace: return ENOSPC;
-    case Errc::kReadOnly: return EROFS;
-    case Errc::kAuth: return EIO;  // dm-crypt: BLK_STS_PROTECTION surfaces as EIO (EILSEQ internally)
-    case Errc::kCorrupt: return EIO;
-    case Errc::kBadKey: return EPERM;
-    case Errc::kUnsupported: return EOPNOTSUPP;
-    case Errc::kInvalid: return EINVAL;
-    case Errc::kZoneOrder: return EIO;  // a host-managed drive fails unaligned writes with EIO
-    case Errc::kBusy: return EBUSY;
-    case Errc::kCancelled: return ECANCELED;
-    case Errc::kNotFound: return ENOENT;
+    case Errc::kIo:
+      return EIO;
+    case Errc::kNoSpace:
+      return ENOSPC;
+    case Errc::kReadOnly:
+      return EROFS;
+    case Errc::kAuth:
+      return EIO;  // dm-crypt: BLK_STS_PROTECTION surfaces as EIO (EILSEQ internally)
+    case Errc::kCorrupt:
+      return EIO;
+    case Errc::kBadKey:
+      return EPERM;
+    case Errc::kUnsupported:
+      return EOPNOTSUPP;
+    case Errc::kInvalid:
+      return EINVAL;
+    case Errc::kZoneOrder:
+      return EIO;  // a host-managed drive fails unaligned writes with EIO
+    case Errc::kBusy:
+      return EBUSY;
+    case Errc::kCancelled:
+      return ECANCELED;
+    case Errc::kNotFound:
+      return ENOENT;
   }
   return EIO;
 }
 
 std::string_view errc_name(Errc code) noexcept {
   switch (code) {
-    case Errc::kIo: return "I/O error";
-    case Errc::kNoSpace: return "no space";
-    case Errc::kReadOnly: return "read-only";
-    case Errc::kAuth: return "integrity check failed";
-    case Errc::kCorrupt: return "corrupt";
-    case Errc::kBadKey: return "bad key";
-    case Errc::kUnsupported: return "unsupported";
-    case Errc::kInvalid: return "invalid";
-    case Errc::kZoneOrder: return "zone order violation";
-    case Errc::kBusy: return "busy";
-    case Errc::kCancelled: return "cancelled";
-    case Errc::kNotFound: return "not found";
+    case Errc::kIo:
+      return "I/O error";
+    case Errc::kNoSpace:
+      return "no space";
+    case Errc::kReadOnly:
+      return "read-only";
+    case Errc::kAuth:
+      return "integrity check failed";
+    case Errc::kCorrupt:
+      return "corrupt";
+    case Errc::kBadKey:
+      return "bad key";
+    case Errc::kUnsupported:
+      return "unsupported";
+    case Errc::kInvalid:
+      return "invalid";
+    case Errc::kZoneOrder:
+      return "zone order violation";
+    case Errc::kBusy:
+      return "busy";
+    case Errc::kCancelled:
+      return "cancelled";
+    case Errc::kNotFound:
+      return "not found";
   }
   return "unknown";
 }

@@ -33,8 +33,8 @@ inline constexpr std::uint64_t kNoObject = ~std::uint64_t{0};
 
 struct Error {
   Errc code = Errc::kIo;
-  int sys_errno = 0;          // errno from the failing syscall, 0 if none
-  const char* what = "";      // static: what failed ("LUKS2 JSON: keyslot area offset")
+  int sys_errno = 0;                 // errno from the failing syscall, 0 if none
+  const char* what = "";             // static: what failed ("LUKS2 JSON: keyslot area offset")
   std::uint64_t object = kNoObject;  // sector / keyslot / offset the failure is about
   std::array<char, 96> detail{};     // NUL-terminated short context, may be empty
 

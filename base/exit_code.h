@@ -10,11 +10,11 @@ namespace cryptmap {
 
 enum ExitCode : int {
   kExitOk = 0,
-  kExitUsage = 1,        // wrong parameters, malformed or unsupported input, anything else
-  kExitPermission = 2,   // no permission: no keyslot matched the passphrase or key file
-  kExitNoMemory = 3,     // out of memory, including locked memory (mlock refused: RLIMIT_MEMLOCK)
-  kExitBadDevice = 4,    // wrong device specified: missing, unreadable, no such keyslot/name
-  kExitBusy = 5,         // device already exists or is busy
+  kExitUsage = 1,       // wrong parameters, malformed or unsupported input, anything else
+  kExitPermission = 2,  // no permission: no keyslot matched the passphrase or key file
+  kExitNoMemory = 3,    // out of memory, including locked memory (mlock refused: RLIMIT_MEMLOCK)
+  kExitBadDevice = 4,   // wrong device specified: missing, unreadable, no such keyslot/name
+  kExitBusy = 5,        // device already exists or is busy
 };
 
 // Errc (+ errno where it decides) -> exit code:

@@ -27,15 +27,24 @@ class [[nodiscard]] Result {
  public:
   using value_type = T;
   Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
-  Result(Unexpected u) : v_(std::in_place_index<1>, u.error) {}       // NOLINT
-  Result(Error e) : v_(std::in_place_index<1>, e) {}                  // NOLINT
+  Result(Unexpected u) : v_(std::in_place_index<1>, u.error) {}      // NOLINT
+  Result(Error e) : v_(std::in_place_index<1>, e) {}                 // NOLINT
 
   bool has_value() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return has_value(); }
 
-  T& value() & { check(); return std::get<0>(v_); }
-  const T& value() const& { check(); return std::get<0>(v_); }
-  T&& value() && { check(); return std::get<0>(std::move(v_)); }
+  T& value() & {
+    check();
+    return std::get<0>(v_);
+  }
+  const T& value() const& {
+    check();
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    check();
+    return std::get<0>(std::move(v_));
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
@@ -87,16 +96,16 @@ inline Result<void> ok() { return {}; }
 }  // namespace cryptmap
 
 // Propagate an error: `CRYPTMAP_TRY(r, expr);` declares `r` as the value or returns the error.
-#define CRYPTMAP_TRY_VOID(expr)                                     \
-  do {                                                              \
-    auto cryptmap_try_r_ = (expr);                                  \
+#define CRYPTMAP_TRY_VOID(expr)                                                   \
+  do {                                                                            \
+    auto cryptmap_try_r_ = (expr);                                                \
     if (!cryptmap_try_r_) return ::cryptmap::Unexpected{cryptmap_try_r_.error()}; \
   } while (0)
 
 #define CRYPTMAP_TRY_CONCAT_(a, b) a##b
 #define CRYPTMAP_TRY_CONCAT(a, b) CRYPTMAP_TRY_CONCAT_(a, b)
-#define CRYPTMAP_TRY(var, expr)                                                            \
-  auto CRYPTMAP_TRY_CONCAT(cryptmap_try_, __LINE__) = (expr);                              \
-  if (!CRYPTMAP_TRY_CONCAT(cryptmap_try_, __LINE__))                                       \
-    return ::cryptmap::Unexpected{CRYPTMAP_TRY_CONCAT(cryptmap_try_, __LINE__).error()};   \
+#define CRYPTMAP_TRY(var, expr)                                                          \
+  auto CRYPTMAP_TRY_CONCAT(cryptmap_try_, __LINE__) = (expr);                            \
+  if (!CRYPTMAP_TRY_CONCAT(cryptmap_try_, __LINE__))                                     \
+    return ::cryptmap::Unexpected{CRYPTMAP_TRY_CONCAT(cryptmap_try_, __LINE__).error()}; \
   auto var = std::move(*CRYPTMAP_TRY_CONCAT(cryptmap_try_, __LINE__))

@@ -25,8 +25,8 @@ bool constant_time_equal(std::span<const std::byte> a, std::span<const std::byte
 Result<SecretBytes> SecretBytes::allocate(std::size_t size) {
   SecretBytes s;
   if (size == 0) return s;
-  CRYPTMAP_TRY(mem, LockedMemory::allocate(size, MemoryLock::kRequired,
-                                           "lock key material in memory"));
+  CRYPTMAP_TRY(mem,
+               LockedMemory::allocate(size, MemoryLock::kRequired, "lock key material in memory"));
   s.mem_ = std::move(mem);
   s.size_ = size;
   return s;
@@ -39,8 +39,8 @@ Result<SecretBytes> SecretBytes::copy_of(std::span<const std::byte> bytes) {
 }
 
 Result<SecretBytes> SecretBytes::copy_of(std::string_view bytes) {
-  return copy_of(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()),
-                                            bytes.size()));
+  return copy_of(
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
 }
 
 SecretBytes::SecretBytes(SecretBytes&& o) noexcept
@@ -64,7 +64,9 @@ void SecretBytes::truncate(std::size_t new_size) noexcept {
 Result<void> harden_process() {
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
     return make_sys_error(errno, "make the process non-dumpable");
-  struct rlimit none {0, 0};
+  struct rlimit none {
+    0, 0
+  };
   if (setrlimit(RLIMIT_CORE, &none) != 0) return make_sys_error(errno, "disable core dumps");
   return ok();
 }

@@ -23,7 +23,7 @@ struct Entry {
   std::uint64_t key = 0;
   std::uint64_t version = 0;
   std::int64_t dirty_since_ns = 0;
-  std::uint32_t hnext = kNil;  // hash chain, or free list when unused
+  std::uint32_t hnext = kNil;                // hash chain, or free list when unused
   std::uint32_t prev = kNil, next = kNil;    // LRU list links (only when in_lru)
   std::uint32_t dprev = kNil, dnext = kNil;  // dirty list links (only when dirty)
   std::uint32_t pins = 0;
@@ -66,7 +66,8 @@ class Shard {
     while (nb < capacity) nb <<= 1;
     buckets_.assign(nb, kNil);
     mask_ = nb - 1;
-    for (std::uint32_t i = 0; i < capacity; ++i) entries_[i].hnext = i + 1 < capacity ? i + 1 : kNil;
+    for (std::uint32_t i = 0; i < capacity; ++i)
+      entries_[i].hnext = i + 1 < capacity ? i + 1 : kNil;
     free_ = capacity > 0 ? 0 : kNil;
     protected_cap_ = std::max<std::uint32_t>(
         1, static_cast<std::uint32_t>(std::uint64_t{capacity} * protected_percent / 100));
@@ -150,8 +151,14 @@ class Shard {
   void clear_dirty(std::uint32_t i, std::atomic<std::uint64_t>& dirty_blocks) REQUIRES(mu) {
     Entry& e = entries_[i];
     if (!e.dirty) return;
-    if (e.dprev != kNil) entries_[e.dprev].dnext = e.dnext; else dirty_.head = e.dnext;
-    if (e.dnext != kNil) entries_[e.dnext].dprev = e.dprev; else dirty_.tail = e.dprev;
+    if (e.dprev != kNil)
+      entries_[e.dprev].dnext = e.dnext;
+    else
+      dirty_.head = e.dnext;
+    if (e.dnext != kNil)
+      entries_[e.dnext].dprev = e.dprev;
+    else
+      dirty_.tail = e.dprev;
     e.dprev = e.dnext = kNil;
     e.dirty = false;
     --dirty_.size;
@@ -234,8 +241,14 @@ class Shard {
   void unlink_lru(std::uint32_t i) REQUIRES(mu) {
     Entry& e = entries_[i];
     List& l = list_of(e);
-    if (e.prev != kNil) entries_[e.prev].next = e.next; else l.head = e.next;
-    if (e.next != kNil) entries_[e.next].prev = e.prev; else l.tail = e.prev;
+    if (e.prev != kNil)
+      entries_[e.prev].next = e.next;
+    else
+      l.head = e.next;
+    if (e.next != kNil)
+      entries_[e.next].prev = e.prev;
+    else
+      l.tail = e.prev;
     e.prev = e.next = kNil;
     --l.size;
     e.in_lru = false;

@@ -21,13 +21,12 @@ class App;
 
 namespace cryptmap::cli {
 
-
 struct CommandContext {
   int exit_code = kExitOk;
-  bool batch_mode = false;   // -q/--batch-mode: no confirmations
-  int verbosity = 0;         // -v count
-  std::string log_level;     // --log-level
-  std::string log_target;    // --log-target: syslog|journal|stderr|file (empty: the default)
+  bool batch_mode = false;  // -q/--batch-mode: no confirmations
+  int verbosity = 0;        // -v count
+  std::string log_level;    // --log-level
+  std::string log_target;   // --log-target: syslog|journal|stderr|file (empty: the default)
 };
 
 // The global logging flags as command-line words, for verbs that run other cryptmap verbs

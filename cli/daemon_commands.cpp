@@ -21,12 +21,12 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
 #include <syslog.h>
+#include <CLI/CLI.hpp>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -43,26 +43,26 @@
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::cli {
-using fs::ControlPaths;
-using fs::default_mount_dir;
-using fs::control_paths;
-using fs::Verb;
-using fs::Request;
-using fs::Reply;
-using fs::decode_request;
-using fs::encode_reply;
-using fs::send_frame;
-using fs::recv_frame;
-using fs::connect_control;
 using fs::call_daemon;
-using fs::DaemonOptions;
-using fs::serve;
-using fs::user_message;
-using fs::VolumeStatus;
 using fs::check_volume_name;
+using fs::connect_control;
+using fs::control_paths;
+using fs::ControlPaths;
+using fs::DaemonOptions;
+using fs::decode_request;
+using fs::default_mount_dir;
+using fs::encode_reply;
 using fs::kOpenNoReadWorkqueue;
 using fs::kOpenNoWriteWorkqueue;
 using fs::kOpenUnorderedZoneWrites;
+using fs::recv_frame;
+using fs::Reply;
+using fs::Request;
+using fs::send_frame;
+using fs::serve;
+using fs::user_message;
+using fs::Verb;
+using fs::VolumeStatus;
 namespace {
 
 struct OpenArgs {
@@ -84,8 +84,8 @@ struct OpenArgs {
   bool all = false;              // --all: every entry of the cryptmaptab
   std::string tab = "/etc/cryptmaptab";
   volume::PlainOptions plain;
-  bool allow_discards = false;       // --allow-discards
-  std::string cache_size;            // --cache-size: bytes with a K/M/G suffix; 0 = no cache
+  bool allow_discards = false;  // --allow-discards
+  std::string cache_size;       // --cache-size: bytes with a K/M/G suffix; 0 = no cache
   bool perf_no_read_workqueue = false;
   bool perf_no_write_workqueue = false;
   bool debug_unordered_zone_writes = false;  // hidden: tests show ordering matters
@@ -267,9 +267,12 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   // the image holds the data segment) before any passphrase is asked, then the keyslots for
   // each passphrase tried.
   volume::UnlockOptions uo;
-  if (a.type == "plain") uo.type = volume::VolumeType::kPlain;
-  else if (a.type == "luks1") uo.type = volume::VolumeType::kLuks1;
-  else if (a.type == "luks2") uo.type = volume::VolumeType::kLuks2;
+  if (a.type == "plain")
+    uo.type = volume::VolumeType::kPlain;
+  else if (a.type == "luks1")
+    uo.type = volume::VolumeType::kLuks1;
+  else if (a.type == "luks2")
+    uo.type = volume::VolumeType::kLuks2;
   else if (a.type != "luks") {
     say("Unknown device type " + a.type + " (use luks, luks1, luks2 or plain).");
     ctx.exit_code = kExitUsage;
@@ -375,8 +378,8 @@ int spawn_daemon(const ControlPaths& paths, const Request& req, const OpenArgs& 
   UniqueFd mine(sv[0]), theirs(sv[1]);
   // Everything exec needs is built before fork: the child only calls async-signal-safe code.
   const std::string target = daemon_log_target(ctx, false);
-  std::vector<std::string> args = {"cryptmap", "daemon", "--mount-dir", paths.mount_dir,
-                                   "--handoff-fd", std::to_string(theirs.get())};
+  std::vector<std::string> args = {"cryptmap",      "daemon",       "--mount-dir",
+                                   paths.mount_dir, "--handoff-fd", std::to_string(theirs.get())};
   CommandContext for_daemon = ctx;
   for_daemon.log_target = target;
   for (auto& w : logging_args(for_daemon)) args.push_back(std::move(w));
@@ -399,8 +402,7 @@ int spawn_daemon(const ControlPaths& paths, const Request& req, const OpenArgs& 
   auto reply = call_daemon(mine.get(), req);
   if (!reply) {
     say("The cryptmap daemon failed to start for " + paths.mount_dir + " (see its log in " +
-        log_place(target, paths) + ", or run open with --foreground): " +
-        reply.error().message());
+        log_place(target, paths) + ", or run open with --foreground): " + reply.error().message());
     return kExitUsage;
   }
   return report_reply(reply, "open");

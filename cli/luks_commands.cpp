@@ -38,8 +38,9 @@ using volume::VolumeType;
 // Flags shared by the verbs; one instance per subcommand, alive as long as the app.
 struct LuksArgs {
   std::string device;
-  std::string positional_key_file;  // luksFormat/AddKey/ChangeKey: <new key file>; RemoveKey: <key file>
-  int kill_slot = -1;               // luksKillSlot <slot>
+  std::string
+      positional_key_file;  // luksFormat/AddKey/ChangeKey: <new key file>; RemoveKey: <key file>
+  int kill_slot = -1;       // luksKillSlot <slot>
   std::string type;
   std::string cipher = "aes-xts-plain64";
   std::uint32_t key_size_bits = 0;
@@ -163,7 +164,8 @@ std::optional<int> slot_of(const LuksArgs& a) {
 // cryptsetup's yesDialog: asks only when stdin is a terminal and not in batch mode.
 bool confirm(const CommandContext& ctx, const std::string& question) {
   if (ctx.batch_mode || ::isatty(STDIN_FILENO) != 1) return true;
-  std::cerr << "\nWARNING!\n========\n" << question << "\n\nAre you sure? (Type 'yes' in capital letters): ";
+  std::cerr << "\nWARNING!\n========\n"
+            << question << "\n\nAre you sure? (Type 'yes' in capital letters): ";
   std::string answer;
   std::getline(std::cin, answer);
   return answer == "YES";
@@ -224,7 +226,8 @@ Result<void> wipe_data_area(const LuksArgs& a, const volume::BackingStore& heade
   std::vector<std::byte> zeros(std::min<std::uint64_t>(total, 4 << 20));
   Progress progress(Progress::wanted(ctx));
   for (std::uint64_t off = 0; off < total;) {
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), total - off));
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), total - off));
     CRYPTMAP_TRY(w, vol->write(ByteOffset{off}, std::span(zeros).first(n)));
     off += w;
     progress.percent("Wiping " + a.device, off, total);
@@ -235,7 +238,9 @@ Result<void> wipe_data_area(const LuksArgs& a, const volume::BackingStore& heade
 int do_format(const LuksArgs& a, const CommandContext& ctx) {
   bool bad = false;
   auto t = parse_type(a.type, &bad);
-  if (bad) return report(make_error_fmt(Errc::kInvalid, "Unknown --type", kNoObject, "'%s'", a.type.c_str()));
+  if (bad)
+    return report(
+        make_error_fmt(Errc::kInvalid, "Unknown --type", kNoObject, "'%s'", a.type.c_str()));
   volume::LuksFormatOptions o;
   o.type = t.value_or(VolumeType::kLuks2);
   o.cipher = a.cipher;
@@ -249,10 +254,12 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
   o.detached_header = !a.header.empty();
   o.keyslot = slot_of(a);
   auto dsize = file_size(a.device);
-  if (!dsize) return report(make_error_fmt(Errc::kNotFound, "Device does not exist or access denied.", kNoObject,
-                                           "%s", a.device.c_str()));
+  if (!dsize)
+    return report(make_error_fmt(Errc::kNotFound, "Device does not exist or access denied.",
+                                 kNoObject, "%s", a.device.c_str()));
   o.data_device_bytes = *dsize;
-  if (!confirm(ctx, "This will overwrite data on " + (a.header.empty() ? a.device : a.header) + " irrevocably."))
+  if (!confirm(ctx, "This will overwrite data on " + (a.header.empty() ? a.device : a.header) +
+                        " irrevocably."))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
   if (o.detached_header) {
     auto need = volume::luks_header_bytes(o);
@@ -298,7 +305,10 @@ int do_dump(const LuksArgs& a, const CommandContext& ctx) {
   auto t = parse_type(a.type, &bad);
   auto h = volume::load_luks_header(**store, t);
   if (!h) return report(h.error());
-  if (!confirm(ctx, "Header dump with volume key is sensitive information\nthat allows access to encrypted partition without a passphrase.\nThis dump should be stored encrypted in a safe place."))
+  if (!confirm(
+          ctx,
+          "Header dump with volume key is sensitive information\nthat allows access to encrypted "
+          "partition without a passphrase.\nThis dump should be stored encrypted in a safe place."))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
   auto pass = read_passphrase(existing_key(a), "Enter passphrase for " + a.device + ": ", false);
   if (!pass) return report(pass.error());
@@ -309,7 +319,8 @@ int do_dump(const LuksArgs& a, const CommandContext& ctx) {
   const auto dash = spec.find('-');
   std::cout << "LUKS header information for " << a.device << "\n";
   std::cout << "Cipher name:   \t" << spec.substr(0, dash) << "\n";
-  std::cout << "Cipher mode:   \t" << (dash == std::string::npos ? "" : spec.substr(dash + 1)) << "\n";
+  std::cout << "Cipher mode:   \t" << (dash == std::string::npos ? "" : spec.substr(dash + 1))
+            << "\n";
   std::cout << "Payload offset:\t" << l.data_offset_bytes / 512 << "\n";
   std::cout << "UUID:          \t" << l.uuid << "\n";
   std::cout << "MK bits:       \t" << k->volume_key.size() * 8 << "\n";
@@ -336,8 +347,8 @@ int do_add_key(const LuksArgs& a, const CommandContext&) {
   }
   auto nw = read_passphrase(new_key(a), "Enter new passphrase for key slot: ", true);
   if (!nw) return report(nw.error());
-  auto r = volume::luks_add_key(**store, old.span(), std::nullopt, nw->span(), slot_of(a), pbkdf_of(a),
-                                vk ? vk->span() : std::span<const std::byte>{});
+  auto r = volume::luks_add_key(**store, old.span(), std::nullopt, nw->span(), slot_of(a),
+                                pbkdf_of(a), vk ? vk->span() : std::span<const std::byte>{});
   if (!r) return report(r.error());
   return kExitOk;
 }
@@ -363,7 +374,8 @@ int do_kill_slot(const LuksArgs& a, const CommandContext& ctx) {
   auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
-  if (!confirm(ctx, "This will erase key slot " + std::to_string(a.kill_slot) + " of " + a.device + "."))
+  if (!confirm(ctx,
+               "This will erase key slot " + std::to_string(a.kill_slot) + " of " + a.device + "."))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
   auto r = volume::luks_kill_slot(**store, a.kill_slot);
   if (!r) return report(r.error());
@@ -427,7 +439,9 @@ int do_backup(const LuksArgs& a, const CommandContext&) {
 int do_restore(const LuksArgs& a, const CommandContext& ctx) {
   if (a.header_backup_file.empty())
     return report(make_error(Errc::kInvalid, "Option --header-backup-file is required."));
-  if (!confirm(ctx, "Device " + a.device + " header will be replaced by the backup. This destroys the existing keyslots."))
+  if (!confirm(ctx,
+               "Device " + a.device +
+                   " header will be replaced by the backup. This destroys the existing keyslots."))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
   auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
@@ -502,7 +516,8 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     c->add_option("--label", a->label, "Set label for the LUKS2 device");
     c->add_option("--subsystem", a->subsystem, "Set subsystem label for the LUKS2 device");
     c->add_option("--uuid", a->uuid, "UUID for device to use");
-    c->add_option("-o,--offset", a->offset, "The start offset in the backend device (512-byte sectors)")
+    c->add_option("-o,--offset", a->offset,
+                  "The start offset in the backend device (512-byte sectors)")
         ->each([args = a](const std::string&) { args->offset_set = true; });
     c->add_option("--volume-key-file", a->volume_key_file, "Use the volume key from file");
     c->add_flag("--wipe", a->wipe,
@@ -512,7 +527,8 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
   }
   {
     auto [c, a] = device_verb(app, "luksDump", "Dump LUKS partition information");
-    c->add_flag("--dump-volume-key,--dump-master-key", a->dump_volume_key, "Dump volume key instead of keyslots info");
+    c->add_flag("--dump-volume-key,--dump-master-key", a->dump_volume_key,
+                "Dump volume key instead of keyslots info");
     c->add_flag("--dump-json-metadata,--json", a->json, "Dump LUKS2 metadata as JSON");
     on_run(c, ctx, a, do_dump);
   }
@@ -520,27 +536,36 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     auto [c, a] = device_verb(app, "luksAddKey", "Add key to LUKS device");
     c->add_option("new_key_file", a->positional_key_file, "Key file with the new passphrase");
     add_pbkdf(c, *a);
-    c->add_option("--new-keyfile-offset", a->new_keyfile_offset, "Number of bytes to skip in newly added keyfile");
-    c->add_option("--new-keyfile-size", a->new_keyfile_size, "Limits the read from newly added keyfile");
+    c->add_option("--new-keyfile-offset", a->new_keyfile_offset,
+                  "Number of bytes to skip in newly added keyfile");
+    c->add_option("--new-keyfile-size", a->new_keyfile_size,
+                  "Limits the read from newly added keyfile");
     c->add_option("--volume-key-file", a->volume_key_file, "Use the volume key from file");
     on_run(c, ctx, a, do_add_key);
   }
   {
-    auto [c, a] = device_verb(app, "luksRemoveKey", "Removes supplied key or key file from LUKS device");
+    auto [c, a] =
+        device_verb(app, "luksRemoveKey", "Removes supplied key or key file from LUKS device");
     c->add_option("key_file", a->positional_key_file, "Key file with the passphrase to remove");
     on_run(c, ctx, a, do_remove_key);
   }
   {
-    auto [c, a] = device_verb(app, "luksKillSlot", "Wipes key with number <key slot> from LUKS device");
-    c->add_option("key_slot", a->kill_slot, "Keyslot to wipe")->required()->check(CLI::Range(0, 31));
+    auto [c, a] =
+        device_verb(app, "luksKillSlot", "Wipes key with number <key slot> from LUKS device");
+    c->add_option("key_slot", a->kill_slot, "Keyslot to wipe")
+        ->required()
+        ->check(CLI::Range(0, 31));
     on_run(c, ctx, a, do_kill_slot);
   }
   {
-    auto [c, a] = device_verb(app, "luksChangeKey", "Changes supplied key or key file of LUKS device");
+    auto [c, a] =
+        device_verb(app, "luksChangeKey", "Changes supplied key or key file of LUKS device");
     c->add_option("new_key_file", a->positional_key_file, "Key file with the new passphrase");
     add_pbkdf(c, *a);
-    c->add_option("--new-keyfile-offset", a->new_keyfile_offset, "Number of bytes to skip in newly added keyfile");
-    c->add_option("--new-keyfile-size", a->new_keyfile_size, "Limits the read from newly added keyfile");
+    c->add_option("--new-keyfile-offset", a->new_keyfile_offset,
+                  "Number of bytes to skip in newly added keyfile");
+    c->add_option("--new-keyfile-size", a->new_keyfile_size,
+                  "Limits the read from newly added keyfile");
     on_run(c, ctx, a, do_change_key);
   }
   {
@@ -548,18 +573,21 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     on_run(c, ctx, a, do_is_luks);
   }
   {
-    auto [c, a] = device_verb(app, "luksUUID", "Print (or set with --uuid) the UUID of a LUKS device");
+    auto [c, a] =
+        device_verb(app, "luksUUID", "Print (or set with --uuid) the UUID of a LUKS device");
     c->add_option("--uuid", a->uuid, "UUID for device to use");
     on_run(c, ctx, a, do_uuid);
   }
   {
     auto [c, a] = device_verb(app, "luksHeaderBackup", "Backup LUKS device header and keyslots");
-    c->add_option("--header-backup-file", a->header_backup_file, "File with LUKS header and keyslots backup");
+    c->add_option("--header-backup-file", a->header_backup_file,
+                  "File with LUKS header and keyslots backup");
     on_run(c, ctx, a, do_backup);
   }
   {
     auto [c, a] = device_verb(app, "luksHeaderRestore", "Restore LUKS device header and keyslots");
-    c->add_option("--header-backup-file", a->header_backup_file, "File with LUKS header and keyslots backup");
+    c->add_option("--header-backup-file", a->header_backup_file,
+                  "File with LUKS header and keyslots backup");
     on_run(c, ctx, a, do_restore);
   }
   {

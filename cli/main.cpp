@@ -6,17 +6,19 @@
 
 int main(int argc, char** argv) {
   using namespace cryptmap::cli;  // NOLINT(google-build-using-namespace): main only
-  CLI::App app{"cryptmap - dm-crypt/cryptsetup in userspace: open LUKS1/LUKS2/plain images and "
-               "serve their plaintext as files through FUSE"};
+  CLI::App app{
+      "cryptmap - dm-crypt/cryptsetup in userspace: open LUKS1/LUKS2/plain images and "
+      "serve their plaintext as files through FUSE"};
   app.require_subcommand(1);
   app.fallthrough();  // global flags (-v, --debug) may follow the verb
   CommandContext ctx;
   app.add_flag("-v,--verbose", ctx.verbosity, "More log output (repeat for more)");
-  app.add_flag_callback("--debug", [&ctx] { ctx.verbosity = 2; }, "Debug log output");
+  app.add_flag_callback(
+      "--debug", [&ctx] { ctx.verbosity = 2; }, "Debug log output");
   app.add_flag("-q,--batch-mode", ctx.batch_mode, "Do not ask for confirmation");
   app.add_option("--log-level", ctx.log_level, "trace, debug, info, warn, error, off")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical",
-                             "off"}));
+      ->check(
+          CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical", "off"}));
   app.add_option("--log-target", ctx.log_target,
                  "Where a daemon started by this command logs: syslog (= journal), stderr or file "
                  "(<mount-dir>.log). Default: stderr with -f; file when started from a terminal; "

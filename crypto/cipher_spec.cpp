@@ -14,9 +14,9 @@ namespace {
 using internal::find_block_cipher;
 
 constexpr std::array<std::string_view, 5> kChainModes{"xts", "cbc", "ecb", "ctr", "lrw"};
-constexpr std::array<std::string_view, 12> kIvModes{"plain",  "plain64", "plain64be", "essiv",
-                                                    "benbi",  "null",    "eboiv",     "lmk",
-                                                    "tcw",    "random",  "elephant",  ""};
+constexpr std::array<std::string_view, 12> kIvModes{"plain", "plain64", "plain64be", "essiv",
+                                                    "benbi", "null",    "eboiv",     "lmk",
+                                                    "tcw",   "random",  "elephant",  ""};
 
 template <std::size_t N>
 bool one_of(std::string_view s, const std::array<std::string_view, N>& set) {
@@ -33,8 +33,7 @@ Result<void> validate(const CipherSpec& s) {
   if (find_block_cipher(s.cipher) == nullptr)
     return spec_error(Errc::kUnsupported, "cipher spec: cipher", s.cipher,
                       " unknown (aes, serpent, twofish, camellia, cast5, cast6, cipher_null)");
-  if (s.chain_mode.empty())
-    return make_error(Errc::kInvalid, "cipher spec: chain mode is empty");
+  if (s.chain_mode.empty()) return make_error(Errc::kInvalid, "cipher spec: chain mode is empty");
   if (!one_of(s.chain_mode, kChainModes))
     return spec_error(Errc::kUnsupported, "cipher spec: chain mode", s.chain_mode,
                       " unknown (xts, cbc, ecb, ctr, lrw)");
@@ -53,8 +52,8 @@ Result<void> validate(const CipherSpec& s) {
                         " unknown (sha256, sha1, sha512, ...)");
   } else if (!s.iv_opts.empty()) {
     return make_error_fmt(Errc::kInvalid, "cipher spec: IV options", kNoObject,
-                          "'%.30s' given, but IV mode '%.20s' takes none",
-                          s.iv_opts.c_str(), s.iv_mode.c_str());
+                          "'%.30s' given, but IV mode '%.20s' takes none", s.iv_opts.c_str(),
+                          s.iv_mode.c_str());
   }
   if (s.keycount == 0 || (s.keycount & (s.keycount - 1)) != 0)
     return make_error_fmt(Errc::kInvalid, "cipher spec: key count", kNoObject,
@@ -107,12 +106,12 @@ Result<CipherSpec> parse_capi(std::string_view whole, std::string_view rest) {
 Result<CipherSpec> CipherSpec::parse(std::string_view spec) {
   if (spec.empty()) return make_error(Errc::kInvalid, "cipher spec: empty string");
   if (spec.size() > 128)
-    return make_error_fmt(Errc::kInvalid, "cipher spec", kNoObject,
-                          "%zu characters is too long", spec.size());
+    return make_error_fmt(Errc::kInvalid, "cipher spec", kNoObject, "%zu characters is too long",
+                          spec.size());
   for (char c : spec)
     if (c <= ' ' || c > '~')
-      return spec_error(Errc::kInvalid, "cipher spec: contains a space or control character",
-                        spec, "");
+      return spec_error(Errc::kInvalid, "cipher spec: contains a space or control character", spec,
+                        "");
   constexpr std::string_view kCapi = "capi:";
   if (spec.substr(0, kCapi.size()) == kCapi) return parse_capi(spec, spec.substr(kCapi.size()));
 

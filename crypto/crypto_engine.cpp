@@ -8,8 +8,8 @@ class SyncEngine final : public CryptoEngine {
  public:
   explicit SyncEngine(const SectorCipher& cipher) : cipher_(cipher) {}
   SubmitStatus submit(CryptoRequest* req) override {
-    req->status = req->dir == CryptoDir::kEncrypt ? cipher_.encrypt(req->run)
-                                                  : cipher_.decrypt(req->run);
+    req->status =
+        req->dir == CryptoDir::kEncrypt ? cipher_.encrypt(req->run) : cipher_.decrypt(req->run);
     return SubmitStatus::kDone;
   }
   void wait_for_drain() override {}

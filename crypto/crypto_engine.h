@@ -33,9 +33,9 @@ enum class SubmitStatus : std::uint8_t { kDone, kInProgress, kBackloggedBusy, kB
 struct CryptoRequest {
   CryptoDir dir = CryptoDir::kEncrypt;
   SectorRun run;
-  Result<void> status;                                // set by the engine before on_done
-  InlineFunction<void(CryptoRequest*), 48> on_done;   // called once for kInProgress/kBackloggedBusy
-  void* user = nullptr;                               // the submitter's context
+  Result<void> status;                               // set by the engine before on_done
+  InlineFunction<void(CryptoRequest*), 48> on_done;  // called once for kInProgress/kBackloggedBusy
+  void* user = nullptr;                              // the submitter's context
 };
 
 class CryptoEngine {

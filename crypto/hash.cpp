@@ -81,8 +81,7 @@ Result<Hasher> Hasher::create(std::string_view name) {
   return h;
 }
 
-Hasher::Hasher(Hasher&& o) noexcept
-    : info_(o.info_), impl_(std::exchange(o.impl_, nullptr)) {}
+Hasher::Hasher(Hasher&& o) noexcept : info_(o.info_), impl_(std::exchange(o.impl_, nullptr)) {}
 
 Hasher& Hasher::operator=(Hasher&& o) noexcept {
   if (this != &o) {
@@ -148,8 +147,8 @@ Result<void> hash_digest(std::string_view hash,
   CRYPTMAP_TRY(h, internal::Hasher::create(hash));
   if (out.size() != h.digest_size())
     return make_error_fmt(Errc::kInvalid, "hash: output buffer size", kNoObject,
-                          "%zu bytes given, %.20s gives %zu", out.size(),
-                          std::string(hash).c_str(), h.digest_size());
+                          "%zu bytes given, %.20s gives %zu", out.size(), std::string(hash).c_str(),
+                          h.digest_size());
   return h.digest(parts, out);
 }
 

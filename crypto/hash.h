@@ -14,7 +14,8 @@ namespace cryptmap::crypto {
 // Digest size in bytes, or kUnsupported naming the hash.
 Result<std::size_t> hash_digest_size(std::string_view hash);
 // out.size() must equal the digest size. Hashes the concatenation of `parts`.
-Result<void> hash_digest(std::string_view hash, std::initializer_list<std::span<const std::byte>> parts,
+Result<void> hash_digest(std::string_view hash,
+                         std::initializer_list<std::span<const std::byte>> parts,
                          std::span<std::byte> out);
 
 }  // namespace cryptmap::crypto

@@ -158,8 +158,8 @@ Result<std::uint32_t> pbkdf2_iterations_for(std::string_view hash, std::size_t o
   double per_target = 0;
   for (int step = 0;; ++step) {
     const long start = cpu_ms();
-    CRYPTMAP_TRY_VOID(pbkdf2(hash, as_bytes(kBenchPassword), as_bytes(kBenchSalt), iterations,
-                             key.span()));
+    CRYPTMAP_TRY_VOID(
+        pbkdf2(hash, as_bytes(kBenchPassword), as_bytes(kBenchSalt), iterations, key.span()));
     const long ms = cpu_ms() - start;
     if (ms > 0) per_target = static_cast<double>(iterations) * target_ms / static_cast<double>(ms);
     if (ms > 500) break;

@@ -8,7 +8,8 @@
 // Sector numbering (the rule lives here and nowhere else):
 //   run.first is a SectorIndex, in units of sector_size, relative to the start of the data segment.
 //   unit k of the run uses IvSector = iv_offset + (first + k) * (sector_size / 512)
-//                                   or iv_offset/(sector_size/512) + first + k with iv_large_sectors.
+//                                   or iv_offset/(sector_size/512) + first + k with
+//                                   iv_large_sectors.
 // Authenticated mode (later): a sector may carry `meta_bytes_per_sector()` bytes of metadata (auth
 // tag, random IV) stored apart from its data; encrypt fills run.meta, decrypt verifies it and
 // returns kAuth (object = failing SectorIndex) without leaving unverified plaintext in run.data.
@@ -45,9 +46,10 @@ class SectorCipher {
 
 struct SectorCipherConfig {
   CipherSpec spec;
-  std::uint32_t sector_size = 512;        // 512, 1024, 2048, 4096
+  std::uint32_t sector_size = 512;  // 512, 1024, 2048, 4096
   bool iv_large_sectors = false;
-  std::uint64_t iv_offset = 0;            // dm-crypt <iv_offset> in 512-byte sectors (LUKS2 iv_tweak, plain --skip)
+  std::uint64_t iv_offset =
+      0;  // dm-crypt <iv_offset> in 512-byte sectors (LUKS2 iv_tweak, plain --skip)
 };
 
 // Chooses the highest-priority implementation that supports `config` (a batched AES-XTS engine

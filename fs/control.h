@@ -42,27 +42,27 @@ enum class Verb : std::uint8_t { kAdd = 1, kRemove = 2, kStatus = 3 };
 
 struct Request {
   Verb verb = Verb::kStatus;
-  std::string name;            // kAdd, kRemove; kStatus: empty = every volume
-  bool force = false;          // kRemove
-  VolumeSource source;         // kAdd
-  volume::VolumeLayout layout; // kAdd
-  bool read_only = false;      // kAdd
-  bool allow_other = false;    // kAdd: mount with allow_other (first volume), file mode 0660
-  SecretBytes volume_key;      // kAdd
+  std::string name;              // kAdd, kRemove; kStatus: empty = every volume
+  bool force = false;            // kRemove
+  VolumeSource source;           // kAdd
+  volume::VolumeLayout layout;   // kAdd
+  bool read_only = false;        // kAdd
+  bool allow_other = false;      // kAdd: mount with allow_other (first volume), file mode 0660
+  SecretBytes volume_key;        // kAdd
   std::uint32_t open_flags = 0;  // kAdd: OpenFlag bits
   std::uint64_t cache_bytes = volume::VolumeOptions{}.cache_bytes;  // kAdd: --cache-size
 };
 
 // kAdd options beyond the layout (cryptsetup --perf-* flags, debug switches).
 enum OpenFlag : std::uint32_t {
-  kOpenNoReadWorkqueue = 1u << 0,   // --perf-no_read_workqueue
-  kOpenNoWriteWorkqueue = 1u << 1,  // --perf-no_write_workqueue
+  kOpenNoReadWorkqueue = 1u << 0,      // --perf-no_read_workqueue
+  kOpenNoWriteWorkqueue = 1u << 1,     // --perf-no_write_workqueue
   kOpenUnorderedZoneWrites = 1u << 2,  // hidden debug: sequential-zone writes not ordered
 };
 
 struct Reply {
-  int exit_code = 0;           // base/exit_code.h ExitCode
-  std::string message;         // for the user when exit_code != 0
+  int exit_code = 0;    // base/exit_code.h ExitCode
+  std::string message;  // for the user when exit_code != 0
   std::int64_t daemon_pid = 0;
   std::vector<VolumeStatus> volumes;  // kStatus
 };

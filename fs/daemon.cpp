@@ -67,7 +67,7 @@ class StopSignals {
  private:
   static constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
   UniqueFd read_, write_;
-  struct sigaction old_[3] {};
+  struct sigaction old_[3]{};
 };
 
 Reply error_reply(const Error& e, const std::string& object) {
@@ -129,8 +129,8 @@ class Daemon {
       if (!vol) return error_reply(vol.error(), req.source.image);
       opened = std::move(*vol);
     }
-    auto added = server_->add_volume(req.name, std::move(opened), req.source,
-                                     req.allow_other ? 0660 : 0600);
+    auto added =
+        server_->add_volume(req.name, std::move(opened), req.source, req.allow_other ? 0660 : 0600);
     if (!added) return error_reply(added.error(), req.name);
     log_->info("opened {} ({} {}, {} bytes, cache {} KiB{}{}) as {}/{}", req.source.image,
                volume::volume_type_name(req.layout.type), req.layout.cipher.to_string(),
@@ -162,8 +162,9 @@ class Daemon {
         break;
       default:  // the volume is gone, but its last flush failed
         out.exit_code = kExitUsage;
-        out.message = "Device " + req.name + " was closed, but flushing it failed: " +
-                      r.error().message() + ". Writes since the last fsync may be lost.";
+        out.message = "Device " + req.name +
+                      " was closed, but flushing it failed: " + r.error().message() +
+                      ". Writes since the last fsync may be lost.";
     }
     return out;
   }
@@ -203,9 +204,15 @@ class Daemon {
     }
     Reply reply;
     switch (req->verb) {
-      case Verb::kAdd: reply = add(*req); break;
-      case Verb::kRemove: reply = remove(*req); break;
-      case Verb::kStatus: reply = status(*req); break;
+      case Verb::kAdd:
+        reply = add(*req);
+        break;
+      case Verb::kRemove:
+        reply = remove(*req);
+        break;
+      case Verb::kStatus:
+        reply = status(*req);
+        break;
     }
     if (req->verb == Verb::kRemove && reply.exit_code == kExitOk && server_->volume_count() == 0) {
       last_closed = true;
@@ -315,12 +322,14 @@ class Daemon {
 
 std::string user_message(const Error& e, const std::string& object) {
   switch (exit_code_for(e)) {
-    case kExitPermission: return "No key available with this passphrase.";
+    case kExitPermission:
+      return "No key available with this passphrase.";
     case kExitBadDevice:
       if (e.code == Errc::kIo || e.code == Errc::kNotFound)
         return "Device " + object + " does not exist or access denied. (" + e.message() + ")";
       break;
-    default: break;
+    default:
+      break;
   }
   return e.message();
 }

@@ -37,7 +37,8 @@ struct DaemonOptions {
 // Runs a daemon for `opts.paths` whose first volume is `first`. `report` is called exactly once:
 // with exit_code 0 once the mount is live, the volume added and the socket listening, or with
 // the failure (then serve() returns that exit code without serving). Returns the exit code.
-int serve(const DaemonOptions& opts, Request first, const std::function<void(const Reply&)>& report);
+int serve(const DaemonOptions& opts, Request first,
+          const std::function<void(const Reply&)>& report);
 
 // The message a user sees for an error from the open path ("Device X does not exist or access
 // denied.", "No key available with this passphrase.", or the error's own text).

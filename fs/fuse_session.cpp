@@ -153,8 +153,7 @@ struct SessionWorkers::Worker {
 SessionWorkers::SessionWorkers(FuseSession& session, Options opts)
     : session_(session), opts_(std::move(opts)) {}
 
-Result<std::unique_ptr<SessionWorkers>> SessionWorkers::start(FuseSession& session,
-                                                              Options opts) {
+Result<std::unique_ptr<SessionWorkers>> SessionWorkers::start(FuseSession& session, Options opts) {
   if (opts.workers == 0) return make_error(Errc::kInvalid, "FUSE workers: need at least one");
   std::unique_ptr<SessionWorkers> w(new SessionWorkers(session, std::move(opts)));
   const std::size_t page = page_size();

@@ -35,28 +35,28 @@ class logger;
 namespace cryptmap::fs {
 
 struct ServerOptions {
-  std::string mount_dir;                      // created if missing; a stale mount is detached
-  std::uint32_t fuse_workers = 16;            // FUSE worker threads, all started at mount
-  std::uint32_t read_buffers = 16;            // preallocated read buffers (the in-flight cap)
-  std::size_t read_buffer_bytes = 1u << 20;   // the kernel's largest FUSE read (256 pages)
-  bool fuse_debug = false;                    // libfuse protocol trace (-d)
+  std::string mount_dir;                     // created if missing; a stale mount is detached
+  std::uint32_t fuse_workers = 16;           // FUSE worker threads, all started at mount
+  std::uint32_t read_buffers = 16;           // preallocated read buffers (the in-flight cap)
+  std::size_t read_buffer_bytes = 1u << 20;  // the kernel's largest FUSE read (256 pages)
+  bool fuse_debug = false;                   // libfuse protocol trace (-d)
   // Arrival order for zoned volumes (docs/architecture.md §4.6): one worker at a time receives a
   // request and holds the order until its write is admitted. Required by add_volume for a
   // volume whose orders_writes() is true; costs a hand-off between workers per request.
   bool ordered_receive = false;
-  bool allow_other = false;                   // FUSE allow_other: users other than the
-                                              // server's may reach files (their mode decides)
-  std::shared_ptr<spdlog::logger> logger;     // null: spdlog's default logger
+  bool allow_other = false;                // FUSE allow_other: users other than the
+                                           // server's may reach files (their mode decides)
+  std::shared_ptr<spdlog::logger> logger;  // null: spdlog's default logger
 };
 
 // The FUSE session loop (fs/README.md "Requests, replies and threads"): for tests and status.
 struct ServingStats {
-  std::uint32_t workers = 0;                // fixed at mount
-  std::size_t receive_buffer_bytes = 0;     // per worker, preallocated at mount
-  bool receive_buffers_locked = false;      // mlocked (else faulted in but swappable)
-  bool receive_buffers_resident = false;    // every page resident right now (mincore)
-  std::uint64_t requests = 0;               // FUSE requests processed
-  std::uint64_t foreign_receives = 0;       // requests read into a buffer not preallocated (0)
+  std::uint32_t workers = 0;              // fixed at mount
+  std::size_t receive_buffer_bytes = 0;   // per worker, preallocated at mount
+  bool receive_buffers_locked = false;    // mlocked (else faulted in but swappable)
+  bool receive_buffers_resident = false;  // every page resident right now (mincore)
+  std::uint64_t requests = 0;             // FUSE requests processed
+  std::uint64_t foreign_receives = 0;     // requests read into a buffer not preallocated (0)
 };
 
 // What `status` shows besides the layout: where the volume came from.
@@ -71,7 +71,7 @@ struct VolumeStatus {
   volume::VolumeLayout layout;
   std::uint64_t size_bytes = 0;
   bool read_only = false;
-  std::uint32_t open_count = 0;  // open file handles on the mapped file
+  std::uint32_t open_count = 0;    // open file handles on the mapped file
   std::uint32_t file_mode = 0600;  // permission bits of the mapped file
 };
 

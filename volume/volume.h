@@ -38,10 +38,10 @@ class ZoneMap;
 
 struct VolumeOptions {
   bool read_only = false;
-  std::uint64_t cache_bytes = 64ull << 20;     // --cache-size
-  std::uint32_t max_inflight_requests = 64;    // bound on crypto requests in flight
-  std::uint32_t flush_age_ms = 5000;           // dirty data older than this is written back
-  bool force_inline = false;                   // no parallel crypto fan-out within a request
+  std::uint64_t cache_bytes = 64ull << 20;   // --cache-size
+  std::uint32_t max_inflight_requests = 64;  // bound on crypto requests in flight
+  std::uint32_t flush_age_ms = 5000;         // dirty data older than this is written back
+  bool force_inline = false;                 // no parallel crypto fan-out within a request
   // --allow-discards (cryptsetup semantics, off by default): discard() on conventional storage
   // punches holes in the image. Discards reveal which blocks are unused (docs/formats.md §3.6).
   bool allow_discards = false;

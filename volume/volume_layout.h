@@ -17,16 +17,16 @@ struct VolumeLayout {
   VolumeType type = VolumeType::kLuks2;
   crypto::CipherSpec cipher;
   std::uint32_t key_bytes = 0;
-  std::uint32_t sector_size = 512;        // encryption unit
+  std::uint32_t sector_size = 512;  // encryption unit
   bool iv_large_sectors = false;
-  std::uint64_t iv_offset = 0;            // dm <iv_offset>, 512-byte sectors
-  std::uint64_t data_offset_bytes = 0;    // first ciphertext byte in the data image
+  std::uint64_t iv_offset = 0;          // dm <iv_offset>, 512-byte sectors
+  std::uint64_t data_offset_bytes = 0;  // first ciphertext byte in the data image
   // Payload size in bytes; 0 means "dynamic": the image size minus data_offset_bytes, rounded
   // down to sector_size (LUKS2 "size": "dynamic", LUKS1, plain without --size).
   std::uint64_t size_bytes = 0;
   std::string uuid;
   std::string label;
-  bool allow_discards = false;            // persistent flag / --allow-discards
+  bool allow_discards = false;  // persistent flag / --allow-discards
 };
 
 }  // namespace cryptmap::volume

@@ -23,18 +23,17 @@ std::string zone_table_text(const Volume& vol) {
     const std::uint64_t cap_end = std::min(z.capacity_end().value, hi);
     const std::uint64_t wp = std::clamp(z.wp.value, lo, hi);
     char line[192];
-    std::snprintf(line, sizeof(line), "%llu %llu %llu %llu %llu %s %s\n",
-                  static_cast<unsigned long long>(i), static_cast<unsigned long long>(lo - base),
-                  static_cast<unsigned long long>(hi - lo),
-                  static_cast<unsigned long long>(cap_end > lo ? cap_end - lo : 0),
-                  static_cast<unsigned long long>(wp - base),
-                  std::string(zone_type_name(z.type)).c_str(),
-                  std::string(zone_cond_name(z.cond)).c_str());
+    std::snprintf(
+        line, sizeof(line), "%llu %llu %llu %llu %llu %s %s\n", static_cast<unsigned long long>(i),
+        static_cast<unsigned long long>(lo - base), static_cast<unsigned long long>(hi - lo),
+        static_cast<unsigned long long>(cap_end > lo ? cap_end - lo : 0),
+        static_cast<unsigned long long>(wp - base), std::string(zone_type_name(z.type)).c_str(),
+        std::string(zone_cond_name(z.cond)).c_str());
     rows += line;
     ++count;
   }
-  return "zone_size " + std::to_string(map->zone_size_bytes()) + " zones " +
-         std::to_string(count) + "\n" + rows;
+  return "zone_size " + std::to_string(map->zone_size_bytes()) + " zones " + std::to_string(count) +
+         "\n" + rows;
 }
 
 }  // namespace cryptmap::volume

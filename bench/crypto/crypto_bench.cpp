@@ -80,8 +80,8 @@ double process_cpu_seconds() {
 }
 
 struct Rate {
-  double wall = 0;         // MB/s over all threads (10^6 bytes per second)
-  double per_cpu_s = 0;    // MB per CPU-second = per-core throughput
+  double wall = 0;       // MB/s over all threads (10^6 bytes per second)
+  double per_cpu_s = 0;  // MB per CPU-second = per-core throughput
 };
 
 Rate measure(const SectorCipher& c, unsigned threads, double seconds, bool encrypt) {
@@ -121,8 +121,9 @@ Rate measure(const SectorCipher& c, unsigned threads, double seconds, bool encry
 
 // Runs `openssl speed` and returns MB/s (10^6 bytes/s), or a negative value if unavailable.
 double openssl_speed(std::size_t bytes, unsigned multi, double seconds, bool elapsed) {
-  std::string cmd = std::string("openssl speed ") + (elapsed ? "-elapsed " : "") + "-evp aes-256-xts -bytes " + std::to_string(bytes) +
-                    " -seconds " + std::to_string(static_cast<int>(seconds + 0.5));
+  std::string cmd = std::string("openssl speed ") + (elapsed ? "-elapsed " : "") +
+                    "-evp aes-256-xts -bytes " + std::to_string(bytes) + " -seconds " +
+                    std::to_string(static_cast<int>(seconds + 0.5));
   if (multi > 1) cmd += " -multi " + std::to_string(multi);
   cmd += " 2>/dev/null";
   FILE* p = popen(cmd.c_str(), "r");
@@ -145,10 +146,14 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("--seconds=", 0) == 0) o.seconds = std::atof(a.c_str() + 10);
-    else if (a.rfind("--threads=", 0) == 0) o.threads = static_cast<unsigned>(std::atoi(a.c_str() + 10));
-    else if (a == "--no-openssl") o.openssl = false;
-    else if (a == "--others") o.others = true;
+    if (a.rfind("--seconds=", 0) == 0)
+      o.seconds = std::atof(a.c_str() + 10);
+    else if (a.rfind("--threads=", 0) == 0)
+      o.threads = static_cast<unsigned>(std::atoi(a.c_str() + 10));
+    else if (a == "--no-openssl")
+      o.openssl = false;
+    else if (a == "--others")
+      o.others = true;
     else {
       std::fprintf(stderr, "usage: %s [--seconds=S] [--threads=N] [--no-openssl] [--others]\n",
                    argv[0]);
@@ -177,10 +182,12 @@ std::string num(double v) {
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
-  std::printf("# cryptmap crypto_bench: aes-xts-plain64, 512-bit key (AES-256-XTS), %.1f s per cell\n\n",
-              o.seconds);
-  std::printf("| sector | threads | engine | enc MB/s | dec MB/s | openssl -elapsed MB/s | enc/openssl "
-              "| enc MB/s per CPU-s | openssl 1-proc MB/s per CPU-s | enc/openssl (CPU) |\n");
+  std::printf(
+      "# cryptmap crypto_bench: aes-xts-plain64, 512-bit key (AES-256-XTS), %.1f s per cell\n\n",
+      o.seconds);
+  std::printf(
+      "| sector | threads | engine | enc MB/s | dec MB/s | openssl -elapsed MB/s | enc/openssl "
+      "| enc MB/s per CPU-s | openssl 1-proc MB/s per CPU-s | enc/openssl (CPU) |\n");
   std::printf("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (std::uint32_t ss : {4096u, 512u}) {
     auto c = make_cipher("aes-xts-plain64", 64, ss);
@@ -201,16 +208,21 @@ int main(int argc, char** argv) {
     }
   }
   if (o.others) {
-    std::printf("\n| spec | key bits | sector | engine | enc MB/s per CPU-s | dec MB/s per CPU-s |\n");
+    std::printf(
+        "\n| spec | key bits | sector | engine | enc MB/s per CPU-s | dec MB/s per CPU-s |\n");
     std::printf("|---|---:|---:|---|---:|---:|\n");
     struct S {
       const char* spec;
       std::size_t key;
       std::uint32_t ss;
-    } const specs[] = {{"aes-cbc-essiv:sha256", 32, 4096}, {"aes-cbc-essiv:sha256", 32, 512},
-                       {"aes-xts-benbi", 64, 4096},        {"serpent-xts-plain64", 64, 4096},
-                       {"twofish-xts-plain64", 64, 4096},  {"camellia-xts-plain64", 64, 4096},
-                       {"serpent-cbc-essiv:sha256", 32, 4096}, {"aes:64-cbc-lmk", 64 * 32, 512},
+    } const specs[] = {{"aes-cbc-essiv:sha256", 32, 4096},
+                       {"aes-cbc-essiv:sha256", 32, 512},
+                       {"aes-xts-benbi", 64, 4096},
+                       {"serpent-xts-plain64", 64, 4096},
+                       {"twofish-xts-plain64", 64, 4096},
+                       {"camellia-xts-plain64", 64, 4096},
+                       {"serpent-cbc-essiv:sha256", 32, 4096},
+                       {"aes:64-cbc-lmk", 64 * 32, 512},
                        {"aes-lrw-benbi", 48, 4096}};
     for (const auto& s : specs) {
       auto c = make_cipher(s.spec, s.key, s.ss);

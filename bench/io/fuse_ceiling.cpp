@@ -60,7 +60,9 @@ char* thread_buffer() {
   return buf;
 }
 
-bool aligned(std::uint64_t pos, std::size_t size) { return pos % kAlign == 0 && size % kAlign == 0; }
+bool aligned(std::uint64_t pos, std::size_t size) {
+  return pos % kAlign == 0 && size % kAlign == 0;
+}
 
 Ceiling g_state;  // one per process; the FUSE callbacks reach it through fuse_req_userdata
 thread_local bool t_open_reply = false;
@@ -91,7 +93,8 @@ void fill_attr(const Ceiling& c, fuse_ino_t ino, struct stat* st) {
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  if (parent != FUSE_ROOT_ID || std::strcmp(name, kVolName) != 0) return (void)fuse_reply_err(req, ENOENT);
+  if (parent != FUSE_ROOT_ID || std::strcmp(name, kVolName) != 0)
+    return (void)fuse_reply_err(req, ENOENT);
   fuse_entry_param e{};
   e.ino = kVolIno;
   e.attr_timeout = e.entry_timeout = 3600;
@@ -110,13 +113,14 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
   if (ino != FUSE_ROOT_ID) return (void)fuse_reply_err(req, ENOTDIR);
   char buf[512];
   size_t used = 0;
-  struct stat st{};
+  struct stat st {};
   const char* names[] = {".", "..", kVolName};
   const fuse_ino_t inos[] = {FUSE_ROOT_ID, FUSE_ROOT_ID, kVolIno};
   for (off_t i = off; i < 3; ++i) {
     st.st_ino = inos[i];
     st.st_mode = i == 2 ? S_IFREG : S_IFDIR;
-    size_t n = fuse_add_direntry(req, buf + used, std::min(sizeof buf, size) - used, names[i], &st, i + 1);
+    size_t n =
+        fuse_add_direntry(req, buf + used, std::min(sizeof buf, size) - used, names[i], &st, i + 1);
     if (used + n > std::min(sizeof buf, size)) break;
     used += n;
   }
@@ -152,7 +156,8 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   fuse_reply_buf(req, buf, done);
 }
 
-void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info*) {
+void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
+              fuse_file_info*) {
   Ceiling& c = state(req);
   if (static_cast<std::uint64_t>(off) + size > c.size) return (void)fuse_reply_err(req, ENOSPC);
   if (c.null_mode) {
@@ -197,12 +202,14 @@ int main(int argc, char** argv) {
   Ceiling& c = g_state;
   if (mode == "null" && argc == 4) {
     c.size = std::strtoull(argv[2], nullptr, 10) << 20;
-    void* p = mmap(nullptr, c.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    void* p = mmap(nullptr, c.size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED) return std::perror("mmap"), 1;
     c.ram = static_cast<char*>(p);
     std::memset(c.ram, 0xa5, c.size);  // real pages, not the shared zero page
     mountdir = argv[3];
-  } else if (mode == "passthrough" && (argc == 5 || (argc == 6 && std::strcmp(argv[2], "--buffered") == 0))) {
+  } else if (mode == "passthrough" &&
+             (argc == 5 || (argc == 6 && std::strcmp(argv[2], "--buffered") == 0))) {
     const bool buffered = argc == 6;
     char** a = argv + (buffered ? 3 : 2);
     c.null_mode = false;
@@ -232,7 +239,8 @@ int main(int argc, char** argv) {
   ops.read = op_read;
   ops.write = op_write;
   ops.fsync = op_fsync;
-  std::vector<char*> fargv = {argv[0], const_cast<char*>("-o"), const_cast<char*>("default_permissions")};
+  std::vector<char*> fargv = {argv[0], const_cast<char*>("-o"),
+                              const_cast<char*>("default_permissions")};
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(fargv.size()), fargv.data());
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &c);
   if (se == nullptr) return 1;

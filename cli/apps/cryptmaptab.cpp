@@ -25,14 +25,18 @@ bool valid_name(const std::string& n) {
 }  // namespace
 
 bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std::string& error) {
-  static const std::map<std::string, std::string> kNumeric{
-      {"keyfile-offset", "--keyfile-offset"}, {"keyfile-size", "--keyfile-size"},
-      {"key-slot", "--key-slot"},             {"tries", "--tries"},
-      {"size", "--key-size"},                 {"offset", "--offset"},
-      {"skip", "--skip"},                     {"sector-size", "--sector-size"}};
+  static const std::map<std::string, std::string> kNumeric{{"keyfile-offset", "--keyfile-offset"},
+                                                           {"keyfile-size", "--keyfile-size"},
+                                                           {"key-slot", "--key-slot"},
+                                                           {"tries", "--tries"},
+                                                           {"size", "--key-size"},
+                                                           {"offset", "--offset"},
+                                                           {"skip", "--skip"},
+                                                           {"sector-size", "--sector-size"}};
   static const std::map<std::string, std::string> kText{
       {"header", "--header"}, {"cipher", "--cipher"}, {"hash", "--hash"}};
-  static const std::set<std::string> kPlainOnly{"cipher", "size", "hash", "offset", "skip", "sector-size"};
+  static const std::set<std::string> kPlainOnly{"cipher", "size", "hash",
+                                                "offset", "skip", "sector-size"};
   std::istringstream in(text);
   std::string raw;
   std::set<std::string> names;
@@ -58,9 +62,11 @@ bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std:
     e.image = fields[1];
     if (!valid_name(e.name)) return fail("invalid volume name '" + e.name + "'");
     if (!names.insert(e.name).second) return fail("volume name '" + e.name + "' appears twice");
-    if (e.image.rfind("UUID=", 0) == 0 || e.image.rfind("LABEL=", 0) == 0 || e.image.rfind("PARTUUID=", 0) == 0)
+    if (e.image.rfind("UUID=", 0) == 0 || e.image.rfind("LABEL=", 0) == 0 ||
+        e.image.rfind("PARTUUID=", 0) == 0)
       return fail("'" + e.image + "': cryptmap needs an image path, not a UUID=/LABEL= tag");
-    if (e.image.empty() || e.image[0] != '/') return fail("image '" + e.image + "' must be an absolute path");
+    if (e.image.empty() || e.image[0] != '/')
+      return fail("image '" + e.image + "' must be an absolute path");
     if (fields.size() >= 3 && fields[2] != "-" && fields[2] != "none") e.key_file = fields[2];
     std::string type = "luks";
     bool read_only = false;
@@ -86,7 +92,8 @@ bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std:
         } else if (o.rfind("x-systemd.", 0) == 0) {
           // accepted for crypttab compatibility; nothing to do for a mapped file
         } else if (kNumeric.count(key) && eq != std::string::npos) {
-          if (!all_digits(val)) return fail("option '" + key + "' needs a number, got '" + val + "'");
+          if (!all_digits(val))
+            return fail("option '" + key + "' needs a number, got '" + val + "'");
           args.insert(args.end(), {kNumeric.at(key), val});
           if (kPlainOnly.count(key)) plain_used.push_back(key);
         } else if (kText.count(key) && eq != std::string::npos) {

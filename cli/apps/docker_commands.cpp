@@ -76,7 +76,8 @@ bool valid_name(const std::string& n) {
   if (n.empty() || n.size() > 64) return false;
   if (!std::isalnum(static_cast<unsigned char>(n[0]))) return false;
   for (char c : n)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') return false;
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-')
+      return false;
   return true;
 }
 
@@ -98,19 +99,21 @@ class Plugin {
   }
 
   Reply handle(const std::string& target, const json& body) {
-    if (target == "/Plugin.Activate") return Reply{200, json{{"Implements", json::array({"VolumeDriver"})}}};
+    if (target == "/Plugin.Activate")
+      return Reply{200, json{{"Implements", json::array({"VolumeDriver"})}}};
     if (target == "/VolumeDriver.Capabilities")
       return Reply{200, json{{"Capabilities", json{{"Scope", "local"}}}}};
     if (target == "/VolumeDriver.List") return list();
     static const std::set<std::string> kNamed{"/VolumeDriver.Create", "/VolumeDriver.Remove",
-                                              "/VolumeDriver.Mount", "/VolumeDriver.Unmount",
-                                              "/VolumeDriver.Path", "/VolumeDriver.Get"};
+                                              "/VolumeDriver.Mount",  "/VolumeDriver.Unmount",
+                                              "/VolumeDriver.Path",   "/VolumeDriver.Get"};
     if (kNamed.count(target) == 0) return err(404, "unknown endpoint " + target);
     if (!body.is_object() || !body.contains("Name") || !body["Name"].is_string())
       return err(400, "request body must be a JSON object with a string \"Name\"");
     std::string name = body["Name"].get<std::string>();
     if (!valid_name(name))
-      return err(400, "invalid volume name '" + name + "': use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit");
+      return err(400, "invalid volume name '" + name +
+                          "': use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit");
     std::string id;
     if (body.contains("ID") && body["ID"].is_string()) id = body["ID"].get<std::string>();
     if (target == "/VolumeDriver.Create") {
@@ -121,7 +124,8 @@ class Plugin {
     if (target == "/VolumeDriver.Remove") return remove(name);
     if (target == "/VolumeDriver.Mount") return mount(name, id);
     if (target == "/VolumeDriver.Unmount") return unmount(name, id);
-    if (target == "/VolumeDriver.Path") return Reply{200, json{{"Mountpoint", mountpoint_if_mounted(name)}}};
+    if (target == "/VolumeDriver.Path")
+      return Reply{200, json{{"Mountpoint", mountpoint_if_mounted(name)}}};
     json v{{"Name", name}, {"Status", json::object()}};
     if (mounted_.count(name)) v["Mountpoint"] = mnt(name);
     return Reply{200, json{{"Volume", v}}};
@@ -160,7 +164,8 @@ class Plugin {
   }
 
   int cm_open(const std::string& n, const std::string& key) {
-    return apps::run({apps::self_exe(), "open", img(n), n, "--mount-dir", mapper(), "--key-file", key});
+    return apps::run(
+        {apps::self_exe(), "open", img(n), n, "--mount-dir", mapper(), "--key-file", key});
   }
   int cm_close(const std::string& n) {
     return apps::run({apps::self_exe(), "close", n, "--mount-dir", mapper()});
@@ -184,7 +189,8 @@ class Plugin {
     if (!opts.is_object()) return err(400, "Opts must be a JSON object");
     for (const auto& [k, v] : opts.items()) {
       if (k != "size" && k != "key-file" && k != "keyfile")
-        return err(400, "unknown option '" + k + "' for volume " + n + ": known are size and key-file");
+        return err(400,
+                   "unknown option '" + k + "' for volume " + n + ": known are size and key-file");
       if (!v.is_string()) return err(400, "option '" + k + "' must be a string");
     }
     if (exists(n)) return Reply{200, json{{"Err", ""}}};  // Docker may re-create: idempotent
@@ -192,12 +198,15 @@ class Plugin {
     std::string key = opts.value("key-file", opts.value("keyfile", a_.key_file));
     unsigned long long bytes = 0;
     if (!apps::parse_size(size, bytes) || bytes < (32ULL << 20))
-      return err(400, "invalid size '" + size + "' for volume " + n + ": use e.g. 512M or 2G (at least 32M)");
+      return err(400, "invalid size '" + size + "' for volume " + n +
+                          ": use e.g. 512M or 2G (at least 32M)");
     if (key.empty())
-      return err(400, "no key file for volume " + n + ": pass -o key-file=PATH or start the plugin with --key-file");
+      return err(400, "no key file for volume " + n +
+                          ": pass -o key-file=PATH or start the plugin with --key-file");
     std::error_code ec;
     if (::access(key.c_str(), R_OK) != 0)
-      return err(400, "key file " + key + " for volume " + n + " is not readable: " + std::strerror(errno));
+      return err(400, "key file " + key + " for volume " + n +
+                          " is not readable: " + std::strerror(errno));
     key = stdfs::absolute(key, ec).string();
     auto discard = [&] {
       std::error_code e2;
@@ -214,7 +223,7 @@ class Plugin {
       return err(500, "cannot size " + img(n) + ": " + ec.message());
     }
     std::vector<std::string> fmt{apps::self_exe(), "luksFormat", "--batch-mode", "--type", "luks2",
-                                 "--key-file", key};
+                                 "--key-file",     key};
     if (!a_.pbkdf.empty()) fmt.insert(fmt.end(), {"--pbkdf", a_.pbkdf});
     if (!a_.pbkdf_force_iterations.empty())
       fmt.insert(fmt.end(), {"--pbkdf-force-iterations", a_.pbkdf_force_iterations});
@@ -222,7 +231,8 @@ class Plugin {
     fmt.push_back(img(n));
     if (int rc = apps::run(fmt); rc != 0) {
       discard();
-      return err(500, "luksFormat of volume " + n + " failed (exit " + std::to_string(rc) + "); see the plugin's stderr");
+      return err(500, "luksFormat of volume " + n + " failed (exit " + std::to_string(rc) +
+                          "); see the plugin's stderr");
     }
     if (int rc = cm_open(n, key); rc != 0) {
       discard();
@@ -232,8 +242,8 @@ class Plugin {
     int cl = cm_close(n);
     if (mk != 0 || cl != 0) {
       if (cl == 0) discard();
-      return err(500, "making ext4 on volume " + n + " failed (mkfs.ext4 exit " + std::to_string(mk) +
-                          ", close exit " + std::to_string(cl) + ")");
+      return err(500, "making ext4 on volume " + n + " failed (mkfs.ext4 exit " +
+                          std::to_string(mk) + ", close exit " + std::to_string(cl) + ")");
     }
     {
       std::ofstream m(meta(n), std::ios::trunc);
@@ -247,7 +257,9 @@ class Plugin {
   }
 
   Reply remove(const std::string& n) {
-    if (mounted_.count(n)) return err(409, "volume " + n + " is mounted (" + std::to_string(mounted_[n].ids.size()) + " users); unmount it first");
+    if (mounted_.count(n))
+      return err(409, "volume " + n + " is mounted (" + std::to_string(mounted_[n].ids.size()) +
+                          " users); unmount it first");
     std::error_code ec;
     stdfs::remove(img(n), ec);
     if (ec) return err(500, "cannot remove " + img(n) + ": " + ec.message());
@@ -266,13 +278,18 @@ class Plugin {
     std::string key = key_file_of(n);
     if (key.empty()) return err(500, "metadata " + meta(n) + " is unreadable or names no key file");
     if (int rc = cm_open(n, key); rc != 0)
-      return err(500, "unlocking volume " + n + " failed (cryptmap open exit " + std::to_string(rc) +
-                          (rc == 2 ? ": wrong key file?" : rc == 5 ? ": already open?" : "") + ")");
+      return err(500, "unlocking volume " + n + " failed (cryptmap open exit " +
+                          std::to_string(rc) +
+                          (rc == 2   ? ": wrong key file?"
+                           : rc == 5 ? ": already open?"
+                                     : "") +
+                          ")");
     std::string loop;
     int rc = apps::run_capture({"losetup", "-f", "--show", mapper() + "/" + n}, loop);
     if (rc != 0 || loop.rfind("/dev/loop", 0) != 0) {
       cm_close(n);
-      return err(500, "attaching a loop device to volume " + n + " failed (losetup exit " + std::to_string(rc) + ")");
+      return err(500, "attaching a loop device to volume " + n + " failed (losetup exit " +
+                          std::to_string(rc) + ")");
     }
     std::error_code ec;
     stdfs::create_directories(mnt(n), ec);
@@ -280,7 +297,8 @@ class Plugin {
     if (rc != 0) {
       apps::run({"losetup", "-d", loop});
       cm_close(n);
-      return err(500, "mounting volume " + n + " (" + loop + ") at " + mnt(n) + " failed (mount exit " + std::to_string(rc) + ")");
+      return err(500, "mounting volume " + n + " (" + loop + ") at " + mnt(n) +
+                          " failed (mount exit " + std::to_string(rc) + ")");
     }
     mounted_[n] = Mounted{{id}, loop};
     return Reply{200, json{{"Mountpoint", mnt(n)}, {"Err", ""}}};
@@ -295,16 +313,21 @@ class Plugin {
       return Reply{200, json{{"Err", ""}}};
     }
     if (int rc = apps::run({"umount", mnt(n)}); rc != 0)
-      return err(500, "unmounting " + mnt(n) + " failed (umount exit " + std::to_string(rc) + "; busy?); volume " + n + " stays mounted");
+      return err(500, "unmounting " + mnt(n) + " failed (umount exit " + std::to_string(rc) +
+                          "; busy?); volume " + n + " stays mounted");
     if (int rc = apps::run({"losetup", "-d", it->second.loop}); rc != 0)
-      return err(500, "detaching " + it->second.loop + " from volume " + n + " failed (exit " + std::to_string(rc) + ")");
+      return err(500, "detaching " + it->second.loop + " from volume " + n + " failed (exit " +
+                          std::to_string(rc) + ")");
     int rc = cm_close(n);
-    for (int i = 0; i < 20 && rc == kExitBusy; ++i) {  // loop detach releases the file asynchronously
+    for (int i = 0; i < 20 && rc == kExitBusy;
+         ++i) {  // loop detach releases the file asynchronously
       ::usleep(250000);
       rc = cm_close(n);
     }
     mounted_.erase(it);
-    if (rc != 0) return err(500, "closing volume " + n + " failed (cryptmap close exit " + std::to_string(rc) + ")");
+    if (rc != 0)
+      return err(
+          500, "closing volume " + n + " failed (cryptmap close exit " + std::to_string(rc) + ")");
     return Reply{200, json{{"Err", ""}}};
   }
 
@@ -365,8 +388,8 @@ void serve_connection(int fd, Plugin& plugin) {
 int run_plugin(const PluginArgs& a) {
   sockaddr_un addr{};
   if (a.socket.empty() || a.socket.size() >= sizeof addr.sun_path) {
-    std::fprintf(stderr, "Socket path '%s' is empty or too long (max %zu bytes).\n", a.socket.c_str(),
-                 sizeof addr.sun_path - 1);
+    std::fprintf(stderr, "Socket path '%s' is empty or too long (max %zu bytes).\n",
+                 a.socket.c_str(), sizeof addr.sun_path - 1);
     return kExitUsage;
   }
   Plugin plugin(a);
@@ -378,7 +401,8 @@ int run_plugin(const PluginArgs& a) {
   struct stat sb {};
   if (::lstat(a.socket.c_str(), &sb) == 0) {
     if (!S_ISSOCK(sb.st_mode)) {
-      std::fprintf(stderr, "%s exists and is not a socket; refusing to replace it.\n", a.socket.c_str());
+      std::fprintf(stderr, "%s exists and is not a socket; refusing to replace it.\n",
+                   a.socket.c_str());
       return kExitBusy;
     }
     ::unlink(a.socket.c_str());  // stale socket of an earlier run
@@ -386,7 +410,8 @@ int run_plugin(const PluginArgs& a) {
   int ls = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, a.socket.data(), a.socket.size());
-  if (ls < 0 || ::bind(ls, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(ls, 16) != 0) {
+  if (ls < 0 || ::bind(ls, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(ls, 16) != 0) {
     std::fprintf(stderr, "Cannot listen on %s: %s.\n", a.socket.c_str(), std::strerror(errno));
     if (ls >= 0) ::close(ls);
     return kExitBusy;
@@ -396,7 +421,8 @@ int run_plugin(const PluginArgs& a) {
   sa.sa_handler = on_stop_signal;
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
-  std::fprintf(stderr, "cryptmap docker-plugin: serving %s (volumes in %s)\n", a.socket.c_str(), a.root.c_str());
+  std::fprintf(stderr, "cryptmap docker-plugin: serving %s (volumes in %s)\n", a.socket.c_str(),
+               a.root.c_str());
   while (!g_stop.load()) {
     pollfd p{ls, POLLIN, 0};
     if (::poll(&p, 1, 500) <= 0) continue;
@@ -416,14 +442,19 @@ int run_plugin(const PluginArgs& a) {
 
 void add_docker_commands(CLI::App& app, CommandContext& ctx) {
   auto a = std::make_shared<PluginArgs>();
-  CLI::App* c = app.add_subcommand("docker-plugin", "Serve encrypted volumes to Docker (volume plugin protocol)");
-  c->add_option("--socket", a->socket, "Unix socket to listen on (Docker looks in /run/docker/plugins/NAME.sock)")
+  CLI::App* c = app.add_subcommand("docker-plugin",
+                                   "Serve encrypted volumes to Docker (volume plugin protocol)");
+  c->add_option("--socket", a->socket,
+                "Unix socket to listen on (Docker looks in /run/docker/plugins/NAME.sock)")
       ->required();
-  c->add_option("--root", a->root, "Where images, mount points and the mapper dir live")->capture_default_str();
+  c->add_option("--root", a->root, "Where images, mount points and the mapper dir live")
+      ->capture_default_str();
   c->add_option("--key-file,-d", a->key_file, "Default passphrase file for new volumes");
-  c->add_option("--default-size", a->default_size, "Size of volumes created without -o size")->capture_default_str();
+  c->add_option("--default-size", a->default_size, "Size of volumes created without -o size")
+      ->capture_default_str();
   c->add_option("--pbkdf", a->pbkdf, "PBKDF for new volumes (argon2id, argon2i, pbkdf2)");
-  c->add_option("--pbkdf-force-iterations", a->pbkdf_force_iterations, "PBKDF iterations for new volumes");
+  c->add_option("--pbkdf-force-iterations", a->pbkdf_force_iterations,
+                "PBKDF iterations for new volumes");
   c->add_option("--pbkdf-memory", a->pbkdf_memory, "PBKDF memory cost for new volumes (KiB)");
   c->callback([&ctx, a] { ctx.exit_code = run_plugin(*a); });
 }

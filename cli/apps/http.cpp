@@ -9,8 +9,21 @@ namespace {
 bool is_tchar(char c) {
   if (std::isalnum(static_cast<unsigned char>(c))) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
-    case '.': case '^': case '_': case '`': case '|': case '~':
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
       return true;
     default:
       return false;
@@ -38,16 +51,26 @@ std::string_view trim(std::string_view s) {
 
 const char* reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Content Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Content Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
@@ -82,11 +105,14 @@ HttpParse HttpRequestParser::parse_head(std::string_view head) {
   req_.target = std::string(line.substr(sp1 + 1, sp2 - sp1 - 1));
   req_.version = std::string(line.substr(sp2 + 1));
   if (!is_token(req_.method)) return bad(400, "malformed method");
-  if (req_.target.empty() || req_.target.front() != '/') return bad(400, "target must start with '/'");
+  if (req_.target.empty() || req_.target.front() != '/')
+    return bad(400, "target must start with '/'");
   for (char c : req_.target)
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return bad(400, "control byte in the target");
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+      return bad(400, "control byte in the target");
   if (req_.version.rfind("HTTP/", 0) != 0) return bad(400, "malformed HTTP version");
-  if (req_.version != "HTTP/1.1" && req_.version != "HTTP/1.0") return bad(505, "only HTTP/1.0 and 1.1");
+  if (req_.version != "HTTP/1.1" && req_.version != "HTTP/1.0")
+    return bad(505, "only HTTP/1.0 and 1.1");
 
   bool have_length = false;
   while (!rest.empty()) {
@@ -94,7 +120,8 @@ HttpParse HttpRequestParser::parse_head(std::string_view head) {
     line = rest.substr(0, eol);
     rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 2);
     if (line.empty()) return bad(400, "empty header line");
-    if (line.front() == ' ' || line.front() == '\t') return bad(400, "obsolete header line folding");
+    if (line.front() == ' ' || line.front() == '\t')
+      return bad(400, "obsolete header line folding");
     auto colon = line.find(':');
     if (colon == std::string_view::npos) return bad(400, "header line without ':'");
     std::string_view name = line.substr(0, colon);
@@ -106,7 +133,8 @@ HttpParse HttpRequestParser::parse_head(std::string_view head) {
     if (req_.headers.size() >= limits_.max_headers) return bad(431, "too many header lines");
     req_.headers.emplace_back(lower(name), std::string(value));
     const std::string& key = req_.headers.back().first;
-    if (key == "transfer-encoding") return bad(501, "Transfer-Encoding is not supported; send Content-Length");
+    if (key == "transfer-encoding")
+      return bad(501, "Transfer-Encoding is not supported; send Content-Length");
     if (key == "content-length") {
       if (value.empty() || value.size() > 19) return bad(400, "malformed Content-Length");
       std::size_t n = 0;
@@ -119,7 +147,8 @@ HttpParse HttpRequestParser::parse_head(std::string_view head) {
       content_length_ = n;
     }
   }
-  if (req_.version == "HTTP/1.1" && req_.header("host") == nullptr) return bad(400, "HTTP/1.1 request without Host");
+  if (req_.version == "HTTP/1.1" && req_.header("host") == nullptr)
+    return bad(400, "HTTP/1.1 request without Host");
   if (content_length_ > limits_.max_body_bytes) return bad(413, "request body too large");
   return HttpParse::kIncomplete;
 }
@@ -132,7 +161,8 @@ HttpParse HttpRequestParser::feed(std::string_view data) {
     // Bare LF line ends are refused: look at every LF of the head seen so far.
     std::size_t head_len = end == std::string::npos ? buf_.size() : end + 4;
     for (std::size_t i = 0; i < head_len; ++i) {
-      if (buf_[i] == '\n' && (i == 0 || buf_[i - 1] != '\r')) return bad(400, "bare LF line ending");
+      if (buf_[i] == '\n' && (i == 0 || buf_[i - 1] != '\r'))
+        return bad(400, "bare LF line ending");
     }
     if (end == std::string::npos) {
       if (buf_.size() > limits_.max_header_bytes) return bad(431, "request head too large");

@@ -20,7 +20,7 @@ namespace cryptmap::cli::apps {
 struct HttpRequest {
   std::string method;
   std::string target;
-  std::string version;  // "HTTP/1.1" or "HTTP/1.0"
+  std::string version;                                       // "HTTP/1.1" or "HTTP/1.0"
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased, values trimmed
   std::string body;
 

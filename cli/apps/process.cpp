@@ -223,12 +223,18 @@ bool parse_size(const std::string& text, unsigned long long& bytes) {
   if (i == 0) return false;
   std::string unit = text.substr(i);
   unsigned shift = 0;
-  if (unit.empty() || unit == "B") shift = 0;
-  else if (unit == "K" || unit == "KiB" || unit == "k") shift = 10;
-  else if (unit == "M" || unit == "MiB") shift = 20;
-  else if (unit == "G" || unit == "GiB") shift = 30;
-  else if (unit == "T" || unit == "TiB") shift = 40;
-  else return false;
+  if (unit.empty() || unit == "B")
+    shift = 0;
+  else if (unit == "K" || unit == "KiB" || unit == "k")
+    shift = 10;
+  else if (unit == "M" || unit == "MiB")
+    shift = 20;
+  else if (unit == "G" || unit == "GiB")
+    shift = 30;
+  else if (unit == "T" || unit == "TiB")
+    shift = 40;
+  else
+    return false;
   if (shift && v > (ULLONG_MAX >> shift)) return false;
   bytes = v << shift;
   return true;
@@ -245,10 +251,14 @@ bool parse_duration(const std::string& text, unsigned long long& seconds) {
   if (i == 0) return false;
   std::string unit = text.substr(i);
   unsigned long long mul = 1;
-  if (unit.empty() || unit == "s") mul = 1;
-  else if (unit == "m" || unit == "min") mul = 60;
-  else if (unit == "h") mul = 3600;
-  else return false;
+  if (unit.empty() || unit == "s")
+    mul = 1;
+  else if (unit == "m" || unit == "min")
+    mul = 60;
+  else if (unit == "h")
+    mul = 3600;
+  else
+    return false;
   seconds = v * mul;
   return seconds > 0;
 }

@@ -19,9 +19,9 @@ namespace cryptmap::cli::apps {
 std::string self_exe();
 
 struct RunOptions {
-  bool quiet_stdout = false;   // stdout -> /dev/null
-  bool quiet_stderr = false;   // stderr -> /dev/null
-  std::string stdin_file;      // non-empty: stdin is redirected from this file
+  bool quiet_stdout = false;  // stdout -> /dev/null
+  bool quiet_stderr = false;  // stderr -> /dev/null
+  std::string stdin_file;     // non-empty: stdin is redirected from this file
 };
 
 // Runs argv (argv[0] is looked up in PATH when it has no '/'), waits for it and returns its exit

@@ -24,7 +24,8 @@ using TabArgs = TabRun;
 int select(const TabArgs& a, bool opening, std::vector<TabEntry>& chosen) {
   std::ifstream in(a.tab);
   if (!in) {
-    std::fprintf(stderr, "Cannot read %s: create it (crypttab syntax) or pass --tab FILE.\n", a.tab.c_str());
+    std::fprintf(stderr, "Cannot read %s: create it (crypttab syntax) or pass --tab FILE.\n",
+                 a.tab.c_str());
     return kExitBadDevice;
   }
   std::stringstream ss;
@@ -32,7 +33,8 @@ int select(const TabArgs& a, bool opening, std::vector<TabEntry>& chosen) {
   std::vector<TabEntry> all;
   std::string err;
   if (!parse_cryptmaptab(ss.str(), all, err)) {
-    std::fprintf(stderr, "%s: %s. Nothing was %s.\n", a.tab.c_str(), err.c_str(), opening ? "opened" : "closed");
+    std::fprintf(stderr, "%s: %s. Nothing was %s.\n", a.tab.c_str(), err.c_str(),
+                 opening ? "opened" : "closed");
     return kExitUsage;
   }
   std::set<std::string> want(a.names.begin(), a.names.end());
@@ -45,15 +47,19 @@ int select(const TabArgs& a, bool opening, std::vector<TabEntry>& chosen) {
     }
   }
   for (auto& e : all) {
-    if (want.empty() ? (!opening || !e.noauto) : want.count(e.name) != 0) chosen.push_back(std::move(e));
+    if (want.empty() ? (!opening || !e.noauto) : want.count(e.name) != 0)
+      chosen.push_back(std::move(e));
   }
   return kExitOk;
 }
 
-std::string mount_dir_of(const TabArgs& a) { return a.mount_dir.empty() ? default_mount_dir() : a.mount_dir; }
+std::string mount_dir_of(const TabArgs& a) {
+  return a.mount_dir.empty() ? default_mount_dir() : a.mount_dir;
+}
 
 bool is_open(const std::string& name, const std::string& mount_dir) {
-  return run({self_exe(), "status", name, "--mount-dir", mount_dir}, RunOptions{true, true, {}}) == 0;
+  return run({self_exe(), "status", name, "--mount-dir", mount_dir}, RunOptions{true, true, {}}) ==
+         0;
 }
 
 void report_failed(const std::vector<std::string>& failed, const char* what) {
@@ -85,9 +91,11 @@ int open_from_tab(const TabRun& a) {
     if (rc == 0) {
       std::printf("%s: opened %s\n", e.name.c_str(), e.image.c_str());
     } else if (e.nofail) {
-      std::fprintf(stderr, "%s: opening %s failed (exit %d); nofail, continuing.\n", e.name.c_str(), e.image.c_str(), rc);
+      std::fprintf(stderr, "%s: opening %s failed (exit %d); nofail, continuing.\n", e.name.c_str(),
+                   e.image.c_str(), rc);
     } else {
-      std::fprintf(stderr, "%s: opening %s failed (exit %d).\n", e.name.c_str(), e.image.c_str(), rc);
+      std::fprintf(stderr, "%s: opening %s failed (exit %d).\n", e.name.c_str(), e.image.c_str(),
+                   rc);
       failed.push_back(e.name);
       if (result == kExitOk) result = rc;
     }
@@ -116,7 +124,8 @@ int close_from_tab(const TabRun& a) {
 
 void add_tab_commands(CLI::App& app, CommandContext& ctx) {
   auto a = std::make_shared<TabArgs>();
-  CLI::App* o = app.add_subcommand("tab-open", "Open the volumes of a cryptmaptab (crypttab syntax)");
+  CLI::App* o =
+      app.add_subcommand("tab-open", "Open the volumes of a cryptmaptab (crypttab syntax)");
   o->add_option("names", a->names, "Only these volumes (default: all without noauto)");
   o->add_option("--tab", a->tab, "The table")->capture_default_str();
   o->add_option("--mount-dir", a->mount_dir, "Mount directory");

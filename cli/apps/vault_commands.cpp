@@ -4,8 +4,9 @@
 // cryptmap daemon (`cryptmap open`) and mounts its file system at DIR with fuse2fs.
 //
 // Each open vault has a state file, <state dir>/<hash of DIR>.state (key=value lines: image,
-// name, mount_dir, dir, fuse_pid, watcher_pid), where <state dir> is $XDG_RUNTIME_DIR/cryptmap-vaults
-// (or /tmp/cryptmap-vaults-<uid>). `vault close DIR` and the idle watcher read it.
+// name, mount_dir, dir, fuse_pid, watcher_pid), where <state dir> is
+// $XDG_RUNTIME_DIR/cryptmap-vaults (or /tmp/cryptmap-vaults-<uid>). `vault close DIR` and the idle
+// watcher read it.
 //
 // Closing order, never leaving the image half-closed: unmount DIR (fusermount -u), wait for
 // fuse2fs to exit (it flushes the file system when it exits), then `cryptmap close NAME`. When the
@@ -20,8 +21,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -61,7 +62,8 @@ struct VaultArgs {
 
 std::string state_dir() {
   const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-  if (xdg != nullptr && *xdg != '\0' && ::geteuid() != 0) return std::string(xdg) + "/cryptmap-vaults";
+  if (xdg != nullptr && *xdg != '\0' && ::geteuid() != 0)
+    return std::string(xdg) + "/cryptmap-vaults";
   if (::geteuid() == 0) return "/run/cryptmap-vaults";
   return "/tmp/cryptmap-vaults-" + std::to_string(::getuid());
 }
@@ -136,19 +138,23 @@ int close_volume(const std::string& name, const std::string& mount_dir) {
 int vault_create(const VaultArgs& a, const CommandContext& ctx) {
   unsigned long long bytes = 0;
   if (!apps::parse_size(a.size, bytes)) {
-    std::fprintf(stderr, "Invalid --size '%s': use a number with an optional K, M, G or T suffix.\n",
+    std::fprintf(stderr,
+                 "Invalid --size '%s': use a number with an optional K, M, G or T suffix.\n",
                  a.size.c_str());
     return kExitUsage;
   }
   constexpr unsigned long long kMin = 32ULL << 20;
   if (bytes < kMin) {
-    std::fprintf(stderr, "Vault size %llu bytes is too small: use at least 32M (16 MiB go to the "
-                 "LUKS2 header).\n", bytes);
+    std::fprintf(stderr,
+                 "Vault size %llu bytes is too small: use at least 32M (16 MiB go to the "
+                 "LUKS2 header).\n",
+                 bytes);
     return kExitUsage;
   }
   std::error_code ec;
   if (stdfs::exists(a.image, ec)) {
-    std::fprintf(stderr, "%s already exists; vault create never overwrites a file: choose a new path.\n",
+    std::fprintf(stderr,
+                 "%s already exists; vault create never overwrites a file: choose a new path.\n",
                  a.image.c_str());
     return kExitBusy;
   }
@@ -161,7 +167,10 @@ int vault_create(const VaultArgs& a, const CommandContext& ctx) {
     }
   }
   stdfs::resize_file(a.image, bytes, ec);
-  auto discard = [&] { std::error_code e2; stdfs::remove(a.image, e2); };
+  auto discard = [&] {
+    std::error_code e2;
+    stdfs::remove(a.image, e2);
+  };
   if (ec) {
     std::fprintf(stderr, "Cannot size %s to %llu bytes: %s.\n", a.image.c_str(), bytes,
                  ec.message().c_str());
@@ -169,7 +178,8 @@ int vault_create(const VaultArgs& a, const CommandContext& ctx) {
     return kExitBadDevice;
   }
   Progress progress(Progress::wanted(ctx));
-  progress.step(1, 3, "Formatting " + a.image + " as LUKS2 (the key derivation takes a few seconds)");
+  progress.step(1, 3,
+                "Formatting " + a.image + " as LUKS2 (the key derivation takes a few seconds)");
   std::vector<std::string> fmt{apps::self_exe(), "luksFormat", "--batch-mode", "--type", "luks2"};
   if (!a.key_file.empty()) fmt.insert(fmt.end(), {"--key-file", a.key_file});
   if (!a.pbkdf.empty()) fmt.insert(fmt.end(), {"--pbkdf", a.pbkdf});
@@ -179,7 +189,8 @@ int vault_create(const VaultArgs& a, const CommandContext& ctx) {
   if (!a.iter_time.empty()) fmt.insert(fmt.end(), {"--iter-time", a.iter_time});
   fmt.push_back(a.image);
   if (int rc = apps::run(fmt); rc != 0) {
-    std::fprintf(stderr, "Formatting %s failed (exit %d); the file was removed.\n", a.image.c_str(), rc);
+    std::fprintf(stderr, "Formatting %s failed (exit %d); the file was removed.\n", a.image.c_str(),
+                 rc);
     discard();
     return rc;
   }
@@ -201,7 +212,8 @@ int vault_create(const VaultArgs& a, const CommandContext& ctx) {
                       mount_dir + "/" + name});
   int cl = close_volume(name, mount_dir);
   if (mk != 0 || cl != 0) {
-    std::fprintf(stderr, "Making the file system in %s failed (mkfs.ext4 exit %d, close exit %d)%s.\n",
+    std::fprintf(stderr,
+                 "Making the file system in %s failed (mkfs.ext4 exit %d, close exit %d)%s.\n",
                  a.image.c_str(), mk, cl, cl == 0 ? "; the file was removed" : "");
     if (cl == 0) discard();
     return kExitUsage;
@@ -217,13 +229,16 @@ int close_vault(const std::string& dir, const State& st, bool from_watcher) {
   if (apps::is_mountpoint(dir)) {
     int rc = apps::run({"fusermount", "-u", dir}, RunOptions{false, from_watcher, {}});
     if (rc != 0) {
-      std::fprintf(stderr, "Cannot unmount the vault at %s (a program still uses it?): close the "
-                   "files and shells using it and retry. The vault stays open.\n", dir.c_str());
+      std::fprintf(stderr,
+                   "Cannot unmount the vault at %s (a program still uses it?): close the "
+                   "files and shells using it and retry. The vault stays open.\n",
+                   dir.c_str());
       return kExitBusy;
     }
   }
   if (!apps::wait_gone(fuse_pid, std::chrono::seconds(120))) {
-    std::fprintf(stderr, "fuse2fs (pid %d) did not exit after unmounting %s; the volume stays open "
+    std::fprintf(stderr,
+                 "fuse2fs (pid %d) did not exit after unmounting %s; the volume stays open "
                  "so no data is lost. Retry `cryptmap vault close %s` later.\n",
                  static_cast<int>(fuse_pid), dir.c_str(), dir.c_str());
     return kExitBusy;
@@ -232,9 +247,11 @@ int close_vault(const std::string& dir, const State& st, bool from_watcher) {
   if (!from_watcher && watcher > 0 && apps::process_alive(watcher)) ::kill(watcher, SIGTERM);
   int rc = close_volume(st.at("name"), st.at("mount_dir"));
   if (rc != 0) {
-    std::fprintf(stderr, "The file system at %s is unmounted but closing volume %s failed (exit %d): "
-                 "run `cryptmap close %s --mount-dir %s`.\n", dir.c_str(), st.at("name").c_str(),
-                 rc, st.at("name").c_str(), st.at("mount_dir").c_str());
+    std::fprintf(stderr,
+                 "The file system at %s is unmounted but closing volume %s failed (exit %d): "
+                 "run `cryptmap close %s --mount-dir %s`.\n",
+                 dir.c_str(), st.at("name").c_str(), rc, st.at("name").c_str(),
+                 st.at("mount_dir").c_str());
     return rc;
   }
   std::error_code ec;
@@ -280,7 +297,10 @@ int vault_open(const VaultArgs& a, const CommandContext& ctx) {
   pid_t fuse_pid = apps::spawn_detached(fuse, log);
   bool mounted = false;
   for (int i = 0; i < 400 && fuse_pid > 0; ++i) {
-    if (apps::is_mountpoint(dir)) { mounted = true; break; }
+    if (apps::is_mountpoint(dir)) {
+      mounted = true;
+      break;
+    }
     if (!apps::process_alive(fuse_pid)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -296,8 +316,12 @@ int vault_open(const VaultArgs& a, const CommandContext& ctx) {
     close_volume(name, mount_dir);
     return kExitUsage;
   }
-  State st{{"image", image_abs}, {"name", name}, {"mount_dir", mount_dir}, {"dir", dir},
-           {"fuse_pid", std::to_string(fuse_pid)}, {"idle_s", std::to_string(idle_s)}};
+  State st{{"image", image_abs},
+           {"name", name},
+           {"mount_dir", mount_dir},
+           {"dir", dir},
+           {"fuse_pid", std::to_string(fuse_pid)},
+           {"idle_s", std::to_string(idle_s)}};
   if (idle_s > 0) {
     pid_t w = apps::spawn_detached({apps::self_exe(), "vault", "watch", dir}, log);
     st["watcher_pid"] = std::to_string(w);
@@ -373,7 +397,8 @@ int vault_watch(const VaultArgs& a) {
 
 void add_vault_commands(CLI::App& app, CommandContext& ctx) {
   apps::add_tab_commands(app, ctx);  // tab-open, tab-close (cli/apps/tab_commands.h)
-  CLI::App* vault = app.add_subcommand("vault", "Encrypted folder for a plain user (LUKS2 + ext4 + fuse2fs)");
+  CLI::App* vault =
+      app.add_subcommand("vault", "Encrypted folder for a plain user (LUKS2 + ext4 + fuse2fs)");
   vault->require_subcommand(1);
   auto a = std::make_shared<VaultArgs>();
 

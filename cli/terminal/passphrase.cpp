@@ -79,7 +79,8 @@ Result<SecretBytes> read_fd(int fd, std::uint64_t offset, std::uint64_t limit, b
     if (stop_at_eol) {
       r = ::read(fd, c, 1);  // byte by byte so nothing after the newline is consumed
     } else {
-      r = ::read(fd, chunk, static_cast<std::size_t>(std::min<std::uint64_t>(sizeof chunk, cap - b.size())));
+      r = ::read(fd, chunk,
+                 static_cast<std::size_t>(std::min<std::uint64_t>(sizeof chunk, cap - b.size())));
     }
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return fail(make_sys_error(errno, "Error reading passphrase"));

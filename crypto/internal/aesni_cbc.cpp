@@ -55,9 +55,10 @@ AesniCbcEncryptor::AesniCbcEncryptor(std::span<const std::byte> key)
 
 AesniCbcEncryptor::~AesniCbcEncryptor() { secure_zero(round_keys_, sizeof round_keys_); }
 
-__attribute__((target("aes,sse2"))) void AesniCbcEncryptor::encrypt(
-    std::byte* const* units, const std::byte* const* ivs, std::size_t n,
-    std::size_t unit_len) const {
+__attribute__((target("aes,sse2"))) void AesniCbcEncryptor::encrypt(std::byte* const* units,
+                                                                    const std::byte* const* ivs,
+                                                                    std::size_t n,
+                                                                    std::size_t unit_len) const {
   CRYPTMAP_CHECK(n >= 1 && n <= kLanes && unit_len % 16 == 0);
   // Always run all 8 lanes with fixed bounds, so the chains stay in registers; missing lanes
   // repeat lane 0's input into a scratch block that is thrown away.
@@ -83,8 +84,8 @@ __attribute__((target("aes,sse2"))) void AesniCbcEncryptor::encrypt(
 #pragma GCC unroll 8
     for (std::size_t l = 0; l < kLanes; ++l) {
       x[l] = _mm_aesenclast_si128(x[l], kl);
-      auto* dst = l < n ? reinterpret_cast<__m128i*>(units[l] + off)
-                        : reinterpret_cast<__m128i*>(scratch);
+      auto* dst =
+          l < n ? reinterpret_cast<__m128i*>(units[l] + off) : reinterpret_cast<__m128i*>(scratch);
       _mm_storeu_si128(dst, x[l]);
     }
   }
@@ -96,7 +97,7 @@ namespace {
 // (lo, hi) << 1 with the carry out of bit 127 folded back as 0x87.
 __attribute__((target("aes,sse2"))) inline __m128i mul_alpha(__m128i t) {
   const __m128i carries = _mm_shuffle_epi32(_mm_srli_epi64(t, 63), 0x4E);  // (hi>>63, lo>>63)
-  const __m128i mask = _mm_sub_epi64(_mm_setzero_si128(), carries);       // all-ones where set
+  const __m128i mask = _mm_sub_epi64(_mm_setzero_si128(), carries);        // all-ones where set
   return _mm_xor_si128(_mm_slli_epi64(t, 1), _mm_and_si128(mask, _mm_set_epi64x(1, 0x87)));
 }
 
@@ -125,7 +126,8 @@ __attribute__((target("aes,sse2"))) void xts_blocks_sse(const std::uint8_t* keys
       tw[l] = t;
       t = mul_alpha(t);
       x[l] = _mm_xor_si128(
-          _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + off + 16 * l)), tw[l]),
+          _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + off + 16 * l)),
+                        tw[l]),
           k0);
     }
     for (int r = 1; r < rounds; ++r) {
@@ -166,9 +168,11 @@ __attribute__((target("aes,sse2"))) void xts_unit(const std::uint8_t* keys,
 // VAES (256-bit, AVX2): 16 blocks in eight registers per step (two blocks per AESENC), then the
 // AES-NI code for the rest. OpenSSL 3.0's XTS does not use VAES.
 template <bool kEncrypt>
-__attribute__((target("vaes,avx2,aes,sse2"))) void xts_unit_vaes(
-    const std::uint8_t* keys, const std::uint8_t* tweak_keys, int rounds, std::byte* unit,
-    std::size_t len, const std::byte* iv) {
+__attribute__((target("vaes,avx2,aes,sse2"))) void xts_unit_vaes(const std::uint8_t* keys,
+                                                                 const std::uint8_t* tweak_keys,
+                                                                 int rounds, std::byte* unit,
+                                                                 std::size_t len,
+                                                                 const std::byte* iv) {
   __m128i t = tweak0(tweak_keys, rounds, iv);
   alignas(32) __m128i tw[16];
   std::size_t off = 0;
@@ -213,7 +217,7 @@ __attribute__((target("vaes,avx2,aes,sse2"))) void xts_unit_vaes(
 // Equivalent inverse cipher (FIPS-197 §5.3.5): reversed round keys, InvMixColumns on the middle
 // ones.
 __attribute__((target("aes,sse2"))) void inverse_round_keys(const std::uint8_t* enc, int rounds,
-                                                           std::uint8_t* dec) {
+                                                            std::uint8_t* dec) {
   std::memcpy(dec, enc + 16 * rounds, 16);
   for (int r = 1; r < rounds; ++r) {
     const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(enc + 16 * (rounds - r)));
@@ -263,8 +267,8 @@ AesniCbcDecryptor::AesniCbcDecryptor(std::span<const std::byte> key) {
 AesniCbcDecryptor::~AesniCbcDecryptor() { secure_zero(dec_, sizeof dec_); }
 
 __attribute__((target("aes,sse2"))) void AesniCbcDecryptor::decrypt(std::byte* unit,
-                                                                   std::size_t len,
-                                                                   const std::byte* iv) const {
+                                                                    std::size_t len,
+                                                                    const std::byte* iv) const {
   constexpr std::size_t kLanes = 8;
   CRYPTMAP_CHECK(len % 16 == 0);
   __m128i prev = _mm_loadu_si128(reinterpret_cast<const __m128i*>(iv));
@@ -296,7 +300,8 @@ __attribute__((target("aes,sse2"))) void AesniCbcDecryptor::decrypt(std::byte* u
     __m128i x = _mm_xor_si128(c, _mm_load_si128(reinterpret_cast<const __m128i*>(dec_)));
     for (int r = 1; r < rounds_; ++r)
       x = _mm_aesdec_si128(x, _mm_load_si128(reinterpret_cast<const __m128i*>(dec_ + 16 * r)));
-    x = _mm_aesdeclast_si128(x, _mm_load_si128(reinterpret_cast<const __m128i*>(dec_ + 16 * rounds_)));
+    x = _mm_aesdeclast_si128(x,
+                             _mm_load_si128(reinterpret_cast<const __m128i*>(dec_ + 16 * rounds_)));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(unit + off), _mm_xor_si128(x, prev));
     prev = c;
   }

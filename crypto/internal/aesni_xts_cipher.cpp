@@ -19,8 +19,7 @@ namespace {
 class AesniXtsCipher final : public SectorCipher {
  public:
   AesniXtsCipher(const SectorCipherConfig& config, SimpleIv iv)
-      : iv_(iv),
-        numbering_(SectorNumbering::of(config)) {}
+      : iv_(iv), numbering_(SectorNumbering::of(config)) {}
   ~AesniXtsCipher() override {
     if (xts_ != nullptr) xts_->~AesniXts();  // wipes the round keys; SecretBytes zeroes the rest
   }

@@ -81,7 +81,7 @@ class EvpBlockCipher final : public BlockCipher {
   }
   ~EvpBlockCipher() override {
     secure_zero(tmp_.data(), tmp_.size());  // may hold CTR keystream
-    EVP_CIPHER_CTX_free(enc_);  // cleanses
+    EVP_CIPHER_CTX_free(enc_);              // cleanses
     EVP_CIPHER_CTX_free(dec_);
   }
   std::size_t block_size() const noexcept override { return block_; }
@@ -173,15 +173,15 @@ Result<KeyLayout> key_layout(const CipherSpec& spec, std::size_t key_bytes) {
   }
   if (key_bytes < l.extra_bytes || (key_bytes - l.extra_bytes) % l.tfm_count != 0)
     return make_error_fmt(Errc::kInvalid, "key size", kNoObject,
-                          "%zu bytes cannot be split into %zu keys (+%zu extra) for %s",
-                          key_bytes, l.tfm_count, l.extra_bytes, spec.to_string().c_str());
+                          "%zu bytes cannot be split into %zu keys (+%zu extra) for %s", key_bytes,
+                          l.tfm_count, l.extra_bytes, spec.to_string().c_str());
   l.subkey_bytes = (key_bytes - l.extra_bytes) / l.tfm_count;
   if (spec.chain_mode == "xts") {
     l.cipher_key_bytes = l.subkey_bytes / 2;
     if (l.subkey_bytes % 2 != 0 || !valid_cipher_key(*l.cipher, l.cipher_key_bytes))
       return make_error_fmt(Errc::kInvalid, "key size", kNoObject,
-                            "%zu bytes per key is not twice a valid %s key (XTS)",
-                            l.subkey_bytes, spec.cipher.c_str());
+                            "%zu bytes per key is not twice a valid %s key (XTS)", l.subkey_bytes,
+                            spec.cipher.c_str());
   } else if (spec.chain_mode == "lrw") {
     if (l.subkey_bytes < bs || !valid_cipher_key(*l.cipher, l.subkey_bytes - bs))
       return make_error_fmt(Errc::kInvalid, "key size", kNoObject,
@@ -215,7 +215,8 @@ Result<std::unique_ptr<BlockCipher>> make_block_cipher(std::string_view name,
                           "%zu bytes is not valid for %.20s", key.size(),
                           std::string(name).c_str());
   try {
-    if (name == "aes") return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::AES>(key));
+    if (name == "aes")
+      return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::AES>(key));
     if (name == "serpent")
       return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::Serpent>(key));
     if (name == "twofish")

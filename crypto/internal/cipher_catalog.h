@@ -14,9 +14,9 @@
 namespace cryptmap::crypto::internal {
 
 struct BlockCipherInfo {
-  std::string_view name;      // dm-crypt / kernel name
-  std::size_t block_size;     // bytes
-  std::size_t min_key;        // valid key sizes: min_key..max_key in steps of key_step
+  std::string_view name;   // dm-crypt / kernel name
+  std::size_t block_size;  // bytes
+  std::size_t min_key;     // valid key sizes: min_key..max_key in steps of key_step
   std::size_t max_key;
   std::size_t key_step;
 };
@@ -34,7 +34,7 @@ struct KeyLayout {
   std::size_t subkey_bytes = 0;
   std::size_t cipher_key_bytes = 0;  // key of the block cipher itself inside a subkey
   std::size_t extra_bytes = 0;
-  std::size_t iv_size = 0;           // dm-crypt iv_size: block size, at least 8; 0 for ecb
+  std::size_t iv_size = 0;  // dm-crypt iv_size: block size, at least 8; 0 for ecb
 };
 
 // Validates the spec's internal consistency (mode needs 16-byte blocks, lmk/tcw sector size,

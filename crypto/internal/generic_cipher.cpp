@@ -90,7 +90,8 @@ class CtrMode final : public ChainMode {
       std::memcpy(ctr + off, ctr + off - bs_, bs_);
       for (std::size_t i = bs_; i-- > 0;)  // increment big-endian
       {
-        ctr[off + i] = std::byte(static_cast<unsigned char>(std::to_integer<unsigned>(ctr[off + i]) + 1));
+        ctr[off + i] =
+            std::byte(static_cast<unsigned char>(std::to_integer<unsigned>(ctr[off + i]) + 1));
         if (ctr[off + i] != std::byte{0}) break;
       }
     }
@@ -184,8 +185,10 @@ class LrwMode final : public TweakedMode {
     const Gf128 k2 = Gf128::load(tweak_key.data());
     Gf128 mask;
     for (int t = 0; t < 128; ++t) {
-      if (t < 64) mask.lo |= std::uint64_t{1} << t;
-      else mask.hi |= std::uint64_t{1} << (t - 64);
+      if (t < 64)
+        mask.lo |= std::uint64_t{1} << t;
+      else
+        mask.hi |= std::uint64_t{1} << (t - 64);
       inc_[static_cast<std::size_t>(t)] = k2.mul(mask);
     }
     k2_ = k2;
@@ -242,19 +245,27 @@ class EvpMode final : public ChainMode {
     EVP_CIPHER_CTX_free(enc_);  // cleanses the key schedule
     EVP_CIPHER_CTX_free(dec_);
   }
-  void encrypt(std::span<std::byte> u, std::span<const std::byte> iv) override {
-    run(enc_, u, iv);
-  }
-  void decrypt(std::span<std::byte> u, std::span<const std::byte> iv) override {
-    run(dec_, u, iv);
-  }
+  void encrypt(std::span<std::byte> u, std::span<const std::byte> iv) override { run(enc_, u, iv); }
+  void decrypt(std::span<std::byte> u, std::span<const std::byte> iv) override { run(dec_, u, iv); }
 
  private:
   EvpMode() = default;
   static const EVP_CIPHER* pick(const std::string& chain, std::size_t k) {
-    if (chain == "cbc") return k == 16 ? EVP_aes_128_cbc() : k == 24 ? EVP_aes_192_cbc() : k == 32 ? EVP_aes_256_cbc() : nullptr;
-    if (chain == "ecb") return k == 16 ? EVP_aes_128_ecb() : k == 24 ? EVP_aes_192_ecb() : k == 32 ? EVP_aes_256_ecb() : nullptr;
-    if (chain == "ctr") return k == 16 ? EVP_aes_128_ctr() : k == 24 ? EVP_aes_192_ctr() : k == 32 ? EVP_aes_256_ctr() : nullptr;
+    if (chain == "cbc")
+      return k == 16   ? EVP_aes_128_cbc()
+             : k == 24 ? EVP_aes_192_cbc()
+             : k == 32 ? EVP_aes_256_cbc()
+                       : nullptr;
+    if (chain == "ecb")
+      return k == 16   ? EVP_aes_128_ecb()
+             : k == 24 ? EVP_aes_192_ecb()
+             : k == 32 ? EVP_aes_256_ecb()
+                       : nullptr;
+    if (chain == "ctr")
+      return k == 16   ? EVP_aes_128_ctr()
+             : k == 24 ? EVP_aes_192_ctr()
+             : k == 32 ? EVP_aes_256_ctr()
+                       : nullptr;
     if (chain == "xts") return k == 32 ? EVP_aes_128_xts() : k == 64 ? EVP_aes_256_xts() : nullptr;
     return nullptr;
   }
@@ -351,17 +362,21 @@ class GenericCipher final : public SectorCipher {
       Transform t;
       CRYPTMAP_TRY(mode, make_mode(subkey));
       t.mode = std::move(mode);
-      IvGeneratorArgs args{&spec_, &layout_, key_.span(), subkey,
-                           subkey.first(layout_.cipher_key_bytes), numbering_.sector_size};
+      IvGeneratorArgs args{&spec_,
+                           &layout_,
+                           key_.span(),
+                           subkey,
+                           subkey.first(layout_.cipher_key_bytes),
+                           numbering_.sector_size};
       CRYPTMAP_TRY(iv, make_iv_generator(args));
       t.iv = std::move(iv);
       ctx->tfms.push_back(std::move(t));
     }
     if (cbc_lanes_) {
-      ctx->cbc_lanes = std::make_unique<AesniCbcEncryptor>(
-          key_.span().first(layout_.cipher_key_bytes));
-      ctx->cbc_dec = std::make_unique<AesniCbcDecryptor>(
-          key_.span().first(layout_.cipher_key_bytes));
+      ctx->cbc_lanes =
+          std::make_unique<AesniCbcEncryptor>(key_.span().first(layout_.cipher_key_bytes));
+      ctx->cbc_dec =
+          std::make_unique<AesniCbcDecryptor>(key_.span().first(layout_.cipher_key_bytes));
     }
     return ctx;
   }

@@ -16,8 +16,8 @@ namespace cryptmap::crypto::internal {
 enum class HashLib : std::uint8_t { kOpenSsl, kCryptopp };
 
 struct HashInfo {
-  std::string_view name;          // cryptsetup spelling ("sha256")
-  const char* openssl_name;       // EVP name, or nullptr for Crypto++-only hashes
+  std::string_view name;     // cryptsetup spelling ("sha256")
+  const char* openssl_name;  // EVP name, or nullptr for Crypto++-only hashes
   std::size_t digest_size;
   std::size_t block_size;
   HashLib lib;

@@ -23,8 +23,8 @@ namespace cryptmap::crypto::internal {
 class IvGenerator {
  public:
   virtual ~IvGenerator() = default;
-  virtual void generate(std::uint64_t iv_sector, std::span<std::byte> iv,
-                        std::span<std::byte> unit, bool encrypt) = 0;
+  virtual void generate(std::uint64_t iv_sector, std::span<std::byte> iv, std::span<std::byte> unit,
+                        bool encrypt) = 0;
   virtual void post(std::uint64_t /*iv_sector*/, std::span<std::byte> /*iv*/,
                     std::span<std::byte> /*unit*/, bool /*encrypt*/) {}
 };
@@ -32,7 +32,7 @@ class IvGenerator {
 struct IvGeneratorArgs {
   const CipherSpec* spec;
   const KeyLayout* layout;
-  std::span<const std::byte> whole_key;  // the full key blob (lmk seed, tcw seed/whitening)
+  std::span<const std::byte> whole_key;   // the full key blob (lmk seed, tcw seed/whitening)
   std::span<const std::byte> subkey;      // this transform's whole key (essiv hashes all of it,
                                           // XTS halves / LRW tweak key included, as Linux does)
   std::span<const std::byte> cipher_key;  // its block-cipher key (eboiv)

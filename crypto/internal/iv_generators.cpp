@@ -132,8 +132,8 @@ class LmkIv final : public IvGenerator {
     store_le32(iv.data() + 12, ctx.D);
     secure_zero(&ctx, sizeof ctx);
   }
-  bool has_seed_;                          // v3 only
-  std::array<std::byte, 64> seed_{};       // LMK_SEED_SIZE: 16 key bytes, zero padded
+  bool has_seed_;                     // v3 only
+  std::array<std::byte, 64> seed_{};  // LMK_SEED_SIZE: 16 key bytes, zero padded
 };
 
 // Linux crypto "crc32": reflected CRC-32 (0xEDB88320), seed 0, no final inversion.
@@ -233,12 +233,14 @@ Result<std::unique_ptr<IvGenerator>> make_iv_generator(const IvGeneratorArgs& a)
     // v3: the seed is the first 16 bytes (MD5 size) of the 65th key; v2 has none.
     std::span<const std::byte> seed;
     if (l.extra_bytes != 0)
-      seed = a.whole_key.subspan(l.tfm_count * l.subkey_bytes, std::min<std::size_t>(16, l.extra_bytes));
+      seed = a.whole_key.subspan(l.tfm_count * l.subkey_bytes,
+                                 std::min<std::size_t>(16, l.extra_bytes));
     return Ptr(new LmkIv(seed));
   }
   if (m == "tcw") {
     const std::size_t off = a.whole_key.size() - l.iv_size - 16;
-    return Ptr(new TcwIv(a.whole_key.subspan(off, l.iv_size), a.whole_key.subspan(off + l.iv_size, 16)));
+    return Ptr(
+        new TcwIv(a.whole_key.subspan(off, l.iv_size), a.whole_key.subspan(off + l.iv_size, 16)));
   }
   return make_error_fmt(Errc::kUnsupported, "cipher spec: IV mode", kNoObject,
                         "'%s' is not supported", m.c_str());

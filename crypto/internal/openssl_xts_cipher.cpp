@@ -68,7 +68,6 @@ class OpenSslXtsCipher final : public SectorCipher {
     return ctx;
   }
 
-
   Result<void> crypt(const SectorRun& run, int enc) const {
     CRYPTMAP_TRY(count, numbering_.begin_run(run));
     if (count == 0) return ok();
@@ -84,9 +83,9 @@ class OpenSslXtsCipher final : public SectorCipher {
       if (EVP_CipherInit_ex(ctx, nullptr, nullptr, nullptr, iv, -1) != 1 ||
           EVP_CipherUpdate(ctx, p, &outl, p, static_cast<int>(ss)) != 1 ||
           static_cast<std::size_t>(outl) != ss)
-        return make_error(Errc::kIo, enc ? "AES-XTS: OpenSSL encrypt failed"
-                                         : "AES-XTS: OpenSSL decrypt failed",
-                          run.first.value + k);
+        return make_error(
+            Errc::kIo, enc ? "AES-XTS: OpenSSL encrypt failed" : "AES-XTS: OpenSSL decrypt failed",
+            run.first.value + k);
     }
     return ok();
   }

@@ -15,8 +15,7 @@ namespace cryptmap::crypto::internal {
 struct SectorNumbering {
   // The numbering a cipher configuration asks for (sector_size a power of two >= 512).
   static SectorNumbering of(const SectorCipherConfig& config) noexcept {
-    return {config.sector_size,
-            static_cast<std::uint32_t>(__builtin_ctz(config.sector_size / 512)),
+    return {config.sector_size, static_cast<std::uint32_t>(__builtin_ctz(config.sector_size / 512)),
             config.iv_large_sectors, config.iv_offset};
   }
 

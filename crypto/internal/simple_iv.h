@@ -42,10 +42,17 @@ inline std::optional<SimpleIv> simple_aes_xts(const SectorCipherConfig& config,
 inline void write_simple_iv(SimpleIv mode, std::uint64_t iv_sector, std::byte* iv) noexcept {
   std::memset(iv, 0, 16);
   switch (mode) {
-    case SimpleIv::kPlain64: store_le64(iv, iv_sector); break;
-    case SimpleIv::kPlain: store_le32(iv, static_cast<std::uint32_t>(iv_sector)); break;
-    case SimpleIv::kPlain64Be: store_be64(iv + 8, iv_sector); break;
-    case SimpleIv::kNull: break;
+    case SimpleIv::kPlain64:
+      store_le64(iv, iv_sector);
+      break;
+    case SimpleIv::kPlain:
+      store_le32(iv, static_cast<std::uint32_t>(iv_sector));
+      break;
+    case SimpleIv::kPlain64Be:
+      store_be64(iv + 8, iv_sector);
+      break;
+    case SimpleIv::kNull:
+      break;
   }
 }
 

@@ -99,12 +99,12 @@ class SessionWorkers {
     std::function<void()> on_start;
   };
   struct Stats {
-    std::uint32_t workers = 0;          // started at start(), fixed
-    std::size_t buffer_bytes = 0;       // per worker
-    bool buffers_locked = false;        // mlocked (else populated but swappable)
-    bool buffers_resident = false;      // every page of every buffer is resident now (mincore)
-    std::uint64_t requests = 0;         // requests processed
-    std::uint64_t foreign_receives = 0; // reads from /dev/fuse into a buffer not ours (want 0)
+    std::uint32_t workers = 0;           // started at start(), fixed
+    std::size_t buffer_bytes = 0;        // per worker
+    bool buffers_locked = false;         // mlocked (else populated but swappable)
+    bool buffers_resident = false;       // every page of every buffer is resident now (mincore)
+    std::uint64_t requests = 0;          // requests processed
+    std::uint64_t foreign_receives = 0;  // reads from /dev/fuse into a buffer not ours (want 0)
   };
 
   // Allocates and faults in one receive buffer per worker, then starts the workers, which
@@ -140,7 +140,7 @@ class SessionWorkers {
   bool stop_requested_ GUARDED_BY(mu_) = false;
   std::uint32_t ended_ GUARDED_BY(mu_) = 0;  // workers whose loop has returned
   int error_ GUARDED_BY(mu_) = 0;            // first device error (negative errno)
-  bool joined_ = false;          // owned by the wait()ing thread
+  bool joined_ = false;                      // owned by the wait()ing thread
 };
 
 }  // namespace cryptmap::fs::internal

@@ -100,54 +100,118 @@ Bytes luks1_seed() {
   return from_store(s, 2056 * 512);
 }
 
-const char* kCipherSeeds[] = {"aes-xts-plain64", "aes-cbc-essiv:sha256", "capi:xts(aes)-plain64",
-                              "twofish-cbc-plain", "aes:64-cbc-lmk", "aes-ecb", "serpent-xts-plain64",
-                              "aes:4-cbc-tcw", "capi:gcm(aes)-random", "sha256:16", "ripemd160",
-                              "plain:32", "aes", "cipher_null-ecb", "camellia-xts-benbi"};
-const char* kJsonTokens[] = {"\"", "{", "}", "[", "]", ",", ":", "\"0\"", "\"offset\"", "\"size\"",
-                             "\"99999999999999999999\"", "-1", "4294967296", "18446744073709551616",
-                             "\"dynamic\"", "\"luks2\"", "0", "1e999", "null", "true", "\"\\u0000\"",
-                             "\"keyslots\"", "\"segments\"", "\"digests\"", "\"config\"", "\"area\"",
-                             "\"kdf\"", "\"argon2id\"", "\"pbkdf2\"", "\"requirements\"", "\"mandatory\"",
-                             "\"crypt\"", "\"reencrypt\"", "\"online-reencrypt-v2\"", "[[[[[[[[[[[[", "\"9\""};
+const char* kCipherSeeds[] = {"aes-xts-plain64",
+                              "aes-cbc-essiv:sha256",
+                              "capi:xts(aes)-plain64",
+                              "twofish-cbc-plain",
+                              "aes:64-cbc-lmk",
+                              "aes-ecb",
+                              "serpent-xts-plain64",
+                              "aes:4-cbc-tcw",
+                              "capi:gcm(aes)-random",
+                              "sha256:16",
+                              "ripemd160",
+                              "plain:32",
+                              "aes",
+                              "cipher_null-ecb",
+                              "camellia-xts-benbi"};
+const char* kJsonTokens[] = {"\"",
+                             "{",
+                             "}",
+                             "[",
+                             "]",
+                             ",",
+                             ":",
+                             "\"0\"",
+                             "\"offset\"",
+                             "\"size\"",
+                             "\"99999999999999999999\"",
+                             "-1",
+                             "4294967296",
+                             "18446744073709551616",
+                             "\"dynamic\"",
+                             "\"luks2\"",
+                             "0",
+                             "1e999",
+                             "null",
+                             "true",
+                             "\"\\u0000\"",
+                             "\"keyslots\"",
+                             "\"segments\"",
+                             "\"digests\"",
+                             "\"config\"",
+                             "\"area\"",
+                             "\"kdf\"",
+                             "\"argon2id\"",
+                             "\"pbkdf2\"",
+                             "\"requirements\"",
+                             "\"mandatory\"",
+                             "\"crypt\"",
+                             "\"reencrypt\"",
+                             "\"online-reencrypt-v2\"",
+                             "[[[[[[[[[[[[",
+                             "\"9\""};
 
 class Mutator {
  public:
   explicit Mutator(std::uint32_t seed) : rng_(seed) {}
-  std::size_t below(std::size_t n) { return n ? std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_) : 0; }
+  std::size_t below(std::size_t n) {
+    return n ? std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_) : 0;
+  }
   // Byte-level: flips, interesting values, big-endian integer overwrites, truncation.
   void bytes(Bytes& b, std::size_t window) {
     if (b.empty()) return;
     const std::size_t w = std::min(window, b.size());
     switch (below(6)) {
-      case 0: b[below(w)] ^= static_cast<std::uint8_t>(1u << below(8)); break;
-      case 1: b[below(w)] = static_cast<std::uint8_t>(std::array<int, 5>{0, 0xff, 0x7f, 0x80, '0'}[below(5)]); break;
+      case 0:
+        b[below(w)] ^= static_cast<std::uint8_t>(1u << below(8));
+        break;
+      case 1:
+        b[below(w)] =
+            static_cast<std::uint8_t>(std::array<int, 5>{0, 0xff, 0x7f, 0x80, '0'}[below(5)]);
+        break;
       case 2: {  // overwrite a BE32/BE64 field with an extreme value
         const std::size_t at = below(w);
-        const std::uint64_t v = std::array<std::uint64_t, 5>{0, 1, 0xffffffffu, ~0ull, 0x80000000u}[below(5)];
-        for (std::size_t i = 0; i < 8 && at + i < b.size(); ++i) b[at + i] = static_cast<std::uint8_t>(v >> (56 - 8 * i));
+        const std::uint64_t v =
+            std::array<std::uint64_t, 5>{0, 1, 0xffffffffu, ~0ull, 0x80000000u}[below(5)];
+        for (std::size_t i = 0; i < 8 && at + i < b.size(); ++i)
+          b[at + i] = static_cast<std::uint8_t>(v >> (56 - 8 * i));
         break;
       }
-      case 3: b.resize(below(b.size() + 1)); break;
-      case 4: std::memset(b.data() + below(w), 0, std::min<std::size_t>(16, b.size() - below(w))); break;
-      default: for (int i = 0; i < 8; ++i) b[below(w)] = static_cast<std::uint8_t>(below(256)); break;
+      case 3:
+        b.resize(below(b.size() + 1));
+        break;
+      case 4:
+        std::memset(b.data() + below(w), 0, std::min<std::size_t>(16, b.size() - below(w)));
+        break;
+      default:
+        for (int i = 0; i < 8; ++i) b[below(w)] = static_cast<std::uint8_t>(below(256));
+        break;
     }
   }
   // Token-level mutation of JSON text.
   void json(std::string& t) {
     const std::size_t at = below(t.size() + 1);
     switch (below(4)) {
-      case 0: t.insert(at, kJsonTokens[below(std::size(kJsonTokens))]); break;
-      case 1: t.erase(at, below(12)); break;
+      case 0:
+        t.insert(at, kJsonTokens[below(std::size(kJsonTokens))]);
+        break;
+      case 1:
+        t.erase(at, below(12));
+        break;
       case 2: {  // replace a quoted number
         auto q = t.find("\"", at);
-        if (q != std::string::npos && q + 1 < t.size() && std::isdigit(static_cast<unsigned char>(t[q + 1]))) {
+        if (q != std::string::npos && q + 1 < t.size() &&
+            std::isdigit(static_cast<unsigned char>(t[q + 1]))) {
           auto e = t.find('"', q + 1);
-          if (e != std::string::npos) t.replace(q + 1, e - q - 1, std::to_string(rng_()) + std::to_string(rng_()));
+          if (e != std::string::npos)
+            t.replace(q + 1, e - q - 1, std::to_string(rng_()) + std::to_string(rng_()));
         }
         break;
       }
-      default: if (!t.empty()) t[below(t.size())] = static_cast<char>(below(128)); break;
+      default:
+        if (!t.empty()) t[below(t.size())] = static_cast<char>(below(128));
+        break;
     }
   }
   std::mt19937 rng_;
@@ -208,10 +272,13 @@ TEST(FuzzReplay, Luks2ImageBinaryHeaders) {
     Bytes b = seed;
     // Mutate either copy's binary header (offsets 0 and 16384).
     const std::size_t base = m.below(2) ? 16384 : 0;
-    Bytes head(b.begin() + static_cast<std::ptrdiff_t>(base), b.begin() + static_cast<std::ptrdiff_t>(base + 4096));
+    Bytes head(b.begin() + static_cast<std::ptrdiff_t>(base),
+               b.begin() + static_cast<std::ptrdiff_t>(base + 4096));
     for (std::size_t k = 0, n = 1 + m.below(3); k < n; ++k) m.bytes(head, 512);
-    if (head.size() == 4096) std::memcpy(b.data() + base, head.data(), 4096);
-    else b.resize(base + head.size());
+    if (head.size() == 4096)
+      std::memcpy(b.data() + base, head.data(), 4096);
+    else
+      b.resize(base + head.size());
     luks2_image(b.data(), b.size());
   }
   EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
@@ -256,9 +323,15 @@ TEST(FuzzReplay, CipherSpecs) {
     for (std::size_t k = 0, n = m.below(4); k < n; ++k) {
       const std::size_t at = m.below(s.size() + 1);
       switch (m.below(3)) {
-        case 0: s.insert(at, 1, "-:()0123456789abcxyz\xff"[m.below(22)]); break;
-        case 1: s.erase(at, 1 + m.below(3)); break;
-        default: if (!s.empty()) s[m.below(s.size())] = static_cast<char>(m.below(256)); break;
+        case 0:
+          s.insert(at, 1, "-:()0123456789abcxyz\xff"[m.below(22)]);
+          break;
+        case 1:
+          s.erase(at, 1 + m.below(3));
+          break;
+        default:
+          if (!s.empty()) s[m.below(s.size())] = static_cast<char>(m.below(256));
+          break;
       }
     }
     cipher_spec(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
@@ -280,7 +353,8 @@ TEST(FuzzReplay, WriteSeeds) {
   Bytes area(l2.begin() + 4096, l2.begin() + 16384);
   put("luks2_json", "seed", area.data(), area.size());
   int i = 0;
-  for (const char* c : kCipherSeeds) put("cipher_spec", "seed" + std::to_string(i++), c, std::strlen(c));
+  for (const char* c : kCipherSeeds)
+    put("cipher_spec", "seed" + std::to_string(i++), c, std::strlen(c));
 }
 
 }  // namespace

@@ -63,7 +63,8 @@ int cipher_spec(const std::uint8_t* data, std::size_t size) {
   o.cipher = std::string(text);
   (void)volume::plain_layout(o, 1u << 20);
   const std::string pass = "fuzz";
-  (void)volume::plain_hash(text, std::span(reinterpret_cast<const std::byte*>(pass.data()), pass.size()), 32);
+  (void)volume::plain_hash(
+      text, std::span(reinterpret_cast<const std::byte*>(pass.data()), pass.size()), 32);
   return 0;
 }
 

@@ -3,8 +3,8 @@
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/partitioner.h>
-#include <oneapi/tbb/task_group.h>
 #include <oneapi/tbb/task_arena.h>
+#include <oneapi/tbb/task_group.h>
 #include <oneapi/tbb/task_scheduler_observer.h>
 
 #include <algorithm>
@@ -61,7 +61,7 @@ class Conversion {
  private:
   Mutex mu_;
   CondVar cv_;
-  std::uint32_t pending_ GUARDED_BY(mu_) = 1;  // the submitter's guard
+  std::uint32_t pending_ GUARDED_BY(mu_) = 1;   // the submitter's guard
   std::optional<Error> error_ GUARDED_BY(mu_);  // first error wins
   std::atomic<bool> failed_{false};
 };
@@ -133,7 +133,9 @@ class CryptoDriver::Job {
 
 struct CryptoDriver::Impl {
   Impl(crypto::CryptoEngine& e, const CryptoDriverOptions& o)
-      : engine(e), opts(o), requests(o.max_inflight == 0 ? 1 : o.max_inflight),
+      : engine(e),
+        opts(o),
+        requests(o.max_inflight == 0 ? 1 : o.max_inflight),
         jobs(std::make_unique<Job[]>(requests.size())) {
     batch_sectors = std::max<std::size_t>(1, opts.batch_bytes / opts.sector_size);
     for (auto& r : requests) r.on_done = [this](CryptoRequest* q) { complete(q); };
@@ -293,9 +295,8 @@ CryptoDriver::Job* CryptoDriver::start(crypto::CryptoDir dir, std::span<std::byt
     return j;
   }
   try {
-    im.arena->execute([&] {
-      j->group.run([&im, j] { im.issue_slices(j->conv, j->dir, j->data, j->first); });
-    });
+    im.arena->execute(
+        [&] { j->group.run([&im, j] { im.issue_slices(j->conv, j->dir, j->data, j->first); }); });
     j->spawned = true;
   } catch (const std::exception&) {
     j->conv.record(make_error(Errc::kNoSpace, "crypto driver: schedule parallel batches"));

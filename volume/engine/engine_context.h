@@ -19,10 +19,10 @@
 #include <memory>
 #include <span>
 
+#include "base/buffer_pool.h"
 #include "base/error.h"
 #include "base/result.h"
 #include "cache/sector_cache.h"
-#include "base/buffer_pool.h"
 #include "volume/engine/crypto_driver.h"
 #include "volume/engine/range_lock.h"
 #include "volume/engine/read_ahead.h"

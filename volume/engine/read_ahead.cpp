@@ -5,12 +5,12 @@
 #include <thread>
 #include <vector>
 
-#include "base/check.h"
 #include "base/buffer_pool.h"
+#include "base/check.h"
+#include "base/io_thread.h"
 #include "base/locked_memory.h"
 #include "base/mutex.h"
 #include "volume/engine/sector_math.h"
-#include "base/io_thread.h"
 
 namespace cryptmap::volume {
 namespace {
@@ -130,9 +130,9 @@ Result<std::unique_ptr<ReadAhead>> ReadAhead::create(const Options& options, Loa
   impl->opts = options;
   impl->loader = std::move(loader);
   impl->window_sectors = options.window_bytes / options.sector_size;
-  CRYPTMAP_TRY(mem, LockedMemory::allocate(impl->window_sectors * options.sector_size *
-                                               options.windows,
-                                           MemoryLock::kBestEffort, "read-ahead windows"));
+  CRYPTMAP_TRY(mem,
+               LockedMemory::allocate(impl->window_sectors * options.sector_size * options.windows,
+                                      MemoryLock::kBestEffort, "read-ahead windows"));
   impl->mem = std::move(mem);
   try {
     {

@@ -50,8 +50,8 @@ class ReadAhead {
   // or returns false to drop the load (the foreground read then does the work and reports any
   // error). Runs on a prefetch thread; must call ticket.still_wanted() after taking its range
   // lock and give up when it says false.
-  using Loader = std::function<bool(std::uint64_t first, std::span<std::byte> dst,
-                                    const LoadTicket& ticket)>;
+  using Loader =
+      std::function<bool(std::uint64_t first, std::span<std::byte> dst, const LoadTicket& ticket)>;
 
   static Result<std::unique_ptr<ReadAhead>> create(const Options& options, Loader loader);
   ~ReadAhead();  // stops and joins the prefetch threads; no reader may be running

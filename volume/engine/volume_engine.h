@@ -28,13 +28,13 @@
 namespace cryptmap::volume {
 
 struct EngineOptions {
-  std::size_t buffer_bytes = 256 * 1024;         // one piece of a request; 0 = default
-  std::uint32_t buffer_count = 0;                // 0 = clamp(max_inflight_requests / 4, 4, 64)
-  std::size_t batch_bytes = 32 * 1024;           // sectors per CryptoRequest
+  std::size_t buffer_bytes = 256 * 1024;              // one piece of a request; 0 = default
+  std::uint32_t buffer_count = 0;                     // 0 = clamp(max_inflight_requests / 4, 4, 64)
+  std::size_t batch_bytes = 32 * 1024;                // sectors per CryptoRequest
   std::size_t parallel_threshold_bytes = 128 * 1024;  // smaller conversions run inline
-  unsigned threads = 0;                          // TBB arena size; 0 = hardware concurrency
+  unsigned threads = 0;                               // TBB arena size; 0 = hardware concurrency
   std::uint32_t cache_shards = 16;
-  std::uint32_t dirty_percent = 50;              // writers wait above this share of the cache
+  std::uint32_t dirty_percent = 50;  // writers wait above this share of the cache
   // Requests at least this large stream past the cache: reads do not fill it, writes update
   // only blocks already resident and write the rest through (0 = every request is cached).
   // Per-sector cache bookkeeping costs more than it saves on large sequential I/O.

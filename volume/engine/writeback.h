@@ -69,11 +69,11 @@ class WriteBack {
   // Lock order: writeback_mu_ -> RangeLock -> throttle_mu_ -> flusher_mu_ (see the top). The
   // mutexes' order is annotated below; a range of the RangeLock is not a capability the
   // analysis can name, so its place in the order stays a comment.
-  Mutex writeback_mu_ ACQUIRED_BEFORE(throttle_mu_);            // one write-back pass at a time
+  Mutex writeback_mu_ ACQUIRED_BEFORE(throttle_mu_);  // one write-back pass at a time
   std::vector<std::uint64_t> dirty_scratch_ GUARDED_BY(writeback_mu_);
   std::vector<std::uint64_t> versions_ GUARDED_BY(writeback_mu_);
 
-  Mutex flusher_mu_;  // the flusher's wake-up state
+  Mutex flusher_mu_;    // the flusher's wake-up state
   CondVar flusher_cv_;  // kick_ or stop_ set
   bool kick_ GUARDED_BY(flusher_mu_) = false;
   bool stop_ GUARDED_BY(flusher_mu_) = false;

@@ -24,8 +24,7 @@ Result<std::unique_ptr<ZonedWritePath>> ZonedWritePath::create(
   o.max_inflight_per_zone = std::max<std::uint32_t>(1, max_inflight_per_zone);
   o.alignment_bytes = store.logical_block_bytes();
   CRYPTMAP_TRY(adm, ZoneAdmission::create(map, o));
-  return std::unique_ptr<ZonedWritePath>(
-      new ZonedWritePath(store, sector_size, std::move(adm)));
+  return std::unique_ptr<ZonedWritePath>(new ZonedWritePath(store, sector_size, std::move(adm)));
 }
 
 Result<ZoneTicket> ZonedWritePath::admit(std::uint64_t off, std::uint64_t len) {

@@ -14,9 +14,10 @@ Result<SecretBytes> derive_key(const KdfParams& kdf, std::span<const std::byte> 
   if (kdf.type == "pbkdf2") {
     CRYPTMAP_TRY_VOID(crypto::pbkdf2(kdf.hash, passphrase, kdf.salt, kdf.iterations, dk.span()));
   } else if (kdf.type == "argon2i" || kdf.type == "argon2id") {
-    const auto t = kdf.type == "argon2i" ? crypto::Argon2Type::kArgon2i : crypto::Argon2Type::kArgon2id;
-    CRYPTMAP_TRY_VOID(crypto::argon2(t, passphrase, kdf.salt, kdf.time, kdf.memory_kib, kdf.cpus,
-                                     dk.span()));
+    const auto t =
+        kdf.type == "argon2i" ? crypto::Argon2Type::kArgon2i : crypto::Argon2Type::kArgon2id;
+    CRYPTMAP_TRY_VOID(
+        crypto::argon2(t, passphrase, kdf.salt, kdf.time, kdf.memory_kib, kdf.cpus, dk.span()));
   } else {
     return fail(make_error_fmt(Errc::kUnsupported, "keyslot KDF", kNoObject, "unknown KDF '%s'",
                                kdf.type.c_str()));
@@ -66,8 +67,8 @@ Result<void> store_keyslot_area(BackingStore& store, std::uint64_t area_offset,
   const std::uint64_t len = keyslot_area_bytes(vk.size(), stripes);
   CRYPTMAP_TRY(cipher, area_cipher(cipher_spec, dk));
   CRYPTMAP_TRY(material, SecretBytes::allocate(len));
-  CRYPTMAP_TRY_VOID(crypto::af_split(vk, stripes, af_hash,
-                                     material.span().first(crypto::af_material_bytes(vk.size(), stripes))));
+  CRYPTMAP_TRY_VOID(crypto::af_split(
+      vk, stripes, af_hash, material.span().first(crypto::af_material_bytes(vk.size(), stripes))));
   CRYPTMAP_TRY_VOID(cipher->encrypt(crypto::SectorRun{material.span(), {}, SectorIndex{0}}));
   CRYPTMAP_TRY_VOID(store.write_at(ByteOffset{area_offset}, material.span()));
   return ok();

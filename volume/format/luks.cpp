@@ -23,11 +23,10 @@ namespace format {
 namespace {
 
 Error no_key() {
-  return make_error_fmt(Errc::kBadKey, "No key available with this passphrase.", kNoObject, "%s", "");
+  return make_error_fmt(Errc::kBadKey, "No key available with this passphrase.", kNoObject, "%s",
+                        "");
 }
-Error no_usable_keyslot() {
-  return make_error(Errc::kNotFound, "No usable keyslot is available.");
-}
+Error no_usable_keyslot() { return make_error(Errc::kNotFound, "No usable keyslot is available."); }
 Error not_luks(const std::string& dev) {
   return make_error_fmt(Errc::kInvalid, "not a valid LUKS device", kNoObject,
                         "Device %s is not a valid LUKS device.", dev.c_str());
@@ -35,7 +34,8 @@ Error not_luks(const std::string& dev) {
 
 Result<crypto::CipherSpec> parse_cipher(const std::string& spec, const char* what) {
   auto c = crypto::CipherSpec::parse(spec);
-  if (!c) return fail(make_error_fmt(Errc::kUnsupported, what, kNoObject, "cipher '%s'", spec.c_str()));
+  if (!c)
+    return fail(make_error_fmt(Errc::kUnsupported, what, kNoObject, "cipher '%s'", spec.c_str()));
   return c;
 }
 
@@ -90,7 +90,8 @@ Result<std::unique_ptr<Luks1Header>> Luks1Header::load(const BackingStore& store
     if (phdr.key_block[i].active != luks1::kKeyEnabled) continue;
     auto& a = h->areas_[i];
     a.resize(area_len);
-    CRYPTMAP_TRY_VOID(store.read_at(ByteOffset{std::uint64_t{phdr.key_block[i].key_material_offset} * 512}, a));
+    CRYPTMAP_TRY_VOID(
+        store.read_at(ByteOffset{std::uint64_t{phdr.key_block[i].key_material_offset} * 512}, a));
   }
   VolumeLayout& l = h->layout_;
   l.type = VolumeType::kLuks1;
@@ -109,29 +110,33 @@ Result<std::unique_ptr<Luks1Header>> Luks1Header::load(const BackingStore& store
 
 Result<void> Luks1Header::verify_volume_key(std::span<const std::byte> vk) const {
   std::array<std::byte, luks1::kDigestSize> check{};
-  CRYPTMAP_TRY_VOID(crypto::pbkdf2(phdr_.hash(), vk, phdr_.mk_digest_salt,
-                                   phdr_.mk_digest_iterations, check));
+  CRYPTMAP_TRY_VOID(
+      crypto::pbkdf2(phdr_.hash(), vk, phdr_.mk_digest_salt, phdr_.mk_digest_iterations, check));
   if (!constant_time_equal(check, phdr_.mk_digest)) return fail(no_key());
   return ok();
 }
 
 Result<SecretBytes> Luks1Header::open_slot(int slot, std::span<const std::byte> passphrase) const {
   if (slot < 0 || slot >= static_cast<int>(luks1::kNumKeys))
-    return fail(make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(slot),
-                               "Key slot %d is invalid, please select keyslot between 0 and 7.", slot));
+    return fail(
+        make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(slot),
+                       "Key slot %d is invalid, please select keyslot between 0 and 7.", slot));
   const auto& kb = phdr_.key_block[static_cast<std::size_t>(slot)];
   if (kb.active != luks1::kKeyEnabled)
-    return fail(make_error(Errc::kNotFound, "keyslot is not active", static_cast<std::uint64_t>(slot)));
+    return fail(
+        make_error(Errc::kNotFound, "keyslot is not active", static_cast<std::uint64_t>(slot)));
   KdfParams kdf;
   kdf.type = "pbkdf2";
   kdf.hash = phdr_.hash();
   kdf.iterations = kb.password_iterations;
   kdf.salt.assign(kb.password_salt.begin(), kb.password_salt.end());
   if (kdf.iterations == 0)
-    return fail(make_error(Errc::kCorrupt, "LUKS1 keyslot passwordIterations is zero", static_cast<std::uint64_t>(slot)));
+    return fail(make_error(Errc::kCorrupt, "LUKS1 keyslot passwordIterations is zero",
+                           static_cast<std::uint64_t>(slot)));
   CRYPTMAP_TRY(dk, derive_key(kdf, passphrase, phdr_.key_bytes));
-  CRYPTMAP_TRY(vk, open_keyslot_material(areas_[static_cast<std::size_t>(slot)], phdr_.cipher_spec(),
-                                         dk.span(), phdr_.key_bytes, kb.stripes, phdr_.hash()));
+  CRYPTMAP_TRY(vk,
+               open_keyslot_material(areas_[static_cast<std::size_t>(slot)], phdr_.cipher_spec(),
+                                     dk.span(), phdr_.key_bytes, kb.stripes, phdr_.hash()));
   CRYPTMAP_TRY_VOID(verify_volume_key(vk.span()));
   // Allow only an empty passphrase with the null cipher (LUKS_open_key).
   if (phdr_.cipher_name == "cipher_null" && !passphrase.empty()) return fail(no_key());
@@ -148,7 +153,8 @@ Result<UnlockedKey> Luks1Header::unlock(std::span<const std::byte> passphrase,
 // ---------------------------------------------------------------------------------------------
 // LUKS2
 
-Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store, bool for_inspection) {
+Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store,
+                                                       bool for_inspection) {
   CRYPTMAP_TRY(disk, luks2::read_luks2_header(store, store.name()));
   auto h = std::unique_ptr<Luks2Header>(new Luks2Header());
   h->device_ = store.name();
@@ -158,21 +164,24 @@ Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store
   const luks2::Segment* seg = m.segment(0);
   if (!for_inspection) {
     if (req == luks2::RequirementState::kUnknown)
-      return fail(make_error_fmt(Errc::kUnsupported, "Unmet LUKS2 requirements detected.", kNoObject,
-                                 "unknown mandatory requirement '%s'", unknown.c_str()));
+      return fail(make_error_fmt(Errc::kUnsupported, "Unmet LUKS2 requirements detected.",
+                                 kNoObject, "unknown mandatory requirement '%s'", unknown.c_str()));
     if (req == luks2::RequirementState::kReencryption ||
-        std::any_of(m.keyslots.begin(), m.keyslots.end(), [](const auto& k) { return k.type == "reencrypt"; }))
-      return fail(make_error(Errc::kUnsupported,
-                             "LUKS2 reencryption in progress; finish it with cryptsetup reencrypt first"));
+        std::any_of(m.keyslots.begin(), m.keyslots.end(),
+                    [](const auto& k) { return k.type == "reencrypt"; }))
+      return fail(
+          make_error(Errc::kUnsupported,
+                     "LUKS2 reencryption in progress; finish it with cryptsetup reencrypt first"));
     if (m.segments.size() != 1)
       return fail(make_error(Errc::kUnsupported, "LUKS2 with more than one data segment"));
     if (!seg || seg->type != "crypt")
-      return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 segment type", 0, "'%s' is not supported",
-                                 seg ? seg->type.c_str() : "?"));
+      return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 segment type", 0,
+                                 "'%s' is not supported", seg ? seg->type.c_str() : "?"));
     if (seg->has_integrity)
-      return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 authenticated encryption (integrity)", 0,
-                                 "'%s' is not supported yet", seg->integrity_type.c_str()));
-    if (seg->sector_size < 512 || seg->sector_size > 4096 || (seg->sector_size & (seg->sector_size - 1)))
+      return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 authenticated encryption (integrity)",
+                                 0, "'%s' is not supported yet", seg->integrity_type.c_str()));
+    if (seg->sector_size < 512 || seg->sector_size > 4096 ||
+        (seg->sector_size & (seg->sector_size - 1)))
       return fail(make_error(Errc::kCorrupt, "LUKS2 segment sector_size", seg->sector_size));
     if (!m.digest_for_segment(0))
       return fail(make_error(Errc::kCorrupt, "LUKS2 segment 0 has no digest", 0));
@@ -205,12 +214,14 @@ Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store
   for (const auto& k : m.keyslots) {
     if (k.type != "luks2") continue;
     if (k.key_size == 0 || k.key_size > luks2::kMaxKeySize) {
-      h->area_errors_.emplace_back(k.id, make_error(Errc::kCorrupt, "LUKS2 keyslot key_size", k.key_size));
+      h->area_errors_.emplace_back(
+          k.id, make_error(Errc::kCorrupt, "LUKS2 keyslot key_size", k.key_size));
       continue;
     }
     const std::uint64_t need = keyslot_area_bytes(k.key_size, luks2::kStripes);
     if (need > k.area_size) {
-      h->area_errors_.emplace_back(k.id, make_error(Errc::kCorrupt, "LUKS2 keyslot area too small", static_cast<std::uint64_t>(k.id)));
+      h->area_errors_.emplace_back(k.id, make_error(Errc::kCorrupt, "LUKS2 keyslot area too small",
+                                                    static_cast<std::uint64_t>(k.id)));
       continue;
     }
     std::vector<std::byte> a(need);
@@ -228,46 +239,56 @@ Result<void> Luks2Header::verify_volume_key(std::span<const std::byte> vk, int d
   const luks2::Digest* d = nullptr;
   for (const auto& x : meta().digests)
     if (x.id == digest_id) d = &x;
-  if (!d) return fail(make_error(Errc::kCorrupt, "LUKS2 digest missing", static_cast<std::uint64_t>(digest_id)));
+  if (!d)
+    return fail(
+        make_error(Errc::kCorrupt, "LUKS2 digest missing", static_cast<std::uint64_t>(digest_id)));
   if (d->type != "pbkdf2")
-    return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 digest type", static_cast<std::uint64_t>(d->id),
-                               "'%s'", d->type.c_str()));
+    return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 digest type",
+                               static_cast<std::uint64_t>(d->id), "'%s'", d->type.c_str()));
   auto hsize = crypto::hash_digest_size(d->hash);
   if (d->hash.empty() || !hsize)
-    return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 digest hash", static_cast<std::uint64_t>(d->id),
-                               "'%s'", d->hash.c_str()));
+    return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 digest hash",
+                               static_cast<std::uint64_t>(d->id), "'%s'", d->hash.c_str()));
   if (d->iterations <= 0 || d->iterations > 0xffffffffll)
-    return fail(make_error(Errc::kCorrupt, "LUKS2 digest iterations", static_cast<std::uint64_t>(d->id)));
+    return fail(
+        make_error(Errc::kCorrupt, "LUKS2 digest iterations", static_cast<std::uint64_t>(d->id)));
   auto salt = base64_decode(d->salt_b64);
   if (!salt || salt->size() != luks2::kSaltSize)
     return fail(make_error(Errc::kCorrupt, "LUKS2 digest salt", static_cast<std::uint64_t>(d->id)));
   auto digest = base64_decode(d->digest_b64);
   if (!digest || digest->size() < 20 || digest->size() > 64 ||
       (digest->size() != 20 && digest->size() != *hsize))
-    return fail(make_error(Errc::kCorrupt, "LUKS2 digest value", static_cast<std::uint64_t>(d->id)));
+    return fail(
+        make_error(Errc::kCorrupt, "LUKS2 digest value", static_cast<std::uint64_t>(d->id)));
   std::vector<std::byte> check(digest->size());
-  CRYPTMAP_TRY_VOID(crypto::pbkdf2(d->hash, vk, *salt, static_cast<std::uint32_t>(d->iterations), check));
+  CRYPTMAP_TRY_VOID(
+      crypto::pbkdf2(d->hash, vk, *salt, static_cast<std::uint32_t>(d->iterations), check));
   if (!constant_time_equal(check, *digest)) return fail(no_key());
   return ok();
 }
 
 Result<SecretBytes> Luks2Header::open_slot(int slot, std::span<const std::byte> passphrase) const {
   if (slot < 0 || slot >= luks2::kMaxKeyslots)
-    return fail(make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(slot),
-                               "Key slot %d is invalid, please select keyslot between 0 and 31.", slot));
+    return fail(
+        make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(slot),
+                       "Key slot %d is invalid, please select keyslot between 0 and 31.", slot));
   const luks2::Keyslot* k = meta().keyslot(slot);
   if (!k || k->type != "luks2")
-    return fail(make_error(Errc::kNotFound, "keyslot is not active", static_cast<std::uint64_t>(slot)));
+    return fail(
+        make_error(Errc::kNotFound, "keyslot is not active", static_cast<std::uint64_t>(slot)));
   const luks2::Digest* kd = meta().digest_for_keyslot(slot);
   const luks2::Digest* sd = meta().digest_for_segment(0);
   if (!kd || !sd || kd->id != sd->id)
-    return fail(make_error(Errc::kNotFound, "keyslot unusable for segment 0", static_cast<std::uint64_t>(slot)));
+    return fail(make_error(Errc::kNotFound, "keyslot unusable for segment 0",
+                           static_cast<std::uint64_t>(slot)));
   for (const auto& [id, err] : area_errors_)
     if (id == slot) return fail(err);
   const std::vector<std::byte>* area = nullptr;
   for (const auto& [id, a] : areas_)
     if (id == slot) area = &a;
-  if (!area) return fail(make_error(Errc::kCorrupt, "LUKS2 keyslot area unreadable", static_cast<std::uint64_t>(slot)));
+  if (!area)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 keyslot area unreadable",
+                           static_cast<std::uint64_t>(slot)));
   KdfParams kdf;
   kdf.type = k->kdf.type;
   kdf.hash = k->kdf.hash;
@@ -277,9 +298,11 @@ Result<SecretBytes> Luks2Header::open_slot(int slot, std::span<const std::byte> 
   kdf.cpus = k->kdf.cpus;
   kdf.salt = k->kdf.salt;
   if (kdf.salt.size() != luks2::kSaltSize)
-    return fail(make_error(Errc::kCorrupt, "LUKS2 keyslot kdf.salt", static_cast<std::uint64_t>(slot)));
+    return fail(
+        make_error(Errc::kCorrupt, "LUKS2 keyslot kdf.salt", static_cast<std::uint64_t>(slot)));
   if (k->area_key_size == 0 || k->area_key_size > luks2::kMaxKeySize)
-    return fail(make_error(Errc::kCorrupt, "LUKS2 keyslot area.key_size", static_cast<std::uint64_t>(slot)));
+    return fail(make_error(Errc::kCorrupt, "LUKS2 keyslot area.key_size",
+                           static_cast<std::uint64_t>(slot)));
   CRYPTMAP_TRY(dk, derive_key(kdf, passphrase, k->area_key_size));
   CRYPTMAP_TRY(vk, open_keyslot_material(*area, k->area_encryption, dk.span(), k->key_size,
                                          luks2::kStripes, k->af_hash));
@@ -311,7 +334,8 @@ Result<std::unique_ptr<LuksHeader>> load_luks_header(const BackingStore& store,
   if (magic && prefix->size() < 8)
     return fail(make_error_fmt(Errc::kCorrupt, "LUKS header truncated", prefix->size(), "%s",
                                store.name().c_str()));
-  if ((expect == VolumeType::kLuks1 && version == 2) || (expect == VolumeType::kLuks2 && version == 1))
+  if ((expect == VolumeType::kLuks1 && version == 2) ||
+      (expect == VolumeType::kLuks2 && version == 1))
     return fail(format::not_luks(store.name()));
   if (expect == VolumeType::kLuks1 || (!expect && version == 1)) {
     CRYPTMAP_TRY(h, format::Luks1Header::load(store));
@@ -322,7 +346,8 @@ Result<std::unique_ptr<LuksHeader>> load_luks_header(const BackingStore& store,
     return std::unique_ptr<LuksHeader>(std::move(h));
   }
   return fail(make_error_fmt(Errc::kUnsupported, "unsupported LUKS version",
-                             static_cast<std::uint64_t>(version), "Unsupported LUKS version %d.", version));
+                             static_cast<std::uint64_t>(version), "Unsupported LUKS version %d.",
+                             version));
 }
 
 }  // namespace cryptmap::volume

@@ -43,8 +43,7 @@ std::uint64_t af_split_sectors(std::uint64_t key_bytes, std::uint64_t stripes) {
 
 std::uint64_t device_sectors(const Phdr& h) {
   std::uint64_t end = 0;
-  for (const auto& kb : h.key_block)
-    end = std::max<std::uint64_t>(end, kb.key_material_offset);
+  for (const auto& kb : h.key_block) end = std::max<std::uint64_t>(end, kb.key_material_offset);
   // cryptsetup: the last area in offset order plus one AF area.
   return end + af_split_sectors(h.key_bytes, kStripes);
 }

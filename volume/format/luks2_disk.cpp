@@ -19,8 +19,8 @@ constexpr std::size_t kOffVersion = 6, kOffHdrSize = 8, kOffSeqid = 16, kOffLabe
                       kOffHdrOffset = 256, kOffCsum = 448;
 constexpr std::size_t kLabelLen = 48, kCsumAlgLen = 32, kUuidLen = 40, kSaltLen = 64, kCsumLen = 64;
 // LUKS2_HDR2_OFFSETS: where a secondary header may sit when the primary is unreadable.
-constexpr std::array<std::uint64_t, 9> kHdr2Offsets = {0x4000,  0x8000,   0x10000,  0x20000, 0x40000,
-                                                       0x80000, 0x100000, 0x200000, 0x400000};
+constexpr std::array<std::uint64_t, 9> kHdr2Offsets = {
+    0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000};
 
 bool magic_is(const std::byte* p, const std::array<std::uint8_t, 6>& m) {
   for (std::size_t i = 0; i < m.size(); ++i)
@@ -46,7 +46,8 @@ Copy read_copy(const BackingStore& store, std::uint64_t offset, bool secondary) 
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, m.size()));
     const auto& want = secondary ? kMagic2 : kMagic1;
     bool prefix = n > 0 && store.read_at(ByteOffset{offset}, std::span(m).first(n)).has_value();
-    for (std::size_t i = 0; prefix && i < n; ++i) prefix = std::to_integer<std::uint8_t>(m[i]) == want[i];
+    for (std::size_t i = 0; prefix && i < n; ++i)
+      prefix = std::to_integer<std::uint8_t>(m[i]) == want[i];
     if (!prefix) {
       c.error = make_error(Errc::kInvalid, "LUKS2 header: bad magic", offset);
       return c;
@@ -115,23 +116,27 @@ Result<BinHeader> parse_bin_header(std::span<const std::byte, kHdrBinLen> raw, b
                                    std::uint64_t offset) {
   const std::byte* p = raw.data();
   if (!magic_is(p, secondary ? kMagic2 : kMagic1))
-    return fail(make_error(Errc::kInvalid, secondary ? "LUKS2 secondary header: bad magic"
-                                                     : "LUKS2 primary header: bad magic", offset));
+    return fail(make_error(
+        Errc::kInvalid,
+        secondary ? "LUKS2 secondary header: bad magic" : "LUKS2 primary header: bad magic",
+        offset));
   BinHeader h;
   h.secondary = secondary;
   h.version = load_be16(p + kOffVersion);
   if (h.version != 2)
-    return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 header version", offset,
-                               "version %u", h.version));
+    return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 header version", offset, "version %u",
+                               h.version));
   h.hdr_offset = load_be64(p + kOffHdrOffset);
   if (h.hdr_offset != offset)
-    return fail(make_error(Errc::kCorrupt, "LUKS2 header: hdr_offset differs from its position", offset));
+    return fail(
+        make_error(Errc::kCorrupt, "LUKS2 header: hdr_offset differs from its position", offset));
   h.hdr_size = load_be64(p + kOffHdrSize);
   if (h.hdr_size < 0x4000 || h.hdr_size > 0x400000)
     return fail(make_error_fmt(Errc::kCorrupt, "LUKS2 header: hdr_size out of range", offset,
                                "%llu", static_cast<unsigned long long>(h.hdr_size)));
   if (secondary && offset != h.hdr_size)
-    return fail(make_error(Errc::kCorrupt, "LUKS2 secondary header: hdr_size differs from its offset", offset));
+    return fail(make_error(Errc::kCorrupt,
+                           "LUKS2 secondary header: hdr_size differs from its offset", offset));
   h.seqid = load_be64(p + kOffSeqid);
   h.label = read_cstr_field(p + kOffLabel, kLabelLen);
   h.checksum_alg = read_cstr_field(p + kOffCsumAlg, kCsumAlgLen);
@@ -190,8 +195,10 @@ Result<ReadResult> read_luks2_header(const BackingStore& store, const std::strin
     }
   }
   if (c1.state == CopyState::kOk && c2.state == CopyState::kOk) {
-    if (c1.bin.seqid > c2.bin.seqid) c2.state = CopyState::kObsolete;
-    else if (c1.bin.seqid < c2.bin.seqid) c1.state = CopyState::kObsolete;
+    if (c1.bin.seqid > c2.bin.seqid)
+      c2.state = CopyState::kObsolete;
+    else if (c1.bin.seqid < c2.bin.seqid)
+      c1.state = CopyState::kObsolete;
   }
   ReadResult out;
   out.primary = c1.state;
@@ -209,9 +216,7 @@ Result<ReadResult> read_luks2_header(const BackingStore& store, const std::strin
     out.using_primary = false;
   } else {
     // Neither copy usable: say "not LUKS" only when neither even had the magic.
-    auto bad_magic = [](const Copy& c) {
-      return c.error && c.error->code == Errc::kInvalid;
-    };
+    auto bad_magic = [](const Copy& c) { return c.error && c.error->code == Errc::kInvalid; };
     if (bad_magic(c1) && (bad_magic(c2) || !c2.error))
       return fail(make_error_fmt(Errc::kInvalid, "not a valid LUKS device", kNoObject,
                                  "Device %s is not a valid LUKS device.", device_name.c_str()));

@@ -88,14 +88,20 @@ int max_depth(std::string_view text) {
   bool in_str = false, esc = false;
   for (char c : text) {
     if (in_str) {
-      if (esc) esc = false;
-      else if (c == '\\') esc = true;
-      else if (c == '"') in_str = false;
+      if (esc)
+        esc = false;
+      else if (c == '\\')
+        esc = true;
+      else if (c == '"')
+        in_str = false;
       continue;
     }
-    if (c == '"') in_str = true;
-    else if (c == '{' || c == '[') max = std::max(max, ++depth);
-    else if (c == '}' || c == ']') --depth;
+    if (c == '"')
+      in_str = true;
+    else if (c == '{' || c == '[')
+      max = std::max(max, ++depth);
+    else if (c == '}' || c == ']')
+      --depth;
   }
   return max;
 }
@@ -140,15 +146,19 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
 
   // --- config presence + requirements (hdr_validate_requirements) ---
   const Json* config = member(root, "config");
-  if (!config || !config->is_object()) return fail(corrupt("LUKS2 JSON: config", "missing or not an object"));
+  if (!config || !config->is_object())
+    return fail(corrupt("LUKS2 JSON: config", "missing or not an object"));
   if (const Json* req = member(*config, "requirements")) {
     if (!req->is_object()) return fail(corrupt("LUKS2 JSON: config.requirements", "not an object"));
     if (const Json* mand = member(*req, "mandatory")) {
       auto list = string_array(*mand);
-      if (!list) return fail(corrupt("LUKS2 JSON: config.requirements.mandatory", "not an array of strings"));
+      if (!list)
+        return fail(
+            corrupt("LUKS2 JSON: config.requirements.mandatory", "not an array of strings"));
       int online = 0;
       for (const auto& r : *list) online += reencrypt_candidate_flag(r) ? 1 : 0;
-      if (online > 1) return fail(corrupt("LUKS2 JSON: config.requirements", "multiple online-reencrypt flags"));
+      if (online > 1)
+        return fail(corrupt("LUKS2 JSON: config.requirements", "multiple online-reencrypt flags"));
       m.config.mandatory_requirements = std::move(*list);
     }
   }
@@ -159,8 +169,10 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
   const Json* tokens = member(root, "tokens");
 
   // --- tokens (hdr_validate_tokens) ---
-  if (!tokens || !tokens->is_object()) return fail(corrupt("LUKS2 JSON: tokens", "missing or not an object"));
-  if (!keyslots || !keyslots->is_object()) return fail(corrupt("LUKS2 JSON: keyslots", "missing or not an object"));
+  if (!tokens || !tokens->is_object())
+    return fail(corrupt("LUKS2 JSON: tokens", "missing or not an object"));
+  if (!keyslots || !keyslots->is_object())
+    return fail(corrupt("LUKS2 JSON: keyslots", "missing or not an object"));
   for (const auto& [key, val] : tokens->items()) {
     auto id = object_id(key, kMaxTokens);
     if (!id) return fail(corrupt("LUKS2 JSON: token id", "not a number 0..31"));
@@ -172,14 +184,17 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
     const Json* ks = member(val, "keyslots");
     if (!ks) return fail(corrupt("LUKS2 JSON: token keyslots", "missing", t.id));
     auto ids = id_array(*ks, *keyslots, kMaxKeyslots);
-    if (!ids) return fail(corrupt("LUKS2 JSON: token keyslots", "bad or unknown keyslot reference", t.id));
+    if (!ids)
+      return fail(corrupt("LUKS2 JSON: token keyslots", "bad or unknown keyslot reference", t.id));
     t.keyslots = std::move(*ids);
     m.tokens.push_back(std::move(t));
   }
 
   // --- digests (hdr_validate_digests) ---
-  if (!digests || !digests->is_object()) return fail(corrupt("LUKS2 JSON: digests", "missing or not an object"));
-  if (!segments || !segments->is_object()) return fail(corrupt("LUKS2 JSON: segments", "missing or not an object"));
+  if (!digests || !digests->is_object())
+    return fail(corrupt("LUKS2 JSON: digests", "missing or not an object"));
+  if (!segments || !segments->is_object())
+    return fail(corrupt("LUKS2 JSON: segments", "missing or not an object"));
   for (const auto& [key, val] : digests->items()) {
     auto id = object_id(key, kMaxDigests);
     if (!id) return fail(corrupt("LUKS2 JSON: digest id", "not a number 0..31"));
@@ -188,19 +203,22 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
     const std::string* type = str_member(val, "type");
     const Json* ks = member(val, "keyslots");
     const Json* sg = member(val, "segments");
-    if (!type || !ks || !sg) return fail(corrupt("LUKS2 JSON: digest", "type/keyslots/segments missing", d.id));
+    if (!type || !ks || !sg)
+      return fail(corrupt("LUKS2 JSON: digest", "type/keyslots/segments missing", d.id));
     d.type = *type;
     auto kids = id_array(*ks, *keyslots, kMaxKeyslots);
-    if (!kids) return fail(corrupt("LUKS2 JSON: digest keyslots", "bad or unknown keyslot reference", d.id));
+    if (!kids)
+      return fail(corrupt("LUKS2 JSON: digest keyslots", "bad or unknown keyslot reference", d.id));
     auto sids = id_array(*sg, *segments, kMaxSegments);
-    if (!sids) return fail(corrupt("LUKS2 JSON: digest segments", "bad or unknown segment reference", d.id));
+    if (!sids)
+      return fail(corrupt("LUKS2 JSON: digest segments", "bad or unknown segment reference", d.id));
     d.keyslots = std::move(*kids);
     d.segments = std::move(*sids);
     if (const std::string* h = str_member(val, "hash")) d.hash = *h;
     if (const Json* it = member(val, "iterations"); it && it->is_number_integer()) {
-      d.iterations = it->is_number_unsigned()
-                         ? static_cast<std::int64_t>(std::min<std::uint64_t>(it->get<std::uint64_t>(), INT64_MAX))
-                         : it->get<std::int64_t>();
+      d.iterations = it->is_number_unsigned() ? static_cast<std::int64_t>(std::min<std::uint64_t>(
+                                                    it->get<std::uint64_t>(), INT64_MAX))
+                                              : it->get<std::int64_t>();
     }
     if (const std::string* s = str_member(val, "salt")) d.salt_b64 = *s;
     if (const std::string* s = str_member(val, "digest")) d.digest_b64 = *s;
@@ -218,21 +236,26 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
     const std::string* type = str_member(val, "type");
     const std::string* off = str_member(val, "offset");
     const std::string* size = str_member(val, "size");
-    if (!type || !off || !size) return fail(corrupt("LUKS2 JSON: segment", "type/offset/size missing", s.id));
+    if (!type || !off || !size)
+      return fail(corrupt("LUKS2 JSON: segment", "type/offset/size missing", s.id));
     s.type = *type;
     auto offv = to_u64(*off);
-    if (!offv) return fail(corrupt("LUKS2 JSON: segment offset", "not a 64-bit decimal string", s.id));
+    if (!offv)
+      return fail(corrupt("LUKS2 JSON: segment offset", "not a 64-bit decimal string", s.id));
     s.offset = *offv;
     if (*size == "dynamic") {
       s.dynamic = true;
       s.size = 0;
     } else {
       auto sz = to_u64(*size);
-      if (!sz || *sz == 0) return fail(corrupt("LUKS2 JSON: segment size", "not a positive decimal string", s.id));
+      if (!sz || *sz == 0)
+        return fail(corrupt("LUKS2 JSON: segment size", "not a positive decimal string", s.id));
       s.size = *sz;
     }
-    if (s.offset % 512) return fail(corrupt("LUKS2 JSON: segment offset", "not 512-byte aligned", s.id));
-    if (s.size % 512) return fail(corrupt("LUKS2 JSON: segment size", "not 512-byte aligned", s.id));
+    if (s.offset % 512)
+      return fail(corrupt("LUKS2 JSON: segment offset", "not 512-byte aligned", s.id));
+    if (s.size % 512)
+      return fail(corrupt("LUKS2 JSON: segment size", "not 512-byte aligned", s.id));
     if (const Json* fl = member(val, "flags")) {
       auto list = string_array(*fl);
       if (!list) return fail(corrupt("LUKS2 JSON: segment flags", "not an array of strings", s.id));
@@ -251,7 +274,8 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
       const std::string* enc = str_member(val, "encryption");
       auto ss = u32_member(val, "sector_size");
       if (!ivt || !enc || !member(val, "sector_size"))
-        return fail(corrupt("LUKS2 JSON: crypt segment", "iv_tweak/encryption/sector_size missing", s.id));
+        return fail(
+            corrupt("LUKS2 JSON: crypt segment", "iv_tweak/encryption/sector_size missing", s.id));
       if (const Json* integ = member(val, "integrity")) {
         if (!integ->is_object() || !str_member(*integ, "type") ||
             !str_member(*integ, "journal_encryption") || !str_member(*integ, "journal_integrity"))
@@ -263,7 +287,8 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
         return fail(corrupt("LUKS2 JSON: segment sector_size", "not a multiple of 512", s.id));
       s.sector_size = *ss;
       auto iv = to_u64(*ivt);
-      if (!iv) return fail(corrupt("LUKS2 JSON: segment iv_tweak", "not a 64-bit decimal string", s.id));
+      if (!iv)
+        return fail(corrupt("LUKS2 JSON: segment iv_tweak", "not a 64-bit decimal string", s.id));
       s.iv_tweak = *iv;
       s.encryption = *enc;
       if (s.size % s.sector_size)
@@ -271,18 +296,22 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
       const bool has_digest = std::any_of(m.digests.begin(), m.digests.end(), [&](const Digest& d) {
         return std::find(d.segments.begin(), d.segments.end(), s.id) != d.segments.end();
       });
-      if (!has_digest) return fail(corrupt("LUKS2 JSON: crypt segment", "not assigned to a digest", s.id));
+      if (!has_digest)
+        return fail(corrupt("LUKS2 JSON: crypt segment", "not assigned to a digest", s.id));
     }
     m.segments.push_back(std::move(s));
   }
-  std::sort(m.segments.begin(), m.segments.end(), [](const Segment& a, const Segment& b) { return a.id < b.id; });
+  std::sort(m.segments.begin(), m.segments.end(),
+            [](const Segment& a, const Segment& b) { return a.id < b.id; });
   const int count = static_cast<int>(m.segments.size());
   if (first_backup == 0) return fail(corrupt("LUKS2 JSON: segments", "no regular segment"));
-  if (first_backup >= count) return fail(corrupt("LUKS2 JSON: segments", "gap before backup segment"));
+  if (first_backup >= count)
+    return fail(corrupt("LUKS2 JSON: segments", "gap before backup segment"));
   if (first_backup < 0) first_backup = count;
   for (int i = 0; i < count; ++i)
     if (m.segments[static_cast<std::size_t>(i)].id != i)
-      return fail(corrupt("LUKS2 JSON: segments", "gap in segment ids", static_cast<std::uint64_t>(i)));
+      return fail(
+          corrupt("LUKS2 JSON: segments", "gap in segment ids", static_cast<std::uint64_t>(i)));
   // validate_segment_intervals over the regular segments.
   for (int i = 0; i < first_backup; ++i) {
     const Segment& a = m.segments[static_cast<std::size_t>(i)];
@@ -314,16 +343,21 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
     k.key_size = *ks;
     if (const Json* pr = member(val, "priority")) {
       k.has_priority = true;
-      k.priority = pr->is_number_integer() ? static_cast<int>(std::clamp<std::int64_t>(pr->get<std::int64_t>(), -1, 1000)) : -1;
+      k.priority =
+          pr->is_number_integer()
+              ? static_cast<int>(std::clamp<std::int64_t>(pr->get<std::int64_t>(), -1, 1000))
+              : -1;
     }
     m.keyslots.push_back(std::move(k));
   }
 
   // --- config sizes (hdr_validate_config) ---
   auto json_size = u64_string_member(*config, "json_size");
-  if (!json_size) return fail(corrupt("LUKS2 JSON: config.json_size", "missing or not a decimal string"));
+  if (!json_size)
+    return fail(corrupt("LUKS2 JSON: config.json_size", "missing or not a decimal string"));
   auto keyslots_size = u64_string_member(*config, "keyslots_size");
-  if (!keyslots_size) return fail(corrupt("LUKS2 JSON: config.keyslots_size", "missing or not a decimal string"));
+  if (!keyslots_size)
+    return fail(corrupt("LUKS2 JSON: config.keyslots_size", "missing or not a decimal string"));
   if (*json_size > UINT64_MAX - kHdrBinLen || !valid_metadata_size(*json_size + kHdrBinLen))
     return fail(corrupt("LUKS2 JSON: config.json_size", "unsupported header size"));
   if (*keyslots_size % 4096 || *keyslots_size > kMaxKeyslotsSize)
@@ -335,7 +369,8 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
   for (const auto& s : m.segments) min_offset = std::min(min_offset, s.offset);
   if (min_offset != 0 && min_offset != UINT64_MAX &&
       (min_offset < *keyslots_size || min_offset - *keyslots_size < 2 * metadata_size))
-    return fail(corrupt("LUKS2 JSON: config.keyslots_size", "keyslots area overlaps the data segment"));
+    return fail(
+        corrupt("LUKS2 JSON: config.keyslots_size", "keyslots area overlaps the data segment"));
   if (const Json* fl = member(*config, "flags")) {
     auto list = string_array(*fl);
     if (!list) return fail(corrupt("LUKS2 JSON: config.flags", "not an array of strings"));
@@ -347,11 +382,13 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
   for (auto& k : m.keyslots) {
     const Json& val = (*keyslots)[std::to_string(k.id)];
     const Json* area = member(val, "area");
-    if (!area || !area->is_object()) return fail(corrupt("LUKS2 JSON: keyslot area", "missing", k.id));
+    if (!area || !area->is_object())
+      return fail(corrupt("LUKS2 JSON: keyslot area", "missing", k.id));
     const std::string* atype = str_member(*area, "type");
     auto off = u64_string_member(*area, "offset");
     auto len = u64_string_member(*area, "size");
-    if (!atype || !off || !len) return fail(corrupt("LUKS2 JSON: keyslot area", "type/offset/size malformed", k.id));
+    if (!atype || !off || !len)
+      return fail(corrupt("LUKS2 JSON: keyslot area", "type/offset/size malformed", k.id));
     k.area_type = *atype;
     k.area_offset = *off;
     k.area_size = *len;
@@ -399,7 +436,8 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
       const Json* it = member(*kdf, "iterations");
       const std::string* salt = str_member(*kdf, "salt");
       if (kdf->size() != 4 || !h || !it || !it->is_number_integer() || !salt)
-        return fail(corrupt("LUKS2 JSON: keyslot kdf", "pbkdf2 needs exactly type/hash/iterations/salt", k.id));
+        return fail(corrupt("LUKS2 JSON: keyslot kdf",
+                            "pbkdf2 needs exactly type/hash/iterations/salt", k.id));
       k.kdf.hash = *h;
       auto iters = u32_member(*kdf, "iterations");
       if (!iters || *iters == 0 || *iters > 0x7fffffffu)
@@ -412,15 +450,18 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
       const std::string* salt = str_member(*kdf, "salt");
       if (kdf->size() != 5 || !t || !t->is_number_integer() || !mem || !mem->is_number_integer() ||
           !cpus || !cpus->is_number_integer() || !salt)
-        return fail(corrupt("LUKS2 JSON: keyslot kdf", "argon2 needs exactly type/time/memory/cpus/salt", k.id));
+        return fail(corrupt("LUKS2 JSON: keyslot kdf",
+                            "argon2 needs exactly type/time/memory/cpus/salt", k.id));
       auto tv = u32_member(*kdf, "time");
       auto mv = u32_member(*kdf, "memory");
       auto cv = u32_member(*kdf, "cpus");
-      if (!tv || *tv == 0) return fail(corrupt("LUKS2 JSON: keyslot kdf.time", "out of range", k.id));
+      if (!tv || *tv == 0)
+        return fail(corrupt("LUKS2 JSON: keyslot kdf.time", "out of range", k.id));
       if (!cv || *cv == 0 || *cv > kMaxArgon2Cpus)
         return fail(corrupt("LUKS2 JSON: keyslot kdf.cpus", "out of range (1..64)", k.id));
       if (!mv || *mv < 8 * *cv || *mv > kMaxArgon2MemoryKib)
-        return fail(corrupt("LUKS2 JSON: keyslot kdf.memory", "out of range (8*cpus .. 4 GiB)", k.id));
+        return fail(
+            corrupt("LUKS2 JSON: keyslot kdf.memory", "out of range (8*cpus .. 4 GiB)", k.id));
       k.kdf.time = *tv;
       k.kdf.memory_kib = *mv;
       k.kdf.cpus = *cv;
@@ -430,7 +471,8 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
       if (raw) k.kdf.salt = std::move(*raw);
     }
     const std::string* aft = str_member(*af, "type");
-    if (!aft || *aft != "luks1") return fail(corrupt("LUKS2 JSON: keyslot af.type", "not luks1", k.id));
+    if (!aft || *aft != "luks1")
+      return fail(corrupt("LUKS2 JSON: keyslot af.type", "not luks1", k.id));
     const std::string* afh = str_member(*af, "hash");
     auto stripes = u32_member(*af, "stripes");
     if (!afh || !member(*af, "stripes") || !member(*af, "stripes")->is_number_integer())
@@ -438,7 +480,8 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
     k.af_type = *aft;
     k.af_hash = *afh;
     k.af_stripes = stripes.value_or(0);
-    if (k.area_type != "raw") return fail(corrupt("LUKS2 JSON: keyslot area.type", "not raw", k.id));
+    if (k.area_type != "raw")
+      return fail(corrupt("LUKS2 JSON: keyslot area.type", "not raw", k.id));
     const std::string* enc = str_member(*area, "encryption");
     const Json* aks = member(*area, "key_size");
     if (!enc || !aks || !aks->is_number_integer())
@@ -452,14 +495,16 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
     if (in_digests != 1)
       return fail(corrupt("LUKS2 JSON: keyslot", "not assigned to exactly one digest", k.id));
   }
-  const bool online_req = std::any_of(m.config.mandatory_requirements.begin(),
-                                      m.config.mandatory_requirements.end(),
-                                      [](const std::string& r) { return reencrypt_candidate_flag(r); });
+  const bool online_req =
+      std::any_of(m.config.mandatory_requirements.begin(), m.config.mandatory_requirements.end(),
+                  [](const std::string& r) { return reencrypt_candidate_flag(r); });
   if (online_req && reencrypt_keyslots == 0)
-    return fail(corrupt("LUKS2 JSON: keyslots", "reencryption requirement without reencrypt keyslot"));
+    return fail(
+        corrupt("LUKS2 JSON: keyslots", "reencryption requirement without reencrypt keyslot"));
   if (reencrypt_keyslots && !online_req)
     return fail(corrupt("LUKS2 JSON: keyslots", "reencrypt keyslot without requirement flag"));
-  if (reencrypt_keyslots > 1) return fail(corrupt("LUKS2 JSON: keyslots", "more than one reencrypt keyslot"));
+  if (reencrypt_keyslots > 1)
+    return fail(corrupt("LUKS2 JSON: keyslots", "more than one reencrypt keyslot"));
   return m;
 }
 
@@ -512,8 +557,7 @@ RequirementState requirement_state(const Metadata& m, std::string* first_unknown
 Result<JsonDoc> JsonDoc::parse(std::string_view text) {
   if (text.empty() || text.front() != '{')
     return fail(corrupt("LUKS2 JSON", "area does not start with '{'"));
-  if (text.back() != '}')
-    return fail(corrupt("LUKS2 JSON", "garbage after the JSON object"));
+  if (text.back() != '}') return fail(corrupt("LUKS2 JSON", "garbage after the JSON object"));
   if (max_depth(text) > kMaxJsonDepth)
     return fail(corrupt("LUKS2 JSON", "nesting deeper than 32 levels"));
   try {
@@ -524,7 +568,8 @@ Result<JsonDoc> JsonDoc::parse(std::string_view text) {
   } catch (const std::bad_alloc&) {
     return fail(make_error(Errc::kNoSpace, "LUKS2 JSON: out of memory while parsing"));
   } catch (const std::exception& e) {
-    return fail(make_error_fmt(Errc::kCorrupt, "LUKS2 JSON: parse error", kNoObject, "%s", e.what()));
+    return fail(
+        make_error_fmt(Errc::kCorrupt, "LUKS2 JSON: parse error", kNoObject, "%s", e.what()));
   }
 }
 
@@ -539,7 +584,8 @@ Result<std::string> JsonDoc::dump() const {
   } catch (const std::bad_alloc&) {
     return fail(make_error(Errc::kNoSpace, "LUKS2 JSON: out of memory while writing"));
   } catch (const std::exception& e) {
-    return fail(make_error_fmt(Errc::kCorrupt, "LUKS2 JSON: cannot serialize", kNoObject, "%s", e.what()));
+    return fail(
+        make_error_fmt(Errc::kCorrupt, "LUKS2 JSON: cannot serialize", kNoObject, "%s", e.what()));
   }
 }
 
@@ -577,9 +623,12 @@ bool repair_kdf_params(Json& root) {
     if (kt == kdf->end() || !kt->is_string()) continue;
     const std::string type = kt->get<std::string>();
     std::vector<std::string> keep;
-    if (type == "pbkdf2") keep = {"type", "salt", "hash", "iterations"};
-    else if (type == "argon2i" || type == "argon2id") keep = {"type", "salt", "time", "memory", "cpus"};
-    else continue;
+    if (type == "pbkdf2")
+      keep = {"type", "salt", "hash", "iterations"};
+    else if (type == "argon2i" || type == "argon2id")
+      keep = {"type", "salt", "time", "memory", "cpus"};
+    else
+      continue;
     std::vector<std::string> drop;
     for (const auto& [k, v] : kdf->items()) {
       (void)v;
@@ -612,8 +661,7 @@ Result<Metadata> parse_luks2_json(std::span<const std::byte> area) {
   if (!nul) return fail(corrupt("LUKS2 JSON", "no NUL terminator in the JSON area"));
   const std::size_t len = static_cast<std::size_t>(static_cast<const char*>(nul) - p);
   for (std::size_t i = len; i < area.size(); ++i)
-    if (p[i] != '\0')
-      return fail(corrupt("LUKS2 JSON", "non-zero bytes after the JSON text", i));
+    if (p[i] != '\0') return fail(corrupt("LUKS2 JSON", "non-zero bytes after the JSON text", i));
   return parse_luks2_json_text(std::string_view(p, len), area.size());
 }
 

@@ -1,7 +1,8 @@
-// LUKS header management, restating cryptsetup 2.6.1 (lib/setup.c crypt_format/_crypt_format_luks1/2,
-// crypt_keyslot_add_by_*, crypt_keyslot_destroy, lib/luks1/keymanage.c LUKS_generate_phdr /
-// LUKS_set_key / LUKS_del_key, lib/luks2/luks2_json_format.c LUKS2_generate_hdr /
-// LUKS2_find_area_gap, luks2_keyslot_luks2.c luks2_keyslot_store, LUKS2_hdr_backup/restore).
+// LUKS header management, restating cryptsetup 2.6.1 (lib/setup.c
+// crypt_format/_crypt_format_luks1/2, crypt_keyslot_add_by_*, crypt_keyslot_destroy,
+// lib/luks1/keymanage.c LUKS_generate_phdr / LUKS_set_key / LUKS_del_key,
+// lib/luks2/luks2_json_format.c LUKS2_generate_hdr / LUKS2_find_area_gap, luks2_keyslot_luks2.c
+// luks2_keyslot_store, LUKS2_hdr_backup/restore).
 #include "volume/format/luks_admin.h"
 
 #include <fcntl.h>
@@ -38,8 +39,8 @@ namespace {
 
 constexpr std::uint64_t kLuks2HdrSize = 16384;
 constexpr std::uint64_t kLuks2DefaultAreas = 16u << 20;  // LUKS2_DEFAULT_HDR_SIZE
-constexpr std::uint64_t kAlignment = 1u << 20;             // default data alignment
-constexpr std::uint32_t kDigestBenchMs = 125;              // LUKS_MKD_ITERATIONS_MS
+constexpr std::uint64_t kAlignment = 1u << 20;           // default data alignment
+constexpr std::uint32_t kDigestBenchMs = 125;            // LUKS_MKD_ITERATIONS_MS
 
 std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
@@ -51,7 +52,8 @@ std::invoke_result_t<F> guarded(F&& f) {
   } catch (const std::bad_alloc&) {
     return fail(make_error(Errc::kNoSpace, "out of memory while editing the LUKS2 header"));
   } catch (const std::exception& e) {
-    return fail(make_error_fmt(Errc::kCorrupt, "LUKS2 JSON edit failed", kNoObject, "%s", e.what()));
+    return fail(
+        make_error_fmt(Errc::kCorrupt, "LUKS2 JSON edit failed", kNoObject, "%s", e.what()));
   }
 }
 
@@ -81,7 +83,8 @@ Result<KdfParams> new_kdf(const PbkdfOptions& o, VolumeType type, std::size_t dk
                                  "%s", o.hash.c_str()));
     if (o.force_iterations) {
       if (*o.force_iterations < 1000)
-        return fail(make_error(Errc::kInvalid, "Forced iteration count is too low for PBKDF2 (minimum is 1000).",
+        return fail(make_error(Errc::kInvalid,
+                               "Forced iteration count is too low for PBKDF2 (minimum is 1000).",
                                *o.force_iterations));
       k.iterations = *o.force_iterations;
     } else {
@@ -89,11 +92,13 @@ Result<KdfParams> new_kdf(const PbkdfOptions& o, VolumeType type, std::size_t dk
       k.iterations = std::max<std::uint32_t>(it, 1000);
     }
   } else if (k.type == "argon2i" || k.type == "argon2id") {
-    const auto t = k.type == "argon2i" ? crypto::Argon2Type::kArgon2i : crypto::Argon2Type::kArgon2id;
+    const auto t =
+        k.type == "argon2i" ? crypto::Argon2Type::kArgon2i : crypto::Argon2Type::kArgon2id;
     const std::uint32_t par = std::max<std::uint32_t>(1, std::min(o.parallel, online_cpus()));
     if (o.force_iterations) {
       if (*o.force_iterations < 4)
-        return fail(make_error(Errc::kInvalid, "Forced iteration count is too low for Argon2 (minimum is 4).",
+        return fail(make_error(Errc::kInvalid,
+                               "Forced iteration count is too low for Argon2 (minimum is 4).",
                                *o.force_iterations));
       k.time = *o.force_iterations;
       k.memory_kib = o.memory_kib;
@@ -107,7 +112,8 @@ Result<KdfParams> new_kdf(const PbkdfOptions& o, VolumeType type, std::size_t dk
       k.cpus = c.parallel;
     }
   } else {
-    return fail(make_error_fmt(Errc::kInvalid, "Unknown PBKDF type", kNoObject, "'%s'", k.type.c_str()));
+    return fail(
+        make_error_fmt(Errc::kInvalid, "Unknown PBKDF type", kNoObject, "'%s'", k.type.c_str()));
   }
   return k;
 }
@@ -120,11 +126,12 @@ Result<std::uint32_t> digest_iterations(const PbkdfOptions& o, std::size_t vk_le
 }
 
 // Checks that the data cipher works with this key (LUKS_check_cipher).
-Result<crypto::CipherSpec> check_cipher(const std::string& spec_text, std::span<const std::byte> vk) {
+Result<crypto::CipherSpec> check_cipher(const std::string& spec_text,
+                                        std::span<const std::byte> vk) {
   auto spec = crypto::CipherSpec::parse(spec_text);
   if (!spec)
-    return fail(make_error_fmt(Errc::kInvalid, "No known cipher specification pattern detected.", kNoObject,
-                               "'%s'", spec_text.c_str()));
+    return fail(make_error_fmt(Errc::kInvalid, "No known cipher specification pattern detected.",
+                               kNoObject, "'%s'", spec_text.c_str()));
   crypto::SectorCipherConfig cfg;
   cfg.spec = *spec;
   auto c = crypto::make_sector_cipher(cfg, vk);
@@ -166,7 +173,8 @@ Result<SecretBytes> make_vk(std::uint32_t key_bits, std::span<const std::byte> g
     return fail(make_error(Errc::kInvalid, "Key size must be a multiple of 8 bits", key_bits));
   if (!given.empty()) {
     if (given.size() != key_bits / 8)
-      return fail(make_error(Errc::kInvalid, "Volume key does not match the requested key size", given.size()));
+      return fail(make_error(Errc::kInvalid, "Volume key does not match the requested key size",
+                             given.size()));
     return SecretBytes::copy_of(given);
   }
   CRYPTMAP_TRY(vk, SecretBytes::allocate(key_bits / 8));
@@ -194,10 +202,12 @@ Result<int> luks1_set_key(BackingStore& s, luks1::Phdr& h, std::optional<int> sl
   int idx = -1;
   if (slot) {
     if (*slot < 0 || *slot >= static_cast<int>(luks1::kNumKeys))
-      return fail(make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(*slot),
+      return fail(make_error_fmt(Errc::kInvalid, "keyslot out of range",
+                                 static_cast<std::uint64_t>(*slot),
                                  "Key slot %d is invalid, please select between 0 and 7.", *slot));
     if (h.key_block[static_cast<std::size_t>(*slot)].active != luks1::kKeyDisabled)
-      return fail(make_error_fmt(Errc::kBusy, "Key slot is active, purge first.", static_cast<std::uint64_t>(*slot),
+      return fail(make_error_fmt(Errc::kBusy, "Key slot is active, purge first.",
+                                 static_cast<std::uint64_t>(*slot),
                                  "Key slot %d is full, please select another one.", *slot));
     idx = *slot;
   } else {
@@ -213,8 +223,9 @@ Result<int> luks1_set_key(BackingStore& s, luks1::Phdr& h, std::optional<int> sl
   lo.hash = h.hash();
   CRYPTMAP_TRY(kdf, new_kdf(lo, VolumeType::kLuks1, h.key_bytes));
   CRYPTMAP_TRY(dk, format::derive_key(kdf, pass, h.key_bytes));
-  CRYPTMAP_TRY_VOID(format::store_keyslot_area(s, std::uint64_t{kb.key_material_offset} * 512, h.cipher_spec(),
-                                               dk.span(), vk, luks1::kStripes, h.hash()));
+  CRYPTMAP_TRY_VOID(format::store_keyslot_area(s, std::uint64_t{kb.key_material_offset} * 512,
+                                               h.cipher_spec(), dk.span(), vk, luks1::kStripes,
+                                               h.hash()));
   kb.password_iterations = kdf.iterations;
   std::copy(kdf.salt.begin(), kdf.salt.end(), kb.password_salt.begin());
   kb.active = luks1::kKeyEnabled;
@@ -225,8 +236,9 @@ Result<int> luks1_set_key(BackingStore& s, luks1::Phdr& h, std::optional<int> sl
 Result<void> luks1_kill(BackingStore& s, luks1::Phdr& h, int slot) {
   auto& kb = h.key_block[static_cast<std::size_t>(slot)];
   if (kb.active != luks1::kKeyEnabled)
-    return fail(make_error_fmt(Errc::kNotFound, "Keyslot is not active.", static_cast<std::uint64_t>(slot),
-                               "Keyslot %d is not active.", slot));
+    return fail(make_error_fmt(Errc::kNotFound, "Keyslot is not active.",
+                               static_cast<std::uint64_t>(slot), "Keyslot %d is not active.",
+                               slot));
   kb.active = luks1::kKeyDisabled;
   CRYPTMAP_TRY_VOID(write_random(s, std::uint64_t{kb.key_material_offset} * 512,
                                  format::keyslot_area_bytes(h.key_bytes, luks1::kStripes)));
@@ -248,8 +260,8 @@ Result<luks1::Phdr> luks1_generate(const LuksFormatOptions& o, std::span<const s
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   auto hs = crypto::hash_digest_size(h.hash_spec);
   if (!hs || *hs < luks1::kDigestSize)
-    return fail(make_error_fmt(Errc::kUnsupported, "Requested LUKS hash is not supported.", kNoObject,
-                               "%s", h.hash_spec.c_str()));
+    return fail(make_error_fmt(Errc::kUnsupported, "Requested LUKS hash is not supported.",
+                               kNoObject, "%s", h.hash_spec.c_str()));
   h.key_bytes = static_cast<std::uint32_t>(vk.size());
   const std::uint64_t afs = luks1::af_split_sectors(h.key_bytes, luks1::kStripes);
   std::uint64_t sec = luks1::kAlignKeyslotsBytes / 512;
@@ -261,18 +273,23 @@ Result<luks1::Phdr> luks1_generate(const LuksFormatOptions& o, std::span<const s
   }
   header_sectors = sec;
   std::uint64_t payload = 0;
-  if (o.offset_sectors) payload = *o.offset_sectors;
-  else if (!o.detached_header) payload = round_up(sec, kAlignment / 512);
+  if (o.offset_sectors)
+    payload = *o.offset_sectors;
+  else if (!o.detached_header)
+    payload = round_up(sec, kAlignment / 512);
   if (payload && payload < sec)
-    return fail(make_error(Errc::kInvalid, "Data offset for LUKS header must be either 0 or higher than header size.",
-                           payload));
-  if (payload > 0xffffffffu) return fail(make_error(Errc::kInvalid, "LUKS1 data offset too large", payload));
+    return fail(make_error(
+        Errc::kInvalid, "Data offset for LUKS header must be either 0 or higher than header size.",
+        payload));
+  if (payload > 0xffffffffu)
+    return fail(make_error(Errc::kInvalid, "LUKS1 data offset too large", payload));
   h.payload_offset = static_cast<std::uint32_t>(payload);
   CRYPTMAP_TRY(salt, random_vec(luks1::kSaltSize));
   std::copy(salt.begin(), salt.end(), h.mk_digest_salt.begin());
   CRYPTMAP_TRY(iters, digest_iterations(o.pbkdf, vk.size()));
   h.mk_digest_iterations = iters;
-  CRYPTMAP_TRY_VOID(crypto::pbkdf2(h.hash(), vk, h.mk_digest_salt, h.mk_digest_iterations, h.mk_digest));
+  CRYPTMAP_TRY_VOID(
+      crypto::pbkdf2(h.hash(), vk, h.mk_digest_salt, h.mk_digest_iterations, h.mk_digest));
   h.uuid = uuid;
   return h;
 }
@@ -325,7 +342,8 @@ Result<std::uint64_t> luks2_find_gap(const luks2::Metadata& m, std::uint64_t len
 }
 
 // Keyslot cipher: the data cipher unless it cannot encrypt keyslots (AEAD, random IV).
-std::pair<std::string, std::uint32_t> keyslot_cipher(const luks2::Metadata& m, std::uint32_t vk_len) {
+std::pair<std::string, std::uint32_t> keyslot_cipher(const luks2::Metadata& m,
+                                                     std::uint32_t vk_len) {
   const luks2::Segment* seg = m.segment(0);
   if (seg) {
     auto spec = crypto::CipherSpec::parse(seg->encryption);
@@ -337,14 +355,16 @@ std::pair<std::string, std::uint32_t> keyslot_cipher(const luks2::Metadata& m, s
 
 Result<int> luks2_store_keyslot(BackingStore& s, Luks2State& st, std::optional<int> slot,
                                 std::span<const std::byte> vk, std::span<const std::byte> pass,
-                                const PbkdfOptions& o, std::optional<int> replace_id = std::nullopt) {
+                                const PbkdfOptions& o,
+                                std::optional<int> replace_id = std::nullopt) {
   CRYPTMAP_TRY(m, st.doc.validate(st.json_area));
   int id = -1;
   if (replace_id) {
     id = *replace_id;
   } else if (slot) {
     if (*slot < 0 || *slot >= luks2::kMaxKeyslots)
-      return fail(make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(*slot),
+      return fail(make_error_fmt(Errc::kInvalid, "keyslot out of range",
+                                 static_cast<std::uint64_t>(*slot),
                                  "Key slot %d is invalid, please select between 0 and 31.", *slot));
     if (m.keyslot(*slot))
       return fail(make_error_fmt(Errc::kBusy, "Key slot is full", static_cast<std::uint64_t>(*slot),
@@ -361,23 +381,30 @@ Result<int> luks2_store_keyslot(BackingStore& s, Luks2State& st, std::optional<i
   std::uint64_t area_off = 0;
   auto gap = luks2_find_gap(m, area_len);
   const luks2::Keyslot* old = replace_id ? m.keyslot(*replace_id) : nullptr;
-  if (gap) area_off = *gap;
-  else if (old && old->area_size >= area_len) area_off = old->area_offset;  // overwrite in place
-  else return fail(gap.error());
+  if (gap)
+    area_off = *gap;
+  else if (old && old->area_size >= area_len)
+    area_off = old->area_offset;  // overwrite in place
+  else
+    return fail(gap.error());
   const auto cipher_choice = keyslot_cipher(m, static_cast<std::uint32_t>(vk.size()));
   const std::string enc = cipher_choice.first;  // (not a structured binding: lambdas capture it)
   const std::uint32_t enc_key = cipher_choice.second;
   CRYPTMAP_TRY(kdf, new_kdf(o, VolumeType::kLuks2, enc_key));
   CRYPTMAP_TRY(dk, format::derive_key(kdf, pass, enc_key));
   const std::string af_hash = o.hash;
-  CRYPTMAP_TRY_VOID(format::store_keyslot_area(s, area_off, enc, dk.span(), vk, luks2::kStripes, af_hash));
+  CRYPTMAP_TRY_VOID(
+      format::store_keyslot_area(s, area_off, enc, dk.span(), vk, luks2::kStripes, af_hash));
   CRYPTMAP_TRY_VOID((guarded([&]() -> Result<void> {
     Json ks = Json::object();
     ks["type"] = "luks2";
     ks["key_size"] = vk.size();
     ks["af"] = {{"type", "luks1"}, {"stripes", luks2::kStripes}, {"hash", af_hash}};
-    ks["area"] = {{"type", "raw"}, {"offset", std::to_string(area_off)}, {"size", std::to_string(area_len)},
-                  {"encryption", enc}, {"key_size", enc_key}};
+    ks["area"] = {{"type", "raw"},
+                  {"offset", std::to_string(area_off)},
+                  {"size", std::to_string(area_len)},
+                  {"encryption", enc},
+                  {"key_size", enc_key}};
     Json k = Json::object();
     k["type"] = kdf.type;
     if (kdf.type == "pbkdf2") {
@@ -398,7 +425,8 @@ Result<int> luks2_store_keyslot(BackingStore& s, Luks2State& st, std::optional<i
     return ok();
   })));
   CRYPTMAP_TRY_VOID(luks2_commit(s, st));
-  if (old && old->area_offset != area_off) CRYPTMAP_TRY_VOID(write_random(s, old->area_offset, old->area_size));
+  if (old && old->area_offset != area_off)
+    CRYPTMAP_TRY_VOID(write_random(s, old->area_offset, old->area_size));
   return id;
 }
 
@@ -406,8 +434,9 @@ Result<void> luks2_kill(BackingStore& s, Luks2State& st, int slot) {
   CRYPTMAP_TRY(m, st.doc.validate(st.json_area));
   const luks2::Keyslot* k = m.keyslot(slot);
   if (!k)
-    return fail(make_error_fmt(Errc::kNotFound, "Keyslot is not active.", static_cast<std::uint64_t>(slot),
-                               "Keyslot %d is not active.", slot));
+    return fail(make_error_fmt(Errc::kNotFound, "Keyslot is not active.",
+                               static_cast<std::uint64_t>(slot), "Keyslot %d is not active.",
+                               slot));
   const std::uint64_t off = k->area_offset, len = k->area_size;
   CRYPTMAP_TRY_VOID((guarded([&]() -> Result<void> {
     const std::string key = std::to_string(slot);
@@ -429,10 +458,11 @@ Result<void> luks2_kill(BackingStore& s, Luks2State& st, int slot) {
   return luks2_commit(s, st);
 }
 
-Result<std::pair<std::unique_ptr<format::Luks1Header>, std::unique_ptr<format::Luks2Header>>> load_any(
-    const BackingStore& s, bool inspection = false) {
+Result<std::pair<std::unique_ptr<format::Luks1Header>, std::unique_ptr<format::Luks2Header>>>
+load_any(const BackingStore& s, bool inspection = false) {
   auto prefix = format::read_prefix(s, 8);
-  if (prefix && luks1::has_luks_magic(*prefix) && prefix->size() >= 8 && load_be16(prefix->data() + 6) == 1) {
+  if (prefix && luks1::has_luks_magic(*prefix) && prefix->size() >= 8 &&
+      load_be16(prefix->data() + 6) == 1) {
     CRYPTMAP_TRY(h, format::Luks1Header::load(s));
     return std::make_pair(std::move(h), std::unique_ptr<format::Luks2Header>());
   }
@@ -448,7 +478,8 @@ Result<std::string> random_uuid() {
   r[6] = (r[6] & std::byte{0x0f}) | std::byte{0x40};
   r[8] = (r[8] & std::byte{0x3f}) | std::byte{0x80};
   const std::string h = to_hex(r);
-  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) + "-" + h.substr(20);
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
+         "-" + h.substr(20);
 }
 
 namespace {
@@ -469,8 +500,10 @@ Result<std::uint64_t> luks2_keyslots_size(const LuksFormatOptions& o) {
   if (o.offset_sectors) {
     const std::uint64_t data_off = *o.offset_sectors * 512;
     if (data_off < 2 * kLuks2HdrSize && data_off != 0)
-      return fail(make_error(Errc::kInvalid, "Requested data offset is too small.", *o.offset_sectors));
-    if (data_off) ks = std::min<std::uint64_t>(data_off - 2 * kLuks2HdrSize, luks2::kMaxKeyslotsSize);
+      return fail(
+          make_error(Errc::kInvalid, "Requested data offset is too small.", *o.offset_sectors));
+    if (data_off)
+      ks = std::min<std::uint64_t>(data_off - 2 * kLuks2HdrSize, luks2::kMaxKeyslotsSize);
     ks -= ks % 4096;
   }
   return ks;
@@ -491,7 +524,8 @@ Result<std::uint64_t> luks_header_bytes(const LuksFormatOptions& o) {
 Result<FormatResult> luks_format(BackingStore& header, const LuksFormatOptions& o,
                                  std::span<const std::byte> passphrase,
                                  std::span<const std::byte> volume_key) {
-  if (o.type == VolumeType::kPlain) return fail(make_error(Errc::kInvalid, "luksFormat: plain has no header"));
+  if (o.type == VolumeType::kPlain)
+    return fail(make_error(Errc::kInvalid, "luksFormat: plain has no header"));
   CRYPTMAP_TRY(vk, make_vk(o.key_bits, volume_key));
   CRYPTMAP_TRY(spec, check_cipher(o.cipher, vk.span()));
   std::string uuid = o.uuid;
@@ -499,23 +533,27 @@ Result<FormatResult> luks_format(BackingStore& header, const LuksFormatOptions& 
     CRYPTMAP_TRY(u, random_uuid());
     uuid = u;
   } else if (!valid_uuid(uuid)) {
-    return fail(make_error_fmt(Errc::kInvalid, "Wrong LUKS UUID format provided.", kNoObject, "%s", uuid.c_str()));
+    return fail(make_error_fmt(Errc::kInvalid, "Wrong LUKS UUID format provided.", kNoObject, "%s",
+                               uuid.c_str()));
   }
   CRYPTMAP_TRY(need, luks_header_bytes(o));
   if (header.size_bytes() < need)
-    return fail(make_error_fmt(Errc::kNoSpace, "Device is too small for the LUKS header", header.size_bytes(),
-                               "%s: needs at least %llu bytes", header.name().c_str(),
-                               static_cast<unsigned long long>(need)));
+    return fail(make_error_fmt(Errc::kNoSpace, "Device is too small for the LUKS header",
+                               header.size_bytes(), "%s: needs at least %llu bytes",
+                               header.name().c_str(), static_cast<unsigned long long>(need)));
   FormatResult out;
   out.uuid = uuid;
   if (o.type == VolumeType::kLuks1) {
     std::uint64_t hdr_sectors = 0;
     CRYPTMAP_TRY(h, luks1_generate(o, vk.span(), uuid, hdr_sectors));
-    if (!o.detached_header && o.data_device_bytes && o.data_device_bytes <= std::uint64_t{h.payload_offset} * 512)
-      return fail(make_error(Errc::kNoSpace, "Device is too small: no room for data after the header"));
+    if (!o.detached_header && o.data_device_bytes &&
+        o.data_device_bytes <= std::uint64_t{h.payload_offset} * 512)
+      return fail(
+          make_error(Errc::kNoSpace, "Device is too small: no room for data after the header"));
     // LUKS_wipe_header_areas: zero the header area, random keyslot areas.
     const std::uint64_t zero_len = h.payload_offset ? std::uint64_t{h.payload_offset} * 512 : 4096;
-    CRYPTMAP_TRY_VOID(write_zero(header, 0, std::min<std::uint64_t>(zero_len, header.size_bytes())));
+    CRYPTMAP_TRY_VOID(
+        write_zero(header, 0, std::min<std::uint64_t>(zero_len, header.size_bytes())));
     for (const auto& kb : h.key_block)
       CRYPTMAP_TRY_VOID(write_random(header, std::uint64_t{kb.key_material_offset} * 512,
                                      format::keyslot_area_bytes(h.key_bytes, luks1::kStripes)));
@@ -529,23 +567,30 @@ Result<FormatResult> luks_format(BackingStore& header, const LuksFormatOptions& 
   // LUKS2 (LUKS2_generate_hdr + LUKS2_wipe_header_areas + keyslot add).
   CRYPTMAP_TRY(keyslots_size, luks2_keyslots_size(o));
   std::uint64_t data_offset = 0;
-  if (o.offset_sectors) data_offset = *o.offset_sectors * 512;
-  else if (!o.detached_header) data_offset = round_up(2 * kLuks2HdrSize + keyslots_size, kAlignment);
+  if (o.offset_sectors)
+    data_offset = *o.offset_sectors * 512;
+  else if (!o.detached_header)
+    data_offset = round_up(2 * kLuks2HdrSize + keyslots_size, kAlignment);
   std::uint32_t ss = o.sector_size;
   if (ss == 0) {
-    const std::uint64_t payload = o.data_device_bytes > data_offset ? o.data_device_bytes - data_offset : 0;
+    const std::uint64_t payload =
+        o.data_device_bytes > data_offset ? o.data_device_bytes - data_offset : 0;
     ss = (data_offset % 4096 == 0 && payload % 4096 == 0) ? 4096 : 512;
   }
   if (ss < 512 || ss > 4096 || (ss & (ss - 1)))
     return fail(make_error(Errc::kInvalid, "Unsupported encryption sector size.", ss));
   if (data_offset % ss)
-    return fail(make_error(Errc::kInvalid, "Data offset is not aligned to the encryption sector size.", data_offset));
+    return fail(make_error(
+        Errc::kInvalid, "Data offset is not aligned to the encryption sector size.", data_offset));
   if (!o.detached_header && o.data_device_bytes && o.data_device_bytes <= data_offset)
-    return fail(make_error(Errc::kNoSpace, "Device is too small: no room for data after the header"));
+    return fail(
+        make_error(Errc::kNoSpace, "Device is too small: no room for data after the header"));
   if (o.label.size() > 47 || o.subsystem.size() > 47)
     return fail(make_error(Errc::kInvalid, "LUKS2 label/subsystem longer than 47 characters"));
   auto hs = crypto::hash_digest_size(o.pbkdf.hash);
-  if (!hs) return fail(make_error_fmt(Errc::kUnsupported, "Requested hash is not supported.", kNoObject, "%s", o.pbkdf.hash.c_str()));
+  if (!hs)
+    return fail(make_error_fmt(Errc::kUnsupported, "Requested hash is not supported.", kNoObject,
+                               "%s", o.pbkdf.hash.c_str()));
   CRYPTMAP_TRY(dsalt, random_vec(32));
   CRYPTMAP_TRY(diters, digest_iterations(o.pbkdf, vk.size()));
   std::vector<std::byte> digest(*hs);
@@ -561,30 +606,30 @@ Result<FormatResult> luks_format(BackingStore& header, const LuksFormatOptions& 
   CRYPTMAP_TRY_VOID(crypto::random_bytes(st.salt1));
   CRYPTMAP_TRY_VOID(crypto::random_bytes(st.salt2));
   CRYPTMAP_TRY(text, guarded([&]() -> Result<std::string> {
-    Json root = Json::object();
-    root["keyslots"] = Json::object();
-    root["tokens"] = Json::object();
-    Json seg = Json::object();
-    seg["type"] = "crypt";
-    seg["offset"] = std::to_string(data_offset);
-    seg["size"] = "dynamic";
-    seg["iv_tweak"] = "0";
-    seg["encryption"] = o.cipher;
-    seg["sector_size"] = ss;
-    root["segments"] = Json::object({{"0", seg}});
-    Json d = Json::object();
-    d["type"] = "pbkdf2";
-    d["keyslots"] = Json::array();
-    d["segments"] = Json::array({"0"});
-    d["hash"] = o.pbkdf.hash;
-    d["iterations"] = diters;
-    d["salt"] = format::base64_encode(dsalt);
-    d["digest"] = format::base64_encode(digest);
-    root["digests"] = Json::object({{"0", d}});
-    root["config"] = Json::object({{"json_size", std::to_string(st.json_area)},
-                                   {"keyslots_size", std::to_string(keyslots_size)}});
-    return root.dump();
-  }));
+                 Json root = Json::object();
+                 root["keyslots"] = Json::object();
+                 root["tokens"] = Json::object();
+                 Json seg = Json::object();
+                 seg["type"] = "crypt";
+                 seg["offset"] = std::to_string(data_offset);
+                 seg["size"] = "dynamic";
+                 seg["iv_tweak"] = "0";
+                 seg["encryption"] = o.cipher;
+                 seg["sector_size"] = ss;
+                 root["segments"] = Json::object({{"0", seg}});
+                 Json d = Json::object();
+                 d["type"] = "pbkdf2";
+                 d["keyslots"] = Json::array();
+                 d["segments"] = Json::array({"0"});
+                 d["hash"] = o.pbkdf.hash;
+                 d["iterations"] = diters;
+                 d["salt"] = format::base64_encode(dsalt);
+                 d["digest"] = format::base64_encode(digest);
+                 root["digests"] = Json::object({{"0", d}});
+                 root["config"] = Json::object({{"json_size", std::to_string(st.json_area)},
+                                                {"keyslots_size", std::to_string(keyslots_size)}});
+                 return root.dump();
+               }));
   CRYPTMAP_TRY(doc, luks2::JsonDoc::parse(text));
   st.doc = std::move(doc);
   (void)spec;
@@ -608,8 +653,10 @@ Result<int> luks_add_key(BackingStore& header, std::span<const std::byte> passph
   SecretBytes vk;
   if (!volume_key.empty()) {
     CRYPTMAP_TRY(v, SecretBytes::copy_of(volume_key));
-    if (h1) CRYPTMAP_TRY_VOID(h1->verify_volume_key(v.span()));
-    else CRYPTMAP_TRY_VOID(h2->verify_volume_key(v.span(), h2->meta().digest_for_segment(0)->id));
+    if (h1)
+      CRYPTMAP_TRY_VOID(h1->verify_volume_key(v.span()));
+    else
+      CRYPTMAP_TRY_VOID(h2->verify_volume_key(v.span(), h2->meta().digest_for_segment(0)->id));
     vk = std::move(v);
   } else {
     CRYPTMAP_TRY(k, h.unlock(passphrase, unlock_slot));
@@ -637,14 +684,16 @@ Result<void> luks_kill_slot(BackingStore& header, int slot) {
   auto& [h1, h2] = hs;
   if (h1) {
     if (slot < 0 || slot >= static_cast<int>(luks1::kNumKeys))
-      return fail(make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(slot),
-                                 "Key slot %d is invalid, please select keyslot between 0 and 7.", slot));
+      return fail(
+          make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(slot),
+                         "Key slot %d is invalid, please select keyslot between 0 and 7.", slot));
     luks1::Phdr p = h1->phdr();
     return luks1_kill(header, p, slot);
   }
   if (slot < 0 || slot >= luks2::kMaxKeyslots)
-    return fail(make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(slot),
-                               "Key slot %d is invalid, please select keyslot between 0 and 31.", slot));
+    return fail(
+        make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(slot),
+                       "Key slot %d is invalid, please select keyslot between 0 and 31.", slot));
   CRYPTMAP_TRY(st, luks2_state(*h2));
   return luks2_kill(header, st, slot);
 }
@@ -662,7 +711,8 @@ Result<int> luks_change_key(BackingStore& header, std::span<const std::byte> old
     for (int i = 0; i < static_cast<int>(luks1::kNumKeys) && !free_slot; ++i)
       if (p.key_block[static_cast<std::size_t>(i)].active == luks1::kKeyDisabled) free_slot = i;
     if (free_slot) {
-      CRYPTMAP_TRY(ns, luks1_set_key(header, p, free_slot, k.volume_key.span(), new_passphrase, pbkdf));
+      CRYPTMAP_TRY(ns,
+                   luks1_set_key(header, p, free_slot, k.volume_key.span(), new_passphrase, pbkdf));
       CRYPTMAP_TRY_VOID(luks1_kill(header, p, k.keyslot));
       return ns;
     }
@@ -671,7 +721,8 @@ Result<int> luks_change_key(BackingStore& header, std::span<const std::byte> old
     return luks1_set_key(header, p, k.keyslot, k.volume_key.span(), new_passphrase, pbkdf);
   }
   CRYPTMAP_TRY(st, luks2_state(*h2));
-  return luks2_store_keyslot(header, st, std::nullopt, k.volume_key.span(), new_passphrase, pbkdf, k.keyslot);
+  return luks2_store_keyslot(header, st, std::nullopt, k.volume_key.span(), new_passphrase, pbkdf,
+                             k.keyslot);
 }
 
 bool is_luks(const BackingStore& header, std::optional<VolumeType> type) {
@@ -692,7 +743,8 @@ Result<std::string> luks_set_uuid(BackingStore& header, const std::string& uuid_
     CRYPTMAP_TRY(u, random_uuid());
     uuid = u;
   } else if (!valid_uuid(uuid)) {
-    return fail(make_error_fmt(Errc::kInvalid, "Wrong LUKS UUID format provided.", kNoObject, "%s", uuid.c_str()));
+    return fail(make_error_fmt(Errc::kInvalid, "Wrong LUKS UUID format provided.", kNoObject, "%s",
+                               uuid.c_str()));
   }
   CRYPTMAP_TRY(hs, load_any(header));
   if (hs.first) {
@@ -710,24 +762,29 @@ Result<std::string> luks_set_uuid(BackingStore& header, const std::string& uuid_
 Result<void> luks_header_backup(const BackingStore& header, const std::string& backup_file) {
   CRYPTMAP_TRY(hs, load_any(header, true));
   std::uint64_t len = 0;
-  if (hs.first) len = round_up(luks1::device_sectors(hs.first->phdr()) * 512, 4096);
-  else len = hs.second->meta().hdr_and_areas_size();
+  if (hs.first)
+    len = round_up(luks1::device_sectors(hs.first->phdr()) * 512, 4096);
+  else
+    len = hs.second->meta().hdr_and_areas_size();
   len = std::min(len, header.size_bytes());
   std::vector<std::byte> buf(len);
   CRYPTMAP_TRY_VOID(header.read_at(ByteOffset{0}, buf));
-  if (hs.first && hs.first->phdr().key_block[0].key_material_offset * 512ull == luks1::kAlignKeyslotsBytes)
-    std::fill(buf.begin() + luks1::kPhdrSize, buf.begin() + luks1::kAlignKeyslotsBytes, std::byte{0});
+  if (hs.first &&
+      hs.first->phdr().key_block[0].key_material_offset * 512ull == luks1::kAlignKeyslotsBytes)
+    std::fill(buf.begin() + luks1::kPhdrSize, buf.begin() + luks1::kAlignKeyslotsBytes,
+              std::byte{0});
   UniqueFd fd(::open(backup_file.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, S_IRUSR));
   if (!fd.valid()) {
     if (errno == EEXIST)
-      return fail(make_error_fmt(Errc::kBusy, "Requested header backup file already exists.", kNoObject, "%s",
-                                 backup_file.c_str()));
+      return fail(make_error_fmt(Errc::kBusy, "Requested header backup file already exists.",
+                                 kNoObject, "%s", backup_file.c_str()));
     return fail(make_sys_error(errno, "Cannot create header backup file."));
   }
-  CRYPTMAP_TRY_VOID(pwrite_full(fd.get(), 0, buf, {"Cannot write header backup file.",
-                                                     "Cannot write header backup file.",
-                                                     backup_file}));
-  if (::fsync(fd.get()) != 0) return fail(make_sys_error(errno, "Cannot write header backup file."));
+  CRYPTMAP_TRY_VOID(pwrite_full(
+      fd.get(), 0, buf,
+      {"Cannot write header backup file.", "Cannot write header backup file.", backup_file}));
+  if (::fsync(fd.get()) != 0)
+    return fail(make_sys_error(errno, "Cannot write header backup file."));
   return ok();
 }
 
@@ -735,17 +792,19 @@ Result<void> luks_header_restore(BackingStore& header, const std::string& backup
   UniqueFd fd(::open(backup_file.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return fail(make_sys_error(errno, "Cannot open header backup file."));
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return fail(make_sys_error(errno, "Cannot open header backup file."));
+  if (::fstat(fd.get(), &st) != 0)
+    return fail(make_sys_error(errno, "Cannot open header backup file."));
   if (st.st_size <= 0 || st.st_size > (130 << 20))
     return fail(make_error(Errc::kInvalid, "Backup file does not contain valid LUKS header."));
   std::vector<std::byte> buf(static_cast<std::size_t>(st.st_size));
-  CRYPTMAP_TRY_VOID(pread_full(fd.get(), 0, buf, {"Cannot read header backup file.",
-                                                   "Cannot read header backup file.",
-                                                   backup_file}));
+  CRYPTMAP_TRY_VOID(pread_full(
+      fd.get(), 0, buf,
+      {"Cannot read header backup file.", "Cannot read header backup file.", backup_file}));
   format::SpanStore backup(buf, backup_file);
   auto bh = load_any(backup, true);
-  if (!bh) return fail(make_error_fmt(Errc::kInvalid, "Backup file does not contain valid LUKS header.", kNoObject,
-                                      "%s", bh.error().message().c_str()));
+  if (!bh)
+    return fail(make_error_fmt(Errc::kInvalid, "Backup file does not contain valid LUKS header.",
+                               kNoObject, "%s", bh.error().message().c_str()));
   std::uint64_t len = 0, data_off = 0, key_bytes = 0;
   if (bh->first) {
     len = luks1::device_sectors(bh->first->phdr()) * 512;
@@ -757,11 +816,14 @@ Result<void> luks_header_restore(BackingStore& header, const std::string& backup
     key_bytes = bh->second->layout().key_bytes;
   }
   if (len > buf.size() || len > header.size_bytes())
-    return fail(make_error(Errc::kInvalid, "Backup file does not contain valid LUKS header (too short / device too small)."));
+    return fail(make_error(
+        Errc::kInvalid,
+        "Backup file does not contain valid LUKS header (too short / device too small)."));
   if (auto cur = load_any(header, true)) {
     const VolumeLayout l = cur->first ? cur->first->layout() : cur->second->layout();
     if (l.data_offset_bytes != data_off || (l.key_bytes && l.key_bytes != key_bytes))
-      return fail(make_error(Errc::kInvalid, "Data offset or key size differs on device and backup, restore failed."));
+      return fail(make_error(
+          Errc::kInvalid, "Data offset or key size differs on device and backup, restore failed."));
   }
   CRYPTMAP_TRY_VOID(header.write_at(ByteOffset{0}, std::span(buf).first(len)));
   return header.sync();
@@ -769,7 +831,8 @@ Result<void> luks_header_restore(BackingStore& header, const std::string& backup
 
 Result<std::string> luks_repair(BackingStore& header) {
   auto prefix = format::read_prefix(header, 8);
-  if (prefix && luks1::has_luks_magic(*prefix) && prefix->size() >= 8 && load_be16(prefix->data() + 6) == 1) {
+  if (prefix && luks1::has_luks_magic(*prefix) && prefix->size() >= 8 &&
+      load_be16(prefix->data() + 6) == 1) {
     CRYPTMAP_TRY(h, format::Luks1Header::load(header));
     (void)h;
     return std::string("No known problems detected for LUKS header.");
@@ -781,12 +844,15 @@ Result<std::string> luks_repair(BackingStore& header) {
   std::array<std::byte, 64> s1{}, s2{};
   CRYPTMAP_TRY_VOID(crypto::random_bytes(s1));
   CRYPTMAP_TRY_VOID(crypto::random_bytes(s2));
-  if (disk.using_primary) s1 = disk.bin.salt;
-  else s2 = disk.bin.salt;
+  if (disk.using_primary)
+    s1 = disk.bin.salt;
+  else
+    s2 = disk.bin.salt;
   luks2::BinHeader b = disk.bin;
   b.seqid = disk.bin.seqid;  // write adds one
   CRYPTMAP_TRY_VOID(luks2::write_luks2_header(header, b, s1, s2, disk.meta.json_text));
-  return std::string(disk.using_primary ? "Secondary LUKS2 header repaired." : "Primary LUKS2 header repaired.");
+  return std::string(disk.using_primary ? "Secondary LUKS2 header repaired."
+                                        : "Primary LUKS2 header repaired.");
 }
 
 }  // namespace cryptmap::volume

@@ -25,12 +25,12 @@ class BackingStore;
 // How a keyslot's passphrase is stretched (--pbkdf, --hash, --iter-time, --pbkdf-memory,
 // --pbkdf-parallel, --pbkdf-force-iterations). Defaults are cryptsetup 2.6.1's.
 struct PbkdfOptions {
-  std::string type;                       // "" = default: LUKS1 "pbkdf2", LUKS2 "argon2id"
-  std::string hash = "sha256";            // pbkdf2 hash and LUKS2 AF hash
+  std::string type;             // "" = default: LUKS1 "pbkdf2", LUKS2 "argon2id"
+  std::string hash = "sha256";  // pbkdf2 hash and LUKS2 AF hash
   std::uint32_t iter_time_ms = 2000;
   std::optional<std::uint32_t> force_iterations;  // pbkdf2 iterations / argon2 time cost
-  std::uint32_t memory_kib = 1048576;     // argon2 upper bound (1 GiB)
-  std::uint32_t parallel = 4;             // argon2 threads upper bound (capped at online CPUs)
+  std::uint32_t memory_kib = 1048576;             // argon2 upper bound (1 GiB)
+  std::uint32_t parallel = 4;  // argon2 threads upper bound (capped at online CPUs)
 };
 
 struct LuksFormatOptions {
@@ -38,13 +38,13 @@ struct LuksFormatOptions {
   std::string cipher = "aes-xts-plain64";
   std::uint32_t key_bits = 512;
   PbkdfOptions pbkdf;
-  std::uint32_t sector_size = 0;                    // LUKS2: 0 = auto (4096 if aligned, else 512)
-  std::string label, subsystem;                     // LUKS2 only
-  std::string uuid;                                 // "" = random
-  std::optional<std::uint64_t> offset_sectors;      // --offset: data offset in 512-byte sectors
-  bool detached_header = false;                     // header store is not the data store
-  std::uint64_t data_device_bytes = 0;              // size of the data image (sector-size auto)
-  std::optional<int> keyslot;                       // --key-slot for the first passphrase
+  std::uint32_t sector_size = 0;                // LUKS2: 0 = auto (4096 if aligned, else 512)
+  std::string label, subsystem;                 // LUKS2 only
+  std::string uuid;                             // "" = random
+  std::optional<std::uint64_t> offset_sectors;  // --offset: data offset in 512-byte sectors
+  bool detached_header = false;                 // header store is not the data store
+  std::uint64_t data_device_bytes = 0;          // size of the data image (sector-size auto)
+  std::optional<int> keyslot;                   // --key-slot for the first passphrase
 };
 
 struct FormatResult {

@@ -77,7 +77,8 @@ std::string dump_luks1(const format::Luks1Header& h, const std::string& device) 
     if (kb.active == luks1::kKeyEnabled) {
       o << "Key Slot " << i << ": ENABLED\n";
       o << "\tIterations:         \t" << kb.password_iterations << "\n";
-      o << "\tSalt:               \t" << hex_lines(kb.password_salt, "\t                      \t") << "\n";
+      o << "\tSalt:               \t" << hex_lines(kb.password_salt, "\t                      \t")
+        << "\n";
       o << "\tKey material offset:\t" << kb.key_material_offset << "\n";
       o << "\tAF stripes:            \t" << kb.stripes << "\n";
     } else {
@@ -108,7 +109,8 @@ std::string dump_luks2(const format::Luks2Header& h) {
   o << "Keyslots area: \t" << m.config.keyslots_size << " [bytes]\n";
   o << "UUID:          \t" << d.bin.uuid << "\n";
   o << "Label:         \t" << (d.bin.label.empty() ? "(no label)" : d.bin.label) << "\n";
-  o << "Subsystem:     \t" << (d.bin.subsystem.empty() ? "(no subsystem)" : d.bin.subsystem) << "\n";
+  o << "Subsystem:     \t" << (d.bin.subsystem.empty() ? "(no subsystem)" : d.bin.subsystem)
+    << "\n";
   o << "Flags:       \t";
   if (m.config.flags.empty()) o << "(no flags)";
   for (const auto& f : m.config.flags) o << f << " ";
@@ -122,8 +124,10 @@ std::string dump_luks2(const format::Luks2Header& h) {
   for (const auto& s : m.segments) {
     o << "  " << s.id << ": " << s.type << "\n";
     o << "\toffset: " << s.offset << " [bytes]\n";
-    if (s.dynamic) o << "\tlength: (whole device)\n";
-    else o << "\tlength: " << s.size << " [bytes]\n";
+    if (s.dynamic)
+      o << "\tlength: (whole device)\n";
+    else
+      o << "\tlength: " << s.size << " [bytes]\n";
     if (s.type == "crypt") {
       o << "\tcipher: " << s.encryption << "\n";
       o << "\tsector: " << s.sector_size << " [bytes]\n";
@@ -141,7 +145,11 @@ std::string dump_luks2(const format::Luks2Header& h) {
     o << "  " << k.id << ": " << k.type << "\n";
     if (k.type != "luks2") continue;
     o << "\tKey:        " << k.key_size * 8 << " bits\n";
-    o << "\tPriority:   " << (k.priority == 0 ? "ignored" : k.priority == 2 ? "preferred" : "normal") << "\n";
+    o << "\tPriority:   "
+      << (k.priority == 0   ? "ignored"
+          : k.priority == 2 ? "preferred"
+                            : "normal")
+      << "\n";
     o << "\tCipher:     " << k.area_encryption << "\n";
     o << "\tCipher key: " << k.area_key_size * 8 << " bits\n";
     o << "\tPBKDF:      " << k.kdf.type << "\n";
@@ -183,8 +191,10 @@ std::string dump_luks2(const format::Luks2Header& h) {
 
 Result<std::string> luks_dump(const BackingStore& header, bool json) {
   auto prefix = format::read_prefix(header, 8);
-  if (prefix && luks1::has_luks_magic(*prefix) && prefix->size() >= 8 && load_be16(prefix->data() + 6) == 1) {
-    if (json) return fail(make_error(Errc::kInvalid, "--dump-json-metadata is supported only for LUKS2."));
+  if (prefix && luks1::has_luks_magic(*prefix) && prefix->size() >= 8 &&
+      load_be16(prefix->data() + 6) == 1) {
+    if (json)
+      return fail(make_error(Errc::kInvalid, "--dump-json-metadata is supported only for LUKS2."));
     CRYPTMAP_TRY(h, format::Luks1Header::load(header));
     return dump_luks1(*h, header.name());
   }
@@ -196,7 +206,8 @@ Result<std::string> luks_dump(const BackingStore& header, bool json) {
     pretty(doc.root(), 0, out);
     return out;
   } catch (const std::exception& e) {
-    return fail(make_error_fmt(Errc::kCorrupt, "LUKS2 JSON dump failed", kNoObject, "%s", e.what()));
+    return fail(
+        make_error_fmt(Errc::kCorrupt, "LUKS2 JSON dump failed", kNoObject, "%s", e.what()));
   }
 }
 

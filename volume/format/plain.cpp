@@ -30,7 +30,8 @@ Result<SecretBytes> plain_hash(std::string_view hash_spec, std::span<const std::
   CRYPTMAP_TRY(key, SecretBytes::allocate(key_bytes));  // zero-filled: the padding
   if (name == "plain") {
     if (passphrase.size() < hash_len)
-      return fail(make_error(Errc::kInvalid, "plain: passphrase shorter than the key (--hash plain)"));
+      return fail(
+          make_error(Errc::kInvalid, "plain: passphrase shorter than the key (--hash plain)"));
     std::memcpy(key.data(), passphrase.data(), hash_len);
     return key;
   }
@@ -43,7 +44,8 @@ Result<SecretBytes> plain_hash(std::string_view hash_spec, std::span<const std::
   CRYPTMAP_TRY(digest, SecretBytes::allocate(*dsize));
   std::size_t done = 0;
   for (std::size_t round = 0; done < hash_len; ++round) {
-    CRYPTMAP_TRY_VOID(crypto::hash_digest(name, {std::span<const std::byte>(as), passphrase}, digest.span()));
+    CRYPTMAP_TRY_VOID(
+        crypto::hash_digest(name, {std::span<const std::byte>(as), passphrase}, digest.span()));
     const std::size_t n = std::min(*dsize, hash_len - done);
     std::memcpy(key.data() + done, digest.data(), n);
     done += n;
@@ -53,10 +55,11 @@ Result<SecretBytes> plain_hash(std::string_view hash_spec, std::span<const std::
   return key;
 }
 
-Result<SecretBytes> plain_volume_key(const PlainOptions& opts, std::span<const std::byte> passphrase,
-                                     bool from_key_file) {
+Result<SecretBytes> plain_volume_key(const PlainOptions& opts,
+                                     std::span<const std::byte> passphrase, bool from_key_file) {
   if (opts.key_bits == 0 || opts.key_bits % 8 || opts.key_bits > 8192)
-    return fail(make_error(Errc::kInvalid, "plain: --key-size must be a multiple of 8 bits", opts.key_bits));
+    return fail(make_error(Errc::kInvalid, "plain: --key-size must be a multiple of 8 bits",
+                           opts.key_bits));
   const std::size_t kb = opts.key_bits / 8;
   if (from_key_file || opts.hash == "plain") {
     // process_key() without a hash: copy what there is, at most the key size; rest stays zero.
@@ -73,22 +76,27 @@ Result<VolumeLayout> plain_layout(const PlainOptions& opts, std::uint64_t image_
     return fail(make_error(Errc::kInvalid, "plain: unsupported encryption sector size", ss));
   auto spec = crypto::CipherSpec::parse(opts.cipher);
   if (!spec)
-    return fail(make_error_fmt(Errc::kInvalid, "plain: no known cipher specification pattern", kNoObject,
-                               "'%s'", opts.cipher.c_str()));
+    return fail(make_error_fmt(Errc::kInvalid, "plain: no known cipher specification pattern",
+                               kNoObject, "'%s'", opts.cipher.c_str()));
   if (opts.key_bits == 0 || opts.key_bits % 8 || opts.key_bits > 8192)
     return fail(make_error(Errc::kInvalid, "plain: invalid --key-size", opts.key_bits));
   if (opts.offset_sectors > image_bytes / 512)
-    return fail(make_error(Errc::kInvalid, "plain: --offset beyond the end of the image", opts.offset_sectors));
+    return fail(make_error(Errc::kInvalid, "plain: --offset beyond the end of the image",
+                           opts.offset_sectors));
   const std::uint64_t avail = image_bytes - opts.offset_sectors * 512;
   if (ss > 512 && avail % ss)
-    return fail(make_error(Errc::kInvalid, "plain: device size is not aligned to the sector size", avail));
+    return fail(
+        make_error(Errc::kInvalid, "plain: device size is not aligned to the sector size", avail));
   if (opts.skip_sectors % (ss / 512))
-    return fail(make_error(Errc::kInvalid, "plain: --skip must be a multiple of sector-size/512", opts.skip_sectors));
+    return fail(make_error(Errc::kInvalid, "plain: --skip must be a multiple of sector-size/512",
+                           opts.skip_sectors));
   if (opts.size_sectors) {
     if (opts.size_sectors > avail / 512)
-      return fail(make_error(Errc::kInvalid, "plain: --size beyond the end of the image", opts.size_sectors));
+      return fail(make_error(Errc::kInvalid, "plain: --size beyond the end of the image",
+                             opts.size_sectors));
     if ((opts.size_sectors * 512) % ss)
-      return fail(make_error(Errc::kInvalid, "plain: --size is not a multiple of the sector size", opts.size_sectors));
+      return fail(make_error(Errc::kInvalid, "plain: --size is not a multiple of the sector size",
+                             opts.size_sectors));
   }
   VolumeLayout l;
   l.type = VolumeType::kPlain;

@@ -18,8 +18,8 @@ Result<void> SpanStore::write_at(ByteOffset off, std::span<const std::byte>) {
 }
 
 Result<void> SpanStore::discard(ByteOffset off, std::uint64_t) {
-  return fail(make_error_fmt(Errc::kReadOnly, "discard on a read-only header copy", off.value,
-                             "%s", name_.c_str()));
+  return fail(make_error_fmt(Errc::kReadOnly, "discard on a read-only header copy", off.value, "%s",
+                             name_.c_str()));
 }
 
 }  // namespace cryptmap::volume::format

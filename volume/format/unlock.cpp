@@ -9,8 +9,8 @@ Unlocker::Unlocker(Unlocker&&) noexcept = default;
 Unlocker& Unlocker::operator=(Unlocker&&) noexcept = default;
 Unlocker::~Unlocker() = default;
 
-Result<Unlocker> Unlocker::prepare(const BackingStore& header_store,
-                                   const BackingStore& data_store, const UnlockOptions& opts) {
+Result<Unlocker> Unlocker::prepare(const BackingStore& header_store, const BackingStore& data_store,
+                                   const UnlockOptions& opts) {
   Unlocker u;
   u.opts_ = opts;
   if (opts.type == VolumeType::kPlain) {
@@ -51,8 +51,9 @@ Result<UnlockedVolume> Unlocker::unlock(std::span<const std::byte> passphrase) c
   return out;
 }
 
-Result<UnlockedVolume> unlock_volume(const BackingStore& header_store, const BackingStore& data_store,
-                                     const UnlockOptions& opts, std::span<const std::byte> passphrase) {
+Result<UnlockedVolume> unlock_volume(const BackingStore& header_store,
+                                     const BackingStore& data_store, const UnlockOptions& opts,
+                                     std::span<const std::byte> passphrase) {
   CRYPTMAP_TRY(u, Unlocker::prepare(header_store, data_store, opts));
   return u.unlock(passphrase);
 }

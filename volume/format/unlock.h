@@ -25,8 +25,8 @@ class LuksHeader;
 struct UnlockOptions {
   // nullopt = any LUKS version (cryptsetup --type luks); kPlain selects plain mode.
   std::optional<VolumeType> type;
-  std::optional<int> keyslot;     // --key-slot
-  PlainOptions plain;             // plain mode only
+  std::optional<int> keyslot;        // --key-slot
+  PlainOptions plain;                // plain mode only
   bool plain_key_from_file = false;  // plain: --key-file other than stdin (key used raw)
   // --test-passphrase: only the key is checked, not whether the data device holds the data
   // segment (cryptsetup checks the device size only when it activates a mapping).
@@ -67,7 +67,8 @@ class Unlocker {
 };
 
 // prepare() then unlock(): the errors of both.
-Result<UnlockedVolume> unlock_volume(const BackingStore& header_store, const BackingStore& data_store,
-                                     const UnlockOptions& opts, std::span<const std::byte> passphrase);
+Result<UnlockedVolume> unlock_volume(const BackingStore& header_store,
+                                     const BackingStore& data_store, const UnlockOptions& opts,
+                                     std::span<const std::byte> passphrase);
 
 }  // namespace cryptmap::volume

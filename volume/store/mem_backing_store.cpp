@@ -52,8 +52,8 @@ void MemBackingStore::copy_out(std::uint64_t off, std::span<std::byte> out) cons
     const std::uint64_t pos = off + done;
     const std::uint64_t ci = pos / kChunkBytes;
     const std::uint64_t within = pos % kChunkBytes;
-    const std::size_t n = static_cast<std::size_t>(
-        std::min<std::uint64_t>(out.size() - done, kChunkBytes - within));
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(out.size() - done, kChunkBytes - within));
     ReaderLock lock(stripes_[ci % kStripes]);
     const std::byte* c = chunk(ci, false);
     if (c == nullptr) {
@@ -71,8 +71,8 @@ void MemBackingStore::copy_in(std::uint64_t off, std::span<const std::byte> in) 
     const std::uint64_t pos = off + done;
     const std::uint64_t ci = pos / kChunkBytes;
     const std::uint64_t within = pos % kChunkBytes;
-    const std::size_t n = static_cast<std::size_t>(
-        std::min<std::uint64_t>(in.size() - done, kChunkBytes - within));
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(in.size() - done, kChunkBytes - within));
     std::byte* c = chunk(ci, true);
     WriterLock lock(stripes_[ci % kStripes]);
     std::memcpy(c + within, in.data() + done, n);
@@ -101,9 +101,8 @@ Result<void> MemBackingStore::write_at(ByteOffset off, std::span<const std::byte
   }
   write_calls_.fetch_add(1, std::memory_order_relaxed);
   if (off.value > size_ || in.size() > size_ - off.value) {
-    return make_error_fmt(Errc::kNoSpace, "write image past its end", off.value,
-                          "%s is %llu bytes", name_.c_str(),
-                          static_cast<unsigned long long>(size_));
+    return make_error_fmt(Errc::kNoSpace, "write image past its end", off.value, "%s is %llu bytes",
+                          name_.c_str(), static_cast<unsigned long long>(size_));
   }
   if (fail_write_.overlaps(off.value, in.size())) {
     return make_error_fmt(Errc::kIo, "write image", off.value, "%s: injected write failure",

@@ -53,7 +53,8 @@ constexpr std::uint32_t kReportBatch = 256;
 
 Result<std::string> read_sysfs_line(const std::string& file) {
   std::ifstream in(file);
-  if (!in) return make_error_fmt(Errc::kNotFound, "read sysfs attribute", kNoObject, "%s", file.c_str());
+  if (!in)
+    return make_error_fmt(Errc::kNotFound, "read sysfs attribute", kNoObject, "%s", file.c_str());
   std::string line;
   std::getline(in, line);
   while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
@@ -95,7 +96,8 @@ Result<std::vector<ZoneInfo>> device_report(ZonedDeviceIo& io, std::uint64_t fir
                                             const std::string& path) {
   std::vector<ZoneInfo> out;
   const std::uint64_t zone_sectors = zone_size_bytes >> kSectorShift512;
-  const std::uint32_t batch = static_cast<std::uint32_t>(std::min<std::uint64_t>(count, kReportBatch));
+  const std::uint32_t batch =
+      static_cast<std::uint32_t>(std::min<std::uint64_t>(count, kReportBatch));
   if (batch == 0) return out;
   const std::size_t bytes = sizeof(struct blk_zone_report) + batch * sizeof(struct blk_zone);
   // Backing store for the report: blk_zone_report is 16 bytes and blk_zone 64, both 8-aligned.
@@ -119,9 +121,8 @@ Result<std::vector<ZoneInfo>> device_report(ZonedDeviceIo& io, std::uint64_t fir
                             "%s", path.c_str());
     }
     const auto* zones = reinterpret_cast<const struct blk_zone*>(rep + 1);
-    CRYPTMAP_TRY(infos, zone_internal::zone_infos_from_blk_zones({zones, rep->nr_zones},
-                                                                 rep->flags, next,
-                                                                 zone_size_bytes));
+    CRYPTMAP_TRY(infos, zone_internal::zone_infos_from_blk_zones({zones, rep->nr_zones}, rep->flags,
+                                                                 next, zone_size_bytes));
     out.insert(out.end(), infos.begin(), infos.end());
     next += rep->nr_zones;
   }
@@ -142,10 +143,9 @@ class BlockZonedStore final : public ZonedStore {
         block_(block) {}
 
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
-    return zone_internal::zoned_read(*map_, off, out, path_,
-                                     [&](ByteOffset pos, std::span<std::byte> part) {
-                                       return device_->read_at(pos, part);
-                                     });
+    return zone_internal::zoned_read(
+        *map_, off, out, path_,
+        [&](ByteOffset pos, std::span<std::byte> part) { return device_->read_at(pos, part); });
   }
 
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
@@ -239,7 +239,8 @@ class BlockZonedStore final : public ZonedStore {
   }
 
   Result<void> manage(std::uint64_t index, unsigned long request, const char* what) {
-    CRYPTMAP_TRY_VOID(zone_internal::check_management_target(*map_, index, read_only_, what, path_));
+    CRYPTMAP_TRY_VOID(
+        zone_internal::check_management_target(*map_, index, read_only_, what, path_));
     MutexLock lock(stripe(index));
     const ZoneInfo z = map_->zone(index);
     CRYPTMAP_TRY_VOID(zone_internal::check_management_cond(z, what));
@@ -287,8 +288,7 @@ Result<std::unique_ptr<ZonedStore>> make_block_zoned_store(std::unique_ptr<Backi
   CRYPTMAP_TRY(infos, device_report(*io, 0, nr_zones, zone_size_bytes, path));
   if (infos.size() != nr_zones) {
     return make_error_fmt(Errc::kCorrupt, "zoned device reported fewer zones than it has",
-                          infos.size(), "%s: BLKGETNRZONES says %llu", path.c_str(),
-                          ull(nr_zones));
+                          infos.size(), "%s: BLKGETNRZONES says %llu", path.c_str(), ull(nr_zones));
   }
   auto map = ZoneMap::create(zone_size_bytes, infos);
   if (!map) {
@@ -321,7 +321,8 @@ Result<std::unique_ptr<ZonedStore>> open_block_zoned_store(const std::string& de
   if (options.create) {
     return make_error_fmt(Errc::kInvalid, "create zoned store on a block device", kNoObject,
                           "%s: zoned block devices are formatted by their drive; open without "
-                          "create", device_path.c_str());
+                          "create",
+                          device_path.c_str());
   }
   CRYPTMAP_TRY(model, block_device_zoned_model(device_path));
   if (model != "host-managed" && model != "host-aware") {
@@ -346,8 +347,8 @@ Result<std::unique_ptr<ZonedStore>> open_block_zoned_store(const std::string& de
     zone_sectors = static_cast<std::uint32_t>(std::strtoul(chunk.c_str(), nullptr, 10));
   }
   if (zone_sectors == 0) {
-    return make_error_fmt(Errc::kUnsupported, "zoned device reports no zone size", kNoObject,
-                          "%s", device_path.c_str());
+    return make_error_fmt(Errc::kUnsupported, "zoned device reports no zone size", kNoObject, "%s",
+                          device_path.c_str());
   }
   std::uint32_t nr_zones = 0;
   if (::ioctl(fd.get(), BLKGETNRZONES, &nr_zones) != 0) {
@@ -361,10 +362,9 @@ Result<std::unique_ptr<ZonedStore>> open_block_zoned_store(const std::string& de
   CRYPTMAP_TRY(device, PosixBackingStore::open(device_path, {.read_only = options.read_only,
                                                              .direct_io = options.direct_io,
                                                              .direct_only = options.direct_io}));
-  return zone_internal::make_block_zoned_store(std::move(device),
-                                               zone_internal::make_fd_device_io(std::move(fd)),
-                                               device_path, options.read_only, zone_size,
-                                               nr_zones, static_cast<std::uint32_t>(lbs));
+  return zone_internal::make_block_zoned_store(
+      std::move(device), zone_internal::make_fd_device_io(std::move(fd)), device_path,
+      options.read_only, zone_size, nr_zones, static_cast<std::uint32_t>(lbs));
 }
 
 }  // namespace cryptmap::volume

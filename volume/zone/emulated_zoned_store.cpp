@@ -8,16 +8,16 @@
 // Durability (the decision, see README.md "Crash consistency"):
 //   The live wp (in ZoneMap) advances as soon as a write's write_at has returned. The sidecar is
 //   rewritten only by sync(), reset_zone(), finish_zone() and the destructor, always as
-//   "snapshot live states -> fdatasync(image) -> write sidecar atomically". Because a wp is published
-//   only after its data's write_at returned, every byte below a snapshotted wp was handed to the
-//   kernel (page cache, or the device with O_DIRECT) before the fdatasync started, and fdatasync
-//   covers the whole inode whichever of the image store's fds wrote it, so the persisted wp never
-//   runs ahead of durable data.
-//   Writes after the last sync may be lost in a crash: the zone comes back with the older wp and
-//   the bytes past it read as zeros, exactly like a drive that lost its volatile write cache.
-//   reset_zone persists "empty" BEFORE punching the data (a crash in between leaves old bytes past
-//   wp, which read as zeros); finish_zone zeroes [wp, end) and makes that durable BEFORE it
-//   persists "full" (a crash in between leaves the old wp over zeros).
+//   "snapshot live states -> fdatasync(image) -> write sidecar atomically". Because a wp is
+//   published only after its data's write_at returned, every byte below a snapshotted wp was handed
+//   to the kernel (page cache, or the device with O_DIRECT) before the fdatasync started, and
+//   fdatasync covers the whole inode whichever of the image store's fds wrote it, so the persisted
+//   wp never runs ahead of durable data. Writes after the last sync may be lost in a crash: the
+//   zone comes back with the older wp and the bytes past it read as zeros, exactly like a drive
+//   that lost its volatile write cache. reset_zone persists "empty" BEFORE punching the data (a
+//   crash in between leaves old bytes past wp, which read as zeros); finish_zone zeroes [wp, end)
+//   and makes that durable BEFORE it persists "full" (a crash in between leaves the old wp over
+//   zeros).
 //
 // Locking: one mutex per zone stripe (kStripes, zone % kStripes) serialises check+write+publish
 // for a zone; `meta_mu_` serialises sidecar writers. Lock order: stripe -> meta_mu_. Reads take no
@@ -71,10 +71,9 @@ class EmulatedZonedStore final : public ZonedStore {
   }
 
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
-    return zone_internal::zoned_read(*map_, off, out, path_,
-                                     [&](ByteOffset pos, std::span<std::byte> part) {
-                                       return image_->read_at(pos, part);
-                                     });
+    return zone_internal::zoned_read(
+        *map_, off, out, path_,
+        [&](ByteOffset pos, std::span<std::byte> part) { return image_->read_at(pos, part); });
   }
 
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
@@ -135,7 +134,8 @@ class EmulatedZonedStore final : public ZonedStore {
       return make_error_fmt(Errc::kInvalid, "report zones past the last zone", first,
                             "%s has %llu zones", path_.c_str(), ull(map_->zone_count()));
     }
-    std::vector<ZoneInfo> out(static_cast<std::size_t>(std::min(count, map_->zone_count() - first)));
+    std::vector<ZoneInfo> out(
+        static_cast<std::size_t>(std::min(count, map_->zone_count() - first)));
     CRYPTMAP_TRY(n, map_->report(first, out));
     out.resize(n);
     return out;
@@ -252,19 +252,20 @@ Result<std::unique_ptr<PosixBackingStore>> open_and_lock_image(const std::string
                                                                bool read_only, bool create,
                                                                bool direct_io) {
   if (create) {
-    CRYPTMAP_TRY(raw, open_retrying(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600,
-                                    "create zoned image"));
+    CRYPTMAP_TRY(
+        raw, open_retrying(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600, "create zoned image"));
     UniqueFd created(raw);  // the store below reopens it
   }
-  CRYPTMAP_TRY(image, PosixBackingStore::open(path, {.read_only = read_only, .direct_io = direct_io}));
+  CRYPTMAP_TRY(image,
+               PosixBackingStore::open(path, {.read_only = read_only, .direct_io = direct_io}));
   if (image->block_device()) {
     return make_error_fmt(Errc::kInvalid, "emulated zoned image must be a regular file", kNoObject,
                           "%s", path.c_str());
   }
   CRYPTMAP_TRY(locked, image->try_lock(/*exclusive=*/!read_only));
   if (!locked) {
-    return make_error_fmt(Errc::kBusy, "zoned image is in use by another process", kNoObject,
-                          "%s", path.c_str());
+    return make_error_fmt(Errc::kBusy, "zoned image is in use by another process", kNoObject, "%s",
+                          path.c_str());
   }
   return image;
 }
@@ -309,7 +310,8 @@ Result<std::unique_ptr<ZonedStore>> create_emulated(const std::string& path,
   if (o.conventional_zones > o.zone_count) {
     return invalid("create zoned image: more conventional zones than zones", o.conventional_zones);
   }
-  const std::uint64_t capacity = o.zone_capacity_bytes == 0 ? o.zone_size_bytes : o.zone_capacity_bytes;
+  const std::uint64_t capacity =
+      o.zone_capacity_bytes == 0 ? o.zone_size_bytes : o.zone_capacity_bytes;
   if (capacity > o.zone_size_bytes || capacity % block != 0) {
     return invalid("create zoned image: zone capacity must be <= zone size, in whole blocks",
                    capacity);
@@ -319,8 +321,8 @@ Result<std::unique_ptr<ZonedStore>> create_emulated(const std::string& path,
   }
   struct stat st {};
   if (::stat(sidecar.c_str(), &st) == 0) {
-    return make_error_fmt(Errc::kBusy, "create zoned image: zone sidecar already exists",
-                          kNoObject, "%s: open it, or delete it to reformat", sidecar.c_str());
+    return make_error_fmt(Errc::kBusy, "create zoned image: zone sidecar already exists", kNoObject,
+                          "%s: open it, or delete it to reformat", sidecar.c_str());
   }
   CRYPTMAP_TRY(image, open_and_lock_image(path, false, true, o.direct_io));
   CRYPTMAP_TRY_VOID(image->resize(o.zone_count * o.zone_size_bytes));
@@ -355,11 +357,11 @@ Result<std::unique_ptr<ZonedStore>> open_emulated_zoned_store(const std::string&
                                                               const ZonedStoreOptions& options) {
   if (options.create) return create_emulated(image_path, options);
   const std::string sidecar = zone_sidecar_path(image_path);
-  CRYPTMAP_TRY(image,
-               open_and_lock_image(image_path, options.read_only, false, options.direct_io));
-  const std::size_t max_bytes = zone_internal::kSidecarHeaderBytes +
-                                zone_internal::kSidecarMaxZones * zone_internal::kSidecarEntryBytes +
-                                zone_internal::kSidecarTrailerBytes;
+  CRYPTMAP_TRY(image, open_and_lock_image(image_path, options.read_only, false, options.direct_io));
+  const std::size_t max_bytes =
+      zone_internal::kSidecarHeaderBytes +
+      zone_internal::kSidecarMaxZones * zone_internal::kSidecarEntryBytes +
+      zone_internal::kSidecarTrailerBytes;
   auto bytes = zone_internal::read_small_file(sidecar, max_bytes);
   if (!bytes) {
     if (bytes.error().code == Errc::kNotFound) {
@@ -371,9 +373,8 @@ Result<std::unique_ptr<ZonedStore>> open_emulated_zoned_store(const std::string&
   CRYPTMAP_TRY(s, zone_internal::decode_sidecar(*bytes, sidecar));
   CRYPTMAP_TRY(map, map_from_sidecar(s, sidecar));
   if (image->size_bytes() < map->size_bytes()) {
-    return make_error_fmt(Errc::kCorrupt, "zoned image shorter than its zones",
-                          image->size_bytes(), "%s needs %llu bytes",
-                          image_path.c_str(), ull(map->size_bytes()));
+    return make_error_fmt(Errc::kCorrupt, "zoned image shorter than its zones", image->size_bytes(),
+                          "%s needs %llu bytes", image_path.c_str(), ull(map->size_bytes()));
   }
   const std::uint32_t block = s.logical_block_bytes;
   const std::uint64_t capacity = s.zone_capacity_bytes;

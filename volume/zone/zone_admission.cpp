@@ -70,9 +70,8 @@ struct ZoneAdmission::Impl {
 
   Error poison_error(const ZoneSlot& s, std::uint64_t zone) const {
     return make_error_fmt(Errc::kZoneOrder, "zone poisoned by an earlier failed write", zone,
-                          "zone %llu: ticket %llu at %llu failed (%s); reset the zone",
-                          ull(zone), ull(s.poison_seq), ull(s.poison_offset.value),
-                          s.poison_what);
+                          "zone %llu: ticket %llu at %llu failed (%s); reset the zone", ull(zone),
+                          ull(s.poison_seq), ull(s.poison_offset.value), s.poison_what);
   }
 };
 
@@ -113,8 +112,8 @@ Result<ZoneTicket> ZoneAdmission::admit(ByteOffset off, std::uint64_t len_bytes)
   CRYPTMAP_TRY(zone, map.zone_index(off));
   if (map.crosses_boundary(off, len_bytes)) {
     return make_error_fmt(Errc::kZoneOrder, "write crosses a zone boundary", zone,
-                          "write at %llu len %llu leaves zone %llu", ull(off.value),
-                          ull(len_bytes), ull(zone));
+                          "write at %llu len %llu leaves zone %llu", ull(off.value), ull(len_bytes),
+                          ull(zone));
   }
   if (map.type(zone) == ZoneType::kConventional) {
     return make_error_fmt(Errc::kInvalid, "zone admission: conventional zone", zone,
@@ -176,8 +175,8 @@ Result<void> ZoneAdmission::wait_turn(const ZoneTicket& t) {
   MutexLock lock(st.mu);
   ZoneSlot& s = im.slot(st, t.zone);
   CRYPTMAP_CHECK(t.seq < s.next_seq && t.seq >= s.turn);
-  while (!(s.turn == t.seq || s.poison_seq < t.seq ||
-           im.cancelled.load(std::memory_order_acquire))) {
+  while (
+      !(s.turn == t.seq || s.poison_seq < t.seq || im.cancelled.load(std::memory_order_acquire))) {
     st.cv.wait(lock);
   }
   if (s.turn == t.seq && t.seq < s.poison_seq) return ok();  // its turn came: let it write
@@ -252,8 +251,8 @@ Result<void> ZoneAdmission::resync_zone(const ZoneInfo& z) {
     ZoneSlot& s = im.slot(st, z.index);
     if (s.completed != s.next_seq) {
       return make_error_fmt(Errc::kBusy, "zone admission: tickets in flight", z.index,
-                            "zone %llu has %llu writes in flight; drain them first",
-                            ull(z.index), ull(s.next_seq - s.completed));
+                            "zone %llu has %llu writes in flight; drain them first", ull(z.index),
+                            ull(s.next_seq - s.completed));
     }
     s.projected = s.committed = z.wp;
     s.cond = z.cond;

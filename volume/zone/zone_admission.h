@@ -26,8 +26,9 @@
 //
 // Thread-safety: all methods are thread-safe. admit() defines the order: call it from one thread
 // (or serialise callers yourself); concurrent admits are safe but their relative order is whatever
-// the lock gives. Ownership: the ZoneMap (the store's) must outlive this object; the admission never
-// writes it. Lock order: a zone stripe's mutex is a leaf (nothing is called while holding it).
+// the lock gives. Ownership: the ZoneMap (the store's) must outlive this object; the admission
+// never writes it. Lock order: a zone stripe's mutex is a leaf (nothing is called while holding
+// it).
 #pragma once
 
 #include <cstdint>
@@ -56,11 +57,11 @@ struct ZoneAdmissionOptions {
 
 // Per-zone counters, for tests, metrics and the engine's drain logic.
 struct ZoneAdmissionStatus {
-  ByteOffset projected_wp{};   // where the next admitted write must start
-  ByteOffset committed_wp{};   // end of the last successfully completed write
-  std::uint64_t next_seq = 0;  // tickets issued so far
-  std::uint64_t turn = 0;      // the seq allowed to write now (while not poisoned)
-  std::uint64_t completed = 0; // tickets completed (success or tombstone)
+  ByteOffset projected_wp{};    // where the next admitted write must start
+  ByteOffset committed_wp{};    // end of the last successfully completed write
+  std::uint64_t next_seq = 0;   // tickets issued so far
+  std::uint64_t turn = 0;       // the seq allowed to write now (while not poisoned)
+  std::uint64_t completed = 0;  // tickets completed (success or tombstone)
   bool poisoned = false;
   std::uint64_t poison_seq = 0;  // the first failed ticket (valid when poisoned)
 };
@@ -79,8 +80,9 @@ class ZoneAdmission {
   bool needs_admission(ByteOffset off, std::uint64_t len_bytes) const noexcept;
 
   // The ordering point (see the file comment). Errors: kZoneOrder (not at the projected wp, crosses
-  // a zone boundary, unaligned, past capacity, zone full, zone poisoned), kReadOnly / kIo (read-only /
-  // offline zone), kInvalid (zero length, past the end, conventional zone), kCancelled.
+  // a zone boundary, unaligned, past capacity, zone full, zone poisoned), kReadOnly / kIo
+  // (read-only / offline zone), kInvalid (zero length, past the end, conventional zone),
+  // kCancelled.
   Result<ZoneTicket> admit(ByteOffset off, std::uint64_t len_bytes);
 
   // Blocks until it is this ticket's turn. Errors: kZoneOrder when an earlier ticket of the zone

@@ -12,23 +12,34 @@ namespace cryptmap::volume {
 
 std::string_view zone_type_name(ZoneType t) noexcept {
   switch (t) {
-    case ZoneType::kConventional: return "conventional";
-    case ZoneType::kSeqWriteRequired: return "sequential-write-required";
-    case ZoneType::kSeqWritePreferred: return "sequential-write-preferred";
+    case ZoneType::kConventional:
+      return "conventional";
+    case ZoneType::kSeqWriteRequired:
+      return "sequential-write-required";
+    case ZoneType::kSeqWritePreferred:
+      return "sequential-write-preferred";
   }
   return "unknown";
 }
 
 std::string_view zone_cond_name(ZoneCond c) noexcept {
   switch (c) {
-    case ZoneCond::kNotWp: return "not-write-pointer";
-    case ZoneCond::kEmpty: return "empty";
-    case ZoneCond::kImplicitOpen: return "implicit-open";
-    case ZoneCond::kExplicitOpen: return "explicit-open";
-    case ZoneCond::kClosed: return "closed";
-    case ZoneCond::kReadOnly: return "read-only";
-    case ZoneCond::kFull: return "full";
-    case ZoneCond::kOffline: return "offline";
+    case ZoneCond::kNotWp:
+      return "not-write-pointer";
+    case ZoneCond::kEmpty:
+      return "empty";
+    case ZoneCond::kImplicitOpen:
+      return "implicit-open";
+    case ZoneCond::kExplicitOpen:
+      return "explicit-open";
+    case ZoneCond::kClosed:
+      return "closed";
+    case ZoneCond::kReadOnly:
+      return "read-only";
+    case ZoneCond::kFull:
+      return "full";
+    case ZoneCond::kOffline:
+      return "offline";
   }
   return "unknown";
 }
@@ -61,8 +72,8 @@ ByteOffset ZoneInfo::readable_end() const noexcept {
 Result<void> validate_zone_state(const ZoneInfo& z, const char* what) {
   auto bad = [&](const char* why) {
     return make_error_fmt(Errc::kCorrupt, what, z.index, "zone %llu (%s, %s, wp +%llu): %s",
-                          static_cast<unsigned long long>(z.index),
-                          zone_type_name(z.type).data(), zone_cond_name(z.cond).data(),
+                          static_cast<unsigned long long>(z.index), zone_type_name(z.type).data(),
+                          zone_cond_name(z.cond).data(),
                           static_cast<unsigned long long>(z.wp.value - z.start.value), why);
   };
   if (z.wp < z.start || z.wp > z.end()) return bad("write pointer outside the zone");
@@ -122,7 +133,7 @@ ZoneMap::ZoneMap(std::uint64_t zone_size, std::uint32_t shift, std::uint64_t cou
 ZoneMap::~ZoneMap() = default;
 
 Result<std::unique_ptr<ZoneMap>> ZoneMap::create(std::uint64_t zone_size_bytes,
-                                                  std::span<const ZoneInfo> zones) {
+                                                 std::span<const ZoneInfo> zones) {
   if (zone_size_bytes < kSector512 || !std::has_single_bit(zone_size_bytes) ||
       zone_size_bytes > (std::uint64_t{1} << 55)) {
     return make_error_fmt(Errc::kInvalid, "zone map: zone size", zone_size_bytes,
@@ -224,7 +235,8 @@ Result<std::size_t> ZoneMap::report(std::uint64_t first, std::span<ZoneInfo> out
                           static_cast<unsigned long long>(first),
                           static_cast<unsigned long long>(count_));
   }
-  const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), count_ - first));
+  const std::size_t n =
+      static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), count_ - first));
   for (std::size_t i = 0; i < n; ++i) out[i] = zone(first + i);
   return n;
 }

@@ -19,12 +19,14 @@
 // consistent snapshot of a zone without a lock.
 //
 // Ownership and thread-safety:
-//   - The ZonedStore that created the map owns it and is the ONLY writer (`set_state`), always under
+//   - The ZonedStore that created the map owns it and is the ONLY writer (`set_state`), always
+//   under
 //     that zone's lock in the store, and only after the data below the new wp has been written.
 //     Everyone else sees a `const ZoneMap*` (BackingStore::zones()).
 //   - All const methods are safe from any number of threads concurrently with `set_state`. A
-//     snapshot (`zone(i)`) is consistent for one zone; two zones' snapshots are not taken atomically
-//     together. A wp read with `zone(i)` covers data that is already readable from the store.
+//     snapshot (`zone(i)`) is consistent for one zone; two zones' snapshots are not taken
+//     atomically together. A wp read with `zone(i)` covers data that is already readable from the
+//     store.
 #pragma once
 
 #include <cstdint>
@@ -38,9 +40,9 @@
 namespace cryptmap::volume {
 
 enum class ZoneType : std::uint8_t {
-  kConventional = 1,        // BLK_ZONE_TYPE_CONVENTIONAL
-  kSeqWriteRequired = 2,    // BLK_ZONE_TYPE_SEQWRITE_REQ (host-managed)
-  kSeqWritePreferred = 3,   // BLK_ZONE_TYPE_SEQWRITE_PREF (host-aware)
+  kConventional = 1,       // BLK_ZONE_TYPE_CONVENTIONAL
+  kSeqWriteRequired = 2,   // BLK_ZONE_TYPE_SEQWRITE_REQ (host-managed)
+  kSeqWritePreferred = 3,  // BLK_ZONE_TYPE_SEQWRITE_PREF (host-aware)
 };
 
 enum class ZoneCond : std::uint8_t {
@@ -60,10 +62,10 @@ std::string_view zone_cond_name(ZoneCond c) noexcept;
 // One zone descriptor: a value (what BLKREPORTZONE returns, in bytes instead of 512 B sectors).
 struct ZoneInfo {
   std::uint64_t index = 0;
-  ByteOffset start{};               // absolute image byte offset of the zone's first byte
-  std::uint64_t len_bytes = 0;      // stride: zone_size_bytes, or less for a runt last zone
-  std::uint64_t capacity_bytes = 0; // writable prefix, <= len_bytes
-  ByteOffset wp{};                  // see the conventions in the file comment
+  ByteOffset start{};                // absolute image byte offset of the zone's first byte
+  std::uint64_t len_bytes = 0;       // stride: zone_size_bytes, or less for a runt last zone
+  std::uint64_t capacity_bytes = 0;  // writable prefix, <= len_bytes
+  ByteOffset wp{};                   // see the conventions in the file comment
   ZoneType type = ZoneType::kConventional;
   ZoneCond cond = ZoneCond::kNotWp;
 
@@ -103,7 +105,9 @@ class ZoneMap {
   // Index of the zone holding `off`; kInvalid when off >= size_bytes().
   Result<std::uint64_t> zone_index(ByteOffset off) const;
   // REQUIRES: off < size_bytes(). Branch-free index for hot paths.
-  std::uint64_t zone_index_unchecked(ByteOffset off) const noexcept { return off.value >> zone_shift_; }
+  std::uint64_t zone_index_unchecked(ByteOffset off) const noexcept {
+    return off.value >> zone_shift_;
+  }
   // True when [off, off + len_bytes) touches more than one zone (len_bytes > 0). Ranges running
   // past the end of the map count as crossing.
   bool crosses_boundary(ByteOffset off, std::uint64_t len_bytes) const noexcept;
@@ -138,8 +142,9 @@ class ZoneMap {
   const std::uint64_t conventional_count_;
 };
 
-// Validates one (wp, cond) pair against a zone's geometry; used by `create`, sidecar loading and the
-// device report translation. `what` names the source in the error ("zone sidecar", "BLKREPORTZONE").
+// Validates one (wp, cond) pair against a zone's geometry; used by `create`, sidecar loading and
+// the device report translation. `what` names the source in the error ("zone sidecar",
+// "BLKREPORTZONE").
 Result<void> validate_zone_state(const ZoneInfo& z, const char* what);
 
 }  // namespace cryptmap::volume

@@ -80,11 +80,12 @@ ZoneState state_after_write(const ZoneInfo& z, ByteOffset off, std::uint64_t len
   const ByteOffset wp = end > z.wp ? end : z.wp;
   if (wp >= z.capacity_end()) return {z.end(), ZoneCond::kFull};
   if (wp == z.start) return {wp, z.cond};  // empty write
-  return {wp, z.cond == ZoneCond::kExplicitOpen ? ZoneCond::kExplicitOpen : ZoneCond::kImplicitOpen};
+  return {wp,
+          z.cond == ZoneCond::kExplicitOpen ? ZoneCond::kExplicitOpen : ZoneCond::kImplicitOpen};
 }
 
 Result<void> check_management_target(const ZoneMap& map, std::uint64_t index, bool read_only,
-                                   const char* what, const std::string& name) {
+                                     const char* what, const std::string& name) {
   if (read_only) {
     return make_error_fmt(Errc::kReadOnly, what, index, "%s is open read-only", name.c_str());
   }
@@ -104,8 +105,7 @@ Result<void> check_management_cond(const ZoneInfo& z, const char* what) {
     return make_error_fmt(Errc::kIo, what, z.index, "zone %llu is offline", ull(z.index));
   }
   if (z.cond == ZoneCond::kReadOnly) {
-    return make_error_fmt(Errc::kReadOnly, what, z.index, "zone %llu is read-only",
-                          ull(z.index));
+    return make_error_fmt(Errc::kReadOnly, what, z.index, "zone %llu is read-only", ull(z.index));
   }
   return ok();
 }
@@ -184,8 +184,9 @@ Result<Sidecar> decode_sidecar(std::span<const std::byte> bytes, const std::stri
   const std::uint64_t expect =
       kSidecarHeaderBytes + count * kSidecarEntryBytes + kSidecarTrailerBytes;
   if (bytes.size() != expect) {
-    return corrupt(bytes.size() < expect ? "zone sidecar truncated (fewer zone entries than its count)"
-                                         : "zone sidecar has trailing bytes",
+    return corrupt(bytes.size() < expect
+                       ? "zone sidecar truncated (fewer zone entries than its count)"
+                       : "zone sidecar has trailing bytes",
                    bytes.size());
   }
   const std::size_t body = bytes.size() - kSidecarTrailerBytes;
@@ -262,7 +263,8 @@ Result<ZoneInfo> zone_info_from_blk_zone(const struct blk_zone& z, std::uint32_t
                           ull(expected_index), ull(z.start), ull(z.len), ull(z.wp),
                           unsigned{z.type}, unsigned{z.cond});
   };
-  constexpr std::uint64_t kMaxSectors = std::numeric_limits<std::uint64_t>::max() >> kSectorShift512;
+  constexpr std::uint64_t kMaxSectors =
+      std::numeric_limits<std::uint64_t>::max() >> kSectorShift512;
   if (z.start > kMaxSectors || z.len > kMaxSectors || z.wp > kMaxSectors ||
       z.capacity > kMaxSectors) {
     return bad("BLKREPORTZONE: sector number overflows a byte offset");
@@ -279,21 +281,45 @@ Result<ZoneInfo> zone_info_from_blk_zone(const struct blk_zone& z, std::uint32_t
     return bad("BLKREPORTZONE: zone start is not index * zone size");
   }
   switch (z.type) {
-    case BLK_ZONE_TYPE_CONVENTIONAL: info.type = ZoneType::kConventional; break;
-    case BLK_ZONE_TYPE_SEQWRITE_REQ: info.type = ZoneType::kSeqWriteRequired; break;
-    case BLK_ZONE_TYPE_SEQWRITE_PREF: info.type = ZoneType::kSeqWritePreferred; break;
-    default: return bad("BLKREPORTZONE: unknown zone type");
+    case BLK_ZONE_TYPE_CONVENTIONAL:
+      info.type = ZoneType::kConventional;
+      break;
+    case BLK_ZONE_TYPE_SEQWRITE_REQ:
+      info.type = ZoneType::kSeqWriteRequired;
+      break;
+    case BLK_ZONE_TYPE_SEQWRITE_PREF:
+      info.type = ZoneType::kSeqWritePreferred;
+      break;
+    default:
+      return bad("BLKREPORTZONE: unknown zone type");
   }
   switch (z.cond) {
-    case BLK_ZONE_COND_NOT_WP: info.cond = ZoneCond::kNotWp; break;
-    case BLK_ZONE_COND_EMPTY: info.cond = ZoneCond::kEmpty; break;
-    case BLK_ZONE_COND_IMP_OPEN: info.cond = ZoneCond::kImplicitOpen; break;
-    case BLK_ZONE_COND_EXP_OPEN: info.cond = ZoneCond::kExplicitOpen; break;
-    case BLK_ZONE_COND_CLOSED: info.cond = ZoneCond::kClosed; break;
-    case BLK_ZONE_COND_READONLY: info.cond = ZoneCond::kReadOnly; break;
-    case BLK_ZONE_COND_FULL: info.cond = ZoneCond::kFull; break;
-    case BLK_ZONE_COND_OFFLINE: info.cond = ZoneCond::kOffline; break;
-    default: return bad("BLKREPORTZONE: unknown zone condition");
+    case BLK_ZONE_COND_NOT_WP:
+      info.cond = ZoneCond::kNotWp;
+      break;
+    case BLK_ZONE_COND_EMPTY:
+      info.cond = ZoneCond::kEmpty;
+      break;
+    case BLK_ZONE_COND_IMP_OPEN:
+      info.cond = ZoneCond::kImplicitOpen;
+      break;
+    case BLK_ZONE_COND_EXP_OPEN:
+      info.cond = ZoneCond::kExplicitOpen;
+      break;
+    case BLK_ZONE_COND_CLOSED:
+      info.cond = ZoneCond::kClosed;
+      break;
+    case BLK_ZONE_COND_READONLY:
+      info.cond = ZoneCond::kReadOnly;
+      break;
+    case BLK_ZONE_COND_FULL:
+      info.cond = ZoneCond::kFull;
+      break;
+    case BLK_ZONE_COND_OFFLINE:
+      info.cond = ZoneCond::kOffline;
+      break;
+    default:
+      return bad("BLKREPORTZONE: unknown zone condition");
   }
   if (info.type == ZoneType::kConventional && info.cond != ZoneCond::kNotWp) {
     return bad("BLKREPORTZONE: conventional zone with a write-pointer condition");
@@ -311,8 +337,8 @@ Result<std::vector<ZoneInfo>> zone_infos_from_blk_zones(std::span<const struct b
   std::vector<ZoneInfo> out;
   out.reserve(zones.size());
   for (std::size_t i = 0; i < zones.size(); ++i) {
-    CRYPTMAP_TRY(info, zone_info_from_blk_zone(zones[i], report_flags, first_index + i,
-                                               zone_size_bytes));
+    CRYPTMAP_TRY(info,
+                 zone_info_from_blk_zone(zones[i], report_flags, first_index + i, zone_size_bytes));
     out.push_back(info);
   }
   return out;

@@ -51,8 +51,7 @@ class ZonedStore : public BackingStore {
 
   // Zone descriptors [first, first + count) clipped to the zone count (BLKREPORTZONE). For a real
   // device this asks the device and refreshes the cached map; kInvalid when first is past the end.
-  virtual Result<std::vector<ZoneInfo>> report_zones(std::uint64_t first,
-                                                     std::uint64_t count) = 0;
+  virtual Result<std::vector<ZoneInfo>> report_zones(std::uint64_t first, std::uint64_t count) = 0;
   // RESET WRITE POINTER: wp := start, cond := empty, data reads as zeros afterwards. Conventional
   // zones: kInvalid. Read-only: kReadOnly. Offline: kIo. Durable before it returns (emulated).
   virtual Result<void> reset_zone(std::uint64_t index) = 0;

@@ -9,7 +9,8 @@ namespace cryptmap {
 namespace {
 
 Result<int> parse_positive(int v) {
-  if (v <= 0) return make_error(Errc::kInvalid, "value must be positive", static_cast<std::uint64_t>(-v));
+  if (v <= 0)
+    return make_error(Errc::kInvalid, "value must be positive", static_cast<std::uint64_t>(-v));
   return v;
 }
 
@@ -50,9 +51,11 @@ TEST(Result, HoldsMoveOnlyValues) {
 }
 
 TEST(Result, AndThenChains) {
-  auto r = parse_positive(2).and_then([](int v) -> Result<std::string> { return std::to_string(v); });
+  auto r =
+      parse_positive(2).and_then([](int v) -> Result<std::string> { return std::to_string(v); });
   EXPECT_EQ(*r, "2");
-  auto e = parse_positive(-2).and_then([](int v) -> Result<std::string> { return std::to_string(v); });
+  auto e =
+      parse_positive(-2).and_then([](int v) -> Result<std::string> { return std::to_string(v); });
   EXPECT_FALSE(e);
 }
 

@@ -177,7 +177,9 @@ TEST(SectorCache, ConcurrentUseNeverTearsABlock) {
       for (int i = 0; i < 20000; ++i) {
         const std::uint64_t idx = rng() % 512;
         switch (rng() % 5) {
-          case 0: c->put(idx, block(rng() % 100), rng() % 2 == 0); break;
+          case 0:
+            c->put(idx, block(rng() % 100), rng() % 2 == 0);
+            break;
           case 1: {
             if (c->read(idx, 0, b)) {
               for (std::size_t k = 1; k < kBs; ++k) {
@@ -200,7 +202,9 @@ TEST(SectorCache, ConcurrentUseNeverTearsABlock) {
             if (p) p.read(0, b);
             break;
           }
-          case 4: if (rng() % 10 == 0) c->erase(idx); break;
+          case 4:
+            if (rng() % 10 == 0) c->erase(idx);
+            break;
         }
       }
     });

@@ -16,7 +16,8 @@ TEST(Cryptmaptab, ParsesEntriesCommentsAndOptions) {
       "# name image keyfile options\n"
       "\n"
       "home   /srv/home.img   /etc/keys/home   luks,readonly,header=/srv/home.hdr  # trailing\n"
-      "swap\t/srv/swap.img\tnone\tplain,cipher=aes-xts-plain64,size=512,hash=sha256,offset=8,noauto\n"
+      "swap\t/srv/"
+      "swap.img\tnone\tplain,cipher=aes-xts-plain64,size=512,hash=sha256,offset=8,noauto\n"
       "data /srv/data.img\n"
       "opt /srv/opt.img - nofail,discard,x-systemd.device-timeout=10,key-slot=3,keyfile-size=32\n";
   std::vector<TabEntry> e;

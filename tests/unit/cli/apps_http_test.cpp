@@ -49,7 +49,8 @@ TEST(HttpParser, NoBodyWithoutContentLength) {
 
 TEST(HttpParser, WaitsForTheWholeBody) {
   HttpRequestParser p;
-  EXPECT_EQ(p.feed("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabc"), HttpParse::kIncomplete);
+  EXPECT_EQ(p.feed("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabc"),
+            HttpParse::kIncomplete);
   EXPECT_EQ(p.feed("de"), HttpParse::kComplete);
   EXPECT_EQ(p.request().body, "abcde");
 }
@@ -75,7 +76,8 @@ TEST(HttpParser, RefusesMalformedRequests) {
       {"folding", "POST / HTTP/1.1\r\nHost: x\r\n y\r\n\r\n", 400},
       {"negative length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400},
       {"hex length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n", 400},
-      {"huge length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400},
+      {"huge length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+       400},
       {"conflicting lengths",
        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400},
       {"chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 501},

@@ -1,4 +1,5 @@
-// cli/terminal/passphrase.cpp (compiled into this binary directly): key files with --keyfile-offset /
+// cli/terminal/passphrase.cpp (compiled into this binary directly): key files with --keyfile-offset
+// /
 // --keyfile-size, "-" for stdin, piped stdin stopping at the first newline, size limits.
 #include <gtest/gtest.h>
 
@@ -74,7 +75,8 @@ TEST(Passphrase, StdinDashReadsEverything) {
 
 TEST(Passphrase, PipedStdinStopsAtFirstNewline) {
   KeySource s;
-  auto r = with_stdin("secret words\ntrailing", [&] { return read_passphrase(s, "prompt", false); });
+  auto r =
+      with_stdin("secret words\ntrailing", [&] { return read_passphrase(s, "prompt", false); });
   ASSERT_TRUE(r);
   EXPECT_EQ(str(*r), "secret words");
   auto empty = with_stdin("", [&] { return read_passphrase(s, "prompt", false); });

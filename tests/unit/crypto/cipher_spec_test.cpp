@@ -107,9 +107,10 @@ TEST(CipherSpec, RejectsWithErrorsNamingThePart) {
 // Robustness: random strings over the grammar's alphabet either parse (and then round-trip
 // through the canonical form) or fail with a message; nothing crashes (run under ASan/UBSan).
 TEST(CipherSpec, RandomInputsParseOrFailCleanly) {
-  static const char* kTokens[] = {"aes", "serpent", "xts", "cbc", "ecb", "plain64", "essiv",
-                                  "sha256", "lmk", "tcw", "capi", "(", ")", ":", "-", "64",
-                                  "2", "0", "benbi", "cipher_null", "", "x", ",", "random"};
+  static const char* kTokens[] = {"aes",   "serpent",     "xts", "cbc", "ecb",  "plain64",
+                                  "essiv", "sha256",      "lmk", "tcw", "capi", "(",
+                                  ")",     ":",           "-",   "64",  "2",    "0",
+                                  "benbi", "cipher_null", "",    "x",   ",",    "random"};
   int parsed = 0;
   for (std::uint64_t i = 0; i < 20000; ++i) {
     // Eight deterministic bytes per input: its token count, then its tokens.

@@ -120,7 +120,8 @@ void cross_check_all(const std::vector<SpecCase>& specs, bool force_generic = tr
     EXPECT_TRUE(ours[i] == jobs[2 * i].output)
         << labels[i] << ": first 32 bytes ours " << hex_of(std::span(ours[i]).first(32))
         << " reference "
-        << hex_of(std::span(jobs[2 * i].output).first(std::min<std::size_t>(32, jobs[2 * i].output.size())));
+        << hex_of(std::span(jobs[2 * i].output)
+                      .first(std::min<std::size_t>(32, jobs[2 * i].output.size())));
     EXPECT_TRUE(jobs[2 * i + 1].output == jobs[2 * i].input) << "reference decrypt: " << labels[i];
   }
 }
@@ -315,7 +316,8 @@ TEST(EngineSelection, AesniCbcLanesMatchSingleUnitEngine) {
           ASSERT_TRUE(fast);
           auto slow = make_generic(cfg, key);
           ASSERT_TRUE(slow);
-          auto pt = test::deterministic_bytes(ss * units, key_bytes * 100000 + ss * 100 + units + 1);
+          auto pt =
+              test::deterministic_bytes(ss * units, key_bytes * 100000 + ss * 100 + units + 1);
           const std::uint64_t first = (1ULL << 32) - 3;
           auto ct = run_copy(**fast, pt, first, true);
           EXPECT_TRUE(ct == run_copy(*slow, pt, first, true))
@@ -446,8 +448,9 @@ std::string iv_hex(const char* spec, std::span<const std::byte> key, std::uint64
   EXPECT_TRUE(sp);
   auto layout = internal::key_layout(*sp, key.size());
   EXPECT_TRUE(layout);
-  internal::IvGeneratorArgs args{&*sp, &*layout, key, key.first(layout->subkey_bytes),
-                                 key.first(layout->cipher_key_bytes), 512};
+  internal::IvGeneratorArgs args{
+      &*sp, &*layout, key, key.first(layout->subkey_bytes), key.first(layout->cipher_key_bytes),
+      512};
   auto g = internal::make_iv_generator(args);
   EXPECT_TRUE(g && *g);
   std::vector<std::byte> iv(layout->iv_size), unit(512);
@@ -524,8 +527,7 @@ TEST(GenericCipherConcurrency, OneCipherManyThreads) {
           auto buf = pt;
           if (!(*c)->encrypt(SectorRun{buf, {}, SectorIndex{i * 100}}) || buf != expected[i])
             ++failures[t];
-          if (!(*c)->decrypt(SectorRun{buf, {}, SectorIndex{i * 100}}) || buf != pt)
-            ++failures[t];
+          if (!(*c)->decrypt(SectorRun{buf, {}, SectorIndex{i * 100}}) || buf != pt) ++failures[t];
         }
       });
     }

@@ -33,8 +33,8 @@ TEST(Pbkdf2, Rfc6070) {
             "ea6c014dc72d6f8ccd1ed92ace1d41f0d8de8957");
   EXPECT_EQ(pbkdf2_hex("sha1", "password", "salt", 4096, 20),
             "4b007901b765489abead49d926f721d065a429c1");
-  EXPECT_EQ(pbkdf2_hex("sha1", "passwordPASSWORDpassword",
-                       "saltSALTsaltSALTsaltSALTsaltSALTsalt", 4096, 25),
+  EXPECT_EQ(pbkdf2_hex("sha1", "passwordPASSWORDpassword", "saltSALTsaltSALTsaltSALTsaltSALTsalt",
+                       4096, 25),
             "3d2eec4fe41c849b80c8d83662c0e44a8b291a964cf2f07038");
   EXPECT_EQ(pbkdf2_hex("sha1", std::string_view("pass\0word", 9), std::string_view("sa\0lt", 5),
                        4096, 16),
@@ -87,7 +87,8 @@ TEST(Pbkdf2, RejectsBadInput) {
 TEST(Pbkdf2, EmptyPasswordWorks) {
   // Python: hashlib.pbkdf2_hmac('sha256', b'', b'salt', 1, 32)
   const test::RunResult r = test::run(
-      "python3 -c \"import hashlib;print(hashlib.pbkdf2_hmac('sha256', b'', b'salt', 1, 32).hex())\"");
+      "python3 -c \"import hashlib;print(hashlib.pbkdf2_hmac('sha256', b'', b'salt', 1, "
+      "32).hex())\"");
   ASSERT_EQ(r.status, 0) << r.out << r.err;
   std::string out = r.out;
   out.pop_back();
@@ -143,7 +144,7 @@ TEST(KdfBenchmark, Argon2CostRespectsLimits) {
   EXPECT_LE(c->memory_kib, 64u * 1024);
   EXPECT_GE(c->memory_kib, 32u);
   EXPECT_EQ(c->parallel, 2u);
-  EXPECT_FALSE(argon2_cost_for(Argon2Type::kArgon2id, 100, 8, 2));   // below minimum memory
+  EXPECT_FALSE(argon2_cost_for(Argon2Type::kArgon2id, 100, 8, 2));  // below minimum memory
   EXPECT_FALSE(argon2_cost_for(Argon2Type::kArgon2id, 100, 1024, 0));
 }
 

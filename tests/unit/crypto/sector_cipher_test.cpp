@@ -72,9 +72,9 @@ TEST(XtsVectors, Ieee1619Vector4) {
 
 // IEEE 1619-2007 Vector 10: AES-256-XTS, data unit 0xff, 512 bytes.
 TEST(XtsVectors, Ieee1619Vector10) {
-  auto key = hex(
-      "2718281828459045235360287471352662497757247093699959574966967627"
-      "3141592653589793238462643383279502884197169399375105820974944592");
+  auto key =
+      hex("2718281828459045235360287471352662497757247093699959574966967627"
+          "3141592653589793238462643383279502884197169399375105820974944592");
   auto c = make(config("aes-xts-plain64"), key);
   ASSERT_TRUE(c);
   auto ct = encrypt_copy(*c, kPt512, 0xff);
@@ -147,8 +147,7 @@ TEST(XtsVectors, FormatsKats) {
     EXPECT_EQ(head_hex(encrypt_copy(*c, std::vector<std::byte>(512), 0), 16), k8);
     auto c4 = make(config("aes-xts-plain64", 4096, 8), key);
     ASSERT_TRUE(c4);
-    EXPECT_EQ(head_hex(encrypt_copy(*c4, std::vector<std::byte>(4096), 0), 16),
-              k8);
+    EXPECT_EQ(head_hex(encrypt_copy(*c4, std::vector<std::byte>(4096), 0), 16), k8);
   }
 }
 
@@ -176,15 +175,15 @@ struct CrossCase {
 void cross_check(const char* spec, std::size_t key_bytes) {
   const CrossCase cases[] = {
       {512, 0, false, 0},
-      {512, 0, false, 0xFFFFFFFEULL},           // crosses 2^32 inside the run
+      {512, 0, false, 0xFFFFFFFEULL},  // crosses 2^32 inside the run
       {512, 0, false, (1ULL << 33) + 3},
       {512, 1000, false, 77},
       {512, (1ULL << 35) + 1, false, 1ULL << 40},
       {4096, 0, false, 0},
-      {4096, 0, false, (1ULL << 29) - 1},       // IV sector crosses 2^32
+      {4096, 0, false, (1ULL << 29) - 1},  // IV sector crosses 2^32
       {4096, 8, false, 5},
       {4096, (1ULL << 34), false, (1ULL << 33) + 1},
-      {4096, 16, true, (1ULL << 32) + 7},       // iv_large_sectors
+      {4096, 16, true, (1ULL << 32) + 7},  // iv_large_sectors
       {1024, 2, false, 123456789},
       {2048, 4, true, 99},
   };
@@ -261,7 +260,7 @@ TEST(SectorCipher, RejectsBadConfigAndRuns) {
   std::vector<std::byte> data(4096), meta(16);
   EXPECT_FALSE(c->encrypt(SectorRun{data, meta, SectorIndex{0}}));
   EXPECT_FALSE(c->encrypt(SectorRun{data, {}, SectorIndex{~0ULL}}));  // cc_sector overflows
-  EXPECT_TRUE(c->encrypt(SectorRun{{}, {}, SectorIndex{0}}));          // empty run is fine
+  EXPECT_TRUE(c->encrypt(SectorRun{{}, {}, SectorIndex{0}}));         // empty run is fine
 }
 
 }  // namespace

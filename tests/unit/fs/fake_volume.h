@@ -86,9 +86,8 @@ class FakeVolume : public volume::Volume {
       if (auto e = take_failure(Op::kWrite)) return finish(d, *e);
       if (opts_.read_only) return finish(d, make_error(Errc::kReadOnly, "fake write"));
       if (off.value + in.size() > data_.size()) {
-        return finish(d, off.value >= data_.size()
-                                        ? make_error(Errc::kNoSpace, "fake write")
-                                        : violation("write crossing the end"));
+        return finish(d, off.value >= data_.size() ? make_error(Errc::kNoSpace, "fake write")
+                                                   : violation("write crossing the end"));
       }
       {
         std::lock_guard l(dmu_);
@@ -155,9 +154,7 @@ class FakeVolume : public volume::Volume {
   int caller_io_flusher() const { return caller_io_flusher_.load(); }
 
  private:
-  void note_call() {
-    caller_io_flusher_.store(prctl(58 /*PR_GET_IO_FLUSHER*/, 0, 0, 0, 0));
-  }
+  void note_call() { caller_io_flusher_.store(prctl(58 /*PR_GET_IO_FLUSHER*/, 0, 0, 0, 0)); }
   Error violation(const char* what) {
     violations_.fetch_add(1);
     return make_error(Errc::kInvalid, what);

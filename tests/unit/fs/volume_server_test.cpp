@@ -107,11 +107,11 @@ TEST_F(VolumeServerTest, AllowOtherMountsWithTheOptionAndSharedFilesAre0660) {
   ServerOptions o;
   o.allow_other = true;
   mount(o);
-  ASSERT_TRUE(server_->add_volume("shared", std::make_unique<FakeVolume>(FakeVolume::Options{}),
-                                  {}, 0660));
+  ASSERT_TRUE(
+      server_->add_volume("shared", std::make_unique<FakeVolume>(FakeVolume::Options{}), {}, 0660));
   add("private");
-  auto bad = server_->add_volume("odd", std::make_unique<FakeVolume>(FakeVolume::Options{}), {},
-                                 0644);
+  auto bad =
+      server_->add_volume("odd", std::make_unique<FakeVolume>(FakeVolume::Options{}), {}, 0644);
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.error().code, Errc::kInvalid);
   struct stat st {};
@@ -152,14 +152,18 @@ TEST_F(VolumeServerTest, ReadsReturnVolumeBytesAtAnyOffsetAndLength) {
   v->fill(7);
   const auto data = v->data();
   UniqueFd fd = open_file("vol", O_RDONLY);
-  const std::pair<std::uint64_t, std::size_t> cases[] = {
-      {0, 1},          {0, 512},         {1, 511},        {511, 2},
-      {4095, 4097},    {12345, 100000},  {1u << 20, 1u << 20},
-      {3, 3u << 20},   {(8u << 20) - 4096, 4096}};
+  const std::pair<std::uint64_t, std::size_t> cases[] = {{0, 1},
+                                                         {0, 512},
+                                                         {1, 511},
+                                                         {511, 2},
+                                                         {4095, 4097},
+                                                         {12345, 100000},
+                                                         {1u << 20, 1u << 20},
+                                                         {3, 3u << 20},
+                                                         {(8u << 20) - 4096, 4096}};
   for (auto [off, len] : cases) {
     std::vector<std::byte> buf(len);
-    ASSERT_EQ(pread(fd.get(), buf.data(), len, static_cast<off_t>(off)),
-              static_cast<ssize_t>(len))
+    ASSERT_EQ(pread(fd.get(), buf.data(), len, static_cast<off_t>(off)), static_cast<ssize_t>(len))
         << "off " << off << " len " << len << ": " << std::strerror(errno);
     EXPECT_EQ(0, std::memcmp(buf.data(), data.data() + off, len)) << "off " << off;
   }
@@ -190,10 +194,10 @@ TEST_P(ReadEdgeTest, ShortReadAtTheEndZeroAtAndPastIt) {
   EXPECT_EQ(v->violations(), 0);
 }
 INSTANTIATE_TEST_SUITE_P(Edges, ReadEdgeTest,
-                         ::testing::Values(EdgeCase{-4096, 4096, 4096}, EdgeCase{-4096, 16384, 4096},
-                                           EdgeCase{-1, 512, 1}, EdgeCase{-513, 4096, 513},
-                                           EdgeCase{0, 4096, 0}, EdgeCase{1, 1, 0},
-                                           EdgeCase{1 << 20, 4096, 0}));
+                         ::testing::Values(EdgeCase{-4096, 4096, 4096},
+                                           EdgeCase{-4096, 16384, 4096}, EdgeCase{-1, 512, 1},
+                                           EdgeCase{-513, 4096, 513}, EdgeCase{0, 4096, 0},
+                                           EdgeCase{1, 1, 0}, EdgeCase{1 << 20, 4096, 0}));
 
 TEST_F(VolumeServerTest, WritesLandInTheVolumeAndReadBack) {
   mount();
@@ -244,16 +248,28 @@ TEST_P(ErrnoTest, VolumeErrorReachesTheCallerAsToErrno) {
   std::vector<std::byte> buf(4096);
   errno = 0;
   switch (c.op) {
-    case Op::kRead: EXPECT_EQ(pread(fd.get(), buf.data(), buf.size(), 8192), -1); break;
-    case Op::kWrite: EXPECT_EQ(pwrite(fd.get(), buf.data(), buf.size(), 8192), -1); break;
-    case Op::kFlush: EXPECT_EQ(fsync(fd.get()), -1); break;
+    case Op::kRead:
+      EXPECT_EQ(pread(fd.get(), buf.data(), buf.size(), 8192), -1);
+      break;
+    case Op::kWrite:
+      EXPECT_EQ(pwrite(fd.get(), buf.data(), buf.size(), 8192), -1);
+      break;
+    case Op::kFlush:
+      EXPECT_EQ(fsync(fd.get()), -1);
+      break;
   }
   EXPECT_EQ(errno, want) << "got " << std::strerror(errno) << ", want " << std::strerror(want);
   // The next operation of the same kind succeeds again: errors are per request.
   switch (c.op) {
-    case Op::kRead: EXPECT_EQ(pread(fd.get(), buf.data(), buf.size(), 8192), 4096); break;
-    case Op::kWrite: EXPECT_EQ(pwrite(fd.get(), buf.data(), buf.size(), 8192), 4096); break;
-    case Op::kFlush: EXPECT_EQ(fsync(fd.get()), 0); break;
+    case Op::kRead:
+      EXPECT_EQ(pread(fd.get(), buf.data(), buf.size(), 8192), 4096);
+      break;
+    case Op::kWrite:
+      EXPECT_EQ(pwrite(fd.get(), buf.data(), buf.size(), 8192), 4096);
+      break;
+    case Op::kFlush:
+      EXPECT_EQ(fsync(fd.get()), 0);
+      break;
   }
 }
 std::vector<ErrnoCase> errno_cases() {
@@ -486,7 +502,8 @@ TEST_F(VolumeServerTest, ReadPoolExhaustionWaitsInsteadOfFailing) {
 TEST_F(VolumeServerTest, WorkerThreadsAreIoFlushers) {
   int probe = -1;
   std::thread([&] { probe = prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0); }).join();
-  if (probe != 0) GTEST_SKIP() << "PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE, which this process lacks";
+  if (probe != 0)
+    GTEST_SKIP() << "PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE, which this process lacks";
   mount();
   FakeVolume* v = add("vol", {.size_bytes = 1u << 20});
   UniqueFd fd = open_file("vol", O_RDONLY);
@@ -498,7 +515,8 @@ TEST_F(VolumeServerTest, WorkerThreadsAreIoFlushers) {
 std::size_t thread_count() {
   std::size_t n = 0;
   if (DIR* d = opendir("/proc/self/task")) {
-    while (dirent* e = readdir(d)) n += std::isdigit(static_cast<unsigned char>(e->d_name[0])) ? 1 : 0;
+    while (dirent* e = readdir(d))
+      n += std::isdigit(static_cast<unsigned char>(e->d_name[0])) ? 1 : 0;
     closedir(d);
   }
   return n;
@@ -515,7 +533,7 @@ TEST_F(VolumeServerTest, ReceiveBuffersArePreallocatedAtMountAndUsedForEveryRequ
   mount(o);
   const ServingStats at_mount = server_->serving_stats();
   EXPECT_EQ(at_mount.workers, 5u);
-  EXPECT_GE(thread_count(), threads_before + 5);  // all started, none on demand
+  EXPECT_GE(thread_count(), threads_before + 5);                // all started, none on demand
   EXPECT_GE(at_mount.receive_buffer_bytes, (1u << 20) + 4096);  // a 1 MiB write + header
   EXPECT_TRUE(at_mount.receive_buffers_resident);
   FakeVolume* v = add("vol", {.size_bytes = 8u << 20, .workers = 2});
@@ -639,9 +657,8 @@ TEST_F(VolumeServerTest, StatusReportsEachVolume) {
 TEST_F(VolumeServerTest, StopWhileBusyFlushesUnmountsAndFailsLateIo) {
   mount();
   std::atomic<int> flushes{0};
-  add("vol", {.size_bytes = 4u << 20,
-              .delay = std::chrono::microseconds(200),
-              .flush_counter = &flushes});
+  add("vol",
+      {.size_bytes = 4u << 20, .delay = std::chrono::microseconds(200), .flush_counter = &flushes});
   std::atomic<bool> quit{false};
   std::atomic<int> ok_ops{0};
   std::vector<std::thread> ts;

@@ -18,10 +18,10 @@ class BackingStore;
 namespace cryptmap::volume::format {
 
 struct KdfParams {
-  std::string type;  // "pbkdf2", "argon2i", "argon2id"
-  std::string hash;  // pbkdf2
-  std::uint32_t iterations = 0;                       // pbkdf2
-  std::uint32_t time = 0, memory_kib = 0, cpus = 0;   // argon2
+  std::string type;                                  // "pbkdf2", "argon2i", "argon2id"
+  std::string hash;                                  // pbkdf2
+  std::uint32_t iterations = 0;                      // pbkdf2
+  std::uint32_t time = 0, memory_kib = 0, cpus = 0;  // argon2
   std::vector<std::byte> salt;
 };
 

@@ -36,9 +36,9 @@ struct KeyBlock {
 
 struct Phdr {
   std::uint16_t version = 1;
-  std::string cipher_name;   // <= 31 chars
-  std::string cipher_mode;   // <= 31 chars
-  std::string hash_spec;     // <= 31 chars
+  std::string cipher_name;           // <= 31 chars
+  std::string cipher_mode;           // <= 31 chars
+  std::string hash_spec;             // <= 31 chars
   std::uint32_t payload_offset = 0;  // 512-byte sectors; 0 only with a detached header
   std::uint32_t key_bytes = 0;
   std::array<std::byte, kDigestSize> mk_digest{};

@@ -25,13 +25,13 @@ namespace cryptmap::volume::luks2 {
 struct BinHeader {
   bool secondary = false;
   std::uint16_t version = 2;
-  std::uint64_t hdr_size = 0;   // bytes, binary + JSON area
+  std::uint64_t hdr_size = 0;  // bytes, binary + JSON area
   std::uint64_t seqid = 0;
-  std::string label;            // <= 47 chars
-  std::string checksum_alg;     // "sha256"
+  std::string label;         // <= 47 chars
+  std::string checksum_alg;  // "sha256"
   std::array<std::byte, 64> salt{};
-  std::string uuid;             // <= 39 chars
-  std::string subsystem;        // <= 47 chars
+  std::string uuid;       // <= 39 chars
+  std::string subsystem;  // <= 47 chars
   std::uint64_t hdr_offset = 0;
   std::array<std::byte, 64> csum{};
 };
@@ -48,7 +48,7 @@ Result<void> compute_checksum(const std::string& alg, std::span<const std::byte,
 enum class CopyState { kOk, kObsolete, kFail, kFailIo };
 
 struct ReadResult {
-  BinHeader bin;               // the copy in use
+  BinHeader bin;                           // the copy in use
   std::array<std::byte, 64> other_salt{};  // salt of the other copy (kept on rewrite)
   Metadata meta;
   CopyState primary = CopyState::kFail;

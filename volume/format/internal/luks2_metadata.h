@@ -28,7 +28,7 @@ inline constexpr int kMaxSegments = 32;
 inline constexpr int kMaxDigests = 32;
 inline constexpr std::uint32_t kStripes = 4000;
 inline constexpr std::size_t kSaltSize = 32;
-inline constexpr std::uint32_t kMaxKeySize = 1024;            // absurd beyond this
+inline constexpr std::uint32_t kMaxKeySize = 1024;              // absurd beyond this
 inline constexpr std::uint32_t kMaxArgon2MemoryKib = 4u << 20;  // cryptsetup's 4 GiB cap
 inline constexpr std::uint32_t kMaxArgon2Cpus = 64;
 
@@ -36,8 +36,8 @@ inline constexpr std::uint32_t kMaxArgon2Cpus = 64;
 bool valid_metadata_size(std::uint64_t hdr_size);
 
 struct Kdf {
-  std::string type;  // "pbkdf2", "argon2i", "argon2id" (others are kept but unusable)
-  std::string hash;  // pbkdf2
+  std::string type;              // "pbkdf2", "argon2i", "argon2id" (others are kept but unusable)
+  std::string hash;              // pbkdf2
   std::uint32_t iterations = 0;  // pbkdf2
   std::uint32_t time = 0, memory_kib = 0, cpus = 0;  // argon2
   std::vector<std::byte> salt;
@@ -45,15 +45,15 @@ struct Kdf {
 
 struct Keyslot {
   int id = -1;
-  std::string type;          // "luks2" (usable), "reencrypt", unknown...
+  std::string type;            // "luks2" (usable), "reencrypt", unknown...
   std::uint32_t key_size = 0;  // volume key bytes stored by this slot
-  int priority = 1;          // 0 ignore, 1 normal, 2 prefer; other values never tried by default
+  int priority = 1;            // 0 ignore, 1 normal, 2 prefer; other values never tried by default
   bool has_priority = false;
   // luks2 type only (validated when type == "luks2"):
-  std::string af_type;       // "luks1"
+  std::string af_type;  // "luks1"
   std::string af_hash;
   std::uint32_t af_stripes = 0;
-  std::string area_type;     // "raw"
+  std::string area_type;  // "raw"
   std::string area_encryption;
   std::uint32_t area_key_size = 0;
   std::uint64_t area_offset = 0, area_size = 0;
@@ -114,7 +114,9 @@ struct Metadata {
   const Digest* digest_for_segment(int id) const;
   bool has_flag(std::string_view flag) const;
   // Offset of the first byte after both metadata copies and the keyslots area.
-  std::uint64_t hdr_and_areas_size() const { return 2 * (config.json_size + kHdrBinLen) + config.keyslots_size; }
+  std::uint64_t hdr_and_areas_size() const {
+    return 2 * (config.json_size + kHdrBinLen) + config.keyslots_size;
+  }
 };
 
 // Parses and validates a JSON area (`area` = hdr_size - 4096 bytes: text, NUL, zero padding).

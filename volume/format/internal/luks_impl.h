@@ -63,7 +63,7 @@ class Luks2Header final : public LuksHeader {
   VolumeLayout layout_;
   std::string device_;
   std::vector<std::pair<int, std::vector<std::byte>>> areas_;  // keyslot id -> encrypted area
-  std::vector<std::pair<int, Error>> area_errors_;            // areas that could not be read
+  std::vector<std::pair<int, Error>> area_errors_;             // areas that could not be read
 };
 
 // First 4096 bytes (or fewer) of the store; the caller inspects the magic and version.

@@ -1,6 +1,6 @@
-// Private to volume/zone: the host-managed drive's rules shared by the emulated and the block-device
-// stores, the sidecar codec, and the BLKREPORTZONE translation. Included by volume/zone/*.cpp and
-// the zone unit tests only.
+// Private to volume/zone: the host-managed drive's rules shared by the emulated and the
+// block-device stores, the sidecar codec, and the BLKREPORTZONE translation. Included by
+// volume/zone/*.cpp and the zone unit tests only.
 #pragma once
 
 #include <linux/blkzoned.h>
@@ -64,7 +64,8 @@ Result<void> zoned_read(const ZoneMap& map, ByteOffset off, std::span<std::byte>
     }
     const ByteOffset readable = z.readable_end();
     std::size_t stored = 0;
-    if (pos < readable) stored = static_cast<std::size_t>(std::min<std::uint64_t>(in_zone, readable - pos));
+    if (pos < readable)
+      stored = static_cast<std::size_t>(std::min<std::uint64_t>(in_zone, readable - pos));
     if (stored > 0) CRYPTMAP_TRY_VOID(read_stored(pos, out.subspan(done, stored)));
     if (stored < in_zone) std::memset(out.data() + done + stored, 0, in_zone - stored);
     done += in_zone;
@@ -78,7 +79,8 @@ Result<void> check_management_target(const ZoneMap& map, std::uint64_t index, bo
                                      const char* what, const std::string& name);
 Result<void> check_management_cond(const ZoneInfo& z, const char* what);
 
-// ---- CRC-32C (Castagnoli), the sidecar checksum --------------------------------------------------
+// ---- CRC-32C (Castagnoli), the sidecar checksum
+// --------------------------------------------------
 std::uint32_t crc32c(std::span<const std::byte> data, std::uint32_t crc = 0) noexcept;
 
 // ---- sidecar codec (format documented in volume/zone/README.md) ---------------------------------
@@ -111,7 +113,8 @@ Result<Sidecar> decode_sidecar(std::span<const std::byte> bytes, const std::stri
 // The ZoneInfo list a sidecar describes (validated by ZoneMap::create afterwards).
 std::vector<ZoneInfo> sidecar_zone_infos(const Sidecar& s);
 
-// ---- BLKREPORTZONE translation -------------------------------------------------------------------
+// ---- BLKREPORTZONE translation
+// -------------------------------------------------------------------
 
 // One kernel zone descriptor (512 B sector units) -> ZoneInfo (bytes), normalised like the map
 // expects (conventional and full zones: wp = start + len). `report_flags` is blk_zone_report.flags:

@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <new>
 
-#include "tests/unit/volume/engine/volume_test_util.h"
 #include "base/buffer_pool.h"
+#include "tests/unit/volume/engine/volume_test_util.h"
 #include "volume/engine/range_lock.h"
 
 // LeakSanitizer: oneTBB frees a task_scheduler_observer's proxy lazily, when the last worker
@@ -102,12 +102,24 @@ TEST(Allocations, SteadyStateIoAllocatesNothing) {
     const std::uint64_t off = rng() % (kSize - big.size());
     bool ok_op = true;
     switch (i % 6) {
-      case 0: ok_op = static_cast<bool>(t.vol->write(ByteOffset{off & ~4095ull}, small)); break;
-      case 1: ok_op = static_cast<bool>(t.vol->write(ByteOffset{off}, std::span(small).first(700))); break;
-      case 2: ok_op = static_cast<bool>(t.vol->read(ByteOffset{off}, std::span(rbuf).first(65536 + 3))); break;
-      case 3: ok_op = static_cast<bool>(t.vol->write(ByteOffset{off}, big)); break;  // write-through when the cache is full
-      case 4: ok_op = static_cast<bool>(t.vol->read(ByteOffset{off}, rbuf)); break;  // parallel decrypt
-      case 5: if (i % 60 == 5) ok_op = static_cast<bool>(t.vol->flush()); break;
+      case 0:
+        ok_op = static_cast<bool>(t.vol->write(ByteOffset{off & ~4095ull}, small));
+        break;
+      case 1:
+        ok_op = static_cast<bool>(t.vol->write(ByteOffset{off}, std::span(small).first(700)));
+        break;
+      case 2:
+        ok_op = static_cast<bool>(t.vol->read(ByteOffset{off}, std::span(rbuf).first(65536 + 3)));
+        break;
+      case 3:
+        ok_op = static_cast<bool>(t.vol->write(ByteOffset{off}, big));
+        break;  // write-through when the cache is full
+      case 4:
+        ok_op = static_cast<bool>(t.vol->read(ByteOffset{off}, rbuf));
+        break;  // parallel decrypt
+      case 5:
+        if (i % 60 == 5) ok_op = static_cast<bool>(t.vol->flush());
+        break;
     }
     failures[static_cast<std::size_t>(i)] = ok_op ? 0 : 1;
   }

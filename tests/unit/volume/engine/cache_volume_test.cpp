@@ -2,12 +2,12 @@
 // fallback when the cache is full of dirty data, failures that keep data dirty, read hits.
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <random>
-#include <utility>
 #include <thread>
+#include <utility>
 
 #include "tests/unit/volume/engine/volume_test_util.h"
 
@@ -182,8 +182,9 @@ TEST(WriteBack, StreamingReadRacingAWriteBackPassReturnsTheNewData) {
     EngineOptions eo;
     eo.cache_bypass_bytes = 64 * 1024;
     const std::uint64_t key = 0xC0FFEE ^ ss;
-    auto v = volume::open_volume_with_engine(test_layout(ss, 0), std::make_unique<FakeSectorCipher>(ss, key),
-                                             {}, std::move(owned), opts, eo, nullptr);
+    auto v = volume::open_volume_with_engine(test_layout(ss, 0),
+                                             std::make_unique<FakeSectorCipher>(ss, key), {},
+                                             std::move(owned), opts, eo, nullptr);
     ASSERT_TRUE(v) << v.error().message();
     std::unique_ptr<volume::Volume> vol = std::move(*v);
     std::vector<std::byte> model(256 * 1024);
@@ -239,8 +240,8 @@ TEST(WriteBack, StreamingAndSmallIoWithABusyFlusherLoseNothing) {
         std::vector<std::byte> buf(kRegion), data(kRegion);
         for (int i = 0; i < kOps && bad == 0; ++i) {
           const bool big = rng() % 3 == 0;
-          const std::uint64_t len = big ? 16 * 1024 + rng() % (kRegion - 16 * 1024)
-                                        : 1 + rng() % (2 * ss);
+          const std::uint64_t len =
+              big ? 16 * 1024 + rng() % (kRegion - 16 * 1024) : 1 + rng() % (2 * ss);
           const std::uint64_t off = base + rng() % (kRegion - len + 1);
           if (rng() % 2 == 0) {
             fill_pattern(std::span(data).first(len), (std::uint64_t{th} << 40) | i);

@@ -300,7 +300,8 @@ TEST_P(EngineStress, HundredThousandRequestsEveryByteChecked) {
           for (std::uint64_t p = off; p < off + len;) {
             const std::uint64_t e = std::min(off + len, (p / ss + 1) * ss);
             const bool old_ok = std::memcmp(buf.data() + (p - off), model.data() + p, e - p) == 0;
-            const bool new_ok = std::memcmp(buf.data() + (p - off), data.data() + (p - off), e - p) == 0;
+            const bool new_ok =
+                std::memcmp(buf.data() + (p - off), data.data() + (p - off), e - p) == 0;
             if (!old_ok && !new_ok) ++bad;
             p = e;
           }
@@ -357,15 +358,16 @@ TEST_P(EngineStress, HundredThousandRequestsEveryByteChecked) {
   } else {
     EXPECT_EQ(read_errors.load() + write_errors.load(), 0u);
   }
-  std::printf("[ stats    ] %s: %llu requests, %llu crypto submissions, %llu busy episodes, "
-              "%llu rejected, %llu failed, %llu/%llu read/write errors\n",
-              sc.name, static_cast<unsigned long long>(issued.load()),
-              static_cast<unsigned long long>(engine->submitted()),
-              static_cast<unsigned long long>(engine->busy_episodes()),
-              static_cast<unsigned long long>(engine->rejected()),
-              static_cast<unsigned long long>(engine->failed()),
-              static_cast<unsigned long long>(read_errors.load()),
-              static_cast<unsigned long long>(write_errors.load()));
+  std::printf(
+      "[ stats    ] %s: %llu requests, %llu crypto submissions, %llu busy episodes, "
+      "%llu rejected, %llu failed, %llu/%llu read/write errors\n",
+      sc.name, static_cast<unsigned long long>(issued.load()),
+      static_cast<unsigned long long>(engine->submitted()),
+      static_cast<unsigned long long>(engine->busy_episodes()),
+      static_cast<unsigned long long>(engine->rejected()),
+      static_cast<unsigned long long>(engine->failed()),
+      static_cast<unsigned long long>(read_errors.load()),
+      static_cast<unsigned long long>(write_errors.load()));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -373,8 +375,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         StressCase{"slow_out_of_order", slow_out_of_order(), 0, 512, false, false, false},
         StressCase{"busy_with_backlog", busy_with_backlog(), 0, 512, true, false, false},
-        StressCase{"busy_with_backlog_4k_cached", busy_with_backlog(), 128 << 10, 4096, true,
-                   false, false},
+        StressCase{"busy_with_backlog_4k_cached", busy_with_backlog(), 128 << 10, 4096, true, false,
+                   false},
         StressCase{"busy_without_backlog", busy_without_backlog(), 0, 512, false, true, false},
         StressCase{"failing", failing(), 0, 512, false, false, true},
         StressCase{"everything_cached", everything(), 64 << 10, 512, true, true, true}),

@@ -1,8 +1,8 @@
-// Test doubles for the I/O engine: a FakeSectorCipher (a keyed, position-dependent byte-wise addition, so a
-// sector decrypted under the wrong index or read from the wrong place is garbage) and hostile
-// FakeCryptoEngines built to crypto/crypto_engine.h's contract (slow, out-of-order completion,
-// busy with backlog, busy without backlog, failing), which also police the submitter's side of
-// the backlog protocol.
+// Test doubles for the I/O engine: a FakeSectorCipher (a keyed, position-dependent byte-wise
+// addition, so a sector decrypted under the wrong index or read from the wrong place is garbage)
+// and hostile FakeCryptoEngines built to crypto/crypto_engine.h's contract (slow, out-of-order
+// completion, busy with backlog, busy without backlog, failing), which also police the submitter's
+// side of the backlog protocol.
 #pragma once
 
 #include <algorithm>
@@ -78,7 +78,8 @@ class FakeSectorCipher final : public crypto::SectorCipher {
  private:
   Result<void> apply(const crypto::SectorRun& run, bool enc) const {
     calls_.fetch_add(1, std::memory_order_relaxed);
-    if (run.data.size() % ss_ != 0) return make_error(Errc::kInvalid, "fake cipher: partial sector");
+    if (run.data.size() % ss_ != 0)
+      return make_error(Errc::kInvalid, "fake cipher: partial sector");
     const std::size_t n = run.data.size() / ss_;
     if (!enc) {
       for (std::size_t k = 0; k < n; ++k) {
@@ -101,13 +102,13 @@ class FakeSectorCipher final : public crypto::SectorCipher {
 
 struct HostileConfig {
   unsigned workers = 2;
-  std::size_t queue_depth = 8;       // kInProgress while fewer are queued
-  std::size_t backlog_depth = 64;    // kBackloggedBusy while the queue is full (0: no backlog)
-  double random_busy = 0.0;          // chance to report busy although there is room
-  double fail_rate = 0.0;            // chance a request completes with kIo
-  bool out_of_order = true;          // workers pick a random queued request
-  unsigned max_delay_us = 0;         // random processing delay
-  double sync_rate = 0.0;            // chance to complete synchronously (kDone)
+  std::size_t queue_depth = 8;     // kInProgress while fewer are queued
+  std::size_t backlog_depth = 64;  // kBackloggedBusy while the queue is full (0: no backlog)
+  double random_busy = 0.0;        // chance to report busy although there is room
+  double fail_rate = 0.0;          // chance a request completes with kIo
+  bool out_of_order = true;        // workers pick a random queued request
+  unsigned max_delay_us = 0;       // random processing delay
+  double sync_rate = 0.0;          // chance to complete synchronously (kDone)
   std::uint64_t seed = 1;
 };
 
@@ -207,8 +208,8 @@ class HostileEngine final : public crypto::CryptoEngine {
       failed_.fetch_add(1);
       return;
     }
-    r->status = r->dir == crypto::CryptoDir::kEncrypt ? cipher_.encrypt(r->run)
-                                                       : cipher_.decrypt(r->run);
+    r->status =
+        r->dir == crypto::CryptoDir::kEncrypt ? cipher_.encrypt(r->run) : cipher_.decrypt(r->run);
   }
 
   void run(unsigned /*idx*/) {

@@ -81,8 +81,8 @@ constexpr std::uint32_t kSs = 4096;
 constexpr std::uint64_t kPiece = 16 * 1024;  // buffer_bytes: 4 sectors per piece
 
 std::unique_ptr<volume::Volume> open_gated(volume::MemBackingStore& mem, crypto::CryptoDir dir,
-                                           std::uint64_t gated_sector, Gate& gate,
-                                           GateMode mode, GatedEngine** engine,
+                                           std::uint64_t gated_sector, Gate& gate, GateMode mode,
+                                           GatedEngine** engine,
                                            std::function<void(std::uint64_t, bool)> hook) {
   VolumeOptions opts;
   opts.cache_bytes = 0;  // every request streams

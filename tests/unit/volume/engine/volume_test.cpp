@@ -29,10 +29,10 @@ TEST_P(VolumeEdges, EveryHeadTailCombinationMatchesModelAndImage) {
   std::vector<std::byte> model = pattern(size, 1);
   image_write_plaintext(t, 0, model);
 
-  const std::uint64_t offs[] = {0, 1, ss / 2, ss - 1, ss, ss + 1, 2 * ss - 1, 2 * ss, 3 * ss + 7,
-                                size - ss, size - 1};
-  const std::uint64_t lens[] = {1, ss / 2, ss - 1, ss, ss + 1, 2 * ss - 1, 2 * ss, 2 * ss + 1,
-                                3 * ss + 5};
+  const std::uint64_t offs[] = {0,          1,      ss / 2,     ss - 1,    ss,      ss + 1,
+                                2 * ss - 1, 2 * ss, 3 * ss + 7, size - ss, size - 1};
+  const std::uint64_t lens[] = {1,          ss / 2, ss - 1,     ss,        ss + 1,
+                                2 * ss - 1, 2 * ss, 2 * ss + 1, 3 * ss + 5};
   std::uint64_t seed = 100;
   for (std::uint64_t off : offs) {
     for (std::uint64_t len : lens) {
@@ -130,8 +130,8 @@ TEST(Volume, ReadOnlyOptionAndReadOnlyStoreRefuseWrites) {
 TEST(Volume, OpenRejectsInconsistentLayouts) {
   auto open = [](volume::VolumeLayout l, std::uint32_t cipher_ss, std::uint64_t image) {
     return volume::open_volume(std::move(l), std::make_unique<FakeSectorCipher>(cipher_ss),
-                               std::make_unique<volume::MemBackingStore>(image),
-                               VolumeOptions{}, nullptr);
+                               std::make_unique<volume::MemBackingStore>(image), VolumeOptions{},
+                               nullptr);
   };
   EXPECT_EQ(open(test_layout(4096, 0), 512, 1 << 20).error().code, Errc::kInvalid);
   EXPECT_EQ(open(test_layout(1000, 0), 1000, 1 << 20).error().code, Errc::kInvalid);
@@ -292,10 +292,9 @@ TEST(Volume, ConcurrentUnalignedWritersSharingSectorsLoseNothing) {
     ASSERT_EQ(*t.vol->read(ByteOffset{0}, all), kSize);
     const auto img = image_plaintext(t, 0, kSize);
     for (std::uint64_t k = 0; k < stripes; ++k) {
-      const auto want = last_seed[k]
-                            ? pattern(kStripe, last_seed[k])
-                            : std::vector<std::byte>(initial.begin() + k * kStripe,
-                                                     initial.begin() + (k + 1) * kStripe);
+      const auto want = last_seed[k] ? pattern(kStripe, last_seed[k])
+                                     : std::vector<std::byte>(initial.begin() + k * kStripe,
+                                                              initial.begin() + (k + 1) * kStripe);
       ASSERT_TRUE(std::equal(want.begin(), want.end(), all.begin() + k * kStripe)) << k;
       ASSERT_TRUE(std::equal(want.begin(), want.end(), img.begin() + k * kStripe)) << k;
     }

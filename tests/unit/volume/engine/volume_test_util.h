@@ -70,11 +70,9 @@ inline volume::VolumeLayout test_layout(std::uint32_t ss, std::uint64_t data_off
 }
 
 inline TestVolume make_test_volume(std::uint32_t ss, std::uint64_t data_off,
-                                   std::uint64_t image_bytes,
-                                   volume::VolumeOptions opts = {},
+                                   std::uint64_t image_bytes, volume::VolumeOptions opts = {},
                                    volume::EngineOptions eo = {},
-                                   volume::EngineFactory factory = {},
-                                   std::uint64_t size = 0,
+                                   volume::EngineFactory factory = {}, std::uint64_t size = 0,
                                    volume::MemBackingStore* borrowed = nullptr) {
   TestVolume t;
   t.ss = ss;
@@ -124,7 +122,7 @@ inline void image_write_plaintext(const TestVolume& t, std::uint64_t sector,
   std::vector<std::byte> buf(whole_sectors.begin(), whole_sectors.end());
   for (std::size_t k = 0; k < buf.size() / t.ss; ++k) {
     FakeSectorCipher::encrypt_sector(t.key, sector + k,
-                                 std::span<std::byte>(buf).subspan(k * t.ss, t.ss));
+                                     std::span<std::byte>(buf).subspan(k * t.ss, t.ss));
   }
   t.store->poke(t.data_off + sector * t.ss, buf);
 }

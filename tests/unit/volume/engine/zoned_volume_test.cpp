@@ -11,8 +11,8 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -29,8 +29,8 @@ using volume::testing::ScratchDir;
 constexpr std::uint32_t kSs = 4096;
 constexpr std::uint64_t kZone = 128 * 1024;
 constexpr std::uint64_t kZones = 12;
-constexpr std::uint64_t kConventional = 3;            // image zones 0..2
-constexpr std::uint64_t kDataOff = 2 * kZone;         // volume zone 0 = image zone 2 (conv.)
+constexpr std::uint64_t kConventional = 3;     // image zones 0..2
+constexpr std::uint64_t kDataOff = 2 * kZone;  // volume zone 0 = image zone 2 (conv.)
 constexpr std::uint64_t kKey = 0x5EED;
 
 std::vector<std::byte> data_of(std::size_t n, std::uint64_t seed) {
@@ -282,8 +282,8 @@ TEST(VolumeDiscard, PunchesWholeSectorsOnlyAndOnlyWhenAllowed) {
     l.sector_size = 512;
     volume::VolumeOptions vo;
     vo.allow_discards = allow;
-    auto v = volume::open_volume_with_engine(l, std::make_unique<FakeSectorCipher>(512, kKey),
-                                             {}, std::move(*store), vo, {}, nullptr);
+    auto v = volume::open_volume_with_engine(l, std::make_unique<FakeSectorCipher>(512, kKey), {},
+                                             std::move(*store), vo, {}, nullptr);
     ASSERT_TRUE(v);
     volume::Volume& vol = **v;
     const std::vector<std::byte> d = data_of(kImage, 9);

@@ -23,7 +23,8 @@ using test::run;
 class LuksAdminTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs) GTEST_SKIP() << cs.missing;
+    if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs)
+      GTEST_SKIP() << cs.missing;
     key_ = dir_.write("key", "first passphrase");
     key2_ = dir_.write("key2", "second passphrase");
     key3_ = dir_.write("key3", "third passphrase");
@@ -40,12 +41,16 @@ class LuksAdminTest : public ::testing::Test {
   }
   std::string cs_format(const std::string& name, const std::string& args) {
     auto p = blank(name, 20);
-    EXPECT_EQ(run("cryptsetup luksFormat --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file " +
-                  key_ + " " + args + " " + p).status, 0);
+    EXPECT_EQ(run("cryptsetup luksFormat --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 "
+                  "--key-file " +
+                  key_ + " " + args + " " + p)
+                  .status,
+              0);
     return p;
   }
   int test_pass(const std::string& img, const std::string& key, const std::string& extra = "") {
-    return run("cryptsetup open --test-passphrase --key-file " + key + " " + extra + " " + img).status;
+    return run("cryptsetup open --test-passphrase --key-file " + key + " " + extra + " " + img)
+        .status;
   }
   static PbkdfOptions fast() {
     PbkdfOptions p;
@@ -73,7 +78,8 @@ TEST_F(LuksAdminTest, FormattedImagesWorkWithCryptsetup) {
   };
   int n = 0;
   for (const auto& c : cases) {
-    SCOPED_TRACE(std::string(volume_type_name(c.type)) + " " + c.pbkdf + " " + std::to_string(c.sector));
+    SCOPED_TRACE(std::string(volume_type_name(c.type)) + " " + c.pbkdf + " " +
+                 std::to_string(c.sector));
     auto img = blank("f" + std::to_string(n++), 20);
     LuksFormatOptions o;
     o.type = c.type;
@@ -96,8 +102,11 @@ TEST_F(LuksAdminTest, FormattedImagesWorkWithCryptsetup) {
     auto [uuid_rc, uuid, uuid_err] = run("cryptsetup luksUUID " + img);
     EXPECT_EQ(uuid, r->uuid + "\n");
     // cryptsetup can add a key to what we wrote, and we read its change.
-    EXPECT_EQ(run("cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file " +
-                  key_ + " " + img + " " + key2_).status, 0);
+    EXPECT_EQ(run("cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 "
+                  "--key-file " +
+                  key_ + " " + img + " " + key2_)
+                  .status,
+              0);
     auto ro = rw(img);
     auto h = load_luks_header(*ro, std::nullopt);
     ASSERT_TRUE(h) << h.error().message();
@@ -107,7 +116,8 @@ TEST_F(LuksAdminTest, FormattedImagesWorkWithCryptsetup) {
     if (c.type == VolumeType::kLuks2 && c.sector) {
       EXPECT_EQ((*h)->layout().sector_size, c.sector);
     }
-    EXPECT_EQ((*h)->layout().data_offset_bytes, c.type == VolumeType::kLuks1 ? 4096u * 512 : 16u << 20);
+    EXPECT_EQ((*h)->layout().data_offset_bytes,
+              c.type == VolumeType::kLuks1 ? 4096u * 512 : 16u << 20);
   }
 }
 
@@ -138,13 +148,15 @@ TEST_F(LuksAdminTest, KeyslotEditsOnCryptsetupImages) {
     SCOPED_TRACE(type);
     auto img = cs_format(std::string("e-") + type, std::string("--type ") + type);
     auto s = rw(img);
-    auto added = luks_add_key(*s, test::read_file(key_), std::nullopt, test::read_file(key2_), 4, fast());
+    auto added =
+        luks_add_key(*s, test::read_file(key_), std::nullopt, test::read_file(key2_), 4, fast());
     ASSERT_TRUE(added) << added.error().message();
     EXPECT_EQ(*added, 4);
     EXPECT_EQ(test_pass(img, key2_, "--key-slot 4"), 0);
     EXPECT_EQ(test_pass(img, key_), 0);
     // Change key 2 -> key 3.
-    auto changed = luks_change_key(*s, test::read_file(key2_), std::nullopt, test::read_file(key3_), fast());
+    auto changed =
+        luks_change_key(*s, test::read_file(key2_), std::nullopt, test::read_file(key3_), fast());
     ASSERT_TRUE(changed) << changed.error().message();
     EXPECT_EQ(test_pass(img, key3_), 0);
     EXPECT_NE(test_pass(img, key2_), 0);
@@ -169,7 +181,8 @@ TEST_F(LuksAdminTest, AddKeyWithWrongPassphraseChangesNothing) {
   auto img = cs_format("w", "--type luks2");
   const auto before = test::read_file(img);
   auto s = rw(img);
-  auto r = luks_add_key(*s, test::read_file(key3_), std::nullopt, test::read_file(key2_), std::nullopt, fast());
+  auto r = luks_add_key(*s, test::read_file(key3_), std::nullopt, test::read_file(key2_),
+                        std::nullopt, fast());
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kBadKey);
   EXPECT_TRUE(before == test::read_file(img));
@@ -179,8 +192,11 @@ TEST_F(LuksAdminTest, DumpMatchesCryptsetup) {
   for (const char* type : {"luks1", "luks2"}) {
     SCOPED_TRACE(type);
     auto img = cs_format(std::string("d-") + type, std::string("--type ") + type + " --key-slot 3");
-    ASSERT_EQ(run("cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file " +
-                  key_ + " " + img + " " + key2_).status, 0);
+    ASSERT_EQ(run("cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 "
+                  "--key-file " +
+                  key_ + " " + img + " " + key2_)
+                  .status,
+              0);
     auto s = rw(img);
     auto mine = luks_dump(*s);
     ASSERT_TRUE(mine) << mine.error().message();
@@ -214,7 +230,10 @@ TEST_F(LuksAdminTest, UuidIsLuksBackupRestoreRepair) {
     if (std::string(type) == "luks2")
       run("dd if=/dev/zero of=" + img + ".2 bs=4096 seek=4 count=1 conv=notrunc status=none");
     EXPECT_NE(test_pass(img + ".2", key_), 0);
-    EXPECT_EQ(run("cryptsetup luksHeaderRestore --batch-mode --header-backup-file " + bk + " " + img + ".2").status, 0);
+    EXPECT_EQ(run("cryptsetup luksHeaderRestore --batch-mode --header-backup-file " + bk + " " +
+                  img + ".2")
+                  .status,
+              0);
     EXPECT_EQ(test_pass(img + ".2", key_), 0);
     // Backup with cryptsetup, restore with us.
     const std::string bk2 = dir_.file(std::string("bk2-") + type);
@@ -247,14 +266,17 @@ TEST_F(LuksAdminTest, RepairRewritesDamagedCopy) {
 
 TEST_F(LuksAdminTest, RewriteKeepsUnknownTokens) {
   auto img = cs_format("tok", "--type luks2");
-  const std::string tok = dir_.write("tok.json",
+  const std::string tok = dir_.write(
+      "tok.json",
       R"({"type":"cryptmap-test","keyslots":["0"],"opaque":{"a":[1,2,{"b":"c"}],"s":"x/y"}})");
   ASSERT_EQ(run("cryptsetup token import --token-id 5 --json-file " + tok + " " + img).status, 0);
   auto s = rw(img);
-  ASSERT_TRUE(luks_add_key(*s, test::read_file(key_), std::nullopt, test::read_file(key2_), std::nullopt, fast()));
+  ASSERT_TRUE(luks_add_key(*s, test::read_file(key_), std::nullopt, test::read_file(key2_),
+                           std::nullopt, fast()));
   auto [rc, out, out_err] = run("cryptsetup token export --token-id 5 " + img);
   EXPECT_EQ(rc, 0);
-  EXPECT_EQ(out, R"({"type":"cryptmap-test","keyslots":["0"],"opaque":{"a":[1,2,{"b":"c"}],"s":"x/y"}})");
+  EXPECT_EQ(
+      out, R"({"type":"cryptmap-test","keyslots":["0"],"opaque":{"a":[1,2,{"b":"c"}],"s":"x/y"}})");
   // Killing slot 0 drops it from the token's keyslot list, as cryptsetup does.
   ASSERT_TRUE(luks_kill_slot(*s, 0));
   EXPECT_EQ(run("cryptsetup token export --token-id 5 " + img).out,

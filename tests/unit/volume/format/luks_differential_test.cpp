@@ -42,41 +42,58 @@ void rewrite_json(const std::string& img, const Json& j) {
 }
 
 TEST(LuksDifferential, HostileJsonAcceptedExactlyWhenCryptsetupAcceptsIt) {
-  if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs) GTEST_SKIP() << cs.missing;
+  if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs)
+    GTEST_SKIP() << cs.missing;
   test::TempDir dir;
   const std::string key = dir.write("key", "pw");
   const std::string base = dir.file("base.img");
   run("truncate -s 20M " + base);
-  ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 "
-                "--key-file " + key + " " + base).status, 0);
+  ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 "
+                "--pbkdf-force-iterations 1000 "
+                "--key-file " +
+                key + " " + base)
+                .status,
+            0);
   auto [rc0, json0, json0_err] = run("cryptsetup luksDump --dump-json-metadata " + base);
   ASSERT_EQ(rc0, 0);
   const Json orig = Json::parse(json0);
 
   std::vector<std::pair<const char*, std::function<void(Json&)>>> edits = {
       {"unchanged", [](Json&) {}},
-      {"area overlap", [](Json& j) {
+      {"area overlap",
+       [](Json& j) {
          j["keyslots"]["1"] = j["keyslots"]["0"];
          j["keyslots"]["1"]["area"]["offset"] = "36864";
          j["digests"]["0"]["keyslots"].push_back("1");
        }},
-      {"area beyond keyslots area", [](Json& j) { j["keyslots"]["0"]["area"]["offset"] = "16769024"; }},
+      {"area beyond keyslots area",
+       [](Json& j) { j["keyslots"]["0"]["area"]["offset"] = "16769024"; }},
       {"area inside metadata", [](Json& j) { j["keyslots"]["0"]["area"]["offset"] = "28672"; }},
       {"kdf extra member", [](Json& j) { j["keyslots"]["0"]["kdf"]["x"] = 1; }},
       {"kdf missing salt", [](Json& j) { j["keyslots"]["0"]["kdf"].erase("salt"); }},
       {"segment size unaligned", [](Json& j) { j["segments"]["0"]["size"] = "1000"; }},
       {"segment sector_size 1000", [](Json& j) { j["segments"]["0"]["sector_size"] = 1000; }},
-      {"segment offset in keyslots area", [](Json& j) { j["segments"]["0"]["offset"] = "1048576"; }},
+      {"segment offset in keyslots area",
+       [](Json& j) { j["segments"]["0"]["offset"] = "1048576"; }},
       {"segment iv_tweak not a number", [](Json& j) { j["segments"]["0"]["iv_tweak"] = "x1"; }},
       {"json_size mismatch", [](Json& j) { j["config"]["json_size"] = "28672"; }},
       {"keyslots_size unaligned", [](Json& j) { j["config"]["keyslots_size"] = "16744447"; }},
       {"keyslots_size too large", [](Json& j) { j["config"]["keyslots_size"] = "999999999999"; }},
-      {"unknown requirement", [](Json& j) { j["config"]["requirements"] = {{"mandatory", {"future-thing"}}}; }},
+      {"unknown requirement",
+       [](Json& j) {
+         j["config"]["requirements"] = {{"mandatory", {"future-thing"}}};
+       }},
       {"requirements not object", [](Json& j) { j["config"]["requirements"] = 5; }},
       {"keyslot without digest", [](Json& j) { j["digests"]["0"]["keyslots"] = Json::array(); }},
       {"digest refs missing segment", [](Json& j) { j["digests"]["0"]["segments"] = {"3"}; }},
-      {"token refs missing keyslot", [](Json& j) { j["tokens"]["0"] = {{"type", "t"}, {"keyslots", {"9"}}}; }},
-      {"token with extra fields", [](Json& j) { j["tokens"]["0"] = {{"type", "t"}, {"keyslots", {"0"}}, {"z", {1, 2}}}; }},
+      {"token refs missing keyslot",
+       [](Json& j) {
+         j["tokens"]["0"] = {{"type", "t"}, {"keyslots", {"9"}}};
+       }},
+      {"token with extra fields",
+       [](Json& j) {
+         j["tokens"]["0"] = {{"type", "t"}, {"keyslots", {"0"}}, {"z", {1, 2}}};
+       }},
       {"priority 0", [](Json& j) { j["keyslots"]["0"]["priority"] = 0; }},
       {"keyslot key_size negative", [](Json& j) { j["keyslots"]["0"]["key_size"] = -1; }},
       {"af type luks2", [](Json& j) { j["keyslots"]["0"]["af"]["type"] = "luks2"; }},
@@ -85,8 +102,13 @@ TEST(LuksDifferential, HostileJsonAcceptedExactlyWhenCryptsetupAcceptsIt) {
       {"tokens missing", [](Json& j) { j.erase("tokens"); }},
       {"config flags not strings", [](Json& j) { j["config"]["flags"] = {1}; }},
       {"allow-discards flag", [](Json& j) { j["config"]["flags"] = {"allow-discards"}; }},
-      {"unknown keyslot type", [](Json& j) { j["keyslots"]["3"] = {{"type", "other"}, {"key_size", 64},
-                                                               {"area", {{"type", "raw"}, {"offset", "1048576"}, {"size", "4096"}}}}; }},
+      {"unknown keyslot type",
+       [](Json& j) {
+         j["keyslots"]["3"] = {
+             {"type", "other"},
+             {"key_size", 64},
+             {"area", {{"type", "raw"}, {"offset", "1048576"}, {"size", "4096"}}}};
+       }},
   };
   int i = 0;
   for (const auto& [name, edit] : edits) {
@@ -116,13 +138,17 @@ void put_be32(std::vector<std::byte>& b, std::size_t off, std::uint32_t v) {
 }
 
 TEST(LuksDifferential, HostileLuks1PhdrAcceptedExactlyWhenCryptsetupAcceptsIt) {
-  if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs) GTEST_SKIP() << cs.missing;
+  if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs)
+    GTEST_SKIP() << cs.missing;
   test::TempDir dir;
   const std::string key = dir.write("key", "pw");
   const std::string base = dir.file("base1.img");
   run("truncate -s 4M " + base);
-  ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks1 --pbkdf-force-iterations 1000 --key-file " + key +
-                " " + base).status, 0);
+  ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks1 --pbkdf-force-iterations 1000 "
+                "--key-file " +
+                key + " " + base)
+                .status,
+            0);
   const auto orig = test::read_file(base);
   std::vector<std::pair<const char*, std::function<void(std::vector<std::byte>&)>>> edits = {
       {"unchanged", [](auto&) {}},

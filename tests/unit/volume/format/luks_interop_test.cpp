@@ -27,14 +27,16 @@ const char* kFastArgon = "--pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-it
 class LuksInteropTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs) GTEST_SKIP() << cs.missing;
+    if (const auto cs = test::find_tool("cryptsetup", "cryptsetup-bin"); !cs)
+      GTEST_SKIP() << cs.missing;
     key_ = dir_.write("key", "correct horse battery staple");
     wrong_ = dir_.write("wrong", "correct horse battery stapler");
   }
   std::string format(const std::string& name, const std::string& args, std::uint64_t mib = 20) {
     const std::string img = dir_.file(name);
     run("truncate -s " + std::to_string(mib) + "M " + img);
-    auto [rc, out, out_err] = run("cryptsetup luksFormat --batch-mode --key-file " + key_ + " " + args + " " + img);
+    auto [rc, out, out_err] =
+        run("cryptsetup luksFormat --batch-mode --key-file " + key_ + " " + args + " " + img);
     EXPECT_EQ(rc, 0) << "luksFormat " << args;
     return img;
   }
@@ -84,7 +86,8 @@ TEST_F(LuksInteropTest, Luks1DefaultLayoutAndKey) {
 }
 
 TEST_F(LuksInteropTest, Luks1Aes128AndSha1) {
-  auto img = format("l1b.img", std::string("--type luks1 --key-size 256 --hash sha1 ") + kFastPbkdf2);
+  auto img =
+      format("l1b.img", std::string("--type luks1 --key-size 256 --hash sha1 ") + kFastPbkdf2);
   auto k = unlock_and_compare(img);
   EXPECT_EQ(k.volume_key.size(), 32u);
 }
@@ -105,7 +108,8 @@ TEST_F(LuksInteropTest, Luks2ArgonDefaultLayout) {
 }
 
 TEST_F(LuksInteropTest, Luks2Sector512AndLabel) {
-  auto img = format("l2s.img", std::string("--type luks2 --sector-size 512 --label mylabel ") + kFastPbkdf2);
+  auto img = format("l2s.img",
+                    std::string("--type luks2 --sector-size 512 --label mylabel ") + kFastPbkdf2);
   auto store = open(img);
   auto h = load_luks_header(*store, std::nullopt);
   ASSERT_TRUE(h) << h.error().message();
@@ -132,7 +136,9 @@ TEST_F(LuksInteropTest, EveryKdfAndHash) {
 
 TEST_F(LuksInteropTest, CbcEssivKeyslotCipher) {
   // The keyslot area is encrypted with the data cipher, here aes-cbc-essiv:sha256.
-  auto img = format("essiv.img", std::string("--type luks1 --cipher aes-cbc-essiv:sha256 --key-size 256 ") + kFastPbkdf2);
+  auto img = format(
+      "essiv.img",
+      std::string("--type luks1 --cipher aes-cbc-essiv:sha256 --key-size 256 ") + kFastPbkdf2);
   unlock_and_compare(img);
 }
 
@@ -145,7 +151,8 @@ TEST_F(LuksInteropTest, WrongPassphraseIsBadKey) {
     auto k = (*h)->unlock(test::read_file(wrong_), std::nullopt);
     ASSERT_FALSE(k);
     EXPECT_EQ(k.error().code, Errc::kBadKey);
-    EXPECT_NE(k.error().message().find("No key available with this passphrase."), std::string::npos);
+    EXPECT_NE(k.error().message().find("No key available with this passphrase."),
+              std::string::npos);
     auto k2 = (*h)->unlock(test::read_file(wrong_), 0);
     ASSERT_FALSE(k2);
     EXPECT_EQ(k2.error().code, Errc::kBadKey);
@@ -155,10 +162,11 @@ TEST_F(LuksInteropTest, WrongPassphraseIsBadKey) {
 TEST_F(LuksInteropTest, KeySlotSelectionAndMultipleKeyslots) {
   for (const char* type : {"luks1", "luks2"}) {
     SCOPED_TRACE(type);
-    auto img = format(std::string("ks-") + type, std::string("--type ") + type + " --key-slot 5 " + kFastPbkdf2);
+    auto img = format(std::string("ks-") + type,
+                      std::string("--type ") + type + " --key-slot 5 " + kFastPbkdf2);
     const std::string second = dir_.write("second", "another secret");
     auto [rc, o, o_err] = run("cryptsetup luksAddKey --batch-mode " + std::string(kFastPbkdf2) +
-                       " --key-slot 2 --key-file " + key_ + " " + img + " " + second);
+                              " --key-slot 2 --key-file " + key_ + " " + img + " " + second);
     ASSERT_EQ(rc, 0);
     auto store = open(img);
     auto h = load_luks_header(*store, std::nullopt);
@@ -205,8 +213,9 @@ TEST_F(LuksInteropTest, DetachedHeader) {
     const std::string img = dir_.file(std::string("data-") + type);
     const std::string hdr = dir_.file(std::string("hdr-") + type);
     run("truncate -s 8M " + img);
-    auto [rc, o, o_err] = run("cryptsetup luksFormat --batch-mode --type " + std::string(type) + " " + kFastPbkdf2 +
-                       " --header " + hdr + " --key-file " + key_ + " " + img);
+    auto [rc, o, o_err] =
+        run("cryptsetup luksFormat --batch-mode --type " + std::string(type) + " " + kFastPbkdf2 +
+            " --header " + hdr + " --key-file " + key_ + " " + img);
     ASSERT_EQ(rc, 0);
     auto store = open(hdr);
     auto h = load_luks_header(*store, std::nullopt);
@@ -228,8 +237,10 @@ TEST_F(LuksInteropTest, UnlockVolumeApi) {
   const std::string img = dir_.file("uv-data");
   const std::string hdr = dir_.file("uv-hdr");
   run("truncate -s 8M " + img);
-  ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks2 " + std::string(kFastPbkdf2) + " --header " + hdr +
-                " --key-file " + key_ + " " + img).status, 0);
+  ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --type luks2 " + std::string(kFastPbkdf2) +
+                " --header " + hdr + " --key-file " + key_ + " " + img)
+                .status,
+            0);
   auto hs = open(hdr);
   auto ds = open(img);
   UnlockOptions o;
@@ -258,7 +269,8 @@ TEST_F(LuksInteropTest, UnlockVolumeApi) {
   p.plain.offset_sectors = 8;
   auto pv = unlock_volume(*ds, *ds, p, as_bytes(std::string("testpass")));
   ASSERT_TRUE(pv) << pv.error().message();
-  EXPECT_EQ(to_hex(pv->volume_key.span()), "13d249f2cb4127b40cfa757866850278793f814ded3c587fe5889e889a7a9f6c");
+  EXPECT_EQ(to_hex(pv->volume_key.span()),
+            "13d249f2cb4127b40cfa757866850278793f814ded3c587fe5889e889a7a9f6c");
   EXPECT_EQ(pv->layout.data_offset_bytes, 4096u);
   EXPECT_EQ(pv->layout.type, VolumeType::kPlain);
 }
@@ -266,8 +278,11 @@ TEST_F(LuksInteropTest, UnlockVolumeApi) {
 TEST_F(LuksInteropTest, ReencryptionInProgressIsRefusedButDumpable) {
   const std::string img = dir_.file("reenc.img");
   run("truncate -s 40M " + img);
-  ASSERT_EQ(run("cryptsetup reencrypt --encrypt --init-only --type luks2 --reduce-device-size 32M " +
-                std::string(kFastPbkdf2) + " --batch-mode --key-file " + key_ + " " + img).status, 0);
+  ASSERT_EQ(
+      run("cryptsetup reencrypt --encrypt --init-only --type luks2 --reduce-device-size 32M " +
+          std::string(kFastPbkdf2) + " --batch-mode --key-file " + key_ + " " + img)
+          .status,
+      0);
   auto store = open(img);
   auto h = load_luks_header(*store, std::nullopt);
   ASSERT_FALSE(h);
@@ -334,7 +349,8 @@ TEST_F(LuksHostileTest, PrimaryDamagedUsesSecondary) {
 
 TEST_F(LuksHostileTest, PrimaryMagicWipedUsesSecondary) {
   auto img = format("m.img", std::string("--type luks2 ") + kFastPbkdf2);
-  auto bad = damaged(img, "m-bad.img", [](auto& b) { std::fill(b.begin(), b.begin() + 8, std::byte{0}); });
+  auto bad =
+      damaged(img, "m-bad.img", [](auto& b) { std::fill(b.begin(), b.begin() + 8, std::byte{0}); });
   auto h = load(bad);
   ASSERT_TRUE(h) << h.error().message();
   EXPECT_TRUE((*h)->unlock(test::read_file(key_), std::nullopt));
@@ -367,7 +383,8 @@ TEST_F(LuksHostileTest, BadMagicEverywhereIsNotLuks) {
 TEST_F(LuksHostileTest, TruncatedImages) {
   for (const char* type : {"luks1", "luks2"}) {
     auto img = format(std::string("tr-") + type, std::string("--type ") + type + " " + kFastPbkdf2);
-    for (std::size_t len : {std::size_t{100}, std::size_t{1024}, std::size_t{8192}, std::size_t{40000}}) {
+    for (std::size_t len :
+         {std::size_t{100}, std::size_t{1024}, std::size_t{8192}, std::size_t{40000}}) {
       SCOPED_TRACE(std::string(type) + " " + std::to_string(len));
       auto bad = damaged(img, "tr.img", [len](auto& b) { b.resize(len); });
       auto h = load(bad);
@@ -385,7 +402,8 @@ TEST_F(LuksHostileTest, Luks1KeyslotOverlapAndStripes) {
   auto h = load(overlap);
   ASSERT_FALSE(h);
   EXPECT_EQ(h.error().code, Errc::kCorrupt);
-  auto stripes = damaged(img, "l1s-bad.img", [](auto& b) { store_be32(b.data() + 208 + 44, 3999); });
+  auto stripes =
+      damaged(img, "l1s-bad.img", [](auto& b) { store_be32(b.data() + 208 + 44, 3999); });
   auto h2 = load(stripes);
   ASSERT_FALSE(h2);
   EXPECT_EQ(h2.error().code, Errc::kCorrupt);

@@ -20,15 +20,19 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 std::string b64(std::span<const std::byte> b) { return format::base64_encode(b); }
-std::vector<std::byte> bytes(std::size_t n, std::uint8_t v) { return std::vector<std::byte>(n, std::byte{v}); }
+std::vector<std::byte> bytes(std::size_t n, std::uint8_t v) {
+  return std::vector<std::byte>(n, std::byte{v});
+}
 
 // A cryptsetup-shaped LUKS2 header: one pbkdf2 keyslot, segment 0 at 16 MiB.
 Json base_json() {
   const auto salt = b64(bytes(32, 7));
-  return Json::parse(R"({"keyslots":{"0":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,"hash":"sha256"},"area":{"type":"raw","offset":"32768","size":"258048","encryption":"aes-xts-plain64","key_size":64},"kdf":{"type":"pbkdf2","hash":"sha256","iterations":1000,"salt":")" +
-                     salt + R"("}}},"tokens":{},"segments":{"0":{"type":"crypt","offset":"16777216","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":4096}},"digests":{"0":{"type":"pbkdf2","keyslots":["0"],"segments":["0"],"hash":"sha256","iterations":1000,"salt":")" +
-                     salt + R"(","digest":")" + b64(bytes(32, 1)) +
-                     R"("}},"config":{"json_size":"12288","keyslots_size":"16744448"}})");
+  return Json::parse(
+      R"({"keyslots":{"0":{"type":"luks2","key_size":64,"af":{"type":"luks1","stripes":4000,"hash":"sha256"},"area":{"type":"raw","offset":"32768","size":"258048","encryption":"aes-xts-plain64","key_size":64},"kdf":{"type":"pbkdf2","hash":"sha256","iterations":1000,"salt":")" +
+      salt +
+      R"("}}},"tokens":{},"segments":{"0":{"type":"crypt","offset":"16777216","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":4096}},"digests":{"0":{"type":"pbkdf2","keyslots":["0"],"segments":["0"],"hash":"sha256","iterations":1000,"salt":")" +
+      salt + R"(","digest":")" + b64(bytes(32, 1)) +
+      R"("}},"config":{"json_size":"12288","keyslots_size":"16744448"}})");
 }
 
 // Writes one metadata copy with a correct checksum, without validating the JSON.
@@ -53,7 +57,8 @@ void put_copy(BackingStore& s, const std::string& json_text, bool secondary, std
 }
 
 struct Image {
-  std::unique_ptr<MemBackingStore> store = std::make_unique<MemBackingStore>(20u << 20, "mem:test.img");
+  std::unique_ptr<MemBackingStore> store =
+      std::make_unique<MemBackingStore>(20u << 20, "mem:test.img");
 };
 
 Image image_with(const Json& j, std::uint64_t hdr_size = 16384) {
@@ -64,7 +69,9 @@ Image image_with(const Json& j, std::uint64_t hdr_size = 16384) {
   return img;
 }
 
-Result<std::unique_ptr<LuksHeader>> load(const Image& img) { return load_luks_header(*img.store, std::nullopt); }
+Result<std::unique_ptr<LuksHeader>> load(const Image& img) {
+  return load_luks_header(*img.store, std::nullopt);
+}
 
 void expect_code(const Image& img, Errc code, const char* why) {
   auto h = load(img);
@@ -118,7 +125,8 @@ TEST(Luks2Parse, SelfMadeKeyslotUnlocksAndWrongPassphraseFails) {
   format::KdfParams kdf{"pbkdf2", "sha256", 1000, 0, 0, 0, salt};
   auto dk = format::derive_key(kdf, as_bytes(pass), 64);
   ASSERT_TRUE(dk);
-  ASSERT_TRUE(format::store_keyslot_area(*img.store, 32768, "aes-xts-plain64", dk->span(), vk, 4000, "sha256"));
+  ASSERT_TRUE(format::store_keyslot_area(*img.store, 32768, "aes-xts-plain64", dk->span(), vk, 4000,
+                                         "sha256"));
   auto h = load(img);
   ASSERT_TRUE(h) << h.error().message();
   auto k = (*h)->unlock(as_bytes(pass), std::nullopt);
@@ -135,7 +143,8 @@ TEST(Luks2Parse, NotLuksAndTruncated) {
   auto h = load_luks_header(zero, std::nullopt);
   ASSERT_FALSE(h);
   EXPECT_EQ(h.error().code, Errc::kInvalid);
-  EXPECT_NE(h.error().message().find("Device mem:zero is not a valid LUKS device."), std::string::npos);
+  EXPECT_NE(h.error().message().find("Device mem:zero is not a valid LUKS device."),
+            std::string::npos);
   MemBackingStore tiny(3, "mem:tiny");
   auto h2 = load_luks_header(tiny, std::nullopt);
   ASSERT_FALSE(h2);
@@ -258,7 +267,11 @@ TEST(Luks2Parse, HostileSizes) {
   }
   {
     Json j = base_json();
-    j["keyslots"]["0"]["kdf"] = {{"type", "argon2id"}, {"time", 4}, {"memory", 4294967295u}, {"cpus", 1}, {"salt", b64(bytes(32, 1))}};
+    j["keyslots"]["0"]["kdf"] = {{"type", "argon2id"},
+                                 {"time", 4},
+                                 {"memory", 4294967295u},
+                                 {"cpus", 1},
+                                 {"salt", b64(bytes(32, 1))}};
     expect_code(image_with(j), Errc::kCorrupt, "argon2 memory beyond 4 GiB");
   }
 }
@@ -338,7 +351,8 @@ TEST(Luks2Parse, SegmentRules) {
   }
   {
     Json j = base_json();
-    j["segments"]["0"]["integrity"] = {{"type", "hmac(sha256)"}, {"journal_encryption", "none"}, {"journal_integrity", "none"}};
+    j["segments"]["0"]["integrity"] = {
+        {"type", "hmac(sha256)"}, {"journal_encryption", "none"}, {"journal_integrity", "none"}};
     expect_code(image_with(j), Errc::kUnsupported, "integrity");
   }
   {
@@ -367,7 +381,9 @@ TEST(Luks2Parse, Requirements) {
   }
   {
     Json j = base_json();  // unknown tokens and optional fields are fine
-    j["tokens"]["3"] = {{"type", "systemd-tpm2"}, {"keyslots", Json::array({"0"})}, {"tpm2-pcrs", Json::array({7})}};
+    j["tokens"]["3"] = {{"type", "systemd-tpm2"},
+                        {"keyslots", Json::array({"0"})},
+                        {"tpm2-pcrs", Json::array({7})}};
     j["config"]["requirements"] = {{"mandatory", Json::array()}, {"optional", "whatever"}};
     auto h = load(image_with(j));
     EXPECT_TRUE(h) << h.error().message();

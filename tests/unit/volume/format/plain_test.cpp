@@ -15,11 +15,13 @@ std::string hash_hex(const std::string& spec, std::size_t len) {
 }
 
 TEST(PlainKey, KnownAnswers) {
-  EXPECT_EQ(hash_hex("sha256", 32), "13d249f2cb4127b40cfa757866850278793f814ded3c587fe5889e889a7a9f6c");
+  EXPECT_EQ(hash_hex("sha256", 32),
+            "13d249f2cb4127b40cfa757866850278793f814ded3c587fe5889e889a7a9f6c");
   EXPECT_EQ(hash_hex("sha256", 64),
             "13d249f2cb4127b40cfa757866850278793f814ded3c587fe5889e889a7a9f6c"
             "6fd5631b16982796af4190cbdfc8635932c0208a239f303da4e273fbf0a91b2b");
-  EXPECT_EQ(hash_hex("ripemd160", 32), "4cde7e0e408e4395607ae7bb74b9f4b6f92af5487fd9828f1955a92d5d6302a6");
+  EXPECT_EQ(hash_hex("ripemd160", 32),
+            "4cde7e0e408e4395607ae7bb74b9f4b6f92af5487fd9828f1955a92d5d6302a6");
   // H:len hashes len bytes, the rest is zero.
   EXPECT_EQ(hash_hex("sha256:16", 32), "13d249f2cb4127b40cfa757866850278" + std::string(32, '0'));
   EXPECT_EQ(hash_hex("plain", 8), to_hex(as_bytes(std::string("testpass"))));

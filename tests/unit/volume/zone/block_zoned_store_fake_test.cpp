@@ -88,9 +88,10 @@ class FakeDeviceStore final : public BackingStore {
       }
       if (sector != z.wp || sector + sectors > z.start + z.cap) return reject(EIO);
       z.wp += sectors;
-      z.cond = z.wp == z.start + z.cap ? BLK_ZONE_COND_FULL
-                                       : (z.cond == BLK_ZONE_COND_EXP_OPEN ? BLK_ZONE_COND_EXP_OPEN
-                                                                           : BLK_ZONE_COND_IMP_OPEN);
+      z.cond = z.wp == z.start + z.cap
+                   ? BLK_ZONE_COND_FULL
+                   : (z.cond == BLK_ZONE_COND_EXP_OPEN ? BLK_ZONE_COND_EXP_OPEN
+                                                       : BLK_ZONE_COND_IMP_OPEN);
     }
     std::memcpy(st_->data.data() + off, in.data(), len);
     return ok();
@@ -292,7 +293,8 @@ TEST(BlockZonedStoreFakeTest, ReadsPastTheWritePointerAreZerosWhateverTheDeviceR
   ASSERT_TRUE(s);
   std::vector<std::byte> z(kZoneBytes);
   ASSERT_TRUE((*s)->read_at(at(3, 0), z));
-  EXPECT_TRUE(std::all_of(z.begin(), z.begin() + 16 * 512, [](std::byte b) { return b == std::byte{0xA5}; }));
+  EXPECT_TRUE(std::all_of(z.begin(), z.begin() + 16 * 512,
+                          [](std::byte b) { return b == std::byte{0xA5}; }));
   EXPECT_TRUE(all_zero({z.begin() + 16 * 512, z.end()}));
   ASSERT_TRUE((*s)->read_at(at(5, 0), z));  // empty zone: all zeros
   EXPECT_TRUE(all_zero(z));
@@ -379,11 +381,10 @@ TEST(BlockZonedStoreFakeTest, HostileReportsAreRefusedAtOpen) {
   }
 }
 
-
 // The BackingStore contract over BlockZonedStore decorating the fake device: the suite's region is
 // the two conventional zones (zeroed first: the fake's junk is for the tests above).
 struct FakeBlockZonedTraits {
-  static constexpr bool kGrowsPastEnd = false;  // a device does not grow: kNoSpace
+  static constexpr bool kGrowsPastEnd = false;      // a device does not grow: kNoSpace
   static constexpr std::uint64_t kIoUnit = kBlock;  // the fake takes whole blocks, like O_DIRECT
   std::unique_ptr<BackingStore> make(std::uint64_t region, bool read_only) {
     if (region > 2 * kZoneBytes) {
@@ -391,8 +392,7 @@ struct FakeBlockZonedTraits {
       return nullptr;
     }
     auto st = make_state();
-    std::fill(st->data.begin(), st->data.begin() + static_cast<long>(2 * kZoneBytes),
-              std::byte{0});
+    std::fill(st->data.begin(), st->data.begin() + static_cast<long>(2 * kZoneBytes), std::byte{0});
     auto s = zi::make_block_zoned_store(std::make_unique<FakeDeviceStore>(st),
                                         std::make_unique<FakeZonedDevice>(st), "/dev/fakezbd0",
                                         read_only, kZoneBytes, 8, kBlock);

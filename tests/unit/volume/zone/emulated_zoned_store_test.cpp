@@ -216,8 +216,8 @@ TEST_F(EmulatedZonedStoreTest, ZoneCapacityBelowZoneSizeIsEnforced) {
 TEST_F(EmulatedZonedStoreTest, ReadsPastTheWritePointerAreZerosWhateverTheFileHolds) {
   const std::uint64_t s = zone_start(2).value;
   ASSERT_TRUE(write(s, 2 * kBlock));
-  scribble(s + 2 * kBlock, 4 * kBlock);        // junk past wp (e.g. a write a crash dropped)
-  scribble(zone_start(4).value, kBlock);       // junk in an empty zone
+  scribble(s + 2 * kBlock, 4 * kBlock);   // junk past wp (e.g. a write a crash dropped)
+  scribble(zone_start(4).value, kBlock);  // junk in an empty zone
   const auto got = read(s, kZone);
   EXPECT_TRUE(std::equal(got.begin(), got.begin() + 2 * kBlock, pattern(s, 2 * kBlock, 1).begin()));
   EXPECT_TRUE(all_zero({got.begin() + 2 * kBlock, got.end()}));
@@ -310,9 +310,9 @@ TEST_F(EmulatedZonedStoreTest, ConventionalZonesBehaveLikeAFile) {
 TEST_F(EmulatedZonedStoreTest, StateSurvivesCloseAndReopen) {
   ASSERT_TRUE(write(zone_start(2).value, 3 * kBlock));
   ASSERT_TRUE(write(zone_start(3).value, kZone));  // full
-  ASSERT_TRUE(store_->open_zone(4));                // explicit open, nothing written
-  ASSERT_TRUE(write(100, 1000, 8));                 // conventional data
-  store_.reset();                                   // destructor persists (like unmount)
+  ASSERT_TRUE(store_->open_zone(4));               // explicit open, nothing written
+  ASSERT_TRUE(write(100, 1000, 8));                // conventional data
+  store_.reset();                                  // destructor persists (like unmount)
   auto r = reopen();
   ASSERT_TRUE(r) << describe(r);
   store_ = std::move(*r);
@@ -370,7 +370,7 @@ TEST_F(EmulatedZonedStoreTest, CrashKeepsTheLastSyncedWritePointer) {
     if (!(*st)->sync()) ::_exit(12);
     if (!(*st)->write_at(ByteOffset{s + 2 * kBlock}, b)) ::_exit(13);
     if (!(*st)->reset_zone(3)) ::_exit(14);  // reset of an empty zone: no-op, no persist
-    ::_exit(0);  // crash: no destructor, no final sync
+    ::_exit(0);                              // crash: no destructor, no final sync
   }
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
@@ -497,8 +497,9 @@ TEST(EmulatedZonedStoreCreateTest, RejectsBadGeometry) {
   EXPECT_EQ(attempt([](ZonedStoreOptions& o) { o.zone_count = 0; }).error().code, Errc::kInvalid);
   EXPECT_EQ(attempt([](ZonedStoreOptions& o) { o.conventional_zones = 5; }).error().code,
             Errc::kInvalid);
-  EXPECT_EQ(attempt([](ZonedStoreOptions& o) { o.zone_capacity_bytes = kZone + 4096; }).error().code,
-            Errc::kInvalid);
+  EXPECT_EQ(
+      attempt([](ZonedStoreOptions& o) { o.zone_capacity_bytes = kZone + 4096; }).error().code,
+      Errc::kInvalid);
   EXPECT_EQ(attempt([](ZonedStoreOptions& o) { o.logical_block_bytes = 1000; }).error().code,
             Errc::kInvalid);
   EXPECT_EQ(attempt([](ZonedStoreOptions& o) { o.sequential_type = ZoneType::kConventional; })
@@ -587,7 +588,6 @@ TEST_F(EmulatedZonedStoreTest, ConcurrentWritersToOneZoneSeeExactlyTheDriveBehav
   EXPECT_EQ(read(s, kZone), pattern(s, kZone, 1));
 }
 
-
 // The BackingStore contract over the emulated drive (a decorator over the image's
 // PosixBackingStore): the suite's region lies in conventional zones, two sequential zones follow
 // (the suite never writes there; their rules are the tests above).
@@ -627,4 +627,3 @@ INSTANTIATE_TYPED_TEST_SUITE_P(EmulatedZoned, BackingStoreContract,
 
 }  // namespace
 }  // namespace cryptmap::volume
-

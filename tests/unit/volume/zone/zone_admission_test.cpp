@@ -61,7 +61,9 @@ std::unique_ptr<ZoneAdmission> make_admission(const ZoneMap& map, std::uint32_t 
   return std::move(*a);
 }
 
-ByteOffset at(std::uint64_t zone, std::uint64_t block) { return ByteOffset{zone * kZone + block * kBlock}; }
+ByteOffset at(std::uint64_t zone, std::uint64_t block) {
+  return ByteOffset{zone * kZone + block * kBlock};
+}
 
 TEST(ZoneAdmissionTest, CreateRejectsBadOptions) {
   auto map = make_map();
@@ -277,7 +279,8 @@ TEST(ZoneAdmissionTest, CancelEndsEveryBlockingWait) {
     auto r = adm->admit(at(4, 4), kBlock);
     if (!r && r.error().code == Errc::kCancelled) cancelled.fetch_add(1);
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let them block (not a timing assertion)
+  std::this_thread::sleep_for(
+      std::chrono::milliseconds(20));  // let them block (not a timing assertion)
   adm->cancel();
   for (auto& th : threads) th.join();
   EXPECT_EQ(cancelled.load(), 4);
@@ -291,10 +294,10 @@ TEST(ZoneAdmissionTest, CancelEndsEveryBlockingWait) {
 // ---- the end-to-end property on a real emulated drive -------------------------------------------
 
 struct PipelineStats {
-  int rejected = 0;       // writes the drive refused
-  int written = 0;        // writes the drive accepted
-  int turn_errors = 0;    // wait_turn failures (must be 0 here)
-  int inversions = 0;     // adjacent tickets whose crypto finished out of order
+  int rejected = 0;     // writes the drive refused
+  int written = 0;      // writes the drive accepted
+  int turn_errors = 0;  // wait_turn failures (must be 0 here)
+  int inversions = 0;   // adjacent tickets whose crypto finished out of order
 };
 
 // A miniature of the engine's inline path: jobs are admitted in order on this thread; workers do
@@ -423,7 +426,8 @@ class ZonePipelineTest : public ::testing::Test {
 
 TEST_F(ZonePipelineTest, OutOfOrderCryptoIsIssuedInTicketOrderWithZeroRejectedWrites) {
   const PipelineStats st = run_pipeline(*store_, /*use_turnstile=*/true);
-  EXPECT_GT(st.inversions, 0) << "the crypto must really finish out of order for this to mean anything";
+  EXPECT_GT(st.inversions, 0)
+      << "the crypto must really finish out of order for this to mean anything";
   EXPECT_EQ(st.rejected, 0);
   EXPECT_EQ(st.turn_errors, 0);
   EXPECT_EQ(st.written, 5 * 64);

@@ -4,8 +4,8 @@
 
 #include <atomic>
 #include <cstring>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/bytes.h"
@@ -218,8 +218,8 @@ TEST(ZoneSidecarTest, RoundTripAndLayout) {
   EXPECT_EQ(load_be64(bytes.data() + 16), 65536u);
   EXPECT_EQ(load_be64(bytes.data() + 24), 4u);
   EXPECT_EQ(load_be64(bytes.data() + 48), 7u);
-  EXPECT_EQ(load_be64(bytes.data() + 64 + 2 * 16), 8192u);            // zone 2 wp
-  EXPECT_EQ(std::to_integer<int>(bytes[64 + 2 * 16 + 9]), 0x4);       // zone 2 cond closed
+  EXPECT_EQ(load_be64(bytes.data() + 64 + 2 * 16), 8192u);       // zone 2 wp
+  EXPECT_EQ(std::to_integer<int>(bytes[64 + 2 * 16 + 9]), 0x4);  // zone 2 cond closed
   auto d = zi::decode_sidecar(bytes, "/x/img.zones");
   ASSERT_TRUE(d) << describe(d);
   EXPECT_EQ(d->zones, s.zones);
@@ -236,7 +236,8 @@ TEST(ZoneSidecarTest, EveryCorruptionIsKCorruptNamingTheFile) {
     auto d = zi::decode_sidecar(b, path);
     ASSERT_FALSE(d) << why;
     EXPECT_EQ(d.error().code, Errc::kCorrupt) << why;
-    EXPECT_NE(d.error().message().find(path), std::string::npos) << why << ": " << d.error().message();
+    EXPECT_NE(d.error().message().find(path), std::string::npos)
+        << why << ": " << d.error().message();
   };
   // Any single flipped bit anywhere is caught (checksum or a field check).
   for (std::size_t i = 0; i < good.size(); ++i) {
@@ -244,8 +245,8 @@ TEST(ZoneSidecarTest, EveryCorruptionIsKCorruptNamingTheFile) {
     b[i] ^= std::byte{0x10};
     expect_corrupt(b, "bit flip");
   }
-  for (std::size_t len : {std::size_t{0}, std::size_t{10}, std::size_t{67}, good.size() - 1,
-                          good.size() - 16}) {
+  for (std::size_t len :
+       {std::size_t{0}, std::size_t{10}, std::size_t{67}, good.size() - 1, good.size() - 16}) {
     expect_corrupt(std::vector<std::byte>(good.begin(), good.begin() + static_cast<long>(len)),
                    "truncated");
   }
@@ -305,7 +306,7 @@ TEST(BlkZoneTranslateTest, MapsAHandBuiltReport) {
   EXPECT_EQ(v[0].wp, v[0].end());
   EXPECT_EQ(v[0].capacity_bytes, kZoneSectors * 512);  // capacity flag set, cap = len here
   EXPECT_EQ(v[1].cond, ZoneCond::kEmpty);
-  EXPECT_EQ(v[1].capacity_bytes, 1024u * 512);           // ZNS-like: capacity < len
+  EXPECT_EQ(v[1].capacity_bytes, 1024u * 512);  // ZNS-like: capacity < len
   EXPECT_EQ(v[1].start, ByteOffset{kZoneSectors * 512});
   EXPECT_EQ(v[2].cond, ZoneCond::kImplicitOpen);
   EXPECT_EQ(v[2].wp, ByteOffset{(2 * kZoneSectors + 16) * 512});
@@ -322,7 +323,8 @@ TEST(BlkZoneTranslateTest, MapsAHandBuiltReport) {
 }
 
 TEST(BlkZoneTranslateTest, CapacityIgnoredWithoutFlag) {
-  const std::vector<struct blk_zone> rep = {bz(3, BLK_ZONE_TYPE_SEQWRITE_REQ, BLK_ZONE_COND_EMPTY, 0, 7)};
+  const std::vector<struct blk_zone> rep = {
+      bz(3, BLK_ZONE_TYPE_SEQWRITE_REQ, BLK_ZONE_COND_EMPTY, 0, 7)};
   auto infos = zi::zone_infos_from_blk_zones(rep, 0, 3, kZoneSectors * 512);
   ASSERT_TRUE(infos) << describe(infos);
   EXPECT_EQ((*infos)[0].capacity_bytes, kZoneSectors * 512);
@@ -342,7 +344,8 @@ TEST(BlkZoneTranslateTest, RejectsHostileDescriptors) {
       {"start not index*size", bz(1, BLK_ZONE_TYPE_SEQWRITE_REQ, BLK_ZONE_COND_EMPTY, 0), 2},
       {"conventional with wp cond", bz(0, BLK_ZONE_TYPE_CONVENTIONAL, BLK_ZONE_COND_EMPTY, 0), 0},
       {"empty with wp advanced", bz(0, BLK_ZONE_TYPE_SEQWRITE_REQ, BLK_ZONE_COND_EMPTY, 8), 0},
-      {"wp past zone", bz(0, BLK_ZONE_TYPE_SEQWRITE_REQ, BLK_ZONE_COND_CLOSED, kZoneSectors + 8), 0},
+      {"wp past zone", bz(0, BLK_ZONE_TYPE_SEQWRITE_REQ, BLK_ZONE_COND_CLOSED, kZoneSectors + 8),
+       0},
       {"open wp past capacity",
        bz(0, BLK_ZONE_TYPE_SEQWRITE_REQ, BLK_ZONE_COND_IMP_OPEN, 1500, 1024), 0},
       {"sector overflow", bz(0, BLK_ZONE_TYPE_SEQWRITE_REQ, BLK_ZONE_COND_EMPTY, 0), 0},

@@ -60,7 +60,8 @@ inline bool all_zero(const std::vector<std::byte>& v) {
 // gtest printing of a failed Result.
 template <class T>
 std::string describe(const Result<T>& r) {
-  return r ? std::string("ok") : std::string(errc_name(r.error().code)) + ": " + r.error().message();
+  return r ? std::string("ok")
+           : std::string(errc_name(r.error().code)) + ": " + r.error().message();
 }
 
 }  // namespace cryptmap::volume::testing
