@@ -15,6 +15,7 @@
 #include <fstream>
 #include <string>
 
+#include "tests/support/loop_device.h"
 #include "volume/format/luks_admin.h"
 #include "volume/store/backing_store.h"
 #include "volume/zone/zoned_store.h"
@@ -131,26 +132,14 @@ TEST(ProbeStore, AMissingImageIsAnErrorNamingIt) {
   EXPECT_NE(s.error().message().find(missing), std::string::npos) << s.error().message();
 }
 
-std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  std::array<char, 256> buf{};
-  while (std::fgets(buf.data(), buf.size(), p) != nullptr) out += buf.data();
-  ::pclose(p);
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
-}
-
 TEST(ProbeStore, ARealNonZonedLoopDeviceIsAPlainBlockDevice) {
   Scratch dir;
   const std::string backing = dir.file("loop.img", 8 << 20);
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a loop device";
-  const std::string dev = run("losetup -f --show " + backing + " 2>/dev/null");
-  if (dev.rfind("/dev/loop", 0) != 0) GTEST_SKIP() << "no free loop device";
+  test::LoopDevice loop(backing);
+  if (!loop) GTEST_SKIP() << loop.missing();
+  const std::string& dev = loop.path();
   StoreFacts f = read_store_facts(dev);
   auto s = probe_store(dev, {.read_only = true});
-  (void)run("losetup -d " + dev);
   EXPECT_TRUE(f.block_device);
   EXPECT_EQ(f.zoned_model, "none");
   EXPECT_EQ(f.zone_sectors, 0u);

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "tests/support/loop_device.h"
 #include "volume/zone/zoned_store.h"
 #include "zone_test_util.h"
 
@@ -20,43 +21,13 @@ namespace {
 using testing::describe;
 using testing::ScratchDir;
 
-std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  std::array<char, 256> buf{};
-  while (std::fgets(buf.data(), buf.size(), p) != nullptr) out += buf.data();
-  ::pclose(p);
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
-}
-
-// A loop device over a scratch file, detached on destruction. Empty path when unavailable.
-class LoopDevice {
- public:
-  explicit LoopDevice(const std::string& backing) {
-    if (::geteuid() != 0) return;
-    const std::string dev = run("losetup -f --show " + backing + " 2>/dev/null");
-    if (dev.rfind("/dev/loop", 0) == 0) path_ = dev;
-  }
-  ~LoopDevice() {
-    if (!path_.empty()) (void)run("losetup -d " + path_ + " 2>/dev/null");
-  }
-  LoopDevice(const LoopDevice&) = delete;
-  LoopDevice& operator=(const LoopDevice&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 TEST(BlockZonedStoreTest, ANonZonedLoopDeviceIsRefusedWithAClearError) {
   ScratchDir dir;
   const std::string backing = dir.file("loop.img");
   std::ofstream(backing).close();
   ASSERT_EQ(::truncate(backing.c_str(), 8 << 20), 0);
-  LoopDevice loop(backing);
-  if (loop.path().empty()) GTEST_SKIP() << "needs root and a free loop device";
+  test::LoopDevice loop(backing);
+  if (!loop) GTEST_SKIP() << loop.missing();
   auto model = block_device_zoned_model(loop.path());
   ASSERT_TRUE(model) << describe(model);
   EXPECT_EQ(*model, "none");
