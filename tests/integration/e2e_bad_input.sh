@@ -10,18 +10,6 @@ truncate -s $((32 * MiB)) "$img"
 cryptsetup luksFormat --batch-mode --type luks2 "${CS_FAST_PBKDF2[@]}" --key-file "$K" "$img"
 sum_before=$(sha256sum "$img")
 
-expect_failure() {  # expect_failure EXIT_CODE MESSAGE_REGEX -- command...
-  local want=$1 re=$2; shift 3
-  set +e
-  "$@" > "$T/out" 2>&1
-  local rc=$?
-  set -e
-  [[ $rc == "$want" ]] || { cat "$T/out"; fail "'$*' exited $rc, expected $want"; }
-  grep -Eq "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say /$re/"; }
-  mountpoint -q "$MNT" && fail "'$*' left $MNT mounted"
-  return 0
-}
-
 note "wrong passphrase"
 expect_failure 2 "No key available with this passphrase" -- cm_open "$img" v --key-file "$W"
 note "wrong passphrase for a named keyslot"

@@ -6,18 +6,6 @@ source "$(dirname "$0")/lib.sh"
 K=$(keyfile key "the right one")
 MiB=$((1 << 20))
 
-expect_failure() {  # expect_failure EXIT_CODE MESSAGE_REGEX -- command...
-  local want=$1 re=$2; shift 3
-  set +e
-  "$@" > "$T/out" 2>&1
-  local rc=$?
-  set -e
-  [[ $rc == "$want" ]] || { cat "$T/out"; fail "'$*' exited $rc, expected $want"; }
-  grep -Eq "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say /$re/"; }
-  mountpoint -q "$MNT" && fail "'$*' left $MNT mounted"
-  return 0
-}
-
 note "in-image header, image cut at the data offset"
 truncate -s $((32 * MiB)) "$T/full.img"
 cryptsetup luksFormat --batch-mode --type luks2 "${CS_FAST_PBKDF2[@]}" --key-file "$K" "$T/full.img"

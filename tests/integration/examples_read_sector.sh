@@ -9,17 +9,6 @@ K=$(keyfile key "correct horse battery staple")
 W=$(keyfile wrong "not the passphrase")
 MiB=$((1 << 20))
 
-expect_failure() {  # expect_failure EXIT_CODE MESSAGE_REGEX -- command...
-  local want=$1 re=$2; shift 3
-  set +e
-  "$@" > "$T/out" 2>&1
-  local rc=$?
-  set -e
-  [[ $rc == "$want" ]] || { cat "$T/out"; fail "'$*' exited $rc, expected $want"; }
-  grep -Eq "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say /$re/"; }
-  return 0
-}
-
 note "a LUKS2 image cryptsetup encrypted in place (known plaintext)"
 truncate -s $((40 * MiB)) "$T/plain.img"
 pattern_write "$T/plain.img" 0 $((40 * MiB)) 3

@@ -62,6 +62,20 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 note() { echo "-- $*"; }
 
+# expect_failure EXIT_CODE MESSAGE_REGEX -- command...: the command must exit with EXIT_CODE,
+# say MESSAGE_REGEX (stdout+stderr, kept in $T/out) and leave nothing mounted on $MNT.
+expect_failure() {
+  local want=$1 re=$2; shift 3
+  set +e
+  "$@" > "$T/out" 2>&1
+  local rc=$?
+  set -e
+  [[ $rc == "$want" ]] || { cat "$T/out"; fail "'$*' exited $rc, expected $want"; }
+  grep -Eq "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say /$re/"; }
+  mountpoint -q "$MNT" && fail "'$*' left $MNT mounted"
+  return 0
+}
+
 cm() { "$CRYPTMAP" "$@"; }
 cm_open() { "$CRYPTMAP" open --mount-dir "$MNT" "$@" && record_fuse_conn; }
 cm_close() { "$CRYPTMAP" close --mount-dir "$MNT" "$@"; }
