@@ -10,6 +10,24 @@ const char* volume_type_name(VolumeType t) noexcept {
       return "LUKS2";
     case VolumeType::kPlain:
       return "PLAIN";
+    case VolumeType::kBitlk:
+      return "BITLK";
+    case VolumeType::kFvault2:
+      return "FVAULT2";
+    case VolumeType::kTcrypt:
+      return "TCRYPT";
+  }
+  return "?";
+}
+
+const char* segment_kind_name(SegmentKind k) noexcept {
+  switch (k) {
+    case SegmentKind::kCrypt:
+      return "crypt";
+    case SegmentKind::kZero:
+      return "zero";
+    case SegmentKind::kLinear:
+      return "linear";
   }
   return "?";
 }

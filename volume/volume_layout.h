@@ -1,17 +1,45 @@
 // VolumeLayout — everything needed to map a volume's plaintext onto its image, as a dm-crypt
 // table line would say it. Produced by the format code (LUKS1/LUKS2/plain), consumed by the
 // engine; immutable after open (dm-crypt: "read only after initialization"). Value type.
+//
+// Most volumes are one crypt segment (LUKS, plain): the fields below say where it is. Formats
+// whose dm table has several lines (BitLocker: zero ranges over its metadata, relocated boot
+// sectors; TrueCrypt system volumes: crypt and linear ranges) list them in `segments`
+// (volume/segment/segment_map.h serves them); then data_offset_bytes and iv_offset are 0 and
+// size_bytes is the sum of the segments.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "crypto/cipher_spec.h"
 
 namespace cryptmap::volume {
 
-enum class VolumeType : std::uint8_t { kLuks1, kLuks2, kPlain };
-const char* volume_type_name(VolumeType t) noexcept;  // "LUKS1", "LUKS2", "PLAIN"
+enum class VolumeType : std::uint8_t { kLuks1, kLuks2, kPlain, kBitlk, kFvault2, kTcrypt };
+// "LUKS1", "LUKS2", "PLAIN", "BITLK", "FVAULT2", "TCRYPT"
+const char* volume_type_name(VolumeType t) noexcept;
+
+// One line of a dm table, in volume order. Offsets and lengths in bytes, multiples of the
+// layout's sector_size.
+enum class SegmentKind : std::uint8_t {
+  kCrypt,   // dm-crypt: ciphertext at image_offset_bytes, IVs from iv_offset
+  kZero,    // dm-zero: reads zeros, writes and discards are dropped
+  kLinear,  // dm-linear: plaintext at image_offset_bytes
+};
+const char* segment_kind_name(SegmentKind k) noexcept;  // "crypt", "zero", "linear"
+
+struct Segment {
+  SegmentKind kind = SegmentKind::kCrypt;
+  std::uint64_t offset_bytes = 0;  // start in the volume
+  std::uint64_t length_bytes = 0;
+  std::uint64_t image_offset_bytes = 0;  // crypt, linear: where the segment starts in the image
+  // crypt: dm <iv_offset> of the segment's first sector, 512-byte units (as a dm-crypt table
+  // line for this segment alone would say it).
+  std::uint64_t iv_offset = 0;
+  friend bool operator==(const Segment&, const Segment&) = default;
+};
 
 struct VolumeLayout {
   VolumeType type = VolumeType::kLuks2;
@@ -27,6 +55,17 @@ struct VolumeLayout {
   std::string uuid;
   std::string label;
   bool allow_discards = false;  // persistent flag / --allow-discards
+  // Empty: one crypt segment described by the fields above. Else the whole volume, in order,
+  // without gaps, from 0 to size_bytes.
+  std::vector<Segment> segments;
+  // A cipher cascade (TCRYPT, docs/tcrypt.md §5): the block ciphers after cipher.cipher, in key
+  // order, each with cipher's chain and IV mode; key_bytes covers all of them in equal shares.
+  // Empty for a single cipher.
+  std::vector<std::string> cascade;
+  // Writes into [guard_offset_bytes, + guard_size_bytes) of the volume are refused (TCRYPT
+  // hidden-volume protection, volume/write_guard.h); size 0: no guard.
+  std::uint64_t guard_offset_bytes = 0;
+  std::uint64_t guard_size_bytes = 0;
 };
 
 }  // namespace cryptmap::volume

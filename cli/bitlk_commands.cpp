@@ -1,0 +1,172 @@
+// bitlkDump: BitLocker metadata as cryptsetup prints it (volume/format/bitlk.h), and with
+// --dump-volume-key the FVEK after unlocking with a passphrase, recovery password, .BEK file
+// (--key-file) or the clear key. fvault2Dump: the same for FileVault 2 (volume/format/fvault2.h).
+#include <unistd.h>
+
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "base/bytes.h"
+#include "cli/commands.h"
+#include "cli/terminal/passphrase.h"
+#include "volume/format/bitlk.h"
+#include "volume/format/fvault2.h"
+#include "volume/store/backing_store.h"
+
+namespace cryptmap::cli {
+namespace {
+
+struct BitlkArgs {
+  std::string device;
+  bool dump_volume_key = false;
+  std::string key_file;
+  std::uint64_t keyfile_offset = 0;
+  std::uint64_t keyfile_size = 0;
+};
+
+// cryptsetup's volume key block: 16 bytes a line, each byte followed by a space.
+std::string key_hex(std::span<const std::byte> b) {
+  std::string out;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    if (i && i % 16 == 0) out += "\n\t\t";
+    out += to_hex(b.subspan(i, 1)) + " ";
+  }
+  return out;
+}
+
+int fail(const std::string& msg, const Error& e) {
+  std::cerr << msg << "\n";
+  return exit_code_for(e);
+}
+
+int do_bitlk_dump(const BitlkArgs& a, const CommandContext& ctx) {
+  const volume::PosixStoreOptions ro{.read_only = true, .direct_io = false};
+  auto store = volume::open_posix_store(a.device, ro);
+  if (!store) {
+    std::cerr << "Device " << a.device << " does not exist or access denied.\n";
+    return kExitBadDevice;
+  }
+  auto h = volume::BitlkHeader::load(**store);
+  if (!h)
+    return fail(
+        "Device " + a.device + " is not a valid BITLK device. (" + h.error().message() + ")",
+        h.error());
+  if (!a.dump_volume_key) {
+    std::cout << (*h)->dump(a.device);
+    return kExitOk;
+  }
+  if (!ctx.batch_mode && ::isatty(STDIN_FILENO) == 1) {
+    std::cerr << "\nWARNING!\n========\nThe header dump with volume key is sensitive "
+                 "information\nthat allows access to encrypted partition without a passphrase.\n"
+                 "This dump should be stored encrypted in a safe place.\n\nAre you sure? (Type "
+                 "'yes' in capital letters): ";
+    std::string answer;
+    std::getline(std::cin, answer);
+    if (answer != "YES") {
+      std::cerr << "Operation aborted.\n";
+      return kExitUsage;
+    }
+  }
+  SecretBytes pass;
+  if (!(*h)->has_clear_key() || !a.key_file.empty()) {
+    KeySource src;
+    if (!a.key_file.empty()) src.key_file = a.key_file;
+    src.keyfile_offset = a.keyfile_offset;
+    src.keyfile_size = a.keyfile_size;
+    auto p = read_passphrase(src, "Enter passphrase for " + a.device + ": ", false);
+    if (!p) return fail(p.error().message(), p.error());
+    pass = std::move(*p);
+  }
+  auto vk = (*h)->unlock(pass.span());
+  if (!vk) {
+    if (vk.error().code == Errc::kBadKey)
+      return fail("No key available with this passphrase.", vk.error());
+    return fail("Cannot unlock " + a.device + ": " + vk.error().message(), vk.error());
+  }
+  const volume::VolumeLayout& l = (*h)->layout();
+  std::string mode = l.cipher.chain_mode;
+  mode.append("-").append(l.cipher.iv_mode);
+  std::cout << "BITLK header information for " << a.device << "\n";
+  std::cout << "Cipher name:   \t" << l.cipher.cipher << "\n";
+  std::cout << "Cipher mode:   \t" << mode << "\n";
+  std::cout << "UUID:          \t" << l.uuid << "\n";
+  std::cout << "MK bits:       \t" << vk->size() * 8 << "\n";
+  std::cout << "MK dump:\t" << key_hex(vk->span()) << "\n";
+  return kExitOk;
+}
+
+int do_fvault2_dump(const BitlkArgs& a, const CommandContext& ctx) {
+  const volume::PosixStoreOptions ro{.read_only = true, .direct_io = false};
+  auto store = volume::open_posix_store(a.device, ro);
+  if (!store) {
+    std::cerr << "Device " << a.device << " does not exist or access denied.\n";
+    return kExitBadDevice;
+  }
+  auto h = volume::Fvault2Header::load(**store);
+  if (!h)
+    return fail(
+        "Device " + a.device + " is not a valid FVAULT2 device. (" + h.error().message() + ")",
+        h.error());
+  const std::string dump = (*h)->dump(a.device);
+  if (!a.dump_volume_key) {
+    std::cout << dump;
+    return kExitOk;
+  }
+  if (!ctx.batch_mode && ::isatty(STDIN_FILENO) == 1) {
+    std::cerr << "\nWARNING!\n========\nThe header dump with volume key is sensitive "
+                 "information\nthat allows access to encrypted partition without a passphrase.\n"
+                 "This dump should be stored encrypted in a safe place.\n\nAre you sure? (Type "
+                 "'yes' in capital letters): ";
+    std::string answer;
+    std::getline(std::cin, answer);
+    if (answer != "YES") {
+      std::cerr << "Operation aborted.\n";
+      return kExitUsage;
+    }
+  }
+  KeySource src;
+  if (!a.key_file.empty()) src.key_file = a.key_file;
+  src.keyfile_offset = a.keyfile_offset;
+  src.keyfile_size = a.keyfile_size;
+  auto p = read_passphrase(src, "Enter passphrase for " + a.device + ": ", false);
+  if (!p) return fail(p.error().message(), p.error());
+  auto vk = (*h)->unlock(p->span());
+  if (!vk)
+    return fail(vk.error().code == Errc::kBadKey ? "No key available with this passphrase."
+                                                 : vk.error().message(),
+                vk.error());
+  std::string hex;
+  for (std::size_t i = 0; i < vk->size(); ++i) hex += to_hex(vk->span().subspan(i, 1)) + " ";
+  std::cout << dump << "Volume key:       \t" << hex << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_bitlk_commands(CLI::App& app, CommandContext& ctx) {
+  auto a = std::make_shared<BitlkArgs>();
+  auto* c = app.add_subcommand("bitlkDump", "Dump BITLK device information");
+  c->add_option("device", a->device, "Image or block device")->required();
+  c->add_flag("--dump-volume-key,--dump-master-key", a->dump_volume_key,
+              "Dump volume key instead of keyslots info");
+  c->add_option("-d,--key-file", a->key_file,
+                "Read the key (passphrase, recovery password or .BEK startup key) from a file");
+  c->add_option("--keyfile-offset", a->keyfile_offset, "Number of bytes to skip in keyfile");
+  c->add_option("-l,--keyfile-size", a->keyfile_size, "Limits the read from keyfile");
+  c->callback([a, &ctx] { ctx.exit_code = do_bitlk_dump(*a, ctx); });
+
+  auto f = std::make_shared<BitlkArgs>();
+  auto* d = app.add_subcommand("fvault2Dump", "Dump FVAULT2 device information");
+  d->add_option("device", f->device, "Image or block device")->required();
+  d->add_flag("--dump-volume-key,--dump-master-key", f->dump_volume_key,
+              "Dump volume key instead of header info");
+  d->add_option("-d,--key-file", f->key_file, "Read the passphrase from a file");
+  d->add_option("--keyfile-offset", f->keyfile_offset, "Number of bytes to skip in keyfile");
+  d->add_option("-l,--keyfile-size", f->keyfile_size, "Limits the read from keyfile");
+  d->callback([f, &ctx] { ctx.exit_code = do_fvault2_dump(*f, ctx); });
+}
+
+}  // namespace cryptmap::cli

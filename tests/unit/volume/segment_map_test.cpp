@@ -1,0 +1,146 @@
+// volume/segment/segment_map.h: a multi-segment layout served by the ordinary engine. Each
+// segment kind is checked against the raw image: crypt ranges hold the ciphertext a one-line
+// dm-crypt table with that segment's image offset and IV offset would write, zero ranges read
+// zeros and never reach the image, linear ranges hold the plaintext.
+#include "volume/segment/segment_map.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "crypto/sector_cipher.h"
+#include "volume/store/mem_backing_store.h"
+#include "volume/volume.h"
+
+namespace cryptmap::volume {
+namespace {
+
+constexpr std::uint64_t kImage = 1u << 20;
+
+std::vector<std::byte> pattern(std::size_t n, int salt) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = std::byte(static_cast<std::uint8_t>(i * 7 + salt));
+  return v;
+}
+std::vector<std::byte> key() { return pattern(32, 3); }
+
+// Volume [0, 8K) = crypt from image 512K (IV 1024); [8K, 72K) zero (image 64K..128K untouched);
+// [72K, 136K) linear at image 72K; [136K, 1M) crypt in place (IV = image sector).
+VolumeLayout layout(std::uint32_t ss) {
+  VolumeLayout l;
+  l.type = VolumeType::kBitlk;
+  l.cipher = *crypto::CipherSpec::parse("aes-xts-plain64");
+  l.key_bytes = 32;
+  l.sector_size = ss;
+  l.iv_large_sectors = ss != 512;
+  l.segments = {
+      {SegmentKind::kCrypt, 0, 8192, 512u << 10, (512u << 10) / 512},
+      {SegmentKind::kZero, 8192, 65536, 0, 0},
+      {SegmentKind::kLinear, 73728, 65536, 73728, 0},
+      {SegmentKind::kCrypt, 139264, kImage - 139264, 139264, 139264 / 512},
+  };
+  l.size_bytes = kImage;
+  return l;
+}
+
+// The ciphertext a single-segment dm-crypt mapping (iv_offset in 512-byte sectors) gives.
+std::vector<std::byte> encrypt_as_dm(std::vector<std::byte> plain, std::uint32_t ss,
+                                     std::uint64_t iv_offset) {
+  crypto::SectorCipherConfig cc;
+  cc.spec = *crypto::CipherSpec::parse("aes-xts-plain64");
+  cc.sector_size = ss;
+  cc.iv_large_sectors = ss != 512;
+  cc.iv_offset = iv_offset;
+  auto c = crypto::make_sector_cipher(cc, key());
+  EXPECT_TRUE(c);
+  EXPECT_TRUE((*c)->encrypt({plain, {}, SectorIndex{0}}));
+  return plain;
+}
+
+class SegmentMap : public ::testing::TestWithParam<std::uint32_t> {};
+
+TEST_P(SegmentMap, EachKindLandsWhereItsDmTableLineWouldPutIt) {
+  const std::uint32_t ss = GetParam();
+  auto mem = std::make_unique<MemBackingStore>(kImage);
+  MemBackingStore* raw = mem.get();
+  const auto untouched = pattern(65536, 99);
+  // Image 8K..72K is mapped by nothing but the zero segment: 64K..72K keeps this pattern.
+  ASSERT_TRUE(raw->write_at(ByteOffset{65536}, untouched));
+  const VolumeLayout l = layout(ss);
+  auto store = make_segmented_store(l, std::move(mem));
+  ASSERT_TRUE(store) << store.error().message();
+  auto cipher = make_segmented_cipher(l, key());
+  ASSERT_TRUE(cipher) << cipher.error().message();
+  VolumeLayout flat = l;
+  flat.size_bytes = kImage;
+  auto vol = open_volume(flat, std::move(*cipher), std::move(*store), VolumeOptions{}, nullptr);
+  ASSERT_TRUE(vol) << vol.error().message();
+  EXPECT_EQ((*vol)->size_bytes(), kImage);
+
+  const auto data = pattern(kImage, 1);
+  ASSERT_TRUE((*vol)->write(ByteOffset{0}, data));
+  ASSERT_TRUE((*vol)->flush());
+
+  std::vector<std::byte> img(kImage);
+  ASSERT_TRUE(raw->read_at(ByteOffset{0}, img));
+  auto at = [&](std::uint64_t off, std::size_t n) {
+    return std::vector<std::byte>(img.begin() + static_cast<std::ptrdiff_t>(off),
+                                  img.begin() + static_cast<std::ptrdiff_t>(off + n));
+  };
+  auto plain = [&](std::uint64_t off, std::size_t n) {
+    return std::vector<std::byte>(data.begin() + static_cast<std::ptrdiff_t>(off),
+                                  data.begin() + static_cast<std::ptrdiff_t>(off + n));
+  };
+  // Relocated crypt segment: ciphertext of volume [0, 8K) at image 512K with IV 1024.
+  EXPECT_EQ(at(512u << 10, 8192), encrypt_as_dm(plain(0, 8192), ss, 1024));
+  // Zero segment: the image under it was never written (image 8K..72K kept its zeros and the
+  // pattern written at 64K..72K).
+  EXPECT_EQ(at(8192, 65536 - 8192), std::vector<std::byte>(65536 - 8192));
+  EXPECT_EQ(at(65536, 8192), std::vector<std::byte>(untouched.begin(), untouched.begin() + 8192));
+  // Linear: plaintext in place.
+  EXPECT_EQ(at(73728, 65536), plain(73728, 65536));
+  // Crypt in place, IV = image sector: compare one stretch past the relocated copy.
+  EXPECT_EQ(at(139264, 65536), encrypt_as_dm(plain(139264, 65536), ss, 139264 / 512));
+  // Read back: everything but the zero segment as written; the zero segment reads zeros.
+  std::vector<std::byte> back(kImage);
+  ASSERT_TRUE((*vol)->read(ByteOffset{0}, back));
+  for (std::uint64_t o = 8192; o < 73728; ++o) ASSERT_EQ(back[o], std::byte{0}) << o;
+  std::fill(back.begin() + 8192, back.begin() + 73728, std::byte{0});
+  auto expect = data;
+  std::fill(expect.begin() + 8192, expect.begin() + 73728, std::byte{0});
+  EXPECT_EQ(back, expect);
+  // An unaligned read across three segments.
+  std::vector<std::byte> small(70000);
+  ASSERT_TRUE((*vol)->read(ByteOffset{4000}, small));
+  EXPECT_EQ(small, std::vector<std::byte>(expect.begin() + 4000, expect.begin() + 74000));
+}
+
+INSTANTIATE_TEST_SUITE_P(SectorSizes, SegmentMap, ::testing::Values(512u, 4096u));
+
+TEST(SegmentMapValidate, RejectsGapsOverlapsMisalignmentAndRangesOutsideTheImage) {
+  VolumeLayout l = layout(512);
+  EXPECT_TRUE(validate_segments(l, kImage));
+  auto bad = [&](auto edit) {
+    VolumeLayout c = l;
+    edit(c);
+    auto r = validate_segments(c, kImage);
+    EXPECT_FALSE(r);
+    if (!r) {
+      EXPECT_EQ(r.error().code, Errc::kCorrupt);
+    }
+  };
+  bad([](VolumeLayout& c) { c.segments[1].offset_bytes += 512; });          // gap
+  bad([](VolumeLayout& c) { c.segments[1].length_bytes = 100; });           // partial sector
+  bad([](VolumeLayout& c) { c.segments[0].image_offset_bytes = kImage; });  // outside
+  bad([](VolumeLayout& c) { c.segments[3].length_bytes += 512; });          // past the end
+  bad([](VolumeLayout& c) { c.segments.clear(); });
+  bad([](VolumeLayout& c) { c.size_bytes = 4096; });
+  bad([](VolumeLayout& c) { c.segments[0].length_bytes = ~0ull - 100; });
+  VolumeLayout big = layout(4096);
+  big.segments[0].iv_offset = 1025;  // not a multiple of 8 with 4K sectors
+  EXPECT_FALSE(validate_segments(big, kImage));
+}
+
+}  // namespace
+}  // namespace cryptmap::volume

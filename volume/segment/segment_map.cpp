@@ -1,0 +1,190 @@
+#include "volume/segment/segment_map.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+namespace cryptmap::volume {
+namespace {
+
+// The segment holding volume byte `off` (REQUIRES: off < the last segment's end).
+std::size_t find_segment(const std::vector<Segment>& segs, std::uint64_t off) {
+  auto it = std::upper_bound(segs.begin(), segs.end(), off,
+                             [](std::uint64_t o, const Segment& s) { return o < s.offset_bytes; });
+  return static_cast<std::size_t>(it - segs.begin()) - 1;
+}
+
+Error segment_error(std::size_t i, const char* what) {
+  return make_error_fmt(Errc::kCorrupt, "segment map", i, "segment %zu: %s", i, what);
+}
+
+class SegmentedStore final : public BackingStore {
+ public:
+  SegmentedStore(std::vector<Segment> segs, std::unique_ptr<BackingStore> image)
+      : segs_(std::move(segs)),
+        image_(std::move(image)),
+        size_(segs_.back().offset_bytes + segs_.back().length_bytes) {}
+
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return walk(off.value, out.size(),
+                [&](const Segment& s, std::uint64_t in_seg, std::uint64_t pos,
+                    std::uint64_t n) -> Result<void> {
+                  auto part = out.subspan(pos, n);
+                  if (s.kind == SegmentKind::kZero) {
+                    std::memset(part.data(), 0, part.size());
+                    return ok();
+                  }
+                  return image_->read_at(ByteOffset{s.image_offset_bytes + in_seg}, part);
+                });
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    if (image_->read_only()) return image_->write_at(off, in);  // kReadOnly, as the image says
+    return walk(off.value, in.size(),
+                [&](const Segment& s, std::uint64_t in_seg, std::uint64_t pos,
+                    std::uint64_t n) -> Result<void> {
+                  if (s.kind == SegmentKind::kZero) return ok();  // dm-zero drops writes
+                  return image_->write_at(ByteOffset{s.image_offset_bytes + in_seg},
+                                          in.subspan(pos, n));
+                });
+  }
+  Result<void> sync() override { return image_->sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override {
+    return walk(off.value, len,
+                [&](const Segment& s, std::uint64_t in_seg, std::uint64_t,
+                    std::uint64_t n) -> Result<void> {
+                  if (s.kind == SegmentKind::kZero) return ok();
+                  return image_->discard(ByteOffset{s.image_offset_bytes + in_seg}, n);
+                });
+  }
+  std::uint64_t size_bytes() const noexcept override { return size_; }
+  bool read_only() const noexcept override { return image_->read_only(); }
+  const std::string& name() const noexcept override { return image_->name(); }
+
+ private:
+  // Calls fn(segment, offset in it, offset in the request, length) for each piece of
+  // [off, off + len), in order; stops at the first error.
+  template <typename Fn>
+  Result<void> walk(std::uint64_t off, std::uint64_t len, Fn&& fn) const {
+    if (off > size_ || len > size_ - off)
+      return make_error_fmt(Errc::kIo, "segmented store: range past the end", off,
+                            "%s: %llu bytes at %llu, volume %llu bytes", image_->name().c_str(),
+                            static_cast<unsigned long long>(len),
+                            static_cast<unsigned long long>(off),
+                            static_cast<unsigned long long>(size_));
+    std::uint64_t pos = 0;
+    std::size_t i = len == 0 ? 0 : find_segment(segs_, off);
+    while (pos < len) {
+      const Segment& s = segs_[i];
+      const std::uint64_t in_seg = off + pos - s.offset_bytes;
+      const std::uint64_t n = std::min(len - pos, s.length_bytes - in_seg);
+      CRYPTMAP_TRY_VOID(fn(s, in_seg, pos, n));
+      pos += n;
+      ++i;
+    }
+    return ok();
+  }
+
+  std::vector<Segment> segs_;
+  std::unique_ptr<BackingStore> image_;
+  std::uint64_t size_;
+};
+
+class SegmentedCipher final : public crypto::SectorCipher {
+ public:
+  SegmentedCipher(std::vector<Segment> segs,
+                  std::vector<std::unique_ptr<crypto::SectorCipher>> ciphers, std::uint32_t ss)
+      : segs_(std::move(segs)), ciphers_(std::move(ciphers)), ss_(ss) {}
+
+  Result<void> encrypt(const crypto::SectorRun& run) const override { return crypt(run, true); }
+  Result<void> decrypt(const crypto::SectorRun& run) const override { return crypt(run, false); }
+  std::uint32_t sector_size() const noexcept override { return ss_; }
+  const char* engine_name() const noexcept override {
+    for (const auto& c : ciphers_)
+      if (c) return c->engine_name();
+    return "none";
+  }
+
+ private:
+  Result<void> crypt(const crypto::SectorRun& run, bool enc) const {
+    const std::uint64_t count = run.data.size() / ss_;
+    std::uint64_t k = 0;
+    while (k < count) {
+      const std::uint64_t off = (run.first.value + k) * ss_;
+      if (off >= segs_.back().offset_bytes + segs_.back().length_bytes)
+        return make_error(Errc::kInvalid, "segmented cipher: sector past the last segment");
+      const std::size_t i = find_segment(segs_, off);
+      const Segment& s = segs_[i];
+      const std::uint64_t first_in_seg = (off - s.offset_bytes) / ss_;
+      const std::uint64_t n = std::min(count - k, s.length_bytes / ss_ - first_in_seg);
+      auto part = run.data.subspan(k * ss_, n * ss_);
+      if (s.kind == SegmentKind::kZero) {
+        if (!enc) std::memset(part.data(), 0, part.size());  // what dm-zero reads
+      } else if (s.kind == SegmentKind::kCrypt) {
+        const crypto::SectorRun sub{part, {}, SectorIndex{first_in_seg}};
+        CRYPTMAP_TRY_VOID(enc ? ciphers_[i]->encrypt(sub) : ciphers_[i]->decrypt(sub));
+      }  // linear: plaintext both ways
+      k += n;
+    }
+    return ok();
+  }
+
+  std::vector<Segment> segs_;
+  std::vector<std::unique_ptr<crypto::SectorCipher>> ciphers_;  // per segment; null unless crypt
+  std::uint32_t ss_;
+};
+
+}  // namespace
+
+Result<void> validate_segments(const VolumeLayout& layout, std::uint64_t image_bytes) {
+  const auto& segs = layout.segments;
+  if (segs.empty()) return make_error(Errc::kCorrupt, "segment map: no segments");
+  const std::uint32_t ss = layout.sector_size;
+  std::uint64_t next = 0;
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    const Segment& s = segs[i];
+    if (s.offset_bytes != next) return segment_error(i, "gap or overlap with the previous one");
+    if (s.length_bytes == 0 || s.length_bytes % ss != 0 || s.offset_bytes % ss != 0)
+      return segment_error(i, "empty or not whole sectors");
+    if (s.kind != SegmentKind::kZero &&
+        (s.image_offset_bytes % ss != 0 || s.image_offset_bytes > image_bytes ||
+         s.length_bytes > image_bytes - s.image_offset_bytes))
+      return segment_error(i, "outside the image");
+    if (s.kind == SegmentKind::kCrypt && s.iv_offset % (ss / 512) != 0)
+      return segment_error(i, "IV offset not a multiple of the sector size");
+    if (s.length_bytes > UINT64_MAX - next) return segment_error(i, "length overflows");
+    next += s.length_bytes;
+  }
+  if (layout.size_bytes != 0 && layout.size_bytes != next)
+    return make_error_fmt(
+        Errc::kCorrupt, "segment map: size", next, "segments cover %llu bytes, the volume is %llu",
+        static_cast<unsigned long long>(next), static_cast<unsigned long long>(layout.size_bytes));
+  return ok();
+}
+
+Result<std::unique_ptr<BackingStore>> make_segmented_store(const VolumeLayout& layout,
+                                                           std::unique_ptr<BackingStore> image) {
+  CRYPTMAP_TRY_VOID(validate_segments(layout, image->size_bytes()));
+  if (image->zones() != nullptr)
+    return make_error(Errc::kUnsupported, "segment map: zoned images are not supported");
+  return std::unique_ptr<BackingStore>(new SegmentedStore(layout.segments, std::move(image)));
+}
+
+Result<std::unique_ptr<crypto::SectorCipher>> make_segmented_cipher(
+    const VolumeLayout& layout, std::span<const std::byte> key) {
+  std::vector<std::unique_ptr<crypto::SectorCipher>> ciphers(layout.segments.size());
+  for (std::size_t i = 0; i < layout.segments.size(); ++i) {
+    const Segment& s = layout.segments[i];
+    if (s.kind != SegmentKind::kCrypt) continue;
+    crypto::SectorCipherConfig cc;
+    cc.spec = layout.cipher;
+    cc.sector_size = layout.sector_size;
+    cc.iv_large_sectors = layout.iv_large_sectors;
+    cc.iv_offset = s.iv_offset;
+    CRYPTMAP_TRY(c, crypto::make_sector_cipher(cc, key));
+    ciphers[i] = std::move(c);
+  }
+  return std::unique_ptr<crypto::SectorCipher>(
+      new SegmentedCipher(layout.segments, std::move(ciphers), layout.sector_size));
+}
+
+}  // namespace cryptmap::volume

@@ -1,0 +1,45 @@
+// The segment map: a volume made of several dm table lines (crypt, zero, linear ranges, each
+// crypt range with its own image offset and IV offset), served by the ordinary engine.
+//
+// How: the engine sees one flat volume (data offset 0, IV offset 0, size = the segments' sum)
+// over two decorators built here, so neither the engine nor the cache knows about segments:
+//   - SegmentedStore maps volume byte offsets to image offsets segment by segment: crypt and
+//     linear ranges go to the image, zero ranges read zeros and drop writes and discards
+//     (dm-zero);
+//   - SegmentedCipher cuts every sector run at segment boundaries: crypt ranges go to their own
+//     keyed SectorCipher (configured with that segment's iv_offset, index relative to the
+//     segment start), zero ranges decrypt to zeros, linear ranges pass through unchanged.
+// A run the engine hands over may span several segments; both decorators split it.
+//
+// Used for BitLocker (volume/format/bitlk.h) and meant for any format whose dm table has
+// more than one line (TrueCrypt system volumes). Single-segment layouts (LUKS, plain) do not
+// go through here.
+//
+// Thread-safety: both decorators are as thread-safe as what they wrap (immutable after
+// creation). The store decorator owns the image store.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "base/result.h"
+#include "crypto/sector_cipher.h"
+#include "volume/store/backing_store.h"
+#include "volume/volume_layout.h"
+
+namespace cryptmap::volume {
+
+// Checks layout.segments against an image of image_bytes: in order from 0, no gaps or overlap,
+// lengths non-zero and multiples of sector_size, crypt/linear ranges inside the image, crypt IV
+// offsets multiples of sector_size / 512. kCorrupt naming the segment (object = its index).
+Result<void> validate_segments(const VolumeLayout& layout, std::uint64_t image_bytes);
+
+// The decorators (validate_segments first). `key` keys every crypt segment's cipher.
+Result<std::unique_ptr<BackingStore>> make_segmented_store(const VolumeLayout& layout,
+                                                           std::unique_ptr<BackingStore> image);
+Result<std::unique_ptr<crypto::SectorCipher>> make_segmented_cipher(const VolumeLayout& layout,
+                                                                    std::span<const std::byte> key);
+
+}  // namespace cryptmap::volume
