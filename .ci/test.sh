@@ -15,7 +15,12 @@ bash .ci/check-format.sh
 
 # The build users and packagers make (Release), with warnings as errors.
 BUILD_TYPE=Release bash .ci/build.sh build -DCRYPTMAP_BUILD_TESTS=ON
-ctest --test-dir build --output-on-failure -j2 --timeout 900 -LE stress
+ctest --test-dir build --output-on-failure -j2 --timeout 900 -LE 'stress|rbd'
+# Ceph RBD runs a real one-node cluster (about a minute): its own stage, skippable.
+if [[ "${CRYPTMAP_SKIP_RBD:-0}" != 1 ]]; then
+  echo "== Ceph RBD: one-node cluster (label rbd)"
+  ctest --test-dir build --output-on-failure -L rbd --timeout 900
+fi
 
 if [[ "${CRYPTMAP_SKIP_SANITIZERS:-0}" != 1 ]]; then
   echo "== clang -Wthread-safety: every target compiles with the lock annotations checked"

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# cryptmap over an NBD store beside the same export with no crypto and a decrypting peer.
+# Needs root, nbdkit, nbdfuse (libnbd-bin), fio, cryptsetup. Usage:
+#   sudo bench/nbd/run.sh BUILD_DIR [SECONDS_PER_RUN]
+# Server: nbdkit's file plugin over an image on tmpfs (/dev/shm), on a Unix socket. Rows:
+#   ceiling   nbdfuse over the raw export (no crypto; the same libnbd client, 4 connections)
+#   cryptmap  cryptmap open nbd+unix://… of a LUKS2 image (aes-xts-plain64, 4096-byte sectors)
+#   peer      nbdkit's luks filter decrypting a LUKS1 image in the server, read through nbdfuse
+# Workloads: fio O_DIRECT sequential write and read, 1 MiB blocks, 4 jobs (psync) on the mapped
+# file. Prints MB/s per row and cryptmap's ratios. A benchmark, never a test.
+set -euo pipefail
+BUILD=${1:?usage: run.sh BUILD_DIR [SECONDS]}
+SECS=${2:-10}
+CM=$(realpath "$BUILD/cli/cryptmap")
+for t in nbdkit nbdfuse fio cryptsetup; do command -v $t > /dev/null || { echo "needs $t"; exit 1; }; done
+W=$(mktemp -d /dev/shm/cryptmap-nbd-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  set +e
+  for m in "$W"/m-*; do mountpoint -q "$m" && fusermount3 -u "$m"; done
+  "$CM" close --mount-dir "$W/cm" b 2> /dev/null
+  for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null; done
+  sleep 0.5
+  rm -rf "$W"
+}
+trap cleanup EXIT
+SIZE=$((1 << 30))
+printf 'bench passphrase' > "$W/key"
+serve() {  # serve NAME ARGS...: nbdkit on $W/NAME.sock
+  local n=$1; shift
+  nbdkit -f --exit-with-parent -U "$W/$n.sock" -P "$W/$n.pid" "$@" &
+  PIDS+=($!)
+  for _ in $(seq 1 200); do [[ -s "$W/$n.pid" ]] && return; sleep 0.05; done
+  echo "nbdkit $* did not start"; exit 1
+}
+fio_mbps() {  # fio_mbps FILE rw|read|write -> MB/s
+  local f=$1 rw=$2
+  (cd "$W" && fio --name=b --filename="$f" --direct=1 --ioengine=psync --bs=1M --numjobs=4 \
+    --size=192M --offset_increment=192M --rw="$rw" --time_based --runtime="$SECS" \
+    --group_reporting --output-format=json) |
+    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(round((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/1e6))'
+}
+declare -A R
+
+truncate -s $SIZE "$W/raw.img"
+serve raw file "$W/raw.img"
+mkdir -p "$W/m-raw"
+nbdfuse -C 4 "$W/m-raw/nbd" "nbd+unix:///?socket=$W/raw.sock" &
+PIDS+=($!)
+for _ in $(seq 1 100); do [[ -e "$W/m-raw/nbd" ]] && break; sleep 0.05; done
+R[ceiling,write]=$(fio_mbps "$W/m-raw/nbd" write)
+R[ceiling,read]=$(fio_mbps "$W/m-raw/nbd" read)
+fusermount3 -u "$W/m-raw"
+
+truncate -s $SIZE "$W/luks2.img"
+cryptsetup luksFormat --batch-mode --type luks2 --sector-size 4096 --pbkdf pbkdf2 \
+  --pbkdf-force-iterations 1000 --key-file "$W/key" "$W/luks2.img"
+serve luks2 file "$W/luks2.img"
+"$CM" open --mount-dir "$W/cm" --key-file "$W/key" "nbd+unix:///?socket=$W/luks2.sock" b 2> /dev/null
+R[cryptmap,write]=$(fio_mbps "$W/cm/b" write)
+R[cryptmap,read]=$(fio_mbps "$W/cm/b" read)
+"$CM" close --mount-dir "$W/cm" b
+
+truncate -s $SIZE "$W/luks1.img"
+cryptsetup luksFormat --batch-mode --type luks1 --pbkdf-force-iterations 1000 \
+  --key-file "$W/key" "$W/luks1.img"
+serve luks1 --filter=luks file "$W/luks1.img" passphrase=+"$W/key"
+mkdir -p "$W/m-luks1"
+nbdfuse -C 4 "$W/m-luks1/nbd" "nbd+unix:///?socket=$W/luks1.sock" &
+PIDS+=($!)
+for _ in $(seq 1 100); do [[ -e "$W/m-luks1/nbd" ]] && break; sleep 0.05; done
+R[peer,write]=$(fio_mbps "$W/m-luks1/nbd" write)
+R[peer,read]=$(fio_mbps "$W/m-luks1/nbd" read)
+fusermount3 -u "$W/m-luks1"
+
+printf '| workload | ceiling (nbdfuse, no crypto) | cryptmap | peer (nbdkit luks + nbdfuse) | cryptmap/ceiling | cryptmap/peer |\n|---|---:|---:|---:|---:|---:|\n'
+for w in write read; do
+  printf '| seq %s 1M x4 | %s | %s | %s | %.2f | %.1f |\n' "$w" "${R[ceiling,$w]}" "${R[cryptmap,$w]}" \
+    "${R[peer,$w]}" "$(echo "${R[cryptmap,$w]} / ${R[ceiling,$w]}" | bc -l)" \
+    "$(echo "${R[cryptmap,$w]} / ${R[peer,$w]}" | bc -l)"
+done
+echo "(MB/s; $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg), $(date -u +%FT%TZ))"

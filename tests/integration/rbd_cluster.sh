@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Ceph RBD (label rbd, heavy: a real one-node cluster). Starts a monitor and one memstore OSD on
+# 127.0.0.1 (auth none, pool size 1) from Debian's ceph packages, in the test's scratch dir, and
+# stops them by their pid files at the end. Then:
+#   1. the BackingStore contract and the RBD store's own tests (volume_rbd_test) on that cluster;
+#   2. an image formatted by librbd (`rbd encryption format ... luks2`) opens in cryptmap
+#      read-write; what cryptmap wrote reads back through librbd's own LUKS engine (python3-rbd
+#      encryption_load), byte for byte;
+#   3. `cryptmap luksFormat rbd:...` (LUKS2 defaults: payload at 16 MiB, a multiple of the 4 MiB
+#      object size) loads in librbd, and data librbd writes through its engine reads back in
+#      cryptmap;
+#   4. a snapshot opens read-only with the data of its time;
+#   5. ext4 on a loop device over the RBD-backed volume, e2fsck clean after close/reopen.
+# Prints how long the cluster took to start.
+source "$(dirname "$0")/lib.sh"
+for tool in ceph-mon ceph-osd ceph rbd; do
+  command -v "$tool" > /dev/null || { echo "SKIP: $tool not installed (ceph-mon ceph-osd ceph-common)"; exit 0; }
+done
+: "${RBD_STORE_TEST:?RBD_STORE_TEST must name the volume_rbd_test binary}"
+PY=/usr/bin/python3  # Debian's python3-rbd lives in the system interpreter
+watchdog 600
+MiB=$((1 << 20))
+C=$T/ceph
+export CEPH_CONF=$C/ceph.conf
+
+ceph_stop() {
+  local f pid
+  for f in "$C"/run/osd.0.pid "$C"/run/mon.a.pid; do
+    [[ -f "$f" ]] || continue
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || continue
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+}
+trap 'ceph_stop; cleanup' EXIT
+
+note "one-node cluster"
+t0=$(date +%s%N)
+mkdir -p "$C/run" "$C/mon" "$C/osd" "$C/log"
+# The monitor's default ports (msgr2 3300, v1 6789) on 127.0.0.1; the OSD takes ports from
+# 6800-7300. A monitor given another port in its address still binds the defaults here.
+if ss -ltn 2>/dev/null | grep -qE '127.0.0.1:(3300|6789) '; then
+  fail "another Ceph monitor listens on 127.0.0.1:3300/6789; stop it first"
+fi
+cat > "$CEPH_CONF" <<CONF
+[global]
+fsid = $(cat /proc/sys/kernel/random/uuid)
+mon host = 127.0.0.1
+mon initial members = a
+auth cluster required = none
+auth service required = none
+auth client required = none
+osd pool default size = 1
+osd pool default min size = 1
+osd crush chooseleaf type = 0
+run dir = $C/run
+pid file = $C/run/\$name.pid
+admin socket = $C/run/\$name.asok
+log file = $C/log/\$name.log
+mon warn on pool no redundancy = false
+mon data avail crit = 0
+ms bind ipv4 = true
+ms bind ipv6 = false
+public addr = 127.0.0.1
+[mon.a]
+mon data = $C/mon
+mon addr = 127.0.0.1
+[osd.0]
+osd data = $C/osd
+osd objectstore = memstore
+memstore device bytes = 1G
+osd class load list = *
+osd class default list = *
+CONF
+ceph-mon --id a --mkfs --keyring /dev/null
+touch "$C/mon/keyring"
+ceph-mon --id a
+timeout 60 ceph osd create > /dev/null
+timeout 60 ceph osd crush add osd.0 1 root=default host=localhost > /dev/null 2>&1
+ceph-osd --id 0 --mkfs > "$C/log/osd-mkfs.out" 2>&1 || { cat "$C/log/osd-mkfs.out"; fail "ceph-osd --mkfs"; }
+ceph-osd --id 0 > "$C/log/osd-start.out" 2>&1
+timeout 60 ceph osd pool create rbd 8 > /dev/null 2>&1
+# `rbd pool init` waits for a manager (none runs here): enable the application directly.
+timeout 60 ceph osd pool application enable rbd rbd > /dev/null 2>&1
+echo x > "$T/probe"
+timeout 120 rados -p rbd put probe "$T/probe" || fail "the cluster does not serve I/O"
+note "cluster ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+
+note "RBD store contract and tests"
+CRYPTMAP_TEST_RBD_POOL=rbd timeout 300 "$RBD_STORE_TEST" --gtest_brief=1 || fail "volume_rbd_test"
+
+P=$(keyfile pass "rbd passphrase")
+
+note "librbd formats (luks2), cryptmap reads and writes, librbd reads back"
+rbd create --size 64M rbd/enc
+timeout 120 rbd encryption format rbd/enc luks2 "$P"
+cm luksDump rbd:rbd/enc | grep -q "^Version:.*2" || fail "luksDump rbd:rbd/enc"
+cm_open rbd:rbd/enc enc --key-file "$P"
+pattern_write "$MNT/enc" 0 $((8 * MiB)) 21
+cm_close enc
+librbd_read() {  # librbd_read IMAGE OFFSET LENGTH OUT: plaintext through librbd's own LUKS engine
+  "$PY" - "$@" "$P" <<'PYEOF'
+import rados, rbd, sys
+image, off, length, out, passfile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+with rados.Rados(conffile="") as cluster, cluster.open_ioctx("rbd") as io, rbd.Image(io, image) as img:
+    img.encryption_load(rbd.RBD_ENCRYPTION_FORMAT_LUKS2, open(passfile, "rb").read())
+    open(out, "wb").write(img.read(off, length))
+PYEOF
+}
+librbd_read enc 0 $((8 * MiB)) "$T/via-librbd"
+pattern_check "$T/via-librbd" 0 $((8 * MiB)) 21 || fail "librbd does not read what cryptmap wrote"
+
+note "cryptmap formats (luks2), librbd loads it and writes, cryptmap reads back"
+rbd create --size 64M rbd/fresh
+cm luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+  --key-file "$P" rbd:rbd/fresh || fail "luksFormat rbd:rbd/fresh"
+"$PY" - "$P" <<'PYEOF' || fail "librbd cannot load or write the image cryptmap formatted"
+import rados, rbd, sys
+data = bytes((i * 7 + 3) & 0xff for i in range(1 << 20))
+with rados.Rados(conffile="") as cluster, cluster.open_ioctx("rbd") as io, rbd.Image(io, "fresh") as img:
+    img.encryption_load(rbd.RBD_ENCRYPTION_FORMAT_LUKS2, open(sys.argv[1], "rb").read())
+    img.write(data, 1 << 20)
+    img.flush()
+PYEOF
+cm_open rbd:rbd/fresh fresh --key-file "$P"
+"$PY" - "$MNT/fresh" <<'PYEOF' || fail "cryptmap does not read what librbd wrote"
+import sys
+data = bytes((i * 7 + 3) & 0xff for i in range(1 << 20))
+with open(sys.argv[1], "rb") as f:
+    f.seek(1 << 20)
+    assert f.read(1 << 20) == data
+PYEOF
+cm_close fresh
+
+note "snapshot: read-only, data of its time"
+rbd snap create rbd/enc@s1
+cm_open rbd:rbd/enc enc --key-file "$P"
+pattern_write "$MNT/enc" 0 $((1 * MiB)) 22
+cm_close enc
+cm_open rbd:rbd/enc@s1 snap --key-file "$P" --readonly
+pattern_check "$MNT/snap" 0 $((8 * MiB)) 21 || fail "the snapshot does not hold the data of its time"
+set +e
+dd if=/dev/zero of="$MNT/snap" bs=4096 count=1 conv=notrunc status=none 2>/dev/null; rc=$?
+set -e
+[[ $rc != 0 ]] || fail "a write to the snapshot's volume succeeded"
+cm_close snap
+
+note "ext4 over RBD, e2fsck after close/reopen"
+cm_open rbd:rbd/enc enc --key-file "$P"
+dev=$(losetup_attach "$MNT/enc")
+mkfs.ext4 -q -F "$dev"
+mkdir -p "$T/fs"
+mount "$dev" "$T/fs"; FSMNTS+=("$T/fs")
+dd if=/dev/urandom of="$T/fs/big" bs=1M count=8 status=none conv=fsync
+sum=$(sha256sum "$T/fs/big" | awk '{print $1}')
+umount "$T/fs"; FSMNTS=()
+losetup_detach "$dev"
+cm_close enc
+cm_open rbd:rbd/enc enc --key-file "$P"
+dev=$(losetup_attach "$MNT/enc")
+e2fsck -fn "$dev" || fail "e2fsck after close/reopen over RBD"
+mount -o ro "$dev" "$T/fs"; FSMNTS+=("$T/fs")
+[[ "$(sha256sum "$T/fs/big" | awk '{print $1}')" == "$sum" ]] || fail "file changed over RBD"
+umount "$T/fs"; FSMNTS=()
+losetup_detach "$dev"
+cm_close enc
+note "whole test $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+echo "PASS"

@@ -1,0 +1,225 @@
+// The NBD store (volume/store/nbd_backing_store.h) against real nbdkit servers on private Unix
+// sockets: the BackingStore contract over the memory plugin, the server's block-size
+// constraints, multi-conn, server errors (error filter), a stalled server (delay filter), a
+// server that is killed, a read-only export, and the URI recognition. Skips without nbdkit.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/data.h"
+#include "tests/support/nbdkit.h"
+#include "tests/unit/volume/store/backing_store_contract.h"
+#include "volume/store/nbd_backing_store.h"
+
+namespace cryptmap::volume {
+namespace {
+
+using namespace contract;  // the suite and its gtest registration state
+using Clock = std::chrono::steady_clock;
+
+// One nbdkit memory export per test; the read-only store is a second client of the same export.
+struct NbdMemoryTraits {
+  static constexpr bool kGrowsPastEnd = false;
+  static constexpr std::uint64_t kIoUnit = 1;
+  std::unique_ptr<test::NbdkitServer> server;
+  std::unique_ptr<BackingStore> make(std::uint64_t region, bool read_only) {
+    if (!server)
+      server = std::make_unique<test::NbdkitServer>(
+          std::vector<std::string>{"memory", std::to_string(region + (1 << 20))});
+    if (!*server) {
+      ADD_FAILURE() << server->missing();
+      return nullptr;
+    }
+    auto s = open_nbd_store(server->uri(), {.read_only = read_only});
+    if (!s) {
+      ADD_FAILURE() << s.error().message();
+      return nullptr;
+    }
+    return std::move(*s);
+  }
+};
+INSTANTIATE_TYPED_TEST_SUITE_P(NbdMemory, BackingStoreContract, ::testing::Types<NbdMemoryTraits>);
+
+// A server that insists on 4 KiB-aligned requests of at most 64 KiB (and fails others).
+struct NbdBlockSizeTraits {
+  static constexpr bool kGrowsPastEnd = false;
+  static constexpr std::uint64_t kIoUnit = 1;  // the store must hide the constraint
+  std::unique_ptr<test::NbdkitServer> server;
+  std::unique_ptr<BackingStore> make(std::uint64_t region, bool read_only) {
+    if (!server)
+      server = std::make_unique<test::NbdkitServer>(std::vector<std::string>{
+          "--filter=blocksize-policy", "memory", std::to_string(region + (1 << 20)),
+          "blocksize-minimum=4096", "blocksize-preferred=65536", "blocksize-maximum=65536",
+          "blocksize-error-policy=error"});
+    if (!*server) {
+      ADD_FAILURE() << server->missing();
+      return nullptr;
+    }
+    auto s = open_nbd_store(server->uri(), {.read_only = read_only});
+    if (!s) {
+      ADD_FAILURE() << s.error().message();
+      return nullptr;
+    }
+    return std::move(*s);
+  }
+};
+INSTANTIATE_TYPED_TEST_SUITE_P(NbdBlockSize, BackingStoreContract,
+                               ::testing::Types<NbdBlockSizeTraits>);
+
+bool have_nbdkit() { return static_cast<bool>(test::NbdkitServer({"memory", "1M"})); }
+
+TEST(NbdStoreUri, RecognisesLibnbdSchemesAndNothingElse) {
+  EXPECT_TRUE(is_nbd_uri("nbd://localhost/export"));
+  EXPECT_TRUE(is_nbd_uri("nbd://127.0.0.1:10809"));
+  EXPECT_TRUE(is_nbd_uri("nbd+unix:///export?socket=/run/nbd.sock"));
+  EXPECT_TRUE(is_nbd_uri("nbds+unix:///?socket=/s"));
+  EXPECT_TRUE(is_nbd_uri("nbds://host/e"));
+  EXPECT_TRUE(is_nbd_uri("nbd+vsock:///"));
+  EXPECT_FALSE(is_nbd_uri("/var/lib/images/nbd://x"));
+  EXPECT_FALSE(is_nbd_uri("nbd.img"));
+  EXPECT_FALSE(is_nbd_uri("nbd:/x"));
+  EXPECT_FALSE(is_nbd_uri("http://host/nbd"));
+  EXPECT_FALSE(is_nbd_uri("rbd:pool/image"));
+}
+
+TEST(NbdStore, LargeRequestsAreSplitToTheServersMaximumAndComeBackIntact) {
+  test::NbdkitServer srv({"--filter=blocksize-policy", "memory", "16M", "blocksize-minimum=512",
+                          "blocksize-maximum=65536", "blocksize-error-policy=error"});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto s = open_nbd_store(srv.uri(), {.connections = 4});
+  ASSERT_TRUE(s) << s.error().message();
+  const auto data = test::deterministic_bytes(3 << 20, 7);
+  ASSERT_TRUE((*s)->write_at(ByteOffset{4096}, data)) << "3 MiB write over a 64 KiB maximum";
+  std::vector<std::byte> back(data.size());
+  ASSERT_TRUE((*s)->read_at(ByteOffset{4096}, back));
+  EXPECT_EQ(back, data);
+  EXPECT_TRUE((*s)->sync());
+}
+
+TEST(NbdStore, ConcurrentWritersToNeighbouringSectorsOfOneServerBlockLoseNothing) {
+  // 512-byte writes into 4 KiB server blocks are read-modify-writes; they must not undo each other.
+  test::NbdkitServer srv({"--filter=blocksize-policy", "memory", "1M", "blocksize-minimum=4096",
+                          "blocksize-error-policy=error"});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto s = open_nbd_store(srv.uri(), {});
+  ASSERT_TRUE(s) << s.error().message();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 16; ++round) {
+        const auto d = test::deterministic_bytes(512, static_cast<unsigned>(t), 0);
+        EXPECT_TRUE(
+            (*s)->write_at(ByteOffset{static_cast<std::uint64_t>(round) * 4096 + t * 512}, d));
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int round = 0; round < 16; ++round) {
+    for (int t = 0; t < 8; ++t) {
+      std::vector<std::byte> back(512);
+      ASSERT_TRUE(
+          (*s)->read_at(ByteOffset{static_cast<std::uint64_t>(round) * 4096 + t * 512}, back));
+      EXPECT_EQ(back, test::deterministic_bytes(512, static_cast<unsigned>(t), 0))
+          << "block " << round << " sector " << t;
+    }
+  }
+}
+
+TEST(NbdStore, AServerErrorIsAnIoErrorNamingTheExportForThatRequestOnly) {
+  test::NbdkitServer srv({"--filter=error", "memory", "4M", "error=EIO", "error-pwrite-rate=1"});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto s = open_nbd_store(srv.uri(), {});
+  ASSERT_TRUE(s) << s.error().message();
+  const auto d = test::deterministic_bytes(4096, 1);
+  auto w = (*s)->write_at(ByteOffset{0}, d);
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().code, Errc::kIo);
+  EXPECT_EQ(w.error().sys_errno, EIO);
+  EXPECT_NE(w.error().message().find("socket="), std::string::npos) << w.error().message();
+  std::vector<std::byte> back(4096);
+  EXPECT_TRUE((*s)->read_at(ByteOffset{0}, back)) << "reads still work on the same connection";
+}
+
+TEST(NbdStore, AStalledServerFailsTheRequestAfterTheTimeoutInsteadOfHanging) {
+  test::NbdkitServer srv({"--filter=delay", "memory", "4M", "delay-read=30"});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  // One connection: the dropped one is the only one (with several, the others keep serving).
+  auto s =
+      open_nbd_store(srv.uri(), {.connections = 1, .timeout = std::chrono::milliseconds(1000)});
+  ASSERT_TRUE(s) << s.error().message();
+  std::vector<std::byte> back(4096);
+  const auto t0 = Clock::now();
+  auto r = (*s)->read_at(ByteOffset{0}, back);
+  const auto waited = Clock::now() - t0;
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kIo);
+  EXPECT_EQ(r.error().sys_errno, ETIMEDOUT);
+  EXPECT_LT(waited, std::chrono::seconds(10));
+  // The connection is gone: later requests fail at once rather than waiting again.
+  const auto t1 = Clock::now();
+  EXPECT_FALSE((*s)->write_at(ByteOffset{0}, back));
+  EXPECT_LT(Clock::now() - t1, std::chrono::seconds(2));
+}
+
+TEST(NbdStore, AKilledServerFailsInFlightAndLaterRequestsPromptly) {
+  test::NbdkitServer srv({"--filter=delay", "memory", "4M", "delay-write=2"});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto s = open_nbd_store(srv.uri(), {.timeout = std::chrono::seconds(60)});
+  ASSERT_TRUE(s) << s.error().message();
+  const auto d = test::deterministic_bytes(65536, 3);
+  Result<void> w = ok();
+  std::thread writer([&] { w = (*s)->write_at(ByteOffset{0}, d); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto t0 = Clock::now();
+  srv.kill();
+  writer.join();
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5)) << "no wait for the 60 s timeout";
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().code, Errc::kIo);
+  std::vector<std::byte> back(4096);
+  auto r = (*s)->read_at(ByteOffset{0}, back);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kIo);
+  EXPECT_FALSE((*s)->sync()) << "a flush nobody acknowledged is not a success";
+}
+
+TEST(NbdStore, NoServerAtTheSocketIsAClearErrorAtOpen) {
+  if (!have_nbdkit()) GTEST_SKIP() << "nbdkit not installed";
+  auto s = open_nbd_store("nbd+unix:///?socket=/nonexistent/cryptmap.sock", {});
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, Errc::kIo);
+  EXPECT_NE(s.error().message().find("/nonexistent/cryptmap.sock"), std::string::npos)
+      << s.error().message();
+}
+
+TEST(NbdStore, AReadOnlyExportRefusesARead_writeOpenAndServesARead_onlyOne) {
+  test::NbdkitServer srv({"-r", "memory", "1M"});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto rw = open_nbd_store(srv.uri(), {});
+  ASSERT_FALSE(rw);
+  EXPECT_EQ(rw.error().code, Errc::kReadOnly);
+  EXPECT_NE(rw.error().message().find("--readonly"), std::string::npos) << rw.error().message();
+  auto ro = open_nbd_store(srv.uri(), {.read_only = true});
+  ASSERT_TRUE(ro) << ro.error().message();
+  EXPECT_TRUE((*ro)->read_only());
+}
+
+TEST(NbdStore, ImageStoreOpensUrisAsNbdAndPathsAsFiles) {
+  test::NbdkitServer srv({"memory", "2M"});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto s = open_image_store(srv.uri(), {.read_only = true});
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_EQ((*s)->size_bytes(), 2u << 20);
+  EXPECT_EQ((*s)->name(), srv.uri());
+  auto f = open_image_store("/nonexistent/cryptmap-image", {});
+  ASSERT_FALSE(f);
+  EXPECT_NE(f.error().message().find("/nonexistent/cryptmap-image"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cryptmap::volume

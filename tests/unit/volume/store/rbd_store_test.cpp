@@ -1,0 +1,140 @@
+// The RBD store (volume/store/rbd_backing_store.h) against a real Ceph cluster: the BackingStore
+// contract over fresh RBD images, the image argument's parsing, a snapshot opened read-only and
+// a missing image. Needs a running cluster: CEPH_CONF names it and CRYPTMAP_TEST_RBD_POOL the
+// pool to create images in; tests/integration/rbd_cluster.sh starts a one-node cluster and runs
+// this binary. Without them every test that needs the cluster skips.
+#include <gtest/gtest.h>
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/data.h"
+#include "tests/unit/volume/store/backing_store_contract.h"
+#include "volume/store/nbd_backing_store.h"
+#include "volume/store/rbd_backing_store.h"
+
+namespace cryptmap::volume {
+namespace {
+
+using namespace contract;  // the suite and its gtest registration state
+
+const char* test_pool() { return std::getenv("CRYPTMAP_TEST_RBD_POOL"); }
+
+// A librados connection for making and snapshotting test images.
+class Admin {
+ public:
+  Admin() {
+    if (test_pool() == nullptr || std::getenv("CEPH_CONF") == nullptr) return;
+    if (rados_create(&cluster_, nullptr) < 0) return;
+    if (rados_conf_read_file(cluster_, nullptr) < 0 || rados_connect(cluster_) < 0) return;
+    if (rados_ioctx_create(cluster_, test_pool(), &io_) < 0) return;
+    ok_ = true;
+  }
+  ~Admin() {
+    if (io_) rados_ioctx_destroy(io_);
+    if (cluster_) rados_shutdown(cluster_);
+  }
+  explicit operator bool() const { return ok_; }
+  // A new image of `size` bytes; returns its rbd: argument ("" on failure).
+  std::string create(std::uint64_t size) {
+    static std::atomic<int> n{0};
+    const std::string name = "contract-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+    int order = 22;  // 4 MiB objects
+    if (rbd_create(io_, name.c_str(), size, &order) < 0) return "";
+    return std::string("rbd:") + test_pool() + "/" + name;
+  }
+  bool snapshot(const std::string& image, const std::string& snap) {
+    rbd_image_t img = nullptr;
+    if (rbd_open(io_, image.c_str(), &img, nullptr) < 0) return false;
+    const bool done = rbd_snap_create(img, snap.c_str()) == 0;
+    rbd_close(img);
+    return done;
+  }
+
+ private:
+  rados_t cluster_ = nullptr;
+  rados_ioctx_t io_ = nullptr;
+  bool ok_ = false;
+};
+
+struct RbdTraits {
+  static constexpr bool kGrowsPastEnd = false;
+  static constexpr std::uint64_t kIoUnit = 1;
+  std::string spec;
+  std::unique_ptr<BackingStore> make(std::uint64_t region, bool read_only) {
+    Admin admin;
+    if (!admin) {
+      ADD_FAILURE() << "no cluster: set CEPH_CONF and CRYPTMAP_TEST_RBD_POOL "
+                       "(tests/integration/rbd_cluster.sh does)";
+      return nullptr;
+    }
+    if (spec.empty()) spec = admin.create(region + (1 << 20));
+    auto s = open_rbd_store(spec, {.read_only = read_only});
+    if (!s) {
+      ADD_FAILURE() << s.error().message();
+      return nullptr;
+    }
+    return std::move(*s);
+  }
+};
+INSTANTIATE_TYPED_TEST_SUITE_P(Rbd, BackingStoreContract, ::testing::Types<RbdTraits>);
+
+TEST(RbdStoreSpec, MalformedArgumentsAreRefusedNamingTheForm) {
+  for (const char* bad : {"rbd:", "rbd:pool", "rbd:/image", "rbd:pool/", "rbd:pool/img:bogus=1"}) {
+    auto s = open_rbd_store(bad, {});
+    ASSERT_FALSE(s) << bad;
+    EXPECT_EQ(s.error().code, Errc::kInvalid) << bad << ": " << s.error().message();
+  }
+  EXPECT_TRUE(is_rbd_uri("rbd:pool/image@snap"));
+  EXPECT_TRUE(is_store_uri("rbd:pool/image"));
+  EXPECT_FALSE(is_rbd_uri("/dev/rbd0"));
+}
+
+TEST(RbdStore, ASnapshotOpensReadOnlyWithTheDataOfItsTime) {
+  Admin admin;
+  if (!admin) GTEST_SKIP() << "no cluster (CEPH_CONF, CRYPTMAP_TEST_RBD_POOL)";
+  const std::string spec = admin.create(8 << 20);
+  ASSERT_FALSE(spec.empty());
+  const auto before = test::deterministic_bytes(65536, 1);
+  {
+    auto s = open_rbd_store(spec, {});
+    ASSERT_TRUE(s) << s.error().message();
+    ASSERT_TRUE((*s)->write_at(ByteOffset{4096}, before));
+    ASSERT_TRUE((*s)->sync());
+  }
+  const std::string image = spec.substr(spec.find('/') + 1);
+  ASSERT_TRUE(admin.snapshot(image, "s1"));
+  {
+    auto s = open_rbd_store(spec, {});
+    ASSERT_TRUE(s) << s.error().message();
+    ASSERT_TRUE((*s)->write_at(ByteOffset{4096}, test::deterministic_bytes(65536, 2)));
+    ASSERT_TRUE((*s)->sync());
+  }
+  auto snap = open_rbd_store(spec + "@s1", {});
+  ASSERT_TRUE(snap) << snap.error().message();
+  EXPECT_TRUE((*snap)->read_only());
+  std::vector<std::byte> back(before.size());
+  ASSERT_TRUE((*snap)->read_at(ByteOffset{4096}, back));
+  EXPECT_EQ(back, before);
+  auto w = (*snap)->write_at(ByteOffset{0}, back);
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().code, Errc::kReadOnly);
+}
+
+TEST(RbdStore, AMissingImageIsNotFoundNamingIt) {
+  Admin admin;
+  if (!admin) GTEST_SKIP() << "no cluster (CEPH_CONF, CRYPTMAP_TEST_RBD_POOL)";
+  const std::string spec = std::string("rbd:") + test_pool() + "/no-such-image";
+  auto s = open_rbd_store(spec, {});
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, Errc::kNotFound);
+  EXPECT_NE(s.error().message().find("no-such-image"), std::string::npos) << s.error().message();
+}
+
+}  // namespace
+}  // namespace cryptmap::volume

@@ -1,0 +1,500 @@
+// NbdBackingStore (nbd_backing_store.h): libnbd handles, one poller thread each, callers parked
+// on a per-call Batch until every request they issued has completed.
+#include "volume/store/nbd_backing_store.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+
+#include "base/error.h"
+#include "volume/store/rbd_backing_store.h"
+
+#if CRYPTMAP_HAVE_LIBNBD
+#include <libnbd.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "base/io_thread.h"
+#include "base/mutex.h"
+#include "base/unique_fd.h"
+#endif
+
+namespace cryptmap::volume {
+
+bool is_nbd_uri(std::string_view image) noexcept {
+  // libnbd's schemes: nbd, nbds, nbd+unix, nbds+unix, nbd+vsock, nbds+vsock.
+  const auto colon = image.find("://");
+  if (colon == std::string_view::npos) return false;
+  const std::string_view scheme = image.substr(0, colon);
+  return scheme == "nbd" || scheme == "nbds" || scheme == "nbd+unix" || scheme == "nbds+unix" ||
+         scheme == "nbd+vsock" || scheme == "nbds+vsock";
+}
+
+NbdStoreOptions nbd_options_from_env(bool read_only) {
+  NbdStoreOptions o;
+  o.read_only = read_only;
+  if (const char* t = std::getenv("CRYPTMAP_NBD_TIMEOUT")) {
+    char* end = nullptr;
+    const double s = std::strtod(t, &end);
+    if (end != t && *end == '\0' && s > 0 && s < 86400)
+      o.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000));
+  }
+  if (const char* c = std::getenv("CRYPTMAP_NBD_CONNECTIONS")) {
+    char* end = nullptr;
+    const long n = std::strtol(c, &end, 10);
+    if (end != c && *end == '\0' && n >= 1 && n <= 16) o.connections = static_cast<unsigned>(n);
+  }
+  return o;
+}
+
+bool is_store_uri(std::string_view image) noexcept {
+  return is_nbd_uri(image) || is_rbd_uri(image);
+}
+
+Result<std::unique_ptr<BackingStore>> open_image_store(const std::string& image,
+                                                       const PosixStoreOptions& options) {
+  if (is_nbd_uri(image)) return open_nbd_store(image, nbd_options_from_env(options.read_only));
+  if (is_rbd_uri(image)) return open_rbd_store(image, rbd_options_from_env(options.read_only));
+  return open_posix_store(image, options);
+}
+
+#if !CRYPTMAP_HAVE_LIBNBD
+
+Result<std::unique_ptr<BackingStore>> open_nbd_store(const std::string& uri,
+                                                     const NbdStoreOptions&) {
+  return make_error_fmt(Errc::kUnsupported, "open NBD store", kNoObject,
+                        "%s: this cryptmap was built without libnbd (install libnbd-dev)",
+                        uri.c_str());
+}
+
+#else
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Error nbd_error(Errc code, const char* what, std::uint64_t object, const std::string& uri,
+                int err) {
+  Error e = make_error_fmt(code, what, object, "%s", uri.c_str());
+  e.sys_errno = err;
+  return e;
+}
+
+// Error for a failed libnbd call: libnbd's own message (thread-local) goes into the detail.
+Error libnbd_error(Errc code, const char* what, const std::string& uri) {
+  const char* msg = nbd_get_error();
+  Error e = make_error_fmt(code, what, kNoObject, "%s: %s", uri.c_str(), msg ? msg : "?");
+  e.sys_errno = nbd_get_errno();
+  return e;
+}
+
+// The requests one read_at/write_at/sync/discard call issued; the caller waits on it.
+struct Batch {
+  Mutex mu;
+  CondVar cv;
+  int pending GUARDED_BY(mu) = 0;
+  int first_errno GUARDED_BY(mu) = 0;
+};
+
+// libnbd completion callback (runs on a poller thread, libnbd's handle lock held: no nbd_* calls).
+int on_complete(void* user_data, int* error) {
+  auto* b = static_cast<Batch*>(user_data);
+  MutexLock lock(b->mu);
+  if (*error != 0 && b->first_errno == 0) b->first_errno = *error;
+  if (--b->pending == 0) b->cv.notify_all();
+  return 1;  // retire the command
+}
+
+// One NBD connection and the thread that drives its state machine.
+class Connection {
+ public:
+  Connection(nbd_handle* h, int fd, UniqueFd wake, std::string uri, unsigned index)
+      : h_(h), fd_(fd), wake_(std::move(wake)), uri_(std::move(uri)), index_(index) {
+    poller_ = std::thread([this] { poll_loop(); });
+  }
+  ~Connection() {
+    stop_.store(true);  // first: the poller must not report the closing connection as lost
+    if (!dead_.load()) nbd_aio_disconnect(h_, 0);
+    kick();
+    poller_.join();
+    nbd_close(h_);
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  nbd_handle* handle() const noexcept { return h_; }
+  bool dead() const noexcept { return dead_.load(); }
+  unsigned index() const noexcept { return index_; }
+  // Wakes the poller so it re-reads libnbd's direction (after a command was queued).
+  void kick() noexcept {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_.get(), &one, sizeof one);
+  }
+  // Drops the connection: the poller sees the socket closed, libnbd fails every request in
+  // flight on it (ENOTCONN) and the handle is dead from then on.
+  void kill() noexcept {
+    ::shutdown(fd_, SHUT_RDWR);
+    kick();
+  }
+
+ private:
+  void poll_loop() {
+    mark_io_thread();
+    Clock::time_point stop_deadline{};
+    while (true) {
+      if (nbd_aio_is_dead(h_) || nbd_aio_is_closed(h_)) break;
+      if (stop_.load()) {
+        if (stop_deadline == Clock::time_point{})
+          stop_deadline = Clock::now() + std::chrono::seconds(2);
+        else if (Clock::now() >= stop_deadline)
+          break;
+      }
+      const unsigned dir = nbd_aio_get_direction(h_);
+      std::array<pollfd, 2> fds{};
+      fds[0].fd = fd_;
+      fds[0].events = static_cast<short>(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+                                         ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0));
+      fds[1].fd = wake_.get();
+      fds[1].events = POLLIN;
+      const int r = ::poll(fds.data(), fds.size(), stop_.load() ? 100 : 1000);
+      if (r < 0 && errno != EINTR) break;
+      if (r <= 0) continue;
+      if (fds[1].revents & POLLIN) {
+        std::uint64_t v = 0;
+        [[maybe_unused]] auto n = ::read(wake_.get(), &v, sizeof v);
+      }
+      if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        nbd_aio_notify_read(h_);
+      } else if (fds[0].revents & POLLOUT) {
+        nbd_aio_notify_write(h_);
+      }
+    }
+    if (!stop_.load() && !dead_.load()) {
+      spdlog::error(
+          "NBD {}: connection {} lost; its requests failed with EIO and later I/O on it fails. "
+          "Check the server, then close and reopen the volume",
+          uri_, index_);
+    }
+    dead_.store(true);
+  }
+
+  nbd_handle* const h_;
+  const int fd_;  // the handle's socket (owned by libnbd)
+  UniqueFd wake_;
+  const std::string uri_;
+  const unsigned index_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> dead_{false};
+  std::thread poller_;
+};
+
+struct ExportFacts {
+  std::uint64_t size = 0;
+  bool read_only = false, can_flush = false, can_trim = false, multi_conn = false;
+  std::uint64_t min_block = 1, max_request = 4u << 20;
+};
+
+// Connects one handle, bounded by `timeout`.
+Result<std::unique_ptr<Connection>> connect(const std::string& uri,
+                                            std::chrono::milliseconds timeout, unsigned index,
+                                            ExportFacts* facts) {
+  nbd_handle* h = nbd_create();
+  if (h == nullptr) return libnbd_error(Errc::kIo, "create NBD handle", uri);
+  auto close_on_error = [&](Error e) {
+    nbd_close(h);
+    return e;
+  };
+  nbd_set_request_block_size(h, true);
+  if (nbd_aio_connect_uri(h, uri.c_str()) < 0)
+    return close_on_error(libnbd_error(Errc::kIo, "connect to NBD server", uri));
+  const auto deadline = Clock::now() + timeout;
+  while (!nbd_aio_is_ready(h)) {
+    if (nbd_aio_is_dead(h) || nbd_aio_is_closed(h))
+      return close_on_error(libnbd_error(Errc::kIo, "connect to NBD server", uri));
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) {
+      return close_on_error(make_error_fmt(Errc::kIo, "connect to NBD server", kNoObject,
+                                           "%s: no answer within %lld s", uri.c_str(),
+                                           static_cast<long long>(timeout.count() / 1000)));
+    }
+    const int fd = nbd_aio_get_fd(h);
+    if (fd < 0) return close_on_error(libnbd_error(Errc::kIo, "connect to NBD server", uri));
+    const unsigned dir = nbd_aio_get_direction(h);
+    pollfd p{fd,
+             static_cast<short>(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+                                ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)),
+             0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
+    if (r < 0 && errno != EINTR)
+      return close_on_error(
+          nbd_error(Errc::kIo, "connect to NBD server (poll)", kNoObject, uri, errno));
+    if (r <= 0) continue;
+    if (p.revents & (POLLIN | POLLHUP | POLLERR))
+      nbd_aio_notify_read(h);
+    else if (p.revents & POLLOUT)
+      nbd_aio_notify_write(h);
+  }
+  if (facts != nullptr) {
+    const int64_t size = nbd_get_size(h);
+    if (size < 0) return close_on_error(libnbd_error(Errc::kIo, "NBD export size", uri));
+    facts->size = static_cast<std::uint64_t>(size);
+    facts->read_only = nbd_is_read_only(h) == 1;
+    facts->can_flush = nbd_can_flush(h) == 1;
+    facts->can_trim = nbd_can_trim(h) == 1;
+    facts->multi_conn = nbd_can_multi_conn(h) == 1;
+    const int64_t minb = nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM);
+    const int64_t maxb = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
+    if (minb > 0) facts->min_block = static_cast<std::uint64_t>(minb);
+    if (maxb > 0) facts->max_request = std::min<std::uint64_t>(facts->max_request, maxb);
+    // Whole minimum blocks per request.
+    facts->max_request =
+        std::max(facts->min_block, facts->max_request / facts->min_block * facts->min_block);
+  }
+  UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake.valid())
+    return close_on_error(nbd_error(Errc::kIo, "NBD store: eventfd", kNoObject, uri, errno));
+  const int fd = nbd_aio_get_fd(h);
+  return std::make_unique<Connection>(h, fd, std::move(wake), uri, index);
+}
+
+class NbdBackingStore final : public BackingStore {
+ public:
+  NbdBackingStore(std::string uri, ExportFacts facts, bool read_only,
+                  std::chrono::milliseconds timeout, std::vector<std::unique_ptr<Connection>> conns)
+      : uri_(std::move(uri)),
+        facts_(facts),
+        read_only_(read_only),
+        timeout_(timeout),
+        conns_(std::move(conns)) {}
+
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    if (out.empty()) return ok();
+    if (off.value > facts_.size || out.size() > facts_.size - off.value)
+      return nbd_error(Errc::kIo, "read NBD export past its end", off.value, uri_, 0);
+    if (aligned(off.value, out.size())) return issue(Op::kRead, off.value, out.data(), out.size());
+    // Widen to whole minimum blocks (rare: headers; the engine issues whole sectors).
+    const std::uint64_t a = down(off.value), e = up(off.value + out.size());
+    std::vector<std::byte> bounce(e - a);
+    CRYPTMAP_TRY_VOID(issue(Op::kRead, a, bounce.data(), bounce.size()));
+    std::memcpy(out.data(), bounce.data() + (off.value - a), out.size());
+    return ok();
+  }
+
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    if (read_only_) return nbd_error(Errc::kReadOnly, "write NBD export", off.value, uri_, EROFS);
+    if (in.empty()) return ok();
+    if (off.value > facts_.size || in.size() > facts_.size - off.value)
+      return nbd_error(Errc::kNoSpace, "write NBD export past its end", off.value, uri_, ENOSPC);
+    write_gen_.fetch_add(1);
+    auto* data = const_cast<std::byte*>(in.data());  // libnbd's pwrite only reads it
+    if (aligned(off.value, in.size())) {
+      ReaderLock lock(rmw_);
+      return issue(Op::kWrite, off.value, data, in.size());
+    }
+    // Read-modify-write of the partial minimum blocks, exclusive against every other write so
+    // no concurrent write to the same block is lost.
+    WriterLock lock(rmw_);
+    const std::uint64_t a = down(off.value), e = up(off.value + in.size());
+    std::vector<std::byte> bounce(e - a);
+    CRYPTMAP_TRY_VOID(issue(Op::kRead, a, bounce.data(), bounce.size()));
+    std::memcpy(bounce.data() + (off.value - a), in.data(), in.size());
+    return issue(Op::kWrite, a, bounce.data(), bounce.size());
+  }
+
+  Result<void> sync() override {
+    if (read_only_ || !facts_.can_flush) return ok();  // see the header: writes are stable
+    // Nothing written (or trimmed) since the last acknowledged flush: nothing to make durable.
+    const std::uint64_t gen = write_gen_.load();
+    if (gen == flushed_gen_.load()) return ok();
+    CRYPTMAP_TRY_VOID(issue(Op::kFlush, 0, nullptr, 0));
+    std::uint64_t seen = flushed_gen_.load();
+    while (seen < gen && !flushed_gen_.compare_exchange_weak(seen, gen)) {
+    }
+    return ok();
+  }
+
+  Result<void> discard(ByteOffset off, std::uint64_t len) override {
+    if (read_only_)
+      return nbd_error(Errc::kReadOnly, "discard on NBD export", off.value, uri_, EROFS);
+    if (len == 0) return ok();
+    if (!facts_.can_trim)
+      return nbd_error(Errc::kUnsupported, "discard on NBD export (server cannot trim)", off.value,
+                       uri_, EOPNOTSUPP);
+    if (off.value > facts_.size || len > facts_.size - off.value)
+      return nbd_error(Errc::kInvalid, "discard past the end of NBD export", off.value, uri_,
+                       EINVAL);
+    // Only whole minimum blocks are trimmed (a discard is advisory).
+    const std::uint64_t a = up(off.value), e = down(off.value + len);
+    if (e <= a) return ok();
+    write_gen_.fetch_add(1);
+    return issue(Op::kTrim, a, nullptr, e - a);
+  }
+
+  std::uint64_t size_bytes() const noexcept override { return facts_.size; }
+  bool read_only() const noexcept override { return read_only_; }
+  const std::string& name() const noexcept override { return uri_; }
+
+ private:
+  enum class Op : std::uint8_t { kRead, kWrite, kFlush, kTrim };
+  static constexpr std::uint64_t kMaxTrim = 1u << 30;
+
+  bool aligned(std::uint64_t off, std::uint64_t len) const noexcept {
+    return off % facts_.min_block == 0 && len % facts_.min_block == 0;
+  }
+  std::uint64_t down(std::uint64_t x) const noexcept {
+    return x / facts_.min_block * facts_.min_block;
+  }
+  std::uint64_t up(std::uint64_t x) const noexcept { return down(x + facts_.min_block - 1); }
+
+  Connection* pick() const noexcept {
+    const std::size_t n = conns_.size();
+    const std::size_t start = next_.fetch_add(1, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < n; ++i) {
+      Connection* c = conns_[(start + i) % n].get();
+      if (!c->dead()) return c;
+    }
+    return nullptr;
+  }
+
+  static const char* op_name(Op op) noexcept {
+    switch (op) {
+      case Op::kRead:
+        return "read from NBD export";
+      case Op::kWrite:
+        return "write to NBD export";
+      case Op::kFlush:
+        return "flush NBD export";
+      case Op::kTrim:
+        return "trim NBD export";
+    }
+    return "?";
+  }
+
+  // Issues `op` over [off, off + len) in pieces spread over the connections and waits for all.
+  Result<void> issue(Op op, std::uint64_t off, std::byte* buf, std::uint64_t len) const {
+    Batch batch;
+    std::uint32_t used = 0;  // bit i: connection i carries a piece
+    int submit_errno = 0;
+    std::uint64_t done = 0;
+    do {
+      const std::uint64_t piece =
+          op == Op::kFlush ? 0
+                           : std::min(len - done, op == Op::kTrim ? kMaxTrim : facts_.max_request);
+      Connection* c = pick();
+      if (c == nullptr) {
+        submit_errno = ENOTCONN;
+        break;
+      }
+      {
+        MutexLock lock(batch.mu);
+        ++batch.pending;
+      }
+      const nbd_completion_callback cb{
+          .callback = on_complete, .user_data = &batch, .free = nullptr};
+      int64_t cookie = -1;
+      switch (op) {
+        case Op::kRead:
+          cookie = nbd_aio_pread(c->handle(), buf + done, piece, off + done, cb, 0);
+          break;
+        case Op::kWrite:
+          cookie = nbd_aio_pwrite(c->handle(), buf + done, piece, off + done, cb, 0);
+          break;
+        case Op::kFlush:
+          cookie = nbd_aio_flush(c->handle(), cb, 0);
+          break;
+        case Op::kTrim:
+          cookie = nbd_aio_trim(c->handle(), piece, off + done, cb, 0);
+          break;
+      }
+      if (cookie < 0) {
+        submit_errno = nbd_get_errno() != 0 ? nbd_get_errno() : EIO;
+        MutexLock lock(batch.mu);
+        --batch.pending;
+        break;
+      }
+      used |= 1u << c->index();
+      c->kick();
+      done += piece;
+    } while (done < len);
+
+    MutexLock lock(batch.mu);
+    auto deadline = Clock::now() + timeout_;
+    bool dropped = false;
+    while (batch.pending > 0) {
+      if (batch.cv.wait_until(lock, deadline) || Clock::now() < deadline) continue;
+      if (dropped) {  // the connection was dropped and libnbd still holds requests: keep waiting
+        deadline = Clock::now() + timeout_;
+        continue;
+      }
+      spdlog::error(
+          "NBD {}: no reply to {} at offset {} within {} ms; dropping the connection, its "
+          "requests fail with EIO. Check the server, then close and reopen the volume",
+          uri_, op_name(op), off, timeout_.count());
+      lock.unlock();
+      for (const auto& c : conns_)
+        if (used & (1u << c->index())) c->kill();
+      lock.lock();
+      dropped = true;
+      deadline = Clock::now() + timeout_;
+    }
+    const int err = batch.first_errno != 0 ? batch.first_errno : submit_errno;
+    if (err == 0) return ok();
+    return nbd_error(Errc::kIo, op_name(op), op == Op::kFlush ? kNoObject : off, uri_,
+                     dropped ? ETIMEDOUT : err);
+  }
+
+  const std::string uri_;
+  const ExportFacts facts_;
+  const bool read_only_;
+  const std::chrono::milliseconds timeout_;
+  const std::vector<std::unique_ptr<Connection>> conns_;
+  mutable std::atomic<std::size_t> next_{0};
+  // Writes and trims issued / covered by the last acknowledged flush (sync skips a no-op flush).
+  std::atomic<std::uint64_t> write_gen_{0};
+  std::atomic<std::uint64_t> flushed_gen_{0};
+  SharedMutex rmw_;  // shared: aligned writes; exclusive: a read-modify-write
+};
+
+}  // namespace
+
+Result<std::unique_ptr<BackingStore>> open_nbd_store(const std::string& uri,
+                                                     const NbdStoreOptions& options) {
+  ExportFacts facts;
+  std::vector<std::unique_ptr<Connection>> conns;
+  CRYPTMAP_TRY(first, connect(uri, options.timeout, 0, &facts));
+  conns.push_back(std::move(first));
+  if (facts.read_only && !options.read_only) {
+    return nbd_error(Errc::kReadOnly,
+                     "open NBD export read-write (the server exports it read-only: use --readonly)",
+                     kNoObject, uri, EROFS);
+  }
+  // Several connections only when the server says flushes are visible across them.
+  const unsigned want = facts.multi_conn ? std::clamp(options.connections, 1u, 16u) : 1u;
+  for (unsigned i = 1; i < want; ++i) {
+    CRYPTMAP_TRY(c, connect(uri, options.timeout, i, nullptr));
+    conns.push_back(std::move(c));
+  }
+  if (!facts.can_flush && !options.read_only) {
+    spdlog::info("NBD {}: the server has no flush command; its writes are stable when answered",
+                 uri);
+  }
+  return std::unique_ptr<BackingStore>(std::make_unique<NbdBackingStore>(
+      uri, facts, options.read_only || facts.read_only, options.timeout, std::move(conns)));
+}
+
+#endif  // CRYPTMAP_HAVE_LIBNBD
+
+}  // namespace cryptmap::volume

@@ -1,0 +1,52 @@
+// RbdBackingStore — a BackingStore over a Ceph RBD image, through librbd (Debian: librbd-dev).
+// The image is opened raw: cryptmap does LUKS itself, so an image formatted with
+// `rbd encryption format IMAGE luks1|luks2 PASSFILE` opens as any LUKS image would.
+//
+// Image argument: rbd:POOL/IMAGE[@SNAP][:conf=PATH][:id=NAME] (QEMU's spelling). The cluster is
+// found through conf=, else $CEPH_CONF, else /etc/ceph/ceph.conf; the client id through id=,
+// else librados's default (admin). A snapshot is always read-only.
+//
+// Semantics: read_at/write_at/discard are one rbd_aio_* request each, sync is rbd_aio_flush;
+// completions arrive on librbd's threads and wake the caller, who waits on a per-call
+// completion. librados's own timeouts (rados_osd_op_timeout, rados_mon_op_timeout,
+// client_mount_timeout) are set to NbdStoreOptions-like `timeout`, so an unreachable cluster
+// fails requests with an error instead of hanging. docs/network-stores.md §6.
+//
+// Thread-safety: every method may be called from any thread (the BackingStore contract).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/result.h"
+#include "volume/store/backing_store.h"
+
+namespace cryptmap::volume {
+
+struct RbdStoreOptions {
+  bool read_only = false;
+  std::chrono::milliseconds timeout{std::chrono::seconds(60)};
+};
+
+// True for "rbd:..." image arguments.
+bool is_rbd_uri(std::string_view image) noexcept;
+
+// An rbd: argument taken apart (pure; fuzzed by tests/fuzz: store_uri). kInvalid naming the
+// expected form for anything else: no pool or image, an unknown option, a missing "rbd:".
+struct RbdSpec {
+  std::string pool, image, snap, conf, id;
+};
+Result<RbdSpec> parse_rbd_spec(const std::string& spec);
+
+// RbdStoreOptions with CRYPTMAP_RBD_TIMEOUT (seconds) from the environment.
+RbdStoreOptions rbd_options_from_env(bool read_only);
+
+// Connects to the cluster and opens the image (read-only for a snapshot or when asked).
+// kUnsupported when cryptmap was built without librbd; kInvalid for a malformed argument;
+// kNotFound for a missing pool/image/snapshot; kIo naming the image for anything else.
+Result<std::unique_ptr<BackingStore>> open_rbd_store(const std::string& spec,
+                                                     const RbdStoreOptions& options);
+
+}  // namespace cryptmap::volume
