@@ -33,15 +33,20 @@ struct CommandContext {
 // (open --all, vault) so the daemon those start logs the way the user asked.
 std::vector<std::string> logging_args(const CommandContext& ctx);
 
-// open, close, status (the daemon; cli/daemon_commands.cpp).
+// open, close, status, luksSuspend, luksResume (the daemon; cli/daemon_commands.cpp).
 void add_daemon_commands(CLI::App& app, CommandContext& ctx);
 // luksFormat, luksDump, isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot,
-// luksChangeKey, luksHeaderBackup, luksHeaderRestore, repair (cli/luks_commands.cpp).
+// luksChangeKey, config, erase, luksHeaderBackup, luksHeaderRestore, repair
+// (cli/luks_commands.cpp).
 void add_luks_commands(CLI::App& app, CommandContext& ctx);
 // vault create|open|close: a user's encrypted folder (cli/apps/vault_commands.cpp).
 void add_vault_commands(CLI::App& app, CommandContext& ctx);
 // docker-plugin: Docker volume plugin serving encrypted volumes (cli/apps/docker_commands.cpp).
 void add_docker_commands(CLI::App& app, CommandContext& ctx);
+// bitlkDump, fvault2Dump: BitLocker / FileVault 2 metadata and volume key (cli/bitlk_commands.cpp).
+void add_bitlk_commands(CLI::App& app, CommandContext& ctx);
+// tcryptDump (cli/tcrypt_commands.cpp; `open --type tcrypt` is in daemon_commands.cpp).
+void add_tcrypt_commands(CLI::App& app, CommandContext& ctx);
 // zone-create: emulated zoned drives (cli/zone_commands.cpp).
 void add_zone_commands(CLI::App& app, CommandContext& ctx);
 

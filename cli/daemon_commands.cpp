@@ -34,13 +34,17 @@
 #include "cli/apps/process.h"
 #include "cli/apps/tab_commands.h"
 #include "cli/commands.h"
+#include "cli/tcrypt_unlock.h"
 #include "cli/terminal/passphrase.h"
 #include "fs/control.h"
 #include "fs/daemon.h"
+#include "volume/format/bitlk.h"
+#include "volume/format/fvault2.h"
 #include "volume/format/luks.h"
 #include "volume/format/plain.h"
 #include "volume/format/unlock.h"
 #include "volume/store/backing_store.h"
+#include "volume/store/nbd_backing_store.h"
 
 namespace cryptmap::cli {
 using fs::call_daemon;
@@ -70,6 +74,11 @@ struct OpenArgs {
   std::string name;
   std::string type = "luks";
   std::string key_file;
+  std::vector<std::string> key_files;  // --key-file as given (tcrypt: repeatable)
+  TcryptArgs tcrypt;                   // --type tcrypt
+  bool disable_veracrypt = false;
+  std::uint32_t veracrypt_pim = 0;
+  bool tcrypt_protect_hidden = false;  // --tcrypt-protect-hidden (cryptmap's, as VeraCrypt's)
   std::uint64_t keyfile_offset = 0;
   std::uint64_t keyfile_size = 0;
   int key_slot = -1;
@@ -103,6 +112,17 @@ struct StatusArgs {
   std::string mount_dir;
   bool zones = false;  // --zones: the zone table of zoned volumes
   bool json = false;
+};
+
+// luksSuspend NAME / luksResume NAME (the key options apply to luksResume).
+struct SuspendArgs {
+  std::string name;
+  std::string mount_dir;
+  std::string key_file;
+  std::uint64_t keyfile_offset = 0;
+  std::uint64_t keyfile_size = 0;
+  int key_slot = -1;
+  std::uint32_t tries = 3;
 };
 
 struct DaemonArgs {
@@ -243,6 +263,35 @@ Result<SecretBytes> ask(const OpenArgs& a, const KeySource& src) {
   return read_passphrase(src, "Enter passphrase for " + a.image + ": ", false);
 }
 
+// --tcrypt-protect-hidden: unlocks the hidden volume too (its own passphrase, the same
+// keyfiles) and makes the outer volume refuse writes into it (docs/tcrypt.md §8).
+bool protect_hidden(const OpenArgs& a, volume::TcryptMatch& outer, CommandContext& ctx) {
+  if (a.tcrypt.options.hidden) {
+    say("Option --tcrypt-protect-hidden protects a hidden volume while its outer volume is open; "
+        "it cannot be combined with --tcrypt-hidden.");
+    ctx.exit_code = kExitUsage;
+    return false;
+  }
+  TcryptArgs h = a.tcrypt;
+  h.options.hidden = true;
+  h.options.key_only = true;
+  h.prompt = "Enter passphrase for the hidden volume of " + a.image + ": ";
+  auto hidden = unlock_tcrypt(a.image, h, ctx);
+  if (!hidden) return false;
+  const volume::VolumeLayout& o = outer.layout;
+  const volume::VolumeLayout& in = hidden->layout;
+  const std::uint64_t size = in.size_bytes;
+  if (size == 0 || in.data_offset_bytes < o.data_offset_bytes) {
+    say("The hidden volume of " + a.image + " does not lie inside its outer volume, so it " +
+        "cannot be protected; open the hidden volume alone (--tcrypt-hidden).");
+    ctx.exit_code = kExitUsage;
+    return false;
+  }
+  outer.layout.guard_offset_bytes = in.data_offset_bytes - o.data_offset_bytes;
+  outer.layout.guard_size_bytes = size;
+  return true;
+}
+
 // Builds the add request: header, passphrase, unlock. Returns the exit code on failure.
 std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   Request req;
@@ -251,12 +300,13 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   req.read_only = a.read_only;
   req.allow_other = a.allow_other;
   struct stat st {};
-  if (::stat(a.image.c_str(), &st) != 0) {
+  const bool network = volume::is_store_uri(a.image);  // the store's open below reports errors
+  if (!network && ::stat(a.image.c_str(), &st) != 0) {
     say("Device " + a.image + " does not exist or access denied.");
     ctx.exit_code = kExitBadDevice;
     return std::nullopt;
   }
-  req.source.image = absolute(a.image);
+  req.source.image = network ? a.image : absolute(a.image);
   KeySource src;
   if (!a.key_file.empty()) src.key_file = a.key_file;
   src.keyfile_offset = a.keyfile_offset;
@@ -266,6 +316,18 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   // The one unlock path (volume/format/unlock.h), in its two steps: the header (and whether
   // the image holds the data segment) before any passphrase is asked, then the keyslots for
   // each passphrase tried.
+  if (a.type == "tcrypt") {
+    auto m = unlock_tcrypt(a.image, a.tcrypt, ctx);
+    if (!m) return std::nullopt;
+    if (a.tcrypt_protect_hidden && !protect_hidden(a, *m, ctx)) return std::nullopt;
+    if (m->read_only && !a.read_only) {
+      say("Legacy TrueCrypt " + m->mode + " volume " + a.image + ": opened read-only.");
+      req.read_only = true;
+    }
+    req.layout = std::move(m->layout);
+    req.volume_key = std::move(m->volume_key);
+    return req;
+  }
   volume::UnlockOptions uo;
   if (a.type == "plain")
     uo.type = volume::VolumeType::kPlain;
@@ -273,8 +335,13 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
     uo.type = volume::VolumeType::kLuks1;
   else if (a.type == "luks2")
     uo.type = volume::VolumeType::kLuks2;
+  else if (a.type == "bitlk")
+    uo.type = volume::VolumeType::kBitlk;
+  else if (a.type == "fvault2")
+    uo.type = volume::VolumeType::kFvault2;
   else if (a.type != "luks") {
-    say("Unknown device type " + a.type + " (use luks, luks1, luks2 or plain).");
+    say("Unknown device type " + a.type +
+        " (use luks, luks1, luks2, plain, bitlk, fvault2 or tcrypt).");
     ctx.exit_code = kExitUsage;
     return std::nullopt;
   }
@@ -286,7 +353,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   const volume::PosixStoreOptions ro{.read_only = true, .direct_io = false};
   const std::string header_path = a.header.empty() || plain ? a.image : a.header;
   if (!a.header.empty() && !plain) req.source.header = absolute(a.header);
-  auto header_store = volume::open_posix_store(header_path, ro);
+  auto header_store = volume::open_image_store(header_path, ro);
   if (!header_store) {
     say(user_message(header_store.error(), header_path));
     ctx.exit_code = exit_code_for(header_store.error());
@@ -294,7 +361,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   }
   std::unique_ptr<volume::BackingStore> data_store;  // the image, when the header is detached
   if (header_path != a.image) {
-    auto d = volume::open_posix_store(a.image, ro);
+    auto d = volume::open_image_store(a.image, ro);
     if (!d) {
       say(user_message(d.error(), a.image));
       ctx.exit_code = exit_code_for(d.error());
@@ -309,6 +376,24 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
     if (plain) {
       say(e.message());
       ctx.exit_code = kExitUsage;
+    } else if (uo.type == volume::VolumeType::kBitlk ||
+               (!uo.type && volume::is_bitlk(**header_store))) {
+      if (e.code == Errc::kInvalid)
+        say("Device " + a.image + " is not a valid BITLK device. (" + e.message() + ")");
+      else if (e.code == Errc::kUnsupported)
+        say("Cannot activate BITLK device " + a.image + ": " + std::string(e.what) +
+            (e.detail[0] ? std::string(" (") + e.detail.data() + ")" : std::string()) + ".");
+      else
+        say("Cannot use the BITLK metadata of " + a.image + ": " + e.message() +
+            ". The metadata is damaged; cryptmap bitlkDump shows what it can read.");
+      ctx.exit_code = exit_code_for(e);
+    } else if (uo.type == volume::VolumeType::kFvault2 ||
+               (!uo.type && volume::is_fvault2(**header_store))) {
+      if (e.code == Errc::kInvalid)
+        say("Device " + a.image + " is not a valid FVAULT2 device. (" + e.message() + ")");
+      else
+        say("Cannot use the FVAULT2 metadata of " + a.image + ": " + e.message() + ".");
+      ctx.exit_code = exit_code_for(e);
     } else {
       if (e.code == Errc::kInvalid)
         say("Device " + header_path + " is not a valid LUKS device. (" + e.message() + ")");
@@ -324,8 +409,11 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   }
   const std::uint32_t attempts =
       !plain && passphrase_is_interactive(src) ? std::max(1u, a.tries) : 1;
+  // BitLocker with a clear key (suspended protection): no secret to ask for, as cryptsetup.
+  const bool no_passphrase =
+      unlocker->bitlk() != nullptr && unlocker->bitlk()->has_clear_key() && a.key_file.empty();
   for (std::uint32_t i = 0; i < attempts; ++i) {
-    auto pass = ask(a, src);
+    auto pass = no_passphrase ? SecretBytes::allocate(0) : ask(a, src);
     if (!pass) {
       say(pass.error().message());
       ctx.exit_code = exit_code_for(pass.error());
@@ -444,6 +532,22 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
     ctx.exit_code = kExitUsage;
     return;
   }
+  if (a.type == "tcrypt") {
+    a.tcrypt.key_files = a.key_files;
+    a.tcrypt.tries = a.tries;
+    a.tcrypt.options.veracrypt = !a.disable_veracrypt;
+    if (a.veracrypt_pim != 0) a.tcrypt.options.pim = a.veracrypt_pim;
+    if (open.get_option("--hash")->count() > 0) a.tcrypt.options.hash = a.plain.hash;
+    if (open.get_option("--cipher")->count() > 0) a.tcrypt.options.cipher = a.plain.cipher;
+    a.tcrypt.options.key_only = a.test_passphrase;
+  } else if (a.key_files.size() > 1) {
+    say("Only one --key-file is allowed for --type " + a.type +
+        " (several keyfiles are a TCRYPT keyfile pool).");
+    ctx.exit_code = kExitUsage;
+    return;
+  } else if (!a.key_files.empty()) {
+    a.key_file = a.key_files.front();
+  }
   bool ok_paths = false;
   const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
   if (!ok_paths) return;
@@ -451,7 +555,7 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
     // cryptsetup open --test-passphrase: check the passphrase against the keyslots, map
     // nothing; exit 0 when a keyslot opens, 2 when none does. NAME is optional.
     if (a.type == "plain") {
-      say("Option --test-passphrase is allowed only for open of LUKS devices.");
+      say("Option --test-passphrase is allowed only for open of LUKS and TCRYPT devices.");
       ctx.exit_code = kExitUsage;
       return;
     }
@@ -617,7 +721,8 @@ void print_status(const ControlPaths& paths, const Reply& r) {
     std::printf("  offset:  %llu sectors\n",
                 static_cast<unsigned long long>(l.data_offset_bytes / 512));
     std::printf("  size:    %llu sectors\n", static_cast<unsigned long long>(v.size_bytes / 512));
-    std::printf("  mode:    %s\n", v.read_only ? "read-only" : "read/write");
+    std::printf("  mode:    %s%s\n", v.read_only ? "read-only" : "read/write",
+                v.suspended ? " (suspended)" : "");
   }
 }
 
@@ -669,7 +774,9 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       if (v.read_only) flags.push_back("readonly");
       if (l.allow_discards) flags.push_back("allow-discards");
       if (v.file_mode == 0660) flags.push_back("allow-other");
+      if (v.suspended) flags.push_back("suspended");
       j["flags"] = std::move(flags);
+      j["suspended"] = v.suspended;
       out["volumes"].push_back(std::move(j));
     }
   }
@@ -702,6 +809,90 @@ void run_status(const StatusArgs& a, CommandContext& ctx) {
   }
   if (!no_daemon) print_status(paths, *reply);
   if (a.zones && !no_daemon) print_zones(paths, *reply);
+}
+
+// The status of the active volume NAME for luksSuspend/luksResume, or nullopt after saying why
+// not (not active: 4; plain mode: 1, as cryptsetup refuses it).
+std::optional<VolumeStatus> active_luks_volume(const ControlPaths& paths, const std::string& name,
+                                               CommandContext& ctx) {
+  if (name.empty()) {
+    say("Command requires the mapped name as argument.");
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  Request req;
+  req.verb = Verb::kStatus;
+  req.name = name;
+  auto reply = ask_running_daemon(paths, req);
+  if ((!reply && reply.error().code == Errc::kNotFound) ||
+      (reply && (reply->exit_code != kExitOk || reply->volumes.size() != 1))) {
+    say("Device " + name + " is not active.");
+    ctx.exit_code = kExitBadDevice;
+    return std::nullopt;
+  }
+  if (!reply) {
+    ctx.exit_code = report_reply(reply, "status");
+    return std::nullopt;
+  }
+  if (reply->volumes[0].layout.type == volume::VolumeType::kPlain) {
+    say("This operation is supported only for LUKS device.");
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  return std::move(reply->volumes[0]);
+}
+
+// luksSuspend NAME: the daemon holds the file's I/O (it waits, nothing fails), flushes, and
+// destroys the volume's cache and keys; luksResume brings them back.
+void run_suspend(const SuspendArgs& a, CommandContext& ctx) {
+  configure_cli_logging(ctx);
+  bool ok_paths = false;
+  const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
+  if (!ok_paths) return;
+  if (!active_luks_volume(paths, a.name, ctx)) return;
+  Request req;
+  req.verb = Verb::kSuspend;
+  req.name = a.name;
+  ctx.exit_code = report_reply(ask_running_daemon(paths, req), "luksSuspend");
+}
+
+// luksResume NAME: unlocks the volume's header again (any keyslot, --key-file, --key-slot) in
+// the foreground, as open does, and hands the key to the daemon, which lets the held I/O run.
+void run_resume(const SuspendArgs& a, CommandContext& ctx) {
+  configure_cli_logging(ctx);
+  bool ok_paths = false;
+  const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
+  if (!ok_paths) return;
+  std::optional<VolumeStatus> st = active_luks_volume(paths, a.name, ctx);
+  if (!st) return;
+  if (!st->suspended) {
+    say("Volume " + a.name + " is not suspended.");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  OpenArgs oa;
+  oa.image = st->source.image;
+  oa.header = st->source.header;
+  oa.type = st->layout.type == volume::VolumeType::kLuks1 ? "luks1" : "luks2";
+  oa.key_file = a.key_file;
+  oa.keyfile_offset = a.keyfile_offset;
+  oa.keyfile_size = a.keyfile_size;
+  oa.key_slot = a.key_slot;
+  oa.tries = a.tries;
+  std::optional<Request> req = unlock(oa, ctx);
+  if (!req) return;
+  const volume::VolumeLayout& was = st->layout;
+  if (req->layout.uuid != was.uuid || req->layout.data_offset_bytes != was.data_offset_bytes ||
+      req->layout.key_bytes != was.key_bytes) {
+    say("The LUKS header of " + (oa.header.empty() ? oa.image : oa.header) +
+        " no longer describes the suspended volume " + a.name + " (UUID " + req->layout.uuid +
+        ", was " + was.uuid + "). Restore its header (luksHeaderRestore), then resume.");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  req->verb = Verb::kResume;
+  req->name = a.name;
+  ctx.exit_code = report_reply(ask_running_daemon(paths, *req), "luksResume");
 }
 
 // The spawned daemon: log where the CLI resolved (--log-target), detach from the terminal,
@@ -759,9 +950,14 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   open->add_option("name", oa->name, "Name of the mapped file (not with --test-passphrase)");
   open->add_flag("--test-passphrase", oa->test_passphrase,
                  "Only check that the passphrase opens a keyslot; map nothing");
-  open->add_option("--type,-M", oa->type, "luks (auto-detect), luks1, luks2 or plain")
+  open->add_option("--type,-M", oa->type,
+                   "luks (auto-detect LUKS, BitLocker, FileVault 2), luks1, luks2, plain, bitlk, "
+                   "fvault2, tcrypt")
       ->capture_default_str();
-  open->add_option("--key-file,-d", oa->key_file, "Read the passphrase from this file (- = stdin)");
+  open->add_option("--key-file,-d", oa->key_files,
+                   "Read the passphrase from this file (- = stdin); tcrypt: a keyfile (repeat "
+                   "for several)")
+      ->allow_extra_args(false);  // one file per --key-file: the positionals stay positionals
   open->add_option("--keyfile-offset", oa->keyfile_offset, "Skip this many bytes of the key file");
   open->add_option("--keyfile-size,-l", oa->keyfile_size, "Read at most this many key-file bytes");
   open->add_option("--key-slot,-S", oa->key_slot, "Try only this key slot");
@@ -793,6 +989,10 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   open->add_option("--sector-size", oa->plain.sector_size, "plain: encryption sector size");
   open->add_flag("--iv-large-sectors", oa->plain.iv_large_sectors,
                  "plain: IV in sector-size units");
+  add_tcrypt_options(*open, oa->tcrypt, oa->disable_veracrypt, oa->veracrypt_pim);
+  open->add_flag("--tcrypt-protect-hidden", oa->tcrypt_protect_hidden,
+                 "tcrypt: also ask for the hidden volume's passphrase and refuse writes to the "
+                 "outer volume that would land in the hidden one");
   open->add_option("--cache-size", oa->cache_size,
                    "Sector cache size (plaintext, locked in memory), e.g. 256M; default 64M; "
                    "0 = no cache: writes reach the image before they complete");
@@ -823,6 +1023,31 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   status->add_flag("--zones", sa->zones, "Also print the zone table of zoned volumes");
   status->add_flag("--json", sa->json, "Machine-readable output (fields: see README.md)");
   status->callback([sa, &ctx] { run_status(*sa, ctx); });
+
+  auto su = std::make_shared<SuspendArgs>();
+  CLI::App* suspend = app.add_subcommand(
+      "luksSuspend",
+      "Suspend the LUKS volume NAME: its I/O waits (nothing fails) and its key is wiped from "
+      "memory until luksResume");
+  suspend->add_option("name", su->name, "Name of the mapped file");
+  suspend->add_option("--mount-dir", su->mount_dir, "Mount directory");
+  suspend->callback([su, &ctx] { run_suspend(*su, ctx); });
+
+  auto re = std::make_shared<SuspendArgs>();
+  CLI::App* resume = app.add_subcommand(
+      "luksResume", "Resume the suspended LUKS volume NAME with a passphrase of any keyslot");
+  resume->add_option("name", re->name, "Name of the mapped file");
+  resume->add_option("--key-file,-d", re->key_file,
+                     "Read the passphrase from this file (- = stdin)");
+  resume->add_option("--keyfile-offset", re->keyfile_offset,
+                     "Skip this many bytes of the key file");
+  resume->add_option("--keyfile-size,-l", re->keyfile_size,
+                     "Read at most this many key-file bytes");
+  resume->add_option("--key-slot,-S", re->key_slot, "Try only this key slot");
+  resume->add_option("--tries,-T", re->tries, "Passphrase attempts at a terminal")
+      ->capture_default_str();
+  resume->add_option("--mount-dir", re->mount_dir, "Mount directory");
+  resume->callback([re, &ctx] { run_resume(*re, ctx); });
 
   auto da = std::make_shared<DaemonArgs>();
   CLI::App* daemon = app.add_subcommand("daemon", "Internal: the daemon process `open` starts");

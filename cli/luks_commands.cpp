@@ -28,6 +28,7 @@
 #include "volume/format/luks_admin.h"
 #include "volume/open.h"
 #include "volume/store/backing_store.h"
+#include "volume/store/nbd_backing_store.h"
 
 namespace cryptmap::cli {
 namespace {
@@ -64,6 +65,8 @@ struct LuksArgs {
   bool json = false;
   std::string header_backup_file;
   std::string volume_key_file;
+  bool label_set = false, subsystem_set = false;  // config: given at all (even empty)
+  std::string priority;                           // config --priority prefer|normal|ignore
 };
 
 int report(const Error& e) {
@@ -92,7 +95,7 @@ std::optional<VolumeType> parse_type(const std::string& t, bool* bad) {
 Result<std::unique_ptr<BackingStore>> open_store(const std::string& path, bool read_only) {
   volume::PosixStoreOptions o;
   o.read_only = read_only;
-  return volume::open_posix_store(path, o);
+  return volume::open_image_store(path, o);  // a path, or an NBD URI
 }
 
 // cryptsetup's metadata lock (lib/utils_device_locking.c): flock on the image file itself, or on
@@ -172,6 +175,11 @@ bool confirm(const CommandContext& ctx, const std::string& question) {
 }
 
 Result<std::uint64_t> file_size(const std::string& path) {
+  if (volume::is_store_uri(path)) {  // the export's size, as the server reports it
+    auto s = open_store(path, true);
+    if (!s) return fail(s.error());
+    return (*s)->size_bytes();
+  }
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return fail(make_sys_error(errno, "Cannot stat device"));
   if (S_ISBLK(st.st_mode)) {
@@ -425,6 +433,59 @@ int do_uuid(const LuksArgs& a, const CommandContext& ctx) {
   return kExitOk;
 }
 
+// erase / luksErase: every keyslot destroyed, after cryptsetup's confirmation.
+int do_erase(const LuksArgs& a, const CommandContext& ctx) {
+  auto lock = MetadataLock::take(header_path(a), true);
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  if (!volume::is_luks(**store)) {
+    std::cerr << "Device " << header_path(a) << " is not a valid LUKS device.\n";
+    return kExitUsage;
+  }
+  if (!confirm(ctx, "This operation will erase all keyslots on device " + header_path(a) +
+                        ".\nDevice will become unusable after this operation."))
+    return report(make_error(Errc::kInvalid, "Operation aborted, keyslots were NOT wiped."));
+  auto r = volume::luks_erase(**store);
+  if (!r) return report(r.error());
+  if (ctx.verbosity > 0) std::cerr << *r << " keyslot(s) erased.\n";
+  return kExitOk;
+}
+
+// config: LUKS2 label/subsystem and keyslot priority, with cryptsetup's checks and words.
+int do_config(const LuksArgs& a, const CommandContext&) {
+  auto usage = [](const char* sentence) {
+    std::cerr << sentence << "\n";
+    return kExitUsage;
+  };
+  if (a.priority.empty() && !a.label_set && !a.subsystem_set)
+    return usage("Option --priority, --label or --subsystem is missing.");
+  volume::LuksConfig c;
+  if (!a.priority.empty()) {
+    if (a.priority == "ignore")
+      c.priority = 0;
+    else if (a.priority == "normal")
+      c.priority = 1;
+    else if (a.priority == "prefer")
+      c.priority = 2;
+    else
+      return usage("Option --priority can be only ignore/normal/prefer.");
+    if (a.key_slot < 0) return usage("Keyslot specification is required.");
+    c.priority_slot = a.key_slot;
+  }
+  if (a.label_set) c.label = a.label;
+  if (a.subsystem_set) c.subsystem = a.subsystem;
+  auto lock = MetadataLock::take(header_path(a), true);
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  if (!volume::is_luks(**store, VolumeType::kLuks2)) {
+    std::cerr << "Device " << header_path(a) << " is not a valid LUKS2 device.\n";
+    return kExitUsage;
+  }
+  auto r = volume::luks_config(**store, c);
+  if (!r) return report(r.error());
+  return kExitOk;
+}
+
 int do_backup(const LuksArgs& a, const CommandContext&) {
   if (a.header_backup_file.empty())
     return report(make_error(Errc::kInvalid, "Option --header-backup-file is required."));
@@ -577,6 +638,21 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
         device_verb(app, "luksUUID", "Print (or set with --uuid) the UUID of a LUKS device");
     c->add_option("--uuid", a->uuid, "UUID for device to use");
     on_run(c, ctx, a, do_uuid);
+  }
+  {
+    auto [c, a] = device_verb(app, "erase", "Erase all keyslots (remove encryption key)");
+    c->alias("luksErase");
+    on_run(c, ctx, a, do_erase);
+  }
+  {
+    auto [c, a] = device_verb(app, "config", "Set permanent configuration options for LUKS2");
+    c->add_option("--label", a->label, "Set label for the LUKS2 device")
+        ->each([args = a](const std::string&) { args->label_set = true; });
+    c->add_option("--subsystem", a->subsystem, "Set subsystem label for the LUKS2 device")
+        ->each([args = a](const std::string&) { args->subsystem_set = true; });
+    c->add_option("--priority", a->priority,
+                  "Keyslot priority: ignore, normal, prefer (with --key-slot)");
+    on_run(c, ctx, a, do_config);
   }
   {
     auto [c, a] = device_verb(app, "luksHeaderBackup", "Backup LUKS device header and keyslots");

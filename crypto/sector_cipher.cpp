@@ -63,7 +63,7 @@ Result<void> check_config(const SectorCipherConfig& c) {
   if ((c.spec.iv_mode == "lmk" || c.spec.iv_mode == "tcw") && c.sector_size != 512)
     return make_error_fmt(Errc::kUnsupported, "sector cipher: sector size", kNoObject,
                           "IV mode %s works only with 512-byte sectors", c.spec.iv_mode.c_str());
-  if (c.spec.iv_mode == "random" || c.spec.iv_mode == "elephant")
+  if (c.spec.iv_mode == "random")
     return make_error_fmt(Errc::kUnsupported, "sector cipher: IV mode", kNoObject,
                           "'%s' is not supported yet", c.spec.iv_mode.c_str());
   return ok();

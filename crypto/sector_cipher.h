@@ -58,6 +58,16 @@ struct SectorCipherConfig {
 Result<std::unique_ptr<SectorCipher>> make_sector_cipher(const SectorCipherConfig& config,
                                                          std::span<const std::byte> key);
 
+// A cipher cascade (TrueCrypt/VeraCrypt "AES-Twofish-Serpent", which cryptsetup names
+// "serpent-twofish-aes"): `configs` in key order, one sector cipher each, all with the same
+// sector size; `key` is the concatenation of their keys in that order, in equal shares. Sectors are
+// encrypted by configs[0] first and configs[n-1] last, and decrypted in the reverse order, which
+// is what cryptsetup's stack of one dm-crypt device per cipher does (docs/tcrypt.md §5).
+// One config gives the plain cipher. Errors: kInvalid (no config, key not divisible, mixed
+// sector sizes), make_sector_cipher's.
+Result<std::unique_ptr<SectorCipher>> make_cascade_cipher(
+    std::span<const SectorCipherConfig> configs, std::span<const std::byte> key);
+
 // Key size in bytes that a spec requires for a given --key-size in bits (validation helper).
 Result<void> check_key_size(const CipherSpec& spec, std::size_t key_bytes);
 

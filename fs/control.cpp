@@ -113,12 +113,24 @@ void put_layout(Sink& s, const volume::VolumeLayout& l) {
   s.str(l.uuid);
   s.str(l.label);
   s.boolean(l.allow_discards);
+  s.u32(static_cast<std::uint32_t>(l.segments.size()));
+  for (const volume::Segment& g : l.segments) {
+    s.u8(static_cast<std::uint8_t>(g.kind));
+    s.u64(g.offset_bytes);
+    s.u64(g.length_bytes);
+    s.u64(g.image_offset_bytes);
+    s.u64(g.iv_offset);
+  }
+  s.u32(static_cast<std::uint32_t>(l.cascade.size()));
+  for (const auto& c : l.cascade) s.str(c);
+  s.u64(l.guard_offset_bytes);
+  s.u64(l.guard_size_bytes);
 }
 
 Result<volume::VolumeLayout> get_layout(Source& s) {
   volume::VolumeLayout l;
   CRYPTMAP_TRY(type, s.u8("layout.type"));
-  if (type > static_cast<std::uint8_t>(volume::VolumeType::kPlain))
+  if (type > static_cast<std::uint8_t>(volume::VolumeType::kTcrypt))
     return make_error(Errc::kCorrupt, "control message: layout.type");
   l.type = static_cast<volume::VolumeType>(type);
   CRYPTMAP_TRY(cipher, s.str("layout.cipher"));
@@ -151,6 +163,35 @@ Result<volume::VolumeLayout> get_layout(Source& s) {
   l.uuid = std::move(uuid);
   l.label = std::move(label);
   l.allow_discards = discards;
+  CRYPTMAP_TRY(nseg, s.u32("layout.segments"));
+  if (nseg > kMaxSegments) return make_error(Errc::kCorrupt, "control message: layout.segments");
+  l.segments.reserve(nseg);
+  for (std::uint32_t i = 0; i < nseg; ++i) {
+    volume::Segment g;
+    CRYPTMAP_TRY(kind, s.u8("layout.segment.kind"));
+    if (kind > static_cast<std::uint8_t>(volume::SegmentKind::kLinear))
+      return make_error(Errc::kCorrupt, "control message: layout.segment.kind");
+    g.kind = static_cast<volume::SegmentKind>(kind);
+    CRYPTMAP_TRY(off, s.u64("layout.segment.offset"));
+    CRYPTMAP_TRY(len, s.u64("layout.segment.length"));
+    CRYPTMAP_TRY(img, s.u64("layout.segment.image_offset"));
+    CRYPTMAP_TRY(ivo, s.u64("layout.segment.iv_offset"));
+    g.offset_bytes = off;
+    g.length_bytes = len;
+    g.image_offset_bytes = img;
+    g.iv_offset = ivo;
+    l.segments.push_back(g);
+  }
+  CRYPTMAP_TRY(cascade, s.u32("layout.cascade"));
+  if (cascade > 8) return make_error(Errc::kCorrupt, "control message: layout.cascade", cascade);
+  for (std::uint32_t i = 0; i < cascade; ++i) {
+    CRYPTMAP_TRY(c, s.str("layout.cascade"));
+    l.cascade.push_back(std::move(c));
+  }
+  CRYPTMAP_TRY(guard_offset, s.u64("layout.guard_offset_bytes"));
+  CRYPTMAP_TRY(guard_size, s.u64("layout.guard_size_bytes"));
+  l.guard_offset_bytes = guard_offset;
+  l.guard_size_bytes = guard_size;
   return l;
 }
 
@@ -184,6 +225,7 @@ void put_reply(Sink& s, const Reply& r) {
     s.boolean(v.read_only);
     s.u32(v.open_count);
     s.u32(v.file_mode);
+    s.boolean(v.suspended);
   }
 }
 
@@ -277,7 +319,8 @@ Result<Request> decode_request(std::span<const std::byte> body) {
   CRYPTMAP_TRY_VOID(check_version(s));
   Request r;
   CRYPTMAP_TRY(verb, s.u8("verb"));
-  if (verb < 1 || verb > 3) return make_error(Errc::kCorrupt, "control message: verb", verb);
+  if (verb < 1 || verb > kLastVerb)
+    return make_error(Errc::kCorrupt, "control message: verb", verb);
   r.verb = static_cast<Verb>(verb);
   CRYPTMAP_TRY(name, s.str("name"));
   CRYPTMAP_TRY(force, s.boolean("force"));
@@ -323,6 +366,7 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     CRYPTMAP_TRY(ro, s.boolean("volume.read_only"));
     CRYPTMAP_TRY(opens, s.u32("volume.open_count"));
     CRYPTMAP_TRY(mode, s.u32("volume.file_mode"));
+    CRYPTMAP_TRY(suspended, s.boolean("volume.suspended"));
     v.name = std::move(name);
     v.source = {std::move(image), std::move(header)};
     v.layout = std::move(layout);
@@ -330,6 +374,7 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     v.read_only = ro;
     v.open_count = opens;
     v.file_mode = mode;
+    v.suspended = suspended;
     r.volumes.push_back(std::move(v));
   }
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");

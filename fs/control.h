@@ -26,7 +26,9 @@
 namespace cryptmap::fs {
 
 inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
-inline constexpr std::uint8_t kProtocolVersion = 2;  // 2: allow_other, file_mode
+inline constexpr std::uint8_t kProtocolVersion =
+    3;  // 2: allow_other, file_mode; 3: suspend, layout.segments, layout.cascade, guard
+inline constexpr std::uint32_t kMaxSegments = 4096;  // layout.segments on the wire
 
 struct ControlPaths {
   std::string mount_dir;  // absolute
@@ -38,17 +40,20 @@ std::string default_mount_dir();
 // Makes `mount_dir` absolute (relative to the cwd) and derives the other two paths.
 Result<ControlPaths> control_paths(const std::string& mount_dir);
 
-enum class Verb : std::uint8_t { kAdd = 1, kRemove = 2, kStatus = 3 };
+// kSuspend (luksSuspend): hold the volume's I/O and wipe its key; kResume (luksResume): serve it
+// again with the volume key the CLI unlocked (volume_key; the daemon reuses the add's layout).
+enum class Verb : std::uint8_t { kAdd = 1, kRemove = 2, kStatus = 3, kSuspend = 4, kResume = 5 };
+inline constexpr std::uint8_t kLastVerb = 5;
 
 struct Request {
   Verb verb = Verb::kStatus;
-  std::string name;              // kAdd, kRemove; kStatus: empty = every volume
+  std::string name;              // kAdd, kRemove, kSuspend, kResume; kStatus: empty = all
   bool force = false;            // kRemove
   VolumeSource source;           // kAdd
   volume::VolumeLayout layout;   // kAdd
   bool read_only = false;        // kAdd
   bool allow_other = false;      // kAdd: mount with allow_other (first volume), file mode 0660
-  SecretBytes volume_key;        // kAdd
+  SecretBytes volume_key;        // kAdd, kResume
   std::uint32_t open_flags = 0;  // kAdd: OpenFlag bits
   std::uint64_t cache_bytes = volume::VolumeOptions{}.cache_bytes;  // kAdd: --cache-size
 };

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 #include <spdlog/spdlog.h>
 
@@ -99,6 +100,27 @@ Result<std::unique_ptr<volume::Volume>> open_requested_volume(
                                std::move(logger));
 }
 
+// What an add request says about a volume, without its key: what resume assembles it from.
+Request spec_of(const Request& add) {
+  Request spec;
+  spec.verb = Verb::kAdd;
+  spec.name = add.name;
+  spec.source = add.source;
+  spec.layout = add.layout;
+  spec.read_only = add.read_only;
+  spec.allow_other = add.allow_other;
+  spec.open_flags = add.open_flags;
+  spec.cache_bytes = add.cache_bytes;
+  return spec;
+}
+
+Reply reply_with(int exit_code, std::string message) {
+  Reply r = ok_reply();
+  r.exit_code = exit_code;
+  r.message = std::move(message);
+  return r;
+}
+
 class Daemon {
  public:
   Daemon(const DaemonOptions& opts, std::shared_ptr<spdlog::logger> log)
@@ -132,6 +154,7 @@ class Daemon {
     auto added =
         server_->add_volume(req.name, std::move(opened), req.source, req.allow_other ? 0660 : 0600);
     if (!added) return error_reply(added.error(), req.name);
+    specs_.insert_or_assign(req.name, spec_of(req));
     log_->info("opened {} ({} {}, {} bytes, cache {} KiB{}{}) as {}/{}", req.source.image,
                volume::volume_type_name(req.layout.type), req.layout.cipher.to_string(),
                server_->status().back().size_bytes, req.cache_bytes / 1024,
@@ -146,8 +169,50 @@ class Daemon {
     return vol;
   }
 
+  // luksSuspend: I/O held, the volume (cache, cipher, keys) destroyed; its spec stays.
+  Reply suspend(const Request& req) {
+    auto r = server_->suspend_volume(req.name);
+    if (r) return ok_reply();
+    switch (r.error().code) {
+      case Errc::kNotFound:
+        return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
+      case Errc::kInvalid:
+        return reply_with(kExitUsage, r.error().message());
+      default:
+        return reply_with(kExitUsage, "Failed to suspend device " + req.name + ": " +
+                                          r.error().message() +
+                                          ". It is still served, its data intact.");
+    }
+  }
+
+  // luksResume: the CLI unlocked the header again; assemble the volume as the add did.
+  Reply resume(Request& req) {
+    auto spec = specs_.find(req.name);
+    if (spec == specs_.end())
+      return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
+    Request full = spec_of(spec->second);
+    full.volume_key = std::move(req.volume_key);
+    if (full.volume_key.size() != full.layout.key_bytes)
+      return reply_with(kExitUsage, "The key for " + req.name + " has " +
+                                        std::to_string(full.volume_key.size()) +
+                                        " bytes, its volume needs " +
+                                        std::to_string(full.layout.key_bytes) + ".");
+    for (const VolumeStatus& v : server_->status())
+      if (v.name == req.name && !v.suspended)
+        return reply_with(kExitUsage, "Volume " + req.name + " is not suspended.");
+    auto vol = open_volume(full);
+    full.volume_key = SecretBytes();  // the cipher holds its own copy
+    if (!vol) return error_reply(vol.error(), full.source.image);
+    auto r = server_->resume_volume(req.name, std::move(*vol));
+    if (!r)
+      return reply_with(r.error().code == Errc::kNotFound ? kExitBadDevice : kExitUsage,
+                        r.error().message());
+    return ok_reply();
+  }
+
   Reply remove(const Request& req) {
     auto r = server_->remove_volume(req.name, req.force);
+    if (r.has_value() || r.error().code != Errc::kBusy) specs_.erase(req.name);
     if (r) return ok_reply();
     Reply out = ok_reply();
     switch (r.error().code) {
@@ -213,8 +278,17 @@ class Daemon {
       case Verb::kStatus:
         reply = status(*req);
         break;
+      case Verb::kSuspend:
+        reply = suspend(*req);
+        break;
+      case Verb::kResume:
+        reply = resume(*req);
+        break;
     }
-    if (req->verb == Verb::kRemove && reply.exit_code == kExitOk && server_->volume_count() == 0) {
+    req->volume_key = SecretBytes();
+    // The last volume is gone (closed, or closed with a failed flush: kExitUsage): exit.
+    const bool removed = reply.exit_code == kExitOk || reply.exit_code == kExitUsage;
+    if (req->verb == Verb::kRemove && removed && server_->volume_count() == 0) {
       last_closed = true;
       deferred = std::move(reply);
       return;
@@ -315,7 +389,8 @@ class Daemon {
   DaemonOptions opts_;
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<VolumeServer> server_;
-  bool allow_other_ = false;  // the mount's allow_other (chosen by the first volume)
+  std::map<std::string, Request> specs_;  // by name: every served volume's add, without its key
+  bool allow_other_ = false;              // the mount's allow_other (chosen by the first volume)
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The FUSE operations that move data: read, write, flush, fsync, fallocate (VolumeServer's
 // I/O path; fs/volume_server.h states the block-device semantics). They never throw and never
-// block on the control plane; each pins its volume with a registry Ref for the duration.
+// block on the control plane; each pins its volume with a registry Ref for the duration. While
+// a volume is suspended (luksSuspend) they wait in acquire_active() until it is resumed.
 #include <linux/falloc.h>
 
 #include <algorithm>
@@ -19,7 +20,7 @@ using Impl = VolumeServer::Impl;
 // closed volume, EINVAL for a negative offset).
 VolumeRegistry::Ref acquire_for_io(Impl& s, fuse_req_t req, fuse_ino_t ino, off_t off) {
   s.enter_worker();
-  VolumeRegistry::Ref ref = s.registry.acquire(ino);
+  VolumeRegistry::Ref ref = s.registry.acquire_active(ino);
   if (!ref) {
     fuse_reply_err(req, ino == FUSE_ROOT_ID ? EISDIR : EIO);
     return ref;
@@ -107,7 +108,7 @@ void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) {
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int /*datasync*/, fuse_file_info* /*fi*/) {
   Impl& s = Impl::of(req);
   s.enter_worker();
-  VolumeRegistry::Ref ref = s.registry.acquire(ino);
+  VolumeRegistry::Ref ref = s.registry.acquire_active(ino);
   if (!ref) {
     fuse_reply_err(req, ino == FUSE_ROOT_ID ? 0 : EIO);
     return;

@@ -166,8 +166,14 @@ constexpr char kZonesXattr[] = "user.cryptmap.zones";
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Impl& s = Impl::of(req);
   s.enter_worker();
-  VolumeRegistry::Ref ref = s.registry.acquire(ino);
-  if (!ref || std::strcmp(name, kZonesXattr) != 0 || ref->volume->zones() == nullptr) {
+  // Other names (ls -l asks for ACLs) are answered without the volume, so they never wait on a
+  // suspended one; the zone table itself needs it.
+  if (std::strcmp(name, kZonesXattr) != 0) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
+  VolumeRegistry::Ref ref = s.registry.acquire_active(ino);
+  if (!ref || !ref->zoned) {
     fuse_reply_err(req, ENODATA);
     return;
   }
@@ -192,8 +198,8 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   Impl& s = Impl::of(req);
   s.enter_worker();
-  VolumeRegistry::Ref ref = s.registry.acquire(ino);
-  const bool zoned = ref && ref->volume->zones() != nullptr;
+  VolumeRegistry::Ref ref = s.registry.acquire(ino);  // never waits: `zoned` is the entry's
+  const bool zoned = ref && ref->zoned;
   const std::size_t need = zoned ? sizeof(kZonesXattr) : 0;  // names are NUL-terminated
   if (size == 0) {
     fuse_reply_xattr(req, need);

@@ -23,6 +23,50 @@ VolumeRegistry::Ref VolumeRegistry::acquire(fuse_ino_t ino, bool for_open) {
   return Ref(this, e);
 }
 
+VolumeRegistry::Ref VolumeRegistry::acquire_active(fuse_ino_t ino) {
+  // Fast path, no gate: a suspend that sets the flag after this check waits for this Ref to
+  // go (inflight is incremented before the flag is read; both are sequentially consistent).
+  Ref ref = acquire(ino);
+  if (!ref || !ref->suspended.load()) return ref;
+  ref = Ref();  // never wait holding a Ref: the suspend that drains would wait for us
+  MutexLock gate(gate_mu_);
+  for (;;) {
+    if (gate_failing_) return {};
+    {
+      ReaderLock lock(mu_);
+      auto it = by_ino_.find(ino);
+      if (it == by_ino_.end()) return {};  // closed while suspended
+      Entry* e = it->second.get();
+      if (!e->suspended.load()) {
+        e->inflight.fetch_add(1);
+        return Ref(this, e);
+      }
+    }
+    gate_cv_.wait(gate);
+  }
+}
+
+void VolumeRegistry::set_suspended(Entry& e, bool suspended) {
+  {
+    MutexLock gate(gate_mu_);
+    e.suspended.store(suspended);
+  }
+  gate_cv_.notify_all();
+}
+
+void VolumeRegistry::fail_held() {
+  {
+    MutexLock gate(gate_mu_);
+    gate_failing_ = true;
+  }
+  gate_cv_.notify_all();
+}
+
+void VolumeRegistry::wake_gate() {
+  { MutexLock gate(gate_mu_); }
+  gate_cv_.notify_all();
+}
+
 void VolumeRegistry::wait_drained(Entry& e) {
   MutexLock lock(drain_mu_);
   while (e.inflight.load() != 0) drain_cv_.wait(lock);
@@ -40,26 +84,34 @@ Result<void> VolumeRegistry::insert(std::unique_ptr<Entry> e) {
 }
 
 Result<std::unique_ptr<Entry>> VolumeRegistry::take(const std::string& name, bool force) {
-  WriterLock lock(mu_);
-  auto it = by_name_.find(name);
-  if (it == by_name_.end())
-    return make_error_fmt(Errc::kNotFound, "remove volume", kNoObject, "%s is not active",
-                          name.c_str());
-  Entry* e = it->second;
-  const std::uint32_t opens = e->open_count.load();
-  if (opens > 0 && !force)
-    return make_error_fmt(Errc::kBusy, "remove volume", opens, "Device %s is still in use.",
-                          name.c_str());
-  by_name_.erase(it);
-  auto node = by_ino_.extract(e->ino);
-  return std::move(node.mapped());
+  std::unique_ptr<Entry> taken;
+  {
+    WriterLock lock(mu_);
+    auto it = by_name_.find(name);
+    if (it == by_name_.end())
+      return make_error_fmt(Errc::kNotFound, "remove volume", kNoObject, "%s is not active",
+                            name.c_str());
+    Entry* e = it->second;
+    const std::uint32_t opens = e->open_count.load();
+    if (opens > 0 && !force)
+      return make_error_fmt(Errc::kBusy, "remove volume", opens, "Device %s is still in use.",
+                            name.c_str());
+    by_name_.erase(it);
+    auto node = by_ino_.extract(e->ino);
+    taken = std::move(node.mapped());
+  }
+  if (taken->suspended.load()) wake_gate();  // its held requests now fail (EIO)
+  return taken;
 }
 
 std::map<fuse_ino_t, std::unique_ptr<Entry>> VolumeRegistry::take_all() {
   std::map<fuse_ino_t, std::unique_ptr<Entry>> entries;
-  WriterLock lock(mu_);
-  by_name_.clear();
-  entries.swap(by_ino_);
+  {
+    WriterLock lock(mu_);
+    by_name_.clear();
+    entries.swap(by_ino_);
+  }
+  wake_gate();
   return entries;
 }
 

@@ -83,9 +83,11 @@ void detach_stale_mount(const std::string& dir, spdlog::logger& log) {
   }
 }
 
+// The caller holds the admin lock (suspend and resume replace volumes under it).
 Result<void> flush_entries(const std::vector<Entry*>& entries) {
   Result<void> first;
   for (Entry* e : entries) {
+    if (e->volume == nullptr) continue;  // suspended: flushed when it was suspended
     Result<void> r = e->volume->flush();
     if (!r && first) first = r;
   }
@@ -202,6 +204,8 @@ Result<void> VolumeServer::add_volume(const std::string& name, std::unique_ptr<v
   e->name = name;
   e->size_bytes = vol->size_bytes();
   e->read_only = vol->read_only();
+  e->layout = vol->layout();
+  e->zoned = vol->zones() != nullptr;
   e->volume = std::move(vol);
   e->source = std::move(source);
   e->file_mode = file_mode;
@@ -232,14 +236,71 @@ Result<void> VolumeServer::remove_volume(const std::string& name, bool force) {
   if (!s.loop_done.load())
     fuse_lowlevel_notify_inval_entry(s.session->get(), FUSE_ROOT_ID, name.c_str(), name.size());
   s.registry.wait_drained(*owned);
-  Result<void> flushed = owned->volume->flush();
+  // A suspended volume was flushed when it was suspended and holds nothing now.
+  Result<void> flushed = owned->volume != nullptr ? owned->volume->flush() : ok();
   if (!flushed) s.log->error("{}: flush on close failed: {}", name, flushed.error().message());
   owned.reset();  // the engine drains and wipes its keys
   s.log->info("removed {}", name);
   return flushed;
 }
 
-Result<void> VolumeServer::flush_all() { return flush_entries(impl_->registry.snapshot()); }
+Result<void> VolumeServer::suspend_volume(const std::string& name) {
+  Impl& s = *impl_;
+  MutexLock admin(s.admin_mu);
+  if (s.stopping) return make_error(Errc::kCancelled, "suspend volume: the server is stopping");
+  Entry* e = nullptr;
+  (void)s.registry.with_name(name, [&](Entry& found) { e = &found; });  // stays: we hold admin
+  if (e == nullptr)
+    return make_error_fmt(Errc::kNotFound, "suspend volume", kNoObject, "%s is not active",
+                          name.c_str());
+  if (e->suspended.load())
+    return make_error_fmt(Errc::kInvalid, "suspend volume", kNoObject,
+                          "Volume %s is already suspended.", name.c_str());
+  // 1. Hold new I/O at the gate; 2. let what runs finish; 3. make it durable.
+  s.registry.set_suspended(*e, true);
+  s.registry.wait_drained(*e);
+  Result<void> flushed = e->volume->flush();
+  if (!flushed) {
+    s.registry.set_suspended(*e, false);  // keep serving: dirty data stays in the cache
+    s.log->error("{}: suspend: flush failed, still serving: {}", name, flushed.error().message());
+    return flushed;
+  }
+  // 4. The engine drains, wipes its cache and its cipher's keys (docs/architecture.md §4.7).
+  e->volume.reset();
+  s.log->info("suspended {}: I/O held, key wiped", name);
+  return ok();
+}
+
+Result<void> VolumeServer::resume_volume(const std::string& name,
+                                         std::unique_ptr<volume::Volume> vol) {
+  CRYPTMAP_CHECK(vol != nullptr);
+  Impl& s = *impl_;
+  MutexLock admin(s.admin_mu);
+  if (s.stopping) return make_error(Errc::kCancelled, "resume volume: the server is stopping");
+  Entry* e = nullptr;
+  (void)s.registry.with_name(name, [&](Entry& found) { e = &found; });
+  if (e == nullptr)
+    return make_error_fmt(Errc::kNotFound, "resume volume", kNoObject, "%s is not active",
+                          name.c_str());
+  if (!e->suspended.load())
+    return make_error_fmt(Errc::kInvalid, "resume volume", kNoObject, "Volume %s is not suspended.",
+                          name.c_str());
+  if (vol->size_bytes() != e->size_bytes || vol->read_only() != e->read_only ||
+      (vol->orders_writes() && !s.opts.ordered_receive))
+    return make_error_fmt(Errc::kInvalid, "resume volume", vol->size_bytes(),
+                          "%s: the volume to resume differs from the suspended one (size %llu "
+                          "bytes)",
+                          name.c_str(), static_cast<unsigned long long>(e->size_bytes));
+  e->volume = std::move(vol);  // no Ref from acquire_active() exists while suspended
+  s.registry.set_suspended(*e, false);
+  s.log->info("resumed {}", name);
+  return ok();
+}
+
+Result<void> VolumeServer::flush_all() {
+  MutexLock admin(impl_->admin_mu);
+  return flush_entries(impl_->registry.snapshot());
+}
 
 std::vector<VolumeStatus> VolumeServer::status() const {
   std::vector<VolumeStatus> out;
@@ -247,7 +308,8 @@ std::vector<VolumeStatus> VolumeServer::status() const {
     VolumeStatus st;
     st.name = e.name;
     st.source = e.source;
-    st.layout = e.volume->layout();
+    st.layout = e.layout;
+    st.suspended = e.suspended.load();
     st.size_bytes = e.size_bytes;
     st.read_only = e.read_only;
     st.open_count = e.open_count.load();
@@ -283,14 +345,16 @@ void VolumeServer::stop() {
   if (s.stopping) return;
   s.stopping = true;
   // 1. Flush while still serving, so writers blocked on us are not cut off mid-way.
-  (void)flush_all();
-  // 2. End the loop: the workers finish the request they are serving and return.
+  (void)flush_entries(s.registry.snapshot());
+  // 2. End the loop: the workers finish the request they are serving and return. Requests
+  // held by a suspended volume fail (EIO): without its key nothing can be written.
+  s.registry.fail_held();
   s.workers->request_stop();
   s.loop_thread.join();
   // 3. Requests already handed to volumes complete (their replies go nowhere harmful).
   for (Entry* e : s.registry.snapshot()) s.registry.wait_drained(*e);
   // 4. What was written after the first flush becomes durable too.
-  Result<void> flushed = flush_all();
+  Result<void> flushed = flush_entries(s.registry.snapshot());
   if (!flushed) s.log->error("flush on shutdown failed: {}", flushed.error().message());
   // 5. Unmount, then close /dev/fuse (the kernel fails whatever is still queued: ENOTCONN).
   s.workers.reset();

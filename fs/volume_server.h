@@ -73,6 +73,7 @@ struct VolumeStatus {
   bool read_only = false;
   std::uint32_t open_count = 0;    // open file handles on the mapped file
   std::uint32_t file_mode = 0600;  // permission bits of the mapped file
+  bool suspended = false;          // suspend_volume(): I/O held, no key in memory
 };
 
 class VolumeServer {
@@ -93,7 +94,17 @@ class VolumeServer {
   // `force` (then handles still open get EIO from now on). The flush error, if any, is returned
   // after the volume is removed (it is gone either way).
   Result<void> remove_volume(const std::string& name, bool force);
-  // Flushes every volume (SIGTERM path, before unmounting).
+  // luksSuspend: from now on the file's reads, writes, fsyncs and discards wait (nothing fails);
+  // requests already running complete, the volume is flushed, then destroyed: its cache is
+  // wiped and its cipher's keys with it. The file stays, with its size and open handles.
+  // kNotFound when absent; kInvalid when already suspended; a flush error leaves the volume
+  // served as before (nothing is lost).
+  Result<void> suspend_volume(const std::string& name);
+  // luksResume: serves the suspended `name` from `vol` (the same volume assembled again with
+  // its key) and lets the held requests run. kNotFound when absent; kInvalid when not
+  // suspended or when `vol` differs in size or mode from the suspended one.
+  Result<void> resume_volume(const std::string& name, std::unique_ptr<volume::Volume> vol);
+  // Flushes every volume (SIGTERM path, before unmounting); suspended ones hold nothing.
   Result<void> flush_all();
 
   std::vector<VolumeStatus> status() const;

@@ -6,9 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <vector>
+
 #include "base/unique_fd.h"
 #include "crypto/sector_cipher.h"
+#include "volume/segment/segment_map.h"
 #include "volume/store/backing_store.h"
+#include "volume/store/nbd_backing_store.h"
+#include "volume/write_guard.h"
 #include "volume/zone/zoned_store.h"
 
 namespace cryptmap::volume {
@@ -63,6 +68,7 @@ StoreKind choose_store_kind(const StoreFacts& facts) noexcept {
 
 Result<std::unique_ptr<BackingStore>> probe_store(const std::string& image,
                                                   const ProbeOptions& options) {
+  if (is_store_uri(image)) return open_image_store(image, {.read_only = options.read_only});
   switch (choose_store_kind(read_store_facts(image))) {
     case StoreKind::kEmulatedZoned: {
       ZonedStoreOptions zo;
@@ -89,9 +95,9 @@ Result<std::unique_ptr<BackingStore>> probe_store(const std::string& image,
 Result<UnlockedVolume> unlock(const ImagePaths& paths, const UnlockOptions& options,
                               std::span<const std::byte> passphrase) {
   const PosixStoreOptions ro{.read_only = true, .direct_io = false};
-  CRYPTMAP_TRY(data, open_posix_store(paths.image, ro));
+  CRYPTMAP_TRY(data, open_image_store(paths.image, ro));
   if (paths.header.empty()) return unlock_volume(*data, *data, options, passphrase);
-  CRYPTMAP_TRY(header, open_posix_store(paths.header, ro));
+  CRYPTMAP_TRY(header, open_image_store(paths.header, ro));
   return unlock_volume(*header, *data, options, passphrase);
 }
 
@@ -100,13 +106,32 @@ Result<std::unique_ptr<Volume>> open_unlocked(const std::string& image, const Vo
                                               const VolumeOptions& options,
                                               std::shared_ptr<spdlog::logger> logger) {
   CRYPTMAP_TRY(store, probe_store(image, {.read_only = options.read_only}));
+  if (!layout.segments.empty()) {  // several dm table lines: volume/segment/segment_map.h
+    CRYPTMAP_TRY(seg_store, make_segmented_store(layout, std::move(store)));
+    CRYPTMAP_TRY(seg_cipher, make_segmented_cipher(layout, volume_key));
+    VolumeLayout flat = layout;
+    flat.data_offset_bytes = 0;
+    flat.iv_offset = 0;
+    flat.size_bytes = seg_store->size_bytes();
+    return open_volume(std::move(flat), std::move(seg_cipher), std::move(seg_store), options,
+                       std::move(logger));
+  }
   crypto::SectorCipherConfig cc;
   cc.spec = layout.cipher;
   cc.sector_size = layout.sector_size;
   cc.iv_large_sectors = layout.iv_large_sectors;
   cc.iv_offset = layout.iv_offset;
-  CRYPTMAP_TRY(cipher, crypto::make_sector_cipher(cc, volume_key));
-  return open_volume(layout, std::move(cipher), std::move(store), options, std::move(logger));
+  std::vector<crypto::SectorCipherConfig> chain{cc};
+  for (const auto& c : layout.cascade) {
+    chain.push_back(cc);
+    chain.back().spec.cipher = c;
+  }
+  CRYPTMAP_TRY(cipher, crypto::make_cascade_cipher(chain, volume_key));
+  if (layout.guard_size_bytes == 0)
+    return open_volume(layout, std::move(cipher), std::move(store), options, std::move(logger));
+  CRYPTMAP_TRY(vol, open_volume(layout, std::move(cipher), std::move(store), options, logger));
+  return guard_writes(std::move(vol), layout.guard_offset_bytes, layout.guard_size_bytes,
+                      std::move(logger));
 }
 
 Result<std::unique_ptr<Volume>> open_with_passphrase(const ImagePaths& paths,

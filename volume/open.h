@@ -6,7 +6,9 @@
 //   - a regular file with an IMAGE.zones sidecar -> the emulated zoned store (volume/zone/);
 //   - a zoned block device (sysfs queue/zoned host-managed or host-aware, or a zone size from
 //     BLKGETZONESZ) -> the block zoned store;
-//   - any other block device or file -> the POSIX store (O_DIRECT where the file system has it).
+//   - any other block device or file -> the POSIX store (O_DIRECT where the file system has it);
+//   - an NBD URI (nbd://host[:port]/export, nbd+unix:///export?socket=PATH) -> the NBD store
+//     (volume/store/nbd_backing_store.h); rbd:POOL/IMAGE[@SNAP] -> the RBD store.
 // A zoned volume orders its writes (Volume::orders_writes()); ask the volume, not the image.
 //
 // The steps fit the CLI/daemon split: the CLI unlocks (it has the passphrase and the terminal),

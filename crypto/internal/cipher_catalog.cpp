@@ -16,12 +16,13 @@
 
 #include "base/check.h"
 #include "base/secret.h"
+#include "crypto/internal/kuznyechik.h"
 
 namespace cryptmap::crypto::internal {
 namespace {
 
 // Key sizes: what both the Linux crypto API and Crypto++ accept.
-constexpr std::array<BlockCipherInfo, 8> kCiphers{{
+constexpr std::array<BlockCipherInfo, 9> kCiphers{{
     {"aes", 16, 16, 32, 8},
     {"serpent", 16, 16, 32, 8},
     {"twofish", 16, 16, 32, 8},
@@ -30,6 +31,7 @@ constexpr std::array<BlockCipherInfo, 8> kCiphers{{
     {"cast6", 16, 16, 32, 4},
     {"blowfish", 8, 4, 56, 1},
     {"cipher_null", 16, 0, 0, 1},
+    {"kuznyechik", 16, 32, 32, 8},  // cryptmap's own (internal/kuznyechik.h)
 }};
 
 template <class Cipher>
@@ -167,6 +169,8 @@ Result<KeyLayout> key_layout(const CipherSpec& spec, std::size_t key_bytes) {
   std::size_t parts = spec.keycount;
   if (spec.iv_mode == "tcw") {
     l.extra_bytes = l.iv_size + 16;
+  } else if (spec.iv_mode == "elephant") {
+    l.extra_bytes = key_bytes / 2;  // dm-crypt: the second half keys the sector-key cipher
   } else if (spec.iv_mode == "lmk" && key_bytes % parts != 0) {
     ++parts;  // loop-AES v3: a 65th key of the same size is the IV seed
     l.extra_bytes = key_bytes / parts;
@@ -235,6 +239,7 @@ Result<std::unique_ptr<BlockCipher>> make_block_cipher(std::string_view name,
     if (name == "blowfish")
       return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::Blowfish>(key));
     if (name == "cipher_null") return std::unique_ptr<BlockCipher>(new NullBlockCipher);
+    if (name == "kuznyechik") return make_kuznyechik(key);
   } catch (const std::bad_alloc&) {
     return make_error(Errc::kNoSpace, "block cipher: out of memory");
   } catch (const std::exception&) {

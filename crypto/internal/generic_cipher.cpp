@@ -304,7 +304,7 @@ class GenericCipher final : public SectorCipher {
         cbc_lanes_(openssl_modes && config.spec.cipher == "aes" &&
                    config.spec.chain_mode == "cbc" && layout.tfm_count == 1 &&
                    config.spec.iv_mode != "lmk" && config.spec.iv_mode != "tcw" &&
-                   aesni_available()),
+                   config.spec.iv_mode != "elephant" && aesni_available()),
         spec_(config.spec),
         layout_(layout),
         key_(std::move(key)),
@@ -324,6 +324,7 @@ class GenericCipher final : public SectorCipher {
     if (cbc_lanes_) return "aesni-cbc";
     if (openssl_modes_) return "openssl";
     // Camellia's block primitive comes from OpenSSL (see cipher_catalog.cpp).
+    if (spec_.cipher == "kuznyechik") return "generic+cryptmap";  // internal/kuznyechik.cpp
     return spec_.cipher == "camellia" ? "generic+openssl-ecb" : "cryptopp";
   }
 

@@ -90,6 +90,101 @@ class EboivIv final : public IvGenerator {
   std::uint32_t sector_size_;
 };
 
+// BitLocker's Elephant diffuser on top of EBOIV (dm-crypt "elephant", docs/bitlk.md §5).
+// The key blob is data key || sector-key key (halves). Per sector: Ks = E_k2(LE64(s * ss) || 0)
+// || E_k2(LE64(s * ss) || 0 .. 0x80) (32 bytes). Decryption: CBC with the EBOIV IV, then the
+// sector as little-endian u32 words through diffuser B and diffuser A (their decrypt
+// directions), then XOR with Ks repeated. Encryption runs the inverse before CBC.
+class ElephantIv final : public IvGenerator {
+ public:
+  ElephantIv(std::unique_ptr<BlockCipher> data, std::unique_ptr<BlockCipher> sector_key,
+             std::uint32_t sector_size)
+      : eboiv_(std::move(data), sector_size),
+        ks_cipher_(std::move(sector_key)),
+        sector_size_(sector_size) {}
+  void generate(std::uint64_t s, std::span<std::byte> iv, std::span<std::byte> unit,
+                bool encrypt) override {
+    if (encrypt) {
+      xor_sector_key(s, unit);
+      diffuse(unit, /*encrypt=*/true);
+    }
+    eboiv_.generate(s, iv, unit, encrypt);
+  }
+  void post(std::uint64_t s, std::span<std::byte>, std::span<std::byte> unit,
+            bool encrypt) override {
+    if (encrypt) return;
+    diffuse(unit, /*encrypt=*/false);
+    xor_sector_key(s, unit);
+  }
+
+ private:
+  void xor_sector_key(std::uint64_t s, std::span<std::byte> unit) {
+    std::array<std::byte, 32> ks{};
+    store_le64(ks.data(), s * sector_size_);
+    store_le64(ks.data() + 16, s * sector_size_);
+    ks[31] = std::byte{0x80};
+    ks_cipher_->encrypt(ks.data(), nullptr, ks.data(), ks.size());
+    for (std::size_t off = 0; off + 32 <= unit.size(); off += 32)
+      for (std::size_t i = 0; i < 32; ++i) unit[off + i] ^= ks[i];
+    secure_zero(ks.data(), ks.size());
+  }
+  void diffuse(std::span<std::byte> unit, bool encrypt) {
+    const std::size_t n = unit.size() / 4;
+    words_.resize(n);
+    for (std::size_t i = 0; i < n; ++i) words_[i] = load_le32(unit.data() + 4 * i);
+    if (encrypt) {
+      diffuser_a_encrypt(words_.data(), n);
+      diffuser_b_encrypt(words_.data(), n);
+    } else {
+      diffuser_b_decrypt(words_.data(), n);
+      diffuser_a_decrypt(words_.data(), n);
+    }
+    for (std::size_t i = 0; i < n; ++i) store_le32(unit.data() + 4 * i, words_[i]);
+    secure_zero(words_.data(), n * 4);
+  }
+  static std::uint32_t rotl(std::uint32_t x, int r) {
+    return r == 0 ? x : (x << r) | (x >> (32 - r));
+  }
+  // Diffuser A: 5 cycles, d[i] += d[i-2] ^ rotl(d[i-5], ra[i % 4]), ra = {9, 0, 13, 0}; indices
+  // modulo n. Diffuser B: 3 cycles, d[i] += d[i+2] ^ rotl(d[i+5], rb[i % 4]), rb = {0, 10, 0, 25}.
+  // Index i - k (k < n), wrapped into [0, n) without a division.
+  static std::size_t back(std::size_t i, std::size_t k, std::size_t n) {
+    return i >= k ? i - k : i + n - k;
+  }
+  static std::size_t fwd(std::size_t i, std::size_t k, std::size_t n) {
+    return i + k < n ? i + k : i + k - n;
+  }
+  static void diffuser_a_decrypt(std::uint32_t* d, std::size_t n) {
+    static constexpr int kRot[4] = {9, 0, 13, 0};
+    for (int c = 0; c < 5; ++c)
+      for (std::size_t i = 0; i < n; ++i)
+        d[i] += d[back(i, 2, n)] ^ rotl(d[back(i, 5, n)], kRot[i % 4]);
+  }
+  static void diffuser_a_encrypt(std::uint32_t* d, std::size_t n) {
+    static constexpr int kRot[4] = {9, 0, 13, 0};
+    for (int c = 0; c < 5; ++c)
+      for (std::size_t i = n; i-- > 0;)
+        d[i] -= d[back(i, 2, n)] ^ rotl(d[back(i, 5, n)], kRot[i % 4]);
+  }
+  static void diffuser_b_decrypt(std::uint32_t* d, std::size_t n) {
+    static constexpr int kRot[4] = {0, 10, 0, 25};
+    for (int c = 0; c < 3; ++c)
+      for (std::size_t i = 0; i < n; ++i)
+        d[i] += d[fwd(i, 2, n)] ^ rotl(d[fwd(i, 5, n)], kRot[i % 4]);
+  }
+  static void diffuser_b_encrypt(std::uint32_t* d, std::size_t n) {
+    static constexpr int kRot[4] = {0, 10, 0, 25};
+    for (int c = 0; c < 3; ++c)
+      for (std::size_t i = n; i-- > 0;)
+        d[i] -= d[fwd(i, 2, n)] ^ rotl(d[fwd(i, 5, n)], kRot[i % 4]);
+  }
+
+  EboivIv eboiv_;
+  std::unique_ptr<BlockCipher> ks_cipher_;
+  std::uint32_t sector_size_;
+  std::vector<std::uint32_t> words_;  // scratch, one sector; sized at the first sector
+};
+
 // loop-AES lmk (v2 without seed, v3 with a 64-byte seed area holding the first 16 bytes of the
 // 65th key): IV = raw MD5 state after [seed] || plaintext[16..512) || sector words, no padding.
 // The seeds below live inside the per-thread context like the key schedules do (one per key
@@ -228,6 +323,15 @@ Result<std::unique_ptr<IvGenerator>> make_iv_generator(const IvGeneratorArgs& a)
       return make_error(Errc::kUnsupported, "cipher spec: eboiv needs IV size == block size");
     CRYPTMAP_TRY(c, make_block_cipher(spec.cipher, a.cipher_key));
     return Ptr(new EboivIv(std::move(c), a.sector_size));
+  }
+  if (m == "elephant") {
+    if (spec.chain_mode != "cbc" || l.cipher->block_size != 16 || l.extra_bytes == 0)
+      return make_error(Errc::kUnsupported, "cipher spec: elephant needs a 16-byte block cbc");
+    CRYPTMAP_TRY(c, make_block_cipher(spec.cipher, a.cipher_key));
+    CRYPTMAP_TRY(
+        k2, make_block_cipher(spec.cipher,
+                              a.whole_key.subspan(l.tfm_count * l.subkey_bytes, l.extra_bytes)));
+    return Ptr(new ElephantIv(std::move(c), std::move(k2), a.sector_size));
   }
   if (m == "lmk") {
     // v3: the seed is the first 16 bytes (MD5 size) of the 65th key; v2 has none.

@@ -6,6 +6,10 @@
 // get ENOENT/EIO) and then wait_drained() until every Ref on it is gone, before flushing and
 // destroying the volume.
 //
+// Suspension (luksSuspend): an entry marked suspended keeps its name and inode, but the I/O
+// operations, which pin it through acquire_active(), wait at the registry's gate, holding no Ref,
+// until it is resumed or removed. A suspended entry has no volume (null).
+//
 // Thread-safety: every method may be called from any thread. Lock order: the registry's own
 // lock (shared for lookups) is taken after the server's admin lock and never held across
 // volume I/O or a callback that could block; the drain lock is a leaf.
@@ -34,7 +38,12 @@ namespace cryptmap::fs::internal {
 struct Entry {
   std::string name;
   fuse_ino_t ino = 0;
+  // Null while suspended. Replaced only while no Ref from acquire_active() exists (suspend
+  // drains first; resume installs it before clearing `suspended`).
   std::unique_ptr<volume::Volume> volume;
+  volume::VolumeLayout layout;  // what status shows, also while suspended
+  bool zoned = false;           // has a zone table (the user.cryptmap.zones xattr)
+  std::atomic<bool> suspended{false};
   VolumeSource source;
   std::uint64_t size_bytes = 0;
   bool read_only = false;
@@ -77,7 +86,15 @@ class VolumeRegistry {
   // Pins the entry of `ino` (and counts an open file handle when `for_open`); empty when there
   // is none (any more).
   Ref acquire(fuse_ino_t ino, bool for_open = false) EXCLUDES(mu_);
-  // Waits until no Ref on `e` is left. `e` must already be out of the maps.
+  // For the operations that use the volume: like acquire(), but while the entry is suspended
+  // waits (holding no Ref) until it is resumed (then pins it) or removed (then empty).
+  Ref acquire_active(fuse_ino_t ino) EXCLUDES(mu_, gate_mu_);
+  // Marks `e` (suspend) or clears it (resume) and wakes the requests held at the gate.
+  void set_suspended(Entry& e, bool suspended) EXCLUDES(mu_, gate_mu_);
+  // Shutdown: requests held at the gate, and any that arrive later, get an empty Ref (EIO).
+  void fail_held() EXCLUDES(gate_mu_);
+  // Waits until no Ref on `e` is left: `e` is out of the maps, or suspended (then only
+  // the Refs of operations that do not touch the volume come and go meanwhile).
   void wait_drained(Entry& e) EXCLUDES(drain_mu_);
 
   // Assigns the next inode and publishes `e`. kBusy "Device NAME already exists." on a
@@ -124,6 +141,13 @@ class VolumeRegistry {
   std::map<fuse_ino_t, std::unique_ptr<Entry>> by_ino_ GUARDED_BY(mu_);
   // Never reused: a stale inode can never alias.
   fuse_ino_t next_ino_ GUARDED_BY(mu_) = FUSE_ROOT_ID + 1;
+  void wake_gate() EXCLUDES(gate_mu_);
+  // The suspension gate: taken before mu_. Guards no data (`suspended` is atomic); it is held
+  // while a request checks the flag and while a suspend or resume changes it, so no wake-up is
+  // missed.
+  Mutex gate_mu_ ACQUIRED_BEFORE(mu_);
+  CondVar gate_cv_;
+  bool gate_failing_ GUARDED_BY(gate_mu_) = false;  // fail_held()
   Mutex drain_mu_;  // guards nothing (inflight is atomic): taken so a drain wake-up is not missed
   CondVar drain_cv_;
 };

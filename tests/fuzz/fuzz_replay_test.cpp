@@ -16,9 +16,12 @@
 
 #include "tests/fuzz/fuzz_targets.h"
 #include "tests/support/temp_dir.h"
+#include "volume/format/bitlk.h"
 #include "volume/format/internal/luks2_disk.h"
 #include "volume/format/luks_admin.h"
+#include "volume/format/tcrypt.h"
 #include "volume/store/mem_backing_store.h"
+#include "volume/store/rbd_backing_store.h"
 
 // Largest single allocation seen while `g_track` is set.
 static std::atomic<bool> g_track{false};
@@ -181,9 +184,11 @@ class Mutator {
       case 3:
         b.resize(below(b.size() + 1));
         break;
-      case 4:
-        std::memset(b.data() + below(w), 0, std::min<std::size_t>(16, b.size() - below(w)));
+      case 4: {  // one offset for both: two draws could run the memset past the end
+        const std::size_t at = below(w);
+        std::memset(b.data() + at, 0, std::min<std::size_t>(16, b.size() - at));
         break;
+      }
       default:
         for (int i = 0; i < 8; ++i) b[below(w)] = static_cast<std::uint8_t>(below(256));
         break;
@@ -339,6 +344,136 @@ TEST(FuzzReplay, CipherSpecs) {
   EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
 }
 
+TEST(FuzzReplay, StoreUris) {
+  const char* seeds[] = {"rbd:pool/image",
+                         "rbd:p/i@snap:conf=/etc/ceph/ceph.conf:id=admin",
+                         "nbd+unix:///export?socket=/run/nbd.sock",
+                         "nbd://host:10809/e",
+                         "rbd:p/i:id=x:conf=y",
+                         "/var/lib/disk.img"};
+  Mutator m(6);
+  Tracker t;
+  for (int i = 0; i < 20000; ++i) {
+    std::string s = seeds[m.below(std::size(seeds))];
+    for (std::size_t k = 0, n = m.below(4); k < n; ++k) {
+      const std::size_t at = m.below(s.size() + 1);
+      switch (m.below(3)) {
+        case 0:
+          s.insert(at, 1, ":/@=+rbdnb\0\xff"[m.below(12)]);
+          break;
+        case 1:
+          s.erase(at, 1 + m.below(3));
+          break;
+        default:
+          if (!s.empty()) s[m.below(s.size())] = static_cast<char>(m.below(256));
+          break;
+      }
+    }
+    store_uri(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+  // The parser's verdicts on the seeds (so the target cannot silently stop parsing).
+  EXPECT_TRUE(volume::parse_rbd_spec("rbd:p/i@snap:conf=/c:id=admin"));
+  EXPECT_EQ(volume::parse_rbd_spec("rbd:p/i@snap:conf=/c:id=admin")->snap, "snap");
+  EXPECT_FALSE(volume::parse_rbd_spec("rbd:p/i:nope=1"));
+}
+
+TEST(FuzzReplay, BitlkSeedParsesAndUnlocksWithItsClearKey) {
+  const Bytes seed = bitlk_seed();
+  EXPECT_EQ(bitlk_metadata(seed.data(), seed.size()), 0);
+  const auto img = bitlk_image(seed.data(), seed.size());
+  volume::MemBackingStore s(img.size());
+  ASSERT_TRUE(s.write_at(ByteOffset{0}, img));
+  auto h = volume::BitlkHeader::load(s);
+  ASSERT_TRUE(h) << h.error().message();
+  auto vk = (*h)->unlock({});
+  ASSERT_TRUE(vk) << vk.error().message();
+  EXPECT_EQ(vk->size(), 32u);
+}
+
+TEST(FuzzReplay, BitlkMetadata) {
+  const Bytes seed = bitlk_seed();
+  Mutator m(7);
+  Tracker t;
+  for (int i = 0; i < 3000; ++i) {
+    Bytes b = seed;
+    for (std::size_t k = 0, n = 1 + m.below(4); k < n; ++k) m.bytes(b, b.size());
+    bitlk_metadata(b.data(), b.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
+TEST(FuzzReplay, Fvault2Metadata) {
+  const Bytes seed = fvault2_seed();
+  EXPECT_EQ(fvault2_metadata(seed.data(), seed.size()), 0);
+  Mutator m(8);
+  Tracker t;
+  for (int i = 0; i < 3000; ++i) {
+    Bytes b = seed;
+    for (std::size_t k = 0, n = 1 + m.below(4); k < n; ++k) m.bytes(b, b.size());
+    fvault2_metadata(b.data(), b.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
+// A decrypted VeraCrypt header (version 5, data at 128 KiB, 1 MiB volume, hidden 64 KiB), the
+// steering byte set to fix its CRCs, and the image size.
+Bytes tcrypt_seed() {
+  Bytes b(521, 0);
+  b[69] = 5;
+  b[70] = 1;
+  b[71] = 0x0b;
+  b[94 + 3] = 0x01;   // hidden volume size 0x10000 at 92..99 (big-endian)
+  b[100 + 5] = 0x10;  // volume size 0x100000 at 100..107
+  b[108 + 5] = 0x02;  // mk_offset 0x20000 at 108..115
+  b[116 + 5] = 0x10;  // mk_size
+  b[128 + 2] = 0x02;  // sector size 512
+  for (std::size_t i = 256; i < 512; ++i) b[i] = static_cast<std::uint8_t>(i * 7);
+  b[512] = 0x03;
+  b[513 + 5] = 0x20;  // image 2 MiB
+  return b;
+}
+
+TEST(FuzzReplay, TcryptHeader) {
+  const Bytes seed = tcrypt_seed();
+  {
+    // The seed, with the magic and CRCs the steering byte asks for, parses and maps (so
+    // mutations start from a valid header).
+    std::vector<std::byte> h(512);
+    std::memcpy(h.data(), seed.data(), 512);
+    std::memcpy(h.data() + 64, "VERA", 4);
+    auto crc = [&](std::size_t off, std::size_t n) {
+      std::uint32_t c = 0xFFFFFFFFu;
+      for (std::size_t i = off; i < off + n; ++i) {
+        c ^= static_cast<std::uint8_t>(h[i]);
+        for (int k = 0; k < 8; ++k) c = (c & 1) != 0 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      }
+      return ~c;
+    };
+    auto put = [&](std::size_t off, std::uint32_t v) {
+      for (int i = 0; i < 4; ++i) h[off + i] = static_cast<std::byte>(v >> (24 - 8 * i));
+    };
+    put(72, crc(256, 256));
+    put(252, crc(64, 188));
+    auto hdr = volume::tcrypt_parse_header(h, true);
+    ASSERT_TRUE(hdr) << hdr.error().message();
+    EXPECT_EQ(hdr->mk_offset, 0x20000u);
+    EXPECT_TRUE(volume::tcrypt_layout(*hdr, "aes", "xts-plain64", {}, 2u << 20));
+  }
+  Mutator m(6);
+  Tracker t;
+  for (int i = 0; i < 6000; ++i) {
+    Bytes b = seed;
+    for (std::size_t k = 0, n = 1 + m.below(4); k < n; ++k) m.bytes(b, b.size());
+    if (i % 50 == 0 && b.size() > 512)
+      b[512] |= 0x20;  // now and then the whole trial
+    else if (b.size() > 512)
+      b[512] &= static_cast<std::uint8_t>(~0x20);
+    tcrypt_header(b.data(), b.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
 TEST(FuzzReplay, WriteSeeds) {
   const char* dir = std::getenv("CRYPTMAP_FUZZ_SEED_DIR");
   if (!dir) GTEST_SKIP() << "set CRYPTMAP_FUZZ_SEED_DIR to write the seed corpus";
@@ -352,9 +487,18 @@ TEST(FuzzReplay, WriteSeeds) {
   put("luks2_image", "seed", l2.data(), l2.size());
   Bytes area(l2.begin() + 4096, l2.begin() + 16384);
   put("luks2_json", "seed", area.data(), area.size());
+  const Bytes bl = bitlk_seed();
+  put("bitlk_metadata", "seed", bl.data(), bl.size());
+  const Bytes fv = fvault2_seed();
+  put("fvault2_metadata", "seed", fv.data(), fv.size());
   int i = 0;
   for (const char* c : kCipherSeeds)
     put("cipher_spec", "seed" + std::to_string(i++), c, std::strlen(c));
+  for (const char* c : {"rbd:pool/image@snap:conf=/etc/ceph/ceph.conf:id=admin",
+                        "nbd+unix:///export?socket=/run/nbd.sock"})
+    put("store_uri", "seed" + std::to_string(i++), c, std::strlen(c));
+  const Bytes tc = tcrypt_seed();
+  put("tcrypt_header", "seed", tc.data(), tc.size());
 }
 
 }  // namespace

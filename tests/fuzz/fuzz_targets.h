@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace cryptmap::fuzz {
 
@@ -16,5 +17,34 @@ int luks2_image(const std::uint8_t* data, std::size_t size);
 int luks2_json(const std::uint8_t* data, std::size_t size);
 // dm-crypt cipher specifications and plain-mode hash specs.
 int cipher_spec(const std::uint8_t* data, std::size_t size);
+// Image arguments naming network stores: NBD URI recognition and the rbd: spec parser.
+int store_uri(const std::uint8_t* data, std::size_t size);
+
+// BitLocker metadata. The input is a compact form: a 512-byte boot sector, then one FVE metadata
+// block (at most 64 KiB); bitlk_image() places the block at the three metadata offsets of a
+// small image (the boot sector's offsets are forced to them so mutations reach the parser), and
+// the target loads, validates, dumps and (clear key only: no KDF) unlocks it.
+int bitlk_metadata(const std::uint8_t* data, std::size_t size);
+std::vector<std::byte> bitlk_image(const std::uint8_t* data, std::size_t size);
+// A valid compact BitLocker volume: AES-XTS-128, 512-byte sectors, a clear-key VMK, FVEK =
+// bytes 0x40..0x5f, description "fuzz seed", volume header area 8 KiB at kBitlkSeedVhOffset.
+std::vector<std::uint8_t> bitlk_seed();
+inline constexpr std::uint64_t kBitlkSeedImageBytes = 512u << 10;
+inline constexpr std::uint64_t kBitlkSeedFve[3] = {64u << 10, 192u << 10, 320u << 10};
+inline constexpr std::uint64_t kBitlkSeedVhOffset = 128u << 10;
+inline constexpr std::uint64_t kBitlkSeedVhBytes = 8192;
+
+// FileVault 2: the input is the start of an image (at most 64 KiB: volume header, disk label,
+// volume groups descriptor, encrypted metadata); the target fixes the header's and the disk
+// label's CRC-32C so mutations get past them, then loads and dumps.
+int fvault2_metadata(const std::uint8_t* data, std::size_t size);
+// A Core Storage header (block size 4096, disk label at block 1) whose metadata points at
+// empty encrypted blocks: parses up to "necessary metadata blocks not found".
+std::vector<std::uint8_t> fvault2_seed();
+// TCRYPT: bytes 0..511 are a decrypted header; byte 512 steers (bit 0: fix magic and CRCs so the
+// fields are reached, bit 1: VeraCrypt, bit 5: run the trial over the input as an image, bit 6:
+// hidden, bit 7: system, bits 2-4: the chain); bytes 513..520 the image size (big-endian).
+// Parse, mapping, dump, keyfile pool; the trial is restricted to one cheap KDF.
+int tcrypt_header(const std::uint8_t* data, std::size_t size);
 
 }  // namespace cryptmap::fuzz

@@ -76,6 +76,19 @@ expect_failure() {
   return 0
 }
 
+# expect_exit EXIT_CODE MESSAGE_REGEX -- command...: like expect_failure, for a command that
+# must fail while volumes stay served (nothing is said about $MNT).
+expect_exit() {
+  local want=$1 re=$2; shift 3
+  set +e
+  "$@" > "$T/out" 2>&1
+  local rc=$?
+  set -e
+  [[ $rc == "$want" ]] || { cat "$T/out"; fail "'$*' exited $rc, expected $want"; }
+  grep -Eq "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say /$re/"; }
+  return 0
+}
+
 cm() { "$CRYPTMAP" "$@"; }
 cm_open() { "$CRYPTMAP" open --mount-dir "$MNT" "$@" && record_fuse_conn; }
 cm_close() { "$CRYPTMAP" close --mount-dir "$MNT" "$@"; }

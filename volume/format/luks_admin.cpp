@@ -698,6 +698,30 @@ Result<void> luks_kill_slot(BackingStore& header, int slot) {
   return luks2_kill(header, st, slot);
 }
 
+Result<int> luks_erase(BackingStore& header) {
+  CRYPTMAP_TRY(hs, load_any(header));
+  int destroyed = 0;
+  if (hs.first) {
+    luks1::Phdr p = hs.first->phdr();
+    for (int slot = 0; slot < static_cast<int>(luks1::kNumKeys); ++slot) {
+      if (p.key_block[static_cast<std::size_t>(slot)].active != luks1::kKeyEnabled) continue;
+      CRYPTMAP_TRY_VOID(luks1_kill(header, p, slot));
+      ++destroyed;
+    }
+    return destroyed;
+  }
+  CRYPTMAP_TRY(st, luks2_state(*hs.second));
+  CRYPTMAP_TRY(m, st.doc.validate(st.json_area));
+  std::vector<int> ids;
+  for (const luks2::Keyslot& k : m.keyslots) ids.push_back(k.id);
+  std::sort(ids.begin(), ids.end());
+  for (int id : ids) {
+    CRYPTMAP_TRY_VOID(luks2_kill(header, st, id));
+    ++destroyed;
+  }
+  return destroyed;
+}
+
 Result<int> luks_change_key(BackingStore& header, std::span<const std::byte> old_passphrase,
                             std::optional<int> slot, std::span<const std::byte> new_passphrase,
                             const PbkdfOptions& pbkdf) {
@@ -757,6 +781,45 @@ Result<std::string> luks_set_uuid(BackingStore& header, const std::string& uuid_
   st.bin.uuid = uuid;
   CRYPTMAP_TRY_VOID(luks2_commit(header, st));
   return uuid;
+}
+
+Result<void> luks_config(BackingStore& header, const LuksConfig& c) {
+  CRYPTMAP_TRY(hs, load_any(header));
+  if (hs.first)
+    return fail(make_error(Errc::kInvalid, "config: Device is not a valid LUKS2 device."));
+  CRYPTMAP_TRY(st, luks2_state(*hs.second));
+  if (c.label || c.subsystem) {
+    for (const std::optional<std::string>* l : {&c.label, &c.subsystem})
+      if (*l && (*l)->size() >= 48)
+        return fail(make_error_fmt(Errc::kInvalid, "config: label", (*l)->size(), "%s",
+                                   "Label or subsystem too long: at most 47 bytes."));
+  }
+  if (c.priority_slot) {
+    const int slot = *c.priority_slot;
+    if (c.priority < 0 || c.priority > 2)
+      return fail(make_error(Errc::kInvalid, "config: priority (0 ignore, 1 normal, 2 prefer)"));
+    CRYPTMAP_TRY(m, st.doc.validate(st.json_area));
+    if (m.keyslot(slot) == nullptr)
+      return fail(make_error_fmt(Errc::kInvalid, "config: keyslot",
+                                 static_cast<std::uint64_t>(slot), "Keyslot %d is not active.",
+                                 slot));
+    CRYPTMAP_TRY_VOID((guarded([&]() -> Result<void> {
+      Json& ks = st.doc.root()["keyslots"][std::to_string(slot)];
+      if (c.priority == 1)
+        ks.erase("priority");  // normal is the absence of the field (LUKS2_keyslot_priority_set)
+      else
+        ks["priority"] = c.priority;
+      return ok();
+    })));
+    CRYPTMAP_TRY_VOID(st.doc.validate(st.json_area));
+    CRYPTMAP_TRY_VOID(luks2_commit(header, st));
+  }
+  if (c.label || c.subsystem) {
+    st.bin.label = c.label.value_or("");
+    st.bin.subsystem = c.subsystem.value_or("");
+    CRYPTMAP_TRY_VOID(luks2_commit(header, st));
+  }
+  return ok();
 }
 
 Result<void> luks_header_backup(const BackingStore& header, const std::string& backup_file) {

@@ -71,6 +71,11 @@ Result<int> luks_add_key(BackingStore& header, std::span<const std::byte> passph
 Result<int> luks_remove_key(BackingStore& header, std::span<const std::byte> passphrase);
 // luksKillSlot: destroys `slot` (wipes its area). kNotFound when the slot is not in use.
 Result<void> luks_kill_slot(BackingStore& header, int slot);
+// erase / luksErase: destroys every keyslot in ascending order, each as luksKillSlot does (its
+// area wiped with random bytes, one header rewrite per keyslot, as cryptsetup's loop of
+// crypt_keyslot_destroy). The volume can no longer be unlocked (unless a header backup exists).
+// Returns how many keyslots were destroyed (0 on an already erased header).
+Result<int> luks_erase(BackingStore& header);
 // luksChangeKey: replaces the passphrase of the slot `old_passphrase` opens (LUKS2: same slot
 // id; LUKS1: a free slot if any, else in place). Returns the slot now holding the new one.
 Result<int> luks_change_key(BackingStore& header, std::span<const std::byte> old_passphrase,
@@ -84,6 +89,18 @@ bool is_luks(const BackingStore& header, std::optional<VolumeType> type = std::n
 Result<std::string> luks_uuid(const BackingStore& header);
 // luksUUID --uuid U (empty = new random UUID). Returns the UUID set.
 Result<std::string> luks_set_uuid(BackingStore& header, const std::string& uuid);
+
+// config (LUKS2 only): the label and subsystem in the binary header, and one keyslot's
+// priority in the JSON, as cryptsetup 2.6.1's `config` writes them: the priority first (one
+// rewrite), then the labels (another); when either label is given, both are rewritten and an
+// absent one becomes empty (crypt_set_label). Errors: kInvalid "Device is not a valid LUKS2
+// device." for LUKS1, a label of 48 bytes or more, a keyslot not in use.
+struct LuksConfig {
+  std::optional<std::string> label, subsystem;  // --label, --subsystem
+  std::optional<int> priority_slot;             // --key-slot with --priority
+  int priority = 1;                             // 0 ignore, 1 normal, 2 prefer
+};
+Result<void> luks_config(BackingStore& header, const LuksConfig& config);
 
 // luksHeaderBackup: writes header + keyslot areas to a new file (O_EXCL, mode 0400).
 Result<void> luks_header_backup(const BackingStore& header, const std::string& backup_file);

@@ -171,9 +171,8 @@ std::string dump_luks2(const format::Luks2Header& h) {
   o << "Tokens:\n";
   for (const auto& t : m.tokens) {
     o << "  " << t.id << ": " << t.type << "\n";
-    o << "\tKeyslot:    ";
-    for (int ks : t.keyslots) o << ks << " ";
-    o << "\n";
+    // One line per keyslot, none for an empty list (cryptsetup's hdr_dump_tokens).
+    for (int ks : t.keyslots) o << "\tKeyslot:    " << ks << "\n";
   }
   o << "Digests:\n";
   for (const auto& dg : m.digests) {

@@ -1,5 +1,7 @@
 #include "volume/format/unlock.h"
 
+#include "volume/format/bitlk.h"
+#include "volume/format/fvault2.h"
 #include "volume/format/luks.h"
 #include "volume/store/backing_store.h"
 
@@ -16,6 +18,25 @@ Result<Unlocker> Unlocker::prepare(const BackingStore& header_store, const Backi
   if (opts.type == VolumeType::kPlain) {
     CRYPTMAP_TRY(layout, plain_layout(opts.plain, data_store.size_bytes()));
     u.layout_ = std::move(layout);
+    return u;
+  }
+  if (opts.type == VolumeType::kBitlk || (!opts.type && is_bitlk(header_store))) {
+    CRYPTMAP_TRY(bitlk, BitlkHeader::load(header_store));
+    if (!opts.key_only) CRYPTMAP_TRY_VOID(bitlk->check_activation());
+    u.layout_ = bitlk->layout();
+    u.bitlk_ = std::move(bitlk);
+    return u;
+  }
+  if (opts.type == VolumeType::kFvault2 || (!opts.type && is_fvault2(header_store))) {
+    CRYPTMAP_TRY(fv, Fvault2Header::load(header_store));
+    u.layout_ = fv->layout();
+    const std::uint64_t have = data_store.size_bytes();
+    if (!opts.key_only && (u.layout_.data_offset_bytes > have ||
+                           u.layout_.size_bytes > have - u.layout_.data_offset_bytes))
+      return make_error_fmt(Errc::kNoSpace, "Device is too small for its FVAULT2 logical volume",
+                            u.layout_.data_offset_bytes, "%llu bytes (%s)",
+                            static_cast<unsigned long long>(have), data_store.name().c_str());
+    u.fvault2_ = std::move(fv);
     return u;
   }
   CRYPTMAP_TRY(header, load_luks_header(header_store, opts.type));
@@ -39,6 +60,12 @@ Result<Unlocker> Unlocker::prepare(const BackingStore& header_store, const Backi
 Result<UnlockedVolume> Unlocker::unlock(std::span<const std::byte> passphrase) const {
   UnlockedVolume out;
   out.layout = layout_;
+  if (bitlk_ != nullptr || fvault2_ != nullptr) {
+    CRYPTMAP_TRY(vk, bitlk_ ? bitlk_->unlock(passphrase) : fvault2_->unlock(passphrase));
+    out.layout.key_bytes = static_cast<std::uint32_t>(vk.size());
+    out.volume_key = std::move(vk);
+    return out;
+  }
   if (header_ == nullptr) {
     CRYPTMAP_TRY(vk, plain_volume_key(opts_.plain, passphrase, opts_.plain_key_from_file));
     out.volume_key = std::move(vk);

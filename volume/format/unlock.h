@@ -20,10 +20,13 @@
 namespace cryptmap::volume {
 
 class BackingStore;
+class BitlkHeader;
+class Fvault2Header;
 class LuksHeader;
 
 struct UnlockOptions {
-  // nullopt = any LUKS version (cryptsetup --type luks); kPlain selects plain mode.
+  // nullopt = any LUKS version (cryptsetup --type luks), or BitLocker when the image has a
+  // BitLocker boot sector; kPlain selects plain mode, kBitlk BitLocker.
   std::optional<VolumeType> type;
   std::optional<int> keyslot;        // --key-slot
   PlainOptions plain;                // plain mode only
@@ -55,6 +58,8 @@ class Unlocker {
 
   // The layout without the key length (LUKS: known only once a keyslot is open).
   const VolumeLayout& layout() const noexcept { return layout_; }
+  // The BitLocker header when the volume is one (dump, clear key), else nullptr.
+  const BitlkHeader* bitlk() const noexcept { return bitlk_.get(); }
   // Errors: kBadKey "No key available with this passphrase.", kNotFound "No usable keyslot is
   // available.", the plain key derivation's errors.
   Result<UnlockedVolume> unlock(std::span<const std::byte> passphrase) const;
@@ -63,7 +68,9 @@ class Unlocker {
   Unlocker() = default;
   UnlockOptions opts_;
   VolumeLayout layout_;
-  std::unique_ptr<LuksHeader> header_;  // null in plain mode
+  std::unique_ptr<LuksHeader> header_;      // null in plain mode and for BitLocker
+  std::unique_ptr<BitlkHeader> bitlk_;      // BitLocker only
+  std::unique_ptr<Fvault2Header> fvault2_;  // FileVault 2 only
 };
 
 // prepare() then unlock(): the errors of both.

@@ -87,6 +87,7 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
     v.read_only = i == 1;
     v.open_count = static_cast<std::uint32_t>(i);
     v.file_mode = i == 2 ? 0660 : 0600;
+    v.suspended = i == 0;
     in.volumes.push_back(v);
   }
   auto body = encode_reply(in);
@@ -104,6 +105,8 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
   EXPECT_EQ(out->volumes[2].file_mode, 0660u);
   EXPECT_EQ(out->volumes[1].file_mode, 0600u);
   EXPECT_EQ(out->volumes[0].layout.cipher.cipher, "serpent");
+  EXPECT_TRUE(out->volumes[0].suspended);
+  EXPECT_FALSE(out->volumes[1].suspended);
 }
 
 TEST(ControlProtocol, EveryTruncationIsRejectedAsCorrupt) {
@@ -138,8 +141,10 @@ TEST(ControlProtocol, HostileFieldsAreRejected) {
     auto v = b;
     v[1] = std::byte{0};  // verb
     EXPECT_FALSE(decode(v));
-    v[1] = std::byte{4};
+    v[1] = std::byte{kLastVerb + 1};
     EXPECT_FALSE(decode(v));
+    v[1] = std::byte{kLastVerb};  // kResume
+    EXPECT_TRUE(decode(v));
   }
   {
     auto v = b;

@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -683,6 +684,98 @@ TEST_F(VolumeServerTest, StopWhileBusyFlushesUnmountsAndFailsLateIo) {
   EXPECT_GE(flushes.load(), 1);  // stop() flushed (and destroyed) the volume
   struct stat st {};
   EXPECT_NE(stat(path("vol").c_str(), &st), 0);
+}
+
+// luksSuspend/luksResume at the server: held I/O waits (no error), the volume is flushed and
+// destroyed while suspended, and a held write lands in the resumed volume.
+TEST_F(VolumeServerTest, SuspendHoldsIoDestroysTheVolumeAndResumeServesAgain) {
+  mount();
+  std::atomic<int> flushes{0};
+  add("vol", {.size_bytes = 1u << 20, .flush_counter = &flushes});
+  UniqueFd fd = open_file("vol", O_RDWR);
+  ASSERT_TRUE(server_->suspend_volume("vol").has_value());
+  EXPECT_GE(flushes.load(), 1);  // flushed before it was destroyed
+  auto st = server_->status();
+  ASSERT_EQ(st.size(), 1u);
+  EXPECT_TRUE(st[0].suspended);
+  EXPECT_EQ(st[0].layout.cipher.chain_mode, "xts");  // status still describes it
+  auto again = server_->suspend_volume("vol");
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code, Errc::kInvalid);
+  EXPECT_NE(again.error().message().find("already suspended"), std::string::npos);
+
+  const auto a = pattern(4096, 11);
+  std::atomic<bool> done{false};
+  ssize_t written = 0;
+  std::thread writer([&] {
+    written = pwrite(fd.get(), a.data(), a.size(), 8192);
+    done.store(true);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(done.load()) << "a write completed on a suspended volume";
+  struct stat sb {};
+  EXPECT_EQ(stat(path("vol").c_str(), &sb), 0);  // metadata is still answered (ls -l)
+  EXPECT_EQ(sb.st_size, 1 << 20);
+  char xattr[64];
+  EXPECT_EQ(getxattr(path("vol").c_str(), "system.posix_acl_access", xattr, sizeof(xattr)), -1);
+  EXPECT_EQ(errno, ENODATA);
+  EXPECT_EQ(listxattr(path("vol").c_str(), xattr, sizeof(xattr)), 0);
+
+  auto wrong = server_->resume_volume(
+      "vol", std::make_unique<FakeVolume>(FakeVolume::Options{.size_bytes = 2u << 20}));
+  ASSERT_FALSE(wrong.has_value());
+  EXPECT_EQ(wrong.error().code, Errc::kInvalid);
+  EXPECT_FALSE(done.load());
+  auto r = server_->resume_volume(
+      "vol", std::make_unique<FakeVolume>(FakeVolume::Options{.size_bytes = 1u << 20}));
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  writer.join();
+  EXPECT_EQ(written, 4096);
+  std::vector<std::byte> back(4096);
+  ASSERT_EQ(pread(fd.get(), back.data(), back.size(), 8192), 4096);
+  EXPECT_EQ(back, a);
+  EXPECT_FALSE(server_->status()[0].suspended);
+  auto not_suspended = server_->resume_volume(
+      "vol", std::make_unique<FakeVolume>(FakeVolume::Options{.size_bytes = 1u << 20}));
+  ASSERT_FALSE(not_suspended.has_value());
+  EXPECT_NE(not_suspended.error().message().find("is not suspended"), std::string::npos);
+  auto missing = server_->suspend_volume("nope");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, Errc::kNotFound);
+}
+
+TEST_F(VolumeServerTest, ClosingASuspendedVolumeFailsItsHeldIoWithEio) {
+  mount();
+  add("vol", {.size_bytes = 1u << 20});
+  UniqueFd fd = open_file("vol", O_RDWR);
+  ASSERT_TRUE(server_->suspend_volume("vol").has_value());
+  std::atomic<int> err{0};
+  std::thread reader([&] {
+    std::vector<std::byte> b(4096);
+    if (pread(fd.get(), b.data(), b.size(), 0) < 0) err.store(errno);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(err.load(), 0);
+  ASSERT_TRUE(server_->remove_volume("vol", true).has_value());
+  reader.join();
+  EXPECT_EQ(err.load(), EIO);
+}
+
+TEST_F(VolumeServerTest, StopWhileSuspendedFailsHeldIoAndUnmounts) {
+  mount();
+  add("vol", {.size_bytes = 1u << 20});
+  UniqueFd fd = open_file("vol", O_RDWR);
+  ASSERT_TRUE(server_->suspend_volume("vol").has_value());
+  std::atomic<ssize_t> n{1};
+  std::thread writer([&] {
+    std::vector<std::byte> b(4096);
+    n.store(pwrite(fd.get(), b.data(), b.size(), 0));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  server_->stop();  // must not wait for the held request forever
+  writer.join();
+  EXPECT_EQ(n.load(), -1);
+  EXPECT_TRUE(server_->stopped());
 }
 
 }  // namespace

@@ -197,6 +197,15 @@ TEST_F(LuksAdminTest, DumpMatchesCryptsetup) {
                   key_ + " " + img + " " + key2_)
                   .status,
               0);
+    if (std::string(type) == "luks2") {
+      // Tokens on two keyslots and on none: one "Keyslot:" line per keyslot, as cryptsetup.
+      const std::string two = dir_.write("t2.json", R"({"type":"x","keyslots":["3","0"]})");
+      const std::string none = dir_.write("t0.json", R"({"type":"y","keyslots":[]})");
+      ASSERT_EQ(run("cryptsetup token import --token-id 1 --json-file " + two + " " + img).status,
+                0);
+      ASSERT_EQ(run("cryptsetup token import --token-id 4 --json-file " + none + " " + img).status,
+                0);
+    }
     auto s = rw(img);
     auto mine = luks_dump(*s);
     ASSERT_TRUE(mine) << mine.error().message();
@@ -282,6 +291,42 @@ TEST_F(LuksAdminTest, RewriteKeepsUnknownTokens) {
   EXPECT_EQ(run("cryptsetup token export --token-id 5 " + img).out,
             R"({"type":"cryptmap-test","keyslots":[],"opaque":{"a":[1,2,{"b":"c"}],"s":"x/y"}})");
   EXPECT_EQ(test_pass(img, key2_), 0);
+}
+
+TEST_F(LuksAdminTest, ConfigWritesWhatCryptsetupWrites) {
+  auto img = cs_format("cfg", "--type luks2");
+  run("cp " + img + " " + img + ".cs");
+  auto s = rw(img);
+  LuksConfig c;
+  c.label = "lbl";
+  c.priority_slot = 0;
+  c.priority = 2;
+  auto r = luks_config(*s, c);
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_EQ(
+      run("cryptsetup config --priority prefer --key-slot 0 --label lbl " + img + ".cs").status, 0);
+  EXPECT_EQ(run("cmp " + img + " " + img + ".cs").status, 0) << "differs from cryptsetup's";
+  const std::string dump = run("cryptsetup luksDump " + img).out;
+  EXPECT_NE(dump.find("Label:         \tlbl\n"), std::string::npos) << dump;
+  EXPECT_NE(dump.find("Priority:   preferred"), std::string::npos) << dump;
+  EXPECT_EQ(test_pass(img, key_), 0);
+
+  const std::string before = run("sha256sum < " + img).out;
+  LuksConfig missing;
+  missing.priority_slot = 7;  // not in use
+  EXPECT_FALSE(luks_config(*s, missing));
+  LuksConfig too_long;
+  too_long.subsystem = std::string(48, 's');
+  EXPECT_FALSE(luks_config(*s, too_long));
+  EXPECT_EQ(run("sha256sum < " + img).out, before) << "a refused config wrote";
+
+  auto l1 = cs_format("cfg1", "--type luks1");
+  auto s1 = rw(l1);
+  LuksConfig label;
+  label.label = "x";
+  auto refused = luks_config(*s1, label);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::kInvalid);
 }
 
 }  // namespace
