@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # cryptmap's I/O benchmark. In one run, fio with O_DIRECT (psync) on:
+#   raw          the storage itself: a plain file of the same size on the same file system as the
+#                images, no FUSE, no crypto -- with null, the physical limit: limit = min(raw, null)
 #   null         fuse_ceiling null: a FUSE file served from RAM (no crypto, no I/O) -- the
 #                ceiling of any FUSE design on this machine
 #   passthrough  fuse_ceiling passthrough: a FUSE file over the same LUKS2 image, doing the
@@ -23,7 +25,7 @@
 #   whose tools are missing is skipped with the Debian package to install (see bench/README.md).
 # Env:
 #   QUICK=1     validation run: 128 MiB images, RUNTIME=2, RAMP=1, REPEATS=1
-#   SYSTEMS     default "null passthrough cryptmap qsd-luks nbdkit-luks"
+#   SYSTEMS     default "raw null passthrough cryptmap qsd-luks nbdkit-luks"
 #   WORKLOADS   default "seqread seqwrite randread-j1 randread-j4 randwrite-j1 randwrite-j4"
 #   RUNTIME     measured seconds per fio run (default 8)     RAMP  unmeasured seconds (default 2)
 #   REPEATS     default 3                                    SIZE_MIB  volume size (default 1024)
@@ -43,7 +45,7 @@ BUILD=${1:-$root/build}
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then d_size=128 d_runtime=2 d_ramp=1 d_repeats=1
 else d_size=1024 d_runtime=8 d_ramp=2 d_repeats=3; fi
-SYSTEMS=${SYSTEMS:-"null passthrough cryptmap qsd-luks nbdkit-luks"}
+SYSTEMS=${SYSTEMS:-"raw null passthrough cryptmap qsd-luks nbdkit-luks"}
 WORKLOADS=${WORKLOADS:-"seqread seqwrite randread-j1 randread-j4 randwrite-j1 randwrite-j4"}
 RUNTIME=${RUNTIME:-$d_runtime}
 RAMP=${RAMP:-$d_ramp}
@@ -62,7 +64,7 @@ declare -A WL=(
   [randwrite-j1]="randwrite 4k 1" [randwrite-j4]="randwrite 4k 4"
 )
 declare -A NEEDS=(
-  [null]="" [passthrough]="" [passthrough-cached]="" [cryptmap]=""
+  [raw]="" [null]="" [passthrough]="" [passthrough-cached]="" [cryptmap]=""
   [qsd-luks]="qemu-storage-daemon" [nbdkit-luks]="nbdkit nbdfuse"
 )
 declare -A PKG=([qemu-storage-daemon]=qemu-system-common [nbdkit]=nbdkit [nbdfuse]=nbdfuse
@@ -173,9 +175,9 @@ fill_random() {  # fill_random FILE OFFSET_BYTES: pseudo-random payload, so read
     openssl enc -aes-128-ctr -nosalt -K 00112233445566778899aabbccddeeff -iv 0 2>/dev/null |
     dd of="$1" bs=1M seek=$(($2 / MiB)) conv=notrunc,fsync status=none
 }
-need_luks2=0 need_luks1=0
+need_luks2=0 need_luks1=0 need_raw=0
 for s in "${RUN[@]}"; do
-  case $s in passthrough* | cryptmap) need_luks2=1 ;; qsd-luks | nbdkit-luks) need_luks1=1 ;; esac
+  case $s in raw) need_raw=1 ;; passthrough* | cryptmap) need_luks2=1 ;; qsd-luks | nbdkit-luks) need_luks1=1 ;; esac
 done
 if ((need_luks2)); then
   log "LUKS2 image: aes-xts-plain64, 512-bit key, 4096-byte sectors, ${SIZE_MIB} MiB payload"
@@ -187,6 +189,12 @@ if ((need_luks2)); then
   truncate -s $((L2OFF + SIZE_MIB * MiB)) "$W/luks2.img"
   fill_random "$W/luks2.img" "$L2OFF"
   dd if="$W/luks2.img" iflag=nocache count=0 status=none   # O_DIRECT users: start uncached
+fi
+if ((need_raw)); then
+  log "raw file: ${SIZE_MIB} MiB of the same payload, no header"
+  truncate -s $((SIZE_MIB * MiB)) "$W/raw.img"
+  fill_random "$W/raw.img" 0
+  dd if="$W/raw.img" iflag=nocache count=0 status=none
 fi
 if ((need_luks1)); then
   log "LUKS1 image: aes-xts-plain64, 512-bit key, sha256, ${SIZE_MIB} MiB payload"
@@ -204,6 +212,9 @@ fi
 start_system() {
   local s=$1 m=$W/$1
   case $s in
+    raw)        # no process: fio opens the file itself (O_DIRECT, as for every system)
+      TARGET[$s]=$W/raw.img SYSPIDS[$s]=
+      return 0 ;;
     null)
       mkdir -p "$m"; start_bg owner "$s" "$CEIL" null "$SIZE_MIB" "$m"
       MOUNTS+=("$m"); TARGET[$s]=$m/vol ;;
@@ -355,6 +366,7 @@ for wl in $WORKLOADS; do
   done
 done
 for s in "${RUN[@]}"; do
+  [[ -n ${SYSPIDS[$s]} ]] || continue   # raw: no process of its own
   # shellcheck disable=SC2086
   echo "peak RSS over the run (VmHWM) $s: $(($(rss_kib VmHWM ${SYSPIDS[$s]}) / 1024)) MiB" | tee -a "$OUT/host.txt" >&2
 done

@@ -5,7 +5,9 @@
 
 Medians (and min-max) per system and workload, cryptmap's ratios against the passthrough and
 null ceilings and the best peer with the goals of issue #5 (>= 0.80 of passthrough, >= 4x the
-best peer, peak RSS <= cache + 64 MiB), the daemons' CPU and memory. Writes DIR/summary.csv,
+best peer, peak RSS <= cache + 64 MiB), every system against the physical limit
+min(raw, null) with the goals of issue #13 (>= 0.80 sequential, >= 0.70 random; random writes
+may exceed it through write-back), the daemons' CPU and memory. Writes DIR/summary.csv,
 DIR/results.md (also printed) and DIR/chart.svg (each workload normalised to the passthrough
 ceiling; hand-written SVG, no plotting library needed).
 """
@@ -18,9 +20,11 @@ from collections import defaultdict
 
 PEERS = ("qsd-luks", "nbdkit-luks")
 GOAL_CEILING = 0.80
+GOAL_LIMIT_SEQ = 0.80
+GOAL_LIMIT_RANDOM = 0.70
 GOAL_PEER = 4.0
 RSS_SLACK_MIB = 64
-COLORS = {"null": "#b0b0b0", "passthrough": "#606060", "passthrough-cached": "#9467bd",
+COLORS = {"raw": "#d9d9d9", "null": "#b0b0b0", "passthrough": "#606060", "passthrough-cached": "#9467bd",
           "cryptmap": "#1f77b4", "qsd-luks": "#ff7f0e", "nbdkit-luks": "#2ca02c"}
 
 
@@ -73,6 +77,19 @@ def main() -> int:
         return x / y if x is not None and y else None
 
     peers = [p for p in PEERS if p in systems]
+
+    def phys_limit(w):
+        """The physical limit of a workload: the storage without FUSE (raw) or FUSE without
+        storage (null), whichever is lower; None unless both ran."""
+        c = [m(s, w) for s in ("raw", "null")]
+        return min(c) if None not in c and "raw" in systems and "null" in systems else None
+
+    def vs_limit(s, w):
+        x, y = m(s, w), phys_limit(w)
+        return x / y if x is not None and y else None
+
+    def limit_goal(w):
+        return GOAL_LIMIT_SEQ if w.startswith("seq") else GOAL_LIMIT_RANDOM
 
     def best_peer(w):
         c = [(m(p, w), p) for p in peers if m(p, w) is not None]
@@ -140,6 +157,25 @@ def main() -> int:
                     cells.append(f(v))
             md.append(f"| {label} | " + " | ".join(cells) + " |")
 
+    if any(phys_limit(w) for w in workloads):
+        md += ["", "Every system against the limit = min(raw, null) of each workload (issue #13's goals for "
+               f"cryptmap: ≥ {GOAL_LIMIT_SEQ:.2f} sequential, ≥ {GOAL_LIMIT_RANDOM:.2f} random; which of raw "
+               "and null is the limit is named in the last row):", ""]
+        md.append("| system | " + " | ".join(workloads) + " |")
+        md.append("|---|" + "---:|" * len(workloads))
+        for s in systems:
+            if s in ("raw", "null"):
+                continue
+            cells = []
+            for w in workloads:
+                x = vs_limit(s, w)
+                mark = "" if s != "cryptmap" or x is None else (" ✓" if x >= limit_goal(w) else " ✗")
+                cells.append("-" if x is None else f"{x:.2f}{mark}")
+            md.append(f"| {s} | " + " | ".join(cells) + " |")
+        md.append("| limit | " + " | ".join(
+            "-" if phys_limit(w) is None else f"{fmt(phys_limit(w))} {unit(w)} ({'raw' if m('raw', w) <= m('null', w) else 'null'})"
+            for w in workloads) + " |")
+
     md += ["", "Work per daemon CPU-second (median figure / median daemon CPU; MB or IO per second of one core): "
            "less sensitive to a loaded machine than the wall-clock figures; kernel work done in fio's "
            "context (the FUSE copy, O_DIRECT submission) is not counted:", ""]
@@ -169,6 +205,7 @@ def main() -> int:
                             "min": f"{min(vals[(s, w)]):.1f}", "max": f"{max(vals[(s, w)]):.1f}", "n": len(vals[(s, w)]),
                             "vs_passthrough": f"{ratio(s, 'passthrough', w):.3f}" if ratio(s, "passthrough", w) else "",
                             "vs_best_peer": f"{m(s, w) / bp:.3f}" if bp else "",
+                            "vs_limit": f"{vs_limit(s, w):.3f}" if vs_limit(s, w) else "",
                             "rss_peak_mib": f"{max(rss[(s, w)]) / 1024:.1f}",
                             "daemon_cpu_pct": f"{statistics.median(cpu[(s, w)]):.0f}"})
     with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
