@@ -1,0 +1,172 @@
+// Authenticated sector encryption: known answers of docs/integrity.md §2.4 (python3-cryptography
+// 48 from the dm-crypt rules; AAD = LE64(s) ‖ IV, tuple = tag ‖ stored IV), tamper detection,
+// sector binding and the composition table (§2.2).
+#include "crypto/auth_cipher.h"
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "base/bytes.h"
+
+namespace cryptmap::crypto {
+namespace {
+
+std::vector<std::byte> seq(std::size_t n, unsigned start) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = std::byte(start + i);
+  return v;
+}
+
+struct Kat {
+  const char* encryption;
+  const char* integrity;
+  std::size_t key_len;
+  unsigned iv_start;
+  std::size_t iv_len;
+  const char* c16;
+  const char* tag;
+};
+
+const Kat kKats[] = {
+    {"aes-gcm-random", "aead", 32, 0x40, 12, "e2b9ae23263c8703cdc417369b64135b",
+     "fdd6395092baac99d954f92e8bede8ca"},
+    {"chacha20-random", "poly1305", 32, 0x40, 12, "f8547c81724aee0158cff600bbef6dcd",
+     "2814936d96afbc5a37ba57e23bbad379"},
+    {"aes-xts-random", "hmac(sha256)", 96, 0x80, 16, "50ab00334b47bb363f571c36c250940c",
+     "74c09e85c27f049f1a8aa0989e1dcd211c554aecc900052b084013c62549c1e0"},
+    {"aes-xts-plain64", "hmac(sha256)", 96, 0, 0, "32557c9efcea00dfdf521bbc053d1a7b",
+     "31bb45172e8a34ad11ac89a856099a0fb098064271143842e6d603c6b991d87e"},
+};
+
+class AuthKat : public ::testing::TestWithParam<Kat> {};
+
+// 4096 zero bytes, block 1 of a 4 KiB-sector volume: AAD sector 8 (not 1).
+TEST_P(AuthKat, KnownAnswerAtSector8) {
+  const Kat& k = GetParam();
+  const auto key = seq(k.key_len, 0);
+  auto c = make_auth_sector_cipher(k.encryption, k.integrity, 4096, key);
+  ASSERT_TRUE(c) << c.error().message();
+  const auto& comp = (*c)->composition();
+  std::vector<std::byte> data(4096), tuple(comp.tag_size);
+  const auto iv = seq(k.iv_len, k.iv_start);
+  EXPECT_EQ(aad_sector(SectorIndex{1}, 4096), 8u);
+
+  // Through the run interface with the IV forced via encrypt_sector on the same sector.
+  ASSERT_TRUE((*c)->encrypt_sector(aad_sector(SectorIndex{1}, 4096), data, tuple, iv));
+  EXPECT_EQ(to_hex(std::span<const std::byte>(data).first(16)), k.c16);
+  EXPECT_EQ(to_hex(std::span<const std::byte>(tuple).first(comp.auth_size)), k.tag);
+  EXPECT_EQ(to_hex(std::span<const std::byte>(tuple).subspan(comp.auth_size)), to_hex(iv));
+
+  // Decrypt through the run interface (SectorIndex 1 → AAD sector 8).
+  auto d = data;
+  auto t = tuple;
+  ASSERT_TRUE((*c)->decrypt(SectorRun{d, t, SectorIndex{1}}));
+  for (std::byte b : d) ASSERT_EQ(b, std::byte{0});
+
+  // The same ciphertext and tuple at another sector does not verify: the tag binds the sector.
+  d = data;
+  auto r = (*c)->decrypt(SectorRun{d, t, SectorIndex{2}});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kAuth);
+  EXPECT_EQ(r.error().sys_errno, EILSEQ);
+  EXPECT_EQ(r.error().object, 2u);
+  // HMAC compositions verify before decrypting: the buffer still holds the ciphertext.
+  if (comp.mac_key_size != 0) {
+    EXPECT_EQ(d, data);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Doc, AuthKat, ::testing::ValuesIn(kKats), [](const auto& i) {
+  std::string n = std::string(i.param.encryption) + "_" + i.param.integrity;
+  for (char& ch : n)
+    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return n;
+});
+
+TEST(AuthCipher, CompositionSizes) {
+  struct {
+    const char* e;
+    const char* i;
+    std::size_t tag, key;
+  } rows[] = {
+      {"aes-xts-random", "hmac(sha256)", 48, 64}, {"aes-xts-plain64", "hmac(sha256)", 32, 64},
+      {"aes-xts-random", "hmac(sha512)", 80, 64}, {"aes-xts-plain64", "hmac(sha512)", 64, 64},
+      {"aes-gcm-random", "aead", 28, 32},         {"chacha20-random", "poly1305", 28, 32}};
+  for (const auto& r : rows) {
+    auto c = auth_composition(r.e, r.i);
+    ASSERT_TRUE(c) << r.e;
+    EXPECT_EQ(c->tag_size, r.tag) << r.e << " " << r.i;
+    EXPECT_EQ(c->cipher_key_size, r.key);
+  }
+  EXPECT_EQ(auth_composition("aes-xts-random", "hmac(sha256)")->mac_key_size, 32u);
+  EXPECT_EQ(auth_composition("aes-xts-random", "hmac(sha256)", 16)->mac_key_size, 16u);
+  EXPECT_EQ(auth_composition("aes-ccm-random", "aead").error().code, Errc::kUnsupported);
+  EXPECT_EQ(auth_composition("aegis128-random", "aead").error().code, Errc::kUnsupported);
+  EXPECT_EQ(auth_composition("aes-xts-random", "none").error().code, Errc::kUnsupported);
+}
+
+// Every composition, 512 and 4096-byte sectors: round trip with random IVs; a flipped byte in
+// the data, the tag or the stored IV fails exactly that sector of a run.
+TEST(AuthCipher, TamperFailsExactlyTheSector) {
+  const std::pair<const char*, const char*> comps[] = {{"aes-xts-random", "hmac(sha256)"},
+                                                       {"aes-xts-plain64", "hmac(sha256)"},
+                                                       {"aes-xts-random", "hmac(sha512)"},
+                                                       {"aes-gcm-random", "aead"},
+                                                       {"chacha20-random", "poly1305"}};
+  for (auto [e, i] : comps) {
+    for (std::uint32_t ss : {512u, 4096u}) {
+      auto comp = auth_composition(e, i);
+      ASSERT_TRUE(comp);
+      const auto key = seq(comp->cipher_key_size + comp->mac_key_size, 7);
+      auto c = make_auth_sector_cipher(e, i, ss, key);
+      ASSERT_TRUE(c) << e << c.error().message();
+      const std::size_t n = 4, T = comp->tag_size;
+      const auto plain = seq(n * ss, 3);
+      auto data = plain;
+      std::vector<std::byte> meta(n * T);
+      ASSERT_TRUE((*c)->encrypt(SectorRun{data, meta, SectorIndex{10}}));
+      {
+        auto d = data;
+        auto m = meta;
+        ASSERT_TRUE((*c)->decrypt(SectorRun{d, m, SectorIndex{10}}));
+        EXPECT_EQ(d, plain) << e << ss;
+      }
+      for (int where = 0; where < 3; ++where) {
+        if (where == 2 && comp->stored_iv_size == 0) continue;
+        auto d = data;
+        auto m = meta;
+        if (where == 0) d[2 * ss + 100] ^= std::byte{1};             // ciphertext of sector 12
+        if (where == 1) m[2 * T + 3] ^= std::byte{0x80};             // tag of sector 12
+        if (where == 2) m[2 * T + comp->auth_size] ^= std::byte{1};  // stored IV of sector 12
+        auto r = (*c)->decrypt(SectorRun{d, m, SectorIndex{10}});
+        ASSERT_FALSE(r) << e << " " << where;
+        EXPECT_EQ(r.error().code, Errc::kAuth);
+        EXPECT_EQ(r.error().object, 12u);
+        // The other sectors decrypted; the failed one holds no plaintext.
+        for (std::size_t s : {0u, 1u, 3u})
+          EXPECT_TRUE(
+              std::equal(d.begin() + s * ss, d.begin() + (s + 1) * ss, plain.begin() + s * ss));
+        EXPECT_FALSE(std::equal(d.begin() + 2 * ss, d.begin() + 3 * ss, plain.begin() + 2 * ss));
+      }
+      // Random IVs: two encryptions of the same plaintext differ.
+      if (comp->stored_iv_size != 0) {
+        auto d2 = plain;
+        std::vector<std::byte> m2(n * T);
+        ASSERT_TRUE((*c)->encrypt(SectorRun{d2, m2, SectorIndex{10}}));
+        EXPECT_NE(d2, data);
+      }
+    }
+  }
+}
+
+TEST(AuthCipher, BadKeySizes) {
+  EXPECT_FALSE(make_auth_sector_cipher("aes-gcm-random", "aead", 4096, seq(20, 0)));
+  EXPECT_FALSE(make_auth_sector_cipher("chacha20-random", "poly1305", 4096, seq(16, 0)));
+  EXPECT_FALSE(make_auth_sector_cipher("aes-xts-random", "hmac(sha256)", 4096, seq(32, 0)));
+  EXPECT_FALSE(make_auth_sector_cipher("aes-xts-random", "hmac(sha256)", 1000, seq(96, 0)));
+}
+
+}  // namespace
+}  // namespace cryptmap::crypto
