@@ -85,6 +85,35 @@ INSTANTIATE_TEST_SUITE_P(Doc, AuthKat, ::testing::ValuesIn(kKats), [](const auto
   return n;
 });
 
+// Two more known answers computed here with python3-cryptography 48 from the same rules
+// (docs/integrity.md §2.4): hmac-sha512 (VK 00..7f: enc 00..3f, MAC 40..7f), and a 512-byte
+// sector volume, where SectorIndex 3 is authenticated as sector 3.
+TEST(AuthCipher, KnownAnswersSha512And512ByteSectors) {
+  const auto iv = seq(16, 0x80);
+  {
+    auto c = make_auth_sector_cipher("aes-xts-random", "hmac(sha512)", 4096, seq(128, 0));
+    ASSERT_TRUE(c) << c.error().message();
+    std::vector<std::byte> d(4096), t(80);
+    ASSERT_TRUE((*c)->encrypt_sector(aad_sector(SectorIndex{1}, 4096), d, t, iv));
+    EXPECT_EQ(to_hex(std::span<const std::byte>(d).first(16)), "50ab00334b47bb363f571c36c250940c");
+    EXPECT_EQ(to_hex(std::span<const std::byte>(t).first(64)),
+              "62c74611fdfd764529c1db1114a0543b416dd54f7c3500441dcc6332e3db1774"
+              "f78f78dca3f04e16314d5ee10617cf68d5f517e0332f3a84783180e9f09badcd");
+  }
+  {
+    auto c = make_auth_sector_cipher("aes-xts-random", "hmac(sha256)", 512, seq(96, 0));
+    ASSERT_TRUE(c);
+    EXPECT_EQ(aad_sector(SectorIndex{3}, 512), 3u);
+    std::vector<std::byte> d(512), t(48);
+    ASSERT_TRUE((*c)->encrypt_sector(aad_sector(SectorIndex{3}, 512), d, t, iv));
+    EXPECT_EQ(to_hex(std::span<const std::byte>(d).first(16)), "50ab00334b47bb363f571c36c250940c");
+    EXPECT_EQ(to_hex(std::span<const std::byte>(t).first(32)),
+              "f956aeb84148efffb5037e69d15fd3a9eaf7e9094218191741b301be1d70b1ba");
+    ASSERT_TRUE((*c)->decrypt(SectorRun{d, t, SectorIndex{3}}));
+    EXPECT_EQ(d, std::vector<std::byte>(512));
+  }
+}
+
 TEST(AuthCipher, CompositionSizes) {
   struct {
     const char* e;
