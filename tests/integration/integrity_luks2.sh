@@ -112,6 +112,17 @@ PY
   rm -f "$img"
 done
 
+note "the default wipe draws progress on a terminal, and nothing in a script"
+img=$T/tty.img
+truncate -s $((40 * MiB)) "$img"
+echo YES | script -qec "'$CRYPTMAP' luksFormat --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --cipher aes-gcm-random --integrity aead --integrity-no-journal '$img' '$K'" /dev/null > "$T/tty" \
+  || fail "luksFormat --integrity on a terminal: $(cat "$T/tty")"
+grep -q "Wiping $img: 100%" "$T/tty" || fail "no wipe progress on a terminal: $(tr '\r' '\n' < "$T/tty" | tail -3)"
+cm luksFormat -q --type luks2 "${FAST[@]}" --cipher aes-gcm-random --integrity aead \
+  --integrity-no-journal "$img" "$K" > "$T/out" 2>&1 || fail "luksFormat: $(cat "$T/out")"
+[[ ! -s "$T/out" ]] || fail "printed in a script: $(cat "$T/out")"
+rm -f "$img"
+
 note "--integrity-no-wipe: never-written blocks fail with EIO, written ones read back"
 img=$T/nowipe.img
 truncate -s $((40 * MiB)) "$img"
