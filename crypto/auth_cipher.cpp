@@ -74,10 +74,11 @@ class EvpAuthCipher final : public AuthSectorCipher {
     const std::size_t n = run.data.size() / sector_size_;
     if (run.data.size() != n * sector_size_ || run.meta.size() != n * c_.tag_size)
       return fail(make_error(Errc::kInvalid, "authenticated run: sizes", run.first.value));
+    CRYPTMAP_TRY(ctx, contexts(1));
     for (std::size_t i = 0; i < n; ++i)
-      CRYPTMAP_TRY_VOID(encrypt_sector(aad_sector(run.first + i, sector_size_),
-                                       run.data.subspan(i * sector_size_, sector_size_),
-                                       run.meta.subspan(i * c_.tag_size, c_.tag_size)));
+      CRYPTMAP_TRY_VOID(encrypt_one(ctx, aad_sector(run.first + i, sector_size_),
+                                    run.data.subspan(i * sector_size_, sector_size_),
+                                    run.meta.subspan(i * c_.tag_size, c_.tag_size), {}));
     return ok();
   }
 
@@ -85,11 +86,12 @@ class EvpAuthCipher final : public AuthSectorCipher {
     const std::size_t n = run.data.size() / sector_size_;
     if (run.data.size() != n * sector_size_ || run.meta.size() != n * c_.tag_size)
       return fail(make_error(Errc::kInvalid, "authenticated run: sizes", run.first.value));
+    CRYPTMAP_TRY(ctx, contexts(0));
     std::optional<Error> first;
     for (std::size_t i = 0; i < n; ++i) {
-      auto r = decrypt_sector(aad_sector(run.first + i, sector_size_),
-                              run.data.subspan(i * sector_size_, sector_size_),
-                              run.meta.subspan(i * c_.tag_size, c_.tag_size));
+      auto r = decrypt_one(ctx, aad_sector(run.first + i, sector_size_),
+                           run.data.subspan(i * sector_size_, sector_size_),
+                           run.meta.subspan(i * c_.tag_size, c_.tag_size));
       if (!r) {
         Error e = r.error();
         if (e.code == Errc::kAuth) e.object = (run.first + i).value;
@@ -103,6 +105,60 @@ class EvpAuthCipher final : public AuthSectorCipher {
   Result<void> encrypt_sector(std::uint64_t s, std::span<std::byte> data,
                               std::span<std::byte> tuple,
                               std::span<const std::byte> forced_iv = {}) const override {
+    CRYPTMAP_TRY(ctx, contexts(1));
+    return encrypt_one(ctx, s, data, tuple, forced_iv);
+  }
+
+  Result<void> decrypt_sector(std::uint64_t s, std::span<std::byte> data,
+                              std::span<const std::byte> tuple) const override {
+    CRYPTMAP_TRY(ctx, contexts(0));
+    return decrypt_one(ctx, s, data, tuple);
+  }
+
+ private:
+  // Keyed contexts for one run in one direction: the key schedule and the HMAC key are set up
+  // once, then each sector only re-initialises the IV / resets the MAC.
+  struct Contexts {
+    CtxPtr cipher;
+    MacCtxPtr mac;
+    int enc = 1;
+  };
+
+  Result<Contexts> contexts(int enc) const {
+    Contexts c;
+    c.enc = enc;
+    c.cipher.reset(EVP_CIPHER_CTX_new());
+    if (!c.cipher) return fail(openssl_error("authenticated cipher: context"));
+    const EVP_CIPHER* cipher = nullptr;
+    if (kind_ == Kind::kXtsHmac)
+      cipher = enc_key_.size() == 64 ? EVP_aes_256_xts() : EVP_aes_128_xts();
+    else if (kind_ == Kind::kChaChaPoly)
+      cipher = EVP_chacha20_poly1305();
+    else
+      cipher = enc_key_.size() == 32   ? EVP_aes_256_gcm()
+               : enc_key_.size() == 24 ? EVP_aes_192_gcm()
+                                       : EVP_aes_128_gcm();
+    if (EVP_CipherInit_ex(c.cipher.get(), cipher, nullptr, nullptr, nullptr, enc) != 1)
+      return fail(openssl_error("authenticated cipher: init"));
+    if (kind_ != Kind::kXtsHmac && EVP_CIPHER_CTX_ctrl(c.cipher.get(), EVP_CTRL_AEAD_SET_IVLEN,
+                                                       static_cast<int>(c_.iv_size), nullptr) != 1)
+      return fail(openssl_error("AEAD: IV length"));
+    if (EVP_CipherInit_ex(c.cipher.get(), nullptr, nullptr, u8(enc_key_.data()), nullptr, enc) != 1)
+      return fail(openssl_error("authenticated cipher: key"));
+    if (kind_ == Kind::kXtsHmac) {
+      c.mac.reset(EVP_MAC_CTX_new(mac_.get()));
+      if (!c.mac) return fail(openssl_error("HMAC: context"));
+      OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(
+                                 OSSL_MAC_PARAM_DIGEST, const_cast<char*>(digest_.c_str()), 0),
+                             OSSL_PARAM_construct_end()};
+      if (EVP_MAC_init(c.mac.get(), u8(mac_key_.data()), mac_key_.size(), params) != 1)
+        return fail(openssl_error("HMAC: key"));
+    }
+    return c;
+  }
+
+  Result<void> encrypt_one(Contexts& ctx, std::uint64_t s, std::span<std::byte> data,
+                           std::span<std::byte> tuple, std::span<const std::byte> forced_iv) const {
     if (data.size() != sector_size_ || tuple.size() != c_.tag_size)
       return fail(make_error(Errc::kInvalid, "authenticated sector: sizes", s));
     std::array<std::byte, 8 + 16> aad{};
@@ -126,14 +182,14 @@ class EvpAuthCipher final : public AuthSectorCipher {
     std::fill(tuple.begin() + static_cast<std::ptrdiff_t>(c_.auth_size + c_.stored_iv_size),
               tuple.end(), std::byte{0});
     if (kind_ == Kind::kXtsHmac) {
-      CRYPTMAP_TRY_VOID(xts(data, iv, 1));
-      return hmac(a, data, tag);
+      CRYPTMAP_TRY_VOID(xts(ctx, data, iv));
+      return hmac(ctx, a, data, tag);
     }
-    return aead(a, iv, data, tag, 1);
+    return aead(ctx, a, iv, data, tag);
   }
 
-  Result<void> decrypt_sector(std::uint64_t s, std::span<std::byte> data,
-                              std::span<const std::byte> tuple) const override {
+  Result<void> decrypt_one(Contexts& ctx, std::uint64_t s, std::span<std::byte> data,
+                           std::span<const std::byte> tuple) const {
     if (data.size() != sector_size_ || tuple.size() != c_.tag_size)
       return fail(make_error(Errc::kInvalid, "authenticated sector: sizes", s));
     std::array<std::byte, 8 + 16> aad{};
@@ -150,81 +206,60 @@ class EvpAuthCipher final : public AuthSectorCipher {
     const std::span<std::byte> want(tag.data(), c_.auth_size);
     if (kind_ == Kind::kXtsHmac) {
       std::array<std::byte, 64> got{};
-      CRYPTMAP_TRY_VOID(hmac(a, data, std::span(got).first(c_.auth_size)));
+      CRYPTMAP_TRY_VOID(hmac(ctx, a, data, std::span(got).first(c_.auth_size)));
       if (CRYPTO_memcmp(got.data(), want.data(), c_.auth_size) != 0) return fail(auth_failure(s));
-      return xts(data, iv, 0);
+      return xts(ctx, data, iv);
     }
-    auto r = aead(a, iv, data, want, 0);
+    auto r = aead(ctx, a, iv, data, want);
     if (!r) std::fill(data.begin(), data.end(), std::byte{0});  // never unverified plaintext
     return r;
   }
 
- private:
-  Result<void> xts(std::span<std::byte> data, std::span<const std::byte> iv, int enc) const {
-    CtxPtr ctx(EVP_CIPHER_CTX_new());
-    if (!ctx) return fail(openssl_error("AES-XTS: context"));
-    const EVP_CIPHER* cipher = enc_key_.size() == 64 ? EVP_aes_256_xts() : EVP_aes_128_xts();
+  Result<void> xts(Contexts& ctx, std::span<std::byte> data, std::span<const std::byte> iv) const {
     int len = 0;
-    if (EVP_CipherInit_ex(ctx.get(), cipher, nullptr, u8(enc_key_.data()), u8(iv.data()), enc) !=
+    if (EVP_CipherInit_ex(ctx.cipher.get(), nullptr, nullptr, nullptr, u8(iv.data()), ctx.enc) !=
             1 ||
-        EVP_CipherUpdate(ctx.get(), u8(data.data()), &len, u8(data.data()),
+        EVP_CipherUpdate(ctx.cipher.get(), u8(data.data()), &len, u8(data.data()),
                          static_cast<int>(data.size())) != 1)
       return fail(openssl_error("AES-XTS: EVP_CipherUpdate"));
     return ok();
   }
 
-  Result<void> hmac(std::span<const std::byte> aad, std::span<const std::byte> c,
+  Result<void> hmac(Contexts& ctx, std::span<const std::byte> aad, std::span<const std::byte> c,
                     std::span<std::byte> out) const {
-    MacCtxPtr ctx(EVP_MAC_CTX_new(mac_.get()));
-    if (!ctx) return fail(openssl_error("HMAC: context"));
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-                                                            const_cast<char*>(digest_.c_str()), 0),
-                           OSSL_PARAM_construct_end()};
     std::array<unsigned char, 64> full{};
     std::size_t len = 0;
-    if (EVP_MAC_init(ctx.get(), u8(mac_key_.data()), mac_key_.size(), params) != 1 ||
-        EVP_MAC_update(ctx.get(), u8(aad.data()), aad.size()) != 1 ||
-        EVP_MAC_update(ctx.get(), u8(c.data()), c.size()) != 1 ||
-        EVP_MAC_final(ctx.get(), full.data(), &len, full.size()) != 1 || len < out.size())
+    // A null key re-initialises the HMAC with the key already set (OpenSSL 3 HMAC provider).
+    if (EVP_MAC_init(ctx.mac.get(), nullptr, 0, nullptr) != 1 ||
+        EVP_MAC_update(ctx.mac.get(), u8(aad.data()), aad.size()) != 1 ||
+        EVP_MAC_update(ctx.mac.get(), u8(c.data()), c.size()) != 1 ||
+        EVP_MAC_final(ctx.mac.get(), full.data(), &len, full.size()) != 1 || len < out.size())
       return fail(openssl_error("HMAC: EVP_MAC"));
     std::memcpy(out.data(), full.data(), out.size());
     OPENSSL_cleanse(full.data(), full.size());
     return ok();
   }
 
-  Result<void> aead(std::span<const std::byte> aad, std::span<const std::byte> iv,
-                    std::span<std::byte> data, std::span<std::byte> tag, int enc) const {
-    CtxPtr ctx(EVP_CIPHER_CTX_new());
-    if (!ctx) return fail(openssl_error("AEAD: context"));
-    const EVP_CIPHER* cipher = nullptr;
-    if (kind_ == Kind::kChaChaPoly)
-      cipher = EVP_chacha20_poly1305();
-    else
-      cipher = enc_key_.size() == 32   ? EVP_aes_256_gcm()
-               : enc_key_.size() == 24 ? EVP_aes_192_gcm()
-                                       : EVP_aes_128_gcm();
+  Result<void> aead(Contexts& ctx, std::span<const std::byte> aad, std::span<const std::byte> iv,
+                    std::span<std::byte> data, std::span<std::byte> tag) const {
+    EVP_CIPHER_CTX* c = ctx.cipher.get();
     int len = 0;
-    if (EVP_CipherInit_ex(ctx.get(), cipher, nullptr, nullptr, nullptr, enc) != 1 ||
-        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_SET_IVLEN, static_cast<int>(iv.size()),
-                            nullptr) != 1 ||
-        EVP_CipherInit_ex(ctx.get(), nullptr, nullptr, u8(enc_key_.data()), u8(iv.data()), enc) !=
-            1 ||
-        EVP_CipherUpdate(ctx.get(), nullptr, &len, u8(aad.data()), static_cast<int>(aad.size())) !=
-            1 ||
-        EVP_CipherUpdate(ctx.get(), u8(data.data()), &len, u8(data.data()),
+    if (EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, u8(iv.data()), ctx.enc) != 1 ||
+        EVP_CipherUpdate(c, nullptr, &len, u8(aad.data()), static_cast<int>(aad.size())) != 1 ||
+        EVP_CipherUpdate(c, u8(data.data()), &len, u8(data.data()),
                          static_cast<int>(data.size())) != 1)
       return fail(openssl_error("AEAD: EVP_CipherUpdate"));
-    if (enc == 0) {
-      if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_SET_TAG, static_cast<int>(tag.size()),
-                              tag.data()) != 1)
+    if (ctx.enc == 0) {
+      if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(tag.size()), tag.data()) !=
+          1)
         return fail(openssl_error("AEAD: set tag"));
-      if (EVP_CipherFinal_ex(ctx.get(), nullptr, &len) != 1) return fail(auth_failure(0));
+      if (EVP_CipherFinal_ex(c, nullptr, &len) != 1) return fail(auth_failure(0));
       return ok();
     }
     unsigned char fin[16];
-    if (EVP_CipherFinal_ex(ctx.get(), fin, &len) != 1 ||
-        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_GET_TAG, static_cast<int>(tag.size()),
-                            tag.data()) != 1)
+    if (EVP_CipherFinal_ex(c, fin, &len) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(tag.size()), tag.data()) !=
+            1)
       return fail(openssl_error("AEAD: get tag"));
     return ok();
   }
