@@ -5,7 +5,8 @@
 # composition; a flipped ciphertext byte, a flipped tag byte and two swapped blocks fail exactly
 # their blocks with EIO, logged with the volume-relative sector; never-written blocks of a
 # --integrity-no-wipe volume fail; discards refused; journal mode refused with a clear message;
-# a detached header with --offset; ext4 over a loop device + e2fsck for one AEAD and one HMAC mode.
+# truncated image / damaged superblock refused; a detached header with --offset; ext4 over a
+# loop device + e2fsck for one AEAD and one HMAC mode.
 source "$(dirname "$0")/lib.sh"
 watchdog 540
 K=$(keyfile key "integrity passphrase")
@@ -147,6 +148,17 @@ expect_failure 1 "journal mode is not implemented" -- cm open --mount-dir "$MNT"
 cmi_open "$img" j --key-file "$K" --integrity-no-journal
 cmp -n $(stat -c %s "$MNT/j") "$MNT/j" /dev/zero || fail "opened with --integrity-no-journal: not zeros"
 cm_close j
+rm -f "$img"
+
+note "a truncated image and a damaged superblock fail to open with clear errors"
+img=$T/cut.img
+truncate -s $((40 * MiB)) "$img"
+cm luksFormat -q --type luks2 "${FAST[@]}" --cipher aes-gcm-random --integrity aead \
+  --integrity-no-journal --integrity-no-wipe "$img" "$K"
+truncate -s $((30 * MiB)) "$img"
+expect_failure 1 "provided_data_sectors.*holds only" -- cm open --mount-dir "$MNT" --key-file "$K" "$img" c
+printf 'x' | dd of="$img" bs=1 seek=$((16 * MiB + 8)) conv=notrunc status=none
+expect_failure 1 "superblock: version.*unknown version" -- cm open --mount-dir "$MNT" --key-file "$K" "$img" c
 rm -f "$img"
 
 note "detached header, data at --offset in another file"
