@@ -113,6 +113,22 @@ PY
   rm -f "$img"
 done
 
+note "512-byte sectors: format, open, unaligned write, read back after reopen"
+img=$T/s512.img
+truncate -s $((40 * MiB)) "$img"
+cm luksFormat -q --type luks2 "${FAST[@]}" --cipher aes-xts-random --integrity hmac-sha256 \
+  --integrity-no-journal --sector-size 512 "$img" "$K"
+cryptsetup luksDump "$img" | grep -q "sector: 512 \[bytes\]" || fail "not a 512-byte sector volume"
+cmi_open "$img" s --key-file "$K"
+head -c 70001 /dev/urandom > "$T/u512"
+dd if="$T/u512" of="$MNT/s" bs=70001 seek=1234567 oflag=seek_bytes conv=notrunc status=none
+cm_close s
+cmi_open "$img" s --key-file "$K"
+cmp <(dd if="$MNT/s" bs=70001 skip=1234567 count=1 iflag=skip_bytes status=none) "$T/u512" \
+  || fail "512-byte sector volume changed"
+cm_close s
+rm -f "$img"
+
 note "the default wipe draws progress on a terminal, and nothing in a script"
 img=$T/tty.img
 truncate -s $((40 * MiB)) "$img"
