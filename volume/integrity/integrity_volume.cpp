@@ -22,7 +22,7 @@ namespace {
 using integrity::Geometry;
 
 constexpr std::uint64_t kAlign = 4096;
-constexpr std::size_t kMaxRunBlocks = 64;  // blocks per store round trip
+constexpr std::size_t kMaxRunBlocks = 256;  // blocks per store round trip
 
 std::uint64_t align_down(std::uint64_t x) { return x / kAlign * kAlign; }
 std::uint64_t align_up(std::uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
