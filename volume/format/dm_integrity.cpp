@@ -13,6 +13,7 @@ namespace {
 constexpr char kMagic[8] = {'i', 'n', 't', 'e', 'g', 'r', 't', '\0'};
 constexpr std::uint32_t kMaxTagSize = 504 - 8 - 8 - 8 * 8;  // kernel MAX_TAG_SIZE = 424
 constexpr std::uint32_t kMinLog2Interleave = 3;
+constexpr std::uint64_t kMaxDevSectors = std::uint64_t{1} << 54;
 constexpr std::uint32_t kMaxLog2Interleave = 31;
 // The flat tag offset equals the kernel's dm-bufio computation only when the interleave is at
 // least the buffer size (128 sectors); LUKS2 always uses 32768 (docs/integrity.md §1.2).
@@ -179,6 +180,10 @@ Result<Geometry> compute_geometry(const GeometryParams& p) {
     return fail(make_error(Errc::kInvalid, "dm-integrity tag size", p.tag_size));
   if (p.log2_interleave < kMinSupportedLog2Interleave || p.log2_interleave > kMaxLog2Interleave)
     return fail(make_error(Errc::kUnsupported, "dm-integrity interleave", p.log2_interleave));
+  // Byte offsets (sectors · 512) must fit in 64 bits everywhere below.
+  if (p.dev_sectors > kMaxDevSectors)
+    return fail(make_error(Errc::kInvalid, "dm-integrity device size: larger than 2^63 bytes",
+                           p.dev_sectors));
   if (p.start >= p.dev_sectors || p.dev_sectors - p.start < 2 * kSbSectors)
     return fail(make_error_fmt(Errc::kInvalid, "dm-integrity device size", p.dev_sectors,
                                "too small for a superblock at sector %llu",

@@ -214,6 +214,7 @@ TEST(DmIntegritySuperblock, HostileFieldsAreRefused) {
   EXPECT_FALSE(geometry_from_superblock(huge, 524288, 32768));
   huge.journal_sections = 0;
   EXPECT_FALSE(geometry_from_superblock(huge, 524288, 32768));
+  EXPECT_EQ(geometry_from_superblock(sb, ~0ull, 32768).error().code, Errc::kInvalid);
   auto small = sb;
   small.log2_interleave_sectors = 5;  // smaller than dm-bufio's buffer: refused
   EXPECT_EQ(geometry_from_superblock(small, 524288, 32768).error().code, Errc::kUnsupported);
