@@ -82,9 +82,12 @@ class EvpAuthCipher final : public AuthSectorCipher {
     return ok();
   }
 
-  Result<void> decrypt(const SectorRun& run) const override {
+  Result<void> decrypt(const SectorRun& run) const override { return decrypt_verdicts(run, {}); }
+
+  Result<void> decrypt_verdicts(const SectorRun& run, std::span<bool> failed) const override {
     const std::size_t n = run.data.size() / sector_size_;
-    if (run.data.size() != n * sector_size_ || run.meta.size() != n * c_.tag_size)
+    if (run.data.size() != n * sector_size_ || run.meta.size() != n * c_.tag_size ||
+        (!failed.empty() && failed.size() != n))
       return fail(make_error(Errc::kInvalid, "authenticated run: sizes", run.first.value));
     CRYPTMAP_TRY(ctx, contexts(0));
     std::optional<Error> first;
@@ -92,6 +95,7 @@ class EvpAuthCipher final : public AuthSectorCipher {
       auto r = decrypt_one(ctx, aad_sector(run.first + i, sector_size_),
                            run.data.subspan(i * sector_size_, sector_size_),
                            run.meta.subspan(i * c_.tag_size, c_.tag_size));
+      if (!failed.empty()) failed[i] = !r;
       if (!r) {
         Error e = r.error();
         if (e.code == Errc::kAuth) e.object = (run.first + i).value;

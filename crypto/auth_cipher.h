@@ -63,6 +63,9 @@ class AuthSectorCipher : public SectorCipher {
   // kAuth (EILSEQ) when the tag does not verify; then `data` holds no plaintext.
   virtual Result<void> decrypt_sector(std::uint64_t aad_sector, std::span<std::byte> data,
                                       std::span<const std::byte> tuple) const = 0;
+  // decrypt() that also records each sector's verdict: failed[i] is set when sector i of the
+  // run failed verification (failed.size() = sectors in the run). Returns the first error.
+  virtual Result<void> decrypt_verdicts(const SectorRun& run, std::span<bool> failed) const = 0;
   virtual const AuthComposition& composition() const noexcept = 0;
   std::size_t meta_bytes_per_sector() const noexcept override { return composition().tag_size; }
 };

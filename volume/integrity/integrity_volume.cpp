@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -238,24 +239,19 @@ class IntegrityVolume final : public Volume {
     const auto tags = tag_buf.first(w.hi - w.lo);
     CRYPTMAP_TRY_VOID(store_->read_at(data_at(first), data));
     CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
-    std::optional<Error> bad;
-    for (std::size_t i = 0; i < n; ++i) {
-      const SectorIndex k{first + i};
-      auto r =
-          cipher_->decrypt(crypto::SectorRun{std::span(data).subspan(i * bs_, bs_),
-                                             std::span(tags).subspan(w.first + i * tag_, tag_), k});
-      verified_.fetch_add(1, std::memory_order_relaxed);
-      if (!r) {
-        if (r.error().code == Errc::kAuth) {
+    std::array<bool, kMaxRunBlocks> failed{};
+    auto r = cipher_->decrypt_verdicts(
+        crypto::SectorRun{data, tags.subspan(w.first, n * tag_), SectorIndex{first}},
+        std::span(failed).first(n));
+    verified_.fetch_add(n, std::memory_order_relaxed);
+    if (!r) {
+      for (std::size_t i = 0; i < n; ++i)
+        if (failed[i]) {
           failed_.fetch_add(1, std::memory_order_relaxed);
-          log_auth_failure(k);
+          log_auth_failure(SectorIndex{first + i});
         }
-        if (!bad) bad = r.error();
-      }
-    }
-    if (bad) {
       wipe(data);
-      return fail(*bad);
+      return fail(r.error());
     }
     return ok();
   }

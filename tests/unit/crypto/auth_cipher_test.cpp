@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cerrno>
 #include <vector>
 
@@ -169,6 +170,12 @@ TEST(AuthCipher, TamperFailsExactlyTheSector) {
         if (where == 0) d[2 * ss + 100] ^= std::byte{1};             // ciphertext of sector 12
         if (where == 1) m[2 * T + 3] ^= std::byte{0x80};             // tag of sector 12
         if (where == 2) m[2 * T + comp->auth_size] ^= std::byte{1};  // stored IV of sector 12
+        {
+          auto d2 = d;
+          std::array<bool, 4> failed{};
+          ASSERT_FALSE((*c)->decrypt_verdicts(SectorRun{d2, m, SectorIndex{10}}, failed));
+          EXPECT_EQ(failed, (std::array<bool, 4>{false, false, true, false}));
+        }
         auto r = (*c)->decrypt(SectorRun{d, m, SectorIndex{10}});
         ASSERT_FALSE(r) << e << " " << where;
         EXPECT_EQ(r.error().code, Errc::kAuth);
