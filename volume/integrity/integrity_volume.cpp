@@ -312,6 +312,11 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
                                                       const VolumeOptions& options,
                                                       std::shared_ptr<spdlog::logger> logger) {
   CRYPTMAP_TRY(comp, crypto::auth_composition(layout.auth_encryption, layout.integrity));
+  // As cryptsetup's LUKS2_activate_multi: dm-integrity under dm-crypt cannot discard.
+  if (layout.allow_discards || options.allow_discards)
+    return fail(make_error(Errc::kUnsupported,
+                           "Discard/TRIM is not supported with integrity protection "
+                           "(drop --allow-discards or the allow-discards flag)"));
   if (!layout.integrity_no_journal)
     return fail(make_error(
         Errc::kUnsupported,

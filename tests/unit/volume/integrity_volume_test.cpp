@@ -301,6 +301,13 @@ TEST(IntegrityVolume, RefusesJournalModeJournalEntriesAndDiscards) {
     ASSERT_FALSE(d);
     EXPECT_EQ(d.error().code, Errc::kUnsupported);
   }
+  {  // --allow-discards (or the LUKS2 flag) is refused at open, as cryptsetup does
+    VolumeLayout d = l;
+    d.allow_discards = true;
+    auto o = open_on(formatted(24 * kMiB, d), d);
+    ASSERT_FALSE(o);
+    EXPECT_EQ(o.error().code, Errc::kUnsupported);
+  }
   {  // a superblock for another tag size (the segment says hmac-sha512)
     auto mem = formatted(24 * kMiB, l);
     VolumeLayout other = l;
