@@ -13,6 +13,7 @@
 
 #include "base/bytes.h"
 #include "base/secret.h"
+#include "crypto/internal/context_pool.h"
 #include "crypto/random.h"
 
 namespace cryptmap::crypto {
@@ -42,6 +43,17 @@ Error auth_failure(std::uint64_t object) {
 }
 Error openssl_error(const char* what) { return make_error(Errc::kIo, what); }
 
+// Keyed contexts for one direction: the key schedule and the HMAC key are set up once, then
+// each sector only re-initialises the IV / resets the MAC.
+struct Contexts {
+  CtxPtr cipher;
+  MacCtxPtr mac;
+  int enc = 1;
+};
+struct ContextPair {
+  Contexts enc, dec;
+};
+
 class EvpAuthCipher final : public AuthSectorCipher {
  public:
   EvpAuthCipher(AuthComposition c, Kind kind, std::uint32_t sector_size, SecretBytes enc_key,
@@ -51,7 +63,15 @@ class EvpAuthCipher final : public AuthSectorCipher {
         sector_size_(sector_size),
         enc_key_(std::move(enc_key)),
         mac_key_(std::move(mac_key)),
-        digest_(std::move(digest)) {}
+        digest_(std::move(digest)),
+        pool_([this]() -> Result<std::unique_ptr<ContextPair>> {
+          auto p = std::make_unique<ContextPair>();
+          CRYPTMAP_TRY(e, contexts(1));
+          CRYPTMAP_TRY(d, contexts(0));
+          p->enc = std::move(e);
+          p->dec = std::move(d);
+          return p;
+        }) {}
 
   Result<void> init() {
     if (kind_ == Kind::kXtsHmac) {
@@ -74,7 +94,8 @@ class EvpAuthCipher final : public AuthSectorCipher {
     const std::size_t n = run.data.size() / sector_size_;
     if (run.data.size() != n * sector_size_ || run.meta.size() != n * c_.tag_size)
       return fail(make_error(Errc::kInvalid, "authenticated run: sizes", run.first.value));
-    CRYPTMAP_TRY(ctx, contexts(1));
+    CRYPTMAP_TRY(lease, pool_.acquire());
+    Contexts& ctx = lease->enc;
     for (std::size_t i = 0; i < n; ++i)
       CRYPTMAP_TRY_VOID(encrypt_one(ctx, aad_sector(run.first + i, sector_size_),
                                     run.data.subspan(i * sector_size_, sector_size_),
@@ -89,7 +110,8 @@ class EvpAuthCipher final : public AuthSectorCipher {
     if (run.data.size() != n * sector_size_ || run.meta.size() != n * c_.tag_size ||
         (!failed.empty() && failed.size() != n))
       return fail(make_error(Errc::kInvalid, "authenticated run: sizes", run.first.value));
-    CRYPTMAP_TRY(ctx, contexts(0));
+    CRYPTMAP_TRY(lease, pool_.acquire());
+    Contexts& ctx = lease->dec;
     std::optional<Error> first;
     for (std::size_t i = 0; i < n; ++i) {
       auto r = decrypt_one(ctx, aad_sector(run.first + i, sector_size_),
@@ -109,25 +131,17 @@ class EvpAuthCipher final : public AuthSectorCipher {
   Result<void> encrypt_sector(std::uint64_t s, std::span<std::byte> data,
                               std::span<std::byte> tuple,
                               std::span<const std::byte> forced_iv = {}) const override {
-    CRYPTMAP_TRY(ctx, contexts(1));
-    return encrypt_one(ctx, s, data, tuple, forced_iv);
+    CRYPTMAP_TRY(lease, pool_.acquire());
+    return encrypt_one(lease->enc, s, data, tuple, forced_iv);
   }
 
   Result<void> decrypt_sector(std::uint64_t s, std::span<std::byte> data,
                               std::span<const std::byte> tuple) const override {
-    CRYPTMAP_TRY(ctx, contexts(0));
-    return decrypt_one(ctx, s, data, tuple);
+    CRYPTMAP_TRY(lease, pool_.acquire());
+    return decrypt_one(lease->dec, s, data, tuple);
   }
 
  private:
-  // Keyed contexts for one run in one direction: the key schedule and the HMAC key are set up
-  // once, then each sector only re-initialises the IV / resets the MAC.
-  struct Contexts {
-    CtxPtr cipher;
-    MacCtxPtr mac;
-    int enc = 1;
-  };
-
   Result<Contexts> contexts(int enc) const {
     Contexts c;
     c.enc = enc;
@@ -274,7 +288,8 @@ class EvpAuthCipher final : public AuthSectorCipher {
   SecretBytes enc_key_;
   SecretBytes mac_key_;
   std::string digest_;
-  std::unique_ptr<EVP_MAC, MacFree> mac_;
+  std::unique_ptr<EVP_MAC, MacFree> mac_;  // before pool_: contexts are made from it
+  internal::ContextPool<ContextPair> pool_;
 };
 
 }  // namespace
