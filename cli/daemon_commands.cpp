@@ -36,6 +36,7 @@
 #include "cli/commands.h"
 #include "cli/tcrypt_unlock.h"
 #include "cli/terminal/passphrase.h"
+#include "crypto/auth_cipher.h"
 #include "fs/control.h"
 #include "fs/daemon.h"
 #include "volume/format/bitlk.h"
@@ -93,8 +94,9 @@ struct OpenArgs {
   bool all = false;              // --all: every entry of the cryptmaptab
   std::string tab = "/etc/cryptmaptab";
   volume::PlainOptions plain;
-  bool allow_discards = false;  // --allow-discards
-  std::string cache_size;       // --cache-size: bytes with a K/M/G suffix; 0 = no cache
+  bool allow_discards = false;        // --allow-discards
+  bool integrity_no_journal = false;  // --integrity-no-journal (LUKS2 --integrity volumes)
+  std::string cache_size;             // --cache-size: bytes with a K/M/G suffix; 0 = no cache
   bool perf_no_read_workqueue = false;
   bool perf_no_write_workqueue = false;
   bool debug_unordered_zone_writes = false;  // hidden: tests show ordering matters
@@ -350,6 +352,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   uo.plain_key_from_file = !a.key_file.empty() && a.key_file != "-";
   if (a.key_slot >= 0) uo.keyslot = a.key_slot;
   uo.key_only = a.test_passphrase;
+  uo.integrity_no_journal = a.integrity_no_journal;
   const volume::PosixStoreOptions ro{.read_only = true, .direct_io = false};
   const std::string header_path = a.header.empty() || plain ? a.image : a.header;
   if (!a.header.empty() && !plain) req.source.header = absolute(a.header);
@@ -705,14 +708,26 @@ void run_close(const CloseArgs& a, CommandContext& ctx) {
   ctx.exit_code = report_reply(reply, "close");
 }
 
+// The data cipher as cryptsetup names it (an authenticated composition as the LUKS2 segment
+// writes it: AEAD modes have no CipherSpec).
+std::string cipher_text(const volume::VolumeLayout& l) {
+  return l.auth_encryption.empty() ? l.cipher.to_string() : l.auth_encryption;
+}
+
 void print_status(const ControlPaths& paths, const Reply& r) {
   for (const VolumeStatus& v : r.volumes) {
     const auto& l = v.layout;
     std::printf("%s/%s is active%s\n", paths.mount_dir.c_str(), v.name.c_str(),
                 v.open_count > 0 ? " and is in use." : ".");
     std::printf("  type:    %s\n", volume::volume_type_name(l.type));
-    std::printf("  cipher:  %s\n", l.cipher.to_string().c_str());
+    std::printf("  cipher:  %s\n", cipher_text(l).c_str());
     std::printf("  keysize: %u bits\n", l.key_bytes * 8);
+    if (!l.integrity.empty()) {
+      std::printf("  integrity: %s\n", l.integrity.c_str());
+      if (auto c = crypto::auth_composition(l.auth_encryption, l.integrity))
+        std::printf("  integrity tag size: %zu [bytes]\n", c->tag_size);
+      std::printf("  integrity mode: %s\n", l.integrity_no_journal ? "no-journal" : "journal");
+    }
     std::printf("  key location: cryptmap daemon (pid %lld)\n",
                 static_cast<long long>(r.daemon_pid));
     std::printf("  device:  %s\n", v.source.image.c_str());
@@ -757,7 +772,7 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       j["image"] = v.source.image;
       j["header"] = v.source.header.empty() ? nullptr : nlohmann::ordered_json(v.source.header);
       j["type"] = volume::volume_type_name(l.type);
-      j["cipher"] = l.cipher.to_string();
+      j["cipher"] = cipher_text(l);
       j["key_bits"] = l.key_bytes * 8;
       j["sector_size"] = l.sector_size;
       j["offset_sectors"] = l.data_offset_bytes / 512;
@@ -777,6 +792,17 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       if (v.suspended) flags.push_back("suspended");
       j["flags"] = std::move(flags);
       j["suspended"] = v.suspended;
+      if (l.integrity.empty()) {
+        j["integrity"] = nullptr;
+      } else {
+        nlohmann::ordered_json ij;
+        ij["type"] = l.integrity;
+        auto c = crypto::auth_composition(l.auth_encryption, l.integrity);
+        ij["tag_size"] = c ? nlohmann::ordered_json(c->tag_size) : nullptr;
+        ij["journal"] = !l.integrity_no_journal;
+        ij["discards"] = false;
+        j["integrity"] = std::move(ij);
+      }
       out["volumes"].push_back(std::move(j));
     }
   }
@@ -996,6 +1022,9 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   open->add_option("--cache-size", oa->cache_size,
                    "Sector cache size (plaintext, locked in memory), e.g. 256M; default 64M; "
                    "0 = no cache: writes reach the image before they complete");
+  open->add_flag("--integrity-no-journal", oa->integrity_no_journal,
+                 "LUKS2 --integrity: write data and tags in place, without the dm-integrity "
+                 "journal (the only mode cryptmap implements)");
   open->add_flag("--allow-discards", oa->allow_discards,
                  "Allow discards (fallocate punch-hole on the mapped file) to reach the image");
   open->add_flag("--perf-no_read_workqueue", oa->perf_no_read_workqueue,

@@ -24,8 +24,10 @@
 #include "cli/commands.h"
 #include "cli/terminal/passphrase.h"
 #include "cli/terminal/progress.h"
+#include "crypto/auth_cipher.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
+#include "volume/integrity/integrity_volume.h"
 #include "volume/open.h"
 #include "volume/store/backing_store.h"
 #include "volume/store/nbd_backing_store.h"
@@ -61,7 +63,10 @@ struct LuksArgs {
   std::uint64_t new_keyfile_offset = 0, new_keyfile_size = 0;
   int key_slot = -1;
   bool dump_volume_key = false;
-  bool wipe = false;  // luksFormat --wipe
+  bool wipe = false;      // luksFormat --wipe
+  std::string integrity;  // luksFormat --integrity hmac-sha256|hmac-sha512|aead|poly1305
+  bool integrity_no_journal = false;  // luksFormat --integrity-no-journal
+  bool integrity_no_wipe = false;     // luksFormat --integrity-no-wipe
   bool json = false;
   std::string header_backup_file;
   std::string volume_key_file;
@@ -219,6 +224,10 @@ std::string hex_block(std::span<const std::byte> b) {
 Result<void> wipe_data_area(const LuksArgs& a, const volume::BackingStore& header,
                             const SecretBytes& volume_key, const CommandContext& ctx) {
   CRYPTMAP_TRY(hdr, volume::load_luks_header(header, std::nullopt));
+  volume::VolumeLayout layout = hdr->layout();
+  // An authenticated volume is wiped in dm-integrity's direct mode, as cryptsetup's
+  // post-format wipe (docs/integrity.md §3): every block gets a valid tag.
+  if (!layout.integrity.empty()) layout.integrity_no_journal = true;
   volume::VolumeOptions vo;
   vo.cache_bytes = 0;
   // The I/O-thread marking (PR_SET_IO_FLUSHER) matters for a daemon under a loop device, not
@@ -228,7 +237,7 @@ Result<void> wipe_data_area(const LuksArgs& a, const volume::BackingStore& heade
     QuietWarnings() { spdlog::default_logger()->set_level(std::max(old, spdlog::level::err)); }
     ~QuietWarnings() { spdlog::default_logger()->set_level(old); }
   } quiet;
-  CRYPTMAP_TRY(vol, volume::open_unlocked(a.device, hdr->layout(), volume_key.span(), vo,
+  CRYPTMAP_TRY(vol, volume::open_unlocked(a.device, layout, volume_key.span(), vo,
                                           spdlog::default_logger()));
   const std::uint64_t total = vol->size_bytes();
   std::vector<std::byte> zeros(std::min<std::uint64_t>(total, 4 << 20));
@@ -261,6 +270,26 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
   if (a.offset_set) o.offset_sectors = a.offset;
   o.detached_header = !a.header.empty();
   o.keyslot = slot_of(a);
+  if (!a.integrity.empty()) {
+    // cryptsetup's crypt_parse_integrity_mode: the CLI name -> the LUKS2 JSON name.
+    static const std::pair<const char*, const char*> kModes[] = {{"hmac-sha256", "hmac(sha256)"},
+                                                                 {"hmac-sha512", "hmac(sha512)"},
+                                                                 {"aead", "aead"},
+                                                                 {"poly1305", "poly1305"}};
+    for (const auto& [cli, json] : kModes)
+      if (a.integrity == cli) o.integrity = json;
+    if (o.integrity.empty())
+      return report(make_error_fmt(Errc::kUnsupported, "Unsupported integrity mode", kNoObject,
+                                   "'%s' (cryptmap: hmac-sha256, hmac-sha512, aead, poly1305)",
+                                   a.integrity.c_str()));
+    auto comp = crypto::auth_composition(o.cipher, o.integrity);
+    if (!comp) return report(comp.error());
+    if (!a.key_size_bits) o.key_bits = static_cast<std::uint32_t>(comp->cipher_key_size * 8);
+    o.integrity_no_journal = a.integrity_no_journal;
+  } else if (a.integrity_no_journal || a.integrity_no_wipe) {
+    return report(make_error(Errc::kInvalid,
+                             "--integrity-no-journal and --integrity-no-wipe need --integrity"));
+  }
   auto dsize = file_size(a.device);
   if (!dsize)
     return report(make_error_fmt(Errc::kNotFound, "Device does not exist or access denied.",
@@ -293,6 +322,23 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
                                vk_file ? vk_file->span() : std::span<const std::byte>{});
   if (!r) return report(r.error());
   if (ctx.verbosity) std::cerr << "Key slot " << r->keyslot << " created.\n";
+  if (!o.integrity.empty()) {
+    // The dm-integrity superblock and initial journal at the data offset of the data device,
+    // then (unless --integrity-no-wipe) valid tags everywhere.
+    auto hdr = volume::load_luks_header(**store, std::nullopt);
+    if (!hdr) return report(hdr.error());
+    auto comp = crypto::auth_composition(o.cipher, o.integrity);
+    auto data = volume::open_image_store(a.device, {.read_only = false, .direct_io = false});
+    if (!data) return report(data.error());
+    auto g = volume::format_integrity_area(**data, (*hdr)->layout(),
+                                           static_cast<std::uint32_t>(comp->tag_size));
+    if (!g) return report(g.error());
+    if (auto sy = (*data)->sync(); !sy) return report(sy.error());
+    data->reset();
+    if (!a.integrity_no_wipe && !a.wipe) {
+      if (auto w = wipe_data_area(a, **store, r->volume_key, ctx); !w) return report(w.error());
+    }
+  }
   if (a.wipe) {
     if (auto w = wipe_data_area(a, **store, r->volume_key, ctx); !w) return report(w.error());
   }
@@ -581,6 +627,13 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
                   "The start offset in the backend device (512-byte sectors)")
         ->each([args = a](const std::string&) { args->offset_set = true; });
     c->add_option("--volume-key-file", a->volume_key_file, "Use the volume key from file");
+    c->add_option(
+        "--integrity", a->integrity,
+        "Data integrity algorithm (LUKS2 only): hmac-sha256, hmac-sha512, aead, poly1305");
+    c->add_flag("--integrity-no-journal", a->integrity_no_journal,
+                "Disable the dm-integrity journal (stored as the LUKS2 flag no-journal)");
+    c->add_flag("--integrity-no-wipe", a->integrity_no_wipe,
+                "Do not wipe the device after format (never-written blocks fail to read)");
     c->add_flag("--wipe", a->wipe,
                 "Then write encrypted zeros over the whole data area (hides which blocks are "
                 "used; takes as long as writing the image; progress on a terminal)");

@@ -125,6 +125,9 @@ void put_layout(Sink& s, const volume::VolumeLayout& l) {
   for (const auto& c : l.cascade) s.str(c);
   s.u64(l.guard_offset_bytes);
   s.u64(l.guard_size_bytes);
+  s.str(l.auth_encryption);
+  s.str(l.integrity);
+  s.boolean(l.integrity_no_journal);
 }
 
 Result<volume::VolumeLayout> get_layout(Source& s) {
@@ -192,6 +195,12 @@ Result<volume::VolumeLayout> get_layout(Source& s) {
   CRYPTMAP_TRY(guard_size, s.u64("layout.guard_size_bytes"));
   l.guard_offset_bytes = guard_offset;
   l.guard_size_bytes = guard_size;
+  CRYPTMAP_TRY(auth_enc, s.str("layout.auth_encryption"));
+  CRYPTMAP_TRY(integrity, s.str("layout.integrity"));
+  CRYPTMAP_TRY(no_journal, s.boolean("layout.integrity_no_journal"));
+  l.auth_encryption = std::move(auth_enc);
+  l.integrity = std::move(integrity);
+  l.integrity_no_journal = no_journal;
   return l;
 }
 

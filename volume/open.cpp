@@ -10,6 +10,7 @@
 
 #include "base/unique_fd.h"
 #include "crypto/sector_cipher.h"
+#include "volume/integrity/integrity_volume.h"
 #include "volume/segment/segment_map.h"
 #include "volume/store/backing_store.h"
 #include "volume/store/nbd_backing_store.h"
@@ -106,6 +107,8 @@ Result<std::unique_ptr<Volume>> open_unlocked(const std::string& image, const Vo
                                               const VolumeOptions& options,
                                               std::shared_ptr<spdlog::logger> logger) {
   CRYPTMAP_TRY(store, probe_store(image, {.read_only = options.read_only}));
+  if (!layout.integrity.empty())  // LUKS2 --integrity: docs/integrity.md
+    return open_integrity_volume(layout, volume_key, std::move(store), options, std::move(logger));
   if (!layout.segments.empty()) {  // several dm table lines: volume/segment/segment_map.h
     CRYPTMAP_TRY(seg_store, make_segmented_store(layout, std::move(store)));
     CRYPTMAP_TRY(seg_cipher, make_segmented_cipher(layout, volume_key));

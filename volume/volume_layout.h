@@ -66,6 +66,14 @@ struct VolumeLayout {
   // hidden-volume protection, volume/write_guard.h); size 0: no guard.
   std::uint64_t guard_offset_bytes = 0;
   std::uint64_t guard_size_bytes = 0;
+  // LUKS2 authenticated encryption (docs/integrity.md): the segment's `encryption` and
+  // `integrity.type` as written ("aes-gcm-random", "aead"); both empty when not authenticated.
+  // Then `cipher` is only informative (AEAD modes have no CipherSpec) and size_bytes 0 means
+  // the dm-integrity superblock's provided_data_sectors.
+  std::string auth_encryption;
+  std::string integrity;
+  // dm-integrity direct mode D: the persistent flag `no-journal` or open --integrity-no-journal.
+  bool integrity_no_journal = false;
 };
 
 }  // namespace cryptmap::volume

@@ -474,6 +474,26 @@ TEST(FuzzReplay, TcryptHeader) {
   EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
 }
 
+TEST(FuzzReplay, IntegritySuperblock) {
+  const Bytes seed = integrity_superblock_seed();
+  EXPECT_EQ(integrity_superblock(seed.data(), seed.size()), 0);
+  Mutator m(9);
+  Tracker t;
+  for (int i = 0; i < 20000; ++i) {
+    Bytes b = seed;
+    // Mutate the 64-byte struct and the two sizes mostly (the rest of the sector is padding).
+    for (std::size_t k = 0, n = 1 + m.below(4); k < n; ++k) {
+      if (m.below(4) == 0)
+        m.bytes(b, b.size());
+      else if (const std::size_t at = m.below(2) == 0 ? m.below(64) : 512 + m.below(16);
+               at < b.size())
+        b[at] = static_cast<std::uint8_t>(m.below(256));
+    }
+    integrity_superblock(b.data(), b.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
 TEST(FuzzReplay, WriteSeeds) {
   const char* dir = std::getenv("CRYPTMAP_FUZZ_SEED_DIR");
   if (!dir) GTEST_SKIP() << "set CRYPTMAP_FUZZ_SEED_DIR to write the seed corpus";
@@ -499,6 +519,8 @@ TEST(FuzzReplay, WriteSeeds) {
     put("store_uri", "seed" + std::to_string(i++), c, std::strlen(c));
   const Bytes tc = tcrypt_seed();
   put("tcrypt_header", "seed", tc.data(), tc.size());
+  const Bytes is = integrity_superblock_seed();
+  put("integrity_superblock", "seed", is.data(), is.size());
 }
 
 }  // namespace

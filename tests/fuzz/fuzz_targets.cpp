@@ -13,6 +13,7 @@
 #include "crypto/cipher_spec.h"
 #include "crypto/key_protect.h"
 #include "volume/format/bitlk.h"
+#include "volume/format/dm_integrity.h"
 #include "volume/format/fvault2.h"
 #include "volume/format/internal/luks1_disk.h"
 #include "volume/format/internal/luks2_metadata.h"
@@ -342,6 +343,49 @@ int tcrypt_header(const std::uint8_t* data, std::size_t size) {
     (void)volume::tcrypt_unlock(store, o, bytes.first(std::min<std::size_t>(size, 64)));
   }
   return 0;
+}
+
+int integrity_superblock(const std::uint8_t* data, std::size_t size) {
+  std::array<std::byte, 512> sector{};
+  std::memcpy(sector.data(), data, std::min<std::size_t>(size, 512));
+  std::uint64_t dev = 524288, start = 32768;
+  if (size >= 520) dev = load_le64(reinterpret_cast<const std::byte*>(data) + 512);
+  if (size >= 528) start = load_le64(reinterpret_cast<const std::byte*>(data) + 520);
+  namespace vi = volume::integrity;
+  auto sb = vi::parse_superblock(sector);
+  if (!sb) return 0;
+  (void)vi::describe_superblock(*sb);
+  (void)vi::check_luks2_superblock(*sb, sb->integrity_tag_size, sb->block_bytes());
+  auto g = vi::geometry_from_superblock(*sb, dev, start);
+  if (!g) return 0;
+  // Whatever the superblock says, an accepted geometry keeps every data sector and tag inside
+  // the device, after the journal.
+  const std::uint64_t last = g->provided_data_sectors - 1;
+  CRYPTMAP_CHECK(g->data_sector(last) < dev);
+  CRYPTMAP_CHECK(g->data_sector(0) >= start + g->initial_sectors);
+  CRYPTMAP_CHECK(g->tag_byte(last) + g->tag_size <=
+                 g->data_sector(last & ~(g->interleave_sectors() - 1)) * 512);
+  const vi::Superblock again = vi::format_superblock(*g);
+  (void)again;
+  return 0;
+}
+
+std::vector<std::uint8_t> integrity_superblock_seed() {
+  namespace vi = volume::integrity;
+  vi::GeometryParams p;
+  p.dev_sectors = 524288;
+  p.start = 32768;
+  p.tag_size = 48;
+  p.sector_size = 4096;
+  auto g = vi::compute_geometry(p);
+  CRYPTMAP_CHECK(g.has_value());
+  std::vector<std::byte> sb(512);
+  vi::serialize_superblock(vi::format_superblock(*g), sb);
+  std::vector<std::uint8_t> out(528);
+  std::memcpy(out.data(), sb.data(), 512);
+  store_le64(reinterpret_cast<std::byte*>(out.data()) + 512, p.dev_sectors);
+  store_le64(reinterpret_cast<std::byte*>(out.data()) + 520, p.start);
+  return out;
 }
 
 }  // namespace cryptmap::fuzz

@@ -46,5 +46,11 @@ std::vector<std::uint8_t> fvault2_seed();
 // hidden, bit 7: system, bits 2-4: the chain); bytes 513..520 the image size (big-endian).
 // Parse, mapping, dump, keyfile pool; the trial is restricted to one cheap KDF.
 int tcrypt_header(const std::uint8_t* data, std::size_t size);
+// dm-integrity superblock (LUKS2 --integrity, docs/integrity.md §1): bytes 0..511 are the
+// superblock sector; bytes 512..519 the device size in sectors and 520..527 the superblock's
+// sector (little-endian; defaults 524288 and 32768). Parse, LUKS2 checks, geometry, the position
+// of the last data sector and its tag, the dump text.
+int integrity_superblock(const std::uint8_t* data, std::size_t size);
+std::vector<std::uint8_t> integrity_superblock_seed();
 
 }  // namespace cryptmap::fuzz

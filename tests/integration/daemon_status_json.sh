@@ -43,7 +43,7 @@ cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
 assert b"daemon" in cmd, cmd
 fields = ["name", "path", "image", "header", "type", "cipher", "key_bits", "sector_size",
           "offset_sectors", "size_sectors", "size_bytes", "readonly", "uuid", "file_mode",
-          "open_count", "daemon_pid", "flags", "suspended"]
+          "open_count", "daemon_pid", "flags", "suspended", "integrity"]
 v = {x["name"]: x for x in d["volumes"]}
 assert sorted(v) == ["one", "two"], sorted(v)
 for x in v.values():
@@ -52,6 +52,7 @@ for x in v.values():
     assert os.stat(x["path"]).st_size == x["size_bytes"] == x["size_sectors"] * 512
     assert x["file_mode"] == "0600" and isinstance(x["uuid"], str)
     assert x["suspended"] is False, x
+    assert x["integrity"] is None, x
 two, one = v["two"], v["one"]
 assert two["path"] == mnt + "/two" and two["image"] == t + "/two.img" and two["header"] is None
 assert (two["type"], two["cipher"], two["key_bits"], two["sector_size"]) == ("LUKS2", "aes-xts-plain64", 512, 4096), two

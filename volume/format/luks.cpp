@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/bytes.h"
+#include "crypto/auth_cipher.h"
 #include "crypto/hash.h"
 #include "crypto/kdf.h"
 #include "volume/format/internal/base64.h"
@@ -163,6 +164,11 @@ Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store
   const auto req = luks2::requirement_state(m, &unknown);
   const luks2::Segment* seg = m.segment(0);
   if (!for_inspection) {
+    if (req == luks2::RequirementState::kUnknown && unknown == "inline-hw-tags")
+      return fail(make_error(
+          Errc::kUnsupported,
+          "LUKS2 requirement inline-hw-tags: the integrity tags live in the block device's "
+          "per-sector metadata (cryptsetup --integrity-inline), which an image file cannot hold"));
     if (req == luks2::RequirementState::kUnknown)
       return fail(make_error_fmt(Errc::kUnsupported, "Unmet LUKS2 requirements detected.",
                                  kNoObject, "unknown mandatory requirement '%s'", unknown.c_str()));
@@ -177,9 +183,17 @@ Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store
     if (!seg || seg->type != "crypt")
       return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 segment type", 0,
                                  "'%s' is not supported", seg ? seg->type.c_str() : "?"));
-    if (seg->has_integrity)
-      return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 authenticated encryption (integrity)",
-                                 0, "'%s' is not supported yet", seg->integrity_type.c_str()));
+    if (seg->has_integrity) {
+      if (seg->integrity_journal_encryption != "none" || seg->integrity_journal_integrity != "none")
+        return fail(
+            make_error(Errc::kUnsupported, "Unsupported device integrity configuration.", 0));
+      std::optional<std::size_t> iks;
+      if (seg->integrity_key_size != 0) iks = seg->integrity_key_size;
+      CRYPTMAP_TRY_VOID(crypto::auth_composition(seg->encryption, seg->integrity_type, iks));
+      if (iks)
+        return fail(make_error(Errc::kUnsupported,
+                               "LUKS2 integrity key_size (--integrity-key-size) is not supported"));
+    }
     if (seg->sector_size < 512 || seg->sector_size > 4096 ||
         (seg->sector_size & (seg->sector_size - 1)))
       return fail(make_error(Errc::kCorrupt, "LUKS2 segment sector_size", seg->sector_size));
@@ -189,7 +203,13 @@ Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store
   VolumeLayout& l = h->layout_;
   l.type = VolumeType::kLuks2;
   if (seg && seg->type == "crypt") {
-    if (!for_inspection) {
+    if (seg->has_integrity) {
+      // AEAD modes have no CipherSpec; the authenticated composition is carried as written.
+      l.auth_encryption = seg->encryption;
+      l.integrity = seg->integrity_type;
+      l.integrity_no_journal = m.has_flag("no-journal");
+      if (auto spec = crypto::CipherSpec::parse(seg->encryption)) l.cipher = *spec;
+    } else if (!for_inspection) {
       CRYPTMAP_TRY(spec, parse_cipher(seg->encryption, "LUKS2 segment encryption"));
       l.cipher = spec;
     }

@@ -282,6 +282,14 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
           return fail(corrupt("LUKS2 JSON: segment integrity", "malformed", s.id));
         s.has_integrity = true;
         s.integrity_type = *str_member(*integ, "type");
+        s.integrity_journal_encryption = *str_member(*integ, "journal_encryption");
+        s.integrity_journal_integrity = *str_member(*integ, "journal_integrity");
+        if (member(*integ, "key_size")) {
+          auto ks = u32_member(*integ, "key_size");
+          if (!ks)
+            return fail(corrupt("LUKS2 JSON: segment integrity key_size", "malformed", s.id));
+          s.integrity_key_size = *ks;
+        }
       }
       if (!ss || *ss == 0 || *ss % 512)
         return fail(corrupt("LUKS2 JSON: segment sector_size", "not a multiple of 512", s.id));

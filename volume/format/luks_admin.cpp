@@ -18,6 +18,7 @@
 #include "base/bytes.h"
 #include "base/posix_io.h"
 #include "base/unique_fd.h"
+#include "crypto/auth_cipher.h"
 #include "crypto/cipher_spec.h"
 #include "crypto/hash.h"
 #include "crypto/kdf.h"
@@ -526,8 +527,26 @@ Result<FormatResult> luks_format(BackingStore& header, const LuksFormatOptions& 
                                  std::span<const std::byte> volume_key) {
   if (o.type == VolumeType::kPlain)
     return fail(make_error(Errc::kInvalid, "luksFormat: plain has no header"));
-  CRYPTMAP_TRY(vk, make_vk(o.key_bits, volume_key));
-  CRYPTMAP_TRY(spec, check_cipher(o.cipher, vk.span()));
+  std::optional<crypto::AuthComposition> auth;
+  if (!o.integrity.empty()) {
+    if (o.type != VolumeType::kLuks2)
+      return fail(
+          make_error(Errc::kInvalid, "Integrity option can be used only for LUKS2 device."));
+    CRYPTMAP_TRY(c, crypto::auth_composition(o.cipher, o.integrity));
+    auth = c;
+  }
+  const std::uint32_t vk_bits =
+      o.key_bits + (auth ? static_cast<std::uint32_t>(auth->mac_key_size * 8) : 0);
+  CRYPTMAP_TRY(vk, make_vk(vk_bits, volume_key));
+  crypto::CipherSpec spec;
+  if (auth) {
+    // Validates the key split (cipher key ‖ MAC key) with the real cipher.
+    CRYPTMAP_TRY(ac, crypto::make_auth_sector_cipher(o.cipher, o.integrity, 4096, vk.span()));
+    (void)ac;
+  } else {
+    CRYPTMAP_TRY(sp, check_cipher(o.cipher, vk.span()));
+    spec = sp;
+  }
   std::string uuid = o.uuid;
   if (uuid.empty()) {
     CRYPTMAP_TRY(u, random_uuid());
@@ -616,6 +635,10 @@ Result<FormatResult> luks_format(BackingStore& header, const LuksFormatOptions& 
                  seg["iv_tweak"] = "0";
                  seg["encryption"] = o.cipher;
                  seg["sector_size"] = ss;
+                 if (auth)
+                   seg["integrity"] = Json::object({{"type", o.integrity},
+                                                    {"journal_encryption", "none"},
+                                                    {"journal_integrity", "none"}});
                  root["segments"] = Json::object({{"0", seg}});
                  Json d = Json::object();
                  d["type"] = "pbkdf2";
@@ -628,6 +651,8 @@ Result<FormatResult> luks_format(BackingStore& header, const LuksFormatOptions& 
                  root["digests"] = Json::object({{"0", d}});
                  root["config"] = Json::object({{"json_size", std::to_string(st.json_area)},
                                                 {"keyslots_size", std::to_string(keyslots_size)}});
+                 if (auth && o.integrity_no_journal)
+                   root["config"]["flags"] = Json::array({"no-journal"});
                  return root.dump();
                }));
   CRYPTMAP_TRY(doc, luks2::JsonDoc::parse(text));

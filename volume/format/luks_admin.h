@@ -45,6 +45,12 @@ struct LuksFormatOptions {
   bool detached_header = false;                 // header store is not the data store
   std::uint64_t data_device_bytes = 0;          // size of the data image (sector-size auto)
   std::optional<int> keyslot;                   // --key-slot for the first passphrase
+  // LUKS2 --integrity as the JSON names it ("hmac(sha256)", "hmac(sha512)", "aead",
+  // "poly1305"); empty: none. key_bits is then the cipher key alone; the volume key gets the
+  // MAC key appended (docs/integrity.md §2). The dm-integrity superblock and journal are written
+  // on the data device by format_integrity_area (volume/integrity/integrity_volume.h).
+  std::string integrity;
+  bool integrity_no_journal = false;  // persistent flag `no-journal` (dm-integrity mode D)
 };
 
 struct FormatResult {

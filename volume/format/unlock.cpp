@@ -41,6 +41,8 @@ Result<Unlocker> Unlocker::prepare(const BackingStore& header_store, const Backi
   }
   CRYPTMAP_TRY(header, load_luks_header(header_store, opts.type));
   u.layout_ = header->layout();
+  if (!u.layout_.integrity.empty() && opts.integrity_no_journal)
+    u.layout_.integrity_no_journal = true;
   u.header_ = std::move(header);
   const std::uint64_t have = data_store.size_bytes();
   const std::uint64_t off = u.layout_.data_offset_bytes;

@@ -34,6 +34,9 @@ struct UnlockOptions {
   // --test-passphrase: only the key is checked, not whether the data device holds the data
   // segment (cryptsetup checks the device size only when it activates a mapping).
   bool key_only = false;
+  // --integrity-no-journal: an authenticated LUKS2 volume is served in dm-integrity's direct
+  // mode (data and tags written in place), as the persistent flag `no-journal` does.
+  bool integrity_no_journal = false;
 };
 
 struct UnlockedVolume {

@@ -35,6 +35,9 @@ Request sample_add() {
   r.layout.uuid = "0b8e-uuid";
   r.layout.label = "lbl";
   r.layout.allow_discards = true;
+  r.layout.auth_encryption = "aes-gcm-random";
+  r.layout.integrity = "aead";
+  r.layout.integrity_no_journal = true;
   r.read_only = true;
   r.allow_other = true;
   r.volume_key = *SecretBytes::copy_of(std::string_view("0123456789abcdef0123456789abcdef"));
@@ -66,6 +69,9 @@ TEST(ControlProtocol, AddRequestRoundTripsEveryField) {
   EXPECT_EQ(out->layout.uuid, "0b8e-uuid");
   EXPECT_EQ(out->layout.label, "lbl");
   EXPECT_TRUE(out->layout.allow_discards);
+  EXPECT_EQ(out->layout.auth_encryption, "aes-gcm-random");
+  EXPECT_EQ(out->layout.integrity, "aead");
+  EXPECT_TRUE(out->layout.integrity_no_journal);
   EXPECT_TRUE(out->read_only);
   EXPECT_TRUE(out->allow_other);
   EXPECT_EQ(out->volume_key.as_chars(), in.volume_key.as_chars());

@@ -73,6 +73,8 @@ struct Segment {
   std::uint32_t sector_size = 512;
   bool has_integrity = false;
   std::string integrity_type;
+  std::string integrity_journal_encryption, integrity_journal_integrity;  // "none" to activate
+  std::uint32_t integrity_key_size = 0;  // optional integrity.key_size (bytes); 0 when absent
 };
 
 struct Digest {

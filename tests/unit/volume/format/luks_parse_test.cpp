@@ -350,10 +350,44 @@ TEST(Luks2Parse, SegmentRules) {
     expect_code(image_with(j), Errc::kCorrupt, "bad sector_size");
   }
   {
+    // LUKS2 --integrity (docs/integrity.md §3): a supported composition loads and carries it.
     Json j = base_json();
+    j["segments"]["0"]["encryption"] = "aes-xts-random";
     j["segments"]["0"]["integrity"] = {
         {"type", "hmac(sha256)"}, {"journal_encryption", "none"}, {"journal_integrity", "none"}};
-    expect_code(image_with(j), Errc::kUnsupported, "integrity");
+    auto h = load(image_with(j));
+    ASSERT_TRUE(h) << h.error().message();
+    EXPECT_EQ((*h)->layout().auth_encryption, "aes-xts-random");
+    EXPECT_EQ((*h)->layout().integrity, "hmac(sha256)");
+    EXPECT_FALSE((*h)->layout().integrity_no_journal);
+    j["config"]["flags"] = Json::array({"no-journal"});
+    auto h2 = load(image_with(j));
+    ASSERT_TRUE(h2) << h2.error().message();
+    EXPECT_TRUE((*h2)->layout().integrity_no_journal);
+  }
+  {
+    Json j = base_json();
+    j["segments"]["0"]["integrity"] = {
+        {"type", "hmac(sha1)"}, {"journal_encryption", "none"}, {"journal_integrity", "none"}};
+    expect_code(image_with(j), Errc::kUnsupported, "integrity composition not implemented");
+  }
+  {
+    Json j = base_json();
+    j["segments"]["0"]["integrity"] = {{"type", "hmac(sha256)"},
+                                       {"journal_encryption", "cbc(aes)"},
+                                       {"journal_integrity", "none"}};
+    expect_code(image_with(j), Errc::kUnsupported, "journal encryption");
+  }
+  {
+    Json j = base_json();
+    j["segments"]["0"]["encryption"] = "aes-gcm-random";
+    j["segments"]["0"]["integrity"] = {
+        {"type", "aead"}, {"journal_encryption", "none"}, {"journal_integrity", "none"}};
+    j["config"]["requirements"] = {{"mandatory", Json::array({"inline-hw-tags"})}};
+    auto h = load(image_with(j));
+    ASSERT_FALSE(h);
+    EXPECT_EQ(h.error().code, Errc::kUnsupported);
+    EXPECT_NE(h.error().message().find("inline-hw-tags"), std::string::npos) << h.error().message();
   }
   {
     Json j = base_json();

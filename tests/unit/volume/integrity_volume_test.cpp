@@ -1,0 +1,368 @@
+// LUKS2 --integrity volumes in dm-integrity direct mode (volume/integrity/integrity_volume.h,
+// docs/integrity.md): round trips for every composition and both sector sizes, the same volume
+// at two placements in an image, tampering (ciphertext, tag, swapped blocks) failing exactly the
+// affected blocks, never-written blocks of a no-wipe volume, read-modify-write, one tag check per
+// block read, and what is refused (journal mode, a journal holding writes, discards).
+#include "volume/integrity/integrity_volume.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "base/bytes.h"
+#include "crypto/auth_cipher.h"
+#include "volume/format/dm_integrity.h"
+#include "volume/store/mem_backing_store.h"
+
+namespace cryptmap::volume {
+namespace {
+
+constexpr std::uint64_t kMiB = 1u << 20;
+
+struct Opened {
+  MemBackingStore* mem = nullptr;  // owned by vol
+  std::unique_ptr<Volume> vol;
+};
+
+VolumeLayout layout_of(const char* enc, const char* integ, std::uint32_t ss, std::uint64_t off) {
+  VolumeLayout l;
+  l.type = VolumeType::kLuks2;
+  l.auth_encryption = enc;
+  l.integrity = integ;
+  l.sector_size = ss;
+  l.data_offset_bytes = off;
+  l.integrity_no_journal = true;
+  return l;
+}
+
+std::vector<std::byte> key_for(const VolumeLayout& l) {
+  auto c = crypto::auth_composition(l.auth_encryption, l.integrity);
+  std::vector<std::byte> k(c->cipher_key_size + c->mac_key_size);
+  for (std::size_t i = 0; i < k.size(); ++i) k[i] = std::byte(0x11 * i + 3);
+  return k;
+}
+
+std::unique_ptr<MemBackingStore> formatted(std::uint64_t bytes, const VolumeLayout& l) {
+  auto mem = std::make_unique<MemBackingStore>(bytes, "mem:integrity");
+  auto c = crypto::auth_composition(l.auth_encryption, l.integrity);
+  EXPECT_TRUE(c);
+  auto g = format_integrity_area(*mem, l, static_cast<std::uint32_t>(c->tag_size));
+  EXPECT_TRUE(g) << g.error().message();
+  return mem;
+}
+
+Result<Opened> open_on(std::unique_ptr<MemBackingStore> mem, const VolumeLayout& l) {
+  Opened o;
+  o.mem = mem.get();
+  CRYPTMAP_TRY(v, open_integrity_volume(l, key_for(l), std::move(mem), {}, nullptr));
+  o.vol = std::move(v);
+  return o;
+}
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  std::uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : v) {
+    x = x * 1664525u + 1013904223u;
+    b = std::byte(x >> 24);
+  }
+  return v;
+}
+
+IntegrityCounters counters(const Opened& o) { return *integrity_counters(*o.vol); }
+
+struct Mode {
+  const char* enc;
+  const char* integ;
+  std::uint32_t ss;
+};
+const Mode kModes[] = {
+    {"aes-xts-random", "hmac(sha256)", 4096}, {"aes-xts-plain64", "hmac(sha256)", 4096},
+    {"aes-xts-random", "hmac(sha512)", 4096}, {"aes-gcm-random", "aead", 4096},
+    {"chacha20-random", "poly1305", 4096},    {"aes-xts-random", "hmac(sha256)", 512},
+    {"aes-gcm-random", "aead", 512}};
+
+class Modes : public ::testing::TestWithParam<Mode> {};
+
+TEST_P(Modes, WriteReadAcrossAnInterleaveBoundary) {
+  const Mode m = GetParam();
+  const VolumeLayout l = layout_of(m.enc, m.integ, m.ss, 1 * kMiB);
+  auto o = open_on(formatted(40 * kMiB, l), l);
+  ASSERT_TRUE(o) << o.error().message();
+  // Interleave area 0 holds 16 MiB of data: write 1 MiB across its end, unaligned.
+  const std::uint64_t at = 16 * kMiB - 300 * 1024 - 77;
+  const auto data = pattern(kMiB + 1234, 1);
+  auto w = o->vol->write(ByteOffset{at}, data);
+  ASSERT_FALSE(w) << "the head block was never written: its read-modify-write must fail";
+  EXPECT_EQ(w.error().code, Errc::kAuth);
+  // Write whole blocks around it first, then the unaligned range.
+  const std::uint64_t lo = at / m.ss * m.ss, hi = (at + data.size() + m.ss - 1) / m.ss * m.ss;
+  ASSERT_TRUE(o->vol->write(ByteOffset{lo}, std::vector<std::byte>(hi - lo)));
+  ASSERT_TRUE(o->vol->write(ByteOffset{at}, data));
+  std::vector<std::byte> back(data.size());
+  const auto before = counters(*o);
+  ASSERT_TRUE(o->vol->read(ByteOffset{at}, back));
+  EXPECT_EQ(back, data);
+  // One check per block read, no more.
+  EXPECT_EQ(counters(*o).tags_verified - before.tags_verified, (hi - lo) / m.ss);
+  EXPECT_EQ(counters(*o).tags_failed, before.tags_failed);
+  // The bytes around the range are the zeros written before.
+  std::vector<std::byte> edge(at - lo);
+  ASSERT_TRUE(o->vol->read(ByteOffset{lo}, edge));
+  EXPECT_EQ(edge, std::vector<std::byte>(at - lo));
+}
+
+INSTANTIATE_TEST_SUITE_P(Compositions, Modes, ::testing::ValuesIn(kModes), [](const auto& i) {
+  std::string n = std::string(i.param.enc) + "_" + i.param.integ + "_" + std::to_string(i.param.ss);
+  for (char& c : n)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return n;
+});
+
+// The same volume moved to another place in a (larger) image reads the same: tags bind the
+// volume-relative sector, not an image offset (docs/integrity.md §0).
+TEST(IntegrityVolume, SameVolumeAtTwoPlacements) {
+  for (const Mode& m : {kModes[0], kModes[3]}) {
+    const VolumeLayout a = layout_of(m.enc, m.integ, m.ss, 1 * kMiB);
+    auto mem = formatted(24 * kMiB, a);
+    auto o = open_on(std::move(mem), a);
+    ASSERT_TRUE(o);
+    const auto data = pattern(3 * kMiB, 2);
+    ASSERT_TRUE(o->vol->write(ByteOffset{0}, data));
+    std::vector<std::byte> image(24 * kMiB);
+    o->mem->peek(0, image);
+    o->vol.reset();
+    // Placement B: 5 MiB further into a 5 MiB larger image (a LUKS2 data offset changed, or
+    // the volume inside a bigger disk image).
+    const VolumeLayout b = layout_of(m.enc, m.integ, m.ss, 6 * kMiB);
+    auto memb = std::make_unique<MemBackingStore>(29 * kMiB, "mem:moved");
+    memb->poke(6 * kMiB, std::span(image).subspan(1 * kMiB));
+    auto ob = open_on(std::move(memb), b);
+    ASSERT_TRUE(ob) << ob.error().message();
+    std::vector<std::byte> back(data.size());
+    ASSERT_TRUE(ob->vol->read(ByteOffset{0}, back));
+    EXPECT_EQ(back, data) << m.enc;
+    EXPECT_EQ(counters(*ob).tags_failed, 0u);
+  }
+}
+
+struct Tampered {
+  Opened o;
+  integrity::Geometry g;
+  std::vector<std::byte> data;
+};
+
+Tampered written_volume(const Mode& m) {
+  const VolumeLayout l = layout_of(m.enc, m.integ, m.ss, 1 * kMiB);
+  auto mem = formatted(24 * kMiB, l);
+  std::vector<std::byte> sb(integrity::kSbBytes);
+  mem->peek(1 * kMiB, sb);
+  auto g = integrity::geometry_from_superblock(*integrity::parse_superblock(sb), 24 * kMiB / 512,
+                                               1 * kMiB / 512);
+  auto o = open_on(std::move(mem), l);
+  EXPECT_TRUE(o);
+  Tampered t{std::move(*o), *g, pattern(64 * m.ss, 3)};
+  EXPECT_TRUE(t.o.vol->write(ByteOffset{0}, t.data));
+  return t;
+}
+
+// Reads every block alone: which ones fail.
+std::vector<std::uint64_t> failing_blocks(Opened& o, std::uint32_t ss, std::size_t n) {
+  std::vector<std::uint64_t> bad;
+  std::vector<std::byte> b(ss);
+  for (std::size_t k = 0; k < n; ++k) {
+    auto r = o.vol->read(ByteOffset{k * ss}, b);
+    if (!r) {
+      EXPECT_EQ(r.error().code, Errc::kAuth);
+      bad.push_back(k);
+    }
+  }
+  return bad;
+}
+
+TEST(IntegrityVolume, TamperFailsExactlyTheAffectedBlocks) {
+  for (const Mode& m : kModes) {
+    SCOPED_TRACE(std::string(m.enc) + " " + m.integ + " " + std::to_string(m.ss));
+    const std::uint32_t spb = m.ss / 512;
+    {  // a flipped ciphertext byte in block 5
+      Tampered t = written_volume(m);
+      std::byte b[1];
+      const std::uint64_t at = t.g.data_sector(5 * spb) * 512 + 100;
+      t.o.mem->peek(at, b);
+      b[0] ^= std::byte{0x01};
+      t.o.mem->poke(at, b);
+      EXPECT_EQ(failing_blocks(t.o, m.ss, 64), std::vector<std::uint64_t>{5});
+      // A read covering it fails as a whole; one not covering it does not.
+      std::vector<std::byte> big(16 * m.ss);
+      EXPECT_FALSE(t.o.vol->read(ByteOffset{0}, big));
+      EXPECT_TRUE(t.o.vol->read(ByteOffset{8 * m.ss}, big));
+      EXPECT_EQ(std::memcmp(big.data(), t.data.data() + 8 * m.ss, big.size()), 0);
+      // A partial write into the bad block fails (RMW under verified contents); a whole-block
+      // write repairs it.
+      EXPECT_FALSE(t.o.vol->write(ByteOffset{5 * m.ss + 1}, std::span(t.data).first(10)));
+      EXPECT_TRUE(t.o.vol->write(ByteOffset{5 * m.ss}, std::span(t.data).first(m.ss)));
+      EXPECT_TRUE(failing_blocks(t.o, m.ss, 64).empty());
+    }
+    {  // a flipped tag byte of block 9
+      Tampered t = written_volume(m);
+      std::byte b[1];
+      const std::uint64_t at = t.g.tag_byte(9 * spb) + 2;
+      t.o.mem->peek(at, b);
+      b[0] ^= std::byte{0x40};
+      t.o.mem->poke(at, b);
+      EXPECT_EQ(failing_blocks(t.o, m.ss, 64), std::vector<std::uint64_t>{9});
+    }
+    {  // blocks 3 and 40 swapped, data and tags together: both fail (the sector is bound)
+      Tampered t = written_volume(m);
+      const std::uint32_t T = t.g.tag_size;
+      std::vector<std::byte> d3(m.ss), d40(m.ss), t3(T), t40(T);
+      t.o.mem->peek(t.g.data_sector(3 * spb) * 512, d3);
+      t.o.mem->peek(t.g.data_sector(40 * spb) * 512, d40);
+      t.o.mem->peek(t.g.tag_byte(3 * spb), t3);
+      t.o.mem->peek(t.g.tag_byte(40 * spb), t40);
+      t.o.mem->poke(t.g.data_sector(3 * spb) * 512, d40);
+      t.o.mem->poke(t.g.data_sector(40 * spb) * 512, d3);
+      t.o.mem->poke(t.g.tag_byte(3 * spb), t40);
+      t.o.mem->poke(t.g.tag_byte(40 * spb), t3);
+      EXPECT_EQ(failing_blocks(t.o, m.ss, 64), (std::vector<std::uint64_t>{3, 40}));
+    }
+  }
+}
+
+// Rolling a block back to an older version with its older tag is not detected: per-sector
+// AEAD has no freshness (as dm-integrity; docs/integrity.md §4).
+TEST(IntegrityVolume, ReplayOfAnOldBlockIsNotDetected) {
+  Tampered t = written_volume(kModes[0]);
+  const std::uint32_t ss = 4096, spb = 8, T = t.g.tag_size;
+  std::vector<std::byte> old_d(ss), old_t(T);
+  t.o.mem->peek(t.g.data_sector(7 * spb) * 512, old_d);
+  t.o.mem->peek(t.g.tag_byte(7 * spb), old_t);
+  ASSERT_TRUE(t.o.vol->write(ByteOffset{7 * ss}, pattern(ss, 9)));
+  t.o.mem->poke(t.g.data_sector(7 * spb) * 512, old_d);
+  t.o.mem->poke(t.g.tag_byte(7 * spb), old_t);
+  std::vector<std::byte> back(ss);
+  ASSERT_TRUE(t.o.vol->read(ByteOffset{7 * ss}, back));
+  EXPECT_EQ(std::memcmp(back.data(), t.data.data() + 7 * ss, ss), 0);
+}
+
+TEST(IntegrityVolume, NeverWrittenBlocksFail) {
+  const VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+  auto o = open_on(formatted(24 * kMiB, l), l);
+  ASSERT_TRUE(o);
+  std::vector<std::byte> b(4096);
+  auto r = o->vol->read(ByteOffset{123 * 4096}, b);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kAuth);
+  EXPECT_EQ(r.error().sys_errno, EILSEQ);
+  EXPECT_EQ(r.error().object, 123u);
+  for (std::byte x : b) ASSERT_EQ(x, std::byte{0});  // nothing unverified left the volume
+}
+
+TEST(IntegrityVolume, RefusesJournalModeJournalEntriesAndDiscards) {
+  VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 1 * kMiB);
+  {
+    VolumeLayout j = l;
+    j.integrity_no_journal = false;
+    auto o = open_on(formatted(24 * kMiB, j), j);
+    ASSERT_FALSE(o);
+    EXPECT_EQ(o.error().code, Errc::kUnsupported);
+    EXPECT_NE(o.error().message().find("journal"), std::string::npos);
+  }
+  {
+    auto mem = formatted(24 * kMiB, l);
+    // Entry 3 of section 0 in use (a kernel crashed before writing it back).
+    std::vector<std::byte> sb(integrity::kSbBytes);
+    mem->peek(1 * kMiB, sb);
+    auto g = integrity::geometry_from_superblock(*integrity::parse_superblock(sb), 24 * kMiB / 512,
+                                                 1 * kMiB / 512);
+    std::byte e[8]{};
+    store_le64(e, 42);
+    mem->poke(g->journal_first_sector() * 512 + integrity::journal_entry_offset(*g, 3), e);
+    auto o = open_on(std::move(mem), l);
+    ASSERT_FALSE(o);
+    EXPECT_EQ(o.error().code, Errc::kUnsupported);
+    EXPECT_NE(o.error().message().find("replay"), std::string::npos) << o.error().message();
+  }
+  {
+    auto mem = formatted(24 * kMiB, l);
+    std::byte junk[1] = {std::byte{'X'}};
+    mem->poke(1 * kMiB, junk);
+    auto o = open_on(std::move(mem), l);
+    ASSERT_FALSE(o);
+    EXPECT_EQ(o.error().code, Errc::kCorrupt);
+  }
+  {
+    auto o = open_on(formatted(24 * kMiB, l), l);
+    ASSERT_TRUE(o);
+    auto d = o->vol->discard(ByteOffset{0}, 1 * kMiB);
+    ASSERT_FALSE(d);
+    EXPECT_EQ(d.error().code, Errc::kUnsupported);
+  }
+  {  // --allow-discards (or the LUKS2 flag) is refused at open, as cryptsetup does
+    VolumeLayout d = l;
+    d.allow_discards = true;
+    auto o = open_on(formatted(24 * kMiB, d), d);
+    ASSERT_FALSE(o);
+    EXPECT_EQ(o.error().code, Errc::kUnsupported);
+  }
+  {  // a superblock for another tag size (the segment says hmac-sha512)
+    auto mem = formatted(24 * kMiB, l);
+    VolumeLayout other = l;
+    other.integrity = "hmac(sha512)";
+    auto o = open_on(std::move(mem), other);
+    ASSERT_FALSE(o);
+    EXPECT_EQ(o.error().code, Errc::kCorrupt);
+  }
+}
+
+// Writers on interleaved blocks (neighbours share tag sectors) and readers at the same time:
+// no read ever sees a bad tag, and every block ends with its writer's last contents.
+TEST(IntegrityVolume, ConcurrentWritersSharingTagSectors) {
+  const VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+  auto o = open_on(formatted(24 * kMiB, l), l);
+  ASSERT_TRUE(o);
+  constexpr int kThreads = 6, kBlocks = 96, kRounds = 40;
+  ASSERT_TRUE(o->vol->write(ByteOffset{0}, std::vector<std::byte>(kBlocks * 4096)));
+  std::atomic<int> errors{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      for (int r = 0; r < kRounds; ++r)
+        for (int k = t; k < kBlocks; k += kThreads) {
+          const auto d = pattern(4096, static_cast<unsigned>(1000 * r + k));
+          if (!o->vol->write(ByteOffset{std::uint64_t(k) * 4096}, d)) ++errors;
+        }
+    });
+  std::thread reader([&] {
+    std::vector<std::byte> b(16 * 4096);
+    while (!done.load())
+      if (!o->vol->read(ByteOffset{0}, b)) ++errors;
+  });
+  for (auto& t : ts) t.join();
+  done = true;
+  reader.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(counters(*o).tags_failed, 0u);
+  std::vector<std::byte> b(4096);
+  for (int k = 0; k < kBlocks; ++k) {
+    ASSERT_TRUE(o->vol->read(ByteOffset{std::uint64_t(k) * 4096}, b));
+    EXPECT_EQ(b, pattern(4096, static_cast<unsigned>(1000 * (kRounds - 1) + k))) << k;
+  }
+}
+
+TEST(IntegrityVolume, SizeIsProvidedDataSectors) {
+  const VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 16 * kMiB);
+  auto o = open_on(formatted(256 * kMiB, l), l);
+  ASSERT_TRUE(o) << o.error().message();
+  EXPECT_EQ(o->vol->size_bytes(), 481792ull * 512);  // docs/integrity.md §1.2 worked example
+  std::vector<std::byte> b(4096);
+  EXPECT_FALSE(o->vol->write(ByteOffset{o->vol->size_bytes()}, b));
+  EXPECT_EQ(*o->vol->read(ByteOffset{o->vol->size_bytes()}, b), 0u);
+}
+
+}  // namespace
+}  // namespace cryptmap::volume

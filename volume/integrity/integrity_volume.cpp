@@ -1,0 +1,373 @@
+// IntegrityVolume: docs/integrity.md §1–§3, mode D only (see integrity_volume.h).
+#include "volume/integrity/integrity_volume.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <vector>
+
+#include "base/bytes.h"
+#include "base/locked_memory.h"
+#include "crypto/auth_cipher.h"
+#include "volume/store/backing_store.h"
+
+namespace cryptmap::volume {
+namespace {
+
+using integrity::Geometry;
+
+constexpr std::uint64_t kAlign = 4096;
+constexpr std::size_t kMaxRunBlocks = 256;  // blocks per store round trip
+
+std::uint64_t align_down(std::uint64_t x) { return x / kAlign * kAlign; }
+std::uint64_t align_up(std::uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+Result<integrity::Superblock> read_superblock(const BackingStore& store, std::uint64_t at) {
+  if (store.size_bytes() < at + integrity::kSbBytes)
+    return fail(make_error_fmt(Errc::kCorrupt, "dm-integrity superblock", at,
+                               "%s is too small for the integrity superblock at byte %llu",
+                               store.name().c_str(), static_cast<unsigned long long>(at)));
+  std::vector<std::byte> sb(integrity::kSbBytes);
+  CRYPTMAP_TRY_VOID(store.read_at(ByteOffset{at}, sb));
+  return integrity::parse_superblock(sb);
+}
+
+// Every entry of every journal section unused (the state after format, or after a clean
+// replay). Anything else needs journal replay, which is not implemented.
+Result<void> check_journal_empty(const BackingStore& store, const Geometry& g) {
+  const std::size_t section_bytes = std::size_t{g.journal_section_sectors} * 512;
+  std::vector<std::byte> meta(8 * 512);
+  for (std::uint32_t i = 0; i < g.journal_sections; ++i) {
+    const std::uint64_t at = (g.journal_first_sector() * 512) + std::uint64_t{i} * section_bytes;
+    CRYPTMAP_TRY_VOID(store.read_at(ByteOffset{at}, meta));
+    for (std::uint32_t n = 0; n < g.journal_section_entries; ++n) {
+      const std::uint32_t hi = load_le32(meta.data() + integrity::journal_entry_offset(g, n) + 4);
+      if (hi != 0xFFFFFFFFu)
+        return fail(make_error_fmt(
+            Errc::kUnsupported, "dm-integrity journal", i,
+            "section %u holds writes: journal replay is not implemented (open it once with "
+            "the kernel's cryptsetup to replay)",
+            i));
+    }
+  }
+  return ok();
+}
+
+// Per-request scratch memory, allocated at open: page-aligned (O_DIRECT), locked where
+// allowed, never on the I/O path (docs/architecture.md §4.1). One slot per concurrent request.
+struct Scratch {
+  LockedMemory data;        // kMaxRunBlocks blocks of ciphertext / plaintext
+  LockedMemory tags;        // the aligned tag window of a run
+  LockedMemory block;       // one block for read-modify-write
+  LockedMemory block_tags;  // its tag window
+};
+constexpr std::size_t kScratchSlots = 16;  // the FUSE front end's worker count
+
+class ScratchPool {
+ public:
+  Result<void> init(std::uint32_t block_bytes, std::uint32_t tag_bytes) {
+    const std::size_t tag_window = align_up(kMaxRunBlocks * tag_bytes) + 2 * kAlign;
+    for (std::size_t i = 0; i < kScratchSlots; ++i) {
+      auto sc = std::make_unique<Scratch>();
+      const char* what = "integrity volume buffers";
+      CRYPTMAP_TRY(
+          d, LockedMemory::allocate(kMaxRunBlocks * block_bytes, MemoryLock::kBestEffort, what));
+      CRYPTMAP_TRY(t, LockedMemory::allocate(tag_window, MemoryLock::kBestEffort, what));
+      CRYPTMAP_TRY(b, LockedMemory::allocate(block_bytes, MemoryLock::kBestEffort, what));
+      CRYPTMAP_TRY(bt, LockedMemory::allocate(align_up(tag_bytes) + 2 * kAlign,
+                                              MemoryLock::kBestEffort, what));
+      sc->data = std::move(d);
+      sc->tags = std::move(t);
+      sc->block = std::move(b);
+      sc->block_tags = std::move(bt);
+      free_.push_back(std::move(sc));
+    }
+    return ok();
+  }
+  std::unique_ptr<Scratch> acquire() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !free_.empty(); });
+    auto sc = std::move(free_.back());
+    free_.pop_back();
+    return sc;
+  }
+  void release(std::unique_ptr<Scratch> sc) {
+    std::fill_n(sc->data.data(), sc->data.size(), std::byte{0});  // plaintext
+    std::fill_n(sc->block.data(), sc->block.size(), std::byte{0});
+    {
+      std::lock_guard lock(mu_);
+      free_.push_back(std::move(sc));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Scratch>> free_;
+};
+
+class ScratchLease {
+ public:
+  explicit ScratchLease(ScratchPool& p) : pool_(p), sc_(p.acquire()) {}
+  ~ScratchLease() { pool_.release(std::move(sc_)); }
+  ScratchLease(const ScratchLease&) = delete;
+  ScratchLease& operator=(const ScratchLease&) = delete;
+  Scratch& operator*() const { return *sc_; }
+  Scratch* operator->() const { return sc_.get(); }
+
+ private:
+  ScratchPool& pool_;
+  std::unique_ptr<Scratch> sc_;
+};
+
+class IntegrityVolume final : public Volume {
+ public:
+  IntegrityVolume(VolumeLayout layout, Geometry g, std::uint64_t size,
+                  std::unique_ptr<crypto::AuthSectorCipher> cipher,
+                  std::unique_ptr<BackingStore> store, bool read_only,
+                  std::shared_ptr<spdlog::logger> log)
+      : layout_(std::move(layout)),
+        g_(g),
+        size_(size),
+        bs_(layout_.sector_size),
+        tag_(static_cast<std::uint32_t>(cipher->composition().tag_size)),
+        cipher_(std::move(cipher)),
+        store_(std::move(store)),
+        read_only_(read_only),
+        log_(std::move(log)) {
+    if (!log_) log_ = spdlog::default_logger();
+  }
+
+  Result<void> init() { return pool_.init(bs_, tag_); }
+
+  Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
+    if (off.value >= size_) return std::size_t{0};
+    const std::size_t len =
+        static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size_ - off.value));
+    ScratchLease sc(pool_);
+    std::shared_lock lock(mu_);
+    std::uint64_t pos = off.value;
+    const std::uint64_t end = off.value + len;
+    while (pos < end) {
+      const std::uint64_t first = pos / bs_;
+      const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
+      const auto data = sc->data.span().first(n * bs_);
+      CRYPTMAP_TRY_VOID(read_verified(first, n, data, sc->tags.span()));
+      const std::uint64_t run_lo = first * bs_;
+      const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
+      std::memcpy(out.data() + (pos - off.value), data.data() + (pos - run_lo), run_hi - pos);
+      pos = run_hi;
+    }
+    return len;
+  }
+
+  Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) override {
+    if (read_only_) return fail(make_error(Errc::kReadOnly, "write to a read-only volume"));
+    if (off.value > size_ || in.size() > size_ - off.value)
+      return fail(make_error(Errc::kNoSpace, "write past the end of the volume", off.value));
+    ScratchLease sc(pool_);
+    std::unique_lock lock(mu_);
+    std::uint64_t pos = off.value;
+    const std::uint64_t end = off.value + in.size();
+    while (pos < end) {
+      const std::uint64_t first = pos / bs_;
+      const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
+      const std::uint64_t run_lo = first * bs_;
+      const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
+      const auto data = sc->data.span().first(n * bs_);
+      // Partial head / tail blocks: read-modify-write under the verified old contents.
+      const bool head_partial = pos != run_lo;
+      const bool tail_partial = run_hi != run_lo + n * bs_;
+      if (head_partial) CRYPTMAP_TRY_VOID(read_block_into(*sc, first, data.data()));
+      if (tail_partial && (n > 1 || !head_partial))
+        CRYPTMAP_TRY_VOID(read_block_into(*sc, first + n - 1, data.data() + (n - 1) * bs_));
+      std::memcpy(data.data() + (pos - run_lo), in.data() + (pos - off.value), run_hi - pos);
+      CRYPTMAP_TRY_VOID(write_encrypted(first, n, data, sc->tags.span()));
+      pos = run_hi;
+    }
+    return in.size();
+  }
+
+  Result<void> flush() override {
+    std::unique_lock lock(mu_);
+    return store_->sync();
+  }
+
+  Result<std::size_t> discard(ByteOffset off, std::uint64_t) override {
+    return fail(make_error_fmt(Errc::kUnsupported, "discard", off.value,
+                               "Discard/TRIM is not supported with integrity protection"));
+  }
+
+  std::uint64_t size_bytes() const noexcept override { return size_; }
+  const VolumeLayout& layout() const noexcept override { return layout_; }
+  bool read_only() const noexcept override { return read_only_; }
+
+  IntegrityCounters counters() const { return {verified_.load(), failed_.load(), written_.load()}; }
+
+ private:
+  // Blocks from `first` up to `limit` that stay in one interleave area, at most kMaxRunBlocks.
+  std::size_t run_blocks(std::uint64_t first, std::uint64_t limit) const {
+    const std::uint64_t spb = g_.sectors_per_block();
+    const std::uint64_t area_blocks = g_.interleave_sectors() / spb;
+    const std::uint64_t area_end = (first / area_blocks + 1) * area_blocks;
+    return static_cast<std::size_t>(
+        std::min<std::uint64_t>({limit, area_end, first + kMaxRunBlocks}) - first);
+  }
+
+  // Tag window of a run: [lo, hi) aligned, and the offset of the run's first tag in it.
+  struct TagWindow {
+    std::uint64_t lo, hi, first;
+  };
+  TagWindow tag_window(std::uint64_t first, std::size_t n) const {
+    const std::uint64_t t0 = g_.tag_byte(first * g_.sectors_per_block());
+    const std::uint64_t lo = align_down(t0);
+    return {lo, align_up(t0 + n * tag_), t0 - lo};
+  }
+
+  // Reads blocks [first, first + n) into `data` (n blocks) and verifies + decrypts them there;
+  // `tag_buf` holds the aligned tag window. On failure `data` holds no plaintext.
+  Result<void> read_verified(std::uint64_t first, std::size_t n, std::span<std::byte> data,
+                             std::span<std::byte> tag_buf) {
+    const TagWindow w = tag_window(first, n);
+    const auto tags = tag_buf.first(w.hi - w.lo);
+    CRYPTMAP_TRY_VOID(store_->read_at(data_at(first), data));
+    CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
+    std::array<bool, kMaxRunBlocks> failed{};
+    auto r = cipher_->decrypt_verdicts(
+        crypto::SectorRun{data, tags.subspan(w.first, n * tag_), SectorIndex{first}},
+        std::span(failed).first(n));
+    verified_.fetch_add(n, std::memory_order_relaxed);
+    if (!r) {
+      for (std::size_t i = 0; i < n; ++i)
+        if (failed[i]) {
+          failed_.fetch_add(1, std::memory_order_relaxed);
+          log_auth_failure(SectorIndex{first + i});
+        }
+      wipe(data);
+      return fail(r.error());
+    }
+    return ok();
+  }
+
+  Result<void> read_block_into(Scratch& sc, std::uint64_t k, std::byte* dst) {
+    const auto d = sc.block.span().first(bs_);
+    CRYPTMAP_TRY_VOID(read_verified(k, 1, d, sc.block_tags.span()));
+    std::memcpy(dst, d.data(), bs_);
+    wipe(d);
+    return ok();
+  }
+
+  Result<void> write_encrypted(std::uint64_t first, std::size_t n, std::span<std::byte> data,
+                               std::span<std::byte> tag_buf) {
+    const TagWindow w = tag_window(first, n);
+    const auto tags = tag_buf.first(w.hi - w.lo);
+    CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
+    CRYPTMAP_TRY_VOID(cipher_->encrypt(
+        crypto::SectorRun{data, std::span(tags).subspan(w.first, n * tag_), SectorIndex{first}}));
+    CRYPTMAP_TRY_VOID(store_->write_at(data_at(first), data));
+    CRYPTMAP_TRY_VOID(store_->write_at(ByteOffset{w.lo}, tags));
+    written_.fetch_add(n, std::memory_order_relaxed);
+    return ok();
+  }
+
+  ByteOffset data_at(std::uint64_t k) const {
+    return ByteOffset{g_.data_sector(k * g_.sectors_per_block()) * 512};
+  }
+
+  void log_auth_failure(SectorIndex k) {
+    const std::uint64_t count = log_count_.fetch_add(1, std::memory_order_relaxed);
+    if (count < 100 || count % 1000 == 0)
+      log_->error("{}: INTEGRITY AEAD ERROR, sector {}", store_->name(),
+                  crypto::aad_sector(k, bs_));
+  }
+
+  static void wipe(std::span<std::byte> v) { std::fill(v.begin(), v.end(), std::byte{0}); }
+
+  const VolumeLayout layout_;
+  const Geometry g_;
+  const std::uint64_t size_;
+  const std::uint32_t bs_;
+  const std::uint32_t tag_;
+  std::unique_ptr<crypto::AuthSectorCipher> cipher_;
+  std::unique_ptr<BackingStore> store_;
+  const bool read_only_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_mutex mu_;
+  ScratchPool pool_;
+  std::atomic<std::uint64_t> verified_{0}, failed_{0}, written_{0}, log_count_{0};
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
+                                                      std::span<const std::byte> volume_key,
+                                                      std::unique_ptr<BackingStore> store,
+                                                      const VolumeOptions& options,
+                                                      std::shared_ptr<spdlog::logger> logger) {
+  CRYPTMAP_TRY(comp, crypto::auth_composition(layout.auth_encryption, layout.integrity));
+  // As cryptsetup's LUKS2_activate_multi: dm-integrity under dm-crypt cannot discard.
+  if (layout.allow_discards || options.allow_discards)
+    return fail(make_error(Errc::kUnsupported,
+                           "Discard/TRIM is not supported with integrity protection "
+                           "(drop --allow-discards or the allow-discards flag)"));
+  if (!layout.integrity_no_journal)
+    return fail(make_error(
+        Errc::kUnsupported,
+        "dm-integrity journal mode is not implemented (journal replay and journaled writes); "
+        "open with --integrity-no-journal to write data and tags in place"));
+  CRYPTMAP_TRY(sb, read_superblock(*store, layout.data_offset_bytes));
+  CRYPTMAP_TRY_VOID(integrity::check_luks2_superblock(sb, static_cast<std::uint32_t>(comp.tag_size),
+                                                      layout.sector_size));
+  CRYPTMAP_TRY(g, integrity::geometry_from_superblock(sb, store->size_bytes() / 512,
+                                                      layout.data_offset_bytes / 512));
+  CRYPTMAP_TRY_VOID(check_journal_empty(*store, g));
+  std::uint64_t size = g.provided_data_sectors * 512;
+  if (layout.size_bytes != 0) {
+    if (layout.size_bytes > size)
+      return fail(make_error(Errc::kCorrupt,
+                             "LUKS2 segment size exceeds the integrity device's data size",
+                             layout.size_bytes));
+    size = layout.size_bytes;
+  }
+  size -= size % layout.sector_size;
+  CRYPTMAP_TRY(cipher, crypto::make_auth_sector_cipher(layout.auth_encryption, layout.integrity,
+                                                       layout.sector_size, volume_key));
+  const bool ro = options.read_only || store->read_only();
+  auto vol = std::make_unique<IntegrityVolume>(std::move(layout), g, size, std::move(cipher),
+                                               std::move(store), ro, std::move(logger));
+  CRYPTMAP_TRY_VOID(vol->init());
+  return std::unique_ptr<Volume>(std::move(vol));
+}
+
+std::optional<IntegrityCounters> integrity_counters(const Volume& vol) {
+  if (const auto* iv = dynamic_cast<const IntegrityVolume*>(&vol)) return iv->counters();
+  return std::nullopt;
+}
+
+Result<integrity::Geometry> format_integrity_area(BackingStore& data, const VolumeLayout& layout,
+                                                  std::uint32_t tag_size) {
+  integrity::GeometryParams p;
+  p.dev_sectors = data.size_bytes() / 512;
+  p.start = layout.data_offset_bytes / 512;
+  p.tag_size = tag_size;
+  p.sector_size = layout.sector_size;
+  p.fixed_padding = true;
+  CRYPTMAP_TRY(g, integrity::compute_geometry(p));
+  const std::size_t journal_bytes =
+      std::size_t{g.journal_sections} * g.journal_section_sectors * 512;
+  std::vector<std::byte> area(integrity::kSbBytes + journal_bytes);
+  integrity::serialize_superblock(integrity::format_superblock(g),
+                                  std::span(area).first(integrity::kSbBytes));
+  integrity::write_initial_journal(g, std::span(area).subspan(integrity::kSbBytes));
+  CRYPTMAP_TRY_VOID(data.write_at(ByteOffset{layout.data_offset_bytes}, area));
+  return g;
+}
+
+}  // namespace cryptmap::volume

@@ -1,0 +1,63 @@
+// IntegrityVolume — a LUKS2 `--integrity` volume (dm-crypt AEAD over the dm-integrity layout,
+// docs/integrity.md) served in dm-integrity's direct mode D (`--integrity-no-journal`): every
+// block's ciphertext and its tag tuple are written in place; no journal.
+//
+// Read: data and tags of a run are read into the volume's private buffers, each block is
+// verified and decrypted there (crypto::AuthSectorCipher, exactly once per block read), and only
+// then copied to the caller. A block whose tag fails makes the request fail with Errc::kAuth
+// (EIO at the FUSE edge); the failure is logged with its volume-relative sector (512-byte units,
+// as the kernel's "INTEGRITY AEAD ERROR, sector N"). Other requests are unaffected.
+// Write: whole blocks are encrypted with fresh IVs and written with their tags; a partial block
+// is read-modify-written under its verified old contents (so it fails on a never-written block
+// of a --integrity-no-wipe volume, as the kernel's). Discards are refused (kUnsupported).
+// Not here yet: the journal (replay, journaled writes), the sector cache, read-ahead and the
+// parallel engine; open refuses a journal that holds entries (it would need replay).
+//
+// Sector numbering: the volume hands its volume-relative SectorIndex to the cipher, which owns
+// the one conversion to the authenticated sector (crypto::aad_sector); the dm-integrity geometry
+// maps the same index to image positions. The store only moves bytes.
+//
+// Thread-safety: thread-safe; reads share a lock, writes and flushes take it exclusively.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "base/result.h"
+#include "volume/format/dm_integrity.h"
+#include "volume/volume.h"
+
+namespace cryptmap::crypto {
+class AuthSectorCipher;
+}
+
+namespace cryptmap::volume {
+
+// Opens `layout` (layout.integrity non-empty) over `store`: reads and checks the superblock at
+// layout.data_offset_bytes, recomputes the geometry from the store size, checks the journal is
+// empty, keys the cipher. kUnsupported when the volume needs the journal (not no-journal mode)
+// or journal replay, naming the missing feature.
+Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
+                                                      std::span<const std::byte> volume_key,
+                                                      std::unique_ptr<BackingStore> store,
+                                                      const VolumeOptions& options,
+                                                      std::shared_ptr<spdlog::logger> logger);
+
+// Counters of an integrity volume (tests: each tag verified exactly once per block read).
+struct IntegrityCounters {
+  std::uint64_t tags_verified = 0;  // blocks whose tag was checked (pass or fail)
+  std::uint64_t tags_failed = 0;
+  std::uint64_t tags_written = 0;
+};
+// The counters of `vol` when it is an integrity volume, else nullopt.
+std::optional<IntegrityCounters> integrity_counters(const Volume& vol);
+
+// luksFormat: writes the dm-integrity superblock and the initial journal for `layout` at
+// layout.data_offset_bytes of `data` (docs/integrity.md §1, §3). `tag_size` from the
+// composition. Returns the geometry (provided_data_sectors = the volume size).
+Result<integrity::Geometry> format_integrity_area(BackingStore& data, const VolumeLayout& layout,
+                                                  std::uint32_t tag_size);
+
+}  // namespace cryptmap::volume
