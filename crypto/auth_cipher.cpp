@@ -1,4 +1,4 @@
-// Authenticated sector encryption (docs/integrity.md §2.2–§2.4) over OpenSSL EVP.
+// Authenticated sector encryption (docs/integrity.md §2) over OpenSSL EVP.
 #include "crypto/auth_cipher.h"
 
 #include <openssl/core_names.h>

@@ -70,7 +70,7 @@ class AuthSectorCipher : public SectorCipher {
   std::size_t meta_bytes_per_sector() const noexcept override { return composition().tag_size; }
 };
 
-// `key` is the whole LUKS2 volume key: cipher key ‖ MAC key (docs/integrity.md §2.2).
+// `key` is the whole LUKS2 volume key: cipher key ‖ MAC key (docs/integrity.md §2).
 Result<std::unique_ptr<AuthSectorCipher>> make_auth_sector_cipher(
     std::string_view encryption, std::string_view integrity, std::uint32_t sector_size,
     std::span<const std::byte> key, std::optional<std::size_t> integrity_key_size = {});

@@ -1,6 +1,6 @@
-// Authenticated sector encryption: known answers of docs/integrity.md §2.4 (python3-cryptography
-// 48 from the dm-crypt rules; AAD = LE64(s) ‖ IV, tuple = tag ‖ stored IV), tamper detection,
-// sector binding and the composition table (§2.2).
+// Authenticated sector encryption: known answers of docs/integrity.md §2, known answers
+// (python3-cryptography 48 from the dm-crypt rules; AAD = LE64(s) ‖ IV, tuple = tag ‖ stored IV),
+// tamper detection, sector binding and the composition table (§2.2).
 #include "crypto/auth_cipher.h"
 
 #include <gtest/gtest.h>
@@ -87,8 +87,8 @@ INSTANTIATE_TEST_SUITE_P(Doc, AuthKat, ::testing::ValuesIn(kKats), [](const auto
 });
 
 // Two more known answers computed here with python3-cryptography 48 from the same rules
-// (docs/integrity.md §2.4): hmac-sha512 (VK 00..7f: enc 00..3f, MAC 40..7f), and a 512-byte
-// sector volume, where SectorIndex 3 is authenticated as sector 3.
+// (docs/integrity.md §2, known answers): hmac-sha512 (VK 00..7f: enc 00..3f, MAC 40..7f), and a
+// 512-byte sector volume, where SectorIndex 3 is authenticated as sector 3.
 TEST(AuthCipher, KnownAnswersSha512And512ByteSectors) {
   const auto iv = seq(16, 0x80);
   {

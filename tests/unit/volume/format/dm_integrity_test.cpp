@@ -136,7 +136,7 @@ TEST(DmIntegrityGeometry, WorkedOffsets256MiB) {
             "696e746567727400040f30000f000000005a07000000000008000000030c0000");
   for (std::size_t i = 32; i < area.size(); ++i) ASSERT_EQ(area[i], std::byte{0}) << i;
 
-  // Superblock area + initial journal (docs/integrity.md §1.5).
+  // Superblock area + initial journal (docs/integrity.md §1.3).
   std::vector<std::byte> all(kSbBytes + std::size_t{15} * 264 * 512);
   std::copy(area.begin(), area.end(), all.begin());
   write_initial_journal(*g, std::span(all).subspan(kSbBytes));
