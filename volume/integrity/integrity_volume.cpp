@@ -1,4 +1,5 @@
-// IntegrityVolume: docs/integrity.md §1–§3, mode D only (see integrity_volume.h).
+// IntegrityVolume: docs/integrity.md §1–§3 and §5: mode D, journal replay on open, mode J
+// read-only (see integrity_volume.h).
 #include "volume/integrity/integrity_volume.h"
 
 #include <spdlog/spdlog.h>
@@ -15,6 +16,7 @@
 #include "base/bytes.h"
 #include "base/locked_memory.h"
 #include "crypto/auth_cipher.h"
+#include "volume/format/dm_integrity_journal.h"
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::volume {
@@ -38,25 +40,53 @@ Result<integrity::Superblock> read_superblock(const BackingStore& store, std::ui
   return integrity::parse_superblock(sb);
 }
 
-// Every entry of every journal section unused (the state after format, or after a clean
-// replay). Anything else needs journal replay, which is not implemented.
-Result<void> check_journal_empty(const BackingStore& store, const Geometry& g) {
-  const std::size_t section_bytes = std::size_t{g.journal_section_sectors} * 512;
-  std::vector<std::byte> meta(8 * 512);
-  for (std::uint32_t i = 0; i < g.journal_sections; ++i) {
-    const std::uint64_t at = (g.journal_first_sector() * 512) + std::uint64_t{i} * section_bytes;
-    CRYPTMAP_TRY_VOID(store.read_at(ByteOffset{at}, meta));
-    for (std::uint32_t n = 0; n < g.journal_section_entries; ++n) {
-      const std::uint32_t hi = load_le32(meta.data() + integrity::journal_entry_offset(g, n) + 4);
-      if (hi != 0xFFFFFFFFu)
-        return fail(make_error_fmt(
-            Errc::kUnsupported, "dm-integrity journal", i,
-            "section %u holds writes: journal replay is not implemented (open it once with "
-            "the kernel's cryptsetup to replay)",
-            i));
-    }
+// Journal replay on open (docs/integrity.md §1.3, §5): the whole journal is read and checked
+// first (integrity::plan_journal_replay; a damaged journal is refused with nothing written),
+// then the committed entries are copied to their data and tag places in the kernel's order,
+// synced, and the journal is re-initialised when the kernel would (synced again). Returns the
+// number of entries written back.
+Result<std::size_t> replay_journal(BackingStore& store, const Geometry& g, bool journal_mode,
+                                   spdlog::logger& log) {
+  const std::size_t journal_bytes =
+      std::size_t{g.journal_sections} * g.journal_section_sectors * 512;
+  std::vector<std::byte> journal(journal_bytes);
+  const ByteOffset journal_at{g.journal_first_sector() * 512};
+  CRYPTMAP_TRY_VOID(store.read_at(journal_at, journal));
+  CRYPTMAP_TRY(plan, integrity::plan_journal_replay(g, journal, journal_mode));
+  if (plan.writes.empty() && !plan.reinitialise) return std::size_t{0};
+  if (store.read_only())
+    return fail(make_error_fmt(
+        Errc::kReadOnly, "dm-integrity journal", plan.writes.size(),
+        "the journal holds %zu committed write(s) to replay (or needs re-initialising) but %s "
+        "is opened read-only: open it read-write once to replay",
+        plan.writes.size(), store.name().c_str()));
+  std::vector<std::byte> block(g.block_bytes());
+  std::vector<std::byte> window(2 * kAlign + align_up(g.tag_size));
+  for (const integrity::JournalWrite& w : plan.writes) {
+    integrity::journal_entry_block(g, journal, w.section, w.entry, block);
+    CRYPTMAP_TRY_VOID(store.write_at(ByteOffset{g.data_sector(w.sector) * 512}, block));
+    const std::uint64_t t = g.tag_byte(w.sector);
+    const std::uint64_t lo = align_down(t);
+    const auto win = std::span(window).first(align_up(t + g.tag_size) - lo);
+    CRYPTMAP_TRY_VOID(store.read_at(ByteOffset{lo}, win));
+    const auto tag = integrity::journal_entry_tag(g, journal, w.section, w.entry);
+    std::copy(tag.begin(), tag.end(), win.begin() + static_cast<std::ptrdiff_t>(t - lo));
+    CRYPTMAP_TRY_VOID(store.write_at(ByteOffset{lo}, win));
   }
-  return ok();
+  std::fill(block.begin(), block.end(), std::byte{0});
+  CRYPTMAP_TRY_VOID(store.sync());
+  if (plan.reinitialise) {
+    integrity::write_initial_journal(g, journal, plan.erase_seq);
+    CRYPTMAP_TRY_VOID(store.write_at(journal_at, journal));
+    CRYPTMAP_TRY_VOID(store.sync());
+  }
+  log.info(
+      "{}: dm-integrity journal replayed: {} entr{} from {} committed section(s) written "
+      "back{}{}",
+      store.name(), plan.writes.size(), plan.writes.size() == 1 ? "y" : "ies", plan.write_sections,
+      plan.dropped ? ", entries beyond the device dropped" : "",
+      plan.reinitialise ? ", journal re-initialised" : "");
+  return plan.writes.size();
 }
 
 // Per-request scratch memory, allocated at open: page-aligned (O_DIRECT), locked where
@@ -317,17 +347,11 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
     return fail(make_error(Errc::kUnsupported,
                            "Discard/TRIM is not supported with integrity protection "
                            "(drop --allow-discards or the allow-discards flag)"));
-  if (!layout.integrity_no_journal)
-    return fail(make_error(
-        Errc::kUnsupported,
-        "dm-integrity journal mode is not implemented (journal replay and journaled writes); "
-        "open with --integrity-no-journal to write data and tags in place"));
   CRYPTMAP_TRY(sb, read_superblock(*store, layout.data_offset_bytes));
   CRYPTMAP_TRY_VOID(integrity::check_luks2_superblock(sb, static_cast<std::uint32_t>(comp.tag_size),
                                                       layout.sector_size));
   CRYPTMAP_TRY(g, integrity::geometry_from_superblock(sb, store->size_bytes() / 512,
                                                       layout.data_offset_bytes / 512));
-  CRYPTMAP_TRY_VOID(check_journal_empty(*store, g));
   std::uint64_t size = g.provided_data_sectors * 512;
   if (layout.size_bytes != 0) {
     if (layout.size_bytes > size)
@@ -339,7 +363,20 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
   size -= size % layout.sector_size;
   CRYPTMAP_TRY(cipher, crypto::make_auth_sector_cipher(layout.auth_encryption, layout.integrity,
                                                        layout.sector_size, volume_key));
-  const bool ro = options.read_only || store->read_only();
+  // Replay before anything of the image is trusted, in both modes (the kernel replays on every
+  // activation).
+  if (!logger) logger = spdlog::default_logger();
+  const bool journal_mode = !layout.integrity_no_journal;
+  CRYPTMAP_TRY_VOID(replay_journal(*store, g, journal_mode, *logger));
+  // Journal mode (mode J): replayed above, but journaled writes are not implemented, so the
+  // volume is served read-only rather than written in place without the journal's atomicity.
+  const bool ro = options.read_only || store->read_only() || journal_mode;
+  if (journal_mode && !options.read_only)
+    logger->warn(
+        "{}: dm-integrity journal mode: journal replayed, but journaled writes are not "
+        "implemented: serving the volume read-only (open with --integrity-no-journal to write "
+        "data and tags in place, without the journal's atomicity)",
+        store->name());
   auto vol = std::make_unique<IntegrityVolume>(std::move(layout), g, size, std::move(cipher),
                                                std::move(store), ro, std::move(logger));
   CRYPTMAP_TRY_VOID(vol->init());
