@@ -1024,7 +1024,8 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
                    "0 = no cache: writes reach the image before they complete");
   open->add_flag("--integrity-no-journal", oa->integrity_no_journal,
                  "LUKS2 --integrity: write data and tags in place, without the dm-integrity "
-                 "journal (the only mode cryptmap implements)");
+                 "journal (no atomicity on a crash; the journal is replayed at open either "
+                 "way)");
   open->add_flag("--allow-discards", oa->allow_discards,
                  "Allow discards (fallocate punch-hole on the mapped file) to reach the image");
   open->add_flag("--perf-no_read_workqueue", oa->perf_no_read_workqueue,

@@ -494,6 +494,27 @@ TEST(FuzzReplay, IntegritySuperblock) {
   EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
 }
 
+TEST(FuzzReplay, IntegrityJournal) {
+  const Bytes seed = integrity_journal_seed();
+  EXPECT_EQ(integrity_journal(seed.data(), seed.size()), 0);
+  Mutator m(10);
+  Tracker t;
+  for (int i = 0; i < 3000; ++i) {
+    Bytes b = seed;
+    b[0] = static_cast<std::uint8_t>(m.below(4));
+    b[1] = static_cast<std::uint8_t>(m.below(256));
+    // A few edits: commit ids (the last 8 bytes of a sector), entry sectors, anything.
+    for (std::size_t k = 0, n = m.below(6); k < n; ++k) {
+      std::uint32_t at = static_cast<std::uint32_t>(m.below(1u << 20));
+      if (m.below(2) == 0) at = at / 512 * 512 + 504 + static_cast<std::uint32_t>(m.below(8));
+      for (int x = 0; x < 4; ++x) b.push_back(static_cast<std::uint8_t>(at >> (8 * x)));
+      b.push_back(static_cast<std::uint8_t>(m.below(256)));
+    }
+    integrity_journal(b.data(), b.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
 TEST(FuzzReplay, WriteSeeds) {
   const char* dir = std::getenv("CRYPTMAP_FUZZ_SEED_DIR");
   if (!dir) GTEST_SKIP() << "set CRYPTMAP_FUZZ_SEED_DIR to write the seed corpus";
@@ -521,6 +542,8 @@ TEST(FuzzReplay, WriteSeeds) {
   put("tcrypt_header", "seed", tc.data(), tc.size());
   const Bytes is = integrity_superblock_seed();
   put("integrity_superblock", "seed", is.data(), is.size());
+  const Bytes ij = integrity_journal_seed();
+  put("integrity_journal", "seed", ij.data(), ij.size());
 }
 
 }  // namespace

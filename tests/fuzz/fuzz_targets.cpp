@@ -14,6 +14,7 @@
 #include "crypto/key_protect.h"
 #include "volume/format/bitlk.h"
 #include "volume/format/dm_integrity.h"
+#include "volume/format/dm_integrity_journal.h"
 #include "volume/format/fvault2.h"
 #include "volume/format/internal/luks1_disk.h"
 #include "volume/format/internal/luks2_metadata.h"
@@ -385,6 +386,79 @@ std::vector<std::uint8_t> integrity_superblock_seed() {
   std::memcpy(out.data(), sb.data(), 512);
   store_le64(reinterpret_cast<std::byte*>(out.data()) + 512, p.dev_sectors);
   store_le64(reinterpret_cast<std::byte*>(out.data()) + 520, p.start);
+  return out;
+}
+
+namespace {
+
+// The journal the integrity_journal target edits: 4 sections for 512-byte (bit 1 of byte 0
+// clear) or 4 KiB blocks, sections sealed with the sequences of byte 1, three entries in use
+// per section.
+struct FuzzJournal {
+  volume::integrity::Geometry g;
+  std::vector<std::byte> bytes;
+};
+
+FuzzJournal fuzz_journal(bool big_blocks, std::uint8_t seqs) {
+  namespace vi = volume::integrity;
+  vi::GeometryParams p;
+  p.dev_sectors = big_blocks ? 32768 : 8192;
+  p.tag_size = big_blocks ? 32 : 16;
+  p.sector_size = big_blocks ? 4096 : 512;
+  p.journal_sections = 4;
+  auto g = vi::compute_geometry(p);
+  CRYPTMAP_CHECK(g.has_value());
+  FuzzJournal j{*g, std::vector<std::byte>(std::size_t{g->journal_sections} *
+                                           g->journal_section_sectors * 512)};
+  vi::write_initial_journal(j.g, j.bytes);
+  const std::size_t section = std::size_t{j.g.journal_section_sectors} * 512;
+  for (std::uint32_t i = 0; i < j.g.journal_sections; ++i) {
+    const unsigned seq = (seqs >> (2 * i)) & 3;
+    for (std::uint32_t s = 0; s < j.g.journal_section_sectors; ++s)
+      store_le64(j.bytes.data() + i * section + s * 512 + 504, vi::journal_commit_id(i, s, seq));
+    for (std::uint32_t n = 0; n < 3; ++n)
+      store_le64(j.bytes.data() + i * section + vi::journal_entry_offset(j.g, n),
+                 std::uint64_t{i * 3 + n} * j.g.sectors_per_block());
+  }
+  return j;
+}
+
+}  // namespace
+
+int integrity_journal(const std::uint8_t* data, std::size_t size) {
+  namespace vi = volume::integrity;
+  if (size < 2) return 0;
+  FuzzJournal j = fuzz_journal((data[0] & 2) != 0, data[1]);
+  // Edits: (LE32 offset modulo the journal size, byte).
+  for (std::size_t k = 2; k + 5 <= size; k += 5) {
+    const std::uint32_t at = load_le32(reinterpret_cast<const std::byte*>(data) + k);
+    j.bytes[at % j.bytes.size()] = static_cast<std::byte>(data[k + 4]);
+  }
+  const bool journal_mode = (data[0] & 1) != 0;
+  auto r = vi::plan_journal_replay(j.g, j.bytes, journal_mode);
+  if (!r) return 0;  // a clear error; the planner writes nothing by construction
+  CRYPTMAP_CHECK(r->write_sections <= j.g.journal_sections);
+  CRYPTMAP_CHECK(r->write_start < j.g.journal_sections);
+  CRYPTMAP_CHECK(r->commit_seq < 4 && r->erase_seq < 4);
+  CRYPTMAP_CHECK(r->empty ? r->writes.empty() : true);
+  std::vector<std::byte> block(j.g.block_bytes());
+  for (const vi::JournalWrite& w : r->writes) {
+    CRYPTMAP_CHECK(w.section < j.g.journal_sections && w.entry < j.g.journal_section_entries);
+    CRYPTMAP_CHECK(w.sector < j.g.provided_data_sectors);
+    CRYPTMAP_CHECK(w.sector % j.g.sectors_per_block() == 0);
+    vi::journal_entry_block(j.g, j.bytes, w.section, w.entry, block);
+    CRYPTMAP_CHECK(vi::journal_entry_tag(j.g, j.bytes, w.section, w.entry).size() == j.g.tag_size);
+  }
+  // Deterministic: the same bytes give the same plan.
+  auto again = vi::plan_journal_replay(j.g, j.bytes, journal_mode);
+  CRYPTMAP_CHECK(again && again->writes == r->writes && again->reinitialise == r->reinitialise);
+  return 0;
+}
+
+std::vector<std::uint8_t> integrity_journal_seed() {
+  // Mode J, 4 KiB blocks; section 0 carries sequence 1, 1..3 sequence 0 (the kernel's first
+  // commit after format); one edit (a byte of entry 0's data).
+  std::vector<std::uint8_t> out = {3, 0x01, 0, 0x10, 0, 0, 0x5a};
   return out;
 }
 

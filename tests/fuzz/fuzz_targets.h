@@ -52,5 +52,11 @@ int tcrypt_header(const std::uint8_t* data, std::size_t size);
 // of the last data sector and its tag, the dump text.
 int integrity_superblock(const std::uint8_t* data, std::size_t size);
 std::vector<std::uint8_t> integrity_superblock_seed();
+// dm-integrity journal replay plan (docs/integrity.md §1.3): a 4-section journal (byte 0 bit 0:
+// journal mode, bit 1: 4 KiB blocks; byte 1: the four sections' sequences, 2 bits each; three
+// entries in use per section), then edits of 5 bytes (LE32 offset modulo the journal size, the
+// byte). Plans the replay and checks every planned write lies inside the journal and the device.
+int integrity_journal(const std::uint8_t* data, std::size_t size);
+std::vector<std::uint8_t> integrity_journal_seed();
 
 }  // namespace cryptmap::fuzz

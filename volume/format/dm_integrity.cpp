@@ -265,13 +265,17 @@ std::size_t journal_entry_offset(const Geometry& g, std::uint32_t n) noexcept {
 }
 
 void write_initial_journal(const Geometry& g, std::span<std::byte> out) {
+  write_initial_journal(g, out, 0);
+}
+
+void write_initial_journal(const Geometry& g, std::span<std::byte> out, unsigned seq) {
   std::fill(out.begin(), out.end(), std::byte{0});
   const std::size_t section_bytes = std::size_t{g.journal_section_sectors} * 512;
   for (std::uint32_t i = 0; i < g.journal_sections; ++i) {
     std::byte* s = out.data() + i * section_bytes;
     if (static_cast<std::size_t>(s - out.data()) + section_bytes > out.size()) return;
     for (std::uint32_t j = 0; j < g.journal_section_sectors; ++j)
-      store_le64(s + std::size_t{j} * 512 + 504, journal_commit_id(i, j, 0));
+      store_le64(s + std::size_t{j} * 512 + 504, journal_commit_id(i, j, seq));
     for (std::uint32_t n = 0; n < g.journal_section_entries; ++n)
       store_le32(s + journal_entry_offset(g, n) + 4, 0xFFFFFFFFu);  // sector_hi: unused
   }

@@ -123,6 +123,9 @@ std::uint64_t journal_commit_id(std::uint32_t section, std::uint32_t sector, uns
 // Writes the initial journal (every section: zeros, commit ids of sequence 0, every entry
 // marked unused) into `out`, which must be journal_sections · section_sectors · 512 bytes.
 void write_initial_journal(const Geometry& g, std::span<std::byte> out);
+// The same with the commit ids of sequence `seq` (0..3): what the kernel's init_journal leaves
+// when replay re-initialises the journal (docs/integrity.md §1.3).
+void write_initial_journal(const Geometry& g, std::span<std::byte> out, unsigned seq);
 // Byte offset of entry `n` within a section's first 8 sectors (entries are striped: entry n in
 // metadata sector n mod 8 at (n div 8)·entry_size).
 std::size_t journal_entry_offset(const Geometry& g, std::uint32_t n) noexcept;

@@ -1,4 +1,5 @@
-// IntegrityVolume: docs/integrity.md §1–§3, mode D only (see integrity_volume.h).
+// IntegrityVolume: docs/integrity.md §1–§3 and §5: modes D and J (journaled writes), journal
+// replay on open (see integrity_volume.h).
 #include "volume/integrity/integrity_volume.h"
 
 #include <spdlog/spdlog.h>
@@ -15,6 +16,7 @@
 #include "base/bytes.h"
 #include "base/locked_memory.h"
 #include "crypto/auth_cipher.h"
+#include "volume/format/dm_integrity_journal.h"
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::volume {
@@ -38,25 +40,58 @@ Result<integrity::Superblock> read_superblock(const BackingStore& store, std::ui
   return integrity::parse_superblock(sb);
 }
 
-// Every entry of every journal section unused (the state after format, or after a clean
-// replay). Anything else needs journal replay, which is not implemented.
-Result<void> check_journal_empty(const BackingStore& store, const Geometry& g) {
-  const std::size_t section_bytes = std::size_t{g.journal_section_sectors} * 512;
-  std::vector<std::byte> meta(8 * 512);
-  for (std::uint32_t i = 0; i < g.journal_sections; ++i) {
-    const std::uint64_t at = (g.journal_first_sector() * 512) + std::uint64_t{i} * section_bytes;
-    CRYPTMAP_TRY_VOID(store.read_at(ByteOffset{at}, meta));
-    for (std::uint32_t n = 0; n < g.journal_section_entries; ++n) {
-      const std::uint32_t hi = load_le32(meta.data() + integrity::journal_entry_offset(g, n) + 4);
-      if (hi != 0xFFFFFFFFu)
-        return fail(make_error_fmt(
-            Errc::kUnsupported, "dm-integrity journal", i,
-            "section %u holds writes: journal replay is not implemented (open it once with "
-            "the kernel's cryptsetup to replay)",
-            i));
-    }
+// Journal replay on open (docs/integrity.md §1.3, §5): the whole journal is read and checked
+// first (integrity::plan_journal_replay; a damaged journal is refused with nothing written),
+// then the committed entries are copied to their data and tag places in the kernel's order,
+// synced, and the journal is re-initialised when the kernel would (synced again). Returns where
+// journaled writes continue (section, sequence), as the kernel's replay leaves them.
+struct JournalPosition {
+  std::uint32_t section = 0;
+  unsigned seq = 0;
+};
+Result<JournalPosition> replay_journal(BackingStore& store, const Geometry& g, bool journal_mode,
+                                       spdlog::logger& log) {
+  const std::size_t journal_bytes =
+      std::size_t{g.journal_sections} * g.journal_section_sectors * 512;
+  std::vector<std::byte> journal(journal_bytes);
+  const ByteOffset journal_at{g.journal_first_sector() * 512};
+  CRYPTMAP_TRY_VOID(store.read_at(journal_at, journal));
+  CRYPTMAP_TRY(plan, integrity::plan_journal_replay(g, journal, journal_mode));
+  const JournalPosition next{plan.continue_section, plan.commit_seq};
+  if (plan.writes.empty() && !plan.reinitialise) return next;
+  if (store.read_only())
+    return fail(make_error_fmt(
+        Errc::kReadOnly, "dm-integrity journal", plan.writes.size(),
+        "the journal holds %zu committed write(s) to replay (or needs re-initialising) but %s "
+        "is opened read-only: open it read-write once to replay",
+        plan.writes.size(), store.name().c_str()));
+  std::vector<std::byte> block(g.block_bytes());
+  std::vector<std::byte> window(2 * kAlign + align_up(g.tag_size));
+  for (const integrity::JournalWrite& w : plan.writes) {
+    integrity::journal_entry_block(g, journal, w.section, w.entry, block);
+    CRYPTMAP_TRY_VOID(store.write_at(ByteOffset{g.data_sector(w.sector) * 512}, block));
+    const std::uint64_t t = g.tag_byte(w.sector);
+    const std::uint64_t lo = align_down(t);
+    const auto win = std::span(window).first(align_up(t + g.tag_size) - lo);
+    CRYPTMAP_TRY_VOID(store.read_at(ByteOffset{lo}, win));
+    const auto tag = integrity::journal_entry_tag(g, journal, w.section, w.entry);
+    std::copy(tag.begin(), tag.end(), win.begin() + static_cast<std::ptrdiff_t>(t - lo));
+    CRYPTMAP_TRY_VOID(store.write_at(ByteOffset{lo}, win));
   }
-  return ok();
+  std::fill(block.begin(), block.end(), std::byte{0});
+  CRYPTMAP_TRY_VOID(store.sync());
+  if (plan.reinitialise) {
+    integrity::write_initial_journal(g, journal, plan.erase_seq);
+    CRYPTMAP_TRY_VOID(store.write_at(journal_at, journal));
+    CRYPTMAP_TRY_VOID(store.sync());
+  }
+  log.info(
+      "{}: dm-integrity journal replayed: {} entr{} from {} committed section(s) written "
+      "back{}{}",
+      store.name(), plan.writes.size(), plan.writes.size() == 1 ? "y" : "ies", plan.write_sections,
+      plan.dropped ? ", entries beyond the device dropped" : "",
+      plan.reinitialise ? ", journal re-initialised" : "");
+  return next;
 }
 
 // Per-request scratch memory, allocated at open: page-aligned (O_DIRECT), locked where
@@ -131,8 +166,8 @@ class IntegrityVolume final : public Volume {
  public:
   IntegrityVolume(VolumeLayout layout, Geometry g, std::uint64_t size,
                   std::unique_ptr<crypto::AuthSectorCipher> cipher,
-                  std::unique_ptr<BackingStore> store, bool read_only,
-                  std::shared_ptr<spdlog::logger> log)
+                  std::unique_ptr<BackingStore> store, bool read_only, bool journal_mode,
+                  JournalPosition journal_at, std::shared_ptr<spdlog::logger> log)
       : layout_(std::move(layout)),
         g_(g),
         size_(size),
@@ -141,11 +176,21 @@ class IntegrityVolume final : public Volume {
         cipher_(std::move(cipher)),
         store_(std::move(store)),
         read_only_(read_only),
+        journal_mode_(journal_mode),
+        jpos_(journal_at),
         log_(std::move(log)) {
     if (!log_) log_ = spdlog::default_logger();
   }
 
-  Result<void> init() { return pool_.init(bs_, tag_); }
+  Result<void> init() {
+    CRYPTMAP_TRY_VOID(pool_.init(bs_, tag_));
+    if (!journal_mode_ || read_only_) return ok();
+    // One journal section, built in place for each commit (docs/architecture.md §4.1).
+    CRYPTMAP_TRY(sec, LockedMemory::allocate(std::size_t{g_.journal_section_sectors} * 512,
+                                             MemoryLock::kBestEffort, "integrity journal section"));
+    section_ = std::move(sec);
+    return ok();
+  }
 
   Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
     if (off.value >= size_) return std::size_t{0};
@@ -189,7 +234,10 @@ class IntegrityVolume final : public Volume {
       if (tail_partial && (n > 1 || !head_partial))
         CRYPTMAP_TRY_VOID(read_block_into(*sc, first + n - 1, data.data() + (n - 1) * bs_));
       std::memcpy(data.data() + (pos - run_lo), in.data() + (pos - off.value), run_hi - pos);
-      CRYPTMAP_TRY_VOID(write_encrypted(first, n, data, sc->tags.span()));
+      if (journal_mode_)
+        CRYPTMAP_TRY_VOID(write_journaled(first, n, data, sc->tags.span()));
+      else
+        CRYPTMAP_TRY_VOID(write_encrypted(first, n, data, sc->tags.span()));
       pos = run_hi;
     }
     return in.size();
@@ -277,6 +325,67 @@ class IntegrityVolume final : public Volume {
     return ok();
   }
 
+  // Mode J (docs/integrity.md §1.3, §5): blocks go to the journal first, one section per
+  // commit (at most section_entries blocks). A commit writes the whole section with the
+  // current sequence's commit ids and syncs: the sync also makes the previous section's
+  // write-back durable before any section can be reused. Then the blocks and their tags are
+  // written in place (made durable by the next commit's sync or by flush). A crash leaves
+  // each block old (commit torn or not reached: replay skips it) or new (committed: replay
+  // copies it again), never a block whose data and tag disagree.
+  Result<void> write_journaled(std::uint64_t first, std::size_t n, std::span<std::byte> data,
+                               std::span<std::byte> tag_buf) {
+    const std::size_t per = g_.journal_section_entries;
+    for (std::size_t c = 0; c < n; c += per) {
+      const std::size_t m = std::min(per, n - c);
+      const std::uint64_t k = first + c;
+      const auto d = data.subspan(c * bs_, m * bs_);
+      const TagWindow w = tag_window(k, m);
+      const auto tags = tag_buf.first(w.hi - w.lo);
+      CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
+      const auto t = tags.subspan(w.first, m * tag_);
+      CRYPTMAP_TRY_VOID(cipher_->encrypt(crypto::SectorRun{d, t, SectorIndex{k}}));
+      CRYPTMAP_TRY_VOID(commit_section(k, m, d, t));
+      CRYPTMAP_TRY_VOID(store_->write_at(data_at(k), d));
+      CRYPTMAP_TRY_VOID(store_->write_at(ByteOffset{w.lo}, tags));
+      written_.fetch_add(m, std::memory_order_relaxed);
+    }
+    return ok();
+  }
+
+  // Writes blocks [k, k + m) (ciphertext `d`, tags `t`) as the next journal section and syncs.
+  Result<void> commit_section(std::uint64_t k, std::size_t m, std::span<const std::byte> d,
+                              std::span<const std::byte> t) {
+    const std::uint32_t spb = g_.sectors_per_block();
+    const auto sec = section_.span();
+    std::fill(sec.begin(), sec.end(), std::byte{0});
+    for (std::uint32_t n = 0; n < g_.journal_section_entries; ++n) {
+      std::byte* e = sec.data() + integrity::journal_entry_offset(g_, n);
+      if (n >= m) {
+        store_le32(e + 4, 0xFFFFFFFFu);  // unused
+        continue;
+      }
+      store_le64(e, (k + n) * spb);
+      for (std::uint32_t p = 0; p < spb; ++p) {
+        const std::byte* piece = d.data() + std::size_t{n} * bs_ + std::size_t{p} * 512;
+        std::memcpy(e + 8 + std::size_t{p} * 8, piece + 504, 8);  // the displaced last bytes
+        std::memcpy(sec.data() + (8 + std::size_t{n} * spb + p) * 512, piece, 504);
+      }
+      std::memcpy(e + 8 + std::size_t{spb} * 8, t.data() + std::size_t{n} * tag_, tag_);
+    }
+    for (std::uint32_t j = 0; j < g_.journal_section_sectors; ++j)
+      store_le64(sec.data() + std::size_t{j} * 512 + 504,
+                 integrity::journal_commit_id(jpos_.section, j, jpos_.seq));
+    const std::uint64_t at = g_.journal_first_sector() * 512 +
+                             std::uint64_t{jpos_.section} * g_.journal_section_sectors * 512;
+    CRYPTMAP_TRY_VOID(store_->write_at(ByteOffset{at}, sec));
+    CRYPTMAP_TRY_VOID(store_->sync());
+    if (++jpos_.section == g_.journal_sections) {
+      jpos_.section = 0;
+      jpos_.seq = (jpos_.seq + 1) % 4;
+    }
+    return ok();
+  }
+
   ByteOffset data_at(std::uint64_t k) const {
     return ByteOffset{g_.data_sector(k * g_.sectors_per_block()) * 512};
   }
@@ -298,6 +407,9 @@ class IntegrityVolume final : public Volume {
   std::unique_ptr<crypto::AuthSectorCipher> cipher_;
   std::unique_ptr<BackingStore> store_;
   const bool read_only_;
+  const bool journal_mode_;
+  JournalPosition jpos_;  // next section to commit and its sequence (under mu_ exclusively)
+  LockedMemory section_;  // the section being committed (mode J)
   std::shared_ptr<spdlog::logger> log_;
   std::shared_mutex mu_;
   ScratchPool pool_;
@@ -317,17 +429,11 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
     return fail(make_error(Errc::kUnsupported,
                            "Discard/TRIM is not supported with integrity protection "
                            "(drop --allow-discards or the allow-discards flag)"));
-  if (!layout.integrity_no_journal)
-    return fail(make_error(
-        Errc::kUnsupported,
-        "dm-integrity journal mode is not implemented (journal replay and journaled writes); "
-        "open with --integrity-no-journal to write data and tags in place"));
   CRYPTMAP_TRY(sb, read_superblock(*store, layout.data_offset_bytes));
   CRYPTMAP_TRY_VOID(integrity::check_luks2_superblock(sb, static_cast<std::uint32_t>(comp.tag_size),
                                                       layout.sector_size));
   CRYPTMAP_TRY(g, integrity::geometry_from_superblock(sb, store->size_bytes() / 512,
                                                       layout.data_offset_bytes / 512));
-  CRYPTMAP_TRY_VOID(check_journal_empty(*store, g));
   std::uint64_t size = g.provided_data_sectors * 512;
   if (layout.size_bytes != 0) {
     if (layout.size_bytes > size)
@@ -339,9 +445,15 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
   size -= size % layout.sector_size;
   CRYPTMAP_TRY(cipher, crypto::make_auth_sector_cipher(layout.auth_encryption, layout.integrity,
                                                        layout.sector_size, volume_key));
+  // Replay before anything of the image is trusted, in both modes (the kernel replays on every
+  // activation).
+  if (!logger) logger = spdlog::default_logger();
+  const bool journal_mode = !layout.integrity_no_journal;
+  CRYPTMAP_TRY(jpos, replay_journal(*store, g, journal_mode, *logger));
   const bool ro = options.read_only || store->read_only();
   auto vol = std::make_unique<IntegrityVolume>(std::move(layout), g, size, std::move(cipher),
-                                               std::move(store), ro, std::move(logger));
+                                               std::move(store), ro, journal_mode, jpos,
+                                               std::move(logger));
   CRYPTMAP_TRY_VOID(vol->init());
   return std::unique_ptr<Volume>(std::move(vol));
 }

@@ -1,6 +1,8 @@
 // IntegrityVolume — a LUKS2 `--integrity` volume (dm-crypt AEAD over the dm-integrity layout,
 // docs/integrity.md) served in dm-integrity's direct mode D (`--integrity-no-journal`): every
-// block's ciphertext and its tag tuple are written in place; no journal.
+// block's ciphertext and its tag tuple are written in place, and in journal mode J (the LUKS2
+// default): each write is first committed to a journal section (synced), then written in place
+// (docs/integrity.md §5). Open replays the journal first, in both modes (§1.3).
 //
 // Read: data and tags of a run are read into the volume's private buffers, each block is
 // verified and decrypted there (crypto::AuthSectorCipher, exactly once per block read), and only
@@ -10,8 +12,7 @@
 // Write: whole blocks are encrypted with fresh IVs and written with their tags; a partial block
 // is read-modify-written under its verified old contents (so it fails on a never-written block
 // of a --integrity-no-wipe volume, as the kernel's). Discards are refused (kUnsupported).
-// Not here yet: the journal (replay, journaled writes), the sector cache, read-ahead and the
-// parallel engine; open refuses a journal that holds entries (it would need replay).
+// Not here yet: the sector cache, read-ahead and the parallel engine.
 //
 // Sector numbering: the volume hands its volume-relative SectorIndex to the cipher, which owns
 // the one conversion to the authenticated sector (crypto::aad_sector); the dm-integrity geometry
@@ -36,9 +37,9 @@ class AuthSectorCipher;
 namespace cryptmap::volume {
 
 // Opens `layout` (layout.integrity non-empty) over `store`: reads and checks the superblock at
-// layout.data_offset_bytes, recomputes the geometry from the store size, checks the journal is
-// empty, keys the cipher. kUnsupported when the volume needs the journal (not no-journal mode)
-// or journal replay, naming the missing feature.
+// layout.data_offset_bytes, recomputes the geometry from the store size, keys the cipher,
+// replays the journal (kCorrupt for a damaged journal, nothing written; kReadOnly when a
+// read-only store holds a journal needing replay).
 Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
                                                       std::span<const std::byte> volume_key,
                                                       std::unique_ptr<BackingStore> store,

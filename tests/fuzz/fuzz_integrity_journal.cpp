@@ -1,0 +1,7 @@
+// libFuzzer entry for cryptmap::fuzz::integrity_journal (built with -DCRYPTMAP_FUZZ=ON and
+// clang).
+#include "tests/fuzz/fuzz_targets.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, unsigned long size) {
+  return cryptmap::fuzz::integrity_journal(data, size);
+}
