@@ -631,7 +631,8 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
         "--integrity", a->integrity,
         "Data integrity algorithm (LUKS2 only): hmac-sha256, hmac-sha512, aead, poly1305");
     c->add_flag("--integrity-no-journal", a->integrity_no_journal,
-                "Disable the dm-integrity journal (stored as the LUKS2 flag no-journal)");
+                "Wipe without the dm-integrity journal (as cryptsetup: nothing is stored; open "
+                "--integrity-no-journal for direct mode)");
     c->add_flag("--integrity-no-wipe", a->integrity_no_wipe,
                 "Do not wipe the device after format (never-written blocks fail to read)");
     c->add_flag("--wipe", a->wipe,

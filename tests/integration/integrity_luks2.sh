@@ -41,13 +41,13 @@ for m in "${MODES[@]}"; do
   cryptsetup luksDump "$img" > "$T/dump" || fail "cryptsetup luksDump rejects the header"
   grep -q "cipher: $cipher" "$T/dump" || fail "luksDump: cipher"
   grep -qF "integrity: $integ" "$T/dump" || fail "luksDump: integrity"
-  grep -q "Flags:.*no-journal" "$T/dump" || fail "luksDump: no-journal flag"
+  grep -q "Flags:.*no-journal" "$T/dump" && fail "luksFormat stored a no-journal flag (cryptsetup 2.6.1 does not)"
   cryptsetup open --test-passphrase --key-file "$K" "$img" || fail "cryptsetup rejects the key"
   cryptsetup luksDump --dump-volume-key -q --key-file "$K" "$img" | grep -Eq "(MK|Volume key) bits:\s*$vkbits" \
     || fail "volume key is not $vkbits bits"
   cm luksDump "$img" | grep -qF "integrity: $integ" || fail "cryptmap luksDump: integrity"
 
-  cmi_open "$img" v --key-file "$K"
+  cmi_open "$img" v --key-file "$K" --integrity-no-journal
   cm status --mount-dir "$MNT" --json v > "$T/st.json"
   python3 - "$T/st.json" "$integ" "$tag" <<'PY' || fail "status --json integrity fields"
 import json, sys

@@ -651,8 +651,6 @@ Result<FormatResult> luks_format(BackingStore& header, const LuksFormatOptions& 
                  root["digests"] = Json::object({{"0", d}});
                  root["config"] = Json::object({{"json_size", std::to_string(st.json_area)},
                                                 {"keyslots_size", std::to_string(keyslots_size)}});
-                 if (auth && o.integrity_no_journal)
-                   root["config"]["flags"] = Json::array({"no-journal"});
                  return root.dump();
                }));
   CRYPTMAP_TRY(doc, luks2::JsonDoc::parse(text));
