@@ -19,6 +19,10 @@
 namespace cryptmap::cli {
 namespace {
 
+constexpr const char* kVolumeKeyDumpWarning =
+    "The header dump with volume key is sensitive information\nthat allows access to encrypted "
+    "partition without a passphrase.\nThis dump should be stored encrypted in a safe place.";
+
 struct BitlkArgs {
   std::string device;
   bool dump_volume_key = false;
@@ -58,17 +62,9 @@ int do_bitlk_dump(const BitlkArgs& a, const CommandContext& ctx) {
     std::cout << (*h)->dump(a.device);
     return kExitOk;
   }
-  if (!ctx.batch_mode && ::isatty(STDIN_FILENO) == 1) {
-    std::cerr << "\nWARNING!\n========\nThe header dump with volume key is sensitive "
-                 "information\nthat allows access to encrypted partition without a passphrase.\n"
-                 "This dump should be stored encrypted in a safe place.\n\nAre you sure? (Type "
-                 "'yes' in capital letters): ";
-    std::string answer;
-    std::getline(std::cin, answer);
-    if (answer != "YES") {
-      std::cerr << "Operation aborted.\n";
-      return kExitUsage;
-    }
+  if (!yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning)) {
+    std::cerr << "Operation aborted.\n";
+    return kExitUsage;
   }
   SecretBytes pass;
   if (!(*h)->has_clear_key() || !a.key_file.empty()) {
@@ -115,17 +111,9 @@ int do_fvault2_dump(const BitlkArgs& a, const CommandContext& ctx) {
     std::cout << dump;
     return kExitOk;
   }
-  if (!ctx.batch_mode && ::isatty(STDIN_FILENO) == 1) {
-    std::cerr << "\nWARNING!\n========\nThe header dump with volume key is sensitive "
-                 "information\nthat allows access to encrypted partition without a passphrase.\n"
-                 "This dump should be stored encrypted in a safe place.\n\nAre you sure? (Type "
-                 "'yes' in capital letters): ";
-    std::string answer;
-    std::getline(std::cin, answer);
-    if (answer != "YES") {
-      std::cerr << "Operation aborted.\n";
-      return kExitUsage;
-    }
+  if (!yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning)) {
+    std::cerr << "Operation aborted.\n";
+    return kExitUsage;
   }
   KeySource src;
   if (!a.key_file.empty()) src.key_file = a.key_file;

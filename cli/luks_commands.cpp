@@ -169,16 +169,6 @@ std::optional<int> slot_of(const LuksArgs& a) {
   return a.key_slot;
 }
 
-// cryptsetup's yesDialog: asks only when stdin is a terminal and not in batch mode.
-bool confirm(const CommandContext& ctx, const std::string& question) {
-  if (ctx.batch_mode || ::isatty(STDIN_FILENO) != 1) return true;
-  std::cerr << "\nWARNING!\n========\n"
-            << question << "\n\nAre you sure? (Type 'yes' in capital letters): ";
-  std::string answer;
-  std::getline(std::cin, answer);
-  return answer == "YES";
-}
-
 Result<std::uint64_t> file_size(const std::string& path) {
   if (volume::is_store_uri(path)) {  // the export's size, as the server reports it
     auto s = open_store(path, true);
@@ -295,8 +285,8 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
     return report(make_error_fmt(Errc::kNotFound, "Device does not exist or access denied.",
                                  kNoObject, "%s", a.device.c_str()));
   o.data_device_bytes = *dsize;
-  if (!confirm(ctx, "This will overwrite data on " + (a.header.empty() ? a.device : a.header) +
-                        " irrevocably."))
+  if (!yes_dialog(ctx.batch_mode, "This will overwrite data on " +
+                                      (a.header.empty() ? a.device : a.header) + " irrevocably."))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
   if (o.detached_header) {
     auto need = volume::luks_header_bytes(o);
@@ -359,8 +349,8 @@ int do_dump(const LuksArgs& a, const CommandContext& ctx) {
   auto t = parse_type(a.type, &bad);
   auto h = volume::load_luks_header(**store, t);
   if (!h) return report(h.error());
-  if (!confirm(
-          ctx,
+  if (!yes_dialog(
+          ctx.batch_mode,
           "Header dump with volume key is sensitive information\nthat allows access to encrypted "
           "partition without a passphrase.\nThis dump should be stored encrypted in a safe place."))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
@@ -428,8 +418,8 @@ int do_kill_slot(const LuksArgs& a, const CommandContext& ctx) {
   auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
-  if (!confirm(ctx,
-               "This will erase key slot " + std::to_string(a.kill_slot) + " of " + a.device + "."))
+  if (!yes_dialog(ctx.batch_mode, "This will erase key slot " + std::to_string(a.kill_slot) +
+                                      " of " + a.device + "."))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
   auto r = volume::luks_kill_slot(**store, a.kill_slot);
   if (!r) return report(r.error());
@@ -469,7 +459,7 @@ int do_uuid(const LuksArgs& a, const CommandContext& ctx) {
     std::cout << *u << "\n";
     return kExitOk;
   }
-  if (!confirm(ctx, "Do you really want to change UUID of device?"))
+  if (!yes_dialog(ctx.batch_mode, "Do you really want to change UUID of device?"))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
   auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
@@ -488,8 +478,9 @@ int do_erase(const LuksArgs& a, const CommandContext& ctx) {
     std::cerr << "Device " << header_path(a) << " is not a valid LUKS device.\n";
     return kExitUsage;
   }
-  if (!confirm(ctx, "This operation will erase all keyslots on device " + header_path(a) +
-                        ".\nDevice will become unusable after this operation."))
+  if (!yes_dialog(ctx.batch_mode, "This operation will erase all keyslots on device " +
+                                      header_path(a) +
+                                      ".\nDevice will become unusable after this operation."))
     return report(make_error(Errc::kInvalid, "Operation aborted, keyslots were NOT wiped."));
   auto r = volume::luks_erase(**store);
   if (!r) return report(r.error());
@@ -546,9 +537,10 @@ int do_backup(const LuksArgs& a, const CommandContext&) {
 int do_restore(const LuksArgs& a, const CommandContext& ctx) {
   if (a.header_backup_file.empty())
     return report(make_error(Errc::kInvalid, "Option --header-backup-file is required."));
-  if (!confirm(ctx,
-               "Device " + a.device +
-                   " header will be replaced by the backup. This destroys the existing keyslots."))
+  if (!yes_dialog(
+          ctx.batch_mode,
+          "Device " + a.device +
+              " header will be replaced by the backup. This destroys the existing keyslots."))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
   auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);

@@ -8,6 +8,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <iostream>
+#include <string>
 
 #include "base/unique_fd.h"
 
@@ -165,6 +167,15 @@ Result<SecretBytes> read_passphrase(const KeySource& src, const std::string& pro
   if (!constant_time_equal(first.span(), second.span()))
     return fail(make_error(Errc::kInvalid, "Passphrases do not match."));
   return first;
+}
+
+bool yes_dialog(bool batch_mode, const std::string& question) {
+  if (batch_mode || ::isatty(STDIN_FILENO) != 1) return true;
+  std::cerr << "\nWARNING!\n========\n"
+            << question << "\n\nAre you sure? (Type 'yes' in capital letters): ";
+  std::string answer;
+  std::getline(std::cin, answer);
+  return answer == "YES";
 }
 
 }  // namespace cryptmap::cli

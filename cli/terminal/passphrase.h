@@ -16,6 +16,11 @@
 
 namespace cryptmap::cli {
 
+// cryptsetup's yesDialog: "WARNING!" + question + "Are you sure? (Type 'yes' in capital
+// letters): " on stderr; true without asking in batch mode or when stdin is not a terminal,
+// else true only for the answer "YES".
+bool yes_dialog(bool batch_mode, const std::string& question);
+
 struct KeySource {
   std::optional<std::string> key_file;  // --key-file ("-" = stdin)
   std::uint64_t keyfile_offset = 0;     // --keyfile-offset
