@@ -19,10 +19,6 @@
 namespace cryptmap::cli {
 namespace {
 
-constexpr const char* kVolumeKeyDumpWarning =
-    "The header dump with volume key is sensitive information\nthat allows access to encrypted "
-    "partition without a passphrase.\nThis dump should be stored encrypted in a safe place.";
-
 struct BitlkArgs {
   std::string device;
   bool dump_volume_key = false;

@@ -349,10 +349,7 @@ int do_dump(const LuksArgs& a, const CommandContext& ctx) {
   auto t = parse_type(a.type, &bad);
   auto h = volume::load_luks_header(**store, t);
   if (!h) return report(h.error());
-  if (!yes_dialog(
-          ctx.batch_mode,
-          "Header dump with volume key is sensitive information\nthat allows access to encrypted "
-          "partition without a passphrase.\nThis dump should be stored encrypted in a safe place."))
+  if (!yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
   auto pass = read_passphrase(existing_key(a), "Enter passphrase for " + a.device + ": ", false);
   if (!pass) return report(pass.error());

@@ -102,18 +102,10 @@ void run_dump(DumpArgs& a, CommandContext& ctx) {
   a.t.options.veracrypt = !a.disable_veracrypt;
   if (a.pim != 0) a.t.options.pim = a.pim;
   a.t.options.key_only = true;
-  if (a.dump_volume_key && !ctx.batch_mode) {
-    std::fprintf(stderr,
-                 "\nWARNING!\n========\nHeader dump with volume key is sensitive information "
-                 "that allows access to encrypted partition without a passphrase.\nThis dump "
-                 "should be stored encrypted in a safe place.\n\nAre you sure? (Type 'yes' in "
-                 "capital letters): ");
-    char buf[16] = {};
-    if (std::fgets(buf, sizeof buf, stdin) == nullptr || std::string(buf) != "YES\n") {
-      say("Command failed: the volume key was not dumped (answer YES, or use --batch-mode).");
-      ctx.exit_code = kExitUsage;
-      return;
-    }
+  if (a.dump_volume_key && !yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning)) {
+    say("Operation aborted: the volume key was not dumped (answer YES, or use --batch-mode).");
+    ctx.exit_code = kExitUsage;
+    return;
   }
   auto m = unlock_tcrypt(a.image, a.t, ctx);
   if (!m) return;

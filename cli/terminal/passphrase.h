@@ -21,6 +21,12 @@ namespace cryptmap::cli {
 // else true only for the answer "YES".
 bool yes_dialog(bool batch_mode, const std::string& question);
 
+// The question every --dump-volume-key verb asks (luksDump, bitlkDump, fvault2Dump, tcryptDump),
+// cryptsetup's wording.
+inline constexpr const char* kVolumeKeyDumpWarning =
+    "The header dump with volume key is sensitive information\nthat allows access to encrypted "
+    "partition without a passphrase.\nThis dump should be stored encrypted in a safe place.";
+
 struct KeySource {
   std::optional<std::string> key_file;  // --key-file ("-" = stdin)
   std::uint64_t keyfile_offset = 0;     // --keyfile-offset

@@ -148,6 +148,9 @@ for n in tc_4-sha512-xts-aes tc_5-sha512-xts-aes-hidden; do
   printf '%s' "$A" | cryptsetup tcryptDump -h sha512 -c aes --dump-volume-key --batch-mode "$I/$n" >"$T/cs.txt"
   printf '%s\n' "$A" | cm tcryptDump -h sha512 -c aes --disable-veracrypt --dump-volume-key --batch-mode "$I/$n" >"$T/cm.txt"
   diff "$T/cs.txt" "$T/cm.txt" || fail "$n: tcryptDump --dump-volume-key differs from cryptsetup's"
+  # As cryptsetup's yesDialog: no question when stdin is not a terminal, so no --batch-mode needed.
+  printf '%s\n' "$A" | cm tcryptDump -h sha512 -c aes --disable-veracrypt --dump-volume-key "$I/$n" >"$T/cm2.txt"
+  diff "$T/cs.txt" "$T/cm2.txt" || fail "$n: tcryptDump --dump-volume-key from a pipe asked a question"
 done
 printf '%s' "$B" | cryptsetup tcryptDump -h sha512 -c aes --tcrypt-hidden "$I/tc_5-sha512-xts-aes-hidden" >"$T/cs.txt"
 printf '%s\n' "$B" | cm tcryptDump -h sha512 -c aes --tcrypt-hidden "$I/tc_5-sha512-xts-aes-hidden" >"$T/cm.txt"
