@@ -32,20 +32,7 @@ cm_close f
 blocks=$((32 * MiB / 4096))
 for round in 1 2 3; do
   note "fsync workload over NBD, kill -9 of the daemon, round $round"
-  cm_open "$uri" d --key-file "$K"
-  python3 "$HERE/fsync_writer.py" run "$MNT/d" $blocks "$T/log" $round 2>/dev/null &
-  wpid=$!
-  want=$(( $( (cat "$T/log" 2>/dev/null || true) | wc -l) + 20 ))
-  for _ in $(seq 1 600); do
-    (( $( (cat "$T/log" 2>/dev/null || true) | wc -l) >= want )) && break
-    kill -0 "$wpid" 2>/dev/null || fail "the writer died before the crash in round $round"
-    sleep 0.1
-  done
-  sleep "0.$((RANDOM % 9 + 1))"
-  crash_daemon
-  wait "$wpid" 2>/dev/null || true
-  cm_open "$uri" d --key-file "$K"
-  python3 "$HERE/fsync_writer.py" check "$MNT/d" $blocks "$T/log" || fail "fsynced blocks lost over NBD in round $round"
+  fsync_crash_round "$uri" d $blocks $round --key-file "$K"
   cm_close d
 done
 echo "PASS"
