@@ -538,8 +538,7 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
   if (a.type == "tcrypt") {
     a.tcrypt.key_files = a.key_files;
     a.tcrypt.tries = a.tries;
-    a.tcrypt.options.veracrypt = !a.disable_veracrypt;
-    if (a.veracrypt_pim != 0) a.tcrypt.options.pim = a.veracrypt_pim;
+    if (!finish_tcrypt_options(a.tcrypt, a.disable_veracrypt, a.veracrypt_pim, ctx)) return;
     if (open.get_option("--hash")->count() > 0) a.tcrypt.options.hash = a.plain.hash;
     if (open.get_option("--cipher")->count() > 0) a.tcrypt.options.cipher = a.plain.cipher;
     a.tcrypt.options.key_only = a.test_passphrase;

@@ -21,7 +21,38 @@ namespace {
 
 void say(const std::string& msg) { std::fprintf(stderr, "%s\n", msg.c_str()); }
 
+// cryptsetup's tcrypt_load: a decimal number, 1..UINT32_MAX, nothing else on the line.
+Result<std::uint32_t> parse_pim(const SecretBytes& text) {
+  const auto* p = reinterpret_cast<const char*>(text.span().data());
+  const std::size_t n = text.span().size();
+  if (n == 0 || n > 10 || !std::all_of(p, p + n, [](char c) { return c >= '0' && c <= '9'; }))
+    return make_error(Errc::kInvalid, "Invalid PIM value: parse error.");
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < n; ++i) v = v * 10 + static_cast<std::uint64_t>(p[i] - '0');
+  if (v == 0) return make_error(Errc::kInvalid, "Invalid PIM value: 0.");
+  if (v > UINT32_MAX) return make_error(Errc::kInvalid, "Invalid PIM value: outside of range.");
+  return static_cast<std::uint32_t>(v);
+}
+
 }  // namespace
+
+bool finish_tcrypt_options(TcryptArgs& t, bool disable_veracrypt, std::uint32_t pim,
+                           CommandContext& ctx) {
+  if (pim != 0 && t.query_pim) {
+    say("The options --veracrypt-pim and --veracrypt-query-pim are mutually exclusive.");
+    ctx.exit_code = kExitUsage;
+    return false;
+  }
+  if (disable_veracrypt && (pim != 0 || t.query_pim)) {
+    say("Option --veracrypt-pim is supported only for VeraCrypt compatible devices (drop "
+        "--disable-veracrypt).");
+    ctx.exit_code = kExitUsage;
+    return false;
+  }
+  t.options.veracrypt = !disable_veracrypt;
+  if (pim != 0) t.options.pim = pim;
+  return true;
+}
 
 std::optional<volume::TcryptMatch> unlock_tcrypt(const std::string& image, const TcryptArgs& a,
                                                  CommandContext& ctx) {
@@ -59,14 +90,30 @@ std::optional<volume::TcryptMatch> unlock_tcrypt(const std::string& image, const
       ctx.exit_code = exit_code_for(pass.error());
       return std::nullopt;
     }
-    auto pool = volume::tcrypt_pool(pass->span(), spans, a.options.veracrypt);
+    volume::TcryptOptions options = a.options;
+    if (a.query_pim) {
+      auto text = read_passphrase(prompt, "Enter VeraCrypt PIM: ", false);
+      if (!text) {
+        say(text.error().message());
+        ctx.exit_code = exit_code_for(text.error());
+        return std::nullopt;
+      }
+      auto pim = parse_pim(*text);
+      if (!pim) {
+        say(pim.error().message());
+        ctx.exit_code = kExitUsage;
+        return std::nullopt;
+      }
+      options.pim = *pim;
+    }
+    auto pool = volume::tcrypt_pool(pass->span(), spans, options.veracrypt);
     if (!pool) {
       say("Maximum TCRYPT passphrase length (" + std::to_string(a.options.veracrypt ? 128 : 64) +
           ") exceeded.");
       ctx.exit_code = kExitUsage;
       return std::nullopt;
     }
-    auto m = volume::tcrypt_unlock(**store, a.options, pool->span());
+    auto m = volume::tcrypt_unlock(**store, options, pool->span());
     if (m) return std::move(*m);
     const Error& e = m.error();
     if (e.code == Errc::kBadKey) {
@@ -99,8 +146,7 @@ struct DumpArgs {
 };
 
 void run_dump(DumpArgs& a, CommandContext& ctx) {
-  a.t.options.veracrypt = !a.disable_veracrypt;
-  if (a.pim != 0) a.t.options.pim = a.pim;
+  if (!finish_tcrypt_options(a.t, a.disable_veracrypt, a.pim, ctx)) return;
   a.t.options.key_only = true;
   if (a.dump_volume_key && !yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning)) {
     say("Operation aborted: the volume key was not dumped (answer YES, or use --batch-mode).");
@@ -121,6 +167,8 @@ void add_tcrypt_options(CLI::App& c, TcryptArgs& t, bool& disable_veracrypt, std
   c.add_flag("--veracrypt")->description("Scan for VeraCrypt headers too (the default)");
   c.add_flag("--disable-veracrypt", disable_veracrypt, "Only TrueCrypt headers and KDFs");
   c.add_option("--veracrypt-pim", pim, "VeraCrypt Personal Iteration Multiplier");
+  c.add_flag("--veracrypt-query-pim", t.query_pim,
+             "Ask for the VeraCrypt Personal Iteration Multiplier (after the passphrase)");
   c.add_flag("--tcrypt-hidden", t.options.hidden, "Use the hidden volume's header");
   c.add_flag("--tcrypt-backup", t.options.backup, "Use the backup header at the end");
   c.add_flag("--tcrypt-system", t.options.system, "System encryption header (byte 31744)");

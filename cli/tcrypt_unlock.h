@@ -18,15 +18,23 @@ struct TcryptArgs {
   std::vector<std::string> key_files;  // --key-file, repeated: the keyfile pool
   std::uint32_t tries = 3;             // --tries at a terminal
   std::string prompt;                  // empty: "Enter passphrase for IMAGE: "
+  bool query_pim = false;  // --veracrypt-query-pim: ask for the PIM after the passphrase
 };
 
-// Asks for the passphrase ("Enter passphrase for IMAGE: ", or one line of stdin), reads the
-// keyfiles and runs the trial. On failure says why (what, on which image, what to do), sets
-// ctx.exit_code (2 for a wrong passphrase, as cryptsetup) and returns nullopt.
 // The TCRYPT flags shared by open and tcryptDump (--veracrypt, --disable-veracrypt,
-// --veracrypt-pim, --tcrypt-hidden, --tcrypt-backup, --tcrypt-system).
+// --veracrypt-pim, --veracrypt-query-pim, --tcrypt-hidden, --tcrypt-backup, --tcrypt-system).
 void add_tcrypt_options(CLI::App& c, TcryptArgs& t, bool& disable_veracrypt, std::uint32_t& pim);
 
+// Checks the flag combinations cryptsetup refuses (--veracrypt-pim with --veracrypt-query-pim;
+// either with --disable-veracrypt), sets t.options.veracrypt and .pim. False (message said,
+// ctx.exit_code = 1) when refused.
+bool finish_tcrypt_options(TcryptArgs& t, bool disable_veracrypt, std::uint32_t pim,
+                           CommandContext& ctx);
+
+// Asks for the passphrase ("Enter passphrase for IMAGE: ", or one line of stdin), with
+// --veracrypt-query-pim then the PIM ("Enter VeraCrypt PIM: ", or the next line), reads the
+// keyfiles and runs the trial. On failure says why (what, on which image, what to do), sets
+// ctx.exit_code (2 for a wrong passphrase, as cryptsetup) and returns nullopt.
 std::optional<volume::TcryptMatch> unlock_tcrypt(const std::string& image, const TcryptArgs& a,
                                                  CommandContext& ctx);
 

@@ -4,9 +4,10 @@
 # real FUSE mount, and blkid must read the FAT serial the archive documents from the served file
 # (DEAD-BABE, hidden volumes CAFE-BABE). Then: writes round-trip through close/reopen on XTS,
 # cascade and LRW volumes; tcryptDump matches real cryptsetup's where cryptsetup 2.6.1 can dump
-# here; a wrong passphrase fails with exit 2 and mounts nothing (the time of the whole trial is
-# reported, not asserted); --tcrypt-protect-hidden refuses writes into the hidden volume; the
-# formats not implemented yet (TrueCrypt CBC cascades and 64-bit ciphers, Streebog) fail cleanly.
+# here; --veracrypt-query-pim reads the PIM after the passphrase; a wrong passphrase fails with
+# exit 2 and mounts nothing (the time of the whole trial is reported, not asserted);
+# --tcrypt-protect-hidden refuses writes into the hidden volume; the formats not implemented yet
+# (TrueCrypt CBC cascades and 64-bit ciphers, Streebog) fail cleanly.
 source "$(dirname "$0")/lib.sh"
 watchdog 540
 command -v blkid >/dev/null || fail "blkid (util-linux) is needed"
@@ -139,6 +140,18 @@ printf '%s\n' "$A" | cm_open "$I/tc_1-sha1-cbc-aes" v --type tcrypt "${ARGS[@]}"
 grep -q "opened read-only" "$T/out" || fail "no read-only notice for a CBC volume"
 if dd if=/dev/zero of="$MNT/v" bs=512 count=1 conv=notrunc 2>/dev/null; then fail "write to a CBC volume"; fi
 cm_close v
+
+note "--veracrypt-query-pim: the PIM is asked after the passphrase (next line of stdin), as cryptsetup"
+n=vcpim_1_1234-sha256-xts-aes
+printf '%s\n%s\n' cccccccccccccccccccc 1234 | cm tcryptDump --veracrypt-query-pim -h sha256 "$I/$n" >"$T/q.txt" \
+  || fail "$n: tcryptDump --veracrypt-query-pim with PIM 1234"
+grep -q "^Cipher chain:.*aes" "$T/q.txt" || fail "$n: no header from --veracrypt-query-pim"
+for bad in 12x 0 4294967296 ""; do
+  expect_exit 1 "Invalid PIM value" -- \
+    sh -c "printf '%s\n%s\n' cccccccccccccccccccc '$bad' | '$CRYPTMAP' tcryptDump --veracrypt-query-pim '$I/$n'"
+done
+expect_exit 1 "mutually exclusive" -- cm tcryptDump --veracrypt-query-pim --veracrypt-pim 5 "$I/$n"
+expect_exit 1 "only for VeraCrypt" -- cm tcryptDump --veracrypt-query-pim --disable-veracrypt "$I/$n"
 
 note "tcryptDump equals cryptsetup's (header and volume key)"
 for n in tc_4-sha512-xts-aes tc_5-sha512-xts-aes-hidden; do
