@@ -6,18 +6,20 @@
 #include <algorithm>
 #include <array>
 #include <exception>
+#include <new>
 #include <string>
 #include <utility>
 
 #include "base/secret.h"
 #include "crypto/internal/hash_backend.h"
+#include "crypto/internal/streebog.h"
 
 namespace cryptmap::crypto {
 namespace internal {
 namespace {
 
 // The hashes cryptsetup accepts for LUKS hashes, AF, plain-mode passphrase hashing and ESSIV.
-constexpr std::array<HashInfo, 14> kHashes{{
+constexpr std::array<HashInfo, 16> kHashes{{
     {"sha1", "SHA1", 20, 64, HashLib::kOpenSsl},
     {"sha224", "SHA224", 28, 64, HashLib::kOpenSsl},
     {"sha256", "SHA256", 32, 64, HashLib::kOpenSsl},
@@ -32,10 +34,13 @@ constexpr std::array<HashInfo, 14> kHashes{{
     {"blake2b-512", "BLAKE2B-512", 64, 128, HashLib::kOpenSsl},
     {"blake2s-256", "BLAKE2S-256", 32, 64, HashLib::kOpenSsl},
     {"sm3", "SM3", 32, 64, HashLib::kOpenSsl},
+    {"stribog256", nullptr, 32, 64, HashLib::kStreebog},
+    {"stribog512", nullptr, 64, 64, HashLib::kStreebog},
 }};
 
 EVP_MD_CTX* evp(void* p) { return static_cast<EVP_MD_CTX*>(p); }
 CryptoPP::HashTransformation* cpp(void* p) { return static_cast<CryptoPP::HashTransformation*>(p); }
+Streebog* gost(void* p) { return static_cast<Streebog*>(p); }
 
 }  // namespace
 
@@ -50,7 +55,7 @@ Result<const HashInfo*> require_hash(std::string_view name, const char* what) {
   if (h == nullptr) {
     return make_error_fmt(Errc::kUnsupported, what, kNoObject,
                           "hash '%.32s' not supported (try sha256, sha512, sha1, ripemd160, "
-                          "whirlpool)",
+                          "whirlpool, stribog512)",
                           std::string(name).c_str());
   }
   return h;
@@ -71,6 +76,9 @@ Result<Hasher> Hasher::create(std::string_view name) {
     if (EVP_DigestInit_ex(c, md, nullptr) != 1)
       return make_error_fmt(Errc::kUnsupported, "hash", kNoObject, "cannot initialise '%s'",
                             info->openssl_name);
+  } else if (info->lib == HashLib::kStreebog) {
+    h.impl_ = new (std::nothrow) Streebog(info->digest_size);
+    if (h.impl_ == nullptr) return make_error(Errc::kNoSpace, "hash: allocate Streebog state");
   } else {
     try {
       h.impl_ = static_cast<CryptoPP::HashTransformation*>(new CryptoPP::Whirlpool);
@@ -96,6 +104,8 @@ Hasher::~Hasher() {
   if (impl_ == nullptr) return;
   if (info_->lib == HashLib::kOpenSsl)
     EVP_MD_CTX_free(evp(impl_));  // cleanses the state
+  else if (info_->lib == HashLib::kStreebog)
+    delete gost(impl_);  // wipes its state
   else
     delete cpp(impl_);  // Crypto++ state lives in SecBlocks, zeroed on destruction
   impl_ = nullptr;
@@ -120,6 +130,11 @@ Result<void> Hasher::digest(std::initializer_list<std::span<const std::byte>> pa
     if (EVP_DigestFinal_ex(c, reinterpret_cast<unsigned char*>(full.data()), &len) != 1 ||
         len != info_->digest_size)
       return make_error(Errc::kIo, "hash: OpenSSL digest final failed");
+  } else if (info_->lib == HashLib::kStreebog) {
+    Streebog* h = gost(impl_);
+    h->reset();
+    for (auto p : parts) h->update(p);
+    h->final(std::span<std::byte>(full.data(), info_->digest_size));
   } else {
     try {
       auto* h = cpp(impl_);

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <ctime>
@@ -18,6 +19,7 @@
 #include "base/secret.h"
 #include "crypto/internal/argon2_full.h"
 #include "crypto/internal/hash_backend.h"
+#include "crypto/internal/streebog.h"
 
 namespace cryptmap::crypto {
 namespace {
@@ -53,6 +55,60 @@ Result<void> pbkdf2_cryptopp(const internal::HashInfo& h, std::span<const std::b
   return make_error(Errc::kUnsupported, "PBKDF2: no implementation for this hash");
 }
 
+// PBKDF2-HMAC (RFC 8018 §5.2, RFC 2104) over our own Streebog: the keyed inner and outer states
+// are computed once and copied for each HMAC, as OpenSSL does for its digests.
+Result<void> pbkdf2_streebog(const internal::HashInfo& h, std::span<const std::byte> password,
+                             std::span<const std::byte> salt, std::uint32_t iterations,
+                             std::span<std::byte> out) {
+  using internal::Streebog;
+  const std::size_t hlen = h.digest_size;
+  std::array<std::byte, Streebog::kBlockBytes> pad{};
+  if (password.size() > pad.size()) {
+    Streebog k(hlen);
+    k.update(password);
+    k.final(std::span<std::byte>(pad.data(), hlen));
+  } else {
+    std::copy(password.begin(), password.end(), pad.begin());
+  }
+  Streebog inner(hlen);
+  Streebog outer(hlen);
+  for (auto& b : pad) b ^= std::byte{0x36};
+  inner.update(pad);
+  for (auto& b : pad) b ^= std::byte{0x36 ^ 0x5c};
+  outer.update(pad);
+  secure_zero(pad.data(), pad.size());
+
+  std::array<std::byte, 64> u{};
+  std::array<std::byte, 64> t{};
+  const std::span<std::byte> us(u.data(), hlen);
+  auto hmac = [&](std::span<const std::byte> a, std::span<const std::byte> b) {
+    Streebog c = inner;
+    c.update(a);
+    c.update(b);
+    c.final(us);
+    Streebog o = outer;
+    o.update(us);
+    o.final(us);
+  };
+  for (std::uint32_t block = 1; !out.empty(); ++block) {
+    const std::array<std::byte, 4> index{
+        static_cast<std::byte>(block >> 24), static_cast<std::byte>(block >> 16),
+        static_cast<std::byte>(block >> 8), static_cast<std::byte>(block)};
+    hmac(salt, index);
+    std::copy_n(u.begin(), hlen, t.begin());
+    for (std::uint32_t i = 1; i < iterations; ++i) {
+      hmac(us, {});
+      for (std::size_t k = 0; k < hlen; ++k) t[k] ^= u[k];
+    }
+    const std::size_t n = std::min(hlen, out.size());
+    std::copy_n(t.begin(), n, out.begin());
+    out = out.subspan(n);
+  }
+  secure_zero(u.data(), u.size());
+  secure_zero(t.data(), t.size());
+  return ok();
+}
+
 // CPU time (user + system), as cryptsetup measures PBKDF2. cryptsetup uses RUSAGE_SELF in a
 // single-threaded process; a daemon has other busy threads, so count this thread only.
 long cpu_ms() {
@@ -78,6 +134,8 @@ Result<void> pbkdf2(std::string_view hash, std::span<const std::byte> password,
   if (out.empty()) return make_error(Errc::kInvalid, "PBKDF2: empty output");
   if (h->lib == internal::HashLib::kCryptopp)
     return pbkdf2_cryptopp(*h, password, salt, iterations, out);
+  if (h->lib == internal::HashLib::kStreebog)
+    return pbkdf2_streebog(*h, password, salt, iterations, out);
   const EVP_MD* md = EVP_get_digestbyname(h->openssl_name);
   if (md == nullptr)
     return make_error_fmt(Errc::kUnsupported, "PBKDF2", kNoObject,

@@ -1,6 +1,7 @@
 // Internal: the table behind crypto/hash.h and crypto/kdf.h. Maps a cryptsetup hash name to the
 // library that implements it (OpenSSL for the SHA/RIPEMD/BLAKE2/SM3 family, Crypto++ for
-// whirlpool, which OpenSSL 3 only has in its legacy provider). Private to cryptmap_crypto.
+// whirlpool, which OpenSSL 3 only has in its legacy provider, and our own Streebog,
+// crypto/internal/streebog.h, which no library here has). Private to cryptmap_crypto.
 #pragma once
 
 #include <cstddef>
@@ -13,7 +14,7 @@
 
 namespace cryptmap::crypto::internal {
 
-enum class HashLib : std::uint8_t { kOpenSsl, kCryptopp };
+enum class HashLib : std::uint8_t { kOpenSsl, kCryptopp, kStreebog };
 
 struct HashInfo {
   std::string_view name;     // cryptsetup spelling ("sha256")
@@ -50,7 +51,7 @@ class Hasher {
  private:
   Hasher() = default;
   const HashInfo* info_ = nullptr;
-  void* impl_ = nullptr;  // EVP_MD_CTX* or CryptoPP::HashTransformation*
+  void* impl_ = nullptr;  // EVP_MD_CTX*, CryptoPP::HashTransformation* or Streebog*
 };
 
 }  // namespace cryptmap::crypto::internal

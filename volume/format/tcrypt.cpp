@@ -239,7 +239,7 @@ Result<std::optional<TcryptMatch>> trial(std::span<const std::byte> raw_header,
             continue;
           }
           if (auto d = derive(kdfs[i], input, salt, derived->span()); !d) {
-            // A KDF this build lacks (Streebog) is skipped, as cryptsetup does.
+            // A KDF a build lacks is skipped, as cryptsetup does (its OpenSSL build: Streebog).
             if (d.error().code != Errc::kUnsupported) errors[i] = d.error();
             continue;
           }

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -41,6 +43,49 @@ TEST(Hash, KnownAnswersForAbc) {
   EXPECT_EQ(digest_hex("whirlpool", "abc"),
             "4e2448a4c6f486bb16b6562c73b4020bf3043e3a731bce721ae1b303d97e6d4c7181eebdb6c57e277d0"
             "e34957114cbd6c797fc9d95d8b582d225292076d4eef5");
+}
+
+// GOST R 34.11-2012 (RFC 6986 §10): M1 (63 bytes) and M2 (72 bytes of CP1251 text), 512- and
+// 256-bit digests as byte strings (the RFC prints them as numbers, i.e. reversed).
+TEST(Hash, StreebogRfc6986) {
+  const std::string m1 = "012345678901234567890123456789012345678901234567890123456789012";
+  EXPECT_EQ(digest_hex("stribog512", m1),
+            "1b54d01a4af5b9d5cc3d86d68d285462b19abc2475222f35c085122be4ba1ffa00ad30f8767b3a82384"
+            "c6574f024c311e2a481332b08ef7f41797891c1646f48");
+  EXPECT_EQ(digest_hex("stribog256", m1),
+            "9d151eefd8590b89daa6ba6cb74af9275dd051026bb149a452fd84e5e57b5500");
+  const auto m2 = hex(
+      "d1e520e2e5f2f0e82c20d1f2f0e8e1eee6e820e2edf3f6e82c20e2e5fef2fa20f120eceef0ff20f1f2f0e5ebe0"
+      "ece820ede020f5f0e0e1f0fbff20efebfaeafb20c8e3eef0e5e2fb");
+  const std::string m2s(reinterpret_cast<const char*>(m2.data()), m2.size());
+  EXPECT_EQ(digest_hex("stribog512", m2s),
+            "1e88e62226bfca6f9994f1f2d51569e0daf8475a3b0fe61a5300eee46d961376035fe83549ada2b8620"
+            "fcd7c496ce5b33f0cb9dddc2b6460143b03dabac9fb28");
+  EXPECT_EQ(digest_hex("stribog256", m2s),
+            "9dd2fe4e90409e5da87f53976d7405b0c0cac628fc669a741d50063c557e8f50");
+}
+
+// The block boundary cases (empty, 63/64/65 bytes, many blocks) hashed in one piece and fed in
+// pieces of every size agree; the sizes near 64 exercise the final padding and the N counter.
+TEST(Hash, StreebogPiecesAgreeWithOneShot) {
+  for (std::size_t len : {0u, 1u, 63u, 64u, 65u, 127u, 128u, 1000u}) {
+    std::string msg(len, '\0');
+    for (std::size_t i = 0; i < len; ++i) msg[i] = static_cast<char>((i * 131 + 7) & 0xff);
+    const std::string whole = digest_hex("stribog512", msg);
+    for (std::size_t piece : {1u, 7u, 64u, 100u}) {
+      auto h = internal::Hasher::create("stribog512");
+      ASSERT_TRUE(h);
+      std::vector<std::byte> out(64);
+      // Hasher takes a list of parts: split the message into `piece`-sized parts (up to 3 here,
+      // the rest in the last part) to run Streebog::update across buffer boundaries.
+      const auto b = bytes_of(msg);
+      const std::span<const std::byte> all(b);
+      const std::size_t a1 = std::min(piece, len);
+      const std::size_t a2 = std::min(piece, len - a1);
+      ASSERT_TRUE(h->digest({all.first(a1), all.subspan(a1, a2), all.subspan(a1 + a2)}, out));
+      EXPECT_EQ(hex_of(out), whole) << "len " << len << " piece " << piece;
+    }
+  }
 }
 
 TEST(Hash, ConcatenatesParts) {

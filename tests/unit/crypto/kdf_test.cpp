@@ -41,6 +41,26 @@ TEST(Pbkdf2, Rfc6070) {
             "56fa6aa75548099dcc37d7f03425e0c3");
 }
 
+// PBKDF2-HMAC-Streebog-512 (VeraCrypt's "Streebog" KDF): the vectors of R 50.1.111-2016 §4,
+// which libgcrypt 1.10.1's gcry_kdf_derive(GCRY_KDF_PBKDF2, GCRY_MD_STRIBOG512) also gives;
+// the last one spans two output blocks (100 bytes) with a password and salt longer than usual.
+TEST(Pbkdf2, Streebog512) {
+  EXPECT_EQ(pbkdf2_hex("stribog512", "password", "salt", 1, 64),
+            "64770af7f748c3b1c9ac831dbcfd85c26111b30a8a657ddc3056b80ca73e040d2854fd36811f6d825cc"
+            "4ab66ec0a68a490a9e5cf5156b3a2b7eecddbf9a16b47");
+  EXPECT_EQ(pbkdf2_hex("stribog512", "password", "salt", 2, 64),
+            "5a585bafdfbb6e8830d6d68aa3b43ac00d2e4aebce01c9b31c2caed56f0236d4d34b2b8fbd2c4e89d54"
+            "d46f50e47d45bbac301571743119e8d3c42ba66d348de");
+  EXPECT_EQ(pbkdf2_hex("stribog512", "password", "salt", 4096, 64),
+            "e52deb9a2d2aaff4e2ac9d47a41f34c20376591c67807f0477e32549dc341bc7867c09841b6d58e29d0"
+            "347c996301d55df0d34e47cf68f4e3c2cdaf1d9ab86c3");
+  EXPECT_EQ(pbkdf2_hex("stribog512", "passwordPASSWORDpassword",
+                       "saltSALTsaltSALTsaltSALTsaltSALTsalt", 4096, 100),
+            "b2d8f1245fc4d29274802057e4b54e0a0753aa22fc53760b301cf008679e58fe4bee9addcae99ba2b0b"
+            "20f431a9c5e50f395c89387d0945aedeca6eb4015dfc2bd2421ee9bb71183ba882ceebfef259f33f9e2"
+            "7dc6178cb89dc37428cf9cc52a2baa2d3a");
+}
+
 // RFC 7914 §11 (PBKDF2-HMAC-SHA256).
 TEST(Pbkdf2, Rfc7914) {
   EXPECT_EQ(pbkdf2_hex("sha256", "passwd", "salt", 1, 64),
