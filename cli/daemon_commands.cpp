@@ -708,9 +708,13 @@ void run_close(const CloseArgs& a, CommandContext& ctx) {
 }
 
 // The data cipher as cryptsetup names it (an authenticated composition as the LUKS2 segment
-// writes it: AEAD modes have no CipherSpec).
+// writes it: AEAD modes have no CipherSpec; a TCRYPT cascade as its chain, e.g.
+// "aes-twofish-serpent-xts-plain64", the names in key order as tcryptDump's "Cipher chain").
 std::string cipher_text(const volume::VolumeLayout& l) {
-  return l.auth_encryption.empty() ? l.cipher.to_string() : l.auth_encryption;
+  if (!l.auth_encryption.empty()) return l.auth_encryption;
+  crypto::CipherSpec spec = l.cipher;
+  for (const auto& c : l.cascade) spec.cipher += "-" + c;
+  return spec.to_string();
 }
 
 void print_status(const ControlPaths& paths, const Reply& r) {
