@@ -81,7 +81,7 @@ std::string verb_path(const CLI::App& verb) {
   std::string path = verb.get_name();
   for (const CLI::App* p = verb.get_parent(); p != nullptr && p->get_parent() != nullptr;
        p = p->get_parent()) {
-    path = p->get_name() + " " + path;
+    path.insert(0, " ").insert(0, p->get_name());
   }
   return path;
 }
@@ -263,9 +263,10 @@ std::string bash_completion(const CLI::App& app) {
     verbs += "    [\"" + key + "\"]=\"" + v + "\"\n";
     flags += "    [\"" + key + "\"]=\"" + f + "\"\n";
     valued += "    [\"" + key + "\"]=\"" + val + "\"\n";
+    const std::string prefix = key + " ";
     for (const CLI::App* child : visible_verbs(a)) {
-      self(self, *child, key + " " + child->get_name());
-      for (const auto& alias : child->get_aliases()) self(self, *child, key + " " + alias);
+      self(self, *child, prefix + child->get_name());
+      for (const auto& alias : child->get_aliases()) self(self, *child, prefix + alias);
     }
   };
   walk(walk, app, "cryptmap");
