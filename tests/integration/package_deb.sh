@@ -4,8 +4,8 @@
 # and no maintainer scripts; `dpkg -i` installs it; the installed /usr/bin/cryptmap makes a LUKS2
 # image (cryptsetup checks it), opens it, data written through the mapped file reads back after
 # close and reopen, and the image holds none of it in clear; `man cryptmap` and the bash
-# completion work; `dpkg --purge` then leaves nothing of what `dpkg -L` listed. The machine's
-# state is restored on any exit (a package this test installed is purged). Needs root.
+# completion work; `dpkg -r` and then `dpkg --purge` leave nothing of what `dpkg -L` listed. The
+# machine's state is restored on any exit (a package this test installed is purged). Needs root.
 source "$(dirname "$0")/lib.sh"
 : "${CRYPTMAP_BUILD_DIR:?CRYPTMAP_BUILD_DIR must name the build directory}"
 [[ $(id -u) == 0 ]] || fail "needs root (dpkg -i)"
@@ -111,21 +111,28 @@ grep -q 'luksFormat' "$T/man.txt" || fail "man cryptmap does not show luksFormat
 c=$(bash -c 'source /usr/share/bash-completion/completions/cryptmap; COMP_WORDS=(cryptmap luksF); COMP_CWORD=1; _cryptmap; echo "${COMPREPLY[*]}"')
 [[ "$c" == luksFormat ]] || fail "completion of 'cryptmap luksF': '$c'"
 
-note "dpkg --purge leaves nothing behind"
+# nothing_left WHEN: no path of `dpkg -L` is left except the directories that were there before.
+nothing_left() {
+  local p left=0
+  while read -r p; do
+    [[ -z "$p" || "$p" == /. ]] && continue
+    if grep -qxF "$p" "$T/preexisting"; then
+      [[ -d "$p" ]] || fail "$p (there before) is gone after $1"
+    elif [[ -e "$p" || -L "$p" ]]; then
+      echo "left behind after $1: $p" >&2; left=$((left + 1))
+    fi
+  done < "$T/listed"
+  ((left == 0)) || fail "$left paths of the package are left behind after $1"
+}
+note "dpkg -r, then dpkg --purge: nothing left behind"
+# No conffiles, so removing already takes every file; purging then drops dpkg's record.
+dpkg_ -r cryptmap || fail "dpkg -r failed"
+CRYPTMAP=$BUILD_CRYPTMAP
+nothing_left "dpkg -r"
 dpkg_ --purge cryptmap || fail "dpkg --purge failed"
 INSTALLED=0
-CRYPTMAP=$BUILD_CRYPTMAP
 dpkg-query -W -f '${Status}' cryptmap 2>/dev/null | grep -q 'installed' && fail "still installed after --purge"
-left=0
-while read -r p; do
-  [[ -z "$p" || "$p" == /. ]] && continue
-  if grep -qxF "$p" "$T/preexisting"; then
-    [[ -d "$p" ]] || fail "$p (there before) is gone"
-  elif [[ -e "$p" || -L "$p" ]]; then
-    echo "left behind: $p" >&2; left=$((left + 1))
-  fi
-done < "$T/listed"
-((left == 0)) || fail "$left paths of the package are left behind"
+nothing_left "dpkg --purge"
 [[ ! -e /usr/bin/cryptmap ]] || fail "/usr/bin/cryptmap is left"
 note "$(wc -l < "$T/listed") paths listed by dpkg -L, none left; $(wc -l < "$T/preexisting") shared directories kept"
 echo "PASS package_deb"
