@@ -124,6 +124,14 @@ nothing_left() {
   done < "$T/listed"
   ((left == 0)) || fail "$left paths of the package are left behind after $1"
 }
+if command -v systemd-analyze > /dev/null; then
+  note "systemd-analyze verify the installed units"
+  systemd-analyze verify --man=no /usr/lib/systemd/system/cryptmap.service \
+    /usr/lib/systemd/system/cryptmap@home.service > "$T/verify.out" 2>&1 \
+    || fail "systemd-analyze verify: $(cat "$T/verify.out")"
+  [[ ! -s "$T/verify.out" ]] || fail "systemd-analyze verify warns: $(cat "$T/verify.out")"
+fi
+
 note "dpkg -r, then dpkg --purge: nothing left behind"
 # No conffiles, so removing already takes every file; purging then drops dpkg's record.
 dpkg_ -r cryptmap || fail "dpkg -r failed"
