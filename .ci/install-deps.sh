@@ -14,6 +14,10 @@ pkgs=(
   libnbd-dev nbdkit libnbd-bin
   # Ceph RBD stores (issue 14): librbd to build; a one-node cluster and librbd's LUKS for tests
   librbd-dev librados-dev ceph-mon ceph-osd ceph-common python3-rbd
+  # the volume plugin's real client (issue 17): podman 4.3, busybox-static for a local image
+  podman busybox-static
+  # the install tests (label package): man pages rendered and linted
+  man-db groff-base
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
+#include "cli/manual.h"
 
 int main(int argc, char** argv) {
   using namespace cryptmap::cli;  // NOLINT(google-build-using-namespace): main only
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
   add_docker_commands(app, ctx);
   add_tcrypt_commands(app, ctx);
   add_zone_commands(app, ctx);
+  add_manual_flags(app, CRYPTMAP_VERSION);  // last: the documents walk every verb above
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
