@@ -12,24 +12,31 @@
 
 namespace cryptmap::test {
 
-NbdkitServer::NbdkitServer(const std::vector<std::string>& args) {
+NbdkitServer::NbdkitServer(const std::vector<std::string>& args) : args_(args) {
+  socket_ = dir_.file("nbd.sock");
+  start();
+}
+
+bool NbdkitServer::start() {
+  if (pid_ > 0) return true;
   const Tool nbdkit = find_tool("nbdkit", "nbdkit");
   if (!nbdkit) {
     missing_ = nbdkit.missing;
-    return;
+    return false;
   }
-  socket_ = dir_.file("nbd.sock");
   const std::string pidfile = dir_.file("nbd.pid");
+  ::unlink(pidfile.c_str());
+  ::unlink(socket_.c_str());
   std::vector<std::string> argv = {nbdkit.path, "-f",   "--exit-with-parent", "-U", socket_,
                                    "-P",        pidfile};
-  argv.insert(argv.end(), args.begin(), args.end());
+  argv.insert(argv.end(), args_.begin(), args_.end());
   std::vector<char*> cargv;
   for (auto& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) {
     missing_ = "fork failed";
-    return;
+    return false;
   }
   if (pid == 0) {
     ::execv(cargv[0], cargv.data());
@@ -43,17 +50,19 @@ NbdkitServer::NbdkitServer(const std::vector<std::string>& args) {
     int status = 0;
     if (::waitpid(pid, &status, WNOHANG) == pid) {
       missing_ = "nbdkit exited at start (bad arguments or missing plugin/filter)";
-      return;
+      return false;
     }
     if (std::chrono::steady_clock::now() > deadline) {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
       missing_ = "nbdkit was not ready within 10 s";
-      return;
+      return false;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   pid_ = pid;
+  missing_.clear();
+  return true;
 }
 
 void NbdkitServer::kill() {

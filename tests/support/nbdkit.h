@@ -6,6 +6,7 @@
 //   if (!srv) GTEST_SKIP() << srv.missing();
 //   open_nbd_store(srv.uri(), ...);                           // nbd+unix:///?socket=...
 //   srv.kill();                                                // SIGKILL: the server vanishes
+//   srv.start();                                               // again, same socket and args
 //
 // Thread-compatible. The destructor stops the server (SIGTERM, then SIGKILL) and reaps it.
 #pragma once
@@ -34,9 +35,13 @@ class NbdkitServer {
   pid_t pid() const { return pid_; }
   // SIGKILL and reap: every connection breaks at once.
   void kill();
+  // After kill(): the same server again on the same socket (a server restart). False (with
+  // missing() saying why) if it did not come up.
+  bool start();
 
  private:
   TempDir dir_{"cryptmap-nbdkit"};
+  std::vector<std::string> args_;
   std::string socket_;
   std::string missing_;
   pid_t pid_ = -1;

@@ -117,11 +117,26 @@ int on_complete(void* user_data, int* error) {
   return 1;  // retire the command
 }
 
+// What the store and its connections' pollers share about durability: writes issued and those an
+// acknowledged flush covers, and whether a connection was lost while some were not yet covered
+// (their data may not have reached stable storage on the server: the next sync() says so).
+struct Durability {
+  std::atomic<std::uint64_t> write_gen{0};
+  std::atomic<std::uint64_t> flushed_gen{0};
+  std::atomic<bool> lost_unflushed{false};
+};
+
 // One NBD connection and the thread that drives its state machine.
 class Connection {
  public:
-  Connection(nbd_handle* h, int fd, UniqueFd wake, std::string uri, unsigned index)
-      : h_(h), fd_(fd), wake_(std::move(wake)), uri_(std::move(uri)), index_(index) {
+  Connection(nbd_handle* h, int fd, UniqueFd wake, std::string uri, unsigned index,
+             std::shared_ptr<Durability> durability)
+      : h_(h),
+        fd_(fd),
+        wake_(std::move(wake)),
+        uri_(std::move(uri)),
+        index_(index),
+        durability_(std::move(durability)) {
     poller_ = std::thread([this] { poll_loop(); });
   }
   ~Connection() {
@@ -136,6 +151,10 @@ class Connection {
 
   nbd_handle* handle() const noexcept { return h_; }
   bool dead() const noexcept { return dead_.load(); }
+  // Not dead, and libnbd has not seen it die either (the poller may not have noticed yet).
+  bool usable() const noexcept {
+    return !dead_.load() && nbd_aio_is_dead(h_) == 0 && nbd_aio_is_closed(h_) == 0;
+  }
   unsigned index() const noexcept { return index_; }
   // Wakes the poller so it re-reads libnbd's direction (after a command was queued).
   void kick() noexcept {
@@ -182,9 +201,11 @@ class Connection {
       }
     }
     if (!stop_.load() && !dead_.load()) {
+      if (durability_->write_gen.load() != durability_->flushed_gen.load())
+        durability_->lost_unflushed.store(true);
       spdlog::error(
-          "NBD {}: connection {} lost; its requests failed with EIO and later I/O on it fails. "
-          "Check the server, then close and reopen the volume",
+          "NBD {}: connection {} lost; its requests failed with EIO. The next request reconnects "
+          "(at most one attempt a second while the server is unreachable)",
           uri_, index_);
     }
     dead_.store(true);
@@ -195,6 +216,7 @@ class Connection {
   UniqueFd wake_;
   const std::string uri_;
   const unsigned index_;
+  const std::shared_ptr<Durability> durability_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> dead_{false};
   std::thread poller_;
@@ -207,9 +229,10 @@ struct ExportFacts {
 };
 
 // Connects one handle, bounded by `timeout`.
-Result<std::unique_ptr<Connection>> connect(const std::string& uri,
+Result<std::shared_ptr<Connection>> connect(const std::string& uri,
                                             std::chrono::milliseconds timeout, unsigned index,
-                                            ExportFacts* facts) {
+                                            ExportFacts* facts,
+                                            const std::shared_ptr<Durability>& durability) {
   nbd_handle* h = nbd_create();
   if (h == nullptr) return libnbd_error(Errc::kIo, "create NBD handle", uri);
   auto close_on_error = [&](Error e) {
@@ -267,17 +290,20 @@ Result<std::unique_ptr<Connection>> connect(const std::string& uri,
   if (!wake.valid())
     return close_on_error(nbd_error(Errc::kIo, "NBD store: eventfd", kNoObject, uri, errno));
   const int fd = nbd_aio_get_fd(h);
-  return std::make_unique<Connection>(h, fd, std::move(wake), uri, index);
+  return std::make_shared<Connection>(h, fd, std::move(wake), uri, index, durability);
 }
 
 class NbdBackingStore final : public BackingStore {
  public:
   NbdBackingStore(std::string uri, ExportFacts facts, bool read_only,
-                  std::chrono::milliseconds timeout, std::vector<std::unique_ptr<Connection>> conns)
+                  std::chrono::milliseconds timeout, std::vector<std::shared_ptr<Connection>> conns,
+                  std::shared_ptr<Durability> durability)
       : uri_(std::move(uri)),
         facts_(facts),
         read_only_(read_only),
         timeout_(timeout),
+        durability_(std::move(durability)),
+        conns_size_(static_cast<unsigned>(conns.size())),
         conns_(std::move(conns)) {}
 
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
@@ -298,7 +324,7 @@ class NbdBackingStore final : public BackingStore {
     if (in.empty()) return ok();
     if (off.value > facts_.size || in.size() > facts_.size - off.value)
       return nbd_error(Errc::kNoSpace, "write NBD export past its end", off.value, uri_, ENOSPC);
-    write_gen_.fetch_add(1);
+    durability_->write_gen.fetch_add(1);
     auto* data = const_cast<std::byte*>(in.data());  // libnbd's pwrite only reads it
     if (aligned(off.value, in.size())) {
       ReaderLock lock(rmw_);
@@ -315,14 +341,24 @@ class NbdBackingStore final : public BackingStore {
   }
 
   Result<void> sync() override {
-    if (read_only_ || !facts_.can_flush) return ok();  // see the header: writes are stable
-    // Nothing written (or trimmed) since the last acknowledged flush: nothing to make durable.
-    const std::uint64_t gen = write_gen_.load();
-    if (gen == flushed_gen_.load()) return ok();
-    CRYPTMAP_TRY_VOID(issue(Op::kFlush, 0, nullptr, 0));
-    std::uint64_t seen = flushed_gen_.load();
-    while (seen < gen && !flushed_gen_.compare_exchange_weak(seen, gen)) {
+    if (read_only_) return ok();
+    // A connection lost while writes were not yet flushed: the server may have dropped them
+    // (a restarted server loses what it had not made stable). Reported once, as a failed
+    // fsync(2) reports a writeback error once; the flush below still runs.
+    const bool lost = durability_->lost_unflushed.exchange(false);
+    const std::uint64_t gen = durability_->write_gen.load();
+    if (facts_.can_flush && gen != durability_->flushed_gen.load()) {
+      CRYPTMAP_TRY_VOID(issue(Op::kFlush, 0, nullptr, 0));
+      std::uint64_t seen = durability_->flushed_gen.load();
+      while (seen < gen && !durability_->flushed_gen.compare_exchange_weak(seen, gen)) {
+      }
     }
+    if (lost)
+      return nbd_error(Errc::kIo,
+                       "flush NBD export: the connection was lost after writes that had not been "
+                       "flushed; they may not have reached the server's stable storage (check the "
+                       "data written since the last successful sync)",
+                       kNoObject, uri_, EIO);
     return ok();
   }
 
@@ -339,7 +375,7 @@ class NbdBackingStore final : public BackingStore {
     // Only whole minimum blocks are trimmed (a discard is advisory).
     const std::uint64_t a = up(off.value), e = down(off.value + len);
     if (e <= a) return ok();
-    write_gen_.fetch_add(1);
+    durability_->write_gen.fetch_add(1);
     return issue(Op::kTrim, a, nullptr, e - a);
   }
 
@@ -359,14 +395,57 @@ class NbdBackingStore final : public BackingStore {
   }
   std::uint64_t up(std::uint64_t x) const noexcept { return down(x + facts_.min_block - 1); }
 
-  Connection* pick() const noexcept {
+  std::shared_ptr<Connection> pick_live() const {
+    MutexLock lock(conns_mu_);
     const std::size_t n = conns_.size();
     const std::size_t start = next_.fetch_add(1, std::memory_order_relaxed);
     for (std::size_t i = 0; i < n; ++i) {
-      Connection* c = conns_[(start + i) % n].get();
-      if (!c->dead()) return c;
+      const auto& c = conns_[(start + i) % n];
+      if (c->usable()) return c;
     }
     return nullptr;
+  }
+
+  // A live connection, reconnecting when every one is dead (a restarted or briefly unreachable
+  // server): one attempt at a time, at most one a second, each bounded by the timeout (10 s at
+  // most), so requests fail fast while the server stays away. A server whose export changed
+  // size is not used.
+  std::shared_ptr<Connection> pick() const {
+    if (auto c = pick_live()) return c;
+    MutexLock lock(reconnect_mu_);
+    if (auto c = pick_live()) return c;  // another thread reconnected meanwhile
+    const auto now = Clock::now();
+    if (now - last_reconnect_ < std::chrono::seconds(1)) return nullptr;
+    last_reconnect_ = now;
+    const auto limit = std::min<std::chrono::milliseconds>(timeout_, std::chrono::seconds(10));
+    ExportFacts facts;
+    auto first = connect(uri_, limit, 0, &facts, durability_);
+    if (!first) {
+      spdlog::warn("NBD {}: reconnecting failed: {}", uri_, first.error().message());
+      return nullptr;
+    }
+    if (facts.size != facts_.size || facts.min_block != facts_.min_block ||
+        (facts.read_only && !read_only_)) {
+      spdlog::error(
+          "NBD {}: the server is back but its export changed (size {} bytes, was {}; or it is "
+          "read-only now); not using it. Close the volume and check the export",
+          uri_, facts.size, facts_.size);
+      return nullptr;
+    }
+    std::vector<std::shared_ptr<Connection>> fresh{std::move(*first)};
+    for (unsigned i = 1; i < conns_size_; ++i) {
+      auto c = connect(uri_, limit, i, nullptr, durability_);
+      if (!c) break;  // fewer connections until the next reconnect; the first one serves
+      fresh.push_back(std::move(*c));
+    }
+    spdlog::warn("NBD {}: reconnected ({} connection(s))", uri_, fresh.size());
+    std::vector<std::shared_ptr<Connection>> old;
+    {
+      MutexLock c(conns_mu_);
+      old.swap(conns_);
+      conns_ = fresh;
+    }
+    return fresh.front();  // `old` is destroyed here, outside conns_mu_ (joins its pollers)
   }
 
   static const char* op_name(Op op) noexcept {
@@ -386,14 +465,17 @@ class NbdBackingStore final : public BackingStore {
   // Issues `op` over [off, off + len) in pieces spread over the connections and waits for all.
   Result<void> issue(Op op, std::uint64_t off, std::byte* buf, std::uint64_t len) const {
     Batch batch;
-    std::uint32_t used = 0;  // bit i: connection i carries a piece
+    // The connections carrying a piece, kept alive until every piece has completed (a
+    // reconnect may replace them in conns_ meanwhile).
+    std::array<std::shared_ptr<Connection>, 16> used{};
     int submit_errno = 0;
+    int resubmits = 0;
     std::uint64_t done = 0;
-    do {
+    while (true) {  // one piece per turn; a flush is one piece of length 0
       const std::uint64_t piece =
           op == Op::kFlush ? 0
                            : std::min(len - done, op == Op::kTrim ? kMaxTrim : facts_.max_request);
-      Connection* c = pick();
+      std::shared_ptr<Connection> c = pick();
       if (c == nullptr) {
         submit_errno = ENOTCONN;
         break;
@@ -421,14 +503,23 @@ class NbdBackingStore final : public BackingStore {
       }
       if (cookie < 0) {
         submit_errno = nbd_get_errno() != 0 ? nbd_get_errno() : EIO;
-        MutexLock lock(batch.mu);
-        --batch.pending;
+        {
+          MutexLock lock(batch.mu);
+          --batch.pending;
+        }
+        // The connection died between pick() and the submission: nothing reached the server,
+        // so the piece goes to another (or a reconnected) connection, a few times at most.
+        if (!c->usable() && ++resubmits <= 3) {
+          submit_errno = 0;
+          continue;
+        }
         break;
       }
-      used |= 1u << c->index();
       c->kick();
+      used[c->index() % used.size()] = std::move(c);
       done += piece;
-    } while (done < len);
+      if (done >= len) break;
+    }
 
     MutexLock lock(batch.mu);
     auto deadline = Clock::now() + timeout_;
@@ -441,11 +532,11 @@ class NbdBackingStore final : public BackingStore {
       }
       spdlog::error(
           "NBD {}: no reply to {} at offset {} within {} ms; dropping the connection, its "
-          "requests fail with EIO. Check the server, then close and reopen the volume",
+          "requests fail with EIO (the next request reconnects). Check the server",
           uri_, op_name(op), off, timeout_.count());
       lock.unlock();
-      for (const auto& c : conns_)
-        if (used & (1u << c->index())) c->kill();
+      for (const auto& c : used)
+        if (c) c->kill();
       lock.lock();
       dropped = true;
       deadline = Clock::now() + timeout_;
@@ -460,11 +551,15 @@ class NbdBackingStore final : public BackingStore {
   const ExportFacts facts_;
   const bool read_only_;
   const std::chrono::milliseconds timeout_;
-  const std::vector<std::unique_ptr<Connection>> conns_;
+  // Writes and trims issued / covered by the last acknowledged flush (sync skips a no-op flush),
+  // and connection losses with unflushed writes; shared with the connections' pollers.
+  const std::shared_ptr<Durability> durability_;
+  const unsigned conns_size_;  // connections opened at start (a reconnect opens as many)
+  mutable Mutex conns_mu_;
+  mutable std::vector<std::shared_ptr<Connection>> conns_ GUARDED_BY(conns_mu_);
   mutable std::atomic<std::size_t> next_{0};
-  // Writes and trims issued / covered by the last acknowledged flush (sync skips a no-op flush).
-  std::atomic<std::uint64_t> write_gen_{0};
-  std::atomic<std::uint64_t> flushed_gen_{0};
+  mutable Mutex reconnect_mu_;  // one reconnect at a time
+  mutable Clock::time_point last_reconnect_ GUARDED_BY(reconnect_mu_){};
   SharedMutex rmw_;  // shared: aligned writes; exclusive: a read-modify-write
 };
 
@@ -473,8 +568,9 @@ class NbdBackingStore final : public BackingStore {
 Result<std::unique_ptr<BackingStore>> open_nbd_store(const std::string& uri,
                                                      const NbdStoreOptions& options) {
   ExportFacts facts;
-  std::vector<std::unique_ptr<Connection>> conns;
-  CRYPTMAP_TRY(first, connect(uri, options.timeout, 0, &facts));
+  auto durability = std::make_shared<Durability>();
+  std::vector<std::shared_ptr<Connection>> conns;
+  CRYPTMAP_TRY(first, connect(uri, options.timeout, 0, &facts, durability));
   conns.push_back(std::move(first));
   if (facts.read_only && !options.read_only) {
     return nbd_error(Errc::kReadOnly,
@@ -484,15 +580,16 @@ Result<std::unique_ptr<BackingStore>> open_nbd_store(const std::string& uri,
   // Several connections only when the server says flushes are visible across them.
   const unsigned want = facts.multi_conn ? std::clamp(options.connections, 1u, 16u) : 1u;
   for (unsigned i = 1; i < want; ++i) {
-    CRYPTMAP_TRY(c, connect(uri, options.timeout, i, nullptr));
+    CRYPTMAP_TRY(c, connect(uri, options.timeout, i, nullptr, durability));
     conns.push_back(std::move(c));
   }
   if (!facts.can_flush && !options.read_only) {
     spdlog::info("NBD {}: the server has no flush command; its writes are stable when answered",
                  uri);
   }
-  return std::unique_ptr<BackingStore>(std::make_unique<NbdBackingStore>(
-      uri, facts, options.read_only || facts.read_only, options.timeout, std::move(conns)));
+  return std::unique_ptr<BackingStore>(
+      std::make_unique<NbdBackingStore>(uri, facts, options.read_only || facts.read_only,
+                                        options.timeout, std::move(conns), std::move(durability)));
 }
 
 #endif  // CRYPTMAP_HAVE_LIBNBD

@@ -15,8 +15,13 @@
 //   - discard(): NBD_CMD_TRIM when the server can trim, else kUnsupported.
 //   - failures: a request the server fails is kIo (server's errno). A server that does not answer
 //     within the timeout gets its connection dropped, and the requests on it fail with kIo; a
-//     server that went away fails its requests at once. Nothing waits forever. A dead
-//     connection is not reopened: the volume must be closed and opened again.
+//     server that went away fails its requests at once. Nothing waits forever.
+//   - reconnection: when every connection is dead, the next request reconnects (one attempt at a
+//     time, at most one a second, each bounded by min(timeout, 10 s)); the export must have the
+//     same size and block size. Requests that failed are not retried (their callers saw EIO).
+//     If a connection was lost while writes were not yet covered by an acknowledged flush, the
+//     next sync() fails once (kIo): the server may have lost them, so no fsync reports success
+//     for data the server never made stable.
 //
 // Thread-safety: every method may be called from any thread (the BackingStore contract).
 #pragma once
