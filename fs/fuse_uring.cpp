@@ -435,6 +435,9 @@ void UringTransport::serve(Entry& e) {
   if (wait_for_go()) {
     CmdReq req{};
     req.qid = e.qid;
+    // The last command sent, resent when its completion says EINTR or EAGAIN (not done).
+    std::uint32_t last_op = kCmdRegister;
+    CmdReq last = req;
     e.ring.push_cmd(fd_, kCmdRegister, req, e.iov);
     int rc = e.ring.enter(false);
     io_uring_cqe cqe{};
@@ -455,7 +458,18 @@ void UringTransport::serve(Entry& e) {
           if (!have) continue;
         }
         have = false;
-        if (cqe.res != 0) break;  // -ENOTCONN: the connection is gone or the ring closes
+        if (cqe.res == -EINTR || cqe.res == -EAGAIN) {
+          e.ring.push_cmd(fd_, last_op, last, last_op == kCmdRegister ? e.iov : nullptr);
+          if (e.ring.enter(false) != 0) break;
+          continue;
+        }
+        if (cqe.res != 0) {  // -ENOTCONN: the connection is gone or the ring closes
+          if (cqe.res != -ENOTCONN && cqe.res != -ECONNABORTED && cqe.res != -ECANCELED &&
+              !stopping() && opts_.on_warning)
+            opts_.on_warning("a ring entry of queue " + std::to_string(e.qid) +
+                             " stopped: " + std::strerror(-cqe.res));
+          break;
+        }
         const std::uint64_t unique = e.header->ent.commit_id;
         InHeader in;
         std::memcpy(&in, e.header->in_out, sizeof(in));
@@ -496,6 +510,8 @@ void UringTransport::serve(Entry& e) {
         CmdReq commit{};
         commit.qid = e.qid;
         commit.commit_id = unique;
+        last_op = kCmdCommitAndFetch;
+        last = commit;
         e.ring.push_cmd(fd_, kCmdCommitAndFetch, commit, nullptr);
         do {
           rc = e.ring.enter(false);

@@ -127,6 +127,9 @@ Result<void> prepare_uring(VolumeServer::Impl& s, const internal::SessionWorkers
       else
         log->warn("{}: FUSE over io_uring not used: {}; serving through /dev/fuse", dir, what);
     };
+    uo.on_warning = [log = s.log, dir = s.opts.mount_dir](const std::string& what) {
+      log->warn("{}: FUSE over io_uring: {}", dir, what);
+    };
     auto u = internal::UringTransport::prepare(s.session->get(), std::move(uo));
     if (u) {
       s.uring = std::move(*u);

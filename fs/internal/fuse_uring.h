@@ -47,6 +47,9 @@ class UringTransport {
     std::function<void()> on_start;  // runs first on every ring thread (IO_FLUSHER, arena)
     // Called once with the outcome: true = requests go through the rings; false + why.
     std::function<void(bool serving, const std::string& why)> on_outcome;
+    // Called when a ring entry stops serving on an unexpected error (its queue has one entry
+    // fewer from then on).
+    std::function<void(const std::string& what)> on_warning;
   };
   enum class State { kPrepared, kNegotiated, kServing, kFailed, kStopped };
 
