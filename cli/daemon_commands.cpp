@@ -89,9 +89,10 @@ struct OpenArgs {
   std::string mount_dir;
   bool foreground = false;
   bool fuse_debug = false;
-  bool test_passphrase = false;  // --test-passphrase: unlock only, map nothing (cryptsetup)
-  bool allow_other = false;      // --allow-other: FUSE allow_other, file mode 0660
-  bool all = false;              // --all: every entry of the cryptmaptab
+  std::string fuse_transport = "auto";  // --fuse-transport auto|uring|dev (a new daemon's)
+  bool test_passphrase = false;         // --test-passphrase: unlock only, map nothing (cryptsetup)
+  bool allow_other = false;             // --allow-other: FUSE allow_other, file mode 0660
+  bool all = false;                     // --all: every entry of the cryptmaptab
   std::string tab = "/etc/cryptmaptab";
   volume::PlainOptions plain;
   bool allow_discards = false;        // --allow-discards
@@ -131,7 +132,15 @@ struct DaemonArgs {
   std::string mount_dir;
   int handoff_fd = -1;
   bool fuse_debug = false;
+  std::string fuse_transport = "auto";
 };
+
+// --fuse-transport, already checked by CLI11 (IsMember).
+fs::FuseTransport transport_of(const std::string& s) {
+  if (s == "uring") return fs::FuseTransport::kUring;
+  if (s == "dev") return fs::FuseTransport::kDev;
+  return fs::FuseTransport::kAuto;
+}
 
 spdlog::level::level_enum level_for(const CommandContext& ctx) {
   if (!ctx.log_level.empty()) return spdlog::level::from_str(ctx.log_level);
@@ -475,6 +484,8 @@ int spawn_daemon(const ControlPaths& paths, const Request& req, const OpenArgs& 
   for_daemon.log_target = target;
   for (auto& w : logging_args(for_daemon)) args.push_back(std::move(w));
   if (a.fuse_debug) args.emplace_back("--fuse-debug");
+  args.emplace_back("--fuse-transport");
+  args.push_back(a.fuse_transport);
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
@@ -641,6 +652,7 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
   DaemonOptions opts;
   opts.paths = paths;
   opts.fuse_debug = a.fuse_debug;
+  opts.fuse_transport = transport_of(a.fuse_transport);
   opts.logger = log;
   ctx.exit_code = serve(opts, std::move(*req), [&](const Reply& r) {
     lock.release();
@@ -741,6 +753,7 @@ void print_status(const ControlPaths& paths, const Reply& r) {
     std::printf("  size:    %llu sectors\n", static_cast<unsigned long long>(v.size_bytes / 512));
     std::printf("  mode:    %s%s\n", v.read_only ? "read-only" : "read/write",
                 v.suspended ? " (suspended)" : "");
+    std::printf("  fuse transport: %s\n", v.fuse_transport.c_str());
   }
 }
 
@@ -795,6 +808,7 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       if (v.suspended) flags.push_back("suspended");
       j["flags"] = std::move(flags);
       j["suspended"] = v.suspended;
+      j["fuse_transport"] = v.fuse_transport;
       if (l.integrity.empty()) {
         j["integrity"] = nullptr;
       } else {
@@ -959,6 +973,7 @@ void run_daemon(const DaemonArgs& a, CommandContext& ctx) {
   DaemonOptions opts;
   opts.paths = *paths;
   opts.fuse_debug = a.fuse_debug;
+  opts.fuse_transport = transport_of(a.fuse_transport);
   opts.logger = log;
   ctx.exit_code = serve(opts, std::move(*req), [&](const Reply& r) {
     auto body = encode_reply(r);
@@ -1000,6 +1015,12 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
                  "If no daemon serves the mount directory, serve it from this process "
                  "(logs on stderr; Ctrl-C flushes, unmounts and exits)");
   open->add_flag("--fuse-debug", oa->fuse_debug, "Trace the FUSE protocol (libfuse -d)");
+  open->add_option("--fuse-transport", oa->fuse_transport,
+                   "How the daemon this open starts talks to the kernel: auto (io_uring when "
+                   "/sys/module/fuse/parameters/enable_uring is Y), uring, dev (/dev/fuse); a "
+                   "running daemon keeps its own (status shows it)")
+      ->check(CLI::IsMember({"auto", "uring", "dev"}))
+      ->capture_default_str();
   open->add_flag("--allow-other", oa->allow_other,
                  "Let other users reach the mapped file: FUSE allow_other, file mode 0660 "
                  "(owner and the owner's group). Non-root: needs user_allow_other in "
@@ -1088,6 +1109,8 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   daemon->add_option("--mount-dir", da->mount_dir)->required();
   daemon->add_option("--handoff-fd", da->handoff_fd)->required();
   daemon->add_flag("--fuse-debug", da->fuse_debug);
+  daemon->add_option("--fuse-transport", da->fuse_transport)
+      ->check(CLI::IsMember({"auto", "uring", "dev"}));
   daemon->callback([da, &ctx] { run_daemon(*da, ctx); });
 }
 

@@ -235,6 +235,7 @@ void put_reply(Sink& s, const Reply& r) {
     s.u32(v.open_count);
     s.u32(v.file_mode);
     s.boolean(v.suspended);
+    s.str(v.fuse_transport);
   }
 }
 
@@ -376,6 +377,7 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     CRYPTMAP_TRY(opens, s.u32("volume.open_count"));
     CRYPTMAP_TRY(mode, s.u32("volume.file_mode"));
     CRYPTMAP_TRY(suspended, s.boolean("volume.suspended"));
+    CRYPTMAP_TRY(transport, s.str("volume.fuse_transport"));
     v.name = std::move(name);
     v.source = {std::move(image), std::move(header)};
     v.layout = std::move(layout);
@@ -384,6 +386,7 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     v.open_count = opens;
     v.file_mode = mode;
     v.suspended = suspended;
+    v.fuse_transport = std::move(transport);
     r.volumes.push_back(std::move(v));
   }
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");

@@ -28,7 +28,7 @@ namespace cryptmap::fs {
 inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
 // 2: allow_other, file_mode; 3: suspend, layout.segments, layout.cascade, guard;
 // 4: layout.auth_encryption, layout.integrity, layout.integrity_no_journal
-inline constexpr std::uint8_t kProtocolVersion = 4;
+inline constexpr std::uint8_t kProtocolVersion = 5;
 inline constexpr std::uint32_t kMaxSegments = 4096;  // layout.segments on the wire
 
 struct ControlPaths {

@@ -319,6 +319,7 @@ class Daemon {
     ServerOptions so;
     so.mount_dir = opts_.paths.mount_dir;
     so.fuse_debug = opts_.fuse_debug;
+    so.fuse_transport = opts_.fuse_transport;
     so.allow_other = allow_other_ = first.allow_other;
     so.logger = log_;
     // Zoned first volume: keep arrival order from receipt to admission (docs/architecture.md §4.6).

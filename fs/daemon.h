@@ -31,7 +31,8 @@ namespace cryptmap::fs {
 struct DaemonOptions {
   ControlPaths paths;
   bool fuse_debug = false;
-  std::shared_ptr<spdlog::logger> logger;  // null: spdlog's default logger
+  FuseTransport fuse_transport = FuseTransport::kAuto;  // --fuse-transport
+  std::shared_ptr<spdlog::logger> logger;               // null: spdlog's default logger
 };
 
 // Runs a daemon for `opts.paths` whose first volume is `first`. `report` is called exactly once:

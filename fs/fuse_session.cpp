@@ -79,6 +79,9 @@ std::atomic<std::uint64_t> g_foreign_receives{0};
 // without SA_RESTART makes that read fail with EINTR (signal(7)); libfuse then sees the flag.
 constexpr int kWakeSignal = SIGUSR1;
 void wake_handler(int /*sig*/) {}
+
+}  // namespace
+
 void install_wake_handler() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -89,6 +92,8 @@ void install_wake_handler() {
     sigaction(kWakeSignal, &sa, nullptr);
   });
 }
+
+namespace {
 
 // Workers take no process signals (the daemon's handler runs on whichever thread gets one; a
 // worker interrupted in read would only retry) except the wake-up, as libfuse's workers.
@@ -128,6 +133,13 @@ bool all_resident(std::byte* p, std::size_t len) noexcept {
 }
 
 }  // namespace
+
+void enter_serving_thread(std::size_t stack_prefault_bytes) noexcept {
+  set_worker_signal_mask();
+  prefault_own_stack(stack_prefault_bytes);
+}
+
+void wake_serving_thread(pthread_t thread) noexcept { pthread_kill(thread, kWakeSignal); }
 
 std::size_t receive_buffer_bytes() noexcept {
   return kFuseMaxMaxPages * page_size() + kFuseBufferHeaderSize;
@@ -189,8 +201,7 @@ SessionWorkers::~SessionWorkers() {
 }  // then buffers_ is wiped and unmapped
 
 void SessionWorkers::serve(Worker& w) {
-  set_worker_signal_mask();
-  prefault_own_stack(opts_.stack_prefault_bytes);
+  enter_serving_thread(opts_.stack_prefault_bytes);
   if (opts_.on_start) opts_.on_start();
   tls_receive_buf = w.buf;
   tls_receive_len = stride_;
@@ -255,7 +266,7 @@ int SessionWorkers::wait() {
       if (ended_ == workers_.size()) break;
     }
     for (auto& w : workers_) {
-      if (!w->done.load()) pthread_kill(w->thread.native_handle(), kWakeSignal);
+      if (!w->done.load()) wake_serving_thread(w->thread.native_handle());
     }
     MutexLock lock(mu_);
     // Until every worker has ended, or 10 ms have passed.

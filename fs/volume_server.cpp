@@ -33,17 +33,30 @@ using internal::Entry;
 
 // The session's device I/O. Reads keep each request inside the worker's preallocated buffer
 // (receive_read) and, with ordered_receive, in arrival order (ordered_receive.h); writes add
-// FOPEN_PARALLEL_DIRECT_WRITES to open replies (libfuse_compat.h).
+// FOPEN_PARALLEL_DIRECT_WRITES to open replies (libfuse_compat.h). With io_uring prepared, the
+// INIT request and reply pass through its negotiation, and a reply to a request that came
+// through a ring entry goes to that entry instead of /dev/fuse (fuse_uring.h).
 ssize_t io_read(int fd, void* buf, size_t len, void* userdata) {
   auto* s = static_cast<VolumeServer::Impl*>(userdata);
   internal::ReceiveOrder* order =
       s != nullptr && s->opts.ordered_receive ? &s->receive_order : nullptr;
-  return internal::ReceiveOrder::read(order, fd, buf, len);
+  const ssize_t n = internal::ReceiveOrder::read(order, fd, buf, len);
+  if (n > 0 && s != nullptr && s->uring != nullptr)
+    s->uring->on_request(buf, static_cast<std::size_t>(n));
+  return n;
 }
 
-ssize_t io_writev(int fd, struct iovec* iov, int count, void* /*userdata*/) {
+ssize_t io_writev(int fd, struct iovec* iov, int count, void* userdata) {
+  auto* s = static_cast<VolumeServer::Impl*>(userdata);
   internal::patch_open_reply(iov, count);
-  return ::writev(fd, iov, count);
+  internal::UringTransport* uring = s != nullptr ? s->uring.get() : nullptr;
+  if (uring != nullptr) {
+    if (const ssize_t taken = uring->take_reply(iov, count); taken >= 0) return taken;
+    uring->patch_reply(iov, count);
+  }
+  const ssize_t n = ::writev(fd, iov, count);
+  if (uring != nullptr) uring->after_reply(iov, count, n);
+  return n;
 }
 
 const fuse_custom_io kCustomIo = {
@@ -92,6 +105,44 @@ Result<void> flush_entries(const std::vector<Entry*>& entries) {
     if (!r && first) first = r;
   }
   return first;
+}
+
+// Prepares FUSE over io_uring unless the options, the mount or the kernel rule it out; says why
+// in one log line when it is not used. Only --fuse-transport=uring makes that an error.
+Result<void> prepare_uring(VolumeServer::Impl& s, const internal::SessionWorkers::Options& wopts) {
+  if (s.opts.fuse_transport == FuseTransport::kDev) return ok();
+  std::string why;
+  if (s.opts.ordered_receive) {
+    why = "a zoned volume keeps its arrival order only through /dev/fuse";
+  } else if (internal::kernel_allows_fuse_uring(why)) {
+    internal::UringTransport::Options uo;
+    uo.entries = s.opts.fuse_workers;
+    uo.stack_prefault_bytes = wopts.stack_prefault_bytes;
+    uo.on_start = wopts.on_start;
+    uo.on_outcome = [log = s.log, dir = s.opts.mount_dir, flag = &s.uring_serving](
+                        bool serving, const std::string& what) {
+      flag->store(serving);
+      if (serving)
+        log->info("{}: FUSE over io_uring: {}", dir, what);
+      else
+        log->warn("{}: FUSE over io_uring not used: {}; serving through /dev/fuse", dir, what);
+    };
+    uo.on_warning = [log = s.log, dir = s.opts.mount_dir](const std::string& what) {
+      log->warn("{}: FUSE over io_uring: {}", dir, what);
+    };
+    auto u = internal::UringTransport::prepare(s.session->get(), std::move(uo));
+    if (u) {
+      s.uring = std::move(*u);
+      return ok();
+    }
+    why = "setting up io_uring failed: " + u.error().message();
+  }
+  if (s.opts.fuse_transport == FuseTransport::kUring)
+    return make_error_fmt(Errc::kUnsupported, "FUSE over io_uring", kNoObject,
+                          "%s; use --fuse-transport=dev (or auto)", why.c_str());
+  s.log->info("{}: FUSE over io_uring not used: {}; serving through /dev/fuse", s.opts.mount_dir,
+              why);
+  return ok();
 }
 
 }  // namespace
@@ -163,6 +214,10 @@ Result<std::unique_ptr<VolumeServer>> VolumeServer::mount(const ServerOptions& o
       std::free(warm);
     }
   };
+  // FUSE over io_uring is prepared before the workers read INIT: its reply may ask for it only
+  // when the rings and their buffers exist (the kernel then holds every request until each
+  // queue has an entry registered).
+  CRYPTMAP_TRY_VOID(prepare_uring(*impl, wopts));
   CRYPTMAP_TRY(workers, internal::SessionWorkers::start(*impl->session, std::move(wopts)));
   impl->workers = std::move(workers);
   const internal::SessionWorkers::Stats ws = impl->workers->stats();
@@ -174,6 +229,7 @@ Result<std::unique_ptr<VolumeServer>> VolumeServer::mount(const ServerOptions& o
   Impl* s = impl.get();
   s->loop_thread = std::thread([s] {
     const int rc = s->workers->wait();
+    if (s->uring != nullptr) s->uring->wait();  // ends the ring threads too
     if (rc != 0)
       s->log->error(
           "FUSE session for {} ended on a device error: {}; its volumes are no longer "
@@ -314,6 +370,7 @@ std::vector<VolumeStatus> VolumeServer::status() const {
     st.read_only = e.read_only;
     st.open_count = e.open_count.load();
     st.file_mode = e.file_mode;
+    st.fuse_transport = fuse_transport();
     out.push_back(std::move(st));
   });
   return out;
@@ -336,7 +393,17 @@ ServingStats VolumeServer::serving_stats() const {
   out.receive_buffers_resident = s.buffers_resident;
   out.requests = s.requests;
   out.foreign_receives = s.foreign_receives;
+  if (const internal::UringTransport* u = impl_->uring.get()) {
+    out.uring = u->state() == internal::UringTransport::State::kServing;
+    out.uring_entries = static_cast<std::uint32_t>(u->entries());
+    out.uring_queues = u->queues();
+    out.uring_requests = u->requests();
+  }
   return out;
+}
+
+const char* VolumeServer::fuse_transport() const noexcept {
+  return impl_->uring_serving.load() ? "uring" : "dev";
 }
 
 void VolumeServer::stop() {
@@ -358,6 +425,7 @@ void VolumeServer::stop() {
   if (!flushed) s.log->error("flush on shutdown failed: {}", flushed.error().message());
   // 5. Unmount, then close /dev/fuse (the kernel fails whatever is still queued: ENOTCONN).
   s.workers.reset();
+  s.uring.reset();  // the rings close: the kernel cancels the entries' pending fetches
   s.session.reset();
   // 6. Volumes last (reverse of open): engines drain and wipe keys.
   s.registry.take_all().clear();

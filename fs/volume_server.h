@@ -34,6 +34,14 @@ class logger;
 
 namespace cryptmap::fs {
 
+// How requests travel between the kernel and the server (fs/README.md "FUSE over io_uring").
+enum class FuseTransport {
+  kAuto,   // io_uring when the kernel allows it (enable_uring=Y, offered at INIT), else /dev/fuse
+  kUring,  // io_uring; the mount fails when it is off or cannot be set up here (what INIT or
+           // the registration refuses later still falls back to /dev/fuse, with a warning)
+  kDev,    // /dev/fuse only
+};
+
 struct ServerOptions {
   std::string mount_dir;                     // created if missing; a stale mount is detached
   std::uint32_t fuse_workers = 16;           // FUSE worker threads, all started at mount
@@ -44,6 +52,7 @@ struct ServerOptions {
   // request and holds the order until its write is admitted. Required by add_volume for a
   // volume whose orders_writes() is true; costs a hand-off between workers per request.
   bool ordered_receive = false;
+  FuseTransport fuse_transport = FuseTransport::kAuto;
   bool allow_other = false;                // FUSE allow_other: users other than the
                                            // server's may reach files (their mode decides)
   std::shared_ptr<spdlog::logger> logger;  // null: spdlog's default logger
@@ -57,6 +66,10 @@ struct ServingStats {
   bool receive_buffers_resident = false;  // every page resident right now (mincore)
   std::uint64_t requests = 0;             // FUSE requests processed
   std::uint64_t foreign_receives = 0;     // requests read into a buffer not preallocated (0)
+  bool uring = false;                     // requests come through io_uring ring entries
+  std::uint32_t uring_entries = 0;        // ring entries (one thread each), 0 without io_uring
+  std::uint32_t uring_queues = 0;         // the kernel's queues (one per possible CPU)
+  std::uint64_t uring_requests = 0;       // requests processed from ring entries
 };
 
 // What `status` shows besides the layout: where the volume came from.
@@ -74,6 +87,7 @@ struct VolumeStatus {
   std::uint32_t open_count = 0;    // open file handles on the mapped file
   std::uint32_t file_mode = 0600;  // permission bits of the mapped file
   bool suspended = false;          // suspend_volume(): I/O held, no key in memory
+  std::string fuse_transport;      // the mount's: "uring" or "dev"
 };
 
 class VolumeServer {
@@ -118,6 +132,8 @@ class VolumeServer {
   bool stopped() const noexcept;
   // Zeroes once stopped.
   ServingStats serving_stats() const;
+  // "uring" while requests come through io_uring ring entries, else "dev".
+  const char* fuse_transport() const noexcept;
 
   class Impl;
 

@@ -7,7 +7,10 @@
 #   passthrough  fuse_ceiling passthrough: a FUSE file over the same LUKS2 image, doing the
 #                store I/O cryptmap does (O_DIRECT, private buffers) minus the crypto -- the
 #                ceiling of cryptmap's design on this storage
-#   cryptmap     cryptmap open -f: LUKS2, aes-xts-plain64, 512-bit key, 4096-byte sectors
+#   cryptmap     cryptmap open -f: LUKS2, aes-xts-plain64, 512-bit key, 4096-byte sectors,
+#                FUSE through /dev/fuse (--fuse-transport=dev)
+#   cryptmap-uring  the same on a copy of the image, FUSE over io_uring (--fuse-transport=uring;
+#                needs /sys/module/fuse/parameters/enable_uring = Y, which the script does not set)
 #   qsd-luks     qemu-storage-daemon's FUSE export over qemu's luks driver (LUKS1 image)
 #   nbdkit-luks  nbdkit's luks filter served through nbdfuse (LUKS1 image)
 #   (optional) passthrough-cached: the passthrough over the host page cache, as the peers run
@@ -64,7 +67,7 @@ declare -A WL=(
   [randwrite-j1]="randwrite 4k 1" [randwrite-j4]="randwrite 4k 4"
 )
 declare -A NEEDS=(
-  [raw]="" [null]="" [passthrough]="" [passthrough-cached]="" [cryptmap]=""
+  [raw]="" [null]="" [passthrough]="" [passthrough-cached]="" [cryptmap]="" [cryptmap-uring]=""
   [qsd-luks]="qemu-storage-daemon" [nbdkit-luks]="nbdkit nbdfuse"
 )
 declare -A PKG=([qemu-storage-daemon]=qemu-system-common [nbdkit]=nbdkit [nbdfuse]=nbdfuse
@@ -177,7 +180,7 @@ fill_random() {  # fill_random FILE OFFSET_BYTES: pseudo-random payload, so read
 }
 need_luks2=0 need_luks1=0 need_raw=0
 for s in "${RUN[@]}"; do
-  case $s in raw) need_raw=1 ;; passthrough* | cryptmap) need_luks2=1 ;; qsd-luks | nbdkit-luks) need_luks1=1 ;; esac
+  case $s in raw) need_raw=1 ;; passthrough* | cryptmap*) need_luks2=1 ;; qsd-luks | nbdkit-luks) need_luks1=1 ;; esac
 done
 if ((need_luks2)); then
   log "LUKS2 image: aes-xts-plain64, 512-bit key, 4096-byte sectors, ${SIZE_MIB} MiB payload"
@@ -189,6 +192,10 @@ if ((need_luks2)); then
   truncate -s $((L2OFF + SIZE_MIB * MiB)) "$W/luks2.img"
   fill_random "$W/luks2.img" "$L2OFF"
   dd if="$W/luks2.img" iflag=nocache count=0 status=none   # O_DIRECT users: start uncached
+  if [[ " ${RUN[*]} " == *" cryptmap-uring "* ]]; then  # an image is opened by one daemon only
+    cp --sparse=never "$W/luks2.img" "$W/luks2u.img"
+    dd if="$W/luks2u.img" iflag=nocache count=0 status=none
+  fi
 fi
 if ((need_raw)); then
   log "raw file: ${SIZE_MIB} MiB of the same payload, no header"
@@ -225,7 +232,14 @@ start_system() {
       mkdir -p "$m"; start_bg owner "$s" "$CEIL" passthrough --buffered "$W/luks2.img" "$L2OFF" "$m"
       MOUNTS+=("$m"); TARGET[$s]=$m/vol ;;
     cryptmap)   # -f: this process is the daemon (SIGTERM flushes, unmounts and exits)
-      start_bg owner "$s" "$CM" open "$W/luks2.img" bench --key-file "$W/pass" --mount-dir "$m" -f
+      start_bg owner "$s" "$CM" open "$W/luks2.img" bench --key-file "$W/pass" --mount-dir "$m" -f \
+        --fuse-transport=dev
+      MOUNTS+=("$m"); TARGET[$s]=$m/bench ;;
+    cryptmap-uring)
+      [[ $(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null) == Y ]] ||
+        die "cryptmap-uring: FUSE over io_uring is off (echo Y > /sys/module/fuse/parameters/enable_uring)"
+      start_bg owner "$s" "$CM" open "$W/luks2u.img" bench --key-file "$W/pass" --mount-dir "$m" -f \
+        --fuse-transport=uring
       MOUNTS+=("$m"); TARGET[$s]=$m/bench ;;
     qsd-luks)   # stopped by SIGTERM: qsd 7.2 spins if its export is unmounted under it
       m=$W/qsd.vol; : >"$m"
@@ -254,6 +268,7 @@ verify() {      # 1 MiB through the file and back; LUKS images must not hold it 
   cmp -s "$W/pattern" "$W/back" || die "$s: data read back through $f differs from what was written"
   case $s in
     cryptmap) img=$W/luks2.img ioff=$L2OFF ;;
+    cryptmap-uring) img=$W/luks2u.img ioff=$L2OFF ;;
     qsd-luks | nbdkit-luks) img=$W/luks1.img ioff=$L1OFF ;;
     passthrough*) img=$W/luks2.img ioff=$L2OFF ;;
   esac

@@ -25,7 +25,7 @@ GOAL_LIMIT_RANDOM = 0.70
 GOAL_PEER = 4.0
 RSS_SLACK_MIB = 64
 COLORS = {"raw": "#d9d9d9", "null": "#b0b0b0", "passthrough": "#606060", "passthrough-cached": "#9467bd",
-          "cryptmap": "#1f77b4", "qsd-luks": "#ff7f0e", "nbdkit-luks": "#2ca02c"}
+          "cryptmap": "#1f77b4", "cryptmap-uring": "#17becf", "qsd-luks": "#ff7f0e", "nbdkit-luks": "#2ca02c"}
 
 
 def metric(row):
@@ -128,6 +128,9 @@ def main() -> int:
             if ref in systems:
                 label = f"{ref} (≥ {goal:.2f})" if goal else ref
                 md.append(f"| {label} | " + " | ".join(cell(ratio("cryptmap", ref, w), goal) for w in workloads) + " |")
+        if "cryptmap-uring" in systems:  # FUSE over io_uring on / off (cryptmap uses /dev/fuse)
+            md.append("| cryptmap-uring / cryptmap (io_uring on / off) | " +
+                      " | ".join(cell(ratio("cryptmap-uring", "cryptmap", w), None) for w in workloads) + " |")
         if peers:
             cells = []
             for w in workloads:

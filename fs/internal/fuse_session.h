@@ -88,6 +88,15 @@ std::size_t receive_buffer_bytes() noexcept;
 // a read into any other buffer is counted (SessionWorkers::Stats::foreign_receives).
 ssize_t receive_read(int fd, void* buf, std::size_t len) noexcept;
 
+// What every serving thread (the /dev/fuse workers, the io_uring ring threads) shares:
+// install_wake_handler() once per process before such threads start; enter_serving_thread()
+// first on each (it takes no process signals but the wake-up, and faults in the top
+// `stack_prefault_bytes` of its stack); wake_serving_thread() makes its blocking read(2) or
+// io_uring_enter(2) return EINTR so that it notices a stop.
+void install_wake_handler();
+void enter_serving_thread(std::size_t stack_prefault_bytes) noexcept;
+void wake_serving_thread(pthread_t thread) noexcept;
+
 class SessionWorkers {
  public:
   struct Options {

@@ -5,6 +5,7 @@
 //   fuse_meta_ops.cpp   — init, lookup, getattr, setattr, readdir, open, release, xattrs, statfs
 //   ordered_receive.cpp — arrival order for zoned volumes
 //   libfuse_compat.cpp  — FOPEN_PARALLEL_DIRECT_WRITES on libfuse 3.14.0
+//   fuse_uring.cpp      — FUSE over io_uring (negotiation, ring entries)
 //
 // Thread-safety: the FUSE operations run on the session's workers, the control plane (add,
 // remove, stop, status) on any thread. Lock order: admin_mu, then the registry's lock; no lock
@@ -25,6 +26,7 @@
 #include "base/error.h"
 #include "base/mutex.h"
 #include "fs/internal/fuse_session.h"
+#include "fs/internal/fuse_uring.h"
 #include "fs/internal/ordered_receive.h"
 #include "fs/internal/volume_registry.h"
 #include "fs/volume_server.h"
@@ -58,6 +60,8 @@ class VolumeServer::Impl {
   struct timespec started {};
   std::unique_ptr<BufferPool> pool;  // FUSE read replies (in-flight cap = backpressure)
   std::unique_ptr<internal::FuseSession> session;
+  std::unique_ptr<internal::UringTransport> uring;    // null: /dev/fuse only; outlives workers
+  std::atomic<bool> uring_serving{false};             // requests come through the rings (status)
   std::unique_ptr<internal::SessionWorkers> workers;  // destroyed before the session
   std::thread loop_thread;  // waits for the workers to end (SessionWorkers::wait)
   std::atomic<bool> loop_done{false};

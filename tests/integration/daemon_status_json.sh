@@ -43,7 +43,12 @@ cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
 assert b"daemon" in cmd, cmd
 fields = ["name", "path", "image", "header", "type", "cipher", "key_bits", "sector_size",
           "offset_sectors", "size_sectors", "size_bytes", "readonly", "uuid", "file_mode",
-          "open_count", "daemon_pid", "flags", "suspended", "integrity"]
+          "open_count", "daemon_pid", "flags", "suspended", "fuse_transport", "integrity"]
+# The default transport: io_uring when the kernel allows it (e2e_fuse_uring tests both).
+try:
+    uring = open("/sys/module/fuse/parameters/enable_uring").read().strip() == "Y"
+except OSError:
+    uring = False
 v = {x["name"]: x for x in d["volumes"]}
 assert sorted(v) == ["one", "two"], sorted(v)
 for x in v.values():
@@ -53,6 +58,7 @@ for x in v.values():
     assert x["file_mode"] == "0600" and isinstance(x["uuid"], str)
     assert x["suspended"] is False, x
     assert x["integrity"] is None, x
+    assert x["fuse_transport"] == ("uring" if uring else "dev"), x
 two, one = v["two"], v["one"]
 assert two["path"] == mnt + "/two" and two["image"] == t + "/two.img" and two["header"] is None
 assert (two["type"], two["cipher"], two["key_bits"], two["sector_size"]) == ("LUKS2", "aes-xts-plain64", 512, 4096), two

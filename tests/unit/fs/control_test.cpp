@@ -94,6 +94,7 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
     v.open_count = static_cast<std::uint32_t>(i);
     v.file_mode = i == 2 ? 0660 : 0600;
     v.suspended = i == 0;
+    v.fuse_transport = i == 1 ? "uring" : "dev";
     in.volumes.push_back(v);
   }
   auto body = encode_reply(in);
@@ -113,6 +114,8 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
   EXPECT_EQ(out->volumes[0].layout.cipher.cipher, "serpent");
   EXPECT_TRUE(out->volumes[0].suspended);
   EXPECT_FALSE(out->volumes[1].suspended);
+  EXPECT_EQ(out->volumes[1].fuse_transport, "uring");
+  EXPECT_EQ(out->volumes[2].fuse_transport, "dev");
 }
 
 TEST(ControlProtocol, EveryTruncationIsRejectedAsCorrupt) {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -51,11 +52,40 @@ std::vector<std::byte> pattern(std::size_t n, std::uint32_t seed) {
   return v;
 }
 
+// CTest runs this suite twice: over /dev/fuse (every mount asks for it: enable_uring is global
+// and the other run sets it) and with CRYPTMAP_TEST_FUSE_TRANSPORT=uring (prefix "uring."),
+// where every mount asks for FUSE over io_uring and the fixture sets the kernel's enable_uring
+// to Y for the test (root only; it skips otherwise) and restores it after. What `auto` picks is
+// tested end to end (tests/integration/e2e_fuse_uring.sh).
+constexpr const char* kEnableUring = "/sys/module/fuse/parameters/enable_uring";
+bool uring_run() {
+  const char* t = std::getenv("CRYPTMAP_TEST_FUSE_TRANSPORT");
+  return t != nullptr && std::string(t) == "uring";
+}
+std::string read_param() {
+  std::ifstream in(kEnableUring);
+  std::string v;
+  in >> v;
+  return v;
+}
+bool write_param(const std::string& v) {
+  std::ofstream out(kEnableUring);
+  out << v << "\n";
+  out.flush();
+  return static_cast<bool>(out);
+}
+
 class VolumeServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const std::string why = fuse_unusable_reason();
     if (!why.empty()) GTEST_SKIP() << "FUSE unavailable: " << why;
+    if (uring_run()) {
+      saved_param_ = read_param();
+      if (saved_param_.empty() || access(kEnableUring, W_OK) != 0)
+        GTEST_SKIP() << "FUSE over io_uring: " << kEnableUring << " missing or not writable";
+      ASSERT_TRUE(write_param("Y"));
+    }
     char tmpl[] = "/tmp/cryptmap-fs-test.XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
@@ -63,11 +93,16 @@ class VolumeServerTest : public ::testing::Test {
   }
   void TearDown() override {
     server_.reset();
+    if (!saved_param_.empty()) (void)write_param(saved_param_);
     if (!mnt_.empty()) rmdir(mnt_.c_str());
     if (!dir_.empty()) rmdir(dir_.c_str());
   }
   void mount(ServerOptions o = {}) {
     o.mount_dir = mnt_;
+    // A zoned (ordered) mount keeps /dev/fuse (fs/README.md "FUSE over io_uring").
+    if (o.fuse_transport == FuseTransport::kAuto)
+      o.fuse_transport =
+          uring_run() && !o.ordered_receive ? FuseTransport::kUring : FuseTransport::kDev;
     auto s = VolumeServer::mount(o);
     ASSERT_TRUE(s.has_value()) << s.error().message();
     server_ = std::move(*s);
@@ -87,8 +122,58 @@ class VolumeServerTest : public ::testing::Test {
   }
 
   std::string dir_, mnt_;
+  std::string saved_param_;  // enable_uring before a uring run changed it
   std::unique_ptr<VolumeServer> server_;
 };
+
+// The transport each run asks for is the one that serves: in the uring run every request after
+// INIT comes through a ring entry (and the /dev/fuse workers see only INIT, forgets and
+// notifications); --fuse-transport=dev never uses io_uring.
+TEST_F(VolumeServerTest, RequestsTravelThroughTheTransportAskedFor) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 4u << 20});
+  ASSERT_NE(v, nullptr);
+  v->fill(5);
+  {
+    UniqueFd fd = open_file("vol", O_RDWR);
+    const auto a = pattern(1u << 20, 9);
+    ASSERT_EQ(pwrite(fd.get(), a.data(), a.size(), 4096), static_cast<ssize_t>(a.size()));
+    std::vector<std::byte> b(a.size());
+    ASSERT_EQ(pread(fd.get(), b.data(), b.size(), 4096), static_cast<ssize_t>(b.size()));
+    EXPECT_EQ(a, b);
+  }
+  const ServingStats st = server_->serving_stats();
+  if (uring_run()) {
+    EXPECT_STREQ(server_->fuse_transport(), "uring");
+    EXPECT_TRUE(st.uring);
+    EXPECT_GE(st.uring_entries, st.uring_queues);
+    EXPECT_GE(st.uring_requests, 4u);  // lookup, open, write, read at least
+    EXPECT_EQ(server_->status().at(0).fuse_transport, "uring");
+  } else {
+    EXPECT_STREQ(server_->fuse_transport(), "dev");
+    EXPECT_FALSE(st.uring);
+    EXPECT_EQ(st.uring_requests, 0u);
+    EXPECT_EQ(server_->status().at(0).fuse_transport, "dev");
+  }
+}
+
+// --fuse-transport=uring is refused at mount, with what to do, when the kernel setting is off.
+TEST_F(VolumeServerTest, ForcedUringIsRefusedWhenTheKernelDisallowsIt) {
+  if (!uring_run()) GTEST_SKIP() << "runs in the uring.* run, which owns enable_uring";
+  const std::string before = read_param();
+  if (before.empty() || access(kEnableUring, W_OK) != 0)
+    GTEST_SKIP() << kEnableUring << " missing or not writable";
+  ASSERT_TRUE(write_param("N"));
+  ServerOptions o;
+  o.mount_dir = mnt_;
+  o.fuse_transport = FuseTransport::kUring;
+  auto s = VolumeServer::mount(o);
+  ASSERT_TRUE(write_param(before));
+  ASSERT_FALSE(s.has_value());
+  EXPECT_NE(s.error().message().find("enable_uring is N"), std::string::npos)
+      << s.error().message();
+  EXPECT_NE(s.error().message().find("--fuse-transport=dev"), std::string::npos);
+}
 
 TEST_F(VolumeServerTest, FileHasVolumeSizeMode0600AndOwner) {
   mount();
@@ -554,7 +639,10 @@ TEST_F(VolumeServerTest, ReceiveBuffersArePreallocatedAtMountAndUsedForEveryRequ
   EXPECT_EQ(back, pattern(1u << 20, 203));
   const ServingStats after = server_->serving_stats();
   EXPECT_GE(v->writes(), 4);
-  EXPECT_GT(after.requests, at_mount.requests);
+  if (uring_run())  // the /dev/fuse workers saw INIT; the rest came through the ring entries
+    EXPECT_GT(after.uring_requests, at_mount.uring_requests + 4);
+  else
+    EXPECT_GT(after.requests, at_mount.requests);
   EXPECT_EQ(after.foreign_receives, 0u);
   EXPECT_TRUE(after.receive_buffers_resident);
   EXPECT_EQ(after.workers, 5u);
