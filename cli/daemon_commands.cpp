@@ -36,6 +36,7 @@
 #include "cli/commands.h"
 #include "cli/tcrypt_unlock.h"
 #include "cli/terminal/passphrase.h"
+#include "cli/token_flags.h"
 #include "crypto/auth_cipher.h"
 #include "fs/control.h"
 #include "fs/daemon.h"
@@ -100,6 +101,7 @@ struct OpenArgs {
   bool perf_no_read_workqueue = false;
   bool perf_no_write_workqueue = false;
   bool debug_unordered_zone_writes = false;  // hidden: tests show ordering matters
+  TokenFlags tokens;                         // --token-id/--token-only/--token-type (LUKS2)
 };
 
 struct CloseArgs {
@@ -373,6 +375,12 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
     data_store = std::move(*d);
   }
   const volume::BackingStore& data = data_store ? *data_store : **header_store;
+  if (!plain && a.type != "bitlk" && a.type != "fvault2") {
+    if (auto refused = refuse_tokens(a.tokens, **header_store, header_path)) {
+      ctx.exit_code = *refused;
+      return std::nullopt;
+    }
+  }
   auto unlocker = volume::Unlocker::prepare(**header_store, data, uo);
   if (!unlocker) {
     const Error& e = unlocker.error();
@@ -1026,6 +1034,7 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
                  "LUKS2 --integrity: write data and tags in place, without the dm-integrity "
                  "journal (no atomicity on a crash; the journal is replayed at open either "
                  "way)");
+  add_token_flags(*open, oa->tokens);
   open->add_flag("--allow-discards", oa->allow_discards,
                  "Allow discards (fallocate punch-hole on the mapped file) to reach the image");
   open->add_flag("--perf-no_read_workqueue", oa->perf_no_read_workqueue,

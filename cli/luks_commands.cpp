@@ -1,6 +1,7 @@
 // The LUKS header verbs of the cryptmap CLI (cryptsetup names and flags): luksFormat, luksDump,
-// isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot, luksChangeKey, luksHeaderBackup,
-// luksHeaderRestore, repair. The work is done by volume/format/luks_admin.h; this file only
+// isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot, luksChangeKey,
+// config, erase, token, luksHeaderBackup, luksHeaderRestore, repair. The work is done
+// by volume/format/luks_admin.h and luks_token.h; this file only
 // turns flags into options, reads passphrases (cli/terminal/passphrase.h) and prints results.
 #include <fcntl.h>
 #include <sys/file.h>
@@ -10,7 +11,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -24,9 +27,11 @@
 #include "cli/commands.h"
 #include "cli/terminal/passphrase.h"
 #include "cli/terminal/progress.h"
+#include "cli/token_flags.h"
 #include "crypto/auth_cipher.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
+#include "volume/format/luks_token.h"
 #include "volume/integrity/integrity_volume.h"
 #include "volume/open.h"
 #include "volume/store/backing_store.h"
@@ -72,6 +77,11 @@ struct LuksArgs {
   std::string volume_key_file;
   bool label_set = false, subsystem_set = false;  // config: given at all (even empty)
   std::string priority;                           // config --priority prefer|normal|ignore
+  TokenFlags tokens;                              // --token-id/--token-only/--token-type
+  std::string token_action;                       // token add|remove|import|export
+  bool token_replace = false;                     // token import/add --token-replace
+  std::string json_file;                          // token import/export --json-file
+  std::string key_description;                    // token add --key-description
 };
 
 int report(const Error& e) {
@@ -354,6 +364,7 @@ int do_dump(const LuksArgs& a, const CommandContext& ctx) {
           "Header dump with volume key is sensitive information\nthat allows access to encrypted "
           "partition without a passphrase.\nThis dump should be stored encrypted in a safe place."))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
+  if (auto refused = refuse_tokens(a.tokens, **store, header_path(a))) return *refused;
   auto pass = read_passphrase(existing_key(a), "Enter passphrase for " + a.device + ": ", false);
   if (!pass) return report(pass.error());
   auto k = (*h)->unlock(pass->span(), slot_of(a));
@@ -560,6 +571,81 @@ int do_repair(const LuksArgs& a, const CommandContext& ctx) {
   return kExitOk;
 }
 
+// token add|remove|import|export (LUKS2), with cryptsetup 2.6.1's checks and words. `add` makes
+// luks2-keyring tokens only (--key-description), which need the kernel keyring: refused here.
+int do_token(const LuksArgs& a, const CommandContext& ctx) {
+  auto usage = [](const std::string& sentence) {
+    std::cerr << sentence << "\n";
+    return kExitUsage;
+  };
+  const std::string& act = a.token_action;
+  if (act != "add" && act != "remove" && act != "import" && act != "export")
+    return usage("Unknown token action '" + act + "' (add, remove, import or export).");
+  if (act == "add" && a.key_description.empty())
+    return usage("--key-description parameter is mandatory for token add action.");
+  if ((act == "remove" || act == "export") && a.tokens.token_id < 0)
+    return usage("Action requires specific token. Use --token-id parameter.");
+  if (act == "add")
+    return usage(
+        "Token add makes a luks2-keyring token (--key-description: a key in the kernel "
+        "keyring), which cryptmap cannot use: it does not read the kernel keyring. Add it with "
+        "cryptsetup, or import another token's JSON with 'cryptmap token import'.");
+  const bool writes = act != "export";
+  auto lock = MetadataLock::take(header_path(a), writes);
+  auto store = header_store(a, !writes);
+  if (!store) return report(store.error());
+  if (!volume::is_luks(**store, VolumeType::kLuks2))
+    return usage("Device " + header_path(a) + " is not a valid LUKS2 device.");
+  const std::optional<int> id =
+      a.tokens.token_id >= 0 ? std::optional<int>(a.tokens.token_id) : std::nullopt;
+  if (act == "export") {
+    auto json = volume::luks_token_export(**store, *id);
+    if (!json) return report(json.error());
+    if (a.json_file.empty() || a.json_file == "-") {
+      std::cout << *json << std::flush;
+      return kExitOk;
+    }
+    UniqueFd fd(::open(a.json_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid() ||
+        ::write(fd.get(), json->data(), json->size()) != static_cast<ssize_t>(json->size()))
+      return usage("Cannot write JSON file " + a.json_file + ": " + std::strerror(errno) + ".");
+    return kExitOk;
+  }
+  if (act == "remove") {
+    if (auto r = volume::luks_token_remove(**store, *id); !r) return report(r.error());
+    if (ctx.verbosity > 0) std::cerr << "Token " << *id << " removed.\n";
+    return kExitOk;
+  }
+  // import: the JSON from --json-file or stdin (cryptsetup's tools_read_json_file), at most the
+  // largest JSON area a header can have.
+  constexpr std::size_t kMaxJson = 4u << 20;
+  std::string json;
+  {
+    UniqueFd fd(a.json_file.empty() || a.json_file == "-"
+                    ? ::dup(STDIN_FILENO)
+                    : ::open(a.json_file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid())
+      return usage("Cannot open JSON file " + a.json_file + ": " + std::strerror(errno) + ".");
+    char buf[65536];
+    for (;;) {
+      const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return usage(std::string("Cannot read the token JSON: ") + std::strerror(errno));
+      if (n == 0) break;
+      json.append(buf, static_cast<std::size_t>(n));
+      if (json.size() > kMaxJson) return usage("The token JSON is larger than 4 MiB.");
+    }
+  }
+  volume::TokenImport o;
+  o.token_id = id;
+  o.replace = a.token_replace;
+  o.keyslot = slot_of(a);
+  auto r = volume::luks_token_import(**store, json, o);
+  if (!r) return report(r.error());
+  if (ctx.verbosity > 0) std::cerr << "Token " << *r << " created.\n";
+  return kExitOk;
+}
+
 // --- flag registration ------------------------------------------------------------------------
 
 void add_common(CLI::App* c, LuksArgs& a) {
@@ -636,6 +722,7 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     auto [c, a] = device_verb(app, "luksDump", "Dump LUKS partition information");
     c->add_flag("--dump-volume-key,--dump-master-key", a->dump_volume_key,
                 "Dump volume key instead of keyslots info");
+    add_token_flags(*c, a->tokens);
     c->add_flag("--dump-json-metadata,--json", a->json, "Dump LUKS2 metadata as JSON");
     on_run(c, ctx, a, do_dump);
   }
@@ -711,6 +798,24 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     c->add_option("--header-backup-file", a->header_backup_file,
                   "File with LUKS header and keyslots backup");
     on_run(c, ctx, a, do_restore);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("token", "Manage LUKS2 tokens: add|remove|import|export");
+    c->add_option("action", a->token_action, "add, remove, import or export")
+        ->required()
+        ->check(CLI::IsMember({"add", "remove", "import", "export"}));
+    c->add_option("device", a->device, "Image or block device")->required();
+    c->add_option("--header", a->header, "Device or file with a separated LUKS header");
+    c->add_option("-S,--key-slot", a->key_slot, "import: also assign the token to this keyslot")
+        ->check(CLI::Range(0, 31));
+    c->add_option("--token-id", a->tokens.token_id, "Token number (remove, export: required)");
+    c->add_flag("--token-replace", a->token_replace,
+                "import: replace the token in use at --token-id");
+    c->add_option("--json-file", a->json_file, "import: read, export: write the token JSON here");
+    c->add_option("--key-description", a->key_description,
+                  "add: kernel keyring key (luks2-keyring tokens: refused, no keyring here)");
+    on_run(c, ctx, a, do_token);
   }
   {
     auto [c, a] = device_verb(app, "repair", "Try to repair on-disk metadata");
