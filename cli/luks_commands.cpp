@@ -1,7 +1,7 @@
 // The LUKS header verbs of the cryptmap CLI (cryptsetup names and flags): luksFormat, luksDump,
 // isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot, luksChangeKey,
-// config, erase, token, luksHeaderBackup, luksHeaderRestore, repair. The work is done
-// by volume/format/luks_admin.h and luks_token.h; this file only
+// config, erase, convert, token, luksHeaderBackup, luksHeaderRestore, repair. The work is done
+// by volume/format/luks_admin.h, luks_convert.h and luks_token.h; this file only
 // turns flags into options, reads passphrases (cli/terminal/passphrase.h) and prints results.
 #include <fcntl.h>
 #include <sys/file.h>
@@ -31,6 +31,7 @@
 #include "crypto/auth_cipher.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
+#include "volume/format/luks_convert.h"
 #include "volume/format/luks_token.h"
 #include "volume/integrity/integrity_volume.h"
 #include "volume/open.h"
@@ -571,6 +572,34 @@ int do_repair(const LuksArgs& a, const CommandContext& ctx) {
   return kExitOk;
 }
 
+// convert --type luks1|luks2 (cryptsetup's action_luksConvert: the type check, the
+// confirmation, then crypt_convert's rules in volume/format/luks_convert.h).
+int do_convert(const LuksArgs& a, const CommandContext& ctx) {
+  const char* to_name = a.type == "luks2" ? "LUKS2" : a.type == "luks1" ? "LUKS1" : nullptr;
+  if (!to_name) {
+    std::cerr << "Invalid LUKS type, only luks1 and luks2 are supported.\n";
+    return kExitUsage;
+  }
+  const VolumeType to = a.type == "luks2" ? VolumeType::kLuks2 : VolumeType::kLuks1;
+  auto lock = MetadataLock::take(header_path(a), true);
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  if (!volume::is_luks(**store)) {
+    std::cerr << "Device " << header_path(a) << " is not a valid LUKS device.\n";
+    return kExitUsage;
+  }
+  if (volume::is_luks(**store, to)) {
+    std::cerr << "Device is already " << to_name << " type.\n";
+    return kExitUsage;
+  }
+  if (!yes_dialog(ctx.batch_mode, "This operation will convert " + header_path(a) + " to " +
+                                      to_name + " format.\n"))
+    return report(make_error(Errc::kInvalid, "Operation aborted, device was NOT converted."));
+  auto r = volume::luks_convert(**store, to);
+  if (!r) return report(r.error());
+  return kExitOk;
+}
+
 // token add|remove|import|export (LUKS2), with cryptsetup 2.6.1's checks and words. `add` makes
 // luks2-keyring tokens only (--key-description), which need the kernel keyring: refused here.
 int do_token(const LuksArgs& a, const CommandContext& ctx) {
@@ -816,6 +845,10 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     c->add_option("--key-description", a->key_description,
                   "add: kernel keyring key (luks2-keyring tokens: refused, no keyring here)");
     on_run(c, ctx, a, do_token);
+  }
+  {
+    auto [c, a] = device_verb(app, "convert", "Converts a LUKS header to --type luks1 or luks2");
+    on_run(c, ctx, a, do_convert);
   }
   {
     auto [c, a] = device_verb(app, "repair", "Try to repair on-disk metadata");
