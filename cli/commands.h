@@ -36,7 +36,7 @@ std::vector<std::string> logging_args(const CommandContext& ctx);
 // open, close, status, luksSuspend, luksResume (the daemon; cli/daemon_commands.cpp).
 void add_daemon_commands(CLI::App& app, CommandContext& ctx);
 // luksFormat, luksDump, isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot,
-// luksChangeKey, config, erase, convert, token, luksHeaderBackup,
+// luksChangeKey, luksConvertKey, config, erase, convert, token, luksHeaderBackup,
 // luksHeaderRestore, repair (cli/luks_commands.cpp).
 void add_luks_commands(CLI::App& app, CommandContext& ctx);
 // vault create|open|close: a user's encrypted folder (cli/apps/vault_commands.cpp).

@@ -1,5 +1,5 @@
 // The LUKS header verbs of the cryptmap CLI (cryptsetup names and flags): luksFormat, luksDump,
-// isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot, luksChangeKey,
+// isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot, luksChangeKey, luksConvertKey,
 // config, erase, convert, token, luksHeaderBackup, luksHeaderRestore, repair. The work is done
 // by volume/format/luks_admin.h, luks_convert.h and luks_token.h; this file only
 // turns flags into options, reads passphrases (cli/terminal/passphrase.h) and prints results.
@@ -600,6 +600,29 @@ int do_convert(const LuksArgs& a, const CommandContext& ctx) {
   return kExitOk;
 }
 
+// luksConvertKey: the keyslot the passphrase opens (only --key-slot when given) is stored again
+// with the PBKDF the flags ask for, under the same id (LUKS2 only, as cryptsetup).
+int do_convert_key(const LuksArgs& a, const CommandContext& ctx) {
+  auto lock = MetadataLock::take(header_path(a), true);
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  if (!volume::is_luks(**store, VolumeType::kLuks2)) {
+    std::cerr << "Device " << header_path(a) << " is not a valid LUKS2 device.\n";
+    return kExitUsage;
+  }
+  if (a.key_slot >= 0 && !volume::luks_keyslot_active(**store, a.key_slot)) {
+    std::cerr << "Keyslot " << a.key_slot << " is not active.\n";
+    return kExitUsage;
+  }
+  auto pass =
+      read_passphrase(existing_key(a), "Enter passphrase for keyslot to be converted: ", false);
+  if (!pass) return report(pass.error());
+  auto r = volume::luks_change_key(**store, pass->span(), slot_of(a), pass->span(), pbkdf_of(a));
+  if (!r) return report(r.error());
+  if (ctx.verbosity > 0) std::cerr << "Key slot " << *r << " created.\n";
+  return kExitOk;
+}
+
 // token add|remove|import|export (LUKS2), with cryptsetup 2.6.1's checks and words. `add` makes
 // luks2-keyring tokens only (--key-description), which need the kernel keyring: refused here.
 int do_token(const LuksArgs& a, const CommandContext& ctx) {
@@ -849,6 +872,12 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
   {
     auto [c, a] = device_verb(app, "convert", "Converts a LUKS header to --type luks1 or luks2");
     on_run(c, ctx, a, do_convert);
+  }
+  {
+    auto [c, a] =
+        device_verb(app, "luksConvertKey", "Converts a key to new pbkdf parameters (LUKS2)");
+    add_pbkdf(c, *a);
+    on_run(c, ctx, a, do_convert_key);
   }
   {
     auto [c, a] = device_verb(app, "repair", "Try to repair on-disk metadata");

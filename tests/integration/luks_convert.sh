@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# convert --type luks1|luks2 against cryptsetup 2.6.1 (docs/formats.md §2.8):
+# convert --type luks1|luks2 and luksConvertKey against cryptsetup 2.6.1 (docs/formats.md §2.8):
 # the same image converted by cryptsetup and by cryptmap gives the same JSON metadata and the
 # same bytes from the end of the LUKS2 metadata on (keyslot material, data); only salts and
 # checksums of the binary headers differ. Converted back, both tools give byte-identical
@@ -53,6 +53,27 @@ both_convert "$l2" luks1
 cmp "$T/cs.img" "$T/cm.img" || fail "LUKS1 images from LUKS2 differ"
 cryptsetup open --test-passphrase --key-file "$K3" -S 5 "$T/cm.img" || fail "slot 5 lost"
 diff <(cryptsetup luksDump "$T/cs.img" | tail -n +2) <(cm luksDump "$T/cm.img" | tail -n +2) || fail "cryptmap's luksDump differs"
+
+note "luksConvertKey: a keyslot to argon2id and back to pbkdf2, same id"
+img=$T/ck.img
+cp "$l2" "$img"
+cm luksConvertKey --key-file "$K3" --pbkdf argon2id --pbkdf-memory 32768 --pbkdf-force-iterations 4 --pbkdf-parallel 1 "$img"
+cryptsetup luksDump "$img" | awk '/^  5: luks2/,/Digest ID/' > "$T/slot5"
+grep -q "PBKDF:.*argon2id" "$T/slot5" || { cat "$T/slot5"; fail "slot 5 is not argon2id"; }
+grep -q "Memory:.*32768" "$T/slot5" && grep -q "Time cost:.*4" "$T/slot5" && grep -q "Threads:.*1" "$T/slot5" ||
+  { cat "$T/slot5"; fail "argon2 costs not as asked"; }
+cryptsetup luksDump "$img" | awk '/^  0: luks2/,/Digest ID/' | grep -q "PBKDF:.*pbkdf2" || fail "slot 0 changed"
+cryptsetup open --test-passphrase --key-file "$K3" -S 5 "$img" || fail "cryptsetup cannot open converted slot 5"
+cryptsetup open --test-passphrase --key-file "$K" -S 0 "$img" || fail "slot 0 no longer opens"
+cm luksConvertKey --key-file "$K3" -S 5 --pbkdf pbkdf2 --pbkdf-force-iterations 1234 --hash sha512 "$img"
+cryptsetup luksDump "$img" | awk '/^  5: luks2/,/Digest ID/' > "$T/slot5"
+grep -q "Iterations:.*1234" "$T/slot5" && grep -q "Hash:.*sha512" "$T/slot5" || { cat "$T/slot5"; fail "pbkdf2 not as asked"; }
+cryptsetup open --test-passphrase --key-file "$K3" -S 5 "$img" || fail "slot 5 does not open after pbkdf2"
+sum=$(sha256sum < "$img")
+expect_exit 2 "^No key available with this passphrase.$" -- cm luksConvertKey --key-file "$K3" -S 0 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 "$img"
+expect_exit 1 "^Keyslot 2 is not active.$" -- cm luksConvertKey --key-file "$K3" -S 2 --pbkdf pbkdf2 "$img"
+expect_exit 1 "is not a valid LUKS2 device.$" -- cm luksConvertKey --key-file "$K" --pbkdf pbkdf2 "$l1"
+[[ $(sha256sum < "$img") == "$sum" ]] || fail "a refused luksConvertKey changed the image"
 
 note "refusals: cryptsetup's words and exit codes, the image untouched"
 refuse() {  # refuse IMG TYPE REGEX: both tools refuse; cryptmap says REGEX; IMG unchanged

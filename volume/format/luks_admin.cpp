@@ -780,6 +780,15 @@ Result<int> luks_change_key(BackingStore& header, std::span<const std::byte> old
                              k.keyslot);
 }
 
+bool luks_keyslot_active(const BackingStore& header, int slot) {
+  auto hs = load_any(header, true);
+  if (!hs || slot < 0) return false;
+  if (hs->first)
+    return slot < static_cast<int>(luks1::kNumKeys) &&
+           hs->first->phdr().key_block[static_cast<std::size_t>(slot)].active == luks1::kKeyEnabled;
+  return hs->second->meta().keyslot(slot) != nullptr;
+}
+
 bool is_luks(const BackingStore& header, std::optional<VolumeType> type) {
   auto hs = load_any(header, true);
   if (!hs) return false;
