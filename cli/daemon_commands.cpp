@@ -102,6 +102,7 @@ struct OpenArgs {
   bool perf_no_write_workqueue = false;
   bool debug_unordered_zone_writes = false;  // hidden: tests show ordering matters
   TokenFlags tokens;                         // --token-id/--token-only/--token-type (LUKS2)
+  std::string volume_key_file;               // --volume-key-file: LUKS only, no passphrase
 };
 
 struct CloseArgs {
@@ -296,6 +297,39 @@ bool protect_hidden(const OpenArgs& a, volume::TcryptMatch& outer, CommandContex
   return true;
 }
 
+// open --volume-key-file F: exactly the header's key size read from F into locked memory,
+// checked against the volume-key digest; no keyslot is used (cryptsetup's
+// crypt_activate_by_volume_key).
+std::optional<Request> unlock_with_key_file(const OpenArgs& a, const volume::Unlocker& unlocker,
+                                            Request req, CommandContext& ctx) {
+  if (unlocker.bitlk() != nullptr || unlocker.layout().key_bytes == 0) {
+    say("Option --volume-key-file opens LUKS devices only; " + a.image + " is not one.");
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  const std::uint32_t need = unlocker.layout().key_bytes;
+  KeySource vs;
+  vs.key_file = a.volume_key_file;
+  vs.keyfile_size = need;
+  auto vk = read_passphrase(vs, "", false);
+  if (!vk || vk->size() != need) {
+    say("Cannot read " + std::to_string(need) + " bytes from keyfile " + a.volume_key_file +
+        (vk ? "." : " (" + vk.error().message() + ")."));
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  auto key = unlocker.unlock_with_volume_key(vk->span());
+  if (!key) {
+    say(key.error().code == Errc::kBadKey ? std::string("Volume key does not match the volume.")
+                                          : "Cannot use the volume key: " + key.error().message());
+    ctx.exit_code = exit_code_for(key.error());
+    return std::nullopt;
+  }
+  req.layout = std::move(key->layout);
+  req.volume_key = std::move(key->volume_key);
+  return req;
+}
+
 // Builds the add request: header, passphrase, unlock. Returns the exit code on failure.
 std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   Request req;
@@ -317,6 +351,12 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   src.keyfile_size = a.keyfile_size;
   src.tries = a.tries;
 
+  if (!a.volume_key_file.empty() && a.type != "luks" && a.type != "luks1" && a.type != "luks2") {
+    say("Option --volume-key-file opens LUKS devices only (cryptsetup 2.6.1 asks " + a.type +
+        " devices for a passphrase and ignores it).");
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
   // The one unlock path (volume/format/unlock.h), in its two steps: the header (and whether
   // the image holds the data segment) before any passphrase is asked, then the keyslots for
   // each passphrase tried.
@@ -418,6 +458,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
     }
     return std::nullopt;
   }
+  if (!a.volume_key_file.empty()) return unlock_with_key_file(a, *unlocker, std::move(req), ctx);
   const std::uint32_t attempts =
       !plain && passphrase_is_interactive(src) ? std::max(1u, a.tries) : 1;
   // BitLocker with a clear key (suspended protection): no secret to ask for, as cryptsetup.
@@ -1035,6 +1076,8 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
                  "journal (no atomicity on a crash; the journal is replayed at open either "
                  "way)");
   add_token_flags(*open, oa->tokens);
+  open->add_option("--volume-key-file", oa->volume_key_file,
+                   "LUKS: use the volume key from this file instead of a passphrase");
   open->add_flag("--allow-discards", oa->allow_discards,
                  "Allow discards (fallocate punch-hole on the mapped file) to reach the image");
   open->add_flag("--perf-no_read_workqueue", oa->perf_no_read_workqueue,
