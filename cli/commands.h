@@ -47,6 +47,8 @@ void add_docker_commands(CLI::App& app, CommandContext& ctx);
 void add_bitlk_commands(CLI::App& app, CommandContext& ctx);
 // tcryptDump (cli/tcrypt_commands.cpp; `open --type tcrypt` is in daemon_commands.cpp).
 void add_tcrypt_commands(CLI::App& app, CommandContext& ctx);
+// benchmark: PBKDF and cipher speeds on cryptmap's engines (cli/benchmark_commands.cpp).
+void add_benchmark_commands(CLI::App& app, CommandContext& ctx);
 // zone-create: emulated zoned drives (cli/zone_commands.cpp).
 void add_zone_commands(CLI::App& app, CommandContext& ctx);
 

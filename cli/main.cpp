@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   add_docker_commands(app, ctx);
   add_tcrypt_commands(app, ctx);
   add_zone_commands(app, ctx);
+  add_benchmark_commands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
