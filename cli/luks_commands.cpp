@@ -642,37 +642,12 @@ int do_token(const LuksArgs& a, const CommandContext& ctx) {
         "Token add makes a luks2-keyring token (--key-description: a key in the kernel "
         "keyring), which cryptmap cannot use: it does not read the kernel keyring. Add it with "
         "cryptsetup, or import another token's JSON with 'cryptmap token import'.");
-  const bool writes = act != "export";
-  auto lock = MetadataLock::take(header_path(a), writes);
-  auto store = header_store(a, !writes);
-  if (!store) return report(store.error());
-  if (!volume::is_luks(**store, VolumeType::kLuks2))
-    return usage("Device " + header_path(a) + " is not a valid LUKS2 device.");
-  const std::optional<int> id =
-      a.tokens.token_id >= 0 ? std::optional<int>(a.tokens.token_id) : std::nullopt;
-  if (act == "export") {
-    auto json = volume::luks_token_export(**store, *id);
-    if (!json) return report(json.error());
-    if (a.json_file.empty() || a.json_file == "-") {
-      std::cout << *json << std::flush;
-      return kExitOk;
-    }
-    UniqueFd fd(::open(a.json_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd.valid() ||
-        ::write(fd.get(), json->data(), json->size()) != static_cast<ssize_t>(json->size()))
-      return usage("Cannot write JSON file " + a.json_file + ": " + std::strerror(errno) + ".");
-    return kExitOk;
-  }
-  if (act == "remove") {
-    if (auto r = volume::luks_token_remove(**store, *id); !r) return report(r.error());
-    if (ctx.verbosity > 0) std::cerr << "Token " << *id << " removed.\n";
-    return kExitOk;
-  }
   // import: the JSON from --json-file or stdin (cryptsetup's tools_read_json_file), at most the
-  // largest JSON area a header can have.
+  // largest JSON area a header can have; read before the header is locked, since it may come
+  // from a pipe whose writer reads the same header (`token export ... | token import ...`).
   constexpr std::size_t kMaxJson = 4u << 20;
   std::string json;
-  {
+  if (act == "import") {
     UniqueFd fd(a.json_file.empty() || a.json_file == "-"
                     ? ::dup(STDIN_FILENO)
                     : ::open(a.json_file.c_str(), O_RDONLY | O_CLOEXEC));
@@ -687,6 +662,32 @@ int do_token(const LuksArgs& a, const CommandContext& ctx) {
       json.append(buf, static_cast<std::size_t>(n));
       if (json.size() > kMaxJson) return usage("The token JSON is larger than 4 MiB.");
     }
+  }
+  const bool writes = act != "export";
+  auto lock = MetadataLock::take(header_path(a), writes);
+  auto store = header_store(a, !writes);
+  if (!store) return report(store.error());
+  if (!volume::is_luks(**store, VolumeType::kLuks2))
+    return usage("Device " + header_path(a) + " is not a valid LUKS2 device.");
+  const std::optional<int> id =
+      a.tokens.token_id >= 0 ? std::optional<int>(a.tokens.token_id) : std::nullopt;
+  if (act == "export") {
+    auto out = volume::luks_token_export(**store, *id);
+    if (!out) return report(out.error());
+    if (a.json_file.empty() || a.json_file == "-") {
+      std::cout << *out << std::flush;
+      return kExitOk;
+    }
+    UniqueFd fd(::open(a.json_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid() ||
+        ::write(fd.get(), out->data(), out->size()) != static_cast<ssize_t>(out->size()))
+      return usage("Cannot write JSON file " + a.json_file + ": " + std::strerror(errno) + ".");
+    return kExitOk;
+  }
+  if (act == "remove") {
+    if (auto r = volume::luks_token_remove(**store, *id); !r) return report(r.error());
+    if (ctx.verbosity > 0) std::cerr << "Token " << *id << " removed.\n";
+    return kExitOk;
   }
   volume::TokenImport o;
   o.token_id = id;
