@@ -1131,6 +1131,38 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   resume->add_option("--mount-dir", re->mount_dir, "Mount directory");
   resume->callback([re, &ctx] { run_resume(*re, ctx); });
 
+  // resize and refresh are not implemented yet (#17): the daemon cannot change the size or the
+  // flags of a volume it serves. Both verbs exist so that users get what to do instead.
+  CLI::App* resize = app.add_subcommand(
+      "resize", "Resize an open volume (not implemented yet: refused, close and open again)");
+  auto ignored = std::make_shared<std::vector<std::string>>();  // accepted, then refused
+  resize->add_option("name", *ignored, "Name of the mapped file");
+  resize->add_option("--size,-b", *ignored, "New size in 512-byte sectors");
+  resize->add_option("--device-size", *ignored, "New size in bytes");
+  resize->add_option("--mount-dir", *ignored, "Mount directory");
+  resize->add_option("--key-file,-d", *ignored, "Key file");
+  resize->callback([&ctx, ignored] {  // the lambdas keep the bound storage alive
+    say("cryptmap resize is not implemented yet: the daemon cannot change the size of a volume "
+        "it serves. Close the volume and open it again: it then serves the image's current "
+        "size.");
+    ctx.exit_code = kExitUsage;
+  });
+  CLI::App* refresh = app.add_subcommand(
+      "refresh", "Change flags of an open volume (not implemented yet: refused)");
+  refresh->add_option("name", *ignored, "Name of the mapped file");
+  refresh->add_option("--mount-dir", *ignored, "Mount directory");
+  refresh->add_option("--key-file,-d", *ignored, "Key file");
+  auto flags = std::make_shared<int>(0);
+  for (const char* f : {"--allow-discards", "--perf-no_read_workqueue", "--perf-no_write_workqueue",
+                        "--perf-same_cpu_crypt", "--perf-submit_from_crypt_cpus"})
+    refresh->add_flag(f, *flags, "Flag to apply");
+  refresh->callback([&ctx, ignored, flags] {
+    say("cryptmap refresh is not implemented yet: the daemon cannot change the flags of a "
+        "volume it serves. Close the volume and open it again with --allow-discards or "
+        "--perf-* as wanted.");
+    ctx.exit_code = kExitUsage;
+  });
+
   auto da = std::make_shared<DaemonArgs>();
   CLI::App* daemon = app.add_subcommand("daemon", "Internal: the daemon process `open` starts");
   daemon->group("");  // hidden from --help
