@@ -36,8 +36,8 @@ std::vector<std::string> logging_args(const CommandContext& ctx);
 // open, close, status, luksSuspend, luksResume (the daemon; cli/daemon_commands.cpp).
 void add_daemon_commands(CLI::App& app, CommandContext& ctx);
 // luksFormat, luksDump, isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot,
-// luksChangeKey, config, erase, luksHeaderBackup, luksHeaderRestore, repair
-// (cli/luks_commands.cpp).
+// luksChangeKey, luksConvertKey, config, erase, convert, token, luksHeaderBackup,
+// luksHeaderRestore, repair (cli/luks_commands.cpp).
 void add_luks_commands(CLI::App& app, CommandContext& ctx);
 // vault create|open|close: a user's encrypted folder (cli/apps/vault_commands.cpp).
 void add_vault_commands(CLI::App& app, CommandContext& ctx);
@@ -47,6 +47,8 @@ void add_docker_commands(CLI::App& app, CommandContext& ctx);
 void add_bitlk_commands(CLI::App& app, CommandContext& ctx);
 // tcryptDump (cli/tcrypt_commands.cpp; `open --type tcrypt` is in daemon_commands.cpp).
 void add_tcrypt_commands(CLI::App& app, CommandContext& ctx);
+// benchmark: PBKDF and cipher speeds on cryptmap's engines (cli/benchmark_commands.cpp).
+void add_benchmark_commands(CLI::App& app, CommandContext& ctx);
 // zone-create: emulated zoned drives (cli/zone_commands.cpp).
 void add_zone_commands(CLI::App& app, CommandContext& ctx);
 

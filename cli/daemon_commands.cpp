@@ -36,6 +36,7 @@
 #include "cli/commands.h"
 #include "cli/tcrypt_unlock.h"
 #include "cli/terminal/passphrase.h"
+#include "cli/token_flags.h"
 #include "crypto/auth_cipher.h"
 #include "fs/control.h"
 #include "fs/daemon.h"
@@ -101,6 +102,8 @@ struct OpenArgs {
   bool perf_no_read_workqueue = false;
   bool perf_no_write_workqueue = false;
   bool debug_unordered_zone_writes = false;  // hidden: tests show ordering matters
+  TokenFlags tokens;                         // --token-id/--token-only/--token-type (LUKS2)
+  std::string volume_key_file;               // --volume-key-file: LUKS only, no passphrase
 };
 
 struct CloseArgs {
@@ -303,6 +306,39 @@ bool protect_hidden(const OpenArgs& a, volume::TcryptMatch& outer, CommandContex
   return true;
 }
 
+// open --volume-key-file F: exactly the header's key size read from F into locked memory,
+// checked against the volume-key digest; no keyslot is used (cryptsetup's
+// crypt_activate_by_volume_key).
+std::optional<Request> unlock_with_key_file(const OpenArgs& a, const volume::Unlocker& unlocker,
+                                            Request req, CommandContext& ctx) {
+  if (unlocker.bitlk() != nullptr || unlocker.layout().key_bytes == 0) {
+    say("Option --volume-key-file opens LUKS devices only; " + a.image + " is not one.");
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  const std::uint32_t need = unlocker.layout().key_bytes;
+  KeySource vs;
+  vs.key_file = a.volume_key_file;
+  vs.keyfile_size = need;
+  auto vk = read_passphrase(vs, "", false);
+  if (!vk || vk->size() != need) {
+    say("Cannot read " + std::to_string(need) + " bytes from keyfile " + a.volume_key_file +
+        (vk ? "." : " (" + vk.error().message() + ")."));
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  auto key = unlocker.unlock_with_volume_key(vk->span());
+  if (!key) {
+    say(key.error().code == Errc::kBadKey ? std::string("Volume key does not match the volume.")
+                                          : "Cannot use the volume key: " + key.error().message());
+    ctx.exit_code = exit_code_for(key.error());
+    return std::nullopt;
+  }
+  req.layout = std::move(key->layout);
+  req.volume_key = std::move(key->volume_key);
+  return req;
+}
+
 // Builds the add request: header, passphrase, unlock. Returns the exit code on failure.
 std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   Request req;
@@ -324,6 +360,12 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   src.keyfile_size = a.keyfile_size;
   src.tries = a.tries;
 
+  if (!a.volume_key_file.empty() && a.type != "luks" && a.type != "luks1" && a.type != "luks2") {
+    say("Option --volume-key-file opens LUKS devices only (cryptsetup 2.6.1 asks " + a.type +
+        " devices for a passphrase and ignores it).");
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
   // The one unlock path (volume/format/unlock.h), in its two steps: the header (and whether
   // the image holds the data segment) before any passphrase is asked, then the keyslots for
   // each passphrase tried.
@@ -382,6 +424,12 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
     data_store = std::move(*d);
   }
   const volume::BackingStore& data = data_store ? *data_store : **header_store;
+  if (!plain && a.type != "bitlk" && a.type != "fvault2") {
+    if (auto refused = refuse_tokens(a.tokens, **header_store, header_path)) {
+      ctx.exit_code = *refused;
+      return std::nullopt;
+    }
+  }
   auto unlocker = volume::Unlocker::prepare(**header_store, data, uo);
   if (!unlocker) {
     const Error& e = unlocker.error();
@@ -419,6 +467,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
     }
     return std::nullopt;
   }
+  if (!a.volume_key_file.empty()) return unlock_with_key_file(a, *unlocker, std::move(req), ctx);
   const std::uint32_t attempts =
       !plain && passphrase_is_interactive(src) ? std::max(1u, a.tries) : 1;
   // BitLocker with a clear key (suspended protection): no secret to ask for, as cryptsetup.
@@ -1050,6 +1099,9 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
                  "LUKS2 --integrity: write data and tags in place, without the dm-integrity "
                  "journal (no atomicity on a crash; the journal is replayed at open either "
                  "way)");
+  add_token_flags(*open, oa->tokens);
+  open->add_option("--volume-key-file", oa->volume_key_file,
+                   "LUKS: use the volume key from this file instead of a passphrase");
   open->add_flag("--allow-discards", oa->allow_discards,
                  "Allow discards (fallocate punch-hole on the mapped file) to reach the image");
   open->add_flag("--perf-no_read_workqueue", oa->perf_no_read_workqueue,
@@ -1102,6 +1154,38 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
       ->capture_default_str();
   resume->add_option("--mount-dir", re->mount_dir, "Mount directory");
   resume->callback([re, &ctx] { run_resume(*re, ctx); });
+
+  // resize and refresh are not implemented yet (#17): the daemon cannot change the size or the
+  // flags of a volume it serves. Both verbs exist so that users get what to do instead.
+  CLI::App* resize = app.add_subcommand(
+      "resize", "Resize an open volume (not implemented yet: refused, close and open again)");
+  auto ignored = std::make_shared<std::vector<std::string>>();  // accepted, then refused
+  resize->add_option("name", *ignored, "Name of the mapped file");
+  resize->add_option("--size,-b", *ignored, "New size in 512-byte sectors");
+  resize->add_option("--device-size", *ignored, "New size in bytes");
+  resize->add_option("--mount-dir", *ignored, "Mount directory");
+  resize->add_option("--key-file,-d", *ignored, "Key file");
+  resize->callback([&ctx, ignored] {  // the lambdas keep the bound storage alive
+    say("cryptmap resize is not implemented yet: the daemon cannot change the size of a volume "
+        "it serves. Close the volume and open it again: it then serves the image's current "
+        "size.");
+    ctx.exit_code = kExitUsage;
+  });
+  CLI::App* refresh = app.add_subcommand(
+      "refresh", "Change flags of an open volume (not implemented yet: refused)");
+  refresh->add_option("name", *ignored, "Name of the mapped file");
+  refresh->add_option("--mount-dir", *ignored, "Mount directory");
+  refresh->add_option("--key-file,-d", *ignored, "Key file");
+  auto flags = std::make_shared<int>(0);
+  for (const char* f : {"--allow-discards", "--perf-no_read_workqueue", "--perf-no_write_workqueue",
+                        "--perf-same_cpu_crypt", "--perf-submit_from_crypt_cpus"})
+    refresh->add_flag(f, *flags, "Flag to apply");
+  refresh->callback([&ctx, ignored, flags] {
+    say("cryptmap refresh is not implemented yet: the daemon cannot change the flags of a "
+        "volume it serves. Close the volume and open it again with --allow-discards or "
+        "--perf-* as wanted.");
+    ctx.exit_code = kExitUsage;
+  });
 
   auto da = std::make_shared<DaemonArgs>();
   CLI::App* daemon = app.add_subcommand("daemon", "Internal: the daemon process `open` starts");

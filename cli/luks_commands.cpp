@@ -1,6 +1,7 @@
 // The LUKS header verbs of the cryptmap CLI (cryptsetup names and flags): luksFormat, luksDump,
-// isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot, luksChangeKey, luksHeaderBackup,
-// luksHeaderRestore, repair. The work is done by volume/format/luks_admin.h; this file only
+// isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot, luksChangeKey, luksConvertKey,
+// config, erase, convert, token, luksHeaderBackup, luksHeaderRestore, repair. The work is done
+// by volume/format/luks_admin.h, luks_convert.h and luks_token.h; this file only
 // turns flags into options, reads passphrases (cli/terminal/passphrase.h) and prints results.
 #include <fcntl.h>
 #include <sys/file.h>
@@ -10,7 +11,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -24,9 +27,12 @@
 #include "cli/commands.h"
 #include "cli/terminal/passphrase.h"
 #include "cli/terminal/progress.h"
+#include "cli/token_flags.h"
 #include "crypto/auth_cipher.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
+#include "volume/format/luks_convert.h"
+#include "volume/format/luks_token.h"
 #include "volume/integrity/integrity_volume.h"
 #include "volume/open.h"
 #include "volume/store/backing_store.h"
@@ -72,6 +78,11 @@ struct LuksArgs {
   std::string volume_key_file;
   bool label_set = false, subsystem_set = false;  // config: given at all (even empty)
   std::string priority;                           // config --priority prefer|normal|ignore
+  TokenFlags tokens;                              // --token-id/--token-only/--token-type
+  std::string token_action;                       // token add|remove|import|export
+  bool token_replace = false;                     // token import/add --token-replace
+  std::string json_file;                          // token import/export --json-file
+  std::string key_description;                    // token add --key-description
 };
 
 int report(const Error& e) {
@@ -351,6 +362,7 @@ int do_dump(const LuksArgs& a, const CommandContext& ctx) {
   if (!h) return report(h.error());
   if (!yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
+  if (auto refused = refuse_tokens(a.tokens, **store, header_path(a))) return *refused;
   auto pass = read_passphrase(existing_key(a), "Enter passphrase for " + a.device + ": ", false);
   if (!pass) return report(pass.error());
   auto k = (*h)->unlock(pass->span(), slot_of(a));
@@ -557,6 +569,133 @@ int do_repair(const LuksArgs& a, const CommandContext& ctx) {
   return kExitOk;
 }
 
+// convert --type luks1|luks2 (cryptsetup's action_luksConvert: the type check, the
+// confirmation, then crypt_convert's rules in volume/format/luks_convert.h).
+int do_convert(const LuksArgs& a, const CommandContext& ctx) {
+  const char* to_name = a.type == "luks2" ? "LUKS2" : a.type == "luks1" ? "LUKS1" : nullptr;
+  if (!to_name) {
+    std::cerr << "Invalid LUKS type, only luks1 and luks2 are supported.\n";
+    return kExitUsage;
+  }
+  const VolumeType to = a.type == "luks2" ? VolumeType::kLuks2 : VolumeType::kLuks1;
+  auto lock = MetadataLock::take(header_path(a), true);
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  if (!volume::is_luks(**store)) {
+    std::cerr << "Device " << header_path(a) << " is not a valid LUKS device.\n";
+    return kExitUsage;
+  }
+  if (volume::is_luks(**store, to)) {
+    std::cerr << "Device is already " << to_name << " type.\n";
+    return kExitUsage;
+  }
+  if (!yes_dialog(ctx.batch_mode, "This operation will convert " + header_path(a) + " to " +
+                                      to_name + " format.\n"))
+    return report(make_error(Errc::kInvalid, "Operation aborted, device was NOT converted."));
+  auto r = volume::luks_convert(**store, to);
+  if (!r) return report(r.error());
+  return kExitOk;
+}
+
+// luksConvertKey: the keyslot the passphrase opens (only --key-slot when given) is stored again
+// with the PBKDF the flags ask for, under the same id (LUKS2 only, as cryptsetup).
+int do_convert_key(const LuksArgs& a, const CommandContext& ctx) {
+  auto lock = MetadataLock::take(header_path(a), true);
+  auto store = header_store(a, false);
+  if (!store) return report(store.error());
+  if (!volume::is_luks(**store, VolumeType::kLuks2)) {
+    std::cerr << "Device " << header_path(a) << " is not a valid LUKS2 device.\n";
+    return kExitUsage;
+  }
+  if (a.key_slot >= 0 && !volume::luks_keyslot_active(**store, a.key_slot)) {
+    std::cerr << "Keyslot " << a.key_slot << " is not active.\n";
+    return kExitUsage;
+  }
+  auto pass =
+      read_passphrase(existing_key(a), "Enter passphrase for keyslot to be converted: ", false);
+  if (!pass) return report(pass.error());
+  auto r = volume::luks_change_key(**store, pass->span(), slot_of(a), pass->span(), pbkdf_of(a));
+  if (!r) return report(r.error());
+  if (ctx.verbosity > 0) std::cerr << "Key slot " << *r << " created.\n";
+  return kExitOk;
+}
+
+// token add|remove|import|export (LUKS2), with cryptsetup 2.6.1's checks and words. `add` makes
+// luks2-keyring tokens only (--key-description), which need the kernel keyring: refused here.
+int do_token(const LuksArgs& a, const CommandContext& ctx) {
+  auto usage = [](const std::string& sentence) {
+    std::cerr << sentence << "\n";
+    return kExitUsage;
+  };
+  const std::string& act = a.token_action;
+  if (act != "add" && act != "remove" && act != "import" && act != "export")
+    return usage("Unknown token action '" + act + "' (add, remove, import or export).");
+  if (act == "add" && a.key_description.empty())
+    return usage("--key-description parameter is mandatory for token add action.");
+  if ((act == "remove" || act == "export") && a.tokens.token_id < 0)
+    return usage("Action requires specific token. Use --token-id parameter.");
+  if (act == "add")
+    return usage(
+        "Token add makes a luks2-keyring token (--key-description: a key in the kernel "
+        "keyring), which cryptmap cannot use: it does not read the kernel keyring. Add it with "
+        "cryptsetup, or import another token's JSON with 'cryptmap token import'.");
+  // import: the JSON from --json-file or stdin (cryptsetup's tools_read_json_file), at most the
+  // largest JSON area a header can have; read before the header is locked, since it may come
+  // from a pipe whose writer reads the same header (`token export ... | token import ...`).
+  constexpr std::size_t kMaxJson = 4u << 20;
+  std::string json;
+  if (act == "import") {
+    UniqueFd fd(a.json_file.empty() || a.json_file == "-"
+                    ? ::dup(STDIN_FILENO)
+                    : ::open(a.json_file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid())
+      return usage("Cannot open JSON file " + a.json_file + ": " + std::strerror(errno) + ".");
+    char buf[65536];
+    for (;;) {
+      const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return usage(std::string("Cannot read the token JSON: ") + std::strerror(errno));
+      if (n == 0) break;
+      json.append(buf, static_cast<std::size_t>(n));
+      if (json.size() > kMaxJson) return usage("The token JSON is larger than 4 MiB.");
+    }
+  }
+  const bool writes = act != "export";
+  auto lock = MetadataLock::take(header_path(a), writes);
+  auto store = header_store(a, !writes);
+  if (!store) return report(store.error());
+  if (!volume::is_luks(**store, VolumeType::kLuks2))
+    return usage("Device " + header_path(a) + " is not a valid LUKS2 device.");
+  const std::optional<int> id =
+      a.tokens.token_id >= 0 ? std::optional<int>(a.tokens.token_id) : std::nullopt;
+  if (act == "export") {
+    auto out = volume::luks_token_export(**store, *id);
+    if (!out) return report(out.error());
+    if (a.json_file.empty() || a.json_file == "-") {
+      std::cout << *out << std::flush;
+      return kExitOk;
+    }
+    UniqueFd fd(::open(a.json_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid() ||
+        ::write(fd.get(), out->data(), out->size()) != static_cast<ssize_t>(out->size()))
+      return usage("Cannot write JSON file " + a.json_file + ": " + std::strerror(errno) + ".");
+    return kExitOk;
+  }
+  if (act == "remove") {
+    if (auto r = volume::luks_token_remove(**store, *id); !r) return report(r.error());
+    if (ctx.verbosity > 0) std::cerr << "Token " << *id << " removed.\n";
+    return kExitOk;
+  }
+  volume::TokenImport o;
+  o.token_id = id;
+  o.replace = a.token_replace;
+  o.keyslot = slot_of(a);
+  auto r = volume::luks_token_import(**store, json, o);
+  if (!r) return report(r.error());
+  if (ctx.verbosity > 0) std::cerr << "Token " << *r << " created.\n";
+  return kExitOk;
+}
+
 // --- flag registration ------------------------------------------------------------------------
 
 void add_common(CLI::App* c, LuksArgs& a) {
@@ -633,6 +772,7 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     auto [c, a] = device_verb(app, "luksDump", "Dump LUKS partition information");
     c->add_flag("--dump-volume-key,--dump-master-key", a->dump_volume_key,
                 "Dump volume key instead of keyslots info");
+    add_token_flags(*c, a->tokens);
     c->add_flag("--dump-json-metadata,--json", a->json, "Dump LUKS2 metadata as JSON");
     on_run(c, ctx, a, do_dump);
   }
@@ -708,6 +848,34 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     c->add_option("--header-backup-file", a->header_backup_file,
                   "File with LUKS header and keyslots backup");
     on_run(c, ctx, a, do_restore);
+  }
+  {
+    auto a = std::make_shared<LuksArgs>();
+    auto* c = app.add_subcommand("token", "Manage LUKS2 tokens: add|remove|import|export");
+    c->add_option("action", a->token_action, "add, remove, import or export")
+        ->required()
+        ->check(CLI::IsMember({"add", "remove", "import", "export"}));
+    c->add_option("device", a->device, "Image or block device")->required();
+    c->add_option("--header", a->header, "Device or file with a separated LUKS header");
+    c->add_option("-S,--key-slot", a->key_slot, "import: also assign the token to this keyslot")
+        ->check(CLI::Range(0, 31));
+    c->add_option("--token-id", a->tokens.token_id, "Token number (remove, export: required)");
+    c->add_flag("--token-replace", a->token_replace,
+                "import: replace the token in use at --token-id");
+    c->add_option("--json-file", a->json_file, "import: read, export: write the token JSON here");
+    c->add_option("--key-description", a->key_description,
+                  "add: kernel keyring key (luks2-keyring tokens: refused, no keyring here)");
+    on_run(c, ctx, a, do_token);
+  }
+  {
+    auto [c, a] = device_verb(app, "convert", "Converts a LUKS header to --type luks1 or luks2");
+    on_run(c, ctx, a, do_convert);
+  }
+  {
+    auto [c, a] =
+        device_verb(app, "luksConvertKey", "Converts a key to new pbkdf parameters (LUKS2)");
+    add_pbkdf(c, *a);
+    on_run(c, ctx, a, do_convert_key);
   }
   {
     auto [c, a] = device_verb(app, "repair", "Try to repair on-disk metadata");

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   add_docker_commands(app, ctx);
   add_tcrypt_commands(app, ctx);
   add_zone_commands(app, ctx);
+  add_benchmark_commands(app, ctx);
   add_manual_flags(app, CRYPTMAP_VERSION);  // last: the documents walk every verb above
   try {
     app.parse(argc, argv);

@@ -320,6 +320,31 @@ TEST(FuzzReplay, Luks2JsonArea) {
   EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
 }
 
+// Tokens as systemd-cryptenroll and cryptsetup write them, and one with what serializers differ on.
+const char* kTokenSeeds[] = {
+    R"({"type":"systemd-tpm2","keyslots":["0"],"tpm2-blob":"AJ4AIBcN1qYm","tpm2-pcrs":[7],)"
+    R"("tpm2-pcr-bank":"sha256","tpm2-primary-alg":"ecc","tpm2-policy-hash":"6c0b","tpm2-pin":false})",
+    R"({"type":"systemd-fido2","keyslots":[],"fido2-credential":"q2xh","fido2-salt":"c2Fs",)"
+    R"("fido2-rp":"io.systemd.cryptsetup","fido2-clientPin-required":true})",
+    R"({"type":"luks2-keyring","keyslots":["0"],"key_description":"cryptsetup:x"})",
+    R"({"type":"x","keyslots":[],"s":"a/b\/é","n":[-1,18446744073709551615,1.50,{}]})"};
+
+TEST(FuzzReplay, Luks2Token) {
+  Mutator m(11);
+  for (const char* seed : kTokenSeeds) {  // the seeds unmutated first
+    std::string in = std::string(1, '\0') + seed;
+    luks2_token(reinterpret_cast<const std::uint8_t*>(in.data()), in.size());
+  }
+  Tracker t;
+  for (int i = 0; i < 1500; ++i) {
+    std::string j = kTokenSeeds[m.below(std::size(kTokenSeeds))];
+    for (std::size_t k = 0, n = m.below(4); k < n; ++k) m.json(j);
+    j.insert(j.begin(), static_cast<char>(m.below(256)));
+    luks2_token(reinterpret_cast<const std::uint8_t*>(j.data()), j.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
 TEST(FuzzReplay, CipherSpecs) {
   Mutator m(5);
   Tracker t;
@@ -538,6 +563,10 @@ TEST(FuzzReplay, WriteSeeds) {
   for (const char* c : {"rbd:pool/image@snap:conf=/etc/ceph/ceph.conf:id=admin",
                         "nbd+unix:///export?socket=/run/nbd.sock"})
     put("store_uri", "seed" + std::to_string(i++), c, std::strlen(c));
+  for (const char* c : kTokenSeeds) {
+    const std::string in = std::string(1, '\0') + c;
+    put("luks2_token", "seed" + std::to_string(i++), in.data(), in.size());
+  }
   const Bytes tc = tcrypt_seed();
   put("tcrypt_header", "seed", tc.data(), tc.size());
   const Bytes is = integrity_superblock_seed();

@@ -21,8 +21,10 @@
 #include "volume/format/internal/span_store.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
+#include "volume/format/luks_token.h"
 #include "volume/format/plain.h"
 #include "volume/format/tcrypt.h"
+#include "volume/store/mem_backing_store.h"
 #include "volume/store/nbd_backing_store.h"
 #include "volume/store/rbd_backing_store.h"
 
@@ -63,6 +65,44 @@ int luks2_json(const std::uint8_t* data, std::size_t size) {
     std::string unknown;
     (void)volume::luks2::requirement_state(*m, &unknown);
   }
+  return 0;
+}
+
+int luks2_token(const std::uint8_t* data, std::size_t size) {
+  constexpr std::uint64_t kHeaderBytes = 576 * 512;  // headers + a small keyslots area
+  static const std::vector<std::byte> header = [] {
+    volume::MemBackingStore s(kHeaderBytes + (32u << 10), "mem:token");
+    volume::LuksFormatOptions o;
+    o.type = volume::VolumeType::kLuks2;
+    o.pbkdf.type = "pbkdf2";
+    o.pbkdf.force_iterations = 1000;
+    o.offset_sectors = kHeaderBytes / 512;
+    o.data_device_bytes = s.size_bytes();
+    CRYPTMAP_CHECK(volume::luks_format(s, o, std::as_bytes(std::span("token", 5))));
+    std::vector<std::byte> b(kHeaderBytes);
+    CRYPTMAP_CHECK(s.read_at(ByteOffset{0}, b));
+    return b;
+  }();
+  if (size == 0) return 0;
+  volume::MemBackingStore s(header.size(), "mem:fuzz");
+  CRYPTMAP_CHECK(s.write_at(ByteOffset{0}, header));
+  volume::TokenImport o;
+  if (data[0] & 1) o.token_id = (data[0] >> 1) & 31;
+  o.replace = (data[0] & 0x40) != 0;
+  if (data[0] & 0x80) o.keyslot = 0;
+  const std::string_view json(reinterpret_cast<const char*>(data + 1), size - 1);
+  auto id = volume::luks_token_import(s, json, o);
+  if (!id) return 0;
+  auto text = volume::luks_token_export(s, *id);
+  CRYPTMAP_CHECK(text);
+  CRYPTMAP_CHECK(volume::luks_token_remove(s, *id));
+  volume::TokenImport again;  // the exported text imports back to the same bytes
+  again.token_id = *id;
+  CRYPTMAP_CHECK(volume::luks_token_import(s, *text, again));
+  auto text2 = volume::luks_token_export(s, *id);
+  CRYPTMAP_CHECK(text2 && *text2 == *text);
+  CRYPTMAP_CHECK(volume::luks_tokens(s));
+  CRYPTMAP_CHECK(volume::luks_token_remove(s, *id));
   return 0;
 }
 

@@ -15,6 +15,11 @@ int luks1_header(const std::uint8_t* data, std::size_t size);
 int luks2_image(const std::uint8_t* data, std::size_t size);
 // A LUKS2 JSON area alone (text + NUL padding) through the cryptsetup validation.
 int luks2_json(const std::uint8_t* data, std::size_t size);
+// LUKS2 token import (docs/formats.md §2.7): byte 0 steers (bit 0: --token-id = bits 1-5,
+// bit 6: --token-replace, bit 7: --key-slot 0), the rest is the token JSON, imported into a
+// fresh copy of a valid LUKS2 header; an accepted token must export, be removed, import back from
+// the exported text and export to the same bytes, be listed and removed.
+int luks2_token(const std::uint8_t* data, std::size_t size);
 // dm-crypt cipher specifications and plain-mode hash specs.
 int cipher_spec(const std::uint8_t* data, std::size_t size);
 // Image arguments naming network stores: NBD URI recognition and the rbd: spec parser.

@@ -27,6 +27,7 @@
 #include "volume/format/internal/base64.h"
 #include "volume/format/internal/keyslot_crypt.h"
 #include "volume/format/internal/luks2_json_doc.h"
+#include "volume/format/internal/luks_admin_impl.h"
 #include "volume/format/internal/luks_impl.h"
 #include "volume/format/internal/span_store.h"
 #include "volume/store/backing_store.h"
@@ -298,12 +299,9 @@ Result<luks1::Phdr> luks1_generate(const LuksFormatOptions& o, std::span<const s
 // ---------------------------------------------------------------------------------------------
 // LUKS2
 
-struct Luks2State {
-  luks2::BinHeader bin;
-  std::array<std::byte, 64> salt1{}, salt2{};
-  luks2::JsonDoc doc;
-  std::uint64_t json_area = 0;
-};
+}  // namespace
+
+namespace admin {
 
 Result<Luks2State> luks2_state(const format::Luks2Header& h) {
   Luks2State st;
@@ -327,9 +325,21 @@ Result<void> luks2_commit(BackingStore& s, Luks2State& st) {
   return ok();
 }
 
-// LUKS2_find_area_gap: the first gap of `len` bytes in the keyslots area.
-Result<std::uint64_t> luks2_find_gap(const luks2::Metadata& m, std::uint64_t len) {
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> used;
+Result<AnyHeader> load_any(const BackingStore& s, bool inspection) {
+  auto prefix = format::read_prefix(s, 8);
+  if (prefix && luks1::has_luks_magic(*prefix) && prefix->size() >= 8 &&
+      load_be16(prefix->data() + 6) == 1) {
+    CRYPTMAP_TRY(h, format::Luks1Header::load(s));
+    return std::make_pair(std::move(h), std::unique_ptr<format::Luks2Header>());
+  }
+  CRYPTMAP_TRY(h, format::Luks2Header::load(s, inspection));
+  return std::make_pair(std::unique_ptr<format::Luks1Header>(), std::move(h));
+}
+
+Result<std::uint64_t> luks2_find_gap(
+    const luks2::Metadata& m, std::uint64_t len,
+    std::span<const std::pair<std::uint64_t, std::uint64_t>> extra) {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> used(extra.begin(), extra.end());
   for (const auto& k : m.keyslots) used.emplace_back(k.area_offset, k.area_size);
   std::sort(used.begin(), used.end());
   std::uint64_t off = 2 * (m.config.json_size + luks2::kHdrBinLen);
@@ -341,6 +351,16 @@ Result<std::uint64_t> luks2_find_gap(const luks2::Metadata& m, std::uint64_t len
     return fail(make_error(Errc::kNoSpace, "Not enough space in header keyslot area."));
   return off;
 }
+
+}  // namespace admin
+
+namespace {
+
+using admin::load_any;
+using admin::luks2_commit;
+using admin::luks2_find_gap;
+using admin::luks2_state;
+using admin::Luks2State;
 
 // Keyslot cipher: the data cipher unless it cannot encrypt keyslots (AEAD, random IV).
 std::pair<std::string, std::uint32_t> keyslot_cipher(const luks2::Metadata& m,
@@ -457,18 +477,6 @@ Result<void> luks2_kill(BackingStore& s, Luks2State& st, int slot) {
   // Wipe the material first (cryptsetup LUKS2_keyslot_wipe), then drop it from the metadata.
   CRYPTMAP_TRY_VOID(write_random(s, off, len));
   return luks2_commit(s, st);
-}
-
-Result<std::pair<std::unique_ptr<format::Luks1Header>, std::unique_ptr<format::Luks2Header>>>
-load_any(const BackingStore& s, bool inspection = false) {
-  auto prefix = format::read_prefix(s, 8);
-  if (prefix && luks1::has_luks_magic(*prefix) && prefix->size() >= 8 &&
-      load_be16(prefix->data() + 6) == 1) {
-    CRYPTMAP_TRY(h, format::Luks1Header::load(s));
-    return std::make_pair(std::move(h), std::unique_ptr<format::Luks2Header>());
-  }
-  CRYPTMAP_TRY(h, format::Luks2Header::load(s, inspection));
-  return std::make_pair(std::unique_ptr<format::Luks1Header>(), std::move(h));
 }
 
 }  // namespace
@@ -770,6 +778,15 @@ Result<int> luks_change_key(BackingStore& header, std::span<const std::byte> old
   CRYPTMAP_TRY(st, luks2_state(*h2));
   return luks2_store_keyslot(header, st, std::nullopt, k.volume_key.span(), new_passphrase, pbkdf,
                              k.keyslot);
+}
+
+bool luks_keyslot_active(const BackingStore& header, int slot) {
+  auto hs = load_any(header, true);
+  if (!hs || slot < 0) return false;
+  if (hs->first)
+    return slot < static_cast<int>(luks1::kNumKeys) &&
+           hs->first->phdr().key_block[static_cast<std::size_t>(slot)].active == luks1::kKeyEnabled;
+  return hs->second->meta().keyslot(slot) != nullptr;
 }
 
 bool is_luks(const BackingStore& header, std::optional<VolumeType> type) {

@@ -88,6 +88,9 @@ Result<int> luks_change_key(BackingStore& header, std::span<const std::byte> old
                             std::optional<int> slot, std::span<const std::byte> new_passphrase,
                             const PbkdfOptions& pbkdf);
 
+// True when `slot` holds a key (LUKS1 ENABLED, LUKS2 present in the JSON).
+bool luks_keyslot_active(const BackingStore& header, int slot);
+
 // luksDump text as cryptsetup prints it; `json` = LUKS2 --dump-json-metadata style.
 Result<std::string> luks_dump(const BackingStore& header, bool json = false);
 // isLuks: true for a valid LUKS1/LUKS2 header (of `type` when given).

@@ -2,6 +2,7 @@
 
 #include "volume/format/bitlk.h"
 #include "volume/format/fvault2.h"
+#include "volume/format/internal/luks_impl.h"
 #include "volume/format/luks.h"
 #include "volume/store/backing_store.h"
 
@@ -77,6 +78,28 @@ Result<UnlockedVolume> Unlocker::unlock(std::span<const std::byte> passphrase) c
   out.layout.key_bytes = static_cast<std::uint32_t>(key.volume_key.size());
   out.volume_key = std::move(key.volume_key);
   out.keyslot = key.keyslot;
+  return out;
+}
+
+Result<UnlockedVolume> Unlocker::unlock_with_volume_key(
+    std::span<const std::byte> volume_key) const {
+  if (header_ == nullptr)
+    return fail(make_error(Errc::kUnsupported, "a volume key file opens LUKS volumes only"));
+  if (volume_key.size() != layout_.key_bytes)
+    return fail(
+        make_error(Errc::kBadKey, "Volume key does not match the volume.", volume_key.size()));
+  if (const auto* h1 = dynamic_cast<const format::Luks1Header*>(header_.get())) {
+    CRYPTMAP_TRY_VOID(h1->verify_volume_key(volume_key));
+  } else {
+    const auto& h2 = dynamic_cast<const format::Luks2Header&>(*header_);
+    const luks2::Digest* d = h2.meta().digest_for_segment(0);
+    if (d == nullptr) return fail(make_error(Errc::kCorrupt, "LUKS2 segment 0 has no digest"));
+    CRYPTMAP_TRY_VOID(h2.verify_volume_key(volume_key, d->id));
+  }
+  UnlockedVolume out;
+  out.layout = layout_;
+  CRYPTMAP_TRY(vk, SecretBytes::copy_of(volume_key));
+  out.volume_key = std::move(vk);
   return out;
 }
 

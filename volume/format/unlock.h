@@ -66,6 +66,10 @@ class Unlocker {
   // Errors: kBadKey "No key available with this passphrase.", kNotFound "No usable keyslot is
   // available.", the plain key derivation's errors.
   Result<UnlockedVolume> unlock(std::span<const std::byte> passphrase) const;
+  // open --volume-key-file: LUKS1/LUKS2 only; `volume_key` (layout().key_bytes long) is checked
+  // against the header's digest and copied into locked memory. Errors: kBadKey "Volume key does
+  // not match the volume.", kUnsupported for plain mode, BitLocker and FileVault 2.
+  Result<UnlockedVolume> unlock_with_volume_key(std::span<const std::byte> volume_key) const;
 
  private:
   Unlocker() = default;
