@@ -2,7 +2,7 @@
 # pattern written through cryptmap, and the two independent data checks (docs/reencrypt.md).
 K=$(keyfile key "reencrypt-pass")
 W=$(keyfile wrong "not-the-pass")
-DATA=$((4 << 20))
+DATA=${DATA:-$((4 << 20))}  # bytes of data after the 16 MiB header
 FAST=("${CS_FAST_PBKDF2[@]}")
 
 # One image per luksFormat flavour, the pattern written once through cryptmap; copies after that.

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
 #include <vector>
 
 #include "base/bytes.h"
@@ -457,6 +459,37 @@ Result<std::unique_ptr<crypto::SectorCipher>> cipher_for(const SegmentInfo& s,
   return crypto::make_sector_cipher(cfg, vk);
 }
 
+// Runs f(begin, length) over [0, len) cut into one piece per core (at most 4; piece borders
+// aligned to `align`), the calling thread taking the first piece. The first error wins; a thread
+// that cannot be started leaves its piece to the calling thread.
+template <class F>
+Result<void> on_cores(std::uint64_t len, std::uint64_t align, F&& f) {
+  unsigned n = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+  const std::uint64_t units = len / align;
+  if (len < (1u << 20) || units < n) n = 1;
+  std::vector<std::optional<Error>> errs(n);
+  auto piece = [&](unsigned i) {
+    const std::uint64_t begin = units * i / n * align;
+    const std::uint64_t end = i + 1 == n ? len : units * (i + 1) / n * align;
+    auto r = f(begin, end - begin);
+    if (!r) errs[i] = r.error();
+  };
+  std::vector<std::thread> threads;
+  std::vector<unsigned> inline_pieces = {0};
+  for (unsigned i = 1; i < n; ++i) {
+    try {
+      threads.emplace_back(piece, i);
+    } catch (const std::exception&) {
+      inline_pieces.push_back(i);
+    }
+  }
+  for (unsigned i : inline_pieces) piece(i);
+  for (auto& t : threads) t.join();
+  for (const auto& e : errs)
+    if (e) return fail(*e);
+  return ok();
+}
+
 // --- the data path of one hotzone ----------------------------------------------------------------
 
 struct Engine {
@@ -473,8 +506,13 @@ struct Engine {
   }
   // Decrypts `data` (old ciphertext of [off, ...)) and encrypts it with the new key in place.
   Result<void> convert(std::uint64_t off, std::span<std::byte> data) {
-    CRYPTMAP_TRY_VOID(old_cipher->decrypt({data, {}, SectorIndex{off / c.old_seg.sector_size}}));
-    return new_cipher->encrypt({data, {}, SectorIndex{off / c.new_seg.sector_size}});
+    const std::uint64_t align = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
+    return on_cores(data.size(), align, [&](std::uint64_t b, std::uint64_t n) -> Result<void> {
+      auto part = data.subspan(b, n);
+      CRYPTMAP_TRY_VOID(
+          old_cipher->decrypt({part, {}, SectorIndex{(off + b) / c.old_seg.sector_size}}));
+      return new_cipher->encrypt({part, {}, SectorIndex{(off + b) / c.new_seg.sector_size}});
+    });
   }
 };
 
@@ -484,10 +522,14 @@ Result<std::vector<std::byte>> checksums_of(const Context& c, std::span<const st
   if (blocks * hs > c.area_size)
     return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt checksum area too small"));
   std::vector<std::byte> out(blocks * hs);
-  for (std::size_t b = 0; b < blocks; ++b)
-    CRYPTMAP_TRY_VOID(crypto::hash_digest(c.hash,
-                                          {data.subspan(b * c.checksum_block, c.checksum_block)},
-                                          std::span(out).subspan(b * hs, hs)));
+  const std::uint64_t bs = c.checksum_block;
+  auto hashed = on_cores(blocks * bs, bs, [&](std::uint64_t b, std::uint64_t n) -> Result<void> {
+    for (std::uint64_t at = b; at < b + n; at += bs)
+      CRYPTMAP_TRY_VOID(crypto::hash_digest(c.hash, {data.subspan(at, bs)},
+                                            std::span(out).subspan(at / bs * hs, hs)));
+    return ok();
+  });
+  if (!hashed) return fail(hashed.error());
   return out;
 }
 
