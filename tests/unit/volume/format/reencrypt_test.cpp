@@ -163,6 +163,22 @@ TEST(Reencrypt, ATamperedReencryptKeyslotIsRefusedBeforeAnyDataMoves) {
   EXPECT_EQ(all_of(*img), before);
 }
 
+TEST(Reencrypt, AnUnknownRequirementIsRefusedAndChangesNothing) {
+  auto img = image_with_data();
+  auto disk = luks2::read_luks2_header(*img, "mem");
+  ASSERT_TRUE(disk);
+  auto j = nlohmann::ordered_json::parse(disk->meta.json_text);
+  j["config"]["requirements"] = {{"mandatory", {"cryptmap-test-unknown"}}};
+  const auto salt = disk->bin.salt;
+  ASSERT_TRUE(luks2::write_luks2_header(*img, disk->bin, salt, disk->other_salt, j.dump()));
+  const auto before = all_of(*img);
+  auto r = reencrypt_init(*img, pass("right"), init_options("checksum"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kUnsupported);
+  EXPECT_STREQ(r.error().what, "Unmet LUKS2 requirements detected.");
+  EXPECT_EQ(all_of(*img), before);
+}
+
 TEST(Reencrypt, AnImageInReencryptionIsNotOpenedAndNotInitializedTwice) {
   auto img = image_with_data();
   ASSERT_TRUE(reencrypt_init(*img, pass("right"), init_options("journal")));
