@@ -1033,6 +1033,20 @@ void run_daemon(const DaemonArgs& a, CommandContext& ctx) {
 
 }  // namespace
 
+std::optional<std::string> daemon_volume_of_image(const std::string& image,
+                                                  const std::string& mount_dir) {
+  auto paths = control_paths(mount_dir.empty() ? default_mount_dir() : mount_dir);
+  if (!paths) return std::nullopt;
+  Request req;
+  req.verb = Verb::kStatus;
+  auto reply = ask_running_daemon(*paths, req);
+  if (!reply || reply->exit_code != kExitOk) return std::nullopt;
+  const std::string want = absolute(image);
+  for (const auto& v : reply->volumes)
+    if (absolute(v.source.image) == want) return paths->mount_dir + "/" + v.name;
+  return std::nullopt;
+}
+
 void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   // The argument structs must outlive parsing and the callbacks, which CLI11 runs from
   // app.parse(); the app owns them through these shared_ptrs captured by the callbacks.

@@ -25,6 +25,7 @@
 #include "base/bytes.h"
 #include "base/unique_fd.h"
 #include "cli/commands.h"
+#include "cli/luks_common.h"
 #include "cli/terminal/passphrase.h"
 #include "cli/terminal/progress.h"
 #include "cli/token_flags.h"
@@ -85,20 +86,6 @@ struct LuksArgs {
   std::string key_description;                    // token add --key-description
 };
 
-int report(const Error& e) {
-  if (e.code == Errc::kBadKey || e.code == Errc::kNotFound) {
-    // cryptsetup's own wording first ("No key available with this passphrase.").
-    std::cerr << e.what;
-    if (e.detail[0]) std::cerr << " " << e.detail.data();
-    std::cerr << "\n";
-  } else if (e.detail[0] && e.detail_view().back() == '.' && e.sys_errno == 0) {
-    std::cerr << e.detail.data() << "\n";  // already a full cryptsetup-style sentence
-  } else {
-    std::cerr << e.message() << "\n";
-  }
-  return exit_code_for(e);
-}
-
 std::optional<VolumeType> parse_type(const std::string& t, bool* bad) {
   *bad = false;
   if (t.empty() || t == "luks") return std::nullopt;
@@ -113,34 +100,6 @@ Result<std::unique_ptr<BackingStore>> open_store(const std::string& path, bool r
   o.read_only = read_only;
   return volume::open_image_store(path, o);  // a path, or an NBD URI
 }
-
-// cryptsetup's metadata lock (lib/utils_device_locking.c): flock on the image file itself, or on
-// /run/cryptsetup/L_<major>:<minor> for a block device; shared to read, exclusive to write. Taking
-// the same lock keeps cryptmap and cryptsetup from rewriting one header at the same time.
-class MetadataLock {
- public:
-  static MetadataLock take(const std::string& path, bool exclusive) {
-    MetadataLock l;
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return l;
-    if (S_ISBLK(st.st_mode)) {
-      ::mkdir("/run/cryptsetup", 0700);
-      const std::string res = "/run/cryptsetup/L_" + std::to_string(major(st.st_rdev)) + ":" +
-                              std::to_string(minor(st.st_rdev));
-      l.fd_ = UniqueFd(::open(res.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    } else {
-      l.fd_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    }
-    if (l.fd_.valid()) {
-      while (::flock(l.fd_.get(), exclusive ? LOCK_EX : LOCK_SH) != 0 && errno == EINTR) {
-      }
-    }
-    return l;
-  }
-
- private:
-  UniqueFd fd_;  // closing the fd releases the lock
-};
 
 // The header store: --header if given, else the device.
 Result<std::unique_ptr<BackingStore>> header_store(const LuksArgs& a, bool read_only) {

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"syslog", "journal", "stderr", "file"}));
   add_daemon_commands(app, ctx);
   add_luks_commands(app, ctx);
+  add_reencrypt_commands(app, ctx);
   add_bitlk_commands(app, ctx);
   add_vault_commands(app, ctx);
   add_docker_commands(app, ctx);

@@ -20,6 +20,7 @@
 #include "volume/format/internal/luks2_metadata.h"
 #include "volume/format/internal/span_store.h"
 #include "volume/format/luks.h"
+#include "volume/format/luks2_reencrypt.h"
 #include "volume/format/luks_admin.h"
 #include "volume/format/luks_token.h"
 #include "volume/format/plain.h"
@@ -56,6 +57,7 @@ int luks2_image(const std::uint8_t* data, std::size_t size) {
   (void)d;
   (void)j;
   (void)volume::is_luks(store);
+  (void)volume::reencrypt_status(store);  // the reencryption fields (docs/reencrypt.md)
   return 0;
 }
 

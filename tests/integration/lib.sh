@@ -71,7 +71,7 @@ expect_failure() {
   local rc=$?
   set -e
   [[ $rc == "$want" ]] || { cat "$T/out"; fail "'$*' exited $rc, expected $want"; }
-  grep -Eq "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say /$re/"; }
+  grep -Eq -- "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say /$re/"; }
   mountpoint -q "$MNT" && fail "'$*' left $MNT mounted"
   return 0
 }
@@ -85,7 +85,7 @@ expect_exit() {
   local rc=$?
   set -e
   [[ $rc == "$want" ]] || { cat "$T/out"; fail "'$*' exited $rc, expected $want"; }
-  grep -Eq "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say /$re/"; }
+  grep -Eq -- "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say /$re/"; }
   return 0
 }
 

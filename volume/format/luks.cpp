@@ -175,9 +175,11 @@ Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store
     if (req == luks2::RequirementState::kReencryption ||
         std::any_of(m.keyslots.begin(), m.keyslots.end(),
                     [](const auto& k) { return k.type == "reencrypt"; }))
-      return fail(
-          make_error(Errc::kUnsupported,
-                     "LUKS2 reencryption in progress; finish it with cryptsetup reencrypt first"));
+      return fail(make_error(
+          Errc::kUnsupported,
+          "LUKS2 reencryption in progress (requirement online-reencrypt-v2): cryptmap opens "
+          "such an image only after the reencryption has finished; finish it with "
+          "cryptmap reencrypt --resume-only IMAGE (or cryptsetup reencrypt --resume-only)"));
     if (m.segments.size() != 1)
       return fail(make_error(Errc::kUnsupported, "LUKS2 with more than one data segment"));
     if (!seg || seg->type != "crypt")
@@ -287,7 +289,8 @@ Result<void> Luks2Header::verify_volume_key(std::span<const std::byte> vk, int d
   return ok();
 }
 
-Result<SecretBytes> Luks2Header::open_slot(int slot, std::span<const std::byte> passphrase) const {
+Result<SecretBytes> Luks2Header::open_slot(int slot, std::span<const std::byte> passphrase,
+                                           std::optional<int> digest_id) const {
   if (slot < 0 || slot >= luks2::kMaxKeyslots)
     return fail(
         make_error_fmt(Errc::kInvalid, "keyslot out of range", static_cast<std::uint64_t>(slot),
@@ -298,7 +301,8 @@ Result<SecretBytes> Luks2Header::open_slot(int slot, std::span<const std::byte> 
         make_error(Errc::kNotFound, "keyslot is not active", static_cast<std::uint64_t>(slot)));
   const luks2::Digest* kd = meta().digest_for_keyslot(slot);
   const luks2::Digest* sd = meta().digest_for_segment(0);
-  if (!kd || !sd || kd->id != sd->id)
+  const int want = digest_id ? *digest_id : (sd ? sd->id : -1);
+  if (!kd || kd->id != want)
     return fail(make_error(Errc::kNotFound, "keyslot unusable for segment 0",
                            static_cast<std::uint64_t>(slot)));
   for (const auto& [id, err] : area_errors_)

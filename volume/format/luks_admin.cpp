@@ -26,6 +26,7 @@
 #include "crypto/sector_cipher.h"
 #include "volume/format/internal/base64.h"
 #include "volume/format/internal/keyslot_crypt.h"
+#include "volume/format/internal/luks2_edit.h"
 #include "volume/format/internal/luks2_json_doc.h"
 #include "volume/format/internal/luks_admin_impl.h"
 #include "volume/format/internal/luks_impl.h"
@@ -35,7 +36,12 @@
 namespace cryptmap::volume {
 
 using Json = nlohmann::ordered_json;
+using format::digest_iterations;
+using format::guarded;
 using format::KdfParams;
+using format::luks2_kill;
+using format::luks2_store_keyslot;
+using format::write_random;
 
 namespace {
 
@@ -45,19 +51,6 @@ constexpr std::uint64_t kAlignment = 1u << 20;           // default data alignme
 constexpr std::uint32_t kDigestBenchMs = 125;            // LUKS_MKD_ITERATIONS_MS
 
 std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
-
-// Runs an nlohmann edit (which may throw) and turns exceptions into Errors. F returns Result<T>.
-template <class F>
-std::invoke_result_t<F> guarded(F&& f) {
-  try {
-    return std::forward<F>(f)();
-  } catch (const std::bad_alloc&) {
-    return fail(make_error(Errc::kNoSpace, "out of memory while editing the LUKS2 header"));
-  } catch (const std::exception& e) {
-    return fail(
-        make_error_fmt(Errc::kCorrupt, "LUKS2 JSON edit failed", kNoObject, "%s", e.what()));
-  }
-}
 
 Result<std::vector<std::byte>> random_vec(std::size_t n) {
   std::vector<std::byte> v(n);
@@ -120,13 +113,6 @@ Result<KdfParams> new_kdf(const PbkdfOptions& o, VolumeType type, std::size_t dk
   return k;
 }
 
-// Volume-key digest iterations: 125 ms worth, at least 1000 (1000 when benchmarks are off).
-Result<std::uint32_t> digest_iterations(const PbkdfOptions& o, std::size_t vk_len) {
-  if (o.force_iterations) return std::uint32_t{1000};
-  CRYPTMAP_TRY(it, crypto::pbkdf2_iterations_for(o.hash, vk_len, kDigestBenchMs));
-  return std::max<std::uint32_t>(it, 1000);
-}
-
 // Checks that the data cipher works with this key (LUKS_check_cipher).
 Result<crypto::CipherSpec> check_cipher(const std::string& spec_text,
                                         std::span<const std::byte> vk) {
@@ -139,18 +125,6 @@ Result<crypto::CipherSpec> check_cipher(const std::string& spec_text,
   auto c = crypto::make_sector_cipher(cfg, vk);
   if (!c) return fail(c.error());
   return spec;
-}
-
-Result<void> write_random(BackingStore& s, std::uint64_t off, std::uint64_t len) {
-  std::vector<std::byte> buf(std::min<std::uint64_t>(len, 1u << 20));
-  while (len) {
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(len, buf.size()));
-    CRYPTMAP_TRY_VOID(crypto::random_bytes(std::span(buf).first(n)));
-    CRYPTMAP_TRY_VOID(s.write_at(ByteOffset{off}, std::span(buf).first(n)));
-    off += n;
-    len -= n;
-  }
-  return ok();
 }
 
 Result<void> write_zero(BackingStore& s, std::uint64_t off, std::uint64_t len) {
@@ -374,10 +348,40 @@ std::pair<std::string, std::uint32_t> keyslot_cipher(const luks2::Metadata& m,
   return {"aes-xts-plain64", 64};
 }
 
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// LUKS2 editing shared with reencryption (volume/format/internal/luks2_edit.h)
+
+namespace format {
+
+Error json_edit_error(const std::exception& e) {
+  return make_error_fmt(Errc::kCorrupt, "LUKS2 JSON edit failed", kNoObject, "%s", e.what());
+}
+
+// Volume-key digest iterations: 125 ms worth, at least 1000 (1000 when benchmarks are off).
+Result<std::uint32_t> digest_iterations(const PbkdfOptions& o, std::size_t vk_len) {
+  if (o.force_iterations) return std::uint32_t{1000};
+  CRYPTMAP_TRY(it, crypto::pbkdf2_iterations_for(o.hash, vk_len, kDigestBenchMs));
+  return std::max<std::uint32_t>(it, 1000);
+}
+
+Result<void> write_random(BackingStore& s, std::uint64_t off, std::uint64_t len) {
+  std::vector<std::byte> buf(std::min<std::uint64_t>(len, 1u << 20));
+  while (len) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(len, buf.size()));
+    CRYPTMAP_TRY_VOID(crypto::random_bytes(std::span(buf).first(n)));
+    CRYPTMAP_TRY_VOID(s.write_at(ByteOffset{off}, std::span(buf).first(n)));
+    off += n;
+    len -= n;
+  }
+  return ok();
+}
+
 Result<int> luks2_store_keyslot(BackingStore& s, Luks2State& st, std::optional<int> slot,
                                 std::span<const std::byte> vk, std::span<const std::byte> pass,
-                                const PbkdfOptions& o,
-                                std::optional<int> replace_id = std::nullopt) {
+                                const PbkdfOptions& o, std::optional<int> replace_id,
+                                std::optional<int> digest_id) {
   CRYPTMAP_TRY(m, st.doc.validate(st.json_area));
   int id = -1;
   if (replace_id) {
@@ -396,7 +400,13 @@ Result<int> luks2_store_keyslot(BackingStore& s, Luks2State& st, std::optional<i
       if (!m.keyslot(i)) id = i;
     if (id < 0) return fail(make_error(Errc::kNoSpace, "All key slots full."));
   }
-  const luks2::Digest* dig = m.digest_for_segment(0);
+  const luks2::Digest* dig = nullptr;
+  if (digest_id) {
+    for (const auto& d : m.digests)
+      if (d.id == *digest_id) dig = &d;
+  } else {
+    dig = m.digest_for_segment(0);
+  }
   if (!dig) return fail(make_error(Errc::kCorrupt, "LUKS2 segment 0 has no digest"));
   const std::uint64_t area_len = round_up(std::uint64_t{vk.size()} * luks2::kStripes, 4096);
   std::uint64_t area_off = 0;
@@ -479,6 +489,7 @@ Result<void> luks2_kill(BackingStore& s, Luks2State& st, int slot) {
   return luks2_commit(s, st);
 }
 
+}  // namespace format
 }  // namespace
 
 Result<std::string> random_uuid() {

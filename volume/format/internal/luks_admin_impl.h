@@ -1,5 +1,5 @@
 // The editing state behind LUKS header management, shared by the .cpp files of volume/format
-// that rewrite headers (luks_admin.cpp, luks_token.cpp).
+// that rewrite headers (luks_admin.cpp, luks_token.cpp, luks2_reencrypt.cpp via luks2_edit.h).
 // INTERNAL to volume/format. Value types; thread-compatible.
 #pragma once
 

@@ -54,9 +54,11 @@ class Luks2Header final : public LuksHeader {
   // Verifies `vk` against digest `digest_id` (kBadKey on mismatch, kCorrupt/kUnsupported when the
   // digest itself is malformed).
   Result<void> verify_volume_key(std::span<const std::byte> vk, int digest_id) const;
-  // Tries one keyslot against the digest of segment 0: kNotFound (missing/unusable for the
-  // segment), kBadKey (wrong passphrase), other errors as they come.
-  Result<SecretBytes> open_slot(int slot, std::span<const std::byte> passphrase) const;
+  // Tries one keyslot against the digest of segment 0 (or digest `digest_id` when given):
+  // kNotFound (missing/unusable for that digest), kBadKey (wrong passphrase), other errors as
+  // they come.
+  Result<SecretBytes> open_slot(int slot, std::span<const std::byte> passphrase,
+                                std::optional<int> digest_id = std::nullopt) const;
 
  private:
   luks2::ReadResult disk_;

@@ -1,0 +1,48 @@
+#include "cli/luks_common.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <cerrno>
+#include <iostream>
+
+#include "base/exit_code.h"
+
+namespace cryptmap::cli {
+
+int report(const Error& e) {
+  if (e.code == Errc::kBadKey || e.code == Errc::kNotFound) {
+    // cryptsetup's own wording first ("No key available with this passphrase.").
+    std::cerr << e.what;
+    if (e.detail[0]) std::cerr << " " << e.detail.data();
+    std::cerr << "\n";
+  } else if (e.detail[0] && e.detail_view().back() == '.' && e.sys_errno == 0) {
+    std::cerr << e.detail.data() << "\n";  // already a full cryptsetup-style sentence
+  } else {
+    std::cerr << e.message() << "\n";
+  }
+  return exit_code_for(e);
+}
+
+MetadataLock MetadataLock::take(const std::string& path, bool exclusive) {
+  MetadataLock l;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return l;
+  if (S_ISBLK(st.st_mode)) {
+    ::mkdir("/run/cryptsetup", 0700);
+    const std::string res = "/run/cryptsetup/L_" + std::to_string(major(st.st_rdev)) + ":" +
+                            std::to_string(minor(st.st_rdev));
+    l.fd_ = UniqueFd(::open(res.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  } else {
+    l.fd_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  }
+  if (l.fd_.valid()) {
+    while (::flock(l.fd_.get(), exclusive ? LOCK_EX : LOCK_SH) != 0 && errno == EINTR) {
+    }
+  }
+  return l;
+}
+
+}  // namespace cryptmap::cli

@@ -1,0 +1,240 @@
+// reencrypt: cryptsetup's LUKS2 reencryption verb, offline (the image must not be open in the
+// daemon). `reencrypt IMAGE` puts the header in reencryption (new volume key, optionally
+// --cipher/--key-size/--sector-size, --resilience) and runs it to the end; --init-only stops
+// after the metadata, --resume-only continues an initialized or interrupted one (cryptmap's or
+// cryptsetup's). The work is done by volume/format/luks2_reencrypt.h; this file turns flags into
+// options, refuses what is not implemented, reads the passphrase and shows progress.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "cli/luks_common.h"
+#include "cli/terminal/passphrase.h"
+#include "cli/terminal/progress.h"
+#include "volume/format/luks2_reencrypt.h"
+#include "volume/open.h"
+#include "volume/store/backing_store.h"
+#include "volume/store/nbd_backing_store.h"
+
+namespace cryptmap::cli {
+namespace {
+
+struct ReencryptArgs {
+  std::string device;
+  std::string header;
+  std::string key_file;
+  std::uint64_t keyfile_offset = 0, keyfile_size = 0;
+  int key_slot = -1;
+  std::string cipher;
+  std::uint32_t key_size_bits = 0;
+  std::uint32_t sector_size = 0;
+  std::string resilience = "checksum";
+  std::string resilience_hash = "sha256";
+  std::string hotzone_size;  // bytes, with an optional K/M/G (cryptsetup units)
+  std::string hash = "sha256";
+  std::string pbkdf;
+  std::uint32_t iter_time_ms = 0, pbkdf_force_iterations = 0, pbkdf_memory = 0, pbkdf_parallel = 0;
+  bool init_only = false, resume_only = false;
+  bool encrypt = false, decrypt = false;
+  std::string reduce_device_size;
+  std::string direction;
+  bool force_offline = false;
+  std::string mount_dir;
+};
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_signal(int) { g_interrupted.store(true); }
+
+// Catches SIGINT/SIGTERM/SIGHUP while alive, so an interrupt stops after the current hotzone
+// with a header either tool resumes (cryptsetup does the same).
+class InterruptGuard {
+ public:
+  InterruptGuard() {
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < 3; ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
+  }
+  ~InterruptGuard() {
+    for (int i = 0; i < 3; ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+  }
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+
+ private:
+  static constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
+  struct sigaction old_[3]{};
+};
+
+Result<std::uint64_t> parse_size(const std::string& text, const char* what) {
+  std::uint64_t v = 0;
+  std::size_t i = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') v = v * 10 + (text[i++] - '0');
+  std::uint64_t mult = 1;
+  if (i < text.size()) {
+    switch (text[i] | 0x20) {
+      case 'k':
+        mult = 1ull << 10;
+        break;
+      case 'm':
+        mult = 1ull << 20;
+        break;
+      case 'g':
+        mult = 1ull << 30;
+        break;
+      default:
+        mult = 0;
+    }
+    ++i;
+    if (i < text.size() && (text[i] == 'i' || text[i] == 'I')) ++i;
+    if (i < text.size() && (text[i] == 'b' || text[i] == 'B')) ++i;
+  }
+  if (i == 0 || i != text.size() || mult == 0)
+    return fail(
+        make_error_fmt(Errc::kInvalid, what, kNoObject, "'%s' is not a size", text.c_str()));
+  return v * mult;
+}
+
+int refuse(const char* message) { return report(make_error(Errc::kUnsupported, message)); }
+
+int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
+  if (a.init_only && a.resume_only)
+    return report(make_error(Errc::kInvalid, "--init-only and --resume-only cannot be combined."));
+  if (a.encrypt)
+    return refuse(
+        "cryptmap reencrypt --encrypt (in-place encryption of a plain image, with "
+        "--reduce-device-size / datashift) is not implemented yet; use cryptsetup reencrypt "
+        "--encrypt");
+  if (a.decrypt)
+    return refuse(
+        "cryptmap reencrypt --decrypt (in-place decryption) is not implemented yet; use "
+        "cryptsetup reencrypt --decrypt");
+  if (!a.reduce_device_size.empty())
+    return refuse(
+        "cryptmap reencrypt --reduce-device-size (data shift) is not implemented yet; use "
+        "cryptsetup reencrypt");
+  if (!a.direction.empty() && a.direction != "forward")
+    return refuse("cryptmap reencrypt --direction backward is not implemented yet");
+  if (!a.header.empty())
+    return refuse(
+        "cryptmap reencrypt --header (detached LUKS2 header) is not implemented yet; use "
+        "cryptsetup reencrypt");
+  if (a.resilience == "datashift")
+    return refuse("cryptmap reencrypt --resilience datashift is not implemented yet");
+  if (auto open_as = daemon_volume_of_image(a.device, a.mount_dir)) {
+    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << *open_as
+              << "; online reencryption is not implemented yet. Close it first (cryptmap close "
+              << open_as->substr(open_as->rfind('/') + 1) << "), then run reencrypt again.\n";
+    return kExitBusy;
+  }
+  std::uint64_t hotzone = 0;
+  if (!a.hotzone_size.empty()) {
+    auto h = parse_size(a.hotzone_size, "--hotzone-size");
+    if (!h) return report(h.error());
+    hotzone = *h;
+  }
+  auto lock = MetadataLock::take(a.device, true);
+  auto store = volume::open_image_store(a.device, {.read_only = false, .direct_io = false});
+  if (!store) return report(store.error());
+  auto status = volume::reencrypt_status(**store);
+  if (!status) return report(status.error());
+  if (status->in_reencryption && a.init_only)
+    return report(make_error(Errc::kBusy, "LUKS2 reencryption already initialized in metadata."));
+  if (!status->in_reencryption && a.resume_only)
+    return report(make_error_fmt(Errc::kInvalid, "not in reencryption", kNoObject,
+                                 "Device %s is not in reencryption.", a.device.c_str()));
+
+  KeySource ks;
+  if (!a.key_file.empty()) ks.key_file = a.key_file;
+  ks.keyfile_offset = a.keyfile_offset;
+  ks.keyfile_size = a.keyfile_size;
+  auto pass = read_passphrase(ks, "Enter passphrase for " + a.device + ": ", false);
+  if (!pass) return report(pass.error());
+
+  if (!status->in_reencryption) {
+    volume::ReencryptInitOptions o;
+    o.cipher = a.cipher;
+    o.key_bits = a.key_size_bits;
+    o.sector_size = a.sector_size;
+    o.resilience = a.resilience;
+    o.hash = a.resilience_hash;
+    o.pbkdf.type = a.pbkdf;
+    o.pbkdf.hash = a.hash;
+    if (a.iter_time_ms) o.pbkdf.iter_time_ms = a.iter_time_ms;
+    if (a.pbkdf_force_iterations) o.pbkdf.force_iterations = a.pbkdf_force_iterations;
+    if (a.pbkdf_memory) o.pbkdf.memory_kib = a.pbkdf_memory;
+    if (a.pbkdf_parallel) o.pbkdf.parallel = a.pbkdf_parallel;
+    if (a.key_slot >= 0) o.key_slot = a.key_slot;
+    if (auto r = volume::reencrypt_init(**store, pass->span(), o); !r) return report(r.error());
+    if (a.init_only) return kExitOk;
+  }
+
+  Progress progress(Progress::wanted(ctx));
+  InterruptGuard guard;
+  g_interrupted.store(false);
+  volume::ReencryptRunOptions ro;
+  ro.max_hotzone_bytes = hotzone;
+  const std::string what = "Reencrypting " + a.device;
+  ro.progress = [&](std::uint64_t done, std::uint64_t total) {
+    progress.percent(what, done, total);
+    return !g_interrupted.load();
+  };
+  auto r = volume::reencrypt_run(**store, pass->span(), ro);
+  if (!r) return report(r.error());
+  if (!r->finished) {
+    std::cerr << "\nReencryption of " << a.device
+              << " was interrupted; resume it with cryptmap reencrypt --resume-only " << a.device
+              << " (or cryptsetup reencrypt --resume-only).\n";
+    return kExitUsage;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_reencrypt_commands(CLI::App& app, CommandContext& ctx) {
+  auto a = std::make_shared<ReencryptArgs>();
+  auto* c = app.add_subcommand(
+      "reencrypt", "Reencrypt a closed LUKS2 image (new volume key, optionally new cipher)");
+  c->add_option("device", a->device, "Image")->required();
+  c->add_option("--header", a->header, "Device or file with a separated LUKS header");
+  c->add_option("-d,--key-file", a->key_file, "Read the key from a file (- = stdin)");
+  c->add_option("--keyfile-offset", a->keyfile_offset, "Number of bytes to skip in keyfile");
+  c->add_option("-l,--keyfile-size", a->keyfile_size, "Limits the read from keyfile");
+  c->add_option("-S,--key-slot", a->key_slot, "Keyslot to unlock and re-key (default: all)")
+      ->check(CLI::Range(0, 31));
+  c->add_option("-c,--cipher", a->cipher, "The new cipher (default: keep the current one)");
+  c->add_option("-s,--key-size", a->key_size_bits, "The size of the new key (bits)");
+  c->add_option("--sector-size", a->sector_size, "The new encryption sector size");
+  c->add_option("--resilience", a->resilience,
+                "Hotzone protection: checksum (default), journal, none")
+      ->check(CLI::IsMember({"checksum", "journal", "none", "datashift"}));
+  c->add_option("--resilience-hash", a->resilience_hash, "Hash for checksum resilience");
+  c->add_option("--hotzone-size", a->hotzone_size, "Maximal hotzone size (bytes, K/M/G)");
+  c->add_option("--hash", a->hash, "The hash of the new keyslot's PBKDF and AF");
+  c->add_option("--pbkdf", a->pbkdf, "PBKDF of the new keyslot: argon2i, argon2id, pbkdf2")
+      ->check(CLI::IsMember({"pbkdf2", "argon2i", "argon2id"}));
+  c->add_option("-i,--iter-time", a->iter_time_ms, "PBKDF iteration time (in ms)");
+  c->add_option("--pbkdf-force-iterations", a->pbkdf_force_iterations,
+                "PBKDF iterations cost (forced, disables benchmark)");
+  c->add_option("--pbkdf-memory", a->pbkdf_memory, "PBKDF memory cost limit (KiB)");
+  c->add_option("--pbkdf-parallel", a->pbkdf_parallel, "PBKDF parallel cost");
+  c->add_flag("--init-only", a->init_only, "Initialize the reencryption metadata only");
+  c->add_flag("--resume-only", a->resume_only, "Resume an initialized reencryption only");
+  c->add_flag("--encrypt,--new", a->encrypt, "Encrypt a plain image (not implemented yet)");
+  c->add_flag("--decrypt", a->decrypt, "Decrypt the image (not implemented yet)");
+  c->add_option("--reduce-device-size", a->reduce_device_size,
+                "Data shift for --encrypt (not implemented yet)");
+  c->add_option("--direction", a->direction, "forward (backward: not implemented yet)");
+  c->add_flag("--force-offline-reencrypt", a->force_offline,
+              "Accepted for cryptsetup compatibility: cryptmap reencrypts offline anyway");
+  c->add_option("--mount-dir", a->mount_dir, "The daemon's mount directory to check");
+  c->callback([a, &ctx] { ctx.exit_code = do_reencrypt(*a, ctx); });
+}
+
+}  // namespace cryptmap::cli

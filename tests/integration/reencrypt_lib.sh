@@ -1,0 +1,70 @@
+# Shared by the reencrypt_*.sh tests (source after lib.sh): a passphrase, LUKS2 images with a
+# pattern written through cryptmap, and the two independent data checks (docs/reencrypt.md).
+K=$(keyfile key "reencrypt-pass")
+W=$(keyfile wrong "not-the-pass")
+DATA=${DATA:-$((4 << 20))}  # bytes of data after the 16 MiB header
+FAST=("${CS_FAST_PBKDF2[@]}")
+
+# One image per luksFormat flavour, the pattern written once through cryptmap; copies after that.
+base_image() {  # base_image NAME [luksFormat options...]
+  local img=$T/base-$1.img; shift
+  truncate -s $((16 * 1024 * 1024 + DATA)) "$img"
+  cryptsetup luksFormat --batch-mode --type luks2 "${FAST[@]}" --key-file "$K" "$@" "$img"
+  cm_open --key-file "$K" "$img" pat
+  pattern_write "$MNT/pat" 0 "$DATA" 7
+  cm_close pat
+}
+new_image() { cp --sparse=always "$T/base-${2:-default}.img" "$1"; }  # new_image FILE [NAME]
+base_image default
+
+# The pattern through cryptmap's FUSE file, then through cryptsetup's own decryption of a copy.
+check_data() {  # check_data IMAGE WHAT
+  cm_open --key-file "$K" "$1" chk || fail "$2: cryptmap cannot open the reencrypted image"
+  pattern_check "$MNT/chk" 0 "$DATA" 7 || fail "$2: data differs through cryptmap open"
+  cm_close chk
+  # cryptsetup decrypts only with a detached header and data offset 0: the data area alone, under
+  # a fresh detached header holding the same volume key, cipher and sector size.
+  local off vkbits cipher ss
+  read -r off cipher ss < <(cryptsetup luksDump --dump-json-metadata "$1" | python3 -c 'import json,sys; s=json.load(sys.stdin)["segments"]["0"]; print(s["offset"], s["encryption"], s["sector_size"])')
+  cryptsetup luksDump --dump-volume-key --batch-mode --key-file "$K" "$1" > "$T/vk.txt"
+  vkbits=$(awk '/MK bits:/ {print $3}' "$T/vk.txt")
+  sed -n '/MK dump:/,$p' "$T/vk.txt" | sed 's/MK dump://' | xxd -r -p > "$T/vk.bin"
+  dd if="$1" of="$T/dec.img" bs=1M iflag=skip_bytes skip="$off" status=none
+  rm -f "$T/dec.hdr"
+  truncate -s 16M "$T/dec.hdr"
+  cryptsetup luksFormat --batch-mode --type luks2 "${FAST[@]}" --key-file "$K" --header "$T/dec.hdr" \
+    --volume-key-file "$T/vk.bin" --key-size "$vkbits" --cipher "$cipher" --sector-size "$ss" \
+    --offset 0 "$T/dec.img" > /dev/null || fail "$2: cannot make a detached header for the check"
+  cryptsetup reencrypt --decrypt --batch-mode --force-offline-reencrypt --header "$T/dec.hdr" \
+    --key-file "$K" "$T/dec.img" > /dev/null || fail "$2: cryptsetup cannot decrypt the result"
+  pattern_check "$T/dec.img" 0 "$DATA" 7 || fail "$2: data differs after cryptsetup --decrypt"
+  rm -f "$T/vk.bin" "$T/vk.txt"
+}
+
+not_in_reencryption() {  # the requirement and the reencrypt keyslot are gone
+  cryptsetup luksDump --dump-json-metadata "$1" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert "requirements" not in d["config"], d["config"]
+assert all(k["type"] == "luks2" for k in d["keyslots"].values()), d["keyslots"]
+assert len(d["segments"]) == 1, d["segments"]' || fail "$2: header still in reencryption"
+}
+
+# JSON shape: ids, types, flags, mode/direction/area type, digest bindings (values that are
+# random or benchmarked are left out).
+shape() {
+  cryptsetup luksDump --dump-json-metadata "$1" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+out = {"keyslots": {k: (v["type"], v.get("mode"), v.get("direction"), v["area"]["type"],
+                        v["area"].get("hash"), v["area"].get("sector_size"), v.get("priority"),
+                        v["key_size"], list(v))
+                    for k, v in d["keyslots"].items()},
+       "segments": {k: v for k, v in d["segments"].items()},
+       "digests": {k: (v["keyslots"], v["segments"], list(v)) for k, v in d["digests"].items()},
+       "config": d["config"]}
+print(json.dumps(out, sort_keys=True, indent=1))'
+}
+
+# hot_state IMAGE: 0 when a hotzone segment is flagged in-reencryption (an interrupted step).
+hot_state() { cryptsetup luksDump --dump-json-metadata "$1" | grep -q '"in-reencryption"'; }

@@ -1,0 +1,194 @@
+// volume/format/luks2_reencrypt.h on in-memory images: a whole run keeps the data (decrypted
+// with the new key afterwards), a stop after some hotzones resumes, a wrong passphrase and a
+// tampered reencryption keyslot change nothing (docs/reencrypt.md §5).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "crypto/cipher_spec.h"
+#include "crypto/sector_cipher.h"
+#include "tests/support/data.h"
+#include "volume/format/internal/luks2_disk.h"
+#include "volume/format/luks.h"
+#include "volume/format/luks2_reencrypt.h"
+#include "volume/format/luks_admin.h"
+#include "volume/store/mem_backing_store.h"
+
+namespace cryptmap::volume {
+namespace {
+
+constexpr std::uint64_t kDataOffset = 16 << 20;
+constexpr std::uint64_t kData = 2 << 20;
+
+std::span<const std::byte> pass(const char* s) {
+  return {reinterpret_cast<const std::byte*>(s), std::strlen(s)};
+}
+
+// Reads the data area and decrypts it with the image's current key (one segment, no
+// reencryption).
+std::vector<std::byte> plaintext(const MemBackingStore& img) {
+  auto h = load_luks_header(img, std::nullopt);
+  EXPECT_TRUE(h) << h.error().message();
+  if (!h) return {};
+  auto k = (*h)->unlock(pass("right"), std::nullopt);
+  EXPECT_TRUE(k) << k.error().message();
+  if (!k) return {};
+  const VolumeLayout l = (*h)->layout();
+  crypto::SectorCipherConfig cfg;
+  cfg.spec = l.cipher;
+  cfg.sector_size = l.sector_size;
+  cfg.iv_offset = l.iv_offset;
+  auto c = crypto::make_sector_cipher(cfg, k->volume_key.span());
+  EXPECT_TRUE(c) << c.error().message();
+  std::vector<std::byte> data(kData);
+  EXPECT_TRUE(img.read_at(ByteOffset{l.data_offset_bytes}, data));
+  EXPECT_TRUE((*c)->decrypt({data, {}, SectorIndex{0}}));
+  return data;
+}
+
+// A LUKS2 image (fast pbkdf2, 4096-byte sectors) whose data decrypts to deterministic bytes.
+std::unique_ptr<MemBackingStore> image_with_data() {
+  auto img = std::make_unique<MemBackingStore>(kDataOffset + kData, "mem:reenc.img");
+  LuksFormatOptions o;
+  o.pbkdf.type = "pbkdf2";
+  o.pbkdf.force_iterations = 1000;
+  o.data_device_bytes = kDataOffset + kData;
+  auto f = luks_format(*img, o, pass("right"));
+  EXPECT_TRUE(f) << f.error().message();
+  crypto::SectorCipherConfig cfg;
+  cfg.spec = *crypto::CipherSpec::parse("aes-xts-plain64");
+  cfg.sector_size = 4096;
+  auto c = crypto::make_sector_cipher(cfg, f->volume_key.span());
+  auto data = test::deterministic_bytes(kData, 18);
+  EXPECT_TRUE((*c)->encrypt({data, {}, SectorIndex{0}}));
+  EXPECT_TRUE(img->write_at(ByteOffset{kDataOffset}, data));
+  return img;
+}
+
+ReencryptInitOptions init_options(const char* resilience) {
+  ReencryptInitOptions o;
+  o.pbkdf.type = "pbkdf2";
+  o.pbkdf.force_iterations = 1000;
+  o.resilience = resilience;
+  o.cipher = "aes-cbc-essiv:sha256";
+  o.key_bits = 256;
+  o.sector_size = 512;
+  return o;
+}
+
+std::vector<std::byte> all_of(const MemBackingStore& img) {
+  std::vector<std::byte> b(img.size_bytes());
+  EXPECT_TRUE(img.read_at(ByteOffset{0}, b));
+  return b;
+}
+
+TEST(Reencrypt, AWholeRunKeepsTheDataUnderTheNewKeyForEveryResilienceMode) {
+  for (const char* res : {"checksum", "journal", "none"}) {
+    auto img = image_with_data();
+    ASSERT_TRUE(reencrypt_init(*img, pass("right"), init_options(res)));
+    auto st = reencrypt_status(*img);
+    ASSERT_TRUE(st);
+    EXPECT_TRUE(st->in_reencryption);
+    EXPECT_EQ(st->resilience, res);
+    EXPECT_EQ(st->total_bytes, kData);
+    ReencryptRunOptions ro;
+    ro.max_hotzone_bytes = 256 << 10;
+    auto r = reencrypt_run(*img, pass("right"), ro);
+    ASSERT_TRUE(r) << res << ": " << r.error().message();
+    EXPECT_TRUE(r->finished);
+    auto h = load_luks_header(*img, std::nullopt);
+    ASSERT_TRUE(h) << h.error().message();
+    EXPECT_EQ((*h)->layout().cipher.to_string(), "aes-cbc-essiv:sha256");
+    EXPECT_EQ((*h)->layout().sector_size, 512u);
+    EXPECT_EQ(plaintext(*img), test::deterministic_bytes(kData, 18)) << res;
+  }
+}
+
+TEST(Reencrypt, AStoppedRunResumesWhereItStopped) {
+  auto img = image_with_data();
+  ASSERT_TRUE(reencrypt_init(*img, pass("right"), init_options("checksum")));
+  ReencryptRunOptions ro;
+  ro.max_hotzone_bytes = 256 << 10;
+  int calls = 0;
+  ro.progress = [&](std::uint64_t, std::uint64_t) { return ++calls < 3; };
+  auto first = reencrypt_run(*img, pass("right"), ro);
+  ASSERT_TRUE(first) << first.error().message();
+  EXPECT_FALSE(first->finished);
+  EXPECT_EQ(first->bytes, 512u << 10);
+  auto st = reencrypt_status(*img);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->done_bytes, 512u << 10);
+  EXPECT_FALSE(st->crashed);
+  ro.progress = nullptr;
+  auto second = reencrypt_run(*img, pass("right"), ro);
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_TRUE(second->finished);
+  EXPECT_EQ(second->bytes, kData - (512u << 10));
+  EXPECT_EQ(plaintext(*img), test::deterministic_bytes(kData, 18));
+}
+
+TEST(Reencrypt, AWrongPassphraseChangesNothing) {
+  auto img = image_with_data();
+  const auto before = all_of(*img);
+  auto r = reencrypt_init(*img, pass("wrong"), init_options("checksum"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kBadKey);
+  EXPECT_EQ(all_of(*img), before);
+  ASSERT_TRUE(reencrypt_init(*img, pass("right"), init_options("checksum")));
+  const auto initialized = all_of(*img);
+  auto run = reencrypt_run(*img, pass("wrong"), {});
+  ASSERT_FALSE(run);
+  EXPECT_EQ(run.error().code, Errc::kBadKey);
+  EXPECT_EQ(all_of(*img), initialized);
+}
+
+TEST(Reencrypt, ATamperedReencryptKeyslotIsRefusedBeforeAnyDataMoves) {
+  auto img = image_with_data();
+  ASSERT_TRUE(reencrypt_init(*img, pass("right"), init_options("checksum")));
+  // Shrink the checksum block size in the JSON: valid LUKS2, but not what the digest covers.
+  auto disk = luks2::read_luks2_header(*img, "mem");
+  ASSERT_TRUE(disk);
+  auto j = nlohmann::ordered_json::parse(disk->meta.json_text);
+  for (auto& [id, k] : j["keyslots"].items())
+    if (k["type"] == "reencrypt") k["area"]["sector_size"] = 512;
+  const auto salt = disk->bin.salt;
+  ASSERT_TRUE(luks2::write_luks2_header(*img, disk->bin, salt, disk->other_salt, j.dump()));
+  const auto before = all_of(*img);
+  auto r = reencrypt_run(*img, pass("right"), {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kCorrupt);
+  EXPECT_STREQ(r.error().what, "Reencryption metadata is invalid.");
+  EXPECT_EQ(all_of(*img), before);
+}
+
+TEST(Reencrypt, AnUnknownRequirementIsRefusedAndChangesNothing) {
+  auto img = image_with_data();
+  auto disk = luks2::read_luks2_header(*img, "mem");
+  ASSERT_TRUE(disk);
+  auto j = nlohmann::ordered_json::parse(disk->meta.json_text);
+  j["config"]["requirements"] = {{"mandatory", {"cryptmap-test-unknown"}}};
+  const auto salt = disk->bin.salt;
+  ASSERT_TRUE(luks2::write_luks2_header(*img, disk->bin, salt, disk->other_salt, j.dump()));
+  const auto before = all_of(*img);
+  auto r = reencrypt_init(*img, pass("right"), init_options("checksum"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kUnsupported);
+  EXPECT_STREQ(r.error().what, "Unmet LUKS2 requirements detected.");
+  EXPECT_EQ(all_of(*img), before);
+}
+
+TEST(Reencrypt, AnImageInReencryptionIsNotOpenedAndNotInitializedTwice) {
+  auto img = image_with_data();
+  ASSERT_TRUE(reencrypt_init(*img, pass("right"), init_options("journal")));
+  auto h = load_luks_header(*img, std::nullopt);
+  ASSERT_FALSE(h);
+  EXPECT_EQ(h.error().code, Errc::kUnsupported);
+  auto again = reencrypt_init(*img, pass("right"), init_options("journal"));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, Errc::kBusy);
+}
+
+}  // namespace
+}  // namespace cryptmap::volume

@@ -1,0 +1,954 @@
+// LUKS2 offline reencryption, restating cryptsetup 2.6.1 lib/luks2/luks2_reencrypt.c
+// (reencrypt_init, reencrypt_make_hot/post_segments_forward, reencrypt_assign_segments,
+// reencrypt_step, reencrypt_recover_segment, reencrypt_teardown_ok), luks2_keyslot_reenc.c
+// (the reencrypt keyslot) and luks2_reencrypt_digest.c (the reencryption digest). The rules as
+// cryptmap relies on them: docs/reencrypt.md.
+#include "volume/format/luks2_reencrypt.h"
+
+#include <algorithm>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "base/bytes.h"
+#include "crypto/cipher_spec.h"
+#include "crypto/hash.h"
+#include "crypto/kdf.h"
+#include "crypto/random.h"
+#include "crypto/sector_cipher.h"
+#include "volume/format/internal/base64.h"
+#include "volume/format/internal/luks2_edit.h"
+#include "volume/format/internal/luks_impl.h"
+#include "volume/store/backing_store.h"
+
+namespace cryptmap::volume {
+
+using Json = nlohmann::ordered_json;
+using format::guarded;
+using format::Luks2Header;
+using format::Luks2State;
+
+namespace {
+
+constexpr const char* kRequirement = "online-reencrypt-v2";
+constexpr std::uint8_t kReencryptVersion = 2;       // LUKS2_REENCRYPT_REQ_VERSION
+constexpr std::uint64_t kMaxHotzone = 64ull << 20;  // cryptmap's memory cap
+constexpr std::uint64_t kNoneHotzone = 0x1400000;   // 20 MiB, cryptsetup's default
+constexpr std::uint32_t kChecksumMinBlock = 4096;   // file block size
+
+Error unsupported(const char* what) { return make_error(Errc::kUnsupported, what); }
+
+// --- JSON helpers ------------------------------------------------------------------------------
+
+std::string u64s(std::uint64_t v) { return std::to_string(v); }
+
+std::uint64_t json_u64(const Json& j) {
+  if (!j.is_string()) return 0;
+  const auto& s = j.get_ref<const std::string&>();
+  return std::strtoull(s.c_str(), nullptr, 10);
+}
+
+bool has_flag(const Json& seg, std::string_view flag) {
+  auto it = seg.find("flags");
+  if (it == seg.end() || !it->is_array()) return false;
+  for (const auto& f : *it)
+    if (f.is_string() && f.get_ref<const std::string&>() == flag) return true;
+  return false;
+}
+
+bool is_backup(const Json& seg) {
+  auto it = seg.find("flags");
+  if (it == seg.end() || !it->is_array()) return false;
+  for (const auto& f : *it)
+    if (f.is_string() && f.get_ref<const std::string&>().rfind("backup-", 0) == 0) return true;
+  return false;
+}
+
+// json_segment_create_crypt: members in cryptsetup's order.
+Json crypt_segment(std::uint64_t offset, std::optional<std::uint64_t> size, std::uint64_t iv_tweak,
+                   const std::string& enc, std::uint32_t sector_size, bool in_reencryption) {
+  Json s = Json::object();
+  s["type"] = "crypt";
+  s["offset"] = u64s(offset);
+  s["size"] = size ? u64s(*size) : std::string("dynamic");
+  s["iv_tweak"] = u64s(iv_tweak);
+  s["encryption"] = enc;
+  s["sector_size"] = sector_size;
+  if (in_reencryption) s["flags"] = Json::array({"in-reencryption"});
+  return s;
+}
+
+int first_free_id(const Json& section) {
+  for (int i = 0;; ++i)
+    if (!section.contains(std::to_string(i))) return i;
+}
+
+const Json* segment_by_flag(const Json& root, std::string_view flag, int* id = nullptr) {
+  for (const auto& [k, v] : root["segments"].items())
+    if (has_flag(v, flag)) {
+      if (id) *id = std::stoi(k);
+      return &v;
+    }
+  return nullptr;
+}
+
+int digest_of_segment(const Json& root, int seg) {
+  const std::string s = std::to_string(seg);
+  for (const auto& [k, d] : root["digests"].items())
+    for (const auto& e : d["segments"])
+      if (e.is_string() && e.get_ref<const std::string&>() == s) return std::stoi(k);
+  return -1;
+}
+
+int reencrypt_keyslot(const Json& root) {
+  for (const auto& [k, v] : root["keyslots"].items())
+    if (v.value("type", "") == "reencrypt") return std::stoi(k);
+  return -1;
+}
+
+// LUKS2_digest_segment_assign(..., assign = 1): appended unless present.
+void assign(Json& root, int digest, int seg) {
+  if (digest < 0) return;
+  Json& arr = root["digests"][std::to_string(digest)]["segments"];
+  const std::string s = std::to_string(seg);
+  for (const auto& e : arr)
+    if (e == s) return;
+  arr.push_back(s);
+}
+
+void unassign_all_segments(Json& root) {
+  for (auto& [k, d] : root["digests"].items()) {
+    (void)k;
+    d["segments"] = Json::array();
+  }
+}
+
+// --- the reencryption digest (luks2_reencrypt_digest.c) ---------------------------------------
+
+void put_be(std::vector<std::byte>& out, std::uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<std::byte>(v >> (8 * i)));
+}
+bool put_str(std::vector<std::byte>& out, const Json& obj, const char* key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_string()) return false;
+  const auto& s = it->get_ref<const std::string&>();
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) out.push_back(static_cast<std::byte>(c));
+  return true;
+}
+bool put_u64s(std::vector<std::byte>& out, const Json& obj, const char* key, bool allow_dynamic) {
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_string()) return false;
+  if (allow_dynamic && it->get_ref<const std::string&>() == "dynamic")
+    return put_str(out, obj, key);
+  put_be(out, json_u64(*it), 8);
+  return true;
+}
+bool put_u32(std::vector<std::byte>& out, const Json& obj, const char* key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_number_integer()) return false;
+  put_be(out, it->get<std::uint32_t>(), 4);
+  return true;
+}
+bool put_segment(std::vector<std::byte>& out, const Json& seg) {
+  const std::string type = seg.value("type", "");
+  if (type != "crypt" && type != "linear") return false;
+  if (!put_str(out, seg, "type") || !put_u64s(out, seg, "offset", false) ||
+      !put_u64s(out, seg, "size", true))
+    return false;
+  if (type == "linear") return true;
+  return put_u64s(out, seg, "iv_tweak", false) && put_str(out, seg, "encryption") &&
+         put_u32(out, seg, "sector_size");
+}
+
+// 'v', '0' + version, old key, new key (if another digest), keyslot fields, backup segments.
+Result<SecretBytes> digest_data(const Json& root, std::span<const std::byte> vk_old,
+                                std::span<const std::byte> vk_new, bool same_digest) {
+  std::vector<std::byte> meta;
+  const int ks = reencrypt_keyslot(root);
+  if (ks < 0) return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt keyslot missing"));
+  const Json& k = root["keyslots"][std::to_string(ks)];
+  const Json& area = k["area"];
+  const std::string type = area.value("type", "");
+  bool okay = put_str(meta, k, "mode") && put_str(meta, k, "direction") &&
+              put_str(meta, area, "type") && put_u64s(meta, area, "offset", false) &&
+              put_u64s(meta, area, "size", false);
+  if (okay && (type == "checksum" || type == "datashift-checksum"))
+    okay = put_str(meta, area, "hash") && put_u32(meta, area, "sector_size");
+  if (okay && type.rfind("datashift", 0) == 0) okay = put_u64s(meta, area, "shift_size", false);
+  const Json* prev = segment_by_flag(root, "backup-previous");
+  const Json* fin = segment_by_flag(root, "backup-final");
+  const Json* moved = segment_by_flag(root, "backup-moved-segment");
+  okay = okay && prev && fin && put_segment(meta, *prev) && put_segment(meta, *fin) &&
+         (!moved || put_segment(meta, *moved));
+  if (!okay) return fail(make_error(Errc::kCorrupt, "Reencryption metadata is invalid."));
+  const std::size_t len = 2 + vk_old.size() + (same_digest ? 0 : vk_new.size()) + meta.size();
+  CRYPTMAP_TRY(data, SecretBytes::allocate(len));
+  std::byte* p = data.data();
+  *p++ = std::byte{0x76};
+  *p++ = static_cast<std::byte>(0x30 + kReencryptVersion);
+  std::memcpy(p, vk_old.data(), vk_old.size());
+  p += vk_old.size();
+  if (!same_digest) {
+    std::memcpy(p, vk_new.data(), vk_new.size());
+    p += vk_new.size();
+  }
+  std::memcpy(p, meta.data(), meta.size());
+  return data;
+}
+
+// A new pbkdf2 digest object over `secret` (PBKDF2_digest_store), members in cryptsetup's order.
+Result<Json> make_digest(std::span<const std::byte> secret, const PbkdfOptions& pbkdf,
+                         const Json& keyslots) {
+  const std::string hash = "sha256";
+  CRYPTMAP_TRY(hs, crypto::hash_digest_size(hash));
+  std::vector<std::byte> salt(32), digest(hs);
+  CRYPTMAP_TRY_VOID(crypto::random_bytes(salt));
+  PbkdfOptions o = pbkdf;
+  o.hash = hash;
+  CRYPTMAP_TRY(iters, format::digest_iterations(o, secret.size()));
+  CRYPTMAP_TRY_VOID(crypto::pbkdf2(hash, secret, salt, iters, digest));
+  return guarded([&]() -> Result<Json> {
+    Json d = Json::object();
+    d["type"] = "pbkdf2";
+    d["keyslots"] = keyslots;
+    d["segments"] = Json::array();
+    d["hash"] = hash;
+    d["iterations"] = iters;
+    d["salt"] = format::base64_encode(salt);
+    d["digest"] = format::base64_encode(digest);
+    return d;
+  });
+}
+
+// --- reading a header in reencryption ---------------------------------------------------------
+
+struct SegmentInfo {
+  std::uint64_t offset = 0;
+  std::optional<std::uint64_t> size;
+  std::uint64_t iv_tweak = 0;
+  std::string encryption;
+  std::uint32_t sector_size = 512;
+};
+
+SegmentInfo segment_info(const Json& s) {
+  auto member = [&](const char* key) -> Json {
+    auto it = s.find(key);
+    return it == s.end() ? Json() : *it;
+  };
+  SegmentInfo i;
+  i.offset = json_u64(member("offset"));
+  if (member("size") != "dynamic") i.size = json_u64(member("size"));
+  i.iv_tweak = json_u64(member("iv_tweak"));
+  i.encryption = s.value("encryption", "");
+  i.sector_size = s.value("sector_size", 512u);
+  return i;
+}
+
+// Everything a run needs from the header (reencrypt_context_init).
+struct Context {
+  int reenc_keyslot = -1;
+  std::string mode, direction, resilience, hash;
+  std::uint32_t checksum_block = 0;
+  std::uint64_t area_offset = 0, area_size = 0;
+  int digest_old = -1, digest_new = -1;
+  SegmentInfo old_seg, new_seg;
+  std::uint64_t data_offset = 0;
+  std::uint64_t device_size = 0;  // bytes of data (from data_offset)
+  bool fixed_size = false;
+  // Progress: the hotzone in the header when crashed, else the next offset.
+  bool crashed = false;
+  std::uint64_t offset = 0, hot_length = 0;
+};
+
+Result<Context> read_context(const Json& root) {
+  Context c;
+  c.reenc_keyslot = reencrypt_keyslot(root);
+  if (c.reenc_keyslot < 0)
+    return fail(make_error(Errc::kNotFound, "Device is not in reencryption."));
+  const Json& k = root["keyslots"][std::to_string(c.reenc_keyslot)];
+  c.mode = k.value("mode", "");
+  c.direction = k.value("direction", "");
+  const Json& area = k["area"];
+  c.resilience = area.value("type", "");
+  c.hash = area.value("hash", "");
+  c.checksum_block = area.value("sector_size", 0u);
+  c.area_offset = json_u64(area["offset"]);
+  c.area_size = json_u64(area["size"]);
+  int prev_id = -1, fin_id = -1;
+  const Json* prev = segment_by_flag(root, "backup-previous", &prev_id);
+  const Json* fin = segment_by_flag(root, "backup-final", &fin_id);
+  if (!prev || !fin)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: backup segments missing"));
+  c.digest_old = digest_of_segment(root, prev_id);
+  c.digest_new = digest_of_segment(root, fin_id);
+  return c;
+}
+
+// Refuses what cryptmap does not implement yet, naming it.
+Result<void> check_supported(const Context& c, const Json& root) {
+  if (c.mode == "encrypt")
+    return fail(unsupported(
+        "cryptmap reencrypt: resuming --encrypt (mode \"encrypt\") is not implemented yet; "
+        "finish it with cryptsetup reencrypt"));
+  if (c.mode == "decrypt")
+    return fail(unsupported(
+        "cryptmap reencrypt: resuming --decrypt (mode \"decrypt\") is not implemented yet; "
+        "finish it with cryptsetup reencrypt"));
+  if (c.mode != "reencrypt")
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt keyslot mode"));
+  if (c.direction != "forward")
+    return fail(unsupported(
+        "cryptmap reencrypt: direction \"backward\" is not implemented yet; finish it with "
+        "cryptsetup reencrypt"));
+  if (c.resilience != "checksum" && c.resilience != "journal" && c.resilience != "none")
+    return fail(make_error_fmt(Errc::kUnsupported,
+                               "cryptmap reencrypt: resilience mode not implemented", kNoObject,
+                               "'%s' (cryptmap: checksum, journal, none)", c.resilience.c_str()));
+  if (segment_by_flag(root, "backup-moved-segment"))
+    return fail(unsupported("cryptmap reencrypt: a moved first segment is not implemented yet"));
+  if (c.digest_old < 0 || c.digest_new < 0)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: backup segment without digest"));
+  return ok();
+}
+
+Result<void> fill_geometry(Context& c, const Json& root, std::uint64_t image_size) {
+  const Json* prev = segment_by_flag(root, "backup-previous");
+  const Json* fin = segment_by_flag(root, "backup-final");
+  if (prev->value("type", "") != "crypt" || fin->value("type", "") != "crypt")
+    return fail(unsupported("cryptmap reencrypt: linear (unencrypted) segments"));
+  c.old_seg = segment_info(*prev);
+  c.new_seg = segment_info(*fin);
+  c.data_offset = c.new_seg.offset;
+  if (c.old_seg.offset != c.new_seg.offset)
+    return fail(unsupported("cryptmap reencrypt: a data shift (segments at different offsets)"));
+  if (image_size <= c.data_offset)
+    return fail(make_error_fmt(Errc::kNoSpace, "Device is too small.", c.data_offset,
+                               "data starts at byte %llu",
+                               static_cast<unsigned long long>(c.data_offset)));
+  c.device_size = image_size - c.data_offset;
+  if (c.old_seg.size) {
+    if (*c.old_seg.size > c.device_size)
+      return fail(make_error(Errc::kNoSpace, "Device is too small.", *c.old_seg.size));
+    c.device_size = *c.old_seg.size;
+    c.fixed_size = true;
+  }
+  // Regular segments, in id order.
+  std::vector<const Json*> regs;
+  for (int i = 0;; ++i) {
+    auto it = root["segments"].find(std::to_string(i));
+    if (it == root["segments"].end()) break;
+    if (!is_backup(*it)) regs.push_back(&*it);
+  }
+  for (std::size_t i = 0; i < regs.size(); ++i)
+    if (has_flag(*regs[i], "in-reencryption")) {
+      c.crashed = true;
+      const SegmentInfo h = segment_info(*regs[i]);
+      if (!h.size || h.offset < c.data_offset)
+        return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption hotzone segment"));
+      c.offset = h.offset - c.data_offset;
+      c.hot_length = *h.size;
+      return ok();
+    }
+  if (regs.size() == 1) {
+    // Right after init the one regular segment is the old one; after the last hotzone it is the
+    // new one (a crash before the finish's commit): nothing is left to convert then.
+    const bool done = c.digest_new != c.digest_old && digest_of_segment(root, 0) == c.digest_new;
+    c.offset = done ? c.device_size : 0;
+  } else if (regs.size() == 2) {
+    const SegmentInfo s0 = segment_info(*regs[0]);
+    if (!s0.size) return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption segment 0 size"));
+    c.offset = *s0.size;
+  } else {
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: unexpected segment count"));
+  }
+  if (c.offset > c.device_size)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption offset beyond the device"));
+  return ok();
+}
+
+// The segments while [off, off + len) is the hotzone (reencrypt_make_hot_segments_forward +
+// reencrypt_assign_segments(hot)), or after it (post) with the backups appended.
+Result<void> set_segments(Json& root, const Context& c, const Json& prev, const Json& fin,
+                          std::uint64_t off, std::uint64_t len, bool hot) {
+  return guarded([&]() -> Result<void> {
+    Json segs = Json::object();
+    int sg = 0;
+    const std::uint64_t end = off + len;
+    const bool old_after = end < c.device_size;
+    auto old_rest = [&]() {
+      std::optional<std::uint64_t> sz;
+      if (c.fixed_size) sz = c.device_size - end;
+      return crypt_segment(c.data_offset + end, sz, c.old_seg.iv_tweak + (end >> 9),
+                           c.old_seg.encryption, c.old_seg.sector_size, false);
+    };
+    unassign_all_segments(root);
+    if (hot) {
+      int rseg = 0;
+      if (off) {
+        std::optional<std::uint64_t> sz = off;
+        segs[std::to_string(sg++)] =
+            crypt_segment(c.data_offset, sz, c.new_seg.iv_tweak, c.new_seg.encryption,
+                          c.new_seg.sector_size, false);
+      }
+      rseg = sg;
+      segs[std::to_string(sg++)] =
+          crypt_segment(c.data_offset + off, len, c.new_seg.iv_tweak + (off >> 9),
+                        c.new_seg.encryption, c.new_seg.sector_size, true);
+      if (old_after) segs[std::to_string(sg++)] = old_rest();
+      root["segments"] = segs;
+      assign(root, c.digest_new, rseg);
+      assign(root, c.digest_old, rseg);
+      if (rseg > 0) assign(root, c.digest_new, 0);
+      if (sg > rseg + 1) assign(root, c.digest_old, rseg + 1);
+    } else {
+      std::optional<std::uint64_t> sz;
+      if (old_after || c.fixed_size) sz = c.fixed_size && !old_after ? c.device_size : end;
+      segs[std::to_string(sg++)] =
+          crypt_segment(c.data_offset, sz, c.new_seg.iv_tweak, c.new_seg.encryption,
+                        c.new_seg.sector_size, false);
+      if (old_after) segs[std::to_string(sg++)] = old_rest();
+      root["segments"] = segs;
+      assign(root, c.digest_new, 0);
+      if (sg > 1) assign(root, c.digest_old, 1);
+    }
+    root["segments"][std::to_string(sg)] = prev;
+    assign(root, c.digest_old, sg++);
+    root["segments"][std::to_string(sg)] = fin;
+    assign(root, c.digest_new, sg);
+    return ok();
+  });
+}
+
+// --- keys --------------------------------------------------------------------------------------
+
+// Unlocks the key of digest `digest` with any luks2 keyslot bound to it (priority order).
+Result<SecretBytes> unlock_digest(const Luks2Header& h, std::span<const std::byte> pass,
+                                  int digest) {
+  bool tried = false;
+  for (int priority : {2, 1})
+    for (const auto& k : h.meta().keyslots) {
+      if (k.type != "luks2" || k.priority != priority) continue;
+      const luks2::Digest* d = h.meta().digest_for_keyslot(k.id);
+      if (!d || d->id != digest) continue;
+      auto vk = h.open_slot(k.id, pass, digest);
+      if (vk) return vk;
+      if (vk.error().code == Errc::kBadKey) {
+        tried = true;
+        continue;
+      }
+      if (vk.error().code == Errc::kNotFound) continue;
+      return fail(vk.error());
+    }
+  if (tried) return fail(make_error(Errc::kBadKey, "No key available with this passphrase."));
+  return fail(make_error(Errc::kNotFound, "No usable keyslot is available."));
+}
+
+Result<std::unique_ptr<crypto::SectorCipher>> cipher_for(const SegmentInfo& s,
+                                                         std::span<const std::byte> vk) {
+  auto spec = crypto::CipherSpec::parse(s.encryption);
+  if (!spec)
+    return fail(make_error_fmt(Errc::kUnsupported, "LUKS2 segment encryption", kNoObject, "'%s'",
+                               s.encryption.c_str()));
+  crypto::SectorCipherConfig cfg;
+  cfg.spec = *spec;
+  cfg.sector_size = s.sector_size;
+  cfg.iv_offset = s.iv_tweak;
+  return crypto::make_sector_cipher(cfg, vk);
+}
+
+// Runs f(begin, length) over [0, len) cut into one piece per core (at most 4; piece borders
+// aligned to `align`), the calling thread taking the first piece. The first error wins; a thread
+// that cannot be started leaves its piece to the calling thread.
+template <class F>
+Result<void> on_cores(std::uint64_t len, std::uint64_t align, F&& f) {
+  unsigned n = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+  const std::uint64_t units = len / align;
+  if (len < (1u << 20) || units < n) n = 1;
+  std::vector<std::optional<Error>> errs(n);
+  auto piece = [&](unsigned i) {
+    const std::uint64_t begin = units * i / n * align;
+    const std::uint64_t end = i + 1 == n ? len : units * (i + 1) / n * align;
+    auto r = f(begin, end - begin);
+    if (!r) errs[i] = r.error();
+  };
+  std::vector<std::thread> threads;
+  std::vector<unsigned> inline_pieces = {0};
+  for (unsigned i = 1; i < n; ++i) {
+    try {
+      threads.emplace_back(piece, i);
+    } catch (const std::exception&) {
+      inline_pieces.push_back(i);
+    }
+  }
+  for (unsigned i : inline_pieces) piece(i);
+  for (auto& t : threads) t.join();
+  for (const auto& e : errs)
+    if (e) return fail(*e);
+  return ok();
+}
+
+// --- the data path of one hotzone ----------------------------------------------------------------
+
+struct Engine {
+  BackingStore& store;
+  Context& c;
+  std::unique_ptr<crypto::SectorCipher> old_cipher, new_cipher;
+  std::vector<std::byte> buf;
+
+  Result<void> read(std::uint64_t off, std::span<std::byte> out) {
+    return store.read_at(ByteOffset{c.data_offset + off}, out);
+  }
+  Result<void> write(std::uint64_t off, std::span<const std::byte> in) {
+    return store.write_at(ByteOffset{c.data_offset + off}, in);
+  }
+  // Decrypts `data` (old ciphertext of [off, ...)) and encrypts it with the new key in place.
+  Result<void> convert(std::uint64_t off, std::span<std::byte> data) {
+    const std::uint64_t align = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
+    return on_cores(data.size(), align, [&](std::uint64_t b, std::uint64_t n) -> Result<void> {
+      auto part = data.subspan(b, n);
+      CRYPTMAP_TRY_VOID(
+          old_cipher->decrypt({part, {}, SectorIndex{(off + b) / c.old_seg.sector_size}}));
+      return new_cipher->encrypt({part, {}, SectorIndex{(off + b) / c.new_seg.sector_size}});
+    });
+  }
+};
+
+Result<std::vector<std::byte>> checksums_of(const Context& c, std::span<const std::byte> data) {
+  CRYPTMAP_TRY(hs, crypto::hash_digest_size(c.hash));
+  const std::size_t blocks = data.size() / c.checksum_block;
+  if (blocks * hs > c.area_size)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt checksum area too small"));
+  std::vector<std::byte> out(blocks * hs);
+  const std::uint64_t bs = c.checksum_block;
+  auto hashed = on_cores(blocks * bs, bs, [&](std::uint64_t b, std::uint64_t n) -> Result<void> {
+    for (std::uint64_t at = b; at < b + n; at += bs)
+      CRYPTMAP_TRY_VOID(crypto::hash_digest(c.hash, {data.subspan(at, bs)},
+                                            std::span(out).subspan(at / bs * hs, hs)));
+    return ok();
+  });
+  if (!hashed) return fail(hashed.error());
+  return out;
+}
+
+// reencrypt_recover_segment: brings the crashed hotzone [c.offset, +c.hot_length) to the new key.
+Result<void> recover_hotzone(Engine& e) {
+  Context& c = e.c;
+  const std::uint64_t len = c.hot_length;
+  std::vector<std::byte> data(len);
+  if (c.resilience == "checksum") {
+    CRYPTMAP_TRY(hs, crypto::hash_digest_size(c.hash));
+    if (c.checksum_block == 0 || len % c.checksum_block)
+      return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt hotzone not checksum-aligned"));
+    const std::size_t blocks = len / c.checksum_block;
+    if (blocks * hs > c.area_size)
+      return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt checksum area too small"));
+    std::vector<std::byte> stored(blocks * hs);
+    CRYPTMAP_TRY_VOID(e.store.read_at(ByteOffset{c.area_offset}, stored));
+    CRYPTMAP_TRY_VOID(e.read(c.offset, data));
+    std::vector<std::byte> now(hs);
+    for (std::size_t b = 0; b < blocks; ++b) {
+      auto block = std::span(data).subspan(b * c.checksum_block, c.checksum_block);
+      CRYPTMAP_TRY_VOID(crypto::hash_digest(c.hash, {block}, now));
+      if (std::memcmp(now.data(), stored.data() + b * hs, hs) != 0) continue;  // already new
+      const std::uint64_t off = c.offset + b * c.checksum_block;
+      CRYPTMAP_TRY_VOID(e.convert(off, block));
+      CRYPTMAP_TRY_VOID(e.write(off, block));
+    }
+  } else if (c.resilience == "journal") {
+    if (len > c.area_size)
+      return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than the hotzone"));
+    CRYPTMAP_TRY_VOID(e.store.read_at(ByteOffset{c.area_offset}, data));
+    CRYPTMAP_TRY_VOID(e.convert(c.offset, data));
+    CRYPTMAP_TRY_VOID(e.write(c.offset, data));
+    std::fill(data.begin(), data.end(), std::byte{0});
+  } else {
+    return fail(make_error(Errc::kCorrupt,
+                           "LUKS2 reencryption: interrupted hotzone without resilience data"));
+  }
+  return e.store.sync();
+}
+
+std::uint64_t hotzone_length(const Context& c, std::uint64_t user_max) {
+  std::uint64_t align = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
+  std::uint64_t len = 0;
+  if (c.resilience == "checksum") {
+    align = std::max<std::uint64_t>(align, c.checksum_block);
+    auto hs = crypto::hash_digest_size(c.hash);
+    len = hs ? (c.area_size / *hs) * c.checksum_block : 0;
+  } else if (c.resilience == "journal") {
+    len = c.area_size;
+  } else {
+    len = user_max ? user_max : kNoneHotzone;
+  }
+  len = std::min(len, kMaxHotzone);
+  if (user_max) len = std::min(len, user_max);
+  return len - len % align;
+}
+
+// reencrypt_teardown_ok when finished: old keyslots, backup segments, requirement, reencrypt
+// keyslot and the digests nothing uses any more go. Unlike cryptsetup (one commit per destroyed
+// keyslot, then one for the rest), everything leaves the metadata in one commit and the areas
+// are wiped after it: a crash in between must not leave a header in reencryption whose old
+// keyslots are gone (it could not be unlocked to verify the reencryption digest again).
+Result<void> finish(BackingStore& store, Luks2State& st, const Context& c) {
+  CRYPTMAP_TRY(m, st.doc.validate(st.json_area));
+  std::vector<std::string> gone = {std::to_string(c.reenc_keyslot)};
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> wipe = {{c.area_offset, c.area_size}};
+  if (c.digest_old != c.digest_new)
+    for (const auto& k : m.keyslots) {
+      const luks2::Digest* d = m.digest_for_keyslot(k.id);
+      if (k.type == "luks2" && d && d->id == c.digest_old) {
+        gone.push_back(std::to_string(k.id));
+        wipe.emplace_back(k.area_offset, k.area_size);
+      }
+    }
+  auto is_gone = [&](const Json& e) {
+    return e.is_string() && std::find(gone.begin(), gone.end(), e.get<std::string>()) != gone.end();
+  };
+  CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
+    Json& root = st.doc.root();
+    Json segs = Json::object();
+    for (auto& [k, v] : root["segments"].items())
+      if (!is_backup(v)) segs[k] = v;
+    root["segments"] = segs;
+    for (const auto& id : gone) root["keyslots"].erase(id);
+    for (auto& [id, t] : root["tokens"].items()) {
+      (void)id;
+      if (!t.contains("keyslots")) continue;
+      Json kept = Json::array();
+      for (const auto& e : t["keyslots"])
+        if (!is_gone(e)) kept.push_back(e);
+      t["keyslots"] = kept;
+    }
+    Json digests = Json::object();
+    for (auto& [id, d] : root["digests"].items()) {
+      Json ks = Json::array(), sg = Json::array();
+      for (const auto& e : d["keyslots"])
+        if (!is_gone(e)) ks.push_back(e);
+      for (const auto& e : d["segments"])
+        if (segs.contains(e.get<std::string>())) sg.push_back(e);
+      if (ks.empty() && sg.empty()) continue;
+      d["keyslots"] = ks;
+      d["segments"] = sg;
+      digests[id] = d;
+    }
+    root["digests"] = digests;
+    Json& config = root["config"];
+    if (config.contains("requirements")) {
+      Json& req = config["requirements"];
+      Json kept = Json::array();
+      for (const auto& r : req["mandatory"])
+        if (r != kRequirement && r != "online-reencrypt") kept.push_back(r);
+      if (kept.empty())
+        config.erase("requirements");
+      else
+        req["mandatory"] = kept;
+    }
+    return ok();
+  }));
+  CRYPTMAP_TRY_VOID(format::luks2_commit(store, st));
+  CRYPTMAP_TRY_VOID(store.sync());
+  for (const auto& [off, len] : wipe) CRYPTMAP_TRY_VOID(format::write_random(store, off, len));
+  return ok();
+}
+
+Result<void> commit_synced(BackingStore& store, Luks2State& st) {
+  CRYPTMAP_TRY_VOID(format::luks2_commit(store, st));
+  return store.sync();
+}
+
+Result<std::unique_ptr<Luks2Header>> load_v2(const BackingStore& image) {
+  auto prefix = format::read_prefix(image, 8);
+  if (prefix && prefix->size() >= 8 && luks1::has_luks_magic(*prefix) &&
+      load_be16(prefix->data() + 6) == 1)
+    return fail(unsupported(
+        "Reencryption of LUKS1 is not implemented in cryptmap; convert the image to LUKS2 first "
+        "(cryptsetup convert --type luks2)"));
+  return Luks2Header::load(image, /*for_inspection=*/true);
+}
+
+}  // namespace
+
+Result<ReencryptStatus> reencrypt_status(const BackingStore& image) {
+  CRYPTMAP_TRY(h, load_v2(image));
+  CRYPTMAP_TRY(doc, luks2::JsonDoc::parse(h->meta().json_text));
+  ReencryptStatus s;
+  if (reencrypt_keyslot(doc.root()) < 0) return s;
+  return guarded([&]() -> Result<ReencryptStatus> {
+    CRYPTMAP_TRY(c, read_context(doc.root()));
+    s.in_reencryption = true;
+    s.mode = c.mode;
+    s.direction = c.direction;
+    s.resilience = c.resilience;
+    if (fill_geometry(c, doc.root(), image.size_bytes())) {
+      s.crashed = c.crashed;
+      s.done_bytes = c.offset;
+      s.total_bytes = c.device_size;
+    }
+    return s;
+  });
+}
+
+Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> passphrase,
+                            const ReencryptInitOptions& o) {
+  CRYPTMAP_TRY(h, load_v2(image));
+  const luks2::Metadata& m = h->meta();
+  std::string unknown;
+  const auto req = luks2::requirement_state(m, &unknown);
+  if (req == luks2::RequirementState::kUnknown)
+    return fail(make_error_fmt(Errc::kUnsupported, "Unmet LUKS2 requirements detected.", kNoObject,
+                               "unknown mandatory requirement '%s'", unknown.c_str()));
+  if (req == luks2::RequirementState::kReencryption ||
+      std::any_of(m.keyslots.begin(), m.keyslots.end(),
+                  [](const auto& k) { return k.type == "reencrypt"; }))
+    return fail(make_error(Errc::kBusy, "LUKS2 reencryption already initialized in metadata."));
+  const luks2::Segment* seg = m.segment(0);
+  if (m.segments.size() != 1 || !seg || seg->type != "crypt")
+    return fail(unsupported("cryptmap reencrypt: the header must have one crypt segment"));
+  if (seg->has_integrity)
+    return fail(unsupported(
+        "Reencryption of a volume with integrity protection (--integrity) is not supported."));
+  const luks2::Digest* dold = m.digest_for_segment(0);
+  if (!dold) return fail(make_error(Errc::kCorrupt, "LUKS2 segment 0 has no digest", 0));
+
+  // Unlock first: a wrong passphrase changes nothing.
+  auto unlocked = h->unlock(passphrase, o.key_slot);
+  if (!unlocked) return fail(unlocked.error());
+  const SecretBytes& vk_old = unlocked->volume_key;
+
+  const std::string cipher = o.cipher.empty() ? seg->encryption : o.cipher;
+  const std::uint32_t key_bits =
+      o.key_bits ? o.key_bits : static_cast<std::uint32_t>(vk_old.size() * 8);
+  const std::uint32_t ss = o.sector_size ? o.sector_size : seg->sector_size;
+  if (ss < 512 || ss > 4096 || (ss & (ss - 1)))
+    return fail(make_error(Errc::kInvalid, "Unsupported encryption sector size.", ss));
+  if (key_bits == 0 || key_bits % 8 || key_bits > 8 * luks2::kMaxKeySize)
+    return fail(make_error(Errc::kInvalid, "Key size must be a multiple of 8 bits", key_bits));
+  if (image.size_bytes() <= seg->offset)
+    return fail(make_error(Errc::kNoSpace, "Device is too small.", image.size_bytes()));
+  const std::uint64_t dev_size = seg->dynamic ? image.size_bytes() - seg->offset : seg->size;
+  if (dev_size % ss)
+    return fail(make_error_fmt(Errc::kInvalid,
+                               "Data device is not aligned to requested encryption sector size.",
+                               ss, "(%u bytes)", ss));
+  if (o.resilience != "checksum" && o.resilience != "journal" && o.resilience != "none") {
+    if (o.resilience == "datashift")
+      return fail(unsupported(
+          "cryptmap reencrypt: resilience datashift (--encrypt --reduce-device-size) is not "
+          "implemented yet"));
+    return fail(make_error_fmt(Errc::kInvalid, "Unsupported resilience mode", kNoObject, "%s",
+                               o.resilience.c_str()));
+  }
+  std::size_t hash_size = 0;
+  if (o.resilience == "checksum") {
+    auto hs = crypto::hash_digest_size(o.hash);
+    if (!hs || o.hash.size() > 31)
+      return fail(make_error_fmt(Errc::kInvalid, "Hash algorithm is not available.", kNoObject,
+                                 "%s", o.hash.c_str()));
+    hash_size = *hs;
+  }
+  (void)hash_size;
+
+  // The new volume key, checked against the cipher before anything is written.
+  CRYPTMAP_TRY(vk_new, SecretBytes::allocate(key_bits / 8));
+  CRYPTMAP_TRY_VOID(crypto::random_bytes(vk_new.span()));
+  SegmentInfo new_seg{seg->offset, std::nullopt, seg->iv_tweak, cipher, ss};
+  if (auto c = cipher_for(new_seg, vk_new.span()); !c) return fail(c.error());
+
+  // 1. The new keyslot, bound to a new digest that no segment uses yet (crypt_keyslot_add_by_key
+  //    with CRYPT_VOLUME_KEY_NO_SEGMENT).
+  CRYPTMAP_TRY(st, format::luks2_state(*h));
+  const int digest_new = first_free_id(st.doc.root()["digests"]);
+  CRYPTMAP_TRY(dnew, make_digest(vk_new.span(), o.pbkdf, Json::array()));
+  CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
+    st.doc.root()["digests"][std::to_string(digest_new)] = dnew;
+    return ok();
+  }));
+  CRYPTMAP_TRY(slot_new,
+               format::luks2_store_keyslot(image, st, std::nullopt, vk_new.span(), passphrase,
+                                           o.pbkdf, std::nullopt, digest_new));
+  (void)slot_new;
+
+  // 2. Backup segments, reencrypt keyslot, reencryption digest, requirement: one commit
+  //    (reencrypt_init + reencrypt_make_backup_segments + LUKS2_keyslot_reencrypt_allocate).
+  CRYPTMAP_TRY(m2, st.doc.validate(st.json_area));
+  std::uint64_t gap_off = 0, gap_len = 0;
+  {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> used;
+    for (const auto& k : m2.keyslots) used.emplace_back(k.area_offset, k.area_size);
+    std::sort(used.begin(), used.end());
+    std::uint64_t at = 2 * (m2.config.json_size + luks2::kHdrBinLen);
+    auto consider = [&](std::uint64_t end) {
+      if (end > at && end - at > gap_len) {
+        gap_off = at;
+        gap_len = end - at;
+      }
+    };
+    for (const auto& [off, len] : used) {
+      consider(off);
+      at = std::max(at, off + len);
+    }
+    consider(m2.hdr_and_areas_size());
+  }
+  if (gap_len == 0)
+    return fail(make_error(Errc::kNoSpace, "Not enough space in header keyslot area."));
+  const std::uint32_t block = std::max({ss, seg->sector_size, kChecksumMinBlock});
+  CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
+    Json& root = st.doc.root();
+    Json& segs = root["segments"];
+    Json prev = segs["0"];
+    prev["flags"] = Json::array({"backup-previous"});
+    segs["1"] = prev;
+    assign(root, dold->id, 1);
+    Json fin = crypt_segment(seg->offset, std::nullopt, seg->iv_tweak, cipher, ss, false);
+    fin["flags"] = Json::array({"backup-final"});
+    segs["2"] = fin;
+    assign(root, digest_new, 2);
+    Json area = Json::object();
+    area["offset"] = u64s(gap_off);
+    area["size"] = u64s(gap_len);
+    area["type"] = o.resilience;
+    if (o.resilience == "checksum") {
+      area["hash"] = o.hash;
+      area["sector_size"] = block;
+    }
+    Json ks = Json::object();
+    ks["area"] = area;
+    ks["type"] = "reencrypt";
+    ks["key_size"] = 1;
+    ks["mode"] = "reencrypt";
+    ks["direction"] = "forward";
+    ks["priority"] = 0;
+    root["keyslots"][std::to_string(first_free_id(root["keyslots"]))] = ks;
+    Json& config = root["config"];
+    if (!config.contains("requirements")) config["requirements"] = Json::object();
+    if (!config["requirements"].contains("mandatory"))
+      config["requirements"]["mandatory"] = Json::array();
+    config["requirements"]["mandatory"].push_back(kRequirement);
+    return ok();
+  }));
+  CRYPTMAP_TRY(data, digest_data(st.doc.root(), vk_old.span(), vk_new.span(), false));
+  const int rks = reencrypt_keyslot(st.doc.root());
+  CRYPTMAP_TRY(dre, make_digest(data.span(), o.pbkdf, Json::array({std::to_string(rks)})));
+  CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
+    Json& digests = st.doc.root()["digests"];
+    digests[std::to_string(first_free_id(digests))] = dre;
+    return ok();
+  }));
+  return commit_synced(image, st);
+}
+
+Result<ReencryptRunResult> reencrypt_run(BackingStore& image, std::span<const std::byte> passphrase,
+                                         const ReencryptRunOptions& o) {
+  CRYPTMAP_TRY(h, load_v2(image));
+  std::string unknown;
+  if (luks2::requirement_state(h->meta(), &unknown) == luks2::RequirementState::kUnknown)
+    return fail(make_error_fmt(Errc::kUnsupported, "Unmet LUKS2 requirements detected.", kNoObject,
+                               "unknown mandatory requirement '%s'", unknown.c_str()));
+  CRYPTMAP_TRY(st, format::luks2_state(*h));
+  const std::uint64_t image_size = image.size_bytes();
+  CRYPTMAP_TRY(c, guarded([&]() -> Result<Context> {
+                 CRYPTMAP_TRY(ctx, read_context(st.doc.root()));
+                 return ctx;
+               }));
+  const auto& mand = h->meta().config.mandatory_requirements;
+  if (std::find(mand.begin(), mand.end(), kRequirement) == mand.end())
+    return fail(unsupported(
+        "LUKS2 reencryption metadata of an older version (requirement online-reencrypt); "
+        "repair it with cryptsetup reencrypt --repair"));
+  auto geometry = guarded([&]() -> Result<void> {
+    CRYPTMAP_TRY_VOID(check_supported(c, st.doc.root()));
+    return fill_geometry(c, st.doc.root(), image_size);
+  });
+  if (!geometry) return fail(geometry.error());
+
+  // Both keys, then the reencryption digest over them and the metadata.
+  CRYPTMAP_TRY(vk_old, unlock_digest(*h, passphrase, c.digest_old));
+  CRYPTMAP_TRY(vk_new, c.digest_new == c.digest_old ? SecretBytes::copy_of(vk_old.span())
+                                                    : unlock_digest(*h, passphrase, c.digest_new));
+  {
+    CRYPTMAP_TRY(data, guarded([&]() {
+                   return digest_data(st.doc.root(), vk_old.span(), vk_new.span(),
+                                      c.digest_old == c.digest_new);
+                 }));
+    const luks2::Digest* rd = h->meta().digest_for_keyslot(c.reenc_keyslot);
+    if (!rd) return fail(make_error(Errc::kCorrupt, "Reencryption metadata is invalid."));
+    auto v = h->verify_volume_key(data.span(), rd->id);
+    if (!v)
+      return fail(make_error(Errc::kCorrupt, "Reencryption metadata is invalid.",
+                             static_cast<std::uint64_t>(rd->id)));
+  }
+  Engine e{image, c, nullptr, nullptr, {}};
+  CRYPTMAP_TRY(oc, cipher_for(c.old_seg, vk_old.span()));
+  CRYPTMAP_TRY(nc, cipher_for(c.new_seg, vk_new.span()));
+  e.old_cipher = std::move(oc);
+  e.new_cipher = std::move(nc);
+  const Json prev = *segment_by_flag(st.doc.root(), "backup-previous");
+  const Json fin = *segment_by_flag(st.doc.root(), "backup-final");
+
+  ReencryptRunResult result;
+  if (c.crashed) {  // reencrypt_recovery
+    CRYPTMAP_TRY_VOID(recover_hotzone(e));
+    CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, prev, fin, c.offset, c.hot_length, false));
+    CRYPTMAP_TRY_VOID(commit_synced(image, st));
+    c.offset += c.hot_length;
+    c.crashed = false;
+  }
+  const std::uint64_t max_len = hotzone_length(c, o.max_hotzone_bytes);
+  if (max_len < 512)
+    return fail(make_error(Errc::kInvalid, "Invalid reencryption length (hotzone size).", max_len));
+  const bool protect = c.resilience != "none";
+  bool stop = o.progress && !o.progress(c.offset, c.device_size);
+  std::vector<std::byte> buf;
+  bool dirty_none = false;  // resilience none: segments changed in memory only
+  while (!stop && c.offset < c.device_size) {
+    const std::uint64_t off = c.offset;
+    const std::uint64_t len = std::min(max_len, c.device_size - off);
+    buf.resize(len);
+    CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, prev, fin, off, len, true));
+    CRYPTMAP_TRY_VOID(e.read(off, buf));
+    // Metadata commit point: the resilience data, then the header naming the hotzone.
+    if (c.resilience == "checksum") {
+      CRYPTMAP_TRY(sums, checksums_of(c, buf));
+      CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, sums));
+      CRYPTMAP_TRY_VOID(image.sync());
+      CRYPTMAP_TRY_VOID(commit_synced(image, st));
+    } else if (c.resilience == "journal") {
+      if (len > c.area_size)
+        return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than hotzone"));
+      CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, buf));
+      CRYPTMAP_TRY_VOID(image.sync());
+      CRYPTMAP_TRY_VOID(commit_synced(image, st));
+    }
+    CRYPTMAP_TRY_VOID(e.convert(off, buf));
+    CRYPTMAP_TRY_VOID(e.write(off, buf));
+    if (protect) CRYPTMAP_TRY_VOID(image.sync());
+    CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, prev, fin, off, len, false));
+    // After the last hotzone the finish below is the next commit: no header ever shows one
+    // regular segment that might be the old one (init) or the new one (done).
+    const bool last = off + len >= c.device_size;
+    if (protect && !last)
+      CRYPTMAP_TRY_VOID(commit_synced(image, st));
+    else
+      dirty_none = !last;
+    c.offset += len;
+    result.bytes += len;
+    if (o.progress && !o.progress(c.offset, c.device_size)) stop = true;
+  }
+  std::fill(buf.begin(), buf.end(), std::byte{0});
+  if (dirty_none) {
+    CRYPTMAP_TRY_VOID(image.sync());
+    CRYPTMAP_TRY_VOID(commit_synced(image, st));
+  }
+  if (c.offset >= c.device_size) {
+    CRYPTMAP_TRY_VOID(finish(image, st, c));
+    CRYPTMAP_TRY_VOID(image.sync());
+    result.finished = true;
+  }
+  return result;
+}
+
+}  // namespace cryptmap::volume
