@@ -490,7 +490,6 @@ Result<void> luks2_kill(BackingStore& s, Luks2State& st, int slot) {
 }
 
 }  // namespace format
-}  // namespace
 
 Result<std::string> random_uuid() {
   std::array<std::byte, 16> r{};
