@@ -567,6 +567,9 @@ class NbdBackingStore final : public BackingStore {
 
 Result<std::unique_ptr<BackingStore>> open_nbd_store(const std::string& uri,
                                                      const NbdStoreOptions& options) {
+  // spdlog's registry is built on first use; build it here, before the pollers start, so their
+  // log lines never race its construction (libspdlog's static initialisation is invisible to TSan).
+  (void)spdlog::default_logger_raw();
   ExportFacts facts;
   auto durability = std::make_shared<Durability>();
   std::vector<std::shared_ptr<Connection>> conns;

@@ -81,7 +81,12 @@ class FakeVolume : public volume::Volume {
     while (now > seen && !max_parallel_writes_.compare_exchange_weak(seen, now)) {
     }
     return run([this, off, in](Slot* d) {
-      if (write_gate_) write_gate_();
+      std::function<void()> gate;
+      {
+        std::lock_guard l(gmu_);
+        gate = write_gate_;
+      }
+      if (gate) gate();  // called unlocked: a gate may block until other writes arrive
       in_flight_writes_.fetch_sub(1);
       if (auto e = take_failure(Op::kWrite)) return finish(d, *e);
       if (opts_.read_only) return finish(d, make_error(Errc::kReadOnly, "fake write"));
@@ -143,7 +148,12 @@ class FakeVolume : public volume::Volume {
     return durable_;
   }
   // Runs on the worker before each write is applied (e.g. to hold writes until N are in flight).
-  void set_write_gate(std::function<void()> g) { write_gate_ = std::move(g); }
+  // The test's thread sets it while the fake's workers may run writes (the FUSE request that
+  // reaches them crosses the kernel, which TSan cannot see as synchronisation): hence gmu_.
+  void set_write_gate(std::function<void()> g) {
+    std::lock_guard l(gmu_);
+    write_gate_ = std::move(g);
+  }
   int in_flight_writes() const { return in_flight_writes_.load(); }
   int max_parallel_writes() const { return max_parallel_writes_.load(); }
   int flushes() const { return flushes_.load(); }
@@ -224,7 +234,8 @@ class FakeVolume : public volume::Volume {
   std::vector<std::byte> durable_;
   std::mutex fmu_;
   std::deque<std::pair<Op, Errc>> failures_;
-  std::function<void()> write_gate_;
+  std::mutex gmu_;
+  std::function<void()> write_gate_;  // guarded by gmu_
   std::atomic<int> in_flight_writes_{0}, max_parallel_writes_{0};
   std::atomic<int> flushes_{0}, reads_{0}, writes_{0}, violations_{0};
   std::atomic<int> caller_io_flusher_{-1};
