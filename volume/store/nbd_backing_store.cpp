@@ -465,9 +465,11 @@ class NbdBackingStore final : public BackingStore {
   // Issues `op` over [off, off + len) in pieces spread over the connections and waits for all.
   Result<void> issue(Op op, std::uint64_t off, std::byte* buf, std::uint64_t len) const {
     Batch batch;
-    // The connections carrying a piece, kept alive until every piece has completed (a
-    // reconnect may replace them in conns_ meanwhile).
-    std::array<std::shared_ptr<Connection>, 16> used{};
+    // The distinct connections carrying a piece, kept alive until every piece has completed: a
+    // reconnect may replace them in conns_ meanwhile (and reuse the index of a dead one that
+    // still has a piece pending, so they are not kept by index).
+    std::array<std::shared_ptr<Connection>, 32> used{};
+    std::size_t n_used = 0;
     int submit_errno = 0;
     int resubmits = 0;
     std::uint64_t done = 0;
@@ -477,6 +479,11 @@ class NbdBackingStore final : public BackingStore {
                            : std::min(len - done, op == Op::kTrim ? kMaxTrim : facts_.max_request);
       std::shared_ptr<Connection> c = pick();
       if (c == nullptr) {
+        submit_errno = ENOTCONN;
+        break;
+      }
+      const bool seen = std::find(used.begin(), used.begin() + n_used, c) != used.begin() + n_used;
+      if (!seen && n_used == used.size()) {  // 32 connections in one batch: a reconnect storm
         submit_errno = ENOTCONN;
         break;
       }
@@ -516,7 +523,7 @@ class NbdBackingStore final : public BackingStore {
         break;
       }
       c->kick();
-      used[c->index() % used.size()] = std::move(c);
+      if (!seen) used[n_used++] = std::move(c);
       done += piece;
       if (done >= len) break;
     }
