@@ -46,7 +46,7 @@ using volume::BackingStore;
 using volume::VolumeType;
 
 // Flags shared by the verbs; one instance per subcommand, alive as long as the app.
-struct LuksArgs {
+struct LuksArgs : PbkdfArgs {
   std::string device;
   std::string
       positional_key_file;  // luksFormat/AddKey/ChangeKey: <new key file>; RemoveKey: <key file>
@@ -54,12 +54,6 @@ struct LuksArgs {
   std::string type;
   std::string cipher = "aes-xts-plain64";
   std::uint32_t key_size_bits = 0;
-  std::string hash = "sha256";
-  std::string pbkdf;
-  std::uint32_t iter_time_ms = 0;
-  std::uint32_t pbkdf_force_iterations = 0;
-  std::uint32_t pbkdf_memory = 0;
-  std::uint32_t pbkdf_parallel = 0;
   std::uint32_t sector_size = 0;
   std::string label, subsystem, uuid;
   std::string header;
@@ -106,17 +100,6 @@ Result<std::unique_ptr<BackingStore>> header_store(const LuksArgs& a, bool read_
   return open_store(a.header.empty() ? a.device : a.header, read_only);
 }
 std::string header_path(const LuksArgs& a) { return a.header.empty() ? a.device : a.header; }
-
-volume::PbkdfOptions pbkdf_of(const LuksArgs& a) {
-  volume::PbkdfOptions p;
-  p.type = a.pbkdf;
-  p.hash = a.hash;
-  if (a.iter_time_ms) p.iter_time_ms = a.iter_time_ms;
-  if (a.pbkdf_force_iterations) p.force_iterations = a.pbkdf_force_iterations;
-  if (a.pbkdf_memory) p.memory_kib = a.pbkdf_memory;
-  if (a.pbkdf_parallel) p.parallel = a.pbkdf_parallel;
-  return p;
-}
 
 KeySource existing_key(const LuksArgs& a) {
   KeySource s;
@@ -668,14 +651,8 @@ void add_common(CLI::App* c, LuksArgs& a) {
 }
 
 void add_pbkdf(CLI::App* c, LuksArgs& a) {
-  c->add_option("--hash", a.hash, "The hash used to create the encryption key from the passphrase");
-  c->add_option("--pbkdf", a.pbkdf, "PBKDF algorithm (for LUKS2): argon2i, argon2id, pbkdf2")
-      ->check(CLI::IsMember({"pbkdf2", "argon2i", "argon2id"}));
-  c->add_option("-i,--iter-time", a.iter_time_ms, "PBKDF iteration time (in ms)");
-  c->add_option("--pbkdf-force-iterations", a.pbkdf_force_iterations,
-                "PBKDF iterations cost (forced, disables benchmark)");
-  c->add_option("--pbkdf-memory", a.pbkdf_memory, "PBKDF memory cost limit (KiB)");
-  c->add_option("--pbkdf-parallel", a.pbkdf_parallel, "PBKDF parallel cost");
+  add_pbkdf_options(c, a, "The hash used to create the encryption key from the passphrase",
+                    "PBKDF algorithm (for LUKS2): argon2i, argon2id, pbkdf2");
 }
 
 template <class F>

@@ -1,5 +1,7 @@
 #include "cli/luks_common.h"
 
+#include <CLI/CLI.hpp>
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -43,6 +45,28 @@ MetadataLock MetadataLock::take(const std::string& path, bool exclusive) {
     }
   }
   return l;
+}
+
+void add_pbkdf_options(CLI::App* c, PbkdfArgs& a, const char* hash_help, const char* pbkdf_help) {
+  c->add_option("--hash", a.hash, hash_help);
+  c->add_option("--pbkdf", a.pbkdf, pbkdf_help)
+      ->check(CLI::IsMember({"pbkdf2", "argon2i", "argon2id"}));
+  c->add_option("-i,--iter-time", a.iter_time_ms, "PBKDF iteration time (in ms)");
+  c->add_option("--pbkdf-force-iterations", a.pbkdf_force_iterations,
+                "PBKDF iterations cost (forced, disables benchmark)");
+  c->add_option("--pbkdf-memory", a.pbkdf_memory, "PBKDF memory cost limit (KiB)");
+  c->add_option("--pbkdf-parallel", a.pbkdf_parallel, "PBKDF parallel cost");
+}
+
+volume::PbkdfOptions pbkdf_of(const PbkdfArgs& a) {
+  volume::PbkdfOptions p;
+  p.type = a.pbkdf;
+  p.hash = a.hash;
+  if (a.iter_time_ms) p.iter_time_ms = a.iter_time_ms;
+  if (a.pbkdf_force_iterations) p.force_iterations = a.pbkdf_force_iterations;
+  if (a.pbkdf_memory) p.memory_kib = a.pbkdf_memory;
+  if (a.pbkdf_parallel) p.parallel = a.pbkdf_parallel;
+  return p;
 }
 
 }  // namespace cryptmap::cli

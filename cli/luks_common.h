@@ -1,13 +1,36 @@
 // What the LUKS verbs (luks_commands.cpp, reencrypt_commands.cpp) share: printing an error the
-// cryptsetup way with its exit code, and cryptsetup's metadata lock on an image.
+// cryptsetup way with its exit code, cryptsetup's metadata lock on an image, and the PBKDF flags
+// of a new keyslot.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "base/error.h"
 #include "base/unique_fd.h"
+#include "volume/format/luks_admin.h"
+
+namespace CLI {
+class App;
+}
 
 namespace cryptmap::cli {
+
+// The flags that choose a new keyslot's PBKDF (luksFormat, luksAddKey, luksChangeKey,
+// luksConvertKey, reencrypt): --hash, --pbkdf, --iter-time, --pbkdf-force-iterations,
+// --pbkdf-memory, --pbkdf-parallel. A verb's argument struct derives from it.
+struct PbkdfArgs {
+  std::string hash = "sha256";
+  std::string pbkdf;
+  std::uint32_t iter_time_ms = 0;
+  std::uint32_t pbkdf_force_iterations = 0;
+  std::uint32_t pbkdf_memory = 0;
+  std::uint32_t pbkdf_parallel = 0;
+};
+// Registers the flags on `c`, with the verb's own help for --hash and --pbkdf.
+void add_pbkdf_options(CLI::App* c, PbkdfArgs& a, const char* hash_help, const char* pbkdf_help);
+// The options the flags ask for (unset numbers keep PbkdfOptions' defaults: benchmarked).
+volume::PbkdfOptions pbkdf_of(const PbkdfArgs& a);
 
 // Prints `e` on stderr (cryptsetup's sentence when the error carries one) and returns the exit
 // code for it (base/exit_code.h).

@@ -24,7 +24,7 @@
 namespace cryptmap::cli {
 namespace {
 
-struct ReencryptArgs {
+struct ReencryptArgs : PbkdfArgs {
   std::string device;
   std::string header;
   std::string key_file;
@@ -36,9 +36,6 @@ struct ReencryptArgs {
   std::string resilience = "checksum";
   std::string resilience_hash = "sha256";
   std::string hotzone_size;  // bytes, with an optional K/M/G (cryptsetup units)
-  std::string hash = "sha256";
-  std::string pbkdf;
-  std::uint32_t iter_time_ms = 0, pbkdf_force_iterations = 0, pbkdf_memory = 0, pbkdf_parallel = 0;
   bool init_only = false, resume_only = false;
   bool encrypt = false, decrypt = false;
   std::string reduce_device_size;
@@ -163,12 +160,7 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     o.sector_size = a.sector_size;
     o.resilience = a.resilience;
     o.hash = a.resilience_hash;
-    o.pbkdf.type = a.pbkdf;
-    o.pbkdf.hash = a.hash;
-    if (a.iter_time_ms) o.pbkdf.iter_time_ms = a.iter_time_ms;
-    if (a.pbkdf_force_iterations) o.pbkdf.force_iterations = a.pbkdf_force_iterations;
-    if (a.pbkdf_memory) o.pbkdf.memory_kib = a.pbkdf_memory;
-    if (a.pbkdf_parallel) o.pbkdf.parallel = a.pbkdf_parallel;
+    o.pbkdf = pbkdf_of(a);
     if (a.key_slot >= 0) o.key_slot = a.key_slot;
     if (auto r = volume::reencrypt_init(**store, pass->span(), o); !r) return report(r.error());
     if (a.init_only) return kExitOk;
@@ -216,14 +208,8 @@ void add_reencrypt_commands(CLI::App& app, CommandContext& ctx) {
       ->check(CLI::IsMember({"checksum", "journal", "none", "datashift"}));
   c->add_option("--resilience-hash", a->resilience_hash, "Hash for checksum resilience");
   c->add_option("--hotzone-size", a->hotzone_size, "Maximal hotzone size (bytes, K/M/G)");
-  c->add_option("--hash", a->hash, "The hash of the new keyslot's PBKDF and AF");
-  c->add_option("--pbkdf", a->pbkdf, "PBKDF of the new keyslot: argon2i, argon2id, pbkdf2")
-      ->check(CLI::IsMember({"pbkdf2", "argon2i", "argon2id"}));
-  c->add_option("-i,--iter-time", a->iter_time_ms, "PBKDF iteration time (in ms)");
-  c->add_option("--pbkdf-force-iterations", a->pbkdf_force_iterations,
-                "PBKDF iterations cost (forced, disables benchmark)");
-  c->add_option("--pbkdf-memory", a->pbkdf_memory, "PBKDF memory cost limit (KiB)");
-  c->add_option("--pbkdf-parallel", a->pbkdf_parallel, "PBKDF parallel cost");
+  add_pbkdf_options(c, *a, "The hash of the new keyslot's PBKDF and AF",
+                    "PBKDF of the new keyslot: argon2i, argon2id, pbkdf2");
   c->add_flag("--init-only", a->init_only, "Initialize the reencryption metadata only");
   c->add_flag("--resume-only", a->resume_only, "Resume an initialized reencryption only");
   c->add_flag("--encrypt,--new", a->encrypt, "Encrypt a plain image (not implemented yet)");
