@@ -28,6 +28,19 @@ std::string to_hex(std::span<const std::byte> bytes) {
   return out;
 }
 
+std::string to_hex_lines(std::span<const std::byte> bytes, std::string_view indent) {
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i && i % 16 == 0 && !indent.empty()) {
+      out += '\n';
+      out += indent;
+    }
+    out += to_hex(bytes.subspan(i, 1));
+    out += ' ';
+  }
+  return out;
+}
+
 Result<std::vector<std::byte>> from_hex(std::string_view hex) {
   if (hex.size() % 2 != 0) return make_error(Errc::kInvalid, "hex string has odd length");
   auto nibble = [](char c) -> int {

@@ -62,6 +62,9 @@ std::string read_cstr_field(const std::byte* p, std::size_t len);
 void write_cstr_field(std::byte* p, std::size_t len, std::string_view s) noexcept;
 
 std::string to_hex(std::span<const std::byte> bytes);
+// cryptsetup's dump layout of a byte string (crypt_log_hex): each byte as two hex digits and a
+// space, 16 a line, every further line starting with `indent`; an empty `indent` keeps one line.
+std::string to_hex_lines(std::span<const std::byte> bytes, std::string_view indent);
 Result<std::vector<std::byte>> from_hex(std::string_view hex);
 
 inline std::span<const std::byte> as_bytes(std::string_view s) noexcept {

@@ -150,15 +150,6 @@ Result<void> prepare_header_file(const std::string& path, std::uint64_t bytes) {
   return ok();
 }
 
-std::string hex_block(std::span<const std::byte> b) {
-  std::string out;
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    if (i && i % 16 == 0) out += "\n\t\t";
-    out += to_hex(b.subspan(i, 1)) + " ";
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------
 
 // luksFormat --wipe: the whole data area is written with encrypted zeros through the engine
@@ -319,7 +310,7 @@ int do_dump(const LuksArgs& a, const CommandContext& ctx) {
   std::cout << "Payload offset:\t" << l.data_offset_bytes / 512 << "\n";
   std::cout << "UUID:          \t" << l.uuid << "\n";
   std::cout << "MK bits:       \t" << k->volume_key.size() * 8 << "\n";
-  std::cout << "MK dump:\t" << hex_block(k->volume_key.span()) << "\n";
+  std::cout << "MK dump:\t" << to_hex_lines(k->volume_key.span(), "\t\t") << "\n";
   return kExitOk;
 }
 

@@ -17,17 +17,6 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-// Hex bytes, 16 per line, continuation lines prefixed by `indent` (cryptsetup's crypt_log_hex).
-// An empty `indent` prints everything on one line (LUKS1 "MK digest").
-std::string hex_lines(std::span<const std::byte> b, const std::string& indent) {
-  std::string out;
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    if (i && i % 16 == 0 && !indent.empty()) out += "\n" + indent;
-    out += to_hex(b.subspan(i, 1)) + " ";
-  }
-  return out;
-}
-
 void pretty(const Json& j, int indent, std::string& out) {
   const std::string pad(static_cast<std::size_t>(indent), ' ');
   const std::string pad2(static_cast<std::size_t>(indent + 2), ' ');
@@ -68,8 +57,8 @@ std::string dump_luks1(const format::Luks1Header& h, const std::string& device) 
   o << "Hash spec:     \t" << p.hash_spec << "\n";
   o << "Payload offset:\t" << p.payload_offset << "\n";
   o << "MK bits:       \t" << p.key_bytes * 8 << "\n";
-  o << "MK digest:     \t" << hex_lines(p.mk_digest, "") << "\n";
-  o << "MK salt:       \t" << hex_lines(p.mk_digest_salt, "               \t") << "\n";
+  o << "MK digest:     \t" << to_hex_lines(p.mk_digest, "") << "\n";
+  o << "MK salt:       \t" << to_hex_lines(p.mk_digest_salt, "               \t") << "\n";
   o << "MK iterations: \t" << p.mk_digest_iterations << "\n";
   o << "UUID:          \t" << p.uuid << "\n\n";
   for (std::uint32_t i = 0; i < luks1::kNumKeys; ++i) {
@@ -77,8 +66,8 @@ std::string dump_luks1(const format::Luks1Header& h, const std::string& device) 
     if (kb.active == luks1::kKeyEnabled) {
       o << "Key Slot " << i << ": ENABLED\n";
       o << "\tIterations:         \t" << kb.password_iterations << "\n";
-      o << "\tSalt:               \t" << hex_lines(kb.password_salt, "\t                      \t")
-        << "\n";
+      o << "\tSalt:               \t"
+        << to_hex_lines(kb.password_salt, "\t                      \t") << "\n";
       o << "\tKey material offset:\t" << kb.key_material_offset << "\n";
       o << "\tAF stripes:            \t" << kb.stripes << "\n";
     } else {
@@ -90,7 +79,7 @@ std::string dump_luks1(const format::Luks1Header& h, const std::string& device) 
 
 std::string b64_hex(const std::string& b64, const std::string& indent) {
   auto raw = format::base64_decode(b64);
-  return raw ? hex_lines(*raw, indent) : b64;
+  return raw ? to_hex_lines(*raw, indent) : b64;
 }
 
 std::string dump_luks2(const format::Luks2Header& h) {
@@ -161,7 +150,7 @@ std::string dump_luks2(const format::Luks2Header& h) {
       o << "\tMemory:     " << k.kdf.memory_kib << "\n";
       o << "\tThreads:    " << k.kdf.cpus << "\n";
     }
-    o << "\tSalt:       " << hex_lines(k.kdf.salt, "\t            ") << "\n";
+    o << "\tSalt:       " << to_hex_lines(k.kdf.salt, "\t            ") << "\n";
     o << "\tAF stripes: " << k.af_stripes << "\n";
     o << "\tAF hash:    " << k.af_hash << "\n";
     o << "\tArea offset:" << k.area_offset << " [bytes]\n";

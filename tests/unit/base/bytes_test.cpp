@@ -25,6 +25,17 @@ TEST(Bytes, HexRoundTripAndErrors) {
   EXPECT_EQ(from_hex("zz").error().object, 0u);
 }
 
+// cryptsetup's dump layout: "xx " per byte, 16 a line, continuation lines after the indent.
+TEST(Bytes, HexLinesBreakEvery16BytesAfterTheIndentAndKeepOneLineWithoutIt) {
+  std::array<std::byte, 17> b{};
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = std::byte(i);
+  const std::string first = "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f ";
+  EXPECT_EQ(to_hex_lines(b, "\t\t"), first + "\n\t\t10 ");
+  EXPECT_EQ(to_hex_lines(b, ""), first + "10 ");
+  EXPECT_EQ(to_hex_lines(std::span(b).first(16), "\t"), first);
+  EXPECT_EQ(to_hex_lines({}, "\t"), "");
+}
+
 // LUKS string fields: at most len-1 characters, the last byte always NUL.
 TEST(CstrField, WritesPaddedAndTruncatedAndReadsBackUpToTheFirstNul) {
   std::array<std::byte, 8> f{};
