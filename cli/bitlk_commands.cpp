@@ -6,6 +6,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <variant>
 
 #include <CLI/CLI.hpp>
 
@@ -27,58 +28,60 @@ struct BitlkArgs {
   std::uint64_t keyfile_size = 0;
 };
 
-// cryptsetup's volume key block: 16 bytes a line, each byte followed by a space.
-std::string key_hex(std::span<const std::byte> b) {
-  std::string out;
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    if (i && i % 16 == 0) out += "\n\t\t";
-    out += to_hex(b.subspan(i, 1)) + " ";
-  }
-  return out;
-}
-
 int fail(const std::string& msg, const Error& e) {
   std::cerr << msg << "\n";
   return exit_code_for(e);
 }
 
-int do_bitlk_dump(const BitlkArgs& a, const CommandContext& ctx) {
+// The parsed header of a dump, or the exit status after cryptsetup's message for `kind` (BITLK,
+// FVAULT2): the image is read through a read-only, buffered store.
+template <class Header>
+std::variant<std::unique_ptr<Header>, int> load_for_dump(const BitlkArgs& a, const char* kind) {
   const volume::PosixStoreOptions ro{.read_only = true, .direct_io = false};
   auto store = volume::open_posix_store(a.device, ro);
   if (!store) {
     std::cerr << "Device " << a.device << " does not exist or access denied.\n";
     return kExitBadDevice;
   }
-  auto h = volume::BitlkHeader::load(**store);
+  auto h = Header::load(**store);
   if (!h)
     return fail(
-        "Device " + a.device + " is not a valid BITLK device. (" + h.error().message() + ")",
+        "Device " + a.device + " is not a valid " + kind + " device. (" + h.error().message() + ")",
         h.error());
+  return std::move(*h);
+}
+
+// --dump-volume-key: cryptsetup's confirmation, then the passphrase (--key-file or a prompt);
+// `ask` false when the volume has a clear key and no key file was given.
+Result<SecretBytes> confirmed_passphrase(const BitlkArgs& a, const CommandContext& ctx, bool ask) {
+  if (!yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning))
+    return make_error(Errc::kCancelled, "Operation aborted.");
+  if (!ask) return SecretBytes{};
+  KeySource src;
+  if (!a.key_file.empty()) src.key_file = a.key_file;
+  src.keyfile_offset = a.keyfile_offset;
+  src.keyfile_size = a.keyfile_size;
+  return read_passphrase(src, "Enter passphrase for " + a.device + ": ", false);
+}
+
+int unlock_failed(const BitlkArgs& a, const Error& e) {
+  if (e.code == Errc::kBadKey) return fail("No key available with this passphrase.", e);
+  return fail("Cannot unlock " + a.device + ": " + e.message(), e);
+}
+
+int do_bitlk_dump(const BitlkArgs& a, const CommandContext& ctx) {
+  auto loaded = load_for_dump<volume::BitlkHeader>(a, "BITLK");
+  if (auto* rc = std::get_if<int>(&loaded)) return *rc;
+  const auto& h = std::get<0>(loaded);
   if (!a.dump_volume_key) {
-    std::cout << (*h)->dump(a.device);
+    std::cout << h->dump(a.device);
     return kExitOk;
   }
-  if (!yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning)) {
-    std::cerr << "Operation aborted.\n";
-    return kExitUsage;
-  }
-  SecretBytes pass;
-  if (!(*h)->has_clear_key() || !a.key_file.empty()) {
-    KeySource src;
-    if (!a.key_file.empty()) src.key_file = a.key_file;
-    src.keyfile_offset = a.keyfile_offset;
-    src.keyfile_size = a.keyfile_size;
-    auto p = read_passphrase(src, "Enter passphrase for " + a.device + ": ", false);
-    if (!p) return fail(p.error().message(), p.error());
-    pass = std::move(*p);
-  }
-  auto vk = (*h)->unlock(pass.span());
-  if (!vk) {
-    if (vk.error().code == Errc::kBadKey)
-      return fail("No key available with this passphrase.", vk.error());
-    return fail("Cannot unlock " + a.device + ": " + vk.error().message(), vk.error());
-  }
-  const volume::VolumeLayout& l = (*h)->layout();
+  auto pass = confirmed_passphrase(a, ctx, !h->has_clear_key() || !a.key_file.empty());
+  if (!pass) return fail(pass.error().message(), pass.error());
+  auto vk = h->unlock(pass->span());
+  if (!vk) return unlock_failed(a, vk.error());
+  const volume::VolumeLayout& l = h->layout();
   std::string mode = l.cipher.chain_mode;
   mode.append("-").append(l.cipher.iv_mode);
   std::cout << "BITLK header information for " << a.device << "\n";
@@ -86,45 +89,24 @@ int do_bitlk_dump(const BitlkArgs& a, const CommandContext& ctx) {
   std::cout << "Cipher mode:   \t" << mode << "\n";
   std::cout << "UUID:          \t" << l.uuid << "\n";
   std::cout << "MK bits:       \t" << vk->size() * 8 << "\n";
-  std::cout << "MK dump:\t" << key_hex(vk->span()) << "\n";
+  std::cout << "MK dump:\t" << to_hex_lines(vk->span(), "\t\t") << "\n";
   return kExitOk;
 }
 
 int do_fvault2_dump(const BitlkArgs& a, const CommandContext& ctx) {
-  const volume::PosixStoreOptions ro{.read_only = true, .direct_io = false};
-  auto store = volume::open_posix_store(a.device, ro);
-  if (!store) {
-    std::cerr << "Device " << a.device << " does not exist or access denied.\n";
-    return kExitBadDevice;
-  }
-  auto h = volume::Fvault2Header::load(**store);
-  if (!h)
-    return fail(
-        "Device " + a.device + " is not a valid FVAULT2 device. (" + h.error().message() + ")",
-        h.error());
-  const std::string dump = (*h)->dump(a.device);
+  auto loaded = load_for_dump<volume::Fvault2Header>(a, "FVAULT2");
+  if (auto* rc = std::get_if<int>(&loaded)) return *rc;
+  const auto& h = std::get<0>(loaded);
+  const std::string dump = h->dump(a.device);
   if (!a.dump_volume_key) {
     std::cout << dump;
     return kExitOk;
   }
-  if (!yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning)) {
-    std::cerr << "Operation aborted.\n";
-    return kExitUsage;
-  }
-  KeySource src;
-  if (!a.key_file.empty()) src.key_file = a.key_file;
-  src.keyfile_offset = a.keyfile_offset;
-  src.keyfile_size = a.keyfile_size;
-  auto p = read_passphrase(src, "Enter passphrase for " + a.device + ": ", false);
-  if (!p) return fail(p.error().message(), p.error());
-  auto vk = (*h)->unlock(p->span());
-  if (!vk)
-    return fail(vk.error().code == Errc::kBadKey ? "No key available with this passphrase."
-                                                 : vk.error().message(),
-                vk.error());
-  std::string hex;
-  for (std::size_t i = 0; i < vk->size(); ++i) hex += to_hex(vk->span().subspan(i, 1)) + " ";
-  std::cout << dump << "Volume key:       \t" << hex << "\n";
+  auto pass = confirmed_passphrase(a, ctx, true);
+  if (!pass) return fail(pass.error().message(), pass.error());
+  auto vk = h->unlock(pass->span());
+  if (!vk) return unlock_failed(a, vk.error());
+  std::cout << dump << "Volume key:       \t" << to_hex_lines(vk->span(), "") << "\n";
   return kExitOk;
 }
 
