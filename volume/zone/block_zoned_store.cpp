@@ -171,19 +171,9 @@ class BlockZonedStore final : public ZonedStore {
   Result<void> sync() override { return device_->sync(); }
 
   Result<void> discard(ByteOffset off, std::uint64_t len_bytes) override {
-    if (read_only_) {
-      return make_error_fmt(Errc::kReadOnly, "discard zoned device range", off.value,
-                            "%s is open read-only", path_.c_str());
-    }
-    if (len_bytes == 0) return ok();
-    if (off.value >= map_->size_bytes() || len_bytes > map_->size_bytes() - off.value) {
-      return make_error_fmt(Errc::kInvalid, "discard past the end of the zoned device", off.value,
-                            "%s", path_.c_str());
-    }
-    if (map_->touches_sequential(off, len_bytes)) {
-      return make_error_fmt(Errc::kUnsupported, "discard in a sequential zone", off.value,
-                            "%s: reset the zone instead", path_.c_str());
-    }
+    if (len_bytes == 0 && !read_only_) return ok();
+    CRYPTMAP_TRY_VOID(zone_internal::check_discard(*map_, off, len_bytes, read_only_,
+                                                   "discard zoned device range", path_));
     return device_->discard(off, len_bytes);  // BLKDISCARD; kUnsupported where the device has none
   }
 

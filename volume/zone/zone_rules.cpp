@@ -110,6 +110,20 @@ Result<void> check_management_cond(const ZoneInfo& z, const char* what) {
   return ok();
 }
 
+Result<void> check_discard(const ZoneMap& map, ByteOffset off, std::uint64_t len_bytes,
+                           bool read_only, const char* what, const std::string& name) {
+  if (read_only)
+    return make_error_fmt(Errc::kReadOnly, what, off.value, "%s is open read-only", name.c_str());
+  if (off.value >= map.size_bytes() || len_bytes > map.size_bytes() - off.value)
+    return make_error_fmt(Errc::kInvalid, what, off.value, "%s: the range passes its end",
+                          name.c_str());
+  if (map.touches_sequential(off, len_bytes))
+    return make_error_fmt(Errc::kUnsupported, what, off.value,
+                          "%s: the range touches a sequential zone; reset the zone instead",
+                          name.c_str());
+  return ok();
+}
+
 // ---- CRC-32C ------------------------------------------------------------------------------------
 
 namespace {

@@ -79,6 +79,12 @@ Result<void> check_management_target(const ZoneMap& map, std::uint64_t index, bo
                                      const char* what, const std::string& name);
 Result<void> check_management_cond(const ZoneInfo& z, const char* what);
 
+// A discard of [off, off + len_bytes) on a zoned store: the store is writable, the range lies
+// inside the map and touches no sequential zone (those are reset instead). `what` names the
+// operation in the error ("discard zoned image range"); `name` is the image or device.
+Result<void> check_discard(const ZoneMap& map, ByteOffset off, std::uint64_t len_bytes,
+                           bool read_only, const char* what, const std::string& name);
+
 // ---- CRC-32C (Castagnoli), the sidecar checksum
 // --------------------------------------------------
 std::uint32_t crc32c(std::span<const std::byte> data, std::uint32_t crc = 0) noexcept;
