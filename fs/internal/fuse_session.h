@@ -136,7 +136,6 @@ class SessionWorkers {
  private:
   SessionWorkers(FuseSession& session, Options opts);
   void serve(Worker& w) EXCLUDES(mu_);
-  void worker_ended();
 
   FuseSession& session_;
   Options opts_;

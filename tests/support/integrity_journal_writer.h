@@ -17,7 +17,7 @@ class JournalWriter {
   // `sections` sections for blocks of `spb` 512-byte sectors and `tag` tag bytes. Starts as the
   // journal a format leaves: every sector carrying sequence 0, every entry unused.
   JournalWriter(std::uint32_t sections, std::uint32_t spb, std::uint32_t tag)
-      : sections_(sections), spb_(spb), tag_(tag) {
+      : spb_(spb), tag_(tag) {
     entry_ = (8 + 8 * spb + tag + 7) / 8 * 8;
     entries_ = 8 * (504 / entry_);
     sectors_ = entries_ * spb + 8;
@@ -87,7 +87,7 @@ class JournalWriter {
     for (int b = 0; b < 4; ++b) p[b] = std::byte(v >> (8 * b));
   }
 
-  std::uint32_t sections_, spb_, tag_, entry_ = 0, entries_ = 0, sectors_ = 0;
+  std::uint32_t spb_, tag_, entry_ = 0, entries_ = 0, sectors_ = 0;
   std::vector<std::byte> bytes_;
 };
 
