@@ -1251,7 +1251,6 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   auto ca = std::make_shared<CloseArgs>();
   CLI::App* close = app.add_subcommand("close", "Flush and remove the mapped file NAME");
   close->alias("remove");
-  close->alias("loopaesClose");
   close->add_option("name", ca->name, "Name of the mapped file");
   close->add_flag("--all", ca->all, "Close every volume served in the mount directory");
   close->add_flag("--force", ca->force, "Remove it even while it is open (I/O then fails)");
