@@ -30,7 +30,7 @@ keys k1 1
 keys k64 64
 keys k65 65
 keys other65 65
-head -c $MiB /dev/urandom > "$T/plain"
+head -c $((MiB / 2)) /dev/urandom > "$T/plain"
 head -c $((64 * 1024)) /dev/urandom > "$T/patch"
 
 # partner enc|dec KEYFILE BITS IV_SECTOR IN OUT [HASH]: loop-AES's aespipe (its -O is the IV
@@ -130,7 +130,7 @@ expect_failure 1 'Incompatible loop-AES keyfile detected.*key 5 has 44 character
 expect_failure 1 'Maximum keyfile size exceeded' -- \
   cm_open --type loopaes --key-file "$T/huge" "$T/v3.img" bad
 expect_failure 1 'Option --key-file is required' -- cm_open --type loopaes "$T/v3.img" bad </dev/null
-expect_failure 1 'too small for --offset 4096 \(the image has 2056 sectors\)' -- \
+expect_failure 1 'too small for --offset 4096 \(the image has 1032 sectors\)' -- \
   cm_open --type loopaes --offset 4096 --key-file "$T/k65" "$T/v3.img" bad
 expect_failure 1 'loop-AES: --key-size: 512 bits; loop-AES keys are 128, 192 or 256 bits' -- \
   cm_open --type loopaes --key-size 512 --key-file "$T/k65" "$T/v3.img" bad
