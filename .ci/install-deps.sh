@@ -18,6 +18,8 @@ pkgs=(
   podman busybox-static
   # the install tests (label package): man pages rendered and linted
   man-db groff-base
+  # loop-AES (issue 16): loop-AES's own aespipe and gpg make and read the tests' images
+  aespipe gnupg
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -42,6 +42,7 @@
 #include "fs/daemon.h"
 #include "volume/format/bitlk.h"
 #include "volume/format/fvault2.h"
+#include "volume/format/loopaes.h"
 #include "volume/format/luks.h"
 #include "volume/format/plain.h"
 #include "volume/format/unlock.h"
@@ -96,6 +97,7 @@ struct OpenArgs {
   bool all = false;                     // --all: every entry of the cryptmaptab
   std::string tab = "/etc/cryptmaptab";
   volume::PlainOptions plain;
+  volume::LoopaesOptions loopaes;     // --type loopaes (from --cipher/--key-size/--hash/...)
   bool allow_discards = false;        // --allow-discards
   bool integrity_no_journal = false;  // --integrity-no-journal (LUKS2 --integrity volumes)
   std::string cache_size;             // --cache-size: bytes with a K/M/G suffix; 0 = no cache
@@ -339,6 +341,69 @@ std::optional<Request> unlock_with_key_file(const OpenArgs& a, const volume::Unl
   return req;
 }
 
+// open --type loopaes (docs/loopaes.md): the key file (whole; `-` = stdin, where users pipe
+// `gpg --decrypt`) gives the keys and their count, the options the mapping. No header, so no
+// key check: a wrong key file opens and reads garbage, as with cryptsetup.
+std::optional<Request> unlock_loopaes(const OpenArgs& a, Request req, const KeySource& src,
+                                      CommandContext& ctx) {
+  if (!src.key_file) {
+    say("Option --key-file is required (loop-AES keys come from a key file; for a GPG-encrypted "
+        "one: gpg --decrypt KEYFILE | cryptmap open --type loopaes " +
+        a.image + " NAME --key-file -).");
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  volume::UnlockOptions uo;
+  uo.type = volume::VolumeType::kLoopaes;
+  uo.loopaes = a.loopaes;
+  auto store = volume::open_image_store(
+      a.image, volume::PosixStoreOptions{.read_only = true, .direct_io = false});
+  if (!store) {
+    say(user_message(store.error(), a.image));
+    ctx.exit_code = exit_code_for(store.error());
+    return std::nullopt;
+  }
+  auto unlocker = volume::Unlocker::prepare(**store, **store, uo);
+  if (!unlocker) {
+    const Error& e = unlocker.error();
+    if (e.code == Errc::kNoSpace)
+      say("Device " + a.image + " is too small for --offset " +
+          std::to_string(a.loopaes.offset_sectors) + " (" + std::string(e.detail_view()) +
+          "). Give the offset of the loop-AES data in 512-byte sectors.");
+    else
+      say("Cannot open " + a.image + " as loop-AES: " + e.message() + ".");
+    ctx.exit_code = exit_code_for(e);
+    return std::nullopt;
+  }
+  auto keyfile = read_passphrase(src, "", false);
+  if (!keyfile) {
+    say("Cannot read keyfile " + *src.key_file + ": " + keyfile.error().message());
+    ctx.exit_code = exit_code_for(keyfile.error());
+    return std::nullopt;
+  }
+  auto key = unlocker->unlock(keyfile->span());
+  if (!key) {
+    const Error& e = key.error();
+    const std::string file = *src.key_file == "-" ? "stdin" : *src.key_file;
+    if (std::string_view(e.what).find("GPG") != std::string_view::npos)
+      say("Detected not yet supported GPG encrypted keyfile " + file +
+          ". Please use gpg --decrypt " + (file == "stdin" ? "KEYFILE" : file) +
+          " | cryptmap open --type loopaes " + a.image + " NAME --key-file -");
+    else if (e.code == Errc::kInvalid)
+      say("Incompatible loop-AES keyfile detected in " + file + ": " +
+          std::string(e.detail_view()) + ".");
+    else
+      say("Cannot use the loop-AES keyfile " + file + ": " + e.message() + ".");
+    ctx.exit_code = exit_code_for(e);
+    return std::nullopt;
+  }
+  spdlog::debug("loop-AES: {} key(s), cipher {}", key->volume_key.size() / (a.loopaes.key_bits / 8),
+                key->layout.cipher.to_string());
+  req.layout = std::move(key->layout);
+  req.volume_key = std::move(key->volume_key);
+  return req;
+}
+
 // Builds the add request: header, passphrase, unlock. Returns the exit code on failure.
 std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   Request req;
@@ -381,6 +446,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
     req.volume_key = std::move(m->volume_key);
     return req;
   }
+  if (a.type == "loopaes") return unlock_loopaes(a, std::move(req), src, ctx);
   volume::UnlockOptions uo;
   if (a.type == "plain")
     uo.type = volume::VolumeType::kPlain;
@@ -394,7 +460,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
     uo.type = volume::VolumeType::kFvault2;
   else if (a.type != "luks") {
     say("Unknown device type " + a.type +
-        " (use luks, luks1, luks2, plain, bitlk, fvault2 or tcrypt).");
+        " (use luks, luks1, luks2, plain, bitlk, fvault2, tcrypt or loopaes).");
     ctx.exit_code = kExitUsage;
     return std::nullopt;
   }
@@ -584,6 +650,30 @@ void run_open_all(const OpenArgs& a, const CLI::App& open, CommandContext& ctx) 
   ctx.exit_code = apps::open_from_tab(run);
 }
 
+// --type loopaes takes --cipher (the block cipher), --key-size (default 256), --hash (default
+// by key size), --offset and --skip (default: the offset) as cryptsetup's action_open_loopaes;
+// plain mode's other mapping options do not apply.
+bool loopaes_options(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
+  for (const char* o : {"--size", "--sector-size", "--iv-large-sectors"}) {
+    if (open.get_option(o)->count() == 0) continue;
+    say(std::string("Option ") + o + " is not supported for loop-AES devices (their sectors " +
+        "are 512 bytes and the mapping runs to the end of the image).");
+    ctx.exit_code = kExitUsage;
+    return false;
+  }
+  if (open.get_option("--cipher")->count() > 0) a.loopaes.cipher = a.plain.cipher;
+  if (open.get_option("--key-size")->count() > 0) a.loopaes.key_bits = a.plain.key_bits;
+  if (open.get_option("--hash")->count() > 0) a.loopaes.hash = a.plain.hash;
+  a.loopaes.offset_sectors = a.plain.offset_sectors;
+  if (open.get_option("--skip")->count() > 0) a.loopaes.skip_sectors = a.plain.skip_sectors;
+  if (auto r = volume::loopaes_check_options(a.loopaes); !r) {
+    say(r.error().message() + ".");
+    ctx.exit_code = kExitUsage;
+    return false;
+  }
+  return true;
+}
+
 void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
   configure_cli_logging(ctx);
   if (a.all) {
@@ -610,13 +700,14 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
   } else if (!a.key_files.empty()) {
     a.key_file = a.key_files.front();
   }
+  if (a.type == "loopaes" && !loopaes_options(a, open, ctx)) return;
   bool ok_paths = false;
   const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
   if (!ok_paths) return;
   if (a.test_passphrase) {
     // cryptsetup open --test-passphrase: check the passphrase against the keyslots, map
     // nothing; exit 0 when a keyslot opens, 2 when none does. NAME is optional.
-    if (a.type == "plain") {
+    if (a.type == "plain" || a.type == "loopaes") {
       say("Option --test-passphrase is allowed only for open of LUKS and TCRYPT devices.");
       ctx.exit_code = kExitUsage;
       return;
@@ -926,7 +1017,8 @@ std::optional<VolumeStatus> active_luks_volume(const ControlPaths& paths, const 
     ctx.exit_code = report_reply(reply, "status");
     return std::nullopt;
   }
-  if (reply->volumes[0].layout.type == volume::VolumeType::kPlain) {
+  if (reply->volumes[0].layout.type == volume::VolumeType::kPlain ||
+      reply->volumes[0].layout.type == volume::VolumeType::kLoopaes) {
     say("This operation is supported only for LUKS device.");
     ctx.exit_code = kExitUsage;
     return std::nullopt;
@@ -1047,23 +1139,21 @@ std::optional<std::string> daemon_volume_of_image(const std::string& image,
   return std::nullopt;
 }
 
-void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
-  // The argument structs must outlive parsing and the callbacks, which CLI11 runs from
-  // app.parse(); the app owns them through these shared_ptrs captured by the callbacks.
-  auto oa = std::make_shared<OpenArgs>();
-  CLI::App* open = app.add_subcommand(
-      "open", "Unlock IMAGE and serve its plaintext as the file NAME in the mount directory");
+namespace {
+
+// The options of `open` (and of its alias loopaesOpen) on `open`, into `oa`.
+void add_open_options(CLI::App* open, const std::shared_ptr<OpenArgs>& oa) {
   open->add_option("image", oa->image, "Encrypted image (file or block device); not with --all");
   open->add_option("name", oa->name, "Name of the mapped file (not with --test-passphrase)");
   open->add_flag("--test-passphrase", oa->test_passphrase,
                  "Only check that the passphrase opens a keyslot; map nothing");
   open->add_option("--type,-M", oa->type,
                    "luks (auto-detect LUKS, BitLocker, FileVault 2), luks1, luks2, plain, bitlk, "
-                   "fvault2, tcrypt")
+                   "fvault2, tcrypt, loopaes")
       ->capture_default_str();
   open->add_option("--key-file,-d", oa->key_files,
                    "Read the passphrase from this file (- = stdin); tcrypt: a keyfile (repeat "
-                   "for several)")
+                   "for several); loopaes: the key file (required)")
       ->allow_extra_args(false);  // one file per --key-file: the positionals stay positionals
   open->add_option("--keyfile-offset", oa->keyfile_offset, "Skip this many bytes of the key file");
   open->add_option("--keyfile-size,-l", oa->keyfile_size, "Read at most this many key-file bytes");
@@ -1091,13 +1181,19 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   open->add_flag("--all", oa->all,
                  "Open every entry of the cryptmaptab without noauto (crypttab syntax)");
   open->add_option("--tab", oa->tab, "The table for --all")->capture_default_str();
-  open->add_option("--cipher,-c", oa->plain.cipher, "plain: cipher spec")->capture_default_str();
-  open->add_option("--key-size,-s", oa->plain.key_bits, "plain: key size in bits")
+  open->add_option("--cipher,-c", oa->plain.cipher,
+                   "plain: cipher spec; loopaes: block cipher (default aes)")
       ->capture_default_str();
-  open->add_option("--hash", oa->plain.hash, "plain: passphrase hash")->capture_default_str();
+  open->add_option("--key-size,-s", oa->plain.key_bits,
+                   "plain: key size in bits; loopaes: bits per key, 128, 192, 256 (default)")
+      ->capture_default_str();
+  open->add_option("--hash", oa->plain.hash,
+                   "plain: passphrase hash; loopaes: key-line hash (default by key size)")
+      ->capture_default_str();
   open->add_option("--offset,-o", oa->plain.offset_sectors,
-                   "plain: start of the data in 512-byte sectors");
-  open->add_option("--skip,-p", oa->plain.skip_sectors, "plain: IV offset in 512-byte sectors");
+                   "plain, loopaes: start of the data in 512-byte sectors");
+  open->add_option("--skip,-p", oa->plain.skip_sectors,
+                   "plain, loopaes: IV offset in 512-byte sectors (loopaes default: the offset)");
   open->add_option("--size,-b", oa->plain.size_sectors, "plain: size in 512-byte sectors");
   open->add_option("--sector-size", oa->plain.sector_size, "plain: encryption sector size");
   open->add_flag("--iv-large-sectors", oa->plain.iv_large_sectors,
@@ -1125,7 +1221,32 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
                  "(write-through)");
   open->add_flag("--debug-unordered-zone-writes", oa->debug_unordered_zone_writes)
       ->group("");  // hidden: tests prove the zoned ordering matters
+}
+
+}  // namespace
+
+void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
+  // The argument structs must outlive parsing and the callbacks, which CLI11 runs from
+  // app.parse(); the app owns them through these shared_ptrs captured by the callbacks.
+  auto oa = std::make_shared<OpenArgs>();
+  CLI::App* open = app.add_subcommand(
+      "open", "Unlock IMAGE and serve its plaintext as the file NAME in the mount directory");
+  add_open_options(open, oa);
   open->callback([oa, open, &ctx] { run_open(*oa, *open, ctx); });
+  // cryptsetup's loopaesOpen = open --type loopaes.
+  auto la = std::make_shared<OpenArgs>();
+  la->type = "loopaes";
+  CLI::App* loopaes_open =
+      app.add_subcommand("loopaesOpen", "Open a loop-AES image (open --type loopaes)");
+  add_open_options(loopaes_open, la);
+  loopaes_open->callback([la, loopaes_open, &ctx] {
+    if (la->type != "loopaes") {
+      say("loopaesOpen opens loop-AES images only; use open --type " + la->type + ".");
+      ctx.exit_code = kExitUsage;
+      return;
+    }
+    run_open(*la, *loopaes_open, ctx);
+  });
 
   auto ca = std::make_shared<CloseArgs>();
   CLI::App* close = app.add_subcommand("close", "Flush and remove the mapped file NAME");

@@ -133,7 +133,7 @@ void put_layout(Sink& s, const volume::VolumeLayout& l) {
 Result<volume::VolumeLayout> get_layout(Source& s) {
   volume::VolumeLayout l;
   CRYPTMAP_TRY(type, s.u8("layout.type"));
-  if (type > static_cast<std::uint8_t>(volume::VolumeType::kTcrypt))
+  if (type > static_cast<std::uint8_t>(volume::VolumeType::kLoopaes))
     return make_error(Errc::kCorrupt, "control message: layout.type");
   l.type = static_cast<volume::VolumeType>(type);
   CRYPTMAP_TRY(cipher, s.str("layout.cipher"));

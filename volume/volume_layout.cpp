@@ -16,6 +16,8 @@ const char* volume_type_name(VolumeType t) noexcept {
       return "FVAULT2";
     case VolumeType::kTcrypt:
       return "TCRYPT";
+    case VolumeType::kLoopaes:
+      return "LOOPAES";
   }
   return "?";
 }

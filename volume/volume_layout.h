@@ -17,8 +17,16 @@
 
 namespace cryptmap::volume {
 
-enum class VolumeType : std::uint8_t { kLuks1, kLuks2, kPlain, kBitlk, kFvault2, kTcrypt };
-// "LUKS1", "LUKS2", "PLAIN", "BITLK", "FVAULT2", "TCRYPT"
+enum class VolumeType : std::uint8_t {
+  kLuks1,
+  kLuks2,
+  kPlain,
+  kBitlk,
+  kFvault2,
+  kTcrypt,
+  kLoopaes,
+};
+// "LUKS1", "LUKS2", "PLAIN", "BITLK", "FVAULT2", "TCRYPT", "LOOPAES" (cryptsetup's names)
 const char* volume_type_name(VolumeType t) noexcept;
 
 // One line of a dm table, in volume order. Offsets and lengths in bytes, multiples of the

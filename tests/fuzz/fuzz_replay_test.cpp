@@ -18,6 +18,7 @@
 #include "tests/support/temp_dir.h"
 #include "volume/format/bitlk.h"
 #include "volume/format/internal/luks2_disk.h"
+#include "volume/format/loopaes.h"
 #include "volume/format/luks_admin.h"
 #include "volume/format/tcrypt.h"
 #include "volume/store/mem_backing_store.h"
@@ -499,6 +500,30 @@ TEST(FuzzReplay, TcryptHeader) {
   EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
 }
 
+TEST(FuzzReplay, LoopaesKeyfile) {
+  const Bytes seed = loopaes_keyfile_seed();
+  {
+    // The seed is a valid multi-key-v3 file (so mutations start from one that parses).
+    auto k = volume::loopaes_parse_keyfile(
+        std::span(reinterpret_cast<const std::byte*>(seed.data()) + 1, seed.size() - 1), {});
+    ASSERT_TRUE(k) << k.error().message();
+    EXPECT_EQ(k->key_count, 65u);
+  }
+  Mutator m(7);
+  Tracker t;
+  for (int i = 0; i < 20000; ++i) {
+    Bytes b = seed;
+    for (std::size_t k = 0, n = 1 + m.below(4); k < n; ++k) {
+      if (m.below(3) == 0 && b.size() > 1)
+        b[1 + m.below(b.size() - 1)] = std::array<std::uint8_t, 4>{'\n', '\r', 0, 'x'}[m.below(4)];
+      else
+        m.bytes(b, b.size());
+    }
+    loopaes_keyfile(b.data(), b.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
 TEST(FuzzReplay, IntegritySuperblock) {
   const Bytes seed = integrity_superblock_seed();
   EXPECT_EQ(integrity_superblock(seed.data(), seed.size()), 0);
@@ -569,6 +594,8 @@ TEST(FuzzReplay, WriteSeeds) {
   }
   const Bytes tc = tcrypt_seed();
   put("tcrypt_header", "seed", tc.data(), tc.size());
+  const Bytes la = loopaes_keyfile_seed();
+  put("loopaes_keyfile", "seed", la.data(), la.size());
   const Bytes is = integrity_superblock_seed();
   put("integrity_superblock", "seed", is.data(), is.size());
   const Bytes ij = integrity_journal_seed();

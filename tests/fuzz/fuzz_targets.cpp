@@ -19,6 +19,7 @@
 #include "volume/format/internal/luks1_disk.h"
 #include "volume/format/internal/luks2_metadata.h"
 #include "volume/format/internal/span_store.h"
+#include "volume/format/loopaes.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks2_reencrypt.h"
 #include "volume/format/luks_admin.h"
@@ -386,6 +387,30 @@ int tcrypt_header(const std::uint8_t* data, std::size_t size) {
     (void)volume::tcrypt_unlock(store, o, bytes.first(std::min<std::size_t>(size, 64)));
   }
   return 0;
+}
+
+int loopaes_keyfile(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  volume::LoopaesOptions o;
+  static constexpr std::uint32_t kBits[] = {128, 192, 256, 128};
+  o.key_bits = kBits[data[0] & 3];
+  if ((data[0] & 4) != 0) o.hash = "sha1";
+  auto k = volume::loopaes_parse_keyfile(as_span(data + 1, size - 1), o);
+  if (!k) return 0;
+  CRYPTMAP_CHECK(k->key_count == 1 || k->key_count == 64 || k->key_count == 65);
+  CRYPTMAP_CHECK(k->volume_key.size() == k->key_count * (o.key_bits / 8));
+  auto l = volume::loopaes_layout(o, k->key_count, 1u << 20);
+  CRYPTMAP_CHECK(l && l->key_bytes == k->volume_key.size());
+  return 0;
+}
+
+std::vector<std::uint8_t> loopaes_keyfile_seed() {
+  std::vector<std::uint8_t> b{0};
+  for (int i = 0; i < 65; ++i) {
+    const std::string line = "fuzz seed key line " + std::to_string(100 + i) + "\n";
+    b.insert(b.end(), line.begin(), line.end());
+  }
+  return b;
 }
 
 int integrity_superblock(const std::uint8_t* data, std::size_t size) {

@@ -51,6 +51,12 @@ std::vector<std::uint8_t> fvault2_seed();
 // hidden, bit 7: system, bits 2-4: the chain); bytes 513..520 the image size (big-endian).
 // Parse, mapping, dump, keyfile pool; the trial is restricted to one cheap KDF.
 int tcrypt_header(const std::uint8_t* data, std::size_t size);
+// loop-AES key files (docs/loopaes.md §2): byte 0 steers (bits 0-1: key size 128/192/256/128,
+// bit 2: --hash sha1), the rest is the key file. An accepted file must give 1, 64 or 65 keys of
+// the key size and a mapping onto a 1 MiB image whose key size is theirs (aborts otherwise).
+int loopaes_keyfile(const std::uint8_t* data, std::size_t size);
+// 65 equal key lines, 128-bit keys.
+std::vector<std::uint8_t> loopaes_keyfile_seed();
 // dm-integrity superblock (LUKS2 --integrity, docs/integrity.md §1): bytes 0..511 are the
 // superblock sector; bytes 512..519 the device size in sectors and 520..527 the superblock's
 // sector (little-endian; defaults 524288 and 32768). Parse, LUKS2 checks, geometry, the position

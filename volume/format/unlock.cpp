@@ -21,6 +21,14 @@ Result<Unlocker> Unlocker::prepare(const BackingStore& header_store, const Backi
     u.layout_ = std::move(layout);
     return u;
   }
+  if (opts.type == VolumeType::kLoopaes) {
+    // The key count (1, 64, 65) and so the cipher come with the key file; check the rest now.
+    CRYPTMAP_TRY_VOID(loopaes_check_options(opts.loopaes));
+    u.data_bytes_ = data_store.size_bytes();
+    CRYPTMAP_TRY(layout, loopaes_layout(opts.loopaes, 1, u.data_bytes_));
+    u.layout_ = std::move(layout);
+    return u;
+  }
   if (opts.type == VolumeType::kBitlk || (!opts.type && is_bitlk(header_store))) {
     CRYPTMAP_TRY(bitlk, BitlkHeader::load(header_store));
     if (!opts.key_only) CRYPTMAP_TRY_VOID(bitlk->check_activation());
@@ -67,6 +75,13 @@ Result<UnlockedVolume> Unlocker::unlock(std::span<const std::byte> passphrase) c
     CRYPTMAP_TRY(vk, bitlk_ ? bitlk_->unlock(passphrase) : fvault2_->unlock(passphrase));
     out.layout.key_bytes = static_cast<std::uint32_t>(vk.size());
     out.volume_key = std::move(vk);
+    return out;
+  }
+  if (opts_.type == VolumeType::kLoopaes) {
+    CRYPTMAP_TRY(key, loopaes_parse_keyfile(passphrase, opts_.loopaes));
+    CRYPTMAP_TRY(layout, loopaes_layout(opts_.loopaes, key.key_count, data_bytes_));
+    out.layout = std::move(layout);
+    out.volume_key = std::move(key.volume_key);
     return out;
   }
   if (header_ == nullptr) {
