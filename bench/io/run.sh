@@ -14,6 +14,11 @@
 #   qsd-luks     qemu-storage-daemon's FUSE export over qemu's luks driver (LUKS1 image)
 #   nbdkit-luks  nbdkit's luks filter served through nbdfuse (LUKS1 image)
 #   (optional) passthrough-cached: the passthrough over the host page cache, as the peers run
+#   (optional, issue #15) cryptmap-bitlk: cryptmap open --type bitlk of cryptsetup's BitLocker test
+#                image bitlk-aes-xts-128-4k (tests/data; AES-128-XTS, 4096-byte sectors, 100 MiB
+#                volume: needs SIZE_MIB <= 96), filled with the payload through cryptmap first
+#   (optional) dislocker: dislocker-fuse 0.7 (Debian dislocker) on a copy of that filled image,
+#                the BitLocker peer; the summary adds cryptmap-bitlk / dislocker and / cryptmap
 # Workloads: seqread / seqwrite 1 MiB (1 job), randread / randwrite 4 KiB, 1 and 4 jobs (QD1 each).
 #
 # All systems are mounted for the whole run; each workload is measured for every repeat in
@@ -69,10 +74,11 @@ declare -A WL=(
 declare -A NEEDS=(
   [raw]="" [null]="" [passthrough]="" [passthrough-cached]="" [cryptmap]="" [cryptmap-uring]=""
   [qsd-luks]="qemu-storage-daemon" [nbdkit-luks]="nbdkit nbdfuse"
+  [cryptmap-bitlk]="xz" [dislocker]="xz dislocker-fuse"
 )
 declare -A PKG=([qemu-storage-daemon]=qemu-system-common [nbdkit]=nbdkit [nbdfuse]=nbdfuse
   [fio]=fio [jq]=jq [cryptsetup]=cryptsetup-bin [fusermount3]=fuse3 [openssl]=openssl
-  [python3]=python3 [cmake]=cmake [ninja]=ninja-build)
+  [python3]=python3 [cmake]=cmake [ninja]=ninja-build [xz]=xz-utils [dislocker-fuse]=dislocker)
 
 # ------------------------------------------------------------------ preflight
 [[ $(id -u) == 0 ]] || die "run as root (FUSE mounts of other daemons, O_DIRECT images)"
@@ -178,9 +184,12 @@ fill_random() {  # fill_random FILE OFFSET_BYTES: pseudo-random payload, so read
     openssl enc -aes-128-ctr -nosalt -K 00112233445566778899aabbccddeeff -iv 0 2>/dev/null |
     dd of="$1" bs=1M seek=$(($2 / MiB)) conv=notrunc,fsync status=none
 }
-need_luks2=0 need_luks1=0 need_raw=0
+need_luks2=0 need_luks1=0 need_raw=0 need_bitlk=0
 for s in "${RUN[@]}"; do
-  case $s in raw) need_raw=1 ;; passthrough* | cryptmap*) need_luks2=1 ;; qsd-luks | nbdkit-luks) need_luks1=1 ;; esac
+  case $s in
+    raw) need_raw=1 ;; cryptmap-bitlk | dislocker) need_bitlk=1 ;;
+    passthrough* | cryptmap*) need_luks2=1 ;; qsd-luks | nbdkit-luks) need_luks1=1 ;;
+  esac
 done
 if ((need_luks2)); then
   log "LUKS2 image: aes-xts-plain64, 512-bit key, 4096-byte sectors, ${SIZE_MIB} MiB payload"
@@ -214,6 +223,24 @@ if ((need_luks1)); then
   fill_random "$W/luks1.img" "$L1OFF"
   cat "$W/luks1.img" >/dev/null   # the peers run over the host page cache (their default): warm it
 fi
+if ((need_bitlk)); then
+  BITLK=bitlk-aes-xts-128-4k
+  log "BitLocker image: cryptsetup's $BITLK (AES-128-XTS, 4096-byte sectors), ${SIZE_MIB} MiB payload written through cryptmap"
+  ((SIZE_MIB <= 96)) || die "the BitLocker test volume holds 100 MiB: run with SIZE_MIB=96 or less"
+  tar -xJSf "$root/tests/data/bitlk-images.tar.xz" -C "$W" "bitlk-images/$BITLK.img" "bitlk-images/images.conf"
+  mv "$W/bitlk-images/$BITLK.img" "$W/bitlk.img"
+  # the password images.conf records for the image (cryptsetup's rule: the whole key file)
+  awk -v s="[$BITLK]" '$0 == s { f = 1; next } /^\[/ { f = 0 } f && sub(/^PW=/, "") { printf "%s", $0; exit }' \
+    "$W/bitlk-images/images.conf" >"$W/bitlk.pass"
+  [[ -s $W/bitlk.pass ]] || die "no PW for $BITLK in images.conf"
+  mkdir -p "$W/fill"
+  "$CM" open --type bitlk "$W/bitlk.img" fill --key-file "$W/bitlk.pass" --mount-dir "$W/fill" ||
+    die "cryptmap open --type bitlk $W/bitlk.img failed"
+  fill_random "$W/fill/fill" 0
+  "$CM" close --mount-dir "$W/fill" fill || die "cryptmap close of the BitLocker fill failed"
+  if [[ " ${RUN[*]} " == *" dislocker "* ]]; then cp --sparse=never "$W/bitlk.img" "$W/bitlk-d.img"; fi
+  dd if="$W/bitlk.img" iflag=nocache count=0 status=none
+fi
 
 # --------------------------------------------------------------------- systems
 start_system() {
@@ -241,6 +268,14 @@ start_system() {
       start_bg owner "$s" "$CM" open "$W/luks2u.img" bench --key-file "$W/pass" --mount-dir "$m" -f \
         --fuse-transport=uring
       MOUNTS+=("$m"); TARGET[$s]=$m/bench ;;
+    cryptmap-bitlk)
+      start_bg owner "$s" "$CM" open --type bitlk "$W/bitlk.img" bench --key-file "$W/bitlk.pass" \
+        --mount-dir "$m" -f --fuse-transport=dev
+      MOUNTS+=("$m"); TARGET[$s]=$m/bench ;;
+    dislocker)  # FUSE's -f: the process stays in the foreground; SIGTERM unmounts and exits
+      mkdir -p "$m"
+      start_bg owner "$s" dislocker-fuse -V "$W/bitlk-d.img" -u"$(cat "$W/bitlk.pass")" -- -f "$m"
+      MOUNTS+=("$m"); TARGET[$s]=$m/dislocker-file ;;
     qsd-luks)   # stopped by SIGTERM: qsd 7.2 spins if its export is unmounted under it
       m=$W/qsd.vol; : >"$m"
       start_bg owner "$s" qemu-storage-daemon --object "secret,id=sec0,file=$W/pass" \
@@ -270,6 +305,8 @@ verify() {      # 1 MiB through the file and back; LUKS images must not hold it 
     cryptmap) img=$W/luks2.img ioff=$L2OFF ;;
     cryptmap-uring) img=$W/luks2u.img ioff=$L2OFF ;;
     qsd-luks | nbdkit-luks) img=$W/luks1.img ioff=$L1OFF ;;
+    cryptmap-bitlk) img=$W/bitlk.img ioff=0 ;;   # BitLocker keeps the data in place here
+    dislocker) img=$W/bitlk-d.img ioff=0 ;;
     passthrough*) img=$W/luks2.img ioff=$L2OFF ;;
   esac
   if [[ -n $img ]]; then
@@ -367,7 +404,7 @@ host() {
   echo "kernel:    $(uname -r); fuse max_pages_limit=$(cat /proc/sys/fs/fuse/max_pages_limit 2>/dev/null || echo '?')"
   echo "storage:   $(findmnt -no SOURCE,FSTYPE -T "$W")"
   echo "cryptmap:  $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?') ($build_type${sanitize:+, $sanitize}), cache ${CACHE_MIB} MiB"
-  echo "tools:     $(fio --version), $(cryptsetup --version | cut -d' ' -f1-2), $(qemu-storage-daemon --version 2>/dev/null | sed -n '1s/.*version /qsd /p'), $(nbdkit --version 2>/dev/null | head -1), $(nbdfuse --version 2>/dev/null | head -1)"
+  echo "tools:     $(fio --version), $(cryptsetup --version | cut -d' ' -f1-2), $(qemu-storage-daemon --version 2>/dev/null | sed -n '1s/.*version /qsd /p'), $(nbdkit --version 2>/dev/null | head -1), $(nbdfuse --version 2>/dev/null | head -1)$(command -v dislocker-fuse >/dev/null && dislocker-fuse -h 2>&1 | sed -n '1s/.*\(v[0-9.]*\) .*/, dislocker \1/p')"
   echo "settings:  SYSTEMS=\"${RUN[*]}\" REPEATS=$REPEATS RUNTIME=$RUNTIME RAMP=$RAMP SIZE_MIB=$SIZE_MIB QUICK=$QUICK"
 }
 host | tee "$OUT/host.txt" >&2

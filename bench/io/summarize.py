@@ -23,9 +23,11 @@ GOAL_CEILING = 0.80
 GOAL_LIMIT_SEQ = 0.80
 GOAL_LIMIT_RANDOM = 0.70
 GOAL_PEER = 4.0
+GOAL_BITLK_LUKS2 = 0.80
 RSS_SLACK_MIB = 64
 COLORS = {"raw": "#d9d9d9", "null": "#b0b0b0", "passthrough": "#606060", "passthrough-cached": "#9467bd",
-          "cryptmap": "#1f77b4", "cryptmap-uring": "#17becf", "qsd-luks": "#ff7f0e", "nbdkit-luks": "#2ca02c"}
+          "cryptmap": "#1f77b4", "cryptmap-uring": "#17becf", "qsd-luks": "#ff7f0e", "nbdkit-luks": "#2ca02c",
+          "cryptmap-bitlk": "#8c564b", "dislocker": "#e377c2"}
 
 
 def metric(row):
@@ -159,6 +161,21 @@ def main() -> int:
                 else:
                     cells.append(f(v))
             md.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    if "cryptmap-bitlk" in systems:  # issue #15: BitLocker against dislocker and against LUKS2
+        md += ["", "cryptmap on the BitLocker image (AES-128-XTS, 4096-byte sectors) against dislocker-fuse on "
+               f"the same image and against cryptmap's LUKS2 in the same run (goals: ≥ {GOAL_PEER:.0f}x dislocker "
+               f"sequentially, ≥ {GOAL_BITLK_LUKS2:.2f} of LUKS2):", ""]
+        md.append("| cryptmap-bitlk vs | " + " | ".join(workloads) + " |")
+        md.append("|---|" + "---:|" * len(workloads))
+        for ref, goal in (("dislocker", GOAL_PEER), ("cryptmap", GOAL_BITLK_LUKS2)):
+            if ref in systems:
+                cells = []
+                for w in workloads:
+                    x = ratio("cryptmap-bitlk", ref, w)
+                    g = goal if (ref != "dislocker" or w.startswith("seq")) else None
+                    cells.append("-" if x is None else f"{x:.2f}" + ("" if g is None else (" ✓" if x >= g else " ✗")))
+                md.append(f"| {ref} | " + " | ".join(cells) + " |")
 
     if any(phys_limit(w) for w in workloads):
         md += ["", "Every system against the limit = min(raw, null) of each workload (issue #13's goals for "
