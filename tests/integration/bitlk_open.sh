@@ -5,7 +5,8 @@
 # (recovery passwords, .BEK startup keys, clear key) must give the same volume key, and one
 # recovery password and one startup key open through the mount too. Then refusals (wrong password,
 # encrypt-on-write, partially encrypted, no valid metadata copy, truncated image), bitlkDump
-# against cryptsetup's own, and a write/reopen round trip (writes into metadata ranges dropped).
+# against cryptsetup's own, a write/reopen round trip (writes into metadata ranges dropped), and
+# fio verify with 4 jobs on an XTS and a CBC+Elephant volume, checked again after a reopen.
 source "$(dirname "$0")/lib.sh"
 watchdog 500
 DATA=$HERE/../data
@@ -143,4 +144,16 @@ cmp <(dd if="$MNT/rw" bs=65536 skip=$((80 * 16)) count=16 status=none) "$T/patte
 cmp <(dd if="$MNT/rw" bs=4096 skip=$((fve / 4096)) count=1 status=none) <(head -c 4096 /dev/zero) \
   || fail "a metadata range did not read zeros after a write to it"
 cm close rw --mount-dir "$MNT"
+note "fio verify (4 jobs) on XTS and CBC+Elephant volumes, again after reopening"
+for img in bitlk-aes-xts-128 bitlk-aes-cbc-elephant-128; do
+  cp --sparse=always "$IMG/$img.img" "$T/fio.img"
+  first=$(cm bitlkDump "$T/fio.img" | awk '/FVE metadata area/ {getline; print $2; exit}')
+  (( first >= (1 + 16) * 1048576 )) || fail "$img: metadata at $first, inside the fio regions"
+  cm_open --type bitlk --key-file "$T/pw" "$T/fio.img" fio >/dev/null
+  fio_verify_round "$MNT/fio" 1048576
+  cm close fio --mount-dir "$MNT"
+  cm_open --type bitlk --key-file "$T/pw" "$T/fio.img" fio >/dev/null
+  fio_verify_round "$MNT/fio" 1048576 check
+  cm close fio --mount-dir "$MNT"
+done
 note "OK: $checked opens matched images.conf, $keyed other unlock methods gave the same key"

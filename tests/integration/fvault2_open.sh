@@ -3,7 +3,8 @@
 # real FUSE mount; the sha256 of the whole logical volume must be the one cryptsetup's
 # fvault2-compat-test expects; fvault2Dump (with and without the volume key) prints what
 # cryptsetup prints; wrong password, damaged metadata and open without --type; a read-write
-# round trip (data written through the mount reads back after reopening, metadata untouched).
+# round trip (data written through the mount reads back after reopening, metadata untouched) and
+# fio verify with 4 jobs, checked again after a reopen.
 source "$(dirname "$0")/lib.sh"
 watchdog 300
 tar -xJSf "$HERE/../data/fvault2-images.tar.xz" -C "$T"
@@ -48,4 +49,14 @@ cm_open --type fvault2 --readonly --key-file "$T/pw" "$T/rw" rw >/dev/null
 cmp <(dd if="$MNT/rw" bs=65536 skip=160 count=16 status=none) "$T/pattern" \
   || fail "data written through the mount did not read back"
 cm close rw --mount-dir "$MNT"
+
+note "fio verify (4 jobs), again after reopening"
+cm_open --type fvault2 --key-file "$T/pw" "$T/rw" rw >/dev/null
+fio_verify_round "$MNT/rw" $((32 << 20))
+cm close rw --mount-dir "$MNT"
+cm_open --type fvault2 --key-file "$T/pw" "$T/rw" rw >/dev/null
+fio_verify_round "$MNT/rw" $((32 << 20)) check
+cm close rw --mount-dir "$MNT"
+diff <(cm fvault2Dump "$T/rw" | tail -n +2) <(cm fvault2Dump "$IMG" | tail -n +2) \
+  || fail "metadata changed by the fio writes"
 note "OK"
