@@ -72,7 +72,7 @@ struct PosixStoreOptions {
   bool direct_only = false;
   // Submit batches (read_batch/write_batch) through io_uring rings set up at open. Where that is
   // impossible (kernel.io_uring_disabled, seccomp, an old kernel; CRYPTMAP_IO_URING_FAIL_SETUP=1
-  // in tests) one warning is logged and batches run one piece after another.
+  // in tests) one warning is logged (once per process) and batches run one piece after another.
   bool io_uring = true;
 };
 // Opens a regular file or block device. Errors name the path and say what to do.

@@ -52,6 +52,9 @@ namespace {
 constexpr unsigned kRings = 16;
 constexpr unsigned kRingEntries = 32;
 
+// Set by the first store whose io_uring setup failed (the fallback's one log line).
+std::atomic<bool> g_uring_failure_logged{false};
+
 constexpr const char* kReadOp = "read image";
 constexpr const char* kReadPastEnd =
     "read image past its end (image shorter than the volume needs)";
@@ -366,7 +369,8 @@ Result<std::unique_ptr<PosixBackingStore>> PosixBackingStore::open(const std::st
     auto r = UringRings::create(kRings, kRingEntries);
     if (r) {
       rings = std::move(*r);
-    } else {
+    } else if (!g_uring_failure_logged.exchange(true)) {
+      // Once per process: the cause (sysctl, seccomp, kernel) is the same for every image.
       spdlog::warn("image {}: io_uring unavailable ({}); store I/O runs one request at a time",
                    path, r.error().message());
     }

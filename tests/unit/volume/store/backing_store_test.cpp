@@ -232,6 +232,30 @@ TEST(PosixBackingStore, AFullFileSystemFailsExactlyThePiecesThatDidNotFitWithout
   fill_a_tiny_file_system(/*fallback=*/true);
 }
 
+// The fallback says so once per process, not once per opened image (the CLI and the daemon open
+// an image more than once).
+TEST(PosixBackingStore, AFailedIoUringSetupIsLoggedAtMostOncePerProcess) {
+  TempFile file(1 << 20);
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  {
+    FailUringSetup fail;
+    for (int i = 0; i < 3; ++i) {
+      auto s = PosixBackingStore::open(file.path(), {});
+      ASSERT_TRUE(s) << s.error().message();
+      EXPECT_FALSE((*s)->uses_io_uring());
+    }
+  }
+  const std::string out =
+      ::testing::internal::GetCapturedStdout() + ::testing::internal::GetCapturedStderr();
+  std::size_t lines = 0;
+  for (std::size_t at = out.find("io_uring unavailable"); at != std::string::npos;
+       at = out.find("io_uring unavailable", at + 1)) {
+    ++lines;
+  }
+  EXPECT_LE(lines, 1u) << out;
+}
+
 // The real switch: kernel.io_uring_disabled=2 makes the setup fail (EPERM) and the store falls
 // back. The sysctl is machine-wide, so this runs only when asked
 // (CRYPTMAP_TEST_FLIP_IO_URING_SYSCTL=1, as root); the value is restored at once.
