@@ -7,6 +7,8 @@ pkgs=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format clang-tidy
   libfuse3-dev fuse3 libcrypto++-dev libssl-dev libtbb-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libargon2-dev libcli11-dev libgtest-dev libgmock-dev
+  # asynchronous store I/O (issue 13): io_uring batches in PosixBackingStore
+  liburing-dev
   # tests: real components
   cryptsetup-bin e2fsprogs fio python3 python3-cryptography util-linux kmod qemu-utils fuse2fs
   curl xz-utils openssl procps psmisc xfsprogs

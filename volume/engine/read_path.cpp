@@ -1,6 +1,7 @@
 #include "volume/engine/read_path.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <utility>
 
@@ -93,66 +94,54 @@ bool ReadPath::load_ahead(std::uint64_t first, std::span<std::byte> dst,
 }
 
 // Large reads (and every read without a cache) stream from the store in buffer-sized pieces
-// without filling the cache, as a two-stage pipeline: the store read of piece k+1 runs while
-// the arena decrypts piece k (when a second buffer is free; otherwise one piece at a time).
-// A piece is fetched whole only while nothing in the cache is dirty: then no block of the
-// shared range can be dirty (writers are excluded) and no write-back can be writing it, so
-// the store is current. Otherwise the piece takes the per-block path (cache hits, fetched
+// without filling the cache. The pieces go to the store as one read batch, as many as the
+// request has buffers for (the first waited for, up to kReadDepth - 1 more only tried, so a
+// request never waits for a second buffer), then each is decrypted (across the arena) and
+// copied out. A piece is fetched whole only while nothing in the cache is dirty: then no block
+// of the shared range can be dirty (writers are excluded) and no write-back can be writing it,
+// so the store is current. Otherwise the piece takes the per-block path (cache hits, fetched
 // misses). An overlay of dirty blocks after the fetch is NOT enough: a write-back pass (it
 // holds the range shared too) can write a block and mark it clean in between, and the stale
 // store copy would be returned (#5, fio verify). Caller holds the range.
 Result<std::size_t> ReadPath::stream_read(std::uint64_t off, std::span<std::byte> out, SectorSpan s,
                                           BufferPool::Buffer& buf) {
   const SectorGeometry& g = ctx_.geo;
-  BufferPool::Buffer spare;  // the pipeline's second buffer, never waited for
-  struct InFlight {
-    CryptoDriver::Job* job = nullptr;
-    std::uint64_t pos = 0;
-    std::span<std::byte> b;
-  } inflight;
+  std::array<BufferPool::Buffer, kReadDepth - 1> spares;  // never waited for
+  std::array<ReadPiece, kReadDepth> pieces;
+  std::array<std::uint64_t, kReadDepth> first_sector{};
   Result<void> result = ok();
-  // Waits for the piece being decrypted and copies its part of the request out.
-  auto drain = [&]() {
-    if (inflight.job == nullptr) return;
-    Result<void> r = ctx_.driver->finish(std::exchange(inflight.job, nullptr));
-    if (!r) {
-      if (result) result = r;
-      return;
-    }
-    const ByteSpan part = overlap(off, out.size(), g.byte_of(inflight.pos), inflight.b.size());
-    std::memcpy(out.data() + (part.lo - off),
-                inflight.b.data() + (part.lo - g.byte_of(inflight.pos)), part.size());
-  };
   for (std::uint64_t pos = s.first; pos < s.end && result;) {
-    const std::uint64_t n = std::min<std::uint64_t>(s.end - pos, ctx_.buf_sectors);
     if (!store_is_current()) {
-      drain();
-      if (!result) break;
+      const std::uint64_t n = std::min<std::uint64_t>(s.end - pos, ctx_.buf_sectors);
       if (!buf) buf = ctx_.buffers->acquire();
       result = read_blocks(off, out, SectorSpan{pos, pos + n}, /*fill_cache=*/false, buf);
       pos += n;
       continue;
     }
     if (!buf) buf = ctx_.buffers->acquire();
-    if (inflight.job != nullptr && !spare) spare = ctx_.buffers->try_acquire();
-    if (inflight.job != nullptr && !spare) drain();  // no second buffer: no overlap
-    // The buffer not being decrypted right now.
-    BufferPool::Buffer& use =
-        inflight.job != nullptr && inflight.b.data() == buf.span().data() ? spare : buf;
-    const std::span<std::byte> b = use.span().first(g.bytes(n));
-    Result<void> r = ctx_.store->read_at(ByteOffset{g.image_offset(pos)}, b);
-    drain();  // piece k's decryption overlapped the store read of piece k+1
-    if (!r) {
-      if (result) result = r;
-      break;
+    std::size_t m = 0;
+    std::uint64_t next = pos;
+    while (next < s.end && m < kReadDepth) {
+      BufferPool::Buffer& use = m == 0 ? buf : spares[m - 1];
+      if (!use) use = ctx_.buffers->try_acquire();
+      if (!use) break;
+      const std::uint64_t n = std::min<std::uint64_t>(s.end - next, ctx_.buf_sectors);
+      pieces[m] = {ByteOffset{g.image_offset(next)}, use.span().first(g.bytes(n))};
+      first_sector[m] = next;
+      ++m;
+      next += n;
     }
-    if (!result) break;
-    inflight.job = ctx_.driver->start(CryptoDir::kDecrypt, b, SectorIndex{pos});
-    inflight.pos = pos;
-    inflight.b = b;
-    pos += n;
+    result = ctx_.store->read_batch(std::span<ReadPiece>(pieces.data(), m));
+    for (std::size_t q = 0; q < m && result; ++q) {
+      const std::span<std::byte> b = pieces[q].out;
+      result = ctx_.driver->convert(CryptoDir::kDecrypt, b, SectorIndex{first_sector[q]});
+      if (!result) break;
+      const ByteSpan part = overlap(off, out.size(), g.byte_of(first_sector[q]), b.size());
+      std::memcpy(out.data() + (part.lo - off), b.data() + (part.lo - g.byte_of(first_sector[q])),
+                  part.size());
+    }
+    pos = next;
   }
-  drain();
   if (!result) {
     ctx_.log_error("read", result.error());
     return result.error();

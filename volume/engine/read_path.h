@@ -41,6 +41,8 @@ class ReadPath {
                                  const ReadAhead::Pin& pin);
   Result<void> read_blocks(std::uint64_t off, std::span<std::byte> out, SectorSpan p,
                            bool fill_cache, BufferPool::Buffer& buf);
+  // Pieces of one streaming read in flight together (one store read batch).
+  static constexpr std::size_t kReadDepth = 4;
   Result<std::size_t> stream_read(std::uint64_t off, std::span<std::byte> out, SectorSpan s,
                                   BufferPool::Buffer& buf);
   bool store_is_current() const noexcept;

@@ -81,11 +81,14 @@ Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byt
   }
   if (len == 0) return std::size_t{0};
   const SectorSpan s = ctx_.geo.covering(off, len);
+  bool through = false;  // dirty data at the limit: write through, as large writes do
   if (ctx_.cache && !ctx_.write_through) {
-    if (Result<void> t = writeback_->throttle(); !t) {
+    Result<bool> t = writeback_->throttle();
+    if (!t) {
       ctx_.log_error("write", t.error());
       return t.error();
     }
+    through = *t;
   }
   RangeLock::Guard guard = ctx_.ranges.acquire(s.first, s.end, /*exclusive=*/true);
   if (ctx_.read_ahead) ctx_.read_ahead->invalidate(s.first, s.end);
@@ -93,7 +96,7 @@ Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byt
     // Only clean blocks exist in this mode: drop (wipe) the ones this write makes stale.
     for (std::uint64_t k = s.first; k < s.end; ++k) ctx_.cache->erase(k);
   } else if (ctx_.cache) {
-    if (Result<void> r = write_cached(off, in, s); !r) {
+    if (Result<void> r = write_cached(off, in, s, through); !r) {
       ctx_.log_error("write", r.error());
       return r.error();
     }
@@ -136,9 +139,11 @@ Result<void> WritePath::merge(std::uint64_t off, std::span<const std::byte> in, 
 // Write-back mode: whole sectors go into the cache as dirty blocks; partial ones are merged
 // into the cached block, or read-modify-written from the store when not resident. Sectors the
 // cache has no room for (everything dirty or pinned) are written through instead, so a full
-// cache slows writers down but never blocks them. Caller must hold the exclusive range.
-Result<void> WritePath::write_cached(std::uint64_t off, std::span<const std::byte> in,
-                                     SectorSpan s) {
+// cache slows writers down but never blocks them. Large writes and writes at the dirty limit
+// (`through`) update resident blocks in place and write the others through. Caller must hold
+// the exclusive range.
+Result<void> WritePath::write_cached(std::uint64_t off, std::span<const std::byte> in, SectorSpan s,
+                                     bool through) {
   const SectorGeometry& g = ctx_.geo;
   cache::SectorCache& cache = *ctx_.cache;
   BufferPool::Buffer buf;  // waited for: at most one per request (see BufferPool)
@@ -155,8 +160,9 @@ Result<void> WritePath::write_cached(std::uint64_t off, std::span<const std::byt
     const std::span<const std::byte> part = in.subspan(in_sec.lo - off, in_sec.size());
     const std::size_t skip = in_sec.lo - g.byte_of(pos);
     bool cached = false;
-    if (in.size() >= ctx_.bypass_bytes) {
-      // Large write: keep resident blocks current, write the others through.
+    if (through || in.size() >= ctx_.bypass_bytes) {
+      // Large write, or dirty data at the limit: keep resident blocks current, write the
+      // others through.
       cached = cache.write_if_present(pos, skip, part);
     } else if (part.size() == ctx_.ss) {
       cached = cache.put(pos, part, /*dirty=*/true) != cache::PutResult::kNoRoom;

@@ -48,7 +48,8 @@ class WritePath {
   class Pipe;
   Result<void> merge(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
                      std::span<std::byte> b);
-  Result<void> write_cached(std::uint64_t off, std::span<const std::byte> in, SectorSpan s);
+  Result<void> write_cached(std::uint64_t off, std::span<const std::byte> in, SectorSpan s,
+                            bool through);
   // Under the exclusive range of `s`: read-ahead windows and resident (clean) blocks of `s`
   // are dropped, so nothing stale is served once the store changes underneath.
   void drop_cached(SectorSpan s);

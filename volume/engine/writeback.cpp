@@ -25,7 +25,9 @@ Result<std::unique_ptr<WriteBack>> WriteBack::start(EngineContext& ctx,
       // Before the flusher exists: uncontended, keeps the rule uniform.
       MutexLock lock(wb->writeback_mu_);
       wb->dirty_scratch_.resize(ctx.cache->capacity_blocks());
-      wb->versions_.resize(ctx.buf_sectors);
+      wb->versions_.resize(kWritebackDepth * ctx.buf_sectors);
+      wb->piece_info_.resize(kWritebackDepth * ctx.buf_sectors);
+      wb->pieces_.resize(kWritebackDepth * ctx.buf_sectors);
     }
     if (!ctx.read_only) wb->flusher_ = std::thread([p = wb.get()] { p->flusher_main(); });
     return wb;
@@ -46,37 +48,17 @@ void WriteBack::stop() {
   flusher_.join();
 }
 
-// Dirty throttling (the only place a writer waits for write-back), before the range lock is
-// taken, so the flusher can always make progress: above `dirty_background_` the flusher is
-// kicked; at `dirty_limit_` the writer waits for write-back passes to bring it down.
-Result<void> WriteBack::throttle() {
+// Dirty throttling, before the range lock is taken: above `dirty_background_` the flusher is
+// kicked; at `dirty_limit_` the writer writes through at its own depth (true) instead of
+// waiting for the flusher's passes.
+Result<bool> WriteBack::throttle() {
   cache::SectorCache& cache = *ctx_.cache;
-  if (cache.dirty_bytes() < dirty_background_) return ok();
+  if (cache.dirty_bytes() < dirty_background_) return false;
   kick_flusher();
+  if (cache.dirty_bytes() < dirty_limit_) return false;
   MutexLock lock(throttle_mu_);
-  while (cache.dirty_bytes() >= dirty_limit_) {
-    const std::uint64_t passes = writeback_passes_;
-    kick_flusher();
-    ++throttled_;
-    // Woken by the end of a pass, or as soon as a run of it brought dirty data under the
-    // limit (writeback_run), not only after the whole pass.
-    while (writeback_passes_ == passes && cache.dirty_bytes() >= dirty_limit_) {
-      throttle_cv_.wait(lock);
-    }
-    --throttled_;
-    if (last_pass_error_ && cache.dirty_bytes() >= dirty_limit_) return *last_pass_error_;
-  }
-  return ok();
-}
-
-// After a write-back run: lets throttled writers go once dirty data is under the limit.
-void WriteBack::release_throttled() {
-  if (ctx_.cache->dirty_bytes() >= dirty_limit_) return;
-  {
-    MutexLock lock(throttle_mu_);
-    if (throttled_ == 0) return;
-  }
-  throttle_cv_.notify_all();
+  if (last_pass_error_) return *last_pass_error_;
+  return true;
 }
 
 void WriteBack::kick_flusher() {
@@ -107,16 +89,12 @@ void WriteBack::flusher_main() {
     if (due) {
       Result<void> r = writeback_all();
       if (!r) ctx_.log_error("background write-back", r.error());
-      {
-        MutexLock tl(throttle_mu_);
-        ++writeback_passes_;
-        if (r) {
-          last_pass_error_.reset();
-        } else {
-          last_pass_error_ = r.error();
-        }
+      MutexLock tl(throttle_mu_);
+      if (r) {
+        last_pass_error_.reset();
+      } else {
+        last_pass_error_ = r.error();
       }
-      throttle_cv_.notify_all();
     }
     lock.lock();
   }
@@ -129,54 +107,95 @@ Result<void> WriteBack::writeback_all() {
   Result<void> first = ok();
   std::size_t i = 0;
   while (i < n) {
-    std::size_t j = i + 1;
-    while (j < n && dirty_scratch_[j] == dirty_scratch_[j - 1] + 1 && j - i < ctx_.buf_sectors) {
-      ++j;
+    std::size_t runs = 0;
+    piece_count_ = 0;
+    while (i < n && runs < kWritebackDepth) {
+      std::size_t j = i + 1;
+      while (j < n && dirty_scratch_[j] == dirty_scratch_[j - 1] + 1 && j - i < ctx_.buf_sectors) {
+        ++j;
+      }
+      if (!gather_run(runs, dirty_scratch_[i], j - i, /*wait=*/runs == 0)) break;
+      ++runs;
+      i = j;
     }
-    Result<void> r = writeback_run(dirty_scratch_[i], j - i);
+    Result<void> r = write_gathered(runs);
     if (!r && first) first = r;
-    i = j;
   }
   return first;
 }
 
-// Caller must hold writeback_mu_ (versions_ is its scratch).
-Result<void> WriteBack::writeback_run(std::uint64_t first, std::uint64_t count) {
+bool WriteBack::gather_run(std::size_t slot, std::uint64_t first, std::uint64_t count, bool wait) {
   const SectorGeometry& g = ctx_.geo;
-  // Taken here, where writeback_mu_ is known to be held: `emit` below is a lambda, a separate
-  // function to the analysis, which would not see the lock.
-  std::uint64_t* const versions = versions_.data();
   // Shared range: no writer is half-way through a read-modify-write of these blocks.
-  RangeLock::Guard guard = ctx_.ranges.acquire(first, first + count, /*exclusive=*/false);
-  BufferPool::Buffer buf = ctx_.buffers->acquire();
+  RangeLock::Guard guard = wait ? ctx_.ranges.acquire(first, first + count, /*exclusive=*/false)
+                                : ctx_.ranges.try_acquire(first, first + count, false);
+  if (!guard) return false;
+  BufferPool::Buffer buf = wait ? ctx_.buffers->acquire() : ctx_.buffers->try_acquire();
+  if (!buf) return false;
   const std::span<std::byte> b = buf.span();
-  std::uint64_t start = first;
-  std::size_t have = 0;
-  Result<void> result = ok();
-  auto emit = [&]() {
-    if (have == 0) return;
-    const std::span<std::byte> data = b.first(g.bytes(have));
-    Result<void> r = ctx_.driver->convert(CryptoDir::kEncrypt, data, SectorIndex{start});
-    if (r) r = ctx_.store->write_at(ByteOffset{g.image_offset(start)}, data);
-    if (r) {
-      for (std::size_t k = 0; k < have; ++k) (void)ctx_.cache->mark_clean(start + k, versions[k]);
-      release_throttled();
-    } else if (result) {
-      result = r;
-    }
-  };
+  const std::size_t version_base = slot * ctx_.buf_sectors;
+  const std::size_t first_piece = piece_count_;
+  std::size_t used = 0;  // sectors of the buffer filled by this run's pieces
+  bool open = false;     // the last piece can still grow
   for (std::uint64_t k = 0; k < count; ++k) {
     const std::uint64_t idx = first + k;
-    const auto v = ctx_.cache->snapshot_dirty(idx, b.subspan(g.bytes(have), ctx_.ss));
+    const auto v = ctx_.cache->snapshot_dirty(idx, b.subspan(g.bytes(used), ctx_.ss));
     if (!v) {  // no longer dirty (erased): split the run
-      emit();
-      start = idx + 1;
-      have = 0;
+      open = false;
       continue;
     }
-    versions[have++] = *v;
+    if (!open) {
+      piece_info_[piece_count_++] = {idx, 0, version_base + used, {}};
+      open = true;
+    }
+    PieceInfo& p = piece_info_[piece_count_ - 1];
+    versions_[p.version_at + p.have] = *v;
+    ++p.have;
+    ++used;
   }
-  emit();
+  for (std::size_t q = first_piece; q < piece_count_; ++q) {
+    PieceInfo& p = piece_info_[q];
+    p.data = b.subspan(g.bytes(p.version_at - version_base), g.bytes(p.have));
+  }
+  run_guards_[slot] = std::move(guard);
+  run_bufs_[slot] = std::move(buf);
+  return true;
+}
+
+Result<void> WriteBack::write_gathered(std::size_t runs) {
+  Result<void> result = ok();
+  // Encrypt each piece in its buffer (in place: the buffer is ours); a piece that fails to
+  // encrypt is not written and keeps its blocks dirty.
+  std::size_t keep = 0;
+  for (std::size_t q = 0; q < piece_count_; ++q) {
+    const PieceInfo p = piece_info_[q];
+    Result<void> r = ctx_.driver->convert(CryptoDir::kEncrypt, p.data, SectorIndex{p.start});
+    if (!r) {
+      if (result) result = r;
+      continue;
+    }
+    piece_info_[keep] = p;
+    pieces_[keep] = {ByteOffset{ctx_.geo.image_offset(p.start)}, p.data};
+    ++keep;
+  }
+  if (keep > 0) {
+    (void)ctx_.store->write_batch(std::span<WritePiece>(pieces_.data(), keep));
+  }
+  for (std::size_t q = 0; q < keep; ++q) {
+    const PieceInfo& p = piece_info_[q];
+    if (pieces_[q].result) {
+      for (std::size_t k = 0; k < p.have; ++k) {
+        (void)ctx_.cache->mark_clean(p.start + k, versions_[p.version_at + k]);
+      }
+    } else if (result) {
+      result = pieces_[q].result;
+    }
+  }
+  for (std::size_t s = 0; s < runs; ++s) {
+    run_bufs_[s].reset();
+    run_guards_[s].release();
+  }
+  piece_count_ = 0;
   return result;
 }
 

@@ -2,6 +2,10 @@
 // a block device, an emulated zoned image). Follows LevelDB's RandomAccessFile contract:
 // safe for concurrent use by multiple threads; buffers are borrowed only for the call.
 // Offsets are absolute image byte offsets; the volume owns the sector -> offset mapping.
+// Batches (read_batch/write_batch) put several pieces in flight together and wait for all of
+// them; each piece gets its own result, so exactly the failed pieces fail. The default runs
+// read_at/write_at one piece after another, in the batch's order (what zoned stores rely on);
+// PosixBackingStore submits a batch to io_uring where it can (docs/async-store-io.md).
 // Implementations: MemBackingStore, PosixBackingStore (posix_backing_store.h), and the zoned
 // stores (volume/zone/zoned_store.h), which are decorators adding zone rules over a
 // PosixBackingStore. Every one passes tests/unit/volume/store/backing_store_contract.h.
@@ -20,6 +24,19 @@ namespace cryptmap::volume {
 
 class ZoneMap;  // zoned media (later); nullptr means every zone is conventional
 
+// One piece of a batch: its range, its buffer (borrowed for the call) and, after the call, its
+// own result (the error read_at/write_at would have returned for it).
+struct ReadPiece {
+  ByteOffset off;
+  std::span<std::byte> out;
+  Result<void> result = {};
+};
+struct WritePiece {
+  ByteOffset off;
+  std::span<const std::byte> in;
+  Result<void> result = {};
+};
+
 class BackingStore {
  public:
   virtual ~BackingStore() = default;
@@ -27,6 +44,11 @@ class BackingStore {
   virtual Result<void> read_at(ByteOffset off, std::span<std::byte> out) const = 0;
   // Writes exactly in.size() bytes (retrying short writes); kReadOnly on a read-only store.
   virtual Result<void> write_at(ByteOffset off, std::span<const std::byte> in) = 0;
+  // Every piece in flight together; returns when all completed, with the first failed piece's
+  // error (in batch order) or success. Pieces must not overlap each other (writes: no order
+  // among them is promised, except by the default, which keeps the batch's order).
+  virtual Result<void> read_batch(std::span<ReadPiece> pieces) const;
+  virtual Result<void> write_batch(std::span<WritePiece> pieces);
   // Makes every completed write durable (fdatasync).
   virtual Result<void> sync() = 0;
   // Deallocates the range (punch hole / BLKDISCARD); kUnsupported where impossible.
@@ -48,6 +70,10 @@ struct PosixStoreOptions {
   // fails with the kernel's EINVAL), and a file without O_DIRECT fails to open. Zoned block
   // devices need this: page-cache writeback does not keep the issue order sequential zones need.
   bool direct_only = false;
+  // Submit batches (read_batch/write_batch) through io_uring rings set up at open. Where that is
+  // impossible (kernel.io_uring_disabled, seccomp, an old kernel; CRYPTMAP_IO_URING_FAIL_SETUP=1
+  // in tests) one warning is logged (once per process) and batches run one piece after another.
+  bool io_uring = true;
 };
 // Opens a regular file or block device. Errors name the path and say what to do.
 Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,

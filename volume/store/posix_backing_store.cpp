@@ -14,6 +14,9 @@
 // fd; an unaligned request (rare: a 512-byte RMW on a 4 KiB-aligned file system) uses a second,
 // buffered fd. The kernel keeps the two coherent (direct I/O writes back and invalidates the
 // page-cache range first). The sector cache above is the only cache, so nothing is lost.
+//
+// Batches go to io_uring (internal/uring_batch.h) when the rings could be set up at open, else
+// (and when every ring is busy) through BackingStore's loop; a setup failure is one log line.
 #include "volume/store/posix_backing_store.h"
 
 #include <fcntl.h>
@@ -32,13 +35,30 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#include <spdlog/spdlog.h>
 
 #include "base/posix_io.h"
 #include "base/unique_fd.h"
+#include "volume/store/internal/uring_batch.h"
 
 namespace cryptmap::volume {
 namespace {
+
+// Rings per store and submission entries per ring: a ring per FUSE worker (16), the flusher
+// and the read-ahead threads mostly find one free; 32 pieces of one batch in flight at once.
+constexpr unsigned kRings = 16;
+constexpr unsigned kRingEntries = 32;
+
+// Set by the first store whose io_uring setup failed (the fallback's one log line).
+std::atomic<bool> g_uring_failure_logged{false};
+
+constexpr const char* kReadOp = "read image";
+constexpr const char* kReadPastEnd =
+    "read image past its end (image shorter than the volume needs)";
+constexpr const char* kWriteOp = "write image";
 
 class PosixFileStore final : public PosixBackingStore {
  public:
@@ -46,7 +66,7 @@ class PosixFileStore final : public PosixBackingStore {
   // unsupported); requests aligned to dio_offset_align/dio_mem_align use it.
   PosixFileStore(UniqueFd fd, UniqueFd direct, std::uint32_t dio_offset_align,
                  std::uint32_t dio_mem_align, std::string path, std::uint64_t size, bool read_only,
-                 bool block_device, bool direct_only)
+                 bool block_device, bool direct_only, std::unique_ptr<UringRings> rings)
       : fd_(std::move(fd)),
         direct_fd_(std::move(direct)),
         dio_offset_align_(dio_offset_align),
@@ -55,12 +75,11 @@ class PosixFileStore final : public PosixBackingStore {
         size_(size),
         read_only_(read_only),
         block_device_(block_device),
-        direct_only_(direct_only) {}
+        direct_only_(direct_only),
+        rings_(std::move(rings)) {}
 
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
-    const IoNames names{.op = "read image",
-                        .past_end = "read image past its end (image shorter than the volume needs)",
-                        .name = path_};
+    const IoNames names{.op = kReadOp, .past_end = kReadPastEnd, .name = path_};
     // The fd is chosen per step: the rest of a short transfer may no longer be aligned.
     CRYPTMAP_TRY_VOID(read_loop(
         [this](void* buf, std::size_t len, std::uint64_t at) -> ssize_t {
@@ -70,6 +89,25 @@ class PosixFileStore final : public PosixBackingStore {
         off.value, out, names, AtEof::kFail));
     return ok();
   }
+
+  Result<void> read_batch(std::span<ReadPiece> pieces) const override {
+    if (!rings_ || pieces.size() < 2) return BackingStore::read_batch(pieces);
+    ReadView view(*this, pieces);
+    if (!rings_->run(view, /*write=*/false)) return BackingStore::read_batch(pieces);
+    return first_error(pieces);
+  }
+
+  Result<void> write_batch(std::span<WritePiece> pieces) override {
+    if (!rings_ || pieces.size() < 2 || read_only_) return BackingStore::write_batch(pieces);
+    WriteView view(*this, pieces);
+    if (!rings_->run(view, /*write=*/true)) return BackingStore::write_batch(pieces);
+    for (const WritePiece& p : pieces) {
+      if (p.result) grow_to(p.off.value + p.in.size());
+    }
+    return first_error(pieces);
+  }
+
+  bool uses_io_uring() const noexcept override { return rings_ != nullptr; }
 
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
     if (read_only_) {
@@ -81,14 +119,8 @@ class PosixFileStore final : public PosixBackingStore {
           const ssize_t n = ::pwrite(fd_for(at, buf, len), buf, len, static_cast<off_t>(at));
           return n < 0 ? -errno : n;
         },
-        off.value, in, {.op = "write image", .name = path_}));
-    if (!block_device_) {
-      // A regular file grows when written past its end; keep size_bytes() truthful.
-      const std::uint64_t end = off.value + in.size();
-      std::uint64_t cur = size_.load(std::memory_order_relaxed);
-      while (end > cur && !size_.compare_exchange_weak(cur, end, std::memory_order_relaxed)) {
-      }
-    }
+        off.value, in, {.op = kWriteOp, .name = path_}));
+    grow_to(off.value + in.size());
     return ok();
   }
 
@@ -192,6 +224,67 @@ class PosixFileStore final : public PosixBackingStore {
   int fd() const noexcept override { return fd_.get(); }
 
  private:
+  // A batch as the rings see it; the results land in the pieces, worded as read_at's/write_at's.
+  template <class Piece>
+  class View final : public BatchView {
+   public:
+    View(const PosixFileStore& store, std::span<Piece> pieces) : store_(store), pieces_(pieces) {}
+    std::size_t size() const noexcept override { return pieces_.size(); }
+    std::byte* buf(std::size_t i) const noexcept override {
+      if constexpr (std::is_same_v<Piece, ReadPiece>) {
+        return pieces_[i].out.data();
+      } else {
+        // io_uring takes one pointer type for both directions; a write only reads it.
+        return const_cast<std::byte*>(pieces_[i].in.data());
+      }
+    }
+    std::size_t len(std::size_t i) const noexcept override {
+      if constexpr (std::is_same_v<Piece, ReadPiece>) {
+        return pieces_[i].out.size();
+      } else {
+        return pieces_[i].in.size();
+      }
+    }
+    std::uint64_t off(std::size_t i) const noexcept override { return pieces_[i].off.value; }
+    int fd_for(std::uint64_t off, const void* buf, std::size_t len) const noexcept override {
+      return store_.fd_for(off, buf, len);
+    }
+    void finish(std::size_t i, int err, std::uint64_t at) noexcept override {
+      constexpr bool kRead = std::is_same_v<Piece, ReadPiece>;
+      if (err == 0) {
+        pieces_[i].result = ok();
+      } else if (err == kPastEnd) {
+        Error e = sys_error_on(0, kReadPastEnd, at, store_.path_);
+        e.code = Errc::kIo;
+        pieces_[i].result = e;
+      } else {
+        pieces_[i].result = sys_error_on(err, kRead ? kReadOp : kWriteOp, at, store_.path_);
+      }
+    }
+
+   private:
+    const PosixFileStore& store_;
+    std::span<Piece> pieces_;
+  };
+  using ReadView = View<ReadPiece>;
+  using WriteView = View<WritePiece>;
+
+  template <class Piece>
+  static Result<void> first_error(std::span<Piece> pieces) {
+    for (const Piece& p : pieces) {
+      if (!p.result) return p.result;
+    }
+    return ok();
+  }
+
+  // A regular file grows when written past its end; keep size_bytes() truthful.
+  void grow_to(std::uint64_t end) noexcept {
+    if (block_device_) return;
+    std::uint64_t cur = size_.load(std::memory_order_relaxed);
+    while (end > cur && !size_.compare_exchange_weak(cur, end, std::memory_order_relaxed)) {
+    }
+  }
+
   int fd_for(std::uint64_t off, const void* buf, std::size_t len) const noexcept {
     if (!direct_fd_.valid()) return fd_.get();
     if (direct_only_) return direct_fd_.get();
@@ -208,7 +301,8 @@ class PosixFileStore final : public PosixBackingStore {
   std::atomic<std::uint64_t> size_;
   const bool read_only_;
   const bool block_device_;
-  const bool direct_only_;  // every request through direct_fd_, aligned or not
+  const bool direct_only_;             // every request through direct_fd_, aligned or not
+  std::unique_ptr<UringRings> rings_;  // null: batches run the plain loop
 };
 
 }  // namespace
@@ -270,9 +364,20 @@ Result<std::unique_ptr<PosixBackingStore>> PosixBackingStore::open(const std::st
     // else: the file system has no O_DIRECT (tmpfs before 6.6, some FUSE file systems);
     // buffered I/O it is.
   }
+  std::unique_ptr<UringRings> rings;
+  if (opts.io_uring) {
+    auto r = UringRings::create(kRings, kRingEntries);
+    if (r) {
+      rings = std::move(*r);
+    } else if (!g_uring_failure_logged.exchange(true)) {
+      // Once per process: the cause (sysctl, seccomp, kernel) is the same for every image.
+      spdlog::warn("image {}: io_uring unavailable ({}); store I/O runs one request at a time",
+                   path, r.error().message());
+    }
+  }
   return std::unique_ptr<PosixBackingStore>(std::make_unique<PosixFileStore>(
       std::move(fd), std::move(direct), offset_align, mem_align, path, size, opts.read_only,
-      block_device, opts.direct_io && opts.direct_only));
+      block_device, opts.direct_io && opts.direct_only, std::move(rings)));
 }
 
 Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,

@@ -23,6 +23,8 @@ class PosixBackingStore : public BackingStore {
                                                          const PosixStoreOptions& opts);
 
   virtual bool block_device() const noexcept = 0;
+  // Whether batches go to io_uring (false: it was off or could not be set up at open).
+  virtual bool uses_io_uring() const noexcept = 0;
   // The fd every request that is not served by O_DIRECT uses (ioctls, flock). Owned by the store.
   virtual int fd() const noexcept = 0;
   // fsync: data and metadata. A punched hole is an extent-map change that fdatasync (sync())

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -49,6 +50,17 @@ class BorrowedStore final : public volume::BackingStore {
     if (on_io) on_io(off.value, true);
     return s_.write_at(off, in);
   }
+  // Batches run the default loop (through read_at/write_at above) and record their size.
+  Result<void> read_batch(std::span<volume::ReadPiece> pieces) const override {
+    note_batch(largest_read_batch, pieces.size());
+    return BackingStore::read_batch(pieces);
+  }
+  Result<void> write_batch(std::span<volume::WritePiece> pieces) override {
+    note_batch(largest_write_batch, pieces.size());
+    return BackingStore::write_batch(pieces);
+  }
+  mutable std::atomic<std::size_t> largest_read_batch{0};
+  std::atomic<std::size_t> largest_write_batch{0};
   Result<void> sync() override { return s_.sync(); }
   Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
   std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
@@ -56,6 +68,11 @@ class BorrowedStore final : public volume::BackingStore {
   const std::string& name() const noexcept override { return s_.name(); }
 
  private:
+  static void note_batch(std::atomic<std::size_t>& largest, std::size_t n) {
+    std::size_t cur = largest.load();
+    while (n > cur && !largest.compare_exchange_weak(cur, n)) {
+    }
+  }
   volume::MemBackingStore& s_;
 };
 

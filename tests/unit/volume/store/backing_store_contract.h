@@ -1,7 +1,8 @@
 // The BackingStore contract (volume/store/backing_store.h) as a typed test suite that every store
 // instantiates: positional reads and writes, unwritten bytes reading as zeros, reads past the end
 // (kIo naming the store), writes past the end (the store grows, or kNoSpace), sync, discard,
-// size and name, read-only refusal, and concurrent use from several threads.
+// size and name, read-only refusal, concurrent use from several threads, and batches (every
+// piece at its offset, more pieces than an io_uring has entries, a failing piece failing alone).
 //
 // A store's test file instantiates it with a traits type:
 //
@@ -223,7 +224,95 @@ TYPED_TEST_P(BackingStoreContract, ConcurrentWritersAndReadersOfDisjointRangesSe
   EXPECT_EQ(bad.load(), 0);
 }
 
-REGISTER_TYPED_TEST_SUITE_P(BackingStoreContract,
+// A batch larger than a ring (40 pieces; the POSIX store's rings have 32 entries), pieces of
+// odd sizes at odd offsets where allowed, in no particular order: each lands at its offset and
+// reads back through a read batch and through read_at.
+TYPED_TEST_P(BackingStoreContract, BatchesMoveEveryPieceToAndFromItsOwnOffset) {
+  constexpr std::size_t kPieces = 40;
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  std::vector<std::vector<std::byte>> data;
+  std::vector<WritePiece> writes;
+  std::vector<std::uint64_t> offs;
+  for (std::size_t i = 0; i < kPieces; ++i) {
+    // Piece i owns slot (i * 7) % kPieces of 48 KiB: a permutation, so offsets jump around.
+    const std::uint64_t slot = (i * 7) % kPieces;
+    offs.push_back(this->up(slot * 49152 + (i % 3) * 100));
+    data.push_back(random_bytes(this->up(4096 + i * 811), 100 + static_cast<unsigned>(i)));
+  }
+  for (std::size_t i = 0; i < kPieces; ++i) writes.push_back({ByteOffset{offs[i]}, data[i]});
+  auto w = s->write_batch(writes);
+  ASSERT_TRUE(w) << w.error().message();
+  for (const auto& p : writes) EXPECT_TRUE(p.result);
+  std::vector<std::vector<std::byte>> back(kPieces);
+  std::vector<ReadPiece> reads;
+  for (std::size_t i = 0; i < kPieces; ++i) {
+    back[i].assign(data[i].size(), std::byte{0xEE});
+    reads.push_back({ByteOffset{offs[i]}, back[i]});
+  }
+  auto r = s->read_batch(reads);
+  ASSERT_TRUE(r) << r.error().message();
+  for (std::size_t i = 0; i < kPieces; ++i) {
+    EXPECT_TRUE(reads[i].result);
+    EXPECT_EQ(back[i], data[i]) << "piece " << i;
+    std::vector<std::byte> one(data[i].size());
+    ASSERT_TRUE(s->read_at(ByteOffset{offs[i]}, one));
+    EXPECT_EQ(one, data[i]) << "piece " << i;
+  }
+  std::span<ReadPiece> none;
+  EXPECT_TRUE(s->read_batch(none));
+}
+
+// A piece past the end in the middle of a read batch fails alone, with read_at's error; the
+// pieces before and after it complete with their bytes.
+TYPED_TEST_P(BackingStoreContract, APieceFailingInTheMiddleOfABatchFailsAlone) {
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  const auto a = random_bytes(16384, 21);
+  const auto b = random_bytes(16384, 22);
+  ASSERT_TRUE(s->write_at(ByteOffset{0}, a));
+  ASSERT_TRUE(s->write_at(ByteOffset{65536}, b));
+  std::vector<std::byte> ba(a.size()), bad(8192), bb(b.size()), bz(4096, std::byte{0xEE});
+  std::vector<ReadPiece> reads = {{ByteOffset{0}, ba},
+                                  {ByteOffset{s->size_bytes() + 4096}, bad},
+                                  {ByteOffset{65536}, bb},
+                                  {ByteOffset{this->up(300000)}, bz}};
+  auto r = s->read_batch(reads);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kIo) << r.error().message();
+  EXPECT_TRUE(reads[0].result);
+  ASSERT_FALSE(reads[1].result);
+  EXPECT_EQ(reads[1].result.error().code, Errc::kIo);
+  EXPECT_NE(reads[1].result.error().message().find(s->name().substr(0, 20)), std::string::npos)
+      << reads[1].result.error().message();
+  EXPECT_TRUE(reads[2].result);
+  EXPECT_TRUE(reads[3].result);
+  EXPECT_EQ(ba, a);
+  EXPECT_EQ(bb, b);
+  EXPECT_TRUE(all_zero(bz));
+}
+
+// Read-only stores refuse every piece of a write batch and change nothing.
+TYPED_TEST_P(BackingStoreContract, ReadOnlyStoresRefuseEveryPieceOfAWriteBatch) {
+  auto s = this->make(/*read_only=*/true);
+  ASSERT_TRUE(s);
+  const auto a = random_bytes(4096, 23);
+  std::vector<WritePiece> writes = {{ByteOffset{0}, a}, {ByteOffset{8192}, a}};
+  auto w = s->write_batch(writes);
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().code, Errc::kReadOnly);
+  for (const auto& p : writes) {
+    ASSERT_FALSE(p.result);
+    EXPECT_EQ(p.result.error().code, Errc::kReadOnly);
+  }
+  std::vector<std::byte> back(4096);
+  ASSERT_TRUE(s->read_at(ByteOffset{8192}, back));
+  EXPECT_TRUE(all_zero(back));
+}
+
+REGISTER_TYPED_TEST_SUITE_P(BackingStoreContract, BatchesMoveEveryPieceToAndFromItsOwnOffset,
+                            APieceFailingInTheMiddleOfABatchFailsAlone,
+                            ReadOnlyStoresRefuseEveryPieceOfAWriteBatch,
                             WritesReadBackAtTheirOffsetsAndUnwrittenBytesReadAsZeros,
                             AReadSpanningWrittenAndUnwrittenBytesReturnsBoth,
                             ReadPastTheEndIsAnIoErrorNamingTheStore,

@@ -17,6 +17,7 @@
 #include "tests/unit/volume/store/backing_store_contract.h"
 #include "volume/store/backing_store.h"
 #include "volume/store/mem_backing_store.h"
+#include "volume/store/posix_backing_store.h"
 
 namespace cryptmap::volume {
 namespace {
@@ -50,18 +51,46 @@ class TempFile {
   std::string path_;
 };
 
+// CRYPTMAP_IO_URING_FAIL_SETUP=1 for one scope: the store's io_uring setup fails as it does
+// where the sysctl or seccomp forbids io_uring.
+class FailUringSetup {
+ public:
+  FailUringSetup() { ::setenv("CRYPTMAP_IO_URING_FAIL_SETUP", "1", 1); }
+  ~FailUringSetup() { ::unsetenv("CRYPTMAP_IO_URING_FAIL_SETUP"); }
+};
+
+// Whether this kernel lets this process use io_uring (the sysctl; seccomp would show as a
+// setup failure, which the tests below would then report).
+bool io_uring_allowed() {
+  FILE* f = std::fopen("/proc/sys/kernel/io_uring_disabled", "r");
+  if (f == nullptr) return true;  // kernels before 6.6 have no such switch
+  int v = 0;
+  const bool got = std::fscanf(f, "%d", &v) == 1;
+  std::fclose(f);
+  return !got || v == 0;
+}
+
+enum class Batches { kUring, kFallback };
+
 // PosixBackingStore over a sparse temporary file; `Direct` opens it with O_DIRECT (on /var/tmp, a
 // disk file system: tmpfs may lack O_DIRECT, and then the store falls back to buffered I/O).
-template <bool Direct>
+// `B`: batches through io_uring, or through the loop after a failed io_uring setup.
+template <bool Direct, Batches B = Batches::kUring>
 struct PosixTraits {
   static constexpr bool kGrowsPastEnd = true;  // a regular file grows
   static constexpr std::uint64_t kIoUnit = 1;
   std::unique_ptr<TempFile> file;
   std::unique_ptr<BackingStore> make(std::uint64_t size, bool read_only) {
     file = std::make_unique<TempFile>(size, Direct ? "/var/tmp" : "/tmp");
-    auto s = open_posix_store(file->path(), {.read_only = read_only, .direct_io = Direct});
+    std::unique_ptr<FailUringSetup> fail;
+    if (B == Batches::kFallback) fail = std::make_unique<FailUringSetup>();
+    auto s = PosixBackingStore::open(file->path(), {.read_only = read_only, .direct_io = Direct});
     EXPECT_TRUE(s) << s.error().message();
-    return s ? std::move(*s) : nullptr;
+    if (!s) return nullptr;
+    if (B == Batches::kFallback || io_uring_allowed()) {
+      EXPECT_EQ((*s)->uses_io_uring(), B == Batches::kUring);
+    }
+    return std::unique_ptr<BackingStore>(std::move(*s));
   }
 };
 struct MemTraits {
@@ -72,7 +101,9 @@ struct MemTraits {
   }
 };
 
-using PosixStores = ::testing::Types<PosixTraits<false>, PosixTraits<true>>;
+using PosixStores =
+    ::testing::Types<PosixTraits<false>, PosixTraits<true>, PosixTraits<false, Batches::kFallback>,
+                     PosixTraits<true, Batches::kFallback>>;
 INSTANTIATE_TYPED_TEST_SUITE_P(Mem, BackingStoreContract, ::testing::Types<MemTraits>);
 INSTANTIATE_TYPED_TEST_SUITE_P(Posix, BackingStoreContract, PosixStores);
 
@@ -138,6 +169,123 @@ TEST(PosixBackingStore, BlockDeviceSizeComesFromBlkGetSize64) {
     }
   }
   EXPECT_EQ(std::system(("losetup -d " + loop).c_str()), 0);
+}
+
+// Hostile: a write batch onto a 256 KiB tmpfs that fills up in the middle. Every piece either
+// completed (its bytes read back) or failed with kNoSpace on its own; some of each; io_uring
+// and the fallback alike.
+void fill_a_tiny_file_system(bool fallback) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tmpfs";
+  char dir[] = "/tmp/cryptmap-tiny-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string mnt = dir;
+  if (std::system(("mount -t tmpfs -o size=256k cryptmap-tiny " + mnt).c_str()) != 0) {
+    ::rmdir(dir);
+    GTEST_SKIP() << "cannot mount a tmpfs here";
+  }
+  {
+    TempFile f(0, mnt);
+    ASSERT_FALSE(f.path().empty());
+    std::unique_ptr<FailUringSetup> fail;
+    if (fallback) fail = std::make_unique<FailUringSetup>();
+    auto s = PosixBackingStore::open(f.path(), {});
+    ASSERT_TRUE(s) << s.error().message();
+    fail.reset();
+    if (!fallback && io_uring_allowed()) {
+      EXPECT_TRUE((*s)->uses_io_uring());
+    }
+    constexpr std::size_t kPieces = 12;  // 12 x 64 KiB into 256 KiB
+    std::vector<std::vector<std::byte>> data;
+    std::vector<WritePiece> writes;
+    for (std::size_t i = 0; i < kPieces; ++i) data.push_back(bytes(65536, 300 + i));
+    for (std::size_t i = 0; i < kPieces; ++i) {
+      writes.push_back({ByteOffset{i * 65536}, data[i]});
+    }
+    auto w = (*s)->write_batch(writes);
+    EXPECT_FALSE(w);
+    std::size_t good = 0, full = 0;
+    for (std::size_t i = 0; i < kPieces; ++i) {
+      if (writes[i].result) {
+        ++good;
+        std::vector<std::byte> back(65536);
+        ASSERT_TRUE((*s)->read_at(ByteOffset{i * 65536}, back));
+        EXPECT_EQ(back, data[i]) << "piece " << i;
+      } else {
+        EXPECT_EQ(writes[i].result.error().code, Errc::kNoSpace)
+            << writes[i].result.error().message();
+        EXPECT_NE(writes[i].result.error().message().find(f.path()), std::string::npos);
+        ++full;
+      }
+    }
+    EXPECT_GE(good, 1u);
+    EXPECT_LE(good, 4u);  // 256 KiB hold at most 4 pieces
+    EXPECT_GE(full, kPieces - 4);
+  }
+  EXPECT_EQ(std::system(("umount " + mnt).c_str()), 0);
+  ::rmdir(dir);
+}
+
+TEST(PosixBackingStore, AFullFileSystemFailsExactlyThePiecesThatDidNotFit) {
+  fill_a_tiny_file_system(/*fallback=*/false);
+}
+TEST(PosixBackingStore, AFullFileSystemFailsExactlyThePiecesThatDidNotFitWithoutIoUring) {
+  fill_a_tiny_file_system(/*fallback=*/true);
+}
+
+// The fallback says so once per process, not once per opened image (the CLI and the daemon open
+// an image more than once).
+TEST(PosixBackingStore, AFailedIoUringSetupIsLoggedAtMostOncePerProcess) {
+  TempFile file(1 << 20);
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  {
+    FailUringSetup fail;
+    for (int i = 0; i < 3; ++i) {
+      auto s = PosixBackingStore::open(file.path(), {});
+      ASSERT_TRUE(s) << s.error().message();
+      EXPECT_FALSE((*s)->uses_io_uring());
+    }
+  }
+  const std::string out =
+      ::testing::internal::GetCapturedStdout() + ::testing::internal::GetCapturedStderr();
+  std::size_t lines = 0;
+  for (std::size_t at = out.find("io_uring unavailable"); at != std::string::npos;
+       at = out.find("io_uring unavailable", at + 1)) {
+    ++lines;
+  }
+  EXPECT_LE(lines, 1u) << out;
+}
+
+// The real switch: kernel.io_uring_disabled=2 makes the setup fail (EPERM) and the store falls
+// back. The sysctl is machine-wide, so this runs only when asked
+// (CRYPTMAP_TEST_FLIP_IO_URING_SYSCTL=1, as root); the value is restored at once.
+TEST(PosixBackingStore, TheIoUringSysctlMakesTheStoreFallBack) {
+  const char* ask = std::getenv("CRYPTMAP_TEST_FLIP_IO_URING_SYSCTL");
+  if (ask == nullptr || ask[0] != '1') GTEST_SKIP() << "set CRYPTMAP_TEST_FLIP_IO_URING_SYSCTL=1";
+  const char* knob = "/proc/sys/kernel/io_uring_disabled";
+  FILE* f = std::fopen(knob, "r");
+  if (f == nullptr) GTEST_SKIP() << "no " << knob;
+  int was = 0;
+  ASSERT_EQ(std::fscanf(f, "%d", &was), 1);
+  std::fclose(f);
+  auto put = [&](int v) {
+    FILE* w = std::fopen(knob, "w");
+    if (w == nullptr) return false;
+    const bool ok = std::fprintf(w, "%d\n", v) > 0;
+    return std::fclose(w) == 0 && ok;
+  };
+  if (!put(2)) GTEST_SKIP() << knob << " is not writable here";
+  TempFile file(1 << 20);
+  auto s = PosixBackingStore::open(file.path(), {});
+  EXPECT_TRUE(put(was));
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_FALSE((*s)->uses_io_uring());
+  const auto a = bytes(4096, 41);
+  std::vector<WritePiece> writes = {{ByteOffset{0}, a}, {ByteOffset{8192}, a}};
+  EXPECT_TRUE((*s)->write_batch(writes));
+  auto again = PosixBackingStore::open(file.path(), {});
+  ASSERT_TRUE(again);
+  EXPECT_EQ((*again)->uses_io_uring(), was == 0);
 }
 
 TEST(MemBackingStore, InjectedFailuresHitOnlyTheirRange) {

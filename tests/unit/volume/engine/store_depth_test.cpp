@@ -1,0 +1,134 @@
+// Store I/O at depth (#13): the engine hands the store several transfers at once. A write-back
+// pass writes several runs as one batch; a streaming read reads several pieces as one batch; a
+// writer at the dirty limit writes through itself instead of waiting for a flusher that is
+// stuck in the store. Each test fails on the engine before #13 (batches of one, or a hang that
+// the bounded waits turn into a failure).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+
+#include "tests/unit/volume/engine/volume_test_util.h"
+
+namespace cryptmap::testing {
+namespace {
+
+using volume::EngineOptions;
+using volume::VolumeOptions;
+
+struct Opened {
+  std::unique_ptr<volume::MemBackingStore> mem;
+  BorrowedStore* store = nullptr;  // owned by the volume
+  TestVolume t;
+};
+
+Opened open_watched(std::uint32_t ss, std::uint64_t size, VolumeOptions opts, EngineOptions eo,
+                    std::function<void(std::uint64_t, bool)> hook = {}) {
+  Opened o;
+  o.mem = std::make_unique<volume::MemBackingStore>(size, "mem:depth");
+  auto store = std::make_unique<BorrowedStore>(*o.mem);
+  store->on_io = std::move(hook);
+  o.store = store.get();
+  o.t.ss = ss;
+  o.t.key = 0xC0FFEE ^ ss;
+  o.t.store = o.mem.get();
+  auto cipher = std::make_unique<FakeSectorCipher>(ss, o.t.key);
+  o.t.cipher = cipher.get();
+  auto v = volume::open_volume_with_engine(test_layout(ss, 0), std::move(cipher), {},
+                                           std::move(store), opts, eo, nullptr);
+  if (!v) {
+    ADD_FAILURE() << v.error().message();
+    return o;
+  }
+  o.t.vol = std::move(*v);
+  return o;
+}
+
+TEST(StoreDepth, AWriteBackPassWritesSeveralRunsAsOneBatch) {
+  VolumeOptions opts;
+  opts.flush_age_ms = 3600 * 1000;
+  Opened o = open_watched(512, 1 << 20, opts, {});
+  ASSERT_TRUE(o.t.vol);
+  std::vector<std::byte> model = image_plaintext(o.t, 0, 64 * 1024);
+  // Six runs with gaps between them: not one coalesced write.
+  for (std::uint64_t k = 0; k < 6; ++k) {
+    const auto d = pattern(1024, k);
+    const std::uint64_t off = k * 8192;
+    ASSERT_TRUE(o.t.vol->write(ByteOffset{off}, d));
+    std::memcpy(model.data() + off, d.data(), d.size());
+  }
+  ASSERT_TRUE(o.t.vol->flush());
+  EXPECT_GE(o.store->largest_write_batch.load(), 4u) << "runs written one batch at a time";
+  EXPECT_EQ(image_plaintext(o.t, 0, 64 * 1024), model);
+}
+
+TEST(StoreDepth, AStreamingReadReadsItsPiecesAsOneBatch) {
+  VolumeOptions opts;
+  opts.cache_bytes = 0;
+  EngineOptions eo;
+  eo.buffer_bytes = 64 * 1024;
+  Opened o = open_watched(4096, 4 << 20, opts, eo);
+  ASSERT_TRUE(o.t.vol);
+  const auto d = pattern(1 << 20, 7);
+  ASSERT_TRUE(o.t.vol->write(ByteOffset{4096}, d));
+  std::vector<std::byte> back(d.size());
+  ASSERT_TRUE(o.t.vol->read(ByteOffset{4096}, back));
+  EXPECT_EQ(back, d);
+  EXPECT_GE(o.store->largest_read_batch.load(), 2u) << "pieces read one at a time";
+}
+
+// The flusher is held inside its store write of blocks [0, 4); the cache is at its dirty limit.
+// A writer of other blocks must still complete (written through by its own thread), where it
+// used to wait for the stuck pass. Released afterwards, nothing is lost.
+TEST(StoreDepth, WritersAtTheDirtyLimitWriteThroughWhileTheFlusherIsStuck) {
+  constexpr std::uint32_t kSs = 512;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool held = false, release = false;
+  auto hook = [&](std::uint64_t off, bool write) {
+    if (!write || off >= 4 * kSs) return;
+    std::unique_lock lock(mu);
+    held = true;
+    cv.notify_all();
+    cv.wait_for(lock, std::chrono::seconds(20), [&] { return release; });
+  };
+  VolumeOptions opts;
+  opts.cache_bytes = 16 * kSs;
+  opts.flush_age_ms = 3600 * 1000;
+  EngineOptions eo;
+  eo.dirty_percent = 25;  // the limit: 4 dirty blocks; the flusher is kicked at 2
+  Opened o = open_watched(kSs, 1 << 20, opts, eo, hook);
+  ASSERT_TRUE(o.t.vol);
+  std::vector<std::byte> model = image_plaintext(o.t, 0, 64 * kSs);
+  auto put = [&](std::uint64_t block, std::uint64_t seed) {
+    const auto d = pattern(kSs, seed);
+    std::memcpy(model.data() + block * kSs, d.data(), kSs);
+    return static_cast<bool>(o.t.vol->write(ByteOffset{block * kSs}, d));
+  };
+  for (std::uint64_t b = 0; b < 4; ++b) ASSERT_TRUE(put(b, b));
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return held; }))
+        << "the flusher never reached the store";
+  }
+  auto writer = std::async(std::launch::async, [&] {
+    bool ok = true;
+    for (std::uint64_t b = 20; b < 40; ++b) ok = put(b, 100 + b) && ok;
+    return ok;
+  });
+  const bool done = writer.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  EXPECT_TRUE(done) << "a writer at the dirty limit waited for the stuck flusher";
+  EXPECT_TRUE(writer.get());
+  ASSERT_TRUE(o.t.vol->flush());
+  EXPECT_EQ(image_plaintext(o.t, 0, 64 * kSs), model);
+}
+
+}  // namespace
+}  // namespace cryptmap::testing

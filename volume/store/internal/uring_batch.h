@@ -1,0 +1,66 @@
+// UringRings — the io_uring instances a PosixBackingStore submits its batches to.
+//
+//   auto rings = UringRings::create(kRings, kEntries);  // at open; an error means: use the loop
+//   if (!rings->run(view, /*write=*/false)) { ...no ring free: run the plain loop... }
+//
+// A batch borrows one whole ring for its duration, so its completions are its own (no thread
+// ever reaps another's) and everything it needs — the ring, a fixed array of in-flight slots —
+// exists from open on: nothing on the I/O path allocates. A batch larger than the ring waits
+// for completions and submits the rest (a full ring waits, never fails). Short transfers are
+// continued and -EINTR/-EAGAIN completions resubmitted; each piece ends in exactly one
+// BatchView::finish. With every ring busy, run() returns false at once and the caller runs the
+// batch itself. docs/async-store-io.md has the why, the IO_FLUSHER finding and the fallback.
+//
+// Thread-safety: run() from any number of threads; create() and destruction are not concurrent
+// with run().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "base/result.h"
+
+namespace cryptmap::volume {
+
+// What a batch looks like to the rings: pieces 0..size()-1, each one transfer.
+class BatchView {
+ public:
+  // finish()'s `err` when a read met the end of the file before its piece was complete.
+  static constexpr int kPastEnd = -1;
+
+  virtual std::size_t size() const noexcept = 0;
+  virtual std::byte* buf(std::size_t i) const noexcept = 0;
+  virtual std::size_t len(std::size_t i) const noexcept = 0;
+  virtual std::uint64_t off(std::size_t i) const noexcept = 0;
+  // The fd for the rest of a piece (it may change after a short transfer, as alignment does).
+  virtual int fd_for(std::uint64_t off, const void* buf, std::size_t len) const noexcept = 0;
+  // Called once per piece: err 0 (done), an errno, or kPastEnd; `at` = where it stopped.
+  virtual void finish(std::size_t i, int err, std::uint64_t at) noexcept = 0;
+
+ protected:
+  ~BatchView() = default;
+};
+
+class UringRings {
+ public:
+  // `count` rings of `entries` submission slots each, set up from a thread marked with
+  // mark_io_thread(). Fails (errno in the error) where io_uring is unavailable: disabled by the
+  // kernel.io_uring_disabled sysctl, filtered by seccomp, an old kernel; or when the environment
+  // variable CRYPTMAP_IO_URING_FAIL_SETUP=1 asks for that (tests of the fallback).
+  static Result<std::unique_ptr<UringRings>> create(unsigned count, unsigned entries);
+  ~UringRings();
+
+  // Runs every piece of `view` on a free ring and returns true when all have finished; false
+  // (nothing done) when every ring is busy.
+  bool run(BatchView& view, bool write) noexcept;
+
+  struct Ring;
+
+ private:
+  UringRings() = default;
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cryptmap::volume
