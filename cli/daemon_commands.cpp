@@ -131,6 +131,7 @@ struct SuspendArgs {
   std::uint64_t keyfile_size = 0;
   int key_slot = -1;
   std::uint32_t tries = 3;
+  TokenFlags tokens;  // luksResume, refresh: --token-id/--token-only/--token-type (LUKS2)
 };
 
 // resize NAME [--size SECTORS | --device-size BYTES] (cryptsetup's units).
@@ -1075,6 +1076,7 @@ void run_refresh(const RefreshArgs& a, CommandContext& ctx) {
   oa.keyfile_size = a.key.keyfile_size;
   oa.key_slot = a.key.key_slot;
   oa.tries = a.key.tries;
+  oa.tokens = a.key.tokens;
   std::optional<Request> req = unlock(oa, ctx);
   if (!req) return;
   const volume::VolumeLayout& was = st->layout;
@@ -1151,6 +1153,7 @@ void run_resume(const SuspendArgs& a, CommandContext& ctx) {
   oa.keyfile_size = a.keyfile_size;
   oa.key_slot = a.key_slot;
   oa.tries = a.tries;
+  oa.tokens = a.tokens;
   std::optional<Request> req = unlock(oa, ctx);
   if (!req) return;
   const volume::VolumeLayout& was = st->layout;
@@ -1347,6 +1350,7 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   resume->add_option("--tries,-T", re->tries, "Passphrase attempts at a terminal")
       ->capture_default_str();
   resume->add_option("--mount-dir", re->mount_dir, "Mount directory");
+  add_token_flags(*resume, re->tokens);
   resume->callback([re, &ctx] { run_resume(*re, ctx); });
 
   auto rz = std::make_shared<ResizeArgs>();
@@ -1386,6 +1390,7 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   refresh->add_option("--tries,-T", rf->key.tries, "Passphrase attempts at a terminal")
       ->capture_default_str();
   refresh->add_option("--mount-dir", rf->key.mount_dir, "Mount directory");
+  add_token_flags(*refresh, rf->key.tokens);
   refresh->callback([rf, &ctx] { run_refresh(*rf, ctx); });
 
   auto da = std::make_shared<DaemonArgs>();

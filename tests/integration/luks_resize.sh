@@ -83,6 +83,9 @@ note "read-only and suspended volumes are refused"
 cm luksSuspend r --mount-dir "$MNT"
 expect_exit 1 "suspended.*luksResume r" -- cm resize r --mount-dir "$MNT"
 expect_exit 1 "suspended.*luksResume r" -- cm refresh r --mount-dir "$MNT" --key-file "$K"
+# --token-only: cryptmap has no token handlers, so nothing unlocks and it stays suspended.
+expect_exit 1 "No usable token is available" -- cm luksResume r --mount-dir "$MNT" --token-only
+cm status r --mount-dir "$MNT" | grep -q "(suspended)" || fail "luksResume --token-only resumed the volume"
 cm luksResume r --mount-dir "$MNT" --key-file "$K"
 losetup_detach "$loop"
 cm_close r
@@ -146,6 +149,7 @@ fallocate --punch-hole --offset $MiB --length $MiB "$MNT/d" 2> "$T/err" && fail 
 grep -qi 'unsupported\|not supported' "$T/err" || fail "expected EOPNOTSUPP, got: $(cat "$T/err")"
 [[ $(blocks) == "$before" ]] || fail "the image lost blocks before refresh"
 expect_exit 2 "No key available with this passphrase" -- cm refresh d --mount-dir "$MNT" --allow-discards --key-file "$BAD"
+expect_exit 1 "No usable token is available" -- cm refresh d --mount-dir "$MNT" --allow-discards --token-only
 cm status d --mount-dir "$MNT" | grep -q "flags:" && fail "a failed refresh changed the flags: $(cm status d --mount-dir "$MNT")"
 cm refresh d --mount-dir "$MNT" --allow-discards --key-file "$K"
 cm status d --mount-dir "$MNT" | grep -q "flags:   discards" || fail "status after refresh: $(cm status d --mount-dir "$MNT")"
