@@ -78,6 +78,10 @@ class SectorCache {
   // Drops the block, dirty or not (a discard). A pinned block disappears from lookups at once
   // and its memory is wiped and reused when the last pin goes.
   virtual void erase(std::uint64_t index) = 0;
+  // Drops every block whose index is `first` or above, dirty or not, as erase() does (a volume
+  // shrinking: nothing past its new end may be written back later). Scans the whole cache, not
+  // the index range. Returns how many dirty blocks were dropped.
+  virtual std::uint64_t erase_from(std::uint64_t first) = 0;
   // Keeps a resident block from being evicted while the Pin lives; empty Pin on a miss.
   virtual Pin pin(std::uint64_t index) = 0;
 

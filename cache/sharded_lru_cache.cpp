@@ -205,6 +205,19 @@ class Shard {
     if (e.pins == 0) release(i);
   }
 
+  // Erases every table entry keyed `first` or above; returns how many of them were dirty.
+  std::uint64_t erase_from(std::uint64_t first, std::atomic<std::uint64_t>& dirty_blocks)
+      REQUIRES(mu) {
+    std::uint64_t dirty = 0;
+    for (std::uint32_t i = 0; i < entries_.size(); ++i) {
+      const Entry& e = entries_[i];
+      if (!e.in_table || e.key < first) continue;
+      if (e.dirty) ++dirty;
+      erase(i, dirty_blocks);
+    }
+    return dirty;
+  }
+
   std::size_t collect_dirty(std::span<std::uint64_t> out) const REQUIRES(mu) {
     std::size_t n = 0;
     for (std::uint32_t i = dirty_.head; i != kNil && n < out.size(); i = entries_[i].dnext) {
@@ -369,6 +382,15 @@ class ShardedLruCache final : public SectorCache {
     MutexLock lock(sh.mu);
     const std::uint32_t i = sh.find(index);
     if (i != kNil) sh.erase(i, dirty_blocks_);
+  }
+
+  std::uint64_t erase_from(std::uint64_t first) override {
+    std::uint64_t dirty = 0;
+    for (Shard& sh : shards_) {
+      MutexLock lock(sh.mu);
+      dirty += sh.erase_from(first, dirty_blocks_);
+    }
+    return dirty;
   }
 
   Pin pin(std::uint64_t index) override {

@@ -34,6 +34,7 @@
 #include "cli/apps/process.h"
 #include "cli/apps/tab_commands.h"
 #include "cli/commands.h"
+#include "cli/luks_common.h"
 #include "cli/tcrypt_unlock.h"
 #include "cli/terminal/passphrase.h"
 #include "cli/token_flags.h"
@@ -44,6 +45,7 @@
 #include "volume/format/fvault2.h"
 #include "volume/format/loopaes.h"
 #include "volume/format/luks.h"
+#include "volume/format/luks_admin.h"
 #include "volume/format/plain.h"
 #include "volume/format/unlock.h"
 #include "volume/store/backing_store.h"
@@ -131,6 +133,25 @@ struct SuspendArgs {
   std::uint64_t keyfile_size = 0;
   int key_slot = -1;
   std::uint32_t tries = 3;
+  TokenFlags tokens;  // luksResume, refresh: --token-id/--token-only/--token-type (LUKS2)
+};
+
+// resize NAME [--size SECTORS | --device-size BYTES] (cryptsetup's units).
+struct ResizeArgs {
+  std::string name;
+  std::string mount_dir;
+  std::optional<std::uint64_t> size_sectors;  // --size/-b
+  std::optional<std::uint64_t> device_size;   // --device-size
+  std::string key_file;  // accepted as cryptsetup does; the daemon holds the key
+};
+
+// refresh NAME [--allow-discards] [--perf-*] (+ the key options of luksResume).
+struct RefreshArgs {
+  SuspendArgs key;  // name, mount dir, key file, keyfile offset/size, key slot, tries
+  bool allow_discards = false;
+  bool perf_no_read_workqueue = false;
+  bool perf_no_write_workqueue = false;
+  bool persistent = false;
 };
 
 struct DaemonArgs {
@@ -767,8 +788,11 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
         "which reveals which blocks are unused and can leak the file system type. See "
         "cryptsetup(8), --allow-discards.");
   }
-  if (a.perf_no_read_workqueue) req->open_flags |= kOpenNoReadWorkqueue;
-  if (a.perf_no_write_workqueue) req->open_flags |= kOpenNoWriteWorkqueue;
+  // The flags, or the header's persistent ones (LUKS2), as cryptsetup merges them.
+  if (a.perf_no_read_workqueue || req->layout.no_read_workqueue)
+    req->open_flags |= kOpenNoReadWorkqueue;
+  if (a.perf_no_write_workqueue || req->layout.no_write_workqueue)
+    req->open_flags |= kOpenNoWriteWorkqueue;
   if (a.debug_unordered_zone_writes) req->open_flags |= kOpenUnorderedZoneWrites;
   req->cache_bytes = cache_bytes;
 
@@ -893,6 +917,11 @@ void print_status(const ControlPaths& paths, const Reply& r) {
     std::printf("  size:    %llu sectors\n", static_cast<unsigned long long>(v.size_bytes / 512));
     std::printf("  mode:    %s%s\n", v.read_only ? "read-only" : "read/write",
                 v.suspended ? " (suspended)" : "");
+    const bool no_read_wq = (v.open_flags & kOpenNoReadWorkqueue) != 0;
+    const bool no_write_wq = (v.open_flags & kOpenNoWriteWorkqueue) != 0;
+    if (l.allow_discards || no_read_wq || no_write_wq)  // cryptsetup's line and order
+      std::printf("  flags:   %s%s%s\n", l.allow_discards ? "discards " : "",
+                  no_read_wq ? "no_read_workqueue " : "", no_write_wq ? "no_write_workqueue" : "");
     std::printf("  fuse transport: %s\n", v.fuse_transport.c_str());
   }
 }
@@ -944,6 +973,8 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       auto flags = nlohmann::ordered_json::array();
       if (v.read_only) flags.push_back("readonly");
       if (l.allow_discards) flags.push_back("allow-discards");
+      if (v.open_flags & kOpenNoReadWorkqueue) flags.push_back("no-read-workqueue");
+      if (v.open_flags & kOpenNoWriteWorkqueue) flags.push_back("no-write-workqueue");
       if (v.file_mode == 0660) flags.push_back("allow-other");
       if (v.suspended) flags.push_back("suspended");
       j["flags"] = std::move(flags);
@@ -994,10 +1025,9 @@ void run_status(const StatusArgs& a, CommandContext& ctx) {
   if (a.zones && !no_daemon) print_zones(paths, *reply);
 }
 
-// The status of the active volume NAME for luksSuspend/luksResume, or nullopt after saying why
-// not (not active: 4; plain mode: 1, as cryptsetup refuses it).
-std::optional<VolumeStatus> active_luks_volume(const ControlPaths& paths, const std::string& name,
-                                               CommandContext& ctx) {
+// The status of the active volume NAME, or nullopt after saying why not (not active: 4).
+std::optional<VolumeStatus> active_volume(const ControlPaths& paths, const std::string& name,
+                                          CommandContext& ctx) {
   if (name.empty()) {
     say("Command requires the mapped name as argument.");
     ctx.exit_code = kExitUsage;
@@ -1017,13 +1047,165 @@ std::optional<VolumeStatus> active_luks_volume(const ControlPaths& paths, const 
     ctx.exit_code = report_reply(reply, "status");
     return std::nullopt;
   }
-  if (reply->volumes[0].layout.type == volume::VolumeType::kPlain ||
-      reply->volumes[0].layout.type == volume::VolumeType::kLoopaes) {
+  return std::move(reply->volumes[0]);
+}
+
+// active_volume for luksSuspend/luksResume: plain mode is refused (1), as cryptsetup does.
+std::optional<VolumeStatus> active_luks_volume(const ControlPaths& paths, const std::string& name,
+                                               CommandContext& ctx) {
+  std::optional<VolumeStatus> st = active_volume(paths, name, ctx);
+  if (st && (st->layout.type == volume::VolumeType::kPlain ||
+             st->layout.type == volume::VolumeType::kLoopaes)) {
     say("This operation is supported only for LUKS device.");
     ctx.exit_code = kExitUsage;
     return std::nullopt;
   }
-  return std::move(reply->volumes[0]);
+  return st;
+}
+
+// resize NAME: cryptsetup's rules per type (docs/resize.md §2), then the daemon changes the size
+// while it serves the file; then a stat, so that the kernel's size of the file is the new one
+// for whatever asks next without a stat of its own (`losetup -c`).
+void run_resize(const ResizeArgs& a, CommandContext& ctx) {
+  configure_cli_logging(ctx);
+  bool ok_paths = false;
+  const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
+  if (!ok_paths) return;
+  auto refuse = [&](const std::string& why) {
+    say(why);
+    ctx.exit_code = kExitUsage;
+  };
+  if (a.size_sectors && a.device_size)
+    return refuse("Options --device-size and --size cannot be combined.");
+  if (a.device_size && (*a.device_size == 0 || *a.device_size % 512 != 0))
+    return refuse("Device size must be multiple of 512 bytes sector.");
+  if (a.size_sectors && *a.size_sectors == 0)
+    return refuse(
+        "Invalid --size 0: give the new size in 512-byte sectors, or leave it out to "
+        "use all the image holds.");
+  if (a.size_sectors && *a.size_sectors > (~std::uint64_t{0} >> 9))
+    return refuse("Invalid --size: too large.");
+  std::optional<VolumeStatus> st = active_volume(paths, a.name, ctx);
+  if (!st) return;
+  const volume::VolumeLayout& l = st->layout;
+  switch (l.type) {
+    case volume::VolumeType::kTcrypt:
+    case volume::VolumeType::kBitlk:
+      return refuse("This operation is not supported for this device type.");
+    case volume::VolumeType::kFvault2:
+      return refuse("Cannot resize " + a.name + ": a FileVault2 volume's size is fixed by its " +
+                    "metadata, so cryptmap does not resize it (cryptsetup would map another " +
+                    "size). Close it and open it again.");
+    default:
+      break;
+  }
+  if (!l.integrity.empty())
+    return refuse("Resize of LUKS2 device with integrity protection is not supported.");
+  if (l.type == volume::VolumeType::kLuks2 && l.size_bytes != 0)
+    return refuse("Can not resize LUKS2 device with static size.");
+  if (!l.segments.empty())
+    return refuse("Cannot resize " + a.name + ": its table has several segments.");
+  if (st->suspended)
+    return refuse("Cannot resize " + a.name + ": it is suspended (its key is not in memory). " +
+                  "Resume it first (luksResume " + a.name + ").");
+  if (st->read_only)
+    return refuse("Cannot resize " + a.name + ": it is open read-only, and cryptmap resizes " +
+                  "read/write volumes only. Close it and open it again (it then has the image's " +
+                  "current size), or open it read/write.");
+  Request req;
+  req.verb = Verb::kResize;
+  req.name = a.name;
+  if (a.size_sectors) req.new_size = *a.size_sectors * 512;
+  if (a.device_size) req.new_size = *a.device_size;
+  if (req.new_size % l.sector_size != 0)
+    return refuse("Device size is not aligned to requested sector size.");
+  ctx.exit_code = report_reply(ask_running_daemon(paths, req), "resize");
+  if (ctx.exit_code != kExitOk) return;
+  struct stat file {};
+  (void)::stat((paths.mount_dir + "/" + a.name).c_str(), &file);  // the kernel asks the daemon
+}
+
+// refresh NAME: cryptsetup re-activates with the key, so the header is unlocked again (any
+// keyslot, as open), then the daemon swaps in the volume assembled with the new flags.
+void run_refresh(const RefreshArgs& a, CommandContext& ctx) {
+  configure_cli_logging(ctx);
+  bool ok_paths = false;
+  const ControlPaths paths = paths_or_exit(a.key.mount_dir, ctx, ok_paths);
+  if (!ok_paths) return;
+  std::optional<VolumeStatus> st = active_volume(paths, a.key.name, ctx);
+  if (!st) return;
+  const volume::VolumeType type = st->layout.type;
+  if (type != volume::VolumeType::kLuks1 && type != volume::VolumeType::kLuks2) {
+    say(std::string("Cannot refresh ") + a.key.name + ": cryptmap refreshes LUKS volumes only (" +
+        volume::volume_type_name(type) + " is not). Close it and open it again with the flags.");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  if (!st->layout.integrity.empty()) {
+    say("Cannot refresh " + a.key.name + ": volumes with integrity protection cannot be " +
+        "refreshed by cryptmap yet. Close it and open it again with the flags.");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  if (st->suspended) {
+    say("Cannot refresh " + a.key.name + ": it is suspended. Resume it first (luksResume " +
+        a.key.name + ").");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  if (a.persistent && type != volume::VolumeType::kLuks2) {
+    say("Device " + (st->source.header.empty() ? st->source.image : st->source.header) +
+        " is not a valid LUKS2 device.");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  OpenArgs oa;
+  oa.image = st->source.image;
+  oa.header = st->source.header;
+  oa.type = type == volume::VolumeType::kLuks1 ? "luks1" : "luks2";
+  oa.key_file = a.key.key_file;
+  oa.keyfile_offset = a.key.keyfile_offset;
+  oa.keyfile_size = a.key.keyfile_size;
+  oa.key_slot = a.key.key_slot;
+  oa.tries = a.key.tries;
+  oa.tokens = a.key.tokens;
+  std::optional<Request> req = unlock(oa, ctx);
+  if (!req) return;
+  const volume::VolumeLayout& was = st->layout;
+  if (req->layout.uuid != was.uuid || req->layout.data_offset_bytes != was.data_offset_bytes ||
+      req->layout.key_bytes != was.key_bytes) {
+    say("The LUKS header of " + (oa.header.empty() ? oa.image : oa.header) +
+        " no longer describes the open volume " + a.key.name + " (UUID " + req->layout.uuid +
+        ", was " + was.uuid + "). Nothing was changed.");
+    ctx.exit_code = kExitUsage;
+    return;
+  }
+  // As at open: the header's persistent allow-discards, or the flag.
+  if (a.allow_discards) req->layout.allow_discards = true;
+  req->open_flags = 0;
+  if (a.perf_no_read_workqueue || req->layout.no_read_workqueue)
+    req->open_flags |= kOpenNoReadWorkqueue;
+  if (a.perf_no_write_workqueue || req->layout.no_write_workqueue)
+    req->open_flags |= kOpenNoWriteWorkqueue;
+  req->verb = Verb::kRefresh;
+  req->name = a.key.name;
+  ctx.exit_code = report_reply(ask_running_daemon(paths, *req), "refresh");
+  if (ctx.exit_code != kExitOk || !a.persistent) return;
+  // --persistent: the flags this refresh asked for, as cryptsetup stores them after a successful
+  // refresh (crypt_persistent_flags_set with the active flags the command line set).
+  volume::LuksConfig c;
+  c.flags.emplace();
+  if (a.allow_discards) c.flags->push_back("allow-discards");
+  if (a.perf_no_read_workqueue) c.flags->push_back("no-read-workqueue");
+  if (a.perf_no_write_workqueue) c.flags->push_back("no-write-workqueue");
+  const std::string header = oa.header.empty() ? oa.image : oa.header;
+  auto lock = MetadataLock::take(header, true);
+  auto store = volume::open_image_store(header, {.read_only = false, .direct_io = false});
+  Result<void> written = store ? volume::luks_config(**store, c) : Result<void>(store.error());
+  if (!written) {
+    say("Device activated but cannot make flags persistent. (" + written.error().message() + ")");
+    ctx.exit_code = kExitUsage;
+  }
 }
 
 // luksSuspend NAME: the daemon holds the file's I/O (it waits, nothing fails), flushes, and
@@ -1063,6 +1245,7 @@ void run_resume(const SuspendArgs& a, CommandContext& ctx) {
   oa.keyfile_size = a.keyfile_size;
   oa.key_slot = a.key_slot;
   oa.tries = a.tries;
+  oa.tokens = a.tokens;
   std::optional<Request> req = unlock(oa, ctx);
   if (!req) return;
   const volume::VolumeLayout& was = st->layout;
@@ -1288,39 +1471,48 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
   resume->add_option("--tries,-T", re->tries, "Passphrase attempts at a terminal")
       ->capture_default_str();
   resume->add_option("--mount-dir", re->mount_dir, "Mount directory");
+  add_token_flags(*resume, re->tokens);
   resume->callback([re, &ctx] { run_resume(*re, ctx); });
 
-  // resize and refresh are not implemented yet (#17): the daemon cannot change the size or the
-  // flags of a volume it serves. Both verbs exist so that users get what to do instead.
+  auto rz = std::make_shared<ResizeArgs>();
   CLI::App* resize = app.add_subcommand(
-      "resize", "Resize an open volume (not implemented yet: refused, close and open again)");
-  auto ignored = std::make_shared<std::vector<std::string>>();  // accepted, then refused
-  resize->add_option("name", *ignored, "Name of the mapped file");
-  resize->add_option("--size,-b", *ignored, "New size in 512-byte sectors");
-  resize->add_option("--device-size", *ignored, "New size in bytes");
-  resize->add_option("--mount-dir", *ignored, "Mount directory");
-  resize->add_option("--key-file,-d", *ignored, "Key file");
-  resize->callback([&ctx, ignored] {  // the lambdas keep the bound storage alive
-    say("cryptmap resize is not implemented yet: the daemon cannot change the size of a volume "
-        "it serves. Close the volume and open it again: it then serves the image's current "
-        "size.");
-    ctx.exit_code = kExitUsage;
-  });
+      "resize",
+      "Resize the open volume NAME while it is served: to all the image holds after the data "
+      "offset (after the image grew), or to --size/--device-size");
+  resize->add_option("name", rz->name, "Name of the mapped file");
+  resize->add_option("--size,-b", rz->size_sectors, "New size in 512-byte sectors");
+  resize->add_option("--device-size", rz->device_size, "New size in bytes (a multiple of 512)");
+  resize->add_option("--mount-dir", rz->mount_dir, "Mount directory");
+  resize->add_option("--key-file,-d", rz->key_file,
+                     "Accepted as cryptsetup does; not needed (the daemon holds the key)");
+  resize->callback([rz, &ctx] { run_resize(*rz, ctx); });
+
+  auto rf = std::make_shared<RefreshArgs>();
   CLI::App* refresh = app.add_subcommand(
-      "refresh", "Change flags of an open volume (not implemented yet: refused)");
-  refresh->add_option("name", *ignored, "Name of the mapped file");
-  refresh->add_option("--mount-dir", *ignored, "Mount directory");
-  refresh->add_option("--key-file,-d", *ignored, "Key file");
-  auto flags = std::make_shared<int>(0);
-  for (const char* f : {"--allow-discards", "--perf-no_read_workqueue", "--perf-no_write_workqueue",
-                        "--perf-same_cpu_crypt", "--perf-submit_from_crypt_cpus"})
-    refresh->add_flag(f, *flags, "Flag to apply");
-  refresh->callback([&ctx, ignored, flags] {
-    say("cryptmap refresh is not implemented yet: the daemon cannot change the flags of a "
-        "volume it serves. Close the volume and open it again with --allow-discards or "
-        "--perf-* as wanted.");
-    ctx.exit_code = kExitUsage;
-  });
+      "refresh",
+      "Change the flags of the open LUKS volume NAME without closing it (asks for a passphrase "
+      "of any keyslot, as cryptsetup does); flags not given are turned off");
+  refresh->add_option("name", rf->key.name, "Name of the mapped file");
+  refresh->add_flag("--allow-discards", rf->allow_discards,
+                    "Allow discards (punch-hole) from now on (see open)");
+  refresh->add_flag("--perf-no_read_workqueue", rf->perf_no_read_workqueue,
+                    "Decrypt reads on the submitting thread (see open)");
+  refresh->add_flag("--perf-no_write_workqueue", rf->perf_no_write_workqueue,
+                    "Encrypt writes on the submitting thread, write-through (see open)");
+  refresh->add_flag("--persistent", rf->persistent,
+                    "LUKS2: also store the flags in the header (config.flags), as cryptsetup");
+  refresh->add_option("--key-file,-d", rf->key.key_file,
+                      "Read the passphrase from this file (- = stdin)");
+  refresh->add_option("--keyfile-offset", rf->key.keyfile_offset,
+                      "Skip this many bytes of the key file");
+  refresh->add_option("--keyfile-size,-l", rf->key.keyfile_size,
+                      "Read at most this many key-file bytes");
+  refresh->add_option("--key-slot,-S", rf->key.key_slot, "Try only this key slot");
+  refresh->add_option("--tries,-T", rf->key.tries, "Passphrase attempts at a terminal")
+      ->capture_default_str();
+  refresh->add_option("--mount-dir", rf->key.mount_dir, "Mount directory");
+  add_token_flags(*refresh, rf->key.tokens);
+  refresh->callback([rf, &ctx] { run_refresh(*rf, ctx); });
 
   auto da = std::make_shared<DaemonArgs>();
   CLI::App* daemon = app.add_subcommand("daemon", "Internal: the daemon process `open` starts");

@@ -128,6 +128,8 @@ void put_layout(Sink& s, const volume::VolumeLayout& l) {
   s.str(l.auth_encryption);
   s.str(l.integrity);
   s.boolean(l.integrity_no_journal);
+  s.boolean(l.no_read_workqueue);
+  s.boolean(l.no_write_workqueue);
 }
 
 Result<volume::VolumeLayout> get_layout(Source& s) {
@@ -201,6 +203,10 @@ Result<volume::VolumeLayout> get_layout(Source& s) {
   l.auth_encryption = std::move(auth_enc);
   l.integrity = std::move(integrity);
   l.integrity_no_journal = no_journal;
+  CRYPTMAP_TRY(no_read_wq, s.boolean("layout.no_read_workqueue"));
+  CRYPTMAP_TRY(no_write_wq, s.boolean("layout.no_write_workqueue"));
+  l.no_read_workqueue = no_read_wq;
+  l.no_write_workqueue = no_write_wq;
   return l;
 }
 
@@ -217,6 +223,7 @@ void put_request(Sink& s, const Request& r) {
   s.bytes(r.volume_key.span());
   s.u32(r.open_flags);
   s.u64(r.cache_bytes);
+  s.u64(r.new_size);
 }
 
 void put_reply(Sink& s, const Reply& r) {
@@ -236,6 +243,7 @@ void put_reply(Sink& s, const Reply& r) {
     s.u32(v.file_mode);
     s.boolean(v.suspended);
     s.str(v.fuse_transport);
+    s.u32(v.open_flags);
   }
 }
 
@@ -255,8 +263,8 @@ Result<void> check_version(Source& s) {
   CRYPTMAP_TRY(v, s.u8("version"));
   if (v != kProtocolVersion)
     return make_error_fmt(Errc::kUnsupported, "control message", v,
-                          "protocol version %u (expected %u): the daemon and the CLI differ; "
-                          "close all volumes to restart the daemon",
+                          "protocol %u, expected %u: CLI and daemon differ; close all "
+                          "volumes, then open again",
                           static_cast<unsigned>(v), static_cast<unsigned>(kProtocolVersion));
   return ok();
 }
@@ -344,6 +352,8 @@ Result<Request> decode_request(std::span<const std::byte> body) {
   r.open_flags = open_flags;
   CRYPTMAP_TRY(cache_bytes, s.u64("cache_bytes"));
   r.cache_bytes = cache_bytes;
+  CRYPTMAP_TRY(new_size, s.u64("new_size"));
+  r.new_size = new_size;
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");
   r.name = std::move(name);
   r.force = force;
@@ -378,6 +388,7 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     CRYPTMAP_TRY(mode, s.u32("volume.file_mode"));
     CRYPTMAP_TRY(suspended, s.boolean("volume.suspended"));
     CRYPTMAP_TRY(transport, s.str("volume.fuse_transport"));
+    CRYPTMAP_TRY(open_flags, s.u32("volume.open_flags"));
     v.name = std::move(name);
     v.source = {std::move(image), std::move(header)};
     v.layout = std::move(layout);
@@ -387,6 +398,7 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     v.file_mode = mode;
     v.suspended = suspended;
     v.fuse_transport = std::move(transport);
+    v.open_flags = open_flags;
     r.volumes.push_back(std::move(v));
   }
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");

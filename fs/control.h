@@ -27,8 +27,11 @@ namespace cryptmap::fs {
 
 inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
 // 2: allow_other, file_mode; 3: suspend, layout.segments, layout.cascade, guard;
-// 4: layout.auth_encryption, layout.integrity, layout.integrity_no_journal
-inline constexpr std::uint8_t kProtocolVersion = 5;
+// 4: layout.auth_encryption, layout.integrity, layout.integrity_no_journal; 5: open_flags,
+// cache_bytes; 6: resize (new_size), refresh, volume.open_flags in status,
+// layout.no_read_workqueue, layout.no_write_workqueue. A CLI and a daemon of different versions
+// refuse each other's messages with what to do (check_version in control.cpp).
+inline constexpr std::uint8_t kProtocolVersion = 6;
 inline constexpr std::uint32_t kMaxSegments = 4096;  // layout.segments on the wire
 
 struct ControlPaths {
@@ -43,20 +46,32 @@ Result<ControlPaths> control_paths(const std::string& mount_dir);
 
 // kSuspend (luksSuspend): hold the volume's I/O and wipe its key; kResume (luksResume): serve it
 // again with the volume key the CLI unlocked (volume_key; the daemon reuses the add's layout).
-enum class Verb : std::uint8_t { kAdd = 1, kRemove = 2, kStatus = 3, kSuspend = 4, kResume = 5 };
-inline constexpr std::uint8_t kLastVerb = 5;
+// kResize: change the volume's size to new_size (0: all the image holds now). kRefresh: serve
+// the volume again with the flags of layout.allow_discards and open_flags, assembled with the
+// volume key the CLI unlocked (cryptsetup's refresh re-activates with the key).
+enum class Verb : std::uint8_t {
+  kAdd = 1,
+  kRemove = 2,
+  kStatus = 3,
+  kSuspend = 4,
+  kResume = 5,
+  kResize = 6,
+  kRefresh = 7,
+};
+inline constexpr std::uint8_t kLastVerb = 7;
 
 struct Request {
   Verb verb = Verb::kStatus;
-  std::string name;              // kAdd, kRemove, kSuspend, kResume; kStatus: empty = all
+  std::string name;              // every verb but kStatus (there: empty = all)
   bool force = false;            // kRemove
   VolumeSource source;           // kAdd
-  volume::VolumeLayout layout;   // kAdd
+  volume::VolumeLayout layout;   // kAdd; kRefresh: allow_discards
   bool read_only = false;        // kAdd
   bool allow_other = false;      // kAdd: mount with allow_other (first volume), file mode 0660
-  SecretBytes volume_key;        // kAdd, kResume
-  std::uint32_t open_flags = 0;  // kAdd: OpenFlag bits
+  SecretBytes volume_key;        // kAdd, kResume, kRefresh
+  std::uint32_t open_flags = 0;  // kAdd, kRefresh: OpenFlag bits
   std::uint64_t cache_bytes = volume::VolumeOptions{}.cache_bytes;  // kAdd: --cache-size
+  std::uint64_t new_size = 0;  // kResize: bytes, 0 = all the image holds after the data offset
 };
 
 // kAdd options beyond the layout (cryptsetup --perf-* flags, debug switches).

@@ -210,6 +210,69 @@ class Daemon {
     return ok_reply();
   }
 
+  // resize: the server holds the file's I/O while the volume changes size. The spec keeps the
+  // size from now on, so a luksResume or refresh assembles the volume at this size.
+  Reply resize(const Request& req) {
+    auto spec = specs_.find(req.name);
+    if (spec == specs_.end())
+      return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
+    auto r = server_->resize_volume(req.name, req.new_size);
+    if (!r) {
+      const Error& e = r.error();
+      if (e.code == Errc::kNotFound)
+        return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
+      if (e.code == Errc::kNoSpace)  // cryptsetup's words
+        return reply_with(kExitUsage, "Device " + spec->second.source.image +
+                                          " is too small: " + std::string(e.detail_view()) +
+                                          ". The size of " + req.name + " is unchanged.");
+      return reply_with(kExitUsage, "Cannot resize " + req.name + ": " + e.message() +
+                                        ". Its size is unchanged.");
+    }
+    spec->second.layout.size_bytes = *r;
+    return ok_reply();
+  }
+
+  // refresh: the CLI unlocked the header again; assemble the volume with the new flags at its
+  // current size and let the server swap it in.
+  Reply refresh(Request& req) {
+    auto spec = specs_.find(req.name);
+    if (spec == specs_.end())
+      return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
+    Request full = spec_of(spec->second);
+    full.volume_key = std::move(req.volume_key);
+    full.layout.allow_discards = req.layout.allow_discards;  // the flag, or the header's
+    full.layout.no_read_workqueue = req.layout.no_read_workqueue;
+    full.layout.no_write_workqueue = req.layout.no_write_workqueue;
+    full.open_flags = (req.open_flags & (kOpenNoReadWorkqueue | kOpenNoWriteWorkqueue)) |
+                      (spec->second.open_flags & kOpenUnorderedZoneWrites);
+    if (full.volume_key.size() != full.layout.key_bytes)
+      return reply_with(kExitUsage, "The key for " + req.name + " has " +
+                                        std::to_string(full.volume_key.size()) +
+                                        " bytes, its volume needs " +
+                                        std::to_string(full.layout.key_bytes) + ".");
+    for (const VolumeStatus& v : server_->status()) {
+      if (v.name != req.name) continue;
+      if (v.suspended)
+        return reply_with(
+            kExitUsage,
+            "Volume " + req.name + " is suspended: resume it first (luksResume " + req.name + ").");
+      full.layout.size_bytes = v.size_bytes;  // refresh keeps the size (resize changes it)
+    }
+    auto vol = open_volume(full);
+    full.volume_key = SecretBytes();  // the cipher holds its own copy
+    if (!vol) return error_reply(vol.error(), full.source.image);
+    auto r = server_->replace_volume(req.name, std::move(*vol));
+    if (!r)
+      return reply_with(r.error().code == Errc::kNotFound ? kExitBadDevice : kExitUsage,
+                        "Cannot refresh " + req.name + ": " + r.error().message() +
+                            ". It is still served with its old flags.");
+    spec->second = spec_of(full);
+    log_->info("refreshed {}: allow-discards {}, no_read_workqueue {}, no_write_workqueue {}",
+               req.name, full.layout.allow_discards, (full.open_flags & kOpenNoReadWorkqueue) != 0,
+               (full.open_flags & kOpenNoWriteWorkqueue) != 0);
+    return ok_reply();
+  }
+
   Reply remove(const Request& req) {
     auto r = server_->remove_volume(req.name, req.force);
     if (r.has_value() || r.error().code != Errc::kBusy) specs_.erase(req.name);
@@ -236,8 +299,12 @@ class Daemon {
 
   Reply status(const Request& req) {
     Reply out = ok_reply();
-    for (VolumeStatus& v : server_->status())
-      if (req.name.empty() || v.name == req.name) out.volumes.push_back(std::move(v));
+    for (VolumeStatus& v : server_->status()) {
+      if (!req.name.empty() && v.name != req.name) continue;
+      if (auto spec = specs_.find(v.name); spec != specs_.end())
+        v.open_flags = spec->second.open_flags;
+      out.volumes.push_back(std::move(v));
+    }
     if (!req.name.empty() && out.volumes.empty()) {
       out.exit_code = kExitBadDevice;
       out.message = req.name + " is inactive.";
@@ -283,6 +350,12 @@ class Daemon {
         break;
       case Verb::kResume:
         reply = resume(*req);
+        break;
+      case Verb::kResize:
+        reply = resize(*req);
+        break;
+      case Verb::kRefresh:
+        reply = refresh(*req);
         break;
     }
     req->volume_key = SecretBytes();

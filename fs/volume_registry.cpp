@@ -27,7 +27,7 @@ VolumeRegistry::Ref VolumeRegistry::acquire_active(fuse_ino_t ino) {
   // Fast path, no gate: a suspend that sets the flag after this check waits for this Ref to
   // go (inflight is incremented before the flag is read; both are sequentially consistent).
   Ref ref = acquire(ino);
-  if (!ref || !ref->suspended.load()) return ref;
+  if (!ref || !ref->held.load()) return ref;
   ref = Ref();  // never wait holding a Ref: the suspend that drains would wait for us
   MutexLock gate(gate_mu_);
   for (;;) {
@@ -35,9 +35,9 @@ VolumeRegistry::Ref VolumeRegistry::acquire_active(fuse_ino_t ino) {
     {
       ReaderLock lock(mu_);
       auto it = by_ino_.find(ino);
-      if (it == by_ino_.end()) return {};  // closed while suspended
+      if (it == by_ino_.end()) return {};  // closed while held
       Entry* e = it->second.get();
-      if (!e->suspended.load()) {
+      if (!e->held.load()) {
         e->inflight.fetch_add(1);
         return Ref(this, e);
       }
@@ -46,12 +46,17 @@ VolumeRegistry::Ref VolumeRegistry::acquire_active(fuse_ino_t ino) {
   }
 }
 
-void VolumeRegistry::set_suspended(Entry& e, bool suspended) {
+void VolumeRegistry::set_held(Entry& e, bool held) {
   {
     MutexLock gate(gate_mu_);
-    e.suspended.store(suspended);
+    e.held.store(held);
   }
   gate_cv_.notify_all();
+}
+
+void VolumeRegistry::set_layout(Entry& e, volume::VolumeLayout layout) {
+  WriterLock lock(mu_);
+  e.layout = std::move(layout);
 }
 
 void VolumeRegistry::fail_held() {
@@ -100,7 +105,7 @@ Result<std::unique_ptr<Entry>> VolumeRegistry::take(const std::string& name, boo
     auto node = by_ino_.extract(e->ino);
     taken = std::move(node.mapped());
   }
-  if (taken->suspended.load()) wake_gate();  // its held requests now fail (EIO)
+  if (taken->held.load()) wake_gate();  // its held requests now fail (EIO)
   return taken;
 }
 

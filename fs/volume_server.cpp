@@ -154,6 +154,25 @@ void VolumeServer::Impl::enter_worker() noexcept {
   (void)mark_io_thread();
 }
 
+Result<Entry*> VolumeServer::Impl::active_entry(const std::string& name, const char* op) {
+  Entry* e = nullptr;
+  (void)registry.with_name(name, [&](Entry& found) { e = &found; });  // stays: we hold admin
+  if (e == nullptr)
+    return make_error_fmt(Errc::kNotFound, op, kNoObject, "%s is not active", name.c_str());
+  if (e->suspended.load())
+    return make_error_fmt(Errc::kInvalid, op, kNoObject,
+                          "Volume %s is suspended: resume it first (luksResume %s).", name.c_str(),
+                          name.c_str());
+  return e;
+}
+
+void VolumeServer::Impl::invalidate_file(const Entry& e) {
+  if (loop_done.load()) return;
+  const int rc = fuse_lowlevel_notify_inval_inode(session->get(), e.ino, 0, 0);
+  if (rc != 0 && rc != -ENOENT)  // ENOENT: the kernel has not looked the file up
+    log->warn("{}: cannot tell the kernel its new size: {}", e.name, std::strerror(-rc));
+}
+
 void VolumeServer::Impl::log_io_error(const char* op, const Entry& e, std::uint64_t off,
                                       const Error& err) {
   const std::uint32_t n = errors_logged.fetch_add(1);
@@ -313,11 +332,13 @@ Result<void> VolumeServer::suspend_volume(const std::string& name) {
     return make_error_fmt(Errc::kInvalid, "suspend volume", kNoObject,
                           "Volume %s is already suspended.", name.c_str());
   // 1. Hold new I/O at the gate; 2. let what runs finish; 3. make it durable.
-  s.registry.set_suspended(*e, true);
+  e->suspended.store(true);
+  s.registry.set_held(*e, true);
   s.registry.wait_drained(*e);
   Result<void> flushed = e->volume->flush();
   if (!flushed) {
-    s.registry.set_suspended(*e, false);  // keep serving: dirty data stays in the cache
+    e->suspended.store(false);
+    s.registry.set_held(*e, false);  // keep serving: dirty data stays in the cache
     s.log->error("{}: suspend: flush failed, still serving: {}", name, flushed.error().message());
     return flushed;
   }
@@ -348,8 +369,59 @@ Result<void> VolumeServer::resume_volume(const std::string& name,
                           "bytes)",
                           name.c_str(), static_cast<unsigned long long>(e->size_bytes));
   e->volume = std::move(vol);  // no Ref from acquire_active() exists while suspended
-  s.registry.set_suspended(*e, false);
+  e->suspended.store(false);
+  s.registry.set_held(*e, false);
   s.log->info("resumed {}", name);
+  return ok();
+}
+
+Result<std::uint64_t> VolumeServer::resize_volume(const std::string& name, std::uint64_t new_size) {
+  Impl& s = *impl_;
+  MutexLock admin(s.admin_mu);
+  if (s.stopping) return make_error(Errc::kCancelled, "resize volume: the server is stopping");
+  CRYPTMAP_TRY(e, s.active_entry(name, "resize volume"));
+  // Hold new I/O, let what runs finish (Volume::resize's contract), change the size, serve.
+  s.registry.set_held(*e, true);
+  s.registry.wait_drained(*e);
+  Result<std::uint64_t> resized = e->volume->resize(new_size);
+  if (resized) e->size_bytes.store(*resized);
+  s.registry.set_held(*e, false);
+  if (!resized) return resized.error();
+  s.invalidate_file(*e);
+  s.log->info("resized {} to {} bytes", name, *resized);
+  return *resized;
+}
+
+Result<void> VolumeServer::replace_volume(const std::string& name,
+                                          std::unique_ptr<volume::Volume> vol) {
+  CRYPTMAP_CHECK(vol != nullptr);
+  Impl& s = *impl_;
+  MutexLock admin(s.admin_mu);
+  if (s.stopping) return make_error(Errc::kCancelled, "refresh volume: the server is stopping");
+  CRYPTMAP_TRY(e, s.active_entry(name, "refresh volume"));
+  if (vol->size_bytes() != e->size_bytes.load() || vol->read_only() != e->read_only ||
+      (vol->orders_writes() && !s.opts.ordered_receive))
+    return make_error_fmt(Errc::kInvalid, "refresh volume", vol->size_bytes(),
+                          "%s: the refreshed volume differs from the open one (size %llu bytes)",
+                          name.c_str(), static_cast<unsigned long long>(e->size_bytes.load()));
+  s.registry.set_held(*e, true);
+  s.registry.wait_drained(*e);
+  Result<void> flushed = e->volume->flush();
+  if (!flushed) {
+    s.registry.set_held(*e, false);  // the old volume keeps serving, its dirty data with it
+    return flushed;
+  }
+  std::unique_ptr<volume::Volume> old = std::exchange(e->volume, std::move(vol));
+  // Status keeps the layout the volume was added with (a dynamic LUKS2 size stays 0: resize
+  // checks it); only the flags are the new volume's.
+  volume::VolumeLayout shown = e->layout;  // only set_layout writes it, under admin_mu too
+  shown.allow_discards = e->volume->layout().allow_discards;
+  shown.no_read_workqueue = e->volume->layout().no_read_workqueue;
+  shown.no_write_workqueue = e->volume->layout().no_write_workqueue;
+  s.registry.set_layout(*e, std::move(shown));
+  s.registry.set_held(*e, false);
+  old.reset();  // flushed above; its engine drains and wipes its keys
+  s.log->info("refreshed {}", name);
   return ok();
 }
 

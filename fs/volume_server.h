@@ -88,6 +88,7 @@ struct VolumeStatus {
   std::uint32_t file_mode = 0600;  // permission bits of the mapped file
   bool suspended = false;          // suspend_volume(): I/O held, no key in memory
   std::string fuse_transport;      // the mount's: "uring" or "dev"
+  std::uint32_t open_flags = 0;    // the daemon's: OpenFlag bits of fs/control.h (--perf-*)
 };
 
 class VolumeServer {
@@ -118,6 +119,18 @@ class VolumeServer {
   // its key) and lets the held requests run. kNotFound when absent; kInvalid when not
   // suspended or when `vol` differs in size or mode from the suspended one.
   Result<void> resume_volume(const std::string& name, std::unique_ptr<volume::Volume> vol);
+  // resize: holds the file's I/O (as suspend does, nothing fails), lets the requests already
+  // running finish, changes the volume's size (Volume::resize: `new_size` 0 = all the image
+  // holds now; a shrink drops cached data past the new end), serves again, then tells the
+  // kernel: the file's attributes and pages are invalidated, so the next stat sees the new size
+  // (a loop device reads it at `losetup -c`). Returns the new size. kNotFound when absent;
+  // kInvalid while suspended; Volume::resize's errors (the size is unchanged then).
+  Result<std::uint64_t> resize_volume(const std::string& name, std::uint64_t new_size);
+  // refresh: holds the file's I/O, lets what runs finish, flushes, then serves the file from
+  // `vol` (the same volume assembled again with other flags: --allow-discards, --perf-*) and
+  // destroys the old one. kNotFound when absent; kInvalid while suspended or when `vol`
+  // differs in size or mode; a flush error leaves the old volume serving (nothing is lost).
+  Result<void> replace_volume(const std::string& name, std::unique_ptr<volume::Volume> vol);
   // Flushes every volume (SIGTERM path, before unmounting); suspended ones hold nothing.
   Result<void> flush_all();
 

@@ -1,10 +1,16 @@
-// Volume's default discard (unsupported) and write_ordered (no ordering point to wait for).
+// Volume's default discard and resize (unsupported) and write_ordered (no ordering point to wait
+// for).
 #include "volume/volume.h"
 
 namespace cryptmap::volume {
 
 Result<std::size_t> Volume::discard(ByteOffset off, std::uint64_t /*len*/) {
   return make_error(Errc::kUnsupported, "discard: not supported by this volume", off.value);
+}
+
+Result<std::uint64_t> Volume::resize(std::uint64_t new_size) {
+  return make_error(Errc::kUnsupported, "resize: this kind of volume cannot change its size",
+                    new_size);
 }
 
 Result<std::size_t> Volume::write_ordered(ByteOffset off, std::span<const std::byte> in,

@@ -90,6 +90,17 @@ class Volume {
   // The backing store's zones, in IMAGE byte offsets (the volume starts at
   // layout().data_offset_bytes); nullptr when the store is not zoned.
   virtual const ZoneMap* zones() const noexcept { return nullptr; }
+  // Changes the size of the open volume (`cryptmap resize`, docs/resize.md). `new_size` 0: all
+  // the image holds after the data offset now (the store's size is asked again), rounded down to
+  // whole sectors; else exactly `new_size` bytes, a multiple of the sector size, within the
+  // image. Shrinking drops every cached block past the new end, dirty ones included: nothing
+  // past the end is written back later. Returns the new size.
+  // REQUIRES: no other call on this volume runs meanwhile (the caller holds its requests); the
+  // volume stops and restarts its own threads. Errors: kReadOnly (read-only volume),
+  // kUnsupported (this volume cannot change size: zoned, authenticated, several segments),
+  // kInvalid (size not a multiple of the sector size, data offset past the image end),
+  // kNoSpace (the image is too small for `new_size`).
+  virtual Result<std::uint64_t> resize(std::uint64_t new_size);
   // Plaintext size in bytes (a multiple of the sector size).
   virtual std::uint64_t size_bytes() const noexcept = 0;
   virtual const VolumeLayout& layout() const noexcept = 0;

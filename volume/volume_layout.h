@@ -63,6 +63,10 @@ struct VolumeLayout {
   std::string uuid;
   std::string label;
   bool allow_discards = false;  // persistent flag / --allow-discards
+  // LUKS2 persistent flags no-read-workqueue / no-write-workqueue (refresh --persistent writes
+  // them): open applies them as --perf-no_read_workqueue / --perf-no_write_workqueue.
+  bool no_read_workqueue = false;
+  bool no_write_workqueue = false;
   // Empty: one crypt segment described by the fields above. Else the whole volume, in order,
   // without gaps, from 0 to size_bytes.
   std::vector<Segment> segments;

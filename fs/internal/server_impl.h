@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <thread>
 
 #include "base/buffer_pool.h"
@@ -85,6 +86,14 @@ class VolumeServer::Impl {
 
   // Rate-limited (dm-crypt DMERR_LIMIT): a failing disk must not flood the log.
   void log_io_error(const char* op, const internal::Entry& e, std::uint64_t off, const Error& err);
+
+  // The served (not suspended) entry `name`, for the control plane: kNotFound when absent,
+  // kInvalid while suspended. The pointer stays valid while admin_mu is held.
+  Result<internal::Entry*> active_entry(const std::string& name, const char* op) REQUIRES(admin_mu);
+  // Tells the kernel that `e`'s size changed: its attributes and cached pages are dropped, so
+  // the next stat (and `losetup -c` after it) sees the new size. Not while a request of `e` is
+  // held (the kernel may wait for it).
+  void invalidate_file(const internal::Entry& e);
 
   // Fills `st` for the root or a mapped file; false when `ino` names no file (any more).
   bool attr_of(fuse_ino_t ino, struct stat& st) const;

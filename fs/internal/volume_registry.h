@@ -6,9 +6,10 @@
 // get ENOENT/EIO) and then wait_drained() until every Ref on it is gone, before flushing and
 // destroying the volume.
 //
-// Suspension (luksSuspend): an entry marked suspended keeps its name and inode, but the I/O
-// operations, which pin it through acquire_active(), wait at the registry's gate, holding no Ref,
-// until it is resumed or removed. A suspended entry has no volume (null).
+// Holding (luksSuspend, resize, refresh): while an entry is held it keeps its name and inode,
+// but the I/O operations, which pin it through acquire_active(), wait at the registry's gate,
+// holding no Ref, until it is released or removed. A suspended entry is held and has no volume
+// (null); resize and refresh hold an entry only while they change its volume.
 //
 // Thread-safety: every method may be called from any thread. Lock order: the registry's own
 // lock (shared for lookups) is taken after the server's admin lock and never held across
@@ -38,14 +39,16 @@ namespace cryptmap::fs::internal {
 struct Entry {
   std::string name;
   fuse_ino_t ino = 0;
-  // Null while suspended. Replaced only while no Ref from acquire_active() exists (suspend
-  // drains first; resume installs it before clearing `suspended`).
+  // Null while suspended. Replaced or resized only while the entry is held and no Ref from
+  // acquire_active() exists (held, then drained; released after the change).
   std::unique_ptr<volume::Volume> volume;
-  volume::VolumeLayout layout;  // what status shows, also while suspended
-  bool zoned = false;           // has a zone table (the user.cryptmap.zones xattr)
-  std::atomic<bool> suspended{false};
+  // What status shows, also while suspended; written under the registry's lock (set_layout).
+  volume::VolumeLayout layout;
+  bool zoned = false;                  // has a zone table (the user.cryptmap.zones xattr)
+  std::atomic<bool> held{false};       // the gate holds its I/O (set_held)
+  std::atomic<bool> suspended{false};  // luksSuspend: held, no volume, no key (status)
   VolumeSource source;
-  std::uint64_t size_bytes = 0;
+  std::atomic<std::uint64_t> size_bytes{0};  // the file's size; changes only while held
   bool read_only = false;
   std::uint32_t file_mode = 0600;
   struct timespec added {};
@@ -86,14 +89,17 @@ class VolumeRegistry {
   // Pins the entry of `ino` (and counts an open file handle when `for_open`); empty when there
   // is none (any more).
   Ref acquire(fuse_ino_t ino, bool for_open = false) EXCLUDES(mu_);
-  // For the operations that use the volume: like acquire(), but while the entry is suspended
-  // waits (holding no Ref) until it is resumed (then pins it) or removed (then empty).
+  // For the operations that use the volume: like acquire(), but while the entry is held
+  // waits (holding no Ref) until it is released (then pins it) or removed (then empty).
   Ref acquire_active(fuse_ino_t ino) EXCLUDES(mu_, gate_mu_);
-  // Marks `e` (suspend) or clears it (resume) and wakes the requests held at the gate.
-  void set_suspended(Entry& e, bool suspended) EXCLUDES(mu_, gate_mu_);
+  // Holds `e`'s I/O at the gate (suspend, resize, refresh) or releases it and wakes the
+  // requests held there.
+  void set_held(Entry& e, bool held) EXCLUDES(mu_, gate_mu_);
+  // Replaces what status shows of `e` (refresh changes its flags).
+  void set_layout(Entry& e, volume::VolumeLayout layout) EXCLUDES(mu_);
   // Shutdown: requests held at the gate, and any that arrive later, get an empty Ref (EIO).
   void fail_held() EXCLUDES(gate_mu_);
-  // Waits until no Ref on `e` is left: `e` is out of the maps, or suspended (then only
+  // Waits until no Ref on `e` is left: `e` is out of the maps, or held (then only
   // the Refs of operations that do not touch the volume come and go meanwhile).
   void wait_drained(Entry& e) EXCLUDES(drain_mu_);
 
@@ -142,9 +148,8 @@ class VolumeRegistry {
   // Never reused: a stale inode can never alias.
   fuse_ino_t next_ino_ GUARDED_BY(mu_) = FUSE_ROOT_ID + 1;
   void wake_gate() EXCLUDES(gate_mu_);
-  // The suspension gate: taken before mu_. Guards no data (`suspended` is atomic); it is held
-  // while a request checks the flag and while a suspend or resume changes it, so no wake-up is
-  // missed.
+  // The gate: taken before mu_. Guards no data (`held` is atomic); it is held while a request
+  // checks the flag and while set_held changes it, so no wake-up is missed.
   Mutex gate_mu_ ACQUIRED_BEFORE(mu_);
   CondVar gate_cv_;
   bool gate_failing_ GUARDED_BY(gate_mu_) = false;  // fail_held()

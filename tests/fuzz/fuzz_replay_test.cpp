@@ -565,6 +565,23 @@ TEST(FuzzReplay, IntegrityJournal) {
   EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
 }
 
+// The control protocol: hostile bodies never crash, allocate hugely or decode to something
+// that encodes differently (control_message checks the round trip).
+TEST(FuzzReplay, ControlMessages) {
+  Mutator m(7);
+  Tracker t;
+  for (int which = 0; which < 3; ++which) {
+    const Bytes seed = control_seed(which);
+    EXPECT_EQ(control_message(seed.data(), seed.size()), 0);
+    for (int i = 0; i < 5000; ++i) {
+      Bytes b = seed;
+      for (std::size_t k = 0, n = 1 + m.below(3); k < n; ++k) m.bytes(b, b.size());
+      control_message(b.data(), b.size());
+    }
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
 TEST(FuzzReplay, WriteSeeds) {
   const char* dir = std::getenv("CRYPTMAP_FUZZ_SEED_DIR");
   if (!dir) GTEST_SKIP() << "set CRYPTMAP_FUZZ_SEED_DIR to write the seed corpus";
@@ -600,6 +617,10 @@ TEST(FuzzReplay, WriteSeeds) {
   put("integrity_superblock", "seed", is.data(), is.size());
   const Bytes ij = integrity_journal_seed();
   put("integrity_journal", "seed", ij.data(), ij.size());
+  for (int which = 0; which < 3; ++which) {
+    const Bytes c = control_seed(which);
+    put("control_message", "seed" + std::to_string(which), c.data(), c.size());
+  }
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "base/check.h"
 #include "crypto/cipher_spec.h"
 #include "crypto/key_protect.h"
+#include "fs/control.h"
 #include "volume/format/bitlk.h"
 #include "volume/format/dm_integrity.h"
 #include "volume/format/dm_integrity_journal.h"
@@ -305,6 +306,52 @@ std::vector<std::uint8_t> fvault2_seed() {
   put64(b, 4096 + 8192 + 8, 4);    // 4 encrypted metadata blocks
   put64(b, 4096 + 8192 + 32, 16);  // at block 16 (zeros: the walk stops)
   return b;
+}
+
+int control_message(const std::uint8_t* data, std::size_t size) {
+  const std::span<const std::byte> in(reinterpret_cast<const std::byte*>(data), size);
+  if (auto req = fs::decode_request(in)) {
+    auto again = fs::encode_request(*req);
+    CRYPTMAP_CHECK(again && again->size() == size && std::memcmp(again->data(), data, size) == 0);
+  }
+  if (auto rep = fs::decode_reply(in)) {
+    auto again = fs::encode_reply(*rep);
+    CRYPTMAP_CHECK(again && again->size() == size && std::memcmp(again->data(), data, size) == 0);
+  }
+  return 0;
+}
+
+std::vector<std::uint8_t> control_seed(int which) {
+  Result<SecretBytes> body = make_error(Errc::kInvalid, "control seed");
+  if (which == 2) {
+    fs::Reply r;
+    r.daemon_pid = 42;
+    for (int i = 0; i < 2; ++i) {
+      fs::VolumeStatus v;
+      v.name = "v" + std::to_string(i);
+      v.source.image = "/srv/disk.img";
+      v.layout.cipher.cipher = "aes";
+      v.layout.segments.push_back({volume::SegmentKind::kCrypt, 0, 4096, 0, 0});
+      v.size_bytes = 4096;
+      v.open_flags = fs::kOpenNoReadWorkqueue;
+      r.volumes.push_back(std::move(v));
+    }
+    body = fs::encode_reply(r);
+  } else {
+    fs::Request r;
+    r.verb = which == 1 ? fs::Verb::kResize : fs::Verb::kAdd;
+    r.name = "data";
+    r.source = {"/srv/disk.img", ""};
+    r.layout.cipher.cipher = "aes";
+    r.layout.cascade = {"serpent"};
+    r.layout.allow_discards = true;
+    r.new_size = which == 1 ? (1ull << 33) : 0;
+    if (which == 0) r.volume_key = *SecretBytes::copy_of(std::string_view("0123456789abcdef"));
+    body = fs::encode_request(r);
+  }
+  CRYPTMAP_CHECK(body.has_value());
+  const auto* p = reinterpret_cast<const std::uint8_t*>(body->data());
+  return std::vector<std::uint8_t>(p, p + body->size());
 }
 
 int store_uri(const std::uint8_t* data, std::size_t size) {

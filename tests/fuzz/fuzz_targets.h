@@ -24,6 +24,12 @@ int luks2_token(const std::uint8_t* data, std::size_t size);
 int cipher_spec(const std::uint8_t* data, std::size_t size);
 // Image arguments naming network stores: NBD URI recognition and the rbd: spec parser.
 int store_uri(const std::uint8_t* data, std::size_t size);
+// The daemon's control protocol (fs/control.h): the input as a request body and as a reply
+// body; whatever decodes must encode back to the same bytes.
+int control_message(const std::uint8_t* data, std::size_t size);
+// Valid bodies to start from: an add request with a layout and key (0), a resize request (1), a
+// status reply with two volumes (2).
+std::vector<std::uint8_t> control_seed(int which);
 
 // BitLocker metadata. The input is a compact form: a 512-byte boot sector, then one FVE metadata
 // block (at most 64 KiB); bitlk_image() places the block at the three metadata offsets of a

@@ -31,9 +31,9 @@ expect_failure 1 "LUKS|checksum|header" -- cm_open "$T/bad.img" v --key-file "$K
 [[ "$(sha256sum "$img")" == "$sum_before" ]] || fail "a failed open changed the image"
 note "the right passphrase still works afterwards"
 cm_open "$img" v --key-file "$K"
-note "resize and refresh (not implemented) refuse and say what to do; the volume still serves"
-expect_exit 1 "^cryptmap resize is not implemented yet: .* open it again" -- cm resize v --size 8 --mount-dir "$MNT"
-expect_exit 1 "^cryptmap refresh is not implemented yet: .* --allow-discards" -- cm refresh v --allow-discards --mount-dir "$MNT"
+note "a resize past the image and a refresh with a wrong passphrase refuse; the volume still serves"
+expect_exit 1 "Device .* is too small" -- cm resize v --size $((64 * MiB / 512)) --mount-dir "$MNT"
+expect_exit 2 "No key available with this passphrase" -- cm refresh v --allow-discards --key-file "$W" --mount-dir "$MNT"
 [[ -e "$MNT/v" ]] || fail "a refused resize or refresh closed the volume"
 cm_close v
 echo "PASS"

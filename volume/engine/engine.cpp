@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 
 #include "base/check.h"
 #include "cache/sector_cache.h"
@@ -114,18 +115,64 @@ class VolumeImpl final : public Volume {
     if (eo.read_ahead_windows != 0 && eo.read_ahead_bytes >= ss && !options.no_read_workqueue) {
       ReadAhead::Options ro;
       ro.sector_size = ss;
-      ro.volume_sectors = ctx_.geo.sectors();
       ro.windows = eo.read_ahead_windows;
       ro.window_bytes = eo.read_ahead_bytes;
       ro.depth = std::max<std::uint32_t>(1, eo.read_ahead_depth);
       ro.threads = std::max<unsigned>(1, eo.read_ahead_threads);
-      CRYPTMAP_TRY(ra, ReadAhead::create(ro, [this](std::uint64_t first, std::span<std::byte> dst,
-                                                    const ReadAhead::LoadTicket& t) {
-                     return read_path_.load_ahead(first, dst, t);
-                   }));
-      ctx_.read_ahead = std::move(ra);
+      read_ahead_options_ = ro;
+      CRYPTMAP_TRY_VOID(start_read_ahead());
     }
     return ok();
+  }
+
+  // The caller holds every request (Volume::resize's contract), so only the engine's own
+  // threads run: read-ahead is stopped (its windows would load or keep sectors of the old
+  // size) and started again for the new size; the flusher keeps running, and a shrink takes the
+  // dropped sectors exclusively so that a write-back run on them finishes before their dirty
+  // blocks are erased (a run that comes later finds them gone: snapshot_dirty).
+  Result<std::uint64_t> resize(std::uint64_t new_size) override {
+    if (ctx_.read_only)
+      return make_error_fmt(Errc::kReadOnly, "resize volume", new_size, "%s is opened read-only",
+                            ctx_.store->name().c_str());
+    if (ctx_.store->zones() != nullptr)
+      return make_error_fmt(Errc::kUnsupported, "resize volume", new_size,
+                            "%s is zoned: zoned volumes cannot change size",
+                            ctx_.store->name().c_str());
+    CRYPTMAP_TRY(image, ctx_.store->refresh_size());
+    const std::uint64_t off = ctx_.geo.data_offset;
+    if (off >= image)
+      return make_error_fmt(Errc::kInvalid, "resize volume", image,
+                            "the data offset (%llu bytes) is beyond the end of %s",
+                            static_cast<unsigned long long>(off), ctx_.store->name().c_str());
+    const std::uint64_t room = round_down_to_sector(image - off, ctx_.ss);
+    if (new_size == 0) {
+      new_size = room;
+      if (new_size == 0)
+        return make_error_fmt(Errc::kNoSpace, "resize volume", image,
+                              "%s holds no whole %u-byte sector after the data offset",
+                              ctx_.store->name().c_str(), ctx_.ss);
+    } else if (new_size % ctx_.ss != 0) {
+      return make_error_fmt(Errc::kInvalid, "resize volume", new_size,
+                            "the size is not a multiple of the %u-byte sector size", ctx_.ss);
+    } else if (new_size > image - off) {
+      return make_error_fmt(Errc::kNoSpace, "resize volume: the image is too small", new_size,
+                            "it holds %llu bytes after the data offset",
+                            static_cast<unsigned long long>(image - off));
+    }
+    const std::uint64_t old_sectors = ctx_.geo.sectors();
+    ctx_.read_ahead.reset();
+    if (new_size < ctx_.geo.size && ctx_.cache) {
+      const std::uint64_t first = new_size / ctx_.ss;
+      RangeLock::Guard guard = ctx_.ranges.acquire(first, old_sectors, /*exclusive=*/true);
+      if (const std::uint64_t dropped = ctx_.cache->erase_from(first); dropped != 0)
+        ctx_.logger->warn("{}: shrink dropped {} unwritten sector(s) past the new end",
+                          ctx_.store->name(), dropped);
+    }
+    ctx_.geo.size = new_size;
+    if (Result<void> r = start_read_ahead(); !r)
+      ctx_.logger->warn("{}: read-ahead stays off after the resize: {}", ctx_.store->name(),
+                        r.error().message());
+    return new_size;
   }
 
   Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
@@ -197,14 +244,28 @@ class VolumeImpl final : public Volume {
     return ok();
   }
 
+  // Read-ahead for the current size (nothing when it is off).
+  Result<void> start_read_ahead() {
+    if (!read_ahead_options_) return ok();
+    ReadAhead::Options ro = *read_ahead_options_;
+    ro.volume_sectors = ctx_.geo.sectors();
+    CRYPTMAP_TRY(ra, ReadAhead::create(ro, [this](std::uint64_t first, std::span<std::byte> dst,
+                                                  const ReadAhead::LoadTicket& t) {
+                   return read_path_.load_ahead(first, dst, t);
+                 }));
+    ctx_.read_ahead = std::move(ra);
+    return ok();
+  }
+
   // Declaration order is destruction order reversed: the parts before the context they
   // borrow, the context (store, driver) before the engine, the engine before the cipher.
   std::unique_ptr<crypto::SectorCipher> cipher_;
   std::unique_ptr<crypto::CryptoEngine> engine_;
   EngineContext ctx_;
   ReadPath read_path_;
-  std::unique_ptr<WriteBack> writeback_;   // null without a cache
-  std::unique_ptr<WritePath> write_path_;  // set by init
+  std::unique_ptr<WriteBack> writeback_;                  // null without a cache
+  std::unique_ptr<WritePath> write_path_;                 // set by init
+  std::optional<ReadAhead::Options> read_ahead_options_;  // set by init when read-ahead is on
 };
 
 }  // namespace

@@ -7,7 +7,8 @@
 // context and tears the components down in the close order of docs/architecture.md §4.7
 // (members are declared so that whatever is left is destroyed after what borrows it: the
 // zoned path before the store it references).
-// Mutability: the geometry, store, range lock and logger are set when the context is built;
+// Mutability: the geometry, store, range lock and logger are set when the context is built
+// (the volume's size changes in resize only, see `geo`);
 // everything else is set once while the volume opens (VolumeImpl::init), before the first
 // request and before any thread of the volume starts, and not changed again until close.
 // Thread-safety: after open, the context itself is read-only; each component is thread-safe
@@ -52,8 +53,10 @@ struct EngineContext {
   void log_error(const char* op, const Error& e);
 
   const VolumeLayout layout;
-  const SectorGeometry geo;  // sector size, data offset, volume size
-  const std::uint32_t ss;    // geo.sector_size, the name every path uses
+  // Sector size, data offset, volume size. Only `geo.size` ever changes, in Volume::resize,
+  // while no request runs and read-ahead is stopped (the flusher reads only the other fields).
+  SectorGeometry geo;
+  const std::uint32_t ss;  // geo.sector_size, the name every path uses
   const bool read_only;
   const std::unique_ptr<BackingStore> store;
   RangeLock ranges;  // every request's sectors, shared (reads) or exclusive (writes)

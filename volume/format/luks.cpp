@@ -232,6 +232,8 @@ Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store
   l.uuid = disk.bin.uuid;
   l.label = disk.bin.label;
   l.allow_discards = m.has_flag("allow-discards");
+  l.no_read_workqueue = m.has_flag("no-read-workqueue");
+  l.no_write_workqueue = m.has_flag("no-write-workqueue");
   // Copy the key material of every usable keyslot (the store is borrowed for load only).
   for (const auto& k : m.keyslots) {
     if (k.type != "luks2") continue;

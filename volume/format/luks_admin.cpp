@@ -864,6 +864,25 @@ Result<void> luks_config(BackingStore& header, const LuksConfig& c) {
     CRYPTMAP_TRY_VOID(st.doc.validate(st.json_area));
     CRYPTMAP_TRY_VOID(luks2_commit(header, st));
   }
+  if (c.flags) {
+    static constexpr const char* kOrder[] = {"allow-discards",         "same-cpu-crypt",
+                                             "submit-from-crypt-cpus", "no-journal",
+                                             "no-read-workqueue",      "no-write-workqueue"};
+    for (const std::string& f : *c.flags)
+      if (std::find(std::begin(kOrder), std::end(kOrder), f) == std::end(kOrder))
+        return fail(make_error_fmt(Errc::kInvalid, "config: persistent flag", kNoObject,
+                                   "unknown flag %s", f.c_str()));
+    CRYPTMAP_TRY_VOID((guarded([&]() -> Result<void> {
+      Json list = Json::array();
+      for (const char* name : kOrder)
+        if (std::find(c.flags->begin(), c.flags->end(), name) != c.flags->end())
+          list.push_back(name);
+      st.doc.root()["config"]["flags"] = std::move(list);
+      return ok();
+    })));
+    CRYPTMAP_TRY_VOID(st.doc.validate(st.json_area));
+    CRYPTMAP_TRY_VOID(luks2_commit(header, st));
+  }
   if (c.label || c.subsystem) {
     st.bin.label = c.label.value_or("");
     st.bin.subsystem = c.subsystem.value_or("");

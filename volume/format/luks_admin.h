@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "base/secret.h"
@@ -104,10 +105,15 @@ Result<std::string> luks_set_uuid(BackingStore& header, const std::string& uuid)
 // rewrite), then the labels (another); when either label is given, both are rewritten and an
 // absent one becomes empty (crypt_set_label). Errors: kInvalid "Device is not a valid LUKS2
 // device." for LUKS1, a label of 48 bytes or more, a keyslot not in use.
+// `flags` (refresh --persistent): replaces the JSON's config.flags with these persistent
+// activation flags, in cryptsetup's order (allow-discards, same-cpu-crypt,
+// submit-from-crypt-cpus, no-journal, no-read-workqueue, no-write-workqueue; an unknown name is
+// kInvalid), as LUKS2_config_set_flags writes them: one rewrite, an empty array when none.
 struct LuksConfig {
-  std::optional<std::string> label, subsystem;  // --label, --subsystem
-  std::optional<int> priority_slot;             // --key-slot with --priority
-  int priority = 1;                             // 0 ignore, 1 normal, 2 prefer
+  std::optional<std::string> label, subsystem;    // --label, --subsystem
+  std::optional<int> priority_slot;               // --key-slot with --priority
+  int priority = 1;                               // 0 ignore, 1 normal, 2 prefer
+  std::optional<std::vector<std::string>> flags;  // refresh --persistent
 };
 Result<void> luks_config(BackingStore& header, const LuksConfig& config);
 

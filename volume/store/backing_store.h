@@ -54,6 +54,10 @@ class BackingStore {
   // Deallocates the range (punch hole / BLKDISCARD); kUnsupported where impossible.
   virtual Result<void> discard(ByteOffset off, std::uint64_t len_bytes) = 0;
   virtual std::uint64_t size_bytes() const noexcept = 0;
+  // Asks the image for its size again (a file grown with truncate, a block device grown or
+  // shrunk since open: `cryptmap resize`), makes size_bytes() return it and returns it. Stores
+  // whose size cannot change return size_bytes().
+  virtual Result<std::uint64_t> refresh_size() { return size_bytes(); }
   virtual bool read_only() const noexcept = 0;
   virtual const ZoneMap* zones() const noexcept { return nullptr; }
   // Human name for messages (the image path).

@@ -218,6 +218,19 @@ class PosixFileStore final : public PosixBackingStore {
   std::uint64_t size_bytes() const noexcept override {
     return size_.load(std::memory_order_relaxed);
   }
+  Result<std::uint64_t> refresh_size() override {
+    std::uint64_t size = 0;
+    if (block_device_) {
+      if (::ioctl(fd_.get(), BLKGETSIZE64, &size) != 0)
+        return sys_error_on(errno, "get block device size (BLKGETSIZE64)", kNoObject, path_);
+    } else {
+      struct stat st {};
+      if (::fstat(fd_.get(), &st) != 0) return sys_error_on(errno, "stat image", kNoObject, path_);
+      size = static_cast<std::uint64_t>(st.st_size);
+    }
+    size_.store(size, std::memory_order_relaxed);
+    return size;
+  }
   bool read_only() const noexcept override { return read_only_; }
   const std::string& name() const noexcept override { return path_; }
   bool block_device() const noexcept override { return block_device_; }

@@ -38,6 +38,8 @@ Request sample_add() {
   r.layout.auth_encryption = "aes-gcm-random";
   r.layout.integrity = "aead";
   r.layout.integrity_no_journal = true;
+  r.layout.no_read_workqueue = true;
+  r.layout.no_write_workqueue = false;
   r.read_only = true;
   r.allow_other = true;
   r.volume_key = *SecretBytes::copy_of(std::string_view("0123456789abcdef0123456789abcdef"));
@@ -72,11 +74,54 @@ TEST(ControlProtocol, AddRequestRoundTripsEveryField) {
   EXPECT_EQ(out->layout.auth_encryption, "aes-gcm-random");
   EXPECT_EQ(out->layout.integrity, "aead");
   EXPECT_TRUE(out->layout.integrity_no_journal);
+  EXPECT_TRUE(out->layout.no_read_workqueue);
+  EXPECT_FALSE(out->layout.no_write_workqueue);
   EXPECT_TRUE(out->read_only);
   EXPECT_TRUE(out->allow_other);
   EXPECT_EQ(out->volume_key.as_chars(), in.volume_key.as_chars());
   EXPECT_EQ(out->open_flags, kOpenNoWriteWorkqueue | kOpenUnorderedZoneWrites);
   EXPECT_EQ(out->cache_bytes, (5ull << 30) + 4096);
+  EXPECT_EQ(out->new_size, 0u);
+}
+
+TEST(ControlProtocol, ResizeAndRefreshRequestsRoundTrip) {
+  Request rz;
+  rz.verb = Verb::kResize;
+  rz.name = "data";
+  rz.new_size = (3ull << 40) + 4096;  // above 32 bits
+  auto body = encode_request(rz);
+  ASSERT_TRUE(body.has_value());
+  auto out = decode_request(body->span());
+  ASSERT_TRUE(out.has_value()) << out.error().message();
+  EXPECT_EQ(out->verb, Verb::kResize);
+  EXPECT_EQ(out->name, "data");
+  EXPECT_EQ(out->new_size, (3ull << 40) + 4096);
+  Request rf = sample_add();
+  rf.verb = Verb::kRefresh;
+  rf.open_flags = kOpenNoReadWorkqueue;
+  body = encode_request(rf);
+  ASSERT_TRUE(body.has_value());
+  out = decode_request(body->span());
+  ASSERT_TRUE(out.has_value()) << out.error().message();
+  EXPECT_EQ(out->verb, Verb::kRefresh);
+  EXPECT_EQ(out->open_flags, kOpenNoReadWorkqueue);
+  EXPECT_TRUE(out->layout.allow_discards);
+  EXPECT_EQ(out->volume_key.as_chars(), rf.volume_key.as_chars());
+}
+
+// A CLI of another protocol version (an old client, or a daemon left running across an
+// upgrade) gets a message that says what to do, not a garbled decode.
+TEST(ControlProtocol, AnotherVersionIsRefusedWithWhatToDo) {
+  auto body = encode_request(sample_add());
+  ASSERT_TRUE(body.has_value());
+  std::vector<std::byte> b(body->span().begin(), body->span().end());
+  b[0] = static_cast<std::byte>(kProtocolVersion - 1);
+  auto r = decode_request(b);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, Errc::kUnsupported);
+  // The detail holds 95 characters: the advice must fit in it whole.
+  EXPECT_NE(r.error().message().find("close all volumes, then open again"), std::string::npos)
+      << r.error().message();
 }
 
 TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
@@ -95,6 +140,7 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
     v.file_mode = i == 2 ? 0660 : 0600;
     v.suspended = i == 0;
     v.fuse_transport = i == 1 ? "uring" : "dev";
+    v.open_flags = i == 2 ? kOpenNoReadWorkqueue | kOpenNoWriteWorkqueue : 0;
     in.volumes.push_back(v);
   }
   auto body = encode_reply(in);
@@ -116,6 +162,8 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
   EXPECT_FALSE(out->volumes[1].suspended);
   EXPECT_EQ(out->volumes[1].fuse_transport, "uring");
   EXPECT_EQ(out->volumes[2].fuse_transport, "dev");
+  EXPECT_EQ(out->volumes[2].open_flags, kOpenNoReadWorkqueue | kOpenNoWriteWorkqueue);
+  EXPECT_EQ(out->volumes[1].open_flags, 0u);
 }
 
 TEST(ControlProtocol, EveryTruncationIsRejectedAsCorrupt) {

@@ -4,7 +4,8 @@
 //  - write data is copied only on the worker, right before the call returns;
 //  - errors can be injected per operation; delays can be added;
 //  - it records contract violations (a range past the end reaching the volume, overlapping
-//    buffer reuse) instead of silently accepting them.
+//    buffer reuse, a resize while calls run) instead of silently accepting them.
+// resize() changes the size (new bytes read as zeros) up to `image_bytes`, the "image".
 // "durable" is the content as of the last completed flush(): what a crash would keep.
 #pragma once
 
@@ -37,9 +38,12 @@ class FakeVolume : public volume::Volume {
     unsigned workers = 3;
     std::chrono::microseconds delay{0};
     std::atomic<int>* flush_counter = nullptr;  // outlives the volume (counts after its death)
+    std::uint64_t image_bytes = 0;  // what resize(0) grows to, and its limit (0: size_bytes)
   };
 
-  explicit FakeVolume(Options o) : opts_(o), data_(o.size_bytes), durable_(o.size_bytes) {
+  explicit FakeVolume(Options o)
+      : opts_(o), size_(o.size_bytes), data_(o.size_bytes), durable_(o.size_bytes) {
+    if (opts_.image_bytes == 0) opts_.image_bytes = o.size_bytes;
     layout_.type = volume::VolumeType::kLuks2;
     layout_.cipher.cipher = "aes";
     layout_.cipher.chain_mode = "xts";
@@ -61,6 +65,7 @@ class FakeVolume : public volume::Volume {
 
   Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
     note_call();
+    Calling calling(calls_);
     return run([this, off, out](Slot* d) {
       if (auto e = take_failure(Op::kRead)) return finish(d, *e);
       if (off.value > data_.size()) return finish(d, violation("read past end"));
@@ -76,6 +81,7 @@ class FakeVolume : public volume::Volume {
 
   Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) override {
     note_call();
+    Calling calling(calls_);
     const int now = in_flight_writes_.fetch_add(1) + 1;
     int seen = max_parallel_writes_.load();
     while (now > seen && !max_parallel_writes_.compare_exchange_weak(seen, now)) {
@@ -105,6 +111,7 @@ class FakeVolume : public volume::Volume {
 
   Result<void> flush() override {
     note_call();
+    Calling calling(calls_);
     Result<std::size_t> r = run([this](Slot* d) {
       if (auto e = take_failure(Op::kFlush)) return finish(d, *e);
       {
@@ -119,7 +126,24 @@ class FakeVolume : public volume::Volume {
     return ok();
   }
 
-  std::uint64_t size_bytes() const noexcept override { return opts_.size_bytes; }
+  // Volume::resize's contract: no other call runs (else a violation).
+  Result<std::uint64_t> resize(std::uint64_t n) override {
+    if (calls_.load() != 0) return violation("resize while calls run");
+    if (opts_.read_only) return make_error(Errc::kReadOnly, "fake resize");
+    if (n == 0) n = opts_.image_bytes;
+    if (n % 512 != 0) return make_error(Errc::kInvalid, "fake resize: not whole sectors", n);
+    if (n > opts_.image_bytes) return make_error(Errc::kNoSpace, "fake resize: too small", n);
+    {
+      std::lock_guard l(dmu_);
+      data_.resize(n);
+      durable_.resize(n);
+    }
+    size_.store(n);
+    resizes_.fetch_add(1);
+    return n;
+  }
+
+  std::uint64_t size_bytes() const noexcept override { return size_.load(); }
   const volume::VolumeLayout& layout() const noexcept override { return layout_; }
   bool read_only() const noexcept override { return opts_.read_only; }
 
@@ -160,11 +184,18 @@ class FakeVolume : public volume::Volume {
   int reads() const { return reads_.load(); }
   int writes() const { return writes_.load(); }
   int violations() const { return violations_.load(); }
+  int resizes() const { return resizes_.load(); }
   // PR_GET_IO_FLUSHER of the last thread that called into the volume (a FUSE worker).
   int caller_io_flusher() const { return caller_io_flusher_.load(); }
 
  private:
   void note_call() { caller_io_flusher_.store(prctl(58 /*PR_GET_IO_FLUSHER*/, 0, 0, 0, 0)); }
+  // Counts a call from entry to return (resize checks that none runs).
+  struct Calling {
+    explicit Calling(std::atomic<int>& c) : c_(c) { c_.fetch_add(1); }
+    ~Calling() { c_.fetch_sub(1); }
+    std::atomic<int>& c_;
+  };
   Error violation(const char* what) {
     violations_.fetch_add(1);
     return make_error(Errc::kInvalid, what);
@@ -228,6 +259,8 @@ class FakeVolume : public volume::Volume {
   }
 
   Options opts_;
+  std::atomic<std::uint64_t> size_;
+  std::atomic<int> calls_{0}, resizes_{0};
   volume::VolumeLayout layout_;
   mutable std::mutex dmu_;
   std::vector<std::byte> data_;

@@ -866,5 +866,136 @@ TEST_F(VolumeServerTest, StopWhileSuspendedFailsHeldIoAndUnmounts) {
   EXPECT_TRUE(server_->stopped());
 }
 
+// resize at the server (cryptmap resize): the kernel's size of the file changes at once (stat and
+// fstat right after it), reads and writes follow the new end, and a failed resize changes
+// nothing.
+TEST_F(VolumeServerTest, ResizeChangesTheFileSizeAtOnceAndIoFollowsTheNewEnd) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 1u << 20, .image_bytes = 2u << 20});
+  ASSERT_NE(v, nullptr);
+  UniqueFd fd = open_file("vol", O_RDWR);
+  struct stat sb {};
+  ASSERT_EQ(fstat(fd.get(), &sb), 0);
+  ASSERT_EQ(sb.st_size, 1 << 20);
+  std::vector<std::byte> b(4096);
+  EXPECT_EQ(pread(fd.get(), b.data(), b.size(), 1 << 20), 0);
+
+  auto grown = server_->resize_volume("vol", 0);
+  ASSERT_TRUE(grown.has_value()) << grown.error().message();
+  EXPECT_EQ(*grown, 2u << 20);
+  ASSERT_EQ(fstat(fd.get(), &sb), 0);
+  EXPECT_EQ(sb.st_size, 2 << 20) << "the kernel still has the old size";
+  ASSERT_EQ(stat(path("vol").c_str(), &sb), 0);
+  EXPECT_EQ(sb.st_size, 2 << 20);
+  const auto a = pattern(4096, 21);
+  ASSERT_EQ(pwrite(fd.get(), a.data(), a.size(), (2 << 20) - 4096), 4096);
+  ASSERT_EQ(pread(fd.get(), b.data(), b.size(), (2 << 20) - 4096), 4096);
+  EXPECT_EQ(b, a);
+  EXPECT_EQ(pread(fd.get(), b.data(), b.size(), 2 << 20), 0);
+  EXPECT_EQ(server_->status()[0].size_bytes, 2u << 20);
+
+  auto shrunk = server_->resize_volume("vol", 512u << 10);
+  ASSERT_TRUE(shrunk.has_value()) << shrunk.error().message();
+  ASSERT_EQ(fstat(fd.get(), &sb), 0);
+  EXPECT_EQ(sb.st_size, 512 << 10);
+  EXPECT_EQ(pread(fd.get(), b.data(), b.size(), 512 << 10), 0) << "EOF at the new end";
+  EXPECT_EQ(pread(fd.get(), b.data(), b.size(), (512 << 10) - 1024), 1024) << "short read";
+  errno = 0;
+  EXPECT_EQ(pwrite(fd.get(), a.data(), a.size(), 512 << 10), -1);
+  EXPECT_EQ(errno, ENOSPC);
+
+  auto too_big = server_->resize_volume("vol", 4u << 20);
+  ASSERT_FALSE(too_big.has_value());
+  EXPECT_EQ(too_big.error().code, Errc::kNoSpace);
+  ASSERT_EQ(fstat(fd.get(), &sb), 0);
+  EXPECT_EQ(sb.st_size, 512 << 10) << "a failed resize changed the size";
+  EXPECT_EQ(v->resizes(), 2);
+  EXPECT_EQ(v->violations(), 0);
+  auto missing = server_->resize_volume("nope", 0);
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, Errc::kNotFound);
+}
+
+// The server holds the file's I/O while the volume changes size: no request reaches the volume
+// during resize (the fake counts a violation if one does), and none fails for it.
+TEST_F(VolumeServerTest, ResizeUnderConcurrentIoNeverOverlapsARequest) {
+  mount();
+  FakeVolume* v = add(
+      "vol",
+      {.size_bytes = 1u << 20, .delay = std::chrono::microseconds(200), .image_bytes = 2u << 20});
+  ASSERT_NE(v, nullptr);
+  UniqueFd fd = open_file("vol", O_RDWR);
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0};
+  std::vector<std::thread> io;
+  for (int t = 0; t < 4; ++t) {
+    io.emplace_back([&, t] {
+      std::vector<std::byte> b(4096);
+      for (std::uint64_t i = 0; !stop.load(); ++i) {
+        const off_t at = static_cast<off_t>(((i * 7 + t) % 128) * 4096);  // within 512 KiB
+        const ssize_t n = (i % 2 == 0) ? pread(fd.get(), b.data(), b.size(), at)
+                                       : pwrite(fd.get(), b.data(), b.size(), at);
+        if (n != 4096) errors.fetch_add(1);
+      }
+    });
+  }
+  int failed = 0;  // no ASSERT while the threads run: they must be joined first
+  for (int i = 0; i < 20; ++i) {
+    const std::uint64_t size = (i % 2 == 0) ? (2u << 20) : (1u << 20);
+    auto r = server_->resize_volume("vol", size);
+    if (!r) {
+      ADD_FAILURE() << r.error().message();
+      ++failed;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stop.store(true);
+  for (auto& t : io) t.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(v->violations(), 0);
+  EXPECT_EQ(v->resizes(), 20 - failed);
+  EXPECT_EQ(errors.load(), 0);
+}
+
+TEST_F(VolumeServerTest, ResizeAndRefreshOfASuspendedVolumeAreRefused) {
+  mount();
+  add("vol", {.size_bytes = 1u << 20, .image_bytes = 2u << 20});
+  ASSERT_TRUE(server_->suspend_volume("vol").has_value());
+  auto r = server_->resize_volume("vol", 0);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, Errc::kInvalid);
+  EXPECT_NE(r.error().message().find("suspended"), std::string::npos);
+  auto f = server_->replace_volume(
+      "vol", std::make_unique<FakeVolume>(FakeVolume::Options{.size_bytes = 1u << 20}));
+  ASSERT_FALSE(f.has_value());
+  EXPECT_EQ(f.error().code, Errc::kInvalid);
+  EXPECT_TRUE(server_->status()[0].suspended);
+}
+
+// refresh at the server: the old volume is flushed, then the new one serves the same file.
+TEST_F(VolumeServerTest, ReplaceFlushesTheOldVolumeAndServesTheNewOne) {
+  mount();
+  std::atomic<int> old_flushes{0};
+  FakeVolume* old = add("vol", {.size_bytes = 1u << 20, .flush_counter = &old_flushes});
+  ASSERT_NE(old, nullptr);
+  UniqueFd fd = open_file("vol", O_RDWR);
+  auto other = server_->replace_volume(
+      "vol", std::make_unique<FakeVolume>(FakeVolume::Options{.size_bytes = 2u << 20}));
+  ASSERT_FALSE(other.has_value()) << "a volume of another size replaced the open one";
+  EXPECT_EQ(other.error().code, Errc::kInvalid);
+  auto fresh = std::make_unique<FakeVolume>(FakeVolume::Options{.size_bytes = 1u << 20});
+  fresh->fill(7);
+  const auto expect = fresh->data();
+  ASSERT_TRUE(server_->replace_volume("vol", std::move(fresh)).has_value());
+  EXPECT_GE(old_flushes.load(), 1) << "the old volume was not flushed before it went";
+  std::vector<std::byte> b(4096);
+  ASSERT_EQ(pread(fd.get(), b.data(), b.size(), 4096), 4096);
+  EXPECT_TRUE(std::equal(b.begin(), b.end(), expect.begin() + 4096));
+  auto missing = server_->replace_volume(
+      "nope", std::make_unique<FakeVolume>(FakeVolume::Options{.size_bytes = 1u << 20}));
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, Errc::kNotFound);
+}
+
 }  // namespace
 }  // namespace cryptmap::fs
