@@ -553,8 +553,9 @@ int do_convert_key(const LuksArgs& a, const CommandContext& ctx) {
   return kExitOk;
 }
 
-// token add|remove|import|export (LUKS2), with cryptsetup 2.6.1's checks and words. `add` makes
-// luks2-keyring tokens only (--key-description), which need the kernel keyring: refused here.
+// token add|remove|import|export (LUKS2), with cryptsetup 2.6.1's checks and words. `add` writes
+// the built-in luks2-keyring token (--key-description) as cryptsetup does; cryptmap itself never
+// unlocks with it (it does not read the kernel keyring), cryptsetup on the same image does.
 int do_token(const LuksArgs& a, const CommandContext& ctx) {
   auto usage = [](const std::string& sentence) {
     std::cerr << sentence << "\n";
@@ -567,11 +568,6 @@ int do_token(const LuksArgs& a, const CommandContext& ctx) {
     return usage("--key-description parameter is mandatory for token add action.");
   if ((act == "remove" || act == "export") && a.tokens.token_id < 0)
     return usage("Action requires specific token. Use --token-id parameter.");
-  if (act == "add")
-    return usage(
-        "Token add makes a luks2-keyring token (--key-description: a key in the kernel "
-        "keyring), which cryptmap cannot use: it does not read the kernel keyring. Add it with "
-        "cryptsetup, or import another token's JSON with 'cryptmap token import'.");
   // import: the JSON from --json-file or stdin (cryptsetup's tools_read_json_file), at most the
   // largest JSON area a header can have; read before the header is locked, since it may come
   // from a pipe whose writer reads the same header (`token export ... | token import ...`).
@@ -623,7 +619,9 @@ int do_token(const LuksArgs& a, const CommandContext& ctx) {
   o.token_id = id;
   o.replace = a.token_replace;
   o.keyslot = slot_of(a);
-  auto r = volume::luks_token_import(**store, json, o);
+  o.all_keyslots = act == "add";  // cryptsetup assigns an added token to every keyslot
+  auto r = act == "add" ? volume::luks_token_add_keyring(**store, a.key_description, o)
+                        : volume::luks_token_import(**store, json, o);
   if (!r) return report(r.error());
   if (ctx.verbosity > 0) std::cerr << "Token " << *r << " created.\n";
   return kExitOk;

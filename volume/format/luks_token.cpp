@@ -116,15 +116,31 @@ Result<int> luks_token_import(BackingStore& header, std::string_view json,
   tokens[std::to_string(id)] = std::move(token);
   CRYPTMAP_TRY_VOID(validate_edit(st));
   CRYPTMAP_TRY_VOID(admin::luks2_commit(header, st));
-  if (opts.keyslot) {
-    // crypt_token_assign_keyslot: a second header write, the keyslot appended once.
+  if (opts.keyslot || opts.all_keyslots) {
+    // crypt_token_assign_keyslot: a second header write, each keyslot appended once.
+    std::vector<int> slots;
+    if (opts.keyslot)
+      slots.push_back(*opts.keyslot);
+    else
+      for (const luks2::Keyslot& k : m.keyslots) slots.push_back(k.id);
     Json& ks = st.doc.root()["tokens"][std::to_string(id)]["keyslots"];
-    const Json slot = std::to_string(*opts.keyslot);
-    if (std::find(ks.begin(), ks.end(), slot) == ks.end()) ks.push_back(slot);
+    for (int k : slots) {
+      const Json slot = std::to_string(k);
+      if (std::find(ks.begin(), ks.end(), slot) == ks.end()) ks.push_back(slot);
+    }
     CRYPTMAP_TRY_VOID(validate_edit(st));
     CRYPTMAP_TRY_VOID(admin::luks2_commit(header, st));
   }
   return id;
+}
+
+Result<int> luks_token_add_keyring(BackingStore& header, std::string_view key_description,
+                                   const TokenImport& opts) {
+  Json t;
+  t["type"] = "luks2-keyring";
+  t["keyslots"] = Json::array();
+  t["key_description"] = std::string(key_description);
+  return luks_token_import(header, t.dump(), opts);
 }
 
 Result<std::string> luks_token_export(const BackingStore& header, int token_id) {

@@ -32,6 +32,9 @@ struct TokenImport {
   std::optional<int> token_id;  // --token-id; none: the first free id
   bool replace = false;         // --token-replace: overwrite a token in use
   std::optional<int> keyslot;   // --key-slot: also assign the token to this keyslot
+  // token add without --key-slot (crypt_token_assign_keyslot with CRYPT_ANY_SLOT): also assign
+  // the token to every active keyslot, in the header's order. Ignored when `keyslot` is set.
+  bool all_keyslots = false;
 };
 // token import: `json` (one JSON object; surrounding whitespace ignored) validated with
 // cryptsetup's rules (an object; "type" a non-empty string, "luks2-*" types only as the built-in
@@ -41,6 +44,10 @@ struct TokenImport {
 // ("Token 3 in use.", "Keyslot 4 is not active.", "Failed to import token from file." with the
 // reason); nothing is written on error.
 Result<int> luks_token_import(BackingStore& header, std::string_view json, const TokenImport& opts);
+// token add (crypt_token_luks2_keyring_set): imports the built-in luks2-keyring token
+// {"type":"luks2-keyring","keyslots":[],"key_description":D} with `opts`, as cryptsetup writes it.
+Result<int> luks_token_add_keyring(BackingStore& header, std::string_view key_description,
+                                   const TokenImport& opts);
 // token export: the token's JSON as cryptsetup prints it (json-c compact, no newline).
 Result<std::string> luks_token_export(const BackingStore& header, int token_id);
 // token remove.
