@@ -34,6 +34,7 @@
 #include "cli/apps/process.h"
 #include "cli/apps/tab_commands.h"
 #include "cli/commands.h"
+#include "cli/luks_common.h"
 #include "cli/tcrypt_unlock.h"
 #include "cli/terminal/passphrase.h"
 #include "cli/token_flags.h"
@@ -43,6 +44,7 @@
 #include "volume/format/bitlk.h"
 #include "volume/format/fvault2.h"
 #include "volume/format/luks.h"
+#include "volume/format/luks2_reencrypt.h"
 #include "volume/format/plain.h"
 #include "volume/format/unlock.h"
 #include "volume/store/backing_store.h"
@@ -339,6 +341,57 @@ std::optional<Request> unlock_with_key_file(const OpenArgs& a, const volume::Unl
   return req;
 }
 
+// open of a LUKS2 image in reencryption (docs/reencrypt.md §9): under the metadata lock, an
+// interrupted hotzone is recovered and the volume is served through both crypt segments, the
+// reencryption paused (`cryptmap reencrypt --resume-only` or cryptsetup's goes on with it).
+std::optional<Request> unlock_in_reencryption(const OpenArgs& a, const KeySource& src, Request req,
+                                              CommandContext& ctx) {
+  auto refuse = [&](const std::string& what) -> std::optional<Request> {
+    say("Cannot open " + a.image + ", a LUKS2 image in reencryption, " + what + ".");
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  };
+  if (!a.volume_key_file.empty())
+    return refuse(
+        "with --volume-key-file (not implemented: both volume keys are needed; use a "
+        "passphrase)");
+  if (a.key_slot >= 0)
+    return refuse("with --key-slot (both volume keys are unlocked with any keyslot of each)");
+  auto lock = MetadataLock::take(a.image, true);
+  auto store = volume::open_image_store(a.image, {.read_only = false, .direct_io = false});
+  if (!store) {
+    say(user_message(store.error(), a.image) +
+        " (a LUKS2 image in reencryption is opened read-write: an interrupted hotzone may need "
+        "recovery)");
+    ctx.exit_code = exit_code_for(store.error());
+    return std::nullopt;
+  }
+  const std::uint32_t attempts = passphrase_is_interactive(src) ? std::max(1u, a.tries) : 1;
+  for (std::uint32_t i = 0; i < attempts; ++i) {
+    auto pass = ask(a, src);
+    if (!pass) {
+      say(pass.error().message());
+      ctx.exit_code = exit_code_for(pass.error());
+      return std::nullopt;
+    }
+    auto opened = volume::reencrypt_open(**store, pass->span());
+    if (opened) {
+      req.layout = std::move(opened->layout);
+      req.volume_key = std::move(opened->volume_key);
+      return req;
+    }
+    if (opened.error().code != Errc::kBadKey) {
+      say("Cannot open " + a.image +
+          " (LUKS2 reencryption in progress): " + opened.error().message());
+      ctx.exit_code = exit_code_for(opened.error());
+      return std::nullopt;
+    }
+    say("No key available with this passphrase.");
+    ctx.exit_code = kExitPermission;
+  }
+  return std::nullopt;
+}
+
 // Builds the add request: header, passphrase, unlock. Returns the exit code on failure.
 std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   Request req;
@@ -429,6 +482,10 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
       ctx.exit_code = *refused;
       return std::nullopt;
     }
+  }
+  if (!plain && header_path == a.image && (a.type == "luks" || a.type == "luks2")) {
+    auto reenc = volume::reencrypt_status(**header_store);
+    if (reenc && reenc->in_reencryption) return unlock_in_reencryption(a, src, std::move(req), ctx);
   }
   auto unlocker = volume::Unlocker::prepare(**header_store, data, uo);
   if (!unlocker) {

@@ -27,8 +27,9 @@ namespace cryptmap::fs {
 
 inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
 // 2: allow_other, file_mode; 3: suspend, layout.segments, layout.cascade, guard;
-// 4: layout.auth_encryption, layout.integrity, layout.integrity_no_journal
-inline constexpr std::uint8_t kProtocolVersion = 5;
+// 4: layout.auth_encryption, layout.integrity, layout.integrity_no_journal; 5: fuse_transport;
+// 6: per-segment encryption, sector_size, key_offset, key_bytes (a LUKS2 image in reencryption)
+inline constexpr std::uint8_t kProtocolVersion = 6;
 inline constexpr std::uint32_t kMaxSegments = 4096;  // layout.segments on the wire
 
 struct ControlPaths {
