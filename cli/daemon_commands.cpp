@@ -835,6 +835,34 @@ std::string cipher_text(const volume::VolumeLayout& l) {
   return spec.to_string();
 }
 
+// A LUKS2 volume served in reencryption (docs/reencrypt.md §9): its crypt segments carry slices
+// of the old key (offset 0) and the new one (after it). Empty for any other volume.
+struct PausedReencryption {
+  std::uint64_t done_bytes = 0;  // under the new key, from the start (direction forward)
+  std::uint32_t old_key_bits = 0, new_key_bits = 0;
+  std::string old_cipher;
+};
+std::optional<PausedReencryption> paused_reencryption(const volume::VolumeLayout& l) {
+  if (l.type != volume::VolumeType::kLuks2 || l.segments.empty() ||
+      l.segments.front().cipher.key_bytes == 0)
+    return std::nullopt;
+  PausedReencryption p;
+  std::uint32_t old_bytes = 0;
+  for (const volume::Segment& s : l.segments) {
+    if (s.cipher.key_offset == 0) {
+      old_bytes = s.cipher.key_bytes;
+      p.old_cipher = s.cipher.encryption;
+    } else {
+      old_bytes = s.cipher.key_offset;
+      p.done_bytes += s.length_bytes;
+    }
+  }
+  p.old_key_bits = old_bytes * 8;
+  p.new_key_bits = (l.key_bytes - old_bytes) * 8;
+  if (p.old_cipher.empty()) p.old_cipher = "(none left)";
+  return p;
+}
+
 void print_status(const ControlPaths& paths, const Reply& r) {
   for (const VolumeStatus& v : r.volumes) {
     const auto& l = v.layout;
@@ -842,7 +870,14 @@ void print_status(const ControlPaths& paths, const Reply& r) {
                 v.open_count > 0 ? " and is in use." : ".");
     std::printf("  type:    %s\n", volume::volume_type_name(l.type));
     std::printf("  cipher:  %s\n", cipher_text(l).c_str());
-    std::printf("  keysize: %u bits\n", l.key_bytes * 8);
+    const auto reenc = paused_reencryption(l);
+    std::printf("  keysize: %u bits\n", reenc ? reenc->new_key_bits : l.key_bytes * 8);
+    if (reenc)
+      std::printf(
+          "  reencryption: paused, %llu of %llu bytes under the new key (old: %s, %u bits)\n",
+          static_cast<unsigned long long>(reenc->done_bytes),
+          static_cast<unsigned long long>(v.size_bytes), reenc->old_cipher.c_str(),
+          reenc->old_key_bits);
     if (!l.integrity.empty()) {
       std::printf("  integrity: %s\n", l.integrity.c_str());
       if (auto c = crypto::auth_composition(l.auth_encryption, l.integrity))
@@ -895,7 +930,8 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       j["header"] = v.source.header.empty() ? nullptr : nlohmann::ordered_json(v.source.header);
       j["type"] = volume::volume_type_name(l.type);
       j["cipher"] = cipher_text(l);
-      j["key_bits"] = l.key_bytes * 8;
+      const auto reenc = paused_reencryption(l);
+      j["key_bits"] = reenc ? reenc->new_key_bits : l.key_bytes * 8;
       j["sector_size"] = l.sector_size;
       j["offset_sectors"] = l.data_offset_bytes / 512;
       j["size_sectors"] = v.size_bytes / 512;
@@ -925,6 +961,17 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
         ij["journal"] = !l.integrity_no_journal;
         ij["discards"] = false;
         j["integrity"] = std::move(ij);
+      }
+      if (reenc) {
+        nlohmann::ordered_json rj;
+        rj["state"] = "paused";
+        rj["done_bytes"] = reenc->done_bytes;
+        rj["total_bytes"] = v.size_bytes;
+        rj["old_cipher"] = reenc->old_cipher;
+        rj["old_key_bits"] = reenc->old_key_bits;
+        j["reencryption"] = std::move(rj);
+      } else {
+        j["reencryption"] = nullptr;
       }
       out["volumes"].push_back(std::move(j));
     }

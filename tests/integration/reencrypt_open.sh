@@ -50,6 +50,14 @@ served() {
   hot_state "$img" && fail "$what: open left the hotzone flagged in-reencryption"
   b=$(boundary "$img")
   ((b > 0 && b < DATA)) || fail "$what: boundary $b after recovery is not inside the data"
+  cm status --mount-dir "$MNT" r > "$T/status"
+  grep -q "reencryption: paused, $b of $DATA bytes under the new key" "$T/status" \
+    || { cat "$T/status"; fail "$what: status does not show the paused reencryption at $b"; }
+  cm status --json --mount-dir "$MNT" | python3 -c '
+import json, sys
+v = json.load(sys.stdin)["volumes"][0]
+assert v["reencryption"]["state"] == "paused" and v["reencryption"]["done_bytes"] == int(sys.argv[1]), v' "$b" \
+    || fail "$what: status --json does not show the paused reencryption"
   pattern_check "$MNT/r" 0 "$b" 7 || fail "$what: data before the boundary differs"
   pattern_check "$MNT/r" "$b" $((DATA - b)) 7 || fail "$what: data after the boundary differs"
   pattern_write "$MNT/r" 0 "$DATA" 9
