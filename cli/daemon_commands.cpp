@@ -344,8 +344,9 @@ std::optional<Request> unlock_with_key_file(const OpenArgs& a, const volume::Unl
 // open of a LUKS2 image in reencryption (docs/reencrypt.md §9): under the metadata lock, an
 // interrupted hotzone is recovered and the volume is served through both crypt segments, the
 // reencryption paused (`cryptmap reencrypt --resume-only` or cryptsetup's goes on with it).
-std::optional<Request> unlock_in_reencryption(const OpenArgs& a, const KeySource& src, Request req,
-                                              CommandContext& ctx) {
+// Only an interrupted hotzone (`crashed`) needs the image writable and the lock exclusive.
+std::optional<Request> unlock_in_reencryption(const OpenArgs& a, const KeySource& src, bool crashed,
+                                              Request req, CommandContext& ctx) {
   auto refuse = [&](const std::string& what) -> std::optional<Request> {
     say("Cannot open " + a.image + ", a LUKS2 image in reencryption, " + what + ".");
     ctx.exit_code = kExitUsage;
@@ -357,12 +358,13 @@ std::optional<Request> unlock_in_reencryption(const OpenArgs& a, const KeySource
         "passphrase)");
   if (a.key_slot >= 0)
     return refuse("with --key-slot (both volume keys are unlocked with any keyslot of each)");
-  auto lock = MetadataLock::take(a.image, true);
-  auto store = volume::open_image_store(a.image, {.read_only = false, .direct_io = false});
+  auto lock = MetadataLock::take(a.image, crashed);
+  auto store = volume::open_image_store(a.image, {.read_only = !crashed, .direct_io = false});
   if (!store) {
     say(user_message(store.error(), a.image) +
-        " (a LUKS2 image in reencryption is opened read-write: an interrupted hotzone may need "
-        "recovery)");
+        (crashed ? " (the interrupted reencryption hotzone of this image must be recovered "
+                   "first, which needs write access)"
+                 : ""));
     ctx.exit_code = exit_code_for(store.error());
     return std::nullopt;
   }
@@ -485,7 +487,8 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   }
   if (!plain && header_path == a.image && (a.type == "luks" || a.type == "luks2")) {
     auto reenc = volume::reencrypt_status(**header_store);
-    if (reenc && reenc->in_reencryption) return unlock_in_reencryption(a, src, std::move(req), ctx);
+    if (reenc && reenc->in_reencryption)
+      return unlock_in_reencryption(a, src, reenc->crashed, std::move(req), ctx);
   }
   auto unlocker = volume::Unlocker::prepare(**header_store, data, uo);
   if (!unlocker) {
