@@ -46,6 +46,7 @@
 #include "volume/format/loopaes.h"
 #include "volume/format/luks.h"
 #include "volume/format/luks_admin.h"
+#include "volume/format/luks2_reencrypt.h"
 #include "volume/format/plain.h"
 #include "volume/format/unlock.h"
 #include "volume/store/backing_store.h"
@@ -425,6 +426,59 @@ std::optional<Request> unlock_loopaes(const OpenArgs& a, Request req, const KeyS
   return req;
 }
 
+// open of a LUKS2 image in reencryption (docs/reencrypt.md §9): under the metadata lock, an
+// interrupted hotzone is recovered and the volume is served through both crypt segments, the
+// reencryption paused (`cryptmap reencrypt --resume-only` or cryptsetup's goes on with it).
+// Only an interrupted hotzone (`crashed`) needs the image writable and the lock exclusive.
+std::optional<Request> unlock_in_reencryption(const OpenArgs& a, const KeySource& src, bool crashed,
+                                              Request req, CommandContext& ctx) {
+  auto refuse = [&](const std::string& what) -> std::optional<Request> {
+    say("Cannot open " + a.image + ", a LUKS2 image in reencryption, " + what + ".");
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  };
+  if (!a.volume_key_file.empty())
+    return refuse(
+        "with --volume-key-file (not implemented: both volume keys are needed; use a "
+        "passphrase)");
+  if (a.key_slot >= 0)
+    return refuse("with --key-slot (both volume keys are unlocked with any keyslot of each)");
+  auto lock = MetadataLock::take(a.image, crashed);
+  auto store = volume::open_image_store(a.image, {.read_only = !crashed, .direct_io = false});
+  if (!store) {
+    say(user_message(store.error(), a.image) +
+        (crashed ? " (the interrupted reencryption hotzone of this image must be recovered "
+                   "first, which needs write access)"
+                 : ""));
+    ctx.exit_code = exit_code_for(store.error());
+    return std::nullopt;
+  }
+  const std::uint32_t attempts = passphrase_is_interactive(src) ? std::max(1u, a.tries) : 1;
+  for (std::uint32_t i = 0; i < attempts; ++i) {
+    auto pass = ask(a, src);
+    if (!pass) {
+      say(pass.error().message());
+      ctx.exit_code = exit_code_for(pass.error());
+      return std::nullopt;
+    }
+    auto opened = volume::reencrypt_open(**store, pass->span());
+    if (opened) {
+      req.layout = std::move(opened->layout);
+      req.volume_key = std::move(opened->volume_key);
+      return req;
+    }
+    if (opened.error().code != Errc::kBadKey) {
+      say("Cannot open " + a.image +
+          " (LUKS2 reencryption in progress): " + opened.error().message());
+      ctx.exit_code = exit_code_for(opened.error());
+      return std::nullopt;
+    }
+    say("No key available with this passphrase.");
+    ctx.exit_code = kExitPermission;
+  }
+  return std::nullopt;
+}
+
 // Builds the add request: header, passphrase, unlock. Returns the exit code on failure.
 std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   Request req;
@@ -516,6 +570,11 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
       ctx.exit_code = *refused;
       return std::nullopt;
     }
+  }
+  if (!plain && header_path == a.image && (a.type == "luks" || a.type == "luks2")) {
+    auto reenc = volume::reencrypt_status(**header_store);
+    if (reenc && reenc->in_reencryption)
+      return unlock_in_reencryption(a, src, reenc->crashed, std::move(req), ctx);
   }
   auto unlocker = volume::Unlocker::prepare(**header_store, data, uo);
   if (!unlocker) {
@@ -893,6 +952,34 @@ std::string cipher_text(const volume::VolumeLayout& l) {
   return spec.to_string();
 }
 
+// A LUKS2 volume served in reencryption (docs/reencrypt.md §9): its crypt segments carry slices
+// of the old key (offset 0) and the new one (after it). Empty for any other volume.
+struct PausedReencryption {
+  std::uint64_t done_bytes = 0;  // under the new key, from the start (direction forward)
+  std::uint32_t old_key_bits = 0, new_key_bits = 0;
+  std::string old_cipher;
+};
+std::optional<PausedReencryption> paused_reencryption(const volume::VolumeLayout& l) {
+  if (l.type != volume::VolumeType::kLuks2 || l.segments.empty() ||
+      l.segments.front().cipher.key_bytes == 0)
+    return std::nullopt;
+  PausedReencryption p;
+  std::uint32_t old_bytes = 0;
+  for (const volume::Segment& s : l.segments) {
+    if (s.cipher.key_offset == 0) {
+      old_bytes = s.cipher.key_bytes;
+      p.old_cipher = s.cipher.encryption;
+    } else {
+      old_bytes = s.cipher.key_offset;
+      p.done_bytes += s.length_bytes;
+    }
+  }
+  p.old_key_bits = old_bytes * 8;
+  p.new_key_bits = (l.key_bytes - old_bytes) * 8;
+  if (p.old_cipher.empty()) p.old_cipher = "(none left)";
+  return p;
+}
+
 void print_status(const ControlPaths& paths, const Reply& r) {
   for (const VolumeStatus& v : r.volumes) {
     const auto& l = v.layout;
@@ -900,7 +987,14 @@ void print_status(const ControlPaths& paths, const Reply& r) {
                 v.open_count > 0 ? " and is in use." : ".");
     std::printf("  type:    %s\n", volume::volume_type_name(l.type));
     std::printf("  cipher:  %s\n", cipher_text(l).c_str());
-    std::printf("  keysize: %u bits\n", l.key_bytes * 8);
+    const auto reenc = paused_reencryption(l);
+    std::printf("  keysize: %u bits\n", reenc ? reenc->new_key_bits : l.key_bytes * 8);
+    if (reenc)
+      std::printf(
+          "  reencryption: paused, %llu of %llu bytes under the new key (old: %s, %u bits)\n",
+          static_cast<unsigned long long>(reenc->done_bytes),
+          static_cast<unsigned long long>(v.size_bytes), reenc->old_cipher.c_str(),
+          reenc->old_key_bits);
     if (!l.integrity.empty()) {
       std::printf("  integrity: %s\n", l.integrity.c_str());
       if (auto c = crypto::auth_composition(l.auth_encryption, l.integrity))
@@ -958,7 +1052,8 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       j["header"] = v.source.header.empty() ? nullptr : nlohmann::ordered_json(v.source.header);
       j["type"] = volume::volume_type_name(l.type);
       j["cipher"] = cipher_text(l);
-      j["key_bits"] = l.key_bytes * 8;
+      const auto reenc = paused_reencryption(l);
+      j["key_bits"] = reenc ? reenc->new_key_bits : l.key_bytes * 8;
       j["sector_size"] = l.sector_size;
       j["offset_sectors"] = l.data_offset_bytes / 512;
       j["size_sectors"] = v.size_bytes / 512;
@@ -990,6 +1085,17 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
         ij["journal"] = !l.integrity_no_journal;
         ij["discards"] = false;
         j["integrity"] = std::move(ij);
+      }
+      if (reenc) {
+        nlohmann::ordered_json rj;
+        rj["state"] = "paused";
+        rj["done_bytes"] = reenc->done_bytes;
+        rj["total_bytes"] = v.size_bytes;
+        rj["old_cipher"] = reenc->old_cipher;
+        rj["old_key_bits"] = reenc->old_key_bits;
+        j["reencryption"] = std::move(rj);
+      } else {
+        j["reencryption"] = nullptr;
       }
       out["volumes"].push_back(std::move(j));
     }

@@ -120,6 +120,10 @@ void put_layout(Sink& s, const volume::VolumeLayout& l) {
     s.u64(g.length_bytes);
     s.u64(g.image_offset_bytes);
     s.u64(g.iv_offset);
+    s.str(g.cipher.encryption);
+    s.u32(g.cipher.sector_size);
+    s.u32(g.cipher.key_offset);
+    s.u32(g.cipher.key_bytes);
   }
   s.u32(static_cast<std::uint32_t>(l.cascade.size()));
   for (const auto& c : l.cascade) s.str(c);
@@ -185,7 +189,15 @@ Result<volume::VolumeLayout> get_layout(Source& s) {
     g.length_bytes = len;
     g.image_offset_bytes = img;
     g.iv_offset = ivo;
-    l.segments.push_back(g);
+    CRYPTMAP_TRY(enc, s.str("layout.segment.encryption"));
+    CRYPTMAP_TRY(seg_ss, s.u32("layout.segment.sector_size"));
+    CRYPTMAP_TRY(key_off, s.u32("layout.segment.key_offset"));
+    CRYPTMAP_TRY(key_len, s.u32("layout.segment.key_bytes"));
+    g.cipher.encryption = std::move(enc);
+    g.cipher.sector_size = seg_ss;
+    g.cipher.key_offset = key_off;
+    g.cipher.key_bytes = key_len;
+    l.segments.push_back(std::move(g));
   }
   CRYPTMAP_TRY(cascade, s.u32("layout.cascade"));
   if (cascade > 8) return make_error(Errc::kCorrupt, "control message: layout.cascade", cascade);

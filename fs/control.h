@@ -28,10 +28,12 @@ namespace cryptmap::fs {
 inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
 // 2: allow_other, file_mode; 3: suspend, layout.segments, layout.cascade, guard;
 // 4: layout.auth_encryption, layout.integrity, layout.integrity_no_journal; 5: open_flags,
-// cache_bytes; 6: resize (new_size), refresh, volume.open_flags in status,
-// layout.no_read_workqueue, layout.no_write_workqueue. A CLI and a daemon of different versions
-// refuse each other's messages with what to do (check_version in control.cpp).
-inline constexpr std::uint8_t kProtocolVersion = 6;
+// cache_bytes, fuse_transport; 6: resize (new_size), refresh, volume.open_flags in status,
+// layout.no_read_workqueue, layout.no_write_workqueue; 7: per-segment encryption, sector_size,
+// key_offset, key_bytes (a LUKS2 image in reencryption), reencryption in status. A CLI and a
+// daemon of different versions refuse each other's messages with what to do (check_version in
+// control.cpp).
+inline constexpr std::uint8_t kProtocolVersion = 7;
 inline constexpr std::uint32_t kMaxSegments = 4096;  // layout.segments on the wire
 
 struct ControlPaths {

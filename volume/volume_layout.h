@@ -38,6 +38,20 @@ enum class SegmentKind : std::uint8_t {
 };
 const char* segment_kind_name(SegmentKind k) noexcept;  // "crypt", "zero", "linear"
 
+// A crypt segment's own cipher, when the segments differ (a LUKS2 image in reencryption: old
+// key and cipher on one side of the boundary, new on the other). `encryption` empty: the
+// layout's cipher; else a cipher spec ("aes-xts-plain64"). sector_size 0: the layout's; else
+// this segment's encryption sector size, which must divide the layout's sector_size (then the
+// largest of all). key_bytes 0: the whole volume key; else bytes [key_offset, key_offset +
+// key_bytes) of it.
+struct SegmentCipher {
+  std::string encryption;
+  std::uint32_t sector_size = 0;
+  std::uint32_t key_offset = 0;
+  std::uint32_t key_bytes = 0;
+  friend bool operator==(const SegmentCipher&, const SegmentCipher&) = default;
+};
+
 struct Segment {
   SegmentKind kind = SegmentKind::kCrypt;
   std::uint64_t offset_bytes = 0;  // start in the volume
@@ -46,6 +60,7 @@ struct Segment {
   // crypt: dm <iv_offset> of the segment's first sector, 512-byte units (as a dm-crypt table
   // line for this segment alone would say it).
   std::uint64_t iv_offset = 0;
+  SegmentCipher cipher;  // crypt: {} = the layout's cipher, sector size and whole key
   friend bool operator==(const Segment&, const Segment&) = default;
 };
 

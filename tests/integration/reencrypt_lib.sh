@@ -18,9 +18,10 @@ new_image() { cp --sparse=always "$T/base-${2:-default}.img" "$1"; }  # new_imag
 base_image default
 
 # The pattern through cryptmap's FUSE file, then through cryptsetup's own decryption of a copy.
-check_data() {  # check_data IMAGE WHAT
+check_data() {  # check_data IMAGE WHAT [SEED, default 7]
+  local seed=${3:-7}
   cm_open --key-file "$K" "$1" chk || fail "$2: cryptmap cannot open the reencrypted image"
-  pattern_check "$MNT/chk" 0 "$DATA" 7 || fail "$2: data differs through cryptmap open"
+  pattern_check "$MNT/chk" 0 "$DATA" "$seed" || fail "$2: data differs through cryptmap open"
   cm_close chk
   # cryptsetup decrypts only with a detached header and data offset 0: the data area alone, under
   # a fresh detached header holding the same volume key, cipher and sector size.
@@ -37,7 +38,7 @@ check_data() {  # check_data IMAGE WHAT
     --offset 0 "$T/dec.img" > /dev/null || fail "$2: cannot make a detached header for the check"
   cryptsetup reencrypt --decrypt --batch-mode --force-offline-reencrypt --header "$T/dec.hdr" \
     --key-file "$K" "$T/dec.img" > /dev/null || fail "$2: cryptsetup cannot decrypt the result"
-  pattern_check "$T/dec.img" 0 "$DATA" 7 || fail "$2: data differs after cryptsetup --decrypt"
+  pattern_check "$T/dec.img" 0 "$DATA" "$seed" || fail "$2: data differs after cryptsetup --decrypt"
   rm -f "$T/vk.bin" "$T/vk.txt"
 }
 
@@ -68,3 +69,19 @@ print(json.dumps(out, sort_keys=True, indent=1))'
 
 # hot_state IMAGE: 0 when a hotzone segment is flagged in-reencryption (an interrupted step).
 hot_state() { cryptsetup luksDump --dump-json-metadata "$1" | grep -q '"in-reencryption"'; }
+
+# ms one whole run of a command takes on this machine (idle or loaded), so kills land inside one.
+run_ms() { local t0; t0=$(date +%s%N); "$@" > /dev/null 2>&1 || true; echo $((($(date +%s%N) - t0) / 1000000)); }
+# Sleeps a random 10-90 % of $1 ms.
+kill_delay() { local ms=$(($1 * (10 + RANDOM % 81) / 100)); sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"; }
+
+# boundary IMAGE: bytes of data already under the new key (the start of the hotzone when one is
+# flagged in-reencryption), from the header's regular segments (docs/reencrypt.md §3).
+boundary() {
+  cryptsetup luksDump --dump-json-metadata "$1" | python3 -c '
+import json, sys
+segs = json.load(sys.stdin)["segments"]
+reg = [segs[k] for k in sorted(segs, key=int) if not any(f.startswith("backup-") for f in segs[k].get("flags", []))]
+hot = [s for s in reg if "in-reencryption" in s.get("flags", [])]
+print(int(hot[0]["offset"]) - int(reg[0]["offset"]) if hot else (int(reg[0]["size"]) if len(reg) > 1 else 0))'
+}

@@ -8,10 +8,6 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/reencrypt_lib.sh"
 watchdog 300
-# ms one whole run takes on this machine (idle or loaded), so the kills land inside a run.
-run_ms() { local t0; t0=$(date +%s%N); "$@" > /dev/null 2>&1 || true; echo $((($(date +%s%N) - t0) / 1000000)); }
-# Sleeps a random 10-90 % of $1 ms.
-kill_delay() { local ms=$(($1 * (10 + RANDOM % 81) / 100)); sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"; }
 for res in checksum journal; do
   new_image "$T/t.img"
   cs_ms=$(run_ms cryptsetup reencrypt --batch-mode --force-offline-reencrypt "${FAST[@]}" --key-file "$K" \

@@ -378,21 +378,21 @@ Result<std::unique_ptr<BitlkHeader>> BitlkHeader::load(const BackingStore& image
   std::vector<Segment> segs;
   std::uint64_t pos = 0;
   auto crypt_to = [&](std::uint64_t until) {
-    if (until > pos) segs.push_back({SegmentKind::kCrypt, pos, until - pos, pos, pos / 512});
+    if (until > pos) segs.push_back({SegmentKind::kCrypt, pos, until - pos, pos, pos / 512, {}});
     pos = std::max(pos, until);
   };
   if (h->vh_size_ != 0) {
     if (h->vh_offset_ > dev || h->vh_size_ > dev - h->vh_offset_ || h->vh_size_ % ss != 0 ||
         h->vh_offset_ % ss != 0)
       return corrupt("BITLK: volume header area outside the device", h->vh_offset_);
-    segs.push_back({SegmentKind::kCrypt, 0, h->vh_size_, h->vh_offset_, h->vh_offset_ / 512});
+    segs.push_back({SegmentKind::kCrypt, 0, h->vh_size_, h->vh_offset_, h->vh_offset_ / 512, {}});
     pos = h->vh_size_;
   }
   for (const Range& z : zero) {
     if (z.off < pos || z.off % ss != 0 || z.off > dev || z.len > dev - z.off)
       return corrupt("BITLK: metadata areas overlap or lie outside the device", z.off);
     crypt_to(z.off);
-    segs.push_back({SegmentKind::kZero, z.off, z.len, 0, 0});
+    segs.push_back({SegmentKind::kZero, z.off, z.len, 0, 0, {}});
     pos = z.off + z.len;
   }
   crypt_to(dev);

@@ -841,62 +841,107 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
   return commit_synced(image, st);
 }
 
-Result<ReencryptRunResult> reencrypt_run(BackingStore& image, std::span<const std::byte> passphrase,
-                                         const ReencryptRunOptions& o) {
+namespace {
+
+// A header in reencryption, checked and unlocked: what a run and an open both start from
+// (reencrypt_load_and_verify + reencrypt_context_init).
+struct Loaded {
+  std::unique_ptr<Luks2Header> h;
+  Luks2State st;
+  Context c;
+  SecretBytes vk_old, vk_new;
+  Json prev, fin;  // the backup segments
+};
+
+Result<Loaded> load_verified(BackingStore& image, std::span<const std::byte> passphrase) {
+  Loaded l;
   CRYPTMAP_TRY(h, load_v2(image));
+  l.h = std::move(h);
   std::string unknown;
-  if (luks2::requirement_state(h->meta(), &unknown) == luks2::RequirementState::kUnknown)
+  if (luks2::requirement_state(l.h->meta(), &unknown) == luks2::RequirementState::kUnknown)
     return fail(make_error_fmt(Errc::kUnsupported, "Unmet LUKS2 requirements detected.", kNoObject,
                                "unknown mandatory requirement '%s'", unknown.c_str()));
-  CRYPTMAP_TRY(st, format::luks2_state(*h));
+  CRYPTMAP_TRY(st, format::luks2_state(*l.h));
+  l.st = std::move(st);
   const std::uint64_t image_size = image.size_bytes();
   CRYPTMAP_TRY(c, guarded([&]() -> Result<Context> {
-                 CRYPTMAP_TRY(ctx, read_context(st.doc.root()));
+                 CRYPTMAP_TRY(ctx, read_context(l.st.doc.root()));
                  return ctx;
                }));
-  const auto& mand = h->meta().config.mandatory_requirements;
+  l.c = std::move(c);
+  const auto& mand = l.h->meta().config.mandatory_requirements;
   if (std::find(mand.begin(), mand.end(), kRequirement) == mand.end())
     return fail(unsupported(
         "LUKS2 reencryption metadata of an older version (requirement online-reencrypt); "
         "repair it with cryptsetup reencrypt --repair"));
   auto geometry = guarded([&]() -> Result<void> {
-    CRYPTMAP_TRY_VOID(check_supported(c, st.doc.root()));
-    return fill_geometry(c, st.doc.root(), image_size);
+    CRYPTMAP_TRY_VOID(check_supported(l.c, l.st.doc.root()));
+    return fill_geometry(l.c, l.st.doc.root(), image_size);
   });
   if (!geometry) return fail(geometry.error());
 
   // Both keys, then the reencryption digest over them and the metadata.
-  CRYPTMAP_TRY(vk_old, unlock_digest(*h, passphrase, c.digest_old));
-  CRYPTMAP_TRY(vk_new, c.digest_new == c.digest_old ? SecretBytes::copy_of(vk_old.span())
-                                                    : unlock_digest(*h, passphrase, c.digest_new));
+  CRYPTMAP_TRY(vk_old, unlock_digest(*l.h, passphrase, l.c.digest_old));
+  l.vk_old = std::move(vk_old);
+  CRYPTMAP_TRY(vk_new, l.c.digest_new == l.c.digest_old
+                           ? SecretBytes::copy_of(l.vk_old.span())
+                           : unlock_digest(*l.h, passphrase, l.c.digest_new));
+  l.vk_new = std::move(vk_new);
   {
     CRYPTMAP_TRY(data, guarded([&]() {
-                   return digest_data(st.doc.root(), vk_old.span(), vk_new.span(),
-                                      c.digest_old == c.digest_new);
+                   return digest_data(l.st.doc.root(), l.vk_old.span(), l.vk_new.span(),
+                                      l.c.digest_old == l.c.digest_new);
                  }));
-    const luks2::Digest* rd = h->meta().digest_for_keyslot(c.reenc_keyslot);
+    const luks2::Digest* rd = l.h->meta().digest_for_keyslot(l.c.reenc_keyslot);
     if (!rd) return fail(make_error(Errc::kCorrupt, "Reencryption metadata is invalid."));
-    auto v = h->verify_volume_key(data.span(), rd->id);
+    auto v = l.h->verify_volume_key(data.span(), rd->id);
     if (!v)
       return fail(make_error(Errc::kCorrupt, "Reencryption metadata is invalid.",
                              static_cast<std::uint64_t>(rd->id)));
   }
-  Engine e{image, c, nullptr, nullptr, {}};
-  CRYPTMAP_TRY(oc, cipher_for(c.old_seg, vk_old.span()));
-  CRYPTMAP_TRY(nc, cipher_for(c.new_seg, vk_new.span()));
+  CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
+    l.prev = *segment_by_flag(l.st.doc.root(), "backup-previous");
+    l.fin = *segment_by_flag(l.st.doc.root(), "backup-final");
+    return ok();
+  }));
+  return l;
+}
+
+Result<Engine> engine_for(BackingStore& image, Loaded& l) {
+  Engine e{image, l.c, nullptr, nullptr, {}};
+  CRYPTMAP_TRY(oc, cipher_for(l.c.old_seg, l.vk_old.span()));
+  CRYPTMAP_TRY(nc, cipher_for(l.c.new_seg, l.vk_new.span()));
   e.old_cipher = std::move(oc);
   e.new_cipher = std::move(nc);
-  const Json prev = *segment_by_flag(st.doc.root(), "backup-previous");
-  const Json fin = *segment_by_flag(st.doc.root(), "backup-final");
+  return e;
+}
+
+// reencrypt_recovery: a hotzone flagged in-reencryption is brought to the new key from the
+// resilience data and the post segments are committed; the run (or the open) goes on after it.
+Result<void> recover_if_crashed(BackingStore& image, Loaded& l, Engine& e) {
+  Context& c = l.c;
+  if (!c.crashed) return ok();
+  CRYPTMAP_TRY_VOID(recover_hotzone(e));
+  CRYPTMAP_TRY_VOID(set_segments(l.st.doc.root(), c, l.prev, l.fin, c.offset, c.hot_length, false));
+  CRYPTMAP_TRY_VOID(commit_synced(image, l.st));
+  c.offset += c.hot_length;
+  c.crashed = false;
+  return ok();
+}
+
+}  // namespace
+
+Result<ReencryptRunResult> reencrypt_run(BackingStore& image, std::span<const std::byte> passphrase,
+                                         const ReencryptRunOptions& o) {
+  CRYPTMAP_TRY(l, load_verified(image, passphrase));
+  Context& c = l.c;
+  Luks2State& st = l.st;
+  const Json& prev = l.prev;
+  const Json& fin = l.fin;
+  CRYPTMAP_TRY(e, engine_for(image, l));
+  CRYPTMAP_TRY_VOID(recover_if_crashed(image, l, e));
 
   ReencryptRunResult result;
-  if (c.crashed) {  // reencrypt_recovery
-    CRYPTMAP_TRY_VOID(recover_hotzone(e));
-    CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, prev, fin, c.offset, c.hot_length, false));
-    CRYPTMAP_TRY_VOID(commit_synced(image, st));
-    c.offset += c.hot_length;
-    c.crashed = false;
-  }
   const std::uint64_t max_len = hotzone_length(c, o.max_hotzone_bytes);
   if (max_len < 512)
     return fail(make_error(Errc::kInvalid, "Invalid reencryption length (hotzone size).", max_len));
@@ -949,6 +994,60 @@ Result<ReencryptRunResult> reencrypt_run(BackingStore& image, std::span<const st
     result.finished = true;
   }
   return result;
+}
+
+Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase) {
+  CRYPTMAP_TRY(l, load_verified(image, passphrase));
+  CRYPTMAP_TRY(e, engine_for(image, l));
+  CRYPTMAP_TRY_VOID(recover_if_crashed(image, l, e));
+  const Context& c = l.c;
+  auto old_spec = crypto::CipherSpec::parse(c.old_seg.encryption);
+  auto new_spec = crypto::CipherSpec::parse(c.new_seg.encryption);
+  if (!old_spec || !new_spec)
+    return fail(make_error(Errc::kUnsupported, "LUKS2 reencryption segment encryption"));
+  const auto old_bytes = static_cast<std::uint32_t>(l.vk_old.size());
+  const auto new_bytes = static_cast<std::uint32_t>(l.vk_new.size());
+  UnlockedVolume u;
+  CRYPTMAP_TRY(key, SecretBytes::allocate(std::size_t{old_bytes} + new_bytes));
+  std::memcpy(key.data(), l.vk_old.data(), old_bytes);
+  std::memcpy(key.data() + old_bytes, l.vk_new.data(), new_bytes);
+  u.volume_key = std::move(key);
+  VolumeLayout& v = u.layout;
+  v.type = VolumeType::kLuks2;
+  v.cipher = *new_spec;
+  v.key_bytes = old_bytes + new_bytes;
+  v.sector_size = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
+  v.size_bytes = c.device_size;
+  v.uuid = l.h->disk().bin.uuid;
+  v.label = l.h->disk().bin.label;
+  v.allow_discards = l.h->meta().has_flag("allow-discards");
+  // Forward: the new key before the boundary, the old one from it to the end.
+  if (c.offset > 0) {
+    Segment s;
+    s.offset_bytes = 0;
+    s.length_bytes = c.offset;
+    s.image_offset_bytes = c.data_offset;
+    s.iv_offset = c.new_seg.iv_tweak;
+    s.cipher.encryption = c.new_seg.encryption;
+    s.cipher.sector_size = c.new_seg.sector_size;
+    s.cipher.key_offset = old_bytes;
+    s.cipher.key_bytes = new_bytes;
+    v.segments.push_back(std::move(s));
+  }
+  if (c.offset < c.device_size) {
+    Segment s;
+    s.offset_bytes = c.offset;
+    s.length_bytes = c.device_size - c.offset;
+    s.image_offset_bytes = c.data_offset + c.offset;
+    s.iv_offset = c.old_seg.iv_tweak + c.offset / 512;
+    s.cipher.encryption = c.old_seg.encryption;
+    s.cipher.sector_size = c.old_seg.sector_size;
+    s.cipher.key_offset = 0;
+    s.cipher.key_bytes = old_bytes;
+    v.segments.push_back(std::move(s));
+  }
+  u.keyslot = -1;
+  return u;
 }
 
 }  // namespace cryptmap::volume

@@ -8,6 +8,10 @@
 //                      interrupted hotzone, then reencrypts hotzone by hotzone (forward) and
 //                      finally drops the old keyslots and the reencryption metadata.
 //   reencrypt_status() what a header says (for messages and tests).
+//   reencrypt_open()   what `open` of an image in reencryption needs: both keys unlocked and the
+//                      reencryption digest verified, an interrupted hotzone recovered (as
+//                      cryptsetup does at activation), then the layout of the two crypt
+//                      segments either side of the boundary (docs/reencrypt.md §9).
 //
 // The on-disk rules are restated in docs/reencrypt.md. Only mode "reencrypt", direction
 // "forward" and the resilience modes checksum, journal and none are implemented; the rest
@@ -24,6 +28,7 @@
 
 #include "base/result.h"
 #include "volume/format/luks_admin.h"
+#include "volume/format/unlock.h"
 
 namespace cryptmap::volume {
 
@@ -67,5 +72,14 @@ struct ReencryptRunResult {
 // kCorrupt "Reencryption metadata is invalid.", kUnsupported for unimplemented modes, kIo.
 Result<ReencryptRunResult> reencrypt_run(BackingStore& image, std::span<const std::byte> passphrase,
                                          const ReencryptRunOptions& opts);
+
+// The volume of an image in reencryption, served while the reencryption is paused. The layout
+// has up to two crypt segments (volume/segment/segment_map.h): [0, boundary) under the new key,
+// cipher and sector size, [boundary, end) under the old ones; its sector_size is the larger of
+// the two, and volume_key is the old key followed by the new one (each segment names its slice).
+// A hotzone left flagged in-reencryption is recovered first and the header written (the caller
+// holds the metadata lock and nobody serves the image). Errors: reencrypt_run's, before anything
+// is written for a wrong passphrase or invalid metadata.
+Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase);
 
 }  // namespace cryptmap::volume

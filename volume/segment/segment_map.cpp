@@ -120,7 +120,9 @@ class SegmentedCipher final : public crypto::SectorCipher {
       if (s.kind == SegmentKind::kZero) {
         if (!enc) std::memset(part.data(), 0, part.size());  // what dm-zero reads
       } else if (s.kind == SegmentKind::kCrypt) {
-        const crypto::SectorRun sub{part, {}, SectorIndex{first_in_seg}};
+        // A segment with smaller sectors than the volume's: the same bytes, more of its units.
+        const std::uint64_t per = ss_ / ciphers_[i]->sector_size();
+        const crypto::SectorRun sub{part, {}, SectorIndex{first_in_seg * per}};
         CRYPTMAP_TRY_VOID(enc ? ciphers_[i]->encrypt(sub) : ciphers_[i]->decrypt(sub));
       }  // linear: plaintext both ways
       k += n;
@@ -149,7 +151,11 @@ Result<void> validate_segments(const VolumeLayout& layout, std::uint64_t image_b
         (s.image_offset_bytes % ss != 0 || s.image_offset_bytes > image_bytes ||
          s.length_bytes > image_bytes - s.image_offset_bytes))
       return segment_error(i, "outside the image");
-    if (s.kind == SegmentKind::kCrypt && s.iv_offset % (ss / 512) != 0)
+    const std::uint32_t seg_ss = s.cipher.sector_size ? s.cipher.sector_size : ss;
+    if (s.kind == SegmentKind::kCrypt &&
+        (seg_ss < 512 || seg_ss > ss || ss % seg_ss != 0 || (seg_ss & (seg_ss - 1)) != 0))
+      return segment_error(i, "sector size does not divide the volume's");
+    if (s.kind == SegmentKind::kCrypt && s.iv_offset % (seg_ss / 512) != 0)
       return segment_error(i, "IV offset not a multiple of the sector size");
     if (s.length_bytes > UINT64_MAX - next) return segment_error(i, "length overflows");
     next += s.length_bytes;
@@ -177,10 +183,22 @@ Result<std::unique_ptr<crypto::SectorCipher>> make_segmented_cipher(
     if (s.kind != SegmentKind::kCrypt) continue;
     crypto::SectorCipherConfig cc;
     cc.spec = layout.cipher;
-    cc.sector_size = layout.sector_size;
+    if (!s.cipher.encryption.empty()) {
+      auto spec = crypto::CipherSpec::parse(s.cipher.encryption);
+      if (!spec)
+        return make_error_fmt(Errc::kUnsupported, "segment map: cipher", i, "segment %zu: '%s'", i,
+                              s.cipher.encryption.c_str());
+      cc.spec = *spec;
+    }
+    cc.sector_size = s.cipher.sector_size ? s.cipher.sector_size : layout.sector_size;
     cc.iv_large_sectors = layout.iv_large_sectors;
     cc.iv_offset = s.iv_offset;
-    CRYPTMAP_TRY(c, crypto::make_sector_cipher(cc, key));
+    const SegmentCipher& own = s.cipher;
+    if (own.key_bytes != 0 &&
+        (own.key_offset > key.size() || own.key_bytes > key.size() - own.key_offset))
+      return segment_error(i, "key slice outside the volume key");
+    const auto seg_key = own.key_bytes == 0 ? key : key.subspan(own.key_offset, own.key_bytes);
+    CRYPTMAP_TRY(c, crypto::make_sector_cipher(cc, seg_key));
     ciphers[i] = std::move(c);
   }
   return std::unique_ptr<crypto::SectorCipher>(

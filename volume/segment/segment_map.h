@@ -11,8 +11,10 @@
 //     segment start), zero ranges decrypt to zeros, linear ranges pass through unchanged.
 // A run the engine hands over may span several segments; both decorators split it.
 //
-// Used for BitLocker (volume/format/bitlk.h) and meant for any format whose dm table has
-// more than one line (TrueCrypt system volumes). Single-segment layouts (LUKS, plain) do not
+// Used for BitLocker (volume/format/bitlk.h), for a LUKS2 image in reencryption (two crypt
+// segments, each with its own cipher, sector size and slice of the volume key:
+// volume/format/luks2_reencrypt.h, docs/reencrypt.md §9) and meant for any format whose dm table
+// has more than one line (TrueCrypt system volumes). Single-segment layouts (LUKS, plain) do not
 // go through here.
 //
 // Thread-safety: both decorators are as thread-safe as what they wrap (immutable after
@@ -32,11 +34,13 @@
 namespace cryptmap::volume {
 
 // Checks layout.segments against an image of image_bytes: in order from 0, no gaps or overlap,
-// lengths non-zero and multiples of sector_size, crypt/linear ranges inside the image, crypt IV
-// offsets multiples of sector_size / 512. kCorrupt naming the segment (object = its index).
+// lengths non-zero and multiples of sector_size, crypt/linear ranges inside the image, crypt
+// sector sizes dividing sector_size, crypt IV offsets multiples of their sector size / 512.
+// kCorrupt naming the segment (object = its index).
 Result<void> validate_segments(const VolumeLayout& layout, std::uint64_t image_bytes);
 
-// The decorators (validate_segments first). `key` keys every crypt segment's cipher.
+// The decorators (validate_segments first). `key` keys every crypt segment's cipher (its slice
+// when the segment names one).
 Result<std::unique_ptr<BackingStore>> make_segmented_store(const VolumeLayout& layout,
                                                            std::unique_ptr<BackingStore> image);
 Result<std::unique_ptr<crypto::SectorCipher>> make_segmented_cipher(const VolumeLayout& layout,

@@ -40,6 +40,17 @@ Request sample_add() {
   r.layout.integrity_no_journal = true;
   r.layout.no_read_workqueue = true;
   r.layout.no_write_workqueue = false;
+  // Two crypt segments with ciphers, sector sizes and key slices of their own (an image in
+  // reencryption, docs/reencrypt.md §9), and a zero range.
+  r.layout.segments = {
+      {volume::SegmentKind::kCrypt, 0, 1 << 20, 16 << 20, 8, {"aes-cbc-essiv:sha256", 512, 16, 16}},
+      {volume::SegmentKind::kCrypt,
+       1 << 20,
+       2 << 20,
+       17 << 20,
+       2056,
+       {"aes-xts-plain64", 4096, 0, 16}},
+      {volume::SegmentKind::kZero, 3 << 20, 4096, 0, 0, {}}};
   r.read_only = true;
   r.allow_other = true;
   r.volume_key = *SecretBytes::copy_of(std::string_view("0123456789abcdef0123456789abcdef"));
@@ -76,6 +87,9 @@ TEST(ControlProtocol, AddRequestRoundTripsEveryField) {
   EXPECT_TRUE(out->layout.integrity_no_journal);
   EXPECT_TRUE(out->layout.no_read_workqueue);
   EXPECT_FALSE(out->layout.no_write_workqueue);
+  EXPECT_EQ(out->layout.segments, in.layout.segments);
+  EXPECT_EQ(out->layout.segments[0].cipher.encryption, "aes-cbc-essiv:sha256");
+  EXPECT_EQ(out->layout.segments[1].cipher.key_bytes, 16u);
   EXPECT_TRUE(out->read_only);
   EXPECT_TRUE(out->allow_other);
   EXPECT_EQ(out->volume_key.as_chars(), in.volume_key.as_chars());

@@ -35,10 +35,10 @@ VolumeLayout layout(std::uint32_t ss) {
   l.sector_size = ss;
   l.iv_large_sectors = ss != 512;
   l.segments = {
-      {SegmentKind::kCrypt, 0, 8192, 512u << 10, (512u << 10) / 512},
-      {SegmentKind::kZero, 8192, 65536, 0, 0},
-      {SegmentKind::kLinear, 73728, 65536, 73728, 0},
-      {SegmentKind::kCrypt, 139264, kImage - 139264, 139264, 139264 / 512},
+      {SegmentKind::kCrypt, 0, 8192, 512u << 10, (512u << 10) / 512, {}},
+      {SegmentKind::kZero, 8192, 65536, 0, 0, {}},
+      {SegmentKind::kLinear, 73728, 65536, 73728, 0, {}},
+      {SegmentKind::kCrypt, 139264, kImage - 139264, 139264, 139264 / 512, {}},
   };
   l.size_bytes = kImage;
   return l;
@@ -140,6 +140,75 @@ TEST(SegmentMapValidate, RejectsGapsOverlapsMisalignmentAndRangesOutsideTheImage
   VolumeLayout big = layout(4096);
   big.segments[0].iv_offset = 1025;  // not a multiple of 8 with 4K sectors
   EXPECT_FALSE(validate_segments(big, kImage));
+}
+
+// A LUKS2 image in reencryption (docs/reencrypt.md §9): two crypt segments, each with its own
+// cipher, sector size and slice of the volume key, inside a volume of the larger sector size.
+std::vector<std::byte> encrypt_with(std::vector<std::byte> plain, const char* spec,
+                                    std::uint32_t ss, std::uint64_t iv_offset,
+                                    std::span<const std::byte> k) {
+  crypto::SectorCipherConfig cc;
+  cc.spec = *crypto::CipherSpec::parse(spec);
+  cc.sector_size = ss;
+  cc.iv_offset = iv_offset;
+  auto c = crypto::make_sector_cipher(cc, k);
+  EXPECT_TRUE(c) << c.error().message();
+  if (c) {
+    EXPECT_TRUE((*c)->encrypt({plain, {}, SectorIndex{0}}));
+  }
+  return plain;
+}
+
+TEST(SegmentMapOwnCiphers, EachCryptSegmentUsesItsCipherSectorSizeAndKeySlice) {
+  constexpr std::uint64_t kSplit = 256u << 10;
+  const auto vk = pattern(96, 5);  // [0, 64): xts key; [64, 96): cbc key
+  VolumeLayout l;
+  l.type = VolumeType::kLuks2;
+  l.cipher = *crypto::CipherSpec::parse("aes-xts-plain64");
+  l.key_bytes = 96;
+  l.sector_size = 4096;
+  l.size_bytes = kImage;
+  l.segments = {{SegmentKind::kCrypt, 0, kSplit, 0, 8, {"aes-cbc-essiv:sha256", 512, 64, 32}},
+                {SegmentKind::kCrypt,
+                 kSplit,
+                 kImage - kSplit,
+                 kSplit,
+                 8 + kSplit / 512,
+                 {"aes-xts-plain64", 4096, 0, 64}}};
+  auto mem = std::make_unique<MemBackingStore>(kImage);
+  MemBackingStore* raw = mem.get();
+  auto store = make_segmented_store(l, std::move(mem));
+  ASSERT_TRUE(store) << store.error().message();
+  auto cipher = make_segmented_cipher(l, vk);
+  ASSERT_TRUE(cipher) << cipher.error().message();
+  auto vol = open_volume(l, std::move(*cipher), std::move(*store), VolumeOptions{}, nullptr);
+  ASSERT_TRUE(vol) << vol.error().message();
+  const auto data = pattern(kImage, 2);
+  ASSERT_TRUE((*vol)->write(ByteOffset{0}, data));
+  ASSERT_TRUE((*vol)->flush());
+  std::vector<std::byte> img(kImage);
+  ASSERT_TRUE(raw->read_at(ByteOffset{0}, img));
+  const std::span<const std::byte> key_span(vk);
+  EXPECT_EQ(std::vector<std::byte>(img.begin(), img.begin() + kSplit),
+            encrypt_with(std::vector<std::byte>(data.begin(), data.begin() + kSplit),
+                         "aes-cbc-essiv:sha256", 512, 8, key_span.subspan(64, 32)));
+  EXPECT_EQ(std::vector<std::byte>(img.begin() + kSplit, img.end()),
+            encrypt_with(std::vector<std::byte>(data.begin() + kSplit, data.end()),
+                         "aes-xts-plain64", 4096, 8 + kSplit / 512, key_span.first(64)));
+  std::vector<std::byte> across(10000);  // unaligned, across the boundary
+  ASSERT_TRUE((*vol)->read(ByteOffset{kSplit - 5000}, across));
+  EXPECT_EQ(across,
+            std::vector<std::byte>(data.begin() + kSplit - 5000, data.begin() + kSplit + 5000));
+
+  VolumeLayout bad = l;
+  bad.segments[0].cipher.sector_size = 8192;  // larger than the volume's
+  EXPECT_FALSE(validate_segments(bad, kImage));
+  bad = l;
+  bad.segments[1].cipher.key_offset = 64;  // [64, 128) is past the 96-byte key
+  EXPECT_FALSE(make_segmented_cipher(bad, vk));
+  bad = l;
+  bad.segments[0].cipher.encryption = "nope-xts";
+  EXPECT_FALSE(make_segmented_cipher(bad, vk));
 }
 
 }  // namespace

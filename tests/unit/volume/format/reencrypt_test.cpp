@@ -1,6 +1,7 @@
 // volume/format/luks2_reencrypt.h on in-memory images: a whole run keeps the data (decrypted
 // with the new key afterwards), a stop after some hotzones resumes, a wrong passphrase and a
-// tampered reencryption keyslot change nothing (docs/reencrypt.md §5).
+// tampered reencryption keyslot change nothing (docs/reencrypt.md §5), and an image in
+// reencryption is served through its two crypt segments (§9).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -14,6 +15,7 @@
 #include "volume/format/luks.h"
 #include "volume/format/luks2_reencrypt.h"
 #include "volume/format/luks_admin.h"
+#include "volume/segment/segment_map.h"
 #include "volume/store/mem_backing_store.h"
 
 namespace cryptmap::volume {
@@ -188,6 +190,56 @@ TEST(Reencrypt, AnImageInReencryptionIsNotOpenedAndNotInitializedTwice) {
   auto again = reencrypt_init(*img, pass("right"), init_options("journal"));
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, Errc::kBusy);
+}
+
+// open of an image in reencryption (docs/reencrypt.md §9): the new key before the boundary, the
+// old one after it; what is written through the two segments is what the finished run keeps.
+TEST(Reencrypt, AnImageInReencryptionOpensThroughBothSegments) {
+  for (const char* res : {"checksum", "journal"}) {
+    auto img = image_with_data();
+    ASSERT_TRUE(reencrypt_init(*img, pass("right"), init_options(res)));
+    ReencryptRunOptions ro;
+    ro.max_hotzone_bytes = 256 << 10;
+    int calls = 0;
+    ro.progress = [&](std::uint64_t, std::uint64_t) { return ++calls < 3; };
+    auto first = reencrypt_run(*img, pass("right"), ro);
+    ASSERT_TRUE(first) << res << ": " << first.error().message();
+    ASSERT_FALSE(first->finished);
+    auto wrong = reencrypt_open(*img, pass("wrong"));
+    ASSERT_FALSE(wrong);
+    EXPECT_EQ(wrong.error().code, Errc::kBadKey);
+    auto u = reencrypt_open(*img, pass("right"));
+    ASSERT_TRUE(u) << res << ": " << u.error().message();
+    const VolumeLayout& l = u->layout;
+    ASSERT_EQ(l.segments.size(), 2u);
+    EXPECT_EQ(l.size_bytes, kData);
+    EXPECT_EQ(l.sector_size, 4096u);  // the larger of 4096 (old) and 512 (new)
+    EXPECT_EQ(l.segments[0].length_bytes, 512u << 10);
+    EXPECT_EQ(l.segments[0].cipher.encryption, "aes-cbc-essiv:sha256");
+    EXPECT_EQ(l.segments[0].cipher.sector_size, 512u);
+    EXPECT_EQ(l.segments[0].cipher.key_bytes, 32u);
+    EXPECT_EQ(l.segments[1].offset_bytes, 512u << 10);
+    EXPECT_EQ(l.segments[1].image_offset_bytes, kDataOffset + (512u << 10));
+    EXPECT_EQ(l.segments[1].cipher.encryption, "aes-xts-plain64");
+    EXPECT_EQ(l.segments[1].cipher.key_bytes, 64u);
+    EXPECT_EQ(u->volume_key.size(), 96u);
+    auto c = make_segmented_cipher(l, u->volume_key.span());
+    ASSERT_TRUE(c) << c.error().message();
+    std::vector<std::byte> data(kData);
+    ASSERT_TRUE(img->read_at(ByteOffset{kDataOffset}, data));
+    ASSERT_TRUE((*c)->decrypt({data, {}, SectorIndex{0}}));
+    EXPECT_EQ(data, test::deterministic_bytes(kData, 18)) << res;
+    // New data across the boundary, written as the served volume writes it; the run then
+    // finishes and the whole volume decrypts under the new key alone.
+    auto fresh = test::deterministic_bytes(kData, 19);
+    ASSERT_TRUE((*c)->encrypt({fresh, {}, SectorIndex{0}}));
+    ASSERT_TRUE(img->write_at(ByteOffset{kDataOffset}, fresh));
+    ro.progress = nullptr;
+    auto second = reencrypt_run(*img, pass("right"), ro);
+    ASSERT_TRUE(second) << second.error().message();
+    EXPECT_TRUE(second->finished);
+    EXPECT_EQ(plaintext(*img), test::deterministic_bytes(kData, 19)) << res;
+  }
 }
 
 }  // namespace
