@@ -327,6 +327,7 @@ int do_add_key(const LuksArgs& a, const CommandContext&) {
     if (!v) return report(v.error());
     vk = std::move(*v);
   } else {
+    if (auto refused = refuse_tokens(a.tokens, **store, header_path(a))) return *refused;
     auto p = read_passphrase(existing_key(a), "Enter any existing passphrase: ", false);
     if (!p) return report(p.error());
     old = std::move(*p);
@@ -710,6 +711,7 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     c->add_option("--new-keyfile-size", a->new_keyfile_size,
                   "Limits the read from newly added keyfile");
     c->add_option("--volume-key-file", a->volume_key_file, "Use the volume key from file");
+    add_token_flags(*c, a->tokens);
     on_run(c, ctx, a, do_add_key);
   }
   {

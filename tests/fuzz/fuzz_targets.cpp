@@ -331,7 +331,7 @@ std::vector<std::uint8_t> control_seed(int which) {
       v.name = "v" + std::to_string(i);
       v.source.image = "/srv/disk.img";
       v.layout.cipher.cipher = "aes";
-      v.layout.segments.push_back({volume::SegmentKind::kCrypt, 0, 4096, 0, 0});
+      v.layout.segments.push_back({volume::SegmentKind::kCrypt, 0, 4096, 0, 0, {}});
       v.size_bytes = 4096;
       v.open_flags = fs::kOpenNoReadWorkqueue;
       r.volumes.push_back(std::move(v));

@@ -130,6 +130,9 @@ grep -q "Token 0 (systemd-tpm2).*cryptmap has none" "$T/out" || fail "no reason 
 expect_exit 1 "^No usable token is available.$" -- cm open --test-passphrase --token-only --token-type nope "$img"
 grep -q "no token matching" "$T/out" || fail "no reason given: $(cat "$T/out")"
 expect_exit 1 "^No usable token is available.$" -- cm luksDump -q --dump-volume-key --token-only "$img"
+sum=$(sha256sum < "$img")
+expect_exit 1 "^No usable token is available.$" -- cm luksAddKey --token-only "$img" "$K1"
+[[ $(sha256sum < "$img") == "$sum" ]] || fail "a refused luksAddKey --token-only changed the image"
 cm open --test-passphrase --token-id 5 --key-file "$K" "$img" 2> "$T/err" || fail "--token-id with a key file failed"
 grep -q "Token 5 (x-test).*Asking for a passphrase instead" "$T/err" || fail "no note: $(cat "$T/err")"
 cm open --test-passphrase --key-file "$K" "$img" 2> "$T/err"
