@@ -45,8 +45,8 @@
 #include "volume/format/fvault2.h"
 #include "volume/format/loopaes.h"
 #include "volume/format/luks.h"
-#include "volume/format/luks_admin.h"
 #include "volume/format/luks2_reencrypt.h"
+#include "volume/format/luks_admin.h"
 #include "volume/format/plain.h"
 #include "volume/format/unlock.h"
 #include "volume/store/backing_store.h"
@@ -75,6 +75,14 @@ using fs::Verb;
 using fs::VolumeStatus;
 namespace {
 
+// The activation flags of open and refresh (cryptsetup's names); with a LUKS2 header's persistent
+// flags they make the request's layout.allow_discards and open_flags (apply_activation_flags).
+struct ActivationFlags {
+  bool allow_discards = false;           // --allow-discards
+  bool perf_no_read_workqueue = false;   // --perf-no_read_workqueue
+  bool perf_no_write_workqueue = false;  // --perf-no_write_workqueue
+};
+
 struct OpenArgs {
   std::string image;
   std::string name;
@@ -101,11 +109,9 @@ struct OpenArgs {
   std::string tab = "/etc/cryptmaptab";
   volume::PlainOptions plain;
   volume::LoopaesOptions loopaes;     // --type loopaes (from --cipher/--key-size/--hash/...)
-  bool allow_discards = false;        // --allow-discards
+  ActivationFlags flags;              // --allow-discards, --perf-no_*_workqueue
   bool integrity_no_journal = false;  // --integrity-no-journal (LUKS2 --integrity volumes)
   std::string cache_size;             // --cache-size: bytes with a K/M/G suffix; 0 = no cache
-  bool perf_no_read_workqueue = false;
-  bool perf_no_write_workqueue = false;
   bool debug_unordered_zone_writes = false;  // hidden: tests show ordering matters
   TokenFlags tokens;                         // --token-id/--token-only/--token-type (LUKS2)
   std::string volume_key_file;               // --volume-key-file: LUKS only, no passphrase
@@ -149,9 +155,7 @@ struct ResizeArgs {
 // refresh NAME [--allow-discards] [--perf-*] (+ the key options of luksResume).
 struct RefreshArgs {
   SuspendArgs key;  // name, mount dir, key file, keyfile offset/size, key slot, tries
-  bool allow_discards = false;
-  bool perf_no_read_workqueue = false;
-  bool perf_no_write_workqueue = false;
+  ActivationFlags flags;
   bool persistent = false;
 };
 
@@ -264,6 +268,26 @@ void configure_cli_logging(const CommandContext& ctx) {
 }
 
 void say(const std::string& msg) { std::fprintf(stderr, "%s\n", msg.c_str()); }
+
+void add_activation_flags(CLI::App& verb, ActivationFlags& f) {
+  verb.add_flag("--allow-discards", f.allow_discards,
+                "Allow discards (fallocate punch-hole on the mapped file) to reach the image");
+  verb.add_flag("--perf-no_read_workqueue", f.perf_no_read_workqueue,
+                "Decrypt reads on the requesting thread only; no read-ahead");
+  verb.add_flag("--perf-no_write_workqueue", f.perf_no_write_workqueue,
+                "Encrypt writes on the requesting thread and issue them before completing "
+                "(write-through)");
+}
+
+// The flags given, or the header's persistent ones (LUKS2, already in req.layout), as cryptsetup
+// merges them.
+void apply_activation_flags(const ActivationFlags& f, Request& req) {
+  if (f.allow_discards) req.layout.allow_discards = true;
+  if (f.perf_no_read_workqueue || req.layout.no_read_workqueue)
+    req.open_flags |= kOpenNoReadWorkqueue;
+  if (f.perf_no_write_workqueue || req.layout.no_write_workqueue)
+    req.open_flags |= kOpenNoWriteWorkqueue;
+}
 
 ControlPaths paths_or_exit(const std::string& mount_dir, CommandContext& ctx, bool& ok_out) {
   auto p = control_paths(mount_dir.empty() ? default_mount_dir() : mount_dir);
@@ -821,7 +845,7 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
     ctx.exit_code = kExitBusy;
     return;
   }
-  if (a.allow_discards) a.plain.allow_discards = true;
+  if (a.flags.allow_discards) a.plain.allow_discards = true;
   unsigned long long cache_bytes = volume::VolumeOptions{}.cache_bytes;
   if (!a.cache_size.empty() && !apps::parse_size(a.cache_size, cache_bytes)) {
     say("Invalid --cache-size '" + a.cache_size + "': give bytes with an optional K, M or G " +
@@ -841,17 +865,12 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
   }
   std::optional<Request> req = unlock(a, ctx);
   if (!req) return;
-  if (a.allow_discards) {
-    req->layout.allow_discards = true;
+  if (a.flags.allow_discards) {
     say("WARNING: --allow-discards: discarded (punched) ranges become visible in the image, "
         "which reveals which blocks are unused and can leak the file system type. See "
         "cryptsetup(8), --allow-discards.");
   }
-  // The flags, or the header's persistent ones (LUKS2), as cryptsetup merges them.
-  if (a.perf_no_read_workqueue || req->layout.no_read_workqueue)
-    req->open_flags |= kOpenNoReadWorkqueue;
-  if (a.perf_no_write_workqueue || req->layout.no_write_workqueue)
-    req->open_flags |= kOpenNoWriteWorkqueue;
+  apply_activation_flags(a.flags, *req);
   if (a.debug_unordered_zone_writes) req->open_flags |= kOpenUnorderedZoneWrites;
   req->cache_bytes = cache_bytes;
 
@@ -1286,13 +1305,8 @@ void run_refresh(const RefreshArgs& a, CommandContext& ctx) {
     ctx.exit_code = kExitUsage;
     return;
   }
-  // As at open: the header's persistent allow-discards, or the flag.
-  if (a.allow_discards) req->layout.allow_discards = true;
   req->open_flags = 0;
-  if (a.perf_no_read_workqueue || req->layout.no_read_workqueue)
-    req->open_flags |= kOpenNoReadWorkqueue;
-  if (a.perf_no_write_workqueue || req->layout.no_write_workqueue)
-    req->open_flags |= kOpenNoWriteWorkqueue;
+  apply_activation_flags(a.flags, *req);  // as at open
   req->verb = Verb::kRefresh;
   req->name = a.key.name;
   ctx.exit_code = report_reply(ask_running_daemon(paths, *req), "refresh");
@@ -1301,9 +1315,9 @@ void run_refresh(const RefreshArgs& a, CommandContext& ctx) {
   // refresh (crypt_persistent_flags_set with the active flags the command line set).
   volume::LuksConfig c;
   c.flags.emplace();
-  if (a.allow_discards) c.flags->push_back("allow-discards");
-  if (a.perf_no_read_workqueue) c.flags->push_back("no-read-workqueue");
-  if (a.perf_no_write_workqueue) c.flags->push_back("no-write-workqueue");
+  if (a.flags.allow_discards) c.flags->push_back("allow-discards");
+  if (a.flags.perf_no_read_workqueue) c.flags->push_back("no-read-workqueue");
+  if (a.flags.perf_no_write_workqueue) c.flags->push_back("no-write-workqueue");
   const std::string header = oa.header.empty() ? oa.image : oa.header;
   auto lock = MetadataLock::take(header, true);
   auto store = volume::open_image_store(header, {.read_only = false, .direct_io = false});
@@ -1501,13 +1515,7 @@ void add_open_options(CLI::App* open, const std::shared_ptr<OpenArgs>& oa) {
   add_token_flags(*open, oa->tokens);
   open->add_option("--volume-key-file", oa->volume_key_file,
                    "LUKS: use the volume key from this file instead of a passphrase");
-  open->add_flag("--allow-discards", oa->allow_discards,
-                 "Allow discards (fallocate punch-hole on the mapped file) to reach the image");
-  open->add_flag("--perf-no_read_workqueue", oa->perf_no_read_workqueue,
-                 "Decrypt reads on the requesting thread only; no read-ahead");
-  open->add_flag("--perf-no_write_workqueue", oa->perf_no_write_workqueue,
-                 "Encrypt writes on the requesting thread and issue them before completing "
-                 "(write-through)");
+  add_activation_flags(*open, oa->flags);
   open->add_flag("--debug-unordered-zone-writes", oa->debug_unordered_zone_writes)
       ->group("");  // hidden: tests prove the zoned ordering matters
 }
@@ -1599,12 +1607,7 @@ void add_daemon_commands(CLI::App& app, CommandContext& ctx) {
       "Change the flags of the open LUKS volume NAME without closing it (asks for a passphrase "
       "of any keyslot, as cryptsetup does); flags not given are turned off");
   refresh->add_option("name", rf->key.name, "Name of the mapped file");
-  refresh->add_flag("--allow-discards", rf->allow_discards,
-                    "Allow discards (punch-hole) from now on (see open)");
-  refresh->add_flag("--perf-no_read_workqueue", rf->perf_no_read_workqueue,
-                    "Decrypt reads on the submitting thread (see open)");
-  refresh->add_flag("--perf-no_write_workqueue", rf->perf_no_write_workqueue,
-                    "Encrypt writes on the submitting thread, write-through (see open)");
+  add_activation_flags(*refresh, rf->flags);
   refresh->add_flag("--persistent", rf->persistent,
                     "LUKS2: also store the flags in the header (config.flags), as cryptsetup");
   refresh->add_option("--key-file,-d", rf->key.key_file,

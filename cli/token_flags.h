@@ -1,7 +1,7 @@
 // --token-id, --token-only and --token-type on verbs that unlock a LUKS2 keyslot (open,
-// open --test-passphrase, luksDump --dump-volume-key, luksAddKey, luksResume, refresh). cryptsetup hands a
-// token to its handler (built-in luks2-keyring, or a plugin such as systemd-tpm2); cryptmap has
-// no token handlers, so a token never unlocks anything here: with --token-only the verb is
+// open --test-passphrase, luksDump --dump-volume-key, luksAddKey, luksResume, refresh). cryptsetup
+// hands a token to its handler (built-in luks2-keyring, or a plugin such as systemd-tpm2); cryptmap
+// has no token handlers, so a token never unlocks anything here: with --token-only the verb is
 // refused (cryptsetup's "No usable token is available." and why), otherwise cryptmap says so and
 // asks for a passphrase, as cryptsetup falls back to one when no token unlocks.
 #pragma once

@@ -52,7 +52,7 @@ same token import --json-file "$T/odd.json" --token-id 5 --token-replace
 same token remove --token-id 1
 # token add: the built-in luks2-keyring token; without --key-slot assigned to every keyslot
 same token add --key-description "cryptsetup:vault key"
-same token add --key-description 'cs:"q"/\u' --key-slot 1 --token-id 9
+same token add --key-description 'cs:/é x' --key-slot 1 --token-id 9
 same token add --key-description "cryptsetup:other" --token-id 9 --token-replace
 
 note "export: both tools print the same bytes for every token, tokens from either tool"
@@ -106,6 +106,8 @@ bad "existing keyslots" '{"type":"x"}'
 bad "reserved for built-in" '{"type":"luks2-other","keyslots":[]}'
 bad "key_description" '{"type":"luks2-keyring","keyslots":[]}'
 both 1 "^Token 9 in use.$" token add --key-description "cryptsetup:x" --token-id 9
+both 1 "^Failed to add luks2-keyring token 3.$" token add --key-description 'cs:"q"' --token-id 3
+both 1 "^Failed to add luks2-keyring token -1.$" token add --key-description 'cs:\u'
 both 1 "^Keyslot 4 is not active.$" token add --key-description "cryptsetup:x" --key-slot 4
 
 note "the 32-token limit"

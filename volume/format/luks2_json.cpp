@@ -187,6 +187,8 @@ Result<Metadata> validate(const Json& root, std::uint64_t json_area_size) {
     if (!ids)
       return fail(corrupt("LUKS2 JSON: token keyslots", "bad or unknown keyslot reference", t.id));
     t.keyslots = std::move(*ids);
+    if (const std::string* d = str_member(val, "key_description"); d && t.type == "luks2-keyring")
+      t.key_description = *d;
     m.tokens.push_back(std::move(t));
   }
 

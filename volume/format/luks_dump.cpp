@@ -160,6 +160,8 @@ std::string dump_luks2(const format::Luks2Header& h) {
   o << "Tokens:\n";
   for (const auto& t : m.tokens) {
     o << "  " << t.id << ": " << t.type << "\n";
+    // The built-in keyring token's own line (keyring_dump in luks2_token_keyring.c).
+    if (t.type == "luks2-keyring") o << "\tKey description: " << t.key_description << "\n";
     // One line per keyslot, none for an empty list (cryptsetup's hdr_dump_tokens).
     for (int ks : t.keyslots) o << "\tKeyslot:    " << ks << "\n";
   }

@@ -136,6 +136,14 @@ Result<int> luks_token_import(BackingStore& header, std::string_view json,
 
 Result<int> luks_token_add_keyring(BackingStore& header, std::string_view key_description,
                                    const TokenImport& opts) {
+  // cryptsetup pastes the description into a JSON text and parses it back, so a quote, a
+  // backslash or a control character makes it fail with this sentence (token id -1: any).
+  for (const char c : key_description)
+    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
+      const int id = opts.token_id.value_or(-1);
+      return make_error_fmt(Errc::kInvalid, "token add", static_cast<std::uint64_t>(id),
+                            "Failed to add luks2-keyring token %d.", id);
+    }
   Json t;
   t["type"] = "luks2-keyring";
   t["keyslots"] = Json::array();

@@ -46,6 +46,8 @@ struct TokenImport {
 Result<int> luks_token_import(BackingStore& header, std::string_view json, const TokenImport& opts);
 // token add (crypt_token_luks2_keyring_set): imports the built-in luks2-keyring token
 // {"type":"luks2-keyring","keyslots":[],"key_description":D} with `opts`, as cryptsetup writes it.
+// A description with a quote, a backslash or a control character is refused as cryptsetup refuses
+// it ("Failed to add luks2-keyring token N.").
 Result<int> luks_token_add_keyring(BackingStore& header, std::string_view key_description,
                                    const TokenImport& opts);
 // token export: the token's JSON as cryptsetup prints it (json-c compact, no newline).

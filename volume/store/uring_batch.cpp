@@ -8,11 +8,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "base/check.h"
-#include "base/io_thread.h"
 #include "base/mutex.h"
 #include "base/posix_io.h"
 
@@ -65,27 +63,24 @@ Result<std::unique_ptr<UringRings>> UringRings::create(unsigned count, unsigned 
   std::unique_ptr<UringRings> self(new UringRings());
   self->impl_ = std::make_unique<Impl>();
   Impl& impl = *self->impl_;
-  // Created by a thread marked as an I/O flusher (docs/async-store-io.md §3: the io-wq workers
-  // copy the flags of the task that owns the work queue, which is the submitting thread; every
-  // thread that submits here is marked too).
+  // Created by the opening thread, unmarked: an io-wq worker copies the flags of the thread that
+  // submits to the ring, never those of the ring's creator (docs/async-store-io.md §3), and every
+  // thread that submits here is marked. Marking here would only log a useless warning in CLI
+  // commands without CAP_SYS_RESOURCE.
   int err = 0;
-  std::thread setup([&] {
-    (void)mark_io_thread();
-    for (unsigned i = 0; i < count && err == 0; ++i) {
-      auto r = std::make_unique<Ring>();
-      if (const int rc = io_uring_queue_init(entries, &r->ring, 0); rc < 0) {
-        err = -rc;
-        break;
-      }
-      r->live = true;
-      const unsigned n = r->ring.sq.ring_entries;
-      r->slots.resize(n);
-      r->free_slots.reserve(n);
-      for (unsigned s = n; s-- > 0;) r->free_slots.push_back(s);
-      impl.rings.push_back(std::move(r));
+  for (unsigned i = 0; i < count && err == 0; ++i) {
+    auto r = std::make_unique<Ring>();
+    if (const int rc = io_uring_queue_init(entries, &r->ring, 0); rc < 0) {
+      err = -rc;
+      break;
     }
-  });
-  setup.join();
+    r->live = true;
+    const unsigned n = r->ring.sq.ring_entries;
+    r->slots.resize(n);
+    r->free_slots.reserve(n);
+    for (unsigned s = n; s-- > 0;) r->free_slots.push_back(s);
+    impl.rings.push_back(std::move(r));
+  }
   if (err != 0) return sys_error_on(err, "set up io_uring (io_uring_queue_init)", kNoObject, "");
   MutexLock lock(impl.mu);
   impl.free.reserve(impl.rings.size());

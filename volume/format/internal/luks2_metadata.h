@@ -92,6 +92,7 @@ struct Token {
   int id = -1;
   std::string type;
   std::vector<int> keyslots;
+  std::string key_description;  // luks2-keyring tokens (luksDump prints it)
 };
 
 struct Config {

@@ -44,10 +44,10 @@ class BatchView {
 
 class UringRings {
  public:
-  // `count` rings of `entries` submission slots each, set up from a thread marked with
-  // mark_io_thread(). Fails (errno in the error) where io_uring is unavailable: disabled by the
-  // kernel.io_uring_disabled sysctl, filtered by seccomp, an old kernel; or when the environment
-  // variable CRYPTMAP_IO_URING_FAIL_SETUP=1 asks for that (tests of the fallback).
+  // `count` rings of `entries` submission slots each, set up by the calling thread. Fails (errno in
+  // the error) where io_uring is unavailable: disabled by the kernel.io_uring_disabled sysctl,
+  // filtered by seccomp, an old kernel; or when the environment variable
+  // CRYPTMAP_IO_URING_FAIL_SETUP=1 asks for that (tests of the fallback).
   static Result<std::unique_ptr<UringRings>> create(unsigned count, unsigned entries);
   ~UringRings();
 
