@@ -21,7 +21,9 @@ class ResizableStore final : public volume::BackingStore {
  public:
   ResizableStore(volume::MemBackingStore& s, std::uint64_t size) : s_(s), size_(size) {}
   void set_size(std::uint64_t n) { size_.store(n); }
-  std::uint64_t highest_write_end() const { return highest_.load(); }
+  std::uint64_t highest_write_end() const { return highest_->load(); }
+  // The counter itself, which outlives the store (the volume owns and destroys the store).
+  std::shared_ptr<const std::atomic<std::uint64_t>> highest_counter() const { return highest_; }
 
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
     if (off.value + out.size() > size_.load())
@@ -30,8 +32,8 @@ class ResizableStore final : public volume::BackingStore {
   }
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
     const std::uint64_t end = off.value + in.size();
-    std::uint64_t seen = highest_.load();
-    while (end > seen && !highest_.compare_exchange_weak(seen, end)) {
+    std::uint64_t seen = highest_->load();
+    while (end > seen && !highest_->compare_exchange_weak(seen, end)) {
     }
     return s_.write_at(off, in);
   }
@@ -45,7 +47,8 @@ class ResizableStore final : public volume::BackingStore {
  private:
   volume::MemBackingStore& s_;
   std::atomic<std::uint64_t> size_;
-  std::atomic<std::uint64_t> highest_{0};
+  std::shared_ptr<std::atomic<std::uint64_t>> highest_ =
+      std::make_shared<std::atomic<std::uint64_t>>(0);
 };
 
 constexpr std::uint32_t kSs = 512;
@@ -126,8 +129,9 @@ TEST(VolumeResize, ShrinkDropsDirtySectorsPastTheEndAndNeverWritesThem) {
   EXPECT_EQ(image_plaintext(f.t, 96 * kSs, 32 * kSs),
             std::vector<std::byte>(before.begin() + 96 * kSs, before.end()))
       << "the image past the new end must be as it was before the writes";
-  f.t.vol.reset();  // close: write-back of whatever is dirty
-  EXPECT_LE(f.rs->highest_write_end(), kOff + 96 * kSs);
+  const auto highest = f.rs->highest_counter();  // f.rs dies with the volume
+  f.t.vol.reset();                               // close: write-back of whatever is dirty
+  EXPECT_LE(highest->load(), kOff + 96 * kSs);
 }
 
 TEST(VolumeResize, GrowAfterShrinkReadsTheImageNotBlocksCachedBeforeTheShrink) {
