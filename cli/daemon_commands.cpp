@@ -1250,6 +1250,36 @@ void run_resize(const ResizeArgs& a, CommandContext& ctx) {
   (void)::stat((paths.mount_dir + "/" + a.name).c_str(), &file);  // the kernel asks the daemon
 }
 
+// luksResume and refresh: unlocks the header of the open volume `st` again as open does (key file,
+// keyslot, tries, token flags from `k`), and refuses when the header no longer describes that
+// volume (`state`: "open" / "suspended"; `advice`: what to do then).
+std::optional<Request> unlock_again(const SuspendArgs& k, const VolumeStatus& st,
+                                    const std::string& state, const std::string& advice,
+                                    CommandContext& ctx) {
+  OpenArgs oa;
+  oa.image = st.source.image;
+  oa.header = st.source.header;
+  oa.type = st.layout.type == volume::VolumeType::kLuks1 ? "luks1" : "luks2";
+  oa.key_file = k.key_file;
+  oa.keyfile_offset = k.keyfile_offset;
+  oa.keyfile_size = k.keyfile_size;
+  oa.key_slot = k.key_slot;
+  oa.tries = k.tries;
+  oa.tokens = k.tokens;
+  std::optional<Request> req = unlock(oa, ctx);
+  if (!req) return std::nullopt;
+  const volume::VolumeLayout& was = st.layout;
+  if (req->layout.uuid != was.uuid || req->layout.data_offset_bytes != was.data_offset_bytes ||
+      req->layout.key_bytes != was.key_bytes) {
+    say("The LUKS header of " + (oa.header.empty() ? oa.image : oa.header) +
+        " no longer describes the " + state + " volume " + k.name + " (UUID " + req->layout.uuid +
+        ", was " + was.uuid + "). " + advice);
+    ctx.exit_code = kExitUsage;
+    return std::nullopt;
+  }
+  return req;
+}
+
 // refresh NAME: cryptsetup re-activates with the key, so the header is unlocked again (any
 // keyslot, as open), then the daemon swaps in the volume assembled with the new flags.
 void run_refresh(const RefreshArgs& a, CommandContext& ctx) {
@@ -1284,27 +1314,8 @@ void run_refresh(const RefreshArgs& a, CommandContext& ctx) {
     ctx.exit_code = kExitUsage;
     return;
   }
-  OpenArgs oa;
-  oa.image = st->source.image;
-  oa.header = st->source.header;
-  oa.type = type == volume::VolumeType::kLuks1 ? "luks1" : "luks2";
-  oa.key_file = a.key.key_file;
-  oa.keyfile_offset = a.key.keyfile_offset;
-  oa.keyfile_size = a.key.keyfile_size;
-  oa.key_slot = a.key.key_slot;
-  oa.tries = a.key.tries;
-  oa.tokens = a.key.tokens;
-  std::optional<Request> req = unlock(oa, ctx);
+  std::optional<Request> req = unlock_again(a.key, *st, "open", "Nothing was changed.", ctx);
   if (!req) return;
-  const volume::VolumeLayout& was = st->layout;
-  if (req->layout.uuid != was.uuid || req->layout.data_offset_bytes != was.data_offset_bytes ||
-      req->layout.key_bytes != was.key_bytes) {
-    say("The LUKS header of " + (oa.header.empty() ? oa.image : oa.header) +
-        " no longer describes the open volume " + a.key.name + " (UUID " + req->layout.uuid +
-        ", was " + was.uuid + "). Nothing was changed.");
-    ctx.exit_code = kExitUsage;
-    return;
-  }
   req->open_flags = 0;
   apply_activation_flags(a.flags, *req);  // as at open
   req->verb = Verb::kRefresh;
@@ -1318,7 +1329,7 @@ void run_refresh(const RefreshArgs& a, CommandContext& ctx) {
   if (a.flags.allow_discards) c.flags->push_back("allow-discards");
   if (a.flags.perf_no_read_workqueue) c.flags->push_back("no-read-workqueue");
   if (a.flags.perf_no_write_workqueue) c.flags->push_back("no-write-workqueue");
-  const std::string header = oa.header.empty() ? oa.image : oa.header;
+  const std::string header = st->source.header.empty() ? st->source.image : st->source.header;
   auto lock = MetadataLock::take(header, true);
   auto store = volume::open_image_store(header, {.read_only = false, .direct_io = false});
   Result<void> written = store ? volume::luks_config(**store, c) : Result<void>(store.error());
@@ -1356,27 +1367,9 @@ void run_resume(const SuspendArgs& a, CommandContext& ctx) {
     ctx.exit_code = kExitUsage;
     return;
   }
-  OpenArgs oa;
-  oa.image = st->source.image;
-  oa.header = st->source.header;
-  oa.type = st->layout.type == volume::VolumeType::kLuks1 ? "luks1" : "luks2";
-  oa.key_file = a.key_file;
-  oa.keyfile_offset = a.keyfile_offset;
-  oa.keyfile_size = a.keyfile_size;
-  oa.key_slot = a.key_slot;
-  oa.tries = a.tries;
-  oa.tokens = a.tokens;
-  std::optional<Request> req = unlock(oa, ctx);
+  std::optional<Request> req = unlock_again(
+      a, *st, "suspended", "Restore its header (luksHeaderRestore), then resume.", ctx);
   if (!req) return;
-  const volume::VolumeLayout& was = st->layout;
-  if (req->layout.uuid != was.uuid || req->layout.data_offset_bytes != was.data_offset_bytes ||
-      req->layout.key_bytes != was.key_bytes) {
-    say("The LUKS header of " + (oa.header.empty() ? oa.image : oa.header) +
-        " no longer describes the suspended volume " + a.name + " (UUID " + req->layout.uuid +
-        ", was " + was.uuid + "). Restore its header (luksHeaderRestore), then resume.");
-    ctx.exit_code = kExitUsage;
-    return;
-  }
   req->verb = Verb::kResume;
   req->name = a.name;
   ctx.exit_code = report_reply(ask_running_daemon(paths, *req), "luksResume");
