@@ -1025,9 +1025,12 @@ void print_status(const ControlPaths& paths, const Reply& r) {
     std::printf("  device:  %s\n", v.source.image.c_str());
     if (!v.source.header.empty()) std::printf("  header:  %s\n", v.source.header.c_str());
     std::printf("  sector size:  %u\n", l.sector_size);
-    std::printf("  offset:  %llu sectors\n",
-                static_cast<unsigned long long>(l.data_offset_bytes / 512));
+    const volume::ActiveOffsets at = volume::active_offsets(l);
+    std::printf("  offset:  %llu sectors\n", static_cast<unsigned long long>(at.offset_sectors));
     std::printf("  size:    %llu sectors\n", static_cast<unsigned long long>(v.size_bytes / 512));
+    if (at.iv_offset_sectors != 0)
+      std::printf("  skipped: %llu sectors\n",
+                  static_cast<unsigned long long>(at.iv_offset_sectors));
     std::printf("  mode:    %s%s\n", v.read_only ? "read-only" : "read/write",
                 v.suspended ? " (suspended)" : "");
     const bool no_read_wq = (v.open_flags & kOpenNoReadWorkqueue) != 0;
@@ -1074,7 +1077,7 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       const auto reenc = paused_reencryption(l);
       j["key_bits"] = reenc ? reenc->new_key_bits : l.key_bytes * 8;
       j["sector_size"] = l.sector_size;
-      j["offset_sectors"] = l.data_offset_bytes / 512;
+      j["offset_sectors"] = volume::active_offsets(l).offset_sectors;
       j["size_sectors"] = v.size_bytes / 512;
       j["size_bytes"] = v.size_bytes;
       j["readonly"] = v.read_only;
@@ -1175,13 +1178,15 @@ std::optional<VolumeStatus> active_volume(const ControlPaths& paths, const std::
   return std::move(reply->volumes[0]);
 }
 
-// active_volume for luksSuspend/luksResume: plain mode is refused (1), as cryptsetup does.
+// active_volume for luksSuspend/luksResume: every type but LUKS1/LUKS2 is refused (1) with
+// cryptsetup 2.6.1's message for the verb (`refusal`: lib/setup.c crypt_suspend via onlyLUKS for
+// luksSuspend, src/cryptsetup.c action_luksResume for luksResume).
 std::optional<VolumeStatus> active_luks_volume(const ControlPaths& paths, const std::string& name,
-                                               CommandContext& ctx) {
+                                               const std::string& refusal, CommandContext& ctx) {
   std::optional<VolumeStatus> st = active_volume(paths, name, ctx);
-  if (st && (st->layout.type == volume::VolumeType::kPlain ||
-             st->layout.type == volume::VolumeType::kLoopaes)) {
-    say("This operation is supported only for LUKS device.");
+  if (st && st->layout.type != volume::VolumeType::kLuks1 &&
+      st->layout.type != volume::VolumeType::kLuks2) {
+    say(refusal);
     ctx.exit_code = kExitUsage;
     return std::nullopt;
   }
@@ -1346,7 +1351,8 @@ void run_suspend(const SuspendArgs& a, CommandContext& ctx) {
   bool ok_paths = false;
   const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
   if (!ok_paths) return;
-  if (!active_luks_volume(paths, a.name, ctx)) return;
+  if (!active_luks_volume(paths, a.name, "This operation is supported only for LUKS device.", ctx))
+    return;
   Request req;
   req.verb = Verb::kSuspend;
   req.name = a.name;
@@ -1360,7 +1366,8 @@ void run_resume(const SuspendArgs& a, CommandContext& ctx) {
   bool ok_paths = false;
   const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
   if (!ok_paths) return;
-  std::optional<VolumeStatus> st = active_luks_volume(paths, a.name, ctx);
+  std::optional<VolumeStatus> st = active_luks_volume(
+      paths, a.name, a.name + " is not active LUKS device name or header is missing.", ctx);
   if (!st) return;
   if (!st->suspended) {
     say("Volume " + a.name + " is not suspended.");

@@ -103,4 +103,15 @@ struct VolumeLayout {
   bool integrity_no_journal = false;
 };
 
+// Where the active volume starts on its image, in 512-byte sectors, as cryptsetup's `status`
+// prints it ("offset:", and "skipped:" when the IV offset is not 0): of a volume of several dm
+// table lines, the crypt or linear line with the smallest image offset and that line's IV offset
+// (0 for linear); a TCRYPT volume, and one of a single line, its data_offset_bytes and iv_offset.
+// docs/formats.md §3.8 gives cryptsetup's rule and its source.
+struct ActiveOffsets {
+  std::uint64_t offset_sectors = 0;
+  std::uint64_t iv_offset_sectors = 0;
+};
+ActiveOffsets active_offsets(const VolumeLayout& l) noexcept;
+
 }  // namespace cryptmap::volume
