@@ -64,6 +64,8 @@ using fs::default_mount_dir;
 using fs::encode_reply;
 using fs::kOpenNoReadWorkqueue;
 using fs::kOpenNoWriteWorkqueue;
+using fs::kOpenSameCpuCrypt;
+using fs::kOpenSubmitFromCryptCpus;
 using fs::kOpenUnorderedZoneWrites;
 using fs::recv_frame;
 using fs::Reply;
@@ -81,6 +83,8 @@ struct ActivationFlags {
   bool allow_discards = false;           // --allow-discards
   bool perf_no_read_workqueue = false;   // --perf-no_read_workqueue
   bool perf_no_write_workqueue = false;  // --perf-no_write_workqueue
+  bool perf_same_cpu_crypt = false;      // --perf-same_cpu_crypt (recorded: docs/formats.md §3.6)
+  bool perf_submit_from_crypt_cpus = false;  // --perf-submit_from_crypt_cpus (recorded, as above)
 };
 
 struct OpenArgs {
@@ -277,6 +281,12 @@ void add_activation_flags(CLI::App& verb, ActivationFlags& f) {
   verb.add_flag("--perf-no_write_workqueue", f.perf_no_write_workqueue,
                 "Encrypt writes on the requesting thread and issue them before completing "
                 "(write-through)");
+  verb.add_flag("--perf-same_cpu_crypt", f.perf_same_cpu_crypt,
+                "Accepted as cryptsetup's and shown by status; changes nothing: cryptmap has no "
+                "per-CPU crypt queues to bind (docs/formats.md 3.6)");
+  verb.add_flag("--perf-submit_from_crypt_cpus", f.perf_submit_from_crypt_cpus,
+                "Accepted as cryptsetup's and shown by status; changes nothing: cryptmap always "
+                "submits a write from the thread that encrypted it (docs/formats.md 3.6)");
 }
 
 // The flags given, or the header's persistent ones (LUKS2, already in req.layout), as cryptsetup
@@ -287,6 +297,9 @@ void apply_activation_flags(const ActivationFlags& f, Request& req) {
     req.open_flags |= kOpenNoReadWorkqueue;
   if (f.perf_no_write_workqueue || req.layout.no_write_workqueue)
     req.open_flags |= kOpenNoWriteWorkqueue;
+  if (f.perf_same_cpu_crypt || req.layout.same_cpu_crypt) req.open_flags |= kOpenSameCpuCrypt;
+  if (f.perf_submit_from_crypt_cpus || req.layout.submit_from_crypt_cpus)
+    req.open_flags |= kOpenSubmitFromCryptCpus;
 }
 
 ControlPaths paths_or_exit(const std::string& mount_dir, CommandContext& ctx, bool& ok_out) {
@@ -1032,11 +1045,15 @@ void print_status(const ControlPaths& paths, const Reply& r) {
       std::printf("  skipped: %llu sectors\n",
                   static_cast<unsigned long long>(at.iv_offset_sectors));
     std::printf("  mode:    %s%s\n", v.read_only ? "read-only" : "read/write",
+    const bool same_cpu = (v.open_flags & kOpenSameCpuCrypt) != 0;
+    const bool submit_from = (v.open_flags & kOpenSubmitFromCryptCpus) != 0;
                 v.suspended ? " (suspended)" : "");
     const bool no_read_wq = (v.open_flags & kOpenNoReadWorkqueue) != 0;
     const bool no_write_wq = (v.open_flags & kOpenNoWriteWorkqueue) != 0;
-    if (l.allow_discards || no_read_wq || no_write_wq)  // cryptsetup's line and order
-      std::printf("  flags:   %s%s%s\n", l.allow_discards ? "discards " : "",
+    // cryptsetup's line and order (src/cryptsetup.c action_status)
+    if (l.allow_discards || same_cpu || submit_from || no_read_wq || no_write_wq)
+      std::printf("  flags:   %s%s%s%s%s\n", l.allow_discards ? "discards " : "",
+                  same_cpu ? "same_cpu_crypt " : "", submit_from ? "submit_from_crypt_cpus " : "",
                   no_read_wq ? "no_read_workqueue " : "", no_write_wq ? "no_write_workqueue" : "");
     std::printf("  fuse transport: %s\n", v.fuse_transport.c_str());
   }
@@ -1089,6 +1106,8 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       j["daemon_pid"] = r->daemon_pid;
       auto flags = nlohmann::ordered_json::array();
       if (v.read_only) flags.push_back("readonly");
+      if (v.open_flags & kOpenSameCpuCrypt) flags.push_back("same-cpu-crypt");
+      if (v.open_flags & kOpenSubmitFromCryptCpus) flags.push_back("submit-from-crypt-cpus");
       if (l.allow_discards) flags.push_back("allow-discards");
       if (v.open_flags & kOpenNoReadWorkqueue) flags.push_back("no-read-workqueue");
       if (v.open_flags & kOpenNoWriteWorkqueue) flags.push_back("no-write-workqueue");
@@ -1331,6 +1350,8 @@ void run_refresh(const RefreshArgs& a, CommandContext& ctx) {
   // refresh (crypt_persistent_flags_set with the active flags the command line set).
   volume::LuksConfig c;
   c.flags.emplace();
+  if (a.flags.perf_same_cpu_crypt) c.flags->push_back("same-cpu-crypt");
+  if (a.flags.perf_submit_from_crypt_cpus) c.flags->push_back("submit-from-crypt-cpus");
   if (a.flags.allow_discards) c.flags->push_back("allow-discards");
   if (a.flags.perf_no_read_workqueue) c.flags->push_back("no-read-workqueue");
   if (a.flags.perf_no_write_workqueue) c.flags->push_back("no-write-workqueue");

@@ -82,6 +82,11 @@ struct VolumeLayout {
   // them): open applies them as --perf-no_read_workqueue / --perf-no_write_workqueue.
   bool no_read_workqueue = false;
   bool no_write_workqueue = false;
+  // LUKS2 persistent flags same-cpu-crypt / submit-from-crypt-cpus: open and refresh turn them
+  // into the request's open flags (status shows them); the engine does not act on them
+  // (docs/formats.md §3.6). Not in the control protocol's layout: the open flags carry them.
+  bool same_cpu_crypt = false;
+  bool submit_from_crypt_cpus = false;
   // Empty: one crypt segment described by the fields above. Else the whole volume, in order,
   // without gaps, from 0 to size_bytes.
   std::vector<Segment> segments;
