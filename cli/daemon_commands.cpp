@@ -415,8 +415,7 @@ std::optional<Request> unlock_loopaes(const OpenArgs& a, Request req, const KeyS
   volume::UnlockOptions uo;
   uo.type = volume::VolumeType::kLoopaes;
   uo.loopaes = a.loopaes;
-  auto store = volume::open_image_store(
-      a.image, volume::PosixStoreOptions{.read_only = true, .direct_io = false});
+  auto store = volume::open_image_store(a.image, volume::metadata_store_options(true));
   if (!store) {
     say(user_message(store.error(), a.image));
     ctx.exit_code = exit_code_for(store.error());
@@ -481,7 +480,7 @@ std::optional<Request> unlock_in_reencryption(const OpenArgs& a, const KeySource
   if (a.key_slot >= 0)
     return refuse("with --key-slot (both volume keys are unlocked with any keyslot of each)");
   auto lock = MetadataLock::take(a.image, crashed);
-  auto store = volume::open_image_store(a.image, {.read_only = !crashed, .direct_io = false});
+  auto store = volume::open_image_store(a.image, volume::metadata_store_options(!crashed));
   if (!store) {
     say(user_message(store.error(), a.image) +
         (crashed ? " (the interrupted reencryption hotzone of this image must be recovered "
@@ -582,7 +581,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   if (a.key_slot >= 0) uo.keyslot = a.key_slot;
   uo.key_only = a.test_passphrase;
   uo.integrity_no_journal = a.integrity_no_journal;
-  const volume::PosixStoreOptions ro{.read_only = true, .direct_io = false};
+  const volume::PosixStoreOptions ro = volume::metadata_store_options(true);
   const std::string header_path = a.header.empty() || plain ? a.image : a.header;
   if (!a.header.empty() && !plain) req.source.header = absolute(a.header);
   auto header_store = volume::open_image_store(header_path, ro);
@@ -1045,9 +1044,9 @@ void print_status(const ControlPaths& paths, const Reply& r) {
       std::printf("  skipped: %llu sectors\n",
                   static_cast<unsigned long long>(at.iv_offset_sectors));
     std::printf("  mode:    %s%s\n", v.read_only ? "read-only" : "read/write",
+                v.suspended ? " (suspended)" : "");
     const bool same_cpu = (v.open_flags & kOpenSameCpuCrypt) != 0;
     const bool submit_from = (v.open_flags & kOpenSubmitFromCryptCpus) != 0;
-                v.suspended ? " (suspended)" : "");
     const bool no_read_wq = (v.open_flags & kOpenNoReadWorkqueue) != 0;
     const bool no_write_wq = (v.open_flags & kOpenNoWriteWorkqueue) != 0;
     // cryptsetup's line and order (src/cryptsetup.c action_status)
@@ -1106,9 +1105,9 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       j["daemon_pid"] = r->daemon_pid;
       auto flags = nlohmann::ordered_json::array();
       if (v.read_only) flags.push_back("readonly");
+      if (l.allow_discards) flags.push_back("allow-discards");
       if (v.open_flags & kOpenSameCpuCrypt) flags.push_back("same-cpu-crypt");
       if (v.open_flags & kOpenSubmitFromCryptCpus) flags.push_back("submit-from-crypt-cpus");
-      if (l.allow_discards) flags.push_back("allow-discards");
       if (v.open_flags & kOpenNoReadWorkqueue) flags.push_back("no-read-workqueue");
       if (v.open_flags & kOpenNoWriteWorkqueue) flags.push_back("no-write-workqueue");
       if (v.file_mode == 0660) flags.push_back("allow-other");
@@ -1350,14 +1349,14 @@ void run_refresh(const RefreshArgs& a, CommandContext& ctx) {
   // refresh (crypt_persistent_flags_set with the active flags the command line set).
   volume::LuksConfig c;
   c.flags.emplace();
+  if (a.flags.allow_discards) c.flags->push_back("allow-discards");
   if (a.flags.perf_same_cpu_crypt) c.flags->push_back("same-cpu-crypt");
   if (a.flags.perf_submit_from_crypt_cpus) c.flags->push_back("submit-from-crypt-cpus");
-  if (a.flags.allow_discards) c.flags->push_back("allow-discards");
   if (a.flags.perf_no_read_workqueue) c.flags->push_back("no-read-workqueue");
   if (a.flags.perf_no_write_workqueue) c.flags->push_back("no-write-workqueue");
   const std::string header = st->source.header.empty() ? st->source.image : st->source.header;
   auto lock = MetadataLock::take(header, true);
-  auto store = volume::open_image_store(header, {.read_only = false, .direct_io = false});
+  auto store = volume::open_image_store(header, volume::metadata_store_options(false));
   Result<void> written = store ? volume::luks_config(**store, c) : Result<void>(store.error());
   if (!written) {
     say("Device activated but cannot make flags persistent. (" + written.error().message() + ")");
