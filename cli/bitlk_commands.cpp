@@ -37,7 +37,7 @@ int fail(const std::string& msg, const Error& e) {
 // FVAULT2): the image is read through a read-only, buffered store.
 template <class Header>
 std::variant<std::unique_ptr<Header>, int> load_for_dump(const BitlkArgs& a, const char* kind) {
-  const volume::PosixStoreOptions ro{.read_only = true, .direct_io = false};
+  const volume::PosixStoreOptions ro = volume::metadata_store_options(true);
   auto store = volume::open_posix_store(a.device, ro);
   if (!store) {
     std::cerr << "Device " << a.device << " does not exist or access denied.\n";

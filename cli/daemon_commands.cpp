@@ -64,6 +64,8 @@ using fs::default_mount_dir;
 using fs::encode_reply;
 using fs::kOpenNoReadWorkqueue;
 using fs::kOpenNoWriteWorkqueue;
+using fs::kOpenSameCpuCrypt;
+using fs::kOpenSubmitFromCryptCpus;
 using fs::kOpenUnorderedZoneWrites;
 using fs::recv_frame;
 using fs::Reply;
@@ -81,6 +83,8 @@ struct ActivationFlags {
   bool allow_discards = false;           // --allow-discards
   bool perf_no_read_workqueue = false;   // --perf-no_read_workqueue
   bool perf_no_write_workqueue = false;  // --perf-no_write_workqueue
+  bool perf_same_cpu_crypt = false;      // --perf-same_cpu_crypt (recorded: docs/formats.md §3.6)
+  bool perf_submit_from_crypt_cpus = false;  // --perf-submit_from_crypt_cpus (recorded, as above)
 };
 
 struct OpenArgs {
@@ -277,6 +281,12 @@ void add_activation_flags(CLI::App& verb, ActivationFlags& f) {
   verb.add_flag("--perf-no_write_workqueue", f.perf_no_write_workqueue,
                 "Encrypt writes on the requesting thread and issue them before completing "
                 "(write-through)");
+  verb.add_flag("--perf-same_cpu_crypt", f.perf_same_cpu_crypt,
+                "Accepted as cryptsetup's and shown by status; changes nothing: cryptmap has no "
+                "per-CPU crypt queues to bind (docs/formats.md 3.6)");
+  verb.add_flag("--perf-submit_from_crypt_cpus", f.perf_submit_from_crypt_cpus,
+                "Accepted as cryptsetup's and shown by status; changes nothing: cryptmap always "
+                "submits a write from the thread that encrypted it (docs/formats.md 3.6)");
 }
 
 // The flags given, or the header's persistent ones (LUKS2, already in req.layout), as cryptsetup
@@ -287,6 +297,9 @@ void apply_activation_flags(const ActivationFlags& f, Request& req) {
     req.open_flags |= kOpenNoReadWorkqueue;
   if (f.perf_no_write_workqueue || req.layout.no_write_workqueue)
     req.open_flags |= kOpenNoWriteWorkqueue;
+  if (f.perf_same_cpu_crypt || req.layout.same_cpu_crypt) req.open_flags |= kOpenSameCpuCrypt;
+  if (f.perf_submit_from_crypt_cpus || req.layout.submit_from_crypt_cpus)
+    req.open_flags |= kOpenSubmitFromCryptCpus;
 }
 
 ControlPaths paths_or_exit(const std::string& mount_dir, CommandContext& ctx, bool& ok_out) {
@@ -402,8 +415,7 @@ std::optional<Request> unlock_loopaes(const OpenArgs& a, Request req, const KeyS
   volume::UnlockOptions uo;
   uo.type = volume::VolumeType::kLoopaes;
   uo.loopaes = a.loopaes;
-  auto store = volume::open_image_store(
-      a.image, volume::PosixStoreOptions{.read_only = true, .direct_io = false});
+  auto store = volume::open_image_store(a.image, volume::metadata_store_options(true));
   if (!store) {
     say(user_message(store.error(), a.image));
     ctx.exit_code = exit_code_for(store.error());
@@ -468,7 +480,7 @@ std::optional<Request> unlock_in_reencryption(const OpenArgs& a, const KeySource
   if (a.key_slot >= 0)
     return refuse("with --key-slot (both volume keys are unlocked with any keyslot of each)");
   auto lock = MetadataLock::take(a.image, crashed);
-  auto store = volume::open_image_store(a.image, {.read_only = !crashed, .direct_io = false});
+  auto store = volume::open_image_store(a.image, volume::metadata_store_options(!crashed));
   if (!store) {
     say(user_message(store.error(), a.image) +
         (crashed ? " (the interrupted reencryption hotzone of this image must be recovered "
@@ -569,7 +581,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   if (a.key_slot >= 0) uo.keyslot = a.key_slot;
   uo.key_only = a.test_passphrase;
   uo.integrity_no_journal = a.integrity_no_journal;
-  const volume::PosixStoreOptions ro{.read_only = true, .direct_io = false};
+  const volume::PosixStoreOptions ro = volume::metadata_store_options(true);
   const std::string header_path = a.header.empty() || plain ? a.image : a.header;
   if (!a.header.empty() && !plain) req.source.header = absolute(a.header);
   auto header_store = volume::open_image_store(header_path, ro);
@@ -1025,15 +1037,22 @@ void print_status(const ControlPaths& paths, const Reply& r) {
     std::printf("  device:  %s\n", v.source.image.c_str());
     if (!v.source.header.empty()) std::printf("  header:  %s\n", v.source.header.c_str());
     std::printf("  sector size:  %u\n", l.sector_size);
-    std::printf("  offset:  %llu sectors\n",
-                static_cast<unsigned long long>(l.data_offset_bytes / 512));
+    const volume::ActiveOffsets at = volume::active_offsets(l);
+    std::printf("  offset:  %llu sectors\n", static_cast<unsigned long long>(at.offset_sectors));
     std::printf("  size:    %llu sectors\n", static_cast<unsigned long long>(v.size_bytes / 512));
+    if (at.iv_offset_sectors != 0)
+      std::printf("  skipped: %llu sectors\n",
+                  static_cast<unsigned long long>(at.iv_offset_sectors));
     std::printf("  mode:    %s%s\n", v.read_only ? "read-only" : "read/write",
                 v.suspended ? " (suspended)" : "");
+    const bool same_cpu = (v.open_flags & kOpenSameCpuCrypt) != 0;
+    const bool submit_from = (v.open_flags & kOpenSubmitFromCryptCpus) != 0;
     const bool no_read_wq = (v.open_flags & kOpenNoReadWorkqueue) != 0;
     const bool no_write_wq = (v.open_flags & kOpenNoWriteWorkqueue) != 0;
-    if (l.allow_discards || no_read_wq || no_write_wq)  // cryptsetup's line and order
-      std::printf("  flags:   %s%s%s\n", l.allow_discards ? "discards " : "",
+    // cryptsetup's line and order (src/cryptsetup.c action_status)
+    if (l.allow_discards || same_cpu || submit_from || no_read_wq || no_write_wq)
+      std::printf("  flags:   %s%s%s%s%s\n", l.allow_discards ? "discards " : "",
+                  same_cpu ? "same_cpu_crypt " : "", submit_from ? "submit_from_crypt_cpus " : "",
                   no_read_wq ? "no_read_workqueue " : "", no_write_wq ? "no_write_workqueue" : "");
     std::printf("  fuse transport: %s\n", v.fuse_transport.c_str());
   }
@@ -1074,7 +1093,7 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       const auto reenc = paused_reencryption(l);
       j["key_bits"] = reenc ? reenc->new_key_bits : l.key_bytes * 8;
       j["sector_size"] = l.sector_size;
-      j["offset_sectors"] = l.data_offset_bytes / 512;
+      j["offset_sectors"] = volume::active_offsets(l).offset_sectors;
       j["size_sectors"] = v.size_bytes / 512;
       j["size_bytes"] = v.size_bytes;
       j["readonly"] = v.read_only;
@@ -1087,6 +1106,8 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       auto flags = nlohmann::ordered_json::array();
       if (v.read_only) flags.push_back("readonly");
       if (l.allow_discards) flags.push_back("allow-discards");
+      if (v.open_flags & kOpenSameCpuCrypt) flags.push_back("same-cpu-crypt");
+      if (v.open_flags & kOpenSubmitFromCryptCpus) flags.push_back("submit-from-crypt-cpus");
       if (v.open_flags & kOpenNoReadWorkqueue) flags.push_back("no-read-workqueue");
       if (v.open_flags & kOpenNoWriteWorkqueue) flags.push_back("no-write-workqueue");
       if (v.file_mode == 0660) flags.push_back("allow-other");
@@ -1175,13 +1196,15 @@ std::optional<VolumeStatus> active_volume(const ControlPaths& paths, const std::
   return std::move(reply->volumes[0]);
 }
 
-// active_volume for luksSuspend/luksResume: plain mode is refused (1), as cryptsetup does.
+// active_volume for luksSuspend/luksResume: every type but LUKS1/LUKS2 is refused (1) with
+// cryptsetup 2.6.1's message for the verb (`refusal`: lib/setup.c crypt_suspend via onlyLUKS for
+// luksSuspend, src/cryptsetup.c action_luksResume for luksResume).
 std::optional<VolumeStatus> active_luks_volume(const ControlPaths& paths, const std::string& name,
-                                               CommandContext& ctx) {
+                                               const std::string& refusal, CommandContext& ctx) {
   std::optional<VolumeStatus> st = active_volume(paths, name, ctx);
-  if (st && (st->layout.type == volume::VolumeType::kPlain ||
-             st->layout.type == volume::VolumeType::kLoopaes)) {
-    say("This operation is supported only for LUKS device.");
+  if (st && st->layout.type != volume::VolumeType::kLuks1 &&
+      st->layout.type != volume::VolumeType::kLuks2) {
+    say(refusal);
     ctx.exit_code = kExitUsage;
     return std::nullopt;
   }
@@ -1327,11 +1350,13 @@ void run_refresh(const RefreshArgs& a, CommandContext& ctx) {
   volume::LuksConfig c;
   c.flags.emplace();
   if (a.flags.allow_discards) c.flags->push_back("allow-discards");
+  if (a.flags.perf_same_cpu_crypt) c.flags->push_back("same-cpu-crypt");
+  if (a.flags.perf_submit_from_crypt_cpus) c.flags->push_back("submit-from-crypt-cpus");
   if (a.flags.perf_no_read_workqueue) c.flags->push_back("no-read-workqueue");
   if (a.flags.perf_no_write_workqueue) c.flags->push_back("no-write-workqueue");
   const std::string header = st->source.header.empty() ? st->source.image : st->source.header;
   auto lock = MetadataLock::take(header, true);
-  auto store = volume::open_image_store(header, {.read_only = false, .direct_io = false});
+  auto store = volume::open_image_store(header, volume::metadata_store_options(false));
   Result<void> written = store ? volume::luks_config(**store, c) : Result<void>(store.error());
   if (!written) {
     say("Device activated but cannot make flags persistent. (" + written.error().message() + ")");
@@ -1346,7 +1371,8 @@ void run_suspend(const SuspendArgs& a, CommandContext& ctx) {
   bool ok_paths = false;
   const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
   if (!ok_paths) return;
-  if (!active_luks_volume(paths, a.name, ctx)) return;
+  if (!active_luks_volume(paths, a.name, "This operation is supported only for LUKS device.", ctx))
+    return;
   Request req;
   req.verb = Verb::kSuspend;
   req.name = a.name;
@@ -1360,7 +1386,8 @@ void run_resume(const SuspendArgs& a, CommandContext& ctx) {
   bool ok_paths = false;
   const ControlPaths paths = paths_or_exit(a.mount_dir, ctx, ok_paths);
   if (!ok_paths) return;
-  std::optional<VolumeStatus> st = active_luks_volume(paths, a.name, ctx);
+  std::optional<VolumeStatus> st = active_luks_volume(
+      paths, a.name, a.name + " is not active LUKS device name or header is missing.", ctx);
   if (!st) return;
   if (!st->suspended) {
     say("Volume " + a.name + " is not suspended.");

@@ -90,9 +90,8 @@ std::optional<VolumeType> parse_type(const std::string& t, bool* bad) {
 }
 
 Result<std::unique_ptr<BackingStore>> open_store(const std::string& path, bool read_only) {
-  volume::PosixStoreOptions o;
-  o.read_only = read_only;
-  return volume::open_image_store(path, o);  // a path, or an NBD URI
+  // a path, or an NBD URI
+  return volume::open_image_store(path, volume::metadata_store_options(read_only));
 }
 
 // The header store: --header if given, else the device.
@@ -262,7 +261,7 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
     auto hdr = volume::load_luks_header(**store, std::nullopt);
     if (!hdr) return report(hdr.error());
     auto comp = crypto::auth_composition(o.cipher, o.integrity);
-    auto data = volume::open_image_store(a.device, {.read_only = false, .direct_io = false});
+    auto data = volume::open_image_store(a.device, volume::metadata_store_options(false));
     if (!data) return report(data.error());
     auto g = volume::format_integrity_area(**data, (*hdr)->layout(),
                                            static_cast<std::uint32_t>(comp->tag_size));

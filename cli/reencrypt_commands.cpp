@@ -136,7 +136,7 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     hotzone = *h;
   }
   auto lock = MetadataLock::take(a.device, true);
-  auto store = volume::open_image_store(a.device, {.read_only = false, .direct_io = false});
+  auto store = volume::open_image_store(a.device, volume::metadata_store_options(false));
   if (!store) return report(store.error());
   auto status = volume::reencrypt_status(**store);
   if (!status) return report(status.error());

@@ -56,7 +56,7 @@ bool finish_tcrypt_options(TcryptArgs& t, bool disable_veracrypt, std::uint32_t 
 
 std::optional<volume::TcryptMatch> unlock_tcrypt(const std::string& image, const TcryptArgs& a,
                                                  CommandContext& ctx) {
-  auto store = volume::open_posix_store(image, {.read_only = true, .direct_io = false});
+  auto store = volume::open_posix_store(image, volume::metadata_store_options(true));
   if (!store) {
     say(fs::user_message(store.error(), image));
     ctx.exit_code = exit_code_for(store.error());

@@ -46,7 +46,7 @@ void run_zone_create(const ZoneCreateArgs& a, CommandContext& ctx) {
   }
   // Sequential zones start empty (their bytes read as zeros): a LUKS header there would be lost,
   // which is why cryptsetup wants the header in conventional zones of a zoned device.
-  if (auto probe = volume::open_posix_store(a.image, {.read_only = true, .direct_io = false})) {
+  if (auto probe = volume::open_posix_store(a.image, volume::metadata_store_options(true))) {
     if (auto hdr = volume::load_luks_header(**probe, std::nullopt)) {
       const std::uint64_t data_off = (*hdr)->layout().data_offset_bytes;
       if (a.conventional * a.zone_size < data_off) {

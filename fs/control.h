@@ -81,6 +81,8 @@ enum OpenFlag : std::uint32_t {
   kOpenNoReadWorkqueue = 1u << 0,      // --perf-no_read_workqueue
   kOpenNoWriteWorkqueue = 1u << 1,     // --perf-no_write_workqueue
   kOpenUnorderedZoneWrites = 1u << 2,  // hidden debug: sequential-zone writes not ordered
+  kOpenSameCpuCrypt = 1u << 3,         // --perf-same_cpu_crypt: recorded for status only
+  kOpenSubmitFromCryptCpus = 1u << 4,  // --perf-submit_from_crypt_cpus: recorded for status only
 };
 
 struct Reply {

@@ -243,7 +243,8 @@ class Daemon {
     full.layout.allow_discards = req.layout.allow_discards;  // the flag, or the header's
     full.layout.no_read_workqueue = req.layout.no_read_workqueue;
     full.layout.no_write_workqueue = req.layout.no_write_workqueue;
-    full.open_flags = (req.open_flags & (kOpenNoReadWorkqueue | kOpenNoWriteWorkqueue)) |
+    full.open_flags = (req.open_flags & (kOpenNoReadWorkqueue | kOpenNoWriteWorkqueue |
+                                         kOpenSameCpuCrypt | kOpenSubmitFromCryptCpus)) |
                       (spec->second.open_flags & kOpenUnorderedZoneWrites);
     if (full.volume_key.size() != full.layout.key_bytes)
       return reply_with(kExitUsage, "The key for " + req.name + " has " +

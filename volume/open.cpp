@@ -95,7 +95,7 @@ Result<std::unique_ptr<BackingStore>> probe_store(const std::string& image,
 
 Result<UnlockedVolume> unlock(const ImagePaths& paths, const UnlockOptions& options,
                               std::span<const std::byte> passphrase) {
-  const PosixStoreOptions ro{.read_only = true, .direct_io = false};
+  const PosixStoreOptions ro = metadata_store_options(true);
   CRYPTMAP_TRY(data, open_image_store(paths.image, ro));
   if (paths.header.empty()) return unlock_volume(*data, *data, options, passphrase);
   CRYPTMAP_TRY(header, open_image_store(paths.header, ro));

@@ -34,4 +34,18 @@ const char* segment_kind_name(SegmentKind k) noexcept {
   return "?";
 }
 
+ActiveOffsets active_offsets(const VolumeLayout& l) noexcept {
+  ActiveOffsets out{l.data_offset_bytes / 512, l.iv_offset};
+  if (l.segments.empty() || l.type == VolumeType::kTcrypt) return out;
+  bool found = false;
+  for (const Segment& s : l.segments) {
+    if (s.kind == SegmentKind::kZero) continue;
+    const std::uint64_t offset = s.image_offset_bytes / 512;
+    if (found && offset >= out.offset_sectors) continue;  // the first of equal ones, as cryptsetup
+    out = {offset, s.kind == SegmentKind::kCrypt ? s.iv_offset : 0};
+    found = true;
+  }
+  return found ? out : ActiveOffsets{};
+}
+
 }  // namespace cryptmap::volume

@@ -82,6 +82,11 @@ struct VolumeLayout {
   // them): open applies them as --perf-no_read_workqueue / --perf-no_write_workqueue.
   bool no_read_workqueue = false;
   bool no_write_workqueue = false;
+  // LUKS2 persistent flags same-cpu-crypt / submit-from-crypt-cpus: open and refresh turn them
+  // into the request's open flags (status shows them); the engine does not act on them
+  // (docs/formats.md §3.6). Not in the control protocol's layout: the open flags carry them.
+  bool same_cpu_crypt = false;
+  bool submit_from_crypt_cpus = false;
   // Empty: one crypt segment described by the fields above. Else the whole volume, in order,
   // without gaps, from 0 to size_bytes.
   std::vector<Segment> segments;
@@ -102,5 +107,16 @@ struct VolumeLayout {
   // dm-integrity direct mode D: the persistent flag `no-journal` or open --integrity-no-journal.
   bool integrity_no_journal = false;
 };
+
+// Where the active volume starts on its image, in 512-byte sectors, as cryptsetup's `status`
+// prints it ("offset:", and "skipped:" when the IV offset is not 0): of a volume of several dm
+// table lines, the crypt or linear line with the smallest image offset and that line's IV offset
+// (0 for linear); a TCRYPT volume, and one of a single line, its data_offset_bytes and iv_offset.
+// docs/formats.md §3.8 gives cryptsetup's rule and its source.
+struct ActiveOffsets {
+  std::uint64_t offset_sectors = 0;
+  std::uint64_t iv_offset_sectors = 0;
+};
+ActiveOffsets active_offsets(const VolumeLayout& l) noexcept;
 
 }  // namespace cryptmap::volume

@@ -234,6 +234,8 @@ Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store
   l.allow_discards = m.has_flag("allow-discards");
   l.no_read_workqueue = m.has_flag("no-read-workqueue");
   l.no_write_workqueue = m.has_flag("no-write-workqueue");
+  l.same_cpu_crypt = m.has_flag("same-cpu-crypt");
+  l.submit_from_crypt_cpus = m.has_flag("submit-from-crypt-cpus");
   // Copy the key material of every usable keyslot (the store is borrowed for load only).
   for (const auto& k : m.keyslots) {
     if (k.type != "luks2") continue;

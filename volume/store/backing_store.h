@@ -79,6 +79,14 @@ struct PosixStoreOptions {
   // in tests) one warning is logged (once per process) and batches run one piece after another.
   bool io_uring = true;
 };
+// The options of a store opened only to read or rewrite metadata (a header, key material, a
+// probe) and closed again: buffered, no io_uring rings, whose set-up would cost more than the
+// few transfers such an open makes (docs/async-store-io.md §5). The CLI's one-shot opens use
+// it; a served volume's store (volume/open.h open_unlocked) keeps the rings.
+constexpr PosixStoreOptions metadata_store_options(bool read_only) noexcept {
+  return PosixStoreOptions{
+      .read_only = read_only, .direct_io = false, .direct_only = false, .io_uring = false};
+}
 // Opens a regular file or block device. Errors name the path and say what to do.
 Result<std::unique_ptr<BackingStore>> open_posix_store(const std::string& path,
                                                        const PosixStoreOptions& opts);

@@ -211,5 +211,50 @@ TEST(SegmentMapOwnCiphers, EachCryptSegmentUsesItsCipherSectorSizeAndKeySlice) {
   EXPECT_FALSE(make_segmented_cipher(bad, vk));
 }
 
+// status's offset and skipped sectors (docs/formats.md §3.8): the crypt or linear line with the
+// smallest image offset, zero lines ignored, the first of equal ones; TCRYPT and one-line
+// volumes keep their own fields.
+TEST(ActiveOffsets, TheSegmentWithTheSmallestImageOffsetGivesOffsetAndIvOffset) {
+  VolumeLayout one;
+  one.data_offset_bytes = 4096;
+  one.iv_offset = 24;
+  EXPECT_EQ(active_offsets(one).offset_sectors, 8u);
+  EXPECT_EQ(active_offsets(one).iv_offset_sectors, 24u);
+
+  // BitLocker's shape: the relocated header at image 512K first in the volume, zero lines over
+  // the metadata (one at image 0), the data mapped onto itself from 8K.
+  VolumeLayout bl;
+  bl.type = VolumeType::kBitlk;
+  bl.segments = {{SegmentKind::kCrypt, 0, 8192, 512 * 1024, 1024, {}},
+                 {SegmentKind::kZero, 8192, 4096, 0, 0, {}},
+                 {SegmentKind::kCrypt, 12288, 65536, 12288, 24, {}},
+                 {SegmentKind::kCrypt, 77824, 4096, 8192, 16, {}}};
+  EXPECT_EQ(active_offsets(bl).offset_sectors, 16u);
+  EXPECT_EQ(active_offsets(bl).iv_offset_sectors, 16u);
+
+  VolumeLayout lin = bl;  // a linear line below them: its IV offset counts as 0
+  lin.segments.push_back({SegmentKind::kLinear, 81920, 4096, 1024, 0, {}});
+  EXPECT_EQ(active_offsets(lin).offset_sectors, 2u);
+  EXPECT_EQ(active_offsets(lin).iv_offset_sectors, 0u);
+
+  VolumeLayout tie;  // two lines at the same image offset: the first in the table
+  tie.segments = {{SegmentKind::kCrypt, 0, 4096, 16 << 20, 7, {}},
+                  {SegmentKind::kCrypt, 4096, 4096, 16 << 20, 9, {}}};
+  EXPECT_EQ(active_offsets(tie).offset_sectors, 32768u);
+  EXPECT_EQ(active_offsets(tie).iv_offset_sectors, 7u);
+
+  VolumeLayout zeros;  // nothing but zero lines: 0, as dm's table has no offset to show
+  zeros.segments = {{SegmentKind::kZero, 0, 4096, 0, 0, {}}};
+  zeros.data_offset_bytes = 4096;
+  EXPECT_EQ(active_offsets(zeros).offset_sectors, 0u);
+
+  VolumeLayout tc = bl;  // TCRYPT: the header's values, as cryptsetup takes them
+  tc.type = VolumeType::kTcrypt;
+  tc.data_offset_bytes = 131072;
+  tc.iv_offset = 256;
+  EXPECT_EQ(active_offsets(tc).offset_sectors, 256u);
+  EXPECT_EQ(active_offsets(tc).iv_offset_sectors, 256u);
+}
+
 }  // namespace
 }  // namespace cryptmap::volume

@@ -232,6 +232,34 @@ TEST(PosixBackingStore, AFullFileSystemFailsExactlyThePiecesThatDidNotFitWithout
   fill_a_tiny_file_system(/*fallback=*/true);
 }
 
+// metadata_store_options (the CLI's one-shot opens): no rings, so nothing to log either; the same
+// file opened with the default options gets them (where the kernel allows io_uring), so the
+// check can fail. Batches still complete, one piece after another.
+TEST(PosixBackingStore, MetadataOptionsSetUpNoRings) {
+  TempFile file(1 << 20);
+  ::testing::internal::CaptureStderr();
+  auto meta = PosixBackingStore::open(file.path(), metadata_store_options(false));
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(meta) << meta.error().message();
+  EXPECT_FALSE((*meta)->uses_io_uring());
+  EXPECT_FALSE((*meta)->read_only());
+  EXPECT_EQ(said.find("io_uring"), std::string::npos) << said;
+  EXPECT_TRUE((*PosixBackingStore::open(file.path(), metadata_store_options(true)))->read_only());
+  const auto a = bytes(4096, 41), b = bytes(4096, 42);
+  std::vector<WritePiece> writes{{ByteOffset{0}, a}, {ByteOffset{8192}, b}};
+  ASSERT_TRUE((*meta)->write_batch(writes));
+  std::vector<std::byte> back_a(4096), back_b(4096);
+  std::vector<ReadPiece> reads{{ByteOffset{0}, back_a}, {ByteOffset{8192}, back_b}};
+  ASSERT_TRUE((*meta)->read_batch(reads));
+  EXPECT_EQ(back_a, a);
+  EXPECT_EQ(back_b, b);
+  if (io_uring_allowed()) {
+    auto data = PosixBackingStore::open(file.path(), {});
+    ASSERT_TRUE(data) << data.error().message();
+    EXPECT_TRUE((*data)->uses_io_uring());
+  }
+}
+
 // The fallback says so once per process, not once per opened image (the CLI and the daemon open
 // an image more than once).
 TEST(PosixBackingStore, AFailedIoUringSetupIsLoggedAtMostOncePerProcess) {
