@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -495,9 +496,14 @@ TEST(IntegrityJournal, JournalModeReplaysThenContinuesTheRing) {
             std::vector<std::byte>(c.a.begin() + 7 * 4096, c.a.begin() + 8 * 4096));
   // The whole ring was consistent: mode J continues with the journal as it is.
   EXPECT_TRUE(std::equal(w.bytes().begin(), w.bytes().end(), journal_bytes(*o->mem, c.g).begin()));
-  // Journaled writes continue the ring where replay left it: section 2, sequence 0.
+  // Journaled writes continue the ring where replay left it: section 2, sequence 0. The write
+  // waits in the open section (nothing on disk, reads see it) until the flush commits it.
   ASSERT_FALSE(o->vol->read_only());
+  const std::uint64_t writes = o->mem->write_calls();
   ASSERT_TRUE(o->vol->write(ByteOffset{5 * 4096}, c.b));
+  EXPECT_EQ(o->mem->write_calls(), writes);
+  EXPECT_EQ(block(*o, 5, 4096), c.b);
+  ASSERT_TRUE(o->vol->flush());
   const auto j = journal_bytes(*o->mem, c.g);
   const std::size_t sec2 = 2 * std::size_t{c.g.journal_section_sectors} * 512;
   for (std::uint32_t s = 0; s < c.g.journal_section_sectors; ++s)
@@ -591,10 +597,74 @@ TEST(IntegrityJournal, ReadOnlyImageWithPendingJournalIsRefused) {
   EXPECT_EQ(block(*ok, 3, 4096), d.b);
 }
 
+// Mode J batches as the kernel does: writes fill the open journal section in memory (a block
+// written twice keeps one entry, its last version); the section is committed when it is full
+// or at a flush, then its blocks are written in place; reads see every acknowledged write
+// meanwhile (each tag verified once per block read); a reopen after the flush replays it.
+TEST(IntegrityJournal, WritesAreBatchedIntoSectionsUntilFullOrFlushed) {
+  for (const Mode& m : {kModes[0], kModes[3], kModes[5]}) {
+    SCOPED_TRACE(std::string(m.enc) + " " + std::to_string(m.ss));
+    VolumeLayout l = layout_of(m.enc, m.integ, m.ss, 1 * kMiB);
+    VolumeLayout d = l;  // formatted and wiped in mode D, served in mode J
+    l.integrity_no_journal = false;
+    auto base = open_on(formatted(40 * kMiB, d), d);
+    ASSERT_TRUE(base);
+    ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(200 * m.ss)));
+    const integrity::Geometry g = geometry_of(*base->mem, d);
+    MemBackingStore& mem = *base->mem;
+    auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), {}, nullptr);
+    ASSERT_TRUE(j) << j.error().message();
+    const std::size_t per = g.journal_section_entries;
+    ASSERT_LT(per + 8, 200u);
+    // Blocks 1, 3, 5, ... (per - 1 of them) and block 3 again: one section, not yet full.
+    std::vector<std::vector<std::byte>> want(200, std::vector<std::byte>(m.ss));
+    const std::uint64_t w0 = mem.write_calls(), s0 = mem.sync_calls();
+    for (std::uint64_t i = 0; i + 1 < per; ++i) {
+      want[2 * i + 1] = pattern(m.ss, 300 + static_cast<unsigned>(i));
+      ASSERT_TRUE((*j)->write(ByteOffset{(2 * i + 1) * m.ss}, want[2 * i + 1]));
+    }
+    want[3] = pattern(m.ss, 299);
+    ASSERT_TRUE((*j)->write(ByteOffset{3 * m.ss}, want[3]));
+    EXPECT_EQ(mem.write_calls(), w0) << "a write reached the disk before its section filled";
+    const auto verified0 = integrity_counters(**j)->tags_verified;
+    for (std::uint64_t k = 0; k < 2 * per; ++k) {
+      std::vector<std::byte> b(m.ss);
+      ASSERT_TRUE((*j)->read(ByteOffset{k * m.ss}, b)) << "block " << k;
+      EXPECT_EQ(b, want[k]) << "block " << k;
+    }
+    EXPECT_EQ(integrity_counters(**j)->tags_verified - verified0, 2 * per);
+    // The section's last entry, then one block more: exactly one commit (one sync).
+    want[150] = pattern(m.ss, 298);
+    want[151] = pattern(m.ss, 297);
+    ASSERT_TRUE((*j)->write(ByteOffset{150 * m.ss}, std::span(want[150])));
+    EXPECT_EQ(mem.sync_calls(), s0);
+    ASSERT_TRUE((*j)->write(ByteOffset{151 * m.ss}, std::span(want[151])));
+    EXPECT_EQ(mem.sync_calls(), s0 + 1);
+    // Committed: its entries are in journal section 0 with the next sequence (1).
+    const auto jb = journal_bytes(mem, g);
+    for (std::uint32_t s = 0; s < g.journal_section_sectors; ++s)
+      ASSERT_EQ(load_le64(jb.data() + s * 512 + 504), test::JournalWriter::commit_id(0, s, 1));
+    EXPECT_EQ(load_le64(jb.data() + integrity::journal_entry_offset(g, 1)), 3u * (m.ss / 512));
+    // Block 151 waits in the next section: a reopen without flush would not see it; after the
+    // flush it is on disk, and a reopen (replay) reads every block as written.
+    ASSERT_TRUE((*j)->flush());
+    j->reset();
+    auto again = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), {}, nullptr);
+    ASSERT_TRUE(again) << again.error().message();
+    for (std::uint64_t k = 0; k < 200; ++k) {
+      std::vector<std::byte> b(m.ss);
+      ASSERT_TRUE((*again)->read(ByteOffset{k * m.ss}, b)) << "block " << k;
+      EXPECT_EQ(b, want[k]) << "block " << k;
+    }
+  }
+}
+
 // Journaled writes (mode J) under a crash at every point: a store that stops after a given
 // number of writes (the last one torn: only its first half lands) and fails every sync from
 // then on. After each crash the image is reopened (replay): every block reads with a valid
-// tag and is either its last acknowledged contents or the contents being written.
+// tag and holds either its contents as of the last successful flush or one of the versions
+// written since (acknowledged writes wait in the open journal section until a flush, as the
+// kernel's).
 class CrashStore final : public BackingStore {
  public:
   // `writes_left` is the test's: it outlives a store destroyed by a failed open.
@@ -655,17 +725,22 @@ TEST(IntegrityJournal, CrashAtEveryWriteLeavesEveryBlockOldOrNew) {
     }
     std::vector<std::byte> image(base->size_bytes());
     base->peek(0, image);
-    // Workload: 6 writes of various sizes (one spans several sections), each a new version.
+    // Workload: 6 writes of various sizes (one spans several sections), each a new version,
+    // with flushes after the third and the last.
     struct W {
       std::uint64_t first, n;
+      bool flush;
     };
-    const W work[] = {{3, 1}, {10, 70}, {0, 2}, {40, 5}, {95, 1}, {20, 33}};
+    const W work[] = {{3, 1, false},  {10, 70, false}, {0, 2, true},
+                      {40, 5, false}, {95, 1, false},  {20, 33, true}};
     for (std::uint64_t crash_after = 1;; ++crash_after) {
       MemBackingStore mem(image.size(), "mem:integrity");
       mem.poke(0, image);
-      std::vector<std::vector<std::byte>> acked(blocks), maybe(blocks);
+      // durable[k]: block k as of the last successful flush; maybe[k]: versions written since.
+      std::vector<std::vector<std::byte>> durable(blocks);
+      std::vector<std::vector<std::vector<std::byte>>> maybe(blocks);
       for (std::uint64_t k = 0; k < blocks; ++k)
-        acked[k].assign(v0.begin() + k * m.ss, v0.begin() + (k + 1) * m.ss);
+        durable[k].assign(v0.begin() + k * m.ss, v0.begin() + (k + 1) * m.ss);
       std::uint64_t left = crash_after;
       // Open replays the journal the starting image holds: a crash can hit that too.
       auto v = open_integrity_volume(l, key_for(l), std::make_unique<CrashStore>(mem, left), {},
@@ -676,14 +751,16 @@ TEST(IntegrityJournal, CrashAtEveryWriteLeavesEveryBlockOldOrNew) {
         if (!v) break;
         const auto data = pattern(w.n * m.ss, 100 + version++);
         auto r = (*v)->write(ByteOffset{w.first * m.ss}, data);
-        for (std::uint64_t k = 0; k < w.n; ++k) {
-          std::vector<std::byte> b(data.begin() + k * m.ss, data.begin() + (k + 1) * m.ss);
-          if (r)
-            acked[w.first + k] = std::move(b);
-          else
-            maybe[w.first + k] = std::move(b);
-        }
+        for (std::uint64_t k = 0; k < w.n; ++k)
+          maybe[w.first + k].emplace_back(data.begin() + k * m.ss, data.begin() + (k + 1) * m.ss);
         if (!r) break;
+        if (!w.flush) continue;
+        if (!(*v)->flush()) break;
+        for (std::uint64_t k = 0; k < blocks; ++k)
+          if (!maybe[k].empty()) {
+            durable[k] = maybe[k].back();
+            maybe[k].clear();
+          }
       }
       const bool crashed = left == 0;
       if (v) v->reset();
@@ -696,7 +773,8 @@ TEST(IntegrityJournal, CrashAtEveryWriteLeavesEveryBlockOldOrNew) {
         std::vector<std::byte> b(m.ss);
         auto r = o.vol->read(ByteOffset{k * m.ss}, b);
         ASSERT_TRUE(r) << "crash after " << crash_after << ": block " << k << " has a bad tag";
-        ASSERT_TRUE(b == acked[k] || (!maybe[k].empty() && b == maybe[k]))
+        ASSERT_TRUE(b == durable[k] ||
+                    std::find(maybe[k].begin(), maybe[k].end(), b) != maybe[k].end())
             << "crash after " << crash_after << ": block " << k << " is neither old nor new";
       }
       if (!crashed) break;  // the whole workload ran: every crash point was tried
