@@ -32,6 +32,10 @@ constexpr std::size_t kMaxRunBlocks = 256;  // blocks per store round trip
 // Mode J: an open journal section older than this is committed without a flush (the kernel's
 // commit timer, 10 s by default; 5 s as the sector cache's write-back age).
 constexpr std::chrono::seconds kCommitAge{5};
+// Mode J: journal sections committed together (one write, one sync), at most half the ring so
+// that a batch never overwrites the sections of the batch before it (whose in-place writes the
+// batch's sync makes durable).
+constexpr std::uint32_t kMaxBatchSections = 8;
 
 std::uint64_t align_down(std::uint64_t x) { return x / kAlign * kAlign; }
 std::uint64_t align_up(std::uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
@@ -191,15 +195,19 @@ class IntegrityVolume final : public Volume {
   Result<void> init() {
     CRYPTMAP_TRY_VOID(pool_.init(bs_, tag_));
     if (!journal_mode_ || read_only_) return ok();
-    // One journal section, built in place for each commit (docs/architecture.md §4.1).
-    const char* what = "integrity journal section";
-    const std::size_t entries = g_.journal_section_entries;
-    CRYPTMAP_TRY(sec, LockedMemory::allocate(std::size_t{g_.journal_section_sectors} * 512,
-                                             MemoryLock::kBestEffort, what));
+    // The open batch of journal sections, built in place for each commit
+    // (docs/architecture.md §4.1).
+    const char* what = "integrity journal sections";
+    batch_sections_ = std::clamp<std::uint32_t>(g_.journal_sections / 2, 1, kMaxBatchSections);
+    const std::size_t entries = std::size_t{batch_sections_} * g_.journal_section_entries;
+    const std::size_t wb = std::min(entries, kMaxRunBlocks);
+    CRYPTMAP_TRY(
+        sec, LockedMemory::allocate(std::size_t{batch_sections_} * g_.journal_section_sectors * 512,
+                                    MemoryLock::kBestEffort, what));
     CRYPTMAP_TRY(pd, LockedMemory::allocate(entries * bs_, MemoryLock::kBestEffort, what));
     CRYPTMAP_TRY(pt, LockedMemory::allocate(entries * tag_, MemoryLock::kBestEffort, what));
-    CRYPTMAP_TRY(wd, LockedMemory::allocate(entries * bs_, MemoryLock::kBestEffort, what));
-    CRYPTMAP_TRY(wt, LockedMemory::allocate(align_up(entries * tag_) + 2 * kAlign,
+    CRYPTMAP_TRY(wd, LockedMemory::allocate(wb * bs_, MemoryLock::kBestEffort, what));
+    CRYPTMAP_TRY(wt, LockedMemory::allocate(align_up(wb * tag_) + 2 * kAlign,
                                             MemoryLock::kBestEffort, what));
     section_ = std::move(sec);
     pend_data_ = std::move(pd);
@@ -212,7 +220,7 @@ class IntegrityVolume final : public Volume {
     return ok();
   }
 
-  // Blocks still in the open journal section are committed and written in place (close).
+  // Blocks still in the open journal batch are committed and written in place (close).
   ~IntegrityVolume() override {
     if (committer_.joinable()) {
       {
@@ -283,7 +291,9 @@ class IntegrityVolume final : public Volume {
   Result<void> flush() override {
     std::unique_lock lock(mu_);
     if (!pend_blocks_.empty()) CRYPTMAP_TRY_VOID(commit_pending());
-    return store_->sync();
+    CRYPTMAP_TRY_VOID(store_->sync());
+    inplace_unsynced_ = false;
+    return ok();
   }
 
   Result<std::size_t> discard(ByteOffset off, std::uint64_t) override {
@@ -379,7 +389,7 @@ class IntegrityVolume final : public Volume {
       std::size_t e = 0;
       while (e < pend_blocks_.size() && pend_blocks_[e] != k) ++e;
       if (e == pend_blocks_.size()) {
-        if (pend_blocks_.size() == g_.journal_section_entries) {
+        if (pend_blocks_.size() == pend_blocks_.capacity()) {
           CRYPTMAP_TRY_VOID(commit_pending());
           e = 0;
         }
@@ -422,42 +432,61 @@ class IntegrityVolume final : public Volume {
     }
   }
 
-  // Commits the open section: writes it whole with the current sequence's commit ids and
-  // syncs (the sync also makes the previous section's in-place writes durable before any
-  // section can be reused); then writes its blocks and tags in place, adjacent blocks as one
-  // run (durable at the next commit's sync or at flush). A crash leaves each block old (commit
-  // torn or not reached: replay skips it) or new (committed: replay copies it again).
+  // Commits the open batch: its blocks fill consecutive journal sections from the ring's
+  // position (each section whole: its entries, the rest unused, every sector with the commit id
+  // of its section and sequence), written together and synced once (the sync also makes the
+  // previous batch's in-place writes durable before its sections can be reused); then the
+  // blocks and tags are written in place, adjacent blocks as one run (durable at the next
+  // commit's sync or at flush). A crash leaves each block old (its section torn or not
+  // reached: replay stops there) or new (committed: replay copies it again).
   Result<void> commit_pending() {
     const std::uint32_t spb = g_.sectors_per_block();
     const std::size_t m = pend_blocks_.size();
-    const auto sec = section_.span();
-    std::fill(sec.begin(), sec.end(), std::byte{0});
-    for (std::uint32_t n = 0; n < g_.journal_section_entries; ++n) {
-      std::byte* e = sec.data() + integrity::journal_entry_offset(g_, n);
-      if (n >= m) {
-        store_le32(e + 4, 0xFFFFFFFFu);  // unused
-        continue;
+    const std::uint32_t per = g_.journal_section_entries;
+    const std::size_t sec_bytes = std::size_t{g_.journal_section_sectors} * 512;
+    const auto nsec = static_cast<std::uint32_t>(std::max<std::size_t>(1, (m + per - 1) / per));
+    // A one-section ring reuses the section of the previous commit: its in-place writes first.
+    if (nsec + last_batch_sections_ > g_.journal_sections && inplace_unsynced_)
+      CRYPTMAP_TRY_VOID(store_->sync());
+    const auto all = section_.span().first(nsec * sec_bytes);
+    std::fill(all.begin(), all.end(), std::byte{0});
+    const std::uint32_t s0 = jpos_.section;
+    for (std::uint32_t i = 0; i < nsec; ++i) {
+      const auto sec = all.subspan(i * sec_bytes, sec_bytes);
+      for (std::uint32_t n = 0; n < per; ++n) {
+        std::byte* e = sec.data() + integrity::journal_entry_offset(g_, n);
+        const std::size_t x = std::size_t{i} * per + n;  // pending entry
+        if (x >= m) {
+          store_le32(e + 4, 0xFFFFFFFFu);  // unused
+          continue;
+        }
+        store_le64(e, pend_blocks_[x] * spb);
+        const std::byte* d = pend_data_.data() + x * bs_;
+        for (std::uint32_t p = 0; p < spb; ++p) {
+          const std::byte* piece = d + std::size_t{p} * 512;
+          std::memcpy(e + 8 + std::size_t{p} * 8, piece + 504, 8);  // the displaced last bytes
+          std::memcpy(sec.data() + (8 + std::size_t{n} * spb + p) * 512, piece, 504);
+        }
+        std::memcpy(e + 8 + std::size_t{spb} * 8, pend_tags_.data() + x * tag_, tag_);
       }
-      store_le64(e, pend_blocks_[n] * spb);
-      const std::byte* d = pend_data_.data() + std::size_t{n} * bs_;
-      for (std::uint32_t p = 0; p < spb; ++p) {
-        const std::byte* piece = d + std::size_t{p} * 512;
-        std::memcpy(e + 8 + std::size_t{p} * 8, piece + 504, 8);  // the displaced last bytes
-        std::memcpy(sec.data() + (8 + std::size_t{n} * spb + p) * 512, piece, 504);
+      for (std::uint32_t j = 0; j < g_.journal_section_sectors; ++j)
+        store_le64(sec.data() + std::size_t{j} * 512 + 504,
+                   integrity::journal_commit_id(jpos_.section, j, jpos_.seq));
+      if (++jpos_.section == g_.journal_sections) {
+        jpos_.section = 0;
+        jpos_.seq = (jpos_.seq + 1) % 4;
       }
-      std::memcpy(e + 8 + std::size_t{spb} * 8, pend_tags_.data() + std::size_t{n} * tag_, tag_);
     }
-    for (std::uint32_t j = 0; j < g_.journal_section_sectors; ++j)
-      store_le64(sec.data() + std::size_t{j} * 512 + 504,
-                 integrity::journal_commit_id(jpos_.section, j, jpos_.seq));
-    const std::uint64_t at = g_.journal_first_sector() * 512 +
-                             std::uint64_t{jpos_.section} * g_.journal_section_sectors * 512;
-    CRYPTMAP_TRY_VOID(store_->write_at(ByteOffset{at}, sec));
+    // The sections up to the ring's end, and those after its wrap (never the same ones).
+    const std::uint64_t journal_at = g_.journal_first_sector() * 512;
+    const std::uint32_t c1 = std::min(nsec, g_.journal_sections - s0);
+    std::array<WritePiece, 2> io{
+        WritePiece{ByteOffset{journal_at + s0 * sec_bytes}, all.first(c1 * sec_bytes)},
+        WritePiece{ByteOffset{journal_at}, all.subspan(c1 * sec_bytes)}};
+    CRYPTMAP_TRY_VOID(store_->write_batch(std::span(io).first(nsec > c1 ? 2 : 1)));
     CRYPTMAP_TRY_VOID(store_->sync());
-    if (++jpos_.section == g_.journal_sections) {
-      jpos_.section = 0;
-      jpos_.seq = (jpos_.seq + 1) % 4;
-    }
+    inplace_unsynced_ = false;
+    last_batch_sections_ = nsec;
     // Write-back in block order: runs of adjacent blocks within one interleave area.
     wb_order_.clear();
     for (std::size_t e = 0; e < m; ++e) wb_order_.push_back(e);
@@ -476,10 +505,11 @@ class IntegrityVolume final : public Volume {
         std::memcpy(wb_data_.data() + j * bs_, pend_data_.data() + e * bs_, bs_);
         std::memcpy(tags.data() + w.first + j * tag_, pend_tags_.data() + e * tag_, tag_);
       }
-      std::array<WritePiece, 2> io{WritePiece{data_at(k), wb_data_.span().first(r * bs_)},
-                                   WritePiece{ByteOffset{w.lo}, tags}};
-      CRYPTMAP_TRY_VOID(store_->write_batch(io));
+      std::array<WritePiece, 2> wio{WritePiece{data_at(k), wb_data_.span().first(r * bs_)},
+                                    WritePiece{ByteOffset{w.lo}, tags}};
+      CRYPTMAP_TRY_VOID(store_->write_batch(wio));
       written_.fetch_add(r, std::memory_order_relaxed);
+      inplace_unsynced_ = true;
       i += r;
     }
     pend_blocks_.clear();
@@ -512,7 +542,10 @@ class IntegrityVolume final : public Volume {
   // Mode J, under mu_ (written exclusively, read shared): the open section's blocks (index,
   // ciphertext, tag; at most journal_section_entries), the section image built at commit and
   // the write-back run buffers. All allocated at open.
-  std::vector<std::uint64_t> pend_blocks_;
+  std::vector<std::uint64_t> pend_blocks_;  // capacity: batch_sections_ · section entries
+  std::uint32_t batch_sections_ = 1;
+  std::uint32_t last_batch_sections_ = 0;  // sections of the last commit
+  bool inplace_unsynced_ = false;          // in-place writes since the last sync
   LockedMemory pend_data_, pend_tags_;
   LockedMemory section_;
   LockedMemory wb_data_, wb_tags_;

@@ -1,13 +1,14 @@
 // IntegrityVolume — a LUKS2 `--integrity` volume (dm-crypt AEAD over the dm-integrity layout,
 // docs/integrity.md) served in dm-integrity's direct mode D (`--integrity-no-journal`): every
 // block's ciphertext and its tag tuple are written in place, and in journal mode J (the LUKS2
-// default): written blocks gather in the open journal section in memory (reads see them); the
-// section is committed (written whole, synced) when it is full or at flush, then its blocks are
-// written in place (docs/integrity.md §5). Open replays the journal first, in both modes (§1.3).
-// Destroying the volume commits the open section (best effort; flush reports errors).
+// default): written blocks gather in the open batch of journal sections in memory (reads see
+// them); the batch is committed (written whole, synced once) when it is full, at flush or after
+// 5 s, then its blocks are written in place (docs/integrity.md §5). Open replays the journal
+// first, in both modes (§1.3). Destroying the volume commits the open batch (best effort; flush
+// reports errors).
 //
 // Read: data and tags of a run are read (in flight together) into the volume's private buffers,
-// blocks waiting in the open journal section replace theirs, each block is
+// blocks waiting in the open journal batch replace theirs, each block is
 // verified and decrypted there (crypto::AuthSectorCipher, exactly once per block read), and only
 // then copied to the caller. A block whose tag fails makes the request fail with Errc::kAuth
 // (EIO at the FUSE edge); the failure is logged with its volume-relative sector (512-byte units,

@@ -597,10 +597,11 @@ TEST(IntegrityJournal, ReadOnlyImageWithPendingJournalIsRefused) {
   EXPECT_EQ(block(*ok, 3, 4096), d.b);
 }
 
-// Mode J batches as the kernel does: writes fill the open journal section in memory (a block
-// written twice keeps one entry, its last version); the section is committed when it is full
-// or at a flush, then its blocks are written in place; reads see every acknowledged write
-// meanwhile (each tag verified once per block read); a reopen after the flush replays it.
+// Mode J batches as the kernel does: writes fill the open batch of journal sections in memory
+// (a block written twice keeps one entry, its last version); the batch is committed (one sync)
+// when it is full or at a flush, then its blocks are written in place; reads see every
+// acknowledged write meanwhile (each tag verified once per block read); a reopen after the
+// flush replays it. The 512-byte case has a 10-section ring: batches of 5 sections.
 TEST(IntegrityJournal, WritesAreBatchedIntoSectionsUntilFullOrFlushed) {
   for (const Mode& m : {kModes[0], kModes[3], kModes[5]}) {
     SCOPED_TRACE(std::string(m.enc) + " " + std::to_string(m.ss));
@@ -609,49 +610,63 @@ TEST(IntegrityJournal, WritesAreBatchedIntoSectionsUntilFullOrFlushed) {
     l.integrity_no_journal = false;
     auto base = open_on(formatted(40 * kMiB, d), d);
     ASSERT_TRUE(base);
-    ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(200 * m.ss)));
     const integrity::Geometry g = geometry_of(*base->mem, d);
+    // The open batch: half the ring's sections, 1 to 8 (docs/integrity.md §5).
+    const std::uint32_t sections = std::clamp<std::uint32_t>(g.journal_sections / 2, 1, 8);
+    const std::size_t cap = std::size_t{sections} * g.journal_section_entries;
+    if (m.ss == 512) {
+      EXPECT_GT(sections, 1u);
+    }
+    const std::uint64_t blocks = 2 * cap + 8;
+    ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(blocks * m.ss)));
     MemBackingStore& mem = *base->mem;
     auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), {}, nullptr);
     ASSERT_TRUE(j) << j.error().message();
-    const std::size_t per = g.journal_section_entries;
-    ASSERT_LT(per + 8, 200u);
-    // Blocks 1, 3, 5, ... (per - 1 of them) and block 3 again: one section, not yet full.
-    std::vector<std::vector<std::byte>> want(200, std::vector<std::byte>(m.ss));
+    // Blocks 1, 3, 5, ... (cap - 1 of them) and block 3 again: one batch, not yet full.
+    std::vector<std::vector<std::byte>> want(blocks, std::vector<std::byte>(m.ss));
     const std::uint64_t w0 = mem.write_calls(), s0 = mem.sync_calls();
-    for (std::uint64_t i = 0; i + 1 < per; ++i) {
+    for (std::uint64_t i = 0; i + 1 < cap; ++i) {
       want[2 * i + 1] = pattern(m.ss, 300 + static_cast<unsigned>(i));
       ASSERT_TRUE((*j)->write(ByteOffset{(2 * i + 1) * m.ss}, want[2 * i + 1]));
     }
     want[3] = pattern(m.ss, 299);
     ASSERT_TRUE((*j)->write(ByteOffset{3 * m.ss}, want[3]));
-    EXPECT_EQ(mem.write_calls(), w0) << "a write reached the disk before its section filled";
+    EXPECT_EQ(mem.write_calls(), w0) << "a write reached the disk before its batch filled";
     const auto verified0 = integrity_counters(**j)->tags_verified;
-    for (std::uint64_t k = 0; k < 2 * per; ++k) {
+    for (std::uint64_t k = 0; k < blocks; ++k) {
       std::vector<std::byte> b(m.ss);
       ASSERT_TRUE((*j)->read(ByteOffset{k * m.ss}, b)) << "block " << k;
       EXPECT_EQ(b, want[k]) << "block " << k;
     }
-    EXPECT_EQ(integrity_counters(**j)->tags_verified - verified0, 2 * per);
-    // The section's last entry, then one block more: exactly one commit (one sync).
-    want[150] = pattern(m.ss, 298);
-    want[151] = pattern(m.ss, 297);
-    ASSERT_TRUE((*j)->write(ByteOffset{150 * m.ss}, std::span(want[150])));
+    EXPECT_EQ(integrity_counters(**j)->tags_verified - verified0, blocks);
+    // The batch's last entry, then one block more: exactly one commit (one sync).
+    const std::uint64_t last = 2 * cap + 2, next = 2 * cap + 4;
+    want[last] = pattern(m.ss, 298);
+    want[next] = pattern(m.ss, 297);
+    ASSERT_TRUE((*j)->write(ByteOffset{last * m.ss}, std::span(want[last])));
     EXPECT_EQ(mem.sync_calls(), s0);
-    ASSERT_TRUE((*j)->write(ByteOffset{151 * m.ss}, std::span(want[151])));
+    ASSERT_TRUE((*j)->write(ByteOffset{next * m.ss}, std::span(want[next])));
     EXPECT_EQ(mem.sync_calls(), s0 + 1);
-    // Committed: its entries are in journal section 0 with the next sequence (1).
+    // Committed: sections 0 .. sections-1 carry the next sequence (1); entry 1 is block 3,
+    // the batch's last entry is the last one of its last section.
     const auto jb = journal_bytes(mem, g);
-    for (std::uint32_t s = 0; s < g.journal_section_sectors; ++s)
-      ASSERT_EQ(load_le64(jb.data() + s * 512 + 504), test::JournalWriter::commit_id(0, s, 1));
+    const std::size_t sec_bytes = std::size_t{g.journal_section_sectors} * 512;
+    for (std::uint32_t i = 0; i < sections; ++i)
+      for (std::uint32_t s = 0; s < g.journal_section_sectors; ++s)
+        ASSERT_EQ(load_le64(jb.data() + i * sec_bytes + s * 512 + 504),
+                  test::JournalWriter::commit_id(i, s, 1))
+            << "section " << i << " sector " << s;
     EXPECT_EQ(load_le64(jb.data() + integrity::journal_entry_offset(g, 1)), 3u * (m.ss / 512));
-    // Block 151 waits in the next section: a reopen without flush would not see it; after the
+    EXPECT_EQ(load_le64(jb.data() + (sections - 1) * sec_bytes +
+                        integrity::journal_entry_offset(g, g.journal_section_entries - 1)),
+              last * (m.ss / 512));
+    // Block `next` waits in the next batch: a reopen without flush would not see it; after the
     // flush it is on disk, and a reopen (replay) reads every block as written.
     ASSERT_TRUE((*j)->flush());
     j->reset();
     auto again = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), {}, nullptr);
     ASSERT_TRUE(again) << again.error().message();
-    for (std::uint64_t k = 0; k < 200; ++k) {
+    for (std::uint64_t k = 0; k < blocks; ++k) {
       std::vector<std::byte> b(m.ss);
       ASSERT_TRUE((*again)->read(ByteOffset{k * m.ss}, b)) << "block " << k;
       EXPECT_EQ(b, want[k]) << "block " << k;
