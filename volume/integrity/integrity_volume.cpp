@@ -172,6 +172,44 @@ class ScratchLease {
   std::unique_ptr<Scratch> sc_;
 };
 
+// Locks on the tag pages (4 KiB of the image holding tags) of a run, striped: a run's data and
+// tags change together under its stripes held exclusively (mode D writers: blocks sharing a
+// tag page are read-modify-written one writer at a time), readers hold them shared (no block is
+// read between its data and its tag write). Stripes are taken in ascending order.
+class TagPageLocks {
+  static constexpr std::size_t kStripes = 64;
+
+ public:
+  class Held {
+   public:
+    Held(TagPageLocks& l, std::uint64_t lo_page, std::uint64_t hi_page, bool exclusive)
+        : l_(l), exclusive_(exclusive) {
+      for (std::uint64_t p = lo_page; p <= hi_page && n_ < idx_.size(); ++p)
+        idx_[n_++] = static_cast<std::uint32_t>(p % kStripes);
+      std::sort(idx_.begin(), idx_.begin() + static_cast<std::ptrdiff_t>(n_));
+      n_ = static_cast<std::size_t>(
+          std::unique(idx_.begin(), idx_.begin() + static_cast<std::ptrdiff_t>(n_)) - idx_.begin());
+      for (std::size_t i = 0; i < n_; ++i)
+        exclusive_ ? l_.m_[idx_[i]].lock() : l_.m_[idx_[i]].lock_shared();
+    }
+    ~Held() {
+      for (std::size_t i = n_; i-- > 0;)
+        exclusive_ ? l_.m_[idx_[i]].unlock() : l_.m_[idx_[i]].unlock_shared();
+    }
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+
+   private:
+    TagPageLocks& l_;
+    const bool exclusive_;
+    std::array<std::uint32_t, kStripes> idx_{};
+    std::size_t n_ = 0;
+  };
+
+ private:
+  std::array<std::shared_mutex, kStripes> m_;
+};
+
 class IntegrityVolume final : public Volume {
  public:
   IntegrityVolume(VolumeLayout layout, Geometry g, std::uint64_t size,
@@ -249,6 +287,8 @@ class IntegrityVolume final : public Volume {
       const std::uint64_t first = pos / bs_;
       const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
       const auto data = sc->data.span().first(n * bs_);
+      const TagWindow w = tag_window(first, n);
+      TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, false);
       CRYPTMAP_TRY_VOID(read_verified(first, n, data, sc->tags.span()));
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
@@ -263,12 +303,18 @@ class IntegrityVolume final : public Volume {
     if (off.value > size_ || in.size() > size_ - off.value)
       return fail(make_error(Errc::kNoSpace, "write past the end of the volume", off.value));
     ScratchLease sc(pool_);
-    std::unique_lock lock(mu_);
+    // Mode J: one writer at a time (the open journal batch); mode D: writers of runs whose tag
+    // pages differ proceed together.
+    std::shared_lock shared(mu_, std::defer_lock);
+    std::unique_lock exclusive(mu_, std::defer_lock);
+    journal_mode_ ? exclusive.lock() : shared.lock();
     std::uint64_t pos = off.value;
     const std::uint64_t end = off.value + in.size();
     while (pos < end) {
       const std::uint64_t first = pos / bs_;
       const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
+      const TagWindow w = tag_window(first, n);
+      TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, true);
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
       const auto data = sc->data.span().first(n * bs_);
@@ -556,7 +602,8 @@ class IntegrityVolume final : public Volume {
   bool stop_ = false;
   std::thread committer_;  // started in init(), joined first in the destructor
   std::shared_ptr<spdlog::logger> log_;
-  std::shared_mutex mu_;
+  std::shared_mutex mu_;  // exclusive: mode J writers, flush, commits; shared: the rest
+  TagPageLocks pages_;
   ScratchPool pool_;
   std::atomic<std::uint64_t> verified_{0}, failed_{0}, written_{0}, log_count_{0};
 };

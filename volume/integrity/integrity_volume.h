@@ -16,13 +16,17 @@
 // Write: whole blocks are encrypted with fresh IVs and written with their tags; a partial block
 // is read-modify-written under its verified old contents (so it fails on a never-written block
 // of a --integrity-no-wipe volume, as the kernel's). Discards are refused (kUnsupported).
-// Not here yet: the sector cache, read-ahead and the parallel engine.
+// Not here yet: the sector cache, read-ahead and the parallel engine (crypto runs on the
+// requesting thread).
 //
 // Sector numbering: the volume hands its volume-relative SectorIndex to the cipher, which owns
 // the one conversion to the authenticated sector (crypto::aad_sector); the dm-integrity geometry
 // maps the same index to image positions. The store only moves bytes.
 //
-// Thread-safety: thread-safe; reads share a lock, writes and flushes take it exclusively.
+// Thread-safety: thread-safe. Reads and mode-D writes of runs whose tag pages (the 4 KiB of
+// the image holding their tags) differ proceed together; a run's tag pages are held shared by
+// readers and exclusively by mode-D writers (striped locks). Mode-J writes, commits and flushes
+// take the volume exclusively.
 #pragma once
 
 #include <atomic>
