@@ -108,6 +108,7 @@ Result<JournalPosition> replay_journal(BackingStore& store, const Geometry& g, b
 // allowed, never on the I/O path (docs/architecture.md §4.1). One slot per concurrent request.
 struct Scratch {
   LockedMemory data;        // kMaxRunBlocks blocks of ciphertext / plaintext
+  std::size_t used = 0;     // bytes of `data` the request touched (wiped on release)
   LockedMemory tags;        // the aligned tag window of a run
   LockedMemory block;       // one block for read-modify-write
   LockedMemory block_tags;  // its tag window
@@ -142,9 +143,11 @@ class ScratchPool {
     free_.pop_back();
     return sc;
   }
+  // Wipes the plaintext the request left in `data` (only what it used: a 4 KiB request must not
+  // pay for wiping 1 MiB); `block` is wiped after each use (read_block_into).
   void release(std::unique_ptr<Scratch> sc) {
-    std::fill_n(sc->data.data(), sc->data.size(), std::byte{0});  // plaintext
-    std::fill_n(sc->block.data(), sc->block.size(), std::byte{0});
+    std::fill_n(sc->data.data(), sc->used, std::byte{0});
+    sc->used = 0;
     {
       std::lock_guard lock(mu_);
       free_.push_back(std::move(sc));
@@ -287,6 +290,7 @@ class IntegrityVolume final : public Volume {
       const std::uint64_t first = pos / bs_;
       const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
       const auto data = sc->data.span().first(n * bs_);
+      sc->used = std::max(sc->used, data.size());
       const TagWindow w = tag_window(first, n);
       TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, false);
       CRYPTMAP_TRY_VOID(read_verified(first, n, data, sc->tags.span()));
@@ -318,6 +322,7 @@ class IntegrityVolume final : public Volume {
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
       const auto data = sc->data.span().first(n * bs_);
+      sc->used = std::max(sc->used, data.size());
       // Partial head / tail blocks: read-modify-write under the verified old contents.
       const bool head_partial = pos != run_lo;
       const bool tail_partial = run_hi != run_lo + n * bs_;
