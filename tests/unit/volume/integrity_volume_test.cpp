@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <tuple>
@@ -672,6 +673,37 @@ TEST(IntegrityJournal, WritesAreBatchedIntoSectionsUntilFullOrFlushed) {
       EXPECT_EQ(b, want[k]) << "block " << k;
     }
   }
+}
+
+// An open batch older than 5 s is committed without a flush (the kernel's commit timer):
+// a lone journaled write reaches the journal and its place, and a reopen replays it.
+TEST(IntegrityJournal, AnIdleOpenBatchIsCommittedAfterFiveSeconds) {
+  VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+  VolumeLayout d = l;
+  l.integrity_no_journal = false;
+  auto base = open_on(formatted(40 * kMiB, d), d);
+  ASSERT_TRUE(base);
+  ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(16 * 4096)));
+  MemBackingStore& mem = *base->mem;
+  auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), {}, nullptr);
+  ASSERT_TRUE(j) << j.error().message();
+  const auto b = pattern(4096, 77);
+  const std::uint64_t s0 = mem.sync_calls();
+  ASSERT_TRUE((*j)->write(ByteOffset{9 * 4096}, b));
+  const auto t0 = std::chrono::steady_clock::now();
+  while (mem.sync_calls() == s0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(9))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GT(mem.sync_calls(), s0) << "no commit within 9 s";
+  EXPECT_GE(waited, std::chrono::seconds(4)) << "committed long before the 5 s age";
+  // Reopen a copy of what is on disk now (the volume is still open): the write is there.
+  std::vector<std::byte> image(mem.size_bytes());
+  mem.peek(0, image);
+  auto copy = std::make_unique<MemBackingStore>(image.size(), "mem:integrity");
+  copy->poke(0, image);
+  auto again = open_on(std::move(copy), l);
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(block(*again, 9, 4096), b);
 }
 
 // Journaled writes (mode J) under a crash at every point: a store that stops after a given
