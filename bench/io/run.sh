@@ -19,6 +19,13 @@
 #                volume: needs SIZE_MIB <= 96), filled with the payload through cryptmap first
 #   (optional) dislocker: dislocker-fuse 0.7 (Debian dislocker) on a copy of that filled image,
 #                the BitLocker peer; the summary adds cryptmap-bitlk / dislocker and / cryptmap
+#   (optional, issue #12) authenticated LUKS2 (--integrity, docs/integrity.md), 4096-byte sectors,
+#                made by cryptmap luksFormat (cryptsetup needs device-mapper for it), filled with
+#                the payload through cryptmap; the summary adds each / cryptmap with the goals:
+#     cryptmap-hmac       aes-xts-random + hmac-sha256, journal mode (cryptsetup's default)
+#     cryptmap-hmac-nj    the same opened with --integrity-no-journal (a copy of the image)
+#     cryptmap-aead       aes-gcm-random + aead, journal mode
+#     cryptmap-aead-nj    the same opened with --integrity-no-journal (a copy of the image)
 # Workloads: seqread / seqwrite 1 MiB (1 job), randread / randwrite 4 KiB, 1 and 4 jobs (QD1 each).
 #
 # All systems are mounted for the whole run; each workload is measured for every repeat in
@@ -75,6 +82,14 @@ declare -A NEEDS=(
   [raw]="" [null]="" [passthrough]="" [passthrough-cached]="" [cryptmap]="" [cryptmap-uring]=""
   [qsd-luks]="qemu-storage-daemon" [nbdkit-luks]="nbdkit nbdfuse"
   [cryptmap-bitlk]="xz" [dislocker]="xz dislocker-fuse"
+  [cryptmap-hmac]="" [cryptmap-hmac-nj]="" [cryptmap-aead]="" [cryptmap-aead-nj]=""
+)
+# integrity systems (issue #12): SYSTEM -> "cipher integrity image open-flags"
+declare -A INTEG=(
+  [cryptmap-hmac]="aes-xts-random hmac-sha256 hmac.img"
+  [cryptmap-hmac-nj]="aes-xts-random hmac-sha256 hmac-nj.img --integrity-no-journal"
+  [cryptmap-aead]="aes-gcm-random aead aead.img"
+  [cryptmap-aead-nj]="aes-gcm-random aead aead-nj.img --integrity-no-journal"
 )
 declare -A PKG=([qemu-storage-daemon]=qemu-system-common [nbdkit]=nbdkit [nbdfuse]=nbdfuse
   [fio]=fio [jq]=jq [cryptsetup]=cryptsetup-bin [fusermount3]=fuse3 [openssl]=openssl
@@ -185,9 +200,11 @@ fill_random() {  # fill_random FILE OFFSET_BYTES: pseudo-random payload, so read
     dd of="$1" bs=1M seek=$(($2 / MiB)) conv=notrunc,fsync status=none
 }
 need_luks2=0 need_luks1=0 need_raw=0 need_bitlk=0
+declare -A need_integ=()   # integrity image prefix (hmac, aead) -> 1
 for s in "${RUN[@]}"; do
   case $s in
     raw) need_raw=1 ;; cryptmap-bitlk | dislocker) need_bitlk=1 ;;
+    cryptmap-hmac* | cryptmap-aead*) t=${s#cryptmap-}; need_integ[${t%-nj}]=1 ;;
     passthrough* | cryptmap*) need_luks2=1 ;; qsd-luks | nbdkit-luks) need_luks1=1 ;;
   esac
 done
@@ -242,6 +259,24 @@ if ((need_bitlk)); then
   dd if="$W/bitlk.img" iflag=nocache count=0 status=none
 fi
 
+for t in "${!need_integ[@]}"; do
+  read -r icipher iinteg _ <<<"${INTEG[cryptmap-$t]}"
+  # The volume must hold SIZE_MIB: 16 MiB LUKS2 header, the journal (dev/128, at most 64 MiB),
+  # tags (at most 48 B per 4 KiB block here, 1.2 %) and padding: 3 % + 24 MiB covers it.
+  log "LUKS2 --integrity image: $icipher + $iinteg, 4096-byte sectors, ${SIZE_MIB} MiB payload written through cryptmap"
+  truncate -s $(((SIZE_MIB * 103 / 100 + 24) * MiB)) "$W/$t.img"
+  "$CM" luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --cipher "$icipher" \
+    --integrity "$iinteg" --sector-size 4096 --integrity-no-wipe "$W/$t.img" "$W/pass" ||
+    die "cryptmap luksFormat --integrity $iinteg $W/$t.img failed"
+  mkdir -p "$W/fill"   # every block the workloads touch gets a valid tag (no wipe: faster)
+  "$CM" open "$W/$t.img" fill --key-file "$W/pass" --mount-dir "$W/fill" --integrity-no-journal ||
+    die "cryptmap open of $W/$t.img for the fill failed"
+  fill_random "$W/fill/fill" 0
+  "$CM" close --mount-dir "$W/fill" fill || die "cryptmap close of the $t fill failed"
+  if [[ " ${RUN[*]} " == *" cryptmap-$t-nj "* ]]; then cp --sparse=never "$W/$t.img" "$W/$t-nj.img"; fi
+  dd if="$W/$t.img" iflag=nocache count=0 status=none
+done
+
 # --------------------------------------------------------------------- systems
 start_system() {
   local s=$1 m=$W/$1
@@ -271,6 +306,13 @@ start_system() {
     cryptmap-bitlk)
       start_bg owner "$s" "$CM" open --type bitlk "$W/bitlk.img" bench --key-file "$W/bitlk.pass" \
         --mount-dir "$m" -f --fuse-transport=dev
+      MOUNTS+=("$m"); TARGET[$s]=$m/bench ;;
+    cryptmap-hmac* | cryptmap-aead*)
+      local icipher iinteg iimg iflags
+      read -r icipher iinteg iimg iflags <<<"${INTEG[$s]}"
+      # shellcheck disable=SC2086
+      start_bg owner "$s" "$CM" open "$W/$iimg" bench --key-file "$W/pass" --mount-dir "$m" -f \
+        --fuse-transport=dev $iflags
       MOUNTS+=("$m"); TARGET[$s]=$m/bench ;;
     dislocker)  # FUSE's -f: the process stays in the foreground; SIGTERM unmounts and exits
       mkdir -p "$m"
@@ -308,6 +350,15 @@ verify() {      # 1 MiB through the file and back; LUKS images must not hold it 
     cryptmap-bitlk) img=$W/bitlk.img ioff=0 ;;   # BitLocker keeps the data in place here
     dislocker) img=$W/bitlk-d.img ioff=0 ;;
     passthrough*) img=$W/luks2.img ioff=$L2OFF ;;
+    cryptmap-hmac* | cryptmap-aead*)   # interleaved layout: none of 4 blocks of it anywhere
+      read -r _ _ img _ <<<"${INTEG[$s]}"
+      python3 - "$W/$img" "$W/pattern" <<'PY' || die "$s: the image holds written data as plaintext"
+import mmap, sys
+f = open(sys.argv[1], "rb"); mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+p = open(sys.argv[2], "rb").read()
+sys.exit(1 if any(mm.find(p[i:i + 4096]) >= 0 for i in range(0, len(p), 256 << 10)) else 0)
+PY
+      img= ;;
   esac
   if [[ -n $img ]]; then
     dd if="$img" of="$W/raw" bs=1M skip=$((ioff / MiB + off)) count=1 iflag=direct status=none

@@ -7,7 +7,9 @@ Medians (and min-max) per system and workload, cryptmap's ratios against the pas
 null ceilings and the best peer with the goals of issue #5 (>= 0.80 of passthrough, >= 4x the
 best peer, peak RSS <= cache + 64 MiB), every system against the physical limit
 min(raw, null) with the goals of issue #13 (>= 0.80 sequential, >= 0.70 random; random writes
-may exceed it through write-back), the daemons' CPU and memory. Writes DIR/summary.csv,
+may exceed it through write-back), LUKS2 --integrity systems against cryptmap's LUKS2 with the
+goals of issue #12 (reads >= 0.70, no-journal writes >= 0.60, journaled writes >= 0.45), the
+daemons' CPU and memory. Writes DIR/summary.csv,
 DIR/results.md (also printed) and DIR/chart.svg (each workload normalised to the passthrough
 ceiling; hand-written SVG, no plotting library needed).
 """
@@ -24,10 +26,16 @@ GOAL_LIMIT_SEQ = 0.80
 GOAL_LIMIT_RANDOM = 0.70
 GOAL_PEER = 4.0
 GOAL_BITLK_LUKS2 = 0.80
+# issue #12: LUKS2 --integrity against cryptmap's LUKS2 without integrity, same storage, same run
+INTEGRITY = ("cryptmap-hmac", "cryptmap-hmac-nj", "cryptmap-aead", "cryptmap-aead-nj")
+GOAL_INTEGRITY_READ = 0.70
+GOAL_INTEGRITY_WRITE_NJ = 0.60
+GOAL_INTEGRITY_WRITE_J = 0.45
 RSS_SLACK_MIB = 64
 COLORS = {"raw": "#d9d9d9", "null": "#b0b0b0", "passthrough": "#606060", "passthrough-cached": "#9467bd",
           "cryptmap": "#1f77b4", "cryptmap-uring": "#17becf", "qsd-luks": "#ff7f0e", "nbdkit-luks": "#2ca02c",
-          "cryptmap-bitlk": "#8c564b", "dislocker": "#e377c2"}
+          "cryptmap-bitlk": "#8c564b", "dislocker": "#e377c2", "cryptmap-hmac": "#bcbd22",
+          "cryptmap-hmac-nj": "#dbdb8d", "cryptmap-aead": "#d62728", "cryptmap-aead-nj": "#ff9896"}
 
 
 def metric(row):
@@ -176,6 +184,25 @@ def main() -> int:
                     g = goal if (ref != "dislocker" or w.startswith("seq")) else None
                     cells.append("-" if x is None else f"{x:.2f}" + ("" if g is None else (" ✓" if x >= g else " ✗")))
                 md.append(f"| {ref} | " + " | ".join(cells) + " |")
+
+    integ = [s for s in INTEGRITY if s in systems]
+    if integ and "cryptmap" in systems:  # issue #12: authenticated LUKS2 against LUKS2 without
+        def integrity_goal(s, w):
+            if "read" in w:
+                return GOAL_INTEGRITY_READ
+            return GOAL_INTEGRITY_WRITE_NJ if s.endswith("-nj") else GOAL_INTEGRITY_WRITE_J
+
+        md += ["", "LUKS2 --integrity (4096-byte sectors) against cryptmap's LUKS2 without integrity in the same "
+               f"run (goals of issue #12: reads ≥ {GOAL_INTEGRITY_READ:.2f}, no-journal (-nj) writes ≥ "
+               f"{GOAL_INTEGRITY_WRITE_NJ:.2f}, journaled writes ≥ {GOAL_INTEGRITY_WRITE_J:.2f}):", ""]
+        md.append("| / cryptmap | " + " | ".join(workloads) + " |")
+        md.append("|---|" + "---:|" * len(workloads))
+        for s in integ:
+            cells = []
+            for w in workloads:
+                x, g = ratio(s, "cryptmap", w), integrity_goal(s, w)
+                cells.append("-" if x is None else f"{x:.2f}" + (" ✓" if x >= g else " ✗"))
+            md.append(f"| {s} | " + " | ".join(cells) + " |")
 
     if any(phys_limit(w) for w in workloads):
         md += ["", "Every system against the limit = min(raw, null) of each workload (issue #13's goals for "

@@ -1,16 +1,19 @@
-// IntegrityVolume: docs/integrity.md §1–§3 and §5: modes D and J (journaled writes), journal
-// replay on open (see integrity_volume.h).
+// IntegrityVolume: docs/integrity.md §1–§3 and §5: modes D and J (journaled writes batched into
+// journal sections until a section fills or a flush), journal replay on open (see
+// integrity_volume.h).
 #include "volume/integrity/integrity_volume.h"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <thread>
 #include <vector>
 
 #include "base/bytes.h"
@@ -26,6 +29,13 @@ using integrity::Geometry;
 
 constexpr std::uint64_t kAlign = 4096;
 constexpr std::size_t kMaxRunBlocks = 256;  // blocks per store round trip
+// Mode J: an open journal section older than this is committed without a flush (the kernel's
+// commit timer, 10 s by default; 5 s as the sector cache's write-back age).
+constexpr std::chrono::seconds kCommitAge{5};
+// Mode J: journal sections committed together (one write, one sync), at most half the ring so
+// that a batch never overwrites the sections of the batch before it (whose in-place writes the
+// batch's sync makes durable).
+constexpr std::uint32_t kMaxBatchSections = 8;
 
 std::uint64_t align_down(std::uint64_t x) { return x / kAlign * kAlign; }
 std::uint64_t align_up(std::uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
@@ -98,6 +108,7 @@ Result<JournalPosition> replay_journal(BackingStore& store, const Geometry& g, b
 // allowed, never on the I/O path (docs/architecture.md §4.1). One slot per concurrent request.
 struct Scratch {
   LockedMemory data;        // kMaxRunBlocks blocks of ciphertext / plaintext
+  std::size_t used = 0;     // bytes of `data` the request touched (wiped on release)
   LockedMemory tags;        // the aligned tag window of a run
   LockedMemory block;       // one block for read-modify-write
   LockedMemory block_tags;  // its tag window
@@ -132,9 +143,11 @@ class ScratchPool {
     free_.pop_back();
     return sc;
   }
+  // Wipes the plaintext the request left in `data` (only what it used: a 4 KiB request must not
+  // pay for wiping 1 MiB); `block` is wiped after each use (read_block_into).
   void release(std::unique_ptr<Scratch> sc) {
-    std::fill_n(sc->data.data(), sc->data.size(), std::byte{0});  // plaintext
-    std::fill_n(sc->block.data(), sc->block.size(), std::byte{0});
+    std::fill_n(sc->data.data(), sc->used, std::byte{0});
+    sc->used = 0;
     {
       std::lock_guard lock(mu_);
       free_.push_back(std::move(sc));
@@ -162,6 +175,44 @@ class ScratchLease {
   std::unique_ptr<Scratch> sc_;
 };
 
+// Locks on the tag pages (4 KiB of the image holding tags) of a run, striped: a run's data and
+// tags change together under its stripes held exclusively (mode D writers: blocks sharing a
+// tag page are read-modify-written one writer at a time), readers hold them shared (no block is
+// read between its data and its tag write). Stripes are taken in ascending order.
+class TagPageLocks {
+  static constexpr std::size_t kStripes = 64;
+
+ public:
+  class Held {
+   public:
+    Held(TagPageLocks& l, std::uint64_t lo_page, std::uint64_t hi_page, bool exclusive)
+        : l_(l), exclusive_(exclusive) {
+      for (std::uint64_t p = lo_page; p <= hi_page && n_ < idx_.size(); ++p)
+        idx_[n_++] = static_cast<std::uint32_t>(p % kStripes);
+      std::sort(idx_.begin(), idx_.begin() + static_cast<std::ptrdiff_t>(n_));
+      n_ = static_cast<std::size_t>(
+          std::unique(idx_.begin(), idx_.begin() + static_cast<std::ptrdiff_t>(n_)) - idx_.begin());
+      for (std::size_t i = 0; i < n_; ++i)
+        exclusive_ ? l_.m_[idx_[i]].lock() : l_.m_[idx_[i]].lock_shared();
+    }
+    ~Held() {
+      for (std::size_t i = n_; i-- > 0;)
+        exclusive_ ? l_.m_[idx_[i]].unlock() : l_.m_[idx_[i]].unlock_shared();
+    }
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+
+   private:
+    TagPageLocks& l_;
+    const bool exclusive_;
+    std::array<std::uint32_t, kStripes> idx_{};
+    std::size_t n_ = 0;
+  };
+
+ private:
+  std::array<std::shared_mutex, kStripes> m_;
+};
+
 class IntegrityVolume final : public Volume {
  public:
   IntegrityVolume(VolumeLayout layout, Geometry g, std::uint64_t size,
@@ -185,11 +236,46 @@ class IntegrityVolume final : public Volume {
   Result<void> init() {
     CRYPTMAP_TRY_VOID(pool_.init(bs_, tag_));
     if (!journal_mode_ || read_only_) return ok();
-    // One journal section, built in place for each commit (docs/architecture.md §4.1).
-    CRYPTMAP_TRY(sec, LockedMemory::allocate(std::size_t{g_.journal_section_sectors} * 512,
-                                             MemoryLock::kBestEffort, "integrity journal section"));
+    // The open batch of journal sections, built in place for each commit
+    // (docs/architecture.md §4.1).
+    const char* what = "integrity journal sections";
+    batch_sections_ = std::clamp<std::uint32_t>(g_.journal_sections / 2, 1, kMaxBatchSections);
+    const std::size_t entries = std::size_t{batch_sections_} * g_.journal_section_entries;
+    const std::size_t wb = std::min(entries, kMaxRunBlocks);
+    CRYPTMAP_TRY(
+        sec, LockedMemory::allocate(std::size_t{batch_sections_} * g_.journal_section_sectors * 512,
+                                    MemoryLock::kBestEffort, what));
+    CRYPTMAP_TRY(pd, LockedMemory::allocate(entries * bs_, MemoryLock::kBestEffort, what));
+    CRYPTMAP_TRY(pt, LockedMemory::allocate(entries * tag_, MemoryLock::kBestEffort, what));
+    CRYPTMAP_TRY(wd, LockedMemory::allocate(wb * bs_, MemoryLock::kBestEffort, what));
+    CRYPTMAP_TRY(wt, LockedMemory::allocate(align_up(wb * tag_) + 2 * kAlign,
+                                            MemoryLock::kBestEffort, what));
     section_ = std::move(sec);
+    pend_data_ = std::move(pd);
+    pend_tags_ = std::move(pt);
+    wb_data_ = std::move(wd);
+    wb_tags_ = std::move(wt);
+    pend_blocks_.reserve(entries);
+    wb_order_.reserve(entries);
+    committer_ = std::thread([this] { commit_old_sections(); });
     return ok();
+  }
+
+  // Blocks still in the open journal batch are committed and written in place (close).
+  ~IntegrityVolume() override {
+    if (committer_.joinable()) {
+      {
+        std::lock_guard l(timer_mu_);
+        stop_ = true;
+      }
+      timer_cv_.notify_all();
+      committer_.join();
+    }
+    std::unique_lock lock(mu_);
+    if (pend_blocks_.empty()) return;
+    if (auto r = commit_pending(); !r)
+      log_->error("{}: {} journaled block(s) not committed at close: {}", store_->name(),
+                  pend_blocks_.size(), r.error().message());
   }
 
   Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
@@ -204,6 +290,9 @@ class IntegrityVolume final : public Volume {
       const std::uint64_t first = pos / bs_;
       const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
       const auto data = sc->data.span().first(n * bs_);
+      sc->used = std::max(sc->used, data.size());
+      const TagWindow w = tag_window(first, n);
+      TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, false);
       CRYPTMAP_TRY_VOID(read_verified(first, n, data, sc->tags.span()));
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
@@ -218,15 +307,22 @@ class IntegrityVolume final : public Volume {
     if (off.value > size_ || in.size() > size_ - off.value)
       return fail(make_error(Errc::kNoSpace, "write past the end of the volume", off.value));
     ScratchLease sc(pool_);
-    std::unique_lock lock(mu_);
+    // Mode J: one writer at a time (the open journal batch); mode D: writers of runs whose tag
+    // pages differ proceed together.
+    std::shared_lock shared(mu_, std::defer_lock);
+    std::unique_lock exclusive(mu_, std::defer_lock);
+    journal_mode_ ? exclusive.lock() : shared.lock();
     std::uint64_t pos = off.value;
     const std::uint64_t end = off.value + in.size();
     while (pos < end) {
       const std::uint64_t first = pos / bs_;
       const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
+      const TagWindow w = tag_window(first, n);
+      TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, true);
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
       const auto data = sc->data.span().first(n * bs_);
+      sc->used = std::max(sc->used, data.size());
       // Partial head / tail blocks: read-modify-write under the verified old contents.
       const bool head_partial = pos != run_lo;
       const bool tail_partial = run_hi != run_lo + n * bs_;
@@ -245,7 +341,10 @@ class IntegrityVolume final : public Volume {
 
   Result<void> flush() override {
     std::unique_lock lock(mu_);
-    return store_->sync();
+    if (!pend_blocks_.empty()) CRYPTMAP_TRY_VOID(commit_pending());
+    CRYPTMAP_TRY_VOID(store_->sync());
+    inplace_unsynced_ = false;
+    return ok();
   }
 
   Result<std::size_t> discard(ByteOffset off, std::uint64_t) override {
@@ -285,8 +384,9 @@ class IntegrityVolume final : public Volume {
                              std::span<std::byte> tag_buf) {
     const TagWindow w = tag_window(first, n);
     const auto tags = tag_buf.first(w.hi - w.lo);
-    CRYPTMAP_TRY_VOID(store_->read_at(data_at(first), data));
-    CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
+    std::array<ReadPiece, 2> io{ReadPiece{data_at(first), data}, ReadPiece{ByteOffset{w.lo}, tags}};
+    CRYPTMAP_TRY_VOID(store_->read_batch(io));  // in flight together
+    overlay_pending(first, n, data, tags.subspan(w.first, n * tag_));
     std::array<bool, kMaxRunBlocks> failed{};
     auto r = cipher_->decrypt_verdicts(
         crypto::SectorRun{data, tags.subspan(w.first, n * tag_), SectorIndex{first}},
@@ -319,70 +419,151 @@ class IntegrityVolume final : public Volume {
     CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
     CRYPTMAP_TRY_VOID(cipher_->encrypt(
         crypto::SectorRun{data, std::span(tags).subspan(w.first, n * tag_), SectorIndex{first}}));
-    CRYPTMAP_TRY_VOID(store_->write_at(data_at(first), data));
-    CRYPTMAP_TRY_VOID(store_->write_at(ByteOffset{w.lo}, tags));
+    // Mode D promises no order between a block and its tag (docs/integrity.md §6).
+    std::array<WritePiece, 2> io{WritePiece{data_at(first), data},
+                                 WritePiece{ByteOffset{w.lo}, tags}};
+    CRYPTMAP_TRY_VOID(store_->write_batch(io));
     written_.fetch_add(n, std::memory_order_relaxed);
     return ok();
   }
 
-  // Mode J (docs/integrity.md §1.3, §5): blocks go to the journal first, one section per
-  // commit (at most section_entries blocks). A commit writes the whole section with the
-  // current sequence's commit ids and syncs: the sync also makes the previous section's
-  // write-back durable before any section can be reused. Then the blocks and their tags are
-  // written in place (made durable by the next commit's sync or by flush). A crash leaves
-  // each block old (commit torn or not reached: replay skips it) or new (committed: replay
-  // copies it again), never a block whose data and tag disagree.
+  // Mode J (docs/integrity.md §1.3, §5), as the kernel's: encrypted blocks are added to the
+  // open journal section in memory (a block already in it is replaced there: the section is
+  // not on disk yet) and the write is acknowledged; the section is committed when it is full
+  // or at flush (fsync, close). Until then reads see those blocks through overlay_pending.
   Result<void> write_journaled(std::uint64_t first, std::size_t n, std::span<std::byte> data,
                                std::span<std::byte> tag_buf) {
-    const std::size_t per = g_.journal_section_entries;
-    for (std::size_t c = 0; c < n; c += per) {
-      const std::size_t m = std::min(per, n - c);
-      const std::uint64_t k = first + c;
-      const auto d = data.subspan(c * bs_, m * bs_);
-      const TagWindow w = tag_window(k, m);
-      const auto tags = tag_buf.first(w.hi - w.lo);
-      CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
-      const auto t = tags.subspan(w.first, m * tag_);
-      CRYPTMAP_TRY_VOID(cipher_->encrypt(crypto::SectorRun{d, t, SectorIndex{k}}));
-      CRYPTMAP_TRY_VOID(commit_section(k, m, d, t));
-      CRYPTMAP_TRY_VOID(store_->write_at(data_at(k), d));
-      CRYPTMAP_TRY_VOID(store_->write_at(ByteOffset{w.lo}, tags));
-      written_.fetch_add(m, std::memory_order_relaxed);
+    const auto tags = tag_buf.first(n * tag_);
+    CRYPTMAP_TRY_VOID(cipher_->encrypt(crypto::SectorRun{data, tags, SectorIndex{first}}));
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t k = first + i;
+      std::size_t e = 0;
+      while (e < pend_blocks_.size() && pend_blocks_[e] != k) ++e;
+      if (e == pend_blocks_.size()) {
+        if (pend_blocks_.size() == pend_blocks_.capacity()) {
+          CRYPTMAP_TRY_VOID(commit_pending());
+          e = 0;
+        }
+        if (pend_blocks_.empty()) pend_since_ = std::chrono::steady_clock::now();
+        pend_blocks_.push_back(k);
+      }
+      std::memcpy(pend_data_.data() + e * bs_, data.data() + i * bs_, bs_);
+      std::memcpy(pend_tags_.data() + e * tag_, tags.data() + i * tag_, tag_);
     }
     return ok();
   }
 
-  // Writes blocks [k, k + m) (ciphertext `d`, tags `t`) as the next journal section and syncs.
-  Result<void> commit_section(std::uint64_t k, std::size_t m, std::span<const std::byte> d,
-                              std::span<const std::byte> t) {
+  // The committer thread (mode J): once a second, commits an open section older than kCommitAge.
+  void commit_old_sections() {
+    std::unique_lock l(timer_mu_);
+    while (!stop_) {
+      timer_cv_.wait_for(l, std::chrono::seconds(1));
+      if (stop_) break;
+      l.unlock();
+      {
+        std::unique_lock lock(mu_);
+        if (!pend_blocks_.empty() && std::chrono::steady_clock::now() - pend_since_ >= kCommitAge)
+          if (auto r = commit_pending(); !r)
+            log_->error("{}: journal commit failed: {}", store_->name(), r.error().message());
+      }
+      l.lock();
+    }
+  }
+
+  // Replaces the blocks of [first, first + n) that wait in the open journal section (their
+  // ciphertext in `data`, their tags in `tags`, n tags) by the journaled versions, before the
+  // one verification of the run.
+  void overlay_pending(std::uint64_t first, std::size_t n, std::span<std::byte> data,
+                       std::span<std::byte> tags) const {
+    for (std::size_t e = 0; e < pend_blocks_.size(); ++e) {
+      const std::uint64_t k = pend_blocks_[e];
+      if (k < first || k >= first + n) continue;
+      std::memcpy(data.data() + (k - first) * bs_, pend_data_.data() + e * bs_, bs_);
+      std::memcpy(tags.data() + (k - first) * tag_, pend_tags_.data() + e * tag_, tag_);
+    }
+  }
+
+  // Commits the open batch: its blocks fill consecutive journal sections from the ring's
+  // position (each section whole: its entries, the rest unused, every sector with the commit id
+  // of its section and sequence), written together and synced once (the sync also makes the
+  // previous batch's in-place writes durable before its sections can be reused); then the
+  // blocks and tags are written in place, adjacent blocks as one run (durable at the next
+  // commit's sync or at flush). A crash leaves each block old (its section torn or not
+  // reached: replay stops there) or new (committed: replay copies it again).
+  Result<void> commit_pending() {
     const std::uint32_t spb = g_.sectors_per_block();
-    const auto sec = section_.span();
-    std::fill(sec.begin(), sec.end(), std::byte{0});
-    for (std::uint32_t n = 0; n < g_.journal_section_entries; ++n) {
-      std::byte* e = sec.data() + integrity::journal_entry_offset(g_, n);
-      if (n >= m) {
-        store_le32(e + 4, 0xFFFFFFFFu);  // unused
-        continue;
+    const std::size_t m = pend_blocks_.size();
+    const std::uint32_t per = g_.journal_section_entries;
+    const std::size_t sec_bytes = std::size_t{g_.journal_section_sectors} * 512;
+    const auto nsec = static_cast<std::uint32_t>(std::max<std::size_t>(1, (m + per - 1) / per));
+    // A one-section ring reuses the section of the previous commit: its in-place writes first.
+    if (nsec + last_batch_sections_ > g_.journal_sections && inplace_unsynced_)
+      CRYPTMAP_TRY_VOID(store_->sync());
+    const auto all = section_.span().first(nsec * sec_bytes);
+    std::fill(all.begin(), all.end(), std::byte{0});
+    const std::uint32_t s0 = jpos_.section;
+    for (std::uint32_t i = 0; i < nsec; ++i) {
+      const auto sec = all.subspan(i * sec_bytes, sec_bytes);
+      for (std::uint32_t n = 0; n < per; ++n) {
+        std::byte* e = sec.data() + integrity::journal_entry_offset(g_, n);
+        const std::size_t x = std::size_t{i} * per + n;  // pending entry
+        if (x >= m) {
+          store_le32(e + 4, 0xFFFFFFFFu);  // unused
+          continue;
+        }
+        store_le64(e, pend_blocks_[x] * spb);
+        const std::byte* d = pend_data_.data() + x * bs_;
+        for (std::uint32_t p = 0; p < spb; ++p) {
+          const std::byte* piece = d + std::size_t{p} * 512;
+          std::memcpy(e + 8 + std::size_t{p} * 8, piece + 504, 8);  // the displaced last bytes
+          std::memcpy(sec.data() + (8 + std::size_t{n} * spb + p) * 512, piece, 504);
+        }
+        std::memcpy(e + 8 + std::size_t{spb} * 8, pend_tags_.data() + x * tag_, tag_);
       }
-      store_le64(e, (k + n) * spb);
-      for (std::uint32_t p = 0; p < spb; ++p) {
-        const std::byte* piece = d.data() + std::size_t{n} * bs_ + std::size_t{p} * 512;
-        std::memcpy(e + 8 + std::size_t{p} * 8, piece + 504, 8);  // the displaced last bytes
-        std::memcpy(sec.data() + (8 + std::size_t{n} * spb + p) * 512, piece, 504);
+      for (std::uint32_t j = 0; j < g_.journal_section_sectors; ++j)
+        store_le64(sec.data() + std::size_t{j} * 512 + 504,
+                   integrity::journal_commit_id(jpos_.section, j, jpos_.seq));
+      if (++jpos_.section == g_.journal_sections) {
+        jpos_.section = 0;
+        jpos_.seq = (jpos_.seq + 1) % 4;
       }
-      std::memcpy(e + 8 + std::size_t{spb} * 8, t.data() + std::size_t{n} * tag_, tag_);
     }
-    for (std::uint32_t j = 0; j < g_.journal_section_sectors; ++j)
-      store_le64(sec.data() + std::size_t{j} * 512 + 504,
-                 integrity::journal_commit_id(jpos_.section, j, jpos_.seq));
-    const std::uint64_t at = g_.journal_first_sector() * 512 +
-                             std::uint64_t{jpos_.section} * g_.journal_section_sectors * 512;
-    CRYPTMAP_TRY_VOID(store_->write_at(ByteOffset{at}, sec));
+    // The sections up to the ring's end, and those after its wrap (never the same ones).
+    const std::uint64_t journal_at = g_.journal_first_sector() * 512;
+    const std::uint32_t c1 = std::min(nsec, g_.journal_sections - s0);
+    std::array<WritePiece, 2> io{
+        WritePiece{ByteOffset{journal_at + s0 * sec_bytes}, all.first(c1 * sec_bytes)},
+        WritePiece{ByteOffset{journal_at}, all.subspan(c1 * sec_bytes)}};
+    CRYPTMAP_TRY_VOID(store_->write_batch(std::span(io).first(nsec > c1 ? 2 : 1)));
     CRYPTMAP_TRY_VOID(store_->sync());
-    if (++jpos_.section == g_.journal_sections) {
-      jpos_.section = 0;
-      jpos_.seq = (jpos_.seq + 1) % 4;
+    inplace_unsynced_ = false;
+    last_batch_sections_ = nsec;
+    // Write-back in block order: runs of adjacent blocks within one interleave area.
+    wb_order_.clear();
+    for (std::size_t e = 0; e < m; ++e) wb_order_.push_back(e);
+    std::sort(wb_order_.begin(), wb_order_.end(),
+              [&](std::size_t x, std::size_t y) { return pend_blocks_[x] < pend_blocks_[y]; });
+    for (std::size_t i = 0; i < m;) {
+      const std::uint64_t k = pend_blocks_[wb_order_[i]];
+      const std::size_t limit = run_blocks(k, k + (m - i));
+      std::size_t r = 1;
+      while (r < limit && pend_blocks_[wb_order_[i + r]] == k + r) ++r;
+      const TagWindow w = tag_window(k, r);
+      const auto tags = wb_tags_.span().first(w.hi - w.lo);
+      CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
+      for (std::size_t j = 0; j < r; ++j) {
+        const std::size_t e = wb_order_[i + j];
+        std::memcpy(wb_data_.data() + j * bs_, pend_data_.data() + e * bs_, bs_);
+        std::memcpy(tags.data() + w.first + j * tag_, pend_tags_.data() + e * tag_, tag_);
+      }
+      std::array<WritePiece, 2> wio{WritePiece{data_at(k), wb_data_.span().first(r * bs_)},
+                                    WritePiece{ByteOffset{w.lo}, tags}};
+      CRYPTMAP_TRY_VOID(store_->write_batch(wio));
+      written_.fetch_add(r, std::memory_order_relaxed);
+      inplace_unsynced_ = true;
+      i += r;
     }
+    pend_blocks_.clear();
     return ok();
   }
 
@@ -409,9 +590,25 @@ class IntegrityVolume final : public Volume {
   const bool read_only_;
   const bool journal_mode_;
   JournalPosition jpos_;  // next section to commit and its sequence (under mu_ exclusively)
-  LockedMemory section_;  // the section being committed (mode J)
+  // Mode J, under mu_ (written exclusively, read shared): the open section's blocks (index,
+  // ciphertext, tag; at most journal_section_entries), the section image built at commit and
+  // the write-back run buffers. All allocated at open.
+  std::vector<std::uint64_t> pend_blocks_;  // capacity: batch_sections_ · section entries
+  std::uint32_t batch_sections_ = 1;
+  std::uint32_t last_batch_sections_ = 0;  // sections of the last commit
+  bool inplace_unsynced_ = false;          // in-place writes since the last sync
+  LockedMemory pend_data_, pend_tags_;
+  LockedMemory section_;
+  LockedMemory wb_data_, wb_tags_;
+  std::vector<std::size_t> wb_order_;
+  std::chrono::steady_clock::time_point pend_since_;  // when the open section got its first block
+  std::mutex timer_mu_;                               // stop_ and the committer's wait
+  std::condition_variable timer_cv_;
+  bool stop_ = false;
+  std::thread committer_;  // started in init(), joined first in the destructor
   std::shared_ptr<spdlog::logger> log_;
-  std::shared_mutex mu_;
+  std::shared_mutex mu_;  // exclusive: mode J writers, flush, commits; shared: the rest
+  TagPageLocks pages_;
   ScratchPool pool_;
   std::atomic<std::uint64_t> verified_{0}, failed_{0}, written_{0}, log_count_{0};
 };

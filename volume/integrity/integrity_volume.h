@@ -1,10 +1,14 @@
 // IntegrityVolume — a LUKS2 `--integrity` volume (dm-crypt AEAD over the dm-integrity layout,
 // docs/integrity.md) served in dm-integrity's direct mode D (`--integrity-no-journal`): every
 // block's ciphertext and its tag tuple are written in place, and in journal mode J (the LUKS2
-// default): each write is first committed to a journal section (synced), then written in place
-// (docs/integrity.md §5). Open replays the journal first, in both modes (§1.3).
+// default): written blocks gather in the open batch of journal sections in memory (reads see
+// them); the batch is committed (written whole, synced once) when it is full, at flush or after
+// 5 s, then its blocks are written in place (docs/integrity.md §5). Open replays the journal
+// first, in both modes (§1.3). Destroying the volume commits the open batch (best effort; flush
+// reports errors).
 //
-// Read: data and tags of a run are read into the volume's private buffers, each block is
+// Read: data and tags of a run are read (in flight together) into the volume's private buffers,
+// blocks waiting in the open journal batch replace theirs, each block is
 // verified and decrypted there (crypto::AuthSectorCipher, exactly once per block read), and only
 // then copied to the caller. A block whose tag fails makes the request fail with Errc::kAuth
 // (EIO at the FUSE edge); the failure is logged with its volume-relative sector (512-byte units,
@@ -12,13 +16,17 @@
 // Write: whole blocks are encrypted with fresh IVs and written with their tags; a partial block
 // is read-modify-written under its verified old contents (so it fails on a never-written block
 // of a --integrity-no-wipe volume, as the kernel's). Discards are refused (kUnsupported).
-// Not here yet: the sector cache, read-ahead and the parallel engine.
+// Not here yet: the sector cache, read-ahead and the parallel engine (crypto runs on the
+// requesting thread).
 //
 // Sector numbering: the volume hands its volume-relative SectorIndex to the cipher, which owns
 // the one conversion to the authenticated sector (crypto::aad_sector); the dm-integrity geometry
 // maps the same index to image positions. The store only moves bytes.
 //
-// Thread-safety: thread-safe; reads share a lock, writes and flushes take it exclusively.
+// Thread-safety: thread-safe. Reads and mode-D writes of runs whose tag pages (the 4 KiB of
+// the image holding their tags) differ proceed together; a run's tag pages are held shared by
+// readers and exclusively by mode-D writers (striped locks). Mode-J writes, commits and flushes
+// take the volume exclusively.
 #pragma once
 
 #include <atomic>

@@ -8,7 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <tuple>
@@ -495,9 +497,14 @@ TEST(IntegrityJournal, JournalModeReplaysThenContinuesTheRing) {
             std::vector<std::byte>(c.a.begin() + 7 * 4096, c.a.begin() + 8 * 4096));
   // The whole ring was consistent: mode J continues with the journal as it is.
   EXPECT_TRUE(std::equal(w.bytes().begin(), w.bytes().end(), journal_bytes(*o->mem, c.g).begin()));
-  // Journaled writes continue the ring where replay left it: section 2, sequence 0.
+  // Journaled writes continue the ring where replay left it: section 2, sequence 0. The write
+  // waits in the open section (nothing on disk, reads see it) until the flush commits it.
   ASSERT_FALSE(o->vol->read_only());
+  const std::uint64_t writes = o->mem->write_calls();
   ASSERT_TRUE(o->vol->write(ByteOffset{5 * 4096}, c.b));
+  EXPECT_EQ(o->mem->write_calls(), writes);
+  EXPECT_EQ(block(*o, 5, 4096), c.b);
+  ASSERT_TRUE(o->vol->flush());
   const auto j = journal_bytes(*o->mem, c.g);
   const std::size_t sec2 = 2 * std::size_t{c.g.journal_section_sectors} * 512;
   for (std::uint32_t s = 0; s < c.g.journal_section_sectors; ++s)
@@ -591,10 +598,120 @@ TEST(IntegrityJournal, ReadOnlyImageWithPendingJournalIsRefused) {
   EXPECT_EQ(block(*ok, 3, 4096), d.b);
 }
 
+// Mode J batches as the kernel does: writes fill the open batch of journal sections in memory
+// (a block written twice keeps one entry, its last version); the batch is committed (one sync)
+// when it is full or at a flush, then its blocks are written in place; reads see every
+// acknowledged write meanwhile (each tag verified once per block read); a reopen after the
+// flush replays it. The 512-byte case has a 10-section ring: batches of 5 sections.
+TEST(IntegrityJournal, WritesAreBatchedIntoSectionsUntilFullOrFlushed) {
+  for (const Mode& m : {kModes[0], kModes[3], kModes[5]}) {
+    SCOPED_TRACE(std::string(m.enc) + " " + std::to_string(m.ss));
+    VolumeLayout l = layout_of(m.enc, m.integ, m.ss, 1 * kMiB);
+    VolumeLayout d = l;  // formatted and wiped in mode D, served in mode J
+    l.integrity_no_journal = false;
+    auto base = open_on(formatted(40 * kMiB, d), d);
+    ASSERT_TRUE(base);
+    const integrity::Geometry g = geometry_of(*base->mem, d);
+    // The open batch: half the ring's sections, 1 to 8 (docs/integrity.md §5).
+    const std::uint32_t sections = std::clamp<std::uint32_t>(g.journal_sections / 2, 1, 8);
+    const std::size_t cap = std::size_t{sections} * g.journal_section_entries;
+    if (m.ss == 512) {
+      EXPECT_GT(sections, 1u);
+    }
+    const std::uint64_t blocks = 2 * cap + 8;
+    ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(blocks * m.ss)));
+    MemBackingStore& mem = *base->mem;
+    auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), {}, nullptr);
+    ASSERT_TRUE(j) << j.error().message();
+    // Blocks 1, 3, 5, ... (cap - 1 of them) and block 3 again: one batch, not yet full.
+    std::vector<std::vector<std::byte>> want(blocks, std::vector<std::byte>(m.ss));
+    const std::uint64_t w0 = mem.write_calls(), s0 = mem.sync_calls();
+    for (std::uint64_t i = 0; i + 1 < cap; ++i) {
+      want[2 * i + 1] = pattern(m.ss, 300 + static_cast<unsigned>(i));
+      ASSERT_TRUE((*j)->write(ByteOffset{(2 * i + 1) * m.ss}, want[2 * i + 1]));
+    }
+    want[3] = pattern(m.ss, 299);
+    ASSERT_TRUE((*j)->write(ByteOffset{3 * m.ss}, want[3]));
+    EXPECT_EQ(mem.write_calls(), w0) << "a write reached the disk before its batch filled";
+    const auto verified0 = integrity_counters(**j)->tags_verified;
+    for (std::uint64_t k = 0; k < blocks; ++k) {
+      std::vector<std::byte> b(m.ss);
+      ASSERT_TRUE((*j)->read(ByteOffset{k * m.ss}, b)) << "block " << k;
+      EXPECT_EQ(b, want[k]) << "block " << k;
+    }
+    EXPECT_EQ(integrity_counters(**j)->tags_verified - verified0, blocks);
+    // The batch's last entry, then one block more: exactly one commit (one sync).
+    const std::uint64_t last = 2 * cap + 2, next = 2 * cap + 4;
+    want[last] = pattern(m.ss, 298);
+    want[next] = pattern(m.ss, 297);
+    ASSERT_TRUE((*j)->write(ByteOffset{last * m.ss}, std::span(want[last])));
+    EXPECT_EQ(mem.sync_calls(), s0);
+    ASSERT_TRUE((*j)->write(ByteOffset{next * m.ss}, std::span(want[next])));
+    EXPECT_EQ(mem.sync_calls(), s0 + 1);
+    // Committed: sections 0 .. sections-1 carry the next sequence (1); entry 1 is block 3,
+    // the batch's last entry is the last one of its last section.
+    const auto jb = journal_bytes(mem, g);
+    const std::size_t sec_bytes = std::size_t{g.journal_section_sectors} * 512;
+    for (std::uint32_t i = 0; i < sections; ++i)
+      for (std::uint32_t s = 0; s < g.journal_section_sectors; ++s)
+        ASSERT_EQ(load_le64(jb.data() + i * sec_bytes + s * 512 + 504),
+                  test::JournalWriter::commit_id(i, s, 1))
+            << "section " << i << " sector " << s;
+    EXPECT_EQ(load_le64(jb.data() + integrity::journal_entry_offset(g, 1)), 3u * (m.ss / 512));
+    EXPECT_EQ(load_le64(jb.data() + (sections - 1) * sec_bytes +
+                        integrity::journal_entry_offset(g, g.journal_section_entries - 1)),
+              last * (m.ss / 512));
+    // Block `next` waits in the next batch: a reopen without flush would not see it; after the
+    // flush it is on disk, and a reopen (replay) reads every block as written.
+    ASSERT_TRUE((*j)->flush());
+    j->reset();
+    auto again = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), {}, nullptr);
+    ASSERT_TRUE(again) << again.error().message();
+    for (std::uint64_t k = 0; k < blocks; ++k) {
+      std::vector<std::byte> b(m.ss);
+      ASSERT_TRUE((*again)->read(ByteOffset{k * m.ss}, b)) << "block " << k;
+      EXPECT_EQ(b, want[k]) << "block " << k;
+    }
+  }
+}
+
+// An open batch older than 5 s is committed without a flush (the kernel's commit timer):
+// a lone journaled write reaches the journal and its place, and a reopen replays it.
+TEST(IntegrityJournal, AnIdleOpenBatchIsCommittedAfterFiveSeconds) {
+  VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+  VolumeLayout d = l;
+  l.integrity_no_journal = false;
+  auto base = open_on(formatted(40 * kMiB, d), d);
+  ASSERT_TRUE(base);
+  ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(16 * 4096)));
+  MemBackingStore& mem = *base->mem;
+  auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), {}, nullptr);
+  ASSERT_TRUE(j) << j.error().message();
+  const auto b = pattern(4096, 77);
+  const std::uint64_t s0 = mem.sync_calls();
+  ASSERT_TRUE((*j)->write(ByteOffset{9 * 4096}, b));
+  const auto t0 = std::chrono::steady_clock::now();
+  while (mem.sync_calls() == s0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(9))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GT(mem.sync_calls(), s0) << "no commit within 9 s";
+  EXPECT_GE(waited, std::chrono::seconds(4)) << "committed long before the 5 s age";
+  // Reopen a copy of what is on disk now (the volume is still open): the write is there.
+  std::vector<std::byte> image(mem.size_bytes());
+  mem.peek(0, image);
+  auto copy = std::make_unique<MemBackingStore>(image.size(), "mem:integrity");
+  copy->poke(0, image);
+  auto again = open_on(std::move(copy), l);
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(block(*again, 9, 4096), b);
+}
+
 // Journaled writes (mode J) under a crash at every point: a store that stops after a given
 // number of writes (the last one torn: only its first half lands) and fails every sync from
 // then on. After each crash the image is reopened (replay): every block reads with a valid
-// tag and is either its last acknowledged contents or the contents being written.
+// tag and holds either its contents as of the last successful flush or one of the versions
+// written since (acknowledged writes wait in the open journal section until a flush, as the
+// kernel's).
 class CrashStore final : public BackingStore {
  public:
   // `writes_left` is the test's: it outlives a store destroyed by a failed open.
@@ -655,17 +772,22 @@ TEST(IntegrityJournal, CrashAtEveryWriteLeavesEveryBlockOldOrNew) {
     }
     std::vector<std::byte> image(base->size_bytes());
     base->peek(0, image);
-    // Workload: 6 writes of various sizes (one spans several sections), each a new version.
+    // Workload: 6 writes of various sizes (one spans several sections), each a new version,
+    // with flushes after the third and the last.
     struct W {
       std::uint64_t first, n;
+      bool flush;
     };
-    const W work[] = {{3, 1}, {10, 70}, {0, 2}, {40, 5}, {95, 1}, {20, 33}};
+    const W work[] = {{3, 1, false},  {10, 70, false}, {0, 2, true},
+                      {40, 5, false}, {95, 1, false},  {20, 33, true}};
     for (std::uint64_t crash_after = 1;; ++crash_after) {
       MemBackingStore mem(image.size(), "mem:integrity");
       mem.poke(0, image);
-      std::vector<std::vector<std::byte>> acked(blocks), maybe(blocks);
+      // durable[k]: block k as of the last successful flush; maybe[k]: versions written since.
+      std::vector<std::vector<std::byte>> durable(blocks);
+      std::vector<std::vector<std::vector<std::byte>>> maybe(blocks);
       for (std::uint64_t k = 0; k < blocks; ++k)
-        acked[k].assign(v0.begin() + k * m.ss, v0.begin() + (k + 1) * m.ss);
+        durable[k].assign(v0.begin() + k * m.ss, v0.begin() + (k + 1) * m.ss);
       std::uint64_t left = crash_after;
       // Open replays the journal the starting image holds: a crash can hit that too.
       auto v = open_integrity_volume(l, key_for(l), std::make_unique<CrashStore>(mem, left), {},
@@ -676,14 +798,16 @@ TEST(IntegrityJournal, CrashAtEveryWriteLeavesEveryBlockOldOrNew) {
         if (!v) break;
         const auto data = pattern(w.n * m.ss, 100 + version++);
         auto r = (*v)->write(ByteOffset{w.first * m.ss}, data);
-        for (std::uint64_t k = 0; k < w.n; ++k) {
-          std::vector<std::byte> b(data.begin() + k * m.ss, data.begin() + (k + 1) * m.ss);
-          if (r)
-            acked[w.first + k] = std::move(b);
-          else
-            maybe[w.first + k] = std::move(b);
-        }
+        for (std::uint64_t k = 0; k < w.n; ++k)
+          maybe[w.first + k].emplace_back(data.begin() + k * m.ss, data.begin() + (k + 1) * m.ss);
         if (!r) break;
+        if (!w.flush) continue;
+        if (!(*v)->flush()) break;
+        for (std::uint64_t k = 0; k < blocks; ++k)
+          if (!maybe[k].empty()) {
+            durable[k] = maybe[k].back();
+            maybe[k].clear();
+          }
       }
       const bool crashed = left == 0;
       if (v) v->reset();
@@ -696,7 +820,8 @@ TEST(IntegrityJournal, CrashAtEveryWriteLeavesEveryBlockOldOrNew) {
         std::vector<std::byte> b(m.ss);
         auto r = o.vol->read(ByteOffset{k * m.ss}, b);
         ASSERT_TRUE(r) << "crash after " << crash_after << ": block " << k << " has a bad tag";
-        ASSERT_TRUE(b == acked[k] || (!maybe[k].empty() && b == maybe[k]))
+        ASSERT_TRUE(b == durable[k] ||
+                    std::find(maybe[k].begin(), maybe[k].end(), b) != maybe[k].end())
             << "crash after " << crash_after << ": block " << k << " is neither old nor new";
       }
       if (!crashed) break;  // the whole workload ran: every crash point was tried
