@@ -12,6 +12,8 @@ pkgs=(
   # tests: real components
   cryptsetup-bin e2fsprogs fio python3 python3-cryptography util-linux kmod qemu-utils fuse2fs
   curl xz-utils openssl procps psmisc xfsprogs
+  # luks_cli_rings counts the io_uring rings a CLI command sets up
+  strace
   # NBD stores (issue 14): libnbd to build, nbdkit as the tests' server, nbdinfo/nbdfuse for bench
   libnbd-dev nbdkit libnbd-bin
   # Ceph RBD stores (issue 14): librbd to build; a one-node cluster and librbd's LUKS for tests
