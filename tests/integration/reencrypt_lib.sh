@@ -80,13 +80,20 @@ run_ms() { local t0; t0=$(date +%s%N); "$@" > /dev/null 2>&1 || true; echo $((($
 # Sleeps a random 10-90 % of $1 ms.
 kill_delay() { local ms=$(($1 * (10 + RANDOM % 81) / 100)); sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"; }
 
-# boundary IMAGE: bytes of data already under the new key (the start of the hotzone when one is
-# flagged in-reencryption), from the header's regular segments (docs/reencrypt.md §3).
-boundary() {
+# reenc_state IMAGE: "done" when not in reencryption, else "hot B" (a hotzone flagged
+# in-reencryption starts at B) or "paused B": B bytes of data already under the new key, from
+# the header's regular segments (docs/reencrypt.md §3). One luksDump.
+reenc_state() {
   cryptsetup luksDump --dump-json-metadata "$1" | python3 -c '
 import json, sys
-segs = json.load(sys.stdin)["segments"]
+d = json.load(sys.stdin)
+if "requirements" not in d["config"]:
+    print("done"); sys.exit(0)
+segs = d["segments"]
 reg = [segs[k] for k in sorted(segs, key=int) if not any(f.startswith("backup-") for f in segs[k].get("flags", []))]
 hot = [s for s in reg if "in-reencryption" in s.get("flags", [])]
-print(int(hot[0]["offset"]) - int(reg[0]["offset"]) if hot else (int(reg[0]["size"]) if len(reg) > 1 else 0))'
+b = int(hot[0]["offset"]) - int(reg[0]["offset"]) if hot else (int(reg[0]["size"]) if len(reg) > 1 else 0)
+print("hot" if hot else "paused", b)'
 }
+# boundary IMAGE: the B of reenc_state (0 when not in reencryption).
+boundary() { reenc_state "$1" | awk '{print $1 == "done" ? 0 : $2}'; }
