@@ -1,10 +1,15 @@
-// reencrypt: cryptsetup's LUKS2 reencryption verb, offline (the image must not be open in the
-// daemon). `reencrypt IMAGE` puts the header in reencryption (new volume key, optionally
-// --cipher/--key-size/--sector-size, --resilience) and runs it to the end; --init-only stops
-// after the metadata, --resume-only continues an initialized or interrupted one (cryptmap's or
-// cryptsetup's). The work is done by volume/format/luks2_reencrypt.h; this file turns flags into
-// options, refuses what is not implemented, reads the passphrase and shows progress.
+// reencrypt: cryptsetup's LUKS2 reencryption verb. `reencrypt IMAGE` puts the header in
+// reencryption (new volume key, optionally --cipher/--key-size/--sector-size, --resilience) and
+// runs it to the end; --init-only stops after the metadata, --resume-only continues an
+// initialized or interrupted one (cryptmap's or cryptsetup's). A closed image is reencrypted
+// here (offline, volume/format/luks2_reencrypt.h); an image the daemon serves is reencrypted by
+// the daemon (online, docs/reencrypt.md §10): this process initializes the header, holds the
+// metadata lock, sends the passphrase and shows the daemon's progress; SIGINT asks the daemon
+// to stop at the next hotzone boundary. This file turns flags into options, refuses what is not
+// implemented, reads the passphrase and shows progress.
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -16,6 +21,7 @@
 #include "cli/luks_common.h"
 #include "cli/terminal/passphrase.h"
 #include "cli/terminal/progress.h"
+#include "fs/control.h"
 #include "volume/format/luks2_reencrypt.h"
 #include "volume/open.h"
 #include "volume/store/backing_store.h"
@@ -99,6 +105,55 @@ Result<std::uint64_t> parse_size(const std::string& text, const char* what) {
 
 int refuse(const char* message) { return report(make_error(Errc::kUnsupported, message)); }
 
+// The online run: the daemon serving `mount_dir` runs the reencryption of volume `name`; its
+// progress replies are shown until the final one. On SIGINT (g_interrupted) our side of the
+// connection is shut, which the daemon takes as "stop after this hotzone".
+int reencrypt_online(const std::string& mount_dir, const std::string& name,
+                     const std::string& device, const SecretBytes& passphrase,
+                     std::uint64_t hotzone, const CommandContext& ctx) {
+  auto paths = fs::control_paths(mount_dir.empty() ? fs::default_mount_dir() : mount_dir);
+  if (!paths) return report(paths.error());
+  auto fd = fs::connect_control(paths->socket);
+  if (!fd) return report(fd.error());
+  fs::Request req;
+  req.verb = fs::Verb::kReencrypt;
+  req.name = name;
+  req.hotzone_bytes = hotzone;
+  auto key = SecretBytes::copy_of(passphrase.span());
+  if (!key) return report(key.error());
+  req.volume_key = std::move(*key);
+  auto body = fs::encode_request(req);
+  if (!body) return report(body.error());
+  if (auto sent = fs::send_frame(fd->get(), body->span()); !sent) return report(sent.error());
+  Progress progress(Progress::wanted(ctx));
+  InterruptGuard guard;
+  g_interrupted.store(false);
+  bool shut = false;
+  const std::string what = "Reencrypting " + device + " (online)";
+  for (;;) {
+    if (g_interrupted.load() && !shut) {
+      ::shutdown(fd->get(), SHUT_WR);
+      shut = true;
+    }
+    pollfd p{fd->get(), POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    auto frame = fs::recv_frame(fd->get());
+    if (!frame) return report(frame.error());
+    auto reply = fs::decode_reply(frame->span());
+    if (!reply) return report(reply.error());
+    if (reply->progress) {
+      progress.percent(what, reply->done_bytes, reply->total_bytes);
+      continue;
+    }
+    if (reply->exit_code != kExitOk) {
+      std::cerr << "\n" << reply->message << "\n";
+      return reply->exit_code;
+    }
+    progress.percent(what, reply->total_bytes, reply->total_bytes);
+    return kExitOk;
+  }
+}
+
 int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   if (a.init_only && a.resume_only)
     return report(make_error(Errc::kInvalid, "--init-only and --resume-only cannot be combined."));
@@ -123,10 +178,14 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
         "cryptsetup reencrypt");
   if (a.resilience == "datashift")
     return refuse("cryptmap reencrypt --resilience datashift is not implemented yet");
-  if (auto open_as = daemon_volume_of_image(a.device, a.mount_dir)) {
+  // Served by the daemon: the daemon runs the reencryption (online).
+  const auto open_as = daemon_volume_of_image(a.device, a.mount_dir);
+  if (open_as && a.force_offline) {
     std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << *open_as
-              << "; online reencryption is not implemented yet. Close it first (cryptmap close "
-              << open_as->substr(open_as->rfind('/') + 1) << "), then run reencrypt again.\n";
+              << "; --force-offline-reencrypt cannot reencrypt it under the daemon. Close it "
+                 "first (cryptmap close "
+              << open_as->substr(open_as->rfind('/') + 1)
+              << "), or run reencrypt without --force-offline-reencrypt (online).\n";
     return kExitBusy;
   }
   std::uint64_t hotzone = 0;
@@ -154,6 +213,8 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   if (!pass) return report(pass.error());
 
   if (!status->in_reencryption) {
+    // Online too: the header goes into reencryption here (no data is touched; the served
+    // volume goes on under the old key until the daemon's run moves the boundary).
     volume::ReencryptInitOptions o;
     o.cipher = a.cipher;
     o.key_bits = a.key_size_bits;
@@ -166,6 +227,11 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     if (a.init_only) return kExitOk;
   }
 
+  if (open_as) {
+    store->reset();  // the daemon opens the image itself; the metadata lock stays ours
+    return reencrypt_online(a.mount_dir, open_as->substr(open_as->rfind('/') + 1), a.device, *pass,
+                            hotzone, ctx);
+  }
   Progress progress(Progress::wanted(ctx));
   InterruptGuard guard;
   g_interrupted.store(false);
@@ -192,7 +258,8 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
 void add_reencrypt_commands(CLI::App& app, CommandContext& ctx) {
   auto a = std::make_shared<ReencryptArgs>();
   auto* c = app.add_subcommand(
-      "reencrypt", "Reencrypt a closed LUKS2 image (new volume key, optionally new cipher)");
+      "reencrypt",
+      "Reencrypt a LUKS2 image (new volume key, optionally new cipher), closed or served");
   c->add_option("device", a->device, "Image")->required();
   c->add_option("--header", a->header, "Device or file with a separated LUKS header");
   c->add_option("-d,--key-file", a->key_file, "Read the key from a file (- = stdin)");
@@ -218,7 +285,7 @@ void add_reencrypt_commands(CLI::App& app, CommandContext& ctx) {
                 "Data shift for --encrypt (not implemented yet)");
   c->add_option("--direction", a->direction, "forward (backward: not implemented yet)");
   c->add_flag("--force-offline-reencrypt", a->force_offline,
-              "Accepted for cryptsetup compatibility: cryptmap reencrypts offline anyway");
+              "Never online: refuse while the daemon serves the image");
   c->add_option("--mount-dir", a->mount_dir, "The daemon's mount directory to check");
   c->callback([a, &ctx] { ctx.exit_code = do_reencrypt(*a, ctx); });
 }

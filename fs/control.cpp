@@ -236,6 +236,7 @@ void put_request(Sink& s, const Request& r) {
   s.u32(r.open_flags);
   s.u64(r.cache_bytes);
   s.u64(r.new_size);
+  s.u64(r.hotzone_bytes);
 }
 
 void put_reply(Sink& s, const Reply& r) {
@@ -257,6 +258,9 @@ void put_reply(Sink& s, const Reply& r) {
     s.str(v.fuse_transport);
     s.u32(v.open_flags);
   }
+  s.boolean(r.progress);
+  s.u64(r.done_bytes);
+  s.u64(r.total_bytes);
 }
 
 template <class T, class Put>
@@ -366,6 +370,8 @@ Result<Request> decode_request(std::span<const std::byte> body) {
   r.cache_bytes = cache_bytes;
   CRYPTMAP_TRY(new_size, s.u64("new_size"));
   r.new_size = new_size;
+  CRYPTMAP_TRY(hotzone, s.u64("hotzone_bytes"));
+  r.hotzone_bytes = hotzone;
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");
   r.name = std::move(name);
   r.force = force;
@@ -413,6 +419,12 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     v.open_flags = open_flags;
     r.volumes.push_back(std::move(v));
   }
+  CRYPTMAP_TRY(progress, s.boolean("progress"));
+  CRYPTMAP_TRY(done, s.u64("done_bytes"));
+  CRYPTMAP_TRY(total, s.u64("total_bytes"));
+  r.progress = progress;
+  r.done_bytes = done;
+  r.total_bytes = total;
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");
   return r;
 }

@@ -30,10 +30,11 @@ inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
 // 4: layout.auth_encryption, layout.integrity, layout.integrity_no_journal; 5: open_flags,
 // cache_bytes, fuse_transport; 6: resize (new_size), refresh, volume.open_flags in status,
 // layout.no_read_workqueue, layout.no_write_workqueue; 7: per-segment encryption, sector_size,
-// key_offset, key_bytes (a LUKS2 image in reencryption), reencryption in status. A CLI and a
+// key_offset, key_bytes (a LUKS2 image in reencryption), reencryption in status; 8: reencrypt
+// (hotzone_bytes; progress replies: progress, done_bytes, total_bytes). A CLI and a
 // daemon of different versions refuse each other's messages with what to do (check_version in
 // control.cpp).
-inline constexpr std::uint8_t kProtocolVersion = 7;
+inline constexpr std::uint8_t kProtocolVersion = 8;
 inline constexpr std::uint32_t kMaxSegments = 4096;  // layout.segments on the wire
 
 struct ControlPaths {
@@ -50,7 +51,11 @@ Result<ControlPaths> control_paths(const std::string& mount_dir);
 // again with the volume key the CLI unlocked (volume_key; the daemon reuses the add's layout).
 // kResize: change the volume's size to new_size (0: all the image holds now). kRefresh: serve
 // the volume again with the flags of layout.allow_discards and open_flags, assembled with the
-// volume key the CLI unlocked (cryptsetup's refresh re-activates with the key).
+// volume key the CLI unlocked (cryptsetup's refresh re-activates with the key). kReencrypt:
+// run the reencryption of the served LUKS2 volume (its header already in reencryption) in the
+// daemon, with the passphrase in volume_key (both keys are unlocked there) and hotzone_bytes;
+// the daemon sends a progress reply after every hotzone, then the final one, and stops at a
+// hotzone boundary when the CLI shuts its side of the connection (SIGINT) or goes away.
 enum class Verb : std::uint8_t {
   kAdd = 1,
   kRemove = 2,
@@ -59,8 +64,9 @@ enum class Verb : std::uint8_t {
   kResume = 5,
   kResize = 6,
   kRefresh = 7,
+  kReencrypt = 8,
 };
-inline constexpr std::uint8_t kLastVerb = 7;
+inline constexpr std::uint8_t kLastVerb = 8;
 
 struct Request {
   Verb verb = Verb::kStatus;
@@ -70,10 +76,11 @@ struct Request {
   volume::VolumeLayout layout;   // kAdd; kRefresh: allow_discards
   bool read_only = false;        // kAdd
   bool allow_other = false;      // kAdd: mount with allow_other (first volume), file mode 0660
-  SecretBytes volume_key;        // kAdd, kResume, kRefresh
+  SecretBytes volume_key;        // kAdd, kResume, kRefresh; kReencrypt: the passphrase
   std::uint32_t open_flags = 0;  // kAdd, kRefresh: OpenFlag bits
   std::uint64_t cache_bytes = volume::VolumeOptions{}.cache_bytes;  // kAdd: --cache-size
-  std::uint64_t new_size = 0;  // kResize: bytes, 0 = all the image holds after the data offset
+  std::uint64_t new_size = 0;       // kResize: bytes, 0 = all the image holds after the data offset
+  std::uint64_t hotzone_bytes = 0;  // kReencrypt: --hotzone-size, 0 = the resilience's default
 };
 
 // kAdd options beyond the layout (cryptsetup --perf-* flags, debug switches).
@@ -90,6 +97,10 @@ struct Reply {
   std::string message;  // for the user when exit_code != 0
   std::int64_t daemon_pid = 0;
   std::vector<VolumeStatus> volumes;  // kStatus
+  // kReencrypt: true for the replies sent after each hotzone (more follow); the final reply
+  // has it false. done/total: bytes under the new key, bytes of data.
+  bool progress = false;
+  std::uint64_t done_bytes = 0, total_bytes = 0;
 };
 
 Result<SecretBytes> encode_request(const Request& r);

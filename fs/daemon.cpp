@@ -17,6 +17,7 @@
 #include "base/exit_code.h"
 #include "base/secret.h"
 #include "fs/volume_server.h"
+#include "volume/online_reencrypt.h"
 #include "volume/open.h"
 
 namespace cryptmap::fs {
@@ -87,8 +88,8 @@ Reply ok_reply() {
 
 // The daemon side of `open`: opens the data image as the store its kind calls for, keys the
 // sector cipher and assembles the volume described by an add request (volume/open.h).
-Result<std::unique_ptr<volume::Volume>> open_requested_volume(
-    const Request& add, std::shared_ptr<spdlog::logger> logger) {
+// The engine options an add request asks for.
+volume::VolumeOptions volume_options_of(const Request& add) {
   volume::VolumeOptions vo;
   vo.read_only = add.read_only;
   vo.allow_discards = add.layout.allow_discards;
@@ -96,8 +97,19 @@ Result<std::unique_ptr<volume::Volume>> open_requested_volume(
   vo.no_write_workqueue = (add.open_flags & kOpenNoWriteWorkqueue) != 0;
   vo.unordered_zone_writes = (add.open_flags & kOpenUnorderedZoneWrites) != 0;
   vo.cache_bytes = add.cache_bytes;
-  return volume::open_unlocked(add.source.image, add.layout, add.volume_key.span(), vo,
-                               std::move(logger));
+  return vo;
+}
+
+Result<std::unique_ptr<volume::Volume>> open_requested_volume(
+    const Request& add, std::shared_ptr<spdlog::logger> logger) {
+  return volume::open_unlocked(add.source.image, add.layout, add.volume_key.span(),
+                               volume_options_of(add), std::move(logger));
+}
+
+// The CLI of a running reencryption shut its side of the connection (SIGINT) or went away.
+bool peer_left(int fd) {
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 // What an add request says about a volume, without its key: what resume assembles it from.
@@ -274,6 +286,99 @@ class Daemon {
     return ok_reply();
   }
 
+  // reencrypt of a served volume (online, docs/reencrypt.md §10): the CLI put the header in
+  // reencryption and holds the image's metadata lock; here both keys are unlocked with the
+  // passphrase, the volume is swapped for one whose boundary moves with the run (the file's
+  // I/O held for the swap only), and the run goes hotzone by hotzone, each held in the served
+  // volume while it converts, with a progress reply after each. The run stops at a hotzone
+  // boundary when the CLI leaves. Control requests wait meanwhile (one at a time).
+  Reply reencrypt(Request& req, int fd) {
+    auto spec = specs_.find(req.name);
+    if (spec == specs_.end())
+      return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
+    const Request& add = spec->second;
+    if (!add.source.header.empty())
+      return reply_with(kExitUsage,
+                        "Online reencryption of " + req.name +
+                            " with a detached header (--header) is not implemented yet; close "
+                            "it and use cryptsetup reencrypt.");
+    for (const VolumeStatus& v : server_->status())
+      if (v.name == req.name && v.suspended)
+        return reply_with(kExitUsage, "Volume " + req.name +
+                                          " is suspended: resume it first (luksResume " + req.name +
+                                          "), then run reencrypt again.");
+    auto run = volume::OnlineReencryption::start(add.source.image, req.volume_key.span(),
+                                                 req.hotzone_bytes, volume_options_of(add), log_);
+    req.volume_key = SecretBytes();  // both keys are unlocked; the passphrase goes
+    if (!run) return error_reply(run.error(), add.source.image);
+    volume::OnlineReencryption& r = **run;
+    std::unique_ptr<volume::Volume> moving = r.take_served_volume();
+    volume::Volume* served = moving.get();  // the server owns it; requests wait for us
+    if (auto swapped = server_->replace_volume(req.name, std::move(moving)); !swapped)
+      return reply_with(kExitUsage, "Cannot start the online reencryption of " + req.name + ": " +
+                                        swapped.error().message() +
+                                        ". It is still served as before; the header is paused.");
+    log_->info("online reencryption of {} ({}): {} of {} bytes done", req.name, add.source.image,
+               r.done_bytes(), r.total_bytes());
+    Reply progress = ok_reply();
+    progress.progress = true;
+    Result<void> failed = ok();
+    bool left = false;
+    for (;;) {
+      progress.done_bytes = r.done_bytes();
+      progress.total_bytes = r.total_bytes();
+      send(fd, progress);
+      if (peer_left(fd)) {
+        left = true;
+        break;
+      }
+      auto stepped = r.step(*served);
+      if (!stepped) {
+        failed = fail(stepped.error());
+        break;
+      }
+      if (!*stepped) break;
+    }
+    // After a failed step the header names the hotzone it failed in: left as it is (open
+    // recovers it), never finished.
+    auto stopped = [&]() -> Result<volume::OnlineReencryption::Stopped> {
+      if (!failed) return fail(failed.error());
+      return r.stop();
+    }();
+    if (auto now = r.layout()) {
+      volume::VolumeLayout l = std::move(*now);
+      l.allow_discards = add.layout.allow_discards;
+      l.no_read_workqueue = add.layout.no_read_workqueue;
+      l.no_write_workqueue = add.layout.no_write_workqueue;
+      l.size_bytes = add.layout.size_bytes;
+      spec->second.layout = l;  // what luksResume and refresh assemble from now
+      (void)server_->set_status_layout(req.name, std::move(l));
+    }
+    Reply out = ok_reply();
+    out.done_bytes = r.done_bytes();
+    out.total_bytes = r.total_bytes();
+    if (!stopped) {
+      log_->error("online reencryption of {}: {}", req.name, stopped.error().message());
+      out.exit_code = exit_code_for(stopped.error());
+      if (out.exit_code == kExitOk) out.exit_code = kExitUsage;
+      out.message = "Reencryption of " + req.name + " failed: " + stopped.error().message() +
+                    ". Close it and open it again (the interrupted hotzone is recovered), then "
+                    "resume with cryptmap reencrypt --resume-only.";
+      return out;
+    }
+    log_->info("online reencryption of {}: {} ({} bytes this run)", req.name,
+               stopped->finished ? "finished" : (left ? "stopped by the CLI" : "stopped"),
+               stopped->bytes);
+    if (!stopped->finished) {
+      out.exit_code = kExitUsage;
+      out.message = "Reencryption of " + req.name + " was interrupted at " +
+                    std::to_string(r.done_bytes()) + " of " + std::to_string(r.total_bytes()) +
+                    " bytes; it stays served. Resume it with cryptmap reencrypt --resume-only " +
+                    add.source.image + " (or, once closed, cryptsetup reencrypt --resume-only).";
+    }
+    return out;
+  }
+
   Reply remove(const Request& req) {
     auto r = server_->remove_volume(req.name, req.force);
     if (r.has_value() || r.error().code != Errc::kBusy) specs_.erase(req.name);
@@ -357,6 +462,9 @@ class Daemon {
         break;
       case Verb::kRefresh:
         reply = refresh(*req);
+        break;
+      case Verb::kReencrypt:
+        reply = reencrypt(*req, fd);
         break;
     }
     req->volume_key = SecretBytes();

@@ -425,6 +425,14 @@ Result<void> VolumeServer::replace_volume(const std::string& name,
   return ok();
 }
 
+Result<void> VolumeServer::set_status_layout(const std::string& name, volume::VolumeLayout layout) {
+  Impl& s = *impl_;
+  MutexLock admin(s.admin_mu);
+  CRYPTMAP_TRY(e, s.active_entry(name, "volume status"));
+  s.registry.set_layout(*e, std::move(layout));
+  return ok();
+}
+
 Result<void> VolumeServer::flush_all() {
   MutexLock admin(impl_->admin_mu);
   return flush_entries(impl_->registry.snapshot());

@@ -131,6 +131,9 @@ class VolumeServer {
   // destroys the old one. kNotFound when absent; kInvalid while suspended or when `vol`
   // differs in size or mode; a flush error leaves the old volume serving (nothing is lost).
   Result<void> replace_volume(const std::string& name, std::unique_ptr<volume::Volume> vol);
+  // Replaces the layout status() shows for `name` (the header changed under the served volume:
+  // an online reencryption moved or finished). kNotFound when absent.
+  Result<void> set_status_layout(const std::string& name, volume::VolumeLayout layout);
   // Flushes every volume (SIGTERM path, before unmounting); suspended ones hold nothing.
   Result<void> flush_all();
 

@@ -13,6 +13,11 @@ Result<std::uint64_t> Volume::resize(std::uint64_t new_size) {
                     new_size);
 }
 
+Result<void> Volume::hold_range(ByteOffset off, std::uint64_t /*len*/,
+                                const std::function<Result<void>()>& /*fn*/) {
+  return make_error(Errc::kUnsupported, "hold range: not supported by this volume", off.value);
+}
+
 Result<std::size_t> Volume::write_ordered(ByteOffset off, std::span<const std::byte> in,
                                           Admitted admitted) {
   admitted();

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -101,6 +102,16 @@ class Volume {
   // kInvalid (size not a multiple of the sector size, data offset past the image end),
   // kNoSpace (the image is too small for `new_size`).
   virtual Result<std::uint64_t> resize(std::uint64_t new_size);
+  // Runs `fn` while no request of this volume touches [off, off + len) (whole sectors around
+  // it): overlapping reads, writes, read-ahead loads and write-backs wait until `fn` returns
+  // (new ones in arrival order behind it), requests elsewhere go on. What the cache holds is
+  // plaintext and stays valid; dirty blocks of the range are written back after the hold, with
+  // the cipher as it is then. Online reencryption converts a hotzone's ciphertext under the
+  // served volume this way (docs/reencrypt.md §10). `fn` must not call this volume. Errors:
+  // kInvalid (empty range or past the end), kUnsupported (this volume cannot: zoned,
+  // authenticated, a decorator), else fn's.
+  virtual Result<void> hold_range(ByteOffset off, std::uint64_t len,
+                                  const std::function<Result<void>()>& fn);
   // Plaintext size in bytes (a multiple of the sector size).
   virtual std::uint64_t size_bytes() const noexcept = 0;
   virtual const VolumeLayout& layout() const noexcept = 0;

@@ -570,7 +570,7 @@ TEST(FuzzReplay, IntegrityJournal) {
 TEST(FuzzReplay, ControlMessages) {
   Mutator m(7);
   Tracker t;
-  for (int which = 0; which < 3; ++which) {
+  for (int which = 0; which < 5; ++which) {
     const Bytes seed = control_seed(which);
     EXPECT_EQ(control_message(seed.data(), seed.size()), 0);
     for (int i = 0; i < 5000; ++i) {
@@ -617,7 +617,7 @@ TEST(FuzzReplay, WriteSeeds) {
   put("integrity_superblock", "seed", is.data(), is.size());
   const Bytes ij = integrity_journal_seed();
   put("integrity_journal", "seed", ij.data(), ij.size());
-  for (int which = 0; which < 3; ++which) {
+  for (int which = 0; which < 5; ++which) {
     const Bytes c = control_seed(which);
     put("control_message", "seed" + std::to_string(which), c.data(), c.size());
   }

@@ -323,7 +323,21 @@ int control_message(const std::uint8_t* data, std::size_t size) {
 
 std::vector<std::uint8_t> control_seed(int which) {
   Result<SecretBytes> body = make_error(Errc::kInvalid, "control seed");
-  if (which == 2) {
+  if (which == 4) {  // a reencrypt progress reply
+    fs::Reply r;
+    r.daemon_pid = 42;
+    r.progress = true;
+    r.done_bytes = 1ull << 20;
+    r.total_bytes = 1ull << 30;
+    body = fs::encode_reply(r);
+  } else if (which == 3) {  // a reencrypt request: the passphrase, a hotzone size
+    fs::Request r;
+    r.verb = fs::Verb::kReencrypt;
+    r.name = "data";
+    r.hotzone_bytes = 1ull << 20;
+    r.volume_key = *SecretBytes::copy_of(std::string_view("passphrase"));
+    body = fs::encode_request(r);
+  } else if (which == 2) {
     fs::Reply r;
     r.daemon_pid = 42;
     for (int i = 0; i < 2; ++i) {

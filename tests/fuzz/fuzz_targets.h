@@ -28,7 +28,7 @@ int store_uri(const std::uint8_t* data, std::size_t size);
 // body; whatever decodes must encode back to the same bytes.
 int control_message(const std::uint8_t* data, std::size_t size);
 // Valid bodies to start from: an add request with a layout and key (0), a resize request (1), a
-// status reply with two volumes (2).
+// status reply with two volumes (2), a reencrypt request (3), a reencrypt progress reply (4).
 std::vector<std::uint8_t> control_seed(int which);
 
 // BitLocker metadata. The input is a compact form: a 512-byte boot sector, then one FVE metadata

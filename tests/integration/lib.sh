@@ -116,13 +116,13 @@ keyfile() {  # keyfile NAME CONTENT
 # pattern.py wrappers: deterministic data by seed; check compares a region.
 pattern_write() { python3 "$HERE/pattern.py" write "$@"; }
 pattern_check() { python3 "$HERE/pattern.py" check "$@"; }
-# fio_verify_round FILE OFFSET_BYTES [check]: 4 jobs of 4 KiB random writes with crc32c verify,
-# O_DIRECT, each job in its own 4 MiB region from OFFSET (fixed seeds). With "check", only reads
-# and verifies what an earlier round wrote there (after a close and reopen).
+# fio_verify_round FILE OFFSET_BYTES [check|write [REGION]]: 4 jobs of 4 KiB random writes with
+# crc32c verify, O_DIRECT, each job in its own REGION (default 4M) from OFFSET (fixed seeds). With
+# "check", only reads and verifies what an earlier round wrote there (after a close and reopen).
 fio_verify_round() {
-  local f=$1 off=$2 mode=${3:-write}
-  local args=(--name=v --filename="$f" --direct=1 --ioengine=psync --numjobs=4 --size=4M
-              --offset="$off" --offset_increment=4M --rw=randwrite --bs=4k --randseed=4242
+  local f=$1 off=$2 mode=${3:-write} region=${4:-4M}
+  local args=(--name=v --filename="$f" --direct=1 --ioengine=psync --numjobs=4 --size="$region"
+              --offset="$off" --offset_increment="$region" --rw=randwrite --bs=4k --randseed=4242
               --verify=crc32c --verify_fatal=1 --group_reporting --output-format=terse)
   [[ $mode == check ]] && args+=(--verify_only)
   (cd "$T" && fio "${args[@]}") > "$T/fio-verify.txt" 2>&1 ||

@@ -23,8 +23,14 @@ check_data() {  # check_data IMAGE WHAT [SEED, default 7]
   cm_open --key-file "$K" "$1" chk || fail "$2: cryptmap cannot open the reencrypted image"
   pattern_check "$MNT/chk" 0 "$DATA" "$seed" || fail "$2: data differs through cryptmap open"
   cm_close chk
-  # cryptsetup decrypts only with a detached header and data offset 0: the data area alone, under
-  # a fresh detached header holding the same volume key, cipher and sector size.
+  cs_decrypt "$1" "$2"
+  pattern_check "$T/dec.img" 0 "$DATA" "$seed" || fail "$2: data differs after cryptsetup --decrypt"
+}
+
+# cs_decrypt IMAGE WHAT: $T/dec.img = IMAGE's data decrypted by cryptsetup itself (a single
+# segment header). cryptsetup decrypts only with a detached header and data offset 0: the data
+# area alone, under a fresh detached header holding the same volume key, cipher and sector size.
+cs_decrypt() {
   local off vkbits cipher ss
   read -r off cipher ss < <(cryptsetup luksDump --dump-json-metadata "$1" | python3 -c 'import json,sys; s=json.load(sys.stdin)["segments"]["0"]; print(s["offset"], s["encryption"], s["sector_size"])')
   cryptsetup luksDump --dump-volume-key --batch-mode --key-file "$K" "$1" > "$T/vk.txt"
@@ -38,7 +44,6 @@ check_data() {  # check_data IMAGE WHAT [SEED, default 7]
     --offset 0 "$T/dec.img" > /dev/null || fail "$2: cannot make a detached header for the check"
   cryptsetup reencrypt --decrypt --batch-mode --force-offline-reencrypt --header "$T/dec.hdr" \
     --key-file "$K" "$T/dec.img" > /dev/null || fail "$2: cryptsetup cannot decrypt the result"
-  pattern_check "$T/dec.img" 0 "$DATA" "$seed" || fail "$2: data differs after cryptsetup --decrypt"
   rm -f "$T/vk.bin" "$T/vk.txt"
 }
 
@@ -75,13 +80,20 @@ run_ms() { local t0; t0=$(date +%s%N); "$@" > /dev/null 2>&1 || true; echo $((($
 # Sleeps a random 10-90 % of $1 ms.
 kill_delay() { local ms=$(($1 * (10 + RANDOM % 81) / 100)); sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"; }
 
-# boundary IMAGE: bytes of data already under the new key (the start of the hotzone when one is
-# flagged in-reencryption), from the header's regular segments (docs/reencrypt.md §3).
-boundary() {
+# reenc_state IMAGE: "done" when not in reencryption, else "hot B" (a hotzone flagged
+# in-reencryption starts at B) or "paused B": B bytes of data already under the new key, from
+# the header's regular segments (docs/reencrypt.md §3). One luksDump.
+reenc_state() {
   cryptsetup luksDump --dump-json-metadata "$1" | python3 -c '
 import json, sys
-segs = json.load(sys.stdin)["segments"]
+d = json.load(sys.stdin)
+if "requirements" not in d["config"]:
+    print("done"); sys.exit(0)
+segs = d["segments"]
 reg = [segs[k] for k in sorted(segs, key=int) if not any(f.startswith("backup-") for f in segs[k].get("flags", []))]
 hot = [s for s in reg if "in-reencryption" in s.get("flags", [])]
-print(int(hot[0]["offset"]) - int(reg[0]["offset"]) if hot else (int(reg[0]["size"]) if len(reg) > 1 else 0))'
+b = int(hot[0]["offset"]) - int(reg[0]["offset"]) if hot else (int(reg[0]["size"]) if len(reg) > 1 else 0)
+print("hot" if hot else "paused", b)'
 }
+# boundary IMAGE: the B of reenc_state (0 when not in reencryption).
+boundary() { reenc_state "$1" | awk '{print $1 == "done" ? 0 : $2}'; }

@@ -175,6 +175,24 @@ class VolumeImpl final : public Volume {
     return new_size;
   }
 
+  // The exclusive range is what every request, read-ahead load and write-back run takes first
+  // (shared or exclusive), so nothing reads or writes the range's ciphertext while fn runs.
+  Result<void> hold_range(ByteOffset off, std::uint64_t len,
+                          const std::function<Result<void>()>& fn) override {
+    if (ctx_.zoned)
+      return make_error_fmt(Errc::kUnsupported, "hold range", off.value,
+                            "%s is zoned: its ranges cannot be held", ctx_.store->name().c_str());
+    if (len == 0 || !ctx_.geo.fits(off.value, len))
+      return make_error_fmt(Errc::kInvalid, "hold range", off.value,
+                            "%llu bytes at %llu: empty or past the end of %s",
+                            static_cast<unsigned long long>(len),
+                            static_cast<unsigned long long>(off.value), ctx_.store->name().c_str());
+    const std::uint64_t first = off.value / ctx_.ss;
+    const std::uint64_t end = (off.value + len + ctx_.ss - 1) / ctx_.ss;
+    RangeLock::Guard guard = ctx_.ranges.acquire(first, end, /*exclusive=*/true);
+    return fn();
+  }
+
   Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
     return read_path_.read(off.value, out);
   }

@@ -21,6 +21,8 @@
 #include "volume/format/internal/base64.h"
 #include "volume/format/internal/luks2_edit.h"
 #include "volume/format/internal/luks_impl.h"
+#include "volume/format/luks.h"
+#include "volume/segment/segment_map.h"
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::volume {
@@ -907,13 +909,13 @@ Result<Loaded> load_verified(BackingStore& image, std::span<const std::byte> pas
   return l;
 }
 
-Result<Engine> engine_for(BackingStore& image, Loaded& l) {
-  Engine e{image, l.c, nullptr, nullptr, {}};
+// Keys the data path of a run with both volume keys.
+Result<void> key_engine(Engine& e, const Loaded& l) {
   CRYPTMAP_TRY(oc, cipher_for(l.c.old_seg, l.vk_old.span()));
   CRYPTMAP_TRY(nc, cipher_for(l.c.new_seg, l.vk_new.span()));
   e.old_cipher = std::move(oc);
   e.new_cipher = std::move(nc);
-  return e;
+  return ok();
 }
 
 // reencrypt_recovery: a hotzone flagged in-reencryption is brought to the new key from the
@@ -931,75 +933,165 @@ Result<void> recover_if_crashed(BackingStore& image, Loaded& l, Engine& e) {
 
 }  // namespace
 
-Result<ReencryptRunResult> reencrypt_run(BackingStore& image, std::span<const std::byte> passphrase,
-                                         const ReencryptRunOptions& o) {
-  CRYPTMAP_TRY(l, load_verified(image, passphrase));
-  Context& c = l.c;
-  Luks2State& st = l.st;
-  const Json& prev = l.prev;
-  const Json& fin = l.fin;
-  CRYPTMAP_TRY(e, engine_for(image, l));
-  CRYPTMAP_TRY_VOID(recover_if_crashed(image, l, e));
-
-  ReencryptRunResult result;
-  const std::uint64_t max_len = hotzone_length(c, o.max_hotzone_bytes);
-  if (max_len < 512)
-    return fail(make_error(Errc::kInvalid, "Invalid reencryption length (hotzone size).", max_len));
-  const bool protect = c.resilience != "none";
-  bool stop = o.progress && !o.progress(c.offset, c.device_size);
+// One run's state: the verified header, both keys' ciphers, where the run stands.
+struct ReencryptSession::State {
+  explicit State(BackingStore& img, Loaded loaded)
+      : image(img), l(std::move(loaded)), e{img, l.c, nullptr, nullptr, {}} {}
+  BackingStore& image;
+  Loaded l;
+  Engine e;
+  std::uint64_t max_len = 0;
   std::vector<std::byte> buf;
   bool dirty_none = false;  // resilience none: segments changed in memory only
-  while (!stop && c.offset < c.device_size) {
-    const std::uint64_t off = c.offset;
-    const std::uint64_t len = std::min(max_len, c.device_size - off);
-    buf.resize(len);
-    CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, prev, fin, off, len, true));
-    CRYPTMAP_TRY_VOID(e.read(off, buf));
-    // Metadata commit point: the resilience data, then the header naming the hotzone.
-    if (c.resilience == "checksum") {
-      CRYPTMAP_TRY(sums, checksums_of(c, buf));
-      CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, sums));
-      CRYPTMAP_TRY_VOID(image.sync());
-      CRYPTMAP_TRY_VOID(commit_synced(image, st));
-    } else if (c.resilience == "journal") {
-      if (len > c.area_size)
-        return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than hotzone"));
-      CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, buf));
-      CRYPTMAP_TRY_VOID(image.sync());
-      CRYPTMAP_TRY_VOID(commit_synced(image, st));
-    }
-    CRYPTMAP_TRY_VOID(e.convert(off, buf));
-    CRYPTMAP_TRY_VOID(e.write(off, buf));
-    if (protect) CRYPTMAP_TRY_VOID(image.sync());
-    CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, prev, fin, off, len, false));
-    // After the last hotzone the finish below is the next commit: no header ever shows one
-    // regular segment that might be the old one (init) or the new one (done).
-    const bool last = off + len >= c.device_size;
-    if (protect && !last)
-      CRYPTMAP_TRY_VOID(commit_synced(image, st));
-    else
-      dirty_none = !last;
-    c.offset += len;
-    result.bytes += len;
-    if (o.progress && !o.progress(c.offset, c.device_size)) stop = true;
-  }
-  std::fill(buf.begin(), buf.end(), std::byte{0});
-  if (dirty_none) {
+  std::uint64_t bytes = 0;
+  std::shared_ptr<SegmentBoundary> boundary;  // the served volume's, online
+  bool finished = false;                      // stop() finished the run
+};
+
+ReencryptSession::ReencryptSession(std::unique_ptr<State> s) : s_(std::move(s)) {}
+ReencryptSession::~ReencryptSession() {
+  if (s_) std::fill(s_->buf.begin(), s_->buf.end(), std::byte{0});
+}
+
+Result<std::unique_ptr<ReencryptSession>> ReencryptSession::start(
+    BackingStore& image, std::span<const std::byte> passphrase, std::uint64_t max_hotzone_bytes) {
+  CRYPTMAP_TRY(l, load_verified(image, passphrase));
+  auto s = std::make_unique<State>(image, std::move(l));
+  CRYPTMAP_TRY_VOID(key_engine(s->e, s->l));
+  CRYPTMAP_TRY_VOID(recover_if_crashed(image, s->l, s->e));
+  s->max_len = hotzone_length(s->l.c, max_hotzone_bytes);
+  if (s->max_len < 512)
+    return fail(
+        make_error(Errc::kInvalid, "Invalid reencryption length (hotzone size).", s->max_len));
+  return std::unique_ptr<ReencryptSession>(new ReencryptSession(std::move(s)));
+}
+
+std::uint64_t ReencryptSession::done_bytes() const noexcept { return s_->l.c.offset; }
+std::uint64_t ReencryptSession::total_bytes() const noexcept { return s_->l.c.device_size; }
+std::uint64_t ReencryptSession::converted_bytes() const noexcept { return s_->bytes; }
+
+ReencryptSession::Hotzone ReencryptSession::next_hotzone() const noexcept {
+  const Context& c = s_->l.c;
+  if (c.offset >= c.device_size) return {c.device_size, 0};
+  return {c.offset, std::min(s_->max_len, c.device_size - c.offset)};
+}
+
+Result<std::unique_ptr<Volume>> ReencryptSession::open_served_volume(
+    std::unique_ptr<BackingStore> store, const VolumeOptions& options,
+    std::shared_ptr<spdlog::logger> logger) {
+  State& s = *s_;
+  const Context& c = s.l.c;
+  CRYPTMAP_TRY(before, cipher_for(c.new_seg, s.l.vk_new.span()));
+  CRYPTMAP_TRY(after, cipher_for(c.old_seg, s.l.vk_old.span()));
+  const std::uint32_t ss = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
+  auto boundary = std::make_shared<SegmentBoundary>(c.offset);
+  CRYPTMAP_TRY(cipher, make_boundary_cipher(std::move(before), std::move(after), ss, boundary));
+  auto spec = crypto::CipherSpec::parse(c.new_seg.encryption);
+  if (!spec) return fail(make_error(Errc::kUnsupported, "LUKS2 reencryption segment encryption"));
+  VolumeLayout v;
+  v.type = VolumeType::kLuks2;
+  v.cipher = *spec;
+  v.key_bytes = static_cast<std::uint32_t>(s.l.vk_new.size());
+  v.sector_size = ss;
+  v.data_offset_bytes = c.data_offset;
+  v.size_bytes = c.device_size;
+  v.uuid = s.l.h->disk().bin.uuid;
+  v.label = s.l.h->disk().bin.label;
+  CRYPTMAP_TRY(vol, open_volume(std::move(v), std::move(cipher), std::move(store), options,
+                                std::move(logger)));
+  s.boundary = std::move(boundary);
+  return vol;
+}
+
+Result<void> ReencryptSession::step(Volume* served) {
+  const auto [off, len] = next_hotzone();
+  if (len == 0) return ok();
+  if (!served != !s_->boundary)
+    return fail(make_error(Errc::kInvalid,
+                           served ? "online reencryption step: not this session's served volume"
+                                  : "reencryption step: the session serves a volume; step it"));
+  if (!served) return convert_hotzone();
+  return served->hold_range(ByteOffset{off}, len, [&]() -> Result<void> {
+    CRYPTMAP_TRY_VOID(convert_hotzone());
+    s_->boundary->move_to(off + len);
+    return ok();
+  });
+}
+
+Result<void> ReencryptSession::convert_hotzone() {
+  State& s = *s_;
+  Context& c = s.l.c;
+  Luks2State& st = s.l.st;
+  BackingStore& image = s.image;
+  const auto [off, len] = next_hotzone();
+  if (len == 0) return ok();
+  const bool protect = c.resilience != "none";
+  s.buf.resize(len);
+  CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, s.l.prev, s.l.fin, off, len, true));
+  CRYPTMAP_TRY_VOID(s.e.read(off, s.buf));
+  // Metadata commit point: the resilience data, then the header naming the hotzone.
+  if (c.resilience == "checksum") {
+    CRYPTMAP_TRY(sums, checksums_of(c, s.buf));
+    CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, sums));
+    CRYPTMAP_TRY_VOID(image.sync());
+    CRYPTMAP_TRY_VOID(commit_synced(image, st));
+  } else if (c.resilience == "journal") {
+    if (len > c.area_size)
+      return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than hotzone"));
+    CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, s.buf));
     CRYPTMAP_TRY_VOID(image.sync());
     CRYPTMAP_TRY_VOID(commit_synced(image, st));
   }
-  if (c.offset >= c.device_size) {
-    CRYPTMAP_TRY_VOID(finish(image, st, c));
-    CRYPTMAP_TRY_VOID(image.sync());
-    result.finished = true;
+  CRYPTMAP_TRY_VOID(s.e.convert(off, s.buf));
+  CRYPTMAP_TRY_VOID(s.e.write(off, s.buf));
+  if (protect) CRYPTMAP_TRY_VOID(image.sync());
+  CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, s.l.prev, s.l.fin, off, len, false));
+  // After the last hotzone the finish is the next commit: no header ever shows one regular
+  // segment that might be the old one (init) or the new one (done).
+  const bool last = off + len >= c.device_size;
+  if (protect && !last)
+    CRYPTMAP_TRY_VOID(commit_synced(image, st));
+  else
+    s.dirty_none = !last;
+  c.offset += len;
+  s.bytes += len;
+  return ok();
+}
+
+Result<ReencryptRunResult> ReencryptSession::stop() {
+  State& s = *s_;
+  std::fill(s.buf.begin(), s.buf.end(), std::byte{0});
+  if (s.dirty_none) {
+    CRYPTMAP_TRY_VOID(s.image.sync());
+    CRYPTMAP_TRY_VOID(commit_synced(s.image, s.l.st));
+    s.dirty_none = false;
+  }
+  ReencryptRunResult result;
+  result.bytes = s.bytes;
+  if (s.l.c.offset >= s.l.c.device_size) {
+    CRYPTMAP_TRY_VOID(finish(s.image, s.l.st, s.l.c));
+    CRYPTMAP_TRY_VOID(s.image.sync());
+    result.finished = s.finished = true;
   }
   return result;
 }
 
-Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase) {
-  CRYPTMAP_TRY(l, load_verified(image, passphrase));
-  CRYPTMAP_TRY(e, engine_for(image, l));
-  CRYPTMAP_TRY_VOID(recover_if_crashed(image, l, e));
+Result<ReencryptRunResult> reencrypt_run(BackingStore& image, std::span<const std::byte> passphrase,
+                                         const ReencryptRunOptions& o) {
+  CRYPTMAP_TRY(session, ReencryptSession::start(image, passphrase, o.max_hotzone_bytes));
+  bool stop = o.progress && !o.progress(session->done_bytes(), session->total_bytes());
+  while (!stop && session->next_hotzone().length > 0) {
+    CRYPTMAP_TRY_VOID(session->step());
+    if (o.progress && !o.progress(session->done_bytes(), session->total_bytes())) stop = true;
+  }
+  return session->stop();
+}
+
+namespace {
+
+// The volume of a header in reencryption as it stands (docs/reencrypt.md §9): up to two crypt
+// segments either side of the boundary, the old key followed by the new one.
+Result<UnlockedVolume> paused_volume(const Loaded& l) {
   const Context& c = l.c;
   auto old_spec = crypto::CipherSpec::parse(c.old_seg.encryption);
   auto new_spec = crypto::CipherSpec::parse(c.new_seg.encryption);
@@ -1048,6 +1140,25 @@ Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::
   }
   u.keyslot = -1;
   return u;
+}
+
+}  // namespace
+
+Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase) {
+  CRYPTMAP_TRY(l, load_verified(image, passphrase));
+  Engine e{image, l.c, nullptr, nullptr, {}};
+  CRYPTMAP_TRY_VOID(key_engine(e, l));
+  CRYPTMAP_TRY_VOID(recover_if_crashed(image, l, e));
+  return paused_volume(l);
+}
+
+Result<VolumeLayout> ReencryptSession::layout_now() const {
+  if (!s_->finished) {
+    CRYPTMAP_TRY(u, paused_volume(s_->l));
+    return std::move(u.layout);
+  }
+  CRYPTMAP_TRY(h, load_luks_header(s_->image, std::nullopt));
+  return h->layout();
 }
 
 }  // namespace cryptmap::volume

@@ -7,6 +7,9 @@
 //   reencrypt_run()    unlocks both volume keys, verifies the reencryption digest, recovers an
 //                      interrupted hotzone, then reencrypts hotzone by hotzone (forward) and
 //                      finally drops the old keyslots and the reencryption metadata.
+//   ReencryptSession   one run, hotzone by hotzone: the single implementation of the steps.
+//                      reencrypt_run() loops over it offline; the daemon drives it while it
+//                      serves the volume, holding each hotzone's I/O around step().
 //   reencrypt_status() what a header says (for messages and tests).
 //   reencrypt_open()   what `open` of an image in reencryption needs: both keys unlocked and the
 //                      reencryption digest verified, an interrupted hotzone recovered (as
@@ -22,6 +25,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -29,6 +33,7 @@
 #include "base/result.h"
 #include "volume/format/luks_admin.h"
 #include "volume/format/unlock.h"
+#include "volume/volume.h"
 
 namespace cryptmap::volume {
 
@@ -72,6 +77,62 @@ struct ReencryptRunResult {
 // kCorrupt "Reencryption metadata is invalid.", kUnsupported for unimplemented modes, kIo.
 Result<ReencryptRunResult> reencrypt_run(BackingStore& image, std::span<const std::byte> passphrase,
                                          const ReencryptRunOptions& opts);
+
+// One reencryption run (reencrypt_run's loop, and the daemon's online run, are built on it):
+//   start()  unlocks both volume keys with the passphrase, verifies the reencryption digest and
+//            recovers a hotzone left flagged in-reencryption (the header is written then);
+//   step()   converts next_hotzone(): hot segments, resilience data and header (the metadata
+//            commit point), read/decrypt/encrypt/write, sync, post segments (docs/reencrypt.md
+//            §1 step 2). Offline nothing else touches the image; online the caller holds every
+//            other access to the hotzone's data from before step() until the served volume's
+//            boundary has moved past it;
+//   stop()   writes what resilience "none" kept in memory and, when nothing is left, finishes
+//            (old keyslots, backups, reencrypt keyslot, digests, requirement). Call it once, last.
+// Destroying a session without stop() leaves the header as the last step wrote it (resumable
+// except after a step with resilience none). Thread-compatible; `image` is borrowed and must
+// outlive the session; the caller holds the metadata lock.
+class ReencryptSession {
+ public:
+  struct Hotzone {
+    std::uint64_t offset = 0;  // bytes of data, from the data offset
+    std::uint64_t length = 0;  // 0: nothing left to convert
+  };
+  // Errors: reencrypt_run's; kInvalid for a hotzone size below 512 bytes.
+  static Result<std::unique_ptr<ReencryptSession>> start(BackingStore& image,
+                                                         std::span<const std::byte> passphrase,
+                                                         std::uint64_t max_hotzone_bytes);
+  ~ReencryptSession();
+  ReencryptSession(const ReencryptSession&) = delete;
+  ReencryptSession& operator=(const ReencryptSession&) = delete;
+
+  Hotzone next_hotzone() const noexcept;
+  // Converts next_hotzone() (nothing when its length is 0). On an error the header names the
+  // last committed state; a crash inside it is recovered by the next start() or open.
+  // Online, `served` is the volume open_served_volume() made: the hotzone is held in it
+  // (Volume::hold_range) for the whole step, and its boundary moves past the hotzone before
+  // the hold ends; requests elsewhere go on.
+  Result<void> step(Volume* served = nullptr);
+  // The volume to serve while this session runs online: the data of `store` (the image,
+  // opened for serving) through a cipher whose boundary follows done_bytes(): [0, done) under
+  // the new key, the rest under the old one. Its layout is flat (data offset, the larger
+  // sector size, the data size). Errors: open_volume's.
+  Result<std::unique_ptr<Volume>> open_served_volume(std::unique_ptr<BackingStore> store,
+                                                     const VolumeOptions& options,
+                                                     std::shared_ptr<spdlog::logger> logger);
+  Result<ReencryptRunResult> stop();
+  // What the image unlocks to now: while in reencryption reencrypt_open()'s layout (two
+  // segments), after a finishing stop() the plain LUKS2 layout under the new key.
+  Result<VolumeLayout> layout_now() const;
+  std::uint64_t done_bytes() const noexcept;       // data under the new key (the boundary)
+  std::uint64_t total_bytes() const noexcept;      // data size
+  std::uint64_t converted_bytes() const noexcept;  // by this session's steps
+
+ private:
+  struct State;
+  Result<void> convert_hotzone();  // the step itself (docs/reencrypt.md §1 step 2)
+  explicit ReencryptSession(std::unique_ptr<State> s);
+  std::unique_ptr<State> s_;
+};
 
 // The volume of an image in reencryption, served while the reencryption is paused. The layout
 // has up to two crypt segments (volume/segment/segment_map.h): [0, boundary) under the new key,

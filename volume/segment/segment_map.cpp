@@ -135,7 +135,56 @@ class SegmentedCipher final : public crypto::SectorCipher {
   std::uint32_t ss_;
 };
 
+class BoundaryCipher final : public crypto::SectorCipher {
+ public:
+  BoundaryCipher(std::unique_ptr<crypto::SectorCipher> before,
+                 std::unique_ptr<crypto::SectorCipher> after, std::uint32_t ss,
+                 std::shared_ptr<const SegmentBoundary> boundary)
+      : before_(std::move(before)),
+        after_(std::move(after)),
+        ss_(ss),
+        boundary_(std::move(boundary)) {}
+
+  Result<void> encrypt(const crypto::SectorRun& run) const override { return crypt(run, true); }
+  Result<void> decrypt(const crypto::SectorRun& run) const override { return crypt(run, false); }
+  std::uint32_t sector_size() const noexcept override { return ss_; }
+  const char* engine_name() const noexcept override { return after_->engine_name(); }
+
+ private:
+  Result<void> crypt(const crypto::SectorRun& run, bool enc) const {
+    const std::uint64_t count = run.data.size() / ss_;
+    const std::uint64_t first = run.first.value;
+    // One load: the caller holds the run's range, so the boundary cannot cross it meanwhile.
+    const std::uint64_t split = boundary_->get() / ss_;
+    const std::uint64_t n_before = split <= first ? 0 : std::min(count, split - first);
+    auto side = [&](const crypto::SectorCipher& c, std::uint64_t k, std::uint64_t n) {
+      const std::uint64_t per = ss_ / c.sector_size();
+      const crypto::SectorRun sub{
+          run.data.subspan(k * ss_, n * ss_), {}, SectorIndex{(first + k) * per}};
+      return enc ? c.encrypt(sub) : c.decrypt(sub);
+    };
+    if (n_before > 0) CRYPTMAP_TRY_VOID(side(*before_, 0, n_before));
+    if (n_before < count) CRYPTMAP_TRY_VOID(side(*after_, n_before, count - n_before));
+    return ok();
+  }
+
+  std::unique_ptr<crypto::SectorCipher> before_, after_;
+  std::uint32_t ss_;
+  std::shared_ptr<const SegmentBoundary> boundary_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<crypto::SectorCipher>> make_boundary_cipher(
+    std::unique_ptr<crypto::SectorCipher> before, std::unique_ptr<crypto::SectorCipher> after,
+    std::uint32_t sector_size, std::shared_ptr<const SegmentBoundary> boundary) {
+  if (!before || !after || !boundary || sector_size == 0 ||
+      sector_size % before->sector_size() != 0 || sector_size % after->sector_size() != 0)
+    return make_error_fmt(Errc::kInvalid, "boundary cipher", sector_size,
+                          "sector size %u is not a multiple of both ciphers'", sector_size);
+  return std::unique_ptr<crypto::SectorCipher>(
+      new BoundaryCipher(std::move(before), std::move(after), sector_size, std::move(boundary)));
+}
 
 Result<void> validate_segments(const VolumeLayout& layout, std::uint64_t image_bytes) {
   const auto& segs = layout.segments;

@@ -21,6 +21,7 @@
 // creation). The store decorator owns the image store.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -45,5 +46,29 @@ Result<std::unique_ptr<BackingStore>> make_segmented_store(const VolumeLayout& l
                                                            std::unique_ptr<BackingStore> image);
 Result<std::unique_ptr<crypto::SectorCipher>> make_segmented_cipher(const VolumeLayout& layout,
                                                                     std::span<const std::byte> key);
+
+// The boundary between the two sides of a volume whose reencryption moves while it is served
+// (online reencryption, docs/reencrypt.md §10): bytes below it are under the "before" cipher
+// (the new key), the rest under the "after" one (the old key). It only moves forward, by whole
+// engine sectors, while the range it moves over is held (Volume::hold_range), so a request sees
+// one side or the other for each sector, never a mix. Thread-safe.
+class SegmentBoundary {
+ public:
+  explicit SegmentBoundary(std::uint64_t at) noexcept : at_(at) {}
+  std::uint64_t get() const noexcept { return at_.load(std::memory_order_acquire); }
+  void move_to(std::uint64_t at) noexcept { at_.store(at, std::memory_order_release); }
+
+ private:
+  std::atomic<std::uint64_t> at_;
+};
+
+// The cipher of such a volume: sectors of `sector_size` bytes (a multiple of both ciphers'
+// sector sizes) below the boundary go to `before`, the others to `after`. Both ciphers take
+// their sector indices from the start of the volume's data (each configured with its IV offset
+// at that start), so moving the boundary needs no new cipher. kInvalid when sector_size is not
+// a multiple of theirs.
+Result<std::unique_ptr<crypto::SectorCipher>> make_boundary_cipher(
+    std::unique_ptr<crypto::SectorCipher> before, std::unique_ptr<crypto::SectorCipher> after,
+    std::uint32_t sector_size, std::shared_ptr<const SegmentBoundary> boundary);
 
 }  // namespace cryptmap::volume

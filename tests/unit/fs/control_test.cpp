@@ -123,6 +123,32 @@ TEST(ControlProtocol, ResizeAndRefreshRequestsRoundTrip) {
   EXPECT_EQ(out->volume_key.as_chars(), rf.volume_key.as_chars());
 }
 
+TEST(ControlProtocol, ReencryptRequestsAndProgressRepliesRoundTrip) {
+  Request rq;
+  rq.verb = Verb::kReencrypt;
+  rq.name = "data";
+  rq.hotzone_bytes = (5ull << 32) + 4096;  // above 32 bits
+  rq.volume_key = *SecretBytes::copy_of(std::string_view("a passphrase"));
+  auto body = encode_request(rq);
+  ASSERT_TRUE(body.has_value());
+  auto out = decode_request(body->span());
+  ASSERT_TRUE(out.has_value()) << out.error().message();
+  EXPECT_EQ(out->verb, Verb::kReencrypt);
+  EXPECT_EQ(out->hotzone_bytes, (5ull << 32) + 4096);
+  EXPECT_EQ(out->volume_key.as_chars(), "a passphrase");
+  Reply p;
+  p.progress = true;
+  p.done_bytes = 3ull << 33;
+  p.total_bytes = 1ull << 40;
+  auto rb = encode_reply(p);
+  ASSERT_TRUE(rb.has_value());
+  auto back = decode_reply(rb->span());
+  ASSERT_TRUE(back.has_value()) << back.error().message();
+  EXPECT_TRUE(back->progress);
+  EXPECT_EQ(back->done_bytes, 3ull << 33);
+  EXPECT_EQ(back->total_bytes, 1ull << 40);
+}
+
 // A CLI of another protocol version (an old client, or a daemon left running across an
 // upgrade) gets a message that says what to do, not a garbled decode.
 TEST(ControlProtocol, AnotherVersionIsRefusedWithWhatToDo) {
@@ -214,7 +240,7 @@ TEST(ControlProtocol, HostileFieldsAreRejected) {
     EXPECT_FALSE(decode(v));
     v[1] = std::byte{kLastVerb + 1};
     EXPECT_FALSE(decode(v));
-    v[1] = std::byte{kLastVerb};  // kResume
+    v[1] = std::byte{kLastVerb};  // kReencrypt
     EXPECT_TRUE(decode(v));
   }
   {

@@ -1,0 +1,68 @@
+#include "volume/online_reencrypt.h"
+
+#include "volume/format/luks2_reencrypt.h"
+#include "volume/open.h"
+#include "volume/store/backing_store.h"
+#include "volume/store/nbd_backing_store.h"
+
+namespace cryptmap::volume {
+
+// The run's own handle on the image (buffered, as the offline run's) and the session on it;
+// the served volume has its own (O_DIRECT, probe_store) until it is taken.
+struct OnlineReencryption::Impl {
+  std::unique_ptr<BackingStore> image;
+  std::unique_ptr<ReencryptSession> session;
+  std::unique_ptr<Volume> served;
+};
+
+OnlineReencryption::OnlineReencryption(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+OnlineReencryption::~OnlineReencryption() = default;
+
+Result<std::unique_ptr<OnlineReencryption>> OnlineReencryption::start(
+    const std::string& image, std::span<const std::byte> passphrase,
+    std::uint64_t max_hotzone_bytes, const VolumeOptions& options,
+    std::shared_ptr<spdlog::logger> logger) {
+  if (options.read_only)
+    return make_error_fmt(Errc::kReadOnly, "online reencryption", kNoObject,
+                          "%s is served read-only: close it and open it read-write first",
+                          image.c_str());
+  auto impl = std::make_unique<Impl>();
+  CRYPTMAP_TRY(store, open_image_store(image, {.read_only = false, .direct_io = false}));
+  impl->image = std::move(store);
+  CRYPTMAP_TRY(session, ReencryptSession::start(*impl->image, passphrase, max_hotzone_bytes));
+  impl->session = std::move(session);
+  CRYPTMAP_TRY(served_store, probe_store(image, {.read_only = false}));
+  if (served_store->zones() != nullptr)
+    return make_error_fmt(Errc::kUnsupported, "online reencryption", kNoObject,
+                          "%s is zoned: online reencryption of zoned images is not implemented",
+                          image.c_str());
+  CRYPTMAP_TRY(served, impl->session->open_served_volume(std::move(served_store), options,
+                                                         std::move(logger)));
+  impl->served = std::move(served);
+  return std::unique_ptr<OnlineReencryption>(new OnlineReencryption(std::move(impl)));
+}
+
+std::unique_ptr<Volume> OnlineReencryption::take_served_volume() {
+  return std::move(impl_->served);
+}
+
+Result<bool> OnlineReencryption::step(Volume& served) {
+  if (impl_->session->next_hotzone().length == 0) return false;
+  CRYPTMAP_TRY_VOID(impl_->session->step(&served));
+  return true;
+}
+
+Result<OnlineReencryption::Stopped> OnlineReencryption::stop() {
+  CRYPTMAP_TRY(r, impl_->session->stop());
+  return Stopped{r.finished, r.bytes};
+}
+
+std::uint64_t OnlineReencryption::done_bytes() const noexcept {
+  return impl_->session->done_bytes();
+}
+std::uint64_t OnlineReencryption::total_bytes() const noexcept {
+  return impl_->session->total_bytes();
+}
+Result<VolumeLayout> OnlineReencryption::layout() const { return impl_->session->layout_now(); }
+
+}  // namespace cryptmap::volume
