@@ -1011,9 +1011,10 @@ Result<void> ReencryptSession::step(Volume* served) {
                            served ? "online reencryption step: not this session's served volume"
                                   : "reencryption step: the session serves a volume; step it"));
   if (!served) return convert_hotzone();
+  const std::uint64_t end = off + len;  // a structured binding is not captured (clang 14)
   return served->hold_range(ByteOffset{off}, len, [&]() -> Result<void> {
     CRYPTMAP_TRY_VOID(convert_hotzone());
-    s_->boundary->move_to(off + len);
+    s_->boundary->move_to(end);
     return ok();
   });
 }
