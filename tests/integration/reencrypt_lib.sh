@@ -82,9 +82,10 @@ kill_delay() { local ms=$(($1 * (10 + RANDOM % 81) / 100)); sleep "$((ms / 1000)
 
 # reenc_state IMAGE: "done" when not in reencryption, else "hot B" (a hotzone flagged
 # in-reencryption starts at B) or "paused B": B bytes of data already under the new key, from
-# the header's regular segments (docs/reencrypt.md §3). One luksDump.
+# the header's regular segments (docs/reencrypt.md §3). One luksDump; with NOLOCK=1 it does not
+# wait for the image's lock (a run holds it): a header caught mid-write then prints nothing.
 reenc_state() {
-  cryptsetup luksDump --dump-json-metadata "$1" | python3 -c '
+  cryptsetup luksDump ${NOLOCK:+--disable-locks} --dump-json-metadata "$1" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 if "requirements" not in d["config"]:
