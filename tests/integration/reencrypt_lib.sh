@@ -98,3 +98,14 @@ print("hot" if hot else "paused", b)'
 }
 # boundary IMAGE: the B of reenc_state (0 when not in reencryption).
 boundary() { reenc_state "$1" | awk '{print $1 == "done" ? 0 : $2}'; }
+# paused_served IMAGE VOLUME WHAT: IMAGE's reencryption is paused (no hotzone flagged) with its
+# boundary inside the data, and `status` of VOLUME (served in $MNT) shows that boundary. Sets
+# PAUSED_AT to it.
+paused_served() {
+  hot_state "$1" && fail "$3: a hotzone is left flagged in-reencryption"
+  PAUSED_AT=$(boundary "$1")
+  ((PAUSED_AT > 0 && PAUSED_AT < DATA)) || fail "$3: boundary $PAUSED_AT is not inside the data"
+  cm status --mount-dir "$MNT" "$2" > "$T/status"
+  grep -q "reencryption: paused, $PAUSED_AT of $DATA bytes under the new key" "$T/status" \
+    || { cat "$T/status"; fail "$3: status does not show the paused reencryption at $PAUSED_AT"; }
+}

@@ -47,12 +47,8 @@ served() {
   b=$(boundary "$img")
   note "$what: killed with the hotzone at byte $b of $DATA"
   cm_open --key-file "$K" "$img" r || fail "$what: cryptmap cannot open the image in reencryption"
-  hot_state "$img" && fail "$what: open left the hotzone flagged in-reencryption"
-  b=$(boundary "$img")
-  ((b > 0 && b < DATA)) || fail "$what: boundary $b after recovery is not inside the data"
-  cm status --mount-dir "$MNT" r > "$T/status"
-  grep -q "reencryption: paused, $b of $DATA bytes under the new key" "$T/status" \
-    || { cat "$T/status"; fail "$what: status does not show the paused reencryption at $b"; }
+  paused_served "$img" r "$what: after open (recovery)"
+  b=$PAUSED_AT
   cm status --json --mount-dir "$MNT" | python3 -c '
 import json, sys
 v = json.load(sys.stdin)["volumes"][0]
