@@ -26,16 +26,20 @@ Result<std::unique_ptr<OnlineReencryption>> OnlineReencryption::start(
     return make_error_fmt(Errc::kReadOnly, "online reencryption", kNoObject,
                           "%s is served read-only: close it and open it read-write first",
                           image.c_str());
-  auto impl = std::make_unique<Impl>();
-  CRYPTMAP_TRY(store, open_image_store(image, {.read_only = false, .direct_io = false}));
-  impl->image = std::move(store);
-  CRYPTMAP_TRY(session, ReencryptSession::start(*impl->image, passphrase, max_hotzone_bytes));
-  impl->session = std::move(session);
+  // The served store first: a zoned image is refused before the session writes anything (the
+  // recovery of an interrupted hotzone).
   CRYPTMAP_TRY(served_store, probe_store(image, {.read_only = false}));
   if (served_store->zones() != nullptr)
     return make_error_fmt(Errc::kUnsupported, "online reencryption", kNoObject,
                           "%s is zoned: online reencryption of zoned images is not implemented",
                           image.c_str());
+  auto impl = std::make_unique<Impl>();
+  // The session's header and hotzone I/O, one piece at a time from the control thread: the
+  // metadata options (no io_uring rings) as the offline run's.
+  CRYPTMAP_TRY(store, open_image_store(image, metadata_store_options(false)));
+  impl->image = std::move(store);
+  CRYPTMAP_TRY(session, ReencryptSession::start(*impl->image, passphrase, max_hotzone_bytes));
+  impl->session = std::move(session);
   CRYPTMAP_TRY(served, impl->session->open_served_volume(std::move(served_store), options,
                                                          std::move(logger)));
   impl->served = std::move(served);
