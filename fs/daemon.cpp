@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -209,9 +210,8 @@ class Daemon {
                                         std::to_string(full.volume_key.size()) +
                                         " bytes, its volume needs " +
                                         std::to_string(full.layout.key_bytes) + ".");
-    for (const VolumeStatus& v : server_->status())
-      if (v.name == req.name && !v.suspended)
-        return reply_with(kExitUsage, "Volume " + req.name + " is not suspended.");
+    if (auto st = status_of(req.name); st && !st->suspended)
+      return reply_with(kExitUsage, "Volume " + req.name + " is not suspended.");
     auto vol = open_volume(full);
     full.volume_key = SecretBytes();  // the cipher holds its own copy
     if (!vol) return error_reply(vol.error(), full.source.image);
@@ -263,13 +263,12 @@ class Daemon {
                                         std::to_string(full.volume_key.size()) +
                                         " bytes, its volume needs " +
                                         std::to_string(full.layout.key_bytes) + ".");
-    for (const VolumeStatus& v : server_->status()) {
-      if (v.name != req.name) continue;
-      if (v.suspended)
+    if (auto st = status_of(req.name)) {
+      if (st->suspended)
         return reply_with(
             kExitUsage,
             "Volume " + req.name + " is suspended: resume it first (luksResume " + req.name + ").");
-      full.layout.size_bytes = v.size_bytes;  // refresh keeps the size (resize changes it)
+      full.layout.size_bytes = st->size_bytes;  // refresh keeps the size (resize changes it)
     }
     auto vol = open_volume(full);
     full.volume_key = SecretBytes();  // the cipher holds its own copy
@@ -302,11 +301,10 @@ class Daemon {
                         "Online reencryption of " + req.name +
                             " with a detached header (--header) is not implemented yet; close "
                             "it and use cryptsetup reencrypt.");
-    for (const VolumeStatus& v : server_->status())
-      if (v.name == req.name && v.suspended)
-        return reply_with(kExitUsage, "Volume " + req.name +
-                                          " is suspended: resume it first (luksResume " + req.name +
-                                          "), then run reencrypt again.");
+    if (auto st = status_of(req.name); st && st->suspended)
+      return reply_with(kExitUsage, "Volume " + req.name +
+                                        " is suspended: resume it first (luksResume " + req.name +
+                                        "), then run reencrypt again.");
     auto run = volume::OnlineReencryption::start(add.source.image, req.volume_key.span(),
                                                  req.hotzone_bytes, volume_options_of(add), log_);
     req.volume_key = SecretBytes();  // both keys are unlocked; the passphrase goes
@@ -569,6 +567,13 @@ class Daemon {
   }
 
  private:
+  // The served volume `name`'s status (none when it is not served).
+  std::optional<VolumeStatus> status_of(const std::string& name) const {
+    for (VolumeStatus& v : server_->status())
+      if (v.name == name) return std::move(v);
+    return std::nullopt;
+  }
+
   DaemonOptions opts_;
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<VolumeServer> server_;
