@@ -37,6 +37,15 @@ bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std:
       {"header", "--header"}, {"cipher", "--cipher"}, {"hash", "--hash"}};
   static const std::set<std::string> kPlainOnly{"cipher", "size", "hash",
                                                 "offset", "skip", "sector-size"};
+  // crypttab(5)'s dm-crypt performance flags: the open flags of the same names.
+  static const std::map<std::string, std::string> kFlags{
+      {"no-read-workqueue", "--perf-no_read_workqueue"},
+      {"no-write-workqueue", "--perf-no_write_workqueue"},
+      {"same-cpu-crypt", "--perf-same_cpu_crypt"},
+      {"submit-from-crypt-cpus", "--perf-submit_from_crypt_cpus"}};
+  // crypttab(5)'s TrueCrypt options; each implies `tcrypt`.
+  static const std::map<std::string, std::string> kTcryptFlags{
+      {"tcrypt-hidden", "--tcrypt-hidden"}, {"tcrypt-system", "--tcrypt-system"}};
   std::istringstream in(text);
   std::string raw;
   std::set<std::string> names;
@@ -72,6 +81,9 @@ bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std:
     bool read_only = false;
     std::vector<std::string> args;
     std::vector<std::string> plain_used;
+    std::vector<std::string> tcrypt_keyfiles;
+    bool veracrypt = false;
+    std::string pim;
     if (fields.size() == 4) {
       std::istringstream opts(fields[3]);
       for (std::string o; std::getline(opts, o, ',');) {
@@ -79,8 +91,26 @@ bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std:
         auto eq = o.find('=');
         std::string key = eq == std::string::npos ? o : o.substr(0, eq);
         std::string val = eq == std::string::npos ? std::string() : o.substr(eq + 1);
-        if (o == "luks" || o == "plain") {
+        if (o == "luks" || o == "plain" || o == "tcrypt" || o == "bitlk") {
           type = o;
+        } else if (kFlags.count(o)) {
+          args.push_back(kFlags.at(o));
+        } else if (kTcryptFlags.count(o)) {
+          type = "tcrypt";
+          args.push_back(kTcryptFlags.at(o));
+        } else if (o == "tcrypt-veracrypt") {
+          type = "tcrypt";
+          veracrypt = true;
+        } else if (key == "tcrypt-keyfile" && eq != std::string::npos) {
+          if (val.empty() || val[0] != '/')
+            return fail("option 'tcrypt-keyfile' needs an absolute path, got '" + val + "'");
+          type = "tcrypt";
+          tcrypt_keyfiles.push_back(val);
+        } else if (key == "veracrypt-pim" && eq != std::string::npos) {
+          if (!all_digits(val) || std::stoull(val) > 2147468)
+            return fail("option 'veracrypt-pim' needs a number from 0 to 2147468, got '" + val +
+                        "'");
+          pim = val;
         } else if (o == "readonly" || o == "read-only") {
           read_only = true;
         } else if (o == "noauto") {
@@ -105,10 +135,24 @@ bool parse_cryptmaptab(const std::string& text, std::vector<TabEntry>& out, std:
         }
       }
     }
-    if (type == "luks" && !plain_used.empty())
+    if (type != "plain" && !plain_used.empty())
       return fail("option '" + plain_used.front() + "' is for plain mode; add 'plain'");
+    if (!pim.empty() && !veracrypt)
+      return fail("option 'veracrypt-pim' needs 'tcrypt-veracrypt' (as in crypttab(5))");
     e.open_args = {"--type", type};
-    if (!e.key_file.empty()) e.open_args.insert(e.open_args.end(), {"--key-file", e.key_file});
+    if (type == "tcrypt") {
+      // crypttab(5): a TrueCrypt volume's KEYFILE field holds the passphrase (its first line);
+      // tcrypt-keyfile= names the TrueCrypt/VeraCrypt keyfiles; without tcrypt-veracrypt only
+      // TrueCrypt headers are tried.
+      e.passphrase_file = e.key_file;
+      for (const auto& k : tcrypt_keyfiles)
+        e.open_args.insert(e.open_args.end(), {"--key-file", k});
+      if (!veracrypt) e.open_args.push_back("--disable-veracrypt");
+      if (!pim.empty() && pim != "0")
+        e.open_args.insert(e.open_args.end(), {"--veracrypt-pim", pim});
+    } else if (!e.key_file.empty()) {
+      e.open_args.insert(e.open_args.end(), {"--key-file", e.key_file});
+    }
     if (read_only) e.open_args.push_back("--readonly");
     e.open_args.insert(e.open_args.end(), args.begin(), args.end());
     entries.push_back(std::move(e));

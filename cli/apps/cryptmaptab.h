@@ -4,8 +4,13 @@
 // readonly|read-only, header=PATH, keyfile-offset=N, keyfile-size=N, key-slot=N, tries=N,
 // noauto (skipped by `tab-open` without names), nofail (a failure does not fail the run),
 // plain mode: cipher=, size= (key bits), hash=, offset=, skip=, sector-size=; discard (noted in
-// TabEntry::discard: the caller passes --allow-discards when `open` has it); x-systemd.* are
-// accepted and ignored. Anything else is an error naming the line.
+// TabEntry::discard: the caller passes --allow-discards when `open` has it); the performance
+// flags no-read-workqueue, no-write-workqueue, same-cpu-crypt, submit-from-crypt-cpus; bitlk;
+// TrueCrypt as crypttab(5) has it: tcrypt, tcrypt-hidden, tcrypt-system, tcrypt-veracrypt,
+// tcrypt-keyfile=PATH (repeatable), veracrypt-pim=N (with tcrypt-veracrypt), where the KEYFILE
+// field is the passphrase file (TabEntry::passphrase_file, fed on stdin) and only TrueCrypt
+// headers are tried without tcrypt-veracrypt. x-systemd.* are accepted and ignored. Anything
+// else is an error naming the line.
 //
 // Pure parsing: no I/O besides reading the text given. Thread-safety: free functions.
 #pragma once
@@ -20,6 +25,9 @@ struct TabEntry {
   std::string name;
   std::string image;
   std::string key_file;  // empty: ask
+  // tcrypt: the file whose first line is the passphrase (the caller makes it `open`'s stdin);
+  // empty: ask.
+  std::string passphrase_file;
   bool noauto = false;
   bool nofail = false;
   bool discard = false;  // `discard`: allow discards (TRIM) to reach the image

@@ -87,7 +87,9 @@ int open_from_tab(const TabRun& a) {
     argv.insert(argv.end(), a.open_args.begin(), a.open_args.end());
     if (e.discard) argv.emplace_back("--allow-discards");
     std::fflush(stdout);  // our lines and the child's stay in order when both go to one file
-    int rc = run(argv);
+    RunOptions run_options;
+    run_options.stdin_file = e.passphrase_file;
+    int rc = run(argv, run_options);
     if (rc == 0) {
       std::printf("%s: opened %s\n", e.name.c_str(), e.image.c_str());
     } else if (e.nofail) {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `cryptmap tab-open` / `tab-close` with a crypttab-syntax table: all entries but noauto ones,
 # readonly and key files honoured, already-open entries skipped, a named noauto entry opened,
-# nofail failures tolerated, a broken table opens nothing and names the line.
+# nofail failures tolerated, crypttab's performance flags applied, a TrueCrypt entry opened with
+# its passphrase file (TrueCrypt headers only unless tcrypt-veracrypt), a broken table opens
+# nothing and names the line.
 source "$(dirname "$0")/lib.sh"
 K=$(keyfile key "tab passphrase")
 MiB=$((1 << 20))
@@ -44,6 +46,24 @@ tab tab-open a > /dev/null
 record_fuse_conn
 pattern_check "$MNT/a" 0 $((1 * MiB)) 7 || fail "data of a lost across tab-close/tab-open"
 tab tab-close a
+
+note "crypttab's performance flags and a TrueCrypt entry (passphrase file, TrueCrypt headers only)"
+tar -xJf "$HERE/../data/tcrypt/tcrypt-images.tar.xz" -C "$T" tcrypt-images/tc_4-sha512-xts-aes
+printf 'aaaaaaaaaaaa\n' > "$T/tc.pw"
+cat > "$T/tab" <<TAB
+a   $T/a.img                            $K        luks,same-cpu-crypt,no-write-workqueue
+tc  $T/tcrypt-images/tc_4-sha512-xts-aes $T/tc.pw  tcrypt,read-only
+TAB
+tab tab-open > "$T/out" 2>&1 || { cat "$T/out"; fail "tab-open of the flags/tcrypt table failed"; }
+cm status a --mount-dir "$MNT" | grep -q "^  flags:   same_cpu_crypt no_write_workqueue" ||
+  fail "a: crypttab flags not applied: $(cm status a --mount-dir "$MNT")"
+cm status tc --mount-dir "$MNT" | grep -q "type:.*TCRYPT" || fail "tc: $(cm status tc --mount-dir "$MNT")"
+[[ $(blkid -p -o value -s UUID "$MNT/tc") == DEAD-BABE ]] || fail "tc: the TrueCrypt volume's FAT serial is not DEAD-BABE"
+tab tab-close
+printf 'tc %s %s tcrypt-veracrypt,veracrypt-pim=3\n' "$T/tcrypt-images/tc_4-sha512-xts-aes" "$T/tc.pw" > "$T/tab"
+set +e; tab tab-open > "$T/out" 2>&1; rc=$?; set -e
+[[ $rc == 2 ]] || fail "a TrueCrypt volume tried as VeraCrypt with a PIM: exit $rc: $(cat "$T/out")"
+[[ ! -e "$MNT/tc" ]] || fail "tc opened with a wrong PIM"
 
 note "a broken table opens nothing and names the line"
 printf 'a %s %s luks\nb %s %s luks,frobnicate\n' "$T/a.img" "$K" "$T/b.img" "$K" > "$T/tab"

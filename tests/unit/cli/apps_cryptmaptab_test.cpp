@@ -55,6 +55,35 @@ TEST(Cryptmaptab, ReadOnlySpellingsKeyFileWindowAndLastTypeWins) {
   EXPECT_EQ(e[1].open_args, (Args{"--type", "luks", "--key-file", "/k", "--readonly"}));
 }
 
+TEST(Cryptmaptab, PerformanceFlagsBitlkAndTrueCryptAsCrypttabHasThem) {
+  const std::string text =
+      "p /p.img /k luks,no-read-workqueue,no-write-workqueue,same-cpu-crypt,"
+      "submit-from-crypt-cpus\n"
+      "b /b.img /k bitlk,read-only\n"
+      "t /t.img /pw tcrypt\n"
+      "h /h.img /pw tcrypt-hidden,tcrypt-keyfile=/k1,tcrypt-keyfile=/k2\n"
+      "v /v.img - tcrypt-veracrypt,veracrypt-pim=7,tcrypt-system\n"
+      "z /z.img /pw tcrypt-veracrypt,veracrypt-pim=0\n";
+  std::vector<TabEntry> e;
+  std::string err;
+  ASSERT_TRUE(parse_cryptmaptab(text, e, err)) << err;
+  ASSERT_EQ(e.size(), 6u);
+  EXPECT_EQ(e[0].open_args, (Args{"--type", "luks", "--key-file", "/k", "--perf-no_read_workqueue",
+                                  "--perf-no_write_workqueue", "--perf-same_cpu_crypt",
+                                  "--perf-submit_from_crypt_cpus"}));
+  EXPECT_EQ(e[0].passphrase_file, "");
+  EXPECT_EQ(e[1].open_args, (Args{"--type", "bitlk", "--key-file", "/k", "--readonly"}));
+  // TrueCrypt: the KEYFILE field is the passphrase, fed on stdin, never a --key-file (which
+  // would be a TrueCrypt keyfile); TrueCrypt headers only unless tcrypt-veracrypt.
+  EXPECT_EQ(e[2].open_args, (Args{"--type", "tcrypt", "--disable-veracrypt"}));
+  EXPECT_EQ(e[2].passphrase_file, "/pw");
+  EXPECT_EQ(e[3].open_args, (Args{"--type", "tcrypt", "--key-file", "/k1", "--key-file", "/k2",
+                                  "--disable-veracrypt", "--tcrypt-hidden"}));
+  EXPECT_EQ(e[4].open_args, (Args{"--type", "tcrypt", "--veracrypt-pim", "7", "--tcrypt-system"}));
+  EXPECT_EQ(e[4].passphrase_file, "");
+  EXPECT_EQ(e[5].open_args, (Args{"--type", "tcrypt"})) << "PIM 0 is VeraCrypt's default";
+}
+
 // The shipped example must stay a valid table that means what its comments say.
 TEST(Cryptmaptab, ExampleFileParses) {
   std::ifstream in(CRYPTMAP_EXAMPLE_TAB);
@@ -86,6 +115,10 @@ TEST(Cryptmaptab, RefusesBadLinesNamingThem) {
       {"a /x k cipher=aes-cbc-essiv:sha256\n", "is for plain mode"},
       {"a /x k luks,,readonly\n", "empty option"},
       {"a /x k header=\n", "needs a value"},
+      {"a /x k tcrypt,veracrypt-pim=5\n", "needs 'tcrypt-veracrypt'"},
+      {"a /x k tcrypt-veracrypt,veracrypt-pim=2147469\n", "from 0 to 2147468"},
+      {"a /x k tcrypt-keyfile=rel\n", "needs an absolute path"},
+      {"a /x k bitlk,hash=sha256\n", "is for plain mode"},
   };
   for (const auto& [text, want] : cases) {
     std::vector<TabEntry> e{TabEntry{}};
