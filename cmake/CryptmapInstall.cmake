@@ -5,7 +5,8 @@
 #   bin/cryptmap                          the program. bin, not sbin as cryptsetup: plain users
 #                                         run it too (`vault`, `open` into $XDG_RUNTIME_DIR), and
 #                                         Debian's default PATH for them has no sbin.
-#   share/man/man8/cryptmap.8             written at build time by `cryptmap --help-man`
+#   share/man/man8/cryptmap.8.gz          written at build time by `cryptmap --help-man`,
+#                                         gzip -9n as Debian policy 12.1 asks
 #   share/bash-completion/completions/cryptmap   by `cryptmap --help-bash-completion`
 #   lib/systemd/system/cryptmap{,@}.service      examples/'s units, ExecStart pointing at the
 #                                         installed program (CRYPTMAP_SYSTEMD_UNIT_DIR)
@@ -16,7 +17,7 @@
 include(GNUInstallDirs)
 
 install(TARGETS cryptmap RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(FILES ${PROJECT_BINARY_DIR}/cli/cryptmap.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
+install(FILES ${PROJECT_BINARY_DIR}/cli/cryptmap.8.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
 install(FILES ${PROJECT_BINARY_DIR}/cli/cryptmap.bash-completion
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions RENAME cryptmap)
 

@@ -19,7 +19,7 @@ usr/share/doc/cryptmap/README.md
 usr/share/doc/cryptmap/copyright
 usr/share/doc/cryptmap/examples/README.md
 usr/share/doc/cryptmap/examples/cryptmaptab
-usr/share/man/man8/cryptmap.8"
+usr/share/man/man8/cryptmap.8.gz"
 got=$(cd "$D" && find . -type f -o -type l | sed 's|^\./||' | sort)
 [[ "$got" == "$expected" ]] || fail "installed files differ:$(diff <(echo "$expected") <(echo "$got"))"
 [[ -x "$D/usr/bin/cryptmap" ]] || fail "usr/bin/cryptmap is not executable"
@@ -36,7 +36,9 @@ grep -qx 'Documentation=file:///usr/share/doc/cryptmap/README.md' "$u/cryptmap.s
 ! grep -n /usr/local "$u"/* || fail "a unit still names /usr/local"
 
 note "cryptmap(8) renders without warnings"
-man8=$D/usr/share/man/man8/cryptmap.8
+gzip -t "$D/usr/share/man/man8/cryptmap.8.gz" || fail "cryptmap.8.gz is not gzip"
+man8=$T/cryptmap.8
+zcat "$D/usr/share/man/man8/cryptmap.8.gz" > "$man8"
 groff -ww -z -man "$man8" 2> "$T/groff.err" || fail "groff failed: $(cat "$T/groff.err")"
 [[ ! -s "$T/groff.err" ]] || fail "groff -ww warns: $(cat "$T/groff.err")"
 MANWIDTH=100 man --warnings -l "$man8" > "$T/man.txt" 2> "$T/man.err" || fail "man -l failed: $(cat "$T/man.err")"
