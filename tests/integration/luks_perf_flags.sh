@@ -5,7 +5,8 @@
 #   discards same_cpu_crypt submit_from_crypt_cpus no_read_workqueue no_write_workqueue);
 #   status --json lists them;
 # - refresh --persistent stores them under cryptsetup's LUKS2 names (same-cpu-crypt,
-#   submit-from-crypt-cpus), which cryptsetup's luksDump prints; open applies stored flags;
+#   submit-from-crypt-cpus), which cryptsetup's luksDump prints; open applies stored flags, of
+#   an image in reencryption too;
 # - plain volumes take them too; data written with them reads back after a reopen.
 source "$(dirname "$0")/lib.sh"
 watchdog 200
@@ -44,6 +45,14 @@ cm_close v
 note "open applies the stored flags; the data reads back"
 cm_open "$img" v --key-file "$K" --perf-submit_from_crypt_cpus
 [[ "$(flags_of v)" == "same_cpu_crypt submit_from_crypt_cpus " ]] || fail "reopen with a stored flag: flags line '$(flags_of v)'"
+pattern_check "$MNT/v" 0 $((2 * MiB)) 21
+cm_close v
+
+note "open of an image in reencryption applies the stored flags too"
+cryptsetup reencrypt --init-only --batch-mode --key-file "$K" "${CS_FAST_PBKDF2[@]}" "$img"
+cryptsetup luksDump "$img" | grep -q online-reencrypt || fail "cryptsetup's --init-only did not start a reencryption"
+cm_open "$img" v --key-file "$K"
+[[ "$(flags_of v)" == "same_cpu_crypt " ]] || fail "open in reencryption: flags line '$(flags_of v)'"
 pattern_check "$MNT/v" 0 $((2 * MiB)) 21
 cm_close v
 

@@ -154,6 +154,14 @@ Result<UnlockedKey> Luks1Header::unlock(std::span<const std::byte> passphrase,
 // ---------------------------------------------------------------------------------------------
 // LUKS2
 
+void set_persistent_flags(const luks2::Metadata& m, VolumeLayout& l) {
+  l.allow_discards = m.has_flag("allow-discards");
+  l.no_read_workqueue = m.has_flag("no-read-workqueue");
+  l.no_write_workqueue = m.has_flag("no-write-workqueue");
+  l.same_cpu_crypt = m.has_flag("same-cpu-crypt");
+  l.submit_from_crypt_cpus = m.has_flag("submit-from-crypt-cpus");
+}
+
 Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store,
                                                        bool for_inspection) {
   CRYPTMAP_TRY(disk, luks2::read_luks2_header(store, store.name()));
@@ -231,11 +239,7 @@ Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store
   }
   l.uuid = disk.bin.uuid;
   l.label = disk.bin.label;
-  l.allow_discards = m.has_flag("allow-discards");
-  l.no_read_workqueue = m.has_flag("no-read-workqueue");
-  l.no_write_workqueue = m.has_flag("no-write-workqueue");
-  l.same_cpu_crypt = m.has_flag("same-cpu-crypt");
-  l.submit_from_crypt_cpus = m.has_flag("submit-from-crypt-cpus");
+  set_persistent_flags(m, l);
   // Copy the key material of every usable keyslot (the store is borrowed for load only).
   for (const auto& k : m.keyslots) {
     if (k.type != "luks2") continue;

@@ -1113,7 +1113,7 @@ Result<UnlockedVolume> paused_volume(const Loaded& l) {
   v.size_bytes = c.device_size;
   v.uuid = l.h->disk().bin.uuid;
   v.label = l.h->disk().bin.label;
-  v.allow_discards = l.h->meta().has_flag("allow-discards");
+  format::set_persistent_flags(l.h->meta(), v);
   // Forward: the new key before the boundary, the old one from it to the end.
   if (c.offset > 0) {
     Segment s;

@@ -14,6 +14,11 @@
 
 namespace cryptmap::volume::format {
 
+// The activation flags a LUKS2 header stores (config.flags: allow-discards, no-read-workqueue,
+// no-write-workqueue, same-cpu-crypt, submit-from-crypt-cpus) into `l`, as cryptsetup applies
+// them at activation.
+void set_persistent_flags(const luks2::Metadata& m, VolumeLayout& l);
+
 class Luks1Header final : public LuksHeader {
  public:
   // Parses the phdr (all of cryptsetup's load checks) and copies the active keyslot areas.
