@@ -51,6 +51,7 @@
 #include "volume/format/unlock.h"
 #include "volume/store/backing_store.h"
 #include "volume/store/nbd_backing_store.h"
+#include "volume/store/rbd_backing_store.h"
 
 namespace cryptmap::cli {
 using fs::call_daemon;
@@ -529,7 +530,9 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
     ctx.exit_code = kExitBadDevice;
     return std::nullopt;
   }
-  req.source.image = network ? a.image : absolute(a.image);
+  // The daemon may have another environment: a network argument carries this CLI's Ceph client
+  // settings (--ceph-conf/--ceph-id, $CEPH_CONF) with it.
+  req.source.image = network ? volume::pin_rbd_client(a.image) : absolute(a.image);
   KeySource src;
   if (!a.key_file.empty()) src.key_file = a.key_file;
   src.keyfile_offset = a.keyfile_offset;

@@ -1,6 +1,7 @@
 // cryptmap: dm-crypt and cryptsetup in userspace. Verbs register themselves through
 // cli/commands.h; this file only builds the app and sets the process-wide defaults.
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 
 #include "cli/commands.h"
 #include "cli/manual.h"
@@ -26,6 +27,16 @@ int main(int argc, char** argv) {
                  "otherwise (services, scripts) syslog when something listens on /dev/log, "
                  "else file")
       ->check(CLI::IsMember({"syslog", "journal", "stderr", "file"}));
+  // Ceph RBD images (rbd:POOL/IMAGE): the client settings every verb's store open uses
+  // (volume/store/rbd_backing_store.h); set in the environment so the one-shot verbs and the
+  // daemon's open (pin_rbd_client) see the same.
+  app.add_option_function<std::string>(
+      "--ceph-conf", [](const std::string& p) { ::setenv("CEPH_CONF", p.c_str(), 1); },
+      "rbd: images: the Ceph configuration file (default $CEPH_CONF, else "
+      "/etc/ceph/ceph.conf)");
+  app.add_option_function<std::string>(
+      "--ceph-id", [](const std::string& id) { ::setenv("CRYPTMAP_CEPH_ID", id.c_str(), 1); },
+      "rbd: images: the Ceph client id (client.ID; default $CRYPTMAP_CEPH_ID, else admin)");
   add_daemon_commands(app, ctx);
   add_luks_commands(app, ctx);
   add_reencrypt_commands(app, ctx);

@@ -10,7 +10,11 @@
 #      object size) loads in librbd, and data librbd writes through its engine reads back in
 #      cryptmap;
 #   4. a snapshot opens read-only with the data of its time;
-#   5. ext4 on a loop device over the RBD-backed volume, e2fsck clean after close/reopen.
+#   5. ext4 on a loop device over the RBD-backed volume, e2fsck clean after close/reopen;
+#   6. --ceph-conf/--ceph-id (no $CEPH_CONF) for a one-shot verb and for a daemon started
+#      without it (the CLI pins the client into the argument); a missing file is a clear error;
+#   7. fio verify with 4 jobs through the FUSE file, again after close and reopen;
+#   8. kill -9 of the daemon under fsync'ed writes, 3 rounds: every acknowledged block intact.
 # Prints how long the cluster took to start.
 source "$(dirname "$0")/lib.sh"
 for tool in ceph-mon ceph-osd ceph rbd; do
@@ -165,5 +169,48 @@ mount -o ro "$dev" "$T/fs"; FSMNTS+=("$T/fs")
 umount "$T/fs"; FSMNTS=()
 losetup_detach "$dev"
 cm_close enc
+note "--ceph-conf / --ceph-id instead of \$CEPH_CONF, for one-shot verbs and for a daemon started without it"
+for _ in $(seq 1 100); do [[ -z "$(daemon_pid)" ]] && break; sleep 0.1; done
+[[ -z "$(daemon_pid)" ]] || fail "the daemon did not exit after its last close"
+env -u CEPH_CONF "$CRYPTMAP" luksDump rbd:rbd/enc --ceph-conf "$CEPH_CONF" | grep -q "^Version:.*2" ||
+  fail "luksDump with --ceph-conf"
+set +e
+env -u CEPH_CONF "$CRYPTMAP" luksDump rbd:rbd/enc --ceph-conf "$T/no.conf" > "$T/out" 2>&1; rc=$?
+set -e
+[[ $rc != 0 ]] && grep -q "rbd:rbd/enc" "$T/out" && grep -qi "configuration" "$T/out" ||
+  fail "a missing --ceph-conf: exit $rc, '$(cat "$T/out")'"
+# A daemon started without the variable (by a local image's open) serves the next open.
+truncate -s 24M "$T/local.img"
+cm luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$P" "$T/local.img"
+env -u CEPH_CONF "$CRYPTMAP" open --mount-dir "$MNT" "$T/local.img" local --key-file "$P"
+record_fuse_conn
+! tr '\0' '\n' < "/proc/$(daemon_pid)/environ" | grep -q '^CEPH_CONF=' ||
+  fail "the daemon has CEPH_CONF: the test would prove nothing"
+(cd "$C" && env -u CEPH_CONF "$CRYPTMAP" open --mount-dir "$MNT" rbd:rbd/enc enc --key-file "$P" \
+  --ceph-conf ceph.conf --ceph-id admin) || fail "open with a relative --ceph-conf, served by a daemon without \$CEPH_CONF"
+cm status enc --mount-dir "$MNT" | grep -q "rbd:rbd/enc:conf=$C/ceph.conf:id=admin" ||
+  fail "status does not show the pinned client: $(cm status enc --mount-dir "$MNT")"
+[[ $(blkid -p -o value -s TYPE "$MNT/enc") == ext4 ]] ||
+  fail "the ext4 made over RBD does not show through a daemon without \$CEPH_CONF"
+cm_close enc
+cm_close local
+
+note "fio verify (4 jobs) through the FUSE file over RBD, again after close and reopen"
+cm_open rbd:rbd/enc enc --key-file "$P"
+fio_verify_round "$MNT/enc" $((16 * MiB)) write 4M
+cm_close enc
+cm_open rbd:rbd/enc enc --key-file "$P"
+fio_verify_round "$MNT/enc" $((16 * MiB)) check 4M
+cm_close enc
+
+note "kill -9 of the daemon under fsync'ed writes over RBD: nothing acknowledged is lost"
+rbd create --size 64M rbd/crash
+cm luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+  --key-file "$P" rbd:rbd/crash
+for round in 1 2 3; do
+  fsync_crash_round rbd:rbd/crash c 2048 $round --key-file "$P"
+  cm_close c
+done
+
 note "whole test $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 echo "PASS"

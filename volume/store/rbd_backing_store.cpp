@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include "base/error.h"
@@ -55,6 +56,23 @@ Result<RbdSpec> parse_rbd_spec(const std::string& spec) {
     return make_error_fmt(Errc::kInvalid, "RBD image argument", kNoObject, "%s: no image name",
                           spec.c_str());
   return s;
+}
+
+std::string pin_rbd_client(const std::string& image) {
+  auto s = parse_rbd_spec(image);
+  if (!s) return image;  // not an rbd: argument, or one its open will refuse with the reason
+  std::string pinned = image;
+  const char* conf = std::getenv("CEPH_CONF");
+  if (s->conf.empty() && conf != nullptr && *conf != '\0') {
+    std::error_code ec;
+    const auto abs = std::filesystem::absolute(conf, ec);
+    const std::string path = ec ? std::string(conf) : abs.string();
+    // A path with ':' cannot be spelled in the argument (QEMU's syntax has no escape).
+    if (path.find(':') == std::string::npos) pinned += ":conf=" + path;
+  }
+  const char* id = std::getenv("CRYPTMAP_CEPH_ID");
+  if (s->id.empty() && id != nullptr && *id != '\0') pinned += ":id=" + std::string(id);
+  return pinned;
 }
 
 RbdStoreOptions rbd_options_from_env(bool read_only) {
@@ -205,6 +223,8 @@ Result<std::unique_ptr<BackingStore>> open_rbd_store(const std::string& spec,
                                                      const RbdStoreOptions& options) {
   CRYPTMAP_TRY(s, parse_rbd_spec(spec));
   rados_t cluster = nullptr;
+  if (s.id.empty())
+    if (const char* id = std::getenv("CRYPTMAP_CEPH_ID"); id != nullptr) s.id = id;
   if (const int r = rados_create(&cluster, s.id.empty() ? nullptr : s.id.c_str()); r < 0)
     return rbd_error(r, "create Ceph cluster handle", kNoObject, spec);
   auto fail_with = [&](int r, const char* what) {

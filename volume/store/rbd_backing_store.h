@@ -4,7 +4,8 @@
 //
 // Image argument: rbd:POOL/IMAGE[@SNAP][:conf=PATH][:id=NAME] (QEMU's spelling). The cluster is
 // found through conf=, else $CEPH_CONF, else /etc/ceph/ceph.conf; the client id through id=,
-// else librados's default (admin). A snapshot is always read-only.
+// else $CRYPTMAP_CEPH_ID, else librados's default (admin). The CLI's `--ceph-conf` and
+// `--ceph-id` set those two variables. A snapshot is always read-only.
 //
 // Semantics: read_at/write_at/discard are one rbd_aio_* request each, sync is rbd_aio_flush;
 // completions arrive on librbd's threads and wake the caller, who waits on a per-call
@@ -39,6 +40,12 @@ struct RbdSpec {
   std::string pool, image, snap, conf, id;
 };
 Result<RbdSpec> parse_rbd_spec(const std::string& spec);
+
+// The image argument with this process's client settings written into it, for a process whose
+// environment may differ (the daemon serving an `open`): an rbd: argument without conf= gets
+// conf=$CEPH_CONF (made absolute), one without id= gets id=$CRYPTMAP_CEPH_ID, each when set.
+// Any other argument is returned unchanged.
+std::string pin_rbd_client(const std::string& image);
 
 // RbdStoreOptions with CRYPTMAP_RBD_TIMEOUT (seconds) from the environment.
 RbdStoreOptions rbd_options_from_env(bool read_only);

@@ -18,6 +18,7 @@
 #include "volume/store/backing_store.h"
 #include "volume/store/mem_backing_store.h"
 #include "volume/store/posix_backing_store.h"
+#include "volume/store/rbd_backing_store.h"
 
 namespace cryptmap::volume {
 namespace {
@@ -341,6 +342,40 @@ TEST(MemBackingStore, HugeSparseStoresCostOnlyWhatIsWritten) {
   EXPECT_EQ(back, a);
   EXPECT_EQ(s.write_calls(), 1u);
   EXPECT_EQ(s.bytes_written(), 1000u);
+}
+
+// The CLI sends the daemon an rbd: argument carrying its own client settings (--ceph-conf,
+// --ceph-id, $CEPH_CONF): what the argument says wins, a relative configuration path is made
+// absolute, everything else passes unchanged.
+TEST(RbdSpec, PinRbdClientWritesThisProcessSettingsIntoTheArgument) {
+  struct Env {
+    ~Env() {
+      ::unsetenv("CEPH_CONF");
+      ::unsetenv("CRYPTMAP_CEPH_ID");
+    }
+  } restore;
+  ::unsetenv("CEPH_CONF");
+  ::unsetenv("CRYPTMAP_CEPH_ID");
+  EXPECT_EQ(pin_rbd_client("rbd:p/i"), "rbd:p/i");
+  ::setenv("CEPH_CONF", "/etc/c.conf", 1);
+  ::setenv("CRYPTMAP_CEPH_ID", "vault", 1);
+  EXPECT_EQ(pin_rbd_client("rbd:p/i@s"), "rbd:p/i@s:conf=/etc/c.conf:id=vault");
+  EXPECT_EQ(pin_rbd_client("rbd:p/i:id=x"), "rbd:p/i:id=x:conf=/etc/c.conf");
+  EXPECT_EQ(pin_rbd_client("rbd:p/i:conf=/o.conf:id=x"), "rbd:p/i:conf=/o.conf:id=x");
+  ::setenv("CEPH_CONF", "rel.conf", 1);
+  ::unsetenv("CRYPTMAP_CEPH_ID");
+  EXPECT_EQ(pin_rbd_client("rbd:p/i"),
+            "rbd:p/i:conf=" + (std::filesystem::current_path() / "rel.conf").string());
+  ::setenv("CEPH_CONF", "/a:b.conf", 1);  // not spellable in the argument: left to the env
+  EXPECT_EQ(pin_rbd_client("rbd:p/i"), "rbd:p/i");
+  EXPECT_EQ(pin_rbd_client("/srv/disk.img"), "/srv/disk.img");
+  EXPECT_EQ(pin_rbd_client("nbd://h/e"), "nbd://h/e");
+  EXPECT_EQ(pin_rbd_client("rbd:nopool"), "rbd:nopool");  // its open says what is wrong
+  auto pinned = parse_rbd_spec(pin_rbd_client("rbd:p/i@s:id=x"));
+  ASSERT_TRUE(pinned.has_value());
+  EXPECT_EQ(pinned->snap, "s");
+  EXPECT_EQ(pinned->conf, "");
+  EXPECT_EQ(pinned->id, "x");
 }
 
 }  // namespace
