@@ -59,6 +59,7 @@ struct LuksArgs : PbkdfArgs {
   std::string header;
   std::uint64_t offset = 0;
   bool offset_set = false;
+  std::uint64_t align_payload = 0;  // --align-payload (512-byte sectors); 0 = not given
   std::string key_file;
   std::uint64_t keyfile_offset = 0, keyfile_size = 0;
   std::uint64_t new_keyfile_offset = 0, new_keyfile_size = 0;
@@ -201,6 +202,10 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
   o.subsystem = a.subsystem;
   o.uuid = a.uuid;
   if (a.offset_set) o.offset_sectors = a.offset;
+  if (a.offset_set && a.align_payload)
+    return report(
+        make_error(Errc::kInvalid, "Options --align-payload and --offset cannot be combined."));
+  if (a.align_payload) o.align_payload_sectors = a.align_payload;
   o.detached_header = !a.header.empty();
   o.keyslot = slot_of(a);
   if (!a.integrity.empty()) {
@@ -679,6 +684,9 @@ void add_luks_commands(CLI::App& app, CommandContext& ctx) {
     c->add_option("-o,--offset", a->offset,
                   "The start offset in the backend device (512-byte sectors)")
         ->each([args = a](const std::string&) { args->offset_set = true; });
+    c->add_option("--align-payload", a->align_payload,
+                  "Align payload at <n> sector boundaries; with --header: the data offset "
+                  "(default: 1 MiB, or the device's optimal I/O size, e.g. an RBD object)");
     c->add_option("--volume-key-file", a->volume_key_file, "Use the volume key from file");
     c->add_option(
         "--integrity", a->integrity,

@@ -9,7 +9,9 @@
 #   3. `cryptmap luksFormat rbd:...` (LUKS2 defaults: payload at 16 MiB, a multiple of the 4 MiB
 #      object size) loads in librbd, and data librbd writes through its engine reads back in
 #      cryptmap;
-#   4. a snapshot opens read-only with the data of its time;
+#   4. luksFormat aligns the payload to the image's object size (LUKS1 on 4 MiB objects at 4 MiB,
+#      which librbd then loads; LUKS2 on 32 MiB objects at 32 MiB); a snapshot opens read-only
+#      with the data of its time;
 #   5. ext4 on a loop device over the RBD-backed volume, e2fsck clean after close/reopen;
 #   6. --ceph-conf/--ceph-id (no $CEPH_CONF) for a one-shot verb and for a daemon started
 #      without it (the CLI pins the client into the argument); a missing file is a clear error;
@@ -136,6 +138,22 @@ with open(sys.argv[1], "rb") as f:
     assert f.read(1 << 20) == data
 PYEOF
 cm_close fresh
+
+note "luksFormat aligns the payload to the image's object size (as cryptsetup to a device's topology)"
+rbd create --size 64M rbd/l1                      # 4 MiB objects: LUKS1's default 2 MiB would not load
+cm luksFormat --batch-mode --type luks1 --pbkdf-force-iterations 1000 --key-file "$P" rbd:rbd/l1
+cm luksDump rbd:rbd/l1 | grep -Eq '^Payload offset:[[:space:]]+8192$' ||
+  fail "LUKS1 on 4 MiB objects: $(cm luksDump rbd:rbd/l1 | grep 'Payload offset')"
+"$PY" - "$P" <<'PYEOF' || fail "librbd cannot load the LUKS1 image cryptmap formatted"
+import rados, rbd, sys
+with rados.Rados(conffile="") as cluster, cluster.open_ioctx("rbd") as io, rbd.Image(io, "l1") as img:
+    img.encryption_load(rbd.RBD_ENCRYPTION_FORMAT_LUKS1, open(sys.argv[1], "rb").read())
+    img.write(b"x" * 4096, 0)
+PYEOF
+rbd create --size 96M --object-size 32M rbd/o32
+cm luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$P" rbd:rbd/o32
+cm luksDump rbd:rbd/o32 | grep -Eq '^[[:space:]]+offset: 33554432 \[bytes\]' ||
+  fail "LUKS2 on 32 MiB objects: $(cm luksDump rbd:rbd/o32 | grep 'offset:')"
 
 note "snapshot: read-only, data of its time"
 rbd snap create rbd/enc@s1

@@ -223,8 +223,28 @@ Result<void> luks1_kill(BackingStore& s, luks1::Phdr& h, int slot) {
   return luks1_write_phdr(s, h);
 }
 
+// The data alignment luksFormat rounds the data offset up to (LuksFormatOptions::
+// align_payload_sectors), from the store's topology as cryptsetup's device_topology_alignment:
+// the default unless the store's optimal I/O size does not divide it.
+std::uint64_t payload_alignment(const LuksFormatOptions& o, const BackingStore& header) {
+  if (o.align_payload_sectors && *o.align_payload_sectors) return *o.align_payload_sectors * 512;
+  const std::uint64_t io = o.detached_header ? 0 : header.optimal_io_bytes();
+  return io != 0 && kAlignment % io != 0 ? io : kAlignment;
+}
+
+// The data offset in bytes the options fix: --offset, or --align-payload with a detached header
+// (cryptsetup's man page: "for a detached LUKS header, this option specifies the offset on the
+// data device"; cryptsetup 2.6.1 then sizes the LUKS2 keyslots area as for --offset).
+std::optional<std::uint64_t> fixed_data_offset(const LuksFormatOptions& o) {
+  if (o.offset_sectors) return *o.offset_sectors * 512;
+  if (o.detached_header && o.align_payload_sectors && *o.align_payload_sectors)
+    return *o.align_payload_sectors * 512;
+  return std::nullopt;
+}
+
 Result<luks1::Phdr> luks1_generate(const LuksFormatOptions& o, std::span<const std::byte> vk,
-                                   const std::string& uuid, std::uint64_t& header_sectors) {
+                                   const std::string& uuid, std::uint64_t alignment,
+                                   std::uint64_t& header_sectors) {
   luks1::Phdr h;
   auto [name, mode] = split_cipher(o.cipher);
   if (name.size() > 31 || mode.size() > 31)
@@ -249,10 +269,10 @@ Result<luks1::Phdr> luks1_generate(const LuksFormatOptions& o, std::span<const s
   }
   header_sectors = sec;
   std::uint64_t payload = 0;
-  if (o.offset_sectors)
-    payload = *o.offset_sectors;
+  if (auto fixed = fixed_data_offset(o))
+    payload = *fixed / 512;
   else if (!o.detached_header)
-    payload = round_up(sec, kAlignment / 512);
+    payload = round_up(sec, alignment / 512);
   if (payload && payload < sec)
     return fail(make_error(
         Errc::kInvalid, "Data offset for LUKS header must be either 0 or higher than header size.",
@@ -516,11 +536,11 @@ bool valid_uuid(const std::string& u) {
 
 Result<std::uint64_t> luks2_keyslots_size(const LuksFormatOptions& o) {
   std::uint64_t ks = kLuks2DefaultAreas - 2 * kLuks2HdrSize;
-  if (o.offset_sectors) {
-    const std::uint64_t data_off = *o.offset_sectors * 512;
+  if (auto fixed = fixed_data_offset(o)) {
+    const std::uint64_t data_off = *fixed;
     if (data_off < 2 * kLuks2HdrSize && data_off != 0)
       return fail(
-          make_error(Errc::kInvalid, "Requested data offset is too small.", *o.offset_sectors));
+          make_error(Errc::kInvalid, "Requested data offset is too small.", data_off / 512));
     if (data_off)
       ks = std::min<std::uint64_t>(data_off - 2 * kLuks2HdrSize, luks2::kMaxKeyslotsSize);
     ks -= ks % 4096;
@@ -582,7 +602,7 @@ Result<FormatResult> luks_format(BackingStore& header, const LuksFormatOptions& 
   out.uuid = uuid;
   if (o.type == VolumeType::kLuks1) {
     std::uint64_t hdr_sectors = 0;
-    CRYPTMAP_TRY(h, luks1_generate(o, vk.span(), uuid, hdr_sectors));
+    CRYPTMAP_TRY(h, luks1_generate(o, vk.span(), uuid, payload_alignment(o, header), hdr_sectors));
     if (!o.detached_header && o.data_device_bytes &&
         o.data_device_bytes <= std::uint64_t{h.payload_offset} * 512)
       return fail(
@@ -604,10 +624,10 @@ Result<FormatResult> luks_format(BackingStore& header, const LuksFormatOptions& 
   // LUKS2 (LUKS2_generate_hdr + LUKS2_wipe_header_areas + keyslot add).
   CRYPTMAP_TRY(keyslots_size, luks2_keyslots_size(o));
   std::uint64_t data_offset = 0;
-  if (o.offset_sectors)
-    data_offset = *o.offset_sectors * 512;
+  if (auto fixed = fixed_data_offset(o))
+    data_offset = *fixed;
   else if (!o.detached_header)
-    data_offset = round_up(2 * kLuks2HdrSize + keyslots_size, kAlignment);
+    data_offset = round_up(2 * kLuks2HdrSize + keyslots_size, payload_alignment(o, header));
   std::uint32_t ss = o.sector_size;
   if (ss == 0) {
     const std::uint64_t payload =

@@ -43,9 +43,14 @@ struct LuksFormatOptions {
   std::string label, subsystem;                 // LUKS2 only
   std::string uuid;                             // "" = random
   std::optional<std::uint64_t> offset_sectors;  // --offset: data offset in 512-byte sectors
-  bool detached_header = false;                 // header store is not the data store
-  std::uint64_t data_device_bytes = 0;          // size of the data image (sector-size auto)
-  std::optional<int> keyslot;                   // --key-slot for the first passphrase
+  // --align-payload (512-byte sectors, cryptsetup's): the data offset is the header's end
+  // rounded up to it; with a detached header it is the data offset. Without it the data offset
+  // is rounded up to 1 MiB, or to the header store's optimal I/O size when that does not divide
+  // 1 MiB (cryptsetup's device_topology_alignment; an RBD image's 4 MiB objects).
+  std::optional<std::uint64_t> align_payload_sectors;
+  bool detached_header = false;         // header store is not the data store
+  std::uint64_t data_device_bytes = 0;  // size of the data image (sector-size auto)
+  std::optional<int> keyslot;           // --key-slot for the first passphrase
   // LUKS2 --integrity as the JSON names it ("hmac(sha256)", "hmac(sha512)", "aead",
   // "poly1305"); empty: none. key_bits is then the cipher key alone; the volume key gets the
   // MAC key appended (docs/integrity.md §2). The dm-integrity superblock and journal are written

@@ -59,6 +59,10 @@ class BackingStore {
   // whose size cannot change return size_bytes().
   virtual Result<std::uint64_t> refresh_size() { return size_bytes(); }
   virtual bool read_only() const noexcept = 0;
+  // The store's preferred I/O granularity in bytes (a block device's optimal I/O size, an RBD
+  // image's object size, an NBD export's preferred block size); 0 = nothing to say. luksFormat
+  // aligns the payload to it as cryptsetup aligns to a device's topology.
+  virtual std::uint64_t optimal_io_bytes() const noexcept { return 0; }
   virtual const ZoneMap* zones() const noexcept { return nullptr; }
   // Human name for messages (the image path).
   virtual const std::string& name() const noexcept = 0;

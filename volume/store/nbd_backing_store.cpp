@@ -226,6 +226,7 @@ struct ExportFacts {
   std::uint64_t size = 0;
   bool read_only = false, can_flush = false, can_trim = false, multi_conn = false;
   std::uint64_t min_block = 1, max_request = 4u << 20;
+  std::uint64_t preferred_block = 0;  // 0: the server did not say
 };
 
 // Connects one handle, bounded by `timeout`.
@@ -280,7 +281,9 @@ Result<std::shared_ptr<Connection>> connect(const std::string& uri,
     facts->multi_conn = nbd_can_multi_conn(h) == 1;
     const int64_t minb = nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM);
     const int64_t maxb = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
+    const int64_t prefb = nbd_get_block_size(h, LIBNBD_SIZE_PREFERRED);
     if (minb > 0) facts->min_block = static_cast<std::uint64_t>(minb);
+    if (prefb > 0) facts->preferred_block = static_cast<std::uint64_t>(prefb);
     if (maxb > 0) facts->max_request = std::min<std::uint64_t>(facts->max_request, maxb);
     // Whole minimum blocks per request.
     facts->max_request =
@@ -380,6 +383,7 @@ class NbdBackingStore final : public BackingStore {
   }
 
   std::uint64_t size_bytes() const noexcept override { return facts_.size; }
+  std::uint64_t optimal_io_bytes() const noexcept override { return facts_.preferred_block; }
   bool read_only() const noexcept override { return read_only_; }
   const std::string& name() const noexcept override { return uri_; }
 

@@ -232,6 +232,15 @@ class PosixFileStore final : public PosixBackingStore {
     return size;
   }
   bool read_only() const noexcept override { return read_only_; }
+  // A block device's topology as cryptsetup reads it (device_topology_alignment): the larger of
+  // the minimum and the optimal I/O size.
+  std::uint64_t optimal_io_bytes() const noexcept override {
+    if (!block_device_) return 0;
+    unsigned int min_io = 0, opt_io = 0;
+    if (::ioctl(fd_.get(), BLKIOMIN, &min_io) != 0) min_io = 0;
+    if (::ioctl(fd_.get(), BLKIOOPT, &opt_io) != 0) opt_io = 0;
+    return std::max(min_io, opt_io);
+  }
   const std::string& name() const noexcept override { return path_; }
   bool block_device() const noexcept override { return block_device_; }
   int fd() const noexcept override { return fd_.get(); }

@@ -128,12 +128,13 @@ void on_complete(rbd_completion_t c, void* arg) {
 class RbdBackingStore final : public BackingStore {
  public:
   RbdBackingStore(std::string spec, rados_t cluster, rados_ioctx_t io, rbd_image_t image,
-                  std::uint64_t size, bool read_only)
+                  std::uint64_t size, std::uint64_t object_size, bool read_only)
       : spec_(std::move(spec)),
         cluster_(cluster),
         io_(io),
         image_(image),
         size_(size),
+        object_size_(object_size),
         read_only_(read_only) {}
   ~RbdBackingStore() override {
     rbd_close(image_);
@@ -189,6 +190,7 @@ class RbdBackingStore final : public BackingStore {
                  [&](rbd_completion_t c) { return rbd_aio_discard(image_, off.value, len, c); });
   }
   std::uint64_t size_bytes() const noexcept override { return size_; }
+  std::uint64_t optimal_io_bytes() const noexcept override { return object_size_; }
   bool read_only() const noexcept override { return read_only_; }
   const std::string& name() const noexcept override { return spec_; }
 
@@ -214,6 +216,7 @@ class RbdBackingStore final : public BackingStore {
   rados_ioctx_t io_;
   rbd_image_t image_;
   const std::uint64_t size_;
+  const std::uint64_t object_size_;  // rbd_stat's obj_size (4 MiB by default)
   const bool read_only_;
 };
 
@@ -261,8 +264,10 @@ Result<std::unique_ptr<BackingStore>> open_rbd_store(const std::string& spec,
     rados_ioctx_destroy(io);
     return fail_with(g, "RBD image size");
   }
+  rbd_image_info_t info{};
+  const std::uint64_t object_size = rbd_stat(image, &info, sizeof info) == 0 ? info.obj_size : 0;
   return std::unique_ptr<BackingStore>(
-      std::make_unique<RbdBackingStore>(spec, cluster, io, image, size, read_only));
+      std::make_unique<RbdBackingStore>(spec, cluster, io, image, size, object_size, read_only));
 }
 
 #endif  // CRYPTMAP_HAVE_LIBRBD

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <tuple>
 
 #include "base/bytes.h"
 #include "tests/support/cryptsetup.h"
@@ -140,6 +141,95 @@ TEST_F(LuksAdminTest, DetachedHeaderFormat) {
     store.reset();
     EXPECT_EQ(test_pass(data, key_, "--header " + hdr), 0);
     EXPECT_EQ(test::dumped_volume_key(data, key_, "--header " + hdr), to_hex(r->volume_key.span()));
+  }
+}
+
+// A store that reports an optimal I/O size (an RBD image's object size, a RAID's stripe).
+class TopologyStore final : public BackingStore {
+ public:
+  TopologyStore(BackingStore& s, std::uint64_t io) : s_(s), io_(io) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return s_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    return s_.write_at(off, in);
+  }
+  Result<void> sync() override { return s_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
+  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
+  bool read_only() const noexcept override { return false; }
+  std::uint64_t optimal_io_bytes() const noexcept override { return io_; }
+  const std::string& name() const noexcept override { return s_.name(); }
+
+ private:
+  BackingStore& s_;
+  std::uint64_t io_;
+};
+
+// --align-payload and the store's topology place the data as cryptsetup 2.6.1 does
+// (device_topology_alignment: an optimal I/O size that does not divide 1 MiB is the alignment).
+TEST_F(LuksAdminTest, PayloadAlignmentAsCryptsetup) {
+  auto data_offset = [&](const std::string& img, const std::string& header_opt = "") {
+    auto [rc, out, err] = run("cryptsetup luksDump " + header_opt + " " + img);
+    EXPECT_EQ(rc, 0) << err;
+    auto at = out.find("Payload offset:");
+    if (at != std::string::npos) return std::stoull(out.substr(at + 15)) * 512;
+    at = out.find("\toffset: ");
+    return at == std::string::npos ? 0ull : std::stoull(out.substr(at + 9));
+  };
+  int n = 0;
+  for (const char* type : {"luks1", "luks2"}) {
+    const VolumeType t = std::string(type) == "luks1" ? VolumeType::kLuks1 : VolumeType::kLuks2;
+    for (std::uint64_t align : {8192u, 65536u, 3000u}) {
+      SCOPED_TRACE(std::string(type) + " --align-payload " + std::to_string(align));
+      const auto theirs = blank("cs" + std::to_string(++n), 40);
+      ASSERT_EQ(run("cryptsetup luksFormat --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations "
+                    "1000 --type " +
+                    std::string(type) + " --align-payload " + std::to_string(align) +
+                    " --key-file " + key_ + " " + theirs)
+                    .status,
+                0);
+      const auto mine = blank("cm" + std::to_string(n), 40);
+      LuksFormatOptions o;
+      o.type = t;
+      o.pbkdf = fast();
+      o.align_payload_sectors = align;
+      o.data_device_bytes = 40u << 20;
+      auto r = luks_format(*rw(mine), o, test::bytes_of(std::string("first passphrase")));
+      ASSERT_TRUE(r) << r.error().message();
+      EXPECT_EQ(data_offset(mine), data_offset(theirs));
+      EXPECT_EQ(test_pass(mine, key_), 0);
+    }
+    // A detached header: --align-payload is the data offset.
+    SCOPED_TRACE(std::string(type) + " detached");
+    const std::string hdr = dir_.file(std::string("hdr-") + type);
+    LuksFormatOptions o;
+    o.type = t;
+    o.pbkdf = fast();
+    o.detached_header = true;
+    o.align_payload_sectors = 8192;
+    auto need = luks_header_bytes(o);
+    ASSERT_TRUE(need);
+    run("truncate -s " + std::to_string(*need) + " " + hdr);
+    auto fr = luks_format(*rw(hdr), o, test::bytes_of(std::string("first passphrase")));
+    ASSERT_TRUE(fr) << fr.error().message();
+    EXPECT_EQ(data_offset(hdr), 8192u * 512);
+    // The store's optimal I/O size: 512 KiB divides 1 MiB (default kept), 4 and 32 MiB do not.
+    for (auto [io, want1, want2] : {std::tuple{512ull << 10, 2ull << 20, 16ull << 20},
+                                    std::tuple{4ull << 20, 4ull << 20, 16ull << 20},
+                                    std::tuple{32ull << 20, 32ull << 20, 32ull << 20}}) {
+      SCOPED_TRACE(std::string(type) + " optimal I/O " + std::to_string(io));
+      const auto img = blank("io" + std::to_string(++n), 40);
+      auto base = rw(img);
+      TopologyStore topo(*base, io);
+      LuksFormatOptions f;
+      f.type = t;
+      f.pbkdf = fast();
+      f.data_device_bytes = 40u << 20;
+      ASSERT_TRUE(luks_format(topo, f, test::bytes_of(std::string("first passphrase"))));
+      base.reset();
+      EXPECT_EQ(data_offset(img), t == VolumeType::kLuks1 ? want1 : want2);
+    }
   }
 }
 
