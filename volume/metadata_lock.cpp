@@ -40,6 +40,7 @@ MetadataLock MetadataLock::take(const std::string& path, bool exclusive) {
 Result<MetadataLock> MetadataLock::try_take(const std::string& path, bool exclusive) {
   MetadataLock l;
   l.fd_ = open_lock_file(path);
+  if (!l.fd_.valid() && errno == ENOENT) return l;  // no such file (an NBD URI): as take()
   if (!l.fd_.valid()) return fail(sys_error_on(errno, "open metadata lock", kNoObject, path));
   while (::flock(l.fd_.get(), (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
     if (errno == EINTR) continue;

@@ -6,7 +6,8 @@
 //
 //   take()      waits for the lock (a path that cannot be opened gives an empty lock: the
 //               verb then fails on the image itself, with that error);
-//   try_take()  does not wait: kBusy when another open file holds a conflicting lock.
+//   try_take()  does not wait: kBusy when another open file holds a conflicting lock; an empty
+//               lock, as take(), for a path that is no file (an NBD URI).
 // Held until release() or the object is destroyed. Move-only; thread-compatible.
 #pragma once
 
