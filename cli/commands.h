@@ -10,6 +10,7 @@
 // with nothing (cryptsetup style: "No key available with this passphrase.").
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,9 +37,15 @@ std::vector<std::string> logging_args(const CommandContext& ctx);
 
 // open, close, status, luksSuspend, luksResume (the daemon; cli/daemon_commands.cpp).
 void add_daemon_commands(CLI::App& app, CommandContext& ctx);
-// The file (MOUNT_DIR/NAME) under which the daemon serving `mount_dir` ("" = the default mount
-// directory) has `image` open, or nullopt when no daemon runs or it does not serve that image.
-std::optional<std::string> daemon_volume_of_image(const std::string& image,
+// How the daemon serving `mount_dir` ("" = the default mount directory) has `image` open, or
+// nullopt when no daemon runs or it does not serve that image.
+struct ServedImage {
+  std::string file;           // MOUNT_DIR/NAME
+  std::string name;           // NAME
+  bool reencrypting = false;  // an online reencryption runs on it
+  std::int64_t daemon_pid = 0;
+};
+std::optional<ServedImage> daemon_volume_of_image(const std::string& image,
                                                   const std::string& mount_dir);
 // reencrypt: offline LUKS2 reencryption (cli/reencrypt_commands.cpp).
 void add_reencrypt_commands(CLI::App& app, CommandContext& ctx);

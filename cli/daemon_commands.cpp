@@ -1024,11 +1024,11 @@ void print_status(const ControlPaths& paths, const Reply& r) {
     const auto reenc = paused_reencryption(l);
     std::printf("  keysize: %u bits\n", reenc ? reenc->new_key_bits : l.key_bytes * 8);
     if (reenc)
-      std::printf(
-          "  reencryption: paused, %llu of %llu bytes under the new key (old: %s, %u bits)\n",
-          static_cast<unsigned long long>(reenc->done_bytes),
-          static_cast<unsigned long long>(v.size_bytes), reenc->old_cipher.c_str(),
-          reenc->old_key_bits);
+      std::printf("  reencryption: %s, %llu of %llu bytes under the new key (old: %s, %u bits)\n",
+                  v.reencrypting ? "running" : "paused",
+                  static_cast<unsigned long long>(reenc->done_bytes),
+                  static_cast<unsigned long long>(v.size_bytes), reenc->old_cipher.c_str(),
+                  reenc->old_key_bits);
     if (!l.integrity.empty()) {
       std::printf("  integrity: %s\n", l.integrity.c_str());
       if (auto c = crypto::auth_composition(l.auth_encryption, l.integrity))
@@ -1131,7 +1131,7 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       }
       if (reenc) {
         nlohmann::ordered_json rj;
-        rj["state"] = "paused";
+        rj["state"] = v.reencrypting ? "running" : "paused";
         rj["done_bytes"] = reenc->done_bytes;
         rj["total_bytes"] = v.size_bytes;
         rj["old_cipher"] = reenc->old_cipher;
@@ -1451,7 +1451,7 @@ void run_daemon(const DaemonArgs& a, CommandContext& ctx) {
 
 }  // namespace
 
-std::optional<std::string> daemon_volume_of_image(const std::string& image,
+std::optional<ServedImage> daemon_volume_of_image(const std::string& image,
                                                   const std::string& mount_dir) {
   auto paths = control_paths(mount_dir.empty() ? default_mount_dir() : mount_dir);
   if (!paths) return std::nullopt;
@@ -1461,7 +1461,9 @@ std::optional<std::string> daemon_volume_of_image(const std::string& image,
   if (!reply || reply->exit_code != kExitOk) return std::nullopt;
   const std::string want = absolute(image);
   for (const auto& v : reply->volumes)
-    if (absolute(v.source.image) == want) return paths->mount_dir + "/" + v.name;
+    if (absolute(v.source.image) == want)
+      return ServedImage{paths->mount_dir + "/" + v.name, v.name, v.reencrypting,
+                         reply->daemon_pid};
   return std::nullopt;
 }
 

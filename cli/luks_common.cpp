@@ -2,12 +2,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
-
-#include <cerrno>
 #include <iostream>
 
 #include "base/exit_code.h"
@@ -26,25 +20,6 @@ int report(const Error& e) {
     std::cerr << e.message() << "\n";
   }
   return exit_code_for(e);
-}
-
-MetadataLock MetadataLock::take(const std::string& path, bool exclusive) {
-  MetadataLock l;
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return l;
-  if (S_ISBLK(st.st_mode)) {
-    ::mkdir("/run/cryptsetup", 0700);
-    const std::string res = "/run/cryptsetup/L_" + std::to_string(major(st.st_rdev)) + ":" +
-                            std::to_string(minor(st.st_rdev));
-    l.fd_ = UniqueFd(::open(res.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  } else {
-    l.fd_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  }
-  if (l.fd_.valid()) {
-    while (::flock(l.fd_.get(), exclusive ? LOCK_EX : LOCK_SH) != 0 && errno == EINTR) {
-    }
-  }
-  return l;
 }
 
 void add_pbkdf_options(CLI::App* c, PbkdfArgs& a, const char* hash_help, const char* pbkdf_help) {

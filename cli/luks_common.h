@@ -7,8 +7,8 @@
 #include <string>
 
 #include "base/error.h"
-#include "base/unique_fd.h"
 #include "volume/format/luks_admin.h"
+#include "volume/metadata_lock.h"
 
 namespace CLI {
 class App;
@@ -36,16 +36,7 @@ volume::PbkdfOptions pbkdf_of(const PbkdfArgs& a);
 // code for it (base/exit_code.h).
 int report(const Error& e);
 
-// cryptsetup's metadata lock (lib/utils_device_locking.c): flock on the image file itself, or on
-// /run/cryptsetup/L_<major>:<minor> for a block device; shared to read, exclusive to write.
-// Taking the same lock keeps cryptmap and cryptsetup from rewriting one header at the same time.
-// Held until the object is destroyed. Move-only.
-class MetadataLock {
- public:
-  static MetadataLock take(const std::string& path, bool exclusive);
-
- private:
-  UniqueFd fd_;  // closing the fd releases the lock
-};
+// cryptsetup's metadata lock on an image (volume/metadata_lock.h).
+using volume::MetadataLock;
 
 }  // namespace cryptmap::cli

@@ -3,10 +3,11 @@
 // runs it to the end; --init-only stops after the metadata, --resume-only continues an
 // initialized or interrupted one (cryptmap's or cryptsetup's). A closed image is reencrypted
 // here (offline, volume/format/luks2_reencrypt.h); an image the daemon serves is reencrypted by
-// the daemon (online, docs/reencrypt.md §10): this process initializes the header, holds the
-// metadata lock, sends the passphrase and shows the daemon's progress; SIGINT asks the daemon
-// to stop at the next hotzone boundary. This file turns flags into options, refuses what is not
-// implemented, reads the passphrase and shows progress.
+// the daemon (online, docs/reencrypt.md §10): this process initializes the header under the
+// metadata lock, hands the lock over (the daemon takes it for its run), sends the passphrase and
+// shows the daemon's progress; SIGINT asks the daemon to stop at the next hotzone boundary. This
+// file turns flags into options, refuses what is not implemented, reads the passphrase and shows
+// progress.
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -181,11 +182,18 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   // Served by the daemon: the daemon runs the reencryption (online).
   const auto open_as = daemon_volume_of_image(a.device, a.mount_dir);
   if (open_as && a.force_offline) {
-    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << *open_as
+    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
               << "; --force-offline-reencrypt cannot reencrypt it under the daemon. Close it "
                  "first (cryptmap close "
-              << open_as->substr(open_as->rfind('/') + 1)
+              << open_as->name
               << "), or run reencrypt without --force-offline-reencrypt (online).\n";
+    return kExitBusy;
+  }
+  // Asked before the metadata lock, which the running reencryption holds.
+  if (open_as && open_as->reencrypting) {
+    std::cerr << "Reencryption of " << a.device << " (" << open_as->file
+              << ") is already running in the cryptmap daemon (pid " << open_as->daemon_pid
+              << "); wait for it, or stop it with Ctrl-C (SIGINT) of its cryptmap reencrypt.\n";
     return kExitBusy;
   }
   std::uint64_t hotzone = 0;
@@ -228,9 +236,12 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   }
 
   if (open_as) {
-    store->reset();  // the daemon opens the image itself; the metadata lock stays ours
-    return reencrypt_online(a.mount_dir, open_as->substr(open_as->rfind('/') + 1), a.device, *pass,
-                            hotzone, ctx);
+    // The daemon opens the image itself and takes the metadata lock for its run (as
+    // cryptsetup's reencrypt process holds it), so that it keeps it until the run has stopped
+    // at a hotzone boundary, even if this process dies first.
+    store->reset();
+    lock.release();
+    return reencrypt_online(a.mount_dir, open_as->name, a.device, *pass, hotzone, ctx);
   }
   Progress progress(Progress::wanted(ctx));
   InterruptGuard guard;

@@ -257,6 +257,7 @@ void put_reply(Sink& s, const Reply& r) {
     s.boolean(v.suspended);
     s.str(v.fuse_transport);
     s.u32(v.open_flags);
+    s.boolean(v.reencrypting);
   }
   s.boolean(r.progress);
   s.u64(r.done_bytes);
@@ -407,6 +408,7 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     CRYPTMAP_TRY(suspended, s.boolean("volume.suspended"));
     CRYPTMAP_TRY(transport, s.str("volume.fuse_transport"));
     CRYPTMAP_TRY(open_flags, s.u32("volume.open_flags"));
+    CRYPTMAP_TRY(reencrypting, s.boolean("volume.reencrypting"));
     v.name = std::move(name);
     v.source = {std::move(image), std::move(header)};
     v.layout = std::move(layout);
@@ -417,6 +419,7 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     v.suspended = suspended;
     v.fuse_transport = std::move(transport);
     v.open_flags = open_flags;
+    v.reencrypting = reencrypting;
     r.volumes.push_back(std::move(v));
   }
   CRYPTMAP_TRY(progress, s.boolean("progress"));

@@ -31,10 +31,11 @@ inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
 // cache_bytes, fuse_transport; 6: resize (new_size), refresh, volume.open_flags in status,
 // layout.no_read_workqueue, layout.no_write_workqueue; 7: per-segment encryption, sector_size,
 // key_offset, key_bytes (a LUKS2 image in reencryption), reencryption in status; 8: reencrypt
-// (hotzone_bytes; progress replies: progress, done_bytes, total_bytes). A CLI and a
+// (hotzone_bytes; progress replies: progress, done_bytes, total_bytes); 9: volume.reencrypting
+// in status (an online reencryption runs on the daemon's thread). A CLI and a
 // daemon of different versions refuse each other's messages with what to do (check_version in
 // control.cpp).
-inline constexpr std::uint8_t kProtocolVersion = 8;
+inline constexpr std::uint8_t kProtocolVersion = 9;
 inline constexpr std::uint32_t kMaxSegments = 4096;  // layout.segments on the wire
 
 struct ControlPaths {
@@ -55,7 +56,8 @@ Result<ControlPaths> control_paths(const std::string& mount_dir);
 // run the reencryption of the served LUKS2 volume (its header already in reencryption) in the
 // daemon, with the passphrase in volume_key (both keys are unlocked there) and hotzone_bytes;
 // the daemon sends a progress reply after every hotzone, then the final one, and stops at a
-// hotzone boundary when the CLI shuts its side of the connection (SIGINT) or goes away.
+// hotzone boundary when the CLI shuts its side of the connection (SIGINT) or goes away. The run
+// has a thread of its own; other requests are served meanwhile (status shows the run).
 enum class Verb : std::uint8_t {
   kAdd = 1,
   kRemove = 2,

@@ -12,12 +12,14 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "base/exit_code.h"
 #include "base/secret.h"
 #include "fs/volume_server.h"
+#include "volume/metadata_lock.h"
 #include "volume/online_reencrypt.h"
 #include "volume/open.h"
 
@@ -134,10 +136,30 @@ Reply reply_with(int exit_code, std::string message) {
   return r;
 }
 
+// One online reencryption (docs/reencrypt.md §10), run on a thread of its own. The control
+// thread creates it, sets `stop` and joins it; the run's thread owns `conn` and `passphrase`,
+// writes `final_layout` before `ended`, and clears `running` before it releases the image's
+// metadata lock.
+struct Run {
+  std::string name;
+  Request spec;   // the volume's add, without its key
+  UniqueFd conn;  // the CLI's connection: progress replies, then the final one
+  SecretBytes passphrase;
+  std::uint64_t hotzone_bytes = 0;
+  std::atomic<bool> stop{false};    // stop at the next hotzone boundary (shutdown, close --force)
+  std::atomic<bool> running{true};  // status shows the run
+  std::atomic<bool> ended{false};   // the thread has replied: join it
+  std::optional<volume::VolumeLayout> final_layout;
+  std::thread thread;
+};
+
 class Daemon {
  public:
   Daemon(const DaemonOptions& opts, std::shared_ptr<spdlog::logger> log)
       : opts_(opts), log_(std::move(log)) {}
+  ~Daemon() { stop_runs(); }  // before the server their volumes belong to
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
 
   // Adds the volume `req` describes; `opened` is that volume when the caller opened it already
   // (the first one, opened before the mount to learn whether it orders writes).
@@ -184,6 +206,7 @@ class Daemon {
 
   // luksSuspend: I/O held, the volume (cache, cipher, keys) destroyed; its spec stays.
   Reply suspend(const Request& req) {
+    if (runs_.count(req.name) != 0) return run_in_progress(req.name);
     auto r = server_->suspend_volume(req.name);
     if (r) return ok_reply();
     switch (r.error().code) {
@@ -200,6 +223,7 @@ class Daemon {
 
   // luksResume: the CLI unlocked the header again; assemble the volume as the add did.
   Reply resume(Request& req) {
+    if (runs_.count(req.name) != 0) return run_in_progress(req.name);
     auto spec = specs_.find(req.name);
     if (spec == specs_.end())
       return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
@@ -225,6 +249,7 @@ class Daemon {
   // resize: the server holds the file's I/O while the volume changes size. The spec keeps the
   // size from now on, so a luksResume or refresh assembles the volume at this size.
   Reply resize(const Request& req) {
+    if (runs_.count(req.name) != 0) return run_in_progress(req.name);
     auto spec = specs_.find(req.name);
     if (spec == specs_.end())
       return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
@@ -247,6 +272,7 @@ class Daemon {
   // refresh: the CLI unlocked the header again; assemble the volume with the new flags at its
   // current size and let the server swap it in.
   Reply refresh(Request& req) {
+    if (runs_.count(req.name) != 0) return run_in_progress(req.name);
     auto spec = specs_.find(req.name);
     if (spec == specs_.end())
       return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
@@ -285,16 +311,14 @@ class Daemon {
     return ok_reply();
   }
 
-  // reencrypt of a served volume (online, docs/reencrypt.md §10): the CLI put the header in
-  // reencryption and holds the image's metadata lock; here both keys are unlocked with the
-  // passphrase, the volume is swapped for one whose boundary moves with the run (the file's
-  // I/O held for the swap only), and the run goes hotzone by hotzone, each held in the served
-  // volume while it converts, with a progress reply after each. The run stops at a hotzone
-  // boundary when the CLI leaves. Control requests wait meanwhile (one at a time).
-  Reply reencrypt(Request& req, int fd) {
+  // reencrypt of a served volume (online, docs/reencrypt.md §10): the run goes on a thread of
+  // its own (one per volume), which owns the CLI's connection; the control thread stays free
+  // (status shows the run's progress). Refused while one runs for the volume already.
+  Reply reencrypt(Request& req, UniqueFd& conn) {
     auto spec = specs_.find(req.name);
     if (spec == specs_.end())
       return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
+    if (runs_.count(req.name) != 0) return run_in_progress(req.name);
     const Request& add = spec->second;
     if (!add.source.header.empty())
       return reply_with(kExitUsage,
@@ -305,37 +329,108 @@ class Daemon {
       return reply_with(kExitUsage, "Volume " + req.name +
                                         " is suspended: resume it first (luksResume " + req.name +
                                         "), then run reencrypt again.");
-    auto run = volume::OnlineReencryption::start(add.source.image, req.volume_key.span(),
-                                                 req.hotzone_bytes, volume_options_of(add), log_);
-    req.volume_key = SecretBytes();  // both keys are unlocked; the passphrase goes
-    if (!run) return error_reply(run.error(), add.source.image);
-    volume::OnlineReencryption& r = **run;
+    auto run = std::make_unique<Run>();
+    run->name = req.name;
+    run->spec = spec_of(add);
+    run->conn = std::move(conn);
+    run->passphrase = std::move(req.volume_key);
+    run->hotzone_bytes = req.hotzone_bytes;
+    Run& r = *run;
+    runs_.emplace(req.name, std::move(run));
+    r.thread = std::thread([this, &r] {
+      Reply out = run_reencryption(r);
+      send(r.conn.get(), out);
+      r.conn.reset();
+      r.ended.store(true);
+    });
+    return Reply{};  // the run's thread replies
+  }
+
+  Reply run_in_progress(const std::string& name) const {
+    return reply_with(kExitBusy, "Reencryption of " + name +
+                                     " is already running in the cryptmap daemon (pid " +
+                                     std::to_string(getpid()) +
+                                     "); wait for it, or stop it with Ctrl-C (SIGINT) of its "
+                                     "cryptmap reencrypt (it stops at a hotzone boundary).");
+  }
+
+  // The run of `r`, on its thread: the metadata lock of the image is taken for the whole run
+  // (the CLI released it after the init; held until the header is left as it stays, so no other
+  // tool sees a hotzone in progress), both keys are unlocked with the passphrase, the volume is
+  // swapped for one whose boundary moves with the run (the file's I/O held for the swap only),
+  // and the run goes hotzone by hotzone, each held in the served volume while it converts, with
+  // a progress reply after each. It stops at a hotzone boundary when the CLI leaves (SIGINT,
+  // or killed) or the daemon stops it (shutdown, close --force).
+  Reply run_reencryption(Run& run) {
+    const Request& add = run.spec;
+    const std::string& name = run.name;
+    volume::MetadataLock lock;
+    for (int waited_ms = 0;; waited_ms += 20) {
+      auto l = volume::MetadataLock::try_take(add.source.image, true);
+      if (l) {
+        lock = std::move(*l);
+        break;
+      }
+      if (l.error().code != Errc::kBusy || waited_ms >= 10000 || run.stop.load() ||
+          peer_left(run.conn.get()))
+        return reply_with(kExitBusy, "Cannot start the online reencryption of " + name + ": " +
+                                         l.error().message() +
+                                         " (another cryptmap or cryptsetup command?). Try again "
+                                         "once it is done.");
+      ::usleep(20 * 1000);
+    }
+    auto started = volume::OnlineReencryption::start(
+        add.source.image, run.passphrase.span(), run.hotzone_bytes, volume_options_of(add), log_);
+    run.passphrase = SecretBytes();  // both keys are unlocked; the passphrase goes
+    if (!started) return error_reply(started.error(), add.source.image);
+    volume::OnlineReencryption& r = **started;
     std::unique_ptr<volume::Volume> moving = r.take_served_volume();
-    volume::Volume* served = moving.get();  // the server owns it; requests wait for us
-    if (auto swapped = server_->replace_volume(req.name, std::move(moving)); !swapped)
-      return reply_with(kExitUsage, "Cannot start the online reencryption of " + req.name + ": " +
+    volume::Volume* served = moving.get();  // the server owns it; close waits for this run
+    if (auto swapped = server_->replace_volume(name, std::move(moving)); !swapped)
+      return reply_with(kExitUsage, "Cannot start the online reencryption of " + name + ": " +
                                         swapped.error().message() +
                                         ". It is still served as before; the header is paused.");
-    log_->info("online reencryption of {} ({}): {} of {} bytes done", req.name, add.source.image,
+    log_->info("online reencryption of {} ({}): {} of {} bytes done", name, add.source.image,
                r.done_bytes(), r.total_bytes());
+    // What status shows: the two segments either side of the boundary, as the header says.
+    auto publish_layout = [&]() -> std::optional<volume::VolumeLayout> {
+      auto now = r.layout();
+      if (!now) return std::nullopt;
+      volume::VolumeLayout l = std::move(*now);
+      l.allow_discards = add.layout.allow_discards;
+      l.no_read_workqueue = add.layout.no_read_workqueue;
+      l.no_write_workqueue = add.layout.no_write_workqueue;
+      l.size_bytes = add.layout.size_bytes;
+      (void)server_->set_status_layout(name, l);
+      return l;
+    };
+    publish_layout();
     Reply progress = ok_reply();
     progress.progress = true;
     Result<void> failed = ok();
-    bool left = false;
+    std::uint64_t recovered_at = 0;  // a failed step's hotzone
+    const char* why = "finished";
     for (;;) {
       progress.done_bytes = r.done_bytes();
       progress.total_bytes = r.total_bytes();
-      send(fd, progress);
-      if (peer_left(fd)) {
-        left = true;
+      send(run.conn.get(), progress);
+      if (peer_left(run.conn.get())) {
+        why = "stopped by the CLI";
         break;
       }
+      if (run.stop.load()) {
+        why = "stopped by the daemon";
+        break;
+      }
+      const std::uint64_t before = r.done_bytes();
       auto stepped = r.step(*served);
       if (!stepped) {
         failed = fail(stepped.error());
+        recovered_at = before;
         break;
       }
       if (!*stepped) break;
+      publish_layout();
     }
     // After a failed step the header names the hotzone it failed in: left as it is (open
     // recovers it), never finished.
@@ -343,41 +438,87 @@ class Daemon {
       if (!failed) return fail(failed.error());
       return r.stop();
     }();
-    if (auto now = r.layout()) {
-      volume::VolumeLayout l = std::move(*now);
-      l.allow_discards = add.layout.allow_discards;
-      l.no_read_workqueue = add.layout.no_read_workqueue;
-      l.no_write_workqueue = add.layout.no_write_workqueue;
-      l.size_bytes = add.layout.size_bytes;
-      spec->second.layout = l;  // what luksResume and refresh assemble from now
-      (void)server_->set_status_layout(req.name, std::move(l));
-    }
+    run.final_layout = publish_layout();  // the control thread puts it into the volume's spec
+    run.running.store(false);
+    lock.release();  // the header is as it stays: other tools may look now
     Reply out = ok_reply();
     out.done_bytes = r.done_bytes();
     out.total_bytes = r.total_bytes();
     if (!stopped) {
-      log_->error("online reencryption of {}: {}", req.name, stopped.error().message());
       out.exit_code = exit_code_for(stopped.error());
       if (out.exit_code == kExitOk) out.exit_code = kExitUsage;
-      out.message = "Reencryption of " + req.name + " failed: " + stopped.error().message() +
-                    ". Close it and open it again (the interrupted hotzone is recovered), then "
-                    "resume with cryptmap reencrypt --resume-only.";
+      out.message = "Reencryption of " + name + " failed: " + stopped.error().message();
+      const std::string paused = " stays served (the header is paused at " +
+                                 std::to_string(r.done_bytes()) +
+                                 "); once the image is healthy, resume with cryptmap reencrypt "
+                                 "--resume-only.";
+      if (!failed && r.hotzone_fenced()) {
+        out.message += ". The hotzone at " + std::to_string(r.done_bytes()) +
+                       " could not be recovered: its I/O fails until you close " + name +
+                       " and open it again (open recovers it); then resume with cryptmap "
+                       "reencrypt --resume-only.";
+      } else if (!failed && r.done_bytes() > recovered_at) {
+        out.message += ". The hotzone at " + std::to_string(recovered_at) +
+                       " was recovered from its resilience data and " + name + paused;
+      } else if (!failed) {
+        out.message += ". Nothing of the hotzone at " + std::to_string(recovered_at) +
+                       " was changed; " + name + paused;
+      } else {
+        out.message += ". It stays served; resume with cryptmap reencrypt --resume-only.";
+      }
+      log_->error("online reencryption of {}: {}", name, out.message);
       return out;
     }
-    log_->info("online reencryption of {}: {} ({} bytes this run)", req.name,
-               stopped->finished ? "finished" : (left ? "stopped by the CLI" : "stopped"),
-               stopped->bytes);
+    log_->info("online reencryption of {}: {} ({} bytes this run)", name,
+               stopped->finished ? "finished" : why, stopped->bytes);
     if (!stopped->finished) {
       out.exit_code = kExitUsage;
-      out.message = "Reencryption of " + req.name + " was interrupted at " +
+      out.message = "Reencryption of " + name + " was interrupted at " +
                     std::to_string(r.done_bytes()) + " of " + std::to_string(r.total_bytes()) +
-                    " bytes; it stays served. Resume it with cryptmap reencrypt --resume-only " +
+                    " bytes" + (run.stop.load() ? " (the daemon stopped it)" : "") +
+                    "; the header is paused. Resume it with cryptmap reencrypt --resume-only " +
                     add.source.image + " (or, once closed, cryptsetup reencrypt --resume-only).";
     }
     return out;
   }
 
+  // Joins the runs whose thread has ended. On the control thread, before each request.
+  void reap_runs() {
+    for (auto it = runs_.begin(); it != runs_.end();)
+      it = it->second->ended.load() ? finish_run(it) : std::next(it);
+  }
+  // Stops the runs of `name` (every run when empty) at their next hotzone boundary and waits.
+  void stop_runs(const std::string& name = {}) {
+    for (auto& [n, r] : runs_)
+      if (name.empty() || n == name) r->stop.store(true);
+    for (auto it = runs_.begin(); it != runs_.end();)
+      it = name.empty() || it->first == name ? finish_run(it) : std::next(it);
+  }
+  // Joins a run's thread; its final layout becomes the volume's spec (what luksResume and
+  // refresh assemble from now).
+  std::map<std::string, std::unique_ptr<Run>>::iterator finish_run(
+      std::map<std::string, std::unique_ptr<Run>>::iterator it) {
+    Run& r = *it->second;
+    r.thread.join();
+    if (auto spec = specs_.find(r.name); spec != specs_.end() && r.final_layout)
+      spec->second.layout = std::move(*r.final_layout);
+    return runs_.erase(it);
+  }
+
+  // close: while a reencryption runs on the volume, refused as cryptsetup refuses to deactivate
+  // a device another process holds (the run holds it); --force stops the run at its next
+  // hotzone boundary (a paused header, resumable) and closes.
   Reply remove(const Request& req) {
+    if (runs_.count(req.name) != 0) {
+      if (!req.force)
+        return reply_with(kExitBusy,
+                          "Device " + req.name +
+                              " is still in use: an online reencryption runs on it. Stop it "
+                              "with Ctrl-C (SIGINT) of its cryptmap reencrypt, or close with "
+                              "--force (the reencryption stops at a hotzone boundary, "
+                              "resumable with cryptmap reencrypt --resume-only).");
+      stop_runs(req.name);
+    }
     auto r = server_->remove_volume(req.name, req.force);
     if (r.has_value() || r.error().code != Errc::kBusy) specs_.erase(req.name);
     if (r) return ok_reply();
@@ -407,6 +548,8 @@ class Daemon {
       if (!req.name.empty() && v.name != req.name) continue;
       if (auto spec = specs_.find(v.name); spec != specs_.end())
         v.open_flags = spec->second.open_flags;
+      if (auto run = runs_.find(v.name); run != runs_.end())
+        v.reencrypting = run->second->running.load();
       out.volumes.push_back(std::move(v));
     }
     if (!req.name.empty() && out.volumes.empty()) {
@@ -418,7 +561,9 @@ class Daemon {
 
   // Serves one connection: one request, one reply. Returns true when the last volume is gone
   // and the daemon should exit (the reply is then sent by the caller after unmounting).
-  void handle_connection(int fd, bool& last_closed, Reply& deferred) {
+  void handle_connection(UniqueFd& conn, bool& last_closed, Reply& deferred) {
+    reap_runs();
+    const int fd = conn.get();
     timeval tv{10, 0};  // a client that stalls cannot stall the daemon for long
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -462,7 +607,8 @@ class Daemon {
         reply = refresh(*req);
         break;
       case Verb::kReencrypt:
-        reply = reencrypt(*req, fd);
+        reply = reencrypt(*req, conn);
+        if (!conn.valid()) return;  // the run's thread owns the connection and replies
         break;
     }
     req->volume_key = SecretBytes();
@@ -534,6 +680,7 @@ class Daemon {
     for (;;) {
       pollfd fds[2] = {{listener->get(), POLLIN, 0}, {signals.fd(), POLLIN, 0}};
       const int n = ::poll(fds, 2, 500);
+      reap_runs();
       if (n < 0 && errno != EINTR) {
         log_->error("poll: {}", std::strerror(errno));
         break;
@@ -551,7 +698,7 @@ class Daemon {
         if (!conn.valid()) continue;
         bool last_closed = false;
         Reply deferred;
-        handle_connection(conn.get(), last_closed, deferred);
+        handle_connection(conn, last_closed, deferred);
         if (last_closed) {
           log_->info("last volume closed: unmounting {}", opts_.paths.mount_dir);
           server_.reset();
@@ -561,6 +708,7 @@ class Daemon {
         }
       }
     }
+    stop_runs();      // each at a hotzone boundary: the headers stay resumable
     server_.reset();  // stop(): flush, unmount, destroy volumes (keys wiped)
     ::unlink(opts_.paths.socket.c_str());
     return kExitOk;
@@ -578,7 +726,8 @@ class Daemon {
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<VolumeServer> server_;
   std::map<std::string, Request> specs_;  // by name: every served volume's add, without its key
-  bool allow_other_ = false;              // the mount's allow_other (chosen by the first volume)
+  std::map<std::string, std::unique_ptr<Run>> runs_;  // online reencryptions, by volume name
+  bool allow_other_ = false;  // the mount's allow_other (chosen by the first volume)
 };
 
 }  // namespace

@@ -87,6 +87,7 @@ struct VolumeStatus {
   std::uint32_t open_count = 0;    // open file handles on the mapped file
   std::uint32_t file_mode = 0600;  // permission bits of the mapped file
   bool suspended = false;          // suspend_volume(): I/O held, no key in memory
+  bool reencrypting = false;       // the daemon's: an online reencryption runs (layout: where)
   std::string fuse_transport;      // the mount's: "uring" or "dev"
   std::uint32_t open_flags = 0;    // the daemon's: OpenFlag bits of fs/control.h (--perf-*)
 };

@@ -61,6 +61,10 @@ Result<OnlineReencryption::Stopped> OnlineReencryption::stop() {
   return Stopped{r.finished, r.bytes};
 }
 
+bool OnlineReencryption::hotzone_fenced() const noexcept {
+  return impl_->session->fenced_hotzone().length > 0;
+}
+
 std::uint64_t OnlineReencryption::done_bytes() const noexcept {
   return impl_->session->done_bytes();
 }

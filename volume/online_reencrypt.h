@@ -49,8 +49,12 @@ class OnlineReencryption {
 
   std::unique_ptr<Volume> take_served_volume();
   // Converts the next hotzone in `served` (the volume take_served_volume() gave). False when
-  // nothing was left to convert.
+  // nothing was left to convert. A failed step recovers its hotzone in place or fences it
+  // (ReencryptSession::step); the caller ends the run then, without stop().
   Result<bool> step(Volume& served);
+  // After a failed step: true when its hotzone could not be recovered and fails with EIO until
+  // the volume is opened again.
+  bool hotzone_fenced() const noexcept;
   struct Stopped {
     bool finished = false;
     std::uint64_t bytes = 0;  // converted by this run

@@ -7,11 +7,8 @@
 #     equals what the FUSE file reads.
 #  2. SIGINT of the CLI stops the run at a hotzone boundary: a paused header, the volume still
 #     served and `status` showing the boundary; an online --resume-only finishes it.
-#  3. kill -9 of the daemon at random points of online runs (journal, 4 KiB hotzones, at least
-#     10 kills): each time open recovers and serves the pattern, the next online run resumes;
-#     after the last kill cryptsetup (repair, then reencrypt --resume-only) finishes what the
-#     daemon started;
-#     the pattern then reads back through cryptmap and through cryptsetup's decryption.
+# kill -9 of the daemon during online runs: reencrypt_online_kill.sh; the run's own thread, close,
+# shutdown and the metadata lock: reencrypt_online_control.sh; ext4: reencrypt_online_ext4.sh.
 source "$(dirname "$0")/lib.sh"
 DATA=$((8 << 20))  # fio's 4 regions of 2 MiB
 source "$(dirname "$0")/reencrypt_lib.sh"
@@ -80,43 +77,4 @@ pattern_check "$MNT/s" 0 "$DATA" 7 || fail "2: data differs after the online res
 cm_close s
 not_in_reencryption "$T/s.img" "2"  # (cryptsetup's decryption is checked in 1 and 3)
 
-note "3. kill -9 of the daemon during online runs, reopen (recovery), resume; cryptsetup finishes"
-new_image "$T/k.img"
-cm reencrypt --init-only --batch-mode "${FAST[@]}" --key-file "$K" --key-size 256 \
-  --resilience journal "$T/k.img"
-pattern_write "$T/ref" 0 "$DATA" 7  # the plaintext, for a quick cmp after each recovery
-# A kill that lands after the run ended does not count: the next cycle starts a new run (a new
-# volume key), so 10 kills inside runs are made whatever this machine's speed.
-kills=0 hot=0 cycle=0
-while ((kills < 10)); do
-  cycle=$((cycle + 1))
-  ((cycle <= 40)) || fail "3: only $kills of 40 kills landed inside a run; make it slower"
-  cm_open --key-file "$K" "$T/k.img" k || fail "3: cycle $cycle: open (recovery) failed"
-  cmp -s "$MNT/k" "$T/ref" || fail "3: cycle $cycle: data differs after recovery"
-  "${ONLINE[@]}" --resume-only --hotzone-size 4k "$T/k.img" > /dev/null 2>&1 &
-  pid=$!
-  sleep 0.6  # the CLI and the daemon's start (keys, the swap) take about that
-  sleep "0.$((RANDOM % 6))$((RANDOM % 10))"
-  crash_daemon
-  wait "$pid" 2>/dev/null || true
-  read -r st b < <(reenc_state "$T/k.img")
-  if [[ $st == done ]]; then
-    cm reencrypt --init-only --batch-mode "${FAST[@]}" --key-file "$K" --resilience journal \
-      "$T/k.img" || fail "3: cycle $cycle: a new run cannot start"
-    continue
-  fi
-  kills=$((kills + 1))
-  [[ $st == hot ]] && hot=$((hot + 1))
-done
-note "3: $kills kills in $cycle cycles, $hot inside a hotzone, boundary $b of $DATA"
-# cryptsetup recovers an interrupted hotzone in `repair` (its --resume-only refuses a crashed
-# header: "Device requires reencryption recovery. Run repair first.").
-if [[ $st == hot ]]; then
-  cryptsetup repair --batch-mode --key-file "$K" "$T/k.img" > /dev/null \
-    || fail "3: cryptsetup repair cannot recover the daemon's interrupted hotzone"
-fi
-cryptsetup reencrypt --resume-only --batch-mode --force-offline-reencrypt --key-file "$K" \
-  "$T/k.img" > /dev/null || fail "3: cryptsetup cannot finish what the daemon started"
-not_in_reencryption "$T/k.img" "3"
-check_data "$T/k.img" "3"
 note "PASS"

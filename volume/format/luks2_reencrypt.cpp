@@ -946,6 +946,10 @@ struct ReencryptSession::State {
   std::uint64_t bytes = 0;
   std::shared_ptr<SegmentBoundary> boundary;  // the served volume's, online
   bool finished = false;                      // stop() finished the run
+  // Where the step in progress stands: the header names its hotzone (the commit point passed),
+  // its data is being written. A failed step is recovered or fenced by what they say.
+  bool hot_committed = false, hot_writing = false;
+  Hotzone fenced;  // online: a hotzone left unreadable (length 0: none)
 };
 
 ReencryptSession::ReencryptSession(std::unique_ptr<State> s) : s_(std::move(s)) {}
@@ -1011,13 +1015,42 @@ Result<void> ReencryptSession::step(Volume* served) {
                            served ? "online reencryption step: not this session's served volume"
                                   : "reencryption step: the session serves a volume; step it"));
   if (!served) return convert_hotzone();
-  const std::uint64_t end = off + len;  // a structured binding is not captured (clang 14)
+  const std::uint64_t at = off, end = off + len;  // structured bindings are not captured (clang 14)
   return served->hold_range(ByteOffset{off}, len, [&]() -> Result<void> {
-    CRYPTMAP_TRY_VOID(convert_hotzone());
-    s_->boundary->move_to(end);
-    return ok();
+    auto converted = convert_hotzone();
+    if (converted) {
+      s_->boundary->move_to(end);
+      return ok();
+    }
+    // Still under the hold: a hotzone the failure may have left half converted is recovered
+    // here as open would (docs/reencrypt.md §9 step 2), the boundary then moves past it; if that
+    // fails too (or resilience none left nothing to recover from), its I/O fails with EIO
+    // until the volume is closed and opened again.
+    if (!s_->hot_committed && !s_->hot_writing) return converted;  // the data is untouched
+    if (!s_->hot_committed || !recover_failed_step(end - at)) {
+      s_->boundary->fence(at, end);
+      s_->fenced = {at, end - at};
+    } else {
+      s_->boundary->move_to(end);
+    }
+    return converted;
   });
 }
+
+bool ReencryptSession::recover_failed_step(std::uint64_t len) {
+  State& s = *s_;
+  Context& c = s.l.c;
+  c.crashed = true;  // as the header says: the hotzone at c.offset is in reencryption
+  c.hot_length = len;
+  if (auto r = recover_if_crashed(s.image, s.l, s.e); !r) {
+    c.crashed = false;
+    return false;
+  }
+  s.bytes += len;
+  return true;
+}
+
+ReencryptSession::Hotzone ReencryptSession::fenced_hotzone() const noexcept { return s_->fenced; }
 
 Result<void> ReencryptSession::convert_hotzone() {
   State& s = *s_;
@@ -1027,6 +1060,7 @@ Result<void> ReencryptSession::convert_hotzone() {
   const auto [off, len] = next_hotzone();
   if (len == 0) return ok();
   const bool protect = c.resilience != "none";
+  s.hot_committed = s.hot_writing = false;
   s.buf.resize(len);
   CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, s.l.prev, s.l.fin, off, len, true));
   CRYPTMAP_TRY_VOID(s.e.read(off, s.buf));
@@ -1035,15 +1069,18 @@ Result<void> ReencryptSession::convert_hotzone() {
     CRYPTMAP_TRY(sums, checksums_of(c, s.buf));
     CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, sums));
     CRYPTMAP_TRY_VOID(image.sync());
+    s.hot_committed = true;  // from the header write on (it may land before it fails)
     CRYPTMAP_TRY_VOID(commit_synced(image, st));
   } else if (c.resilience == "journal") {
     if (len > c.area_size)
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than hotzone"));
     CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, s.buf));
     CRYPTMAP_TRY_VOID(image.sync());
+    s.hot_committed = true;
     CRYPTMAP_TRY_VOID(commit_synced(image, st));
   }
   CRYPTMAP_TRY_VOID(s.e.convert(off, s.buf));
+  s.hot_writing = true;
   CRYPTMAP_TRY_VOID(s.e.write(off, s.buf));
   if (protect) CRYPTMAP_TRY_VOID(image.sync());
   CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, s.l.prev, s.l.fin, off, len, false));
@@ -1056,6 +1093,7 @@ Result<void> ReencryptSession::convert_hotzone() {
     s.dirty_none = !last;
   c.offset += len;
   s.bytes += len;
+  s.hot_committed = s.hot_writing = false;
   return ok();
 }
 

@@ -110,8 +110,15 @@ class ReencryptSession {
   // last committed state; a crash inside it is recovered by the next start() or open.
   // Online, `served` is the volume open_served_volume() made: the hotzone is held in it
   // (Volume::hold_range) for the whole step, and its boundary moves past the hotzone before
-  // the hold ends; requests elsewhere go on.
+  // the hold ends; requests elsewhere go on. When an online step fails after the header named
+  // the hotzone (or, with resilience none, while its data was written), the hotzone is
+  // recovered under the same hold as open recovers it (the boundary then moves past it and
+  // done_bytes() with it); when that fails too, or with resilience none, the hotzone is fenced:
+  // its I/O fails with kIo until the volume is opened again (fenced_hotzone()). Either way the
+  // step's error is returned; the caller ends the run there (no stop()).
   Result<void> step(Volume* served = nullptr);
+  // The hotzone a failed online step left fenced (length 0: none).
+  Hotzone fenced_hotzone() const noexcept;
   // The volume to serve while this session runs online: the data of `store` (the image,
   // opened for serving) through a cipher whose boundary follows done_bytes(): [0, done) under
   // the new key, the rest under the old one. Its layout is flat (data offset, the larger
@@ -129,7 +136,8 @@ class ReencryptSession {
 
  private:
   struct State;
-  Result<void> convert_hotzone();  // the step itself (docs/reencrypt.md §1 step 2)
+  Result<void> convert_hotzone();               // the step itself (docs/reencrypt.md §1 step 2)
+  bool recover_failed_step(std::uint64_t len);  // recover_if_crashed of a failed step's hotzone
   explicit ReencryptSession(std::unique_ptr<State> s);
   std::unique_ptr<State> s_;
 };

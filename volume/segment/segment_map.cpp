@@ -156,6 +156,12 @@ class BoundaryCipher final : public crypto::SectorCipher {
     const std::uint64_t first = run.first.value;
     // One load: the caller holds the run's range, so the boundary cannot cross it meanwhile.
     const std::uint64_t split = boundary_->get() / ss_;
+    const std::uint64_t fence_end = boundary_->fence_end() / ss_;
+    const std::uint64_t fence_begin = boundary_->fence_begin() / ss_;
+    if (fence_begin < fence_end && first < fence_end && fence_begin < first + count)
+      return fail(make_error_fmt(Errc::kIo, "reencryption hotzone", std::max(first, fence_begin),
+                                 "left by a failed reencryption step: close the volume and open "
+                                 "it again (recovery)"));
     const std::uint64_t n_before = split <= first ? 0 : std::min(count, split - first);
     auto side = [&](const crypto::SectorCipher& c, std::uint64_t k, std::uint64_t n) {
       const std::uint64_t per = ss_ / c.sector_size();

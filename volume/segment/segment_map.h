@@ -52,14 +52,28 @@ Result<std::unique_ptr<crypto::SectorCipher>> make_segmented_cipher(const Volume
 // (the new key), the rest under the "after" one (the old key). It only moves forward, by whole
 // engine sectors, while the range it moves over is held (Volume::hold_range), so a request sees
 // one side or the other for each sector, never a mix. Thread-safe.
+//
+// A *fence* marks a range whose ciphertext is neither side's (a hotzone left half converted by a
+// failed reencryption step that could not be recovered): the cipher fails every sector in it
+// with kIo instead of returning garbage. Set, like a move, while the range is held.
 class SegmentBoundary {
  public:
   explicit SegmentBoundary(std::uint64_t at) noexcept : at_(at) {}
   std::uint64_t get() const noexcept { return at_.load(std::memory_order_acquire); }
   void move_to(std::uint64_t at) noexcept { at_.store(at, std::memory_order_release); }
+  void fence(std::uint64_t begin, std::uint64_t end) noexcept {
+    fence_begin_.store(begin, std::memory_order_relaxed);
+    fence_end_.store(end, std::memory_order_release);
+  }
+  // [begin, end) of the fence; begin == end when there is none.
+  std::uint64_t fence_begin() const noexcept {
+    return fence_begin_.load(std::memory_order_relaxed);
+  }
+  std::uint64_t fence_end() const noexcept { return fence_end_.load(std::memory_order_acquire); }
 
  private:
   std::atomic<std::uint64_t> at_;
+  std::atomic<std::uint64_t> fence_begin_{0}, fence_end_{0};
 };
 
 // The cipher of such a volume: sectors of `sector_size` bytes (a multiple of both ciphers'

@@ -179,6 +179,7 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
     v.open_count = static_cast<std::uint32_t>(i);
     v.file_mode = i == 2 ? 0660 : 0600;
     v.suspended = i == 0;
+    v.reencrypting = i == 2;
     v.fuse_transport = i == 1 ? "uring" : "dev";
     v.open_flags = i == 2 ? kOpenNoReadWorkqueue | kOpenNoWriteWorkqueue : 0;
     in.volumes.push_back(v);
@@ -200,6 +201,8 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
   EXPECT_EQ(out->volumes[0].layout.cipher.cipher, "serpent");
   EXPECT_TRUE(out->volumes[0].suspended);
   EXPECT_FALSE(out->volumes[1].suspended);
+  EXPECT_TRUE(out->volumes[2].reencrypting);
+  EXPECT_FALSE(out->volumes[0].reencrypting);
   EXPECT_EQ(out->volumes[1].fuse_transport, "uring");
   EXPECT_EQ(out->volumes[2].fuse_transport, "dev");
   EXPECT_EQ(out->volumes[2].open_flags, kOpenNoReadWorkqueue | kOpenNoWriteWorkqueue);

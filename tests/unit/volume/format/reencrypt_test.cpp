@@ -5,9 +5,11 @@
 // write made through the served volume while the boundary moves under it (§10).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <random>
+#include <string>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -335,6 +337,119 @@ TEST(Reencrypt, AnOnlineRunKeepsEveryWriteWhileTheBoundaryMoves) {
     ASSERT_TRUE(vol.read(ByteOffset{0}, all));
     EXPECT_EQ(all, model) << res;
     served->reset();
+    EXPECT_EQ(plaintext(*img), model) << res;
+  }
+}
+
+// The session's own handle on the image, failing the next `count` writes that overlap
+// [off, off+len) with kIo (a store fault that goes away, or not, for a large count).
+class FlakyImage final : public BackingStore {
+ public:
+  explicit FlakyImage(BackingStore& s) : s_(s) {}
+  void fail_writes(std::uint64_t off, std::uint64_t len, int count) {
+    off_ = off;
+    len_ = len;
+    count_ = count;
+  }
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return s_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    if (count_ > 0 && off.value < off_ + len_ && off_ < off.value + in.size()) {
+      --count_;
+      return fail(make_error(Errc::kIo, "flaky image write", off.value));
+    }
+    return s_.write_at(off, in);
+  }
+  Result<void> sync() override { return s_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
+  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
+  bool read_only() const noexcept override { return false; }
+  const std::string& name() const noexcept override { return s_.name(); }
+
+ private:
+  BackingStore& s_;
+  std::uint64_t off_ = 0, len_ = 0;
+  int count_ = 0;
+};
+
+// An online step whose hotzone write fails once (docs/reencrypt.md §10): the hotzone is
+// recovered under the hold from the resilience data, as open recovers it, and the volume serves
+// on with the boundary past it; the header is paused there, and a later run finishes.
+TEST(Reencrypt, AFailedOnlineStepRecoversItsHotzoneAndServesOn) {
+  for (const char* res : {"checksum", "journal"}) {
+    auto img = image_with_data();
+    ASSERT_TRUE(reencrypt_init(*img, pass("right"), init_options(res)));
+    FlakyImage flaky(*img);
+    auto session = ReencryptSession::start(flaky, pass("right"), 128 << 10);
+    ASSERT_TRUE(session) << session.error().message();
+    auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*img), {}, nullptr);
+    ASSERT_TRUE(served) << served.error().message();
+    Volume& vol = **served;
+    ASSERT_TRUE((*session)->step(&vol));
+    flaky.fail_writes(kDataOffset + (128 << 10), 128 << 10, 1);
+    auto r = (*session)->step(&vol);
+    ASSERT_FALSE(r) << res;
+    EXPECT_EQ(r.error().code, Errc::kIo);
+    EXPECT_EQ((*session)->done_bytes(), 256u << 10) << res;
+    EXPECT_EQ((*session)->fenced_hotzone().length, 0u) << res;
+    std::vector<std::byte> all(kData);
+    ASSERT_TRUE(vol.read(ByteOffset{0}, all)) << res;
+    EXPECT_EQ(all, test::deterministic_bytes(kData, 18)) << res;
+    auto st = reencrypt_status(*img);
+    ASSERT_TRUE(st);
+    EXPECT_FALSE(st->crashed) << res;
+    EXPECT_EQ(st->done_bytes, 256u << 10) << res;
+    served->reset();
+    session->reset();
+    auto fin = reencrypt_run(*img, pass("right"), {});
+    ASSERT_TRUE(fin) << fin.error().message();
+    EXPECT_TRUE(fin->finished);
+    EXPECT_EQ(plaintext(*img), test::deterministic_bytes(kData, 18)) << res;
+  }
+}
+
+// When the hotzone cannot be recovered either (the fault stays), only its I/O fails (kIo, EIO
+// at the FUSE edge) and the rest serves the data; the header names the hotzone, and open's
+// recovery brings it back once the store is healthy (with resilience none a failed data write
+// is fenced at once: nothing to recover from).
+TEST(Reencrypt, AnUnrecoverableOnlineStepFailsOnlyItsHotzone) {
+  for (const char* res : {"checksum", "journal", "none"}) {
+    auto img = image_with_data();
+    ASSERT_TRUE(reencrypt_init(*img, pass("right"), init_options(res)));
+    FlakyImage flaky(*img);
+    auto session = ReencryptSession::start(flaky, pass("right"), 128 << 10);
+    ASSERT_TRUE(session) << session.error().message();
+    auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*img), {}, nullptr);
+    ASSERT_TRUE(served) << served.error().message();
+    Volume& vol = **served;
+    ASSERT_TRUE((*session)->step(&vol));
+    flaky.fail_writes(kDataOffset + (128 << 10), 128 << 10, 1000);
+    ASSERT_FALSE((*session)->step(&vol)) << res;
+    EXPECT_EQ((*session)->done_bytes(), 128u << 10) << res;
+    EXPECT_EQ((*session)->fenced_hotzone().offset, 128u << 10) << res;
+    EXPECT_EQ((*session)->fenced_hotzone().length, 128u << 10) << res;
+    const auto model = test::deterministic_bytes(kData, 18);
+    std::vector<std::byte> piece(4096);
+    auto hot = vol.read(ByteOffset{(128 << 10) + 8192}, piece);
+    ASSERT_FALSE(hot) << res;
+    EXPECT_EQ(hot.error().code, Errc::kIo);
+    std::vector<std::byte> head(128 << 10), tail(kData - (256 << 10));
+    ASSERT_TRUE(vol.read(ByteOffset{0}, head)) << res;
+    ASSERT_TRUE(vol.read(ByteOffset{256 << 10}, tail)) << res;
+    EXPECT_TRUE(std::equal(head.begin(), head.end(), model.begin())) << res;
+    EXPECT_TRUE(std::equal(tail.begin(), tail.end(), model.begin() + (256 << 10))) << res;
+    if (std::string(res) == "none") continue;  // its header was never written: the run is lost
+    auto st = reencrypt_status(*img);
+    ASSERT_TRUE(st);
+    EXPECT_TRUE(st->crashed) << res;
+    served->reset();
+    session->reset();
+    auto opened = reencrypt_open(*img, pass("right"));  // open's recovery, the fault gone
+    ASSERT_TRUE(opened) << opened.error().message();
+    auto fin = reencrypt_run(*img, pass("right"), {});
+    ASSERT_TRUE(fin) << fin.error().message();
+    EXPECT_TRUE(fin->finished);
     EXPECT_EQ(plaintext(*img), model) << res;
   }
 }
