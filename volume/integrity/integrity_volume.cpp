@@ -20,6 +20,7 @@
 #include "base/locked_memory.h"
 #include "crypto/auth_cipher.h"
 #include "volume/format/dm_integrity_journal.h"
+#include "volume/integrity/tag_page_cache.h"
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::volume {
@@ -39,6 +40,18 @@ constexpr std::uint32_t kMaxBatchSections = 8;
 
 std::uint64_t align_down(std::uint64_t x) { return x / kAlign * kAlign; }
 std::uint64_t align_up(std::uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+// Pages of the tag page cache: an eighth of the volume's cache budget (--cache-size; 8 MiB of
+// the default 64 MiB hold the tags of about 680 MiB of 4 KiB blocks with 48-byte tags), at
+// least kMinTagPages, never more than the volume's whole tag area.
+constexpr std::uint64_t kMinTagPages = 8;
+std::size_t tag_cache_pages(const Geometry& g, std::uint64_t cache_bytes) {
+  const std::uint64_t areas =
+      (g.provided_data_sectors + g.interleave_sectors() - 1) / g.interleave_sectors();
+  const std::uint64_t area_pages = align_up(g.metadata_run * 512) / kAlign;
+  const std::uint64_t budget = std::max(kMinTagPages, cache_bytes / 8 / kAlign);
+  return static_cast<std::size_t>(std::min(areas * area_pages, budget));
+}
 
 Result<integrity::Superblock> read_superblock(const BackingStore& store, std::uint64_t at) {
   if (store.size_bytes() < at + integrity::kSbBytes)
@@ -218,7 +231,8 @@ class IntegrityVolume final : public Volume {
   IntegrityVolume(VolumeLayout layout, Geometry g, std::uint64_t size,
                   std::unique_ptr<crypto::AuthSectorCipher> cipher,
                   std::unique_ptr<BackingStore> store, bool read_only, bool journal_mode,
-                  JournalPosition journal_at, std::shared_ptr<spdlog::logger> log)
+                  JournalPosition journal_at, std::unique_ptr<TagPageCache> tag_cache,
+                  std::shared_ptr<spdlog::logger> log)
       : layout_(std::move(layout)),
         g_(g),
         size_(size),
@@ -229,6 +243,7 @@ class IntegrityVolume final : public Volume {
         read_only_(read_only),
         journal_mode_(journal_mode),
         jpos_(journal_at),
+        tag_cache_(std::move(tag_cache)),
         log_(std::move(log)) {
     if (!log_) log_ = spdlog::default_logger();
   }
@@ -356,7 +371,11 @@ class IntegrityVolume final : public Volume {
   const VolumeLayout& layout() const noexcept override { return layout_; }
   bool read_only() const noexcept override { return read_only_; }
 
-  IntegrityCounters counters() const { return {verified_.load(), failed_.load(), written_.load()}; }
+  IntegrityCounters counters() const {
+    const TagPageCache::Stats t = tag_cache_->stats();
+    return {verified_.load(), failed_.load(), written_.load(),       t.hits,
+            t.misses,         t.evictions,    tag_cache_->capacity()};
+  }
 
  private:
   // Blocks from `first` up to `limit` that stay in one interleave area, at most kMaxRunBlocks.
@@ -371,7 +390,55 @@ class IntegrityVolume final : public Volume {
   // Tag window of a run: [lo, hi) aligned, and the offset of the run's first tag in it.
   struct TagWindow {
     std::uint64_t lo, hi, first;
+    std::size_t pages() const { return static_cast<std::size_t>((hi - lo) / kAlign); }
+    std::uint64_t page(std::size_t p) const { return lo / kAlign + p; }  // tag page number
   };
+  static std::span<std::byte> page_of(std::span<std::byte> tags, std::size_t p) {
+    return tags.subspan(p * kAlign, kAlign);
+  }
+  // Pages [lo, hi) of a window (relative), grown by add().
+  struct PageRange {
+    std::size_t lo = SIZE_MAX, hi = 0;
+    void add(std::size_t p) {
+      lo = std::min(lo, p);
+      hi = std::max(hi, p + 1);
+    }
+    bool empty() const { return lo >= hi; }
+    std::span<std::byte> of(std::span<std::byte> tags) const {
+      return tags.subspan(lo * kAlign, (hi - lo) * kAlign);
+    }
+  };
+
+  // Before a write of the n tags of window `w` (into `tags`, the whole window): the pages the
+  // run shares with its neighbours (a partial first and last page) get their current contents,
+  // from the tag page cache or else from the store; the run's own tags are about to be
+  // overwritten. The caller holds the window's tag pages exclusively.
+  Result<void> load_tag_edges(const TagWindow& w, std::size_t n, std::span<std::byte> tags) {
+    const std::size_t last = w.pages() - 1;
+    const bool head = w.first != 0;
+    const bool tail = (w.first + n * tag_) % kAlign != 0;
+    PageRange miss;
+    if (head && !tag_cache_->get(w.page(0), page_of(tags, 0))) miss.add(0);
+    if (tail && (last > 0 || !head) && !tag_cache_->get(w.page(last), page_of(tags, last)))
+      miss.add(last);
+    if (!miss.empty())
+      CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo + miss.lo * kAlign}, miss.of(tags)));
+    return ok();
+  }
+
+  // Writes a run's data (at `data_off`) and its whole tag window `tags` as one store batch
+  // (in flight together; mode D promises no order between a block and its tag,
+  // docs/integrity.md §6). The window's pages become the cache's copies when the write
+  // succeeded and are dropped from the cache when it did not (the store's contents are then
+  // unknown). The caller holds the window exclusively.
+  Result<void> write_with_tags(const TagWindow& w, ByteOffset data_off,
+                               std::span<const std::byte> data, std::span<std::byte> tags) {
+    std::array<WritePiece, 2> io{WritePiece{data_off, data}, WritePiece{ByteOffset{w.lo}, tags}};
+    auto r = store_->write_batch(io);
+    for (std::size_t p = 0; p < w.pages(); ++p)
+      r ? tag_cache_->put(w.page(p), page_of(tags, p)) : tag_cache_->erase(w.page(p));
+    return r;
+  }
   TagWindow tag_window(std::uint64_t first, std::size_t n) const {
     const std::uint64_t t0 = g_.tag_byte(first * g_.sectors_per_block());
     const std::uint64_t lo = align_down(t0);
@@ -384,8 +451,19 @@ class IntegrityVolume final : public Volume {
                              std::span<std::byte> tag_buf) {
     const TagWindow w = tag_window(first, n);
     const auto tags = tag_buf.first(w.hi - w.lo);
-    std::array<ReadPiece, 2> io{ReadPiece{data_at(first), data}, ReadPiece{ByteOffset{w.lo}, tags}};
-    CRYPTMAP_TRY_VOID(store_->read_batch(io));  // in flight together
+    // Resident tag pages come from the cache; the rest (one piece from the first missing page
+    // to the last) from the store, in flight together with the data.
+    PageRange miss;
+    for (std::size_t p = 0; p < w.pages(); ++p)
+      if (!tag_cache_->get(w.page(p), page_of(tags, p))) miss.add(p);
+    if (miss.empty()) {
+      CRYPTMAP_TRY_VOID(store_->read_at(data_at(first), data));
+    } else {
+      std::array<ReadPiece, 2> io{ReadPiece{data_at(first), data},
+                                  ReadPiece{ByteOffset{w.lo + miss.lo * kAlign}, miss.of(tags)}};
+      CRYPTMAP_TRY_VOID(store_->read_batch(io));  // in flight together
+      for (std::size_t p = miss.lo; p < miss.hi; ++p) tag_cache_->put(w.page(p), page_of(tags, p));
+    }
     overlay_pending(first, n, data, tags.subspan(w.first, n * tag_));
     std::array<bool, kMaxRunBlocks> failed{};
     auto r = cipher_->decrypt_verdicts(
@@ -416,13 +494,10 @@ class IntegrityVolume final : public Volume {
                                std::span<std::byte> tag_buf) {
     const TagWindow w = tag_window(first, n);
     const auto tags = tag_buf.first(w.hi - w.lo);
-    CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
+    CRYPTMAP_TRY_VOID(load_tag_edges(w, n, tags));
     CRYPTMAP_TRY_VOID(cipher_->encrypt(
         crypto::SectorRun{data, std::span(tags).subspan(w.first, n * tag_), SectorIndex{first}}));
-    // Mode D promises no order between a block and its tag (docs/integrity.md §6).
-    std::array<WritePiece, 2> io{WritePiece{data_at(first), data},
-                                 WritePiece{ByteOffset{w.lo}, tags}};
-    CRYPTMAP_TRY_VOID(store_->write_batch(io));
+    CRYPTMAP_TRY_VOID(write_with_tags(w, data_at(first), data, tags));
     written_.fetch_add(n, std::memory_order_relaxed);
     return ok();
   }
@@ -550,15 +625,13 @@ class IntegrityVolume final : public Volume {
       while (r < limit && pend_blocks_[wb_order_[i + r]] == k + r) ++r;
       const TagWindow w = tag_window(k, r);
       const auto tags = wb_tags_.span().first(w.hi - w.lo);
-      CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
+      CRYPTMAP_TRY_VOID(load_tag_edges(w, r, tags));
       for (std::size_t j = 0; j < r; ++j) {
         const std::size_t e = wb_order_[i + j];
         std::memcpy(wb_data_.data() + j * bs_, pend_data_.data() + e * bs_, bs_);
         std::memcpy(tags.data() + w.first + j * tag_, pend_tags_.data() + e * tag_, tag_);
       }
-      std::array<WritePiece, 2> wio{WritePiece{data_at(k), wb_data_.span().first(r * bs_)},
-                                    WritePiece{ByteOffset{w.lo}, tags}};
-      CRYPTMAP_TRY_VOID(store_->write_batch(wio));
+      CRYPTMAP_TRY_VOID(write_with_tags(w, data_at(k), wb_data_.span().first(r * bs_), tags));
       written_.fetch_add(r, std::memory_order_relaxed);
       inplace_unsynced_ = true;
       i += r;
@@ -590,6 +663,8 @@ class IntegrityVolume final : public Volume {
   const bool read_only_;
   const bool journal_mode_;
   JournalPosition jpos_;  // next section to commit and its sequence (under mu_ exclusively)
+  // Tag pages as the store holds them, filled and updated under the pages' stripes (pages_).
+  std::unique_ptr<TagPageCache> tag_cache_;
   // Mode J, under mu_ (written exclusively, read shared): the open section's blocks (index,
   // ciphertext, tag; at most journal_section_entries), the section image built at commit and
   // the write-back run buffers. All allocated at open.
@@ -648,9 +723,10 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
   const bool journal_mode = !layout.integrity_no_journal;
   CRYPTMAP_TRY(jpos, replay_journal(*store, g, journal_mode, *logger));
   const bool ro = options.read_only || store->read_only();
+  CRYPTMAP_TRY(tag_cache, TagPageCache::create(tag_cache_pages(g, options.cache_bytes)));
   auto vol = std::make_unique<IntegrityVolume>(std::move(layout), g, size, std::move(cipher),
                                                std::move(store), ro, journal_mode, jpos,
-                                               std::move(logger));
+                                               std::move(tag_cache), std::move(logger));
   CRYPTMAP_TRY_VOID(vol->init());
   return std::unique_ptr<Volume>(std::move(vol));
 }

@@ -7,6 +7,13 @@
 // first, in both modes (§1.3). Destroying the volume commits the open batch (best effort; flush
 // reports errors).
 //
+// Tag pages (the 4 KiB of the image holding tags) are kept in a bounded tag page cache
+// (volume/integrity/tag_page_cache.h; an eighth of --cache-size), filled by reads and updated by
+// every in-place write under the page's stripe lock: a read whose tag pages are resident reads
+// only its data, a write reads only the edge pages it shares with other runs, and only when they
+// are not resident. Changing the image under an open volume is not seen through cached pages
+// (as dm-bufio's metadata cache in the kernel): tests tamper with closed images.
+//
 // Read: data and tags of a run are read (in flight together) into the volume's private buffers,
 // blocks waiting in the open journal batch replace theirs, each block is
 // verified and decrypted there (crypto::AuthSectorCipher, exactly once per block read), and only
@@ -59,6 +66,12 @@ struct IntegrityCounters {
   std::uint64_t tags_verified = 0;  // blocks whose tag was checked (pass or fail)
   std::uint64_t tags_failed = 0;
   std::uint64_t tags_written = 0;
+  // The tag page cache (4 KiB pages of the image holding tags): lookups that found the page,
+  // lookups that did not, pages evicted, and its capacity in pages.
+  std::uint64_t tag_page_hits = 0;
+  std::uint64_t tag_page_misses = 0;
+  std::uint64_t tag_page_evictions = 0;
+  std::uint64_t tag_page_capacity = 0;
 };
 // The counters of `vol` when it is an integrity volume, else nullopt.
 std::optional<IntegrityCounters> integrity_counters(const Volume& vol);

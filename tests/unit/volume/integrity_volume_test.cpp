@@ -5,6 +5,7 @@
 // block read, journal replay on open (both modes; journal mode is served read-only), and what is
 // refused (damaged journals, discards).
 #include "volume/integrity/integrity_volume.h"
+#include "volume/integrity/tag_page_cache.h"
 
 #include <gtest/gtest.h>
 
@@ -59,10 +60,11 @@ std::unique_ptr<MemBackingStore> formatted(std::uint64_t bytes, const VolumeLayo
   return mem;
 }
 
-Result<Opened> open_on(std::unique_ptr<MemBackingStore> mem, const VolumeLayout& l) {
+Result<Opened> open_on(std::unique_ptr<MemBackingStore> mem, const VolumeLayout& l,
+                       const VolumeOptions& options = {}) {
   Opened o;
   o.mem = mem.get();
-  CRYPTMAP_TRY(v, open_integrity_volume(l, key_for(l), std::move(mem), {}, nullptr));
+  CRYPTMAP_TRY(v, open_integrity_volume(l, key_for(l), std::move(mem), options, nullptr));
   o.vol = std::move(v);
   return o;
 }
@@ -158,7 +160,22 @@ struct Tampered {
   Opened o;
   integrity::Geometry g;
   std::vector<std::byte> data;
+  VolumeLayout l;
 };
+
+// Closes the volume and opens a copy of its image: what an image tampered with while closed
+// reads like (an open volume reads resident tag pages from its tag page cache, as the kernel's
+// dm-integrity reads its metadata from dm-bufio).
+void reopen(Tampered& t, const VolumeOptions& options = {}) {
+  std::vector<std::byte> image(t.o.mem->size_bytes());
+  t.o.mem->peek(0, image);
+  t.o.vol.reset();
+  auto mem = std::make_unique<MemBackingStore>(image.size(), "mem:integrity");
+  mem->poke(0, image);
+  auto o = open_on(std::move(mem), t.l, options);
+  ASSERT_TRUE(o) << o.error().message();
+  t.o = std::move(*o);
+}
 
 Tampered written_volume(const Mode& m) {
   const VolumeLayout l = layout_of(m.enc, m.integ, m.ss, 1 * kMiB);
@@ -169,7 +186,7 @@ Tampered written_volume(const Mode& m) {
                                                1 * kMiB / 512);
   auto o = open_on(std::move(mem), l);
   EXPECT_TRUE(o);
-  Tampered t{std::move(*o), *g, pattern(64 * m.ss, 3)};
+  Tampered t{std::move(*o), *g, pattern(64 * m.ss, 3), l};
   EXPECT_TRUE(t.o.vol->write(ByteOffset{0}, t.data));
   return t;
 }
@@ -199,6 +216,7 @@ TEST(IntegrityVolume, TamperFailsExactlyTheAffectedBlocks) {
       t.o.mem->peek(at, b);
       b[0] ^= std::byte{0x01};
       t.o.mem->poke(at, b);
+      reopen(t);
       EXPECT_EQ(failing_blocks(t.o, m.ss, 64), std::vector<std::uint64_t>{5});
       // A read covering it fails as a whole; one not covering it does not.
       std::vector<std::byte> big(16 * m.ss);
@@ -218,6 +236,7 @@ TEST(IntegrityVolume, TamperFailsExactlyTheAffectedBlocks) {
       t.o.mem->peek(at, b);
       b[0] ^= std::byte{0x40};
       t.o.mem->poke(at, b);
+      reopen(t);
       EXPECT_EQ(failing_blocks(t.o, m.ss, 64), std::vector<std::uint64_t>{9});
     }
     {  // blocks 3 and 40 swapped, data and tags together: both fail (the sector is bound)
@@ -232,6 +251,7 @@ TEST(IntegrityVolume, TamperFailsExactlyTheAffectedBlocks) {
       t.o.mem->poke(t.g.data_sector(40 * spb) * 512, d3);
       t.o.mem->poke(t.g.tag_byte(3 * spb), t40);
       t.o.mem->poke(t.g.tag_byte(40 * spb), t3);
+      reopen(t);
       EXPECT_EQ(failing_blocks(t.o, m.ss, 64), (std::vector<std::uint64_t>{3, 40}));
     }
   }
@@ -248,6 +268,7 @@ TEST(IntegrityVolume, ReplayOfAnOldBlockIsNotDetected) {
   ASSERT_TRUE(t.o.vol->write(ByteOffset{7 * ss}, pattern(ss, 9)));
   t.o.mem->poke(t.g.data_sector(7 * spb) * 512, old_d);
   t.o.mem->poke(t.g.tag_byte(7 * spb), old_t);
+  reopen(t);
   std::vector<std::byte> back(ss);
   ASSERT_TRUE(t.o.vol->read(ByteOffset{7 * ss}, back));
   EXPECT_EQ(std::memcmp(back.data(), t.data.data() + 7 * ss, ss), 0);
@@ -349,6 +370,168 @@ TEST(IntegrityVolume, ConcurrentWritersSharingTagSectors) {
     ASSERT_TRUE(o->vol->read(ByteOffset{std::uint64_t(k) * 4096}, b));
     EXPECT_EQ(b, pattern(4096, static_cast<unsigned>(1000 * (kRounds - 1) + k))) << k;
   }
+}
+
+// ---- The tag page cache (volume/integrity/tag_page_cache.h) ----
+
+std::vector<std::byte> page_filled(std::uint8_t v) {
+  return std::vector<std::byte>(TagPageCache::kPageBytes, std::byte{v});
+}
+
+TEST(TagPageCache, HoldsWhatWasPutEvictsTheLeastRecentlyUsedAndErases) {
+  auto c = TagPageCache::create(8);  // one set of 8 ways
+  ASSERT_TRUE(c);
+  TagPageCache& cache = **c;
+  EXPECT_EQ(cache.capacity(), 8u);
+  std::vector<std::byte> out(TagPageCache::kPageBytes);
+  EXPECT_FALSE(cache.get(5, out));
+  for (std::uint8_t p = 0; p < 8; ++p) cache.put(p, page_filled(p));
+  ASSERT_TRUE(cache.get(0, out));  // page 0 becomes the most recently used
+  EXPECT_EQ(out, page_filled(0));
+  cache.put(3, page_filled(33));  // an update in place, no eviction
+  EXPECT_EQ(cache.stats().evictions, 0u);
+  cache.put(100, page_filled(100));  // evicts page 1, the least recently used
+  EXPECT_EQ(cache.stats().evictions, 1u);
+  EXPECT_FALSE(cache.get(1, out));
+  ASSERT_TRUE(cache.get(0, out));
+  ASSERT_TRUE(cache.get(3, out));
+  EXPECT_EQ(out, page_filled(33));
+  ASSERT_TRUE(cache.get(100, out));
+  EXPECT_EQ(out, page_filled(100));
+  cache.erase(100);
+  EXPECT_FALSE(cache.get(100, out));
+  cache.clear();
+  for (std::uint64_t p = 0; p < 8; ++p) EXPECT_FALSE(cache.get(p, out)) << p;
+}
+
+// A read whose tag pages are resident reads only its data from the store; the tag is still
+// verified once per block read (a cache hit is not a store read of the tag, but the block is).
+// A no-journal write reads no tag window when its edge pages are resident, and none at all
+// when its tags cover whole pages.
+TEST(IntegrityVolume, TagPageCacheSparesTagReads) {
+  const VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 1 * kMiB);  // T 48
+  auto o = open_on(formatted(40 * kMiB, l), l);
+  ASSERT_TRUE(o);
+  ASSERT_TRUE(o->vol->write(ByteOffset{0}, pattern(512 * 4096, 4)));
+  Tampered t{std::move(*o), {}, {}, l};
+  reopen(t);  // a cold cache
+  MemBackingStore& mem = *t.o.mem;
+  std::vector<std::byte> b(4096);
+  const std::uint64_t r0 = mem.read_calls();
+  ASSERT_TRUE(t.o.vol->read(ByteOffset{10 * 4096}, b));
+  EXPECT_EQ(mem.read_calls() - r0, 2u) << "cold: data and tag page";
+  const auto before = counters(t.o);
+  for (std::uint64_t k = 0; k < 85; ++k)  // blocks 0..84: their tags are tag page 0
+    ASSERT_TRUE(t.o.vol->read(ByteOffset{k * 4096}, b));
+  EXPECT_EQ(mem.read_calls() - r0, 2u + 85u) << "warm: data only";
+  EXPECT_EQ(counters(t.o).tags_verified - before.tags_verified, 85u);
+  EXPECT_EQ(counters(t.o).tag_page_hits - before.tag_page_hits, 85u);
+  EXPECT_EQ(std::memcmp(b.data(), pattern(512 * 4096, 4).data() + 84 * 4096, 4096), 0);
+  // Mode D writes: block 20 (tag page 0 resident): no store read.
+  const std::uint64_t r1 = mem.read_calls();
+  ASSERT_TRUE(t.o.vol->write(ByteOffset{20 * 4096}, pattern(4096, 5)));
+  EXPECT_EQ(mem.read_calls(), r1);
+  // Block 300 (tag page 3, cold): one read of that page, then none.
+  ASSERT_TRUE(t.o.vol->write(ByteOffset{300 * 4096}, pattern(4096, 6)));
+  EXPECT_EQ(mem.read_calls(), r1 + 1);
+  ASSERT_TRUE(t.o.vol->write(ByteOffset{301 * 4096}, pattern(4096, 7)));
+  EXPECT_EQ(mem.read_calls(), r1 + 1);
+  // 256 blocks from block 256 (tags at bytes 12288 .. 24576 of the area: pages 3..5, whole):
+  // no read at all, cache or not.
+  ASSERT_TRUE(t.o.vol->write(ByteOffset{256 * 4096}, pattern(256 * 4096, 8)));
+  EXPECT_EQ(mem.read_calls(), r1 + 1);
+  // What the open volume reads is what a fresh open reads.
+  auto expect = pattern(512 * 4096, 4);
+  std::memcpy(expect.data() + 20 * 4096, pattern(4096, 5).data(), 4096);
+  const auto b8 = pattern(256 * 4096, 8);
+  std::memcpy(expect.data() + 256 * 4096, b8.data(), b8.size());
+  std::vector<std::byte> all(512 * 4096);
+  ASSERT_TRUE(t.o.vol->read(ByteOffset{0}, all));
+  EXPECT_EQ(all, expect);
+  reopen(t);
+  ASSERT_TRUE(t.o.vol->read(ByteOffset{0}, all));
+  EXPECT_EQ(all, expect);
+}
+
+// Writers of neighbouring blocks (their tags share tag pages) and readers at the same time with
+// a cache of 8 tag pages over 24 pages of tags, so pages are evicted and reloaded mid-run: no
+// read sees a bad tag, and after a reopen (a cold cache: what the store holds) every block
+// holds its writer's last contents with a valid tag. A cached page written back stale would
+// lose a neighbour's tag.
+TEST(IntegrityVolume, TagPageCacheStaysCoherentUnderConcurrentWritersAndEviction) {
+  for (bool journal : {false, true}) {
+    SCOPED_TRACE(journal ? "journal" : "no journal");
+    VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);  // T 28: 146 per page
+    VolumeOptions tiny;
+    tiny.cache_bytes = 0;  // the minimum: 8 tag pages
+    auto o = open_on(formatted(40 * kMiB, l), l, tiny);
+    ASSERT_TRUE(o);
+    constexpr int kThreads = 4, kBlocks = 146 * 24, kRounds = 2;
+    ASSERT_TRUE(o->vol->write(ByteOffset{0}, std::vector<std::byte>(kBlocks * 4096)));
+    Tampered t{std::move(*o), {}, {}, l};
+    t.l.integrity_no_journal = !journal;
+    reopen(t, tiny);
+    EXPECT_EQ(counters(t.o).tag_page_capacity, 8u);
+    std::atomic<int> errors{0};
+    std::atomic<bool> done{false};
+    std::vector<std::thread> ts;
+    for (int th = 0; th < kThreads; ++th)
+      ts.emplace_back([&, th] {
+        for (int r = 0; r < kRounds; ++r)
+          for (int k = th; k < kBlocks; k += kThreads) {
+            const auto d = pattern(4096, static_cast<unsigned>(100000 * r + k));
+            if (!t.o.vol->write(ByteOffset{std::uint64_t(k) * 4096}, d)) ++errors;
+          }
+      });
+    std::thread reader([&] {
+      std::vector<std::byte> b(8 * 4096);
+      for (std::uint64_t at = 0; !done.load(); at = (at + 997 * 4096) % ((kBlocks - 8) * 4096))
+        if (!t.o.vol->read(ByteOffset{at / 4096 * 4096}, b)) ++errors;
+    });
+    for (auto& th : ts) th.join();
+    done = true;
+    reader.join();
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(counters(t.o).tags_failed, 0u);
+    EXPECT_GT(counters(t.o).tag_page_evictions, 0u) << "the run never evicted a tag page";
+    ASSERT_TRUE(t.o.vol->flush());
+    reopen(t);
+    std::vector<std::byte> b(4096);
+    for (int k = 0; k < kBlocks; ++k) {
+      ASSERT_TRUE(t.o.vol->read(ByteOffset{std::uint64_t(k) * 4096}, b)) << k;
+      ASSERT_EQ(b, pattern(4096, static_cast<unsigned>(100000 * (kRounds - 1) + k))) << k;
+    }
+  }
+}
+
+// A no-journal write whose tag page write fails (its data write landed): the cache drops the
+// page, so the open volume reads what a fresh open reads (the block fails its tag in both),
+// never a tag the store does not hold.
+TEST(IntegrityVolume, FailedTagWriteDropsTheCachedPage) {
+  const VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 1 * kMiB);
+  auto o = open_on(formatted(40 * kMiB, l), l);
+  ASSERT_TRUE(o);
+  const auto v0 = pattern(64 * 4096, 11);
+  ASSERT_TRUE(o->vol->write(ByteOffset{0}, v0));
+  std::vector<std::byte> b(4096);
+  ASSERT_TRUE(o->vol->read(ByteOffset{5 * 4096}, b));  // tag page 0 resident
+  std::vector<std::byte> sb(integrity::kSbBytes);
+  o->mem->peek(1 * kMiB, sb);
+  auto g = integrity::geometry_from_superblock(*integrity::parse_superblock(sb), 40 * kMiB / 512,
+                                               1 * kMiB / 512);
+  ASSERT_TRUE(g);
+  const std::uint64_t page = g->tag_byte(5 * 8) / 4096 * 4096;
+  o->mem->fail_writes(page, 4096);
+  EXPECT_FALSE(o->vol->write(ByteOffset{5 * 4096}, pattern(4096, 12)));
+  o->mem->fail_writes(0, 0);
+  auto r = o->vol->read(ByteOffset{5 * 4096}, b);
+  ASSERT_FALSE(r) << "read the new data with a tag the store does not hold";
+  EXPECT_EQ(r.error().code, Errc::kAuth);
+  ASSERT_TRUE(o->vol->read(ByteOffset{6 * 4096}, b));  // its neighbours are intact
+  EXPECT_EQ(std::memcmp(b.data(), v0.data() + 6 * 4096, 4096), 0);
+  Tampered t{std::move(*o), *g, v0, l};
+  reopen(t);
+  EXPECT_EQ(failing_blocks(t.o, 4096, 64), std::vector<std::uint64_t>{5});
 }
 
 TEST(IntegrityVolume, SizeIsProvidedDataSectors) {
