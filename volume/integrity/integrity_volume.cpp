@@ -19,6 +19,8 @@
 #include "base/bytes.h"
 #include "base/locked_memory.h"
 #include "crypto/auth_cipher.h"
+#include "crypto/crypto_engine.h"
+#include "volume/engine/crypto_driver.h"
 #include "volume/format/dm_integrity_journal.h"
 #include "volume/integrity/tag_page_cache.h"
 #include "volume/store/backing_store.h"
@@ -30,6 +32,9 @@ using integrity::Geometry;
 
 constexpr std::uint64_t kAlign = 4096;
 constexpr std::size_t kMaxRunBlocks = 256;  // blocks per store round trip
+// Runs of at least this many bytes are verified + decrypted (encrypted) in parallel slices
+// (the engine's parallel_threshold_bytes, volume/engine/README.md "Decisions").
+constexpr std::size_t kParallelBytes = 128 * 1024;
 // Mode J: an open journal section older than this is committed without a flush (the kernel's
 // commit timer, 10 s by default; 5 s as the sector cache's write-back age).
 constexpr std::chrono::seconds kCommitAge{5};
@@ -248,8 +253,17 @@ class IntegrityVolume final : public Volume {
     if (!log_) log_ = spdlog::default_logger();
   }
 
-  Result<void> init() {
+  Result<void> init(const VolumeOptions& options) {
     CRYPTMAP_TRY_VOID(pool_.init(bs_, tag_));
+    engine_ = crypto::make_sync_engine(*cipher_);
+    CryptoDriverOptions d;
+    d.sector_size = bs_;
+    d.max_inflight = 1;  // its engine's requests are not used
+    d.force_inline = options.force_inline;
+    CRYPTMAP_TRY(driver, CryptoDriver::create(*engine_, d));
+    driver_ = std::move(driver);
+    parallel_reads_ = !options.no_read_workqueue;
+    parallel_writes_ = !options.no_write_workqueue;
     if (!journal_mode_ || read_only_) return ok();
     // The open batch of journal sections, built in place for each commit
     // (docs/architecture.md §4.1).
@@ -466,9 +480,8 @@ class IntegrityVolume final : public Volume {
     }
     overlay_pending(first, n, data, tags.subspan(w.first, n * tag_));
     std::array<bool, kMaxRunBlocks> failed{};
-    auto r = cipher_->decrypt_verdicts(
-        crypto::SectorRun{data, tags.subspan(w.first, n * tag_), SectorIndex{first}},
-        std::span(failed).first(n));
+    auto r = convert_run(crypto::CryptoDir::kDecrypt, first, n, data,
+                         tags.subspan(w.first, n * tag_), std::span(failed).first(n));
     verified_.fetch_add(n, std::memory_order_relaxed);
     if (!r) {
       for (std::size_t i = 0; i < n; ++i)
@@ -479,6 +492,37 @@ class IntegrityVolume final : public Volume {
       wipe(data);
       return fail(r.error());
     }
+    return ok();
+  }
+
+  // Encrypts, or verifies and decrypts, blocks [first, first + n) (`data`) with their n tags
+  // (`tags`) in place. A run of at least kParallelBytes is cut into one slice per core of the
+  // crypto arena (reads unless --perf-no_read_workqueue, writes unless
+  // --perf-no_write_workqueue; never with force_inline), each slice a block range with exactly
+  // its blocks' tags and sector numbers (a block and its tag are one unit; nothing is
+  // reordered); smaller runs stay on the calling thread. Decrypt sets failed[i] for each block
+  // whose tag did not verify and returns the error of the lowest one.
+  Result<void> convert_run(crypto::CryptoDir dir, std::uint64_t first, std::size_t n,
+                           std::span<std::byte> data, std::span<std::byte> tags,
+                           std::span<bool> failed = {}) {
+    const bool decrypt = dir == crypto::CryptoDir::kDecrypt;
+    auto one = [&](std::size_t b, std::size_t m) -> Result<void> {
+      const crypto::SectorRun run{data.subspan(b * bs_, m * bs_), tags.subspan(b * tag_, m * tag_),
+                                  SectorIndex{first + b}};
+      return decrypt ? cipher_->decrypt_verdicts(run, failed.subspan(b, m)) : cipher_->encrypt(run);
+    };
+    const bool parallel = decrypt ? parallel_reads_ : parallel_writes_;
+    const std::size_t threads = driver_ ? driver_->threads() : 1;
+    if (!parallel || threads < 2 || n * bs_ < kParallelBytes) return one(0, n);
+    const std::size_t slices = std::min({threads, n, CryptoDriver::kMaxSlices});
+    const std::size_t per = (n + slices - 1) / slices;
+    std::array<Result<void>, CryptoDriver::kMaxSlices> results;
+    driver_->for_each_slice(slices, [&](std::size_t i) {
+      const std::size_t b = i * per;
+      if (b < n) results[i] = one(b, std::min(per, n - b));
+    });
+    for (std::size_t i = 0; i < slices; ++i)
+      if (!results[i]) return fail(results[i].error());
     return ok();
   }
 
@@ -495,8 +539,8 @@ class IntegrityVolume final : public Volume {
     const TagWindow w = tag_window(first, n);
     const auto tags = tag_buf.first(w.hi - w.lo);
     CRYPTMAP_TRY_VOID(load_tag_edges(w, n, tags));
-    CRYPTMAP_TRY_VOID(cipher_->encrypt(
-        crypto::SectorRun{data, std::span(tags).subspan(w.first, n * tag_), SectorIndex{first}}));
+    CRYPTMAP_TRY_VOID(
+        convert_run(crypto::CryptoDir::kEncrypt, first, n, data, tags.subspan(w.first, n * tag_)));
     CRYPTMAP_TRY_VOID(write_with_tags(w, data_at(first), data, tags));
     written_.fetch_add(n, std::memory_order_relaxed);
     return ok();
@@ -509,7 +553,7 @@ class IntegrityVolume final : public Volume {
   Result<void> write_journaled(std::uint64_t first, std::size_t n, std::span<std::byte> data,
                                std::span<std::byte> tag_buf) {
     const auto tags = tag_buf.first(n * tag_);
-    CRYPTMAP_TRY_VOID(cipher_->encrypt(crypto::SectorRun{data, tags, SectorIndex{first}}));
+    CRYPTMAP_TRY_VOID(convert_run(crypto::CryptoDir::kEncrypt, first, n, data, tags));
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint64_t k = first + i;
       std::size_t e = 0;
@@ -659,6 +703,11 @@ class IntegrityVolume final : public Volume {
   const std::uint32_t bs_;
   const std::uint32_t tag_;
   std::unique_ptr<crypto::AuthSectorCipher> cipher_;
+  // The crypto arena of large runs (convert_run): a driver over the cipher's synchronous engine,
+  // used only for its slices (for_each_slice).
+  std::unique_ptr<crypto::CryptoEngine> engine_;
+  std::unique_ptr<CryptoDriver> driver_;
+  bool parallel_reads_ = false, parallel_writes_ = false;
   std::unique_ptr<BackingStore> store_;
   const bool read_only_;
   const bool journal_mode_;
@@ -727,7 +776,7 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
   auto vol = std::make_unique<IntegrityVolume>(std::move(layout), g, size, std::move(cipher),
                                                std::move(store), ro, journal_mode, jpos,
                                                std::move(tag_cache), std::move(logger));
-  CRYPTMAP_TRY_VOID(vol->init());
+  CRYPTMAP_TRY_VOID(vol->init(options));
   return std::unique_ptr<Volume>(std::move(vol));
 }
 

@@ -534,6 +534,59 @@ TEST(IntegrityVolume, FailedTagWriteDropsTheCachedPage) {
   EXPECT_EQ(failing_blocks(t.o, 4096, 64), std::vector<std::uint64_t>{5});
 }
 
+// Large runs are verified + decrypted (encrypted) in parallel slices, each slice blocks with
+// exactly their tags and sector numbers: what a parallel writer wrote reads back through a
+// volume that runs everything inline, and the other way round (a slice with shifted tags or
+// sectors fails verification); two bad blocks in different slices of one 1 MiB read both fail
+// and are counted (each verified once), the error names the lower one.
+TEST(IntegrityVolume, LargeRunsAreConvertedInParallelSlicesWithTheirTags) {
+  for (const Mode& m : {kModes[0], kModes[3], kModes[5]}) {
+    SCOPED_TRACE(std::string(m.enc) + " " + std::to_string(m.ss));
+    const VolumeLayout l = layout_of(m.enc, m.integ, m.ss, 1 * kMiB);
+    VolumeOptions inline_only;
+    inline_only.force_inline = true;
+    const std::uint64_t bytes = m.ss == 4096 ? kMiB : 128 * 1024;  // one run: 256 blocks
+    const auto a = pattern(bytes, 21), b = pattern(bytes, 22);
+    auto o = open_on(formatted(24 * kMiB, l), l);
+    ASSERT_TRUE(o);
+    ASSERT_TRUE(o->vol->write(ByteOffset{0}, a));  // parallel
+    Tampered t{std::move(*o), {}, {}, l};
+    reopen(t, inline_only);
+    std::vector<std::byte> back(bytes);
+    ASSERT_TRUE(t.o.vol->read(ByteOffset{0}, back));
+    EXPECT_EQ(back, a);
+    ASSERT_TRUE(t.o.vol->write(ByteOffset{bytes}, b));  // inline
+    reopen(t);
+    const auto before = counters(t.o);
+    ASSERT_TRUE(t.o.vol->read(ByteOffset{bytes}, back));  // parallel
+    EXPECT_EQ(back, b);
+    EXPECT_EQ(counters(t.o).tags_verified - before.tags_verified, bytes / m.ss);
+    // Blocks 10 and 200 of the first run: one flipped ciphertext byte each.
+    std::vector<std::byte> sb(integrity::kSbBytes);
+    t.o.mem->peek(1 * kMiB, sb);
+    auto g = integrity::geometry_from_superblock(*integrity::parse_superblock(sb), 24 * kMiB / 512,
+                                                 1 * kMiB / 512);
+    ASSERT_TRUE(g);
+    for (std::uint64_t k : {200u, 10u}) {
+      std::byte x[1];
+      const std::uint64_t at = g->data_sector(k * (m.ss / 512)) * 512 + 7;
+      t.o.mem->peek(at, x);
+      x[0] ^= std::byte{0x80};
+      t.o.mem->poke(at, x);
+    }
+    const auto c0 = counters(t.o);
+    std::fill(back.begin(), back.end(), std::byte{0});
+    auto r = t.o.vol->read(ByteOffset{0}, back);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::kAuth);
+    EXPECT_EQ(r.error().object, 10u);
+    EXPECT_EQ(counters(t.o).tags_failed - c0.tags_failed, 2u);
+    EXPECT_EQ(counters(t.o).tags_verified - c0.tags_verified, bytes / m.ss);
+    for (std::byte x : back) ASSERT_EQ(x, std::byte{0}) << "plaintext left a failed read";
+    EXPECT_EQ(failing_blocks(t.o, m.ss, bytes / m.ss), (std::vector<std::uint64_t>{10, 200}));
+  }
+}
+
 TEST(IntegrityVolume, SizeIsProvidedDataSectors) {
   const VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 16 * kMiB);
   auto o = open_on(formatted(256 * kMiB, l), l);
