@@ -21,6 +21,7 @@
 #include "crypto/auth_cipher.h"
 #include "crypto/crypto_engine.h"
 #include "volume/engine/crypto_driver.h"
+#include "volume/engine/read_ahead.h"
 #include "volume/format/dm_integrity_journal.h"
 #include "volume/integrity/tag_page_cache.h"
 #include "volume/store/backing_store.h"
@@ -131,7 +132,9 @@ struct Scratch {
   LockedMemory block;       // one block for read-modify-write
   LockedMemory block_tags;  // its tag window
 };
-constexpr std::size_t kScratchSlots = 16;  // the FUSE front end's worker count
+// The FUSE front end's worker count, and the read-ahead loaders.
+constexpr unsigned kReadAheadThreads = 2;
+constexpr std::size_t kScratchSlots = 16 + kReadAheadThreads;
 
 class ScratchPool {
  public:
@@ -264,6 +267,19 @@ class IntegrityVolume final : public Volume {
     driver_ = std::move(driver);
     parallel_reads_ = !options.no_read_workqueue;
     parallel_writes_ = !options.no_write_workqueue;
+    if (!options.no_read_workqueue && size_ >= bs_) {
+      // Read-ahead as the engine's (volume/engine/README.md "Read-ahead"): 8 windows of 1 MiB,
+      // two requests ahead, two loaders.
+      ReadAhead::Options ro;
+      ro.sector_size = bs_;
+      ro.volume_sectors = size_ / bs_;
+      ro.threads = kReadAheadThreads;
+      CRYPTMAP_TRY(ra, ReadAhead::create(ro, [this](std::uint64_t first, std::span<std::byte> dst,
+                                                    const ReadAhead::LoadTicket& t) {
+                     return load_ahead(first, dst, t);
+                   }));
+      ra_ = std::move(ra);
+    }
     if (!journal_mode_ || read_only_) return ok();
     // The open batch of journal sections, built in place for each commit
     // (docs/architecture.md §4.1).
@@ -292,6 +308,7 @@ class IntegrityVolume final : public Volume {
 
   // Blocks still in the open journal batch are committed and written in place (close).
   ~IntegrityVolume() override {
+    ra_.reset();  // its loaders use everything below
     if (committer_.joinable()) {
       {
         std::lock_guard l(timer_mu_);
@@ -311,10 +328,35 @@ class IntegrityVolume final : public Volume {
     if (off.value >= size_) return std::size_t{0};
     const std::size_t len =
         static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size_ - off.value));
+    // Pin a read-ahead window before any lock or scratch slot (pin() may wait for a loader,
+    // which takes both: volume/engine/read_ahead.h).
+    ReadAhead::Pin pin;
+    if (ra_) pin = ra_->pin(off.value / bs_, (off.value + len + bs_ - 1) / bs_);
+    Result<std::size_t> r = read_range(off.value, out.first(len), pin);
+    pin = ReadAhead::Pin();
+    if (r && ra_) ra_->note(off.value, len);
+    return r;
+  }
+
+  // Reads [off, off + dst.size()) (inside the volume): from the pinned read-ahead window when
+  // it is still valid (copied under the request's tag-page stripes, which every writer of
+  // these blocks holds exclusively when it invalidates them), else run by run from the store.
+  Result<std::size_t> read_range(std::uint64_t off, std::span<std::byte> dst,
+                                 const ReadAhead::Pin& pin) {
+    const std::size_t len = dst.size();
+    if (pin) {
+      std::shared_lock lock(mu_);
+      const std::uint64_t last = (off + len - 1) / bs_;
+      const std::uint64_t lo = g_.tag_byte(off / bs_ * g_.sectors_per_block());
+      const std::uint64_t hi = g_.tag_byte(last * g_.sectors_per_block()) + tag_;
+      TagPageLocks::Held pages(pages_, std::min(lo, hi) / kAlign, std::max(lo, hi) / kAlign, false);
+      if (ra_->copy(pin, off, dst)) return len;
+    }
+    const std::span<std::byte> out = dst;
     ScratchLease sc(pool_);
     std::shared_lock lock(mu_);
-    std::uint64_t pos = off.value;
-    const std::uint64_t end = off.value + len;
+    std::uint64_t pos = off;
+    const std::uint64_t end = off + len;
     while (pos < end) {
       const std::uint64_t first = pos / bs_;
       const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
@@ -325,10 +367,32 @@ class IntegrityVolume final : public Volume {
       CRYPTMAP_TRY_VOID(read_verified(first, n, data, sc->tags.span()));
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
-      std::memcpy(out.data() + (pos - off.value), data.data() + (pos - run_lo), run_hi - pos);
+      std::memcpy(out.data() + (pos - off), data.data() + (pos - run_lo), run_hi - pos);
       pos = run_hi;
     }
     return len;
+  }
+
+  // The read-ahead loader (a prefetch thread): blocks [first, first + dst.size() / bs_) are
+  // read, verified and decrypted in `dst` (the window: nobody else sees it before it is
+  // loaded), run by run under the volume and the runs' tag pages held shared, as a read. A
+  // block whose tag fails drops the load without logging: the reader then reads it itself and
+  // reports it once.
+  bool load_ahead(std::uint64_t first, std::span<std::byte> dst, const ReadAhead::LoadTicket& t) {
+    ScratchLease sc(pool_);
+    std::shared_lock lock(mu_);
+    const std::uint64_t end = first + dst.size() / bs_;
+    for (std::uint64_t k = first; k < end;) {
+      const std::size_t n = run_blocks(k, end);
+      const TagWindow w = tag_window(k, n);
+      TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, false);
+      if (!t.still_wanted()) return false;
+      if (!read_verified(k, n, dst.subspan((k - first) * bs_, n * bs_), sc->tags.span(),
+                         /*report=*/false))
+        return false;
+      k += n;
+    }
+    return true;
   }
 
   Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) override {
@@ -348,6 +412,7 @@ class IntegrityVolume final : public Volume {
       const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
       const TagWindow w = tag_window(first, n);
       TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, true);
+      if (ra_) ra_->invalidate(first, first + n);  // before anything changes (read_ahead.h)
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
       const auto data = sc->data.span().first(n * bs_);
@@ -462,7 +527,7 @@ class IntegrityVolume final : public Volume {
   // Reads blocks [first, first + n) into `data` (n blocks) and verifies + decrypts them there;
   // `tag_buf` holds the aligned tag window. On failure `data` holds no plaintext.
   Result<void> read_verified(std::uint64_t first, std::size_t n, std::span<std::byte> data,
-                             std::span<std::byte> tag_buf) {
+                             std::span<std::byte> tag_buf, bool report = true) {
     const TagWindow w = tag_window(first, n);
     const auto tags = tag_buf.first(w.hi - w.lo);
     // Resident tag pages come from the cache; the rest (one piece from the first missing page
@@ -484,7 +549,7 @@ class IntegrityVolume final : public Volume {
                          tags.subspan(w.first, n * tag_), std::span(failed).first(n));
     verified_.fetch_add(n, std::memory_order_relaxed);
     if (!r) {
-      for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t i = 0; i < n && report; ++i)
         if (failed[i]) {
           failed_.fetch_add(1, std::memory_order_relaxed);
           log_auth_failure(SectorIndex{first + i});
@@ -735,6 +800,8 @@ class IntegrityVolume final : public Volume {
   TagPageLocks pages_;
   ScratchPool pool_;
   std::atomic<std::uint64_t> verified_{0}, failed_{0}, written_{0}, log_count_{0};
+  // Read-ahead (nullptr with --perf-no_read_workqueue); reset first in the destructor.
+  std::unique_ptr<ReadAhead> ra_;
 };
 
 }  // namespace

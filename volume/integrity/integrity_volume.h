@@ -23,8 +23,10 @@
 // Write: whole blocks are encrypted with fresh IVs and written with their tags; a partial block
 // is read-modify-written under its verified old contents (so it fails on a never-written block
 // of a --integrity-no-wipe volume, as the kernel's). Discards are refused (kUnsupported).
-// Not here yet: the sector cache, read-ahead and the parallel engine (crypto runs on the
-// requesting thread).
+// Runs of 128 KiB or more are verified + decrypted (encrypted) in per-core slices, each slice
+// blocks with exactly their tags; sequential readers are served by the engine's read-ahead
+// (windows loaded and verified by its loaders; writers invalidate them under their tag-page
+// locks). Not here yet: the engine's sector cache (docs/integrity.md §5).
 //
 // Sector numbering: the volume hands its volume-relative SectorIndex to the cipher, which owns
 // the one conversion to the authenticated sector (crypto::aad_sector); the dm-integrity geometry

@@ -414,7 +414,9 @@ TEST(IntegrityVolume, TagPageCacheSparesTagReads) {
   ASSERT_TRUE(o);
   ASSERT_TRUE(o->vol->write(ByteOffset{0}, pattern(512 * 4096, 4)));
   Tampered t{std::move(*o), {}, {}, l};
-  reopen(t);  // a cold cache
+  VolumeOptions no_read_ahead;  // every store read below is the test thread's own
+  no_read_ahead.no_read_workqueue = true;
+  reopen(t, no_read_ahead);  // a cold cache
   MemBackingStore& mem = *t.o.mem;
   std::vector<std::byte> b(4096);
   const std::uint64_t r0 = mem.read_calls();
@@ -584,6 +586,95 @@ TEST(IntegrityVolume, LargeRunsAreConvertedInParallelSlicesWithTheirTags) {
     EXPECT_EQ(counters(t.o).tags_verified - c0.tags_verified, bytes / m.ss);
     for (std::byte x : back) ASSERT_EQ(x, std::byte{0}) << "plaintext left a failed read";
     EXPECT_EQ(failing_blocks(t.o, m.ss, bytes / m.ss), (std::vector<std::uint64_t>{10, 200}));
+  }
+}
+
+// Counts the store reads made by one thread (the test's reader), forwarding to a MemBackingStore.
+class ReaderCountingStore final : public BackingStore {
+ public:
+  explicit ReaderCountingStore(MemBackingStore& m) : m_(m) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    if (std::this_thread::get_id() == reader_) reads_.fetch_add(1);
+    return m_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    return m_.write_at(off, in);
+  }
+  Result<void> sync() override { return m_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t n) override { return m_.discard(off, n); }
+  std::uint64_t size_bytes() const noexcept override { return m_.size_bytes(); }
+  bool read_only() const noexcept override { return false; }
+  const std::string& name() const noexcept override { return m_.name(); }
+  std::uint64_t reader_reads() const { return reads_.load(); }
+
+ private:
+  MemBackingStore& m_;
+  const std::thread::id reader_ = std::this_thread::get_id();
+  mutable std::atomic<std::uint64_t> reads_{0};
+};
+
+// Read-ahead, as the engine's: a sequential reader finds its next requests loaded, verified
+// and decrypted by the prefetch threads: from its third request on it never reads the store
+// itself, no block is verified more than once, and it reads what was written. A write into a
+// loaded window is seen by the next read (the writer invalidates the window under its tag-page
+// locks), in both modes. A bad block met by a loader fails once, in the reader's own read
+// (counted and logged once), and every other block still reads.
+TEST(IntegrityVolume, SequentialReadersAreServedByReadAhead) {
+  for (bool journal : {false, true}) {
+    SCOPED_TRACE(journal ? "journal" : "no journal");
+    VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 1 * kMiB);
+    auto base = open_on(formatted(40 * kMiB, l), l);
+    ASSERT_TRUE(base);
+    constexpr std::uint64_t kBytes = 4 * kMiB, kReq = 64 * 1024;
+    auto want = pattern(kBytes, 31);
+    ASSERT_TRUE(base->vol->write(ByteOffset{0}, want));
+    l.integrity_no_journal = !journal;
+    auto* store = new ReaderCountingStore(*base->mem);
+    auto v =
+        open_integrity_volume(l, key_for(l), std::unique_ptr<BackingStore>(store), {}, nullptr);
+    ASSERT_TRUE(v) << v.error().message();
+    Volume& vol = **v;
+    std::vector<std::byte> b(kReq);
+    std::uint64_t own_after_two = 0;
+    for (std::uint64_t at = 0; at < kBytes; at += kReq) {
+      if (at == 2 * kReq) own_after_two = store->reader_reads();
+      if (at == kBytes / 2) {  // a write into the window loaded for the next request
+        const auto w = pattern(4096, 32);
+        std::memcpy(want.data() + at + 8192, w.data(), w.size());
+        ASSERT_TRUE(vol.write(ByteOffset{at + 8192}, w));
+      }
+      ASSERT_TRUE(vol.read(ByteOffset{at}, b)) << at;
+      ASSERT_EQ(std::memcmp(b.data(), want.data() + at, kReq), 0) << at;
+    }
+    // Only the request whose window the write invalidated reads the store itself (its data,
+    // and its tag pages unless cached).
+    EXPECT_LE(store->reader_reads() - own_after_two, 2u)
+        << "the reader read the store itself after its second request";
+    const auto c = *integrity_counters(vol);
+    EXPECT_EQ(c.tags_failed, 0u);
+    EXPECT_GE(c.tags_verified, kBytes / 4096);
+    // At most the two windows ahead of the last request and the request after the write twice.
+    EXPECT_LE(c.tags_verified, kBytes / 4096 + 2 * kReq / 4096 + kReq / 4096);
+  }
+  {  // a bad block in the stream
+    const VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+    auto o = open_on(formatted(40 * kMiB, l), l);
+    ASSERT_TRUE(o);
+    const auto data = pattern(64 * 4096, 33);
+    ASSERT_TRUE(o->vol->write(ByteOffset{0}, data));
+    std::vector<std::byte> sb(integrity::kSbBytes);
+    o->mem->peek(1 * kMiB, sb);
+    auto g = integrity::geometry_from_superblock(*integrity::parse_superblock(sb), 40 * kMiB / 512,
+                                                 1 * kMiB / 512);
+    ASSERT_TRUE(g);
+    Tampered t{std::move(*o), *g, data, l};
+    std::byte x[1];
+    t.o.mem->peek(g->data_sector(20 * 8) * 512, x);
+    x[0] ^= std::byte{1};
+    t.o.mem->poke(g->data_sector(20 * 8) * 512, x);
+    reopen(t);
+    EXPECT_EQ(failing_blocks(t.o, 4096, 64), std::vector<std::uint64_t>{20});
+    EXPECT_EQ(counters(t.o).tags_failed, 1u);
   }
 }
 
@@ -857,7 +948,10 @@ TEST(IntegrityJournal, WritesAreBatchedIntoSectionsUntilFullOrFlushed) {
     const std::uint64_t blocks = 2 * cap + 8;
     ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(blocks * m.ss)));
     MemBackingStore& mem = *base->mem;
-    auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), {}, nullptr);
+    VolumeOptions no_read_ahead;  // the sequential reads below: every block read by the reader
+    no_read_ahead.no_read_workqueue = true;
+    auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), no_read_ahead,
+                                   nullptr);
     ASSERT_TRUE(j) << j.error().message();
     // Blocks 1, 3, 5, ... (cap - 1 of them) and block 3 again: one batch, not yet full.
     std::vector<std::vector<std::byte>> want(blocks, std::vector<std::byte>(m.ss));
