@@ -8,6 +8,8 @@
 #include <oneapi/tbb/task_scheduler_observer.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -257,6 +259,32 @@ CryptoDriver::~CryptoDriver() {
 }
 
 unsigned CryptoDriver::threads() const noexcept { return impl_->threads; }
+
+void CryptoDriver::for_each_slice(std::size_t n, Slice slice) {
+  Impl& im = *impl_;
+  CRYPTMAP_CHECK(n <= kMaxSlices);
+  std::array<std::atomic<bool>, kMaxSlices> ran{};
+  if (im.arena && n > 1) {
+    try {
+      // simple_partitioner with grain 1: exactly one task per slice.
+      im.arena->execute([&] {
+        tbb::parallel_for(
+            tbb::blocked_range<std::size_t>(0, n, 1),
+            [&](const tbb::blocked_range<std::size_t>& r) {
+              for (std::size_t i = r.begin(); i != r.end(); ++i) {
+                slice(i);
+                ran[i].store(true, std::memory_order_release);
+              }
+            },
+            tbb::simple_partitioner());
+      });
+    } catch (const std::exception&) {
+      // TBB could not schedule every task (it waits for those it started): the rest run here.
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i)
+    if (!ran[i].load(std::memory_order_acquire)) slice(i);
+}
 
 Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> data,
                                    SectorIndex first) {

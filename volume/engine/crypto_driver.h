@@ -28,6 +28,7 @@
 #include <memory>
 #include <span>
 
+#include "base/inline_function.h"
 #include "base/result.h"
 #include "base/units.h"
 #include "crypto/crypto_engine.h"
@@ -66,6 +67,18 @@ class CryptoDriver {
   class Job;
   Job* start(crypto::CryptoDir dir, std::span<std::byte> data, SectorIndex first);
   Result<void> finish(Job* job);
+
+  // Runs slice(i) for every i in [0, n): one TBB task per slice in the volume's arena (the
+  // calling thread joins and works too), or one after another on the calling thread when the
+  // driver has no arena (force_inline, one core, TSan builds) or n is 1; returns when every
+  // slice ran. For conversions the engine's batches do not carry: authenticated runs, whose
+  // blocks travel with their tags and whose per-block verdicts the caller needs
+  // (volume/integrity). `slice` must not throw; a TBB scheduling failure runs the slices
+  // inline.
+  // At most kMaxSlices slices.
+  static constexpr std::size_t kMaxSlices = 64;
+  using Slice = InlineFunction<void(std::size_t), 64>;
+  void for_each_slice(std::size_t n, Slice slice);
 
   unsigned threads() const noexcept;
 

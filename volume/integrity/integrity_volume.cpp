@@ -19,7 +19,11 @@
 #include "base/bytes.h"
 #include "base/locked_memory.h"
 #include "crypto/auth_cipher.h"
+#include "crypto/crypto_engine.h"
+#include "volume/engine/crypto_driver.h"
+#include "volume/engine/read_ahead.h"
 #include "volume/format/dm_integrity_journal.h"
+#include "volume/integrity/tag_page_cache.h"
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::volume {
@@ -29,6 +33,9 @@ using integrity::Geometry;
 
 constexpr std::uint64_t kAlign = 4096;
 constexpr std::size_t kMaxRunBlocks = 256;  // blocks per store round trip
+// Runs of at least this many bytes are verified + decrypted (encrypted) in parallel slices
+// (the engine's parallel_threshold_bytes, volume/engine/README.md "Decisions").
+constexpr std::size_t kParallelBytes = 128 * 1024;
 // Mode J: an open journal section older than this is committed without a flush (the kernel's
 // commit timer, 10 s by default; 5 s as the sector cache's write-back age).
 constexpr std::chrono::seconds kCommitAge{5};
@@ -39,6 +46,18 @@ constexpr std::uint32_t kMaxBatchSections = 8;
 
 std::uint64_t align_down(std::uint64_t x) { return x / kAlign * kAlign; }
 std::uint64_t align_up(std::uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+// Pages of the tag page cache: an eighth of the volume's cache budget (--cache-size; 8 MiB of
+// the default 64 MiB hold the tags of about 680 MiB of 4 KiB blocks with 48-byte tags), at
+// least kMinTagPages, never more than the volume's whole tag area.
+constexpr std::uint64_t kMinTagPages = 8;
+std::size_t tag_cache_pages(const Geometry& g, std::uint64_t cache_bytes) {
+  const std::uint64_t areas =
+      (g.provided_data_sectors + g.interleave_sectors() - 1) / g.interleave_sectors();
+  const std::uint64_t area_pages = align_up(g.metadata_run * 512) / kAlign;
+  const std::uint64_t budget = std::max(kMinTagPages, cache_bytes / 8 / kAlign);
+  return static_cast<std::size_t>(std::min(areas * area_pages, budget));
+}
 
 Result<integrity::Superblock> read_superblock(const BackingStore& store, std::uint64_t at) {
   if (store.size_bytes() < at + integrity::kSbBytes)
@@ -113,7 +132,9 @@ struct Scratch {
   LockedMemory block;       // one block for read-modify-write
   LockedMemory block_tags;  // its tag window
 };
-constexpr std::size_t kScratchSlots = 16;  // the FUSE front end's worker count
+// The FUSE front end's worker count, and the read-ahead loaders.
+constexpr unsigned kReadAheadThreads = 2;
+constexpr std::size_t kScratchSlots = 16 + kReadAheadThreads;
 
 class ScratchPool {
  public:
@@ -218,7 +239,8 @@ class IntegrityVolume final : public Volume {
   IntegrityVolume(VolumeLayout layout, Geometry g, std::uint64_t size,
                   std::unique_ptr<crypto::AuthSectorCipher> cipher,
                   std::unique_ptr<BackingStore> store, bool read_only, bool journal_mode,
-                  JournalPosition journal_at, std::shared_ptr<spdlog::logger> log)
+                  JournalPosition journal_at, std::unique_ptr<TagPageCache> tag_cache,
+                  std::shared_ptr<spdlog::logger> log)
       : layout_(std::move(layout)),
         g_(g),
         size_(size),
@@ -229,12 +251,35 @@ class IntegrityVolume final : public Volume {
         read_only_(read_only),
         journal_mode_(journal_mode),
         jpos_(journal_at),
+        tag_cache_(std::move(tag_cache)),
         log_(std::move(log)) {
     if (!log_) log_ = spdlog::default_logger();
   }
 
-  Result<void> init() {
+  Result<void> init(const VolumeOptions& options) {
     CRYPTMAP_TRY_VOID(pool_.init(bs_, tag_));
+    engine_ = crypto::make_sync_engine(*cipher_);
+    CryptoDriverOptions d;
+    d.sector_size = bs_;
+    d.max_inflight = 1;  // its engine's requests are not used
+    d.force_inline = options.force_inline;
+    CRYPTMAP_TRY(driver, CryptoDriver::create(*engine_, d));
+    driver_ = std::move(driver);
+    parallel_reads_ = !options.no_read_workqueue;
+    parallel_writes_ = !options.no_write_workqueue;
+    if (!options.no_read_workqueue && size_ >= bs_) {
+      // Read-ahead as the engine's (volume/engine/README.md "Read-ahead"): 8 windows of 1 MiB,
+      // two requests ahead, two loaders.
+      ReadAhead::Options ro;
+      ro.sector_size = bs_;
+      ro.volume_sectors = size_ / bs_;
+      ro.threads = kReadAheadThreads;
+      CRYPTMAP_TRY(ra, ReadAhead::create(ro, [this](std::uint64_t first, std::span<std::byte> dst,
+                                                    const ReadAhead::LoadTicket& t) {
+                     return load_ahead(first, dst, t);
+                   }));
+      ra_ = std::move(ra);
+    }
     if (!journal_mode_ || read_only_) return ok();
     // The open batch of journal sections, built in place for each commit
     // (docs/architecture.md §4.1).
@@ -263,6 +308,7 @@ class IntegrityVolume final : public Volume {
 
   // Blocks still in the open journal batch are committed and written in place (close).
   ~IntegrityVolume() override {
+    ra_.reset();  // its loaders use everything below
     if (committer_.joinable()) {
       {
         std::lock_guard l(timer_mu_);
@@ -282,10 +328,35 @@ class IntegrityVolume final : public Volume {
     if (off.value >= size_) return std::size_t{0};
     const std::size_t len =
         static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size_ - off.value));
+    // Pin a read-ahead window before any lock or scratch slot (pin() may wait for a loader,
+    // which takes both: volume/engine/read_ahead.h).
+    ReadAhead::Pin pin;
+    if (ra_) pin = ra_->pin(off.value / bs_, (off.value + len + bs_ - 1) / bs_);
+    Result<std::size_t> r = read_range(off.value, out.first(len), pin);
+    pin = ReadAhead::Pin();
+    if (r && ra_) ra_->note(off.value, len);
+    return r;
+  }
+
+  // Reads [off, off + dst.size()) (inside the volume): from the pinned read-ahead window when
+  // it is still valid (copied under the request's tag-page stripes, which every writer of
+  // these blocks holds exclusively when it invalidates them), else run by run from the store.
+  Result<std::size_t> read_range(std::uint64_t off, std::span<std::byte> dst,
+                                 const ReadAhead::Pin& pin) {
+    const std::size_t len = dst.size();
+    if (pin) {
+      std::shared_lock lock(mu_);
+      const std::uint64_t last = (off + len - 1) / bs_;
+      const std::uint64_t lo = g_.tag_byte(off / bs_ * g_.sectors_per_block());
+      const std::uint64_t hi = g_.tag_byte(last * g_.sectors_per_block()) + tag_;
+      TagPageLocks::Held pages(pages_, std::min(lo, hi) / kAlign, std::max(lo, hi) / kAlign, false);
+      if (ra_->copy(pin, off, dst)) return len;
+    }
+    const std::span<std::byte> out = dst;
     ScratchLease sc(pool_);
     std::shared_lock lock(mu_);
-    std::uint64_t pos = off.value;
-    const std::uint64_t end = off.value + len;
+    std::uint64_t pos = off;
+    const std::uint64_t end = off + len;
     while (pos < end) {
       const std::uint64_t first = pos / bs_;
       const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
@@ -296,10 +367,32 @@ class IntegrityVolume final : public Volume {
       CRYPTMAP_TRY_VOID(read_verified(first, n, data, sc->tags.span()));
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
-      std::memcpy(out.data() + (pos - off.value), data.data() + (pos - run_lo), run_hi - pos);
+      std::memcpy(out.data() + (pos - off), data.data() + (pos - run_lo), run_hi - pos);
       pos = run_hi;
     }
     return len;
+  }
+
+  // The read-ahead loader (a prefetch thread): blocks [first, first + dst.size() / bs_) are
+  // read, verified and decrypted in `dst` (the window: nobody else sees it before it is
+  // loaded), run by run under the volume and the runs' tag pages held shared, as a read. A
+  // block whose tag fails drops the load without logging: the reader then reads it itself and
+  // reports it once.
+  bool load_ahead(std::uint64_t first, std::span<std::byte> dst, const ReadAhead::LoadTicket& t) {
+    ScratchLease sc(pool_);
+    std::shared_lock lock(mu_);
+    const std::uint64_t end = first + dst.size() / bs_;
+    for (std::uint64_t k = first; k < end;) {
+      const std::size_t n = run_blocks(k, end);
+      const TagWindow w = tag_window(k, n);
+      TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, false);
+      if (!t.still_wanted()) return false;
+      if (!read_verified(k, n, dst.subspan((k - first) * bs_, n * bs_), sc->tags.span(),
+                         /*report=*/false))
+        return false;
+      k += n;
+    }
+    return true;
   }
 
   Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) override {
@@ -319,6 +412,7 @@ class IntegrityVolume final : public Volume {
       const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
       const TagWindow w = tag_window(first, n);
       TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, true);
+      if (ra_) ra_->invalidate(first, first + n);  // before anything changes (read_ahead.h)
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
       const auto data = sc->data.span().first(n * bs_);
@@ -356,7 +450,11 @@ class IntegrityVolume final : public Volume {
   const VolumeLayout& layout() const noexcept override { return layout_; }
   bool read_only() const noexcept override { return read_only_; }
 
-  IntegrityCounters counters() const { return {verified_.load(), failed_.load(), written_.load()}; }
+  IntegrityCounters counters() const {
+    const TagPageCache::Stats t = tag_cache_->stats();
+    return {verified_.load(), failed_.load(), written_.load(),       t.hits,
+            t.misses,         t.evictions,    tag_cache_->capacity()};
+  }
 
  private:
   // Blocks from `first` up to `limit` that stay in one interleave area, at most kMaxRunBlocks.
@@ -371,7 +469,55 @@ class IntegrityVolume final : public Volume {
   // Tag window of a run: [lo, hi) aligned, and the offset of the run's first tag in it.
   struct TagWindow {
     std::uint64_t lo, hi, first;
+    std::size_t pages() const { return static_cast<std::size_t>((hi - lo) / kAlign); }
+    std::uint64_t page(std::size_t p) const { return lo / kAlign + p; }  // tag page number
   };
+  static std::span<std::byte> page_of(std::span<std::byte> tags, std::size_t p) {
+    return tags.subspan(p * kAlign, kAlign);
+  }
+  // Pages [lo, hi) of a window (relative), grown by add().
+  struct PageRange {
+    std::size_t lo = SIZE_MAX, hi = 0;
+    void add(std::size_t p) {
+      lo = std::min(lo, p);
+      hi = std::max(hi, p + 1);
+    }
+    bool empty() const { return lo >= hi; }
+    std::span<std::byte> of(std::span<std::byte> tags) const {
+      return tags.subspan(lo * kAlign, (hi - lo) * kAlign);
+    }
+  };
+
+  // Before a write of the n tags of window `w` (into `tags`, the whole window): the pages the
+  // run shares with its neighbours (a partial first and last page) get their current contents,
+  // from the tag page cache or else from the store; the run's own tags are about to be
+  // overwritten. The caller holds the window's tag pages exclusively.
+  Result<void> load_tag_edges(const TagWindow& w, std::size_t n, std::span<std::byte> tags) {
+    const std::size_t last = w.pages() - 1;
+    const bool head = w.first != 0;
+    const bool tail = (w.first + n * tag_) % kAlign != 0;
+    PageRange miss;
+    if (head && !tag_cache_->get(w.page(0), page_of(tags, 0))) miss.add(0);
+    if (tail && (last > 0 || !head) && !tag_cache_->get(w.page(last), page_of(tags, last)))
+      miss.add(last);
+    if (!miss.empty())
+      CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo + miss.lo * kAlign}, miss.of(tags)));
+    return ok();
+  }
+
+  // Writes a run's data (at `data_off`) and its whole tag window `tags` as one store batch
+  // (in flight together; mode D promises no order between a block and its tag,
+  // docs/integrity.md §6). The window's pages become the cache's copies when the write
+  // succeeded and are dropped from the cache when it did not (the store's contents are then
+  // unknown). The caller holds the window exclusively.
+  Result<void> write_with_tags(const TagWindow& w, ByteOffset data_off,
+                               std::span<const std::byte> data, std::span<std::byte> tags) {
+    std::array<WritePiece, 2> io{WritePiece{data_off, data}, WritePiece{ByteOffset{w.lo}, tags}};
+    auto r = store_->write_batch(io);
+    for (std::size_t p = 0; p < w.pages(); ++p)
+      r ? tag_cache_->put(w.page(p), page_of(tags, p)) : tag_cache_->erase(w.page(p));
+    return r;
+  }
   TagWindow tag_window(std::uint64_t first, std::size_t n) const {
     const std::uint64_t t0 = g_.tag_byte(first * g_.sectors_per_block());
     const std::uint64_t lo = align_down(t0);
@@ -381,19 +527,29 @@ class IntegrityVolume final : public Volume {
   // Reads blocks [first, first + n) into `data` (n blocks) and verifies + decrypts them there;
   // `tag_buf` holds the aligned tag window. On failure `data` holds no plaintext.
   Result<void> read_verified(std::uint64_t first, std::size_t n, std::span<std::byte> data,
-                             std::span<std::byte> tag_buf) {
+                             std::span<std::byte> tag_buf, bool report = true) {
     const TagWindow w = tag_window(first, n);
     const auto tags = tag_buf.first(w.hi - w.lo);
-    std::array<ReadPiece, 2> io{ReadPiece{data_at(first), data}, ReadPiece{ByteOffset{w.lo}, tags}};
-    CRYPTMAP_TRY_VOID(store_->read_batch(io));  // in flight together
+    // Resident tag pages come from the cache; the rest (one piece from the first missing page
+    // to the last) from the store, in flight together with the data.
+    PageRange miss;
+    for (std::size_t p = 0; p < w.pages(); ++p)
+      if (!tag_cache_->get(w.page(p), page_of(tags, p))) miss.add(p);
+    if (miss.empty()) {
+      CRYPTMAP_TRY_VOID(store_->read_at(data_at(first), data));
+    } else {
+      std::array<ReadPiece, 2> io{ReadPiece{data_at(first), data},
+                                  ReadPiece{ByteOffset{w.lo + miss.lo * kAlign}, miss.of(tags)}};
+      CRYPTMAP_TRY_VOID(store_->read_batch(io));  // in flight together
+      for (std::size_t p = miss.lo; p < miss.hi; ++p) tag_cache_->put(w.page(p), page_of(tags, p));
+    }
     overlay_pending(first, n, data, tags.subspan(w.first, n * tag_));
     std::array<bool, kMaxRunBlocks> failed{};
-    auto r = cipher_->decrypt_verdicts(
-        crypto::SectorRun{data, tags.subspan(w.first, n * tag_), SectorIndex{first}},
-        std::span(failed).first(n));
+    auto r = convert_run(crypto::CryptoDir::kDecrypt, first, n, data,
+                         tags.subspan(w.first, n * tag_), std::span(failed).first(n));
     verified_.fetch_add(n, std::memory_order_relaxed);
     if (!r) {
-      for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t i = 0; i < n && report; ++i)
         if (failed[i]) {
           failed_.fetch_add(1, std::memory_order_relaxed);
           log_auth_failure(SectorIndex{first + i});
@@ -401,6 +557,37 @@ class IntegrityVolume final : public Volume {
       wipe(data);
       return fail(r.error());
     }
+    return ok();
+  }
+
+  // Encrypts, or verifies and decrypts, blocks [first, first + n) (`data`) with their n tags
+  // (`tags`) in place. A run of at least kParallelBytes is cut into one slice per core of the
+  // crypto arena (reads unless --perf-no_read_workqueue, writes unless
+  // --perf-no_write_workqueue; never with force_inline), each slice a block range with exactly
+  // its blocks' tags and sector numbers (a block and its tag are one unit; nothing is
+  // reordered); smaller runs stay on the calling thread. Decrypt sets failed[i] for each block
+  // whose tag did not verify and returns the error of the lowest one.
+  Result<void> convert_run(crypto::CryptoDir dir, std::uint64_t first, std::size_t n,
+                           std::span<std::byte> data, std::span<std::byte> tags,
+                           std::span<bool> failed = {}) {
+    const bool decrypt = dir == crypto::CryptoDir::kDecrypt;
+    auto one = [&](std::size_t b, std::size_t m) -> Result<void> {
+      const crypto::SectorRun run{data.subspan(b * bs_, m * bs_), tags.subspan(b * tag_, m * tag_),
+                                  SectorIndex{first + b}};
+      return decrypt ? cipher_->decrypt_verdicts(run, failed.subspan(b, m)) : cipher_->encrypt(run);
+    };
+    const bool parallel = decrypt ? parallel_reads_ : parallel_writes_;
+    const std::size_t threads = driver_ ? driver_->threads() : 1;
+    if (!parallel || threads < 2 || n * bs_ < kParallelBytes) return one(0, n);
+    const std::size_t slices = std::min({threads, n, CryptoDriver::kMaxSlices});
+    const std::size_t per = (n + slices - 1) / slices;
+    std::array<Result<void>, CryptoDriver::kMaxSlices> results;
+    driver_->for_each_slice(slices, [&](std::size_t i) {
+      const std::size_t b = i * per;
+      if (b < n) results[i] = one(b, std::min(per, n - b));
+    });
+    for (std::size_t i = 0; i < slices; ++i)
+      if (!results[i]) return fail(results[i].error());
     return ok();
   }
 
@@ -416,13 +603,10 @@ class IntegrityVolume final : public Volume {
                                std::span<std::byte> tag_buf) {
     const TagWindow w = tag_window(first, n);
     const auto tags = tag_buf.first(w.hi - w.lo);
-    CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
-    CRYPTMAP_TRY_VOID(cipher_->encrypt(
-        crypto::SectorRun{data, std::span(tags).subspan(w.first, n * tag_), SectorIndex{first}}));
-    // Mode D promises no order between a block and its tag (docs/integrity.md §6).
-    std::array<WritePiece, 2> io{WritePiece{data_at(first), data},
-                                 WritePiece{ByteOffset{w.lo}, tags}};
-    CRYPTMAP_TRY_VOID(store_->write_batch(io));
+    CRYPTMAP_TRY_VOID(load_tag_edges(w, n, tags));
+    CRYPTMAP_TRY_VOID(
+        convert_run(crypto::CryptoDir::kEncrypt, first, n, data, tags.subspan(w.first, n * tag_)));
+    CRYPTMAP_TRY_VOID(write_with_tags(w, data_at(first), data, tags));
     written_.fetch_add(n, std::memory_order_relaxed);
     return ok();
   }
@@ -434,7 +618,7 @@ class IntegrityVolume final : public Volume {
   Result<void> write_journaled(std::uint64_t first, std::size_t n, std::span<std::byte> data,
                                std::span<std::byte> tag_buf) {
     const auto tags = tag_buf.first(n * tag_);
-    CRYPTMAP_TRY_VOID(cipher_->encrypt(crypto::SectorRun{data, tags, SectorIndex{first}}));
+    CRYPTMAP_TRY_VOID(convert_run(crypto::CryptoDir::kEncrypt, first, n, data, tags));
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint64_t k = first + i;
       std::size_t e = 0;
@@ -550,15 +734,13 @@ class IntegrityVolume final : public Volume {
       while (r < limit && pend_blocks_[wb_order_[i + r]] == k + r) ++r;
       const TagWindow w = tag_window(k, r);
       const auto tags = wb_tags_.span().first(w.hi - w.lo);
-      CRYPTMAP_TRY_VOID(store_->read_at(ByteOffset{w.lo}, tags));
+      CRYPTMAP_TRY_VOID(load_tag_edges(w, r, tags));
       for (std::size_t j = 0; j < r; ++j) {
         const std::size_t e = wb_order_[i + j];
         std::memcpy(wb_data_.data() + j * bs_, pend_data_.data() + e * bs_, bs_);
         std::memcpy(tags.data() + w.first + j * tag_, pend_tags_.data() + e * tag_, tag_);
       }
-      std::array<WritePiece, 2> wio{WritePiece{data_at(k), wb_data_.span().first(r * bs_)},
-                                    WritePiece{ByteOffset{w.lo}, tags}};
-      CRYPTMAP_TRY_VOID(store_->write_batch(wio));
+      CRYPTMAP_TRY_VOID(write_with_tags(w, data_at(k), wb_data_.span().first(r * bs_), tags));
       written_.fetch_add(r, std::memory_order_relaxed);
       inplace_unsynced_ = true;
       i += r;
@@ -586,10 +768,17 @@ class IntegrityVolume final : public Volume {
   const std::uint32_t bs_;
   const std::uint32_t tag_;
   std::unique_ptr<crypto::AuthSectorCipher> cipher_;
+  // The crypto arena of large runs (convert_run): a driver over the cipher's synchronous engine,
+  // used only for its slices (for_each_slice).
+  std::unique_ptr<crypto::CryptoEngine> engine_;
+  std::unique_ptr<CryptoDriver> driver_;
+  bool parallel_reads_ = false, parallel_writes_ = false;
   std::unique_ptr<BackingStore> store_;
   const bool read_only_;
   const bool journal_mode_;
   JournalPosition jpos_;  // next section to commit and its sequence (under mu_ exclusively)
+  // Tag pages as the store holds them, filled and updated under the pages' stripes (pages_).
+  std::unique_ptr<TagPageCache> tag_cache_;
   // Mode J, under mu_ (written exclusively, read shared): the open section's blocks (index,
   // ciphertext, tag; at most journal_section_entries), the section image built at commit and
   // the write-back run buffers. All allocated at open.
@@ -611,6 +800,8 @@ class IntegrityVolume final : public Volume {
   TagPageLocks pages_;
   ScratchPool pool_;
   std::atomic<std::uint64_t> verified_{0}, failed_{0}, written_{0}, log_count_{0};
+  // Read-ahead (nullptr with --perf-no_read_workqueue); reset first in the destructor.
+  std::unique_ptr<ReadAhead> ra_;
 };
 
 }  // namespace
@@ -648,10 +839,11 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
   const bool journal_mode = !layout.integrity_no_journal;
   CRYPTMAP_TRY(jpos, replay_journal(*store, g, journal_mode, *logger));
   const bool ro = options.read_only || store->read_only();
+  CRYPTMAP_TRY(tag_cache, TagPageCache::create(tag_cache_pages(g, options.cache_bytes)));
   auto vol = std::make_unique<IntegrityVolume>(std::move(layout), g, size, std::move(cipher),
                                                std::move(store), ro, journal_mode, jpos,
-                                               std::move(logger));
-  CRYPTMAP_TRY_VOID(vol->init());
+                                               std::move(tag_cache), std::move(logger));
+  CRYPTMAP_TRY_VOID(vol->init(options));
   return std::unique_ptr<Volume>(std::move(vol));
 }
 

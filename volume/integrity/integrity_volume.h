@@ -7,6 +7,13 @@
 // first, in both modes (§1.3). Destroying the volume commits the open batch (best effort; flush
 // reports errors).
 //
+// Tag pages (the 4 KiB of the image holding tags) are kept in a bounded tag page cache
+// (volume/integrity/tag_page_cache.h; an eighth of --cache-size), filled by reads and updated by
+// every in-place write under the page's stripe lock: a read whose tag pages are resident reads
+// only its data, a write reads only the edge pages it shares with other runs, and only when they
+// are not resident. Changing the image under an open volume is not seen through cached pages
+// (as dm-bufio's metadata cache in the kernel): tests tamper with closed images.
+//
 // Read: data and tags of a run are read (in flight together) into the volume's private buffers,
 // blocks waiting in the open journal batch replace theirs, each block is
 // verified and decrypted there (crypto::AuthSectorCipher, exactly once per block read), and only
@@ -16,8 +23,10 @@
 // Write: whole blocks are encrypted with fresh IVs and written with their tags; a partial block
 // is read-modify-written under its verified old contents (so it fails on a never-written block
 // of a --integrity-no-wipe volume, as the kernel's). Discards are refused (kUnsupported).
-// Not here yet: the sector cache, read-ahead and the parallel engine (crypto runs on the
-// requesting thread).
+// Runs of 128 KiB or more are verified + decrypted (encrypted) in per-core slices, each slice
+// blocks with exactly their tags; sequential readers are served by the engine's read-ahead
+// (windows loaded and verified by its loaders; writers invalidate them under their tag-page
+// locks). Not here yet: the engine's sector cache (docs/integrity.md §5).
 //
 // Sector numbering: the volume hands its volume-relative SectorIndex to the cipher, which owns
 // the one conversion to the authenticated sector (crypto::aad_sector); the dm-integrity geometry
@@ -59,6 +68,12 @@ struct IntegrityCounters {
   std::uint64_t tags_verified = 0;  // blocks whose tag was checked (pass or fail)
   std::uint64_t tags_failed = 0;
   std::uint64_t tags_written = 0;
+  // The tag page cache (4 KiB pages of the image holding tags): lookups that found the page,
+  // lookups that did not, pages evicted, and its capacity in pages.
+  std::uint64_t tag_page_hits = 0;
+  std::uint64_t tag_page_misses = 0;
+  std::uint64_t tag_page_evictions = 0;
+  std::uint64_t tag_page_capacity = 0;
 };
 // The counters of `vol` when it is an integrity volume, else nullopt.
 std::optional<IntegrityCounters> integrity_counters(const Volume& vol);

@@ -5,6 +5,7 @@
 // block read, journal replay on open (both modes; journal mode is served read-only), and what is
 // refused (damaged journals, discards).
 #include "volume/integrity/integrity_volume.h"
+#include "volume/integrity/tag_page_cache.h"
 
 #include <gtest/gtest.h>
 
@@ -59,10 +60,11 @@ std::unique_ptr<MemBackingStore> formatted(std::uint64_t bytes, const VolumeLayo
   return mem;
 }
 
-Result<Opened> open_on(std::unique_ptr<MemBackingStore> mem, const VolumeLayout& l) {
+Result<Opened> open_on(std::unique_ptr<MemBackingStore> mem, const VolumeLayout& l,
+                       const VolumeOptions& options = {}) {
   Opened o;
   o.mem = mem.get();
-  CRYPTMAP_TRY(v, open_integrity_volume(l, key_for(l), std::move(mem), {}, nullptr));
+  CRYPTMAP_TRY(v, open_integrity_volume(l, key_for(l), std::move(mem), options, nullptr));
   o.vol = std::move(v);
   return o;
 }
@@ -158,7 +160,22 @@ struct Tampered {
   Opened o;
   integrity::Geometry g;
   std::vector<std::byte> data;
+  VolumeLayout l;
 };
+
+// Closes the volume and opens a copy of its image: what an image tampered with while closed
+// reads like (an open volume reads resident tag pages from its tag page cache, as the kernel's
+// dm-integrity reads its metadata from dm-bufio).
+void reopen(Tampered& t, const VolumeOptions& options = {}) {
+  std::vector<std::byte> image(t.o.mem->size_bytes());
+  t.o.mem->peek(0, image);
+  t.o.vol.reset();
+  auto mem = std::make_unique<MemBackingStore>(image.size(), "mem:integrity");
+  mem->poke(0, image);
+  auto o = open_on(std::move(mem), t.l, options);
+  ASSERT_TRUE(o) << o.error().message();
+  t.o = std::move(*o);
+}
 
 Tampered written_volume(const Mode& m) {
   const VolumeLayout l = layout_of(m.enc, m.integ, m.ss, 1 * kMiB);
@@ -169,7 +186,7 @@ Tampered written_volume(const Mode& m) {
                                                1 * kMiB / 512);
   auto o = open_on(std::move(mem), l);
   EXPECT_TRUE(o);
-  Tampered t{std::move(*o), *g, pattern(64 * m.ss, 3)};
+  Tampered t{std::move(*o), *g, pattern(64 * m.ss, 3), l};
   EXPECT_TRUE(t.o.vol->write(ByteOffset{0}, t.data));
   return t;
 }
@@ -199,6 +216,7 @@ TEST(IntegrityVolume, TamperFailsExactlyTheAffectedBlocks) {
       t.o.mem->peek(at, b);
       b[0] ^= std::byte{0x01};
       t.o.mem->poke(at, b);
+      reopen(t);
       EXPECT_EQ(failing_blocks(t.o, m.ss, 64), std::vector<std::uint64_t>{5});
       // A read covering it fails as a whole; one not covering it does not.
       std::vector<std::byte> big(16 * m.ss);
@@ -218,6 +236,7 @@ TEST(IntegrityVolume, TamperFailsExactlyTheAffectedBlocks) {
       t.o.mem->peek(at, b);
       b[0] ^= std::byte{0x40};
       t.o.mem->poke(at, b);
+      reopen(t);
       EXPECT_EQ(failing_blocks(t.o, m.ss, 64), std::vector<std::uint64_t>{9});
     }
     {  // blocks 3 and 40 swapped, data and tags together: both fail (the sector is bound)
@@ -232,6 +251,7 @@ TEST(IntegrityVolume, TamperFailsExactlyTheAffectedBlocks) {
       t.o.mem->poke(t.g.data_sector(40 * spb) * 512, d3);
       t.o.mem->poke(t.g.tag_byte(3 * spb), t40);
       t.o.mem->poke(t.g.tag_byte(40 * spb), t3);
+      reopen(t);
       EXPECT_EQ(failing_blocks(t.o, m.ss, 64), (std::vector<std::uint64_t>{3, 40}));
     }
   }
@@ -248,6 +268,7 @@ TEST(IntegrityVolume, ReplayOfAnOldBlockIsNotDetected) {
   ASSERT_TRUE(t.o.vol->write(ByteOffset{7 * ss}, pattern(ss, 9)));
   t.o.mem->poke(t.g.data_sector(7 * spb) * 512, old_d);
   t.o.mem->poke(t.g.tag_byte(7 * spb), old_t);
+  reopen(t);
   std::vector<std::byte> back(ss);
   ASSERT_TRUE(t.o.vol->read(ByteOffset{7 * ss}, back));
   EXPECT_EQ(std::memcmp(back.data(), t.data.data() + 7 * ss, ss), 0);
@@ -348,6 +369,312 @@ TEST(IntegrityVolume, ConcurrentWritersSharingTagSectors) {
   for (int k = 0; k < kBlocks; ++k) {
     ASSERT_TRUE(o->vol->read(ByteOffset{std::uint64_t(k) * 4096}, b));
     EXPECT_EQ(b, pattern(4096, static_cast<unsigned>(1000 * (kRounds - 1) + k))) << k;
+  }
+}
+
+// ---- The tag page cache (volume/integrity/tag_page_cache.h) ----
+
+std::vector<std::byte> page_filled(std::uint8_t v) {
+  return std::vector<std::byte>(TagPageCache::kPageBytes, std::byte{v});
+}
+
+TEST(TagPageCache, HoldsWhatWasPutEvictsTheLeastRecentlyUsedAndErases) {
+  auto c = TagPageCache::create(8);  // one set of 8 ways
+  ASSERT_TRUE(c);
+  TagPageCache& cache = **c;
+  EXPECT_EQ(cache.capacity(), 8u);
+  std::vector<std::byte> out(TagPageCache::kPageBytes);
+  EXPECT_FALSE(cache.get(5, out));
+  for (std::uint8_t p = 0; p < 8; ++p) cache.put(p, page_filled(p));
+  ASSERT_TRUE(cache.get(0, out));  // page 0 becomes the most recently used
+  EXPECT_EQ(out, page_filled(0));
+  cache.put(3, page_filled(33));  // an update in place, no eviction
+  EXPECT_EQ(cache.stats().evictions, 0u);
+  cache.put(100, page_filled(100));  // evicts page 1, the least recently used
+  EXPECT_EQ(cache.stats().evictions, 1u);
+  EXPECT_FALSE(cache.get(1, out));
+  ASSERT_TRUE(cache.get(0, out));
+  ASSERT_TRUE(cache.get(3, out));
+  EXPECT_EQ(out, page_filled(33));
+  ASSERT_TRUE(cache.get(100, out));
+  EXPECT_EQ(out, page_filled(100));
+  cache.erase(100);
+  EXPECT_FALSE(cache.get(100, out));
+  cache.clear();
+  for (std::uint64_t p = 0; p < 8; ++p) EXPECT_FALSE(cache.get(p, out)) << p;
+}
+
+// A read whose tag pages are resident reads only its data from the store; the tag is still
+// verified once per block read (a cache hit is not a store read of the tag, but the block is).
+// A no-journal write reads no tag window when its edge pages are resident, and none at all
+// when its tags cover whole pages.
+TEST(IntegrityVolume, TagPageCacheSparesTagReads) {
+  const VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 1 * kMiB);  // T 48
+  auto o = open_on(formatted(40 * kMiB, l), l);
+  ASSERT_TRUE(o);
+  ASSERT_TRUE(o->vol->write(ByteOffset{0}, pattern(512 * 4096, 4)));
+  Tampered t{std::move(*o), {}, {}, l};
+  VolumeOptions no_read_ahead;  // every store read below is the test thread's own
+  no_read_ahead.no_read_workqueue = true;
+  reopen(t, no_read_ahead);  // a cold cache
+  MemBackingStore& mem = *t.o.mem;
+  std::vector<std::byte> b(4096);
+  const std::uint64_t r0 = mem.read_calls();
+  ASSERT_TRUE(t.o.vol->read(ByteOffset{10 * 4096}, b));
+  EXPECT_EQ(mem.read_calls() - r0, 2u) << "cold: data and tag page";
+  const auto before = counters(t.o);
+  for (std::uint64_t k = 0; k < 85; ++k)  // blocks 0..84: their tags are tag page 0
+    ASSERT_TRUE(t.o.vol->read(ByteOffset{k * 4096}, b));
+  EXPECT_EQ(mem.read_calls() - r0, 2u + 85u) << "warm: data only";
+  EXPECT_EQ(counters(t.o).tags_verified - before.tags_verified, 85u);
+  EXPECT_EQ(counters(t.o).tag_page_hits - before.tag_page_hits, 85u);
+  EXPECT_EQ(std::memcmp(b.data(), pattern(512 * 4096, 4).data() + 84 * 4096, 4096), 0);
+  // Mode D writes: block 20 (tag page 0 resident): no store read.
+  const std::uint64_t r1 = mem.read_calls();
+  ASSERT_TRUE(t.o.vol->write(ByteOffset{20 * 4096}, pattern(4096, 5)));
+  EXPECT_EQ(mem.read_calls(), r1);
+  // Block 300 (tag page 3, cold): one read of that page, then none.
+  ASSERT_TRUE(t.o.vol->write(ByteOffset{300 * 4096}, pattern(4096, 6)));
+  EXPECT_EQ(mem.read_calls(), r1 + 1);
+  ASSERT_TRUE(t.o.vol->write(ByteOffset{301 * 4096}, pattern(4096, 7)));
+  EXPECT_EQ(mem.read_calls(), r1 + 1);
+  // 256 blocks from block 256 (tags at bytes 12288 .. 24576 of the area: pages 3..5, whole):
+  // no read at all, cache or not.
+  ASSERT_TRUE(t.o.vol->write(ByteOffset{256 * 4096}, pattern(256 * 4096, 8)));
+  EXPECT_EQ(mem.read_calls(), r1 + 1);
+  // What the open volume reads is what a fresh open reads.
+  auto expect = pattern(512 * 4096, 4);
+  std::memcpy(expect.data() + 20 * 4096, pattern(4096, 5).data(), 4096);
+  const auto b8 = pattern(256 * 4096, 8);
+  std::memcpy(expect.data() + 256 * 4096, b8.data(), b8.size());
+  std::vector<std::byte> all(512 * 4096);
+  ASSERT_TRUE(t.o.vol->read(ByteOffset{0}, all));
+  EXPECT_EQ(all, expect);
+  reopen(t);
+  ASSERT_TRUE(t.o.vol->read(ByteOffset{0}, all));
+  EXPECT_EQ(all, expect);
+}
+
+// Writers of neighbouring blocks (their tags share tag pages) and readers at the same time with
+// a cache of 8 tag pages over 24 pages of tags, so pages are evicted and reloaded mid-run: no
+// read sees a bad tag, and after a reopen (a cold cache: what the store holds) every block
+// holds its writer's last contents with a valid tag. A cached page written back stale would
+// lose a neighbour's tag.
+TEST(IntegrityVolume, TagPageCacheStaysCoherentUnderConcurrentWritersAndEviction) {
+  for (bool journal : {false, true}) {
+    SCOPED_TRACE(journal ? "journal" : "no journal");
+    VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);  // T 28: 146 per page
+    VolumeOptions tiny;
+    tiny.cache_bytes = 0;  // the minimum: 8 tag pages
+    auto o = open_on(formatted(40 * kMiB, l), l, tiny);
+    ASSERT_TRUE(o);
+    constexpr int kThreads = 4, kBlocks = 146 * 24, kRounds = 2;
+    ASSERT_TRUE(o->vol->write(ByteOffset{0}, std::vector<std::byte>(kBlocks * 4096)));
+    Tampered t{std::move(*o), {}, {}, l};
+    t.l.integrity_no_journal = !journal;
+    reopen(t, tiny);
+    EXPECT_EQ(counters(t.o).tag_page_capacity, 8u);
+    std::atomic<int> errors{0};
+    std::atomic<bool> done{false};
+    std::vector<std::thread> ts;
+    for (int th = 0; th < kThreads; ++th)
+      ts.emplace_back([&, th] {
+        for (int r = 0; r < kRounds; ++r)
+          for (int k = th; k < kBlocks; k += kThreads) {
+            const auto d = pattern(4096, static_cast<unsigned>(100000 * r + k));
+            if (!t.o.vol->write(ByteOffset{std::uint64_t(k) * 4096}, d)) ++errors;
+          }
+      });
+    std::thread reader([&] {
+      std::vector<std::byte> b(8 * 4096);
+      for (std::uint64_t at = 0; !done.load(); at = (at + 997 * 4096) % ((kBlocks - 8) * 4096))
+        if (!t.o.vol->read(ByteOffset{at / 4096 * 4096}, b)) ++errors;
+    });
+    for (auto& th : ts) th.join();
+    done = true;
+    reader.join();
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(counters(t.o).tags_failed, 0u);
+    EXPECT_GT(counters(t.o).tag_page_evictions, 0u) << "the run never evicted a tag page";
+    ASSERT_TRUE(t.o.vol->flush());
+    reopen(t);
+    std::vector<std::byte> b(4096);
+    for (int k = 0; k < kBlocks; ++k) {
+      ASSERT_TRUE(t.o.vol->read(ByteOffset{std::uint64_t(k) * 4096}, b)) << k;
+      ASSERT_EQ(b, pattern(4096, static_cast<unsigned>(100000 * (kRounds - 1) + k))) << k;
+    }
+  }
+}
+
+// A no-journal write whose tag page write fails (its data write landed): the cache drops the
+// page, so the open volume reads what a fresh open reads (the block fails its tag in both),
+// never a tag the store does not hold.
+TEST(IntegrityVolume, FailedTagWriteDropsTheCachedPage) {
+  const VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 1 * kMiB);
+  auto o = open_on(formatted(40 * kMiB, l), l);
+  ASSERT_TRUE(o);
+  const auto v0 = pattern(64 * 4096, 11);
+  ASSERT_TRUE(o->vol->write(ByteOffset{0}, v0));
+  std::vector<std::byte> b(4096);
+  ASSERT_TRUE(o->vol->read(ByteOffset{5 * 4096}, b));  // tag page 0 resident
+  std::vector<std::byte> sb(integrity::kSbBytes);
+  o->mem->peek(1 * kMiB, sb);
+  auto g = integrity::geometry_from_superblock(*integrity::parse_superblock(sb), 40 * kMiB / 512,
+                                               1 * kMiB / 512);
+  ASSERT_TRUE(g);
+  const std::uint64_t page = g->tag_byte(5 * 8) / 4096 * 4096;
+  o->mem->fail_writes(page, 4096);
+  EXPECT_FALSE(o->vol->write(ByteOffset{5 * 4096}, pattern(4096, 12)));
+  o->mem->fail_writes(0, 0);
+  auto r = o->vol->read(ByteOffset{5 * 4096}, b);
+  ASSERT_FALSE(r) << "read the new data with a tag the store does not hold";
+  EXPECT_EQ(r.error().code, Errc::kAuth);
+  ASSERT_TRUE(o->vol->read(ByteOffset{6 * 4096}, b));  // its neighbours are intact
+  EXPECT_EQ(std::memcmp(b.data(), v0.data() + 6 * 4096, 4096), 0);
+  Tampered t{std::move(*o), *g, v0, l};
+  reopen(t);
+  EXPECT_EQ(failing_blocks(t.o, 4096, 64), std::vector<std::uint64_t>{5});
+}
+
+// Large runs are verified + decrypted (encrypted) in parallel slices, each slice blocks with
+// exactly their tags and sector numbers: what a parallel writer wrote reads back through a
+// volume that runs everything inline, and the other way round (a slice with shifted tags or
+// sectors fails verification); two bad blocks in different slices of one 1 MiB read both fail
+// and are counted (each verified once), the error names the lower one.
+TEST(IntegrityVolume, LargeRunsAreConvertedInParallelSlicesWithTheirTags) {
+  for (const Mode& m : {kModes[0], kModes[3], kModes[5]}) {
+    SCOPED_TRACE(std::string(m.enc) + " " + std::to_string(m.ss));
+    const VolumeLayout l = layout_of(m.enc, m.integ, m.ss, 1 * kMiB);
+    VolumeOptions inline_only;
+    inline_only.force_inline = true;
+    const std::uint64_t bytes = m.ss == 4096 ? kMiB : 128 * 1024;  // one run: 256 blocks
+    const auto a = pattern(bytes, 21), b = pattern(bytes, 22);
+    auto o = open_on(formatted(24 * kMiB, l), l);
+    ASSERT_TRUE(o);
+    ASSERT_TRUE(o->vol->write(ByteOffset{0}, a));  // parallel
+    Tampered t{std::move(*o), {}, {}, l};
+    reopen(t, inline_only);
+    std::vector<std::byte> back(bytes);
+    ASSERT_TRUE(t.o.vol->read(ByteOffset{0}, back));
+    EXPECT_EQ(back, a);
+    ASSERT_TRUE(t.o.vol->write(ByteOffset{bytes}, b));  // inline
+    reopen(t);
+    const auto before = counters(t.o);
+    ASSERT_TRUE(t.o.vol->read(ByteOffset{bytes}, back));  // parallel
+    EXPECT_EQ(back, b);
+    EXPECT_EQ(counters(t.o).tags_verified - before.tags_verified, bytes / m.ss);
+    // Blocks 10 and 200 of the first run: one flipped ciphertext byte each.
+    std::vector<std::byte> sb(integrity::kSbBytes);
+    t.o.mem->peek(1 * kMiB, sb);
+    auto g = integrity::geometry_from_superblock(*integrity::parse_superblock(sb), 24 * kMiB / 512,
+                                                 1 * kMiB / 512);
+    ASSERT_TRUE(g);
+    for (std::uint64_t k : {200u, 10u}) {
+      std::byte x[1];
+      const std::uint64_t at = g->data_sector(k * (m.ss / 512)) * 512 + 7;
+      t.o.mem->peek(at, x);
+      x[0] ^= std::byte{0x80};
+      t.o.mem->poke(at, x);
+    }
+    const auto c0 = counters(t.o);
+    std::fill(back.begin(), back.end(), std::byte{0});
+    auto r = t.o.vol->read(ByteOffset{0}, back);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::kAuth);
+    EXPECT_EQ(r.error().object, 10u);
+    EXPECT_EQ(counters(t.o).tags_failed - c0.tags_failed, 2u);
+    EXPECT_EQ(counters(t.o).tags_verified - c0.tags_verified, bytes / m.ss);
+    for (std::byte x : back) ASSERT_EQ(x, std::byte{0}) << "plaintext left a failed read";
+    EXPECT_EQ(failing_blocks(t.o, m.ss, bytes / m.ss), (std::vector<std::uint64_t>{10, 200}));
+  }
+}
+
+// Counts the store reads made by one thread (the test's reader), forwarding to a MemBackingStore.
+class ReaderCountingStore final : public BackingStore {
+ public:
+  explicit ReaderCountingStore(MemBackingStore& m) : m_(m) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    if (std::this_thread::get_id() == reader_) reads_.fetch_add(1);
+    return m_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    return m_.write_at(off, in);
+  }
+  Result<void> sync() override { return m_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t n) override { return m_.discard(off, n); }
+  std::uint64_t size_bytes() const noexcept override { return m_.size_bytes(); }
+  bool read_only() const noexcept override { return false; }
+  const std::string& name() const noexcept override { return m_.name(); }
+  std::uint64_t reader_reads() const { return reads_.load(); }
+
+ private:
+  MemBackingStore& m_;
+  const std::thread::id reader_ = std::this_thread::get_id();
+  mutable std::atomic<std::uint64_t> reads_{0};
+};
+
+// Read-ahead, as the engine's: a sequential reader finds its next requests loaded, verified
+// and decrypted by the prefetch threads: from its third request on it never reads the store
+// itself, no block is verified more than once, and it reads what was written. A write into a
+// loaded window is seen by the next read (the writer invalidates the window under its tag-page
+// locks), in both modes. A bad block met by a loader fails once, in the reader's own read
+// (counted and logged once), and every other block still reads.
+TEST(IntegrityVolume, SequentialReadersAreServedByReadAhead) {
+  for (bool journal : {false, true}) {
+    SCOPED_TRACE(journal ? "journal" : "no journal");
+    VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 1 * kMiB);
+    auto base = open_on(formatted(40 * kMiB, l), l);
+    ASSERT_TRUE(base);
+    constexpr std::uint64_t kBytes = 4 * kMiB, kReq = 64 * 1024;
+    auto want = pattern(kBytes, 31);
+    ASSERT_TRUE(base->vol->write(ByteOffset{0}, want));
+    l.integrity_no_journal = !journal;
+    auto* store = new ReaderCountingStore(*base->mem);
+    auto v =
+        open_integrity_volume(l, key_for(l), std::unique_ptr<BackingStore>(store), {}, nullptr);
+    ASSERT_TRUE(v) << v.error().message();
+    Volume& vol = **v;
+    std::vector<std::byte> b(kReq);
+    std::uint64_t own_after_two = 0;
+    for (std::uint64_t at = 0; at < kBytes; at += kReq) {
+      if (at == 2 * kReq) own_after_two = store->reader_reads();
+      if (at == kBytes / 2) {  // a write into the window loaded for the next request
+        const auto w = pattern(4096, 32);
+        std::memcpy(want.data() + at + 8192, w.data(), w.size());
+        ASSERT_TRUE(vol.write(ByteOffset{at + 8192}, w));
+      }
+      ASSERT_TRUE(vol.read(ByteOffset{at}, b)) << at;
+      ASSERT_EQ(std::memcmp(b.data(), want.data() + at, kReq), 0) << at;
+    }
+    // Only the request whose window the write invalidated reads the store itself (its data,
+    // and its tag pages unless cached).
+    EXPECT_LE(store->reader_reads() - own_after_two, 2u)
+        << "the reader read the store itself after its second request";
+    const auto c = *integrity_counters(vol);
+    EXPECT_EQ(c.tags_failed, 0u);
+    EXPECT_GE(c.tags_verified, kBytes / 4096);
+    // At most the two windows ahead of the last request and the request after the write twice.
+    EXPECT_LE(c.tags_verified, kBytes / 4096 + 2 * kReq / 4096 + kReq / 4096);
+  }
+  {  // a bad block in the stream
+    const VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+    auto o = open_on(formatted(40 * kMiB, l), l);
+    ASSERT_TRUE(o);
+    const auto data = pattern(64 * 4096, 33);
+    ASSERT_TRUE(o->vol->write(ByteOffset{0}, data));
+    std::vector<std::byte> sb(integrity::kSbBytes);
+    o->mem->peek(1 * kMiB, sb);
+    auto g = integrity::geometry_from_superblock(*integrity::parse_superblock(sb), 40 * kMiB / 512,
+                                                 1 * kMiB / 512);
+    ASSERT_TRUE(g);
+    Tampered t{std::move(*o), *g, data, l};
+    std::byte x[1];
+    t.o.mem->peek(g->data_sector(20 * 8) * 512, x);
+    x[0] ^= std::byte{1};
+    t.o.mem->poke(g->data_sector(20 * 8) * 512, x);
+    reopen(t);
+    EXPECT_EQ(failing_blocks(t.o, 4096, 64), std::vector<std::uint64_t>{20});
+    EXPECT_EQ(counters(t.o).tags_failed, 1u);
   }
 }
 
@@ -621,7 +948,10 @@ TEST(IntegrityJournal, WritesAreBatchedIntoSectionsUntilFullOrFlushed) {
     const std::uint64_t blocks = 2 * cap + 8;
     ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(blocks * m.ss)));
     MemBackingStore& mem = *base->mem;
-    auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), {}, nullptr);
+    VolumeOptions no_read_ahead;  // the sequential reads below: every block read by the reader
+    no_read_ahead.no_read_workqueue = true;
+    auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), no_read_ahead,
+                                   nullptr);
     ASSERT_TRUE(j) << j.error().message();
     // Blocks 1, 3, 5, ... (cap - 1 of them) and block 3 again: one batch, not yet full.
     std::vector<std::vector<std::byte>> want(blocks, std::vector<std::byte>(m.ss));

@@ -1,11 +1,15 @@
 // RangeLock: ordering, sharing, exhaustion waits (never fails). BufferPool: tests/unit/base.
+// CryptoDriver::for_each_slice: every slice runs exactly once, on the caller when inline.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <vector>
 
+#include "crypto/crypto_engine.h"
+#include "volume/engine/crypto_driver.h"
 #include "volume/engine/range_lock.h"
 
 namespace cryptmap::volume {
@@ -63,6 +67,41 @@ TEST(RangeLock, AdmissionWaitsWhenEverySlotIsTaken) {
   a.release();
   t.join();
   EXPECT_TRUE(got.load());
+}
+
+class NoEngine final : public crypto::CryptoEngine {
+ public:
+  crypto::SubmitStatus submit(crypto::CryptoRequest*) override {
+    return crypto::SubmitStatus::kDone;
+  }
+  void wait_for_drain() override {}
+  const char* name() const noexcept override { return "none"; }
+};
+
+TEST(CryptoDriver, ForEachSliceRunsEverySliceExactlyOnce) {
+  NoEngine engine;
+  for (bool force_inline : {false, true}) {
+    CryptoDriverOptions o;
+    o.threads = 4;
+    o.force_inline = force_inline;
+    auto d = CryptoDriver::create(engine, o);
+    ASSERT_TRUE(d);
+    for (std::size_t n : {std::size_t{1}, std::size_t{3}, CryptoDriver::kMaxSlices}) {
+      std::array<std::atomic<int>, CryptoDriver::kMaxSlices> runs{};
+      std::atomic<int> elsewhere{0};
+      const auto caller = std::this_thread::get_id();
+      (*d)->for_each_slice(n, [&](std::size_t i) {
+        runs[i].fetch_add(1);
+        if (std::this_thread::get_id() != caller) elsewhere.fetch_add(1);
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      });
+      for (std::size_t i = 0; i < CryptoDriver::kMaxSlices; ++i)
+        ASSERT_EQ(runs[i].load(), i < n ? 1 : 0) << "slice " << i << " of " << n;
+      if (force_inline) {
+        EXPECT_EQ(elsewhere.load(), 0) << "a slice left the calling thread";
+      }
+    }
+  }
 }
 
 }  // namespace
