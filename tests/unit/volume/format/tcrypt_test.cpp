@@ -275,6 +275,59 @@ TEST(TcryptImages, KuznyechikAndLegacyCbcBeyondWhatCryptsetupMapsHere) {
             "CAFE-BABE");
 }
 
+// Every TrueCrypt 1.x/2.x CBC image of the archive (docs/tcrypt.md §5): the chain cryptsetup's
+// table names, its mode and volume key size. Only the single 128-bit ciphers, 3DES and CAST5
+// images keep their encrypted FAT; the archive wiped the data of the others (every sector after
+// the header is zero but the TrueCrypt < 6 hidden-header slot), so those are checked against
+// tests/integration/tcrypt_cbc_reference.py in tcrypt_open.sh instead of by their serial.
+TEST(TcryptImages, EveryTrueCryptCbcImageOpensWithItsChain) {
+  struct Case {
+    const char* image;
+    const char* hash;
+    const char* chain;
+    const char* mode;
+    std::size_t key_bits;
+    bool has_data;
+  };
+  const Case cases[] = {
+      {"tc_1-ripemd160-cbc-aes", "ripemd160", "aes", "cbc-tcw", 512, true},
+      {"tc_2-whirlpool-cbc-aes", "whirlpool", "aes", "cbc-tcw", 512, true},
+      {"tc_2-ripemd160-cbc-twofish", "ripemd160", "twofish", "cbc-tcw", 512, true},
+      {"tc_1-sha1-cbc-cast5", "sha1", "cast5", "cbc-tcw", 320, true},
+      {"tc_1-sha1-cbc-des3_ede", "sha1", "des3_ede", "cbc-tcw", 384, true},
+      {"tc_1-sha1-cbc-blowfish", "sha1", "blowfish_le", "cbc-tcrypt", 640, false},
+      {"tc_1-ripemd160-cbc-blowfish", "ripemd160", "blowfish_le", "cbc-tcrypt", 640, false},
+      {"tc_2-ripemd160-cbc-aes-blowfish", "ripemd160", "blowfish_le-aes", "cbc-tcrypt", 960, false},
+      {"tc_2-ripemd160-cbc-aes-blowfish-serpent", "ripemd160", "serpent-blowfish_le-aes",
+       "cbc-tcrypt", 1216, false},
+      {"tc_2-ripemd160-cbc-aes-twofish", "ripemd160", "twofish-aes", "cbci-tcrypt", 768, false},
+      {"tc_2-ripemd160-cbc-aes-twofish-serpent", "ripemd160", "serpent-twofish-aes", "cbci-tcrypt",
+       1024, false},
+      {"tc_2-ripemd160-cbc-serpent-aes", "ripemd160", "aes-serpent", "cbci-tcrypt", 768, false},
+      {"tc_2-ripemd160-cbc-serpent-twofish-aes", "ripemd160", "aes-twofish-serpent", "cbci-tcrypt",
+       1024, false},
+      {"tc_2-ripemd160-cbc-twofish-serpent", "ripemd160", "serpent-twofish", "cbci-tcrypt", 768,
+       false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.image);
+    auto r = open_image(c.image, only(c.hash, false), "aaaaaaaaaaaa");
+    EXPECT_EQ(r.match.chain, c.chain);
+    EXPECT_EQ(r.match.mode, c.mode);
+    EXPECT_EQ(r.match.volume_key.size() * 8, c.key_bits);
+    EXPECT_EQ(r.match.layout.key_bytes * 8, c.key_bits);
+    EXPECT_TRUE(r.match.read_only);
+    if (c.has_data) {
+      EXPECT_EQ(r.serial, "DEAD-BABE");
+    }
+  }
+  TcryptOptions hidden = only("ripemd160", false);
+  hidden.hidden = true;
+  auto h = open_image("tc_2-ripemd160-cbc-serpent-twofish-aes-hidden", hidden, "bbbbbbbbbbbb");
+  EXPECT_EQ(h.match.chain, "aes-twofish-serpent");
+  EXPECT_EQ(h.match.header.header_offset, 40960u - 1536u);
+}
+
 // One VeraCrypt image with keyfiles (each trial costs a 500000-iteration PBKDF2, so the PIM and
 // empty-passphrase images are left to tests/integration/tcrypt_open.sh).
 TEST(TcryptImages, VeraCryptKeyfilesWithA72CharacterPassphrase) {
