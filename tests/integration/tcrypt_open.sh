@@ -10,10 +10,9 @@
 # (cascades, Blowfish, CAST5, 3DES) equal the independent reader tcrypt_cbc_reference.py's
 # decryption. Streebog (vc_1-stribog512-*) opens.
 source "$(dirname "$0")/lib.sh"
-watchdog 540
+watchdog 720
 command -v blkid >/dev/null || fail "blkid (util-linux) is needed"
-tar -xJSf "$HERE/../data/tcrypt/tcrypt-images.tar.xz" -C "$T" --exclude='tcrypt-images/sys_vc_1_gpt*' \
-  --exclude='tcrypt-images/sys_vc_1_mbr_full*'
+tar -xJSf "$HERE/../data/tcrypt/tcrypt-images.tar.xz" -C "$T"
 I=$T/tcrypt-images
 A=aaaaaaaaaaaa
 B=bbbbbbbbbbbb
@@ -47,12 +46,14 @@ open_with() {
   printf '%s\n' "$pass" | cm_open "$@"
 }
 
-serial_of() { blkid -p -o value -s UUID "$1" 2>/dev/null || true; }
+serial_of() { blkid -p -o value -s UUID "$@" 2>/dev/null || true; }
+declare -A seen  # every image opened; each one of the archive must be (the end checks)
 
 # open_check IMAGE PASS WANT_SERIAL [options...]
 open_check() {
   local img=$1 pass=$2 want=$3
   shift 3
+  seen[$img]=1
   printf '%s\n' "$pass" | cm_open "$I/$img" v --type tcrypt "$@" >"$T/out" 2>&1 ||
     { cat "$T/out"; fail "open $img failed"; }
   local got
@@ -81,6 +82,7 @@ cbc_check() {
   local n=$1 pass=$2 want=$3 hid=${4:-} img=$I/$1 chain hash got
   chain=$(cbc_chain "$n")
   hash=$(cut -d- -f2 <<<"$n")
+  seen[$n]=1
   if wiped "$n"; then
     cp "$I/$n" "$T/transplant"
     img=$T/transplant
@@ -138,8 +140,50 @@ note "$opened volumes opened in $(($(date +%s) - start)) s ($wiped_count wiped C
 # The Blowfish and cascade CBC images and the cascade's hidden volume (docs/tcrypt.md §5.1).
 ((wiped_count == 11)) || fail "$wiped_count wiped CBC images, the archive has 11"
 
-note "system encryption: the partition encrypted in place (MBR, partition at 1 MiB)"
+note "system encryption, as cryptsetup maps an image file: the encrypted area from the header's offset"
 open_check sys_vc_1_mbr_part-sha256-xts-aes "$A" DEAD-BABE --hash sha256 --tcrypt-system
+open_check sys_vc_1_gpt_part-sha512-xts-aes "$A" DEAD-BABE --hash sha512 --tcrypt-system
+# The whole drive encrypted from sector 63 (after the boot track): the partition at sector 2048
+# lies (2048 - 63) sectors into the mapping (cryptsetup maps it at 0 only through the partition
+# device /dev/loopNp1, which a FUSE daemon has not got).
+n=sys_vc_1_mbr_full-sha256-xts-aes
+seen[$n]=1
+printf '%s\n' "$A" | cm_open "$I/$n" v --type tcrypt --hash sha256 --tcrypt-system >/dev/null
+[[ $(stat -c %s "$MNT/v") == $(($(stat -c %s "$I/$n") - 63 * 512)) ]] || fail "$n: mapping size"
+[[ $(serial_of -O $(((2048 - 63) * 512)) "$MNT/v") == DEAD-BABE ]] || fail "$n: no FAT at its partition"
+cm_close v
+
+note "--tcrypt-whole-disk: the whole disk with its partition table, the encrypted area in place"
+# Each: image, hash, first partition sector, partition table, first encrypted sector.
+for c in "sys_vc_1_mbr_full-sha256-xts-aes sha256 2048 dos 63" \
+  "sys_vc_1_mbr_part-sha256-xts-aes sha256 2048 dos 2048" "sys_vc_1_gpt_part-sha512-xts-aes sha512 67584 gpt 67584"; do
+  read -r n hash part pttype enc <<<"$c"
+  printf '%s\n' "$A" | cm_open "$I/$n" v --type tcrypt --hash "$hash" --tcrypt-system --tcrypt-whole-disk \
+    --readonly >/dev/null || fail "$n: open --tcrypt-whole-disk"
+  [[ $(stat -c %s "$MNT/v") == $(stat -c %s "$I/$n") ]] || fail "$n: the whole disk is not served"
+  [[ $(blkid -p -o value -s PTTYPE "$MNT/v") == "$pttype" ]] || fail "$n: no $pttype partition table"
+  [[ $(partx -g -o START "$MNT/v" | tr -d ' ' | grep -cx "$part") == 1 ]] || fail "$n: no partition at $part"
+  loop=$(losetup_attach -r -o $((part * 512)) --sizelimit $((32768 * 512)) "$MNT/v")
+  [[ $(serial_of "$loop") == DEAD-BABE ]] || fail "$n: the partition at sector $part does not show DEAD-BABE"
+  losetup_detach "$loop"
+  cmp -s -n $((enc * 512)) "$MNT/v" "$I/$n" || fail "$n: the plain area before the encrypted one changed"
+  if cmp -s -n $(((enc + 1) * 512)) "$MNT/v" "$I/$n"; then fail "$n: sector $enc is not decrypted"; fi
+  cm_close v
+done
+
+note "--tcrypt-whole-disk writes: the encrypted area under the volume key, the rest as plain bytes"
+n=sys_vc_1_gpt_part-sha512-xts-aes
+cp --sparse=always "$I/$n" "$T/disk"
+printf '%s\n' "$A" | cm_open "$T/disk" v --type tcrypt --hash sha512 --tcrypt-system --tcrypt-whole-disk >/dev/null
+pattern_write "$MNT/v" $((67584 * 512 + 8192)) 8192 31     # inside the encrypted partition 3
+pattern_write "$MNT/v" $((100352 * 512)) 4096 32           # partition 4, not encrypted
+cm_close v
+pattern_check "$T/disk" $((100352 * 512)) 4096 32 || fail "$n: a plain-area write did not reach the image as is"
+if pattern_check "$T/disk" $((67584 * 512 + 8192)) 8192 31 2>/dev/null; then fail "$n: the partition was written in clear"; fi
+printf '%s\n' "$A" | cm_open "$T/disk" v --type tcrypt --hash sha512 --tcrypt-system >/dev/null
+pattern_check "$MNT/v" $((67584 * 512 + 8192)) 8192 31 8192 || fail "$n: the write into the partition did not come back through the partition mapping"
+[[ $(serial_of "$MNT/v") == DEAD-BABE ]] || fail "$n: the partition's boot sector was damaged"
+cm_close v
 
 note "writes round-trip through close and reopen (XTS, 3-cascade, LRW cascade)"
 for n in vc_1-sha512-xts-aes tc_5-sha512-xts-serpent-twofish-aes tc_2-ripemd160-lrw-serpent-twofish-aes; do
@@ -240,6 +284,10 @@ for c in "tc_2-ripemd160-cbc-aes-blowfish-serpent serpent-blowfish_le-aes cbc-tc
     grep -qx "MK bits:       ${TAB}$bits" "$T/d.txt" || { cat "$T/d.txt"; fail "$n: tcryptDump"; }
 done
 
+note "--tcrypt-whole-disk without --tcrypt-system is refused before the passphrase is asked"
+expect_failure 1 "needs --tcrypt-system" -- \
+  open_with "$A" "$I/sys_vc_1_mbr_part-sha256-xts-aes" v --type tcrypt --tcrypt-whole-disk
+
 note "a wrong passphrase: exit 2, nothing mounted, the whole trial in bounded time"
 start=$(date +%s%N)
 expect_failure 2 "No device header detected with this passphrase.*vc_1-sha512-xts-aes" -- \
@@ -247,4 +295,10 @@ expect_failure 2 "No device header detected with this passphrase.*vc_1-sha512-xt
 ms=$((($(date +%s%N) - start) / 1000000))
 note "cryptmap: full trial of a wrong passphrase took $ms ms on $(nproc) cores (not asserted)"
 expect_failure 1 "Unknown device type" -- cm_open "$I/vc_1-sha512-xts-aes" v --type truecrypt
+note "every image of the archive was opened"
+for path in "$I"/*; do
+  n=$(basename "$path")
+  [[ $n == keyfile* || $n == README ]] && continue
+  [[ -n ${seen[$n]:-} ]] || fail "image $n was not opened"
+done
 echo PASS

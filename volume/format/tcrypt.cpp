@@ -410,6 +410,36 @@ Result<TcryptHeader> tcrypt_parse_header(std::span<const std::byte> h, bool vera
   return t;
 }
 
+namespace {
+
+// --tcrypt-whole-disk (docs/tcrypt.md §6.1): the whole image, the encrypted area decrypted in
+// place (a crypt segment with the system mapping's IV offset), the rest (boot track, partition
+// tables, unencrypted partitions) passed through as linear segments.
+Result<VolumeLayout> whole_disk_layout(VolumeLayout l, const TcryptOptions& opts,
+                                       std::uint64_t image_bytes) {
+  if (!opts.system)
+    return fail(make_error(Errc::kInvalid,
+                           "tcrypt: --tcrypt-whole-disk serves a system-encrypted disk and needs "
+                           "--tcrypt-system"));
+  const std::uint64_t end = image_bytes / 512 * 512;
+  const std::uint64_t start = l.data_offset_bytes;
+  const std::uint64_t crypt_end = l.size_bytes == 0 ? end : start + l.size_bytes;
+  if (start == 0 || crypt_end > end)
+    return fail(make_error(Errc::kCorrupt, "tcrypt header: system encrypted area", start));
+  auto add = [&](SegmentKind kind, std::uint64_t from, std::uint64_t to, std::uint64_t iv) {
+    if (to > from) l.segments.push_back({kind, from, to - from, from, iv, {}});
+  };
+  add(SegmentKind::kLinear, 0, start, 0);
+  add(SegmentKind::kCrypt, start, crypt_end, l.iv_offset);
+  add(SegmentKind::kLinear, crypt_end, end, 0);
+  l.data_offset_bytes = 0;
+  l.iv_offset = 0;
+  l.size_bytes = end;
+  return l;
+}
+
+}  // namespace
+
 Result<VolumeLayout> tcrypt_layout(const TcryptHeader& h, const std::string& chain,
                                    const std::string& mode, const TcryptOptions& opts,
                                    std::uint64_t image_bytes) {
@@ -466,6 +496,7 @@ Result<VolumeLayout> tcrypt_layout(const TcryptHeader& h, const std::string& cha
     return fail(
         make_error(Errc::kCorrupt, "tcrypt header: volume size is not whole sectors", size));
   l.size_bytes = size;  // 0: to the end of the image
+  if (opts.whole_disk) return whole_disk_layout(std::move(l), opts, image_bytes);
   if (!opts.key_only) {
     const std::uint64_t need = data + (size == 0 ? 512 : size);
     if (need < data || need > image_bytes)

@@ -30,6 +30,7 @@ struct TcryptOptions {
   bool hidden = false;               // --tcrypt-hidden
   bool backup = false;               // --tcrypt-backup
   bool system = false;               // --tcrypt-system
+  bool whole_disk = false;           // --tcrypt-whole-disk (with system): the whole image
   std::string hash;                  // --hash: only KDFs whose hash name contains this
   std::string cipher;                // --cipher: only chains whose name contains this
   bool key_only = false;             // --test-passphrase / dump: do not check the image size

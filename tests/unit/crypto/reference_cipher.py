@@ -84,21 +84,18 @@ def swap_halves(data):
 def manual_cbc(ciphers, keys, iv, data, encrypt):
     """CBC where each block goes through every cipher (key order on encryption), by ECB."""
     bs = len(iv)
+    if not encrypt:  # every block decrypts on its own: ECB over the whole buffer, then the XORs
+        p = data
+        for c, k in reversed(list(zip(ciphers, keys))):
+            p = crypt(c, "ecb", k, None, p, False)
+        return xor(p, iv + data[:len(data) - bs])
     out, prev = bytearray(), iv
     for off in range(0, len(data), bs):
-        b = data[off:off + bs]
-        if encrypt:
-            b = xor(b, prev)
-            for c, k in zip(ciphers, keys):
-                b = crypt(c, "ecb", k, None, b, True)
-            prev = b
-            out += b
-        else:
-            p = b
-            for c, k in reversed(list(zip(ciphers, keys))):
-                p = crypt(c, "ecb", k, None, p, False)
-            out += xor(p, prev)
-            prev = b
+        b = xor(data[off:off + bs], prev)
+        for c, k in zip(ciphers, keys):
+            b = crypt(c, "ecb", k, None, b, True)
+        prev = b
+        out += b
     return bytes(out)
 
 

@@ -107,6 +107,36 @@ TcryptOptions only(std::string hash, bool veracrypt = true) {
   return o;
 }
 
+// docs/tcrypt.md §6.1: the GPT image's geometry (partition 3 encrypted at sector 67584, 16 MiB,
+// a 66 MiB disk): clear, crypt with the absolute IV offset, clear again.
+TEST(TcryptLayout, WholeDiskServesTheClearAreasAroundTheEncryptedOne) {
+  TcryptHeader h;
+  h.version = 5;
+  h.mk_offset = 67584ull * 512;
+  h.volume_size = 16ull << 20;
+  TcryptOptions o;
+  o.system = true;
+  o.whole_disk = true;
+  const std::uint64_t disk = 135168ull * 512;
+  auto l = tcrypt_layout(h, "aes", "xts-plain64", o, disk);
+  ASSERT_TRUE(l) << l.error().message();
+  ASSERT_EQ(l->segments.size(), 3u);
+  EXPECT_EQ(l->segments[0].kind, SegmentKind::kLinear);
+  EXPECT_EQ(l->segments[0].length_bytes, h.mk_offset);
+  EXPECT_EQ(l->segments[1].kind, SegmentKind::kCrypt);
+  EXPECT_EQ(l->segments[1].offset_bytes, h.mk_offset);
+  EXPECT_EQ(l->segments[1].image_offset_bytes, h.mk_offset);
+  EXPECT_EQ(l->segments[1].length_bytes, h.volume_size);
+  EXPECT_EQ(l->segments[1].iv_offset, 67584u);
+  EXPECT_EQ(l->segments[2].kind, SegmentKind::kLinear);
+  EXPECT_EQ(l->segments[2].image_offset_bytes, h.mk_offset + h.volume_size);
+  EXPECT_EQ(l->segments[2].offset_bytes + l->segments[2].length_bytes, disk);
+  EXPECT_EQ(l->size_bytes, disk);
+  EXPECT_EQ(l->data_offset_bytes, 0u);
+  o.system = false;
+  EXPECT_EQ(tcrypt_layout(h, "aes", "xts-plain64", o, disk).error().code, Errc::kInvalid);
+}
+
 TEST(TcryptKdfs, FollowCryptsetupsOrderAndSkipTrueCryptOnesWithAPim) {
   const auto all = tcrypt_kdfs({});
   ASSERT_EQ(all.size(), 15u);
