@@ -549,6 +549,13 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   // the image holds the data segment) before any passphrase is asked, then the keyslots for
   // each passphrase tried.
   if (a.type == "tcrypt") {
+    if (a.tcrypt.options.whole_disk && !a.tcrypt.options.system) {
+      say("Option --tcrypt-whole-disk serves a system-encrypted disk image whole; it needs "
+          "--tcrypt-system (the header at byte 31744 of " +
+          a.image + ").");
+      ctx.exit_code = kExitUsage;
+      return std::nullopt;
+    }
     auto m = unlock_tcrypt(a.image, a.tcrypt, ctx);
     if (!m) return std::nullopt;
     if (a.tcrypt_protect_hidden && !protect_hidden(a, *m, ctx)) return std::nullopt;
@@ -1530,6 +1537,10 @@ void add_open_options(CLI::App* open, const std::shared_ptr<OpenArgs>& oa) {
   open->add_flag("--tcrypt-protect-hidden", oa->tcrypt_protect_hidden,
                  "tcrypt: also ask for the hidden volume's passphrase and refuse writes to the "
                  "outer volume that would land in the hidden one");
+  open->add_flag("--tcrypt-whole-disk", oa->tcrypt.options.whole_disk,
+                 "tcrypt --tcrypt-system: serve the whole disk image, its encrypted area "
+                 "decrypted in place and the rest (partition table, boot track, other "
+                 "partitions) passed through");
   open->add_option("--cache-size", oa->cache_size,
                    "Sector cache size (plaintext, locked in memory), e.g. 256M; default 64M; "
                    "0 = no cache: writes reach the image before they complete");

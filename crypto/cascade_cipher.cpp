@@ -1,8 +1,10 @@
 // make_cascade_cipher (crypto/sector_cipher.h): several sector ciphers over the same sectors.
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "crypto/sector_cipher.h"
+#include "crypto/tcrypt_cbc.h"
 
 namespace cryptmap::crypto {
 namespace {
@@ -33,6 +35,16 @@ class CascadeCipher final : public SectorCipher {
 Result<std::unique_ptr<SectorCipher>> make_cascade_cipher(
     std::span<const SectorCipherConfig> configs, std::span<const std::byte> key) {
   if (configs.empty()) return make_error(Errc::kInvalid, "cipher cascade: no cipher given");
+  if (configs.size() > 1 &&
+      configs.front().spec.iv_mode == "tcw") {  // TrueCrypt CBC cascade: crypto/tcrypt_cbc.h
+    std::vector<std::string> names;
+    for (const auto& c : configs) {
+      if (c.spec.chain_mode != "cbc" || c.spec.iv_mode != "tcw" || c.sector_size != 512)
+        return make_error(Errc::kInvalid, "cipher cascade: cbc-tcw mixed with another mode");
+      names.push_back(c.spec.cipher);
+    }
+    return make_tcrypt_cbc_cascade(names, configs.front().iv_offset, key);
+  }
   if (key.size() % configs.size() != 0)
     return make_error_fmt(Errc::kInvalid, "cipher cascade: key length", key.size(),
                           "is not %zu equal shares", configs.size());

@@ -63,8 +63,9 @@ Result<std::unique_ptr<SectorCipher>> make_sector_cipher(const SectorCipherConfi
 // sector size; `key` is the concatenation of their keys in that order, in equal shares. Sectors are
 // encrypted by configs[0] first and configs[n-1] last, and decrypted in the reverse order, which
 // is what cryptsetup's stack of one dm-crypt device per cipher does (docs/tcrypt.md §5).
-// One config gives the plain cipher. Errors: kInvalid (no config, key not divisible, mixed
-// sector sizes), make_sector_cipher's.
+// One config gives the plain cipher. Several cbc-tcw configs are TrueCrypt's CBC cascade
+// instead (crypto/tcrypt_cbc.h: outer or inner CBC, its key layout, not equal shares).
+// Errors: kInvalid (no config, key not divisible, mixed sector sizes), make_sector_cipher's.
 Result<std::unique_ptr<SectorCipher>> make_cascade_cipher(
     std::span<const SectorCipherConfig> configs, std::span<const std::byte> key);
 

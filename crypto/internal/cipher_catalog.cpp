@@ -4,6 +4,7 @@
 #include <crypto++/blowfish.h>
 #include <crypto++/camellia.h>
 #include <crypto++/cast.h>
+#include <crypto++/des.h>
 #include <crypto++/serpent.h>
 #include <crypto++/twofish.h>
 #include <openssl/evp.h>
@@ -22,7 +23,7 @@ namespace cryptmap::crypto::internal {
 namespace {
 
 // Key sizes: what both the Linux crypto API and Crypto++ accept.
-constexpr std::array<BlockCipherInfo, 9> kCiphers{{
+constexpr std::array<BlockCipherInfo, 11> kCiphers{{
     {"aes", 16, 16, 32, 8},
     {"serpent", 16, 16, 32, 8},
     {"twofish", 16, 16, 32, 8},
@@ -30,6 +31,8 @@ constexpr std::array<BlockCipherInfo, 9> kCiphers{{
     {"cast5", 8, 5, 16, 1},
     {"cast6", 16, 16, 32, 4},
     {"blowfish", 8, 4, 56, 1},
+    {"blowfish_le", 8, 4, 56, 1},  // TrueCrypt's byte order (docs/tcrypt.md §5)
+    {"des3_ede", 8, 24, 24, 1},
     {"cipher_null", 16, 0, 0, 1},
     {"kuznyechik", 16, 32, 32, 8},  // cryptmap's own (internal/kuznyechik.h)
 }};
@@ -117,6 +120,48 @@ class EvpBlockCipher final : public BlockCipher {
   std::size_t block_;
   EVP_CIPHER_CTX* enc_ = nullptr;
   EVP_CIPHER_CTX* dec_ = nullptr;
+};
+
+// Blowfish as TrueCrypt 1.x-4.x runs it (cryptsetup's "blowfish_le", docs/tcrypt.md §5): each
+// 32-bit half of a block is read and written little-endian, where standard Blowfish (the
+// kernel's, Crypto++'s) is big-endian. So the block's two halves are byte-reversed around the
+// standard cipher.
+class BlowfishLeBlockCipher final : public BlockCipher {
+ public:
+  explicit BlowfishLeBlockCipher(std::span<const std::byte> key) : inner_(key) {}
+  std::size_t block_size() const noexcept override { return 8; }
+  void encrypt(const std::byte* in, const std::byte* x, std::byte* out, std::size_t len) override {
+    run(true, in, x, out, len);
+  }
+  void decrypt(const std::byte* in, const std::byte* x, std::byte* out, std::size_t len) override {
+    run(false, in, x, out, len);
+  }
+
+ private:
+  static void swap_halves(std::byte* b) {
+    std::swap(b[0], b[3]);
+    std::swap(b[1], b[2]);
+    std::swap(b[4], b[7]);
+    std::swap(b[5], b[6]);
+  }
+  // `x` may alias `out` (as for every BlockCipher), so each block goes through `t`.
+  void run(bool enc, const std::byte* in, const std::byte* x, std::byte* out, std::size_t len) {
+    std::array<std::byte, 8> t{};
+    for (std::size_t off = 0; off < len; off += 8) {
+      std::memcpy(t.data(), in + off, 8);
+      swap_halves(t.data());
+      if (enc)
+        inner_.encrypt(t.data(), nullptr, t.data(), 8);
+      else
+        inner_.decrypt(t.data(), nullptr, t.data(), 8);
+      swap_halves(t.data());
+      if (x != nullptr)
+        for (std::size_t i = 0; i < 8; ++i) t[i] ^= x[off + i];
+      std::memcpy(out + off, t.data(), 8);
+    }
+    secure_zero(t.data(), t.size());
+  }
+  CryptoppBlockCipher<CryptoPP::Blowfish> inner_;
 };
 
 class NullBlockCipher final : public BlockCipher {
@@ -238,6 +283,9 @@ Result<std::unique_ptr<BlockCipher>> make_block_cipher(std::string_view name,
       return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::CAST256>(key));
     if (name == "blowfish")
       return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::Blowfish>(key));
+    if (name == "blowfish_le") return std::unique_ptr<BlockCipher>(new BlowfishLeBlockCipher(key));
+    if (name == "des3_ede")
+      return std::unique_ptr<BlockCipher>(new CryptoppBlockCipher<CryptoPP::DES_EDE3>(key));
     if (name == "cipher_null") return std::unique_ptr<BlockCipher>(new NullBlockCipher);
     if (name == "kuznyechik") return make_kuznyechik(key);
   } catch (const std::bad_alloc&) {

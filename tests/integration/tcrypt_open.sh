@@ -6,13 +6,13 @@
 # cascade and LRW volumes; tcryptDump matches real cryptsetup's where cryptsetup 2.6.1 can dump
 # here; --veracrypt-query-pim reads the PIM after the passphrase; a wrong passphrase fails with
 # exit 2 and mounts nothing (the time of the whole trial is reported, not asserted);
-# --tcrypt-protect-hidden refuses writes into the hidden volume; the formats not implemented yet
-# (TrueCrypt CBC cascades and 64-bit ciphers) fail cleanly. Streebog (vc_1-stribog512-*) opens.
+# --tcrypt-protect-hidden refuses writes into the hidden volume; the TrueCrypt 1.x-4.x CBC images
+# (cascades, Blowfish, CAST5, 3DES) equal the independent reader tcrypt_cbc_reference.py's
+# decryption. Streebog (vc_1-stribog512-*) opens.
 source "$(dirname "$0")/lib.sh"
-watchdog 540
+watchdog 720
 command -v blkid >/dev/null || fail "blkid (util-linux) is needed"
-tar -xJSf "$HERE/../data/tcrypt/tcrypt-images.tar.xz" -C "$T" --exclude='tcrypt-images/sys_vc_1_gpt*' \
-  --exclude='tcrypt-images/sys_vc_1_mbr_full*'
+tar -xJSf "$HERE/../data/tcrypt/tcrypt-images.tar.xz" -C "$T"
 I=$T/tcrypt-images
 A=aaaaaaaaaaaa
 B=bbbbbbbbbbbb
@@ -46,12 +46,14 @@ open_with() {
   printf '%s\n' "$pass" | cm_open "$@"
 }
 
-serial_of() { blkid -p -o value -s UUID "$1" 2>/dev/null || true; }
+serial_of() { blkid -p -o value -s UUID "$@" 2>/dev/null || true; }
+declare -A seen  # every image opened; each one of the archive must be (the end checks)
 
 # open_check IMAGE PASS WANT_SERIAL [options...]
 open_check() {
   local img=$1 pass=$2 want=$3
   shift 3
+  seen[$img]=1
   printf '%s\n' "$pass" | cm_open "$I/$img" v --type tcrypt "$@" >"$T/out" 2>&1 ||
     { cat "$T/out"; fail "open $img failed"; }
   local got
@@ -60,21 +62,72 @@ open_check() {
   [[ $got == "$want" ]] || fail "$img: FAT serial '$got', expected $want"
 }
 
-unsupported() {  # what cryptmap cannot open yet (docs/tcrypt.md §5): CBC cascades, 64-bit ciphers
+# cbc_chain IMAGE: cryptsetup's chain name (key order) of a TrueCrypt CBC image, whose file name
+# has VeraCrypt's display order (docs/tcrypt.md §5): aes-blowfish-serpent -> serpent-blowfish_le-aes.
+cbc_chain() {
   local n=${1%-hidden}
-  [[ $n == *-cbc-* ]] || return 1
-  case ${n##*-cbc-} in aes | serpent | twofish) return 1 ;; *) return 0 ;; esac
+  n=${n##*-cbc-}
+  tr '-' '\n' <<<"$n" | tac | paste -sd- | sed 's/blowfish/blowfish_le/'
+}
+
+# wiped IMAGE: the archive kept only the header and the TrueCrypt < 6 hidden-header slot (the
+# last 1536 bytes) of this image; every data sector is zero (docs/tcrypt.md §5.1).
+wiped() { [[ $(head -c -1536 "$I/$1" | tail -c +513 | tr -d '\0' | wc -c) == 0 ]]; }
+
+# cbc_check IMAGE PASS WANT_SERIAL [--tcrypt-hidden]: a TrueCrypt 1.x-4.x CBC image, checked
+# against the independent reader tcrypt_cbc_reference.py: the served volume must equal its
+# decryption byte for byte and show the serial; a wiped image gets a real FAT volume encrypted
+# into a copy by the reader first (FAT_PLAIN / FAT_PLAIN_HIDDEN), which cryptmap must serve.
+cbc_check() {
+  local n=$1 pass=$2 want=$3 hid=${4:-} img=$I/$1 chain hash got
+  chain=$(cbc_chain "$n")
+  hash=$(cut -d- -f2 <<<"$n")
+  seen[$n]=1
+  if wiped "$n"; then
+    cp "$I/$n" "$T/transplant"
+    img=$T/transplant
+    python3 "$HERE/tcrypt_cbc_reference.py" enc "$img" "$pass" "$hash" "$chain" \
+      "$([[ -n $hid ]] && echo "$FAT_PLAIN_HIDDEN" || echo "$FAT_PLAIN")" ${hid:+--hidden} ||
+      fail "$n: the reference could not write into its data"
+    wiped_count=$((wiped_count + 1))
+  fi
+  python3 "$HERE/tcrypt_cbc_reference.py" dec "$img" "$pass" "$hash" "$chain" "$T/ref" ${hid:+--hidden} ||
+    fail "$n: the reference could not decrypt it"
+  printf '%s\n' "$pass" | cm_open "$img" v --type tcrypt "${ARGS[@]}" $hid >"$T/out" 2>&1 ||
+    { cat "$T/out"; fail "open $n failed"; }
+  cmp -s "$MNT/v" "$T/ref" || { cm_close v; fail "$n: served volume differs from the reference's decryption"; }
+  got=$(serial_of "$MNT/v")
+  cm_close v
+  [[ $got == "$want" ]] || fail "$n: FAT serial '$got', expected $want"
 }
 
 note "every supported image shows its FAT serial through the FUSE mount"
 # One volume stays open throughout, so the daemon and its mount are started once.
 open_with "$A" "$I/tc_4-sha512-xts-aes" keep --type tcrypt --hash sha512 --disable-veracrypt --readonly
+# The real FAT volumes the wiped CBC images get: the reference's decryption of two CBC images
+# that kept their data.
+FAT_PLAIN=$T/fat_plain
+FAT_PLAIN_HIDDEN=$T/fat_plain_hidden
+python3 "$HERE/tcrypt_cbc_reference.py" dec "$I/tc_1-sha1-cbc-aes" "$A" sha1 aes "$FAT_PLAIN"
+python3 "$HERE/tcrypt_cbc_reference.py" dec "$I/tc_2-ripemd160-cbc-aes-hidden" "$B" ripemd160 aes \
+  "$FAT_PLAIN_HIDDEN" --hidden
+[[ $(serial_of "$FAT_PLAIN") == DEAD-BABE && $(serial_of "$FAT_PLAIN_HIDDEN") == CAFE-BABE ]] ||
+  fail "the reference does not read the CBC images' FAT volumes"
 opened=0
+wiped_count=0
 start=$(date +%s)
 for path in "$I"/tc_* "$I"/tck_* "$I"/vc_* "$I"/vck_* "$I"/vcpim_*; do
   n=$(basename "$path")
-  unsupported "$n" && continue
   args_for "$n"
+  if [[ $n == *-cbc-* && $n != *-whirlpool-* ]]; then  # hashlib has no Whirlpool: serial only
+    cbc_check "$n" "$PASS" DEAD-BABE
+    opened=$((opened + 1))
+    if [[ $n == *-hidden ]]; then
+      cbc_check "$n" "$B" CAFE-BABE --tcrypt-hidden
+      opened=$((opened + 1))
+    fi
+    continue
+  fi
   open_check "$n" "$PASS" DEAD-BABE "${ARGS[@]}"
   opened=$((opened + 1))
   if [[ $n == *-hidden ]]; then
@@ -82,11 +135,55 @@ for path in "$I"/tc_* "$I"/tck_* "$I"/vc_* "$I"/vck_* "$I"/vcpim_*; do
     opened=$((opened + 1))
   fi
 done
-note "$opened volumes opened in $(($(date +%s) - start)) s"
-((opened >= 86)) || fail "only $opened volumes opened"
+note "$opened volumes opened in $(($(date +%s) - start)) s ($wiped_count wiped CBC ones refilled by the reference)"
+((opened >= 96)) || fail "only $opened volumes opened"
+# The Blowfish and cascade CBC images and the cascade's hidden volume (docs/tcrypt.md §5.1).
+((wiped_count == 11)) || fail "$wiped_count wiped CBC images, the archive has 11"
 
-note "system encryption: the partition encrypted in place (MBR, partition at 1 MiB)"
+note "system encryption, as cryptsetup maps an image file: the encrypted area from the header's offset"
 open_check sys_vc_1_mbr_part-sha256-xts-aes "$A" DEAD-BABE --hash sha256 --tcrypt-system
+open_check sys_vc_1_gpt_part-sha512-xts-aes "$A" DEAD-BABE --hash sha512 --tcrypt-system
+# The whole drive encrypted from sector 63 (after the boot track): the partition at sector 2048
+# lies (2048 - 63) sectors into the mapping (cryptsetup maps it at 0 only through the partition
+# device /dev/loopNp1, which a FUSE daemon has not got).
+n=sys_vc_1_mbr_full-sha256-xts-aes
+seen[$n]=1
+printf '%s\n' "$A" | cm_open "$I/$n" v --type tcrypt --hash sha256 --tcrypt-system >/dev/null
+[[ $(stat -c %s "$MNT/v") == $(($(stat -c %s "$I/$n") - 63 * 512)) ]] || fail "$n: mapping size"
+[[ $(serial_of -O $(((2048 - 63) * 512)) "$MNT/v") == DEAD-BABE ]] || fail "$n: no FAT at its partition"
+cm_close v
+
+note "--tcrypt-whole-disk: the whole disk with its partition table, the encrypted area in place"
+# Each: image, hash, first partition sector, partition table, first encrypted sector.
+for c in "sys_vc_1_mbr_full-sha256-xts-aes sha256 2048 dos 63" \
+  "sys_vc_1_mbr_part-sha256-xts-aes sha256 2048 dos 2048" "sys_vc_1_gpt_part-sha512-xts-aes sha512 67584 gpt 67584"; do
+  read -r n hash part pttype enc <<<"$c"
+  printf '%s\n' "$A" | cm_open "$I/$n" v --type tcrypt --hash "$hash" --tcrypt-system --tcrypt-whole-disk \
+    --readonly >/dev/null || fail "$n: open --tcrypt-whole-disk"
+  [[ $(stat -c %s "$MNT/v") == $(stat -c %s "$I/$n") ]] || fail "$n: the whole disk is not served"
+  [[ $(blkid -p -o value -s PTTYPE "$MNT/v") == "$pttype" ]] || fail "$n: no $pttype partition table"
+  [[ $(partx -g -o START "$MNT/v" | tr -d ' ' | grep -cx "$part") == 1 ]] || fail "$n: no partition at $part"
+  loop=$(losetup_attach -r -o $((part * 512)) --sizelimit $((32768 * 512)) "$MNT/v")
+  [[ $(serial_of "$loop") == DEAD-BABE ]] || fail "$n: the partition at sector $part does not show DEAD-BABE"
+  losetup_detach "$loop"
+  cmp -s -n $((enc * 512)) "$MNT/v" "$I/$n" || fail "$n: the plain area before the encrypted one changed"
+  if cmp -s -n $(((enc + 1) * 512)) "$MNT/v" "$I/$n"; then fail "$n: sector $enc is not decrypted"; fi
+  cm_close v
+done
+
+note "--tcrypt-whole-disk writes: the encrypted area under the volume key, the rest as plain bytes"
+n=sys_vc_1_gpt_part-sha512-xts-aes
+cp --sparse=always "$I/$n" "$T/disk"
+printf '%s\n' "$A" | cm_open "$T/disk" v --type tcrypt --hash sha512 --tcrypt-system --tcrypt-whole-disk >/dev/null
+pattern_write "$MNT/v" $((67584 * 512 + 8192)) 8192 31     # inside the encrypted partition 3
+pattern_write "$MNT/v" $((100352 * 512)) 4096 32           # partition 4, not encrypted
+cm_close v
+pattern_check "$T/disk" $((100352 * 512)) 4096 32 || fail "$n: a plain-area write did not reach the image as is"
+if pattern_check "$T/disk" $((67584 * 512 + 8192)) 8192 31 2>/dev/null; then fail "$n: the partition was written in clear"; fi
+printf '%s\n' "$A" | cm_open "$T/disk" v --type tcrypt --hash sha512 --tcrypt-system >/dev/null
+pattern_check "$MNT/v" $((67584 * 512 + 8192)) 8192 31 8192 || fail "$n: the write into the partition did not come back through the partition mapping"
+[[ $(serial_of "$MNT/v") == DEAD-BABE ]] || fail "$n: the partition's boot sector was damaged"
+cm_close v
 
 note "writes round-trip through close and reopen (XTS, 3-cascade, LRW cascade)"
 for n in vc_1-sha512-xts-aes tc_5-sha512-xts-serpent-twofish-aes tc_2-ripemd160-lrw-serpent-twofish-aes; do
@@ -175,12 +272,21 @@ printf '%s\n' "$B" | cm tcryptDump -h sha512 -c aes --tcrypt-hidden "$I/tc_5-sha
 diff "$T/cs.txt" "$T/cm.txt" || fail "hidden tcryptDump differs from cryptsetup's"
 
 cm_close keep
-note "the unsupported ones fail cleanly, exit 2, nothing mounted"
-for n in tc_1-sha1-cbc-blowfish tc_2-ripemd160-cbc-aes-twofish; do
+note "tcryptDump of the CBC cascades and 64-bit ciphers: cryptsetup's chain, mode and key size"
+TAB=$'\t'
+for c in "tc_2-ripemd160-cbc-aes-blowfish-serpent serpent-blowfish_le-aes cbc-tcrypt 1216" \
+  "tc_2-ripemd160-cbc-serpent-twofish-aes aes-twofish-serpent cbci-tcrypt 1024" \
+  "tc_1-sha1-cbc-des3_ede des3_ede cbc-tcw 384"; do
+  read -r n chain mode bits <<<"$c"
   args_for "$n"
-  expect_failure 2 "No device header detected with this passphrase" -- \
-    open_with "$PASS" "$I/$n" v --type tcrypt "${ARGS[@]}"
+  printf '%s\n' "$PASS" | cm tcryptDump "${ARGS[@]}" "$I/$n" >"$T/d.txt" || fail "$n: tcryptDump"
+  grep -qx "Cipher chain:${TAB}$chain" "$T/d.txt" && grep -qx "Cipher mode:${TAB}$mode" "$T/d.txt" &&
+    grep -qx "MK bits:       ${TAB}$bits" "$T/d.txt" || { cat "$T/d.txt"; fail "$n: tcryptDump"; }
 done
+
+note "--tcrypt-whole-disk without --tcrypt-system is refused before the passphrase is asked"
+expect_failure 1 "needs --tcrypt-system" -- \
+  open_with "$A" "$I/sys_vc_1_mbr_part-sha256-xts-aes" v --type tcrypt --tcrypt-whole-disk
 
 note "a wrong passphrase: exit 2, nothing mounted, the whole trial in bounded time"
 start=$(date +%s%N)
@@ -189,4 +295,10 @@ expect_failure 2 "No device header detected with this passphrase.*vc_1-sha512-xt
 ms=$((($(date +%s%N) - start) / 1000000))
 note "cryptmap: full trial of a wrong passphrase took $ms ms on $(nproc) cores (not asserted)"
 expect_failure 1 "Unknown device type" -- cm_open "$I/vc_1-sha512-xts-aes" v --type truecrypt
+note "every image of the archive was opened"
+for path in "$I"/*; do
+  n=$(basename "$path")
+  [[ $n == keyfile* || $n == README ]] && continue
+  [[ -n ${seen[$n]:-} ]] || fail "image $n was not opened"
+done
 echo PASS

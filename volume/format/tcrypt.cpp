@@ -13,6 +13,7 @@
 
 #include "crypto/kdf.h"
 #include "crypto/sector_cipher.h"
+#include "crypto/tcrypt_cbc.h"
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::volume {
@@ -59,72 +60,102 @@ std::uint64_t be(std::span<const std::byte> h, std::size_t off, std::size_t n) n
   return v;
 }
 
-// A cipher chain cryptsetup tries (docs/tcrypt.md §5), key order.
+// A cipher chain cryptsetup tries (docs/tcrypt.md §5), key order, with cryptsetup's mode name.
 struct Chain {
   const char* name;
-  const char* mode;  // "xts", "lrw" or "cbc" (TrueCrypt 1.0-4.0, single ciphers: cbc-tcw)
+  const char* mode;  // "xts-plain64", "lrw-benbi"; TrueCrypt 1.0-4.3 CBC: "cbc-tcw" (single
+                     // cipher), "cbci-tcrypt" (outer CBC), "cbc-tcrypt" (with blowfish_le)
   std::array<const char*, 3> ciphers;
   std::size_t count;
 };
 
-constexpr std::array<Chain, 26> kChains{{
-    {"aes", "xts", {"aes"}, 1},
-    {"serpent", "xts", {"serpent"}, 1},
-    {"twofish", "xts", {"twofish"}, 1},
-    {"camellia", "xts", {"camellia"}, 1},
-    {"kuznyechik", "xts", {"kuznyechik"}, 1},
-    {"twofish-aes", "xts", {"twofish", "aes"}, 2},
-    {"serpent-twofish-aes", "xts", {"serpent", "twofish", "aes"}, 3},
-    {"aes-serpent", "xts", {"aes", "serpent"}, 2},
-    {"aes-twofish-serpent", "xts", {"aes", "twofish", "serpent"}, 3},
-    {"serpent-twofish", "xts", {"serpent", "twofish"}, 2},
-    {"kuznyechik-camellia", "xts", {"kuznyechik", "camellia"}, 2},
-    {"twofish-kuznyechik", "xts", {"twofish", "kuznyechik"}, 2},
-    {"serpent-camellia", "xts", {"serpent", "camellia"}, 2},
-    {"aes-kuznyechik", "xts", {"aes", "kuznyechik"}, 2},
-    {"camellia-serpent-kuznyechik", "xts", {"camellia", "serpent", "kuznyechik"}, 3},
-    {"aes", "lrw", {"aes"}, 1},
-    {"serpent", "lrw", {"serpent"}, 1},
-    {"twofish", "lrw", {"twofish"}, 1},
-    {"twofish-aes", "lrw", {"twofish", "aes"}, 2},
-    {"serpent-twofish-aes", "lrw", {"serpent", "twofish", "aes"}, 3},
-    {"aes-serpent", "lrw", {"aes", "serpent"}, 2},
-    {"aes-twofish-serpent", "lrw", {"aes", "twofish", "serpent"}, 3},
-    {"serpent-twofish", "lrw", {"serpent", "twofish"}, 2},
-    {"aes", "cbc", {"aes"}, 1},
-    {"serpent", "cbc", {"serpent"}, 1},
-    {"twofish", "cbc", {"twofish"}, 1},
+constexpr std::array<Chain, 36> kChains{{
+    {"aes", "xts-plain64", {"aes"}, 1},
+    {"serpent", "xts-plain64", {"serpent"}, 1},
+    {"twofish", "xts-plain64", {"twofish"}, 1},
+    {"camellia", "xts-plain64", {"camellia"}, 1},
+    {"kuznyechik", "xts-plain64", {"kuznyechik"}, 1},
+    {"twofish-aes", "xts-plain64", {"twofish", "aes"}, 2},
+    {"serpent-twofish-aes", "xts-plain64", {"serpent", "twofish", "aes"}, 3},
+    {"aes-serpent", "xts-plain64", {"aes", "serpent"}, 2},
+    {"aes-twofish-serpent", "xts-plain64", {"aes", "twofish", "serpent"}, 3},
+    {"serpent-twofish", "xts-plain64", {"serpent", "twofish"}, 2},
+    {"kuznyechik-camellia", "xts-plain64", {"kuznyechik", "camellia"}, 2},
+    {"twofish-kuznyechik", "xts-plain64", {"twofish", "kuznyechik"}, 2},
+    {"serpent-camellia", "xts-plain64", {"serpent", "camellia"}, 2},
+    {"aes-kuznyechik", "xts-plain64", {"aes", "kuznyechik"}, 2},
+    {"camellia-serpent-kuznyechik", "xts-plain64", {"camellia", "serpent", "kuznyechik"}, 3},
+    {"aes", "lrw-benbi", {"aes"}, 1},
+    {"serpent", "lrw-benbi", {"serpent"}, 1},
+    {"twofish", "lrw-benbi", {"twofish"}, 1},
+    {"twofish-aes", "lrw-benbi", {"twofish", "aes"}, 2},
+    {"serpent-twofish-aes", "lrw-benbi", {"serpent", "twofish", "aes"}, 3},
+    {"aes-serpent", "lrw-benbi", {"aes", "serpent"}, 2},
+    {"aes-twofish-serpent", "lrw-benbi", {"aes", "twofish", "serpent"}, 3},
+    {"serpent-twofish", "lrw-benbi", {"serpent", "twofish"}, 2},
+    {"aes", "cbc-tcw", {"aes"}, 1},
+    {"serpent", "cbc-tcw", {"serpent"}, 1},
+    {"twofish", "cbc-tcw", {"twofish"}, 1},
+    {"twofish-aes", "cbci-tcrypt", {"twofish", "aes"}, 2},
+    {"serpent-twofish-aes", "cbci-tcrypt", {"serpent", "twofish", "aes"}, 3},
+    {"aes-serpent", "cbci-tcrypt", {"aes", "serpent"}, 2},
+    {"aes-twofish-serpent", "cbci-tcrypt", {"aes", "twofish", "serpent"}, 3},
+    {"serpent-twofish", "cbci-tcrypt", {"serpent", "twofish"}, 2},
+    {"cast5", "cbc-tcw", {"cast5"}, 1},
+    {"des3_ede", "cbc-tcw", {"des3_ede"}, 1},
+    {"blowfish_le", "cbc-tcrypt", {"blowfish_le"}, 1},
+    {"blowfish_le-aes", "cbc-tcrypt", {"blowfish_le", "aes"}, 2},
+    {"serpent-blowfish_le-aes", "cbc-tcrypt", {"serpent", "blowfish_le", "aes"}, 3},
 }};
 
 constexpr std::size_t kCipherKeyBytes = 32;
 constexpr std::size_t kLrwTweakBytes = 16;
-
-bool is_xts(const Chain& c) { return std::strcmp(c.mode, "xts") == 0; }
-bool is_cbc(const Chain& c) { return std::strcmp(c.mode, "cbc") == 0; }
-const char* dm_mode(const Chain& c) {
-  return is_xts(c) ? "xts-plain64" : is_cbc(c) ? "cbc-tcw" : "lrw-benbi";
-}
-const char* iv_mode(const Chain& c) { return is_xts(c) ? "plain64" : is_cbc(c) ? "tcw" : "benbi"; }
-constexpr std::size_t kTcwSeedBytes = 16;
+constexpr std::size_t kCbcKeysAt = 32;  // CBC: the ciphers' keys follow the 32-byte IV region
 constexpr std::size_t kTcwWhiteningBytes = 16;
-std::size_t key_share(const Chain& c) {
-  if (is_xts(c)) return 2 * kCipherKeyBytes;
-  if (is_cbc(c)) return kCipherKeyBytes + kTcwSeedBytes + kTcwWhiteningBytes;
-  return kCipherKeyBytes + kLrwTweakBytes;
+
+bool is_xts(const Chain& c) { return std::strncmp(c.mode, "xts", 3) == 0; }
+bool is_cbc(const Chain& c) { return std::strncmp(c.mode, "cbc", 3) == 0; }
+const char* iv_mode(const Chain& c) { return is_xts(c) ? "plain64" : is_cbc(c) ? "tcw" : "benbi"; }
+const char* chain_mode(const Chain& c) { return is_xts(c) ? "xts" : is_cbc(c) ? "cbc" : "lrw"; }
+
+std::vector<std::string> cipher_names(const Chain& c) {
+  return {c.ciphers.begin(), c.ciphers.begin() + static_cast<std::ptrdiff_t>(c.count)};
+}
+
+// CBC: the ciphers' keys (each of its TrueCrypt size) and the IV region's used length.
+std::size_t cbc_keys_bytes(const Chain& c) {
+  std::size_t n = 0;
+  for (std::size_t j = 0; j < c.count; ++j) n += crypto::tcrypt_cbc_key_bytes(c.ciphers[j]);
+  return n;
+}
+std::size_t cbc_region_bytes(const Chain& c) {
+  bool wide = false;  // a 16-byte block cipher in the chain
+  for (std::size_t j = 0; j < c.count; ++j)
+    wide = wide || crypto::tcrypt_cbc_key_bytes(c.ciphers[j]) == kCipherKeyBytes;
+  return (wide ? 16 : 8) + kTcwWhiteningBytes;
+}
+
+// The volume key's length (what cryptsetup's tcryptDump calls "MK bits" / 8).
+std::size_t chain_key_bytes(const Chain& c) {
+  if (is_cbc(c)) return cbc_keys_bytes(c) + cbc_region_bytes(c);
+  return c.count * (is_xts(c) ? 2 * kCipherKeyBytes : kCipherKeyBytes + kLrwTweakBytes);
 }
 
 // Each cipher's dm-crypt key, in key order, from key material laid out as the header's key
 // area is (docs/tcrypt.md §5): the derived key for the header, the key area for the volume.
+// CBC: the ciphers' keys, then the IV region (IV seed and whitening key), as cryptsetup's.
 Result<SecretBytes> chain_key(const Chain& c, std::span<const std::byte> k) {
-  const std::size_t per = key_share(c);
-  CRYPTMAP_TRY(out, SecretBytes::allocate(per * c.count));
+  CRYPTMAP_TRY(out, SecretBytes::allocate(chain_key_bytes(c)));
+  if (is_cbc(c)) {
+    const std::size_t keys = cbc_keys_bytes(c);
+    std::memcpy(out.data(), k.data() + kCbcKeysAt, keys);
+    std::memcpy(out.data() + keys, k.data(), cbc_region_bytes(c));
+    return out;
+  }
+  const std::size_t per = out.size() / c.count;
   for (std::size_t j = 0; j < c.count; ++j) {
     std::byte* o = out.data() + per * j;
-    if (is_cbc(c)) {
-      // dm-crypt tcw: cipher key, IV seed, whitening key.
-      std::memcpy(o, k.data() + kCipherKeyBytes, kCipherKeyBytes);
-      std::memcpy(o + kCipherKeyBytes, k.data(), kTcwSeedBytes + kTcwWhiteningBytes);
-    } else if (is_xts(c)) {
+    if (is_xts(c)) {
       std::memcpy(o, k.data() + kCipherKeyBytes * j, kCipherKeyBytes);
       std::memcpy(o + kCipherKeyBytes, k.data() + kCipherKeyBytes * (c.count + j), kCipherKeyBytes);
     } else {
@@ -140,7 +171,7 @@ std::vector<crypto::SectorCipherConfig> chain_configs(const Chain& c, std::uint6
   for (std::size_t j = 0; j < c.count; ++j) {
     crypto::SectorCipherConfig cc;
     cc.spec.cipher = c.ciphers[j];
-    cc.spec.chain_mode = c.mode;
+    cc.spec.chain_mode = chain_mode(c);
     cc.spec.iv_mode = iv_mode(c);
     cc.sector_size = 512;
     cc.iv_offset = iv_offset;
@@ -149,21 +180,12 @@ std::vector<crypto::SectorCipherConfig> chain_configs(const Chain& c, std::uint6
   return v;
 }
 
-// TrueCrypt 1.0-4.0 headers (docs/tcrypt.md §5): the ciphertext XORed with key bytes 8..15
-// repeated, then CBC with key bytes 32..63 and IV = key bytes 0..15. CBC decryption of block i
-// needs only ciphertext blocks i-1 and i, so the ordinary cbc-null sector cipher (IV zero) over
-// the padded 512 bytes, then XOR of the IV into block 0, gives the 448 header bytes.
+// TrueCrypt 1.0-4.3 headers (docs/tcrypt.md §5): CBC with IV = key bytes [0, block size) and
+// the whitening key bytes [8, 16), the ciphers' keys from byte 32 (crypto/tcrypt_cbc.h).
 Result<void> decrypt_cbc_header(const Chain& c, std::span<const std::byte> k,
                                 std::span<std::byte> buf) {
-  for (std::size_t i = 0; i < kHeaderBytes - kSaltBytes; ++i) buf[i] ^= k[8 + i % 8];
-  crypto::SectorCipherConfig cc;
-  cc.spec.cipher = c.ciphers[0];
-  cc.spec.chain_mode = "cbc";
-  cc.spec.iv_mode = "null";
-  CRYPTMAP_TRY(cipher, crypto::make_sector_cipher(cc, k.subspan(kCipherKeyBytes, kCipherKeyBytes)));
-  CRYPTMAP_TRY_VOID(cipher->decrypt({buf, {}, SectorIndex{0}}));
-  for (std::size_t i = 0; i < 16; ++i) buf[i] ^= k[i];
-  return ok();
+  return crypto::tcrypt_cbc_decrypt_header(
+      cipher_names(c), k.subspan(kCbcKeysAt, cbc_keys_bytes(c)), k.first(kCbcKeysAt), buf);
 }
 
 struct Found {
@@ -185,7 +207,8 @@ Result<std::optional<Found>> try_chains(std::span<const std::byte> raw_header,
     CRYPTMAP_TRY(buf, SecretBytes::allocate(kHeaderBytes));
     std::memcpy(buf.data(), raw_header.data() + kSaltBytes, kHeaderBytes - kSaltBytes);
     if (is_cbc(c)) {
-      CRYPTMAP_TRY_VOID(decrypt_cbc_header(c, derived, buf.span()));
+      CRYPTMAP_TRY_VOID(
+          decrypt_cbc_header(c, derived, buf.span().first(kHeaderBytes - kSaltBytes)));
     } else {
       auto cipher = crypto::make_cascade_cipher(chain_configs(c, 0), key.span());
       if (!cipher) continue;  // a cipher this build lacks: cryptsetup skips it too
@@ -260,7 +283,7 @@ Result<std::optional<TcryptMatch>> trial(std::span<const std::byte> raw_header,
     m.header = hits[i]->header;
     m.kdf = kdfs[i];
     m.chain = hits[i]->chain->name;
-    m.mode = dm_mode(*hits[i]->chain);
+    m.mode = hits[i]->chain->mode;
     m.read_only = is_cbc(*hits[i]->chain);
     m.volume_key = std::move(hits[i]->volume_key);
     return std::optional<TcryptMatch>(std::move(m));
@@ -387,12 +410,42 @@ Result<TcryptHeader> tcrypt_parse_header(std::span<const std::byte> h, bool vera
   return t;
 }
 
+namespace {
+
+// --tcrypt-whole-disk (docs/tcrypt.md §6.1): the whole image, the encrypted area decrypted in
+// place (a crypt segment with the system mapping's IV offset), the rest (boot track, partition
+// tables, unencrypted partitions) passed through as linear segments.
+Result<VolumeLayout> whole_disk_layout(VolumeLayout l, const TcryptOptions& opts,
+                                       std::uint64_t image_bytes) {
+  if (!opts.system)
+    return fail(make_error(Errc::kInvalid,
+                           "tcrypt: --tcrypt-whole-disk serves a system-encrypted disk and needs "
+                           "--tcrypt-system"));
+  const std::uint64_t end = image_bytes / 512 * 512;
+  const std::uint64_t start = l.data_offset_bytes;
+  const std::uint64_t crypt_end = l.size_bytes == 0 ? end : start + l.size_bytes;
+  if (start == 0 || crypt_end > end)
+    return fail(make_error(Errc::kCorrupt, "tcrypt header: system encrypted area", start));
+  auto add = [&](SegmentKind kind, std::uint64_t from, std::uint64_t to, std::uint64_t iv) {
+    if (to > from) l.segments.push_back({kind, from, to - from, from, iv, {}});
+  };
+  add(SegmentKind::kLinear, 0, start, 0);
+  add(SegmentKind::kCrypt, start, crypt_end, l.iv_offset);
+  add(SegmentKind::kLinear, crypt_end, end, 0);
+  l.data_offset_bytes = 0;
+  l.iv_offset = 0;
+  l.size_bytes = end;
+  return l;
+}
+
+}  // namespace
+
 Result<VolumeLayout> tcrypt_layout(const TcryptHeader& h, const std::string& chain,
                                    const std::string& mode, const TcryptOptions& opts,
                                    std::uint64_t image_bytes) {
   const Chain* c = nullptr;
   for (const Chain& k : kChains)
-    if (chain == k.name && mode == dm_mode(k)) c = &k;
+    if (chain == k.name && mode == k.mode) c = &k;
   if (c == nullptr)
     return fail(make_error_fmt(Errc::kUnsupported, "tcrypt: cipher chain", kNoObject, "%s-%s",
                                chain.c_str(), mode.c_str()));
@@ -421,10 +474,10 @@ Result<VolumeLayout> tcrypt_layout(const TcryptHeader& h, const std::string& cha
   VolumeLayout l;
   l.type = VolumeType::kTcrypt;
   l.cipher.cipher = c->ciphers[0];
-  l.cipher.chain_mode = c->mode;
+  l.cipher.chain_mode = chain_mode(*c);
   l.cipher.iv_mode = iv_mode(*c);
   for (std::size_t j = 1; j < c->count; ++j) l.cascade.emplace_back(c->ciphers[j]);
-  l.key_bytes = static_cast<std::uint32_t>(c->count * key_share(*c));
+  l.key_bytes = static_cast<std::uint32_t>(chain_key_bytes(*c));
   l.sector_size = 512;
   l.data_offset_bytes = data;
   // XTS: the absolute sector; LRW: relative to the data; CBC-TCW: the header's data offset.
@@ -443,6 +496,7 @@ Result<VolumeLayout> tcrypt_layout(const TcryptHeader& h, const std::string& cha
     return fail(
         make_error(Errc::kCorrupt, "tcrypt header: volume size is not whole sectors", size));
   l.size_bytes = size;  // 0: to the end of the image
+  if (opts.whole_disk) return whole_disk_layout(std::move(l), opts, image_bytes);
   if (!opts.key_only) {
     const std::uint64_t need = data + (size == 0 ? 512 : size);
     if (need < data || need > image_bytes)

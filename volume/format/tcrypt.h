@@ -29,7 +29,8 @@ struct TcryptOptions {
   std::optional<std::uint32_t> pim;  // --veracrypt-pim: only VeraCrypt KDFs, at this PIM
   bool hidden = false;               // --tcrypt-hidden
   bool backup = false;               // --tcrypt-backup
-  bool system = false;               // --tcrypt-system (not mapped yet: kUnsupported on open)
+  bool system = false;               // --tcrypt-system
+  bool whole_disk = false;           // --tcrypt-whole-disk (with system): the whole image
   std::string hash;                  // --hash: only KDFs whose hash name contains this
   std::string cipher;                // --cipher: only chains whose name contains this
   bool key_only = false;             // --test-passphrase / dump: do not check the image size
@@ -62,7 +63,7 @@ struct TcryptMatch {
   TcryptHeader header;
   TcryptKdf kdf;
   std::string chain;       // cryptsetup's name, key order: "serpent-twofish-aes"
-  std::string mode;        // "xts-plain64", "lrw-benbi", "cbc-tcw"
+  std::string mode;        // "xts-plain64", "lrw-benbi", "cbc-tcw", "cbci-tcrypt", "cbc-tcrypt"
   bool read_only = false;  // legacy TrueCrypt CBC: served read-only (docs/tcrypt.md §6)
   SecretBytes volume_key;  // per cipher in key order: its dm-crypt key (XTS: primary ‖ tweak)
   VolumeLayout layout;

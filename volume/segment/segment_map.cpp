@@ -253,7 +253,14 @@ Result<std::unique_ptr<crypto::SectorCipher>> make_segmented_cipher(
         (own.key_offset > key.size() || own.key_bytes > key.size() - own.key_offset))
       return segment_error(i, "key slice outside the volume key");
     const auto seg_key = own.key_bytes == 0 ? key : key.subspan(own.key_offset, own.key_bytes);
-    CRYPTMAP_TRY(c, crypto::make_sector_cipher(cc, seg_key));
+    // A TCRYPT cascade (layout.cascade) keys every cipher of the chain, as open does.
+    std::vector<crypto::SectorCipherConfig> chain{cc};
+    if (own.encryption.empty())
+      for (const auto& name : layout.cascade) {
+        chain.push_back(cc);
+        chain.back().spec.cipher = name;
+      }
+    CRYPTMAP_TRY(c, crypto::make_cascade_cipher(chain, seg_key));
     ciphers[i] = std::move(c);
   }
   return std::unique_ptr<crypto::SectorCipher>(

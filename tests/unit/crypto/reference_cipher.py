@@ -12,6 +12,11 @@ restated here independently:
   iv_sector = cc_sector (or cc_sector >> log2(sector_size/512) with iv_large_sectors)
   multi-key: transform index = cc_sector & (keycount - 1)
 IV modes: plain, plain64, plain64be, essiv:<hash>, benbi, null, eboiv, lmk (v2/v3), tcw.
+des3_ede and blowfish_le (TrueCrypt's Blowfish: each 32-bit half little-endian, so the halves are
+byte-reversed around standard Blowfish) come from python3-cryptography too.
+A TrueCrypt CBC cascade (docs/tcrypt.md §5) is written "c1+c2[+c3]-cbc-tcw" in key order: key =
+each cipher's largest key, then IV seed (largest block) + 16-byte whitening key; all block sizes
+equal: outer CBC (each block through every cipher), else inner CBC (one tcw pass per cipher).
 """
 import ctypes
 import hashlib
@@ -63,16 +68,42 @@ def gcry_crypt(cipher, chain, key, iv, data, encrypt):
 
 
 def pyca_algorithm(name, key):
-    if name in ("cast5", "blowfish"):
+    if name in ("cast5", "blowfish", "des3_ede"):
         try:  # newer python3-cryptography moved the 64-bit block ciphers here
             from cryptography.hazmat.decrepit.ciphers import algorithms as old
         except ImportError:
             old = algorithms
-        return {"cast5": old.CAST5, "blowfish": old.Blowfish}[name](key)
+        return {"cast5": old.CAST5, "blowfish": old.Blowfish, "des3_ede": old.TripleDES}[name](key)
     return {"aes": algorithms.AES}[name](key)
 
 
+def swap_halves(data):
+    return b"".join(data[i:i + 4][::-1] for i in range(0, len(data), 4))
+
+
+def manual_cbc(ciphers, keys, iv, data, encrypt):
+    """CBC where each block goes through every cipher (key order on encryption), by ECB."""
+    bs = len(iv)
+    if not encrypt:  # every block decrypts on its own: ECB over the whole buffer, then the XORs
+        p = data
+        for c, k in reversed(list(zip(ciphers, keys))):
+            p = crypt(c, "ecb", k, None, p, False)
+        return xor(p, iv + data[:len(data) - bs])
+    out, prev = bytearray(), iv
+    for off in range(0, len(data), bs):
+        b = xor(data[off:off + bs], prev)
+        for c, k in zip(ciphers, keys):
+            b = crypt(c, "ecb", k, None, b, True)
+        prev = b
+        out += b
+    return bytes(out)
+
+
 def crypt(cipher, chain, key, iv, data, encrypt):
+    if cipher == "blowfish_le":
+        if chain == "ecb":
+            return swap_halves(crypt("blowfish", "ecb", key, None, swap_halves(data), encrypt))
+        return manual_cbc([cipher], [key], iv, data, encrypt)
     if cipher in ("serpent", "twofish", "camellia"):
         return gcry_crypt(cipher, chain, key, iv, data, encrypt)
     mode = {"xts": lambda: modes.XTS(iv), "cbc": lambda: modes.CBC(iv),
@@ -83,7 +114,38 @@ def crypt(cipher, chain, key, iv, data, encrypt):
 
 
 def block_size(cipher):
-    return 8 if cipher in ("cast5", "blowfish") else 16
+    return 8 if cipher in ("cast5", "blowfish", "blowfish_le", "des3_ede") else 16
+
+
+TC_KEY = {"aes": 32, "serpent": 32, "twofish": 32, "blowfish_le": 56, "cast5": 16, "des3_ede": 24}
+
+
+def tcw_iv(seed, s):
+    sec = struct.pack("<Q", s & (2**64 - 1))
+    return xor(seed, (sec * 2)[:len(seed)])
+
+
+def tcrypt_cbc_cascade(ciphers, key, s, unit, enc):
+    keys, off = [], 0
+    for c in ciphers:
+        keys.append(key[off:off + TC_KEY[c]])
+        off += TC_KEY[c]
+    region = key[off:]
+    sizes = {block_size(c) for c in ciphers}
+    if len(sizes) == 1:
+        stages = [list(range(len(ciphers)))]
+    else:
+        stages = [[j] for j in range(len(ciphers))]
+    for st in (stages if enc else reversed(stages)):
+        bs = block_size(ciphers[st[0]])
+        iv = tcw_iv(region[:bs], s)
+        white = tcw_whitening(region[bs:bs + 16], s)
+        cs, ks = [ciphers[j] for j in st], [keys[j] for j in st]
+        if enc:
+            unit = xor(manual_cbc(cs, ks, iv, unit, True), white)
+        else:
+            unit = manual_cbc(cs, ks, iv, xor(unit, white), False)
+    return unit
 
 
 # --- MD5 compression (lmk needs the raw state after whole blocks, which hashlib hides) ---
@@ -181,6 +243,14 @@ def run_job(args):
     enc = direction == "enc"
     key = bytes.fromhex(keyhex)
     cipher, keycount, chain, ivmode, ivopts = parse(spec)
+    data = open(src, "rb").read()
+    if "+" in cipher:
+        assert chain == "cbc" and ivmode == "tcw" and ss == 512
+        out = b"".join(tcrypt_cbc_cascade(cipher.split("+"), key, iv_offset + first + k,
+                                          data[k * 512:(k + 1) * 512], enc)
+                       for k in range(len(data) // 512))
+        open(dst, "wb").write(out)
+        return
     bs = block_size(cipher)
     extra = 0
     seed = None
@@ -192,7 +262,6 @@ def run_job(args):
     if ivmode == "lmk" and extra:
         seed = key[keycount * sub:keycount * sub + 16] + bytes(48)
     tail = key[len(key) - extra:] if ivmode == "tcw" else b""
-    data = open(src, "rb").read()
     out = bytearray()
     shift = (ss // 512).bit_length() - 1
     for k in range(len(data) // ss):

@@ -107,6 +107,36 @@ TcryptOptions only(std::string hash, bool veracrypt = true) {
   return o;
 }
 
+// docs/tcrypt.md §6.1: the GPT image's geometry (partition 3 encrypted at sector 67584, 16 MiB,
+// a 66 MiB disk): clear, crypt with the absolute IV offset, clear again.
+TEST(TcryptLayout, WholeDiskServesTheClearAreasAroundTheEncryptedOne) {
+  TcryptHeader h;
+  h.version = 5;
+  h.mk_offset = 67584ull * 512;
+  h.volume_size = 16ull << 20;
+  TcryptOptions o;
+  o.system = true;
+  o.whole_disk = true;
+  const std::uint64_t disk = 135168ull * 512;
+  auto l = tcrypt_layout(h, "aes", "xts-plain64", o, disk);
+  ASSERT_TRUE(l) << l.error().message();
+  ASSERT_EQ(l->segments.size(), 3u);
+  EXPECT_EQ(l->segments[0].kind, SegmentKind::kLinear);
+  EXPECT_EQ(l->segments[0].length_bytes, h.mk_offset);
+  EXPECT_EQ(l->segments[1].kind, SegmentKind::kCrypt);
+  EXPECT_EQ(l->segments[1].offset_bytes, h.mk_offset);
+  EXPECT_EQ(l->segments[1].image_offset_bytes, h.mk_offset);
+  EXPECT_EQ(l->segments[1].length_bytes, h.volume_size);
+  EXPECT_EQ(l->segments[1].iv_offset, 67584u);
+  EXPECT_EQ(l->segments[2].kind, SegmentKind::kLinear);
+  EXPECT_EQ(l->segments[2].image_offset_bytes, h.mk_offset + h.volume_size);
+  EXPECT_EQ(l->segments[2].offset_bytes + l->segments[2].length_bytes, disk);
+  EXPECT_EQ(l->size_bytes, disk);
+  EXPECT_EQ(l->data_offset_bytes, 0u);
+  o.system = false;
+  EXPECT_EQ(tcrypt_layout(h, "aes", "xts-plain64", o, disk).error().code, Errc::kInvalid);
+}
+
 TEST(TcryptKdfs, FollowCryptsetupsOrderAndSkipTrueCryptOnesWithAPim) {
   const auto all = tcrypt_kdfs({});
   ASSERT_EQ(all.size(), 15u);
@@ -273,6 +303,59 @@ TEST(TcryptImages, KuznyechikAndLegacyCbcBeyondWhatCryptsetupMapsHere) {
   hidden.hidden = true;
   EXPECT_EQ(open_image("tc_2-ripemd160-cbc-aes-hidden", hidden, "bbbbbbbbbbbb").serial,
             "CAFE-BABE");
+}
+
+// Every TrueCrypt 1.x/2.x CBC image of the archive (docs/tcrypt.md §5): the chain cryptsetup's
+// table names, its mode and volume key size. Only the single 128-bit ciphers, 3DES and CAST5
+// images keep their encrypted FAT; the archive wiped the data of the others (every sector after
+// the header is zero but the TrueCrypt < 6 hidden-header slot), so those are checked against
+// tests/integration/tcrypt_cbc_reference.py in tcrypt_open.sh instead of by their serial.
+TEST(TcryptImages, EveryTrueCryptCbcImageOpensWithItsChain) {
+  struct Case {
+    const char* image;
+    const char* hash;
+    const char* chain;
+    const char* mode;
+    std::size_t key_bits;
+    bool has_data;
+  };
+  const Case cases[] = {
+      {"tc_1-ripemd160-cbc-aes", "ripemd160", "aes", "cbc-tcw", 512, true},
+      {"tc_2-whirlpool-cbc-aes", "whirlpool", "aes", "cbc-tcw", 512, true},
+      {"tc_2-ripemd160-cbc-twofish", "ripemd160", "twofish", "cbc-tcw", 512, true},
+      {"tc_1-sha1-cbc-cast5", "sha1", "cast5", "cbc-tcw", 320, true},
+      {"tc_1-sha1-cbc-des3_ede", "sha1", "des3_ede", "cbc-tcw", 384, true},
+      {"tc_1-sha1-cbc-blowfish", "sha1", "blowfish_le", "cbc-tcrypt", 640, false},
+      {"tc_1-ripemd160-cbc-blowfish", "ripemd160", "blowfish_le", "cbc-tcrypt", 640, false},
+      {"tc_2-ripemd160-cbc-aes-blowfish", "ripemd160", "blowfish_le-aes", "cbc-tcrypt", 960, false},
+      {"tc_2-ripemd160-cbc-aes-blowfish-serpent", "ripemd160", "serpent-blowfish_le-aes",
+       "cbc-tcrypt", 1216, false},
+      {"tc_2-ripemd160-cbc-aes-twofish", "ripemd160", "twofish-aes", "cbci-tcrypt", 768, false},
+      {"tc_2-ripemd160-cbc-aes-twofish-serpent", "ripemd160", "serpent-twofish-aes", "cbci-tcrypt",
+       1024, false},
+      {"tc_2-ripemd160-cbc-serpent-aes", "ripemd160", "aes-serpent", "cbci-tcrypt", 768, false},
+      {"tc_2-ripemd160-cbc-serpent-twofish-aes", "ripemd160", "aes-twofish-serpent", "cbci-tcrypt",
+       1024, false},
+      {"tc_2-ripemd160-cbc-twofish-serpent", "ripemd160", "serpent-twofish", "cbci-tcrypt", 768,
+       false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.image);
+    auto r = open_image(c.image, only(c.hash, false), "aaaaaaaaaaaa");
+    EXPECT_EQ(r.match.chain, c.chain);
+    EXPECT_EQ(r.match.mode, c.mode);
+    EXPECT_EQ(r.match.volume_key.size() * 8, c.key_bits);
+    EXPECT_EQ(r.match.layout.key_bytes * 8, c.key_bits);
+    EXPECT_TRUE(r.match.read_only);
+    if (c.has_data) {
+      EXPECT_EQ(r.serial, "DEAD-BABE");
+    }
+  }
+  TcryptOptions hidden = only("ripemd160", false);
+  hidden.hidden = true;
+  auto h = open_image("tc_2-ripemd160-cbc-serpent-twofish-aes-hidden", hidden, "bbbbbbbbbbbb");
+  EXPECT_EQ(h.match.chain, "aes-twofish-serpent");
+  EXPECT_EQ(h.match.header.header_offset, 40960u - 1536u);
 }
 
 // One VeraCrypt image with keyfiles (each trial costs a 500000-iteration PBKDF2, so the PIM and
