@@ -5,11 +5,14 @@
 // here (offline, volume/format/luks2_reencrypt.h); an image the daemon serves is reencrypted by
 // the daemon (online, docs/reencrypt.md §10): this process initializes the header, holds the
 // metadata lock, sends the passphrase and shows the daemon's progress; SIGINT asks the daemon
-// to stop at the next hotzone boundary. This file turns flags into options, refuses what is not
-// implemented, reads the passphrase and shows progress.
+// to stop at the next hotzone boundary. `--decrypt --header HDR DEVICE` decrypts a detached-header
+// device in place, offline (docs/reencrypt.md §11). This file turns flags into options, refuses
+// what is not implemented, reads the passphrase and shows progress.
+#include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -162,24 +165,26 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
         "cryptmap reencrypt --encrypt (in-place encryption of a plain image, with "
         "--reduce-device-size / datashift) is not implemented yet; use cryptsetup reencrypt "
         "--encrypt");
-  if (a.decrypt)
+  if (a.decrypt && a.header.empty())
+    return report(make_error(Errc::kInvalid, "LUKS2 decryption requires --header option."));
+  if (a.decrypt && ::access(a.header.c_str(), F_OK) != 0 && errno == ENOENT)
     return refuse(
-        "cryptmap reencrypt --decrypt (in-place decryption) is not implemented yet; use "
-        "cryptsetup reencrypt --decrypt");
+        "cryptmap reencrypt --decrypt --header NEW-FILE (decryption of an image whose header is "
+        "inside it: the data moves to the image's start and the header is exported to the file, "
+        "cryptsetup 2.6's datashift decryption) is not implemented yet; use cryptsetup "
+        "reencrypt --decrypt");
   if (!a.reduce_device_size.empty())
     return refuse(
         "cryptmap reencrypt --reduce-device-size (data shift) is not implemented yet; use "
         "cryptsetup reencrypt");
-  if (!a.direction.empty() && a.direction != "forward")
+  // Decryption goes backward whatever --direction says (cryptsetup's decrypt_luks2_init).
+  if (!a.decrypt && !a.direction.empty() && a.direction != "forward")
     return refuse("cryptmap reencrypt --direction backward is not implemented yet");
-  if (!a.header.empty())
-    return refuse(
-        "cryptmap reencrypt --header (detached LUKS2 header) is not implemented yet; use "
-        "cryptsetup reencrypt");
   if (a.resilience == "datashift")
     return refuse("cryptmap reencrypt --resilience datashift is not implemented yet");
   // Served by the daemon: the daemon runs the reencryption (online).
   const auto open_as = daemon_volume_of_image(a.device, a.mount_dir);
+  const std::string header = a.header.empty() ? a.device : a.header;
   if (open_as && a.force_offline) {
     std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << *open_as
               << "; --force-offline-reencrypt cannot reencrypt it under the daemon. Close it "
@@ -194,11 +199,29 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     if (!h) return report(h.error());
     hotzone = *h;
   }
-  auto lock = MetadataLock::take(a.device, true);
-  auto store = volume::open_image_store(a.device, volume::metadata_store_options(false));
+  auto lock = MetadataLock::take(header, true);
+  auto store = volume::open_image_store(header, volume::metadata_store_options(false));
   if (!store) return report(store.error());
-  auto status = volume::reencrypt_status(**store);
+  // A detached header: the data device is a store of its own.
+  std::unique_ptr<volume::BackingStore> data_store;
+  if (!a.header.empty()) {
+    auto d = volume::open_image_store(a.device, volume::metadata_store_options(false));
+    if (!d) return report(d.error());
+    data_store = std::move(*d);
+  }
+  auto status = volume::reencrypt_status(**store, data_store.get());
   if (!status) return report(status.error());
+  // Online runs are mode reencrypt, forward, with the header in the image (docs/reencrypt.md §10).
+  const bool decrypting = a.decrypt || status->mode == "decrypt";
+  if (open_as && (decrypting || !a.header.empty())) {
+    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << *open_as
+              << "; online "
+              << (decrypting ? "decryption (reencrypt --decrypt)"
+                             : "reencryption with a detached header (--header)")
+              << " is not implemented yet. Close it first (cryptmap close "
+              << open_as->substr(open_as->rfind('/') + 1) << ") and run it offline.\n";
+    return kExitBusy;
+  }
   if (status->in_reencryption && a.init_only)
     return report(make_error(Errc::kBusy, "LUKS2 reencryption already initialized in metadata."));
   if (!status->in_reencryption && a.resume_only)
@@ -216,6 +239,8 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     // Online too: the header goes into reencryption here (no data is touched; the served
     // volume goes on under the old key until the daemon's run moves the boundary).
     volume::ReencryptInitOptions o;
+    if (a.decrypt) o.mode = "decrypt";
+    o.data = data_store.get();
     o.cipher = a.cipher;
     o.key_bits = a.key_size_bits;
     o.sector_size = a.sector_size;
@@ -237,7 +262,8 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   g_interrupted.store(false);
   volume::ReencryptRunOptions ro;
   ro.max_hotzone_bytes = hotzone;
-  const std::string what = "Reencrypting " + a.device;
+  ro.data = data_store.get();
+  const std::string what = (decrypting ? "Decrypting " : "Reencrypting ") + a.device;
   ro.progress = [&](std::uint64_t done, std::uint64_t total) {
     progress.percent(what, done, total);
     return !g_interrupted.load();
@@ -280,10 +306,12 @@ void add_reencrypt_commands(CLI::App& app, CommandContext& ctx) {
   c->add_flag("--init-only", a->init_only, "Initialize the reencryption metadata only");
   c->add_flag("--resume-only", a->resume_only, "Resume an initialized reencryption only");
   c->add_flag("--encrypt,--new", a->encrypt, "Encrypt a plain image (not implemented yet)");
-  c->add_flag("--decrypt", a->decrypt, "Decrypt the image (not implemented yet)");
+  c->add_flag("--decrypt", a->decrypt,
+              "Decrypt the data in place (needs --header: a detached header, data offset 0)");
   c->add_option("--reduce-device-size", a->reduce_device_size,
                 "Data shift for --encrypt (not implemented yet)");
-  c->add_option("--direction", a->direction, "forward (backward: not implemented yet)");
+  c->add_option("--direction", a->direction,
+                "forward (backward: not implemented yet; --decrypt always goes backward)");
   c->add_flag("--force-offline-reencrypt", a->force_offline,
               "Never online: refuse while the daemon serves the image");
   c->add_option("--mount-dir", a->mount_dir, "The daemon's mount directory to check");
