@@ -9,7 +9,8 @@
 #     a hotzone; none: SIGTERM, the only stop it survives) and the other one finishes;
 #  4. bad input: wrong passphrase, no --header, a header whose data is not at offset 0, a header
 #     file that does not exist (cryptsetup's datashift decryption), a served device: cryptsetup's
-#     errors, and header and data unchanged.
+#     errors, and header and data unchanged;
+#  5. reencrypt --header (mode reencrypt under a detached header), decrypted by cryptsetup.
 # The data is checked against the pattern written through `cryptmap open --header` before: it
 # must be the plain data device itself afterwards.
 source "$(dirname "$0")/lib.sh"
@@ -153,4 +154,11 @@ cm_open --key-file "$K" --header "$T/f.hdr" "$T/f.img" busy
 expect_exit 5 "online decryption .*not implemented.*Close it first" -- cm reencrypt --decrypt --mount-dir "$MNT" --batch-mode --key-file "$K" --header "$T/f.hdr" "$T/f.img"
 cm_close busy
 [[ $(sha) == "$before" ]] || fail "4: a refused decryption changed the header or the data"
+note "5. --header without --decrypt: cryptmap reencrypts under a detached header, cryptsetup decrypts"
+fresh r
+cm reencrypt --batch-mode "${FAST[@]}" --key-file "$K" --header "$T/r.hdr" --key-size 256 "$T/r.img" \
+  || fail "5: reencrypt --header failed"
+cryptsetup luksDump "$T/r.hdr" | grep -q "Key:        256 bits" || fail "5: key size not changed"
+cs_dec --header "$T/r.hdr" "$T/r.img" || fail "5: cryptsetup cannot decrypt cryptmap's reencryption"
+decrypted r "5"
 note "PASS"
