@@ -306,11 +306,12 @@ Result<Context> read_context(const Json& root) {
 
 // Refuses what cryptmap does not implement yet, naming it.
 Result<void> check_supported(const Context& c, const Json& root) {
-  if (c.mode == "encrypt")
+  if (c.mode == "encrypt" && c.direction != "forward")
     return fail(unsupported(
-        "cryptmap reencrypt: resuming --encrypt (mode \"encrypt\") is not implemented yet; "
-        "finish it with cryptsetup reencrypt"));
-  if (c.mode != "reencrypt" && c.mode != "decrypt")
+        "cryptmap reencrypt: encryption in direction \"backward\" (cryptsetup's encryption with "
+        "a data shift, --reduce-device-size) is not implemented yet; finish it with cryptsetup "
+        "reencrypt"));
+  if (c.mode != "reencrypt" && c.mode != "decrypt" && c.mode != "encrypt")
     return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt keyslot mode"));
   if (c.direction != "forward" && c.direction != "backward")
     return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt keyslot direction"));
@@ -328,7 +329,7 @@ Result<void> check_supported(const Context& c, const Json& root) {
                                "'%s' (cryptmap: checksum, journal, none)", c.resilience.c_str()));
   if (segment_by_flag(root, "backup-moved-segment"))
     return fail(unsupported("cryptmap reencrypt: a moved first segment is not implemented yet"));
-  if (c.digest_old < 0 || (c.mode == "reencrypt" && c.digest_new < 0))
+  if ((c.mode != "encrypt" && c.digest_old < 0) || (c.mode != "decrypt" && c.digest_new < 0))
     return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: backup segment without digest"));
   return ok();
 }
@@ -336,8 +337,8 @@ Result<void> check_supported(const Context& c, const Json& root) {
 Result<void> fill_geometry(Context& c, const Json& root, std::uint64_t image_size) {
   const Json* prev = segment_by_flag(root, "backup-previous");
   const Json* fin = segment_by_flag(root, "backup-final");
-  const bool decrypt = c.mode == "decrypt";
-  if (prev->value("type", "") != "crypt" ||
+  const bool decrypt = c.mode == "decrypt", encrypt = c.mode == "encrypt";
+  if (prev->value("type", "") != (encrypt ? "linear" : "crypt") ||
       fin->value("type", "") != (decrypt ? "linear" : "crypt"))
     return fail(make_error_fmt(Errc::kCorrupt, "LUKS2 reencryption backup segment types", kNoObject,
                                "for mode %s", c.mode.c_str()));
@@ -771,10 +772,14 @@ Result<ReencryptStatus> reencrypt_status(const BackingStore& image, const Backin
 
 Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> passphrase,
                             const ReencryptInitOptions& o) {
-  if (o.mode != "reencrypt" && o.mode != "decrypt")
+  if (o.mode != "reencrypt" && o.mode != "decrypt" && o.mode != "encrypt")
     return fail(make_error_fmt(Errc::kUnsupported, "cryptmap reencrypt: mode not implemented",
-                               kNoObject, "'%s' (cryptmap: reencrypt, decrypt)", o.mode.c_str()));
+                               kNoObject, "'%s' (cryptmap: reencrypt, decrypt, encrypt)",
+                               o.mode.c_str()));
   const bool decrypt = o.mode == "decrypt";
+  // Encrypt: `image` is the header luksFormat has just written for the plain data; its key
+  // becomes the new key, its segment the final one, and the data is plaintext until converted.
+  const bool encrypt = o.mode == "encrypt";
   const BackingStore& data_dev = o.data ? *o.data : image;
   CRYPTMAP_TRY(h, load_v2(image));
   const luks2::Metadata& m = h->meta();
@@ -801,6 +806,11 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
     return fail(make_error(Errc::kUnsupported,
                            "LUKS2 decryption is supported with detached header device only (with "
                            "data offset set to 0)."));
+  if (encrypt && (!o.data || seg->offset != 0))
+    return fail(
+        make_error(Errc::kUnsupported,
+                   "cryptmap reencrypt --encrypt: only with a detached header and data "
+                   "offset 0 (a data shift, --reduce-device-size, is not implemented yet)."));
 
   // Unlock first: a wrong passphrase changes nothing.
   auto unlocked = h->unlock(passphrase, o.key_slot);
@@ -811,7 +821,7 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
   const std::uint32_t key_bits =
       o.key_bits ? o.key_bits : static_cast<std::uint32_t>(vk_old.size() * 8);
   // Decryption checks the data against the old sector size (the new side has none).
-  const std::uint32_t ss = o.sector_size && !decrypt ? o.sector_size : seg->sector_size;
+  const std::uint32_t ss = o.sector_size && !decrypt && !encrypt ? o.sector_size : seg->sector_size;
   if (ss < 512 || ss > 4096 || (ss & (ss - 1)))
     return fail(make_error(Errc::kInvalid, "Unsupported encryption sector size.", ss));
   if (key_bits == 0 || key_bits % 8 || key_bits > 8 * luks2::kMaxKeySize)
@@ -844,7 +854,7 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
   // The new volume key, checked against the cipher before anything is written (none for
   // decrypt: the data becomes plaintext).
   SecretBytes vk_new;
-  if (!decrypt) {
+  if (!decrypt && !encrypt) {
     CRYPTMAP_TRY(vk, SecretBytes::allocate(key_bits / 8));
     CRYPTMAP_TRY_VOID(crypto::random_bytes(vk.span()));
     vk_new = std::move(vk);
@@ -855,8 +865,10 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
   // 1. The new keyslot, bound to a new digest that no segment uses yet (crypt_keyslot_add_by_key
   //    with CRYPT_VOLUME_KEY_NO_SEGMENT).
   CRYPTMAP_TRY(st, format::luks2_state(*h));
-  const int digest_new = decrypt ? -1 : first_free_id(st.doc.root()["digests"]);
-  if (!decrypt) {
+  const int digest_new = decrypt   ? -1
+                         : encrypt ? dold->id
+                                   : first_free_id(st.doc.root()["digests"]);
+  if (!decrypt && !encrypt) {
     CRYPTMAP_TRY(dnew, make_digest(vk_new.span(), o.pbkdf, Json::array()));
     CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
       st.doc.root()["digests"][std::to_string(digest_new)] = dnew;
@@ -896,9 +908,15 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
     Json& root = st.doc.root();
     Json& segs = root["segments"];
     Json prev = segs["0"];
+    if (encrypt) {
+      // reencrypt_set_encrypt_segments: the data is one linear segment, bound to no digest.
+      unassign_all_segments(root);
+      segs["0"] = linear_segment(seg->offset, std::nullopt, false);
+      prev = segs["0"];
+    }
     prev["flags"] = Json::array({"backup-previous"});
     segs["1"] = prev;
-    assign(root, dold->id, 1);
+    if (!encrypt) assign(root, dold->id, 1);
     Json fin = decrypt ? linear_segment(seg->offset, std::nullopt, false)
                        : crypt_segment(seg->offset, std::nullopt, seg->iv_tweak, cipher, ss, false);
     fin["flags"] = Json::array({"backup-final"});
@@ -927,7 +945,8 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
     config["requirements"]["mandatory"].push_back(kRequirement);
     return ok();
   }));
-  CRYPTMAP_TRY(data, digest_data(st.doc.root(), vk_old.span(), vk_new.span()));
+  CRYPTMAP_TRY(data, encrypt ? digest_data(st.doc.root(), {}, vk_old.span())
+                             : digest_data(st.doc.root(), vk_old.span(), vk_new.span()));
   const int rks = reencrypt_keyslot(st.doc.root());
   CRYPTMAP_TRY(dre, make_digest(data.span(), o.pbkdf, Json::array({std::to_string(rks)})));
   CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
@@ -979,8 +998,10 @@ Result<Loaded> load_verified(BackingStore& image, std::uint64_t data_size,
   if (!geometry) return fail(geometry.error());
 
   // Both keys, then the reencryption digest over them and the metadata.
-  CRYPTMAP_TRY(vk_old, unlock_digest(*l.h, passphrase, l.c.digest_old));
-  l.vk_old = std::move(vk_old);
+  if (l.c.digest_old >= 0) {  // none for encrypt: the old side is plaintext
+    CRYPTMAP_TRY(vk_old, unlock_digest(*l.h, passphrase, l.c.digest_old));
+    l.vk_old = std::move(vk_old);
+  }
   // The new key: none for decrypt; the old one again when both segments share a digest.
   if (l.c.digest_new >= 0) {
     CRYPTMAP_TRY(vk_new, l.c.digest_new == l.c.digest_old

@@ -17,12 +17,12 @@
 //                      segments either side of the boundary (docs/reencrypt.md §9).
 //
 // The on-disk rules are restated in docs/reencrypt.md. Implemented: mode "reencrypt" (direction
-// "forward") and mode "decrypt" (direction "backward", cryptsetup's only one without a data
-// shift), resilience checksum, journal and none, the header in the image or detached (`data`:
-// the data device). The rest (encrypt, reencrypt backward, datashift) is refused with
-// kUnsupported naming the missing feature. Thread-compatible; the store is borrowed for the call.
-// The caller holds the metadata lock and makes sure no one else uses the image (the daemon does not
-// have it open).
+// "forward"), mode "decrypt" (direction "backward") and mode "encrypt" (direction "forward"; the
+// header luksFormat has just written) -- the last two without a data shift, so under a detached
+// header at data offset 0 (`data`: the data device) -- resilience checksum, journal and none.
+// The rest (reencrypt backward, datashift) is refused with kUnsupported naming the feature.
+// Thread-compatible; the store is borrowed for the call. The caller holds the metadata lock and
+// makes sure no one else uses the image (the daemon does not have it open).
 #pragma once
 
 #include <cstdint>
@@ -42,7 +42,7 @@ namespace cryptmap::volume {
 class BackingStore;
 
 struct ReencryptInitOptions {
-  std::string mode = "reencrypt";       // reencrypt | decrypt (to plaintext, direction backward)
+  std::string mode = "reencrypt";       // reencrypt | decrypt (backward) | encrypt (a fresh header)
   std::string cipher;                   // "" = keep the current segment's cipher
   std::uint32_t key_bits = 0;           // 0 = the current volume key's size
   std::uint32_t sector_size = 0;        // 0 = keep the current encryption sector size
