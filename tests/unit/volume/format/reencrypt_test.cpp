@@ -301,6 +301,70 @@ TEST(Reencrypt, DecryptionNeedsADetachedHeaderAtDataOffsetZero) {
   EXPECT_EQ(all_of(*img), before);
 }
 
+TEST(Reencrypt, EncryptionGoesForwardFromLinearSegmentsUnderTheFormattedKey) {
+  // A plain data store and a fresh detached header for it (docs/reencrypt.md §12).
+  MemBackingStore hdr(kDataOffset, "mem:enc.hdr"), data(kData, "mem:enc.img");
+  const auto plain = test::deterministic_bytes(kData, 20);
+  ASSERT_TRUE(data.write_at(ByteOffset{0}, plain));
+  LuksFormatOptions o;
+  o.pbkdf.type = "pbkdf2";
+  o.pbkdf.force_iterations = 1000;
+  o.detached_header = true;
+  o.offset_sectors = 0;
+  o.sector_size = 512;
+  o.data_device_bytes = kData;
+  auto f = luks_format(hdr, o, pass("right"));
+  ASSERT_TRUE(f) << f.error().message();
+  ReencryptInitOptions io;
+  io.mode = "encrypt";
+  io.pbkdf = o.pbkdf;
+  io.data = &data;
+  ASSERT_TRUE(reencrypt_init(hdr, pass("right"), io));
+  auto j = header_json(hdr);
+  EXPECT_EQ(j["keyslots"]["1"]["mode"], "encrypt");
+  EXPECT_EQ(j["keyslots"]["1"]["direction"], "forward");
+  EXPECT_EQ(j["segments"]["0"].dump(), R"({"type":"linear","offset":"0","size":"dynamic"})");
+  EXPECT_EQ(j["segments"]["1"]["type"], "linear");
+  EXPECT_EQ(j["segments"]["2"]["type"], "crypt");
+  EXPECT_EQ(j["digests"]["0"]["segments"].dump(), R"(["2"])");
+  ReencryptRunOptions ro;
+  ro.max_hotzone_bytes = 256 << 10;
+  ro.data = &data;
+  int calls = 0;
+  ro.progress = [&](std::uint64_t, std::uint64_t) { return ++calls < 2; };
+  auto first = reencrypt_run(hdr, pass("right"), ro);
+  ASSERT_TRUE(first) << first.error().message();
+  EXPECT_FALSE(first->finished);
+  j = header_json(hdr);
+  // Post segments (forward): the encrypted start, the plain rest, backups; digest: final first.
+  EXPECT_EQ(j["segments"]["0"]["type"], "crypt");
+  EXPECT_EQ(j["segments"]["0"]["size"], std::to_string(256 << 10));
+  EXPECT_EQ(j["segments"]["1"].dump(), R"({"type":"linear","offset":")" +
+                                           std::to_string(256 << 10) + R"(","size":"dynamic"})");
+  EXPECT_EQ(j["digests"]["0"]["segments"].dump(), R"(["3","0"])");
+  ro.progress = nullptr;
+  auto second = reencrypt_run(hdr, pass("right"), ro);
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_TRUE(second->finished);
+  // Now a plain LUKS2 header whose key decrypts the data to what it was.
+  auto h = load_luks_header(hdr, std::nullopt);
+  ASSERT_TRUE(h) << h.error().message();
+  auto k = (*h)->unlock(pass("right"), std::nullopt);
+  ASSERT_TRUE(k);
+  EXPECT_EQ(k->volume_key.size(), f->volume_key.size());
+  EXPECT_EQ(std::memcmp(k->volume_key.data(), f->volume_key.data(), f->volume_key.size()), 0);
+  crypto::SectorCipherConfig cfg;
+  cfg.spec = (*h)->layout().cipher;
+  cfg.sector_size = (*h)->layout().sector_size;
+  auto c = crypto::make_sector_cipher(cfg, k->volume_key.span());
+  ASSERT_TRUE(c);
+  std::vector<std::byte> all(kData);
+  ASSERT_TRUE(data.read_at(ByteOffset{0}, all));
+  EXPECT_NE(all, plain);
+  ASSERT_TRUE((*c)->decrypt({all, {}, SectorIndex{0}}));
+  EXPECT_EQ(all, plain);
+}
+
 // open of an image in reencryption (docs/reencrypt.md §9): the new key before the boundary, the
 // old one after it; what is written through the two segments is what the finished run keeps.
 TEST(Reencrypt, AnImageInReencryptionOpensThroughBothSegments) {
