@@ -138,18 +138,6 @@ Result<std::uint64_t> file_size(const std::string& path) {
   return static_cast<std::uint64_t>(st.st_size);
 }
 
-// A detached header file is created if missing and grown to `bytes` (cryptsetup fallocates it).
-Result<void> prepare_header_file(const std::string& path, std::uint64_t bytes) {
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd.valid()) return fail(make_sys_error(errno, "Cannot create header file"));
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return fail(make_sys_error(errno, "Cannot stat header file"));
-  if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) < bytes &&
-      ::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0)
-    return fail(make_sys_error(errno, "Cannot extend header file"));
-  return ok();
-}
-
 // ---------------------------------------------------------------------------------------------
 
 // luksFormat --wipe: the whole data area is written with encrypted zeros through the engine

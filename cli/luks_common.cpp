@@ -2,6 +2,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <iostream>
 
 #include "base/exit_code.h"
@@ -42,6 +47,17 @@ volume::PbkdfOptions pbkdf_of(const PbkdfArgs& a) {
   if (a.pbkdf_memory) p.memory_kib = a.pbkdf_memory;
   if (a.pbkdf_parallel) p.parallel = a.pbkdf_parallel;
   return p;
+}
+
+Result<void> prepare_header_file(const std::string& path, std::uint64_t bytes) {
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd.valid()) return fail(make_sys_error(errno, "Cannot create header file"));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return fail(make_sys_error(errno, "Cannot stat header file"));
+  if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) < bytes &&
+      ::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0)
+    return fail(make_sys_error(errno, "Cannot extend header file"));
+  return ok();
 }
 
 }  // namespace cryptmap::cli

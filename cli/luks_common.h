@@ -32,6 +32,10 @@ void add_pbkdf_options(CLI::App* c, PbkdfArgs& a, const char* hash_help, const c
 // The options the flags ask for (unset numbers keep PbkdfOptions' defaults: benchmarked).
 volume::PbkdfOptions pbkdf_of(const PbkdfArgs& a);
 
+// A detached header file is created if missing and grown to `bytes` (cryptsetup fallocates it);
+// luksFormat --header and reencrypt --encrypt --header.
+Result<void> prepare_header_file(const std::string& path, std::uint64_t bytes);
+
 // Prints `e` on stderr (cryptsetup's sentence when the error carries one) and returns the exit
 // code for it (base/exit_code.h).
 int report(const Error& e);

@@ -5,12 +5,16 @@
 // here (offline, volume/format/luks2_reencrypt.h); an image the daemon serves is reencrypted by
 // the daemon (online, docs/reencrypt.md §10): this process initializes the header under the
 // metadata lock, hands the lock over (the daemon takes it for its run), sends the passphrase and
-// shows the daemon's progress; SIGINT asks the daemon to stop at the next hotzone boundary. This
-// file turns flags into options, refuses what is not implemented, reads the passphrase and shows
-// progress.
+// shows the daemon's progress; SIGINT asks the daemon to stop at the next hotzone boundary.
+// `--decrypt --header HDR DEVICE` decrypts a detached-header device in place, `--encrypt --header
+// HDR DEVICE` encrypts a plain one under a new header, both offline (docs/reencrypt.md §11,
+// §12). This file turns flags into options, refuses what is not implemented, reads the
+// passphrase and shows progress.
+#include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -24,6 +28,7 @@
 #include "cli/terminal/progress.h"
 #include "fs/control.h"
 #include "volume/format/luks2_reencrypt.h"
+#include "volume/format/luks_admin.h"
 #include "volume/open.h"
 #include "volume/store/backing_store.h"
 #include "volume/store/nbd_backing_store.h"
@@ -155,32 +160,83 @@ int reencrypt_online(const std::string& mount_dir, const std::string& name,
   }
 }
 
+// reencrypt --encrypt --header HDR DEVICE: writes a fresh LUKS2 header into HDR for DEVICE's
+// data at offset 0 with luksFormat's options (cryptsetup's encrypt_luks2_init: sector size 512
+// unless --sector-size), and reports true; false when HDR already holds a LUKS2 header in
+// encryption (resume). A LUKS header not in reencryption is refused (nothing written).
+Result<bool> encrypt_header(const ReencryptArgs& a, const CommandContext& ctx) {
+  if (::access(a.header.c_str(), F_OK) == 0) {
+    auto existing = volume::open_image_store(a.header, volume::metadata_store_options(true));
+    if (!existing) return fail(existing.error());
+    if (volume::is_luks(**existing)) {
+      auto st = volume::reencrypt_status(**existing);
+      if (st && st->in_reencryption && st->mode == "encrypt") return false;
+      return fail(make_error_fmt(Errc::kInvalid, "LUKS header already present", kNoObject,
+                                 "%s already holds a LUKS header; --encrypt writes a new one "
+                                 "(remove it first, or --resume-only a started encryption)",
+                                 a.header.c_str()));
+    }
+  }
+  auto data = volume::open_image_store(a.device, volume::metadata_store_options(true));
+  if (!data) return fail(data.error());
+  volume::LuksFormatOptions o;
+  o.type = volume::VolumeType::kLuks2;
+  o.cipher = a.cipher.empty() ? "aes-xts-plain64" : a.cipher;
+  o.key_bits = a.key_size_bits ? a.key_size_bits : 512;
+  o.pbkdf = pbkdf_of(a);
+  o.sector_size = a.sector_size ? a.sector_size : 512;
+  o.offset_sectors = 0;
+  o.detached_header = true;
+  o.data_device_bytes = (*data)->size_bytes();
+  CRYPTMAP_TRY(need, volume::luks_header_bytes(o));
+  KeySource ks;
+  if (!a.key_file.empty()) ks.key_file = a.key_file;
+  ks.keyfile_offset = a.keyfile_offset;
+  ks.keyfile_size = a.keyfile_size;
+  CRYPTMAP_TRY(pass, read_passphrase(ks, "Enter passphrase for " + a.header + ": ",
+                                     !ctx.batch_mode && a.key_file.empty()));
+  CRYPTMAP_TRY_VOID(prepare_header_file(a.header, need));
+  auto lock = MetadataLock::take(a.header, true);
+  auto hdr = volume::open_image_store(a.header, volume::metadata_store_options(false));
+  if (!hdr) return fail(hdr.error());
+  CRYPTMAP_TRY(formatted, volume::luks_format(**hdr, o, pass.span()));
+  (void)formatted;
+  CRYPTMAP_TRY_VOID((*hdr)->sync());
+  return true;
+}
+
 int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   if (a.init_only && a.resume_only)
     return report(make_error(Errc::kInvalid, "--init-only and --resume-only cannot be combined."));
-  if (a.encrypt)
+  if (a.encrypt && !a.reduce_device_size.empty())
     return refuse(
-        "cryptmap reencrypt --encrypt (in-place encryption of a plain image, with "
-        "--reduce-device-size / datashift) is not implemented yet; use cryptsetup reencrypt "
-        "--encrypt");
-  if (a.decrypt)
+        "cryptmap reencrypt --encrypt --reduce-device-size (encryption with the header put in "
+        "the device, the data shifted: resilience datashift) is not implemented yet; use "
+        "cryptsetup reencrypt --encrypt, or a detached header (--header)");
+  if (a.encrypt && a.header.empty())
+    return report(make_error(Errc::kInvalid,
+                             "Encryption without detached header (--header) is not possible "
+                             "without data device size reduction (--reduce-device-size)."));
+  if (a.decrypt && a.header.empty())
+    return report(make_error(Errc::kInvalid, "LUKS2 decryption requires --header option."));
+  if (a.decrypt && ::access(a.header.c_str(), F_OK) != 0 && errno == ENOENT)
     return refuse(
-        "cryptmap reencrypt --decrypt (in-place decryption) is not implemented yet; use "
-        "cryptsetup reencrypt --decrypt");
+        "cryptmap reencrypt --decrypt --header NEW-FILE (decryption of an image whose header is "
+        "inside it: the data moves to the image's start and the header is exported to the file, "
+        "cryptsetup 2.6's datashift decryption) is not implemented yet; use cryptsetup "
+        "reencrypt --decrypt");
   if (!a.reduce_device_size.empty())
     return refuse(
         "cryptmap reencrypt --reduce-device-size (data shift) is not implemented yet; use "
         "cryptsetup reencrypt");
-  if (!a.direction.empty() && a.direction != "forward")
+  // Decryption goes backward whatever --direction says (cryptsetup's decrypt_luks2_init).
+  if (!a.decrypt && !a.direction.empty() && a.direction != "forward")
     return refuse("cryptmap reencrypt --direction backward is not implemented yet");
-  if (!a.header.empty())
-    return refuse(
-        "cryptmap reencrypt --header (detached LUKS2 header) is not implemented yet; use "
-        "cryptsetup reencrypt");
   if (a.resilience == "datashift")
     return refuse("cryptmap reencrypt --resilience datashift is not implemented yet");
   // Served by the daemon: the daemon runs the reencryption (online).
   const auto open_as = daemon_volume_of_image(a.device, a.mount_dir);
+  const std::string header = a.header.empty() ? a.device : a.header;
   if (open_as && a.force_offline) {
     std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
               << "; --force-offline-reencrypt cannot reencrypt it under the daemon. Close it "
@@ -202,11 +258,38 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     if (!h) return report(h.error());
     hotzone = *h;
   }
-  auto lock = MetadataLock::take(a.device, true);
-  auto store = volume::open_image_store(a.device, volume::metadata_store_options(false));
+  // --encrypt: a new detached header (luksFormat's options) over the plain device, unless the
+  // header is already one in encryption (then this resumes it).
+  bool formatted = false;
+  if (a.encrypt) {
+    auto r = encrypt_header(a, ctx);
+    if (!r) return report(r.error());
+    formatted = *r;
+  }
+  auto lock = MetadataLock::take(header, true);
+  auto store = volume::open_image_store(header, volume::metadata_store_options(false));
   if (!store) return report(store.error());
-  auto status = volume::reencrypt_status(**store);
+  // A detached header: the data device is a store of its own.
+  std::unique_ptr<volume::BackingStore> data_store;
+  if (!a.header.empty()) {
+    auto d = volume::open_image_store(a.device, volume::metadata_store_options(false));
+    if (!d) return report(d.error());
+    data_store = std::move(*d);
+  }
+  auto status = volume::reencrypt_status(**store, data_store.get());
   if (!status) return report(status.error());
+  // Online runs are mode reencrypt, forward, with the header in the image (docs/reencrypt.md §10).
+  const bool decrypting =
+      a.decrypt || status->mode == "decrypt" || a.encrypt || status->mode == "encrypt";
+  if (open_as && (decrypting || !a.header.empty())) {
+    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << *open_as
+              << "; online "
+              << (decrypting ? "encryption or decryption (reencrypt --encrypt/--decrypt)"
+                             : "reencryption with a detached header (--header)")
+              << " is not implemented yet. Close it first (cryptmap close "
+              << open_as->substr(open_as->rfind('/') + 1) << ") and run it offline.\n";
+    return kExitBusy;
+  }
   if (status->in_reencryption && a.init_only)
     return report(make_error(Errc::kBusy, "LUKS2 reencryption already initialized in metadata."));
   if (!status->in_reencryption && a.resume_only)
@@ -224,7 +307,10 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     // Online too: the header goes into reencryption here (no data is touched; the served
     // volume goes on under the old key until the daemon's run moves the boundary).
     volume::ReencryptInitOptions o;
-    o.cipher = a.cipher;
+    if (a.decrypt) o.mode = "decrypt";
+    if (formatted) o.mode = "encrypt";  // the header's key and cipher are the new ones already
+    o.data = data_store.get();
+    o.cipher = formatted ? std::string() : a.cipher;
     o.key_bits = a.key_size_bits;
     o.sector_size = a.sector_size;
     o.resilience = a.resilience;
@@ -248,7 +334,8 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   g_interrupted.store(false);
   volume::ReencryptRunOptions ro;
   ro.max_hotzone_bytes = hotzone;
-  const std::string what = "Reencrypting " + a.device;
+  ro.data = data_store.get();
+  const std::string what = (decrypting ? "Converting " : "Reencrypting ") + a.device;
   ro.progress = [&](std::uint64_t done, std::uint64_t total) {
     progress.percent(what, done, total);
     return !g_interrupted.load();
@@ -290,11 +377,14 @@ void add_reencrypt_commands(CLI::App& app, CommandContext& ctx) {
                     "PBKDF of the new keyslot: argon2i, argon2id, pbkdf2");
   c->add_flag("--init-only", a->init_only, "Initialize the reencryption metadata only");
   c->add_flag("--resume-only", a->resume_only, "Resume an initialized reencryption only");
-  c->add_flag("--encrypt,--new", a->encrypt, "Encrypt a plain image (not implemented yet)");
-  c->add_flag("--decrypt", a->decrypt, "Decrypt the image (not implemented yet)");
+  c->add_flag("--encrypt,--new", a->encrypt,
+              "Encrypt a plain device in place (needs --header: a new detached header)");
+  c->add_flag("--decrypt", a->decrypt,
+              "Decrypt the data in place (needs --header: a detached header, data offset 0)");
   c->add_option("--reduce-device-size", a->reduce_device_size,
                 "Data shift for --encrypt (not implemented yet)");
-  c->add_option("--direction", a->direction, "forward (backward: not implemented yet)");
+  c->add_option("--direction", a->direction,
+                "forward (backward: not implemented yet; --decrypt always goes backward)");
   c->add_flag("--force-offline-reencrypt", a->force_offline,
               "Never online: refuse while the daemon serves the image");
   c->add_option("--mount-dir", a->mount_dir, "The daemon's mount directory to check");

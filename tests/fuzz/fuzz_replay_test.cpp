@@ -19,6 +19,7 @@
 #include "volume/format/bitlk.h"
 #include "volume/format/internal/luks2_disk.h"
 #include "volume/format/loopaes.h"
+#include "volume/format/luks2_reencrypt.h"
 #include "volume/format/luks_admin.h"
 #include "volume/format/tcrypt.h"
 #include "volume/store/mem_backing_store.h"
@@ -91,6 +92,37 @@ Bytes luks2_seed() {
   return from_store(s, 576 * 512);
 }
 
+// A detached LUKS2 header (data at offset 0) in decryption, stopped after one 64 KiB hotzone:
+// linear segments, a backward reencrypt keyslot, no new digest (docs/reencrypt.md §11). The
+// first 288 KiB: both headers and the first keyslot.
+Bytes luks2_decrypt_seed() {
+  volume::MemBackingStore hdr(16u << 20, "mem:seed-dec.hdr");
+  volume::MemBackingStore data(256u << 10, "mem:seed-dec.img");
+  volume::LuksFormatOptions o;
+  o.type = volume::VolumeType::kLuks2;
+  o.pbkdf = fast();
+  o.detached_header = true;
+  o.offset_sectors = 0;
+  o.data_device_bytes = 256u << 10;
+  const auto pass = std::as_bytes(std::span("seed passphrase", 15));
+  auto r = volume::luks_format(hdr, o, pass);
+  EXPECT_TRUE(r) << r.error().message();
+  volume::ReencryptInitOptions io;
+  io.mode = "decrypt";
+  io.pbkdf = fast();
+  io.data = &data;
+  auto i = volume::reencrypt_init(hdr, pass, io);
+  EXPECT_TRUE(i) << i.error().message();
+  volume::ReencryptRunOptions ro;
+  ro.max_hotzone_bytes = 64u << 10;
+  ro.data = &data;
+  int calls = 0;
+  ro.progress = [&](std::uint64_t, std::uint64_t) { return ++calls < 2; };
+  auto run = volume::reencrypt_run(hdr, pass, ro);
+  EXPECT_TRUE(run && !run->finished);
+  return from_store(hdr, 288u << 10);
+}
+
 Bytes luks1_seed() {
   volume::MemBackingStore s(2u << 20, "mem:seed1");
   volume::LuksFormatOptions o;
@@ -153,6 +185,11 @@ const char* kJsonTokens[] = {"\"",
                              "\"crypt\"",
                              "\"reencrypt\"",
                              "\"online-reencrypt-v2\"",
+                             "\"linear\"",
+                             "\"decrypt\"",
+                             "\"backward\"",
+                             "\"in-reencryption\"",
+                             "\"backup-final\"",
                              "[[[[[[[[[[[[",
                              "\"9\""};
 
@@ -297,6 +334,23 @@ TEST(FuzzReplay, Luks2ImageJsonWithValidChecksum) {
   Mutator m(3);
   Tracker t;
   for (int i = 0; i < 1500; ++i) {
+    std::string j = text;
+    for (std::size_t k = 0, n = 1 + m.below(3); k < n; ++k) m.json(j);
+    Bytes b = seed;
+    put_json_with_checksum(b, j);
+    luks2_image(b.data(), b.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
+TEST(FuzzReplay, Luks2ImageInDecryption) {
+  const Bytes seed = luks2_decrypt_seed();
+  const std::string text = json_text_of(seed);
+  ASSERT_NE(text.find("\"linear\""), std::string::npos);
+  EXPECT_EQ(luks2_image(seed.data(), seed.size()), 0);
+  Mutator m(7);
+  Tracker t;
+  for (int i = 0; i < 600; ++i) {
     std::string j = text;
     for (std::size_t k = 0, n = 1 + m.below(3); k < n; ++k) m.json(j);
     Bytes b = seed;
@@ -593,6 +647,8 @@ TEST(FuzzReplay, WriteSeeds) {
   const Bytes l1 = luks1_seed(), l2 = luks2_seed();
   put("luks1_header", "seed", l1.data(), 1024);
   put("luks2_image", "seed", l2.data(), l2.size());
+  const Bytes dec = luks2_decrypt_seed();
+  put("luks2_image", "seed-decrypt", dec.data(), dec.size());
   Bytes area(l2.begin() + 4096, l2.begin() + 16384);
   put("luks2_json", "seed", area.data(), area.size());
   const Bytes bl = bitlk_seed();

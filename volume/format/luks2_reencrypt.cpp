@@ -1,5 +1,6 @@
 // LUKS2 offline reencryption, restating cryptsetup 2.6.1 lib/luks2/luks2_reencrypt.c
-// (reencrypt_init, reencrypt_make_hot/post_segments_forward, reencrypt_assign_segments,
+// (reencrypt_init, reencrypt_make_hot/post_segments_forward and _backward,
+// reencrypt_assign_segments and _simple,
 // reencrypt_step, reencrypt_recover_segment, reencrypt_teardown_ok), luks2_keyslot_reenc.c
 // (the reencrypt keyslot) and luks2_reencrypt_digest.c (the reencryption digest). The rules as
 // cryptmap relies on them: docs/reencrypt.md.
@@ -78,6 +79,16 @@ Json crypt_segment(std::uint64_t offset, std::optional<std::uint64_t> size, std:
   s["iv_tweak"] = u64s(iv_tweak);
   s["encryption"] = enc;
   s["sector_size"] = sector_size;
+  if (in_reencryption) s["flags"] = Json::array({"in-reencryption"});
+  return s;
+}
+
+// json_segment_create_linear: plaintext, members in cryptsetup's order.
+Json linear_segment(std::uint64_t offset, std::optional<std::uint64_t> size, bool in_reencryption) {
+  Json s = Json::object();
+  s["type"] = "linear";
+  s["offset"] = u64s(offset);
+  s["size"] = size ? u64s(*size) : std::string("dynamic");
   if (in_reencryption) s["flags"] = Json::array({"in-reencryption"});
   return s;
 }
@@ -165,9 +176,10 @@ bool put_segment(std::vector<std::byte>& out, const Json& seg) {
          put_u32(out, seg, "sector_size");
 }
 
-// 'v', '0' + version, old key, new key (if another digest), keyslot fields, backup segments.
+// 'v', '0' + version, the old key (empty for encrypt), the new key (empty for decrypt, or when
+// it has the old key's digest), keyslot fields, backup segments.
 Result<SecretBytes> digest_data(const Json& root, std::span<const std::byte> vk_old,
-                                std::span<const std::byte> vk_new, bool same_digest) {
+                                std::span<const std::byte> vk_new) {
   std::vector<std::byte> meta;
   const int ks = reencrypt_keyslot(root);
   if (ks < 0) return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt keyslot missing"));
@@ -186,17 +198,15 @@ Result<SecretBytes> digest_data(const Json& root, std::span<const std::byte> vk_
   okay = okay && prev && fin && put_segment(meta, *prev) && put_segment(meta, *fin) &&
          (!moved || put_segment(meta, *moved));
   if (!okay) return fail(make_error(Errc::kCorrupt, "Reencryption metadata is invalid."));
-  const std::size_t len = 2 + vk_old.size() + (same_digest ? 0 : vk_new.size()) + meta.size();
+  const std::size_t len = 2 + vk_old.size() + vk_new.size() + meta.size();
   CRYPTMAP_TRY(data, SecretBytes::allocate(len));
   std::byte* p = data.data();
   *p++ = std::byte{0x76};
   *p++ = static_cast<std::byte>(0x30 + kReencryptVersion);
-  std::memcpy(p, vk_old.data(), vk_old.size());
+  if (!vk_old.empty()) std::memcpy(p, vk_old.data(), vk_old.size());
   p += vk_old.size();
-  if (!same_digest) {
-    std::memcpy(p, vk_new.data(), vk_new.size());
-    p += vk_new.size();
-  }
+  if (!vk_new.empty()) std::memcpy(p, vk_new.data(), vk_new.size());
+  p += vk_new.size();
   std::memcpy(p, meta.data(), meta.size());
   return data;
 }
@@ -233,6 +243,7 @@ struct SegmentInfo {
   std::uint64_t iv_tweak = 0;
   std::string encryption;
   std::uint32_t sector_size = 512;
+  bool linear = false;  // plaintext (decrypt's new segment, encrypt's old one)
 };
 
 SegmentInfo segment_info(const Json& s) {
@@ -246,6 +257,7 @@ SegmentInfo segment_info(const Json& s) {
   i.iv_tweak = json_u64(member("iv_tweak"));
   i.encryption = s.value("encryption", "");
   i.sector_size = s.value("sector_size", 512u);
+  i.linear = s.value("type", "") == "linear";
   return i;
 }
 
@@ -261,8 +273,11 @@ struct Context {
   std::uint64_t device_size = 0;  // bytes of data (from data_offset)
   bool fixed_size = false;
   // Progress: the hotzone in the header when crashed, else the next offset.
+  // Forward: [0, offset) is converted; backward: [offset, device_size) is.
   bool crashed = false;
   std::uint64_t offset = 0, hot_length = 0;
+  bool forward() const { return direction == "forward"; }
+  std::uint64_t done() const { return forward() ? offset : device_size - offset; }
 };
 
 Result<Context> read_context(const Json& root) {
@@ -291,27 +306,30 @@ Result<Context> read_context(const Json& root) {
 
 // Refuses what cryptmap does not implement yet, naming it.
 Result<void> check_supported(const Context& c, const Json& root) {
-  if (c.mode == "encrypt")
+  if (c.mode == "encrypt" && c.direction != "forward")
     return fail(unsupported(
-        "cryptmap reencrypt: resuming --encrypt (mode \"encrypt\") is not implemented yet; "
-        "finish it with cryptsetup reencrypt"));
-  if (c.mode == "decrypt")
-    return fail(unsupported(
-        "cryptmap reencrypt: resuming --decrypt (mode \"decrypt\") is not implemented yet; "
-        "finish it with cryptsetup reencrypt"));
-  if (c.mode != "reencrypt")
+        "cryptmap reencrypt: encryption in direction \"backward\" (cryptsetup's encryption with "
+        "a data shift, --reduce-device-size) is not implemented yet; finish it with cryptsetup "
+        "reencrypt"));
+  if (c.mode != "reencrypt" && c.mode != "decrypt" && c.mode != "encrypt")
     return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt keyslot mode"));
-  if (c.direction != "forward")
+  if (c.direction != "forward" && c.direction != "backward")
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt keyslot direction"));
+  if (c.mode == "reencrypt" && c.direction != "forward")
     return fail(unsupported(
-        "cryptmap reencrypt: direction \"backward\" is not implemented yet; finish it with "
-        "cryptsetup reencrypt"));
+        "cryptmap reencrypt: direction \"backward\" of mode reencrypt is not implemented yet; "
+        "finish it with cryptsetup reencrypt"));
+  if (c.mode == "decrypt" && c.direction != "backward")
+    return fail(unsupported(
+        "cryptmap reencrypt: decryption in direction \"forward\" (cryptsetup's decryption with "
+        "a data shift) is not implemented yet; finish it with cryptsetup reencrypt"));
   if (c.resilience != "checksum" && c.resilience != "journal" && c.resilience != "none")
     return fail(make_error_fmt(Errc::kUnsupported,
                                "cryptmap reencrypt: resilience mode not implemented", kNoObject,
                                "'%s' (cryptmap: checksum, journal, none)", c.resilience.c_str()));
   if (segment_by_flag(root, "backup-moved-segment"))
     return fail(unsupported("cryptmap reencrypt: a moved first segment is not implemented yet"));
-  if (c.digest_old < 0 || c.digest_new < 0)
+  if ((c.mode != "encrypt" && c.digest_old < 0) || (c.mode != "decrypt" && c.digest_new < 0))
     return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: backup segment without digest"));
   return ok();
 }
@@ -319,8 +337,11 @@ Result<void> check_supported(const Context& c, const Json& root) {
 Result<void> fill_geometry(Context& c, const Json& root, std::uint64_t image_size) {
   const Json* prev = segment_by_flag(root, "backup-previous");
   const Json* fin = segment_by_flag(root, "backup-final");
-  if (prev->value("type", "") != "crypt" || fin->value("type", "") != "crypt")
-    return fail(unsupported("cryptmap reencrypt: linear (unencrypted) segments"));
+  const bool decrypt = c.mode == "decrypt", encrypt = c.mode == "encrypt";
+  if (prev->value("type", "") != (encrypt ? "linear" : "crypt") ||
+      fin->value("type", "") != (decrypt ? "linear" : "crypt"))
+    return fail(make_error_fmt(Errc::kCorrupt, "LUKS2 reencryption backup segment types", kNoObject,
+                               "for mode %s", c.mode.c_str()));
   c.old_seg = segment_info(*prev);
   c.new_seg = segment_info(*fin);
   c.data_offset = c.new_seg.offset;
@@ -357,9 +378,12 @@ Result<void> fill_geometry(Context& c, const Json& root, std::uint64_t image_siz
   if (regs.size() == 1) {
     // Right after init the one regular segment is the old one; after the last hotzone it is the
     // new one (a crash before the finish's commit): nothing is left to convert then.
-    const bool done = c.digest_new != c.digest_old && digest_of_segment(root, 0) == c.digest_new;
-    c.offset = done ? c.device_size : 0;
+    const bool done = c.new_seg.linear ? regs[0]->value("type", "") == "linear"
+                                       : c.digest_new != c.digest_old &&
+                                             digest_of_segment(root, 0) == c.digest_new;
+    c.offset = done == c.forward() ? c.device_size : 0;
   } else if (regs.size() == 2) {
+    // Forward: segment 0 is the new part; backward: the old one (reencrypt_offset).
     const SegmentInfo s0 = segment_info(*regs[0]);
     if (!s0.size) return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption segment 0 size"));
     c.offset = *s0.size;
@@ -371,55 +395,103 @@ Result<void> fill_geometry(Context& c, const Json& root, std::uint64_t image_siz
   return ok();
 }
 
-// The segments while [off, off + len) is the hotzone (reencrypt_make_hot_segments_forward +
-// reencrypt_assign_segments(hot)), or after it (post) with the backups appended.
+// The segment of the new (old) key over [off, off + size) of the data: crypt with its IV tweak
+// moved by off, or linear for plaintext (reencrypt_make_segment_new/_old/_reencrypt).
+Json new_segment(const Context& c, std::uint64_t off, std::optional<std::uint64_t> size, bool hot) {
+  if (c.new_seg.linear) return linear_segment(c.data_offset + off, size, hot);
+  return crypt_segment(c.data_offset + off, size, c.new_seg.iv_tweak + (off >> 9),
+                       c.new_seg.encryption, c.new_seg.sector_size, hot);
+}
+Json old_segment(const Context& c, std::uint64_t off, std::optional<std::uint64_t> size) {
+  if (c.old_seg.linear) return linear_segment(c.data_offset + off, size, false);
+  return crypt_segment(c.data_offset + off, size, c.old_seg.iv_tweak + (off >> 9),
+                       c.old_seg.encryption, c.old_seg.sector_size, false);
+}
+
+// Forward (reencrypt_make_hot/post_segments_forward): [new 0..off) [hot] [old rest].
+Json segments_forward(const Context& c, std::uint64_t off, std::uint64_t len, bool hot) {
+  Json segs = Json::object();
+  int sg = 0;
+  const std::uint64_t end = off + len;
+  const bool old_after = end < c.device_size;
+  auto old_rest = [&]() {
+    std::optional<std::uint64_t> sz;
+    if (c.fixed_size) sz = c.device_size - end;
+    return old_segment(c, end, sz);
+  };
+  if (hot) {
+    if (off) segs[std::to_string(sg++)] = new_segment(c, 0, off, false);
+    segs[std::to_string(sg++)] = new_segment(c, off, len, true);
+  } else {
+    std::optional<std::uint64_t> sz;
+    if (old_after || c.fixed_size) sz = c.fixed_size && !old_after ? c.device_size : end;
+    segs[std::to_string(sg++)] = new_segment(c, 0, sz, false);
+  }
+  if (old_after) segs[std::to_string(sg++)] = old_rest();
+  return segs;
+}
+
+// Backward (reencrypt_make_hot/post_segments_backward): [old 0..off) [hot] [new rest]; the old
+// part is a copy of the current segment 0 with its size cut to off.
+Json segments_backward(const Json& root, const Context& c, std::uint64_t off, std::uint64_t len,
+                       bool hot) {
+  Json segs = Json::object();
+  int sg = 0;
+  if (off) {
+    Json old = root["segments"]["0"];
+    old["size"] = u64s(off);
+    segs[std::to_string(sg++)] = old;
+  }
+  if (hot) {
+    segs[std::to_string(sg++)] = new_segment(c, off, len, true);
+    const std::uint64_t end = off + len;
+    if (end < c.device_size) {
+      std::optional<std::uint64_t> sz;
+      if (c.fixed_size) sz = c.device_size - end;
+      segs[std::to_string(sg++)] = new_segment(c, end, sz, false);
+    }
+  } else {
+    std::optional<std::uint64_t> sz;
+    if (c.fixed_size && off) sz = c.device_size - off;
+    segs[std::to_string(sg++)] = new_segment(c, off, sz, false);
+  }
+  return segs;
+}
+
+// The segments while [off, off + len) is the hotzone (hot), or after it (post), with the backups
+// appended and the digests bound as reencrypt_assign_segments does.
 Result<void> set_segments(Json& root, const Context& c, const Json& prev, const Json& fin,
                           std::uint64_t off, std::uint64_t len, bool hot) {
   return guarded([&]() -> Result<void> {
-    Json segs = Json::object();
-    int sg = 0;
-    const std::uint64_t end = off + len;
-    const bool old_after = end < c.device_size;
-    auto old_rest = [&]() {
-      std::optional<std::uint64_t> sz;
-      if (c.fixed_size) sz = c.device_size - end;
-      return crypt_segment(c.data_offset + end, sz, c.old_seg.iv_tweak + (end >> 9),
-                           c.old_seg.encryption, c.old_seg.sector_size, false);
-    };
+    Json segs = c.forward() ? segments_forward(c, off, len, hot)
+                            : segments_backward(root, c, off, len, hot);
+    int sg = static_cast<int>(segs.size());
     unassign_all_segments(root);
+    root["segments"] = segs;
+    root["segments"][std::to_string(sg)] = prev;
+    root["segments"][std::to_string(sg + 1)] = fin;
+    if (c.mode != "reencrypt") {
+      // reencrypt_assign_segments_simple: the backups first (a crypt one to its digest), then
+      // every crypt segment in id order to the one key there is.
+      if (!c.old_seg.linear) assign(root, c.digest_old, sg);
+      if (!c.new_seg.linear) assign(root, c.digest_new, sg + 1);
+      const int key = c.old_seg.linear ? c.digest_new : c.digest_old;
+      for (int i = 0; i < sg + 2; ++i)
+        if (root["segments"][std::to_string(i)].value("type", "") == "crypt") assign(root, key, i);
+      return ok();
+    }
     if (hot) {
-      int rseg = 0;
-      if (off) {
-        std::optional<std::uint64_t> sz = off;
-        segs[std::to_string(sg++)] =
-            crypt_segment(c.data_offset, sz, c.new_seg.iv_tweak, c.new_seg.encryption,
-                          c.new_seg.sector_size, false);
-      }
-      rseg = sg;
-      segs[std::to_string(sg++)] =
-          crypt_segment(c.data_offset + off, len, c.new_seg.iv_tweak + (off >> 9),
-                        c.new_seg.encryption, c.new_seg.sector_size, true);
-      if (old_after) segs[std::to_string(sg++)] = old_rest();
-      root["segments"] = segs;
+      const int rseg = off ? 1 : 0;
       assign(root, c.digest_new, rseg);
       assign(root, c.digest_old, rseg);
       if (rseg > 0) assign(root, c.digest_new, 0);
       if (sg > rseg + 1) assign(root, c.digest_old, rseg + 1);
     } else {
-      std::optional<std::uint64_t> sz;
-      if (old_after || c.fixed_size) sz = c.fixed_size && !old_after ? c.device_size : end;
-      segs[std::to_string(sg++)] =
-          crypt_segment(c.data_offset, sz, c.new_seg.iv_tweak, c.new_seg.encryption,
-                        c.new_seg.sector_size, false);
-      if (old_after) segs[std::to_string(sg++)] = old_rest();
-      root["segments"] = segs;
       assign(root, c.digest_new, 0);
       if (sg > 1) assign(root, c.digest_old, 1);
     }
-    root["segments"][std::to_string(sg)] = prev;
-    assign(root, c.digest_old, sg++);
-    root["segments"][std::to_string(sg)] = fin;
-    assign(root, c.digest_new, sg);
+    assign(root, c.digest_old, sg);
+    assign(root, c.digest_new, sg + 1);
     return ok();
   });
 }
@@ -495,8 +567,10 @@ Result<void> on_cores(std::uint64_t len, std::uint64_t align, F&& f) {
 // --- the data path of one hotzone ----------------------------------------------------------------
 
 struct Engine {
-  BackingStore& store;
+  BackingStore& store;   // the data
+  BackingStore& header;  // the metadata and the resilience area (the data's store unless detached)
   Context& c;
+  // Null for a linear (plaintext) side: decrypt's new segment, encrypt's old one.
   std::unique_ptr<crypto::SectorCipher> old_cipher, new_cipher;
   std::vector<std::byte> buf;
 
@@ -511,8 +585,10 @@ struct Engine {
     const std::uint64_t align = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
     return on_cores(data.size(), align, [&](std::uint64_t b, std::uint64_t n) -> Result<void> {
       auto part = data.subspan(b, n);
-      CRYPTMAP_TRY_VOID(
-          old_cipher->decrypt({part, {}, SectorIndex{(off + b) / c.old_seg.sector_size}}));
+      if (old_cipher)
+        CRYPTMAP_TRY_VOID(
+            old_cipher->decrypt({part, {}, SectorIndex{(off + b) / c.old_seg.sector_size}}));
+      if (!new_cipher) return ok();
       return new_cipher->encrypt({part, {}, SectorIndex{(off + b) / c.new_seg.sector_size}});
     });
   }
@@ -548,7 +624,7 @@ Result<void> recover_hotzone(Engine& e) {
     if (blocks * hs > c.area_size)
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt checksum area too small"));
     std::vector<std::byte> stored(blocks * hs);
-    CRYPTMAP_TRY_VOID(e.store.read_at(ByteOffset{c.area_offset}, stored));
+    CRYPTMAP_TRY_VOID(e.header.read_at(ByteOffset{c.area_offset}, stored));
     CRYPTMAP_TRY_VOID(e.read(c.offset, data));
     std::vector<std::byte> now(hs);
     for (std::size_t b = 0; b < blocks; ++b) {
@@ -562,7 +638,7 @@ Result<void> recover_hotzone(Engine& e) {
   } else if (c.resilience == "journal") {
     if (len > c.area_size)
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than the hotzone"));
-    CRYPTMAP_TRY_VOID(e.store.read_at(ByteOffset{c.area_offset}, data));
+    CRYPTMAP_TRY_VOID(e.header.read_at(ByteOffset{c.area_offset}, data));
     CRYPTMAP_TRY_VOID(e.convert(c.offset, data));
     CRYPTMAP_TRY_VOID(e.write(c.offset, data));
     std::fill(data.begin(), data.end(), std::byte{0});
@@ -674,7 +750,7 @@ Result<std::unique_ptr<Luks2Header>> load_v2(const BackingStore& image) {
 
 }  // namespace
 
-Result<ReencryptStatus> reencrypt_status(const BackingStore& image) {
+Result<ReencryptStatus> reencrypt_status(const BackingStore& image, const BackingStore* data) {
   CRYPTMAP_TRY(h, load_v2(image));
   CRYPTMAP_TRY(doc, luks2::JsonDoc::parse(h->meta().json_text));
   ReencryptStatus s;
@@ -685,9 +761,9 @@ Result<ReencryptStatus> reencrypt_status(const BackingStore& image) {
     s.mode = c.mode;
     s.direction = c.direction;
     s.resilience = c.resilience;
-    if (fill_geometry(c, doc.root(), image.size_bytes())) {
+    if (fill_geometry(c, doc.root(), (data ? *data : image).size_bytes())) {
       s.crashed = c.crashed;
-      s.done_bytes = c.offset;
+      s.done_bytes = c.done();
       s.total_bytes = c.device_size;
     }
     return s;
@@ -696,6 +772,15 @@ Result<ReencryptStatus> reencrypt_status(const BackingStore& image) {
 
 Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> passphrase,
                             const ReencryptInitOptions& o) {
+  if (o.mode != "reencrypt" && o.mode != "decrypt" && o.mode != "encrypt")
+    return fail(make_error_fmt(Errc::kUnsupported, "cryptmap reencrypt: mode not implemented",
+                               kNoObject, "'%s' (cryptmap: reencrypt, decrypt, encrypt)",
+                               o.mode.c_str()));
+  const bool decrypt = o.mode == "decrypt";
+  // Encrypt: `image` is the header luksFormat has just written for the plain data; its key
+  // becomes the new key, its segment the final one, and the data is plaintext until converted.
+  const bool encrypt = o.mode == "encrypt";
+  const BackingStore& data_dev = o.data ? *o.data : image;
   CRYPTMAP_TRY(h, load_v2(image));
   const luks2::Metadata& m = h->meta();
   std::string unknown;
@@ -715,6 +800,17 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
         "Reencryption of a volume with integrity protection (--integrity) is not supported."));
   const luks2::Digest* dold = m.digest_for_segment(0);
   if (!dold) return fail(make_error(Errc::kCorrupt, "LUKS2 segment 0 has no digest", 0));
+  // cryptsetup's decrypt_luks2_init: in place only under a detached header, data at offset 0
+  // (with the header in the image cryptsetup 2.6 moves the data instead: not implemented here).
+  if (decrypt && (!o.data || seg->offset != 0))
+    return fail(make_error(Errc::kUnsupported,
+                           "LUKS2 decryption is supported with detached header device only (with "
+                           "data offset set to 0)."));
+  if (encrypt && (!o.data || seg->offset != 0))
+    return fail(
+        make_error(Errc::kUnsupported,
+                   "cryptmap reencrypt --encrypt: only with a detached header and data "
+                   "offset 0 (a data shift, --reduce-device-size, is not implemented yet)."));
 
   // Unlock first: a wrong passphrase changes nothing.
   auto unlocked = h->unlock(passphrase, o.key_slot);
@@ -724,14 +820,15 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
   const std::string cipher = o.cipher.empty() ? seg->encryption : o.cipher;
   const std::uint32_t key_bits =
       o.key_bits ? o.key_bits : static_cast<std::uint32_t>(vk_old.size() * 8);
-  const std::uint32_t ss = o.sector_size ? o.sector_size : seg->sector_size;
+  // Decryption checks the data against the old sector size (the new side has none).
+  const std::uint32_t ss = o.sector_size && !decrypt && !encrypt ? o.sector_size : seg->sector_size;
   if (ss < 512 || ss > 4096 || (ss & (ss - 1)))
     return fail(make_error(Errc::kInvalid, "Unsupported encryption sector size.", ss));
   if (key_bits == 0 || key_bits % 8 || key_bits > 8 * luks2::kMaxKeySize)
     return fail(make_error(Errc::kInvalid, "Key size must be a multiple of 8 bits", key_bits));
-  if (image.size_bytes() <= seg->offset)
-    return fail(make_error(Errc::kNoSpace, "Device is too small.", image.size_bytes()));
-  const std::uint64_t dev_size = seg->dynamic ? image.size_bytes() - seg->offset : seg->size;
+  if (data_dev.size_bytes() <= seg->offset)
+    return fail(make_error(Errc::kNoSpace, "Device is too small.", data_dev.size_bytes()));
+  const std::uint64_t dev_size = seg->dynamic ? data_dev.size_bytes() - seg->offset : seg->size;
   if (dev_size % ss)
     return fail(make_error_fmt(Errc::kInvalid,
                                "Data device is not aligned to requested encryption sector size.",
@@ -754,25 +851,34 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
   }
   (void)hash_size;
 
-  // The new volume key, checked against the cipher before anything is written.
-  CRYPTMAP_TRY(vk_new, SecretBytes::allocate(key_bits / 8));
-  CRYPTMAP_TRY_VOID(crypto::random_bytes(vk_new.span()));
-  SegmentInfo new_seg{seg->offset, std::nullopt, seg->iv_tweak, cipher, ss};
-  if (auto c = cipher_for(new_seg, vk_new.span()); !c) return fail(c.error());
+  // The new volume key, checked against the cipher before anything is written (none for
+  // decrypt: the data becomes plaintext).
+  SecretBytes vk_new;
+  if (!decrypt && !encrypt) {
+    CRYPTMAP_TRY(vk, SecretBytes::allocate(key_bits / 8));
+    CRYPTMAP_TRY_VOID(crypto::random_bytes(vk.span()));
+    vk_new = std::move(vk);
+    SegmentInfo new_seg{seg->offset, std::nullopt, seg->iv_tweak, cipher, ss};
+    if (auto c = cipher_for(new_seg, vk_new.span()); !c) return fail(c.error());
+  }
 
   // 1. The new keyslot, bound to a new digest that no segment uses yet (crypt_keyslot_add_by_key
   //    with CRYPT_VOLUME_KEY_NO_SEGMENT).
   CRYPTMAP_TRY(st, format::luks2_state(*h));
-  const int digest_new = first_free_id(st.doc.root()["digests"]);
-  CRYPTMAP_TRY(dnew, make_digest(vk_new.span(), o.pbkdf, Json::array()));
-  CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
-    st.doc.root()["digests"][std::to_string(digest_new)] = dnew;
-    return ok();
-  }));
-  CRYPTMAP_TRY(slot_new,
-               format::luks2_store_keyslot(image, st, std::nullopt, vk_new.span(), passphrase,
-                                           o.pbkdf, std::nullopt, digest_new));
-  (void)slot_new;
+  const int digest_new = decrypt   ? -1
+                         : encrypt ? dold->id
+                                   : first_free_id(st.doc.root()["digests"]);
+  if (!decrypt && !encrypt) {
+    CRYPTMAP_TRY(dnew, make_digest(vk_new.span(), o.pbkdf, Json::array()));
+    CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
+      st.doc.root()["digests"][std::to_string(digest_new)] = dnew;
+      return ok();
+    }));
+    CRYPTMAP_TRY(slot_new,
+                 format::luks2_store_keyslot(image, st, std::nullopt, vk_new.span(), passphrase,
+                                             o.pbkdf, std::nullopt, digest_new));
+    (void)slot_new;
+  }
 
   // 2. Backup segments, reencrypt keyslot, reencryption digest, requirement: one commit
   //    (reencrypt_init + reencrypt_make_backup_segments + LUKS2_keyslot_reencrypt_allocate).
@@ -802,10 +908,17 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
     Json& root = st.doc.root();
     Json& segs = root["segments"];
     Json prev = segs["0"];
+    if (encrypt) {
+      // reencrypt_set_encrypt_segments: the data is one linear segment, bound to no digest.
+      unassign_all_segments(root);
+      segs["0"] = linear_segment(seg->offset, std::nullopt, false);
+      prev = segs["0"];
+    }
     prev["flags"] = Json::array({"backup-previous"});
     segs["1"] = prev;
-    assign(root, dold->id, 1);
-    Json fin = crypt_segment(seg->offset, std::nullopt, seg->iv_tweak, cipher, ss, false);
+    if (!encrypt) assign(root, dold->id, 1);
+    Json fin = decrypt ? linear_segment(seg->offset, std::nullopt, false)
+                       : crypt_segment(seg->offset, std::nullopt, seg->iv_tweak, cipher, ss, false);
     fin["flags"] = Json::array({"backup-final"});
     segs["2"] = fin;
     assign(root, digest_new, 2);
@@ -821,8 +934,8 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
     ks["area"] = area;
     ks["type"] = "reencrypt";
     ks["key_size"] = 1;
-    ks["mode"] = "reencrypt";
-    ks["direction"] = "forward";
+    ks["mode"] = o.mode;
+    ks["direction"] = decrypt ? "backward" : "forward";  // cryptsetup's decrypt_luks2_init
     ks["priority"] = 0;
     root["keyslots"][std::to_string(first_free_id(root["keyslots"]))] = ks;
     Json& config = root["config"];
@@ -832,7 +945,8 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
     config["requirements"]["mandatory"].push_back(kRequirement);
     return ok();
   }));
-  CRYPTMAP_TRY(data, digest_data(st.doc.root(), vk_old.span(), vk_new.span(), false));
+  CRYPTMAP_TRY(data, encrypt ? digest_data(st.doc.root(), {}, vk_old.span())
+                             : digest_data(st.doc.root(), vk_old.span(), vk_new.span()));
   const int rks = reencrypt_keyslot(st.doc.root());
   CRYPTMAP_TRY(dre, make_digest(data.span(), o.pbkdf, Json::array({std::to_string(rks)})));
   CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
@@ -855,7 +969,9 @@ struct Loaded {
   Json prev, fin;  // the backup segments
 };
 
-Result<Loaded> load_verified(BackingStore& image, std::span<const std::byte> passphrase) {
+// `data_size`: bytes of the data device (the image's unless the header is detached).
+Result<Loaded> load_verified(BackingStore& image, std::uint64_t data_size,
+                             std::span<const std::byte> passphrase) {
   Loaded l;
   CRYPTMAP_TRY(h, load_v2(image));
   l.h = std::move(h);
@@ -865,7 +981,6 @@ Result<Loaded> load_verified(BackingStore& image, std::span<const std::byte> pas
                                "unknown mandatory requirement '%s'", unknown.c_str()));
   CRYPTMAP_TRY(st, format::luks2_state(*l.h));
   l.st = std::move(st);
-  const std::uint64_t image_size = image.size_bytes();
   CRYPTMAP_TRY(c, guarded([&]() -> Result<Context> {
                  CRYPTMAP_TRY(ctx, read_context(l.st.doc.root()));
                  return ctx;
@@ -878,21 +993,28 @@ Result<Loaded> load_verified(BackingStore& image, std::span<const std::byte> pas
         "repair it with cryptsetup reencrypt --repair"));
   auto geometry = guarded([&]() -> Result<void> {
     CRYPTMAP_TRY_VOID(check_supported(l.c, l.st.doc.root()));
-    return fill_geometry(l.c, l.st.doc.root(), image_size);
+    return fill_geometry(l.c, l.st.doc.root(), data_size);
   });
   if (!geometry) return fail(geometry.error());
 
   // Both keys, then the reencryption digest over them and the metadata.
-  CRYPTMAP_TRY(vk_old, unlock_digest(*l.h, passphrase, l.c.digest_old));
-  l.vk_old = std::move(vk_old);
-  CRYPTMAP_TRY(vk_new, l.c.digest_new == l.c.digest_old
-                           ? SecretBytes::copy_of(l.vk_old.span())
-                           : unlock_digest(*l.h, passphrase, l.c.digest_new));
-  l.vk_new = std::move(vk_new);
+  if (l.c.digest_old >= 0) {  // none for encrypt: the old side is plaintext
+    CRYPTMAP_TRY(vk_old, unlock_digest(*l.h, passphrase, l.c.digest_old));
+    l.vk_old = std::move(vk_old);
+  }
+  // The new key: none for decrypt; the old one again when both segments share a digest.
+  if (l.c.digest_new >= 0) {
+    CRYPTMAP_TRY(vk_new, l.c.digest_new == l.c.digest_old
+                             ? SecretBytes::copy_of(l.vk_old.span())
+                             : unlock_digest(*l.h, passphrase, l.c.digest_new));
+    l.vk_new = std::move(vk_new);
+  }
   {
+    const bool new_in_digest = l.c.digest_new >= 0 && l.c.digest_new != l.c.digest_old;
     CRYPTMAP_TRY(data, guarded([&]() {
-                   return digest_data(l.st.doc.root(), l.vk_old.span(), l.vk_new.span(),
-                                      l.c.digest_old == l.c.digest_new);
+                   return digest_data(l.st.doc.root(), l.vk_old.span(),
+                                      new_in_digest ? std::span<const std::byte>(l.vk_new.span())
+                                                    : std::span<const std::byte>());
                  }));
     const luks2::Digest* rd = l.h->meta().digest_for_keyslot(l.c.reenc_keyslot);
     if (!rd) return fail(make_error(Errc::kCorrupt, "Reencryption metadata is invalid."));
@@ -911,10 +1033,14 @@ Result<Loaded> load_verified(BackingStore& image, std::span<const std::byte> pas
 
 // Keys the data path of a run with both volume keys.
 Result<void> key_engine(Engine& e, const Loaded& l) {
-  CRYPTMAP_TRY(oc, cipher_for(l.c.old_seg, l.vk_old.span()));
-  CRYPTMAP_TRY(nc, cipher_for(l.c.new_seg, l.vk_new.span()));
-  e.old_cipher = std::move(oc);
-  e.new_cipher = std::move(nc);
+  if (!l.c.old_seg.linear) {
+    CRYPTMAP_TRY(oc, cipher_for(l.c.old_seg, l.vk_old.span()));
+    e.old_cipher = std::move(oc);
+  }
+  if (!l.c.new_seg.linear) {
+    CRYPTMAP_TRY(nc, cipher_for(l.c.new_seg, l.vk_new.span()));
+    e.new_cipher = std::move(nc);
+  }
   return ok();
 }
 
@@ -926,7 +1052,7 @@ Result<void> recover_if_crashed(BackingStore& image, Loaded& l, Engine& e) {
   CRYPTMAP_TRY_VOID(recover_hotzone(e));
   CRYPTMAP_TRY_VOID(set_segments(l.st.doc.root(), c, l.prev, l.fin, c.offset, c.hot_length, false));
   CRYPTMAP_TRY_VOID(commit_synced(image, l.st));
-  c.offset += c.hot_length;
+  if (c.forward()) c.offset += c.hot_length;  // backward: the boundary is the hotzone's start
   c.crashed = false;
   return ok();
 }
@@ -935,9 +1061,10 @@ Result<void> recover_if_crashed(BackingStore& image, Loaded& l, Engine& e) {
 
 // One run's state: the verified header, both keys' ciphers, where the run stands.
 struct ReencryptSession::State {
-  explicit State(BackingStore& img, Loaded loaded)
-      : image(img), l(std::move(loaded)), e{img, l.c, nullptr, nullptr, {}} {}
-  BackingStore& image;
+  State(BackingStore& img, BackingStore& dat, Loaded loaded)
+      : image(img), data(dat), l(std::move(loaded)), e{dat, img, l.c, nullptr, nullptr, {}} {}
+  BackingStore& image;  // the header (and the data unless detached)
+  BackingStore& data;
   Loaded l;
   Engine e;
   std::uint64_t max_len = 0;
@@ -958,9 +1085,11 @@ ReencryptSession::~ReencryptSession() {
 }
 
 Result<std::unique_ptr<ReencryptSession>> ReencryptSession::start(
-    BackingStore& image, std::span<const std::byte> passphrase, std::uint64_t max_hotzone_bytes) {
-  CRYPTMAP_TRY(l, load_verified(image, passphrase));
-  auto s = std::make_unique<State>(image, std::move(l));
+    BackingStore& image, std::span<const std::byte> passphrase, std::uint64_t max_hotzone_bytes,
+    BackingStore* data) {
+  BackingStore& dat = data ? *data : image;
+  CRYPTMAP_TRY(l, load_verified(image, dat.size_bytes(), passphrase));
+  auto s = std::make_unique<State>(image, dat, std::move(l));
   CRYPTMAP_TRY_VOID(key_engine(s->e, s->l));
   CRYPTMAP_TRY_VOID(recover_if_crashed(image, s->l, s->e));
   s->max_len = hotzone_length(s->l.c, max_hotzone_bytes);
@@ -970,12 +1099,16 @@ Result<std::unique_ptr<ReencryptSession>> ReencryptSession::start(
   return std::unique_ptr<ReencryptSession>(new ReencryptSession(std::move(s)));
 }
 
-std::uint64_t ReencryptSession::done_bytes() const noexcept { return s_->l.c.offset; }
+std::uint64_t ReencryptSession::done_bytes() const noexcept { return s_->l.c.done(); }
 std::uint64_t ReencryptSession::total_bytes() const noexcept { return s_->l.c.device_size; }
 std::uint64_t ReencryptSession::converted_bytes() const noexcept { return s_->bytes; }
 
 ReencryptSession::Hotzone ReencryptSession::next_hotzone() const noexcept {
   const Context& c = s_->l.c;
+  if (!c.forward()) {  // from the end towards the start (reencrypt_offset, _offset_backward)
+    const std::uint64_t len = std::min(s_->max_len, c.offset);
+    return {c.offset - len, len};
+  }
   if (c.offset >= c.device_size) return {c.device_size, 0};
   return {c.offset, std::min(s_->max_len, c.device_size - c.offset)};
 }
@@ -985,6 +1118,11 @@ Result<std::unique_ptr<Volume>> ReencryptSession::open_served_volume(
     std::shared_ptr<spdlog::logger> logger) {
   State& s = *s_;
   const Context& c = s.l.c;
+  if (c.mode != "reencrypt" || !c.forward() || &s.data != &s.image)
+    return fail(make_error_fmt(Errc::kUnsupported,
+                               "online reencryption of this kind is not implemented yet", kNoObject,
+                               "mode %s, direction %s%s", c.mode.c_str(), c.direction.c_str(),
+                               &s.data != &s.image ? ", detached header" : ""));
   CRYPTMAP_TRY(before, cipher_for(c.new_seg, s.l.vk_new.span()));
   CRYPTMAP_TRY(after, cipher_for(c.old_seg, s.l.vk_old.span()));
   const std::uint32_t ss = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
@@ -1082,16 +1220,16 @@ Result<void> ReencryptSession::convert_hotzone() {
   CRYPTMAP_TRY_VOID(s.e.convert(off, s.buf));
   s.hot_writing = true;
   CRYPTMAP_TRY_VOID(s.e.write(off, s.buf));
-  if (protect) CRYPTMAP_TRY_VOID(image.sync());
+  if (protect) CRYPTMAP_TRY_VOID(s.data.sync());
   CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, s.l.prev, s.l.fin, off, len, false));
   // After the last hotzone the finish is the next commit: no header ever shows one regular
   // segment that might be the old one (init) or the new one (done).
-  const bool last = off + len >= c.device_size;
+  const bool last = c.forward() ? off + len >= c.device_size : off == 0;
   if (protect && !last)
     CRYPTMAP_TRY_VOID(commit_synced(image, st));
   else
     s.dirty_none = !last;
-  c.offset += len;
+  c.offset = c.forward() ? off + len : off;
   s.bytes += len;
   s.hot_committed = s.hot_writing = false;
   return ok();
@@ -1101,13 +1239,14 @@ Result<ReencryptRunResult> ReencryptSession::stop() {
   State& s = *s_;
   std::fill(s.buf.begin(), s.buf.end(), std::byte{0});
   if (s.dirty_none) {
-    CRYPTMAP_TRY_VOID(s.image.sync());
+    CRYPTMAP_TRY_VOID(s.data.sync());
     CRYPTMAP_TRY_VOID(commit_synced(s.image, s.l.st));
     s.dirty_none = false;
   }
   ReencryptRunResult result;
   result.bytes = s.bytes;
-  if (s.l.c.offset >= s.l.c.device_size) {
+  if (s.l.c.done() >= s.l.c.device_size) {
+    CRYPTMAP_TRY_VOID(s.data.sync());
     CRYPTMAP_TRY_VOID(finish(s.image, s.l.st, s.l.c));
     CRYPTMAP_TRY_VOID(s.image.sync());
     result.finished = s.finished = true;
@@ -1117,7 +1256,7 @@ Result<ReencryptRunResult> ReencryptSession::stop() {
 
 Result<ReencryptRunResult> reencrypt_run(BackingStore& image, std::span<const std::byte> passphrase,
                                          const ReencryptRunOptions& o) {
-  CRYPTMAP_TRY(session, ReencryptSession::start(image, passphrase, o.max_hotzone_bytes));
+  CRYPTMAP_TRY(session, ReencryptSession::start(image, passphrase, o.max_hotzone_bytes, o.data));
   bool stop = o.progress && !o.progress(session->done_bytes(), session->total_bytes());
   while (!stop && session->next_hotzone().length > 0) {
     CRYPTMAP_TRY_VOID(session->step());
@@ -1132,6 +1271,11 @@ namespace {
 // segments either side of the boundary, the old key followed by the new one.
 Result<UnlockedVolume> paused_volume(const Loaded& l) {
   const Context& c = l.c;
+  if (c.mode != "reencrypt" || !c.forward())
+    return fail(make_error_fmt(
+        Errc::kUnsupported, "cryptmap: serving an image in reencryption of this kind", kNoObject,
+        "mode %s, direction %s is not implemented yet; finish it with reencrypt --resume-only",
+        c.mode.c_str(), c.direction.c_str()));
   auto old_spec = crypto::CipherSpec::parse(c.old_seg.encryption);
   auto new_spec = crypto::CipherSpec::parse(c.new_seg.encryption);
   if (!old_spec || !new_spec)
@@ -1184,8 +1328,8 @@ Result<UnlockedVolume> paused_volume(const Loaded& l) {
 }  // namespace
 
 Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase) {
-  CRYPTMAP_TRY(l, load_verified(image, passphrase));
-  Engine e{image, l.c, nullptr, nullptr, {}};
+  CRYPTMAP_TRY(l, load_verified(image, image.size_bytes(), passphrase));
+  Engine e{image, image, l.c, nullptr, nullptr, {}};
   CRYPTMAP_TRY_VOID(key_engine(e, l));
   CRYPTMAP_TRY_VOID(recover_if_crashed(image, l, e));
   return paused_volume(l);

@@ -16,11 +16,13 @@
 //                      cryptsetup does at activation), then the layout of the two crypt
 //                      segments either side of the boundary (docs/reencrypt.md §9).
 //
-// The on-disk rules are restated in docs/reencrypt.md. Only mode "reencrypt", direction
-// "forward" and the resilience modes checksum, journal and none are implemented; the rest
-// (encrypt, decrypt, backward, datashift, a detached header) is refused with kUnsupported naming
-// the missing feature. Thread-compatible; the store is borrowed for the call. The caller holds
-// the metadata lock and makes sure no one else uses the image (the daemon does not have it open).
+// The on-disk rules are restated in docs/reencrypt.md. Implemented: mode "reencrypt" (direction
+// "forward"), mode "decrypt" (direction "backward") and mode "encrypt" (direction "forward"; the
+// header luksFormat has just written) -- the last two without a data shift, so under a detached
+// header at data offset 0 (`data`: the data device) -- resilience checksum, journal and none.
+// The rest (reencrypt backward, datashift) is refused with kUnsupported naming the feature.
+// Thread-compatible; the store is borrowed for the call. The caller holds the metadata lock and
+// makes sure no one else uses the image (the daemon does not have it open).
 #pragma once
 
 #include <cstdint>
@@ -40,6 +42,7 @@ namespace cryptmap::volume {
 class BackingStore;
 
 struct ReencryptInitOptions {
+  std::string mode = "reencrypt";       // reencrypt | decrypt (backward) | encrypt (a fresh header)
   std::string cipher;                   // "" = keep the current segment's cipher
   std::uint32_t key_bits = 0;           // 0 = the current volume key's size
   std::uint32_t sector_size = 0;        // 0 = keep the current encryption sector size
@@ -47,6 +50,7 @@ struct ReencryptInitOptions {
   std::string hash = "sha256";          // checksum resilience hash
   PbkdfOptions pbkdf;                   // the new keyslot's KDF
   std::optional<int> key_slot;          // unlock (and re-key) only this keyslot
+  BackingStore* data = nullptr;         // the data device of a detached header (null: `image`)
 };
 
 // Errors: kBadKey (wrong passphrase, nothing written), kBusy (already in reencryption),
@@ -61,13 +65,16 @@ struct ReencryptStatus {
   std::string mode, direction, resilience;
   std::uint64_t done_bytes = 0, total_bytes = 0;
 };
-Result<ReencryptStatus> reencrypt_status(const BackingStore& image);
+// `data`: the data device when `image` is a detached header (null: the image holds the data).
+Result<ReencryptStatus> reencrypt_status(const BackingStore& image,
+                                         const BackingStore* data = nullptr);
 
 struct ReencryptRunOptions {
   std::uint64_t max_hotzone_bytes = 0;  // --hotzone-size; 0 = the resilience mode's default
   // Called after every hotzone (and once before the first); returning false stops cleanly
   // after the current hotzone, leaving a header either tool resumes.
   std::function<bool(std::uint64_t done, std::uint64_t total)> progress;
+  BackingStore* data = nullptr;  // the data device when `image` is a detached header
 };
 struct ReencryptRunResult {
   bool finished = false;  // false: stopped by `progress` (resumable)
@@ -98,9 +105,11 @@ class ReencryptSession {
     std::uint64_t length = 0;  // 0: nothing left to convert
   };
   // Errors: reencrypt_run's; kInvalid for a hotzone size below 512 bytes.
+  // `data`: the data device when `image` is a detached header (null: the image); borrowed.
   static Result<std::unique_ptr<ReencryptSession>> start(BackingStore& image,
                                                          std::span<const std::byte> passphrase,
-                                                         std::uint64_t max_hotzone_bytes);
+                                                         std::uint64_t max_hotzone_bytes,
+                                                         BackingStore* data = nullptr);
   ~ReencryptSession();
   ReencryptSession(const ReencryptSession&) = delete;
   ReencryptSession& operator=(const ReencryptSession&) = delete;
@@ -122,7 +131,8 @@ class ReencryptSession {
   // The volume to serve while this session runs online: the data of `store` (the image,
   // opened for serving) through a cipher whose boundary follows done_bytes(): [0, done) under
   // the new key, the rest under the old one. Its layout is flat (data offset, the larger
-  // sector size, the data size). Errors: open_volume's.
+  // sector size, the data size). Errors: open_volume's; kUnsupported for a mode other than
+  // "reencrypt" forward.
   Result<std::unique_ptr<Volume>> open_served_volume(std::unique_ptr<BackingStore> store,
                                                      const VolumeOptions& options,
                                                      std::shared_ptr<spdlog::logger> logger);
@@ -130,7 +140,7 @@ class ReencryptSession {
   // What the image unlocks to now: while in reencryption reencrypt_open()'s layout (two
   // segments), after a finishing stop() the plain LUKS2 layout under the new key.
   Result<VolumeLayout> layout_now() const;
-  std::uint64_t done_bytes() const noexcept;       // data under the new key (the boundary)
+  std::uint64_t done_bytes() const noexcept;       // data converted (forward: the boundary)
   std::uint64_t total_bytes() const noexcept;      // data size
   std::uint64_t converted_bytes() const noexcept;  // by this session's steps
 

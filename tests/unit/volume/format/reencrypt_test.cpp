@@ -1,8 +1,9 @@
 // volume/format/luks2_reencrypt.h on in-memory images: a whole run keeps the data (decrypted
 // with the new key afterwards), a stop after some hotzones resumes, a wrong passphrase and a
 // tampered reencryption keyslot change nothing (docs/reencrypt.md §5), and an image in
-// reencryption is served through its two crypt segments (§9), and an online run keeps every
-// write made through the served volume while the boundary moves under it (§10).
+// reencryption is served through its two crypt segments (§9), an online run keeps every
+// write made through the served volume while the boundary moves under it (§10), and a
+// decryption under a detached header goes backward through linear segments to plaintext (§11).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -197,6 +198,173 @@ TEST(Reencrypt, AnImageInReencryptionIsNotOpenedAndNotInitializedTwice) {
   auto again = reencrypt_init(*img, pass("right"), init_options("journal"));
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, Errc::kBusy);
+}
+
+// A detached header (data at offset 0) over a data store of kData bytes whose plaintext is
+// deterministic: decryption's setting (docs/reencrypt.md §11).
+struct Detached {
+  std::unique_ptr<MemBackingStore> hdr, data;
+};
+Detached detached_with_data() {
+  Detached d{std::make_unique<MemBackingStore>(kDataOffset, "mem:dec.hdr"),
+             std::make_unique<MemBackingStore>(kData, "mem:dec.img")};
+  LuksFormatOptions o;
+  o.pbkdf.type = "pbkdf2";
+  o.pbkdf.force_iterations = 1000;
+  o.detached_header = true;
+  o.offset_sectors = 0;
+  o.data_device_bytes = kData;
+  auto f = luks_format(*d.hdr, o, pass("right"));
+  EXPECT_TRUE(f) << f.error().message();
+  if (!f) return d;
+  auto h = load_luks_header(*d.hdr, std::nullopt);
+  EXPECT_TRUE(h && (*h)->layout().data_offset_bytes == 0);
+  crypto::SectorCipherConfig cfg;
+  cfg.spec = (*h)->layout().cipher;
+  cfg.sector_size = (*h)->layout().sector_size;
+  auto c = crypto::make_sector_cipher(cfg, f->volume_key.span());
+  auto data = test::deterministic_bytes(kData, 19);
+  EXPECT_TRUE((*c)->encrypt({data, {}, SectorIndex{0}}));
+  EXPECT_TRUE(d.data->write_at(ByteOffset{0}, data));
+  return d;
+}
+
+nlohmann::ordered_json header_json(const MemBackingStore& hdr) {
+  auto disk = luks2::read_luks2_header(hdr, "mem");
+  EXPECT_TRUE(disk);
+  return disk ? nlohmann::ordered_json::parse(disk->meta.json_text) : nlohmann::ordered_json{};
+}
+
+TEST(Reencrypt, DecryptionGoesBackwardWithLinearSegmentsAndEndsInPlaintext) {
+  for (const char* res : {"checksum", "journal", "none"}) {
+    auto d = detached_with_data();
+    ReencryptInitOptions io;
+    io.mode = "decrypt";
+    io.resilience = res;
+    io.pbkdf.type = "pbkdf2";
+    io.pbkdf.force_iterations = 1000;
+    io.data = d.data.get();
+    ASSERT_TRUE(reencrypt_init(*d.hdr, pass("right"), io)) << res;
+    auto j = header_json(*d.hdr);
+    EXPECT_EQ(j["keyslots"]["1"]["mode"], "decrypt");
+    EXPECT_EQ(j["keyslots"]["1"]["direction"], "backward");
+    EXPECT_EQ(j["segments"]["2"].dump(),
+              R"({"type":"linear","offset":"0","size":"dynamic","flags":["backup-final"]})");
+    EXPECT_EQ(j["digests"]["0"]["segments"].dump(), R"(["0","1"])");
+    // Two hotzones of 256 KiB from the end, then a stop.
+    ReencryptRunOptions ro;
+    ro.max_hotzone_bytes = 256 << 10;
+    ro.data = d.data.get();
+    int calls = 0;
+    ro.progress = [&](std::uint64_t, std::uint64_t) { return ++calls < 3; };
+    auto first = reencrypt_run(*d.hdr, pass("right"), ro);
+    ASSERT_TRUE(first) << res << ": " << first.error().message();
+    EXPECT_FALSE(first->finished);
+    auto st = reencrypt_status(*d.hdr, d.data.get());
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->done_bytes, 512u << 10);
+    j = header_json(*d.hdr);
+    const std::string left = std::to_string(kData - (512 << 10));
+    // Post segments (backward): the encrypted rest, the plaintext from the boundary, backups.
+    EXPECT_EQ(j["segments"]["0"]["type"], "crypt");
+    EXPECT_EQ(j["segments"]["0"]["size"], left);
+    EXPECT_EQ(j["segments"]["1"].dump(),
+              R"({"type":"linear","offset":")" + left + R"(","size":"dynamic"})");
+    EXPECT_EQ(j["segments"]["2"]["flags"][0], "backup-previous");
+    EXPECT_EQ(j["digests"]["0"]["segments"].dump(), R"(["2","0"])");
+    // The plaintext part is plain already, the rest still ciphertext.
+    std::vector<std::byte> tail(512 << 10);
+    ASSERT_TRUE(d.data->read_at(ByteOffset{kData - (512 << 10)}, tail));
+    const auto want = test::deterministic_bytes(kData, 19);
+    EXPECT_TRUE(std::equal(tail.begin(), tail.end(), want.end() - (512 << 10)));
+    ro.progress = nullptr;
+    auto second = reencrypt_run(*d.hdr, pass("right"), ro);
+    ASSERT_TRUE(second) << res << ": " << second.error().message();
+    EXPECT_TRUE(second->finished);
+    j = header_json(*d.hdr);
+    EXPECT_EQ(j["segments"].dump(), R"({"0":{"type":"linear","offset":"0","size":"dynamic"}})");
+    EXPECT_TRUE(j["keyslots"].empty());
+    EXPECT_TRUE(j["digests"].empty());
+    EXPECT_FALSE(j["config"].contains("requirements"));
+    std::vector<std::byte> all(kData);
+    ASSERT_TRUE(d.data->read_at(ByteOffset{0}, all));
+    EXPECT_EQ(all, want) << res;
+  }
+}
+
+TEST(Reencrypt, DecryptionNeedsADetachedHeaderAtDataOffsetZero) {
+  auto img = image_with_data();
+  const auto before = all_of(*img);
+  ReencryptInitOptions io;
+  io.mode = "decrypt";
+  auto r = reencrypt_init(*img, pass("right"), io);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kUnsupported);
+  EXPECT_EQ(all_of(*img), before);
+}
+
+TEST(Reencrypt, EncryptionGoesForwardFromLinearSegmentsUnderTheFormattedKey) {
+  // A plain data store and a fresh detached header for it (docs/reencrypt.md §12).
+  MemBackingStore hdr(kDataOffset, "mem:enc.hdr"), data(kData, "mem:enc.img");
+  const auto plain = test::deterministic_bytes(kData, 20);
+  ASSERT_TRUE(data.write_at(ByteOffset{0}, plain));
+  LuksFormatOptions o;
+  o.pbkdf.type = "pbkdf2";
+  o.pbkdf.force_iterations = 1000;
+  o.detached_header = true;
+  o.offset_sectors = 0;
+  o.sector_size = 512;
+  o.data_device_bytes = kData;
+  auto f = luks_format(hdr, o, pass("right"));
+  ASSERT_TRUE(f) << f.error().message();
+  ReencryptInitOptions io;
+  io.mode = "encrypt";
+  io.pbkdf = o.pbkdf;
+  io.data = &data;
+  ASSERT_TRUE(reencrypt_init(hdr, pass("right"), io));
+  auto j = header_json(hdr);
+  EXPECT_EQ(j["keyslots"]["1"]["mode"], "encrypt");
+  EXPECT_EQ(j["keyslots"]["1"]["direction"], "forward");
+  EXPECT_EQ(j["segments"]["0"].dump(), R"({"type":"linear","offset":"0","size":"dynamic"})");
+  EXPECT_EQ(j["segments"]["1"]["type"], "linear");
+  EXPECT_EQ(j["segments"]["2"]["type"], "crypt");
+  EXPECT_EQ(j["digests"]["0"]["segments"].dump(), R"(["2"])");
+  ReencryptRunOptions ro;
+  ro.max_hotzone_bytes = 256 << 10;
+  ro.data = &data;
+  int calls = 0;
+  ro.progress = [&](std::uint64_t, std::uint64_t) { return ++calls < 2; };
+  auto first = reencrypt_run(hdr, pass("right"), ro);
+  ASSERT_TRUE(first) << first.error().message();
+  EXPECT_FALSE(first->finished);
+  j = header_json(hdr);
+  // Post segments (forward): the encrypted start, the plain rest, backups; digest: final first.
+  EXPECT_EQ(j["segments"]["0"]["type"], "crypt");
+  EXPECT_EQ(j["segments"]["0"]["size"], std::to_string(256 << 10));
+  EXPECT_EQ(j["segments"]["1"].dump(), R"({"type":"linear","offset":")" +
+                                           std::to_string(256 << 10) + R"(","size":"dynamic"})");
+  EXPECT_EQ(j["digests"]["0"]["segments"].dump(), R"(["3","0"])");
+  ro.progress = nullptr;
+  auto second = reencrypt_run(hdr, pass("right"), ro);
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_TRUE(second->finished);
+  // Now a plain LUKS2 header whose key decrypts the data to what it was.
+  auto h = load_luks_header(hdr, std::nullopt);
+  ASSERT_TRUE(h) << h.error().message();
+  auto k = (*h)->unlock(pass("right"), std::nullopt);
+  ASSERT_TRUE(k);
+  EXPECT_EQ(k->volume_key.size(), f->volume_key.size());
+  EXPECT_EQ(std::memcmp(k->volume_key.data(), f->volume_key.data(), f->volume_key.size()), 0);
+  crypto::SectorCipherConfig cfg;
+  cfg.spec = (*h)->layout().cipher;
+  cfg.sector_size = (*h)->layout().sector_size;
+  auto c = crypto::make_sector_cipher(cfg, k->volume_key.span());
+  ASSERT_TRUE(c);
+  std::vector<std::byte> all(kData);
+  ASSERT_TRUE(data.read_at(ByteOffset{0}, all));
+  EXPECT_NE(all, plain);
+  ASSERT_TRUE((*c)->decrypt({all, {}, SectorIndex{0}}));
+  EXPECT_EQ(all, plain);
 }
 
 // open of an image in reencryption (docs/reencrypt.md §9): the new key before the boundary, the
