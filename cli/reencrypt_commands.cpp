@@ -282,12 +282,12 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   const bool decrypting =
       a.decrypt || status->mode == "decrypt" || a.encrypt || status->mode == "encrypt";
   if (open_as && (decrypting || !a.header.empty())) {
-    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << *open_as
+    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
               << "; online "
               << (decrypting ? "encryption or decryption (reencrypt --encrypt/--decrypt)"
                              : "reencryption with a detached header (--header)")
               << " is not implemented yet. Close it first (cryptmap close "
-              << open_as->substr(open_as->rfind('/') + 1) << ") and run it offline.\n";
+              << open_as->name << ") and run it offline.\n";
     return kExitBusy;
   }
   if (status->in_reencryption && a.init_only)
