@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "base/exit_code.h"
+#include "base/io_thread.h"
 #include "base/secret.h"
 #include "fs/volume_server.h"
 #include "volume/metadata_lock.h"
@@ -338,6 +339,9 @@ class Daemon {
     Run& r = *run;
     runs_.emplace(req.name, std::move(run));
     r.thread = std::thread([this, &r] {
+      // It holds hotzones against the file's I/O and writes the image: an allocation that
+      // waited on reclaim could wait on writeback through that file (docs/architecture.md §4.1).
+      mark_io_thread();
       Reply out = run_reencryption(r);
       send(r.conn.get(), out);
       r.conn.reset();
