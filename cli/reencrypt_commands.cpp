@@ -286,8 +286,8 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
               << "; online "
               << (decrypting ? "encryption or decryption (reencrypt --encrypt/--decrypt)"
                              : "reencryption with a detached header (--header)")
-              << " is not implemented yet. Close it first (cryptmap close "
-              << open_as->name << ") and run it offline.\n";
+              << " is not implemented yet. Close it first (cryptmap close " << open_as->name
+              << ") and run it offline.\n";
     return kExitBusy;
   }
   if (status->in_reencryption && a.init_only)
