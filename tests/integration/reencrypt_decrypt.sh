@@ -77,7 +77,8 @@ stopped_inside() {
   if [[ $2 == none ]]; then [[ $st == paused* ]]; else [[ $st == hot* ]]; fi
 }
 # A tool initializes (--init-only) and its --resume-only run (32 KiB hotzones) is stopped at a
-# random moment until the stop lands inside it; then the other tool finishes. Both ways for
+# random one of its syncs (stop_at_sync) until the stop lands inside it; then the other tool
+# finishes. Both ways for
 # checksum (the default), one way each for journal and none (CI time).
 for res in checksum journal none; do
   sig=KILL pairs=("cs cm" "cm cs")
@@ -98,11 +99,8 @@ for res in checksum journal none; do
       cp --sparse=always "$T/base.img" "$T/c.img"
       cp "$T/init.hdr" "$T/c.hdr"
       run_cmd "$first" c --resume-only --hotzone-size 32k
-      "${RUN[@]}" > /dev/null 2>&1 &
-      pid=$!
-      kill_delay "$ms"
-      kill -"$sig" "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
+      if [[ $res == none ]]; then STOP_AT=pwrite64 stop_at_sync "$sig" "${RUN[@]}"
+      else stop_at_sync "$sig" "${RUN[@]}"; fi
       stopped_inside c "$res" || continue
       caught=1
       if [[ $second == cm ]]; then

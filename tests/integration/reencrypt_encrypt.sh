@@ -77,16 +77,12 @@ for pair in "cs cm" "cm cs"; do
   for try in $(seq 1 20); do
     cp "$T/base.img" "$T/c.img"; cp "$T/init.hdr" "$T/c.hdr"
     if [[ $first == cs ]]; then
-      cryptsetup reencrypt --resume-only --batch-mode --force-offline-reencrypt --key-file "$K" \
-        --hotzone-size 32k --header "$T/c.hdr" "$T/c.img" > /dev/null 2>&1 &
+      stop_at_sync KILL cryptsetup reencrypt --resume-only --batch-mode --force-offline-reencrypt \
+        --key-file "$K" --hotzone-size 32k --header "$T/c.hdr" "$T/c.img"
     else
-      "$CRYPTMAP" reencrypt --resume-only --batch-mode --key-file "$K" --hotzone-size 32k \
-        --header "$T/c.hdr" "$T/c.img" > /dev/null 2>&1 &
+      stop_at_sync KILL "$CRYPTMAP" reencrypt --resume-only --batch-mode --key-file "$K" \
+        --hotzone-size 32k --header "$T/c.hdr" "$T/c.img"
     fi
-    pid=$!
-    kill_delay "$ms"
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
     hot_state "$T/c.hdr" || continue
     caught=1
     if [[ $second == cs ]]; then

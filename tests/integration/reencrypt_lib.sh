@@ -77,6 +77,19 @@ hot_state() { cryptsetup luksDump --dump-json-metadata "$1" | grep -q '"in-reenc
 
 # ms one whole run of a command takes on this machine (idle or loaded), so kills land inside one.
 run_ms() { local t0; t0=$(date +%s%N); "$@" > /dev/null 2>&1 || true; echo $((($(date +%s%N) - t0) / 1000000)); }
+# stop_at_sync SIG CMD...: runs CMD and sends it SIG when it enters its Nth fsync/fdatasync, N
+# random from 8 to 47 (strace's fault injection). A stop at an exact point of the hotzone
+# protocol (each hotzone syncs several times: hot metadata, resilience data, data, post
+# metadata), whatever this machine's speed: a delay after the start lands in the run's start-up
+# on a slow machine and after its end on a fast one. STOP_AT=pwrite64 counts writes instead
+# (resilience none syncs little).
+stop_at_sync() {
+  local sig=$1 calls=${STOP_AT:-fsync,fdatasync}
+  shift
+  command -v strace > /dev/null || fail "strace is needed (apt-get install strace)"
+  strace -f -o /dev/null -e trace="$calls" \
+    -e inject="$calls":signal="$sig":when=$((8 + RANDOM % 40)) "$@" > /dev/null 2>&1 || true
+}
 # Sleeps a random 10-90 % of $1 ms.
 kill_delay() { local ms=$(($1 * (10 + RANDOM % 81) / 100)); sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"; }
 
