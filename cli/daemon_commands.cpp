@@ -1466,9 +1466,14 @@ std::optional<ServedImage> daemon_volume_of_image(const std::string& image,
   req.verb = Verb::kStatus;
   auto reply = ask_running_daemon(*paths, req);
   if (!reply || reply->exit_code != kExitOk) return std::nullopt;
-  const std::string want = absolute(image);
+  // An rbd: argument names the same image whatever client settings open pinned into it.
+  auto same_image = [&](const std::string& served) {
+    auto a = volume::parse_rbd_spec(image), b = volume::parse_rbd_spec(served);
+    if (a && b) return a->pool == b->pool && a->image == b->image && a->snap == b->snap;
+    return absolute(served) == absolute(image);
+  };
   for (const auto& v : reply->volumes)
-    if (absolute(v.source.image) == want)
+    if (same_image(v.source.image))
       return ServedImage{paths->mount_dir + "/" + v.name, v.name, v.reencrypting,
                          reply->daemon_pid};
   return std::nullopt;

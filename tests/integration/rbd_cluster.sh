@@ -208,6 +208,13 @@ record_fuse_conn
   --ceph-conf ceph.conf --ceph-id admin) || fail "open with a relative --ceph-conf, served by a daemon without \$CEPH_CONF"
 cm status enc --mount-dir "$MNT" | grep -q "rbd:rbd/enc:conf=$C/ceph.conf:id=admin" ||
   fail "status does not show the pinned client: $(cm status enc --mount-dir "$MNT")"
+# The served (pinned) argument is still found as the image the user names: an offline
+# reencryption of it is refused, not run under the daemon.
+set +e
+"$CRYPTMAP" reencrypt --batch-mode --force-offline-reencrypt --key-file "$P" --mount-dir "$MNT" rbd:rbd/enc > "$T/out" 2>&1; rc=$?
+set -e
+[[ $rc == 5 ]] && grep -q "is open in cryptmap's daemon" "$T/out" ||
+  fail "reencrypt of the served, pinned rbd:rbd/enc: exit $rc, '$(cat "$T/out")'"
 [[ $(blkid -p -o value -s TYPE "$MNT/enc") == ext4 ]] ||
   fail "the ext4 made over RBD does not show through a daemon without \$CEPH_CONF"
 cm_close enc
