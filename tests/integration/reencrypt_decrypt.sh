@@ -58,18 +58,7 @@ cm_dec --header "$T/acs.hdr" --resume-only "$T/acs.img" || fail "1: cryptmap can
 decrypted acs "1 (cryptmap)"
 diff <(shape "$T/acs.hdr") <(shape "$T/a.hdr") || fail "1: the finished headers differ in shape"
 
-# run_cmd TOOL NAME [OPTIONS...]: sets RUN to a decryption run by cryptsetup (cs) or cryptmap (cm)
-# of NAME (a command, not a function: `"${RUN[@]}" &` must give the tool's own pid to kill).
-run_cmd() {
-  local tool=$1 name=$2; shift 2
-  if [[ $tool == cs ]]; then
-    RUN=(cryptsetup reencrypt --decrypt --batch-mode --force-offline-reencrypt "${FAST[@]}"
-      --key-file "$K" --header "$T/$name.hdr" "$@" "$T/$name.img")
-  else
-    RUN=("$CRYPTMAP" reencrypt --decrypt --batch-mode "${FAST[@]}" --key-file "$K"
-      --header "$T/$name.hdr" "$@" "$T/$name.img")
-  fi
-}
+run_cmd() { mode_run_cmd --decrypt "$@"; }  # run_cmd TOOL NAME [OPTIONS...]: a decryption run
 # stopped_inside NAME RES: the run was caught where RES can be resumed from (a hotzone flagged
 # for checksum/journal; a paused header for none).
 stopped_inside() {

@@ -32,17 +32,7 @@ encrypted() {
     --header "$T/dec.hdr" "$T/dec.img" > /dev/null || fail "$2: cryptsetup cannot decrypt it"
   pattern_check "$T/dec.img" 0 "$DATA" 7 || fail "$2: data differs after cryptsetup's decryption"
 }
-# run_cmd TOOL NAME [OPTIONS...]: RUN = an encryption run by cryptsetup (cs) or cryptmap (cm).
-run_cmd() {
-  local tool=$1 name=$2; shift 2
-  if [[ $tool == cs ]]; then
-    RUN=(cryptsetup reencrypt --encrypt --batch-mode --force-offline-reencrypt "${FAST[@]}"
-      --key-file "$K" --header "$T/$name.hdr" "$@" "$T/$name.img")
-  else
-    RUN=("$CRYPTMAP" reencrypt --encrypt --batch-mode "${FAST[@]}" --key-file "$K"
-      --header "$T/$name.hdr" "$@" "$T/$name.img")
-  fi
-}
+run_cmd() { mode_run_cmd --encrypt "$@"; }  # run_cmd TOOL NAME [OPTIONS...]: an encryption run
 resume() {  # resume TOOL NAME
   if [[ $1 == cs ]]; then
     cryptsetup reencrypt --resume-only --batch-mode --force-offline-reencrypt --key-file "$K" \

@@ -77,6 +77,20 @@ hot_state() { cryptsetup luksDump --dump-json-metadata "$1" | grep -q '"in-reenc
 
 # ms one whole run of a command takes on this machine (idle or loaded), so kills land inside one.
 run_ms() { local t0; t0=$(date +%s%N); "$@" > /dev/null 2>&1 || true; echo $((($(date +%s%N) - t0) / 1000000)); }
+# mode_run_cmd --encrypt|--decrypt TOOL NAME [OPTIONS...]: sets RUN to that run by cryptsetup (cs)
+# or cryptmap (cm) over the detached header $T/NAME.hdr and the device $T/NAME.img (an array, so
+# the caller runs the tool itself, e.g. under stop_at_sync).
+mode_run_cmd() {
+  local mode=$1 tool=$2 name=$3
+  shift 3
+  if [[ $tool == cs ]]; then
+    RUN=(cryptsetup reencrypt "$mode" --batch-mode --force-offline-reencrypt "${FAST[@]}"
+      --key-file "$K" --header "$T/$name.hdr" "$@" "$T/$name.img")
+  else
+    RUN=("$CRYPTMAP" reencrypt "$mode" --batch-mode "${FAST[@]}" --key-file "$K"
+      --header "$T/$name.hdr" "$@" "$T/$name.img")
+  fi
+}
 # stop_at_sync SIG CMD...: runs CMD and sends it SIG when it enters its Nth fsync/fdatasync, N
 # random from 8 to 47 (strace's fault injection). A stop at an exact point of the hotzone
 # protocol (each hotzone syncs several times: hot metadata, resilience data, data, post
