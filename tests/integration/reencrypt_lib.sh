@@ -104,8 +104,6 @@ stop_at_sync() {
   strace -f -o /dev/null -e trace="$calls" \
     -e inject="$calls":signal="$sig":when=$((8 + RANDOM % 40)) "$@" > /dev/null 2>&1 || true
 }
-# Sleeps a random 10-90 % of $1 ms.
-kill_delay() { local ms=$(($1 * (10 + RANDOM % 81) / 100)); sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"; }
 
 # reenc_state IMAGE: "done" when not in reencryption, else "hot B" (a hotzone flagged
 # in-reencryption starts at B) or "paused B": B bytes of data already under the new key, from

@@ -17,22 +17,16 @@ watchdog 240
 # interrupted IMAGE TOOL RESILIENCE [options...]: kills TOOL's reencryption of IMAGE inside a
 # hotzone (retried until the header shows one flagged in-reencryption past the first hotzone).
 interrupted() {
-  local img=$1 tool=$2 res=$3 ms pid try; shift 3
+  local img=$1 tool=$2 res=$3 try; shift 3
   local -a run
   if [[ $tool == cryptsetup ]]; then
     run=(cryptsetup reencrypt --batch-mode --force-offline-reencrypt "${FAST[@]}" --key-file "$K" --resilience "$res" --hotzone-size 32k "$@")
   else
     run=("$CRYPTMAP" reencrypt --batch-mode "${FAST[@]}" --key-file "$K" --resilience "$res" --hotzone-size 32k "$@")
   fi
-  new_image "$img"
-  ms=$(run_ms "${run[@]}" "$img")
   for try in $(seq 1 20); do
     new_image "$img"
-    "${run[@]}" "$img" > /dev/null 2>&1 &
-    pid=$!
-    kill_delay "$ms"
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_at_sync KILL "${run[@]}" "$img"
     hot_state "$img" || continue
     local b; b=$(boundary "$img")
     ((b > 0 && b + 65536 <= DATA)) && return 0  # recovery must leave some old data after it

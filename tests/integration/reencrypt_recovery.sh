@@ -2,30 +2,20 @@
 # Interrupted reencryptions handed between cryptmap and cryptsetup 2.6.1, for the resilience
 # modes checksum and journal (docs/reencrypt.md §6): cryptsetup is killed (kill -9) inside a
 # hotzone and cryptmap recovers and finishes; cryptmap is killed inside a hotzone and cryptsetup
-# recovers (`repair`) and finishes. Each attempt kills at a random moment and is retried until
-# the kill lands inside a hotzone (a segment flagged in-reencryption); the data is then checked
-# through cryptmap open and by cryptsetup's own decryption (reencrypt_lib.sh).
+# recovers (`repair`) and finishes. Each attempt kills the run at a random one of its syncs
+# (stop_at_sync: a point of the hotzone protocol, whatever the machine's speed) and is retried
+# until the kill lands inside a hotzone (a segment flagged in-reencryption); the data is then
+# checked through cryptmap open and by cryptsetup's own decryption (reencrypt_lib.sh).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/reencrypt_lib.sh"
 watchdog 300
 for res in checksum journal; do
-  new_image "$T/t.img"
-  cs_ms=$(run_ms cryptsetup reencrypt --batch-mode --force-offline-reencrypt "${FAST[@]}" --key-file "$K" \
-    --resilience "$res" --hotzone-size 32k "$T/t.img")
-  new_image "$T/t.img"
-  cm_ms=$(run_ms "$CRYPTMAP" reencrypt --batch-mode "${FAST[@]}" --key-file "$K" --resilience "$res" \
-    --hotzone-size 32k "$T/t.img")
-  note "3. $res: a whole run takes $cs_ms ms (cryptsetup), $cm_ms ms (cryptmap) here"
   note "3. $res: cryptsetup killed inside a hotzone, cryptmap recovers and resumes"
   caught=0
   for try in $(seq 1 15); do
     new_image "$T/c.img"
-    cryptsetup reencrypt --batch-mode --force-offline-reencrypt "${FAST[@]}" --key-file "$K" \
-      --resilience "$res" --hotzone-size 32k "$T/c.img" > /dev/null 2>&1 &
-    pid=$!
-    kill_delay "$cs_ms"
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_at_sync KILL cryptsetup reencrypt --batch-mode --force-offline-reencrypt "${FAST[@]}" \
+      --key-file "$K" --resilience "$res" --hotzone-size 32k "$T/c.img"
     hot_state "$T/c.img" || continue  # killed between hotzones, or finished: try again
     caught=1
     cm reencrypt --resume-only --batch-mode --key-file "$K" "$T/c.img" || fail "3/$res: cryptmap cannot resume"
@@ -39,11 +29,8 @@ for res in checksum journal; do
   caught=0
   for try in $(seq 1 15); do
     new_image "$T/d.img"
-    "$CRYPTMAP" reencrypt --batch-mode "${FAST[@]}" --key-file "$K" --resilience "$res" --hotzone-size 32k "$T/d.img" &
-    pid=$!
-    kill_delay "$cm_ms"
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_at_sync KILL "$CRYPTMAP" reencrypt --batch-mode "${FAST[@]}" --key-file "$K" \
+      --resilience "$res" --hotzone-size 32k "$T/d.img"
     hot_state "$T/d.img" || continue
     caught=1
     # cryptsetup recovers an interrupted hotzone in `repair` (its --resume-only refuses a crashed
