@@ -564,6 +564,18 @@ Result<void> on_cores(std::uint64_t len, std::uint64_t align, F&& f) {
   return ok();
 }
 
+// on_cores, each core's piece taken a chunk (about 1 MiB, aligned to `align`) at a time: the
+// steps f runs on a chunk (read, hash; convert, write) find it in the CPU cache, not in memory.
+template <class F>
+Result<void> on_cores_chunked(std::uint64_t len, std::uint64_t align, F&& f) {
+  const std::uint64_t chunk = std::max<std::uint64_t>(align, (1u << 20) / align * align);
+  return on_cores(len, align, [&](std::uint64_t b, std::uint64_t n) -> Result<void> {
+    for (std::uint64_t at = b; at < b + n; at += chunk)
+      CRYPTMAP_TRY_VOID(f(at, std::min(chunk, b + n - at)));
+    return ok();
+  });
+}
+
 // --- the data path of one hotzone ----------------------------------------------------------------
 
 struct Engine {
@@ -580,35 +592,63 @@ struct Engine {
   Result<void> write(std::uint64_t off, std::span<const std::byte> in) {
     return store.write_at(ByteOffset{c.data_offset + off}, in);
   }
-  // Decrypts `data` (old ciphertext of [off, ...)) and encrypts it with the new key in place.
+  std::uint64_t sector_align() const {
+    return std::max(c.old_seg.sector_size, c.new_seg.sector_size);
+  }
+  // Decrypts `part` (old ciphertext at data offset `off`) and encrypts it with the new key in
+  // place.
+  Result<void> convert_part(std::uint64_t off, std::span<std::byte> part) {
+    if (old_cipher)
+      CRYPTMAP_TRY_VOID(old_cipher->decrypt({part, {}, SectorIndex{off / c.old_seg.sector_size}}));
+    if (!new_cipher) return ok();
+    return new_cipher->encrypt({part, {}, SectorIndex{off / c.new_seg.sector_size}});
+  }
+  // convert_part of the whole of `data`, on every core.
   Result<void> convert(std::uint64_t off, std::span<std::byte> data) {
-    const std::uint64_t align = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
-    return on_cores(data.size(), align, [&](std::uint64_t b, std::uint64_t n) -> Result<void> {
-      auto part = data.subspan(b, n);
-      if (old_cipher)
-        CRYPTMAP_TRY_VOID(
-            old_cipher->decrypt({part, {}, SectorIndex{(off + b) / c.old_seg.sector_size}}));
-      if (!new_cipher) return ok();
-      return new_cipher->encrypt({part, {}, SectorIndex{(off + b) / c.new_seg.sector_size}});
+    return on_cores(data.size(), sector_align(), [&](std::uint64_t b, std::uint64_t n) {
+      return convert_part(off + b, data.subspan(b, n));
     });
+  }
+  // convert, each chunk written as soon as it is converted (the hotzone's data phase).
+  Result<void> convert_write(std::uint64_t off, std::span<std::byte> data) {
+    return on_cores_chunked(data.size(), sector_align(),
+                            [&](std::uint64_t b, std::uint64_t n) -> Result<void> {
+                              auto part = data.subspan(b, n);
+                              CRYPTMAP_TRY_VOID(convert_part(off + b, part));
+                              return write(off + b, part);
+                            });
   }
 };
 
-Result<std::vector<std::byte>> checksums_of(const Context& c, std::span<const std::byte> data) {
+// Reads the hotzone [off, +buf.size()) into buf on every core, a chunk at a time; for resilience
+// checksum it also returns the checksum of each block (reencrypt_hotzone_protect_ready's data),
+// each computed as soon as its chunk is read.
+Result<std::vector<std::byte>> read_hotzone(Engine& e, std::uint64_t off,
+                                            std::span<std::byte> buf) {
+  const Context& c = e.c;
+  if (c.resilience != "checksum") {
+    CRYPTMAP_TRY_VOID(on_cores_chunked(
+        buf.size(), e.sector_align(),
+        [&](std::uint64_t b, std::uint64_t n) { return e.read(off + b, buf.subspan(b, n)); }));
+    return std::vector<std::byte>{};
+  }
   CRYPTMAP_TRY(hs, crypto::hash_digest_size(c.hash));
-  const std::size_t blocks = data.size() / c.checksum_block;
+  const std::uint64_t bs = c.checksum_block;
+  if (bs == 0 || buf.size() % bs)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt hotzone not checksum-aligned"));
+  const std::size_t blocks = buf.size() / bs;
   if (blocks * hs > c.area_size)
     return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt checksum area too small"));
-  std::vector<std::byte> out(blocks * hs);
-  const std::uint64_t bs = c.checksum_block;
-  auto hashed = on_cores(blocks * bs, bs, [&](std::uint64_t b, std::uint64_t n) -> Result<void> {
+  std::vector<std::byte> sums(blocks * hs);
+  auto read_and_sum = [&](std::uint64_t b, std::uint64_t n) -> Result<void> {
+    CRYPTMAP_TRY_VOID(e.read(off + b, buf.subspan(b, n)));
     for (std::uint64_t at = b; at < b + n; at += bs)
-      CRYPTMAP_TRY_VOID(crypto::hash_digest(c.hash, {data.subspan(at, bs)},
-                                            std::span(out).subspan(at / bs * hs, hs)));
+      CRYPTMAP_TRY_VOID(crypto::hash_digest(c.hash, {buf.subspan(at, bs)},
+                                            std::span(sums).subspan(at / bs * hs, hs)));
     return ok();
-  });
-  if (!hashed) return fail(hashed.error());
-  return out;
+  };
+  CRYPTMAP_TRY_VOID(on_cores_chunked(buf.size(), bs, read_and_sum));
+  return sums;
 }
 
 // reencrypt_recover_segment: brings the crashed hotzone [c.offset, +c.hot_length) to the new key.
@@ -1201,10 +1241,9 @@ Result<void> ReencryptSession::convert_hotzone() {
   s.hot_committed = s.hot_writing = false;
   s.buf.resize(len);
   CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, s.l.prev, s.l.fin, off, len, true));
-  CRYPTMAP_TRY_VOID(s.e.read(off, s.buf));
+  CRYPTMAP_TRY(sums, read_hotzone(s.e, off, s.buf));
   // Metadata commit point: the resilience data, then the header naming the hotzone.
   if (c.resilience == "checksum") {
-    CRYPTMAP_TRY(sums, checksums_of(c, s.buf));
     CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, sums));
     CRYPTMAP_TRY_VOID(image.sync());
     s.hot_committed = true;  // from the header write on (it may land before it fails)
@@ -1217,9 +1256,8 @@ Result<void> ReencryptSession::convert_hotzone() {
     s.hot_committed = true;
     CRYPTMAP_TRY_VOID(commit_synced(image, st));
   }
-  CRYPTMAP_TRY_VOID(s.e.convert(off, s.buf));
   s.hot_writing = true;
-  CRYPTMAP_TRY_VOID(s.e.write(off, s.buf));
+  CRYPTMAP_TRY_VOID(s.e.convert_write(off, s.buf));
   if (protect) CRYPTMAP_TRY_VOID(s.data.sync());
   CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, s.l.prev, s.l.fin, off, len, false));
   // After the last hotzone the finish is the next commit: no header ever shows one regular
