@@ -54,11 +54,11 @@ open_check() {
   local img=$1 pass=$2 want=$3
   shift 3
   seen[$img]=1
-  printf '%s\n' "$pass" | cm_open "$I/$img" v --type tcrypt "$@" >"$T/out" 2>&1 ||
-    { cat "$T/out"; fail "open $img failed"; }
+  printf '%s\n' "$pass" | cm_open "$I/$img" "$VOL" --type tcrypt "$@" >"$T/out$VOL" 2>&1 ||
+    { cat "$T/out$VOL"; fail "open $img failed"; }
   local got
-  got=$(serial_of "$MNT/v")
-  cm_close v
+  got=$(serial_of "$MNT/$VOL")
+  cm_close "$VOL"
   [[ $got == "$want" ]] || fail "$img: FAT serial '$got', expected $want"
 }
 
@@ -79,25 +79,25 @@ wiped() { [[ $(head -c -1536 "$I/$1" | tail -c +513 | tr -d '\0' | wc -c) == 0 ]
 # decryption byte for byte and show the serial; a wiped image gets a real FAT volume encrypted
 # into a copy by the reader first (FAT_PLAIN / FAT_PLAIN_HIDDEN), which cryptmap must serve.
 cbc_check() {
-  local n=$1 pass=$2 want=$3 hid=${4:-} img=$I/$1 chain hash got
+  local n=$1 pass=$2 want=$3 hid=${4:-} img=$I/$1 chain hash got ref=$T/ref$VOL
   chain=$(cbc_chain "$n")
   hash=$(cut -d- -f2 <<<"$n")
   seen[$n]=1
   if wiped "$n"; then
-    cp "$I/$n" "$T/transplant"
-    img=$T/transplant
+    cp "$I/$n" "$T/transplant$VOL"
+    img=$T/transplant$VOL
     python3 "$HERE/tcrypt_cbc_reference.py" enc "$img" "$pass" "$hash" "$chain" \
       "$([[ -n $hid ]] && echo "$FAT_PLAIN_HIDDEN" || echo "$FAT_PLAIN")" ${hid:+--hidden} ||
       fail "$n: the reference could not write into its data"
     wiped_count=$((wiped_count + 1))
   fi
-  python3 "$HERE/tcrypt_cbc_reference.py" dec "$img" "$pass" "$hash" "$chain" "$T/ref" ${hid:+--hidden} ||
+  python3 "$HERE/tcrypt_cbc_reference.py" dec "$img" "$pass" "$hash" "$chain" "$ref" ${hid:+--hidden} ||
     fail "$n: the reference could not decrypt it"
-  printf '%s\n' "$pass" | cm_open "$img" v --type tcrypt "${ARGS[@]}" $hid >"$T/out" 2>&1 ||
-    { cat "$T/out"; fail "open $n failed"; }
-  cmp -s "$MNT/v" "$T/ref" || { cm_close v; fail "$n: served volume differs from the reference's decryption"; }
-  got=$(serial_of "$MNT/v")
-  cm_close v
+  printf '%s\n' "$pass" | cm_open "$img" "$VOL" --type tcrypt "${ARGS[@]}" $hid >"$T/out$VOL" 2>&1 ||
+    { cat "$T/out$VOL"; fail "open $n failed"; }
+  cmp -s "$MNT/$VOL" "$ref" || { cm_close "$VOL"; fail "$n: served volume differs from the reference's decryption"; }
+  got=$(serial_of "$MNT/$VOL")
+  cm_close "$VOL"
   [[ $got == "$want" ]] || fail "$n: FAT serial '$got', expected $want"
 }
 
@@ -113,27 +113,47 @@ python3 "$HERE/tcrypt_cbc_reference.py" dec "$I/tc_2-ripemd160-cbc-aes-hidden" "
   "$FAT_PLAIN_HIDDEN" --hidden
 [[ $(serial_of "$FAT_PLAIN") == DEAD-BABE && $(serial_of "$FAT_PLAIN_HIDDEN") == CAFE-BABE ]] ||
   fail "the reference does not read the CBC images' FAT volumes"
-opened=0
-wiped_count=0
-start=$(date +%s)
-for path in "$I"/tc_* "$I"/tck_* "$I"/vc_* "$I"/vck_* "$I"/vcpim_*; do
-  n=$(basename "$path")
-  args_for "$n"
-  if [[ $n == *-cbc-* && $n != *-whirlpool-* ]]; then  # hashlib has no Whirlpool: serial only
-    cbc_check "$n" "$PASS" DEAD-BABE
+# open_every WORKER: opens every other image of the archive (worker 0 the even ones, 1 the odd),
+# as volume v$WORKER with its own scratch files; what it opened goes to $T/opened.WORKER.
+# Two workers, so the KDF trials of one open run on the other core while the other waits on I/O.
+open_every() {
+  local w=$1 i=0 path n opened=0 wiped_count=0
+  VOL=v$w
+  for path in "$I"/tc_* "$I"/tck_* "$I"/vc_* "$I"/vck_* "$I"/vcpim_*; do
+    (((i++ % 2) == w)) || continue
+    n=$(basename "$path")
+    args_for "$n"
+    if [[ $n == *-cbc-* && $n != *-whirlpool-* ]]; then  # hashlib has no Whirlpool: serial only
+      cbc_check "$n" "$PASS" DEAD-BABE
+      opened=$((opened + 1))
+      if [[ $n == *-hidden ]]; then
+        cbc_check "$n" "$B" CAFE-BABE --tcrypt-hidden
+        opened=$((opened + 1))
+      fi
+      continue
+    fi
+    open_check "$n" "$PASS" DEAD-BABE "${ARGS[@]}"
     opened=$((opened + 1))
     if [[ $n == *-hidden ]]; then
-      cbc_check "$n" "$B" CAFE-BABE --tcrypt-hidden
+      open_check "$n" "$B" CAFE-BABE "${ARGS[@]}" --tcrypt-hidden
       opened=$((opened + 1))
     fi
-    continue
-  fi
-  open_check "$n" "$PASS" DEAD-BABE "${ARGS[@]}"
-  opened=$((opened + 1))
-  if [[ $n == *-hidden ]]; then
-    open_check "$n" "$B" CAFE-BABE "${ARGS[@]}" --tcrypt-hidden
-    opened=$((opened + 1))
-  fi
+  done
+  echo "$opened $wiped_count ${!seen[*]}" > "$T/opened.$w"
+}
+start=$(date +%s)
+open_every 0 &
+w0=$!
+open_every 1 &
+w1=$!
+wait "$w0" || fail "worker 0 of the archive's opens failed"
+wait "$w1" || fail "worker 1 of the archive's opens failed"
+VOL=v
+opened=0 wiped_count=0
+for w in 0 1; do
+  read -r o wc names < "$T/opened.$w"
+  opened=$((opened + o)) wiped_count=$((wiped_count + wc))
+  for n in $names; do seen[$n]=1; done
 done
 note "$opened volumes opened in $(($(date +%s) - start)) s ($wiped_count wiped CBC ones refilled by the reference)"
 ((opened >= 96)) || fail "only $opened volumes opened"
