@@ -151,6 +151,8 @@ struct Run {
   std::atomic<bool> running{true};  // status shows the run
   std::atomic<bool> ended{false};   // the thread has replied: join it
   std::optional<volume::VolumeLayout> final_layout;
+  // A failed step's hotzone left fenced (its offset); written before `ended`.
+  std::optional<std::uint64_t> fenced_at;
   std::thread thread;
 };
 
@@ -208,6 +210,7 @@ class Daemon {
   // luksSuspend: I/O held, the volume (cache, cipher, keys) destroyed; its spec stays.
   Reply suspend(const Request& req) {
     if (runs_.count(req.name) != 0) return run_in_progress(req.name);
+    if (auto f = fenced(req.name)) return std::move(*f);
     auto r = server_->suspend_volume(req.name);
     if (r) return ok_reply();
     switch (r.error().code) {
@@ -225,6 +228,7 @@ class Daemon {
   // luksResume: the CLI unlocked the header again; assemble the volume as the add did.
   Reply resume(Request& req) {
     if (runs_.count(req.name) != 0) return run_in_progress(req.name);
+    if (auto f = fenced(req.name)) return std::move(*f);
     auto spec = specs_.find(req.name);
     if (spec == specs_.end())
       return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
@@ -251,6 +255,7 @@ class Daemon {
   // size from now on, so a luksResume or refresh assembles the volume at this size.
   Reply resize(const Request& req) {
     if (runs_.count(req.name) != 0) return run_in_progress(req.name);
+    if (auto f = fenced(req.name)) return std::move(*f);
     auto spec = specs_.find(req.name);
     if (spec == specs_.end())
       return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
@@ -274,6 +279,7 @@ class Daemon {
   // current size and let the server swap it in.
   Reply refresh(Request& req) {
     if (runs_.count(req.name) != 0) return run_in_progress(req.name);
+    if (auto f = fenced(req.name)) return std::move(*f);
     auto spec = specs_.find(req.name);
     if (spec == specs_.end())
       return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
@@ -320,6 +326,7 @@ class Daemon {
     if (spec == specs_.end())
       return reply_with(kExitBadDevice, "Device " + req.name + " is not active.");
     if (runs_.count(req.name) != 0) return run_in_progress(req.name);
+    if (auto f = fenced(req.name)) return std::move(*f);
     const Request& add = spec->second;
     if (!add.source.header.empty())
       return reply_with(kExitUsage,
@@ -348,6 +355,22 @@ class Daemon {
       r.ended.store(true);
     });
     return Reply{};  // the run's thread replies
+  }
+
+  // A volume whose failed online step left its hotzone fenced (its I/O fails with EIO) may only
+  // be closed and opened again: open recovers the hotzone from the header. Rebuilding the volume
+  // from its spec (luksResume after luksSuspend, refresh, resize) or another run would serve the
+  // half-converted hotzone with one key. Empty when `name` is not fenced.
+  std::optional<Reply> fenced(const std::string& name) const {
+    auto f = fenced_.find(name);
+    if (f == fenced_.end()) return std::nullopt;
+    return reply_with(kExitUsage, "The hotzone at byte " + std::to_string(f->second) + " of " +
+                                      name +
+                                      " is fenced after a failed online reencryption step (its "
+                                      "I/O fails with EIO): close " +
+                                      name +
+                                      " and open it again (open recovers the hotzone), then "
+                                      "resume with cryptmap reencrypt --resume-only.");
   }
 
   Reply run_in_progress(const std::string& name) const {
@@ -457,6 +480,7 @@ class Daemon {
                                  "); once the image is healthy, resume with cryptmap reencrypt "
                                  "--resume-only.";
       if (!failed && r.hotzone_fenced()) {
+        run.fenced_at = r.done_bytes();
         out.message += ". The hotzone at " + std::to_string(r.done_bytes()) +
                        " could not be recovered: its I/O fails until you close " + name +
                        " and open it again (open recovers it); then resume with cryptmap "
@@ -506,6 +530,7 @@ class Daemon {
     r.thread.join();
     if (auto spec = specs_.find(r.name); spec != specs_.end() && r.final_layout)
       spec->second.layout = std::move(*r.final_layout);
+    if (r.fenced_at) fenced_[r.name] = *r.fenced_at;
     return runs_.erase(it);
   }
 
@@ -524,7 +549,10 @@ class Daemon {
       stop_runs(req.name);
     }
     auto r = server_->remove_volume(req.name, req.force);
-    if (r.has_value() || r.error().code != Errc::kBusy) specs_.erase(req.name);
+    if (r.has_value() || r.error().code != Errc::kBusy) {
+      specs_.erase(req.name);
+      fenced_.erase(req.name);
+    }
     if (r) return ok_reply();
     Reply out = ok_reply();
     switch (r.error().code) {
@@ -731,6 +759,7 @@ class Daemon {
   std::unique_ptr<VolumeServer> server_;
   std::map<std::string, Request> specs_;  // by name: every served volume's add, without its key
   std::map<std::string, std::unique_ptr<Run>> runs_;  // online reencryptions, by volume name
+  std::map<std::string, std::uint64_t> fenced_;       // fenced() volumes: the hotzone's offset
   bool allow_other_ = false;  // the mount's allow_other (chosen by the first volume)
 };
 
