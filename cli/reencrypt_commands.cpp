@@ -278,6 +278,23 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   }
   auto status = volume::reencrypt_status(**store, data_store.get());
   if (!status) return report(status.error());
+  // cryptsetup's reencryption lock, held for the whole offline run (online, the daemon serving
+  // the image holds it shared and runs the reencryption itself): a cryptsetup reencrypt or a
+  // daemon serving the image from another mount directory refuses, or is refused, at once.
+  volume::ReencryptLock reenc_lock;
+  if (!open_as) {
+    auto uuid = volume::luks_uuid(**store);
+    if (!uuid) return report(uuid.error());
+    auto l = volume::ReencryptLock::try_take(*uuid, true);
+    if (!l) {
+      std::cerr << "Reencryption process is already running (" << l.error().message()
+                << "). Wait for it to finish, or close the volume in the cryptmap daemon that "
+                   "serves "
+                << a.device << ".\n";
+      return kExitBusy;
+    }
+    reenc_lock = std::move(*l);
+  }
   // Online runs are mode reencrypt, forward, with the header in the image (docs/reencrypt.md §10).
   const bool decrypting =
       a.decrypt || status->mode == "decrypt" || a.encrypt || status->mode == "encrypt";

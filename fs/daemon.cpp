@@ -184,6 +184,19 @@ class Daemon {
                   ". Close its volumes first, or open with another --mount-dir.";
       return r;
     }
+    // cryptsetup's reencryption lock, shared while the volume is served: a reencryption by
+    // another process (cryptsetup reencrypt --force-offline-reencrypt, a cryptmap reencrypt
+    // under another mount directory) would rewrite the data under the served file.
+    volume::ReencryptLock reenc_lock;
+    if (req.layout.type == volume::VolumeType::kLuks2) {
+      auto l = volume::ReencryptLock::try_take(req.layout.uuid, false);
+      if (!l)
+        return reply_with(kExitBusy, "Cannot open " + req.source.image + " as " + req.name + ": " +
+                                         l.error().message() +
+                                         ". Wait for that reencryption to finish (or stop it), "
+                                         "then open again.");
+      reenc_lock = std::move(*l);
+    }
     if (opened == nullptr) {
       auto vol = open_volume(req);
       if (!vol) return error_reply(vol.error(), req.source.image);
@@ -193,6 +206,7 @@ class Daemon {
         server_->add_volume(req.name, std::move(opened), req.source, req.allow_other ? 0660 : 0600);
     if (!added) return error_reply(added.error(), req.name);
     specs_.insert_or_assign(req.name, spec_of(req));
+    reenc_locks_.insert_or_assign(req.name, std::move(reenc_lock));
     log_->info("opened {} ({} {}, {} bytes, cache {} KiB{}{}) as {}/{}", req.source.image,
                volume::volume_type_name(req.layout.type), req.layout.cipher.to_string(),
                server_->status().back().size_bytes, req.cache_bytes / 1024,
@@ -552,6 +566,7 @@ class Daemon {
     if (r.has_value() || r.error().code != Errc::kBusy) {
       specs_.erase(req.name);
       fenced_.erase(req.name);
+      reenc_locks_.erase(req.name);
     }
     if (r) return ok_reply();
     Reply out = ok_reply();
@@ -759,7 +774,8 @@ class Daemon {
   std::unique_ptr<VolumeServer> server_;
   std::map<std::string, Request> specs_;  // by name: every served volume's add, without its key
   std::map<std::string, std::unique_ptr<Run>> runs_;  // online reencryptions, by volume name
-  std::map<std::string, std::uint64_t> fenced_;       // fenced() volumes: the hotzone's offset
+  std::map<std::string, volume::ReencryptLock> reenc_locks_;  // held while served (add)
+  std::map<std::string, std::uint64_t> fenced_;  // fenced() volumes: the hotzone's offset
   bool allow_other_ = false;  // the mount's allow_other (chosen by the first volume)
 };
 

@@ -52,4 +52,22 @@ Result<MetadataLock> MetadataLock::try_take(const std::string& path, bool exclus
   return l;
 }
 
+Result<ReencryptLock> ReencryptLock::try_take(const std::string& uuid, bool exclusive) {
+  ReencryptLock l;
+  if (uuid.empty() || uuid.find('/') != std::string::npos) return l;
+  ::mkdir("/run/cryptsetup", 0700);
+  const std::string res = "/run/cryptsetup/LN_LUKS2-reencryption-" + uuid;
+  l.fd_ = UniqueFd(::open(res.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!l.fd_.valid()) return l;  // no lock directory for this user: run without, as cryptsetup
+  while (::flock(l.fd_.get(), (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK)
+      return fail(make_error_fmt(Errc::kBusy, "reencryption lock", kNoObject,
+                                 "LUKS2 volume %s: reencrypted or served in another process",
+                                 uuid.c_str()));
+    return fail(sys_error_on(errno, "reencryption lock (flock)", kNoObject, res));
+  }
+  return l;
+}
+
 }  // namespace cryptmap::volume

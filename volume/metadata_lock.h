@@ -30,4 +30,22 @@ class MetadataLock {
   UniqueFd fd_;  // closing the fd releases the lock
 };
 
+// cryptsetup's reencryption lock of a LUKS2 volume (lib/luks2/luks2_reencrypt.c,
+// reencrypt_lock_internal): flock on /run/cryptsetup/LN_LUKS2-reencryption-<UUID>, which
+// cryptsetup's reencrypt takes exclusively without waiting ("Reencryption process is already
+// running." when it cannot). cryptmap's offline reencrypt takes it the same way; the daemon holds
+// it shared for as long as it serves a LUKS2 volume, so no other process reencrypts the image
+// under the served file (docs/reencrypt.md §10). Where /run/cryptsetup cannot be created or
+// opened (an unprivileged user), the lock is empty, as cryptsetup runs without its locks there.
+// Move-only; thread-compatible.
+class ReencryptLock {
+ public:
+  // Errors: kBusy (held elsewhere: a reencryption runs, or a daemon serves the volume).
+  static Result<ReencryptLock> try_take(const std::string& uuid, bool exclusive);
+  bool held() const noexcept { return fd_.valid(); }
+
+ private:
+  UniqueFd fd_;
+};
+
 }  // namespace cryptmap::volume
