@@ -8,8 +8,9 @@
 #     hotzone), finished by the other (and cryptmap's by cryptmap): no data lost; for each tool
 #     a kill inside a hotzone (recovery from the unshifted source) is required;
 #  3. bad input (a wrong passphrase, a size not a multiple of 512, too small for the header,
-#     an image smaller than the shift, an image that is already LUKS, --header with a shift):
-#     clear errors, the image unchanged (sha256).
+#     an image smaller than the shift, an image that is already LUKS, --header with a shift,
+#     a resume of cryptsetup's datashift decryption): clear errors, the image unchanged
+#     (sha256).
 # The data is checked against the pattern written into the plain image: through `cryptmap open`
 # and by cryptsetup's own decryption (check_data).
 source "$(dirname "$0")/lib.sh"
@@ -127,4 +128,14 @@ before=$(sum "$T/l.img")
 expect_failure 1 "is already LUKS device. Aborting operation" -- \
   cm reencrypt --encrypt --reduce-device-size 1M --batch-mode --key-file "$K" "$T/l.img"
 [[ $(sum "$T/l.img") == "$before" ]] || fail "3: a refused encryption changed the LUKS image"
+# cryptsetup 2.6.1's datashift decryption of the finished image (the header exported to a new
+# file, the data moving to offset 0; requirement online-reencrypt-v3) is refused by cryptmap.
+cp "$T/w.img" "$T/d.img"
+cryptsetup reencrypt --decrypt --header "$T/d.hdr" --batch-mode --force-offline-reencrypt \
+  --key-file "$K" --init-only "$T/d.img" > /dev/null 2>&1
+before=$(sum "$T/d.img") hbefore=$(sum "$T/d.hdr")
+expect_failure 1 "decryption with a data shift.*online-reencrypt-v3.*not implemented" -- \
+  cm reencrypt --resume-only --batch-mode --key-file "$K" --header "$T/d.hdr" "$T/d.img"
+[[ $(sum "$T/d.img") == "$before" && $(sum "$T/d.hdr") == "$hbefore" ]] \
+  || fail "3: a refused resume of cryptsetup's datashift decryption changed the image or header"
 note "PASS"
