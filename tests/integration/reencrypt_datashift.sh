@@ -128,6 +128,14 @@ before=$(sum "$T/l.img")
 expect_failure 1 "is already LUKS device. Aborting operation" -- \
   cm reencrypt --encrypt --reduce-device-size 1M --batch-mode --key-file "$K" "$T/l.img"
 [[ $(sum "$T/l.img") == "$before" ]] || fail "3: a refused encryption changed the LUKS image"
+# The plain image served by the daemon (open --type plain): refused before anything is written.
+before=$(sum "$T/f.img")
+cm_open "$T/f.img" pl --type plain --cipher aes-xts-plain64 --key-size 256 --key-file "$K"
+expect_exit 5 "online encryption \(reencrypt --encrypt\) is not implemented yet" -- \
+  cm reencrypt --encrypt --reduce-device-size 1M --batch-mode "${FAST[@]}" --key-file "$K" \
+  --mount-dir "$MNT" "$T/f.img"
+cm_close pl
+[[ $(sum "$T/f.img") == "$before" ]] || fail "3: a refused encryption of a served image changed it"
 # cryptsetup 2.6.1's datashift decryption of the finished image (the header exported to a new
 # file, the data moving to offset 0; requirement online-reencrypt-v3) is refused by cryptmap.
 cp "$T/w.img" "$T/d.img"
