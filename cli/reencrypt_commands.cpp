@@ -7,9 +7,10 @@
 // metadata lock, hands the lock over (the daemon takes it for its run), sends the passphrase and
 // shows the daemon's progress; SIGINT asks the daemon to stop at the next hotzone boundary.
 // `--decrypt --header HDR DEVICE` decrypts a detached-header device in place, `--encrypt --header
-// HDR DEVICE` encrypts a plain one under a new header, both offline (docs/reencrypt.md §11,
-// §12). This file turns flags into options, refuses what is not implemented, reads the
-// passphrase and shows progress.
+// HDR DEVICE` encrypts a plain one under a new header, `--encrypt --reduce-device-size N DEVICE`
+// with the header put inside it (the data shifted), all offline (docs/reencrypt.md §11-§13). This
+// file turns flags into options, refuses what is not implemented, reads the passphrase and shows
+// progress.
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -51,6 +52,7 @@ struct ReencryptArgs : PbkdfArgs {
   bool init_only = false, resume_only = false;
   bool encrypt = false, decrypt = false;
   std::string reduce_device_size;
+  std::uint64_t offset_sectors = 0;  // --offset with --reduce-device-size
   std::string direction;
   bool force_offline = false;
   std::string mount_dir;
@@ -205,15 +207,57 @@ Result<bool> encrypt_header(const ReencryptArgs& a, const CommandContext& ctx) {
   return true;
 }
 
+// reencrypt --encrypt --reduce-device-size N IMAGE: puts a new LUKS2 header (luksFormat's
+// options, sector size 512 unless --sector-size) into the plain image, its data shifted by N/2
+// (volume::reencrypt_encrypt_shift_init; docs/reencrypt.md §13), and reports true; false when
+// the image holds a header in encryption already (resume). Any other LUKS header is refused
+// with cryptsetup's words, nothing written.
+Result<bool> encrypt_shift_init(const ReencryptArgs& a, const CommandContext& ctx) {
+  CRYPTMAP_TRY(reduce, parse_size(a.reduce_device_size, "--reduce-device-size"));
+  {
+    auto existing = volume::open_image_store(a.device, volume::metadata_store_options(true));
+    if (!existing) return fail(existing.error());
+    if (volume::is_luks(**existing)) {
+      auto st = volume::reencrypt_status(**existing);
+      if (st && st->in_reencryption && st->mode == "encrypt") return false;
+      return fail(make_error_fmt(Errc::kInvalid, "LUKS header already present", kNoObject,
+                                 "Device %s is already LUKS device. Aborting operation.",
+                                 a.device.c_str()));
+    }
+  }
+  volume::EncryptShiftOptions o;
+  o.reduce_bytes = reduce;
+  o.format.cipher = a.cipher.empty() ? "aes-xts-plain64" : a.cipher;
+  o.format.key_bits = a.key_size_bits ? a.key_size_bits : 512;
+  o.format.pbkdf = pbkdf_of(a);
+  o.format.sector_size = a.sector_size ? a.sector_size : 512;
+  if (a.offset_sectors) o.format.offset_sectors = a.offset_sectors;
+  if (a.offset_sectors && reduce % 512 == 0 && a.offset_sectors * 512 < reduce / 1024 * 512)
+    std::cout << "Adjusting --reduce-device-size value to twice the --offset "
+              << a.offset_sectors * 2 << " (sectors).\n";
+  KeySource ks;
+  if (!a.key_file.empty()) ks.key_file = a.key_file;
+  ks.keyfile_offset = a.keyfile_offset;
+  ks.keyfile_size = a.keyfile_size;
+  CRYPTMAP_TRY(pass, read_passphrase(ks, "Enter passphrase for " + a.device + ": ",
+                                     !ctx.batch_mode && a.key_file.empty()));
+  auto lock = MetadataLock::take(a.device, true);
+  auto image = volume::open_image_store(a.device, volume::metadata_store_options(false));
+  if (!image) return fail(image.error());
+  CRYPTMAP_TRY_VOID(volume::reencrypt_encrypt_shift_init(**image, pass.span(), o));
+  return true;
+}
+
 int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   if (a.init_only && a.resume_only)
     return report(make_error(Errc::kInvalid, "--init-only and --resume-only cannot be combined."));
-  if (a.encrypt && !a.reduce_device_size.empty())
+  const bool shift = a.encrypt && !a.reduce_device_size.empty();
+  if (shift && !a.header.empty())
     return refuse(
-        "cryptmap reencrypt --encrypt --reduce-device-size (encryption with the header put in "
-        "the device, the data shifted: resilience datashift) is not implemented yet; use "
-        "cryptsetup reencrypt --encrypt, or a detached header (--header)");
-  if (a.encrypt && a.header.empty())
+        "cryptmap reencrypt --encrypt --header HDR --reduce-device-size (a detached header with "
+        "a data shift) is not implemented yet; use --reduce-device-size without --header (the "
+        "header goes into the device), or --header without it");
+  if (a.encrypt && a.header.empty() && !shift)
     return report(make_error(Errc::kInvalid,
                              "Encryption without detached header (--header) is not possible "
                              "without data device size reduction (--reduce-device-size)."));
@@ -225,18 +269,33 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
         "inside it: the data moves to the image's start and the header is exported to the file, "
         "cryptsetup 2.6's datashift decryption) is not implemented yet; use cryptsetup "
         "reencrypt --decrypt");
-  if (!a.reduce_device_size.empty())
+  if (!a.reduce_device_size.empty() && !a.encrypt)
     return refuse(
-        "cryptmap reencrypt --reduce-device-size (data shift) is not implemented yet; use "
-        "cryptsetup reencrypt");
+        "cryptmap reencrypt --reduce-device-size without --encrypt (a data shift of a "
+        "reencryption or decryption) is not implemented yet; use cryptsetup reencrypt");
+  if (a.offset_sectors && !shift)
+    return refuse(
+        "cryptmap reencrypt --offset is implemented with --encrypt "
+        "--reduce-device-size only");
   // Decryption goes backward whatever --direction says (cryptsetup's decrypt_luks2_init).
   if (!a.decrypt && !a.direction.empty() && a.direction != "forward")
     return refuse("cryptmap reencrypt --direction backward is not implemented yet");
-  if (a.resilience == "datashift")
-    return refuse("cryptmap reencrypt --resilience datashift is not implemented yet");
+  if (a.resilience == "datashift" && !shift)
+    return refuse(
+        "cryptmap reencrypt --resilience datashift is implemented with --encrypt "
+        "--reduce-device-size only (which implies it)");
   // Served by the daemon: the daemon runs the reencryption (online).
   const auto open_as = daemon_volume_of_image(a.device, a.mount_dir);
   const std::string header = a.header.empty() ? a.device : a.header;
+  // --encrypt writes (a new header; with a data shift the data too) before the status check
+  // below refuses online runs of this kind: a served device is refused first.
+  if (open_as && a.encrypt) {
+    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
+              << "; online encryption (reencrypt --encrypt) is not implemented yet. Close it "
+                 "first (cryptmap close "
+              << open_as->name << ") and run it offline.\n";
+    return kExitBusy;
+  }
   if (open_as && a.force_offline) {
     std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
               << "; --force-offline-reencrypt cannot reencrypt it under the daemon. Close it "
@@ -262,9 +321,10 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   // header is already one in encryption (then this resumes it).
   bool formatted = false;
   if (a.encrypt) {
-    auto r = encrypt_header(a, ctx);
+    auto r = shift ? encrypt_shift_init(a, ctx) : encrypt_header(a, ctx);
     if (!r) return report(r.error());
     formatted = *r;
+    if (shift && formatted && a.init_only) return kExitOk;
   }
   auto lock = MetadataLock::take(header, true);
   auto store = volume::open_image_store(header, volume::metadata_store_options(false));
@@ -386,7 +446,8 @@ void add_reencrypt_commands(CLI::App& app, CommandContext& ctx) {
   c->add_option("-s,--key-size", a->key_size_bits, "The size of the new key (bits)");
   c->add_option("--sector-size", a->sector_size, "The new encryption sector size");
   c->add_option("--resilience", a->resilience,
-                "Hotzone protection: checksum (default), journal, none")
+                "Hotzone protection: checksum (default), journal, none (datashift: implied by "
+                "--encrypt --reduce-device-size)")
       ->check(CLI::IsMember({"checksum", "journal", "none", "datashift"}));
   c->add_option("--resilience-hash", a->resilience_hash, "Hash for checksum resilience");
   c->add_option("--hotzone-size", a->hotzone_size, "Maximal hotzone size (bytes, K/M/G)");
@@ -399,7 +460,11 @@ void add_reencrypt_commands(CLI::App& app, CommandContext& ctx) {
   c->add_flag("--decrypt", a->decrypt,
               "Decrypt the data in place (needs --header: a detached header, data offset 0)");
   c->add_option("--reduce-device-size", a->reduce_device_size,
-                "Data shift for --encrypt (not implemented yet)");
+                "With --encrypt: room for the header inside the device (bytes, K/M/G; the data "
+                "moves by half of it, resilience datashift)");
+  c->add_option("-o,--offset", a->offset_sectors,
+                "With --reduce-device-size: the data offset (512-byte sectors, at most half "
+                "the reduction)");
   c->add_option("--direction", a->direction,
                 "forward (backward: not implemented yet; --decrypt always goes backward)");
   c->add_flag("--force-offline-reencrypt", a->force_offline,

@@ -123,6 +123,28 @@ Bytes luks2_decrypt_seed() {
   return from_store(hdr, 288u << 10);
 }
 
+// A whole small image in encryption with a data shift (docs/reencrypt.md §13), stopped after one
+// of its two hotzones: the moved first segment, linear and crypt segments, three backups, a
+// datashift reencrypt keyslot. 168 KiB shift (a 256-bit key's keyslot, the 4 KiB reencrypt
+// area), 336 KiB of data: 672 KiB in all.
+Bytes luks2_shift_seed() {
+  constexpr std::uint64_t kShift = 168u << 10, kImage = 4 * kShift;
+  volume::MemBackingStore img(kImage, "mem:seed-shift.img");
+  volume::EncryptShiftOptions o;
+  o.reduce_bytes = 2 * kShift;
+  o.format.key_bits = 256;
+  o.format.pbkdf = fast();
+  const auto pass = std::as_bytes(std::span("seed passphrase", 15));
+  auto i = volume::reencrypt_encrypt_shift_init(img, pass, o);
+  EXPECT_TRUE(i) << i.error().message();
+  volume::ReencryptRunOptions ro;
+  int calls = 0;
+  ro.progress = [&](std::uint64_t, std::uint64_t) { return ++calls < 2; };
+  auto run = volume::reencrypt_run(img, pass, ro);
+  EXPECT_TRUE(run && !run->finished);
+  return from_store(img, kImage);
+}
+
 Bytes luks1_seed() {
   volume::MemBackingStore s(2u << 20, "mem:seed1");
   volume::LuksFormatOptions o;
@@ -190,6 +212,9 @@ const char* kJsonTokens[] = {"\"",
                              "\"backward\"",
                              "\"in-reencryption\"",
                              "\"backup-final\"",
+                             "\"backup-moved-segment\"",
+                             "\"datashift\"",
+                             "\"shift_size\"",
                              "[[[[[[[[[[[[",
                              "\"9\""};
 
@@ -334,6 +359,23 @@ TEST(FuzzReplay, Luks2ImageJsonWithValidChecksum) {
   Mutator m(3);
   Tracker t;
   for (int i = 0; i < 1500; ++i) {
+    std::string j = text;
+    for (std::size_t k = 0, n = 1 + m.below(3); k < n; ++k) m.json(j);
+    Bytes b = seed;
+    put_json_with_checksum(b, j);
+    luks2_image(b.data(), b.size());
+  }
+  EXPECT_LT(g_max_alloc.load(), kMaxAllocation);
+}
+
+TEST(FuzzReplay, Luks2ImageInEncryptionWithADataShift) {
+  const Bytes seed = luks2_shift_seed();
+  const std::string text = json_text_of(seed);
+  ASSERT_NE(text.find("\"backup-moved-segment\""), std::string::npos);
+  EXPECT_EQ(luks2_image(seed.data(), seed.size()), 0);
+  Mutator m(11);
+  Tracker t;
+  for (int i = 0; i < 400; ++i) {
     std::string j = text;
     for (std::size_t k = 0, n = 1 + m.below(3); k < n; ++k) m.json(j);
     Bytes b = seed;
@@ -649,6 +691,8 @@ TEST(FuzzReplay, WriteSeeds) {
   put("luks2_image", "seed", l2.data(), l2.size());
   const Bytes dec = luks2_decrypt_seed();
   put("luks2_image", "seed-decrypt", dec.data(), dec.size());
+  const Bytes shift = luks2_shift_seed();
+  put("luks2_image", "seed-datashift", shift.data(), shift.size());
   Bytes area(l2.begin() + 4096, l2.begin() + 16384);
   put("luks2_json", "seed", area.data(), area.size());
   const Bytes bl = bitlk_seed();

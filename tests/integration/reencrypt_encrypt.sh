@@ -6,7 +6,7 @@
 #     headers have one shape;
 #  2. a run of one tool stopped inside a hotzone (kill -9, resilience checksum) and finished by
 #     the other, both ways;
-#  3. bad input: no --header, --reduce-device-size, a header file that is already LUKS: clear
+#  3. bad input: no --header, --header with --reduce-device-size, a header file that is already LUKS: clear
 #     errors, nothing changed.
 # The data is checked against the pattern written into the plain device: through `cryptmap open
 # --header`, by `cryptsetup open --test-passphrase` and by cryptsetup's own decryption.
@@ -95,8 +95,8 @@ note "3. bad input changes nothing"
 fresh f
 expect_failure 1 "Encryption without detached header \(--header\) is not possible" -- \
   cm reencrypt --encrypt --batch-mode --key-file "$K" "$T/f.img"
-expect_failure 1 "reduce-device-size.*not implemented" -- \
-  cm reencrypt --encrypt --reduce-device-size 32M --batch-mode --key-file "$K" "$T/f.img"
+expect_failure 1 "detached header with a data shift.*not implemented" -- \
+  cm reencrypt --encrypt --reduce-device-size 32M --batch-mode --key-file "$K" --header "$T/f.hdr" "$T/f.img"
 cp "$T/a.hdr" "$T/f.hdr"; cp "$T/f.hdr" "$T/f.hdr.orig"
 expect_failure 1 "already holds a LUKS header" -- \
   cm reencrypt --encrypt --batch-mode --key-file "$K" --header "$T/f.hdr" "$T/f.img"

@@ -96,13 +96,13 @@ mode_run_cmd() {
 # protocol (each hotzone syncs several times: hot metadata, resilience data, data, post
 # metadata), whatever this machine's speed: a delay after the start lands in the run's start-up
 # on a slow machine and after its end on a fast one. STOP_AT=pwrite64 counts writes instead
-# (resilience none syncs little).
+# (resilience none syncs little). STOP_WHEN=N stops at the Nth instead (a run with fewer syncs).
 stop_at_sync() {
   local sig=$1 calls=${STOP_AT:-fsync,fdatasync}
   shift
   command -v strace > /dev/null || fail "strace is needed (apt-get install strace)"
   strace -f -o /dev/null -e trace="$calls" \
-    -e inject="$calls":signal="$sig":when=$((8 + RANDOM % 40)) "$@" > /dev/null 2>&1 || true
+    -e inject="$calls":signal="$sig":when=${STOP_WHEN:-$((8 + RANDOM % 40))} "$@" > /dev/null 2>&1 || true
 }
 
 # reenc_state IMAGE: "done" when not in reencryption, else "hot B" (a hotzone flagged

@@ -25,6 +25,7 @@
 #include "volume/format/luks.h"
 #include "volume/segment/segment_map.h"
 #include "volume/store/backing_store.h"
+#include "volume/store/mem_backing_store.h"
 
 namespace cryptmap::volume {
 
@@ -269,6 +270,12 @@ struct Context {
   std::uint64_t area_offset = 0, area_size = 0;
   int digest_old = -1, digest_new = -1;
   SegmentInfo old_seg, new_seg;
+  // Encryption with a data shift (cryptsetup's --encrypt --reduce-device-size, resilience
+  // datashift, direction backward): the shift, and where the data's first `shift` bytes were
+  // moved at init (backup-moved-segment). The old (plain) data is read from old_seg.offset.
+  std::uint64_t shift = 0;
+  std::optional<SegmentInfo> moved;
+  bool datashift() const { return shift != 0; }
   std::uint64_t data_offset = 0;
   std::uint64_t device_size = 0;  // bytes of data (from data_offset)
   bool fixed_size = false;
@@ -294,6 +301,7 @@ Result<Context> read_context(const Json& root) {
   c.checksum_block = area.value("sector_size", 0u);
   c.area_offset = json_u64(area["offset"]);
   c.area_size = json_u64(area["size"]);
+  if (area.contains("shift_size")) c.shift = json_u64(area["shift_size"]);
   int prev_id = -1, fin_id = -1;
   const Json* prev = segment_by_flag(root, "backup-previous", &prev_id);
   const Json* fin = segment_by_flag(root, "backup-final", &fin_id);
@@ -306,6 +314,20 @@ Result<Context> read_context(const Json& root) {
 
 // Refuses what cryptmap does not implement yet, naming it.
 Result<void> check_supported(const Context& c, const Json& root) {
+  const bool moved = segment_by_flag(root, "backup-moved-segment") != nullptr;
+  if (c.resilience == "datashift" && c.mode == "encrypt" && c.direction == "backward" && moved) {
+    if (c.shift == 0 || c.shift % 512)
+      return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt keyslot shift_size"));
+    if (c.digest_new < 0)
+      return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: backup segment without digest"));
+    return ok();
+  }
+  if (c.resilience == "datashift-checksum" || c.resilience == "datashift-journal" ||
+      (c.resilience == "datashift" && c.mode == "decrypt"))
+    return fail(unsupported(
+        "cryptmap reencrypt: decryption with a data shift (cryptsetup 2.6's --decrypt of an "
+        "image whose header is inside it, resilience datashift-checksum/-journal) is not "
+        "implemented yet; finish it with cryptsetup reencrypt"));
   if (c.mode == "encrypt" && c.direction != "forward")
     return fail(unsupported(
         "cryptmap reencrypt: encryption in direction \"backward\" (cryptsetup's encryption with "
@@ -326,11 +348,70 @@ Result<void> check_supported(const Context& c, const Json& root) {
   if (c.resilience != "checksum" && c.resilience != "journal" && c.resilience != "none")
     return fail(make_error_fmt(Errc::kUnsupported,
                                "cryptmap reencrypt: resilience mode not implemented", kNoObject,
-                               "'%s' (cryptmap: checksum, journal, none)", c.resilience.c_str()));
-  if (segment_by_flag(root, "backup-moved-segment"))
+                               "'%s' (cryptmap: checksum, journal, none; datashift for "
+                               "encryption with --reduce-device-size)",
+                               c.resilience.c_str()));
+  if (moved)
     return fail(unsupported("cryptmap reencrypt: a moved first segment is not implemented yet"));
   if ((c.mode != "encrypt" && c.digest_old < 0) || (c.mode != "decrypt" && c.digest_new < 0))
     return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: backup segment without digest"));
+  return ok();
+}
+
+std::vector<const Json*> regular_segments(const Json& root) {
+  std::vector<const Json*> regs;
+  for (int i = 0;; ++i) {
+    auto it = root["segments"].find(std::to_string(i));
+    if (it == root["segments"].end()) break;
+    if (!is_backup(*it)) regs.push_back(&*it);
+  }
+  return regs;
+}
+
+// Encryption with a data shift (docs/reencrypt.md §13): the data size is backup-previous's
+// (fixed); the converted part is [offset, device_size). With no hotzone in the header, offset
+// is the length of the linear (still plain) segments (reencrypt_offset_backward_moved: the
+// moved first `shift` bytes plus what is left in place), 0 once one crypt segment remains.
+Result<void> fill_geometry_shift(Context& c, const Json& root, std::uint64_t image_size) {
+  const Json* moved = segment_by_flag(root, "backup-moved-segment");
+  if (!moved || c.mode != "encrypt" || c.forward())
+    return fail(unsupported(
+        "cryptmap reencrypt: a data shift other than encryption with a moved first segment "
+        "(--encrypt --reduce-device-size) is not implemented yet"));
+  c.moved = segment_info(*moved);
+  if (!c.old_seg.linear || c.new_seg.linear || !c.moved->linear || !c.old_seg.size ||
+      !c.moved->size || c.old_seg.offset != 0 || c.new_seg.offset == 0)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: data shift backup segments"));
+  c.device_size = *c.old_seg.size;
+  c.fixed_size = true;
+  // The image holds the header, the data in place, the shift and the moved part.
+  if (image_size < c.data_offset + c.shift || image_size < *c.moved->size + c.moved->offset ||
+      c.device_size == 0 || c.device_size > image_size - c.data_offset)
+    return fail(make_error_fmt(Errc::kNoSpace, "Device is too small.", image_size,
+                               "(%llu bytes) for the data shift in its header",
+                               static_cast<unsigned long long>(image_size)));
+  const auto regs = regular_segments(root);
+  std::uint64_t linear = 0;
+  for (const Json* r : regs) {
+    const SegmentInfo i = segment_info(*r);
+    if (has_flag(*r, "in-reencryption")) {
+      if (!i.size || i.offset < c.data_offset || i.linear)
+        return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption hotzone segment"));
+      c.crashed = true;
+      c.offset = i.offset - c.data_offset;
+      c.hot_length = *i.size;
+      return ok();
+    }
+    if (i.linear) {
+      if (!i.size)
+        return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption linear segment size"));
+      linear += *i.size;
+    }
+  }
+  if (regs.empty()) return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: no segment"));
+  c.offset = linear;
+  if (c.offset > c.device_size)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption offset beyond the device"));
   return ok();
 }
 
@@ -345,6 +426,7 @@ Result<void> fill_geometry(Context& c, const Json& root, std::uint64_t image_siz
   c.old_seg = segment_info(*prev);
   c.new_seg = segment_info(*fin);
   c.data_offset = c.new_seg.offset;
+  if (c.datashift()) return fill_geometry_shift(c, root, image_size);
   if (c.old_seg.offset != c.new_seg.offset)
     return fail(unsupported("cryptmap reencrypt: a data shift (segments at different offsets)"));
   if (image_size <= c.data_offset)
@@ -458,26 +540,101 @@ Json segments_backward(const Json& root, const Context& c, std::uint64_t off, st
   return segs;
 }
 
+// Encryption with a data shift, the hot segments from the header's current regular ones
+// (reencrypt_make_hot_segments_encrypt_shift): the regular segments before the last linear one,
+// that one cut by the hotzone's length (dropped when nothing is left of it), the hotzone (new
+// cipher at data offset + off, iv_tweak off / 512, in-reencryption), then the first crypt
+// segment when there is one already.
+Result<Json> segments_shift_hot(const Json& root, const Context& c, std::uint64_t off,
+                                std::uint64_t len) {
+  const Json& cur = root["segments"];
+  const auto regs = regular_segments(root);
+  int first_crypt = -1, last_linear = -1;
+  for (std::size_t i = 0; i < regs.size(); ++i) {
+    const std::string type = regs[i]->value("type", "");
+    if (type == "crypt" && first_crypt < 0) first_crypt = static_cast<int>(i);
+    if (type == "linear") last_linear = static_cast<int>(i);
+  }
+  if (last_linear < 0)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: no plain segment left to shift"));
+  Json segs = Json::object();
+  int sg = 0;
+  for (; sg < last_linear; ++sg) segs[std::to_string(sg)] = cur[std::to_string(sg)];
+  const SegmentInfo last = segment_info(*regs[static_cast<std::size_t>(last_linear)]);
+  if (last.size && *last.size > len) {
+    Json shrunk = cur[std::to_string(last_linear)];
+    shrunk["size"] = u64s(*last.size - len);
+    segs[std::to_string(sg++)] = shrunk;
+  }
+  segs[std::to_string(sg++)] = crypt_segment(c.data_offset + off, len, off >> 9,
+                                             c.new_seg.encryption, c.new_seg.sector_size, true);
+  if (first_crypt >= 0) segs[std::to_string(sg)] = cur[std::to_string(first_crypt)];
+  return segs;
+}
+
+// The post segments from the hot ones (_enc_create_segments_shift_after): the segments before
+// the hotzone, then the hotzone joined with the crypt segment after it (offset and iv_tweak
+// moved to the hotzone's start) or, for the first hotzone, the hotzone without its flag; its
+// size "dynamic" when it starts the data (the run is done).
+Result<Json> segments_shift_post(const Json& root, std::uint64_t off, std::uint64_t len,
+                                 std::uint64_t data_offset) {
+  const Json& hot = root["segments"];
+  const auto regs = regular_segments(root);
+  int rseg = -1;
+  for (std::size_t i = 0; i < regs.size(); ++i)
+    if (has_flag(*regs[i], "in-reencryption")) rseg = static_cast<int>(i);
+  if (rseg < 0) return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption hotzone segment"));
+  Json segs = Json::object();
+  for (int i = 0; i < rseg; ++i) segs[std::to_string(i)] = hot[std::to_string(i)];
+  Json joined;
+  std::uint64_t size = len;
+  if (static_cast<std::size_t>(rseg) + 1 < regs.size()) {
+    joined = *regs[static_cast<std::size_t>(rseg) + 1];
+    joined["offset"] = u64s(off + data_offset);
+    joined["iv_tweak"] = u64s(off >> 9);
+    size += json_u64(joined["size"]);
+  } else {
+    joined = *regs[static_cast<std::size_t>(rseg)];
+    joined.erase("flags");
+  }
+  joined["size"] = rseg > 0 ? u64s(size) : std::string("dynamic");
+  segs[std::to_string(rseg)] = joined;
+  return segs;
+}
+
 // The segments while [off, off + len) is the hotzone (hot), or after it (post), with the backups
 // appended and the digests bound as reencrypt_assign_segments does.
 Result<void> set_segments(Json& root, const Context& c, const Json& prev, const Json& fin,
                           std::uint64_t off, std::uint64_t len, bool hot) {
   return guarded([&]() -> Result<void> {
-    Json segs = c.forward() ? segments_forward(c, off, len, hot)
-                            : segments_backward(root, c, off, len, hot);
+    Json segs;
+    if (c.datashift()) {
+      CRYPTMAP_TRY(s, hot ? segments_shift_hot(root, c, off, len)
+                          : segments_shift_post(root, off, len, c.data_offset));
+      segs = std::move(s);
+    } else {
+      segs = c.forward() ? segments_forward(c, off, len, hot)
+                         : segments_backward(root, c, off, len, hot);
+    }
+    const Json* moved_now = segment_by_flag(root, "backup-moved-segment");
+    const Json moved = moved_now ? *moved_now : Json();
     int sg = static_cast<int>(segs.size());
     unassign_all_segments(root);
     root["segments"] = segs;
     root["segments"][std::to_string(sg)] = prev;
     root["segments"][std::to_string(sg + 1)] = fin;
+    // reencrypt_add_moved_segment: after the other two backups (init wrote it before them).
+    if (!moved.is_null()) root["segments"][std::to_string(sg + 2)] = moved;
     if (c.mode != "reencrypt") {
       // reencrypt_assign_segments_simple: the backups first (a crypt one to its digest), then
       // every crypt segment in id order to the one key there is.
       if (!c.old_seg.linear) assign(root, c.digest_old, sg);
       if (!c.new_seg.linear) assign(root, c.digest_new, sg + 1);
       const int key = c.old_seg.linear ? c.digest_new : c.digest_old;
-      for (int i = 0; i < sg + 2; ++i)
-        if (root["segments"][std::to_string(i)].value("type", "") == "crypt") assign(root, key, i);
+      for (int i = 0; i < sg + 3; ++i)
+        if (root["segments"].contains(std::to_string(i)) &&
+            root["segments"][std::to_string(i)].value("type", "") == "crypt")
+          assign(root, key, i);
       return ok();
     }
     if (hot) {
@@ -589,6 +746,13 @@ struct Engine {
   Result<void> read(std::uint64_t off, std::span<std::byte> out) {
     return store.read_at(ByteOffset{c.data_offset + off}, out);
   }
+  // The old data of [off, ...): in place, except with a data shift (plain data from the old
+  // segment's offset; the first `shift` bytes from where init moved them).
+  Result<void> read_old(std::uint64_t off, std::span<std::byte> out) {
+    if (!c.datashift()) return read(off, out);
+    const std::uint64_t at = off == 0 ? c.moved->offset : c.old_seg.offset + off;
+    return store.read_at(ByteOffset{at}, out);
+  }
   Result<void> write(std::uint64_t off, std::span<const std::byte> in) {
     return store.write_at(ByteOffset{c.data_offset + off}, in);
   }
@@ -620,12 +784,17 @@ struct Engine {
   }
 };
 
-// Reads the hotzone [off, +buf.size()) into buf on every core, a chunk at a time; for resilience
+// Reads the hotzone [off, +buf.size()) into buf on every core, a chunk at a time (a data shift's
+// hotzone in one read, from where its source is); for resilience
 // checksum it also returns the checksum of each block (reencrypt_hotzone_protect_ready's data),
 // each computed as soon as its chunk is read.
 Result<std::vector<std::byte>> read_hotzone(Engine& e, std::uint64_t off,
                                             std::span<std::byte> buf) {
   const Context& c = e.c;
+  if (c.datashift()) {  // one read from where the hotzone's source is now (read_old)
+    CRYPTMAP_TRY_VOID(e.read_old(off, buf));
+    return std::vector<std::byte>{};
+  }
   if (c.resilience != "checksum") {
     CRYPTMAP_TRY_VOID(on_cores_chunked(
         buf.size(), e.sector_align(),
@@ -675,6 +844,12 @@ Result<void> recover_hotzone(Engine& e) {
       CRYPTMAP_TRY_VOID(e.convert(off, block));
       CRYPTMAP_TRY_VOID(e.write(off, block));
     }
+  } else if (c.datashift()) {
+    // The source was not overwritten (only the next hotzone writes over it): convert again.
+    CRYPTMAP_TRY_VOID(e.read_old(c.offset, data));
+    CRYPTMAP_TRY_VOID(e.convert(c.offset, data));
+    CRYPTMAP_TRY_VOID(e.write(c.offset, data));
+    std::fill(data.begin(), data.end(), std::byte{0});
   } else if (c.resilience == "journal") {
     if (len > c.area_size)
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than the hotzone"));
@@ -690,6 +865,7 @@ Result<void> recover_hotzone(Engine& e) {
 }
 
 std::uint64_t hotzone_length(const Context& c, std::uint64_t user_max) {
+  if (c.datashift()) return c.shift;  // reencrypt_length: the shift, whatever --hotzone-size
   std::uint64_t align = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
   std::uint64_t len = 0;
   if (c.resilience == "checksum") {
@@ -715,6 +891,8 @@ Result<void> finish(BackingStore& store, Luks2State& st, const Context& c) {
   CRYPTMAP_TRY(m, st.doc.validate(st.json_area));
   std::vector<std::string> gone = {std::to_string(c.reenc_keyslot)};
   std::vector<std::pair<std::uint64_t, std::uint64_t>> wipe = {{c.area_offset, c.area_size}};
+  // reencrypt_wipe_unused_device_area: the moved copy of the data's start goes too.
+  if (c.moved && c.moved->size) wipe.emplace_back(c.moved->offset, *c.moved->size);
   if (c.digest_old != c.digest_new)
     for (const auto& k : m.keyslots) {
       const luks2::Digest* d = m.digest_for_keyslot(k.id);
@@ -997,6 +1175,149 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
   return commit_synced(image, st);
 }
 
+Result<void> reencrypt_encrypt_shift_init(BackingStore& image,
+                                          std::span<const std::byte> passphrase,
+                                          const EncryptShiftOptions& o) {
+  // encrypt_luks2_init (src/utils_reencrypt.c): the data offset is half the reduction, or
+  // --offset when smaller (the shift becomes twice it); shift and data offset are equal.
+  if (o.reduce_bytes == 0 || o.reduce_bytes % 512)
+    return fail(make_error(Errc::kInvalid, "Reduce size must be multiple of 512 bytes sector."));
+  std::uint64_t shift = o.reduce_bytes / 1024 * 512;
+  if (o.format.offset_sectors && *o.format.offset_sectors) {
+    const std::uint64_t want = *o.format.offset_sectors * 512;
+    if (want > shift)
+      return fail(make_error(Errc::kInvalid,
+                             "Requested data offset must be less than or equal to half of "
+                             "--reduce-device-size parameter."));
+    shift = want;
+  }
+  if (shift == 0)
+    return fail(make_error(Errc::kInvalid, "Reduce size must be multiple of 512 bytes sector."));
+  const std::uint64_t image_size = image.size_bytes();
+  if (image_size <= shift)
+    return fail(make_error_fmt(Errc::kNoSpace,
+                               "Device is too small for activation, there is no remaining space "
+                               "for data.",
+                               image_size, "%s", image.name().c_str()));
+  // reencrypt_set_encrypt_segments: `dev` bytes after the header; the data is `dev - shift`;
+  // its first min(shift, data) bytes move to the image's end (offset `dev`).
+  const std::uint64_t dev = image_size - shift;
+  if (dev <= shift)
+    return fail(make_error_fmt(Errc::kNoSpace, "Device is too small.", image_size,
+                               "%s: %llu bytes leave no data after a %llu-byte header and shift",
+                               image.name().c_str(), static_cast<unsigned long long>(image_size),
+                               static_cast<unsigned long long>(shift)));
+  const std::uint64_t data = dev - shift, moved_len = std::min(shift, data);
+  LuksFormatOptions f = o.format;
+  f.type = VolumeType::kLuks2;
+  f.offset_sectors = shift / 512;
+  f.detached_header = false;
+  f.data_device_bytes = image_size;
+  if (f.sector_size == 0) f.sector_size = 512;  // encrypt_luks2_init: 512 unless --sector-size
+  if (data % f.sector_size)
+    return fail(make_error_fmt(Errc::kInvalid,
+                               "Data device is not aligned to requested encryption sector size.",
+                               f.sector_size, "(%u bytes)", f.sector_size));
+
+  // The new header in memory first (cryptsetup formats a temporary header file), then the
+  // moved data, then the header into the image's first `shift` bytes (crypt_header_restore).
+  MemBackingStore hdr(shift, "mem:new-header");
+  auto formatted = luks_format(hdr, f, passphrase);
+  if (!formatted && formatted.error().code == Errc::kNoSpace)
+    return fail(make_error_fmt(Errc::kNoSpace, "No space for new keyslot.", shift,
+                               "a %llu-byte header (half of --reduce-device-size) has no room "
+                               "for the keyslot: %s",
+                               static_cast<unsigned long long>(shift),
+                               formatted.error().message().c_str()));
+  if (!formatted) return fail(formatted.error());
+  CRYPTMAP_TRY(h, load_v2(hdr));
+  CRYPTMAP_TRY(st, format::luks2_state(*h));
+  const luks2::Metadata& m = h->meta();
+  const luks2::Digest* dnew = m.digest_for_segment(0);
+  const luks2::Segment* seg = m.segment(0);
+  if (!dnew || !seg) return fail(make_error(Errc::kCorrupt, "LUKS2 format: no segment digest"));
+  // LUKS2_find_area_gap for a 1-byte "key": the first free 4096 bytes of the keyslots area.
+  constexpr std::uint64_t kAreaLen = 4096;
+  std::uint64_t area = 2 * (m.config.json_size + luks2::kHdrBinLen);
+  {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> used;
+    for (const auto& k : m.keyslots) used.emplace_back(k.area_offset, k.area_size);
+    std::sort(used.begin(), used.end());
+    for (const auto& [off, len] : used) {
+      if (area + kAreaLen <= off) break;
+      area = std::max(area, off + len);
+    }
+    if (area + kAreaLen > m.hdr_and_areas_size())
+      return fail(make_error(Errc::kNoSpace, "No space for new keyslot."));
+  }
+  const int digest = dnew->id;
+  const std::string cipher = seg->encryption;
+  const std::uint32_t ss = seg->sector_size;
+  const std::uint64_t iv = seg->iv_tweak;
+  CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
+    Json& root = st.doc.root();
+    unassign_all_segments(root);
+    Json segs = Json::object();
+    segs["0"] = linear_segment(dev, moved_len, false);
+    if (data > shift) segs["1"] = linear_segment(shift, data - shift, false);
+    int id = static_cast<int>(segs.size());
+    Json moved = segs["0"];
+    moved["flags"] = Json::array({"backup-moved-segment"});
+    segs[std::to_string(id++)] = moved;
+    Json prev = linear_segment(0, data, false);
+    prev["flags"] = Json::array({"backup-previous"});
+    segs[std::to_string(id++)] = prev;
+    Json fin = crypt_segment(shift, std::nullopt, iv, cipher, ss, false);
+    fin["flags"] = Json::array({"backup-final"});
+    segs[std::to_string(id)] = fin;
+    root["segments"] = segs;
+    assign(root, digest, id);
+    Json a = Json::object();
+    a["offset"] = u64s(area);
+    a["size"] = u64s(kAreaLen);
+    a["type"] = "datashift";
+    a["shift_size"] = u64s(shift);
+    Json ks = Json::object();
+    ks["area"] = a;
+    ks["type"] = "reencrypt";
+    ks["key_size"] = 1;
+    ks["mode"] = "encrypt";
+    ks["direction"] = "backward";
+    ks["priority"] = 0;
+    root["keyslots"][std::to_string(first_free_id(root["keyslots"]))] = ks;
+    Json& config = root["config"];
+    if (!config.contains("requirements")) config["requirements"] = Json::object();
+    if (!config["requirements"].contains("mandatory"))
+      config["requirements"]["mandatory"] = Json::array();
+    config["requirements"]["mandatory"].push_back(kRequirement);
+    return ok();
+  }));
+  CRYPTMAP_TRY(vdata, digest_data(st.doc.root(), {}, formatted->volume_key.span()));
+  const int rks = reencrypt_keyslot(st.doc.root());
+  CRYPTMAP_TRY(dre, make_digest(vdata.span(), f.pbkdf, Json::array({std::to_string(rks)})));
+  CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
+    Json& digests = st.doc.root()["digests"];
+    digests[std::to_string(first_free_id(digests))] = dre;
+    return ok();
+  }));
+  CRYPTMAP_TRY_VOID(format::luks2_commit(hdr, st));
+
+  // reencrypt_move_data: the data's start to the image's end, synced before the header lands.
+  {
+    CRYPTMAP_TRY(buf, SecretBytes::allocate(moved_len));
+    CRYPTMAP_TRY_VOID(image.read_at(ByteOffset{0}, buf.span()));
+    CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{dev}, buf.span()));
+    CRYPTMAP_TRY_VOID(image.sync());
+  }
+  std::vector<std::byte> chunk(std::min<std::uint64_t>(shift, 1u << 20));
+  for (std::uint64_t at = 0; at < shift; at += chunk.size()) {
+    auto part = std::span(chunk).first(std::min<std::uint64_t>(chunk.size(), shift - at));
+    CRYPTMAP_TRY_VOID(hdr.read_at(ByteOffset{at}, part));
+    CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{at}, part));
+  }
+  return image.sync();
+}
+
 namespace {
 
 // A header in reencryption, checked and unlocked: what a run and an open both start from
@@ -1027,6 +1348,13 @@ Result<Loaded> load_verified(BackingStore& image, std::uint64_t data_size,
                }));
   l.c = std::move(c);
   const auto& mand = l.h->meta().config.mandatory_requirements;
+  // cryptsetup 2.6 marks its decryption with a data shift (the header exported to a new file,
+  // the data moved to the device's start) with version 3 (docs/reencrypt.md §13).
+  if (std::find(mand.begin(), mand.end(), "online-reencrypt-v3") != mand.end())
+    return fail(unsupported(
+        "cryptmap reencrypt: cryptsetup 2.6's decryption with a data shift (requirement "
+        "online-reencrypt-v3: --decrypt --header NEW-FILE of an image whose header was inside "
+        "it) is not implemented yet; finish it with cryptsetup reencrypt --resume-only"));
   if (std::find(mand.begin(), mand.end(), kRequirement) == mand.end())
     return fail(unsupported(
         "LUKS2 reencryption metadata of an older version (requirement online-reencrypt); "
@@ -1145,6 +1473,13 @@ std::uint64_t ReencryptSession::converted_bytes() const noexcept { return s_->by
 
 ReencryptSession::Hotzone ReencryptSession::next_hotzone() const noexcept {
   const Context& c = s_->l.c;
+  if (c.datashift()) {  // reencrypt_offset_backward_moved, reencrypt_context_update
+    const std::uint64_t b = c.offset, sh = c.shift;
+    if (b == 0) return {0, 0};
+    if (b <= sh) return {0, sh};  // the moved first part
+    if (b - sh < sh) return {sh, b - sh};
+    return {b - sh, sh};
+  }
   if (!c.forward()) {  // from the end towards the start (reencrypt_offset, _offset_backward)
     const std::uint64_t len = std::min(s_->max_len, c.offset);
     return {c.offset - len, len};
@@ -1253,6 +1588,10 @@ Result<void> ReencryptSession::convert_hotzone() {
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than hotzone"));
     CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, s.buf));
     CRYPTMAP_TRY_VOID(image.sync());
+    s.hot_committed = true;
+    CRYPTMAP_TRY_VOID(commit_synced(image, st));
+  } else if (c.datashift()) {
+    // reencrypt_hotzone_protect_final: only the header (the source is not overwritten).
     s.hot_committed = true;
     CRYPTMAP_TRY_VOID(commit_synced(image, st));
   }

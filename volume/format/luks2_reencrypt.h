@@ -59,6 +59,24 @@ struct ReencryptInitOptions {
 Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> passphrase,
                             const ReencryptInitOptions& opts);
 
+// cryptsetup's `reencrypt --encrypt --reduce-device-size N` (encrypt_luks2_init with a moved
+// first segment; docs/reencrypt.md §13): the plain data of `image` gets a LUKS2 header inside
+// the image. The data offset and the shift are N/2 (or --offset, format.offset_sectors, when
+// smaller); the data's first min(shift, size) bytes are copied to the image's end, then the
+// header (luksFormat's, in reencryption: mode encrypt, direction backward, resilience
+// datashift, requirement online-reencrypt-v2) is written over the image's first `shift` bytes.
+// reencrypt_run() then moves the data by `shift` while encrypting it. The data size after
+// encryption is image size - N. Errors: kInvalid (N not a multiple of 512, --offset above N/2,
+// data not aligned to the sector size), kNoSpace (image too small, no keyslots area room);
+// nothing is written then. The caller checks the image holds no LUKS header.
+struct EncryptShiftOptions {
+  LuksFormatOptions format;        // luksFormat's options; offset_sectors: --offset (0: N/2)
+  std::uint64_t reduce_bytes = 0;  // --reduce-device-size
+};
+Result<void> reencrypt_encrypt_shift_init(BackingStore& image,
+                                          std::span<const std::byte> passphrase,
+                                          const EncryptShiftOptions& o);
+
 struct ReencryptStatus {
   bool in_reencryption = false;
   bool crashed = false;  // a hotzone segment is flagged in-reencryption (needs recovery)

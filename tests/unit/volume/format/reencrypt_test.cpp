@@ -367,6 +367,128 @@ TEST(Reencrypt, EncryptionGoesForwardFromLinearSegmentsUnderTheFormattedKey) {
   EXPECT_EQ(all, plain);
 }
 
+// Encryption with a data shift (docs/reencrypt.md §13): 2.5 MiB of plain data, a 2 MiB
+// reduction (shift and data offset 1 MiB). The first MiB moves to the image's end at init; the
+// hotzones go backward: [1.5, 2.5) MiB, then the short [1, 1.5) MiB, then the moved [0, 1) MiB.
+constexpr std::uint64_t kMiB = std::uint64_t{1} << 20;
+constexpr std::uint64_t kShiftData = 5 * kMiB / 2;
+
+struct Shifted {
+  std::unique_ptr<MemBackingStore> img;
+  std::vector<std::byte> plain;
+};
+Shifted shifted_image() {
+  Shifted s{std::make_unique<MemBackingStore>(kShiftData + 2 * kMiB, "mem:shift.img"),
+            test::deterministic_bytes(kShiftData, 21)};
+  EXPECT_TRUE(s.img->write_at(ByteOffset{0}, s.plain));
+  EncryptShiftOptions o;
+  o.reduce_bytes = 2 * kMiB;
+  o.format.pbkdf.type = "pbkdf2";
+  o.format.pbkdf.force_iterations = 1000;
+  auto r = reencrypt_encrypt_shift_init(*s.img, pass("right"), o);
+  EXPECT_TRUE(r) << r.error().message();
+  return s;
+}
+
+TEST(Reencrypt, EncryptionWithADataShiftMovesTheDataBehindTheHeader) {
+  Shifted s = shifted_image();
+  auto j = header_json(*s.img);
+  const std::string end = std::to_string(kShiftData + kMiB), mib = std::to_string(kMiB);
+  EXPECT_EQ(j["segments"]["0"].dump(),
+            R"({"type":"linear","offset":")" + end + R"(","size":")" + mib + R"("})");
+  EXPECT_EQ(j["segments"]["1"].dump(), R"({"type":"linear","offset":")" + mib + R"(","size":")" +
+                                           std::to_string(kShiftData - kMiB) + R"("})");
+  EXPECT_EQ(j["segments"]["2"]["flags"].dump(), R"(["backup-moved-segment"])");
+  EXPECT_EQ(j["segments"]["3"].dump(), R"({"type":"linear","offset":"0","size":")" +
+                                           std::to_string(kShiftData) +
+                                           R"(","flags":["backup-previous"]})");
+  EXPECT_EQ(j["segments"]["4"]["offset"], mib);
+  EXPECT_EQ(
+      j["keyslots"]["1"]["area"].dump(),
+      R"({"offset":"290816","size":"4096","type":"datashift","shift_size":")" + mib + R"("})");
+  EXPECT_EQ(j["keyslots"]["1"]["direction"], "backward");
+  EXPECT_EQ(j["digests"]["0"]["segments"].dump(), R"(["4"])");
+  EXPECT_EQ(j["config"]["keyslots_size"], std::to_string(kMiB - 32768));
+  // The first MiB of the data is at the image's end, the rest in place.
+  std::vector<std::byte> moved(kMiB);
+  s.img->peek(kShiftData + kMiB, moved);
+  EXPECT_TRUE(std::equal(moved.begin(), moved.end(), s.plain.begin()));
+
+  // One hotzone, then a stop: post segments from cryptsetup's _enc_create_segments_shift_after.
+  ReencryptRunOptions ro;
+  int calls = 0;
+  ro.progress = [&](std::uint64_t, std::uint64_t) { return ++calls < 2; };
+  auto first = reencrypt_run(*s.img, pass("right"), ro);
+  ASSERT_TRUE(first) << first.error().message();
+  EXPECT_FALSE(first->finished);
+  j = header_json(*s.img);
+  EXPECT_EQ(j["segments"]["1"]["size"], std::to_string(kMiB / 2));  // the rest left in place
+  EXPECT_EQ(j["segments"]["2"].dump(),
+            R"({"type":"crypt","offset":")" + std::to_string(kMiB + 3 * kMiB / 2) +
+                R"(","size":")" + mib + R"(","iv_tweak":")" + std::to_string(3 * kMiB / 2 / 512) +
+                R"(","encryption":"aes-xts-plain64","sector_size":512})");
+  EXPECT_EQ(j["segments"]["3"]["flags"].dump(), R"(["backup-previous"])");
+  EXPECT_EQ(j["segments"]["5"]["flags"].dump(), R"(["backup-moved-segment"])");
+  EXPECT_EQ(j["digests"]["0"]["segments"].dump(), R"(["4","2"])");
+  auto st = reencrypt_status(*s.img);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->done_bytes, kMiB);
+  EXPECT_EQ(st->total_bytes, kShiftData);
+
+  // The second hotzone's data write fails after its header named it: the next run recovers it
+  // from the untouched source (nothing but the header protects it) and finishes.
+  s.img->fail_writes(2 * kMiB, kMiB / 2);
+  ro.progress = nullptr;
+  EXPECT_FALSE(reencrypt_run(*s.img, pass("right"), ro));
+  s.img->fail_writes(0, 0);
+  ASSERT_TRUE(reencrypt_status(*s.img)->crashed);
+  EXPECT_FALSE(reencrypt_run(*s.img, pass("wrong"), ro));
+  auto second = reencrypt_run(*s.img, pass("right"), ro);
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_TRUE(second->finished);
+  j = header_json(*s.img);
+  EXPECT_EQ(
+      j["segments"].dump(),
+      R"({"0":{"type":"crypt","offset":")" + mib +
+          R"(","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":512}})");
+  auto h = load_luks_header(*s.img, std::nullopt);
+  ASSERT_TRUE(h) << h.error().message();
+  auto k = (*h)->unlock(pass("right"), std::nullopt);
+  ASSERT_TRUE(k);
+  crypto::SectorCipherConfig cfg;
+  cfg.spec = (*h)->layout().cipher;
+  cfg.sector_size = 512;
+  auto c = crypto::make_sector_cipher(cfg, k->volume_key.span());
+  ASSERT_TRUE(c);
+  std::vector<std::byte> all(kShiftData);
+  s.img->peek(kMiB, all);
+  ASSERT_TRUE((*c)->decrypt({all, {}, SectorIndex{0}}));
+  EXPECT_EQ(all, s.plain);
+  s.img->peek(kShiftData + kMiB, moved);  // the moved copy is wiped
+  EXPECT_FALSE(std::equal(moved.begin(), moved.end(), s.plain.begin()));
+}
+
+TEST(Reencrypt, EncryptionWithADataShiftRefusesBadSizesAndChangesNothing) {
+  MemBackingStore img(4 * kMiB, "mem:shift-bad.img");
+  ASSERT_TRUE(img.write_at(ByteOffset{0}, test::deterministic_bytes(4 * kMiB, 22)));
+  const auto before = all_of(img);
+  EncryptShiftOptions o;
+  o.format.pbkdf.type = "pbkdf2";
+  o.format.pbkdf.force_iterations = 1000;
+  for (std::uint64_t reduce : {std::uint64_t{1000}, 4 * kMiB, std::uint64_t{64 * 1024}, 8 * kMiB}) {
+    o.reduce_bytes = reduce;
+    auto r = reencrypt_encrypt_shift_init(img, pass("right"), o);
+    EXPECT_FALSE(r) << reduce;
+    EXPECT_EQ(all_of(img), before) << reduce;
+  }
+  o.reduce_bytes = 2 * kMiB;
+  o.format.offset_sectors = 4096;  // 2 MiB: above half the reduction
+  auto r = reencrypt_encrypt_shift_init(img, pass("right"), o);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("half of --reduce-device-size"), std::string::npos);
+  EXPECT_EQ(all_of(img), before);
+}
+
 // open of an image in reencryption (docs/reencrypt.md §9): the new key before the boundary, the
 // old one after it; what is written through the two segments is what the finished run keeps.
 TEST(Reencrypt, AnImageInReencryptionOpensThroughBothSegments) {
