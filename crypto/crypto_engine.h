@@ -51,7 +51,7 @@ class CryptoEngine {
 // The synchronous engine over a SectorCipher: every submit() runs the cipher on the submitting
 // thread and is kDone (on_done is never called). The one synchronous engine: the I/O engine
 // (volume/engine) uses it when the caller configures no other, and fans it out over its own
-// TBB arena (CryptoDriver). Borrows `cipher`, which must outlive the engine.
+// crypto workers (CryptoDriver). Borrows `cipher`, which must outlive the engine.
 std::unique_ptr<CryptoEngine> make_sync_engine(const SectorCipher& cipher);
 
 }  // namespace cryptmap::crypto

@@ -47,11 +47,11 @@ struct VolumeOptions {
   // punches holes in the image. Discards reveal which blocks are unused (docs/formats.md §3.6).
   bool allow_discards = false;
   // --perf-no_write_workqueue (dm-crypt no_write_workqueue): every write is encrypted on the
-  // submitting thread (no fan-out to the TBB arena) and issued to the store before `done`
+  // submitting thread (no fan-out to the crypto workers) and issued to the store before `done`
   // (write-through, no write-back caching), as sequential zones are.
   bool no_write_workqueue = false;
   // --perf-no_read_workqueue (dm-crypt no_read_workqueue): reads are decrypted on the submitting
-  // thread only (no fan-out to the TBB arena) and nothing is read ahead by other threads.
+  // thread only (no fan-out to the crypto workers) and nothing is read ahead by other threads.
   bool no_read_workqueue = false;
   // DEBUG ONLY (tests prove with it that ordering matters): writes into sequential zones skip
   // admission and the turnstile and reach the zoned store in whatever order threads run.

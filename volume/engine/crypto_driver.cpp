@@ -1,22 +1,14 @@
 #include "volume/engine/crypto_driver.h"
 
-#include <oneapi/tbb/blocked_range.h>
-#include <oneapi/tbb/parallel_for.h>
-#include <oneapi/tbb/partitioner.h>
-#include <oneapi/tbb/task_arena.h>
-#include <oneapi/tbb/task_group.h>
-#include <oneapi/tbb/task_scheduler_observer.h>
-
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <optional>
 #include <thread>
 #include <vector>
 
 #include "base/check.h"
-#include "base/io_thread.h"
 #include "base/mutex.h"
+#include "volume/engine/slice_pool.h"
 
 namespace cryptmap::volume {
 namespace {
@@ -68,26 +60,6 @@ class Conversion {
   std::atomic<bool> failed_{false};
 };
 
-class IoFlusherObserver final : public tbb::task_scheduler_observer {
- public:
-  explicit IoFlusherObserver(tbb::task_arena& arena) : tbb::task_scheduler_observer(arena) {
-    observe(true);
-  }
-  ~IoFlusherObserver() override { observe(false); }
-  void on_scheduler_entry(bool /*is_worker*/) override { (void)mark_io_thread(); }
-};
-
-// libtbb.so is not built with ThreadSanitizer, so TSan cannot see the happens-before edges of
-// task spawning and reports the spawning thread's writes (the task, its range, the captured
-// locals) as races with the thief. TSan builds therefore run every conversion inline on the
-// calling thread; the same issue()/complete() code still runs concurrently there (many
-// callers, asynchronous engine completions, the flusher). ASan builds keep the arena.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool kUseArena = false;
-#else
-constexpr bool kUseArena = true;
-#endif
-
 }  // namespace
 
 // A fixed set of objects handed out one at a time; take() waits while none is free (the
@@ -121,14 +93,21 @@ class WaitingPool {
   std::vector<T*> free_ GUARDED_BY(mu_);
 };
 
-// One started conversion: its counter and the task group of its arena task. Pooled; reused.
+// One started conversion: its counter and its fan-out. Pooled; reused.
 class CryptoDriver::Job {
  public:
+  // The slices of one parallel conversion, as a fan-out of the volume's SlicePool.
+  struct Slices {
+    Impl* im = nullptr;
+    Conversion* conv = nullptr;
+    crypto::CryptoDir dir = crypto::CryptoDir::kDecrypt;
+    std::span<std::byte> data;
+    std::uint64_t first = 0;
+    std::size_t per = 0;  // sectors per slice
+    SlicePool::FanOut fan;
+  };
   Conversion conv;
-  tbb::task_group group;
-  crypto::CryptoDir dir = crypto::CryptoDir::kDecrypt;
-  std::span<std::byte> data;
-  std::uint64_t first = 0;
+  Slices task;
   bool spawned = false;
   bool fresh = true;  // conv is in its initial state (never started)
 };
@@ -149,29 +128,31 @@ struct CryptoDriver::Impl {
     if (dir == CryptoDir::kDecrypt ? opts.inline_decrypt : opts.inline_encrypt) return false;
     const std::size_t count = bytes / opts.sector_size;
     const std::size_t batches = (count + batch_sectors - 1) / batch_sectors;
-    return arena && bytes >= opts.parallel_threshold_bytes && batches > 1;
+    return pool && bytes >= opts.parallel_threshold_bytes && batches > 1;
   }
 
-  // Per-core slices of whole batches, one TBB task each; runs inside the arena.
-  void issue_slices(Conversion& conv, CryptoDir dir, std::span<std::byte> data,
-                    std::uint64_t first) {
-    const std::size_t ss = opts.sector_size;
-    const std::size_t count = data.size() / ss;
+  // Cuts a conversion into per-core slices of whole batches (one fan-out slice each).
+  void prepare_slices(Job::Slices& t, Conversion& conv, CryptoDir dir, std::span<std::byte> data,
+                      std::uint64_t first) {
+    const std::size_t count = data.size() / opts.sector_size;
     const std::size_t batches = (count + batch_sectors - 1) / batch_sectors;
     const std::size_t slices = std::min<std::size_t>(threads, batches);
-    const std::size_t per = (batches + slices - 1) / slices * batch_sectors;
-    // simple_partitioner with grain 1: exactly one task per slice.
-    tbb::parallel_for(
-        tbb::blocked_range<std::size_t>(0, slices, 1),
-        [&](const tbb::blocked_range<std::size_t>& r) {
-          for (std::size_t i = r.begin(); i != r.end(); ++i) {
-            const std::size_t begin = i * per;
-            if (begin >= count) continue;
-            const std::size_t n = std::min(per, count - begin);
-            issue(conv, dir, data.subspan(begin * ss, n * ss), first + begin);
-          }
-        },
-        tbb::simple_partitioner());
+    t.im = this;
+    t.conv = &conv;
+    t.dir = dir;
+    t.data = data;
+    t.first = first;
+    t.per = (batches + slices - 1) / slices * batch_sectors;
+    t.fan.set(slices, &run_slice, &t);
+  }
+  static void run_slice(void* context, std::size_t i) {
+    auto& t = *static_cast<Job::Slices*>(context);
+    const std::size_t ss = t.im->opts.sector_size;
+    const std::size_t count = t.data.size() / ss;
+    const std::size_t begin = i * t.per;
+    if (begin >= count) return;
+    const std::size_t n = std::min(t.per, count - begin);
+    t.im->issue(*t.conv, t.dir, t.data.subspan(begin * ss, n * ss), t.first + begin);
   }
 
   // Called exactly once per accepted batch (inline for kDone, by the engine otherwise).
@@ -226,8 +207,7 @@ struct CryptoDriver::Impl {
   WaitingPool<CryptoRequest> free_requests;  // max_inflight crypto requests
   WaitingPool<Job> free_jobs;                // as many conversion jobs
   unsigned threads = 1;
-  std::unique_ptr<tbb::task_arena> arena;
-  std::unique_ptr<IoFlusherObserver> observer;
+  std::unique_ptr<SlicePool> pool;  // threads - 1 workers; the caller is the last one
 };
 
 Result<std::unique_ptr<CryptoDriver>> CryptoDriver::create(crypto::CryptoEngine& engine,
@@ -241,49 +221,31 @@ Result<std::unique_ptr<CryptoDriver>> CryptoDriver::create(crypto::CryptoEngine&
     auto impl = std::make_unique<Impl>(engine, options);
     unsigned t = options.threads != 0 ? options.threads : std::thread::hardware_concurrency();
     impl->threads = std::max(1u, t);
-    if (kUseArena && !options.force_inline && impl->threads > 1) {
-      impl->arena = std::make_unique<tbb::task_arena>(static_cast<int>(impl->threads));
-      impl->arena->initialize();
-      impl->observer = std::make_unique<IoFlusherObserver>(*impl->arena);
-    }
+    if (!options.force_inline && impl->threads > 1)
+      impl->pool = std::make_unique<SlicePool>(impl->threads - 1);
     return std::unique_ptr<CryptoDriver>(new CryptoDriver(std::move(impl)));
   } catch (const std::exception&) {
-    return make_error(Errc::kNoSpace, "crypto driver: allocate pools and task arena");
+    return make_error(Errc::kNoSpace, "crypto driver: allocate pools and start the crypto workers");
   }
 }
 
 CryptoDriver::CryptoDriver(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-CryptoDriver::~CryptoDriver() {
-  if (impl_ && impl_->observer) impl_->observer.reset();
-}
+CryptoDriver::~CryptoDriver() = default;
 
 unsigned CryptoDriver::threads() const noexcept { return impl_->threads; }
 
 void CryptoDriver::for_each_slice(std::size_t n, Slice slice) {
   Impl& im = *impl_;
   CRYPTMAP_CHECK(n <= kMaxSlices);
-  std::array<std::atomic<bool>, kMaxSlices> ran{};
-  if (im.arena && n > 1) {
-    try {
-      // simple_partitioner with grain 1: exactly one task per slice.
-      im.arena->execute([&] {
-        tbb::parallel_for(
-            tbb::blocked_range<std::size_t>(0, n, 1),
-            [&](const tbb::blocked_range<std::size_t>& r) {
-              for (std::size_t i = r.begin(); i != r.end(); ++i) {
-                slice(i);
-                ran[i].store(true, std::memory_order_release);
-              }
-            },
-            tbb::simple_partitioner());
-      });
-    } catch (const std::exception&) {
-      // TBB could not schedule every task (it waits for those it started): the rest run here.
-    }
+  if (!im.pool || n < 2) {
+    for (std::size_t i = 0; i < n; ++i) slice(i);
+    return;
   }
-  for (std::size_t i = 0; i < n; ++i)
-    if (!ran[i].load(std::memory_order_acquire)) slice(i);
+  SlicePool::FanOut fan;
+  fan.set(
+      n, [](void* context, std::size_t i) { (*static_cast<Slice*>(context))(i); }, &slice);
+  im.pool->run(fan);  // the calling thread works on the slices too
 }
 
 Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> data,
@@ -295,12 +257,9 @@ Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> d
   if (!im.parallel(dir, data.size())) {
     im.issue(conv, dir, data, first.value);
   } else {
-    // The calling thread joins the arena and works on the slices too.
-    try {
-      im.arena->execute([&] { im.issue_slices(conv, dir, data, first.value); });
-    } catch (const std::exception&) {
-      conv.record(make_error(Errc::kNoSpace, "crypto driver: schedule parallel batches"));
-    }
+    Job::Slices task;
+    im.prepare_slices(task, conv, dir, data, first.value);
+    im.pool->run(task.fan);  // the calling thread works on the slices too
   }
   conv.finish_one();  // drop the submitter's guard
   return conv.wait();
@@ -313,35 +272,22 @@ CryptoDriver::Job* CryptoDriver::start(crypto::CryptoDir dir, std::span<std::byt
   Job* j = im.free_jobs.take();
   if (!j->fresh) j->conv.reset();
   j->fresh = false;
-  j->dir = dir;
-  j->data = data;
-  j->first = first.value;
   j->spawned = false;
   if (data.empty()) return j;
   if (!im.parallel(dir, data.size())) {
     im.issue(j->conv, dir, data, first.value);
     return j;
   }
-  try {
-    im.arena->execute(
-        [&] { j->group.run([&im, j] { im.issue_slices(j->conv, j->dir, j->data, j->first); }); });
-    j->spawned = true;
-  } catch (const std::exception&) {
-    j->conv.record(make_error(Errc::kNoSpace, "crypto driver: schedule parallel batches"));
-  }
+  im.prepare_slices(j->task, j->conv, dir, data, first.value);
+  im.pool->post(j->task.fan);
+  j->spawned = true;
   return j;
 }
 
 Result<void> CryptoDriver::finish(Job* j) {
   Impl& im = *impl_;
-  if (j->spawned) {
-    try {
-      // Join the arena until the task is done: the caller helps instead of sleeping.
-      im.arena->execute([&] { j->group.wait(); });
-    } catch (const std::exception&) {
-      j->conv.record(make_error(Errc::kNoSpace, "crypto driver: run parallel batches"));
-    }
-  }
+  // The caller takes the slices no worker has started yet, then waits for the rest.
+  if (j->spawned) im.pool->join(j->task.fan);
   j->conv.finish_one();  // drop the submitter's guard
   Result<void> r = j->conv.wait();
   im.free_jobs.give(j);

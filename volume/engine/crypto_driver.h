@@ -14,10 +14,12 @@
 //    issuing (one wait per busy episode, never one per request); kBusyRejected -> the batch
 //    is not accepted: the conversion fails with kBusy and stops issuing (no spinning).
 //  * Parallelism: conversions of at least `parallel_threshold_bytes` are split into one slice
-//    per worker of the volume's tbb::task_arena (per-core batches); smaller ones run inline on
+//    per core (per-core batches), run by the volume's crypto workers (a SlicePool of
+//    `threads` - 1 threads, slice_pool.h) and the calling thread; smaller ones run inline on
 //    the calling thread (gocryptfs's 32-block rule). `force_inline` keeps everything on the
 //    calling thread (dm-crypt no_read_workqueue/no_write_workqueue).
-//  * Every arena worker is marked with mark_io_thread() by a task_scheduler_observer.
+//  * Idle workers sleep (they block; they never spin), and each marks itself with
+//    mark_io_thread().
 //
 // Thread-safety: convert() may be called from any number of threads at once.
 // Ownership: borrows the engine, which must outlive the driver.
@@ -40,7 +42,7 @@ struct CryptoDriverOptions {
   std::size_t batch_bytes = 32 * 1024;
   std::size_t parallel_threshold_bytes = 128 * 1024;
   std::uint32_t max_inflight = 64;
-  unsigned threads = 0;  // arena concurrency; 0 = hardware concurrency
+  unsigned threads = 0;  // crypto threads with the caller; 0 = hardware concurrency
   bool force_inline = false;
   bool inline_decrypt = false;  // decryption only on the calling thread (no_read_workqueue)
   bool inline_encrypt = false;  // encryption only on the calling thread (no_write_workqueue)
@@ -58,24 +60,22 @@ class CryptoDriver {
   Result<void> convert(crypto::CryptoDir dir, std::span<std::byte> data, SectorIndex first);
 
   // The same conversion, started without waiting for it: a conversion that would run in
-  // parallel is handed to the arena as one task and start() returns at once (the caller can
-  // issue store I/O meanwhile: the engine's two-stage pipeline); a small one is converted
-  // inline before start() returns. finish() waits for it (the caller joins the arena and
-  // helps) and returns what convert() would have. Exactly one finish() per start(); `data`
-  // must stay valid until then. Jobs come from a pool of `max_inflight` allocated at create();
-  // start() waits while all are out (each finishes without needing anything else).
+  // parallel is handed to the workers as its slices and start() returns at once (the caller
+  // can issue store I/O meanwhile: the engine's two-stage pipeline); a small one is converted
+  // inline before start() returns. finish() waits for it (the caller first runs the slices no
+  // worker has taken) and returns what convert() would have. Exactly one finish() per start();
+  // `data` must stay valid until then. Jobs come from a pool of `max_inflight` allocated at
+  // create(); start() waits while all are out (each finishes without needing anything else).
   class Job;
   Job* start(crypto::CryptoDir dir, std::span<std::byte> data, SectorIndex first);
   Result<void> finish(Job* job);
 
-  // Runs slice(i) for every i in [0, n): one TBB task per slice in the volume's arena (the
-  // calling thread joins and works too), or one after another on the calling thread when the
-  // driver has no arena (force_inline, one core, TSan builds) or n is 1; returns when every
-  // slice ran. For conversions the engine's batches do not carry: authenticated runs, whose
-  // blocks travel with their tags and whose per-block verdicts the caller needs
-  // (volume/integrity). `slice` must not throw; a TBB scheduling failure runs the slices
-  // inline.
-  // At most kMaxSlices slices.
+  // Runs slice(i) for every i in [0, n): spread over the crypto workers (the calling thread
+  // works too), or one after another on the calling thread when the driver has no workers
+  // (force_inline, one core) or n is 1; returns when every slice ran. For conversions the engine's
+  // batches do not carry: authenticated runs, whose blocks travel with their tags and whose
+  // per-block verdicts the caller needs (volume/integrity). `slice` must not throw. At most
+  // kMaxSlices slices.
   static constexpr std::size_t kMaxSlices = 64;
   using Slice = InlineFunction<void(std::size_t), 64>;
   void for_each_slice(std::size_t n, Slice slice);

@@ -47,8 +47,8 @@ class VolumeImpl final : public Volume {
 
   ~VolumeImpl() override {
     // Shutdown order (docs/architecture.md §4.7): stop the flusher, write back every dirty block,
-    // store.sync(); then the driver (arena) before the engine before the cipher. No request
-    // may be running (the owner stops the FUSE loop first). Pending zone admissions are
+    // store.sync(); then the driver (its crypto workers) before the engine before the cipher. No
+    // request may be running (the owner stops the FUSE loop first). Pending zone admissions are
     // cancelled; read-ahead stops next (its threads use the store, the driver and the ranges).
     if (ctx_.zoned) ctx_.zoned->shutdown();
     ctx_.read_ahead.reset();

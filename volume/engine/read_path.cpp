@@ -96,10 +96,10 @@ bool ReadPath::load_ahead(std::uint64_t first, std::span<std::byte> dst,
 // Large reads (and every read without a cache) stream from the store in buffer-sized pieces
 // without filling the cache. The pieces go to the store as one read batch, as many as the
 // request has buffers for (the first waited for, up to kReadDepth - 1 more only tried, so a
-// request never waits for a second buffer), then each is decrypted (across the arena) and
-// copied out. A piece is fetched whole only while nothing in the cache is dirty: then no block
-// of the shared range can be dirty (writers are excluded) and no write-back can be writing it,
-// so the store is current. Otherwise the piece takes the per-block path (cache hits, fetched
+// request never waits for a second buffer), then each is decrypted (across the crypto
+// workers) and copied out. A piece is fetched whole only while nothing in the cache is dirty: then
+// no block of the shared range can be dirty (writers are excluded) and no write-back can be writing
+// it, so the store is current. Otherwise the piece takes the per-block path (cache hits, fetched
 // misses). An overlay of dirty blocks after the fetch is NOT enough: a write-back pass (it
 // holds the range shared too) can write a block and mark it clean in between, and the stale
 // store copy would be returned (#5, fio verify). Caller holds the range.

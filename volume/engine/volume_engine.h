@@ -32,7 +32,7 @@ struct EngineOptions {
   std::uint32_t buffer_count = 0;                     // 0 = clamp(max_inflight_requests / 4, 4, 64)
   std::size_t batch_bytes = 32 * 1024;                // sectors per CryptoRequest
   std::size_t parallel_threshold_bytes = 128 * 1024;  // smaller conversions run inline
-  unsigned threads = 0;                               // TBB arena size; 0 = hardware concurrency
+  unsigned threads = 0;                               // crypto threads; 0 = hardware concurrency
   std::uint32_t cache_shards = 16;
   std::uint32_t dirty_percent = 50;  // writers wait above this share of the cache
   // Requests at least this large stream past the cache: reads do not fill it, writes update

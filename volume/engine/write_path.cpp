@@ -9,7 +9,7 @@ namespace cryptmap::volume {
 using crypto::CryptoDir;
 
 // Write-through of a request's pieces as a two-stage pipeline: piece k+1 is merged and
-// encrypted (in the arena) while piece k is written to the store, when a second buffer is
+// encrypted (by the crypto workers) while piece k is written to the store, when a second buffer is
 // free (try_acquire; otherwise one piece at a time). Pieces reach the store in the order they
 // were added. Every started piece is finished and written even after an error; the first
 // error is returned. Caller holds the exclusive range.
@@ -23,8 +23,8 @@ class WritePath::Pipe {
 
   // Sectors [pos, pos + n) of the request, n <= one buffer. Order: merge piece k+1 (while
   // piece k is encrypted), finish piece k, start piece k+1, write piece k (while k+1 is
-  // encrypted). Piece k is finished before k+1 is spawned, so the caller, helping in the
-  // arena while it waits, works on piece k and never on k+1 ahead of its own store write.
+  // encrypted). Piece k is finished before k+1 is started; the caller, helping while it
+  // waits, runs only piece k's slices, never k+1's ahead of its own store write.
   Result<void> add(std::uint64_t pos, std::uint64_t n) {
     if (!buf_) buf_ = ctx_.buffers->acquire();
     if (job_ != nullptr && !spare_) spare_ = ctx_.buffers->try_acquire();

@@ -12,13 +12,6 @@
 #include "tests/unit/volume/engine/volume_test_util.h"
 #include "volume/engine/range_lock.h"
 
-// LeakSanitizer: oneTBB frees a task_scheduler_observer's proxy lazily, when the last worker
-// that notified it moves on; a worker still parked at process exit holds it (40 bytes, allocated
-// in tbb::detail::r1::observe). Seen only here, where operator new is ours.
-extern "C" const char* __lsan_default_suppressions() {  // NOLINT: sanitizer hook
-  return "leak:tbb::detail::r1::observe\n";
-}
-
 namespace {
 std::atomic<bool> g_counting{false};
 std::atomic<std::uint64_t> g_allocs{0};

@@ -16,12 +16,6 @@ namespace {
 using volume::EngineOptions;
 using volume::VolumeOptions;
 
-#if defined(__SANITIZE_THREAD__)
-constexpr bool kArena = false;  // TSan builds run crypto inline (see crypto_driver.cpp)
-#else
-constexpr bool kArena = true;
-#endif
-
 // A one-shot gate with a bounded wait (a missing overlap is a failure, not a hang).
 struct Gate {
   std::mutex mu;
@@ -88,7 +82,7 @@ std::unique_ptr<volume::Volume> open_gated(volume::MemBackingStore& mem, crypto:
   opts.cache_bytes = 0;  // every request streams
   EngineOptions eo;
   eo.buffer_bytes = kPiece;
-  eo.batch_bytes = kPiece / 2;  // two batches per piece: the piece is converted in the arena
+  eo.batch_bytes = kPiece / 2;  // two batches per piece: the piece is converted in slices
   eo.parallel_threshold_bytes = kSs;
   eo.threads = 2;
   auto factory = [&](const crypto::SectorCipher& c) {
@@ -107,7 +101,6 @@ std::unique_ptr<volume::Volume> open_gated(volume::MemBackingStore& mem, crypto:
 }
 
 TEST(Pipeline, AStreamingReadFetchesTheNextPieceWhileThePreviousIsDecrypted) {
-  if (!kArena) GTEST_SKIP() << "crypto runs inline under TSan";
   volume::MemBackingStore mem(8 * kPiece, "mem:pipeline");
   Gate gate;
   GatedEngine* engine = nullptr;
@@ -130,7 +123,6 @@ TEST(Pipeline, AStreamingReadFetchesTheNextPieceWhileThePreviousIsDecrypted) {
 }
 
 TEST(Pipeline, AStreamingWriteEncryptsTheNextPieceWhileThePreviousIsWritten) {
-  if (!kArena) GTEST_SKIP() << "crypto runs inline under TSan";
   volume::MemBackingStore mem(8 * kPiece, "mem:pipeline");
   Gate gate;
   GatedEngine* engine = nullptr;
