@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ceph RBD (label rbd, heavy: a real one-node cluster). Starts a monitor and one memstore OSD on
-# 127.0.0.1 (auth none, pool size 1) from Debian's ceph packages, in the test's scratch dir, and
-# stops them by their pid files at the end. Then:
+# 127.0.0.1 (auth none, pool size 1) in the test's scratch dir with ceph_cluster.sh, and stops
+# them by their pid files at the end. Then:
 #   1. the BackingStore contract and the RBD store's own tests (volume_rbd_test) on that cluster;
 #   2. an image formatted by librbd (`rbd encryption format ... luks2`) opens in cryptmap
 #      read-write; what cryptmap wrote reads back through librbd's own LUKS engine (python3-rbd
@@ -19,6 +19,7 @@
 #   8. kill -9 of the daemon under fsync'ed writes, 3 rounds: every acknowledged block intact.
 # Prints how long the cluster took to start.
 source "$(dirname "$0")/lib.sh"
+source "$HERE/ceph_cluster.sh"
 for tool in ceph-mon ceph-osd ceph rbd; do
   command -v "$tool" > /dev/null || { echo "SKIP: $tool not installed (ceph-mon ceph-osd ceph-common)"; exit 0; }
 done
@@ -27,70 +28,11 @@ PY=/usr/bin/python3  # Debian's python3-rbd lives in the system interpreter
 watchdog 600
 MiB=$((1 << 20))
 C=$T/ceph
-export CEPH_CONF=$C/ceph.conf
-
-ceph_stop() {
-  local f pid
-  for f in "$C"/run/osd.0.pid "$C"/run/mon.a.pid; do
-    [[ -f "$f" ]] || continue
-    pid=$(cat "$f")
-    kill "$pid" 2>/dev/null || continue
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
-}
-trap 'ceph_stop; cleanup' EXIT
+trap 'ceph_cluster_stop "$C"; cleanup' EXIT
 
 note "one-node cluster"
 t0=$(date +%s%N)
-mkdir -p "$C/run" "$C/mon" "$C/osd" "$C/log"
-# The monitor's default ports (msgr2 3300, v1 6789) on 127.0.0.1; the OSD takes ports from
-# 6800-7300. A monitor given another port in its address still binds the defaults here.
-if ss -ltn 2>/dev/null | grep -qE '127.0.0.1:(3300|6789) '; then
-  fail "another Ceph monitor listens on 127.0.0.1:3300/6789; stop it first"
-fi
-cat > "$CEPH_CONF" <<CONF
-[global]
-fsid = $(cat /proc/sys/kernel/random/uuid)
-mon host = 127.0.0.1
-mon initial members = a
-auth cluster required = none
-auth service required = none
-auth client required = none
-osd pool default size = 1
-osd pool default min size = 1
-osd crush chooseleaf type = 0
-run dir = $C/run
-pid file = $C/run/\$name.pid
-admin socket = $C/run/\$name.asok
-log file = $C/log/\$name.log
-mon warn on pool no redundancy = false
-mon data avail crit = 0
-ms bind ipv4 = true
-ms bind ipv6 = false
-public addr = 127.0.0.1
-[mon.a]
-mon data = $C/mon
-mon addr = 127.0.0.1
-[osd.0]
-osd data = $C/osd
-osd objectstore = memstore
-memstore device bytes = 1G
-osd class load list = *
-osd class default list = *
-CONF
-ceph-mon --id a --mkfs --keyring /dev/null
-touch "$C/mon/keyring"
-ceph-mon --id a
-timeout 60 ceph osd create > /dev/null
-timeout 60 ceph osd crush add osd.0 1 root=default host=localhost > /dev/null 2>&1
-ceph-osd --id 0 --mkfs > "$C/log/osd-mkfs.out" 2>&1 || { cat "$C/log/osd-mkfs.out"; fail "ceph-osd --mkfs"; }
-ceph-osd --id 0 > "$C/log/osd-start.out" 2>&1
-timeout 60 ceph osd pool create rbd 8 > /dev/null 2>&1
-# `rbd pool init` waits for a manager (none runs here): enable the application directly.
-timeout 60 ceph osd pool application enable rbd rbd > /dev/null 2>&1
-echo x > "$T/probe"
-timeout 120 rados -p rbd put probe "$T/probe" || fail "the cluster does not serve I/O"
+ceph_cluster_start "$C" 1G || fail "one-node Ceph cluster (logs: $C/log)"
 note "cluster ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 
 note "RBD store contract and tests"
