@@ -13,6 +13,9 @@
 #include <rbd/librbd.h>
 
 #include <algorithm>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "base/mutex.h"
 #endif
@@ -189,6 +192,51 @@ class RbdBackingStore final : public BackingStore {
     return issue("discard on RBD image", off.value,
                  [&](rbd_completion_t c) { return rbd_aio_discard(image_, off.value, len, c); });
   }
+  // Every piece is queued (rbd_aio_*) before any is waited for, so librbd has them all in
+  // flight together; a piece outside the image takes read_at/write_at for its error.
+  Result<void> read_batch(std::span<ReadPiece> pieces) const override {
+    if (pieces.size() < 2) return BackingStore::read_batch(pieces);
+    std::unique_ptr<Batch[]> batches(new Batch[pieces.size()]);
+    std::vector<int> started(pieces.size(), 1);  // 1: not queued here
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      const ReadPiece& p = pieces[i];
+      if (p.out.empty() || p.off.value > size_ || p.out.size() > size_ - p.off.value) continue;
+      started[i] = start(batches[i], [&](rbd_completion_t c) {
+        return rbd_aio_read(image_, p.off.value, p.out.size(),
+                            reinterpret_cast<char*>(p.out.data()), c);
+      });
+    }
+    Result<void> first = ok();
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      ReadPiece& p = pieces[i];
+      p.result = started[i] <= 0
+                     ? finish("read from RBD image", p.off.value, batches[i], started[i])
+                     : read_at(p.off, p.out);
+      if (!p.result && first) first = p.result;
+    }
+    return first;
+  }
+  Result<void> write_batch(std::span<WritePiece> pieces) override {
+    if (pieces.size() < 2 || read_only_) return BackingStore::write_batch(pieces);
+    std::unique_ptr<Batch[]> batches(new Batch[pieces.size()]);
+    std::vector<int> started(pieces.size(), 1);  // 1: not queued here
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      const WritePiece& p = pieces[i];
+      if (p.in.empty() || p.off.value > size_ || p.in.size() > size_ - p.off.value) continue;
+      started[i] = start(batches[i], [&](rbd_completion_t c) {
+        return rbd_aio_write(image_, p.off.value, p.in.size(),
+                             reinterpret_cast<const char*>(p.in.data()), c);
+      });
+    }
+    Result<void> first = ok();
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      WritePiece& p = pieces[i];
+      p.result = started[i] <= 0 ? finish("write to RBD image", p.off.value, batches[i], started[i])
+                                 : write_at(p.off, p.in);
+      if (!p.result && first) first = p.result;
+    }
+    return first;
+  }
   std::uint64_t size_bytes() const noexcept override { return size_; }
   std::uint64_t optimal_io_bytes() const noexcept override { return object_size_; }
   bool read_only() const noexcept override { return read_only_; }
@@ -198,13 +246,22 @@ class RbdBackingStore final : public BackingStore {
   template <class Submit>
   Result<void> issue(const char* what, std::uint64_t off, Submit&& submit) const {
     Batch batch;
+    return finish(what, off, batch, start(batch, std::forward<Submit>(submit)));
+  }
+  // Queues one request whose completion signals `batch`; 0 or librbd's negative errno.
+  template <class Submit>
+  static int start(Batch& batch, Submit&& submit) {
     rbd_completion_t c = nullptr;
-    if (const int r = rbd_aio_create_completion(&batch, on_complete, &c); r < 0)
-      return rbd_error(r, what, off, spec_);
+    if (const int r = rbd_aio_create_completion(&batch, on_complete, &c); r < 0) return r;
     if (const int r = submit(c); r < 0) {
       rbd_aio_release(c);
-      return rbd_error(r, what, off, spec_);
+      return r;
     }
+    return 0;
+  }
+  // Waits for the request start() queued (none when it failed: `started` < 0).
+  Result<void> finish(const char* what, std::uint64_t off, Batch& batch, int started) const {
+    if (started < 0) return rbd_error(started, what, off, spec_);
     MutexLock lock(batch.mu);
     while (!batch.done) batch.cv.wait(lock);
     if (batch.ret < 0) return rbd_error(static_cast<int>(batch.ret), what, off, spec_);

@@ -7,7 +7,8 @@
 // else $CRYPTMAP_CEPH_ID, else librados's default (admin). The CLI's `--ceph-conf` and
 // `--ceph-id` set those two variables. A snapshot is always read-only.
 //
-// Semantics: read_at/write_at/discard are one rbd_aio_* request each, sync is rbd_aio_flush;
+// Semantics: read_at/write_at/discard are one rbd_aio_* request each (a batch: one per piece, all
+// queued before the first is waited for), sync is rbd_aio_flush;
 // completions arrive on librbd's threads and wake the caller, who waits on a per-call
 // completion. librados's own timeouts (rados_osd_op_timeout, rados_mon_op_timeout,
 // client_mount_timeout) are set to NbdStoreOptions-like `timeout`, so an unreachable cluster
