@@ -51,6 +51,9 @@ mon data avail crit = 0
 ms bind ipv4 = true
 ms bind ipv6 = false
 public addr = 127.0.0.1
+# A client that died keeps an image's exclusive lock until its watch expires (30 s by default);
+# 10 s keeps tests that kill a lock holder short (clients ping their watches every 5 s).
+osd client watch timeout = 10
 [mon.a]
 mon data = $C/mon
 mon addr = 127.0.0.1

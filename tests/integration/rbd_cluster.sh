@@ -16,7 +16,10 @@
 #   6. --ceph-conf/--ceph-id (no $CEPH_CONF) for a one-shot verb and for a daemon started
 #      without it (the CLI pins the client into the argument); a missing file is a clear error;
 #   7. fio verify with 4 jobs through the FUSE file, again after close and reopen;
-#   8. kill -9 of the daemon under fsync'ed writes, 3 rounds: every acknowledged block intact.
+#   8. the exclusive lock: while cryptmap serves an image read-write, a second cryptmap open
+#      fails naming the image and the lock holder, and a plain librbd client's write is refused;
+#   9. kill -9 of the daemon under fsync'ed writes, 3 rounds: every acknowledged block intact
+#      (the reopen waits until the cluster expires the killed daemon's lock).
 # Prints how long the cluster took to start.
 source "$(dirname "$0")/lib.sh"
 source "$HERE/ceph_cluster.sh"
@@ -170,7 +173,31 @@ cm_open rbd:rbd/enc enc --key-file "$P"
 fio_verify_round "$MNT/enc" $((16 * MiB)) check 4M
 cm_close enc
 
+note "exclusive lock: a second writer (another daemon, a plain librbd client) cannot write underneath"
+cm_open rbd:rbd/enc enc --key-file "$P"
+set +e
+"$CRYPTMAP" open --mount-dir "$T/second" rbd:rbd/enc enc2 --key-file "$P" > "$T/out" 2>&1; rc=$?
+set -e
+[[ $rc != 0 ]] && grep -q "rbd:rbd/enc" "$T/out" && grep -q "exclusive lock" "$T/out" &&
+  grep -Eq "held by client\.[0-9]+ at 127\.0\.0\.1" "$T/out" ||
+  fail "a second read-write open of rbd:rbd/enc: exit $rc, '$(cat "$T/out")'"
+note "refused as it should be (exit $rc): $(cat "$T/out")"
+mountpoint -q "$T/second" && fusermount3 -u "$T/second"
+"$PY" - <<'PYEOF' || fail "a plain librbd client wrote rbd/enc underneath cryptmap"
+import rados, rbd
+with rados.Rados(conffile="") as cluster, cluster.open_ioctx("rbd") as io, rbd.Image(io, "enc") as img:
+    try:
+        img.write(b"x" * 4096, 32 << 20)  # in the payload: a write that went through fails the test
+    except rbd.ReadOnlyImage:
+        raise SystemExit(0)
+raise SystemExit("the write went through")
+PYEOF
+cm_close enc
+
 note "kill -9 of the daemon under fsync'ed writes over RBD: nothing acknowledged is lost"
+# The killed daemon keeps the image's exclusive lock until the cluster expires its watch (10 s
+# in this cluster): the reopen waits for it.
+export CRYPTMAP_RBD_LOCK_WAIT=60
 rbd create --size 64M rbd/crash
 cm luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
   --key-file "$P" rbd:rbd/crash
