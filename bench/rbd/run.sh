@@ -16,6 +16,7 @@
 # Workloads on each row's file: fio O_DIRECT, psync (QD1 per job), 4 jobs each on its own quarter:
 # sequential write and read of 1 MiB blocks, random write and read of 4 KiB blocks. Every image
 # is filled first (untimed). Also the CPU seconds of the row's daemon and of the OSD per run.
+# ROWS (default "librbd cryptmap qsd") and WORKLOADS (default all four) pick what runs.
 # Prints a Markdown table; raw fio JSON, the table and the host's load go to OUT_DIR.
 # A benchmark, never a test.
 set -euo pipefail
@@ -86,39 +87,46 @@ fill() {
   fio --name=fill "$@" --bs=1M --numjobs=4 --size=${JOB_MIB}M --offset_increment=${JOB_MIB}M \
     --rw=write --output-format=terse > /dev/null
 }
-WORKLOADS="seqwrite seqread randwrite randread"
+WORKLOADS=${WORKLOADS:-"seqwrite seqread randwrite randread"}
 echo "row,workload,MB/s,IOPS,daemon_cpu_s,osd_cpu_s,seconds,load" > "$OUT/results.csv"
 
 # librbd: fio's rbd engine, one librbd client per job. The image has no exclusive-lock feature:
 # four clients writing one image with it would pass the lock back and forth on every write.
-rbd create --size ${SIZE_MIB}M --image-feature layering rbd/raw
-LIBRBD=(--ioengine=rbd --clientname=admin --pool=rbd --rbdname=raw --iodepth=1)
-fill "${LIBRBD[@]}"
-for wl in $WORKLOADS; do run librbd $wl "" "${LIBRBD[@]}"; done
+ROWS=" ${ROWS:-librbd cryptmap qsd} "
+if [[ $ROWS == *" librbd "* ]]; then
+  rbd create --size ${SIZE_MIB}M --image-feature layering rbd/raw
+  LIBRBD=(--ioengine=rbd --clientname=admin --pool=rbd --rbdname=raw --iodepth=1)
+  fill "${LIBRBD[@]}"
+  for wl in $WORKLOADS; do run librbd $wl "" "${LIBRBD[@]}"; done
+fi
 
 # cryptmap over rbd:rbd/cm
-rbd create --size $((SIZE_MIB + 16))M rbd/cm
-"$CM" luksFormat --batch-mode --type luks2 --sector-size 4096 --pbkdf pbkdf2 \
-  --pbkdf-force-iterations 1000 --key-file "$W/key" rbd:rbd/cm
-"$CM" open --mount-dir "$W/cm" --key-file "$W/key" rbd:rbd/cm b 2> "$OUT/cryptmap-open.log"
-DPID=$(pgrep -f -- "daemon --mount-dir $W/cm" | head -n 1)
-F=(--filename="$W/cm/b" --direct=1 --ioengine=psync)
-fill "${F[@]}"
-for wl in $WORKLOADS; do run cryptmap $wl "$DPID" "${F[@]}"; done
-if [[ -n "${PROFILE:-}" ]] && command -v perf > /dev/null; then
-  for wl in seqread seqwrite; do
-    perf record -e cpu-clock -g -p "$DPID" -o "$W/perf-$wl.data" -- sleep "$SECS" > /dev/null 2>&1 &
-    PP=$!
-    run cryptmap-profiled $wl "$DPID" "${F[@]}"
-    wait $PP || true
-    perf report -i "$W/perf-$wl.data" --no-children --sort dso,sym --stdio -g none 2> /dev/null |
-      grep -v "^#" | grep -v "^$" | sed -n 1,40p > "$OUT/profile-cryptmap-$wl.txt"
-  done
+if [[ $ROWS == *" cryptmap "* ]]; then
+  rbd create --size $((SIZE_MIB + 16))M rbd/cm
+  "$CM" luksFormat --batch-mode --type luks2 --sector-size 4096 --pbkdf pbkdf2 \
+    --pbkdf-force-iterations 1000 --key-file "$W/key" rbd:rbd/cm
+  "$CM" open --mount-dir "$W/cm" --key-file "$W/key" rbd:rbd/cm b 2> "$OUT/cryptmap-open.log"
+  DPID=$(pgrep -f -- "daemon --mount-dir $W/cm" | head -n 1)
+  F=(--filename="$W/cm/b" --direct=1 --ioengine=psync)
+  fill "${F[@]}"
+  for wl in $WORKLOADS; do run cryptmap $wl "$DPID" "${F[@]}"; done
+  if [[ -n "${PROFILE:-}" ]] && command -v perf > /dev/null; then
+    for wl in seqread seqwrite; do
+      perf record -e cpu-clock -g -p "$DPID" -o "$W/perf-$wl.data" -- sleep "$SECS" > /dev/null 2>&1 &
+      PP=$!
+      run cryptmap-profiled $wl "$DPID" "${F[@]}"
+      wait $PP || true
+      perf report -i "$W/perf-$wl.data" --no-children --sort dso,sym --stdio -g none 2> /dev/null |
+        grep -v "^#" | grep -v "^$" | sed -n 1,40p > "$OUT/profile-cryptmap-$wl.txt"
+    done
+  fi
+  "$CM" close --mount-dir "$W/cm" b
 fi
-"$CM" close --mount-dir "$W/cm" b
 
 # qsd: qemu's rbd driver with librbd's LUKS2 (encrypt.format=luks2) exported through FUSE
-if command -v qemu-storage-daemon > /dev/null &&
+if [[ $ROWS != *" qsd "* ]]; then
+  :
+elif command -v qemu-storage-daemon > /dev/null &&
   ls /usr/lib/*/qemu/block-rbd.so > /dev/null 2>&1; then
   rbd create --size $((SIZE_MIB + 16))M rbd/peer  # librbd puts the LUKS2 payload at 16 MiB
   timeout 300 rbd encryption format rbd/peer luks2 "$W/key"
@@ -153,14 +161,15 @@ python3 - "$OUT/results.csv" "$SECS" <<'PY' | tee "$OUT/results.md"
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 val = {(r["row"], r["workload"]): r for r in rows}
-systems = [s for s in ("librbd", "cryptmap", "qsd") if (s, "seqread") in val]
+systems = [s for s in ("librbd", "cryptmap", "qsd") if any(k[0] == s for k in val)]
 wls = [("seqwrite", "MB/s"), ("seqread", "MB/s"), ("randwrite", "IOPS"), ("randread", "IOPS")]
 def v(s, w, unit):
     return float(val[(s, w)][unit]) if (s, w) in val else None
 print("| workload | " + " | ".join(systems) + " | cryptmap/librbd | cryptmap/qsd |")
 print("|---|" + "---:|" * (len(systems) + 2))
+wls = [(w, u) for w, u in wls if any((s, w) in val for s in systems)]
 for w, unit in wls:
-    cells = [f"{v(s, w, unit):.0f}" for s in systems]
+    cells = [f"{v(s, w, unit):.0f}" if (s, w) in val else "-" for s in systems]
     c = v("cryptmap", w, unit)
     ratios = []
     for s in ("librbd", "qsd"):
@@ -172,7 +181,8 @@ print("| CPU-s per run (daemon / OSD) | " + " | ".join(systems) + " |")
 print("|---|" + "---:|" * len(systems))
 for w, unit in wls:
     print(f"| {w} | " + " | ".join(
-        f"{val[(s, w)]['daemon_cpu_s']} / {val[(s, w)]['osd_cpu_s']}" for s in systems) + " |")
+        f"{val[(s, w)]['daemon_cpu_s']} / {val[(s, w)]['osd_cpu_s']}" if (s, w) in val else "-"
+        for s in systems) + " |")
 print(f"\n({sys.argv[2]} s per run + 1 s ramp; load average at the end of each run: "
       + ", ".join(sorted({r['load'] for r in rows})) + ")")
 PY
