@@ -4,6 +4,7 @@
 #include "volume/open.h"
 #include "volume/store/backing_store.h"
 #include "volume/store/nbd_backing_store.h"
+#include "volume/store/rbd_backing_store.h"
 
 namespace cryptmap::volume {
 
@@ -26,6 +27,14 @@ Result<std::unique_ptr<OnlineReencryption>> OnlineReencryption::start(
     return make_error_fmt(Errc::kReadOnly, "online reencryption", kNoObject,
                           "%s is served read-only: close it and open it read-write first",
                           image.c_str());
+  // The session's header store would be a second librbd client, which the served store's
+  // exclusive lock refuses (docs/network-stores.md §6.3).
+  if (is_rbd_uri(image))
+    return make_error_fmt(
+        Errc::kUnsupported,
+        "online reencryption of an RBD image (not implemented: the served "
+        "volume holds the image's exclusive lock; close it and reencrypt offline)",
+        kNoObject, "%s", image.c_str());
   // The served store first: a zoned image is refused before the session writes anything (the
   // recovery of an interrupted hotzone).
   CRYPTMAP_TRY(served_store, probe_store(image, {.read_only = false}));

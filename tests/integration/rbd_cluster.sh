@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ceph RBD (label rbd, heavy: a real one-node cluster). Starts a monitor and one memstore OSD on
-# 127.0.0.1 (auth none, pool size 1) from Debian's ceph packages, in the test's scratch dir, and
-# stops them by their pid files at the end. Then:
+# 127.0.0.1 (auth none, pool size 1) in the test's scratch dir with ceph_cluster.sh, and stops
+# them by their pid files at the end. Then:
 #   1. the BackingStore contract and the RBD store's own tests (volume_rbd_test) on that cluster;
 #   2. an image formatted by librbd (`rbd encryption format ... luks2`) opens in cryptmap
 #      read-write; what cryptmap wrote reads back through librbd's own LUKS engine (python3-rbd
@@ -16,9 +16,13 @@
 #   6. --ceph-conf/--ceph-id (no $CEPH_CONF) for a one-shot verb and for a daemon started
 #      without it (the CLI pins the client into the argument); a missing file is a clear error;
 #   7. fio verify with 4 jobs through the FUSE file, again after close and reopen;
-#   8. kill -9 of the daemon under fsync'ed writes, 3 rounds: every acknowledged block intact.
+#   8. the exclusive lock: while cryptmap serves an image read-write, a second cryptmap open
+#      fails naming the image and the lock holder, and a plain librbd client's write is refused;
+#   9. kill -9 of the daemon under fsync'ed writes, 3 rounds: every acknowledged block intact
+#      (the reopen waits until the cluster expires the killed daemon's lock).
 # Prints how long the cluster took to start.
 source "$(dirname "$0")/lib.sh"
+source "$HERE/ceph_cluster.sh"
 for tool in ceph-mon ceph-osd ceph rbd; do
   command -v "$tool" > /dev/null || { echo "SKIP: $tool not installed (ceph-mon ceph-osd ceph-common)"; exit 0; }
 done
@@ -27,70 +31,11 @@ PY=/usr/bin/python3  # Debian's python3-rbd lives in the system interpreter
 watchdog 600
 MiB=$((1 << 20))
 C=$T/ceph
-export CEPH_CONF=$C/ceph.conf
-
-ceph_stop() {
-  local f pid
-  for f in "$C"/run/osd.0.pid "$C"/run/mon.a.pid; do
-    [[ -f "$f" ]] || continue
-    pid=$(cat "$f")
-    kill "$pid" 2>/dev/null || continue
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
-}
-trap 'ceph_stop; cleanup' EXIT
+trap 'ceph_cluster_stop "$C"; cleanup' EXIT
 
 note "one-node cluster"
 t0=$(date +%s%N)
-mkdir -p "$C/run" "$C/mon" "$C/osd" "$C/log"
-# The monitor's default ports (msgr2 3300, v1 6789) on 127.0.0.1; the OSD takes ports from
-# 6800-7300. A monitor given another port in its address still binds the defaults here.
-if ss -ltn 2>/dev/null | grep -qE '127.0.0.1:(3300|6789) '; then
-  fail "another Ceph monitor listens on 127.0.0.1:3300/6789; stop it first"
-fi
-cat > "$CEPH_CONF" <<CONF
-[global]
-fsid = $(cat /proc/sys/kernel/random/uuid)
-mon host = 127.0.0.1
-mon initial members = a
-auth cluster required = none
-auth service required = none
-auth client required = none
-osd pool default size = 1
-osd pool default min size = 1
-osd crush chooseleaf type = 0
-run dir = $C/run
-pid file = $C/run/\$name.pid
-admin socket = $C/run/\$name.asok
-log file = $C/log/\$name.log
-mon warn on pool no redundancy = false
-mon data avail crit = 0
-ms bind ipv4 = true
-ms bind ipv6 = false
-public addr = 127.0.0.1
-[mon.a]
-mon data = $C/mon
-mon addr = 127.0.0.1
-[osd.0]
-osd data = $C/osd
-osd objectstore = memstore
-memstore device bytes = 1G
-osd class load list = *
-osd class default list = *
-CONF
-ceph-mon --id a --mkfs --keyring /dev/null
-touch "$C/mon/keyring"
-ceph-mon --id a
-timeout 60 ceph osd create > /dev/null
-timeout 60 ceph osd crush add osd.0 1 root=default host=localhost > /dev/null 2>&1
-ceph-osd --id 0 --mkfs > "$C/log/osd-mkfs.out" 2>&1 || { cat "$C/log/osd-mkfs.out"; fail "ceph-osd --mkfs"; }
-ceph-osd --id 0 > "$C/log/osd-start.out" 2>&1
-timeout 60 ceph osd pool create rbd 8 > /dev/null 2>&1
-# `rbd pool init` waits for a manager (none runs here): enable the application directly.
-timeout 60 ceph osd pool application enable rbd rbd > /dev/null 2>&1
-echo x > "$T/probe"
-timeout 120 rados -p rbd put probe "$T/probe" || fail "the cluster does not serve I/O"
+ceph_cluster_start "$C" 1G || fail "one-node Ceph cluster (logs: $C/log)"
 note "cluster ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 
 note "RBD store contract and tests"
@@ -228,7 +173,31 @@ cm_open rbd:rbd/enc enc --key-file "$P"
 fio_verify_round "$MNT/enc" $((16 * MiB)) check 4M
 cm_close enc
 
+note "exclusive lock: a second writer (another daemon, a plain librbd client) cannot write underneath"
+cm_open rbd:rbd/enc enc --key-file "$P"
+set +e
+"$CRYPTMAP" open --mount-dir "$T/second" rbd:rbd/enc enc2 --key-file "$P" > "$T/out" 2>&1; rc=$?
+set -e
+[[ $rc != 0 ]] && grep -q "rbd:rbd/enc" "$T/out" && grep -q "exclusive lock" "$T/out" &&
+  grep -Eq "held by client\.[0-9]+ at 127\.0\.0\.1" "$T/out" ||
+  fail "a second read-write open of rbd:rbd/enc: exit $rc, '$(cat "$T/out")'"
+note "refused as it should be (exit $rc): $(cat "$T/out")"
+mountpoint -q "$T/second" && fusermount3 -u "$T/second"
+"$PY" - <<'PYEOF' || fail "a plain librbd client wrote rbd/enc underneath cryptmap"
+import rados, rbd
+with rados.Rados(conffile="") as cluster, cluster.open_ioctx("rbd") as io, rbd.Image(io, "enc") as img:
+    try:
+        img.write(b"x" * 4096, 32 << 20)  # in the payload: a write that went through fails the test
+    except rbd.ReadOnlyImage:
+        raise SystemExit(0)
+raise SystemExit("the write went through")
+PYEOF
+cm_close enc
+
 note "kill -9 of the daemon under fsync'ed writes over RBD: nothing acknowledged is lost"
+# The killed daemon keeps the image's exclusive lock until the cluster expires its watch (10 s
+# in this cluster): the reopen waits for it.
+export CRYPTMAP_RBD_LOCK_WAIT=60
 rbd create --size 64M rbd/crash
 cm luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
   --key-file "$P" rbd:rbd/crash

@@ -100,12 +100,25 @@ Error libnbd_error(Errc code, const char* what, const std::string& uri) {
   return e;
 }
 
-// The requests one read_at/write_at/sync/discard call issued; the caller waits on it.
+// The requests one range of a call issued (a read_at/write_at/sync/discard, or one piece of a
+// batch); the caller waits on it.
 struct Batch {
   Mutex mu;
   CondVar cv;
   int pending GUARDED_BY(mu) = 0;
   int first_errno GUARDED_BY(mu) = 0;
+};
+
+class Connection;
+// A range in flight: its completion counter and the distinct connections carrying its requests,
+// kept alive until every request has completed (a reconnect may replace them in the store's list
+// meanwhile, and reuse the index of a dead one that still has a request pending, so they are
+// not kept by index).
+struct InFlight {
+  Batch batch;
+  std::array<std::shared_ptr<Connection>, 32> used{};
+  std::size_t n_used = 0;
+  int submit_errno = 0;
 };
 
 // libnbd completion callback (runs on a poller thread, libnbd's handle lock held: no nbd_* calls).
@@ -382,6 +395,54 @@ class NbdBackingStore final : public BackingStore {
     return issue(Op::kTrim, a, nullptr, e - a);
   }
 
+  // Every piece's requests are queued before any is waited for, so the pieces travel over the
+  // connections together (the engine's streaming reads and write-back passes). A piece that is
+  // not aligned to the minimum block, or outside the export, takes read_at/write_at afterwards.
+  Result<void> read_batch(std::span<ReadPiece> pieces) const override {
+    if (pieces.size() < 2) return BackingStore::read_batch(pieces);
+    std::unique_ptr<InFlight[]> io(new InFlight[pieces.size()]);
+    std::vector<bool> direct(pieces.size());
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      const ReadPiece& p = pieces[i];
+      direct[i] = !p.out.empty() && p.off.value <= facts_.size &&
+                  p.out.size() <= facts_.size - p.off.value && aligned(p.off.value, p.out.size());
+      if (direct[i]) submit(Op::kRead, p.off.value, p.out.data(), p.out.size(), io[i]);
+    }
+    Result<void> first = ok();
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      ReadPiece& p = pieces[i];
+      p.result = direct[i] ? wait(Op::kRead, p.off.value, io[i]) : read_at(p.off, p.out);
+      if (!p.result && first) first = p.result;
+    }
+    return first;
+  }
+
+  Result<void> write_batch(std::span<WritePiece> pieces) override {
+    if (pieces.size() < 2 || read_only_) return BackingStore::write_batch(pieces);
+    std::unique_ptr<InFlight[]> io(new InFlight[pieces.size()]);
+    std::vector<bool> direct(pieces.size());
+    {
+      ReaderLock lock(rmw_);  // aligned writes only: a read-modify-write waits for all of them
+      for (std::size_t i = 0; i < pieces.size(); ++i) {
+        const WritePiece& p = pieces[i];
+        direct[i] = !p.in.empty() && p.off.value <= facts_.size &&
+                    p.in.size() <= facts_.size - p.off.value && aligned(p.off.value, p.in.size());
+        if (!direct[i]) continue;
+        durability_->write_gen.fetch_add(1);
+        submit(Op::kWrite, p.off.value, const_cast<std::byte*>(p.in.data()), p.in.size(), io[i]);
+      }
+      for (std::size_t i = 0; i < pieces.size(); ++i)
+        if (direct[i]) pieces[i].result = wait(Op::kWrite, pieces[i].off.value, io[i]);
+    }
+    Result<void> first = ok();
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      WritePiece& p = pieces[i];
+      if (!direct[i]) p.result = write_at(p.off, p.in);
+      if (!p.result && first) first = p.result;
+    }
+    return first;
+  }
+
   std::uint64_t size_bytes() const noexcept override { return facts_.size; }
   std::uint64_t optimal_io_bytes() const noexcept override { return facts_.preferred_block; }
   bool read_only() const noexcept override { return read_only_; }
@@ -468,13 +529,15 @@ class NbdBackingStore final : public BackingStore {
 
   // Issues `op` over [off, off + len) in pieces spread over the connections and waits for all.
   Result<void> issue(Op op, std::uint64_t off, std::byte* buf, std::uint64_t len) const {
-    Batch batch;
-    // The distinct connections carrying a piece, kept alive until every piece has completed: a
-    // reconnect may replace them in conns_ meanwhile (and reuse the index of a dead one that
-    // still has a piece pending, so they are not kept by index).
-    std::array<std::shared_ptr<Connection>, 32> used{};
-    std::size_t n_used = 0;
-    int submit_errno = 0;
+    InFlight io;
+    submit(op, off, buf, len, io);
+    return wait(op, off, io);
+  }
+
+  // Queues `op` over [off, off + len) in requests of at most the server's maximum, spread over
+  // the connections; a request that cannot be queued ends the submission (io.submit_errno).
+  void submit(Op op, std::uint64_t off, std::byte* buf, std::uint64_t len, InFlight& io) const {
+    Batch& batch = io.batch;
     int resubmits = 0;
     std::uint64_t done = 0;
     while (true) {  // one piece per turn; a flush is one piece of length 0
@@ -483,12 +546,13 @@ class NbdBackingStore final : public BackingStore {
                            : std::min(len - done, op == Op::kTrim ? kMaxTrim : facts_.max_request);
       std::shared_ptr<Connection> c = pick();
       if (c == nullptr) {
-        submit_errno = ENOTCONN;
+        io.submit_errno = ENOTCONN;
         break;
       }
-      const bool seen = std::find(used.begin(), used.begin() + n_used, c) != used.begin() + n_used;
-      if (!seen && n_used == used.size()) {  // 32 connections in one batch: a reconnect storm
-        submit_errno = ENOTCONN;
+      const auto used_end = io.used.begin() + static_cast<std::ptrdiff_t>(io.n_used);
+      const bool seen = std::find(io.used.begin(), used_end, c) != used_end;
+      if (!seen && io.n_used == io.used.size()) {  // 32 connections in one call: a reconnect storm
+        io.submit_errno = ENOTCONN;
         break;
       }
       {
@@ -513,7 +577,7 @@ class NbdBackingStore final : public BackingStore {
           break;
       }
       if (cookie < 0) {
-        submit_errno = nbd_get_errno() != 0 ? nbd_get_errno() : EIO;
+        io.submit_errno = nbd_get_errno() != 0 ? nbd_get_errno() : EIO;
         {
           MutexLock lock(batch.mu);
           --batch.pending;
@@ -521,17 +585,22 @@ class NbdBackingStore final : public BackingStore {
         // The connection died between pick() and the submission: nothing reached the server,
         // so the piece goes to another (or a reconnected) connection, a few times at most.
         if (!c->usable() && ++resubmits <= 3) {
-          submit_errno = 0;
+          io.submit_errno = 0;
           continue;
         }
         break;
       }
       c->kick();
-      if (!seen) used[n_used++] = std::move(c);
+      if (!seen) io.used[io.n_used++] = std::move(c);
       done += piece;
       if (done >= len) break;
     }
+  }
 
+  // Waits for every request submit() queued; after the timeout the connections carrying them
+  // are dropped (their requests then fail) and the wait goes on until libnbd has failed them.
+  Result<void> wait(Op op, std::uint64_t off, InFlight& io) const {
+    Batch& batch = io.batch;
     MutexLock lock(batch.mu);
     auto deadline = Clock::now() + timeout_;
     bool dropped = false;
@@ -546,13 +615,13 @@ class NbdBackingStore final : public BackingStore {
           "requests fail with EIO (the next request reconnects). Check the server",
           uri_, op_name(op), off, timeout_.count());
       lock.unlock();
-      for (const auto& c : used)
+      for (const auto& c : io.used)
         if (c) c->kill();
       lock.lock();
       dropped = true;
       deadline = Clock::now() + timeout_;
     }
-    const int err = batch.first_errno != 0 ? batch.first_errno : submit_errno;
+    const int err = batch.first_errno != 0 ? batch.first_errno : io.submit_errno;
     if (err == 0) return ok();
     return nbd_error(Errc::kIo, op_name(op), op == Op::kFlush ? kNoObject : off, uri_,
                      dropped ? ETIMEDOUT : err);

@@ -5,8 +5,9 @@
 // Semantics (docs/network-stores.md has the whole contract):
 //   - I/O: each read_at/write_at is cut into requests no larger than the server's maximum block
 //     size (at most 4 MiB) spread over the store's connections and issued together (nbd_aio_*);
-//     the caller waits for all of them. Requests not aligned to the server's minimum block size
-//     are widened (reads) or read-modify-written (writes, serialised against all other writes).
+//     the caller waits for all of them. A batch queues every piece's requests before it waits.
+//     Requests not aligned to the server's minimum block size are widened (reads) or
+//     read-modify-written (writes, serialised against all other writes).
 //   - connections: 4 when the server advertises multi-conn (flush effects are then visible
 //     across connections, NBD protocol), else 1. One poller thread per connection drives
 //     libnbd's state machine; callers never block in libnbd.

@@ -10,9 +10,18 @@
 
 #if CRYPTMAP_HAVE_LIBRBD
 #include <rados/librados.h>
+#include <rbd/features.h>
 #include <rbd/librbd.h>
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <array>
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "base/mutex.h"
 #endif
@@ -83,6 +92,11 @@ RbdStoreOptions rbd_options_from_env(bool read_only) {
     const long s = std::strtol(t, &end, 10);
     if (end != t && *end == '\0' && s > 0 && s < 86400) o.timeout = std::chrono::seconds(s);
   }
+  if (const char* t = std::getenv("CRYPTMAP_RBD_LOCK_WAIT")) {
+    char* end = nullptr;
+    const long s = std::strtol(t, &end, 10);
+    if (end != t && *end == '\0' && s >= 0 && s < 86400) o.lock_wait = std::chrono::seconds(s);
+  }
   return o;
 }
 
@@ -123,6 +137,63 @@ void on_complete(rbd_completion_t c, void* arg) {
   b->ret = r;
   b->done = true;
   b->cv.notify_all();
+}
+
+// Who holds the image's exclusive lock: "client.4123 at 127.0.0.1:0/3088" (rbd_list_lockers), or
+// "another client" when the cluster does not say.
+std::string lock_holder(rbd_image_t image) {
+  int exclusive = 0;
+  std::array<char, 128> tag{}, clients{}, cookies{}, addrs{};
+  std::size_t tag_len = tag.size(), clients_len = clients.size(), cookies_len = cookies.size(),
+              addrs_len = addrs.size();
+  const ssize_t n =
+      rbd_list_lockers(image, &exclusive, tag.data(), &tag_len, clients.data(), &clients_len,
+                       cookies.data(), &cookies_len, addrs.data(), &addrs_len);
+  if (n <= 0 || clients[0] == '\0') return "another client";
+  return std::string(clients.data()) + " at " + std::string(addrs.data());
+}
+
+// A read-write open takes the image's exclusive lock and keeps it until close: rbd_lock_acquire
+// switches librbd to its standard lock policy, under which this client refuses to hand the lock
+// over, so no other librbd client (another cryptmap, a VM, `rbd` writing) can write the image
+// underneath the volume. A lock held by another client fails the open, naming the holder. A
+// holder that died (kill -9, a lost host) keeps the lock until the cluster expires its watch
+// (osd_client_watch_timeout, 30 s by default): with `wait` the open keeps trying that long first
+// (a restart after a crash). An image without the exclusive-lock feature has no lock to take:
+// logged, opened.
+Result<void> take_exclusive_lock(rbd_image_t image, const std::string& spec,
+                                 std::chrono::milliseconds wait) {
+  std::uint64_t features = 0;
+  if (rbd_get_features(image, &features) == 0 && (features & RBD_FEATURE_EXCLUSIVE_LOCK) == 0) {
+    spdlog::warn(
+        "RBD {}: the image has no exclusive-lock feature, so nothing keeps other clients from "
+        "writing it while cryptmap does (rbd feature enable POOL/IMAGE exclusive-lock)",
+        spec);
+    return ok();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  bool logged = false;
+  while (true) {
+    const int r = rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE);
+    if (r == 0) return ok();
+    if (r != -EROFS && r != -EBUSY && r != -EAGAIN)
+      return rbd_error(r, "take the RBD image's exclusive lock", kNoObject, spec);
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    if (!logged) {  // only when waiting: wait > 0
+      spdlog::warn("RBD {}: its exclusive lock is held by {}; waiting up to {} s for it", spec,
+                   lock_holder(image), wait.count() / 1000);
+      logged = true;
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  Error e = make_error_fmt(Errc::kBusy,
+                           "open RBD image read-write: another client holds its exclusive lock "
+                           "(close the image there; a client that died keeps it until the "
+                           "cluster expires its watch, 30 s by default: retry then, set "
+                           "CRYPTMAP_RBD_LOCK_WAIT=SECONDS to wait, or break it: rbd lock rm)",
+                           kNoObject, "%s held by %s", spec.c_str(), lock_holder(image).c_str());
+  e.sys_errno = EBUSY;
+  return e;
 }
 
 class RbdBackingStore final : public BackingStore {
@@ -189,6 +260,51 @@ class RbdBackingStore final : public BackingStore {
     return issue("discard on RBD image", off.value,
                  [&](rbd_completion_t c) { return rbd_aio_discard(image_, off.value, len, c); });
   }
+  // Every piece is queued (rbd_aio_*) before any is waited for, so librbd has them all in
+  // flight together; a piece outside the image takes read_at/write_at for its error.
+  Result<void> read_batch(std::span<ReadPiece> pieces) const override {
+    if (pieces.size() < 2) return BackingStore::read_batch(pieces);
+    std::unique_ptr<Batch[]> batches(new Batch[pieces.size()]);
+    std::vector<int> started(pieces.size(), 1);  // 1: not queued here
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      const ReadPiece& p = pieces[i];
+      if (p.out.empty() || p.off.value > size_ || p.out.size() > size_ - p.off.value) continue;
+      started[i] = start(batches[i], [&](rbd_completion_t c) {
+        return rbd_aio_read(image_, p.off.value, p.out.size(),
+                            reinterpret_cast<char*>(p.out.data()), c);
+      });
+    }
+    Result<void> first = ok();
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      ReadPiece& p = pieces[i];
+      p.result = started[i] <= 0
+                     ? finish("read from RBD image", p.off.value, batches[i], started[i])
+                     : read_at(p.off, p.out);
+      if (!p.result && first) first = p.result;
+    }
+    return first;
+  }
+  Result<void> write_batch(std::span<WritePiece> pieces) override {
+    if (pieces.size() < 2 || read_only_) return BackingStore::write_batch(pieces);
+    std::unique_ptr<Batch[]> batches(new Batch[pieces.size()]);
+    std::vector<int> started(pieces.size(), 1);  // 1: not queued here
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      const WritePiece& p = pieces[i];
+      if (p.in.empty() || p.off.value > size_ || p.in.size() > size_ - p.off.value) continue;
+      started[i] = start(batches[i], [&](rbd_completion_t c) {
+        return rbd_aio_write(image_, p.off.value, p.in.size(),
+                             reinterpret_cast<const char*>(p.in.data()), c);
+      });
+    }
+    Result<void> first = ok();
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      WritePiece& p = pieces[i];
+      p.result = started[i] <= 0 ? finish("write to RBD image", p.off.value, batches[i], started[i])
+                                 : write_at(p.off, p.in);
+      if (!p.result && first) first = p.result;
+    }
+    return first;
+  }
   std::uint64_t size_bytes() const noexcept override { return size_; }
   std::uint64_t optimal_io_bytes() const noexcept override { return object_size_; }
   bool read_only() const noexcept override { return read_only_; }
@@ -198,13 +314,22 @@ class RbdBackingStore final : public BackingStore {
   template <class Submit>
   Result<void> issue(const char* what, std::uint64_t off, Submit&& submit) const {
     Batch batch;
+    return finish(what, off, batch, start(batch, std::forward<Submit>(submit)));
+  }
+  // Queues one request whose completion signals `batch`; 0 or librbd's negative errno.
+  template <class Submit>
+  static int start(Batch& batch, Submit&& submit) {
     rbd_completion_t c = nullptr;
-    if (const int r = rbd_aio_create_completion(&batch, on_complete, &c); r < 0)
-      return rbd_error(r, what, off, spec_);
+    if (const int r = rbd_aio_create_completion(&batch, on_complete, &c); r < 0) return r;
     if (const int r = submit(c); r < 0) {
       rbd_aio_release(c);
-      return rbd_error(r, what, off, spec_);
+      return r;
     }
+    return 0;
+  }
+  // Waits for the request start() queued (none when it failed: `started` < 0).
+  Result<void> finish(const char* what, std::uint64_t off, Batch& batch, int started) const {
+    if (started < 0) return rbd_error(started, what, off, spec_);
     MutexLock lock(batch.mu);
     while (!batch.done) batch.cv.wait(lock);
     if (batch.ret < 0) return rbd_error(static_cast<int>(batch.ret), what, off, spec_);
@@ -257,6 +382,16 @@ Result<std::unique_ptr<BackingStore>> open_rbd_store(const std::string& spec,
   if (r < 0) {
     rados_ioctx_destroy(io);
     return fail_with(r, "open RBD image");
+  }
+  if (!read_only) {
+    // Named without conf=/id= in the message: its detail is short, and the holder must fit.
+    const std::string name = "rbd:" + s.pool + "/" + s.image;
+    if (auto locked = take_exclusive_lock(image, name, options.lock_wait); !locked) {
+      rbd_close(image);
+      rados_ioctx_destroy(io);
+      rados_shutdown(cluster);
+      return locked.error();
+    }
   }
   std::uint64_t size = 0;
   if (const int g = rbd_get_size(image, &size); g < 0) {

@@ -7,7 +7,14 @@
 // else $CRYPTMAP_CEPH_ID, else librados's default (admin). The CLI's `--ceph-conf` and
 // `--ceph-id` set those two variables. A snapshot is always read-only.
 //
-// Semantics: read_at/write_at/discard are one rbd_aio_* request each, sync is rbd_aio_flush;
+// Exclusive lock: a read-write open takes the image's exclusive lock (rbd_lock_acquire) and keeps
+// it until the store is closed, refusing to hand it to any other client, so nothing else writes
+// the image underneath the volume. While another client holds it the open fails with kBusy
+// naming the image and the holder (after trying for `lock_wait`, when set). Images without the
+// exclusive-lock feature are opened with a warning (there is no lock to take).
+//
+// Semantics: read_at/write_at/discard are one rbd_aio_* request each (a batch: one per piece, all
+// queued before the first is waited for), sync is rbd_aio_flush;
 // completions arrive on librbd's threads and wake the caller, who waits on a per-call
 // completion. librados's own timeouts (rados_osd_op_timeout, rados_mon_op_timeout,
 // client_mount_timeout) are set to NbdStoreOptions-like `timeout`, so an unreachable cluster
@@ -29,6 +36,10 @@ namespace cryptmap::volume {
 struct RbdStoreOptions {
   bool read_only = false;
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
+  // How long a read-write open keeps trying for the image's exclusive lock while another client
+  // holds it (one that died keeps it until the cluster expires its watch: 30 s by default);
+  // 0: fail at once.
+  std::chrono::milliseconds lock_wait{0};
 };
 
 // True for "rbd:..." image arguments.
@@ -47,7 +58,8 @@ Result<RbdSpec> parse_rbd_spec(const std::string& spec);
 // Any other argument is returned unchanged.
 std::string pin_rbd_client(const std::string& image);
 
-// RbdStoreOptions with CRYPTMAP_RBD_TIMEOUT (seconds) from the environment.
+// RbdStoreOptions with CRYPTMAP_RBD_TIMEOUT and CRYPTMAP_RBD_LOCK_WAIT (seconds) from the
+// environment.
 RbdStoreOptions rbd_options_from_env(bool read_only);
 
 // Connects to the cluster and opens the image (read-only for a snapshot or when asked).

@@ -2,12 +2,14 @@
 // sockets: the BackingStore contract over the memory plugin, the server's block-size
 // constraints, multi-conn, server errors (error filter), a stalled server (delay filter), a
 // server that is killed, one restarted (reconnection, the once-only sync failure), a read-only
-// export, and the URI recognition. Skips without nbdkit.
+// export, batches in flight together (log filter), and the URI recognition. Skips without nbdkit.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -101,6 +103,52 @@ TEST(NbdStore, LargeRequestsAreSplitToTheServersMaximumAndComeBackIntact) {
   ASSERT_TRUE((*s)->read_at(ByteOffset{4096}, back));
   EXPECT_EQ(back, data);
   EXPECT_TRUE((*s)->sync());
+}
+
+// How many `kind` requests ("Read", "Write") nbdkit's log filter saw arrive before the first of
+// them was answered: 1 when a batch's pieces go one after another, all of them when they are in
+// flight together.
+int requests_before_first_reply(const std::string& log, const std::string& kind) {
+  std::istringstream in(log);
+  int arrived = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(" " + kind + " id=") == std::string::npos &&
+        line.find("..." + kind + " id=") == std::string::npos)
+      continue;
+    if (line.find("return=") != std::string::npos) return arrived;
+    ++arrived;
+  }
+  return arrived;
+}
+
+// The engine's streaming reads and write-back passes hand the store batches; the NBD store puts
+// every piece of one on the wire before it waits for any (the default runs them one by one).
+// Each request takes the delay filter's second in the server, so the log shows whether the
+// second piece arrived before the first was answered.
+TEST(NbdStore, ABatchsPiecesAreInFlightTogether) {
+  test::TempDir dir("cryptmap-nbd-batch");
+  const std::string log = dir.file("requests.log");
+  test::NbdkitServer srv({"--filter=log", "--filter=delay", "memory", "16M", "delay-read=1",
+                          "delay-write=1", "logfile=" + log});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto s = open_nbd_store(srv.uri(), {});
+  ASSERT_TRUE(s) << s.error().message();
+  constexpr std::size_t kPiece = 256 << 10;
+  const auto data = test::deterministic_bytes(4 * kPiece, 11);
+  std::array<WritePiece, 4> writes;
+  for (std::size_t i = 0; i < writes.size(); ++i)
+    writes[i] = {ByteOffset{i * kPiece}, std::span(data).subspan(i * kPiece, kPiece)};
+  ASSERT_TRUE((*s)->write_batch(writes));
+  std::vector<std::byte> back(data.size());
+  std::array<ReadPiece, 4> reads;
+  for (std::size_t i = 0; i < reads.size(); ++i)
+    reads[i] = {ByteOffset{i * kPiece}, std::span(back).subspan(i * kPiece, kPiece)};
+  ASSERT_TRUE((*s)->read_batch(reads));
+  EXPECT_EQ(back, data);
+  const auto bytes = test::read_file(log);
+  const std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  EXPECT_EQ(requests_before_first_reply(text, "Write"), 4) << text;
+  EXPECT_EQ(requests_before_first_reply(text, "Read"), 4) << text;
 }
 
 TEST(NbdStore, ConcurrentWritersToNeighbouringSectorsOfOneServerBlockLoseNothing) {

@@ -1,8 +1,9 @@
 // The RBD store (volume/store/rbd_backing_store.h) against a real Ceph cluster: the BackingStore
-// contract over fresh RBD images, the image argument's parsing, a snapshot opened read-only and
-// a missing image. Needs a running cluster: CEPH_CONF names it and CRYPTMAP_TEST_RBD_POOL the
-// pool to create images in; tests/integration/rbd_cluster.sh starts a one-node cluster and runs
-// this binary. Without them every test that needs the cluster skips.
+// contract over fresh RBD images, the image argument's parsing, a snapshot opened read-only, the
+// exclusive lock of a read-write open, and a missing image. Needs a running cluster: CEPH_CONF
+// names it and CRYPTMAP_TEST_RBD_POOL the pool to create images in;
+// tests/integration/rbd_cluster.sh starts a one-node cluster and runs this binary. Without them
+// every test that needs the cluster skips.
 #include <gtest/gtest.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
@@ -124,6 +125,31 @@ TEST(RbdStore, ASnapshotOpensReadOnlyWithTheDataOfItsTime) {
   auto w = (*snap)->write_at(ByteOffset{0}, back);
   ASSERT_FALSE(w);
   EXPECT_EQ(w.error().code, Errc::kReadOnly);
+}
+
+// A read-write open takes the image's exclusive lock and keeps it: a second writer's open is
+// refused naming the image and the holder, a reader still opens, and closing releases it.
+TEST(RbdStore, AReadWriteOpenKeepsTheExclusiveLockFromASecondWriter) {
+  Admin admin;
+  if (!admin) GTEST_SKIP() << "no cluster (CEPH_CONF, CRYPTMAP_TEST_RBD_POOL)";
+  const std::string spec = admin.create(8 << 20);
+  ASSERT_FALSE(spec.empty());
+  auto first = open_rbd_store(spec, {});
+  ASSERT_TRUE(first) << first.error().message();
+  auto second = open_rbd_store(spec, {});
+  ASSERT_FALSE(second) << "a second read-write open while the first holds the lock";
+  EXPECT_EQ(second.error().code, Errc::kBusy);
+  const std::string msg = second.error().message();
+  EXPECT_NE(msg.find(spec + " held by client."), std::string::npos) << msg;
+  EXPECT_NE(msg.find("exclusive lock"), std::string::npos) << msg;
+  auto reader = open_rbd_store(spec, {.read_only = true});
+  ASSERT_TRUE(reader) << reader.error().message();
+  std::vector<std::byte> back(4096);
+  EXPECT_TRUE((*reader)->read_at(ByteOffset{0}, back));
+  EXPECT_TRUE((*first)->write_at(ByteOffset{0}, back)) << "the holder still writes";
+  first->reset();  // closing releases the lock
+  auto again = open_rbd_store(spec, {});
+  EXPECT_TRUE(again) << again.error().message();
 }
 
 TEST(RbdStore, AMissingImageIsNotFoundNamingIt) {
