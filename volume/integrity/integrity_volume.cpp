@@ -628,28 +628,36 @@ class IntegrityVolume final : public Volume {
   // run's blocks are snapshotted with their versions under the run's tag pages held
   // exclusively, encrypted there with fresh IVs and tags, and written as one unit with their
   // tags: mode D in place (data and tag window as one store batch), then marked clean; mode J
-  // into the open journal batch, the volume held exclusively for the whole pass, which ends
+  // into the open journal batch, the volume held exclusively for each run, and the pass ends
   // with one commit (more when the batch fills), after which its blocks are marked clean. A
-  // block modified since its snapshot stays dirty (mark_clean checks the version); a failed
-  // pass leaves the rest dirty and returns the first error.
+  // block modified since its snapshot stays dirty (mark_clean checks the version, which the
+  // cache never repeats for an index); a failed pass leaves the rest dirty and returns the
+  // first error.
   Result<void> write_back() {
     std::lock_guard one_pass(writeback_mu_);
     const std::size_t m = cache_->collect_dirty(wb_dirty_);
     if (m == 0) return ok();
     std::sort(wb_dirty_.begin(), wb_dirty_.begin() + static_cast<std::ptrdiff_t>(m));
     ScratchLease sc(pool_);
-    std::shared_lock shared(mu_, std::defer_lock);
-    std::unique_lock exclusive(mu_, std::defer_lock);
-    journal_mode_ ? exclusive.lock() : shared.lock();
     for (std::size_t i = 0; i < m;) {
       const std::uint64_t k = wb_dirty_[i];
       const std::size_t limit = run_blocks(k, k + (m - i));
       std::size_t r = 1;
       while (r < limit && wb_dirty_[i + r] == k + r) ++r;
-      CRYPTMAP_TRY_VOID(write_back_run(k, r, std::span(wb_versions_).subspan(i, r), *sc));
+      {
+        // The volume per run, so that readers and writers get in between runs.
+        std::shared_lock shared(mu_, std::defer_lock);
+        std::unique_lock exclusive(mu_, std::defer_lock);
+        journal_mode_ ? exclusive.lock() : shared.lock();
+        CRYPTMAP_TRY_VOID(write_back_run(k, r, std::span(wb_versions_).subspan(i, r), *sc));
+      }
       i += r;
     }
     if (!journal_mode_) return ok();
+    // Blocks of the pass are in the open batch (or a commit that a full batch, a writer or the
+    // timer made meanwhile): commit, then mark them clean. One written again since its snapshot
+    // (cached: a new version; written through: dropped) stays dirty or absent.
+    std::unique_lock lock(mu_);
     if (!pend_blocks_.empty()) CRYPTMAP_TRY_VOID(commit_pending());
     for (std::size_t i = 0; i < m; ++i)
       if (wb_versions_[i] != kNoVersion) cache_->mark_clean(wb_dirty_[i], wb_versions_[i]);
