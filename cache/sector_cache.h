@@ -15,7 +15,8 @@
 // sequential scan therefore only churns the probationary segment and cannot flush the hot set.
 // Dirty blocks and pinned blocks are never evicted (they are not in any LRU list).
 //
-// Dirty blocks carry a version (bumped on every modification) and the time they became dirty.
+// Dirty blocks carry a version (a new one on every modification, never reused for the same
+// index, even after an erase and a re-insert) and the time they became dirty.
 // Write-back is the caller's: collect_dirty() -> snapshot_dirty() (copy + version) -> write
 // the copy -> mark_clean(version), which succeeds only if nobody modified the block since the
 // snapshot, so a write racing a write-back is never lost.

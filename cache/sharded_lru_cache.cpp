@@ -133,7 +133,8 @@ class Shard {
 
   void set_dirty(std::uint32_t i, std::atomic<std::uint64_t>& dirty_blocks) REQUIRES(mu) {
     Entry& e = entries_[i];
-    ++e.version;
+    e.version = ++versions_;  // unique in the shard: an erased and re-inserted block never
+                              // repeats a version a write-back snapshot holds
     if (e.dirty) return;
     e.dirty = true;
     e.dirty_since_ns = now_ns();
@@ -290,6 +291,7 @@ class Shard {
   std::vector<std::uint32_t> buckets_ GUARDED_BY(mu);
   std::uint32_t mask_ = 0;
   std::uint32_t free_ GUARDED_BY(mu) = kNil;
+  std::uint64_t versions_ GUARDED_BY(mu) = 0;  // the last version handed out
   std::uint32_t protected_cap_ GUARDED_BY(mu) = 1;
   List probation_ GUARDED_BY(mu);
   List protected_ GUARDED_BY(mu);

@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "base/bytes.h"
+#include "base/io_thread.h"
 #include "base/locked_memory.h"
+#include "cache/sector_cache.h"
 #include "crypto/auth_cipher.h"
 #include "crypto/crypto_engine.h"
 #include "volume/engine/crypto_driver.h"
@@ -132,9 +134,13 @@ struct Scratch {
   LockedMemory block;       // one block for read-modify-write
   LockedMemory block_tags;  // its tag window
 };
-// The FUSE front end's worker count, and the read-ahead loaders.
+// The FUSE front end's worker count, the read-ahead loaders and the flusher.
 constexpr unsigned kReadAheadThreads = 2;
-constexpr std::size_t kScratchSlots = 16 + kReadAheadThreads;
+constexpr std::size_t kScratchSlots = 16 + kReadAheadThreads + 1;
+// Write-back (docs/integrity.md §5, as the engine's, volume/engine/README.md "The sector
+// cache"): writers write through once dirty blocks fill this share of the sector cache; the
+// flusher is kicked at half of it.
+constexpr std::uint64_t kDirtyPercent = 50;
 
 class ScratchPool {
  public:
@@ -280,7 +286,8 @@ class IntegrityVolume final : public Volume {
                    }));
       ra_ = std::move(ra);
     }
-    if (!journal_mode_ || read_only_) return ok();
+    CRYPTMAP_TRY_VOID(init_cache(options));
+    if (!journal_mode_ || read_only_) return start_flusher();
     // The open batch of journal sections, built in place for each commit
     // (docs/architecture.md §4.1).
     const char* what = "integrity journal sections";
@@ -302,11 +309,52 @@ class IntegrityVolume final : public Volume {
     wb_tags_ = std::move(wt);
     pend_blocks_.reserve(entries);
     wb_order_.reserve(entries);
-    committer_ = std::thread([this] { commit_old_sections(); });
+    return start_flusher();
+  }
+
+  // The sector cache (docs/integrity.md §5): plaintext blocks by volume-relative index, seven
+  // eighths of --cache-size (the tag page cache has the rest); none below one block. Writes go
+  // into it as dirty blocks unless the volume is read-only or --perf-no_write_workqueue asks
+  // for write-through. Everything the write-back needs is allocated here.
+  Result<void> init_cache(const VolumeOptions& options) {
+    const std::uint64_t bytes = options.cache_bytes - options.cache_bytes / 8;
+    if (bytes < bs_) return ok();
+    cache::CacheOptions co;
+    co.capacity_bytes = bytes;
+    co.block_size = bs_;
+    CRYPTMAP_TRY(c, cache::make_sharded_lru_cache(co));
+    cache_ = std::move(c);
+    if (!cache_->memory_locked())
+      log_->warn("sector cache of {} is not mlocked: plaintext may reach swap", store_->name());
+    write_back_ = !read_only_ && !options.no_write_workqueue;
+    if (!write_back_) return ok();
+    const std::uint64_t cap = cache_->capacity_blocks();
+    dirty_limit_ = std::max<std::uint64_t>(1, cap * kDirtyPercent / 100) * bs_;
+    dirty_kick_ = std::max<std::uint64_t>(bs_, dirty_limit_ / 2);
+    flush_age_ = std::chrono::milliseconds(options.flush_age_ms);
+    try {
+      wb_dirty_.resize(static_cast<std::size_t>(cap));
+      wb_versions_.resize(static_cast<std::size_t>(cap));
+    } catch (const std::bad_alloc&) {
+      return fail(make_error(Errc::kNoSpace, "integrity volume: allocate the write-back lists"));
+    }
     return ok();
   }
 
-  // Blocks still in the open journal batch are committed and written in place (close).
+  // The flusher (mode J, and every volume that writes back): commits an old journal batch and
+  // writes dirty blocks back (docs/integrity.md §5).
+  Result<void> start_flusher() {
+    if (read_only_ || (!journal_mode_ && !write_back_)) return ok();
+    try {
+      committer_ = std::thread([this] { flusher_loop(); });
+    } catch (const std::system_error&) {
+      return fail(make_error(Errc::kNoSpace, "integrity volume: start the flusher thread"));
+    }
+    return ok();
+  }
+
+  // Dirty blocks are written back and blocks still in the open journal batch are committed and
+  // written in place (close; best effort: flush reports errors).
   ~IntegrityVolume() override {
     ra_.reset();  // its loaders use everything below
     if (committer_.joinable()) {
@@ -317,6 +365,10 @@ class IntegrityVolume final : public Volume {
       timer_cv_.notify_all();
       committer_.join();
     }
+    if (write_back_)
+      if (auto r = write_back(); !r)
+        log_->error("{}: dirty blocks not written back at close: {}", store_->name(),
+                    r.error().message());
     std::unique_lock lock(mu_);
     if (pend_blocks_.empty()) return;
     if (auto r = commit_pending(); !r)
@@ -350,7 +402,11 @@ class IntegrityVolume final : public Volume {
       const std::uint64_t lo = g_.tag_byte(off / bs_ * g_.sectors_per_block());
       const std::uint64_t hi = g_.tag_byte(last * g_.sectors_per_block()) + tag_;
       TagPageLocks::Held pages(pages_, std::min(lo, hi) / kAlign, std::max(lo, hi) / kAlign, false);
-      if (ra_->copy(pin, off, dst)) return len;
+      if (ra_->copy(pin, off, dst)) {
+        // The loader read the store: dirty blocks of the cache are newer (clean ones are equal).
+        if (cache_ && cache_->dirty_bytes() != 0) overlay_cached(off, dst);
+        return len;
+      }
     }
     const std::span<std::byte> out = dst;
     ScratchLease sc(pool_);
@@ -364,13 +420,65 @@ class IntegrityVolume final : public Volume {
       sc->used = std::max(sc->used, data.size());
       const TagWindow w = tag_window(first, n);
       TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, false);
-      CRYPTMAP_TRY_VOID(read_verified(first, n, data, sc->tags.span()));
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
-      std::memcpy(out.data() + (pos - off), data.data() + (pos - run_lo), run_hi - pos);
+      // Large reads stream past a cache holding nothing dirty, as the engine's (clean blocks
+      // equal the store's; nothing is inserted).
+      if (!cache_ || (len >= kParallelBytes && cache_->dirty_bytes() == 0)) {
+        CRYPTMAP_TRY_VOID(read_verified(first, n, data, sc->tags.span()));
+        std::memcpy(out.data() + (pos - off), data.data() + (pos - run_lo), run_hi - pos);
+      } else {
+        CRYPTMAP_TRY_VOID(read_cached_run(first, n, pos, run_hi, out.subspan(pos - off), *sc,
+                                          /*insert=*/len < kParallelBytes));
+      }
       pos = run_hi;
     }
     return len;
+  }
+
+  // Bytes [pos, hi) of run [first, first + n) into `dst` (from its start), with the run's
+  // locks held: cached blocks are copied from the sector cache (they are the newest: dirty, or
+  // equal to the store); each stretch of missing blocks is read and verified from the store in
+  // one piece (each tag verified once) and, when `insert`, its blocks enter the cache clean.
+  Result<void> read_cached_run(std::uint64_t first, std::size_t n, std::uint64_t pos,
+                               std::uint64_t hi, std::span<std::byte> dst, Scratch& sc,
+                               bool insert) {
+    const std::uint64_t base = pos;
+    std::size_t miss_lo = 0, miss_n = 0;  // the pending stretch of missing blocks
+    auto fetch = [&]() -> Result<void> {
+      if (miss_n == 0) return ok();
+      const auto data = sc.data.span().first(miss_n * bs_);
+      CRYPTMAP_TRY_VOID(read_verified(first + miss_lo, miss_n, data, sc.tags.span()));
+      for (std::size_t i = 0; i < miss_n; ++i) {
+        const std::uint64_t k = first + miss_lo + i;
+        const std::uint64_t a = std::max(k * bs_, base), b = std::min((k + 1) * bs_, hi);
+        std::memcpy(dst.data() + (a - base), data.data() + i * bs_ + (a - k * bs_), b - a);
+        if (insert) cache_->put(k, data.subspan(i * bs_, bs_), /*dirty=*/false);
+      }
+      miss_n = 0;
+      return ok();
+    };
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t k = first + i;
+      const std::uint64_t a = std::max(k * bs_, base), b = std::min((k + 1) * bs_, hi);
+      if (cache_->read(k, a - k * bs_, dst.subspan(a - base, b - a))) {
+        CRYPTMAP_TRY_VOID(fetch());
+        continue;
+      }
+      if (miss_n == 0) miss_lo = i;
+      ++miss_n;
+    }
+    return fetch();
+  }
+
+  // Copies the cached blocks of [off, off + dst.size()) over `dst` (read-ahead windows hold
+  // what the store held when they were loaded).
+  void overlay_cached(std::uint64_t off, std::span<std::byte> dst) {
+    const std::uint64_t end = off + dst.size();
+    for (std::uint64_t k = off / bs_; k * bs_ < end; ++k) {
+      const std::uint64_t a = std::max(k * bs_, off), b = std::min((k + 1) * bs_, end);
+      cache_->read(k, a - k * bs_, dst.subspan(a - off, b - a));
+    }
   }
 
   // The read-ahead loader (a prefetch thread): blocks [first, first + dst.size() / bs_) are
@@ -399,46 +507,199 @@ class IntegrityVolume final : public Volume {
     if (read_only_) return fail(make_error(Errc::kReadOnly, "write to a read-only volume"));
     if (off.value > size_ || in.size() > size_ - off.value)
       return fail(make_error(Errc::kNoSpace, "write past the end of the volume", off.value));
+    // The dirty throttle, before any lock (the engine's): above half the limit the flusher is
+    // kicked; at the limit the writer writes its own blocks through.
+    bool through = !write_back_;
+    if (write_back_) {
+      const std::uint64_t dirty = cache_->dirty_bytes();
+      if (dirty >= dirty_kick_) kick_flusher();
+      through = dirty >= dirty_limit_;
+    }
     ScratchLease sc(pool_);
-    // Mode J: one writer at a time (the open journal batch); mode D: writers of runs whose tag
-    // pages differ proceed together.
+    // Writes into the cache, and mode D's write-through: the volume shared, writers of runs
+    // whose tag pages differ proceed together. Mode J's write-through: one writer at a time
+    // (the open journal batch).
     std::shared_lock shared(mu_, std::defer_lock);
     std::unique_lock exclusive(mu_, std::defer_lock);
-    journal_mode_ ? exclusive.lock() : shared.lock();
+    journal_mode_&& through ? exclusive.lock() : shared.lock();
     std::uint64_t pos = off.value;
     const std::uint64_t end = off.value + in.size();
     while (pos < end) {
       const std::uint64_t first = pos / bs_;
       const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
       const TagWindow w = tag_window(first, n);
-      TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, true);
-      if (ra_) ra_->invalidate(first, first + n);  // before anything changes (read_ahead.h)
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
-      const auto data = sc->data.span().first(n * bs_);
-      sc->used = std::max(sc->used, data.size());
-      // Partial head / tail blocks: read-modify-write under the verified old contents.
-      const bool head_partial = pos != run_lo;
-      const bool tail_partial = run_hi != run_lo + n * bs_;
-      if (head_partial) CRYPTMAP_TRY_VOID(read_block_into(*sc, first, data.data()));
-      if (tail_partial && (n > 1 || !head_partial))
-        CRYPTMAP_TRY_VOID(read_block_into(*sc, first + n - 1, data.data() + (n - 1) * bs_));
-      std::memcpy(data.data() + (pos - run_lo), in.data() + (pos - off.value), run_hi - pos);
-      if (journal_mode_)
-        CRYPTMAP_TRY_VOID(write_journaled(first, n, data, sc->tags.span()));
-      else
-        CRYPTMAP_TRY_VOID(write_encrypted(first, n, data, sc->tags.span()));
-      pos = run_hi;
+      const auto src = in.subspan(pos - off.value, run_hi - pos);
+      {
+        TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, true);
+        if (ra_) ra_->invalidate(first, first + n);  // before anything changes (read_ahead.h)
+        if (!through) {
+          CRYPTMAP_TRY(cached, write_cached_run(first, n, pos, src, *sc));
+          if (cached) {
+            pos = run_hi;
+            continue;
+          }
+          through = true;  // the cache has no room: this run and the rest are written through
+        }
+        if (!journal_mode_ || exclusive.owns_lock()) {
+          CRYPTMAP_TRY_VOID(write_through_run(first, n, pos, src, *sc));
+          pos = run_hi;
+          continue;
+        }
+      }
+      // Mode J writing through from here on: the volume exclusively (this run again).
+      shared.unlock();
+      exclusive.lock();
     }
     return in.size();
   }
 
+  // Bytes `src` at `pos` of run [first, first + n) into the sector cache as dirty blocks, with
+  // the run's tag pages held exclusively: whole blocks are put, a partial block is merged into
+  // its cached copy or, when not resident, into its verified old contents (read-modify-write).
+  // False when the cache has no room (every block dirty or pinned): the caller writes through.
+  Result<bool> write_cached_run(std::uint64_t first, std::size_t n, std::uint64_t pos,
+                                std::span<const std::byte> src, Scratch& sc) {
+    const std::uint64_t hi = pos + src.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t k = first + i;
+      const std::uint64_t a = std::max(k * bs_, pos), b = std::min((k + 1) * bs_, hi);
+      const auto part = src.subspan(a - pos, b - a);
+      if (b - a == bs_) {
+        if (cache_->put(k, part, /*dirty=*/true) == cache::PutResult::kNoRoom) return false;
+        continue;
+      }
+      if (cache_->write_if_present(k, a - k * bs_, part)) continue;
+      const auto blk = sc.data.span().first(bs_);
+      sc.used = std::max<std::size_t>(sc.used, bs_);
+      CRYPTMAP_TRY_VOID(read_block_into(sc, k, blk.data()));
+      std::memcpy(blk.data() + (a - k * bs_), part.data(), part.size());
+      const cache::PutResult r = cache_->put(k, blk, /*dirty=*/true);
+      wipe(blk);
+      if (r == cache::PutResult::kNoRoom) return false;
+    }
+    return true;
+  }
+
+  // Bytes `src` at `pos` of run [first, first + n) encrypted and written now (mode D: in place
+  // with their tags; mode J: into the open journal batch), with the run's tag pages held
+  // exclusively (and, in mode J, the volume). Partial blocks are merged into their newest
+  // contents: the cached copy, else the verified store contents. The run's cached copies are
+  // dropped, written or not (written: the store, or the open batch, holds the newest contents
+  // and a write-back pass finds them gone; failed: what the store holds is unknown, as for the
+  // tag pages).
+  Result<void> write_through_run(std::uint64_t first, std::size_t n, std::uint64_t pos,
+                                 std::span<const std::byte> src, Scratch& sc) {
+    const std::uint64_t run_lo = first * bs_;
+    const std::uint64_t run_hi = pos + src.size();
+    const auto data = sc.data.span().first(n * bs_);
+    sc.used = std::max(sc.used, data.size());
+    const bool head_partial = pos != run_lo;
+    const bool tail_partial = run_hi != run_lo + n * bs_;
+    if (head_partial) CRYPTMAP_TRY_VOID(newest_block(sc, first, data.first(bs_)));
+    if (tail_partial && (n > 1 || !head_partial))
+      CRYPTMAP_TRY_VOID(newest_block(sc, first + n - 1, data.subspan((n - 1) * bs_, bs_)));
+    std::memcpy(data.data() + (pos - run_lo), src.data(), src.size());
+    auto r = journal_mode_ ? write_journaled(first, n, data, sc.tags.span())
+                           : write_encrypted(first, n, data, sc.tags.span());
+    if (cache_)
+      for (std::size_t i = 0; i < n; ++i) cache_->erase(first + i);
+    return r;
+  }
+
+  // Block k's newest plaintext: the cached copy, else verified from the store.
+  Result<void> newest_block(Scratch& sc, std::uint64_t k, std::span<std::byte> dst) {
+    if (cache_ && cache_->read(k, 0, dst)) return ok();
+    return read_block_into(sc, k, dst.data());
+  }
+
   Result<void> flush() override {
+    if (write_back_) CRYPTMAP_TRY_VOID(write_back());
     std::unique_lock lock(mu_);
     if (!pend_blocks_.empty()) CRYPTMAP_TRY_VOID(commit_pending());
     CRYPTMAP_TRY_VOID(store_->sync());
     inplace_unsynced_ = false;
     return ok();
+  }
+
+  // One write-back pass over every block dirty at its start (one pass at a time), in block
+  // order, adjacent blocks as one run (within an interleave area, at most kMaxRunBlocks): each
+  // run's blocks are snapshotted with their versions under the run's tag pages held
+  // exclusively, encrypted there with fresh IVs and tags, and written as one unit with their
+  // tags: mode D in place (data and tag window as one store batch), then marked clean; mode J
+  // into the open journal batch, the volume held exclusively for each run, and the pass ends
+  // with one commit (more when the batch fills), after which its blocks are marked clean. A
+  // block modified since its snapshot stays dirty (mark_clean checks the version, which the
+  // cache never repeats for an index); a failed pass leaves the rest dirty and returns the
+  // first error.
+  Result<void> write_back() {
+    std::lock_guard one_pass(writeback_mu_);
+    const std::size_t m = cache_->collect_dirty(wb_dirty_);
+    if (m == 0) return ok();
+    std::sort(wb_dirty_.begin(), wb_dirty_.begin() + static_cast<std::ptrdiff_t>(m));
+    ScratchLease sc(pool_);
+    for (std::size_t i = 0; i < m;) {
+      const std::uint64_t k = wb_dirty_[i];
+      const std::size_t limit = run_blocks(k, k + (m - i));
+      std::size_t r = 1;
+      while (r < limit && wb_dirty_[i + r] == k + r) ++r;
+      {
+        // The volume per run, so that readers and writers get in between runs.
+        std::shared_lock shared(mu_, std::defer_lock);
+        std::unique_lock exclusive(mu_, std::defer_lock);
+        journal_mode_ ? exclusive.lock() : shared.lock();
+        CRYPTMAP_TRY_VOID(write_back_run(k, r, std::span(wb_versions_).subspan(i, r), *sc));
+      }
+      i += r;
+    }
+    if (!journal_mode_) return ok();
+    // Blocks of the pass are in the open batch (or a commit that a full batch, a writer or the
+    // timer made meanwhile): commit, then mark them clean. One written again since its snapshot
+    // (cached: a new version; written through: dropped) stays dirty or absent.
+    std::unique_lock lock(mu_);
+    if (!pend_blocks_.empty()) CRYPTMAP_TRY_VOID(commit_pending());
+    for (std::size_t i = 0; i < m; ++i)
+      if (wb_versions_[i] != kNoVersion) cache_->mark_clean(wb_dirty_[i], wb_versions_[i]);
+    return ok();
+  }
+
+  static constexpr std::uint64_t kNoVersion = ~std::uint64_t{0};
+
+  // One run of a write-back pass (see write_back): `versions` gets each block's snapshot
+  // version (kNoVersion when it was no longer dirty: the stretches around it are written).
+  Result<void> write_back_run(std::uint64_t first, std::size_t n, std::span<std::uint64_t> versions,
+                              Scratch& sc) {
+    const TagWindow w = tag_window(first, n);
+    TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, true);
+    if (ra_) ra_->invalidate(first, first + n);  // windows hold the store's older contents
+    const auto data = sc.data.span().first(n * bs_);
+    sc.used = std::max(sc.used, data.size());
+    std::size_t lo = 0;  // the stretch of snapshotted blocks not yet written
+    auto write = [&](std::size_t hi) -> Result<void> {
+      if (hi == lo) return ok();
+      const auto d = data.subspan(lo * bs_, (hi - lo) * bs_);
+      if (journal_mode_) return write_journaled(first + lo, hi - lo, d, sc.tags.span());
+      CRYPTMAP_TRY_VOID(write_encrypted(first + lo, hi - lo, d, sc.tags.span()));
+      for (std::size_t i = lo; i < hi; ++i) cache_->mark_clean(first + i, versions[i]);
+      return ok();
+    };
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto v = cache_->snapshot_dirty(first + i, data.subspan(i * bs_, bs_));
+      versions[i] = v ? *v : kNoVersion;
+      if (v) continue;
+      CRYPTMAP_TRY_VOID(write(i));
+      lo = i + 1;
+    }
+    return write(n);
+  }
+
+  void kick_flusher() {
+    {
+      std::lock_guard l(timer_mu_);
+      kick_ = true;
+    }
+    timer_cv_.notify_one();
   }
 
   Result<std::size_t> discard(ByteOffset off, std::uint64_t) override {
@@ -637,14 +898,29 @@ class IntegrityVolume final : public Volume {
     return ok();
   }
 
-  // The committer thread (mode J): once a second, commits an open section older than kCommitAge.
-  void commit_old_sections() {
+  // The flusher thread: wakes every clamp(flush_age / 4, 10 ms, 1 s) (1 s without write-back)
+  // or when kicked; writes dirty blocks back when kicked or when the oldest is older than the
+  // flush age (the engine's rules), and in mode J commits an open batch older than kCommitAge.
+  void flusher_loop() {
+    (void)mark_io_thread();
+    const auto tick =
+        write_back_ ? std::clamp<std::chrono::milliseconds>(
+                          flush_age_ / 4, std::chrono::milliseconds(10), std::chrono::seconds(1))
+                    : std::chrono::milliseconds(1000);
     std::unique_lock l(timer_mu_);
     while (!stop_) {
-      timer_cv_.wait_for(l, std::chrono::seconds(1));
+      timer_cv_.wait_for(l, tick, [&] { return stop_ || kick_; });
       if (stop_) break;
+      const bool kicked = std::exchange(kick_, false);
       l.unlock();
-      {
+      if (write_back_) {
+        const auto oldest = cache_->oldest_dirty();
+        if (kicked || (oldest && std::chrono::steady_clock::now() - *oldest >= flush_age_))
+          if (auto r = write_back(); !r)
+            log_->error("{}: write-back failed (the blocks stay dirty): {}", store_->name(),
+                        r.error().message());
+      }
+      if (journal_mode_) {
         std::unique_lock lock(mu_);
         if (!pend_blocks_.empty() && std::chrono::steady_clock::now() - pend_since_ >= kCommitAge)
           if (auto r = commit_pending(); !r)
@@ -794,7 +1070,16 @@ class IntegrityVolume final : public Volume {
   std::mutex timer_mu_;                               // stop_ and the committer's wait
   std::condition_variable timer_cv_;
   bool stop_ = false;
-  std::thread committer_;  // started in init(), joined first in the destructor
+  bool kick_ = false;      // a writer passed half the dirty limit
+  std::thread committer_;  // the flusher: started in init(), joined first in the destructor
+  // The sector cache (nullptr with --cache-size below one block) and write-back (none when
+  // read-only or with --perf-no_write_workqueue); the pass's lists, sized at open.
+  std::unique_ptr<cache::SectorCache> cache_;
+  bool write_back_ = false;
+  std::uint64_t dirty_limit_ = 0, dirty_kick_ = 0;
+  std::chrono::milliseconds flush_age_{5000};
+  std::mutex writeback_mu_;  // one write-back pass at a time; taken before mu_
+  std::vector<std::uint64_t> wb_dirty_, wb_versions_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_mutex mu_;  // exclusive: mode J writers, flush, commits; shared: the rest
   TagPageLocks pages_;

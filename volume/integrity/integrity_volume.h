@@ -7,6 +7,15 @@
 // first, in both modes (§1.3). Destroying the volume commits the open batch (best effort; flush
 // reports errors).
 //
+// Sector cache and write-back (docs/integrity.md §5), as the engine's: writes put plaintext
+// blocks into the volume's sector cache as dirty blocks (a partial block merged into its cached
+// copy or its verified old contents) and are acknowledged; the flusher (at half the dirty limit
+// and after the flush age), flush and close write them back: each run is encrypted with fresh
+// IVs and its tags produced there, and written with its tags as one unit (mode D: in place;
+// mode J: into the open journal batch, one commit per pass). Writers at the dirty limit, and
+// every writer with --perf-no_write_workqueue, write through as before. Reads copy cached blocks
+// and verify the others once each (inserted clean unless the request is large).
+//
 // Tag pages (the 4 KiB of the image holding tags) are kept in a bounded tag page cache
 // (volume/integrity/tag_page_cache.h; an eighth of --cache-size), filled by reads and updated by
 // every in-place write under the page's stripe lock: a read whose tag pages are resident reads
@@ -26,16 +35,18 @@
 // Runs of 128 KiB or more are verified + decrypted (encrypted) in per-core slices, each slice
 // blocks with exactly their tags; sequential readers are served by the engine's read-ahead
 // (windows loaded and verified by its loaders; writers invalidate them under their tag-page
-// locks). Not here yet: the engine's sector cache (docs/integrity.md §5).
+// locks).
 //
 // Sector numbering: the volume hands its volume-relative SectorIndex to the cipher, which owns
 // the one conversion to the authenticated sector (crypto::aad_sector); the dm-integrity geometry
 // maps the same index to image positions. The store only moves bytes.
 //
-// Thread-safety: thread-safe. Reads and mode-D writes of runs whose tag pages (the 4 KiB of
-// the image holding their tags) differ proceed together; a run's tag pages are held shared by
-// readers and exclusively by mode-D writers (striped locks). Mode-J writes, commits and flushes
-// take the volume exclusively.
+// Thread-safety: thread-safe. Reads and writes of runs whose tag pages (the 4 KiB of the image
+// holding their tags) differ proceed together; a run's tag pages are held shared by readers and
+// exclusively by writers and write-back (striped locks), so a block is never read between its
+// data and its tag write, nor written back while a writer changes it. Mode-J write-through,
+// write-back passes, commits and flushes take the volume exclusively. Lock order: the one
+// write-back pass, a scratch slot, the volume, tag-page stripes, the caches' own locks.
 #pragma once
 
 #include <atomic>

@@ -23,7 +23,7 @@ TagPageCache::TagPageCache(LockedMemory mem, std::size_t sets, std::size_t ways)
 bool TagPageCache::get(std::uint64_t page, std::span<std::byte> out) {
   CRYPTMAP_CHECK(out.size() == kPageBytes);
   const std::size_t s = set_of(page);
-  std::lock_guard lock(locks_[s % kLocks]);
+  MutexLock lock(locks_[s % kLocks]);
   for (std::size_t w = 0; w < ways_; ++w) {
     Slot& slot = slots_[s * ways_ + w];
     if (slot.page != page) continue;
@@ -39,7 +39,7 @@ bool TagPageCache::get(std::uint64_t page, std::span<std::byte> out) {
 void TagPageCache::put(std::uint64_t page, std::span<const std::byte> in) {
   CRYPTMAP_CHECK(in.size() == kPageBytes && page != kEmpty);
   const std::size_t s = set_of(page);
-  std::lock_guard lock(locks_[s % kLocks]);
+  MutexLock lock(locks_[s % kLocks]);
   std::size_t victim = s * ways_;
   for (std::size_t w = 0; w < ways_; ++w) {
     const std::size_t i = s * ways_ + w;
@@ -62,14 +62,14 @@ void TagPageCache::put(std::uint64_t page, std::span<const std::byte> in) {
 
 void TagPageCache::erase(std::uint64_t page) {
   const std::size_t s = set_of(page);
-  std::lock_guard lock(locks_[s % kLocks]);
+  MutexLock lock(locks_[s % kLocks]);
   for (std::size_t w = 0; w < ways_; ++w)
     if (slots_[s * ways_ + w].page == page) slots_[s * ways_ + w].page = kEmpty;
 }
 
 void TagPageCache::clear() {
   for (std::size_t s = 0; s < sets_; ++s) {
-    std::lock_guard lock(locks_[s % kLocks]);
+    MutexLock lock(locks_[s % kLocks]);
     for (std::size_t w = 0; w < ways_; ++w) slots_[s * ways_ + w].page = kEmpty;
   }
 }

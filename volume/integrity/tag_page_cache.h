@@ -16,7 +16,7 @@
 // writes the store itself. Tags are not secret (they are on disk as they are); clear() exists
 // for close.
 //
-// Thread-safety: thread-safe (sets are guarded by striped mutexes).
+// Thread-safety: thread-safe (sets are guarded by striped mutexes, base/mutex.h).
 #pragma once
 
 #include <array>
@@ -24,11 +24,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <vector>
 
 #include "base/locked_memory.h"
+#include "base/mutex.h"
 #include "base/result.h"
 
 namespace cryptmap::volume {
@@ -77,7 +77,8 @@ class TagPageCache {
   LockedMemory mem_;
   const std::size_t sets_, ways_;
   std::vector<Slot> slots_;  // sets_ × ways_, set-major
-  std::array<std::mutex, kLocks> locks_;
+  // Set s is guarded by locks_[s % kLocks] (striped: not expressible as GUARDED_BY).
+  std::array<Mutex, kLocks> locks_;
   std::atomic<std::uint64_t> tick_{0}, hits_{0}, misses_{0}, evictions_{0};
 };
 

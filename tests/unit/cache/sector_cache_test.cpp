@@ -140,6 +140,21 @@ TEST(SectorCache, WriteBackNeverLosesAWriteThatRacedTheSnapshot) {
   EXPECT_FALSE(c->write_if_present(6, 0, std::span(patch).first(1)));
 }
 
+// A block erased and put again after a snapshot gets a version the snapshot does not hold
+// (a write-through between a write-back's snapshot and its mark_clean drops the block, and a
+// later write re-inserts it: that newer write must stay dirty).
+TEST(SectorCache, AReinsertedBlockNeverRepeatsASnapshotsVersion) {
+  auto c = make(8);
+  ASSERT_EQ(c->put(5, block(1), true), PutResult::kInserted);
+  std::vector<std::byte> snap(kBs);
+  auto v1 = c->snapshot_dirty(5, snap);
+  ASSERT_TRUE(v1);
+  c->erase(5);
+  ASSERT_EQ(c->put(5, block(2), true), PutResult::kInserted);
+  EXPECT_FALSE(c->mark_clean(5, *v1)) << "the re-inserted block was marked clean unwritten";
+  EXPECT_EQ(c->dirty_bytes(), kBs);
+}
+
 TEST(SectorCache, CollectDirtyAndOldestDirty) {
   auto c = make(64, 4);
   EXPECT_FALSE(c->oldest_dirty());
