@@ -12,7 +12,7 @@
 #  4. SIGTERM of the daemon stops the run at a hotzone boundary; the header is paused; open and
 #     an online resume finish it, and the data reads back through cryptmap and cryptsetup.
 source "$(dirname "$0")/lib.sh"
-DATA=$((8 << 20))
+DATA=$((32 << 20))  # 8192 hotzones of 4 KiB: a run outlasts status polls and kill delays on a fast machine too
 source "$(dirname "$0")/reencrypt_lib.sh"
 watchdog 200
 
