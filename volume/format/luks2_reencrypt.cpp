@@ -99,6 +99,24 @@ int first_free_id(const Json& section) {
     if (!section.contains(std::to_string(i))) return i;
 }
 
+// The reencrypt keyslot (its resilience `area`, mode and direction) in the first free id, and
+// the online-reencrypt-v2 requirement: what every init (reencrypt_init, the data shift's) adds.
+void add_reencrypt_keyslot(Json& root, Json area, const std::string& mode, const char* direction) {
+  Json ks = Json::object();
+  ks["area"] = std::move(area);
+  ks["type"] = "reencrypt";
+  ks["key_size"] = 1;
+  ks["mode"] = mode;
+  ks["direction"] = direction;
+  ks["priority"] = 0;
+  root["keyslots"][std::to_string(first_free_id(root["keyslots"]))] = ks;
+  Json& config = root["config"];
+  if (!config.contains("requirements")) config["requirements"] = Json::object();
+  if (!config["requirements"].contains("mandatory"))
+    config["requirements"]["mandatory"] = Json::array();
+  config["requirements"]["mandatory"].push_back(kRequirement);
+}
+
 const Json* segment_by_flag(const Json& root, std::string_view flag, int* id = nullptr) {
   for (const auto& [k, v] : root["segments"].items())
     if (has_flag(v, flag)) {
@@ -1148,19 +1166,8 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
       area["hash"] = o.hash;
       area["sector_size"] = block;
     }
-    Json ks = Json::object();
-    ks["area"] = area;
-    ks["type"] = "reencrypt";
-    ks["key_size"] = 1;
-    ks["mode"] = o.mode;
-    ks["direction"] = decrypt ? "backward" : "forward";  // cryptsetup's decrypt_luks2_init
-    ks["priority"] = 0;
-    root["keyslots"][std::to_string(first_free_id(root["keyslots"]))] = ks;
-    Json& config = root["config"];
-    if (!config.contains("requirements")) config["requirements"] = Json::object();
-    if (!config["requirements"].contains("mandatory"))
-      config["requirements"]["mandatory"] = Json::array();
-    config["requirements"]["mandatory"].push_back(kRequirement);
+    // cryptsetup's decrypt_luks2_init: decryption goes backward.
+    add_reencrypt_keyslot(root, std::move(area), o.mode, decrypt ? "backward" : "forward");
     return ok();
   }));
   CRYPTMAP_TRY(data, encrypt ? digest_data(st.doc.root(), {}, vk_old.span())
@@ -1277,19 +1284,7 @@ Result<void> reencrypt_encrypt_shift_init(BackingStore& image,
     a["size"] = u64s(kAreaLen);
     a["type"] = "datashift";
     a["shift_size"] = u64s(shift);
-    Json ks = Json::object();
-    ks["area"] = a;
-    ks["type"] = "reencrypt";
-    ks["key_size"] = 1;
-    ks["mode"] = "encrypt";
-    ks["direction"] = "backward";
-    ks["priority"] = 0;
-    root["keyslots"][std::to_string(first_free_id(root["keyslots"]))] = ks;
-    Json& config = root["config"];
-    if (!config.contains("requirements")) config["requirements"] = Json::object();
-    if (!config["requirements"].contains("mandatory"))
-      config["requirements"]["mandatory"] = Json::array();
-    config["requirements"]["mandatory"].push_back(kRequirement);
+    add_reencrypt_keyslot(root, std::move(a), "encrypt", "backward");
     return ok();
   }));
   CRYPTMAP_TRY(vdata, digest_data(st.doc.root(), {}, formatted->volume_key.span()));
