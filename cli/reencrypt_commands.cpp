@@ -21,6 +21,7 @@
 #include <atomic>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "cli/commands.h"
@@ -162,17 +163,25 @@ int reencrypt_online(const std::string& mount_dir, const std::string& name,
   }
 }
 
+// Whether `path` holds a LUKS header: nullopt when it does not; true when it is a LUKS2 header
+// in encryption (a run --encrypt resumes), false for any other LUKS header (--encrypt refuses).
+Result<std::optional<bool>> luks_in_encryption(const std::string& path) {
+  auto existing = volume::open_image_store(path, volume::metadata_store_options(true));
+  if (!existing) return fail(existing.error());
+  if (!volume::is_luks(**existing)) return std::optional<bool>{};
+  auto st = volume::reencrypt_status(**existing);
+  return std::optional<bool>{st && st->in_reencryption && st->mode == "encrypt"};
+}
+
 // reencrypt --encrypt --header HDR DEVICE: writes a fresh LUKS2 header into HDR for DEVICE's
 // data at offset 0 with luksFormat's options (cryptsetup's encrypt_luks2_init: sector size 512
 // unless --sector-size), and reports true; false when HDR already holds a LUKS2 header in
 // encryption (resume). A LUKS header not in reencryption is refused (nothing written).
 Result<bool> encrypt_header(const ReencryptArgs& a, const CommandContext& ctx) {
   if (::access(a.header.c_str(), F_OK) == 0) {
-    auto existing = volume::open_image_store(a.header, volume::metadata_store_options(true));
-    if (!existing) return fail(existing.error());
-    if (volume::is_luks(**existing)) {
-      auto st = volume::reencrypt_status(**existing);
-      if (st && st->in_reencryption && st->mode == "encrypt") return false;
+    CRYPTMAP_TRY(encrypting, luks_in_encryption(a.header));
+    if (encrypting) {
+      if (*encrypting) return false;
       return fail(make_error_fmt(Errc::kInvalid, "LUKS header already present", kNoObject,
                                  "%s already holds a LUKS header; --encrypt writes a new one "
                                  "(remove it first, or --resume-only a started encryption)",
@@ -214,16 +223,12 @@ Result<bool> encrypt_header(const ReencryptArgs& a, const CommandContext& ctx) {
 // with cryptsetup's words, nothing written.
 Result<bool> encrypt_shift_init(const ReencryptArgs& a, const CommandContext& ctx) {
   CRYPTMAP_TRY(reduce, parse_size(a.reduce_device_size, "--reduce-device-size"));
-  {
-    auto existing = volume::open_image_store(a.device, volume::metadata_store_options(true));
-    if (!existing) return fail(existing.error());
-    if (volume::is_luks(**existing)) {
-      auto st = volume::reencrypt_status(**existing);
-      if (st && st->in_reencryption && st->mode == "encrypt") return false;
-      return fail(make_error_fmt(Errc::kInvalid, "LUKS header already present", kNoObject,
-                                 "Device %s is already LUKS device. Aborting operation.",
-                                 a.device.c_str()));
-    }
+  CRYPTMAP_TRY(encrypting, luks_in_encryption(a.device));
+  if (encrypting) {
+    if (*encrypting) return false;
+    return fail(make_error_fmt(Errc::kInvalid, "LUKS header already present", kNoObject,
+                               "Device %s is already LUKS device. Aborting operation.",
+                               a.device.c_str()));
   }
   volume::EncryptShiftOptions o;
   o.reduce_bytes = reduce;
