@@ -20,14 +20,17 @@ record_fuse_conn() {
   return 0
 }
 # A connection id is the FUSE superblock's device minor: once our daemon is gone it can be
-# reused by any other FUSE mount on the machine (a unit test's, another test run's). Abort an id
-# only while it is mounted on our MNT or mounted nowhere (our lazily detached, hung mount).
+# reused by any other FUSE mount on the machine (a unit test's, another test's running beside
+# this one). Abort an id only while it is mounted on our MNT or mounted nowhere (our lazily
+# detached, hung mount), looking in every mount namespace: tests that run in a private one
+# (unshare -m) cannot see each other's mounts in /proc/self/mountinfo.
 abort_fuse_conns() {
-  local c where
+  local c elsewhere
   for c in "${FUSE_CONNS[@]}"; do
     [[ -e /sys/fs/fuse/connections/$c/abort ]] || continue
-    where=$(awk -v d="0:$c" '$3 == d {print $5}' /proc/self/mountinfo)
-    [[ -z "$where" || "$where" == "$MNT" ]] || continue
+    elsewhere=$({ cat /proc/[0-9]*/mountinfo 2>/dev/null || true; } |
+      awk -v d="0:$c" -v m="$MNT" '$3 == d && $5 != m {f = $5} END {print f}')
+    [[ -z "$elsewhere" ]] || continue
     echo 1 > "/sys/fs/fuse/connections/$c/abort"
   done
   return 0
