@@ -16,7 +16,7 @@
 //
 // Thread-compatible: one thread drives it (the daemon's control thread). The served volume must
 // outlive the run (the caller keeps it served until stop() returned). The caller holds the
-// image's metadata lock for the run (the CLI does, docs/reencrypt.md §10).
+// header's metadata lock for the run (the daemon's run thread does, docs/reencrypt.md §10).
 #pragma once
 
 #include <cstdint>
@@ -36,9 +36,12 @@ namespace cryptmap::volume {
 
 class OnlineReencryption {
  public:
+  // `header`: the detached header of `image` (empty: the header is in the image); the run
+  // writes the metadata and the resilience data there, the data into `image`.
   // Errors: kNotFound (not in reencryption), kBadKey, kCorrupt (invalid metadata), kUnsupported
   // (a mode only offline reencryption or cryptsetup handles), the stores' and open_volume's.
   static Result<std::unique_ptr<OnlineReencryption>> start(const std::string& image,
+                                                           const std::string& header,
                                                            std::span<const std::byte> passphrase,
                                                            std::uint64_t max_hotzone_bytes,
                                                            const VolumeOptions& options,

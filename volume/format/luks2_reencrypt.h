@@ -164,8 +164,9 @@ class ReencryptSession {
 
  private:
   struct State;
-  Result<void> convert_hotzone();               // the step itself (docs/reencrypt.md §1 step 2)
-  bool recover_failed_step(std::uint64_t len);  // recover_if_crashed of a failed step's hotzone
+  Result<void> convert_hotzone();  // the step itself (docs/reencrypt.md §1 step 2)
+  // recover_if_crashed of a failed step's hotzone [at, at + len)
+  bool recover_failed_step(std::uint64_t at, std::uint64_t len);
   explicit ReencryptSession(std::unique_ptr<State> s);
   std::unique_ptr<State> s_;
 };
@@ -176,7 +177,9 @@ class ReencryptSession {
 // the two, and volume_key is the old key followed by the new one (each segment names its slice).
 // A hotzone left flagged in-reencryption is recovered first and the header written (the caller
 // holds the metadata lock and nobody serves the image). Errors: reencrypt_run's, before anything
-// is written for a wrong passphrase or invalid metadata.
-Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase);
+// is written for a wrong passphrase or invalid metadata. `data`: the data device when `image` is
+// a detached header (null: the image holds the data); the layout's offsets are the data's.
+Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase,
+                                      BackingStore* data = nullptr);
 
 }  // namespace cryptmap::volume
