@@ -4,7 +4,8 @@
 //   start()               opens the image for the run, unlocks both volume keys with the
 //                         passphrase, verifies the reencryption digest, recovers an interrupted
 //                         hotzone, and assembles the volume to serve during the run (its cipher
-//                         follows the moving boundary: [0, done) new key, the rest old);
+//                         follows the moving boundary: the converted side and the rest,
+//                         either plaintext for a decryption or an encryption);
 //   take_served_volume()  that volume, once: the caller swaps it in for the served one;
 //   step()                one hotzone, held in the served volume (Volume::hold_range) while the
 //                         shared step of volume/format/luks2_reencrypt.h converts it and the
