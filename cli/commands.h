@@ -44,9 +44,13 @@ struct ServedImage {
   std::string name;           // NAME
   bool reencrypting = false;  // an online reencryption runs on it
   std::int64_t daemon_pid = 0;
+  std::string header;  // the detached header it was opened with (empty: in the image)
 };
 std::optional<ServedImage> daemon_volume_of_image(const std::string& image,
                                                   const std::string& mount_dir);
+// `path` resolved (realpath), as the daemon records images and headers; as given when it does
+// not resolve.
+std::string absolute(const std::string& path);
 // reencrypt: offline LUKS2 reencryption (cli/reencrypt_commands.cpp).
 void add_reencrypt_commands(CLI::App& app, CommandContext& ctx);
 // luksFormat, luksDump, isLuks, luksUUID, luksAddKey, luksRemoveKey, luksKillSlot,

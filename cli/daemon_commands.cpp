@@ -13,6 +13,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -76,6 +77,15 @@ using fs::serve;
 using fs::user_message;
 using fs::Verb;
 using fs::VolumeStatus;
+
+std::string absolute(const std::string& path) {
+  char* r = ::realpath(path.c_str(), nullptr);
+  if (r == nullptr) return path;
+  std::string out(r);
+  std::free(r);
+  return out;
+}
+
 namespace {
 
 // The activation flags of open and refresh (cryptsetup's names); with a LUKS2 header's persistent
@@ -327,14 +337,6 @@ class DirLock {
   UniqueFd fd_;
 };
 
-std::string absolute(const std::string& path) {
-  char* r = ::realpath(path.c_str(), nullptr);
-  if (r == nullptr) return path;
-  std::string out(r);
-  std::free(r);
-  return out;
-}
-
 Result<SecretBytes> ask(const OpenArgs& a, const KeySource& src) {
   return read_passphrase(src, "Enter passphrase for " + a.image + ": ", false);
 }
@@ -480,16 +482,23 @@ std::optional<Request> unlock_in_reencryption(const OpenArgs& a, const KeySource
         "passphrase)");
   if (a.key_slot >= 0)
     return refuse("with --key-slot (both volume keys are unlocked with any keyslot of each)");
-  auto lock = MetadataLock::take(a.image, crashed);
-  auto store = volume::open_image_store(a.image, volume::metadata_store_options(!crashed));
-  if (!store) {
-    say(user_message(store.error(), a.image) +
+  // With --header the metadata (and its lock) is the header file's, the data the image's.
+  const std::string& header = a.header.empty() ? a.image : a.header;
+  auto lock = MetadataLock::take(header, crashed);
+  auto open_store = [&](const std::string& path) -> std::unique_ptr<volume::BackingStore> {
+    auto store = volume::open_image_store(path, volume::metadata_store_options(!crashed));
+    if (store) return std::move(*store);
+    say(user_message(store.error(), path) +
         (crashed ? " (the interrupted reencryption hotzone of this image must be recovered "
                    "first, which needs write access)"
                  : ""));
     ctx.exit_code = exit_code_for(store.error());
-    return std::nullopt;
-  }
+    return nullptr;
+  };
+  auto hdr = open_store(header);
+  if (!hdr) return std::nullopt;
+  std::unique_ptr<volume::BackingStore> data;  // the image, under a detached header
+  if (!a.header.empty() && !(data = open_store(a.image))) return std::nullopt;
   const std::uint32_t attempts = passphrase_is_interactive(src) ? std::max(1u, a.tries) : 1;
   for (std::uint32_t i = 0; i < attempts; ++i) {
     auto pass = ask(a, src);
@@ -498,7 +507,7 @@ std::optional<Request> unlock_in_reencryption(const OpenArgs& a, const KeySource
       ctx.exit_code = exit_code_for(pass.error());
       return std::nullopt;
     }
-    auto opened = volume::reencrypt_open(**store, pass->span());
+    auto opened = volume::reencrypt_open(*hdr, pass->span(), data.get());
     if (opened) {
       req.layout = std::move(opened->layout);
       req.volume_key = std::move(opened->volume_key);
@@ -617,8 +626,8 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
       return std::nullopt;
     }
   }
-  if (!plain && header_path == a.image && (a.type == "luks" || a.type == "luks2")) {
-    auto reenc = volume::reencrypt_status(**header_store);
+  if (!plain && (a.type == "luks" || a.type == "luks2")) {
+    auto reenc = volume::reencrypt_status(**header_store, data_store.get());
     if (reenc && reenc->in_reencryption)
       return unlock_in_reencryption(a, src, reenc->crashed, std::move(req), ctx);
   }
@@ -994,20 +1003,41 @@ std::string cipher_text(const volume::VolumeLayout& l) {
 }
 
 // A LUKS2 volume served in reencryption (docs/reencrypt.md §9): its crypt segments carry slices
-// of the old key (offset 0) and the new one (after it). Empty for any other volume.
+// of the old key (offset 0) and the new one (after it); a linear segment is plaintext, the old
+// side of an encryption or the new side of a decryption (whose layout's cipher is cipher_null).
+// Empty for any other volume, and for a finished decryption (linear only).
 struct PausedReencryption {
-  std::uint64_t done_bytes = 0;  // under the new key, from the start (direction forward)
+  std::uint64_t done_bytes = 0;  // under the new key (or decrypted)
   std::uint32_t old_key_bits = 0, new_key_bits = 0;
   std::string old_cipher;
 };
+bool decrypting(const volume::VolumeLayout& l) { return l.cipher.cipher == "cipher_null"; }
+bool linear_only(const volume::VolumeLayout& l) {
+  return !l.segments.empty() &&
+         std::all_of(l.segments.begin(), l.segments.end(), [](const volume::Segment& s) {
+           return s.kind == volume::SegmentKind::kLinear;
+         });
+}
 std::optional<PausedReencryption> paused_reencryption(const volume::VolumeLayout& l) {
-  if (l.type != volume::VolumeType::kLuks2 || l.segments.empty() ||
+  if (l.type != volume::VolumeType::kLuks2 || l.segments.empty() || linear_only(l))
+    return std::nullopt;
+  const auto linear = [](const volume::Segment& s) {
+    return s.kind == volume::SegmentKind::kLinear;
+  };
+  if (std::none_of(l.segments.begin(), l.segments.end(), linear) &&
       l.segments.front().cipher.key_bytes == 0)
     return std::nullopt;
   PausedReencryption p;
-  std::uint32_t old_bytes = 0;
+  // A crypt segment is the new side when it has a key slice after the old key's, or the whole
+  // key of an encryption (no old key).
+  std::uint32_t old_bytes = decrypting(l) ? l.key_bytes : 0;
   for (const volume::Segment& s : l.segments) {
-    if (s.cipher.key_offset == 0) {
+    if (linear(s)) {
+      if (decrypting(l))
+        p.done_bytes += s.length_bytes;
+      else
+        p.old_cipher = "plaintext";
+    } else if (s.cipher.key_offset == 0 && (decrypting(l) || s.cipher.key_bytes < l.key_bytes)) {
       old_bytes = s.cipher.key_bytes;
       p.old_cipher = s.cipher.encryption;
     } else {
@@ -1026,6 +1056,13 @@ void print_status(const ControlPaths& paths, const Reply& r) {
     const auto& l = v.layout;
     std::printf("%s/%s is active%s\n", paths.mount_dir.c_str(), v.name.c_str(),
                 v.open_count > 0 ? " and is in use." : ".");
+    // A finished online decryption: a linear mapping of the plaintext, which cryptsetup's
+    // status shows with no type and no crypt fields (docs/reencrypt.md §10).
+    if (linear_only(l) && l.type == volume::VolumeType::kLuks2) {
+      std::printf("  type:    n/a\n  mapping: linear (decrypted), device %s\n",
+                  v.source.image.c_str());
+      continue;
+    }
     std::printf("  type:    %s\n", volume::volume_type_name(l.type));
     std::printf("  cipher:  %s\n", cipher_text(l).c_str());
     const auto reenc = paused_reencryption(l);
@@ -1474,8 +1511,8 @@ std::optional<ServedImage> daemon_volume_of_image(const std::string& image,
   };
   for (const auto& v : reply->volumes)
     if (same_image(v.source.image))
-      return ServedImage{paths->mount_dir + "/" + v.name, v.name, v.reencrypting,
-                         reply->daemon_pid};
+      return ServedImage{paths->mount_dir + "/" + v.name, v.name, v.reencrypting, reply->daemon_pid,
+                         v.source.header};
   return std::nullopt;
 }
 

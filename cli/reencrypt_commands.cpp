@@ -292,12 +292,11 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   // Served by the daemon: the daemon runs the reencryption (online).
   const auto open_as = daemon_volume_of_image(a.device, a.mount_dir);
   const std::string header = a.header.empty() ? a.device : a.header;
-  // --encrypt writes (a new header; with a data shift the data too) before the status check
-  // below refuses online runs of this kind: a served device is refused first.
-  if (open_as && a.encrypt) {
+  // A data shift writes the data before anything else: a served device is refused first.
+  if (open_as && shift) {
     std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
-              << "; online encryption (reencrypt --encrypt) is not implemented yet. Close it "
-                 "first (cryptmap close "
+              << "; online encryption with a data shift (reencrypt --encrypt "
+                 "--reduce-device-size) is not implemented yet. Close it first (cryptmap close "
               << open_as->name << ") and run it offline.\n";
     return kExitBusy;
   }
@@ -308,6 +307,22 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
               << open_as->name
               << "), or run reencrypt without --force-offline-reencrypt (online).\n";
     return kExitBusy;
+  }
+  // The daemon runs the reencryption of the header it serves the image with.
+  if (open_as && !a.force_offline &&
+      (a.header.empty() ? std::string() : absolute(a.header)) != open_as->header) {
+    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
+              << (open_as->header.empty() ? " with its header inside it"
+                                          : " with the header " + open_as->header)
+              << "; reencrypt it with "
+              << (open_as->header.empty() ? "no --header" : "--header " + open_as->header) << "."
+              << (a.encrypt ? " Online encryption serves the device through its new header: "
+                              "reencrypt --encrypt --init-only --header HDR DEVICE, open "
+                              "--header HDR DEVICE NAME, then reencrypt --resume-only --header "
+                              "HDR DEVICE."
+                            : "")
+              << "\n";
+    return kExitUsage;
   }
   // Asked before the metadata lock, which the running reencryption holds.
   if (open_as && open_as->reencrypting) {
@@ -360,18 +375,8 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     }
     reenc_lock = std::move(*l);
   }
-  // Online runs are mode reencrypt, forward, with the header in the image (docs/reencrypt.md §10).
   const bool decrypting =
       a.decrypt || status->mode == "decrypt" || a.encrypt || status->mode == "encrypt";
-  if (open_as && (decrypting || !a.header.empty())) {
-    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
-              << "; online "
-              << (decrypting ? "encryption or decryption (reencrypt --encrypt/--decrypt)"
-                             : "reencryption with a detached header (--header)")
-              << " is not implemented yet. Close it first (cryptmap close " << open_as->name
-              << ") and run it offline.\n";
-    return kExitBusy;
-  }
   if (status->in_reencryption && a.init_only)
     return report(make_error(Errc::kBusy, "LUKS2 reencryption already initialized in metadata."));
   if (!status->in_reencryption && a.resume_only)

@@ -342,11 +342,6 @@ class Daemon {
     if (runs_.count(req.name) != 0) return run_in_progress(req.name);
     if (auto f = fenced(req.name)) return std::move(*f);
     const Request& add = spec->second;
-    if (!add.source.header.empty())
-      return reply_with(kExitUsage,
-                        "Online reencryption of " + req.name +
-                            " with a detached header (--header) is not implemented yet; close "
-                            "it and use cryptsetup reencrypt.");
     if (auto st = status_of(req.name); st && st->suspended)
       return reply_with(kExitUsage, "Volume " + req.name +
                                         " is suspended: resume it first (luksResume " + req.name +
@@ -405,9 +400,11 @@ class Daemon {
   Reply run_reencryption(Run& run) {
     const Request& add = run.spec;
     const std::string& name = run.name;
+    // The metadata lock is the header's (cryptsetup locks the device holding the metadata).
+    const std::string& header = add.source.header.empty() ? add.source.image : add.source.header;
     volume::MetadataLock lock;
     for (int waited_ms = 0;; waited_ms += 20) {
-      auto l = volume::MetadataLock::try_take(add.source.image, true);
+      auto l = volume::MetadataLock::try_take(header, true);
       if (l) {
         lock = std::move(*l);
         break;
@@ -420,10 +417,11 @@ class Daemon {
                                          "once it is done.");
       ::usleep(20 * 1000);
     }
-    auto started = volume::OnlineReencryption::start(
-        add.source.image, run.passphrase.span(), run.hotzone_bytes, volume_options_of(add), log_);
+    auto started = volume::OnlineReencryption::start(add.source.image, add.source.header,
+                                                     run.passphrase.span(), run.hotzone_bytes,
+                                                     volume_options_of(add), log_);
     run.passphrase = SecretBytes();  // both keys are unlocked; the passphrase goes
-    if (!started) return error_reply(started.error(), add.source.image);
+    if (!started) return error_reply(started.error(), header);
     volume::OnlineReencryption& r = **started;
     std::unique_ptr<volume::Volume> moving = r.take_served_volume();
     volume::Volume* served = moving.get();  // the server owns it; close waits for this run
@@ -519,6 +517,7 @@ class Daemon {
                     std::to_string(r.done_bytes()) + " of " + std::to_string(r.total_bytes()) +
                     " bytes" + (run.stop.load() ? " (the daemon stopped it)" : "") +
                     "; the header is paused. Resume it with cryptmap reencrypt --resume-only " +
+                    (add.source.header.empty() ? "" : "--header " + add.source.header + " ") +
                     add.source.image + " (or, once closed, cryptsetup reencrypt --resume-only).";
     }
     return out;

@@ -8,10 +8,12 @@
 
 namespace cryptmap::volume {
 
-// The run's own handle on the image (buffered, as the offline run's) and the session on it;
-// the served volume has its own (O_DIRECT, probe_store) until it is taken.
+// The run's own handles on the header and the data (buffered, as the offline run's; one store
+// when the header is in the image) and the session on them; the served volume has its own
+// (O_DIRECT, probe_store) until it is taken.
 struct OnlineReencryption::Impl {
   std::unique_ptr<BackingStore> image;
+  std::unique_ptr<BackingStore> data;  // the data device under a detached header (else null)
   std::unique_ptr<ReencryptSession> session;
   std::unique_ptr<Volume> served;
 };
@@ -20,7 +22,7 @@ OnlineReencryption::OnlineReencryption(std::unique_ptr<Impl> impl) : impl_(std::
 OnlineReencryption::~OnlineReencryption() = default;
 
 Result<std::unique_ptr<OnlineReencryption>> OnlineReencryption::start(
-    const std::string& image, std::span<const std::byte> passphrase,
+    const std::string& image, const std::string& header, std::span<const std::byte> passphrase,
     std::uint64_t max_hotzone_bytes, const VolumeOptions& options,
     std::shared_ptr<spdlog::logger> logger) {
   if (options.read_only)
@@ -45,9 +47,15 @@ Result<std::unique_ptr<OnlineReencryption>> OnlineReencryption::start(
   auto impl = std::make_unique<Impl>();
   // The session's header and hotzone I/O, one piece at a time from the control thread: the
   // metadata options (no io_uring rings) as the offline run's.
-  CRYPTMAP_TRY(store, open_image_store(image, metadata_store_options(false)));
+  CRYPTMAP_TRY(store,
+               open_image_store(header.empty() ? image : header, metadata_store_options(false)));
   impl->image = std::move(store);
-  CRYPTMAP_TRY(session, ReencryptSession::start(*impl->image, passphrase, max_hotzone_bytes));
+  if (!header.empty()) {
+    CRYPTMAP_TRY(data, open_image_store(image, metadata_store_options(false)));
+    impl->data = std::move(data);
+  }
+  CRYPTMAP_TRY(session, ReencryptSession::start(*impl->image, passphrase, max_hotzone_bytes,
+                                                impl->data.get()));
   impl->session = std::move(session);
   CRYPTMAP_TRY(served, impl->session->open_served_volume(std::move(served_store), options,
                                                          std::move(logger)));

@@ -4,7 +4,8 @@
 //   start()               opens the image for the run, unlocks both volume keys with the
 //                         passphrase, verifies the reencryption digest, recovers an interrupted
 //                         hotzone, and assembles the volume to serve during the run (its cipher
-//                         follows the moving boundary: [0, done) new key, the rest old);
+//                         follows the moving boundary: the converted side and the rest,
+//                         either plaintext for a decryption or an encryption);
 //   take_served_volume()  that volume, once: the caller swaps it in for the served one;
 //   step()                one hotzone, held in the served volume (Volume::hold_range) while the
 //                         shared step of volume/format/luks2_reencrypt.h converts it and the
@@ -16,7 +17,7 @@
 //
 // Thread-compatible: one thread drives it (the daemon's control thread). The served volume must
 // outlive the run (the caller keeps it served until stop() returned). The caller holds the
-// image's metadata lock for the run (the CLI does, docs/reencrypt.md §10).
+// header's metadata lock for the run (the daemon's run thread does, docs/reencrypt.md §10).
 #pragma once
 
 #include <cstdint>
@@ -36,9 +37,12 @@ namespace cryptmap::volume {
 
 class OnlineReencryption {
  public:
+  // `header`: the detached header of `image` (empty: the header is in the image); the run
+  // writes the metadata and the resilience data there, the data into `image`.
   // Errors: kNotFound (not in reencryption), kBadKey, kCorrupt (invalid metadata), kUnsupported
   // (a mode only offline reencryption or cryptsetup handles), the stores' and open_volume's.
   static Result<std::unique_ptr<OnlineReencryption>> start(const std::string& image,
+                                                           const std::string& header,
                                                            std::span<const std::byte> passphrase,
                                                            std::uint64_t max_hotzone_bytes,
                                                            const VolumeOptions& options,

@@ -9,8 +9,8 @@
 #     hotzone, both ways; journal: kill -9, cryptsetup then cryptmap; none: SIGTERM, the only
 #     stop it survives, cryptmap then cryptsetup);
 #  4. bad input: wrong passphrase, no --header, a header whose data is not at offset 0, a header
-#     file that does not exist (cryptsetup's datashift decryption), a served device: cryptsetup's
-#     errors, and header and data unchanged;
+#     file that does not exist (cryptsetup's datashift decryption), a served device named with
+#     another header: cryptsetup's errors, and header and data unchanged;
 #  5. reencrypt --header (mode reencrypt under a detached header), decrypted by cryptsetup.
 # The data is checked against the pattern written through `cryptmap open --header` before: it
 # must be the plain data device itself afterwards.
@@ -19,15 +19,7 @@ DATA=$((1 << 20))  # small: 32 KiB hotzones, runs of about a second
 source "$(dirname "$0")/reencrypt_lib.sh"
 watchdog 300
 
-# The detached-header base: DATA bytes of data at offset 0, the pattern written through cryptmap.
-truncate -s "$DATA" "$T/base.img"
-truncate -s 16M "$T/base.hdr"
-cryptsetup luksFormat --batch-mode --type luks2 "${FAST[@]}" --key-file "$K" --header "$T/base.hdr" \
-  --offset 0 "$T/base.img"
-cm_open --key-file "$K" --header "$T/base.hdr" "$T/base.img" pat
-pattern_write "$MNT/pat" 0 "$DATA" 7
-cm_close pat
-fresh() { cp --sparse=always "$T/base.img" "$T/$1.img"; cp "$T/base.hdr" "$T/$1.hdr"; }  # fresh NAME
+detached_base  # $T/base.img under $T/base.hdr; `detached NAME` copies them
 # decrypted NAME WHAT: the header is plain (one linear segment, no keyslots), the data plaintext.
 decrypted() {
   cryptsetup luksDump --dump-json-metadata "$T/$1.hdr" | python3 -c '
@@ -43,7 +35,7 @@ cs_dec() { cryptsetup reencrypt --decrypt --batch-mode --force-offline-reencrypt
 cm_dec() { cm reencrypt --decrypt --batch-mode --key-file "$K" "$@"; }
 
 note "1. cryptmap --init-only, cryptsetup --resume-only"
-fresh a; fresh acs
+detached a; detached acs
 cm_dec --init-only --header "$T/a.hdr" "$T/a.img" || fail "1: cryptmap --decrypt --init-only failed"
 cs_dec --init-only --header "$T/acs.hdr" "$T/acs.img"
 diff <(shape "$T/acs.hdr") <(shape "$T/a.hdr") || fail "1: cryptmap's --init-only header differs in shape from cryptsetup's"
@@ -75,7 +67,7 @@ for res in checksum journal none; do
   [[ $res == none ]] && sig=TERM pairs=("cm cs")
   for pair in "${pairs[@]}"; do
     read -r first second <<< "$pair"
-    fresh i
+    detached i
     run_cmd "$first" i --init-only --resilience "$res"
     "${RUN[@]}" > /dev/null || fail "3/$res: $first --init-only failed"
     cp "$T/i.hdr" "$T/init.hdr"
@@ -114,7 +106,7 @@ for res in checksum journal none; do
 done
 
 note "4. bad input changes nothing"
-fresh f
+detached f
 sha() { sha256sum "$T/f.img" "$T/f.hdr" "$@" | awk '{print $1}'; }
 before=$(sha)
 expect_failure 2 "No key available with this passphrase" -- cm reencrypt --decrypt --batch-mode --key-file "$W" --header "$T/f.hdr" "$T/f.img"
@@ -132,12 +124,16 @@ cryptsetup luksDump "$T/in.hdr" | grep -q "online-reencrypt" && fail "4: a refus
 expect_failure 1 "datashift decryption\) is not implemented" -- cm reencrypt --decrypt --batch-mode --key-file "$K" --header "$T/new.hdr" "$T/in.img"
 [[ -e $T/new.hdr ]] && fail "4: a refused datashift decryption created the header file"
 cmp -s "$T/in.img" "$T/in.orig" || fail "4: a refused decryption changed the image"
+# Served through its header, the device is decrypted online (reencrypt_online_header.sh) with
+# that header only: another one is refused before anything is written.
 cm_open --key-file "$K" --header "$T/f.hdr" "$T/f.img" busy
-expect_exit 5 "online encryption or decryption .*not implemented.*Close it first" -- cm reencrypt --decrypt --mount-dir "$MNT" --batch-mode --key-file "$K" --header "$T/f.hdr" "$T/f.img"
+cp "$T/f.hdr" "$T/other.hdr"
+expect_exit 1 "open in cryptmap's daemon .* with the header .*f.hdr; reencrypt it with --header" -- cm reencrypt --decrypt --mount-dir "$MNT" --batch-mode --key-file "$K" --header "$T/other.hdr" "$T/f.img"
 cm_close busy
+cmp -s "$T/other.hdr" "$T/f.hdr" || fail "4: a refused decryption changed the other header"
 [[ $(sha) == "$before" ]] || fail "4: a refused decryption changed the header or the data"
 note "5. --header without --decrypt: cryptmap reencrypts under a detached header, cryptsetup decrypts"
-fresh r
+detached r
 cm reencrypt --batch-mode "${FAST[@]}" --key-file "$K" --header "$T/r.hdr" --key-size 256 "$T/r.img" \
   || fail "5: reencrypt --header failed"
 cryptsetup luksDump "$T/r.hdr" | grep -q "Key:        256 bits" || fail "5: key size not changed"

@@ -15,7 +15,8 @@ base_image() {  # base_image NAME [luksFormat options...]
   cm_close pat
 }
 new_image() { cp --sparse=always "$T/base-${2:-default}.img" "$1"; }  # new_image FILE [NAME]
-base_image default
+# A script that uses detached_base only sets NO_DEFAULT_BASE=1 (a format and a pattern less).
+[[ -n ${NO_DEFAULT_BASE:-} ]] || base_image default
 
 # The pattern through cryptmap's FUSE file, then through cryptsetup's own decryption of a copy.
 check_data() {  # check_data IMAGE WHAT [SEED, default 7]
@@ -133,4 +134,39 @@ paused_served() {
   cm status --mount-dir "$MNT" "$2" > "$T/status"
   grep -q "reencryption: paused, $PAUSED_AT of $DATA bytes under the new key" "$T/status" \
     || { cat "$T/status"; fail "$3: status does not show the paused reencryption at $PAUSED_AT"; }
+}
+
+# detached_base: $T/base.img (DATA bytes of data at offset 0) under the detached LUKS2 header
+# $T/base.hdr, the pattern (seed 7) written through `cryptmap open --header`; detached NAME
+# copies both to $T/NAME.img and $T/NAME.hdr.
+detached_base() {
+  truncate -s "$DATA" "$T/base.img"
+  truncate -s 16M "$T/base.hdr"
+  cryptsetup luksFormat --batch-mode --type luks2 "${FAST[@]}" --key-file "$K" \
+    --header "$T/base.hdr" --offset 0 "$T/base.img"
+  cm_open --key-file "$K" --header "$T/base.hdr" "$T/base.img" pat
+  pattern_write "$MNT/pat" 0 "$DATA" 7
+  cm_close pat
+}
+detached() { cp --sparse=always "$T/base.img" "$T/$1.img"; cp "$T/base.hdr" "$T/$1.hdr"; }
+
+# online_killed WHAT ARGS...: `cryptmap reencrypt ARGS` run by the daemon serving $MNT, the
+# daemon killed (-9) at its Nth sync from now, N random from 8 to 47 (each hotzone syncs about 4
+# times: resilience data, hot header, data, post header); its dead mount is dropped after. The
+# daemon's syncs must be syscalls (CRYPTMAP_IO_URING_FAIL_SETUP=1 when it started).
+online_killed() {
+  local what=$1 dpid spid
+  shift
+  dpid=$(daemon_pid)
+  [[ -n $dpid ]] || fail "$what: no daemon for $MNT"
+  strace -qq -f -p "$dpid" -o /dev/null -e trace=fsync,fdatasync \
+    -e inject=fsync,fdatasync:signal=KILL:when=$((8 + RANDOM % 40)) &
+  spid=$!
+  sleep 1  # attached to every thread
+  "$CRYPTMAP" reencrypt --batch-mode "${FAST[@]}" --key-file "$K" --mount-dir "$MNT" "$@" \
+    > "$T/kill.out" 2>&1 && fail "$what: the run finished before the kill"
+  wait "$spid" 2> /dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$dpid" 2> /dev/null || break; sleep 0.1; done
+  kill -0 "$dpid" 2> /dev/null && fail "$what: the daemon survived its kill"
+  fusermount3 -u -z "$MNT" 2> /dev/null || umount -l "$MNT" 2> /dev/null || true
 }

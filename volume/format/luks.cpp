@@ -185,8 +185,8 @@ Result<std::unique_ptr<Luks2Header>> Luks2Header::load(const BackingStore& store
                     [](const auto& k) { return k.type == "reencrypt"; }))
       return fail(make_error(
           Errc::kUnsupported,
-          "LUKS2 reencryption in progress (requirement online-reencrypt-v2): only `open` (with "
-          "the header in the image) and `reencrypt` use such an image; finish it with "
+          "LUKS2 reencryption in progress (requirement online-reencrypt-v2): only `open` and "
+          "`reencrypt` use such an image; finish it with "
           "cryptmap reencrypt --resume-only IMAGE (or cryptsetup reencrypt --resume-only)"));
     if (m.segments.size() != 1)
       return fail(make_error(Errc::kUnsupported, "LUKS2 with more than one data segment"));

@@ -1420,6 +1420,25 @@ Result<void> recover_if_crashed(BackingStore& image, Loaded& l, Engine& e) {
   return ok();
 }
 
+// What is served while in reencryption (open, online runs): the two sides of one boundary,
+// crypt or linear (docs/reencrypt.md §9, §10). Not a data shift (the data moves) nor a
+// reencryption backward.
+Result<void> check_servable(const Context& c) {
+  if (c.datashift() || (c.mode == "reencrypt" && !c.forward()))
+    return fail(make_error_fmt(
+        Errc::kUnsupported, "cryptmap: serving an image in reencryption of this kind", kNoObject,
+        "mode %s, direction %s%s is not implemented yet; finish it offline with reencrypt "
+        "--resume-only",
+        c.mode.c_str(), c.direction.c_str(), c.datashift() ? ", data shift" : ""));
+  return ok();
+}
+
+// The served volume's sector size: the larger of the crypt sides' (a linear side has none).
+std::uint32_t served_sector_size(const Context& c) {
+  return std::max(c.old_seg.linear ? 512u : c.old_seg.sector_size,
+                  c.new_seg.linear ? 512u : c.new_seg.sector_size);
+}
+
 }  // namespace
 
 // One run's state: the verified header, both keys' ciphers, where the run stands.
@@ -1488,22 +1507,30 @@ Result<std::unique_ptr<Volume>> ReencryptSession::open_served_volume(
     std::shared_ptr<spdlog::logger> logger) {
   State& s = *s_;
   const Context& c = s.l.c;
-  if (c.mode != "reencrypt" || !c.forward() || &s.data != &s.image)
-    return fail(make_error_fmt(Errc::kUnsupported,
-                               "online reencryption of this kind is not implemented yet", kNoObject,
-                               "mode %s, direction %s%s", c.mode.c_str(), c.direction.c_str(),
-                               &s.data != &s.image ? ", detached header" : ""));
-  CRYPTMAP_TRY(before, cipher_for(c.new_seg, s.l.vk_new.span()));
-  CRYPTMAP_TRY(after, cipher_for(c.old_seg, s.l.vk_old.span()));
-  const std::uint32_t ss = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
+  CRYPTMAP_TRY_VOID(check_servable(c));
+  // Forward: the new side below the boundary; backward (decryption): the old one. A linear
+  // side has no cipher (plaintext).
+  std::unique_ptr<crypto::SectorCipher> newc, oldc;
+  if (!c.new_seg.linear) {
+    CRYPTMAP_TRY(nc, cipher_for(c.new_seg, s.l.vk_new.span()));
+    newc = std::move(nc);
+  }
+  if (!c.old_seg.linear) {
+    CRYPTMAP_TRY(oc, cipher_for(c.old_seg, s.l.vk_old.span()));
+    oldc = std::move(oc);
+  }
+  const SegmentInfo& crypt_seg = c.new_seg.linear ? c.old_seg : c.new_seg;
+  const std::uint32_t ss = served_sector_size(c);
   auto boundary = std::make_shared<SegmentBoundary>(c.offset);
-  CRYPTMAP_TRY(cipher, make_boundary_cipher(std::move(before), std::move(after), ss, boundary));
-  auto spec = crypto::CipherSpec::parse(c.new_seg.encryption);
+  CRYPTMAP_TRY(cipher, c.forward()
+                           ? make_boundary_cipher(std::move(newc), std::move(oldc), ss, boundary)
+                           : make_boundary_cipher(std::move(oldc), std::move(newc), ss, boundary));
+  auto spec = crypto::CipherSpec::parse(crypt_seg.encryption);
   if (!spec) return fail(make_error(Errc::kUnsupported, "LUKS2 reencryption segment encryption"));
   VolumeLayout v;
   v.type = VolumeType::kLuks2;
   v.cipher = *spec;
-  v.key_bytes = static_cast<std::uint32_t>(s.l.vk_new.size());
+  v.key_bytes = static_cast<std::uint32_t>((c.new_seg.linear ? s.l.vk_old : s.l.vk_new).size());
   v.sector_size = ss;
   v.data_offset_bytes = c.data_offset;
   v.size_bytes = c.device_size;
@@ -1527,7 +1554,7 @@ Result<void> ReencryptSession::step(Volume* served) {
   return served->hold_range(ByteOffset{off}, len, [&]() -> Result<void> {
     auto converted = convert_hotzone();
     if (converted) {
-      s_->boundary->move_to(end);
+      s_->boundary->move_to(s_->l.c.offset);  // past the hotzone: its end, or backward its start
       return ok();
     }
     // Still under the hold: a hotzone the failure may have left half converted is recovered
@@ -1535,23 +1562,26 @@ Result<void> ReencryptSession::step(Volume* served) {
     // fails too (or resilience none left nothing to recover from), its I/O fails with EIO
     // until the volume is closed and opened again.
     if (!s_->hot_committed && !s_->hot_writing) return converted;  // the data is untouched
-    if (!s_->hot_committed || !recover_failed_step(end - at)) {
+    if (!s_->hot_committed || !recover_failed_step(at, end - at)) {
       s_->boundary->fence(at, end);
       s_->fenced = {at, end - at};
     } else {
-      s_->boundary->move_to(end);
+      s_->boundary->move_to(s_->l.c.offset);
     }
     return converted;
   });
 }
 
-bool ReencryptSession::recover_failed_step(std::uint64_t len) {
+bool ReencryptSession::recover_failed_step(std::uint64_t at, std::uint64_t len) {
   State& s = *s_;
   Context& c = s.l.c;
-  c.crashed = true;  // as the header says: the hotzone at c.offset is in reencryption
+  const std::uint64_t before = c.offset;
+  c.crashed = true;  // as the header says: the hotzone at `at` is in reencryption
+  c.offset = at;
   c.hot_length = len;
   if (auto r = recover_if_crashed(s.image, s.l, s.e); !r) {
     c.crashed = false;
+    c.offset = before;
     return false;
   }
   s.bytes += len;
@@ -1643,55 +1673,58 @@ namespace {
 // segments either side of the boundary, the old key followed by the new one.
 Result<UnlockedVolume> paused_volume(const Loaded& l) {
   const Context& c = l.c;
-  if (c.mode != "reencrypt" || !c.forward())
-    return fail(make_error_fmt(
-        Errc::kUnsupported, "cryptmap: serving an image in reencryption of this kind", kNoObject,
-        "mode %s, direction %s is not implemented yet; finish it with reencrypt --resume-only",
-        c.mode.c_str(), c.direction.c_str()));
-  auto old_spec = crypto::CipherSpec::parse(c.old_seg.encryption);
-  auto new_spec = crypto::CipherSpec::parse(c.new_seg.encryption);
-  if (!old_spec || !new_spec)
-    return fail(make_error(Errc::kUnsupported, "LUKS2 reencryption segment encryption"));
-  const auto old_bytes = static_cast<std::uint32_t>(l.vk_old.size());
-  const auto new_bytes = static_cast<std::uint32_t>(l.vk_new.size());
+  CRYPTMAP_TRY_VOID(check_servable(c));
+  const auto old_bytes = static_cast<std::uint32_t>(l.vk_old.size());  // 0: encryption
+  const auto new_bytes = static_cast<std::uint32_t>(l.vk_new.size());  // 0: decryption
   UnlockedVolume u;
   CRYPTMAP_TRY(key, SecretBytes::allocate(std::size_t{old_bytes} + new_bytes));
-  std::memcpy(key.data(), l.vk_old.data(), old_bytes);
-  std::memcpy(key.data() + old_bytes, l.vk_new.data(), new_bytes);
+  if (old_bytes) std::memcpy(key.data(), l.vk_old.data(), old_bytes);
+  if (new_bytes) std::memcpy(key.data() + old_bytes, l.vk_new.data(), new_bytes);
   u.volume_key = std::move(key);
   VolumeLayout& v = u.layout;
   v.type = VolumeType::kLuks2;
-  v.cipher = *new_spec;
+  // The cipher the volume ends up with: a decryption's is none (cipher_null, 0 bits).
+  auto spec = crypto::CipherSpec::parse(c.new_seg.linear ? "cipher_null-ecb"
+                                                         : c.new_seg.encryption.c_str());
+  if (!spec) return fail(make_error(Errc::kUnsupported, "LUKS2 reencryption segment encryption"));
+  v.cipher = *spec;
   v.key_bytes = old_bytes + new_bytes;
-  v.sector_size = std::max(c.old_seg.sector_size, c.new_seg.sector_size);
+  v.sector_size = served_sector_size(c);
   v.size_bytes = c.device_size;
   v.uuid = l.h->disk().bin.uuid;
   v.label = l.h->disk().bin.label;
   format::set_persistent_flags(l.h->meta(), v);
-  // Forward: the new key before the boundary, the old one from it to the end.
-  if (c.offset > 0) {
+  // [start, start + len) under `seg`: crypt with its slice of the key, or linear (plaintext).
+  auto add = [&](const SegmentInfo& seg, std::uint32_t key_offset, std::uint32_t key_bytes,
+                 std::uint64_t start, std::uint64_t len) -> Result<void> {
+    if (len == 0) return ok();
     Segment s;
-    s.offset_bytes = 0;
-    s.length_bytes = c.offset;
-    s.image_offset_bytes = c.data_offset;
-    s.iv_offset = c.new_seg.iv_tweak;
-    s.cipher.encryption = c.new_seg.encryption;
-    s.cipher.sector_size = c.new_seg.sector_size;
-    s.cipher.key_offset = old_bytes;
-    s.cipher.key_bytes = new_bytes;
+    s.offset_bytes = start;
+    s.length_bytes = len;
+    s.image_offset_bytes = c.data_offset + start;
+    if (seg.linear) {
+      s.kind = SegmentKind::kLinear;
+    } else {
+      if (!crypto::CipherSpec::parse(seg.encryption))
+        return fail(make_error(Errc::kUnsupported, "LUKS2 reencryption segment encryption"));
+      s.iv_offset = seg.iv_tweak + start / 512;
+      s.cipher.encryption = seg.encryption;
+      s.cipher.sector_size = seg.sector_size;
+      s.cipher.key_offset = key_offset;
+      s.cipher.key_bytes = key_bytes;
+    }
     v.segments.push_back(std::move(s));
-  }
-  if (c.offset < c.device_size) {
-    Segment s;
-    s.offset_bytes = c.offset;
-    s.length_bytes = c.device_size - c.offset;
-    s.image_offset_bytes = c.data_offset + c.offset;
-    s.iv_offset = c.old_seg.iv_tweak + c.offset / 512;
-    s.cipher.encryption = c.old_seg.encryption;
-    s.cipher.sector_size = c.old_seg.sector_size;
-    s.cipher.key_offset = 0;
-    s.cipher.key_bytes = old_bytes;
-    v.segments.push_back(std::move(s));
+    return ok();
+  };
+  // Forward: the new side before the boundary, the old one from it to the end; backward
+  // (decryption) the other way round.
+  const std::uint64_t b = c.offset, n = c.device_size;
+  if (c.forward()) {
+    CRYPTMAP_TRY_VOID(add(c.new_seg, old_bytes, new_bytes, 0, b));
+    CRYPTMAP_TRY_VOID(add(c.old_seg, 0, old_bytes, b, n - b));
+  } else {
+    CRYPTMAP_TRY_VOID(add(c.old_seg, 0, old_bytes, 0, b));
+    CRYPTMAP_TRY_VOID(add(c.new_seg, old_bytes, new_bytes, b, n - b));
   }
   u.keyslot = -1;
   return u;
@@ -1699,16 +1732,20 @@ Result<UnlockedVolume> paused_volume(const Loaded& l) {
 
 }  // namespace
 
-Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase) {
-  CRYPTMAP_TRY(l, load_verified(image, image.size_bytes(), passphrase));
-  Engine e{image, image, l.c, nullptr, nullptr, {}};
+Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase,
+                                      BackingStore* data) {
+  BackingStore& dat = data ? *data : image;
+  CRYPTMAP_TRY(l, load_verified(image, dat.size_bytes(), passphrase));
+  Engine e{dat, image, l.c, nullptr, nullptr, {}};
   CRYPTMAP_TRY_VOID(key_engine(e, l));
   CRYPTMAP_TRY_VOID(recover_if_crashed(image, l, e));
   return paused_volume(l);
 }
 
 Result<VolumeLayout> ReencryptSession::layout_now() const {
-  if (!s_->finished) {
+  // Not finished, or a finished decryption (the header has no key left: the volume is one
+  // linear segment, as cryptsetup reloads an active device after it).
+  if (!s_->finished || s_->l.c.new_seg.linear) {
     CRYPTMAP_TRY(u, paused_volume(s_->l));
     return std::move(u.layout);
   }

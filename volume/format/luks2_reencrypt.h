@@ -13,8 +13,8 @@
 //   reencrypt_status() what a header says (for messages and tests).
 //   reencrypt_open()   what `open` of an image in reencryption needs: both keys unlocked and the
 //                      reencryption digest verified, an interrupted hotzone recovered (as
-//                      cryptsetup does at activation), then the layout of the two crypt
-//                      segments either side of the boundary (docs/reencrypt.md §9).
+//                      cryptsetup does at activation), then the layout of the two segments
+//                      either side of the boundary (docs/reencrypt.md §9).
 //
 // The on-disk rules are restated in docs/reencrypt.md. Implemented: mode "reencrypt" (direction
 // "forward"), mode "decrypt" (direction "backward") and mode "encrypt" (direction "forward"; the
@@ -147,10 +147,11 @@ class ReencryptSession {
   // The hotzone a failed online step left fenced (length 0: none).
   Hotzone fenced_hotzone() const noexcept;
   // The volume to serve while this session runs online: the data of `store` (the image,
-  // opened for serving) through a cipher whose boundary follows done_bytes(): [0, done) under
-  // the new key, the rest under the old one. Its layout is flat (data offset, the larger
-  // sector size, the data size). Errors: open_volume's; kUnsupported for a mode other than
-  // "reencrypt" forward.
+  // opened for serving) through a cipher whose boundary follows the run: forward [0, done)
+  // under the new key and the rest under the old one, backward (decryption) the old key below
+  // the boundary; a linear side (decryption's new, encryption's old) is plaintext. Its layout
+  // is flat (data offset, the larger sector size, the data size). Errors: open_volume's;
+  // kUnsupported for a data shift or a reencryption backward.
   Result<std::unique_ptr<Volume>> open_served_volume(std::unique_ptr<BackingStore> store,
                                                      const VolumeOptions& options,
                                                      std::shared_ptr<spdlog::logger> logger);
@@ -164,19 +165,25 @@ class ReencryptSession {
 
  private:
   struct State;
-  Result<void> convert_hotzone();               // the step itself (docs/reencrypt.md §1 step 2)
-  bool recover_failed_step(std::uint64_t len);  // recover_if_crashed of a failed step's hotzone
+  Result<void> convert_hotzone();  // the step itself (docs/reencrypt.md §1 step 2)
+  // recover_if_crashed of a failed step's hotzone [at, at + len)
+  bool recover_failed_step(std::uint64_t at, std::uint64_t len);
   explicit ReencryptSession(std::unique_ptr<State> s);
   std::unique_ptr<State> s_;
 };
 
 // The volume of an image in reencryption, served while the reencryption is paused. The layout
-// has up to two crypt segments (volume/segment/segment_map.h): [0, boundary) under the new key,
-// cipher and sector size, [boundary, end) under the old ones; its sector_size is the larger of
-// the two, and volume_key is the old key followed by the new one (each segment names its slice).
+// has up to two segments (volume/segment/segment_map.h): forward [0, boundary) under the new
+// key, cipher and sector size, [boundary, end) under the old ones (backward, a decryption, the
+// other way round); a linear side (decryption's new, encryption's old) is a linear segment, and
+// the layout's cipher is then the new one, cipher_null for a decryption. Its sector_size is the
+// larger of the crypt sides', and volume_key is the old key followed by the new one (either may
+// be empty; each crypt segment names its slice).
 // A hotzone left flagged in-reencryption is recovered first and the header written (the caller
 // holds the metadata lock and nobody serves the image). Errors: reencrypt_run's, before anything
-// is written for a wrong passphrase or invalid metadata.
-Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase);
+// is written for a wrong passphrase or invalid metadata. `data`: the data device when `image` is
+// a detached header (null: the image holds the data); the layout's offsets are the data's.
+Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::byte> passphrase,
+                                      BackingStore* data = nullptr);
 
 }  // namespace cryptmap::volume

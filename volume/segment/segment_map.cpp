@@ -148,7 +148,9 @@ class BoundaryCipher final : public crypto::SectorCipher {
   Result<void> encrypt(const crypto::SectorRun& run) const override { return crypt(run, true); }
   Result<void> decrypt(const crypto::SectorRun& run) const override { return crypt(run, false); }
   std::uint32_t sector_size() const noexcept override { return ss_; }
-  const char* engine_name() const noexcept override { return after_->engine_name(); }
+  const char* engine_name() const noexcept override {
+    return (after_ ? after_ : before_)->engine_name();
+  }
 
  private:
   Result<void> crypt(const crypto::SectorRun& run, bool enc) const {
@@ -163,18 +165,20 @@ class BoundaryCipher final : public crypto::SectorCipher {
                                  "left by a failed reencryption step: close the volume and open "
                                  "it again (recovery)"));
     const std::uint64_t n_before = split <= first ? 0 : std::min(count, split - first);
-    auto side = [&](const crypto::SectorCipher& c, std::uint64_t k, std::uint64_t n) {
-      const std::uint64_t per = ss_ / c.sector_size();
+    // A null side is plaintext (linear): its bytes pass through unchanged.
+    auto side = [&](const crypto::SectorCipher* c, std::uint64_t k, std::uint64_t n) {
+      if (c == nullptr) return ok();
+      const std::uint64_t per = ss_ / c->sector_size();
       const crypto::SectorRun sub{
           run.data.subspan(k * ss_, n * ss_), {}, SectorIndex{(first + k) * per}};
-      return enc ? c.encrypt(sub) : c.decrypt(sub);
+      return enc ? c->encrypt(sub) : c->decrypt(sub);
     };
-    if (n_before > 0) CRYPTMAP_TRY_VOID(side(*before_, 0, n_before));
-    if (n_before < count) CRYPTMAP_TRY_VOID(side(*after_, n_before, count - n_before));
+    if (n_before > 0) CRYPTMAP_TRY_VOID(side(before_.get(), 0, n_before));
+    if (n_before < count) CRYPTMAP_TRY_VOID(side(after_.get(), n_before, count - n_before));
     return ok();
   }
 
-  std::unique_ptr<crypto::SectorCipher> before_, after_;
+  std::unique_ptr<crypto::SectorCipher> before_, after_;  // null: that side is plaintext
   std::uint32_t ss_;
   std::shared_ptr<const SegmentBoundary> boundary_;
 };
@@ -184,8 +188,9 @@ class BoundaryCipher final : public crypto::SectorCipher {
 Result<std::unique_ptr<crypto::SectorCipher>> make_boundary_cipher(
     std::unique_ptr<crypto::SectorCipher> before, std::unique_ptr<crypto::SectorCipher> after,
     std::uint32_t sector_size, std::shared_ptr<const SegmentBoundary> boundary) {
-  if (!before || !after || !boundary || sector_size == 0 ||
-      sector_size % before->sector_size() != 0 || sector_size % after->sector_size() != 0)
+  if ((!before && !after) || !boundary || sector_size == 0 ||
+      (before && sector_size % before->sector_size() != 0) ||
+      (after && sector_size % after->sector_size() != 0))
     return make_error_fmt(Errc::kInvalid, "boundary cipher", sector_size,
                           "sector size %u is not a multiple of both ciphers'", sector_size);
   return std::unique_ptr<crypto::SectorCipher>(

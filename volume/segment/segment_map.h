@@ -48,10 +48,12 @@ Result<std::unique_ptr<crypto::SectorCipher>> make_segmented_cipher(const Volume
                                                                     std::span<const std::byte> key);
 
 // The boundary between the two sides of a volume whose reencryption moves while it is served
-// (online reencryption, docs/reencrypt.md §10): bytes below it are under the "before" cipher
-// (the new key), the rest under the "after" one (the old key). It only moves forward, by whole
-// engine sectors, while the range it moves over is held (Volume::hold_range), so a request sees
-// one side or the other for each sector, never a mix. Thread-safe.
+// (online reencryption, docs/reencrypt.md §10): bytes below it are under the "before" cipher,
+// the rest under the "after" one (forward: the new key before it, the old one after; a
+// backward decryption: the old key before it, plaintext after). It moves one way for a run (up
+// forward, down backward), by whole engine sectors, while the range it moves over is held
+// (Volume::hold_range), so a request sees one side or the other for each sector, never a mix.
+// Thread-safe.
 //
 // A *fence* marks a range whose ciphertext is neither side's (a hotzone left half converted by a
 // failed reencryption step that could not be recovered): the cipher fails every sector in it
@@ -79,8 +81,9 @@ class SegmentBoundary {
 // The cipher of such a volume: sectors of `sector_size` bytes (a multiple of both ciphers'
 // sector sizes) below the boundary go to `before`, the others to `after`. Both ciphers take
 // their sector indices from the start of the volume's data (each configured with its IV offset
-// at that start), so moving the boundary needs no new cipher. kInvalid when sector_size is not
-// a multiple of theirs.
+// at that start), so moving the boundary needs no new cipher. One of them may be null: that side
+// is plaintext (a linear segment: encryption's old side, decryption's new one). kInvalid when
+// sector_size is not a multiple of theirs, or both are null.
 Result<std::unique_ptr<crypto::SectorCipher>> make_boundary_cipher(
     std::unique_ptr<crypto::SectorCipher> before, std::unique_ptr<crypto::SectorCipher> after,
     std::uint32_t sector_size, std::shared_ptr<const SegmentBoundary> boundary);

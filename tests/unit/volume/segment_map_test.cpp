@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "crypto/sector_cipher.h"
@@ -209,6 +210,40 @@ TEST(SegmentMapOwnCiphers, EachCryptSegmentUsesItsCipherSectorSizeAndKeySlice) {
   bad = l;
   bad.segments[0].cipher.encryption = "nope-xts";
   EXPECT_FALSE(make_segmented_cipher(bad, vk));
+}
+
+// An online decryption's cipher (docs/reencrypt.md §10): crypt below the boundary, plaintext
+// (no cipher) above it, the boundary moving down; an encryption's is the mirror image.
+TEST(SegmentMapBoundary, APlaintextSidePassesThroughWhileTheBoundaryMovesDown) {
+  constexpr std::uint64_t kSplit = 256u << 10;
+  const auto vk = key();
+  crypto::SectorCipherConfig cc;
+  cc.spec = *crypto::CipherSpec::parse("aes-cbc-essiv:sha256");
+  cc.sector_size = 512;
+  cc.iv_offset = 8;
+  auto old_side = crypto::make_sector_cipher(cc, vk);
+  ASSERT_TRUE(old_side) << old_side.error().message();
+  auto boundary = std::make_shared<SegmentBoundary>(kSplit);
+  auto cipher = make_boundary_cipher(std::move(*old_side), nullptr, 4096, boundary);
+  ASSERT_TRUE(cipher) << cipher.error().message();
+  const auto data = pattern(kImage, 9);
+  auto buf = data;
+  ASSERT_TRUE((*cipher)->encrypt({buf, {}, SectorIndex{0}}));
+  EXPECT_EQ(std::vector<std::byte>(buf.begin(), buf.begin() + kSplit),
+            encrypt_with(std::vector<std::byte>(data.begin(), data.begin() + kSplit),
+                         "aes-cbc-essiv:sha256", 512, 8, vk));
+  EXPECT_EQ(std::vector<std::byte>(buf.begin() + kSplit, buf.end()),
+            std::vector<std::byte>(data.begin() + kSplit, data.end()));
+  // Down by 64 KiB: those sectors are plaintext now, both ways; below they still decrypt.
+  boundary->move_to(kSplit - (64u << 10));
+  auto moved = data;
+  ASSERT_TRUE((*cipher)->decrypt({moved, {}, SectorIndex{0}}));
+  EXPECT_EQ(std::vector<std::byte>(moved.begin() + kSplit - (64u << 10), moved.end()),
+            std::vector<std::byte>(data.begin() + kSplit - (64u << 10), data.end()));
+  ASSERT_TRUE((*cipher)->decrypt({buf, {}, SectorIndex{0}}));
+  EXPECT_EQ(std::vector<std::byte>(buf.begin(), buf.begin() + kSplit - (64u << 10)),
+            std::vector<std::byte>(data.begin(), data.begin() + kSplit - (64u << 10)));
+  EXPECT_FALSE(make_boundary_cipher(nullptr, nullptr, 4096, boundary));
 }
 
 // status's offset and skipped sectors (docs/formats.md §3.8): the crypt or linear line with the

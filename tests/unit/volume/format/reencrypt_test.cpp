@@ -565,6 +565,56 @@ class SameImage final : public BackingStore {
 // cache, while the session converts hotzone by hotzone under it; every read returns what its
 // thread wrote last, and after the finish the image decrypts under the new key alone to
 // exactly the writes.
+// Writers and readers on `vol` (3 threads, 4 KiB and 512-byte pieces, each read checked
+// against `model`, which follows the writes) while `session` steps to its end in hotzones of
+// `hotzone` bytes.
+struct Hammered {
+  std::uint64_t steps = 0, errors = 0, mismatches = 0, ops = 0;
+};
+Hammered hammer_while_stepping(ReencryptSession& session, Volume& vol,
+                               std::vector<std::byte>& model, std::uint64_t hotzone) {
+  constexpr std::uint64_t kBlock = 4096, kBlocks = kData / kBlock;
+  constexpr unsigned kThreads = 3;
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> mismatches{0}, errors{0}, ops{0};
+  auto worker = [&](unsigned t) {
+    std::mt19937_64 rng(t + 1);
+    std::vector<std::byte> buf(kBlock);
+    std::uint64_t round = 0;
+    while (!done.load() || round < 50) {
+      std::uint64_t b = rng() % kBlocks;
+      b -= b % kThreads;
+      b += t;
+      if (b >= kBlocks) continue;
+      const std::uint64_t piece = (rng() & 1) ? kBlock : 512;  // 512: read-modify-write
+      const std::uint64_t at = b * kBlock + (piece == 512 ? (rng() % 8) * 512 : 0);
+      auto data = test::deterministic_bytes(piece, 1000 * t + ++round);
+      if (!vol.write(ByteOffset{at}, data)) ++errors;
+      std::memcpy(model.data() + at, data.data(), piece);
+      if (!vol.read(ByteOffset{b * kBlock}, buf)) ++errors;
+      if (std::memcmp(buf.data(), model.data() + b * kBlock, kBlock) != 0) ++mismatches;
+      ++ops;
+    }
+  };
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < kThreads; ++t) threads.emplace_back(worker, t);
+  Hammered h;
+  while (session.next_hotzone().length > 0) {
+    const auto before = session.done_bytes();
+    auto r = session.step(&vol);
+    EXPECT_TRUE(r) << r.error().message();
+    if (!r) break;
+    EXPECT_EQ(session.done_bytes(), before + hotzone);
+    ++h.steps;
+  }
+  done.store(true);
+  for (auto& t : threads) t.join();
+  h.errors = errors.load();
+  h.mismatches = mismatches.load();
+  h.ops = ops.load();
+  return h;
+}
+
 TEST(Reencrypt, AnOnlineRunKeepsEveryWriteWhileTheBoundaryMoves) {
   for (const char* res : {"checksum", "journal", "none"}) {
     auto img = image_with_data();
@@ -579,46 +629,12 @@ TEST(Reencrypt, AnOnlineRunKeepsEveryWriteWhileTheBoundaryMoves) {
     ASSERT_EQ(vol.size_bytes(), kData);
     EXPECT_EQ((*session)->step(nullptr).error().code, Errc::kInvalid);  // held only online
 
-    constexpr std::uint64_t kBlock = 4096, kBlocks = kData / kBlock;
-    constexpr unsigned kThreads = 3;
     std::vector<std::byte> model = test::deterministic_bytes(kData, 18);
-    std::atomic<bool> done{false};
-    std::atomic<std::uint64_t> mismatches{0}, errors{0}, ops{0};
-    auto worker = [&](unsigned t) {
-      std::mt19937_64 rng(t + 1);
-      std::vector<std::byte> buf(kBlock);
-      std::uint64_t round = 0;
-      while (!done.load() || round < 50) {
-        std::uint64_t b = rng() % kBlocks;
-        b -= b % kThreads;
-        b += t;
-        if (b >= kBlocks) continue;
-        const std::uint64_t piece = (rng() & 1) ? kBlock : 512;  // 512: read-modify-write
-        const std::uint64_t at = b * kBlock + (piece == 512 ? (rng() % 8) * 512 : 0);
-        auto data = test::deterministic_bytes(piece, 1000 * t + ++round);
-        if (!vol.write(ByteOffset{at}, data)) ++errors;
-        std::memcpy(model.data() + at, data.data(), piece);
-        if (!vol.read(ByteOffset{b * kBlock}, buf)) ++errors;
-        if (std::memcmp(buf.data(), model.data() + b * kBlock, kBlock) != 0) ++mismatches;
-        ++ops;
-      }
-    };
-    std::vector<std::thread> threads;
-    for (unsigned t = 0; t < kThreads; ++t) threads.emplace_back(worker, t);
-    std::uint64_t steps = 0;
-    while ((*session)->next_hotzone().length > 0) {
-      const auto before = (*session)->done_bytes();
-      auto r = (*session)->step(&vol);
-      ASSERT_TRUE(r) << res << ": " << r.error().message();
-      EXPECT_EQ((*session)->done_bytes(), before + (128u << 10));
-      ++steps;
-    }
-    done.store(true);
-    for (auto& t : threads) t.join();
-    EXPECT_EQ(steps, kData / (128 << 10));
-    EXPECT_EQ(errors.load(), 0u) << res;
-    EXPECT_EQ(mismatches.load(), 0u) << res;
-    EXPECT_GT(ops.load(), 0u);
+    const Hammered h = hammer_while_stepping(**session, vol, model, 128 << 10);
+    EXPECT_EQ(h.steps, kData / (128 << 10));
+    EXPECT_EQ(h.errors, 0u) << res;
+    EXPECT_EQ(h.mismatches, 0u) << res;
+    EXPECT_GT(h.ops, 0u);
     auto fin = (*session)->stop();
     ASSERT_TRUE(fin) << fin.error().message();
     EXPECT_TRUE(fin->finished);
@@ -628,6 +644,58 @@ TEST(Reencrypt, AnOnlineRunKeepsEveryWriteWhileTheBoundaryMoves) {
     EXPECT_EQ(all, model) << res;
     served->reset();
     EXPECT_EQ(plaintext(*img), model) << res;
+  }
+}
+
+// Online decryption under a detached header (docs/reencrypt.md §10): the served volume is crypt
+// below the boundary and plaintext above it, the boundary moving down hotzone by hotzone; every
+// write lands, and at the end the data device holds the plaintext and the volume is one linear
+// segment (what cryptsetup reloads an active device with).
+TEST(Reencrypt, AnOnlineDecryptionKeepsEveryWriteWhileTheBoundaryMovesDown) {
+  for (const char* res : {"checksum", "journal"}) {
+    auto d = detached_with_data();
+    ReencryptInitOptions io;
+    io.mode = "decrypt";
+    io.resilience = res;
+    io.pbkdf.type = "pbkdf2";
+    io.pbkdf.force_iterations = 1000;
+    io.data = d.data.get();
+    ASSERT_TRUE(reencrypt_init(*d.hdr, pass("right"), io)) << res;
+    auto session = ReencryptSession::start(*d.hdr, pass("right"), 128 << 10, d.data.get());
+    ASSERT_TRUE(session) << session.error().message();
+    auto paused = (*session)->layout_now();
+    ASSERT_TRUE(paused) << paused.error().message();
+    ASSERT_EQ(paused->segments.size(), 1u);  // nothing decrypted yet: all crypt
+    EXPECT_EQ(paused->segments[0].kind, SegmentKind::kCrypt);
+    EXPECT_EQ(paused->cipher.cipher, "cipher_null");
+    auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*d.data), {}, nullptr);
+    ASSERT_TRUE(served) << served.error().message();
+    Volume& vol = **served;
+    ASSERT_EQ(vol.size_bytes(), kData);
+    std::vector<std::byte> model = test::deterministic_bytes(kData, 19);
+    std::vector<std::byte> all(kData);
+    ASSERT_TRUE(vol.read(ByteOffset{0}, all));
+    ASSERT_EQ(all, model);
+
+    const Hammered h = hammer_while_stepping(**session, vol, model, 128 << 10);
+    EXPECT_EQ(h.steps, kData / (128 << 10));
+    EXPECT_EQ(h.errors, 0u) << res;
+    EXPECT_EQ(h.mismatches, 0u) << res;
+    EXPECT_GT(h.ops, 0u);
+    auto fin = (*session)->stop();
+    ASSERT_TRUE(fin) << fin.error().message();
+    EXPECT_TRUE(fin->finished);
+    auto linear = (*session)->layout_now();
+    ASSERT_TRUE(linear) << linear.error().message();
+    ASSERT_EQ(linear->segments.size(), 1u);
+    EXPECT_EQ(linear->segments[0].kind, SegmentKind::kLinear);
+    EXPECT_EQ(linear->segments[0].length_bytes, kData);
+    ASSERT_TRUE(vol.flush());
+    ASSERT_TRUE(vol.read(ByteOffset{0}, all));
+    EXPECT_EQ(all, model) << res;
+    served->reset();
+    ASSERT_TRUE(d.data->read_at(ByteOffset{0}, all));
+    EXPECT_EQ(all, model) << res;  // the device is the plaintext
   }
 }
 
