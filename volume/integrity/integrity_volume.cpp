@@ -141,6 +141,8 @@ constexpr std::size_t kScratchSlots = 16 + kReadAheadThreads + 1;
 // cache"): writers write through once dirty blocks fill this share of the sector cache; the
 // flusher is kicked at half of it.
 constexpr std::uint64_t kDirtyPercent = 50;
+// Mode D write-back: runs written as one store batch (the engine's write-back depth).
+constexpr std::size_t kWriteBackRuns = 8;
 
 class ScratchPool {
  public:
@@ -293,22 +295,22 @@ class IntegrityVolume final : public Volume {
     const char* what = "integrity journal sections";
     batch_sections_ = std::clamp<std::uint32_t>(g_.journal_sections / 2, 1, kMaxBatchSections);
     const std::size_t entries = std::size_t{batch_sections_} * g_.journal_section_entries;
-    const std::size_t wb = std::min(entries, kMaxRunBlocks);
     CRYPTMAP_TRY(
         sec, LockedMemory::allocate(std::size_t{batch_sections_} * g_.journal_section_sectors * 512,
                                     MemoryLock::kBestEffort, what));
     CRYPTMAP_TRY(pd, LockedMemory::allocate(entries * bs_, MemoryLock::kBestEffort, what));
     CRYPTMAP_TRY(pt, LockedMemory::allocate(entries * tag_, MemoryLock::kBestEffort, what));
-    CRYPTMAP_TRY(wd, LockedMemory::allocate(wb * bs_, MemoryLock::kBestEffort, what));
-    CRYPTMAP_TRY(wt, LockedMemory::allocate(align_up(wb * tag_) + 2 * kAlign,
-                                            MemoryLock::kBestEffort, what));
+    CRYPTMAP_TRY(cd, LockedMemory::allocate(entries * bs_, MemoryLock::kBestEffort, what));
+    CRYPTMAP_TRY(ct, LockedMemory::allocate(entries * tag_, MemoryLock::kBestEffort, what));
     section_ = std::move(sec);
     pend_data_ = std::move(pd);
     pend_tags_ = std::move(pt);
-    wb_data_ = std::move(wd);
-    wb_tags_ = std::move(wt);
+    copy_data_ = std::move(cd);
+    copy_tags_ = std::move(ct);
     pend_blocks_.reserve(entries);
+    copy_blocks_.reserve(entries);
     wb_order_.reserve(entries);
+    CRYPTMAP_TRY_VOID(init_in_place(entries, entries));
     return start_flusher();
   }
 
@@ -335,9 +337,11 @@ class IntegrityVolume final : public Volume {
     try {
       wb_dirty_.resize(static_cast<std::size_t>(cap));
       wb_versions_.resize(static_cast<std::size_t>(cap));
+      if (!journal_mode_) wb_blocks_.resize(kMaxRunBlocks);
     } catch (const std::bad_alloc&) {
       return fail(make_error(Errc::kNoSpace, "integrity volume: allocate the write-back lists"));
     }
+    if (!journal_mode_) return init_in_place(kMaxRunBlocks, kWriteBackRuns);
     return ok();
   }
 
@@ -370,10 +374,13 @@ class IntegrityVolume final : public Volume {
         log_->error("{}: dirty blocks not written back at close: {}", store_->name(),
                     r.error().message());
     std::unique_lock lock(mu_);
-    if (pend_blocks_.empty()) return;
-    if (auto r = commit_pending(); !r)
-      log_->error("{}: {} journaled block(s) not committed at close: {}", store_->name(),
-                  pend_blocks_.size(), r.error().message());
+    if (!pend_blocks_.empty())
+      if (auto r = commit_pending(); !r)
+        log_->error("{}: {} journaled block(s) not committed at close: {}", store_->name(),
+                    pend_blocks_.size(), r.error().message());
+    if (auto r = copy_committed(); !r)
+      log_->error("{}: committed journal entries not copied at close (replay will copy them): {}",
+                  store_->name(), r.error().message());
   }
 
   Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
@@ -619,7 +626,6 @@ class IntegrityVolume final : public Volume {
     std::unique_lock lock(mu_);
     if (!pend_blocks_.empty()) CRYPTMAP_TRY_VOID(commit_pending());
     CRYPTMAP_TRY_VOID(store_->sync());
-    inplace_unsynced_ = false;
     return ok();
   }
 
@@ -639,6 +645,7 @@ class IntegrityVolume final : public Volume {
     if (m == 0) return ok();
     std::sort(wb_dirty_.begin(), wb_dirty_.begin() + static_cast<std::ptrdiff_t>(m));
     ScratchLease sc(pool_);
+    if (!journal_mode_) return write_back_in_place(m, *sc);
     for (std::size_t i = 0; i < m;) {
       const std::uint64_t k = wb_dirty_[i];
       const std::size_t limit = run_blocks(k, k + (m - i));
@@ -646,14 +653,11 @@ class IntegrityVolume final : public Volume {
       while (r < limit && wb_dirty_[i + r] == k + r) ++r;
       {
         // The volume per run, so that readers and writers get in between runs.
-        std::shared_lock shared(mu_, std::defer_lock);
-        std::unique_lock exclusive(mu_, std::defer_lock);
-        journal_mode_ ? exclusive.lock() : shared.lock();
+        std::unique_lock exclusive(mu_);
         CRYPTMAP_TRY_VOID(write_back_run(k, r, std::span(wb_versions_).subspan(i, r), *sc));
       }
       i += r;
     }
-    if (!journal_mode_) return ok();
     // Blocks of the pass are in the open batch (or a commit that a full batch, a writer or the
     // timer made meanwhile): commit, then mark them clean. One written again since its snapshot
     // (cached: a new version; written through: dropped) stays dirty or absent.
@@ -666,7 +670,73 @@ class IntegrityVolume final : public Volume {
 
   static constexpr std::uint64_t kNoVersion = ~std::uint64_t{0};
 
-  // One run of a write-back pass (see write_back): `versions` gets each block's snapshot
+  // Mode D's write-back (see write_back), at depth as the engine's: batches of up to
+  // kWriteBackRuns runs (at most kMaxRunBlocks blocks in all) under the volume held shared and
+  // the batch's tag pages held exclusively: each block still dirty is snapshotted with its
+  // version, each stretch encrypted there with fresh IVs and its tags, and the batch written in
+  // place as one store batch (write_in_place: data and tag pages in flight together, as one
+  // run's were), then its blocks are marked clean (the version check keeps a block written
+  // again since dirty).
+  Result<void> write_back_in_place(std::size_t m, Scratch& sc) {
+    for (std::size_t i = 0; i < m;) {
+      std::size_t j = i, runs = 0;
+      while (j < m && runs < kWriteBackRuns) {
+        const std::uint64_t k = wb_dirty_[j];
+        const std::size_t limit = std::min(run_blocks(k, k + (m - j)), kMaxRunBlocks - (j - i));
+        if (limit == 0) break;
+        std::size_t r = 1;
+        while (r < limit && wb_dirty_[j + r] == k + r) ++r;
+        j += r;
+        ++runs;
+      }
+      CRYPTMAP_TRY_VOID(write_back_batch(i, j, sc));
+      i = j;
+    }
+    return ok();
+  }
+
+  // Blocks wb_dirty_[i, j) (ascending) of a mode-D write-back batch (see write_back_in_place).
+  Result<void> write_back_batch(std::size_t i, std::size_t j, Scratch& sc) {
+    std::shared_lock lock(mu_);
+    const std::uint64_t spb = g_.sectors_per_block();
+    const std::uint64_t lo = g_.tag_byte(wb_dirty_[i] * spb) / kAlign;
+    const std::uint64_t hi = (g_.tag_byte(wb_dirty_[j - 1] * spb) + tag_ - 1) / kAlign;
+    TagPageLocks::Held pages(pages_, lo, hi, true);
+    const auto data = sc.data.span();
+    const auto tags = sc.tags.span();
+    std::size_t n = 0;  // blocks snapshotted: wb_blocks_[0, n), their data and tags in order
+    for (std::size_t x = i; x < j; ++x) {
+      const std::uint64_t k = wb_dirty_[x];
+      if (ra_ && (x == i || wb_dirty_[x - 1] != k - 1)) {
+        std::size_t r = 1;  // windows hold the store's older contents
+        while (x + r < j && wb_dirty_[x + r] == k + r) ++r;
+        ra_->invalidate(k, k + r);
+      }
+      const auto v = cache_->snapshot_dirty(k, data.subspan(n * bs_, bs_));
+      wb_versions_[x] = v ? *v : kNoVersion;
+      if (v) wb_blocks_[n++] = k;
+    }
+    sc.used = std::max(sc.used, n * bs_);
+    if (n == 0) return ok();
+    // Each stretch of adjacent blocks (one run) encrypted with its tags.
+    for (std::size_t b = 0; b < n;) {
+      std::size_t r = 1;
+      while (b + r < n && wb_blocks_[b + r] == wb_blocks_[b] + r) ++r;
+      CRYPTMAP_TRY_VOID(convert_run(crypto::CryptoDir::kEncrypt, wb_blocks_[b], r,
+                                    data.subspan(b * bs_, r * bs_),
+                                    tags.subspan(b * tag_, r * tag_)));
+      b += r;
+    }
+    CRYPTMAP_TRY_VOID(write_in_place(std::span(wb_blocks_).first(n), data.first(n * bs_),
+                                     tags.first(n * tag_), {}));
+    written_.fetch_add(n, std::memory_order_relaxed);
+    for (std::size_t x = i; x < j; ++x)
+      if (wb_versions_[x] != kNoVersion) cache_->mark_clean(wb_dirty_[x], wb_versions_[x]);
+    return ok();
+  }
+
+  // One run of a mode-J write-back pass (see write_back): snapshotted under its tag pages held
+  // exclusively and added to the open journal batch; `versions` gets each block's snapshot
   // version (kNoVersion when it was no longer dirty: the stretches around it are written).
   Result<void> write_back_run(std::uint64_t first, std::size_t n, std::span<std::uint64_t> versions,
                               Scratch& sc) {
@@ -678,11 +748,8 @@ class IntegrityVolume final : public Volume {
     std::size_t lo = 0;  // the stretch of snapshotted blocks not yet written
     auto write = [&](std::size_t hi) -> Result<void> {
       if (hi == lo) return ok();
-      const auto d = data.subspan(lo * bs_, (hi - lo) * bs_);
-      if (journal_mode_) return write_journaled(first + lo, hi - lo, d, sc.tags.span());
-      CRYPTMAP_TRY_VOID(write_encrypted(first + lo, hi - lo, d, sc.tags.span()));
-      for (std::size_t i = lo; i < hi; ++i) cache_->mark_clean(first + i, versions[i]);
-      return ok();
+      return write_journaled(first + lo, hi - lo, data.subspan(lo * bs_, (hi - lo) * bs_),
+                             sc.tags.span());
     };
     for (std::size_t i = 0; i < n; ++i) {
       const auto v = cache_->snapshot_dirty(first + i, data.subspan(i * bs_, bs_));
@@ -895,6 +962,7 @@ class IntegrityVolume final : public Volume {
       std::memcpy(pend_data_.data() + e * bs_, data.data() + i * bs_, bs_);
       std::memcpy(pend_tags_.data() + e * tag_, tags.data() + i * tag_, tag_);
     }
+    written_.fetch_add(n, std::memory_order_relaxed);  // into the journal, then in place
     return ok();
   }
 
@@ -922,19 +990,33 @@ class IntegrityVolume final : public Volume {
       }
       if (journal_mode_) {
         std::unique_lock lock(mu_);
-        if (!pend_blocks_.empty() && std::chrono::steady_clock::now() - pend_since_ >= kCommitAge)
+        const auto now = std::chrono::steady_clock::now();
+        if (!pend_blocks_.empty() && now - pend_since_ >= kCommitAge) {
           if (auto r = commit_pending(); !r)
             log_->error("{}: journal commit failed: {}", store_->name(), r.error().message());
+        } else if (pend_blocks_.empty() && !copy_blocks_.empty() &&
+                   now - copy_since_ >= kCommitAge) {
+          if (auto r = copy_committed(); !r)
+            log_->error("{}: copy of committed journal entries failed (replay will redo it): {}",
+                        store_->name(), r.error().message());
+        }
       }
       l.lock();
     }
   }
 
-  // Replaces the blocks of [first, first + n) that wait in the open journal section (their
-  // ciphertext in `data`, their tags in `tags`, n tags) by the journaled versions, before the
-  // one verification of the run.
+  // Replaces the blocks of [first, first + n) that wait in the open journal batch or in the
+  // committed batch not yet copied in place (their ciphertext in `data`, their tags in `tags`,
+  // n tags) by the journaled versions, before the one verification of the run.
   void overlay_pending(std::uint64_t first, std::size_t n, std::span<std::byte> data,
                        std::span<std::byte> tags) const {
+    // The committed batch not yet copied first, then the open batch (newer).
+    for (auto it = std::lower_bound(copy_blocks_.begin(), copy_blocks_.end(), first);
+         it != copy_blocks_.end() && *it < first + n; ++it) {
+      const auto e = static_cast<std::size_t>(it - copy_blocks_.begin());
+      std::memcpy(data.data() + (*it - first) * bs_, copy_data_.data() + e * bs_, bs_);
+      std::memcpy(tags.data() + (*it - first) * tag_, copy_tags_.data() + e * tag_, tag_);
+    }
     for (std::size_t e = 0; e < pend_blocks_.size(); ++e) {
       const std::uint64_t k = pend_blocks_[e];
       if (k < first || k >= first + n) continue;
@@ -945,20 +1027,22 @@ class IntegrityVolume final : public Volume {
 
   // Commits the open batch: its blocks fill consecutive journal sections from the ring's
   // position (each section whole: its entries, the rest unused, every sector with the commit id
-  // of its section and sequence), written together and synced once (the sync also makes the
-  // previous batch's in-place writes durable before its sections can be reused); then the
-  // blocks and tags are written in place, adjacent blocks as one run (durable at the next
-  // commit's sync or at flush). A crash leaves each block old (its section torn or not
-  // reached: replay stops there) or new (committed: replay copies it again).
+  // of its section and sequence), written in one store batch together with the in-place copy of
+  // the previous commit's blocks, and synced once: the sync makes this commit durable and the
+  // previous commit's copy durable before its sections can be reused (the kernel's
+  // dm-integrity likewise copies committed entries lazily and flushes before it reuses journal
+  // sections). This batch then waits, committed, for its own copy (reads see it through
+  // overlay_pending). A crash leaves each block old (its section torn or not reached: replay
+  // stops there) or new (committed: replay copies it again, whether its copy landed or not).
   Result<void> commit_pending() {
     const std::uint32_t spb = g_.sectors_per_block();
     const std::size_t m = pend_blocks_.size();
     const std::uint32_t per = g_.journal_section_entries;
     const std::size_t sec_bytes = std::size_t{g_.journal_section_sectors} * 512;
     const auto nsec = static_cast<std::uint32_t>(std::max<std::size_t>(1, (m + per - 1) / per));
-    // A one-section ring reuses the section of the previous commit: its in-place writes first.
-    if (nsec + last_batch_sections_ > g_.journal_sections && inplace_unsynced_)
-      CRYPTMAP_TRY_VOID(store_->sync());
+    // A ring too small for two batches (one section) would overwrite the sections of the batch
+    // still to be copied: that copy first, synced.
+    if (nsec + copy_sections_ > g_.journal_sections) CRYPTMAP_TRY_VOID(copy_committed());
     const auto all = section_.span().first(nsec * sec_bytes);
     std::fill(all.begin(), all.end(), std::byte{0});
     const std::uint32_t s0 = jpos_.section;
@@ -988,40 +1072,137 @@ class IntegrityVolume final : public Volume {
         jpos_.seq = (jpos_.seq + 1) % 4;
       }
     }
-    // The sections up to the ring's end, and those after its wrap (never the same ones).
+    // The sections up to the ring's end, and those after its wrap (never the same ones), with
+    // the previous commit's copy: one store batch, one sync.
     const std::uint64_t journal_at = g_.journal_first_sector() * 512;
     const std::uint32_t c1 = std::min(nsec, g_.journal_sections - s0);
     std::array<WritePiece, 2> io{
         WritePiece{ByteOffset{journal_at + s0 * sec_bytes}, all.first(c1 * sec_bytes)},
         WritePiece{ByteOffset{journal_at}, all.subspan(c1 * sec_bytes)}};
-    CRYPTMAP_TRY_VOID(store_->write_batch(std::span(io).first(nsec > c1 ? 2 : 1)));
+    CRYPTMAP_TRY_VOID(write_in_place(copy_blocks_, copy_data_.span(), copy_tags_.span(),
+                                     std::span(io).first(nsec > c1 ? 2 : 1)));
     CRYPTMAP_TRY_VOID(store_->sync());
-    inplace_unsynced_ = false;
-    last_batch_sections_ = nsec;
-    // Write-back in block order: runs of adjacent blocks within one interleave area.
+    // This batch is the one to copy now, in block order.
     wb_order_.clear();
     for (std::size_t e = 0; e < m; ++e) wb_order_.push_back(e);
     std::sort(wb_order_.begin(), wb_order_.end(),
               [&](std::size_t x, std::size_t y) { return pend_blocks_[x] < pend_blocks_[y]; });
-    for (std::size_t i = 0; i < m;) {
-      const std::uint64_t k = pend_blocks_[wb_order_[i]];
-      const std::size_t limit = run_blocks(k, k + (m - i));
-      std::size_t r = 1;
-      while (r < limit && pend_blocks_[wb_order_[i + r]] == k + r) ++r;
-      const TagWindow w = tag_window(k, r);
-      const auto tags = wb_tags_.span().first(w.hi - w.lo);
-      CRYPTMAP_TRY_VOID(load_tag_edges(w, r, tags));
-      for (std::size_t j = 0; j < r; ++j) {
-        const std::size_t e = wb_order_[i + j];
-        std::memcpy(wb_data_.data() + j * bs_, pend_data_.data() + e * bs_, bs_);
-        std::memcpy(tags.data() + w.first + j * tag_, pend_tags_.data() + e * tag_, tag_);
+    copy_blocks_.clear();
+    for (std::size_t j = 0; j < m; ++j) {
+      const std::size_t e = wb_order_[j];
+      copy_blocks_.push_back(pend_blocks_[e]);
+      std::memcpy(copy_data_.data() + j * bs_, pend_data_.data() + e * bs_, bs_);
+      std::memcpy(copy_tags_.data() + j * tag_, pend_tags_.data() + e * tag_, tag_);
+    }
+    copy_sections_ = nsec;
+    copy_since_ = std::chrono::steady_clock::now();
+    pend_blocks_.clear();
+    return ok();
+  }
+
+  // Mode J: copies the committed batch to its places alone and syncs (no commit carries it:
+  // its sections are about to be reused, the volume is idle or closing).
+  Result<void> copy_committed() {
+    if (copy_blocks_.empty()) return ok();
+    CRYPTMAP_TRY_VOID(write_in_place(copy_blocks_, copy_data_.span(), copy_tags_.span(), {}));
+    CRYPTMAP_TRY_VOID(store_->sync());
+    copy_blocks_.clear();
+    copy_sections_ = 0;
+    return ok();
+  }
+
+  // Writes blocks `blocks` (ascending, distinct; block i's ciphertext at data[i·bs], its tag at
+  // tags[i·T]) in place, with `extra` pieces, as one store batch: one piece per stretch of
+  // adjacent blocks in one interleave area, and each tag page they touch once (pages the
+  // batch's tags do not cover whole get their other bytes from the tag page cache, else from
+  // the store, all missing pages read as one batch first). The pages become the cache's copies
+  // when the write succeeded and are dropped when it did not. The caller holds the pages of
+  // `blocks` exclusively (their stripes, or the volume); one caller at a time (in_place_).
+  Result<void> write_in_place(std::span<const std::uint64_t> blocks,
+                              std::span<const std::byte> data, std::span<const std::byte> tags,
+                              std::span<const WritePiece> extra) {
+    InPlace& ip = in_place_;
+    ip.pages.clear();
+    ip.covered.clear();
+    ip.reads.clear();
+    ip.writes.assign(extra.begin(), extra.end());
+    const std::uint32_t spb = g_.sectors_per_block();
+    // The tag pages, ascending (tags of ascending blocks are ascending), and how much of each
+    // the batch's tags cover.
+    for (const std::uint64_t k : blocks) {
+      const std::uint64_t t0 = g_.tag_byte(k * spb), t1 = t0 + tag_;
+      for (std::uint64_t p = t0 / kAlign; p * kAlign < t1; ++p) {
+        if (ip.pages.empty() || ip.pages.back() != p) {
+          if (ip.pages.size() == ip.capacity_pages)
+            return fail(
+                make_error(Errc::kIo, "integrity volume: in-place batch exceeds its tag pages", k));
+          ip.pages.push_back(p);
+          ip.covered.push_back(0);
+        }
+        ip.covered.back() +=
+            static_cast<std::uint32_t>(std::min(t1, (p + 1) * kAlign) - std::max(t0, p * kAlign));
       }
-      CRYPTMAP_TRY_VOID(write_with_tags(w, data_at(k), wb_data_.span().first(r * bs_), tags));
-      written_.fetch_add(r, std::memory_order_relaxed);
-      inplace_unsynced_ = true;
+    }
+    const auto buf = ip.buf.span();
+    for (std::size_t j = 0; j < ip.pages.size(); ++j) {
+      if (ip.covered[j] == kAlign || tag_cache_->get(ip.pages[j], page_of(buf, j))) continue;
+      if (!ip.reads.empty() && ip.pages[j - 1] == ip.pages[j] - 1 &&
+          ip.reads.back().off.value + ip.reads.back().out.size() == ip.pages[j] * kAlign)
+        ip.reads.back().out = buf.subspan((j - ip.reads.back().out.size() / kAlign) * kAlign,
+                                          ip.reads.back().out.size() + kAlign);
+      else
+        ip.reads.push_back(ReadPiece{ByteOffset{ip.pages[j] * kAlign}, page_of(buf, j)});
+    }
+    if (!ip.reads.empty()) CRYPTMAP_TRY_VOID(store_->read_batch(ip.reads));
+    // Tags into their pages (a tag crossing a page boundary continues in the next buffer page:
+    // the two pages are adjacent in both).
+    std::size_t j = 0;
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      const std::uint64_t t0 = g_.tag_byte(blocks[i] * spb);
+      while (ip.pages[j] != t0 / kAlign) ++j;
+      std::memcpy(buf.data() + j * kAlign + t0 % kAlign, tags.data() + i * tag_, tag_);
+    }
+    // Data: one piece per stretch of adjacent blocks within an interleave area.
+    const std::uint64_t area_blocks = g_.interleave_sectors() / spb;
+    for (std::size_t i = 0; i < blocks.size();) {
+      std::size_t r = 1;
+      while (i + r < blocks.size() && blocks[i + r] == blocks[i] + r &&
+             blocks[i + r] / area_blocks == blocks[i] / area_blocks)
+        ++r;
+      ip.writes.push_back(WritePiece{data_at(blocks[i]), data.subspan(i * bs_, r * bs_)});
       i += r;
     }
-    pend_blocks_.clear();
+    // Tag pages: one piece per stretch of adjacent pages.
+    for (std::size_t p = 0; p < ip.pages.size();) {
+      std::size_t r = 1;
+      while (p + r < ip.pages.size() && ip.pages[p + r] == ip.pages[p] + r) ++r;
+      ip.writes.push_back(
+          WritePiece{ByteOffset{ip.pages[p] * kAlign}, buf.subspan(p * kAlign, r * kAlign)});
+      p += r;
+    }
+    auto r = ip.writes.empty() ? Result<void>{} : store_->write_batch(ip.writes);
+    for (std::size_t p = 0; p < ip.pages.size(); ++p)
+      r ? tag_cache_->put(ip.pages[p], page_of(buf, p)) : tag_cache_->erase(ip.pages[p]);
+    return r;
+  }
+
+  // Allocates in_place_ for batches of at most `blocks` blocks in at most `runs` stretches.
+  Result<void> init_in_place(std::size_t blocks, std::size_t runs) {
+    const std::size_t pages =
+        std::min(2 * blocks, (blocks * tag_ + kAlign - 1) / kAlign + 2 * runs);
+    CRYPTMAP_TRY(b, LockedMemory::allocate(pages * kAlign, MemoryLock::kBestEffort,
+                                           "integrity in-place tag pages"));
+    InPlace& ip = in_place_;
+    ip.buf = std::move(b);
+    ip.capacity_pages = pages;
+    try {
+      ip.pages.reserve(pages);
+      ip.covered.reserve(pages);
+      ip.reads.reserve(pages);
+      ip.writes.reserve(blocks + pages + 2);
+    } catch (const std::bad_alloc&) {
+      return fail(make_error(Errc::kNoSpace, "integrity volume: allocate the in-place batch"));
+    }
     return ok();
   }
 
@@ -1060,12 +1241,28 @@ class IntegrityVolume final : public Volume {
   // the write-back run buffers. All allocated at open.
   std::vector<std::uint64_t> pend_blocks_;  // capacity: batch_sections_ · section entries
   std::uint32_t batch_sections_ = 1;
-  std::uint32_t last_batch_sections_ = 0;  // sections of the last commit
-  bool inplace_unsynced_ = false;          // in-place writes since the last sync
   LockedMemory pend_data_, pend_tags_;
   LockedMemory section_;
-  LockedMemory wb_data_, wb_tags_;
   std::vector<std::size_t> wb_order_;
+  // Mode J, under mu_ as the open batch: the last commit's blocks, not yet copied in place
+  // (ascending; ciphertext and tags in that order), its sections and when it was committed.
+  // Copied with the next commit (commit_pending), else by copy_committed.
+  std::vector<std::uint64_t> copy_blocks_;
+  LockedMemory copy_data_, copy_tags_;
+  std::uint32_t copy_sections_ = 0;
+  std::chrono::steady_clock::time_point copy_since_;
+  // In-place batches (write_in_place): the tag pages touched, the bytes of each the batch's
+  // tags cover, their contents and the store pieces. Allocated at open; used by mode J's commits
+  // (the volume held exclusively) or mode D's write-back passes (writeback_mu_).
+  struct InPlace {
+    std::vector<std::uint64_t> pages;
+    std::vector<std::uint32_t> covered;
+    LockedMemory buf;
+    std::size_t capacity_pages = 0;
+    std::vector<ReadPiece> reads;
+    std::vector<WritePiece> writes;
+  };
+  InPlace in_place_;
   std::chrono::steady_clock::time_point pend_since_;  // when the open section got its first block
   std::mutex timer_mu_;                               // stop_ and the committer's wait
   std::condition_variable timer_cv_;
@@ -1080,6 +1277,7 @@ class IntegrityVolume final : public Volume {
   std::chrono::milliseconds flush_age_{5000};
   std::mutex writeback_mu_;  // one write-back pass at a time; taken before mu_
   std::vector<std::uint64_t> wb_dirty_, wb_versions_;
+  std::vector<std::uint64_t> wb_blocks_;  // mode D: a batch's snapshotted blocks (kMaxRunBlocks)
   std::shared_ptr<spdlog::logger> log_;
   std::shared_mutex mu_;  // exclusive: mode J writers, flush, commits; shared: the rest
   TagPageLocks pages_;

@@ -2,19 +2,22 @@
 // docs/integrity.md) served in dm-integrity's direct mode D (`--integrity-no-journal`): every
 // block's ciphertext and its tag tuple are written in place, and in journal mode J (the LUKS2
 // default): written blocks gather in the open batch of journal sections in memory (reads see
-// them); the batch is committed (written whole, synced once) when it is full, at flush or after
-// 5 s, then its blocks are written in place (docs/integrity.md §5). Open replays the journal
-// first, in both modes (§1.3). Destroying the volume commits the open batch (best effort; flush
+// them); the batch is committed when it is full, at flush or after 5 s: its sections are
+// written in one store batch with the in-place copy of the previous commit's blocks and synced
+// once; its own blocks are copied with the next commit (alone when idle, and at close), reads
+// seeing them meanwhile (docs/integrity.md §5). Open replays the journal first, in both modes
+// (§1.3). Destroying the volume commits the open batch and copies it (best effort; flush
 // reports errors).
 //
 // Sector cache and write-back (docs/integrity.md §5), as the engine's: writes put plaintext
 // blocks into the volume's sector cache as dirty blocks (a partial block merged into its cached
 // copy or its verified old contents) and are acknowledged; the flusher (at half the dirty limit
 // and after the flush age), flush and close write them back: each run is encrypted with fresh
-// IVs and its tags produced there, and written with its tags as one unit (mode D: in place;
-// mode J: into the open journal batch, one commit per pass). Writers at the dirty limit, and
-// every writer with --perf-no_write_workqueue, write through as before. Reads copy cached blocks
-// and verify the others once each (inserted clean unless the request is large).
+// IVs and its tags produced there, and written with its tags as one unit (mode D: in place, up
+// to 8 runs as one store batch; mode J: into the open journal batch, one commit per pass). Writers
+// at the dirty limit, and every writer with --perf-no_write_workqueue, write through as before.
+// Reads copy cached blocks and verify the others once each (inserted clean unless the request is
+// large).
 //
 // Tag pages (the 4 KiB of the image holding tags) are kept in a bounded tag page cache
 // (volume/integrity/tag_page_cache.h; an eighth of --cache-size), filled by reads and updated by

@@ -1076,6 +1076,124 @@ TEST(IntegrityJournal, AnIdleOpenBatchIsCommittedAfterFiveSeconds) {
   EXPECT_EQ(block(*again, 9, 4096), b);
 }
 
+// Counts a store's write batches, their pieces, single writes and syncs (over a MemBackingStore).
+class BatchCountingStore final : public BackingStore {
+ public:
+  explicit BatchCountingStore(MemBackingStore& m) : m_(m) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return m_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    ++single_writes;
+    return m_.write_at(off, in);
+  }
+  Result<void> write_batch(std::span<WritePiece> pieces) override {
+    ++batches;
+    last_batch_pieces = pieces.size();
+    return m_.write_batch(pieces);
+  }
+  Result<void> sync() override {
+    ++syncs;
+    return m_.sync();
+  }
+  Result<void> discard(ByteOffset off, std::uint64_t n) override { return m_.discard(off, n); }
+  std::uint64_t size_bytes() const noexcept override { return m_.size_bytes(); }
+  bool read_only() const noexcept override { return false; }
+  const std::string& name() const noexcept override { return m_.name(); }
+
+  std::atomic<std::uint64_t> batches{0}, single_writes{0}, syncs{0};
+  std::atomic<std::size_t> last_batch_pieces{0};
+
+ private:
+  MemBackingStore& m_;
+};
+
+// Mode J pipelined as the kernel's (docs/integrity.md §5): a commit writes its journal sections
+// and the in-place copy of the previous commit's blocks as one store batch and syncs once; its
+// own blocks wait, committed, for the next commit (reads see them; replay covers them). Fails
+// when a commit copies its own blocks right after its sync (more batches) or copies them one
+// run at a time.
+TEST(IntegrityJournal, ACommitCarriesThePreviousCommitsCopyInOneStoreBatch) {
+  VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+  VolumeLayout d = l;
+  l.integrity_no_journal = false;
+  auto base = open_on(formatted(40 * kMiB, d), d);
+  ASSERT_TRUE(base);
+  MemBackingStore& mem = *base->mem;
+  const integrity::Geometry g = geometry_of(mem, d);
+  const std::uint32_t sections = std::clamp<std::uint32_t>(g.journal_sections / 2, 1, 8);
+  const std::size_t cap = std::size_t{sections} * g.journal_section_entries;
+  const std::uint64_t blocks = 3 * (2 * cap + 2);
+  ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(blocks * 4096)));
+  auto in_place = [&](std::uint64_t k) {
+    std::vector<std::byte> b(4096);
+    mem.peek(g.data_sector(k * 8) * 512, b);
+    return b;
+  };
+  VolumeOptions o;  // no cache, no read-ahead: every write goes to the journal batch at once
+  o.no_read_workqueue = true;
+  o.cache_bytes = 0;
+  auto store = std::make_unique<BatchCountingStore>(mem);
+  BatchCountingStore& st = *store;
+  auto j = open_integrity_volume(l, key_for(l), std::move(store), o, nullptr);
+  ASSERT_TRUE(j) << j.error().message();
+  std::vector<std::vector<std::byte>> want(blocks, std::vector<std::byte>(4096));
+  const std::uint64_t b0 = st.batches, w0 = st.single_writes;
+  // Batch 1: cap blocks, none adjacent (one run each); the next block commits it.
+  std::vector<std::vector<std::byte>> before(cap);
+  for (std::size_t i = 0; i < cap; ++i) {
+    before[i] = in_place(3 * i);
+    want[3 * i] = pattern(4096, 500 + static_cast<unsigned>(i));
+    ASSERT_TRUE((*j)->write(ByteOffset{3 * i * 4096}, want[3 * i]));
+  }
+  EXPECT_EQ(st.batches - b0 + st.single_writes - w0, 0u);
+  const std::uint64_t s0 = st.syncs;
+  std::uint64_t k = 3 * cap;
+  for (std::size_t i = 0; i < cap; ++i, k += 3) {
+    want[k] = pattern(4096, 700 + static_cast<unsigned>(i));
+    ASSERT_TRUE((*j)->write(ByteOffset{k * 4096}, want[k]));
+    if (i == 0) {
+      // Commit 1: its journal sections alone, one sync; its blocks are not in place yet.
+      EXPECT_EQ(st.batches - b0, 1u);
+      EXPECT_EQ(st.single_writes - w0, 0u);
+      EXPECT_EQ(st.syncs - s0, 1u);
+      for (std::size_t b = 0; b < cap; ++b)
+        EXPECT_EQ(in_place(3 * b), before[b])
+            << "block " << 3 * b << " copied before the next commit";
+    }
+  }
+  // Reads see committed blocks not yet copied (and the open batch).
+  for (std::uint64_t b = 0; b < blocks; ++b) {
+    std::vector<std::byte> got(4096);
+    ASSERT_TRUE((*j)->read(ByteOffset{b * 4096}, got)) << "block " << b;
+    EXPECT_EQ(got, want[b]) << "block " << b;
+  }
+  // Commit 2 (batch 2 is full, one block more): its sections and batch 1's copy (cap blocks,
+  // one piece each, plus their tag pages) as one store batch, one sync.
+  ASSERT_TRUE((*j)->write(ByteOffset{1 * 4096}, want[1]));
+  EXPECT_EQ(st.batches - b0, 2u);
+  EXPECT_EQ(st.single_writes - w0, 0u);
+  EXPECT_EQ(st.syncs - s0, 2u);
+  EXPECT_GT(st.last_batch_pieces, cap + 1);
+  for (std::size_t b = 0; b < cap; ++b)
+    EXPECT_NE(in_place(3 * b), before[b]) << "block " << 3 * b << " not copied by commit 2";
+  // A copy of the image now (batch 2 committed, not copied) reopens with every block (replay).
+  std::vector<std::byte> image(mem.size_bytes());
+  mem.peek(0, image);
+  auto copy = std::make_unique<MemBackingStore>(image.size(), "mem:integrity");
+  copy->poke(0, image);
+  auto again = open_on(std::move(copy), l, o);
+  ASSERT_TRUE(again) << again.error().message();
+  for (std::uint64_t b = 0; b < blocks; ++b)
+    EXPECT_EQ(block(*again, b, 4096), want[b]) << "block " << b;
+  // Close copies everything; a reopen reads every block.
+  j->reset();
+  auto closed = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), o, nullptr);
+  ASSERT_TRUE(closed) << closed.error().message();
+  Opened c{&mem, std::move(*closed)};
+  for (std::uint64_t b = 0; b < blocks; ++b) EXPECT_EQ(block(c, b, 4096), want[b]) << "block " << b;
+}
+
 // Journaled writes (mode J) under a crash at every point: a store that stops after a given
 // number of writes (the last one torn: only its first half lands) and fails every sync from
 // then on. After each crash the image is reopened (replay): every block reads with a valid
@@ -1275,6 +1393,52 @@ TEST(IntegrityWriteBack, WritesWaitInTheCacheUntilAFlushWritesThemWithTheirTags)
     EXPECT_EQ(counters(*t).tags_verified - c1.tags_verified, 1u) << "only block 5 is re-read";
     EXPECT_FALSE(t->vol->read(ByteOffset{0}, all));
   }
+}
+
+// Mode D write-back at depth (docs/integrity.md §5, as the engine's): a pass writes up to 8
+// runs, data and tag pages, as one store batch. 20 dirty blocks, none adjacent: 3 batches
+// (8 + 8 + 4 runs), no single write, one sync; a cold copy reads every block, each verified
+// once. Fails when runs are written one store batch each.
+TEST(IntegrityWriteBack, APassWritesEightRunsPerStoreBatch) {
+  VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 1 * kMiB);
+  auto base = open_on(formatted(40 * kMiB, l), l);
+  ASSERT_TRUE(base);
+  ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(64 * 4096)));
+  MemBackingStore& mem = *base->mem;
+  VolumeOptions cached;
+  cached.no_read_workqueue = true;
+  cached.flush_age_ms = 3'600'000;  // no age write-back during the test
+  auto store = std::make_unique<BatchCountingStore>(mem);
+  BatchCountingStore& st = *store;
+  auto v = open_integrity_volume(l, key_for(l), std::move(store), cached, nullptr);
+  ASSERT_TRUE(v) << v.error().message();
+  Opened o{&mem, std::move(*v)};
+  const std::uint64_t b0 = st.batches, w0 = st.single_writes, s0 = st.syncs;
+  auto want = std::vector<std::byte>(64 * 4096);
+  for (std::uint64_t k = 0; k < 40; k += 2) {
+    const auto b = pattern(4096, 900 + static_cast<unsigned>(k));
+    std::copy(b.begin(), b.end(), want.begin() + static_cast<std::ptrdiff_t>(k * 4096));
+    ASSERT_TRUE(o.vol->write(ByteOffset{k * 4096}, b));
+  }
+  EXPECT_EQ(st.batches - b0 + st.single_writes - w0, 0u) << "written before the flush";
+  const auto c0 = counters(o);
+  ASSERT_TRUE(o.vol->flush());
+  EXPECT_EQ(st.batches - b0, 3u);
+  EXPECT_EQ(st.single_writes - w0, 0u);
+  EXPECT_EQ(st.syncs - s0, 1u);
+  EXPECT_EQ(counters(o).tags_written - c0.tags_written, 20u);
+  std::vector<std::byte> image(mem.size_bytes());
+  mem.peek(0, image);
+  auto copy = std::make_unique<MemBackingStore>(image.size(), "mem:integrity");
+  copy->poke(0, image);
+  VolumeOptions uncached = cached;
+  uncached.cache_bytes = 0;
+  auto cold = open_on(std::move(copy), l, uncached);
+  ASSERT_TRUE(cold) << cold.error().message();
+  std::vector<std::byte> all(64 * 4096);
+  ASSERT_TRUE(cold->vol->read(ByteOffset{0}, all));
+  EXPECT_EQ(all, want);
+  EXPECT_EQ(counters(*cold).tags_verified, 64u);
 }
 
 // Writers at the dirty limit write through while the flusher writes back, over a small cache
