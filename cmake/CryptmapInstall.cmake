@@ -82,7 +82,7 @@ string(CONCAT CPACK_DEBIAN_PACKAGE_DESCRIPTION
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "fuse3")
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "e2fsprogs, fuse2fs")
-set(CPACK_DEBIAN_PACKAGE_SUGGESTS "cryptsetup-bin, podman")
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS "cryptsetup-bin, podman, librbd1")
 set(CPACK_STRIP_FILES ON)
 # No maintainer scripts: nothing to create (no user, no /etc file), and the units are not
 # enabled by the package; systemd sees them at its next daemon-reload.

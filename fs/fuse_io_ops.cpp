@@ -43,16 +43,20 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     fuse_reply_buf(req, nullptr, 0);  // EOF: a block device returns 0 at its end
     return;
   }
+  // Plaintext goes into the serving thread's own locked buffer (serving_reply_buffer: wiped at
+  // unmount, never the heap), so a read takes no buffer from anywhere and never waits for one.
+  const std::span<std::byte> reply = serving_reply_buffer();
+  if (reply.empty()) {  // every thread that runs our operations is a serving thread
+    fuse_reply_err(req, EIO);
+    return;
+  }
   const std::size_t len = static_cast<std::size_t>(
-      std::min<std::uint64_t>({size, ref->size_bytes - pos, s.pool->buffer_bytes()}));
-  // Plaintext: a pool buffer (locked, wiped), never the heap. Waits when all are in flight:
-  // backpressure.
-  BufferPool::Buffer buf = s.pool->acquire();
-  const std::span<std::byte> out = buf.span().first(len);
+      std::min<std::uint64_t>({size, ref->size_bytes - pos, reply.size()}));
+  const std::span<std::byte> out = reply.first(len);
   volume::Volume& vol = *ref->volume;
   Result<std::size_t> r = vol.read(ByteOffset{pos}, out);
   if (r) {
-    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), std::min(*r, len));
+    fuse_reply_buf(req, reinterpret_cast<const char*>(out.data()), std::min(*r, len));
   } else {
     s.log_io_error("read", ref.entry(), pos, r.error());
     fuse_reply_err(req, to_errno(r.error()));

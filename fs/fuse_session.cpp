@@ -72,6 +72,7 @@ constexpr std::size_t kFuseBufferHeaderSize = 0x1000;
 // The calling worker's receive buffer (null on any other thread).
 thread_local std::byte* tls_receive_buf = nullptr;
 thread_local std::size_t tls_receive_len = 0;
+thread_local std::span<std::byte> tls_reply_buffer;
 std::atomic<std::uint64_t> g_foreign_receives{0};
 
 // The stop wake-up: fuse_session_exit() only sets a flag, and a worker blocked in
@@ -141,6 +142,10 @@ void enter_serving_thread(std::size_t stack_prefault_bytes) noexcept {
 
 void wake_serving_thread(pthread_t thread) noexcept { pthread_kill(thread, kWakeSignal); }
 
+std::span<std::byte> serving_reply_buffer() noexcept { return tls_reply_buffer; }
+
+void set_serving_reply_buffer(std::span<std::byte> buffer) noexcept { tls_reply_buffer = buffer; }
+
 std::size_t receive_buffer_bytes() noexcept {
   return kFuseMaxMaxPages * page_size() + kFuseBufferHeaderSize;
 }
@@ -200,12 +205,14 @@ SessionWorkers::~SessionWorkers() {
   (void)wait();
 }  // then buffers_ is wiped and unmapped
 
-void SessionWorkers::serve(Worker& w) {
-  enter_serving_thread(opts_.stack_prefault_bytes);
-  if (opts_.on_start) opts_.on_start();
-  tls_receive_buf = w.buf;
-  tls_receive_len = stride_;
-  fuse_session* se = session_.get();
+int serve_dev_fuse(fuse_session* se, std::byte* buf, std::size_t len,
+                   std::atomic<std::uint64_t>& requests) noexcept {
+  tls_receive_buf = buf;
+  tls_receive_len = len;
+  // A request that is answered with data (READ) is its headers alone, well inside the first
+  // page; the rest of the buffer holds the reply (1 MiB: the largest read the kernel sends).
+  const std::size_t page = page_size();
+  set_serving_reply_buffer(std::span<std::byte>(buf + page, len - page));
   fuse_buf fbuf{};
   int error = 0;
   // fuse_session_loop_mt's worker, with our buffer: libfuse reads into fbuf.mem when it is set
@@ -213,8 +220,8 @@ void SessionWorkers::serve(Worker& w) {
   // ENODEV (unmounted, or aborted through /sys/fs/fuse/connections) exits the session inside
   // libfuse and returns 0; any other error ends the session with that error.
   while (!fuse_session_exited(se)) {
-    fbuf.mem = w.buf;
-    fbuf.size = stride_;
+    fbuf.mem = buf;
+    fbuf.size = len;
     fbuf.flags = static_cast<fuse_buf_flags>(0);
     const int res = fuse_session_receive_buf(se, &fbuf);
     if (res == -EINTR || res == -EAGAIN) continue;
@@ -226,10 +233,18 @@ void SessionWorkers::serve(Worker& w) {
       break;
     }
     fuse_session_process_buf(se, &fbuf);
-    requests_.fetch_add(1, std::memory_order_relaxed);
+    requests.fetch_add(1, std::memory_order_relaxed);
   }
   tls_receive_buf = nullptr;
   tls_receive_len = 0;
+  set_serving_reply_buffer({});
+  return error;
+}
+
+void SessionWorkers::serve(Worker& w) {
+  enter_serving_thread(opts_.stack_prefault_bytes);
+  if (opts_.on_start) opts_.on_start();
+  const int error = serve_dev_fuse(session_.get(), w.buf, stride_, requests_);
   {
     MutexLock lock(mu_);
     if (error != 0 && error_ == 0) error_ = error;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
@@ -254,6 +255,8 @@ Result<std::unique_ptr<UringTransport>> UringTransport::prepare(fuse_session* se
   std::unique_ptr<UringTransport> t(new UringTransport(se, std::move(opts)));
   const std::size_t page = page_size();
   t->queues_ = possible_cpus();
+  // Tests of the fallback (the kernel here always offers io_uring when enable_uring is Y).
+  t->refuse_for_test_ = std::getenv("CRYPTMAP_TEST_FUSE_URING_REFUSE_INIT") != nullptr;
   const std::uint32_t n = std::max(t->opts_.entries, t->queues_);
   // The largest request libfuse 3.14 negotiates (max_write = max_pages * page = 1 MiB); INIT
   // checks the kernel's rule against it before asking for io_uring.
@@ -315,6 +318,8 @@ void UringTransport::patch_reply(struct iovec* iov, int count) noexcept {
     why = "the INIT reply predates protocol 7.36 (no flags2)";
   } else if (!kernel_offers_.load()) {
     why = "the kernel did not offer FUSE_OVER_IO_URING in INIT";
+  } else if (refuse_for_test_) {
+    why = "refused for a test (CRYPTMAP_TEST_FUSE_URING_REFUSE_INIT)";
   } else {
     const std::uint32_t flags = load<std::uint32_t>(init, kInitOutFlags);
     std::size_t need =
@@ -401,7 +406,10 @@ ssize_t UringTransport::take_reply(const struct iovec* iov, int count) noexcept 
     out.error = -EIO;  // cannot happen with the sizes negotiated at INIT
   } else {
     for (int i = 1; i < count; ++i) {
-      std::memcpy(e->payload + payload, iov[i].iov_base, iov[i].iov_len);
+      // A read handler replies from the entry's payload itself (serving_reply_buffer): the
+      // data is already where the kernel takes it from.
+      if (iov[i].iov_base != e->payload + payload)
+        std::memcpy(e->payload + payload, iov[i].iov_base, iov[i].iov_len);
       payload += iov[i].iov_len;
     }
   }
@@ -428,11 +436,17 @@ bool UringTransport::wait_for_go() {
 void UringTransport::serve(Entry& e) {
   enter_serving_thread(opts_.stack_prefault_bytes);
   if (opts_.on_start) opts_.on_start();
+  // A READ carries no payload (its headers sit in the header page's tail), so its reply can be
+  // put into the payload buffer directly.
+  set_serving_reply_buffer(std::span<std::byte>(e.payload, payload_bytes_));
   auto stopping = [this] {
     MutexLock lock(mu_);
     return stop_;
   };
-  if (wait_for_go()) {
+  bool fallback = false;  // this thread serves /dev/fuse instead (below)
+  if (!wait_for_go()) {
+    fallback = state_.load() == State::kFailed;
+  } else {
     CmdReq req{};
     req.qid = e.qid;
     // The last command sent, resent when its completion says EINTR or EAGAIN (not done).
@@ -446,6 +460,7 @@ void UringTransport::serve(Entry& e) {
     // queued until a request arrives (which may be at once too).
     if (rc != 0 || (have && cqe.res < 0)) {
       registered(false, rc != 0 ? rc : cqe.res);
+      fallback = true;
     } else {
       registered(true, 0);
       for (;;) {
@@ -521,6 +536,17 @@ void UringTransport::serve(Entry& e) {
       }
     }
   }
+  if (fallback) {
+    // The rings do not carry the requests (INIT did not ask for them, or this entry's
+    // registration failed): serve /dev/fuse with the entry's buffer, which is as large as a
+    // worker's receive buffer. The mount starts only a few /dev/fuse workers of its own next to
+    // the rings, so this keeps the fallback at full depth without a second set of buffers.
+    const int err =
+        serve_dev_fuse(se_, reinterpret_cast<std::byte*>(e.header), stride_, dev_requests_);
+    if (err != 0 && opts_.on_warning)
+      opts_.on_warning(std::string("reading /dev/fuse failed: ") + std::strerror(-err));
+  }
+  set_serving_reply_buffer({});
   e.done.store(true);
   cv_.notify_all();
 }
@@ -536,6 +562,8 @@ void UringTransport::request_stop() noexcept {
 void UringTransport::wait() noexcept {
   if (joined_) return;
   request_stop();
+  // Threads serving /dev/fuse after a fallback leave their loop only when the session ends.
+  if (state_.load() == State::kFailed) fuse_session_exit(se_);
   for (;;) {
     bool all = true;
     for (auto& e : entries_) {

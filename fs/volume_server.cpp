@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -64,6 +65,9 @@ const fuse_custom_io kCustomIo = {
 
 constexpr std::chrono::milliseconds kReleaseGrace{5000};
 constexpr std::size_t kArenaWarmBytes = 64 * 1024;  // below malloc's mmap threshold
+// /dev/fuse workers next to FUSE over io_uring's ring threads (mount() says why so few): two,
+// so that an INTERRUPT or FORGET is read while another worker still handles one.
+constexpr std::uint32_t kDevWorkersBesideRings = 2;
 
 // ---- mount directory preparation ------------------------------------------------------------
 
@@ -205,9 +209,6 @@ Result<std::unique_ptr<VolumeServer>> VolumeServer::mount(const ServerOptions& o
 
   detach_stale_mount(options.mount_dir, *impl->log);
   CRYPTMAP_TRY_VOID(make_dirs(options.mount_dir));
-  CRYPTMAP_TRY(pool, BufferPool::create(options.read_buffers, options.read_buffer_bytes,
-                                        "FUSE read buffers"));
-  impl->pool = std::move(pool);
 
   std::vector<std::string> argv = {"cryptmap", "-o",
                                    "fsname=cryptmap,subtype=cryptmap,default_permissions"};
@@ -237,6 +238,11 @@ Result<std::unique_ptr<VolumeServer>> VolumeServer::mount(const ServerOptions& o
   // when the rings and their buffers exist (the kernel then holds every request until each
   // queue has an entry registered).
   CRYPTMAP_TRY_VOID(prepare_uring(*impl, wopts));
+  // With the rings prepared, /dev/fuse carries only INIT, FORGET and INTERRUPT (the kernel holds
+  // every other request until each queue has an entry): a few workers suffice, and their 1 MiB
+  // receive buffers are not paid 16 times over next to the ring entries' (issue #13's RSS
+  // goal). Should the rings not be used after all, the ring threads serve /dev/fuse too.
+  if (impl->uring != nullptr) wopts.workers = std::min(wopts.workers, kDevWorkersBesideRings);
   CRYPTMAP_TRY(workers, internal::SessionWorkers::start(*impl->session, std::move(wopts)));
   impl->workers = std::move(workers);
   const internal::SessionWorkers::Stats ws = impl->workers->stats();
@@ -474,6 +480,7 @@ ServingStats VolumeServer::serving_stats() const {
   out.requests = s.requests;
   out.foreign_receives = s.foreign_receives;
   if (const internal::UringTransport* u = impl_->uring.get()) {
+    out.requests += u->dev_requests();
     out.uring = u->state() == internal::UringTransport::State::kServing;
     out.uring_entries = static_cast<std::uint32_t>(u->entries());
     out.uring_queues = u->queues();

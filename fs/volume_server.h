@@ -12,7 +12,7 @@
 // Volume::flush, so every acknowledged write is durable when fsync returns. Errors map through
 // cryptmap::to_errno.
 //
-// Ownership: the server owns the FUSE session, the serving threads, the read-buffer pool and
+// Ownership: the server owns the FUSE session, the serving threads (each with its buffers) and
 // every added Volume. Destruction = stop(): stop the loop, wait for in-flight requests, flush
 // every volume, unmount, destroy the session, then the volumes (reverse of open).
 // Thread-safety: every public method may be called from any thread, concurrently with serving.
@@ -43,11 +43,9 @@ enum class FuseTransport {
 };
 
 struct ServerOptions {
-  std::string mount_dir;                     // created if missing; a stale mount is detached
-  std::uint32_t fuse_workers = 16;           // FUSE worker threads, all started at mount
-  std::uint32_t read_buffers = 16;           // preallocated read buffers (the in-flight cap)
-  std::size_t read_buffer_bytes = 1u << 20;  // the kernel's largest FUSE read (256 pages)
-  bool fuse_debug = false;                   // libfuse protocol trace (-d)
+  std::string mount_dir;            // created if missing; a stale mount is detached
+  std::uint32_t fuse_workers = 16;  // FUSE worker threads, all started at mount
+  bool fuse_debug = false;          // libfuse protocol trace (-d)
   // Arrival order for zoned volumes (docs/architecture.md §4.6): one worker at a time receives a
   // request and holds the order until its write is admitted. Required by add_volume for a
   // volume whose orders_writes() is true; costs a hand-off between workers per request.

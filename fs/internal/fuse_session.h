@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -96,6 +97,22 @@ ssize_t receive_read(int fd, void* buf, std::size_t len) noexcept;
 void install_wake_handler();
 void enter_serving_thread(std::size_t stack_prefault_bytes) noexcept;
 void wake_serving_thread(pthread_t thread) noexcept;
+
+// Where a read handler on the calling serving thread puts the data it replies with: the part of
+// the thread's own preallocated, locked buffer that the request it holds does not use (a
+// /dev/fuse worker's receive buffer past its first page, a ring entry's payload). Empty on any
+// other thread. Each thread serves one request at a time, so no pool of read buffers is needed
+// (fs/README.md "Requests, replies and threads").
+std::span<std::byte> serving_reply_buffer() noexcept;
+// Set by each serving thread before its first request, cleared (empty span) when it ends.
+void set_serving_reply_buffer(std::span<std::byte> buffer) noexcept;
+
+// The /dev/fuse receive loop of one serving thread, receiving every request into `buf` (`len`
+// bytes, at least receive_buffer_bytes(), preallocated) and counting them in `requests`; the
+// rest of `buf` past its first page is the thread's serving_reply_buffer(). Returns when the
+// session has exited (0), or with the device error that made it exit (a negative errno).
+int serve_dev_fuse(fuse_session* se, std::byte* buf, std::size_t len,
+                   std::atomic<std::uint64_t>& requests) noexcept;
 
 class SessionWorkers {
  public:

@@ -15,7 +15,8 @@
 //     any thread) is copied into that entry; the entry's own thread then sends it with
 //     FUSE_IO_URING_CMD_COMMIT_AND_FETCH, which also asks for the next request.
 // When the kernel does not offer the flag, or a registration fails, requests keep coming
-// through /dev/fuse (the SessionWorkers serve them), and one log line says why.
+// through /dev/fuse, and one log line says why: the SessionWorkers serve them, and so do the
+// ring threads whose entry does not serve, each receiving into its entry's buffer.
 //
 // Thread-safety: on_request, patch_reply, after_reply and take_reply run on any serving thread;
 // request_stop() on any thread; wait() and the destructor on the owner's.
@@ -77,6 +78,10 @@ class UringTransport {
   std::uint32_t queues() const noexcept { return queues_; }
   std::size_t entries() const noexcept { return entries_.size(); }
   std::uint64_t requests() const noexcept { return requests_.load(std::memory_order_relaxed); }
+  // Requests the ring threads read from /dev/fuse after a fallback (see serve()).
+  std::uint64_t dev_requests() const noexcept {
+    return dev_requests_.load(std::memory_order_relaxed);
+  }
 
   struct Entry;  // fuse_uring.cpp
 
@@ -90,6 +95,7 @@ class UringTransport {
   int fd_;
   Options opts_;
   std::uint32_t queues_ = 1;
+  bool refuse_for_test_ = false;  // INIT does not ask for io_uring (fallback tests)
   std::size_t payload_bytes_ = 0;
   std::size_t stride_ = 0;
   LockedMemory buffers_;
@@ -98,6 +104,7 @@ class UringTransport {
   std::atomic<std::uint64_t> init_unique_{0};
   std::atomic<bool> kernel_offers_{false};
   std::atomic<std::uint64_t> requests_{0};
+  std::atomic<std::uint64_t> dev_requests_{0};
   std::atomic<std::uint32_t> reported_{0};
   std::atomic<std::uint32_t> failed_{0};
   std::atomic<int> first_error_{0};

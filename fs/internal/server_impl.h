@@ -23,7 +23,6 @@
 #include <string>
 #include <thread>
 
-#include "base/buffer_pool.h"
 #include "base/error.h"
 #include "base/mutex.h"
 #include "fs/internal/fuse_session.h"
@@ -59,7 +58,6 @@ class VolumeServer::Impl {
   uid_t uid = 0;
   gid_t gid = 0;
   struct timespec started {};
-  std::unique_ptr<BufferPool> pool;  // FUSE read replies (in-flight cap = backpressure)
   std::unique_ptr<internal::FuseSession> session;
   std::unique_ptr<internal::UringTransport> uring;    // null: /dev/fuse only; outlives workers
   std::atomic<bool> uring_serving{false};             // requests come through the rings (status)

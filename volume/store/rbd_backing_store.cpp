@@ -9,6 +9,7 @@
 #include "base/error.h"
 
 #if CRYPTMAP_HAVE_LIBRBD
+#include <dlfcn.h>
 #include <rados/librados.h>
 #include <rbd/features.h>
 #include <rbd/librbd.h>
@@ -113,6 +114,80 @@ Result<std::unique_ptr<BackingStore>> open_rbd_store(const std::string& spec,
 
 namespace {
 
+// librbd and librados (and libceph-common under them, ~11 MiB resident together) are loaded
+// when the first RBD image is opened, not at the start of every cryptmap process: the daemon
+// serving image files does not map them (issue #13's RSS goal). The functions the store calls
+// are looked up once; their types come from the Ceph headers, so a mismatch fails to compile.
+#define CRYPTMAP_RBD_FUNCTIONS(X) \
+  X(rados_create)                 \
+  X(rados_conf_read_file)         \
+  X(rados_conf_parse_env)         \
+  X(rados_conf_set)               \
+  X(rados_connect)                \
+  X(rados_ioctx_create)           \
+  X(rados_ioctx_destroy)          \
+  X(rados_shutdown)               \
+  X(rbd_aio_create_completion)    \
+  X(rbd_aio_discard)              \
+  X(rbd_aio_flush)                \
+  X(rbd_aio_get_return_value)     \
+  X(rbd_aio_read)                 \
+  X(rbd_aio_release)              \
+  X(rbd_aio_write)                \
+  X(rbd_close)                    \
+  X(rbd_get_features)             \
+  X(rbd_get_size)                 \
+  X(rbd_list_lockers)             \
+  X(rbd_lock_acquire)             \
+  X(rbd_open)                     \
+  X(rbd_open_read_only)           \
+  X(rbd_stat)
+
+struct RbdApi {
+#define CRYPTMAP_RBD_POINTER(f) decltype(&::f) f = nullptr;
+  CRYPTMAP_RBD_FUNCTIONS(CRYPTMAP_RBD_POINTER)
+#undef CRYPTMAP_RBD_POINTER
+};
+
+// The sonames of Debian 12's librados2 and librbd1 (what the build linked against).
+constexpr const char* kLibrados = "librados.so.2";
+constexpr const char* kLibrbd = "librbd.so.1";
+
+struct RbdLibraries {
+  RbdApi api;
+  std::string missing;  // empty when every function was found
+};
+
+// Loads both libraries once per process (never unloaded: librbd keeps threads).
+const RbdLibraries& rbd_libraries() {
+  static const RbdLibraries libs = [] {
+    RbdLibraries l;
+    void* handles[2] = {dlopen(kLibrados, RTLD_NOW | RTLD_LOCAL),
+                        dlopen(kLibrbd, RTLD_NOW | RTLD_LOCAL)};
+    for (int i = 0; i < 2; ++i) {
+      if (handles[i] == nullptr) {
+        const char* why = dlerror();
+        l.missing = std::string(i == 0 ? kLibrados : kLibrbd) + ": " + (why ? why : "not found");
+        return l;
+      }
+    }
+    auto find = [&](const char* name) -> void* {
+      for (void* h : handles)
+        if (void* f = dlsym(h, name)) return f;
+      if (l.missing.empty()) l.missing = std::string(name) + " not found in librbd/librados";
+      return nullptr;
+    };
+#define CRYPTMAP_RBD_LOOKUP(f) l.api.f = reinterpret_cast<decltype(&::f)>(find(#f));
+    CRYPTMAP_RBD_FUNCTIONS(CRYPTMAP_RBD_LOOKUP)
+#undef CRYPTMAP_RBD_LOOKUP
+    return l;
+  }();
+  return libs;
+}
+
+// Only called after open_rbd_store found every function.
+const RbdApi& rbd_api() { return rbd_libraries().api; }
+
 Error rbd_error(int r, const char* what, std::uint64_t object, const std::string& spec) {
   const int err = r < 0 ? -r : r;
   Error e =
@@ -131,8 +206,8 @@ struct Batch {
 
 void on_complete(rbd_completion_t c, void* arg) {
   auto* b = static_cast<Batch*>(arg);
-  const ssize_t r = rbd_aio_get_return_value(c);
-  rbd_aio_release(c);
+  const ssize_t r = rbd_api().rbd_aio_get_return_value(c);
+  rbd_api().rbd_aio_release(c);
   MutexLock lock(b->mu);
   b->ret = r;
   b->done = true;
@@ -146,9 +221,9 @@ std::string lock_holder(rbd_image_t image) {
   std::array<char, 128> tag{}, clients{}, cookies{}, addrs{};
   std::size_t tag_len = tag.size(), clients_len = clients.size(), cookies_len = cookies.size(),
               addrs_len = addrs.size();
-  const ssize_t n =
-      rbd_list_lockers(image, &exclusive, tag.data(), &tag_len, clients.data(), &clients_len,
-                       cookies.data(), &cookies_len, addrs.data(), &addrs_len);
+  const ssize_t n = rbd_api().rbd_list_lockers(image, &exclusive, tag.data(), &tag_len,
+                                               clients.data(), &clients_len, cookies.data(),
+                                               &cookies_len, addrs.data(), &addrs_len);
   if (n <= 0 || clients[0] == '\0') return "another client";
   return std::string(clients.data()) + " at " + std::string(addrs.data());
 }
@@ -164,7 +239,8 @@ std::string lock_holder(rbd_image_t image) {
 Result<void> take_exclusive_lock(rbd_image_t image, const std::string& spec,
                                  std::chrono::milliseconds wait) {
   std::uint64_t features = 0;
-  if (rbd_get_features(image, &features) == 0 && (features & RBD_FEATURE_EXCLUSIVE_LOCK) == 0) {
+  if (rbd_api().rbd_get_features(image, &features) == 0 &&
+      (features & RBD_FEATURE_EXCLUSIVE_LOCK) == 0) {
     spdlog::warn(
         "RBD {}: the image has no exclusive-lock feature, so nothing keeps other clients from "
         "writing it while cryptmap does (rbd feature enable POOL/IMAGE exclusive-lock)",
@@ -174,7 +250,7 @@ Result<void> take_exclusive_lock(rbd_image_t image, const std::string& spec,
   const auto deadline = std::chrono::steady_clock::now() + wait;
   bool logged = false;
   while (true) {
-    const int r = rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE);
+    const int r = rbd_api().rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE);
     if (r == 0) return ok();
     if (r != -EROFS && r != -EBUSY && r != -EAGAIN)
       return rbd_error(r, "take the RBD image's exclusive lock", kNoObject, spec);
@@ -208,9 +284,9 @@ class RbdBackingStore final : public BackingStore {
         object_size_(object_size),
         read_only_(read_only) {}
   ~RbdBackingStore() override {
-    rbd_close(image_);
-    rados_ioctx_destroy(io_);
-    rados_shutdown(cluster_);
+    rbd_api().rbd_close(image_);
+    rbd_api().rados_ioctx_destroy(io_);
+    rbd_api().rados_shutdown(cluster_);
   }
   RbdBackingStore(const RbdBackingStore&) = delete;
   RbdBackingStore& operator=(const RbdBackingStore&) = delete;
@@ -220,7 +296,8 @@ class RbdBackingStore final : public BackingStore {
     if (off.value > size_ || out.size() > size_ - off.value)
       return rbd_error(EIO, "read RBD image past its end", off.value, spec_);
     return issue("read from RBD image", off.value, [&](rbd_completion_t c) {
-      return rbd_aio_read(image_, off.value, out.size(), reinterpret_cast<char*>(out.data()), c);
+      return rbd_api().rbd_aio_read(image_, off.value, out.size(),
+                                    reinterpret_cast<char*>(out.data()), c);
     });
   }
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
@@ -236,14 +313,14 @@ class RbdBackingStore final : public BackingStore {
       return e;
     }
     return issue("write to RBD image", off.value, [&](rbd_completion_t c) {
-      return rbd_aio_write(image_, off.value, in.size(), reinterpret_cast<const char*>(in.data()),
-                           c);
+      return rbd_api().rbd_aio_write(image_, off.value, in.size(),
+                                     reinterpret_cast<const char*>(in.data()), c);
     });
   }
   Result<void> sync() override {
     if (read_only_) return ok();
     return issue("flush RBD image", kNoObject,
-                 [&](rbd_completion_t c) { return rbd_aio_flush(image_, c); });
+                 [&](rbd_completion_t c) { return rbd_api().rbd_aio_flush(image_, c); });
   }
   Result<void> discard(ByteOffset off, std::uint64_t len) override {
     if (read_only_) {
@@ -257,8 +334,9 @@ class RbdBackingStore final : public BackingStore {
       e.code = Errc::kInvalid;
       return e;
     }
-    return issue("discard on RBD image", off.value,
-                 [&](rbd_completion_t c) { return rbd_aio_discard(image_, off.value, len, c); });
+    return issue("discard on RBD image", off.value, [&](rbd_completion_t c) {
+      return rbd_api().rbd_aio_discard(image_, off.value, len, c);
+    });
   }
   // Every piece is queued (rbd_aio_*) before any is waited for, so librbd has them all in
   // flight together; a piece outside the image takes read_at/write_at for its error.
@@ -270,8 +348,8 @@ class RbdBackingStore final : public BackingStore {
       const ReadPiece& p = pieces[i];
       if (p.out.empty() || p.off.value > size_ || p.out.size() > size_ - p.off.value) continue;
       started[i] = start(batches[i], [&](rbd_completion_t c) {
-        return rbd_aio_read(image_, p.off.value, p.out.size(),
-                            reinterpret_cast<char*>(p.out.data()), c);
+        return rbd_api().rbd_aio_read(image_, p.off.value, p.out.size(),
+                                      reinterpret_cast<char*>(p.out.data()), c);
       });
     }
     Result<void> first = ok();
@@ -292,8 +370,8 @@ class RbdBackingStore final : public BackingStore {
       const WritePiece& p = pieces[i];
       if (p.in.empty() || p.off.value > size_ || p.in.size() > size_ - p.off.value) continue;
       started[i] = start(batches[i], [&](rbd_completion_t c) {
-        return rbd_aio_write(image_, p.off.value, p.in.size(),
-                             reinterpret_cast<const char*>(p.in.data()), c);
+        return rbd_api().rbd_aio_write(image_, p.off.value, p.in.size(),
+                                       reinterpret_cast<const char*>(p.in.data()), c);
       });
     }
     Result<void> first = ok();
@@ -320,9 +398,9 @@ class RbdBackingStore final : public BackingStore {
   template <class Submit>
   static int start(Batch& batch, Submit&& submit) {
     rbd_completion_t c = nullptr;
-    if (const int r = rbd_aio_create_completion(&batch, on_complete, &c); r < 0) return r;
+    if (const int r = rbd_api().rbd_aio_create_completion(&batch, on_complete, &c); r < 0) return r;
     if (const int r = submit(c); r < 0) {
-      rbd_aio_release(c);
+      rbd_api().rbd_aio_release(c);
       return r;
     }
     return 0;
@@ -350,57 +428,64 @@ class RbdBackingStore final : public BackingStore {
 Result<std::unique_ptr<BackingStore>> open_rbd_store(const std::string& spec,
                                                      const RbdStoreOptions& options) {
   CRYPTMAP_TRY(s, parse_rbd_spec(spec));
+  if (const RbdLibraries& libs = rbd_libraries(); !libs.missing.empty())
+    return make_error_fmt(Errc::kUnsupported, "load librbd for an RBD image", kNoObject,
+                          "%s (install librbd1)", libs.missing.c_str());
   rados_t cluster = nullptr;
   if (s.id.empty())
     if (const char* id = std::getenv("CRYPTMAP_CEPH_ID"); id != nullptr) s.id = id;
-  if (const int r = rados_create(&cluster, s.id.empty() ? nullptr : s.id.c_str()); r < 0)
+  if (const int r = rbd_api().rados_create(&cluster, s.id.empty() ? nullptr : s.id.c_str()); r < 0)
     return rbd_error(r, "create Ceph cluster handle", kNoObject, spec);
   auto fail_with = [&](int r, const char* what) {
-    rados_shutdown(cluster);
+    rbd_api().rados_shutdown(cluster);
     Error e = rbd_error(r, what, kNoObject, spec);
     return e;
   };
   // conf= wins, else $CEPH_CONF, else the default search path.
-  if (const int r = rados_conf_read_file(cluster, s.conf.empty() ? nullptr : s.conf.c_str()); r < 0)
+  if (const int r =
+          rbd_api().rados_conf_read_file(cluster, s.conf.empty() ? nullptr : s.conf.c_str());
+      r < 0)
     return fail_with(r, "read Ceph configuration (conf=, $CEPH_CONF or /etc/ceph/ceph.conf)");
-  rados_conf_parse_env(cluster, nullptr);  // CEPH_ARGS
+  rbd_api().rados_conf_parse_env(cluster, nullptr);  // CEPH_ARGS
   const std::string secs = std::to_string(std::max<long long>(1, options.timeout.count() / 1000));
   for (const char* opt : {"client_mount_timeout", "rados_osd_op_timeout", "rados_mon_op_timeout"})
-    rados_conf_set(cluster, opt, secs.c_str());
+    rbd_api().rados_conf_set(cluster, opt, secs.c_str());
   // A discard inside an object is skipped by default; the store promises discarded ranges read
   // as zeros (the BackingStore contract), so librbd must zero them.
-  rados_conf_set(cluster, "rbd_skip_partial_discard", "false");
-  if (const int r = rados_connect(cluster); r < 0) return fail_with(r, "connect to Ceph cluster");
+  rbd_api().rados_conf_set(cluster, "rbd_skip_partial_discard", "false");
+  if (const int r = rbd_api().rados_connect(cluster); r < 0)
+    return fail_with(r, "connect to Ceph cluster");
   rados_ioctx_t io = nullptr;
-  if (const int r = rados_ioctx_create(cluster, s.pool.c_str(), &io); r < 0)
+  if (const int r = rbd_api().rados_ioctx_create(cluster, s.pool.c_str(), &io); r < 0)
     return fail_with(r, "open RBD pool");
   const bool read_only = options.read_only || !s.snap.empty();
   rbd_image_t image = nullptr;
   const char* snap = s.snap.empty() ? nullptr : s.snap.c_str();
-  const int r = read_only ? rbd_open_read_only(io, s.image.c_str(), &image, snap)
-                          : rbd_open(io, s.image.c_str(), &image, snap);
+  const int r = read_only ? rbd_api().rbd_open_read_only(io, s.image.c_str(), &image, snap)
+                          : rbd_api().rbd_open(io, s.image.c_str(), &image, snap);
   if (r < 0) {
-    rados_ioctx_destroy(io);
+    rbd_api().rados_ioctx_destroy(io);
     return fail_with(r, "open RBD image");
   }
   if (!read_only) {
     // Named without conf=/id= in the message: its detail is short, and the holder must fit.
     const std::string name = "rbd:" + s.pool + "/" + s.image;
     if (auto locked = take_exclusive_lock(image, name, options.lock_wait); !locked) {
-      rbd_close(image);
-      rados_ioctx_destroy(io);
-      rados_shutdown(cluster);
+      rbd_api().rbd_close(image);
+      rbd_api().rados_ioctx_destroy(io);
+      rbd_api().rados_shutdown(cluster);
       return locked.error();
     }
   }
   std::uint64_t size = 0;
-  if (const int g = rbd_get_size(image, &size); g < 0) {
-    rbd_close(image);
-    rados_ioctx_destroy(io);
+  if (const int g = rbd_api().rbd_get_size(image, &size); g < 0) {
+    rbd_api().rbd_close(image);
+    rbd_api().rados_ioctx_destroy(io);
     return fail_with(g, "RBD image size");
   }
   rbd_image_info_t info{};
-  const std::uint64_t object_size = rbd_stat(image, &info, sizeof info) == 0 ? info.obj_size : 0;
+  const std::uint64_t object_size =
+      rbd_api().rbd_stat(image, &info, sizeof info) == 0 ? info.obj_size : 0;
   return std::unique_ptr<BackingStore>(
       std::make_unique<RbdBackingStore>(spec, cluster, io, image, size, object_size, read_only));
 }

@@ -559,10 +559,11 @@ TEST_F(VolumeServerTest, ConcurrentReadersAndWritersSeeConsistentData) {
   EXPECT_NE(v->data(), initial);
 }
 
-TEST_F(VolumeServerTest, ReadPoolExhaustionWaitsInsteadOfFailing) {
+// Each serving thread replies to a read from its own buffer (serving_reply_buffer): with more
+// readers than threads and a slow volume, two threads must never share one, or replies mix.
+TEST_F(VolumeServerTest, ConcurrentReadsReplyFromEachServingThreadsOwnBuffer) {
   ServerOptions o;
-  o.read_buffers = 2;
-  o.read_buffer_bytes = 1u << 20;
+  o.fuse_workers = 2;
   mount(o);
   FakeVolume* v = add("vol", {.size_bytes = 4u << 20, .delay = std::chrono::milliseconds(5)});
   v->fill(21);
@@ -618,7 +619,9 @@ TEST_F(VolumeServerTest, ReceiveBuffersArePreallocatedAtMountAndUsedForEveryRequ
   o.fuse_workers = 5;
   mount(o);
   const ServingStats at_mount = server_->serving_stats();
-  EXPECT_EQ(at_mount.workers, 5u);
+  // Next to the ring threads only two /dev/fuse workers (INIT, FORGET, INTERRUPT).
+  const std::uint32_t dev_workers = uring_run() ? 2u : 5u;
+  EXPECT_EQ(at_mount.workers, dev_workers);
   EXPECT_GE(thread_count(), threads_before + 5);                // all started, none on demand
   EXPECT_GE(at_mount.receive_buffer_bytes, (1u << 20) + 4096);  // a 1 MiB write + header
   EXPECT_TRUE(at_mount.receive_buffers_resident);
@@ -645,7 +648,42 @@ TEST_F(VolumeServerTest, ReceiveBuffersArePreallocatedAtMountAndUsedForEveryRequ
     EXPECT_GT(after.requests, at_mount.requests);
   EXPECT_EQ(after.foreign_receives, 0u);
   EXPECT_TRUE(after.receive_buffers_resident);
-  EXPECT_EQ(after.workers, 5u);
+  EXPECT_EQ(after.workers, dev_workers);
+}
+
+// When INIT does not ask for io_uring after the rings were prepared, the ring threads serve
+// /dev/fuse with their entries' buffers: the fallback keeps its depth although the mount
+// started only two /dev/fuse workers (more than two writes must be in the volume at once).
+TEST_F(VolumeServerTest, RingThreadsServeDevFuseWhenInitDoesNotAskForTheRings) {
+  if (!uring_run()) GTEST_SKIP() << "runs in the uring.* run, which owns enable_uring";
+  ServerOptions o;
+  o.fuse_workers = 8;
+  setenv("CRYPTMAP_TEST_FUSE_URING_REFUSE_INIT", "1", 1);
+  mount(o);
+  unsetenv("CRYPTMAP_TEST_FUSE_URING_REFUSE_INIT");
+  FakeVolume* v =
+      add("vol", {.size_bytes = 8u << 20, .workers = 8, .delay = std::chrono::milliseconds(20)});
+  ASSERT_NE(v, nullptr);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 6; ++t) {
+    ts.emplace_back([&, t] {
+      UniqueFd fd(::open(path("vol").c_str(), O_RDWR | O_CLOEXEC));
+      const auto a = pattern(64u << 10, 300 + t);
+      for (int i = 0; i < 5; ++i)
+        EXPECT_EQ(pwrite(fd.get(), a.data(), a.size(), off_t{t} << 20), 64 << 10);
+      std::vector<std::byte> b(a.size());
+      EXPECT_EQ(pread(fd.get(), b.data(), b.size(), off_t{t} << 20), 64 << 10);
+      EXPECT_EQ(a, b);
+    });
+  }
+  for (auto& t : ts) t.join();
+  const ServingStats st = server_->serving_stats();
+  EXPECT_STREQ(server_->fuse_transport(), "dev");
+  EXPECT_FALSE(st.uring);
+  EXPECT_EQ(st.workers, 2u);
+  EXPECT_EQ(st.uring_requests, 0u);
+  EXPECT_EQ(st.foreign_receives, 0u);
+  EXPECT_GT(v->max_parallel_writes(), 2);
 }
 
 // An unmount from outside (or an aborted connection) makes one worker's read fail with ENODEV;

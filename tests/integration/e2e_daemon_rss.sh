@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The daemon's memory stays within issue #13's goal, RSS <= cache + 64 MiB, on both FUSE
+# transports: after a fio run of 1 MiB sequential reads and writes and 4 KiB random writes and
+# reads with 4 jobs (every buffer, ring entry, read-ahead window and the whole cache touched),
+# the daemon's peak resident set (VmHWM) must be at most the cache size given to `open` plus
+# 64 MiB. Two cache sizes (16 and 64 MiB), so a fixed cost that grows past the margin fails
+# whatever the cache. io_uring only when the kernel has enable_uring (set here, restored).
+# Where the memory goes: bench/README.md ("Daemon memory").
+source "$(dirname "$0")/lib.sh"
+P=/sys/module/fuse/parameters/enable_uring
+OLD=
+if [[ -w $P ]]; then
+  OLD=$(cat "$P")
+  trap 'cleanup; echo "$OLD" > "$P"' EXIT
+fi
+watchdog 200
+MiB=$((1 << 20))
+K=$(keyfile key "rss passphrase")
+img=$T/disk.img
+truncate -s $((16 * MiB + 192 * MiB)) "$img"
+cryptsetup luksFormat --batch-mode --type luks2 "${CS_FAST_PBKDF2[@]}" --sector-size 4096 \
+  --key-file "$K" "$img"
+
+fio_load() {  # fio_load FILE: the workloads of bench/io, by size (no timing involved)
+  local f=$1
+  local common=(--filename="$f" --direct=1 --ioengine=psync --output-format=terse)
+  (cd "$T" &&
+    fio --name=sw "${common[@]}" --rw=write --bs=1M --size=192M &&
+    fio --name=sr "${common[@]}" --rw=read --bs=1M --size=192M &&
+    fio --name=rw "${common[@]}" --rw=randwrite --bs=4k --size=192M --numjobs=4 --io_size=8M \
+      --randseed=7 &&
+    fio --name=rr "${common[@]}" --rw=randread --bs=4k --size=192M --numjobs=4 --io_size=8M \
+      --randseed=8) > "$T/fio.txt" 2>&1 || fail "fio on $f: $(tail -3 "$T/fio.txt")"
+}
+
+check_rss() {  # check_rss TRANSPORT CACHE_MIB
+  local transport=$1 cache=$2 pid hwm rss bound
+  cm_open "$img" r --key-file "$K" --fuse-transport="$transport" --cache-size "${cache}M"
+  pid=$(daemon_pid)
+  [[ -n "$pid" ]] || fail "no daemon for $MNT"
+  fio_load "$MNT/r"
+  hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+  rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+  bound=$(( (cache + 64) * 1024 ))
+  note "$transport, cache ${cache} MiB: VmHWM $((hwm / 1024)) MiB, VmRSS $((rss / 1024)) MiB (bound $((bound / 1024)) MiB)"
+  if (( hwm > bound )); then
+    grep -E '^(VmRSS|VmHWM|VmLck|RssAnon|RssFile)' "/proc/$pid/status" >&2
+    fail "$transport: the daemon's peak RSS $((hwm / 1024)) MiB exceeds cache + 64 MiB = $((bound / 1024)) MiB"
+  fi
+  cm_close r
+  for _ in $(seq 1 50); do [[ -z $(daemon_pid) ]] && break; sleep 0.1; done
+}
+
+for cache in 64 16; do
+  check_rss dev "$cache"
+  if [[ -n "$OLD" ]]; then
+    echo Y > "$P"
+    check_rss uring "$cache"
+    echo N > "$P"
+  fi
+done
+echo "PASS"
