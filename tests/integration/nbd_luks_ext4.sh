@@ -6,7 +6,8 @@
 # writes a header that cryptsetup accepts (luksDump, --test-passphrase), as does a key added with
 # `luksAddKey` over NBD. Then the server is
 # killed while the volume is open: reads fail with EIO at once, an fsync of new data fails with
-# EIO, nothing hangs, and close says the data could not be flushed.
+# EIO, nothing hangs, and close says the data could not be flushed. Every thread of the daemon
+# serving the volume is an I/O flusher (io_flusher_check).
 source "$(dirname "$0")/lib.sh"
 command -v nbdkit > /dev/null || { echo "SKIP: nbdkit not installed"; exit 0; }
 watchdog 300
@@ -31,7 +32,7 @@ uri="nbd+unix:///?socket=$T/disk.sock"
 
 note "luksDump and open by URI"
 cm luksDump "$uri" | grep -q "^Version:.*2" || fail "luksDump over NBD"
-cm_open "$uri" data --key-file "$K"
+LD_PRELOAD=$(io_flusher_preload) cm_open "$uri" data --key-file "$K"
 size=$(stat -c %s "$MNT/data")
 [[ "$size" == $((80 * MiB)) ]] || fail "mapped size $size, expected $((80 * MiB))"
 cm status data --mount-dir "$MNT" | grep -qF "$uri" || { cm status data --mount-dir "$MNT"; fail "status does not name the URI"; }
@@ -44,6 +45,7 @@ mkdir "$T/fs/dir"
 for i in $(seq 1 10); do head -c $((i * 53 * 1024)) /dev/urandom > "$T/fs/dir/f$i"; done
 (cd "$T/fs/dir" && sha256sum f* > "$T/sums")
 dd if=/dev/urandom of="$T/fs/big" bs=1M count=24 status=none conv=fsync
+io_flusher_check "$(daemon_pid)" "the daemon serving $uri"
 umount "$T/fs"; FSMNTS=()
 losetup_detach "$dev"
 sha256sum "$MNT/data" | awk '{print $1}' > "$T/plain.nbd"
