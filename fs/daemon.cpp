@@ -676,6 +676,12 @@ class Daemon {
   }
 
   int run(Request first, const std::function<void(const Reply&)>& report) {
+    // This thread opens every volume's store and flushes at suspend, close and shutdown, so it
+    // is an I/O thread itself; and PR_SET_IO_FLUSHER is inherited by every thread a marked
+    // thread creates: marked first, it marks the threads libraries start under the stores it
+    // opens (librbd's and librados's, which cryptmap cannot reach otherwise), the FUSE workers
+    // and the engines' workers alike (docs/architecture.md §4.1).
+    mark_io_thread();
     if (auto h = harden_process(); !h)
       log_->warn("process hardening failed: {}", h.error().message());
     StopSignals signals;

@@ -2,6 +2,7 @@
 // I/O path; fs/volume_server.h states the block-device semantics). They never throw and never
 // block on the control plane; each pins its volume with a registry Ref for the duration. While
 // a volume is suspended (luksSuspend) they wait in acquire_active() until it is resumed.
+#include <fcntl.h>
 #include <linux/falloc.h>
 
 #include <algorithm>
@@ -64,7 +65,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
-              fuse_file_info* /*fi*/) {
+              fuse_file_info* fi) {
   Impl& s = Impl::of(req);
   ReleaseOrderAtExit release_order;  // held since receipt (ordered_receive) until admitted
   VolumeRegistry::Ref ref;
@@ -94,7 +95,14 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off
   // returns; the volume is done with it when write_ordered() returns (zero-copy). Parallelism
   // comes from the workers.
   volume::Volume& vol = *ref->volume;
-  Result<std::size_t> r = vol.write_ordered(ByteOffset{pos}, in, [] { release_receive_order(); });
+  // The kernel sends a direct-I/O write's open flags with it, O_DSYNC added for RWF_DSYNC and
+  // IOCB_DSYNC (fuse_write_flags in fs/fuse/file.c; libfuse copies them into fi->flags), and
+  // sends no fsync after it: such a write must be durable when it is answered (O_SYNC
+  // includes O_DSYNC's bit).
+  const bool durable = fi != nullptr && (fi->flags & O_DSYNC) != 0;
+  Result<std::size_t> r =
+      durable ? vol.write_fua(ByteOffset{pos}, in, [] { release_receive_order(); })
+              : vol.write_ordered(ByteOffset{pos}, in, [] { release_receive_order(); });
   if (r) {
     fuse_reply_write(req, *r);
   } else {

@@ -1,5 +1,5 @@
-// Volume's default discard and resize (unsupported) and write_ordered (no ordering point to wait
-// for).
+// Volume's default discard and resize (unsupported), write_ordered (no ordering point to wait
+// for) and write_fua (a write, then a flush).
 #include "volume/volume.h"
 
 namespace cryptmap::volume {
@@ -22,6 +22,13 @@ Result<std::size_t> Volume::write_ordered(ByteOffset off, std::span<const std::b
                                           Admitted admitted) {
   admitted();
   return write(off, in);
+}
+
+Result<std::size_t> Volume::write_fua(ByteOffset off, std::span<const std::byte> in,
+                                      Admitted admitted) {
+  CRYPTMAP_TRY(n, write_ordered(off, in, std::move(admitted)));
+  CRYPTMAP_TRY_VOID(flush());
+  return n;
 }
 
 }  // namespace cryptmap::volume

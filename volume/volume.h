@@ -85,6 +85,13 @@ class Volume {
   using Admitted = InlineFunction<void(), 32>;
   virtual Result<std::size_t> write_ordered(ByteOffset off, std::span<const std::byte> in,
                                             Admitted admitted);
+  // write_ordered whose bytes are durable in the image when it returns, as a block device's FUA
+  // write: a FUSE write on a file opened O_SYNC/O_DSYNC (or written with RWF_DSYNC). Earlier
+  // writes are not covered (flush() is). The default is write_ordered, then flush(); the engine
+  // writes the request through with the store's durable write (BackingStore::write_fua),
+  // keeping resident cache blocks current, and flushes nothing else.
+  virtual Result<std::size_t> write_fua(ByteOffset off, std::span<const std::byte> in,
+                                        Admitted admitted);
   // True when writes to this volume must be admitted in arrival order (zoned store with
   // sequential zones, unless unordered_zone_writes).
   virtual bool orders_writes() const noexcept { return false; }

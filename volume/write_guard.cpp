@@ -30,6 +30,14 @@ class GuardedVolume final : public Volume {
     }
     return inner_->write_ordered(off, in, std::move(admitted));
   }
+  Result<std::size_t> write_fua(ByteOffset off, std::span<const std::byte> in,
+                                Admitted admitted) override {
+    if (auto a = admit(off.value, in.size()); !a) {
+      admitted();
+      return fail(a.error());
+    }
+    return inner_->write_fua(off, in, std::move(admitted));
+  }
   Result<std::size_t> discard(ByteOffset off, std::uint64_t len) override {
     CRYPTMAP_TRY_VOID(admit(off.value, len));
     return inner_->discard(off, len);

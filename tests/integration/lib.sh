@@ -132,6 +132,42 @@ fio_verify_round() {
     fail "fio verify ($mode) on $f at $off: $(tail -3 "$T/fio-verify.txt")"
 }
 
+# PR_SET_IO_FLUSHER on the daemon's threads (docs/architecture.md §4.1). The flag
+# (PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE) is copied to every thread a marked thread creates, so
+# the threads libraries start (librbd's, librados's) are marked when their creator is.
+# io_flusher_check PID WHAT: every thread of process PID has PF_MEMALLOC_NOIO (0x00080000 in
+# /proc/PID/task/TID/stat's 9th field); fails naming the unmarked threads. Where the kernel
+# refuses the flag (no CAP_SYS_RESOURCE, as in containers) a daemon started with
+# LD_PRELOAD=$(io_flusher_preload) carries io_flusher_shim.c's stand-in instead, an inherited
+# nice value of 7 (field 19), which is checked the same way; without either, a note says so.
+io_flusher_kernel() {
+  python3 -c 'import ctypes, sys; sys.exit(ctypes.CDLL(None).prctl(57, 1, 0, 0, 0) != 0)'
+}
+io_flusher_preload() {  # the shim's path where it is needed and built, else nothing
+  io_flusher_kernel || [[ ! -f "${IO_FLUSHER_SHIM:-}" ]] || echo "$IO_FLUSHER_SHIM"
+}
+io_flusher_check() {
+  local pid=$1 what=$2 stat tid rest f n=0 bad=() names=() shim=0 how="PR_SET_IO_FLUSHER (PF_MEMALLOC_NOIO)"
+  if [[ -n "${IO_FLUSHER_SHIM:-}" ]] && grep -qF "$IO_FLUSHER_SHIM" "/proc/$pid/maps"; then
+    shim=1 how="io_flusher_shim's stand-in (nice 7; the kernel refuses PR_SET_IO_FLUSHER here)"
+  elif ! io_flusher_kernel; then
+    note "the kernel refuses PR_SET_IO_FLUSHER here and $what has no shim: its threads not checked"
+    return 0
+  fi
+  for stat in /proc/"$pid"/task/*/stat; do
+    tid=${stat%/stat}; tid=${tid##*/}
+    rest=$(cat "$stat" 2>/dev/null) || continue  # the thread ended meanwhile
+    read -r -a f <<< "${rest##*) }"  # f[0] is field 3 (state): flags f[6], nice f[16]
+    n=$((n + 1)); names+=("$(cat "/proc/$pid/task/$tid/comm" 2>/dev/null)")
+    if (( shim )); then (( f[16] == 7 )) && continue
+    else (( f[6] & 0x00080000 )) && continue; fi
+    bad+=("$tid:$(cat "/proc/$pid/task/$tid/comm" 2>/dev/null)")
+  done
+  (( n > 0 )) || fail "io_flusher_check: no threads of process '$pid' ($what)"
+  (( ${#bad[@]} == 0 )) || fail "$what: ${#bad[@]} of $n threads not marked by $how: ${bad[*]}"
+  note "$what: all $n threads marked by $how: $(printf '%s\n' "${names[@]}" | sort | uniq -c | awk '{c = $1; sub(/^ *[0-9]+ /, ""); printf "%s%s x%s", (NR > 1 ? ", " : ""), $0, c}')"
+}
+
 losetup_attach() {  # losetup_attach FILE -> prints the loop device
   local dev
   dev=$(losetup -f --show "$@")

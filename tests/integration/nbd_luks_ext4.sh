@@ -6,7 +6,10 @@
 # writes a header that cryptsetup accepts (luksDump, --test-passphrase), as does a key added with
 # `luksAddKey` over NBD. Then the server is
 # killed while the volume is open: reads fail with EIO at once, an fsync of new data fails with
-# EIO, nothing hangs, and close says the data could not be flushed.
+# EIO, nothing hangs, and close says the data could not be flushed. A write on a file opened
+# O_DSYNC is one FUA write on the server (no flush), a write and an fsync are a write and a flush
+# (nbdkit's log filter). Every thread of the daemon
+# serving the volume is an I/O flusher (io_flusher_check).
 source "$(dirname "$0")/lib.sh"
 command -v nbdkit > /dev/null || { echo "SKIP: nbdkit not installed"; exit 0; }
 watchdog 300
@@ -26,15 +29,31 @@ nbdkit_start() {
   for _ in $(seq 1 200); do [[ -s "$T/$name.pid" ]] && return 0; sleep 0.05; done
   fail "nbdkit $* did not start"
 }
-nbdkit_start disk file "$img"
+# The log filter records every request (durable writes below).
+nbdkit_start disk --filter=log file "$img" logfile="$T/requests.log"
 uri="nbd+unix:///?socket=$T/disk.sock"
+# requests_since LINE: the requests logged after line LINE, one a line ("Write fua=1", "Flush").
+requests_since() {
+  tail -n +$(($1 + 1)) "$T/requests.log" | grep -oE ' (Write|Flush) id=[0-9]+( offset=[^ ]+ count=[^ ]+ fua=[01])?' |
+    sed -E 's/ id=[0-9]+//; s/ offset=[^ ]+ count=[^ ]+//; s/^ //'
+}
 
 note "luksDump and open by URI"
 cm luksDump "$uri" | grep -q "^Version:.*2" || fail "luksDump over NBD"
-cm_open "$uri" data --key-file "$K"
+LD_PRELOAD=$(io_flusher_preload) cm_open "$uri" data --key-file "$K"
 size=$(stat -c %s "$MNT/data")
 [[ "$size" == $((80 * MiB)) ]] || fail "mapped size $size, expected $((80 * MiB))"
 cm status data --mount-dir "$MNT" | grep -qF "$uri" || { cm status data --mount-dir "$MNT"; fail "status does not name the URI"; }
+
+note "a write on a file opened O_DSYNC reaches the server as one FUA write, no flush; fsync flushes"
+n0=$(wc -l < "$T/requests.log")
+dd if=/dev/urandom of="$MNT/data" bs=4096 count=1 seek=100 oflag=direct,dsync conv=notrunc status=none
+got=$(requests_since "$n0" | tr '\n' ' ')
+[[ "$got" == "Write fua=1 " ]] || fail "an O_DSYNC write reached the server as: '$got'"
+n0=$(wc -l < "$T/requests.log")
+dd if=/dev/urandom of="$MNT/data" bs=4096 count=1 seek=101 oflag=direct conv=notrunc,fsync status=none
+got=$(requests_since "$n0" | tr '\n' ' ')
+[[ "$got" == "Write fua=0 Flush " ]] || fail "a write and an fsync reached the server as: '$got'"
 
 dev=$(losetup_attach "$MNT/data")
 mkfs.ext4 -q -F "$dev"
@@ -44,6 +63,7 @@ mkdir "$T/fs/dir"
 for i in $(seq 1 10); do head -c $((i * 53 * 1024)) /dev/urandom > "$T/fs/dir/f$i"; done
 (cd "$T/fs/dir" && sha256sum f* > "$T/sums")
 dd if=/dev/urandom of="$T/fs/big" bs=1M count=24 status=none conv=fsync
+io_flusher_check "$(daemon_pid)" "the daemon serving $uri"
 umount "$T/fs"; FSMNTS=()
 losetup_detach "$dev"
 sha256sum "$MNT/data" | awk '{print $1}' > "$T/plain.nbd"

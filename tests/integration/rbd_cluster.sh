@@ -15,7 +15,8 @@
 #   5. ext4 on a loop device over the RBD-backed volume, e2fsck clean after close/reopen;
 #   6. --ceph-conf/--ceph-id (no $CEPH_CONF) for a one-shot verb and for a daemon started
 #      without it (the CLI pins the client into the argument); a missing file is a clear error;
-#   7. fio verify with 4 jobs through the FUSE file, again after close and reopen;
+#   7. fio verify with 4 jobs through the FUSE file, again after close and reopen; every thread
+#      of the daemon serving it (librbd's and librados's too) is an I/O flusher;
 #   8. the exclusive lock: while cryptmap serves an image read-write, a second cryptmap open
 #      fails naming the image and the lock holder, and a plain librbd client's write is refused;
 #   9. kill -9 of the daemon under fsync'ed writes, 3 rounds: every acknowledged block intact
@@ -166,8 +167,9 @@ cm_close enc
 cm_close local
 
 note "fio verify (4 jobs) through the FUSE file over RBD, again after close and reopen"
-cm_open rbd:rbd/enc enc --key-file "$P"
+LD_PRELOAD=$(io_flusher_preload) cm_open rbd:rbd/enc enc --key-file "$P"
 fio_verify_round "$MNT/enc" $((16 * MiB)) write 4M
+io_flusher_check "$(daemon_pid)" "the daemon serving rbd:rbd/enc"
 cm_close enc
 cm_open rbd:rbd/enc enc --key-file "$P"
 fio_verify_round "$MNT/enc" $((16 * MiB)) check 4M

@@ -231,6 +231,15 @@ class VolumeImpl final : public Volume {
     return r;
   }
 
+  // Zoned volumes: the ordered write, then a flush (the default). Others: written through with
+  // the store's durable write (WritePath::write, `fua`).
+  Result<std::size_t> write_fua(ByteOffset off, std::span<const std::byte> in,
+                                Admitted admitted) override {
+    if (ctx_.zoned) return Volume::write_fua(off, in, std::move(admitted));
+    admitted();
+    return write_path_->write(off.value, in, /*fua=*/true);
+  }
+
   Result<std::size_t> discard(ByteOffset off, std::uint64_t len) override {
     Result<std::size_t> r = write_path_->discard(off.value, len);
     if (!r) ctx_.log_error("discard", r.error());

@@ -11,12 +11,13 @@ using crypto::CryptoDir;
 // Write-through of a request's pieces as a two-stage pipeline: piece k+1 is merged and
 // encrypted (by the crypto workers) while piece k is written to the store, when a second buffer is
 // free (try_acquire; otherwise one piece at a time). Pieces reach the store in the order they
-// were added. Every started piece is finished and written even after an error; the first
-// error is returned. Caller holds the exclusive range.
+// were added, with the store's durable write when `fua`. Every started piece is finished and
+// written even after an error; the first error is returned. Caller holds the exclusive range.
 class WritePath::Pipe {
  public:
-  Pipe(WritePath& w, std::uint64_t off, std::span<const std::byte> in, BufferPool::Buffer& buf)
-      : w_(w), ctx_(w.ctx_), off_(off), in_(in), buf_(buf) {}
+  Pipe(WritePath& w, std::uint64_t off, std::span<const std::byte> in, BufferPool::Buffer& buf,
+       bool fua = false)
+      : w_(w), ctx_(w.ctx_), off_(off), in_(in), buf_(buf), fua_(fua) {}
   ~Pipe() { (void)drain(); }
   Pipe(const Pipe&) = delete;
   Pipe& operator=(const Pipe&) = delete;
@@ -39,9 +40,7 @@ class WritePath::Pipe {
     if (r) {
       job_ = ctx_.driver->start(CryptoDir::kEncrypt, b, SectorIndex{pos});
     }
-    if (have_prev && prev) {
-      prev = ctx_.store->write_at(ByteOffset{ctx_.geo.image_offset(pos_)}, b_);
-    }
+    if (have_prev && prev) prev = store_write();
     if (first && !prev) first = prev;
     if (first && !r) first = r;
     pos_ = pos;
@@ -53,23 +52,29 @@ class WritePath::Pipe {
   Result<void> drain() {
     if (job_ == nullptr) return ok();
     Result<void> r = ctx_.driver->finish(std::exchange(job_, nullptr));
-    if (r) r = ctx_.store->write_at(ByteOffset{ctx_.geo.image_offset(pos_)}, b_);
+    if (r) r = store_write();
     return r;
   }
 
  private:
+  Result<void> store_write() {
+    const ByteOffset at{ctx_.geo.image_offset(pos_)};
+    return fua_ ? ctx_.store->write_fua(at, b_) : ctx_.store->write_at(at, b_);
+  }
+
   WritePath& w_;
   EngineContext& ctx_;
   const std::uint64_t off_;
   const std::span<const std::byte> in_;
   BufferPool::Buffer& buf_;
+  const bool fua_;
   BufferPool::Buffer spare_;
   CryptoDriver::Job* job_ = nullptr;
   std::uint64_t pos_ = 0;
   std::span<std::byte> b_;
 };
 
-Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byte> in) {
+Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byte> in, bool fua) {
   if (ctx_.read_only) {
     return make_error_fmt(Errc::kReadOnly, "write to volume", off, "%s is opened read-only",
                           ctx_.store->name().c_str());
@@ -82,7 +87,7 @@ Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byt
   if (len == 0) return std::size_t{0};
   const SectorSpan s = ctx_.geo.covering(off, len);
   bool through = false;  // dirty data at the limit: write through, as large writes do
-  if (ctx_.cache && !ctx_.write_through) {
+  if (ctx_.cache && !ctx_.write_through && !fua) {
     Result<bool> t = writeback_->throttle();
     if (!t) {
       ctx_.log_error("write", t.error());
@@ -95,6 +100,14 @@ Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byt
   if (ctx_.cache && ctx_.write_through) {
     // Only clean blocks exist in this mode: drop (wipe) the ones this write makes stale.
     for (std::uint64_t k = s.first; k < s.end; ++k) ctx_.cache->erase(k);
+  } else if (ctx_.cache && fua) {
+    // Resident blocks (dirty ones among them) take the new bytes, so the partial edge sectors
+    // merge() reads come from them, and reads and write-backs stay current.
+    for (std::uint64_t pos = s.first; pos < s.end; ++pos) {
+      const ByteSpan in_sec = ctx_.geo.in_sector(off, len, pos);
+      (void)ctx_.cache->write_if_present(pos, in_sec.lo - ctx_.geo.byte_of(pos),
+                                         in.subspan(in_sec.lo - off, in_sec.size()));
+    }
   } else if (ctx_.cache) {
     if (Result<void> r = write_cached(off, in, s, through); !r) {
       ctx_.log_error("write", r.error());
@@ -103,7 +116,7 @@ Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byt
     return len;
   }
   BufferPool::Buffer buf;
-  Pipe pipe(*this, off, in, buf);
+  Pipe pipe(*this, off, in, buf, fua);
   Result<void> r = ok();
   for (std::uint64_t pos = s.first; pos < s.end && r;) {
     const std::uint64_t n = std::min<std::uint64_t>(s.end - pos, ctx_.buf_sectors);
@@ -119,7 +132,8 @@ Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byt
 }
 
 // Fills `b` with the plaintext of sectors [pos, pos + b.size()/ss) with the request's bytes
-// merged in (partial head and tail sectors are read from the store first).
+// merged in (partial head and tail sectors are taken from the cache when resident, which only
+// a durable write's pieces find there, else read from the store).
 Result<void> WritePath::merge(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
                               std::span<std::byte> b) {
   const SectorGeometry& g = ctx_.geo;
@@ -127,9 +141,13 @@ Result<void> WritePath::merge(std::uint64_t off, std::span<const std::byte> in, 
   const std::uint64_t start = g.byte_of(pos);
   const bool head_partial = g.head_partial(off, pos);
   const bool tail_partial = g.tail_partial(off, in.size(), pos, n);
-  if (head_partial) CRYPTMAP_TRY_VOID(ctx_.fetch(pos, b.first(ctx_.ss)));
+  auto load = [this](std::uint64_t k, std::span<std::byte> sec) -> Result<void> {
+    if (ctx_.cache && ctx_.cache->read(k, 0, sec)) return ok();
+    return ctx_.fetch(k, sec);
+  };
+  if (head_partial) CRYPTMAP_TRY_VOID(load(pos, b.first(ctx_.ss)));
   if (tail_partial && !(n == 1 && head_partial)) {
-    CRYPTMAP_TRY_VOID(ctx_.fetch(pos + n - 1, b.last(ctx_.ss)));
+    CRYPTMAP_TRY_VOID(load(pos + n - 1, b.last(ctx_.ss)));
   }
   const ByteSpan part = overlap(off, in.size(), start, b.size());
   std::memcpy(b.data() + (part.lo - start), in.data() + (part.lo - off), part.size());

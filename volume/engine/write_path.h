@@ -38,7 +38,10 @@ class WritePath {
   WritePath(const WritePath&) = delete;
   WritePath& operator=(const WritePath&) = delete;
 
-  Result<std::size_t> write(std::uint64_t off, std::span<const std::byte> in);
+  // With `fua` (Volume::write_fua) the whole request is written through with the store's
+  // durable write (BackingStore::write_fua), never into the cache; resident blocks of the range
+  // are updated in place (dirty ones stay dirty), so reads and later write-backs see it.
+  Result<std::size_t> write(std::uint64_t off, std::span<const std::byte> in, bool fua = false);
   // REQUIRES: `t` admitted [off, off + in.size()) (whole sectors inside the volume).
   Result<std::size_t> write_zoned(const ZoneTicket& t, std::uint64_t off,
                                   std::span<const std::byte> in);

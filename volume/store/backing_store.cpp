@@ -1,4 +1,5 @@
-// BackingStore's default batches: one piece after another, in the batch's order.
+// BackingStore's defaults: batches one piece after another, in the batch's order; a durable
+// write as a write and a sync.
 #include "volume/store/backing_store.h"
 
 namespace cryptmap::volume {
@@ -19,6 +20,11 @@ Result<void> BackingStore::write_batch(std::span<WritePiece> pieces) {
     if (!p.result && first) first = p.result;
   }
   return first;
+}
+
+Result<void> BackingStore::write_fua(ByteOffset off, std::span<const std::byte> in) {
+  CRYPTMAP_TRY_VOID(write_at(off, in));
+  return sync();
 }
 
 }  // namespace cryptmap::volume

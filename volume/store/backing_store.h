@@ -44,6 +44,11 @@ class BackingStore {
   virtual Result<void> read_at(ByteOffset off, std::span<std::byte> out) const = 0;
   // Writes exactly in.size() bytes (retrying short writes); kReadOnly on a read-only store.
   virtual Result<void> write_at(ByteOffset off, std::span<const std::byte> in) = 0;
+  // write_at whose bytes are durable when it returns (a block device's FUA write): the volume's
+  // writes that must be stable by themselves (a FUSE write on a file opened O_SYNC/O_DSYNC).
+  // Earlier writes are not covered (sync() is). The default is write_at, then sync(); stores
+  // with a durable write of their own use it (PosixBackingStore: RWF_DSYNC; NBD: FUA).
+  virtual Result<void> write_fua(ByteOffset off, std::span<const std::byte> in);
   // Every piece in flight together; returns when all completed, with the first failed piece's
   // error (in batch order) or success. Pieces must not overlap each other (writes: no order
   // among them is promised, except by the default, which keeps the batch's order).

@@ -238,6 +238,7 @@ class Connection {
 struct ExportFacts {
   std::uint64_t size = 0;
   bool read_only = false, can_flush = false, can_trim = false, multi_conn = false;
+  bool can_fua = false;  // NBD_FLAG_SEND_FUA: a write may carry NBD_CMD_FLAG_FUA
   std::uint64_t min_block = 1, max_request = 4u << 20;
   std::uint64_t preferred_block = 0;  // 0: the server did not say
 };
@@ -291,6 +292,7 @@ Result<std::shared_ptr<Connection>> connect(const std::string& uri,
     facts->read_only = nbd_is_read_only(h) == 1;
     facts->can_flush = nbd_can_flush(h) == 1;
     facts->can_trim = nbd_can_trim(h) == 1;
+    facts->can_fua = nbd_can_fua(h) == 1;
     facts->multi_conn = nbd_can_multi_conn(h) == 1;
     const int64_t minb = nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM);
     const int64_t maxb = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
@@ -336,24 +338,14 @@ class NbdBackingStore final : public BackingStore {
   }
 
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
-    if (read_only_) return nbd_error(Errc::kReadOnly, "write NBD export", off.value, uri_, EROFS);
-    if (in.empty()) return ok();
-    if (off.value > facts_.size || in.size() > facts_.size - off.value)
-      return nbd_error(Errc::kNoSpace, "write NBD export past its end", off.value, uri_, ENOSPC);
-    durability_->write_gen.fetch_add(1);
-    auto* data = const_cast<std::byte*>(in.data());  // libnbd's pwrite only reads it
-    if (aligned(off.value, in.size())) {
-      ReaderLock lock(rmw_);
-      return issue(Op::kWrite, off.value, data, in.size());
-    }
-    // Read-modify-write of the partial minimum blocks, exclusive against every other write so
-    // no concurrent write to the same block is lost.
-    WriterLock lock(rmw_);
-    const std::uint64_t a = down(off.value), e = up(off.value + in.size());
-    std::vector<std::byte> bounce(e - a);
-    CRYPTMAP_TRY_VOID(issue(Op::kRead, a, bounce.data(), bounce.size()));
-    std::memcpy(bounce.data() + (off.value - a), in.data(), in.size());
-    return issue(Op::kWrite, a, bounce.data(), bounce.size());
+    return write_as(Op::kWrite, off, in);
+  }
+
+  // NBD_CMD_WRITE with NBD_CMD_FLAG_FUA when the server advertises it (the server answers once
+  // the data is stable, NBD protocol); else a write and then a flush (the default).
+  Result<void> write_fua(ByteOffset off, std::span<const std::byte> in) override {
+    if (!facts_.can_fua || read_only_) return BackingStore::write_fua(off, in);
+    return write_as(Op::kWriteFua, off, in);
   }
 
   Result<void> sync() override {
@@ -449,8 +441,30 @@ class NbdBackingStore final : public BackingStore {
   const std::string& name() const noexcept override { return uri_; }
 
  private:
-  enum class Op : std::uint8_t { kRead, kWrite, kFlush, kTrim };
+  enum class Op : std::uint8_t { kRead, kWrite, kWriteFua, kFlush, kTrim };
   static constexpr std::uint64_t kMaxTrim = 1u << 30;
+
+  // A write (kWrite or kWriteFua) of `in`; unaligned edges are read-modify-written.
+  Result<void> write_as(Op op, ByteOffset off, std::span<const std::byte> in) {
+    if (read_only_) return nbd_error(Errc::kReadOnly, "write NBD export", off.value, uri_, EROFS);
+    if (in.empty()) return ok();
+    if (off.value > facts_.size || in.size() > facts_.size - off.value)
+      return nbd_error(Errc::kNoSpace, "write NBD export past its end", off.value, uri_, ENOSPC);
+    durability_->write_gen.fetch_add(1);
+    auto* data = const_cast<std::byte*>(in.data());  // libnbd's pwrite only reads it
+    if (aligned(off.value, in.size())) {
+      ReaderLock lock(rmw_);
+      return issue(op, off.value, data, in.size());
+    }
+    // Read-modify-write of the partial minimum blocks, exclusive against every other write so
+    // no concurrent write to the same block is lost.
+    WriterLock lock(rmw_);
+    const std::uint64_t a = down(off.value), e = up(off.value + in.size());
+    std::vector<std::byte> bounce(e - a);
+    CRYPTMAP_TRY_VOID(issue(Op::kRead, a, bounce.data(), bounce.size()));
+    std::memcpy(bounce.data() + (off.value - a), in.data(), in.size());
+    return issue(op, a, bounce.data(), bounce.size());
+  }
 
   bool aligned(std::uint64_t off, std::uint64_t len) const noexcept {
     return off % facts_.min_block == 0 && len % facts_.min_block == 0;
@@ -490,10 +504,10 @@ class NbdBackingStore final : public BackingStore {
       return nullptr;
     }
     if (facts.size != facts_.size || facts.min_block != facts_.min_block ||
-        (facts.read_only && !read_only_)) {
+        (facts.read_only && !read_only_) || (facts_.can_fua && !facts.can_fua)) {
       spdlog::error(
           "NBD {}: the server is back but its export changed (size {} bytes, was {}; or it is "
-          "read-only now); not using it. Close the volume and check the export",
+          "read-only now, or lost FUA); not using it. Close the volume and check the export",
           uri_, facts.size, facts_.size);
       return nullptr;
     }
@@ -519,6 +533,8 @@ class NbdBackingStore final : public BackingStore {
         return "read from NBD export";
       case Op::kWrite:
         return "write to NBD export";
+      case Op::kWriteFua:
+        return "write to NBD export (FUA)";
       case Op::kFlush:
         return "flush NBD export";
       case Op::kTrim:
@@ -568,6 +584,10 @@ class NbdBackingStore final : public BackingStore {
           break;
         case Op::kWrite:
           cookie = nbd_aio_pwrite(c->handle(), buf + done, piece, off + done, cb, 0);
+          break;
+        case Op::kWriteFua:
+          cookie =
+              nbd_aio_pwrite(c->handle(), buf + done, piece, off + done, cb, LIBNBD_CMD_FLAG_FUA);
           break;
         case Op::kFlush:
           cookie = nbd_aio_flush(c->handle(), cb, 0);

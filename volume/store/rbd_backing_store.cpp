@@ -317,6 +317,10 @@ class RbdBackingStore final : public BackingStore {
                                      reinterpret_cast<const char*>(in.data()), c);
     });
   }
+  // write_fua: the default, write_at then sync(). librbd's API promises no write that is
+  // durable by itself: rbd_aio_write2's op_flags are librados's LIBRADOS_OP_FLAG_* hints, whose
+  // LIBRADOS_OP_FLAG_FADVISE_FUA librados.h calls optional support, with no durability promise.
+  // So a durable write is a write and rbd_aio_flush, which makes every completed write durable.
   Result<void> sync() override {
     if (read_only_) return ok();
     return issue("flush RBD image", kNoObject,

@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -390,6 +391,31 @@ TEST_F(VolumeServerTest, FsyncAndFdatasyncFlushTheVolume) {
   ASSERT_EQ(fdatasync(fd.get()), 0);
   EXPECT_EQ(v->flushes(), before + 2);
   EXPECT_EQ(0, std::memcmp(v->durable().data(), a.data(), 512));
+}
+
+// The kernel sends no fsync after an O_DSYNC or RWF_DSYNC write on a direct-I/O file, only the
+// flag with the write: the server must make that write durable before answering it
+// (Volume::write_fua; FakeVolume's is the default, a write and a flush). Plain writes are not.
+TEST_F(VolumeServerTest, DsyncWritesAreDurableWhenAnsweredAndPlainWritesAreNot) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 1u << 20});
+  const auto a = pattern(8192, 10);
+  UniqueFd plain = open_file("vol", O_RDWR);
+  const int before = v->flushes();
+  ASSERT_EQ(pwrite(plain.get(), a.data(), 4096, 0), 4096);
+  EXPECT_EQ(v->flushes(), before);
+  EXPECT_NE(0, std::memcmp(v->durable().data(), a.data(), 4096));
+  UniqueFd dsync = open_file("vol", O_RDWR | O_DSYNC);
+  ASSERT_EQ(pwrite(dsync.get(), a.data(), 4096, 16384), 4096);
+  EXPECT_EQ(v->flushes(), before + 1);
+  EXPECT_EQ(0, std::memcmp(v->durable().data() + 16384, a.data(), 4096));
+  UniqueFd sync = open_file("vol", O_RDWR | O_SYNC);
+  ASSERT_EQ(pwrite(sync.get(), a.data() + 4096, 4096, 32768), 4096);
+  EXPECT_EQ(v->flushes(), before + 2);
+  iovec io{const_cast<std::byte*>(a.data()), 4096};
+  ASSERT_EQ(pwritev2(plain.get(), &io, 1, 65536, RWF_DSYNC), 4096);
+  EXPECT_EQ(v->flushes(), before + 3);
+  EXPECT_EQ(0, std::memcmp(v->durable().data() + 65536, a.data(), 4096));
 }
 
 TEST_F(VolumeServerTest, ReadOnlyVolumeRefusesWriteOpensButReads) {

@@ -64,6 +64,36 @@ TEST(StoreDepth, AWriteBackPassWritesSeveralRunsAsOneBatch) {
   EXPECT_EQ(image_plaintext(o.t, 0, 64 * 1024), model);
 }
 
+// A durable write (Volume::write_fua) reaches the store as its durable writes, with no sync,
+// and carries the newest bytes of every sector it touches: a partial sector whose newest bytes
+// are only in the cache (dirty, never written back) is merged from there, not from the stale
+// store. Reads afterwards see the same.
+TEST(StoreDepth, ADurableWriteGoesToTheStoreAsDurableWritesMergedWithDirtyCachedSectors) {
+  VolumeOptions opts;
+  opts.flush_age_ms = 3600 * 1000;
+  Opened o = open_watched(512, 1 << 20, opts, {});
+  ASSERT_TRUE(o.t.vol);
+  std::vector<std::byte> model = image_plaintext(o.t, 0, 8192);
+  const auto a = pattern(2048, 41);  // sectors 0-3, dirty in the cache
+  ASSERT_TRUE(o.t.vol->write(ByteOffset{0}, a));
+  std::memcpy(model.data(), a.data(), a.size());
+  const auto b = pattern(1500, 42);  // bytes 1000..2500: partial sectors 1 and 4
+  ASSERT_EQ(o.store->fua_writes.load(), 0);
+  auto w = o.t.vol->write_fua(ByteOffset{1000}, b, [] {});
+  ASSERT_TRUE(w) << w.error().message();
+  std::memcpy(model.data() + 1000, b.data(), b.size());
+  EXPECT_GE(o.store->fua_writes.load(), 1);
+  EXPECT_EQ(o.store->syncs.load(), 0) << "a durable write flushed the whole store";
+  // Sectors 1-4 in the store, before any write-back: the durable write's own bytes, merged.
+  EXPECT_EQ(image_plaintext(o.t, 512, 2048),
+            std::vector<std::byte>(model.begin() + 512, model.begin() + 2560));
+  std::vector<std::byte> back(8192);
+  ASSERT_TRUE(o.t.vol->read(ByteOffset{0}, back));
+  EXPECT_EQ(back, model);
+  ASSERT_TRUE(o.t.vol->flush());
+  EXPECT_EQ(image_plaintext(o.t, 0, 8192), model);
+}
+
 TEST(StoreDepth, AStreamingReadReadsItsPiecesAsOneBatch) {
   VolumeOptions opts;
   opts.cache_bytes = 0;

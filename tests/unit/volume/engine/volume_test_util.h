@@ -50,6 +50,13 @@ class BorrowedStore final : public volume::BackingStore {
     if (on_io) on_io(off.value, true);
     return s_.write_at(off, in);
   }
+  // Durable writes are counted (and written as plain ones: the memory store has no cache).
+  Result<void> write_fua(ByteOffset off, std::span<const std::byte> in) override {
+    fua_writes.fetch_add(1);
+    return write_at(off, in);
+  }
+  std::atomic<int> fua_writes{0};
+  std::atomic<int> syncs{0};
   // Batches run the default loop (through read_at/write_at above) and record their size.
   Result<void> read_batch(std::span<volume::ReadPiece> pieces) const override {
     note_batch(largest_read_batch, pieces.size());
@@ -61,7 +68,10 @@ class BorrowedStore final : public volume::BackingStore {
   }
   mutable std::atomic<std::size_t> largest_read_batch{0};
   std::atomic<std::size_t> largest_write_batch{0};
-  Result<void> sync() override { return s_.sync(); }
+  Result<void> sync() override {
+    syncs.fetch_add(1);
+    return s_.sync();
+  }
   Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
   std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
   bool read_only() const noexcept override { return s_.read_only(); }

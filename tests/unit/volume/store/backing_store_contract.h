@@ -1,6 +1,7 @@
 // The BackingStore contract (volume/store/backing_store.h) as a typed test suite that every store
 // instantiates: positional reads and writes, unwritten bytes reading as zeros, reads past the end
-// (kIo naming the store), writes past the end (the store grows, or kNoSpace), sync, discard,
+// (kIo naming the store), writes past the end (the store grows, or kNoSpace), sync, durable
+// (FUA) writes, discard,
 // size and name, read-only refusal, concurrent use from several threads, and batches (every
 // piece at its offset, more pieces than an io_uring has entries, a failing piece failing alone).
 //
@@ -157,6 +158,22 @@ TYPED_TEST_P(BackingStoreContract, SyncSucceedsAndKeepsWhatWasWritten) {
   EXPECT_TRUE(s->sync());  // nothing new: still fine
 }
 
+TYPED_TEST_P(BackingStoreContract, ADurableWriteReadsBackLikeAWriteAndLeavesItsNeighboursAlone) {
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  const auto a = random_bytes(this->up(70000), 24);
+  ASSERT_TRUE(s->write_at(ByteOffset{0}, a));
+  const auto b = random_bytes(this->up(9000), 25);
+  auto w = s->write_fua(ByteOffset{this->up(1111)}, b);
+  ASSERT_TRUE(w) << w.error().message();
+  std::vector<std::byte> want = a;
+  std::copy(b.begin(), b.end(), want.begin() + static_cast<std::ptrdiff_t>(this->up(1111)));
+  std::vector<std::byte> back(a.size());
+  ASSERT_TRUE(s->read_at(ByteOffset{0}, back));
+  EXPECT_EQ(back, want);
+  EXPECT_TRUE(s->sync());
+}
+
 TYPED_TEST_P(BackingStoreContract, SizeAndNameStayTheSameAcrossIo) {
   auto s = this->make();
   ASSERT_TRUE(s);
@@ -176,6 +193,9 @@ TYPED_TEST_P(BackingStoreContract, ReadOnlyStoresRefuseWritesAndDiscardsButRead)
   auto w = s->write_at(ByteOffset{0}, random_bytes(this->up(10), 8));
   ASSERT_FALSE(w);
   EXPECT_EQ(w.error().code, Errc::kReadOnly);
+  auto f = s->write_fua(ByteOffset{0}, random_bytes(this->up(10), 8));
+  ASSERT_FALSE(f);
+  EXPECT_EQ(f.error().code, Errc::kReadOnly);
   auto d = s->discard(ByteOffset{0}, 4096);
   ASSERT_FALSE(d);
   EXPECT_EQ(d.error().code, Errc::kReadOnly);
@@ -310,16 +330,15 @@ TYPED_TEST_P(BackingStoreContract, ReadOnlyStoresRefuseEveryPieceOfAWriteBatch) 
   EXPECT_TRUE(all_zero(back));
 }
 
-REGISTER_TYPED_TEST_SUITE_P(BackingStoreContract, BatchesMoveEveryPieceToAndFromItsOwnOffset,
-                            APieceFailingInTheMiddleOfABatchFailsAlone,
-                            ReadOnlyStoresRefuseEveryPieceOfAWriteBatch,
-                            WritesReadBackAtTheirOffsetsAndUnwrittenBytesReadAsZeros,
-                            AReadSpanningWrittenAndUnwrittenBytesReturnsBoth,
-                            ReadPastTheEndIsAnIoErrorNamingTheStore,
-                            AWritePastTheEndGrowsTheStoreOrIsNoSpace,
-                            SyncSucceedsAndKeepsWhatWasWritten, SizeAndNameStayTheSameAcrossIo,
-                            ReadOnlyStoresRefuseWritesAndDiscardsButRead,
-                            DiscardedRangesReadAsZerosAndTheirNeighboursKeepTheirBytes,
-                            ConcurrentWritersAndReadersOfDisjointRangesSeeTheirOwnBytes);
+REGISTER_TYPED_TEST_SUITE_P(
+    BackingStoreContract, BatchesMoveEveryPieceToAndFromItsOwnOffset,
+    APieceFailingInTheMiddleOfABatchFailsAlone, ReadOnlyStoresRefuseEveryPieceOfAWriteBatch,
+    WritesReadBackAtTheirOffsetsAndUnwrittenBytesReadAsZeros,
+    AReadSpanningWrittenAndUnwrittenBytesReturnsBoth, ReadPastTheEndIsAnIoErrorNamingTheStore,
+    AWritePastTheEndGrowsTheStoreOrIsNoSpace, SyncSucceedsAndKeepsWhatWasWritten,
+    ADurableWriteReadsBackLikeAWriteAndLeavesItsNeighboursAlone, SizeAndNameStayTheSameAcrossIo,
+    ReadOnlyStoresRefuseWritesAndDiscardsButRead,
+    DiscardedRangesReadAsZerosAndTheirNeighboursKeepTheirBytes,
+    ConcurrentWritersAndReadersOfDisjointRangesSeeTheirOwnBytes);
 
 }  // namespace cryptmap::volume::contract

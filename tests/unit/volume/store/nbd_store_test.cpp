@@ -2,7 +2,8 @@
 // sockets: the BackingStore contract over the memory plugin, the server's block-size
 // constraints, multi-conn, server errors (error filter), a stalled server (delay filter), a
 // server that is killed, one restarted (reconnection, the once-only sync failure), a read-only
-// export, batches in flight together (log filter), and the URI recognition. Skips without nbdkit.
+// export, batches in flight together (log filter), durable writes as FUA or write + flush (log
+// filter; eval plugin without FUA), and the URI recognition. Skips without nbdkit.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -149,6 +150,71 @@ TEST(NbdStore, ABatchsPiecesAreInFlightTogether) {
   const std::string text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   EXPECT_EQ(requests_before_first_reply(text, "Write"), 4) << text;
   EXPECT_EQ(requests_before_first_reply(text, "Read"), 4) << text;
+}
+
+// The requests nbdkit's log filter saw, in arrival order, as "Write fua=1", "Flush", "Read"
+// (replies and other lines left out).
+std::vector<std::string> logged_requests(const std::string& logfile) {
+  const auto bytes = test::read_file(logfile);
+  std::istringstream in(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    for (const char* kind : {"Read", "Write", "Flush"}) {
+      if (line.find(std::string(" ") + kind + " id=") == std::string::npos) continue;
+      std::string r = kind;
+      if (const auto f = line.find(" fua="); f != std::string::npos) r += line.substr(f, 6);
+      out.push_back(r);
+    }
+  }
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+// A durable write is one NBD write carrying FUA when the server advertises FUA: no flush. A sync
+// after it still sends a flush (every write since the last acknowledged flush, FUA ones too),
+// so an fsync never succeeds without one.
+TEST(NbdStore, ADurableWriteIsOneFuaWriteWhenTheServerHasFua) {
+  test::TempDir dir("cryptmap-nbd-fua");
+  const std::string log = dir.file("requests.log");
+  test::NbdkitServer srv({"--filter=log", "memory", "4M", "logfile=" + log});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto s = open_nbd_store(srv.uri(), {.connections = 1});
+  ASSERT_TRUE(s) << s.error().message();
+  const auto d = test::deterministic_bytes(8192, 31);
+  ASSERT_TRUE((*s)->write_fua(ByteOffset{4096}, d));
+  EXPECT_EQ(joined(logged_requests(log)), "Write fua=1");
+  ASSERT_TRUE((*s)->write_at(ByteOffset{65536}, d));
+  ASSERT_TRUE((*s)->sync());
+  EXPECT_EQ(joined(logged_requests(log)), "Write fua=1, Write fua=0, Flush");
+  std::vector<std::byte> back(d.size());
+  ASSERT_TRUE((*s)->read_at(ByteOffset{4096}, back));
+  EXPECT_EQ(back, d);
+}
+
+// Without FUA from the server a durable write is a write and then a flush, answered only after
+// the flush was. The server: nbdkit's eval plugin over a file, with flush but no FUA (nbdkit
+// 1.32's fua filter has no fuamode=none).
+TEST(NbdStore, ADurableWriteIsAWriteThenAFlushWithoutFua) {
+  test::TempDir dir("cryptmap-nbd-nofua");
+  const std::string log = dir.file("requests.log");
+  const std::string img = dir.sized_file("disk.img", 4 << 20);
+  test::NbdkitServer srv(
+      {"--filter=log", "eval", "get_size=echo 4194304",
+       "pread=dd if=" + img + " iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none",
+       "pwrite=dd of=" + img + " oflag=seek_bytes conv=notrunc seek=$4 status=none",
+       "can_write=exit 0", "can_flush=exit 0", "flush=sync " + img, "can_fua=echo none",
+       "logfile=" + log});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto s = open_nbd_store(srv.uri(), {.connections = 1});
+  ASSERT_TRUE(s) << s.error().message();
+  const auto d = test::deterministic_bytes(4096, 32);
+  ASSERT_TRUE((*s)->write_fua(ByteOffset{0}, d));
+  EXPECT_EQ(joined(logged_requests(log)), "Write fua=0, Flush");
 }
 
 TEST(NbdStore, ConcurrentWritersToNeighbouringSectorsOfOneServerBlockLoseNothing) {
