@@ -1,15 +1,15 @@
 #include "volume/format/tcrypt.h"
 
-#include <algorithm>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
+#include <tbb/task_group.h>
+
 #include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
-#include <optional>
-#include <system_error>
-#include <thread>
-#include <vector>
 
 #include "crypto/kdf.h"
 #include "crypto/sector_cipher.h"
@@ -237,12 +237,8 @@ Result<void> derive(const TcryptKdf& kdf, std::span<const std::byte> input,
   return crypto::pbkdf2(kdf.hash, input, salt, kdf.iterations, out);
 }
 
-// Runs the trial over one header: KDFs in parallel, chains inside each; once one KDF hits, the
-// KDFs not yet started are skipped. Among simultaneous hits cryptsetup's order wins.
-// The parallelism is a plain set of threads for this one call (one per core, at most one per
-// KDF, the calling thread among them), each taking the next KDF not yet taken: a trial runs
-// in the foreground of a one-shot command, so a pool that outlives it (TBB's, which used to
-// run it, or the engine's SlicePool, whose workers mark themselves as I/O threads) buys nothing.
+// Runs the trial over one header: KDFs in parallel (TBB), chains inside each; the first hit
+// cancels the KDFs not yet started. Among simultaneous hits cryptsetup's order wins.
 Result<std::optional<TcryptMatch>> trial(std::span<const std::byte> raw_header,
                                          const TcryptOptions& opts,
                                          std::span<const std::byte> input) {
@@ -253,43 +249,34 @@ Result<std::optional<TcryptMatch>> trial(std::span<const std::byte> raw_header,
   std::vector<std::optional<Found>> hits(kdfs.size());
   std::vector<std::optional<Error>> errors(kdfs.size());
   std::atomic<bool> found{false};
-  std::atomic<std::size_t> next{0};
+  tbb::task_group_context ctx;
   const auto salt = raw_header.first(kSaltBytes);
-  auto work = [&] {
-    for (;;) {
-      if (found.load(std::memory_order_relaxed)) return;
-      const std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
-      if (i >= kdfs.size()) return;
-      auto derived = SecretBytes::allocate(kDerivedKeyBytes);
-      if (!derived) {
-        errors[i] = derived.error();
-        continue;
-      }
-      if (auto d = derive(kdfs[i], input, salt, derived->span()); !d) {
-        // A KDF a build lacks is skipped, as cryptsetup does (its OpenSSL build: Streebog).
-        if (d.error().code != Errc::kUnsupported) errors[i] = d.error();
-        continue;
-      }
-      auto hit = try_chains(raw_header, derived->span(), opts);
-      if (!hit) {
-        errors[i] = hit.error();
-      } else if (*hit) {
-        hits[i] = std::move(*hit);
-        found.store(true, std::memory_order_relaxed);
-      }
-    }
-  };
-  const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> helpers;
-  for (std::size_t t = 1; t < std::min(cores, kdfs.size()); ++t) {
-    try {
-      helpers.emplace_back(work);
-    } catch (const std::system_error&) {
-      break;  // fewer threads: the calling thread still takes every KDF left
-    }
-  }
-  work();
-  for (std::thread& h : helpers) h.join();
+  tbb::parallel_for(
+      tbb::blocked_range<std::size_t>(0, kdfs.size(), 1),
+      [&](const tbb::blocked_range<std::size_t>& r) {
+        for (std::size_t i = r.begin(); i != r.end(); ++i) {
+          if (found.load(std::memory_order_relaxed)) return;
+          auto derived = SecretBytes::allocate(kDerivedKeyBytes);
+          if (!derived) {
+            errors[i] = derived.error();
+            continue;
+          }
+          if (auto d = derive(kdfs[i], input, salt, derived->span()); !d) {
+            // A KDF a build lacks is skipped, as cryptsetup does (its OpenSSL build: Streebog).
+            if (d.error().code != Errc::kUnsupported) errors[i] = d.error();
+            continue;
+          }
+          auto hit = try_chains(raw_header, derived->span(), opts);
+          if (!hit) {
+            errors[i] = hit.error();
+          } else if (*hit) {
+            hits[i] = std::move(*hit);
+            found.store(true, std::memory_order_relaxed);
+            ctx.cancel_group_execution();
+          }
+        }
+      },
+      tbb::simple_partitioner(), ctx);
   for (std::size_t i = 0; i < kdfs.size(); ++i) {
     if (!hits[i]) continue;
     TcryptMatch m;
