@@ -8,9 +8,12 @@
 #     hotzone), finished by the other (and cryptmap's by cryptmap): no data lost; for each tool
 #     a kill inside a hotzone (recovery from the unshifted source) is required;
 #  3. bad input (a wrong passphrase, a size not a multiple of 512, too small for the header,
-#     an image smaller than the shift, an image that is already LUKS, --header with a shift,
-#     a resume of cryptsetup's datashift decryption): clear errors, the image unchanged
-#     (sha256).
+#     an image smaller than the shift, an image that is already LUKS, --header with a shift):
+#     clear errors, the image unchanged (sha256);
+#  4. cryptsetup 2.6's datashift decryption (--decrypt --header NEW-FILE of an image whose
+#     header is inside it, requirement online-reencrypt-v3): its --init-only and a run of it
+#     killed inside a hotzone are finished by cryptmap; the plaintext and the finished header as
+#     cryptsetup's own run leaves them; a wrong passphrase changes nothing.
 # The data is checked against the pattern written into the plain image: through `cryptmap open`
 # and by cryptsetup's own decryption (check_data).
 source "$(dirname "$0")/lib.sh"
@@ -136,14 +139,63 @@ expect_exit 5 "online encryption with a data shift .*is not implemented yet" -- 
   --mount-dir "$MNT" "$T/f.img"
 cm_close pl
 [[ $(sum "$T/f.img") == "$before" ]] || fail "3: a refused encryption of a served image changed it"
-# cryptsetup 2.6.1's datashift decryption of the finished image (the header exported to a new
-# file, the data moving to offset 0; requirement online-reencrypt-v3) is refused by cryptmap.
-cp "$T/w.img" "$T/d.img"
-cryptsetup reencrypt --decrypt --header "$T/d.hdr" --batch-mode --force-offline-reencrypt \
-  --key-file "$K" --init-only "$T/d.img" > /dev/null 2>&1
-before=$(sum "$T/d.img") hbefore=$(sum "$T/d.hdr")
-expect_failure 1 "decryption with a data shift.*online-reencrypt-v3.*not implemented" -- \
-  cm reencrypt --resume-only --batch-mode --key-file "$K" --header "$T/d.hdr" "$T/d.img"
-[[ $(sum "$T/d.img") == "$before" && $(sum "$T/d.hdr") == "$hbefore" ]] \
-  || fail "3: a refused resume of cryptsetup's datashift decryption changed the image or header"
+note "4. cryptsetup 2.6's datashift decryption (--decrypt --header NEW-FILE), resumed by cryptmap"
+# The finished image w (header inside, data offset = shift) is decrypted: the header goes to a
+# new file, the plaintext to the image's start (docs/reencrypt.md §11). Reference: cryptsetup's
+# own whole run; the plaintext is the image's first size - shift bytes (the rest is wiped).
+PLAIN=$((DATA + SHIFT))
+dec_init() {  # dec_init NAME: $T/NAME.img (a copy of w), cryptsetup --init-only into NAME.hdr
+  cp "$T/w.img" "$T/$1.img"
+  rm -f "$T/$1.hdr"
+  cryptsetup reencrypt --decrypt --header "$T/$1.hdr" --batch-mode --force-offline-reencrypt \
+    --key-file "$K" --init-only "$T/$1.img" > /dev/null || fail "4: cryptsetup --init-only failed"
+}
+dec_ok() {  # dec_ok NAME WHAT: finished, the plaintext as cryptsetup's own run left it
+  cryptsetup luksDump --dump-json-metadata "$T/$1.hdr" | grep -q online-reencrypt \
+    && fail "$2: the header is still in reencryption"
+  diff <(shape "$T/ref.hdr") <(shape "$T/$1.hdr") || fail "$2: the finished header differs in shape from cryptsetup's"
+  [[ $(head -c "$PLAIN" "$T/$1.img" | sha256sum) == "$(head -c "$PLAIN" "$T/ref.img" | sha256sum)" ]] \
+    || fail "$2: the plaintext differs from cryptsetup's own decryption"
+  pattern_check "$T/$1.img" 0 "$DATA" 7 || fail "$2: the plaintext is not the pattern"
+}
+cp "$T/w.img" "$T/ref.img"
+rm -f "$T/ref.hdr"
+cryptsetup reencrypt --decrypt --header "$T/ref.hdr" --batch-mode --force-offline-reencrypt \
+  --key-file "$K" "$T/ref.img" > /dev/null || fail "4: cryptsetup's own datashift decryption failed"
+pattern_check "$T/ref.img" 0 "$DATA" 7 || fail "4: cryptsetup's decryption is not the pattern"
+dec_init d
+cm reencrypt --resume-only --batch-mode --key-file "$K" --header "$T/d.hdr" "$T/d.img" \
+  || fail "4: cryptmap cannot resume cryptsetup's --init-only datashift decryption"
+dec_ok d "4 (cryptsetup init, cryptmap run)"
+# cryptsetup killed at a random sync inside a hotzone, cryptmap finishes: WHERE "forward" (a
+# hotzone moving the data down, recovered from its source) or "moved" (the moved first part at
+# offset 0, recovered from the checksums). cryptsetup 2.6.1 syncs 5 times a hotzone here (the
+# 3rd: the data, after the hot header), 6 forward hotzones, then the moved part (27th, 28th: after
+# its hot header); the loop checks where each kill landed.
+dec_init k
+cp "$T/k.img" "$T/kinit.img"; cp "$T/k.hdr" "$T/kinit.hdr"
+for where in forward moved; do
+  hotat=none
+  for try in $(seq 1 8); do
+    cp "$T/kinit.img" "$T/k.img"; cp "$T/kinit.hdr" "$T/k.hdr"
+    if [[ $where == forward ]]; then n=$((3 + 5 * (RANDOM % 5))); else n=$((27 + RANDOM % 2)); fi
+    STOP_WHEN=$n stop_at_sync KILL cryptsetup reencrypt --resume-only --batch-mode \
+      --force-offline-reencrypt --key-file "$K" --header "$T/k.hdr" "$T/k.img"
+    read -r state at < <(reenc_state "$T/k.hdr")
+    [[ $state == hot ]] || continue
+    [[ $where == moved && $at == 0 || $where == forward && $at -gt 0 ]] && { hotat=$at; break; }
+  done
+  [[ $hotat != none ]] || fail "4: no kill of cryptsetup landed inside a $where hotzone in 8 tries"
+  cm reencrypt --resume-only --batch-mode --key-file "$K" --header "$T/k.hdr" "$T/k.img" \
+    || fail "4: cryptmap cannot resume cryptsetup's datashift decryption killed in the $where hotzone at $hotat"
+  dec_ok k "4 (cryptsetup killed in the $where hotzone at $hotat, cryptmap finished)"
+  note "4. cryptsetup killed in the $where hotzone at $hotat (sync $n, try $try), cryptmap finished"
+done
+# A wrong passphrase changes nothing.
+dec_init p
+before=$(sum "$T/p.img") hbefore=$(sum "$T/p.hdr")
+expect_failure 2 "No key available with this passphrase" -- \
+  cm reencrypt --resume-only --batch-mode --key-file "$W" --header "$T/p.hdr" "$T/p.img"
+[[ $(sum "$T/p.img") == "$before" && $(sum "$T/p.hdr") == "$hbefore" ]] \
+  || fail "4: a refused resume of the datashift decryption changed the image or header"
 note "PASS"

@@ -37,7 +37,10 @@ using format::Luks2State;
 namespace {
 
 constexpr const char* kRequirement = "online-reencrypt-v2";
-constexpr std::uint8_t kReencryptVersion = 2;       // LUKS2_REENCRYPT_REQ_VERSION
+constexpr std::uint8_t kReencryptVersion = 2;  // LUKS2_REENCRYPT_REQ_VERSION
+// cryptsetup 2.6's decryption with a data shift (LUKS2_DECRYPT_DATASHIFT_REQ_VERSION).
+constexpr const char* kRequirementV3 = "online-reencrypt-v3";
+constexpr std::uint8_t kDecryptShiftVersion = 3;
 constexpr std::uint64_t kMaxHotzone = 64ull << 20;  // cryptmap's memory cap
 constexpr std::uint64_t kNoneHotzone = 0x1400000;   // 20 MiB, cryptsetup's default
 constexpr std::uint32_t kChecksumMinBlock = 4096;   // file block size
@@ -195,6 +198,18 @@ bool put_segment(std::vector<std::byte>& out, const Json& seg) {
          put_u32(out, seg, "sector_size");
 }
 
+// The version the header's requirement names (LUKS2_config_get_reencrypt_version): 3 for
+// online-reencrypt-v3, else 2.
+std::uint8_t reencrypt_version(const Json& root) {
+  auto config = root.find("config");
+  if (config == root.end() || !config->contains("requirements")) return kReencryptVersion;
+  auto mand = (*config)["requirements"].find("mandatory");
+  if (mand == (*config)["requirements"].end() || !mand->is_array()) return kReencryptVersion;
+  for (const auto& r : *mand)
+    if (r == kRequirementV3) return kDecryptShiftVersion;
+  return kReencryptVersion;
+}
+
 // 'v', '0' + version, the old key (empty for encrypt), the new key (empty for decrypt, or when
 // it has the old key's digest), keyslot fields, backup segments.
 Result<SecretBytes> digest_data(const Json& root, std::span<const std::byte> vk_old,
@@ -221,7 +236,7 @@ Result<SecretBytes> digest_data(const Json& root, std::span<const std::byte> vk_
   CRYPTMAP_TRY(data, SecretBytes::allocate(len));
   std::byte* p = data.data();
   *p++ = std::byte{0x76};
-  *p++ = static_cast<std::byte>(0x30 + kReencryptVersion);
+  *p++ = static_cast<std::byte>(0x30 + reencrypt_version(root));
   if (!vk_old.empty()) std::memcpy(p, vk_old.data(), vk_old.size());
   p += vk_old.size();
   if (!vk_new.empty()) std::memcpy(p, vk_new.data(), vk_new.size());
@@ -294,6 +309,12 @@ struct Context {
   std::uint64_t shift = 0;
   std::optional<SegmentInfo> moved;
   bool datashift() const { return shift != 0; }
+  // Decryption with a data shift (cryptsetup 2.6's --decrypt --header NEW-FILE of an image whose
+  // header was inside it, docs/reencrypt.md §11): forward hotzones [M + k*shift, ...) read at
+  // shift + off and written plain at off, then the moved first M bytes at [0, M) in place
+  // (resilience checksum or journal: the area type after "datashift-"). moved_done: all of it.
+  bool decrypt_shift() const { return datashift() && mode == "decrypt"; }
+  bool moved_done = false;
   std::uint64_t data_offset = 0;
   std::uint64_t device_size = 0;  // bytes of data (from data_offset)
   bool fixed_size = false;
@@ -302,7 +323,14 @@ struct Context {
   bool crashed = false;
   std::uint64_t offset = 0, hot_length = 0;
   bool forward() const { return direction == "forward"; }
-  std::uint64_t done() const { return forward() ? offset : device_size - offset; }
+  std::uint64_t done() const {
+    if (decrypt_shift()) {
+      const std::uint64_t m = moved && moved->size ? *moved->size : 0;
+      if (moved_done) return device_size;
+      return offset == 0 || offset < m ? device_size - m : offset - m;
+    }
+    return forward() ? offset : device_size - offset;
+  }
 };
 
 Result<Context> read_context(const Json& root) {
@@ -340,12 +368,20 @@ Result<void> check_supported(const Context& c, const Json& root) {
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: backup segment without digest"));
     return ok();
   }
+  if ((c.resilience == "datashift-checksum" || c.resilience == "datashift-journal") &&
+      c.mode == "decrypt" && c.direction == "forward" && moved) {
+    if (c.shift == 0 || c.shift % 512)
+      return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt keyslot shift_size"));
+    if (c.digest_old < 0)
+      return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: backup segment without digest"));
+    return ok();
+  }
   if (c.resilience == "datashift-checksum" || c.resilience == "datashift-journal" ||
       (c.resilience == "datashift" && c.mode == "decrypt"))
     return fail(unsupported(
-        "cryptmap reencrypt: decryption with a data shift (cryptsetup 2.6's --decrypt of an "
-        "image whose header is inside it, resilience datashift-checksum/-journal) is not "
-        "implemented yet; finish it with cryptsetup reencrypt"));
+        "cryptmap reencrypt: a decryption with a data shift other than cryptsetup 2.6's (direction "
+        "forward, a moved first segment, resilience datashift-checksum/-journal) is not "
+        "implemented; finish it with cryptsetup reencrypt"));
   if (c.mode == "encrypt" && c.direction != "forward")
     return fail(unsupported(
         "cryptmap reencrypt: encryption in direction \"backward\" (cryptsetup's encryption with "
@@ -390,8 +426,56 @@ std::vector<const Json*> regular_segments(const Json& root) {
 // (fixed); the converted part is [offset, device_size). With no hotzone in the header, offset
 // is the length of the linear (still plain) segments (reencrypt_offset_backward_moved: the
 // moved first `shift` bytes plus what is left in place), 0 once one crypt segment remains.
+// Decryption with a data shift (docs/reencrypt.md §11, reencrypt_offset_forward_moved): the
+// data is image size - shift bytes; with no hotzone in the header, the next forward hotzone
+// starts where the last crypt segment (the part still in place) starts, less the shift; when
+// only the moved first segment is left encrypted, the moved part is next; one linear segment:
+// done.
+Result<void> fill_geometry_decrypt_shift(Context& c, const Json& root, std::uint64_t image_size) {
+  if (c.old_seg.linear || !c.new_seg.linear || c.moved->linear || !c.moved->size ||
+      *c.moved->size == 0 || *c.moved->size > c.shift || c.new_seg.offset != 0 ||
+      c.old_seg.offset != c.shift || c.moved->offset != 0)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: data shift backup segments"));
+  if (image_size <= c.shift || image_size - c.shift < *c.moved->size)
+    return fail(make_error_fmt(Errc::kNoSpace, "Device is too small.", image_size,
+                               "(%llu bytes) for the data shift of its decryption",
+                               static_cast<unsigned long long>(image_size)));
+  c.device_size = image_size - c.shift;
+  const auto regs = regular_segments(root);
+  if (regs.empty()) return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: no segment"));
+  int last_crypt = -1;
+  for (std::size_t i = 0; i < regs.size(); ++i) {
+    const SegmentInfo s = segment_info(*regs[i]);
+    if (has_flag(*regs[i], "in-reencryption")) {
+      if (!s.size || !s.linear || s.offset >= c.device_size || *s.size == 0)
+        return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption hotzone segment"));
+      c.crashed = true;
+      c.offset = s.offset;
+      c.hot_length = *s.size;
+      return ok();
+    }
+    if (!s.linear) last_crypt = static_cast<int>(i);
+  }
+  if (last_crypt < 0) {  // the moved part is plain too: nothing left
+    c.moved_done = true;
+    c.offset = c.device_size;
+  } else if (last_crypt == 0) {
+    c.offset = c.device_size;  // only the moved part is left
+  } else {
+    const SegmentInfo s = segment_info(*regs[static_cast<std::size_t>(last_crypt)]);
+    if (s.offset < c.shift + *c.moved->size || s.offset - c.shift > c.device_size)
+      return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption offset beyond the device"));
+    c.offset = s.offset - c.shift;
+  }
+  return ok();
+}
+
 Result<void> fill_geometry_shift(Context& c, const Json& root, std::uint64_t image_size) {
   const Json* moved = segment_by_flag(root, "backup-moved-segment");
+  if (moved && c.decrypt_shift() && c.forward()) {
+    c.moved = segment_info(*moved);
+    return fill_geometry_decrypt_shift(c, root, image_size);
+  }
   if (!moved || c.mode != "encrypt" || c.forward())
     return fail(unsupported(
         "cryptmap reencrypt: a data shift other than encryption with a moved first segment "
@@ -620,13 +704,72 @@ Result<Json> segments_shift_post(const Json& root, std::uint64_t off, std::uint6
   return segs;
 }
 
+// Decryption with a data shift, the hot segments (reencrypt_make_hot_segments_decrypt_shift): for
+// a forward hotzone the moved segment (the header's segment 0), the plain part done so far (at
+// M, if any), the hotzone (linear, in-reencryption), the old crypt rest (at shift + off + len);
+// for the moved part (off 0) the hotzone, then the header's plain segment 1 after it.
+Result<Json> segments_dshift_hot(const Json& root, const Context& c, std::uint64_t off,
+                                 std::uint64_t len) {
+  const Json& cur = root["segments"];
+  const std::uint64_t m = *c.moved->size;
+  const std::uint64_t progress = off == 0 ? c.device_size - m : off - m;
+  Json segs = Json::object();
+  int sg = 0;
+  if (off) {
+    if (!cur.contains("0") || is_backup(cur["0"]))
+      return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption: moved segment 0 missing"));
+    segs[std::to_string(sg++)] = cur["0"];
+    if (progress) segs[std::to_string(sg++)] = linear_segment(c.data_offset + m, progress, false);
+  }
+  segs[std::to_string(sg++)] = linear_segment(c.data_offset + off, len, true);
+  const std::uint64_t end = off + len;
+  if (!off && cur.contains("1") && !is_backup(cur["1"]))
+    segs[std::to_string(sg)] = cur["1"];
+  else if (end < c.device_size)
+    segs[std::to_string(sg)] =
+        crypt_segment(c.data_offset + c.shift + end, std::nullopt, c.old_seg.iv_tweak + (end >> 9),
+                      c.old_seg.encryption, c.old_seg.sector_size, false);
+  return segs;
+}
+
+// The post segments (_dec_create_segments_shift_after): after the moved part one linear segment
+// over all the data; else the moved segment, the plain part [M, off + len) ("dynamic" when
+// nothing old follows) and the old rest.
+Result<Json> segments_dshift_post(const Json& root, const Context& c, std::uint64_t off,
+                                  std::uint64_t len) {
+  const Json& hot = root["segments"];
+  const auto regs = regular_segments(root);
+  int rseg = -1;
+  for (std::size_t i = 0; i < regs.size(); ++i)
+    if (has_flag(*regs[i], "in-reencryption")) rseg = static_cast<int>(i);
+  if (rseg < 0) return fail(make_error(Errc::kCorrupt, "LUKS2 reencryption hotzone segment"));
+  Json segs = Json::object();
+  if (rseg == 0) {
+    segs["0"] = linear_segment(c.data_offset, std::nullopt, false);
+    return segs;
+  }
+  const std::uint64_t m = *c.moved->size;
+  const std::uint64_t progress = off == 0 ? c.device_size - m : off - m;
+  const bool old_after = static_cast<std::size_t>(rseg) + 1 < regs.size();
+  segs["0"] = hot["0"];
+  segs["1"] = linear_segment(
+      c.data_offset + m, old_after ? std::optional<std::uint64_t>(progress + len) : std::nullopt,
+      false);
+  if (old_after) segs["2"] = *regs[static_cast<std::size_t>(rseg) + 1];
+  return segs;
+}
+
 // The segments while [off, off + len) is the hotzone (hot), or after it (post), with the backups
 // appended and the digests bound as reencrypt_assign_segments does.
 Result<void> set_segments(Json& root, const Context& c, const Json& prev, const Json& fin,
                           std::uint64_t off, std::uint64_t len, bool hot) {
   return guarded([&]() -> Result<void> {
     Json segs;
-    if (c.datashift()) {
+    if (c.decrypt_shift()) {
+      CRYPTMAP_TRY(s, hot ? segments_dshift_hot(root, c, off, len)
+                          : segments_dshift_post(root, c, off, len));
+      segs = std::move(s);
+    } else if (c.datashift()) {
       CRYPTMAP_TRY(s, hot ? segments_shift_hot(root, c, off, len)
                           : segments_shift_post(root, off, len, c.data_offset));
       segs = std::move(s);
@@ -648,6 +791,9 @@ Result<void> set_segments(Json& root, const Context& c, const Json& prev, const 
       // every crypt segment in id order to the one key there is.
       if (!c.old_seg.linear) assign(root, c.digest_old, sg);
       if (!c.new_seg.linear) assign(root, c.digest_new, sg + 1);
+      // reencrypt_add_moved_segment: a crypt moved segment (decryption's) to the old digest.
+      if (!moved.is_null() && moved.value("type", "") == "crypt")
+        assign(root, c.digest_old, sg + 2);
       const int key = c.old_seg.linear ? c.digest_new : c.digest_old;
       for (int i = 0; i < sg + 3; ++i)
         if (root["segments"].contains(std::to_string(i)) &&
@@ -802,6 +948,26 @@ struct Engine {
   }
 };
 
+// What protects the hotzone at `off` (reencrypt_hotzone_protect_ready's rp): the area type, or
+// "datashift" with a data shift -- except the moved part of a decryption with a data shift (off
+// 0, converted in place), protected by the area type after "datashift-" (checksum or journal).
+std::string protection(const Context& c, std::uint64_t off) {
+  if (c.decrypt_shift()) return off == 0 ? c.resilience.substr(10) : "datashift";
+  return c.datashift() ? "datashift" : c.resilience;
+}
+
+// Where the run stands after the hotzone [off, off + len) is converted (reencrypt_context_update):
+// forward its end, backward its start; a decryption with a data shift goes on with the moved
+// part once the forward hotzones reach the end, and is done after it.
+void advance(Context& c, std::uint64_t off, std::uint64_t len) {
+  if (c.decrypt_shift() && off == 0) {
+    c.moved_done = true;
+    c.offset = c.device_size;
+  } else {
+    c.offset = c.forward() ? off + len : off;
+  }
+}
+
 // Reads the hotzone [off, +buf.size()) into buf on every core, a chunk at a time (a data shift's
 // hotzone in one read, from where its source is); for resilience
 // checksum it also returns the checksum of each block (reencrypt_hotzone_protect_ready's data),
@@ -809,11 +975,12 @@ struct Engine {
 Result<std::vector<std::byte>> read_hotzone(Engine& e, std::uint64_t off,
                                             std::span<std::byte> buf) {
   const Context& c = e.c;
-  if (c.datashift()) {  // one read from where the hotzone's source is now (read_old)
+  const std::string prot = protection(c, off);
+  if (prot == "datashift") {  // one read from where the hotzone's source is now (read_old)
     CRYPTMAP_TRY_VOID(e.read_old(off, buf));
     return std::vector<std::byte>{};
   }
-  if (c.resilience != "checksum") {
+  if (prot != "checksum") {
     CRYPTMAP_TRY_VOID(on_cores_chunked(
         buf.size(), e.sector_align(),
         [&](std::uint64_t b, std::uint64_t n) { return e.read(off + b, buf.subspan(b, n)); }));
@@ -843,7 +1010,8 @@ Result<void> recover_hotzone(Engine& e) {
   Context& c = e.c;
   const std::uint64_t len = c.hot_length;
   std::vector<std::byte> data(len);
-  if (c.resilience == "checksum") {
+  const std::string prot = protection(c, c.offset);
+  if (prot == "checksum") {
     CRYPTMAP_TRY(hs, crypto::hash_digest_size(c.hash));
     if (c.checksum_block == 0 || len % c.checksum_block)
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt hotzone not checksum-aligned"));
@@ -862,13 +1030,13 @@ Result<void> recover_hotzone(Engine& e) {
       CRYPTMAP_TRY_VOID(e.convert(off, block));
       CRYPTMAP_TRY_VOID(e.write(off, block));
     }
-  } else if (c.datashift()) {
+  } else if (prot == "datashift") {
     // The source was not overwritten (only the next hotzone writes over it): convert again.
     CRYPTMAP_TRY_VOID(e.read_old(c.offset, data));
     CRYPTMAP_TRY_VOID(e.convert(c.offset, data));
     CRYPTMAP_TRY_VOID(e.write(c.offset, data));
     std::fill(data.begin(), data.end(), std::byte{0});
-  } else if (c.resilience == "journal") {
+  } else if (prot == "journal") {
     if (len > c.area_size)
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than the hotzone"));
     CRYPTMAP_TRY_VOID(e.header.read_at(ByteOffset{c.area_offset}, data));
@@ -905,12 +1073,13 @@ std::uint64_t hotzone_length(const Context& c, std::uint64_t user_max) {
 // keyslot, then one for the rest), everything leaves the metadata in one commit and the areas
 // are wiped after it: a crash in between must not leave a header in reencryption whose old
 // keyslots are gone (it could not be unlocked to verify the reencryption digest again).
-Result<void> finish(BackingStore& store, Luks2State& st, const Context& c) {
+Result<void> finish(BackingStore& store, BackingStore& data, Luks2State& st, const Context& c) {
   CRYPTMAP_TRY(m, st.doc.validate(st.json_area));
   std::vector<std::string> gone = {std::to_string(c.reenc_keyslot)};
   std::vector<std::pair<std::uint64_t, std::uint64_t>> wipe = {{c.area_offset, c.area_size}};
   // reencrypt_wipe_unused_device_area: the moved copy of the data's start goes too.
-  if (c.moved && c.moved->size) wipe.emplace_back(c.moved->offset, *c.moved->size);
+  if (c.moved && c.moved->size && !c.decrypt_shift())
+    wipe.emplace_back(c.moved->offset, *c.moved->size);
   if (c.digest_old != c.digest_new)
     for (const auto& k : m.keyslots) {
       const luks2::Digest* d = m.digest_for_keyslot(k.id);
@@ -955,7 +1124,7 @@ Result<void> finish(BackingStore& store, Luks2State& st, const Context& c) {
       Json& req = config["requirements"];
       Json kept = Json::array();
       for (const auto& r : req["mandatory"])
-        if (r != kRequirement && r != "online-reencrypt") kept.push_back(r);
+        if (r != kRequirement && r != kRequirementV3 && r != "online-reencrypt") kept.push_back(r);
       if (kept.empty())
         config.erase("requirements");
       else
@@ -966,6 +1135,12 @@ Result<void> finish(BackingStore& store, Luks2State& st, const Context& c) {
   CRYPTMAP_TRY_VOID(format::luks2_commit(store, st));
   CRYPTMAP_TRY_VOID(store.sync());
   for (const auto& [off, len] : wipe) CRYPTMAP_TRY_VOID(format::write_random(store, off, len));
+  // A decryption with a data shift leaves the data's last `shift` bytes unused (the old
+  // ciphertext of its end): random, as reencrypt_wipe_unused_device_area writes.
+  if (c.decrypt_shift()) {
+    CRYPTMAP_TRY_VOID(format::write_random(data, c.device_size, c.shift));
+    CRYPTMAP_TRY_VOID(data.sync());
+  }
   return ok();
 }
 
@@ -1345,17 +1520,19 @@ Result<Loaded> load_verified(BackingStore& image, std::uint64_t data_size,
   const auto& mand = l.h->meta().config.mandatory_requirements;
   // cryptsetup 2.6 marks its decryption with a data shift (the header exported to a new file,
   // the data moved to the device's start) with version 3 (docs/reencrypt.md §13).
-  if (std::find(mand.begin(), mand.end(), "online-reencrypt-v3") != mand.end())
-    return fail(unsupported(
-        "cryptmap reencrypt: cryptsetup 2.6's decryption with a data shift (requirement "
-        "online-reencrypt-v3: --decrypt --header NEW-FILE of an image whose header was inside "
-        "it) is not implemented yet; finish it with cryptsetup reencrypt --resume-only"));
-  if (std::find(mand.begin(), mand.end(), kRequirement) == mand.end())
+  const bool v3 = std::find(mand.begin(), mand.end(), kRequirementV3) != mand.end();
+  if (!v3 && std::find(mand.begin(), mand.end(), kRequirement) == mand.end())
     return fail(unsupported(
         "LUKS2 reencryption metadata of an older version (requirement online-reencrypt); "
         "repair it with cryptsetup reencrypt --repair"));
   auto geometry = guarded([&]() -> Result<void> {
     CRYPTMAP_TRY_VOID(check_supported(l.c, l.st.doc.root()));
+    // online-reencrypt-v3 marks exactly cryptsetup 2.6's decryption with a data shift.
+    if (v3 != l.c.decrypt_shift())
+      return fail(make_error_fmt(Errc::kCorrupt, "LUKS2 reencryption requirement", kNoObject,
+                                 "%s does not match mode %s, resilience %s",
+                                 v3 ? kRequirementV3 : kRequirement, l.c.mode.c_str(),
+                                 l.c.resilience.c_str()));
     return fill_geometry(l.c, l.st.doc.root(), data_size);
   });
   if (!geometry) return fail(geometry.error());
@@ -1415,7 +1592,7 @@ Result<void> recover_if_crashed(BackingStore& image, Loaded& l, Engine& e) {
   CRYPTMAP_TRY_VOID(recover_hotzone(e));
   CRYPTMAP_TRY_VOID(set_segments(l.st.doc.root(), c, l.prev, l.fin, c.offset, c.hot_length, false));
   CRYPTMAP_TRY_VOID(commit_synced(image, l.st));
-  if (c.forward()) c.offset += c.hot_length;  // backward: the boundary is the hotzone's start
+  advance(c, c.offset, c.hot_length);  // backward: the boundary is the hotzone's start
   c.crashed = false;
   return ok();
 }
@@ -1487,6 +1664,11 @@ std::uint64_t ReencryptSession::converted_bytes() const noexcept { return s_->by
 
 ReencryptSession::Hotzone ReencryptSession::next_hotzone() const noexcept {
   const Context& c = s_->l.c;
+  if (c.decrypt_shift()) {  // reencrypt_offset_forward_moved, reencrypt_context_update
+    if (c.moved_done) return {c.device_size, 0};
+    if (c.offset >= c.device_size) return {0, *c.moved->size};
+    return {c.offset, std::min(c.shift, c.device_size - c.offset)};
+  }
   if (c.datashift()) {  // reencrypt_offset_backward_moved, reencrypt_context_update
     const std::uint64_t b = c.offset, sh = c.shift;
     if (b == 0) return {0, 0};
@@ -1598,24 +1780,25 @@ Result<void> ReencryptSession::convert_hotzone() {
   const auto [off, len] = next_hotzone();
   if (len == 0) return ok();
   const bool protect = c.resilience != "none";
+  const std::string prot = protection(c, off);
   s.hot_committed = s.hot_writing = false;
   s.buf.resize(len);
   CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, s.l.prev, s.l.fin, off, len, true));
   CRYPTMAP_TRY(sums, read_hotzone(s.e, off, s.buf));
   // Metadata commit point: the resilience data, then the header naming the hotzone.
-  if (c.resilience == "checksum") {
+  if (prot == "checksum") {
     CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, sums));
     CRYPTMAP_TRY_VOID(image.sync());
     s.hot_committed = true;  // from the header write on (it may land before it fails)
     CRYPTMAP_TRY_VOID(commit_synced(image, st));
-  } else if (c.resilience == "journal") {
+  } else if (prot == "journal") {
     if (len > c.area_size)
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than hotzone"));
     CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{c.area_offset}, s.buf));
     CRYPTMAP_TRY_VOID(image.sync());
     s.hot_committed = true;
     CRYPTMAP_TRY_VOID(commit_synced(image, st));
-  } else if (c.datashift()) {
+  } else if (prot == "datashift") {
     // reencrypt_hotzone_protect_final: only the header (the source is not overwritten).
     s.hot_committed = true;
     CRYPTMAP_TRY_VOID(commit_synced(image, st));
@@ -1626,12 +1809,14 @@ Result<void> ReencryptSession::convert_hotzone() {
   CRYPTMAP_TRY_VOID(set_segments(st.doc.root(), c, s.l.prev, s.l.fin, off, len, false));
   // After the last hotzone the finish is the next commit: no header ever shows one regular
   // segment that might be the old one (init) or the new one (done).
-  const bool last = c.forward() ? off + len >= c.device_size : off == 0;
+  const bool last = c.decrypt_shift() ? off == 0
+                    : c.forward()     ? off + len >= c.device_size
+                                      : off == 0;
   if (protect && !last)
     CRYPTMAP_TRY_VOID(commit_synced(image, st));
   else
     s.dirty_none = !last;
-  c.offset = c.forward() ? off + len : off;
+  advance(c, off, len);
   s.bytes += len;
   s.hot_committed = s.hot_writing = false;
   return ok();
@@ -1649,7 +1834,7 @@ Result<ReencryptRunResult> ReencryptSession::stop() {
   result.bytes = s.bytes;
   if (s.l.c.done() >= s.l.c.device_size) {
     CRYPTMAP_TRY_VOID(s.data.sync());
-    CRYPTMAP_TRY_VOID(finish(s.image, s.l.st, s.l.c));
+    CRYPTMAP_TRY_VOID(finish(s.image, s.data, s.l.st, s.l.c));
     CRYPTMAP_TRY_VOID(s.image.sync());
     result.finished = s.finished = true;
   }
