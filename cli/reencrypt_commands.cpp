@@ -8,7 +8,9 @@
 // shows the daemon's progress; SIGINT asks the daemon to stop at the next hotzone boundary.
 // `--decrypt --header HDR DEVICE` decrypts a detached-header device in place, `--encrypt --header
 // HDR DEVICE` encrypts a plain one under a new header, `--encrypt --reduce-device-size N DEVICE`
-// with the header put inside it (the data shifted), all offline (docs/reencrypt.md §11-§13). This
+// with the header put inside it (the data shifted), `--decrypt --header NEW-FILE IMAGE` of an image
+// whose header is inside it (the header exported, the data moved to the start: cryptsetup 2.6's
+// datashift decryption), all offline (docs/reencrypt.md §11-§13). This
 // file turns flags into options, refuses what is not implemented, reads the passphrase and shows
 // progress.
 #include <errno.h>
@@ -253,6 +255,36 @@ Result<bool> encrypt_shift_init(const ReencryptArgs& a, const CommandContext& ct
   return true;
 }
 
+// reencrypt --decrypt --header NEW-FILE IMAGE, NEW-FILE missing and IMAGE holding a LUKS2
+// header: cryptsetup 2.6's datashift decryption (volume::reencrypt_decrypt_shift_init;
+// docs/reencrypt.md §11.1). NEW-FILE is created (0600) only after the passphrase is checked.
+Result<void> decrypt_shift_init(const ReencryptArgs& a, const CommandContext& ctx) {
+  if (!a.hotzone_size.empty())
+    return fail(make_error(Errc::kUnsupported,
+                           "cryptmap reencrypt --decrypt --header NEW-FILE --hotzone-size (a "
+                           "moved first part smaller than the data offset) is not implemented "
+                           "yet; leave --hotzone-size out"));
+  volume::DecryptShiftOptions o;
+  o.resilience = a.resilience;
+  o.hash = a.resilience_hash;
+  o.pbkdf = pbkdf_of(a);
+  if (a.key_slot >= 0) o.key_slot = a.key_slot;
+  KeySource ks;
+  if (!a.key_file.empty()) ks.key_file = a.key_file;
+  ks.keyfile_offset = a.keyfile_offset;
+  ks.keyfile_size = a.keyfile_size;
+  CRYPTMAP_TRY(pass, read_passphrase(ks, "Enter passphrase for " + a.device + ": ",
+                                     !ctx.batch_mode && a.key_file.empty()));
+  auto lock = MetadataLock::take(a.device, true);
+  auto image = volume::open_image_store(a.device, volume::metadata_store_options(false));
+  if (!image) return fail(image.error());
+  auto make_header = [&](std::uint64_t bytes) -> Result<std::unique_ptr<volume::BackingStore>> {
+    CRYPTMAP_TRY_VOID(prepare_header_file(a.header, bytes));
+    return volume::open_image_store(a.header, volume::metadata_store_options(false));
+  };
+  return volume::reencrypt_decrypt_shift_init(**image, pass.span(), o, make_header);
+}
+
 int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   if (a.init_only && a.resume_only)
     return report(make_error(Errc::kInvalid, "--init-only and --resume-only cannot be combined."));
@@ -268,12 +300,8 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
                              "without data device size reduction (--reduce-device-size)."));
   if (a.decrypt && a.header.empty())
     return report(make_error(Errc::kInvalid, "LUKS2 decryption requires --header option."));
-  if (a.decrypt && ::access(a.header.c_str(), F_OK) != 0 && errno == ENOENT)
-    return refuse(
-        "cryptmap reencrypt --decrypt --header NEW-FILE (decryption of an image whose header is "
-        "inside it: the data moves to the image's start and the header is exported to the file, "
-        "cryptsetup 2.6's datashift decryption) is not implemented yet; use cryptsetup "
-        "reencrypt --decrypt");
+  // --header naming a file that does not exist: cryptsetup 2.6's datashift decryption.
+  const bool decrypt_shift = a.decrypt && ::access(a.header.c_str(), F_OK) != 0 && errno == ENOENT;
   if (!a.reduce_device_size.empty() && !a.encrypt)
     return refuse(
         "cryptmap reencrypt --reduce-device-size without --encrypt (a data shift of a "
@@ -285,7 +313,7 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   // Decryption goes backward whatever --direction says (cryptsetup's decrypt_luks2_init).
   if (!a.decrypt && !a.direction.empty() && a.direction != "forward")
     return refuse("cryptmap reencrypt --direction backward is not implemented yet");
-  if (a.resilience == "datashift" && !shift)
+  if (a.resilience == "datashift" && !shift && !decrypt_shift)
     return refuse(
         "cryptmap reencrypt --resilience datashift is implemented with --encrypt "
         "--reduce-device-size only (which implies it)");
@@ -293,6 +321,13 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   const auto open_as = daemon_volume_of_image(a.device, a.mount_dir);
   const std::string header = a.header.empty() ? a.device : a.header;
   // A data shift writes the data before anything else: a served device is refused first.
+  if (open_as && decrypt_shift) {
+    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
+              << "; online decryption with a data shift (reencrypt --decrypt --header NEW-FILE) "
+                 "is not implemented yet. Close it first (cryptmap close "
+              << open_as->name << ") and run it offline.\n";
+    return kExitBusy;
+  }
   if (open_as && shift) {
     std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
               << "; online encryption with a data shift (reencrypt --encrypt "
@@ -345,6 +380,10 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     if (!r) return report(r.error());
     formatted = *r;
     if (shift && formatted && a.init_only) return kExitOk;
+  }
+  if (decrypt_shift) {
+    if (auto r = decrypt_shift_init(a, ctx); !r) return report(r.error());
+    if (a.init_only) return kExitOk;
   }
   auto lock = MetadataLock::take(header, true);
   auto store = volume::open_image_store(header, volume::metadata_store_options(false));

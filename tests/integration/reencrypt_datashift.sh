@@ -13,7 +13,11 @@
 #  4. cryptsetup 2.6's datashift decryption (--decrypt --header NEW-FILE of an image whose
 #     header is inside it, requirement online-reencrypt-v3): its --init-only and a run of it
 #     killed inside a hotzone are finished by cryptmap; the plaintext and the finished header as
-#     cryptsetup's own run leaves them; a wrong passphrase changes nothing.
+#     cryptsetup's own run leaves them; a wrong passphrase changes nothing;
+#  5. cryptmap's own datashift decryption: its --init-only header has cryptsetup's shape and
+#     area and leaves the same image bytes, cryptsetup finishes it; a whole cryptmap run; bad
+#     input (wrong passphrase, resilience none/datashift, journal too small for the moved part,
+#     an existing non-LUKS HDR, a plain image) leaves the image unchanged and no header file.
 # The data is checked against the pattern written into the plain image: through `cryptmap open`
 # and by cryptsetup's own decryption (check_data).
 source "$(dirname "$0")/lib.sh"
@@ -198,4 +202,47 @@ expect_failure 2 "No key available with this passphrase" -- \
   cm reencrypt --resume-only --batch-mode --key-file "$W" --header "$T/p.hdr" "$T/p.img"
 [[ $(sum "$T/p.img") == "$before" && $(sum "$T/p.hdr") == "$hbefore" ]] \
   || fail "4: a refused resume of the datashift decryption changed the image or header"
+note "5. cryptmap's own datashift decryption: as cryptsetup's, resumed by it; bad input"
+cp "$T/w.img" "$T/e.img"; rm -f "$T/e.hdr"
+cm reencrypt --decrypt --header "$T/e.hdr" --batch-mode "${FAST[@]}" --key-file "$K" \
+  --init-only "$T/e.img" || fail "5: cryptmap --init-only of the datashift decryption failed"
+dec_init ecs
+diff <(shape "$T/ecs.hdr") <(shape "$T/e.hdr") || fail "5: cryptmap's --init-only header differs in shape from cryptsetup's"
+[[ "$(area "$T/e.hdr")" == "$(area "$T/ecs.hdr")" ]] || fail "5: reencrypt keyslot areas differ: $(area "$T/e.hdr") (cryptmap), $(area "$T/ecs.hdr") (cryptsetup)"
+cmp -s "$T/e.img" "$T/ecs.img" || fail "5: the image after cryptmap's --init-only differs from cryptsetup's"
+cryptsetup reencrypt --resume-only --batch-mode --force-offline-reencrypt --key-file "$K" \
+  --header "$T/e.hdr" "$T/e.img" > /dev/null || fail "5: cryptsetup cannot resume cryptmap's --init-only"
+dec_ok e "5 (cryptmap init, cryptsetup run)"
+cp "$T/w.img" "$T/ew.img"; rm -f "$T/ew.hdr"
+cm reencrypt --decrypt --header "$T/ew.hdr" --batch-mode "${FAST[@]}" --key-file "$K" "$T/ew.img" \
+  || fail "5: a whole cryptmap datashift decryption failed"
+dec_ok ew "5 (a whole cryptmap run)"
+# Bad input: refused, the image unchanged, no header file left behind.
+cp "$T/w.img" "$T/b.img"
+before=$(sum "$T/b.img")
+bad_dec() {  # bad_dec EXIT REGEX [OPTIONS...]
+  local code=$1 re=$2
+  shift 2
+  rm -f "$T/b.hdr"
+  expect_failure "$code" "$re" -- cm reencrypt --decrypt --header "$T/b.hdr" --batch-mode \
+    "${FAST[@]}" "$@" "$T/b.img"
+  [[ $(sum "$T/b.img") == "$before" ]] || fail "5: a refused datashift decryption ($*) changed the image"
+  [[ -e $T/b.hdr ]] && fail "5: a refused datashift decryption ($*) created the header file"
+  return 0
+}
+bad_dec 2 "No key available with this passphrase" --key-file "$W"
+bad_dec 1 "Requested --resilience option cannot be applied" --key-file "$K" --resilience none
+bad_dec 1 "Requested --resilience option cannot be applied" --key-file "$K" --resilience datashift
+bad_dec 1 "Moved segment too large" --key-file "$K" --resilience journal
+# An existing file as HDR is read as the header (a detached decryption): not LUKS, refused.
+truncate -s 1M "$T/x.hdr"
+expect_failure 1 "not a valid LUKS device|LUKS" -- cm reencrypt --decrypt --header "$T/x.hdr" \
+  --batch-mode --key-file "$K" "$T/b.img"
+[[ $(sum "$T/b.img") == "$before" ]] || fail "5: a refused decryption with an existing HDR changed the image"
+# A header not at the image's start (plain data): nothing to export, refused.
+cp "$T/base.img" "$T/n.img"
+nbefore=$(sum "$T/n.img")
+rm -f "$T/n.hdr"
+expect_failure 1 "LUKS" -- cm reencrypt --decrypt --header "$T/n.hdr" --batch-mode --key-file "$K" "$T/n.img"
+[[ $(sum "$T/n.img") == "$nbefore" && ! -e $T/n.hdr ]] || fail "5: a refused decryption of a plain image changed it or created the header"
 note "PASS"

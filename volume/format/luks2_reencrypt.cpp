@@ -104,7 +104,8 @@ int first_free_id(const Json& section) {
 
 // The reencrypt keyslot (its resilience `area`, mode and direction) in the first free id, and
 // the online-reencrypt-v2 requirement: what every init (reencrypt_init, the data shift's) adds.
-void add_reencrypt_keyslot(Json& root, Json area, const std::string& mode, const char* direction) {
+void add_reencrypt_keyslot(Json& root, Json area, const std::string& mode, const char* direction,
+                           const char* requirement = kRequirement) {
   Json ks = Json::object();
   ks["area"] = std::move(area);
   ks["type"] = "reencrypt";
@@ -117,7 +118,7 @@ void add_reencrypt_keyslot(Json& root, Json area, const std::string& mode, const
   if (!config.contains("requirements")) config["requirements"] = Json::object();
   if (!config["requirements"].contains("mandatory"))
     config["requirements"]["mandatory"] = Json::array();
-  config["requirements"]["mandatory"].push_back(kRequirement);
+  config["requirements"]["mandatory"].push_back(requirement);
 }
 
 const Json* segment_by_flag(const Json& root, std::string_view flag, int* id = nullptr) {
@@ -1149,6 +1150,27 @@ Result<void> commit_synced(BackingStore& store, Luks2State& st) {
   return store.sync();
 }
 
+// The largest free gap of the keyslots area (LUKS2_find_area_max_gap): {offset, length}.
+std::pair<std::uint64_t, std::uint64_t> largest_gap(const luks2::Metadata& m) {
+  std::uint64_t gap_off = 0, gap_len = 0;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> used;
+  for (const auto& k : m.keyslots) used.emplace_back(k.area_offset, k.area_size);
+  std::sort(used.begin(), used.end());
+  std::uint64_t at = 2 * (m.config.json_size + luks2::kHdrBinLen);
+  auto consider = [&](std::uint64_t end) {
+    if (end > at && end - at > gap_len) {
+      gap_off = at;
+      gap_len = end - at;
+    }
+  };
+  for (const auto& [off, len] : used) {
+    consider(off);
+    at = std::max(at, off + len);
+  }
+  consider(m.hdr_and_areas_size());
+  return {gap_off, gap_len};
+}
+
 Result<std::unique_ptr<Luks2Header>> load_v2(const BackingStore& image) {
   auto prefix = format::read_prefix(image, 8);
   if (prefix && prefix->size() >= 8 && luks1::has_luks_magic(*prefix) &&
@@ -1294,24 +1316,8 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
   // 2. Backup segments, reencrypt keyslot, reencryption digest, requirement: one commit
   //    (reencrypt_init + reencrypt_make_backup_segments + LUKS2_keyslot_reencrypt_allocate).
   CRYPTMAP_TRY(m2, st.doc.validate(st.json_area));
-  std::uint64_t gap_off = 0, gap_len = 0;
-  {
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> used;
-    for (const auto& k : m2.keyslots) used.emplace_back(k.area_offset, k.area_size);
-    std::sort(used.begin(), used.end());
-    std::uint64_t at = 2 * (m2.config.json_size + luks2::kHdrBinLen);
-    auto consider = [&](std::uint64_t end) {
-      if (end > at && end - at > gap_len) {
-        gap_off = at;
-        gap_len = end - at;
-      }
-    };
-    for (const auto& [off, len] : used) {
-      consider(off);
-      at = std::max(at, off + len);
-    }
-    consider(m2.hdr_and_areas_size());
-  }
+  const auto gap = largest_gap(m2);
+  const std::uint64_t gap_off = gap.first, gap_len = gap.second;
   if (gap_len == 0)
     return fail(make_error(Errc::kNoSpace, "Not enough space in header keyslot area."));
   const std::uint32_t block = std::max({ss, seg->sector_size, kChecksumMinBlock});
@@ -1486,6 +1492,162 @@ Result<void> reencrypt_encrypt_shift_init(BackingStore& image,
     CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{at}, part));
   }
   return image.sync();
+}
+
+Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
+                                          std::span<const std::byte> passphrase,
+                                          const DecryptShiftOptions& o,
+                                          const HeaderFactory& make_header) {
+  // decrypt_verify_and_set_params: checksum and journal become their datashift- forms.
+  if (o.resilience == "none" || o.resilience == "datashift")
+    return fail(make_error(Errc::kInvalid,
+                           "Requested --resilience option cannot be applied to current "
+                           "reencryption operation."));
+  const std::string area_type =
+      o.resilience.rfind("datashift-", 0) == 0 ? o.resilience : "datashift-" + o.resilience;
+  if (area_type != "datashift-checksum" && area_type != "datashift-journal")
+    return fail(make_error_fmt(Errc::kInvalid, "Unsupported resilience mode", kNoObject, "%s",
+                               o.resilience.c_str()));
+  const bool checksum = area_type == "datashift-checksum";
+  std::size_t hash_size = 0;
+  if (checksum) {
+    auto hs = crypto::hash_digest_size(o.hash);
+    if (!hs || o.hash.size() > 31)
+      return fail(make_error_fmt(Errc::kInvalid, "Hash algorithm is not available.", kNoObject,
+                                 "%s", o.hash.c_str()));
+    hash_size = *hs;
+  }
+  CRYPTMAP_TRY(h, load_v2(image));
+  const luks2::Metadata& m = h->meta();
+  std::string unknown;
+  const auto req = luks2::requirement_state(m, &unknown);
+  if (req == luks2::RequirementState::kUnknown)
+    return fail(make_error_fmt(Errc::kUnsupported, "Unmet LUKS2 requirements detected.", kNoObject,
+                               "unknown mandatory requirement '%s'", unknown.c_str()));
+  if (req == luks2::RequirementState::kReencryption ||
+      std::any_of(m.keyslots.begin(), m.keyslots.end(),
+                  [](const auto& k) { return k.type == "reencrypt"; }))
+    return fail(make_error(Errc::kBusy, "LUKS2 reencryption already initialized in metadata."));
+  const luks2::Segment* seg = m.segment(0);
+  if (m.segments.size() != 1 || !seg || seg->type != "crypt")
+    return fail(unsupported("cryptmap reencrypt: the header must have one crypt segment"));
+  if (seg->has_integrity)
+    return fail(unsupported(
+        "Reencryption of a volume with integrity protection (--integrity) is not supported."));
+  const luks2::Digest* dold = m.digest_for_segment(0);
+  if (!dold) return fail(make_error(Errc::kCorrupt, "LUKS2 segment 0 has no digest", 0));
+  // The shift is the data offset (the header and its keyslots area move out of the image).
+  const std::uint64_t shift = seg->offset;
+  if (shift == 0 || shift % 512)
+    return fail(make_error(Errc::kInvalid,
+                           "LUKS2 decryption with a data shift needs the header inside the image "
+                           "(a data offset above 0).",
+                           shift));
+  if (!seg->dynamic)
+    return fail(unsupported(
+        "cryptmap reencrypt: decryption with a data shift of a segment with a fixed size is not "
+        "implemented yet"));
+  const std::uint64_t image_size = image.size_bytes();
+  if (image_size <= shift)
+    return fail(make_error(Errc::kNoSpace, "Device is too small.", image_size));
+  const std::uint64_t data_size = image_size - shift;
+  // The moved first part: the shift, at most cryptsetup's default hotzone (20 MiB).
+  const std::uint64_t moved = std::min(shift, kNoneHotzone);
+  if (data_size < moved)
+    return fail(unsupported(
+        "cryptmap reencrypt: decryption with a data shift of an image whose data is smaller than "
+        "its data offset is not implemented yet"));
+  if (data_size % seg->sector_size)
+    return fail(make_error_fmt(Errc::kInvalid,
+                               "Data device is not aligned to requested encryption sector size.",
+                               seg->sector_size, "(%u bytes)", seg->sector_size));
+
+  // Unlock first: a wrong passphrase writes and creates nothing.
+  auto unlocked = h->unlock(passphrase, o.key_slot);
+  if (!unlocked) return fail(unlocked.error());
+  const SecretBytes& vk_old = unlocked->volume_key;
+
+  CRYPTMAP_TRY(st, format::luks2_state(*h));
+  CRYPTMAP_TRY(m2, st.doc.validate(st.json_area));
+  const std::uint64_t hdr_bytes = m2.hdr_and_areas_size();
+  if (hdr_bytes == 0 || hdr_bytes > shift)
+    return fail(make_error(Errc::kCorrupt, "LUKS2 header larger than its data offset", hdr_bytes));
+  const auto gap = largest_gap(m2);
+  const std::uint64_t gap_off = gap.first, gap_len = gap.second;
+  const std::uint32_t block = std::max(seg->sector_size, kChecksumMinBlock);
+  // LUKS2_reencrypt_max_hotzone_size of the moved part's protection.
+  const std::uint64_t room = checksum ? gap_len / hash_size * block : gap_len;
+  if (gap_len == 0 || room < moved)
+    return fail(make_error_fmt(
+        Errc::kNoSpace, "Moved segment too large.", moved,
+        "Moved segment too large. Requested size %llu, available space for: %llu.",
+        static_cast<unsigned long long>(moved), static_cast<unsigned long long>(room)));
+
+  // reencrypt_set_decrypt_shift_segments + reencrypt_make_backup_segments +
+  // LUKS2_keyslot_reencrypt_allocate (docs/reencrypt.md §11.1).
+  const int d = dold->id;
+  CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
+    Json& root = st.doc.root();
+    unassign_all_segments(root);
+    Json segs = Json::object();
+    segs["0"] = crypt_segment(0, moved, seg->iv_tweak, seg->encryption, seg->sector_size, false);
+    if (data_size > moved)
+      segs["1"] = crypt_segment(shift + moved, std::nullopt, seg->iv_tweak + (moved >> 9),
+                                seg->encryption, seg->sector_size, false);
+    const int regular = static_cast<int>(segs.size());
+    Json copy = segs["0"];
+    copy["flags"] = Json::array({"backup-moved-segment"});
+    segs[std::to_string(regular)] = copy;
+    Json prev =
+        crypt_segment(shift, std::nullopt, seg->iv_tweak, seg->encryption, seg->sector_size, false);
+    prev["flags"] = Json::array({"backup-previous"});
+    segs[std::to_string(regular + 1)] = prev;
+    Json fin = linear_segment(0, std::nullopt, false);
+    fin["flags"] = Json::array({"backup-final"});
+    segs[std::to_string(regular + 2)] = fin;
+    root["segments"] = segs;
+    for (int i = 0; i < regular + 2; ++i) assign(root, d, i);
+    Json area = Json::object();
+    area["offset"] = u64s(gap_off);
+    area["size"] = u64s(gap_len);
+    area["type"] = area_type;
+    if (checksum) {
+      area["hash"] = o.hash;
+      area["sector_size"] = block;
+    }
+    area["shift_size"] = u64s(shift);
+    add_reencrypt_keyslot(root, std::move(area), "decrypt", "forward", kRequirementV3);
+    return ok();
+  }));
+  CRYPTMAP_TRY(vdata, digest_data(st.doc.root(), vk_old.span(), {}));
+  const int rks = reencrypt_keyslot(st.doc.root());
+  CRYPTMAP_TRY(dre, make_digest(vdata.span(), o.pbkdf, Json::array({std::to_string(rks)})));
+  CRYPTMAP_TRY_VOID(guarded([&]() -> Result<void> {
+    Json& digests = st.doc.root()["digests"];
+    digests[std::to_string(first_free_id(digests))] = dre;
+    return ok();
+  }));
+
+  // crypt_header_backup: the header and its keyslots area, as they are, into the new store.
+  CRYPTMAP_TRY(hdr, make_header(hdr_bytes));
+  {
+    std::vector<std::byte> chunk(std::min<std::uint64_t>(hdr_bytes, 1u << 20));
+    for (std::uint64_t at = 0; at < hdr_bytes; at += chunk.size()) {
+      auto part = std::span(chunk).first(std::min<std::uint64_t>(chunk.size(), hdr_bytes - at));
+      CRYPTMAP_TRY_VOID(image.read_at(ByteOffset{at}, part));
+      CRYPTMAP_TRY_VOID(hdr->write_at(ByteOffset{at}, part));
+    }
+    CRYPTMAP_TRY_VOID(hdr->sync());
+  }
+  // reencrypt_move_data: the data's first `moved` bytes over the image's header, synced before
+  // the header in reencryption lands in the new store.
+  {
+    CRYPTMAP_TRY(buf, SecretBytes::allocate(moved));
+    CRYPTMAP_TRY_VOID(image.read_at(ByteOffset{shift}, buf.span()));
+    CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{0}, buf.span()));
+    CRYPTMAP_TRY_VOID(image.sync());
+  }
+  return commit_synced(*hdr, st);
 }
 
 namespace {

@@ -19,8 +19,10 @@
 // The on-disk rules are restated in docs/reencrypt.md. Implemented: mode "reencrypt" (direction
 // "forward"), mode "decrypt" (direction "backward") and mode "encrypt" (direction "forward"; the
 // header luksFormat has just written) -- the last two without a data shift, so under a detached
-// header at data offset 0 (`data`: the data device) -- resilience checksum, journal and none.
-// The rest (reencrypt backward, datashift) is refused with kUnsupported naming the feature.
+// header at data offset 0 (`data`: the data device) -- resilience checksum, journal and none;
+// encryption with a data shift (backward, datashift) and cryptsetup 2.6's decryption with a
+// data shift (forward, datashift-checksum/-journal, the header detached from the image).
+// The rest (reencrypt backward, other data shifts) is refused with kUnsupported naming it.
 // Thread-compatible; the store is borrowed for the call. The caller holds the metadata lock and
 // makes sure no one else uses the image (the daemon does not have it open).
 #pragma once
@@ -76,6 +78,29 @@ struct EncryptShiftOptions {
 Result<void> reencrypt_encrypt_shift_init(BackingStore& image,
                                           std::span<const std::byte> passphrase,
                                           const EncryptShiftOptions& o);
+
+// cryptsetup 2.6's `reencrypt --decrypt --header NEW-FILE IMAGE` of an image whose LUKS2 header
+// is inside it (decrypt_luks2_datashift_init; docs/reencrypt.md §11.1). Once the passphrase is
+// checked, the header and its keyslots area are copied into the store `make_header(bytes)`
+// creates; the data's first min(data offset, 20 MiB) bytes are copied over the image's header;
+// then the header in that store is committed in reencryption (mode decrypt, direction forward,
+// resilience datashift-checksum or datashift-journal, requirement online-reencrypt-v3).
+// reencrypt_run(that store, data = image) then moves the data to the image's start while it
+// decrypts it. Errors: kBadKey (nothing written or created), kInvalid (resilience none or
+// datashift: cryptsetup's sentence; data not aligned), kBusy (in reencryption already),
+// kUnsupported (a fixed-size segment, data smaller than the data offset), kNoSpace (no keyslots
+// area room for the moved part's checksums or journal).
+struct DecryptShiftOptions {
+  std::string resilience = "checksum";  // checksum | journal (or their datashift- forms)
+  std::string hash = "sha256";          // checksum resilience hash
+  PbkdfOptions pbkdf;                   // the reencryption digest's KDF
+  std::optional<int> key_slot;          // unlock only this keyslot
+};
+using HeaderFactory = std::function<Result<std::unique_ptr<BackingStore>>(std::uint64_t bytes)>;
+Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
+                                          std::span<const std::byte> passphrase,
+                                          const DecryptShiftOptions& o,
+                                          const HeaderFactory& make_header);
 
 struct ReencryptStatus {
   bool in_reencryption = false;
