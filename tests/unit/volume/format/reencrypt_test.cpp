@@ -390,6 +390,119 @@ Shifted shifted_image() {
   return s;
 }
 
+// A store writing through to a MemBackingStore the test keeps (the header factory's product).
+class Borrowed final : public BackingStore {
+ public:
+  explicit Borrowed(MemBackingStore& m) : m_(m) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return m_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    return m_.write_at(off, in);
+  }
+  Result<void> sync() override { return m_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override { return m_.discard(off, len); }
+  std::uint64_t size_bytes() const noexcept override { return m_.size_bytes(); }
+  bool read_only() const noexcept override { return false; }
+  const std::string& name() const noexcept override { return m_.name(); }
+
+ private:
+  MemBackingStore& m_;
+};
+
+// cryptsetup 2.6's datashift decryption (docs/reencrypt.md §11.1) of an image cryptmap encrypted
+// with its header inside (data offset 1 MiB): the header goes to a store of its own, the data to
+// the image's start; a failed write in the moved part is recovered from its checksums.
+TEST(Reencrypt, DecryptionWithADataShiftMovesTheDataToTheImageStart) {
+  Shifted s = shifted_image();
+  auto enc = reencrypt_run(*s.img, pass("right"), {});
+  ASSERT_TRUE(enc && enc->finished);
+  const std::uint64_t data = kShiftData + kMiB;  // the encrypted volume: image size - 1 MiB
+  std::vector<std::byte> header_before(kMiB), moved_src(kMiB);
+  s.img->peek(0, header_before);
+  s.img->peek(kMiB, moved_src);
+  MemBackingStore hdr(kMiB, "mem:exported.hdr");
+  bool made = false;
+  auto factory = [&](std::uint64_t bytes) -> Result<std::unique_ptr<BackingStore>> {
+    EXPECT_EQ(bytes, kMiB);
+    made = true;
+    return std::unique_ptr<BackingStore>(new Borrowed(hdr));
+  };
+  DecryptShiftOptions o;
+  o.pbkdf.type = "pbkdf2";
+  o.pbkdf.force_iterations = 1000;
+  // Refused before anything is written or created.
+  EXPECT_EQ(reencrypt_decrypt_shift_init(*s.img, pass("wrong"), o, factory).error().code,
+            Errc::kBadKey);
+  o.resilience = "none";
+  EXPECT_EQ(reencrypt_decrypt_shift_init(*s.img, pass("right"), o, factory).error().code,
+            Errc::kInvalid);
+  EXPECT_FALSE(made);
+  std::vector<std::byte> now(kMiB);
+  s.img->peek(0, now);
+  EXPECT_EQ(now, header_before);
+
+  o.resilience = "checksum";
+  auto init = reencrypt_decrypt_shift_init(*s.img, pass("right"), o, factory);
+  ASSERT_TRUE(init) << init.error().message();
+  auto j = header_json(hdr);
+  const std::string mib = std::to_string(kMiB);
+  EXPECT_EQ(j["segments"]["0"].dump(),
+            R"({"type":"crypt","offset":"0","size":")" + mib +
+                R"(","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":512})");
+  EXPECT_EQ(j["segments"]["1"]["offset"], std::to_string(2 * kMiB));
+  EXPECT_EQ(j["segments"]["1"]["iv_tweak"], std::to_string(kMiB / 512));
+  EXPECT_EQ(j["segments"]["2"]["flags"].dump(), R"(["backup-moved-segment"])");
+  EXPECT_EQ(j["segments"]["4"].dump(),
+            R"({"type":"linear","offset":"0","size":"dynamic","flags":["backup-final"]})");
+  EXPECT_EQ(j["digests"]["0"]["segments"].dump(), R"(["0","1","2","3"])");
+  EXPECT_EQ(j["keyslots"]["1"]["area"]["type"], "datashift-checksum");
+  EXPECT_EQ(j["keyslots"]["1"]["area"]["shift_size"], mib);
+  EXPECT_EQ(j["keyslots"]["1"]["direction"], "forward");
+  EXPECT_EQ(j["config"]["requirements"]["mandatory"].dump(), R"(["online-reencrypt-v3"])");
+  s.img->peek(0, now);  // the data's first MiB over the image's header
+  EXPECT_EQ(now, moved_src);
+
+  // One hotzone, then a stop: the plain part [1 MiB, 2 MiB) at image offset 1 MiB.
+  ReencryptRunOptions ro;
+  ro.data = s.img.get();
+  int calls = 0;
+  ro.progress = [&](std::uint64_t, std::uint64_t) { return ++calls < 2; };
+  auto first = reencrypt_run(hdr, pass("right"), ro);
+  ASSERT_TRUE(first) << first.error().message();
+  EXPECT_FALSE(first->finished);
+  j = header_json(hdr);
+  EXPECT_EQ(j["segments"]["1"].dump(),
+            R"({"type":"linear","offset":")" + mib + R"(","size":")" + mib + R"("})");
+  EXPECT_EQ(j["segments"]["2"]["offset"], std::to_string(3 * kMiB));
+  EXPECT_EQ(j["digests"]["0"]["segments"].dump(), R"(["3","5","0","2"])");
+  auto st = reencrypt_status(hdr, s.img.get());
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->done_bytes, kMiB);
+  EXPECT_EQ(st->total_bytes, data);
+
+  // The moved part's data write fails after its header named it: the next run recovers it from
+  // the checksums and finishes.
+  s.img->fail_writes(0, kMiB / 2);
+  ro.progress = nullptr;
+  EXPECT_FALSE(reencrypt_run(hdr, pass("right"), ro));
+  s.img->fail_writes(0, 0);
+  st = reencrypt_status(hdr, s.img.get());
+  ASSERT_TRUE(st && st->crashed);
+  EXPECT_EQ(st->done_bytes, data - kMiB);
+  auto second = reencrypt_run(hdr, pass("right"), ro);
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_TRUE(second->finished);
+  j = header_json(hdr);
+  EXPECT_EQ(j["segments"].dump(), R"({"0":{"type":"linear","offset":"0","size":"dynamic"}})");
+  EXPECT_TRUE(j["keyslots"].empty());
+  EXPECT_TRUE(j["digests"].empty());
+  EXPECT_FALSE(j["config"].contains("requirements"));
+  std::vector<std::byte> plain(kShiftData);
+  s.img->peek(0, plain);
+  EXPECT_EQ(plain, s.plain);
+}
+
 TEST(Reencrypt, EncryptionWithADataShiftMovesTheDataBehindTheHeader) {
   Shifted s = shifted_image();
   auto j = header_json(*s.img);
