@@ -2083,6 +2083,8 @@ Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::
                                       BackingStore* data) {
   BackingStore& dat = data ? *data : image;
   CRYPTMAP_TRY(l, load_verified(image, dat.size_bytes(), passphrase));
+  // What cannot be served is refused before a crashed hotzone is recovered: nothing written.
+  CRYPTMAP_TRY_VOID(check_servable(l.c));
   Engine e{dat, image, l.c, nullptr, nullptr, {}};
   CRYPTMAP_TRY_VOID(key_engine(e, l));
   CRYPTMAP_TRY_VOID(recover_if_crashed(image, l, e));
