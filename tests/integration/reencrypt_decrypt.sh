@@ -80,7 +80,7 @@ for res in checksum journal none; do
       cp --sparse=always "$T/base.img" "$T/c.img"
       cp "$T/init.hdr" "$T/c.hdr"
       run_cmd "$first" c --resume-only --hotzone-size 32k
-      if [[ $res == none ]]; then STOP_AT=pwrite64 stop_at_sync "$sig" "${RUN[@]}"
+      if [[ $res == none ]]; then STOP_AT=pwrite64,pwritev2 stop_at_sync "$sig" "${RUN[@]}"
       else stop_at_sync "$sig" "${RUN[@]}"; fi
       stopped_inside c "$res" || continue
       caught=1
