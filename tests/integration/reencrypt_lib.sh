@@ -96,8 +96,9 @@ mode_run_cmd() {
 # random from 8 to 47 (strace's fault injection). A stop at an exact point of the hotzone
 # protocol (each hotzone syncs several times: hot metadata, resilience data, data, post
 # metadata), whatever this machine's speed: a delay after the start lands in the run's start-up
-# on a slow machine and after its end on a fast one. STOP_AT=pwrite64,pwritev2 counts writes instead
-# (resilience none syncs little). STOP_WHEN=N stops at the Nth instead (a run with fewer syncs).
+# on a slow machine and after its end on a fast one. STOP_AT=pwrite64,pwritev2 counts writes
+# instead (resilience none syncs little; cryptmap's image store writes with pwritev2, cryptsetup
+# with pwrite64). STOP_WHEN=N stops at the Nth instead (a run with fewer syncs).
 stop_at_sync() {
   local sig=$1 calls=${STOP_AT:-fsync,fdatasync}
   shift
