@@ -47,6 +47,34 @@ constexpr std::uint32_t kChecksumMinBlock = 4096;   // file block size
 
 Error unsupported(const char* what) { return make_error(Errc::kUnsupported, what); }
 
+// What every init of a run checks of the header it starts from, in cryptsetup's words: no
+// unknown requirement, not already in reencryption, one crypt segment without integrity, and
+// that segment's digest.
+struct InitSource {
+  const luks2::Segment* seg;
+  const luks2::Digest* digest;
+};
+Result<InitSource> init_source(const luks2::Metadata& m) {
+  std::string unknown;
+  const auto req = luks2::requirement_state(m, &unknown);
+  if (req == luks2::RequirementState::kUnknown)
+    return fail(make_error_fmt(Errc::kUnsupported, "Unmet LUKS2 requirements detected.", kNoObject,
+                               "unknown mandatory requirement '%s'", unknown.c_str()));
+  if (req == luks2::RequirementState::kReencryption ||
+      std::any_of(m.keyslots.begin(), m.keyslots.end(),
+                  [](const auto& k) { return k.type == "reencrypt"; }))
+    return fail(make_error(Errc::kBusy, "LUKS2 reencryption already initialized in metadata."));
+  const luks2::Segment* seg = m.segment(0);
+  if (m.segments.size() != 1 || !seg || seg->type != "crypt")
+    return fail(unsupported("cryptmap reencrypt: the header must have one crypt segment"));
+  if (seg->has_integrity)
+    return fail(unsupported(
+        "Reencryption of a volume with integrity protection (--integrity) is not supported."));
+  const luks2::Digest* dold = m.digest_for_segment(0);
+  if (!dold) return fail(make_error(Errc::kCorrupt, "LUKS2 segment 0 has no digest", 0));
+  return InitSource{seg, dold};
+}
+
 // --- JSON helpers ------------------------------------------------------------------------------
 
 std::string u64s(std::uint64_t v) { return std::to_string(v); }
@@ -1216,23 +1244,9 @@ Result<void> reencrypt_init(BackingStore& image, std::span<const std::byte> pass
   const BackingStore& data_dev = o.data ? *o.data : image;
   CRYPTMAP_TRY(h, load_v2(image));
   const luks2::Metadata& m = h->meta();
-  std::string unknown;
-  const auto req = luks2::requirement_state(m, &unknown);
-  if (req == luks2::RequirementState::kUnknown)
-    return fail(make_error_fmt(Errc::kUnsupported, "Unmet LUKS2 requirements detected.", kNoObject,
-                               "unknown mandatory requirement '%s'", unknown.c_str()));
-  if (req == luks2::RequirementState::kReencryption ||
-      std::any_of(m.keyslots.begin(), m.keyslots.end(),
-                  [](const auto& k) { return k.type == "reencrypt"; }))
-    return fail(make_error(Errc::kBusy, "LUKS2 reencryption already initialized in metadata."));
-  const luks2::Segment* seg = m.segment(0);
-  if (m.segments.size() != 1 || !seg || seg->type != "crypt")
-    return fail(unsupported("cryptmap reencrypt: the header must have one crypt segment"));
-  if (seg->has_integrity)
-    return fail(unsupported(
-        "Reencryption of a volume with integrity protection (--integrity) is not supported."));
-  const luks2::Digest* dold = m.digest_for_segment(0);
-  if (!dold) return fail(make_error(Errc::kCorrupt, "LUKS2 segment 0 has no digest", 0));
+  CRYPTMAP_TRY(src, init_source(m));
+  const luks2::Segment* seg = src.seg;
+  const luks2::Digest* dold = src.digest;
   // cryptsetup's decrypt_luks2_init: in place only under a detached header, data at offset 0
   // (with the header in the image cryptsetup 2.6 moves the data instead: not implemented here).
   if (decrypt && (!o.data || seg->offset != 0))
@@ -1519,23 +1533,9 @@ Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
   }
   CRYPTMAP_TRY(h, load_v2(image));
   const luks2::Metadata& m = h->meta();
-  std::string unknown;
-  const auto req = luks2::requirement_state(m, &unknown);
-  if (req == luks2::RequirementState::kUnknown)
-    return fail(make_error_fmt(Errc::kUnsupported, "Unmet LUKS2 requirements detected.", kNoObject,
-                               "unknown mandatory requirement '%s'", unknown.c_str()));
-  if (req == luks2::RequirementState::kReencryption ||
-      std::any_of(m.keyslots.begin(), m.keyslots.end(),
-                  [](const auto& k) { return k.type == "reencrypt"; }))
-    return fail(make_error(Errc::kBusy, "LUKS2 reencryption already initialized in metadata."));
-  const luks2::Segment* seg = m.segment(0);
-  if (m.segments.size() != 1 || !seg || seg->type != "crypt")
-    return fail(unsupported("cryptmap reencrypt: the header must have one crypt segment"));
-  if (seg->has_integrity)
-    return fail(unsupported(
-        "Reencryption of a volume with integrity protection (--integrity) is not supported."));
-  const luks2::Digest* dold = m.digest_for_segment(0);
-  if (!dold) return fail(make_error(Errc::kCorrupt, "LUKS2 segment 0 has no digest", 0));
+  CRYPTMAP_TRY(src, init_source(m));
+  const luks2::Segment* seg = src.seg;
+  const luks2::Digest* dold = src.digest;
   // The shift is the data offset (the header and its keyslots area move out of the image).
   const std::uint64_t shift = seg->offset;
   if (shift == 0 || shift % 512)
