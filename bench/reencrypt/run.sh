@@ -10,14 +10,19 @@
 #   cryptsetup        cryptsetup 2.6.1 offline (--force-offline-reencrypt)
 #   cryptmap          cryptmap offline
 #   cryptmap-online   the image open in the daemon, run by the daemon, the volume idle
-#   cryptmap-busy     the same with fio (4 jobs, 4 KiB O_DIRECT randrw, 50/50) on the FUSE file
-#                     throughout; fio's IOPS during the run are printed too
+#   cryptmap-inuse    the same with fio (4 jobs, 4 KiB O_DIRECT randrw, 50/50) on the FUSE file
+#                     throughout, each job held to INUSE_IOPS (default 1000) I/Os per second: a
+#                     volume in steady use
+#   cryptmap-busy     the same with fio unthrottled: as many I/Os as the two cores allow, so the
+#                     reencryption and the user's I/O share the CPU (the worst case);
+#                     fio's IOPS during the inuse and busy runs are printed too
 # Prints MiB/s per row (median) and the ratios to cryptsetup and to raw. A benchmark, never a test.
 set -euo pipefail
 BUILD=${1:?usage: run.sh BUILD_DIR [SIZE_MIB] [RESILIENCE]}
 SIZE_MIB=${2:-1024}
 RES=${3:-checksum}
 REPEATS=${REPEATS:-2}
+INUSE_IOPS=${INUSE_IOPS:-1000}
 CM=$(realpath "$BUILD/cli/cryptmap")
 for t in cryptsetup fio python3; do command -v $t > /dev/null || { echo "needs $t"; exit 1; }; done
 W=$(mktemp -d /dev/shm/cryptmap-reenc-bench.XXXXXX)
@@ -47,7 +52,7 @@ init_cmd() {  # init_cmd TOOL IMAGE
     "$CM" reencrypt --init-only --batch-mode "${FAST[@]}" --key-file "$W/key" --key-size 256 --resilience "$RES" "$2"
   fi
 }
-declare -A MS INIT
+declare -A MS INIT IOPS
 add() { MS[$1]="${MS[$1]:-} $2"; }
 median() { tr ' ' '\n' <<< "$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
@@ -65,14 +70,16 @@ for rep in $(seq 1 "$REPEATS"); do
   INIT[cryptmap]="${INIT[cryptmap]:-} $(ms_of init_cmd cryptmap "$W/r.img")"
   add cryptmap "$(ms_of "$CM" reencrypt --resume-only --batch-mode --key-file "$W/key" --resilience "$RES" "$W/r.img")"
 
-  for row in cryptmap-online cryptmap-busy; do
+  for row in cryptmap-online cryptmap-inuse cryptmap-busy; do
     cp "$W/base.img" "$W/r.img"
     init_cmd cryptmap "$W/r.img"
     "$CM" open --mount-dir "$W/mnt" --key-file "$W/key" "$W/r.img" r
-    if [[ $row == cryptmap-busy ]]; then
+    if [[ $row != cryptmap-online ]]; then
+      rate=()
+      [[ $row == cryptmap-inuse ]] && rate=(--rate_iops="$INUSE_IOPS")
       fio --name=busy --filename="$W/mnt/r" --direct=1 --ioengine=psync --bs=4k --numjobs=4 \
         --rw=randrw --size=$((SIZE_MIB / 4))M --offset_increment=$((SIZE_MIB / 4))M --time_based \
-        --runtime=600 --group_reporting --output-format=json --output="$W/fio.json" &
+        "${rate[@]}" --runtime=600 --group_reporting --output-format=json --output="$W/fio.json" &
       FIO_PID=$!
       sleep 1
     fi
@@ -82,7 +89,7 @@ for rep in $(seq 1 "$REPEATS"); do
       kill -INT "$FIO_PID"
       wait "$FIO_PID" || true
       FIO_PID=
-      IOPS="${IOPS:-} $(python3 -c 'import json,sys; t=open(sys.argv[1]).read(); j=json.loads(t[t.index("{"):])["jobs"][0]; print(round(j["read"]["iops"]+j["write"]["iops"]))' "$W/fio.json")"
+      IOPS[$row]="${IOPS[$row]:-} $(python3 -c 'import json,sys; t=open(sys.argv[1]).read(); j=json.loads(t[t.index("{"):])["jobs"][0]; print(round(j["read"]["iops"]+j["write"]["iops"]))' "$W/fio.json")"
     fi
     "$CM" close --mount-dir "$W/mnt" r
   done
@@ -94,9 +101,10 @@ raw=$(median "${MS[raw]}")
 echo "reencryption of $SIZE_MIB MiB, resilience $RES, $REPEATS runs each (medians), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "init (--init-only, ms): cryptsetup$(median "${INIT[cryptsetup]}" | sed 's/^/ /'), cryptmap$(median "${INIT[cryptmap]}" | sed 's/^/ /')"
 printf '| row | ms (each run) | MiB/s | / cryptsetup | / raw |\n|---|---|---:|---:|---:|\n'
-for row in raw cryptsetup cryptmap cryptmap-online cryptmap-busy; do
+for row in raw cryptsetup cryptmap cryptmap-online cryptmap-inuse cryptmap-busy; do
   m=$(median "${MS[$row]}")
   printf '| %s |%s | %s | %.2f | %.2f |\n' "$row" "${MS[$row]}" "$(rate "$m")" \
     "$(echo "$cs / $m" | bc -l)" "$(echo "$raw / $m" | bc -l)"
 done
-echo "fio 4k randrw x4 IOPS during the busy runs:${IOPS:-}"
+echo "fio 4k randrw x4 IOPS during the inuse runs (at most $((4 * INUSE_IOPS))):${IOPS[cryptmap-inuse]:-}"
+echo "fio 4k randrw x4 IOPS during the busy runs (unthrottled):${IOPS[cryptmap-busy]:-}"
