@@ -1514,6 +1514,63 @@ TEST(IntegrityJournal, CommitsNeverOverwriteSectionsWhoseCopyIsNotDurable) {
   }
 }
 
+// A commit's in-place copy whose tags touch more tag pages than one store batch holds (512: a
+// big commit of scattered blocks) is written as several store batches, in block order, before
+// its one sync (docs/integrity.md §5): on a 1 GiB volume (commits of 31 sections, 992 blocks),
+// 992 blocks 147 apart (each tag on its own page, 28-byte tags) are committed, then copied by
+// the next commit; every block reads back after a reopen. Fails when the split drops or
+// misplaces blocks, tags or pages at a batch boundary.
+TEST(IntegrityJournal, ACopyTouchingManyTagPagesIsSplitIntoSeveralStoreBatches) {
+  VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+  VolumeLayout d = l;
+  l.integrity_no_journal = false;
+  auto disk = formatted(1024 * kMiB, d);
+  const integrity::Geometry g = geometry_of(*disk, d);
+  const std::size_t cap = std::size_t{journal_batch_sections(g)} * g.journal_section_entries;
+  const std::uint64_t stride = 147;  // 147 · 28 bytes of tags > 4 KiB: one page per block
+  ASSERT_GT(cap, 600u);
+  ASSERT_LT((cap * stride + 2) * 8, g.provided_data_sectors);
+  VolumeOptions o;
+  o.no_read_workqueue = true;
+  o.cache_bytes = 0;
+  auto store = std::make_unique<BatchCountingStore>(*disk);
+  BatchCountingStore& st = *store;
+  auto j = open_integrity_volume(l, key_for(l), std::move(store), o, nullptr);
+  ASSERT_TRUE(j) << j.error().message();
+  std::vector<std::pair<std::uint64_t, std::vector<std::byte>>> want;
+  for (std::uint64_t i = 0; i < cap; ++i) want.emplace_back(i * stride, pattern(4096, 2000 + i));
+  want.emplace_back(1, pattern(4096, 1999));  // commits the scattered batch
+  for (const auto& [k, b] : want) ASSERT_TRUE((*j)->write(ByteOffset{k * 4096}, b));
+  // The flush commits {1} and carries the scattered batch's copy: several store batches, one sync.
+  const std::uint64_t b0 = st.batches, s0 = st.syncs;
+  ASSERT_TRUE((*j)->flush());
+  EXPECT_GE(st.batches - b0, 2u) << "the copy of " << cap << " scattered blocks in one batch";
+  EXPECT_EQ(st.syncs - s0, 2u);  // the commit, then the flush's own
+  {
+    // What the copy put in place, without the journal: a copy of the image with a clean
+    // journal (nothing to replay) reads every scattered block from its place.
+    std::vector<std::byte> image(disk->size_bytes());
+    disk->peek(0, image);
+    integrity::write_initial_journal(
+        g, std::span(image).subspan(
+               g.journal_first_sector() * 512,
+               std::size_t{g.journal_sections} * g.journal_section_sectors * 512));
+    auto mem = std::make_unique<MemBackingStore>(image.size(), "mem:integrity");
+    mem->poke(0, image);
+    auto placed = open_on(std::move(mem), l, o);
+    ASSERT_TRUE(placed) << placed.error().message();
+    for (std::size_t i = 0; i < cap; ++i)
+      EXPECT_EQ(block(*placed, want[i].first, 4096), want[i].second)
+          << "block " << want[i].first << " not copied in place";
+  }
+  j->reset();
+  auto again = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(*disk), o, nullptr);
+  ASSERT_TRUE(again) << again.error().message();
+  Opened c{disk.get(), std::move(*again)};
+  for (const auto& [k, b] : want) EXPECT_EQ(block(c, k, 4096), b) << "block " << k;
+  EXPECT_EQ(counters(c).tags_failed, 0u);
+}
+
 // Replay writes the journal's entries as runs (docs/integrity.md §5), later copies winning: a
 // journal of two full committed batches whose entries cover 2·cap − 1 adjacent blocks, one
 // block in both batches (version A in the first, B in the second), replays as one store batch
