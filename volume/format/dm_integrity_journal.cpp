@@ -139,6 +139,19 @@ Result<JournalReplay> plan_journal_replay(const Geometry& g, std::span<const std
   return r;
 }
 
+std::vector<JournalWrite> final_journal_writes(std::span<const JournalWrite> writes) {
+  std::vector<JournalWrite> w(writes.begin(), writes.end());
+  // Stable: writes of one sector keep their replay order, and the last of each run wins.
+  std::stable_sort(w.begin(), w.end(), [](const JournalWrite& a, const JournalWrite& b) {
+    return a.sector < b.sector;
+  });
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < w.size(); ++i)
+    if (i + 1 == w.size() || w[i + 1].sector != w[i].sector) w[n++] = w[i];
+  w.resize(n);
+  return w;
+}
+
 void journal_entry_block(const Geometry& g, std::span<const std::byte> journal,
                          std::uint32_t section, std::uint32_t entry, std::span<std::byte> out) {
   const std::uint32_t spb = g.sectors_per_block();

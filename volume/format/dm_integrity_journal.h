@@ -41,6 +41,11 @@ struct JournalReplay {
 // these cases; cryptmap refuses to open instead). kInvalid when the size is wrong.
 Result<JournalReplay> plan_journal_replay(const Geometry& g, std::span<const std::byte> journal,
                                           bool journal_mode);
+// The writes of a replay (`writes`, in replay order) that decide the image: for each sector the
+// last one (the kernel copies entries one by one in that order, so a later copy of a sector
+// overwrites the earlier ones), ascending by sector, so that the caller can write runs of
+// adjacent blocks and each tag page once, in any order, before its one sync.
+std::vector<JournalWrite> final_journal_writes(std::span<const JournalWrite> writes);
 // The block of entry `entry` of section `section`: its journal data sectors with each sector's
 // displaced last 8 bytes put back. `out` is block_bytes() long.
 void journal_entry_block(const Geometry& g, std::span<const std::byte> journal,

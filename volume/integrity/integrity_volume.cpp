@@ -41,10 +41,15 @@ constexpr std::size_t kParallelBytes = 128 * 1024;
 // Mode J: an open journal section older than this is committed without a flush (the kernel's
 // commit timer, 10 s by default; 5 s as the sector cache's write-back age).
 constexpr std::chrono::seconds kCommitAge{5};
-// Mode J: journal sections committed together (one write, one sync), at most half the ring so
-// that a batch never overwrites the sections of the batch before it (whose in-place writes the
-// batch's sync makes durable).
-constexpr std::uint32_t kMaxBatchSections = 8;
+// Mode J: the blocks one commit holds at most (journal_batch_sections: also at most half the
+// ring). The open batch, the section image built at commit and the committed batch waiting for
+// its copy are locked memory of about this size each (12 MiB at most, plus the in-place tag
+// pages below), within the daemon's cache + 64 MiB (issue #13); a 1 GiB volume's journal (65
+// sections of 32 blocks) gets commits of 32 sections, 4 MiB: one sync per 4 MiB of a stream.
+constexpr std::size_t kJournalBatchBytes = std::size_t{4} << 20;
+// Tag pages one in-place store batch holds at most (2 MiB, locked): a copy touching more (a
+// big commit of scattered blocks) is written as several store batches before its one sync.
+constexpr std::size_t kMaxInPlacePages = 512;
 
 std::uint64_t align_down(std::uint64_t x) { return x / kAlign * kAlign; }
 std::uint64_t align_up(std::uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
@@ -69,6 +74,69 @@ Result<integrity::Superblock> read_superblock(const BackingStore& store, std::ui
   std::vector<std::byte> sb(integrity::kSbBytes);
   CRYPTMAP_TRY_VOID(store.read_at(ByteOffset{at}, sb));
   return integrity::parse_superblock(sb);
+}
+
+// Replay's copy (docs/integrity.md §5): the journal entries `w` (ascending sectors, one per
+// sector: integrity::final_journal_writes) written to their data and tag places, at most
+// kMaxRunBlocks blocks per store batch: each stretch of adjacent blocks within an interleave
+// area as one piece, each tag page the batch touches read once (all of them in one read batch)
+// and written once. The caller syncs.
+Result<void> copy_journal_entries(BackingStore& store, const Geometry& g,
+                                  std::span<const std::byte> journal,
+                                  std::span<const integrity::JournalWrite> w) {
+  if (w.empty()) return ok();
+  const std::uint32_t bs = g.block_bytes(), spb = g.sectors_per_block(), tag = g.tag_size;
+  const std::uint64_t area_blocks = g.interleave_sectors() / spb;
+  std::vector<std::byte> data(std::min(w.size(), kMaxRunBlocks) * bs);
+  std::vector<std::byte> buf(2 * kMaxRunBlocks * kAlign);  // a tag touches at most two pages
+  std::vector<std::uint64_t> pages;
+  std::vector<ReadPiece> reads;
+  std::vector<WritePiece> writes;
+  for (std::size_t i = 0; i < w.size();) {
+    const std::size_t j = std::min(w.size(), i + kMaxRunBlocks);
+    pages.clear();
+    reads.clear();
+    writes.clear();
+    for (std::size_t x = i; x < j; ++x) {
+      integrity::journal_entry_block(g, journal, w[x].section, w[x].entry,
+                                     std::span(data).subspan((x - i) * bs, bs));
+      const std::uint64_t t0 = g.tag_byte(w[x].sector);
+      for (std::uint64_t p = t0 / kAlign; p * kAlign < t0 + tag; ++p)
+        if (pages.empty() || pages.back() != p) pages.push_back(p);
+    }
+    // Every page, stretches of adjacent ones as one piece: other blocks' tags share them.
+    for (std::size_t p = 0; p < pages.size();) {
+      std::size_t r = 1;
+      while (p + r < pages.size() && pages[p + r] == pages[p] + r) ++r;
+      reads.push_back(
+          ReadPiece{ByteOffset{pages[p] * kAlign}, std::span(buf).subspan(p * kAlign, r * kAlign)});
+      writes.push_back(WritePiece{ByteOffset{pages[p] * kAlign},
+                                  std::span(buf).subspan(p * kAlign, r * kAlign)});
+      p += r;
+    }
+    CRYPTMAP_TRY_VOID(store.read_batch(reads));
+    std::size_t pi = 0;
+    for (std::size_t x = i; x < j; ++x) {
+      const std::uint64_t t0 = g.tag_byte(w[x].sector);
+      while (pages[pi] != t0 / kAlign) ++pi;
+      const auto t = integrity::journal_entry_tag(g, journal, w[x].section, w[x].entry);
+      std::copy(t.begin(), t.end(),
+                buf.begin() + static_cast<std::ptrdiff_t>(pi * kAlign + t0 % kAlign));
+    }
+    for (std::size_t x = i; x < j;) {
+      std::size_t r = 1;
+      const std::uint64_t k = w[x].sector / spb;
+      while (x + r < j && w[x + r].sector / spb == k + r &&
+             (k + r) / area_blocks == k / area_blocks)
+        ++r;
+      writes.push_back(WritePiece{ByteOffset{g.data_sector(w[x].sector) * 512},
+                                  std::span(data).subspan((x - i) * bs, r * bs)});
+      x += r;
+    }
+    CRYPTMAP_TRY_VOID(store.write_batch(writes));
+    i = j;
+  }
+  return ok();
 }
 
 // Journal replay on open (docs/integrity.md §1.3, §5): the whole journal is read and checked
@@ -96,20 +164,9 @@ Result<JournalPosition> replay_journal(BackingStore& store, const Geometry& g, b
         "the journal holds %zu committed write(s) to replay (or needs re-initialising) but %s "
         "is opened read-only: open it read-write once to replay",
         plan.writes.size(), store.name().c_str()));
-  std::vector<std::byte> block(g.block_bytes());
-  std::vector<std::byte> window(2 * kAlign + align_up(g.tag_size));
-  for (const integrity::JournalWrite& w : plan.writes) {
-    integrity::journal_entry_block(g, journal, w.section, w.entry, block);
-    CRYPTMAP_TRY_VOID(store.write_at(ByteOffset{g.data_sector(w.sector) * 512}, block));
-    const std::uint64_t t = g.tag_byte(w.sector);
-    const std::uint64_t lo = align_down(t);
-    const auto win = std::span(window).first(align_up(t + g.tag_size) - lo);
-    CRYPTMAP_TRY_VOID(store.read_at(ByteOffset{lo}, win));
-    const auto tag = integrity::journal_entry_tag(g, journal, w.section, w.entry);
-    std::copy(tag.begin(), tag.end(), win.begin() + static_cast<std::ptrdiff_t>(t - lo));
-    CRYPTMAP_TRY_VOID(store.write_at(ByteOffset{lo}, win));
-  }
-  std::fill(block.begin(), block.end(), std::byte{0});
+  // The entries that decide the image (the last write of each sector), in block order.
+  const std::vector<integrity::JournalWrite> finals = integrity::final_journal_writes(plan.writes);
+  CRYPTMAP_TRY_VOID(copy_journal_entries(store, g, journal, finals));
   CRYPTMAP_TRY_VOID(store.sync());
   if (plan.reinitialise) {
     integrity::write_initial_journal(g, journal, plan.erase_seq);
@@ -118,9 +175,9 @@ Result<JournalPosition> replay_journal(BackingStore& store, const Geometry& g, b
   }
   log.info(
       "{}: dm-integrity journal replayed: {} entr{} from {} committed section(s) written "
-      "back{}{}",
+      "back ({} block(s)){}{}",
       store.name(), plan.writes.size(), plan.writes.size() == 1 ? "y" : "ies", plan.write_sections,
-      plan.dropped ? ", entries beyond the device dropped" : "",
+      finals.size(), plan.dropped ? ", entries beyond the device dropped" : "",
       plan.reinitialise ? ", journal re-initialised" : "");
   return next;
 }
@@ -293,8 +350,16 @@ class IntegrityVolume final : public Volume {
     // The open batch of journal sections, built in place for each commit
     // (docs/architecture.md §4.1).
     const char* what = "integrity journal sections";
-    batch_sections_ = std::clamp<std::uint32_t>(g_.journal_sections / 2, 1, kMaxBatchSections);
+    batch_sections_ = journal_batch_sections(g_);
     const std::size_t entries = std::size_t{batch_sections_} * g_.journal_section_entries;
+    pend_cap_ = entries;
+    pend_bits_ = 1;
+    while ((std::size_t{1} << pend_bits_) < 2 * entries) ++pend_bits_;
+    try {
+      pend_index_.assign(std::size_t{1} << pend_bits_, 0);
+    } catch (const std::bad_alloc&) {
+      return fail(make_error(Errc::kNoSpace, "integrity volume: allocate the journal batch index"));
+    }
     CRYPTMAP_TRY(
         sec, LockedMemory::allocate(std::size_t{batch_sections_} * g_.journal_section_sectors * 512,
                                     MemoryLock::kBestEffort, what));
@@ -949,15 +1014,15 @@ class IntegrityVolume final : public Volume {
     CRYPTMAP_TRY_VOID(convert_run(crypto::CryptoDir::kEncrypt, first, n, data, tags));
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint64_t k = first + i;
-      std::size_t e = 0;
-      while (e < pend_blocks_.size() && pend_blocks_[e] != k) ++e;
+      std::size_t e = pend_find(k);
       if (e == pend_blocks_.size()) {
-        if (pend_blocks_.size() == pend_blocks_.capacity()) {
+        if (pend_blocks_.size() == pend_cap_) {
           CRYPTMAP_TRY_VOID(commit_pending());
           e = 0;
         }
         if (pend_blocks_.empty()) pend_since_ = std::chrono::steady_clock::now();
         pend_blocks_.push_back(k);
+        pend_index(k);
       }
       std::memcpy(pend_data_.data() + e * bs_, data.data() + i * bs_, bs_);
       std::memcpy(pend_tags_.data() + e * tag_, tags.data() + i * tag_, tag_);
@@ -1017,12 +1082,39 @@ class IntegrityVolume final : public Volume {
       std::memcpy(data.data() + (*it - first) * bs_, copy_data_.data() + e * bs_, bs_);
       std::memcpy(tags.data() + (*it - first) * tag_, copy_tags_.data() + e * tag_, tag_);
     }
-    for (std::size_t e = 0; e < pend_blocks_.size(); ++e) {
-      const std::uint64_t k = pend_blocks_[e];
-      if (k < first || k >= first + n) continue;
+    auto put = [&](std::uint64_t k, std::size_t e) {
       std::memcpy(data.data() + (k - first) * bs_, pend_data_.data() + e * bs_, bs_);
       std::memcpy(tags.data() + (k - first) * tag_, pend_tags_.data() + e * tag_, tag_);
+    };
+    if (n < pend_blocks_.size()) {
+      for (std::uint64_t k = first; k < first + n; ++k)
+        if (const std::size_t e = pend_find(k); e < pend_blocks_.size()) put(k, e);
+      return;
     }
+    for (std::size_t e = 0; e < pend_blocks_.size(); ++e)
+      if (pend_blocks_[e] >= first && pend_blocks_[e] < first + n) put(pend_blocks_[e], e);
+  }
+
+  // The open batch's index (open addressing, linear probing, twice its capacity; cleared at each
+  // commit): the entry holding block k, else pend_blocks_.size().
+  std::size_t pend_slot(std::uint64_t k) const {
+    return static_cast<std::size_t>((k * 0x9E3779B97F4A7C15ull) >> (64 - pend_bits_));
+  }
+  std::size_t pend_find(std::uint64_t k) const {
+    if (pend_index_.empty()) return pend_blocks_.size();
+    const std::size_t mask = pend_index_.size() - 1;
+    for (std::size_t h = pend_slot(k);; h = (h + 1) & mask) {
+      const std::uint32_t e = pend_index_[h];
+      if (e == 0) return pend_blocks_.size();
+      if (pend_blocks_[e - 1] == k) return e - 1;
+    }
+  }
+  // Indexes block k, just appended to pend_blocks_.
+  void pend_index(std::uint64_t k) {
+    const std::size_t mask = pend_index_.size() - 1;
+    std::size_t h = pend_slot(k);
+    while (pend_index_[h] != 0) h = (h + 1) & mask;
+    pend_index_[h] = static_cast<std::uint32_t>(pend_blocks_.size());
   }
 
   // Commits the open batch: its blocks fill consecutive journal sections from the ring's
@@ -1097,6 +1189,7 @@ class IntegrityVolume final : public Volume {
     copy_sections_ = nsec;
     copy_since_ = std::chrono::steady_clock::now();
     pend_blocks_.clear();
+    std::fill(pend_index_.begin(), pend_index_.end(), 0);
     return ok();
   }
 
@@ -1115,12 +1208,30 @@ class IntegrityVolume final : public Volume {
   // tags[i·T]) in place, with `extra` pieces, as one store batch: one piece per stretch of
   // adjacent blocks in one interleave area, and each tag page they touch once (pages the
   // batch's tags do not cover whole get their other bytes from the tag page cache, else from
-  // the store, all missing pages read as one batch first). The pages become the cache's copies
-  // when the write succeeded and are dropped when it did not. The caller holds the pages of
-  // `blocks` exclusively (their stripes, or the volume); one caller at a time (in_place_).
+  // the store, all missing pages read as one batch first). Blocks whose tags touch more than
+  // kMaxInPlacePages pages (a big commit of scattered blocks) are written as several such
+  // batches in block order, `extra` with the first; a page two of them share is completed from
+  // what the one before wrote. The pages become the cache's copies when the write succeeded and
+  // are dropped when it did not. The caller holds the pages of `blocks` exclusively (their
+  // stripes, or the volume) and syncs; one caller at a time (in_place_).
   Result<void> write_in_place(std::span<const std::uint64_t> blocks,
                               std::span<const std::byte> data, std::span<const std::byte> tags,
                               std::span<const WritePiece> extra) {
+    std::size_t b0 = 0;
+    do {
+      CRYPTMAP_TRY(b1, write_in_place_batch(blocks, data, tags, b0,
+                                            b0 == 0 ? extra : std::span<const WritePiece>{}));
+      b0 = b1;
+    } while (b0 < blocks.size());
+    return ok();
+  }
+
+  // One store batch of write_in_place: blocks[b0, b1) with `extra`, b1 as far as the tag pages
+  // fit; returns b1.
+  Result<std::size_t> write_in_place_batch(std::span<const std::uint64_t> blocks,
+                                           std::span<const std::byte> data,
+                                           std::span<const std::byte> tags, std::size_t b0,
+                                           std::span<const WritePiece> extra) {
     InPlace& ip = in_place_;
     ip.pages.clear();
     ip.covered.clear();
@@ -1129,13 +1240,15 @@ class IntegrityVolume final : public Volume {
     const std::uint32_t spb = g_.sectors_per_block();
     // The tag pages, ascending (tags of ascending blocks are ascending), and how much of each
     // the batch's tags cover.
-    for (const std::uint64_t k : blocks) {
-      const std::uint64_t t0 = g_.tag_byte(k * spb), t1 = t0 + tag_;
-      for (std::uint64_t p = t0 / kAlign; p * kAlign < t1; ++p) {
+    std::size_t b1 = b0;
+    for (; b1 < blocks.size(); ++b1) {
+      const std::uint64_t t0 = g_.tag_byte(blocks[b1] * spb), t1 = t0 + tag_;
+      const std::uint64_t p0 = t0 / kAlign, p1 = (t1 - 1) / kAlign;
+      const std::size_t fresh =
+          static_cast<std::size_t>(p1 - p0 + 1) - (!ip.pages.empty() && ip.pages.back() == p0);
+      if (ip.pages.size() + fresh > ip.capacity_pages) break;
+      for (std::uint64_t p = p0; p <= p1; ++p) {
         if (ip.pages.empty() || ip.pages.back() != p) {
-          if (ip.pages.size() == ip.capacity_pages)
-            return fail(
-                make_error(Errc::kIo, "integrity volume: in-place batch exceeds its tag pages", k));
           ip.pages.push_back(p);
           ip.covered.push_back(0);
         }
@@ -1143,6 +1256,9 @@ class IntegrityVolume final : public Volume {
             static_cast<std::uint32_t>(std::min(t1, (p + 1) * kAlign) - std::max(t0, p * kAlign));
       }
     }
+    if (b1 == b0 && b0 < blocks.size())
+      return fail(make_error(Errc::kIo, "integrity volume: in-place batch exceeds its tag pages",
+                             blocks[b0]));
     const auto buf = ip.buf.span();
     for (std::size_t j = 0; j < ip.pages.size(); ++j) {
       if (ip.covered[j] == kAlign || tag_cache_->get(ip.pages[j], page_of(buf, j))) continue;
@@ -1157,16 +1273,16 @@ class IntegrityVolume final : public Volume {
     // Tags into their pages (a tag crossing a page boundary continues in the next buffer page:
     // the two pages are adjacent in both).
     std::size_t j = 0;
-    for (std::size_t i = 0; i < blocks.size(); ++i) {
+    for (std::size_t i = b0; i < b1; ++i) {
       const std::uint64_t t0 = g_.tag_byte(blocks[i] * spb);
       while (ip.pages[j] != t0 / kAlign) ++j;
       std::memcpy(buf.data() + j * kAlign + t0 % kAlign, tags.data() + i * tag_, tag_);
     }
     // Data: one piece per stretch of adjacent blocks within an interleave area.
     const std::uint64_t area_blocks = g_.interleave_sectors() / spb;
-    for (std::size_t i = 0; i < blocks.size();) {
+    for (std::size_t i = b0; i < b1;) {
       std::size_t r = 1;
-      while (i + r < blocks.size() && blocks[i + r] == blocks[i] + r &&
+      while (i + r < b1 && blocks[i + r] == blocks[i] + r &&
              blocks[i + r] / area_blocks == blocks[i] / area_blocks)
         ++r;
       ip.writes.push_back(WritePiece{data_at(blocks[i]), data.subspan(i * bs_, r * bs_)});
@@ -1183,13 +1299,15 @@ class IntegrityVolume final : public Volume {
     auto r = ip.writes.empty() ? Result<void>{} : store_->write_batch(ip.writes);
     for (std::size_t p = 0; p < ip.pages.size(); ++p)
       r ? tag_cache_->put(ip.pages[p], page_of(buf, p)) : tag_cache_->erase(ip.pages[p]);
-    return r;
+    if (!r) return fail(r.error());
+    return b1;
   }
 
   // Allocates in_place_ for batches of at most `blocks` blocks in at most `runs` stretches.
   Result<void> init_in_place(std::size_t blocks, std::size_t runs) {
-    const std::size_t pages =
-        std::min(2 * blocks, (blocks * tag_ + kAlign - 1) / kAlign + 2 * runs);
+    const std::size_t pages = std::max<std::size_t>(
+        2,
+        std::min({2 * blocks, (blocks * tag_ + kAlign - 1) / kAlign + 2 * runs, kMaxInPlacePages}));
     CRYPTMAP_TRY(b, LockedMemory::allocate(pages * kAlign, MemoryLock::kBestEffort,
                                            "integrity in-place tag pages"));
     InPlace& ip = in_place_;
@@ -1239,7 +1357,10 @@ class IntegrityVolume final : public Volume {
   // Mode J, under mu_ (written exclusively, read shared): the open section's blocks (index,
   // ciphertext, tag; at most journal_section_entries), the section image built at commit and
   // the write-back run buffers. All allocated at open.
-  std::vector<std::uint64_t> pend_blocks_;  // capacity: batch_sections_ · section entries
+  std::vector<std::uint64_t> pend_blocks_;  // at most pend_cap_ = batch_sections_ · section entries
+  std::size_t pend_cap_ = 0;
+  std::vector<std::uint32_t> pend_index_;  // entry + 1 by pend_slot (0: empty), see pend_find
+  unsigned pend_bits_ = 1;
   std::uint32_t batch_sections_ = 1;
   LockedMemory pend_data_, pend_tags_;
   LockedMemory section_;
@@ -1328,6 +1449,13 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
                                                std::move(tag_cache), std::move(logger));
   CRYPTMAP_TRY_VOID(vol->init(options));
   return std::unique_ptr<Volume>(std::move(vol));
+}
+
+std::uint32_t journal_batch_sections(const integrity::Geometry& g) {
+  const std::size_t section_bytes = std::size_t{g.journal_section_entries} * g.block_bytes();
+  const auto budget = static_cast<std::uint32_t>(
+      std::max<std::size_t>(1, kJournalBatchBytes / std::max<std::size_t>(1, section_bytes)));
+  return std::clamp<std::uint32_t>(g.journal_sections / 2, 1, budget);
 }
 
 std::optional<IntegrityCounters> integrity_counters(const Volume& vol) {

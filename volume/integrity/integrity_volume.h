@@ -77,6 +77,13 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
                                                       const VolumeOptions& options,
                                                       std::shared_ptr<spdlog::logger> logger);
 
+// Mode J: the journal sections one commit holds at most (docs/integrity.md §5): half the ring,
+// so that a commit never overwrites the sections of the commit before it (whose in-place copy
+// it carries and makes durable), at least one (a one- or two-section ring commits one section
+// at a time, copying the previous commit first), and at most 4 MiB of blocks (the batch is
+// locked memory, held about three times: open batch, section image, committed batch).
+std::uint32_t journal_batch_sections(const integrity::Geometry& g);
+
 // Counters of an integrity volume (tests: each tag verified exactly once per block read).
 struct IntegrityCounters {
   std::uint64_t tags_verified = 0;  // blocks whose tag was checked (pass or fail)

@@ -13,6 +13,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -976,8 +979,9 @@ TEST(IntegrityJournal, WritesAreBatchedIntoSectionsUntilFullOrFlushed) {
     auto base = open_on(formatted(40 * kMiB, d), d);
     ASSERT_TRUE(base);
     const integrity::Geometry g = geometry_of(*base->mem, d);
-    // The open batch: half the ring's sections, 1 to 8 (docs/integrity.md §5).
-    const std::uint32_t sections = std::clamp<std::uint32_t>(g.journal_sections / 2, 1, 8);
+    // The open batch: half the ring's sections, at least 1 (docs/integrity.md §5).
+    const std::uint32_t sections = journal_batch_sections(g);
+    EXPECT_EQ(sections, std::max<std::uint32_t>(1, g.journal_sections / 2));
     const std::size_t cap = std::size_t{sections} * g.journal_section_entries;
     if (m.ss == 512) {
       EXPECT_GT(sections, 1u);
@@ -1121,7 +1125,7 @@ TEST(IntegrityJournal, ACommitCarriesThePreviousCommitsCopyInOneStoreBatch) {
   ASSERT_TRUE(base);
   MemBackingStore& mem = *base->mem;
   const integrity::Geometry g = geometry_of(mem, d);
-  const std::uint32_t sections = std::clamp<std::uint32_t>(g.journal_sections / 2, 1, 8);
+  const std::uint32_t sections = journal_batch_sections(g);
   const std::size_t cap = std::size_t{sections} * g.journal_section_entries;
   const std::uint64_t blocks = 3 * (2 * cap + 2);
   ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(blocks * 4096)));
@@ -1315,6 +1319,310 @@ TEST(IntegrityJournal, CrashAtEveryWriteLeavesEveryBlockOldOrNew) {
       if (!crashed) break;  // the whole workload ran: every crash point was tried
     }
   }
+}
+
+// A disk with a volatile write cache, 512-byte sectors: writes since the last sync live in an
+// overlay over `base` until sync() makes them durable (with `volatile_cache`; else writes go to
+// the overlay and stay there: a scratch view over an image). Before every write that touches
+// the journal area [journal_lo, journal_hi), `on_journal_write` sees it first.
+class OverlayStore final : public BackingStore {
+ public:
+  using Sector = std::array<std::byte, 512>;
+  OverlayStore(MemBackingStore& base, bool volatile_cache)
+      : base_(base), volatile_(volatile_cache) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    CRYPTMAP_TRY_VOID(base_.read_at(off, out));
+    std::lock_guard l(mu_);
+    const std::uint64_t end = off.value + out.size();
+    for (auto it = over_.lower_bound(off.value / 512); it != over_.end() && it->first * 512 < end;
+         ++it) {
+      const std::uint64_t lo = std::max(off.value, it->first * 512);
+      const std::uint64_t hi = std::min(end, it->first * 512 + 512);
+      std::memcpy(out.data() + (lo - off.value), it->second.data() + (lo - it->first * 512),
+                  hi - lo);
+    }
+    return ok();
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    WritePiece p{off, in};
+    return write_batch(std::span(&p, 1));
+  }
+  Result<void> write_batch(std::span<WritePiece> pieces) override {
+    if (on_journal_write)
+      for (const WritePiece& p : pieces)
+        if (p.off.value < journal_hi && p.off.value + p.in.size() > journal_lo) {
+          on_journal_write(pieces);
+          break;
+        }
+    std::lock_guard l(mu_);
+    for (const WritePiece& p : pieces) put(p.off.value, p.in);
+    return ok();
+  }
+  Result<void> sync() override {
+    std::lock_guard l(mu_);
+    ++syncs;
+    if (!volatile_) return ok();
+    for (const auto& [s, b] : over_) base_.poke(s * 512, b);
+    over_.clear();
+    return ok();
+  }
+  Result<void> discard(ByteOffset, std::uint64_t) override {
+    return fail(make_error(Errc::kUnsupported, "discard"));
+  }
+  std::uint64_t size_bytes() const noexcept override { return base_.size_bytes(); }
+  bool read_only() const noexcept override { return false; }
+  const std::string& name() const noexcept override { return base_.name(); }
+
+  // Bytes (whole sectors) written since the last sync, inside [lo, hi).
+  void unsynced_in(std::uint64_t lo, std::uint64_t hi, OverlayStore& to) const {
+    std::lock_guard l(mu_);
+    for (auto it = over_.lower_bound(lo / 512); it != over_.end() && it->first * 512 < hi; ++it)
+      to.over_[it->first] = it->second;
+  }
+  void put(std::uint64_t off, std::span<const std::byte> in) {
+    EXPECT_EQ((off | in.size()) % 512, 0u) << "a write not in whole sectors";
+    for (std::size_t i = 0; i + 512 <= in.size(); i += 512)
+      std::memcpy(over_[(off + i) / 512].data(), in.data() + i, 512);
+  }
+
+  std::uint64_t journal_lo = 0, journal_hi = 0;
+  std::function<void(std::span<WritePiece>)> on_journal_write;
+  std::atomic<std::uint64_t> syncs{0};
+
+ private:
+  MemBackingStore& base_;
+  const bool volatile_;
+  mutable std::mutex mu_;
+  std::map<std::uint64_t, Sector> over_;
+};
+
+// Mode J's ring invariant (docs/integrity.md §5): a commit never overwrites the journal sections
+// of the commit before it while that commit's in-place copy is not durable. Checked on a
+// one-section ring (commits one at a time, the copy synced first), a two-section ring, a small
+// ring and a big one (commits of half the ring: more than the 8 sections of before): before
+// every write that reaches the journal, the worst a power cut could leave then (the durable
+// image, plus only the journal writes since the last sync, the in-place copies since then lost)
+// is replayed on a scratch view and must read every block as of the last flush or as one of
+// the writes since. Fails when a commit may take more than half the ring (or a one-section
+// ring's commit does not copy first): a flushed batch's sections are overwritten before its copy
+// is durable and its blocks read older than the flush.
+TEST(IntegrityJournal, CommitsNeverOverwriteSectionsWhoseCopyIsNotDurable) {
+  const VolumeLayout d = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+  VolumeLayout l = d;
+  l.integrity_no_journal = false;
+  VolumeOptions o;  // no cache, no read-ahead: every write goes to the journal batch at once
+  o.no_read_workqueue = true;
+  o.cache_bytes = 0;
+  // Image sizes: journal rings of 1, 2 and 4 sections, and 62 sections (1 GiB).
+  for (std::uint64_t mib : {32, 40, 72, 1024}) {
+    SCOPED_TRACE(std::to_string(mib) + " MiB");
+    auto disk = formatted(mib * kMiB, d);
+    const integrity::Geometry g = geometry_of(*disk, d);
+    const std::uint32_t batch = journal_batch_sections(g);
+    const std::size_t cap = std::size_t{batch} * g.journal_section_entries;
+    EXPECT_EQ(batch, std::max<std::uint32_t>(1, g.journal_sections / 2));
+    if (mib == 32) {
+      EXPECT_EQ(g.journal_sections, 1u);
+    }
+    if (mib == 1024) {
+      EXPECT_GT(batch, 8u) << "commits do not grow with the ring";
+    }
+    const std::uint64_t blocks = 3 * cap + 2;
+    ASSERT_LE(blocks * 8, g.provided_data_sectors);
+    std::vector<std::vector<std::byte>> durable(blocks);
+    std::vector<std::vector<std::vector<std::byte>>> maybe(blocks);
+    {
+      const auto v0 = pattern(blocks * 4096, 900);
+      auto w = open_integrity_volume(d, key_for(d), std::make_unique<RefStore>(*disk), o, nullptr);
+      ASSERT_TRUE(w) << w.error().message();
+      ASSERT_TRUE((*w)->write(ByteOffset{0}, v0));
+      ASSERT_TRUE((*w)->flush());
+      for (std::uint64_t k = 0; k < blocks; ++k)
+        durable[k].assign(v0.begin() + k * 4096, v0.begin() + (k + 1) * 4096);
+    }
+    auto vstore = std::make_unique<OverlayStore>(*disk, true);
+    OverlayStore& vs = *vstore;
+    vs.journal_lo = g.journal_first_sector() * 512;
+    vs.journal_hi =
+        vs.journal_lo + std::uint64_t{g.journal_sections} * g.journal_section_sectors * 512;
+    unsigned checks = 0;
+    std::mutex versions_mu;  // durable, maybe: the flusher's 5 s commit checks from its thread
+    vs.on_journal_write = [&](std::span<WritePiece> pieces) {
+      std::lock_guard vl(versions_mu);
+      ++checks;
+      // The scratch view: replay's writes stay in it, the disk is not touched.
+      auto crash = std::make_unique<OverlayStore>(*disk, false);
+      vs.unsynced_in(vs.journal_lo, vs.journal_hi, *crash);
+      for (const WritePiece& p : pieces)
+        if (p.off.value >= vs.journal_lo && p.off.value < vs.journal_hi)
+          crash->put(p.off.value, p.in);
+      auto v = open_integrity_volume(l, key_for(l), std::move(crash), o, nullptr);
+      ASSERT_TRUE(v) << "check " << checks << ": " << v.error().message();
+      std::vector<std::byte> b(4096);
+      for (std::uint64_t k = 0; k < blocks; ++k) {
+        ASSERT_TRUE((*v)->read(ByteOffset{k * 4096}, b)) << "check " << checks << ": block " << k;
+        ASSERT_TRUE(b == durable[k] ||
+                    std::find(maybe[k].begin(), maybe[k].end(), b) != maybe[k].end())
+            << "check " << checks << ": block " << k << " reads older than the last flush";
+      }
+    };
+    auto jv = open_integrity_volume(l, key_for(l), std::move(vstore), o, nullptr);
+    ASSERT_TRUE(jv) << jv.error().message();
+    unsigned version = 1;
+    auto write_blocks = [&](std::uint64_t first, std::uint64_t n) {
+      const auto data = pattern(n * 4096, 900 + version++);
+      {
+        std::lock_guard vl(versions_mu);
+        for (std::uint64_t k = 0; k < n; ++k)
+          maybe[first + k].emplace_back(data.begin() + k * 4096, data.begin() + (k + 1) * 4096);
+      }
+      for (std::uint64_t k = 0; k < n; k += 64) {  // requests of at most 256 KiB
+        const std::uint64_t m = std::min<std::uint64_t>(64, n - k);
+        ASSERT_TRUE((*jv)->write(ByteOffset{(first + k) * 4096},
+                                 std::span(data).subspan(k * 4096, m * 4096)));
+      }
+    };
+    auto flush_all = [&] {
+      ASSERT_TRUE((*jv)->flush());
+      std::lock_guard vl(versions_mu);
+      for (std::uint64_t k = 0; k < blocks; ++k)
+        if (!maybe[k].empty()) {
+          durable[k] = maybe[k].back();
+          maybe[k].clear();
+        }
+    };
+    write_blocks(0, cap);  // batch A, committed by the flush
+    flush_all();
+    const std::uint64_t s0 = vs.syncs;
+    write_blocks(cap, cap + 1);  // batch B: committed at its last block, carrying A's copy
+    // One commit (one sync; a ring too small for two batches copies and syncs first).
+    EXPECT_LE(vs.syncs - s0, 2u);
+    write_blocks(2 * cap + 1, cap + 1);  // batch C, over A's sections on a small ring
+    write_blocks(0, cap / 2);
+    flush_all();
+    EXPECT_GE(checks, 4u);
+    jv->reset();
+    // Closed: everything durable, and a reopen reads every block's last version.
+    auto again =
+        open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(*disk), o, nullptr);
+    ASSERT_TRUE(again) << again.error().message();
+    std::vector<std::byte> b(4096);
+    for (std::uint64_t k = 0; k < blocks; ++k) {
+      ASSERT_TRUE((*again)->read(ByteOffset{k * 4096}, b)) << "block " << k;
+      EXPECT_EQ(b, durable[k]) << "block " << k;
+    }
+  }
+}
+
+// A commit's in-place copy whose tags touch more tag pages than one store batch holds (512: a
+// big commit of scattered blocks) is written as several store batches, in block order, before
+// its one sync (docs/integrity.md §5): on a 1 GiB volume (commits of 31 sections, 992 blocks),
+// 992 blocks 147 apart (each tag on its own page, 28-byte tags) are committed, then copied by
+// the next commit; every block reads back after a reopen. Fails when the split drops or
+// misplaces blocks, tags or pages at a batch boundary.
+TEST(IntegrityJournal, ACopyTouchingManyTagPagesIsSplitIntoSeveralStoreBatches) {
+  VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+  VolumeLayout d = l;
+  l.integrity_no_journal = false;
+  auto disk = formatted(1024 * kMiB, d);
+  const integrity::Geometry g = geometry_of(*disk, d);
+  const std::size_t cap = std::size_t{journal_batch_sections(g)} * g.journal_section_entries;
+  const std::uint64_t stride = 147;  // 147 · 28 bytes of tags > 4 KiB: one page per block
+  ASSERT_GT(cap, 600u);
+  ASSERT_LT((cap * stride + 2) * 8, g.provided_data_sectors);
+  VolumeOptions o;
+  o.no_read_workqueue = true;
+  o.cache_bytes = 0;
+  auto store = std::make_unique<BatchCountingStore>(*disk);
+  BatchCountingStore& st = *store;
+  auto j = open_integrity_volume(l, key_for(l), std::move(store), o, nullptr);
+  ASSERT_TRUE(j) << j.error().message();
+  std::vector<std::pair<std::uint64_t, std::vector<std::byte>>> want;
+  for (std::uint64_t i = 0; i < cap; ++i) want.emplace_back(i * stride, pattern(4096, 2000 + i));
+  want.emplace_back(1, pattern(4096, 1999));  // commits the scattered batch
+  for (const auto& [k, b] : want) ASSERT_TRUE((*j)->write(ByteOffset{k * 4096}, b));
+  // The flush commits {1} and carries the scattered batch's copy: several store batches, one sync.
+  const std::uint64_t b0 = st.batches, s0 = st.syncs;
+  ASSERT_TRUE((*j)->flush());
+  EXPECT_GE(st.batches - b0, 2u) << "the copy of " << cap << " scattered blocks in one batch";
+  EXPECT_EQ(st.syncs - s0, 2u);  // the commit, then the flush's own
+  {
+    // What the copy put in place, without the journal: a copy of the image with a clean
+    // journal (nothing to replay) reads every scattered block from its place.
+    std::vector<std::byte> image(disk->size_bytes());
+    disk->peek(0, image);
+    integrity::write_initial_journal(
+        g, std::span(image).subspan(
+               g.journal_first_sector() * 512,
+               std::size_t{g.journal_sections} * g.journal_section_sectors * 512));
+    auto mem = std::make_unique<MemBackingStore>(image.size(), "mem:integrity");
+    mem->poke(0, image);
+    auto placed = open_on(std::move(mem), l, o);
+    ASSERT_TRUE(placed) << placed.error().message();
+    for (std::size_t i = 0; i < cap; ++i)
+      EXPECT_EQ(block(*placed, want[i].first, 4096), want[i].second)
+          << "block " << want[i].first << " not copied in place";
+  }
+  j->reset();
+  auto again = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(*disk), o, nullptr);
+  ASSERT_TRUE(again) << again.error().message();
+  Opened c{disk.get(), std::move(*again)};
+  for (const auto& [k, b] : want) EXPECT_EQ(block(c, k, 4096), b) << "block " << k;
+  EXPECT_EQ(counters(c).tags_failed, 0u);
+}
+
+// Replay writes the journal's entries as runs (docs/integrity.md §5), later copies winning: a
+// journal of two full committed batches whose entries cover 2·cap − 1 adjacent blocks, one
+// block in both batches (version A in the first, B in the second), replays as one store batch
+// and one sync, and that block reads B. Fails when replay writes entry by entry, or when an
+// earlier copy of a block wins.
+TEST(IntegrityJournal, ReplayWritesRunsAsOneStoreBatchAndTheLaterCopyWins) {
+  VolumeLayout l = layout_of("aes-gcm-random", "aead", 4096, 1 * kMiB);
+  VolumeLayout d = l;
+  l.integrity_no_journal = false;
+  auto base = open_on(formatted(72 * kMiB, d), d);
+  ASSERT_TRUE(base);
+  MemBackingStore& mem = *base->mem;
+  const integrity::Geometry g = geometry_of(mem, d);
+  ASSERT_EQ(g.journal_sections, 4u);
+  const std::size_t cap = std::size_t{journal_batch_sections(g)} * g.journal_section_entries;
+  const std::uint64_t blocks = 2 * cap;
+  ASSERT_TRUE(base->vol->write(ByteOffset{0}, std::vector<std::byte>(blocks * 4096)));
+  VolumeOptions o;
+  o.no_read_workqueue = true;
+  o.cache_bytes = 0;
+  auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(mem), o, nullptr);
+  ASSERT_TRUE(j) << j.error().message();
+  std::vector<std::vector<std::byte>> want(blocks, std::vector<std::byte>(4096));
+  auto put = [&](std::uint64_t k, unsigned seed) {
+    want[k] = pattern(4096, seed);
+    ASSERT_TRUE((*j)->write(ByteOffset{k * 4096}, want[k]));
+  };
+  // Batch 1: blocks 0 .. cap-1 (block 5 version A); block cap commits it and starts batch 2,
+  // which gets block 5 again (version B) and blocks cap+1 .. 2·cap-2: full.
+  for (std::uint64_t k = 0; k <= cap; ++k) put(k, 1000 + static_cast<unsigned>(k));
+  put(5, 999);
+  for (std::uint64_t k = cap + 1; k < 2 * cap - 1; ++k) put(k, 1000 + static_cast<unsigned>(k));
+  // Batch 2 is full: one block more commits it (carrying batch 1's copy) and waits open.
+  const auto last = pattern(4096, 998);
+  ASSERT_TRUE((*j)->write(ByteOffset{(blocks - 1) * 4096}, last));
+  // The image now: batch 1 in place (block 5 = A), batch 2 committed only; the ring whole.
+  std::vector<std::byte> image(mem.size_bytes());
+  mem.peek(0, image);
+  auto copy = std::make_unique<MemBackingStore>(image.size(), "mem:integrity");
+  copy->poke(0, image);
+  auto counting = std::make_unique<BatchCountingStore>(*copy);
+  BatchCountingStore& st = *counting;
+  auto re = open_integrity_volume(l, key_for(l), std::move(counting), o, nullptr);
+  ASSERT_TRUE(re) << re.error().message();
+  EXPECT_EQ(st.batches, 1u) << "replay of " << blocks - 1 << " adjacent blocks";
+  EXPECT_EQ(st.single_writes, 0u);
+  EXPECT_EQ(st.syncs, 1u);
+  Opened c{copy.get(), std::move(*re)};
+  for (std::uint64_t k = 0; k + 1 < blocks; ++k)
+    EXPECT_EQ(block(c, k, 4096), want[k]) << "block " << k;
+  EXPECT_EQ(block(c, blocks - 1, 4096), std::vector<std::byte>(4096)) << "an uncommitted block";
+  EXPECT_EQ(counters(c).tags_failed, 0u);
 }
 
 // The sector cache and write-back (docs/integrity.md §5), both modes: acknowledged writes wait

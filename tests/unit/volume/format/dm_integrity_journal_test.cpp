@@ -241,5 +241,34 @@ TEST(DmIntegrityJournal, ReinitialisedJournalIsInitialJournalOfEraseSeq) {
   EXPECT_FALSE(r->reinitialise);
 }
 
+// The same sector written in two committed sections (and twice in one section): the plan keeps
+// every copy in ring order, and final_journal_writes keeps only the later one of each sector,
+// in sector order (what the kernel's one-by-one copy leaves on disk). Fails when an earlier
+// copy survives or the order is not the ring's.
+TEST(DmIntegrityJournal, OnlyTheLaterCopyOfASectorSurvivesReplay) {
+  const Geometry g = geo();
+  JournalWriter w = writer(g);
+  // The kernel's first two commits after format: sections 0 and 1 with sequence 1.
+  w.put(0, 0, 40, block_of(g, 1), tag_of(g, 1));  // sector 40, older
+  w.put(0, 1, 8, block_of(g, 2), tag_of(g, 2));
+  w.put(0, 2, 16, block_of(g, 3), tag_of(g, 3));  // sector 16, older (same section)
+  w.put(0, 7, 16, block_of(g, 4), tag_of(g, 4));  // sector 16, newer
+  w.put(1, 3, 40, block_of(g, 5), tag_of(g, 5));  // sector 40, newer (later section)
+  w.put(1, 4, 0, block_of(g, 6), tag_of(g, 6));
+  w.seal(0, 1);
+  w.seal(1, 1);
+  auto r = plan_journal_replay(g, w.bytes(), true);
+  ASSERT_TRUE(r) << r.error().message();
+  const std::vector<JournalWrite> all{{0, 0, 40}, {0, 1, 8},  {0, 2, 16},
+                                      {0, 7, 16}, {1, 3, 40}, {1, 4, 0}};
+  EXPECT_EQ(r->writes, all);
+  const std::vector<JournalWrite> last{{1, 4, 0}, {0, 1, 8}, {0, 7, 16}, {1, 3, 40}};
+  EXPECT_EQ(final_journal_writes(r->writes), last);
+  // Across the ring's wrap: the section after the wrap is the later one.
+  const std::vector<JournalWrite> wrapped{{3, 0, 24}, {0, 0, 24}};
+  EXPECT_EQ(final_journal_writes(wrapped), std::vector<JournalWrite>({{0, 0, 24}}));
+  EXPECT_TRUE(final_journal_writes({}).empty());
+}
+
 }  // namespace
 }  // namespace cryptmap::volume::integrity
