@@ -40,7 +40,7 @@ ceph_cluster_start "$C" 1G || fail "one-node Ceph cluster (logs: $C/log)"
 note "cluster ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 
 note "RBD store contract and tests"
-CRYPTMAP_TEST_RBD_POOL=rbd timeout 300 "$RBD_STORE_TEST" --gtest_brief=1 || fail "volume_rbd_test"
+CRYPTMAP_TEST_RBD_POOL=rbd CRYPTMAP_TEST_RBD_OSD_PID=$(cat "$C/run/osd.0.pid") timeout 300 "$RBD_STORE_TEST" --gtest_brief=1 || fail "volume_rbd_test"
 
 P=$(keyfile pass "rbd passphrase")
 
