@@ -72,7 +72,7 @@ if [[ -n "${PROFILE:-}" && -n "$OUT" ]] && command -v perf > /dev/null; then
     wait $PP || true
     perf report -i "$W/perf-$rw.data" --no-children --sort dso,sym --stdio -g none 2> /dev/null |
       grep -v "^#" | grep -v "^$" | sed -n 1,40p > "$OUT/profile-cryptmap-$rw.txt"
-    # Who calls the symbols above 3 % (the copies: librbd's, the engine's, the FUSE reply's).
+    # Who calls the symbols above 3 % (libc has no frame pointers: its callers stay unknown).
     perf report -i "$W/perf-$rw.data" --no-children --sort sym --stdio -g caller,0.5,2 \
       --percent-limit 3 2> /dev/null | grep -v "^#" | grep -v "^$" | sed -n 1,200p \
       > "$OUT/profile-cryptmap-$rw-callers.txt"
