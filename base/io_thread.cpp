@@ -13,16 +13,24 @@
 
 namespace cryptmap {
 
+namespace {
+// 0 = not tried on this thread (or only quietly), 1 = marked, 2 = failed and logged.
+thread_local int io_thread_state = 0;
+}  // namespace
+
+bool mark_io_thread_quietly() noexcept {
+  if (io_thread_state == 0 && ::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) == 0) io_thread_state = 1;
+  return io_thread_state == 1;
+}
+
 bool mark_io_thread() noexcept {
-  // 0 = not tried on this thread, 1 = marked, 2 = failed.
-  thread_local int state = 0;
-  if (state != 0) return state == 1;
+  if (io_thread_state != 0) return io_thread_state == 1;
   if (::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) == 0) {
-    state = 1;
+    io_thread_state = 1;
     return true;
   }
   const int err = errno;
-  state = 2;
+  io_thread_state = 2;
   static std::atomic<bool> logged{false};
   if (!logged.exchange(true)) {
     char buf[128];

@@ -17,4 +17,10 @@ namespace cryptmap {
 // Returns true when the calling thread is (now) marked as an I/O flusher.
 bool mark_io_thread() noexcept;
 
+// mark_io_thread() without the warning, for a thread that must be marked before its logger
+// exists: the foreground `open`, which becomes the daemon after it unlocked the volume, and whose
+// unlock may start threads that live on in the daemon (TBB workers, a store library's threads);
+// they inherit the mark from it. A refusal is left for the thread's next mark_io_thread() to log.
+bool mark_io_thread_quietly() noexcept;
+
 }  // namespace cryptmap

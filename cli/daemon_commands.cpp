@@ -32,6 +32,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "base/io_thread.h"
 #include "cli/apps/process.h"
 #include "cli/apps/tab_commands.h"
 #include "cli/commands.h"
@@ -894,6 +895,11 @@ void run_open(OpenArgs& a, const CLI::App& open, CommandContext& ctx) {
     ctx.exit_code = kExitUsage;
     return;
   }
+  // A foreground open becomes the daemon: what its unlock starts and leaves running (TBB's
+  // workers after a TCRYPT unlock, a store library's threads) serves the volume too, so this
+  // thread is an I/O thread before it unlocks and they inherit the mark (docs/architecture.md
+  // §4.1). Quietly: the daemon logs a refusal once its logger exists.
+  if (a.foreground) mark_io_thread_quietly();
   std::optional<Request> req = unlock(a, ctx);
   if (!req) return;
   if (a.flags.allow_discards) {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # cryptmap over an NBD store beside the same export with no crypto and a decrypting peer.
 # Needs root, nbdkit, nbdfuse (libnbd-bin), fio, cryptsetup. Usage:
-#   sudo bench/nbd/run.sh BUILD_DIR [SECONDS_PER_RUN]
+#   sudo [PROFILE=1] bench/nbd/run.sh BUILD_DIR [SECONDS_PER_RUN] [OUT_DIR]
+# PROFILE=1 adds a `perf record` of cryptmap's daemon under one more read and write run each
+# (profile-cryptmap-{read,write}.txt in OUT_DIR, which also gets the table as results.md).
 # Server: nbdkit's file plugin over an image on tmpfs (/dev/shm), on a Unix socket. Rows:
 #   ceiling   nbdfuse over the raw export (no crypto; the same libnbd client, 4 connections)
 #   cryptmap  cryptmap open nbd+unix://… of a LUKS2 image (aes-xts-plain64, 4096-byte sectors)
@@ -11,6 +13,7 @@
 set -euo pipefail
 BUILD=${1:?usage: run.sh BUILD_DIR [SECONDS]}
 SECS=${2:-10}
+OUT=${3:-}
 CM=$(realpath "$BUILD/cli/cryptmap")
 for t in nbdkit nbdfuse fio cryptsetup; do command -v $t > /dev/null || { echo "needs $t"; exit 1; }; done
 W=$(mktemp -d /dev/shm/cryptmap-nbd-bench.XXXXXX)
@@ -59,6 +62,22 @@ serve luks2 file "$W/luks2.img"
 "$CM" open --mount-dir "$W/cm" --key-file "$W/key" "nbd+unix:///?socket=$W/luks2.sock" b 2> /dev/null
 R[cryptmap,write]=$(fio_mbps "$W/cm/b" write)
 R[cryptmap,read]=$(fio_mbps "$W/cm/b" read)
+if [[ -n "${PROFILE:-}" && -n "$OUT" ]] && command -v perf > /dev/null; then
+  mkdir -p "$OUT"
+  DPID=$(pgrep -f -- "daemon --mount-dir $W/cm" | head -n 1)
+  for rw in read write; do
+    perf record -e cpu-clock -g -p "$DPID" -o "$W/perf-$rw.data" -- sleep "$SECS" > /dev/null 2>&1 &
+    PP=$!
+    echo "profiled $rw: $(fio_mbps "$W/cm/b" $rw) MB/s" >> "$OUT/profile-runs.txt"
+    wait $PP || true
+    perf report -i "$W/perf-$rw.data" --no-children --sort dso,sym --stdio -g none 2> /dev/null |
+      grep -v "^#" | grep -v "^$" | sed -n 1,40p > "$OUT/profile-cryptmap-$rw.txt"
+    # Who calls the symbols above 3 % (libc has no frame pointers: its callers stay unknown).
+    perf report -i "$W/perf-$rw.data" --no-children --sort sym --stdio -g caller,0.5,2 \
+      --percent-limit 3 2> /dev/null | grep -v "^#" | grep -v "^$" | sed -n 1,200p \
+      > "$OUT/profile-cryptmap-$rw-callers.txt"
+  done
+fi
 "$CM" close --mount-dir "$W/cm" b
 
 truncate -s $SIZE "$W/luks1.img"
@@ -73,6 +92,7 @@ R[peer,write]=$(fio_mbps "$W/m-luks1/nbd" write)
 R[peer,read]=$(fio_mbps "$W/m-luks1/nbd" read)
 fusermount3 -u "$W/m-luks1"
 
+{
 printf '| workload | ceiling (nbdfuse, no crypto) | cryptmap | peer (nbdkit luks + nbdfuse) | cryptmap/ceiling | cryptmap/peer |\n|---|---:|---:|---:|---:|---:|\n'
 for w in write read; do
   printf '| seq %s 1M x4 | %s | %s | %s | %.2f | %.1f |\n' "$w" "${R[ceiling,$w]}" "${R[cryptmap,$w]}" \
@@ -80,3 +100,4 @@ for w in write read; do
     "$(echo "${R[cryptmap,$w]} / ${R[peer,$w]}" | bc -l)"
 done
 echo "(MB/s; $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg), $(date -u +%FT%TZ))"
+} | if [[ -n "$OUT" ]]; then mkdir -p "$OUT"; tee "$OUT/results.md"; else cat; fi

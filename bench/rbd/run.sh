@@ -118,6 +118,10 @@ if [[ $ROWS == *" cryptmap "* ]]; then
       wait $PP || true
       perf report -i "$W/perf-$wl.data" --no-children --sort dso,sym --stdio -g none 2> /dev/null |
         grep -v "^#" | grep -v "^$" | sed -n 1,40p > "$OUT/profile-cryptmap-$wl.txt"
+      # Who calls the symbols above 3 % (libc has no frame pointers: its callers stay unknown).
+      perf report -i "$W/perf-$wl.data" --no-children --sort sym --stdio -g caller,0.5,2 \
+        --percent-limit 3 2> /dev/null | grep -v "^#" | grep -v "^$" | sed -n 1,200p \
+        > "$OUT/profile-cryptmap-$wl-callers.txt"
     done
   fi
   "$CM" close --mount-dir "$W/cm" b

@@ -15,8 +15,9 @@
 #   5. ext4 on a loop device over the RBD-backed volume, e2fsck clean after close/reopen;
 #   6. --ceph-conf/--ceph-id (no $CEPH_CONF) for a one-shot verb and for a daemon started
 #      without it (the CLI pins the client into the argument); a missing file is a clear error;
-#   7. fio verify with 4 jobs through the FUSE file, again after close and reopen; every thread
-#      of the daemon serving it (librbd's and librados's too) is an I/O flusher;
+#   7. fio verify with 4 jobs through the FUSE file, again after close and reopen in a foreground
+#      daemon (open -f); every thread of either daemon (librbd's and librados's too, those the
+#      foreground one's unlock started included) is an I/O flusher;
 #   8. the exclusive lock: while cryptmap serves an image read-write, a second cryptmap open
 #      fails naming the image and the lock holder, and a plain librbd client's write is refused;
 #   9. kill -9 of the daemon under fsync'ed writes, 3 rounds: every acknowledged block intact
@@ -40,7 +41,7 @@ ceph_cluster_start "$C" 1G || fail "one-node Ceph cluster (logs: $C/log)"
 note "cluster ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 
 note "RBD store contract and tests"
-CRYPTMAP_TEST_RBD_POOL=rbd timeout 300 "$RBD_STORE_TEST" --gtest_brief=1 || fail "volume_rbd_test"
+CRYPTMAP_TEST_RBD_POOL=rbd CRYPTMAP_TEST_RBD_OSD_PID=$(cat "$C/run/osd.0.pid") timeout 300 "$RBD_STORE_TEST" --gtest_brief=1 || fail "volume_rbd_test"
 
 P=$(keyfile pass "rbd passphrase")
 
@@ -166,14 +167,23 @@ set -e
 cm_close enc
 cm_close local
 
-note "fio verify (4 jobs) through the FUSE file over RBD, again after close and reopen"
+note "fio verify (4 jobs) through the FUSE file over RBD, again after close and reopen (open -f)"
 LD_PRELOAD=$(io_flusher_preload) cm_open rbd:rbd/enc enc --key-file "$P"
 fio_verify_round "$MNT/enc" $((16 * MiB)) write 4M
 io_flusher_check "$(daemon_pid)" "the daemon serving rbd:rbd/enc"
 cm_close enc
-cm_open rbd:rbd/enc enc --key-file "$P"
+# A foreground daemon (open -f) unlocks the image in the process that then serves it: librbd's
+# and librados's threads of that unlock, and whatever else it starts, must be marked too.
+LD_PRELOAD=$(io_flusher_preload) "$CRYPTMAP" open -f --mount-dir "$MNT" rbd:rbd/enc enc \
+  --key-file "$P" 2> "$T/fg.err" &
+fg=$!
+for _ in $(seq 1 600); do [[ -e "$MNT/enc" ]] && break; kill -0 "$fg" 2>/dev/null || break; sleep 0.1; done
+[[ -e "$MNT/enc" ]] || fail "the foreground daemon does not serve rbd:rbd/enc: $(cat "$T/fg.err")"
+record_fuse_conn
 fio_verify_round "$MNT/enc" $((16 * MiB)) check 4M
+io_flusher_check "$fg" "the foreground daemon (open -f) serving rbd:rbd/enc"
 cm_close enc
+wait "$fg" || fail "the foreground daemon exited $?: $(cat "$T/fg.err")"
 
 note "exclusive lock: a second writer (another daemon, a plain librbd client) cannot write underneath"
 cm_open rbd:rbd/enc enc --key-file "$P"

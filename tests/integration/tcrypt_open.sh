@@ -8,7 +8,8 @@
 # exit 2 and mounts nothing (the time of the whole trial is reported, not asserted);
 # --tcrypt-protect-hidden refuses writes into the hidden volume; the TrueCrypt 1.x-4.x CBC images
 # (cascades, Blowfish, CAST5, 3DES) equal the independent reader tcrypt_cbc_reference.py's
-# decryption. Streebog (vc_1-stribog512-*) opens.
+# decryption. Streebog (vc_1-stribog512-*) opens. A foreground daemon (open -f) has every thread,
+# TBB's workers of its unlock included, marked as an I/O flusher (io_flusher_check).
 source "$(dirname "$0")/lib.sh"
 watchdog 720
 command -v blkid >/dev/null || fail "blkid (util-linux) is needed"
@@ -303,6 +304,23 @@ for c in "tc_2-ripemd160-cbc-aes-blowfish-serpent serpent-blowfish_le-aes cbc-tc
   grep -qx "Cipher chain:${TAB}$chain" "$T/d.txt" && grep -qx "Cipher mode:${TAB}$mode" "$T/d.txt" &&
     grep -qx "MK bits:       ${TAB}$bits" "$T/d.txt" || { cat "$T/d.txt"; fail "$n: tcryptDump"; }
 done
+
+note "a foreground daemon (open -f): the threads its TCRYPT unlock started are I/O flushers too"
+# The unlock's KDF trial runs on TBB's workers, which live on in the process that then serves the
+# volume (docs/architecture.md §4.1).
+mountpoint -q "$MNT" && fail "a daemon still serves $MNT"
+n=vc_1-sha512-xts-aes
+args_for "$n"
+printf '%s\n' "$PASS" | LD_PRELOAD=$(io_flusher_preload) "$CRYPTMAP" open -f --mount-dir "$MNT" \
+  "$I/$n" v --type tcrypt "${ARGS[@]}" 2>"$T/fg.err" &
+fg=$!
+for _ in $(seq 1 600); do [[ -e "$MNT/v" ]] && break; kill -0 "$fg" 2>/dev/null || break; sleep 0.1; done
+[[ -e "$MNT/v" ]] || fail "the foreground daemon does not serve $n: $(cat "$T/fg.err")"
+record_fuse_conn
+[[ $(serial_of "$MNT/v") == DEAD-BABE ]] || fail "$n: FAT serial through the foreground daemon"
+io_flusher_check "$fg" "the foreground daemon (open -f) serving $n"
+cm_close v
+wait "$fg" || fail "the foreground daemon exited $?: $(cat "$T/fg.err")"
 
 note "--tcrypt-whole-disk without --tcrypt-system is refused before the passphrase is asked"
 expect_failure 1 "needs --tcrypt-system" -- \

@@ -118,29 +118,32 @@ namespace {
 // when the first RBD image is opened, not at the start of every cryptmap process: the daemon
 // serving image files does not map them (issue #13's RSS goal). The functions the store calls
 // are looked up once; their types come from the Ceph headers, so a mismatch fails to compile.
-#define CRYPTMAP_RBD_FUNCTIONS(X) \
-  X(rados_create)                 \
-  X(rados_conf_read_file)         \
-  X(rados_conf_parse_env)         \
-  X(rados_conf_set)               \
-  X(rados_connect)                \
-  X(rados_ioctx_create)           \
-  X(rados_ioctx_destroy)          \
-  X(rados_shutdown)               \
-  X(rbd_aio_create_completion)    \
-  X(rbd_aio_discard)              \
-  X(rbd_aio_flush)                \
-  X(rbd_aio_get_return_value)     \
-  X(rbd_aio_read)                 \
-  X(rbd_aio_release)              \
-  X(rbd_aio_write)                \
-  X(rbd_close)                    \
-  X(rbd_get_features)             \
-  X(rbd_get_size)                 \
-  X(rbd_list_lockers)             \
-  X(rbd_lock_acquire)             \
-  X(rbd_open)                     \
-  X(rbd_open_read_only)           \
+#define CRYPTMAP_RBD_FUNCTIONS(X)  \
+  X(rados_create)                  \
+  X(rados_conf_read_file)          \
+  X(rados_conf_parse_env)          \
+  X(rados_conf_set)                \
+  X(rados_connect)                 \
+  X(rados_ioctx_create)            \
+  X(rados_ioctx_destroy)           \
+  X(rados_shutdown)                \
+  X(rbd_aio_create_completion)     \
+  X(rbd_aio_discard)               \
+  X(rbd_aio_flush)                 \
+  X(rbd_aio_get_return_value)      \
+  X(rbd_aio_read)                  \
+  X(rbd_aio_release)               \
+  X(rbd_aio_write)                 \
+  X(rbd_aio_write2)                \
+  X(rbd_close)                     \
+  X(rbd_config_image_list)         \
+  X(rbd_config_image_list_cleanup) \
+  X(rbd_get_features)              \
+  X(rbd_get_size)                  \
+  X(rbd_list_lockers)              \
+  X(rbd_lock_acquire)              \
+  X(rbd_open)                      \
+  X(rbd_open_read_only)            \
   X(rbd_stat)
 
 struct RbdApi {
@@ -272,17 +275,65 @@ Result<void> take_exclusive_lock(rbd_image_t image, const std::string& spec,
   return e;
 }
 
+// How the store makes one write durable by itself (write_fua), from the image's effective
+// librbd settings (rbd_config_image_list: the client's configuration with the pool's and the
+// image's overrides). librbd passes LIBRADOS_OP_FLAG_FADVISE_FUA to its cache layer, and only the
+// cache can complete a write before the OSDs committed it (librados completes a write on commit):
+//  - no cache (rbd_cache false): every write completes on commit, FUA or not;
+//  - write-around (rbd_cache_policy writearound, the default;
+//    librbd/cache/WriteAroundObjectDispatch.cc): completes plain writes at dispatch, but a FUA
+//    write is dispatched "unoptimized" and completes on commit;
+//  - write-through (ObjectCacher with max_dirty 0): waits for the write's own flush;
+//  - write-back (ObjectCacherObjectDispatch.cc, osdc/ObjectCacher.cc writex): the source read
+//    completes a write once it is in the client's memory and does not look at the FUA flag (on
+//    16.2.15 a FUA write did wait for the OSD, docs/network-stores.md §6.3, but nothing
+//    promises it), so the store writes and then flushes (rbd_aio_flush);
+//  - a persistent write-log cache (rbd_plugins pwl_cache) or anything not reported: write and
+//    flush, the one way librbd's API promises durability.
+struct DurableWrites {
+  bool fua = false;
+  std::string why;
+};
+DurableWrites durable_writes_of(rbd_image_t image) {
+  std::vector<rbd_config_option_t> options(256);
+  int n = static_cast<int>(options.size());
+  int r = rbd_api().rbd_config_image_list(image, options.data(), &n);
+  if (r == -ERANGE && n > static_cast<int>(options.size())) {
+    options.resize(static_cast<std::size_t>(n));
+    r = rbd_api().rbd_config_image_list(image, options.data(), &n);
+  }
+  if (r < 0) return {false, "librbd did not report the image's cache settings"};
+  std::string cache, policy, plugins;
+  for (int i = 0; i < n; ++i) {
+    const std::string name = options[i].name != nullptr ? options[i].name : "";
+    const std::string value = options[i].value != nullptr ? options[i].value : "";
+    if (name == "rbd_cache") cache = value;
+    if (name == "rbd_cache_policy") policy = value;
+    if (name == "rbd_plugins") plugins = value;
+  }
+  rbd_api().rbd_config_image_list_cleanup(options.data(), n);
+  if (plugins.find("pwl") != std::string::npos)
+    return {false, "a persistent write-log cache (rbd_plugins " + plugins + ")"};
+  if (cache == "false") return {true, "rbd_cache off"};
+  if (cache != "true") return {false, "librbd did not report rbd_cache"};
+  if (policy == "writearound" || policy == "writethrough")
+    return {true, "rbd_cache_policy " + policy};
+  return {false, "rbd_cache_policy " + (policy.empty() ? std::string("unreported") : policy) +
+                     " completes writes from memory, FUA or not"};
+}
+
 class RbdBackingStore final : public BackingStore {
  public:
   RbdBackingStore(std::string spec, rados_t cluster, rados_ioctx_t io, rbd_image_t image,
-                  std::uint64_t size, std::uint64_t object_size, bool read_only)
+                  std::uint64_t size, std::uint64_t object_size, bool read_only, bool fua)
       : spec_(std::move(spec)),
         cluster_(cluster),
         io_(io),
         image_(image),
         size_(size),
         object_size_(object_size),
-        read_only_(read_only) {}
+        read_only_(read_only),
+        fua_(fua) {}
   ~RbdBackingStore() override {
     rbd_api().rbd_close(image_);
     rbd_api().rados_ioctx_destroy(io_);
@@ -317,10 +368,18 @@ class RbdBackingStore final : public BackingStore {
                                      reinterpret_cast<const char*>(in.data()), c);
     });
   }
-  // write_fua: the default, write_at then sync(). librbd's API promises no write that is
-  // durable by itself: rbd_aio_write2's op_flags are librados's LIBRADOS_OP_FLAG_* hints, whose
-  // LIBRADOS_OP_FLAG_FADVISE_FUA librados.h calls optional support, with no durability promise.
-  // So a durable write is a write and rbd_aio_flush, which makes every completed write durable.
+  // One write carrying LIBRADOS_OP_FLAG_FADVISE_FUA where the image's cache completes such a
+  // write only on commit (durable_writes_of); else a write and rbd_aio_flush (the default), which
+  // makes every completed write durable.
+  Result<void> write_fua(ByteOffset off, std::span<const std::byte> in) override {
+    if (!fua_ || read_only_ || in.empty() || off.value > size_ || in.size() > size_ - off.value)
+      return BackingStore::write_fua(off, in);  // write_at's errors, or write and flush
+    return issue("durable write to RBD image", off.value, [&](rbd_completion_t c) {
+      return rbd_api().rbd_aio_write2(image_, off.value, in.size(),
+                                      reinterpret_cast<const char*>(in.data()), c,
+                                      LIBRADOS_OP_FLAG_FADVISE_FUA);
+    });
+  }
   Result<void> sync() override {
     if (read_only_) return ok();
     return issue("flush RBD image", kNoObject,
@@ -425,6 +484,7 @@ class RbdBackingStore final : public BackingStore {
   const std::uint64_t size_;
   const std::uint64_t object_size_;  // rbd_stat's obj_size (4 MiB by default)
   const bool read_only_;
+  const bool fua_;  // write_fua is one FUA write (durable_writes_of)
 };
 
 }  // namespace
@@ -490,8 +550,14 @@ Result<std::unique_ptr<BackingStore>> open_rbd_store(const std::string& spec,
   rbd_image_info_t info{};
   const std::uint64_t object_size =
       rbd_api().rbd_stat(image, &info, sizeof info) == 0 ? info.obj_size : 0;
-  return std::unique_ptr<BackingStore>(
-      std::make_unique<RbdBackingStore>(spec, cluster, io, image, size, object_size, read_only));
+  DurableWrites durable;
+  if (!read_only) {
+    durable = durable_writes_of(image);
+    spdlog::debug("RBD {}: a durable write is {} ({})", spec,
+                  durable.fua ? "one FUA write" : "a write and a flush", durable.why);
+  }
+  return std::unique_ptr<BackingStore>(std::make_unique<RbdBackingStore>(
+      spec, cluster, io, image, size, object_size, read_only, durable.fua));
 }
 
 #endif  // CRYPTMAP_HAVE_LIBRBD

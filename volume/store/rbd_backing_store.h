@@ -14,7 +14,10 @@
 // exclusive-lock feature are opened with a warning (there is no lock to take).
 //
 // Semantics: read_at/write_at/discard are one rbd_aio_* request each (a batch: one per piece, all
-// queued before the first is waited for), sync is rbd_aio_flush;
+// queued before the first is waited for), sync is rbd_aio_flush; a durable write (write_fua) is
+// one write flagged LIBRADOS_OP_FLAG_FADVISE_FUA where the image's librbd cache completes such a
+// write only once the OSDs committed it (cache off, write-around, write-through), else a write and
+// rbd_aio_flush (write-back cache, persistent write-log cache; docs/network-stores.md §6.3);
 // completions arrive on librbd's threads and wake the caller, who waits on a per-call
 // completion. librados's own timeouts (rados_osd_op_timeout, rados_mon_op_timeout,
 // client_mount_timeout) are set to NbdStoreOptions-like `timeout`, so an unreachable cluster

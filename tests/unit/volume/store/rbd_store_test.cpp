@@ -7,9 +7,12 @@
 #include <gtest/gtest.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
+#include <signal.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +51,14 @@ class Admin {
     int order = 22;  // 4 MiB objects
     if (rbd_create(io_, name.c_str(), size, &order) < 0) return "";
     return std::string("rbd:") + test_pool() + "/" + name;
+  }
+  // Sets an image-level librbd option (what `rbd config image set IMAGE KEY VALUE` stores).
+  bool configure(const std::string& image, const std::string& key, const std::string& value) {
+    rbd_image_t img = nullptr;
+    if (rbd_open(io_, image.c_str(), &img, nullptr) < 0) return false;
+    const bool done = rbd_metadata_set(img, ("conf_" + key).c_str(), value.c_str()) == 0;
+    rbd_close(img);
+    return done;
   }
   bool snapshot(const std::string& image, const std::string& snap) {
     rbd_image_t img = nullptr;
@@ -151,6 +162,62 @@ TEST(RbdStore, AReadWriteOpenKeepsTheExclusiveLockFromASecondWriter) {
   auto again = open_rbd_store(spec, {});
   EXPECT_TRUE(again) << again.error().message();
 }
+
+// A durable write (write_fua) returns only once the OSD has the data, under librbd's caches that
+// complete plain writes from memory: write-around (the default; the store sends one FUA write)
+// and write-back (whose cache ignores FUA; the store writes and flushes). The OSD is stopped
+// (SIGSTOP) while the writes are issued: a plain write still returns (the cache is in effect,
+// so the check below can fail), the durable one must not until the OSD runs again.
+class RbdDurableWrite : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(RbdDurableWrite, ReturnsOnlyOnceTheOsdHasIt) {
+  Admin admin;
+  if (!admin) GTEST_SKIP() << "no cluster (CEPH_CONF, CRYPTMAP_TEST_RBD_POOL)";
+  const char* osd = std::getenv("CRYPTMAP_TEST_RBD_OSD_PID");
+  if (osd == nullptr) GTEST_SKIP() << "CRYPTMAP_TEST_RBD_OSD_PID names no OSD to stop";
+  const pid_t osd_pid = static_cast<pid_t>(std::atol(osd));
+  ASSERT_GT(osd_pid, 0);
+  const std::string spec = admin.create(16 << 20);
+  ASSERT_FALSE(spec.empty());
+  const std::string policy = GetParam();
+  ASSERT_TRUE(admin.configure(spec.substr(spec.find('/') + 1), "rbd_cache_policy", policy));
+  auto s = open_rbd_store(spec, {});
+  ASSERT_TRUE(s) << s.error().message();
+  BackingStore& store = **s;
+  // librbd caches nothing until the first flush (rbd_cache_writethrough_until_flush).
+  ASSERT_TRUE(store.write_at(ByteOffset{0}, test::deterministic_bytes(4096, 1)));
+  ASSERT_TRUE(store.sync());
+
+  const auto plain = test::deterministic_bytes(65536, 2);
+  const auto durable = test::deterministic_bytes(65536, 3);
+  // Declared before the guard, so a failed assertion resumes the OSD before it waits for them.
+  std::future<Result<void>> plain_write, durable_write;
+  ASSERT_EQ(::kill(osd_pid, SIGSTOP), 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { ::kill(pid, SIGCONT); }
+  } resume{osd_pid};
+  plain_write =
+      std::async(std::launch::async, [&] { return store.write_at(ByteOffset{4 << 20}, plain); });
+  ASSERT_EQ(plain_write.wait_for(std::chrono::seconds(60)), std::future_status::ready)
+      << "a plain write did not return while the OSD was stopped: librbd's " << policy
+      << " cache is not in effect, so this test would show nothing";
+  ASSERT_TRUE(plain_write.get());
+  durable_write =
+      std::async(std::launch::async, [&] { return store.write_fua(ByteOffset{8 << 20}, durable); });
+  EXPECT_EQ(durable_write.wait_for(std::chrono::seconds(2)), std::future_status::timeout)
+      << "a durable write returned while the OSD was stopped (rbd_cache_policy " << policy << ")";
+  ASSERT_EQ(::kill(osd_pid, SIGCONT), 0);
+  auto done = durable_write.get();
+  ASSERT_TRUE(done) << done.error().message();
+  std::vector<std::byte> back(durable.size());
+  ASSERT_TRUE(store.read_at(ByteOffset{8 << 20}, back));
+  EXPECT_EQ(back, durable);
+  ASSERT_TRUE(store.read_at(ByteOffset{4 << 20}, back));
+  EXPECT_EQ(back, plain);
+}
+INSTANTIATE_TEST_SUITE_P(CachePolicies, RbdDurableWrite,
+                         ::testing::Values("writearound", "writeback"));
 
 TEST(RbdStore, AMissingImageIsNotFoundNamingIt) {
   Admin admin;
