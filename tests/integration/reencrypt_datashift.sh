@@ -10,11 +10,15 @@
 #  3. bad input (a wrong passphrase, a size not a multiple of 512, too small for the header,
 #     an image smaller than the shift, an image that is already LUKS, --header with a shift):
 #     clear errors, the image unchanged (sha256).
-# The datashift decryption (sections 4 and 5): reencrypt_datashift_decrypt.sh; both online:
-# reencrypt_online_datashift.sh (split so that each script stays well under a minute).
+# SECTIONS (default "1 3") picks the sections: reencrypt_datashift_kill.sh runs section 2 as a
+# CTest test of its own. The datashift decryption (sections 4 and 5):
+# reencrypt_datashift_decrypt.sh; both online: reencrypt_online_datashift.sh. Split so that each
+# script stays well under a minute on a loaded machine.
 # The data is checked against the pattern written into the plain image: through `cryptmap open`
 # and by cryptsetup's own decryption (check_data).
 source "$(dirname "$0")/lib.sh"
+SECTIONS=${SECTIONS:-1 3}
+section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 DATA=$((3 << 20))  # 3 MiB of data, a 1 MiB reduction: 512 KiB shift, 6 hotzones
 NO_DEFAULT_BASE=1  # its own plain base image below
 source "$(dirname "$0")/reencrypt_lib.sh"
@@ -56,6 +60,7 @@ done_ok() {  # done_ok NAME WHAT: finished, the data right through both tools
   check_data "$T/$1.img" "$2"
 }
 
+if section 1; then
 note "1. --init-only of each tool, finished by the other; a whole run"
 fresh a; fresh acs
 run_cmd cm a --init-only; "${RUN[@]}" || fail "1: cryptmap --init-only failed"
@@ -75,6 +80,8 @@ fresh w
 run_cmd cm w; "${RUN[@]}" || fail "1: a whole cryptmap run failed"
 done_ok w "1 (a whole cryptmap run)"
 
+fi
+if section 2; then
 note "2. kill -9 at a random sync of a run, resumed"
 # pair FIRST SECOND WANT: FIRST's run killed at a random sync (again, up to 8 times, until the
 # header is WANT: hot, or any), SECOND finishes it.
@@ -102,6 +109,8 @@ for pair in "cs cm hot" "cm cs hot" "cm cm any"; do
   note "2. $first killed ($state, try $try), $second finished"
 done
 
+fi
+if section 3; then
 note "3. bad input changes nothing"
 fresh p
 run_cmd cs p --init-only; "${RUN[@]}" > /dev/null
@@ -130,4 +139,5 @@ before=$(sum "$T/l.img")
 expect_failure 1 "is already LUKS device. Aborting operation" -- \
   cm reencrypt --encrypt --reduce-device-size 1M --batch-mode --key-file "$K" "$T/l.img"
 [[ $(sum "$T/l.img") == "$before" ]] || fail "3: a refused encryption changed the LUKS image"
+fi
 note "PASS"
