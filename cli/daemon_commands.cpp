@@ -1018,8 +1018,10 @@ struct PausedReencryption {
   std::string old_cipher;
 };
 bool decrypting(const volume::VolumeLayout& l) { return l.cipher.cipher == "cipher_null"; }
+// Only linear segments: a finished decryption (cipher_null); an encryption with a data shift
+// that has not started has them too (the moved start and the rest), under its new cipher.
 bool linear_only(const volume::VolumeLayout& l) {
-  return !l.segments.empty() &&
+  return !l.segments.empty() && decrypting(l) &&
          std::all_of(l.segments.begin(), l.segments.end(), [](const volume::Segment& s) {
            return s.kind == volume::SegmentKind::kLinear;
          });

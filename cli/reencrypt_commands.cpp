@@ -10,7 +10,8 @@
 // HDR DEVICE` encrypts a plain one under a new header, `--encrypt --reduce-device-size N DEVICE`
 // with the header put inside it (the data shifted), `--decrypt --header NEW-FILE IMAGE` of an image
 // whose header is inside it (the header exported, the data moved to the start: cryptsetup 2.6's
-// datashift decryption), all offline (docs/reencrypt.md §11-§13). This
+// datashift decryption), each started offline (docs/reencrypt.md §11-§13) and run online once the
+// image is opened in reencryption. This
 // file turns flags into options, refuses what is not implemented, reads the passphrase and shows
 // progress.
 #include <errno.h>
@@ -320,20 +321,38 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   // Served by the daemon: the daemon runs the reencryption (online).
   const auto open_as = daemon_volume_of_image(a.device, a.mount_dir);
   const std::string header = a.header.empty() ? a.device : a.header;
-  // A data shift writes the data before anything else: a served device is refused first.
+  // A data shift's init moves data before anything else. cryptsetup 2.6.1 starts it online
+  // only for a decryption (it suspends the active device around the move); an encryption it
+  // starts on a device nothing uses (opened exclusively), then activates it and runs online.
+  // cryptmap starts both offline and runs both online (docs/reencrypt.md §10): a served device
+  // is refused here, before anything is written, naming those steps.
   if (open_as && decrypt_shift) {
     std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
-              << "; online decryption with a data shift (reencrypt --decrypt --header NEW-FILE) "
-                 "is not implemented yet. Close it first (cryptmap close "
-              << open_as->name << ") and run it offline.\n";
+              << "; starting a decryption with a data shift (reencrypt --decrypt --header "
+                 "NEW-FILE) under the daemon is not implemented yet (cryptsetup 2.6 moves the "
+                 "data's first part under the suspended device). Close it (cryptmap close "
+              << open_as->name << "), start it with cryptmap reencrypt --decrypt --header "
+              << a.header << " --init-only " << a.device << ", open it with cryptmap open --header "
+              << a.header << " " << a.device << " " << open_as->name
+              << ", then cryptmap reencrypt --resume-only --header " << a.header << " " << a.device
+              << " runs it online.\n";
     return kExitBusy;
   }
   if (open_as && shift) {
-    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
-              << "; online encryption with a data shift (reencrypt --encrypt "
-                 "--reduce-device-size) is not implemented yet. Close it first (cryptmap close "
-              << open_as->name << ") and run it offline.\n";
-    return kExitBusy;
+    // A served image in encryption with a data shift already: this resumes it, online.
+    auto encrypting = luks_in_encryption(a.device);
+    if (!encrypting) return report(encrypting.error());
+    if (!*encrypting || !**encrypting) {
+      std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
+                << "; encryption with a data shift (reencrypt --encrypt --reduce-device-size) "
+                   "moves the data before the header exists, which cryptsetup too does only on "
+                   "a device nothing uses. Close it (cryptmap close "
+                << open_as->name << "), start it with cryptmap reencrypt --encrypt "
+                << "--reduce-device-size " << a.reduce_device_size << " --init-only " << a.device
+                << ", open it with cryptmap open " << a.device << " " << open_as->name
+                << ", then cryptmap reencrypt --resume-only " << a.device << " runs it online.\n";
+      return kExitBusy;
+    }
   }
   if (open_as && a.force_offline) {
     std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
@@ -505,12 +524,15 @@ void add_reencrypt_commands(CLI::App& app, CommandContext& ctx) {
   c->add_flag("--init-only", a->init_only, "Initialize the reencryption metadata only");
   c->add_flag("--resume-only", a->resume_only, "Resume an initialized reencryption only");
   c->add_flag("--encrypt,--new", a->encrypt,
-              "Encrypt a plain device in place (needs --header: a new detached header)");
+              "Encrypt a plain device in place (--header: a new detached header; "
+              "--reduce-device-size: the header inside the device)");
   c->add_flag("--decrypt", a->decrypt,
-              "Decrypt the data in place (needs --header: a detached header, data offset 0)");
+              "Decrypt the data in place (--header HDR: a detached header, data offset 0; "
+              "--header NEW-FILE: the header exported, the data moved to the image's start)");
   c->add_option("--reduce-device-size", a->reduce_device_size,
                 "With --encrypt: room for the header inside the device (bytes, K/M/G; the data "
-                "moves by half of it, resilience datashift)");
+                "moves by half of it, resilience datashift). Started on a closed device; open "
+                "it, and --resume-only runs it online");
   c->add_option("-o,--offset", a->offset_sectors,
                 "With --reduce-device-size: the data offset (512-byte sectors, at most half "
                 "the reduction)");

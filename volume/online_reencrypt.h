@@ -5,7 +5,8 @@
 //                         passphrase, verifies the reencryption digest, recovers an interrupted
 //                         hotzone, and assembles the volume to serve during the run (its cipher
 //                         follows the moving boundary: the converted side and the rest,
-//                         either plaintext for a decryption or an encryption);
+//                         either plaintext for a decryption or an encryption; with a data
+//                         shift its store follows it too, each side at its own place);
 //   take_served_volume()  that volume, once: the caller swaps it in for the served one;
 //   step()                one hotzone, held in the served volume (Volume::hold_range) while the
 //                         shared step of volume/format/luks2_reencrypt.h converts it and the

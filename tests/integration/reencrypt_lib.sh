@@ -153,15 +153,16 @@ detached() { cp --sparse=always "$T/base.img" "$T/$1.img"; cp "$T/base.hdr" "$T/
 
 # online_killed WHAT ARGS...: `cryptmap reencrypt ARGS` run by the daemon serving $MNT, the
 # daemon killed (-9) at its Nth sync from now, N random from 8 to 47 (each hotzone syncs about 4
-# times: resilience data, hot header, data, post header); its dead mount is dropped after. The
-# daemon's syncs must be syscalls (CRYPTMAP_IO_URING_FAIL_SETUP=1 when it started).
+# times: resilience data, hot header, data, post header), or N = $KILL_WHEN when set; its dead
+# mount is dropped after. The daemon's syncs must be syscalls (CRYPTMAP_IO_URING_FAIL_SETUP=1
+# when it started).
 online_killed() {
   local what=$1 dpid spid
   shift
   dpid=$(daemon_pid)
   [[ -n $dpid ]] || fail "$what: no daemon for $MNT"
   strace -qq -f -p "$dpid" -o /dev/null -e trace=fsync,fdatasync \
-    -e inject=fsync,fdatasync:signal=KILL:when=$((8 + RANDOM % 40)) &
+    -e inject=fsync,fdatasync:signal=KILL:when=${KILL_WHEN:-$((8 + RANDOM % 40))} &
   spid=$!
   sleep 1  # attached to every thread
   "$CRYPTMAP" reencrypt --batch-mode "${FAST[@]}" --key-file "$K" --mount-dir "$MNT" "$@" \

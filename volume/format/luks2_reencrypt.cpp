@@ -1760,16 +1760,48 @@ Result<void> recover_if_crashed(BackingStore& image, Loaded& l, Engine& e) {
 }
 
 // What is served while in reencryption (open, online runs): the two sides of one boundary,
-// crypt or linear (docs/reencrypt.md §9, §10). Not a data shift (the data moves) nor a
-// reencryption backward.
+// crypt or linear (docs/reencrypt.md §9, §10), at their places in the image -- with a data shift
+// (§11.1, §13) each side at its own offset, as cryptsetup maps the header's segments. Not a
+// reencryption backward (cryptsetup refuses to start one with cryptmap's tools: --direction).
 Result<void> check_servable(const Context& c) {
-  if (c.datashift() || (c.mode == "reencrypt" && !c.forward()))
+  if (c.mode == "reencrypt" && !c.forward())
     return fail(make_error_fmt(
         Errc::kUnsupported, "cryptmap: serving an image in reencryption of this kind", kNoObject,
-        "mode %s, direction %s%s is not implemented yet; finish it offline with reencrypt "
+        "mode %s, direction %s is not implemented yet; finish it offline with reencrypt "
         "--resume-only",
-        c.mode.c_str(), c.direction.c_str(), c.datashift() ? ", data shift" : ""));
+        c.mode.c_str(), c.direction.c_str()));
   return ok();
+}
+
+// The image mapping of the two sides of a data shift's boundary, each over [0, device_size)
+// (docs/reencrypt.md §10): `before` what is converted (encryption, backward: plaintext where it
+// was; decryption, forward: plaintext at the data's new place), `after` what is not yet
+// (encryption: ciphertext at the data offset; decryption: the moved part at the image's start,
+// the rest at the shift). Offsets are the image's.
+struct ShiftSides {
+  std::vector<Segment> before, after;
+};
+ShiftSides shift_sides(const Context& c) {
+  auto seg = [](std::uint64_t start, std::uint64_t len, std::uint64_t at) {
+    Segment s;
+    s.kind = SegmentKind::kLinear;
+    s.offset_bytes = start;
+    s.length_bytes = len;
+    s.image_offset_bytes = at;
+    return s;
+  };
+  ShiftSides out;
+  const std::uint64_t n = c.device_size, m = std::min(*c.moved->size, n);
+  if (c.decrypt_shift()) {
+    out.before.push_back(seg(0, n, c.new_seg.offset));
+    out.after.push_back(seg(0, m, c.moved->offset));
+    if (n > m) out.after.push_back(seg(m, n - m, c.old_seg.offset + m));
+  } else {
+    out.before.push_back(seg(0, m, c.moved->offset));
+    if (n > m) out.before.push_back(seg(m, n - m, c.old_seg.offset + m));
+    out.after.push_back(seg(0, n, c.data_offset));
+  }
+  return out;
 }
 
 // The served volume's sector size: the larger of the crypt sides' (a linear side has none).
@@ -1866,6 +1898,9 @@ Result<std::unique_ptr<Volume>> ReencryptSession::open_served_volume(
   const SegmentInfo& crypt_seg = c.new_seg.linear ? c.old_seg : c.new_seg;
   const std::uint32_t ss = served_sector_size(c);
   auto boundary = std::make_shared<SegmentBoundary>(c.offset);
+  // A decryption with a data shift converts its moved first part last: until then it stays on
+  // the old side below the boundary.
+  if (c.decrypt_shift() && !c.moved_done) boundary->set_pending(0, *c.moved->size);
   CRYPTMAP_TRY(cipher, c.forward()
                            ? make_boundary_cipher(std::move(newc), std::move(oldc), ss, boundary)
                            : make_boundary_cipher(std::move(oldc), std::move(newc), ss, boundary));
@@ -1880,6 +1915,14 @@ Result<std::unique_ptr<Volume>> ReencryptSession::open_served_volume(
   v.size_bytes = c.device_size;
   v.uuid = s.l.h->disk().bin.uuid;
   v.label = s.l.h->disk().bin.label;
+  if (c.datashift()) {
+    // The data moves: each side is read and written at its own place (docs/reencrypt.md §10).
+    ShiftSides sides = shift_sides(c);
+    CRYPTMAP_TRY(moving, make_boundary_store(std::move(sides.before), std::move(sides.after),
+                                             std::move(store), boundary));
+    store = std::move(moving);
+    v.data_offset_bytes = 0;
+  }
   CRYPTMAP_TRY(vol, open_volume(std::move(v), std::move(cipher), std::move(store), options,
                                 std::move(logger)));
   s.boundary = std::move(boundary);
@@ -1898,7 +1941,7 @@ Result<void> ReencryptSession::step(Volume* served) {
   return served->hold_range(ByteOffset{off}, len, [&]() -> Result<void> {
     auto converted = convert_hotzone();
     if (converted) {
-      s_->boundary->move_to(s_->l.c.offset);  // past the hotzone: its end, or backward its start
+      settle_boundary();  // past the hotzone: its end, or backward its start
       return ok();
     }
     // Still under the hold: a hotzone the failure may have left half converted is recovered
@@ -1910,10 +1953,17 @@ Result<void> ReencryptSession::step(Volume* served) {
       s_->boundary->fence(at, end);
       s_->fenced = {at, end - at};
     } else {
-      s_->boundary->move_to(s_->l.c.offset);
+      settle_boundary();
     }
     return converted;
   });
+}
+
+void ReencryptSession::settle_boundary() {
+  const Context& c = s_->l.c;
+  // The moved part of a decryption with a data shift, once converted, joins the plain side.
+  if (c.decrypt_shift() && c.moved_done) s_->boundary->set_pending(0, 0);
+  s_->boundary->move_to(c.offset);
 }
 
 bool ReencryptSession::recover_failed_step(std::uint64_t at, std::uint64_t len) {
@@ -2063,6 +2113,46 @@ Result<UnlockedVolume> paused_volume(const Loaded& l) {
     v.segments.push_back(std::move(s));
     return ok();
   };
+  if (c.datashift()) {
+    // A data shift: the header's regular segments as they are, each at its own offset (what
+    // cryptsetup's LUKS2_assembly_multisegment_dmd maps; a "dynamic" last one to the end).
+    const Json& root = l.st.doc.root();
+    std::uint64_t start = 0;
+    for (int id = 0;; ++id) {
+      auto it = root["segments"].find(std::to_string(id));
+      if (it == root["segments"].end()) break;
+      if (is_backup(*it)) continue;
+      const SegmentInfo i = segment_info(*it);
+      if (start >= c.device_size) break;
+      const std::uint64_t len =
+          i.size ? std::min(*i.size, c.device_size - start) : c.device_size - start;
+      if (len == 0) continue;
+      Segment s;
+      s.offset_bytes = start;
+      s.length_bytes = len;
+      s.image_offset_bytes = i.offset;
+      if (i.linear) {
+        s.kind = SegmentKind::kLinear;
+      } else {
+        if (!crypto::CipherSpec::parse(i.encryption))
+          return fail(make_error(Errc::kUnsupported, "LUKS2 reencryption segment encryption"));
+        const bool old_key = c.digest_old >= 0 && digest_of_segment(root, id) == c.digest_old;
+        s.iv_offset = i.iv_tweak;
+        s.cipher.encryption = i.encryption;
+        s.cipher.sector_size = i.sector_size;
+        s.cipher.key_offset = old_key ? 0 : old_bytes;
+        s.cipher.key_bytes = old_key ? old_bytes : new_bytes;
+      }
+      v.segments.push_back(std::move(s));
+      start += len;
+    }
+    if (start != c.device_size)
+      return fail(make_error_fmt(
+          Errc::kCorrupt, "LUKS2 reencryption segments", start, "cover %llu of %llu bytes of data",
+          static_cast<unsigned long long>(start), static_cast<unsigned long long>(c.device_size)));
+    u.keyslot = -1;
+    return u;
+  }
   // Forward: the new side before the boundary, the old one from it to the end; backward
   // (decryption) the other way round.
   const std::uint64_t b = c.offset, n = c.device_size;

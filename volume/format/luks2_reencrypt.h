@@ -175,8 +175,10 @@ class ReencryptSession {
   // opened for serving) through a cipher whose boundary follows the run: forward [0, done)
   // under the new key and the rest under the old one, backward (decryption) the old key below
   // the boundary; a linear side (decryption's new, encryption's old) is plaintext. Its layout
-  // is flat (data offset, the larger sector size, the data size). Errors: open_volume's;
-  // kUnsupported for a data shift or a reencryption backward.
+  // is flat (data offset, the larger sector size, the data size). With a data shift the two
+  // sides also lie at different places of the image: the store follows the boundary too
+  // (make_boundary_store; a datashift decryption's moved first part stays on the old side until
+  // its hotzone, the last). Errors: open_volume's; kUnsupported for a reencryption backward.
   Result<std::unique_ptr<Volume>> open_served_volume(std::unique_ptr<BackingStore> store,
                                                      const VolumeOptions& options,
                                                      std::shared_ptr<spdlog::logger> logger);
@@ -193,6 +195,8 @@ class ReencryptSession {
   Result<void> convert_hotzone();  // the step itself (docs/reencrypt.md §1 step 2)
   // recover_if_crashed of a failed step's hotzone [at, at + len)
   bool recover_failed_step(std::uint64_t at, std::uint64_t len);
+  // Online: the served volume's boundary (and pending moved part) to where the run stands.
+  void settle_boundary();
   explicit ReencryptSession(std::unique_ptr<State> s);
   std::unique_ptr<State> s_;
 };
@@ -203,7 +207,8 @@ class ReencryptSession {
 // other way round); a linear side (decryption's new, encryption's old) is a linear segment, and
 // the layout's cipher is then the new one, cipher_null for a decryption. Its sector_size is the
 // larger of the crypt sides', and volume_key is the old key followed by the new one (either may
-// be empty; each crypt segment names its slice).
+// be empty; each crypt segment names its slice). With a data shift the segments are the header's
+// regular ones as they stand, each at its own image offset (the moved one too).
 // A hotzone left flagged in-reencryption is recovered first and the header written (the caller
 // holds the metadata lock and nobody serves the image). Errors: reencrypt_run's, before anything
 // is written for a wrong passphrase or invalid metadata. `data`: the data device when `image` is

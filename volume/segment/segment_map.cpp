@@ -156,15 +156,13 @@ class BoundaryCipher final : public crypto::SectorCipher {
   Result<void> crypt(const crypto::SectorRun& run, bool enc) const {
     const std::uint64_t count = run.data.size() / ss_;
     const std::uint64_t first = run.first.value;
-    // One load: the caller holds the run's range, so the boundary cannot cross it meanwhile.
-    const std::uint64_t split = boundary_->get() / ss_;
+    // The caller holds the run's range, so the boundary cannot cross it meanwhile.
     const std::uint64_t fence_end = boundary_->fence_end() / ss_;
     const std::uint64_t fence_begin = boundary_->fence_begin() / ss_;
     if (fence_begin < fence_end && first < fence_end && fence_begin < first + count)
       return fail(make_error_fmt(Errc::kIo, "reencryption hotzone", std::max(first, fence_begin),
                                  "left by a failed reencryption step: close the volume and open "
                                  "it again (recovery)"));
-    const std::uint64_t n_before = split <= first ? 0 : std::min(count, split - first);
     // A null side is plaintext (linear): its bytes pass through unchanged.
     auto side = [&](const crypto::SectorCipher* c, std::uint64_t k, std::uint64_t n) {
       if (c == nullptr) return ok();
@@ -173,14 +171,88 @@ class BoundaryCipher final : public crypto::SectorCipher {
           run.data.subspan(k * ss_, n * ss_), {}, SectorIndex{(first + k) * per}};
       return enc ? c->encrypt(sub) : c->decrypt(sub);
     };
-    if (n_before > 0) CRYPTMAP_TRY_VOID(side(before_.get(), 0, n_before));
-    if (n_before < count) CRYPTMAP_TRY_VOID(side(after_.get(), n_before, count - n_before));
+    // Pieces of one side each: up to the boundary or a pending range's edge.
+    for (std::uint64_t k = 0; k < count;) {
+      const std::uint64_t at = (first + k) * ss_;
+      const bool before = boundary_->before(at);
+      const std::uint64_t change = boundary_->next_change(at);
+      const std::uint64_t n =
+          change == UINT64_MAX ? count - k : std::min(count - k, (change - at + ss_ - 1) / ss_);
+      CRYPTMAP_TRY_VOID(side(before ? before_.get() : after_.get(), k, n));
+      k += n;
+    }
     return ok();
   }
 
   std::unique_ptr<crypto::SectorCipher> before_, after_;  // null: that side is plaintext
   std::uint32_t ss_;
   std::shared_ptr<const SegmentBoundary> boundary_;
+};
+
+// The image mapping of a volume whose two sides lie at different places (make_boundary_store).
+class BoundaryStore final : public BackingStore {
+ public:
+  BoundaryStore(std::vector<Segment> before, std::vector<Segment> after,
+                std::unique_ptr<BackingStore> image,
+                std::shared_ptr<const SegmentBoundary> boundary)
+      : before_(std::move(before)),
+        after_(std::move(after)),
+        image_(std::move(image)),
+        boundary_(std::move(boundary)),
+        size_(before_.back().offset_bytes + before_.back().length_bytes) {}
+
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return walk(off.value, out.size(), [&](std::uint64_t at, std::uint64_t pos, std::uint64_t n) {
+      return image_->read_at(ByteOffset{at}, out.subspan(pos, n));
+    });
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    if (image_->read_only()) return image_->write_at(off, in);  // kReadOnly, as the image says
+    return walk(off.value, in.size(), [&](std::uint64_t at, std::uint64_t pos, std::uint64_t n) {
+      return image_->write_at(ByteOffset{at}, in.subspan(pos, n));
+    });
+  }
+  Result<void> sync() override { return image_->sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override {
+    return walk(off.value, len, [&](std::uint64_t at, std::uint64_t, std::uint64_t n) {
+      return image_->discard(ByteOffset{at}, n);
+    });
+  }
+  std::uint64_t size_bytes() const noexcept override { return size_; }
+  bool read_only() const noexcept override { return image_->read_only(); }
+  const std::string& name() const noexcept override { return image_->name(); }
+
+ private:
+  // Calls fn(image offset, offset in the request, length) for each piece of [off, off + len):
+  // cut at the boundary (and a pending range's edges) and at the segments of each side. The
+  // caller holds the range, so the boundary does not cross it meanwhile.
+  template <typename Fn>
+  Result<void> walk(std::uint64_t off, std::uint64_t len, Fn&& fn) const {
+    if (off > size_ || len > size_ - off)
+      return make_error_fmt(Errc::kIo, "boundary store: range past the end", off,
+                            "%s: %llu bytes at %llu, volume %llu bytes", image_->name().c_str(),
+                            static_cast<unsigned long long>(len),
+                            static_cast<unsigned long long>(off),
+                            static_cast<unsigned long long>(size_));
+    std::uint64_t pos = 0;
+    while (pos < len) {
+      const std::uint64_t at = off + pos;
+      const auto& segs = boundary_->before(at) ? before_ : after_;
+      const Segment& s = segs[find_segment(segs, at)];
+      const std::uint64_t in_seg = at - s.offset_bytes;
+      std::uint64_t n = std::min(len - pos, s.length_bytes - in_seg);
+      const std::uint64_t change = boundary_->next_change(at);
+      if (change != UINT64_MAX) n = std::min(n, change - at);
+      CRYPTMAP_TRY_VOID(fn(s.image_offset_bytes + in_seg, pos, n));
+      pos += n;
+    }
+    return ok();
+  }
+
+  std::vector<Segment> before_, after_;
+  std::unique_ptr<BackingStore> image_;
+  std::shared_ptr<const SegmentBoundary> boundary_;
+  std::uint64_t size_;
 };
 
 }  // namespace
@@ -225,6 +297,31 @@ Result<void> validate_segments(const VolumeLayout& layout, std::uint64_t image_b
         Errc::kCorrupt, "segment map: size", next, "segments cover %llu bytes, the volume is %llu",
         static_cast<unsigned long long>(next), static_cast<unsigned long long>(layout.size_bytes));
   return ok();
+}
+
+Result<std::unique_ptr<BackingStore>> make_boundary_store(
+    std::vector<Segment> before, std::vector<Segment> after, std::unique_ptr<BackingStore> image,
+    std::shared_ptr<const SegmentBoundary> boundary) {
+  if (!boundary || before.empty() || after.empty())
+    return make_error(Errc::kInvalid, "boundary store: no boundary or no segments");
+  VolumeLayout check;  // each side's image mapping, checked as linear segments
+  check.sector_size = 512;
+  for (const auto* side : {&before, &after}) {
+    check.segments = *side;
+    for (Segment& s : check.segments) {
+      if (s.kind == SegmentKind::kZero)
+        return make_error(Errc::kInvalid, "boundary store: a zero segment");
+      s.kind = SegmentKind::kLinear;
+    }
+    CRYPTMAP_TRY_VOID(validate_segments(check, image->size_bytes()));
+  }
+  if (before.back().offset_bytes + before.back().length_bytes !=
+      after.back().offset_bytes + after.back().length_bytes)
+    return make_error(Errc::kCorrupt, "boundary store: the two sides differ in size");
+  if (image->zones() != nullptr)
+    return make_error(Errc::kUnsupported, "boundary store: zoned images are not supported");
+  return std::unique_ptr<BackingStore>(new BoundaryStore(std::move(before), std::move(after),
+                                                         std::move(image), std::move(boundary)));
 }
 
 Result<std::unique_ptr<BackingStore>> make_segmented_store(const VolumeLayout& layout,

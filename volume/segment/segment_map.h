@@ -11,6 +11,9 @@
 //     segment start), zero ranges decrypt to zeros, linear ranges pass through unchanged.
 // A run the engine hands over may span several segments; both decorators split it.
 //
+// Online reencryption serves a volume whose sides move (SegmentBoundary, make_boundary_cipher;
+// make_boundary_store when the two sides lie at different places of the image: a data shift).
+//
 // Used for BitLocker (volume/format/bitlk.h), for a LUKS2 image in reencryption (two crypt
 // segments, each with its own cipher, sector size and slice of the volume key:
 // volume/format/luks2_reencrypt.h, docs/reencrypt.md §9) and meant for any format whose dm table
@@ -58,11 +61,34 @@ Result<std::unique_ptr<crypto::SectorCipher>> make_segmented_cipher(const Volume
 // A *fence* marks a range whose ciphertext is neither side's (a hotzone left half converted by a
 // failed reencryption step that could not be recovered): the cipher fails every sector in it
 // with kIo instead of returning garbage. Set, like a move, while the range is held.
+//
+// A *pending* range below the boundary is still on the "after" side (the moved first part of a
+// decryption with a data shift, converted last: docs/reencrypt.md §11.1); cleared, like a move,
+// while it is held.
 class SegmentBoundary {
  public:
   explicit SegmentBoundary(std::uint64_t at) noexcept : at_(at) {}
   std::uint64_t get() const noexcept { return at_.load(std::memory_order_acquire); }
   void move_to(std::uint64_t at) noexcept { at_.store(at, std::memory_order_release); }
+  void set_pending(std::uint64_t begin, std::uint64_t end) noexcept {
+    pending_begin_.store(begin, std::memory_order_relaxed);
+    pending_end_.store(end, std::memory_order_release);
+  }
+  // Whether byte `at` is on the "before" side now.
+  bool before(std::uint64_t at) const noexcept {
+    const std::uint64_t pe = pending_end_.load(std::memory_order_acquire);
+    if (at < pe && at >= pending_begin_.load(std::memory_order_relaxed)) return false;
+    return at < get();
+  }
+  // The first byte after `at` where the side may change (the boundary or a pending edge past
+  // `at`; UINT64_MAX when none).
+  std::uint64_t next_change(std::uint64_t at) const noexcept {
+    std::uint64_t n = UINT64_MAX;
+    for (std::uint64_t e : {get(), pending_begin_.load(std::memory_order_relaxed),
+                            pending_end_.load(std::memory_order_acquire)})
+      if (e > at && e < n) n = e;
+    return n;
+  }
   void fence(std::uint64_t begin, std::uint64_t end) noexcept {
     fence_begin_.store(begin, std::memory_order_relaxed);
     fence_end_.store(end, std::memory_order_release);
@@ -76,6 +102,7 @@ class SegmentBoundary {
  private:
   std::atomic<std::uint64_t> at_;
   std::atomic<std::uint64_t> fence_begin_{0}, fence_end_{0};
+  std::atomic<std::uint64_t> pending_begin_{0}, pending_end_{0};
 };
 
 // The cipher of such a volume: sectors of `sector_size` bytes (a multiple of both ciphers'
@@ -87,5 +114,14 @@ class SegmentBoundary {
 Result<std::unique_ptr<crypto::SectorCipher>> make_boundary_cipher(
     std::unique_ptr<crypto::SectorCipher> before, std::unique_ptr<crypto::SectorCipher> after,
     std::uint32_t sector_size, std::shared_ptr<const SegmentBoundary> boundary);
+
+// The store of such a volume when the two sides lie at different places of the image (a data
+// shift: docs/reencrypt.md §10): bytes on the "before" side are mapped through `before`, the
+// others through `after`; each list covers [0, size) in order, of linear or crypt segments (the
+// image mapping only: the cipher is make_boundary_cipher's). kCorrupt when a list has gaps, a
+// segment outside the image, or the two cover different sizes.
+Result<std::unique_ptr<BackingStore>> make_boundary_store(
+    std::vector<Segment> before, std::vector<Segment> after, std::unique_ptr<BackingStore> image,
+    std::shared_ptr<const SegmentBoundary> boundary);
 
 }  // namespace cryptmap::volume

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "crypto/sector_cipher.h"
+#include "tests/support/data.h"
 #include "volume/store/mem_backing_store.h"
 #include "volume/volume.h"
 
@@ -244,6 +245,61 @@ TEST(SegmentMapBoundary, APlaintextSidePassesThroughWhileTheBoundaryMovesDown) {
   EXPECT_EQ(std::vector<std::byte>(buf.begin(), buf.begin() + kSplit - (64u << 10)),
             std::vector<std::byte>(data.begin(), data.begin() + kSplit - (64u << 10)));
   EXPECT_FALSE(make_boundary_cipher(nullptr, nullptr, 4096, boundary));
+}
+
+// A data shift's served store (docs/reencrypt.md §10 item 10): bytes below the boundary map
+// through the "before" segments, the rest through the "after" ones; a request across the
+// boundary is cut there; a pending range below it maps to the after side, and joins the before
+// side when cleared. The cipher sees the same sides.
+TEST(SegmentMapBoundary, AStoreMapsEachSideAtItsOwnPlace) {
+  constexpr std::uint64_t kVol = 64u << 10, kShift = 16u << 10;
+  auto mem = std::make_unique<MemBackingStore>(kVol + 2 * kShift, "mem:shift");
+  MemBackingStore& img = *mem;
+  // Bytes that differ from offset to offset (pattern() repeats every 256 bytes).
+  const auto image = test::deterministic_bytes(kVol + 2 * kShift, 5);
+  ASSERT_TRUE(img.write_at(ByteOffset{0}, image));
+  // before: [0, 16K) at image 80K (a moved start), [16K, 64K) in place; after: at the shift.
+  std::vector<Segment> before = {{SegmentKind::kLinear, 0, kShift, kVol + kShift, 0, {}},
+                                 {SegmentKind::kLinear, kShift, kVol - kShift, kShift, 0, {}}};
+  std::vector<Segment> after = {{SegmentKind::kLinear, 0, kVol, kShift, 0, {}}};
+  auto boundary = std::make_shared<SegmentBoundary>(48u << 10);
+  auto store = make_boundary_store(before, after, std::move(mem), boundary);
+  ASSERT_TRUE(store) << store.error().message();
+  ASSERT_EQ((*store)->size_bytes(), kVol);
+  std::vector<std::byte> all(kVol);
+  ASSERT_TRUE((*store)->read_at(ByteOffset{0}, all));
+  auto at = [&](std::uint64_t v, std::uint64_t image_off) {  // 512 bytes at v are image's
+    return std::equal(all.begin() + v, all.begin() + v + 512, image.begin() + image_off);
+  };
+  EXPECT_TRUE(at(0, kVol + kShift) && at(kShift - 512, kVol + 2 * kShift - 512));  // moved
+  EXPECT_TRUE(at(kShift, kShift) && at((48u << 10) - 512, (48u << 10) - 512));     // in place
+  EXPECT_TRUE(at(48u << 10, (48u << 10) + kShift) && at(kVol - 512, kVol + kShift - 512));
+  // A write across the boundary lands on both sides' places.
+  const auto w = test::deterministic_bytes(8192, 77);
+  ASSERT_TRUE((*store)->write_at(ByteOffset{(48u << 10) - 4096}, w));
+  std::vector<std::byte> got(4096);
+  ASSERT_TRUE(img.read_at(ByteOffset{(48u << 10) - 4096}, got));
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), w.begin()));
+  ASSERT_TRUE(img.read_at(ByteOffset{(48u << 10) + kShift}, got));
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), w.begin() + 4096));
+  // Down to 0: everything at the shift.
+  boundary->move_to(0);
+  ASSERT_TRUE((*store)->read_at(ByteOffset{0}, all));
+  EXPECT_TRUE(at(0, kShift) && at(kVol - 512, kVol + kShift - 512));
+  // A pending range below the boundary stays on the after side until cleared.
+  boundary->move_to(kVol);
+  boundary->set_pending(0, kShift);
+  EXPECT_FALSE(boundary->before(0));
+  EXPECT_TRUE(boundary->before(kShift));
+  ASSERT_TRUE((*store)->read_at(ByteOffset{0}, all));
+  EXPECT_TRUE(at(0, kShift) && at(kShift, kShift));  // after side, then before (in place)
+  boundary->set_pending(0, 0);
+  ASSERT_TRUE((*store)->read_at(ByteOffset{0}, all));
+  EXPECT_TRUE(at(0, kVol + kShift));
+  // Sides of different sizes, or a gap, are refused.
+  after[0].length_bytes -= 512;
+  EXPECT_FALSE(make_boundary_store(before, after,
+                                   std::make_unique<MemBackingStore>(kVol + 2 * kShift), boundary));
 }
 
 // status's offset and skipped sectors (docs/formats.md §3.8): the crypt or linear line with the

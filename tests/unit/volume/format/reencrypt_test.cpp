@@ -684,9 +684,12 @@ class SameImage final : public BackingStore {
 struct Hammered {
   std::uint64_t steps = 0, errors = 0, mismatches = 0, ops = 0;
 };
+// `hotzone` 0: hotzones of different lengths (a data shift's), each checked to move the run on.
 Hammered hammer_while_stepping(ReencryptSession& session, Volume& vol,
-                               std::vector<std::byte>& model, std::uint64_t hotzone) {
-  constexpr std::uint64_t kBlock = 4096, kBlocks = kData / kBlock;
+                               std::vector<std::byte>& model, std::uint64_t hotzone,
+                               std::uint64_t size = kData) {
+  constexpr std::uint64_t kBlock = 4096;
+  const std::uint64_t kBlocks = size / kBlock;
   constexpr unsigned kThreads = 3;
   std::atomic<bool> done{false};
   std::atomic<std::uint64_t> mismatches{0}, errors{0}, ops{0};
@@ -717,7 +720,10 @@ Hammered hammer_while_stepping(ReencryptSession& session, Volume& vol,
     auto r = session.step(&vol);
     EXPECT_TRUE(r) << r.error().message();
     if (!r) break;
-    EXPECT_EQ(session.done_bytes(), before + hotzone);
+    if (hotzone)
+      EXPECT_EQ(session.done_bytes(), before + hotzone);
+    else
+      EXPECT_GT(session.done_bytes(), before);
     ++h.steps;
   }
   done.store(true);
@@ -810,6 +816,120 @@ TEST(Reencrypt, AnOnlineDecryptionKeepsEveryWriteWhileTheBoundaryMovesDown) {
     ASSERT_TRUE(d.data->read_at(ByteOffset{0}, all));
     EXPECT_EQ(all, model) << res;  // the device is the plaintext
   }
+}
+
+// Encryption with a data shift, online (docs/reencrypt.md §10, §13): `open` serves the header's
+// segments where they are (the moved start at the image's end, the rest in place), and the
+// online run moves the data behind the header while three threads write and read through the
+// served volume; every read returns the last write, and the finished image holds exactly the
+// writes under the new key.
+TEST(Reencrypt, AnOnlineEncryptionWithADataShiftKeepsEveryWriteWhileTheDataMoves) {
+  Shifted s = shifted_image();
+  auto opened = reencrypt_open(*s.img, pass("right"));
+  ASSERT_TRUE(opened) << opened.error().message();
+  const VolumeLayout& paused = opened->layout;
+  ASSERT_EQ(paused.segments.size(), 2u);
+  EXPECT_EQ(paused.segments[0].kind, SegmentKind::kLinear);
+  EXPECT_EQ(paused.segments[0].length_bytes, kMiB);
+  EXPECT_EQ(paused.segments[0].image_offset_bytes, kShiftData + kMiB);  // the moved start
+  EXPECT_EQ(paused.segments[1].offset_bytes, kMiB);
+  EXPECT_EQ(paused.segments[1].image_offset_bytes, kMiB);  // in place
+  EXPECT_EQ(paused.size_bytes, kShiftData);
+
+  auto session = ReencryptSession::start(*s.img, pass("right"), 0);
+  ASSERT_TRUE(session) << session.error().message();
+  VolumeOptions vo;
+  vo.cache_bytes = 256 << 10;
+  auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*s.img), vo, nullptr);
+  ASSERT_TRUE(served) << served.error().message();
+  Volume& vol = **served;
+  ASSERT_EQ(vol.size_bytes(), kShiftData);
+  std::vector<std::byte> all(kShiftData);
+  ASSERT_TRUE(vol.read(ByteOffset{0}, all));
+  ASSERT_EQ(all, s.plain);
+
+  std::vector<std::byte> model = s.plain;
+  const Hammered h = hammer_while_stepping(**session, vol, model, 0, kShiftData);
+  EXPECT_EQ(h.steps, 3u);  // [1.5, 2.5) MiB, [1, 1.5) MiB, then the moved start [0, 1) MiB
+  EXPECT_EQ(h.errors, 0u);
+  EXPECT_EQ(h.mismatches, 0u);
+  EXPECT_GT(h.ops, 0u);
+  auto fin = (*session)->stop();
+  ASSERT_TRUE(fin) << fin.error().message();
+  EXPECT_TRUE(fin->finished);
+  ASSERT_TRUE(vol.flush());
+  ASSERT_TRUE(vol.read(ByteOffset{0}, all));
+  EXPECT_EQ(all, model);
+  served->reset();
+  // The image: the header in its first MiB, the writes encrypted behind it.
+  auto h2 = load_luks_header(*s.img, std::nullopt);
+  ASSERT_TRUE(h2) << h2.error().message();
+  auto k = (*h2)->unlock(pass("right"), std::nullopt);
+  ASSERT_TRUE(k) << k.error().message();
+  const VolumeLayout l = (*h2)->layout();
+  EXPECT_EQ(l.data_offset_bytes, kMiB);
+  crypto::SectorCipherConfig cfg;
+  cfg.spec = l.cipher;
+  cfg.sector_size = l.sector_size;
+  auto c = crypto::make_sector_cipher(cfg, k->volume_key.span());
+  ASSERT_TRUE(c) << c.error().message();
+  ASSERT_TRUE(s.img->read_at(ByteOffset{kMiB}, all));
+  ASSERT_TRUE((*c)->decrypt({all, {}, SectorIndex{0}}));
+  EXPECT_EQ(all, model);
+}
+
+// cryptsetup 2.6's decryption with a data shift, online (docs/reencrypt.md §10, §11.1): served
+// through the exported header, the moved first part at the image's start and the rest at the
+// shift until the run moves it down; the moved part is converted last, in place. Every read
+// returns the last write; the image then holds exactly the writes in plaintext from offset 0.
+TEST(Reencrypt, AnOnlineDecryptionWithADataShiftKeepsEveryWriteWhileTheDataMoves) {
+  Shifted s = shifted_image();
+  auto enc = reencrypt_run(*s.img, pass("right"), {});
+  ASSERT_TRUE(enc && enc->finished);
+  const std::uint64_t data = kShiftData + kMiB;  // image size - 1 MiB
+  MemBackingStore hdr(kMiB, "mem:exported.hdr");
+  auto factory = [&](std::uint64_t) -> Result<std::unique_ptr<BackingStore>> {
+    return std::unique_ptr<BackingStore>(new Borrowed(hdr));
+  };
+  DecryptShiftOptions o;
+  o.pbkdf.type = "pbkdf2";
+  o.pbkdf.force_iterations = 1000;
+  ASSERT_TRUE(reencrypt_decrypt_shift_init(*s.img, pass("right"), o, factory));
+  auto opened = reencrypt_open(hdr, pass("right"), s.img.get());
+  ASSERT_TRUE(opened) << opened.error().message();
+  ASSERT_EQ(opened->layout.segments.size(), 2u);
+  EXPECT_EQ(opened->layout.segments[0].image_offset_bytes, 0u);  // the moved part
+  EXPECT_EQ(opened->layout.segments[1].image_offset_bytes, 2 * kMiB);
+  EXPECT_EQ(opened->layout.segments[1].iv_offset, kMiB / 512);
+  EXPECT_EQ(opened->layout.size_bytes, data);
+
+  auto session = ReencryptSession::start(hdr, pass("right"), 0, s.img.get());
+  ASSERT_TRUE(session) << session.error().message();
+  VolumeOptions vo;
+  vo.cache_bytes = 256 << 10;
+  auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*s.img), vo, nullptr);
+  ASSERT_TRUE(served) << served.error().message();
+  Volume& vol = **served;
+  ASSERT_EQ(vol.size_bytes(), data);
+  std::vector<std::byte> all(data);
+  ASSERT_TRUE(vol.read(ByteOffset{0}, all));
+  ASSERT_TRUE(std::equal(s.plain.begin(), s.plain.end(), all.begin()));
+
+  std::vector<std::byte> model = all;
+  const Hammered h = hammer_while_stepping(**session, vol, model, 0, data);
+  EXPECT_EQ(h.steps, 4u);  // [1, 2), [2, 3), [3, 3.5) MiB, then the moved part [0, 1) MiB
+  EXPECT_EQ(h.errors, 0u);
+  EXPECT_EQ(h.mismatches, 0u);
+  EXPECT_GT(h.ops, 0u);
+  auto fin = (*session)->stop();
+  ASSERT_TRUE(fin) << fin.error().message();
+  EXPECT_TRUE(fin->finished);
+  ASSERT_TRUE(vol.flush());
+  ASSERT_TRUE(vol.read(ByteOffset{0}, all));
+  EXPECT_EQ(all, model);
+  served->reset();
+  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, all));
+  EXPECT_EQ(all, model);  // the device is the plaintext, from its start
 }
 
 // The session's own handle on the image, failing the next `count` writes that overlap
