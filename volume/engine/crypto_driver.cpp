@@ -31,14 +31,6 @@ class Conversion {
     failed_.store(true, std::memory_order_relaxed);
   }
   bool failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
-  // Makes a finished conversion reusable (pending back to the submitter's guard).
-  void reset() EXCLUDES(mu_) {
-    MutexLock lock(mu_);
-    CRYPTMAP_CHECK(pending_ == 0);
-    pending_ = 1;
-    error_.reset();
-    failed_.store(false, std::memory_order_relaxed);
-  }
   // The last access to *this by a completer: after the unlock the waiter may destroy it.
   void finish_one() EXCLUDES(mu_) {
     MutexLock lock(mu_);
@@ -63,7 +55,7 @@ class Conversion {
 }  // namespace
 
 // A fixed set of objects handed out one at a time; take() waits while none is free (the
-// backpressure of both pools below). Filled once at construction; never allocates after.
+// backpressure of the request pool below). Filled once at construction; never allocates after.
 template <class T>
 class WaitingPool {
  public:
@@ -93,10 +85,9 @@ class WaitingPool {
   std::vector<T*> free_ GUARDED_BY(mu_);
 };
 
-// One started conversion: its counter and its fan-out. Pooled; reused.
-class CryptoDriver::Job {
- public:
-  // The slices of one parallel conversion, as a fan-out of the volume's SlicePool.
+struct CryptoDriver::Impl {
+  // The slices of one parallel conversion, as a fan-out of the volume's SlicePool; lives in the
+  // frame of convert(), which joins it before it returns.
   struct Slices {
     Impl* im = nullptr;
     Conversion* conv = nullptr;
@@ -106,22 +97,12 @@ class CryptoDriver::Job {
     std::size_t per = 0;  // sectors per slice
     SlicePool::FanOut fan;
   };
-  Conversion conv;
-  Slices task;
-  bool spawned = false;
-  bool fresh = true;  // conv is in its initial state (never started)
-};
 
-struct CryptoDriver::Impl {
   Impl(crypto::CryptoEngine& e, const CryptoDriverOptions& o)
-      : engine(e),
-        opts(o),
-        requests(o.max_inflight == 0 ? 1 : o.max_inflight),
-        jobs(std::make_unique<Job[]>(requests.size())) {
+      : engine(e), opts(o), requests(o.max_inflight == 0 ? 1 : o.max_inflight) {
     batch_sectors = std::max<std::size_t>(1, opts.batch_bytes / opts.sector_size);
     for (auto& r : requests) r.on_done = [this](CryptoRequest* q) { complete(q); };
     free_requests.fill(std::span(requests));
-    free_jobs.fill(std::span(jobs.get(), requests.size()));
   }
 
   bool parallel(CryptoDir dir, std::size_t bytes) const {
@@ -132,7 +113,7 @@ struct CryptoDriver::Impl {
   }
 
   // Cuts a conversion into per-core slices of whole batches (one fan-out slice each).
-  void prepare_slices(Job::Slices& t, Conversion& conv, CryptoDir dir, std::span<std::byte> data,
+  void prepare_slices(Slices& t, Conversion& conv, CryptoDir dir, std::span<std::byte> data,
                       std::uint64_t first) {
     const std::size_t count = data.size() / opts.sector_size;
     const std::size_t batches = (count + batch_sectors - 1) / batch_sectors;
@@ -146,7 +127,7 @@ struct CryptoDriver::Impl {
     t.fan.set(slices, &run_slice, &t);
   }
   static void run_slice(void* context, std::size_t i) {
-    auto& t = *static_cast<Job::Slices*>(context);
+    auto& t = *static_cast<Slices*>(context);
     const std::size_t ss = t.im->opts.sector_size;
     const std::size_t count = t.data.size() / ss;
     const std::size_t begin = i * t.per;
@@ -203,9 +184,7 @@ struct CryptoDriver::Impl {
   const CryptoDriverOptions opts;
   std::size_t batch_sectors = 1;
   std::vector<CryptoRequest> requests;
-  std::unique_ptr<Job[]> jobs;
   WaitingPool<CryptoRequest> free_requests;  // max_inflight crypto requests
-  WaitingPool<Job> free_jobs;                // as many conversion jobs
   unsigned threads = 1;
   std::unique_ptr<SlicePool> pool;  // threads - 1 workers; the caller is the last one
 };
@@ -257,41 +236,12 @@ Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> d
   if (!im.parallel(dir, data.size())) {
     im.issue(conv, dir, data, first.value);
   } else {
-    Job::Slices task;
+    Impl::Slices task;
     im.prepare_slices(task, conv, dir, data, first.value);
     im.pool->run(task.fan);  // the calling thread works on the slices too
   }
   conv.finish_one();  // drop the submitter's guard
   return conv.wait();
-}
-
-CryptoDriver::Job* CryptoDriver::start(crypto::CryptoDir dir, std::span<std::byte> data,
-                                       SectorIndex first) {
-  Impl& im = *impl_;
-  CRYPTMAP_CHECK(data.size() % im.opts.sector_size == 0);
-  Job* j = im.free_jobs.take();
-  if (!j->fresh) j->conv.reset();
-  j->fresh = false;
-  j->spawned = false;
-  if (data.empty()) return j;
-  if (!im.parallel(dir, data.size())) {
-    im.issue(j->conv, dir, data, first.value);
-    return j;
-  }
-  im.prepare_slices(j->task, j->conv, dir, data, first.value);
-  im.pool->post(j->task.fan);
-  j->spawned = true;
-  return j;
-}
-
-Result<void> CryptoDriver::finish(Job* j) {
-  Impl& im = *impl_;
-  // The caller takes the slices no worker has started yet, then waits for the rest.
-  if (j->spawned) im.pool->join(j->task.fan);
-  j->conv.finish_one();  // drop the submitter's guard
-  Result<void> r = j->conv.wait();
-  im.free_jobs.give(j);
-  return r;
 }
 
 }  // namespace cryptmap::volume

@@ -59,17 +59,6 @@ class CryptoDriver {
   // REQUIRES: data.size() is a multiple of sector_size; `first` is data[0]'s SectorIndex.
   Result<void> convert(crypto::CryptoDir dir, std::span<std::byte> data, SectorIndex first);
 
-  // The same conversion, started without waiting for it: a conversion that would run in
-  // parallel is handed to the workers as its slices and start() returns at once (the caller
-  // can issue store I/O meanwhile: the engine's two-stage pipeline); a small one is converted
-  // inline before start() returns. finish() waits for it (the caller first runs the slices no
-  // worker has taken) and returns what convert() would have. Exactly one finish() per start();
-  // `data` must stay valid until then. Jobs come from a pool of `max_inflight` allocated at
-  // create(); start() waits while all are out (each finishes without needing anything else).
-  class Job;
-  Job* start(crypto::CryptoDir dir, std::span<std::byte> data, SectorIndex first);
-  Result<void> finish(Job* job);
-
   // Runs slice(i) for every i in [0, n): spread over the crypto workers (the calling thread
   // works too), or one after another on the calling thread when the driver has no workers
   // (force_inline, one core) or n is 1; returns when every slice ran. For conversions the engine's

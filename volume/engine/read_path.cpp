@@ -84,20 +84,45 @@ bool ReadPath::store_is_current() const noexcept {
 }
 
 // Read-ahead loads (on a prefetch thread): the same rule as a streaming piece, under the
-// shared range.
+// shared range; the window is read as buffer-sized pieces in flight together, each decrypted in
+// place as soon as it is in (the window is the buffer: no pool buffer is taken).
 bool ReadPath::load_ahead(std::uint64_t first, std::span<std::byte> dst,
                           const ReadAhead::LoadTicket& t) {
   RangeLock::Guard guard =
       ctx_.ranges.acquire(first, first + ctx_.geo.sectors_in(dst.size()), /*exclusive=*/false);
   if (!t.still_wanted() || !store_is_current()) return false;
-  return static_cast<bool>(ctx_.fetch(first, dst));
+  const SectorGeometry& g = ctx_.geo;
+  std::array<ReadPiece, kReadDepth> pieces;
+  std::array<std::uint64_t, kReadDepth> first_sector{};
+  const std::uint64_t end = first + g.sectors_in(dst.size());
+  for (std::uint64_t pos = first; pos < end;) {
+    std::size_t m = 0;
+    for (; pos < end && m < kReadDepth; ++m) {
+      const std::uint64_t n = std::min<std::uint64_t>(end - pos, ctx_.buf_sectors);
+      pieces[m] = {ByteOffset{g.image_offset(pos)}, dst.subspan(g.bytes(pos - first), g.bytes(n))};
+      first_sector[m] = pos;
+      pos += n;
+    }
+    EngineContext* ctx = &ctx_;
+    ReadPiece* p = pieces.data();
+    const std::uint64_t* fs = first_sector.data();
+    const Result<void> r = ctx_.store->read_batch_each(
+        std::span<ReadPiece>(pieces.data(), m), [ctx, p, fs](std::size_t q) -> Result<void> {
+          return ctx->driver->convert(CryptoDir::kDecrypt, p[q].out, SectorIndex{fs[q]});
+        });
+    if (!r) return false;
+  }
+  return true;
 }
 
 // Large reads (and every read without a cache) stream from the store in buffer-sized pieces
 // without filling the cache. The pieces go to the store as one read batch, as many as the
 // request has buffers for (the first waited for, up to kReadDepth - 1 more only tried, so a
-// request never waits for a second buffer), then each is decrypted (across the crypto
-// workers) and copied out. A piece is fetched whole only while nothing in the cache is dirty: then
+// request never waits for a second buffer), and each is decrypted (across the crypto workers)
+// and copied out as soon as its read completed, while the later ones are still in flight
+// (BackingStore::read_batch_each): a request costs about the store time plus the crypto of one
+// piece, not the store time plus the crypto of all. A piece is fetched whole only while nothing
+// in the cache is dirty: then
 // no block of the shared range can be dirty (writers are excluded) and no write-back can be writing
 // it, so the store is current. Otherwise the piece takes the per-block path (cache hits, fetched
 // misses). An overlay of dirty blocks after the fetch is NOT enough: a write-back pass (it
@@ -109,6 +134,24 @@ Result<std::size_t> ReadPath::stream_read(std::uint64_t off, std::span<std::byte
   std::array<BufferPool::Buffer, kReadDepth - 1> spares;  // never waited for
   std::array<ReadPiece, kReadDepth> pieces;
   std::array<std::uint64_t, kReadDepth> first_sector{};
+  // What each completed piece needs: decrypt it in its buffer, copy its part of the request.
+  struct Piecework {
+    EngineContext* ctx;
+    const ReadPiece* pieces;
+    const std::uint64_t* first_sector;
+    std::uint64_t off;
+    std::span<std::byte> out;
+    Result<void> operator()(std::size_t q) const {
+      const std::span<std::byte> b = pieces[q].out;
+      CRYPTMAP_TRY_VOID(ctx->driver->convert(CryptoDir::kDecrypt, b, SectorIndex{first_sector[q]}));
+      const SectorGeometry& geo = ctx->geo;
+      const ByteSpan part = overlap(off, out.size(), geo.byte_of(first_sector[q]), b.size());
+      std::memcpy(out.data() + (part.lo - off), b.data() + (part.lo - geo.byte_of(first_sector[q])),
+                  part.size());
+      return ok();
+    }
+  };
+  const Piecework work{&ctx_, pieces.data(), first_sector.data(), off, out};
   Result<void> result = ok();
   for (std::uint64_t pos = s.first; pos < s.end && result;) {
     if (!store_is_current()) {
@@ -131,15 +174,7 @@ Result<std::size_t> ReadPath::stream_read(std::uint64_t off, std::span<std::byte
       ++m;
       next += n;
     }
-    result = ctx_.store->read_batch(std::span<ReadPiece>(pieces.data(), m));
-    for (std::size_t q = 0; q < m && result; ++q) {
-      const std::span<std::byte> b = pieces[q].out;
-      result = ctx_.driver->convert(CryptoDir::kDecrypt, b, SectorIndex{first_sector[q]});
-      if (!result) break;
-      const ByteSpan part = overlap(off, out.size(), g.byte_of(first_sector[q]), b.size());
-      std::memcpy(out.data() + (part.lo - off), b.data() + (part.lo - g.byte_of(first_sector[q])),
-                  part.size());
-    }
+    result = ctx_.store->read_batch_each(std::span<ReadPiece>(pieces.data(), m), work);
     pos = next;
   }
   if (!result) {

@@ -1,6 +1,8 @@
 // ReadPath — Volume::read: clamping to the volume, read-ahead windows, cache hits, fetching and
-// decrypting misses, and streaming large (or uncached) reads through a two-stage pipeline (the
-// store read of piece k+1 overlaps the decryption of piece k). Also the read-ahead loader.
+// decrypting misses, and streaming large (or uncached) reads through a two-stage pipeline (a
+// request's pieces are read as one store batch and each is decrypted as soon as it is in, while
+// the later ones are still in flight). Also the read-ahead loader (a window is loaded the same
+// way, decrypted in place).
 //
 // Locking: read() pins a read-ahead window BEFORE it takes its range (pin() may wait for a
 // load, which takes a range itself: read_ahead.h), then holds its sectors shared in the range

@@ -9,8 +9,8 @@
 //    is idle or between requests (issue #13: TBB's idle workers spent ~20 % of the daemon's
 //    samples in sched_yield). A worker marks itself with mark_io_thread() before its first
 //    slice (docs/architecture.md §4.1).
-//  * Nothing allocates after construction: a FanOut is caller-owned (on the stack or in a
-//    pooled job) and linked into the queue intrusively.
+//  * Nothing allocates after construction: a FanOut is caller-owned (on the caller's
+//    stack) and linked into the queue intrusively.
 //
 // Thread-safety: post/join/run from any number of threads at once. A FanOut is posted at most
 // once and joined exactly once; it must stay alive until join() returns.

@@ -1,6 +1,7 @@
 #include "volume/engine/write_path.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <utility>
 
@@ -8,13 +9,20 @@ namespace cryptmap::volume {
 
 using crypto::CryptoDir;
 
-// Write-through of a request's pieces as a two-stage pipeline: piece k+1 is merged and
-// encrypted (by the crypto workers) while piece k is written to the store, when a second buffer is
-// free (try_acquire; otherwise one piece at a time). Pieces reach the store in the order they
-// were added, with the store's durable write when `fua`. Every started piece is finished and
-// written even after an error; the first error is returned. Caller holds the exclusive range.
+// Write-through of a request's pieces: up to kWriteDepth pieces, each in its own pool buffer,
+// go to the store as one batch (BackingStore::write_batch_each), each merged and encrypted (by
+// the crypto workers and the caller) just before it is submitted, so piece k+1 is encrypted
+// while piece k is already in flight and all of them are in flight together. The first buffer
+// is waited for, the others only tried: without a free one the queued pieces are written
+// first (one piece at a time at worst). The pieces of a batch carry no order among themselves
+// (the store may complete them in any order): this path serves conventional storage only, a
+// sequential zone's writes take write_zoned. Durable writes (`fua`) go one piece at a time
+// through the store's durable write. Every queued piece is written even after an error in an
+// earlier batch; the first error is returned. Caller holds the exclusive range.
 class WritePath::Pipe {
  public:
+  static constexpr std::size_t kWriteDepth = 4;
+
   Pipe(WritePath& w, std::uint64_t off, std::span<const std::byte> in, BufferPool::Buffer& buf,
        bool fua = false)
       : w_(w), ctx_(w.ctx_), off_(off), in_(in), buf_(buf), fua_(fua) {}
@@ -22,45 +30,49 @@ class WritePath::Pipe {
   Pipe(const Pipe&) = delete;
   Pipe& operator=(const Pipe&) = delete;
 
-  // Sectors [pos, pos + n) of the request, n <= one buffer. Order: merge piece k+1 (while
-  // piece k is encrypted), finish piece k, start piece k+1, write piece k (while k+1 is
-  // encrypted). Piece k is finished before k+1 is started; the caller, helping while it
-  // waits, runs only piece k's slices, never k+1's ahead of its own store write.
+  // Queues sectors [pos, pos + n) of the request, n <= one buffer; writes the queued pieces
+  // first when the batch is full or no buffer is free for another piece.
   Result<void> add(std::uint64_t pos, std::uint64_t n) {
-    if (!buf_) buf_ = ctx_.buffers->acquire();
-    if (job_ != nullptr && !spare_) spare_ = ctx_.buffers->try_acquire();
     Result<void> first = ok();
-    if (job_ != nullptr && !spare_) first = drain();  // no second buffer: no overlap
-    BufferPool::Buffer& use = job_ != nullptr && b_.data() == buf_.span().data() ? spare_ : buf_;
-    const std::span<std::byte> b = use.span().first(ctx_.geo.bytes(n));
-    Result<void> r = w_.merge(off_, in_, pos, b);
-    Result<void> prev = ok();
-    const bool have_prev = job_ != nullptr;
-    if (have_prev) prev = ctx_.driver->finish(std::exchange(job_, nullptr));
-    if (r) {
-      job_ = ctx_.driver->start(CryptoDir::kEncrypt, b, SectorIndex{pos});
+    if (m_ == kWriteDepth) first = drain();
+    if (m_ > 0) {
+      BufferPool::Buffer& spare = spares_[m_ - 1];
+      if (!spare) spare = ctx_.buffers->try_acquire();
+      if (!spare) first = keep_first(first, drain());
     }
-    if (have_prev && prev) prev = store_write();
-    if (first && !prev) first = prev;
-    if (first && !r) first = r;
-    pos_ = pos;
-    b_ = b;
+    BufferPool::Buffer& use = m_ == 0 ? buf_ : spares_[m_ - 1];
+    if (!use) use = ctx_.buffers->acquire();  // only buf_ is ever waited for
+    first_[m_] = pos;
+    pieces_[m_] = {ByteOffset{ctx_.geo.image_offset(pos)}, use.span().first(ctx_.geo.bytes(n))};
+    ++m_;
     return first;
   }
 
-  // Finishes and writes the piece in flight, if any.
+  // Merges, encrypts and writes the queued pieces; returns the first error.
   Result<void> drain() {
-    if (job_ == nullptr) return ok();
-    Result<void> r = ctx_.driver->finish(std::exchange(job_, nullptr));
-    if (r) r = store_write();
-    return r;
+    const std::size_t m = std::exchange(m_, 0);
+    if (m == 0) return ok();
+    auto prepare = [this](std::size_t q) -> Result<void> {
+      // The piece's buffer is the pool buffer behind pieces_[q].in (never the caller's memory).
+      const std::span<std::byte> b(const_cast<std::byte*>(pieces_[q].in.data()),
+                                   pieces_[q].in.size());
+      CRYPTMAP_TRY_VOID(w_.merge(off_, in_, first_[q], b));
+      return ctx_.driver->convert(CryptoDir::kEncrypt, b, SectorIndex{first_[q]});
+    };
+    if (!fua_) {
+      return ctx_.store->write_batch_each(std::span<WritePiece>(pieces_.data(), m), prepare);
+    }
+    Result<void> first = ok();
+    for (std::size_t q = 0; q < m; ++q) {
+      Result<void> r = prepare(q);
+      if (r) r = ctx_.store->write_fua(pieces_[q].off, pieces_[q].in);
+      first = keep_first(first, r);
+    }
+    return first;
   }
 
  private:
-  Result<void> store_write() {
-    const ByteOffset at{ctx_.geo.image_offset(pos_)};
-    return fua_ ? ctx_.store->write_fua(at, b_) : ctx_.store->write_at(at, b_);
-  }
+  static Result<void> keep_first(Result<void> a, Result<void> b) { return a ? b : a; }
 
   WritePath& w_;
   EngineContext& ctx_;
@@ -68,10 +80,10 @@ class WritePath::Pipe {
   const std::span<const std::byte> in_;
   BufferPool::Buffer& buf_;
   const bool fua_;
-  BufferPool::Buffer spare_;
-  CryptoDriver::Job* job_ = nullptr;
-  std::uint64_t pos_ = 0;
-  std::span<std::byte> b_;
+  std::array<BufferPool::Buffer, kWriteDepth - 1> spares_;  // never waited for
+  std::array<WritePiece, kWriteDepth> pieces_;
+  std::array<std::uint64_t, kWriteDepth> first_{};
+  std::size_t m_ = 0;  // queued pieces
 };
 
 Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byte> in, bool fua) {

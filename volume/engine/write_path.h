@@ -8,10 +8,12 @@
 //    least `cache_bypass_bytes` that are not resident, are written through. Without a cache
 //    (or in write-through mode, which drops the stale clean blocks) every sector is written
 //    through.
-//  * Write-through runs as a two-stage pipeline (the Pipe in the .cpp): piece k+1 is merged
-//    and encrypted while piece k is written; store writes of a request stay in order. Writes
-//    are encrypted in pool buffers, never in the caller's memory. A request waits for at most
-//    one buffer; the second one is only tried.
+//  * Write-through goes to the store as batches (the Pipe in the .cpp): up to four pieces of a
+//    request, each in its own pool buffer, in flight together, each merged and encrypted just
+//    before it is submitted (BackingStore::write_batch_each), so piece k+1 is encrypted while
+//    piece k is written. No order among a batch's pieces (conventional storage only: sequential
+//    zones take write_zoned). Writes are encrypted in pool buffers, never in the caller's
+//    memory. A request waits for at most one buffer; the others are only tried.
 //  * write_zoned(): a write admitted into a sequential zone (ZonedWritePath), issued in its
 //    zone's turn, never cached: resident blocks are dropped under the exclusive range first.
 //  * discard(): whole sectors inside the range only; cached blocks are dropped (wiped) and

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 
+#include "base/inline_function.h"
 #include "base/result.h"
 #include "base/units.h"
 
@@ -54,6 +55,21 @@ class BackingStore {
   // among them is promised, except by the default, which keeps the batch's order).
   virtual Result<void> read_batch(std::span<ReadPiece> pieces) const;
   virtual Result<void> write_batch(std::span<WritePiece> pieces);
+  // Batches whose caller works on each piece while the others are in flight (the engine's
+  // streaming pipeline: decrypt piece k while k+1 is read, encrypt k+1 while k is written).
+  // The work runs on the calling thread, before the call returns; what it returns becomes the
+  // piece's result (the first failed piece in batch order is the call's result, as above).
+  //  * read_batch_each: `on_read(i)` runs once for every piece whose read succeeded, as soon
+  //    as it completed (in completion order), while later pieces may still be in flight.
+  //  * write_batch_each: `prepare(i)` fills piece i's buffer and runs, in batch order, before
+  //    piece i is submitted, while earlier pieces may already be in flight. When it fails,
+  //    neither piece i nor any later piece is written; they all get its error.
+  // The defaults run read_batch, then on_read for each piece in order; and prepare for every
+  // piece, then write_batch (so the pieces still reach the store in batch order). The POSIX
+  // store overlaps them on io_uring (docs/async-store-io.md §1).
+  using PieceWork = InlineFunction<Result<void>(std::size_t), 64>;
+  virtual Result<void> read_batch_each(std::span<ReadPiece> pieces, PieceWork on_read) const;
+  virtual Result<void> write_batch_each(std::span<WritePiece> pieces, PieceWork prepare);
   // Makes every completed write durable (fdatasync).
   virtual Result<void> sync() = 0;
   // Deallocates the range (punch hole / BLKDISCARD); kUnsupported where impossible.

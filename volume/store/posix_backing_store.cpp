@@ -108,6 +108,34 @@ class PosixFileStore final : public PosixBackingStore {
     return first_error(pieces);
   }
 
+  // Reads: each piece's work runs as its completion is reaped, while the rest are in flight.
+  // Writes: each piece is prepared and submitted in turn, so it is in flight while the next
+  // is prepared (a staged batch, internal/uring_batch.h).
+  Result<void> read_batch_each(std::span<ReadPiece> pieces, PieceWork on_read) const override {
+    if (!rings_ || pieces.size() < 2) {
+      return BackingStore::read_batch_each(pieces, std::move(on_read));
+    }
+    ReadView view(*this, pieces, &on_read);
+    if (!rings_->run(view, /*write=*/false)) {
+      return BackingStore::read_batch_each(pieces, std::move(on_read));
+    }
+    return first_error(pieces);
+  }
+
+  Result<void> write_batch_each(std::span<WritePiece> pieces, PieceWork prepare) override {
+    if (!rings_ || pieces.size() < 2 || read_only_) {
+      return BackingStore::write_batch_each(pieces, std::move(prepare));
+    }
+    WriteView view(*this, pieces, &prepare);
+    if (!rings_->run(view, /*write=*/true)) {
+      return BackingStore::write_batch_each(pieces, std::move(prepare));
+    }
+    for (const WritePiece& p : pieces) {
+      if (p.result) grow_to(p.off.value + p.in.size());
+    }
+    return first_error(pieces);
+  }
+
   bool uses_io_uring() const noexcept override { return rings_ != nullptr; }
 
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
@@ -267,7 +295,10 @@ class PosixFileStore final : public PosixBackingStore {
   template <class Piece>
   class View final : public BatchView {
    public:
-    View(const PosixFileStore& store, std::span<Piece> pieces) : store_(store), pieces_(pieces) {}
+    // `work`: the caller's work on each piece (read_batch_each: after its read succeeded;
+    // write_batch_each: before it is submitted), or null.
+    View(const PosixFileStore& store, std::span<Piece> pieces, PieceWork* work = nullptr)
+        : store_(store), pieces_(pieces), work_(work) {}
     std::size_t size() const noexcept override { return pieces_.size(); }
     std::byte* buf(std::size_t i) const noexcept override {
       if constexpr (std::is_same_v<Piece, ReadPiece>) {
@@ -292,6 +323,9 @@ class PosixFileStore final : public PosixBackingStore {
       constexpr bool kRead = std::is_same_v<Piece, ReadPiece>;
       if (err == 0) {
         pieces_[i].result = ok();
+        if constexpr (kRead) {
+          if (work_ != nullptr) pieces_[i].result = (*work_)(i);
+        }
       } else if (err == kPastEnd) {
         Error e = sys_error_on(0, kReadPastEnd, at, store_.path_);
         e.code = Errc::kIo;
@@ -301,9 +335,20 @@ class PosixFileStore final : public PosixBackingStore {
       }
     }
 
+    bool staged() const noexcept override {
+      return !std::is_same_v<Piece, ReadPiece> && work_ != nullptr;
+    }
+    bool prepare(std::size_t i) noexcept override {
+      const Result<void> r = (*work_)(i);
+      if (r) return true;
+      for (std::size_t j = i; j < pieces_.size(); ++j) pieces_[j].result = r;
+      return false;
+    }
+
    private:
     const PosixFileStore& store_;
     std::span<Piece> pieces_;
+    PieceWork* work_;
   };
   using ReadView = View<ReadPiece>;
   using WriteView = View<WritePiece>;

@@ -124,9 +124,14 @@ bool UringRings::run(BatchView& v, bool write) noexcept {
     r->free_slots.push_back(s);
     --busy;
   };
+  const bool staged = v.staged();
   unsigned spins = 0;
   for (;;) {
     while (next < n && !r->free_slots.empty()) {
+      if (staged && !v.prepare(next)) {
+        next = n;  // the view finished this piece and the rest
+        break;
+      }
       if (v.len(next) == 0) {
         v.finish(next, 0, v.off(next));
         ++next;
@@ -138,6 +143,9 @@ bool UringRings::run(BatchView& v, bool write) noexcept {
       prep(s);
       ++next;
       ++busy;
+      // A staged piece goes to the kernel now, before the next one is prepared. An error here
+      // is the one io_uring_submit_and_wait below meets and handles: the SQE stays queued.
+      if (staged && next < n) (void)io_uring_submit(&r->ring);
     }
     if (busy == 0) break;
     const int rc = io_uring_submit_and_wait(&r->ring, 1);

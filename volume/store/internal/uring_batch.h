@@ -8,8 +8,10 @@
 // exists from open on: nothing on the I/O path allocates. A batch larger than the ring waits
 // for completions and submits the rest (a full ring waits, never fails). Short transfers are
 // continued and -EINTR/-EAGAIN completions resubmitted; each piece ends in exactly one
-// BatchView::finish. With every ring busy, run() returns false at once and the caller runs the
-// batch itself. docs/async-store-io.md has the why, the IO_FLUSHER finding and the fallback.
+// BatchView::finish (which may do the caller's work on the piece while others are in flight). A
+// staged view prepares each piece just before it is submitted. With every ring busy, run() returns
+// false at once and the caller runs the batch itself. docs/async-store-io.md has the why, the
+// IO_FLUSHER finding and the fallback.
 //
 // Thread-safety: run() from any number of threads; create() and destruction are not concurrent
 // with run().
@@ -37,6 +39,15 @@ class BatchView {
   virtual int fd_for(std::uint64_t off, const void* buf, std::size_t len) const noexcept = 0;
   // Called once per piece: err 0 (done), an errno, or kPastEnd; `at` = where it stopped.
   virtual void finish(std::size_t i, int err, std::uint64_t at) noexcept = 0;
+  // Staged batches (a view whose staged() is true) get prepare(i) before piece i is submitted,
+  // in piece order, and each piece is submitted as soon as it is prepared, so the kernel works
+  // on it while the next one is prepared. prepare() false: the view has finished piece i and
+  // every later piece itself (not submitted); the ring submits nothing more of the batch.
+  virtual bool staged() const noexcept { return false; }
+  virtual bool prepare(std::size_t i) noexcept {
+    (void)i;
+    return true;
+  }
 
  protected:
   ~BatchView() = default;

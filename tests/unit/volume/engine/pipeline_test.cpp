@@ -1,12 +1,15 @@
 // The engine's two-stage pipeline: a streaming request's store I/O of one piece overlaps the
 // crypto of its neighbour. Shown with gates that only open when the overlap happens (reads: the
-// decryption of piece 0 waits until the store is asked for piece 1; writes: the store write of
-// piece 0 waits until piece 1's encryption has begun); without the pipeline a gate times out.
+// decryption of piece 0 waits until the store is asked for piece 1, and a store that holds
+// piece 1's read in flight until piece 0 is being decrypted; writes: the store write of piece 0
+// waits until piece 1's encryption has begun); without the pipeline a gate times out.
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
+#include <thread>
 
 #include "tests/unit/volume/engine/volume_test_util.h"
 
@@ -119,6 +122,100 @@ TEST(Pipeline, AStreamingReadFetchesTheNextPieceWhileThePreviousIsDecrypted) {
   std::vector<std::byte> got(model.size());
   ASSERT_EQ(*vol->read(ByteOffset{0}, got), got.size());
   EXPECT_TRUE(engine->opened_in_time) << "piece 1 was not read while piece 0 was decrypted";
+  EXPECT_TRUE(got == model);
+}
+
+// A store whose read batches are really in flight: every piece is read on its own thread, and
+// the caller's work on a piece (read_batch_each) runs on the calling thread as the piece
+// completes, in completion order, like the io_uring store. Hostile: every piece after the first
+// is held in flight until `release` opens (bounded: it completes anyway after the gate's
+// timeout, and `held_in_time` says whether it opened). An engine that waits for the whole batch
+// before it decrypts anything never opens it.
+class InFlightStore final : public volume::BackingStore {
+ public:
+  InFlightStore(volume::MemBackingStore& s, Gate& release) : s_(s), release_(release) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return s_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    return s_.write_at(off, in);
+  }
+  Result<void> read_batch(std::span<volume::ReadPiece> pieces) const override {
+    return read_batch_each(pieces, [](std::size_t) -> Result<void> { return ok(); });
+  }
+  Result<void> read_batch_each(std::span<volume::ReadPiece> pieces,
+                               PieceWork on_read) const override {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::size_t> done;
+    std::vector<std::thread> flight;
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      flight.emplace_back([&, i] {
+        if (i > 0 && !release_.wait()) held_too_long = true;
+        pieces[i].result = s_.read_at(pieces[i].off, pieces[i].out);
+        std::lock_guard lock(mu);
+        done.push_back(i);
+        cv.notify_all();
+      });
+    }
+    Result<void> first = ok();
+    for (std::size_t n = 0; n < pieces.size(); ++n) {
+      std::size_t i = 0;
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return !done.empty(); });
+        i = done.front();
+        done.pop_front();
+      }
+      if (pieces[i].result) pieces[i].result = on_read(i);
+    }
+    for (std::thread& t : flight) t.join();
+    for (const auto& p : pieces) {
+      if (!p.result && first) first = p.result;
+    }
+    return first;
+  }
+  Result<void> sync() override { return ok(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
+  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
+  bool read_only() const noexcept override { return false; }
+  const std::string& name() const noexcept override { return s_.name(); }
+  mutable std::atomic<bool> held_too_long{false};
+
+ private:
+  volume::MemBackingStore& s_;
+  Gate& release_;
+};
+
+TEST(Pipeline, AStreamingReadDecryptsAPieceWhileTheNextIsStillInFlight) {
+  volume::MemBackingStore mem(8 * kPiece, "mem:pipeline");
+  Gate gate;
+  VolumeOptions opts;
+  opts.cache_bytes = 0;  // every request streams
+  EngineOptions eo;
+  eo.buffer_bytes = kPiece;
+  eo.batch_bytes = kPiece / 2;
+  eo.parallel_threshold_bytes = kSs;
+  eo.threads = 2;
+  auto factory = [&](const crypto::SectorCipher& c) {
+    // Opens the gate (releases pieces 1.. from the store) when piece 0's decryption begins.
+    return std::make_unique<GatedEngine>(c, crypto::CryptoDir::kDecrypt, 0, gate, GateMode::kOpen);
+  };
+  auto store = std::make_unique<InFlightStore>(mem, gate);
+  InFlightStore* watched = store.get();
+  auto v = volume::open_volume_with_engine(test_layout(kSs, 0),
+                                           std::make_unique<FakeSectorCipher>(kSs, 0xC0FFEE ^ kSs),
+                                           factory, std::move(store), opts, eo, nullptr);
+  ASSERT_TRUE(v) << v.error().message();
+  TestVolume check;
+  check.store = &mem;
+  check.ss = kSs;
+  check.key = 0xC0FFEE ^ kSs;
+  const std::vector<std::byte> model = image_plaintext(check, 0, 4 * kPiece);
+  std::vector<std::byte> got(model.size());
+  ASSERT_EQ(*(*v)->read(ByteOffset{0}, got), got.size());
+  EXPECT_FALSE(watched->held_too_long)
+      << "piece 0 was decrypted only after the reads of pieces 1-3 had completed";
   EXPECT_TRUE(got == model);
 }
 

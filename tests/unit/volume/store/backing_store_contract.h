@@ -3,7 +3,8 @@
 // (kIo naming the store), writes past the end (the store grows, or kNoSpace), sync, durable
 // (FUA) writes, discard,
 // size and name, read-only refusal, concurrent use from several threads, and batches (every
-// piece at its offset, more pieces than an io_uring has entries, a failing piece failing alone).
+// piece at its offset, more pieces than an io_uring has entries, a failing piece failing alone;
+// the caller's work on each piece of read_batch_each / write_batch_each).
 //
 // A store's test file instantiates it with a traits type:
 //
@@ -312,6 +313,92 @@ TYPED_TEST_P(BackingStoreContract, APieceFailingInTheMiddleOfABatchFailsAlone) {
   EXPECT_TRUE(all_zero(bz));
 }
 
+// read_batch_each: the caller's work runs once for every piece whose read succeeded, on the
+// calling thread, with the piece's bytes already in its buffer, before the call returns; never
+// for a failed piece; a piece whose work fails gets the work's error, and the call returns the
+// first failed piece's error in batch order.
+TYPED_TEST_P(BackingStoreContract, ReadWorkRunsOncePerReadPieceWithItsBytesIn) {
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  const auto a = random_bytes(this->up(20000), 31);
+  ASSERT_TRUE(s->write_at(ByteOffset{0}, a));
+  constexpr std::size_t kPieces = 6;  // piece 2 reads past the end, piece 4's work fails
+  std::vector<std::vector<std::byte>> back(kPieces);
+  std::vector<ReadPiece> reads;
+  for (std::size_t i = 0; i < kPieces; ++i) {
+    back[i].assign(this->up(4096), std::byte{0xEE});
+    const std::uint64_t off = i == 2 ? s->size_bytes() + 4096 : this->up(i * 3000);
+    reads.push_back({ByteOffset{off}, back[i]});
+  }
+  std::vector<int> calls(kPieces, 0);
+  std::vector<bool> had_bytes(kPieces, false);
+  const std::thread::id caller = std::this_thread::get_id();
+  bool other_thread = false;
+  auto r = s->read_batch_each(reads, [&](std::size_t i) -> Result<void> {
+    ++calls[i];
+    other_thread = other_thread || std::this_thread::get_id() != caller;
+    const std::uint64_t off = reads[i].off.value;
+    had_bytes[i] = std::equal(back[i].begin(), back[i].end(), a.begin() + off);
+    if (i == 4) return make_error(Errc::kBusy, "the caller's work on piece 4");
+    return ok();
+  });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kIo) << "not the first failed piece's error in batch order";
+  EXPECT_FALSE(other_thread) << "work ran on another thread";
+  for (std::size_t i = 0; i < kPieces; ++i) {
+    EXPECT_EQ(calls[i], i == 2 ? 0 : 1) << "piece " << i;
+    if (i != 2) {
+      EXPECT_TRUE(had_bytes[i]) << "piece " << i << "'s work ran before its bytes were in";
+    }
+    EXPECT_EQ(static_cast<bool>(reads[i].result), i != 2 && i != 4) << "piece " << i;
+  }
+  ASSERT_FALSE(reads[4].result);
+  EXPECT_EQ(reads[4].result.error().code, Errc::kBusy);
+}
+
+// write_batch_each: each piece is prepared once, in batch order, on the calling thread, and
+// written with what prepare put in its buffer; when prepare fails, that piece and every later
+// one are not written and carry its error; the earlier ones are written.
+TYPED_TEST_P(BackingStoreContract, WritePreparesEachPieceInOrderAndStopsAtAFailedOne) {
+  auto s = this->make();
+  ASSERT_TRUE(s);
+  constexpr std::size_t kPieces = 5;  // prepare fails on piece 3
+  const std::uint64_t len = this->up(8192);
+  std::vector<std::vector<std::byte>> bufs(kPieces, std::vector<std::byte>(len, std::byte{0}));
+  std::vector<std::vector<std::byte>> want;
+  std::vector<WritePiece> writes;
+  for (std::size_t i = 0; i < kPieces; ++i) {
+    want.push_back(random_bytes(len, 40 + static_cast<unsigned>(i)));
+    writes.push_back({ByteOffset{(kPieces - 1 - i) * 2 * len}, bufs[i]});  // descending offsets
+  }
+  std::vector<std::size_t> order;
+  const std::thread::id caller = std::this_thread::get_id();
+  bool other_thread = false;
+  auto w = s->write_batch_each(writes, [&](std::size_t i) -> Result<void> {
+    order.push_back(i);
+    other_thread = other_thread || std::this_thread::get_id() != caller;
+    if (i == 3) return make_error(Errc::kBusy, "the caller's work on piece 3");
+    std::copy(want[i].begin(), want[i].end(), bufs[i].begin());
+    return ok();
+  });
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().code, Errc::kBusy);
+  EXPECT_FALSE(other_thread) << "prepare ran on another thread";
+  EXPECT_EQ(order, (std::vector<std::size_t>{0, 1, 2, 3}));
+  for (std::size_t i = 0; i < kPieces; ++i) {
+    std::vector<std::byte> back(len);
+    ASSERT_TRUE(s->read_at(writes[i].off, back));
+    if (i < 3) {
+      EXPECT_TRUE(writes[i].result) << "piece " << i;
+      EXPECT_EQ(back, want[i]) << "piece " << i;
+    } else {
+      ASSERT_FALSE(writes[i].result) << "piece " << i;
+      EXPECT_EQ(writes[i].result.error().code, Errc::kBusy);
+      EXPECT_TRUE(all_zero(back)) << "piece " << i << " was written after a failed prepare";
+    }
+  }
+}
+
 // Read-only stores refuse every piece of a write batch and change nothing.
 TYPED_TEST_P(BackingStoreContract, ReadOnlyStoresRefuseEveryPieceOfAWriteBatch) {
   auto s = this->make(/*read_only=*/true);
@@ -333,6 +420,7 @@ TYPED_TEST_P(BackingStoreContract, ReadOnlyStoresRefuseEveryPieceOfAWriteBatch) 
 REGISTER_TYPED_TEST_SUITE_P(
     BackingStoreContract, BatchesMoveEveryPieceToAndFromItsOwnOffset,
     APieceFailingInTheMiddleOfABatchFailsAlone, ReadOnlyStoresRefuseEveryPieceOfAWriteBatch,
+    ReadWorkRunsOncePerReadPieceWithItsBytesIn, WritePreparesEachPieceInOrderAndStopsAtAFailedOne,
     WritesReadBackAtTheirOffsetsAndUnwrittenBytesReadAsZeros,
     AReadSpanningWrittenAndUnwrittenBytesReturnsBoth, ReadPastTheEndIsAnIoErrorNamingTheStore,
     AWritePastTheEndGrowsTheStoreOrIsNoSpace, SyncSucceedsAndKeepsWhatWasWritten,

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -231,6 +233,50 @@ TEST(PosixBackingStore, AFullFileSystemFailsExactlyThePiecesThatDidNotFit) {
 }
 TEST(PosixBackingStore, AFullFileSystemFailsExactlyThePiecesThatDidNotFitWithoutIoUring) {
   fill_a_tiny_file_system(/*fallback=*/true);
+}
+
+// A write batch with work (write_batch_each) on io_uring is staged: each piece is submitted as
+// soon as it is prepared, so piece k is in flight (here: in the file) while piece k+1 is
+// prepared. prepare(k+1) waits (bounded) until piece k's bytes can be read back through another
+// fd; a store that prepares every piece before it submits any never gets there.
+TEST(PosixBackingStore, AWriteBatchWithWorkSubmitsEachPieceBeforePreparingTheNext) {
+  if (!io_uring_allowed()) GTEST_SKIP() << "io_uring is disabled on this kernel";
+  TempFile file(1 << 20);
+  auto s = PosixBackingStore::open(file.path(), {});
+  ASSERT_TRUE(s) << s.error().message();
+  ASSERT_TRUE((*s)->uses_io_uring());
+  const int fd = ::open(file.path().c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  constexpr std::size_t kPieces = 4, kLen = 65536;
+  std::vector<std::vector<std::byte>> bufs(kPieces, std::vector<std::byte>(kLen));
+  std::vector<WritePiece> writes;
+  for (std::size_t i = 0; i < kPieces; ++i) writes.push_back({ByteOffset{i * kLen}, bufs[i]});
+  std::vector<bool> previous_in_file(kPieces, false);
+  auto w = (*s)->write_batch_each(writes, [&](std::size_t i) -> Result<void> {
+    if (i > 0) {
+      std::vector<std::byte> back(kLen);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (!previous_in_file[i] && std::chrono::steady_clock::now() < deadline) {
+        const ssize_t n = ::pread(fd, back.data(), kLen, static_cast<off_t>((i - 1) * kLen));
+        previous_in_file[i] = n == static_cast<ssize_t>(kLen) && back == bufs[i - 1];
+        if (!previous_in_file[i]) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+    const auto fill = bytes(kLen, 500 + static_cast<unsigned>(i));
+    std::copy(fill.begin(), fill.end(), bufs[i].begin());  // the piece's buffer stays in place
+    return ok();
+  });
+  ::close(fd);
+  ASSERT_TRUE(w) << w.error().message();
+  for (std::size_t i = 1; i < kPieces; ++i) {
+    EXPECT_TRUE(previous_in_file[i])
+        << "piece " << i - 1 << " not submitted before piece " << i << " was prepared";
+  }
+  for (std::size_t i = 0; i < kPieces; ++i) {
+    std::vector<std::byte> back(kLen);
+    ASSERT_TRUE((*s)->read_at(ByteOffset{i * kLen}, back));
+    EXPECT_EQ(back, bufs[i]) << "piece " << i;
+  }
 }
 
 // metadata_store_options (the CLI's one-shot opens): no rings, so nothing to log either; the same
