@@ -425,7 +425,8 @@ class IntegrityVolume final : public Volume {
   // Dirty blocks are written back and blocks still in the open journal batch are committed and
   // written in place (close; best effort: flush reports errors).
   ~IntegrityVolume() override {
-    ra_.reset();  // its loaders use everything below
+    // The flusher first: its write-back invalidates read-ahead windows (ra_), so ra_ must
+    // outlive it; then the read-ahead, whose loaders use everything below.
     if (committer_.joinable()) {
       {
         std::lock_guard l(timer_mu_);
@@ -434,6 +435,7 @@ class IntegrityVolume final : public Volume {
       timer_cv_.notify_all();
       committer_.join();
     }
+    ra_.reset();
     if (write_back_)
       if (auto r = write_back(); !r)
         log_->error("{}: dirty blocks not written back at close: {}", store_->name(),
