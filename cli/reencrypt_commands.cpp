@@ -117,6 +117,15 @@ Result<std::uint64_t> parse_size(const std::string& text, const char* what) {
 
 int refuse(const char* message) { return report(make_error(Errc::kUnsupported, message)); }
 
+// The passphrase source the flags name (--key-file, --keyfile-offset, --keyfile-size).
+KeySource key_source_of(const ReencryptArgs& a) {
+  KeySource ks;
+  if (!a.key_file.empty()) ks.key_file = a.key_file;
+  ks.keyfile_offset = a.keyfile_offset;
+  ks.keyfile_size = a.keyfile_size;
+  return ks;
+}
+
 // The online run: the daemon serving `mount_dir` runs the reencryption of volume `name`; its
 // progress replies are shown until the final one. On SIGINT (g_interrupted) our side of the
 // connection is shut, which the daemon takes as "stop after this hotzone".
@@ -203,11 +212,7 @@ Result<bool> encrypt_header(const ReencryptArgs& a, const CommandContext& ctx) {
   o.detached_header = true;
   o.data_device_bytes = (*data)->size_bytes();
   CRYPTMAP_TRY(need, volume::luks_header_bytes(o));
-  KeySource ks;
-  if (!a.key_file.empty()) ks.key_file = a.key_file;
-  ks.keyfile_offset = a.keyfile_offset;
-  ks.keyfile_size = a.keyfile_size;
-  CRYPTMAP_TRY(pass, read_passphrase(ks, "Enter passphrase for " + a.header + ": ",
+  CRYPTMAP_TRY(pass, read_passphrase(key_source_of(a), "Enter passphrase for " + a.header + ": ",
                                      !ctx.batch_mode && a.key_file.empty()));
   CRYPTMAP_TRY_VOID(prepare_header_file(a.header, need));
   auto lock = MetadataLock::take(a.header, true);
@@ -243,11 +248,7 @@ Result<bool> encrypt_shift_init(const ReencryptArgs& a, const CommandContext& ct
   if (a.offset_sectors && reduce % 512 == 0 && a.offset_sectors * 512 < reduce / 1024 * 512)
     std::cout << "Adjusting --reduce-device-size value to twice the --offset "
               << a.offset_sectors * 2 << " (sectors).\n";
-  KeySource ks;
-  if (!a.key_file.empty()) ks.key_file = a.key_file;
-  ks.keyfile_offset = a.keyfile_offset;
-  ks.keyfile_size = a.keyfile_size;
-  CRYPTMAP_TRY(pass, read_passphrase(ks, "Enter passphrase for " + a.device + ": ",
+  CRYPTMAP_TRY(pass, read_passphrase(key_source_of(a), "Enter passphrase for " + a.device + ": ",
                                      !ctx.batch_mode && a.key_file.empty()));
   auto lock = MetadataLock::take(a.device, true);
   auto image = volume::open_image_store(a.device, volume::metadata_store_options(false));
@@ -270,11 +271,7 @@ Result<void> decrypt_shift_init(const ReencryptArgs& a, const CommandContext& ct
   o.hash = a.resilience_hash;
   o.pbkdf = pbkdf_of(a);
   if (a.key_slot >= 0) o.key_slot = a.key_slot;
-  KeySource ks;
-  if (!a.key_file.empty()) ks.key_file = a.key_file;
-  ks.keyfile_offset = a.keyfile_offset;
-  ks.keyfile_size = a.keyfile_size;
-  CRYPTMAP_TRY(pass, read_passphrase(ks, "Enter passphrase for " + a.device + ": ",
+  CRYPTMAP_TRY(pass, read_passphrase(key_source_of(a), "Enter passphrase for " + a.device + ": ",
                                      !ctx.batch_mode && a.key_file.empty()));
   auto lock = MetadataLock::take(a.device, true);
   auto image = volume::open_image_store(a.device, volume::metadata_store_options(false));
@@ -441,11 +438,7 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     return report(make_error_fmt(Errc::kInvalid, "not in reencryption", kNoObject,
                                  "Device %s is not in reencryption.", a.device.c_str()));
 
-  KeySource ks;
-  if (!a.key_file.empty()) ks.key_file = a.key_file;
-  ks.keyfile_offset = a.keyfile_offset;
-  ks.keyfile_size = a.keyfile_size;
-  auto pass = read_passphrase(ks, "Enter passphrase for " + a.device + ": ", false);
+  auto pass = read_passphrase(key_source_of(a), "Enter passphrase for " + a.device + ": ", false);
   if (!pass) return report(pass.error());
 
   if (!status->in_reencryption) {
