@@ -18,6 +18,18 @@ Error segment_error(std::size_t i, const char* what) {
   return make_error_fmt(Errc::kCorrupt, "segment map", i, "segment %zu: %s", i, what);
 }
 
+// A request's range [off, off + len) checked against a mapped volume of `size` bytes over
+// `image` (`what`: which store, for the message).
+Result<void> check_range(const char* what, const BackingStore& image, std::uint64_t off,
+                         std::uint64_t len, std::uint64_t size) {
+  if (off > size || len > size - off)
+    return make_error_fmt(Errc::kIo, what, off, "%s: %llu bytes at %llu, volume %llu bytes",
+                          image.name().c_str(), static_cast<unsigned long long>(len),
+                          static_cast<unsigned long long>(off),
+                          static_cast<unsigned long long>(size));
+  return ok();
+}
+
 class SegmentedStore final : public BackingStore {
  public:
   SegmentedStore(std::vector<Segment> segs, std::unique_ptr<BackingStore> image)
@@ -65,12 +77,7 @@ class SegmentedStore final : public BackingStore {
   // [off, off + len), in order; stops at the first error.
   template <typename Fn>
   Result<void> walk(std::uint64_t off, std::uint64_t len, Fn&& fn) const {
-    if (off > size_ || len > size_ - off)
-      return make_error_fmt(Errc::kIo, "segmented store: range past the end", off,
-                            "%s: %llu bytes at %llu, volume %llu bytes", image_->name().c_str(),
-                            static_cast<unsigned long long>(len),
-                            static_cast<unsigned long long>(off),
-                            static_cast<unsigned long long>(size_));
+    CRYPTMAP_TRY_VOID(check_range("segmented store: range past the end", *image_, off, len, size_));
     std::uint64_t pos = 0;
     std::size_t i = len == 0 ? 0 : find_segment(segs_, off);
     while (pos < len) {
@@ -228,12 +235,7 @@ class BoundaryStore final : public BackingStore {
   // caller holds the range, so the boundary does not cross it meanwhile.
   template <typename Fn>
   Result<void> walk(std::uint64_t off, std::uint64_t len, Fn&& fn) const {
-    if (off > size_ || len > size_ - off)
-      return make_error_fmt(Errc::kIo, "boundary store: range past the end", off,
-                            "%s: %llu bytes at %llu, volume %llu bytes", image_->name().c_str(),
-                            static_cast<unsigned long long>(len),
-                            static_cast<unsigned long long>(off),
-                            static_cast<unsigned long long>(size_));
+    CRYPTMAP_TRY_VOID(check_range("boundary store: range past the end", *image_, off, len, size_));
     std::uint64_t pos = 0;
     while (pos < len) {
       const std::uint64_t at = off + pos;
