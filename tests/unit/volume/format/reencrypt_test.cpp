@@ -390,24 +390,25 @@ Shifted shifted_image() {
   return s;
 }
 
-// A store writing through to a MemBackingStore the test keeps (the header factory's product).
+// A handle on a store the test keeps, not owned: the header factory's product, or a second
+// handle on the same image (the daemon opens the image twice: for serving and for the run).
 class Borrowed final : public BackingStore {
  public:
-  explicit Borrowed(MemBackingStore& m) : m_(m) {}
+  explicit Borrowed(BackingStore& s) : s_(s) {}
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
-    return m_.read_at(off, out);
+    return s_.read_at(off, out);
   }
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
-    return m_.write_at(off, in);
+    return s_.write_at(off, in);
   }
-  Result<void> sync() override { return m_.sync(); }
-  Result<void> discard(ByteOffset off, std::uint64_t len) override { return m_.discard(off, len); }
-  std::uint64_t size_bytes() const noexcept override { return m_.size_bytes(); }
+  Result<void> sync() override { return s_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
+  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
   bool read_only() const noexcept override { return false; }
-  const std::string& name() const noexcept override { return m_.name(); }
+  const std::string& name() const noexcept override { return s_.name(); }
 
  private:
-  MemBackingStore& m_;
+  BackingStore& s_;
 };
 
 // cryptsetup 2.6's datashift decryption (docs/reencrypt.md §11.1) of an image cryptmap encrypted
@@ -652,27 +653,6 @@ TEST(Reencrypt, AnImageInReencryptionOpensThroughBothSegments) {
   }
 }
 
-// A second handle on the same image (the daemon opens the image twice: for serving and for the
-// run).
-class SameImage final : public BackingStore {
- public:
-  explicit SameImage(BackingStore& s) : s_(s) {}
-  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
-    return s_.read_at(off, out);
-  }
-  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
-    return s_.write_at(off, in);
-  }
-  Result<void> sync() override { return s_.sync(); }
-  Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
-  std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
-  bool read_only() const noexcept override { return false; }
-  const std::string& name() const noexcept override { return s_.name(); }
-
- private:
-  BackingStore& s_;
-};
-
 // Online (docs/reencrypt.md §10): three threads write and read back their own 4 KiB blocks
 // (and 512-byte pieces of them, read-modify-write) through the served volume, with a small
 // cache, while the session converts hotzone by hotzone under it; every read returns what its
@@ -742,7 +722,7 @@ TEST(Reencrypt, AnOnlineRunKeepsEveryWriteWhileTheBoundaryMoves) {
     ASSERT_TRUE(session) << session.error().message();
     VolumeOptions vo;
     vo.cache_bytes = 256 << 10;
-    auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*img), vo, nullptr);
+    auto served = (*session)->open_served_volume(std::make_unique<Borrowed>(*img), vo, nullptr);
     ASSERT_TRUE(served) << served.error().message();
     Volume& vol = **served;
     ASSERT_EQ(vol.size_bytes(), kData);
@@ -787,7 +767,7 @@ TEST(Reencrypt, AnOnlineDecryptionKeepsEveryWriteWhileTheBoundaryMovesDown) {
     ASSERT_EQ(paused->segments.size(), 1u);  // nothing decrypted yet: all crypt
     EXPECT_EQ(paused->segments[0].kind, SegmentKind::kCrypt);
     EXPECT_EQ(paused->cipher.cipher, "cipher_null");
-    auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*d.data), {}, nullptr);
+    auto served = (*session)->open_served_volume(std::make_unique<Borrowed>(*d.data), {}, nullptr);
     ASSERT_TRUE(served) << served.error().message();
     Volume& vol = **served;
     ASSERT_EQ(vol.size_bytes(), kData);
@@ -840,7 +820,7 @@ TEST(Reencrypt, AnOnlineEncryptionWithADataShiftKeepsEveryWriteWhileTheDataMoves
   ASSERT_TRUE(session) << session.error().message();
   VolumeOptions vo;
   vo.cache_bytes = 256 << 10;
-  auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*s.img), vo, nullptr);
+  auto served = (*session)->open_served_volume(std::make_unique<Borrowed>(*s.img), vo, nullptr);
   ASSERT_TRUE(served) << served.error().message();
   Volume& vol = **served;
   ASSERT_EQ(vol.size_bytes(), kShiftData);
@@ -907,7 +887,7 @@ TEST(Reencrypt, AnOnlineDecryptionWithADataShiftKeepsEveryWriteWhileTheDataMoves
   ASSERT_TRUE(session) << session.error().message();
   VolumeOptions vo;
   vo.cache_bytes = 256 << 10;
-  auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*s.img), vo, nullptr);
+  auto served = (*session)->open_served_volume(std::make_unique<Borrowed>(*s.img), vo, nullptr);
   ASSERT_TRUE(served) << served.error().message();
   Volume& vol = **served;
   ASSERT_EQ(vol.size_bytes(), data);
@@ -974,7 +954,7 @@ TEST(Reencrypt, AFailedOnlineStepRecoversItsHotzoneAndServesOn) {
     FlakyImage flaky(*img);
     auto session = ReencryptSession::start(flaky, pass("right"), 128 << 10);
     ASSERT_TRUE(session) << session.error().message();
-    auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*img), {}, nullptr);
+    auto served = (*session)->open_served_volume(std::make_unique<Borrowed>(*img), {}, nullptr);
     ASSERT_TRUE(served) << served.error().message();
     Volume& vol = **served;
     ASSERT_TRUE((*session)->step(&vol));
@@ -1011,7 +991,7 @@ TEST(Reencrypt, AnUnrecoverableOnlineStepFailsOnlyItsHotzone) {
     FlakyImage flaky(*img);
     auto session = ReencryptSession::start(flaky, pass("right"), 128 << 10);
     ASSERT_TRUE(session) << session.error().message();
-    auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*img), {}, nullptr);
+    auto served = (*session)->open_served_volume(std::make_unique<Borrowed>(*img), {}, nullptr);
     ASSERT_TRUE(served) << served.error().message();
     Volume& vol = **served;
     ASSERT_TRUE((*session)->step(&vol));
@@ -1051,7 +1031,7 @@ TEST(Reencrypt, AHeldRangeBlocksOnlyItsOwnRequests) {
   ASSERT_TRUE(reencrypt_init(*img, pass("right"), init_options("checksum")));
   auto session = ReencryptSession::start(*img, pass("right"), 128 << 10);
   ASSERT_TRUE(session) << session.error().message();
-  auto served = (*session)->open_served_volume(std::make_unique<SameImage>(*img), {}, nullptr);
+  auto served = (*session)->open_served_volume(std::make_unique<Borrowed>(*img), {}, nullptr);
   ASSERT_TRUE(served) << served.error().message();
   Volume& vol = **served;
   EXPECT_EQ(vol.hold_range(ByteOffset{kData}, 512, [] { return ok(); }).error().code,
