@@ -132,6 +132,33 @@ fio_verify_round() {
     fail "fio verify ($mode) on $f at $off: $(tail -3 "$T/fio-verify.txt")"
 }
 
+# fio_rounds_around FILE OFF REGION WHAT -- COMMAND...: fio verify rounds (write mode) on FILE
+# back to back from before COMMAND starts until after it ends, so that the whole of COMMAND runs
+# under fio's I/O however fast the machine is (counting rounds inside COMMAND's run made the test
+# depend on the machine's speed). COMMAND's output goes to $T/online.out; fails WHAT, printing
+# it, when COMMAND fails, and fails when a fio round fails.
+fio_rounds_around() {
+  local f=$1 off=$2 region=$3 what=$4
+  shift 5
+  rm -f "$T/fio.stop" "$T/fio.rounds"
+  (
+    r=0
+    while [[ ! -e $T/fio.stop ]]; do
+      fio_verify_round "$f" "$off" write "$region"
+      r=$((r + 1))
+      echo "$r" > "$T/fio.rounds"
+    done
+  ) &
+  local fpid=$! rc=0
+  while [[ ! -e $T/fio.rounds ]] && kill -0 "$fpid" 2>/dev/null; do sleep 0.1; done
+  [[ -e $T/fio.rounds ]] || { wait "$fpid"; fail "$what: the first fio verify round failed"; }
+  "$@" > "$T/online.out" 2>&1 || rc=$?
+  touch "$T/fio.stop"
+  wait "$fpid" || fail "$what: fio verify failed during the run"
+  ((rc == 0)) || { cat "$T/online.out"; fail "$what: the run failed (exit $rc)"; }
+  note "$what: $(cat "$T/fio.rounds") fio verify rounds, the run inside them"
+}
+
 # PR_SET_IO_FLUSHER on the daemon's threads (docs/architecture.md §4.1). The flag
 # (PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE) is copied to every thread a marked thread creates, so
 # the threads libraries start (librbd's, librados's) are marked when their creator is.

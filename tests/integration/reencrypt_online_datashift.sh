@@ -55,24 +55,8 @@ is_plain "$MNT/a" "1: before the run"
 cm status --mount-dir "$MNT" a > "$T/status"
 grep -q "reencryption: paused, 0 of $DATA bytes under the new key (old: plaintext" "$T/status" \
   || { cat "$T/status"; fail "1: status does not show the paused encryption"; }
-# fio rounds back to back from before the run's start until after its end (a datashift's
-# hotzones are the shift, whatever --hotzone-size: the run is too short to count rounds in it).
-rm -f "$T/fio.stop" "$T/fio.rounds"
-(
-  r=0
-  while [[ ! -e $T/fio.stop ]]; do
-    fio_verify_round "$MNT/a" 0 write 1M
-    r=$((r + 1))
-    echo "$r" > "$T/fio.rounds"
-  done
-) &
-fpid=$!
-for _ in $(seq 1 100); do [[ -e $T/fio.rounds ]] && break; sleep 0.1; done
-"${ONLINE[@]}" --resume-only "$T/a.img" > "$T/online.out" 2>&1 \
-  || { touch "$T/fio.stop"; cat "$T/online.out"; fail "1: the online encryption failed"; }
-touch "$T/fio.stop"
-wait "$fpid" || fail "1: fio verify failed during the online encryption"
-note "1: $(cat "$T/fio.rounds") fio verify rounds, the run inside them"
+# (a datashift's hotzones are the shift, whatever --hotzone-size: the run is short)
+fio_rounds_around "$MNT/a" 0 1M "1" -- "${ONLINE[@]}" --resume-only "$T/a.img"
 cm status --mount-dir "$MNT" a > "$T/status"
 grep -q "reencryption" "$T/status" && { cat "$T/status"; fail "1: status still shows a reencryption"; }
 [[ $(stat -c %s "$MNT/a") == "$DATA" ]] || fail "1: the served file changed size during the run"

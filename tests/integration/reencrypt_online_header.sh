@@ -22,16 +22,8 @@ detached_base
 note "1. fio verify during an online reencryption under a detached header"
 detached h
 cm_open --key-file "$K" --header "$T/h.hdr" "$T/h.img" h
-"${ONLINE[@]}" --header "$T/h.hdr" --key-size 256 --hotzone-size 32k "$T/h.img" > "$T/online.out" 2>&1 &
-pid=$!
-rounds=0
-while kill -0 "$pid" 2>/dev/null; do
-  fio_verify_round "$MNT/h" 0 write 1M
-  rounds=$((rounds + 1))
-done
-wait "$pid" || { cat "$T/online.out"; fail "1: online reencryption failed"; }
-((rounds >= 2)) || fail "1: only $rounds fio round(s) ran during the reencryption (too fast to test)"
-note "1: $rounds fio verify rounds during the run"
+fio_rounds_around "$MNT/h" 0 1M "1" -- \
+  "${ONLINE[@]}" --header "$T/h.hdr" --key-size 256 --hotzone-size 32k "$T/h.img"
 cm status --mount-dir "$MNT" h > "$T/status"
 grep -q "reencryption" "$T/status" && { cat "$T/status"; fail "1: status still shows a reencryption"; }
 grep -q "keysize: 256 bits" "$T/status" || { cat "$T/status"; fail "1: status does not show the new key"; }
