@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs dependencies, checks the layering, the documents and the formatting, builds, and runs
 # every test: unit, FUSE, interop (real cryptsetup), end-to-end (loop devices, ext4, fio), fuzz
-# replays, the examples; then checks every translation unit with clang's -Wthread-safety, and runs the
-# unit, FUSE and fuzz suites again under ASan+UBSan. A suite labelled "stress" would be left
-# out (none is today). Needs root (loop devices, mounts). Exit status: 0 only if all passed.
+# replays, the examples; then checks every translation unit with clang's -Wthread-safety, runs the
+# unit, FUSE and fuzz suites again under ASan+UBSan, and the concurrent suites under TSan
+# (.ci/tsan.sh). A suite labelled "stress" would be left out (none is today). Needs root (loop devices, mounts). Exit status: 0 only if all passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,4 +52,6 @@ if [[ "${CRYPTMAP_SKIP_SANITIZERS:-0}" != 1 ]]; then
   bash .ci/build.sh build-asan -DCRYPTMAP_SANITIZE=address
   stage "ASan+UBSan: unit, fuse and fuzz-replay suites"
   ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp ctest --test-dir build-asan --output-on-failure -j2 -L 'unit|fuse|fuzz' --timeout 900
+  stage "TSan: the concurrent suites (cache, crypto, zones, engine, stores, integrity, reencrypt, FUSE)"
+  bash .ci/tsan.sh build-tsan
 fi
