@@ -97,6 +97,18 @@ cm_open() { "$CRYPTMAP" open --mount-dir "$MNT" "$@" && record_fuse_conn; }
 cm_close() { "$CRYPTMAP" close --mount-dir "$MNT" "$@"; }
 # The daemon serving $MNT (empty when none runs).
 daemon_pid() { pgrep -f -- "daemon --mount-dir $MNT" | head -n 1; }
+# exec_wait PID: waits (up to 1 s) until the background job PID has exec'd its program. Send
+# SIGTERM/SIGINT to a job only after this: until its exec the job is a fork of this script,
+# where bash handles those signals to run the script's EXIT trap, i.e. cleanup, rm -rf "$T"
+# (reencrypt_crash lost its image that way when its random sleep before the signal was 0).
+exec_wait() {
+  local self
+  self=$(readlink "/proc/$$/exe")
+  for _ in $(seq 1 100); do
+    [[ $(readlink "/proc/$1/exe" 2>/dev/null) == "$self" ]] || return 0
+    sleep 0.01
+  done
+}
 # A crash: kill -9 the daemon serving $MNT, wait until it is gone, drop its dead mount.
 crash_daemon() {
   local pid

@@ -40,6 +40,7 @@ for res in checksum journal none; do
       --key-size 256 --hotzone-size 4k "$T/x.img" > /dev/null 2>&1 &
     pid=$!
     if [[ $kills -lt $cycles ]]; then
+      exec_wait "$pid"
       # none is several times faster (no syncs, no resilience data): kill it sooner.
       if [[ $res == none ]]; then sleep "0.$((RANDOM % 3))$((RANDOM % 10))"; else sleep "0.$((RANDOM % 5))$((RANDOM % 10))"; fi
       kill -"$sig" "$pid" 2>/dev/null || true
