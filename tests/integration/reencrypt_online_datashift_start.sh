@@ -10,7 +10,8 @@
 #     decryption leaves; the image's plaintext is what the FUSE file read, and outside fio's
 #     region what cryptsetup's own run of the same decryption leaves;
 #  2. --init-only online: the header switched, the run paused at 0, `status` naming NEW-FILE,
-#     then `reencrypt --resume-only --header NEW-FILE` (online) finishes it;
+#     the header's shape and every byte of the image as cryptsetup's offline --init-only leaves
+#     them; then `reencrypt --resume-only --header NEW-FILE` (online) finishes it;
 #  3. the daemon killed (-9) at a random one of its first syncs (the old volume's flush, the
 #     move, the two header copies, the first hotzones): NEW-FILE in reencryption opens with
 #     `open --header NEW-FILE`, else plain `open` (or the export, after a move) serves the data
@@ -81,6 +82,12 @@ cm status --mount-dir "$MNT" b > "$T/status"
 grep -q "header:  $T/b.hdr" "$T/status" || { cat "$T/status"; fail "2: status does not name NEW-FILE"; }
 grep -q "reencryption: paused, 0 of $DATA bytes" "$T/status" || { cat "$T/status"; fail "2: status does not show the paused decryption"; }
 [[ $(sum "$MNT/b") == "$ref" ]] || fail "2: the served data changed at the switch"
+# cryptsetup's own --init-only of the same image: the same header shape, every byte of the image.
+fresh ci
+cryptsetup reencrypt --decrypt --header "$T/ci.hdr" --init-only --batch-mode \
+  --force-offline-reencrypt --key-file "$K" "$T/ci.img" > /dev/null || fail "2: cryptsetup --init-only failed"
+diff <(shape "$T/ci.hdr") <(shape "$T/b.hdr") || fail "2: the header differs in shape from cryptsetup's --init-only"
+cmp -s "$T/ci.img" "$T/b.img" || fail "2: the image differs from what cryptsetup's --init-only leaves"
 "${ONLINE[@]}" --resume-only --header "$T/b.hdr" "$T/b.img" > "$T/run.out" 2>&1 \
   || { cat "$T/run.out"; fail "2: the online resume through NEW-FILE failed"; }
 [[ $(sum "$MNT/b") == "$ref" ]] || fail "2: the served data differs after the run"
