@@ -459,6 +459,11 @@ class Daemon {
     volume::Volume* served = moving.get();  // the server owns it; close waits for this run
     // The header of the run from now on (NEW-FILE once a datashift decryption switched to it).
     std::string run_header = add.source.header;
+    if (shift_start && (run.stop.load() || peer_left(run.conn.get())))
+      return reply_with(kExitUsage, "The decryption with a data shift of " + name +
+                                        " was stopped before it started; nothing was changed (" +
+                                        name + " is still served through the header inside " +
+                                        add.source.image + ").");
     if (shift_start) {
       // cryptsetup's reencrypt_decrypt_with_datashift_init on an active device: the device
       // suspended (here the file's I/O held, the old volume flushed), the data's first part
