@@ -11,10 +11,12 @@
 // with the header put inside it (the data shifted), `--decrypt --header NEW-FILE IMAGE` of an image
 // whose header is inside it (the header exported, the data moved to the start: cryptsetup 2.6's
 // datashift decryption), each started offline (docs/reencrypt.md §11-§13) and run online once the
-// image is opened in reencryption. This
-// file turns flags into options, refuses what is not implemented, reads the passphrase and shows
-// progress.
+// image is opened in reencryption; the datashift decryption is also started online, as
+// cryptsetup 2.6 starts it on an active device (this process exports the header, the daemon
+// moves the data's first part and switches to NEW-FILE: §10 item 10). This file turns flags
+// into options, refuses what is not implemented, reads the passphrase and shows progress.
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -27,6 +29,7 @@
 #include <optional>
 #include <string>
 
+#include "base/exit_code.h"
 #include "cli/commands.h"
 #include "cli/luks_common.h"
 #include "cli/terminal/passphrase.h"
@@ -34,6 +37,7 @@
 #include "fs/control.h"
 #include "volume/format/luks2_reencrypt.h"
 #include "volume/format/luks_admin.h"
+#include "volume/online_reencrypt.h"
 #include "volume/open.h"
 #include "volume/store/backing_store.h"
 #include "volume/store/nbd_backing_store.h"
@@ -129,9 +133,13 @@ KeySource key_source_of(const ReencryptArgs& a) {
 // The online run: the daemon serving `mount_dir` runs the reencryption of volume `name`; its
 // progress replies are shown until the final one. On SIGINT (g_interrupted) our side of the
 // connection is shut, which the daemon takes as "stop after this hotzone".
+// `new_header` (absolute) and `init`: the start of a datashift decryption first (the header
+// exported there already).
 int reencrypt_online(const std::string& mount_dir, const std::string& name,
                      const std::string& device, const SecretBytes& passphrase,
-                     std::uint64_t hotzone, const CommandContext& ctx) {
+                     std::uint64_t hotzone, const CommandContext& ctx,
+                     const std::string& new_header = {},
+                     const volume::OnlineReencryption::DecryptShiftInit* init = nullptr) {
   auto paths = fs::control_paths(mount_dir.empty() ? fs::default_mount_dir() : mount_dir);
   if (!paths) return report(paths.error());
   auto fd = fs::connect_control(paths->socket);
@@ -140,6 +148,8 @@ int reencrypt_online(const std::string& mount_dir, const std::string& name,
   req.verb = fs::Verb::kReencrypt;
   req.name = name;
   req.hotzone_bytes = hotzone;
+  req.new_header = new_header;
+  if (init) req.shift_init = *init;
   auto key = SecretBytes::copy_of(passphrase.span());
   if (!key) return report(key.error());
   req.volume_key = std::move(*key);
@@ -283,6 +293,94 @@ Result<void> decrypt_shift_init(const ReencryptArgs& a, const CommandContext& ct
   return volume::reencrypt_decrypt_shift_init(**image, pass.span(), o, make_header);
 }
 
+// reencrypt --decrypt --header NEW-FILE IMAGE of an image the daemon serves with its header
+// inside it (docs/reencrypt.md §10 item 10), in cryptsetup 2.6's steps: here, under the
+// image's metadata lock, the passphrase is checked and the header exported to NEW-FILE
+// (decrypt_luks2_datashift_init's crypt_header_backup); the daemon then moves the data's first
+// part and commits the header in reencryption into NEW-FILE while the served file's I/O is held,
+// serves the volume through NEW-FILE from then on and runs the decryption (--init-only: stops
+// there). NEW-FILE is removed again when the daemon did not switch to it.
+int decrypt_shift_online(const ReencryptArgs& a, const ServedImage& served,
+                         const CommandContext& ctx) {
+  if (!a.hotzone_size.empty())
+    return refuse(
+        "cryptmap reencrypt --decrypt --header NEW-FILE --hotzone-size (a moved first part "
+        "smaller than the data offset) is not implemented yet; leave --hotzone-size out");
+  volume::DecryptShiftOptions o;
+  o.resilience = a.resilience;
+  o.hash = a.resilience_hash;
+  o.pbkdf = pbkdf_of(a);
+  if (a.key_slot >= 0) o.key_slot = a.key_slot;
+  auto pass = read_passphrase(key_source_of(a), "Enter passphrase for " + a.device + ": ",
+                              !ctx.batch_mode && a.key_file.empty());
+  if (!pass) return report(pass.error());
+  // NEW-FILE does not exist yet: its directory resolved, as the daemon records header paths.
+  const std::string new_header = [&] {
+    const auto slash = a.header.rfind('/');
+    const std::string dir = slash == std::string::npos ? "."
+                            : slash == 0               ? "/"
+                                                       : a.header.substr(0, slash);
+    const std::string base = slash == std::string::npos ? a.header : a.header.substr(slash + 1);
+    const std::string d = absolute(dir);
+    return d + (d.back() == '/' ? "" : "/") + base;
+  }();
+  bool created = false, create_failed = false;
+  {
+    auto lock = MetadataLock::take(a.device, true);
+    auto image = volume::open_image_store(a.device, volume::metadata_store_options(true));
+    if (!image) return report(image.error());
+    auto make_header = [&](std::uint64_t bytes) -> Result<std::unique_ptr<volume::BackingStore>> {
+      UniqueFd fd(::open(new_header.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (!fd.valid()) {
+        create_failed = true;
+        return fail(make_sys_error(errno, "Cannot create header file"));
+      }
+      created = true;
+      if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0)
+        return fail(make_sys_error(errno, "Cannot extend header file"));
+      fd.reset();
+      return volume::open_image_store(new_header, volume::metadata_store_options(false));
+    };
+    auto exported = volume::reencrypt_decrypt_shift_export(**image, pass->span(), o, make_header);
+    if (!exported) {
+      if (created) ::unlink(new_header.c_str());
+      const Error& e = exported.error();
+      if (!create_failed) return report(e);
+      std::cerr << "Cannot create the header file " << new_header << " for the decryption of "
+                << a.device << ": " << e.message()
+                << ". Nothing was changed; it is still served as " << served.file << ".\n";
+      return exit_code_for(e) == kExitOk ? kExitUsage : exit_code_for(e);
+    }
+  }
+  volume::OnlineReencryption::DecryptShiftInit init;
+  init.resilience = o.resilience;
+  init.hash = o.hash;
+  init.pbkdf_type = o.pbkdf.type;
+  init.pbkdf_hash = o.pbkdf.hash;
+  init.iter_time_ms = o.pbkdf.iter_time_ms;
+  init.force_iterations = o.pbkdf.force_iterations.value_or(0);
+  init.memory_kib = o.pbkdf.memory_kib;
+  init.parallel = o.pbkdf.parallel;
+  init.key_slot = a.key_slot;
+  init.init_only = a.init_only;
+  const int rc =
+      reencrypt_online(a.mount_dir, served.name, a.device, *pass, 0, ctx, new_header, &init);
+  if (rc != kExitOk) {
+    // NEW-FILE goes unless it is the header now: the image still holds its own, and NEW-FILE
+    // is no header in reencryption (the daemon did not switch).
+    auto image = volume::open_image_store(a.device, volume::metadata_store_options(true));
+    auto hdr = volume::open_image_store(new_header, volume::metadata_store_options(true));
+    const bool image_luks = image && volume::is_luks(**image);
+    auto st = hdr ? volume::reencrypt_status(**hdr, image ? image->get() : nullptr)
+                  : Result<volume::ReencryptStatus>(fail(hdr.error()));
+    if (image_luks && st && !st->in_reencryption) {
+      ::unlink(new_header.c_str());
+      std::cerr << "Removed " << new_header << " (nothing was switched to it).\n";
+    }
+  }
+  return rc;
+}
+
 int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   if (a.init_only && a.resume_only)
     return report(make_error(Errc::kInvalid, "--init-only and --resume-only cannot be combined."));
@@ -321,20 +419,8 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   // A data shift's init moves data before anything else. cryptsetup 2.6.1 starts it online
   // only for a decryption (it suspends the active device around the move); an encryption it
   // starts on a device nothing uses (opened exclusively), then activates it and runs online.
-  // cryptmap starts both offline and runs both online (docs/reencrypt.md §10): a served device
-  // is refused here, before anything is written, naming those steps.
-  if (open_as && decrypt_shift) {
-    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
-              << "; starting a decryption with a data shift (reencrypt --decrypt --header "
-                 "NEW-FILE) under the daemon is not implemented yet (cryptsetup 2.6 moves the "
-                 "data's first part under the suspended device). Close it (cryptmap close "
-              << open_as->name << "), start it with cryptmap reencrypt --decrypt --header "
-              << a.header << " --init-only " << a.device << ", open it with cryptmap open --header "
-              << a.header << " " << a.device << " " << open_as->name
-              << ", then cryptmap reencrypt --resume-only --header " << a.header << " " << a.device
-              << " runs it online.\n";
-    return kExitBusy;
-  }
+  // cryptmap does the same (docs/reencrypt.md §10 item 10): a served device is refused here
+  // for an encryption, before anything is written, naming the steps that work.
   if (open_as && shift) {
     // A served image in encryption with a data shift already: this resumes it, online.
     auto encrypting = luks_in_encryption(a.device);
@@ -359,6 +445,25 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
               << "), or run reencrypt without --force-offline-reencrypt (online).\n";
     return kExitBusy;
   }
+  // Asked before the metadata lock, which the running reencryption holds.
+  if (open_as && open_as->reencrypting) {
+    std::cerr << "Reencryption of " << a.device << " (" << open_as->file
+              << ") is already running in the cryptmap daemon (pid " << open_as->daemon_pid
+              << "); wait for it, or stop it with Ctrl-C (SIGINT) of its cryptmap reencrypt.\n";
+    return kExitBusy;
+  }
+  // A datashift decryption of an image served with its header inside it: started online, as
+  // cryptsetup 2.6 starts it on an active device (the header exported, then the daemon switches).
+  if (open_as && decrypt_shift && open_as->header.empty())
+    return decrypt_shift_online(a, *open_as, ctx);
+  // NEW-FILE must not exist for that (crypt_header_backup refuses an existing file).
+  if (open_as && a.decrypt && open_as->header.empty()) {
+    std::cerr << "Requested header backup file " << a.header << " already exists. "
+              << "Decryption of " << a.device << " (open in cryptmap's daemon as " << open_as->file
+              << " with its header inside it) exports the header to a new file: name a file "
+                 "that does not exist. Nothing was changed.\n";
+    return kExitUsage;
+  }
   // The daemon runs the reencryption of the header it serves the image with.
   if (open_as && !a.force_offline &&
       (a.header.empty() ? std::string() : absolute(a.header)) != open_as->header) {
@@ -374,13 +479,6 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
                             : "")
               << "\n";
     return kExitUsage;
-  }
-  // Asked before the metadata lock, which the running reencryption holds.
-  if (open_as && open_as->reencrypting) {
-    std::cerr << "Reencryption of " << a.device << " (" << open_as->file
-              << ") is already running in the cryptmap daemon (pid " << open_as->daemon_pid
-              << "); wait for it, or stop it with Ctrl-C (SIGINT) of its cryptmap reencrypt.\n";
-    return kExitBusy;
   }
   std::uint64_t hotzone = 0;
   if (!a.hotzone_size.empty()) {
@@ -521,7 +619,8 @@ void add_reencrypt_commands(CLI::App& app, CommandContext& ctx) {
               "--reduce-device-size: the header inside the device)");
   c->add_flag("--decrypt", a->decrypt,
               "Decrypt the data in place (--header HDR: a detached header, data offset 0; "
-              "--header NEW-FILE: the header exported, the data moved to the image's start)");
+              "--header NEW-FILE: the header exported, the data moved to the image's start, "
+              "closed or served)");
   c->add_option("--reduce-device-size", a->reduce_device_size,
                 "With --encrypt: room for the header inside the device (bytes, K/M/G; the data "
                 "moves by half of it, resilience datashift). Started on a closed device; open "

@@ -237,6 +237,18 @@ void put_request(Sink& s, const Request& r) {
   s.u64(r.cache_bytes);
   s.u64(r.new_size);
   s.u64(r.hotzone_bytes);
+  s.str(r.new_header);
+  const auto& i = r.shift_init;
+  s.str(i.resilience);
+  s.str(i.hash);
+  s.str(i.pbkdf_type);
+  s.str(i.pbkdf_hash);
+  s.u32(i.iter_time_ms);
+  s.u32(i.force_iterations);
+  s.u32(i.memory_kib);
+  s.u32(i.parallel);
+  s.u32(static_cast<std::uint32_t>(i.key_slot));
+  s.boolean(i.init_only);
 }
 
 void put_reply(Sink& s, const Reply& r) {
@@ -373,6 +385,29 @@ Result<Request> decode_request(std::span<const std::byte> body) {
   r.new_size = new_size;
   CRYPTMAP_TRY(hotzone, s.u64("hotzone_bytes"));
   r.hotzone_bytes = hotzone;
+  CRYPTMAP_TRY(new_header, s.str("new_header"));
+  r.new_header = std::move(new_header);
+  auto& i = r.shift_init;
+  CRYPTMAP_TRY(resilience, s.str("shift_init.resilience"));
+  CRYPTMAP_TRY(hash, s.str("shift_init.hash"));
+  CRYPTMAP_TRY(pbkdf_type, s.str("shift_init.pbkdf_type"));
+  CRYPTMAP_TRY(pbkdf_hash, s.str("shift_init.pbkdf_hash"));
+  CRYPTMAP_TRY(iter_time, s.u32("shift_init.iter_time_ms"));
+  CRYPTMAP_TRY(force_iter, s.u32("shift_init.force_iterations"));
+  CRYPTMAP_TRY(memory, s.u32("shift_init.memory_kib"));
+  CRYPTMAP_TRY(parallel, s.u32("shift_init.parallel"));
+  CRYPTMAP_TRY(key_slot, s.u32("shift_init.key_slot"));
+  CRYPTMAP_TRY(init_only, s.boolean("shift_init.init_only"));
+  i.init_only = init_only;
+  i.resilience = std::move(resilience);
+  i.hash = std::move(hash);
+  i.pbkdf_type = std::move(pbkdf_type);
+  i.pbkdf_hash = std::move(pbkdf_hash);
+  i.iter_time_ms = iter_time;
+  i.force_iterations = force_iter;
+  i.memory_kib = memory;
+  i.parallel = parallel;
+  i.key_slot = static_cast<std::int32_t>(key_slot);
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");
   r.name = std::move(name);
   r.force = force;

@@ -21,6 +21,7 @@
 #include "base/secret.h"
 #include "base/unique_fd.h"
 #include "fs/volume_server.h"
+#include "volume/online_reencrypt.h"
 #include "volume/volume_layout.h"
 
 namespace cryptmap::fs {
@@ -32,10 +33,11 @@ inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
 // layout.no_read_workqueue, layout.no_write_workqueue; 7: per-segment encryption, sector_size,
 // key_offset, key_bytes (a LUKS2 image in reencryption), reencryption in status; 8: reencrypt
 // (hotzone_bytes; progress replies: progress, done_bytes, total_bytes); 9: volume.reencrypting
-// in status (an online reencryption runs on the daemon's thread). A CLI and a
+// in status (an online reencryption runs on the daemon's thread); 10: reencrypt new_header and
+// shift_init (the start of a datashift decryption of a served image). A CLI and a
 // daemon of different versions refuse each other's messages with what to do (check_version in
 // control.cpp).
-inline constexpr std::uint8_t kProtocolVersion = 9;
+inline constexpr std::uint8_t kProtocolVersion = 10;
 inline constexpr std::uint32_t kMaxSegments = 4096;  // layout.segments on the wire
 
 struct ControlPaths {
@@ -57,7 +59,11 @@ Result<ControlPaths> control_paths(const std::string& mount_dir);
 // daemon, with the passphrase in volume_key (both keys are unlocked there) and hotzone_bytes;
 // the daemon sends a progress reply after every hotzone, then the final one, and stops at a
 // hotzone boundary when the CLI shuts its side of the connection (SIGINT) or goes away. The run
-// has a thread of its own; other requests are served meanwhile (status shows the run).
+// has a thread of its own; other requests are served meanwhile (status shows the run). With
+// new_header it first starts cryptsetup 2.6's datashift decryption of the volume, served with
+// its header inside the image: new_header (absolute) holds the header the CLI exported; the
+// daemon moves the data's first part and commits the header in reencryption there while the
+// file's I/O is held, and serves the volume through it from then on (docs/reencrypt.md §10).
 enum class Verb : std::uint8_t {
   kAdd = 1,
   kRemove = 2,
@@ -83,6 +89,8 @@ struct Request {
   std::uint64_t cache_bytes = volume::VolumeOptions{}.cache_bytes;  // kAdd: --cache-size
   std::uint64_t new_size = 0;       // kResize: bytes, 0 = all the image holds after the data offset
   std::uint64_t hotzone_bytes = 0;  // kReencrypt: --hotzone-size, 0 = the resilience's default
+  std::string new_header;           // kReencrypt: NEW-FILE of a datashift decryption to start
+  volume::OnlineReencryption::DecryptShiftInit shift_init;  // kReencrypt with new_header
 };
 
 // kAdd options beyond the layout (cryptsetup --perf-* flags, debug switches).

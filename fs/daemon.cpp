@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -147,10 +148,14 @@ struct Run {
   UniqueFd conn;  // the CLI's connection: progress replies, then the final one
   SecretBytes passphrase;
   std::uint64_t hotzone_bytes = 0;
+  std::string new_header;  // a datashift decryption to start first: NEW-FILE (else empty)
+  volume::OnlineReencryption::DecryptShiftInit shift_init;
   std::atomic<bool> stop{false};    // stop at the next hotzone boundary (shutdown, close --force)
   std::atomic<bool> running{true};  // status shows the run
   std::atomic<bool> ended{false};   // the thread has replied: join it
   std::optional<volume::VolumeLayout> final_layout;
+  // The volume's source once the header moved to NEW-FILE; written before `ended`.
+  std::optional<VolumeSource> new_source;
   // A failed step's hotzone left fenced (its offset); written before `ended`.
   std::optional<std::uint64_t> fenced_at;
   std::thread thread;
@@ -346,12 +351,20 @@ class Daemon {
       return reply_with(kExitUsage, "Volume " + req.name +
                                         " is suspended: resume it first (luksResume " + req.name +
                                         "), then run reencrypt again.");
+    // A datashift decryption starts from a header inside the image, into a new absolute path.
+    if (!req.new_header.empty() && (!add.source.header.empty() || req.new_header[0] != '/'))
+      return reply_with(kExitUsage, "Cannot start a decryption with a data shift of " + req.name +
+                                        " into " + req.new_header +
+                                        ": it needs the volume served with its header inside " +
+                                        add.source.image + " and an absolute NEW-FILE path.");
     auto run = std::make_unique<Run>();
     run->name = req.name;
     run->spec = spec_of(add);
     run->conn = std::move(conn);
     run->passphrase = std::move(req.volume_key);
     run->hotzone_bytes = req.hotzone_bytes;
+    run->new_header = std::move(req.new_header);
+    run->shift_init = req.shift_init;
     Run& r = *run;
     runs_.emplace(req.name, std::move(run));
     r.thread = std::thread([this, &r] {
@@ -400,35 +413,85 @@ class Daemon {
   Reply run_reencryption(Run& run) {
     const Request& add = run.spec;
     const std::string& name = run.name;
-    // The metadata lock is the header's (cryptsetup locks the device holding the metadata).
+    const bool shift_start = !run.new_header.empty();
+    // The metadata lock is the header's (cryptsetup locks the device holding the metadata); a
+    // datashift decryption to start takes NEW-FILE's too, where the header goes.
     const std::string& header = add.source.header.empty() ? add.source.image : add.source.header;
-    volume::MetadataLock lock;
-    for (int waited_ms = 0;; waited_ms += 20) {
-      auto l = volume::MetadataLock::try_take(header, true);
-      if (l) {
-        lock = std::move(*l);
-        break;
+    auto take_lock = [&](const std::string& path) -> Result<volume::MetadataLock> {
+      for (int waited_ms = 0;; waited_ms += 20) {
+        auto l = volume::MetadataLock::try_take(path, true);
+        if (l) return l;
+        if (l.error().code != Errc::kBusy || waited_ms >= 10000 || run.stop.load() ||
+            peer_left(run.conn.get()))
+          return l;
+        ::usleep(20 * 1000);
       }
-      if (l.error().code != Errc::kBusy || waited_ms >= 10000 || run.stop.load() ||
-          peer_left(run.conn.get()))
+    };
+    volume::MetadataLock lock, new_lock;
+    for (const std::string* path :
+         std::initializer_list<const std::string*>{&header, &run.new_header}) {
+      if (path->empty()) continue;
+      auto l = take_lock(*path);
+      if (!l)
         return reply_with(kExitBusy, "Cannot start the online reencryption of " + name + ": " +
                                          l.error().message() +
                                          " (another cryptmap or cryptsetup command?). Try again "
                                          "once it is done.");
-      ::usleep(20 * 1000);
+      (path == &header ? lock : new_lock) = std::move(*l);
     }
-    auto started = volume::OnlineReencryption::start(add.source.image, add.source.header,
-                                                     run.passphrase.span(), run.hotzone_bytes,
-                                                     volume_options_of(add), log_);
+    auto started = shift_start
+                       ? volume::OnlineReencryption::start_decrypt_shift(
+                             add.source.image, run.new_header, run.passphrase.span(),
+                             run.shift_init, run.hotzone_bytes, volume_options_of(add), log_)
+                       : volume::OnlineReencryption::start(add.source.image, add.source.header,
+                                                           run.passphrase.span(), run.hotzone_bytes,
+                                                           volume_options_of(add), log_);
     run.passphrase = SecretBytes();  // both keys are unlocked; the passphrase goes
-    if (!started) return error_reply(started.error(), header);
+    if (!started) {
+      if (!shift_start) return error_reply(started.error(), header);
+      Reply out = error_reply(started.error(), run.new_header);
+      out.message += ". Nothing was written to " + add.source.image + "; " + name +
+                     " is still served through the header inside it.";
+      return out;
+    }
     volume::OnlineReencryption& r = **started;
     std::unique_ptr<volume::Volume> moving = r.take_served_volume();
     volume::Volume* served = moving.get();  // the server owns it; close waits for this run
-    if (auto swapped = server_->replace_volume(name, std::move(moving)); !swapped)
+    // The header of the run from now on (NEW-FILE once a datashift decryption switched to it).
+    std::string run_header = add.source.header;
+    if (shift_start && (run.stop.load() || peer_left(run.conn.get())))
+      return reply_with(kExitUsage, "The decryption with a data shift of " + name +
+                                        " was stopped before it started; nothing was changed (" +
+                                        name + " is still served through the header inside " +
+                                        add.source.image + ").");
+    if (shift_start) {
+      // cryptsetup's reencrypt_decrypt_with_datashift_init on an active device: the device
+      // suspended (here the file's I/O held, the old volume flushed), the data's first part
+      // moved, the header committed in reencryption (into NEW-FILE), the new table live.
+      VolumeSource moved_to{add.source.image, run.new_header};
+      const auto t0 = std::chrono::steady_clock::now();
+      auto swapped = server_->replace_volume(
+          name, std::move(moving), [&] { return r.switch_header(); }, moved_to);
+      if (!swapped)
+        return reply_with(kExitUsage, "Cannot start the decryption with a data shift of " + name +
+                                          ": " + swapped.error().message() + ". " +
+                                          add.source.image + " is as before and " + name +
+                                          " is still served through the header inside it; " +
+                                          run.new_header + " holds only a copy of that header.");
+      run.new_source = moved_to;
+      run_header = run.new_header;
+      log_->info(
+          "{}: the header of {} is now {} (decryption with a data shift started; the file's I/O "
+          "held {} ms for the flush, the move and the header)",
+          name, add.source.image, run.new_header,
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                t0)
+              .count());
+    } else if (auto swapped = server_->replace_volume(name, std::move(moving)); !swapped) {
       return reply_with(kExitUsage, "Cannot start the online reencryption of " + name + ": " +
                                         swapped.error().message() +
                                         ". It is still served as before; the header is paused.");
+    }
     log_->info("online reencryption of {} ({}): {} of {} bytes done", name, add.source.image,
                r.done_bytes(), r.total_bytes());
     // What status shows: the two segments either side of the boundary, as the header says.
@@ -449,10 +512,15 @@ class Daemon {
     Result<void> failed = ok();
     std::uint64_t recovered_at = 0;  // a failed step's hotzone
     const char* why = "finished";
+    const bool init_only = shift_start && run.shift_init.init_only;
     for (;;) {
       progress.done_bytes = r.done_bytes();
       progress.total_bytes = r.total_bytes();
       send(run.conn.get(), progress);
+      if (init_only) {
+        why = "initialized";
+        break;
+      }
       if (peer_left(run.conn.get())) {
         why = "stopped by the CLI";
         break;
@@ -480,6 +548,7 @@ class Daemon {
     run.final_layout = publish_layout();  // the control thread puts it into the volume's spec
     run.running.store(false);
     lock.release();  // the header is as it stays: other tools may look now
+    new_lock.release();
     Reply out = ok_reply();
     out.done_bytes = r.done_bytes();
     out.total_bytes = r.total_bytes();
@@ -511,14 +580,14 @@ class Daemon {
     }
     log_->info("online reencryption of {}: {} ({} bytes this run)", name,
                stopped->finished ? "finished" : why, stopped->bytes);
-    if (!stopped->finished) {
+    if (!stopped->finished && !init_only) {
       out.exit_code = kExitUsage;
       out.message = "Reencryption of " + name + " was interrupted at " +
                     std::to_string(r.done_bytes()) + " of " + std::to_string(r.total_bytes()) +
                     " bytes" + (run.stop.load() ? " (the daemon stopped it)" : "") +
                     "; the header is paused. Resume it with cryptmap reencrypt --resume-only " +
-                    (add.source.header.empty() ? "" : "--header " + add.source.header + " ") +
-                    add.source.image + " (or, once closed, cryptsetup reencrypt --resume-only).";
+                    (run_header.empty() ? "" : "--header " + run_header + " ") + add.source.image +
+                    " (or, once closed, cryptsetup reencrypt --resume-only).";
     }
     return out;
   }
@@ -541,8 +610,10 @@ class Daemon {
       std::map<std::string, std::unique_ptr<Run>>::iterator it) {
     Run& r = *it->second;
     r.thread.join();
-    if (auto spec = specs_.find(r.name); spec != specs_.end() && r.final_layout)
-      spec->second.layout = std::move(*r.final_layout);
+    if (auto spec = specs_.find(r.name); spec != specs_.end()) {
+      if (r.final_layout) spec->second.layout = std::move(*r.final_layout);
+      if (r.new_source) spec->second.source = std::move(*r.new_source);
+    }
     if (r.fenced_at) fenced_[r.name] = *r.fenced_at;
     return runs_.erase(it);
   }

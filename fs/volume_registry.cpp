@@ -59,6 +59,11 @@ void VolumeRegistry::set_layout(Entry& e, volume::VolumeLayout layout) {
   e.layout = std::move(layout);
 }
 
+void VolumeRegistry::set_source(Entry& e, VolumeSource source) {
+  WriterLock lock(mu_);
+  e.source = std::move(source);
+}
+
 void VolumeRegistry::fail_held() {
   {
     MutexLock gate(gate_mu_);

@@ -400,6 +400,13 @@ Result<std::uint64_t> VolumeServer::resize_volume(const std::string& name, std::
 
 Result<void> VolumeServer::replace_volume(const std::string& name,
                                           std::unique_ptr<volume::Volume> vol) {
+  return replace_volume(name, std::move(vol), nullptr, {});
+}
+
+Result<void> VolumeServer::replace_volume(const std::string& name,
+                                          std::unique_ptr<volume::Volume> vol,
+                                          const std::function<Result<void>()>& between,
+                                          VolumeSource source) {
   CRYPTMAP_CHECK(vol != nullptr);
   Impl& s = *impl_;
   MutexLock admin(s.admin_mu);
@@ -416,6 +423,13 @@ Result<void> VolumeServer::replace_volume(const std::string& name,
   if (!flushed) {
     s.registry.set_held(*e, false);  // the old volume keeps serving, its dirty data with it
     return flushed;
+  }
+  if (between) {
+    if (auto done = between(); !done) {
+      s.registry.set_held(*e, false);  // `between` left the image as the old volume has it
+      return done;
+    }
+    s.registry.set_source(*e, std::move(source));
   }
   std::unique_ptr<volume::Volume> old = std::exchange(e->volume, std::move(vol));
   // Status keeps the layout the volume was added with (a dynamic LUKS2 size stays 0: resize

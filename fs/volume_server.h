@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -130,6 +131,12 @@ class VolumeServer {
   // destroys the old one. kNotFound when absent; kInvalid while suspended or when `vol`
   // differs in size or mode; a flush error leaves the old volume serving (nothing is lost).
   Result<void> replace_volume(const std::string& name, std::unique_ptr<volume::Volume> vol);
+  // The same, with `between` run while the file's I/O is held and the old volume flushed, right
+  // before `vol` serves (the start of an online datashift decryption moves data and switches
+  // the header there: docs/reencrypt.md §10 item 10); status shows `source` from then on. When
+  // `between` fails the old volume serves on, `vol` is destroyed and its error returned.
+  Result<void> replace_volume(const std::string& name, std::unique_ptr<volume::Volume> vol,
+                              const std::function<Result<void>()>& between, VolumeSource source);
   // Replaces the layout status() shows for `name` (the header changed under the served volume:
   // an online reencryption moved or finished). kNotFound when absent.
   Result<void> set_status_layout(const std::string& name, volume::VolumeLayout layout);

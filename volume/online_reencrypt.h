@@ -7,6 +7,16 @@
 //                         follows the moving boundary: the converted side and the rest,
 //                         either plaintext for a decryption or an encryption; with a data
 //                         shift its store follows it too, each side at its own place);
+//   start_decrypt_shift() the start of cryptsetup 2.6's datashift decryption of a served image
+//                         whose header is inside it (docs/reencrypt.md §10 item 10): the same,
+//                         from the header the CLI exported to NEW-FILE, before anything is
+//                         written; the header in reencryption exists only in memory until
+//   switch_header()       moves the data's first part over the image's header and commits the
+//                         header in reencryption into NEW-FILE: the caller runs it while the
+//                         served file's I/O is held and the old volume flushed, and swaps the
+//                         new volume in right after it (VolumeServer::replace_volume's
+//                         `between`); when it fails the image is as before and the old volume
+//                         serves on;
 //   take_served_volume()  that volume, once: the caller swaps it in for the served one;
 //   step()                one hotzone, held in the served volume (Volume::hold_range) while the
 //                         shared step of volume/format/luks2_reencrypt.h converts it and the
@@ -48,6 +58,29 @@ class OnlineReencryption {
                                                            std::uint64_t max_hotzone_bytes,
                                                            const VolumeOptions& options,
                                                            std::shared_ptr<spdlog::logger> logger);
+  // The options of the datashift decryption's init (the reencryption digest's KDF, the
+  // resilience of the moved part).
+  struct DecryptShiftInit {
+    std::string resilience = "checksum";  // checksum | journal
+    std::string hash = "sha256";
+    std::string pbkdf_type, pbkdf_hash = "sha256";  // "" = the default (argon2id)
+    std::uint32_t iter_time_ms = 2000;
+    std::uint32_t force_iterations = 0;  // 0: benchmarked
+    std::uint32_t memory_kib = 1048576, parallel = 4;
+    int key_slot = -1;       // -1: any
+    bool init_only = false;  // reencrypt --init-only: the caller stops the run after the switch
+  };
+  // `new_header`: NEW-FILE, holding the export of `image`'s header (the CLI wrote it). Errors:
+  // start's; kBusy when NEW-FILE no longer matches the image's header.
+  static Result<std::unique_ptr<OnlineReencryption>> start_decrypt_shift(
+      const std::string& image, const std::string& new_header,
+      std::span<const std::byte> passphrase, const DecryptShiftInit& init,
+      std::uint64_t max_hotzone_bytes, const VolumeOptions& options,
+      std::shared_ptr<spdlog::logger> logger);
+  // See the top. Only after start_decrypt_shift (kInvalid otherwise); once.
+  Result<void> switch_header();
+  // Whether the header is in NEW-FILE now (start_decrypt_shift: after switch_header succeeded).
+  bool header_switched() const noexcept;
   ~OnlineReencryption();
   OnlineReencryption(const OnlineReencryption&) = delete;
   OnlineReencryption& operator=(const OnlineReencryption&) = delete;

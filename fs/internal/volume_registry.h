@@ -44,10 +44,10 @@ struct Entry {
   std::unique_ptr<volume::Volume> volume;
   // What status shows, also while suspended; written under the registry's lock (set_layout).
   volume::VolumeLayout layout;
-  bool zoned = false;                  // has a zone table (the user.cryptmap.zones xattr)
-  std::atomic<bool> held{false};       // the gate holds its I/O (set_held)
-  std::atomic<bool> suspended{false};  // luksSuspend: held, no volume, no key (status)
-  VolumeSource source;
+  bool zoned = false;                        // has a zone table (the user.cryptmap.zones xattr)
+  std::atomic<bool> held{false};             // the gate holds its I/O (set_held)
+  std::atomic<bool> suspended{false};        // luksSuspend: held, no volume, no key (status)
+  VolumeSource source;                       // written under the registry's lock (set_source)
   std::atomic<std::uint64_t> size_bytes{0};  // the file's size; changes only while held
   bool read_only = false;
   std::uint32_t file_mode = 0600;
@@ -97,6 +97,8 @@ class VolumeRegistry {
   void set_held(Entry& e, bool held) EXCLUDES(mu_, gate_mu_);
   // Replaces what status shows of `e` (refresh changes its flags).
   void set_layout(Entry& e, volume::VolumeLayout layout) EXCLUDES(mu_);
+  // Replaces where status says `e` comes from (an online datashift decryption moved its header).
+  void set_source(Entry& e, VolumeSource source) EXCLUDES(mu_);
   // Shutdown: requests held at the gate, and any that arrive later, get an empty Ref (EIO).
   void fail_held() EXCLUDES(gate_mu_);
   // Waits until no Ref on `e` is left: `e` is out of the maps, or held (then only

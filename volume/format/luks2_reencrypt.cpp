@@ -930,7 +930,7 @@ Result<void> on_cores_chunked(std::uint64_t len, std::uint64_t align, F&& f) {
 
 struct Engine {
   BackingStore& store;   // the data
-  BackingStore& header;  // the metadata and the resilience area (the data's store unless detached)
+  BackingStore* header;  // the metadata and the resilience area (the data's store unless detached)
   Context& c;
   // Null for a linear (plaintext) side: decrypt's new segment, encrypt's old one.
   std::unique_ptr<crypto::SectorCipher> old_cipher, new_cipher;
@@ -1048,7 +1048,7 @@ Result<void> recover_hotzone(Engine& e) {
     if (blocks * hs > c.area_size)
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt checksum area too small"));
     std::vector<std::byte> stored(blocks * hs);
-    CRYPTMAP_TRY_VOID(e.header.read_at(ByteOffset{c.area_offset}, stored));
+    CRYPTMAP_TRY_VOID(e.header->read_at(ByteOffset{c.area_offset}, stored));
     CRYPTMAP_TRY_VOID(e.read(c.offset, data));
     std::vector<std::byte> now(hs);
     for (std::size_t b = 0; b < blocks; ++b) {
@@ -1068,7 +1068,7 @@ Result<void> recover_hotzone(Engine& e) {
   } else if (prot == "journal") {
     if (len > c.area_size)
       return fail(make_error(Errc::kCorrupt, "LUKS2 reencrypt journal smaller than the hotzone"));
-    CRYPTMAP_TRY_VOID(e.header.read_at(ByteOffset{c.area_offset}, data));
+    CRYPTMAP_TRY_VOID(e.header->read_at(ByteOffset{c.area_offset}, data));
     CRYPTMAP_TRY_VOID(e.convert(c.offset, data));
     CRYPTMAP_TRY_VOID(e.write(c.offset, data));
     std::fill(data.begin(), data.end(), std::byte{0});
@@ -1508,10 +1508,21 @@ Result<void> reencrypt_encrypt_shift_init(BackingStore& image,
   return image.sync();
 }
 
-Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
-                                          std::span<const std::byte> passphrase,
-                                          const DecryptShiftOptions& o,
-                                          const HeaderFactory& make_header) {
+namespace {
+
+// cryptsetup 2.6's datashift decryption of the header in `header` (IMAGE's own, or its copy
+// exported to NEW-FILE) over the data of `image`, planned: checked, the passphrase tried, the
+// reencryption metadata built in memory (not committed). Nothing is written.
+struct DecryptShiftPlan {
+  Luks2State st;                // the header in reencryption, to commit
+  std::uint64_t shift = 0;      // the old data offset
+  std::uint64_t moved = 0;      // the moved first part
+  std::uint64_t hdr_bytes = 0;  // the header and its keyslots area
+};
+
+Result<DecryptShiftPlan> plan_decrypt_shift(const BackingStore& header, std::uint64_t image_size,
+                                            std::span<const std::byte> passphrase,
+                                            const DecryptShiftOptions& o) {
   // decrypt_verify_and_set_params: checksum and journal become their datashift- forms.
   if (o.resilience == "none" || o.resilience == "datashift")
     return fail(make_error(Errc::kInvalid,
@@ -1531,7 +1542,7 @@ Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
                                  "%s", o.hash.c_str()));
     hash_size = *hs;
   }
-  CRYPTMAP_TRY(h, load_v2(image));
+  CRYPTMAP_TRY(h, load_v2(header));
   const luks2::Metadata& m = h->meta();
   CRYPTMAP_TRY(src, init_source(m));
   const luks2::Segment* seg = src.seg;
@@ -1547,7 +1558,6 @@ Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
     return fail(unsupported(
         "cryptmap reencrypt: decryption with a data shift of a segment with a fixed size is not "
         "implemented yet"));
-  const std::uint64_t image_size = image.size_bytes();
   if (image_size <= shift)
     return fail(make_error(Errc::kNoSpace, "Device is too small.", image_size));
   const std::uint64_t data_size = image_size - shift;
@@ -1627,27 +1637,150 @@ Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
     digests[std::to_string(first_free_id(digests))] = dre;
     return ok();
   }));
+  return DecryptShiftPlan{std::move(st), shift, moved, hdr_bytes};
+}
 
+// `len` bytes from `from` at 0 to `to` at 0, a MiB at a time.
+Result<void> copy_bytes(const BackingStore& from, BackingStore& to, std::uint64_t len) {
+  std::vector<std::byte> chunk(std::min<std::uint64_t>(len, 1u << 20));
+  for (std::uint64_t at = 0; at < len; at += chunk.size()) {
+    auto part = std::span(chunk).first(std::min<std::uint64_t>(chunk.size(), len - at));
+    CRYPTMAP_TRY_VOID(from.read_at(ByteOffset{at}, part));
+    CRYPTMAP_TRY_VOID(to.write_at(ByteOffset{at}, part));
+  }
+  return ok();
+}
+
+// reencrypt_move_data: the data's first `moved` bytes (at the shift) over the image's header,
+// synced before the header in reencryption may land.
+Result<void> move_first_part(BackingStore& image, std::uint64_t shift, std::uint64_t moved) {
+  CRYPTMAP_TRY(buf, SecretBytes::allocate(moved));
+  CRYPTMAP_TRY_VOID(image.read_at(ByteOffset{shift}, buf.span()));
+  CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{0}, buf.span()));
+  return image.sync();
+}
+
+}  // namespace
+
+Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
+                                          std::span<const std::byte> passphrase,
+                                          const DecryptShiftOptions& o,
+                                          const HeaderFactory& make_header) {
+  CRYPTMAP_TRY(plan, plan_decrypt_shift(image, image.size_bytes(), passphrase, o));
   // crypt_header_backup: the header and its keyslots area, as they are, into the new store.
-  CRYPTMAP_TRY(hdr, make_header(hdr_bytes));
+  CRYPTMAP_TRY(hdr, make_header(plan.hdr_bytes));
+  CRYPTMAP_TRY_VOID(copy_bytes(image, *hdr, plan.hdr_bytes));
+  CRYPTMAP_TRY_VOID(hdr->sync());
+  CRYPTMAP_TRY_VOID(move_first_part(image, plan.shift, plan.moved));
+  return commit_synced(*hdr, plan.st);
+}
+
+Result<std::uint64_t> reencrypt_decrypt_shift_export(BackingStore& image,
+                                                     std::span<const std::byte> passphrase,
+                                                     const DecryptShiftOptions& o,
+                                                     const HeaderFactory& make_header) {
+  CRYPTMAP_TRY(plan, plan_decrypt_shift(image, image.size_bytes(), passphrase, o));
+  CRYPTMAP_TRY(hdr, make_header(plan.hdr_bytes));
+  CRYPTMAP_TRY_VOID(copy_bytes(image, *hdr, plan.hdr_bytes));
+  CRYPTMAP_TRY_VOID(hdr->sync());
+  return plan.hdr_bytes;
+}
+
+struct DecryptShiftStart::State {
+  State(BackingStore& h, BackingStore& i) : header(h), image(i) {}
+  BackingStore& header;
+  BackingStore& image;
+  std::unique_ptr<MemBackingStore> plain;  // the export as it is (the image's header)
+  std::unique_ptr<MemBackingStore> copy;   // the header as switch_header() leaves it
+  std::unique_ptr<ReencryptSession> session;
+  std::uint64_t shift = 0, moved = 0, hdr_bytes = 0, hdr_copy_bytes = 0;
+  bool switched = false;
+  // The image's own header written back from the export after a failed switch (the image then
+  // is as before, its data at the shift untouched).
+  void restore_image_header() {
+    if (copy_bytes(*plain, image, hdr_bytes)) (void)image.sync();
+  }
+};
+
+DecryptShiftStart::DecryptShiftStart(std::unique_ptr<State> s) : s_(std::move(s)) {}
+DecryptShiftStart::~DecryptShiftStart() = default;
+
+Result<std::unique_ptr<DecryptShiftStart>> DecryptShiftStart::prepare(
+    BackingStore& header, BackingStore& image, std::span<const std::byte> passphrase,
+    const DecryptShiftOptions& o, std::uint64_t max_hotzone_bytes) {
+  // The plan over `header` as a detached header of `image`: the same checks and JSON as
+  // IMAGE's own header gives (the export is a byte copy of it, checked below).
+  CRYPTMAP_TRY(plan, plan_decrypt_shift(header, image.size_bytes(), passphrase, o));
+  if (header.size_bytes() < plan.hdr_bytes)
+    return fail(make_error_fmt(Errc::kInvalid, "exported LUKS2 header", header.size_bytes(),
+                               "%s is smaller than the header it should hold",
+                               header.name().c_str()));
+  auto s = std::make_unique<State>(header, image);
+  s->shift = plan.shift;
+  s->moved = plan.moved;
+  s->hdr_bytes = plan.hdr_bytes;
+  s->hdr_copy_bytes = 2 * (plan.st.json_area + luks2::kHdrBinLen);
+  s->plain = std::make_unique<MemBackingStore>(plan.hdr_bytes, "mem:" + header.name());
+  CRYPTMAP_TRY_VOID(copy_bytes(header, *s->plain, plan.hdr_bytes));
+  // The export must still be IMAGE's header: nothing may have changed it since.
   {
-    std::vector<std::byte> chunk(std::min<std::uint64_t>(hdr_bytes, 1u << 20));
-    for (std::uint64_t at = 0; at < hdr_bytes; at += chunk.size()) {
-      auto part = std::span(chunk).first(std::min<std::uint64_t>(chunk.size(), hdr_bytes - at));
-      CRYPTMAP_TRY_VOID(image.read_at(ByteOffset{at}, part));
-      CRYPTMAP_TRY_VOID(hdr->write_at(ByteOffset{at}, part));
+    std::vector<std::byte> a(std::min<std::uint64_t>(plan.hdr_bytes, 1u << 20)), b(a.size());
+    for (std::uint64_t at = 0; at < plan.hdr_bytes; at += a.size()) {
+      const std::uint64_t n = std::min<std::uint64_t>(a.size(), plan.hdr_bytes - at);
+      CRYPTMAP_TRY_VOID(s->plain->read_at(ByteOffset{at}, std::span(a).first(n)));
+      CRYPTMAP_TRY_VOID(image.read_at(ByteOffset{at}, std::span(b).first(n)));
+      if (std::memcmp(a.data(), b.data(), n) != 0)
+        return fail(make_error_fmt(Errc::kBusy, "exported LUKS2 header", at,
+                                   "%s no longer holds the header of %s (it changed since the "
+                                   "export); start again",
+                                   header.name().c_str(), image.name().c_str()));
     }
-    CRYPTMAP_TRY_VOID(hdr->sync());
   }
-  // reencrypt_move_data: the data's first `moved` bytes over the image's header, synced before
-  // the header in reencryption lands in the new store.
-  {
-    CRYPTMAP_TRY(buf, SecretBytes::allocate(moved));
-    CRYPTMAP_TRY_VOID(image.read_at(ByteOffset{shift}, buf.span()));
-    CRYPTMAP_TRY_VOID(image.write_at(ByteOffset{0}, buf.span()));
-    CRYPTMAP_TRY_VOID(image.sync());
+  // The header as the switch leaves it, in memory: the export with the reencryption committed.
+  // The session starts on it (keys unlocked, digest verified), so that the switch itself only
+  // moves data and writes the header.
+  s->copy = std::make_unique<MemBackingStore>(plan.hdr_bytes, "mem:" + header.name());
+  CRYPTMAP_TRY_VOID(copy_bytes(*s->plain, *s->copy, plan.hdr_bytes));
+  CRYPTMAP_TRY_VOID(format::luks2_commit(*s->copy, plan.st));
+  CRYPTMAP_TRY(session, ReencryptSession::start(*s->copy, passphrase, max_hotzone_bytes, &image));
+  s->session = std::move(session);
+  return std::unique_ptr<DecryptShiftStart>(new DecryptShiftStart(std::move(s)));
+}
+
+ReencryptSession& DecryptShiftStart::session() noexcept { return *s_->session; }
+bool DecryptShiftStart::switched() const noexcept { return s_->switched; }
+
+Result<void> DecryptShiftStart::switch_header() {
+  State& s = *s_;
+  if (s.switched) return ok();
+  if (auto moved = move_first_part(s.image, s.shift, s.moved); !moved) {
+    s.restore_image_header();
+    return moved;
   }
-  return commit_synced(*hdr, st);
+  // The commit point: the two header copies, each synced before the next (the keyslots area is
+  // the export's). A crash leaves at least one whole copy, and either header (the export, data
+  // at the shift; or the one in reencryption, the first part moved) describes the image now.
+  const std::uint64_t one = s.hdr_copy_bytes / 2;
+  auto committed = [&]() -> Result<void> {
+    std::vector<std::byte> buf(one);
+    for (std::uint64_t at : {std::uint64_t{0}, one}) {
+      CRYPTMAP_TRY_VOID(s.copy->read_at(ByteOffset{at}, buf));
+      CRYPTMAP_TRY_VOID(s.header.write_at(ByteOffset{at}, buf));
+      CRYPTMAP_TRY_VOID(s.header.sync());
+    }
+    return ok();
+  }();
+  if (!committed) {
+    auto now = reencrypt_status(s.header, &s.image);
+    if (!now || !now->in_reencryption) {
+      s.restore_image_header();
+      return committed;
+    }
+    // A copy of the header in reencryption landed: that is the header now.
+  }
+  s.session->move_header(s.header);
+  s.switched = true;
+  return ok();
 }
 
 namespace {
@@ -1815,8 +1948,8 @@ std::uint32_t served_sector_size(const Context& c) {
 // One run's state: the verified header, both keys' ciphers, where the run stands.
 struct ReencryptSession::State {
   State(BackingStore& img, BackingStore& dat, Loaded loaded)
-      : image(img), data(dat), l(std::move(loaded)), e{dat, img, l.c, nullptr, nullptr, {}} {}
-  BackingStore& image;  // the header (and the data unless detached)
+      : image(&img), data(dat), l(std::move(loaded)), e{dat, &img, l.c, nullptr, nullptr, {}} {}
+  BackingStore* image;  // the header (and the data unless detached); move_header() changes it
   BackingStore& data;
   Loaded l;
   Engine e;
@@ -1973,7 +2106,7 @@ bool ReencryptSession::recover_failed_step(std::uint64_t at, std::uint64_t len) 
   c.crashed = true;  // as the header says: the hotzone at `at` is in reencryption
   c.offset = at;
   c.hot_length = len;
-  if (auto r = recover_if_crashed(s.image, s.l, s.e); !r) {
+  if (auto r = recover_if_crashed(*s.image, s.l, s.e); !r) {
     c.crashed = false;
     c.offset = before;
     return false;
@@ -1984,11 +2117,16 @@ bool ReencryptSession::recover_failed_step(std::uint64_t at, std::uint64_t len) 
 
 ReencryptSession::Hotzone ReencryptSession::fenced_hotzone() const noexcept { return s_->fenced; }
 
+void ReencryptSession::move_header(BackingStore& header) noexcept {
+  s_->image = &header;
+  s_->e.header = &header;
+}
+
 Result<void> ReencryptSession::convert_hotzone() {
   State& s = *s_;
   Context& c = s.l.c;
   Luks2State& st = s.l.st;
-  BackingStore& image = s.image;
+  BackingStore& image = *s.image;
   const auto [off, len] = next_hotzone();
   if (len == 0) return ok();
   const bool protect = c.resilience != "none";
@@ -2039,15 +2177,15 @@ Result<ReencryptRunResult> ReencryptSession::stop() {
   std::fill(s.buf.begin(), s.buf.end(), std::byte{0});
   if (s.dirty_none) {
     CRYPTMAP_TRY_VOID(s.data.sync());
-    CRYPTMAP_TRY_VOID(commit_synced(s.image, s.l.st));
+    CRYPTMAP_TRY_VOID(commit_synced(*s.image, s.l.st));
     s.dirty_none = false;
   }
   ReencryptRunResult result;
   result.bytes = s.bytes;
   if (s.l.c.done() >= s.l.c.device_size) {
     CRYPTMAP_TRY_VOID(s.data.sync());
-    CRYPTMAP_TRY_VOID(finish(s.image, s.data, s.l.st, s.l.c));
-    CRYPTMAP_TRY_VOID(s.image.sync());
+    CRYPTMAP_TRY_VOID(finish(*s.image, s.data, s.l.st, s.l.c));
+    CRYPTMAP_TRY_VOID(s.image->sync());
     result.finished = s.finished = true;
   }
   return result;
@@ -2175,7 +2313,7 @@ Result<UnlockedVolume> reencrypt_open(BackingStore& image, std::span<const std::
   CRYPTMAP_TRY(l, load_verified(image, dat.size_bytes(), passphrase));
   // What cannot be served is refused before a crashed hotzone is recovered: nothing written.
   CRYPTMAP_TRY_VOID(check_servable(l.c));
-  Engine e{dat, image, l.c, nullptr, nullptr, {}};
+  Engine e{dat, &image, l.c, nullptr, nullptr, {}};
   CRYPTMAP_TRY_VOID(key_engine(e, l));
   CRYPTMAP_TRY_VOID(recover_if_crashed(image, l, e));
   return paused_volume(l);
@@ -2188,7 +2326,7 @@ Result<VolumeLayout> ReencryptSession::layout_now() const {
     CRYPTMAP_TRY(u, paused_volume(s_->l));
     return std::move(u.layout);
   }
-  CRYPTMAP_TRY(h, load_luks_header(s_->image, std::nullopt));
+  CRYPTMAP_TRY(h, load_luks_header(*s_->image, std::nullopt));
   return h->layout();
 }
 

@@ -102,6 +102,54 @@ Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
                                           const DecryptShiftOptions& o,
                                           const HeaderFactory& make_header);
 
+class ReencryptSession;
+
+// The same start of an image the daemon serves (docs/reencrypt.md §10 item 10), in cryptsetup's
+// steps (decrypt_luks2_datashift_init, then reencrypt_decrypt_with_datashift_init with an active
+// device), split where the served volume must be held:
+//   reencrypt_decrypt_shift_export()  the CLI's part: the checks and the passphrase as above,
+//       then the header and its keyslots area copied into make_header's store (crypt_header_
+//       backup: NEW-FILE then holds a detached copy of the header, not in reencryption). Nothing
+//       of the image is written. Returns the bytes exported.
+//   DecryptShiftStart::prepare()  the daemon's, while the image is served as before: the export
+//       checked against the image's header, the reencryption metadata built, and a session
+//       started on the header as the switch will leave it (in memory: keys unlocked, digest
+//       verified), so that its served volume can be assembled before anything is written;
+//   DecryptShiftStart::switch_header()  while the served volume's I/O is held and flushed (as
+//       cryptsetup suspends the device): the data's first part moved over the image's header,
+//       then the header in reencryption committed into `header` (NEW-FILE), after which the
+//       session writes there. When it fails the image's own header is written back from the
+//       export and the image is as before (the error is returned); the old volume may serve on.
+// A crash at any point leaves an image that either its own header (before the move) or
+// `header` (the export, then the header in reencryption) opens.
+Result<std::uint64_t> reencrypt_decrypt_shift_export(BackingStore& image,
+                                                     std::span<const std::byte> passphrase,
+                                                     const DecryptShiftOptions& o,
+                                                     const HeaderFactory& make_header);
+class DecryptShiftStart {
+ public:
+  // `header`: NEW-FILE holding reencrypt_decrypt_shift_export's copy; `image` the data. Both
+  // borrowed, outliving this and the session. Errors: the export's; kBusy when the export is
+  // no longer the image's header.
+  static Result<std::unique_ptr<DecryptShiftStart>> prepare(BackingStore& header,
+                                                            BackingStore& image,
+                                                            std::span<const std::byte> passphrase,
+                                                            const DecryptShiftOptions& o,
+                                                            std::uint64_t max_hotzone_bytes);
+  ~DecryptShiftStart();
+  DecryptShiftStart(const DecryptShiftStart&) = delete;
+  DecryptShiftStart& operator=(const DecryptShiftStart&) = delete;
+
+  ReencryptSession& session() noexcept;  // its open_served_volume() before the switch
+  Result<void> switch_header();
+  bool switched() const noexcept;
+
+ private:
+  struct State;
+  explicit DecryptShiftStart(std::unique_ptr<State> s);
+  std::unique_ptr<State> s_;
+};
+
 struct ReencryptStatus {
   bool in_reencryption = false;
   bool crashed = false;  // a hotzone segment is flagged in-reencryption (needs recovery)
@@ -183,6 +231,9 @@ class ReencryptSession {
                                                      const VolumeOptions& options,
                                                      std::shared_ptr<spdlog::logger> logger);
   Result<ReencryptRunResult> stop();
+  // From now on the header (metadata and resilience data) is written into `header`, which holds
+  // what the session's header store held (DecryptShiftStart::switch_header). Borrowed.
+  void move_header(BackingStore& header) noexcept;
   // What the image unlocks to now: while in reencryption reencrypt_open()'s layout (two
   // segments), after a finishing stop() the plain LUKS2 layout under the new key.
   Result<VolumeLayout> layout_now() const;

@@ -1061,5 +1061,50 @@ TEST_F(VolumeServerTest, ReplaceFlushesTheOldVolumeAndServesTheNewOne) {
   EXPECT_EQ(missing.error().code, Errc::kNotFound);
 }
 
+// The switch of an online datashift decryption's start (docs/reencrypt.md §10 item 10): `between`
+// runs once the old volume is flushed, before the new one serves; when it fails the old volume
+// serves on with its source, else the new one serves and status shows the new source.
+TEST_F(VolumeServerTest, ReplaceRunsItsSwitchAfterTheFlushAndKeepsTheOldVolumeWhenItFails) {
+  mount();
+  std::atomic<int> old_flushes{0};
+  FakeVolume* old = add("vol", {.size_bytes = 1u << 20, .flush_counter = &old_flushes});
+  ASSERT_NE(old, nullptr);
+  old->fill(3);
+  const auto old_data = old->data();
+  UniqueFd fd = open_file("vol", O_RDWR);
+  auto fresh = std::make_unique<FakeVolume>(FakeVolume::Options{.size_bytes = 1u << 20});
+  fresh->fill(7);
+  const auto new_data = fresh->data();
+  int calls = 0, flushed_before = -1;
+  auto failed = server_->replace_volume(
+      "vol", std::move(fresh),
+      [&]() -> Result<void> {
+        ++calls;
+        flushed_before = old_flushes.load();
+        return fail(make_error(Errc::kIo, "switch failed"));
+      },
+      VolumeSource{"/img", "/new.hdr"});
+  ASSERT_FALSE(failed.has_value());
+  EXPECT_EQ(failed.error().code, Errc::kIo);
+  EXPECT_EQ(calls, 1);
+  EXPECT_GE(flushed_before, 1) << "the switch ran before the old volume was flushed";
+  std::vector<std::byte> b(4096);
+  ASSERT_EQ(pread(fd.get(), b.data(), b.size(), 8192), 4096);
+  EXPECT_TRUE(std::equal(b.begin(), b.end(), old_data.begin() + 8192))
+      << "the old volume does not serve after a failed switch";
+  EXPECT_TRUE(server_->status()[0].source.header.empty());
+
+  fresh = std::make_unique<FakeVolume>(FakeVolume::Options{.size_bytes = 1u << 20});
+  fresh->fill(7);
+  auto switched = server_->replace_volume(
+      "vol", std::move(fresh), [&]() -> Result<void> { return ok(); },
+      VolumeSource{"/img", "/new.hdr"});
+  ASSERT_TRUE(switched.has_value()) << switched.error().message();
+  ASSERT_EQ(pread(fd.get(), b.data(), b.size(), 8192), 4096);
+  EXPECT_TRUE(std::equal(b.begin(), b.end(), new_data.begin() + 8192));
+  EXPECT_EQ(server_->status()[0].source.header, "/new.hdr");
+  EXPECT_EQ(server_->status()[0].source.image, "/img");
+}
+
 }  // namespace
 }  // namespace cryptmap::fs

@@ -980,6 +980,177 @@ TEST(Reencrypt, AFailedOnlineStepRecoversItsHotzoneAndServesOn) {
   }
 }
 
+// The online start of cryptsetup 2.6's decryption with a data shift (docs/reencrypt.md §10 item
+// 10): the export writes only NEW-FILE, the prepare nothing at all (its session runs on the
+// header in memory); the switch moves the data's first part and commits the header into
+// NEW-FILE, leaving the image and the header as the offline init leaves them; the served volume
+// made before the switch then serves the run, every read returning the last write.
+TEST(Reencrypt, AnOnlineStartOfADecryptionWithADataShiftSwitchesTheHeaderUnderTheVolume) {
+  Shifted s = shifted_image();
+  auto enc = reencrypt_run(*s.img, pass("right"), {});
+  ASSERT_TRUE(enc && enc->finished);
+  const std::uint64_t size = s.img->size_bytes(), data = kShiftData + kMiB;
+  std::vector<std::byte> original(size), now(size);
+  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, original));
+  DecryptShiftOptions o;
+  o.pbkdf.type = "pbkdf2";
+  o.pbkdf.force_iterations = 1000;
+
+  // Offline, on a copy: what the switch must leave.
+  MemBackingStore offline(size, "mem:offline.img");
+  ASSERT_TRUE(offline.write_at(ByteOffset{0}, original));
+  MemBackingStore offline_hdr(kMiB, "mem:offline.hdr");
+  ASSERT_TRUE(reencrypt_decrypt_shift_init(
+      offline, pass("right"), o, [&](std::uint64_t) -> Result<std::unique_ptr<BackingStore>> {
+        return std::unique_ptr<BackingStore>(new Borrowed(offline_hdr));
+      }));
+
+  MemBackingStore hdr(kMiB, "mem:new.hdr");
+  auto factory = [&](std::uint64_t) -> Result<std::unique_ptr<BackingStore>> {
+    return std::unique_ptr<BackingStore>(new Borrowed(hdr));
+  };
+  auto wrong = reencrypt_decrypt_shift_export(*s.img, pass("wrong"), o, factory);
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, Errc::kBadKey);
+  auto exported = reencrypt_decrypt_shift_export(*s.img, pass("right"), o, factory);
+  ASSERT_TRUE(exported) << exported.error().message();
+  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, now));
+  EXPECT_EQ(now, original);  // the export writes nothing of the image
+  std::vector<std::byte> head(*exported), exported_bytes(*exported);
+  ASSERT_TRUE(hdr.read_at(ByteOffset{0}, exported_bytes));
+  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, head));
+  EXPECT_EQ(exported_bytes, head);
+
+  // A changed export is refused, nothing written.
+  {
+    MemBackingStore changed(kMiB, "mem:changed.hdr");
+    ASSERT_TRUE(changed.write_at(ByteOffset{0}, exported_bytes));
+    const std::byte one{1};
+    ASSERT_TRUE(changed.write_at(ByteOffset{*exported - 1}, std::span(&one, 1)));
+    auto refused = DecryptShiftStart::prepare(changed, *s.img, pass("right"), o, 0);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, Errc::kBusy);
+  }
+  auto start = DecryptShiftStart::prepare(hdr, *s.img, pass("right"), o, 0);
+  ASSERT_TRUE(start) << start.error().message();
+  VolumeOptions vo;
+  vo.cache_bytes = 256 << 10;
+  auto served =
+      (*start)->session().open_served_volume(std::make_unique<Borrowed>(*s.img), vo, nullptr);
+  ASSERT_TRUE(served) << served.error().message();
+  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, now));
+  EXPECT_EQ(now, original);  // nothing written before the switch
+  auto st = reencrypt_status(hdr, s.img.get());
+  ASSERT_TRUE(st);
+  EXPECT_FALSE(st->in_reencryption);
+  EXPECT_FALSE((*start)->switched());
+
+  ASSERT_TRUE((*start)->switch_header());
+  EXPECT_TRUE((*start)->switched());
+  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, now));
+  std::vector<std::byte> off_img(size);
+  ASSERT_TRUE(offline.read_at(ByteOffset{0}, off_img));
+  EXPECT_EQ(now, off_img);  // the image as the offline init leaves it
+  st = reencrypt_status(hdr, s.img.get());
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->in_reencryption);
+  EXPECT_EQ(st->mode, "decrypt");
+  auto off_st = reencrypt_status(offline_hdr, &offline);
+  ASSERT_TRUE(off_st);
+  EXPECT_EQ(st->done_bytes, off_st->done_bytes);
+  EXPECT_EQ(st->total_bytes, off_st->total_bytes);
+  EXPECT_EQ(st->resilience, off_st->resilience);
+
+  Volume& vol = **served;
+  ASSERT_EQ(vol.size_bytes(), data);
+  std::vector<std::byte> all(data);
+  ASSERT_TRUE(vol.read(ByteOffset{0}, all));
+  ASSERT_TRUE(std::equal(s.plain.begin(), s.plain.end(), all.begin()));
+  std::vector<std::byte> model = all;
+  const Hammered h = hammer_while_stepping((*start)->session(), vol, model, 0, data);
+  EXPECT_EQ(h.steps, 4u);
+  EXPECT_EQ(h.errors, 0u);
+  EXPECT_EQ(h.mismatches, 0u);
+  auto fin = (*start)->session().stop();
+  ASSERT_TRUE(fin) << fin.error().message();
+  EXPECT_TRUE(fin->finished);
+  ASSERT_TRUE(vol.flush());
+  served->reset();
+  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, all));
+  EXPECT_EQ(all, model);                    // the plaintext from the image's start
+  st = reencrypt_status(hdr, s.img.get());  // the session wrote NEW-FILE after the switch
+  ASSERT_TRUE(st);
+  EXPECT_FALSE(st->in_reencryption);
+}
+
+// A switch whose data move fails (the image's writes at its start fail) leaves the image as it
+// was, its own header written back, and the export not in reencryption.
+TEST(Reencrypt, AFailedOnlineDatashiftSwitchLeavesTheImageAsItWas) {
+  Shifted s = shifted_image();
+  auto enc = reencrypt_run(*s.img, pass("right"), {});
+  ASSERT_TRUE(enc && enc->finished);
+  const std::uint64_t size = s.img->size_bytes();
+  std::vector<std::byte> original(size), now(size);
+  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, original));
+  DecryptShiftOptions o;
+  o.pbkdf.type = "pbkdf2";
+  o.pbkdf.force_iterations = 1000;
+  MemBackingStore hdr(kMiB, "mem:new.hdr");
+  ASSERT_TRUE(reencrypt_decrypt_shift_export(
+      *s.img, pass("right"), o, [&](std::uint64_t) -> Result<std::unique_ptr<BackingStore>> {
+        return std::unique_ptr<BackingStore>(new Borrowed(hdr));
+      }));
+  // The move's write lands in part (its first 64 KiB), then fails.
+  class Torn final : public BackingStore {
+   public:
+    explicit Torn(BackingStore& s) : s_(s) {}
+    Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+      return s_.read_at(off, out);
+    }
+    Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+      if (fail_ && off.value == 0 && in.size() > (64u << 10)) {
+        fail_ = false;
+        (void)s_.write_at(off, in.first(64u << 10));
+        return fail(make_error(Errc::kIo, "torn image write", off.value));
+      }
+      return s_.write_at(off, in);
+    }
+    Result<void> sync() override { return s_.sync(); }
+    Result<void> discard(ByteOffset off, std::uint64_t len) override {
+      return s_.discard(off, len);
+    }
+    std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
+    bool read_only() const noexcept override { return false; }
+    const std::string& name() const noexcept override { return s_.name(); }
+
+   private:
+    BackingStore& s_;
+    bool fail_ = true;
+  } torn(*s.img);
+  auto start2 = DecryptShiftStart::prepare(hdr, torn, pass("right"), o, 0);
+  ASSERT_TRUE(start2) << start2.error().message();
+  auto r = (*start2)->switch_header();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kIo);
+  EXPECT_FALSE((*start2)->switched());
+  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, now));
+  EXPECT_EQ(now, original);
+  auto st = reencrypt_status(hdr, s.img.get());
+  ASSERT_TRUE(st);
+  EXPECT_FALSE(st->in_reencryption);
+  // Then a commit that fails (the header's writes): the image is written back as well.
+  FlakyImage flaky_hdr(hdr);
+  flaky_hdr.fail_writes(0, kMiB, 1000);
+  auto start3 = DecryptShiftStart::prepare(flaky_hdr, *s.img, pass("right"), o, 0);
+  ASSERT_TRUE(start3) << start3.error().message();
+  ASSERT_FALSE((*start3)->switch_header());
+  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, now));
+  EXPECT_EQ(now, original);
+  st = reencrypt_status(hdr, s.img.get());
+  ASSERT_TRUE(st);
+  EXPECT_FALSE(st->in_reencryption);
+}
+
 // When the hotzone cannot be recovered either (the fault stays), only its I/O fails (kIo, EIO
 // at the FUSE edge) and the rest serves the data; the header names the hotzone, and open's
 // recovery brings it back once the store is healthy (with resilience none a failed data write
