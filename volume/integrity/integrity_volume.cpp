@@ -963,23 +963,29 @@ class IntegrityVolume final : public Volume {
                              std::span<std::byte> tag_buf, bool report = true) {
     const TagWindow w = tag_window(first, n);
     const auto tags = tag_buf.first(w.hi - w.lo);
-    // Resident tag pages come from the cache; the rest (one piece from the first missing page
-    // to the last) from the store, in flight together with the data.
-    PageRange miss;
-    for (std::size_t p = 0; p < w.pages(); ++p)
-      if (!tag_cache_->get(w.page(p), page_of(tags, p))) miss.add(p);
-    if (miss.empty()) {
-      CRYPTMAP_TRY_VOID(store_->read_at(data_at(first), data));
-    } else {
-      // Cached only if no in-place write of mode J's journal thread overlapped the read.
-      const TagPageCache::Ticket ticket = tag_cache_->fill_ticket();
-      std::array<ReadPiece, 2> io{ReadPiece{data_at(first), data},
-                                  ReadPiece{ByteOffset{w.lo + miss.lo * kAlign}, miss.of(tags)}};
-      CRYPTMAP_TRY_VOID(store_->read_batch(io));  // in flight together
-      for (std::size_t p = miss.lo; p < miss.hi; ++p)
-        tag_cache_->put_filled(w.page(p), page_of(tags, p), ticket);
+    // Mode J: a batch retired between the reads below and the overlay (its copy landed after
+    // the reads began, and it is no longer overlaid) would leave a block older than its last
+    // write, or new data with an old tag: then read again (retired_, overlay_pending).
+    for (;;) {
+      const std::uint64_t retired = retired_.load();
+      // Resident tag pages come from the cache; the rest (one piece from the first missing page
+      // to the last) from the store, in flight together with the data.
+      PageRange miss;
+      for (std::size_t p = 0; p < w.pages(); ++p)
+        if (!tag_cache_->get(w.page(p), page_of(tags, p))) miss.add(p);
+      if (miss.empty()) {
+        CRYPTMAP_TRY_VOID(store_->read_at(data_at(first), data));
+      } else {
+        // Cached only if no in-place write of mode J's journal thread overlapped the read.
+        const TagPageCache::Ticket ticket = tag_cache_->fill_ticket();
+        std::array<ReadPiece, 2> io{ReadPiece{data_at(first), data},
+                                    ReadPiece{ByteOffset{w.lo + miss.lo * kAlign}, miss.of(tags)}};
+        CRYPTMAP_TRY_VOID(store_->read_batch(io));  // in flight together
+        for (std::size_t p = miss.lo; p < miss.hi; ++p)
+          tag_cache_->put_filled(w.page(p), page_of(tags, p), ticket);
+      }
+      if (overlay_pending(first, n, data, tags.subspan(w.first, n * tag_), retired)) break;
     }
-    overlay_pending(first, n, data, tags.subspan(w.first, n * tag_));
     std::array<bool, kMaxRunBlocks> failed{};
     auto r = convert_run(crypto::CryptoDir::kDecrypt, first, n, data,
                          tags.subspan(w.first, n * tag_), std::span(failed).first(n));
@@ -1140,13 +1146,17 @@ class IntegrityVolume final : public Volume {
 
   // Replaces the blocks of [first, first + n) that wait in a journal batch (committed and not
   // yet copied, committing, open: newest last) by the journaled versions (their ciphertext in
-  // `data`, their tags in `tags`, n tags), before the one verification of the run.
-  void overlay_pending(std::uint64_t first, std::size_t n, std::span<std::byte> data,
-                       std::span<std::byte> tags) {
-    if (!journal_) return;
+  // `data`, their tags in `tags`, n tags), before the one verification of the run. False, and
+  // nothing replaced, when a batch was retired since `retired` (retired_ before the caller read
+  // the store): the caller reads again.
+  bool overlay_pending(std::uint64_t first, std::size_t n, std::span<std::byte> data,
+                       std::span<std::byte> tags, std::uint64_t retired) {
+    if (!journal_) return true;
     std::shared_lock l(jmu_);
+    if (retired_.load() != retired) return false;
     for (const JournalBatch* b : {copying_, committing_, open_})
       if (b) overlay_batch(*b, first, n, data, tags);
+    return true;
   }
   void overlay_batch(const JournalBatch& b, std::uint64_t first, std::size_t n,
                      std::span<std::byte> data, std::span<std::byte> tags) const {
@@ -1287,7 +1297,8 @@ class IntegrityVolume final : public Volume {
           jerror_ = r.error();
         } else {
           c->since = std::chrono::steady_clock::now();
-          copying_ = c;  // p, copied and durable, is free
+          if (p) retired_.fetch_add(1);  // readers that read before p's copy read again
+          copying_ = c;                  // p, copied and durable, is free
           committing_ = nullptr;
           copy_request_ = false;  // what it asked for is done
           committed_id_ = c->id;
@@ -1305,8 +1316,10 @@ class IntegrityVolume final : public Volume {
           if (!r)
             log_->error("{}: copy of committed journal entries failed (replay will redo it): {}",
                         store_->name(), r.error().message());
-          else if (copying_ == p)
+          else if (copying_ == p) {
+            retired_.fetch_add(1);
             copying_ = nullptr;
+          }
           jcv_.notify_all();
         }
         continue;
@@ -1585,6 +1598,9 @@ class IntegrityVolume final : public Volume {
   LockedMemory section_;
   std::size_t buffer_bytes_ = 0;  // journal batches, section image, in-place tag pages
   std::atomic<std::uint64_t> commits_{0};
+  // Committed batches retired from the overlay (changed under jmu_ exclusively; read_verified
+  // reads it before its store reads and compares under jmu_).
+  std::atomic<std::uint64_t> retired_{0};
   // In-place batches (write_in_place): the tag pages touched, the bytes of each the batch's
   // tags cover, their contents and the store pieces. Allocated at open; used by mode J's journal
   // thread or mode D's write-back passes (writeback_mu_).
