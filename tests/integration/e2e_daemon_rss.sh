@@ -5,7 +5,9 @@
 # the daemon's peak resident set (VmHWM) must be at most the cache size given to `open` plus
 # 64 MiB. Two cache sizes (16 and 64 MiB), so a fixed cost that grows past the margin fails
 # whatever the cache. io_uring only when the kernel has enable_uring (set here, restored).
-# Where the memory goes: bench/README.md ("Daemon memory").
+# The same for an authenticated LUKS2 volume in journal mode (hmac-sha256, docs/integrity.md
+# §5 "The memory budget": request slots, journal batches and in-place tag pages on top of the
+# cache), on /dev/fuse. Where the memory goes: bench/README.md ("Daemon memory").
 source "$(dirname "$0")/lib.sh"
 P=/sys/module/fuse/parameters/enable_uring
 OLD=
@@ -13,13 +15,20 @@ if [[ -w $P ]]; then
   OLD=$(cat "$P")
   trap 'cleanup; echo "$OLD" > "$P"' EXIT
 fi
-watchdog 200
+watchdog 300
 MiB=$((1 << 20))
 K=$(keyfile key "rss passphrase")
 img=$T/disk.img
 truncate -s $((16 * MiB + 192 * MiB)) "$img"
 cryptsetup luksFormat --batch-mode --type luks2 "${CS_FAST_PBKDF2[@]}" --sector-size 4096 \
   --key-file "$K" "$img"
+# Authenticated: 192 MiB of data plus header, journal and tags (no wipe: fio writes every block
+# before it reads it).
+iimg=$T/integrity.img
+truncate -s $(((192 * 103 / 100 + 24) * MiB)) "$iimg"
+cm luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+  --cipher aes-xts-random --integrity hmac-sha256 --sector-size 4096 --integrity-no-wipe \
+  "$iimg" "$K" > /dev/null || fail "luksFormat --integrity hmac-sha256"
 
 fio_load() {  # fio_load FILE: the workloads of bench/io, by size (no timing involved)
   local f=$1
@@ -33,19 +42,19 @@ fio_load() {  # fio_load FILE: the workloads of bench/io, by size (no timing inv
       --randseed=8) > "$T/fio.txt" 2>&1 || fail "fio on $f: $(tail -3 "$T/fio.txt")"
 }
 
-check_rss() {  # check_rss TRANSPORT CACHE_MIB
-  local transport=$1 cache=$2 pid hwm rss bound
-  cm_open "$img" r --key-file "$K" --fuse-transport="$transport" --cache-size "${cache}M"
+check_rss() {  # check_rss TRANSPORT CACHE_MIB [IMAGE]
+  local transport=$1 cache=$2 image=${3:-$img} pid hwm rss bound
+  cm_open "$image" r --key-file "$K" --fuse-transport="$transport" --cache-size "${cache}M"
   pid=$(daemon_pid)
   [[ -n "$pid" ]] || fail "no daemon for $MNT"
   fio_load "$MNT/r"
   hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
   rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
   bound=$(( (cache + 64) * 1024 ))
-  note "$transport, cache ${cache} MiB: VmHWM $((hwm / 1024)) MiB, VmRSS $((rss / 1024)) MiB (bound $((bound / 1024)) MiB)"
+  note "$(basename "$image") $transport, cache ${cache} MiB: VmHWM $((hwm / 1024)) MiB, VmRSS $((rss / 1024)) MiB (bound $((bound / 1024)) MiB)"
   if (( hwm > bound )); then
     grep -E '^(VmRSS|VmHWM|VmLck|RssAnon|RssFile)' "/proc/$pid/status" >&2
-    fail "$transport: the daemon's peak RSS $((hwm / 1024)) MiB exceeds cache + 64 MiB = $((bound / 1024)) MiB"
+    fail "$(basename "$image") $transport: the daemon's peak RSS $((hwm / 1024)) MiB exceeds cache + 64 MiB = $((bound / 1024)) MiB"
   fi
   cm_close r
   for _ in $(seq 1 50); do [[ -z $(daemon_pid) ]] && break; sleep 0.1; done
@@ -53,6 +62,7 @@ check_rss() {  # check_rss TRANSPORT CACHE_MIB
 
 for cache in 64 16; do
   check_rss dev "$cache"
+  check_rss dev "$cache" "$iimg"
   if [[ -n "$OLD" ]]; then
     echo Y > "$P"
     check_rss uring "$cache"

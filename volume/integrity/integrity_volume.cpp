@@ -42,14 +42,16 @@ constexpr std::size_t kParallelBytes = 128 * 1024;
 // commit timer, 10 s by default; 5 s as the sector cache's write-back age).
 constexpr std::chrono::seconds kCommitAge{5};
 // Mode J: the blocks one commit holds at most (journal_batch_sections: also at most half the
-// ring). The open batch, the section image built at commit and the committed batch waiting for
-// its copy are locked memory of about this size each (12 MiB at most, plus the in-place tag
-// pages below), within the daemon's cache + 64 MiB (issue #13); a 1 GiB volume's journal (65
-// sections of 32 blocks) gets commits of 32 sections, 4 MiB: one sync per 4 MiB of a stream.
-constexpr std::size_t kJournalBatchBytes = std::size_t{4} << 20;
-// Tag pages one in-place store batch holds at most (2 MiB, locked): a copy touching more (a
+// ring). Three batches (open, committing, committed and waiting for its copy) and the section
+// image of the commit in flight are locked memory of about this size each: 8 MiB, plus the
+// in-place tag pages below, the journal's share of the budget of docs/integrity.md §5 (the
+// daemon's goal: cache + 64 MiB, issue #13); a 1 GiB volume's journal (62-65 sections of 32
+// blocks) gets commits of 16 sections, 2 MiB: one sync per 2 MiB of a stream, overlapping the
+// filling of the next batch.
+constexpr std::size_t kJournalBatchBytes = std::size_t{2} << 20;
+// Tag pages one in-place store batch holds at most (1 MiB, locked): a copy touching more (a
 // big commit of scattered blocks) is written as several store batches before its one sync.
-constexpr std::size_t kMaxInPlacePages = 512;
+constexpr std::size_t kMaxInPlacePages = 256;
 
 std::uint64_t align_down(std::uint64_t x) { return x / kAlign * kAlign; }
 std::uint64_t align_up(std::uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
@@ -183,17 +185,27 @@ Result<JournalPosition> replay_journal(BackingStore& store, const Geometry& g, b
 }
 
 // Per-request scratch memory, allocated at open: page-aligned (O_DIRECT), locked where
-// allowed, never on the I/O path (docs/architecture.md §4.1). One slot per concurrent request.
+// allowed, never on the I/O path (docs/architecture.md §4.1). One slot per concurrent request,
+// in two sizes (the memory budget, docs/integrity.md §5): small slots hold kSmallRunBlocks
+// blocks (a random 4 KiB-64 KiB request, a read-ahead loader, which needs only the tags), large
+// ones kMaxRunBlocks (a request above that, a write-back pass). A request that needs a large
+// slot waits for one; nothing holds two slots.
 struct Scratch {
-  LockedMemory data;        // kMaxRunBlocks blocks of ciphertext / plaintext
+  LockedMemory data;        // `blocks` blocks of ciphertext / plaintext
+  std::size_t blocks = 0;   // the capacity of `data` in blocks: a request's runs are this long
   std::size_t used = 0;     // bytes of `data` the request touched (wiped on release)
-  LockedMemory tags;        // the aligned tag window of a run
+  bool large = false;       // from the large slots
+  LockedMemory tags;        // the aligned tag window of a run (kMaxRunBlocks tags in every slot)
   LockedMemory block;       // one block for read-modify-write
   LockedMemory block_tags;  // its tag window
 };
 // The FUSE front end's worker count, the read-ahead loaders and the flusher.
 constexpr unsigned kReadAheadThreads = 2;
 constexpr std::size_t kScratchSlots = 16 + kReadAheadThreads + 1;
+// Large slots: one 1 MiB sequential stream per slot at a time (the flusher's write-back pass
+// takes one too). 3 MiB instead of the 19 MiB of one large slot per request.
+constexpr std::size_t kLargeSlots = 3;
+constexpr std::size_t kSmallRunBlocks = 16;
 // Write-back (docs/integrity.md §5, as the engine's, volume/engine/README.md "The sector
 // cache"): writers write through once dirty blocks fill this share of the sector cache; the
 // flusher is kicked at half of it.
@@ -205,28 +217,37 @@ class ScratchPool {
  public:
   Result<void> init(std::uint32_t block_bytes, std::uint32_t tag_bytes) {
     const std::size_t tag_window = align_up(kMaxRunBlocks * tag_bytes) + 2 * kAlign;
-    for (std::size_t i = 0; i < kScratchSlots; ++i) {
+    small_bytes_ = kSmallRunBlocks * std::size_t{block_bytes};
+    for (std::size_t i = 0; i < kScratchSlots + kLargeSlots; ++i) {
+      const bool large = i >= kScratchSlots;
+      const std::size_t blocks = large ? kMaxRunBlocks : kSmallRunBlocks;
       auto sc = std::make_unique<Scratch>();
       const char* what = "integrity volume buffers";
-      CRYPTMAP_TRY(
-          d, LockedMemory::allocate(kMaxRunBlocks * block_bytes, MemoryLock::kBestEffort, what));
+      CRYPTMAP_TRY(d, LockedMemory::allocate(blocks * block_bytes, MemoryLock::kBestEffort, what));
       CRYPTMAP_TRY(t, LockedMemory::allocate(tag_window, MemoryLock::kBestEffort, what));
       CRYPTMAP_TRY(b, LockedMemory::allocate(block_bytes, MemoryLock::kBestEffort, what));
       CRYPTMAP_TRY(bt, LockedMemory::allocate(align_up(tag_bytes) + 2 * kAlign,
                                               MemoryLock::kBestEffort, what));
+      bytes_ += d.size() + t.size() + b.size() + bt.size();
       sc->data = std::move(d);
+      sc->blocks = blocks;
+      sc->large = large;
       sc->tags = std::move(t);
       sc->block = std::move(b);
       sc->block_tags = std::move(bt);
-      free_.push_back(std::move(sc));
+      (large ? large_ : small_).push_back(std::move(sc));
     }
     return ok();
   }
-  std::unique_ptr<Scratch> acquire() {
+  // A slot whose data holds `bytes` (a large one above the small size; runs are cut to the
+  // slot's blocks anyway).
+  std::unique_ptr<Scratch> acquire(std::size_t bytes) {
+    const bool large = bytes > small_bytes_;
+    auto& free = large ? large_ : small_;
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return !free_.empty(); });
-    auto sc = std::move(free_.back());
-    free_.pop_back();
+    (large ? large_cv_ : small_cv_).wait(lock, [&] { return !free.empty(); });
+    auto sc = std::move(free.back());
+    free.pop_back();
     return sc;
   }
   // Wipes the plaintext the request left in `data` (only what it used: a 4 KiB request must not
@@ -234,22 +255,27 @@ class ScratchPool {
   void release(std::unique_ptr<Scratch> sc) {
     std::fill_n(sc->data.data(), sc->used, std::byte{0});
     sc->used = 0;
+    const bool large = sc->large;
     {
       std::lock_guard lock(mu_);
-      free_.push_back(std::move(sc));
+      (large ? large_ : small_).push_back(std::move(sc));
     }
-    cv_.notify_one();
+    (large ? large_cv_ : small_cv_).notify_one();
   }
+  // Bytes of all slots (IntegrityCounters::buffer_bytes).
+  std::size_t bytes() const noexcept { return bytes_; }
 
  private:
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::unique_ptr<Scratch>> free_;
+  std::condition_variable small_cv_, large_cv_;
+  std::vector<std::unique_ptr<Scratch>> small_, large_;
+  std::size_t small_bytes_ = 0, bytes_ = 0;
 };
 
 class ScratchLease {
  public:
-  explicit ScratchLease(ScratchPool& p) : pool_(p), sc_(p.acquire()) {}
+  // A slot for a request of `bytes` (ScratchPool::acquire).
+  ScratchLease(ScratchPool& p, std::size_t bytes) : pool_(p), sc_(p.acquire(bytes)) {}
   ~ScratchLease() { pool_.release(std::move(sc_)); }
   ScratchLease(const ScratchLease&) = delete;
   ScratchLease& operator=(const ScratchLease&) = delete;
@@ -347,35 +373,42 @@ class IntegrityVolume final : public Volume {
     }
     CRYPTMAP_TRY_VOID(init_cache(options));
     if (!journal_mode_ || read_only_) return start_flusher();
-    // The open batch of journal sections, built in place for each commit
-    // (docs/architecture.md §4.1).
-    const char* what = "integrity journal sections";
+    // The three journal batches and the section image of a commit (docs/architecture.md §4.1;
+    // the budget: docs/integrity.md §5).
+    const char* what = "integrity journal batches";
     batch_sections_ = journal_batch_sections(g_);
     const std::size_t entries = std::size_t{batch_sections_} * g_.journal_section_entries;
     pend_cap_ = entries;
     pend_bits_ = 1;
     while ((std::size_t{1} << pend_bits_) < 2 * entries) ++pend_bits_;
-    try {
-      pend_index_.assign(std::size_t{1} << pend_bits_, 0);
-    } catch (const std::bad_alloc&) {
-      return fail(make_error(Errc::kNoSpace, "integrity volume: allocate the journal batch index"));
+    for (JournalBatch& b : jb_) {
+      CRYPTMAP_TRY(bd, LockedMemory::allocate(entries * bs_, MemoryLock::kBestEffort, what));
+      CRYPTMAP_TRY(bt, LockedMemory::allocate(entries * tag_, MemoryLock::kBestEffort, what));
+      buffer_bytes_ += bd.size() + bt.size();
+      b.data = std::move(bd);
+      b.tags = std::move(bt);
+      try {
+        b.index.assign(std::size_t{1} << pend_bits_, 0);
+        b.blocks.reserve(entries);
+        b.sorted.reserve(entries);
+        b.order.reserve(entries);
+      } catch (const std::bad_alloc&) {
+        return fail(make_error(Errc::kNoSpace, "integrity volume: allocate the journal batches"));
+      }
     }
+    open_ = &jb_[0];
     CRYPTMAP_TRY(
         sec, LockedMemory::allocate(std::size_t{batch_sections_} * g_.journal_section_sectors * 512,
                                     MemoryLock::kBestEffort, what));
-    CRYPTMAP_TRY(pd, LockedMemory::allocate(entries * bs_, MemoryLock::kBestEffort, what));
-    CRYPTMAP_TRY(pt, LockedMemory::allocate(entries * tag_, MemoryLock::kBestEffort, what));
-    CRYPTMAP_TRY(cd, LockedMemory::allocate(entries * bs_, MemoryLock::kBestEffort, what));
-    CRYPTMAP_TRY(ct, LockedMemory::allocate(entries * tag_, MemoryLock::kBestEffort, what));
+    buffer_bytes_ += sec.size();
     section_ = std::move(sec);
-    pend_data_ = std::move(pd);
-    pend_tags_ = std::move(pt);
-    copy_data_ = std::move(cd);
-    copy_tags_ = std::move(ct);
-    pend_blocks_.reserve(entries);
-    copy_blocks_.reserve(entries);
-    wb_order_.reserve(entries);
     CRYPTMAP_TRY_VOID(init_in_place(entries, entries));
+    try {
+      journal_thread_ = std::thread([this] { journal_loop(); });
+    } catch (const std::system_error&) {
+      return fail(make_error(Errc::kNoSpace, "integrity volume: start the journal thread"));
+    }
+    journal_ = true;
     return start_flusher();
   }
 
@@ -440,14 +473,22 @@ class IntegrityVolume final : public Volume {
       if (auto r = write_back(); !r)
         log_->error("{}: dirty blocks not written back at close: {}", store_->name(),
                     r.error().message());
-    std::unique_lock lock(mu_);
-    if (!pend_blocks_.empty())
-      if (auto r = commit_pending(); !r)
-        log_->error("{}: {} journaled block(s) not committed at close: {}", store_->name(),
-                    pend_blocks_.size(), r.error().message());
-    if (auto r = copy_committed(); !r)
-      log_->error("{}: committed journal entries not copied at close (replay will copy them): {}",
-                  store_->name(), r.error().message());
+    if (!journal_thread_.joinable()) return;
+    if (journal_)
+      if (auto r = commit_journal(); !r)
+        log_->error("{}: journaled blocks not committed at close: {}", store_->name(),
+                    r.error().message());
+    {
+      std::lock_guard l(jmu_);
+      jstop_ = true;
+    }
+    jcv_.notify_all();
+    journal_thread_.join();
+    // Alone now: the last committed batch to its places.
+    if (copying_)
+      if (auto r = copy_batch(*copying_); !r)
+        log_->error("{}: committed journal entries not copied at close (replay will copy them): {}",
+                    store_->name(), r.error().message());
   }
 
   Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
@@ -471,7 +512,6 @@ class IntegrityVolume final : public Volume {
                                  const ReadAhead::Pin& pin) {
     const std::size_t len = dst.size();
     if (pin) {
-      std::shared_lock lock(mu_);
       const std::uint64_t last = (off + len - 1) / bs_;
       const std::uint64_t lo = g_.tag_byte(off / bs_ * g_.sectors_per_block());
       const std::uint64_t hi = g_.tag_byte(last * g_.sectors_per_block()) + tag_;
@@ -483,13 +523,12 @@ class IntegrityVolume final : public Volume {
       }
     }
     const std::span<std::byte> out = dst;
-    ScratchLease sc(pool_);
-    std::shared_lock lock(mu_);
+    ScratchLease sc(pool_, len);
     std::uint64_t pos = off;
     const std::uint64_t end = off + len;
     while (pos < end) {
       const std::uint64_t first = pos / bs_;
-      const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
+      const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_, sc->blocks);
       const auto data = sc->data.span().first(n * bs_);
       sc->used = std::max(sc->used, data.size());
       const TagWindow w = tag_window(first, n);
@@ -557,12 +596,11 @@ class IntegrityVolume final : public Volume {
 
   // The read-ahead loader (a prefetch thread): blocks [first, first + dst.size() / bs_) are
   // read, verified and decrypted in `dst` (the window: nobody else sees it before it is
-  // loaded), run by run under the volume and the runs' tag pages held shared, as a read. A
+  // loaded), run by run under the runs' tag pages held shared, as a read. A
   // block whose tag fails drops the load without logging: the reader then reads it itself and
   // reports it once.
   bool load_ahead(std::uint64_t first, std::span<std::byte> dst, const ReadAhead::LoadTicket& t) {
-    ScratchLease sc(pool_);
-    std::shared_lock lock(mu_);
+    ScratchLease sc(pool_, 0);  // only its tag window: the blocks are loaded into `dst`
     const std::uint64_t end = first + dst.size() / bs_;
     for (std::uint64_t k = first; k < end;) {
       const std::size_t n = run_blocks(k, end);
@@ -589,42 +627,35 @@ class IntegrityVolume final : public Volume {
       if (dirty >= dirty_kick_) kick_flusher();
       through = dirty >= dirty_limit_;
     }
-    ScratchLease sc(pool_);
-    // Writes into the cache, and mode D's write-through: the volume shared, writers of runs
-    // whose tag pages differ proceed together. Mode J's write-through: one writer at a time
-    // (the open journal batch).
-    std::shared_lock shared(mu_, std::defer_lock);
-    std::unique_lock exclusive(mu_, std::defer_lock);
-    journal_mode_&& through ? exclusive.lock() : shared.lock();
+    // A slot with room for whole runs when writing through; a write into the cache uses one
+    // block of it (a partial block's read-modify-write).
+    ScratchLease sc(pool_, through ? in.size() : 0);
+    // Writers of runs whose tag pages differ proceed together (mode J's journal batches have
+    // their own lock, jmu_).
     std::uint64_t pos = off.value;
     const std::uint64_t end = off.value + in.size();
     while (pos < end) {
       const std::uint64_t first = pos / bs_;
-      const std::size_t n = run_blocks(first, (end + bs_ - 1) / bs_);
+      const std::size_t n =
+          run_blocks(first, (end + bs_ - 1) / bs_, through ? sc->blocks : kMaxRunBlocks);
       const TagWindow w = tag_window(first, n);
       const std::uint64_t run_lo = first * bs_;
       const std::uint64_t run_hi = std::min<std::uint64_t>(end, run_lo + n * bs_);
       const auto src = in.subspan(pos - off.value, run_hi - pos);
-      {
-        TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, true);
-        if (ra_) ra_->invalidate(first, first + n);  // before anything changes (read_ahead.h)
-        if (!through) {
-          CRYPTMAP_TRY(cached, write_cached_run(first, n, pos, src, *sc));
-          if (cached) {
-            pos = run_hi;
-            continue;
-          }
-          through = true;  // the cache has no room: this run and the rest are written through
-        }
-        if (!journal_mode_ || exclusive.owns_lock()) {
-          CRYPTMAP_TRY_VOID(write_through_run(first, n, pos, src, *sc));
-          pos = run_hi;
+      TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, true);
+      if (ra_) ra_->invalidate(first, first + n);  // before anything changes (read_ahead.h)
+      if (!through) {
+        CRYPTMAP_TRY(cached, write_cached_run(first, n, pos, src, *sc));
+        if (!cached) {
+          // The cache has no room: this run (again, cut to the slot) and the rest are written
+          // through.
+          through = true;
           continue;
         }
+      } else {
+        CRYPTMAP_TRY_VOID(write_through_run(first, n, pos, src, *sc));
       }
-      // Mode J writing through from here on: the volume exclusively (this run again).
-      shared.unlock();
-      exclusive.lock();
+      pos = run_hi;
     }
     return in.size();
   }
@@ -658,7 +689,7 @@ class IntegrityVolume final : public Volume {
 
   // Bytes `src` at `pos` of run [first, first + n) encrypted and written now (mode D: in place
   // with their tags; mode J: into the open journal batch), with the run's tag pages held
-  // exclusively (and, in mode J, the volume). Partial blocks are merged into their newest
+  // exclusively. Partial blocks are merged into their newest
   // contents: the cached copy, else the verified store contents. The run's cached copies are
   // dropped, written or not (written: the store, or the open batch, holds the newest contents
   // and a write-back pass finds them gone; failed: what the store holds is unknown, as for the
@@ -690,8 +721,7 @@ class IntegrityVolume final : public Volume {
 
   Result<void> flush() override {
     if (write_back_) CRYPTMAP_TRY_VOID(write_back());
-    std::unique_lock lock(mu_);
-    if (!pend_blocks_.empty()) CRYPTMAP_TRY_VOID(commit_pending());
+    if (journal_) CRYPTMAP_TRY_VOID(commit_journal());
     CRYPTMAP_TRY_VOID(store_->sync());
     return ok();
   }
@@ -701,8 +731,8 @@ class IntegrityVolume final : public Volume {
   // run's blocks are snapshotted with their versions under the run's tag pages held
   // exclusively, encrypted there with fresh IVs and tags, and written as one unit with their
   // tags: mode D in place (data and tag window as one store batch), then marked clean; mode J
-  // into the open journal batch, the volume held exclusively for each run, and the pass ends
-  // with one commit (more when the batch fills), after which its blocks are marked clean. A
+  // into the open journal batch (as a writer's), and the pass ends with one
+  // commit (more when the batch fills), after which its blocks are marked clean. A
   // block modified since its snapshot stays dirty (mark_clean checks the version, which the
   // cache never repeats for an index); a failed pass leaves the rest dirty and returns the
   // first error.
@@ -711,25 +741,20 @@ class IntegrityVolume final : public Volume {
     const std::size_t m = cache_->collect_dirty(wb_dirty_);
     if (m == 0) return ok();
     std::sort(wb_dirty_.begin(), wb_dirty_.begin() + static_cast<std::ptrdiff_t>(m));
-    ScratchLease sc(pool_);
+    ScratchLease sc(pool_, kMaxRunBlocks * std::size_t{bs_});
     if (!journal_mode_) return write_back_in_place(m, *sc);
     for (std::size_t i = 0; i < m;) {
       const std::uint64_t k = wb_dirty_[i];
       const std::size_t limit = run_blocks(k, k + (m - i));
       std::size_t r = 1;
       while (r < limit && wb_dirty_[i + r] == k + r) ++r;
-      {
-        // The volume per run, so that readers and writers get in between runs.
-        std::unique_lock exclusive(mu_);
-        CRYPTMAP_TRY_VOID(write_back_run(k, r, std::span(wb_versions_).subspan(i, r), *sc));
-      }
+      CRYPTMAP_TRY_VOID(write_back_run(k, r, std::span(wb_versions_).subspan(i, r), *sc));
       i += r;
     }
-    // Blocks of the pass are in the open batch (or a commit that a full batch, a writer or the
-    // timer made meanwhile): commit, then mark them clean. One written again since its snapshot
-    // (cached: a new version; written through: dropped) stays dirty or absent.
-    std::unique_lock lock(mu_);
-    if (!pend_blocks_.empty()) CRYPTMAP_TRY_VOID(commit_pending());
+    // Blocks of the pass are in the open batch (or a batch that a full batch, a writer or the
+    // timer sealed meanwhile): commit, then mark them clean. One written again since its
+    // snapshot (cached: a new version; written through: dropped) stays dirty or absent.
+    CRYPTMAP_TRY_VOID(commit_journal());
     for (std::size_t i = 0; i < m; ++i)
       if (wb_versions_[i] != kNoVersion) cache_->mark_clean(wb_dirty_[i], wb_versions_[i]);
     return ok();
@@ -738,8 +763,8 @@ class IntegrityVolume final : public Volume {
   static constexpr std::uint64_t kNoVersion = ~std::uint64_t{0};
 
   // Mode D's write-back (see write_back), at depth as the engine's: batches of up to
-  // kWriteBackRuns runs (at most kMaxRunBlocks blocks in all) under the volume held shared and
-  // the batch's tag pages held exclusively: each block still dirty is snapshotted with its
+  // kWriteBackRuns runs (at most kMaxRunBlocks blocks in all) under the batch's tag pages held
+  // exclusively: each block still dirty is snapshotted with its
   // version, each stretch encrypted there with fresh IVs and its tags, and the batch written in
   // place as one store batch (write_in_place: data and tag pages in flight together, as one
   // run's were), then its blocks are marked clean (the version check keeps a block written
@@ -764,7 +789,6 @@ class IntegrityVolume final : public Volume {
 
   // Blocks wb_dirty_[i, j) (ascending) of a mode-D write-back batch (see write_back_in_place).
   Result<void> write_back_batch(std::size_t i, std::size_t j, Scratch& sc) {
-    std::shared_lock lock(mu_);
     const std::uint64_t spb = g_.sectors_per_block();
     const std::uint64_t lo = g_.tag_byte(wb_dirty_[i] * spb) / kAlign;
     const std::uint64_t hi = (g_.tag_byte(wb_dirty_[j - 1] * spb) + tag_ - 1) / kAlign;
@@ -795,7 +819,7 @@ class IntegrityVolume final : public Volume {
       b += r;
     }
     CRYPTMAP_TRY_VOID(write_in_place(std::span(wb_blocks_).first(n), data.first(n * bs_),
-                                     tags.first(n * tag_), {}));
+                                     tags.first(n * tag_), {}, {}));
     written_.fetch_add(n, std::memory_order_relaxed);
     for (std::size_t x = i; x < j; ++x)
       if (wb_versions_[x] != kNoVersion) cache_->mark_clean(wb_dirty_[x], wb_versions_[x]);
@@ -847,18 +871,32 @@ class IntegrityVolume final : public Volume {
 
   IntegrityCounters counters() const {
     const TagPageCache::Stats t = tag_cache_->stats();
-    return {verified_.load(), failed_.load(), written_.load(),       t.hits,
-            t.misses,         t.evictions,    tag_cache_->capacity()};
+    IntegrityCounters c;
+    c.tags_verified = verified_.load();
+    c.tags_failed = failed_.load();
+    c.tags_written = written_.load();
+    c.tag_page_hits = t.hits;
+    c.tag_page_misses = t.misses;
+    c.tag_page_evictions = t.evictions;
+    c.tag_page_capacity = tag_cache_->capacity();
+    c.journal_commits = commits_.load();
+    c.buffer_bytes = pool_.bytes() + buffer_bytes_;
+    return c;
   }
 
+  // Mode J: every sealed batch committed (integrity_await_commits).
+  Result<void> await_commits_public() { return await_commits(); }
+
  private:
-  // Blocks from `first` up to `limit` that stay in one interleave area, at most kMaxRunBlocks.
-  std::size_t run_blocks(std::uint64_t first, std::uint64_t limit) const {
+  // Blocks from `first` up to `limit` that stay in one interleave area, at most `cap` (a
+  // scratch slot's blocks, at most kMaxRunBlocks).
+  std::size_t run_blocks(std::uint64_t first, std::uint64_t limit,
+                         std::size_t cap = kMaxRunBlocks) const {
     const std::uint64_t spb = g_.sectors_per_block();
     const std::uint64_t area_blocks = g_.interleave_sectors() / spb;
     const std::uint64_t area_end = (first / area_blocks + 1) * area_blocks;
     return static_cast<std::size_t>(
-        std::min<std::uint64_t>({limit, area_end, first + kMaxRunBlocks}) - first);
+        std::min<std::uint64_t>({limit, area_end, first + std::min(cap, kMaxRunBlocks)}) - first);
   }
 
   // Tag window of a run: [lo, hi) aligned, and the offset of the run's first tag in it.
@@ -925,20 +963,29 @@ class IntegrityVolume final : public Volume {
                              std::span<std::byte> tag_buf, bool report = true) {
     const TagWindow w = tag_window(first, n);
     const auto tags = tag_buf.first(w.hi - w.lo);
-    // Resident tag pages come from the cache; the rest (one piece from the first missing page
-    // to the last) from the store, in flight together with the data.
-    PageRange miss;
-    for (std::size_t p = 0; p < w.pages(); ++p)
-      if (!tag_cache_->get(w.page(p), page_of(tags, p))) miss.add(p);
-    if (miss.empty()) {
-      CRYPTMAP_TRY_VOID(store_->read_at(data_at(first), data));
-    } else {
-      std::array<ReadPiece, 2> io{ReadPiece{data_at(first), data},
-                                  ReadPiece{ByteOffset{w.lo + miss.lo * kAlign}, miss.of(tags)}};
-      CRYPTMAP_TRY_VOID(store_->read_batch(io));  // in flight together
-      for (std::size_t p = miss.lo; p < miss.hi; ++p) tag_cache_->put(w.page(p), page_of(tags, p));
+    // Mode J: a batch retired between the reads below and the overlay (its copy landed after
+    // the reads began, and it is no longer overlaid) would leave a block older than its last
+    // write, or new data with an old tag: then read again (retired_, overlay_pending).
+    for (;;) {
+      const std::uint64_t retired = retired_.load();
+      // Resident tag pages come from the cache; the rest (one piece from the first missing page
+      // to the last) from the store, in flight together with the data.
+      PageRange miss;
+      for (std::size_t p = 0; p < w.pages(); ++p)
+        if (!tag_cache_->get(w.page(p), page_of(tags, p))) miss.add(p);
+      if (miss.empty()) {
+        CRYPTMAP_TRY_VOID(store_->read_at(data_at(first), data));
+      } else {
+        // Cached only if no in-place write of mode J's journal thread overlapped the read.
+        const TagPageCache::Ticket ticket = tag_cache_->fill_ticket();
+        std::array<ReadPiece, 2> io{ReadPiece{data_at(first), data},
+                                    ReadPiece{ByteOffset{w.lo + miss.lo * kAlign}, miss.of(tags)}};
+        CRYPTMAP_TRY_VOID(store_->read_batch(io));  // in flight together
+        for (std::size_t p = miss.lo; p < miss.hi; ++p)
+          tag_cache_->put_filled(w.page(p), page_of(tags, p), ticket);
+      }
+      if (overlay_pending(first, n, data, tags.subspan(w.first, n * tag_), retired)) break;
     }
-    overlay_pending(first, n, data, tags.subspan(w.first, n * tag_));
     std::array<bool, kMaxRunBlocks> failed{};
     auto r = convert_run(crypto::CryptoDir::kDecrypt, first, n, data,
                          tags.subspan(w.first, n * tag_), std::span(failed).first(n));
@@ -1007,27 +1054,32 @@ class IntegrityVolume final : public Volume {
   }
 
   // Mode J (docs/integrity.md §1.3, §5), as the kernel's: encrypted blocks are added to the
-  // open journal section in memory (a block already in it is replaced there: the section is
-  // not on disk yet) and the write is acknowledged; the section is committed when it is full
-  // or at flush (fsync, close). Until then reads see those blocks through overlay_pending.
+  // open journal batch in memory (a block already in it is replaced there: the batch is not on
+  // disk yet) and the write is acknowledged; a full batch is sealed and committed by the
+  // journal thread while writers fill the next one. Until their batch is copied in place,
+  // reads see those blocks through overlay_pending. The caller holds the run's tag pages
+  // exclusively: no other writer adds these blocks meanwhile.
   Result<void> write_journaled(std::uint64_t first, std::size_t n, std::span<std::byte> data,
                                std::span<std::byte> tag_buf) {
     const auto tags = tag_buf.first(n * tag_);
     CRYPTMAP_TRY_VOID(convert_run(crypto::CryptoDir::kEncrypt, first, n, data, tags));
+    std::unique_lock l(jmu_);
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint64_t k = first + i;
-      std::size_t e = pend_find(k);
-      if (e == pend_blocks_.size()) {
-        if (pend_blocks_.size() == pend_cap_) {
-          CRYPTMAP_TRY_VOID(commit_pending());
-          e = 0;
+      std::size_t e = batch_find(*open_, k);
+      if (e == open_->blocks.size()) {
+        if (open_->blocks.size() == pend_cap_) {
+          // Sealed (waiting for the commit in flight, if any); a new open batch never holds k:
+          // its other writers hold other tag pages.
+          CRYPTMAP_TRY_VOID(make_room(l));
+          e = open_->blocks.size();
         }
-        if (pend_blocks_.empty()) pend_since_ = std::chrono::steady_clock::now();
-        pend_blocks_.push_back(k);
-        pend_index(k);
+        if (open_->blocks.empty()) open_->since = std::chrono::steady_clock::now();
+        open_->blocks.push_back(k);
+        batch_index(*open_, k);
       }
-      std::memcpy(pend_data_.data() + e * bs_, data.data() + i * bs_, bs_);
-      std::memcpy(pend_tags_.data() + e * tag_, tags.data() + i * tag_, tag_);
+      std::memcpy(open_->data.data() + e * bs_, data.data() + i * bs_, bs_);
+      std::memcpy(open_->tags.data() + e * tag_, tags.data() + i * tag_, tag_);
     }
     written_.fetch_add(n, std::memory_order_relaxed);  // into the journal, then in place
     return ok();
@@ -1035,7 +1087,9 @@ class IntegrityVolume final : public Volume {
 
   // The flusher thread: wakes every clamp(flush_age / 4, 10 ms, 1 s) (1 s without write-back)
   // or when kicked; writes dirty blocks back when kicked or when the oldest is older than the
-  // flush age (the engine's rules), and in mode J commits an open batch older than kCommitAge.
+  // flush age (the engine's rules), and in mode J seals an open batch older than kCommitAge
+  // (the journal thread commits it), asks for the copy of a committed batch idle that long,
+  // and lets a failed commit be tried again.
   void flusher_loop() {
     (void)mark_io_thread();
     const auto tick =
@@ -1055,173 +1109,334 @@ class IntegrityVolume final : public Volume {
             log_->error("{}: write-back failed (the blocks stay dirty): {}", store_->name(),
                         r.error().message());
       }
-      if (journal_mode_) {
-        std::unique_lock lock(mu_);
+      if (journal_) {
+        std::unique_lock jl(jmu_);
         const auto now = std::chrono::steady_clock::now();
-        if (!pend_blocks_.empty() && now - pend_since_ >= kCommitAge) {
-          if (auto r = commit_pending(); !r)
-            log_->error("{}: journal commit failed: {}", store_->name(), r.error().message());
-        } else if (pend_blocks_.empty() && !copy_blocks_.empty() &&
-                   now - copy_since_ >= kCommitAge) {
-          if (auto r = copy_committed(); !r)
-            log_->error("{}: copy of committed journal entries failed (replay will redo it): {}",
-                        store_->name(), r.error().message());
+        if (committing_ && jerror_) {
+          jerror_.reset();  // the journal thread tries the commit again
+          jcv_.notify_all();
+        } else if (!open_->blocks.empty() && now - open_->since >= kCommitAge) {
+          if (!committing_) seal();
+        } else if (open_->blocks.empty() && !committing_ && copying_ &&
+                   now - copying_->since >= kCommitAge) {
+          copy_request_ = true;
+          jcv_.notify_all();
         }
       }
       l.lock();
     }
   }
 
-  // Replaces the blocks of [first, first + n) that wait in the open journal batch or in the
-  // committed batch not yet copied in place (their ciphertext in `data`, their tags in `tags`,
-  // n tags) by the journaled versions, before the one verification of the run.
-  void overlay_pending(std::uint64_t first, std::size_t n, std::span<std::byte> data,
-                       std::span<std::byte> tags) const {
-    // The committed batch not yet copied first, then the open batch (newer).
-    for (auto it = std::lower_bound(copy_blocks_.begin(), copy_blocks_.end(), first);
-         it != copy_blocks_.end() && *it < first + n; ++it) {
-      const auto e = static_cast<std::size_t>(it - copy_blocks_.begin());
-      std::memcpy(data.data() + (*it - first) * bs_, copy_data_.data() + e * bs_, bs_);
-      std::memcpy(tags.data() + (*it - first) * tag_, copy_tags_.data() + e * tag_, tag_);
-    }
+  // Mode J: one batch of journaled blocks (docs/integrity.md §5): open (filled by writers),
+  // committing (sealed: its sections being written by the journal thread) or committed (its
+  // blocks waiting for their in-place copy, which rides with the next commit). Three rotate:
+  // a batch is sealed only when no commit is in flight, so the open one always finds a free
+  // one. Allocated at open.
+  struct JournalBatch {
+    std::vector<std::uint64_t> blocks;  // in entry order
+    LockedMemory data, tags;           // entry e's ciphertext at data[e·bs], its tag at tags[e·T]
+    std::vector<std::uint32_t> index;  // entry + 1 by batch_slot (0: empty)
+    std::vector<std::uint64_t> sorted;        // committed: `blocks` ascending (the in-place copy)
+    std::vector<std::uint32_t> order;         // committed: the entry of sorted[i]
+    std::uint32_t section = 0, sections = 0;  // its ring position, set by seal()
+    unsigned seq = 0;
+    std::uint64_t id = 0;                         // seal number
+    std::chrono::steady_clock::time_point since;  // open: its first block; committed: the commit
+  };
+
+  // Replaces the blocks of [first, first + n) that wait in a journal batch (committed and not
+  // yet copied, committing, open: newest last) by the journaled versions (their ciphertext in
+  // `data`, their tags in `tags`, n tags), before the one verification of the run. False, and
+  // nothing replaced, when a batch was retired since `retired` (retired_ before the caller read
+  // the store): the caller reads again.
+  bool overlay_pending(std::uint64_t first, std::size_t n, std::span<std::byte> data,
+                       std::span<std::byte> tags, std::uint64_t retired) {
+    if (!journal_) return true;
+    std::shared_lock l(jmu_);
+    if (retired_.load() != retired) return false;
+    for (const JournalBatch* b : {copying_, committing_, open_})
+      if (b) overlay_batch(*b, first, n, data, tags);
+    return true;
+  }
+  void overlay_batch(const JournalBatch& b, std::uint64_t first, std::size_t n,
+                     std::span<std::byte> data, std::span<std::byte> tags) const {
     auto put = [&](std::uint64_t k, std::size_t e) {
-      std::memcpy(data.data() + (k - first) * bs_, pend_data_.data() + e * bs_, bs_);
-      std::memcpy(tags.data() + (k - first) * tag_, pend_tags_.data() + e * tag_, tag_);
+      std::memcpy(data.data() + (k - first) * bs_, b.data.data() + e * bs_, bs_);
+      std::memcpy(tags.data() + (k - first) * tag_, b.tags.data() + e * tag_, tag_);
     };
-    if (n < pend_blocks_.size()) {
+    if (n < b.blocks.size()) {
       for (std::uint64_t k = first; k < first + n; ++k)
-        if (const std::size_t e = pend_find(k); e < pend_blocks_.size()) put(k, e);
+        if (const std::size_t e = batch_find(b, k); e < b.blocks.size()) put(k, e);
       return;
     }
-    for (std::size_t e = 0; e < pend_blocks_.size(); ++e)
-      if (pend_blocks_[e] >= first && pend_blocks_[e] < first + n) put(pend_blocks_[e], e);
+    for (std::size_t e = 0; e < b.blocks.size(); ++e)
+      if (b.blocks[e] >= first && b.blocks[e] < first + n) put(b.blocks[e], e);
   }
 
-  // The open batch's index (open addressing, linear probing, twice its capacity; cleared at each
-  // commit): the entry holding block k, else pend_blocks_.size().
-  std::size_t pend_slot(std::uint64_t k) const {
+  // A batch's index (open addressing, linear probing, twice its capacity; cleared when the
+  // batch opens again): the entry holding block k, else b.blocks.size().
+  std::size_t batch_slot(std::uint64_t k) const {
     return static_cast<std::size_t>((k * 0x9E3779B97F4A7C15ull) >> (64 - pend_bits_));
   }
-  std::size_t pend_find(std::uint64_t k) const {
-    if (pend_index_.empty()) return pend_blocks_.size();
-    const std::size_t mask = pend_index_.size() - 1;
-    for (std::size_t h = pend_slot(k);; h = (h + 1) & mask) {
-      const std::uint32_t e = pend_index_[h];
-      if (e == 0) return pend_blocks_.size();
-      if (pend_blocks_[e - 1] == k) return e - 1;
+  std::size_t batch_find(const JournalBatch& b, std::uint64_t k) const {
+    const std::size_t mask = b.index.size() - 1;
+    for (std::size_t h = batch_slot(k);; h = (h + 1) & mask) {
+      const std::uint32_t e = b.index[h];
+      if (e == 0) return b.blocks.size();
+      if (b.blocks[e - 1] == k) return e - 1;
     }
   }
-  // Indexes block k, just appended to pend_blocks_.
-  void pend_index(std::uint64_t k) {
-    const std::size_t mask = pend_index_.size() - 1;
-    std::size_t h = pend_slot(k);
-    while (pend_index_[h] != 0) h = (h + 1) & mask;
-    pend_index_[h] = static_cast<std::uint32_t>(pend_blocks_.size());
+  // Indexes block k, just appended to b.blocks.
+  void batch_index(JournalBatch& b, std::uint64_t k) {
+    const std::size_t mask = b.index.size() - 1;
+    std::size_t h = batch_slot(k);
+    while (b.index[h] != 0) h = (h + 1) & mask;
+    b.index[h] = static_cast<std::uint32_t>(b.blocks.size());
   }
 
-  // Commits the open batch: its blocks fill consecutive journal sections from the ring's
-  // position (each section whole: its entries, the rest unused, every sector with the commit id
-  // of its section and sequence), written in one store batch together with the in-place copy of
-  // the previous commit's blocks, and synced once: the sync makes this commit durable and the
-  // previous commit's copy durable before its sections can be reused (the kernel's
-  // dm-integrity likewise copies committed entries lazily and flushes before it reuses journal
-  // sections). This batch then waits, committed, for its own copy (reads see it through
-  // overlay_pending). A crash leaves each block old (its section torn or not reached: replay
-  // stops there) or new (committed: replay copies it again, whether its copy landed or not).
-  Result<void> commit_pending() {
+  // Waits on jcv_ (l holds jmu_) until `done`; a failed commit (jerror_) is tried once more
+  // by the journal thread, and its error returned when that fails too.
+  template <class Done>
+  Result<void> await_journal(std::unique_lock<std::shared_mutex>& l, Done done) {
+    bool retried = false;
+    while (!done()) {
+      if (jerror_) {
+        if (retried) return fail(*jerror_);
+        jerror_.reset();
+        retried = true;
+        jcv_.notify_all();
+      }
+      jcv_.wait(l);
+    }
+    return ok();
+  }
+
+  // The open batch is full: sealed once no commit is in flight (l holds jmu_; waiting lets the
+  // journal thread finish the commit before).
+  Result<void> make_room(std::unique_lock<std::shared_mutex>& l) {
+    while (open_->blocks.size() == pend_cap_) {
+      if (!committing_) {
+        seal();
+        break;
+      }
+      CRYPTMAP_TRY_VOID(await_journal(
+          l, [&] { return committing_ == nullptr || open_->blocks.size() < pend_cap_; }));
+    }
+    return ok();
+  }
+
+  // Seals the open batch (jmu_ held exclusively, no commit in flight, the batch not empty): it
+  // gets the next sections of the ring (each wrap advances the sequence) and becomes the batch
+  // the journal thread commits; a free batch opens. Two consecutive batches never share a
+  // section (at most half the ring each), and a batch is sealed only after the commit before it
+  // (whose sync made the copy of the one before that durable): so a commit never overwrites
+  // sections whose copy is not durable (a one-section ring copies first, commit_batch).
+  void seal() {
+    JournalBatch& b = *open_;
+    const std::uint32_t per = g_.journal_section_entries;
+    b.sections =
+        static_cast<std::uint32_t>(std::max<std::size_t>(1, (b.blocks.size() + per - 1) / per));
+    b.section = jpos_.section;
+    b.seq = jpos_.seq;
+    for (std::uint32_t i = 0; i < b.sections; ++i)
+      if (++jpos_.section == g_.journal_sections) {
+        jpos_.section = 0;
+        jpos_.seq = (jpos_.seq + 1) % 4;
+      }
+    b.id = ++sealed_id_;
+    committing_ = &b;
+    for (JournalBatch& f : jb_)
+      if (&f != committing_ && &f != copying_) {
+        open_ = &f;
+        break;
+      }
+    open_->blocks.clear();
+    std::fill(open_->index.begin(), open_->index.end(), 0);
+    jcv_.notify_all();
+  }
+
+  // Seals the open batch and waits until it (and every batch before it) is committed: flush,
+  // the end of a write-back pass, close.
+  Result<void> commit_journal() {
+    if (!journal_) return ok();
+    std::unique_lock l(jmu_);
+    if (!open_->blocks.empty()) {
+      CRYPTMAP_TRY_VOID(await_journal(l, [&] { return committing_ == nullptr; }));
+      if (!open_->blocks.empty()) seal();
+    }
+    const std::uint64_t target = sealed_id_;
+    return await_journal(l, [&] { return committed_id_ >= target; });
+  }
+
+  // Waits until every sealed batch is committed (integrity_await_commits).
+  Result<void> await_commits() {
+    if (!journal_) return ok();
+    std::unique_lock l(jmu_);
+    const std::uint64_t target = sealed_id_;
+    return await_journal(l, [&] { return committed_id_ >= target; });
+  }
+
+  // The journal thread (mode J, read-write): commits each sealed batch outside every lock the
+  // writers and readers take (commit_batch: its sections and the previous batch's in-place
+  // copy, one sync), then makes it the committed batch; copies an idle committed batch alone
+  // when the flusher asks. A failed commit stays sealed (jerror_) until a waiter or the flusher
+  // lets it be tried again.
+  void journal_loop() {
+    (void)mark_io_thread();
+    std::unique_lock l(jmu_);
+    for (;;) {
+      jcv_.wait(l, [&] { return jstop_ || (committing_ && !jerror_) || copy_request_; });
+      if (committing_ && !jerror_) {
+        JournalBatch* c = committing_;
+        JournalBatch* p = copying_;
+        l.unlock();
+        auto r = commit_batch(*c, p);
+        l.lock();
+        if (!r) {
+          log_->error("{}: journal commit failed: {}", store_->name(), r.error().message());
+          jerror_ = r.error();
+        } else {
+          c->since = std::chrono::steady_clock::now();
+          if (p) retired_.fetch_add(1);  // readers that read before p's copy read again
+          copying_ = c;                  // p, copied and durable, is free
+          committing_ = nullptr;
+          copy_request_ = false;  // what it asked for is done
+          committed_id_ = c->id;
+          commits_.fetch_add(1, std::memory_order_relaxed);
+        }
+        jcv_.notify_all();
+        continue;
+      }
+      if (copy_request_) {
+        copy_request_ = false;
+        if (JournalBatch* p = copying_) {
+          l.unlock();
+          auto r = copy_batch(*p);
+          l.lock();
+          if (!r)
+            log_->error("{}: copy of committed journal entries failed (replay will redo it): {}",
+                        store_->name(), r.error().message());
+          else if (copying_ == p) {
+            retired_.fetch_add(1);
+            copying_ = nullptr;
+          }
+          jcv_.notify_all();
+        }
+        continue;
+      }
+      if (jstop_) return;
+    }
+  }
+
+  // Commits batch c (sealed: nobody changes it) with the in-place copy of the committed batch
+  // p (or none): c's sections are built in section_ (each section whole: its entries, the
+  // rest unused, every sector with the commit id of its section and sequence) and written in
+  // one store batch together with p's copy, then synced once: the sync makes c durable and
+  // p's copy durable before p's sections can be reused (the kernel's dm-integrity likewise
+  // copies committed entries lazily and flushes before it reuses journal sections). c then
+  // waits, committed, for its own copy. A crash leaves each block old (its section torn or
+  // not reached: replay stops there) or new (committed: replay copies it again, whether its
+  // copy landed or not). Runs on the journal thread, without the volume's locks: readers see
+  // c and p through overlay_pending meanwhile, and the tag page cache keeps readers from
+  // caching a page read before this copy rewrote it (TagPageCache::begin_store_write).
+  Result<void> commit_batch(JournalBatch& c, JournalBatch* p) {
+    // A ring too small for two batches (one section) would overwrite the sections of the
+    // batch still to be copied: that copy first, synced.
+    if (p && c.sections + p->sections > g_.journal_sections) {
+      CRYPTMAP_TRY_VOID(copy_batch(*p));
+      p = nullptr;
+    }
     const std::uint32_t spb = g_.sectors_per_block();
-    const std::size_t m = pend_blocks_.size();
+    const std::size_t m = c.blocks.size();
     const std::uint32_t per = g_.journal_section_entries;
     const std::size_t sec_bytes = std::size_t{g_.journal_section_sectors} * 512;
-    const auto nsec = static_cast<std::uint32_t>(std::max<std::size_t>(1, (m + per - 1) / per));
-    // A ring too small for two batches (one section) would overwrite the sections of the batch
-    // still to be copied: that copy first, synced.
-    if (nsec + copy_sections_ > g_.journal_sections) CRYPTMAP_TRY_VOID(copy_committed());
-    const auto all = section_.span().first(nsec * sec_bytes);
+    const auto all = section_.span().first(c.sections * sec_bytes);
     std::fill(all.begin(), all.end(), std::byte{0});
-    const std::uint32_t s0 = jpos_.section;
-    for (std::uint32_t i = 0; i < nsec; ++i) {
+    std::uint32_t section = c.section;
+    unsigned seq = c.seq;
+    for (std::uint32_t i = 0; i < c.sections; ++i) {
       const auto sec = all.subspan(i * sec_bytes, sec_bytes);
       for (std::uint32_t n = 0; n < per; ++n) {
         std::byte* e = sec.data() + integrity::journal_entry_offset(g_, n);
-        const std::size_t x = std::size_t{i} * per + n;  // pending entry
+        const std::size_t x = std::size_t{i} * per + n;  // the batch's entry
         if (x >= m) {
           store_le32(e + 4, 0xFFFFFFFFu);  // unused
           continue;
         }
-        store_le64(e, pend_blocks_[x] * spb);
-        const std::byte* d = pend_data_.data() + x * bs_;
-        for (std::uint32_t p = 0; p < spb; ++p) {
-          const std::byte* piece = d + std::size_t{p} * 512;
-          std::memcpy(e + 8 + std::size_t{p} * 8, piece + 504, 8);  // the displaced last bytes
-          std::memcpy(sec.data() + (8 + std::size_t{n} * spb + p) * 512, piece, 504);
+        store_le64(e, c.blocks[x] * spb);
+        const std::byte* d = c.data.data() + x * bs_;
+        for (std::uint32_t q = 0; q < spb; ++q) {
+          const std::byte* piece = d + std::size_t{q} * 512;
+          std::memcpy(e + 8 + std::size_t{q} * 8, piece + 504, 8);  // the displaced last bytes
+          std::memcpy(sec.data() + (8 + std::size_t{n} * spb + q) * 512, piece, 504);
         }
-        std::memcpy(e + 8 + std::size_t{spb} * 8, pend_tags_.data() + x * tag_, tag_);
+        std::memcpy(e + 8 + std::size_t{spb} * 8, c.tags.data() + x * tag_, tag_);
       }
       for (std::uint32_t j = 0; j < g_.journal_section_sectors; ++j)
         store_le64(sec.data() + std::size_t{j} * 512 + 504,
-                   integrity::journal_commit_id(jpos_.section, j, jpos_.seq));
-      if (++jpos_.section == g_.journal_sections) {
-        jpos_.section = 0;
-        jpos_.seq = (jpos_.seq + 1) % 4;
+                   integrity::journal_commit_id(section, j, seq));
+      if (++section == g_.journal_sections) {
+        section = 0;
+        seq = (seq + 1) % 4;
       }
     }
     // The sections up to the ring's end, and those after its wrap (never the same ones), with
     // the previous commit's copy: one store batch, one sync.
     const std::uint64_t journal_at = g_.journal_first_sector() * 512;
-    const std::uint32_t c1 = std::min(nsec, g_.journal_sections - s0);
+    const std::uint32_t c1 = std::min(c.sections, g_.journal_sections - c.section);
     std::array<WritePiece, 2> io{
-        WritePiece{ByteOffset{journal_at + s0 * sec_bytes}, all.first(c1 * sec_bytes)},
+        WritePiece{ByteOffset{journal_at + c.section * sec_bytes}, all.first(c1 * sec_bytes)},
         WritePiece{ByteOffset{journal_at}, all.subspan(c1 * sec_bytes)}};
-    CRYPTMAP_TRY_VOID(write_in_place(copy_blocks_, copy_data_.span(), copy_tags_.span(),
-                                     std::span(io).first(nsec > c1 ? 2 : 1)));
-    CRYPTMAP_TRY_VOID(store_->sync());
-    // This batch is the one to copy now, in block order.
-    wb_order_.clear();
-    for (std::size_t e = 0; e < m; ++e) wb_order_.push_back(e);
-    std::sort(wb_order_.begin(), wb_order_.end(),
-              [&](std::size_t x, std::size_t y) { return pend_blocks_[x] < pend_blocks_[y]; });
-    copy_blocks_.clear();
-    for (std::size_t j = 0; j < m; ++j) {
-      const std::size_t e = wb_order_[j];
-      copy_blocks_.push_back(pend_blocks_[e]);
-      std::memcpy(copy_data_.data() + j * bs_, pend_data_.data() + e * bs_, bs_);
-      std::memcpy(copy_tags_.data() + j * tag_, pend_tags_.data() + e * tag_, tag_);
+    const auto extra = std::span<const WritePiece>(io).first(c.sections > c1 ? 2 : 1);
+    if (p) {
+      tag_cache_->begin_store_write();
+      auto r = write_in_place(p->sorted, p->data.span(), p->tags.span(), p->order, extra);
+      tag_cache_->end_store_write();
+      CRYPTMAP_TRY_VOID(r);
+    } else {
+      CRYPTMAP_TRY_VOID(write_in_place({}, {}, {}, {}, extra));
     }
-    copy_sections_ = nsec;
-    copy_since_ = std::chrono::steady_clock::now();
-    pend_blocks_.clear();
-    std::fill(pend_index_.begin(), pend_index_.end(), 0);
-    return ok();
-  }
-
-  // Mode J: copies the committed batch to its places alone and syncs (no commit carries it:
-  // its sections are about to be reused, the volume is idle or closing).
-  Result<void> copy_committed() {
-    if (copy_blocks_.empty()) return ok();
-    CRYPTMAP_TRY_VOID(write_in_place(copy_blocks_, copy_data_.span(), copy_tags_.span(), {}));
     CRYPTMAP_TRY_VOID(store_->sync());
-    copy_blocks_.clear();
-    copy_sections_ = 0;
+    // c's copy, in block order, for the next commit.
+    c.order.resize(m);
+    for (std::size_t e = 0; e < m; ++e) c.order[e] = static_cast<std::uint32_t>(e);
+    std::sort(c.order.begin(), c.order.end(),
+              [&](std::uint32_t x, std::uint32_t y) { return c.blocks[x] < c.blocks[y]; });
+    c.sorted.resize(m);
+    for (std::size_t j = 0; j < m; ++j) c.sorted[j] = c.blocks[c.order[j]];
     return ok();
   }
 
-  // Writes blocks `blocks` (ascending, distinct; block i's ciphertext at data[i·bs], its tag at
-  // tags[i·T]) in place, with `extra` pieces, as one store batch: one piece per stretch of
+  // Copies the committed batch p to its places alone and syncs (no commit carries it: its
+  // sections are about to be reused, the volume is idle or closing).
+  Result<void> copy_batch(const JournalBatch& p) {
+    tag_cache_->begin_store_write();
+    auto r = write_in_place(p.sorted, p.data.span(), p.tags.span(), p.order, {});
+    tag_cache_->end_store_write();
+    CRYPTMAP_TRY_VOID(r);
+    return store_->sync();
+  }
+
+  // Writes blocks `blocks` (ascending, distinct; block i's ciphertext at data[e·bs], its tag at
+  // tags[e·T], e = order[i], or i when `order` is empty) in place, with `extra` pieces, as one
+  // store batch: one piece per stretch of
   // adjacent blocks in one interleave area, and each tag page they touch once (pages the
   // batch's tags do not cover whole get their other bytes from the tag page cache, else from
   // the store, all missing pages read as one batch first). Blocks whose tags touch more than
   // kMaxInPlacePages pages (a big commit of scattered blocks) are written as several such
   // batches in block order, `extra` with the first; a page two of them share is completed from
   // what the one before wrote. The pages become the cache's copies when the write succeeded and
-  // are dropped when it did not. The caller holds the pages of `blocks` exclusively (their
-  // stripes, or the volume) and syncs; one caller at a time (in_place_).
+  // are dropped when it did not. The caller keeps the pages of `blocks` from changing (mode D:
+  // their stripes held exclusively; mode J: the journal thread, the only in-place writer,
+  // between TagPageCache::begin_store_write and end_store_write) and syncs; one caller at a
+  // time (in_place_: mode D's write-back pass, or mode J's journal thread).
   Result<void> write_in_place(std::span<const std::uint64_t> blocks,
                               std::span<const std::byte> data, std::span<const std::byte> tags,
+                              std::span<const std::uint32_t> order,
                               std::span<const WritePiece> extra) {
     std::size_t b0 = 0;
     do {
-      CRYPTMAP_TRY(b1, write_in_place_batch(blocks, data, tags, b0,
+      CRYPTMAP_TRY(b1, write_in_place_batch(blocks, data, tags, order, b0,
                                             b0 == 0 ? extra : std::span<const WritePiece>{}));
       b0 = b1;
     } while (b0 < blocks.size());
@@ -1232,8 +1447,10 @@ class IntegrityVolume final : public Volume {
   // fit; returns b1.
   Result<std::size_t> write_in_place_batch(std::span<const std::uint64_t> blocks,
                                            std::span<const std::byte> data,
-                                           std::span<const std::byte> tags, std::size_t b0,
+                                           std::span<const std::byte> tags,
+                                           std::span<const std::uint32_t> order, std::size_t b0,
                                            std::span<const WritePiece> extra) {
+    auto entry = [&](std::size_t i) -> std::size_t { return order.empty() ? i : order[i]; };
     InPlace& ip = in_place_;
     ip.pages.clear();
     ip.covered.clear();
@@ -1278,16 +1495,17 @@ class IntegrityVolume final : public Volume {
     for (std::size_t i = b0; i < b1; ++i) {
       const std::uint64_t t0 = g_.tag_byte(blocks[i] * spb);
       while (ip.pages[j] != t0 / kAlign) ++j;
-      std::memcpy(buf.data() + j * kAlign + t0 % kAlign, tags.data() + i * tag_, tag_);
+      std::memcpy(buf.data() + j * kAlign + t0 % kAlign, tags.data() + entry(i) * tag_, tag_);
     }
-    // Data: one piece per stretch of adjacent blocks within an interleave area.
+    // Data: one piece per stretch of adjacent blocks within an interleave area (and adjacent
+    // in `data`).
     const std::uint64_t area_blocks = g_.interleave_sectors() / spb;
     for (std::size_t i = b0; i < b1;) {
       std::size_t r = 1;
-      while (i + r < b1 && blocks[i + r] == blocks[i] + r &&
+      while (i + r < b1 && blocks[i + r] == blocks[i] + r && entry(i + r) == entry(i) + r &&
              blocks[i + r] / area_blocks == blocks[i] / area_blocks)
         ++r;
-      ip.writes.push_back(WritePiece{data_at(blocks[i]), data.subspan(i * bs_, r * bs_)});
+      ip.writes.push_back(WritePiece{data_at(blocks[i]), data.subspan(entry(i) * bs_, r * bs_)});
       i += r;
     }
     // Tag pages: one piece per stretch of adjacent pages.
@@ -1313,6 +1531,7 @@ class IntegrityVolume final : public Volume {
     CRYPTMAP_TRY(b, LockedMemory::allocate(pages * kAlign, MemoryLock::kBestEffort,
                                            "integrity in-place tag pages"));
     InPlace& ip = in_place_;
+    buffer_bytes_ += b.size();
     ip.buf = std::move(b);
     ip.capacity_pages = pages;
     try {
@@ -1353,30 +1572,38 @@ class IntegrityVolume final : public Volume {
   std::unique_ptr<BackingStore> store_;
   const bool read_only_;
   const bool journal_mode_;
-  JournalPosition jpos_;  // next section to commit and its sequence (under mu_ exclusively)
-  // Tag pages as the store holds them, filled and updated under the pages' stripes (pages_).
+  JournalPosition jpos_;  // next section to commit and its sequence (under jmu_, by seal())
+  // Tag pages as the store holds them, filled and updated under the pages' stripes (pages_),
+  // or by mode J's journal thread between begin_store_write and end_store_write.
   std::unique_ptr<TagPageCache> tag_cache_;
-  // Mode J, under mu_ (written exclusively, read shared): the open section's blocks (index,
-  // ciphertext, tag; at most journal_section_entries), the section image built at commit and
-  // the write-back run buffers. All allocated at open.
-  std::vector<std::uint64_t> pend_blocks_;  // at most pend_cap_ = batch_sections_ · section entries
-  std::size_t pend_cap_ = 0;
-  std::vector<std::uint32_t> pend_index_;  // entry + 1 by pend_slot (0: empty), see pend_find
+  // Mode J (read-write), under jmu_ (exclusive: writers adding blocks, seal, the journal
+  // thread's transitions; shared: readers' overlay): the three batches and which is open,
+  // committing (sealed, written by the journal thread; nobody changes it) and committed (its
+  // copy waiting for the next commit), seal and commit counts, a failed commit's error, the
+  // journal thread's requests. section_: the journal thread's section image of a commit.
+  bool journal_ = false;      // set once at open (mode J, read-write, the journal thread started)
+  std::size_t pend_cap_ = 0;  // entries of a batch: batch_sections_ · section entries
   unsigned pend_bits_ = 1;
   std::uint32_t batch_sections_ = 1;
-  LockedMemory pend_data_, pend_tags_;
+  std::array<JournalBatch, 3> jb_;
+  JournalBatch* open_ = nullptr;
+  JournalBatch* committing_ = nullptr;
+  JournalBatch* copying_ = nullptr;
+  std::uint64_t sealed_id_ = 0, committed_id_ = 0;
+  std::optional<Error> jerror_;
+  bool copy_request_ = false, jstop_ = false;
+  std::shared_mutex jmu_;  // after mu_ and the tag-page stripes
+  std::condition_variable_any jcv_;
+  std::thread journal_thread_;  // started in init(), joined last in the destructor
   LockedMemory section_;
-  std::vector<std::size_t> wb_order_;
-  // Mode J, under mu_ as the open batch: the last commit's blocks, not yet copied in place
-  // (ascending; ciphertext and tags in that order), its sections and when it was committed.
-  // Copied with the next commit (commit_pending), else by copy_committed.
-  std::vector<std::uint64_t> copy_blocks_;
-  LockedMemory copy_data_, copy_tags_;
-  std::uint32_t copy_sections_ = 0;
-  std::chrono::steady_clock::time_point copy_since_;
+  std::size_t buffer_bytes_ = 0;  // journal batches, section image, in-place tag pages
+  std::atomic<std::uint64_t> commits_{0};
+  // Committed batches retired from the overlay (changed under jmu_ exclusively; read_verified
+  // reads it before its store reads and compares under jmu_).
+  std::atomic<std::uint64_t> retired_{0};
   // In-place batches (write_in_place): the tag pages touched, the bytes of each the batch's
-  // tags cover, their contents and the store pieces. Allocated at open; used by mode J's commits
-  // (the volume held exclusively) or mode D's write-back passes (writeback_mu_).
+  // tags cover, their contents and the store pieces. Allocated at open; used by mode J's journal
+  // thread or mode D's write-back passes (writeback_mu_).
   struct InPlace {
     std::vector<std::uint64_t> pages;
     std::vector<std::uint32_t> covered;
@@ -1386,8 +1613,7 @@ class IntegrityVolume final : public Volume {
     std::vector<WritePiece> writes;
   };
   InPlace in_place_;
-  std::chrono::steady_clock::time_point pend_since_;  // when the open section got its first block
-  std::mutex timer_mu_;                               // stop_ and the committer's wait
+  std::mutex timer_mu_;  // stop_ and the flusher's wait
   std::condition_variable timer_cv_;
   bool stop_ = false;
   bool kick_ = false;      // a writer passed half the dirty limit
@@ -1402,7 +1628,6 @@ class IntegrityVolume final : public Volume {
   std::vector<std::uint64_t> wb_dirty_, wb_versions_;
   std::vector<std::uint64_t> wb_blocks_;  // mode D: a batch's snapshotted blocks (kMaxRunBlocks)
   std::shared_ptr<spdlog::logger> log_;
-  std::shared_mutex mu_;  // exclusive: mode J writers, flush, commits; shared: the rest
   TagPageLocks pages_;
   ScratchPool pool_;
   std::atomic<std::uint64_t> verified_{0}, failed_{0}, written_{0}, log_count_{0};
@@ -1463,6 +1688,11 @@ std::uint32_t journal_batch_sections(const integrity::Geometry& g) {
 std::optional<IntegrityCounters> integrity_counters(const Volume& vol) {
   if (const auto* iv = dynamic_cast<const IntegrityVolume*>(&vol)) return iv->counters();
   return std::nullopt;
+}
+
+Result<void> integrity_await_commits(Volume& vol) {
+  if (auto* iv = dynamic_cast<IntegrityVolume*>(&vol)) return iv->await_commits_public();
+  return ok();
 }
 
 Result<integrity::Geometry> format_integrity_area(BackingStore& data, const VolumeLayout& layout,

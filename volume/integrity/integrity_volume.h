@@ -2,10 +2,11 @@
 // docs/integrity.md) served in dm-integrity's direct mode D (`--integrity-no-journal`): every
 // block's ciphertext and its tag tuple are written in place, and in journal mode J (the LUKS2
 // default): written blocks gather in the open batch of journal sections in memory (reads see
-// them); the batch is committed when it is full, at flush or after 5 s: its sections are
-// written in one store batch with the in-place copy of the previous commit's blocks and synced
-// once; its own blocks are copied with the next commit (alone when idle, and at close), reads
-// seeing them meanwhile (docs/integrity.md §5). Open replays the journal first, in both modes
+// them); the batch is sealed when it is full, at flush or after 5 s and committed by the
+// journal thread: its sections are written in one store batch with the in-place copy of the
+// previous commit's blocks and synced once, while writers fill the next batch; its own blocks
+// are copied with the next commit (alone when idle, and at close), reads seeing them meanwhile
+// (docs/integrity.md §5). Open replays the journal first, in both modes
 // (§1.3). Destroying the volume commits the open batch and copies it (best effort; flush
 // reports errors).
 //
@@ -47,9 +48,13 @@
 // Thread-safety: thread-safe. Reads and writes of runs whose tag pages (the 4 KiB of the image
 // holding their tags) differ proceed together; a run's tag pages are held shared by readers and
 // exclusively by writers and write-back (striped locks), so a block is never read between its
-// data and its tag write, nor written back while a writer changes it. Mode-J write-through,
-// write-back passes, commits and flushes take the volume exclusively. Lock order: the one
-// write-back pass, a scratch slot, the volume, tag-page stripes, the caches' own locks.
+// data and its tag write, nor written back while a writer changes it. Mode J's journal batches
+// have their own lock, taken briefly to add a run's encrypted blocks or to overlay them on a
+// read; a full batch is committed by the volume's journal thread (its sections and the previous
+// batch's in-place copy, one sync) while writers fill the next one: no request waits for a
+// commit unless a batch fills while the one before is still being committed, or it flushes.
+// Lock order: the one write-back pass, a scratch slot, the volume, tag-page stripes, the
+// journal batches, the caches' own locks.
 #pragma once
 
 #include <atomic>
@@ -80,8 +85,8 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
 // Mode J: the journal sections one commit holds at most (docs/integrity.md §5): half the ring,
 // so that a commit never overwrites the sections of the commit before it (whose in-place copy
 // it carries and makes durable), at least one (a one- or two-section ring commits one section
-// at a time, copying the previous commit first), and at most 4 MiB of blocks (the batch is
-// locked memory, held about three times: open batch, section image, committed batch).
+// at a time, copying the previous commit first), and at most 2 MiB of blocks (the batch is
+// locked memory, held four times: open, committing and committed batches, section image).
 std::uint32_t journal_batch_sections(const integrity::Geometry& g);
 
 // Counters of an integrity volume (tests: each tag verified exactly once per block read).
@@ -95,9 +100,19 @@ struct IntegrityCounters {
   std::uint64_t tag_page_misses = 0;
   std::uint64_t tag_page_evictions = 0;
   std::uint64_t tag_page_capacity = 0;
+  // Mode J: journal batches committed since open.
+  std::uint64_t journal_commits = 0;
+  // Bytes of the volume's own buffers besides its sector cache and tag page cache (request
+  // slots, journal batches, section image, in-place tag pages): the budget of
+  // docs/integrity.md §5.
+  std::uint64_t buffer_bytes = 0;
 };
 // The counters of `vol` when it is an integrity volume, else nullopt.
 std::optional<IntegrityCounters> integrity_counters(const Volume& vol);
+// Mode J: waits until every journal batch of `vol` sealed so far (full, or older than 5 s) is
+// committed by its journal thread, and returns the error of a commit that failed twice; ok at
+// once for other volumes. (flush commits the open batch too.)
+Result<void> integrity_await_commits(Volume& vol);
 
 // luksFormat: writes the dm-integrity superblock and the initial journal for `layout` at
 // layout.data_offset_bytes of `data` (docs/integrity.md §1, §3). `tag_size` from the

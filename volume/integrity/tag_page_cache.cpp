@@ -40,6 +40,21 @@ void TagPageCache::put(std::uint64_t page, std::span<const std::byte> in) {
   CRYPTMAP_CHECK(in.size() == kPageBytes && page != kEmpty);
   const std::size_t s = set_of(page);
   MutexLock lock(locks_[s % kLocks]);
+  put_locked(s, page, in);
+}
+
+bool TagPageCache::put_filled(std::uint64_t page, std::span<const std::byte> in, Ticket ticket) {
+  CRYPTMAP_CHECK(in.size() == kPageBytes && page != kEmpty);
+  const std::size_t s = set_of(page);
+  MutexLock lock(locks_[s % kLocks]);
+  // Under the set's lock: a writer's put of this page after its write takes the same lock, so
+  // a page checked here is either older than that put (which overwrites it) or refused.
+  if ((ticket & 1) != 0 || writes_.load(std::memory_order_seq_cst) != ticket) return false;
+  put_locked(s, page, in);
+  return true;
+}
+
+void TagPageCache::put_locked(std::size_t s, std::uint64_t page, std::span<const std::byte> in) {
   std::size_t victim = s * ways_;
   for (std::size_t w = 0; w < ways_; ++w) {
     const std::size_t i = s * ways_ + w;

@@ -12,9 +12,13 @@
 // Coherence is the caller's, by its locks: a page is put only with the contents the store holds
 // (or is about to hold, once the write that wrote it succeeded) while nobody can change that
 // page (the integrity volume's tag-page stripe held, shared for reads, exclusively for writes);
-// a failed store write of a page is followed by erase() of that page. The cache never reads or
-// writes the store itself. Tags are not secret (they are on disk as they are); clear() exists
-// for close.
+// a failed store write of a page is followed by erase() of that page. A writer that does not
+// hold the stripes (mode J's journal thread, the one in-place writer of its volume) brackets
+// its store writes with begin_store_write / end_store_write, and readers fill pages read from
+// the store with put_filled and the ticket taken before their read: a page whose read may have
+// overlapped such a write is not cached (it could hold the contents from before the write).
+// The cache never reads or writes the store itself. Tags are not secret (they are on disk as
+// they are); clear() exists for close.
 //
 // Thread-safety: thread-safe (sets are guarded by striped mutexes, base/mutex.h).
 #pragma once
@@ -47,6 +51,17 @@ class TagPageCache {
   void put(std::uint64_t page, std::span<const std::byte> in);
   // Drops `page` if resident.
   void erase(std::uint64_t page);
+
+  // Unlocked in-place writes (see above): a reader takes a ticket before it reads pages from
+  // the store and puts them with put_filled, which caches `in` only when no store write began
+  // since the ticket was taken and none is under way; returns whether it did.
+  using Ticket = std::uint64_t;
+  Ticket fill_ticket() const noexcept { return writes_.load(std::memory_order_seq_cst); }
+  bool put_filled(std::uint64_t page, std::span<const std::byte> in, Ticket ticket);
+  // Brackets a writer's store writes of tag pages (one writer at a time); the writer's own
+  // put() calls go between them.
+  void begin_store_write() noexcept { writes_.fetch_add(1, std::memory_order_seq_cst); }
+  void end_store_write() noexcept { writes_.fetch_add(1, std::memory_order_seq_cst); }
   // Drops every page.
   void clear();
 
@@ -80,6 +95,9 @@ class TagPageCache {
   // Set s is guarded by locks_[s % kLocks] (striped: not expressible as GUARDED_BY).
   std::array<Mutex, kLocks> locks_;
   std::atomic<std::uint64_t> tick_{0}, hits_{0}, misses_{0}, evictions_{0};
+  // Store writes begun and ended (odd: one under way).
+  std::atomic<std::uint64_t> writes_{0};
+  void put_locked(std::size_t set, std::uint64_t page, std::span<const std::byte> in);
 };
 
 }  // namespace cryptmap::volume

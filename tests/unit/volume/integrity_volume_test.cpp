@@ -12,8 +12,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -432,6 +434,27 @@ TEST(TagPageCache, HoldsWhatWasPutEvictsTheLeastRecentlyUsedAndErases) {
   EXPECT_FALSE(cache.get(100, out));
   cache.clear();
   for (std::uint64_t p = 0; p < 8; ++p) EXPECT_FALSE(cache.get(p, out)) << p;
+}
+
+// A page read from the store while an unlocked writer (mode J's journal thread) rewrites it is
+// not cached by the reader (it may hold the contents from before the write), a page read
+// before or after is. Fails when put_filled caches a page whose read overlapped a write.
+TEST(TagPageCache, APageReadAcrossAStoreWriteIsNotCached) {
+  auto c = TagPageCache::create(16);
+  ASSERT_TRUE(c);
+  std::vector<std::byte> before(4096, std::byte{1}), after(4096, std::byte{2}), out(4096);
+  auto t = (*c)->fill_ticket();
+  EXPECT_TRUE((*c)->put_filled(7, before, t));  // no write since the ticket
+  t = (*c)->fill_ticket();
+  (*c)->begin_store_write();
+  const auto during = (*c)->fill_ticket();
+  (*c)->put(7, after);  // the writer's own copy
+  (*c)->end_store_write();
+  EXPECT_FALSE((*c)->put_filled(7, before, t)) << "read before the write, put after it";
+  EXPECT_FALSE((*c)->put_filled(7, before, during)) << "read during the write";
+  ASSERT_TRUE((*c)->get(7, out));
+  EXPECT_EQ(out, after);
+  EXPECT_TRUE((*c)->put_filled(8, after, (*c)->fill_ticket()));
 }
 
 // A read whose tag pages are resident reads only its data from the store; the tag is still
@@ -1019,6 +1042,7 @@ TEST(IntegrityJournal, WritesAreBatchedIntoSectionsUntilFullOrFlushed) {
     ASSERT_TRUE((*j)->write(ByteOffset{last * m.ss}, std::span(want[last])));
     EXPECT_EQ(mem.sync_calls(), s0);
     ASSERT_TRUE((*j)->write(ByteOffset{next * m.ss}, std::span(want[next])));
+    ASSERT_TRUE(integrity_await_commits(**j));  // the journal thread commits it
     EXPECT_EQ(mem.sync_calls(), s0 + 1);
     // Committed: sections 0 .. sections-1 carry the next sequence (1); entry 1 is block 3,
     // the batch's last entry is the last one of its last section.
@@ -1158,6 +1182,7 @@ TEST(IntegrityJournal, ACommitCarriesThePreviousCommitsCopyInOneStoreBatch) {
     ASSERT_TRUE((*j)->write(ByteOffset{k * 4096}, want[k]));
     if (i == 0) {
       // Commit 1: its journal sections alone, one sync; its blocks are not in place yet.
+      ASSERT_TRUE(integrity_await_commits(**j));
       EXPECT_EQ(st.batches - b0, 1u);
       EXPECT_EQ(st.single_writes - w0, 0u);
       EXPECT_EQ(st.syncs - s0, 1u);
@@ -1175,6 +1200,7 @@ TEST(IntegrityJournal, ACommitCarriesThePreviousCommitsCopyInOneStoreBatch) {
   // Commit 2 (batch 2 is full, one block more): its sections and batch 1's copy (cap blocks,
   // one piece each, plus their tag pages) as one store batch, one sync.
   ASSERT_TRUE((*j)->write(ByteOffset{1 * 4096}, want[1]));
+  ASSERT_TRUE(integrity_await_commits(**j));
   EXPECT_EQ(st.batches - b0, 2u);
   EXPECT_EQ(st.single_writes - w0, 0u);
   EXPECT_EQ(st.syncs - s0, 2u);
@@ -1420,7 +1446,9 @@ TEST(IntegrityJournal, CommitsNeverOverwriteSectionsWhoseCopyIsNotDurable) {
     const integrity::Geometry g = geometry_of(*disk, d);
     const std::uint32_t batch = journal_batch_sections(g);
     const std::size_t cap = std::size_t{batch} * g.journal_section_entries;
-    EXPECT_EQ(batch, std::max<std::uint32_t>(1, g.journal_sections / 2));
+    // Half the ring, at least 1, at most 2 MiB of blocks (docs/integrity.md §5).
+    EXPECT_EQ(batch, std::min<std::uint32_t>(std::max<std::uint32_t>(1, g.journal_sections / 2),
+                                             (2u << 20) / (g.journal_section_entries * 4096)));
     if (mib == 32) {
       EXPECT_EQ(g.journal_sections, 1u);
     }
@@ -1514,10 +1542,10 @@ TEST(IntegrityJournal, CommitsNeverOverwriteSectionsWhoseCopyIsNotDurable) {
   }
 }
 
-// A commit's in-place copy whose tags touch more tag pages than one store batch holds (512: a
+// A commit's in-place copy whose tags touch more tag pages than one store batch holds (256: a
 // big commit of scattered blocks) is written as several store batches, in block order, before
-// its one sync (docs/integrity.md §5): on a 1 GiB volume (commits of 31 sections, 992 blocks),
-// 992 blocks 147 apart (each tag on its own page, 28-byte tags) are committed, then copied by
+// its one sync (docs/integrity.md §5): on a 1 GiB volume (commits of 16 sections, 512 blocks),
+// 512 blocks 147 apart (each tag on its own page, 28-byte tags) are committed, then copied by
 // the next commit; every block reads back after a reopen. Fails when the split drops or
 // misplaces blocks, tags or pages at a batch boundary.
 TEST(IntegrityJournal, ACopyTouchingManyTagPagesIsSplitIntoSeveralStoreBatches) {
@@ -1528,7 +1556,7 @@ TEST(IntegrityJournal, ACopyTouchingManyTagPagesIsSplitIntoSeveralStoreBatches) 
   const integrity::Geometry g = geometry_of(*disk, d);
   const std::size_t cap = std::size_t{journal_batch_sections(g)} * g.journal_section_entries;
   const std::uint64_t stride = 147;  // 147 · 28 bytes of tags > 4 KiB: one page per block
-  ASSERT_GT(cap, 600u);
+  ASSERT_GT(cap, 300u);
   ASSERT_LT((cap * stride + 2) * 8, g.provided_data_sectors);
   VolumeOptions o;
   o.no_read_workqueue = true;
@@ -1541,6 +1569,7 @@ TEST(IntegrityJournal, ACopyTouchingManyTagPagesIsSplitIntoSeveralStoreBatches) 
   for (std::uint64_t i = 0; i < cap; ++i) want.emplace_back(i * stride, pattern(4096, 2000 + i));
   want.emplace_back(1, pattern(4096, 1999));  // commits the scattered batch
   for (const auto& [k, b] : want) ASSERT_TRUE((*j)->write(ByteOffset{k * 4096}, b));
+  ASSERT_TRUE(integrity_await_commits(**j));  // the scattered batch, committed
   // The flush commits {1} and carries the scattered batch's copy: several store batches, one sync.
   const std::uint64_t b0 = st.batches, s0 = st.syncs;
   ASSERT_TRUE((*j)->flush());
@@ -1569,6 +1598,117 @@ TEST(IntegrityJournal, ACopyTouchingManyTagPagesIsSplitIntoSeveralStoreBatches) 
   Opened c{disk.get(), std::move(*again)};
   for (const auto& [k, b] : want) EXPECT_EQ(block(c, k, 4096), b) << "block " << k;
   EXPECT_EQ(counters(c).tags_failed, 0u);
+}
+
+// A store whose syncs wait at a gate while it is held (over a MemBackingStore).
+class GatedSyncStore final : public BackingStore {
+ public:
+  explicit GatedSyncStore(MemBackingStore& m) : m_(m) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return m_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    return m_.write_at(off, in);
+  }
+  Result<void> sync() override {
+    std::unique_lock l(mu_);
+    ++waiting_;
+    cv_.notify_all();
+    cv_.wait(l, [&] { return !held_; });
+    --waiting_;
+    return m_.sync();
+  }
+  Result<void> discard(ByteOffset off, std::uint64_t n) override { return m_.discard(off, n); }
+  std::uint64_t size_bytes() const noexcept override { return m_.size_bytes(); }
+  bool read_only() const noexcept override { return false; }
+  const std::string& name() const noexcept override { return m_.name(); }
+
+  void hold(bool held) {
+    std::lock_guard l(mu_);
+    held_ = held;
+    cv_.notify_all();
+  }
+  // Whether a sync reached the gate within `limit` (a bound against hanging, not a timing).
+  bool sync_at_gate(std::chrono::seconds limit) {
+    std::unique_lock l(mu_);
+    return cv_.wait_for(l, limit, [&] { return waiting_ > 0; });
+  }
+
+ private:
+  MemBackingStore& m_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_ = false;
+  unsigned waiting_ = 0;
+};
+
+// Mode J commits outside the locks writers and readers take (docs/integrity.md §5): while a
+// full batch's commit waits in its sync, writers fill the next batch and readers read every
+// block, the committing ones included (from the batch). Fails when the commit's store I/O and
+// sync run under a lock that writers or readers need (the commit then blocks them until the
+// sync returns: the bounded wait below runs out).
+TEST(IntegrityJournal, WritersFillTheNextBatchWhileTheCommitBeforeIsInFlight) {
+  VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 1 * kMiB);
+  l.integrity_no_journal = false;
+  auto disk = formatted(40 * kMiB, l);
+  const integrity::Geometry g = geometry_of(*disk, l);
+  const std::size_t cap = std::size_t{journal_batch_sections(g)} * g.journal_section_entries;
+  VolumeOptions o;  // no cache, no read-ahead: every write goes to the journal batch at once
+  o.no_read_workqueue = true;
+  o.cache_bytes = 0;
+  auto store = std::make_unique<GatedSyncStore>(*disk);
+  GatedSyncStore& st = *store;
+  auto j = open_integrity_volume(l, key_for(l), std::move(store), o, nullptr);
+  ASSERT_TRUE(j) << j.error().message();
+  std::vector<std::vector<std::byte>> want(2 * cap);
+  for (std::size_t k = 0; k < 2 * cap; ++k)
+    want[k] = pattern(4096, 3000 + static_cast<unsigned>(k));
+  for (std::size_t k = 0; k < cap; ++k)
+    ASSERT_TRUE((*j)->write(ByteOffset{k * 4096}, want[k]));  // batch 1, full
+  st.hold(true);
+  // Block cap needs room: batch 1 is sealed and committed; its sync waits at the gate.
+  auto sealing = std::async(std::launch::async,
+                            [&] { return (*j)->write(ByteOffset{cap * 4096}, want[cap]); });
+  ASSERT_TRUE(st.sync_at_gate(std::chrono::seconds(60))) << "no commit reached its sync";
+  auto others = std::async(std::launch::async, [&]() -> bool {
+    for (std::size_t k = cap + 1; k < 2 * cap; ++k)  // batch 2, up to full
+      if (!(*j)->write(ByteOffset{k * 4096}, want[k])) return false;
+    std::vector<std::byte> b(4096);
+    for (std::size_t k = 0; k < 2 * cap; ++k)
+      if (!(*j)->read(ByteOffset{k * 4096}, b) || b != want[k]) return false;
+    return true;
+  });
+  const bool overlapped = others.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  EXPECT_TRUE(overlapped) << "writers and readers waited for the commit's sync";
+  EXPECT_EQ(integrity_counters(**j)->journal_commits, 0u) << "the commit did not wait at the gate";
+  st.hold(false);
+  ASSERT_TRUE(sealing.get());
+  EXPECT_TRUE(others.get()) << "a write failed or a block read back wrong";
+  ASSERT_TRUE((*j)->flush());
+  EXPECT_EQ(integrity_counters(**j)->journal_commits, 2u);
+  j->reset();
+  auto again = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(*disk), o, nullptr);
+  ASSERT_TRUE(again) << again.error().message();
+  Opened c{disk.get(), std::move(*again)};
+  for (std::size_t k = 0; k < 2 * cap; ++k) EXPECT_EQ(block(c, k, 4096), want[k]) << "block " << k;
+}
+
+// The memory budget (docs/integrity.md §5; issue #13's cache + 64 MiB for the daemon): a 1 GiB
+// journal-mode volume with the default cache holds at most 16 MiB of buffers besides its sector
+// cache and tag page cache (request slots, the three journal batches, the section image, the
+// in-place tag pages). Fails with one 1 MiB slot per request (19 MiB of slots alone) or with
+// 4 MiB batches.
+TEST(IntegrityVolume, BuffersStayWithinTheBudgetAt1GiB) {
+  VolumeLayout l = layout_of("aes-xts-random", "hmac(sha256)", 4096, 16 * kMiB);
+  l.integrity_no_journal = false;
+  auto disk = formatted(1060 * kMiB, l);
+  auto j = open_integrity_volume(l, key_for(l), std::move(disk), {}, nullptr);
+  ASSERT_TRUE(j) << j.error().message();
+  ASSERT_GE((*j)->size_bytes(), 1000 * kMiB);
+  const IntegrityCounters c = *integrity_counters(**j);
+  EXPECT_LE(c.buffer_bytes, 16 * kMiB);
+  EXPECT_GT(c.buffer_bytes, 8 * kMiB);  // the journal's batches are counted
+  EXPECT_LE(c.tag_page_capacity * 4096, VolumeOptions{}.cache_bytes / 8);
 }
 
 // Replay writes the journal's entries as runs (docs/integrity.md §5), later copies winning: a
