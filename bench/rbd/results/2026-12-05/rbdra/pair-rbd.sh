@@ -17,6 +17,7 @@ for label in "$@"; do
     after) B=/tmp/rbdra/exp; ENVX=() ;;
     after-off) B=/tmp/rbdra/exp; ENVX=(CRYPTMAP_EXP_WHOLE_READS=0) ;;
     after-w) B=/tmp/rbdra/exp; ENVX=(CRYPTMAP_EXP_WHOLE_READS=w) ;;
+    final) B=$REPO/build; ENVX=() ;;  # the committed build
   esac
   while ss -ltn 2>/dev/null | grep -qE '127.0.0.1:(3300|6789) '; do
     echo "$(date -u +%T) another Ceph monitor is up; waiting"; sleep 10
