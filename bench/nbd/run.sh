@@ -9,7 +9,8 @@
 #   cryptmap  cryptmap open nbd+unix://… of a LUKS2 image (aes-xts-plain64, 4096-byte sectors)
 #   peer      nbdkit's luks filter decrypting a LUKS1 image in the server, read through nbdfuse
 # Workloads: fio O_DIRECT sequential write and read, 1 MiB blocks, 4 jobs (psync) on the mapped
-# file. Prints MB/s per row and cryptmap's ratios. A benchmark, never a test.
+# file. Prints MB/s per row and cryptmap's ratios, and the CPU seconds of cryptmap's daemon and
+# of the nbdkit serving it per run. A benchmark, never a test.
 set -euo pipefail
 BUILD=${1:?usage: run.sh BUILD_DIR [SECONDS]}
 SECS=${2:-10}
@@ -43,7 +44,14 @@ fio_mbps() {  # fio_mbps FILE rw|read|write -> MB/s
     --group_reporting --output-format=json) |
     python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(round((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/1e6))'
 }
-declare -A R
+cpu_ticks() {  # cpu_ticks PID...: utime+stime of the processes and their threads, in ticks
+  local sum=0 p
+  for p in "$@"; do
+    [[ -r /proc/$p/stat ]] && sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo $sum
+}
+declare -A R C
 
 truncate -s $SIZE "$W/raw.img"
 serve raw file "$W/raw.img"
@@ -60,11 +68,16 @@ cryptsetup luksFormat --batch-mode --type luks2 --sector-size 4096 --pbkdf pbkdf
   --pbkdf-force-iterations 1000 --key-file "$W/key" "$W/luks2.img"
 serve luks2 file "$W/luks2.img"
 "$CM" open --mount-dir "$W/cm" --key-file "$W/key" "nbd+unix:///?socket=$W/luks2.sock" b 2> /dev/null
-R[cryptmap,write]=$(fio_mbps "$W/cm/b" write)
-R[cryptmap,read]=$(fio_mbps "$W/cm/b" read)
+DPID=$(pgrep -f -- "daemon --mount-dir $W/cm" | head -n 1)
+SPID=$(cat "$W/luks2.pid")
+for rw in write read; do  # with the CPU seconds of the daemon and of its nbdkit per run
+  d0=$(cpu_ticks "$DPID") s0=$(cpu_ticks "$SPID")
+  R[cryptmap,$rw]=$(fio_mbps "$W/cm/b" $rw)
+  d1=$(cpu_ticks "$DPID") s1=$(cpu_ticks "$SPID")
+  C[$rw]="$(echo "scale=1; ($d1 - $d0) / $(getconf CLK_TCK)" | bc) / $(echo "scale=1; ($s1 - $s0) / $(getconf CLK_TCK)" | bc)"
+done
 if [[ -n "${PROFILE:-}" && -n "$OUT" ]] && command -v perf > /dev/null; then
   mkdir -p "$OUT"
-  DPID=$(pgrep -f -- "daemon --mount-dir $W/cm" | head -n 1)
   for rw in read write; do
     perf record -e cpu-clock -g -p "$DPID" -o "$W/perf-$rw.data" -- sleep "$SECS" > /dev/null 2>&1 &
     PP=$!
@@ -100,4 +113,5 @@ for w in write read; do
     "$(echo "${R[cryptmap,$w]} / ${R[peer,$w]}" | bc -l)"
 done
 echo "(MB/s; $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg), $(date -u +%FT%TZ))"
+echo "cryptmap CPU-s per run (daemon / its nbdkit): write ${C[write]}, read ${C[read]}"
 } | if [[ -n "$OUT" ]]; then mkdir -p "$OUT"; tee "$OUT/results.md"; else cat; fi

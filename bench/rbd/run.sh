@@ -16,7 +16,8 @@
 # Workloads on each row's file: fio O_DIRECT, psync (QD1 per job), 4 jobs each on its own quarter:
 # sequential write and read of 1 MiB blocks, random write and read of 4 KiB blocks. Every image
 # is filled first (untimed). Also the CPU seconds of the row's daemon and of the OSD per run.
-# ROWS (default "librbd cryptmap qsd") and WORKLOADS (default all four) pick what runs.
+# ROWS (default "librbd cryptmap qsd") and WORKLOADS (default the four above; randread1m, random
+# 1 MiB reads, is extra: streaming reads that read-ahead cannot serve) pick what runs.
 # Prints a Markdown table; raw fio JSON, the table and the host's load go to OUT_DIR.
 # A benchmark, never a test.
 set -euo pipefail
@@ -63,6 +64,7 @@ run() {
   case $wl in
     seqwrite) rw=write bs=1M ;; seqread) rw=read bs=1M ;;
     randwrite) rw=randwrite bs=4k ;; randread) rw=randread bs=4k ;;
+    randread1m) rw=randread bs=1M ;;
   esac
   local d0 o0 d1 o1
   d0=$(cpu_ticks $dpid) o0=$(cpu_ticks "$OSD")
@@ -166,7 +168,8 @@ import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 val = {(r["row"], r["workload"]): r for r in rows}
 systems = [s for s in ("librbd", "cryptmap", "qsd") if any(k[0] == s for k in val)]
-wls = [("seqwrite", "MB/s"), ("seqread", "MB/s"), ("randwrite", "IOPS"), ("randread", "IOPS")]
+wls = [("seqwrite", "MB/s"), ("seqread", "MB/s"), ("randwrite", "IOPS"), ("randread", "IOPS"),
+       ("randread1m", "MB/s")]
 def v(s, w, unit):
     return float(val[(s, w)][unit]) if (s, w) in val else None
 print("| workload | " + " | ".join(systems) + " | cryptmap/librbd | cryptmap/qsd |")

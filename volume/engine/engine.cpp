@@ -88,6 +88,7 @@ class VolumeImpl final : public Volume {
     ctx_.buffers = std::move(pool);
     ctx_.buf_sectors = ctx_.geo.sectors_in(buf_bytes);
     ctx_.bypass_bytes = eo.cache_bypass_bytes == 0 ? ~std::uint64_t{0} : eo.cache_bypass_bytes;
+    ctx_.whole_reads = ctx_.store->splits_large_requests();
     CRYPTMAP_TRY_VOID(init_zoned(options));
     if (!ctx_.buffers->locked()) {
       ctx_.logger->warn("I/O buffers of {} are not mlocked: plaintext may reach swap",

@@ -72,6 +72,9 @@ struct EngineContext {
   std::unique_ptr<ZonedWritePath> zoned;           // sequential zones present (and ordering on)
   bool allow_discards = false;
   bool write_through = false;  // no_write_workqueue / unordered debug mode
+  // store->splits_large_requests(): read-ahead windows and the whole sectors of a streaming
+  // read are one store read each, not buffer-sized pieces in a batch (read_path.cpp).
+  bool whole_reads = false;
   // Write-back cache (null when cache_bytes < sector size: write-through).
   std::unique_ptr<cache::SectorCache> cache;
 };

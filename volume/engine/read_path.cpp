@@ -85,12 +85,15 @@ bool ReadPath::store_is_current() const noexcept {
 
 // Read-ahead loads (on a prefetch thread): the same rule as a streaming piece, under the
 // shared range; the window is read as buffer-sized pieces in flight together, each decrypted in
-// place as soon as it is in (the window is the buffer: no pool buffer is taken).
+// place as soon as it is in (the window is the buffer: no pool buffer is taken). A store that
+// splits large requests itself gets the window as one read, decrypted across the crypto
+// workers once it is in (BackingStore::splits_large_requests).
 bool ReadPath::load_ahead(std::uint64_t first, std::span<std::byte> dst,
                           const ReadAhead::LoadTicket& t) {
   RangeLock::Guard guard =
       ctx_.ranges.acquire(first, first + ctx_.geo.sectors_in(dst.size()), /*exclusive=*/false);
   if (!t.still_wanted() || !store_is_current()) return false;
+  if (ctx_.whole_reads) return static_cast<bool>(ctx_.fetch(first, dst));
   const SectorGeometry& g = ctx_.geo;
   std::array<ReadPiece, kReadDepth> pieces;
   std::array<std::uint64_t, kReadDepth> first_sector{};
@@ -128,8 +131,37 @@ bool ReadPath::load_ahead(std::uint64_t first, std::span<std::byte> dst,
 // misses). An overlay of dirty blocks after the fetch is NOT enough: a write-back pass (it
 // holds the range shared too) can write a block and mark it clean in between, and the stale
 // store copy would be returned (#5, fio verify). Caller holds the range.
+// A store that splits large requests itself (BackingStore::splits_large_requests) gets the
+// request's whole sectors as one read straight into `out`, decrypted there across the crypto
+// workers (no pool buffer, no copy); only a partial head or tail sector takes a piece.
 Result<std::size_t> ReadPath::stream_read(std::uint64_t off, std::span<std::byte> out, SectorSpan s,
                                           BufferPool::Buffer& buf) {
+  const SectorGeometry& g = ctx_.geo;
+  Result<void> result = ok();
+  const SectorSpan whole = g.inner(off, out.size());
+  if (ctx_.whole_reads && !whole.empty()) {
+    if (s.first < whole.first) result = stream_pieces(off, out, {s.first, whole.first}, buf);
+    if (result && store_is_current()) {
+      result = ctx_.fetch(whole.first,
+                          out.subspan(g.byte_of(whole.first) - off, g.bytes(whole.count())));
+    } else if (result) {
+      result = stream_pieces(off, out, whole, buf);  // per block: something is dirty
+    }
+    if (result && whole.end < s.end) result = stream_pieces(off, out, {whole.end, s.end}, buf);
+  } else {
+    result = stream_pieces(off, out, s, buf);
+  }
+  if (!result) {
+    ctx_.log_error("read", result.error());
+    return result.error();
+  }
+  return out.size();
+}
+
+// Sectors `s` of the request [off, off + out.size()) as buffer-sized pieces, up to kReadDepth
+// in flight together (the pipeline above). Caller holds the range.
+Result<void> ReadPath::stream_pieces(std::uint64_t off, std::span<std::byte> out, SectorSpan s,
+                                     BufferPool::Buffer& buf) {
   const SectorGeometry& g = ctx_.geo;
   std::array<BufferPool::Buffer, kReadDepth - 1> spares;  // never waited for
   std::array<ReadPiece, kReadDepth> pieces;
@@ -177,11 +209,7 @@ Result<std::size_t> ReadPath::stream_read(std::uint64_t off, std::span<std::byte
     result = ctx_.store->read_batch_each(std::span<ReadPiece>(pieces.data(), m), work);
     pos = next;
   }
-  if (!result) {
-    ctx_.log_error("read", result.error());
-    return result.error();
-  }
-  return out.size();
+  return result;
 }
 
 }  // namespace cryptmap::volume

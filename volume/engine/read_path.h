@@ -47,6 +47,8 @@ class ReadPath {
   static constexpr std::size_t kReadDepth = 4;
   Result<std::size_t> stream_read(std::uint64_t off, std::span<std::byte> out, SectorSpan s,
                                   BufferPool::Buffer& buf);
+  Result<void> stream_pieces(std::uint64_t off, std::span<std::byte> out, SectorSpan s,
+                             BufferPool::Buffer& buf);
   bool store_is_current() const noexcept;
 
   EngineContext& ctx_;

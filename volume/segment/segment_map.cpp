@@ -70,6 +70,7 @@ class SegmentedStore final : public BackingStore {
   }
   std::uint64_t size_bytes() const noexcept override { return size_; }
   bool read_only() const noexcept override { return image_->read_only(); }
+  bool splits_large_requests() const noexcept override { return image_->splits_large_requests(); }
   const std::string& name() const noexcept override { return image_->name(); }
 
  private:
@@ -227,6 +228,7 @@ class BoundaryStore final : public BackingStore {
   }
   std::uint64_t size_bytes() const noexcept override { return size_; }
   bool read_only() const noexcept override { return image_->read_only(); }
+  bool splits_large_requests() const noexcept override { return image_->splits_large_requests(); }
   const std::string& name() const noexcept override { return image_->name(); }
 
  private:

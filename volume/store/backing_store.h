@@ -84,6 +84,19 @@ class BackingStore {
   // image's object size, an NBD export's preferred block size); 0 = nothing to say. luksFormat
   // aligns the payload to it as cryptsetup aligns to a device's topology.
   virtual std::uint64_t optimal_io_bytes() const noexcept { return 0; }
+  // Whether the store cuts one large request into parts itself (and schedules them), so that
+  // buffer-sized pieces of a batch only multiply its requests downstream. RBD: librbd stripes
+  // one request over the image's objects and issues the object requests in parallel; four
+  // 256 KiB pieces of one object are four OSD ops where one read does (docs/network-stores.md
+  // §6.3). NBD: the store cuts a request at the server's maximum and spreads requests over its
+  // connections; one request per 1 MiB window cost the daemon less CPU than four (§2). The
+  // engine then reads a read-ahead window, and the whole sectors of a streaming read, with one
+  // read_at each and decrypts them across the crypto workers once they are in
+  // (volume/engine/README.md, "Store reads"). false (the default) keeps buffer-sized pieces in a
+  // read_batch_each, each decrypted as it completes while the others are in flight: files, block
+  // devices and io_uring, where one large read is one request the engine would wait for whole
+  // before decrypting any of it. Decorators forward their image's answer.
+  virtual bool splits_large_requests() const noexcept { return false; }
   virtual const ZoneMap* zones() const noexcept { return nullptr; }
   // Human name for messages (the image path).
   virtual const std::string& name() const noexcept = 0;

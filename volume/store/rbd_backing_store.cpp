@@ -448,6 +448,10 @@ class RbdBackingStore final : public BackingStore {
   }
   std::uint64_t size_bytes() const noexcept override { return size_; }
   std::uint64_t optimal_io_bytes() const noexcept override { return object_size_; }
+  // librbd cuts one request at the image's object boundaries and issues the object requests in
+  // parallel; pieces of one object would each be an OSD op of their own (docs/network-stores.md
+  // §6.3).
+  bool splits_large_requests() const noexcept override { return true; }
   bool read_only() const noexcept override { return read_only_; }
   const std::string& name() const noexcept override { return spec_; }
 

@@ -147,6 +147,108 @@ TEST(StoreDepth, ReadAheadLoadsAWindowAsPiecesInFlightTogether) {
   EXPECT_GE(o.store->largest_read_batch.load(), 2u) << "read-ahead windows read in one piece";
 }
 
+// A store that splits large requests itself (RBD: librbd stripes one request over objects;
+// BackingStore::splits_large_requests) gets each read-ahead window and the whole sectors of a
+// streaming read as one store read; any other store gets them as buffer-sized pieces in one
+// batch. Both kinds, each asserting its own shape: the test fails if the engine ignores the
+// property either way. Sizes: 4 KiB sectors, 16 KiB buffers, 64 KiB windows.
+class StoreSplitting : public ::testing::TestWithParam<bool> {
+ protected:
+  static constexpr std::size_t kBuf = 16 * 1024;
+  static constexpr std::size_t kWindow = 64 * 1024;
+  Opened open(VolumeOptions opts) {
+    EngineOptions eo;
+    eo.buffer_bytes = kBuf;
+    eo.read_ahead_bytes = kWindow;
+    auto mem = std::make_unique<volume::MemBackingStore>(4 << 20, "mem:split");
+    Opened o;
+    o.mem = std::move(mem);
+    auto store = std::make_unique<BorrowedStore>(*o.mem);
+    store->splits = GetParam();
+    o.store = store.get();
+    o.t.ss = 4096;
+    o.t.key = 0xC0FFEE ^ 4096;
+    o.t.store = o.mem.get();
+    auto cipher = std::make_unique<FakeSectorCipher>(4096, o.t.key);
+    o.t.cipher = cipher.get();
+    auto v = volume::open_volume_with_engine(test_layout(4096, 0), std::move(cipher), {},
+                                             std::move(store), opts, eo, nullptr);
+    if (!v) {
+      ADD_FAILURE() << v.error().message();
+      return o;
+    }
+    o.t.vol = std::move(*v);
+    return o;
+  }
+};
+
+TEST_P(StoreSplitting, ReadAheadLoadsAWindowInTheShapeTheStoreWants) {
+  Opened o = open({});
+  ASSERT_TRUE(o.t.vol);
+  const std::vector<std::byte> model = image_plaintext(o.t, 0, 1 << 20);
+  // Requests below cache_bypass_bytes read block runs of at most one buffer (read_at): only the
+  // windows can make a batch, or a read longer than a buffer.
+  for (std::size_t k = 0; k < 8; ++k) {
+    std::vector<std::byte> back(kWindow);
+    ASSERT_TRUE(o.t.vol->read(ByteOffset{k * kWindow}, back));
+    EXPECT_TRUE(std::equal(back.begin(), back.end(), model.begin() + k * kWindow)) << "read " << k;
+  }
+  if (GetParam()) {
+    EXPECT_EQ(o.store->largest_read.load(), kWindow) << "a window was not read in one piece";
+    EXPECT_EQ(o.store->largest_read_batch.load(), 0u) << "a window was cut into a batch";
+  } else {
+    EXPECT_GE(o.store->largest_read_batch.load(), 2u) << "a window was read in one piece";
+    EXPECT_LE(o.store->largest_read.load(), kBuf) << "a read longer than a buffer";
+  }
+}
+
+TEST_P(StoreSplitting, AStreamingReadReadsItsWholeSectorsInTheShapeTheStoreWants) {
+  VolumeOptions opts;
+  opts.cache_bytes = 0;  // every request streams
+  Opened o = open(opts);
+  ASSERT_TRUE(o.t.vol);
+  // Partial head and tail sectors: they take buffer pieces either way.
+  const std::uint64_t off = 4096 + 300;
+  const std::vector<std::byte> model = image_plaintext(o.t, off, (1 << 20) - 1000);
+  std::vector<std::byte> back(model.size());
+  ASSERT_EQ(*o.t.vol->read(ByteOffset{off}, back), back.size());
+  EXPECT_EQ(back, model);
+  const std::size_t inner = (off + back.size()) / 4096 * 4096 - 2 * 4096;  // sectors 2..255
+  if (GetParam()) {
+    EXPECT_EQ(o.store->largest_read.load(), inner) << "the whole sectors were not one read";
+  } else {
+    EXPECT_GE(o.store->largest_read_batch.load(), 2u) << "pieces read one at a time";
+    EXPECT_LE(o.store->largest_read.load(), kBuf) << "a read longer than a buffer";
+  }
+}
+
+// Dirty blocks in the cache: the store is not current, so a streaming read must not take its
+// whole sectors from it in one read (the per-block path returns the cached data), whichever
+// kind of store it is.
+TEST_P(StoreSplitting, AStreamingReadOverDirtyBlocksReturnsTheirNewestData) {
+  VolumeOptions opts;
+  opts.flush_age_ms = 3600 * 1000;
+  Opened o = open(opts);
+  ASSERT_TRUE(o.t.vol);
+  std::vector<std::byte> model = image_plaintext(o.t, 0, 512 * 1024);
+  for (std::uint64_t k = 0; k < 4; ++k) {  // dirty blocks spread over the range
+    const auto d = pattern(4096, 70 + k);
+    const std::uint64_t at = 8192 + k * 100 * 1024;
+    ASSERT_TRUE(o.t.vol->write(ByteOffset{at}, d));
+    std::memcpy(model.data() + at, d.data(), d.size());
+  }
+  std::vector<std::byte> back(model.size());
+  ASSERT_EQ(*o.t.vol->read(ByteOffset{0}, back), back.size());
+  EXPECT_EQ(back, model) << "a streaming read returned stale store data";
+  ASSERT_TRUE(o.t.vol->flush());
+  EXPECT_EQ(image_plaintext(o.t, 0, model.size()), model);
+}
+
+INSTANTIATE_TEST_SUITE_P(StoreDepth, StoreSplitting, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? std::string("SplitsItself") : std::string("Pieces");
+                         });
+
 // The flusher is held inside its store write of blocks [0, 4); the cache is at its dirty limit.
 // A writer of other blocks must still complete (written through by its own thread), where it
 // used to wait for the stuck pass. Released afterwards, nothing is lost.

@@ -33,15 +33,21 @@ struct TestVolume {
 //  * `on_io(offset, is_write)` runs before every read and write, on the thread issuing it
 //    (set it before the volume is opened: the volume's threads call it);
 //  * `after_read_once` runs right after the next read returned, then is cleared (set it only
-//    while no other thread of the volume reads).
+//    while no other thread of the volume reads);
+//  * `splits` is what it answers to splits_large_requests() (set it before the volume is
+//    opened); `largest_read` is the longest read_at it was asked for, a batch's pieces included.
 class BorrowedStore final : public volume::BackingStore {
  public:
   explicit BorrowedStore(volume::MemBackingStore& s) : s_(s) {}
   std::function<void(std::uint64_t offset, bool is_write)> on_io;
   mutable std::function<void()> after_read_once;
 
+  bool splits = false;
+  mutable std::atomic<std::size_t> largest_read{0};
+
   Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
     if (on_io) on_io(off.value, false);
+    note_batch(largest_read, out.size());
     Result<void> r = s_.read_at(off, out);
     if (after_read_once) std::exchange(after_read_once, nullptr)();
     return r;
@@ -75,6 +81,7 @@ class BorrowedStore final : public volume::BackingStore {
   Result<void> discard(ByteOffset off, std::uint64_t len) override { return s_.discard(off, len); }
   std::uint64_t size_bytes() const noexcept override { return s_.size_bytes(); }
   bool read_only() const noexcept override { return s_.read_only(); }
+  bool splits_large_requests() const noexcept override { return splits; }
   const std::string& name() const noexcept override { return s_.name(); }
 
  private:

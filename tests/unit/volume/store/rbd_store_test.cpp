@@ -138,6 +138,26 @@ TEST(RbdStore, ASnapshotOpensReadOnlyWithTheDataOfItsTime) {
   EXPECT_EQ(w.error().code, Errc::kReadOnly);
 }
 
+// The store says it splits large requests itself (the engine then reads a read-ahead window
+// or a streaming read as one read_at, BackingStore::splits_large_requests), and one read_at
+// across several objects returns every byte of each (librbd cuts it at the object boundaries).
+TEST(RbdStore, SplitsOneReadAcrossObjectsItself) {
+  Admin admin;
+  if (!admin) GTEST_SKIP() << "no cluster (CEPH_CONF, CRYPTMAP_TEST_RBD_POOL)";
+  const std::string spec = admin.create(16 << 20);  // 4 MiB objects
+  ASSERT_FALSE(spec.empty());
+  auto s = open_rbd_store(spec, {});
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_TRUE((*s)->splits_large_requests());
+  EXPECT_EQ((*s)->optimal_io_bytes(), 4u << 20);
+  const std::uint64_t off = (3 << 20) + 4096;  // from object 0 into object 3
+  const auto data = test::deterministic_bytes(9 << 20, 5, off);
+  ASSERT_TRUE((*s)->write_at(ByteOffset{off}, data));
+  std::vector<std::byte> back(data.size());
+  ASSERT_TRUE((*s)->read_at(ByteOffset{off}, back));
+  EXPECT_TRUE(back == data);
+}
+
 // A read-write open takes the image's exclusive lock and keeps it: a second writer's open is
 // refused naming the image and the holder, a reader still opens, and closing releases it.
 TEST(RbdStore, AReadWriteOpenKeepsTheExclusiveLockFromASecondWriter) {
