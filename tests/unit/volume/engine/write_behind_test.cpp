@@ -52,11 +52,11 @@ class GatedStore final : public volume::BackingStore {
     hi_ = hi;
     closed_ = true;
   }
+  // Notifies under the lock: a test may destroy the store (close the volume) as soon as the
+  // held write goes on.
   void open_gate() {
-    {
-      std::lock_guard lock(mu_);
-      closed_ = false;
-    }
+    std::lock_guard lock(mu_);
+    closed_ = false;
     cv_.notify_all();
   }
   // Bounded: false when no write reached the gate within 10 s.
