@@ -7,6 +7,7 @@
 //   WritePath     (write_path.h)      write (cached, read-modify-write, write-through
 //                                     pipeline), zoned writes in their turn, discard
 //   WriteBack     (writeback.h)       flusher thread, dirty throttle, coalesced passes
+//   WriteBehind   (write_behind.h)    large writes acknowledged once queued; their store writes
 //   ZonedWritePath (zoned_path.h)     admission and turns of sequential-zone writes
 // Offsets and sectors are computed with sector_math.h only.
 #include <spdlog/spdlog.h>
@@ -22,6 +23,7 @@
 #include "volume/engine/engine_context.h"
 #include "volume/engine/read_path.h"
 #include "volume/engine/volume_engine.h"
+#include "volume/engine/write_behind.h"
 #include "volume/engine/write_path.h"
 #include "volume/engine/writeback.h"
 #include "volume/engine/zoned_path.h"
@@ -46,20 +48,29 @@ class VolumeImpl final : public Volume {
         read_path_(ctx_) {}
 
   ~VolumeImpl() override {
-    // Shutdown order (docs/architecture.md §4.7): stop the flusher, write back every dirty block,
-    // store.sync(); then the driver (its crypto workers) before the engine before the cipher. No
-    // request may be running (the owner stops the FUSE loop first). Pending zone admissions are
-    // cancelled; read-ahead stops next (its threads use the store, the driver and the ranges).
+    // Shutdown order (docs/architecture.md §4.7): stop the flusher, finish the queued
+    // write-behinds and stop their workers, write back every dirty block (a failed write-behind's
+    // among them), store.sync(); then the driver (its crypto workers) before the engine before
+    // the cipher. No request may be running (the owner stops the FUSE loop first). Pending zone
+    // admissions are cancelled; read-ahead stops next (its threads use the store, the driver and
+    // the ranges).
     if (ctx_.zoned) ctx_.zoned->shutdown();
     ctx_.read_ahead.reset();
     if (writeback_) writeback_->stop();
+    if (behind_) behind_->stop();
     if (writeback_ && !ctx_.read_only) {
       if (Result<void> r = writeback_->writeback_all(); !r) {
         ctx_.log_error("write-back at close", r.error());
       }
       if (Result<void> r = ctx_.store->sync(); !r) ctx_.log_error("sync at close", r.error());
     }
+    if (behind_) {
+      if (std::optional<Error> lost = behind_->take_error()) {
+        ctx_.log_error("write-behind (data lost, not reported by any flush before close)", *lost);
+      }
+    }
     write_path_.reset();
+    behind_.reset();
     writeback_.reset();
     ctx_.cache.reset();
     ctx_.driver.reset();
@@ -107,9 +118,17 @@ class VolumeImpl final : public Volume {
       }
       CRYPTMAP_TRY(wb, WriteBack::start(ctx_, options, eo));
       writeback_ = std::move(wb);
+      // Write-behind serves write-back mode only: not write-through (no_write_workqueue, the
+      // unordered-zones debug mode), not zoned stores, not read-only volumes.
+      if (!ctx_.read_only && !ctx_.write_through && ctx_.store->zones() == nullptr &&
+          eo.write_behind_bytes >= buf_bytes && eo.write_behind_workers > 0) {
+        CRYPTMAP_TRY(behind,
+                     WriteBehind::start(ctx_, eo.write_behind_bytes, eo.write_behind_workers));
+        behind_ = std::move(behind);
+      }
     }
     try {
-      write_path_ = std::make_unique<WritePath>(ctx_, writeback_.get());
+      write_path_ = std::make_unique<WritePath>(ctx_, writeback_.get(), behind_.get());
     } catch (const std::exception&) {
       return make_error(Errc::kNoSpace, "open volume: allocate the write path");
     }
@@ -161,6 +180,7 @@ class VolumeImpl final : public Volume {
                             static_cast<unsigned long long>(image - off));
     }
     const std::uint64_t old_sectors = ctx_.geo.sectors();
+    if (behind_) behind_->drain();  // no store write of the old geometry is left in flight
     ctx_.read_ahead.reset();
     if (new_size < ctx_.geo.size && ctx_.cache) {
       const std::uint64_t first = new_size / ctx_.ss;
@@ -203,13 +223,20 @@ class VolumeImpl final : public Volume {
     return write_path_->write(off.value, in);
   }
 
-  // Every write acknowledged before this call is in the cache (dirty) or already in the store:
-  // one write-back pass covers the former, then the store is synced.
+  // Every write acknowledged before this call is in the cache (dirty), queued for write-behind
+  // or already in the store: the queued write-behinds are waited for (a failed one's data is
+  // back in the cache, dirty, or lost with its error latched), one write-back pass covers the
+  // dirty blocks, then the store is synced. A write-behind's latched error is reported here
+  // once, by the first flush after it (like the kernel's errseq on fsync).
   Result<void> flush() override {
     Result<void> r = ok();
+    if (behind_) behind_->drain();
     if (writeback_ && !ctx_.read_only) r = writeback_->writeback_all();
     Result<void> s = ctx_.store->sync();
     if (r && !s) r = s;
+    if (behind_) {
+      if (std::optional<Error> lost = behind_->take_error()) r = *lost;
+    }
     if (!r) ctx_.log_error("flush", r.error());
     return r;
   }
@@ -292,6 +319,7 @@ class VolumeImpl final : public Volume {
   EngineContext ctx_;
   ReadPath read_path_;
   std::unique_ptr<WriteBack> writeback_;                  // null without a cache
+  std::unique_ptr<WriteBehind> behind_;                   // null when write-behind is off
   std::unique_ptr<WritePath> write_path_;                 // set by init
   std::optional<ReadAhead::Options> read_ahead_options_;  // set by init when read-ahead is on
 };

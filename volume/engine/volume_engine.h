@@ -10,10 +10,14 @@
 //   write: dirty throttle -> admission (exclusive) -> whole sectors into the cache as dirty
 //          blocks (partial head/tail read-modify-written) -> return. Without a cache, or when
 //          the cache has no room, sectors are written through (encrypt into a pooled buffer,
-//          never the caller's) before the call returns.
-//   flush: write back every dirty block (adjacent blocks coalesced into large writes), then
-//          store.sync(), then return. Every call is complete when it returns (README.md,
-//          "Why Volume is synchronous"); the parts of the engine: README.md "File map".
+//          never the caller's) before the call returns. Requests of at least
+//          cache_bypass_bytes in write-back mode are written behind: encrypted into
+//          write-behind buffers and queued under their exclusive range, which a worker
+//          releases once the store write completed (write_behind.h).
+//   flush: wait for the queued write-behinds, write back every dirty block (adjacent blocks
+//          coalesced into large writes), then store.sync(), then return. Every call is
+//          complete when it returns (README.md, "Why Volume is synchronous"); the parts of the
+//          engine: README.md "File map".
 #pragma once
 
 #include <cstddef>
@@ -39,6 +43,12 @@ struct EngineOptions {
   // only blocks already resident and write the rest through (0 = every request is cached).
   // Per-sector cache bookkeeping costs more than it saves on large sequential I/O.
   std::size_t cache_bypass_bytes = 128 * 1024;
+  // Write-behind (write_behind.h): requests of at least cache_bypass_bytes in write-back mode
+  // are acknowledged once encrypted into these buffers and queued; `write_behind_workers`
+  // threads write them to the store. Without a free buffer a request is written through
+  // inline. 0 bytes or 0 workers = off.
+  std::size_t write_behind_bytes = 8 << 20;
+  unsigned write_behind_workers = 2;
   // Read-ahead for sequential streams (read_ahead.h): windows of up to read_ahead_bytes,
   // read_ahead_depth requests ahead, loaded by read_ahead_threads (0 windows = off).
   std::uint32_t read_ahead_windows = 8;

@@ -121,6 +121,14 @@ Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byt
                                          in.subspan(in_sec.lo - off, in_sec.size()));
     }
   } else if (ctx_.cache) {
+    if (behind_ != nullptr && len >= ctx_.bypass_bytes) {
+      Result<bool> q = write_behind(off, in, s, guard);
+      if (!q) {
+        ctx_.log_error("write", q.error());
+        return q.error();
+      }
+      if (*q) return len;
+    }
     if (Result<void> r = write_cached(off, in, s, through); !r) {
       ctx_.log_error("write", r.error());
       return r.error();
@@ -145,7 +153,7 @@ Result<std::size_t> WritePath::write(std::uint64_t off, std::span<const std::byt
 
 // Fills `b` with the plaintext of sectors [pos, pos + b.size()/ss) with the request's bytes
 // merged in (partial head and tail sectors are taken from the cache when resident, which only
-// a durable write's pieces find there, else read from the store).
+// a durable write's and a write-behind's pieces find there, else read from the store).
 Result<void> WritePath::merge(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
                               std::span<std::byte> b) {
   const SectorGeometry& g = ctx_.geo;
@@ -222,6 +230,34 @@ Result<void> WritePath::write_cached(std::uint64_t off, std::span<const std::byt
   }
   CRYPTMAP_TRY_VOID(flush_run());
   return pipe.drain();
+}
+
+// Write-behind: the whole request [s.first, s.end) is merged (partial edge sectors from the
+// cache or the store, as the Pipe does) and encrypted into the job's buffers; only then do
+// resident blocks take the new bytes (in place; they become dirty, as a large write-through
+// makes them), so a failed encryption changes nothing. The job keeps the exclusive range until
+// its store write completed: later requests on the range wait for it at the range lock.
+Result<bool> WritePath::write_behind(std::uint64_t off, std::span<const std::byte> in, SectorSpan s,
+                                     RangeLock::Guard& range) {
+  WriteBehind::Job* job = behind_->try_reserve(s.first, s.count());
+  if (job == nullptr) return false;
+  for (std::size_t q = 0; q < behind_->pieces(*job); ++q) {
+    const std::uint64_t pos = behind_->piece_first(*job, q);
+    const std::span<std::byte> b = behind_->piece(*job, q);
+    Result<void> r = merge(off, in, pos, b);
+    if (r) r = ctx_.driver->convert(CryptoDir::kEncrypt, b, SectorIndex{pos});
+    if (!r) {
+      behind_->cancel(job);
+      return r.error();
+    }
+  }
+  for (std::uint64_t pos = s.first; pos < s.end; ++pos) {
+    const ByteSpan in_sec = ctx_.geo.in_sector(off, in.size(), pos);
+    (void)ctx_.cache->write_if_present(pos, in_sec.lo - ctx_.geo.byte_of(pos),
+                                       in.subspan(in_sec.lo - off, in_sec.size()));
+  }
+  behind_->submit(job, std::move(range));
+  return true;
 }
 
 void WritePath::drop_cached(SectorSpan s) {

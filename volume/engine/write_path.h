@@ -14,6 +14,11 @@
 //    piece k is written. No order among a batch's pieces (conventional storage only: sequential
 //    zones take write_zoned). Writes are encrypted in pool buffers, never in the caller's
 //    memory. A request waits for at most one buffer; the others are only tried.
+//  * Write-behind (write-back mode, requests of at least `cache_bypass_bytes`, WriteBehind
+//    present: not write-through, FUA, zoned or read-only): the request is merged and encrypted
+//    into write-behind buffers (only tried: without them it is written through inline as
+//    above), resident blocks take the new bytes, and the job is queued with the request's
+//    exclusive range, which stays held until the store write completed; write() returns then.
 //  * write_zoned(): a write admitted into a sequential zone (ZonedWritePath), issued in its
 //    zone's turn, never cached: resident blocks are dropped under the exclusive range first.
 //  * discard(): whole sectors inside the range only; cached blocks are dropped (wiped) and
@@ -21,7 +26,8 @@
 //    (zone reset or punch-hole, see zoned_path.h).
 //
 // Thread-safety: every method may be called from any number of threads at once.
-// Ownership: borrows the EngineContext and the WriteBack (null without a cache), which outlive it.
+// Ownership: borrows the EngineContext, the WriteBack (null without a cache) and the WriteBehind
+// (null when off), which outlive it.
 #pragma once
 
 #include <cstddef>
@@ -30,13 +36,15 @@
 
 #include "base/result.h"
 #include "volume/engine/engine_context.h"
+#include "volume/engine/write_behind.h"
 #include "volume/engine/writeback.h"
 
 namespace cryptmap::volume {
 
 class WritePath {
  public:
-  WritePath(EngineContext& ctx, WriteBack* writeback) : ctx_(ctx), writeback_(writeback) {}
+  WritePath(EngineContext& ctx, WriteBack* writeback, WriteBehind* behind)
+      : ctx_(ctx), writeback_(writeback), behind_(behind) {}
   WritePath(const WritePath&) = delete;
   WritePath& operator=(const WritePath&) = delete;
 
@@ -55,12 +63,17 @@ class WritePath {
                      std::span<std::byte> b);
   Result<void> write_cached(std::uint64_t off, std::span<const std::byte> in, SectorSpan s,
                             bool through);
+  // Queues the request as a write-behind job, handing it `range` (the request's exclusive range
+  // of `s`). false when no job could be reserved (nothing taken: write it through inline).
+  Result<bool> write_behind(std::uint64_t off, std::span<const std::byte> in, SectorSpan s,
+                            RangeLock::Guard& range);
   // Under the exclusive range of `s`: read-ahead windows and resident (clean) blocks of `s`
   // are dropped, so nothing stale is served once the store changes underneath.
   void drop_cached(SectorSpan s);
 
   EngineContext& ctx_;
   WriteBack* const writeback_;
+  WriteBehind* const behind_;
 };
 
 }  // namespace cryptmap::volume
