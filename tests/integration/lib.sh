@@ -43,11 +43,29 @@ watchdog() {
   WATCHDOG_PID=$!
 }
 
+# detach_our_loops: detaches every loop device whose backing file is under $T, except those
+# over this test's FUSE files (under $MNT): these are only noted in FUSE_LOOPS, and cleanup
+# detaches them after abort_fuse_conns (a detach waits for the device's in-flight I/O, which a
+# hung daemon would never complete; once the mount is gone the device no longer shows the path).
+# losetup_attach is called as dev=$(losetup_attach ...), a subshell, so LOOPS never sees those
+# devices: they leaked whenever a test did not detach them itself (e2e_image_failure's
+# outer.img on every run). Devices of other tests have other backing files and are left alone.
+FUSE_LOOPS=()
+detach_our_loops() {
+  local dev back
+  while read -r dev back; do
+    [[ $back == "$T/"* ]] || continue
+    if [[ $back == "$MNT/"* ]]; then FUSE_LOOPS+=("$dev"); else losetup -d "$dev" 2>/dev/null; fi
+  done < <(losetup -nl -O NAME,BACK-FILE 2>/dev/null)
+  return 0
+}
+
 cleanup() {
   set +e
   [[ -n "${WATCHDOG_PID:-}" ]] && kill "$WATCHDOG_PID" 2>/dev/null
   for m in "${FSMNTS[@]}"; do umount "$m" 2>/dev/null; done
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  detach_our_loops
   if mountpoint -q "$MNT" 2>/dev/null; then
     for f in "$MNT"/*; do [[ -e "$f" ]] && "$CRYPTMAP" close "$(basename "$f")" --mount-dir "$MNT" --force 2>/dev/null; done
     sleep 0.2
@@ -57,7 +75,7 @@ cleanup() {
   sleep 0.2
   abort_fuse_conns
   for m in "${FSMNTS[@]}"; do umount -l "$m" 2>/dev/null; done
-  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  for l in "${LOOPS[@]}" "${FUSE_LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
   rm -rf "$T"
 }
 trap cleanup EXIT
