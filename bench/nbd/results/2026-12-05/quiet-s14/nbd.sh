@@ -1,0 +1,10 @@
+O=/tmp/q14/nbd
+mkdir -p $O
+cd /work/main
+for run in before-1 after-1 after-2 before-2; do
+  case $run in before-*) B=/work/wt/before/build-rel ;; after-*) B=/work/main/build-rel ;; esac
+  echo "$(date -u +%T) start $run load $(cut -d' ' -f1-3 /proc/loadavg)" >> $O/runs.txt
+  bash bench/nbd/run.sh $B 5 $O/$run > $O/$run.log 2>&1
+  echo "$(date -u +%T) end $run rc=$? load $(cut -d' ' -f1-3 /proc/loadavg)" >> $O/runs.txt
+done
+echo done >> $O/runs.txt
