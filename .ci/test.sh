@@ -3,7 +3,8 @@
 # every test: unit, FUSE, interop (real cryptsetup), end-to-end (loop devices, ext4, fio), fuzz
 # replays, the examples; then checks every translation unit with clang's -Wthread-safety, runs the
 # unit, FUSE and fuzz suites again under ASan+UBSan, and the concurrent suites under TSan
-# (.ci/tsan.sh). A suite labelled "stress" would be left out (none is today). Needs root (loop devices, mounts). Exit status: 0 only if all passed.
+# (.ci/tsan.sh). A suite labelled "stress" would be left out (none is today). Needs root (loop
+# devices, mounts). Exit status: 0 only if all passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
