@@ -25,25 +25,16 @@ struct Opened {
   TestVolume t;
 };
 
+// `splits`: what the store answers to splits_large_requests().
 Opened open_watched(std::uint32_t ss, std::uint64_t size, VolumeOptions opts, EngineOptions eo,
-                    std::function<void(std::uint64_t, bool)> hook = {}) {
+                    std::function<void(std::uint64_t, bool)> hook = {}, bool splits = false) {
   Opened o;
   o.mem = std::make_unique<volume::MemBackingStore>(size, "mem:depth");
   auto store = std::make_unique<BorrowedStore>(*o.mem);
   store->on_io = std::move(hook);
+  store->splits = splits;
   o.store = store.get();
-  o.t.ss = ss;
-  o.t.key = 0xC0FFEE ^ ss;
-  o.t.store = o.mem.get();
-  auto cipher = std::make_unique<FakeSectorCipher>(ss, o.t.key);
-  o.t.cipher = cipher.get();
-  auto v = volume::open_volume_with_engine(test_layout(ss, 0), std::move(cipher), {},
-                                           std::move(store), opts, eo, nullptr);
-  if (!v) {
-    ADD_FAILURE() << v.error().message();
-    return o;
-  }
-  o.t.vol = std::move(*v);
+  o.t = open_test_volume_over(*o.mem, std::move(store), ss, opts, eo);
   return o;
 }
 
@@ -160,25 +151,7 @@ class StoreSplitting : public ::testing::TestWithParam<bool> {
     EngineOptions eo;
     eo.buffer_bytes = kBuf;
     eo.read_ahead_bytes = kWindow;
-    auto mem = std::make_unique<volume::MemBackingStore>(4 << 20, "mem:split");
-    Opened o;
-    o.mem = std::move(mem);
-    auto store = std::make_unique<BorrowedStore>(*o.mem);
-    store->splits = GetParam();
-    o.store = store.get();
-    o.t.ss = 4096;
-    o.t.key = 0xC0FFEE ^ 4096;
-    o.t.store = o.mem.get();
-    auto cipher = std::make_unique<FakeSectorCipher>(4096, o.t.key);
-    o.t.cipher = cipher.get();
-    auto v = volume::open_volume_with_engine(test_layout(4096, 0), std::move(cipher), {},
-                                             std::move(store), opts, eo, nullptr);
-    if (!v) {
-      ADD_FAILURE() << v.error().message();
-      return o;
-    }
-    o.t.vol = std::move(*v);
-    return o;
+    return open_watched(4096, 4 << 20, opts, eo, {}, GetParam());
   }
 };
 

@@ -133,6 +133,29 @@ inline TestVolume make_test_volume(std::uint32_t ss, std::uint64_t data_off,
   return t;
 }
 
+// A volume (data at offset 0) over `store`, a wrapper of `image` (a counting, gated or
+// borrowing store the test keeps a pointer to); `t`'s cipher and image checks go to `image`.
+inline TestVolume open_test_volume_over(volume::MemBackingStore& image,
+                                        std::unique_ptr<volume::BackingStore> store,
+                                        std::uint32_t ss, const volume::VolumeOptions& opts,
+                                        const volume::EngineOptions& eo,
+                                        std::shared_ptr<spdlog::logger> logger = nullptr) {
+  TestVolume t;
+  t.ss = ss;
+  t.key = 0xC0FFEE ^ ss;
+  t.store = &image;
+  auto cipher = std::make_unique<FakeSectorCipher>(ss, t.key);
+  t.cipher = cipher.get();
+  auto v = volume::open_volume_with_engine(test_layout(ss, 0), std::move(cipher), {},
+                                           std::move(store), opts, eo, std::move(logger));
+  if (!v) {
+    ADD_FAILURE() << v.error().message();
+    return t;
+  }
+  t.vol = std::move(*v);
+  return t;
+}
+
 // Plaintext of [off, off+len) as the image holds it, decrypted independently.
 inline std::vector<std::byte> image_plaintext(const TestVolume& t, std::uint64_t off,
                                               std::size_t len) {

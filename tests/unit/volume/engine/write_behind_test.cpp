@@ -146,20 +146,9 @@ Opened open_gated(std::uint64_t image, VolumeOptions opts, EngineOptions eo,
   auto store = std::make_unique<GatedStore>(*o.mem);
   store->before_write = std::move(before_write);
   o.store = store.get();
-  o.t.ss = kSs;
-  o.t.key = 0xC0FFEE ^ kSs;
-  o.t.store = o.mem.get();
-  auto cipher = std::make_unique<FakeSectorCipher>(kSs, o.t.key);
-  o.t.cipher = cipher.get();
   o.log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
-  auto logger = std::make_shared<spdlog::logger>("wbehind", o.log);
-  auto v = volume::open_volume_with_engine(test_layout(kSs, 0), std::move(cipher), {},
-                                           std::move(store), opts, eo, logger);
-  if (!v) {
-    ADD_FAILURE() << v.error().message();
-    return o;
-  }
-  o.t.vol = std::move(*v);
+  o.t = open_test_volume_over(*o.mem, std::move(store), kSs, opts, eo,
+                              std::make_shared<spdlog::logger>("wbehind", o.log));
   return o;
 }
 
