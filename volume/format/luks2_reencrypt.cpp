@@ -1660,6 +1660,16 @@ Result<void> move_first_part(BackingStore& image, std::uint64_t shift, std::uint
   return image.sync();
 }
 
+// crypt_header_backup: the header and its keyslots area, as they are, into a new store (synced).
+Result<std::unique_ptr<BackingStore>> export_header(const BackingStore& image,
+                                                    const DecryptShiftPlan& plan,
+                                                    const HeaderFactory& make_header) {
+  CRYPTMAP_TRY(hdr, make_header(plan.hdr_bytes));
+  CRYPTMAP_TRY_VOID(copy_bytes(image, *hdr, plan.hdr_bytes));
+  CRYPTMAP_TRY_VOID(hdr->sync());
+  return hdr;
+}
+
 }  // namespace
 
 Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
@@ -1667,10 +1677,7 @@ Result<void> reencrypt_decrypt_shift_init(BackingStore& image,
                                           const DecryptShiftOptions& o,
                                           const HeaderFactory& make_header) {
   CRYPTMAP_TRY(plan, plan_decrypt_shift(image, image.size_bytes(), passphrase, o));
-  // crypt_header_backup: the header and its keyslots area, as they are, into the new store.
-  CRYPTMAP_TRY(hdr, make_header(plan.hdr_bytes));
-  CRYPTMAP_TRY_VOID(copy_bytes(image, *hdr, plan.hdr_bytes));
-  CRYPTMAP_TRY_VOID(hdr->sync());
+  CRYPTMAP_TRY(hdr, export_header(image, plan, make_header));
   CRYPTMAP_TRY_VOID(move_first_part(image, plan.shift, plan.moved));
   return commit_synced(*hdr, plan.st);
 }
@@ -1680,9 +1687,7 @@ Result<std::uint64_t> reencrypt_decrypt_shift_export(BackingStore& image,
                                                      const DecryptShiftOptions& o,
                                                      const HeaderFactory& make_header) {
   CRYPTMAP_TRY(plan, plan_decrypt_shift(image, image.size_bytes(), passphrase, o));
-  CRYPTMAP_TRY(hdr, make_header(plan.hdr_bytes));
-  CRYPTMAP_TRY_VOID(copy_bytes(image, *hdr, plan.hdr_bytes));
-  CRYPTMAP_TRY_VOID(hdr->sync());
+  CRYPTMAP_TRY_VOID(export_header(image, plan, make_header));
   return plan.hdr_bytes;
 }
 
