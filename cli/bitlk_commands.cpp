@@ -57,11 +57,7 @@ Result<SecretBytes> confirmed_passphrase(const BitlkArgs& a, const CommandContex
   if (!yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning))
     return make_error(Errc::kCancelled, "Operation aborted.");
   if (!ask) return SecretBytes{};
-  KeySource src;
-  if (!a.key_file.empty()) src.key_file = a.key_file;
-  src.keyfile_offset = a.keyfile_offset;
-  src.keyfile_size = a.keyfile_size;
-  return read_passphrase(src, "Enter passphrase for " + a.device + ": ", false);
+  return read_passphrase(key_source_of(a), "Enter passphrase for " + a.device + ": ", false);
 }
 
 int unlock_failed(const BitlkArgs& a, const Error& e) {

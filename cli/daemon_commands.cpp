@@ -543,10 +543,7 @@ std::optional<Request> unlock(const OpenArgs& a, CommandContext& ctx) {
   // The daemon may have another environment: a network argument carries this CLI's Ceph client
   // settings (--ceph-conf/--ceph-id, $CEPH_CONF) with it.
   req.source.image = network ? volume::pin_rbd_client(a.image) : absolute(a.image);
-  KeySource src;
-  if (!a.key_file.empty()) src.key_file = a.key_file;
-  src.keyfile_offset = a.keyfile_offset;
-  src.keyfile_size = a.keyfile_size;
+  KeySource src = key_source_of(a);
   src.tries = a.tries;
 
   if (!a.volume_key_file.empty() && a.type != "luks" && a.type != "luks1" && a.type != "luks2") {

@@ -101,14 +101,6 @@ Result<std::unique_ptr<BackingStore>> header_store(const LuksArgs& a, bool read_
 }
 std::string header_path(const LuksArgs& a) { return a.header.empty() ? a.device : a.header; }
 
-KeySource existing_key(const LuksArgs& a) {
-  KeySource s;
-  if (!a.key_file.empty()) s.key_file = a.key_file;
-  s.keyfile_offset = a.keyfile_offset;
-  s.keyfile_size = a.keyfile_size;
-  return s;
-}
-
 KeySource new_key(const LuksArgs& a) {
   KeySource s;
   if (!a.positional_key_file.empty()) s.key_file = a.positional_key_file;
@@ -229,7 +221,7 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
     if (!need) return report(need.error());
     if (auto r = prepare_header_file(a.header, *need); !r) return report(r.error());
   }
-  KeySource ks = !a.positional_key_file.empty() ? new_key(a) : existing_key(a);
+  KeySource ks = !a.positional_key_file.empty() ? new_key(a) : key_source_of(a);
   auto pass = read_passphrase(ks, "Enter passphrase for " + a.device + ": ", true);
   if (!pass) return report(pass.error());
   std::optional<SecretBytes> vk_file;
@@ -288,7 +280,7 @@ int do_dump(const LuksArgs& a, const CommandContext& ctx) {
   if (!yes_dialog(ctx.batch_mode, kVolumeKeyDumpWarning))
     return report(make_error(Errc::kInvalid, "Operation aborted."));
   if (auto refused = refuse_tokens(a.tokens, **store, header_path(a))) return *refused;
-  auto pass = read_passphrase(existing_key(a), "Enter passphrase for " + a.device + ": ", false);
+  auto pass = read_passphrase(key_source_of(a), "Enter passphrase for " + a.device + ": ", false);
   if (!pass) return report(pass.error());
   auto k = (*h)->unlock(pass->span(), slot_of(a));
   if (!k) return report(k.error());
@@ -320,7 +312,7 @@ int do_add_key(const LuksArgs& a, const CommandContext&) {
     vk = std::move(*v);
   } else {
     if (auto refused = refuse_tokens(a.tokens, **store, header_path(a))) return *refused;
-    auto p = read_passphrase(existing_key(a), "Enter any existing passphrase: ", false);
+    auto p = read_passphrase(key_source_of(a), "Enter any existing passphrase: ", false);
     if (!p) return report(p.error());
     old = std::move(*p);
   }
@@ -336,7 +328,7 @@ int do_remove_key(const LuksArgs& a, const CommandContext& ctx) {
   auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
-  KeySource ks = !a.positional_key_file.empty() ? new_key(a) : existing_key(a);
+  KeySource ks = !a.positional_key_file.empty() ? new_key(a) : key_source_of(a);
   if (!a.positional_key_file.empty()) {
     ks.keyfile_offset = a.keyfile_offset;
     ks.keyfile_size = a.keyfile_size;
@@ -365,7 +357,7 @@ int do_change_key(const LuksArgs& a, const CommandContext&) {
   auto lock = MetadataLock::take(header_path(a), true);
   auto store = header_store(a, false);
   if (!store) return report(store.error());
-  auto old = read_passphrase(existing_key(a), "Enter passphrase to be changed: ", false);
+  auto old = read_passphrase(key_source_of(a), "Enter passphrase to be changed: ", false);
   if (!old) return report(old.error());
   auto nw = read_passphrase(new_key(a), "Enter new passphrase: ", true);
   if (!nw) return report(nw.error());
@@ -538,7 +530,7 @@ int do_convert_key(const LuksArgs& a, const CommandContext& ctx) {
     return kExitUsage;
   }
   auto pass =
-      read_passphrase(existing_key(a), "Enter passphrase for keyslot to be converted: ", false);
+      read_passphrase(key_source_of(a), "Enter passphrase for keyslot to be converted: ", false);
   if (!pass) return report(pass.error());
   auto r = volume::luks_change_key(**store, pass->span(), slot_of(a), pass->span(), pbkdf_of(a));
   if (!r) return report(r.error());

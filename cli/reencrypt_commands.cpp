@@ -121,15 +121,6 @@ Result<std::uint64_t> parse_size(const std::string& text, const char* what) {
 
 int refuse(const char* message) { return report(make_error(Errc::kUnsupported, message)); }
 
-// The passphrase source the flags name (--key-file, --keyfile-offset, --keyfile-size).
-KeySource key_source_of(const ReencryptArgs& a) {
-  KeySource ks;
-  if (!a.key_file.empty()) ks.key_file = a.key_file;
-  ks.keyfile_offset = a.keyfile_offset;
-  ks.keyfile_size = a.keyfile_size;
-  return ks;
-}
-
 // The online run: the daemon serving `mount_dir` runs the reencryption of volume `name`; its
 // progress replies are shown until the final one. On SIGINT (g_interrupted) our side of the
 // connection is shut, which the daemon takes as "stop after this hotzone".

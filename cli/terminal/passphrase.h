@@ -34,6 +34,17 @@ struct KeySource {
   std::uint32_t tries = 3;              // --tries for interactive prompts
 };
 
+// The source cryptsetup's common flags name on any verb's parsed arguments: --key-file (empty:
+// none), --keyfile-offset, --keyfile-size.
+template <class Args>
+KeySource key_source_of(const Args& a) {
+  KeySource ks;
+  if (!a.key_file.empty()) ks.key_file = a.key_file;
+  ks.keyfile_offset = a.keyfile_offset;
+  ks.keyfile_size = a.keyfile_size;
+  return ks;
+}
+
 // `prompt` is the text shown on the terminal; `verify` asks twice (luksFormat, luksAddKey).
 Result<SecretBytes> read_passphrase(const KeySource& src, const std::string& prompt, bool verify);
 // True when the passphrase would be typed at a terminal (so a wrong one may be retried).
