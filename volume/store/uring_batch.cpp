@@ -3,8 +3,10 @@
 
 #include <liburing.h>
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +26,10 @@ constexpr std::size_t kMaxTransfer = std::size_t{1} << 30;
 // for the moment, completions to reap first.
 bool transient(int err) { return err == EINTR || err == EAGAIN || err == EBUSY; }
 
+// user_data of the SQEs that belong to no slot (a failed batch's cancellation and the no-ops it
+// leaves in the submission queue, below): their completions are dropped.
+constexpr std::uint64_t kNoSlot = ~std::uint64_t{0};
+
 }  // namespace
 
 struct UringRings::Ring {
@@ -42,6 +48,8 @@ class UringRings::Impl {
   std::vector<std::unique_ptr<Ring>> rings;
   Mutex mu;
   std::vector<Ring*> free GUARDED_BY(mu);  // capacity reserved at create()
+  // fail_next_enter_for_testing(): 0, or the errno and where (kBeforeSubmit negative).
+  std::atomic<int> fault{0};
 
   Ring* acquire() {
     MutexLock lock(mu);
@@ -124,6 +132,69 @@ bool UringRings::run(BatchView& v, bool write) noexcept {
     r->free_slots.push_back(s);
     --busy;
   };
+  // The ring refused io_uring_enter for good (EBADFD, ENXIO, EOWNERDEAD: not seen in practice;
+  // or the test fault). Requests of the batch may still be in the kernel, and a read in flight
+  // writes its buffer whenever it completes: a buffer may go back to the caller only after its
+  // request's completion was reaped, cancelled or not (axboe/liburing#733); closing the ring
+  // would not wait for them either (it cancels in the background: axboe/liburing#329). So:
+  //  1. the SQEs the kernel has not consumed yet (from its head to our tail: without SQPOLL it
+  //     consumes them only inside our io_uring_enter) become no-ops, which touch no buffer:
+  //     their pieces fail at once;
+  //  2. one IORING_OP_ASYNC_CANCEL of every request of the ring (IORING_ASYNC_CANCEL_ANY, Linux
+  //     5.19; an older kernel fails just the cancellation) ends what can be ended early, a read
+  //     waiting for data;
+  //  3. every other piece fails when its completion is reaped (a piece whose transfer had
+  //     completed in full keeps its success): io_uring_wait_cqe, and where the ring refuses that
+  //     too, a look at the completion queue every millisecond (the kernel posts a completion by
+  //     task work that runs whenever this thread leaves a system call). Waiting for a request
+  //     that never ends would hang this batch; handing its buffer back would corrupt memory.
+  // Then the pieces not started fail too, and the ring is retired (never given back).
+  auto fail_batch = [&](int err) {
+    io_uring_sq& sq = r->ring.sq;
+    for (unsigned i = *sq.khead; i != sq.sqe_tail; ++i) {
+      io_uring_sqe* sqe = &sq.sqes[i & sq.ring_mask];
+      const std::uint64_t s = sqe->user_data;
+      io_uring_prep_nop(sqe);
+      io_uring_sqe_set_data64(sqe, kNoSlot);
+      if (s != kNoSlot) done_with(static_cast<unsigned>(s), err);
+    }
+    if (busy > 0) {
+      if (io_uring_sqe* sqe = io_uring_get_sqe(&r->ring); sqe != nullptr) {
+        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+        io_uring_sqe_set_data64(sqe, kNoSlot);
+        (void)io_uring_submit(&r->ring);
+      }
+    }
+    while (busy > 0) {
+      io_uring_cqe* cqe = nullptr;
+      if (io_uring_peek_cqe(&r->ring, &cqe) != 0) {
+        const int rc = io_uring_wait_cqe(&r->ring, &cqe);
+        if (rc < 0 && !transient(-rc) && rc != -ETIME) {
+          const timespec ms{0, 1000 * 1000};
+          (void)nanosleep(&ms, nullptr);
+        }
+        continue;
+      }
+      const std::uint64_t s = io_uring_cqe_get_data64(cqe);
+      const int res = cqe->res;
+      io_uring_cqe_seen(&r->ring, cqe);
+      if (s == kNoSlot) continue;
+      const Ring::Slot& slot = r->slots[s];
+      const bool complete =
+          res > 0 && slot.done + static_cast<std::size_t>(res) == v.len(slot.piece);
+      done_with(static_cast<unsigned>(s), complete ? 0 : err);
+    }
+    for (; next < n; ++next) v.finish(next, err, v.off(next));
+  };
+  // The enter of the loop below, or the test fault instead of it.
+  auto submit_and_wait = [&]() -> int {
+    if (impl_->fault.load(std::memory_order_relaxed) == 0) {
+      return io_uring_submit_and_wait(&r->ring, 1);
+    }
+    const int f = impl_->fault.exchange(0);
+    if (f > 0) (void)io_uring_submit(&r->ring);  // kAfterSubmit: in flight, then the error
+    return f > 0 ? -f : f;
+  };
   const bool staged = v.staged();
   unsigned spins = 0;
   for (;;) {
@@ -148,17 +219,9 @@ bool UringRings::run(BatchView& v, bool write) noexcept {
       if (staged && next < n) (void)io_uring_submit(&r->ring);
     }
     if (busy == 0) break;
-    const int rc = io_uring_submit_and_wait(&r->ring, 1);
+    const int rc = submit_and_wait();
     if (rc < 0 && !transient(-rc)) {
-      // Not seen in practice (a broken ring: EBADFD, ENXIO). Nothing more can be submitted or
-      // reaped; the unfinished pieces fail with the error, and the ring is retired (never given
-      // back), so nobody submits its leftover SQEs later.
-      for (unsigned s = 0; s < r->slots.size(); ++s) {
-        if (std::find(r->free_slots.begin(), r->free_slots.end(), s) == r->free_slots.end()) {
-          done_with(s, -rc);
-        }
-      }
-      for (; next < n; ++next) v.finish(next, -rc, v.off(next));
+      fail_batch(-rc);
       return true;
     }
     if (rc < 0 && -rc != EINTR && ++spins > 16) sched_yield();  // EAGAIN/EBUSY: let others run
@@ -186,6 +249,10 @@ bool UringRings::run(BatchView& v, bool write) noexcept {
   }
   impl_->release(r);
   return true;
+}
+
+void UringRings::fail_next_enter_for_testing(EnterFault where, int err) noexcept {
+  impl_->fault.store(where == EnterFault::kAfterSubmit ? err : -err);
 }
 
 }  // namespace cryptmap::volume

@@ -10,8 +10,10 @@
 // continued and -EINTR/-EAGAIN completions resubmitted; each piece ends in exactly one
 // BatchView::finish (which may do the caller's work on the piece while others are in flight). A
 // staged view prepares each piece just before it is submitted. With every ring busy, run() returns
-// false at once and the caller runs the batch itself. docs/async-store-io.md has the why, the
-// IO_FLUSHER finding and the fallback.
+// false at once and the caller runs the batch itself. A ring that refuses io_uring_enter for good
+// fails the batch's unfinished pieces, but only once the kernel is done with each piece's buffer
+// (cancelled or completed; never while a transfer may still land in it), and is retired.
+// docs/async-store-io.md has the why, the IO_FLUSHER finding and the fallback.
 //
 // Thread-safety: run() from any number of threads; create() and destruction are not concurrent
 // with run().
@@ -65,6 +67,12 @@ class UringRings {
   // Runs every piece of `view` on a free ring and returns true when all have finished; false
   // (nothing done) when every ring is busy.
   bool run(BatchView& view, bool write) noexcept;
+
+  // Test seam: the next io_uring_enter of run() that would submit and wait fails with `err`, as
+  // from a broken ring: after the batch's prepared transfers were submitted (kAfterSubmit: they
+  // are in the kernel) or before (kBeforeSubmit: they are still in the submission queue).
+  enum class EnterFault { kAfterSubmit, kBeforeSubmit };
+  void fail_next_enter_for_testing(EnterFault where, int err) noexcept;
 
   struct Ring;
 
