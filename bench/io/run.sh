@@ -10,7 +10,8 @@
 #   cryptmap     cryptmap open -f: LUKS2, aes-xts-plain64, 512-bit key, 4096-byte sectors,
 #                FUSE through /dev/fuse (--fuse-transport=dev)
 #   cryptmap-uring  the same on a copy of the image, FUSE over io_uring (--fuse-transport=uring;
-#                needs /sys/module/fuse/parameters/enable_uring = Y, which the script does not set)
+#                the script sets /sys/module/fuse/parameters/enable_uring to Y for the run and
+#                restores it at exit, holding the machine-wide lock the tests take meanwhile)
 #   qsd-luks     qemu-storage-daemon's FUSE export over qemu's luks driver (LUKS1 image)
 #   nbdkit-luks  nbdkit's luks filter served through nbdfuse (LUKS1 image)
 #   (optional) passthrough-cached: the passthrough over the host page cache, as the peers run
@@ -163,10 +164,31 @@ teardown() {    # owners first (they unmount themselves), then the mounts left, 
   done
   PIDS=(); MOUNTS=()
 }
+# uring_hold: enable_uring Y until exit, under the machine-wide flock that the tests in every
+# worktree take around their changes of it (tests/integration/lib.sh, enable_uring_hold; the
+# same lock file): no test flips it, or restores an old value, while this run's daemons start.
+# The lock is held by a flock(1) coprocess that ends when this shell exits (after cleanup has
+# restored the value); the daemons and fio do not inherit it.
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_LOCK=/run/cryptmap-enable_uring.lock
+URING_SAVED=
+uring_hold() {
+  [[ -z $URING_SAVED ]] || return 0
+  [[ -w $URING_PARAM ]] ||
+    die "cryptmap-uring: no writable $URING_PARAM (a kernel without FUSE over io_uring)"
+  local held=
+  log "waiting for $URING_LOCK (enable_uring)"
+  coproc URING_HOLDER { exec flock -o "$URING_LOCK" sh -c 'echo held; exec cat >/dev/null'; }
+  read -r held <&"${URING_HOLDER[0]}" || true
+  [[ $held == held ]] || die "could not take $URING_LOCK (flock)"
+  URING_SAVED=$(cat "$URING_PARAM")
+  echo Y > "$URING_PARAM"
+}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   teardown
+  [[ -n $URING_SAVED ]] && echo "$URING_SAVED" > "$URING_PARAM"
   for m in "$W"/*; do mounted "$m" && { log "still mounted: $m"; rc=1; }; done
   rm -rf "$W"
   exit "$rc"
@@ -298,8 +320,7 @@ start_system() {
         --fuse-transport=dev
       MOUNTS+=("$m"); TARGET[$s]=$m/bench ;;
     cryptmap-uring)
-      [[ $(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null) == Y ]] ||
-        die "cryptmap-uring: FUSE over io_uring is off (echo Y > /sys/module/fuse/parameters/enable_uring)"
+      uring_hold
       start_bg owner "$s" "$CM" open "$W/luks2u.img" bench --key-file "$W/pass" --mount-dir "$m" -f \
         --fuse-transport=uring
       MOUNTS+=("$m"); TARGET[$s]=$m/bench ;;

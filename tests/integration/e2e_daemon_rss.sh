@@ -9,12 +9,9 @@
 # §5 "The memory budget": request slots, journal batches and in-place tag pages on top of the
 # cache), on /dev/fuse. Where the memory goes: bench/README.md ("Daemon memory").
 source "$(dirname "$0")/lib.sh"
-P=/sys/module/fuse/parameters/enable_uring
+P=$URING_PARAM
 OLD=
-if [[ -w $P ]]; then
-  OLD=$(cat "$P")
-  trap 'cleanup; echo "$OLD" > "$P"' EXIT
-fi
+enable_uring_hold && OLD=$URING_SAVED
 watchdog 300
 MiB=$((1 << 20))
 K=$(keyfile key "rss passphrase")

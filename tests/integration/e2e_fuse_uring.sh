@@ -6,10 +6,10 @@
 # ext4 on a loop device + e2fsck pass through it, a forced close while fio writes ends the I/O
 # with errors and the daemon exits with its mount gone; --fuse-transport=dev keeps /dev/fuse.
 source "$(dirname "$0")/lib.sh"
-P=/sys/module/fuse/parameters/enable_uring
-[[ -w $P ]] || { echo "SKIP: no writable $P (kernel without FUSE over io_uring, or not root)"; exit 0; }
-OLD=$(cat "$P")
-trap 'cleanup; echo "$OLD" > "$P"' EXIT
+P=$URING_PARAM
+enable_uring_hold ||
+  { echo "SKIP: no writable $P (kernel without FUSE over io_uring, or not root)"; exit 0; }
+flock -n "$URING_LOCK" true && fail "enable_uring_hold returned without holding $URING_LOCK"
 watchdog 240
 MiB=$((1 << 20))
 K=$(keyfile key "uring passphrase")

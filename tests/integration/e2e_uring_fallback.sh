@@ -7,11 +7,10 @@
 # and write-back paths) through the fallbacks, and the data reads back after a reopen with the
 # store's rings.
 source "$(dirname "$0")/lib.sh"
-P=/sys/module/fuse/parameters/enable_uring
+P=$URING_PARAM
 OLD=""
-if [[ -w $P ]]; then
-  OLD=$(cat "$P")
-  trap 'cleanup; echo "$OLD" > "$P"' EXIT
+if enable_uring_hold; then
+  OLD=$URING_SAVED
   echo N > "$P"
 fi
 watchdog 120

@@ -60,6 +60,27 @@ detach_our_loops() {
   return 0
 }
 
+# enable_uring_hold: for the rest of the test, holds the machine-wide lock on the kernel's FUSE
+# over io_uring switch (URING_PARAM), then saves its value; cleanup restores it while the lock is
+# still held (the lock goes when the test's process exits). Returns 1 (nothing held) where the
+# kernel has no such switch or it is not writable. CTest's RESOURCE_LOCK fuse_enable_uring
+# serializes only the tests of one ctest run; this lock (flock on URING_LOCK, also taken by
+# fs_fuse_test's uring.* fixture and bench/io/run.sh) serializes every worktree's tests and
+# benches on the machine, so none restores a value another has just set. The lock is held by a
+# flock(1) coprocess (-o: its command does not keep the lock's fd) that lives until this shell's
+# end of its pipe closes: the daemons, fio and sleeps a test starts do not inherit the lock.
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_LOCK=/run/cryptmap-enable_uring.lock
+URING_SAVED=
+enable_uring_hold() {
+  [[ -w $URING_PARAM ]] || return 1
+  local held=
+  coproc URING_HOLDER { exec flock -o "$URING_LOCK" sh -c 'echo held; exec cat >/dev/null'; }
+  read -r held <&"${URING_HOLDER[0]}" || true
+  [[ $held == held ]] || fail "could not take $URING_LOCK (flock)"
+  URING_SAVED=$(cat "$URING_PARAM")
+}
+
 cleanup() {
   set +e
   [[ -n "${WATCHDOG_PID:-}" ]] && kill "$WATCHDOG_PID" 2>/dev/null
@@ -77,6 +98,8 @@ cleanup() {
   for m in "${FSMNTS[@]}"; do umount -l "$m" 2>/dev/null; done
   for l in "${LOOPS[@]}" "${FUSE_LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
   rm -rf "$T"
+  [[ -n $URING_SAVED ]] && echo "$URING_SAVED" > "$URING_PARAM"
+  return 0
 }
 trap cleanup EXIT
 

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -59,6 +60,19 @@ std::vector<std::byte> pattern(std::size_t n, std::uint32_t seed) {
 // to Y for the test (root only; it skips otherwise) and restores it after. What `auto` picks is
 // tested end to end (tests/integration/e2e_fuse_uring.sh).
 constexpr const char* kEnableUring = "/sys/module/fuse/parameters/enable_uring";
+// The machine-wide lock on it (tests/integration/lib.sh, enable_uring_hold: URING_LOCK), held
+// from before the value is saved until after it is restored. CTest's RESOURCE_LOCK
+// fuse_enable_uring orders one ctest run's tests; this flock orders every run's on the machine
+// (other worktrees, benches), so none restores a value another has just set.
+constexpr const char* kEnableUringLock = "/run/cryptmap-enable_uring.lock";
+UniqueFd lock_enable_uring() {
+  UniqueFd fd(::open(kEnableUringLock, O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!fd.valid()) return fd;
+  while (::flock(fd.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) return UniqueFd();
+  }
+  return fd;
+}
 bool uring_run() {
   const char* t = std::getenv("CRYPTMAP_TEST_FUSE_TRANSPORT");
   return t != nullptr && std::string(t) == "uring";
@@ -82,9 +96,12 @@ class VolumeServerTest : public ::testing::Test {
     const std::string why = fuse_unusable_reason();
     if (!why.empty()) GTEST_SKIP() << "FUSE unavailable: " << why;
     if (uring_run()) {
-      saved_param_ = read_param();
-      if (saved_param_.empty() || access(kEnableUring, W_OK) != 0)
+      if (access(kEnableUring, W_OK) != 0)
         GTEST_SKIP() << "FUSE over io_uring: " << kEnableUring << " missing or not writable";
+      uring_lock_ = lock_enable_uring();
+      ASSERT_TRUE(uring_lock_.valid()) << kEnableUringLock << ": " << std::strerror(errno);
+      saved_param_ = read_param();
+      ASSERT_FALSE(saved_param_.empty()) << kEnableUring << " unreadable";
       ASSERT_TRUE(write_param("Y"));
     }
     char tmpl[] = "/tmp/cryptmap-fs-test.XXXXXX";
@@ -95,6 +112,7 @@ class VolumeServerTest : public ::testing::Test {
   void TearDown() override {
     server_.reset();
     if (!saved_param_.empty()) (void)write_param(saved_param_);
+    uring_lock_ = UniqueFd();  // only now may another run change enable_uring
     if (!mnt_.empty()) rmdir(mnt_.c_str());
     if (!dir_.empty()) rmdir(dir_.c_str());
   }
@@ -123,6 +141,7 @@ class VolumeServerTest : public ::testing::Test {
   }
 
   std::string dir_, mnt_;
+  UniqueFd uring_lock_;      // lock_enable_uring(), held by a uring run from SetUp to TearDown
   std::string saved_param_;  // enable_uring before a uring run changed it
   std::unique_ptr<VolumeServer> server_;
 };
@@ -156,6 +175,16 @@ TEST_F(VolumeServerTest, RequestsTravelThroughTheTransportAskedFor) {
     EXPECT_EQ(st.uring_requests, 0u);
     EXPECT_EQ(server_->status().at(0).fuse_transport, "dev");
   }
+}
+
+// A uring run changes enable_uring only under the machine-wide lock: while the test runs,
+// nobody else (another ctest run, lib.sh's enable_uring_hold, a bench) can take it.
+TEST_F(VolumeServerTest, AUringRunHoldsTheMachineWideEnableUringLock) {
+  if (!uring_run()) GTEST_SKIP() << "runs in the uring.* run, which owns enable_uring";
+  UniqueFd other(::open(kEnableUringLock, O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(other.valid()) << kEnableUringLock << ": " << std::strerror(errno);
+  EXPECT_NE(::flock(other.get(), LOCK_EX | LOCK_NB), 0) << "the lock was free during the test";
+  EXPECT_EQ(errno, EWOULDBLOCK);
 }
 
 // --fuse-transport=uring is refused at mount, with what to do, when the kernel setting is off.
