@@ -121,6 +121,16 @@ Result<std::uint64_t> parse_size(const std::string& text, const char* what) {
 
 int refuse(const char* message) { return report(make_error(Errc::kUnsupported, message)); }
 
+// Refuses to reencrypt `device` the way asked while the daemon serves it: "Device DEVICE is open
+// in cryptmap's daemon as FILE", then `rest` (why, and what works instead), on stderr; returns
+// `code`.
+int refuse_served(const std::string& device, const ServedImage& served, const std::string& rest,
+                  int code) {
+  std::cerr << "Device " << device << " is open in cryptmap's daemon as " << served.file << rest
+            << "\n";
+  return code;
+}
+
 // The online run: the daemon serving `mount_dir` runs the reencryption of volume `name`; its
 // progress replies are shown until the final one. On SIGINT (g_interrupted) our side of the
 // connection is shut, which the daemon takes as "stop after this hotzone".
@@ -417,24 +427,25 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
     auto encrypting = luks_in_encryption(a.device);
     if (!encrypting) return report(encrypting.error());
     if (!*encrypting || !**encrypting) {
-      std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
-                << "; encryption with a data shift (reencrypt --encrypt --reduce-device-size) "
-                   "moves the data before the header exists, which cryptsetup too does only on "
-                   "a device nothing uses. Close it (cryptmap close "
-                << open_as->name << "), start it with cryptmap reencrypt --encrypt "
-                << "--reduce-device-size " << a.reduce_device_size << " --init-only " << a.device
-                << ", open it with cryptmap open " << a.device << " " << open_as->name
-                << ", then cryptmap reencrypt --resume-only " << a.device << " runs it online.\n";
-      return kExitBusy;
+      return refuse_served(
+          a.device, *open_as,
+          "; encryption with a data shift (reencrypt --encrypt --reduce-device-size) moves the "
+          "data before the header exists, which cryptsetup too does only on a device nothing "
+          "uses. Close it (cryptmap close " +
+              open_as->name + "), start it with cryptmap reencrypt --encrypt " +
+              "--reduce-device-size " + a.reduce_device_size + " --init-only " + a.device +
+              ", open it with cryptmap open " + a.device + " " + open_as->name +
+              ", then cryptmap reencrypt --resume-only " + a.device + " runs it online.",
+          kExitBusy);
     }
   }
   if (open_as && a.force_offline) {
-    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
-              << "; --force-offline-reencrypt cannot reencrypt it under the daemon. Close it "
-                 "first (cryptmap close "
-              << open_as->name
-              << "), or run reencrypt without --force-offline-reencrypt (online).\n";
-    return kExitBusy;
+    return refuse_served(a.device, *open_as,
+                         "; --force-offline-reencrypt cannot reencrypt it under the daemon. Close "
+                         "it first (cryptmap close " +
+                             open_as->name +
+                             "), or run reencrypt without --force-offline-reencrypt (online).",
+                         kExitBusy);
   }
   // Asked before the metadata lock, which the running reencryption holds.
   if (open_as && open_as->reencrypting) {
@@ -458,18 +469,18 @@ int do_reencrypt(const ReencryptArgs& a, const CommandContext& ctx) {
   // The daemon runs the reencryption of the header it serves the image with.
   if (open_as && !a.force_offline &&
       (a.header.empty() ? std::string() : absolute(a.header)) != open_as->header) {
-    std::cerr << "Device " << a.device << " is open in cryptmap's daemon as " << open_as->file
-              << (open_as->header.empty() ? " with its header inside it"
-                                          : " with the header " + open_as->header)
-              << "; reencrypt it with "
-              << (open_as->header.empty() ? "no --header" : "--header " + open_as->header) << "."
-              << (a.encrypt ? " Online encryption serves the device through its new header: "
-                              "reencrypt --encrypt --init-only --header HDR DEVICE, open "
-                              "--header HDR DEVICE NAME, then reencrypt --resume-only --header "
-                              "HDR DEVICE."
-                            : "")
-              << "\n";
-    return kExitUsage;
+    const bool inside = open_as->header.empty();
+    return refuse_served(
+        a.device, *open_as,
+        (inside ? " with its header inside it" : " with the header " + open_as->header) +
+            "; reencrypt it with " + (inside ? "no --header" : "--header " + open_as->header) +
+            "." +
+            (a.encrypt ? " Online encryption serves the device through its new header: "
+                         "reencrypt --encrypt --init-only --header HDR DEVICE, open "
+                         "--header HDR DEVICE NAME, then reencrypt --resume-only --header "
+                         "HDR DEVICE."
+                       : ""),
+        kExitUsage);
   }
   std::uint64_t hotzone = 0;
   if (!a.hotzone_size.empty()) {

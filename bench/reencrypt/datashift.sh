@@ -16,19 +16,8 @@ BUILD=${1:?usage: datashift.sh BUILD_DIR [SIZE_MIB] [REDUCE]}
 SIZE_MIB=${2:-256}
 REDUCE=${3:-32M}
 REPEATS=${REPEATS:-2}
-CM=$(realpath "$BUILD/cli/cryptmap")
-for t in cryptsetup fio python3; do command -v $t > /dev/null || { echo "needs $t"; exit 1; }; done
-W=$(mktemp -d /dev/shm/cryptmap-dshift-bench.XXXXXX)
-FIO_PID=
-cleanup() {
-  set +e
-  [[ -n $FIO_PID ]] && kill "$FIO_PID" 2> /dev/null
-  "$CM" close --mount-dir "$W/mnt" r 2> /dev/null
-  rm -rf "$W"
-}
-trap cleanup EXIT
-printf 'bench passphrase' > "$W/key"
-FAST=(--pbkdf pbkdf2 --pbkdf-force-iterations 1000)
+SCRATCH=cryptmap-dshift-bench
+source "$(dirname "$0")/lib.sh"
 REDUCE_B=$(numfmt --from=iec "$REDUCE")
 head -c $((SIZE_MIB << 20)) /dev/urandom > "$W/base.img"
 truncate -s $(((SIZE_MIB << 20) + REDUCE_B)) "$W/base.img"
@@ -101,7 +90,6 @@ echo "# $SIZE_MIB MiB of data, --reduce-device-size $REDUCE, tmpfs, $REPEATS run
 for _ in $(seq 1 "$REPEATS"); do
   for r in raw cryptsetup cryptmap cryptmap-online cryptmap-busy; do row "$r"; done
 done
-median() { tr ' ' '\n' <<< "$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 cs=$(median "${RES[cryptsetup]}")
 for r in raw cryptsetup cryptmap cryptmap-online cryptmap-busy; do
   m=$(median "${RES[$r]}")

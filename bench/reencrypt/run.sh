@@ -23,20 +23,8 @@ SIZE_MIB=${2:-1024}
 RES=${3:-checksum}
 REPEATS=${REPEATS:-2}
 INUSE_IOPS=${INUSE_IOPS:-1000}
-CM=$(realpath "$BUILD/cli/cryptmap")
-for t in cryptsetup fio python3; do command -v $t > /dev/null || { echo "needs $t"; exit 1; }; done
-W=$(mktemp -d /dev/shm/cryptmap-reenc-bench.XXXXXX)
-FIO_PID=
-cleanup() {
-  set +e
-  [[ -n $FIO_PID ]] && kill "$FIO_PID" 2> /dev/null
-  "$CM" close --mount-dir "$W/mnt" r 2> /dev/null
-
-  rm -rf "$W"
-}
-trap cleanup EXIT
-printf 'bench passphrase' > "$W/key"
-FAST=(--pbkdf pbkdf2 --pbkdf-force-iterations 1000)
+SCRATCH=cryptmap-reenc-bench
+source "$(dirname "$0")/lib.sh"
 truncate -s $(((SIZE_MIB + 16) << 20)) "$W/base.img"
 cryptsetup luksFormat --batch-mode --type luks2 --key-size 512 "${FAST[@]}" --key-file "$W/key" "$W/base.img"
 OFF=$(cryptsetup luksDump --dump-json-metadata "$W/base.img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["segments"]["0"]["offset"])')
@@ -54,7 +42,6 @@ init_cmd() {  # init_cmd TOOL IMAGE
 }
 declare -A MS INIT IOPS
 add() { MS[$1]="${MS[$1]:-} $2"; }
-median() { tr ' ' '\n' <<< "$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 for rep in $(seq 1 "$REPEATS"); do
   cp "$W/base.img" "$W/r.img"

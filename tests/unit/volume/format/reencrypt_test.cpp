@@ -980,28 +980,42 @@ TEST(Reencrypt, AFailedOnlineStepRecoversItsHotzoneAndServesOn) {
   }
 }
 
+// The online start of a datashift decryption (DecryptShiftStart): an image cryptmap encrypted
+// with a data shift (header inside, data offset 1 MiB), its bytes before the start in
+// `original_` (and `now_`, the same size, for what a test reads back), and the options of the
+// decryption (PBKDF2 at 1000 iterations).
+class ReencryptDatashiftSwitchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto enc = reencrypt_run(*s_.img, pass("right"), {});
+    ASSERT_TRUE(enc && enc->finished);
+    original_.resize(size_);
+    now_.resize(size_);
+    ASSERT_TRUE(s_.img->read_at(ByteOffset{0}, original_));
+    o_.pbkdf.type = "pbkdf2";
+    o_.pbkdf.force_iterations = 1000;
+  }
+
+  Shifted s_ = shifted_image();
+  const std::uint64_t size_ = s_.img->size_bytes();
+  std::vector<std::byte> original_, now_;
+  DecryptShiftOptions o_;
+};
+
 // The online start of cryptsetup 2.6's decryption with a data shift (docs/reencrypt.md §10 item
 // 10): the export writes only NEW-FILE, the prepare nothing at all (its session runs on the
 // header in memory); the switch moves the data's first part and commits the header into
 // NEW-FILE, leaving the image and the header as the offline init leaves them; the served volume
 // made before the switch then serves the run, every read returning the last write.
-TEST(Reencrypt, AnOnlineStartOfADecryptionWithADataShiftSwitchesTheHeaderUnderTheVolume) {
-  Shifted s = shifted_image();
-  auto enc = reencrypt_run(*s.img, pass("right"), {});
-  ASSERT_TRUE(enc && enc->finished);
-  const std::uint64_t size = s.img->size_bytes(), data = kShiftData + kMiB;
-  std::vector<std::byte> original(size), now(size);
-  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, original));
-  DecryptShiftOptions o;
-  o.pbkdf.type = "pbkdf2";
-  o.pbkdf.force_iterations = 1000;
+TEST_F(ReencryptDatashiftSwitchTest, AnOnlineStartSwitchesTheHeaderUnderTheVolume) {
+  const std::uint64_t data = kShiftData + kMiB;
 
   // Offline, on a copy: what the switch must leave.
-  MemBackingStore offline(size, "mem:offline.img");
-  ASSERT_TRUE(offline.write_at(ByteOffset{0}, original));
+  MemBackingStore offline(size_, "mem:offline.img");
+  ASSERT_TRUE(offline.write_at(ByteOffset{0}, original_));
   MemBackingStore offline_hdr(kMiB, "mem:offline.hdr");
   ASSERT_TRUE(reencrypt_decrypt_shift_init(
-      offline, pass("right"), o, [&](std::uint64_t) -> Result<std::unique_ptr<BackingStore>> {
+      offline, pass("right"), o_, [&](std::uint64_t) -> Result<std::unique_ptr<BackingStore>> {
         return std::unique_ptr<BackingStore>(new Borrowed(offline_hdr));
       }));
 
@@ -1009,16 +1023,16 @@ TEST(Reencrypt, AnOnlineStartOfADecryptionWithADataShiftSwitchesTheHeaderUnderTh
   auto factory = [&](std::uint64_t) -> Result<std::unique_ptr<BackingStore>> {
     return std::unique_ptr<BackingStore>(new Borrowed(hdr));
   };
-  auto wrong = reencrypt_decrypt_shift_export(*s.img, pass("wrong"), o, factory);
+  auto wrong = reencrypt_decrypt_shift_export(*s_.img, pass("wrong"), o_, factory);
   ASSERT_FALSE(wrong);
   EXPECT_EQ(wrong.error().code, Errc::kBadKey);
-  auto exported = reencrypt_decrypt_shift_export(*s.img, pass("right"), o, factory);
+  auto exported = reencrypt_decrypt_shift_export(*s_.img, pass("right"), o_, factory);
   ASSERT_TRUE(exported) << exported.error().message();
-  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, now));
-  EXPECT_EQ(now, original);  // the export writes nothing of the image
+  ASSERT_TRUE(s_.img->read_at(ByteOffset{0}, now_));
+  EXPECT_EQ(now_, original_);  // the export writes nothing of the image
   std::vector<std::byte> head(*exported), exported_bytes(*exported);
   ASSERT_TRUE(hdr.read_at(ByteOffset{0}, exported_bytes));
-  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, head));
+  ASSERT_TRUE(s_.img->read_at(ByteOffset{0}, head));
   EXPECT_EQ(exported_bytes, head);
 
   // A changed export is refused, nothing written.
@@ -1027,31 +1041,31 @@ TEST(Reencrypt, AnOnlineStartOfADecryptionWithADataShiftSwitchesTheHeaderUnderTh
     ASSERT_TRUE(changed.write_at(ByteOffset{0}, exported_bytes));
     const std::byte one{1};
     ASSERT_TRUE(changed.write_at(ByteOffset{*exported - 1}, std::span(&one, 1)));
-    auto refused = DecryptShiftStart::prepare(changed, *s.img, pass("right"), o, 0);
+    auto refused = DecryptShiftStart::prepare(changed, *s_.img, pass("right"), o_, 0);
     ASSERT_FALSE(refused);
     EXPECT_EQ(refused.error().code, Errc::kBusy);
   }
-  auto start = DecryptShiftStart::prepare(hdr, *s.img, pass("right"), o, 0);
+  auto start = DecryptShiftStart::prepare(hdr, *s_.img, pass("right"), o_, 0);
   ASSERT_TRUE(start) << start.error().message();
   VolumeOptions vo;
   vo.cache_bytes = 256 << 10;
   auto served =
-      (*start)->session().open_served_volume(std::make_unique<Borrowed>(*s.img), vo, nullptr);
+      (*start)->session().open_served_volume(std::make_unique<Borrowed>(*s_.img), vo, nullptr);
   ASSERT_TRUE(served) << served.error().message();
-  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, now));
-  EXPECT_EQ(now, original);  // nothing written before the switch
-  auto st = reencrypt_status(hdr, s.img.get());
+  ASSERT_TRUE(s_.img->read_at(ByteOffset{0}, now_));
+  EXPECT_EQ(now_, original_);  // nothing written before the switch
+  auto st = reencrypt_status(hdr, s_.img.get());
   ASSERT_TRUE(st);
   EXPECT_FALSE(st->in_reencryption);
   EXPECT_FALSE((*start)->switched());
 
   ASSERT_TRUE((*start)->switch_header());
   EXPECT_TRUE((*start)->switched());
-  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, now));
-  std::vector<std::byte> off_img(size);
+  ASSERT_TRUE(s_.img->read_at(ByteOffset{0}, now_));
+  std::vector<std::byte> off_img(size_);
   ASSERT_TRUE(offline.read_at(ByteOffset{0}, off_img));
-  EXPECT_EQ(now, off_img);  // the image as the offline init leaves it
-  st = reencrypt_status(hdr, s.img.get());
+  EXPECT_EQ(now_, off_img);  // the image as the offline init leaves it
+  st = reencrypt_status(hdr, s_.img.get());
   ASSERT_TRUE(st);
   EXPECT_TRUE(st->in_reencryption);
   EXPECT_EQ(st->mode, "decrypt");
@@ -1065,7 +1079,7 @@ TEST(Reencrypt, AnOnlineStartOfADecryptionWithADataShiftSwitchesTheHeaderUnderTh
   ASSERT_EQ(vol.size_bytes(), data);
   std::vector<std::byte> all(data);
   ASSERT_TRUE(vol.read(ByteOffset{0}, all));
-  ASSERT_TRUE(std::equal(s.plain.begin(), s.plain.end(), all.begin()));
+  ASSERT_TRUE(std::equal(s_.plain.begin(), s_.plain.end(), all.begin()));
   std::vector<std::byte> model = all;
   const Hammered h = hammer_while_stepping((*start)->session(), vol, model, 0, data);
   EXPECT_EQ(h.steps, 4u);
@@ -1076,28 +1090,19 @@ TEST(Reencrypt, AnOnlineStartOfADecryptionWithADataShiftSwitchesTheHeaderUnderTh
   EXPECT_TRUE(fin->finished);
   ASSERT_TRUE(vol.flush());
   served->reset();
-  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, all));
-  EXPECT_EQ(all, model);                    // the plaintext from the image's start
-  st = reencrypt_status(hdr, s.img.get());  // the session wrote NEW-FILE after the switch
+  ASSERT_TRUE(s_.img->read_at(ByteOffset{0}, all));
+  EXPECT_EQ(all, model);                     // the plaintext from the image's start
+  st = reencrypt_status(hdr, s_.img.get());  // the session wrote NEW-FILE after the switch
   ASSERT_TRUE(st);
   EXPECT_FALSE(st->in_reencryption);
 }
 
 // A switch whose data move fails (the image's writes at its start fail) leaves the image as it
 // was, its own header written back, and the export not in reencryption.
-TEST(Reencrypt, AFailedOnlineDatashiftSwitchLeavesTheImageAsItWas) {
-  Shifted s = shifted_image();
-  auto enc = reencrypt_run(*s.img, pass("right"), {});
-  ASSERT_TRUE(enc && enc->finished);
-  const std::uint64_t size = s.img->size_bytes();
-  std::vector<std::byte> original(size), now(size);
-  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, original));
-  DecryptShiftOptions o;
-  o.pbkdf.type = "pbkdf2";
-  o.pbkdf.force_iterations = 1000;
+TEST_F(ReencryptDatashiftSwitchTest, AFailedSwitchLeavesTheImageAsItWas) {
   MemBackingStore hdr(kMiB, "mem:new.hdr");
   ASSERT_TRUE(reencrypt_decrypt_shift_export(
-      *s.img, pass("right"), o, [&](std::uint64_t) -> Result<std::unique_ptr<BackingStore>> {
+      *s_.img, pass("right"), o_, [&](std::uint64_t) -> Result<std::unique_ptr<BackingStore>> {
         return std::unique_ptr<BackingStore>(new Borrowed(hdr));
       }));
   // The move's write lands in part (its first 64 KiB), then fails.
@@ -1126,27 +1131,27 @@ TEST(Reencrypt, AFailedOnlineDatashiftSwitchLeavesTheImageAsItWas) {
    private:
     BackingStore& s_;
     bool fail_ = true;
-  } torn(*s.img);
-  auto start2 = DecryptShiftStart::prepare(hdr, torn, pass("right"), o, 0);
+  } torn(*s_.img);
+  auto start2 = DecryptShiftStart::prepare(hdr, torn, pass("right"), o_, 0);
   ASSERT_TRUE(start2) << start2.error().message();
   auto r = (*start2)->switch_header();
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::kIo);
   EXPECT_FALSE((*start2)->switched());
-  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, now));
-  EXPECT_EQ(now, original);
-  auto st = reencrypt_status(hdr, s.img.get());
+  ASSERT_TRUE(s_.img->read_at(ByteOffset{0}, now_));
+  EXPECT_EQ(now_, original_);
+  auto st = reencrypt_status(hdr, s_.img.get());
   ASSERT_TRUE(st);
   EXPECT_FALSE(st->in_reencryption);
   // Then a commit that fails (the header's writes): the image is written back as well.
   FlakyImage flaky_hdr(hdr);
   flaky_hdr.fail_writes(0, kMiB, 1000);
-  auto start3 = DecryptShiftStart::prepare(flaky_hdr, *s.img, pass("right"), o, 0);
+  auto start3 = DecryptShiftStart::prepare(flaky_hdr, *s_.img, pass("right"), o_, 0);
   ASSERT_TRUE(start3) << start3.error().message();
   ASSERT_FALSE((*start3)->switch_header());
-  ASSERT_TRUE(s.img->read_at(ByteOffset{0}, now));
-  EXPECT_EQ(now, original);
-  st = reencrypt_status(hdr, s.img.get());
+  ASSERT_TRUE(s_.img->read_at(ByteOffset{0}, now_));
+  EXPECT_EQ(now_, original_);
+  st = reencrypt_status(hdr, s_.img.get());
   ASSERT_TRUE(st);
   EXPECT_FALSE(st->in_reencryption);
 }
