@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -109,6 +110,27 @@ Result<std::unique_ptr<volume::Volume>> open_requested_volume(
     const Request& add, std::shared_ptr<spdlog::logger> logger) {
   return volume::open_unlocked(add.source.image, add.layout, add.volume_key.span(),
                                volume_options_of(add), std::move(logger));
+}
+
+// Test seam (tests/integration/reencrypt_online_datashift_start.sh): with
+// CRYPTMAP_TEST_PAUSE_BEFORE_SWITCH=FIFO in the daemon's environment, the online start of a
+// datashift decryption, once prepared (nothing written yet), opens FIFO for reading before it
+// checks for a stop: it waits there until the test has opened FIFO for writing (so the test knows
+// the daemon is at this point) and closed it again (after making the CLI leave, say).
+void pause_before_switch_for_testing() {
+  const char* fifo = std::getenv("CRYPTMAP_TEST_PAUSE_BEFORE_SWITCH");
+  if (fifo == nullptr || fifo[0] == '\0') return;
+  int fd = -1;
+  do {
+    fd = ::open(fifo, O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return;
+  char b[64];
+  for (;;) {
+    const ssize_t n = ::read(fd, b, sizeof b);
+    if (n == 0 || (n < 0 && errno != EINTR)) break;
+  }
+  ::close(fd);
 }
 
 // The CLI of a running reencryption shut its side of the connection (SIGINT) or went away.
@@ -459,6 +481,9 @@ class Daemon {
     volume::Volume* served = moving.get();  // the server owns it; close waits for this run
     // The header of the run from now on (NEW-FILE once a datashift decryption switched to it).
     std::string run_header = add.source.header;
+    // Stopped while it was being prepared (the CLI left, close --force, shutdown): nothing is
+    // written, and nothing switched to NEW-FILE, which the CLI then removes.
+    if (shift_start) pause_before_switch_for_testing();
     if (shift_start && (run.stop.load() || peer_left(run.conn.get())))
       return reply_with(kExitUsage, "The decryption with a data shift of " + name +
                                         " was stopped before it started; nothing was changed (" +

@@ -18,7 +18,10 @@
 #     as before; each is then finished online and the plaintext compared;
 #  4. bad input, each leaving the image unchanged and still served: NEW-FILE an existing file,
 #     NEW-FILE in a directory that does not exist, a wrong passphrase (no NEW-FILE left), and
-#     --force-offline-reencrypt.
+#     --force-offline-reencrypt;
+#  5. the CLI gone while the daemon prepares the start (held at its pause point,
+#     CRYPTMAP_TEST_PAUSE_BEFORE_SWITCH in fs/daemon.cpp, while the test kills the CLI): the
+#     daemon stops before the switch, the image is unchanged and NEW-FILE not in reencryption.
 source "$(dirname "$0")/lib.sh"
 NO_DEFAULT_BASE=1
 DATA=$((8 << 20))  # the data of the image: 8 MiB behind a 1 MiB header (a 1 MiB shift)
@@ -158,4 +161,32 @@ cm status --mount-dir "$MNT" p > "$T/status"
 grep -q "header:" "$T/status" && { cat "$T/status"; fail "4: status names a detached header"; }
 cm_close p
 [[ $(sum "$T/p.img") == "$before" ]] || fail "4: a refused start changed the image"
+
+note "5. the CLI gone while the daemon prepares the start: nothing written, nothing switched"
+fresh s
+mkfifo "$T/pause.fifo"
+# A fresh daemon (the last close ends the previous one), started with the pause point set.
+for _ in $(seq 1 50); do [[ -z $(daemon_pid) ]] && break; sleep 0.1; done
+[[ -z $(daemon_pid) ]] || fail "5: the previous daemon is still running"
+CRYPTMAP_TEST_PAUSE_BEFORE_SWITCH=$T/pause.fifo cm_open --key-file "$K" "$T/s.img" s
+before=$(sum "$T/s.img")
+"${ONLINE[@]}" --decrypt --header "$T/s.hdr" "$T/s.img" > "$T/run.out" 2>&1 &
+cli=$!
+exec 7> "$T/pause.fifo"  # returns once the daemon waits at its pause point, the start prepared
+kill -KILL "$cli"
+wait "$cli" 2> /dev/null || true  # reaped: its end of the control connection is closed
+exec 7>&-                         # the daemon goes on
+# The run ends on its own (a close is refused while it runs).
+closed=0
+for _ in $(seq 1 100); do
+  if cm_close s 2> "$T/close.err"; then closed=1; break; fi
+  grep -q "online reencryption runs on it" "$T/close.err" || { cat "$T/close.err"; fail "5: close failed"; }
+  sleep 0.1
+done
+((closed)) || fail "5: the run did not end (close refused throughout)"
+[[ $(sum "$T/s.img") == "$before" ]] || fail "5: the image changed although the CLI had left before the switch"
+[[ $(reenc_state "$T/s.hdr") == done ]] || fail "5: NEW-FILE is in reencryption: $(reenc_state "$T/s.hdr")"
+cm_open --key-file "$K" "$T/s.img" s || fail "5: the image does not open with its own header"
+[[ $(sum "$MNT/s") == "$ref" ]] || fail "5: the data differs"
+cm_close s
 note "PASS"
