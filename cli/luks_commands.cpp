@@ -228,7 +228,14 @@ int do_format(const LuksArgs& a, const CommandContext& ctx) {
   if (!a.volume_key_file.empty()) {
     KeySource vs;
     vs.key_file = a.volume_key_file;
+    // The whole volume key, as cryptsetup reads it: with --integrity the cipher key and the
+    // MAC key after it (docs/integrity.md §2).
     vs.keyfile_size = o.key_bits / 8;
+    if (!o.integrity.empty()) {
+      auto comp = crypto::auth_composition(o.cipher, o.integrity);
+      if (!comp) return report(comp.error());
+      vs.keyfile_size += comp->mac_key_size;
+    }
     auto vk = read_passphrase(vs, "", false);
     if (!vk) return report(vk.error());
     vk_file = std::move(*vk);

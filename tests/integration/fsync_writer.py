@@ -5,7 +5,7 @@ Runs until killed; run SEED numbers increase from run to run so generations stay
 across runs sharing one LOG.  `check` verifies that every logged (block, generation) is on disk with a
 generation >= the logged one (a later, unsynced write may legitimately be newer).
 
-  fsync_writer.py run FILE BLOCKS LOG SEED
+  fsync_writer.py run FILE BLOCKS LOG SEED [FIRST]   (blocks FIRST .. FIRST+BLOCKS-1; default 0)
   fsync_writer.py check FILE BLOCKS LOG
 """
 import os
@@ -22,14 +22,14 @@ def block_bytes(block: int, gen: int) -> bytes:
     return (head * (BS // len(head) + 1))[:BS]
 
 
-def run(path: str, blocks: int, log: str, seed: int) -> None:
+def run(path: str, blocks: int, log: str, seed: int, first: int = 0) -> None:
     rng = random.Random(seed)
     fd = os.open(path, os.O_RDWR)
     with open(log, "a", buffering=1) as lf:
         gen = seed * 1_000_000_000  # generations grow across runs (seeds 1, 2, ...)
         while True:
             gen += 1
-            b = rng.randrange(blocks)
+            b = first + rng.randrange(blocks)
             os.pwrite(fd, block_bytes(b, gen), b * BS)
             os.fsync(fd)
             lf.write(f"{b} {gen}\n")
@@ -65,7 +65,8 @@ def check(path: str, blocks: int, log: str) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1] == "run":
-        run(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+        run(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]),
+            int(sys.argv[6]) if len(sys.argv) > 6 else 0)
     elif sys.argv[1] == "check":
         sys.exit(check(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
     else:

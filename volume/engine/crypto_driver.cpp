@@ -30,6 +30,19 @@ class Conversion {
     if (!error_) error_ = e;
     failed_.store(true, std::memory_order_relaxed);
   }
+  // An authenticated decrypt's verdict: sector `index` failed its tag. The conversion goes on
+  // (every sector gets its verdict); the error of the lowest failing sector is returned, unless
+  // another error came first.
+  void record_auth(const Error& e, std::uint64_t index) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    if (!error_ || (error_->code == Errc::kAuth && index < auth_index_)) {
+      error_ = e;
+      auth_index_ = index;
+    }
+  }
+  // Authenticated conversions: failed[i] is set for sector first + i when it fails its tag.
+  std::span<bool> verdicts;
+  std::uint64_t first = 0;
   bool failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
   // The last access to *this by a completer: after the unlock the waiter may destroy it.
   void finish_one() EXCLUDES(mu_) {
@@ -49,6 +62,7 @@ class Conversion {
   CondVar cv_;
   std::uint32_t pending_ GUARDED_BY(mu_) = 1;   // the submitter's guard
   std::optional<Error> error_ GUARDED_BY(mu_);  // first error wins
+  std::uint64_t auth_index_ GUARDED_BY(mu_) = UINT64_MAX;
   std::atomic<bool> failed_{false};
 };
 
@@ -93,6 +107,9 @@ struct CryptoDriver::Impl {
     Conversion* conv = nullptr;
     crypto::CryptoDir dir = crypto::CryptoDir::kDecrypt;
     std::span<std::byte> data;
+    std::span<std::byte> meta;  // meta_bytes per sector, or empty
+    std::size_t meta_bytes = 0;
+    std::size_t batch = 1;  // sectors per request
     std::uint64_t first = 0;
     std::size_t per = 0;  // sectors per slice
     SlicePool::FanOut fan;
@@ -105,25 +122,29 @@ struct CryptoDriver::Impl {
     free_requests.fill(std::span(requests));
   }
 
-  bool parallel(CryptoDir dir, std::size_t bytes) const {
+  bool parallel(CryptoDir dir, std::size_t bytes, std::size_t batch) const {
     if (dir == CryptoDir::kDecrypt ? opts.inline_decrypt : opts.inline_encrypt) return false;
     const std::size_t count = bytes / opts.sector_size;
-    const std::size_t batches = (count + batch_sectors - 1) / batch_sectors;
+    const std::size_t batches = (count + batch - 1) / batch;
     return pool && bytes >= opts.parallel_threshold_bytes && batches > 1;
   }
 
   // Cuts a conversion into per-core slices of whole batches (one fan-out slice each).
   void prepare_slices(Slices& t, Conversion& conv, CryptoDir dir, std::span<std::byte> data,
+                      std::span<std::byte> meta, std::size_t meta_bytes, std::size_t batch,
                       std::uint64_t first) {
     const std::size_t count = data.size() / opts.sector_size;
-    const std::size_t batches = (count + batch_sectors - 1) / batch_sectors;
+    const std::size_t batches = (count + batch - 1) / batch;
     const std::size_t slices = std::min<std::size_t>(threads, batches);
     t.im = this;
     t.conv = &conv;
     t.dir = dir;
     t.data = data;
+    t.meta = meta;
+    t.meta_bytes = meta_bytes;
+    t.batch = batch;
     t.first = first;
-    t.per = (batches + slices - 1) / slices * batch_sectors;
+    t.per = (batches + slices - 1) / slices * batch;
     t.fan.set(slices, &run_slice, &t);
   }
   static void run_slice(void* context, std::size_t i) {
@@ -133,27 +154,44 @@ struct CryptoDriver::Impl {
     const std::size_t begin = i * t.per;
     if (begin >= count) return;
     const std::size_t n = std::min(t.per, count - begin);
-    t.im->issue(*t.conv, t.dir, t.data.subspan(begin * ss, n * ss), t.first + begin);
+    const std::size_t mb = t.meta_bytes;
+    t.im->issue(*t.conv, t.dir, t.data.subspan(begin * ss, n * ss),
+                t.meta.empty() ? t.meta : t.meta.subspan(begin * mb, n * mb), mb, t.batch,
+                t.first + begin);
   }
 
   // Called exactly once per accepted batch (inline for kDone, by the engine otherwise).
   void complete(CryptoRequest* r) {
     auto* conv = static_cast<Conversion*>(r->user);
-    if (!r->status) conv->record(r->status.error());
+    if (!r->status) {
+      if (!conv->verdicts.empty() && r->status.error().code == Errc::kAuth) {
+        // One sector per request: the verdict is exactly this request's sector.
+        const std::uint64_t i = r->run.first.value - conv->first;
+        conv->verdicts[i] = true;
+        conv->record_auth(r->status.error(), r->run.first.value);
+      } else {
+        conv->record(r->status.error());
+      }
+    }
     free_requests.give(r);
     conv->finish_one();
   }
 
   // dm-crypt crypt_convert(): issue the batches of [first, first + count) one by one.
-  void issue(Conversion& conv, CryptoDir dir, std::span<std::byte> data, std::uint64_t first) {
+  // `meta` (meta_bytes per sector, or empty) travels in each request with its sectors.
+  void issue(Conversion& conv, CryptoDir dir, std::span<std::byte> data, std::span<std::byte> meta,
+             std::size_t meta_bytes, std::size_t batch, std::uint64_t first) {
     const std::size_t ss = opts.sector_size;
     const std::size_t count = data.size() / ss;
-    for (std::size_t pos = 0; pos < count; pos += batch_sectors) {
+    for (std::size_t pos = 0; pos < count; pos += batch) {
       if (conv.failed()) return;  // the request already failed: stop converting it
-      const std::size_t n = std::min(batch_sectors, count - pos);
+      const std::size_t n = std::min(batch, count - pos);
       CryptoRequest* r = free_requests.take();
       r->dir = dir;
-      r->run = crypto::SectorRun{data.subspan(pos * ss, n * ss), {}, SectorIndex{first + pos}};
+      r->run =
+          crypto::SectorRun{data.subspan(pos * ss, n * ss),
+                            meta.empty() ? meta : meta.subspan(pos * meta_bytes, n * meta_bytes),
+                            SectorIndex{first + pos}};
       r->status = ok();
       r->user = &conv;
       conv.add_pending();
@@ -233,11 +271,42 @@ Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> d
   CRYPTMAP_CHECK(data.size() % im.opts.sector_size == 0);
   if (data.empty()) return ok();
   Conversion conv;
-  if (!im.parallel(dir, data.size())) {
-    im.issue(conv, dir, data, first.value);
+  if (!im.parallel(dir, data.size(), im.batch_sectors)) {
+    im.issue(conv, dir, data, {}, 0, im.batch_sectors, first.value);
   } else {
     Impl::Slices task;
-    im.prepare_slices(task, conv, dir, data, first.value);
+    im.prepare_slices(task, conv, dir, data, {}, 0, im.batch_sectors, first.value);
+    im.pool->run(task.fan);  // the calling thread works on the slices too
+  }
+  conv.finish_one();  // drop the submitter's guard
+  return conv.wait();
+}
+
+Result<void> CryptoDriver::convert_auth(crypto::CryptoDir dir, std::span<std::byte> data,
+                                        std::span<std::byte> meta, SectorIndex first,
+                                        std::span<bool> failed) {
+  Impl& im = *impl_;
+  const std::size_t ss = im.opts.sector_size;
+  CRYPTMAP_CHECK(data.size() % ss == 0);
+  const std::size_t count = data.size() / ss;
+  if (count == 0) return ok();
+  CRYPTMAP_CHECK(meta.size() % count == 0);
+  const std::size_t mb = meta.size() / count;
+  const bool verdicts = dir == crypto::CryptoDir::kDecrypt && !failed.empty();
+  if (verdicts) CRYPTMAP_CHECK(failed.size() == count);
+  // A decrypt with verdicts is one sector per request (dm-crypt's one AEAD request per sector):
+  // a failed request names exactly its sector.
+  const std::size_t batch = verdicts ? 1 : im.batch_sectors;
+  Conversion conv;
+  if (verdicts) {
+    conv.verdicts = failed;
+    conv.first = first.value;
+  }
+  if (!im.parallel(dir, data.size(), batch)) {
+    im.issue(conv, dir, data, meta, mb, batch, first.value);
+  } else {
+    Impl::Slices task;
+    im.prepare_slices(task, conv, dir, data, meta, mb, batch, first.value);
     im.pool->run(task.fan);  // the calling thread works on the slices too
   }
   conv.finish_one();  // drop the submitter's guard

@@ -59,12 +59,23 @@ class CryptoDriver {
   // REQUIRES: data.size() is a multiple of sector_size; `first` is data[0]'s SectorIndex.
   Result<void> convert(crypto::CryptoDir dir, std::span<std::byte> data, SectorIndex first);
 
+  // convert() for authenticated runs (volume/integrity): each sector's tag tuple (`meta`,
+  // meta.size() / sectors bytes per sector) travels in the same CryptoRequest as its data, so a
+  // tag is never separated from, or reordered against, its sector, whatever order the engine
+  // completes requests in; same batches, backlog protocol and slices as convert(). A decrypt
+  // with `failed` (one entry per sector) is one sector per request (dm-crypt's one AEAD request
+  // per sector): failed[i] is set when sector first + i fails its tag (Errc::kAuth), every
+  // sector is still converted, and the error of the lowest failing sector is returned unless
+  // another error (the engine's) came first, which stops the conversion as in convert().
+  Result<void> convert_auth(crypto::CryptoDir dir, std::span<std::byte> data,
+                            std::span<std::byte> meta, SectorIndex first,
+                            std::span<bool> failed = {});
+
   // Runs slice(i) for every i in [0, n): spread over the crypto workers (the calling thread
   // works too), or one after another on the calling thread when the driver has no workers
-  // (force_inline, one core) or n is 1; returns when every slice ran. For conversions the engine's
-  // batches do not carry: authenticated runs, whose blocks travel with their tags and whose
-  // per-block verdicts the caller needs (volume/integrity). `slice` must not throw. At most
-  // kMaxSlices slices.
+  // (force_inline, one core) or n is 1; returns when every slice ran. For work that is not a
+  // conversion (conversions, authenticated ones too, take convert()/convert_auth() and the
+  // engine). `slice` must not throw. At most kMaxSlices slices.
   static constexpr std::size_t kMaxSlices = 64;
   using Slice = InlineFunction<void(std::size_t), 64>;
   void for_each_slice(std::size_t n, Slice slice);

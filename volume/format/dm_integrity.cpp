@@ -51,8 +51,10 @@ Result<Geometry> finish(Geometry g) {
   g.journal_section_sectors = g.journal_section_entries * spb + 8;
   g.initial_sectors = kSbSectors + std::uint64_t{g.journal_section_sectors} * g.journal_sections;
   if (g.initial_sectors > 0xFFFFFFFFull)
-    return fail(make_error_fmt(Errc::kInvalid, "dm-integrity journal", g.journal_sections,
-                               "%llu journal sectors are too many",
+    return fail(make_error_fmt(Errc::kInvalid, "dm-integrity superblock: journal_sections",
+                               g.journal_sections,
+                               "%llu journal sectors exceed 2^32 - 1: superblock damaged (restore "
+                               "it from a backup)",
                                static_cast<unsigned long long>(g.initial_sectors)));
   const std::uint64_t padding = g.fixed_padding ? 4096 : 131072;
   g.metadata_run =
@@ -67,8 +69,9 @@ Result<Geometry> finish(Geometry g) {
   }
   if (g.provided_data_sectors == 0)
     return fail(make_error_fmt(Errc::kInvalid, "dm-integrity device size", g.dev_sectors,
-                               "%llu sectors hold no data after superblock, journal and tags",
-                               static_cast<unsigned long long>(g.dev_sectors)));
+                               "no data fits after %u journal sections: image too small or "
+                               "truncated, or superblock damaged",
+                               g.journal_sections));
   return g;
 }
 
@@ -207,7 +210,9 @@ Result<Geometry> compute_geometry(const GeometryParams& p) {
         std::min<std::uint64_t>(std::max<std::uint64_t>(js / section, 1), 0xFFFFFFFFull));
   }
   if (g.journal_sections == 0)
-    return fail(make_error(Errc::kCorrupt, "dm-integrity superblock: journal_sections", 0));
+    return fail(
+        make_error_fmt(Errc::kCorrupt, "dm-integrity superblock: journal_sections", 0,
+                       "must be at least 1: superblock damaged (restore it from a backup)"));
   return finish(g);
 }
 
@@ -225,12 +230,17 @@ Result<Geometry> geometry_from_superblock(const Superblock& sb, std::uint64_t de
   p.journal_sections = sb.journal_sections;
   CRYPTMAP_TRY(g, compute_geometry(p));
   if (sb.provided_data_sectors > g.provided_data_sectors)
-    return fail(make_error_fmt(Errc::kCorrupt, "dm-integrity superblock: provided_data_sectors",
-                               sb.provided_data_sectors, "the device holds only %llu sectors",
-                               static_cast<unsigned long long>(g.provided_data_sectors)));
+    return fail(make_error_fmt(
+        Errc::kCorrupt, "dm-integrity superblock: provided_data_sectors", sb.provided_data_sectors,
+        "device holds only %llu with %u journal sections: restore the full "
+        "image or superblock",
+        static_cast<unsigned long long>(g.provided_data_sectors), g.journal_sections));
   if (sb.provided_data_sectors % g.sectors_per_block() != 0 || sb.provided_data_sectors == 0)
-    return fail(make_error(Errc::kCorrupt, "dm-integrity superblock: provided_data_sectors",
-                           sb.provided_data_sectors));
+    return fail(make_error_fmt(Errc::kCorrupt, "dm-integrity superblock: provided_data_sectors",
+                               sb.provided_data_sectors,
+                               "not a positive multiple of %u (the block): superblock "
+                               "damaged, restore it from a backup",
+                               g.sectors_per_block()));
   g.provided_data_sectors = sb.provided_data_sectors;
   return g;
 }

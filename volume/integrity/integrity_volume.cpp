@@ -347,17 +347,21 @@ class IntegrityVolume final : public Volume {
     if (!log_) log_ = spdlog::default_logger();
   }
 
-  Result<void> init(const VolumeOptions& options) {
+  Result<void> init(const VolumeOptions& options, const EngineFactory& make_engine) {
     CRYPTMAP_TRY_VOID(pool_.init(bs_, tag_));
-    engine_ = crypto::make_sync_engine(*cipher_);
+    engine_ = make_engine ? make_engine(*cipher_) : crypto::make_sync_engine(*cipher_);
+    if (!engine_)
+      return fail(
+          make_error(Errc::kInvalid, "integrity volume: the engine factory made no engine"));
     CryptoDriverOptions d;
     d.sector_size = bs_;
-    d.max_inflight = 1;  // its engine's requests are not used
+    d.max_inflight = std::max<std::uint32_t>(1, options.max_inflight_requests);
+    d.parallel_threshold_bytes = kParallelBytes;
     d.force_inline = options.force_inline;
+    d.inline_decrypt = options.no_read_workqueue;
+    d.inline_encrypt = options.no_write_workqueue;
     CRYPTMAP_TRY(driver, CryptoDriver::create(*engine_, d));
     driver_ = std::move(driver);
-    parallel_reads_ = !options.no_read_workqueue;
-    parallel_writes_ = !options.no_write_workqueue;
     if (!options.no_read_workqueue && size_ >= bs_) {
       // Read-ahead as the engine's (volume/engine/README.md "Read-ahead"): 8 windows of 1 MiB,
       // two requests ahead, two loaders.
@@ -1003,34 +1007,18 @@ class IntegrityVolume final : public Volume {
   }
 
   // Encrypts, or verifies and decrypts, blocks [first, first + n) (`data`) with their n tags
-  // (`tags`) in place. A run of at least kParallelBytes is cut into one slice per core of the
-  // crypto arena (reads unless --perf-no_read_workqueue, writes unless
-  // --perf-no_write_workqueue; never with force_inline), each slice a block range with exactly
-  // its blocks' tags and sector numbers (a block and its tag are one unit; nothing is
-  // reordered); smaller runs stay on the calling thread. Decrypt sets failed[i] for each block
-  // whose tag did not verify and returns the error of the lowest one.
+  // (`tags`) in place, through the volume's crypto engine with the engine's backlog protocol
+  // (CryptoDriver::convert_auth): every crypto request carries its blocks with exactly their
+  // tags and sector numbers (a block and its tag are one unit; completions in any order cannot
+  // reorder them); runs of at least kParallelBytes are cut into per-core slices (reads unless
+  // --perf-no_read_workqueue, writes unless --perf-no_write_workqueue; never with force_inline).
+  // Decrypt is one block per request, sets failed[i] for each block whose tag did not verify
+  // and returns the error of the lowest one.
   Result<void> convert_run(crypto::CryptoDir dir, std::uint64_t first, std::size_t n,
                            std::span<std::byte> data, std::span<std::byte> tags,
                            std::span<bool> failed = {}) {
-    const bool decrypt = dir == crypto::CryptoDir::kDecrypt;
-    auto one = [&](std::size_t b, std::size_t m) -> Result<void> {
-      const crypto::SectorRun run{data.subspan(b * bs_, m * bs_), tags.subspan(b * tag_, m * tag_),
-                                  SectorIndex{first + b}};
-      return decrypt ? cipher_->decrypt_verdicts(run, failed.subspan(b, m)) : cipher_->encrypt(run);
-    };
-    const bool parallel = decrypt ? parallel_reads_ : parallel_writes_;
-    const std::size_t threads = driver_ ? driver_->threads() : 1;
-    if (!parallel || threads < 2 || n * bs_ < kParallelBytes) return one(0, n);
-    const std::size_t slices = std::min({threads, n, CryptoDriver::kMaxSlices});
-    const std::size_t per = (n + slices - 1) / slices;
-    std::array<Result<void>, CryptoDriver::kMaxSlices> results;
-    driver_->for_each_slice(slices, [&](std::size_t i) {
-      const std::size_t b = i * per;
-      if (b < n) results[i] = one(b, std::min(per, n - b));
-    });
-    for (std::size_t i = 0; i < slices; ++i)
-      if (!results[i]) return fail(results[i].error());
-    return ok();
+    return driver_->convert_auth(dir, data.first(n * bs_), tags.first(n * tag_), SectorIndex{first},
+                                 failed.empty() ? failed : failed.first(n));
   }
 
   Result<void> read_block_into(Scratch& sc, std::uint64_t k, std::byte* dst) {
@@ -1564,11 +1552,10 @@ class IntegrityVolume final : public Volume {
   const std::uint32_t bs_;
   const std::uint32_t tag_;
   std::unique_ptr<crypto::AuthSectorCipher> cipher_;
-  // The crypto arena of large runs (convert_run): a driver over the cipher's synchronous engine,
-  // used only for its slices (for_each_slice).
+  // Every block's crypto (convert_run): the driver over the volume's engine (the synchronous
+  // one unless open_integrity_volume_with_engine chose another), with the backlog protocol.
   std::unique_ptr<crypto::CryptoEngine> engine_;
   std::unique_ptr<CryptoDriver> driver_;
-  bool parallel_reads_ = false, parallel_writes_ = false;
   std::unique_ptr<BackingStore> store_;
   const bool read_only_;
   const bool journal_mode_;
@@ -1642,6 +1629,14 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
                                                       std::unique_ptr<BackingStore> store,
                                                       const VolumeOptions& options,
                                                       std::shared_ptr<spdlog::logger> logger) {
+  return open_integrity_volume_with_engine(std::move(layout), volume_key, {}, std::move(store),
+                                           options, std::move(logger));
+}
+
+Result<std::unique_ptr<Volume>> open_integrity_volume_with_engine(
+    VolumeLayout layout, std::span<const std::byte> volume_key, const EngineFactory& make_engine,
+    std::unique_ptr<BackingStore> store, const VolumeOptions& options,
+    std::shared_ptr<spdlog::logger> logger) {
   CRYPTMAP_TRY(comp, crypto::auth_composition(layout.auth_encryption, layout.integrity));
   // As cryptsetup's LUKS2_activate_multi: dm-integrity under dm-crypt cannot discard.
   if (layout.allow_discards || options.allow_discards)
@@ -1674,7 +1669,7 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
   auto vol = std::make_unique<IntegrityVolume>(std::move(layout), g, size, std::move(cipher),
                                                std::move(store), ro, journal_mode, jpos,
                                                std::move(tag_cache), std::move(logger));
-  CRYPTMAP_TRY_VOID(vol->init(options));
+  CRYPTMAP_TRY_VOID(vol->init(options, make_engine));
   return std::unique_ptr<Volume>(std::move(vol));
 }
 

@@ -36,10 +36,11 @@
 // Write: whole blocks are encrypted with fresh IVs and written with their tags; a partial block
 // is read-modify-written under its verified old contents (so it fails on a never-written block
 // of a --integrity-no-wipe volume, as the kernel's). Discards are refused (kUnsupported).
-// Runs of 128 KiB or more are verified + decrypted (encrypted) in per-core slices, each slice
-// blocks with exactly their tags; sequential readers are served by the engine's read-ahead
-// (windows loaded and verified by its loaders; writers invalidate them under their tag-page
-// locks).
+// Every block's crypto is a request of the volume's CryptoEngine with the engine's backlog
+// protocol, carrying the block's tag tuple with it (one block per request when verifying); runs
+// of 128 KiB or more are cut into per-core slices; sequential readers are served by the engine's
+// read-ahead (windows loaded and verified by its loaders; writers invalidate them under their
+// tag-page locks).
 //
 // Sector numbering: the volume hands its volume-relative SectorIndex to the cipher, which owns
 // the one conversion to the authenticated sector (crypto::aad_sector); the dm-integrity geometry
@@ -63,6 +64,7 @@
 #include <span>
 
 #include "base/result.h"
+#include "volume/engine/volume_engine.h"
 #include "volume/format/dm_integrity.h"
 #include "volume/volume.h"
 
@@ -81,6 +83,14 @@ Result<std::unique_ptr<Volume>> open_integrity_volume(VolumeLayout layout,
                                                       std::unique_ptr<BackingStore> store,
                                                       const VolumeOptions& options,
                                                       std::shared_ptr<spdlog::logger> logger);
+// The same, with every block's crypto going through the CryptoEngine `make_engine` builds over
+// the volume's cipher (tests pass the engine tests' hostile fakes; empty: the synchronous
+// engine), driven with the engine's backlog protocol (volume/engine/README.md, "Backlog
+// protocol"); each request carries its blocks with their tag tuples.
+Result<std::unique_ptr<Volume>> open_integrity_volume_with_engine(
+    VolumeLayout layout, std::span<const std::byte> volume_key, const EngineFactory& make_engine,
+    std::unique_ptr<BackingStore> store, const VolumeOptions& options,
+    std::shared_ptr<spdlog::logger> logger);
 
 // Mode J: the journal sections one commit holds at most (docs/integrity.md §5): half the ring,
 // so that a commit never overwrites the sections of the commit before it (whose in-place copy

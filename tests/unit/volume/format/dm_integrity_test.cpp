@@ -102,11 +102,25 @@ TEST_P(SizeCases, ProvidedDataSectorsInitialAndMetadataRun) {
 INSTANTIATE_TEST_SUITE_P(KernelMade, SizeCases, ::testing::ValuesIn(kCases),
                          [](const auto& i) { return std::string(i.param.name); });
 
-// The two cases of §1.3 without an interleaved layout: a separate metadata device provides the
-// whole data device; inline mode provides dev − 8 rounded down to 8 (on a 32768-sector device).
-TEST(DmIntegrityGeometry, SeparateMetaAndInlineCases) {
-  EXPECT_EQ(k32M, 65536u);                           // separate meta device: data device untouched
-  EXPECT_EQ((32768u - kSbSectors) / 8 * 8, 32760u);  // inline: superblock only
+// The two kernel size cases of §1.2 without an interleaved layout (a separate metadata device:
+// 65536 of 65536 sectors; inline tags: 32760 of 32768) are layouts cryptmap does not compute: a
+// LUKS2 stack never has a metadata device (GeometryParams cannot express one) and inline tags
+// need the device's own per-sector metadata. An inline superblock is refused by the geometry
+// code itself, naming the mode, before any size is computed from it.
+TEST(DmIntegrityGeometry, InlineSuperblocksAreRefusedNotSized) {
+  GeometryParams p;
+  p.dev_sectors = 32768;
+  p.tag_size = 16;
+  p.sector_size = 4096;
+  auto g = compute_geometry(p);
+  ASSERT_TRUE(g) << g.error().message();
+  Superblock sb = format_superblock(*g);
+  ASSERT_TRUE(geometry_from_superblock(sb, 32768, 0));
+  sb.flags |= kFlagInline;
+  auto inl = geometry_from_superblock(sb, 32768, 0);
+  ASSERT_FALSE(inl);
+  EXPECT_EQ(inl.error().code, Errc::kUnsupported);
+  EXPECT_NE(inl.error().message().find("inline"), std::string::npos) << inl.error().message();
 }
 
 TEST(DmIntegrityGeometry, WorkedOffsets256MiB) {
@@ -209,11 +223,40 @@ TEST(DmIntegritySuperblock, HostileFieldsAreRefused) {
   big.provided_data_sectors += 8;
   EXPECT_EQ(geometry_from_superblock(big, 524288, 32768).error().code, Errc::kCorrupt);
   EXPECT_FALSE(geometry_from_superblock(sb, 400000, 32768));
+  auto has = [](const Result<Geometry>& r, std::initializer_list<const char*> parts) {
+    if (r) return ::testing::AssertionFailure() << "opened";
+    const std::string m = r.error().message();
+    for (const char* part : parts)
+      if (m.find(part) == std::string::npos)
+        return ::testing::AssertionFailure() << "\"" << part << "\" missing in: " << m;
+    return ::testing::AssertionSuccess();
+  };
+  // Wrong journal sizes say what is wrong and what to do.
   auto huge = sb;
   huge.journal_sections = 0xFFFFFFFFu;
-  EXPECT_FALSE(geometry_from_superblock(huge, 524288, 32768));
+  EXPECT_TRUE(has(
+      geometry_from_superblock(huge, 524288, 32768),
+      {"journal_sections [4294967295]", "exceed 2^32 - 1", "superblock damaged", "from a backup"}));
   huge.journal_sections = 0;
-  EXPECT_FALSE(geometry_from_superblock(huge, 524288, 32768));
+  EXPECT_TRUE(has(geometry_from_superblock(huge, 524288, 32768),
+                  {"journal_sections [0]", "at least 1", "superblock damaged", "from a backup"}));
+  // More sections than formatted: the data areas move up and the claimed data no longer fits;
+  // the message names the sections it assumed, both fields and the truncation.
+  auto more = sb;
+  more.journal_sections = 40;  // formatted with 15
+  EXPECT_TRUE(has(geometry_from_superblock(more, 524288, 32768),
+                  {"provided_data_sectors [481792]", "holds only 475192 with 40 journal sections",
+                   "restore the full image or superblock"}));
+  // So many sections that no data fits at all.
+  auto full = sb;
+  full.journal_sections = 1900;  // 1900 x 264 sectors > the 491520 after the offset
+  EXPECT_TRUE(has(geometry_from_superblock(full, 524288, 32768),
+                  {"device size [524288]", "no data fits after 1900 journal sections",
+                   "too small or truncated", "superblock damaged"}));
+  auto odd = sb;
+  odd.provided_data_sectors = 12;  // not a whole 4 KiB block
+  EXPECT_TRUE(has(geometry_from_superblock(odd, 524288, 32768),
+                  {"provided_data_sectors [12]", "multiple of 8 (the block)", "from a backup"}));
   EXPECT_EQ(geometry_from_superblock(sb, ~0ull, 32768).error().code, Errc::kInvalid);
   auto small = sb;
   small.log2_interleave_sectors = 5;  // smaller than dm-bufio's buffer: refused
