@@ -100,10 +100,10 @@ class VolumeServerTest : public ::testing::Test {
   }
   void mount(ServerOptions o = {}) {
     o.mount_dir = mnt_;
-    // A zoned (ordered) mount keeps /dev/fuse (fs/README.md "FUSE over io_uring").
+    // Ordered (zoned) mounts too: ring threads keep zoned order at the write pointer
+    // (fs/README.md "Zoned volumes: receive order").
     if (o.fuse_transport == FuseTransport::kAuto)
-      o.fuse_transport =
-          uring_run() && !o.ordered_receive ? FuseTransport::kUring : FuseTransport::kDev;
+      o.fuse_transport = uring_run() ? FuseTransport::kUring : FuseTransport::kDev;
     auto s = VolumeServer::mount(o);
     ASSERT_TRUE(s.has_value()) << s.error().message();
     server_ = std::move(*s);
