@@ -125,7 +125,9 @@ Result<ZoneTicket> ZoneAdmission::admit(ByteOffset off, std::uint64_t len_bytes,
   Stripe& st = im.stripe(zone);
   MutexLock lock(st.mu);
   ZoneSlot& s = im.slot(st, zone);
-  const auto deadline = std::chrono::steady_clock::now() + wait_ahead;
+  const bool may_wait = wait_ahead.count() > 0;
+  const auto deadline = may_wait ? std::chrono::steady_clock::now() + wait_ahead
+                                 : std::chrono::steady_clock::time_point{};
   bool waited = false;
   for (;;) {
     // Backpressure first, so the checks below see the state this ticket will be issued against.
@@ -158,7 +160,7 @@ Result<ZoneTicket> ZoneAdmission::admit(ByteOffset off, std::uint64_t len_bytes,
     }
     // Ahead of the wp: the writes before it may still be on their way (another thread has
     // them); wait for them, bounded. Every admit, resync and cancel wakes the stripe.
-    if (off > s.projected && off + len_bytes <= geo.capacity_end() &&
+    if (may_wait && off > s.projected && off + len_bytes <= geo.capacity_end() &&
         std::chrono::steady_clock::now() < deadline) {
       ++s.ahead_waiters;
       (void)st.cv.wait_until(lock, deadline);
