@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <span>
 
 #include "fs/internal/server_impl.h"
@@ -15,6 +16,12 @@ namespace cryptmap::fs::internal {
 namespace {
 
 using Impl = VolumeServer::Impl;
+
+// How long a sequential-zone write received through a ring entry ahead of its zone's write
+// pointer waits for the writes before it (fs/README.md "Zoned volumes: receive order"). Those
+// are on another CPU's queue or thread; seconds cover a loaded machine's scheduling, and a
+// write the writer really sent out of order fails after it, as the drive would fail it.
+constexpr std::chrono::milliseconds kRingZoneOrderWait{5000};
 
 // The shared prologue of read, write and fallocate: marks the worker, pins the volume and
 // checks the offset. Returns an empty ref after replying with the error (EISDIR, EIO for a
@@ -100,9 +107,17 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off
   // sends no fsync after it: such a write must be durable when it is answered (O_SYNC
   // includes O_DSYNC's bit).
   const bool durable = fi != nullptr && (fi->flags & O_DSYNC) != 0;
-  Result<std::size_t> r =
-      durable ? vol.write_fua(ByteOffset{pos}, in, [] { release_receive_order(); })
-              : vol.write_ordered(ByteOffset{pos}, in, [] { release_receive_order(); });
+  // Zoned order: a /dev/fuse worker holds the receive order until admission (call order is
+  // arrival order); a ring thread has no receive order, so a sequential-zone write that
+  // overtook the writes before it waits for them at the zone's write pointer, bounded
+  // (fs/README.md "Zoned volumes: receive order").
+  volume::WriteOrder order;
+  if (serving_ring_request()) order.wait_for_pointer = kRingZoneOrderWait;
+  Result<std::size_t> r = durable
+                              ? vol.write_fua(
+                                    ByteOffset{pos}, in, [] { release_receive_order(); }, order)
+                              : vol.write_ordered(
+                                    ByteOffset{pos}, in, [] { release_receive_order(); }, order);
   if (r) {
     fuse_reply_write(req, *r);
   } else {

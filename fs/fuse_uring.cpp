@@ -234,6 +234,8 @@ struct UringTransport::Entry {
   bool replied GUARDED_BY(mu) = false;
 };
 
+bool serving_ring_request() noexcept { return tls_entry != nullptr; }
+
 bool kernel_allows_fuse_uring(std::string& why) {
   std::ifstream in("/sys/module/fuse/parameters/enable_uring");
   std::string v;

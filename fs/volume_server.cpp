@@ -116,9 +116,7 @@ Result<void> flush_entries(const std::vector<Entry*>& entries) {
 Result<void> prepare_uring(VolumeServer::Impl& s, const internal::SessionWorkers::Options& wopts) {
   if (s.opts.fuse_transport == FuseTransport::kDev) return ok();
   std::string why;
-  if (s.opts.ordered_receive) {
-    why = "a zoned volume keeps its arrival order only through /dev/fuse";
-  } else if (internal::kernel_allows_fuse_uring(why)) {
+  if (internal::kernel_allows_fuse_uring(why)) {
     internal::UringTransport::Options uo;
     uo.entries = s.opts.fuse_workers;
     uo.stack_prefault_bytes = wopts.stack_prefault_bytes;

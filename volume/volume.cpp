@@ -19,14 +19,14 @@ Result<void> Volume::hold_range(ByteOffset off, std::uint64_t /*len*/,
 }
 
 Result<std::size_t> Volume::write_ordered(ByteOffset off, std::span<const std::byte> in,
-                                          Admitted admitted) {
+                                          Admitted admitted, WriteOrder /*order*/) {
   admitted();
   return write(off, in);
 }
 
 Result<std::size_t> Volume::write_fua(ByteOffset off, std::span<const std::byte> in,
-                                      Admitted admitted) {
-  CRYPTMAP_TRY(n, write_ordered(off, in, std::move(admitted)));
+                                      Admitted admitted, WriteOrder order) {
+  CRYPTMAP_TRY(n, write_ordered(off, in, std::move(admitted), order));
   CRYPTMAP_TRY_VOID(flush());
   return n;
 }

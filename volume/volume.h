@@ -12,6 +12,7 @@
 // reads (short read, 0 at EOF) and fails with kNoSpace for writes (a block device's ENOSPC).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -58,6 +59,18 @@ struct VolumeOptions {
   bool unordered_zone_writes = false;
 };
 
+// How the caller of Volume::write_ordered / write_fua orders writes into sequential zones
+// (docs/architecture.md §4.6; fs/README.md "Zoned volumes: receive order").
+struct WriteOrder {
+  // 0: the caller serialises receipt up to `admitted`, so call order is arrival order and a
+  // write not at its zone's write pointer fails at once (kZoneOrder), as the drive would.
+  // > 0: callers run concurrently and may overtake each other (FUSE over io_uring: the kernel
+  // queues a writer's requests per CPU, served by different threads); a write that starts
+  // ahead of its zone's write pointer waits up to this long for the writes before it, then
+  // fails as above. No effect on volumes that do not order writes.
+  std::chrono::milliseconds wait_for_pointer{0};
+};
+
 class Volume {
  public:
   virtual ~Volume() = default;
@@ -82,16 +95,18 @@ class Volume {
   // waits for anything else. A caller receiving requests on several threads serialises
   // receipt up to `admitted` to keep arrival order (docs/architecture.md §4.6). `admitted` runs
   // exactly once, on the calling thread, before the call returns.
+  // `order`: how the caller orders zoned writes (WriteOrder below); the default is the
+  // serialised receipt just described.
   using Admitted = InlineFunction<void(), 32>;
   virtual Result<std::size_t> write_ordered(ByteOffset off, std::span<const std::byte> in,
-                                            Admitted admitted);
+                                            Admitted admitted, WriteOrder order = {});
   // write_ordered whose bytes are durable in the image when it returns, as a block device's FUA
   // write: a FUSE write on a file opened O_SYNC/O_DSYNC (or written with RWF_DSYNC). Earlier
   // writes are not covered (flush() is). The default is write_ordered, then flush(); the engine
   // writes the request through with the store's durable write (BackingStore::write_fua),
   // keeping resident cache blocks current, and flushes nothing else.
   virtual Result<std::size_t> write_fua(ByteOffset off, std::span<const std::byte> in,
-                                        Admitted admitted);
+                                        Admitted admitted, WriteOrder order = {});
   // True when writes to this volume must be admitted in arrival order (zoned store with
   // sequential zones, unless unordered_zone_writes).
   virtual bool orders_writes() const noexcept { return false; }

@@ -23,20 +23,20 @@ class GuardedVolume final : public Volume {
     return inner_->write(off, in);
   }
   Result<std::size_t> write_ordered(ByteOffset off, std::span<const std::byte> in,
-                                    Admitted admitted) override {
+                                    Admitted admitted, WriteOrder order) override {
     if (auto a = admit(off.value, in.size()); !a) {
       admitted();
       return fail(a.error());
     }
-    return inner_->write_ordered(off, in, std::move(admitted));
+    return inner_->write_ordered(off, in, std::move(admitted), order);
   }
-  Result<std::size_t> write_fua(ByteOffset off, std::span<const std::byte> in,
-                                Admitted admitted) override {
+  Result<std::size_t> write_fua(ByteOffset off, std::span<const std::byte> in, Admitted admitted,
+                                WriteOrder order) override {
     if (auto a = admit(off.value, in.size()); !a) {
       admitted();
       return fail(a.error());
     }
-    return inner_->write_fua(off, in, std::move(admitted));
+    return inner_->write_fua(off, in, std::move(admitted), order);
   }
   Result<std::size_t> discard(ByteOffset off, std::uint64_t len) override {
     CRYPTMAP_TRY_VOID(admit(off.value, len));

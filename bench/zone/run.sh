@@ -9,7 +9,10 @@
 #
 # Usage (root): bench/zone/run.sh [BUILD_DIR]
 # Env: REGION_MIB (per zone type, default 256), ZONE_MIB (default 4), REPEATS (default 3),
-#      BS (default 128k: must divide the zone size), OUT (default /tmp/cryptmap-bench-zone).
+#      BS (default 128k: must divide the zone size), OUT (default /tmp/cryptmap-bench-zone),
+#      TRANSPORTS (default "auto"; e.g. "dev uring": each is a daemon of its own with that
+#      --fuse-transport, the cases interleaved per repeat. uring needs enable_uring=Y already:
+#      this script does not change it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:-$here/../../build}" && pwd)
@@ -45,9 +48,9 @@ cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-s
   --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --offset $(( hdr_zones * ZONE_MIB * MiB / 512 )) \
   --key-file "$W/pass" "$img"
 "$CM" zone-create "$img" --zone-size $(( ZONE_MIB * MiB )) --conventional-zones $conv_zones
-"$CM" open "$img" zb --key-file "$W/pass" --mount-dir "$MNT"
+TRANSPORTS=${TRANSPORTS:-auto}
 # Volume bytes [0, REGION) are conventional, [REGION, 2 * REGION) sequential.
-echo "== $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); zones of $ZONE_MIB MiB, $REGION_MIB MiB per type, bs $BS"
+echo "== $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); zones of $ZONE_MIB MiB, $REGION_MIB MiB per type, bs $BS; transports: $TRANSPORTS"
 
 # run_fio OFFSET_MIB JOBS IODEPTH -> MB/s (write bandwidth of all jobs)
 run_fio() {
@@ -59,19 +62,41 @@ run_fio() {
 }
 reset_seq() { fallocate --punch-hole --offset $(( REGION_MIB * MiB )) --length $(( REGION_MIB * MiB )) "$MNT/zb"; }
 median() { python3 -c 'import statistics,sys; print("%.1f" % statistics.median(map(float, sys.argv[1:])))' "$@"; }
+open_with() {  # open_with TRANSPORT: a daemon of its own for the image, with that transport
+  "$CM" open "$img" zb --key-file "$W/pass" --mount-dir "$MNT" --fuse-transport="$1"
+  local got=""
+  for _ in $(seq 1 50); do
+    got=$("$CM" status zb --json --mount-dir "$MNT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["volumes"][0]["fuse_transport"])')
+    [[ $1 == auto || $got == "$1" ]] && break
+    sleep 0.1
+  done
+  echo "$got"
+}
 
-printf '%-14s %12s %12s %10s\n' case conv_MB/s seq_MB/s seq/conv | tee "$OUT/results.txt"
+printf '%-8s %-14s %12s %12s %10s\n' transport case conv_MB/s seq_MB/s seq/conv | tee "$OUT/results.txt"
+echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg); MB/s of each repeat" > "$OUT/raw.txt"
 for c in "1 1" "1 16" "4 16"; do
   read -r jobs depth <<< "$c"
-  conv=(); seq=()
+  declare -A conv=() seq=() served=()
   for ((r = 0; r < REPEATS; r++)); do
-    conv+=("$(run_fio 0 "$jobs" "$depth")")
-    reset_seq
-    seq+=("$(run_fio "$REGION_MIB" "$jobs" "$depth")")
+    for t in $TRANSPORTS; do
+      served[$t]=$(open_with "$t")
+      conv[$t]+=" $(run_fio 0 "$jobs" "$depth")"
+      reset_seq
+      seq[$t]+=" $(run_fio "$REGION_MIB" "$jobs" "$depth")"
+      reset_seq
+      grep -q 'write pointer' "$MNT.log" && echo "WARNING: the daemon logged rejected zone writes (see $MNT.log)"
+      "$CM" close zb --mount-dir "$MNT"
+    done
   done
-  mc=$(median "${conv[@]}"); ms=$(median "${seq[@]}")
-  ratio=$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[2]) / float(sys.argv[1])))' "$mc" "$ms")
-  printf '%-14s %12s %12s %10s\n' "j${jobs}-qd${depth}" "$mc" "$ms" "$ratio" | tee -a "$OUT/results.txt"
+  for t in $TRANSPORTS; do
+    echo "${served[$t]} j${jobs}-qd${depth} conv:${conv[$t]} seq:${seq[$t]}" >> "$OUT/raw.txt"
+    # shellcheck disable=SC2086
+    mc=$(median ${conv[$t]}); ms=$(median ${seq[$t]})
+    ratio=$(python3 -c 'import sys; print("%.2f" % (float(sys.argv[2]) / float(sys.argv[1])))' "$mc" "$ms")
+    printf '%-8s %-14s %12s %12s %10s\n' "${served[$t]}" "j${jobs}-qd${depth}" "$mc" "$ms" "$ratio" | tee -a "$OUT/results.txt"
+  done
+  unset conv seq served
 done
-grep -q 'write pointer' "$MNT.log" && echo "WARNING: the daemon logged rejected zone writes (see $MNT.log)"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/results.txt"
 echo "results in $OUT/results.txt"

@@ -118,4 +118,10 @@ class UringTransport {
 // True when /sys/module/fuse/parameters/enable_uring says Y; `why` says otherwise.
 bool kernel_allows_fuse_uring(std::string& why);
 
+// True on a ring thread while it processes a request that came through its ring entry. Such
+// requests are not received in one order: the kernel queues each on the queue of the CPU its
+// writer ran on, and each queue's entries are served by their own threads (fs/README.md
+// "Zoned volumes: receive order").
+bool serving_ring_request() noexcept;
+
 }  // namespace cryptmap::fs::internal

@@ -10,6 +10,10 @@
 // again, which it does next. (A cleanup handler gives the order back should a worker ever be
 // cancelled in read(); our SessionWorkers stop by signal + EINTR.)
 //
+// Ring threads (FUSE over io_uring) do not take it: their requests come from per-CPU queues,
+// so their zoned writes wait at the zone's write pointer instead (volume::WriteOrder,
+// fs/README.md "Zoned volumes: receive order").
+//
 // Thread-safety: the order is shared by the server's workers; which order a worker holds and
 // whether it keeps it are per-thread state.
 #pragma once

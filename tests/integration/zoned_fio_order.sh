@@ -11,8 +11,38 @@
 #  3. The same fio workload on a fresh image opened with the hidden
 #     --debug-unordered-zone-writes (ordering off on purpose): the drive rejects writes, so the
 #     first run's result is not an accident of timing.
+# Argument: the FUSE transport, `dev` (default) or `uring` (CTest zoned_fio_order_uring: sets
+# the kernel's enable_uring to Y, restored at exit, under the RESOURCE_LOCK fuse_enable_uring and
+# lib.sh's machine-wide enable_uring_hold).
+# Over io_uring the kernel queues a writer's requests per CPU, served by different threads:
+# the ordered runs must still see zero rejected writes, and step 3 must still see rejections.
 source "$(dirname "$0")/lib.sh"
+TRANSPORT=${1:-dev}
+case $TRANSPORT in
+  dev) ;;
+  uring)
+    # The machine-wide lock on the switch; cleanup restores the saved value (lib.sh).
+    enable_uring_hold ||
+      { echo "SKIP: no writable $URING_PARAM (kernel without FUSE over io_uring, or not root)"; exit 0; }
+    echo Y > "$URING_PARAM"
+    ;;
+  *) fail "transport $TRANSPORT: dev or uring" ;;
+esac
 watchdog 500
+transport() {  # the fuse_transport status --json reports for volume z
+  cm status z --json --mount-dir "$MNT" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["volumes"][0]["fuse_transport"])'
+}
+# open_z IMAGE [flags]: opens IMAGE as z over $TRANSPORT and checks the mount serves through it
+# (the registration finishes just after the mount is up: wait for it).
+open_z() {
+  local img=$1
+  shift
+  cm_open "$img" z --key-file "$K" --fuse-transport="$TRANSPORT" "$@"
+  for _ in $(seq 1 50); do [[ $(transport) == "$TRANSPORT" ]] && break; sleep 0.1; done
+  [[ $(transport) == "$TRANSPORT" ]] || fail "z is served through $(transport), not $TRANSPORT: $(tail -5 "$MNT.log")"
+}
+note "transport: $TRANSPORT"
 K=$(keyfile key "zoned")
 MiB=$((1 << 20))
 zones_of() { python3 -c 'import os,sys; print(os.getxattr(sys.argv[1], "user.cryptmap.zones").decode(), end="")' "$1"; }
@@ -43,7 +73,7 @@ fio_zones() {  # extra arguments are global options
 
 img=$T/zoned.img
 make_zoned_image "$img"
-cm_open "$img" z --key-file "$K"
+open_z "$img"
 zones_of "$MNT/z" > "$T/zones0.txt"
 [[ "$(head -1 "$T/zones0.txt")" == 'zone_size 1048576 zones 64' ]] || fail "zone table header: $(head -1 "$T/zones0.txt")"
 grep -q '^16 0 1048576 1048576 1048576 conventional ' "$T/zones0.txt" || fail "zone 16 should be conventional: $(sed -n 2p "$T/zones0.txt")"
@@ -76,7 +106,7 @@ fallocate --punch-hole --offset $((40 * MiB)) --length $MiB "$MNT/z" || fail "re
 fio_again > "$T/fio2.txt" 2>&1 || fail "rewriting the reset zone failed: $(tail -3 "$T/fio2.txt")"
 cm_close z
 cryptsetup luksDump "$img" > /dev/null || fail "cryptsetup cannot read the header of the zoned image"
-cm_open "$img" z --key-file "$K"
+open_z "$img"
 [[ "$(zone_cond "$MNT/z" 56)" == full ]] || fail "zone 56 after reopen: $(zone_cond "$MNT/z" 56)"
 fio_zones --verify_only=1 > "$T/fio3.txt" 2>&1 || fail "data did not verify after reopen: $(tail -3 "$T/fio3.txt")"
 fio_again --verify_only=1 > "$T/fio3.txt" 2>&1 || fail "zone 56 did not verify after reopen: $(tail -3 "$T/fio3.txt")"
@@ -86,7 +116,7 @@ note "3. the same workload with ordering disabled on purpose: the drive must rej
 MNT=$T/unordered
 img2=$T/unordered.img
 make_zoned_image "$img2"
-cm_open "$img2" z --key-file "$K" --debug-unordered-zone-writes
+open_z "$img2" --debug-unordered-zone-writes
 grep -q 'NOT ordered' "$MNT.log" || fail "the debug mode did not announce itself"
 if fio_zones > "$T/fio4.txt" 2>&1; then
   fail "without ordering fio saw no rejected write: the ordered run above proves nothing"

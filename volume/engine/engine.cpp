@@ -219,7 +219,7 @@ class VolumeImpl final : public Volume {
   }
 
   Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) override {
-    if (ctx_.zoned) return write_ordered(off, in, [] {});  // no ordering point: call order
+    if (ctx_.zoned) return write_ordered(off, in, [] {}, {});  // no ordering point: call order
     return write_path_->write(off.value, in);
   }
 
@@ -242,13 +242,14 @@ class VolumeImpl final : public Volume {
   }
 
   Result<std::size_t> write_ordered(ByteOffset off, std::span<const std::byte> in,
-                                    Admitted admitted) override {
+                                    Admitted admitted, WriteOrder order) override {
     if (!ctx_.zoned || in.empty() || ctx_.read_only || !ctx_.geo.fits(off.value, in.size()) ||
         !ctx_.zoned->needs_admission(ctx_.geo.image_byte(off.value), in.size())) {
       admitted();
       return write_path_->write(off.value, in);
     }
-    Result<ZoneTicket> t = ctx_.zoned->admit(ctx_.geo.image_byte(off.value), in.size());
+    Result<ZoneTicket> t =
+        ctx_.zoned->admit(ctx_.geo.image_byte(off.value), in.size(), order.wait_for_pointer);
     admitted();
     if (!t) {
       ctx_.log_error("write", t.error());
@@ -261,9 +262,9 @@ class VolumeImpl final : public Volume {
 
   // Zoned volumes: the ordered write, then a flush (the default). Others: written through with
   // the store's durable write (WritePath::write, `fua`).
-  Result<std::size_t> write_fua(ByteOffset off, std::span<const std::byte> in,
-                                Admitted admitted) override {
-    if (ctx_.zoned) return Volume::write_fua(off, in, std::move(admitted));
+  Result<std::size_t> write_fua(ByteOffset off, std::span<const std::byte> in, Admitted admitted,
+                                WriteOrder order) override {
+    if (ctx_.zoned) return Volume::write_fua(off, in, std::move(admitted), order);
     admitted();
     return write_path_->write(off.value, in, /*fua=*/true);
   }

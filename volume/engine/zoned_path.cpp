@@ -27,7 +27,8 @@ Result<std::unique_ptr<ZonedWritePath>> ZonedWritePath::create(
   return std::unique_ptr<ZonedWritePath>(new ZonedWritePath(store, sector_size, std::move(adm)));
 }
 
-Result<ZoneTicket> ZonedWritePath::admit(std::uint64_t off, std::uint64_t len) {
+Result<ZoneTicket> ZonedWritePath::admit(std::uint64_t off, std::uint64_t len,
+                                         std::chrono::milliseconds wait_ahead) {
   if (off % ss_ != 0 || len % ss_ != 0) {
     return make_error_fmt(Errc::kZoneOrder, "write into a sequential zone",
                           store_.zone_map().zone_index_unchecked(ByteOffset{off}),
@@ -35,7 +36,7 @@ Result<ZoneTicket> ZonedWritePath::admit(std::uint64_t off, std::uint64_t len) {
                           static_cast<unsigned long long>(len),
                           static_cast<unsigned long long>(off), ss_);
   }
-  return admission_->admit(ByteOffset{off}, len);
+  return admission_->admit(ByteOffset{off}, len, wait_ahead);
 }
 
 Result<void> ZonedWritePath::discard(std::uint64_t off, std::uint64_t len,

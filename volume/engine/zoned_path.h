@@ -8,6 +8,7 @@
 // defines the order (the caller serialises it). Ownership: the store outlives this object.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 
@@ -32,7 +33,9 @@ class ZonedWritePath {
   }
   // The ordering point. Besides ZoneAdmission's checks, refuses writes that are not whole
   // encryption sectors (kZoneOrder: a sequential zone cannot be read-modify-written).
-  Result<ZoneTicket> admit(std::uint64_t off, std::uint64_t len);
+  // `wait_ahead`: ZoneAdmission::admit's bounded wait for a write ahead of the write pointer.
+  Result<ZoneTicket> admit(std::uint64_t off, std::uint64_t len,
+                           std::chrono::milliseconds wait_ahead = std::chrono::milliseconds{0});
 
   // Waits for the ticket's turn, runs `issue` (encrypt + store write) and completes the
   // ticket with its result (a tombstone when the turn never came). Exactly once per ticket.

@@ -36,6 +36,7 @@ struct ZoneSlot {
   Errc poison_code = Errc::kIo;
   const char* poison_what = "";
   ZoneCond cond = ZoneCond::kEmpty;  // as of the last create/resync: full/read-only/offline gate
+  std::uint32_t ahead_waiters = 0;   // admits waiting for the projected wp to reach them
 };
 
 struct Stripe {
@@ -102,7 +103,8 @@ bool ZoneAdmission::needs_admission(ByteOffset off, std::uint64_t len_bytes) con
   return impl_->map.touches_sequential(off, len_bytes);
 }
 
-Result<ZoneTicket> ZoneAdmission::admit(ByteOffset off, std::uint64_t len_bytes) {
+Result<ZoneTicket> ZoneAdmission::admit(ByteOffset off, std::uint64_t len_bytes,
+                                        std::chrono::milliseconds wait_ahead) {
   Impl& im = *impl_;
   const ZoneMap& map = im.map;
   if (im.cancelled.load(std::memory_order_acquire)) {
@@ -123,35 +125,59 @@ Result<ZoneTicket> ZoneAdmission::admit(ByteOffset off, std::uint64_t len_bytes)
   Stripe& st = im.stripe(zone);
   MutexLock lock(st.mu);
   ZoneSlot& s = im.slot(st, zone);
-  // Backpressure first, so the checks below see the state this ticket will be issued against.
-  while (!(im.cancelled.load(std::memory_order_acquire) ||
-           s.next_seq - s.completed < im.opts.max_inflight_per_zone)) {
-    st.cv.wait(lock);
-  }
-  if (im.cancelled.load(std::memory_order_acquire)) {
-    return make_error(Errc::kCancelled, "zone admission: shutting down", off.value);
-  }
-  if (s.poison_seq != kNotPoisoned) return im.poison_error(s, zone);
-  switch (s.cond) {
-    case ZoneCond::kOffline:
-      return make_error_fmt(Errc::kIo, "write to an offline zone", zone, "zone %llu is offline",
-                            ull(zone));
-    case ZoneCond::kReadOnly:
-      return make_error_fmt(Errc::kReadOnly, "write to a read-only zone", zone,
-                            "zone %llu is read-only", ull(zone));
-    case ZoneCond::kFull:
-      return make_error_fmt(Errc::kZoneOrder, "write to a full zone", zone,
-                            "zone %llu is full: write at %llu; reset the zone first", ull(zone),
-                            ull(off.value));
-    default:
-      break;
-  }
-  if (off.value % im.opts.alignment_bytes != 0 || len_bytes % im.opts.alignment_bytes != 0) {
-    return make_error_fmt(Errc::kZoneOrder, "unaligned write to a sequential zone", zone,
-                          "zone %llu: %llu bytes at %llu, block %u", ull(zone), ull(len_bytes),
-                          ull(off.value), im.opts.alignment_bytes);
+  const bool may_wait = wait_ahead.count() > 0;
+  const auto deadline = may_wait ? std::chrono::steady_clock::now() + wait_ahead
+                                 : std::chrono::steady_clock::time_point{};
+  bool waited = false;
+  for (;;) {
+    // Backpressure first, so the checks below see the state this ticket will be issued against.
+    while (!(im.cancelled.load(std::memory_order_acquire) ||
+             s.next_seq - s.completed < im.opts.max_inflight_per_zone)) {
+      st.cv.wait(lock);
+    }
+    if (im.cancelled.load(std::memory_order_acquire)) {
+      return make_error(Errc::kCancelled, "zone admission: shutting down", off.value);
+    }
+    if (s.poison_seq != kNotPoisoned) return im.poison_error(s, zone);
+    switch (s.cond) {
+      case ZoneCond::kOffline:
+        return make_error_fmt(Errc::kIo, "write to an offline zone", zone, "zone %llu is offline",
+                              ull(zone));
+      case ZoneCond::kReadOnly:
+        return make_error_fmt(Errc::kReadOnly, "write to a read-only zone", zone,
+                              "zone %llu is read-only", ull(zone));
+      case ZoneCond::kFull:
+        return make_error_fmt(Errc::kZoneOrder, "write to a full zone", zone,
+                              "zone %llu is full: write at %llu; reset the zone first", ull(zone),
+                              ull(off.value));
+      default:
+        break;
+    }
+    if (off.value % im.opts.alignment_bytes != 0 || len_bytes % im.opts.alignment_bytes != 0) {
+      return make_error_fmt(Errc::kZoneOrder, "unaligned write to a sequential zone", zone,
+                            "zone %llu: %llu bytes at %llu, block %u", ull(zone), ull(len_bytes),
+                            ull(off.value), im.opts.alignment_bytes);
+    }
+    // Ahead of the wp: the writes before it may still be on their way (another thread has
+    // them); wait for them, bounded. Every admit, resync and cancel wakes the stripe.
+    if (may_wait && off > s.projected && off + len_bytes <= geo.capacity_end() &&
+        std::chrono::steady_clock::now() < deadline) {
+      ++s.ahead_waiters;
+      (void)st.cv.wait_until(lock, deadline);
+      --s.ahead_waiters;
+      waited = true;
+      continue;
+    }
+    break;
   }
   if (off != s.projected) {
+    if (waited) {
+      return make_error_fmt(Errc::kZoneOrder, "write not at the zone write pointer", zone,
+                            "zone %llu: write at %llu, write pointer at %llu after waiting %lld ms "
+                            "for the writes before it",
+                            ull(zone), ull(off.value), ull(s.projected.value),
+                            static_cast<long long>(wait_ahead.count()));
+    }
     return make_error_fmt(Errc::kZoneOrder, "write not at the zone write pointer", zone,
                           "zone %llu: write at %llu, write pointer at %llu", ull(zone),
                           ull(off.value), ull(s.projected.value));
@@ -165,6 +191,8 @@ Result<ZoneTicket> ZoneAdmission::admit(ByteOffset off, std::uint64_t len_bytes)
   s.projected = off + len_bytes;
   if (s.projected == geo.capacity_end()) s.cond = ZoneCond::kFull;
   im.inflight.fetch_add(1, std::memory_order_relaxed);
+  // A write waiting for this wp may be next. (notify under the lock: the waiter rechecks.)
+  if (s.ahead_waiters != 0) st.cv.notify_all();
   return t;
 }
 

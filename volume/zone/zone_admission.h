@@ -31,6 +31,7 @@
 // it).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 
@@ -83,7 +84,13 @@ class ZoneAdmission {
   // a zone boundary, unaligned, past capacity, zone full, zone poisoned), kReadOnly / kIo
   // (read-only / offline zone), kInvalid (zero length, past the end, conventional zone),
   // kCancelled.
-  Result<ZoneTicket> admit(ByteOffset off, std::uint64_t len_bytes);
+  // `wait_ahead` > 0 (callers that cannot serialise admission: FUSE over io_uring, where the
+  // kernel hands one writer's requests to several threads): a write that starts AHEAD of the
+  // projected wp, inside the zone, waits up to that long for the writes before it to be
+  // admitted (it holds no ticket and no lock meanwhile); still not at the wp then, it fails
+  // with kZoneOrder saying how long it waited. A write behind the wp fails at once.
+  Result<ZoneTicket> admit(ByteOffset off, std::uint64_t len_bytes,
+                           std::chrono::milliseconds wait_ahead = std::chrono::milliseconds{0});
 
   // Blocks until it is this ticket's turn. Errors: kZoneOrder when an earlier ticket of the zone
   // failed (the zone is poisoned), kCancelled after cancel(). On error the caller must still

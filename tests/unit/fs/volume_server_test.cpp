@@ -118,10 +118,10 @@ class VolumeServerTest : public ::testing::Test {
   }
   void mount(ServerOptions o = {}) {
     o.mount_dir = mnt_;
-    // A zoned (ordered) mount keeps /dev/fuse (fs/README.md "FUSE over io_uring").
+    // Ordered (zoned) mounts too: ring threads keep zoned order at the write pointer
+    // (fs/README.md "Zoned volumes: receive order").
     if (o.fuse_transport == FuseTransport::kAuto)
-      o.fuse_transport =
-          uring_run() && !o.ordered_receive ? FuseTransport::kUring : FuseTransport::kDev;
+      o.fuse_transport = uring_run() ? FuseTransport::kUring : FuseTransport::kDev;
     auto s = VolumeServer::mount(o);
     ASSERT_TRUE(s.has_value()) << s.error().message();
     server_ = std::move(*s);
@@ -498,7 +498,9 @@ TEST_F(VolumeServerTest, OrderingVolumeNeedsAnOrderedServer) {
 
 // Ordered receive: one worker at a time reads /dev/fuse and holds the order until its write is
 // admitted. Many concurrent writers (and readers) must all be served, every byte must land, and
-// stopping must not hang on workers waiting for the order (libfuse cancels idle workers).
+// stopping must not hang on workers waiting for the order (libfuse cancels idle workers). In the
+// uring run the same mount is served by ring threads (the zoned order is then the volume's
+// write pointer: tests/unit/volume/engine/zoned_volume_test.cpp, zoned_fio_order_uring).
 TEST_F(VolumeServerTest, OrderedReceiveServesConcurrentWritersAndStops) {
   ServerOptions o;
   o.ordered_receive = true;
@@ -520,6 +522,8 @@ TEST_F(VolumeServerTest, OrderedReceiveServesConcurrentWritersAndStops) {
     });
   }
   for (auto& t : ts) t.join();
+  // An ordered (zoned) mount is served through the transport asked for, io_uring included.
+  EXPECT_STREQ(server_->fuse_transport(), uring_run() ? "uring" : "dev");
   UniqueFd fd = open_file("z", O_RDONLY);
   std::vector<std::byte> got(8192);
   for (off_t off = 0; off < (4 << 20); off += 8192) {

@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -191,6 +193,72 @@ TEST(ZonedVolume, WithoutOrderingTheDriveRejectsWrites) {
   ASSERT_TRUE(f.vol);
   EXPECT_FALSE(f.vol->orders_writes());
   EXPECT_GT(run(*f.vol, workload(), 8), 0u);
+}
+
+// FUSE over io_uring delivers one writer's writes on several threads (one kernel queue per
+// CPU), so the volume's ordering point sees them out of order. Two threads each take every
+// other write of each sequential zone's stream; the second thread starts first, so its writes
+// arrive ahead of the write pointer. With WriteOrder::wait_for_pointer each waits for the one
+// before it: the emulated drive (which rejects any write not at its wp) must see every zone
+// in order. Without the wait the same delivery must get writes rejected.
+std::size_t run_two_threads_out_of_order(volume::Volume& vol, std::chrono::milliseconds wait) {
+  std::vector<Req> halves[2];
+  for (const Req& r : workload()) {
+    if (r.off < kZone) continue;  // the conventional zone needs no order
+    halves[(r.off / kSs) % 2].push_back(r);
+  }
+  // Every zone starts on an even sector, so the thread holding the writes that start on odd
+  // sectors is the one that starts first: its writes arrive ahead of the write pointer.
+  std::atomic<bool> second_started{false};
+  std::atomic<std::size_t> failed{0};
+  volume::WriteOrder order;
+  order.wait_for_pointer = wait;
+  auto deliver = [&](const std::vector<Req>& mine, bool first) {
+    if (first) {
+      while (!second_started.load()) std::this_thread::yield();
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    } else {
+      second_started = true;
+    }
+    for (const Req& r : mine) {
+      const std::vector<std::byte> data = data_of(r.len, r.off);
+      if (!vol.write_ordered(
+              ByteOffset{r.off}, data, [] {}, order))
+        failed.fetch_add(1);
+    }
+  };
+  std::thread a(deliver, std::cref(halves[0]), true);
+  std::thread b(deliver, std::cref(halves[1]), false);
+  a.join();
+  b.join();
+  return failed.load();
+}
+
+TEST(ZonedVolume, WritesDeliveredOutOfOrderFromTwoThreadsReachTheDriveInOrder) {
+  ZonedFixture f;
+  f.open({});
+  ASSERT_TRUE(f.vol);
+  EXPECT_EQ(run_two_threads_out_of_order(*f.vol, std::chrono::milliseconds{60000}), 0u);
+  ASSERT_TRUE(f.vol->flush());
+  EXPECT_EQ(f.engine->violations(), 0u);
+  const volume::ZoneMap* map = f.vol->zones();
+  ASSERT_NE(map, nullptr);
+  for (std::uint64_t z = kConventional; z < kZones; ++z) {
+    EXPECT_EQ(map->zone(z).cond, volume::ZoneCond::kFull) << "zone " << z;
+  }
+  for (const Req& r : workload()) {
+    if (r.off < kZone) continue;
+    std::vector<std::byte> got(r.len);
+    ASSERT_TRUE(f.vol->read(ByteOffset{r.off}, got));
+    ASSERT_EQ(got, data_of(r.len, r.off)) << "at " << r.off;
+  }
+}
+
+TEST(ZonedVolume, WritesDeliveredOutOfOrderWithoutTheWaitAreRejected) {
+  ZonedFixture f;
+  f.open({});
+  ASSERT_TRUE(f.vol);
+  EXPECT_GT(run_two_threads_out_of_order(*f.vol, std::chrono::milliseconds{0}), 0u);
 }
 
 TEST(ZonedVolume, AdmissionRefusesWhatTheDriveWouldRefuse) {

@@ -259,6 +259,60 @@ TEST(ZoneAdmissionTest, ResyncRefusesWhileTicketsAreInFlight) {
   EXPECT_TRUE(adm->resync_zone(map->zone(1)));
 }
 
+// wait_ahead (FUSE over io_uring): a write ahead of the projected wp waits for the writes
+// before it and is admitted right after them; one whose predecessor never comes fails after
+// the bound (kZoneOrder, saying it waited); a write behind the wp fails at once.
+TEST(ZoneAdmissionTest, AWriteAheadOfThePointerWaitsForTheWritesBeforeIt) {
+  auto map = make_map();
+  auto adm = make_admission(*map);
+  using std::chrono::milliseconds;
+  std::atomic<bool> second_admitted{false};
+  Result<ZoneTicket> second = make_error(Errc::kIo, "not run");
+  std::thread t([&] {
+    second = adm->admit(at(1, 2), 2 * kBlock, milliseconds{60000});
+    second_admitted = true;
+  });
+  // The second write arrived first; it must not get a ticket before the first one.
+  std::this_thread::sleep_for(milliseconds{20});
+  EXPECT_FALSE(second_admitted.load());
+  auto first = adm->admit(at(1, 0), 2 * kBlock);  // no wait needed: at the wp
+  ASSERT_TRUE(first) << describe(first);
+  t.join();
+  ASSERT_TRUE(second) << describe(second);
+  EXPECT_EQ(first->seq, 0u);
+  EXPECT_EQ(second->seq, 1u);
+  EXPECT_EQ(adm->status(1).projected_wp, at(1, 4));
+  // Behind the wp: no amount of waiting helps.
+  auto behind = adm->admit(at(1, 1), kBlock, milliseconds{60000});
+  ASSERT_FALSE(behind);
+  EXPECT_EQ(behind.error().code, Errc::kZoneOrder);
+  // Ahead, and the write before it never comes: fails after the bound, saying so.
+  auto lost = adm->admit(at(1, 8), kBlock, milliseconds{50});
+  ASSERT_FALSE(lost);
+  EXPECT_EQ(lost.error().code, Errc::kZoneOrder);
+  EXPECT_NE(lost.error().message().find("after waiting 50 ms"), std::string::npos)
+      << lost.error().message();
+  // Without wait_ahead the same write fails at once, as before.
+  auto now = adm->admit(at(1, 8), kBlock);
+  ASSERT_FALSE(now);
+  EXPECT_EQ(now.error().message().find("after waiting"), std::string::npos);
+  adm->complete(*first, ok());
+  adm->complete(*second, ok());
+}
+
+// Cancel also ends a wait for the write pointer.
+TEST(ZoneAdmissionTest, CancelEndsAWaitForThePointer) {
+  auto map = make_map();
+  auto adm = make_admission(*map);
+  Result<ZoneTicket> r = make_error(Errc::kIo, "not run");
+  std::thread t([&] { r = adm->admit(at(2, 4), kBlock, std::chrono::milliseconds{600000}); });
+  std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  adm->cancel();
+  t.join();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kCancelled);
+}
+
 TEST(ZoneAdmissionTest, CancelEndsEveryBlockingWait) {
   auto map = make_map();
   auto adm = make_admission(*map, /*inflight=*/4);
