@@ -62,10 +62,15 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
       std::min<std::uint64_t>({size, ref->size_bytes - pos, reply.size()}));
   const std::span<std::byte> out = reply.first(len);
   volume::Volume& vol = *ref->volume;
-  Result<std::size_t> r = vol.read(ByteOffset{pos}, out);
-  if (r) {
-    fuse_reply_buf(req, reinterpret_cast<const char*>(out.data()), std::min(*r, len));
-  } else {
+  // The reply is sent from wherever the volume has the plaintext: a loaded read-ahead window is
+  // sent from its own memory while the volume keeps it pinned and its range held
+  // (Volume::read_deliver), so on /dev/fuse the kernel copies it straight from the window; on
+  // a ring entry it is copied into the payload (UringTransport::take_reply), as before.
+  Result<std::size_t> r =
+      vol.read_deliver(ByteOffset{pos}, out, [req, len](std::span<const std::byte> data) {
+        fuse_reply_buf(req, reinterpret_cast<const char*>(data.data()), std::min(data.size(), len));
+      });
+  if (!r) {
     s.log_io_error("read", ref.entry(), pos, r.error());
     fuse_reply_err(req, to_errno(r.error()));
   }

@@ -1,5 +1,5 @@
-// Volume's default discard and resize (unsupported), write_ordered (no ordering point to wait
-// for) and write_fua (a write, then a flush).
+// Volume's default discard and resize (unsupported), read_deliver (a read into `out`),
+// write_ordered (no ordering point to wait for) and write_fua (a write, then a flush).
 #include "volume/volume.h"
 
 namespace cryptmap::volume {
@@ -16,6 +16,13 @@ Result<std::uint64_t> Volume::resize(std::uint64_t new_size) {
 Result<void> Volume::hold_range(ByteOffset off, std::uint64_t /*len*/,
                                 const std::function<Result<void>()>& /*fn*/) {
   return make_error(Errc::kUnsupported, "hold range: not supported by this volume", off.value);
+}
+
+Result<std::size_t> Volume::read_deliver(ByteOffset off, std::span<std::byte> out,
+                                         Deliver deliver) {
+  CRYPTMAP_TRY(n, read(off, out));
+  deliver(std::span<const std::byte>(out.data(), n));
+  return n;
 }
 
 Result<std::size_t> Volume::write_ordered(ByteOffset off, std::span<const std::byte> in,

@@ -77,6 +77,17 @@ class Volume {
 
   // Bytes read (short at the end of the volume, 0 at or past it), or the error.
   virtual Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) = 0;
+  // read() for a caller that sends the plaintext on (the FUSE reply): reads [off, off +
+  // out.size()) and, on success, calls `deliver` once, before returning, with the bytes read:
+  // either the first bytes of `out`, or memory the volume holds them in already (a loaded
+  // read-ahead window), so the caller sends them without their first being copied into `out`.
+  // Such memory stays as it is until `deliver` returns: it is neither reused for other sectors
+  // nor invalidated meanwhile (writes of the range wait for the call). `deliver` must not call
+  // this volume and should do nothing but send the bytes. On error `deliver` is not called.
+  // The default reads into `out`.
+  using Deliver = InlineFunction<void(std::span<const std::byte>), 32>;
+  virtual Result<std::size_t> read_deliver(ByteOffset off, std::span<std::byte> out,
+                                           Deliver deliver);
   // Bytes written (all of `in`), or the error.
   virtual Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) = 0;
   // Every write that completed before flush() was called is durable in the image on return.

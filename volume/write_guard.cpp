@@ -18,6 +18,10 @@ class GuardedVolume final : public Volume {
   Result<std::size_t> read(ByteOffset off, std::span<std::byte> out) override {
     return inner_->read(off, out);
   }
+  Result<std::size_t> read_deliver(ByteOffset off, std::span<std::byte> out,
+                                   Deliver deliver) override {
+    return inner_->read_deliver(off, out, std::move(deliver));
+  }
   Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) override {
     CRYPTMAP_TRY_VOID(admit(off.value, in.size()));
     return inner_->write(off, in);

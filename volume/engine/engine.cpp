@@ -218,6 +218,11 @@ class VolumeImpl final : public Volume {
     return read_path_.read(off.value, out);
   }
 
+  Result<std::size_t> read_deliver(ByteOffset off, std::span<std::byte> out,
+                                   Deliver deliver) override {
+    return read_path_.read(off.value, out, &deliver);
+  }
+
   Result<std::size_t> write(ByteOffset off, std::span<const std::byte> in) override {
     if (ctx_.zoned) return write_ordered(off, in, [] {}, {});  // no ordering point: call order
     return write_path_->write(off.value, in);

@@ -217,22 +217,29 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
   return {};
 }
 
-bool ReadAhead::copy(const Pin& pin, std::uint64_t off, std::span<std::byte> out) {
+std::span<const std::byte> ReadAhead::view(const Pin& pin, std::uint64_t off, std::size_t len) {
   Impl& im = *impl_;
   const Window* wp = nullptr;
   {
     MutexLock lock(im.mu);
     wp = &im.windows[pin.window_];
     const Window& w = *wp;
-    if (w.generation != pin.generation_ || w.state != State::kReady) return false;
+    if (w.generation != pin.generation_ || w.state != State::kReady) return {};
   }
   // The caller's shared range keeps writers (the only invalidators) out, and the pin keeps the
   // window from being reused: its memory is stable without the mutex.
   const Window& w = *wp;
   const SectorGeometry g{im.opts.sector_size, 0, im.opts.volume_sectors * im.opts.sector_size};
   const std::uint64_t base = g.byte_of(w.first);
-  CRYPTMAP_CHECK(off >= base && off + out.size() <= base + g.bytes(w.count));
-  std::memcpy(out.data(), w.mem + (off - base), out.size());
+  CRYPTMAP_CHECK(off >= base && off + len <= base + g.bytes(w.count));
+  return {w.mem + (off - base), len};
+}
+
+bool ReadAhead::copy(const Pin& pin, std::uint64_t off, std::span<std::byte> out) {
+  if (out.empty()) return true;
+  const std::span<const std::byte> v = view(pin, off, out.size());
+  if (v.empty()) return false;
+  std::memcpy(out.data(), v.data(), v.size());
   return true;
 }
 

@@ -13,7 +13,8 @@
 //    loading, and a loader waits for its own range lock, so waiting while holding a range
 //    could close a cycle reader -> loader -> writer -> reader.
 //  * With its shared range held, the reader calls copy(): it copies only if the window was not
-//    invalidated since pin() (a pinned window is never reused for other sectors).
+//    invalidated since pin() (a pinned window is never reused for other sectors); or view(),
+//    which hands out the window's memory itself, valid while the pin and the range are held.
 //  * A writer calls invalidate() for its sectors with its exclusive range held, before it
 //    changes anything; a loader that was overtaken by that writer drops its result.
 //  * The Loader must only fetch when the store holds the latest data of every sector it loads
@@ -92,6 +93,11 @@ class ReadAhead {
   // Copies bytes [off, off + out.size()) of the volume from the pinned window; false (nothing
   // copied) when the window was invalidated since pin(). Call with the shared range held.
   bool copy(const Pin& pin, std::uint64_t off, std::span<std::byte> out);
+  // Bytes [off, off + len) of the volume where the pinned window holds them, for a caller that
+  // sends them on without copying (Volume::read_deliver); empty when the window was
+  // invalidated since pin(). They stay valid and unchanged while the caller keeps both the pin
+  // (the window is not reused) and its shared range (writers, the only invalidators, wait).
+  std::span<const std::byte> view(const Pin& pin, std::uint64_t off, std::size_t len);
   // Drops every window overlapping sectors [s0, s1). Call with the exclusive range held.
   void invalidate(std::uint64_t s0, std::uint64_t s1);
   // Records a completed read [off, off + len) and schedules prefetches for its stream.

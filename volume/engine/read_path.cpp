@@ -9,25 +9,45 @@ namespace cryptmap::volume {
 
 using crypto::CryptoDir;
 
-Result<std::size_t> ReadPath::read(std::uint64_t off, std::span<std::byte> out) {
+Result<std::size_t> ReadPath::read(std::uint64_t off, std::span<std::byte> out,
+                                   Volume::Deliver* deliver) {
   const std::size_t len = static_cast<std::size_t>(ctx_.geo.clamp(off, out.size()));
-  if (len == 0) return std::size_t{0};
+  if (len == 0) {
+    if (deliver != nullptr) (*deliver)({});
+    return std::size_t{0};
+  }
   const SectorSpan s = ctx_.geo.covering(off, len);
   // Pin a read-ahead window before the range lock (pin() may wait for a load, which takes
   // a range lock itself: see read_ahead.h).
   ReadAhead::Pin pin;
   if (ctx_.read_ahead) pin = ctx_.read_ahead->pin(s.first, s.end);
-  Result<std::size_t> r = read_range(off, out.first(len), s, pin);
+  bool delivered = false;
+  Result<std::size_t> r = read_range(off, out.first(len), s, pin, deliver, delivered);
   pin = ReadAhead::Pin();
-  if (r && ctx_.read_ahead) ctx_.read_ahead->note(off, len);
+  if (r && ctx_.read_ahead && !delivered) ctx_.read_ahead->note(off, len);
+  if (r && deliver != nullptr && !delivered) (*deliver)(out.first(*r));
   return r;
 }
 
+// With `deliver`, a request a loaded window holds is handed to it from the window's memory
+// while the pin (no reuse) and the shared range (no writer, so no invalidation) are held, and
+// `delivered` is set (the stream is noted first, so the next windows load while the reply is
+// sent); everything else is read into `dst` and delivered by the caller.
 Result<std::size_t> ReadPath::read_range(std::uint64_t off, std::span<std::byte> dst, SectorSpan s,
-                                         const ReadAhead::Pin& pin) {
+                                         const ReadAhead::Pin& pin, Volume::Deliver* deliver,
+                                         bool& delivered) {
   const std::size_t len = dst.size();
   RangeLock::Guard guard = ctx_.ranges.acquire(s.first, s.end, /*exclusive=*/false);
-  if (pin && ctx_.read_ahead->copy(pin, off, dst)) return len;
+  if (pin && deliver != nullptr) {
+    if (const std::span<const std::byte> v = ctx_.read_ahead->view(pin, off, len); !v.empty()) {
+      ctx_.read_ahead->note(off, len);
+      delivered = true;
+      (*deliver)(v);
+      return len;
+    }
+  } else if (pin && ctx_.read_ahead->copy(pin, off, dst)) {
+    return len;
+  }
   BufferPool::Buffer buf;  // waited for: at most one per request (see BufferPool)
   if (!ctx_.cache || len >= ctx_.bypass_bytes) return stream_read(off, dst, s, buf);
   if (Result<void> r = read_blocks(off, dst, s, /*fill_cache=*/true, buf); !r) {

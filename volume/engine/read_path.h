@@ -30,8 +30,11 @@ class ReadPath {
   ReadPath(const ReadPath&) = delete;
   ReadPath& operator=(const ReadPath&) = delete;
 
-  // Volume::read: a short read at the end of the volume, 0 at or past it.
-  Result<std::size_t> read(std::uint64_t off, std::span<std::byte> out);
+  // Volume::read: a short read at the end of the volume, 0 at or past it. With `deliver`,
+  // Volume::read_deliver: the bytes go to it once on success, from a loaded read-ahead window
+  // when one holds them (pinned, its range held shared, until it returns), else from `out`.
+  Result<std::size_t> read(std::uint64_t off, std::span<std::byte> out,
+                           Volume::Deliver* deliver = nullptr);
 
   // ReadAhead's loader (on a prefetch thread): loads sectors [first, ...) into `dst` under the
   // shared range, only while the store is current. False drops the load (the foreground read
@@ -40,7 +43,8 @@ class ReadPath {
 
  private:
   Result<std::size_t> read_range(std::uint64_t off, std::span<std::byte> dst, SectorSpan s,
-                                 const ReadAhead::Pin& pin);
+                                 const ReadAhead::Pin& pin, Volume::Deliver* deliver,
+                                 bool& delivered);
   Result<void> read_blocks(std::uint64_t off, std::span<std::byte> out, SectorSpan p,
                            bool fill_cache, BufferPool::Buffer& buf);
   // Pieces of one streaming read in flight together (one store read batch).

@@ -248,5 +248,94 @@ TEST(ReadAhead, NoReadWorkqueueReadsAndDecryptsOnlyOnTheReadersThread) {
   }
 }
 
+// Volume::read_deliver hands a request a loaded window holds to the caller (the FUSE reply) from
+// the window's own memory. While the reply is being sent, the window must stay as it was:
+// other streams recycle every window that is not pinned (here: several times over), and a
+// writer of the same range must wait (it would invalidate the window, and the next load into it
+// would overwrite the bytes being sent). Fails if a delivered window can be reused, or written
+// under, before `deliver` returns.
+TEST(ReadAhead, AWindowBeingDeliveredIsNeitherRecycledNorWrittenUnder) {
+  constexpr std::uint64_t kBytes = 48ull << 20, kChunk = 1 << 20, kAt = 2 * kChunk;
+  RaVolume r = open_ra(4096, kBytes, {}, {});
+  ASSERT_TRUE(r.vol);
+  const std::vector<std::byte> model = image_plaintext(r.check, 0, kBytes);
+  std::vector<std::byte> buf(kChunk);
+  // Two sequential reads make a stream: the windows of the next two requests are loaded.
+  ASSERT_EQ(*r.vol->read(ByteOffset{0}, buf), kChunk);
+  ASSERT_EQ(*r.vol->read(ByteOffset{kChunk}, buf), kChunk);
+
+  const std::vector<std::byte> fresh = pattern(kChunk, 77);
+  std::thread writer;
+  std::atomic<bool> wrote{false};
+  bool from_window = false, unchanged_after_turnover = false;
+  int calls = 0;
+  std::vector<std::byte> seen;
+  auto reply = [&](std::span<const std::byte> data) {
+    ++calls;
+    from_window = data.size() == kChunk &&
+                  (data.data() < buf.data() || data.data() >= buf.data() + buf.size());
+    // A writer of the same range: it must wait until this reply has been sent.
+    writer = std::thread([&] {
+      EXPECT_TRUE(r.vol->write(ByteOffset{kAt}, fresh));
+      wrote = true;
+    });
+    // Other streams take every window that is free, many times over.
+    std::thread turnover([&] {
+      std::vector<std::byte> b(kChunk);
+      for (std::uint64_t base : {8ull << 20, 18ull << 20, 28ull << 20, 38ull << 20}) {
+        for (std::uint64_t i = 0; i < 8; ++i) {
+          EXPECT_EQ(*r.vol->read(ByteOffset{base + i * kChunk}, b), kChunk);
+        }
+      }
+    });
+    turnover.join();
+    unchanged_after_turnover = std::memcmp(data.data(), model.data() + kAt,
+                                           std::min<std::size_t>(data.size(), kChunk)) == 0;
+    seen.assign(data.begin(), data.end());
+    EXPECT_FALSE(wrote.load()) << "a write of the range completed during the reply";
+  };
+  Result<std::size_t> n = r.vol->read_deliver(
+      ByteOffset{kAt}, buf, [&reply](std::span<const std::byte> data) { reply(data); });
+  if (writer.joinable()) writer.join();
+  ASSERT_TRUE(n) << n.error().message();
+  EXPECT_EQ(*n, kChunk);
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(from_window) << "the request was not delivered from a read-ahead window";
+  EXPECT_TRUE(unchanged_after_turnover) << "the window changed while its reply was being sent";
+  ASSERT_EQ(seen.size(), kChunk);
+  EXPECT_EQ(std::memcmp(seen.data(), model.data() + kAt, kChunk), 0);
+  // The write went in after the reply: the next read (delivered again) sees it.
+  std::vector<std::byte> again;
+  ASSERT_TRUE(r.vol->read_deliver(ByteOffset{kAt}, buf, [&](std::span<const std::byte> d) {
+    again.assign(d.begin(), d.end());
+  }));
+  EXPECT_TRUE(again == fresh) << "stale data after the write";
+}
+
+// Without a window (no stream yet), read_deliver reads into the caller's buffer and delivers
+// from there, once; past the end it delivers an empty span.
+TEST(ReadAhead, ReadDeliverWithoutAWindowDeliversTheCallersBuffer) {
+  constexpr std::uint64_t kBytes = 4ull << 20;
+  RaVolume r = open_ra(4096, kBytes, {}, {});
+  ASSERT_TRUE(r.vol);
+  const std::vector<std::byte> model = image_plaintext(r.check, 0, kBytes);
+  std::vector<std::byte> buf(64 << 10);
+  int calls = 0;
+  ASSERT_TRUE(r.vol->read_deliver(ByteOffset{12345}, buf, [&](std::span<const std::byte> d) {
+    ++calls;
+    EXPECT_EQ(d.data(), buf.data());
+    EXPECT_EQ(d.size(), buf.size());
+    EXPECT_EQ(std::memcmp(d.data(), model.data() + 12345, d.size()), 0);
+  }));
+  Result<std::size_t> end =
+      r.vol->read_deliver(ByteOffset{kBytes - 100}, buf, [&](std::span<const std::byte> d) {
+        ++calls;
+        EXPECT_EQ(d.size(), 100u);
+      });
+  ASSERT_TRUE(end);
+  EXPECT_EQ(*end, 100u);
+  EXPECT_EQ(calls, 2);
+}
+
 }  // namespace
 }  // namespace cryptmap::testing

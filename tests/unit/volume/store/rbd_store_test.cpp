@@ -9,6 +9,7 @@
 #include <rbd/librbd.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -59,6 +60,23 @@ class Admin {
     const bool done = rbd_metadata_set(img, ("conf_" + key).c_str(), value.c_str()) == 0;
     rbd_close(img);
     return done;
+  }
+  // osd.0's count of write ops it served (`ceph tell osd.0 perf dump`, "osd": "op_w"); -1 when
+  // the cluster does not answer.
+  long long osd_writes() {
+    const char* cmd[] = {R"({"prefix": "perf dump"})"};
+    char* out = nullptr;
+    char* outs = nullptr;
+    std::size_t out_len = 0, outs_len = 0;
+    if (rados_osd_command(cluster_, 0, cmd, 1, nullptr, 0, &out, &out_len, &outs, &outs_len) < 0)
+      return -1;
+    const std::string dump(out != nullptr ? out : "", out_len);
+    rados_buffer_free(out);
+    rados_buffer_free(outs);
+    const std::size_t osd = dump.find("\"osd\":");
+    const std::size_t at = osd == std::string::npos ? osd : dump.find("\"op_w\":", osd);
+    if (at == std::string::npos) return -1;
+    return std::atoll(dump.c_str() + at + 7);
   }
   bool snapshot(const std::string& image, const std::string& snap) {
     rbd_image_t img = nullptr;
@@ -156,6 +174,43 @@ TEST(RbdStore, SplitsOneReadAcrossObjectsItself) {
   std::vector<std::byte> back(data.size());
   ASSERT_TRUE((*s)->read_at(ByteOffset{off}, back));
   EXPECT_TRUE(back == data);
+}
+
+// Neighbouring pieces of a write batch (a write-behind job's 256 KiB buffers) reach the OSD as
+// one write op (rbd_aio_writev; librbd would still cut it at object boundaries), where they were
+// one op per piece; every piece reads back. A piece elsewhere stays a write of its own.
+TEST(RbdStore, NeighbouringPiecesOfAWriteBatchAreOneOsdWrite) {
+  Admin admin;
+  if (!admin) GTEST_SKIP() << "no cluster (CEPH_CONF, CRYPTMAP_TEST_RBD_POOL)";
+  const std::string spec = admin.create(16 << 20);  // 4 MiB objects
+  ASSERT_FALSE(spec.empty());
+  auto s = open_rbd_store(spec, {});
+  ASSERT_TRUE(s) << s.error().message();
+  // The objects exist first (a first write into an object may update the object map too).
+  const auto old = test::deterministic_bytes(16 << 20, 1, 0);
+  ASSERT_TRUE((*s)->write_at(ByteOffset{0}, old));
+  ASSERT_TRUE((*s)->sync());
+  constexpr std::size_t kPiece = 256 << 10;
+  const auto data = test::deterministic_bytes(5 * kPiece, 7, 0);
+  std::vector<WritePiece> pieces;
+  for (std::size_t k = 0; k < 4; ++k) {  // [4 MiB, 5 MiB): inside object 1
+    pieces.push_back({ByteOffset{(4u << 20) + k * kPiece},
+                      std::span<const std::byte>(data).subspan(k * kPiece, kPiece)});
+  }
+  pieces.push_back({ByteOffset{12u << 20},  // object 3, not next to the others
+                    std::span<const std::byte>(data).subspan(4 * kPiece, kPiece)});
+  const long long before = admin.osd_writes();
+  ASSERT_GE(before, 0) << "osd.0 gave no perf counters";
+  ASSERT_TRUE((*s)->write_batch(pieces));
+  ASSERT_TRUE((*s)->sync());  // the write-around cache completes writes at dispatch
+  const long long after = admin.osd_writes();
+  for (const WritePiece& p : pieces) EXPECT_TRUE(p.result);
+  EXPECT_EQ(after - before, 2) << "four neighbouring pieces and one apart: two OSD writes";
+  std::vector<std::byte> back(4 * kPiece);
+  ASSERT_TRUE((*s)->read_at(ByteOffset{4u << 20}, back));
+  EXPECT_TRUE(std::equal(back.begin(), back.end(), data.begin()));
+  ASSERT_TRUE((*s)->read_at(ByteOffset{12u << 20}, std::span<std::byte>(back).first(kPiece)));
+  EXPECT_TRUE(std::equal(back.begin(), back.begin() + kPiece, data.begin() + 4 * kPiece));
 }
 
 // A read-write open takes the image's exclusive lock and keeps it: a second writer's open is
