@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cerrno>
+#include <set>
 #include <vector>
 
 #include "base/bytes.h"
@@ -287,6 +288,31 @@ TEST(Sha256Ni, BlocksMatchTheLibrarysSha256ForOneAndTwoMessages) {
     EXPECT_EQ(digest(one), want_a) << len;
     EXPECT_EQ(digest(x2a), want_a) << len;
     EXPECT_EQ(digest(x2b), want_b) << len;
+  }
+}
+
+// A run draws its random IVs in batches (one getrandom call per 64 sectors): every sector of a
+// 200-sector run still gets its own IV, and the run decrypts. Fails when a batch of IVs is
+// reused or not refilled.
+TEST(AuthCipher, EverySectorOfARunGetsItsOwnRandomIv) {
+  for (auto [e, i] :
+       {std::pair{"aes-xts-random", "hmac(sha256)"}, std::pair{"aes-gcm-random", "aead"}}) {
+    auto comp = auth_composition(e, i);
+    ASSERT_TRUE(comp);
+    auto c = make_auth_sector_cipher(e, i, 512, seq(comp->cipher_key_size + comp->mac_key_size, 2));
+    ASSERT_TRUE(c);
+    const std::size_t n = 200, T = comp->tag_size;
+    const auto plain = seq(n * 512, 6);
+    auto run = plain;
+    std::vector<std::byte> meta(n * T);
+    ASSERT_TRUE((*c)->encrypt(SectorRun{run, meta, SectorIndex{3}}));
+    std::set<std::vector<std::byte>> ivs;
+    for (std::size_t k = 0; k < n; ++k)
+      ivs.emplace(meta.begin() + k * T + comp->auth_size,
+                  meta.begin() + k * T + comp->auth_size + comp->stored_iv_size);
+    EXPECT_EQ(ivs.size(), n) << e;
+    ASSERT_TRUE((*c)->decrypt(SectorRun{run, meta, SectorIndex{3}})) << e;
+    EXPECT_EQ(run, plain) << e;
   }
 }
 
