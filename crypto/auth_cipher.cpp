@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 
@@ -172,7 +173,7 @@ class HmacKey {
     alignas(16) std::array<std::array<std::byte, 128>, N> blk;
     const std::byte* p[N];
     for (int i = 0; i < N; ++i) {
-      std::memcpy(st[i].data(), reinterpret_cast<const SHA256_CTX*>(states_.data())->h, 32);
+      std::memcpy(st[i].data(), states_.data() + offsetof(SHA256_CTX, h), 32);
       std::memcpy(blk[i].data(), m[i].aad.data(), a);
       std::memcpy(blk[i].data() + a, m[i].data.data(), head);
       p[i] = blk[i].data();
@@ -196,8 +197,7 @@ class HmacKey {
       b[32] = std::byte{0x80};
       std::fill(b + 33, b + 56, std::byte{0});
       store_be64(b + 56, (64 + 32) * 8);
-      std::memcpy(st[i].data(),
-                  reinterpret_cast<const SHA256_CTX*>(states_.data() + sizeof(SHA256_CTX))->h, 32);
+      std::memcpy(st[i].data(), states_.data() + sizeof(SHA256_CTX) + offsetof(SHA256_CTX, h), 32);
     }
     blocks(st.data(), p, 1);
     for (int i = 0; i < N; ++i) {
