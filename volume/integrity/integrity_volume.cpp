@@ -41,14 +41,16 @@ constexpr std::size_t kParallelBytes = 128 * 1024;
 // Mode J: an open journal section older than this is committed without a flush (the kernel's
 // commit timer, 10 s by default; 5 s as the sector cache's write-back age).
 constexpr std::chrono::seconds kCommitAge{5};
-// Mode J: the blocks one commit holds at most (journal_batch_sections: also at most half the
-// ring). Three batches (open, committing, committed and waiting for its copy) and the section
-// image of the commit in flight are locked memory of about this size each: 8 MiB, plus the
-// in-place tag pages below, the journal's share of the budget of docs/integrity.md §5 (the
-// daemon's goal: cache + 64 MiB, issue #13); a 1 GiB volume's journal (62-65 sections of 32
-// blocks) gets commits of 16 sections, 2 MiB: one sync per 2 MiB of a stream, overlapping the
-// filling of the next batch.
-constexpr std::size_t kJournalBatchBytes = std::size_t{2} << 20;
+// Mode J: the locked memory of the three journal batches together (open, committing, committed
+// and waiting for its copy). Each batch is its commit's section image (metadata sectors and
+// blocks, built in place as writers add blocks: no copy at commit), so one commit holds at most
+// a third of this (journal_batch_sections: also at most half the ring). 8 MiB as before, when
+// three batches of 2 MiB of blocks and a separate 2 MiB section image were; with the in-place
+// tag pages below, the journal's share of the budget of docs/integrity.md §5 (the daemon's
+// goal: cache + 64 MiB, issue #13). A 1 GiB volume's journal (62-65 sections of 32 blocks,
+// 132 KiB each) gets commits of 20 sections, 2.5 MiB of blocks: one sync per 2.5 MiB of a
+// stream, overlapping the filling of the next batch.
+constexpr std::size_t kJournalBatchesBytes = std::size_t{8} << 20;
 // Tag pages one in-place store batch holds at most (1 MiB, locked): a copy touching more (a
 // big commit of scattered blocks) is written as several store batches before its one sync.
 constexpr std::size_t kMaxInPlacePages = 256;
@@ -377,16 +379,18 @@ class IntegrityVolume final : public Volume {
     }
     CRYPTMAP_TRY_VOID(init_cache(options));
     if (!journal_mode_ || read_only_) return start_flusher();
-    // The three journal batches and the section image of a commit (docs/architecture.md §4.1;
-    // the budget: docs/integrity.md §5).
+    // The three journal batches, each the section image of its commit (docs/architecture.md
+    // §4.1; the budget: docs/integrity.md §5).
     const char* what = "integrity journal batches";
     batch_sections_ = journal_batch_sections(g_);
+    sec_bytes_ = std::size_t{g_.journal_section_sectors} * 512;
     const std::size_t entries = std::size_t{batch_sections_} * g_.journal_section_entries;
     pend_cap_ = entries;
     pend_bits_ = 1;
     while ((std::size_t{1} << pend_bits_) < 2 * entries) ++pend_bits_;
     for (JournalBatch& b : jb_) {
-      CRYPTMAP_TRY(bd, LockedMemory::allocate(entries * bs_, MemoryLock::kBestEffort, what));
+      CRYPTMAP_TRY(
+          bd, LockedMemory::allocate(batch_sections_ * sec_bytes_, MemoryLock::kBestEffort, what));
       CRYPTMAP_TRY(bt, LockedMemory::allocate(entries * tag_, MemoryLock::kBestEffort, what));
       buffer_bytes_ += bd.size() + bt.size();
       b.data = std::move(bd);
@@ -401,11 +405,6 @@ class IntegrityVolume final : public Volume {
       }
     }
     open_ = &jb_[0];
-    CRYPTMAP_TRY(
-        sec, LockedMemory::allocate(std::size_t{batch_sections_} * g_.journal_section_sectors * 512,
-                                    MemoryLock::kBestEffort, what));
-    buffer_bytes_ += sec.size();
-    section_ = std::move(sec);
     CRYPTMAP_TRY_VOID(init_in_place(entries, entries));
     try {
       journal_thread_ = std::thread([this] { journal_loop(); });
@@ -823,7 +822,7 @@ class IntegrityVolume final : public Volume {
       b += r;
     }
     CRYPTMAP_TRY_VOID(write_in_place(std::span(wb_blocks_).first(n), data.first(n * bs_),
-                                     tags.first(n * tag_), {}, {}));
+                                     tags.first(n * tag_), {}, /*sections=*/false, {}));
     written_.fetch_add(n, std::memory_order_relaxed);
     for (std::size_t x = i; x < j; ++x)
       if (wb_versions_[x] != kNoVersion) cache_->mark_clean(wb_dirty_[x], wb_versions_[x]);
@@ -1066,8 +1065,7 @@ class IntegrityVolume final : public Volume {
         open_->blocks.push_back(k);
         batch_index(*open_, k);
       }
-      std::memcpy(open_->data.data() + e * bs_, data.data() + i * bs_, bs_);
-      std::memcpy(open_->tags.data() + e * tag_, tags.data() + i * tag_, tag_);
+      put_entry(*open_, e, k, data.data() + i * bs_, tags.data() + i * tag_);
     }
     written_.fetch_add(n, std::memory_order_relaxed);  // into the journal, then in place
     return ok();
@@ -1119,11 +1117,16 @@ class IntegrityVolume final : public Volume {
   // committing (sealed: its sections being written by the journal thread) or committed (its
   // blocks waiting for their in-place copy, which rides with the next commit). Three rotate:
   // a batch is sealed only when no commit is in flight, so the open one always finds a free
-  // one. Allocated at open.
+  // one. Allocated at open. `data` is the section image of its commit, built in place as
+  // writers add blocks (put_entry): entry e's block lies whole in the data sectors of section
+  // e / section_entries (batch_block_offset), its metadata (sector, the pieces' last 8 bytes,
+  // tag) in that section's first 8 sectors (batch_entry). The commit only stamps commit ids
+  // over the pieces' last 8 bytes and puts them back after its journal write (commit_batch);
+  // readers of the committing batch take those bytes from the metadata (overlay_batch).
   struct JournalBatch {
-    std::vector<std::uint64_t> blocks;  // in entry order
-    LockedMemory data, tags;           // entry e's ciphertext at data[e·bs], its tag at tags[e·T]
-    std::vector<std::uint32_t> index;  // entry + 1 by batch_slot (0: empty)
+    std::vector<std::uint64_t> blocks;        // in entry order
+    LockedMemory data, tags;                  // the section image; entry e's tag also at tags[e·T]
+    std::vector<std::uint32_t> index;         // entry + 1 by batch_slot (0: empty)
     std::vector<std::uint64_t> sorted;        // committed: `blocks` ascending (the in-place copy)
     std::vector<std::uint32_t> order;         // committed: the entry of sorted[i]
     std::uint32_t section = 0, sections = 0;  // its ring position, set by seal()
@@ -1143,13 +1146,27 @@ class IntegrityVolume final : public Volume {
     std::shared_lock l(jmu_);
     if (retired_.load() != retired) return false;
     for (const JournalBatch* b : {copying_, committing_, open_})
-      if (b) overlay_batch(*b, first, n, data, tags);
+      if (b) overlay_batch(*b, first, n, data, tags, /*stamped=*/b == committing_);
     return true;
   }
+  // `stamped`: the batch being committed, whose pieces' last 8 bytes the journal thread
+  // overwrites with commit ids and puts back meanwhile: those bytes come from the entry's
+  // metadata (what replay puts back too), the rest of each piece from the data sectors.
   void overlay_batch(const JournalBatch& b, std::uint64_t first, std::size_t n,
-                     std::span<std::byte> data, std::span<std::byte> tags) const {
+                     std::span<std::byte> data, std::span<std::byte> tags, bool stamped) const {
+    const std::uint32_t spb = g_.sectors_per_block();
     auto put = [&](std::uint64_t k, std::size_t e) {
-      std::memcpy(data.data() + (k - first) * bs_, b.data.data() + e * bs_, bs_);
+      std::byte* dst = data.data() + (k - first) * bs_;
+      const std::byte* src = b.data.data() + batch_block_offset(e);
+      if (!stamped) {
+        std::memcpy(dst, src, bs_);
+      } else {
+        const std::byte* slots = batch_entry(b, e) + 8;
+        for (std::uint32_t q = 0; q < spb; ++q) {
+          std::memcpy(dst + std::size_t{q} * 512, src + std::size_t{q} * 512, 504);
+          std::memcpy(dst + std::size_t{q} * 512 + 504, slots + std::size_t{q} * 8, 8);
+        }
+      }
       std::memcpy(tags.data() + (k - first) * tag_, b.tags.data() + e * tag_, tag_);
     };
     if (n < b.blocks.size()) {
@@ -1159,6 +1176,40 @@ class IntegrityVolume final : public Volume {
     }
     for (std::size_t e = 0; e < b.blocks.size(); ++e)
       if (b.blocks[e] >= first && b.blocks[e] < first + n) put(b.blocks[e], e);
+  }
+
+  // Where entry e of a batch lives in its section image (docs/integrity.md §1.3): its block in
+  // the data sectors of section e / section_entries, its metadata in that section's first 8
+  // sectors (entries striped over them).
+  std::size_t batch_block_offset(std::size_t e) const {
+    const std::size_t per = g_.journal_section_entries;
+    return e / per * sec_bytes_ + (8 + e % per * g_.sectors_per_block()) * std::size_t{512};
+  }
+  std::size_t batch_entry_offset(std::size_t e) const {
+    const std::size_t per = g_.journal_section_entries;
+    return e / per * sec_bytes_ +
+           integrity::journal_entry_offset(g_, static_cast<std::uint32_t>(e % per));
+  }
+  const std::byte* batch_entry(const JournalBatch& b, std::size_t e) const {
+    return b.data.data() + batch_entry_offset(e);
+  }
+
+  // Entry e of the open batch becomes block k (its ciphertext `blk`, its tag `tag`), jmu_ held
+  // exclusively: the block whole into its data sectors, and into the entry the sector, each
+  // 512-byte piece's last 8 bytes (the slots replay puts back; the commit stamps commit ids
+  // over the pieces' own) and the tag, padding zeroed.
+  void put_entry(JournalBatch& b, std::size_t e, std::uint64_t k, const std::byte* blk,
+                 const std::byte* tag) {
+    const std::uint32_t spb = g_.sectors_per_block();
+    std::memcpy(b.data.data() + batch_block_offset(e), blk, bs_);
+    std::byte* m = b.data.data() + batch_entry_offset(e);
+    store_le64(m, k * spb);
+    for (std::uint32_t q = 0; q < spb; ++q)
+      std::memcpy(m + 8 + std::size_t{q} * 8, blk + std::size_t{q} * 512 + 504, 8);
+    std::byte* t = m + 8 + std::size_t{spb} * 8;
+    std::memcpy(t, tag, tag_);
+    std::fill(t + tag_, m + g_.journal_entry_size, std::byte{0});
+    std::memcpy(b.tags.data() + e * tag_, tag, tag_);
   }
 
   // A batch's index (open addressing, linear probing, twice its capacity; cleared when the
@@ -1316,17 +1367,20 @@ class IntegrityVolume final : public Volume {
     }
   }
 
-  // Commits batch c (sealed: nobody changes it) with the in-place copy of the committed batch
-  // p (or none): c's sections are built in section_ (each section whole: its entries, the
-  // rest unused, every sector with the commit id of its section and sequence) and written in
-  // one store batch together with p's copy, then synced once: the sync makes c durable and
-  // p's copy durable before p's sections can be reused (the kernel's dm-integrity likewise
-  // copies committed entries lazily and flushes before it reuses journal sections). c then
-  // waits, committed, for its own copy. A crash leaves each block old (its section torn or
-  // not reached: replay stops there) or new (committed: replay copies it again, whether its
-  // copy landed or not). Runs on the journal thread, without the volume's locks: readers see
-  // c and p through overlay_pending meanwhile, and the tag page cache keeps readers from
-  // caching a page read before this copy rewrote it (TagPageCache::begin_store_write).
+  // Commits batch c (sealed: no writer changes it) with the in-place copy of the committed
+  // batch p (or none): c's data is already its sections' image (put_entry); the commit marks
+  // the entries after its last one unused, stamps every sector with the commit id of its
+  // section and sequence (over each piece's last 8 bytes, which the entries hold), writes the
+  // sections in one store batch together with p's copy, puts the pieces' last bytes back
+  // (c's own copy, with the next commit, writes the blocks from there), then syncs once: the
+  // sync makes c durable and p's copy durable before p's sections can be reused (the kernel's
+  // dm-integrity likewise copies committed entries lazily and flushes before it reuses journal
+  // sections). c then waits, committed, for its own copy. A crash leaves each block old (its
+  // section torn or not reached: replay stops there) or new (committed: replay copies it
+  // again, whether its copy landed or not). Runs on the journal thread, without the volume's
+  // locks: readers see c (taking the stamped bytes from its entries) and p through
+  // overlay_pending meanwhile, and the tag page cache keeps readers from caching a page read
+  // before this copy rewrote it (TagPageCache::begin_store_write).
   Result<void> commit_batch(JournalBatch& c, JournalBatch* p) {
     // A ring too small for two batches (one section) would overwrite the sections of the
     // batch still to be copied: that copy first, synced.
@@ -1337,32 +1391,21 @@ class IntegrityVolume final : public Volume {
     const std::uint32_t spb = g_.sectors_per_block();
     const std::size_t m = c.blocks.size();
     const std::uint32_t per = g_.journal_section_entries;
-    const std::size_t sec_bytes = std::size_t{g_.journal_section_sectors} * 512;
-    const auto all = section_.span().first(c.sections * sec_bytes);
-    std::fill(all.begin(), all.end(), std::byte{0});
+    const auto all = c.data.span().first(c.sections * sec_bytes_);
+    // Entries after the last one: unused, their data sectors zero (as the kernel's fresh
+    // sections); they held an earlier batch's.
+    for (std::size_t x = m; x < std::size_t{c.sections} * per; ++x) {
+      std::byte* e = all.data() + batch_entry_offset(x);
+      std::fill(e, e + g_.journal_entry_size, std::byte{0});
+      store_le32(e + 4, 0xFFFFFFFFu);
+      std::fill_n(all.data() + batch_block_offset(x), bs_, std::byte{0});
+    }
     std::uint32_t section = c.section;
     unsigned seq = c.seq;
     for (std::uint32_t i = 0; i < c.sections; ++i) {
-      const auto sec = all.subspan(i * sec_bytes, sec_bytes);
-      for (std::uint32_t n = 0; n < per; ++n) {
-        std::byte* e = sec.data() + integrity::journal_entry_offset(g_, n);
-        const std::size_t x = std::size_t{i} * per + n;  // the batch's entry
-        if (x >= m) {
-          store_le32(e + 4, 0xFFFFFFFFu);  // unused
-          continue;
-        }
-        store_le64(e, c.blocks[x] * spb);
-        const std::byte* d = c.data.data() + x * bs_;
-        for (std::uint32_t q = 0; q < spb; ++q) {
-          const std::byte* piece = d + std::size_t{q} * 512;
-          std::memcpy(e + 8 + std::size_t{q} * 8, piece + 504, 8);  // the displaced last bytes
-          std::memcpy(sec.data() + (8 + std::size_t{n} * spb + q) * 512, piece, 504);
-        }
-        std::memcpy(e + 8 + std::size_t{spb} * 8, c.tags.data() + x * tag_, tag_);
-      }
+      std::byte* sec = all.data() + i * sec_bytes_;
       for (std::uint32_t j = 0; j < g_.journal_section_sectors; ++j)
-        store_le64(sec.data() + std::size_t{j} * 512 + 504,
-                   integrity::journal_commit_id(section, j, seq));
+        store_le64(sec + std::size_t{j} * 512 + 504, integrity::journal_commit_id(section, j, seq));
       if (++section == g_.journal_sections) {
         section = 0;
         seq = (seq + 1) % 4;
@@ -1373,17 +1416,26 @@ class IntegrityVolume final : public Volume {
     const std::uint64_t journal_at = g_.journal_first_sector() * 512;
     const std::uint32_t c1 = std::min(c.sections, g_.journal_sections - c.section);
     std::array<WritePiece, 2> io{
-        WritePiece{ByteOffset{journal_at + c.section * sec_bytes}, all.first(c1 * sec_bytes)},
-        WritePiece{ByteOffset{journal_at}, all.subspan(c1 * sec_bytes)}};
+        WritePiece{ByteOffset{journal_at + c.section * sec_bytes_}, all.first(c1 * sec_bytes_)},
+        WritePiece{ByteOffset{journal_at}, all.subspan(c1 * sec_bytes_)}};
     const auto extra = std::span<const WritePiece>(io).first(c.sections > c1 ? 2 : 1);
+    Result<void> written;
     if (p) {
       tag_cache_->begin_store_write();
-      auto r = write_in_place(p->sorted, p->data.span(), p->tags.span(), p->order, extra);
+      written = write_in_place(p->sorted, p->data.span(), p->tags.span(), p->order,
+                               /*sections=*/true, extra);
       tag_cache_->end_store_write();
-      CRYPTMAP_TRY_VOID(r);
     } else {
-      CRYPTMAP_TRY_VOID(write_in_place({}, {}, {}, {}, extra));
+      written = write_in_place({}, {}, {}, {}, /*sections=*/false, extra);
     }
+    // The blocks whole again (written or not: a failed commit is tried again, stamping anew).
+    for (std::size_t x = 0; x < m; ++x) {
+      std::byte* blk = all.data() + batch_block_offset(x);
+      const std::byte* slots = all.data() + batch_entry_offset(x) + 8;
+      for (std::uint32_t q = 0; q < spb; ++q)
+        std::memcpy(blk + std::size_t{q} * 512 + 504, slots + std::size_t{q} * 8, 8);
+    }
+    CRYPTMAP_TRY_VOID(written);
     CRYPTMAP_TRY_VOID(store_->sync());
     // c's copy, in block order, for the next commit.
     c.order.resize(m);
@@ -1399,13 +1451,14 @@ class IntegrityVolume final : public Volume {
   // sections are about to be reused, the volume is idle or closing).
   Result<void> copy_batch(const JournalBatch& p) {
     tag_cache_->begin_store_write();
-    auto r = write_in_place(p.sorted, p.data.span(), p.tags.span(), p.order, {});
+    auto r = write_in_place(p.sorted, p.data.span(), p.tags.span(), p.order, /*sections=*/true, {});
     tag_cache_->end_store_write();
     CRYPTMAP_TRY_VOID(r);
     return store_->sync();
   }
 
-  // Writes blocks `blocks` (ascending, distinct; block i's ciphertext at data[e·bs], its tag at
+  // Writes blocks `blocks` (ascending, distinct; block i's ciphertext at data[e·bs], or at
+  // data[batch_block_offset(e)] when `sections` (a journal batch's section image), its tag at
   // tags[e·T], e = order[i], or i when `order` is empty) in place, with `extra` pieces, as one
   // store batch: one piece per stretch of
   // adjacent blocks in one interleave area, and each tag page they touch once (pages the
@@ -1420,11 +1473,11 @@ class IntegrityVolume final : public Volume {
   // time (in_place_: mode D's write-back pass, or mode J's journal thread).
   Result<void> write_in_place(std::span<const std::uint64_t> blocks,
                               std::span<const std::byte> data, std::span<const std::byte> tags,
-                              std::span<const std::uint32_t> order,
+                              std::span<const std::uint32_t> order, bool sections,
                               std::span<const WritePiece> extra) {
     std::size_t b0 = 0;
     do {
-      CRYPTMAP_TRY(b1, write_in_place_batch(blocks, data, tags, order, b0,
+      CRYPTMAP_TRY(b1, write_in_place_batch(blocks, data, tags, order, sections, b0,
                                             b0 == 0 ? extra : std::span<const WritePiece>{}));
       b0 = b1;
     } while (b0 < blocks.size());
@@ -1436,9 +1489,12 @@ class IntegrityVolume final : public Volume {
   Result<std::size_t> write_in_place_batch(std::span<const std::uint64_t> blocks,
                                            std::span<const std::byte> data,
                                            std::span<const std::byte> tags,
-                                           std::span<const std::uint32_t> order, std::size_t b0,
-                                           std::span<const WritePiece> extra) {
+                                           std::span<const std::uint32_t> order, bool sections,
+                                           std::size_t b0, std::span<const WritePiece> extra) {
     auto entry = [&](std::size_t i) -> std::size_t { return order.empty() ? i : order[i]; };
+    auto at = [&](std::size_t i) -> std::size_t {  // block i's bytes in `data`
+      return sections ? batch_block_offset(entry(i)) : entry(i) * bs_;
+    };
     InPlace& ip = in_place_;
     ip.pages.clear();
     ip.covered.clear();
@@ -1486,14 +1542,14 @@ class IntegrityVolume final : public Volume {
       std::memcpy(buf.data() + j * kAlign + t0 % kAlign, tags.data() + entry(i) * tag_, tag_);
     }
     // Data: one piece per stretch of adjacent blocks within an interleave area (and adjacent
-    // in `data`).
+    // in `data`: in a section image, within one section).
     const std::uint64_t area_blocks = g_.interleave_sectors() / spb;
     for (std::size_t i = b0; i < b1;) {
       std::size_t r = 1;
-      while (i + r < b1 && blocks[i + r] == blocks[i] + r && entry(i + r) == entry(i) + r &&
+      while (i + r < b1 && blocks[i + r] == blocks[i] + r && at(i + r) == at(i) + r * bs_ &&
              blocks[i + r] / area_blocks == blocks[i] / area_blocks)
         ++r;
-      ip.writes.push_back(WritePiece{data_at(blocks[i]), data.subspan(entry(i) * bs_, r * bs_)});
+      ip.writes.push_back(WritePiece{data_at(blocks[i]), data.subspan(at(i), r * bs_)});
       i += r;
     }
     // Tag pages: one piece per stretch of adjacent pages.
@@ -1567,7 +1623,7 @@ class IntegrityVolume final : public Volume {
   // thread's transitions; shared: readers' overlay): the three batches and which is open,
   // committing (sealed, written by the journal thread; nobody changes it) and committed (its
   // copy waiting for the next commit), seal and commit counts, a failed commit's error, the
-  // journal thread's requests. section_: the journal thread's section image of a commit.
+  // journal thread's requests.
   bool journal_ = false;      // set once at open (mode J, read-write, the journal thread started)
   std::size_t pend_cap_ = 0;  // entries of a batch: batch_sections_ · section entries
   unsigned pend_bits_ = 1;
@@ -1581,9 +1637,9 @@ class IntegrityVolume final : public Volume {
   bool copy_request_ = false, jstop_ = false;
   std::shared_mutex jmu_;  // after mu_ and the tag-page stripes
   std::condition_variable_any jcv_;
-  std::thread journal_thread_;  // started in init(), joined last in the destructor
-  LockedMemory section_;
-  std::size_t buffer_bytes_ = 0;  // journal batches, section image, in-place tag pages
+  std::thread journal_thread_;    // started in init(), joined last in the destructor
+  std::size_t sec_bytes_ = 0;     // bytes of one journal section (its sectors · 512)
+  std::size_t buffer_bytes_ = 0;  // journal batches (section images), in-place tag pages
   std::atomic<std::uint64_t> commits_{0};
   // Committed batches retired from the overlay (changed under jmu_ exclusively; read_verified
   // reads it before its store reads and compares under jmu_).
@@ -1674,9 +1730,9 @@ Result<std::unique_ptr<Volume>> open_integrity_volume_with_engine(
 }
 
 std::uint32_t journal_batch_sections(const integrity::Geometry& g) {
-  const std::size_t section_bytes = std::size_t{g.journal_section_entries} * g.block_bytes();
+  const std::size_t section_bytes = std::size_t{g.journal_section_sectors} * 512;
   const auto budget = static_cast<std::uint32_t>(
-      std::max<std::size_t>(1, kJournalBatchBytes / std::max<std::size_t>(1, section_bytes)));
+      std::max<std::size_t>(1, kJournalBatchesBytes / 3 / std::max<std::size_t>(1, section_bytes)));
   return std::clamp<std::uint32_t>(g.journal_sections / 2, 1, budget);
 }
 

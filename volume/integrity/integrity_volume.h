@@ -95,8 +95,9 @@ Result<std::unique_ptr<Volume>> open_integrity_volume_with_engine(
 // Mode J: the journal sections one commit holds at most (docs/integrity.md §5): half the ring,
 // so that a commit never overwrites the sections of the commit before it (whose in-place copy
 // it carries and makes durable), at least one (a one- or two-section ring commits one section
-// at a time, copying the previous commit first), and at most 2 MiB of blocks (the batch is
-// locked memory, held four times: open, committing and committed batches, section image).
+// at a time, copying the previous commit first), and at most a third of 8 MiB of sections (the
+// batch is its commit's section image in locked memory, held three times: open, committing and
+// committed batches): 20 sections, 2.5 MiB of 4 KiB blocks, on a 1 GiB volume.
 std::uint32_t journal_batch_sections(const integrity::Geometry& g);
 
 // Counters of an integrity volume (tests: each tag verified exactly once per block read).

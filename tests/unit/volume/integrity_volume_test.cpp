@@ -1446,9 +1446,9 @@ TEST(IntegrityJournal, CommitsNeverOverwriteSectionsWhoseCopyIsNotDurable) {
     const integrity::Geometry g = geometry_of(*disk, d);
     const std::uint32_t batch = journal_batch_sections(g);
     const std::size_t cap = std::size_t{batch} * g.journal_section_entries;
-    // Half the ring, at least 1, at most 2 MiB of blocks (docs/integrity.md §5).
+    // Half the ring, at least 1, at most a third of 8 MiB of sections (docs/integrity.md §5).
     EXPECT_EQ(batch, std::min<std::uint32_t>(std::max<std::uint32_t>(1, g.journal_sections / 2),
-                                             (2u << 20) / (g.journal_section_entries * 4096)));
+                                             (8u << 20) / 3 / (g.journal_section_sectors * 512)));
     if (mib == 32) {
       EXPECT_EQ(g.journal_sections, 1u);
     }
@@ -1544,8 +1544,8 @@ TEST(IntegrityJournal, CommitsNeverOverwriteSectionsWhoseCopyIsNotDurable) {
 
 // A commit's in-place copy whose tags touch more tag pages than one store batch holds (256: a
 // big commit of scattered blocks) is written as several store batches, in block order, before
-// its one sync (docs/integrity.md §5): on a 1 GiB volume (commits of 16 sections, 512 blocks),
-// 512 blocks 147 apart (each tag on its own page, 28-byte tags) are committed, then copied by
+// its one sync (docs/integrity.md §5): on a 1 GiB volume (commits of 20 sections, 640 blocks),
+// 640 blocks 147 apart (each tag on its own page, 28-byte tags) are committed, then copied by
 // the next commit; every block reads back after a reopen. Fails when the split drops or
 // misplaces blocks, tags or pages at a batch boundary.
 TEST(IntegrityJournal, ACopyTouchingManyTagPagesIsSplitIntoSeveralStoreBatches) {
@@ -1691,6 +1691,160 @@ TEST(IntegrityJournal, WritersFillTheNextBatchWhileTheCommitBeforeIsInFlight) {
   ASSERT_TRUE(again) << again.error().message();
   Opened c{disk.get(), std::move(*again)};
   for (std::size_t k = 0; k < 2 * cap; ++k) EXPECT_EQ(block(c, k, 4096), want[k]) << "block " << k;
+}
+
+// A commit writes its batch's sections from the batch itself (docs/integrity.md §5: the section
+// image is built as writers add blocks, commit ids stamped at commit): the journal holds, byte
+// for byte, what an independent writer of the format makes (test::JournalWriter) from the
+// blocks and tags the commits left in place: striped entries with the pieces' displaced last
+// bytes, every sector's commit id of its section and sequence (the ring wrapped once), a block
+// written twice into one batch once, and the entries after the last one unused with zero data
+// sectors although the batch's memory held a full earlier batch. Fails when a commit writes
+// a piece's data bytes where its commit id belongs, or stale entries of an earlier batch.
+TEST(IntegrityJournal, ACommitWritesTheKernelsSectionBytesFromItsBatch) {
+  for (const Mode& m : {kModes[0], kModes[3]}) {
+    SCOPED_TRACE(std::string(m.enc) + " " + m.integ);
+    VolumeLayout l = layout_of(m.enc, m.integ, 4096, 1 * kMiB);
+    VolumeLayout d = l;
+    l.integrity_no_journal = false;
+    auto disk = formatted(72 * kMiB, d);  // 4 sections: batches of 2
+    const integrity::Geometry g = geometry_of(*disk, d);
+    ASSERT_EQ(g.journal_sections, 4u);
+    const std::uint32_t per = g.journal_section_entries;
+    const std::size_t cap = std::size_t{journal_batch_sections(g)} * per;
+    ASSERT_EQ(cap, 2u * per);
+    VolumeOptions o;  // no cache, no read-ahead: every write goes to the journal batch at once
+    o.no_read_workqueue = true;
+    o.cache_bytes = 0;
+    // Batches A, B (sections 0-1, 2-3, sequence 1), C (0-1, sequence 2 after the wrap): full,
+    // each committed when the next one's first block arrives; D (2-3, sequence 2): the blocks
+    // of `tail`, one of them twice, in the batch memory A used, committed by the flush.
+    const std::uint64_t c0 = 2 * cap;
+    std::vector<std::uint64_t> tail;
+    for (std::uint64_t k = 0; k < per + 8; ++k) tail.push_back(3 * cap + 8 + k);
+    {
+      auto j = open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(*disk), o, nullptr);
+      ASSERT_TRUE(j) << j.error().message();
+      for (std::uint64_t k = 0; k < 3 * cap; ++k)
+        ASSERT_TRUE(
+            (*j)->write(ByteOffset{k * 4096}, pattern(4096, 40 + static_cast<unsigned>(k))));
+      for (std::uint64_t k : tail)
+        ASSERT_TRUE((*j)->write(ByteOffset{k * 4096}, pattern(4096, 9 + static_cast<unsigned>(k))));
+      ASSERT_TRUE((*j)->write(ByteOffset{tail[3] * 4096}, pattern(4096, 7)));
+      ASSERT_TRUE((*j)->flush());
+      EXPECT_EQ(integrity_counters(**j)->journal_commits, 4u);
+    }  // closed: D copied in place too
+    auto w = journal_writer(g);
+    auto put = [&](std::uint32_t section, std::uint32_t n, std::uint64_t k) {
+      std::vector<std::byte> c(4096), t(g.tag_size);
+      disk->peek(g.data_sector(k * 8) * 512, c);
+      disk->peek(g.tag_byte(k * 8), t);
+      w.put(section, n, k * 8, c, t);
+    };
+    for (std::uint32_t x = 0; x < cap; ++x) put(x / per, x % per, c0 + x);
+    for (std::uint32_t x = 0; x < tail.size(); ++x) put(2 + x / per, x % per, tail[x]);
+    for (std::uint32_t i = 0; i < 4; ++i) w.seal(i, 2);
+    const auto got = journal_bytes(*disk, g);
+    ASSERT_EQ(got.size(), w.bytes().size());
+    const std::size_t sec = std::size_t{g.journal_section_sectors} * 512;
+    for (std::uint32_t i = 0; i < 4; ++i)
+      EXPECT_TRUE(std::equal(got.begin() + i * sec, got.begin() + (i + 1) * sec,
+                             w.bytes().begin() + i * sec))
+          << "section " << i << " differs from the format's bytes";
+  }
+}
+
+// Readers of a batch whose commit is in flight read its blocks while the journal thread has
+// stamped commit ids over each 512-byte piece's last 8 bytes (docs/integrity.md §5): they take
+// those bytes from the batch's entries. A store holds the commit's journal write at a gate;
+// meanwhile every block of the committing batch reads back right (each verified against its
+// tag). Fails when readers copy the committing batch's blocks whole (the commit ids then fail
+// the tags: EIO).
+class GatedJournalWriteStore final : public BackingStore {
+ public:
+  GatedJournalWriteStore(MemBackingStore& m, std::uint64_t lo, std::uint64_t hi)
+      : m_(m), lo_(lo), hi_(hi) {}
+  Result<void> read_at(ByteOffset off, std::span<std::byte> out) const override {
+    return m_.read_at(off, out);
+  }
+  Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
+    if (off.value >= lo_ && off.value < hi_) {
+      std::unique_lock l(mu_);
+      ++waiting_;
+      cv_.notify_all();
+      cv_.wait(l, [&] { return !held_; });
+      --waiting_;
+    }
+    return m_.write_at(off, in);
+  }
+  Result<void> sync() override { return m_.sync(); }
+  Result<void> discard(ByteOffset off, std::uint64_t n) override { return m_.discard(off, n); }
+  std::uint64_t size_bytes() const noexcept override { return m_.size_bytes(); }
+  bool read_only() const noexcept override { return false; }
+  const std::string& name() const noexcept override { return m_.name(); }
+
+  void hold(bool held) {
+    std::lock_guard l(mu_);
+    held_ = held;
+    cv_.notify_all();
+  }
+  // Whether a journal write reached the gate within `limit` (a bound against hanging).
+  bool write_at_gate(std::chrono::seconds limit) {
+    std::unique_lock l(mu_);
+    return cv_.wait_for(l, limit, [&] { return waiting_ > 0; });
+  }
+
+ private:
+  MemBackingStore& m_;
+  const std::uint64_t lo_, hi_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_ = false;
+  unsigned waiting_ = 0;
+};
+
+TEST(IntegrityJournal, ReadersOfACommittingBatchNeverSeeItsCommitIds) {
+  for (const Mode& m : {kModes[0], kModes[3], kModes[5]}) {
+    SCOPED_TRACE(std::string(m.enc) + " " + std::to_string(m.ss));
+    VolumeLayout l = layout_of(m.enc, m.integ, m.ss, 1 * kMiB);
+    l.integrity_no_journal = false;
+    auto disk = formatted(40 * kMiB, l);
+    const integrity::Geometry g = geometry_of(*disk, l);
+    const std::size_t cap = std::size_t{journal_batch_sections(g)} * g.journal_section_entries;
+    VolumeOptions o;  // no cache, no read-ahead: every write goes to the journal batch at once
+    o.no_read_workqueue = true;
+    o.cache_bytes = 0;
+    const std::uint64_t lo = g.journal_first_sector() * 512;
+    auto store = std::make_unique<GatedJournalWriteStore>(
+        *disk, lo, lo + std::uint64_t{g.journal_sections} * g.journal_section_sectors * 512);
+    GatedJournalWriteStore& st = *store;
+    auto j = open_integrity_volume(l, key_for(l), std::move(store), o, nullptr);
+    ASSERT_TRUE(j) << j.error().message();
+    std::vector<std::vector<std::byte>> want(cap + 1);
+    for (std::size_t k = 0; k <= cap; ++k) want[k] = pattern(m.ss, 5000 + static_cast<unsigned>(k));
+    // Batch 1 full (as one request: adjacent blocks), then one block more seals it.
+    std::vector<std::byte> all;
+    for (std::size_t k = 0; k < cap; ++k) all.insert(all.end(), want[k].begin(), want[k].end());
+    ASSERT_TRUE((*j)->write(ByteOffset{0}, all));
+    st.hold(true);
+    ASSERT_TRUE((*j)->write(ByteOffset{cap * m.ss}, want[cap]));
+    ASSERT_TRUE(st.write_at_gate(std::chrono::seconds(60))) << "no commit reached its write";
+    std::vector<std::byte> b(m.ss);
+    for (std::size_t k = 0; k <= cap; ++k) {
+      auto r = (*j)->read(ByteOffset{k * m.ss}, b);
+      EXPECT_TRUE(r) << "block " << k << ": " << (r ? "" : r.error().message());
+      EXPECT_EQ(b, want[k]) << "block " << k;
+    }
+    EXPECT_EQ(integrity_counters(**j)->tags_failed, 0u);
+    st.hold(false);
+    ASSERT_TRUE((*j)->flush());
+    j->reset();
+    auto again =
+        open_integrity_volume(l, key_for(l), std::make_unique<RefStore>(*disk), o, nullptr);
+    ASSERT_TRUE(again) << again.error().message();
+    Opened c{disk.get(), std::move(*again)};
+    for (std::size_t k = 0; k <= cap; ++k) EXPECT_EQ(block(c, k, m.ss), want[k]) << "block " << k;
+  }
 }
 
 // The memory budget (docs/integrity.md §5; issue #13's cache + 64 MiB for the daemon): a 1 GiB
