@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -86,15 +87,17 @@ class WaitingPool {
 };
 
 struct CryptoDriver::Impl {
+  using FromTo = CryptoDriver::FromTo;  // `plain` empty: in place (convert())
+
   // The slices of one parallel conversion, as a fan-out of the volume's SlicePool; lives in the
-  // frame of convert(), which joins it before it returns.
+  // frame of run(), which joins it before it returns.
   struct Slices {
     Impl* im = nullptr;
     Conversion* conv = nullptr;
     crypto::CryptoDir dir = crypto::CryptoDir::kDecrypt;
-    std::span<std::byte> data;
-    std::uint64_t first = 0;
-    std::size_t per = 0;  // sectors per slice
+    std::span<const FromTo> parts;  // the conversion: its parts' sectors one after another
+    std::size_t count = 0;          // sectors in all parts
+    std::size_t per = 0;            // sectors per slice
     SlicePool::FanOut fan;
   };
 
@@ -112,28 +115,42 @@ struct CryptoDriver::Impl {
     return pool && bytes >= opts.parallel_threshold_bytes && batches > 1;
   }
 
-  // Cuts a conversion into per-core slices of whole batches (one fan-out slice each).
-  void prepare_slices(Slices& t, Conversion& conv, CryptoDir dir, std::span<std::byte> data,
-                      std::uint64_t first) {
-    const std::size_t count = data.size() / opts.sector_size;
+  // Cuts a conversion into per-core slices of whole batches (one fan-out slice each); a slice
+  // may span the end of one part and the start of the next.
+  void prepare_slices(Slices& t, Conversion& conv, CryptoDir dir, std::span<const FromTo> parts,
+                      std::size_t count) {
     const std::size_t batches = (count + batch_sectors - 1) / batch_sectors;
     const std::size_t slices = std::min<std::size_t>(threads, batches);
     t.im = this;
     t.conv = &conv;
     t.dir = dir;
-    t.data = data;
-    t.first = first;
+    t.parts = parts;
+    t.count = count;
     t.per = (batches + slices - 1) / slices * batch_sectors;
     t.fan.set(slices, &run_slice, &t);
   }
   static void run_slice(void* context, std::size_t i) {
     auto& t = *static_cast<Slices*>(context);
-    const std::size_t ss = t.im->opts.sector_size;
-    const std::size_t count = t.data.size() / ss;
     const std::size_t begin = i * t.per;
-    if (begin >= count) return;
-    const std::size_t n = std::min(t.per, count - begin);
-    t.im->issue(*t.conv, t.dir, t.data.subspan(begin * ss, n * ss), t.first + begin);
+    if (begin >= t.count) return;
+    t.im->issue_range(*t.conv, t.dir, t.parts, begin, std::min(t.per, t.count - begin));
+  }
+  // Sectors [begin, begin + n) of the parts' sectors taken one after another.
+  void issue_range(Conversion& conv, CryptoDir dir, std::span<const FromTo> parts,
+                   std::size_t begin, std::size_t n) {
+    const std::size_t ss = opts.sector_size;
+    std::size_t base = 0;  // the first sector of part p in the sequence
+    for (const FromTo& p : parts) {
+      const std::size_t len = p.out.size() / ss;
+      const std::size_t lo = std::max(begin, base), hi = std::min(begin + n, base + len);
+      if (lo < hi) {
+        const std::size_t at = (lo - base) * ss, bytes = (hi - lo) * ss;
+        issue(conv, dir, p.out.subspan(at, bytes),
+              p.plain.empty() ? p.plain : p.plain.subspan(at, bytes), p.first.value + (lo - base));
+      }
+      base += len;
+      if (base >= begin + n) break;
+    }
   }
 
   // Called exactly once per accepted batch (inline for kDone, by the engine otherwise).
@@ -144,8 +161,10 @@ struct CryptoDriver::Impl {
     conv->finish_one();
   }
 
-  // dm-crypt crypt_convert(): issue the batches of [first, first + count) one by one.
-  void issue(Conversion& conv, CryptoDir dir, std::span<std::byte> data, std::uint64_t first) {
+  // dm-crypt crypt_convert(): issue the batches of [first, first + count) one by one. With
+  // `src` (encryption out of place), each batch's plaintext comes from there.
+  void issue(Conversion& conv, CryptoDir dir, std::span<std::byte> data,
+             std::span<const std::byte> src, std::uint64_t first) {
     const std::size_t ss = opts.sector_size;
     const std::size_t count = data.size() / ss;
     for (std::size_t pos = 0; pos < count; pos += batch_sectors) {
@@ -154,6 +173,15 @@ struct CryptoDriver::Impl {
       CryptoRequest* r = free_requests.take();
       r->dir = dir;
       r->run = crypto::SectorRun{data.subspan(pos * ss, n * ss), {}, SectorIndex{first + pos}};
+      r->src = {};
+      if (!src.empty()) {
+        const std::span<const std::byte> from = src.subspan(pos * ss, n * ss);
+        if (engine.reads_source()) {
+          r->src = from;
+        } else {  // the engine converts in place: the batch's plaintext goes there first
+          std::memcpy(r->run.data.data(), from.data(), from.size());
+        }
+      }
       r->status = ok();
       r->user = &conv;
       conv.add_pending();
@@ -178,6 +206,23 @@ struct CryptoDriver::Impl {
         }
       }
     }
+  }
+
+  // One conversion of every part, inline or spread over the workers as one fan-out; returns
+  // once every batch completed.
+  Result<void> run(CryptoDir dir, std::span<const FromTo> parts) {
+    std::size_t count = 0;
+    for (const FromTo& p : parts) count += p.out.size() / opts.sector_size;
+    Conversion conv;
+    if (!parallel(dir, count * opts.sector_size)) {
+      issue_range(conv, dir, parts, 0, count);
+    } else {
+      Slices task;
+      prepare_slices(task, conv, dir, parts, count);
+      pool->run(task.fan);  // the calling thread works on the slices too
+    }
+    conv.finish_one();  // drop the submitter's guard
+    return conv.wait();
   }
 
   crypto::CryptoEngine& engine;
@@ -232,16 +277,22 @@ Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> d
   Impl& im = *impl_;
   CRYPTMAP_CHECK(data.size() % im.opts.sector_size == 0);
   if (data.empty()) return ok();
-  Conversion conv;
-  if (!im.parallel(dir, data.size())) {
-    im.issue(conv, dir, data, first.value);
-  } else {
-    Impl::Slices task;
-    im.prepare_slices(task, conv, dir, data, first.value);
-    im.pool->run(task.fan);  // the calling thread works on the slices too
+  const FromTo part{{}, data, first};
+  return im.run(dir, std::span(&part, 1));
+}
+
+Result<void> CryptoDriver::encrypt_from(std::span<const std::byte> plain, std::span<std::byte> out,
+                                        SectorIndex first) {
+  const FromTo part{plain, out, first};
+  return encrypt_from(std::span(&part, 1));
+}
+
+Result<void> CryptoDriver::encrypt_from(std::span<const FromTo> parts) {
+  Impl& im = *impl_;
+  for (const FromTo& p : parts) {
+    CRYPTMAP_CHECK(p.plain.size() == p.out.size() && p.out.size() % im.opts.sector_size == 0);
   }
-  conv.finish_one();  // drop the submitter's guard
-  return conv.wait();
+  return im.run(CryptoDir::kEncrypt, parts);
 }
 
 }  // namespace cryptmap::volume
