@@ -102,14 +102,17 @@ void WriteBehind::log_stats() {
   if (st.queued == 0 && fallbacks == 0) return;
   const double q = static_cast<double>(std::max<std::uint64_t>(1, st.queued));
   auto us = [q](std::uint64_t ns) { return static_cast<double>(ns) / q / 1000.0; };
+  const double between_us = static_cast<double>(st.between_ns) /
+                            static_cast<double>(std::max<std::uint64_t>(1, st.between_count)) /
+                            1000.0;
   ctx_.logger->info(
       "write-behind on volume {}: {} request(s) queued, {} written through inline ({} with no "
       "free job slot, {} with no free buffer), {} queued behind an earlier one; per queued "
       "request: merge and encryption {:.0f} us, cache update {:.0f} us, from the previous "
-      "request's reply {:.0f} us, waiting for a worker {:.0f} us (max {:.0f}), store write "
-      "{:.0f} us (max {:.0f})",
+      "request's reply {:.0f} us (gaps under 100 ms), waiting for a worker {:.0f} us (max "
+      "{:.0f}), store write {:.0f} us (max {:.0f})",
       ctx_.store->name(), st.queued, fallbacks, st.inline_no_slot, st.inline_no_buffer,
-      st.behind_others, us(st.seal_ns), us(st.update_ns), us(st.between_ns), us(st.wait_ns),
+      st.behind_others, us(st.seal_ns), us(st.update_ns), between_us, us(st.wait_ns),
       static_cast<double>(st.wait_max_ns) / 1000.0, us(st.store_ns),
       static_cast<double>(st.store_max_ns) / 1000.0);
 }
@@ -121,7 +124,10 @@ WriteBehind::Job* WriteBehind::try_reserve(std::uint64_t first, std::uint64_t co
   Job* j = nullptr;
   {
     MutexLock lock(mu_);
-    if (last_submit_ns_ != 0) stats_.between_ns += t - std::min(t, last_submit_ns_);
+    if (last_submit_ns_ != 0 && t - std::min(t, last_submit_ns_) < kIdleNs) {
+      stats_.between_ns += t - std::min(t, last_submit_ns_);
+      ++stats_.between_count;
+    }
     last_submit_ns_ = 0;  // counted once, by the next reserve after a submit
     if (n > pool_->count()) {
       ++stats_.inline_no_buffer;

@@ -97,13 +97,16 @@ class WriteBehind {
     std::uint64_t seal_ns = 0;           // reserve -> sealed(): the writer's merge and encryption
     std::uint64_t update_ns = 0;         // sealed() -> submit(): resident cache blocks updated
     std::uint64_t between_ns = 0;        // one submit -> the next reserve (at queue depth 1: the
-                                         // reply, the writer's turn, the next request's receive)
+                                         // reply, the writer's turn, the next request's receive);
+                                         // gaps of kIdleNs or more are idle time, not counted here
+    std::uint64_t between_count = 0;     // the gaps between_ns sums
     std::uint64_t wait_ns = 0;           // submit -> a worker takes the job
     std::uint64_t wait_max_ns = 0;
     std::uint64_t store_ns = 0;  // the job's store batch
     std::uint64_t store_max_ns = 0;
   };
   Stats stats() const EXCLUDES(mu_);
+  static constexpr std::uint64_t kIdleNs = 100'000'000;  // 100 ms
 
  private:
   explicit WriteBehind(EngineContext& ctx);  // in the .cpp, where Job is complete
