@@ -8,12 +8,20 @@ class SyncEngine final : public CryptoEngine {
  public:
   explicit SyncEngine(const SectorCipher& cipher) : cipher_(cipher) {}
   SubmitStatus submit(CryptoRequest* req) override {
-    req->status =
-        req->dir == CryptoDir::kEncrypt ? cipher_.encrypt(req->run) : cipher_.decrypt(req->run);
+    if (req->src.empty()) {
+      req->status =
+          req->dir == CryptoDir::kEncrypt ? cipher_.encrypt(req->run) : cipher_.decrypt(req->run);
+    } else if (req->dir == CryptoDir::kEncrypt) {
+      req->status = cipher_.encrypt_from(req->src, req->run);
+    } else {
+      req->status = make_error(Errc::kInvalid, "crypto engine: decryption out of place",
+                               req->run.first.value);
+    }
     return SubmitStatus::kDone;
   }
   void wait_for_drain() override {}
   const char* name() const noexcept override { return "sync"; }
+  bool reads_source() const noexcept override { return true; }
 
  private:
   const SectorCipher& cipher_;

@@ -18,8 +18,10 @@
 // Ownership: the engine borrows `req` (and the buffers it points to) until completion.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "base/inline_function.h"
 #include "base/result.h"
@@ -33,6 +35,10 @@ enum class SubmitStatus : std::uint8_t { kDone, kInProgress, kBackloggedBusy, kB
 struct CryptoRequest {
   CryptoDir dir = CryptoDir::kEncrypt;
   SectorRun run;
+  // Encryption out of place (only for an engine whose reads_source() is true): when not empty,
+  // the plaintext is read from here (run.data.size() bytes, not overlapping run.data, left as
+  // it is) and the ciphertext written to run.data (SectorCipher::encrypt_from).
+  std::span<const std::byte> src;
   Result<void> status;                               // set by the engine before on_done
   InlineFunction<void(CryptoRequest*), 48> on_done;  // called once for kInProgress/kBackloggedBusy
   void* user = nullptr;                              // the submitter's context
@@ -46,12 +52,16 @@ class CryptoEngine {
   // notification on a backlogged request). Returns at once if nothing is backlogged.
   virtual void wait_for_drain() = 0;
   virtual const char* name() const noexcept = 0;
+  // True when the engine honours CryptoRequest::src; for any other engine the submitter copies
+  // the plaintext into run.data itself and leaves src empty.
+  virtual bool reads_source() const noexcept { return false; }
 };
 
 // The synchronous engine over a SectorCipher: every submit() runs the cipher on the submitting
-// thread and is kDone (on_done is never called). The one synchronous engine: the I/O engine
-// (volume/engine) uses it when the caller configures no other, and fans it out over its own
-// crypto workers (CryptoDriver). Borrows `cipher`, which must outlive the engine.
+// thread and is kDone (on_done is never called); it reads_source() (SectorCipher::encrypt_from).
+// The one synchronous engine: the I/O engine (volume/engine) uses it when the caller configures
+// no other, and fans it out over its own crypto workers (CryptoDriver). Borrows `cipher`, which
+// must outlive the engine.
 std::unique_ptr<CryptoEngine> make_sync_engine(const SectorCipher& cipher);
 
 }  // namespace cryptmap::crypto

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstring>
 
 #include "crypto/internal/cipher_catalog.h"
 #include "crypto/internal/context_pool.h"
@@ -89,6 +90,16 @@ Result<std::unique_ptr<SectorCipher>> make_sector_cipher(const SectorCipherConfi
     last = made.error();  // e.g. OpenSSL refusing equal XTS halves: try the next engine
   }
   return last;
+}
+
+Result<void> SectorCipher::encrypt_from(std::span<const std::byte> plain,
+                                        const SectorRun& run) const {
+  if (plain.size() != run.data.size()) {
+    return make_error_fmt(Errc::kInvalid, "sector cipher: source and destination sizes differ",
+                          run.first.value, "%zu and %zu bytes", plain.size(), run.data.size());
+  }
+  if (!plain.empty()) std::memcpy(run.data.data(), plain.data(), plain.size());
+  return encrypt(run);
 }
 
 }  // namespace cryptmap::crypto

@@ -1,5 +1,6 @@
-// SectorCipher — encrypts and decrypts whole encryption sectors in place, exactly as a dm-crypt
-// table line `<spec> <key> <iv_offset> ... sector_size:<n> [iv_large_sectors]` does.
+// SectorCipher — encrypts and decrypts whole encryption sectors in place (and encrypts out of
+// place: encrypt_from), exactly as a dm-crypt table line `<spec> <key> <iv_offset> ...
+// sector_size:<n> [iv_large_sectors]` does.
 //
 // Thread-safety: every method is const and reentrant; one SectorCipher serves all I/O threads
 // (per-thread cipher contexts are the implementation's business, never shared mutable state).
@@ -38,6 +39,11 @@ class SectorCipher {
   virtual ~SectorCipher() = default;
   virtual Result<void> encrypt(const SectorRun& run) const = 0;
   virtual Result<void> decrypt(const SectorRun& run) const = 0;
+  // Encrypts `plain` (run.data.size() bytes, not overlapping run.data) into run.data, leaving
+  // `plain` as it was: exactly what copying it into run.data and encrypt(run) give, without the
+  // copy where the implementation reads its input from elsewhere (aesni-xts). The default
+  // copies, then encrypts in place. Errors: encrypt's; kInvalid when the sizes differ.
+  virtual Result<void> encrypt_from(std::span<const std::byte> plain, const SectorRun& run) const;
   virtual std::uint32_t sector_size() const noexcept = 0;
   virtual std::size_t meta_bytes_per_sector() const noexcept { return 0; }
   // Short name of the implementation, for `status` and benchmarks ("openssl-xts", "cryptopp").

@@ -112,10 +112,11 @@ __attribute__((target("aes,sse2"))) __m128i tweak0(const std::uint8_t* tweak_key
 }
 
 // AES-NI: groups of 8 blocks, then single blocks; `t` is the tweak of the first block.
+// Reads `in` and writes `out` (the same memory for in place, or not overlapping at all).
 template <bool kEncrypt>
 __attribute__((target("aes,sse2"))) void xts_blocks_sse(const std::uint8_t* keys, int rounds,
-                                                        std::byte* unit, std::size_t len,
-                                                        __m128i t) {
+                                                        const std::byte* in, std::byte* out,
+                                                        std::size_t len, __m128i t) {
   constexpr std::size_t kLanes = 8;
   std::size_t off = 0;
   for (; off + 16 * kLanes <= len; off += 16 * kLanes) {
@@ -126,7 +127,7 @@ __attribute__((target("aes,sse2"))) void xts_blocks_sse(const std::uint8_t* keys
       tw[l] = t;
       t = mul_alpha(t);
       x[l] = _mm_xor_si128(
-          _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + off + 16 * l)),
+          _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + off + 16 * l)),
                         tw[l]),
           k0);
     }
@@ -140,11 +141,11 @@ __attribute__((target("aes,sse2"))) void xts_blocks_sse(const std::uint8_t* keys
 #pragma GCC unroll 8
     for (std::size_t l = 0; l < kLanes; ++l) {
       x[l] = kEncrypt ? _mm_aesenclast_si128(x[l], kl) : _mm_aesdeclast_si128(x[l], kl);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(unit + off + 16 * l), _mm_xor_si128(x[l], tw[l]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + off + 16 * l), _mm_xor_si128(x[l], tw[l]));
     }
   }
   for (; off < len; off += 16) {  // tail (never hit for 512..4096-byte units)
-    __m128i x = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + off)), t);
+    __m128i x = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + off)), t);
     x = _mm_xor_si128(x, _mm_load_si128(reinterpret_cast<const __m128i*>(keys)));
     for (int r = 1; r < rounds; ++r) {
       const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(keys + 16 * r));
@@ -152,7 +153,7 @@ __attribute__((target("aes,sse2"))) void xts_blocks_sse(const std::uint8_t* keys
     }
     const __m128i kl = _mm_load_si128(reinterpret_cast<const __m128i*>(keys + 16 * rounds));
     x = kEncrypt ? _mm_aesenclast_si128(x, kl) : _mm_aesdeclast_si128(x, kl);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(unit + off), _mm_xor_si128(x, t));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + off), _mm_xor_si128(x, t));
     t = mul_alpha(t);
   }
 }
@@ -160,9 +161,9 @@ __attribute__((target("aes,sse2"))) void xts_blocks_sse(const std::uint8_t* keys
 template <bool kEncrypt>
 __attribute__((target("aes,sse2"))) void xts_unit(const std::uint8_t* keys,
                                                   const std::uint8_t* tweak_keys, int rounds,
-                                                  std::byte* unit, std::size_t len,
-                                                  const std::byte* iv) {
-  xts_blocks_sse<kEncrypt>(keys, rounds, unit, len, tweak0(tweak_keys, rounds, iv));
+                                                  const std::byte* in, std::byte* out,
+                                                  std::size_t len, const std::byte* iv) {
+  xts_blocks_sse<kEncrypt>(keys, rounds, in, out, len, tweak0(tweak_keys, rounds, iv));
 }
 
 // VAES (256-bit, AVX2): 16 blocks in eight registers per step (two blocks per AESENC), then the
@@ -170,8 +171,8 @@ __attribute__((target("aes,sse2"))) void xts_unit(const std::uint8_t* keys,
 template <bool kEncrypt>
 __attribute__((target("vaes,avx2,aes,sse2"))) void xts_unit_vaes(const std::uint8_t* keys,
                                                                  const std::uint8_t* tweak_keys,
-                                                                 int rounds, std::byte* unit,
-                                                                 std::size_t len,
+                                                                 int rounds, const std::byte* in,
+                                                                 std::byte* out, std::size_t len,
                                                                  const std::byte* iv) {
   __m128i t = tweak0(tweak_keys, rounds, iv);
   alignas(32) __m128i tw[16];
@@ -189,8 +190,8 @@ __attribute__((target("vaes,avx2,aes,sse2"))) void xts_unit_vaes(const std::uint
     for (int q = 0; q < 8; ++q) {
       const __m256i tv = _mm256_load_si256(reinterpret_cast<const __m256i*>(&tw[2 * q]));
       x[q] = _mm256_xor_si256(
-          _mm256_xor_si256(
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit + off + 32 * q)), tv),
+          _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + off + 32 * q)),
+                           tv),
           k0);
     }
     for (int r = 1; r < rounds; ++r) {
@@ -206,12 +207,12 @@ __attribute__((target("vaes,avx2,aes,sse2"))) void xts_unit_vaes(const std::uint
     for (int q = 0; q < 8; ++q) {
       x[q] = kEncrypt ? _mm256_aesenclast_epi128(x[q], kl) : _mm256_aesdeclast_epi128(x[q], kl);
       const __m256i tv = _mm256_load_si256(reinterpret_cast<const __m256i*>(&tw[2 * q]));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(unit + off + 32 * q),
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + off + 32 * q),
                           _mm256_xor_si256(x[q], tv));
     }
   }
   secure_zero(tw, sizeof tw);
-  if (off < len) xts_blocks_sse<kEncrypt>(keys, rounds, unit + off, len - off, t);
+  if (off < len) xts_blocks_sse<kEncrypt>(keys, rounds, in + off, out + off, len - off, t);
 }
 
 // Equivalent inverse cipher (FIPS-197 §5.3.5): reversed round keys, InvMixColumns on the middle
@@ -243,18 +244,20 @@ AesniXts::~AesniXts() {
   secure_zero(tweak_, sizeof tweak_);
 }
 
-void AesniXts::encrypt(std::byte* unit, std::size_t len, const std::byte* iv) const {
+void AesniXts::encrypt(const std::byte* in, std::byte* out, std::size_t len,
+                       const std::byte* iv) const {
   if (vaes_)
-    xts_unit_vaes<true>(enc_, tweak_, rounds_, unit, len, iv);
+    xts_unit_vaes<true>(enc_, tweak_, rounds_, in, out, len, iv);
   else
-    xts_unit<true>(enc_, tweak_, rounds_, unit, len, iv);
+    xts_unit<true>(enc_, tweak_, rounds_, in, out, len, iv);
 }
 
-void AesniXts::decrypt(std::byte* unit, std::size_t len, const std::byte* iv) const {
+void AesniXts::decrypt(const std::byte* in, std::byte* out, std::size_t len,
+                       const std::byte* iv) const {
   if (vaes_)
-    xts_unit_vaes<false>(dec_, tweak_, rounds_, unit, len, iv);
+    xts_unit_vaes<false>(dec_, tweak_, rounds_, in, out, len, iv);
   else
-    xts_unit<false>(dec_, tweak_, rounds_, unit, len, iv);
+    xts_unit<false>(dec_, tweak_, rounds_, in, out, len, iv);
 }
 
 AesniCbcDecryptor::AesniCbcDecryptor(std::span<const std::byte> key) {

@@ -50,8 +50,15 @@ class AesniXts {
 
   bool uses_vaes() const noexcept { return vaes_; }
   // Encrypts/decrypts one unit in place; `iv` is the 16-byte tweak input (before E_K2).
-  void encrypt(std::byte* unit, std::size_t len, const std::byte* iv) const;
-  void decrypt(std::byte* unit, std::size_t len, const std::byte* iv) const;
+  void encrypt(std::byte* unit, std::size_t len, const std::byte* iv) const {
+    encrypt(unit, unit, len, iv);
+  }
+  void decrypt(std::byte* unit, std::size_t len, const std::byte* iv) const {
+    decrypt(unit, unit, len, iv);
+  }
+  // The same from `in` into `out`: the same memory, or two that do not overlap at all.
+  void encrypt(const std::byte* in, std::byte* out, std::size_t len, const std::byte* iv) const;
+  void decrypt(const std::byte* in, std::byte* out, std::size_t len, const std::byte* iv) const;
 
  private:
   alignas(16) std::uint8_t enc_[15 * 16];

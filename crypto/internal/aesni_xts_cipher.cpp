@@ -31,24 +31,34 @@ class AesniXtsCipher final : public SectorCipher {
     return ok();
   }
 
-  Result<void> encrypt(const SectorRun& run) const override { return crypt(run, true); }
-  Result<void> decrypt(const SectorRun& run) const override { return crypt(run, false); }
+  Result<void> encrypt(const SectorRun& run) const override {
+    return crypt(run.data.data(), run, true);
+  }
+  Result<void> decrypt(const SectorRun& run) const override {
+    return crypt(run.data.data(), run, false);
+  }
+  // Out of place: each sector is read from `plain` and written to run.data, no copy first.
+  Result<void> encrypt_from(std::span<const std::byte> plain, const SectorRun& run) const override {
+    if (plain.size() != run.data.size()) return SectorCipher::encrypt_from(plain, run);  // kInvalid
+    return crypt(plain.data(), run, true);
+  }
   std::uint32_t sector_size() const noexcept override { return numbering_.sector_size; }
   const char* engine_name() const noexcept override { return "aesni-xts"; }
 
  private:
-  Result<void> crypt(const SectorRun& run, bool enc) const {
+  // Sectors from `in` (run.data itself, or as many bytes elsewhere) into run.data.
+  Result<void> crypt(const std::byte* in, const SectorRun& run, bool enc) const {
     CRYPTMAP_TRY(count, numbering_.begin_run(run));
     const std::size_t ss = numbering_.sector_size;
     alignas(16) std::byte iv[16];
     std::byte* p = run.data.data();
-    for (std::size_t k = 0; k < count; ++k, p += ss) {
+    for (std::size_t k = 0; k < count; ++k, p += ss, in += ss) {
       const std::uint64_t s = numbering_.iv_sector(numbering_.cc_sector(run.first.value + k)).value;
       write_simple_iv(iv_, s, iv);
       if (enc)
-        xts_->encrypt(p, ss, iv);
+        xts_->encrypt(in, p, ss, iv);
       else
-        xts_->decrypt(p, ss, iv);
+        xts_->decrypt(in, p, ss, iv);
     }
     return ok();
   }

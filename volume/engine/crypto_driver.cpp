@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -100,18 +101,20 @@ class WaitingPool {
 };
 
 struct CryptoDriver::Impl {
+  using FromTo = CryptoDriver::FromTo;  // `plain` empty: in place (convert())
+
   // The slices of one parallel conversion, as a fan-out of the volume's SlicePool; lives in the
-  // frame of convert(), which joins it before it returns.
+  // frame of run(), which joins it before it returns.
   struct Slices {
     Impl* im = nullptr;
     Conversion* conv = nullptr;
     crypto::CryptoDir dir = crypto::CryptoDir::kDecrypt;
-    std::span<std::byte> data;
-    std::span<std::byte> meta;  // meta_bytes per sector, or empty
+    std::span<const FromTo> parts;  // the conversion: its parts' sectors one after another
+    std::size_t count = 0;          // sectors in all parts
+    std::size_t per = 0;            // sectors per slice
+    std::span<std::byte> meta;      // meta_bytes per sector of the sequence, or empty
     std::size_t meta_bytes = 0;
     std::size_t batch = 1;  // sectors per request
-    std::uint64_t first = 0;
-    std::size_t per = 0;  // sectors per slice
     SlicePool::FanOut fan;
   };
 
@@ -129,35 +132,51 @@ struct CryptoDriver::Impl {
     return pool && bytes >= opts.parallel_threshold_bytes && batches > 1;
   }
 
-  // Cuts a conversion into per-core slices of whole batches (one fan-out slice each).
-  void prepare_slices(Slices& t, Conversion& conv, CryptoDir dir, std::span<std::byte> data,
-                      std::span<std::byte> meta, std::size_t meta_bytes, std::size_t batch,
-                      std::uint64_t first) {
-    const std::size_t count = data.size() / opts.sector_size;
+  // Cuts a conversion into per-core slices of whole batches (one fan-out slice each); a slice
+  // may span the end of one part and the start of the next.
+  void prepare_slices(Slices& t, Conversion& conv, CryptoDir dir, std::span<const FromTo> parts,
+                      std::size_t count, std::span<std::byte> meta, std::size_t meta_bytes,
+                      std::size_t batch) {
     const std::size_t batches = (count + batch - 1) / batch;
     const std::size_t slices = std::min<std::size_t>(threads, batches);
     t.im = this;
     t.conv = &conv;
     t.dir = dir;
-    t.data = data;
+    t.parts = parts;
+    t.count = count;
     t.meta = meta;
     t.meta_bytes = meta_bytes;
     t.batch = batch;
-    t.first = first;
     t.per = (batches + slices - 1) / slices * batch;
     t.fan.set(slices, &run_slice, &t);
   }
   static void run_slice(void* context, std::size_t i) {
     auto& t = *static_cast<Slices*>(context);
-    const std::size_t ss = t.im->opts.sector_size;
-    const std::size_t count = t.data.size() / ss;
     const std::size_t begin = i * t.per;
-    if (begin >= count) return;
-    const std::size_t n = std::min(t.per, count - begin);
-    const std::size_t mb = t.meta_bytes;
-    t.im->issue(*t.conv, t.dir, t.data.subspan(begin * ss, n * ss),
-                t.meta.empty() ? t.meta : t.meta.subspan(begin * mb, n * mb), mb, t.batch,
-                t.first + begin);
+    if (begin >= t.count) return;
+    t.im->issue_range(*t.conv, t.dir, t.parts, begin, std::min(t.per, t.count - begin), t.meta,
+                      t.meta_bytes, t.batch);
+  }
+  // Sectors [begin, begin + n) of the parts' sectors taken one after another; `meta`
+  // (meta_bytes per sector of that sequence, or empty) travels with its sectors.
+  void issue_range(Conversion& conv, CryptoDir dir, std::span<const FromTo> parts,
+                   std::size_t begin, std::size_t n, std::span<std::byte> meta,
+                   std::size_t meta_bytes, std::size_t batch) {
+    const std::size_t ss = opts.sector_size;
+    std::size_t base = 0;  // the first sector of part p in the sequence
+    for (const FromTo& p : parts) {
+      const std::size_t len = p.out.size() / ss;
+      const std::size_t lo = std::max(begin, base), hi = std::min(begin + n, base + len);
+      if (lo < hi) {
+        const std::size_t at = (lo - base) * ss, bytes = (hi - lo) * ss;
+        issue(conv, dir, p.out.subspan(at, bytes),
+              p.plain.empty() ? p.plain : p.plain.subspan(at, bytes),
+              meta.empty() ? meta : meta.subspan(lo * meta_bytes, (hi - lo) * meta_bytes),
+              meta_bytes, batch, p.first.value + (lo - base));
+      }
+      base += len;
+      if (base >= begin + n) break;
+    }
   }
 
   // Called exactly once per accepted batch (inline for kDone, by the engine otherwise).
@@ -177,10 +196,12 @@ struct CryptoDriver::Impl {
     conv->finish_one();
   }
 
-  // dm-crypt crypt_convert(): issue the batches of [first, first + count) one by one.
-  // `meta` (meta_bytes per sector, or empty) travels in each request with its sectors.
-  void issue(Conversion& conv, CryptoDir dir, std::span<std::byte> data, std::span<std::byte> meta,
-             std::size_t meta_bytes, std::size_t batch, std::uint64_t first) {
+  // dm-crypt crypt_convert(): issue the batches of [first, first + count) one by one. With
+  // `src` (encryption out of place), each batch's plaintext comes from there. `meta`
+  // (meta_bytes per sector, or empty) travels in each request with its sectors.
+  void issue(Conversion& conv, CryptoDir dir, std::span<std::byte> data,
+             std::span<const std::byte> src, std::span<std::byte> meta, std::size_t meta_bytes,
+             std::size_t batch, std::uint64_t first) {
     const std::size_t ss = opts.sector_size;
     const std::size_t count = data.size() / ss;
     for (std::size_t pos = 0; pos < count; pos += batch) {
@@ -192,6 +213,15 @@ struct CryptoDriver::Impl {
           crypto::SectorRun{data.subspan(pos * ss, n * ss),
                             meta.empty() ? meta : meta.subspan(pos * meta_bytes, n * meta_bytes),
                             SectorIndex{first + pos}};
+      r->src = {};
+      if (!src.empty()) {
+        const std::span<const std::byte> from = src.subspan(pos * ss, n * ss);
+        if (engine.reads_source()) {
+          r->src = from;
+        } else {  // the engine converts in place: the batch's plaintext goes there first
+          std::memcpy(r->run.data.data(), from.data(), from.size());
+        }
+      }
       r->status = ok();
       r->user = &conv;
       conv.add_pending();
@@ -216,6 +246,24 @@ struct CryptoDriver::Impl {
         }
       }
     }
+  }
+
+  // One conversion of every part, inline or spread over the workers as one fan-out; returns
+  // once every batch completed. `meta`, `meta_bytes`, `batch`: as issue_range's; `conv` may
+  // carry verdicts (convert_auth).
+  Result<void> run(Conversion& conv, CryptoDir dir, std::span<const FromTo> parts,
+                   std::span<std::byte> meta, std::size_t meta_bytes, std::size_t batch) {
+    std::size_t count = 0;
+    for (const FromTo& p : parts) count += p.out.size() / opts.sector_size;
+    if (!parallel(dir, count * opts.sector_size, batch)) {
+      issue_range(conv, dir, parts, 0, count, meta, meta_bytes, batch);
+    } else {
+      Slices task;
+      prepare_slices(task, conv, dir, parts, count, meta, meta_bytes, batch);
+      pool->run(task.fan);  // the calling thread works on the slices too
+    }
+    conv.finish_one();  // drop the submitter's guard
+    return conv.wait();
   }
 
   crypto::CryptoEngine& engine;
@@ -270,16 +318,24 @@ Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> d
   Impl& im = *impl_;
   CRYPTMAP_CHECK(data.size() % im.opts.sector_size == 0);
   if (data.empty()) return ok();
+  const FromTo part{{}, data, first};
   Conversion conv;
-  if (!im.parallel(dir, data.size(), im.batch_sectors)) {
-    im.issue(conv, dir, data, {}, 0, im.batch_sectors, first.value);
-  } else {
-    Impl::Slices task;
-    im.prepare_slices(task, conv, dir, data, {}, 0, im.batch_sectors, first.value);
-    im.pool->run(task.fan);  // the calling thread works on the slices too
+  return im.run(conv, dir, std::span(&part, 1), {}, 0, im.batch_sectors);
+}
+
+Result<void> CryptoDriver::encrypt_from(std::span<const std::byte> plain, std::span<std::byte> out,
+                                        SectorIndex first) {
+  const FromTo part{plain, out, first};
+  return encrypt_from(std::span(&part, 1));
+}
+
+Result<void> CryptoDriver::encrypt_from(std::span<const FromTo> parts) {
+  Impl& im = *impl_;
+  for (const FromTo& p : parts) {
+    CRYPTMAP_CHECK(p.plain.size() == p.out.size() && p.out.size() % im.opts.sector_size == 0);
   }
-  conv.finish_one();  // drop the submitter's guard
-  return conv.wait();
+  Conversion conv;
+  return im.run(conv, CryptoDir::kEncrypt, parts, {}, 0, im.batch_sectors);
 }
 
 Result<void> CryptoDriver::convert_auth(crypto::CryptoDir dir, std::span<std::byte> data,
@@ -302,15 +358,8 @@ Result<void> CryptoDriver::convert_auth(crypto::CryptoDir dir, std::span<std::by
     conv.verdicts = failed;
     conv.first = first.value;
   }
-  if (!im.parallel(dir, data.size(), batch)) {
-    im.issue(conv, dir, data, meta, mb, batch, first.value);
-  } else {
-    Impl::Slices task;
-    im.prepare_slices(task, conv, dir, data, meta, mb, batch, first.value);
-    im.pool->run(task.fan);  // the calling thread works on the slices too
-  }
-  conv.finish_one();  // drop the submitter's guard
-  return conv.wait();
+  const FromTo part{{}, data, first};
+  return im.run(conv, dir, std::span(&part, 1), meta, mb, batch);
 }
 
 }  // namespace cryptmap::volume

@@ -18,6 +18,8 @@
 //    `threads` - 1 threads, slice_pool.h) and the calling thread; smaller ones run inline on
 //    the calling thread (gocryptfs's 32-block rule). `force_inline` keeps everything on the
 //    calling thread (dm-crypt no_read_workqueue/no_write_workqueue).
+//  * Out of place (encrypt_from): the plaintext is read from the caller's memory and the
+//    ciphertext written to the output, batch by batch, with no copy of the whole request first.
 //  * Idle workers sleep (they block; they never spin), and each marks itself with
 //    mark_io_thread().
 //
@@ -58,6 +60,20 @@ class CryptoDriver {
 
   // REQUIRES: data.size() is a multiple of sector_size; `first` is data[0]'s SectorIndex.
   Result<void> convert(crypto::CryptoDir dir, std::span<std::byte> data, SectorIndex first);
+  // Encrypts `plain` into `out` (convert(kEncrypt) of a copy of `plain` in `out`, `plain` left as
+  // it is), spread over the workers as convert() is: each batch is read from `plain` by an
+  // engine that reads_source(), or copied into `out` just before it is encrypted there.
+  // REQUIRES: plain.size() == out.size(), a multiple of sector_size; they do not overlap.
+  Result<void> encrypt_from(std::span<const std::byte> plain, std::span<std::byte> out,
+                            SectorIndex first);
+  // Several of them as one conversion: their sectors are spread over the workers together (one
+  // fan-out, one wake-up of the workers, where a call per part costs a hand-off each).
+  struct FromTo {
+    std::span<const std::byte> plain;
+    std::span<std::byte> out;
+    SectorIndex first;  // out[0]'s
+  };
+  Result<void> encrypt_from(std::span<const FromTo> parts);
 
   // convert() for authenticated runs (volume/integrity): each sector's tag tuple (`meta`,
   // meta.size() / sectors bytes per sector) travels in the same CryptoRequest as its data, so a

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <utility>
 
@@ -23,8 +24,18 @@ class WriteBehind::Job {
   std::vector<BufferPool::Buffer> bufs;  // one per piece; sized by start()
   std::vector<WritePiece> batch;         // one per piece; sized by start()
   RangeLock::Guard range;                // the request's exclusive range, from submit()
+  std::uint64_t reserved_ns = 0;         // steady clock at try_reserve(), then at submit()
+  std::uint64_t sealed_ns = 0;           // steady clock at sealed()
   std::uint64_t seq = 0;
 };
+
+namespace {
+std::uint64_t now_ns() noexcept {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
+}
+}  // namespace
 
 Result<std::unique_ptr<WriteBehind>> WriteBehind::start(EngineContext& ctx, std::size_t pool_bytes,
                                                         unsigned workers) {
@@ -71,26 +82,75 @@ void WriteBehind::stop() {
   for (std::thread& t : workers_) {
     if (t.joinable()) t.join();
   }
+  log_stats();
+}
+
+WriteBehind::Stats WriteBehind::stats() const {
+  MutexLock lock(mu_);
+  return stats_;
+}
+
+void WriteBehind::log_stats() {
+  Stats st;
+  {
+    MutexLock lock(mu_);
+    if (stats_logged_) return;
+    stats_logged_ = true;
+    st = stats_;
+  }
+  const std::uint64_t fallbacks = st.inline_no_slot + st.inline_no_buffer;
+  if (st.queued == 0 && fallbacks == 0) return;
+  const double q = static_cast<double>(std::max<std::uint64_t>(1, st.queued));
+  auto us = [q](std::uint64_t ns) { return static_cast<double>(ns) / q / 1000.0; };
+  const double between_us = static_cast<double>(st.between_ns) /
+                            static_cast<double>(std::max<std::uint64_t>(1, st.between_count)) /
+                            1000.0;
+  ctx_.logger->info(
+      "write-behind on volume {}: {} request(s) queued, {} written through inline ({} with no "
+      "free job slot, {} with no free buffer), {} queued behind an earlier one; per queued "
+      "request: merge and encryption {:.0f} us, cache update {:.0f} us, from the previous "
+      "request's reply {:.0f} us (gaps under 100 ms), waiting for a worker {:.0f} us (max "
+      "{:.0f}), store write {:.0f} us (max {:.0f})",
+      ctx_.store->name(), st.queued, fallbacks, st.inline_no_slot, st.inline_no_buffer,
+      st.behind_others, us(st.seal_ns), us(st.update_ns), between_us, us(st.wait_ns),
+      static_cast<double>(st.wait_max_ns) / 1000.0, us(st.store_ns),
+      static_cast<double>(st.store_max_ns) / 1000.0);
 }
 
 WriteBehind::Job* WriteBehind::try_reserve(std::uint64_t first, std::uint64_t count) {
   CRYPTMAP_CHECK(count > 0);
   const std::size_t n = static_cast<std::size_t>((count + ctx_.buf_sectors - 1) / ctx_.buf_sectors);
-  if (n > pool_->count()) return nullptr;
+  const std::uint64_t t = now_ns();
   Job* j = nullptr;
   {
     MutexLock lock(mu_);
-    if (free_.empty()) return nullptr;
+    if (last_submit_ns_ != 0 && t - std::min(t, last_submit_ns_) < kIdleNs) {
+      stats_.between_ns += t - std::min(t, last_submit_ns_);
+      ++stats_.between_count;
+    }
+    last_submit_ns_ = 0;  // counted once, by the next reserve after a submit
+    if (n > pool_->count()) {
+      ++stats_.inline_no_buffer;
+      return nullptr;
+    }
+    if (free_.empty()) {
+      ++stats_.inline_no_slot;
+      return nullptr;
+    }
     j = free_.back();
     free_.pop_back();
   }
   j->first = first;
   j->count = count;
   j->n = n;
+  j->reserved_ns = t;
+  j->sealed_ns = 0;
   for (std::size_t q = 0; q < n; ++q) {
     j->bufs[q] = pool_->try_acquire();
     if (!j->bufs[q]) {
       cancel(j);
+      MutexLock lock(mu_);
+      ++stats_.inline_no_buffer;
       return nullptr;
     }
     j->batch[q] = {ByteOffset{ctx_.geo.image_offset(piece_first(*j, q))}, piece(*j, q), ok()};
@@ -110,6 +170,8 @@ std::span<std::byte> WriteBehind::piece(Job& j, std::size_t q) const noexcept {
   return j.bufs[q].span().first(ctx_.geo.bytes(n));
 }
 
+void WriteBehind::sealed(Job& j) const noexcept { j.sealed_ns = now_ns(); }
+
 void WriteBehind::cancel(Job* j) {
   for (std::size_t q = 0; q < j->n; ++q) j->bufs[q].reset();
   j->range.release();
@@ -119,8 +181,16 @@ void WriteBehind::cancel(Job* j) {
 
 void WriteBehind::submit(Job* j, RangeLock::Guard range) {
   j->range = std::move(range);
+  const std::uint64_t t = now_ns();
   {
     MutexLock lock(mu_);
+    ++stats_.queued;
+    const std::uint64_t sealed = std::clamp(j->sealed_ns, j->reserved_ns, t);
+    stats_.seal_ns += sealed - j->reserved_ns;
+    stats_.update_ns += t - sealed;
+    if (oldest_pending() != std::numeric_limits<std::uint64_t>::max()) ++stats_.behind_others;
+    last_submit_ns_ = t;
+    j->reserved_ns = t;  // from here: the time it waits for a worker
     j->seq = next_seq_++;
     queue_[(queue_head_ + queued_) % queue_.size()] = j;
     ++queued_;
@@ -158,10 +228,19 @@ void WriteBehind::worker_main() {
       j = queue_[queue_head_];
       queue_head_ = (queue_head_ + 1) % queue_.size();
       --queued_;
+      const std::uint64_t t = now_ns();
+      const std::uint64_t w = t - std::min(t, j->reserved_ns);
+      stats_.wait_ns += w;
+      stats_.wait_max_ns = std::max(stats_.wait_max_ns, w);
+      j->reserved_ns = t;  // from here: the store write
     }
     run(*j);
     {
       MutexLock lock(mu_);
+      const std::uint64_t t = now_ns();
+      const std::uint64_t w = t - std::min(t, j->reserved_ns);
+      stats_.store_ns += w;
+      stats_.store_max_ns = std::max(stats_.store_max_ns, w);
       j->seq = 0;
       free_.push_back(j);
     }

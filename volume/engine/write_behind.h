@@ -23,6 +23,9 @@
 //  * stop(): drains, then stops and joins the workers (close, §4.7: after the flusher stopped,
 //    before the final write-back, the cache and the crypto driver go).
 //
+//  * stats(): what the path did so far (how often a writer fell back inline, and why; where a
+//    queued request's time went); stop() logs them once, at info level, when the path was used.
+//
 // Memory: the buffers (`pool_bytes`, one locked mapping, base/buffer_pool.h) and the job slots
 // are allocated by start(); reserving, submitting and running a job allocate nothing.
 // Lock order: RangeLock -> mu_ (a writer submits holding its range); a worker holds no range
@@ -70,6 +73,9 @@ class WriteBehind {
   std::size_t pieces(const Job& j) const noexcept;
   std::uint64_t piece_first(const Job& j, std::size_t q) const noexcept;
   std::span<std::byte> piece(Job& j, std::size_t q) const noexcept;
+  // The writer has encrypted every piece (stats: what follows until submit() is its cache
+  // update).
+  void sealed(Job& j) const noexcept;
   void cancel(Job* j) EXCLUDES(mu_);
   // Queues the job; `range` (the request's exclusive range) is released once it is done.
   void submit(Job* j, RangeLock::Guard range) EXCLUDES(mu_);
@@ -81,9 +87,31 @@ class WriteBehind {
 
   std::size_t capacity_bytes() const noexcept { return pool_->count() * pool_->buffer_bytes(); }
 
+  // Counters since start() (issue #13: why write-behind gains little and varies). Times are
+  // sums over the queued jobs, in nanoseconds of the steady clock.
+  struct Stats {
+    std::uint64_t queued = 0;            // jobs submitted
+    std::uint64_t inline_no_slot = 0;    // try_reserve() refused: every job slot in use
+    std::uint64_t inline_no_buffer = 0;  // try_reserve() refused: not every buffer free
+    std::uint64_t behind_others = 0;     // jobs submitted while an earlier one was pending
+    std::uint64_t seal_ns = 0;           // reserve -> sealed(): the writer's merge and encryption
+    std::uint64_t update_ns = 0;         // sealed() -> submit(): resident cache blocks updated
+    std::uint64_t between_ns = 0;        // one submit -> the next reserve (at queue depth 1: the
+                                         // reply, the writer's turn, the next request's receive);
+                                         // gaps of kIdleNs or more are idle time, not counted here
+    std::uint64_t between_count = 0;     // the gaps between_ns sums
+    std::uint64_t wait_ns = 0;           // submit -> a worker takes the job
+    std::uint64_t wait_max_ns = 0;
+    std::uint64_t store_ns = 0;  // the job's store batch
+    std::uint64_t store_max_ns = 0;
+  };
+  Stats stats() const EXCLUDES(mu_);
+  static constexpr std::uint64_t kIdleNs = 100'000'000;  // 100 ms
+
  private:
   explicit WriteBehind(EngineContext& ctx);  // in the .cpp, where Job is complete
   void worker_main() EXCLUDES(mu_);
+  void log_stats() EXCLUDES(mu_);
   void run(Job& j) EXCLUDES(mu_);
   // A failed piece back into the cache as dirty blocks; returns how many sectors did not fit.
   std::uint64_t keep_in_cache(Job& j, std::size_t q);
@@ -94,7 +122,7 @@ class WriteBehind {
   std::unique_ptr<BufferPool> pool_;        // set by start(), never changed
   std::vector<std::unique_ptr<Job>> jobs_;  // set by start(), never resized
 
-  Mutex mu_;
+  mutable Mutex mu_;
   CondVar work_cv_;                          // a job was queued, or stop_
   CondVar done_cv_;                          // a job finished
   std::vector<Job*> free_ GUARDED_BY(mu_);   // capacity: every job
@@ -104,6 +132,9 @@ class WriteBehind {
   std::uint64_t next_seq_ GUARDED_BY(mu_) = 1;
   std::optional<Error> latched_ GUARDED_BY(mu_);
   bool stop_ GUARDED_BY(mu_) = false;
+  bool stats_logged_ GUARDED_BY(mu_) = false;
+  Stats stats_ GUARDED_BY(mu_);
+  std::uint64_t last_submit_ns_ GUARDED_BY(mu_) = 0;  // 0: none yet
   std::vector<std::thread> workers_;
 };
 

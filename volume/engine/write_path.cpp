@@ -56,8 +56,7 @@ class WritePath::Pipe {
       // The piece's buffer is the pool buffer behind pieces_[q].in (never the caller's memory).
       const std::span<std::byte> b(const_cast<std::byte*>(pieces_[q].in.data()),
                                    pieces_[q].in.size());
-      CRYPTMAP_TRY_VOID(w_.merge(off_, in_, first_[q], b));
-      return ctx_.driver->convert(CryptoDir::kEncrypt, b, SectorIndex{first_[q]});
+      return w_.seal(off_, in_, first_[q], b);
     };
     if (!fua_) {
       return ctx_.store->write_batch_each(std::span<WritePiece>(pieces_.data(), m), prepare);
@@ -174,6 +173,36 @@ Result<void> WritePath::merge(std::uint64_t off, std::span<const std::byte> in, 
   return ok();
 }
 
+Result<CryptoDriver::FromTo> WritePath::seal_edges(std::uint64_t off, std::span<const std::byte> in,
+                                                   std::uint64_t pos, std::span<std::byte> b) {
+  const SectorGeometry& g = ctx_.geo;
+  const std::uint64_t n = g.sectors_in(b.size());
+  auto edge = [&](std::uint64_t k) -> Result<void> {  // a partial sector: merge, then encrypt
+    const std::span<std::byte> sec = b.subspan(g.bytes(k), ctx_.ss);
+    CRYPTMAP_TRY_VOID(merge(off, in, pos + k, sec));
+    return ctx_.driver->convert(CryptoDir::kEncrypt, sec, SectorIndex{pos + k});
+  };
+  std::uint64_t lo = 0, hi = n;  // the whole sectors: [lo, hi) of the piece
+  if (n > 0 && g.head_partial(off, pos)) {
+    CRYPTMAP_TRY_VOID(edge(0));
+    lo = 1;
+  }
+  if (hi > lo && g.tail_partial(off, in.size(), pos, n)) {
+    CRYPTMAP_TRY_VOID(edge(n - 1));
+    hi = n - 1;
+  }
+  if (hi == lo) return CryptoDriver::FromTo{};
+  const std::uint64_t from = g.byte_of(pos + lo) - off;  // inside the request: whole sectors
+  return CryptoDriver::FromTo{in.subspan(from, g.bytes(hi - lo)),
+                              b.subspan(g.bytes(lo), g.bytes(hi - lo)), SectorIndex{pos + lo}};
+}
+
+Result<void> WritePath::seal(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
+                             std::span<std::byte> b) {
+  CRYPTMAP_TRY(whole, seal_edges(off, in, pos, b));
+  return ctx_.driver->encrypt_from(std::span(&whole, 1));
+}
+
 // Write-back mode: whole sectors go into the cache as dirty blocks; partial ones are merged
 // into the cached block, or read-modify-written from the store when not resident. Sectors the
 // cache has no room for (everything dirty or pinned) are written through instead, so a full
@@ -241,16 +270,28 @@ Result<bool> WritePath::write_behind(std::uint64_t off, std::span<const std::byt
                                      RangeLock::Guard& range) {
   WriteBehind::Job* job = behind_->try_reserve(s.first, s.count());
   if (job == nullptr) return false;
-  for (std::size_t q = 0; q < behind_->pieces(*job); ++q) {
-    const std::uint64_t pos = behind_->piece_first(*job, q);
-    const std::span<std::byte> b = behind_->piece(*job, q);
-    Result<void> r = merge(off, in, pos, b);
-    if (r) r = ctx_.driver->convert(CryptoDir::kEncrypt, b, SectorIndex{pos});
-    if (!r) {
-      behind_->cancel(job);
-      return r.error();
+  // The pieces' whole sectors are encrypted kGroup pieces at a time as one conversion (one
+  // fan-out over the crypto workers for a whole 1 MiB request, not one per piece).
+  constexpr std::size_t kGroup = 8;
+  std::array<CryptoDriver::FromTo, kGroup> group;
+  std::size_t m = 0;
+  Result<void> r = ok();
+  for (std::size_t q = 0; q < behind_->pieces(*job) && r; ++q) {
+    Result<CryptoDriver::FromTo> whole =
+        seal_edges(off, in, behind_->piece_first(*job, q), behind_->piece(*job, q));
+    if (!whole) {
+      r = whole.error();
+      break;
     }
+    if (!whole->out.empty()) group[m++] = *whole;
+    if (m == kGroup) r = ctx_.driver->encrypt_from(std::span(group.data(), std::exchange(m, 0)));
   }
+  if (r && m > 0) r = ctx_.driver->encrypt_from(std::span(group.data(), m));
+  if (!r) {
+    behind_->cancel(job);
+    return r.error();
+  }
+  behind_->sealed(*job);
   for (std::uint64_t pos = s.first; pos < s.end; ++pos) {
     const ByteSpan in_sec = ctx_.geo.in_sector(off, in.size(), pos);
     (void)ctx_.cache->write_if_present(pos, in_sec.lo - ctx_.geo.byte_of(pos),
@@ -282,8 +323,8 @@ Result<std::size_t> WritePath::write_zoned(const ZoneTicket& t, std::uint64_t of
     for (std::uint64_t pos = s.first; pos < s.end;) {
       const std::uint64_t n = std::min<std::uint64_t>(s.end - pos, ctx_.buf_sectors);
       std::span<std::byte> b = buf.span().first(g.bytes(n));
-      std::memcpy(b.data(), in.data() + g.bytes(pos - s.first), b.size());
-      CRYPTMAP_TRY_VOID(ctx_.driver->convert(CryptoDir::kEncrypt, b, SectorIndex{pos}));
+      CRYPTMAP_TRY_VOID(ctx_.driver->encrypt_from(in.subspan(g.bytes(pos - s.first), b.size()), b,
+                                                  SectorIndex{pos}));
       CRYPTMAP_TRY_VOID(ctx_.store->write_at(ByteOffset{g.image_offset(pos)}, b));
       pos += n;
     }

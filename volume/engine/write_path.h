@@ -12,8 +12,9 @@
 //    request, each in its own pool buffer, in flight together, each merged and encrypted just
 //    before it is submitted (BackingStore::write_batch_each), so piece k+1 is encrypted while
 //    piece k is written. No order among a batch's pieces (conventional storage only: sequential
-//    zones take write_zoned). Writes are encrypted in pool buffers, never in the caller's
-//    memory. A request waits for at most one buffer; the others are only tried.
+//    zones take write_zoned). Writes are encrypted into pool buffers, never in the caller's
+//    memory: whole sectors straight from it (out of place), partial edge sectors after the
+//    merge. A request waits for at most one buffer; the others are only tried.
 //  * Write-behind (write-back mode, requests of at least `cache_bypass_bytes`, WriteBehind
 //    present: not write-through, FUA, zoned or read-only): the request is merged and encrypted
 //    into write-behind buffers (only tried: without them it is written through inline as
@@ -61,6 +62,15 @@ class WritePath {
   class Pipe;
   Result<void> merge(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
                      std::span<std::byte> b);
+  // `b` <- the ciphertext of sectors [pos, pos + b.size()/ss) with the request merged in: whole
+  // sectors encrypted straight from `in` (no copy into `b` first), partial edge ones merged
+  // (merge()) and encrypted in place.
+  Result<void> seal(std::uint64_t off, std::span<const std::byte> in, std::uint64_t pos,
+                    std::span<std::byte> b);
+  // seal()'s first half: the partial edge sectors of `b` merged and encrypted; returns what is
+  // left to encrypt (the whole sectors: from `in` into `b`; empty when there are none).
+  Result<CryptoDriver::FromTo> seal_edges(std::uint64_t off, std::span<const std::byte> in,
+                                          std::uint64_t pos, std::span<std::byte> b);
   Result<void> write_cached(std::uint64_t off, std::span<const std::byte> in, SectorSpan s,
                             bool through);
   // Queues the request as a write-behind job, handing it `range` (the request's exclusive range

@@ -106,6 +106,13 @@ void cross_check_all(const std::vector<SpecCase>& specs, bool force_generic = tr
       }
       ours.push_back(run_copy(*c, j.input, g.first, true));
       EXPECT_EQ(run_copy(*c, ours.back(), g.first, false), j.input) << sc.spec << " round trip";
+      // Out of place (encrypt_from): the same ciphertext, checked against the reference below
+      // through `ours`; the source is left as it was.
+      std::vector<std::byte> from(j.input.size());
+      const std::vector<std::byte> plain = j.input;
+      EXPECT_TRUE(c->encrypt_from(plain, SectorRun{from, {}, SectorIndex{g.first}})) << sc.spec;
+      EXPECT_TRUE(from == ours.back()) << sc.spec << " out of place, ss " << g.ss;
+      EXPECT_TRUE(plain == j.input) << sc.spec << " encrypt_from changed its source";
       labels.push_back(std::string(sc.spec) + " ss=" + std::to_string(g.ss) +
                        " off=" + std::to_string(g.off) + " large=" + std::to_string(g.large) +
                        " first=" + std::to_string(g.first));

@@ -3,7 +3,8 @@
 // independent; the IV makes equal plaintext at different sectors differ, also above 2^32; one
 // call over a run equals one call per sector; one cipher used from many threads gives the bytes
 // one thread gets; the caller's key copy may be wiped; a buffer that is not whole sectors (or
-// carries metadata the cipher has none of) is refused with kInvalid.
+// carries metadata the cipher has none of) is refused with kInvalid; encrypting out of place
+// (encrypt_from) gives what encrypting in place gives.
 //
 // A backend's test file instantiates it with a backend type:
 //
@@ -258,12 +259,41 @@ TYPED_TEST_P(SectorCipherContract, RefusesABufferThatIsNotWholeSectors) {
   }
 }
 
+// encrypt_from: the ciphertext encrypt() gives in place, written out of place, over runs of
+// several lengths at several alignments of the source, and the source unchanged; a destination
+// of another size is refused with kInvalid and the source is still not touched.
+TYPED_TEST_P(SectorCipherContract, EncryptFromEqualsEncryptInPlace) {
+  for (std::uint32_t ss : {512u, 4096u}) {
+    auto c = this->make(ss, this->key());
+    ASSERT_TRUE(c);
+    for (std::size_t sectors : {std::size_t{1}, std::size_t{3}, std::size_t{17}}) {
+      for (std::size_t skew : {std::size_t{0}, std::size_t{1}, std::size_t{16}}) {
+        const auto pt = test::deterministic_bytes(ss * sectors + skew, ss + sectors + skew);
+        const std::span<const std::byte> plain = std::span(pt).subspan(skew);
+        const std::uint64_t first = (std::uint64_t{1} << 32) - 1;
+        const std::vector<std::byte> in_place =
+            this->crypt(*c, std::vector<std::byte>(plain.begin(), plain.end()), first, true);
+        std::vector<std::byte> out(plain.size(), std::byte{0x5a});
+        ASSERT_TRUE(c->encrypt_from(plain, SectorRun{out, {}, SectorIndex{first}}));
+        EXPECT_TRUE(out == in_place) << "ss " << ss << ", " << sectors << " sectors, skew " << skew;
+        EXPECT_TRUE(pt == test::deterministic_bytes(pt.size(), ss + sectors + skew))
+            << "the source changed";
+      }
+    }
+    const auto pt = test::deterministic_bytes(2 * ss, 9);
+    std::vector<std::byte> small(ss);
+    auto e = c->encrypt_from(pt, SectorRun{small, {}, SectorIndex{0}});
+    ASSERT_FALSE(e);
+    EXPECT_EQ(e.error().code, Errc::kInvalid);
+  }
+}
+
 REGISTER_TYPED_TEST_SUITE_P(SectorCipherContract, RoundTripsEverySectorOfAMultiSectorBuffer,
                             ChangingOneCiphertextSectorChangesOnlyThatSectorsPlaintext,
                             EqualPlaintextAtDifferentSectorsEncryptsDifferently,
                             SectorNumbersAbove2To32KeepTheirHighBits,
                             OneCallOverARunEqualsOneCallPerSector,
                             OneCipherUsedFromManyThreadsGivesTheSameBytes, KeepsItsOwnCopyOfTheKey,
-                            RefusesABufferThatIsNotWholeSectors);
+                            RefusesABufferThatIsNotWholeSectors, EncryptFromEqualsEncryptInPlace);
 
 }  // namespace cryptmap::crypto::contract

@@ -1,5 +1,8 @@
 // RangeLock: ordering, sharing, exhaustion waits (never fails). BufferPool: tests/unit/base.
 // CryptoDriver::for_each_slice: every slice runs exactly once, on the caller when inline.
+// CryptoDriver::encrypt_from: out of place equals convert() in place, through an engine that
+// reads the source itself and through one that does not (the driver copies for it), in one part
+// and in several parts spread over the workers as one conversion.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -9,6 +12,7 @@
 #include <vector>
 
 #include "crypto/crypto_engine.h"
+#include "tests/unit/volume/engine/fake_crypto.h"
 #include "volume/engine/crypto_driver.h"
 #include "volume/engine/range_lock.h"
 
@@ -102,6 +106,54 @@ TEST(CryptoDriver, ForEachSliceRunsEverySliceExactlyOnce) {
       }
     }
   }
+}
+
+TEST(CryptoDriver, EncryptFromEqualsConvertInPlace) {
+  constexpr std::uint32_t kSs = 512;
+  testing::FakeSectorCipher cipher(kSs);
+  auto sync = crypto::make_sync_engine(cipher);
+  ASSERT_TRUE(sync->reads_source());
+  testing::HostileEngine hostile(cipher, testing::HostileConfig{});
+  ASSERT_FALSE(hostile.reads_source());
+  for (crypto::CryptoEngine* engine : {sync.get(), static_cast<crypto::CryptoEngine*>(&hostile)}) {
+    for (bool force_inline : {false, true}) {
+      CryptoDriverOptions o;
+      o.sector_size = kSs;
+      o.batch_bytes = 4 * kSs;
+      o.parallel_threshold_bytes = 8 * kSs;
+      o.threads = 3;
+      o.force_inline = force_inline;
+      auto d = CryptoDriver::create(*engine, o);
+      ASSERT_TRUE(d);
+      // Three parts of 5, 37 and 1 sectors at unrelated sector indices: the slices of one
+      // conversion cross the parts' boundaries.
+      const std::size_t sizes[] = {5, 37, 1};
+      const std::uint64_t firsts[] = {7, 1000, (std::uint64_t{1} << 32) + 3};
+      std::vector<std::vector<std::byte>> plain, expected, out;
+      std::vector<CryptoDriver::FromTo> parts;
+      for (std::size_t i = 0; i < 3; ++i) {
+        plain.emplace_back(sizes[i] * kSs);
+        testing::fill_pattern(plain[i], 40 + i);
+        expected.push_back(plain[i]);
+        ASSERT_TRUE(
+            (*d)->convert(crypto::CryptoDir::kEncrypt, expected[i], SectorIndex{firsts[i]}));
+        out.emplace_back(sizes[i] * kSs, std::byte{0x77});
+      }
+      for (std::size_t i = 0; i < 3; ++i)
+        parts.push_back({plain[i], out[i], SectorIndex{firsts[i]}});
+      ASSERT_TRUE((*d)->encrypt_from(parts));
+      for (std::size_t i = 0; i < 3; ++i) {
+        EXPECT_EQ(out[i], expected[i]) << engine->name() << ", part " << i;
+        std::vector<std::byte> source(sizes[i] * kSs);
+        testing::fill_pattern(source, 40 + i);
+        EXPECT_EQ(plain[i], source) << engine->name() << ": the source changed";
+      }
+      std::vector<std::byte> one(plain[1].size());
+      ASSERT_TRUE((*d)->encrypt_from(plain[1], one, SectorIndex{firsts[1]}));
+      EXPECT_EQ(one, expected[1]) << engine->name() << ", one part";
+    }
+  }
+  EXPECT_EQ(hostile.violations(), 0u);
 }
 
 }  // namespace
