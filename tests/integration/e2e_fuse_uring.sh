@@ -7,7 +7,7 @@
 # with errors and the daemon exits with its mount gone; --fuse-transport=dev keeps /dev/fuse.
 source "$(dirname "$0")/lib.sh"
 P=/sys/module/fuse/parameters/enable_uring
-[[ -w $P ]] || { echo "SKIP: no writable $P (kernel without FUSE over io_uring, or not root)"; exit 0; }
+[[ -w $P ]] || { echo "SKIP: no writable $P (kernel without FUSE over io_uring, or not root)"; exit 77; }
 OLD=$(cat "$P")
 trap 'cleanup; echo "$OLD" > "$P"' EXIT
 watchdog 240
