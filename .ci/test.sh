@@ -38,8 +38,11 @@ bash .ci/check-format.sh
 # The build users and packagers make (Release), with warnings as errors.
 stage "build: Release"
 BUILD_TYPE=Release bash .ci/build.sh build -DCRYPTMAP_BUILD_TESTS=ON
-stage "tests: every label but rbd"
-ctest --test-dir build --output-on-failure -j2 --timeout 900 -LE 'stress|rbd'
+stage "tests: every label but rbd and sysctl"
+ctest --test-dir build --output-on-failure -j2 --timeout 900 -LE 'stress|rbd|sysctl'
+# Tests that flip a machine-wide sysctl every other test depends on (io_uring_disabled): alone.
+stage "machine-wide sysctl tests (label sysctl), alone"
+ctest --test-dir build --output-on-failure -L sysctl --timeout 900
 # Ceph RBD runs a real one-node cluster (about a minute): its own stage, skippable.
 if [[ "${CRYPTMAP_SKIP_RBD:-0}" != 1 ]]; then
   stage "Ceph RBD: one-node cluster (label rbd)"

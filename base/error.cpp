@@ -1,5 +1,6 @@
 #include "base/error.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -53,13 +54,33 @@ Error make_sys_error(int sys_errno, const char* what, std::uint64_t object) {
   return e;
 }
 
+namespace {
+
+// A detail that did not fit ends in the mark, so a reader sees it was cut.
+void mark_truncated(Error& e) noexcept {
+  const std::size_t end = e.detail.size() - 1;
+  std::memcpy(e.detail.data() + end - kTruncationMark.size(), kTruncationMark.data(),
+              kTruncationMark.size());
+  e.detail[end] = '\0';
+}
+
+}  // namespace
+
 Error make_error_fmt(Errc code, const char* what, std::uint64_t object, const char* fmt, ...) {
   Error e = make_error(code, what, object);
   va_list ap;
   va_start(ap, fmt);
-  std::vsnprintf(e.detail.data(), e.detail.size(), fmt, ap);
+  const int n = std::vsnprintf(e.detail.data(), e.detail.size(), fmt, ap);
   va_end(ap);
+  if (n > 0 && static_cast<std::size_t>(n) >= e.detail.size()) mark_truncated(e);
   return e;
+}
+
+void set_detail(Error& e, std::string_view text) noexcept {
+  const std::size_t n = std::min(text.size(), e.detail.size() - 1);
+  std::memcpy(e.detail.data(), text.data(), n);
+  e.detail[n] = '\0';
+  if (n < text.size()) mark_truncated(e);
 }
 
 std::string Error::message() const {

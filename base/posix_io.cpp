@@ -11,9 +11,7 @@ namespace cryptmap {
 
 Error sys_error_on(int err, const char* what, std::uint64_t object, std::string_view name) {
   Error e = make_sys_error(err, what, object);
-  const std::size_t n = std::min(name.size(), e.detail.size() - 1);
-  std::memcpy(e.detail.data(), name.data(), n);
-  e.detail[n] = '\0';
+  set_detail(e, name);
   return e;
 }
 

@@ -801,8 +801,10 @@ class Daemon {
     auto server = VolumeServer::mount(so);
     if (!server) {
       Reply r = error_reply(server.error(), opts_.paths.mount_dir);
+      // The refusal of --fuse-transport=uring already says what to do; the hint is for the rest.
+      const bool uring_refused = std::string_view(server.error().what) == "FUSE over io_uring";
       r.message = "Cannot mount " + opts_.paths.mount_dir + ": " + server.error().message() +
-                  ". Is /dev/fuse usable and the directory free?";
+                  (uring_refused ? "." : ". Is /dev/fuse usable and the directory free?");
       report(r);
       return r.exit_code;
     }

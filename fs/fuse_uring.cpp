@@ -257,8 +257,11 @@ Result<std::unique_ptr<UringTransport>> UringTransport::prepare(fuse_session* se
   std::unique_ptr<UringTransport> t(new UringTransport(se, std::move(opts)));
   const std::size_t page = page_size();
   t->queues_ = possible_cpus();
-  // Tests of the fallback (the kernel here always offers io_uring when enable_uring is Y).
+  // Tests of the fallback (the kernel here always offers io_uring when enable_uring is Y, and
+  // io_uring_setup fails only where /proc/sys/kernel/io_uring_disabled, machine-wide, forbids it:
+  // CRYPTMAP_TEST_FUSE_URING_FAIL_SETUP makes it fail as that does, with EPERM).
   t->refuse_for_test_ = std::getenv("CRYPTMAP_TEST_FUSE_URING_REFUSE_INIT") != nullptr;
+  const bool fail_setup_for_test = std::getenv("CRYPTMAP_TEST_FUSE_URING_FAIL_SETUP") != nullptr;
   const std::uint32_t n = std::max(t->opts_.entries, t->queues_);
   // The largest request libfuse 3.14 negotiates (max_write = max_pages * page = 1 MiB); INIT
   // checks the kernel's rule against it before asking for io_uring.
@@ -277,7 +280,8 @@ Result<std::unique_ptr<UringTransport>> UringTransport::prepare(fuse_session* se
     e->payload = base + page;
     e->iov[0] = {e->header, sizeof(ReqHeader)};
     e->iov[1] = {e->payload, t->payload_bytes_};
-    if (const int rc = e->ring.open(2); rc != 0) return make_sys_error(-rc, "io_uring_setup");
+    if (const int rc = fail_setup_for_test ? -EPERM : e->ring.open(2); rc != 0)
+      return make_sys_error(-rc, "io_uring_setup");
     t->entries_.push_back(std::move(e));
   }
   for (auto& e : t->entries_) {

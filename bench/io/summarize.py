@@ -101,6 +101,14 @@ def main() -> int:
     def limit_goal(w):
         return GOAL_LIMIT_SEQ if w.startswith("seq") else GOAL_LIMIT_RANDOM
 
+    def latency_cell(s, w):
+        """mean / p99 completion latency, µs, medians over repeats ("-" where fio gave none)."""
+        mean, tail = lat.get((s, w)), [x for x in p99.get((s, w), []) if x > 0]
+        if not mean and not tail:
+            return "-"
+        return (f"{statistics.median(mean):.0f}" if mean else "-") + " / " + \
+            (f"{statistics.median(tail):.0f}" if tail else "-")
+
     def best_peer(w):
         c = [(m(p, w), p) for p in peers if m(p, w) is not None]
         return max(c) if c else (None, None)
@@ -152,7 +160,7 @@ def main() -> int:
         limit = a.cache_mib + RSS_SLACK_MIB
         md += ["", f"cryptmap daemon: peak RSS sampled every 0.2 s under load (max over repeats; goal ≤ cache "
                f"{a.cache_mib} + {RSS_SLACK_MIB} = {limit} MiB), daemon CPU (% of one core, median), latency "
-               "(mean / p99 completion, µs, median):", ""]
+               "(mean / p99 completion, µs, median; every system's below):", ""]
         md.append("| | " + " | ".join(workloads) + " |")
         md.append("|---|" + "---:|" * len(workloads))
         for label, src, f in (("peak RSS MiB", rss, lambda v: f"{max(v) / 1024:.0f}" + (" ✓" if max(v) / 1024 <= limit else " ✗")),
@@ -164,8 +172,7 @@ def main() -> int:
                 if not v:
                     cells.append("-")
                 elif f is None:
-                    cells.append("-" if w.startswith("seq") else
-                                 f"{statistics.median(v):.0f} / {statistics.median(p99[('cryptmap', w)]):.0f}")
+                    cells.append(latency_cell("cryptmap", w))
                 else:
                     cells.append(f(v))
             md.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -235,6 +242,13 @@ def main() -> int:
             cells.append(fmt(m(s, w) / (c / 100)) if c >= 1 and m(s, w) is not None else "-")
         md.append(f"| {s} | " + " | ".join(cells) + " |")
 
+    md += ["", "Latency of every system and workload: mean / p99 completion, µs (medians over repeats; "
+           "issue #13 asks for p99):", ""]
+    md.append("| system | " + " | ".join(workloads) + " |")
+    md.append("|---|" + "---:|" * len(workloads))
+    for s in systems:
+        md.append(f"| {s} | " + " | ".join(latency_cell(s, w) for w in workloads) + " |")
+
     md += ["", "All systems: peak RSS MiB (max over workloads) and daemon CPU % of one core (median per workload):", ""]
     md.append("| system | peak RSS MiB | " + " | ".join(f"CPU {w}" for w in workloads) + " |")
     md.append("|---|---:|" + "---:|" * len(workloads))
@@ -253,6 +267,8 @@ def main() -> int:
                             "vs_passthrough": f"{ratio(s, 'passthrough', w):.3f}" if ratio(s, "passthrough", w) else "",
                             "vs_best_peer": f"{m(s, w) / bp:.3f}" if bp else "",
                             "vs_limit": f"{vs_limit(s, w):.3f}" if vs_limit(s, w) else "",
+                            "lat_mean_us": f"{statistics.median(lat[(s, w)]):.1f}",
+                            "clat_p99_us": f"{statistics.median(p99[(s, w)]):.1f}",
                             "rss_peak_mib": f"{max(rss[(s, w)]) / 1024:.1f}",
                             "daemon_cpu_pct": f"{statistics.median(cpu[(s, w)]):.0f}"})
     with open(os.path.join(out, "summary.csv"), "w", newline="") as f:

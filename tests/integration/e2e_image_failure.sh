@@ -7,7 +7,7 @@
 # daemon neither crashes nor hangs. Data that was read or written before the failure is never
 # replaced by something else.
 source "$(dirname "$0")/lib.sh"
-command -v xfs_io > /dev/null || { echo "SKIP: xfs_io (xfsprogs) not installed"; exit 0; }
+command -v xfs_io > /dev/null || { echo "SKIP: xfs_io (xfsprogs) not installed"; exit 77; }
 K=$(keyfile key "failure")
 MiB=$((1 << 20))
 truncate -s $((96 * MiB)) "$T/outer.img"

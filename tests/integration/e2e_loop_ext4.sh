@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The everyday path: losetup on the mapped file, mkfs.ext4, files written, unmounted, volume
 # closed and reopened, files intact, e2fsck -fn clean. Image made by cryptsetup luksFormat
-# with its defaults except for a fast argon2id cost (4096-byte sectors for a file).
+# with its defaults except for a fast argon2id cost (4096-byte sectors for a file). CTest runs it on
+# both FUSE transports (CRYPTMAP_FUSE_TRANSPORT=dev|uring, lib.sh fuse_transport_setup).
 source "$(dirname "$0")/lib.sh"
+fuse_transport_setup
 K=$(keyfile key "loop device passphrase")
 MiB=$((1 << 20))
 img=$T/disk.img
 truncate -s $((256 * MiB)) "$img"
 cryptsetup luksFormat --batch-mode "${CS_FAST_ARGON[@]}" --key-file "$K" "$img"
 
-cm_open "$img" data --key-file "$K"
+cm_open "$img" data --key-file "$K" "${FT[@]}"
+fuse_transport_expect data
 size=$(stat -c %s "$MNT/data")
 [[ "$size" == $((240 * MiB)) ]] || fail "mapped size $size, expected $((240 * MiB))"
 
@@ -27,7 +30,8 @@ losetup_detach "$dev"
 cm_close data
 
 note "reopen, fsck, verify"
-cm_open "$img" data --key-file "$K"
+cm_open "$img" data --key-file "$K" "${FT[@]}"
+fuse_transport_expect data
 dev=$(losetup_attach "$MNT/data")
 e2fsck -fn "$dev" || fail "e2fsck found errors after close/reopen"
 mount -o ro "$dev" "$T/fs"; FSMNTS+=("$T/fs")

@@ -248,6 +248,37 @@ io_flusher_check() {
   note "$what: all $n threads marked by $how: $(printf '%s\n' "${names[@]}" | sort | uniq -c | awk '{c = $1; sub(/^ *[0-9]+ /, ""); printf "%s%s x%s", (NR > 1 ? ", " : ""), $0, c}')"
 }
 
+# The FUSE transport of a script's run (fs/README.md "FUSE over io_uring"): CTest runs the
+# durability, memory-pressure and ext4 scripts twice, with CRYPTMAP_FUSE_TRANSPORT=dev (the
+# default) and =uring. fuse_transport_setup sets FT (the `open` flags: --fuse-transport=dev|uring,
+# so a run never depends on what enable_uring happens to be) and FT_NAME (what `status` must
+# say). For uring it holds the machine-wide lock on the kernel's switch and saves it
+# (enable_uring_hold; CTest adds RESOURCE_LOCK fuse_enable_uring), sets it to Y, and exits 77
+# (CTest's skip) when the switch is missing or not writable; cleanup restores it. Call it once,
+# before anything is opened.
+FT=()
+FT_NAME=dev
+fuse_transport_setup() {
+  FT_NAME=${CRYPTMAP_FUSE_TRANSPORT:-dev}
+  case $FT_NAME in
+    dev) FT=(--fuse-transport=dev); return 0 ;;
+    uring) FT=(--fuse-transport=uring) ;;
+    *) fail "CRYPTMAP_FUSE_TRANSPORT=$FT_NAME: want dev or uring" ;;
+  esac
+  # The machine-wide lock on the switch; cleanup restores the saved value (enable_uring_hold).
+  enable_uring_hold ||
+    { echo "SKIP: FUSE over io_uring: no writable $URING_PARAM (kernel before 6.14, or not root)"; exit 77; }
+  echo Y > "$URING_PARAM"
+  note "FUSE transport: io_uring (enable_uring Y for this run, was $URING_SAVED)"
+}
+# fuse_transport_expect NAME: the daemon serving $MNT uses the transport FT_NAME names.
+fuse_transport_expect() {
+  local got
+  got=$("$CRYPTMAP" status "$1" --json --mount-dir "$MNT" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["volumes"][0]["fuse_transport"])')
+  [[ $got == "$FT_NAME" ]] || fail "$1 is served through '$got', this run is for '$FT_NAME'"
+}
+
 losetup_attach() {  # losetup_attach FILE -> prints the loop device
   local dev
   dev=$(losetup -f --show "$@")

@@ -6,7 +6,7 @@
 # what it acknowledged to a flush is what counts). Server: nbdkit's file plugin (multi-conn) on a
 # Unix socket, started and stopped here.
 source "$(dirname "$0")/lib.sh"
-command -v nbdkit > /dev/null || { echo "SKIP: nbdkit not installed"; exit 0; }
+command -v nbdkit > /dev/null || { echo "SKIP: nbdkit not installed"; exit 77; }
 watchdog 400
 K=$(keyfile key "nbd fio")
 MiB=$((1 << 20))

@@ -11,7 +11,7 @@
 # (nbdkit's log filter). Every thread of the daemon
 # serving the volume is an I/O flusher (io_flusher_check).
 source "$(dirname "$0")/lib.sh"
-command -v nbdkit > /dev/null || { echo "SKIP: nbdkit not installed"; exit 0; }
+command -v nbdkit > /dev/null || { echo "SKIP: nbdkit not installed"; exit 77; }
 watchdog 300
 K=$(keyfile key "nbd passphrase")
 MiB=$((1 << 20))

@@ -26,7 +26,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$HERE/ceph_cluster.sh"
 for tool in ceph-mon ceph-osd ceph rbd; do
-  command -v "$tool" > /dev/null || { echo "SKIP: $tool not installed (ceph-mon ceph-osd ceph-common)"; exit 0; }
+  command -v "$tool" > /dev/null || { echo "SKIP: $tool not installed (ceph-mon ceph-osd ceph-common)"; exit 77; }
 done
 : "${RBD_STORE_TEST:?RBD_STORE_TEST must name the volume_rbd_test binary}"
 PY=/usr/bin/python3  # Debian's python3-rbd lives in the system interpreter

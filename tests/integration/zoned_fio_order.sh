@@ -23,7 +23,7 @@ case $TRANSPORT in
   uring)
     # The machine-wide lock on the switch; cleanup restores the saved value (lib.sh).
     enable_uring_hold ||
-      { echo "SKIP: no writable $URING_PARAM (kernel without FUSE over io_uring, or not root)"; exit 0; }
+      { echo "SKIP: no writable $URING_PARAM (kernel without FUSE over io_uring, or not root)"; exit 77; }
     echo Y > "$URING_PARAM"
     ;;
   *) fail "transport $TRANSPORT: dev or uring" ;;

@@ -442,7 +442,7 @@ Result<std::unique_ptr<PosixBackingStore>> PosixBackingStore::open(const std::st
       dio_alignment(direct.get(), block_device, &offset_align, &mem_align);
     } else if (opts.direct_only) {
       Error e = d.error();
-      std::snprintf(e.detail.data(), e.detail.size(), "%s", path.c_str());
+      set_detail(e, path);
       return e;
     }
     // else: the file system has no O_DIRECT (tmpfs before 6.6, some FUSE file systems);

@@ -75,6 +75,7 @@ class FakeVolume : public volume::Volume {
         std::memcpy(out.data(), data_.data() + off.value, n);
       }
       reads_.fetch_add(1);
+      raise_to(largest_read_, out.size());
       finish(d, n);
     });
   }
@@ -105,6 +106,7 @@ class FakeVolume : public volume::Volume {
         std::memcpy(data_.data() + off.value, in.data(), in.size());
       }
       writes_.fetch_add(1);
+      raise_to(largest_write_, in.size());
       finish(d, in.size());
     });
   }
@@ -182,6 +184,9 @@ class FakeVolume : public volume::Volume {
   int max_parallel_writes() const { return max_parallel_writes_.load(); }
   int flushes() const { return flushes_.load(); }
   int reads() const { return reads_.load(); }
+  // The largest read / write request the volume was handed, in bytes.
+  std::size_t largest_read() const { return largest_read_.load(); }
+  std::size_t largest_write() const { return largest_write_.load(); }
   int writes() const { return writes_.load(); }
   int violations() const { return violations_.load(); }
   int resizes() const { return resizes_.load(); }
@@ -271,6 +276,12 @@ class FakeVolume : public volume::Volume {
   std::function<void()> write_gate_;  // guarded by gmu_
   std::atomic<int> in_flight_writes_{0}, max_parallel_writes_{0};
   std::atomic<int> flushes_{0}, reads_{0}, writes_{0}, violations_{0};
+  std::atomic<std::size_t> largest_read_{0}, largest_write_{0};
+  static void raise_to(std::atomic<std::size_t>& max, std::size_t n) {
+    std::size_t cur = max.load();
+    while (n > cur && !max.compare_exchange_weak(cur, n)) {
+    }
+  }
   std::atomic<int> caller_io_flusher_{-1};
   std::mutex qmu_;
   std::condition_variable qcv_;

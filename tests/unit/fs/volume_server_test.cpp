@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <set>
 #include <thread>
@@ -708,6 +709,33 @@ TEST_F(VolumeServerTest, ReceiveBuffersArePreallocatedAtMountAndUsedForEveryRequ
   EXPECT_EQ(after.foreign_receives, 0u);
   EXPECT_TRUE(after.receive_buffers_resident);
   EXPECT_EQ(after.workers, dev_workers);
+}
+
+// Issue #13, the largest requests the kernel allows (max_pages 256): a 1 MiB O_DIRECT write and
+// a 1 MiB O_DIRECT read each reach the volume as one request of 1 MiB, through /dev/fuse here
+// and through the ring entries in the uring.* run.
+TEST_F(VolumeServerTest, AOneMibDirectWriteAndReadReachTheVolumeAsOneRequestEach) {
+  mount();
+  FakeVolume* v = add("vol", {.size_bytes = 8u << 20});
+  ASSERT_NE(v, nullptr);
+  constexpr std::size_t kMiB = 1u << 20;
+  void* mem = nullptr;
+  ASSERT_EQ(posix_memalign(&mem, 4096, kMiB), 0);
+  std::unique_ptr<void, decltype(&std::free)> buf(mem, &std::free);
+  const auto a = pattern(kMiB, 77);
+  std::memcpy(mem, a.data(), kMiB);
+  UniqueFd fd(::open(path("vol").c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
+  ASSERT_TRUE(fd.valid()) << std::strerror(errno);
+  const int writes = v->writes(), reads = v->reads();
+  ASSERT_EQ(pwrite(fd.get(), mem, kMiB, 2 * kMiB), static_cast<ssize_t>(kMiB));
+  EXPECT_EQ(v->writes(), writes + 1) << "the 1 MiB write was split";
+  EXPECT_EQ(v->largest_write(), kMiB);
+  std::memset(mem, 0, kMiB);
+  ASSERT_EQ(pread(fd.get(), mem, kMiB, 2 * kMiB), static_cast<ssize_t>(kMiB));
+  EXPECT_EQ(v->reads(), reads + 1) << "the 1 MiB read was split";
+  EXPECT_EQ(v->largest_read(), kMiB);
+  EXPECT_EQ(std::memcmp(mem, a.data(), kMiB), 0);
+  EXPECT_STREQ(server_->fuse_transport(), uring_run() ? "uring" : "dev");
 }
 
 // When INIT does not ask for io_uring after the rings were prepared, the ring threads serve

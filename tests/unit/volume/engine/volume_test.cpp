@@ -1,8 +1,13 @@
 // Volume over MemBackingStore + FakeSectorCipher: offset math at every head/tail edge, clamping,
-// read-only, past-end, sectors above 2^32, error isolation, concurrent read-modify-write.
+// read-only, past-end, sectors above 2^32, error isolation, concurrent read-modify-write; a
+// 1 MiB request's crypto on more than one thread.
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "tests/unit/volume/engine/volume_test_util.h"
@@ -299,6 +304,75 @@ TEST(Volume, ConcurrentUnalignedWritersSharingSectorsLoseNothing) {
       ASSERT_TRUE(std::equal(want.begin(), want.end(), img.begin() + k * kStripe)) << k;
     }
   }
+}
+
+// A crypto engine whose conversions of an armed direction wait until a conversion of that
+// direction has entered on another thread (for at most 10 s, once: a liveness bound, not a
+// timing assertion). Two threads meet only when one request's slices run on two threads at once.
+class MeetingEngine final : public crypto::CryptoEngine {
+ public:
+  explicit MeetingEngine(const crypto::SectorCipher& c) : c_(c) {}
+  crypto::SubmitStatus submit(crypto::CryptoRequest* r) override {
+    const int d = r->dir == crypto::CryptoDir::kEncrypt ? 0 : 1;
+    {
+      std::unique_lock l(m_);
+      if (armed_[d]) {
+        threads_[d].insert(std::this_thread::get_id());
+        cv_.notify_all();
+        if (!cv_.wait_for(l, std::chrono::seconds(10), [&] { return threads_[d].size() >= 2; }))
+          armed_[d] = false;  // nobody came: the request ran on one thread
+      }
+    }
+    r->status = d == 0 ? c_.encrypt(r->run) : c_.decrypt(r->run);
+    return crypto::SubmitStatus::kDone;
+  }
+  void wait_for_drain() override {}
+  const char* name() const noexcept override { return "meeting"; }
+  void arm(int d) {
+    std::lock_guard l(m_);
+    armed_[d] = true;
+    threads_[d].clear();
+  }
+  std::size_t threads_seen(int d) {
+    std::lock_guard l(m_);
+    armed_[d] = false;
+    return threads_[d].size();
+  }
+
+ private:
+  const crypto::SectorCipher& c_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool armed_[2] = {false, false};
+  std::set<std::thread::id> threads_[2];
+};
+
+// Issue #13: the crypto of a large request (1 MiB, the largest FUSE request) is spread over the
+// crypto workers, for a write (written behind) and for a read (streamed past the cache).
+TEST(VolumeCrypto, AOneMibRequestIsConvertedOnMoreThanOneThread) {
+  constexpr std::uint64_t kMiB = 1 << 20;
+  MeetingEngine* engine = nullptr;
+  EngineOptions eo;
+  eo.threads = 4;
+  eo.read_ahead_depth = 0;  // the read's own decryption, not a prefetch thread's
+  TestVolume t =
+      make_test_volume(4096, 0, 16 * kMiB, VolumeOptions{}, eo, [&](const crypto::SectorCipher& c) {
+        auto e = std::make_unique<MeetingEngine>(c);
+        engine = e.get();
+        return e;
+      });
+  ASSERT_TRUE(t.vol);
+  ASSERT_NE(engine, nullptr);
+  const std::vector<std::byte> data = pattern(kMiB, 13);
+  engine->arm(0);
+  ASSERT_EQ(*t.vol->write(ByteOffset{4 * kMiB}, data), kMiB);
+  ASSERT_TRUE(t.vol->flush());
+  EXPECT_GE(engine->threads_seen(0), 2U) << "a 1 MiB write was encrypted on one thread";
+  ASSERT_EQ(image_plaintext(t, 4 * kMiB, kMiB), data);
+  std::vector<std::byte> back(kMiB);
+  engine->arm(1);
+  ASSERT_EQ(*t.vol->read(ByteOffset{8 * kMiB}, back), kMiB);  // never cached: from the store
+  EXPECT_GE(engine->threads_seen(1), 2U) << "a 1 MiB read was decrypted on one thread";
 }
 
 }  // namespace
