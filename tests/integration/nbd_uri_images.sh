@@ -3,7 +3,8 @@
 #   1. nbd://127.0.0.1:PORT/EXPORT: nbdkit on TCP (loopback, a free port this test picked) serving
 #      one named export only (exportname filter, strict); a LUKS2 image on it: luksDump, open,
 #      data written through the FUSE file equal to the image opened as a local file after close;
-#      a wrong export name is an error naming the URI, nothing mounted;
+#      status --json shows the store's durability semantics (the server's flush and FUA); a
+#      wrong export name is an error naming the URI, nothing mounted;
 #   2. TCRYPT and BITLK over nbd+unix:// (cryptsetup's test images, tests/data): tcryptDump and
 #      bitlkDump print what they print for the local file, and `open --type tcrypt|bitlk` serves
 #      the same plaintext (sha256 of the whole served file) as the local image.
@@ -53,6 +54,12 @@ uri="nbd://127.0.0.1:$port/vol1"
 cm luksDump "$uri" | grep -q "^Version:.*2" || fail "luksDump $uri"
 cm_open "$uri" tcp --key-file "$K"
 cm status tcp --mount-dir "$MNT" | grep -qF "$uri" || fail "status does not name $uri"
+# The store's durability semantics from the server's flags (nbdkit's file plugin: flush, FUA).
+cm status tcp --json --mount-dir "$MNT" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)["volumes"][0]["store"]
+assert s == {"volatile_writes": True, "flush": True, "fua": True}, s' ||
+  fail "status --json does not show the NBD store's durability semantics"
 pattern_write "$MNT/tcp" 0 $((4 * MiB)) 61
 cm_close tcp
 cm_open "$img" local --key-file "$K"

@@ -456,6 +456,11 @@ class NbdBackingStore final : public BackingStore {
   // eighth less CPU per byte (one poller wake-up and one completion per window; bench/README.md,
   // nbd; docs/network-stores.md §2).
   bool splits_large_requests() const noexcept override { return true; }
+  // From the server's flags: without flush support the server is taken to acknowledge only
+  // stable writes (§2); FUA as the server advertises it.
+  StoreDurability durability() const noexcept override {
+    return {.volatile_writes = facts_.can_flush, .flush = facts_.can_flush, .fua = facts_.can_fua};
+  }
   bool read_only() const noexcept override { return read_only_; }
   const std::string& name() const noexcept override { return uri_; }
 

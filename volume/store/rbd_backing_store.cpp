@@ -293,6 +293,7 @@ Result<void> take_exclusive_lock(rbd_image_t image, const std::string& spec,
 struct DurableWrites {
   bool fua = false;
   std::string why;
+  bool on_commit = false;  // rbd_cache off: every write completes only once the OSDs have it
 };
 DurableWrites durable_writes_of(rbd_image_t image) {
   std::vector<rbd_config_option_t> options(256);
@@ -314,7 +315,7 @@ DurableWrites durable_writes_of(rbd_image_t image) {
   rbd_api().rbd_config_image_list_cleanup(options.data(), n);
   if (plugins.find("pwl") != std::string::npos)
     return {false, "a persistent write-log cache (rbd_plugins " + plugins + ")"};
-  if (cache == "false") return {true, "rbd_cache off"};
+  if (cache == "false") return {true, "rbd_cache off", true};
   if (cache != "true") return {false, "librbd did not report rbd_cache"};
   if (policy == "writearound" || policy == "writethrough")
     return {true, "rbd_cache_policy " + policy};
@@ -326,7 +327,7 @@ class RbdBackingStore final : public BackingStore {
  public:
   RbdBackingStore(std::string spec, rados_t cluster, rados_ioctx_t io, rbd_image_t image,
                   std::uint64_t size, std::uint64_t object_size, bool read_only, bool fua,
-                  std::chrono::milliseconds timeout)
+                  bool on_commit, std::chrono::milliseconds timeout)
       : spec_(std::move(spec)),
         cluster_(cluster),
         io_(io),
@@ -335,6 +336,7 @@ class RbdBackingStore final : public BackingStore {
         object_size_(object_size),
         read_only_(read_only),
         fua_(fua),
+        on_commit_(on_commit),
         timeout_(timeout) {}
   ~RbdBackingStore() override {
     rbd_api().rbd_close(image_);
@@ -454,6 +456,11 @@ class RbdBackingStore final : public BackingStore {
   // parallel; pieces of one object would each be an OSD op of their own (docs/network-stores.md
   // §6.3).
   bool splits_large_requests() const noexcept override { return true; }
+  // Writes complete in librbd's cache (write-around, write-through, write-back) unless it is off;
+  // rbd_aio_flush is acknowledged by librbd once the OSDs have every write; FUA as above.
+  StoreDurability durability() const noexcept override {
+    return {.volatile_writes = !on_commit_, .flush = true, .fua = fua_};
+  }
   bool read_only() const noexcept override { return read_only_; }
   const std::string& name() const noexcept override { return spec_; }
 
@@ -518,6 +525,7 @@ class RbdBackingStore final : public BackingStore {
   const std::uint64_t object_size_;  // rbd_stat's obj_size (4 MiB by default)
   const bool read_only_;
   const bool fua_;                           // write_fua is one FUA write (durable_writes_of)
+  const bool on_commit_;                     // writes complete only once committed (rbd_cache off)
   const std::chrono::milliseconds timeout_;  // librados's op timeouts (CRYPTMAP_RBD_TIMEOUT)
 };
 
@@ -591,7 +599,7 @@ Result<std::unique_ptr<BackingStore>> open_rbd_store(const std::string& spec,
                   durable.fua ? "one FUA write" : "a write and a flush", durable.why);
   }
   return std::unique_ptr<BackingStore>(std::make_unique<RbdBackingStore>(
-      spec, cluster, io, image, size, object_size, read_only, durable.fua,
+      spec, cluster, io, image, size, object_size, read_only, durable.fua, durable.on_commit,
       std::chrono::milliseconds(std::max<long long>(1, options.timeout.count() / 1000) * 1000)));
 }
 

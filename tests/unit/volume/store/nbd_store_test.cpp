@@ -264,6 +264,41 @@ TEST(NbdStore, ADurableWriteIsAWriteThenAFlushWithoutFua) {
   EXPECT_EQ(joined(logged_requests(log)), "Write fua=0, Flush");
 }
 
+// The store reports its durability semantics from the server's flags: flush and FUA as the
+// server advertises them; a server without flush is taken to acknowledge only stable writes.
+TEST(NbdStore, ReportsItsDurabilityFromTheServersFlags) {
+  test::TempDir dir("cryptmap-nbd-durability");
+  const std::string img = dir.sized_file("disk.img", 1 << 20);
+  // nbdkit's eval plugin over a file: flush and FUA as each case says.
+  auto eval_server = [&](const std::string& can_flush, const std::string& can_fua) {
+    return std::make_unique<test::NbdkitServer>(std::vector<std::string>{
+        "eval", "get_size=echo 1048576",
+        "pread=dd if=" + img + " iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none",
+        "pwrite=dd of=" + img + " oflag=seek_bytes conv=notrunc seek=$4 status=none",
+        "can_write=exit 0", "can_flush=" + can_flush, "flush=sync " + img, "can_fua=" + can_fua});
+  };
+  struct Case {
+    const char* what;
+    std::unique_ptr<test::NbdkitServer> server;
+    StoreDurability want;
+  };
+  Case cases[] = {
+      {"memory plugin (flush, native FUA)",
+       std::make_unique<test::NbdkitServer>(std::vector<std::string>{"memory", "1M"}),
+       {true, true, true}},
+      {"flush, no FUA", eval_server("exit 0", "echo none"), {true, true, false}},
+      {"no flush, no FUA", eval_server("exit 3", "echo none"), {false, false, false}},
+  };
+  for (Case& c : cases) {
+    if (!*c.server) GTEST_SKIP() << c.server->missing();
+    auto s = open_nbd_store(c.server->uri(), {.connections = 1});
+    ASSERT_TRUE(s) << c.what << ": " << s.error().message();
+    const StoreDurability d = (*s)->durability();
+    EXPECT_EQ(d, c.want) << c.what << ": volatile_writes " << d.volatile_writes << ", flush "
+                         << d.flush << ", fua " << d.fua;
+  }
+}
+
 TEST(NbdStore, ConcurrentWritersToNeighbouringSectorsOfOneServerBlockLoseNothing) {
   // 512-byte writes into 4 KiB server blocks are read-modify-writes; they must not undo each other.
   test::NbdkitServer srv({"--filter=blocksize-policy", "memory", "1M", "blocksize-minimum=4096",
