@@ -17,6 +17,7 @@ suites=(
   "volume/zone/zone_test * 1"
   "volume/engine/volume_engine_test * 1"
   "volume/store/volume_store_test * 1"
+  "volume/store/volume_nbd_test * 1"
   "volume/volume_segment_map_test * 1"
   "volume/volume_integrity_test * 0"
   "volume/format/format_test Reencrypt* 1"

@@ -16,6 +16,7 @@
 #include "volume/format/bitlk.h"
 #include "volume/format/fvault2.h"
 #include "volume/store/backing_store.h"
+#include "volume/store/nbd_backing_store.h"
 
 namespace cryptmap::cli {
 namespace {
@@ -38,8 +39,10 @@ int fail(const std::string& msg, const Error& e) {
 template <class Header>
 std::variant<std::unique_ptr<Header>, int> load_for_dump(const BitlkArgs& a, const char* kind) {
   const volume::PosixStoreOptions ro = volume::metadata_store_options(true);
-  auto store = volume::open_posix_store(a.device, ro);
+  // A path, an NBD URI or an rbd: argument (the same choice as every verb that takes an image).
+  auto store = volume::open_image_store(a.device, ro);
   if (!store) {
+    if (volume::is_store_uri(a.device)) return fail(store.error().message(), store.error());
     std::cerr << "Device " << a.device << " does not exist or access denied.\n";
     return kExitBadDevice;
   }

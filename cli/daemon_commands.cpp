@@ -1167,6 +1167,12 @@ void print_status_json(const ControlPaths& paths, const Reply* r) {
       j["flags"] = std::move(flags);
       j["suspended"] = v.suspended;
       j["fuse_transport"] = v.fuse_transport;
+      // The image store's durability semantics (BackingStore::durability).
+      nlohmann::ordered_json sj;
+      sj["volatile_writes"] = v.source.store.volatile_writes;
+      sj["flush"] = v.source.store.flush;
+      sj["fua"] = v.source.store.fua;
+      j["store"] = std::move(sj);
       if (l.integrity.empty()) {
         j["integrity"] = nullptr;
       } else {

@@ -1,5 +1,8 @@
 // cryptmap: dm-crypt and cryptsetup in userspace. Verbs register themselves through
 // cli/commands.h; this file only builds the app and sets the process-wide defaults.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 
@@ -8,6 +11,9 @@
 
 int main(int argc, char** argv) {
   using namespace cryptmap::cli;  // NOLINT(google-build-using-namespace): main only
+  // Until a verb sets up its own logging, log lines (a store's warning while a dump opens an NBD
+  // or RBD image) go to stderr: stdout carries the verb's output.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("cryptmap-cli"));
   CLI::App app{
       "cryptmap - dm-crypt/cryptsetup in userspace: open LUKS1/LUKS2/plain images and "
       "serve their plaintext as files through FUSE"};

@@ -15,6 +15,7 @@
 #include "cli/terminal/passphrase.h"
 #include "fs/daemon.h"
 #include "volume/store/backing_store.h"
+#include "volume/store/nbd_backing_store.h"
 
 namespace cryptmap::cli {
 namespace {
@@ -56,7 +57,8 @@ bool finish_tcrypt_options(TcryptArgs& t, bool disable_veracrypt, std::uint32_t 
 
 std::optional<volume::TcryptMatch> unlock_tcrypt(const std::string& image, const TcryptArgs& a,
                                                  CommandContext& ctx) {
-  auto store = volume::open_posix_store(image, volume::metadata_store_options(true));
+  // A path, an NBD URI or an rbd: argument (the same choice as every verb that takes an image).
+  auto store = volume::open_image_store(image, volume::metadata_store_options(true));
   if (!store) {
     say(fs::user_message(store.error(), image));
     ctx.exit_code = exit_code_for(store.error());

@@ -270,6 +270,9 @@ void put_reply(Sink& s, const Reply& r) {
     s.str(v.fuse_transport);
     s.u32(v.open_flags);
     s.boolean(v.reencrypting);
+    s.boolean(v.source.store.volatile_writes);
+    s.boolean(v.source.store.flush);
+    s.boolean(v.source.store.fua);
   }
   s.boolean(r.progress);
   s.u64(r.done_bytes);
@@ -411,7 +414,7 @@ Result<Request> decode_request(std::span<const std::byte> body) {
   if (!s.done()) return make_error(Errc::kCorrupt, "control message: trailing bytes");
   r.name = std::move(name);
   r.force = force;
-  r.source = {std::move(image), std::move(header)};
+  r.source = {std::move(image), std::move(header), {}};
   r.layout = std::move(layout);
   r.read_only = ro;
   r.allow_other = allow_other;
@@ -444,8 +447,13 @@ Result<Reply> decode_reply(std::span<const std::byte> body) {
     CRYPTMAP_TRY(transport, s.str("volume.fuse_transport"));
     CRYPTMAP_TRY(open_flags, s.u32("volume.open_flags"));
     CRYPTMAP_TRY(reencrypting, s.boolean("volume.reencrypting"));
+    CRYPTMAP_TRY(store_volatile, s.boolean("volume.store.volatile_writes"));
+    CRYPTMAP_TRY(store_flush, s.boolean("volume.store.flush"));
+    CRYPTMAP_TRY(store_fua, s.boolean("volume.store.fua"));
     v.name = std::move(name);
-    v.source = {std::move(image), std::move(header)};
+    v.source = {std::move(image),
+                std::move(header),
+                {.volatile_writes = store_volatile, .flush = store_flush, .fua = store_fua}};
     v.layout = std::move(layout);
     v.size_bytes = size;
     v.read_only = ro;

@@ -34,10 +34,11 @@ inline constexpr std::uint32_t kMaxFrameBytes = 1u << 20;
 // key_offset, key_bytes (a LUKS2 image in reencryption), reencryption in status; 8: reencrypt
 // (hotzone_bytes; progress replies: progress, done_bytes, total_bytes); 9: volume.reencrypting
 // in status (an online reencryption runs on the daemon's thread); 10: reencrypt new_header and
-// shift_init (the start of a datashift decryption of a served image). A CLI and a
+// shift_init (the start of a datashift decryption of a served image); 11: volume.store (the
+// image store's durability semantics) in status. A CLI and a
 // daemon of different versions refuse each other's messages with what to do (check_version in
 // control.cpp).
-inline constexpr std::uint8_t kProtocolVersion = 10;
+inline constexpr std::uint8_t kProtocolVersion = 11;
 inline constexpr std::uint32_t kMaxSegments = 4096;  // layout.segments on the wire
 
 struct ControlPaths {

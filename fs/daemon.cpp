@@ -107,9 +107,10 @@ volume::VolumeOptions volume_options_of(const Request& add) {
 }
 
 Result<std::unique_ptr<volume::Volume>> open_requested_volume(
-    const Request& add, std::shared_ptr<spdlog::logger> logger) {
+    const Request& add, std::shared_ptr<spdlog::logger> logger,
+    volume::StoreDurability* durability = nullptr) {
   return volume::open_unlocked(add.source.image, add.layout, add.volume_key.span(),
-                               volume_options_of(add), std::move(logger));
+                               volume_options_of(add), std::move(logger), durability);
 }
 
 // Test seam (tests/integration/reencrypt_online_datashift_start.sh): with
@@ -192,8 +193,10 @@ class Daemon {
   Daemon& operator=(const Daemon&) = delete;
 
   // Adds the volume `req` describes; `opened` is that volume when the caller opened it already
-  // (the first one, opened before the mount to learn whether it orders writes).
-  Reply add(const Request& req, std::unique_ptr<volume::Volume> opened = nullptr) {
+  // (the first one, opened before the mount to learn whether it orders writes), `opened_store`
+  // its store's durability semantics (status shows them).
+  Reply add(const Request& req, std::unique_ptr<volume::Volume> opened = nullptr,
+            volume::StoreDurability opened_store = {}) {
     if (auto r = check_volume_name(req.name); !r) return error_reply(r.error(), req.name);
     for (const VolumeStatus& v : server_->status()) {
       if (v.name == req.name) {
@@ -224,13 +227,15 @@ class Daemon {
                                          "then open again.");
       reenc_lock = std::move(*l);
     }
+    VolumeSource source = req.source;
+    source.store = opened_store;
     if (opened == nullptr) {
-      auto vol = open_volume(req);
+      auto vol = open_volume(req, &source.store);
       if (!vol) return error_reply(vol.error(), req.source.image);
       opened = std::move(*vol);
     }
     auto added =
-        server_->add_volume(req.name, std::move(opened), req.source, req.allow_other ? 0660 : 0600);
+        server_->add_volume(req.name, std::move(opened), source, req.allow_other ? 0660 : 0600);
     if (!added) return error_reply(added.error(), req.name);
     specs_.insert_or_assign(req.name, spec_of(req));
     reenc_locks_.insert_or_assign(req.name, std::move(reenc_lock));
@@ -242,8 +247,9 @@ class Daemon {
     return ok_reply();
   }
 
-  Result<std::unique_ptr<volume::Volume>> open_volume(const Request& req) {
-    auto vol = open_requested_volume(req, log_);
+  Result<std::unique_ptr<volume::Volume>> open_volume(
+      const Request& req, volume::StoreDurability* durability = nullptr) {
+    auto vol = open_requested_volume(req, log_, durability);
     if (!vol) log_->error("open {} from {}: {}", req.name, req.source.image, vol.error().message());
     return vol;
   }
@@ -493,7 +499,8 @@ class Daemon {
       // cryptsetup's reencrypt_decrypt_with_datashift_init on an active device: the device
       // suspended (here the file's I/O held, the old volume flushed), the data's first part
       // moved, the header committed in reencryption (into NEW-FILE), the new table live.
-      VolumeSource moved_to{add.source.image, run.new_header};
+      VolumeSource moved_to{add.source.image, run.new_header, {}};
+      if (auto st = status_of(name)) moved_to.store = st->source.store;  // the same image store
       const auto t0 = std::chrono::steady_clock::now();
       auto swapped = server_->replace_volume(
           name, std::move(moving), [&] { return r.switch_header(); }, moved_to);
@@ -783,7 +790,8 @@ class Daemon {
     StopSignals signals;
     // The first volume is opened before the mount: whether it orders its writes (a zoned volume)
     // decides how the server receives requests.
-    auto first_volume = open_volume(first);
+    volume::StoreDurability first_store;
+    auto first_volume = open_volume(first, &first_store);
     if (!first_volume) {
       Reply r = error_reply(first_volume.error(), first.source.image);
       first.volume_key = SecretBytes();
@@ -809,7 +817,7 @@ class Daemon {
       return r.exit_code;
     }
     server_ = std::move(*server);
-    Reply first_reply = add(first, std::move(*first_volume));
+    Reply first_reply = add(first, std::move(*first_volume), first_store);
     first.volume_key = SecretBytes();  // wipe our copy now: the cipher holds its own
     if (first_reply.exit_code != kExitOk) {
       server_.reset();  // unmount: nothing was served

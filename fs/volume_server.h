@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "volume/open.h"  // volume::StoreDurability
 #include "volume/volume.h"
 
 namespace spdlog {
@@ -75,6 +76,9 @@ struct ServingStats {
 struct VolumeSource {
   std::string image;
   std::string header;  // detached header path, empty when the header is in the image
+  // The image store's durability semantics (BackingStore::durability) when it was opened; only
+  // the daemon fills it (status), an add request does not carry it.
+  volume::StoreDurability store;
 };
 
 struct VolumeStatus {

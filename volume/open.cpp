@@ -105,12 +105,15 @@ Result<UnlockedVolume> unlock(const ImagePaths& paths, const UnlockOptions& opti
 Result<std::unique_ptr<Volume>> open_unlocked(const std::string& image, const VolumeLayout& layout,
                                               std::span<const std::byte> volume_key,
                                               const VolumeOptions& options,
-                                              std::shared_ptr<spdlog::logger> logger) {
+                                              std::shared_ptr<spdlog::logger> logger,
+                                              StoreDurability* durability) {
   CRYPTMAP_TRY(store, probe_store(image, {.read_only = options.read_only}));
+  if (durability != nullptr) *durability = store->durability();
   if (!layout.integrity.empty())  // LUKS2 --integrity: docs/integrity.md
     return open_integrity_volume(layout, volume_key, std::move(store), options, std::move(logger));
   if (!layout.segments.empty()) {  // several dm table lines: volume/segment/segment_map.h
     CRYPTMAP_TRY(seg_store, make_segmented_store(layout, std::move(store)));
+    if (durability != nullptr) *durability = seg_store->durability();
     CRYPTMAP_TRY(seg_cipher, make_segmented_cipher(layout, volume_key));
     VolumeLayout flat = layout;
     flat.data_offset_bytes = 0;

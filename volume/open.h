@@ -28,6 +28,7 @@
 
 #include "base/result.h"
 #include "volume/format/unlock.h"
+#include "volume/store/backing_store.h"
 #include "volume/volume.h"
 
 namespace spdlog {
@@ -73,11 +74,13 @@ Result<UnlockedVolume> unlock(const ImagePaths& paths, const UnlockOptions& opti
                               std::span<const std::byte> passphrase);
 
 // Opens the store (probe_store; options.read_only), keys the layout's sector cipher with
-// `volume_key` and builds the engine. `logger` may be null (spdlog's default logger).
+// `volume_key` and builds the engine. `logger` may be null (spdlog's default logger). When
+// `durability` is given it receives the store's durability semantics (`status --json`).
 Result<std::unique_ptr<Volume>> open_unlocked(const std::string& image, const VolumeLayout& layout,
                                               std::span<const std::byte> volume_key,
                                               const VolumeOptions& options,
-                                              std::shared_ptr<spdlog::logger> logger);
+                                              std::shared_ptr<spdlog::logger> logger,
+                                              StoreDurability* durability = nullptr);
 
 // unlock() then open_unlocked(); the key is wiped before this returns.
 Result<std::unique_ptr<Volume>> open_with_passphrase(const ImagePaths& paths,

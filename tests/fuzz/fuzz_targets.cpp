@@ -355,7 +355,7 @@ std::vector<std::uint8_t> control_seed(int which) {
     fs::Request r;
     r.verb = which == 1 ? fs::Verb::kResize : fs::Verb::kAdd;
     r.name = "data";
-    r.source = {"/srv/disk.img", ""};
+    r.source = {"/srv/disk.img", "", {}};
     r.layout.cipher.cipher = "aes";
     r.layout.cascade = {"serpent"};
     r.layout.allow_discards = true;

@@ -45,8 +45,8 @@ cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
 assert b"daemon" in cmd, cmd
 fields = ["name", "path", "image", "header", "type", "cipher", "key_bits", "sector_size",
           "offset_sectors", "size_sectors", "size_bytes", "readonly", "uuid", "file_mode",
-          "open_count", "daemon_pid", "flags", "suspended", "fuse_transport", "integrity",
-          "reencryption"]
+          "open_count", "daemon_pid", "flags", "suspended", "fuse_transport", "store",
+          "integrity", "reencryption"]
 # The default transport: io_uring when the kernel allows it (e2e_fuse_uring tests both).
 try:
     uring = open("/sys/module/fuse/parameters/enable_uring").read().strip() == "Y"
@@ -63,6 +63,8 @@ for x in v.values():
     assert x["integrity"] is None, x
     assert x["reencryption"] is None, x
     assert x["fuse_transport"] == ("uring" if uring else "dev"), x
+    # Local files: the page cache until fdatasync; O_DSYNC writes are RWF_DSYNC.
+    assert x["store"] == {"volatile_writes": True, "flush": True, "fua": True}, x
 two, one = v["two"], v["one"]
 assert two["path"] == mnt + "/two" and two["image"] == t + "/two.img" and two["header"] is None
 assert (two["type"], two["cipher"], two["key_bits"], two["sector_size"]) == ("LUKS2", "aes-xts-plain64", 512, 4096), two

@@ -71,6 +71,12 @@ class SegmentedStore final : public BackingStore {
   std::uint64_t size_bytes() const noexcept override { return size_; }
   bool read_only() const noexcept override { return image_->read_only(); }
   bool splits_large_requests() const noexcept override { return image_->splits_large_requests(); }
+  // write_fua is the default (a write and then sync) here: the image's FUA is not used.
+  StoreDurability durability() const noexcept override {
+    StoreDurability d = image_->durability();
+    d.fua = false;
+    return d;
+  }
   const std::string& name() const noexcept override { return image_->name(); }
 
  private:
@@ -229,6 +235,12 @@ class BoundaryStore final : public BackingStore {
   std::uint64_t size_bytes() const noexcept override { return size_; }
   bool read_only() const noexcept override { return image_->read_only(); }
   bool splits_large_requests() const noexcept override { return image_->splits_large_requests(); }
+  // write_fua is the default (a write and then sync) here: the image's FUA is not used.
+  StoreDurability durability() const noexcept override {
+    StoreDurability d = image_->durability();
+    d.fua = false;
+    return d;
+  }
   const std::string& name() const noexcept override { return image_->name(); }
 
  private:

@@ -38,6 +38,22 @@ struct WritePiece {
   Result<void> result = {};
 };
 
+// What a completed write means for durability, as the store can tell (the issue's "the store
+// reports its durability semantics"; docs/network-stores.md §8, `status --json` "store"):
+//  * volatile_writes: a write that returned may still be lost (a page cache, a device's or an NBD
+//    server's cache, librbd's cache) until sync() returns; false when the store only completes
+//    writes once stable (an NBD server without flush, taken at its word; RBD with rbd_cache off).
+//  * flush: sync() sends a flush that the medium acknowledges (fdatasync, NBD_CMD_FLUSH,
+//    rbd_aio_flush); false where there is none to send (memory, an NBD server without flush).
+//  * fua: write_fua is one durable write of the store's own (RWF_DSYNC, NBD FUA, an RBD write
+//    flagged FUA where the image's cache honours it), not a write and then sync().
+struct StoreDurability {
+  bool volatile_writes = true;
+  bool flush = true;
+  bool fua = false;
+  bool operator==(const StoreDurability&) const = default;
+};
+
 class BackingStore {
  public:
   virtual ~BackingStore() = default;
@@ -97,6 +113,10 @@ class BackingStore {
   // devices and io_uring, where one large read is one request the engine would wait for whole
   // before decrypting any of it. Decorators forward their image's answer.
   virtual bool splits_large_requests() const noexcept { return false; }
+  // The store's durability semantics (StoreDurability above). The default matches the default
+  // write_fua (a write and then sync) over a store whose sync() flushes a cache. Decorators
+  // forward their image's answer, fua included only where they forward write_fua.
+  virtual StoreDurability durability() const noexcept { return {}; }
   virtual const ZoneMap* zones() const noexcept { return nullptr; }
   // Human name for messages (the image path).
   virtual const std::string& name() const noexcept = 0;

@@ -180,6 +180,13 @@ class Connection {
     ::shutdown(fd_, SHUT_RDWR);
     kick();
   }
+  // When the server last sent anything on this connection (a reply or part of one), or when the
+  // connection was made. A connection with requests in flight is stalled only when nothing came
+  // for the timeout: on a slow server (busy, rate-limited) requests queued behind others wait
+  // longer than the timeout while replies keep arriving.
+  Clock::time_point last_heard() const noexcept {
+    return Clock::time_point(Clock::duration(last_heard_.load(std::memory_order_relaxed)));
+  }
 
  private:
   void poll_loop() {
@@ -209,6 +216,7 @@ class Connection {
       }
       if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
         nbd_aio_notify_read(h_);
+        last_heard_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
       } else if (fds[0].revents & POLLOUT) {
         nbd_aio_notify_write(h_);
       }
@@ -232,6 +240,7 @@ class Connection {
   const std::shared_ptr<Durability> durability_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> dead_{false};
+  std::atomic<Clock::rep> last_heard_{Clock::now().time_since_epoch().count()};
   std::thread poller_;
 };
 
@@ -447,12 +456,20 @@ class NbdBackingStore final : public BackingStore {
   // eighth less CPU per byte (one poller wake-up and one completion per window; bench/README.md,
   // nbd; docs/network-stores.md §2).
   bool splits_large_requests() const noexcept override { return true; }
+  // From the server's flags: without flush support the server is taken to acknowledge only
+  // stable writes (§2); FUA as the server advertises it.
+  StoreDurability durability() const noexcept override {
+    return {.volatile_writes = facts_.can_flush, .flush = facts_.can_flush, .fua = facts_.can_fua};
+  }
   bool read_only() const noexcept override { return read_only_; }
   const std::string& name() const noexcept override { return uri_; }
 
  private:
   enum class Op : std::uint8_t { kRead, kWrite, kWriteFua, kFlush, kTrim };
   static constexpr std::uint64_t kMaxTrim = 1u << 30;
+  // Longest wait for one call, in timeouts, while its connections keep answering other requests
+  // (a server that never answers one request but serves the rest).
+  static constexpr int kMaxWaitTimeouts = 10;
 
   // A write (kWrite or kWriteFua) of `in`; unaligned edges are read-modify-written.
   Result<void> write_as(Op op, ByteOffset off, std::span<const std::byte> in) {
@@ -627,12 +644,16 @@ class NbdBackingStore final : public BackingStore {
     }
   }
 
-  // Waits for every request submit() queued; after the timeout the connections carrying them
-  // are dropped (their requests then fail) and the wait goes on until libnbd has failed them.
+  // Waits for every request submit() queued. When the connections carrying them have sent
+  // nothing for the timeout (measured from the later of the wait's start and their last reply),
+  // or the wait has lasted kMaxWaitTimeouts timeouts in all, they are dropped (their requests
+  // then fail) and the wait goes on until libnbd has failed them.
   Result<void> wait(Op op, std::uint64_t off, InFlight& io) const {
     Batch& batch = io.batch;
     MutexLock lock(batch.mu);
-    auto deadline = Clock::now() + timeout_;
+    const Clock::time_point start = Clock::now();
+    const Clock::time_point cap = start + kMaxWaitTimeouts * timeout_;
+    auto deadline = start + timeout_;
     bool dropped = false;
     while (batch.pending > 0) {
       if (batch.cv.wait_until(lock, deadline) || Clock::now() < deadline) continue;
@@ -640,10 +661,25 @@ class NbdBackingStore final : public BackingStore {
         deadline = Clock::now() + timeout_;
         continue;
       }
-      spdlog::error(
-          "NBD {}: no reply to {} at offset {} within {} ms; dropping the connection, its "
-          "requests fail with EIO (the next request reconnects). Check the server",
-          uri_, op_name(op), off, timeout_.count());
+      // A slow server that still answers is not stalled: wait on from its last reply.
+      Clock::time_point heard = start;
+      for (std::size_t i = 0; i < io.n_used; ++i) heard = std::max(heard, io.used[i]->last_heard());
+      const Clock::time_point now = Clock::now();
+      if (heard + timeout_ > now && now < cap) {
+        deadline = std::min(heard + timeout_, cap);
+        continue;
+      }
+      if (now >= cap)
+        spdlog::error(
+            "NBD {}: {} at offset {} not answered within {} ms although the server answers other "
+            "requests; dropping the connection, its requests fail with EIO (the next request "
+            "reconnects). Check the server",
+            uri_, op_name(op), off, kMaxWaitTimeouts * timeout_.count());
+      else
+        spdlog::error(
+            "NBD {}: no reply to {} at offset {} within {} ms; dropping the connection, its "
+            "requests fail with EIO (the next request reconnects). Check the server",
+            uri_, op_name(op), off, timeout_.count());
       lock.unlock();
       for (const auto& c : io.used)
         if (c) c->kill();

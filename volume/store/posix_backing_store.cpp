@@ -155,6 +155,10 @@ class PosixFileStore final : public PosixBackingStore {
   Result<void> sync() override {
     return sync_fd(fd_.get(), /*data_only=*/true, {.op = "sync image (fdatasync)", .name = path_});
   }
+  // Writes sit in the page cache or the device's cache until fdatasync; write_fua is RWF_DSYNC.
+  StoreDurability durability() const noexcept override {
+    return {.volatile_writes = true, .flush = true, .fua = true};
+  }
 
   // write_at with pwritev2's `flags` (0: a plain pwrite).
   Result<void> write_with(ByteOffset off, std::span<const std::byte> in, int flags) {

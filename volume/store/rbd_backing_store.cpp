@@ -296,6 +296,7 @@ Result<void> take_exclusive_lock(rbd_image_t image, const std::string& spec,
 struct DurableWrites {
   bool fua = false;
   std::string why;
+  bool on_commit = false;  // rbd_cache off: every write completes only once the OSDs have it
 };
 DurableWrites durable_writes_of(rbd_image_t image) {
   std::vector<rbd_config_option_t> options(256);
@@ -317,7 +318,7 @@ DurableWrites durable_writes_of(rbd_image_t image) {
   rbd_api().rbd_config_image_list_cleanup(options.data(), n);
   if (plugins.find("pwl") != std::string::npos)
     return {false, "a persistent write-log cache (rbd_plugins " + plugins + ")"};
-  if (cache == "false") return {true, "rbd_cache off"};
+  if (cache == "false") return {true, "rbd_cache off", true};
   if (cache != "true") return {false, "librbd did not report rbd_cache"};
   if (policy == "writearound" || policy == "writethrough")
     return {true, "rbd_cache_policy " + policy};
@@ -328,7 +329,8 @@ DurableWrites durable_writes_of(rbd_image_t image) {
 class RbdBackingStore final : public BackingStore {
  public:
   RbdBackingStore(std::string spec, rados_t cluster, rados_ioctx_t io, rbd_image_t image,
-                  std::uint64_t size, std::uint64_t object_size, bool read_only, bool fua)
+                  std::uint64_t size, std::uint64_t object_size, bool read_only, bool fua,
+                  bool on_commit, std::chrono::milliseconds timeout)
       : spec_(std::move(spec)),
         cluster_(cluster),
         io_(io),
@@ -336,7 +338,9 @@ class RbdBackingStore final : public BackingStore {
         size_(size),
         object_size_(object_size),
         read_only_(read_only),
-        fua_(fua) {}
+        fua_(fua),
+        on_commit_(on_commit),
+        timeout_(timeout) {}
   ~RbdBackingStore() override {
     rbd_api().rbd_close(image_);
     rbd_api().rados_ioctx_destroy(io_);
@@ -491,6 +495,11 @@ class RbdBackingStore final : public BackingStore {
   // parallel; pieces of one object would each be an OSD op of their own (docs/network-stores.md
   // §6.3).
   bool splits_large_requests() const noexcept override { return true; }
+  // Writes complete in librbd's cache (write-around, write-through, write-back) unless it is off;
+  // rbd_aio_flush is acknowledged by librbd once the OSDs have every write; FUA as above.
+  StoreDurability durability() const noexcept override {
+    return {.volatile_writes = !on_commit_, .flush = true, .fua = fua_};
+  }
   bool read_only() const noexcept override { return read_only_; }
   const std::string& name() const noexcept override { return spec_; }
 
@@ -512,13 +521,40 @@ class RbdBackingStore final : public BackingStore {
     return 0;
   }
   // Waits for the request start() queued (none when it failed: `started` < 0).
+  // librados fails a request the cluster does not answer after its op timeouts (set to
+  // `timeout_` at open); librbd owns the request and its buffer until it completes, so the wait
+  // cannot end before. Should the completion not come within the timeout and a grace period, one
+  // log line says so (the request is still waiting on the cluster), and the wait goes on.
   Result<void> finish(const char* what, std::uint64_t off, Batch& batch, int started) const {
     if (started < 0) return rbd_error(started, what, off, spec_);
     MutexLock lock(batch.mu);
-    while (!batch.done) batch.cv.wait(lock);
-    if (batch.ret < 0) return rbd_error(static_cast<int>(batch.ret), what, off, spec_);
+    const auto late = std::chrono::steady_clock::now() + timeout_ + kGrace;
+    bool said = false;
+    while (!batch.done) {
+      if (said) {
+        batch.cv.wait(lock);
+        continue;
+      }
+      if (batch.cv.wait_until(lock, late) || std::chrono::steady_clock::now() < late) continue;
+      said = true;
+      spdlog::error(
+          "RBD {}: {}{} not answered after {} ms (CRYPTMAP_RBD_TIMEOUT is {} ms): librados did "
+          "not time it out; still waiting for the cluster. Check the cluster (ceph -s)",
+          spec_, what, off == kNoObject ? std::string() : " at offset " + std::to_string(off),
+          (timeout_ + kGrace).count(), timeout_.count());
+    }
+    if (batch.ret < 0) {
+      if (batch.ret == -ETIMEDOUT)
+        spdlog::error(
+            "RBD {}: {}{} timed out: the cluster did not answer within {} ms "
+            "(CRYPTMAP_RBD_TIMEOUT); it fails with EIO. Check the cluster (ceph -s)",
+            spec_, what, off == kNoObject ? std::string() : " at offset " + std::to_string(off),
+            timeout_.count());
+      return rbd_error(static_cast<int>(batch.ret), what, off, spec_);
+    }
     return ok();
   }
+  static constexpr std::chrono::milliseconds kGrace{10000};
 
   const std::string spec_;
   rados_t cluster_;
@@ -527,7 +563,9 @@ class RbdBackingStore final : public BackingStore {
   const std::uint64_t size_;
   const std::uint64_t object_size_;  // rbd_stat's obj_size (4 MiB by default)
   const bool read_only_;
-  const bool fua_;  // write_fua is one FUA write (durable_writes_of)
+  const bool fua_;                           // write_fua is one FUA write (durable_writes_of)
+  const bool on_commit_;                     // writes complete only once committed (rbd_cache off)
+  const std::chrono::milliseconds timeout_;  // librados's op timeouts (CRYPTMAP_RBD_TIMEOUT)
 };
 
 }  // namespace
@@ -600,7 +638,8 @@ Result<std::unique_ptr<BackingStore>> open_rbd_store(const std::string& spec,
                   durable.fua ? "one FUA write" : "a write and a flush", durable.why);
   }
   return std::unique_ptr<BackingStore>(std::make_unique<RbdBackingStore>(
-      spec, cluster, io, image, size, object_size, read_only, durable.fua));
+      spec, cluster, io, image, size, object_size, read_only, durable.fua, durable.on_commit,
+      std::chrono::milliseconds(std::max<long long>(1, options.timeout.count() / 1000) * 1000)));
 }
 
 #endif  // CRYPTMAP_HAVE_LIBRBD

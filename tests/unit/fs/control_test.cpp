@@ -19,7 +19,7 @@ Request sample_add() {
   Request r;
   r.verb = Verb::kAdd;
   r.name = "data";
-  r.source = {"/tmp/disk.img", "/tmp/disk.hdr"};
+  r.source = {"/tmp/disk.img", "/tmp/disk.hdr", {}};
   r.layout.type = volume::VolumeType::kLuks1;
   r.layout.cipher.cipher = "aes";
   r.layout.cipher.chain_mode = "cbc";
@@ -216,6 +216,7 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
     v.reencrypting = i == 2;
     v.fuse_transport = i == 1 ? "uring" : "dev";
     v.open_flags = i == 2 ? kOpenNoReadWorkqueue | kOpenNoWriteWorkqueue : 0;
+    v.source.store = {.volatile_writes = i != 0, .flush = i != 1, .fua = i == 2};
     in.volumes.push_back(v);
   }
   auto body = encode_reply(in);
@@ -241,6 +242,8 @@ TEST(ControlProtocol, ReplyRoundTripsStatusEntries) {
   EXPECT_EQ(out->volumes[2].fuse_transport, "dev");
   EXPECT_EQ(out->volumes[2].open_flags, kOpenNoReadWorkqueue | kOpenNoWriteWorkqueue);
   EXPECT_EQ(out->volumes[1].open_flags, 0u);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(out->volumes[i].source.store, in.volumes[i].source.store) << "volume " << i;
 }
 
 TEST(ControlProtocol, EveryTruncationIsRejectedAsCorrupt) {

@@ -130,7 +130,7 @@ class VolumeServerTest : public ::testing::Test {
   FakeVolume* add(const std::string& name, FakeVolume::Options o = {}) {
     auto v = std::make_unique<FakeVolume>(o);
     FakeVolume* raw = v.get();
-    auto r = server_->add_volume(name, std::move(v), {"/images/" + name + ".img", ""});
+    auto r = server_->add_volume(name, std::move(v), {"/images/" + name + ".img", "", {}});
     EXPECT_TRUE(r.has_value()) << r.error().message();
     return r ? raw : nullptr;
   }
@@ -492,7 +492,7 @@ class OrderingFakeVolume final : public FakeVolume {
 TEST_F(VolumeServerTest, OrderingVolumeNeedsAnOrderedServer) {
   mount();
   auto r = server_->add_volume("z", std::make_unique<OrderingFakeVolume>(FakeVolume::Options{}),
-                               {"/images/z.img", ""});
+                               {"/images/z.img", "", {}});
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code, Errc::kUnsupported);
 }
@@ -508,7 +508,7 @@ TEST_F(VolumeServerTest, OrderedReceiveServesConcurrentWritersAndStops) {
   mount(o);
   auto v = std::make_unique<OrderingFakeVolume>(
       FakeVolume::Options{.size_bytes = 4u << 20, .workers = 4});
-  ASSERT_TRUE(server_->add_volume("z", std::move(v), {"/images/z.img", ""}).has_value());
+  ASSERT_TRUE(server_->add_volume("z", std::move(v), {"/images/z.img", "", {}}).has_value());
   std::vector<std::thread> ts;
   for (int t = 0; t < 8; ++t) {
     ts.emplace_back([&, t] {
@@ -1144,7 +1144,7 @@ TEST_F(VolumeServerTest, ReplaceRunsItsSwitchAfterTheFlushAndKeepsTheOldVolumeWh
         flushed_before = old_flushes.load();
         return fail(make_error(Errc::kIo, "switch failed"));
       },
-      VolumeSource{"/img", "/new.hdr"});
+      VolumeSource{"/img", "/new.hdr", {}});
   ASSERT_FALSE(failed.has_value());
   EXPECT_EQ(failed.error().code, Errc::kIo);
   EXPECT_EQ(calls, 1);
@@ -1159,7 +1159,7 @@ TEST_F(VolumeServerTest, ReplaceRunsItsSwitchAfterTheFlushAndKeepsTheOldVolumeWh
   fresh->fill(7);
   auto switched = server_->replace_volume(
       "vol", std::move(fresh), [&]() -> Result<void> { return ok(); },
-      VolumeSource{"/img", "/new.hdr"});
+      VolumeSource{"/img", "/new.hdr", {}});
   ASSERT_TRUE(switched.has_value()) << switched.error().message();
   ASSERT_EQ(pread(fd.get(), b.data(), b.size(), 8192), 4096);
   EXPECT_TRUE(std::equal(b.begin(), b.end(), new_data.begin() + 8192));

@@ -120,6 +120,24 @@ TEST(PosixBackingStore, OpenErrorsNameThePath) {
   EXPECT_NE(d.error().message().find("/tmp"), std::string::npos) << d.error().message();
 }
 
+// Files and block devices: writes sit in the page cache or the device's cache until sync()'s
+// fdatasync; a durable write is pwritev2(RWF_DSYNC), the store's own. The same with io_uring
+// rings, O_DIRECT and for a metadata open. The base class's default (a store with no durable
+// write of its own) is a write and then sync().
+TEST(PosixBackingStore, ReportsItsDurability) {
+  TempFile f(1 << 20);
+  const StoreDurability want{.volatile_writes = true, .flush = true, .fua = true};
+  for (const PosixStoreOptions& o :
+       {PosixStoreOptions{}, PosixStoreOptions{.direct_io = true}, metadata_store_options(false)}) {
+    auto s = open_posix_store(f.path(), o);
+    ASSERT_TRUE(s) << s.error().message();
+    EXPECT_EQ((*s)->durability(), want);
+  }
+  MemBackingStore mem(4096);
+  EXPECT_EQ(mem.durability(),
+            (StoreDurability{.volatile_writes = true, .flush = true, .fua = false}));
+}
+
 TEST(PosixBackingStore, GrowingAFileUpdatesItsSize) {
   TempFile f(4096);
   auto s = open_posix_store(f.path(), {});

@@ -6,6 +6,7 @@
 // filter; eval plugin without FUA), and the URI recognition. Skips without nbdkit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstring>
@@ -152,6 +153,52 @@ TEST(NbdStore, ABatchsPiecesAreInFlightTogether) {
   EXPECT_EQ(requests_before_first_reply(text, "Read"), 4) << text;
 }
 
+// The connections open to nbdkit (its log filter's "Connect" lines less its "Disconnect" ones).
+int open_connections(const std::string& logfile) {
+  const auto bytes = test::read_file(logfile);
+  std::istringstream in(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  int open = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(" Connect export=") != std::string::npos) ++open;
+    if (line.find(" Disconnect ") != std::string::npos) --open;
+  }
+  return open;
+}
+
+// Multi-conn (NBD protocol: only a server that sets NBD_FLAG_CAN_MULTI_CONN promises that a
+// flush on one connection covers writes completed on others): the memory plugin sets it, so the
+// store opens the connections it was asked for and spreads a large request over them; the same
+// export behind the multi-conn filter with multi-conn-mode=disable does not, so it opens one.
+void expect_connections(const std::vector<std::string>& filters, int want) {
+  test::TempDir dir("cryptmap-nbd-multiconn");
+  const std::string log = dir.file("requests.log");
+  std::vector<std::string> args{"--filter=log"};
+  args.insert(args.end(), filters.begin(), filters.end());
+  for (const char* a : {"memory", "16M"}) args.emplace_back(a);
+  args.push_back("logfile=" + log);
+  if (!filters.empty()) args.emplace_back("multi-conn-mode=disable");
+  test::NbdkitServer srv(args);
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto s = open_nbd_store(srv.uri(), {.connections = 3});
+  ASSERT_TRUE(s) << s.error().message();
+  // Enough requests that every connection carries some (round-robin, 4 MiB pieces at most).
+  const auto data = test::deterministic_bytes(12 << 20, 41);
+  ASSERT_TRUE((*s)->write_at(ByteOffset{0}, data));
+  ASSERT_TRUE((*s)->sync());
+  std::vector<std::byte> back(data.size());
+  ASSERT_TRUE((*s)->read_at(ByteOffset{0}, back));
+  EXPECT_EQ(back, data);
+  const auto bytes = test::read_file(log);
+  EXPECT_EQ(open_connections(log), want)
+      << std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+TEST(NbdStore, OpensSeveralConnectionsWhenTheServerAllowsMultiConn) { expect_connections({}, 3); }
+
+TEST(NbdStore, OpensOneConnectionWhenTheServerDoesNotAllowMultiConn) {
+  expect_connections({"--filter=multi-conn"}, 1);
+}
+
 // The requests nbdkit's log filter saw, in arrival order, as "Write fua=1", "Flush", "Read"
 // (replies and other lines left out).
 std::vector<std::string> logged_requests(const std::string& logfile) {
@@ -215,6 +262,41 @@ TEST(NbdStore, ADurableWriteIsAWriteThenAFlushWithoutFua) {
   const auto d = test::deterministic_bytes(4096, 32);
   ASSERT_TRUE((*s)->write_fua(ByteOffset{0}, d));
   EXPECT_EQ(joined(logged_requests(log)), "Write fua=0, Flush");
+}
+
+// The store reports its durability semantics from the server's flags: flush and FUA as the
+// server advertises them; a server without flush is taken to acknowledge only stable writes.
+TEST(NbdStore, ReportsItsDurabilityFromTheServersFlags) {
+  test::TempDir dir("cryptmap-nbd-durability");
+  const std::string img = dir.sized_file("disk.img", 1 << 20);
+  // nbdkit's eval plugin over a file: flush and FUA as each case says.
+  auto eval_server = [&](const std::string& can_flush, const std::string& can_fua) {
+    return std::make_unique<test::NbdkitServer>(std::vector<std::string>{
+        "eval", "get_size=echo 1048576",
+        "pread=dd if=" + img + " iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none",
+        "pwrite=dd of=" + img + " oflag=seek_bytes conv=notrunc seek=$4 status=none",
+        "can_write=exit 0", "can_flush=" + can_flush, "flush=sync " + img, "can_fua=" + can_fua});
+  };
+  struct Case {
+    const char* what;
+    std::unique_ptr<test::NbdkitServer> server;
+    StoreDurability want;
+  };
+  Case cases[] = {
+      {"memory plugin (flush, native FUA)",
+       std::make_unique<test::NbdkitServer>(std::vector<std::string>{"memory", "1M"}),
+       {true, true, true}},
+      {"flush, no FUA", eval_server("exit 0", "echo none"), {true, true, false}},
+      {"no flush, no FUA", eval_server("exit 3", "echo none"), {false, false, false}},
+  };
+  for (Case& c : cases) {
+    if (!*c.server) GTEST_SKIP() << c.server->missing();
+    auto s = open_nbd_store(c.server->uri(), {.connections = 1});
+    ASSERT_TRUE(s) << c.what << ": " << s.error().message();
+    const StoreDurability d = (*s)->durability();
+    EXPECT_EQ(d, c.want) << c.what << ": volatile_writes " << d.volatile_writes << ", flush "
+                         << d.flush << ", fua " << d.fua;
+  }
 }
 
 TEST(NbdStore, ConcurrentWritersToNeighbouringSectorsOfOneServerBlockLoseNothing) {
@@ -284,6 +366,35 @@ TEST(NbdStore, AStalledServerFailsTheRequestAfterTheTimeoutInsteadOfHanging) {
   const auto t2 = Clock::now();
   EXPECT_FALSE((*s)->read_at(ByteOffset{0}, back));
   EXPECT_LT(Clock::now() - t2, std::chrono::seconds(10));
+}
+
+// A slow server that keeps answering is not a stalled one: behind nbdkit's rate filter (2 MB/s
+// after a 4 MiB burst) 16 readers of 512 KiB each share one connection, so the last replies come
+// about 2 s after their requests, twice the store's 1 s timeout, while a reply arrives every
+// quarter second. None may fail (the timeout runs from the connection's last reply, not from the
+// request); the stalled-server test above checks that a silent server still fails in time.
+TEST(NbdStore, ASlowServerThatKeepsAnsweringIsNotTakenForAStalledOne) {
+  test::NbdkitServer srv({"--filter=rate", "memory", "16M", "rate=16M"});
+  if (!srv) GTEST_SKIP() << srv.missing();
+  auto s =
+      open_nbd_store(srv.uri(), {.connections = 1, .timeout = std::chrono::milliseconds(1000)});
+  ASSERT_TRUE(s) << s.error().message();
+  constexpr std::size_t kRead = 512 << 10;
+  std::vector<std::thread> readers;
+  std::vector<int> failed(16, 0);
+  for (std::size_t t = 0; t < failed.size(); ++t)
+    readers.emplace_back([&, t] {
+      std::vector<std::byte> back(kRead, std::byte{1});
+      const auto r = (*s)->read_at(ByteOffset{t * kRead}, back);
+      failed[t] = !r || back != std::vector<std::byte>(kRead) ? 1 : 0;
+      if (!r) ADD_FAILURE() << "reader " << t << ": " << r.error().message();
+    });
+  const auto t0 = Clock::now();
+  for (auto& th : readers) th.join();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+  EXPECT_EQ(std::count(failed.begin(), failed.end(), 1), 0);
+  // The scenario itself: without the server's slowness the test would prove nothing.
+  EXPECT_GT(took.count(), 1000) << "the rate filter did not slow the reads past the timeout";
 }
 
 TEST(NbdStore, AKilledServerFailsInFlightAndLaterRequestsPromptly) {

@@ -294,6 +294,31 @@ TEST_P(RbdDurableWrite, ReturnsOnlyOnceTheOsdHasIt) {
 INSTANTIATE_TEST_SUITE_P(CachePolicies, RbdDurableWrite,
                          ::testing::Values("writearound", "writeback"));
 
+// The store reports its durability semantics from the image's librbd cache settings: writes
+// complete in the cache (volatile until a flush) unless rbd_cache is off; a durable write is one
+// FUA write under write-around, a write and a flush under write-back (whose cache ignores FUA).
+TEST(RbdStore, ReportsItsDurabilityFromTheImagesCacheSettings) {
+  Admin admin;
+  if (!admin) GTEST_SKIP() << "no cluster (CEPH_CONF, CRYPTMAP_TEST_RBD_POOL)";
+  struct Case {
+    const char* key;
+    const char* value;
+    StoreDurability want;
+  };
+  for (const Case& c : {Case{"rbd_cache_policy", "writearound", {true, true, true}},
+                        Case{"rbd_cache_policy", "writeback", {true, true, false}},
+                        Case{"rbd_cache", "false", {false, true, true}}}) {
+    const std::string spec = admin.create(8 << 20);
+    ASSERT_FALSE(spec.empty());
+    ASSERT_TRUE(admin.configure(spec.substr(spec.find('/') + 1), c.key, c.value));
+    auto s = open_rbd_store(spec, {});
+    ASSERT_TRUE(s) << s.error().message();
+    const StoreDurability d = (*s)->durability();
+    EXPECT_EQ(d, c.want) << c.key << "=" << c.value << ": volatile_writes " << d.volatile_writes
+                         << ", flush " << d.flush << ", fua " << d.fua;
+  }
+}
+
 TEST(RbdStore, AMissingImageIsNotFoundNamingIt) {
   Admin admin;
   if (!admin) GTEST_SKIP() << "no cluster (CEPH_CONF, CRYPTMAP_TEST_RBD_POOL)";
