@@ -1426,9 +1426,11 @@ Result<void> reencrypt_encrypt_shift_init(BackingStore& image,
   MemBackingStore hdr(shift, "mem:new-header");
   auto formatted = luks_format(hdr, f, passphrase);
   if (!formatted && formatted.error().code == Errc::kNoSpace)
+    // The detail is the whole sentence the CLI prints (cli/luks_common.cpp report()):
+    // cryptsetup's words first, then why.
     return fail(make_error_fmt(Errc::kNoSpace, "No space for new keyslot.", shift,
-                               "a %llu-byte header (half of --reduce-device-size) has no room "
-                               "for the keyslot: %s",
+                               "No space for new keyslot: a %llu-byte header (half of "
+                               "--reduce-device-size) has no room for it: %s",
                                static_cast<unsigned long long>(shift),
                                formatted.error().message().c_str()));
   if (!formatted) return fail(formatted.error());
