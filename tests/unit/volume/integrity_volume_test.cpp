@@ -1600,6 +1600,34 @@ TEST(IntegrityJournal, ACopyTouchingManyTagPagesIsSplitIntoSeveralStoreBatches) 
   EXPECT_EQ(counters(c).tags_failed, 0u);
 }
 
+// A gate stores hold their calls at: while held, pass() waits; reached() says whether a call
+// got to it within `limit` (a bound against hanging, not a timing).
+class Gate {
+ public:
+  void pass() {
+    std::unique_lock l(mu_);
+    ++waiting_;
+    cv_.notify_all();
+    cv_.wait(l, [&] { return !held_; });
+    --waiting_;
+  }
+  void hold(bool held) {
+    std::lock_guard l(mu_);
+    held_ = held;
+    cv_.notify_all();
+  }
+  bool reached(std::chrono::seconds limit) {
+    std::unique_lock l(mu_);
+    return cv_.wait_for(l, limit, [&] { return waiting_ > 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_ = false;
+  unsigned waiting_ = 0;
+};
+
 // A store whose syncs wait at a gate while it is held (over a MemBackingStore).
 class GatedSyncStore final : public BackingStore {
  public:
@@ -1611,11 +1639,7 @@ class GatedSyncStore final : public BackingStore {
     return m_.write_at(off, in);
   }
   Result<void> sync() override {
-    std::unique_lock l(mu_);
-    ++waiting_;
-    cv_.notify_all();
-    cv_.wait(l, [&] { return !held_; });
-    --waiting_;
+    gate_.pass();
     return m_.sync();
   }
   Result<void> discard(ByteOffset off, std::uint64_t n) override { return m_.discard(off, n); }
@@ -1623,23 +1647,13 @@ class GatedSyncStore final : public BackingStore {
   bool read_only() const noexcept override { return false; }
   const std::string& name() const noexcept override { return m_.name(); }
 
-  void hold(bool held) {
-    std::lock_guard l(mu_);
-    held_ = held;
-    cv_.notify_all();
-  }
+  void hold(bool held) { gate_.hold(held); }
   // Whether a sync reached the gate within `limit` (a bound against hanging, not a timing).
-  bool sync_at_gate(std::chrono::seconds limit) {
-    std::unique_lock l(mu_);
-    return cv_.wait_for(l, limit, [&] { return waiting_ > 0; });
-  }
+  bool sync_at_gate(std::chrono::seconds limit) { return gate_.reached(limit); }
 
  private:
   MemBackingStore& m_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool held_ = false;
-  unsigned waiting_ = 0;
+  Gate gate_;
 };
 
 // Mode J commits outside the locks writers and readers take (docs/integrity.md §5): while a
@@ -1768,13 +1782,7 @@ class GatedJournalWriteStore final : public BackingStore {
     return m_.read_at(off, out);
   }
   Result<void> write_at(ByteOffset off, std::span<const std::byte> in) override {
-    if (off.value >= lo_ && off.value < hi_) {
-      std::unique_lock l(mu_);
-      ++waiting_;
-      cv_.notify_all();
-      cv_.wait(l, [&] { return !held_; });
-      --waiting_;
-    }
+    if (off.value >= lo_ && off.value < hi_) gate_.pass();
     return m_.write_at(off, in);
   }
   Result<void> sync() override { return m_.sync(); }
@@ -1783,24 +1791,14 @@ class GatedJournalWriteStore final : public BackingStore {
   bool read_only() const noexcept override { return false; }
   const std::string& name() const noexcept override { return m_.name(); }
 
-  void hold(bool held) {
-    std::lock_guard l(mu_);
-    held_ = held;
-    cv_.notify_all();
-  }
+  void hold(bool held) { gate_.hold(held); }
   // Whether a journal write reached the gate within `limit` (a bound against hanging).
-  bool write_at_gate(std::chrono::seconds limit) {
-    std::unique_lock l(mu_);
-    return cv_.wait_for(l, limit, [&] { return waiting_ > 0; });
-  }
+  bool write_at_gate(std::chrono::seconds limit) { return gate_.reached(limit); }
 
  private:
   MemBackingStore& m_;
   const std::uint64_t lo_, hi_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool held_ = false;
-  unsigned waiting_ = 0;
+  Gate gate_;
 };
 
 TEST(IntegrityJournal, ReadersOfACommittingBatchNeverSeeItsCommitIds) {
