@@ -158,6 +158,19 @@ VolumeOptions no_age() {
   return opts;
 }
 
+// Writes `a` at 0 with the store's gate closed over it: the write returns (written behind)
+// while its store write is held, so its pool buffers and job slot stay taken. Call with
+// ASSERT_NO_FATAL_FAILURE.
+void write_behind_held_at_zero(Opened& o, std::span<const std::byte> a) {
+  o.store->close_gate(0, a.size());
+  auto wa = std::async(std::launch::async, [&] { return o.t.vol->write(ByteOffset{0}, a); });
+  const bool a_returned = wa.wait_for(10s) == std::future_status::ready;
+  if (!a_returned) o.store->open_gate();
+  ASSERT_TRUE(a_returned) << "the first write waited for its store write";
+  ASSERT_TRUE(wa.get());
+  ASSERT_TRUE(o.store->wait_held());
+}
+
 // The write returns while its store write is held; a read of the range and a flush started
 // then both wait for it: the read returns the new data and never reaches the store while the
 // write is held, and the flush's sync comes after the write's pieces.
@@ -256,13 +269,7 @@ TEST(WriteBehind, WhenThePoolIsExhaustedALargeWriteIsWrittenThroughInline) {
   ASSERT_TRUE(o.t.vol);
   const auto a = pattern(128 * 1024, 4);
   const auto b = pattern(128 * 1024, 5);
-  o.store->close_gate(0, 128 * 1024);
-  auto wa = std::async(std::launch::async, [&] { return o.t.vol->write(ByteOffset{0}, a); });
-  const bool a_returned = wa.wait_for(10s) == std::future_status::ready;
-  if (!a_returned) o.store->open_gate();
-  ASSERT_TRUE(a_returned) << "the first write waited for its store write";
-  ASSERT_TRUE(wa.get());
-  ASSERT_TRUE(o.store->wait_held());
+  ASSERT_NO_FATAL_FAILURE(write_behind_held_at_zero(o, a));
   auto wb = std::async(std::launch::async, [&] { return o.t.vol->write(ByteOffset{kMiB}, b); });
   const bool b_returned = wb.wait_for(10s) == std::future_status::ready;
   if (b_returned) {
@@ -367,13 +374,7 @@ TEST(WriteBehind, ItCountsQueuedAndInlineWritesAndLogsThemAtClose) {
   Opened o = open_gated(8 * kMiB, no_age(), eo);
   ASSERT_TRUE(o.t.vol);
   const auto a = pattern(128 * 1024, 9);
-  o.store->close_gate(0, 128 * 1024);
-  auto wa = std::async(std::launch::async, [&] { return o.t.vol->write(ByteOffset{0}, a); });
-  const bool a_returned = wa.wait_for(10s) == std::future_status::ready;
-  if (!a_returned) o.store->open_gate();
-  ASSERT_TRUE(a_returned) << "the first write waited for its store write";
-  ASSERT_TRUE(wa.get());
-  ASSERT_TRUE(o.store->wait_held());
+  ASSERT_NO_FATAL_FAILURE(write_behind_held_at_zero(o, a));
   auto wb = std::async(std::launch::async,
                        [&] { return o.t.vol->write(ByteOffset{kMiB}, pattern(128 * 1024, 10)); });
   const bool b_returned = wb.wait_for(10s) == std::future_status::ready;
