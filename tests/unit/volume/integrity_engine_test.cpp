@@ -19,6 +19,7 @@
 
 #include "crypto/auth_cipher.h"
 #include "tests/unit/volume/engine/fake_crypto.h"
+#include "tests/unit/volume/integrity_test_util.h"
 #include "volume/integrity/integrity_volume.h"
 #include "volume/store/mem_backing_store.h"
 
@@ -29,14 +30,7 @@ constexpr std::uint32_t kBlock = 4096;
 constexpr std::uint64_t kImageBytes = 24ull << 20;
 
 VolumeLayout layout_of(const char* enc, const char* integ, bool journal) {
-  VolumeLayout l;
-  l.type = VolumeType::kLuks2;
-  l.auth_encryption = enc;
-  l.integrity = integ;
-  l.sector_size = kBlock;
-  l.data_offset_bytes = 1 << 20;
-  l.integrity_no_journal = !journal;
-  return l;
+  return test::integrity_layout(enc, integ, kBlock, 1 << 20, journal);
 }
 
 std::vector<std::byte> key_for(const VolumeLayout& l) {

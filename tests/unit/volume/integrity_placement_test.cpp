@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "crypto/auth_cipher.h"
+#include "tests/unit/volume/integrity_test_util.h"
 #include "volume/format/dm_integrity.h"
 #include "volume/integrity/integrity_volume.h"
 #include "volume/store/mem_backing_store.h"
@@ -29,14 +30,7 @@ constexpr const char* kInteg = "hmac(sha256)";
 constexpr std::uint32_t kTag = 48;
 
 VolumeLayout layout_at(std::uint64_t off) {
-  VolumeLayout l;
-  l.type = VolumeType::kLuks2;
-  l.auth_encryption = kEnc;
-  l.integrity = kInteg;
-  l.sector_size = kBs;
-  l.data_offset_bytes = off;
-  l.integrity_no_journal = true;
-  return l;
+  return test::integrity_layout(kEnc, kInteg, kBs, off, /*journal=*/false);
 }
 
 std::vector<std::byte> volume_key() {

@@ -25,6 +25,7 @@
 #include "base/bytes.h"
 #include "crypto/auth_cipher.h"
 #include "tests/support/integrity_journal_writer.h"
+#include "tests/unit/volume/integrity_test_util.h"
 #include "volume/format/dm_integrity.h"
 #include "volume/store/mem_backing_store.h"
 
@@ -39,14 +40,7 @@ struct Opened {
 };
 
 VolumeLayout layout_of(const char* enc, const char* integ, std::uint32_t ss, std::uint64_t off) {
-  VolumeLayout l;
-  l.type = VolumeType::kLuks2;
-  l.auth_encryption = enc;
-  l.integrity = integ;
-  l.sector_size = ss;
-  l.data_offset_bytes = off;
-  l.integrity_no_journal = true;
-  return l;
+  return test::integrity_layout(enc, integ, ss, off, /*journal=*/false);
 }
 
 std::vector<std::byte> key_for(const VolumeLayout& l) {
