@@ -242,7 +242,11 @@ TEST(RbdStore, AReadWriteOpenKeepsTheExclusiveLockFromASecondWriter) {
 // complete plain writes from memory: write-around (the default; the store sends one FUA write)
 // and write-back (whose cache ignores FUA; the store writes and flushes). The OSD is stopped
 // (SIGSTOP) while the writes are issued: a plain write still returns (the cache is in effect,
-// so the check below can fail), the durable one must not until the OSD runs again.
+// so the check below can fail), the durable one must not until the OSD runs again. No clock is
+// asserted on: the writer takes a ticket when its write returns, the test takes one just before it
+// continues the OSD (after a pause that gives a wrong early return the time to happen), and the
+// resume's ticket must come first. A slow machine can only make a broken store pass, never a
+// working one fail.
 class RbdDurableWrite : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(RbdDurableWrite, ReturnsOnlyOnceTheOsdHasIt) {
@@ -278,13 +282,22 @@ TEST_P(RbdDurableWrite, ReturnsOnlyOnceTheOsdHasIt) {
       << "a plain write did not return while the OSD was stopped: librbd's " << policy
       << " cache is not in effect, so this test would show nothing";
   ASSERT_TRUE(plain_write.get());
-  durable_write =
-      std::async(std::launch::async, [&] { return store.write_fua(ByteOffset{8 << 20}, durable); });
-  EXPECT_EQ(durable_write.wait_for(std::chrono::seconds(2)), std::future_status::timeout)
-      << "a durable write returned while the OSD was stopped (rbd_cache_policy " << policy << ")";
+  std::atomic<int> ticket{0};
+  int returned_at = -1;
+  durable_write = std::async(std::launch::async, [&] {
+    auto r = store.write_fua(ByteOffset{8 << 20}, durable);
+    returned_at = ticket.fetch_add(1);
+    return r;
+  });
+  // Returns early when the write does (a failure below); no outcome depends on the 2 s.
+  durable_write.wait_for(std::chrono::seconds(2));
+  const int resumed_at = ticket.fetch_add(1);
   ASSERT_EQ(::kill(osd_pid, SIGCONT), 0);
   auto done = durable_write.get();
   ASSERT_TRUE(done) << done.error().message();
+  EXPECT_LT(resumed_at, returned_at)
+      << "the durable write returned before the OSD was continued (rbd_cache_policy " << policy
+      << ")";
   std::vector<std::byte> back(durable.size());
   ASSERT_TRUE(store.read_at(ByteOffset{8 << 20}, back));
   EXPECT_EQ(back, durable);
