@@ -5,7 +5,8 @@
 # (qemu-block-extra). Usage:
 #   sudo bench/rbd/run.sh BUILD_DIR [SECONDS_PER_RUN] [OUT_DIR]
 # Cluster: tests/integration/ceph_cluster.sh's one-node cluster (one monitor, one memstore OSD on
-# 127.0.0.1, in RAM), one 512 MiB image per row. Rows:
+# 127.0.0.1, in RAM; the monitor on free ports or CRYPTMAP_CEPH_MON_PORT/_V1, so it runs beside
+# another worktree's cluster), one 512 MiB image per row. Rows:
 #   librbd     fio --ioengine=rbd on a raw image: librbd with no FUSE and no crypto (the ceiling;
 #              rbd-fuse 16.2 is no ceiling here: it fails concurrent opens of one image, ENOENT
 #              for some of fio's 4 jobs)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ceph RBD (label rbd): LUKS1 interop with librbd, the key verbs on an rbd: image, and a stalled
-# OSD. Starts its own one-node cluster (ceph_cluster.sh; holds ceph_mon_port) and stops it by
-# its pid files. Then:
+# OSD. Starts its own one-node cluster (ceph_cluster.sh; the monitor on free ports) and stops it
+# by its pid files. Then:
 #   1. an image formatted by librbd (`rbd encryption format ... luks1`) opens in cryptmap
 #      read-write; what cryptmap writes reads back through librbd's own LUKS1 engine (python3-rbd
 #      encryption_load) and what librbd writes through it reads back in cryptmap, byte for byte;
