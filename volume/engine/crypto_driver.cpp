@@ -300,19 +300,6 @@ CryptoDriver::~CryptoDriver() = default;
 
 unsigned CryptoDriver::threads() const noexcept { return impl_->threads; }
 
-void CryptoDriver::for_each_slice(std::size_t n, Slice slice) {
-  Impl& im = *impl_;
-  CRYPTMAP_CHECK(n <= kMaxSlices);
-  if (!im.pool || n < 2) {
-    for (std::size_t i = 0; i < n; ++i) slice(i);
-    return;
-  }
-  SlicePool::FanOut fan;
-  fan.set(
-      n, [](void* context, std::size_t i) { (*static_cast<Slice*>(context))(i); }, &slice);
-  im.pool->run(fan);  // the calling thread works on the slices too
-}
-
 Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> data,
                                    SectorIndex first) {
   Impl& im = *impl_;

@@ -87,15 +87,6 @@ class CryptoDriver {
                             std::span<std::byte> meta, SectorIndex first,
                             std::span<bool> failed = {});
 
-  // Runs slice(i) for every i in [0, n): spread over the crypto workers (the calling thread
-  // works too), or one after another on the calling thread when the driver has no workers
-  // (force_inline, one core) or n is 1; returns when every slice ran. For work that is not a
-  // conversion (conversions, authenticated ones too, take convert()/convert_auth() and the
-  // engine). `slice` must not throw. At most kMaxSlices slices.
-  static constexpr std::size_t kMaxSlices = 64;
-  using Slice = InlineFunction<void(std::size_t), 64>;
-  void for_each_slice(std::size_t n, Slice slice);
-
   unsigned threads() const noexcept;
 
  private:

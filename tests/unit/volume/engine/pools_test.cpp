@@ -1,11 +1,11 @@
 // RangeLock: ordering, sharing, exhaustion waits (never fails). BufferPool: tests/unit/base.
-// CryptoDriver::for_each_slice: every slice runs exactly once, on the caller when inline.
+// CryptoDriver::convert: every sector converted exactly once, small conversions and force_inline
+// ones on the calling thread, large ones in per-core slices.
 // CryptoDriver::encrypt_from: out of place equals convert() in place, through an engine that
 // reads the source itself and through one that does not (the driver copies for it), in one part
 // and in several parts spread over the workers as one conversion.
 #include <gtest/gtest.h>
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -73,36 +73,55 @@ TEST(RangeLock, AdmissionWaitsWhenEverySlotIsTaken) {
   EXPECT_TRUE(got.load());
 }
 
-class NoEngine final : public crypto::CryptoEngine {
+// An engine that completes every request on the thread that submits it and counts, per sector,
+// how often it was converted and whether a thread other than `caller` did it.
+class CountingEngine final : public crypto::CryptoEngine {
  public:
-  crypto::SubmitStatus submit(crypto::CryptoRequest*) override {
+  explicit CountingEngine(std::size_t sectors) : runs_(sectors), elsewhere_(sectors) {}
+  crypto::SubmitStatus submit(crypto::CryptoRequest* r) override {
+    const bool away = std::this_thread::get_id() != caller;
+    const std::size_t n = r->run.data.size() / kSs;
+    for (std::size_t i = 0; i < n; ++i) {
+      runs_[r->run.first.value + i].fetch_add(1);
+      if (away) elsewhere_[r->run.first.value + i].fetch_add(1);
+    }
     return crypto::SubmitStatus::kDone;
   }
   void wait_for_drain() override {}
-  const char* name() const noexcept override { return "none"; }
+  const char* name() const noexcept override { return "counting"; }
+  static constexpr std::size_t kSs = 512;
+  std::thread::id caller = std::this_thread::get_id();
+  int runs(std::size_t s) const { return runs_[s].load(); }
+  int elsewhere(std::size_t s) const { return elsewhere_[s].load(); }
+
+ private:
+  std::vector<std::atomic<int>> runs_, elsewhere_;
 };
 
-TEST(CryptoDriver, ForEachSliceRunsEverySliceExactlyOnce) {
-  NoEngine engine;
+TEST(CryptoDriver, ConvertsEverySectorOnceOnTheCallerWhenSmallOrInline) {
+  constexpr std::size_t kSs = CountingEngine::kSs;
   for (bool force_inline : {false, true}) {
-    CryptoDriverOptions o;
-    o.threads = 4;
-    o.force_inline = force_inline;
-    auto d = CryptoDriver::create(engine, o);
-    ASSERT_TRUE(d);
-    for (std::size_t n : {std::size_t{1}, std::size_t{3}, CryptoDriver::kMaxSlices}) {
-      std::array<std::atomic<int>, CryptoDriver::kMaxSlices> runs{};
-      std::atomic<int> elsewhere{0};
-      const auto caller = std::this_thread::get_id();
-      (*d)->for_each_slice(n, [&](std::size_t i) {
-        runs[i].fetch_add(1);
-        if (std::this_thread::get_id() != caller) elsewhere.fetch_add(1);
-        std::this_thread::sleep_for(std::chrono::microseconds(200));
-      });
-      for (std::size_t i = 0; i < CryptoDriver::kMaxSlices; ++i)
-        ASSERT_EQ(runs[i].load(), i < n ? 1 : 0) << "slice " << i << " of " << n;
-      if (force_inline) {
-        EXPECT_EQ(elsewhere.load(), 0) << "a slice left the calling thread";
+    // Below the threshold (inline by gocryptfs's rule), at it and far above (per-core slices).
+    for (std::size_t sectors : {std::size_t{7}, std::size_t{256}, std::size_t{4096}}) {
+      CountingEngine engine(sectors);
+      CryptoDriverOptions o;
+      o.sector_size = kSs;
+      o.batch_bytes = 8 * kSs;
+      o.parallel_threshold_bytes = 256 * kSs;
+      o.threads = 4;
+      o.force_inline = force_inline;
+      auto d = CryptoDriver::create(engine, o);
+      ASSERT_TRUE(d);
+      std::vector<std::byte> data(sectors * kSs);
+      ASSERT_TRUE((*d)->convert(crypto::CryptoDir::kEncrypt, data, SectorIndex{0}));
+      int away = 0;
+      for (std::size_t s = 0; s < sectors; ++s) {
+        ASSERT_EQ(engine.runs(s), 1) << "sector " << s << " of " << sectors;
+        away += engine.elsewhere(s);
+      }
+      if (force_inline || sectors * kSs < o.parallel_threshold_bytes) {
+        EXPECT_EQ(away, 0) << sectors << " sectors, force_inline " << force_inline
+                           << ": a batch left the calling thread";
       }
     }
   }
