@@ -23,8 +23,19 @@ void op_init(void* userdata, struct fuse_conn_info* conn) {
   auto* s = static_cast<Impl*>(userdata);
   // The volume caches; the kernel must not cache a second copy or merge writes behind us.
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-  s->log->debug("FUSE connection: protocol {}.{}, max_write {}, max_read {}", conn->proto_major,
-                conn->proto_minor, conn->max_write, conn->max_read);
+  // Zoned mounts (fs/README.md "Zoned volumes: receive order"): over io_uring a write that waits
+  // for its zone's write pointer holds one of the kernel's background slots (max_background,
+  // 12 by default) until it is admitted; with every slot so held, a predecessor still in a
+  // queue's background list could not move (fuse_uring_flush_bg) and the waiters fail after the
+  // bound. With more slots than the mount has ring entries, waiting writes alone cannot fill
+  // them. Harmless over /dev/fuse (requests only queue longer in the kernel).
+  if (s->opts.ordered_receive) {
+    conn->max_background = kZonedMaxBackground;
+    conn->congestion_threshold = kZonedMaxBackground / 4 * 3;
+  }
+  s->log->debug("FUSE connection: protocol {}.{}, max_write {}, max_read {}, max_background {}",
+                conn->proto_major, conn->proto_minor, conn->max_write, conn->max_read,
+                conn->max_background);
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {

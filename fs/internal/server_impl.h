@@ -40,6 +40,10 @@ namespace cryptmap::fs {
 namespace internal {
 // Attribute and entry timeout: names and sizes change only through us (+ notify).
 inline constexpr double kFuseTimeout = 3600.0;
+// The kernel's max_background a zoned mount asks for in its INIT reply (op_init), with a
+// congestion_threshold of 3/4 of it: far more than the ring entries (16 by default) that
+// waiting writes can hold (fs/README.md "Zoned volumes: receive order").
+inline constexpr unsigned kZonedMaxBackground = 256;
 // The server's operation table (fuse_meta_ops.cpp; the I/O ones come from fuse_io_ops.cpp).
 fuse_lowlevel_ops make_fuse_ops();
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);

@@ -4,6 +4,9 @@
 #  1. fio: 4 jobs, each streaming sequential writes (4k..128k blocks, libaio queue depth 16) into
 #     its own 8 sequential zones, crc32c verify: zero rejected writes, every byte verified,
 #     nothing in the daemon log about write pointers; the zones end full (user.cryptmap.zones).
+#  1b. One stream at libaio queue depth 64 into one zone at a time (more writes in flight than the
+#     kernel's default 12 background slots), verify: zero rejected writes; the mount's FUSE
+#     connection has max_background 256 (a private mount of the fusectl file system).
 #  2. Zone reset from the mapped file: fallocate --punch-hole on a whole zone resets it (then it
 #     is written and verified again); part of a zone is EINVAL; a conventional zone without
 #     --allow-discards is EOPNOTSUPP. After close + reopen the data verifies again, and
@@ -87,6 +90,34 @@ grep -q 'write pointer' "$MNT.log" && fail "the daemon logged zone errors: $(gre
 for z in $(seq 20 51); do
   c=$(zone_cond "$MNT/z" "$z")
   [[ "$c" == full ]] || fail "zone $z is $c after being written whole"
+done
+
+note "1b. one stream at queue depth 64 into one zone at a time (64 writes in flight, the kernel's default max_background is 12), verify"
+# A zoned mount asks the kernel for 256 background slots (fs/README.md "Zoned volumes: receive
+# order"): the connection's own value, read from a private mount of the FUSE control file
+# system (the same single instance /sys/fs/fuse/connections shows, mounted here only for the
+# test and unmounted at its end), must be that.
+mkdir -p "$T/fusectl"
+if mount -t fusectl fusectl "$T/fusectl" 2> /dev/null; then
+  FSMNTS+=("$T/fusectl")
+  conn=$(mountpoint -d "$MNT" | cut -d: -f2)
+  [[ -r "$T/fusectl/$conn/max_background" ]] || fail "no FUSE control files for connection $conn"
+  mb=$(cat "$T/fusectl/$conn/max_background")
+  ct=$(cat "$T/fusectl/$conn/congestion_threshold")
+  [[ $mb == 256 && $ct == 192 ]] ||
+    fail "the zoned mount's connection has max_background $mb, congestion_threshold $ct (want 256, 192)"
+  note "connection $conn: max_background $mb, congestion_threshold $ct"
+else
+  note "the FUSE control file system cannot be mounted here: max_background not checked"
+fi
+# Volume bytes 41..47 MiB = zones 57..62: 256 writes of 4 KiB each, one zone after the other.
+fio --name=deep --filename="$MNT/z" --direct=1 --ioengine=libaio --iodepth=64 --rw=write --bs=4k \
+  --offset=41M --size=6M --verify=crc32c --verify_fatal=1 --output-format=terse > "$T/fio1b.txt" 2>&1 ||
+  fail "fio at queue depth 64 into one zone failed: $(tail -3 "$T/fio1b.txt"; grep 'write pointer' "$MNT.log" | head -3)"
+grep -q 'write pointer' "$MNT.log" && fail "the daemon logged zone errors at queue depth 64: $(grep 'write pointer' "$MNT.log" | head -3)"
+for z in $(seq 57 62); do
+  c=$(zone_cond "$MNT/z" "$z")
+  [[ "$c" == full ]] || fail "zone $z is $c after being written whole at queue depth 64"
 done
 
 note "2. zone reset through fallocate --punch-hole (zone 56 = volume bytes 40..41 MiB)"
