@@ -94,7 +94,7 @@ ceph_cluster_start() {
   mkdir -p "$C/run" "$C/osd" "$C/log"
   export CEPH_CONF=$C/ceph.conf
   for attempt in 1 2 3 4 5; do
-    v2=${CRYPTMAP_CEPH_MON_PORT:-$(ceph_free_port)} && v1=${CRYPTMAP_CEPH_MON_PORT_V1:-$(ceph_free_port "$v2")} ||
+    v2=${CRYPTMAP_CEPH_MON_PORT:-$(ceph_free_port "${CRYPTMAP_CEPH_MON_PORT_V1:-}")} && v1=${CRYPTMAP_CEPH_MON_PORT_V1:-$(ceph_free_port "$v2")} ||
       { echo "no free TCP port in 20000-32767 for the Ceph monitor" >&2; return 1; }
     ceph_cluster_conf "$C" "$bytes" "$v2" "$v1"
     rm -rf "${C:?}/mon" && mkdir -p "$C/mon"
@@ -112,6 +112,7 @@ ceph_cluster_start() {
     fi
     [[ -n "$pid" ]] && break
     ceph_cluster_stop "$C"
+    rm -f "$C/run/mon.a.pid"  # never kill a later owner of that pid
     if [[ -n "$fixed" || $attempt == 5 ]]; then
       echo "the Ceph monitor did not start listening on 127.0.0.1:$v2 and :$v1${fixed:+ (CRYPTMAP_CEPH_MON_PORT, CRYPTMAP_CEPH_MON_PORT_V1: are they free?)} (log: $C/log/mon.a.log)" >&2
       return 1
