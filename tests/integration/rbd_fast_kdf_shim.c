@@ -23,16 +23,15 @@ struct crypt_pbkdf_type {
 };
 enum { kPbkdfNoBenchmark = 1u << 1 };  // CRYPT_PBKDF_NO_BENCHMARK
 
+typedef int (*SetPbkdf)(struct crypt_device*, const struct crypt_pbkdf_type*);
+typedef int (*Format)(struct crypt_device*, const char*, const char*, const char*, const char*,
+                      const char*, size_t, void*);
+
 int crypt_format(struct crypt_device* cd, const char* type, const char* cipher,
                  const char* cipher_mode, const char* uuid, const char* volume_key,
                  size_t volume_key_size, void* params) {
-  int (*set_pbkdf)(struct crypt_device*, const struct crypt_pbkdf_type*) =
-      (int (*)(struct crypt_device*, const struct crypt_pbkdf_type*))dlsym(RTLD_NEXT,
-                                                                          "crypt_set_pbkdf_type");
-  int (*real)(struct crypt_device*, const char*, const char*, const char*, const char*,
-              const char*, size_t, void*) =
-      (int (*)(struct crypt_device*, const char*, const char*, const char*, const char*,
-               const char*, size_t, void*))dlsym(RTLD_NEXT, "crypt_format");
+  const SetPbkdf set_pbkdf = (SetPbkdf)dlsym(RTLD_NEXT, "crypt_set_pbkdf_type");
+  const Format real = (Format)dlsym(RTLD_NEXT, "crypt_format");
   if (real == NULL) return -38;  // -ENOSYS: no libcryptsetup behind the shim
   if (set_pbkdf != NULL) {
     const struct crypt_pbkdf_type fast = {.type = "pbkdf2",
