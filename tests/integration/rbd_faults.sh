@@ -128,7 +128,9 @@ sync "$MNT/f"
 # Reopened (a new daemon, nothing cached), so the read below must go to the OSD: the range was
 # written (librbd's object map answers reads of objects never written without the OSD).
 cm_close f
-for _ in $(seq 1 100); do [[ -z "$(daemon_pid)" ]] && break; sleep 0.1; done
+old_daemon=$(daemon_pid || true)
+for _ in $(seq 1 600); do [[ -z "$(daemon_pid)" ]] && break; sleep 0.1; done
+[[ -z "$(daemon_pid)" ]] || fail "the daemon ($old_daemon) did not exit within 60 s of its last close"
 CRYPTMAP_RBD_TIMEOUT=5 cm_open rbd:rbd/f f --key-file "$P" --log-target file
 osd=$(cat "$C/run/osd.0.pid")
 kill -STOP "$osd"
@@ -138,8 +140,12 @@ set +e
 timeout 60 dd if="$MNT/f" of=/dev/null bs=64K count=1 skip=16 iflag=direct status=none 2> "$T/read.err"; rc=$?
 set -e
 [[ $rc != 124 ]] || fail "a read hung with the OSD stopped (no EIO after 60 s)"
+# (Seen once, at load 24 beside rbd_cluster, not again in nine runs: the read succeeded. What
+# the failure prints is there to find out why: the daemons, the OSD's state, the daemon's log.)
 [[ $rc != 0 ]] && grep -q "Input/output error" "$T/read.err" ||
-  fail "a read with the OSD stopped: exit $rc, '$(cat "$T/read.err")'"
+  fail "a read with the OSD stopped: exit $rc, '$(cat "$T/read.err")'; daemon before the reopen" \
+    "${old_daemon:-none}, now $(daemon_pid); OSD $osd: $(ps -o stat= -p "$osd"); daemon log:" \
+    "$(tail -n 6 "$MNT.log")"
 step "read: $(cat "$T/read.err")"
 # A write and its fsync: the write may complete into librbd's cache, the fsync must not.
 set +e
