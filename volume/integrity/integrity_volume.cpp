@@ -793,7 +793,10 @@ class IntegrityVolume final : public Volume {
     // snapshot (cached: a new version; written through: dropped) stays dirty or absent.
     CRYPTMAP_TRY_VOID(commit_journal());
     for (std::size_t i = 0; i < m; ++i)
-      if (wb_versions_[i] != kNoVersion) cache_->mark_clean(wb_dirty_[i], wb_versions_[i]);
+      if (wb_versions_[i] != kNoVersion) {
+        cache_->mark_clean(wb_dirty_[i], wb_versions_[i]);
+        written_back_.fetch_add(1, std::memory_order_relaxed);
+      }
     return ok();
   }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# njrw's interleaved before/after runs (bench/README.md, njrw): before-1, after-1, after-2,
-# before-2 with the same settings. Usage: pair.sh BEFORE_BUILD AFTER_BUILD OUT_ROOT
+# njrw's interleaved before/after runs (bench/README.md, njrw): after-1, before-1, before-2,
+# after-2 with the same settings (after first: the TSan run of the tests overlapped the first). Usage: pair.sh BEFORE_BUILD AFTER_BUILD OUT_ROOT
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../../../../.." && pwd)
@@ -13,7 +13,7 @@ run() {
     > "$out/$1.log" 2>&1
   echo "$(date -u +%T) $1 end, load $(cut -d' ' -f1-3 /proc/loadavg)"
 }
-run before-1 "$before"
 run after-1 "$after"
-run after-2 "$after"
+run before-1 "$before"
 run before-2 "$before"
+run after-2 "$after"
