@@ -21,10 +21,12 @@
 // large).
 //
 // Tag pages (the 4 KiB of the image holding tags) are kept in a bounded tag page cache
-// (volume/integrity/tag_page_cache.h; an eighth of --cache-size), filled by reads and updated by
-// every in-place write under the page's stripe lock: a read whose tag pages are resident reads
-// only its data, a write reads only the edge pages it shares with other runs, and only when they
-// are not resident. Changing the image under an open volume is not seen through cached pages
+// (volume/integrity/tag_page_cache.h; the volume's tag area, at most a quarter of --cache-size),
+// filled by reads and updated by every in-place write under the page's stripe lock: a read
+// whose tag pages are resident reads only its data, a write reads only the edge pages it shares
+// with other runs, and only when they are not resident. A mode-D write-back batch of scattered
+// runs holds only its own pages' stripes. The volume logs its write-path counters at close
+// (IntegrityCounters). Changing the image under an open volume is not seen through cached pages
 // (as dm-bufio's metadata cache in the kernel): tests tamper with closed images.
 //
 // Read: data and tags of a run are read (in flight together) into the volume's private buffers,
@@ -113,6 +115,13 @@ struct IntegrityCounters {
   std::uint64_t tag_page_capacity = 0;
   // Mode J: journal batches committed since open.
   std::uint64_t journal_commits = 0;
+  // The write path: tag pages read from the store because a write shares them with blocks it
+  // does not write and they were not resident; store write batches of blocks and their tags
+  // (mode D: one per write-through run or write-back batch; mode J: in-place copies); requests
+  // that found a tag-page stripe they needed held by another and waited.
+  std::uint64_t write_tag_page_reads = 0;
+  std::uint64_t store_write_batches = 0;
+  std::uint64_t tag_page_waits = 0;
   // Bytes of the volume's own buffers besides its sector cache and tag page cache (request
   // slots, journal batches, section image, in-place tag pages): the budget of
   // docs/integrity.md §5.

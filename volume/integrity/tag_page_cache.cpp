@@ -8,17 +8,27 @@
 
 namespace cryptmap::volume {
 
-Result<std::unique_ptr<TagPageCache>> TagPageCache::create(std::size_t pages) {
+Result<std::unique_ptr<TagPageCache>> TagPageCache::create(std::size_t pages, Areas areas) {
   pages = std::max<std::size_t>(pages, 1);
   const std::size_t ways = std::min(pages, kWays);
   const std::size_t sets = pages / ways;
   CRYPTMAP_TRY(mem, LockedMemory::allocate(sets * ways * kPageBytes, MemoryLock::kBestEffort,
                                            "integrity tag page cache"));
-  return std::unique_ptr<TagPageCache>(new TagPageCache(std::move(mem), sets, ways));
+  return std::unique_ptr<TagPageCache>(new TagPageCache(std::move(mem), sets, ways, areas));
 }
 
-TagPageCache::TagPageCache(LockedMemory mem, std::size_t sets, std::size_t ways)
-    : mem_(std::move(mem)), sets_(sets), ways_(ways), slots_(sets * ways) {}
+TagPageCache::TagPageCache(LockedMemory mem, std::size_t sets, std::size_t ways, Areas areas)
+    : mem_(std::move(mem)), sets_(sets), ways_(ways), areas_(areas), slots_(sets * ways) {}
+
+std::size_t TagPageCache::set_of(std::uint64_t page) const noexcept {
+  const Areas& a = areas_;
+  const std::uint64_t end = page * kPageBytes + kPageBytes - 1;  // the page's last byte
+  if (a.area_pages == 0 || a.stride_bytes == 0 || end < a.first_byte) return page % sets_;
+  // The area whose tags start at or before the page's last byte; its first page.
+  const std::uint64_t area = (end - a.first_byte) / a.stride_bytes;
+  const std::uint64_t first = (a.first_byte + area * a.stride_bytes) / kPageBytes;
+  return (area * a.area_pages + (page - first)) % sets_;
+}
 
 bool TagPageCache::get(std::uint64_t page, std::span<std::byte> out) {
   CRYPTMAP_CHECK(out.size() == kPageBytes);

@@ -41,8 +41,17 @@ class TagPageCache {
  public:
   static constexpr std::size_t kPageBytes = 4096;
 
+  // Where the pages lie in the image, for spreading them over the sets: dm-integrity's tag
+  // areas of `area_pages` pages at most, every `stride_bytes`, the first starting at byte
+  // `first_byte` (area a's tags at first_byte + a * stride_bytes). The pages are numbered
+  // densely over the areas before they are mapped to sets, so that a cache with as many pages
+  // as the areas hold keeps them all (numbered by image offset, the gaps of the data areas
+  // between them make sets alias). Empty (area_pages 0): the image page number itself.
+  struct Areas {
+    std::uint64_t first_byte, stride_bytes, area_pages;  // Areas{}: all zero
+  };
   // A cache of `pages` pages (at least 1), or the error of allocating their memory.
-  static Result<std::unique_ptr<TagPageCache>> create(std::size_t pages);
+  static Result<std::unique_ptr<TagPageCache>> create(std::size_t pages, Areas areas = {});
 
   // Copies page `page` into `out` (kPageBytes) and returns true when it is resident.
   bool get(std::uint64_t page, std::span<std::byte> out);
@@ -85,12 +94,13 @@ class TagPageCache {
     std::uint64_t page = kEmpty;
     std::uint64_t used = 0;  // tick of the last get/put (LRU within the set)
   };
-  TagPageCache(LockedMemory mem, std::size_t sets, std::size_t ways);
-  std::size_t set_of(std::uint64_t page) const noexcept { return page % sets_; }
+  TagPageCache(LockedMemory mem, std::size_t sets, std::size_t ways, Areas areas);
+  std::size_t set_of(std::uint64_t page) const noexcept;
   std::byte* slot_data(std::size_t slot) const noexcept { return mem_.data() + slot * kPageBytes; }
 
   LockedMemory mem_;
   const std::size_t sets_, ways_;
+  const Areas areas_;
   std::vector<Slot> slots_;  // sets_ × ways_, set-major
   // Set s is guarded by locks_[s % kLocks] (striped: not expressible as GUARDED_BY).
   std::array<Mutex, kLocks> locks_;
