@@ -13,11 +13,13 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <future>
 #include <map>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -733,6 +735,18 @@ TEST(IntegrityVolume, SequentialReadersAreServedByReadAhead) {
     EXPECT_EQ(failing_blocks(t.o, 4096, 64), std::vector<std::uint64_t>{20});
     EXPECT_EQ(counters(t.o).tags_failed, 1u);
   }
+}
+
+// The volume round trips of ctest's IntegrityHmacFallback.volume_integrity_test (the hmac-sha256
+// Modes, placements, tampering, read-ahead) run the HMAC-SHA256 fallback (OpenSSL's SHA-256)
+// on a CPU with SHA-NI: fails when CRYPTMAP_TEST_HMAC_SHA256=openssl is not honoured, so that
+// run cannot pass on SHA-NI silently.
+TEST(IntegrityVolume, HmacSha256ImplementationIsTheOneAskedFor) {
+  const char* v = std::getenv("CRYPTMAP_TEST_HMAC_SHA256");
+  if (v != nullptr && std::string_view(v) == "openssl")
+    EXPECT_STREQ(crypto::hmac_sha256_implementation(), "openssl");
+  else
+    EXPECT_STRNE(crypto::hmac_sha256_implementation(), "");
 }
 
 TEST(IntegrityVolume, SizeIsProvidedDataSectors) {
