@@ -14,8 +14,10 @@
 #include <array>
 #include <cerrno>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string_view>
 
 #include "base/bytes.h"
 #include "base/secret.h"
@@ -43,6 +45,18 @@ Error auth_failure(std::uint64_t object) {
 }
 Error openssl_error(const char* what) { return make_error(Errc::kIo, what); }
 
+// SHA-NI unless the CPU lacks it or CRYPTMAP_TEST_HMAC_SHA256=openssl (read once, at the first
+// cipher made: every cipher of the process uses the same code; hmac_sha256_implementation()).
+// The fallback is what CPUs without SHA-NI run: tests force it here (auth_cipher.h).
+bool hmac_sha256_on_ni() noexcept {
+  static const bool yes = [] {
+    const char* v = std::getenv("CRYPTMAP_TEST_HMAC_SHA256");
+    const bool forced = v != nullptr && std::string_view(v) == "openssl";
+    return !forced && internal::sha256_ni_available();
+  }();
+  return yes;
+}
+
 // HMAC-SHA-256/512 (RFC 2104) with the hash states after the key's inner and outer pad block
 // computed once. A sector's MAC starts from copies of them: OpenSSL 3.0's EVP_MAC instead
 // re-initialises by duplicating two provider contexts (two allocations and frees per sector).
@@ -56,7 +70,7 @@ class HmacKey {
   static Result<HmacKey> create(bool sha512, std::span<const std::byte> key) {
     HmacKey h;
     h.sha512_ = sha512;
-    h.ni_ = !sha512 && internal::sha256_ni_available();
+    h.ni_ = !sha512 && hmac_sha256_on_ni();
     CRYPTMAP_TRY(st, SecretBytes::allocate(2 * h.state_size()));
     h.states_ = std::move(st);
     const std::size_t block = sha512 ? SHA512_CBLOCK : SHA256_CBLOCK;
@@ -567,6 +581,10 @@ Result<AuthComposition> auth_composition(std::string_view encryption, std::strin
   }
   c.tag_size = c.auth_size + c.stored_iv_size;
   return c;
+}
+
+const char* hmac_sha256_implementation() noexcept {
+  return hmac_sha256_on_ni() ? "sha-ni" : "openssl";
 }
 
 Result<std::unique_ptr<AuthSectorCipher>> make_auth_sector_cipher(

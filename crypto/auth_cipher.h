@@ -70,6 +70,13 @@ class AuthSectorCipher : public SectorCipher {
   std::size_t meta_bytes_per_sector() const noexcept override { return composition().tag_size; }
 };
 
+// Which code computes HMAC-SHA256 tags in this process: "sha-ni" (the CPU's SHA extensions,
+// two sectors at a time) or "openssl" (OpenSSL's SHA-256, the fallback on CPUs without
+// SHA-NI). Chosen once, at the first call or the first cipher made: the environment variable
+// CRYPTMAP_TEST_HMAC_SHA256=openssl forces the fallback (tests run the known answers and volume
+// round trips through it on machines that have SHA-NI; any other value is ignored).
+const char* hmac_sha256_implementation() noexcept;
+
 // `key` is the whole LUKS2 volume key: cipher key ‖ MAC key (docs/integrity.md §2).
 Result<std::unique_ptr<AuthSectorCipher>> make_auth_sector_cipher(
     std::string_view encryption, std::string_view integrity, std::uint32_t sector_size,

@@ -1,6 +1,7 @@
 #include "volume/engine/read_ahead.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -56,6 +57,7 @@ struct ReadAhead::Impl {
   std::size_t q_size GUARDED_BY(mu) = 0;
   std::uint64_t clock GUARDED_BY(mu) = 0;
   bool stop GUARDED_BY(mu) = false;
+  Stats stats GUARDED_BY(mu);
   std::vector<std::thread> threads;  // create and the destructor only
 
   bool overlaps(const Window& w, std::uint64_t s0, std::uint64_t s1) const {
@@ -109,11 +111,17 @@ struct ReadAhead::Impl {
       const std::uint64_t first = w.first;
       const std::span<std::byte> dst(w.mem, w.count * opts.sector_size);
       lock.unlock();
+      const auto t0 = std::chrono::steady_clock::now();
       const bool loaded = loader(first, dst, LoadTicket(owner, i, gen));
+      const auto dt = std::chrono::steady_clock::now() - t0;
       lock.lock();
+      stats.load_ns += static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(dt).count());
       if (loaded && w.generation == gen) {
         w.state = State::kReady;
+        ++stats.loads;
       } else {
+        ++stats.dropped;
         if (w.generation == gen) ++w.generation;  // a failed load: readers must not use it
         w.state = State::kEmpty;
       }
@@ -204,8 +212,21 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
     if (w.state == State::kEmpty || w.first > s0 || s1 > w.first + w.count) continue;
     const std::uint64_t gen = w.generation;
     // Loading: wait until it is loaded, dropped, or reassigned (never while holding a range).
-    while (w.state == State::kLoading && w.generation == gen) im.loaded_cv.wait(lock);
-    if (w.state != State::kReady || w.generation != gen) return {};
+    if (w.state == State::kLoading) {
+      ++im.stats.waits;  // counted before it waits (a test's loader sees it)
+      const auto t0 = std::chrono::steady_clock::now();
+      while (w.state == State::kLoading && w.generation == gen) im.loaded_cv.wait(lock);
+      im.stats.wait_ns +=
+          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now() - t0)
+                                         .count());
+    } else {
+      ++im.stats.hits;
+    }
+    if (w.state != State::kReady || w.generation != gen) {
+      ++im.stats.misses;
+      return {};
+    }
     ++w.readers;
     w.last_use = ++im.clock;
     Pin p;
@@ -214,7 +235,13 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
     p.generation_ = gen;
     return p;
   }
+  ++im.stats.misses;
   return {};
+}
+
+ReadAhead::Stats ReadAhead::stats() const {
+  MutexLock lock(impl_->mu);
+  return impl_->stats;
 }
 
 std::span<const std::byte> ReadAhead::view(const Pin& pin, std::uint64_t off, std::size_t len) {

@@ -103,6 +103,19 @@ class ReadAhead {
   // Records a completed read [off, off + len) and schedules prefetches for its stream.
   void note(std::uint64_t off, std::uint64_t len);
 
+  // What pin() found and what the loaders did, since create (where a sequential reader waits:
+  // bench/README.md, rahmac). Counted under the mutex pin() and the loaders take anyway.
+  struct Stats {
+    std::uint64_t hits = 0;     // pin() found its window loaded
+    std::uint64_t waits = 0;    // pin() found its window loading and waited for it
+    std::uint64_t wait_ns = 0;  // time those waits took
+    std::uint64_t misses = 0;   // no usable window (the request reads itself)
+    std::uint64_t loads = 0;    // windows loaded
+    std::uint64_t dropped = 0;  // loads dropped (overtaken by a writer, a failed block, stop)
+    std::uint64_t load_ns = 0;  // time in the Loader, loaded or dropped
+  };
+  Stats stats() const;
+
  private:
   struct Impl;
   explicit ReadAhead(std::unique_ptr<Impl> impl);

@@ -219,7 +219,7 @@ struct Scratch {
   LockedMemory block_tags;  // its tag window
 };
 // The FUSE front end's worker count, the read-ahead loaders and the flusher.
-constexpr unsigned kReadAheadThreads = 2;
+constexpr unsigned kReadAheadThreads = kIntegrityReadAheadDepth;
 constexpr std::size_t kScratchSlots = 16 + kReadAheadThreads + 1;
 // Large slots: one 1 MiB sequential stream per slot at a time (the flusher's write-back pass
 // takes one too). 3 MiB instead of the 19 MiB of one large slot per request.
@@ -359,6 +359,17 @@ class TagPageLocks {
   std::atomic<std::uint64_t> waits_{0};
 };
 
+// Where a read-ahead loader's time goes (read_verified adds to it when given one).
+struct LoaderTimes {
+  std::atomic<std::uint64_t> read_ns{0}, verify_ns{0};
+};
+
+std::uint64_t ns_since(std::chrono::steady_clock::time_point t0) {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
+}
+
 class IntegrityVolume final : public Volume {
  public:
   IntegrityVolume(VolumeLayout layout, Geometry g, std::uint64_t size,
@@ -398,11 +409,15 @@ class IntegrityVolume final : public Volume {
     driver_ = std::move(driver);
     if (!options.no_read_workqueue && size_ >= bs_) {
       // Read-ahead as the engine's (volume/engine/README.md "Read-ahead"): 8 windows of 1 MiB,
-      // two requests ahead, two loaders.
+      // but four requests ahead and four loaders: a loader reads its window from the store and
+      // then verifies it, one after the other, so two loaders bounded a sequential reader at
+      // two windows per load time (bench/README.md, rahmac: 2.6 ms per 1 MiB window, ~780 MB/s);
+      // four keep store reads of some windows in flight while others are verified.
       ReadAhead::Options ro;
       ro.sector_size = bs_;
       ro.volume_sectors = size_ / bs_;
       ro.threads = kReadAheadThreads;
+      ro.depth = kIntegrityReadAheadDepth;
       CRYPTMAP_TRY(ra, ReadAhead::create(ro, [this](std::uint64_t first, std::span<std::byte> dst,
                                                     const ReadAhead::LoadTicket& t) {
                      return load_ahead(first, dst, t);
@@ -504,6 +519,7 @@ class IntegrityVolume final : public Volume {
       timer_cv_.notify_all();
       committer_.join();
     }
+    log_read_ahead();
     ra_.reset();
     if (write_back_)
       if (auto r = write_back(); !r)
@@ -645,7 +661,7 @@ class IntegrityVolume final : public Volume {
       TagPageLocks::Held pages(pages_, w.lo / kAlign, (w.hi - 1) / kAlign, false);
       if (!t.still_wanted()) return false;
       if (!read_verified(k, n, dst.subspan((k - first) * bs_, n * bs_), sc->tags.span(),
-                         /*report=*/false))
+                         /*report=*/false, &ra_times_))
         return false;
       k += n;
     }
@@ -933,6 +949,21 @@ class IntegrityVolume final : public Volume {
     return c;
   }
 
+  // At close, when the read-ahead served anything: where sequential readers waited and where
+  // the loaders' time went (bench/README.md, rahmac: what bounds hmac seqread).
+  void log_read_ahead() const {
+    if (!ra_) return;
+    const ReadAhead::Stats s = ra_->stats();
+    if (s.loads + s.dropped == 0) return;
+    const auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
+    log_->info(
+        "{}: read-ahead: {} read(s) found their window loaded, {} waited for a loading one "
+        "({:.1f} ms), {} had none; {} window(s) loaded, {} dropped, loaders busy {:.1f} ms "
+        "(store reads {:.1f} ms, verify + decrypt {:.1f} ms)",
+        store_->name(), s.hits, s.waits, ms(s.wait_ns), s.misses, s.loads, s.dropped, ms(s.load_ns),
+        ms(ra_times_.read_ns.load()), ms(ra_times_.verify_ns.load()));
+  }
+
   // Mode J: every sealed batch committed (integrity_await_commits).
   Result<void> await_commits_public() { return await_commits(); }
 
@@ -1026,8 +1057,10 @@ class IntegrityVolume final : public Volume {
   // Reads blocks [first, first + n) into `data` (n blocks) and verifies + decrypts them there;
   // `tag_buf` holds the aligned tag window. On failure `data` holds no plaintext.
   Result<void> read_verified(std::uint64_t first, std::size_t n, std::span<std::byte> data,
-                             std::span<std::byte> tag_buf, bool report = true) {
+                             std::span<std::byte> tag_buf, bool report = true,
+                             LoaderTimes* times = nullptr) {
     const TagWindow w = tag_window(first, n);
+    auto t0 = std::chrono::steady_clock::now();
     const auto tags = tag_buf.first(w.hi - w.lo);
     // Mode J: a batch retired between the reads below and the overlay (its copy landed after
     // the reads began, and it is no longer overlaid) would leave a block older than its last
@@ -1052,10 +1085,15 @@ class IntegrityVolume final : public Volume {
       }
       if (overlay_pending(first, n, data, tags.subspan(w.first, n * tag_), retired)) break;
     }
+    if (times != nullptr) {
+      times->read_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
+      t0 = std::chrono::steady_clock::now();
+    }
     std::array<bool, kMaxRunBlocks> failed{};
     auto r = convert_run(crypto::CryptoDir::kDecrypt, first, n, data,
                          tags.subspan(w.first, n * tag_), std::span(failed).first(n));
     verified_.fetch_add(n, std::memory_order_relaxed);
+    if (times != nullptr) times->verify_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
     if (!r) {
       for (std::size_t i = 0; i < n && report; ++i)
         if (failed[i]) {
@@ -1746,6 +1784,9 @@ class IntegrityVolume final : public Volume {
   // blocks it does not write and the tag page cache did not hold them, and store write batches
   // (mode D: one per written run or write-back batch; mode J: in-place copies).
   std::atomic<std::uint64_t> write_tag_reads_{0}, write_ops_{0}, written_back_{0};
+  // The read-ahead loaders' time: reading from the store, verifying + decrypting (logged at
+  // close with the read-ahead's own counters, log_read_ahead).
+  LoaderTimes ra_times_;
   // Read-ahead (nullptr with --perf-no_read_workqueue); reset first in the destructor.
   std::unique_ptr<ReadAhead> ra_;
 };

@@ -102,6 +102,10 @@ Result<std::unique_ptr<Volume>> open_integrity_volume_with_engine(
 // committed batches): 20 sections, 2.5 MiB of 4 KiB blocks, on a 1 GiB volume.
 std::uint32_t journal_batch_sections(const integrity::Geometry& g);
 
+// Sequential readers: read-ahead windows are loaded (read, verified, decrypted) this many
+// requests ahead, by as many loader threads (bench/README.md, rahmac).
+inline constexpr std::uint32_t kIntegrityReadAheadDepth = 4;
+
 // Counters of an integrity volume (tests: each tag verified exactly once per block read).
 struct IntegrityCounters {
   std::uint64_t tags_verified = 0;  // blocks whose tag was checked (pass or fail)

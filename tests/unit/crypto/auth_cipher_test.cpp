@@ -6,10 +6,15 @@
 #include "crypto/internal/sha256_ni.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <array>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <set>
+#include <string_view>
 #include <vector>
 
 #include "base/bytes.h"
@@ -286,6 +291,59 @@ TEST(AuthCipher, AeadRunMatchesSectorBySector) {
     }
     ASSERT_TRUE((*c)->decrypt(SectorRun{run2, meta2, SectorIndex{20}})) << e;
     EXPECT_EQ(run2, plain);
+  }
+}
+
+// The HMAC-SHA256 code this process runs is the one asked for: the OpenSSL fallback when
+// CRYPTMAP_TEST_HMAC_SHA256=openssl (ctest's IntegrityHmacFallback.* run these tests so) or the
+// CPU has no SHA-NI, SHA-NI otherwise. Fails when the switch is ignored: the fallback runs would
+// then test SHA-NI again.
+TEST(AuthCipher, HmacSha256ImplementationIsTheOneAskedFor) {
+  const char* v = std::getenv("CRYPTMAP_TEST_HMAC_SHA256");
+  const bool forced = v != nullptr && std::string_view(v) == "openssl";
+  EXPECT_STREQ(hmac_sha256_implementation(),
+               forced || !internal::sha256_ni_available() ? "openssl" : "sha-ni");
+}
+
+// Every tag of an hmac-sha256 run (sectors paired on SHA-NI, an odd one alone; the OpenSSL
+// fallback sector by sector) equals OpenSSL's one-shot HMAC of LE64(AAD sector) ‖ IV ‖
+// ciphertext (docs/integrity.md §2) under the MAC key: 512- and 4096-byte sectors, the default
+// 32-byte MAC key and a 100-byte one (longer than SHA-256's block: hashed first, RFC 2104).
+// Fails when either implementation computes another tag.
+TEST(AuthCipher, HmacSha256TagsEqualOpenSslsHmac) {
+  for (std::uint32_t ss : {512u, 4096u}) {
+    for (std::size_t mac_len : {std::size_t{32}, std::size_t{100}}) {
+      SCOPED_TRACE(testing::Message() << ss << "-byte sectors, " << mac_len << "-byte MAC key");
+      const auto key = seq(64 + mac_len, 3);
+      auto c = make_auth_sector_cipher("aes-xts-random", "hmac(sha256)", ss, key, mac_len);
+      ASSERT_TRUE(c) << c.error().message();
+      const std::size_t T = (*c)->composition().tag_size;
+      ASSERT_EQ(T, 32u + 16u);
+      constexpr std::size_t kSectors = 7;
+      auto run = seq(kSectors * ss, 11);
+      std::vector<std::byte> meta(kSectors * T);
+      const SectorIndex first{(std::uint64_t{1} << 33) + 5};
+      ASSERT_TRUE((*c)->encrypt(SectorRun{run, meta, first}));
+      for (std::size_t i = 0; i < kSectors; ++i) {
+        std::vector<unsigned char> msg(8 + 16 + ss);
+        const std::uint64_t s = aad_sector(SectorIndex{first.value + i}, ss);
+        for (int b = 0; b < 8; ++b) msg[b] = static_cast<unsigned char>(s >> (8 * b));
+        std::memcpy(msg.data() + 8, meta.data() + i * T + 32, 16);
+        std::memcpy(msg.data() + 24, run.data() + i * ss, ss);
+        std::array<unsigned char, 32> want{};
+        unsigned int len = 0;
+        ASSERT_NE(HMAC(EVP_sha256(), key.data() + 64, static_cast<int>(mac_len), msg.data(),
+                       msg.size(), want.data(), &len),
+                  nullptr);
+        ASSERT_EQ(len, 32u);
+        EXPECT_EQ(to_hex(std::span<const std::byte>(meta).subspan(i * T, 32)),
+                  to_hex(std::as_bytes(std::span(want))))
+            << "sector " << i << " (" << hmac_sha256_implementation() << ")";
+      }
+      // And they verify (decrypt recomputes each tag the same way).
+      ASSERT_TRUE((*c)->decrypt(SectorRun{run, meta, first}));
+      EXPECT_EQ(run, seq(kSectors * ss, 11));
+    }
   }
 }
 

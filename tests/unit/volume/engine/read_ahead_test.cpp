@@ -3,12 +3,14 @@
 // that was current at some moment during the read (never an older one).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <random>
 #include <thread>
 
 #include "tests/unit/volume/engine/volume_test_util.h"
+#include "volume/engine/read_ahead.h"
 
 namespace cryptmap::testing {
 namespace {
@@ -52,6 +54,61 @@ RaVolume open_ra(std::uint32_t ss, std::uint64_t bytes, VolumeOptions opts, Engi
   r.check.ss = ss;
   r.check.key = key;
   return r;
+}
+
+// ReadAhead::stats() counts what pin() found (a loaded window, a loading one it waited for,
+// none) and what the loaders did (loaded, dropped, their time): the numbers integrity volumes
+// log at close to show where a sequential reader waits. A loader held until the reader is
+// counted as waiting makes the wait certain, without timing.
+TEST(ReadAhead, StatsCountHitsWaitsMissesLoadsAndDrops) {
+  std::atomic<const volume::ReadAhead*> self{nullptr};
+  std::atomic<bool> hold{true};
+  volume::ReadAhead::Options o;
+  o.sector_size = 4096;
+  o.volume_sectors = 64;
+  o.windows = 4;
+  o.window_bytes = 4096;
+  o.depth = 2;
+  o.threads = 1;
+  auto ra = volume::ReadAhead::create(
+      o, [&](std::uint64_t first, std::span<std::byte> dst, const volume::ReadAhead::LoadTicket&) {
+        // The first window (sector 2) loads only once a reader waits for it.
+        if (first == 2)
+          while (hold.load() && self.load()->stats().waits == 0) std::this_thread::yield();
+        std::memset(dst.data(), static_cast<int>(first), dst.size());
+        return first != 4;  // sector 4's load fails: dropped
+      });
+  ASSERT_TRUE(ra) << ra.error().message();
+  self = ra->get();
+  auto wait_for = [&](auto done) {
+    while (!done((*ra)->stats())) std::this_thread::yield();
+  };
+  EXPECT_FALSE((*ra)->pin(0, 1));  // nothing loaded: a miss
+  (*ra)->note(0, 4096);
+  (*ra)->note(4096, 4096);  // the stream's second read: windows at sectors 2 and 3
+  std::thread reader([&] {
+    auto p = (*ra)->pin(2, 3);
+    EXPECT_TRUE(p);
+    std::array<std::byte, 4096> b{};
+    EXPECT_TRUE((*ra)->copy(p, 2 * 4096, b));
+    EXPECT_EQ(b[0], std::byte{2});
+  });
+  reader.join();
+  wait_for([](const auto& s) { return s.loads == 2; });
+  EXPECT_TRUE((*ra)->pin(3, 4));  // loaded: a hit
+  (*ra)->invalidate(3, 4);
+  EXPECT_FALSE((*ra)->pin(3, 4));  // invalidated: a miss
+  (*ra)->note(2 * 4096, 4096);     // windows at sectors 3 (again) and 4 (fails)
+  wait_for([](const auto& s) { return s.dropped == 1 && s.loads == 3; });
+  hold = false;
+  const volume::ReadAhead::Stats s = (*ra)->stats();
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_EQ(s.waits, 1u);
+  EXPECT_GT(s.wait_ns, 0u);
+  EXPECT_EQ(s.misses, 2u);
+  EXPECT_EQ(s.loads, 3u);
+  EXPECT_EQ(s.dropped, 1u);
+  EXPECT_GT(s.load_ns, 0u);
 }
 
 TEST(ReadAhead, SequentialReadsAreServedFromPrefetchedWindows) {
