@@ -1,6 +1,7 @@
 #include "volume/engine/read_ahead.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -35,6 +36,12 @@ struct Stream {
 
 constexpr std::size_t kStreams = 8;
 
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
+}
+
 }  // namespace
 
 struct ReadAhead::Impl {
@@ -42,11 +49,14 @@ struct ReadAhead::Impl {
   Options opts;
   Loader loader;
   std::uint64_t window_sectors = 0;
-  LockedMemory mem;  // the windows' sectors: plaintext
+  std::uint32_t stream_depth = 0;  // max(depth, min(stream_depth, windows - 1))
+  LockedMemory mem;                // the windows' sectors: plaintext
 
   mutable Mutex mu;
-  CondVar loaded_cv;  // a window left kLoading, or a pin was dropped
-  CondVar work_cv;    // queue or stop
+  // One per window: it left kLoading (loaded, dropped) or was invalidated. Per window, so a
+  // reader waiting for window k is not woken by the load of k + 1 finishing first.
+  std::unique_ptr<CondVar[]> loaded_cv;
+  CondVar work_cv;  // queue or stop
   // The vector is sized at create; a pinned window's mem/first/count are read without mu (see
   // copy()), everything else under it.
   std::vector<Window> windows GUARDED_BY(mu);
@@ -56,7 +66,9 @@ struct ReadAhead::Impl {
   std::size_t q_size GUARDED_BY(mu) = 0;
   std::uint64_t clock GUARDED_BY(mu) = 0;
   bool stop GUARDED_BY(mu) = false;
-  std::vector<std::thread> threads;  // create and the destructor only
+  Stats stats GUARDED_BY(mu);
+  std::uint32_t loading GUARDED_BY(mu) = 0;  // windows queued or being loaded
+  std::vector<std::thread> threads;          // create and the destructor only
 
   bool overlaps(const Window& w, std::uint64_t s0, std::uint64_t s1) const {
     return w.state != State::kEmpty && w.first < s1 && s0 < w.first + w.count;
@@ -75,8 +87,9 @@ struct ReadAhead::Impl {
   }
 
   // Makes sure a window starting at sector `first` exists; false when none could be taken.
-  // Caller holds mu.
-  bool want(std::uint64_t first, std::uint64_t count) REQUIRES(mu) {
+  // Counts in `queued` a load it queued (the caller wakes a loader for each after dropping mu,
+  // so a loader does not wake only to block on it). Caller holds mu.
+  bool want(std::uint64_t first, std::uint64_t count, std::uint32_t& queued) REQUIRES(mu) {
     for (Window& w : windows) {
       if (w.state != State::kEmpty && w.first == first && w.count >= count) {
         w.last_use = ++clock;
@@ -91,7 +104,8 @@ struct ReadAhead::Impl {
     ++w->generation;
     w->last_use = ++clock;
     queue[(q_head + q_size++) % queue.size()] = static_cast<std::uint32_t>(w - windows.data());
-    work_cv.notify_one();
+    ++loading;
+    ++queued;
     return true;
   }
 
@@ -109,15 +123,24 @@ struct ReadAhead::Impl {
       const std::uint64_t first = w.first;
       const std::span<std::byte> dst(w.mem, w.count * opts.sector_size);
       lock.unlock();
+      const std::uint64_t t0 = now_ns();
       const bool loaded = loader(first, dst, LoadTicket(owner, i, gen));
+      const std::uint64_t t1 = now_ns();
       lock.lock();
+      ++stats.loads;
+      stats.load_ns += t1 - t0;
+      --loading;
+      if (!loaded || w.generation != gen) ++stats.dropped;
       if (loaded && w.generation == gen) {
         w.state = State::kReady;
       } else {
         if (w.generation == gen) ++w.generation;  // a failed load: readers must not use it
         w.state = State::kEmpty;
       }
-      loaded_cv.notify_all();
+      // Notified without the mutex: a woken reader does not wake only to block on it.
+      lock.unlock();
+      loaded_cv[i].notify_all();
+      lock.lock();
     }
   }
 };
@@ -130,6 +153,7 @@ Result<std::unique_ptr<ReadAhead>> ReadAhead::create(const Options& options, Loa
   impl->opts = options;
   impl->loader = std::move(loader);
   impl->window_sectors = options.window_bytes / options.sector_size;
+  impl->stream_depth = std::max(options.depth, std::min(options.stream_depth, options.windows - 1));
   CRYPTMAP_TRY(mem,
                LockedMemory::allocate(impl->window_sectors * options.sector_size * options.windows,
                                       MemoryLock::kBestEffort, "read-ahead windows"));
@@ -139,6 +163,7 @@ Result<std::unique_ptr<ReadAhead>> ReadAhead::create(const Options& options, Loa
       MutexLock lock(impl->mu);  // before the workers exist: uncontended, keeps the rule uniform
       impl->windows.resize(options.windows);
       impl->queue.resize(options.windows);
+      impl->loaded_cv = std::make_unique<CondVar[]>(options.windows);
       for (std::uint32_t i = 0; i < options.windows; ++i) {
         impl->windows[i].mem = impl->mem.data() + i * impl->window_sectors * options.sector_size;
       }
@@ -161,6 +186,12 @@ bool ReadAhead::LoadTicket::still_wanted() const {
   const Impl& im = *ra_->impl_;
   MutexLock lock(im.mu);
   return im.windows[window_].generation == generation_ && !im.stop;
+}
+
+bool ReadAhead::LoadTicket::others_loading() const {
+  const Impl& im = *ra_->impl_;
+  MutexLock lock(im.mu);
+  return im.loading > 1;
 }
 
 ReadAhead::~ReadAhead() {
@@ -204,8 +235,18 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
     if (w.state == State::kEmpty || w.first > s0 || s1 > w.first + w.count) continue;
     const std::uint64_t gen = w.generation;
     // Loading: wait until it is loaded, dropped, or reassigned (never while holding a range).
-    while (w.state == State::kLoading && w.generation == gen) im.loaded_cv.wait(lock);
-    if (w.state != State::kReady || w.generation != gen) return {};
+    if (w.state == State::kLoading) {
+      const std::uint64_t t0 = now_ns();
+      while (w.state == State::kLoading && w.generation == gen) im.loaded_cv[i].wait(lock);
+      ++im.stats.waits;
+      im.stats.wait_ns += now_ns() - t0;
+    } else {
+      ++im.stats.hits;
+    }
+    if (w.state != State::kReady || w.generation != gen) {
+      ++im.stats.misses;
+      return {};
+    }
     ++w.readers;
     w.last_use = ++im.clock;
     Pin p;
@@ -214,7 +255,13 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
     p.generation_ = gen;
     return p;
   }
+  ++im.stats.misses;
   return {};
+}
+
+ReadAhead::Stats ReadAhead::stats() const {
+  MutexLock lock(impl_->mu);
+  return impl_->stats;
 }
 
 std::span<const std::byte> ReadAhead::view(const Pin& pin, std::uint64_t off, std::size_t len) {
@@ -246,49 +293,54 @@ bool ReadAhead::copy(const Pin& pin, std::uint64_t off, std::span<std::byte> out
 void ReadAhead::invalidate(std::uint64_t s0, std::uint64_t s1) {
   Impl& im = *impl_;
   MutexLock lock(im.mu);
-  bool any = false;
-  for (Window& w : im.windows) {
+  for (std::uint32_t i = 0; i < im.windows.size(); ++i) {
+    Window& w = im.windows[i];
     if (!im.overlaps(w, s0, s1)) continue;
     ++w.generation;  // a loader in flight drops its result; pins fail their copy
     if (w.state == State::kReady) w.state = State::kEmpty;
-    any = true;
+    im.loaded_cv[i].notify_all();
   }
-  if (any) im.loaded_cv.notify_all();
 }
 
 void ReadAhead::note(std::uint64_t off, std::uint64_t len) {
   Impl& im = *impl_;
   if (len == 0) return;
   const SectorGeometry g{im.opts.sector_size, 0, im.opts.volume_sectors * im.opts.sector_size};
-  MutexLock lock(im.mu);
-  Stream* s = nullptr;
-  for (Stream& c : im.streams) {
-    if (c.next == off) {
-      s = &c;
-      break;
-    }
-  }
-  if (s == nullptr) {
-    s = &im.streams[0];
+  std::uint32_t queued = 0;  // loads queued: a loader woken for each, after mu is dropped
+  {
+    MutexLock lock(im.mu);
+    Stream* s = nullptr;
     for (Stream& c : im.streams) {
-      if (c.last_use < s->last_use) s = &c;
+      if (c.next == off) {
+        s = &c;
+        break;
+      }
     }
-    s->hits = 0;
+    if (s == nullptr) {
+      s = &im.streams[0];
+      for (Stream& c : im.streams) {
+        if (c.last_use < s->last_use) s = &c;
+      }
+      s->hits = 0;
+    }
+    ++s->hits;
+    s->next = off + len;
+    s->last_use = ++im.clock;
+    if (s->hits < 2) return;
+    // Cover the next `depth` requests of the same length, one window each (capped); a stream
+    // that kept going for stream_depth reads gets stream_depth windows ahead.
+    const std::uint32_t depth = s->hits > im.opts.stream_depth ? im.stream_depth : im.opts.depth;
+    std::uint64_t at = off + len;
+    for (std::uint32_t d = 0; d < depth; ++d) {
+      const std::uint64_t first = g.sector_of(at);
+      if (first >= im.opts.volume_sectors) break;
+      const std::uint64_t end = std::min(g.covering(at, len).end, im.opts.volume_sectors);
+      const std::uint64_t count = std::min<std::uint64_t>(end - first, im.window_sectors);
+      if (count == 0 || !im.want(first, count, queued)) break;
+      at = g.byte_of(first + count);
+    }
   }
-  ++s->hits;
-  s->next = off + len;
-  s->last_use = ++im.clock;
-  if (s->hits < 2) return;
-  // Cover the next `depth` requests of the same length, one window each (capped).
-  std::uint64_t at = off + len;
-  for (std::uint32_t d = 0; d < im.opts.depth; ++d) {
-    const std::uint64_t first = g.sector_of(at);
-    if (first >= im.opts.volume_sectors) break;
-    const std::uint64_t end = std::min(g.covering(at, len).end, im.opts.volume_sectors);
-    const std::uint64_t count = std::min<std::uint64_t>(end - first, im.window_sectors);
-    if (count == 0 || !im.want(first, count)) break;
-    at = g.byte_of(first + count);
-  }
+  for (std::uint32_t i = 0; i < queued; ++i) im.work_cv.notify_one();
 }
 
 }  // namespace cryptmap::volume

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -73,6 +74,49 @@ TEST(ReadAhead, SequentialReadsAreServedFromPrefetchedWindows) {
     EXPECT_EQ(late_reads, 0u) << "from the third sequential read on, the reader itself should "
                                  "never have to go to the store";
   }
+}
+
+// A stream that went on for more than stream_depth reads gets stream_depth windows ahead of
+// it (the loaders keep busy and the store sees several windows in flight), a short one only
+// depth. After ten sequential 1 MiB reads the prefetch threads must read the window four
+// requests ahead of the last one; with depth 2 alone they never go past two. Fails when the
+// stream depth is not applied (the wait for the fourth window then gives up).
+TEST(ReadAhead, ALongStreamKeepsStreamDepthWindowsAhead) {
+  constexpr std::uint64_t kBytes = 32ull << 20, kChunk = 1 << 20, kReads = 10;
+  struct Seen {
+    std::atomic<std::thread::id> reader{};
+    std::atomic<std::uint64_t> furthest{0};  // end of the furthest prefetch read, + 1
+  };
+  auto seen = std::make_unique<Seen>();
+  volume::MemBackingStore mem(kBytes, "mem:ra");
+  auto store = std::make_unique<BorrowedStore>(mem);
+  store->on_io = [s = seen.get()](std::uint64_t off, bool write) {
+    if (write || std::this_thread::get_id() == s->reader.load()) return;
+    std::uint64_t cur = s->furthest.load();
+    while (off + 1 > cur && !s->furthest.compare_exchange_weak(cur, off + 1)) {
+    }
+  };
+  EngineOptions eo;
+  eo.read_ahead_depth = 2;
+  eo.read_ahead_stream_depth = 4;
+  auto v = volume::open_volume_with_engine(test_layout(4096, 0),
+                                           std::make_unique<FakeSectorCipher>(4096, 5), {},
+                                           std::move(store), {}, eo, nullptr);
+  ASSERT_TRUE(v) << v.error().message();
+  seen->reader = std::this_thread::get_id();
+  std::vector<std::byte> buf(kChunk);
+  for (std::uint64_t i = 0; i < kReads; ++i) {
+    ASSERT_EQ(*(*v)->read(ByteOffset{i * kChunk}, buf), kChunk);
+  }
+  // The last read noted [9, 10) MiB: windows 10..13 MiB are wanted. Wait (bounded, generously:
+  // this is about which windows, not how fast) until a prefetch thread read into the fourth.
+  const std::uint64_t fourth = (kReads + 3) * kChunk;
+  for (int i = 0; i < 3000 && seen->furthest.load() <= fourth; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GT(seen->furthest.load(), fourth)
+      << "no window was loaded four requests ahead of a ten-read stream";
+  EXPECT_LE(seen->furthest.load(), (kReads + 4) * kChunk) << "loaded past the stream depth";
 }
 
 TEST(ReadAhead, WritesIntoAPrefetchedWindowAreSeenByTheNextRead) {
