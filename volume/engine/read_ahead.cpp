@@ -74,7 +74,19 @@ struct ReadAhead::Impl {
     return w.state != State::kEmpty && w.first < s1 && s0 < w.first + w.count;
   }
 
-  // An idle window to reuse: not loading, not pinned; empty ones first, then the LRU one.
+  // Streams read from lately (at least the caller's): sequential ones (2 reads or more) whose
+  // last read was within the last kLiveTicks ticks of the clock.
+  static constexpr std::uint64_t kLiveTicks = 64;
+  std::uint32_t live_streams() const REQUIRES(mu) {
+    std::uint32_t n = 0;
+    for (const Stream& c : streams) {
+      if (c.hits >= 2 && clock - c.last_use <= kLiveTicks) ++n;
+    }
+    return std::max<std::uint32_t>(1, n);
+  }
+
+  // An idle window to reuse: not loading, not pinned; empty ones first, then the LRU one (a
+  // consumed window, read to its end, counts as the least recently used: pin()).
   // Caller holds mu.
   Window* victim() REQUIRES(mu) {
     Window* best = nullptr;
@@ -248,7 +260,9 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
       return {};
     }
     ++w.readers;
-    w.last_use = ++im.clock;
+    // A read to the window's end consumed it (the stream goes on past it): once unpinned it is
+    // the first window to reuse, before the ones loaded ahead that are not read yet.
+    w.last_use = s1 >= w.first + w.count ? 0 : ++im.clock;
     Pin p;
     p.ra_ = this;
     p.window_ = i;
@@ -328,8 +342,15 @@ void ReadAhead::note(std::uint64_t off, std::uint64_t len) {
     s->last_use = ++im.clock;
     if (s->hits < 2) return;
     // Cover the next `depth` requests of the same length, one window each (capped); a stream
-    // that kept going for stream_depth reads gets stream_depth windows ahead.
-    const std::uint32_t depth = s->hits > im.opts.stream_depth ? im.stream_depth : im.opts.depth;
+    // that kept going for stream_depth reads gets up to stream_depth windows ahead, as many as
+    // the windows allow beside the other live streams (each keeps the one it reads from): four
+    // streams over eight windows stay at depth, or they would take each other's windows
+    // before they are read.
+    std::uint32_t depth = im.opts.depth;
+    if (s->hits > im.opts.stream_depth) {
+      const std::uint32_t share = static_cast<std::uint32_t>(im.windows.size()) / im.live_streams();
+      depth = std::max(depth, std::min(im.stream_depth, share > 0 ? share - 1 : 0));
+    }
     std::uint64_t at = off + len;
     for (std::uint32_t d = 0; d < depth; ++d) {
       const std::uint64_t first = g.sector_of(at);

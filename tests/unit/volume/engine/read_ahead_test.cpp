@@ -119,6 +119,32 @@ TEST(ReadAhead, ALongStreamKeepsStreamDepthWindowsAhead) {
   EXPECT_LE(seen->furthest.load(), (kReads + 4) * kChunk) << "loaded past the stream depth";
 }
 
+// Four long streams read in turn share the eight windows: each keeps depth (2) windows ahead,
+// not stream_depth (4), or the streams take each other's loaded windows before they are read
+// and the readers go to the store themselves. From the third round on no read may reach the
+// store on the reader's thread. Fails when every long stream gets stream_depth regardless of
+// the others.
+TEST(ReadAhead, LongStreamsSharingTheWindowsKeepTheirWindowsUntilRead) {
+  constexpr std::uint64_t kChunk = 1 << 20, kRegion = 16 * kChunk, kStreams = 4;
+  constexpr std::uint64_t kBytes = kStreams * kRegion, kRounds = 14;
+  RaVolume r = open_ra(4096, kBytes, {}, {});
+  ASSERT_TRUE(r.vol);
+  const std::vector<std::byte> model = image_plaintext(r.check, 0, kBytes);
+  r.counter->watched = std::this_thread::get_id();
+  std::vector<std::byte> buf(kChunk);
+  std::uint64_t late_reads = 0;
+  for (std::uint64_t i = 0; i < kRounds; ++i) {
+    for (std::uint64_t st = 0; st < kStreams; ++st) {
+      const std::uint64_t off = st * kRegion + i * kChunk;
+      const std::uint64_t before = r.counter->reads.load();
+      ASSERT_EQ(*r.vol->read(ByteOffset{off}, buf), kChunk);
+      ASSERT_EQ(std::memcmp(buf.data(), model.data() + off, kChunk), 0) << off;
+      if (i >= 2) late_reads += r.counter->reads.load() - before;
+    }
+  }
+  EXPECT_EQ(late_reads, 0u) << "a stream's loaded window was taken before it was read";
+}
+
 TEST(ReadAhead, WritesIntoAPrefetchedWindowAreSeenByTheNextRead) {
   for (const std::uint64_t cache : {std::uint64_t{0}, std::uint64_t{4} << 20}) {
     SCOPED_TRACE(cache);
