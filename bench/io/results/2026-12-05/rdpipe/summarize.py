@@ -3,7 +3,7 @@
 cryptmap / passthrough, daemon CPU %; and the per-request counts of the profiled runs."""
 import csv, glob, os, statistics, sys
 here = os.path.dirname(os.path.abspath(__file__))
-for run in ["before-1", "after-1", "after-2", "before-2", "before-3", "after-3", "after-4", "before-4"]:
+for run in ["before-1", "after-1", "after-2", "before-2", "before-3", "after-3", "after-4", "before-4", "before-5", "after-5", "after-6", "before-6"]:
     f = os.path.join(here, run, "results.csv")
     if not os.path.exists(f):
         continue
