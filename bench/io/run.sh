@@ -418,6 +418,14 @@ profile_report() {  # profile_report BASE: BASE.data -> BASE.txt (self time by D
   [[ -s $d ]] || log "no samples in $d"
 }
 
+per_request_counts() {  # BASE JSON DIR: BASE.perfstat -> BASE.stat (counts per fio request)
+  local ios
+  ios=$(jq -r --arg d "$3" '.jobs[0][$d].total_ios' "$2" 2>/dev/null) || ios=0
+  [[ -s $1.perfstat && ${ios:-0} -gt 0 ]] || return 0
+  awk -F, -v n="$ios" '/^[0-9]/ { printf "%-40s %12.0f  per request %.2f\n", $3, $1, $1 / n }' \
+    "$1.perfstat" >"$1.stat"
+}
+
 RESULTS=$OUT/results.csv
 echo "workload,rep,system,rw,bs,numjobs,mb_s,iops,lat_mean_us,clat_p99_us,rss_peak_kib,daemon_cpu_pct,machine_busy_pct,status" >"$RESULTS"
 
@@ -435,12 +443,18 @@ measure() {     # measure SYSTEM WORKLOAD REP -> one row of results.csv
     --norandommap --randrepeat=0 --fallocate=none --allow_file_create=0 \
     --output-format=json --output="$json" >/dev/null 2>"$OUT/logs/fio-$wl-$rep-$s.err" &
   FIO_PID=$!
-  local perf_pid=
+  local perf_pid= stat_pid=
   if [[ " $PROFILE " == *" $s "* ]]; then
     mkdir -p "$OUT/profile"
     perf record -q -e cpu-clock -g -p "$(IFS=,; echo "${pids[*]}")" -o "$OUT/profile/$wl-$s.data" \
       -D $((RAMP * 1000)) -- sleep $((RAMP + RUNTIME)) >/dev/null 2>&1 &
     perf_pid=$!
+    # Hand-offs: the daemon's context switches and futex calls (wakes and waits) in the same
+    # window, divided by fio's requests below (OUT/profile/WORKLOAD-SYSTEM.stat).
+    perf stat -x, -e context-switches,syscalls:sys_enter_futex,syscalls:sys_enter_io_uring_enter \
+      -p "$(IFS=,; echo "${pids[*]}")" -o "$OUT/profile/$wl-$s.perfstat" \
+      -D $((RAMP * 1000)) -- sleep $((RAMP + RUNTIME)) >/dev/null 2>&1 &
+    stat_pid=$!
   fi
   while alive "$FIO_PID"; do
     r=$(rss_kib VmRSS "${pids[@]}"); ((r > peak)) && peak=$r
@@ -451,6 +465,8 @@ measure() {     # measure SYSTEM WORKLOAD REP -> one row of results.csv
   if [[ -n $perf_pid ]]; then
     wait "$perf_pid" || log "perf record failed for $s $wl"
     profile_report "$OUT/profile/$wl-$s"
+    wait "$stat_pid" || log "perf stat failed for $s $wl"
+    per_request_counts "$OUT/profile/$wl-$s" "$json" "$dir"
   fi
   w1=$(date +%s.%N); read -r b1 t1 < <(busy_total); c1=$(cpu_ticks "${pids[@]}")
   if [[ $status == ok ]]; then

@@ -94,8 +94,16 @@ if [[ -n "${PROFILE:-}" && -n "$OUT" ]] && command -v perf > /dev/null; then
   for rw in read write; do
     perf record -e cpu-clock -g -p "$DPID" -o "$W/perf-$rw.data" -- sleep "$SECS" > /dev/null 2>&1 &
     PP=$!
+    # Hand-offs: the daemon's context switches and futex calls in the same run, per 1 MiB.
+    perf stat -x, -e context-switches,syscalls:sys_enter_futex -p "$DPID" -o "$W/stat-$rw.csv" \
+      -- sleep "$SECS" > /dev/null 2>&1 &
+    SP=$!
     echo "profiled $rw: $(ROW=profiled fio_mbps "$W/cm/b" $rw "$DPID" "$SPID") MB/s" >> "$OUT/profile-runs.txt"
     wait $PP || true
+    wait $SP || true
+    mib=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; print(j["read"]["total_ios"]+j["write"]["total_ios"])' "$W/fio.json")
+    awk -F, -v n="$mib" '/^[0-9]/ { printf "%s %s: %d, per 1 MiB request %.2f\n", rw, $3, $1, $1 / n }' \
+      rw="$rw" "$W/stat-$rw.csv" >> "$OUT/profile-runs.txt"
     perf report -i "$W/perf-$rw.data" --no-children --sort dso,sym --stdio -g none 2> /dev/null |
       grep -v "^#" | grep -v "^$" | sed -n 1,40p > "$OUT/profile-cryptmap-$rw.txt"
     # Who calls the symbols above 3 % (libc has no frame pointers: its callers stay unknown).

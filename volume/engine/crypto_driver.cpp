@@ -310,6 +310,19 @@ Result<void> CryptoDriver::convert(crypto::CryptoDir dir, std::span<std::byte> d
   return im.run(conv, dir, std::span(&part, 1), {}, 0, im.batch_sectors);
 }
 
+Result<void> CryptoDriver::convert_on_caller(crypto::CryptoDir dir, std::span<std::byte> data,
+                                             SectorIndex first) {
+  Impl& im = *impl_;
+  CRYPTMAP_CHECK(data.size() % im.opts.sector_size == 0);
+  if (data.empty()) return ok();
+  const FromTo part{{}, data, first};
+  Conversion conv;
+  im.issue_range(conv, dir, std::span(&part, 1), 0, data.size() / im.opts.sector_size, {}, 0,
+                 im.batch_sectors);
+  conv.finish_one();  // drop the submitter's guard
+  return conv.wait();
+}
+
 Result<void> CryptoDriver::encrypt_from(std::span<const std::byte> plain, std::span<std::byte> out,
                                         SectorIndex first) {
   const FromTo part{plain, out, first};

@@ -60,6 +60,11 @@ class CryptoDriver {
 
   // REQUIRES: data.size() is a multiple of sector_size; `first` is data[0]'s SectorIndex.
   Result<void> convert(crypto::CryptoDir dir, std::span<std::byte> data, SectorIndex first);
+  // convert() with every batch on the calling thread, whatever the size: for a caller that
+  // already runs beside others doing the same (read-ahead loaders of several windows), where a
+  // fan-out would only add a worker's wake-up and the join's.
+  Result<void> convert_on_caller(crypto::CryptoDir dir, std::span<std::byte> data,
+                                 SectorIndex first);
   // Encrypts `plain` into `out` (convert(kEncrypt) of a copy of `plain` in `out`, `plain` left as
   // it is), spread over the workers as convert() is: each batch is read from `plain` by an
   // engine that reads_source(), or copied into `out` just before it is encrypted there.

@@ -55,6 +55,7 @@ class VolumeImpl final : public Volume {
     // admissions are cancelled; read-ahead stops next (its threads use the store, the driver and
     // the ranges).
     if (ctx_.zoned) ctx_.zoned->shutdown();
+    log_read_ahead_stats();
     ctx_.read_ahead.reset();
     if (writeback_) writeback_->stop();
     if (behind_) behind_->stop();
@@ -138,6 +139,7 @@ class VolumeImpl final : public Volume {
       ro.windows = eo.read_ahead_windows;
       ro.window_bytes = eo.read_ahead_bytes;
       ro.depth = std::max<std::uint32_t>(1, eo.read_ahead_depth);
+      ro.stream_depth = eo.read_ahead_stream_depth;
       ro.threads = std::max<unsigned>(1, eo.read_ahead_threads);
       read_ahead_options_ = ro;
       CRYPTMAP_TRY_VOID(start_read_ahead());
@@ -303,6 +305,21 @@ class VolumeImpl final : public Volume {
     CRYPTMAP_TRY(z, ZonedWritePath::create(*zs, ctx_.ss, options.max_inflight_requests));
     ctx_.zoned = std::move(z);
     return ok();
+  }
+
+  // One info line at close when read-ahead served anything (issue #13: hits, waits, misses).
+  void log_read_ahead_stats() {
+    if (!ctx_.read_ahead) return;
+    const ReadAhead::Stats st = ctx_.read_ahead->stats();
+    if (st.loads + st.dropped == 0) return;
+    const auto us = [](std::uint64_t ns, std::uint64_t n) {
+      return static_cast<double>(ns) / static_cast<double>(std::max<std::uint64_t>(1, n)) / 1e3;
+    };
+    ctx_.logger->info(
+        "read-ahead on volume {}: {} read(s) from a loaded window, {} waited for a loading one "
+        "({:.0f} us each), {} without a window; {} window(s) loaded, {} dropped, {:.0f} us per load",
+        ctx_.store->name(), st.hits, st.waits, us(st.wait_ns, st.waits), st.misses, st.loads,
+        st.dropped, us(st.load_ns, st.loads + st.dropped));
   }
 
   // Read-ahead for the current size (nothing when it is off).

@@ -36,6 +36,12 @@ struct Stream {
 
 constexpr std::size_t kStreams = 8;
 
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
+}
+
 }  // namespace
 
 struct ReadAhead::Impl {
@@ -43,11 +49,14 @@ struct ReadAhead::Impl {
   Options opts;
   Loader loader;
   std::uint64_t window_sectors = 0;
-  LockedMemory mem;  // the windows' sectors: plaintext
+  std::uint32_t stream_depth = 0;  // max(depth, min(stream_depth, windows - 1))
+  LockedMemory mem;                // the windows' sectors: plaintext
 
   mutable Mutex mu;
-  CondVar loaded_cv;  // a window left kLoading, or a pin was dropped
-  CondVar work_cv;    // queue or stop
+  // One per window: it left kLoading (loaded, dropped) or was invalidated. Per window, so a
+  // reader waiting for window k is not woken by the load of k + 1 finishing first.
+  std::unique_ptr<CondVar[]> loaded_cv;
+  CondVar work_cv;  // queue or stop
   // The vector is sized at create; a pinned window's mem/first/count are read without mu (see
   // copy()), everything else under it.
   std::vector<Window> windows GUARDED_BY(mu);
@@ -58,13 +67,26 @@ struct ReadAhead::Impl {
   std::uint64_t clock GUARDED_BY(mu) = 0;
   bool stop GUARDED_BY(mu) = false;
   Stats stats GUARDED_BY(mu);
-  std::vector<std::thread> threads;  // create and the destructor only
+  std::uint32_t loading GUARDED_BY(mu) = 0;  // windows queued or being loaded
+  std::vector<std::thread> threads;          // create and the destructor only
 
   bool overlaps(const Window& w, std::uint64_t s0, std::uint64_t s1) const {
     return w.state != State::kEmpty && w.first < s1 && s0 < w.first + w.count;
   }
 
-  // An idle window to reuse: not loading, not pinned; empty ones first, then the LRU one.
+  // Streams read from lately (at least the caller's): sequential ones (2 reads or more) whose
+  // last read was within the last kLiveTicks ticks of the clock.
+  static constexpr std::uint64_t kLiveTicks = 64;
+  std::uint32_t live_streams() const REQUIRES(mu) {
+    std::uint32_t n = 0;
+    for (const Stream& c : streams) {
+      if (c.hits >= 2 && clock - c.last_use <= kLiveTicks) ++n;
+    }
+    return std::max<std::uint32_t>(1, n);
+  }
+
+  // An idle window to reuse: not loading, not pinned; empty ones first, then the LRU one (a
+  // consumed window, read to its end, counts as the least recently used: pin()).
   // Caller holds mu.
   Window* victim() REQUIRES(mu) {
     Window* best = nullptr;
@@ -77,8 +99,9 @@ struct ReadAhead::Impl {
   }
 
   // Makes sure a window starting at sector `first` exists; false when none could be taken.
-  // Caller holds mu.
-  bool want(std::uint64_t first, std::uint64_t count) REQUIRES(mu) {
+  // Counts in `queued` a load it queued (the caller wakes a loader for each after dropping mu,
+  // so a loader does not wake only to block on it). Caller holds mu.
+  bool want(std::uint64_t first, std::uint64_t count, std::uint32_t& queued) REQUIRES(mu) {
     for (Window& w : windows) {
       if (w.state != State::kEmpty && w.first == first && w.count >= count) {
         w.last_use = ++clock;
@@ -93,7 +116,8 @@ struct ReadAhead::Impl {
     ++w->generation;
     w->last_use = ++clock;
     queue[(q_head + q_size++) % queue.size()] = static_cast<std::uint32_t>(w - windows.data());
-    work_cv.notify_one();
+    ++loading;
+    ++queued;
     return true;
   }
 
@@ -111,12 +135,12 @@ struct ReadAhead::Impl {
       const std::uint64_t first = w.first;
       const std::span<std::byte> dst(w.mem, w.count * opts.sector_size);
       lock.unlock();
-      const auto t0 = std::chrono::steady_clock::now();
+      const std::uint64_t t0 = now_ns();
       const bool loaded = loader(first, dst, LoadTicket(owner, i, gen));
-      const auto dt = std::chrono::steady_clock::now() - t0;
+      const std::uint64_t t1 = now_ns();
       lock.lock();
-      stats.load_ns += static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(dt).count());
+      stats.load_ns += t1 - t0;
+      --loading;
       if (loaded && w.generation == gen) {
         w.state = State::kReady;
         ++stats.loads;
@@ -125,7 +149,10 @@ struct ReadAhead::Impl {
         if (w.generation == gen) ++w.generation;  // a failed load: readers must not use it
         w.state = State::kEmpty;
       }
-      loaded_cv.notify_all();
+      // Notified without the mutex: a woken reader does not wake only to block on it.
+      lock.unlock();
+      loaded_cv[i].notify_all();
+      lock.lock();
     }
   }
 };
@@ -138,6 +165,7 @@ Result<std::unique_ptr<ReadAhead>> ReadAhead::create(const Options& options, Loa
   impl->opts = options;
   impl->loader = std::move(loader);
   impl->window_sectors = options.window_bytes / options.sector_size;
+  impl->stream_depth = std::max(options.depth, std::min(options.stream_depth, options.windows - 1));
   CRYPTMAP_TRY(mem,
                LockedMemory::allocate(impl->window_sectors * options.sector_size * options.windows,
                                       MemoryLock::kBestEffort, "read-ahead windows"));
@@ -147,6 +175,7 @@ Result<std::unique_ptr<ReadAhead>> ReadAhead::create(const Options& options, Loa
       MutexLock lock(impl->mu);  // before the workers exist: uncontended, keeps the rule uniform
       impl->windows.resize(options.windows);
       impl->queue.resize(options.windows);
+      impl->loaded_cv = std::make_unique<CondVar[]>(options.windows);
       for (std::uint32_t i = 0; i < options.windows; ++i) {
         impl->windows[i].mem = impl->mem.data() + i * impl->window_sectors * options.sector_size;
       }
@@ -169,6 +198,12 @@ bool ReadAhead::LoadTicket::still_wanted() const {
   const Impl& im = *ra_->impl_;
   MutexLock lock(im.mu);
   return im.windows[window_].generation == generation_ && !im.stop;
+}
+
+bool ReadAhead::LoadTicket::others_loading() const {
+  const Impl& im = *ra_->impl_;
+  MutexLock lock(im.mu);
+  return im.loading > 1;
 }
 
 ReadAhead::~ReadAhead() {
@@ -214,12 +249,9 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
     // Loading: wait until it is loaded, dropped, or reassigned (never while holding a range).
     if (w.state == State::kLoading) {
       ++im.stats.waits;  // counted before it waits (a test's loader sees it)
-      const auto t0 = std::chrono::steady_clock::now();
-      while (w.state == State::kLoading && w.generation == gen) im.loaded_cv.wait(lock);
-      im.stats.wait_ns +=
-          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                         std::chrono::steady_clock::now() - t0)
-                                         .count());
+      const std::uint64_t t0 = now_ns();
+      while (w.state == State::kLoading && w.generation == gen) im.loaded_cv[i].wait(lock);
+      im.stats.wait_ns += now_ns() - t0;
     } else {
       ++im.stats.hits;
     }
@@ -228,7 +260,9 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
       return {};
     }
     ++w.readers;
-    w.last_use = ++im.clock;
+    // A read to the window's end consumed it (the stream goes on past it): once unpinned it is
+    // the first window to reuse, before the ones loaded ahead that are not read yet.
+    w.last_use = s1 >= w.first + w.count ? 0 : ++im.clock;
     Pin p;
     p.ra_ = this;
     p.window_ = i;
@@ -273,49 +307,61 @@ bool ReadAhead::copy(const Pin& pin, std::uint64_t off, std::span<std::byte> out
 void ReadAhead::invalidate(std::uint64_t s0, std::uint64_t s1) {
   Impl& im = *impl_;
   MutexLock lock(im.mu);
-  bool any = false;
-  for (Window& w : im.windows) {
+  for (std::uint32_t i = 0; i < im.windows.size(); ++i) {
+    Window& w = im.windows[i];
     if (!im.overlaps(w, s0, s1)) continue;
     ++w.generation;  // a loader in flight drops its result; pins fail their copy
     if (w.state == State::kReady) w.state = State::kEmpty;
-    any = true;
+    im.loaded_cv[i].notify_all();
   }
-  if (any) im.loaded_cv.notify_all();
 }
 
 void ReadAhead::note(std::uint64_t off, std::uint64_t len) {
   Impl& im = *impl_;
   if (len == 0) return;
   const SectorGeometry g{im.opts.sector_size, 0, im.opts.volume_sectors * im.opts.sector_size};
-  MutexLock lock(im.mu);
-  Stream* s = nullptr;
-  for (Stream& c : im.streams) {
-    if (c.next == off) {
-      s = &c;
-      break;
-    }
-  }
-  if (s == nullptr) {
-    s = &im.streams[0];
+  std::uint32_t queued = 0;  // loads queued: a loader woken for each, after mu is dropped
+  {
+    MutexLock lock(im.mu);
+    Stream* s = nullptr;
     for (Stream& c : im.streams) {
-      if (c.last_use < s->last_use) s = &c;
+      if (c.next == off) {
+        s = &c;
+        break;
+      }
     }
-    s->hits = 0;
+    if (s == nullptr) {
+      s = &im.streams[0];
+      for (Stream& c : im.streams) {
+        if (c.last_use < s->last_use) s = &c;
+      }
+      s->hits = 0;
+    }
+    ++s->hits;
+    s->next = off + len;
+    s->last_use = ++im.clock;
+    if (s->hits < 2) return;
+    // Cover the next `depth` requests of the same length, one window each (capped); a stream
+    // that kept going for stream_depth reads gets up to stream_depth windows ahead, as many as
+    // the windows allow beside the other live streams (each keeps the one it reads from): four
+    // streams over eight windows stay at depth, or they would take each other's windows
+    // before they are read.
+    std::uint32_t depth = im.opts.depth;
+    if (s->hits > im.opts.stream_depth) {
+      const std::uint32_t share = static_cast<std::uint32_t>(im.windows.size()) / im.live_streams();
+      depth = std::max(depth, std::min(im.stream_depth, share > 0 ? share - 1 : 0));
+    }
+    std::uint64_t at = off + len;
+    for (std::uint32_t d = 0; d < depth; ++d) {
+      const std::uint64_t first = g.sector_of(at);
+      if (first >= im.opts.volume_sectors) break;
+      const std::uint64_t end = std::min(g.covering(at, len).end, im.opts.volume_sectors);
+      const std::uint64_t count = std::min<std::uint64_t>(end - first, im.window_sectors);
+      if (count == 0 || !im.want(first, count, queued)) break;
+      at = g.byte_of(first + count);
+    }
   }
-  ++s->hits;
-  s->next = off + len;
-  s->last_use = ++im.clock;
-  if (s->hits < 2) return;
-  // Cover the next `depth` requests of the same length, one window each (capped).
-  std::uint64_t at = off + len;
-  for (std::uint32_t d = 0; d < im.opts.depth; ++d) {
-    const std::uint64_t first = g.sector_of(at);
-    if (first >= im.opts.volume_sectors) break;
-    const std::uint64_t end = std::min(g.covering(at, len).end, im.opts.volume_sectors);
-    const std::uint64_t count = std::min<std::uint64_t>(end - first, im.window_sectors);
-    if (count == 0 || !im.want(first, count)) break;
-    at = g.byte_of(first + count);
-  }
+  for (std::uint32_t i = 0; i < queued; ++i) im.work_cv.notify_one();
 }
 
 }  // namespace cryptmap::volume

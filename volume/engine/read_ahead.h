@@ -44,7 +44,11 @@ class ReadAhead {
     std::uint32_t windows = 8;
     std::size_t window_bytes = 1 << 20;  // rounded down to sectors; a request's look-ahead cap
     std::uint32_t depth = 2;             // requests ahead of the reader
-    unsigned threads = 2;                // prefetch threads
+    // Requests ahead of a stream that has gone on for more than this many reads (capped at
+    // windows - 1; never below depth): a long sequential reader keeps several windows in
+    // flight, so the loaders stay busy (no wake-up per window) and the store sees depth.
+    std::uint32_t stream_depth = 4;
+    unsigned threads = 2;  // prefetch threads
   };
   class LoadTicket;
   // Fills `dst` with the plaintext of sectors [first, first + dst.size()/ss) and returns true,
@@ -62,6 +66,10 @@ class ReadAhead {
   class LoadTicket {
    public:
     bool still_wanted() const;  // false once the window was invalidated or we are stopping
+    // Whether another window is queued or loading beside this one: the loader may then keep
+    // its decryption on its own thread (the loads run in parallel already) instead of spreading
+    // it over the crypto workers, a wake-up each.
+    bool others_loading() const;
 
    private:
     friend class ReadAhead;

@@ -113,7 +113,20 @@ bool ReadPath::load_ahead(std::uint64_t first, std::span<std::byte> dst,
   RangeLock::Guard guard =
       ctx_.ranges.acquire(first, first + ctx_.geo.sectors_in(dst.size()), /*exclusive=*/false);
   if (!t.still_wanted() || !store_is_current()) return false;
-  if (ctx_.whole_reads) return static_cast<bool>(ctx_.fetch(first, dst));
+  // While other windows load beside this one, the loaders already run in parallel: each keeps
+  // its decryption on its own thread (no fan-out, no crypto worker's wake-up and join).
+  EngineContext* ctx = &ctx_;
+  const ReadAhead::LoadTicket* ticket = &t;
+  const auto decrypt = [ctx, ticket](std::span<std::byte> b, std::uint64_t s) -> Result<void> {
+    if (ticket->others_loading()) {
+      return ctx->driver->convert_on_caller(CryptoDir::kDecrypt, b, SectorIndex{s});
+    }
+    return ctx->driver->convert(CryptoDir::kDecrypt, b, SectorIndex{s});
+  };
+  if (ctx_.whole_reads) {
+    if (!ctx_.store->read_at(ByteOffset{ctx_.geo.image_offset(first)}, dst)) return false;
+    return static_cast<bool>(decrypt(dst, first));
+  }
   const SectorGeometry& g = ctx_.geo;
   std::array<ReadPiece, kReadDepth> pieces;
   std::array<std::uint64_t, kReadDepth> first_sector{};
@@ -126,13 +139,12 @@ bool ReadPath::load_ahead(std::uint64_t first, std::span<std::byte> dst,
       first_sector[m] = pos;
       pos += n;
     }
-    EngineContext* ctx = &ctx_;
     ReadPiece* p = pieces.data();
     const std::uint64_t* fs = first_sector.data();
+    const auto* dec = &decrypt;
     const Result<void> r = ctx_.store->read_batch_each(
-        std::span<ReadPiece>(pieces.data(), m), [ctx, p, fs](std::size_t q) -> Result<void> {
-          return ctx->driver->convert(CryptoDir::kDecrypt, p[q].out, SectorIndex{fs[q]});
-        });
+        std::span<ReadPiece>(pieces.data(), m),
+        [p, fs, dec](std::size_t q) -> Result<void> { return (*dec)(p[q].out, fs[q]); });
     if (!r) return false;
   }
   return true;

@@ -50,10 +50,12 @@ struct EngineOptions {
   std::size_t write_behind_bytes = 8 << 20;
   unsigned write_behind_workers = 2;
   // Read-ahead for sequential streams (read_ahead.h): windows of up to read_ahead_bytes,
-  // read_ahead_depth requests ahead, loaded by read_ahead_threads (0 windows = off).
+  // read_ahead_depth requests ahead (read_ahead_stream_depth once a stream went on for that
+  // many reads), loaded by read_ahead_threads (0 windows = off).
   std::uint32_t read_ahead_windows = 8;
   std::size_t read_ahead_bytes = 1 << 20;
   std::uint32_t read_ahead_depth = 2;
+  std::uint32_t read_ahead_stream_depth = 4;
   unsigned read_ahead_threads = 2;
 };
 

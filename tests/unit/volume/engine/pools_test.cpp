@@ -1,6 +1,7 @@
 // RangeLock: ordering, sharing, exhaustion waits (never fails). BufferPool: tests/unit/base.
 // CryptoDriver::convert: every sector converted exactly once, small conversions and force_inline
 // ones on the calling thread, large ones in per-core slices.
+// CryptoDriver::convert_on_caller: nothing leaves the calling thread.
 // CryptoDriver::encrypt_from: out of place equals convert() in place, through an engine that
 // reads the source itself and through one that does not (the driver copies for it), in one part
 // and in several parts spread over the workers as one conversion.
@@ -125,6 +126,61 @@ TEST(CryptoDriver, ConvertsEverySectorOnceOnTheCallerWhenSmallOrInline) {
       }
     }
   }
+}
+
+// convert_on_caller: a conversion far above the parallel threshold, with workers to spread it
+// over, runs every batch on the calling thread and gives what convert() gives. Fails when it
+// fans out (a read-ahead loader beside others would pay a worker's wake-up and the join's).
+class CallerRecordingEngine final : public crypto::CryptoEngine {
+ public:
+  explicit CallerRecordingEngine(const crypto::SectorCipher& c) : c_(c) {}
+  // The caller's first batch of each conversion waits (up to a second) for a batch on another
+  // thread, so a conversion that fans out shows it whatever the scheduler does.
+  crypto::SubmitStatus submit(crypto::CryptoRequest* r) override {
+    if (std::this_thread::get_id() != caller) {
+      elsewhere.fetch_add(1);
+    } else if (!held.exchange(true)) {
+      for (int i = 0; i < 1000 && elsewhere.load() == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+    r->status = r->dir == crypto::CryptoDir::kEncrypt ? c_.encrypt(r->run) : c_.decrypt(r->run);
+    return crypto::SubmitStatus::kDone;
+  }
+  void wait_for_drain() override {}
+  const char* name() const noexcept override { return "caller-recording"; }
+  std::thread::id caller;
+  std::atomic<int> elsewhere{0};
+  std::atomic<bool> held{false};
+
+ private:
+  const crypto::SectorCipher& c_;
+};
+
+TEST(CryptoDriver, ConvertOnCallerKeepsEveryBatchOnTheCallingThread) {
+  constexpr std::uint32_t kSs = 512;
+  testing::FakeSectorCipher cipher(kSs);
+  CallerRecordingEngine engine(cipher);
+  engine.caller = std::this_thread::get_id();
+  CryptoDriverOptions o;
+  o.sector_size = kSs;
+  o.batch_bytes = 4 * kSs;
+  o.parallel_threshold_bytes = 8 * kSs;
+  o.threads = 3;
+  auto d = CryptoDriver::create(engine, o);
+  ASSERT_TRUE(d);
+  std::vector<std::byte> plain(256 * kSs);
+  testing::fill_pattern(plain, 9);
+  std::vector<std::byte> spread = plain, here = plain;
+  ASSERT_TRUE((*d)->convert(crypto::CryptoDir::kEncrypt, spread, SectorIndex{77}));
+  EXPECT_GT(engine.elsewhere.load(), 0) << "convert() should spread this size over the workers";
+  engine.elsewhere = 0;
+  engine.held = false;
+  ASSERT_TRUE((*d)->convert_on_caller(crypto::CryptoDir::kEncrypt, here, SectorIndex{77}));
+  EXPECT_EQ(engine.elsewhere.load(), 0) << "a batch left the calling thread";
+  EXPECT_EQ(here, spread);
+  ASSERT_TRUE((*d)->convert_on_caller(crypto::CryptoDir::kDecrypt, here, SectorIndex{77}));
+  EXPECT_EQ(here, plain);
 }
 
 TEST(CryptoDriver, EncryptFromEqualsConvertInPlace) {

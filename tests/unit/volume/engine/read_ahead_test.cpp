@@ -5,6 +5,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -130,6 +131,75 @@ TEST(ReadAhead, SequentialReadsAreServedFromPrefetchedWindows) {
     EXPECT_EQ(late_reads, 0u) << "from the third sequential read on, the reader itself should "
                                  "never have to go to the store";
   }
+}
+
+// A stream that went on for more than stream_depth reads gets stream_depth windows ahead of
+// it (the loaders keep busy and the store sees several windows in flight), a short one only
+// depth. After ten sequential 1 MiB reads the prefetch threads must read the window four
+// requests ahead of the last one; with depth 2 alone they never go past two. Fails when the
+// stream depth is not applied (the wait for the fourth window then gives up).
+TEST(ReadAhead, ALongStreamKeepsStreamDepthWindowsAhead) {
+  constexpr std::uint64_t kBytes = 32ull << 20, kChunk = 1 << 20, kReads = 10;
+  struct Seen {
+    std::atomic<std::thread::id> reader{};
+    std::atomic<std::uint64_t> furthest{0};  // end of the furthest prefetch read, + 1
+  };
+  auto seen = std::make_unique<Seen>();
+  volume::MemBackingStore mem(kBytes, "mem:ra");
+  auto store = std::make_unique<BorrowedStore>(mem);
+  store->on_io = [s = seen.get()](std::uint64_t off, bool write) {
+    if (write || std::this_thread::get_id() == s->reader.load()) return;
+    std::uint64_t cur = s->furthest.load();
+    while (off + 1 > cur && !s->furthest.compare_exchange_weak(cur, off + 1)) {
+    }
+  };
+  EngineOptions eo;
+  eo.read_ahead_depth = 2;
+  eo.read_ahead_stream_depth = 4;
+  auto v = volume::open_volume_with_engine(test_layout(4096, 0),
+                                           std::make_unique<FakeSectorCipher>(4096, 5), {},
+                                           std::move(store), {}, eo, nullptr);
+  ASSERT_TRUE(v) << v.error().message();
+  seen->reader = std::this_thread::get_id();
+  std::vector<std::byte> buf(kChunk);
+  for (std::uint64_t i = 0; i < kReads; ++i) {
+    ASSERT_EQ(*(*v)->read(ByteOffset{i * kChunk}, buf), kChunk);
+  }
+  // The last read noted [9, 10) MiB: windows 10..13 MiB are wanted. Wait (bounded, generously:
+  // this is about which windows, not how fast) until a prefetch thread read into the fourth.
+  const std::uint64_t fourth = (kReads + 3) * kChunk;
+  for (int i = 0; i < 3000 && seen->furthest.load() <= fourth; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GT(seen->furthest.load(), fourth)
+      << "no window was loaded four requests ahead of a ten-read stream";
+  EXPECT_LE(seen->furthest.load(), (kReads + 4) * kChunk) << "loaded past the stream depth";
+}
+
+// Four long streams read in turn share the eight windows: each keeps depth (2) windows ahead,
+// not stream_depth (4), or the streams take each other's loaded windows before they are read
+// and the readers go to the store themselves. From the third round on no read may reach the
+// store on the reader's thread. Fails when every long stream gets stream_depth regardless of
+// the others.
+TEST(ReadAhead, LongStreamsSharingTheWindowsKeepTheirWindowsUntilRead) {
+  constexpr std::uint64_t kChunk = 1 << 20, kRegion = 16 * kChunk, kStreams = 4;
+  constexpr std::uint64_t kBytes = kStreams * kRegion, kRounds = 14;
+  RaVolume r = open_ra(4096, kBytes, {}, {});
+  ASSERT_TRUE(r.vol);
+  const std::vector<std::byte> model = image_plaintext(r.check, 0, kBytes);
+  r.counter->watched = std::this_thread::get_id();
+  std::vector<std::byte> buf(kChunk);
+  std::uint64_t late_reads = 0;
+  for (std::uint64_t i = 0; i < kRounds; ++i) {
+    for (std::uint64_t st = 0; st < kStreams; ++st) {
+      const std::uint64_t off = st * kRegion + i * kChunk;
+      const std::uint64_t before = r.counter->reads.load();
+      ASSERT_EQ(*r.vol->read(ByteOffset{off}, buf), kChunk);
+      ASSERT_EQ(std::memcmp(buf.data(), model.data() + off, kChunk), 0) << off;
+      if (i >= 2) late_reads += r.counter->reads.load() - before;
+    }
+  }
+  EXPECT_EQ(late_reads, 0u) << "a stream's loaded window was taken before it was read";
 }
 
 TEST(ReadAhead, WritesIntoAPrefetchedWindowAreSeenByTheNextRead) {
