@@ -317,7 +317,8 @@ class VolumeImpl final : public Volume {
     };
     ctx_.logger->info(
         "read-ahead on volume {}: {} read(s) from a loaded window, {} waited for a loading one "
-        "({:.0f} us each), {} without a window; {} window(s) loaded, {} dropped, {:.0f} us per load",
+        "({:.0f} us each), {} without a window; {} window(s) loaded, {} dropped, {:.0f} us per "
+        "load",
         ctx_.store->name(), st.hits, st.waits, us(st.wait_ns, st.waits), st.misses, st.loads,
         st.dropped, us(st.load_ns, st.loads + st.dropped));
   }
