@@ -251,11 +251,13 @@ struct CryptoDriver::Impl {
   // One conversion of every part, inline or spread over the workers as one fan-out; returns
   // once every batch completed. `meta`, `meta_bytes`, `batch`: as issue_range's; `conv` may
   // carry verdicts (convert_auth).
+  // on_caller: every batch issued from the calling thread, never fanned out (convert_on_caller).
   Result<void> run(Conversion& conv, CryptoDir dir, std::span<const FromTo> parts,
-                   std::span<std::byte> meta, std::size_t meta_bytes, std::size_t batch) {
+                   std::span<std::byte> meta, std::size_t meta_bytes, std::size_t batch,
+                   bool on_caller = false) {
     std::size_t count = 0;
     for (const FromTo& p : parts) count += p.out.size() / opts.sector_size;
-    if (!parallel(dir, count * opts.sector_size, batch)) {
+    if (on_caller || !parallel(dir, count * opts.sector_size, batch)) {
       issue_range(conv, dir, parts, 0, count, meta, meta_bytes, batch);
     } else {
       Slices task;
@@ -317,10 +319,7 @@ Result<void> CryptoDriver::convert_on_caller(crypto::CryptoDir dir, std::span<st
   if (data.empty()) return ok();
   const FromTo part{{}, data, first};
   Conversion conv;
-  im.issue_range(conv, dir, std::span(&part, 1), 0, data.size() / im.opts.sector_size, {}, 0,
-                 im.batch_sectors);
-  conv.finish_one();  // drop the submitter's guard
-  return conv.wait();
+  return im.run(conv, dir, std::span(&part, 1), {}, 0, im.batch_sectors, /*on_caller=*/true);
 }
 
 Result<void> CryptoDriver::encrypt_from(std::span<const std::byte> plain, std::span<std::byte> out,
