@@ -310,17 +310,8 @@ class VolumeImpl final : public Volume {
   // One info line at close when read-ahead served anything (issue #13: hits, waits, misses).
   void log_read_ahead_stats() {
     if (!ctx_.read_ahead) return;
-    const ReadAhead::Stats st = ctx_.read_ahead->stats();
-    if (st.loads + st.dropped == 0) return;
-    const auto us = [](std::uint64_t ns, std::uint64_t n) {
-      return static_cast<double>(ns) / static_cast<double>(std::max<std::uint64_t>(1, n)) / 1e3;
-    };
-    ctx_.logger->info(
-        "read-ahead on volume {}: {} read(s) from a loaded window, {} waited for a loading one "
-        "({:.0f} us each), {} without a window; {} window(s) loaded, {} dropped, {:.0f} us per "
-        "load",
-        ctx_.store->name(), st.hits, st.waits, us(st.wait_ns, st.waits), st.misses, st.loads,
-        st.dropped, us(st.load_ns, st.loads + st.dropped));
+    const std::string line = ctx_.read_ahead->stats().summary();
+    if (!line.empty()) ctx_.logger->info("read-ahead on volume {}: {}", ctx_.store->name(), line);
   }
 
   // Read-ahead for the current size (nothing when it is off).

@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include <spdlog/fmt/fmt.h>
 
 #include "base/buffer_pool.h"
 #include "base/check.h"
@@ -271,6 +274,20 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
   }
   ++im.stats.misses;
   return {};
+}
+
+std::string ReadAhead::Stats::summary() const {
+  if (loads + dropped == 0) return {};
+  const auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
+  const auto us_each = [](std::uint64_t ns, std::uint64_t n) {
+    return static_cast<double>(ns) / static_cast<double>(std::max<std::uint64_t>(1, n)) / 1e3;
+  };
+  return fmt::format(
+      "{} read(s) found their window loaded, {} waited for a loading one ({:.1f} ms, {:.0f} us "
+      "each), {} had none; {} window(s) loaded, {} dropped, loaders busy {:.1f} ms ({:.0f} us "
+      "per load)",
+      hits, waits, ms(wait_ns), us_each(wait_ns, waits), misses, loads, dropped, ms(load_ns),
+      us_each(load_ns, loads + dropped));
 }
 
 ReadAhead::Stats ReadAhead::stats() const {

@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "base/result.h"
 
@@ -121,6 +122,10 @@ class ReadAhead {
     std::uint64_t loads = 0;    // windows loaded
     std::uint64_t dropped = 0;  // loads dropped (overtaken by a writer, a failed block, stop)
     std::uint64_t load_ns = 0;  // time in the Loader, loaded or dropped
+
+    // One line for a volume's close log: the counts, the time waited and the loaders' time (in
+    // all and per wait / per load). Empty when no window was ever loaded or dropped.
+    std::string summary() const;
   };
   Stats stats() const;
 

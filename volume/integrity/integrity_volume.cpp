@@ -953,15 +953,11 @@ class IntegrityVolume final : public Volume {
   // the loaders' time went (bench/README.md, rahmac: what bounds hmac seqread).
   void log_read_ahead() const {
     if (!ra_) return;
-    const ReadAhead::Stats s = ra_->stats();
-    if (s.loads + s.dropped == 0) return;
+    const std::string line = ra_->stats().summary();
+    if (line.empty()) return;
     const auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
-    log_->info(
-        "{}: read-ahead: {} read(s) found their window loaded, {} waited for a loading one "
-        "({:.1f} ms), {} had none; {} window(s) loaded, {} dropped, loaders busy {:.1f} ms "
-        "(store reads {:.1f} ms, verify + decrypt {:.1f} ms)",
-        store_->name(), s.hits, s.waits, ms(s.wait_ns), s.misses, s.loads, s.dropped, ms(s.load_ns),
-        ms(ra_times_.read_ns.load()), ms(ra_times_.verify_ns.load()));
+    log_->info("{}: read-ahead: {} (store reads {:.1f} ms, verify + decrypt {:.1f} ms)",
+               store_->name(), line, ms(ra_times_.read_ns.load()), ms(ra_times_.verify_ns.load()));
   }
 
   // Mode J: every sealed batch committed (integrity_await_commits).
