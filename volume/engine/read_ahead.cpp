@@ -1,7 +1,6 @@
 #include "volume/engine/read_ahead.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -11,6 +10,7 @@
 
 #include "base/buffer_pool.h"
 #include "base/check.h"
+#include "base/clock.h"
 #include "base/io_thread.h"
 #include "base/locked_memory.h"
 #include "base/mutex.h"
@@ -38,12 +38,6 @@ struct Stream {
 };
 
 constexpr std::size_t kStreams = 8;
-
-std::uint64_t now_ns() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::steady_clock::now().time_since_epoch())
-                                        .count());
-}
 
 }  // namespace
 
@@ -138,9 +132,9 @@ struct ReadAhead::Impl {
       const std::uint64_t first = w.first;
       const std::span<std::byte> dst(w.mem, w.count * opts.sector_size);
       lock.unlock();
-      const std::uint64_t t0 = now_ns();
+      const std::uint64_t t0 = steady_ns();
       const bool loaded = loader(first, dst, LoadTicket(owner, i, gen));
-      const std::uint64_t t1 = now_ns();
+      const std::uint64_t t1 = steady_ns();
       lock.lock();
       stats.load_ns += t1 - t0;
       --loading;
@@ -252,9 +246,9 @@ ReadAhead::Pin ReadAhead::pin(std::uint64_t s0, std::uint64_t s1) {
     // Loading: wait until it is loaded, dropped, or reassigned (never while holding a range).
     if (w.state == State::kLoading) {
       ++im.stats.waits;  // counted before it waits (a test's loader sees it)
-      const std::uint64_t t0 = now_ns();
+      const std::uint64_t t0 = steady_ns();
       while (w.state == State::kLoading && w.generation == gen) im.loaded_cv[i].wait(lock);
-      im.stats.wait_ns += now_ns() - t0;
+      im.stats.wait_ns += steady_ns() - t0;
     } else {
       ++im.stats.hits;
     }

@@ -3,11 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <chrono>
 #include <limits>
 #include <utility>
 
 #include "base/check.h"
+#include "base/clock.h"
 #include "base/io_thread.h"
 
 namespace cryptmap::volume {
@@ -28,14 +28,6 @@ class WriteBehind::Job {
   std::uint64_t sealed_ns = 0;           // steady clock at sealed()
   std::uint64_t seq = 0;
 };
-
-namespace {
-std::uint64_t now_ns() noexcept {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::steady_clock::now().time_since_epoch())
-                                        .count());
-}
-}  // namespace
 
 Result<std::unique_ptr<WriteBehind>> WriteBehind::start(EngineContext& ctx, std::size_t pool_bytes,
                                                         unsigned workers) {
@@ -120,7 +112,7 @@ void WriteBehind::log_stats() {
 WriteBehind::Job* WriteBehind::try_reserve(std::uint64_t first, std::uint64_t count) {
   CRYPTMAP_CHECK(count > 0);
   const std::size_t n = static_cast<std::size_t>((count + ctx_.buf_sectors - 1) / ctx_.buf_sectors);
-  const std::uint64_t t = now_ns();
+  const std::uint64_t t = steady_ns();
   Job* j = nullptr;
   {
     MutexLock lock(mu_);
@@ -170,7 +162,7 @@ std::span<std::byte> WriteBehind::piece(Job& j, std::size_t q) const noexcept {
   return j.bufs[q].span().first(ctx_.geo.bytes(n));
 }
 
-void WriteBehind::sealed(Job& j) const noexcept { j.sealed_ns = now_ns(); }
+void WriteBehind::sealed(Job& j) const noexcept { j.sealed_ns = steady_ns(); }
 
 void WriteBehind::cancel(Job* j) {
   for (std::size_t q = 0; q < j->n; ++q) j->bufs[q].reset();
@@ -181,7 +173,7 @@ void WriteBehind::cancel(Job* j) {
 
 void WriteBehind::submit(Job* j, RangeLock::Guard range) {
   j->range = std::move(range);
-  const std::uint64_t t = now_ns();
+  const std::uint64_t t = steady_ns();
   {
     MutexLock lock(mu_);
     ++stats_.queued;
@@ -228,7 +220,7 @@ void WriteBehind::worker_main() {
       j = queue_[queue_head_];
       queue_head_ = (queue_head_ + 1) % queue_.size();
       --queued_;
-      const std::uint64_t t = now_ns();
+      const std::uint64_t t = steady_ns();
       const std::uint64_t w = t - std::min(t, j->reserved_ns);
       stats_.wait_ns += w;
       stats_.wait_max_ns = std::max(stats_.wait_max_ns, w);
@@ -237,7 +229,7 @@ void WriteBehind::worker_main() {
     run(*j);
     {
       MutexLock lock(mu_);
-      const std::uint64_t t = now_ns();
+      const std::uint64_t t = steady_ns();
       const std::uint64_t w = t - std::min(t, j->reserved_ns);
       stats_.store_ns += w;
       stats_.store_max_ns = std::max(stats_.store_max_ns, w);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/bytes.h"
+#include "base/clock.h"
 #include "base/io_thread.h"
 #include "base/locked_memory.h"
 #include "cache/sector_cache.h"
@@ -363,12 +364,6 @@ class TagPageLocks {
 struct LoaderTimes {
   std::atomic<std::uint64_t> read_ns{0}, verify_ns{0};
 };
-
-std::uint64_t ns_since(std::chrono::steady_clock::time_point t0) {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
-          .count());
-}
 
 class IntegrityVolume final : public Volume {
  public:
@@ -1056,7 +1051,7 @@ class IntegrityVolume final : public Volume {
                              std::span<std::byte> tag_buf, bool report = true,
                              LoaderTimes* times = nullptr) {
     const TagWindow w = tag_window(first, n);
-    auto t0 = std::chrono::steady_clock::now();
+    std::uint64_t t0 = times != nullptr ? steady_ns() : 0;  // clock read for a loader only
     const auto tags = tag_buf.first(w.hi - w.lo);
     // Mode J: a batch retired between the reads below and the overlay (its copy landed after
     // the reads began, and it is no longer overlaid) would leave a block older than its last
@@ -1082,14 +1077,15 @@ class IntegrityVolume final : public Volume {
       if (overlay_pending(first, n, data, tags.subspan(w.first, n * tag_), retired)) break;
     }
     if (times != nullptr) {
-      times->read_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
-      t0 = std::chrono::steady_clock::now();
+      const std::uint64_t t1 = steady_ns();
+      times->read_ns.fetch_add(t1 - t0, std::memory_order_relaxed);
+      t0 = t1;
     }
     std::array<bool, kMaxRunBlocks> failed{};
     auto r = convert_run(crypto::CryptoDir::kDecrypt, first, n, data,
                          tags.subspan(w.first, n * tag_), std::span(failed).first(n));
     verified_.fetch_add(n, std::memory_order_relaxed);
-    if (times != nullptr) times->verify_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
+    if (times != nullptr) times->verify_ns.fetch_add(steady_ns() - t0, std::memory_order_relaxed);
     if (!r) {
       for (std::size_t i = 0; i < n && report; ++i)
         if (failed[i]) {
