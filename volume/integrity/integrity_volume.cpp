@@ -59,6 +59,13 @@ constexpr std::size_t kMaxInPlacePages = 256;
 std::uint64_t align_down(std::uint64_t x) { return x / kAlign * kAlign; }
 std::uint64_t align_up(std::uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
+// The tag areas as the tag page cache spreads their pages over its sets; an area's tags may
+// start inside a page: one more page each.
+TagPageCache::Areas tag_cache_areas(const Geometry& g) {
+  return {g.tag_byte(0), (g.interleave_sectors() + g.metadata_run) * 512,
+          align_up(g.metadata_run * 512) / kAlign + 1};
+}
+
 // Pages of the tag page cache: the volume's whole tag area and an eighth more (the cache is
 // set-associative: pages of one set beyond its ways evict each other), at most a quarter of
 // the volume's cache budget (--cache-size; 16 MiB of the default 64 MiB hold the tags of about
@@ -71,16 +78,10 @@ constexpr std::uint64_t kMinTagPages = 8;
 std::size_t tag_cache_pages(const Geometry& g, std::uint64_t cache_bytes) {
   const std::uint64_t areas =
       (g.provided_data_sectors + g.interleave_sectors() - 1) / g.interleave_sectors();
-  // An area's tags may start inside a page: one more page each.
-  const std::uint64_t area_pages = align_up(g.metadata_run * 512) / kAlign + 1;
+  const std::uint64_t area_pages = tag_cache_areas(g).area_pages;
   const std::uint64_t wanted = areas * area_pages + areas * area_pages / 8;  // see Areas
   const std::uint64_t budget = std::max(kMinTagPages, cache_bytes / 4 / kAlign);
   return static_cast<std::size_t>(std::min(wanted, budget));
-}
-// The tag areas as the tag page cache spreads their pages over its sets.
-TagPageCache::Areas tag_cache_areas(const Geometry& g) {
-  return {g.tag_byte(0), (g.interleave_sectors() + g.metadata_run) * 512,
-          align_up(g.metadata_run * 512) / kAlign + 1};
 }
 // The bytes of --cache-size the tag page cache takes from the sector cache: its pages, at
 // least an eighth (as before the tag page cache could grow past it).
